@@ -1,0 +1,47 @@
+/* common.h — what every module of rlrun shares: error values, exit codes,
+ * small helpers. Depends on nothing else in the tree. */
+#ifndef RLRUN_COMMON_H
+#define RLRUN_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RLRUN_VERSION "0.1.0"
+
+/* Process exit codes (documented in README.md and `rlrun --help`). */
+enum rl_exit {
+  RL_EXIT_OK = 0,        /* success */
+  RL_EXIT_FAIL = 1,      /* a runtime failure (stage error, I/O); a run stays resumable */
+  RL_EXIT_USAGE = 2,     /* bad command line or invalid input (recipe, checkpoint, data) */
+  RL_EXIT_HARDWARE = 3,  /* valid, but not runnable on this hardware / this build */
+  RL_EXIT_STATE = 4,     /* run state refused: corrupt store, changed inputs, wrong version */
+  RL_EXIT_INTERRUPT = 130 /* stopped by SIGINT/SIGTERM; resumable */
+};
+
+/* An error value: a code (one of rl_exit) and a message built once, at the
+ * place that knows the context (file:line:col, tensor name, step). */
+typedef struct rl_err {
+  int code;
+  char msg[2048];
+} rl_err;
+
+/* Record an error (printf-style) and return its code. e may be NULL. */
+int rl_errf(rl_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prepend context ("while loading X: ") to an existing message; returns e->code. */
+int rl_err_prefix(rl_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rl_err_clear(rl_err *e);
+
+/* Allocation that never returns NULL: aborts with a message on out-of-memory. */
+void *rl_xmalloc(size_t n);
+void *rl_xcalloc(size_t n, size_t sz);
+void *rl_xrealloc(void *p, size_t n);
+char *rl_xstrdup(const char *s);
+
+/* Read a whole file into a NUL-terminated buffer; returns 0 or an error. */
+int rl_read_file(const char *path, char **out, size_t *len, rl_err *e);
+
+/* Monotonic time in seconds. */
+double rl_now(void);
+
+#endif

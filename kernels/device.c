@@ -1,0 +1,46 @@
+/* device.c — device_query: versions of the CUDA libraries this binary links
+ * and the GPUs the driver reports. Plain C against the CUDA runtime API. */
+#include "device.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#if RLRUN_CUDA
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#endif
+
+void device_query(device_info *info) {
+  memset(info, 0, sizeof *info);
+#if RLRUN_CUDA
+  info->built_with_cuda = 1;
+  cudaRuntimeGetVersion(&info->cuda_runtime);
+  if (cudaDriverGetVersion(&info->cuda_driver) != cudaSuccess) info->cuda_driver = 0;
+  info->cublaslt = cublasLtGetVersion();
+  int v = 0;
+  if (ncclGetVersion(&v) == ncclSuccess) info->nccl = v;
+  int n = 0;
+  cudaError_t st = cudaGetDeviceCount(&n);
+  if (st != cudaSuccess) {
+    snprintf(info->status, sizeof info->status, "no GPU (%s)", cudaGetErrorString(st));
+    cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
+    return;
+  }
+  if (n > DEVICE_MAX_GPUS) n = DEVICE_MAX_GPUS;
+  for (int i = 0; i < n; i++) {
+    struct cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+    device_gpu *g = &info->gpus[info->n_gpus++];
+    g->index = i;
+    snprintf(g->name, sizeof g->name, "%s", p.name);
+    g->cc_major = p.major;
+    g->cc_minor = p.minor;
+    g->mem_bytes = p.totalGlobalMem;
+    g->sm_count = p.multiProcessorCount;
+  }
+  if (info->n_gpus == 0) snprintf(info->status, sizeof info->status, "no GPU (the driver reports none)");
+#else
+  snprintf(info->status, sizeof info->status, "no GPU (this binary was built without CUDA)");
+#endif
+}

@@ -1,0 +1,33 @@
+/* device.h — what compute this process can use: the build's capabilities and
+ * the GPUs the CUDA driver reports. Works (and says "no GPU") in CPU-only
+ * builds and on machines without a driver. */
+#ifndef RLRUN_DEVICE_H
+#define RLRUN_DEVICE_H
+
+#include <stddef.h>
+
+#define DEVICE_MAX_GPUS 16
+
+typedef struct device_gpu {
+  int index;
+  char name[256];
+  int cc_major, cc_minor; /* compute capability */
+  size_t mem_bytes;       /* total global memory */
+  int sm_count;
+} device_gpu;
+
+typedef struct device_info {
+  int built_with_cuda;  /* 1 when this binary contains CUDA code */
+  int cuda_runtime;     /* cudaRuntimeGetVersion, e.g. 13000; 0 when absent */
+  int cuda_driver;      /* cudaDriverGetVersion; 0 when no driver */
+  size_t cublaslt;      /* cublasLtGetVersion, e.g. 130100; 0 when absent */
+  int nccl;             /* ncclGetVersion, e.g. 22805; 0 when absent */
+  int n_gpus;
+  device_gpu gpus[DEVICE_MAX_GPUS];
+  char status[256];     /* why no GPU is usable, when n_gpus == 0 */
+} device_info;
+
+/* Fill *info; never fails (a missing driver is reported in info->status). */
+void device_query(device_info *info);
+
+#endif

@@ -1,0 +1,22 @@
+/* cli.h — the subcommands of rlrun. Each takes the arguments after its own
+ * name (argv[0] is the command name), prints its own --help, and returns a
+ * process exit code (enum rl_exit in kernels/common.h). */
+#ifndef RLRUN_CLI_H
+#define RLRUN_CLI_H
+
+typedef struct cli_command {
+  const char *name;
+  const char *summary; /* one line for `rlrun --help` */
+  int (*fn)(int argc, char **argv);
+} cli_command;
+
+/* 1 when argv holds -h or --help. */
+int cli_wants_help(int argc, char **argv);
+
+int cmd_version(int argc, char **argv);
+
+/* The table of commands, in the order `rlrun --help` lists them. */
+extern const cli_command cli_commands[];
+extern const int cli_n_commands;
+
+#endif

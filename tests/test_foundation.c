@@ -1,0 +1,94 @@
+/* test_foundation.c — the CLI skeleton, error values and the harness helpers. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+#include "kernels/common.h"
+#include "kernels/device.h"
+
+static char out[65536];
+
+TEST(err_format_and_prefix) {
+  rl_err e;
+  rl_err_clear(&e);
+  CHECK_EQ_I64(rl_errf(&e, RL_EXIT_USAGE, "%s:%d:%d: bad key '%s'", "r.yaml", 3, 5, "lr"), 2);
+  CHECK_STREQ(e.msg, "r.yaml:3:5: bad key 'lr'");
+  CHECK_EQ_I64(rl_err_prefix(&e, "recipe %s: ", "demo"), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "recipe demo: r.yaml:3:5: bad key 'lr'");
+  CHECK_EQ_I64(rl_errf(NULL, 7, "ignored"), 7);
+}
+
+TEST(read_file_roundtrip_and_missing) {
+  char path[700];
+  snprintf(path, sizeof path, "%s/f.txt", harness_tmpdir());
+  REQUIRE(harness_write_file(path, "hello\nworld") == 0);
+  char *buf = NULL;
+  size_t n = 0;
+  rl_err e;
+  CHECK_EQ_I64(rl_read_file(path, &buf, &n, &e), 0);
+  CHECK_EQ_I64(n, 11);
+  CHECK_STREQ(buf, "hello\nworld");
+  free(buf);
+  snprintf(path, sizeof path, "%s/missing.txt", harness_tmpdir());
+  CHECK_EQ_I64(rl_read_file(path, &buf, &n, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "missing.txt: cannot open: No such file");
+  CHECK(buf == NULL);
+}
+
+TEST(cli_version_prints_every_library) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "%s version", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "rlrun " RLRUN_VERSION);
+  CHECK_CONTAINS(out, "lua            Lua 5.4");
+  CHECK_CONTAINS(out, "sqlite         3.");
+  CHECK_CONTAINS(out, "libyaml        0.2");
+  CHECK_CONTAINS(out, "jansson        2.");
+  CHECK_CONTAINS(out, "cublasLt");
+  CHECK_CONTAINS(out, "nccl");
+  /* CI and dev machines have no GPU: it must say so plainly. */
+  device_info d;
+  device_query(&d);
+  if (d.n_gpus == 0) CHECK_CONTAINS(out, "gpus           no GPU");
+  else CHECK_CONTAINS(out, "compute capability");
+}
+
+TEST(cli_unknown_command_suggests_and_exits_2) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "%s verison", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "unknown command 'verison' (did you mean 'version'?)");
+  snprintf(cmd, sizeof cmd, "%s", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "usage: rlrun COMMAND");
+  snprintf(cmd, sizeof cmd, "%s version extra", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "unexpected argument 'extra'");
+}
+
+/* Every listed command answers --help with a usage line and exit 0. */
+TEST(cli_every_command_has_help) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "%s --help", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "exit codes:");
+  char list[65536];
+  snprintf(list, sizeof list, "%s", out);
+  char *p = strstr(list, "commands:\n");
+  REQUIRE(p);
+  p += strlen("commands:\n");
+  int n = 0;
+  while (p && *p == ' ') {
+    char name[64];
+    if (sscanf(p, " %63s", name) != 1) break;
+    char c2[800], o2[16384];
+    snprintf(c2, sizeof c2, "%s %s --help", harness_bin(), name);
+    int rc = harness_run(c2, o2, sizeof o2);
+    CHECK_MSG(rc == 0, "`rlrun %s --help` exited %d", name, rc);
+    CHECK_MSG(strstr(o2, "usage: rlrun") != NULL, "`rlrun %s --help` printed no usage line:\n%s", name, o2);
+    n++;
+    p = strchr(p, '\n');
+    if (p) p++;
+  }
+  CHECK(n >= 1);
+}
