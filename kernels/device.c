@@ -23,7 +23,11 @@ void device_query(device_info *info) {
   int n = 0;
   cudaError_t st = cudaGetDeviceCount(&n);
   if (st != cudaSuccess) {
-    snprintf(info->status, sizeof info->status, "no GPU (%s)", cudaGetErrorString(st));
+    if (info->cuda_driver == 0 || st == cudaErrorNoDevice)
+      snprintf(info->status, sizeof info->status, "no GPU (%s)",
+               info->cuda_driver == 0 ? "no NVIDIA driver found" : "the driver reports no device");
+    else
+      snprintf(info->status, sizeof info->status, "no GPU (%s)", cudaGetErrorString(st));
     cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
     return;
   }
