@@ -120,6 +120,10 @@ BENCH_C := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_C:bench/%.c=$(BUILD)/%)
 FUZZ_C := $(wildcard tests/fuzz/*.c)
 FUZZ_BIN := $(FUZZ_C:tests/fuzz/%.c=$(BUILD)/%)
+# GPU test programs (tests/gpu/*.c, each with its own main): built with `make test`
+# so CI checks they link; run on the GPU machine by tests/gpu/run.sh.
+GPU_TEST_C := $(wildcard tests/gpu/*.c)
+GPU_TEST_BIN := $(GPU_TEST_C:tests/gpu/%.c=$(BUILD)/gpu/%)
 
 # Build facts compiled into `rlrun version`; the header is rewritten only when they change.
 BUILD_FLAGS_STR := cc=$(CC) $(OPT) san=$(SAN) cuda=$(USE_CUDA)$(if $(CI), ci)
@@ -127,7 +131,7 @@ GIT_DESC := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 $(shell mkdir -p $(BUILD) && printf '#define RLRUN_GIT "%s"\n#define RLRUN_BUILD_FLAGS "%s"\n' '$(GIT_DESC)' '$(BUILD_FLAGS_STR)' > $(BUILD)/buildinfo.h.new && (cmp -s $(BUILD)/buildinfo.h.new $(BUILD)/buildinfo.h || mv $(BUILD)/buildinfo.h.new $(BUILD)/buildinfo.h); rm -f $(BUILD)/buildinfo.h.new)
 
 # ---------------------------------------------------------------- rules
-.PHONY: all test run bench fuzz clean fixtures
+.PHONY: all test run bench fuzz clean fixtures gpu-tests
 
 all: $(BUILD)/rlrun
 
@@ -170,7 +174,12 @@ $(FIXTURE_DIR)/%.stamp: tests/oracle/%.py
 	@touch $@
 fixtures: $(FIXTURE_STAMPS)
 
-test: $(BUILD)/rlrun $(BUILD)/rlrun-tests $(FIXTURE_STAMPS)
+$(BUILD)/gpu/%: tests/gpu/%.c $(BUILD)/librlrun.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+gpu-tests: $(GPU_TEST_BIN)
+
+test: $(BUILD)/rlrun $(BUILD)/rlrun-tests $(FIXTURE_STAMPS) $(GPU_TEST_BIN)
 	RLRUN_BIN=$(BUILD)/rlrun RLRUN_FIXTURES=$(FIXTURE_DIR) ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 \
 	  $(BUILD)/rlrun-tests $(T)
 

@@ -14,6 +14,10 @@ typedef struct cli_command {
 int cli_wants_help(int argc, char **argv);
 
 int cmd_version(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_matrix(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 /* The table of commands, in the order `rlrun --help` lists them. */
 extern const cli_command cli_commands[];

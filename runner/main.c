@@ -9,6 +9,10 @@
 /* Commands, in the order `rlrun --help` lists them. Add one line per command. */
 const cli_command cli_commands[] = {
     {"version", "print versions, build flags and the GPUs found", cmd_version},
+    {"validate", "check a recipe: schema, precision matrix, hardware (exit 0/2/3)", cmd_validate},
+    {"plan", "print a recipe fully resolved, its layer precisions and stage plan", cmd_plan},
+    {"matrix", "print the precision compatibility matrix and what this machine runs", cmd_matrix},
+    {"convert", "convert a HF model directory to fp8-block/mxfp8/nvfp4 or back to bf16", cmd_convert},
 };
 const int cli_n_commands = (int)(sizeof cli_commands / sizeof cli_commands[0]);
 

@@ -11,8 +11,8 @@ check_only=0
 [ "${1:-}" = "--check" ] && check_only=1
 
 # Debian packages: C toolchain, the four libraries rlrun links statically,
-# and clang (libFuzzer targets, `make fuzz`).
-apt_pkgs=(build-essential pkg-config libyaml-dev libsqlite3-dev liblua5.4-dev libjansson-dev clang)
+# clang (libFuzzer targets, `make fuzz`) and GNU time (peak-memory tests).
+apt_pkgs=(build-essential pkg-config time libyaml-dev libsqlite3-dev liblua5.4-dev libjansson-dev clang)
 # Python test oracles (never runtime dependencies of rlrun itself).
 py_mods=(numpy ml_dtypes safetensors)
 

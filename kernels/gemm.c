@@ -1,0 +1,139 @@
+/* gemm.c — what both GEMM backends share: argument checks, the CPU/CUDA
+ * dispatch, path names, and the stand-ins of the CUDA entry points in a
+ * build without CUDA. */
+#include "kernels/gemm.h"
+
+#include <math.h>
+
+/* Names of the paths, as reports print them. */
+const char *gemm_path_name(gemm_path p) {
+  switch (p) {
+    case GEMM_PATH_NONE: return "none";
+    case GEMM_PATH_CPU: return "cpu";
+    case GEMM_PATH_BF16: return "bf16";
+    case GEMM_PATH_FP8_BLOCK: return "fp8-block";
+    case GEMM_PATH_FP8_DEQUANT_F32: return "fp8-block→f32-dequant";
+    case GEMM_PATH_EMULATED: return "emulated-bf16";
+    case GEMM_PATH_MXFP8: return "mxfp8";
+    case GEMM_PATH_NVFP4: return "nvfp4";
+  }
+  return "unknown";
+}
+
+/* Check one operand of a quantized product; `what` is "x" or "w". */
+static int gemm_check_operand(const qtensor *t, const char *what, int is_weight, rl_err *e) {
+  const char *fn = qtensor_format_name(t->fmt);
+  if ((unsigned)t->fmt > QFMT_NVFP4)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm: %s has unknown format %d", what, (int)t->fmt);
+  if (t->rows < 0 || t->cols < 0)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm: %s has negative shape [%lld][%lld]", what,
+                   (long long)t->rows, (long long)t->cols);
+  if (t->rows > INT32_MAX || t->cols > INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm: %s shape [%lld][%lld] exceeds 2^31-1 per dimension",
+                   what, (long long)t->rows, (long long)t->cols);
+  int empty = t->rows == 0 || t->cols == 0;
+  if (!empty && !t->data) return rl_errf(e, RL_EXIT_USAGE, "gemm: %s (%s) has no data", what, fn);
+  if (t->fmt == QFMT_BF16) return 0;
+  if (!empty && !t->scales)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm: %s (%s) has no scales", what, fn);
+  switch (t->fmt) {
+    case QFMT_FP8_BLOCK:
+      if (t->block_rows != (is_weight ? 128 : 1))
+        return rl_errf(e, RL_EXIT_USAGE,
+                       "gemm: fp8-block %s must have %s blocks (block_rows %d), got block_rows %d",
+                       what, is_weight ? "128×128" : "1×128", is_weight ? 128 : 1, t->block_rows);
+      if (t->layout != QLAYOUT_ROWMAJOR &&
+          t->layout != (is_weight ? QLAYOUT_HOPPER_WEIGHT : QLAYOUT_HOPPER_ACT))
+        return rl_errf(e, RL_EXIT_USAGE, "gemm: fp8-block %s has scale layout %d; use ROWMAJOR or %s",
+                       what, (int)t->layout, is_weight ? "HOPPER_WEIGHT" : "HOPPER_ACT");
+      if (t->layout == QLAYOUT_HOPPER_ACT && t->scale_ld < t->rows)
+        return rl_errf(e, RL_EXIT_USAGE, "gemm: %s scale_ld %lld < rows %lld (HOPPER_ACT layout)",
+                       what, (long long)t->scale_ld, (long long)t->rows);
+      return 0;
+    case QFMT_MXFP8:
+    case QFMT_NVFP4:
+      if (t->layout != QLAYOUT_ROWMAJOR && t->layout != QLAYOUT_BLACKWELL_128x4)
+        return rl_errf(e, RL_EXIT_USAGE, "gemm: %s %s has scale layout %d; use ROWMAJOR or BLACKWELL_128x4",
+                       fn, what, (int)t->layout);
+      if (t->fmt == QFMT_NVFP4 && !t->on_device && !isfinite(t->s_dec))
+        return rl_errf(e, RL_EXIT_USAGE, "gemm: nvfp4 %s has a non-finite S_dec", what);
+      if (t->fmt == QFMT_NVFP4 && t->on_device && !t->d_s_dec && !empty)
+        return rl_errf(e, RL_EXIT_USAGE, "gemm: nvfp4 %s on the device has no d_s_dec", what);
+      return 0;
+    default: return 0;
+  }
+}
+
+/* Both operands valid and compatible (same format, K, memory). */
+int gemm_q_check(const qtensor *x, const qtensor *w, rl_err *e) {
+  if (!x || !w) return rl_errf(e, RL_EXIT_USAGE, "gemm: x or w is NULL");
+  int rc = gemm_check_operand(x, "x", 0, e);
+  if (!rc) rc = gemm_check_operand(w, "w", 1, e);
+  if (rc) return rc;
+  if (x->fmt != w->fmt)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm: x is %s but w is %s; quantize x in the weight's format",
+                   qtensor_format_name(x->fmt), qtensor_format_name(w->fmt));
+  if (x->cols != w->cols)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm: K mismatch: x is [%lld][%lld], w is [%lld][%lld]",
+                   (long long)x->rows, (long long)x->cols, (long long)w->rows, (long long)w->cols);
+  if (x->on_device != w->on_device)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm: x is in %s memory but w in %s memory",
+                   x->on_device ? "device" : "host", w->on_device ? "device" : "host");
+  return 0;
+}
+
+/* Shapes in range, pointers present, beta only with an FP32 C. */
+int gemm_bf16_check(const gemm_bf16_args *g, rl_err *e) {
+  if (!g) return rl_errf(e, RL_EXIT_USAGE, "gemm_bf16: no arguments");
+  if (g->m < 0 || g->n < 0 || g->k < 0 || g->m > INT32_MAX || g->n > INT32_MAX || g->k > INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm_bf16: bad shape m=%lld n=%lld k=%lld (0 .. 2^31-1)",
+                   (long long)g->m, (long long)g->n, (long long)g->k);
+  if (g->m && g->n && !g->c) return rl_errf(e, RL_EXIT_USAGE, "gemm_bf16: C is NULL");
+  if (g->m && g->n && g->k && (!g->a || !g->b))
+    return rl_errf(e, RL_EXIT_USAGE, "gemm_bf16: A or B is NULL");
+  if (g->beta != 0.0f && !g->c_f32)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "gemm_bf16: beta = %g needs an FP32 C (accumulate gradients in FP32)",
+                   (double)g->beta);
+  return 0;
+}
+
+/* The quantized product on the backend where the operands live. */
+int gemm_q(void *y, const qtensor *x, const qtensor *w, const gemm_opts *o, gemm_info *info,
+           rl_err *e) {
+  if (x && x->on_device) return gemm_q_cuda(y, x, w, o, info, e);
+  return gemm_q_cpu(y, x, w, o, info, e);
+}
+
+/* The BF16 product on the backend where the operands live. */
+int gemm_bf16(const gemm_bf16_args *g, gemm_info *info, rl_err *e) {
+  if (g && g->on_device) return gemm_bf16_cuda(g, info, e);
+  if (info) *info = (gemm_info){GEMM_PATH_CPU, g ? (int)g->m : 0, 0, -1, 1};
+  return gemm_bf16_cpu(g, e);
+}
+
+#if !RLRUN_CUDA
+/* Stand-ins of the CUDA entry points: say that this build has no CUDA. */
+int gemm_q_cuda(void *y, const qtensor *x, const qtensor *w, const gemm_opts *o, gemm_info *info,
+                rl_err *e) {
+  if (info) info->path = GEMM_PATH_NONE;
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "gemm: operands are in device memory but this binary was built without CUDA; "
+                 "rebuild with nvcc available or use device: cpu");
+}
+
+int gemm_bf16_cuda(const gemm_bf16_args *g, gemm_info *info, rl_err *e) {
+  if (info) info->path = GEMM_PATH_NONE;
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "gemm_bf16: operands are in device memory but this binary was built without "
+                 "CUDA; rebuild with nvcc available or use device: cpu");
+}
+
+int gemm_cuda_device(int *dev, rl_err *e) {
+  *dev = -1;
+  return rl_errf(e, RL_EXIT_HARDWARE, "gemm: this binary was built without CUDA; use device: cpu");
+}
+
+int gemm_cuda_plan_count(void) { return 0; }
+void gemm_cuda_release(void) {}
+#endif

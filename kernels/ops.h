@@ -1,0 +1,234 @@
+/* ops.h — the non-GEMM operators of the transformer (Qwen3 dense and MoE),
+ * forward and backward: embedding, RMSNorm (+ fused residual add), per-head
+ * QK-norm, RoPE, causal grouped-query attention, SwiGLU, the MoE router
+ * (top-k and R3 replay), and the final log-softmax + gather + entropy.
+ *
+ * `_cpu` is the reference (ops_cpu.c): plain C, OpenMP over independent rows,
+ * and deterministic — every reduction runs in a fixed order that does not
+ * depend on the thread count (sums over tokens are owned by one thread per
+ * output element; no atomics). The CUDA versions (ops_cuda.cu, not written
+ * yet) are to be checked against it.
+ *
+ * Conventions
+ *   - Activations are row-major FP32 on the CPU: a [T, H] tensor is T rows of H.
+ *     Reductions that matter (norm variance, softmax sums, attention dot
+ *     products, logsumexp, weight-gradient sums over tokens) accumulate in FP64.
+ *   - BF16 storage: the model keeps BF16 where a linear layer reads (the input
+ *     of every linear_forward is a BF16 matrix) and for the embedding table.
+ *     So the ops whose output feeds a linear layer — rmsnorm, residual+rmsnorm,
+ *     attention (→ o_proj), swiglu (→ down_proj) — take an optional `y_bf16`
+ *     that receives fmt_bf16_from_f32 (RNE) of the FP32 result in the same
+ *     pass, and the embedding lookup reads a BF16 table directly
+ *     (ops_embedding_forward_bf16_cpu). Gradients stay FP32.
+ *   - Packed variable-length batches (shared by rollout prefill and the
+ *     trainer): n_seq sequences laid end to end, T tokens in all, described by
+ *     offsets off[0] = 0 ≤ off[1] ≤ … ≤ off[n_seq] = T (flash-attn's
+ *     cu_seqlens). Attention is causal inside each sequence and never crosses
+ *     one; RoPE takes a position per token (ops_seqs_positions gives
+ *     t − off[s], the usual choice).
+ *   - Gradient buffers: activation gradients are WRITTEN (=), parameter
+ *     gradients (dtable, dw) are ACCUMULATED (+=, so micro-batches add up).
+ *     The one exception is the residual stream: ops_residual_rmsnorm_backward_cpu
+ *     adds into the residual gradient (that is what the residual add means).
+ *   - Functions that can meet bad input (token ids, offsets, expert ids) return
+ *     0 or an rl_exit code with the message in *e; shape arguments are trusted.
+ */
+#ifndef RLRUN_OPS_H
+#define RLRUN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- batches */
+
+/* A packed batch: off has n_seq + 1 entries; sequence s is tokens
+ * [off[s], off[s+1]). */
+typedef struct ops_seqs {
+  int n_seq;
+  const int32_t *off;
+} ops_seqs;
+
+/* Check that seqs describes exactly T tokens (off[0] = 0, non-decreasing,
+ * off[n_seq] = T). */
+int ops_seqs_check(const ops_seqs *seqs, int T, rl_err *e);
+
+/* pos[t] = t − off[s] for the sequence s holding token t. */
+void ops_seqs_positions(const ops_seqs *seqs, int32_t *pos);
+
+/* ---------------------------------------------------------------- BF16 */
+
+/* dst[i] = BF16 (RNE, fmt_bf16_from_f32) of src[i]. */
+void ops_bf16_from_f32_cpu(uint16_t *dst, const float *src, size_t n);
+/* dst[i] = FP32 value of the BF16 src[i] (exact). */
+void ops_f32_from_bf16_cpu(float *dst, const uint16_t *src, size_t n);
+/* Round x to BF16-representable FP32 values in place (RNE): emulates BF16
+ * storage of an FP32 activation. */
+void ops_bf16_round_cpu(float *x, size_t n);
+
+/* ---------------------------------------------------------------- embedding */
+
+/* out[t, :] = table[tokens[t], :] (table [V, H]). A token outside [0, V) is an
+ * error (RL_EXIT_USAGE) naming the position. */
+int ops_embedding_forward_cpu(float *out, const float *table, const int32_t *tokens, int T,
+                              int V, int H, rl_err *e);
+/* The same from a BF16 table (the master weights' storage). */
+int ops_embedding_forward_bf16_cpu(float *out, const uint16_t *table, const int32_t *tokens,
+                                   int T, int V, int H, rl_err *e);
+/* dtable[tokens[t], :] += dout[t, :], a scatter-add in token order (each
+ * column owned by one thread, tokens summed t = 0..T−1 in FP32: the same
+ * result for any thread count). */
+int ops_embedding_backward_cpu(float *dtable, const float *dout, const int32_t *tokens, int T,
+                               int V, int H, rl_err *e);
+
+/* ---------------------------------------------------------------- RMSNorm */
+
+/* Qwen3 RMSNorm over rows of length dim:
+ *   rstd[r] = 1 / sqrt(mean_i x[r,i]² + eps),  y[r,i] = w[i] · (x[r,i] · rstd[r])
+ * (the weight multiplies the normalised value; no +1 offset). y and/or y_bf16
+ * may be NULL; rstd (FP32, [rows]) is saved for the backward. The per-head QK
+ * norm is this with rows = T·n_heads and dim = head_dim (see ops_qk_norm_rope_*). */
+void ops_rmsnorm_forward_cpu(float *y, uint16_t *y_bf16, float *rstd, const float *x,
+                             const float *w, int rows, int dim, float eps);
+/* Fused residual add + RMSNorm: h = resid + x (h may alias resid or x), then
+ * y = rmsnorm(h) as above. h is the new residual stream. */
+void ops_residual_rmsnorm_forward_cpu(float *h, float *y, uint16_t *y_bf16, float *rstd,
+                                      const float *resid, const float *x, const float *w, int rows,
+                                      int dim, float eps);
+/* Backward of ops_rmsnorm_forward_cpu at input x:
+ *   dx[r,i]  = rstd·w[i]·dy[r,i] − x[r,i]·rstd³/dim · Σ_j w[j]·dy[r,j]·x[r,j]   (written)
+ *   dw[i]   += Σ_r dy[r,i]·x[r,i]·rstd[r]                                        (accumulated)
+ * dw may be NULL (no weight gradient). */
+void ops_rmsnorm_backward_cpu(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                              const float *rstd, int rows, int dim);
+/* Backward of the fused residual variant (x here is the h it produced):
+ * dresid += rmsnorm_backward(dy) — dresid holds the gradient of the residual
+ * stream after the add, and afterwards the gradient of both addends. */
+void ops_residual_rmsnorm_backward_cpu(float *dresid, float *dw, const float *dy, const float *h,
+                                       const float *w, const float *rstd, int rows, int dim);
+
+/* ---------------------------------------------------------------- RoPE */
+
+/* The inverse frequencies of RoPE as transformers computes them (FP32):
+ * inv[i] = 1 / (theta ^ ((float)(2i) / head_dim)), i < head_dim/2. */
+void ops_rope_inv_freq(float *inv, int head_dim, float theta);
+/* cos/sin [T, head_dim/2] of angle (float)(inv[i] · (float)pos[t]) (the FP32
+ * product, as transformers forms it), each correctly rounded from double. */
+void ops_rope_table_cpu(float *cos_t, float *sin_t, const int32_t *pos, int T, int head_dim,
+                        float theta);
+/* RoPE in place on x [T, n_heads, head_dim], HF rotate_half convention: the
+ * pair (i, i + d/2) rotates by the angle of frequency i:
+ *   x'[i] = x[i]·c − x[i+d/2]·s,   x'[i+d/2] = x[i+d/2]·c + x[i]·s. */
+void ops_rope_forward_cpu(float *x, const int32_t *pos, int T, int n_heads, int head_dim,
+                          float theta);
+/* Backward (in place on the gradient): the transposed rotation. */
+void ops_rope_backward_cpu(float *dx, const int32_t *pos, int T, int n_heads, int head_dim,
+                           float theta);
+/* Qwen3's q/k path in one call: y = rope(rmsnorm_head(x)) on x [T, n_heads,
+ * head_dim] with the head_dim weight w; rstd [T·n_heads] saved. y must not
+ * alias x: the backward needs x. */
+void ops_qk_norm_rope_forward_cpu(float *y, float *rstd, const float *x, const float *w,
+                                  const int32_t *pos, int T, int n_heads, int head_dim, float eps,
+                                  float theta);
+/* Its backward: dx written, dw accumulated. dy is left unchanged. */
+void ops_qk_norm_rope_backward_cpu(float *dx, float *dw, const float *dy, const float *x,
+                                   const float *w, const float *rstd, const int32_t *pos, int T,
+                                   int n_heads, int head_dim, float theta);
+
+/* ---------------------------------------------------------------- attention */
+
+/* Shape of a grouped-query attention call: q [T, n_q_heads, head_dim],
+ * k and v [T, n_kv_heads, head_dim]; q head h reads kv head
+ * h / (n_q_heads / n_kv_heads). */
+typedef struct ops_attn_shape {
+  int T, n_q_heads, n_kv_heads, head_dim;
+} ops_attn_shape;
+
+/* Causal GQA for training and prefill over a packed batch:
+ *   o[i,h] = Σ_{j ≤ i, same sequence} softmax_j(q[i,h]·k[j,g] / sqrt(head_dim)) v[j,g]
+ * Softmax max-subtracted, in FP64. out [T, n_q_heads, head_dim] (and/or its
+ * BF16 copy; either may be NULL), lse [T, n_q_heads] = the row's logsumexp of
+ * scaled scores (saved for the backward). The reference never stores more
+ * than one score row per thread. Errors: bad offsets, n_q_heads not a multiple
+ * of n_kv_heads. */
+int ops_attention_forward_cpu(float *out, uint16_t *out_bf16, float *lse, const float *q,
+                              const float *k, const float *v, const ops_seqs *seqs,
+                              ops_attn_shape sh, rl_err *e);
+/* Backward: dq, dk, dv (written) from dout, the forward's out and lse.
+ * dQ rows are independent; dK/dV of key j sum over the query heads of its
+ * group and over queries i ≥ j in a fixed order (one thread per key row). */
+int ops_attention_backward_cpu(float *dq, float *dk, float *dv, const float *dout,
+                               const float *out, const float *lse, const float *q, const float *k,
+                               const float *v, const ops_seqs *seqs, ops_attn_shape sh, rl_err *e);
+
+/* ---------------------------------------------------------------- SwiGLU */
+
+/* out[t,i] = silu(gate[t,i]) · up[t,i], silu(g) = g / (1 + e^−g). gate and up
+ * have row stride ld (ld = I for separate [T, I] tensors; gate = gu, up =
+ * gu + I, ld = 2I for one fused [T, 2I] gate_up product). out is [T, I]
+ * contiguous; out and/or out_bf16 may be NULL. */
+void ops_swiglu_forward_cpu(float *out, uint16_t *out_bf16, const float *gate, const float *up,
+                            int T, int I, int ld);
+/* dgate = dout·up·silu'(gate), dup = dout·silu(gate) (written, row stride ld;
+ * they may alias gate and up). */
+void ops_swiglu_backward_cpu(float *dgate, float *dup, const float *dout, const float *gate,
+                             const float *up, int T, int I, int ld);
+
+/* ---------------------------------------------------------------- MoE router */
+
+typedef enum ops_route_mode {
+  OPS_ROUTE_TOPK = 0,  /* choose the top-k experts (ids are written) */
+  OPS_ROUTE_REPLAY = 1 /* R3: use the given ids (ids are read) */
+} ops_route_mode;
+
+/* Router of Qwen3-MoE on logits [T, E] (FP32):
+ *   probs = softmax(logits) (FP64 sums, stored FP32 [T, E], saved for backward)
+ *   TOPK:   ids[t, 0..k) = the k largest probs, in descending order; ties go
+ *           to the lower expert index.
+ *   REPLAY: ids given (each in [0, E), distinct within a token; else an error
+ *           RL_EXIT_USAGE naming token and slot).
+ *   weights[t, j] = probs[t, ids[t,j]], divided by Σ_j probs[t, ids[t,j]] when
+ *   norm_topk_prob. */
+int ops_router_forward_cpu(int32_t *ids, float *weights, float *probs, const float *logits, int T,
+                           int E, int k, int norm_topk_prob, ops_route_mode mode, rl_err *e);
+/* Gradient into the router logits (written, [T, E]) from dweights [T, k], for
+ * both modes (the selection itself carries no gradient):
+ *   norm:    dp[ids_j] = (dw_j − Σ_m dw_m·w_m) / S,  S = Σ_m p[ids_m]
+ *   no norm: dp[ids_j] = dw_j
+ *   dlogits = p ⊙ (dp − Σ_e p_e·dp_e). */
+void ops_router_backward_cpu(float *dlogits, const float *dweights, const float *probs,
+                             const int32_t *ids, int T, int E, int k, int norm_topk_prob);
+/* R3 metric r3/overlap: the fraction of the T·k replayed ids that the router's
+ * own top-k (from probs) would also have chosen. */
+double ops_router_overlap_cpu(const float *probs, const int32_t *ids, int T, int E, int k);
+
+/* ---------------------------------------------------------------- log-probs */
+
+/* Per token t of logits [T, V] at temperature temp (> 0), z = logits / temp:
+ *   lse[t]     = logsumexp(z[t, :])                       (saved for backward)
+ *   logp[t]    = z[t, targets[t]] − lse[t]   (0 where targets[t] < 0: no target)
+ *   entropy[t] = lse[t] − Σ_v softmax(z)_v · z_v
+ * logp, entropy and targets may be NULL (no targets: logp is not written). A
+ * target ≥ V is an error (RL_EXIT_USAGE). The mean cross-entropy of SFT is
+ * −mean(logp) over the tokens with a target. */
+int ops_logprob_forward_cpu(float *logp, float *entropy, float *lse, const float *logits,
+                            const int32_t *targets, int T, int V, float temp, rl_err *e);
+/* Backward with an upstream gradient per token: dlogits[t, v] (written) =
+ *   dlogp[t]    · (onehot(target)_v − p_v) / temp
+ * + dentropy[t] · (−p_v · (log p_v + entropy_t)) / temp
+ * dlogp and/or dentropy may be NULL (no gradient from that output). dlogits
+ * may alias logits (the row is read before it is overwritten). */
+int ops_logprob_backward_cpu(float *dlogits, const float *dlogp, const float *dentropy,
+                             const float *logits, const float *lse, const int32_t *targets, int T,
+                             int V, float temp, rl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

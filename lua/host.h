@@ -1,0 +1,143 @@
+/* host.h — the Lua 5.4 host: runs reward and task scripts in a sandbox.
+ *
+ * One luahost = one script in its own lua_State. The sandbox:
+ *   - text chunks only (loaded with mode "t"; a precompiled file is refused);
+ *   - an allow-listed environment: base functions assert error getmetatable ipairs
+ *     next pairs pcall rawequal rawget rawlen rawset select setmetatable tonumber
+ *     tostring type xpcall _G _VERSION (setmetatable refuses __gc: finalizers
+ *     would run outside any call's limits), plus print (to the host's log, at most
+ *     LUAHOST_PRINT_LINES lines per call) and collectgarbage (only "collect",
+ *     "count", "step", "isrunning"); libraries string (without string.dump),
+ *     table, math (math.random/randomseed raise an error: use the rng of
+ *     prompts(n, rng)), utf8. No io, os, package, debug, coroutine, load,
+ *     loadstring, dofile, loadfile, require, warn;
+ *   - an instruction budget per call (count hook), a wall-clock deadline per
+ *     call (checked in the same hook), and a memory cap for the whole state
+ *     (custom allocator: string.rep bombs fail there).
+ * Errors name the script and line, and the sample: "rewards/exact.lua:12:
+ * attempt to index a nil value (sample 3 of iteration 7)". A failed call
+ * leaves the host usable; the state of the script (its globals) is the
+ * script's own business — luahost_reset starts it afresh.
+ *
+ * Reward scripts: reward(sample) returns a number, or a table
+ * {reward = number, <metric> = number|boolean, …}: the extra fields become
+ * metrics (booleans as 1/0). Optional reward_batch(samples) returns an array
+ * of such results, one per sample. A sample table holds: prompt, completion,
+ * tokens (array of integers), finish_reason, index (sample id within the
+ * iteration), group (prompt index), iteration, and every field of the prompt's
+ * extra JSON object (the JSONL line; the fields above win on a name clash).
+ * Rewards must be finite.
+ *
+ * Task scripts: prompts(n, rng) returns an array of n items, each a string
+ * (the prompt) or a table {prompt = string, <field> = …}: the other fields
+ * travel with the prompt as its extra JSON (e.g. answer, for the reward).
+ *
+ * The rng (luahost_rng_*): Philox4x32-10 (Salmon et al., SC'11; the
+ * constants of Random123) keyed by the run's seed, counter-based, so a
+ * given (seed, iteration) always yields the same stream and nothing is saved:
+ *   key     = (seed & 0xffffffff, (seed >> 32) ^ 0x7461736b)   ("task")
+ *   draw k  = Philox4x32-10(counter = (k & 0xffffffff, k >> 32,
+ *                                      iteration & 0xffffffff, iteration >> 32), key)
+ *             → (x0, x1, x2, x3); u64_k = x0 | (uint64)x1 << 32; k = 0, 1, 2, …
+ *   rng:float()    = (u64 >> 11) · 2^-53, in [0, 1)
+ *   rng:int(a, b)  = a + (u64 mod r), r = b − a + 1, redrawing while
+ *                    u64 ≥ 2^64 − (2^64 mod r) (no modulo bias); rng:int(n) = rng:int(1, n)
+ * Each method call consumes draws in order; rng:draws() returns k so far.
+ *
+ * pairs() order over string keys is not stable across processes (Lua seeds
+ * its string hash per state): scripts that need a reproducible order sort keys.
+ *
+ * Known limit: the budget and the deadline are checked between VM
+ * instructions, so one long-running library call (a pathological string.find
+ * pattern on a long subject) is not interrupted; the memory cap still holds.
+ */
+#ifndef RLRUN_LUA_HOST_H
+#define RLRUN_LUA_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/common.h"
+
+#define LUAHOST_MAX_METRICS 16 /* extra numeric fields per reward result */
+#define LUAHOST_PRINT_LINES 32 /* print() lines per call before output is dropped */
+
+typedef struct luahost luahost;
+
+typedef struct luahost_limits {
+  int64_t instructions; /* VM instructions per call (reward_batch: × number of samples) */
+  size_t memory_bytes;  /* the whole state's heap */
+  double seconds;       /* wall-clock per call (reward_batch: × number of samples) */
+} luahost_limits;
+/* 100 M instructions, 64 MiB, 10 s. */
+luahost_limits luahost_default_limits(void);
+
+/* print() goes here (default: stderr, "[script] text"). */
+typedef void (*luahost_log_fn)(void *ud, const char *script, const char *line);
+
+/* Load and run a script file (its top level runs under the limits too).
+ * `name` in messages is the path as given. lim NULL = defaults. Returns NULL
+ * with e set (RL_EXIT_USAGE: unreadable file, syntax error, bytecode, an error
+ * or a limit hit while running the top level). */
+luahost *luahost_open(const char *path, const luahost_limits *lim, rl_err *e);
+/* The same from text in memory; `name` is what messages call the script. */
+luahost *luahost_open_string(const char *name, const char *src, size_t len,
+                             const luahost_limits *lim, rl_err *e);
+void luahost_close(luahost *h);
+/* Throw away the script's state and load it again from the same text. */
+int luahost_reset(luahost *h, rl_err *e);
+void luahost_set_log(luahost *h, luahost_log_fn fn, void *ud);
+/* 1 when the script defines a global function of this name. */
+int luahost_has(luahost *h, const char *fn);
+/* Bytes the state holds now. */
+size_t luahost_memory(luahost *h);
+
+typedef struct luahost_sample {
+  const char *prompt;
+  const char *completion;
+  const int32_t *tokens; int n_tokens;
+  const char *finish_reason;  /* NULL → nil */
+  int64_t index;              /* sample id within the iteration */
+  int64_t group;              /* prompt index */
+  int64_t iteration;
+  const char *extra_json;     /* JSON object (the prompt's JSONL line) or NULL */
+} luahost_sample;
+
+typedef struct luahost_reward {
+  double reward;
+  int n_metrics;                          /* sorted by name */
+  char names[LUAHOST_MAX_METRICS][64];
+  double values[LUAHOST_MAX_METRICS];
+} luahost_reward;
+
+/* Score one sample with reward(sample). */
+int luahost_reward_one(luahost *h, const luahost_sample *s, luahost_reward *out, rl_err *e);
+/* Score n samples: reward_batch(samples) when the script defines it, else
+ * reward(sample) for each in order. */
+int luahost_reward_batch(luahost *h, const luahost_sample *s, int n, luahost_reward *out,
+                         rl_err *e);
+
+typedef struct luahost_prompt {
+  char *prompt;
+  char *extra_json; /* compact JSON object with sorted keys ("{}" when none) */
+} luahost_prompt;
+/* Generate n prompts with prompts(n, rng), rng seeded from (seed, iteration). */
+int luahost_prompts(luahost *h, int n, uint64_t seed, int64_t iteration, luahost_prompt **out,
+                    rl_err *e);
+void luahost_prompts_free(luahost_prompt *v, int n);
+
+/* The rng of prompts(n, rng), for C callers and tests. */
+typedef struct luahost_rng {
+  uint64_t seed;
+  int64_t iteration;
+  uint64_t counter; /* draws so far */
+} luahost_rng;
+void luahost_rng_init(luahost_rng *r, uint64_t seed, int64_t iteration);
+uint64_t luahost_rng_u64(luahost_rng *r);
+double luahost_rng_float(luahost_rng *r);
+/* Uniform integer in [a, b] (a <= b). */
+int64_t luahost_rng_int(luahost_rng *r, int64_t a, int64_t b);
+/* The Philox4x32-10 block function. */
+void luahost_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+#endif

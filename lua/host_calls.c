@@ -1,0 +1,426 @@
+/* host_calls.c — the calls rlrun makes into scripts: reward(sample),
+ * reward_batch(samples), prompts(n, rng); sample tables from C data and JSON,
+ * results checked and turned back into C (and JSON for prompt fields). */
+#include "lua/host_int.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ JSON → Lua */
+
+/* Push a JSON value (null → nil). Raises on nesting past 64 or out of memory;
+ * the JSON stays owned by the caller, so nothing leaks. */
+static void lh_push_json(lua_State *L, json_t *j, int depth) {
+  luaL_checkstack(L, 4, "JSON nesting");
+  if (depth > 64) luaL_error(L, "extra JSON nested deeper than 64 levels");
+  switch (json_typeof(j)) {
+  case JSON_OBJECT: {
+    lua_createtable(L, 0, (int)json_object_size(j));
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+      lh_push_json(L, v, depth + 1);
+      lua_setfield(L, -2, k);
+    }
+    break;
+  }
+  case JSON_ARRAY: {
+    size_t n = json_array_size(j);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+      lh_push_json(L, json_array_get(j, i), depth + 1);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    break;
+  }
+  case JSON_STRING: lua_pushlstring(L, json_string_value(j), json_string_length(j)); break;
+  case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(j)); break;
+  case JSON_REAL: lua_pushnumber(L, json_real_value(j)); break;
+  case JSON_TRUE: lua_pushboolean(L, 1); break;
+  case JSON_FALSE: lua_pushboolean(L, 0); break;
+  default: lua_pushnil(L); break;
+  }
+}
+
+/* ------------------------------------------------------------------ Lua → JSON */
+
+/* Convert the value at idx (absolute) to JSON without raising Lua errors:
+ * returns NULL with a message in err. Tables whose keys are exactly 1..n
+ * become arrays, others objects with string keys. */
+static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *what, char *err,
+                          size_t errsz) {
+  switch (lua_type(L, idx)) {
+  case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) return json_integer((json_int_t)lua_tointeger(L, idx));
+    if (!isfinite(lua_tonumber(L, idx))) {
+      snprintf(err, errsz, "field %s is not a finite number", what);
+      return NULL;
+    }
+    return json_real(lua_tonumber(L, idx));
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    json_t *j = json_stringn(s, n);
+    if (!j) snprintf(err, errsz, "field %s is not valid UTF-8 text", what);
+    return j;
+  }
+  case LUA_TTABLE: break;
+  default:
+    snprintf(err, errsz, "field %s is a %s: only strings, numbers, booleans and tables can travel "
+                         "with a prompt", what, lua_typename(L, lua_type(L, idx)));
+    return NULL;
+  }
+  if (depth > 32 || !lua_checkstack(L, 4)) {
+    snprintf(err, errsz, "field %s is nested deeper than 32 levels (a cycle?)", what);
+    return NULL;
+  }
+  lua_Unsigned n = lua_rawlen(L, idx), count = 0;
+  int all_int = 1;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    count++;
+    if (!lua_isinteger(L, -2)) all_int = 0;
+    lua_pop(L, 1);
+  }
+  int is_array = count > 0 && count == n && all_int;
+  json_t *out = is_array ? json_array() : json_object();
+  if (is_array) {
+    for (lua_Unsigned i = 1; i <= n; i++) {
+      lua_rawgeti(L, idx, (lua_Integer)i);
+      json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, what, err, errsz);
+      lua_pop(L, 1);
+      if (!v) return json_decref(out), NULL;
+      json_array_append_new(out, v);
+    }
+    return out;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      snprintf(err, errsz, "field %s has a key that is not a string (mixed array and fields?)",
+               what);
+      lua_pop(L, 2);
+      return json_decref(out), NULL;
+    }
+    json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, what, err, errsz);
+    if (!v || json_object_set_new(out, lua_tostring(L, -2), v)) {
+      if (v) snprintf(err, errsz, "field %s has a key that is not valid UTF-8", what);
+      lua_pop(L, 2);
+      return json_decref(out), NULL;
+    }
+    lua_pop(L, 1);
+  }
+  return out;
+}
+
+/* ------------------------------------------------------------------ reward */
+
+struct lh_reward_args {
+  luahost *h;
+  const luahost_sample *s;
+  json_t **extra; /* parsed extra_json per sample (owned by the caller) */
+  int n;
+  int batch;      /* call reward_batch(samples) instead of reward(sample) */
+  luahost_reward *out;
+};
+
+/* Push the sample table of s (extra fields first: the named fields win). */
+static void lh_push_sample(lua_State *L, const luahost_sample *s, json_t *extra) {
+  luaL_checkstack(L, 8, "sample");
+  if (extra) lh_push_json(L, extra, 0);
+  else lua_createtable(L, 0, 8);
+  lua_pushstring(L, s->prompt ? s->prompt : "");
+  lua_setfield(L, -2, "prompt");
+  lua_pushstring(L, s->completion ? s->completion : "");
+  lua_setfield(L, -2, "completion");
+  lua_createtable(L, s->n_tokens, 0);
+  for (int i = 0; i < s->n_tokens; i++) {
+    lua_pushinteger(L, s->tokens[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "tokens");
+  if (s->finish_reason) lua_pushstring(L, s->finish_reason);
+  else lua_pushnil(L);
+  lua_setfield(L, -2, "finish_reason");
+  lua_pushinteger(L, s->index);
+  lua_setfield(L, -2, "index");
+  lua_pushinteger(L, s->group);
+  lua_setfield(L, -2, "group");
+  lua_pushinteger(L, s->iteration);
+  lua_setfield(L, -2, "iteration");
+}
+
+/* Check one result at idx and store it; on error formats the message into err
+ * ("<script>:<line>: <fn> returned …") and returns -1. */
+static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const char *where,
+                           const char *fn, char *err, size_t errsz) {
+  memset(out, 0, sizeof *out);
+  int t = lua_type(L, idx);
+  if (t == LUA_TNUMBER) {
+    out->reward = lua_tonumber(L, idx);
+  } else if (t == LUA_TTABLE) {
+    lua_pushliteral(L, "reward");
+    if (lua_rawget(L, idx) != LUA_TNUMBER) {
+      snprintf(err, errsz, "%s: %s returned a table whose field 'reward' is %s; it must be a "
+                           "number", where, fn, luaL_typename(L, -1));
+      return -1;
+    }
+    out->reward = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+      if (!k) {
+        snprintf(err, errsz, "%s: %s returned a table with a key that is not a string; use "
+                             "{reward = …, name = number}", where, fn);
+        return -1;
+      }
+      if (strcmp(k, "reward") != 0) {
+        double v;
+        if (lua_type(L, -1) == LUA_TNUMBER) v = lua_tonumber(L, -1);
+        else if (lua_type(L, -1) == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+        else {
+          snprintf(err, errsz, "%s: %s returned field '%s' = %s; extra fields are metrics and "
+                               "must be numbers or booleans", where, fn, k, luaL_typename(L, -1));
+          return -1;
+        }
+        if (strlen(k) >= sizeof out->names[0] || out->n_metrics == LUAHOST_MAX_METRICS) {
+          snprintf(err, errsz, "%s: %s returned metric '%s': at most %d metrics with names "
+                               "under 64 characters", where, fn, k, LUAHOST_MAX_METRICS);
+          return -1;
+        }
+        if (!isfinite(v)) {
+          snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite", where,
+                   fn, k, v);
+          return -1;
+        }
+        snprintf(out->names[out->n_metrics], sizeof out->names[0], "%s", k);
+        out->values[out->n_metrics++] = v;
+      }
+      lua_pop(L, 1);
+    }
+    /* Sort names and values together (pairs order is not reproducible). */
+    for (int i = 1; i < out->n_metrics; i++)
+      for (int j = i; j > 0 && strcmp(out->names[j - 1], out->names[j]) > 0; j--) {
+        char tn[64];
+        memcpy(tn, out->names[j], 64), memcpy(out->names[j], out->names[j - 1], 64);
+        memcpy(out->names[j - 1], tn, 64);
+        double tv = out->values[j];
+        out->values[j] = out->values[j - 1], out->values[j - 1] = tv;
+      }
+  } else {
+    snprintf(err, errsz, "%s: %s returned %s; return a number or a table {reward = number, …}",
+             where, fn, luaL_typename(L, idx));
+    return -1;
+  }
+  if (!isfinite(out->reward)) {
+    snprintf(err, errsz, "%s: %s returned reward %g; rewards must be finite numbers", where, fn,
+             out->reward);
+    return -1;
+  }
+  return 0;
+}
+
+/* Protected body of a reward call: look up the function, build the sample(s),
+ * call, check the result(s). */
+static int lh_reward_k(lua_State *L) {
+  struct lh_reward_args *a = lua_touserdata(L, 1);
+  luahost *h = a->h;
+  const char *fname = a->batch ? "reward_batch" : "reward";
+  char msg[2048], where[600], fn[64];
+  lua_pushglobaltable(L);
+  if (lua_getfield(L, -1, fname) != LUA_TFUNCTION) {
+    snprintf(msg, sizeof msg, "%s: defines no function %s(%s); a reward script defines "
+                              "reward(sample)", h->name, fname, a->batch ? "samples" : "sample");
+    return lh_raise(L, msg);
+  }
+  lua_Debug ar;
+  lua_pushvalue(L, -1);
+  lua_getinfo(L, ">S", &ar);
+  snprintf(where, sizeof where, "%s:%d", h->name, ar.linedefined);
+  snprintf(fn, sizeof fn, "%s(%s)", fname, a->batch ? "samples" : "sample");
+  if (a->batch) {
+    lua_createtable(L, a->n, 0);
+    for (int i = 0; i < a->n; i++) {
+      lh_push_sample(L, &a->s[i], a->extra[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+  } else {
+    lh_push_sample(L, a->s, a->extra[0]);
+  }
+  lua_call(L, 1, 1);
+  int res = lua_gettop(L);
+  if (!a->batch) {
+    if (lh_parse_reward(L, res, a->out, where, fn, msg, sizeof msg)) return lh_raise(L, msg);
+    return 0;
+  }
+  if (lua_type(L, res) != LUA_TTABLE || lua_rawlen(L, res) != (lua_Unsigned)a->n) {
+    snprintf(msg, sizeof msg, "%s: %s returned %s of length %lld for %d samples; return one result "
+                              "per sample, in order", where, fn, luaL_typename(L, res),
+             lua_type(L, res) == LUA_TTABLE ? (long long)lua_rawlen(L, res) : 0LL, a->n);
+    return lh_raise(L, msg);
+  }
+  for (int i = 0; i < a->n; i++) {
+    lua_rawgeti(L, res, i + 1);
+    char fi[96];
+    snprintf(fi, sizeof fi, "%s (result %d, sample %lld)", fn, i + 1, (long long)a->s[i].index);
+    if (lh_parse_reward(L, lua_gettop(L), &a->out[i], where, fi, msg, sizeof msg))
+      return lh_raise(L, msg);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* Parse the extra JSON of n samples; NULL entries where there is none. */
+static int lh_parse_extras(luahost *h, const luahost_sample *s, int n, json_t **out, rl_err *e) {
+  for (int i = 0; i < n; i++) {
+    out[i] = NULL;
+    if (!s[i].extra_json || !*s[i].extra_json) continue;
+    json_error_t je;
+    out[i] = json_loads(s[i].extra_json, JSON_REJECT_DUPLICATES, &je);
+    if (!out[i] || !json_is_object(out[i])) {
+      for (int k = 0; k <= i; k++) json_decref(out[k]);
+      return rl_errf(e, RL_EXIT_FAIL, "%s: the extra fields of sample %lld of iteration %lld are "
+                                      "not a JSON object (%s)", h->name, (long long)s[i].index,
+                     (long long)s[i].iteration, out[i] ? "not an object" : je.text);
+    }
+  }
+  return 0;
+}
+
+int luahost_reward_one(luahost *h, const luahost_sample *s, luahost_reward *out, rl_err *e) {
+  json_t *extra;
+  if (lh_parse_extras(h, s, 1, &extra, e)) return e->code;
+  struct lh_reward_args a = {h, s, &extra, 1, 0, out};
+  char ctx[96];
+  snprintf(ctx, sizeof ctx, "sample %lld of iteration %lld", (long long)s->index,
+           (long long)s->iteration);
+  int rc = lh_call(h, lh_reward_k, &a, 1, ctx, RL_EXIT_FAIL, e);
+  json_decref(extra);
+  return rc;
+}
+
+int luahost_reward_batch(luahost *h, const luahost_sample *s, int n, luahost_reward *out,
+                         rl_err *e) {
+  if (n <= 0) return 0;
+  if (!luahost_has(h, "reward_batch")) {
+    for (int i = 0; i < n; i++)
+      if (luahost_reward_one(h, &s[i], &out[i], e)) return e->code;
+    return 0;
+  }
+  json_t **extra = rl_xcalloc((size_t)n, sizeof *extra);
+  if (lh_parse_extras(h, s, n, extra, e)) {
+    free(extra);
+    return e->code;
+  }
+  struct lh_reward_args a = {h, s, extra, n, 1, out};
+  char ctx[128];
+  snprintf(ctx, sizeof ctx, "reward_batch over samples %lld..%lld of iteration %lld",
+           (long long)s[0].index, (long long)s[n - 1].index, (long long)s[0].iteration);
+  int rc = lh_call(h, lh_reward_k, &a, n, ctx, RL_EXIT_FAIL, e);
+  for (int i = 0; i < n; i++) json_decref(extra[i]);
+  free(extra);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ prompts */
+
+struct lh_prompts_args {
+  luahost *h;
+  int n;
+  uint64_t seed;
+  int64_t iteration;
+  luahost_prompt *out; /* n entries, filled as they are checked */
+};
+
+/* Protected body of prompts(n, rng). */
+static int lh_prompts_k(lua_State *L) {
+  struct lh_prompts_args *a = lua_touserdata(L, 1);
+  luahost *h = a->h;
+  char msg[2048], where[600];
+  lua_pushglobaltable(L);
+  if (lua_getfield(L, -1, "prompts") != LUA_TFUNCTION) {
+    snprintf(msg, sizeof msg, "%s: defines no function prompts(n, rng); a task script defines it",
+             h->name);
+    return lh_raise(L, msg);
+  }
+  lua_Debug ar;
+  lua_pushvalue(L, -1);
+  lua_getinfo(L, ">S", &ar);
+  snprintf(where, sizeof where, "%s:%d", h->name, ar.linedefined);
+  lua_pushinteger(L, a->n);
+  lh_rng_push(L, a->seed, a->iteration);
+  lua_call(L, 2, 1);
+  int res = lua_gettop(L);
+  if (lua_type(L, res) != LUA_TTABLE || lua_rawlen(L, res) != (lua_Unsigned)a->n) {
+    snprintf(msg, sizeof msg, "%s: prompts(n, rng) returned %s of length %lld for n = %d; return "
+                              "an array of n prompts", where, luaL_typename(L, res),
+             lua_type(L, res) == LUA_TTABLE ? (long long)lua_rawlen(L, res) : 0LL, a->n);
+    return lh_raise(L, msg);
+  }
+  for (int i = 0; i < a->n; i++) {
+    lua_rawgeti(L, res, i + 1);
+    int item = lua_gettop(L);
+    luahost_prompt *p = &a->out[i];
+    if (lua_type(L, item) == LUA_TSTRING) {
+      p->prompt = rl_xstrdup(lua_tostring(L, item));
+      p->extra_json = rl_xstrdup("{}");
+    } else if (lua_type(L, item) == LUA_TTABLE) {
+      lua_pushliteral(L, "prompt");
+      if (lua_rawget(L, item) != LUA_TSTRING) {
+        snprintf(msg, sizeof msg, "%s: prompts(n, rng) item %d has no string field 'prompt'",
+                 where, i + 1);
+        return lh_raise(L, msg);
+      }
+      char *prompt = rl_xstrdup(lua_tostring(L, -1));
+      lua_pop(L, 1);
+      char what[64], err[512];
+      snprintf(what, sizeof what, "of item %d", i + 1);
+      json_t *j = lh_to_json(L, item, 0, what, err, sizeof err);
+      if (!j || !json_is_object(j)) {
+        free(prompt);
+        if (j) snprintf(err, sizeof err, "item %d is an array; give a table with a prompt field",
+                        i + 1);
+        json_decref(j);
+        snprintf(msg, sizeof msg, "%s: prompts(n, rng): %s", where, err);
+        return lh_raise(L, msg);
+      }
+      json_object_del(j, "prompt");
+      char *dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+      json_decref(j);
+      p->prompt = prompt;
+      p->extra_json = dump ? dump : rl_xstrdup("{}");
+    } else {
+      snprintf(msg, sizeof msg, "%s: prompts(n, rng) item %d is %s; give a string or a table "
+                                "{prompt = string, …}", where, i + 1, luaL_typename(L, item));
+      return lh_raise(L, msg);
+    }
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+int luahost_prompts(luahost *h, int n, uint64_t seed, int64_t iteration, luahost_prompt **out,
+                    rl_err *e) {
+  *out = NULL;
+  if (n <= 0) return rl_errf(e, RL_EXIT_FAIL, "luahost_prompts: n must be positive (got %d)", n);
+  struct lh_prompts_args a = {h, n, seed, iteration, rl_xcalloc((size_t)n, sizeof(luahost_prompt))};
+  char ctx[96];
+  snprintf(ctx, sizeof ctx, "prompts for iteration %lld", (long long)iteration);
+  int rc = lh_call(h, lh_prompts_k, &a, 1, ctx, RL_EXIT_FAIL, e);
+  if (rc) {
+    luahost_prompts_free(a.out, n);
+    return rc;
+  }
+  *out = a.out;
+  return 0;
+}
+
+void luahost_prompts_free(luahost_prompt *v, int n) {
+  for (int i = 0; v && i < n; i++) free(v[i].prompt), free(v[i].extra_json);
+  free(v);
+}

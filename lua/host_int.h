@@ -1,0 +1,48 @@
+/* host_int.h — internals shared by lua/host.c (state, sandbox, limits) and
+ * lua/host_calls.c (reward and prompts calls, JSON). Not for other modules. */
+#ifndef RLRUN_LUA_HOST_INT_H
+#define RLRUN_LUA_HOST_INT_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "lua/host.h"
+
+enum luahost_limit { LH_LIMIT_NONE = 0, LH_LIMIT_INSTR, LH_LIMIT_TIME, LH_LIMIT_MEMORY };
+
+struct luahost {
+  lua_State *L;
+  char name[512];      /* the script as messages name it */
+  char short_src[128]; /* Lua's (possibly shortened) form of it, rewritten to `name` */
+  char *src;           /* the text, kept for luahost_reset */
+  size_t len;
+  luahost_limits lim;
+  size_t mem_used;     /* bytes the allocator has handed out */
+  /* Per call (lh_call): */
+  int in_call;
+  int64_t budget, executed; /* instructions allowed / counted */
+  double deadline;          /* rl_now() seconds */
+  int hook_every;           /* count-hook period */
+  int limit_hit;            /* enum luahost_limit, first one hit in this call */
+  int limit_line;           /* script line where it was hit (0: unknown) */
+  int mem_refused;          /* the allocator refused a request in this call */
+  int mem_line;             /* script line of the latest refusal */
+  int print_lines;
+  luahost_log_fn log;
+  void *log_ud;
+};
+
+/* The host that owns a state (the allocator's user data). */
+luahost *lh_host(lua_State *L);
+/* Run fn(arg) inside lua_pcall under the per-call limits (scaled by `scale`).
+ * On failure builds "<script>:<line>: what (context)" in e with `code`. */
+int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *context, int code,
+            rl_err *e);
+/* Raise a Lua error whose message is exactly `msg` (no position added). */
+int lh_raise(lua_State *L, const char *msg);
+/* Register the rng type (metatable "rlrun.rng") in a fresh state. */
+void lh_rng_register(lua_State *L);
+/* Push a new rng userdata for (seed, iteration). */
+void lh_rng_push(lua_State *L, uint64_t seed, int64_t iteration);
+
+#endif

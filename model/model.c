@@ -1,0 +1,464 @@
+/* model.c — the model's weights: creation from a config, loading from a
+ * Hugging Face directory (any of F32/BF16/F16 and the three quantized
+ * checkpoint formats, dequantized to the BF16 master), the per-policy
+ * quantized views, and the gradient buffers. */
+#include "model/model.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/formats.h"
+#include "kernels/quant.h"
+#include "model/model_int.h"
+#include "state/safetensors.h"
+
+/* ---------------------------------------------------------------- config */
+
+/* config.json with the transformers-5 spellings normalised before parsing. */
+int model_config_load_hf(const char *dir, model_config *c, rl_err *e) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  char *text;
+  size_t len;
+  int rc = rl_read_file(path, &text, &len, e);
+  if (rc) return rc;
+  json_t *root = json_loadb(text, len, 0, NULL);
+  if (json_is_object(root)) {
+    const char *mt = json_string_value(json_object_get(root, "model_type"));
+    int moe = mt && !strcmp(mt, "qwen3_moe"), changed = 0;
+    json_t *nle = json_object_get(root, "num_local_experts");
+    if (moe && !json_object_get(root, "num_experts") && json_is_integer(nle))
+      json_object_set(root, "num_experts", nle), changed = 1;
+    json_t *hs = json_object_get(root, "hidden_size"), *nh = json_object_get(root, "num_attention_heads");
+    json_t *hd = json_object_get(root, "head_dim");
+    if (moe && (!hd || json_is_null(hd)) && json_is_integer(hs) && json_is_integer(nh) &&
+        json_integer_value(nh) > 0) {
+      json_object_set_new(root, "head_dim",
+                          json_integer(json_integer_value(hs) / json_integer_value(nh)));
+      changed = 1;
+    }
+    if (changed) {
+      char *out = json_dumps(root, JSON_COMPACT);
+      if (out) free(text), text = out, len = strlen(out);
+    }
+  }
+  json_decref(root);
+  rc = model_config_parse(path, text, len, c, e);
+  free(text);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- creation */
+
+/* Append a parameter [rows][cols] named printf-style. */
+static model_param *add_param(model *m, int keep_f32, int64_t rows, int64_t cols, const char *fmt,
+                              ...) __attribute__((format(printf, 5, 6)));
+static model_param *add_param(model *m, int keep_f32, int64_t rows, int64_t cols, const char *fmt,
+                              ...) {
+  model_param *p = &m->params[m->n_params++];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(p->name, sizeof p->name, fmt, ap);
+  va_end(ap);
+  p->rows = rows, p->cols = cols;
+  p->w = rl_xcalloc((size_t)(rows * cols), sizeof(uint16_t));
+  if (keep_f32) p->w32 = rl_xcalloc((size_t)(rows * cols), sizeof(float));
+  return p;
+}
+
+/* A linear layer over parameter p. */
+static model_linear mk_linear(model_param *p, linear_class c) {
+  model_linear l = {0};
+  l.p = p, l.cls = c;
+  l.q = qtensor_bf16(p->w, p->rows, p->cols, 0);
+  return l;
+}
+
+/* What the model runs: refuse the config features it does not implement. */
+static int model_check_config(const model_config *c, rl_err *e) {
+  if (strcmp(c->rope_type, "default"))
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "model: rope scaling '%s' is not implemented yet (only the default RoPE); "
+                   "remove rope_scaling from config.json or use a model without it",
+                   c->rope_type);
+  if (c->attention_bias)
+    return rl_errf(e, RL_EXIT_USAGE, "model: attention_bias = true is not supported (Qwen3 has no biases)");
+  if (c->use_sliding_window)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "model: use_sliding_window = true is not supported (full attention only)");
+  if (c->head_dim % 2)
+    return rl_errf(e, RL_EXIT_USAGE, "model: head_dim %lld is odd; RoPE needs an even head_dim",
+                   (long long)c->head_dim);
+  if (c->vocab_size > INT32_MAX / 2 || c->hidden_size > (1 << 20))
+    return rl_errf(e, RL_EXIT_USAGE, "model: vocab or hidden size too large");
+  return 0;
+}
+
+int model_create(const model_config *c, const model_load_opts *o, model **out, rl_err *e) {
+  *out = NULL;
+  int rc = model_check_config(c, e);
+  if (rc) return rc;
+  int f32 = o && o->keep_f32;
+  model *m = rl_xcalloc(1, sizeof *m);
+  m->cfg = *c;
+  if (c->n_mlp_only_layers) {
+    m->cfg.mlp_only_layers = rl_xmalloc((size_t)c->n_mlp_only_layers * sizeof(int64_t));
+    memcpy(m->cfg.mlp_only_layers, c->mlp_only_layers, (size_t)c->n_mlp_only_layers * sizeof(int64_t));
+  }
+  m->H = (int)c->hidden_size, m->V = (int)c->vocab_size, m->L = (int)c->num_hidden_layers;
+  m->nq = (int)c->num_attention_heads, m->nkv = (int)c->num_key_value_heads, m->hd = (int)c->head_dim;
+  m->I = (int)c->intermediate_size, m->E = (int)c->num_experts, m->topk = (int)c->num_experts_per_tok;
+  m->Im = (int)c->moe_intermediate_size;
+  m->eps = (float)c->rms_norm_eps, m->theta = (float)c->rope_theta;
+  m->has_f32 = f32;
+  int H = m->H, L = m->L, qd = m->nq * m->hd, kd = m->nkv * m->hd;
+  int n = 3 + 11 * L;
+  for (int l = 0; l < L; l++)
+    if (model_config_layer_is_moe(c, l)) n += 3 * m->E;
+  m->params = rl_xcalloc((size_t)n, sizeof(model_param));
+  m->layers = rl_xcalloc((size_t)L, sizeof(model_layer));
+  m->embed = add_param(m, f32, m->V, H, "model.embed_tokens.weight");
+  for (int l = 0; l < L; l++) {
+    model_layer *y = &m->layers[l];
+    const char *pre = "model.layers";
+    y->moe = model_config_layer_is_moe(c, l);
+    y->ln1 = add_param(m, f32, H, 1, "%s.%d.input_layernorm.weight", pre, l);
+    y->q = mk_linear(add_param(m, f32, qd, H, "%s.%d.self_attn.q_proj.weight", pre, l), LINEAR_ATTN);
+    y->k = mk_linear(add_param(m, f32, kd, H, "%s.%d.self_attn.k_proj.weight", pre, l), LINEAR_ATTN);
+    y->v = mk_linear(add_param(m, f32, kd, H, "%s.%d.self_attn.v_proj.weight", pre, l), LINEAR_ATTN);
+    y->o = mk_linear(add_param(m, f32, H, qd, "%s.%d.self_attn.o_proj.weight", pre, l), LINEAR_ATTN);
+    y->q_norm = add_param(m, f32, m->hd, 1, "%s.%d.self_attn.q_norm.weight", pre, l);
+    y->k_norm = add_param(m, f32, m->hd, 1, "%s.%d.self_attn.k_norm.weight", pre, l);
+    y->ln2 = add_param(m, f32, H, 1, "%s.%d.post_attention_layernorm.weight", pre, l);
+    if (!y->moe) {
+      y->gate = mk_linear(add_param(m, f32, m->I, H, "%s.%d.mlp.gate_proj.weight", pre, l), LINEAR_MLP);
+      y->up = mk_linear(add_param(m, f32, m->I, H, "%s.%d.mlp.up_proj.weight", pre, l), LINEAR_MLP);
+      y->down = mk_linear(add_param(m, f32, H, m->I, "%s.%d.mlp.down_proj.weight", pre, l), LINEAR_MLP);
+      continue;
+    }
+    y->router = mk_linear(add_param(m, f32, m->E, H, "%s.%d.mlp.gate.weight", pre, l), LINEAR_ROUTER);
+    y->eg = rl_xcalloc((size_t)m->E, sizeof(model_linear));
+    y->eu = rl_xcalloc((size_t)m->E, sizeof(model_linear));
+    y->ed = rl_xcalloc((size_t)m->E, sizeof(model_linear));
+    for (int x = 0; x < m->E; x++) {
+      const char *ex = "mlp.experts";
+      y->eg[x] = mk_linear(add_param(m, f32, m->Im, H, "%s.%d.%s.%d.gate_proj.weight", pre, l, ex, x), LINEAR_EXPERT);
+      y->eu[x] = mk_linear(add_param(m, f32, m->Im, H, "%s.%d.%s.%d.up_proj.weight", pre, l, ex, x), LINEAR_EXPERT);
+      y->ed[x] = mk_linear(add_param(m, f32, H, m->Im, "%s.%d.%s.%d.down_proj.weight", pre, l, ex, x), LINEAR_EXPERT);
+    }
+  }
+  m->final_norm = add_param(m, f32, H, 1, "model.norm.weight");
+  if (c->tie_word_embeddings) m->lm_head = mk_linear(m->embed, LINEAR_LM_HEAD);
+  else m->lm_head = mk_linear(add_param(m, f32, m->V, H, "lm_head.weight"), LINEAR_LM_HEAD);
+  quant_policy_init(&m->policy, QFMT_BF16, QFMT_BF16);
+  m->quantized = 1; /* the BF16 views point at the master */
+  *out = m;
+  return 0;
+}
+
+/* Free the owned buffers of one linear's quantized view (back to BF16). */
+static void linear_unquantize(model_linear *l) {
+  free(l->qdata), free(l->qscales);
+  l->qdata = l->qscales = NULL;
+  l->q = qtensor_bf16(l->p->w, l->p->rows, l->p->cols, 0);
+}
+
+/* Apply fn to every linear layer of m. */
+static int for_each_linear(model *m, int (*fn)(model *, model_linear *, void *), void *ctx) {
+  int rc;
+  for (int l = 0; l < m->L; l++) {
+    model_layer *y = &m->layers[l];
+    model_linear *ls[] = {&y->q, &y->k, &y->v, &y->o, &y->gate, &y->up, &y->down, &y->router};
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++)
+      if (ls[i]->p && (rc = fn(m, ls[i], ctx))) return rc;
+    if (y->moe)
+      for (int x = 0; x < m->E; x++)
+        if ((rc = fn(m, &y->eg[x], ctx)) || (rc = fn(m, &y->eu[x], ctx)) || (rc = fn(m, &y->ed[x], ctx)))
+          return rc;
+  }
+  return fn(m, &m->lm_head, ctx);
+}
+
+static int unquantize_cb(model *m, model_linear *l, void *ctx) {
+  linear_unquantize(l);
+  return 0;
+}
+
+void model_free(model *m) {
+  if (!m) return;
+  for_each_linear(m, unquantize_cb, NULL);
+  for (int i = 0; i < m->n_params; i++) free(m->params[i].w), free(m->params[i].w32), free(m->params[i].g);
+  for (int l = 0; l < m->L; l++) free(m->layers[l].eg), free(m->layers[l].eu), free(m->layers[l].ed);
+  free(m->layers);
+  free(m->params);
+  model_config_free(&m->cfg);
+  free(m);
+}
+
+model_param *model_find_param(model *m, const char *name) {
+  for (int i = 0; i < m->n_params; i++)
+    if (!strcmp(m->params[i].name, name)) return &m->params[i];
+  return NULL;
+}
+
+void model_sync_bf16_from_f32(model *m) {
+  for (int i = 0; i < m->n_params; i++)
+    if (m->params[i].w32)
+      ops_bf16_from_f32_cpu(m->params[i].w, m->params[i].w32, (size_t)(m->params[i].rows * m->params[i].cols));
+  int all_bf16 = 1; /* BF16 views read the master itself: still valid */
+  for (int c = 0; c < LINEAR_CLASS_COUNT; c++) all_bf16 &= m->policy.fmt[c] == QFMT_BF16;
+  m->quantized = all_bf16;
+}
+
+/* ---------------------------------------------------------------- loading */
+
+/* IEEE half → FP32 (exact). */
+static float f16_to_f32(uint16_t h) {
+  uint32_t s = (uint32_t)(h >> 15) << 31, ex = (h >> 10) & 0x1f, mant = h & 0x3ff, u;
+  if (ex == 0x1f) u = s | 0x7f800000u | (mant << 13);
+  else if (ex) u = s | ((ex + 112) << 23) | (mant << 13);
+  else if (!mant) u = s;
+  else {
+    float f = ldexpf((float)mant, -24);
+    memcpy(&u, &f, 4);
+    u |= s;
+  }
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* Read a whole tensor into a fresh buffer. */
+static void *read_tensor(st_file *f, const st_tensor *t, rl_err *e) {
+  void *buf = rl_xmalloc(t->nbytes ? t->nbytes : 1);
+  if (st_file_read(f, t, buf, e)) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+/* Companion tensor base+suffix of a quantized weight (with dtype/shape checks). */
+static int companion(st_ckpt *ck, const model_param *p, const char *suffix, int ndim, int64_t d0,
+                     int64_t d1, st_dtype dt1, st_dtype dt2, st_file **f, const st_tensor **t,
+                     rl_err *e) {
+  char nm[MODEL_NAME_MAX + 32];
+  snprintf(nm, sizeof nm, "%.*s%s", (int)strlen(p->name) - 7, p->name, suffix);
+  *f = st_ckpt_find(ck, nm, t);
+  if (!*f) return rl_errf(e, RL_EXIT_USAGE, "tensor '%s' is quantized but '%s' is missing", p->name, nm);
+  const st_tensor *s = *t;
+  int shape_ok = ndim == 0 ? s->numel == 1 : (s->ndim == 2 && s->shape[0] == d0 && s->shape[1] == d1);
+  if ((s->dtype != dt1 && s->dtype != dt2) || !shape_ok)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: tensor '%s' is %s with %d dims; want %s [%lld, %lld]",
+                   st_file_path(*f), nm, st_dtype_name(s->dtype), s->ndim, st_dtype_name(dt1),
+                   (long long)d0, (long long)d1);
+  return 0;
+}
+
+/* Dequantize an fp8-block / mxfp8 / nvfp4 weight t of p into f32 (FP32 [rows][cols]). */
+static int load_quantized(st_ckpt *ck, st_file *f, const st_tensor *t, model_param *p,
+                          float *f32, rl_err *e) {
+  int64_t N = p->rows, K = p->cols;
+  st_file *fs;
+  const st_tensor *ts;
+  int rc = 0;
+  uint8_t *q = read_tensor(f, t, e);
+  void *s = NULL;
+  if (!q) return e->code;
+  if (t->dtype == ST_F8_E4M3) {
+    if (t->ndim != 2 || t->shape[0] != N || t->shape[1] != K)
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: tensor '%s' has the wrong shape for [%lld, %lld]",
+                   st_file_path(f), p->name, (long long)N, (long long)K);
+    char nm[MODEL_NAME_MAX + 32];
+    snprintf(nm, sizeof nm, "%.*s.weight_scale_inv", (int)strlen(p->name) - 7, p->name);
+    const st_tensor *probe = NULL;
+    int mx = st_ckpt_find(ck, nm, &probe) && probe->dtype != ST_F32;
+    if (!rc && !mx &&
+        !(rc = companion(ck, p, ".weight_scale_inv", 2, quant_cdiv(N, 128), quant_cdiv(K, 128),
+                         ST_F32, ST_F32, &fs, &ts, e)) &&
+        (s = read_tensor(fs, ts, e)))
+      dequant_fp8_block_weight_cpu(q, s, N, K, f32, NULL);
+    else if (!rc && mx &&
+             !(rc = companion(ck, p, ".weight_scale_inv", 2, N, quant_cdiv(K, 32), ST_U8,
+                              ST_F8_E8M0, &fs, &ts, e)) &&
+             (s = read_tensor(fs, ts, e)))
+      dequant_mxfp8_cpu(q, s, N, K, f32, NULL);
+  } else { /* U8: NVFP4 packed */
+    float sdec = 0;
+    if (t->ndim != 2 || t->shape[0] != N || t->shape[1] != quant_cdiv(K, 2))
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: nvfp4 tensor '%s' should be U8 [%lld, %lld]",
+                   st_file_path(f), p->name, (long long)N, (long long)quant_cdiv(K, 2));
+    if (!rc && !(rc = companion(ck, p, ".weight_scale_2", 0, 1, 1, ST_F32, ST_F32, &fs, &ts, e)))
+      rc = st_file_read(fs, ts, &sdec, e);
+    if (!rc && !(sdec > 0 && isfinite(sdec)))
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: '%s' weight_scale_2 is %g, not a positive S_dec",
+                   st_file_path(fs), p->name, (double)sdec);
+    if (!rc && !(rc = companion(ck, p, ".weight_scale", 2, N, quant_cdiv(K, 16), ST_F8_E4M3,
+                                ST_U8, &fs, &ts, e)) &&
+        (s = read_tensor(fs, ts, e)))
+      dequant_nvfp4_cpu(q, s, sdec, N, K, f32, NULL);
+  }
+  if (!rc && !s) rc = e->code ? e->code : rl_errf(e, RL_EXIT_FAIL, "%s: cannot read scales", p->name);
+  free(q), free(s);
+  return rc;
+}
+
+/* Load parameter p from the checkpoint into w (and w32). */
+static int load_param(st_ckpt *ck, model_param *p, rl_err *e) {
+  const st_tensor *t;
+  st_file *f = st_ckpt_find(ck, p->name, &t);
+  if (!f)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "the checkpoint has no tensor '%s' (expected [%lld, %lld] for this config)",
+                   p->name, (long long)p->rows, (long long)p->cols);
+  size_t n = (size_t)(p->rows * p->cols);
+  int vec = p->cols == 1 && strstr(p->name, "norm");
+  int shape_ok = vec ? (t->ndim == 1 && t->shape[0] == p->rows)
+                     : (t->ndim == 2 && t->shape[0] == p->rows && t->shape[1] == p->cols);
+  if (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16) {
+    if (!shape_ok)
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "%s: tensor '%s' has shape [%lld%s%lld] but the config implies [%lld, %lld]",
+                     st_file_path(f), p->name, (long long)t->shape[0], t->ndim > 1 ? ", " : " ",
+                     t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)p->rows,
+                     (long long)p->cols);
+    void *buf = read_tensor(f, t, e);
+    if (!buf) return e->code;
+    if (t->dtype == ST_BF16) {
+      memcpy(p->w, buf, n * 2);
+      if (p->w32) ops_f32_from_bf16_cpu(p->w32, p->w, n);
+    } else {
+      float *x = p->w32 ? p->w32 : rl_xmalloc(n * sizeof(float));
+      if (t->dtype == ST_F32) memcpy(x, buf, n * 4);
+      else
+        for (size_t i = 0; i < n; i++) x[i] = f16_to_f32(((const uint16_t *)buf)[i]);
+      ops_bf16_from_f32_cpu(p->w, x, n);
+      if (x != p->w32) free(x);
+    }
+    free(buf);
+    return 0;
+  }
+  if (!vec && (t->dtype == ST_F8_E4M3 || t->dtype == ST_U8)) {
+    float *x = p->w32 ? p->w32 : rl_xmalloc(n * sizeof(float));
+    int rc = load_quantized(ck, f, t, p, x, e);
+    if (!rc) ops_bf16_from_f32_cpu(p->w, x, n);
+    if (x != p->w32) free(x);
+    return rc;
+  }
+  return rl_errf(e, RL_EXIT_USAGE,
+                 "%s: tensor '%s' has dtype %s; the model loads F32, BF16, F16 and the fp8-block, "
+                 "mxfp8 and nvfp4 checkpoint formats",
+                 st_file_path(f), p->name, st_dtype_name(t->dtype));
+}
+
+int model_load(const char *dir, const model_load_opts *o, model **out, rl_err *e) {
+  *out = NULL;
+  model_config c;
+  int rc = model_config_load_hf(dir, &c, e);
+  if (rc) return rc;
+  model *m = NULL;
+  rc = model_create(&c, o, &m, e);
+  model_config_free(&c);
+  if (rc) return rl_err_prefix(e, "%s: ", dir);
+  st_ckpt *ck = NULL;
+  if ((rc = st_ckpt_open(dir, &ck, e))) {
+    model_free(m);
+    return rc;
+  }
+  for (int i = 0; i < m->n_params && !rc; i++) rc = load_param(ck, &m->params[i], e);
+  st_ckpt_close(ck);
+  if (rc) {
+    model_free(m);
+    return rl_err_prefix(e, "loading model %s: ", dir);
+  }
+  *out = m;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- quantized views */
+
+/* Quantize one linear from its BF16 master in the policy's format. */
+static int quantize_cb(model *m, model_linear *l, void *ctx) {
+  rl_err *e = ctx;
+  const quant_policy *p = &m->policy;
+  linear_unquantize(l);
+  qformat f = p->fmt[l->cls];
+  int64_t N = l->p->rows, K = l->p->cols;
+  if (f == QFMT_BF16 || (f == QFMT_MXFP8 && K % 32)) return 0;
+  quant_opts qo = {0};
+  qo.ue8m0 = p->ue8m0;
+  quant_stats st = {0, -1};
+  qtensor q = qtensor_bf16(NULL, N, K, 0);
+  q.fmt = f;
+  int qs;
+  if (f == QFMT_FP8_BLOCK) {
+    q.block_rows = 128;
+    q.data = rl_xmalloc((size_t)(N * K) + 1);
+    q.scales = rl_xmalloc((size_t)(quant_cdiv(N, 128) * quant_cdiv(K, 128)) * sizeof(float) + 4);
+    qs = quant_fp8_block_weight_cpu(l->p->w, N, K, q.data, q.scales, &qo, &st);
+  } else if (f == QFMT_MXFP8) {
+    q.data = rl_xmalloc((size_t)(N * K) + 1);
+    q.scales = rl_xmalloc((size_t)(N * quant_cdiv(K, 32)) + 1);
+    qs = quant_mxfp8_cpu(l->p->w, N, K, q.data, q.scales, &qo, &st);
+  } else {
+    q.data = rl_xmalloc((size_t)(N * quant_cdiv(K, 2)) + 1);
+    q.scales = rl_xmalloc((size_t)(N * quant_cdiv(K, 16)) + 1);
+    /* gate and up of one expert share the tensor amax (FORMATS.md) */
+    const model_param *twin = NULL;
+    const char *gp = strstr(l->p->name, "gate_proj"), *up = strstr(l->p->name, "up_proj");
+    if (l->cls == LINEAR_EXPERT && (gp || up)) {
+      char nm[MODEL_NAME_MAX];
+      size_t pre = (size_t)((gp ? gp : up) - l->p->name);
+      snprintf(nm, sizeof nm, "%.*s%s.weight", (int)pre, l->p->name, gp ? "up_proj" : "gate_proj");
+      twin = model_find_param(m, nm);
+    }
+    if (twin) {
+      quant_stats s2 = {0, -1};
+      float a = quant_amax_bf16_cpu(l->p->w, N * K, &s2);
+      float b = quant_amax_bf16_cpu(twin->w, twin->rows * twin->cols, &s2);
+      qs = quant_nvfp4_amax_cpu(l->p->w, N, K, a > b ? a : b, q.data, q.scales, &q.s_dec, &qo, &st);
+    } else {
+      qs = quant_nvfp4_cpu(l->p->w, N, K, q.data, q.scales, &q.s_dec, &qo, &st);
+    }
+  }
+  l->qdata = q.data, l->qscales = q.scales;
+  if (qs != QUANT_OK) {
+    int rc = quant_status_err(qs, &st, l->p->name, K, e);
+    return rc ? rc : rl_errf(e, RL_EXIT_FAIL, "quantizing %s: status %d", l->p->name, qs);
+  }
+  l->q = q;
+  return 0;
+}
+
+int model_quantize(model *m, const quant_policy *p, rl_err *e) {
+  int rc = quant_policy_check(p, e);
+  if (rc) return rc;
+  m->policy = *p;
+  m->quantized = 0;
+  rc = for_each_linear(m, quantize_cb, e);
+  if (rc) return rl_err_prefix(e, "model_quantize: ");
+  m->quantized = 1;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- gradients */
+
+void model_grads_init(model *m) {
+  for (int i = 0; i < m->n_params; i++) {
+    model_param *p = &m->params[i];
+    if (!p->g) p->g = rl_xcalloc((size_t)(p->rows * p->cols), sizeof(float));
+    else memset(p->g, 0, (size_t)(p->rows * p->cols) * sizeof(float));
+  }
+}
+
+void model_grads_zero(model *m) { model_grads_init(m); }
+
+/* Grow *p to n elements of size sz. */
+void model_grow(void **p, size_t n, size_t sz) {
+  free(*p);
+  *p = rl_xcalloc(n ? n : 1, sz);
+}

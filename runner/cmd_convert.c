@@ -1,0 +1,142 @@
+/* cmd_convert.c — `rlrun convert`: a Hugging Face model directory to
+ * fp8-block / mxfp8 / nvfp4, or any of them back to bf16 (stages/convert.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "runner/cli.h"
+#include "stages/convert.h"
+
+static const char convert_usage[] =
+    "usage: rlrun convert --in DIR --out DIR --to fp8-block|mxfp8|nvfp4|bf16 [options]\n"
+    "\n"
+    "Convert a Hugging Face model directory (qwen3 / qwen3_moe, safetensors) to a\n"
+    "low-precision checkpoint (layouts and quantization_config as FORMATS.md), or\n"
+    "dequantize an fp8-block / mxfp8 / nvfp4 checkpoint back to bf16. Embeddings,\n"
+    "norms, the MoE router (mlp.gate.), lm_head and non-2-D tensors stay BF16;\n"
+    "nvfp4 applies to routed MoE experts only. Tokenizer and other files are copied.\n"
+    "\n"
+    "options:\n"
+    "  --in DIR                 input model directory (config.json + *.safetensors)\n"
+    "  --out DIR                output directory (built under a temporary name, then renamed)\n"
+    "  --to FORMAT              fp8-block, mxfp8, nvfp4 or bf16\n"
+    "  --keep-bf16 PATTERN      keep tensors whose name or module name matches the glob\n"
+    "                           PATTERN in BF16 (repeatable), e.g. '*.self_attn.*'\n"
+    "  --scale-fmt ue8m0|fp32   fp8-block scales as powers of two (default fp32; mxfp8 is ue8m0)\n"
+    "  --bf16-first-layers N    keep layers 0..N-1 in BF16\n"
+    "  --bf16-last-layers N     keep the last N layers in BF16\n"
+    "  --shard-size SIZE        largest output shard (default 5GB; B KB MB GB KiB MiB GiB)\n"
+    "  --device auto|cpu|cuda   where to quantize (default auto: the GPU when one is found;\n"
+    "                           the bytes are identical either way)\n"
+    "  --force                  replace --out when it exists\n"
+    "  --progress | --no-progress  bar (default on a terminal) or one line per tensor\n"
+    "  --quiet                  no per-tensor output\n"
+    "\n"
+    "exit codes: 0 done, 1 I/O failure, 2 invalid input or options (unknown architecture,\n"
+    "corrupt checkpoint, non-finite weights), 3 --device cuda without a usable GPU\n";
+
+/* The value of option argv[*i] ("--opt VALUE" or "--opt=VALUE"), or NULL. */
+static const char *opt_value(int argc, char **argv, int *i, const char *opt) {
+  size_t n = strlen(opt);
+  if (strncmp(argv[*i], opt, n)) return NULL;
+  if (argv[*i][n] == '=') return argv[*i] + n + 1;
+  if (argv[*i][n] || *i + 1 >= argc) return NULL;
+  return argv[++*i];
+}
+
+/* A non-negative integer option value. */
+static int parse_count(const char *opt, const char *v, int64_t *out) {
+  char *end;
+  long long n = strtoll(v, &end, 10);
+  if (!*v || *end || n < 0) {
+    fprintf(stderr, "rlrun convert: %s wants a non-negative integer, got '%s'\n", opt, v);
+    return RL_EXIT_USAGE;
+  }
+  *out = n;
+  return 0;
+}
+
+int cmd_convert(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    fputs(convert_usage, stdout);
+    return RL_EXIT_OK;
+  }
+  convert_opts o;
+  convert_opts_init(&o);
+  int have_to = 0, rc = 0;
+  const char **keep = rl_xcalloc((size_t)argc + 1, sizeof(char *));
+  for (int i = 1; i < argc && !rc; i++) {
+    const char *v;
+    if ((v = opt_value(argc, argv, &i, "--in"))) o.in_dir = v;
+    else if ((v = opt_value(argc, argv, &i, "--out"))) o.out_dir = v;
+    else if ((v = opt_value(argc, argv, &i, "--to"))) {
+      have_to = 1;
+      if (!strcmp(v, "fp8-block")) o.to = QFMT_FP8_BLOCK;
+      else if (!strcmp(v, "mxfp8")) o.to = QFMT_MXFP8;
+      else if (!strcmp(v, "nvfp4")) o.to = QFMT_NVFP4;
+      else if (!strcmp(v, "bf16")) o.to = QFMT_BF16;
+      else {
+        fprintf(stderr, "rlrun convert: --to '%s' is not a format (fp8-block, mxfp8, nvfp4, bf16)\n", v);
+        rc = RL_EXIT_USAGE;
+      }
+    } else if ((v = opt_value(argc, argv, &i, "--keep-bf16"))) keep[o.n_keep_bf16++] = v;
+    else if ((v = opt_value(argc, argv, &i, "--scale-fmt"))) {
+      if (!strcmp(v, "ue8m0")) o.ue8m0 = 1;
+      else if (!strcmp(v, "fp32")) o.ue8m0 = 0;
+      else {
+        fprintf(stderr, "rlrun convert: --scale-fmt '%s' is not ue8m0 or fp32\n", v);
+        rc = RL_EXIT_USAGE;
+      }
+    } else if ((v = opt_value(argc, argv, &i, "--bf16-first-layers")))
+      rc = parse_count("--bf16-first-layers", v, &o.bf16_first_layers);
+    else if ((v = opt_value(argc, argv, &i, "--bf16-last-layers")))
+      rc = parse_count("--bf16-last-layers", v, &o.bf16_last_layers);
+    else if ((v = opt_value(argc, argv, &i, "--shard-size"))) {
+      if (convert_parse_size(v, &o.shard_size)) {
+        fprintf(stderr, "rlrun convert: --shard-size '%s' is not a size (e.g. 5GB, 500MB, 2GiB)\n", v);
+        rc = RL_EXIT_USAGE;
+      }
+    } else if ((v = opt_value(argc, argv, &i, "--device"))) {
+      if (!strcmp(v, "auto")) o.device = CONVERT_DEVICE_AUTO;
+      else if (!strcmp(v, "cpu")) o.device = CONVERT_DEVICE_CPU;
+      else if (!strcmp(v, "cuda")) o.device = CONVERT_DEVICE_CUDA;
+      else {
+        fprintf(stderr, "rlrun convert: --device '%s' is not auto, cpu or cuda\n", v);
+        rc = RL_EXIT_USAGE;
+      }
+    } else if (!strcmp(argv[i], "--force")) o.force = 1;
+    else if (!strcmp(argv[i], "--progress")) o.progress = 1;
+    else if (!strcmp(argv[i], "--no-progress")) o.progress = 0;
+    else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
+    else {
+      fprintf(stderr, "rlrun convert: unknown or incomplete option '%s'; see rlrun convert --help\n",
+              argv[i]);
+      rc = RL_EXIT_USAGE;
+    }
+  }
+  if (!rc && (!o.in_dir || !o.out_dir || !have_to)) {
+    fprintf(stderr, "rlrun convert: --in, --out and --to are required; see rlrun convert --help\n");
+    rc = RL_EXIT_USAGE;
+  }
+  if (rc) {
+    free(keep);
+    return rc;
+  }
+  o.keep_bf16 = keep;
+  convert_stats st;
+  rl_err e;
+  rl_err_clear(&e);
+  rc = convert_run(&o, &st, &e);
+  free(keep);
+  if (rc) {
+    fprintf(stderr, "rlrun convert: %s\n", e.msg);
+    return rc;
+  }
+  printf("converted %s -> %s: %d tensors in, %d out (%d quantized, %d dequantized, %d kept), "
+         "%d shard(s), %d file(s) copied, %.2f GB -> %.2f GB in %.1f s on %s\n",
+         o.in_dir, o.out_dir, st.tensors_in, st.tensors_out, st.quantized, st.dequantized, st.kept,
+         st.shards, st.files_copied, (double)st.bytes_in / 1e9, (double)st.bytes_out / 1e9,
+         st.seconds, st.used_gpu ? "the GPU" : "the CPU");
+  return RL_EXIT_OK;
+}

@@ -1,0 +1,358 @@
+/* recipe_check.c — rules that involve more than one key: the model source,
+ * tokenizer, data, referenced files, the precision matrix, GPU placement; and
+ * the hardware check (can this valid recipe run on a given machine?). */
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "runner/recipe_tree.h"
+
+/* Error about key `path`, at the place it was written (or the recipe file). */
+static int kerr(recipe *r, rl_err *e, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int kerr(recipe *r, rl_err *e, const char *path, const char *fmt, ...) {
+  char msg[1400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  recipe_loc l = recipe_key_loc(r, path);
+  if (!strncmp(l.file, "--set ", 6)) return recipe_errf(e, &l, "%s", msg);
+  return recipe_errf(e, &l, "%s: %s", path, msg);
+}
+
+static int is_set(const recipe *r, const char *path) {
+  int i = recipe_key_index(path);
+  return i >= 0 && r->key_set[i];
+}
+
+/* 0 if path exists as a directory (want_dir) or regular file; else errno-ish text. */
+static const char *check_path(const char *path, int want_dir) {
+  struct stat st;
+  if (stat(path, &st) != 0) return strerror(errno);
+  if (want_dir && !S_ISDIR(st.st_mode)) return "not a directory";
+  if (!want_dir && S_ISDIR(st.st_mode)) return "a directory, expected a file";
+  return NULL;
+}
+
+/* Read model_type and num_hidden_layers from DIR/config.json. */
+static int read_config(recipe *r, const char *key, const char *dir, int required, rl_err *e) {
+  char cfg[4200];
+  snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+  struct stat st;
+  if (stat(cfg, &st) != 0) {
+    if (!required) return 0;
+    return kerr(r, e, key, "'%s' has no config.json: expected a Hugging Face model directory", dir);
+  }
+  json_error_t je;
+  json_t *j = json_load_file(cfg, 0, &je);
+  if (!j || !json_is_object(j)) {
+    json_decref(j);
+    return kerr(r, e, key, "%s:%d:%d: not a JSON object: %s", cfg, je.line, je.column, je.text);
+  }
+  const char *mt = json_string_value(json_object_get(j, "model_type"));
+  json_int_t layers = json_integer_value(json_object_get(j, "num_hidden_layers"));
+  int rc = 0;
+  if (!mt || (strcmp(mt, "qwen3") && strcmp(mt, "qwen3_moe")))
+    rc = kerr(r, e, key, "%s: model_type '%s' is not supported (qwen3, qwen3_moe)", cfg, mt ? mt : "(missing)");
+  else
+    r->model.is_moe = !strcmp(mt, "qwen3_moe");
+  if (layers > 0) r->model.layers = layers;
+  json_decref(j);
+  return rc;
+}
+
+static int check_model(recipe *r, int flags, rl_err *e) {
+  int rc = 0, n = !!r->model.path + !!r->model.checkpoint + r->model.has_init;
+  r->model.is_moe = -1;
+  if (n == 0)
+    return kerr(r, e, "model", "missing: set one of model.path (a Hugging Face model directory), "
+                "model.checkpoint (a run's checkpoint) or model.init (a fresh small model)");
+  if (n > 1) {
+    const char *second = r->model.has_init ? "model.init" : "model.checkpoint";
+    return kerr(r, e, second, "model.path, model.checkpoint and model.init are mutually exclusive: keep one");
+  }
+  if (r->model.has_init) {
+    __typeof__(r->model.init) *m = &r->model.init;
+    r->model.is_moe = m->arch == ARCH_QWEN3_MOE;
+    r->model.layers = m->layers;
+    if (m->heads % m->kv_heads)
+      rc = kerr(r, e, "model.init.kv_heads", "%lld does not divide heads (%lld)", (long long)m->kv_heads,
+                (long long)m->heads);
+    if (m->head_dim % 2) rc = kerr(r, e, "model.init.head_dim", "%lld is odd: RoPE needs an even head_dim", (long long)m->head_dim);
+    static const char *const moe_only[] = {"model.init.experts", "model.init.top_k", "model.init.moe_ffn",
+                                           "model.init.norm_topk_prob", NULL};
+    for (int i = 0; m->arch == ARCH_QWEN3 && moe_only[i]; i++)
+      if (is_set(r, moe_only[i])) rc = kerr(r, e, moe_only[i], "applies only to arch: qwen3_moe (this model is qwen3, dense)");
+    if (m->arch == ARCH_QWEN3_MOE && m->top_k > m->experts)
+      rc = kerr(r, e, "model.init.top_k", "%lld is more than experts (%lld)", (long long)m->top_k, (long long)m->experts);
+    if (m->max_seq_len < r->rollout.max_prompt_tokens + r->rollout.max_new_tokens)
+      rc = kerr(r, e, is_set(r, "rollout.max_new_tokens") ? "rollout.max_new_tokens" : "model.init.max_seq_len",
+                "prompt + completion (%lld + %lld tokens) exceed model.init.max_seq_len (%lld)",
+                (long long)r->rollout.max_prompt_tokens, (long long)r->rollout.max_new_tokens, (long long)m->max_seq_len);
+    return rc;
+  }
+  if (flags & RECIPE_NO_FS) return 0;
+  const char *key = r->model.path ? "model.path" : "model.checkpoint";
+  const char *dir = r->model.path ? r->model.path : r->model.checkpoint;
+  const char *why = check_path(dir, 1);
+  if (why) return kerr(r, e, key, "'%s': %s", dir, why);
+  return read_config(r, key, dir, r->model.path != NULL, e);
+}
+
+/* Decode one UTF-8 code point (input already validated); returns its length. */
+static int utf8_next(const unsigned char *s, unsigned *cp) {
+  if (s[0] < 0x80) return *cp = s[0], 1;
+  if (s[0] < 0xE0) return *cp = ((s[0] & 0x1Fu) << 6) | (s[1] & 0x3Fu), 2;
+  if (s[0] < 0xF0) return *cp = ((s[0] & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu), 3;
+  return *cp = ((s[0] & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu), 4;
+}
+
+static int check_tokenizer(recipe *r, int flags, rl_err *e) {
+  int rc = 0;
+  if (r->tokenizer.type == TOKENIZER_CHARS) {
+    if (r->tokenizer.path) rc = kerr(r, e, "tokenizer.path", "applies to tokenizer.type: hf (this tokenizer is chars)");
+    if (!r->tokenizer.chars)
+      return kerr(r, e, "tokenizer.type", "chars needs tokenizer.chars: the characters of the vocabulary");
+    /* each character once */
+    const unsigned char *s = (const unsigned char *)r->tokenizer.chars;
+    int count = 0;
+    for (const unsigned char *p = s; *p;) {
+      unsigned cp, cq;
+      int len = utf8_next(p, &cp);
+      for (const unsigned char *q = s; q < p;) {
+        q += utf8_next(q, &cq);
+        if (cq == cp) {
+          char shown[8] = {0};
+          if (cp < 0x20) snprintf(shown, sizeof shown, "\\x%02x", cp);
+          else memcpy(shown, p, (size_t)len);
+          return kerr(r, e, "tokenizer.chars", "character '%s' appears twice: list each character once", shown);
+        }
+      }
+      p += len;
+      count++;
+    }
+    if (r->model.has_init && r->model.init.vocab && r->model.init.vocab < count)
+      rc = kerr(r, e, "model.init.vocab", "%lld is smaller than the %d characters of tokenizer.chars",
+                (long long)r->model.init.vocab, count);
+    return rc;
+  }
+  if (r->tokenizer.chars) rc = kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");
+  if (r->tokenizer.path) {
+    const char *why = (flags & RECIPE_NO_FS) ? NULL : check_path(r->tokenizer.path, 0);
+    if (why) rc = kerr(r, e, "tokenizer.path", "'%s': %s", r->tokenizer.path, why);
+  } else if (r->model.path && !(flags & RECIPE_NO_FS)) {
+    char tj[4200];
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", r->model.path);
+    if (check_path(tj, 0)) rc = kerr(r, e, "model.path", "no tokenizer.json in '%s': set tokenizer.path", r->model.path);
+  } else if (r->model.has_init) {
+    rc = kerr(r, e, is_set(r, "tokenizer.type") ? "tokenizer.type" : "model.init",
+              "a fresh model needs a tokenizer: set tokenizer.type: chars with tokenizer.chars, or tokenizer.path");
+  }
+  return rc;
+}
+
+/* data.prompts / data.task and reward.script: present, and the files exist. */
+static int check_files(recipe *r, int flags, rl_err *e) {
+  int rc = 0;
+  if (!r->data.prompts && !r->data.task)
+    rc = kerr(r, e, "data", "missing: set data.prompts (a JSONL file) or data.task (a Lua script)");
+  else if (r->data.prompts && r->data.task)
+    rc = kerr(r, e, "data.task", "data.prompts and data.task are mutually exclusive: keep one");
+  if (!r->reward.script && r->train.algorithm != ALGO_SFT)
+    rc = kerr(r, e, "reward.script", "missing: the Lua reward script is required (reward.script: rewards/x.lua)");
+  const char *fn = r->reward.function;
+  int ident = fn && (isalpha((unsigned char)fn[0]) || fn[0] == '_');
+  for (const char *p = fn; ident && *p; p++) ident = isalnum((unsigned char)*p) || *p == '_';
+  if (!ident) rc = kerr(r, e, "reward.function", "'%s' is not a Lua function name", fn ? fn : "");
+  if (flags & RECIPE_NO_FS) return rc;
+  const char *keys[] = {"data.prompts", "data.task", "reward.script"};
+  const char *vals[] = {r->data.prompts, r->data.task, r->reward.script};
+  for (int i = 0; i < 3; i++) {
+    const char *why = vals[i] ? check_path(vals[i], 0) : NULL;
+    if (why) rc = kerr(r, e, keys[i], "'%s': %s (paths are relative to the recipe's directory)", vals[i], why);
+  }
+  return rc;
+}
+
+static int check_precision(recipe *r, rl_err *e) {
+  int rc = 0, emu = 0;
+  char why[600];
+  prec_format ro = r->precision.rollout, tr = r->precision.train;
+  if (matrix_check(ro, tr, HW_CPU, 1, r->precision.experimental, &emu, why, sizeof why))
+    return kerr(r, e, is_set(r, "precision.train") ? "precision.train" : "precision.rollout", "%s", why);
+  if ((ro == PREC_NVFP4 || tr == PREC_NVFP4) && r->model.is_moe == 0)
+    rc = kerr(r, e, "precision.rollout", "nvfp4 applies to MoE experts only, and this model is dense (qwen3): "
+              "use a qwen3_moe model or another format");
+  if (r->model.layers && r->precision.bf16_first_layers + r->precision.bf16_last_layers > r->model.layers)
+    rc = kerr(r, e, is_set(r, "precision.bf16_last_layers") ? "precision.bf16_last_layers" : "precision.bf16_first_layers",
+              "first %lld + last %lld BF16 layers exceed the model's %lld layers",
+              (long long)r->precision.bf16_first_layers, (long long)r->precision.bf16_last_layers,
+              (long long)r->model.layers);
+  if (is_set(r, "precision.scale_fmt") && ro != PREC_FP8_BLOCK && tr != PREC_FP8_BLOCK)
+    rc = kerr(r, e, "precision.scale_fmt", "applies to fp8-block only (rollout %s, train %s)", prec_names[ro], prec_names[tr]);
+  const precision_pair *p = matrix_pair(ro, tr);
+  if (p->drift && (r->train.tis.mode == TIS_OFF || (r->model.is_moe == 1 && !r->train.r3))) {
+    char fix[200];
+    snprintf(fix, sizeof fix, "%s%s%s", r->train.tis.mode == TIS_OFF ? "train.tis.mode: truncate (TIS)" : "",
+             r->train.tis.mode == TIS_OFF && r->model.is_moe == 1 && !r->train.r3 ? " and " : "",
+             r->model.is_moe == 1 && !r->train.r3 ? "train.r3: true (routing replay, MoE)" : "");
+    recipe_warn(r, "warning: rollout %s x train %s: precision drift between rollout and training log-probs is "
+                "expected; recommended: %s", prec_names[ro], prec_names[tr], fix);
+  }
+  return rc;
+}
+
+static int check_train(recipe *r, rl_err *e) {
+  int rc = 0;
+  if (r->train.algorithm != ALGO_SFT && r->rollout.samples_per_prompt < 2)
+    rc = kerr(r, e, is_set(r, "rollout.samples_per_prompt") ? "rollout.samples_per_prompt" : "train.algorithm",
+              "%s compares completions within a group: rollout.samples_per_prompt must be at least 2",
+              r->train.algorithm == ALGO_GRPO ? "grpo" : r->train.algorithm == ALGO_DR_GRPO ? "dr_grpo" : "rloo");
+  if (r->train.microbatch > r->rollout.batch * r->rollout.samples_per_prompt)
+    rc = kerr(r, e, "train.microbatch", "%lld is more than the %lld sequences of one iteration (batch x samples_per_prompt)",
+              (long long)r->train.microbatch, (long long)(r->rollout.batch * r->rollout.samples_per_prompt));
+  static const struct { const char *key; tis_mode mode; } tis_keys[] = {
+      {"train.tis.clip", TIS_TRUNCATE}, {"train.tis.low", TIS_MASK}, {"train.tis.high", TIS_MASK}};
+  for (int i = 0; i < 3; i++)
+    if (is_set(r, tis_keys[i].key) && r->train.tis.mode != tis_keys[i].mode)
+      rc = kerr(r, e, tis_keys[i].key, "applies to train.tis.mode: %s (mode is %s)",
+                tis_keys[i].mode == TIS_TRUNCATE ? "truncate" : "mask",
+                r->train.tis.mode == TIS_OFF ? "off" : r->train.tis.mode == TIS_TRUNCATE ? "truncate" : "mask");
+  if (r->train.tis.mode == TIS_MASK && r->train.tis.low >= r->train.tis.high)
+    rc = kerr(r, e, "train.tis.low", "must be below train.tis.high");
+  if (r->train.r3 && r->model.is_moe == 0)
+    rc = kerr(r, e, "train.r3", "routing replay needs a MoE model (qwen3_moe); this model is dense");
+  return rc;
+}
+
+/* GPU lists: no repeats; rollout and train identical (colocated) or disjoint. */
+static int check_gpus(recipe *r, rl_err *e) {
+  int rc = 0;
+  recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
+  const char *names[2] = {"gpus.rollout", "gpus.train"};
+  for (int k = 0; k < 2; k++) {
+    if (ls[k]->n == 0) rc = kerr(r, e, names[k], "empty: list at least one GPU index");
+    for (int i = 0; i < ls[k]->n; i++)
+      for (int j = 0; j < i; j++)
+        if (ls[k]->items[i] == ls[k]->items[j])
+          rc = kerr(r, e, names[k], "GPU %lld is listed twice", (long long)ls[k]->items[i]);
+  }
+  if (rc) return rc;
+  int shared = 0;
+  for (int i = 0; i < ls[0]->n; i++)
+    for (int j = 0; j < ls[1]->n; j++) shared += ls[0]->items[i] == ls[1]->items[j];
+  int colocated = shared == ls[0]->n && shared == ls[1]->n;
+  if (shared && !colocated)
+    return kerr(r, e, "gpus.train", "shares some GPUs with gpus.rollout: use the same list (colocated) or disjoint lists");
+  if (r->sync.transport == SYNC_DEVICE && !colocated)
+    rc = kerr(r, e, "sync.transport", "device needs rollout and training on the same GPUs (gpus.rollout == gpus.train)");
+  if (r->sync.transport == SYNC_NCCL && colocated)
+    rc = kerr(r, e, "sync.transport", "nccl needs rollout and training on different GPUs; colocated runs sync on the device");
+  if (r->sync.transport == SYNC_NCCL && r->device == DEVICE_CPU)
+    rc = kerr(r, e, "sync.transport", "nccl needs GPUs, and device is cpu");
+  return rc;
+}
+
+int recipe_check_rules(recipe *r, int flags, rl_err *e) {
+  int rc = 0;
+  const char *nm = r->name;
+  int ok = nm[0] && strlen(nm) <= 64 && isalnum((unsigned char)nm[0]);
+  for (const char *p = nm; ok && *p; p++) ok = isalnum((unsigned char)*p) || strchr("._-", *p);
+  if (!ok) rc = kerr(r, e, "name", "'%s' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
+                     "with a letter or digit)", nm);
+  for (int i = 0; i < r->hardware.require.n; i++)
+    if (hw_class_of_name(r->hardware.require.items[i]) == HW_CLASS_COUNT)
+      rc = kerr(r, e, "hardware.require", "unknown hardware '%s'; valid: %s", r->hardware.require.items[i], hw_names_list());
+  if (check_model(r, flags, e)) rc = RL_EXIT_USAGE;
+  if (check_tokenizer(r, flags, e)) rc = RL_EXIT_USAGE;
+  if (check_files(r, flags, e)) rc = RL_EXIT_USAGE;
+  if (check_train(r, e)) rc = RL_EXIT_USAGE;
+  if (check_gpus(r, e)) rc = RL_EXIT_USAGE;
+  if (!rc && check_precision(r, e)) rc = RL_EXIT_USAGE;
+  return rc;
+}
+
+hw_class recipe_run_class(const recipe *r, const hw_target *t) {
+  if (r->device == DEVICE_CPU || t->cls == HW_CPU) return HW_CPU;
+  return t->cls;
+}
+
+/* Does target t satisfy one hardware.require entry (a name or a class)? */
+static int require_matches(const hw_target *t, const char *req) {
+  hw_class c = hw_class_of_name(req);
+  for (int k = 0; hw_class_names[k]; k++)
+    if (!strcmp(hw_class_names[k], req)) return t->cls == c;
+  if (!t->detected) return !strcmp(t->name, req);
+  char low[256];
+  size_t n = 0;
+  for (; t->name[n] && n + 1 < sizeof low; n++) low[n] = (char)tolower((unsigned char)t->name[n]);
+  low[n] = 0;
+  size_t rl = strlen(req);
+  for (const char *p = strstr(low, req); p; p = strstr(p + 1, req))
+    if ((p == low || !isalnum((unsigned char)p[-1])) && !isalnum((unsigned char)p[rl])) return 1;
+  return 0;
+}
+
+int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *e) {
+  rl_err_clear(e);
+  *emulated = 0;
+  int bad = 0;
+  if (r->device == DEVICE_CUDA && t->cls == HW_CPU)
+    bad = kerr(r, e, "device", "cuda, but %s has no GPU%s%s", t->detected ? "this machine" : "the target 'cpu'",
+               t->note[0] ? ": " : "", t->note);
+  hw_class cls = recipe_run_class(r, t);
+  const char *cname = cls == HW_UNSUPPORTED ? "unsupported" : hw_class_names[cls];
+  if (r->hardware.require.n) {
+    int any = 0;
+    for (int i = 0; i < r->hardware.require.n; i++) any |= require_matches(t, r->hardware.require.items[i]);
+    if (!any || cls == HW_CPU) {
+      int cpu_ok = 0;
+      for (int i = 0; i < r->hardware.require.n; i++) cpu_ok |= !strcmp(r->hardware.require.items[i], "cpu");
+      if (!(cls == HW_CPU && cpu_ok))
+        bad = kerr(r, e, "hardware.require", "the recipe requires %s%s, and the run would be on %s (%s)",
+                   r->hardware.require.items[0], r->hardware.require.n > 1 ? " (or another listed)" : "",
+                   cls == HW_CPU ? "the CPU" : t->name, cname);
+    }
+  }
+  if (cls == HW_CPU) {
+    if (r->hardware.min_gpus > 0)
+      bad = kerr(r, e, "hardware.min_gpus", "%lld, but the run would be on the CPU (no GPU)", (long long)r->hardware.min_gpus);
+    if (r->hardware.min_gpu_memory_gb > 0)
+      bad = kerr(r, e, "hardware.min_gpu_memory_gb", "%g, but the run would be on the CPU (no GPU)", r->hardware.min_gpu_memory_gb);
+  } else {
+    if (t->n_gpus < r->hardware.min_gpus)
+      bad = kerr(r, e, "hardware.min_gpus", "%lld, but %s has %d GPU%s", (long long)r->hardware.min_gpus, t->name,
+                 t->n_gpus, t->n_gpus == 1 ? "" : "s");
+    const recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
+    const char *names[2] = {"gpus.rollout", "gpus.train"};
+    for (int k = 0; k < 2; k++)
+      for (int i = 0; i < ls[k]->n; i++)
+        if (ls[k]->items[i] >= t->n_gpus) {
+          bad = kerr(r, e, names[k], "uses GPU %lld, but %s has %d GPU%s (GPUs 0..%d)%s", (long long)ls[k]->items[i],
+                     t->name, t->n_gpus, t->n_gpus == 1 ? "" : "s", t->n_gpus - 1,
+                     t->detected ? "" : "; name a count with --hardware NAME:COUNT");
+          break;
+        }
+    if (t->mem_gb < r->hardware.min_gpu_memory_gb)
+      bad = kerr(r, e, "hardware.min_gpu_memory_gb", "%g GB, but %s has %.0f GB per GPU", r->hardware.min_gpu_memory_gb,
+                 t->name, t->mem_gb);
+  }
+  char why[600];
+  int rc = matrix_check(r->precision.rollout, r->precision.train, cls, r->precision.emulate,
+                        r->precision.experimental, emulated, why, sizeof why);
+  if (rc) bad = kerr(r, e, "precision.rollout", "on %s: %s", cls == HW_CPU ? "cpu" : t->name, why);
+  else if (*emulated) recipe_warn(r, "emulated: %s", why);
+  else if (r->precision.emulate && cls != HW_CPU)
+    recipe_warn(r, "note: precision.emulate: true has no effect on %s: rollout %s and train %s run natively", cname,
+                prec_names[r->precision.rollout], prec_names[r->precision.train]);
+  if (bad) {
+    e->code = RL_EXIT_HARDWARE;
+    return RL_EXIT_HARDWARE;
+  }
+  return RL_EXIT_OK;
+}

@@ -1,0 +1,80 @@
+/* recipe_tree.h — internal to the recipe loader: the YAML document as a small
+ * tree whose every node remembers where it was written (file, line, col), so
+ * that a value inherited through `base:` or given with `--set` is reported at
+ * its own origin. Built by recipe_yaml.c, merged by recipe_merge.c, read by
+ * recipe_schema.c. */
+#ifndef RLRUN_RECIPE_TREE_H
+#define RLRUN_RECIPE_TREE_H
+
+#include <stddef.h>
+
+#include "runner/recipe.h"
+
+typedef enum rnode_kind { RN_NULL, RN_SCALAR, RN_MAP, RN_SEQ } rnode_kind;
+
+typedef struct rnode rnode;
+
+/* One key of a mapping, with the location of the key itself. */
+typedef struct rentry {
+  char *key;
+  recipe_loc loc;
+  rnode *val;
+} rentry;
+
+struct rnode {
+  rnode_kind kind;
+  recipe_loc loc;
+  char *text;   /* RN_SCALAR: the value (NUL-terminated) */
+  size_t len;   /* its length in bytes (a "\0" escape makes it differ from strlen) */
+  int quoted;   /* RN_SCALAR: 1 unless plain style (quoted, literal, folded) */
+  rentry *ents; /* RN_MAP */
+  rnode **items; /* RN_SEQ */
+  int n, cap;   /* entries or items */
+};
+
+/* Error budget: the schema pass reports up to this many errors at once. */
+#define RECIPE_MAX_ERRORS 8
+
+/* Keep a copy of s for the life of r (file names, override texts). */
+const char *recipe_intern(recipe *r, const char *s);
+
+/* "FILE:LINE:COL" (or the --set text) of loc, into buf. */
+const char *recipe_loc_str(const recipe_loc *loc, char *buf, size_t n);
+
+/* Append "LOC: message" to e (one line per error, up to RECIPE_MAX_ERRORS);
+ * returns RL_EXIT_USAGE. */
+int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parse YAML text into a tree. file is an interned name; override=1 marks every
+ * node as coming from the `--set` named by file (no line:col). */
+int rtree_parse(recipe *r, const char *text, size_t len, const char *file, int override, rnode **out,
+                rl_err *e);
+void rtree_free(rnode *n);
+/* The value of key in map n, or NULL. */
+rnode *rtree_get(rnode *n, const char *key);
+/* Remove key from map n and return its value (caller frees), or NULL. */
+rnode *rtree_take(rnode *n, const char *key, recipe_loc *keyloc);
+/* Add or replace key in map n (takes val). */
+void rtree_put(rnode *n, const char *key, const recipe_loc *keyloc, rnode *val);
+rnode *rtree_new(rnode_kind kind, const recipe_loc *loc);
+
+/* Deep-merge child onto base (both maps; child is consumed): maps merge key
+ * by key, everything else is replaced by the child's value. */
+void rtree_merge(rnode *base, rnode *child);
+/* Apply one "a.b.c=value" override to root. */
+int rtree_apply_set(recipe *r, rnode *root, const char *set, rl_err *e);
+
+/* Levenshtein distance (for "did you mean"), capped at 99. */
+int recipe_edit_distance(const char *a, const char *b);
+
+/* Fill r from the merged tree: schema check, conversion, defaults (recipe_schema.c). */
+int recipe_schema_fill(recipe *r, rnode *root, rl_err *e);
+/* Cross-field rules, files, the precision matrix (recipe_check.c). */
+int recipe_check_rules(recipe *r, int flags, rl_err *e);
+/* Location of key path in r (where it was written), or the recipe file. */
+recipe_loc recipe_key_loc(const recipe *r, const char *path);
+/* Append a warning line to r->warnings. */
+void recipe_warn(recipe *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

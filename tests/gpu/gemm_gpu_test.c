@@ -1,0 +1,439 @@
+/* gemm_gpu_test.c — the CUDA GEMMs and linear layers against the CPU
+ * reference and FP64, on the GPU machine (own main; built by `make gpu-tests`,
+ * run by tests/gpu/run.sh). Prints one line per case and a summary; exit 1 on
+ * any failure.
+ *
+ * Tolerances. With S* = Σ x̂·ŵ in FP64 over the dequantized operands (the same
+ * bytes on both sides) and A = Σ|x̂·ŵ|:
+ *   CPU reference   |y_cpu − S*| ≤ (K+2)·u·A            (test_gemm.c)
+ *   cuBLASLt BF16/FP32/emulated: FP32 accumulation in another order, same bound,
+ *                   so |y_gpu − S*| ≤ 2(K+2)·u·A is asked.
+ *   fp8-block native on Hopper: the FP8 tensor-core MMA accumulates with fewer
+ *                   bits than FP32 inside each K block (DeepSeek-V3 reports ~14
+ *                   bits on H800); cuBLASLt promotes to FP32 at every 128-wide
+ *                   scale block (4 MMA k-steps of 32, each truncating to ~14 bits:
+ *                   ≤ ~4·2^-13 of the block's Σ|x̂ŵ|), so |y_gpu − S*| ≤ 2^-10·A is
+ *                   asked (still 64× below the fp8 quantization error 2^-4); the run
+ *                   prints the measured worst ratio so the bound can be tightened.
+ * plus the output rounding r·|S*| (r = 2^-8 for BF16 outputs, 2^-24 for FP32).
+ * Usage: gemm_gpu_test [--quick] (fewer shapes). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/device.h"
+#include "kernels/gemm.h"
+#include "kernels/linear.h"
+#include "tests/test_gemm_util.h"
+
+#if RLRUN_CUDA
+#include <cuda_runtime_api.h>
+
+#define U24 0x1p-24
+
+static int g_fail, g_pass;
+
+#define CK(x)                                                                                \
+  do {                                                                                       \
+    cudaError_t st_ = (x);                                                                   \
+    if (st_ != cudaSuccess) {                                                                \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(st_));  \
+      exit(2);                                                                               \
+    }                                                                                        \
+  } while (0)
+
+static void *dev_copy(const void *h, size_t n) {
+  void *d = NULL;
+  CK(cudaMalloc(&d, n ? n : 16));
+  if (n) CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+  return d;
+}
+
+static void *host_copy(const void *d, size_t n) {
+  void *h = rl_xmalloc(n ? n : 16);
+  CK(cudaDeviceSynchronize());
+  if (n) CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+  return h;
+}
+
+/* Bytes of one row of data / scales of an activation-like operand (block_rows = 1). */
+static size_t row_bytes(qformat f, int64_t K) {
+  return f == QFMT_BF16 ? (size_t)K * 2 : f == QFMT_NVFP4 ? (size_t)quant_cdiv(K, 2) : (size_t)K;
+}
+static size_t row_scale_bytes(qformat f, int64_t K) {
+  switch (f) {
+    case QFMT_FP8_BLOCK: return (size_t)quant_cdiv(K, 128) * 4;
+    case QFMT_MXFP8: return (size_t)quant_cdiv(K, 32);
+    case QFMT_NVFP4: return (size_t)quant_cdiv(K, 16);
+    default: return 0;
+  }
+}
+
+/* A host operand quantized by the CPU quantizers (ROWMAJOR scales) and its
+ * device twin. */
+typedef struct op {
+  qtensor h, d;
+  float *deq; /* dequantized values (NVFP4: including S_dec) */
+} op;
+
+static op op_make(const uint16_t *x, int64_t rows, int64_t K, qformat f, int is_weight) {
+  op o;
+  memset(&o, 0, sizeof o);
+  o.h = qtensor_bf16(x, rows, K, 0);
+  o.h.fmt = f;
+  size_t db = row_bytes(f, K) * (size_t)rows, sb = 0;
+  o.deq = rl_xmalloc((size_t)(rows * K) * 4 + 4);
+  if (f == QFMT_BF16) {
+    for (int64_t i = 0; i < rows * K; i++) o.deq[i] = fmt_bf16_to_f32(x[i]);
+  } else {
+    o.h.data = rl_xmalloc(db + 1);
+    if (f == QFMT_FP8_BLOCK) {
+      o.h.block_rows = is_weight ? 128 : 1;
+      sb = (size_t)((is_weight ? quant_cdiv(rows, 128) : rows) * quant_cdiv(K, 128)) * 4;
+      o.h.scales = rl_xmalloc(sb + 4);
+      if (is_weight) {
+        quant_fp8_block_weight_cpu(x, rows, K, o.h.data, o.h.scales, NULL, NULL);
+        dequant_fp8_block_weight_cpu(o.h.data, o.h.scales, rows, K, o.deq, NULL);
+      } else {
+        quant_fp8_block_act_cpu(x, rows, K, o.h.data, o.h.scales, NULL, NULL);
+        dequant_fp8_block_act_cpu(o.h.data, o.h.scales, rows, K, o.deq, NULL);
+      }
+    } else if (f == QFMT_MXFP8) {
+      sb = row_scale_bytes(f, K) * (size_t)rows;
+      o.h.scales = rl_xmalloc(sb + 1);
+      quant_mxfp8_cpu(x, rows, K, o.h.data, o.h.scales, NULL, NULL);
+      dequant_mxfp8_cpu(o.h.data, o.h.scales, rows, K, o.deq, NULL);
+    } else {
+      sb = row_scale_bytes(f, K) * (size_t)rows;
+      o.h.scales = rl_xmalloc(sb + 1);
+      quant_nvfp4_cpu(x, rows, K, o.h.data, o.h.scales, &o.h.s_dec, NULL, NULL);
+      dequant_nvfp4_cpu(o.h.data, o.h.scales, o.h.s_dec, rows, K, o.deq, NULL);
+    }
+  }
+  o.d = o.h;
+  o.d.on_device = 1;
+  o.d.data = dev_copy(o.h.data, db);
+  o.d.scales = sb ? dev_copy(o.h.scales, sb) : NULL;
+  if (f == QFMT_NVFP4) o.d.d_s_dec = dev_copy(&o.h.s_dec, 4);
+  return o;
+}
+
+static void op_free(op *o) {
+  if (o->h.fmt != QFMT_BF16) free(o->h.data), free(o->h.scales);
+  cudaFree(o->d.data);
+  if (o->d.scales) cudaFree(o->d.scales);
+  if (o->d.d_s_dec) cudaFree((void *)o->d.d_s_dec);
+  free(o->deq);
+}
+
+/* The rows of an activation operand checked against the CPU: all when M ≤ 512,
+ * else 48 (first, middle, last 16). */
+static int pick_rows(int64_t M, int64_t *rows) {
+  if (M <= 512) {
+    for (int64_t i = 0; i < M; i++) rows[i] = i;
+    return (int)M;
+  }
+  int n = 0;
+  for (int i = 0; i < 16; i++) rows[n++] = i, rows[n++] = M / 2 + i, rows[n++] = M - 16 + i;
+  return n;
+}
+
+/* Host qtensor of the selected rows of activation a (ROWMAJOR). */
+static qtensor op_rows(const qtensor *a, const int64_t *rows, int nr, void **buf_d, void **buf_s) {
+  qtensor t = *a;
+  size_t rb = row_bytes(a->fmt, a->cols), sb = row_scale_bytes(a->fmt, a->cols);
+  *buf_d = rl_xmalloc(rb * (size_t)nr + 1);
+  *buf_s = rl_xmalloc(sb * (size_t)nr + 1);
+  for (int i = 0; i < nr; i++) {
+    memcpy((char *)*buf_d + rb * (size_t)i, (const char *)a->data + rb * (size_t)rows[i], rb);
+    if (sb) memcpy((char *)*buf_s + sb * (size_t)i, (const char *)a->scales + sb * (size_t)rows[i], sb);
+  }
+  t.rows = nr;
+  t.data = *buf_d;
+  t.scales = sb ? *buf_s : NULL;
+  return t;
+}
+
+/* Worst ratios of |y_gpu − S*| / (tol·A + r|S*|) and |y_gpu − y_cpu| / ((tol + (K+2)u)·A + 2r|S*|)
+ * over the selected rows; yg is the full GPU output [M][N], yc [nr][N]. */
+typedef struct ratios { double gpu, diff; } ratios;
+static ratios compare(const float *yg, const float *yc, const int64_t *rows, int nr, int64_t N,
+                      int64_t K, const float *xd, const float *wd, double tol, double r) {
+  double *m1 = rl_xcalloc((size_t)nr + 1, 8), *m2 = rl_xcalloc((size_t)nr + 1, 8);
+#pragma omp parallel for schedule(dynamic)
+  for (int i = 0; i < nr; i++)
+    for (int64_t j = 0; j < N; j++) {
+      const float *a = xd + rows[i] * K, *b = wd + j * K;
+      double s = 0, mag = 0;
+      for (int64_t k = 0; k < K; k++) s += (double)a[k] * b[k], mag += fabs((double)a[k] * b[k]);
+      double g = yg[rows[i] * N + j], c = yc[(int64_t)i * N + j];
+      double r1 = fabs(g - s) / (tol * mag + r * fabs(s) + 1e-30);
+      double r2 = fabs(g - c) / ((tol + (K + 2) * U24) * mag + 2 * r * fabs(s) + 1e-30);
+      if (!(r1 <= m1[i])) m1[i] = isnan(r1) ? INFINITY : r1;
+      if (!(r2 <= m2[i])) m2[i] = isnan(r2) ? INFINITY : r2;
+    }
+  ratios out = {0, 0};
+  for (int i = 0; i < nr; i++) {
+    if (m1[i] > out.gpu) out.gpu = m1[i];
+    if (m2[i] > out.diff) out.diff = m2[i];
+  }
+  free(m1), free(m2);
+  return out;
+}
+
+static void report(const char *what, const char *fmt, int64_t M, int64_t N, int64_t K,
+                   const gemm_info *gi, ratios r, int ok) {
+  printf("%-6s %-14s %-10s M=%-5lld N=%-5lld K=%-5lld path=%-22s pinned=%d err/tol gpu=%.3f diff=%.3f\n",
+         ok ? "PASS" : "FAIL", what, fmt, (long long)M, (long long)N, (long long)K,
+         gi ? gemm_path_name(gi->path) : "-", gi ? gi->pinned : 0, r.gpu, r.diff);
+  if (ok) g_pass++;
+  else g_fail++;
+}
+
+static float *f32_of_bf16_dev(const uint16_t *d, int64_t n) {
+  uint16_t *h = host_copy(d, (size_t)n * 2);
+  float *f = tg_bf16_to_f32(h, n);
+  free(h);
+  return f;
+}
+
+/* gemm_q_cuda vs gemm_q_cpu and vs FP64, one shape and format; BF16 outputs
+ * (the production path; both sides round the FP32 sum once). */
+static void case_gemm(int64_t M, int64_t N, int64_t K, qformat f, int pin, uint64_t seed) {
+  uint16_t *x = tg_rand_bf16(M, K, seed), *w = tg_rand_bf16(N, K, seed + 1);
+  op ox = op_make(x, M, K, f, 0), ow = op_make(w, N, K, f, 1);
+  uint16_t *yd;
+  CK(cudaMalloc((void **)&yd, (size_t)(M * N) * 2));
+  gemm_opts go = {1, pin, 0, NULL};
+  gemm_info gi;
+  rl_err e;
+  int rc = gemm_q_cuda(yd, &ox.d, &ow.d, &go, &gi, &e);
+  ratios r = {INFINITY, INFINITY};
+  if (rc) {
+    printf("  gemm_q_cuda: %s\n", e.msg);
+  } else {
+    float *yg = f32_of_bf16_dev(yd, M * N);
+    int64_t *rows = rl_xmalloc((size_t)(M > 48 ? M : 48) * 8);
+    int nr = pick_rows(M, rows);
+    void *bd, *bs;
+    qtensor xs = op_rows(&ox.h, rows, nr, &bd, &bs);
+    uint16_t *yc16 = rl_xmalloc((size_t)nr * (size_t)N * 2);
+    gemm_opts co = {1, 0, 0, NULL};
+    if (gemm_q_cpu(yc16, &xs, &ow.h, &co, NULL, &e)) printf("  gemm_q_cpu: %s\n", e.msg);
+    float *yc = tg_bf16_to_f32(yc16, (int64_t)nr * N);
+    double tol = gi.path == GEMM_PATH_FP8_BLOCK ? 0x1p-10 : 2.0 * (K + 2) * U24;
+    r = compare(yg, yc, rows, nr, N, K, ox.deq, ow.deq, tol, 0x1p-8);
+    free(yg), free(rows), free(bd), free(bs), free(yc16), free(yc);
+  }
+  report(pin ? "gemm-pinned" : "gemm", qtensor_format_name(f), M, N, K, &gi, r,
+         !rc && r.gpu <= 1 && r.diff <= 1);
+  cudaFree(yd);
+  op_free(&ox), op_free(&ow);
+  free(x), free(w);
+}
+
+/* linear_forward on the device vs on the CPU (BF16 outputs): the device
+ * quantizer must give the CPU's bytes, else the difference is ~2^-4, far
+ * above the tolerance. */
+static void case_linear(int64_t M, int64_t N, int64_t K, qformat f, uint64_t seed) {
+  uint16_t *x = tg_rand_bf16(M, K, seed), *w = tg_rand_bf16(N, K, seed + 1);
+  op ow = op_make(w, N, K, f, 1);
+  quant_policy p;
+  quant_policy_init(&p, f == QFMT_NVFP4 ? QFMT_BF16 : f, f);
+  p.emulate = 1;
+  uint16_t *xd = dev_copy(x, (size_t)(M * K) * 2), *od;
+  CK(cudaMalloc((void **)&od, (size_t)(M * N) * 2));
+  gemm_info gi;
+  linear_opts lo = {NULL, &gi};
+  rl_err e;
+  int rc = linear_forward_ex(od, xd, M, &ow.d, &p, &lo, &e);
+  ratios r = {INFINITY, INFINITY};
+  if (rc) {
+    printf("  linear_forward (cuda): %s\n", e.msg);
+  } else {
+    float *yg = f32_of_bf16_dev(od, M * N);
+    int64_t *rows = rl_xmalloc((size_t)(M > 48 ? M : 48) * 8);
+    int nr = pick_rows(M, rows);
+    uint16_t *xs = rl_xmalloc((size_t)nr * (size_t)K * 2 + 2);
+    for (int i = 0; i < nr; i++) memcpy(xs + (size_t)i * K, x + rows[i] * K, (size_t)K * 2);
+    uint16_t *yc16 = rl_xmalloc((size_t)nr * (size_t)N * 2);
+    if (linear_forward(yc16, xs, nr, &ow.h, &p, &e)) printf("  linear_forward (cpu): %s\n", e.msg);
+    float *yc = tg_bf16_to_f32(yc16, (int64_t)nr * N);
+    op ox = op_make(x, M, K, f, 0); /* the CPU-quantized activation, for S* */
+    double tol = gi.path == GEMM_PATH_FP8_BLOCK ? 0x1p-10 : 2.0 * (K + 2) * U24;
+    r = compare(yg, yc, rows, nr, N, K, ox.deq, ow.deq, tol, 0x1p-8);
+    op_free(&ox);
+    free(yg), free(rows), free(xs), free(yc16), free(yc);
+  }
+  report("linear", qtensor_format_name(f), M, N, K, &gi, r, !rc && r.gpu <= 1 && r.diff <= 1);
+  cudaFree(xd), cudaFree(od);
+  op_free(&ow);
+  free(x), free(w);
+}
+
+/* Batch invariance: rows computed with M rows in the batch equal (bitwise)
+ * the same rows computed with M = 8192, when the algorithm is pinned. Also
+ * counts how many rows differ without pinning (information, not a failure). */
+static void case_invariance(int64_t N, int64_t K, qformat f) {
+  const int64_t MB = GEMM_PIN_M;
+  static const int64_t Ms[] = {1, 3, 8, 64, 129, 512};
+  uint16_t *x = tg_rand_bf16(MB, K, 4242), *w = tg_rand_bf16(N, K, 4243);
+  op ow = op_make(w, N, K, f, 1);
+  quant_policy p;
+  quant_policy_init(&p, f, f);
+  uint16_t *xd = dev_copy(x, (size_t)(MB * K) * 2), *big, *small;
+  CK(cudaMalloc((void **)&big, (size_t)(MB * N) * 2));
+  CK(cudaMalloc((void **)&small, (size_t)(512 * N) * 2));
+  rl_err e;
+  for (int pin = 1; pin >= 0; pin--) {
+    p.pin_algo = pin;
+    if (linear_forward(big, xd, MB, &ow.d, &p, &e)) {
+      printf("  invariance M=%lld: %s\n", (long long)MB, e.msg);
+      g_fail++;
+      continue;
+    }
+    uint16_t *hb = host_copy(big, (size_t)(512 * N) * 2);
+    char line[512];
+    int n = snprintf(line, sizeof line, "%-6s %-14s %-10s N=%-5lld K=%-5lld rows differing from M=8192:",
+                     "", pin ? "invariance-pin" : "invariance-heur", qtensor_format_name(f), (long long)N, (long long)K);
+    int bad = 0;
+    for (int i = 0; i < 6; i++) {
+      int64_t M = Ms[i];
+      gemm_info gi;
+      linear_opts lo = {NULL, &gi};
+      if (linear_forward_ex(small, xd, M, &ow.d, &p, &lo, &e)) {
+        n += snprintf(line + n, sizeof line - (size_t)n, " M=%lld:error", (long long)M);
+        printf("  %s\n", e.msg);
+        bad = 1;
+        continue;
+      }
+      uint16_t *hs = host_copy(small, (size_t)(M * N) * 2);
+      int diff = 0;
+      for (int64_t r = 0; r < M; r++) diff += memcmp(hs + r * N, hb + r * N, (size_t)N * 2) != 0;
+      n += snprintf(line + n, sizeof line - (size_t)n, " M=%lld:%d", (long long)M, diff);
+      if (pin && diff) bad = 1;
+      free(hs);
+    }
+    if (pin) memcpy(line, bad ? "FAIL" : "PASS", 4), bad ? g_fail++ : g_pass++;
+    printf("%s\n", line);
+    free(hb);
+  }
+  cudaFree(xd), cudaFree(big), cudaFree(small);
+  op_free(&ow);
+  free(x), free(w);
+}
+
+/* linear_backward on the device vs the CPU (dX, dW in BF16; dW accumulated in FP32). */
+static void case_backward(int64_t m, int64_t n, int64_t k) {
+  uint16_t *dy = tg_rand_bf16(m, n, 1), *x = tg_rand_bf16(m, k, 2), *w = tg_rand_bf16(n, k, 3);
+  linear_bwd hb = {m, n, k, dy, x, w, rl_xmalloc((size_t)(m * k) * 2), rl_xmalloc((size_t)(n * k) * 2),
+                   calloc((size_t)(n * k), 4), 0, NULL};
+  linear_bwd db = {m, n, k, dev_copy(dy, (size_t)(m * n) * 2), dev_copy(x, (size_t)(m * k) * 2),
+                   dev_copy(w, (size_t)(n * k) * 2), NULL, NULL, NULL, 1, NULL};
+  CK(cudaMalloc((void **)&db.dx, (size_t)(m * k) * 2));
+  CK(cudaMalloc((void **)&db.dw, (size_t)(n * k) * 2));
+  CK(cudaMalloc((void **)&db.dw_acc, (size_t)(n * k) * 4));
+  CK(cudaMemset(db.dw_acc, 0, (size_t)(n * k) * 4));
+  rl_err e;
+  int rc = linear_backward(&hb, &e);
+  if (!rc) rc = linear_backward(&db, &e);
+  if (rc) printf("  linear_backward: %s\n", e.msg);
+  /* operands as [rows][K'] float for compare(): dX = dY·W → rows of dY, columns of W */
+  float *dyf = tg_bf16_to_f32(dy, m * n), *wt = rl_xmalloc((size_t)(n * k) * 4);
+  float *dyt = rl_xmalloc((size_t)(m * n) * 4), *xt = rl_xmalloc((size_t)(m * k) * 4);
+  for (int64_t t = 0; t < n; t++)
+    for (int64_t j = 0; j < k; j++) wt[j * n + t] = fmt_bf16_to_f32(w[t * k + j]);
+  for (int64_t t = 0; t < m; t++) {
+    for (int64_t i = 0; i < n; i++) dyt[i * m + t] = fmt_bf16_to_f32(dy[t * n + i]);
+    for (int64_t j = 0; j < k; j++) xt[j * m + t] = fmt_bf16_to_f32(x[t * k + j]);
+  }
+  int64_t *rows = rl_xmalloc((size_t)(m > n ? m : n) * 8);
+  for (int64_t i = 0; i < (m > n ? m : n); i++) rows[i] = i;
+  ratios r1 = {INFINITY, INFINITY}, r2 = r1, r3 = r1;
+  if (!rc) {
+    float *g1 = f32_of_bf16_dev(db.dx, m * k), *c1 = tg_bf16_to_f32(hb.dx, m * k);
+    float *g2 = f32_of_bf16_dev(db.dw, n * k), *c2 = tg_bf16_to_f32(hb.dw, n * k);
+    float *g3 = host_copy(db.dw_acc, (size_t)(n * k) * 4);
+    r1 = compare(g1, c1, rows, (int)m, k, n, dyf, wt, 2.0 * (n + 2) * U24, 0x1p-8);
+    r2 = compare(g2, c2, rows, (int)n, k, m, dyt, xt, 2.0 * (m + 2) * U24, 0x1p-8);
+    r3 = compare(g3, hb.dw_acc, rows, (int)n, k, m, dyt, xt, 2.0 * (m + 2) * U24, U24);
+    free(g1), free(c1), free(g2), free(c2), free(g3);
+  }
+  report("backward-dX", "bf16", m, k, n, NULL, r1, !rc && r1.gpu <= 1 && r1.diff <= 1);
+  report("backward-dW", "bf16", n, k, m, NULL, r2, !rc && r2.gpu <= 1 && r2.diff <= 1);
+  report("backward-dWacc", "f32", n, k, m, NULL, r3, !rc && r3.gpu <= 1 && r3.diff <= 1);
+  cudaFree((void *)db.dy), cudaFree((void *)db.x), cudaFree((void *)db.w);
+  cudaFree(db.dx), cudaFree(db.dw), cudaFree(db.dw_acc);
+  free(hb.dx), free(hb.dw), free(hb.dw_acc), free(dy), free(x), free(w);
+  free(dyf), free(wt), free(dyt), free(xt), free(rows);
+}
+
+/* MXFP8/NVFP4 without emulate on Hopper: refused with a clear error. */
+static void case_refuse_mx(const device_info *di) {
+  if (di->gpus[0].cc_major >= 10) return;
+  uint16_t *x = tg_rand_bf16(8, 64, 1), *w = tg_rand_bf16(16, 64, 2);
+  op ox = op_make(x, 8, 64, QFMT_MXFP8, 0), ow = op_make(w, 16, 64, QFMT_MXFP8, 1);
+  void *y;
+  CK(cudaMalloc(&y, 8 * 16 * 2));
+  rl_err e;
+  int rc = gemm_q_cuda(y, &ox.d, &ow.d, NULL, NULL, &e);
+  int ok = rc == RL_EXIT_HARDWARE && strstr(e.msg, "emulate: true");
+  printf("%-6s refuse-mxfp8-without-emulate: rc=%d \"%s\"\n", ok ? "PASS" : "FAIL", rc, e.msg);
+  ok ? g_pass++ : g_fail++;
+  cudaFree(y);
+  op_free(&ox), op_free(&ow);
+  free(x), free(w);
+}
+
+int main(int argc, char **argv) {
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    printf("gemm_gpu_test: skipped: %s\n", di.status);
+    return 0;
+  }
+  printf("gemm_gpu_test on %s (sm_%d%d), cuBLASLt %zu\n", di.gpus[0].name, di.gpus[0].cc_major,
+         di.gpus[0].cc_minor, di.cublaslt);
+  int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  static const int64_t Ms[] = {1, 3, 8, 64, 129, 512, 8192};
+  static const int64_t NK[][2] = {{3072, 1024}, {1024, 3072}, {2048, 1024}, {1024, 2048},
+                                  {768, 2048},  {2048, 768}};
+  int nm = quick ? 4 : 7, nnk = quick ? 2 : 6;
+  for (int s = 0; s < nnk; s++)
+    for (int i = 0; i < nm; i++)
+      for (int f = 0; f < 2; f++)
+        case_gemm(Ms[i], NK[s][0], NK[s][1], f ? QFMT_FP8_BLOCK : QFMT_BF16, 0, 100 + s * 10 + i);
+  /* shapes that are not multiples of 128: native fp8 (K % 16 = 0, N % 8 = 0), then
+   * ones cuBLASLt's block-scaled fp8 refuses (the FP32 dequant fallback runs) */
+  static const int64_t odd[][3] = {{129, 200, 144}, {8, 136, 272},  {129, 200, 136},
+                                   {64, 72, 1000},  {3, 203, 256},  {512, 256, 1000}};
+  for (int s = 0; s < 6; s++)
+    for (int f = 0; f < 2; f++)
+      case_gemm(odd[s][0], odd[s][1], odd[s][2], f ? QFMT_FP8_BLOCK : QFMT_BF16, 0, 900 + s);
+  for (int f = 0; f < 2; f++) case_gemm(129, 3072, 1024, f ? QFMT_FP8_BLOCK : QFMT_BF16, 1, 7);
+  /* the linear layer, activation quantized on the device, every format */
+  for (int f = 0; f < 4; f++) {
+    case_linear(129, 3072, 1024, (qformat)f, 50 + f);
+    /* NVFP4's S_dec comes from the whole tensor: the CPU side must see every row */
+    case_linear(f == QFMT_NVFP4 ? 512 : 8192, 768, 2048, (qformat)f, 60 + f);
+  }
+  case_refuse_mx(&di);
+  for (int f = 0; f < 2; f++) {
+    case_invariance(3072, 1024, f ? QFMT_FP8_BLOCK : QFMT_BF16);
+    case_invariance(1024, 3072, f ? QFMT_FP8_BLOCK : QFMT_BF16);
+    if (!quick) case_invariance(768, 2048, f ? QFMT_FP8_BLOCK : QFMT_BF16);
+  }
+  case_backward(512, 1024, 3072);
+  case_backward(129, 768, 2048);
+  printf("gemm_gpu_test: %d passed, %d failed (plans cached: %d)\n", g_pass, g_fail,
+         gemm_cuda_plan_count());
+  linear_release();
+  return g_fail ? 1 : 0;
+}
+#else
+int main(void) {
+  printf("gemm_gpu_test: skipped: built without CUDA\n");
+  return 0;
+}
+#endif

@@ -1,0 +1,400 @@
+/* test_convert_rules.c — which tensors the converter quantizes, what it
+ * refuses (non-finite weights, unknown architectures, quantized inputs, bad
+ * options), config.json parsing, the progress display, and peak memory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+#include "model/config.h"
+#include "stages/convert.h"
+#include "test_convert_util.h"
+
+static char out[1 << 17];
+
+#define QWEN3_CFG(H, I, L)                                                                     \
+  "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", \"vocab_size\": 64, " \
+  "\"hidden_size\": " #H ", \"intermediate_size\": " #I ", \"num_hidden_layers\": " #L ", "     \
+  "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"head_dim\": 32}"
+
+/* Value i of a synthetic tensor: deterministic, mixed signs and magnitudes. */
+static float synth(uint64_t i) {
+  uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull;
+  h ^= h >> 29;
+  return (float)((int64_t)(h % 20001) - 10000) * 1e-4f;
+}
+
+/* A model directory with config `cfg` and one file of tensors (name, dtype
+ * BF16 or F32, 1-D or 2-D shape), filled with synth() in row chunks; element
+ * `bad` (if >= 0) of tensor `bad_name` is set to bad_val. */
+typedef struct synth_tensor {
+  const char *name;
+  st_dtype dt;
+  int ndim;
+  int64_t shape[2];
+} synth_tensor;
+
+static int make_dir(const char *dir, const char *cfg, const synth_tensor *ts, int n,
+                    const char *bad_name, int64_t bad, float bad_val) {
+  char p[1100];
+  mkdir(dir, 0755);
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  if (harness_write_file(p, cfg)) return -1;
+  snprintf(p, sizeof p, "%s/model.safetensors", dir);
+  st_writer *w = st_writer_new(p);
+  rl_err e;
+  int rc = 0;
+  for (int i = 0; i < n && !rc; i++) rc = st_writer_add(w, ts[i].name, ts[i].dt, ts[i].ndim, ts[i].shape, &e);
+  if (!rc) rc = st_writer_begin(w, &e);
+  const size_t CH = 1 << 20;
+  float *f = rl_xmalloc(CH * 4);
+  uint16_t *b = rl_xmalloc(CH * 2);
+  for (int i = 0; i < n && !rc; i++) {
+    uint64_t numel = (uint64_t)ts[i].shape[0] * (uint64_t)(ts[i].ndim == 2 ? ts[i].shape[1] : 1);
+    size_t esz = st_dtype_size(ts[i].dt);
+    for (uint64_t o = 0; o < numel && !rc; o += CH) {
+      size_t m = numel - o < CH ? (size_t)(numel - o) : CH;
+      for (size_t j = 0; j < m; j++) {
+        f[j] = synth(o + j + (uint64_t)i * 7919);
+        if (bad_name && !strcmp(bad_name, ts[i].name) && (int64_t)(o + j) == bad) f[j] = bad_val;
+        b[j] = fmt_bf16_from_f32(f[j]);
+      }
+      rc = st_writer_write_part(w, i, o * esz, esz == 4 ? (void *)f : (void *)b, m * esz, &e);
+    }
+  }
+  free(f), free(b);
+  if (rc) {
+    st_writer_abort(w);
+    harness_fail(__FILE__, __LINE__, "%s", e.msg);
+    return rc;
+  }
+  return st_writer_finish(w, &e);
+}
+
+TEST(convert_decide_default_skip_list_and_formats) {
+  convert_opts o;
+  convert_opts_init(&o);
+  model_config c;
+  memset(&c, 0, sizeof c);
+  c.num_hidden_layers = 10;
+  struct {
+    const char *name;
+    int ndim;
+    int64_t n, k;
+    qformat want[3]; /* fp8-block, mxfp8, nvfp4 */
+    const char *why; /* for fp8-block when kept */
+  } cases[] = {
+      {"model.embed_tokens.weight", 2, 64, 128, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "embedding"},
+      {"lm_head.weight", 2, 64, 128, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "lm_head"},
+      {"model.norm.weight", 1, 128, 0, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "not 2-D"},
+      {"model.layers.3.self_attn.q_norm.weight", 1, 64, 0, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "not 2-D"},
+      {"model.layers.3.input_layernorm.weight", 2, 1, 128, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "norm"},
+      {"model.layers.3.mlp.gate.weight", 2, 8, 128, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "router"},
+      {"model.layers.3.mlp.gate_proj.weight", 2, 64, 128, {QFMT_FP8_BLOCK, QFMT_MXFP8, QFMT_BF16}, NULL},
+      {"model.layers.3.mlp.experts.7.gate_proj.weight", 2, 64, 128, {QFMT_FP8_BLOCK, QFMT_MXFP8, QFMT_NVFP4}, NULL},
+      {"model.layers.3.mlp.experts.7.down_proj.weight", 2, 128, 48, {QFMT_FP8_BLOCK, QFMT_BF16, QFMT_NVFP4}, NULL},
+      {"model.layers.3.mlp.experts.7.up_proj.weight", 2, 128, 40, {QFMT_FP8_BLOCK, QFMT_BF16, QFMT_BF16}, NULL},
+      {"model.layers.3.self_attn.o_proj.weight", 2, 128, 100, {QFMT_FP8_BLOCK, QFMT_BF16, QFMT_BF16}, NULL},
+      {"model.layers.3.self_attn.o_proj.bias", 1, 128, 0, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "not a weight"},
+      {"model.layers.3.mlp.experts.gate_up_proj", 3, 4, 64, {QFMT_BF16, QFMT_BF16, QFMT_BF16}, "not a weight"},
+  };
+  qformat tos[3] = {QFMT_FP8_BLOCK, QFMT_MXFP8, QFMT_NVFP4};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+    for (int f = 0; f < 3; f++) {
+      o.to = tos[f];
+      const char *why;
+      int64_t sh[2] = {cases[i].n, cases[i].k};
+      qformat got = convert_decide(&o, &c, cases[i].name, cases[i].ndim, sh, 1, &why);
+      CHECK_MSG(got == cases[i].want[f], "%s to %d: got %d want %d", cases[i].name, (int)tos[f],
+                (int)got, (int)cases[i].want[f]);
+      if (f == 0 && cases[i].why) CHECK_STREQ(why, cases[i].why);
+    }
+  /* Options: patterns on tensor or module names, first/last layers. */
+  const char *keep[2] = {"*.self_attn.o_proj", "model.layers.5.mlp.*"};
+  o.to = QFMT_FP8_BLOCK;
+  o.keep_bf16 = keep, o.n_keep_bf16 = 2;
+  o.bf16_first_layers = 2, o.bf16_last_layers = 3;
+  int64_t sh[2] = {64, 128};
+  const char *why;
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.4.self_attn.o_proj.weight", 2, sh, 1, &why), QFMT_BF16);
+  CHECK_STREQ(why, "--keep-bf16");
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.5.mlp.down_proj.weight", 2, sh, 1, &why), QFMT_BF16);
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.4.self_attn.q_proj.weight", 2, sh, 1, &why), QFMT_FP8_BLOCK);
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.1.self_attn.q_proj.weight", 2, sh, 1, &why), QFMT_BF16);
+  CHECK_STREQ(why, "--bf16-first-layers");
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.2.self_attn.q_proj.weight", 2, sh, 1, &why), QFMT_FP8_BLOCK);
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.6.self_attn.q_proj.weight", 2, sh, 1, &why), QFMT_FP8_BLOCK);
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.7.self_attn.q_proj.weight", 2, sh, 1, &why), QFMT_BF16);
+  CHECK_STREQ(why, "--bf16-last-layers");
+  CHECK_EQ_I64(convert_decide(&o, &c, "model.layers.4.self_attn.q_proj.weight", 2, sh, 0, &why), QFMT_BF16);
+  CHECK_STREQ(why, "not BF16/F16/F32");
+  uint64_t sz;
+  CHECK_EQ_I64(convert_parse_size("5GB", &sz), 0);
+  CHECK_EQ_U64(sz, 5000000000ull);
+  CHECK_EQ_I64(convert_parse_size("2GiB", &sz), 0);
+  CHECK_EQ_U64(sz, 2147483648ull);
+  CHECK_EQ_I64(convert_parse_size("1.5MB", &sz), 0);
+  CHECK_EQ_U64(sz, 1500000);
+  CHECK_EQ_I64(convert_parse_size("12 parsecs", &sz), -1);
+  CHECK_EQ_I64(convert_parse_size("0", &sz), -1);
+}
+
+TEST(convert_cli_keep_patterns_and_layer_ranges) {
+  char cmd[4096], qd[800];
+  snprintf(qd, sizeof qd, "%s/q", harness_tmpdir());
+  snprintf(cmd, sizeof cmd,
+           "OMP_WAIT_POLICY=passive %s convert --in %s --out %s --to fp8-block --keep-bf16 "
+           "'*.o_proj' --bf16-first-layers 1 --bf16-last-layers=1",
+           harness_bin(), tc_fixture("tiny_qwen3"), qd);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  CHECK_CONTAINS(out, "(6 quantized, 0 dequantized, 30 kept)"); /* layer 1 without o_proj */
+  CHECK_CONTAINS(out, "model.layers.0.mlp.up_proj.weight BF16 [200,320] -> copied (--bf16-first-layers)");
+  CHECK_CONTAINS(out, "model.layers.2.mlp.up_proj.weight BF16 [200,320] -> copied (--bf16-last-layers)");
+  CHECK_CONTAINS(out, "model.layers.1.self_attn.o_proj.weight BF16 [320,256] -> copied (--keep-bf16)");
+  CHECK_CONTAINS(out, "model.layers.1.mlp.down_proj.weight BF16 [320,200] -> fp8-block");
+  json_t *qc = tc_quant_config(qd);
+  REQUIRE(qc != NULL);
+  char *mods = json_dumps(json_object_get(qc, "modules_to_not_convert"), JSON_COMPACT);
+  CHECK_CONTAINS(mods, "\"model.layers.1.self_attn.o_proj\"");
+  CHECK_CONTAINS(mods, "\"model.layers.0.self_attn.q_proj\"");
+  CHECK(strstr(mods, "model.layers.1.self_attn.q_proj") == NULL);
+  free(mods);
+  json_decref(qc);
+}
+
+TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
+  const char *d = harness_tmpdir();
+  char in[800], o[800], cmd[4096];
+  snprintf(in, sizeof in, "%s/in", d);
+  snprintf(o, sizeof o, "%s/out", d);
+  synth_tensor ts[2] = {{"model.layers.0.mlp.up_proj.weight", ST_BF16, 2, {16, 64}},
+                        {"model.layers.0.mlp.experts.1.gate_proj.weight", ST_F32, 2, {16, 64}}};
+  const char *fmts[2] = {"fp8-block", "mxfp8"};
+  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, 2, ts[0].name, 3 * 64 + 7, NAN) == 0);
+  for (int i = 0; i < 2; i++) {
+    snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, fmts[i]);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+    CHECK_CONTAINS(out, "model.layers.0.mlp.up_proj.weight: 1 non-finite value(s) (Inf/NaN), "
+                        "first at row 3, column 7; refusing to quantize it");
+  }
+  /* Inf in an F32 expert, refused by nvfp4 too; nothing is left behind. */
+  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, 2, ts[1].name, 15 * 64 + 63, -INFINITY) == 0);
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to nvfp4", harness_bin(), in, o);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "model.layers.0.mlp.experts.1.gate_proj.weight: 1 non-finite value(s) "
+                      "(Inf/NaN), first at row 15, column 63");
+  snprintf(cmd, sizeof cmd, "ls %s", d);
+  harness_run(cmd, out, sizeof out);
+  CHECK_STREQ(out, "in\n");
+}
+
+TEST(convert_f32_input_cast_to_bf16_and_norms_copied) {
+  const char *d = harness_tmpdir();
+  char in[800], o[800], o2[800], cmd[4096];
+  snprintf(in, sizeof in, "%s/in", d);
+  snprintf(o, sizeof o, "%s/bf16", d);
+  snprintf(o2, sizeof o2, "%s/fp8", d);
+  synth_tensor ts[2] = {{"model.layers.0.self_attn.q_proj.weight", ST_F32, 2, {64, 96}},
+                        {"model.layers.0.input_layernorm.weight", ST_F32, 1, {64, 0}}};
+  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 1), ts, 2, NULL, -1, 0) == 0);
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to bf16 --quiet && %s convert --in %s "
+           "--out %s --to fp8-block --quiet", harness_bin(), in, o, harness_bin(), in, o2);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  st_ckpt *a = tc_open(in), *b = tc_open(o), *q = tc_open(o2);
+  REQUIRE(a && b && q);
+  int64_t N, K;
+  float *x = tc_load_f32(a, ts[0].name, &N, &K), *y = tc_load_f32(b, ts[0].name, &N, &K);
+  int bad = 0;
+  for (int64_t i = 0; i < N * K; i++) bad += fmt_bf16_to_f32(fmt_bf16_from_f32(x[i])) != y[i];
+  CHECK_EQ_I64(bad, 0);
+  free(x), free(y);
+  const st_tensor *t;
+  REQUIRE(st_ckpt_find(b, ts[1].name, &t) != NULL);
+  CHECK_EQ_I64(t->dtype, ST_BF16);
+  REQUIRE(st_ckpt_find(q, ts[1].name, &t) != NULL);
+  CHECK_EQ_I64(t->dtype, ST_F32); /* unquantized tensors keep their dtype */
+  CHECK(tc_same_bytes(a, q, ts[1].name));
+  REQUIRE(st_ckpt_find(q, "model.layers.0.self_attn.q_proj.weight_scale_inv", &t) != NULL);
+  CHECK_EQ_I64(t->shape[0], 1);
+  CHECK_EQ_I64(t->shape[1], 1);
+  st_ckpt_close(a), st_ckpt_close(b), st_ckpt_close(q);
+}
+
+TEST(convert_refuses_bad_inputs_and_options) {
+  const char *d = harness_tmpdir(), *bin = harness_bin(), *src = tc_fixture("tiny_qwen3");
+  char in[800], o[800], cmd[4096];
+  snprintf(in, sizeof in, "%s/llama", d);
+  snprintf(o, sizeof o, "%s/out", d);
+  synth_tensor ts[1] = {{"model.layers.0.mlp.up_proj.weight", ST_BF16, 2, {16, 64}}};
+  REQUIRE(make_dir(in, "{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"]}", ts,
+                   1, NULL, -1, 0) == 0);
+  struct {
+    const char *args;
+    int code;
+    const char *msg;
+  } cases[] = {
+      {"--in %s/llama --out %s/out --to fp8-block", 2,
+       "model_type 'llama' (LlamaForCausalLM) is not supported: rlrun runs qwen3"},
+      {"--in %s --out %s/out --to fp4", 2, "--to 'fp4' is not a format"},
+      {"--in %s --out %s/out", 2, "--in, --out and --to are required"},
+      {"--in %s --out %s/out --to nvfp4 --scale-fmt ue8m0", 2, "--scale-fmt ue8m0 applies to fp8-block"},
+      {"--in %s --out %s/out --to mxfp8 --bf16-first-layers x", 2, "wants a non-negative integer"},
+      {"--in %s --out %s/out --to mxfp8 --shard-size 5XB", 2, "is not a size"},
+      {"--in %s --out %s/out --to mxfp8 --bogus", 2, "unknown or incomplete option '--bogus'"},
+      {"--in %s/nowhere --out %s/out --to mxfp8", 2, "is not a directory"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char args[2048];
+    snprintf(args, sizeof args, cases[i].args, i == 0 || i == 7 ? d : src, d);
+    snprintf(cmd, sizeof cmd, "%s convert %s", bin, args);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), cases[i].code);
+    CHECK_CONTAINS(out, cases[i].msg);
+  }
+#if !RLRUN_CUDA
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to mxfp8 --device cuda", bin, src, o);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(out, "no usable GPU");
+#endif
+  /* An existing output: refused, then replaced with --force. */
+  snprintf(cmd, sizeof cmd, "mkdir -p %s && touch %s/keep && %s convert --in %s --out %s --to mxfp8 --quiet",
+           o, o, bin, src, o);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "already exists and is not empty; choose another --out or pass --force");
+  snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/ --to mxfp8 --quiet --force && ls %s",
+           bin, src, o, o);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK(strstr(out, "keep") == NULL);
+  CHECK_CONTAINS(out, "model.safetensors");
+  /* A quantized input converts only back to bf16. */
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s/again --to fp8-block", bin, o, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "is already quantized (mxfp8); convert it --to bf16 first");
+  /* nvfp4 on a dense model: a note, and an unquantized output. */
+  snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/dense-nv --to nvfp4", bin, src, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "note: no tensor of");
+  CHECK_CONTAINS(out, "qualifies for nvfp4 (nvfp4 applies to routed MoE experts only)");
+  snprintf(in, sizeof in, "%s/dense-nv", d);
+  CHECK(tc_quant_config(in) == NULL);
+}
+
+TEST(model_config_reads_qwen3_and_refuses_the_rest) {
+  model_config c;
+  rl_err e;
+  REQUIRE(model_config_load(tc_fixture("tiny_qwen3"), &c, &e) == 0);
+  CHECK_EQ_I64(c.kind, MODEL_KIND_QWEN3);
+  CHECK_EQ_I64(c.hidden_size, 320);
+  CHECK_EQ_I64(c.num_key_value_heads, 2);
+  CHECK_EQ_I64(c.head_dim, 64);
+  CHECK_NEAR(c.rope_theta, 1e6, 0);
+  CHECK_STREQ(c.rope_type, "default");
+  CHECK_EQ_I64(c.n_eos, 2);
+  CHECK_EQ_I64(c.eos_token_ids[1], 3);
+  CHECK_STREQ(c.dtype, "bfloat16");
+  CHECK_EQ_I64(model_config_layer_is_moe(&c, 0), 0);
+  model_config_free(&c);
+  REQUIRE(model_config_load(tc_fixture("tiny_qwen3_moe"), &c, &e) == 0);
+  CHECK_EQ_I64(c.kind, MODEL_KIND_QWEN3_MOE);
+  CHECK_EQ_I64(c.num_experts, 4);
+  CHECK_EQ_I64(c.num_experts_per_tok, 2);
+  CHECK_EQ_I64(c.moe_intermediate_size, 64);
+  CHECK_EQ_I64(c.norm_topk_prob, 1);
+  CHECK_EQ_I64(c.tie_word_embeddings, 1);
+  CHECK_EQ_I64(c.bos_token_id, -1);
+  CHECK_NEAR(c.rope_theta, 1e6, 0); /* transformers 5.x rope_parameters */
+  CHECK_EQ_I64(model_config_layer_is_moe(&c, 1), 1);
+  model_config_free(&c);
+  struct {
+    const char *json, *msg;
+  } bad[] = {
+      {"{\"model_type\": \"qwen2\"}", "model_type 'qwen2' is not supported"},
+      {"{\"model_type\": \"qwen3\", \"architectures\": [\"Qwen3ForSequenceClassification\"]}",
+       "architectures[0] is 'Qwen3ForSequenceClassification'"},
+      {"{\"model_type\": \"qwen3\", \"vocab_size\": 10}", "key 'hidden_size' is missing"},
+      {"{\"model_type\": \"qwen3\", \"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, "
+       "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 8}",
+       "'num_key_value_heads' is 8, outside [1, 4]"},
+      {"{\"model_type\": \"qwen3\", \"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, "
+       "\"num_hidden_layers\": 2, \"num_attention_heads\": 6, \"num_key_value_heads\": 4}",
+       "test.json"},
+      {"{\"model_type\": \"qwen3\", \"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, "
+       "\"num_hidden_layers\": 2, \"num_attention_heads\": 6, \"num_key_value_heads\": 4}",
+       "num_attention_heads (6) is not a multiple of num_key_value_heads (4)"},
+      {"{\"model_type\": \"qwen3\", \"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, "
+       "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"hidden_act\": \"gelu\"}",
+       "hidden_act 'gelu' is not supported"},
+      {"{\"model_type\": \"qwen3_moe\", \"vocab_size\": 10, \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+       "\"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 8, "
+       "\"moe_intermediate_size\": 8}",
+       "'num_experts_per_tok' is 8, outside [1, 4]"},
+      {"{\"model_type\": \"qwen3_moe\", \"vocab_size\": 10, \"hidden_size\": 64, \"num_hidden_layers\": 2, "
+       "\"num_attention_heads\": 4, \"num_experts\": 4, \"num_experts_per_tok\": 2, "
+       "\"moe_intermediate_size\": 8, \"mlp_only_layers\": [5]}",
+       "mlp_only_layers[0] is not a layer index in [0, 2)"},
+      {"{\"model_type\": \"qwen3\", \"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, "
+       "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"rope_scaling\": {\"type\": \"warp\"}}",
+       "rope type 'warp' is unknown"},
+      {"{\"model_type\": \"qwen3\",}", "test.json:1:"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    CHECK_EQ_I64(model_config_parse("test.json", bad[i].json, strlen(bad[i].json), &c, &e), RL_EXIT_USAGE);
+    CHECK_CONTAINS(e.msg, bad[i].msg);
+  }
+}
+
+TEST(convert_progress_lines_and_bar) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/a --to fp8-block",
+           harness_bin(), tc_fixture("tiny_qwen3"), harness_tmpdir());
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  CHECK_CONTAINS(out, "convert: [1/36] ");
+  CHECK_CONTAINS(out, "convert: [36/36] ");
+  CHECK(strchr(out, '\r') == NULL);
+  snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/b --to fp8-block --progress",
+           harness_bin(), tc_fixture("tiny_qwen3"), harness_tmpdir());
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  CHECK_CONTAINS(out, "\r[##############################] 36/36 tensors  0.00/0.00 GB");
+  CHECK_CONTAINS(out, "MB/s");
+  CHECK(strstr(out, "convert: [1/36]") == NULL);
+}
+
+/* Peak RSS of a conversion stays within 2 × the largest tensor + 64 MiB
+ * (FORMATS/issue contract); CI size: one 64 MiB tensor. The ≥ 2 GB run is
+ * bench/bench_convert.c. Skipped under ASan (its shadow memory counts in RSS). */
+TEST(convert_peak_memory_streams) {
+#if defined(__SANITIZE_ADDRESS__)
+  printf("    (skipped under AddressSanitizer)\n");
+#else
+  const char *d = harness_tmpdir();
+  char in[800], cmd[4096];
+  snprintf(in, sizeof in, "%s/big", d);
+  synth_tensor ts[2] = {{"model.layers.0.mlp.down_proj.weight", ST_BF16, 2, {4096, 8192}},
+                        {"model.layers.0.mlp.up_proj.weight", ST_BF16, 2, {256, 4096}}};
+  REQUIRE(make_dir(in, QWEN3_CFG(4096, 8192, 1), ts, 2, NULL, -1, 0) == 0);
+  const char *fmts[2] = {"fp8-block", "nvfp4"};
+  for (int i = 0; i < 1; i++) {
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/time -f 'maxrss_kb=%%M' %s convert --in %s --out %s/o%d --to %s --quiet "
+             "2>&1 | grep maxrss_kb",
+             harness_bin(), in, d, i, fmts[i]);
+    REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+    long kb = 0;
+    const char *p = strstr(out, "maxrss_kb=");
+    REQUIRE(p != NULL);
+    kb = atol(p + 10);
+    /* What the process holds before converting anything (in a CUDA build the
+     * cuBLASLt/NCCL/runtime images alone are ~150 MiB) is not the converter's. */
+    snprintf(cmd, sizeof cmd, "/usr/bin/time -f 'maxrss_kb=%%M' %s version 2>&1 | grep maxrss_kb",
+             harness_bin());
+    REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+    p = strstr(out, "maxrss_kb=");
+    REQUIRE(p != NULL);
+    long base = atol(p + 10);
+    long limit = base + (2 * 64 + 64) * 1024;
+    printf("    peak RSS %ld KiB for a 64 MiB tensor (baseline %ld KiB; limit %ld KiB, %.2f of it)\n",
+           kb, base, limit, (double)kb / (double)limit);
+    CHECK_MSG(kb > 0 && kb <= limit, "peak RSS %ld KiB > %ld KiB", kb, limit);
+  }
+#endif
+}

@@ -1,0 +1,293 @@
+/* test_gemm.c — the CPU reference GEMM (kernels/gemm.h) against an FP64
+ * reference on random data, with per-element error bounds derived here.
+ *
+ * Notation: x, w the BF16 operand values (what the model holds), x̂, ŵ the
+ * dequantized values the GEMM multiplies, y* = Σ_k x_k·w_k in FP64, ŷ the
+ * returned value; u = 2^-24 (FP32 unit roundoff), r = 2^-8 (BF16 output RNE:
+ * 8 significant bits).
+ *
+ * (1) FP32 accumulation. The reference sums K products in 8 lanes combined
+ *     pairwise; each product of two dequantized FP32 values is rounded once
+ *     (BF16×BF16 and E4M3-derived products are exact), and alpha (NVFP4's
+ *     S_dec_x·S_dec_w) multiplies once. Standard forward-error analysis gives
+ *     |fl(S) − S| ≤ (K+2)·u·(1+o(u))·Σ|x̂_k ŵ_k|, with S = Σ x̂_k ŵ_k.
+ * (2) Output rounding: BF16 RNE adds r·|fl(S)| (FP32 output: u·|fl(S)|).
+ * (3) Quantization (fp8-block, MXFP8): an element q = E4M3_RNE(x/s) with
+ *     |x/s| ≤ 448 has |q − x/s| ≤ 2^-4·|x/s| (normal range, 3 mantissa bits)
+ *     or ≤ 2^-10 (subnormal spacing 2^-9); the FP32 division x/s and the
+ *     dequantization q·s are rounded once each (fp8-block; exact for the
+ *     power-of-two scales of MXFP8), so e_k := |x̂_k − x_k| ≤ (2^-4 + 4u)|x_k| +
+ *     2^-10·s_k, s_k the scale of x_k's block. Then
+ *     |Σ x̂ŵ − Σ xw| ≤ Q := Σ_k (e^x_k |w_k| + |x_k| e^w_k + e^x_k e^w_k).
+ * Bound:  |ŷ − y*| ≤ (1 + r)·(Q + (K+2)·u·1.001·Σ|x̂ŵ|) + r·|y*|.
+ * For BF16 operands Q = 0 (x̂ = x). Aggregate: the relative Frobenius error
+ * ‖ŷ − y*‖/‖y*‖ is ≤ 2^-8 for BF16 (output rounding, r/√3 expected) and,
+ * for fp8-block on these (Gaussian-like, row-wise rescaled) data, between
+ * 2^-9 (it did quantize) and 2^-4 (the per-element relative bound). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+#include "kernels/device.h"
+#include "kernels/formats.h"
+#include "kernels/gemm.h"
+#include "test_gemm_util.h"
+
+/* Shapes of the model family, scaled down for CI: M from decode to prefill,
+ * K/N including values that are not multiples of 128 (or of 16/8). */
+static const int64_t SHAPES[][3] = {
+    /* M, N, K */
+    {1, 200, 136},  {3, 96, 320},   {8, 256, 384}, {64, 72, 1000},
+    {129, 160, 264}, {512, 256, 384}, {8, 24, 40},
+};
+#define N_SHAPES (int)(sizeof SHAPES / sizeof SHAPES[0])
+
+TEST(gemm_bf16_cpu_vs_fp64) {
+  for (int s = 0; s < N_SHAPES; s++) {
+    int64_t M = SHAPES[s][0], N = SHAPES[s][1], K = SHAPES[s][2];
+    uint16_t *x = tg_rand_bf16(M, K, 11 + s), *w = tg_rand_bf16(N, K, 101 + s);
+    uint16_t *y = malloc((size_t)(M * N) * 2);
+    float *y32 = malloc((size_t)(M * N) * 4);
+    qtensor xq = qtensor_bf16(x, M, K, 0), wq = qtensor_bf16(w, N, K, 0);
+    gemm_info info;
+    rl_err e;
+    REQUIRE(gemm_q_cpu(y, &xq, &wq, NULL, &info, &e) == 0);
+    CHECK_EQ_I64(info.path, GEMM_PATH_CPU);
+    gemm_opts of = {0, 0, 1, NULL};
+    REQUIRE(gemm_q_cpu(y32, &xq, &wq, &of, NULL, &e) == 0);
+    double *xd = tg_bf16_to_f64(x, M * K), *wd = tg_bf16_to_f64(w, N * K);
+    float *yf = tg_bf16_to_f32(y, M * N);
+    tg_result r = tg_check(yf, M, N, K, xd, wd, xd, wd, NULL, NULL, 0x1p-8);
+    tg_result r32 = tg_check(y32, M, N, K, xd, wd, xd, wd, NULL, NULL, 0x1p-24);
+    CHECK_MSG(r.worst <= 1.0, "M=%lld N=%lld K=%lld: error/bound %.3f at %lld", (long long)M,
+              (long long)N, (long long)K, r.worst, (long long)r.worst_at);
+    CHECK_MSG(r32.worst <= 1.0, "FP32 out M=%lld N=%lld K=%lld: error/bound %.3f", (long long)M,
+              (long long)N, (long long)K, r32.worst);
+    CHECK_MSG(r.rel_fro <= 0x1p-8, "BF16 relative Frobenius error %.3g > 2^-8", r.rel_fro);
+    CHECK_MSG(r32.rel_fro <= 1e-6, "FP32-out relative Frobenius error %.3g > 1e-6", r32.rel_fro);
+    free(x), free(w), free(y), free(y32), free(xd), free(wd), free(yf);
+  }
+}
+
+/* fp8-block operands from the project's quantizers, checked against FP64 of
+ * the BF16 values they came from, with bound (3) computed element by element. */
+static void check_fp8_block_shape(int64_t M, int64_t N, int64_t K, int ue8m0, int seed) {
+  uint16_t *x = tg_rand_bf16(M, K, seed), *w = tg_rand_bf16(N, K, seed + 1000);
+  tg_fp8 fx, fw;
+  tg_quant_fp8(&fx, x, M, K, 0, ue8m0);
+  tg_quant_fp8(&fw, w, N, K, 1, ue8m0);
+  float *y = malloc((size_t)(M * N) * 4);
+  uint16_t *yb = malloc((size_t)(M * N) * 2);
+  rl_err e;
+  gemm_opts of = {0, 0, 1, NULL};
+  REQUIRE(gemm_q_cpu(yb, &fx.t, &fw.t, NULL, NULL, &e) == 0);
+  REQUIRE(gemm_q_cpu(y, &fx.t, &fw.t, &of, NULL, &e) == 0);
+  double *xd = tg_bf16_to_f64(x, M * K), *wd = tg_bf16_to_f64(w, N * K);
+  double *xh = tg_f32_to_f64(fx.deq, M * K), *wh = tg_f32_to_f64(fw.deq, N * K);
+  float *ybf = tg_bf16_to_f32(yb, M * N);
+  tg_result r = tg_check(ybf, M, N, K, xd, wd, xh, wh, fx.err, fw.err, 0x1p-8);
+  tg_result r32 = tg_check(y, M, N, K, xd, wd, xh, wh, fx.err, fw.err, 0x1p-24);
+  /* against the dequantized operands only the accumulation remains */
+  tg_result rq = tg_check(y, M, N, K, xh, wh, xh, wh, NULL, NULL, 0x1p-24);
+  CHECK_MSG(r.worst <= 1.0 && r32.worst <= 1.0 && rq.worst <= 1.0,
+            "fp8-block%s M=%lld N=%lld K=%lld: error/bound bf16 %.3f f32 %.3f deq %.3f",
+            ue8m0 ? " ue8m0" : "", (long long)M, (long long)N, (long long)K, r.worst, r32.worst,
+            rq.worst);
+  CHECK_MSG(r.rel_fro > 0x1p-9 && r.rel_fro <= 0x1p-4,
+            "fp8-block M=%lld: relative Frobenius error %.4f outside (2^-9, 2^-4]", (long long)M,
+            r.rel_fro);
+  /* the cuBLASLt scale layouts give the same bytes on the CPU */
+  tg_fp8_to_hopper(&fx);
+  tg_fp8_to_hopper(&fw);
+  uint16_t *yh = malloc((size_t)(M * N) * 2);
+  REQUIRE(gemm_q_cpu(yh, &fx.t, &fw.t, NULL, NULL, &e) == 0);
+  CHECK_MSG(memcmp(yh, yb, (size_t)(M * N) * 2) == 0, "HOPPER layouts change the result (M=%lld)",
+            (long long)M);
+  tg_fp8_free(&fx), tg_fp8_free(&fw);
+  free(x), free(w), free(y), free(yb), free(yh), free(xd), free(wd), free(xh), free(wh), free(ybf);
+}
+
+TEST(gemm_fp8_block_cpu_vs_fp64) {
+  for (int s = 0; s < N_SHAPES; s++) check_fp8_block_shape(SHAPES[s][0], SHAPES[s][1], SHAPES[s][2], 0, 7 + s);
+  check_fp8_block_shape(64, 200, 264, 1, 99); /* power-of-two (ue8m0) scales */
+}
+
+/* MXFP8 against FP64 of the BF16 values (bound (3) with exact power-of-two
+ * scales), NVFP4 against FP64 of its exact dequantized operands (S_dec as alpha). */
+TEST(gemm_mxfp8_nvfp4_cpu_vs_fp64) {
+  int64_t M = 33, N = 48, K = 160;
+  uint16_t *x = tg_rand_bf16(M, K, 5), *w = tg_rand_bf16(N, K, 6);
+  rl_err e;
+  /* MXFP8 */
+  int64_t kb = quant_cdiv(K, 32);
+  uint8_t *qx = malloc((size_t)(M * K)), *qw = malloc((size_t)(N * K));
+  uint8_t *sx = malloc((size_t)(M * kb)), *sw = malloc((size_t)(N * kb));
+  REQUIRE(quant_mxfp8_cpu(x, M, K, qx, sx, NULL, NULL) == 0);
+  REQUIRE(quant_mxfp8_cpu(w, N, K, qw, sw, NULL, NULL) == 0);
+  qtensor tx = qtensor_bf16(NULL, M, K, 0), tw = qtensor_bf16(NULL, N, K, 0);
+  tx.fmt = tw.fmt = QFMT_MXFP8;
+  tx.data = qx, tx.scales = sx, tw.data = qw, tw.scales = sw;
+  float *y = malloc((size_t)(M * N) * 4);
+  gemm_opts of = {0, 0, 1, NULL};
+  REQUIRE(gemm_q_cpu(y, &tx, &tw, &of, NULL, &e) == 0);
+  float *dx = malloc((size_t)(M * K) * 4), *dw = malloc((size_t)(N * K) * 4);
+  dequant_mxfp8_cpu(qx, sx, M, K, dx, NULL);
+  dequant_mxfp8_cpu(qw, sw, N, K, dw, NULL);
+  double *xd = tg_bf16_to_f64(x, M * K), *wd = tg_bf16_to_f64(w, N * K);
+  double *xh = tg_f32_to_f64(dx, M * K), *wh = tg_f32_to_f64(dw, N * K);
+  double *ex = malloc((size_t)(M * K) * 8), *ew = malloc((size_t)(N * K) * 8);
+  for (int64_t i = 0; i < M * K; i++)
+    ex[i] = 0x1p-4 * fabs(xd[i]) + 0x1p-10 * fmt_e8m0_to_f32(sx[(i / K) * kb + (i % K) / 32]);
+  for (int64_t i = 0; i < N * K; i++)
+    ew[i] = 0x1p-4 * fabs(wd[i]) + 0x1p-10 * fmt_e8m0_to_f32(sw[(i / K) * kb + (i % K) / 32]);
+  tg_result r = tg_check(y, M, N, K, xd, wd, xh, wh, ex, ew, 0x1p-24);
+  CHECK_MSG(r.worst <= 1.0, "mxfp8: error/bound %.3f", r.worst);
+  CHECK_MSG(r.rel_fro > 0x1p-9 && r.rel_fro <= 0x1p-4, "mxfp8: rel Frobenius %.4f", r.rel_fro);
+  /* swizzled (Blackwell) scales give the same bytes */
+  uint8_t *swz = calloc(quant_layout_swizzle_bytes(N, kb), 1);
+  quant_layout_scales_to_swizzled(sw, N, kb, swz);
+  tw.scales = swz, tw.layout = QLAYOUT_BLACKWELL_128x4;
+  float *y2 = malloc((size_t)(M * N) * 4);
+  REQUIRE(gemm_q_cpu(y2, &tx, &tw, &of, NULL, &e) == 0);
+  CHECK(memcmp(y, y2, (size_t)(M * N) * 4) == 0);
+  /* NVFP4 */
+  int64_t kp = quant_cdiv(K, 2), k16 = quant_cdiv(K, 16);
+  uint8_t *px = malloc((size_t)(M * kp)), *pw = malloc((size_t)(N * kp));
+  uint8_t *bx = malloc((size_t)(M * k16)), *bw = malloc((size_t)(N * k16));
+  float sdx, sdw;
+  REQUIRE(quant_nvfp4_cpu(x, M, K, px, bx, &sdx, NULL, NULL) == 0);
+  REQUIRE(quant_nvfp4_cpu(w, N, K, pw, bw, &sdw, NULL, NULL) == 0);
+  qtensor nx = tx, nw = tw;
+  nx.fmt = nw.fmt = QFMT_NVFP4;
+  nw.layout = QLAYOUT_ROWMAJOR;
+  nx.data = px, nx.scales = bx, nx.s_dec = sdx, nw.data = pw, nw.scales = bw, nw.s_dec = sdw;
+  REQUIRE(gemm_q_cpu(y, &nx, &nw, &of, NULL, &e) == 0);
+  dequant_nvfp4_cpu(px, bx, 1.0f, M, K, dx, NULL);
+  dequant_nvfp4_cpu(pw, bw, 1.0f, N, K, dw, NULL);
+  for (int64_t i = 0; i < M * K; i++) xh[i] = (double)dx[i] * sdx;
+  for (int64_t i = 0; i < N * K; i++) wh[i] = (double)dw[i] * sdw;
+  r = tg_check(y, M, N, K, xh, wh, xh, wh, NULL, NULL, 0x1p-24);
+  CHECK_MSG(r.worst <= 1.0, "nvfp4: error/bound %.3f vs its dequantized operands", r.worst);
+  /* and it is a real (coarse) approximation of the BF16 product: 4-bit elements */
+  tg_result rt = tg_check(y, M, N, K, xd, wd, xd, wd, NULL, NULL, 0x1p-24);
+  CHECK_MSG(rt.rel_fro > 0x1p-6 && rt.rel_fro < 0.3, "nvfp4 vs BF16 product: rel Frobenius %.4f",
+            rt.rel_fro);
+  free(x), free(w), free(qx), free(qw), free(sx), free(sw), free(y), free(y2), free(dx), free(dw);
+  free(xd), free(wd), free(xh), free(wh), free(ex), free(ew), free(swz), free(px), free(pw), free(bx);
+  free(bw);
+}
+
+/* The backward products: any transposes, BF16 and FP32 outputs, FP32 accumulation. */
+TEST(gemm_bf16_cpu_transposes_and_accumulate) {
+  int64_t m = 37, n = 72, k = 129;
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++) {
+      uint16_t *a = tg_rand_bf16(m, k, 3 + ta), *b = tg_rand_bf16(n, k, 9 + tb);
+      /* reference operands in the orientation the call describes */
+      double *ad = malloc((size_t)(m * k) * 8), *bd = malloc((size_t)(n * k) * 8);
+      for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < k; j++)
+          ad[i * k + j] = fmt_bf16_to_f32(ta ? a[j * m + i] : a[i * k + j]);
+      for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < k; j++)
+          bd[i * k + j] = fmt_bf16_to_f32(tb ? b[i * k + j] : b[j * n + i]);
+      float *c = malloc((size_t)(m * n) * 4);
+      for (int64_t i = 0; i < m * n; i++) c[i] = 0.25f * (float)(i % 7);
+      float *c0 = malloc((size_t)(m * n) * 4);
+      memcpy(c0, c, (size_t)(m * n) * 4);
+      gemm_bf16_args g = {m, n, k, ta, tb, a, b, c, 1, 1.0f, 0, NULL};
+      rl_err e;
+      REQUIRE(gemm_bf16_cpu(&g, &e) == 0);
+      tg_result r = tg_check_base(c, c0, m, n, k, ad, bd, ad, bd, NULL, NULL, 0x1p-24);
+      CHECK_MSG(r.worst <= 1.0, "ta=%d tb=%d accumulate: error/bound %.3f", ta, tb, r.worst);
+      uint16_t *cb = malloc((size_t)(m * n) * 2);
+      gemm_bf16_args gb = {m, n, k, ta, tb, a, b, cb, 0, 0.0f, 0, NULL};
+      REQUIRE(gemm_bf16_cpu(&gb, &e) == 0);
+      float *cf = tg_bf16_to_f32(cb, m * n);
+      r = tg_check(cf, m, n, k, ad, bd, ad, bd, NULL, NULL, 0x1p-8);
+      CHECK_MSG(r.worst <= 1.0, "ta=%d tb=%d bf16: error/bound %.3f", ta, tb, r.worst);
+      free(a), free(b), free(ad), free(bd), free(c), free(c0), free(cb), free(cf);
+    }
+}
+
+/* Every output is summed by one thread in one order: the thread count does not matter. */
+TEST(gemm_cpu_thread_count_invariant) {
+  int64_t M = 96, N = 80, K = 520;
+  uint16_t *x = tg_rand_bf16(M, K, 1), *w = tg_rand_bf16(N, K, 2);
+  tg_fp8 fx, fw;
+  tg_quant_fp8(&fx, x, M, K, 0, 0);
+  tg_quant_fp8(&fw, w, N, K, 1, 0);
+  float *y1 = malloc((size_t)(M * N) * 4), *y2 = malloc((size_t)(M * N) * 4);
+  gemm_opts of = {0, 0, 1, NULL};
+  rl_err e;
+  int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  REQUIRE(gemm_q_cpu(y1, &fx.t, &fw.t, &of, NULL, &e) == 0);
+  omp_set_num_threads(3);
+  REQUIRE(gemm_q_cpu(y2, &fx.t, &fw.t, &of, NULL, &e) == 0);
+  omp_set_num_threads(saved);
+  CHECK(memcmp(y1, y2, (size_t)(M * N) * 4) == 0);
+  tg_fp8_free(&fx), tg_fp8_free(&fw);
+  free(x), free(w), free(y1), free(y2);
+}
+
+TEST(gemm_rejects_bad_operands) {
+  uint16_t a[64] = {0}, b[64] = {0}, y[64];
+  rl_err e;
+  qtensor x = qtensor_bf16(a, 2, 8, 0), w = qtensor_bf16(b, 4, 6, 0);
+  CHECK_EQ_I64(gemm_q_cpu(y, &x, &w, NULL, NULL, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "K mismatch: x is [2][8], w is [4][6]");
+  w.cols = 8;
+  w.fmt = QFMT_FP8_BLOCK;
+  CHECK_EQ_I64(gemm_q_cpu(y, &x, &w, NULL, NULL, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "w (fp8-block) has no scales");
+  float s[4] = {1, 1, 1, 1};
+  w.scales = s;
+  CHECK_EQ_I64(gemm_q_cpu(y, &x, &w, NULL, NULL, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "fp8-block w must have 128×128 blocks");
+  w.block_rows = 128;
+  CHECK_EQ_I64(gemm_q_cpu(y, &x, &w, NULL, NULL, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "x is bf16 but w is fp8-block");
+  float c[8];
+  gemm_bf16_args g = {2, 4, 8, 0, 1, a, b, c, 0, 1.0f, 0, NULL};
+  CHECK_EQ_I64(gemm_bf16_cpu(&g, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "needs an FP32 C");
+  CHECK_STREQ(gemm_path_name(GEMM_PATH_FP8_DEQUANT_F32), "fp8-block→f32-dequant");
+  CHECK_STREQ(gemm_path_name(GEMM_PATH_EMULATED), "emulated-bf16");
+  /* device operands: a clear error where there is no GPU (never touches the pointers) */
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    x = qtensor_bf16(a, 2, 8, 1), w = qtensor_bf16(b, 4, 8, 1);
+    int rc = gemm_q(y, &x, &w, NULL, NULL, &e);
+    CHECK_EQ_I64(rc, RL_EXIT_HARDWARE);
+    CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no CUDA device" : "built without CUDA");
+  }
+}
+
+/* The reference is batch invariant by construction: a row's output is the
+ * same whether it is computed alone (decode) or among 129 rows (prefill). */
+TEST(gemm_cpu_rows_do_not_depend_on_batch) {
+  int64_t M = 129, N = 72, K = 264;
+  uint16_t *x = tg_rand_bf16(M, K, 31), *w = tg_rand_bf16(N, K, 32);
+  tg_fp8 fx, fw;
+  tg_quant_fp8(&fx, x, M, K, 0, 0);
+  tg_quant_fp8(&fw, w, N, K, 1, 0);
+  uint16_t *all = malloc((size_t)(M * N) * 2), one[72];
+  rl_err e;
+  REQUIRE(gemm_q_cpu(all, &fx.t, &fw.t, NULL, NULL, &e) == 0);
+  int64_t kb = quant_cdiv(K, 128), same = 0;
+  for (int64_t r = 0; r < M; r += 16) {
+    qtensor row = fx.t;
+    row.rows = 1;
+    row.data = fx.q + r * K;
+    row.scales = fx.s + r * kb;
+    REQUIRE(gemm_q_cpu(one, &row, &fw.t, NULL, NULL, &e) == 0);
+    same += memcmp(one, all + r * N, (size_t)N * 2) == 0;
+  }
+  CHECK_EQ_I64(same, 9); /* rows 0, 16, …, 128 */
+  tg_fp8_free(&fx), tg_fp8_free(&fw);
+  free(x), free(w), free(all);
+}

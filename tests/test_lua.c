@@ -1,0 +1,558 @@
+/* test_lua.c — the Lua host: bundled scripts on hand-made samples, the task
+ * rng (Philox known answers), and the sandbox: io/os, bytecode, endless loops
+ * (budget and deadline), memory bombs, runtime errors — each stopped with a
+ * message naming script, line and sample. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+#include "lua/host.h"
+
+/* A sample with only the fields the bundled rewards read. */
+static luahost_sample mk(const char *completion, const char *extra) {
+  luahost_sample s = {.prompt = "q", .completion = completion, .finish_reason = "stop",
+                      .index = 3, .group = 1, .iteration = 7, .extra_json = extra};
+  return s;
+}
+
+/* Reward of one sample (NaN and a failed check when the call fails). */
+static double score(luahost *h, const char *completion, const char *extra, luahost_reward *r) {
+  luahost_sample s = mk(completion, extra);
+  rl_err e;
+  if (luahost_reward_one(h, &s, r, &e)) {
+    harness_fail(__FILE__, __LINE__, "reward failed: %s", e.msg);
+    return NAN;
+  }
+  return r->reward;
+}
+
+/* Open a script from text; on failure returns NULL with e set. */
+static luahost *src(const char *name, const char *text, const luahost_limits *lim, rl_err *e) {
+  return luahost_open_string(name, text, strlen(text), lim, e);
+}
+
+/* Call reward on a default sample and return the exit code (message in e). */
+static int call(luahost *h, rl_err *e) {
+  luahost_sample s = mk("x", NULL);
+  luahost_reward r;
+  return luahost_reward_one(h, &s, &r, e);
+}
+
+/* ------------------------------------------------------------------ rng */
+
+TEST(lua_philox_known_answers) {
+  /* Random123 kat_vectors, philox4x32 10 rounds: counter, key → output. */
+  static const uint32_t kat[3][10] = {
+      {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+      {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d,
+       0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+      {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09,
+       0x94fdcceb, 0x5001e420, 0x24126ea1}};
+  for (int i = 0; i < 3; i++) {
+    uint32_t out[4];
+    luahost_philox4x32(kat[i], kat[i] + 4, out);
+    for (int k = 0; k < 4; k++) CHECK_EQ_U64(out[k], kat[i][6 + k]);
+  }
+  /* The documented stream: draw 0 of (seed 0, iteration 0) uses key (0, "task"). */
+  luahost_rng r;
+  luahost_rng_init(&r, 0, 0);
+  uint32_t ctr[4] = {0, 0, 0, 0}, key[2] = {0, 0x7461736b}, x[4];
+  luahost_philox4x32(ctr, key, x);
+  CHECK_EQ_U64(luahost_rng_u64(&r), (uint64_t)x[0] | (uint64_t)x[1] << 32);
+  CHECK_EQ_U64(r.counter, 1);
+}
+
+TEST(lua_rng_ranges_and_determinism) {
+  luahost_rng a, b, c;
+  luahost_rng_init(&a, 42, 5);
+  luahost_rng_init(&b, 42, 5);
+  luahost_rng_init(&c, 42, 6);
+  int same = 1, differ = 0, hits[6] = {0};
+  for (int i = 0; i < 6000; i++) {
+    uint64_t x = luahost_rng_u64(&a), y = luahost_rng_u64(&b), z = luahost_rng_u64(&c);
+    same &= x == y;
+    differ += x != z;
+  }
+  CHECK(same);
+  CHECK_EQ_I64(differ, 6000);
+  double lo = 1, hi = 0;
+  for (int i = 0; i < 6000; i++) {
+    int64_t v = luahost_rng_int(&a, -2, 3);
+    REQUIRE(v >= -2 && v <= 3);
+    hits[v + 2]++;
+    double f = luahost_rng_float(&a);
+    lo = f < lo ? f : lo, hi = f > hi ? f : hi;
+  }
+  for (int k = 0; k < 6; k++) CHECK_MSG(hits[k] > 850 && hits[k] < 1150, "value %d hit %d times", k - 2, hits[k]);
+  CHECK(lo >= 0 && lo < 0.01 && hi < 1 && hi > 0.99);
+  CHECK_EQ_I64(luahost_rng_int(&a, 9, 9), 9);
+  (void)luahost_rng_int(&a, INT64_MIN, INT64_MAX); /* full range: no division by zero */
+}
+
+/* ------------------------------------------------------------------ bundled scripts */
+
+TEST(lua_script_exact_match) {
+  rl_err e;
+  luahost *h = luahost_open("lua/scripts/exact_match.lua", NULL, &e);
+  REQUIRE(h);
+  luahost_reward r;
+  CHECK_NEAR(score(h, "I think <answer> 46 </answer>", "{\"answer\":\"46\"}", &r), 1.0, 0);
+  REQUIRE(r.n_metrics == 1);
+  CHECK_STREQ(r.names[0], "tagged");
+  CHECK_NEAR(r.values[0], 1.0, 0);
+  CHECK_NEAR(score(h, "46\n", "{\"answer\":46}", &r), 1.0, 0); /* numeric answer, untagged */
+  CHECK_NEAR(r.values[0], 0.0, 0);
+  CHECK_NEAR(score(h, "47", "{\"answer\":\"46\"}", &r), 0.0, 0);
+  CHECK_NEAR(score(h, "<answer>1</answer> <answer>46</answer>", "{\"answer\":\"46\"}", &r), 1.0, 0);
+  CHECK_NEAR(score(h, "46 apples", "{\"answer\":\"46\"}", &r), 0.0, 0);
+  luahost_sample s = mk("46", NULL);
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "lua/scripts/exact_match.lua:23: sample has no field 'answer'");
+  CHECK_CONTAINS(e.msg, "(sample 3 of iteration 7)");
+  luahost_close(h);
+}
+
+TEST(lua_script_numeric_tolerance) {
+  rl_err e;
+  luahost *h = luahost_open("lua/scripts/numeric_tolerance.lua", NULL, &e);
+  REQUIRE(h);
+  luahost_reward r;
+  CHECK_NEAR(score(h, "so x = 3.14159", "{\"answer\":3.14159}", &r), 1.0, 0);
+  CHECK_NEAR(score(h, "first 7, then -12", "{\"answer\":\"-12\"}", &r), 1.0, 0);
+  CHECK_NEAR(score(h, "total: 1,234.5 dollars", "{\"answer\":1234.5}", &r), 1.0, 0);
+  CHECK_NEAR(score(h, "<answer>2.5e3</answer> (and 7 more)", "{\"answer\":2500}", &r), 1.0, 0);
+  CHECK_NEAR(score(h, "3.1", "{\"answer\":3.14159}", &r), 0.0, 0);
+  CHECK_NEAR(score(h, "3.1", "{\"answer\":3.14159,\"tolerance\":0.05}", &r), 1.0, 0);
+  CHECK_NEAR(score(h, "1000001", "{\"answer\":1000000}", &r), 1.0, 0); /* relative 1e-6 */
+  CHECK_NEAR(score(h, "1000003", "{\"answer\":1000000}", &r), 0.0, 0);
+  CHECK_NEAR(score(h, "no idea", "{\"answer\":1}", &r), 0.0, 0);
+  REQUIRE(r.n_metrics == 1);
+  CHECK_STREQ(r.names[0], "parsed");
+  CHECK_NEAR(r.values[0], 0.0, 0);
+  luahost_close(h);
+}
+
+TEST(lua_script_format_check) {
+  rl_err e;
+  luahost *h = luahost_open("lua/scripts/format_check.lua", NULL, &e);
+  REQUIRE(h);
+  luahost_reward r;
+  CHECK_NEAR(score(h, "<think>2+2</think>\n<answer>4</answer>\n", NULL, &r), 1.0, 0);
+  CHECK_NEAR(r.values[0], 1.0, 0);
+  CHECK_NEAR(score(h, "<answer>  </answer>", NULL, &r), 0.0, 0);
+  CHECK_NEAR(score(h, "<answer>4</answer> and more", NULL, &r), 0.0, 0);
+  CHECK_NEAR(score(h, "<answer>4</answer><answer>5</answer>", NULL, &r), 0.0, 0);
+  CHECK_NEAR(r.values[0], 2.0, 0);
+  CHECK_NEAR(score(h, "4", NULL, &r), 0.0, 0);
+  luahost_close(h);
+}
+
+TEST(lua_script_task_arithmetic) {
+  rl_err e;
+  luahost *h = luahost_open("lua/scripts/task_arithmetic.lua", NULL, &e);
+  REQUIRE(h);
+  luahost_prompt *p, *q, *o;
+  REQUIRE(luahost_prompts(h, 8, 1234, 3, &p, &e) == 0);
+  for (int i = 0; i < 8; i++) {
+    int a = -1, b = -1, ans = -1;
+    CHECK_EQ_I64(sscanf(p[i].prompt, "%d+%d=", &a, &b), 2);
+    CHECK(a >= 0 && a <= 99 && b >= 0 && b <= 99);
+    CHECK_EQ_I64(sscanf(p[i].extra_json, "{\"answer\":\"%d\"}", &ans), 1);
+    CHECK_EQ_I64(ans, a + b);
+  }
+  /* The first prompt follows the documented rng: two rng:int(0, 99) draws. */
+  luahost_rng r;
+  luahost_rng_init(&r, 1234, 3);
+  char want[32];
+  int64_t a0 = luahost_rng_int(&r, 0, 99), b0 = luahost_rng_int(&r, 0, 99);
+  snprintf(want, sizeof want, "%lld+%lld=", (long long)a0, (long long)b0);
+  CHECK_STREQ(p[0].prompt, want);
+  /* Same (seed, iteration) → same prompts, from a fresh host too; another iteration differs. */
+  luahost *h2 = luahost_open("lua/scripts/task_arithmetic.lua", NULL, &e);
+  REQUIRE(h2);
+  REQUIRE(luahost_prompts(h2, 8, 1234, 3, &q, &e) == 0);
+  REQUIRE(luahost_prompts(h2, 8, 1234, 4, &o, &e) == 0);
+  int same = 1, diff = 0;
+  for (int i = 0; i < 8; i++) {
+    same &= !strcmp(p[i].prompt, q[i].prompt);
+    diff += strcmp(p[i].prompt, o[i].prompt) != 0;
+  }
+  CHECK(same);
+  CHECK(diff >= 6);
+  luahost_prompts_free(p, 8), luahost_prompts_free(q, 8), luahost_prompts_free(o, 8);
+  luahost_close(h), luahost_close(h2);
+}
+
+/* ------------------------------------------------------------------ host behaviour */
+
+TEST(lua_sample_fields_and_metrics) {
+  rl_err e;
+  const char *text =
+      "function reward(s)\n"
+      "  assert(s.prompt == 'p1' and s.completion == 'c1' and s.finish_reason == 'length')\n"
+      "  assert(#s.tokens == 3 and s.tokens[3] == 30 and math.type(s.tokens[1]) == 'integer')\n"
+      "  assert(s.index == 5 and s.group == 2 and s.iteration == 9)\n"
+      "  assert(s.meta.level == 'hard' and s.list[2] == 'b' and s.weight == 0.5)\n"
+      "  return {reward = s.weight * 2, zeta = 1, alpha = true, mid = 2.5}\n"
+      "end\n";
+  luahost *h = src("fields.lua", text, NULL, &e);
+  REQUIRE(h);
+  int32_t tok[3] = {10, 20, 30};
+  luahost_sample s = {.prompt = "p1", .completion = "c1", .tokens = tok, .n_tokens = 3,
+                      .finish_reason = "length", .index = 5, .group = 2, .iteration = 9,
+                      .extra_json = "{\"meta\":{\"level\":\"hard\"},\"list\":[\"a\",\"b\"],"
+                                    "\"weight\":0.5,\"prompt\":\"ignored\"}"};
+  luahost_reward r;
+  REQUIRE(luahost_reward_one(h, &s, &r, &e) == 0);
+  CHECK_NEAR(r.reward, 1.0, 0);
+  REQUIRE(r.n_metrics == 3);
+  CHECK_STREQ(r.names[0], "alpha");
+  CHECK_NEAR(r.values[0], 1.0, 0);
+  CHECK_STREQ(r.names[1], "mid");
+  CHECK_NEAR(r.values[1], 2.5, 0);
+  CHECK_STREQ(r.names[2], "zeta");
+  s.extra_json = "[1,2]";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "extra fields of sample 5 of iteration 9 are not a JSON object");
+  luahost_close(h);
+}
+
+TEST(lua_bad_results_are_reported) {
+  rl_err e;
+  const char *text = "\n"
+                     "function reward(s)\n"
+                     "  if s.completion == 'nil' then return nil end\n"
+                     "  if s.completion == 'nan' then return 0/0 end\n"
+                     "  if s.completion == 'str' then return {reward = 1, note = 'x'} end\n"
+                     "  return {score = 1}\n"
+                     "end\n";
+  luahost *h = src("bad.lua", text, NULL, &e);
+  REQUIRE(h);
+  luahost_reward r;
+  luahost_sample s = mk("nil", NULL);
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "bad.lua:2: reward(sample) returned nil; return a number or a table");
+  CHECK_CONTAINS(e.msg, "(sample 3 of iteration 7)");
+  s.completion = "nan";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "rewards must be finite");
+  s.completion = "str";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "field 'note' = string; extra fields are metrics");
+  s.completion = "other";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "field 'reward' is nil");
+  luahost_close(h);
+  h = src("none.lua", "x = 1\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(luahost_has(h, "reward"), 0);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "none.lua: defines no function reward(sample)");
+  luahost_close(h);
+}
+
+TEST(lua_reward_batch_and_fallback) {
+  rl_err e;
+  luahost_sample s[3] = {mk("a", NULL), mk("bb", NULL), mk("ccc", NULL)};
+  s[1].index = 4, s[2].index = 5;
+  luahost_reward r[3];
+  luahost *h = src("batch.lua",
+                   "function reward_batch(ss)\n"
+                   "  local out = {}\n"
+                   "  for i, s in ipairs(ss) do out[i] = #s.completion * 10 + #ss end\n"
+                   "  return out\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  REQUIRE(luahost_reward_batch(h, s, 3, r, &e) == 0);
+  CHECK_NEAR(r[0].reward, 13, 0);
+  CHECK_NEAR(r[2].reward, 33, 0);
+  luahost_close(h);
+  h = src("short.lua", "function reward_batch(ss) return {1} end\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(luahost_reward_batch(h, s, 3, r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "short.lua:1: reward_batch(samples) returned table of length 1 for 3 samples");
+  CHECK_CONTAINS(e.msg, "(reward_batch over samples 3..5 of iteration 7)");
+  luahost_close(h);
+  h = src("one.lua", "function reward(s) return #s.completion end\n", NULL, &e);
+  REQUIRE(h);
+  REQUIRE(luahost_reward_batch(h, s, 3, r, &e) == 0);
+  CHECK_NEAR(r[1].reward, 2, 0);
+  luahost_close(h);
+}
+
+static void capture_log(void *ud, const char *script, const char *line) {
+  char *buf = ud;
+  size_t n = strlen(buf);
+  if (n < 3000) snprintf(buf + n, 4096 - n, "[%s] %s\n", script, line);
+}
+
+TEST(lua_print_goes_to_log_and_is_bounded) {
+  rl_err e;
+  luahost *h = src("p.lua", "function reward(s)\n  for i = 1, 100 do print('line', i, nil) end\n"
+                            "  return 0\nend\n", NULL, &e);
+  REQUIRE(h);
+  char buf[4096] = "";
+  luahost_set_log(h, capture_log, buf);
+  REQUIRE(call(h, &e) == 0);
+  CHECK_CONTAINS(buf, "[p.lua] line\t1\tnil\n");
+  CHECK_CONTAINS(buf, "[p.lua] line\t32\tnil\n[p.lua] (further print output of this call dropped)\n");
+  CHECK(strstr(buf, "line\t33") == NULL);
+  luahost_close(h);
+}
+
+/* ------------------------------------------------------------------ sandbox */
+
+TEST(lua_sandbox_has_no_io_os_package_debug) {
+  rl_err e;
+  luahost *h = src("env.lua",
+                   "function reward(s)\n"
+                   "  local names = {'io','os','package','debug','coroutine','load','loadstring',\n"
+                   "                 'dofile','loadfile','require','warn'}\n"
+                   "  for _, n in ipairs(names) do assert(_G[n] == nil, n) end\n"
+                   "  assert(string.dump == nil and ('').dump == nil)\n"
+                   "  assert(type(string.rep) == 'function' and type(utf8.char) == 'function')\n"
+                   "  assert(type(table.concat) == 'function' and math.pi > 3)\n"
+                   "  assert(collectgarbage('count') > 0)\n"
+                   "  assert(setmetatable({}, {__index = {a = 1}}).a == 1)\n"
+                   "  return 1\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), 0);
+  luahost_close(h);
+  h = src("rewards/io.lua", "function reward(s)\n  local f = io.open('/etc/passwd')\n  return 1\nend\n",
+          NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "rewards/io.lua:2: attempt to index a nil value (global 'io') (sample 3 of iteration 7)");
+  luahost_close(h);
+  /* At the top level: the script does not load. */
+  h = src("os.lua", "\nos.execute('touch /tmp/rlrun-sandbox-escaped')\n", NULL, &e);
+  CHECK(h == NULL);
+  CHECK_EQ_I64(e.code, RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "os.lua:2: attempt to index a nil value (global 'os') (while loading the script)");
+  h = src("gc.lua", "function reward(s) collectgarbage('stop') return 1 end\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "gc.lua:1: collectgarbage(\"stop\") is not allowed");
+  luahost_close(h);
+  h = src("fin.lua", "function reward(s)\n  setmetatable({}, {__gc = function() while true do end end})\n"
+                     "  return setmetatable({}, {__index = {reward = 2}}).reward\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "fin.lua:2: setmetatable: __gc metamethods are not allowed");
+  luahost_close(h);
+  h = src("rand.lua", "function reward(s)\n  return math.random()\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "rand.lua:2: math.random is disabled");
+  luahost_close(h);
+}
+
+/* Writer for lua_dump into a growing buffer. */
+struct dumpbuf {
+  char data[8192];
+  size_t n;
+};
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+  struct dumpbuf *b = ud;
+  if (b->n + sz > sizeof b->data) return 1;
+  memcpy(b->data + b->n, p, sz);
+  b->n += sz;
+  return 0;
+}
+
+TEST(lua_sandbox_refuses_bytecode) {
+  /* A real precompiled chunk, made with a plain (unsandboxed) state. */
+  lua_State *L = luaL_newstate();
+  REQUIRE(luaL_loadstring(L, "function reward(s) return 1 end") == LUA_OK);
+  struct dumpbuf b = {.n = 0};
+  REQUIRE(lua_dump(L, dump_writer, &b, 1) == 0);
+  lua_close(L);
+  REQUIRE(b.n > 4 && b.data[0] == 0x1b);
+  rl_err e;
+  luahost *h = luahost_open_string("rewards/compiled.luac", b.data, b.n, NULL, &e);
+  CHECK(h == NULL);
+  CHECK_EQ_I64(e.code, RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "rewards/compiled.luac: attempt to load a binary chunk (mode is 't')");
+  CHECK_CONTAINS(e.msg, "source text only");
+  /* And from inside a script: no load, no string.dump. */
+  h = src("dump.lua", "function reward(s)\n  local f = load(string.dump(reward))\n  return 1\nend\n",
+          NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "dump.lua:2: attempt to call a nil value (field 'dump')");
+  luahost_close(h);
+}
+
+TEST(lua_sandbox_instruction_budget_stops_loops) {
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.instructions = 2000000;
+  luahost *h = src("loop.lua",
+                   "function reward(s)\n"
+                   "  if s.completion == 'pcall' then\n"
+                   "    while true do pcall(function() while true do end end) end\n"
+                   "  end\n"
+                   "  local i = 0\n"
+                   "  while true do i = i + 1 end\n"
+                   "end\n", &lim, &e);
+  REQUIRE(h);
+  double t0 = rl_now();
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK(rl_now() - t0 < 2.0);
+  CHECK_CONTAINS(e.msg, "loop.lua:6: instruction budget exceeded (2000000 instructions per call");
+  CHECK_CONTAINS(e.msg, "(sample 3 of iteration 7)");
+  /* A script that catches the limit error with pcall is still stopped. */
+  luahost_sample s = mk("pcall", NULL);
+  luahost_reward r;
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "loop.lua:3: instruction budget exceeded");
+  luahost_close(h);
+  /* An endless loop in the top level stops the load. */
+  h = src("top.lua", "local x = 0\nrepeat x = x + 1 until false\n", &lim, &e);
+  CHECK(h == NULL);
+  CHECK_CONTAINS(e.msg, "top.lua:2: instruction budget exceeded");
+}
+
+TEST(lua_sandbox_deadline_stops_loops) {
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.instructions = (int64_t)1e15; /* budget out of reach: only the clock can stop it */
+  lim.seconds = 0.2;
+  luahost *h = src("slow.lua", "function reward(s)\n  while true do end\nend\n", &lim, &e);
+  REQUIRE(h);
+  double t0 = rl_now();
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  double dt = rl_now() - t0;
+  CHECK_MSG(dt >= 0.2 && dt < 2.0, "stopped after %.3f s", dt);
+  CHECK_CONTAINS(e.msg, "slow.lua:2: wall-clock deadline exceeded (0.2 s per call) (sample 3 of iteration 7)");
+  luahost_close(h);
+}
+
+TEST(lua_sandbox_memory_cap_stops_bombs) {
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.memory_bytes = 8u << 20;
+  luahost *h = src("bomb.lua",
+                   "function reward(s)\n"
+                   "  if s.completion == 'rep' then\n"
+                   "    local big = string.rep('x', 64 * 1024 * 1024)\n"
+                   "  elseif s.completion == 'table' then\n"
+                   "    local t = {}\n"
+                   "    for i = 1, 1e9 do t[i] = i end\n"
+                   "  elseif s.completion == 'doubling' then\n"
+                   "    local s = 'x'\n"
+                   "    while true do s = s .. s end\n"
+                   "  end\n"
+                   "  return 1\n"
+                   "end\n", &lim, &e);
+  REQUIRE(h);
+  luahost_reward r;
+  luahost_sample s = mk("rep", NULL);
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "bomb.lua:3: memory limit exceeded (8 MiB");
+  CHECK_CONTAINS(e.msg, "(sample 3 of iteration 7)");
+  s.completion = "table";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "bomb.lua:6: memory limit exceeded");
+  s.completion = "doubling";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "bomb.lua:9: memory limit exceeded");
+  /* The host survives: memory is back, the next sample scores. */
+  CHECK(luahost_memory(h) < (2u << 20));
+  s.completion = "fine";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), 0);
+  CHECK_NEAR(r.reward, 1, 0);
+  luahost_close(h);
+}
+
+TEST(lua_runtime_error_names_line_and_retry_after_fix) {
+  rl_err e;
+  const char *broken = "-- reward with a bug\n"
+                       "function reward(s)\n"
+                       "  local t = nil\n"
+                       "  return t.x\n"
+                       "end\n";
+  luahost *h = src("rewards/exact.lua", broken, NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "rewards/exact.lua:4: attempt to index a nil value (local 't') (sample 3 of iteration 7)");
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL); /* the same host fails the same way again */
+  CHECK_CONTAINS(e.msg, "rewards/exact.lua:4:");
+  luahost_close(h);
+  h = src("rewards/exact.lua", "function reward(s)\n  return 0.5\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), 0);
+  luahost_close(h);
+  /* Non-string error objects and error(msg, 0) still get a position. */
+  h = src("obj.lua", "function reward(s)\n  if s.completion == 'x' then error({}) end\n"
+                     "  error('plain', 0)\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "obj.lua:2: (error object is a table value)");
+  luahost_sample s = mk("y", NULL);
+  luahost_reward r;
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "obj.lua:3: plain (sample 3 of iteration 7)");
+  luahost_close(h);
+  /* Syntax errors name the line; a missing file says so. */
+  h = src("syn.lua", "function reward(s)\n  return 1 +\nend\n", NULL, &e);
+  CHECK(h == NULL);
+  CHECK_EQ_I64(e.code, RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "syn.lua:3: unexpected symbol near 'end'");
+  h = luahost_open("lua/scripts/does_not_exist.lua", NULL, &e);
+  CHECK(h == NULL);
+  CHECK_CONTAINS(e.msg, "does_not_exist.lua: cannot open");
+}
+
+TEST(lua_reset_discards_script_state) {
+  rl_err e;
+  luahost *h = src("count.lua", "n = 0\nfunction reward(s) n = n + 1 return n end\n", NULL, &e);
+  REQUIRE(h);
+  luahost_reward r;
+  luahost_sample s = mk("x", NULL);
+  REQUIRE(luahost_reward_one(h, &s, &r, &e) == 0);
+  REQUIRE(luahost_reward_one(h, &s, &r, &e) == 0);
+  CHECK_NEAR(r.reward, 2, 0);
+  REQUIRE(luahost_reset(h, &e) == 0);
+  REQUIRE(luahost_reward_one(h, &s, &r, &e) == 0);
+  CHECK_NEAR(r.reward, 1, 0);
+  luahost_close(h);
+}
+
+TEST(lua_prompts_results_are_checked) {
+  rl_err e;
+  luahost *h = src("task.lua",
+                   "function prompts(n, rng)\n"
+                   "  local out = {}\n"
+                   "  for i = 1, n do\n"
+                   "    if i == 2 then out[i] = 'plain ' .. rng:int(5)\n"
+                   "    else out[i] = {prompt = 'p' .. i, answer = i * 2, tags = {'a', 'b'},\n"
+                   "                   meta = {z = 1, a = 0.5}} end\n"
+                   "  end\n"
+                   "  if n == 3 then out[3] = {answer = 1} end\n"
+                   "  if n == 4 then out[4].bad = print end\n"
+                   "  if n == 5 then return {} end\n"
+                   "  assert(getmetatable(rng) == false)\n"
+                   "  return out\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  luahost_prompt *p;
+  REQUIRE(luahost_prompts(h, 2, 7, 1, &p, &e) == 0);
+  CHECK_STREQ(p[0].prompt, "p1");
+  CHECK_STREQ(p[0].extra_json, "{\"answer\":2,\"meta\":{\"a\":0.5,\"z\":1},\"tags\":[\"a\",\"b\"]}");
+  CHECK_EQ_I64(strncmp(p[1].prompt, "plain ", 6), 0);
+  CHECK_STREQ(p[1].extra_json, "{}");
+  luahost_prompts_free(p, 2);
+  CHECK_EQ_I64(luahost_prompts(h, 3, 7, 1, &p, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "task.lua:1: prompts(n, rng) item 3 has no string field 'prompt' (prompts for iteration 1)");
+  CHECK_EQ_I64(luahost_prompts(h, 4, 7, 1, &p, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "field of item 4 is a function");
+  CHECK_EQ_I64(luahost_prompts(h, 5, 7, 1, &p, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "returned table of length 0 for n = 5");
+  CHECK(p == NULL);
+  luahost_close(h);
+}

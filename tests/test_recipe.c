@@ -1,0 +1,391 @@
+/* test_recipe.c — the recipe loader: the bad-recipe catalogue
+ * (every tests/recipes/bad/NAME.yaml, each stating its error), the example recipes,
+ * defaults, base: merging, --set overrides, and the commands' exit codes. */
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+#include "runner/recipe.h"
+
+static char out[1 << 16];
+
+/* A minimal valid recipe (no files touched with RECIPE_NO_FS). */
+static const char *MINIMAL =
+    "model:\n  init: {arch: qwen3}\n"
+    "tokenizer: {type: chars, chars: \"0123456789+= \"}\n"
+    "data: {prompts: p.jsonl}\n"
+    "reward: {script: r.lua}\n";
+
+/* The value of header "# KEY: value" in text, or "" (into buf). */
+static const char *header(const char *text, const char *key, char *buf, size_t n) {
+  char pat[64];
+  snprintf(pat, sizeof pat, "# %s: ", key);
+  buf[0] = 0;
+  const char *p = strstr(text, pat);
+  if (!p) return buf;
+  p += strlen(pat);
+  size_t k = 0;
+  while (p[k] && p[k] != '\n' && k + 1 < n) buf[k] = p[k], k++;
+  buf[k] = 0;
+  return buf;
+}
+
+/* Each bad recipe fails with its stated exit code, at its stated line:col,
+ * with its stated message. */
+TEST(recipe_bad_catalogue) {
+  glob_t g;
+  REQUIRE(glob("tests/recipes/bad/*.yaml", 0, NULL, &g) == 0);
+  CHECK_MSG(g.gl_pathc >= 40, "only %zu bad recipes", g.gl_pathc);
+  int checked = 0;
+  for (size_t i = 0; i < g.gl_pathc; i++) {
+    const char *path = g.gl_pathv[i];
+    char *text = NULL;
+    size_t len = 0;
+    rl_err e;
+    REQUIRE(rl_read_file(path, &text, &len, &e) == 0);
+    char expect[512], set[256], hw[64], ex[16];
+    header(text, "expect", expect, sizeof expect);
+    header(text, "set", set, sizeof set);
+    header(text, "hardware", hw, sizeof hw);
+    header(text, "exit", ex, sizeof ex);
+    free(text);
+    CHECK_MSG(expect[0], "%s has no '# expect:' line", path);
+    int want = ex[0] ? atoi(ex) : RL_EXIT_USAGE;
+    const char *sets[1] = {set};
+    recipe r;
+    int rc = recipe_load(path, sets, set[0] ? 1 : 0, &r, &e);
+    if (rc == 0) {
+      hw_target t;
+      rl_err he;
+      REQUIRE(hw_target_named(hw[0] ? hw : "cpu", &t, &he) == 0);
+      int emu = 0;
+      rc = recipe_check_hardware(&r, &t, &emu, &e);
+      recipe_free(&r);
+    }
+    CHECK_MSG(rc == want, "%s: exit %d, want %d; message:\n%s", path, rc, want, e.msg);
+    /* "L:C: text": a line of the message starts with PATH:L:C: and contains text */
+    int line = 0, col = 0, used = 0;
+    if (sscanf(expect, "%d:%d: %n", &line, &col, &used) == 2 && used > 0) {
+      char prefix[700];
+      snprintf(prefix, sizeof prefix, "%s:%d:%d: ", path, line, col);
+      int found = 0;
+      for (char *l = e.msg; l && *l;) {
+        char *nl = strchr(l, '\n');
+        if (nl) *nl = 0;
+        if (!strncmp(l, prefix, strlen(prefix)) && strstr(l, expect + used)) found = 1;
+        if (nl) *nl = '\n';
+        l = nl ? nl + 1 : NULL;
+      }
+      CHECK_MSG(found, "%s: no line '%s...%s' in:\n%s", path, prefix, expect + used, e.msg);
+    } else {
+      CHECK_MSG(strstr(e.msg, expect) != NULL, "%s: want '%s' in:\n%s", path, expect, e.msg);
+    }
+    checked++;
+  }
+  globfree(&g);
+  CHECK(checked >= 40);
+}
+
+/* Every example recipe validates here (CPU), and per named target as stated. */
+TEST(recipe_examples_validate) {
+  static const struct { const char *file; int cpu, a100, h200, b200, mi300x; } want[] = {
+      {"recipes/demo-cpu.yaml", 0, 0, 0, 0, 0}, /* device: cpu runs anywhere */
+      {"recipes/bf16-baseline.yaml", 0, 0, 0, 0, 0},
+      {"recipes/fp8-rollout-bf16-train.yaml", 0, 3, 0, 0, 3},
+      {"recipes/fp8-unified.yaml", 0, 3, 0, 0, 3},
+      {"recipes/mxfp8-unified-emulate.yaml", 0, 3, 0, 0, 3},
+      {"recipes/nvfp4-experts.yaml", 0, 3, 3, 0, 3},
+  };
+  glob_t g;
+  REQUIRE(glob("recipes/*.yaml", 0, NULL, &g) == 0);
+  CHECK_EQ_I64(g.gl_pathc, sizeof want / sizeof want[0]);
+  globfree(&g);
+  const char *targets[] = {"cpu", "a100", "h200", "b200", "mi300x"};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    recipe r;
+    rl_err e;
+    int rc = recipe_load(want[i].file, NULL, 0, &r, &e);
+    CHECK_MSG(rc == 0, "%s: %s", want[i].file, e.msg);
+    if (rc) continue;
+    const int *w = &want[i].cpu;
+    for (int k = 0; k < 5; k++) {
+      hw_target t;
+      REQUIRE(hw_target_named(targets[k], &t, &e) == 0);
+      int emu = 0;
+      rc = recipe_check_hardware(&r, &t, &emu, &e);
+      CHECK_MSG(rc == w[k], "%s on %s: exit %d, want %d: %s", want[i].file, targets[k], rc, w[k], e.msg);
+    }
+    recipe_free(&r);
+  }
+}
+
+TEST(recipe_defaults_filled) {
+  recipe r;
+  rl_err e;
+  REQUIRE(recipe_load_string(MINIMAL, strlen(MINIMAL), "dir/mini.yaml", NULL, 0, RECIPE_NO_FS, &r, &e) == 0);
+  CHECK_STREQ(r.name, "mini");
+  CHECK_EQ_I64(r.seed, 0);
+  CHECK_EQ_I64(r.device, DEVICE_AUTO);
+  CHECK_EQ_I64(r.precision.rollout, PREC_BF16);
+  CHECK_EQ_I64(r.precision.train, PREC_BF16);
+  CHECK_NEAR(r.train.lr, 1e-6, 0);
+  CHECK_NEAR(r.train.clip_low, 0.2, 0);
+  CHECK_NEAR(r.train.clip_high, 0.2, 0);
+  CHECK_NEAR(r.train.grad_clip, 1.0, 0);
+  CHECK_EQ_I64(r.train.tis.mode, TIS_OFF);
+  CHECK_NEAR(r.train.tis.clip, 2.0, 0);
+  CHECK_NEAR(r.train.tis.low, 0.5, 0);
+  CHECK_NEAR(r.train.optimizer.beta2, 0.999, 0);
+  CHECK_NEAR(r.train.optimizer.eps, 1e-8, 0);
+  CHECK_NEAR(r.train.optimizer.weight_decay, 0.01, 0);
+  CHECK_EQ_I64(r.train.optimizer.main_params, MAIN_PARAMS_FP32);
+  CHECK_EQ_I64(r.rollout.batch, 8);
+  CHECK_EQ_I64(r.rollout.samples_per_prompt, 4);
+  CHECK_EQ_I64(r.reward.limits.memory_mb, 64);
+  CHECK_STREQ(r.reward.function, "reward");
+  CHECK_STREQ(r.data.prompts, "dir/p.jsonl"); /* relative to the recipe's directory */
+  CHECK_EQ_I64(r.gpus.train.n, 1);
+  CHECK_EQ_I64(r.gpus.train.items[0], 0);
+  CHECK_EQ_I64(r.model.has_init, 1);
+  CHECK_EQ_I64(r.model.init.hidden, 64);
+  CHECK_EQ_I64(r.model.is_moe, 0);
+  CHECK_EQ_I64(r.loop.iterations, 10);
+  CHECK(r.warnings == NULL);
+  int i = recipe_key_index("train.lr");
+  REQUIRE(i >= 0);
+  CHECK_EQ_I64(r.key_set[i], 0);
+  i = recipe_key_index("reward.script");
+  CHECK_EQ_I64(r.key_set[i], 1);
+  CHECK_EQ_I64(r.key_loc[i].line, 5);
+  CHECK_EQ_I64(r.key_loc[i].col, 18);
+  recipe_free(&r);
+}
+
+TEST(recipe_set_overrides) {
+  const char *sets[] = {"train.lr=3e-5", "precision.keep_bf16=[\"*.o_proj.*\", lm_head]", "rollout.stop=[\"\\n\"]",
+                        "loop.iterations=1e3", "gpus.train=[1, 2]", "gpus.rollout=[3]", "reward.function=score"};
+  recipe r;
+  rl_err e;
+  REQUIRE(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 7, RECIPE_NO_FS, &r, &e) == 0);
+  CHECK_NEAR(r.train.lr, 3e-5, 0);
+  REQUIRE(r.precision.keep_bf16.n == 2);
+  CHECK_STREQ(r.precision.keep_bf16.items[0], "*.o_proj.*");
+  CHECK_STREQ(r.precision.keep_bf16.items[1], "lm_head");
+  REQUIRE(r.rollout.stop.n == 1);
+  CHECK_STREQ(r.rollout.stop.items[0], "\n");
+  CHECK_EQ_I64(r.loop.iterations, 1000);
+  CHECK_EQ_I64(r.gpus.train.n, 2);
+  CHECK_STREQ(r.reward.function, "score");
+  int i = recipe_key_index("train.lr");
+  CHECK_STREQ(r.key_loc[i].file, "--set train.lr=3e-5");
+  recipe_free(&r);
+  /* errors name the override */
+  const char *bad[] = {"rollout.batch=0"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set rollout.batch=0: 0 is out of range: must be in [1, 65536]");
+  const char *bad2[] = {"model.init.arch.x=1"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad2, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set model.init.arch.x=1: 'arch' is a value (written at m.yaml:2:16), not a section");
+  const char *bad3[] = {"precision.rollout=mxfp8"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad3, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set precision.rollout=mxfp8: rollout mxfp8 x train bf16 is refused: MXFP8 rollout runs only with MXFP8 training");
+}
+
+/* base: deep merge — maps merge, values replace, null removes; errors point
+ * into the file that holds the value; paths are relative to that file. */
+TEST(recipe_base_merge) {
+  char dir[600], sub[700], path[800];
+  snprintf(dir, sizeof dir, "%s", harness_tmpdir());
+  snprintf(sub, sizeof sub, "%s/common", dir);
+  snprintf(path, sizeof path, "mkdir -p %s", sub);
+  REQUIRE(harness_run(path, out, sizeof out) == 0);
+  snprintf(path, sizeof path, "%s/common/base.yaml", dir);
+  REQUIRE(harness_write_file(path, "model:\n  init: {arch: qwen3_moe, experts: 4}\n"
+                                   "tokenizer: {type: chars, chars: abc}\n"
+                                   "data: {prompts: p.jsonl}\nreward: {script: r.lua, function: score}\n"
+                                   "train:\n  lr: 0.001\n  tis: {mode: truncate, clip: 3}\n  r3: true\n") == 0);
+  snprintf(path, sizeof path, "%s/common/p.jsonl", dir);
+  REQUIRE(harness_write_file(path, "{}\n") == 0);
+  snprintf(path, sizeof path, "%s/common/r.lua", dir);
+  REQUIRE(harness_write_file(path, "function score() return 1 end\n") == 0);
+  snprintf(path, sizeof path, "%s/child.yaml", dir);
+  REQUIRE(harness_write_file(path, "base: common/base.yaml\nname: child\ntrain:\n  lr: 0.01\n  tis: {clip: null}\n"
+                                   "model:\n  init: {top_k: 3}\n") == 0);
+  recipe r;
+  rl_err e;
+  int rc = recipe_load(path, NULL, 0, &r, &e);
+  REQUIRE(rc == 0 || !fprintf(stderr, "%s\n", e.msg));
+  CHECK_STREQ(r.name, "child");
+  CHECK_NEAR(r.train.lr, 0.01, 0);            /* the child wins */
+  CHECK_EQ_I64(r.train.tis.mode, TIS_TRUNCATE); /* kept from the base (deep merge) */
+  CHECK_NEAR(r.train.tis.clip, 2.0, 0);        /* null: back to the default */
+  CHECK_EQ_I64(r.train.r3, 1);
+  CHECK_EQ_I64(r.model.init.experts, 4);
+  CHECK_EQ_I64(r.model.init.top_k, 3);
+  CHECK_STREQ(r.reward.function, "score");
+  char want[1000];
+  snprintf(want, sizeof want, "%s/common/p.jsonl", dir);
+  CHECK_STREQ(r.data.prompts, want); /* relative to the base file */
+  int i = recipe_key_index("train.r3");
+  CHECK_CONTAINS(r.key_loc[i].file, "common/base.yaml");
+  CHECK_EQ_I64(r.key_loc[i].line, 9);
+  recipe_free(&r);
+  /* an error in the child's override of a base value points into the child */
+  REQUIRE(harness_write_file(path, "base: common/base.yaml\ntrain:\n  lr: 2\n") == 0);
+  CHECK_EQ_I64(recipe_load(path, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:3:7: train.lr: 2 is out of range: must be in (0, 1]", path);
+  CHECK_CONTAINS(e.msg, want);
+  /* a recipe that is its own base */
+  REQUIRE(harness_write_file(path, "base: child.yaml\n") == 0);
+  CHECK_EQ_I64(recipe_load(path, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "child.yaml:1:7: base: cycle child.yaml -> child.yaml");
+  /* base: from memory is refused */
+  const char *mem = "base: x.yaml\n";
+  CHECK_EQ_I64(recipe_load_string(mem, strlen(mem), "mem.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "mem.yaml:1:7: base: is not available when a recipe is loaded from memory");
+}
+
+/* Remove every "  # default" mark in place. */
+static void strip_default_marks(char *s) {
+  const char *mark = "  # default";
+  size_t m = strlen(mark);
+  char *w = s;
+  for (const char *p = s; *p;) {
+    if (!strncmp(p, mark, m)) p += m;
+    else *w++ = *p++;
+  }
+  *w = 0;
+}
+
+/* recipe_print writes YAML that loads back to the same recipe. */
+TEST(recipe_print_roundtrip) {
+  const char *sets[] = {"precision.rollout=fp8-block", "precision.train=fp8-block", "train.tis.mode=mask",
+                        "rollout.stop=[\"\\n\", \"</answer>\"]", "tokenizer.chars=\"ab\\\"\\\\\\tc\"", "seed=123456789012"};
+  recipe a, b;
+  rl_err e;
+  REQUIRE(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 6, RECIPE_NO_FS, &a, &e) == 0);
+  char *t1 = NULL, *t2 = NULL;
+  size_t n1 = 0, n2 = 0;
+  FILE *f = open_memstream(&t1, &n1);
+  recipe_print(f, &a);
+  fclose(f);
+  int rc = recipe_load_string(t1, n1, "m.yaml", NULL, 0, RECIPE_NO_FS, &b, &e);
+  CHECK_MSG(rc == 0, "%s\n%s", e.msg, t1);
+  if (rc == 0) {
+    f = open_memstream(&t2, &n2);
+    recipe_print(f, &b);
+    fclose(f);
+    /* identical but for the "# default" marks (everything is written now) */
+    CHECK_EQ_I64(b.seed, 123456789012LL);
+    CHECK_STREQ(b.tokenizer.chars, "ab\"\\\tc");
+    CHECK_EQ_I64(b.rollout.stop.n, 2);
+    CHECK_NEAR(b.train.optimizer.eps, 1e-8, 0);
+    /* only null (unset) values are still defaults */
+    CHECK(strstr(t2, "0.2  # default") == NULL);
+    CHECK_CONTAINS(t2, "description: null  # default\n");
+    strip_default_marks(t1);
+    strip_default_marks(t2);
+    CHECK_STREQ(t1, t2);
+    recipe_free(&b);
+  }
+  CHECK_CONTAINS(t1, "  lr: 1e-06\n");
+  CHECK_CONTAINS(t1, "  stop: [\"\\n\", \"</answer>\"]\n");
+  CHECK_CONTAINS(t1, "    # clip: 2.0  (tis.mode truncate only)\n");
+  free(t1);
+  free(t2);
+  recipe_free(&a);
+}
+
+/* Every schema key is documented in docs/recipes.md, and the reference table
+ * there is the one `rlrun validate --keys` prints. */
+TEST(recipe_docs_cover_schema) {
+  char *doc = NULL;
+  size_t n = 0;
+  rl_err e;
+  REQUIRE(rl_read_file("docs/recipes.md", &doc, &n, &e) == 0);
+  CHECK(recipe_schema_count() >= 80);
+  for (int i = 0; i < recipe_schema_count(); i++) {
+    char pat[200];
+    snprintf(pat, sizeof pat, "`%s`", recipe_schema_path(i));
+    CHECK_MSG(strstr(doc, pat) != NULL, "docs/recipes.md does not document %s", recipe_schema_path(i));
+  }
+  char *ref = NULL;
+  size_t rn = 0;
+  FILE *f = open_memstream(&ref, &rn);
+  recipe_schema_print_reference(f);
+  fclose(f);
+  CHECK_MSG(strstr(doc, ref) != NULL, "docs/recipes.md's key table differs from `rlrun validate --keys`");
+  free(ref);
+  free(doc);
+}
+
+TEST(recipe_yaml_rejections) {
+  static const struct { const char *text, *want; } cases[] = {
+      {"model: {init: {}}\nmodel: {}\n", "x.yaml:2:1: duplicate key 'model' (first written at x.yaml:1:1)"},
+      {"seed: &a 1\n", "x.yaml:1:7: anchors (&a)"},
+      {"seed: 1\n---\nseed: 2\n", "x.yaml:2:1: a second YAML document"},
+      {"train:\n  lr: 1\n\t\n  r3: x\n", "tab character in indentation"},
+      {"\xef\xbb\xbfseed: \xc3\x28\n", "x.yaml:1:7: invalid UTF-8 (byte 0xc3)"},
+      {"[1, 2]\n", "x.yaml:1:1: a recipe is a mapping of keys"},
+      {"train:\n  algorithm: GRPO\n", "x.yaml:2:14: train.algorithm: expected one of grpo, dr_grpo, rloo, sft; got 'GRPO' (did you mean 'grpo'?)"},
+      {"train:\n  Lr: 0.1\n", "x.yaml:2:3: unknown key 'Lr' (did you mean 'lr'?)"},
+      {"rollout:\n  max-new-tokens: 3\n", "unknown key 'max-new-tokens' (did you mean 'max_new_tokens'?)"},
+      {"", "model: missing"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    recipe r;
+    rl_err e;
+    int rc = recipe_load_string(cases[i].text, strlen(cases[i].text), "x.yaml", NULL, 0, RECIPE_NO_FS, &r, &e);
+    CHECK_EQ_I64(rc, RL_EXIT_USAGE);
+    CHECK_CONTAINS(e.msg, cases[i].want);
+  }
+}
+
+TEST(cli_validate_plan_exit_codes) {
+  char cmd[800];
+  snprintf(cmd, sizeof cmd, "%s validate recipes/demo-cpu.yaml", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "recipes/demo-cpu.yaml: valid: rollout bf16 x train bf16 (baseline) on cpu");
+  snprintf(cmd, sizeof cmd, "%s validate tests/recipes/bad/unknown_key_typo.yaml", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "tests/recipes/bad/unknown_key_typo.yaml:14:3: unknown key 'lrr' (did you mean 'lr'?)");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/fp8-unified.yaml --hardware a100", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 3);
+  CHECK_CONTAINS(out, "valid, but not runnable on a100 (ampere)");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/mxfp8-unified-emulate.yaml --hardware h100", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "emulated: mxfp8 runs as an exact emulation on hopper");
+  CHECK_CONTAINS(out, "on h100 (hopper), emulated");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/bf16-baseline.yaml --set train.lr=abc", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "--set train.lr=abc: expected a number, got 'abc'");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/bf16-baseline.yaml --hardware h900", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "--hardware 'h900': unknown hardware; valid: cpu, a100, h100, h200");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/fp8-rollout-bf16-train.yaml --set train.tis.mode=off "
+           "--set train.tis.clip=null --set train.r3=false", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "precision drift between rollout and training log-probs is expected; recommended: "
+                      "train.tis.mode: truncate (TIS) and train.r3: true");
+  snprintf(cmd, sizeof cmd, "%s validate", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  snprintf(cmd, sizeof cmd, "%s plan recipes/fp8-unified.yaml --hardware h200", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "  clip_low: 0.2  # default\n");
+  CHECK_CONTAINS(out, "  bf16_first_layers: 1\n");
+  CHECK_CONTAINS(out, "attention q/k/v/o    fp8-block              fp8-block              bf16\n");
+  CHECK_CONTAINS(out, "layers 3..3 stay bf16 (precision.bf16_last_layers)");
+  CHECK_CONTAINS(out, "    1  convert ");
+  CHECK_CONTAINS(out, "    2  rollout#1 ");
+  CHECK_CONTAINS(out, "    4  sync#1 ");
+  CHECK_CONTAINS(out, "  605  checkpoint#200 ");
+  CHECK_CONTAINS(out, "605 steps; keep the newest 2 checkpoints");
+  snprintf(cmd, sizeof cmd, "%s plan recipes/nvfp4-experts.yaml --hardware h200 --set precision.emulate=true", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "moe experts          nvfp4 (emulated)       nvfp4 (emulated)       bf16\n");
+  CHECK_CONTAINS(out, "attention q/k/v/o    bf16                   bf16 ");
+  snprintf(cmd, sizeof cmd, "%s validate --keys", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "| `train.lr` | number | `1e-6` | (0, 1] |");
+}
