@@ -141,6 +141,8 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/runner/version.o: CFLAGS += -include $(BUILD)/buildinfo.h
 $(BUILD)/obj/runner/version.o: $(BUILD)/buildinfo.h
+# AdamW's CPU reference must not contract into FMAs: it is bit-identical to the CUDA twin.
+$(BUILD)/obj/kernels/optim_cpu.o: CFLAGS += -ffp-contract=off
 
 $(CU_BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -186,7 +188,7 @@ test: $(BUILD)/rlrun $(BUILD)/rlrun-tests $(FIXTURE_STAMPS) $(GPU_TEST_BIN)
 run: 
 	@scripts/install-deps.sh --check >/dev/null 2>&1 || scripts/install-deps.sh
 	@$(MAKE) --no-print-directory $(BUILD)/rlrun
-	$(BUILD)/rlrun version
+	$(BUILD)/rlrun run recipes/demo-cpu.yaml
 
 bench: $(BENCH_BIN)
 	@if [ -z "$(BENCH_BIN)" ]; then echo "no benchmarks yet"; fi

@@ -70,7 +70,7 @@ static void time_calls(int n, bench_fn *fn, void **ctx, double *sec) {
   CK(cudaEventCreate(&a));
   CK(cudaEventCreate(&b));
   int iters[4];
-  float t[4][REPEATS];
+  float t[4][REPEATS]; /* n ≤ 4 */
   for (int f = 0; f < n; f++) {
     for (int i = 0; i < 5; i++) CK(fn[f](ctx[f]));
     CK(cudaEventRecord(a, g_stream));
@@ -181,6 +181,22 @@ typedef struct ours {
   gemm_info info;
 } ours;
 
+/* Our GEMM alone (gemm_q_cuda) on the bare call's pre-quantized operands. */
+typedef struct gemm_only {
+  void *y;
+  qtensor x, w;
+  gemm_info info;
+} gemm_only;
+
+static int gemm_only_run(void *ctx) {
+  gemm_only *g = ctx;
+  gemm_opts go = {0, 0, 0, g_stream};
+  rl_err e;
+  int rc = gemm_q_cuda(g->y, &g->x, &g->w, &go, &g->info, &e);
+  if (rc) fprintf(stderr, "gemm_q_cuda: %s\n", e.msg);
+  return rc;
+}
+
 static int ours_run(void *ctx) {
   ours *o = ctx;
   linear_opts lo = {g_stream, &o->info};
@@ -241,15 +257,23 @@ static double bench_shape(cublasLtHandle_t lt, int64_t M, int64_t N, int64_t K, 
   b.d = out, b.a = ba, b.b = bb;
   op = o;
   op.p.pin_algo = 1;
-  bench_fn fns[3] = {bare_run, ours_run, ours_run};
-  void *ctxs[3] = {&b, &o, &op};
-  double sec[3];
-  time_calls(3, fns, ctxs, sec);
+  gemm_only g;
+  memset(&g, 0, sizeof g);
+  g.y = out, g.w = o.w;
+  g.x = qtensor_bf16(bb, M, K, 1);
+  if (fp8) g.x.fmt = QFMT_FP8_BLOCK, g.x.block_rows = 1, g.x.layout = QLAYOUT_HOPPER_ACT, g.x.scale_ld = M,
+           g.x.scales = (void *)bsb;
+  bench_fn fns[4] = {bare_run, ours_run, ours_run, gemm_only_run};
+  void *ctxs[4] = {&b, &o, &op, &g};
+  double sec[4];
+  time_calls(4, fns, ctxs, sec);
   double flop = 2.0 * (double)M * (double)N * (double)K;
   double tf_b = flop / sec[0] * 1e-12, tf_o = flop / sec[1] * 1e-12, tf_p = flop / sec[2] * 1e-12;
-  printf("| %5lld→%-5lld | %5lld | %-9s | %8.1f | %8.1f | %7.1f%% | %8.1f | %6.1f%% | %-10s | %4d %4d %4d |", (long long)K,
-         (long long)N, (long long)M, fp8 ? "fp8-block" : "bf16", tf_o, tf_b, 100 * tf_o / tf_b, tf_p,
-         100 * tf_p / tf_o, gemm_path_name(o.info.path), o.info.algo_id, algo_id(&b.algo), op.info.algo_id);
+  double tf_g = flop / sec[3] * 1e-12;
+  printf("| %5lld→%-5lld | %5lld | %-9s | %8.1f | %8.1f | %8.1f | %7.1f%% | %7.1f%% | %6.1f | %8.1f | %6.1f%% | %-10s | %4d %4d %4d |",
+         (long long)K, (long long)N, (long long)M, fp8 ? "fp8-block" : "bf16", tf_o, tf_g, tf_b, 100 * tf_o / tf_b,
+         100 * tf_g / tf_b, (sec[1] - sec[3]) * 1e6, tf_p, 100 * tf_p / tf_o, gemm_path_name(o.info.path),
+         o.info.algo_id, algo_id(&b.algo), op.info.algo_id);
   if (ceiling > 0) printf(" bare = %.1f%% of the %.0f TFLOP/s ceiling", 100 * tf_b / ceiling, ceiling);
   printf("\n");
   ratio = tf_o / tf_b;
@@ -276,9 +300,14 @@ int main(void) {
   static const int64_t KN[][2] = {{1024, 3072}, {3072, 1024}, {1024, 2048},
                                   {2048, 1024}, {2048, 768},  {768, 2048}};
   static const int64_t Ms[] = {64, 512, 8192};
-  printf("| K→N         |     M | format    | ours     | bare     | ours/bare | pinned   | pin/ours | path       | algo o/b/p     |\n");
-  printf("|-------------|-------|-----------|----------|----------|-----------|----------|----------|------------|----------------|\n");
+  printf("ours = linear_forward (activation quantization included); gemm = our gemm_q_cuda on the bare call's\n"
+         "pre-quantized operands; q µs = ours − gemm per call (the quantizer); algo = cuBLASLt algo ids of\n"
+         "ours / bare / pinned ours.\n\n");
+  printf("| K→N         |     M | format    | ours     | gemm     | bare     | ours/bare | gemm/bare |   q µs | pinned   | pin/ours | path       | algo o/b/p     |\n");
+  printf("|-------------|-------|-----------|----------|----------|----------|-----------|-----------|--------|----------|----------|------------|----------------|\n");
   double worst = 1e9;
+  /* the goal ≥ 90% holds for BF16; for fp8-block the activation quantizer's bytes
+   * (read BF16 x, write E4M3 + scales: 3·M·K) can exceed the GEMM's, see q µs */
   for (int f = 0; f < 2; f++)
     for (int s = 0; s < 6; s++)
       for (int i = 0; i < 3; i++) {

@@ -70,7 +70,8 @@ const char *gemm_path_name(gemm_path p);
 /* Options of the quantized product; NULL = all zero. */
 typedef struct gemm_opts {
   int emulate;  /* allow the MXFP8/NVFP4 emulation where there is no native GEMM */
-  int pin_algo; /* use the pinned algorithm of the (N, K, format) family (CUDA) */
+  int pin_algo; /* use the pinned algorithm of the (N, K, format) family and M bucket (CUDA):
+                   rows bitwise independent of M */
   int out_f32;  /* y is FP32 [M][N] instead of BF16 (tests; FP32 consumers) */
   void *stream; /* cudaStream_t (NULL: the default stream) */
 } gemm_opts;

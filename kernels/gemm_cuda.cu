@@ -9,12 +9,12 @@
  * Pinned algorithms (gemm_opts.pin_algo): per (N, K, kind, …) family the
  * algorithm cuBLASLt picks for M = GEMM_PIN_M with split-K excluded is the
  * reference (measured bit-identical rows for every M on the H200, FORMATS.md).
- * Smaller batches fall in M buckets (≤ 64, ≤ 256, ≤ 1024); each bucket takes
- * cuBLASLt's own no-split-K choice for its M only after that algorithm gave
- * bitwise the reference's output on a synthetic 1024-row product (same K, random
- * operands): then a row's result still does not depend on the batch, and small
- * batches do not run a tile shape made for 8192 rows. Otherwise the bucket uses
- * the reference. Host side is single-threaded: one thread drives the GEMMs.
+ * Smaller batches fall in power-of-two M buckets (≤ 64, ≤ 128, … ≤ 4096); for
+ * each, once, cuBLASLt's first no-split-K candidates for the bucket's M are run
+ * on random synthetic operands (same K): those whose 1024-row output is bitwise
+ * the reference's are timed at the bucket's M with the reference, and the
+ * fastest is kept. A row's result thus still does not depend on the batch, while small
+ * batches need not run a tile shape made for 8192 rows. Host side is single-threaded: one thread drives the GEMMs.
  *
  * Block-scaled FP8 (and the Blackwell MX kinds): cuBLASLt refuses the
  * descriptor (CUBLAS_STATUS_INVALID_VALUE from the heuristic) while the A/B
@@ -26,6 +26,7 @@ extern "C" {
 }
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/formats.h"
@@ -35,10 +36,10 @@ extern "C" {
 #define GEMM_PLAN_SLOTS 1024             /* open-addressing table; flushed when 3/4 full */
 #define GEMM_PIN_SLOTS 256
 #define GEMM_PIN_CANDIDATES 8
-#define GEMM_PIN_BUCKETS 4   /* M ≤ 64, ≤ 256, ≤ 1024, larger (the reference, chosen at GEMM_PIN_M) */
+#define GEMM_PIN_BUCKETS 8   /* M ≤ 64, ≤ 128, … ≤ 4096, larger (the reference, chosen at GEMM_PIN_M) */
 #define GEMM_PIN_VERIFY_M 1024
 #define GEMM_PIN_VERIFY_N 2048
-#define GEMM_PIN_TRIES 3     /* candidates verified per bucket before falling back to the reference */
+#define GEMM_PIN_TRIES 4     /* no-split-K candidates verified and timed per bucket */
 
 /* What a plan multiplies. */
 enum gemm_kind { GK_BF16, GK_FP8_BLOCK, GK_F32, GK_MXFP8, GK_NVFP4 };
@@ -340,96 +341,146 @@ static int plan_heuristic(int dev, const gemm_key *k, cublasLtMatmulDesc_t desc,
 }
 
 /* Pin bucket of a batch of m rows; the last one runs the reference algorithm. */
-static int pin_bucket(int64_t m) { return m <= 64 ? 0 : m <= 256 ? 1 : m <= 1024 ? 2 : 3; }
-static const int64_t pin_bucket_m[GEMM_PIN_BUCKETS] = {64, 256, 1024, GEMM_PIN_M};
+static int pin_bucket(int64_t m) {
+  int b = 0;
+  while (b < GEMM_PIN_BUCKETS - 1 && m > ((int64_t)64 << b)) b++;
+  return b;
+}
+static const int64_t pin_bucket_m[GEMM_PIN_BUCKETS] = {64, 128, 256, 512, 1024, 2048, 4096, GEMM_PIN_M};
 
-/* *same = 1 when algorithms ref and cand give bitwise the same output for k's
- * family on synthetic operands of GEMM_PIN_VERIFY_M rows (same K; N capped at
- * GEMM_PIN_VERIFY_N: per-element order does not depend on N). 0 also when either
- * does not run at that shape. Synchronous, once per (family, bucket). */
-static int pin_verify(const gemm_key *k, cublasLtMatmulDesc_t desc, const cublasLtMatmulAlgo_t *ref,
-                      const cublasLtMatmulAlgo_t *cand, int *same, rl_err *e) {
-  gemm_key vk = *k;
-  vk.m = GEMM_PIN_VERIFY_M;
-  vk.n = k->n < GEMM_PIN_VERIFY_N ? k->n : GEMM_PIN_VERIFY_N;
-  int64_t M = vk.m, N = vk.n, K = vk.k, kb = quant_cdiv(K, 128);
+/* Synthetic operands for choosing a bucket's algorithm (k's kind, same K):
+ * x [mx][K], w [nt][K] random (mx ≥ every M run on them), FP32 ones as scales,
+ * and an output area of ysz bytes followed by an int flag. Stream 0, synchronous. */
+typedef struct pin_synth { uint8_t *x, *w, *y; float *sc; int *flag; int64_t nt, mx; } pin_synth;
+static int pin_synth_make(const gemm_key *k, size_t ysz, pin_synth *ps, rl_err *e) {
   int dev = k->dev, fp8 = k->kind == GK_FP8_BLOCK;
-  *same = 0;
+  int64_t M = ps->mx, K = k->k, kb = quant_cdiv(K, 128), nt = ps->nt;
+  size_t esz = fp8 ? 1 : 2;
+  int64_t nsc = quant_cdiv(nt, 128) * quant_roundup(kb, 4);
+  if (nsc < kb * M) nsc = kb * M;
+  ps->x = (uint8_t *)gemm_scratch(dev, GS_VX, (size_t)(M * K) * esz, e);
+  ps->w = ps->x ? (uint8_t *)gemm_scratch(dev, GS_VW, (size_t)(nt * K) * esz, e) : NULL;
+  ps->sc = ps->w ? (float *)gemm_scratch(dev, GS_VS, (size_t)nsc * 4, e) : NULL;
+  ps->y = ps->sc ? (uint8_t *)gemm_scratch(dev, GS_VY, ysz + 16, e) : NULL;
+  if (!ps->y) return RL_EXIT_FAIL;
+  ps->flag = (int *)(ps->y + ysz);
+  gemm_fill_kernel<<<gemm_grid(M * K), 256>>>(ps->x, M * K, fp8, 1u);
+  gemm_fill_kernel<<<gemm_grid(nt * K), 256>>>(ps->w, nt * K, fp8, 2u);
+  gemm_fill_kernel<<<gemm_grid(nsc), 256>>>((uint8_t *)ps->sc, nsc, 2, 0u);
+  if (launch_ok("gemm_fill_kernel", e)) return RL_EXIT_FAIL;
+  return 0;
+}
+
+/* Run algo on the synthetic operands: m rows, n rows of w, output at y; the
+ * scale pointers of desc are pointed at the ones. */
+static int pin_run(const gemm_key *k, cublasLtMatmulDesc_t desc, const cublasLtMatmulAlgo_t *algo, const pin_synth *ps,
+                   int64_t m, int64_t n, void *y, int reps, rl_err *e) {
+  gemm_key vk = *k;
+  vk.n = n;
   cublasLtMatrixLayout_t la, lb, lc;
-  if (plan_layouts(&vk, M, &la, &lb, &lc, e)) return RL_EXIT_FAIL;
-  cublasLtMatmulHeuristicResult_t r1, r2;
-  memset(&r1, 0, sizeof r1), memset(&r2, 0, sizeof r2);
-  int rc = 0;
-  if (cublasLtMatmulAlgoCheck(G.lt[dev], desc, la, lb, lc, lc, ref, &r1) != CUBLAS_STATUS_SUCCESS ||
-      cublasLtMatmulAlgoCheck(G.lt[dev], desc, la, lb, lc, lc, cand, &r2) != CUBLAS_STATUS_SUCCESS ||
-      r1.workspaceSize > GEMM_WS_BYTES || r2.workspaceSize > GEMM_WS_BYTES)
-    goto done;
-  {
-    size_t esz = fp8 ? 1 : 2, osz = k->out_f32 ? 4 : 2, ysz = (size_t)(M * N) * osz;
-    int64_t nsc = quant_cdiv(N, 128) * quant_roundup(kb, 4);
-    if (nsc < kb * M) nsc = kb * M;
-    uint8_t *x = (uint8_t *)gemm_scratch(dev, GS_VX, (size_t)(M * K) * esz, e);
-    uint8_t *w = x ? (uint8_t *)gemm_scratch(dev, GS_VW, (size_t)(N * K) * esz, e) : NULL;
-    float *sc = w ? (float *)gemm_scratch(dev, GS_VS, (size_t)nsc * 4, e) : NULL;
-    uint8_t *y = sc ? (uint8_t *)gemm_scratch(dev, GS_VY, 2 * ysz + 16, e) : NULL;
-    if (!y) { rc = RL_EXIT_FAIL; goto done; }
-    int *flag = (int *)(y + 2 * ysz), diff = 1;
-    gemm_fill_kernel<<<gemm_grid(M * K), 256>>>(x, M * K, fp8, 1u);
-    gemm_fill_kernel<<<gemm_grid(N * K), 256>>>(w, N * K, fp8, 2u);
-    gemm_fill_kernel<<<gemm_grid(nsc), 256>>>((uint8_t *)sc, nsc, 2, 0u);
-    if (launch_ok("gemm_fill_kernel", e) || cu_ok(cudaMemset(flag, 0, sizeof(int)), "cudaMemset", e)) {
-      rc = RL_EXIT_FAIL;
-      goto done;
-    }
-    if (fp8 && (lt_ok(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sc, sizeof sc), "set A_SCALE_POINTER", e) ||
-                lt_ok(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sc, sizeof sc), "set B_SCALE_POINTER", e))) {
-      rc = RL_EXIT_FAIL;
-      goto done;
-    }
-    const float one = 1.0f, zero = 0.0f;
-    const void *al = k->alpha_dev ? (const void *)G.consts[dev] : &one, *be = k->alpha_dev ? (const void *)(G.consts[dev] + 1) : &zero;
-    if (lt_ok(cublasLtMatmul(G.lt[dev], desc, al, w, la, x, lb, be, y, lc, y, lc, ref, G.ws[dev], r1.workspaceSize, 0), "Matmul (pin check, reference)", e) ||
-        lt_ok(cublasLtMatmul(G.lt[dev], desc, al, w, la, x, lb, be, y + ysz, lc, y + ysz, lc, cand, G.ws[dev], r2.workspaceSize, 0), "Matmul (pin check, candidate)", e)) {
-      rc = RL_EXIT_FAIL;
-      goto done;
-    }
-    gemm_cmp_kernel<<<gemm_grid((int64_t)(ysz / 4)), 256>>>((const uint32_t *)y, (const uint32_t *)(y + ysz), (int64_t)(ysz / 4), flag);
-    if (launch_ok("gemm_cmp_kernel", e) || cu_ok(cudaMemcpy(&diff, flag, sizeof diff, cudaMemcpyDeviceToHost), "cudaMemcpy (pin check)", e))
-      rc = RL_EXIT_FAIL;
-    else
-      *same = !diff;
-  }
-done:
+  if (plan_layouts(&vk, m, &la, &lb, &lc, e)) return RL_EXIT_FAIL;
+  cublasLtMatmulHeuristicResult_t r;
+  memset(&r, 0, sizeof r);
+  int rc = 0, dev = k->dev;
+  if (cublasLtMatmulAlgoCheck(G.lt[dev], desc, la, lb, lc, lc, algo, &r) != CUBLAS_STATUS_SUCCESS ||
+      r.workspaceSize > GEMM_WS_BYTES)
+    rc = -1; /* does not run at this shape */
+  if (!rc && k->kind == GK_FP8_BLOCK &&
+      (lt_ok(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ps->sc, sizeof ps->sc), "set A_SCALE_POINTER", e) ||
+       lt_ok(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &ps->sc, sizeof ps->sc), "set B_SCALE_POINTER", e)))
+    rc = RL_EXIT_FAIL;
+  const float one = 1.0f, zero = 0.0f;
+  const void *al = k->alpha_dev ? (const void *)G.consts[dev] : &one, *be = k->alpha_dev ? (const void *)(G.consts[dev] + 1) : &zero;
+  for (int i = 0; i < reps && !rc; i++)
+    rc = lt_ok(cublasLtMatmul(G.lt[dev], desc, al, ps->w, la, ps->x, lb, be, y, lc, y, lc, algo, G.ws[dev],
+                              r.workspaceSize, 0), "Matmul (pin choice)", e);
   cublasLtMatrixLayoutDestroy(la);
   cublasLtMatrixLayoutDestroy(lb);
   cublasLtMatrixLayoutDestroy(lc);
   return rc;
 }
 
-/* Choose the algorithm of bucket b of family pin p: cuBLASLt's no-split-K
- * candidates for the bucket's M, the first that matches the reference bitwise
- * (pin_verify), else the reference itself. */
+/* *same = 1 when cand gives bitwise ref's output on GEMM_PIN_VERIFY_M synthetic
+ * rows (N capped at GEMM_PIN_VERIFY_N: the per-element order does not depend on N). */
+static int pin_verify(const gemm_key *k, cublasLtMatmulDesc_t desc, const cublasLtMatmulAlgo_t *ref,
+                      const cublasLtMatmulAlgo_t *cand, const pin_synth *ps, int *same, rl_err *e) {
+  int64_t n = k->n < GEMM_PIN_VERIFY_N ? k->n : GEMM_PIN_VERIFY_N;
+  size_t ysz = (size_t)(GEMM_PIN_VERIFY_M * n) * (k->out_f32 ? 4 : 2);
+  int diff = 1;
+  *same = 0;
+  int rc = cu_ok(cudaMemset(ps->flag, 0, sizeof(int)), "cudaMemset (pin check)", e) ? RL_EXIT_FAIL : 0;
+  if (!rc) rc = pin_run(k, desc, ref, ps, GEMM_PIN_VERIFY_M, n, ps->y, 1, e);
+  if (!rc) rc = pin_run(k, desc, cand, ps, GEMM_PIN_VERIFY_M, n, ps->y + ysz, 1, e);
+  if (rc < 0) return 0;
+  if (rc) return rc;
+  gemm_cmp_kernel<<<gemm_grid((int64_t)(ysz / 4)), 256>>>((const uint32_t *)ps->y, (const uint32_t *)(ps->y + ysz), (int64_t)(ysz / 4), ps->flag);
+  if (launch_ok("gemm_cmp_kernel", e) || cu_ok(cudaMemcpy(&diff, ps->flag, sizeof diff, cudaMemcpyDeviceToHost), "cudaMemcpy (pin check)", e))
+    return RL_EXIT_FAIL;
+  *same = !diff;
+  return 0;
+}
+
+/* Choose the algorithm of bucket b of family pin p: among the reference and
+ * cuBLASLt's no-split-K candidates for the bucket's M that give bitwise the
+ * reference's output (pin_verify), the fastest at that M: the contenders are
+ * timed interleaved, 5 rounds of 20 calls each, best round kept. */
 static int pin_choose(gemm_pin *p, const gemm_key *k, cublasLtMatmulDesc_t desc, int b, rl_err *e) {
   p->chosen[b] = 2;
   if (k->kind != GK_BF16 && k->kind != GK_FP8_BLOCK) return 0; /* others: the reference only */
+  int64_t mb = pin_bucket_m[b];
+  pin_synth ps;
+  memset(&ps, 0, sizeof ps);
+  ps.nt = k->n < 16384 ? k->n : 16384; /* timing N (lm_head-sized N: capped) */
+  ps.mx = mb > GEMM_PIN_VERIFY_M ? mb : GEMM_PIN_VERIFY_M;
+  int64_t nv = k->n < GEMM_PIN_VERIFY_N ? k->n : GEMM_PIN_VERIFY_N;
+  size_t osz = k->out_f32 ? 4 : 2, ysz = (size_t)(2 * GEMM_PIN_VERIFY_M * nv) * osz;
+  if ((size_t)(mb * ps.nt) * osz > ysz) ysz = (size_t)(mb * ps.nt) * osz;
+  cublasLtMatmulAlgo_t al[GEMM_PIN_TRIES + 1];
+  int n = 1;
+  al[0] = p->algo;
+  int rc = pin_synth_make(k, ysz, &ps, e);
   cublasLtMatrixLayout_t la, lb, lc;
-  if (plan_layouts(k, pin_bucket_m[b], &la, &lb, &lc, e)) return RL_EXIT_FAIL;
-  int rc = 0;
+  if (rc || plan_layouts(k, mb, &la, &lb, &lc, e)) return rc ? rc : RL_EXIT_FAIL;
   for (int i = 0; i < GEMM_PIN_TRIES && !rc; i++) {
-    cublasLtMatmulAlgo_t cand;
     size_t ws;
     rl_err ignore;
-    if (plan_heuristic(k->dev, k, desc, la, lb, lc, 1, i, pin_bucket_m[b], &cand, &ws, &ignore)) break;
-    int same = !memcmp(&cand, &p->algo, sizeof cand);
-    if (!same) rc = pin_verify(k, desc, &p->algo, &cand, &same, e);
-    if (!rc && same) {
-      p->bucket[b] = cand, p->chosen[b] = 1;
-      break;
-    }
+    int same = 0;
+    if (plan_heuristic(k->dev, k, desc, la, lb, lc, 1, i, mb, &al[n], &ws, &ignore)) break;
+    if (!memcmp(&al[n], &p->algo, sizeof al[n])) continue;
+    rc = pin_verify(k, desc, &p->algo, &al[n], &ps, &same, e);
+    if (!rc && same) n++;
   }
   cublasLtMatrixLayoutDestroy(la);
   cublasLtMatrixLayoutDestroy(lb);
   cublasLtMatrixLayoutDestroy(lc);
+  if (rc || n == 1) return rc;
+  float best[GEMM_PIN_TRIES + 1];
+  cudaEvent_t ev[2] = {NULL, NULL};
+  if (cu_ok(cudaEventCreate(&ev[0]), "cudaEventCreate", e) || cu_ok(cudaEventCreate(&ev[1]), "cudaEventCreate", e))
+    rc = RL_EXIT_FAIL;
+  for (int i = 0; i < n && !rc; i++) {
+    best[i] = INFINITY;
+    int r = pin_run(k, desc, &al[i], &ps, mb, ps.nt, ps.y, 3, e); /* warm-up; -1: does not run at mb */
+    if (r > 0) rc = r;
+    if (r < 0) best[i] = -1.0f;
+  }
+  for (int round = 0; round < 5 && !rc; round++)
+    for (int i = 0; i < n && !rc; i++) {
+      float ms = 0;
+      if (best[i] < 0) continue;
+      if (cu_ok(cudaEventRecord(ev[0], 0), "cudaEventRecord", e) || pin_run(k, desc, &al[i], &ps, mb, ps.nt, ps.y, 20, e) ||
+          cu_ok(cudaEventRecord(ev[1], 0), "cudaEventRecord", e) || cu_ok(cudaEventSynchronize(ev[1]), "cudaEventSynchronize", e) ||
+          cu_ok(cudaEventElapsedTime(&ms, ev[0], ev[1]), "cudaEventElapsedTime", e))
+        rc = RL_EXIT_FAIL;
+      else if (ms < best[i])
+        best[i] = ms;
+    }
+  for (int i = 0; i < 2; i++)
+    if (ev[i]) cudaEventDestroy(ev[i]);
+  int win = 0;
+  for (int i = 1; i < n; i++)
+    if (best[i] >= 0 && (best[win] < 0 || best[i] < best[win])) win = i;
+  if (!rc && win > 0) p->bucket[b] = al[win], p->chosen[b] = 1;
   return rc;
 }
 

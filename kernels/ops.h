@@ -227,6 +227,132 @@ int ops_logprob_backward_cpu(float *dlogits, const float *dlogp, const float *de
                              const float *logits, const float *lse, const int32_t *targets, int T,
                              int V, float temp, rl_err *e);
 
+/* ================================================================ CUDA twins
+ * (ops_cuda.cu, ops_attn_cuda.cu; kernels/ops_nocuda.c in a build without CUDA)
+ *
+ * The `_cuda` twin of each operator above: the same arguments, every tensor a
+ * DEVICE pointer, plus the stream (a cudaStream_t passed as void *, NULL = the
+ * default stream) and an rl_err. They enqueue work and return at once (no host
+ * round trip) unless said otherwise, and return 0, RL_EXIT_USAGE for what they
+ * can check on the host (shapes, pointer alignment), or RL_EXIT_HARDWARE when
+ * a CUDA call or launch fails, the build has no CUDA, or a shape is valid but
+ * has no kernel (attention head_dim other than 64 or 128).
+ *
+ * Data-dependent checks (token ids, targets, replayed expert ids, sequence
+ * offsets) need the data on the host. The kernels never read out of bounds: a
+ * bad token id gives a NaN row (embedding) or is skipped (its backward), a bad
+ * target a NaN log-prob, a bad replayed id NaN weights. Callers whose ids did
+ * not come from a checked host copy call ops_ids_check_cuda /
+ * ops_router_check_ids_cuda / ops_seqs_check_cuda first (these synchronize).
+ * Non-finite logits are not an error here: they propagate as NaN.
+ *
+ * Numerics: reductions run in FP32 (the CPU reference uses FP64) in a fixed
+ * order that depends only on the shapes — never on the launch configuration,
+ * on the GPU, or on the other sequences of a packed batch — and there are no
+ * float atomics: two runs give the same bits. BF16 copies are RNE
+ * (fmt_bf16_from_f32); the RoPE table is the CPU's (same FP32 inverse
+ * frequencies and angles, cos/sin rounded from double); element-wise FP32
+ * products and sums are written without FMA contraction where the CPU result
+ * is reproduced bit for bit (embedding and its backward, RoPE, the BF16
+ * conversions, router weights for given probabilities).
+ *
+ * Packed batches: seqs->off is a DEVICE array of n_seq + 1 offsets; max_len
+ * is a hint for the grid (the longest sequence; any value ≥ 1 gives the same
+ * bits, a too-small one is only slower). Attention supports head_dim 64 and
+ * 128 (FP32 SIMT tiles in shared memory, online softmax, lse saved; no score
+ * matrix is stored), n_seq and n_q_heads ≤ 65535. */
+
+/* Check ids[0..n) ⊂ [lo, hi) on the device; synchronizes the stream. An id
+ * outside is RL_EXIT_USAGE naming `what`, the first bad position and value. */
+int ops_ids_check_cuda(const int32_t *ids, int64_t n, int32_t lo, int32_t hi, const char *what,
+                       void *stream, rl_err *e);
+/* ops_seqs_check on a device offset array (copies it to the host; synchronizes). */
+int ops_seqs_check_cuda(const ops_seqs *seqs, int T, void *stream, rl_err *e);
+/* pos[t] = t − off[s] (device). */
+int ops_seqs_positions_cuda(const ops_seqs *seqs, int T, int32_t *pos, void *stream, rl_err *e);
+
+int ops_bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n, void *stream, rl_err *e);
+int ops_f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n, void *stream, rl_err *e);
+int ops_bf16_round_cuda(float *x, size_t n, void *stream, rl_err *e);
+
+/* Embedding; the backward is one owner per (vocab row, column) adding the
+ * tokens in order t = 0..T−1 in FP32, as the CPU does (bitwise equal). */
+int ops_embedding_forward_cuda(float *out, const float *table, const int32_t *tokens, int T, int V,
+                               int H, void *stream, rl_err *e);
+int ops_embedding_forward_bf16_cuda(float *out, const uint16_t *table, const int32_t *tokens, int T,
+                                    int V, int H, void *stream, rl_err *e);
+int ops_embedding_backward_cuda(float *dtable, const float *dout, const int32_t *tokens, int T,
+                                int V, int H, void *stream, rl_err *e);
+
+/* RMSNorm family (one warp per row; dw from fixed 128-row partials reduced
+ * in order, no atomics). */
+int ops_rmsnorm_forward_cuda(float *y, uint16_t *y_bf16, float *rstd, const float *x,
+                             const float *w, int rows, int dim, float eps, void *stream, rl_err *e);
+int ops_residual_rmsnorm_forward_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd,
+                                      const float *resid, const float *x, const float *w, int rows,
+                                      int dim, float eps, void *stream, rl_err *e);
+int ops_rmsnorm_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                              const float *rstd, int rows, int dim, void *stream, rl_err *e);
+int ops_residual_rmsnorm_backward_cuda(float *dresid, float *dw, const float *dy, const float *h,
+                                       const float *w, const float *rstd, int rows, int dim,
+                                       void *stream, rl_err *e);
+
+/* RoPE (pos is a device array) and the fused QK-norm + RoPE. head_dim even,
+ * ≤ 512. */
+int ops_rope_forward_cuda(float *x, const int32_t *pos, int T, int n_heads, int head_dim,
+                          float theta, void *stream, rl_err *e);
+int ops_rope_backward_cuda(float *dx, const int32_t *pos, int T, int n_heads, int head_dim,
+                           float theta, void *stream, rl_err *e);
+int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float *x, const float *w,
+                                  const int32_t *pos, int T, int n_heads, int head_dim, float eps,
+                                  float theta, void *stream, rl_err *e);
+int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float *dy, const float *x,
+                                   const float *w, const float *rstd, const int32_t *pos, int T,
+                                   int n_heads, int head_dim, float theta, void *stream, rl_err *e);
+
+/* Flash-style causal GQA over a packed batch (see the note above). The
+ * backward recomputes P from lse: one pass owns a 64-key tile of one kv head
+ * (dK, dV summed over its query heads and queries in order), one pass owns a
+ * 64-query tile (dQ); a device workspace of T·n_q_heads floats is taken from
+ * the stream-ordered allocator. */
+int ops_attention_forward_cuda(float *out, uint16_t *out_bf16, float *lse, const float *q,
+                               const float *k, const float *v, const ops_seqs *seqs, int max_len,
+                               ops_attn_shape sh, void *stream, rl_err *e);
+int ops_attention_backward_cuda(float *dq, float *dk, float *dv, const float *dout,
+                                const float *out, const float *lse, const float *q, const float *k,
+                                const float *v, const ops_seqs *seqs, int max_len,
+                                ops_attn_shape sh, void *stream, rl_err *e);
+
+/* SwiGLU (+ BF16 copy), element-wise. */
+int ops_swiglu_forward_cuda(float *out, uint16_t *out_bf16, const float *gate, const float *up,
+                            int T, int I, int ld, void *stream, rl_err *e);
+int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate,
+                             const float *up, int T, int I, int ld, void *stream, rl_err *e);
+
+/* Router (one warp per token; k ≤ 64). TOPK ties go to the lower index among
+ * equal FP32 probabilities. */
+int ops_router_forward_cuda(int32_t *ids, float *weights, float *probs, const float *logits, int T,
+                            int E, int k, int norm_topk_prob, ops_route_mode mode, void *stream,
+                            rl_err *e);
+int ops_router_backward_cuda(float *dlogits, const float *dweights, const float *probs,
+                             const int32_t *ids, int T, int E, int k, int norm_topk_prob,
+                             void *stream, rl_err *e);
+/* The replay ids' checks of ops_router_forward_cpu (range, distinct); synchronizes. */
+int ops_router_check_ids_cuda(const int32_t *ids, int T, int E, int k, void *stream, rl_err *e);
+/* ops_router_overlap_cpu on the device; synchronizes, result in *overlap. */
+int ops_router_overlap_cuda(double *overlap, const float *probs, const int32_t *ids, int T, int E,
+                            int k, void *stream, rl_err *e);
+
+/* Log-softmax + gather + entropy, one row per block in one pass over the
+ * vocabulary (online max/sum); the backward reads the row once (twice when
+ * dentropy is given: the entropy is recomputed as on the CPU). */
+int ops_logprob_forward_cuda(float *logp, float *entropy, float *lse, const float *logits,
+                             const int32_t *targets, int T, int V, float temp, void *stream,
+                             rl_err *e);
+int ops_logprob_backward_cuda(float *dlogits, const float *dlogp, const float *dentropy,
+                              const float *logits, const float *lse, const int32_t *targets, int T,
+                              int V, float temp, void *stream, rl_err *e);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,8 +66,9 @@ typedef struct quant_policy {
   int emulate;  /* MXFP8/NVFP4 where the GPU has no native GEMM (Hopper): exact emulation
                    (quantize → dequantize to BF16 → BF16 GEMM, FP32 accumulation) */
   int ue8m0;    /* fp8-block: power-of-two scales (activations; weights at sync) */
-  int pin_algo; /* one cuBLASLt algorithm per (N, K, format), the one chosen for M = 8192
-                   without split-K: a row's output does not depend on M (batch invariance) */
+  int pin_algo; /* batch invariance: per (N, K, format) the no-split-K algorithm chosen for
+                   M = 8192, or per power-of-two M bucket one verified bitwise equal to it
+                   (gemm_cuda.cu): a row's output does not depend on M */
 } quant_policy;
 
 /* A policy with `fmt` for attention and dense MLP, `expert_fmt` for routed

@@ -24,8 +24,8 @@
  * CUDA twins (`_cuda`) take device pointers and a cudaStream_t passed as
  * `void *` (NULL = default stream); they enqueue work and return at once (no
  * host round trip). Their quant_stats pointer is DEVICE memory (may be NULL),
- * reset by the call and filled by the kernels; read it after the stream
- * synchronizes (quant_stats_fetch_cuda). They return 0 or QUANT_CUDA_ERROR
+ * reset by the call and filled by the kernels; read it only through
+ * quant_stats_fetch_cuda (its device encoding differs from quant_stats). They return 0 or QUANT_CUDA_ERROR
  * (launch/API failure, message in rl_err when given). In a build without CUDA
  * they return QUANT_NO_CUDA. */
 #ifndef RLRUN_QUANT_H
@@ -169,7 +169,17 @@ void quant_cuda_set_hw_cvt(int on);
  * many codes differ, *first = the first differing pattern (or -1). Synchronous. */
 int quant_cuda_selftest_e4m3(int64_t *mismatch, int64_t *first, rl_err *e);
 
-/* Synchronize `stream`, then copy the device stats *dstats into *host. */
+/* Diagnostic for tests/gpu: the fast device forms of formats.h's rules used by
+ * the kernels, checked on the device. mismatch[0]: E2M1 RNE encoder, [1]: E2M1
+ * stochastic-rounding encoder, both over every non-negative FP32 pattern;
+ * [2]: the exact (Markstein) division x/s vs __fdiv_rn, bit for bit, over every
+ * BF16 × FP32 significand pair; [3]: E4M3 codes of that division vs
+ * __fdiv_rn's for every finite BF16 x and 3456 divisors 2^-90..2^126. All 0
+ * when correct. Synchronous. */
+int quant_cuda_selftest_fast(int64_t mismatch[4], rl_err *e);
+
+/* Synchronize `stream`, then copy the device stats *dstats into *host (the
+ * device copy has its own encoding: read it only through this function). */
 int quant_stats_fetch_cuda(const quant_stats *dstats, quant_stats *host, void *stream, rl_err *e);
 
 /* Device amax over finite values into *d_amax (device FP32); non-finite counted in dstats. */

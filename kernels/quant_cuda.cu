@@ -1,21 +1,26 @@
 /* quant_cuda.cu — the CUDA twins of quant_cpu.c: same bytes, written for
- * bandwidth. Per-element and per-block arithmetic comes from formats.h (the
- * CPU's code); divisions and products go through __fdiv_rn/__fmul_rn, so no
- * FMA contraction can change a bit.
+ * bandwidth. Per-element and per-block arithmetic follows formats.h (the
+ * CPU's code) exactly; the cheaper device forms of it (integer amax, exact
+ * Markstein division, branch-free E2M1) live in quant_cuda_dev.cuh and are
+ * checked against formats.h by quant_cuda_selftest_fast. Divisions and
+ * products go through __fdiv_rn/__fmul_rn/__fmaf_rn: no contraction can
+ * change a bit.
  *
- * Fast path (K % 16 == 0, 16-byte aligned pointers): one thread owns a chunk
- * of 16 consecutive elements of a row (two 16-byte loads, one 16-byte store of
- * E4M3 or one 8-byte store of packed E2M1); the threads of one scale block
- * reduce amax with warp shuffles (1×128: 8 lanes, 1×32: 2, 1×16: 1, 16×16:
- * 16 lanes = 16 rows); 128×128 blocks are one CTA holding the block in
- * registers. One pass over x: amax, scale and encode fused, nothing read
- * twice, no host round trip. Other shapes take simple per-block kernels. */
+ * Fast path (K % 16 == 0, 16-byte aligned pointers): a chunk is 16
+ * consecutive elements of a row (two 16-byte loads, one 16-byte store of E4M3
+ * or one 8-byte store of packed E2M1); each thread loads two chunks before
+ * using either; the lanes of one scale block reduce amax with warp shuffles
+ * (1×128: 8 lanes, 1×32: 2, 1×16: 1, 16×16: 16 lanes = 16 rows); 128×128
+ * blocks are one CTA holding the block in registers. One pass over x: amax,
+ * scale and encode fused, nothing read twice, no host round trip. Other
+ * shapes take simple per-block kernels. */
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "kernels/formats.h"
 #include "kernels/quant.h"
+#include "kernels/quant_cuda_dev.cuh"
 
 /* Process-wide settings of the CUDA quantizers. */
 static struct {
@@ -35,8 +40,9 @@ extern "C" void quant_cuda_set_hw_cvt(int on) { g_qcuda.soft_cvt = !on; }
   } while (0)
 #define QLAUNCH() QCHECK(cudaGetLastError())
 
-enum { F_FP8A = 0, F_MX = 1, F_NV = 2 };
+enum { F_FP8A = 0, F_MX = 1, F_NV = 2, F_NVSR = 3 /* NVFP4, stochastic rounding */ };
 #define FULL 0xffffffffu
+#define QNAN_F32 0x7fc00000u /* the scale of a poisoned fp8-block block */
 
 /* Kernel parameters that do not change between launches of one call. */
 struct qparams {
@@ -44,222 +50,205 @@ struct qparams {
   int ue8m0, hopper, stochastic, soft;
   int64_t scale_ld;
   uint64_t sr_seed, sr_offset;
+  /* 1×B kernels: chunks per row, its fast division, the rows [row0, row1) of this launch */
+  uint32_t cpr;
+  qd_fastdiv fd;
+  int64_t row0, row1;
 };
 
-/* ---------------------------------------------------------------- device helpers */
-
-/* E4M3 codes of two values (RNE, satfinite), hardware or software. */
-__device__ __forceinline__ uint32_t e4m3x2(float a, float b, int soft) {
-  if (soft) return (uint32_t)fmt_e4m3_from_f32(a) | ((uint32_t)fmt_e4m3_from_f32(b) << 8);
-  return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
-}
-
-/* 16 BF16 held as two 16-byte words → FP32. */
-__device__ __forceinline__ void unpack16(uint4 a, uint4 b, float *v) {
-  uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
-/* Load 16 BF16 (two 16-byte loads) as FP32. */
-__device__ __forceinline__ void load16(const uint16_t *p, float *v) {
-  unpack16(__ldg(reinterpret_cast<const uint4 *>(p)), __ldg(reinterpret_cast<const uint4 *>(p) + 1), v);
-}
-
-/* amax over finite values of v[16]; returns the count of non-finite ones and
- * the position of the first in *firstpos. */
-__device__ __forceinline__ int amax16(const float *v, float *amax, int *firstpos) {
-  float m = 0.0f;
-  int bad = 0, first = 16;
-#pragma unroll
-  for (int i = 0; i < 16; i++) {
-    if (qf_isfinite(v[i])) m = fmaxf(m, fabsf(v[i]));
-    else {
-      bad++;
-      first = min(first, i);
-    }
-  }
-  *amax = m;
-  *firstpos = first;
-  return bad;
-}
-
-/* Record non-finite inputs in the device stats (rare: atomics are fine). */
+/* Record non-finite inputs in the device stats (see qd_note_nonfinite). */
 __device__ __forceinline__ void note_nonfinite(quant_stats *st, int n, int64_t first) {
-  if (!st || !n) return;
-  atomicAdd(reinterpret_cast<unsigned long long *>(&st->n_nonfinite), (unsigned long long)n);
-  atomicMin(reinterpret_cast<unsigned long long *>(&st->first_index), (unsigned long long)first);
+  qd_note_nonfinite(st, n, first);
 }
 
-/* Encode 16 values by fp8-block division or MXFP8 multiplication into 16 bytes. */
-__device__ __forceinline__ uint4 enc_e4m3_16(const float *v, float s, int div, int soft) {
-  uint32_t w[4];
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float a[4];
-#pragma unroll
-    for (int k = 0; k < 4; k++) a[k] = div ? __fdiv_rn(v[4 * i + k], s) : __fmul_rn(v[4 * i + k], s);
-    w[i] = e4m3x2(a[0], a[1], soft) | (e4m3x2(a[2], a[3], soft) << 16);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
+/* Fill the NVFP4 encode-multiplier table enc[sb] (enc[0x7F] = 0: poisoned) of
+ * the CTA and return S_enc/6 (the block-scale multiplier); writes S_dec once. */
+__device__ __forceinline__ float nv_setup(float *tab, const float *d_amax, float *d_sdec) {
+  const float ta = *d_amax, s_enc = fmt_nvfp4_senc(ta), s_dec = fmt_nvfp4_sdec(ta);
+  for (int i = threadIdx.x; i < 128; i += blockDim.x) tab[i] = i < 127 ? fmt_nvfp4_enc((uint8_t)i, s_dec) : 0.0f;
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0 && d_sdec) *d_sdec = s_dec;
+  __syncthreads();
+  return qf_mul(s_enc, 1.0f / 6.0f);
 }
 
-/* Encode 16 values to packed E2M1 (8 bytes), RNE or stochastic rounding. */
-__device__ __forceinline__ uint2 enc_e2m1_16(const float *v, float enc, const qparams &p,
-                                             int64_t idx0) {
-  uint32_t w[2] = {0, 0};
-  if (enc != 0.0f) {
-#pragma unroll
-    for (int i = 0; i < 16; i++) {
-      float y = __fmul_rn(v[i], enc);
-      uint32_t c = p.stochastic
-                       ? fmt_e2m1_from_f32_sr(y, qf_philox_u32(p.sr_seed, (uint64_t)(idx0 + i), p.sr_offset))
-                       : fmt_e2m1_from_f32(y);
-      w[i / 8] |= c << (4 * (i % 8));
-    }
-  }
-  return make_uint2(w[0], w[1]);
+/* NVFP4 block scale code of a block amax (E4M3 of amax·S_enc/6, satfinite). */
+__device__ __forceinline__ uint8_t nv_block_scale(float amax, float c6, int soft) {
+  const float v = qf_mul(amax, c6);
+  return soft ? fmt_e4m3_from_f32(v) : (uint8_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+}
+
+/* Packed E2M1 codes of one 16-element chunk (RNE or stochastic); 0 when enc = 0. */
+template <bool SR>
+__device__ __forceinline__ uint2 nv_encode16(uint4 a, uint4 b, float enc, const qparams &p, int64_t idx0) {
+  if (enc == 0.0f) return make_uint2(0, 0);
+  if (SR)
+    return make_uint2(qd_enc_e2m1_sr_8(a.x, a.y, a.z, a.w, enc, p.sr_seed, p.sr_offset, (uint64_t)idx0),
+                      qd_enc_e2m1_sr_8(b.x, b.y, b.z, b.w, enc, p.sr_seed, p.sr_offset, (uint64_t)idx0 + 8));
+  return make_uint2(qd_enc_e2m1_8(a.x, a.y, a.z, a.w, enc), qd_enc_e2m1_8(b.x, b.y, b.z, b.w, enc));
 }
 
 /* ---------------------------------------------------------------- 1×B kernels (fast) */
 
+enum { ROWS_U = 2 }; /* chunks per thread, all loaded before use */
+
 /* 1×128 (fp8-block act), 1×32 (MXFP8), 1×16 (NVFP4) along K; K % 16 == 0.
- * Thread t: row t / cpr, chunk t % cpr (cpr = K/16 rounded up to the lanes
- * per block, so a block's lanes are aligned in the warp). */
+ * Chunk g (relative to row0·cpr) is row g / cpr, chunk g % cpr of it (cpr =
+ * K/16 rounded up to the lanes of one block, so blocks are lane-aligned);
+ * warp w owns chunks [32·U·w, 32·U·(w+1)), lane l the chunks l + 32u. */
 template <int FMT>
-__global__ void __launch_bounds__(256) k_quant_rows(const uint16_t *__restrict__ x, uint8_t *__restrict__ q,
-                                                    void *__restrict__ scales, const float *d_amax,
-                                                    float *d_sdec, qparams p, quant_stats *st) {
-  constexpr int G = FMT == F_FP8A ? 8 : FMT == F_MX ? 2 : 1;
-  const int64_t nch = p.K / 16, cpr = (nch + G - 1) / G * G;
-  const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  const int64_t r = t / cpr, j = t % cpr;
-  const bool in = r < p.rows && j < nch;
-  float v[16];
-  if (in) load16(x + r * p.K + j * 16, v);
-  else {
+__global__ void __launch_bounds__(256, FMT == F_NV ? 6 : 1) /* NVFP4 RNE: <= 40 registers, 6 CTAs per SM */
+    k_quant_rows(const uint16_t *__restrict__ x, uint8_t *__restrict__ q, void *__restrict__ scales,
+                 const float *d_amax, float *d_sdec, qparams p, quant_stats *st) {
+  constexpr int G = FMT == F_FP8A ? 8 : FMT == F_MX ? 2 : 1, U = ROWS_U;
+  __shared__ float enc_tab[FMT >= F_NV ? 128 : 1];
+  float c6 = 0.0f;
+  if constexpr (FMT >= F_NV) c6 = nv_setup(enc_tab, d_amax, d_sdec);
+  const uint32_t nch = (uint32_t)(p.K / 16), lane = threadIdx.x & 31;
+  const uint32_t base = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * (32 * U) + lane;
+  uint4 ra[U], rb[U];
+  int64_t row[U];
+  uint32_t col[U];
 #pragma unroll
-    for (int i = 0; i < 16; i++) v[i] = 0.0f;
-  }
-  float amax;
-  int fpos, nbad = amax16(v, &amax, &fpos);
-  if (in) note_nonfinite(st, nbad, r * p.K + j * 16 + fpos);
-  int bad = nbad;
-#pragma unroll
-  for (int o = 1; o < G; o <<= 1) {
-    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, o));
-    bad |= __shfl_xor_sync(FULL, bad, o);
-  }
-  if (!in) return;
-  const bool lead = (j % G) == 0;
-  if constexpr (FMT == F_FP8A) {
-    const int64_t kb = (p.K + 127) / 128;
-    float s = bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(amax, p.ue8m0);
-    uint4 o = bad ? make_uint4(0, 0, 0, 0) : enc_e4m3_16(v, s, 1, p.soft);
-    *reinterpret_cast<uint4 *>(q + r * p.K + j * 16) = o;
-    if (lead) {
-      float *sc = static_cast<float *>(scales);
-      if (p.hopper) sc[(j / 8) * p.scale_ld + r] = s;
-      else sc[r * kb + j / 8] = s;
+  for (int u = 0; u < U; u++) { /* all loads first */
+    const uint32_t g = base + 32 * u, lr = qd_div(g, p.fd);
+    row[u] = p.row0 + lr, col[u] = g - lr * p.cpr;
+    ra[u] = rb[u] = make_uint4(0, 0, 0, 0);
+    if (row[u] < p.row1 && col[u] < nch) {
+      const uint4 *src = reinterpret_cast<const uint4 *>(x + row[u] * p.K + col[u] * 16);
+      ra[u] = __ldg(src), rb[u] = __ldg(src + 1);
     }
-  } else if constexpr (FMT == F_MX) {
-    const int64_t kb = (p.K + 31) / 32;
-    uint8_t e8 = bad ? 0xFF : fmt_mxfp8_scale(amax);
-    uint4 o = bad ? make_uint4(0, 0, 0, 0) : enc_e4m3_16(v, fmt_e8m0_inv_f32(e8), 0, p.soft);
-    *reinterpret_cast<uint4 *>(q + r * p.K + j * 16) = o;
-    if (lead) static_cast<uint8_t *>(scales)[r * kb + j / 2] = e8;
-  } else {
-    const float ta = *d_amax, s_enc = fmt_nvfp4_senc(ta), s_dec = fmt_nvfp4_sdec(ta);
-    if (t == 0 && d_sdec) *d_sdec = s_dec;
-    uint8_t sb = bad ? 0x7F : fmt_nvfp4_block_scale(amax, s_enc);
-    float enc = bad ? 0.0f : fmt_nvfp4_enc(sb, s_dec);
-    *reinterpret_cast<uint2 *>(q + r * (p.K / 2) + j * 8) = enc_e2m1_16(v, enc, p, r * p.K + j * 16);
-    static_cast<uint8_t *>(scales)[r * nch + j] = sb;
+  }
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const bool in = row[u] < p.row1 && col[u] < nch;
+    const int64_t e0 = row[u] * p.K + col[u] * 16; /* flat index of the chunk */
+    uint32_t m = qd_fold16(qd_amax_bits16(ra[u], rb[u]));
+    if (m >= 0x7f80u && in) { /* rare: Inf/NaN in this chunk */
+      const uint32_t nf = qd_nonfinite16(ra[u], rb[u]);
+      note_nonfinite(st, (int)(nf & 0xff), e0 + (nf >> 8));
+    }
+#pragma unroll
+    for (int o = 1; o < G; o <<= 1) m = max(m, __shfl_xor_sync(FULL, m, o));
+    if (!in) continue;
+    const bool bad = m >= 0x7f80u, lead = (col[u] % G) == 0;
+    const float amax = qd_bits_to_amax(m);
+    if constexpr (FMT == F_FP8A) {
+      const float s = bad ? __uint_as_float(QNAN_F32) : fmt_fp8_block_scale(amax, p.ue8m0);
+      *reinterpret_cast<uint4 *>(q + e0) = bad ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(ra[u], rb[u], s, p.soft);
+      if (lead) {
+        float *sc = static_cast<float *>(scales);
+        if (p.hopper) sc[(int64_t)(col[u] / 8) * p.scale_ld + row[u]] = s;
+        else sc[row[u] * (p.cpr / 8) + col[u] / 8] = s;
+      }
+    } else if constexpr (FMT == F_MX) {
+      const uint8_t e8 = bad ? 0xFF : fmt_mxfp8_scale(amax);
+      *reinterpret_cast<uint4 *>(q + e0) =
+          bad ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_mul(ra[u], rb[u], fmt_e8m0_inv_f32(e8), p.soft);
+      if (lead) static_cast<uint8_t *>(scales)[row[u] * (p.cpr / 2) + col[u] / 2] = e8;
+    } else {
+      const uint8_t sb = bad ? 0x7F : nv_block_scale(amax, c6, p.soft);
+      *reinterpret_cast<uint2 *>(q + row[u] * (p.K / 2) + col[u] * 8) =
+          nv_encode16<FMT == F_NVSR>(ra[u], rb[u], enc_tab[sb], p, e0);
+      static_cast<uint8_t *>(scales)[row[u] * nch + col[u]] = sb;
+    }
   }
 }
 
-/* NVFP4 16×16 blocks, K % 16 == 0: 16 lanes = the 16 rows of one block. */
+/* NVFP4 16×16 blocks, K % 16 == 0. A warp owns 16 rows × 8 chunks: lane
+ * (r, h) = (lane % 16, lane / 16) loads chunks 4h..4h+3 of row r (128
+ * contiguous bytes); the 16 lanes of one h reduce the four block amaxes two
+ * at a time (packed 16-bit max). */
+template <bool SR>
 __global__ void __launch_bounds__(256) k_quant_nvfp4_2d(const uint16_t *__restrict__ x, uint8_t *__restrict__ q,
                                                         uint8_t *__restrict__ scales, const float *d_amax,
                                                         float *d_sdec, qparams p, quant_stats *st) {
-  const int64_t nch = p.K / 16, t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  const int64_t g = t / 16, rb = g / nch, j = g % nch, r = rb * 16 + (t % 16);
-  const bool in = r < p.rows && rb < (p.rows + 15) / 16;
-  float v[16];
-  if (in) load16(x + r * p.K + j * 16, v);
-  else {
+  __shared__ float enc_tab[128];
+  const float c6 = nv_setup(enc_tab, d_amax, d_sdec);
+  const int64_t nch = p.K / 16, ncg = (nch + 7) / 8;
+  const int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t r = w / ncg * 16 + lane % 16, j0 = w % ncg * 8 + lane / 16 * 4;
+  uint4 ra[4], rb[4];
+  uint32_t m[4];
 #pragma unroll
-    for (int i = 0; i < 16; i++) v[i] = 0.0f;
+  for (int k = 0; k < 4; k++) { /* all loads first */
+    ra[k] = rb[k] = make_uint4(0, 0, 0, 0);
+    if (r < p.rows && j0 + k < nch) {
+      const uint4 *src = reinterpret_cast<const uint4 *>(x + r * p.K + (j0 + k) * 16);
+      ra[k] = __ldg(src), rb[k] = __ldg(src + 1);
+    }
   }
-  float amax;
-  int fpos, nbad = amax16(v, &amax, &fpos);
-  if (in) note_nonfinite(st, nbad, r * p.K + j * 16 + fpos);
-  int bad = nbad;
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    m[k] = qd_fold16(qd_amax_bits16(ra[k], rb[k]));
+    if (m[k] >= 0x7f80u && r < p.rows && j0 + k < nch) {
+      const uint32_t nf = qd_nonfinite16(ra[k], rb[k]);
+      note_nonfinite(st, (int)(nf & 0xff), r * p.K + (j0 + k) * 16 + (nf >> 8));
+    }
+  }
+  uint32_t m01 = m[0] | (m[1] << 16), m23 = m[2] | (m[3] << 16);
 #pragma unroll
   for (int o = 1; o < 16; o <<= 1) {
-    amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, o));
-    bad |= __shfl_xor_sync(FULL, bad, o);
+    m01 = __vmaxu2(m01, __shfl_xor_sync(FULL, m01, o));
+    m23 = __vmaxu2(m23, __shfl_xor_sync(FULL, m23, o));
   }
-  if (!in) return;
-  const float ta = *d_amax, s_enc = fmt_nvfp4_senc(ta), s_dec = fmt_nvfp4_sdec(ta);
-  if (t == 0 && d_sdec) *d_sdec = s_dec;
-  uint8_t sb = bad ? 0x7F : fmt_nvfp4_block_scale(amax, s_enc);
-  float enc = bad ? 0.0f : fmt_nvfp4_enc(sb, s_dec);
-  *reinterpret_cast<uint2 *>(q + r * (p.K / 2) + j * 8) = enc_e2m1_16(v, enc, p, r * p.K + j * 16);
-  scales[r * nch + j] = sb;
+  m[0] = m01 & 0xffffu, m[1] = m01 >> 16, m[2] = m23 & 0xffffu, m[3] = m23 >> 16;
+  if (r >= p.rows) return;
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    if (j0 + k >= nch) break;
+    const uint8_t sb = m[k] >= 0x7f80u ? 0x7F : nv_block_scale(qd_bits_to_amax(m[k]), c6, p.soft);
+    *reinterpret_cast<uint2 *>(q + r * (p.K / 2) + (j0 + k) * 8) =
+        nv_encode16<SR>(ra[k], rb[k], enc_tab[sb], p, r * p.K + (j0 + k) * 16);
+    scales[r * nch + j0 + k] = sb;
+  }
 }
 
 /* fp8-block 128×128, K % 16 == 0: one CTA (256 threads) per block, the block
  * held in registers as raw BF16 (4 chunks of 16 per thread: rows ri + 32i,
- * chunk t % 8), so that three CTAs fit on an SM. */
+ * chunk t % 8, all loaded before use); amax by warp shuffles + shared memory. */
 __global__ void __launch_bounds__(256) k_quant_fp8_weight(const uint16_t *__restrict__ x, uint8_t *__restrict__ q,
                                                           float *__restrict__ scales, qparams p,
                                                           quant_stats *st) {
-  __shared__ float s_amax[8];
+  __shared__ uint32_t s_m[8];
   const int64_t b = blockIdx.y, jb = blockIdx.x, kb = (p.K + 127) / 128;
   const int tid = threadIdx.x, cj = tid % 8, ri = tid / 8;
   const int64_t col = jb * 128 + cj * 16;
-  uint4 raw[4][2];
+  uint4 ra[4], rb[4];
 #pragma unroll
-  for (int i = 0; i < 4; i++) { /* all loads first: 128 bytes in flight per thread */
+  for (int i = 0; i < 4; i++) { /* 128 bytes in flight per thread */
     const int64_t r = b * 128 + ri + 32 * i;
-    raw[i][0] = raw[i][1] = make_uint4(0, 0, 0, 0);
+    ra[i] = rb[i] = make_uint4(0, 0, 0, 0);
     if (r < p.rows && col < p.K) {
-      raw[i][0] = __ldg(reinterpret_cast<const uint4 *>(x + r * p.K + col));
-      raw[i][1] = __ldg(reinterpret_cast<const uint4 *>(x + r * p.K + col) + 1);
+      const uint4 *src = reinterpret_cast<const uint4 *>(x + r * p.K + col);
+      ra[i] = __ldg(src), rb[i] = __ldg(src + 1);
     }
   }
-  float amax = 0.0f;
-  int nbad = 0;
+  uint32_t m = 0;
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const uint32_t mi = qd_fold16(qd_amax_bits16(ra[i], rb[i]));
+    const int64_t r = b * 128 + ri + 32 * i;
+    if (mi >= 0x7f80u && r < p.rows && col < p.K) {
+      const uint32_t nf = qd_nonfinite16(ra[i], rb[i]);
+      note_nonfinite(st, (int)(nf & 0xff), r * p.K + col + (nf >> 8));
+    }
+    m = max(m, mi);
+  }
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) m = max(m, __shfl_xor_sync(FULL, m, o));
+  if (tid % 32 == 0) s_m[tid / 32] = m;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < 8; w++) m = max(m, s_m[w]);
+  const bool bad = m >= 0x7f80u;
+  const float s = bad ? __uint_as_float(QNAN_F32) : fmt_fp8_block_scale(qd_bits_to_amax(m), p.ue8m0);
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     const int64_t r = b * 128 + ri + 32 * i;
-    float v[16], m;
-    unpack16(raw[i][0], raw[i][1], v);
-    int fpos, nb = amax16(v, &m, &fpos);
-    if (r < p.rows && col < p.K) note_nonfinite(st, nb, r * p.K + col + fpos);
-    amax = fmaxf(amax, m);
-    nbad += nb;
-  }
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, o));
-  if (tid % 32 == 0) s_amax[tid / 32] = amax;
-  const int bad = __syncthreads_or(nbad);
-  amax = s_amax[0];
-#pragma unroll
-  for (int w = 1; w < 8; w++) amax = fmaxf(amax, s_amax[w]);
-  const float s = bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(amax, p.ue8m0);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const int64_t r = b * 128 + ri + 32 * i;
-    if (r < p.rows && col < p.K) {
-      float v[16];
-      unpack16(raw[i][0], raw[i][1], v);
-      *reinterpret_cast<uint4 *>(q + r * p.K + col) = bad ? make_uint4(0, 0, 0, 0) : enc_e4m3_16(v, s, 1, p.soft);
-    }
+    if (r < p.rows && col < p.K)
+      *reinterpret_cast<uint4 *>(q + r * p.K + col) =
+          bad ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(ra[i], rb[i], s, p.soft);
   }
   if (tid == 0) scales[b * (p.hopper ? (kb + 3) / 4 * 4 : kb) + jb] = s;
 }
@@ -329,36 +318,61 @@ __global__ void k_quant_generic(const uint16_t *__restrict__ x, uint8_t *__restr
 }
 
 /* amax over finite values into *d_amax (pre-zeroed; FP32 bits compared as
- * integers, valid for non-negative values); non-finite values counted. */
-__global__ void k_amax(const uint16_t *__restrict__ x, int64_t n, float *d_amax, quant_stats *st) {
-  __shared__ float s_m[32];
-  float m = 0.0f;
-  const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-  const bool vec = (n % 16 == 0) && ((uintptr_t)x % 16 == 0);
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; vec ? i < n / 16 : i < n; i += stride) {
-    if (vec) {
-      float v[16], a;
-      int fpos;
-      load16(x + i * 16, v);
-      int nb = amax16(v, &a, &fpos);
-      note_nonfinite(st, nb, i * 16 + fpos);
-      m = fmaxf(m, a);
-    } else {
+ * integers, valid for non-negative values); non-finite values counted. The
+ * vector path (n % 8 == 0, x 16-byte aligned) keeps four 16-byte loads in
+ * flight per thread and takes the max of |bf16| bit patterns two at a time. */
+__global__ void __launch_bounds__(256) k_amax(const uint16_t *__restrict__ x, int64_t n, float *d_amax,
+                                              quant_stats *st) {
+  __shared__ uint32_t s_m[32];
+  uint32_t m = 0; /* packed |bf16| maxima (vector path) or one FP32 bit pattern */
+  const int64_t stride = (int64_t)gridDim.x * blockDim.x, t0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if ((n % 8 == 0) && ((uintptr_t)x % 16 == 0)) {
+    const uint4 *xv = reinterpret_cast<const uint4 *>(x);
+    const int64_t nv = n / 8;
+    for (int64_t i = t0; i < nv; i += 4 * stride) {
+      uint4 v[4];
+#pragma unroll
+      for (int k = 0; k < 4; k++) v[k] = i + k * stride < nv ? __ldg(xv + i + k * stride) : make_uint4(0, 0, 0, 0);
+      uint32_t mk[4];
+#pragma unroll
+      for (int k = 0; k < 4; k++) mk[k] = qd_fold16(qd_amax_bits16(v[k], make_uint4(0, 0, 0, 0)));
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        if (mk[k] < 0x7f80u) {
+          m = max(m, mk[k]);
+          continue;
+        }
+        const uint32_t w[4] = {v[k].x, v[k].y, v[k].z, v[k].w}; /* rare: Inf/NaN among these 8 */
+        int bad = 0, first = 8;
+        for (int h = 7; h >= 0; h--) {
+          const uint32_t b = (w[h / 2] >> (16 * (h % 2))) & 0x7fffu;
+          if (b >= 0x7f80u) bad++, first = h;
+          else m = max(m, b);
+        }
+        note_nonfinite(st, bad, (i + k * stride) * 8 + first);
+      }
+    }
+    m <<= 16; /* as FP32 bits */
+  } else {
+    float mf = 0.0f;
+    for (int64_t i = t0; i < n; i += stride) {
       float v = fmt_bf16_to_f32(x[i]);
-      if (qf_isfinite(v)) m = fmaxf(m, fabsf(v));
+      if (qf_isfinite(v)) mf = fmaxf(mf, fabsf(v));
       else note_nonfinite(st, 1, i);
     }
+    m = __float_as_uint(mf);
   }
-  for (int o = 16; o >= 1; o >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, o));
+  for (int o = 16; o >= 1; o >>= 1) m = max(m, __shfl_xor_sync(FULL, m, o));
   if (threadIdx.x % 32 == 0) s_m[threadIdx.x / 32] = m;
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < (int)blockDim.x / 32; w++) m = fmaxf(m, s_m[w]);
-    atomicMax(reinterpret_cast<int *>(d_amax), __float_as_int(m));
+    for (int w = 1; w < (int)blockDim.x / 32; w++) m = max(m, s_m[w]);
+    atomicMax(reinterpret_cast<unsigned int *>(d_amax), m);
   }
 }
 
-/* S_dec of a tensor amax (for empty tensors, where no block kernel runs). */
+/* S_dec of a tensor amax (for empty tensors, where no block kernel runs; in
+ * place after quant_nvfp4_cuda's quantizer). */
 __global__ void k_sdec(const float *d_amax, float *d_sdec) {
   if (d_sdec) *d_sdec = fmt_nvfp4_sdec(*d_amax);
 }
@@ -435,6 +449,48 @@ __global__ void k_selftest_e4m3(uint32_t hi, unsigned long long *count, unsigned
   }
 }
 
+/* Every non-negative FP32 pattern hi·2^24 + [0, 2^24) (NaN skipped): the
+ * fast E2M1 encoders against formats.h (RNE; SR with a hash of the pattern as
+ * the random draw). */
+__global__ void k_selftest_e2m1(uint32_t hi, unsigned long long *count) {
+  const uint32_t u = (hi << 24) | (blockIdx.x * blockDim.x + threadIdx.x);
+  if (u > 0x7f800000u) return;
+  const float y = __uint_as_float(u);
+  const uint32_t r = (u * 0x9E3779B9u) ^ (u >> 13) ^ 0x5bd1e995u;
+  if (qd_e2m1_mag_biased(y) - QD_E2M1_BIAS != fmt_e2m1_from_f32(y)) atomicAdd(count, 1ull);
+  if (qd_e2m1_sr_mag(y, r) != fmt_e2m1_from_f32_sr(y, r)) atomicAdd(count + 1, 1ull);
+}
+
+/* Markstein division against __fdiv_rn, bit for bit, over every pair (BF16
+ * significand of x in [1, 2), either sign) × (FP32 significand of s in [1, 2)):
+ * every quotient significand the quantizer can meet. */
+__global__ void k_selftest_mdiv_grid(unsigned long long *count) {
+  const float s = __uint_as_float(0x3f800000u | (blockIdx.x * blockDim.x + threadIdx.x));
+  const float r = __frcp_rn(s);
+  unsigned long long bad = 0;
+  for (uint32_t m = 0; m < 256; m++) {
+    const float x = __uint_as_float(((m & 128u) << 24) | 0x3f800000u | ((m & 127u) << 16));
+    bad += __float_as_uint(qd_mdiv(x, s, r)) != __float_as_uint(__fdiv_rn(x, s));
+  }
+  if (bad) atomicAdd(count, bad);
+}
+
+/* E4M3 codes of x/s, Markstein vs __fdiv_rn, for every finite BF16 x with
+ * |x/s| <= 2^10 (the quantizer's |x/s| <= 448) and s = 2^E·(1 + frac): E in
+ * [-90, 125] (blockIdx.y), 16 significands (blockIdx.z) from a hash. */
+__global__ void k_selftest_mdiv_exp(unsigned long long *count) {
+  const uint32_t h = (blockIdx.y * 16 + blockIdx.z) * 0x9E3779B9u;
+  const float s = __uint_as_float(((uint32_t)(blockIdx.y + 127 - 90) << 23) | ((h ^ (h >> 9)) & 0x7fffffu));
+  const uint32_t xb = blockIdx.x * blockDim.x + threadIdx.x;
+  const float x = __uint_as_float(xb << 16);
+  if (!qd_mdiv_ok(s) || !qf_isfinite(x)) return;
+  const float ref = __fdiv_rn(x, s);
+  if (!(fabsf(ref) <= 1024.0f)) return;
+  const uint8_t a = (uint8_t)__nv_cvt_float_to_fp8(qd_mdiv(x, s, __frcp_rn(s)), __NV_SATFINITE, __NV_E4M3);
+  const uint8_t b = (uint8_t)__nv_cvt_float_to_fp8(ref, __NV_SATFINITE, __NV_E4M3);
+  if (a != b) atomicAdd(count, 1ull);
+}
+
 /* ---------------------------------------------------------------- host side */
 
 /* Whether the fast kernels apply: K a multiple of 16 and 16-byte alignment. */
@@ -442,18 +498,17 @@ static int fast_ok(const void *x, const void *q, int64_t K) {
   return K % 16 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)q % 16 == 0;
 }
 
-/* Reset device stats: count 0, first index -1 (all bits set). */
+/* Reset device stats (all zero = none; see qd_note_nonfinite): one memset. */
 static int stats_reset(quant_stats *dstats, cudaStream_t s, rl_err *e) {
   if (!dstats) return 0;
-  QCHECK(cudaMemsetAsync(&dstats->n_nonfinite, 0, sizeof(int64_t), s));
-  QCHECK(cudaMemsetAsync(&dstats->first_index, 0xFF, sizeof(int64_t), s));
+  QCHECK(cudaMemsetAsync(dstats, 0, sizeof *dstats, s));
   return 0;
 }
 
 static qparams params_of(int64_t rows, int64_t K, const quant_opts *opt) {
   static const quant_opts zero = {};
   if (!opt) opt = &zero;
-  qparams p;
+  qparams p = {};
   p.rows = rows, p.K = K, p.ue8m0 = opt->ue8m0, p.stochastic = opt->stochastic;
   p.hopper = opt->scale_layout == QLAYOUT_HOPPER_ACT || opt->scale_layout == QLAYOUT_HOPPER_WEIGHT;
   p.scale_ld = opt->scale_ld ? opt->scale_ld : rows;
@@ -489,9 +544,30 @@ extern "C" int quant_cuda_selftest_e4m3(int64_t *mismatch, int64_t *first, rl_er
   return 0;
 }
 
+extern "C" int quant_cuda_selftest_fast(int64_t mismatch[4], rl_err *e) {
+  unsigned long long *d = NULL, h[4] = {0, 0, 0, 0};
+  QCHECK(cudaMalloc((void **)&d, sizeof h));
+  QCHECK(cudaMemset(d, 0, sizeof h));
+  for (uint32_t hi = 0; hi < 128; hi++) {
+    k_selftest_e2m1<<<(1u << 24) / 256, 256>>>(hi, d);
+    QLAUNCH();
+  }
+  k_selftest_mdiv_grid<<<(1u << 23) / 256, 256>>>(d + 2);
+  QLAUNCH();
+  k_selftest_mdiv_exp<<<dim3(65536 / 256, 216, 16), 256>>>(d + 3);
+  QLAUNCH();
+  QCHECK(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
+  QCHECK(cudaFree(d));
+  for (int i = 0; i < 4; i++) mismatch[i] = (int64_t)h[i];
+  return 0;
+}
+
 extern "C" int quant_stats_fetch_cuda(const quant_stats *dstats, quant_stats *host, void *stream, rl_err *e) {
   QCHECK(cudaStreamSynchronize((cudaStream_t)stream));
-  QCHECK(cudaMemcpy(host, dstats, sizeof *host, cudaMemcpyDeviceToHost));
+  quant_stats d;
+  QCHECK(cudaMemcpy(&d, dstats, sizeof d, cudaMemcpyDeviceToHost));
+  host->n_nonfinite = d.n_nonfinite;
+  host->first_index = d.n_nonfinite ? (int64_t)~(uint64_t)d.first_index : -1; /* stored complemented */
   return 0;
 }
 
@@ -501,9 +577,20 @@ extern "C" int quant_amax_bf16_cuda(const uint16_t *x, int64_t n, float *d_amax,
   if (stats_reset(dstats, s, e)) return QUANT_CUDA_ERROR;
   QCHECK(cudaMemsetAsync(d_amax, 0, sizeof(float), s));
   if (n <= 0) return 0;
-  int64_t work = (n % 16 == 0) ? n / 16 : n;
+  /* one wave of resident CTAs (a second partial wave would cost a third of the time) */
+  static int resident[64];
+  int dev = 0;
+  QCHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) dev = 63;
+  if (!resident[dev]) {
+    int per_sm = 0, sms = 0;
+    QCHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_amax, 256, 0));
+    QCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    resident[dev] = per_sm * sms > 0 ? per_sm * sms : 132;
+  }
+  int64_t work = (n % 8 == 0) ? n / 32 : n; /* vector path: 4 × 8 elements per thread and step */
   int64_t blocks = (work + 255) / 256;
-  unsigned grid = (unsigned)(blocks < 132 * 16 ? blocks : 132 * 16);
+  unsigned grid = (unsigned)(blocks < resident[dev] ? blocks : resident[dev]);
   k_amax<<<grid, 256, 0, s>>>(x, n, d_amax, dstats);
   QLAUNCH();
   return 0;
@@ -525,14 +612,23 @@ extern "C" int quant_fp8_block_weight_cuda(const uint16_t *x, int64_t rows, int6
   return 0;
 }
 
-/* Launch the 1×B fast kernel of a format. */
+/* Launch the 1×B fast kernel of a format, in slabs of rows of < 2^30 chunks
+ * (the kernel's 32-bit chunk index and fast division). */
 template <int FMT>
 static int launch_rows(const uint16_t *x, uint8_t *q, void *scales, const float *d_amax, float *d_sdec,
-                       const qparams &p, quant_stats *dstats, cudaStream_t s, rl_err *e) {
+                       const qparams &p0, quant_stats *dstats, cudaStream_t s, rl_err *e) {
   constexpr int G = FMT == F_FP8A ? 8 : FMT == F_MX ? 2 : 1;
-  int64_t cpr = (p.K / 16 + G - 1) / G * G;
-  k_quant_rows<FMT><<<grid_of(p.rows * cpr), 256, 0, s>>>(x, q, scales, d_amax, d_sdec, p, dstats);
-  QLAUNCH();
+  qparams p = p0;
+  const int64_t cpr = (p.K / 16 + G - 1) / G * G, per = 256 * ROWS_U;
+  if (cpr >= (1 << 29)) return QUANT_BAD_ARGS; /* K >= 2^33: not a tensor this program makes */
+  p.cpr = (uint32_t)cpr, p.fd = qd_fastdiv_make((uint32_t)cpr);
+  const int64_t slab = ((int64_t)1 << 30) / cpr;
+  for (int64_t r0 = 0; r0 < p.rows; r0 += slab) {
+    p.row0 = r0, p.row1 = r0 + slab < p.rows ? r0 + slab : p.rows;
+    k_quant_rows<FMT><<<(unsigned)(((p.row1 - r0) * cpr + per - 1) / per), 256, 0, s>>>(x, q, scales, d_amax, d_sdec,
+                                                                                       p, dstats);
+    QLAUNCH();
+  }
   return 0;
 }
 
@@ -575,9 +671,12 @@ extern "C" int quant_nvfp4_amax_cuda(const uint16_t *x, int64_t rows, int64_t K,
     return 0;
   }
   if (!fast_ok(x, q, K)) return launch_generic(x, q, scales, d_amax, d_s_dec, F_NV, d2 ? 16 : 1, 16, p, dstats, s, e);
-  if (!d2) return launch_rows<F_NV>(x, q, scales, d_amax, d_s_dec, p, dstats, s, e);
-  int64_t threads = (rows + 15) / 16 * (K / 16) * 16;
-  k_quant_nvfp4_2d<<<grid_of(threads), 256, 0, s>>>(x, q, scales, d_amax, d_s_dec, p, dstats);
+  if (!d2)
+    return p.stochastic ? launch_rows<F_NVSR>(x, q, scales, d_amax, d_s_dec, p, dstats, s, e)
+                        : launch_rows<F_NV>(x, q, scales, d_amax, d_s_dec, p, dstats, s, e);
+  int64_t threads = (rows + 15) / 16 * ((K / 16 + 7) / 8) * 32; /* a warp per 16 rows × 8 chunks */
+  if (p.stochastic) k_quant_nvfp4_2d<true><<<grid_of(threads), 256, 0, s>>>(x, q, scales, d_amax, d_s_dec, p, dstats);
+  else k_quant_nvfp4_2d<false><<<grid_of(threads), 256, 0, s>>>(x, q, scales, d_amax, d_s_dec, p, dstats);
   QLAUNCH();
   return 0;
 }
@@ -587,10 +686,12 @@ extern "C" int quant_nvfp4_cuda(const uint16_t *x, int64_t rows, int64_t K, uint
                                 rl_err *e) {
   cudaStream_t s = (cudaStream_t)stream;
   if (rows < 0 || K < 0) return QUANT_BAD_ARGS;
-  float *d_amax = NULL;
-  QCHECK(cudaMallocAsync((void **)&d_amax, sizeof(float), s));
-  int rc = quant_amax_bf16_cuda(x, rows * K, d_amax, NULL, stream, e);
-  if (!rc) rc = quant_nvfp4_amax_cuda(x, rows, K, d_amax, q, scales, d_s_dec, opt, dstats, stream, e);
-  QCHECK(cudaFreeAsync(d_amax, s));
-  return rc;
+  /* *d_s_dec holds the tensor amax until the quantizer (which reads it and
+   * writes no S_dec) is done, then becomes S_dec in place: no allocation */
+  int rc = quant_amax_bf16_cuda(x, rows * K, d_s_dec, NULL, stream, e);
+  if (!rc) rc = quant_nvfp4_amax_cuda(x, rows, K, d_s_dec, q, scales, NULL, opt, dstats, stream, e);
+  if (rc) return rc;
+  k_sdec<<<1, 1, 0, s>>>(d_s_dec, d_s_dec);
+  QLAUNCH();
+  return 0;
 }

@@ -144,7 +144,9 @@ static int get_rope(cfg_ctx *x, model_config *c) {
 static int get_moe(cfg_ctx *x, model_config *c) {
   int rc;
   const int64_t BIG = (int64_t)1 << 30;
-  if ((rc = get_int(x, "num_experts", 1, 0, 1, 1 << 16, &c->num_experts)) ||
+  /* transformers 4.x writes num_experts; 5.x writes num_local_experts. */
+  const char *ne = json_object_get(x->root, "num_experts") ? "num_experts" : "num_local_experts";
+  if ((rc = get_int(x, ne, 1, 0, 1, 1 << 16, &c->num_experts)) ||
       (rc = get_int(x, "num_experts_per_tok", 1, 0, 1, c->num_experts, &c->num_experts_per_tok)) ||
       (rc = get_int(x, "moe_intermediate_size", 1, 0, 1, BIG, &c->moe_intermediate_size)) ||
       (rc = get_int(x, "decoder_sparse_step", 0, 1, 1, c->num_hidden_layers, &c->decoder_sparse_step)) ||
@@ -219,7 +221,10 @@ int model_config_parse(const char *what, const char *text, size_t len, model_con
            (rc = get_int(&x, "num_attention_heads", 1, 0, 1, 1 << 16, &c->num_attention_heads)) ||
            (rc = get_int(&x, "num_key_value_heads", 0, c->num_attention_heads, 1,
                          c->num_attention_heads, &c->num_key_value_heads)) ||
-           (rc = get_int(&x, "head_dim", 0, 128, 1, 1 << 16, &c->head_dim)) ||
+           /* Qwen3Config defaults head_dim to 128; Qwen3-MoE falls back to hidden / heads. */
+           (rc = get_int(&x, "head_dim", 0,
+                         moe ? c->hidden_size / c->num_attention_heads : 128, 1, 1 << 16,
+                         &c->head_dim)) ||
            (rc = get_int(&x, "max_position_embeddings", 0, 32768, 1, BIG,
                          &c->max_position_embeddings)) ||
            (rc = get_pos_num(&x, root, "rms_norm_eps", 1e-6, &c->rms_norm_eps)) ||

@@ -13,43 +13,18 @@
 
 #include "kernels/formats.h"
 #include "kernels/quant.h"
+#include "model/model_cuda.h"
 #include "model/model_int.h"
 #include "state/safetensors.h"
 
 /* ---------------------------------------------------------------- config */
 
-/* config.json with the transformers-5 spellings normalised before parsing. */
+/* config.json of an HF directory (model/config.c reads both the transformers 4
+ * and 5 spellings). */
 int model_config_load_hf(const char *dir, model_config *c, rl_err *e) {
   char path[4096];
   snprintf(path, sizeof path, "%s/config.json", dir);
-  char *text;
-  size_t len;
-  int rc = rl_read_file(path, &text, &len, e);
-  if (rc) return rc;
-  json_t *root = json_loadb(text, len, 0, NULL);
-  if (json_is_object(root)) {
-    const char *mt = json_string_value(json_object_get(root, "model_type"));
-    int moe = mt && !strcmp(mt, "qwen3_moe"), changed = 0;
-    json_t *nle = json_object_get(root, "num_local_experts");
-    if (moe && !json_object_get(root, "num_experts") && json_is_integer(nle))
-      json_object_set(root, "num_experts", nle), changed = 1;
-    json_t *hs = json_object_get(root, "hidden_size"), *nh = json_object_get(root, "num_attention_heads");
-    json_t *hd = json_object_get(root, "head_dim");
-    if (moe && (!hd || json_is_null(hd)) && json_is_integer(hs) && json_is_integer(nh) &&
-        json_integer_value(nh) > 0) {
-      json_object_set_new(root, "head_dim",
-                          json_integer(json_integer_value(hs) / json_integer_value(nh)));
-      changed = 1;
-    }
-    if (changed) {
-      char *out = json_dumps(root, JSON_COMPACT);
-      if (out) free(text), text = out, len = strlen(out);
-    }
-  }
-  json_decref(root);
-  rc = model_config_parse(path, text, len, c, e);
-  free(text);
-  return rc;
+  return model_config_load(path, c, e);
 }
 
 /* ---------------------------------------------------------------- creation */
@@ -190,6 +165,7 @@ static int unquantize_cb(model *m, model_linear *l, void *ctx) {
 
 void model_free(model *m) {
   if (!m) return;
+  model_cuda_free(m); /* device copies, if any (model_cuda.c) */
   for_each_linear(m, unquantize_cb, NULL);
   for (int i = 0; i < m->n_params; i++) free(m->params[i].w), free(m->params[i].w32), free(m->params[i].g);
   for (int l = 0; l < m->L; l++) free(m->layers[l].eg), free(m->layers[l].eu), free(m->layers[l].ed);

@@ -1,5 +1,5 @@
 /* model.h — the transformer of rlrun: Qwen3 dense and Qwen3-MoE, on the CPU
- * (the reference; the CUDA path is not written yet).
+ * (the reference; the CUDA path is model/model_cuda.h).
  *
  *   model *m;
  *   model_load("Qwen3-0.6B", NULL, &m, &e);          BF16 master weights from an HF dir
@@ -46,7 +46,11 @@
  *     products accumulated in FP64 — the exact reference that matches
  *     transformers' FP32 model to ~1e-5.
  * Everything is deterministic: fixed reduction orders, no atomics; the MoE
- * output of a token sums its k experts in choice order j = 0..k−1. */
+ * output of a token sums its k experts in choice order j = 0..k−1.
+ *
+ * CUDA: model/model_cuda.h runs the same graph (POLICY mode) with weights,
+ * activations and gradients in device memory, through its own entry points
+ * (model_cuda_init / _quantize / _forward / _backward…) linked by m->cu. */
 #ifndef RLRUN_MODEL_H
 #define RLRUN_MODEL_H
 
@@ -99,6 +103,7 @@ typedef struct model {
   quant_policy policy;
   int quantized; /* model_quantize has run since the last weight change */
   int has_f32;   /* every parameter has w32 */
+  struct model_cuda *cu; /* device copies (model/model_cuda.h), NULL until model_cuda_init */
 } model;
 
 /* Options of model_load / model_create; NULL = defaults (all zero). */
@@ -177,7 +182,8 @@ typedef struct model_layer_acts {
 
 /* Everything one forward keeps for the backward; reused across calls (grown). */
 typedef struct model_acts {
-  int T, L, f32, cap_T;
+  int T, L, H, V, f32, cap_T;
+  int shape_key[10];           /* the model sizes the buffers were made for */
   int32_t *tokens, *pos, *off; /* copies */
   ops_seqs seqs;
   float *res;        /* residual stream [(L+1)][T,H]: res[l] enters layer l, res[L] the final norm */
@@ -185,7 +191,7 @@ typedef struct model_acts {
   uint16_t *xf_b;
   float *logits;     /* [T,V] */
   float *lp_lse;     /* logsumexp per token of the last model_logprob_forward [T] */
-  const int32_t *lp_targets;
+  int32_t *lp_targets; /* copy of its targets [T] */
   float lp_temp;
   model_layer_acts *la; /* [L] */
 } model_acts;

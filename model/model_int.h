@@ -5,6 +5,10 @@
 
 #include "model/model.h"
 
+/* Below this much work (multiply-adds) a loop runs on one thread: tiny
+ * OpenMP regions cost more than they save, badly so on a loaded machine. */
+#define MODEL_OMP_MIN (1 << 18)
+
 /* out[M][N] = x[M][K] · Wᵀ of linear L: FP32 (x32, w32, FP64 sums) when f32,
  * else linear_forward on xb with the quantized view (BF16 output → FP32). */
 int mlin_forward(const model *m, const model_linear *L, int f32, const float *x32,

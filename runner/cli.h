@@ -18,6 +18,14 @@ int cmd_validate(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_matrix(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_metrics(int argc, char **argv);
+int cmd_samples(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* The table of commands, in the order `rlrun --help` lists them. */
 extern const cli_command cli_commands[];

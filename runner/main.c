@@ -13,6 +13,14 @@ const cli_command cli_commands[] = {
     {"plan", "print a recipe fully resolved, its layer precisions and stage plan", cmd_plan},
     {"matrix", "print the precision compatibility matrix and what this machine runs", cmd_matrix},
     {"convert", "convert a HF model directory to fp8-block/mxfp8/nvfp4 or back to bf16", cmd_convert},
+    {"score", "per-token log-probs of token sequences under a model (JSONL in, JSONL out)", cmd_score},
+    {"run", "start a run from a recipe: rollout -> reward -> train -> sync, checkpoints, SQLite state", cmd_run},
+    {"resume", "continue a stopped run exactly where it stopped (refuses changed recipe/inputs)", cmd_resume},
+    {"status", "state, progress, latest metrics, checkpoints and errors of a run", cmd_status},
+    {"ls", "list the runs of a runs directory", cmd_ls},
+    {"metrics", "every metric of a run per iteration (table, --csv or --json)", cmd_metrics},
+    {"samples", "committed samples of a run (--iter K, --top N by reward)", cmd_samples},
+    {"export", "a run's resolved recipe + sha256 of every input: a reproducible experiment", cmd_export},
 };
 const int cli_n_commands = (int)(sizeof cli_commands / sizeof cli_commands[0]);
 

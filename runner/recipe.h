@@ -137,6 +137,7 @@ typedef struct recipe {
 
   struct {
     int64_t iterations, checkpoint_interval, keep_checkpoints;
+    int64_t keep_every; /* also keep every checkpoint whose iteration is a multiple; 0 = none */
   } loop;
 
   struct {

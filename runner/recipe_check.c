@@ -136,9 +136,12 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
       p += len;
       count++;
     }
-    if (r->model.has_init && r->model.init.vocab && r->model.init.vocab < count)
-      rc = kerr(r, e, "model.init.vocab", "%lld is smaller than the %d characters of tokenizer.chars",
-                (long long)r->model.init.vocab, count);
+    /* The character tokenizer puts <pad>, <bos>, <eos> first (stages/tokenizer.h). */
+    if (r->model.has_init && r->model.init.vocab && r->model.init.vocab < count + 3)
+      rc = kerr(r, e, "model.init.vocab",
+                "%lld is smaller than the %d ids the tokenizer needs (<pad>, <bos>, <eos> and the %d "
+                "characters of tokenizer.chars)",
+                (long long)r->model.init.vocab, count + 3, count);
     return rc;
   }
   if (r->tokenizer.chars) rc = kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");

@@ -143,6 +143,7 @@ static const rkey keys[] = {
     {"loop.iterations", KT_INT, OFF(loop.iterations), "10", 1, 1000000000, 0, NULL, "rollout -> train -> sync iterations"},
     {"loop.checkpoint_interval", KT_INT, OFF(loop.checkpoint_interval), "10", 0, 1000000000, 0, NULL, "checkpoint every N iterations (and after the last); 0 = only after the last"},
     {"loop.keep_checkpoints", KT_INT, OFF(loop.keep_checkpoints), "3", 0, 1000000, 0, NULL, "newest checkpoints kept; 0 = all"},
+    {"loop.keep_every", KT_INT, OFF(loop.keep_every), "0", 0, 1000000000, 0, NULL, "also keep every checkpoint whose iteration is a multiple of this; 0 = none"},
     {"gpus", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "GPU indices; same list = colocated"},
     {"gpus.rollout", KT_INTLIST, OFF(gpus.rollout), "[0]", 0, 1023, 0, NULL, "GPUs of the rollout engine"},
     {"gpus.train", KT_INTLIST, OFF(gpus.train), "[0]", 0, 1023, 0, NULL, "GPUs of the trainer (data parallel)"},

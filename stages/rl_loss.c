@@ -174,13 +174,14 @@ int rl_loss_compute(const rl_loss_cfg *c, const rl_seqs *mb, const rl_norm *norm
                      (long long)norm->n_tokens, (long long)norm->n_seqs, s);
     double wagg = 1.0 / denom;
     double A = sft ? 0 : mb->adv[s];
+    double sum_pol = 0, sum_kl = 0, sum_ent = 0; /* this sequence's sums, scaled once at the end */
     for (int64_t t = t0; t < t1; t++) {
       if (!tok_on(mb, t)) continue;
       out->n_tokens++;
       double lp = mb->logp_new[t];
       if (!isfinite(lp)) return loss_nonfinite(e, "logp_new", s, t, t0, lp);
       if (sft) {
-        out->loss += -lp * wagg;
+        sum_pol += -lp;
         grad_logp[t] = (float)(-wagg);
         continue;
       }
@@ -200,27 +201,41 @@ int rl_loss_compute(const rl_loss_cfg *c, const rl_seqs *mb, const rl_norm *norm
       double term = rl_ppo_term(rho, A, c->eps_low, c->eps_high, &dterm, &cl);
       if (!isfinite(term)) return loss_nonfinite(e, "the policy ratio exp(logp_new - logp_old)", s, t, t0, rho);
       out->n_clipped += cl;
-      out->policy += w * term * wagg;
+      sum_pol += w * term;
       double g = w * dterm;
       if (c->kl_beta != 0) {
         double d = (double)mb->logp_ref[t] - lp;
         double kl = rl_k3(d);
         if (!isfinite(kl)) return loss_nonfinite(e, "the k3 KL to the reference", s, t, t0, kl);
-        out->kl += kl * wagg;
+        sum_kl += kl;
         g += c->kl_beta * -expm1(d); /* d kl / d logp_new = 1 − exp(d) */
       }
       if (c->entropy_coef != 0) {
         double h = mb->entropy[t];
         if (!isfinite(h)) return loss_nonfinite(e, "entropy", s, t, t0, h);
-        out->entropy += h * wagg;
+        sum_ent += h;
         if (grad_entropy) grad_entropy[t] = (float)(-c->entropy_coef * wagg);
       }
       grad_logp[t] = (float)(g * wagg);
     }
+    out->policy += sum_pol * wagg;
+    out->kl += sum_kl * wagg;
+    out->entropy += sum_ent * wagg;
   }
-  out->loss = sft ? out->loss : out->policy + c->kl_beta * out->kl - c->entropy_coef * out->entropy;
+  out->loss = sft ? out->policy : out->policy + c->kl_beta * out->kl - c->entropy_coef * out->entropy;
   if (!isfinite(out->loss))
     return rl_errf(e, RL_EXIT_FAIL, "loss: the microbatch loss is %g; the step is stopped before any "
                    "weight changes", out->loss);
   return 0;
+}
+
+void rl_loss_out_add(rl_loss_out *acc, const rl_loss_out *o) {
+  acc->loss += o->loss;
+  acc->policy += o->policy;
+  acc->kl += o->kl;
+  acc->entropy += o->entropy;
+  acc->n_tokens += o->n_tokens;
+  acc->n_clipped += o->n_clipped;
+  acc->n_tis_clipped += o->n_tis_clipped;
+  acc->tis_weight_sum += o->tis_weight_sum;
 }

@@ -112,7 +112,7 @@ void rl_norm_add(rl_norm *n, const rl_seqs *mb);
 /* One microbatch's share of the batch loss and its statistics. */
 typedef struct rl_loss_out {
   double loss;          /* policy + β·kl − c·entropy (SFT: cross-entropy) */
-  double policy;        /* the (TIS-weighted) PPO term, aggregated */
+  double policy;        /* the (TIS-weighted) PPO term, aggregated (SFT: the cross-entropy) */
   double kl;            /* the k3 KL, aggregated (without β) */
   double entropy;       /* the entropy, aggregated (without c) */
   int64_t n_tokens;     /* kept tokens of this microbatch */
@@ -120,6 +120,9 @@ typedef struct rl_loss_out {
   int64_t n_tis_clipped; /* tokens whose TIS weight was truncated or masked */
   double tis_weight_sum; /* Σ w_t over kept tokens */
 } rl_loss_out;
+
+/* acc += o (losses and counts of several microbatches; zero-initialise acc). */
+void rl_loss_out_add(rl_loss_out *acc, const rl_loss_out *o);
 
 /* Loss and gradients of one microbatch. norm = the whole batch's totals
  * (NULL: this microbatch alone). grad_logp[tokens] (required) gets dL/dlogp_new

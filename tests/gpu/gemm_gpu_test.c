@@ -277,14 +277,15 @@ static void case_linear(int64_t M, int64_t N, int64_t K, qformat f, uint64_t see
  * counts how many rows differ without pinning (information, not a failure). */
 static void case_invariance(int64_t N, int64_t K, qformat f) {
   const int64_t MB = GEMM_PIN_M;
-  static const int64_t Ms[] = {1, 3, 8, 64, 129, 512};
+  static const int64_t Ms[] = {1, 3, 8, 64, 129, 512, 1000, 2048}; /* every pin bucket up to 2048 */
+  const int nms = (int)(sizeof Ms / sizeof Ms[0]);
   uint16_t *x = tg_rand_bf16(MB, K, 4242), *w = tg_rand_bf16(N, K, 4243);
   op ow = op_make(w, N, K, f, 1);
   quant_policy p;
   quant_policy_init(&p, f, f);
   uint16_t *xd = dev_copy(x, (size_t)(MB * K) * 2), *big, *small;
   CK(cudaMalloc((void **)&big, (size_t)(MB * N) * 2));
-  CK(cudaMalloc((void **)&small, (size_t)(512 * N) * 2));
+  CK(cudaMalloc((void **)&small, (size_t)(2048 * N) * 2));
   rl_err e;
   for (int pin = 1; pin >= 0; pin--) {
     p.pin_algo = pin;
@@ -293,12 +294,12 @@ static void case_invariance(int64_t N, int64_t K, qformat f) {
       g_fail++;
       continue;
     }
-    uint16_t *hb = host_copy(big, (size_t)(512 * N) * 2);
+    uint16_t *hb = host_copy(big, (size_t)(2048 * N) * 2);
     char line[512];
     int n = snprintf(line, sizeof line, "%-6s %-14s %-10s N=%-5lld K=%-5lld rows differing from M=8192:",
                      "", pin ? "invariance-pin" : "invariance-heur", qtensor_format_name(f), (long long)N, (long long)K);
     int bad = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < nms; i++) {
       int64_t M = Ms[i];
       gemm_info gi;
       linear_opts lo = {NULL, &gi};

@@ -3,10 +3,11 @@
  *
  *   build/gpu/quant_gpu_test            prints one line per check, exit 1 on any FAIL
  *
- * Shapes: 1×1, 7×33, 127×129, 300×4096, 4096×4096, 129×4112 (fast path with
- * partial blocks) and 8192×8192; inputs hold zero rows, BF16 subnormals,
+ * Shapes: 1×1, 7×33, 127×129, 300×4096, 4096×4096, 129×4112, 3×16, 65×48,
+ * 1000×1040 (fast path with partial blocks and partial warps) and 8192×8192; inputs hold zero rows, BF16 subnormals,
  * random BF16 bit patterns, the BF16 maximum and ±Inf/NaN. Every variant runs
- * twice: hardware E4M3 cvt and the software codec. */
+ * twice: hardware E4M3 cvt and the software codec. First, the fast device
+ * forms of the rules (E2M1 encoders, exact division) against formats.h. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -269,10 +270,26 @@ int main(int argc, char **argv) {
     printf("PASS e4m3 hw cvt == software on all 2^32 FP32 patterns (%.2fs)\n", rl_now() - t0);
     g.pass++;
   }
+  int64_t fm[4];
+  static const char *fname[4] = {"E2M1 RNE encoder", "E2M1 SR encoder", "division (FP32 bits)",
+                                 "division (E4M3 codes)"};
+  t0 = rl_now();
+  if (quant_cuda_selftest_fast(fm, &e) != 0) {
+    printf("FAIL fast-path selftest: %s\n", e.msg);
+    g.fail++;
+  } else {
+    for (int i = 0; i < 4; i++) {
+      printf("%s fast %-22s == formats.h/__fdiv_rn: %lld mismatches\n", fm[i] ? "FAIL" : "PASS", fname[i],
+             (long long)fm[i]);
+      fm[i] ? g.fail++ : g.pass++;
+    }
+    printf("     (fast-path selftests %.2fs)\n", rl_now() - t0);
+  }
   check_layouts();
   struct { int64_t R, K; int dirty; } shapes[] = {{1, 1, 0},     {1, 1, 1},       {7, 33, 1},      {127, 129, 0},
                                                  {127, 129, 1}, {300, 4096, 0},  {300, 4096, 1},  {129, 4112, 0},
-                                                 {129, 4112, 1}, {4096, 4096, 1}, {8192, 8192, 0}};
+                                                 {129, 4112, 1}, {3, 16, 1},     {65, 48, 1},     {1000, 1040, 1},
+                                                 {4096, 4096, 1}, {8192, 8192, 0}};
   int full = argc > 1 && !strcmp(argv[1], "--quick") ? 0 : 1;
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     int64_t R = shapes[i].R, K = shapes[i].K;

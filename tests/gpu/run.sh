@@ -33,6 +33,11 @@ run make_model_fixtures make_model_fixtures.log \
 # activation quantization in every format (MXFP8/NVFP4 emulated on Hopper), bitwise batch
 # invariance with pinned algorithms, linear_backward. bench_linear: ours vs bare cuBLASLt
 # (TFLOP/s table appended to the summary).
+# gemm_fp8_probe: which block-scaled FP8 cuBLASLt descriptors the heuristic accepts (INFO).
+if [ -x "$BUILD/gpu/gemm_fp8_probe" ]; then
+  "$BUILD/gpu/gemm_fp8_probe" > "$OUT/gemm_fp8_probe.log" 2>&1
+  row gemm_fp8_probe INFO "$(grep -c 'matmul=ran' "$OUT/gemm_fp8_probe.log") of 8 variants ran, see gemm_fp8_probe.log"
+fi
 if [ -x "$BUILD/gpu/gemm_gpu_test" ]; then
   run gemm_gpu_test gemm_gpu_test.log "$BUILD/gpu/gemm_gpu_test"
   grep -E '^FAIL|invariance' "$OUT/gemm_gpu_test.log" | head -30 >> "$SUMMARY"
@@ -43,8 +48,9 @@ if [ -x "$BUILD/bench_linear" ]; then
 else row bench_linear FAIL "missing: make BUILD=$BUILD $BUILD/bench_linear"; fi
 
 # ---------------------------------------------------------------- numerics (issue #4)
-# CUDA quantizers == CPU reference byte for byte (every format and option, hw and
-# sw E4M3 cvt, 1x1 … 8192x8192, non-finite inputs), then each quantizer's
+# The fast device forms of formats.h's rules (E2M1 encoders, exact division) on
+# every input pattern; CUDA quantizers == CPU reference byte for byte (every format
+# and option, hw and sw E4M3 cvt, 1x1 … 8192x8192, non-finite inputs), then each quantizer's
 # effective bandwidth on 8192x8192 BF16 next to a D2D copy (table appended).
 if [ -x "$BUILD/gpu/quant_gpu_test" ]; then
   run quant_gpu_test quant_gpu_test.log "$BUILD/gpu/quant_gpu_test"
@@ -108,3 +114,69 @@ if [ -x "$BUILD/bench_convert" ]; then
   run bench_convert bench_convert.log "$BUILD/bench_convert" --gb 2.5 --device cuda
   cat "$OUT/bench_convert.log" >> "$SUMMARY"
 else row bench_convert FAIL "missing: make BUILD=$BUILD $BUILD/bench_convert"; fi
+
+# ---------------------------------------------------------------- optimizer (issue #9, "rl")
+# optim_gpu_test: CUDA AdamW == CPU reference bit for bit (BF16 weights, FP32 main params,
+# moments, FP64 grad norm) over 3 clipped warm-up steps, main_params fp32 and bf16, tensors of
+# 1 … 3M elements; a NaN gradient is refused naming the tensor with every buffer unchanged.
+# Then one step on 2^28 params: effective GB/s next to a D2D copy (table row appended).
+if [ -x "$BUILD/gpu/optim_gpu_test" ]; then
+  run optim_gpu_test optim_gpu_test.log "$BUILD/gpu/optim_gpu_test"
+  grep -E '^FAIL|^\| adamw' "$OUT/optim_gpu_test.log" | head -20 >> "$SUMMARY"
+else row optim_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+
+# ---------------------------------------------------------------- sampler (issue #8)
+# sampler_gpu_test: the fused sampling kernel (stages/sampler_cuda.cu) against the CPU
+# reference, row by row: the same token, status, kept count and uniform draw (V 8 … 151936,
+# temperature, greedy, top-k 1/50, top-p 0.9 and 0.5 after top-k, min-p, exact ties, -inf
+# masks, NaN rows, 4096 rows × 32000 to count FP64 boundary flips: expect 0), logp and
+# entropy within 1e-12; then ms per call at V 151936, batch 64/256, next to a D2D copy of
+# the logits (table appended).
+if [ -x "$BUILD/gpu/sampler_gpu_test" ]; then
+  run sampler_gpu_test sampler_gpu_test.log "$BUILD/gpu/sampler_gpu_test"
+  grep -E '^FAIL|^     first|^\|' "$OUT/sampler_gpu_test.log" | head -30 >> "$SUMMARY"
+else row sampler_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+
+# ---------------------------------------------------------------- non-GEMM ops CUDA (issue #7, "opscuda")
+# ops_gpu_test: every CUDA op of kernels/ops.h against the CPU reference, forward and backward
+# (embedding + scatter-add, RMSNorm (+residual, +BF16), RoPE, QK-norm+RoPE, flash attention on
+# packed lengths {1,7,128,300,1024} GQA 16/8 d=128 and d=64, SwiGLU, router top-k/replay,
+# log-softmax over V=151936); tolerances in the file's header; determinism (two runs bitwise),
+# a sequence alone == in the batch (bitwise). bench_ops: each fused kernel at Qwen3-0.6B training
+# shapes as % of a D2D copy, attention fwd/bwd TFLOP/s (table appended).
+if [ -x "$BUILD/gpu/ops_gpu_test" ]; then
+  run ops_gpu_test ops_gpu_test.log "$BUILD/gpu/ops_gpu_test"
+  grep -E '^FAIL' "$OUT/ops_gpu_test.log" | head -30 >> "$SUMMARY"
+else row ops_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+if [ -x "$BUILD/bench_ops" ]; then
+  run bench_ops bench_ops.log "$BUILD/bench_ops"
+  grep -E '^\||^attention' "$OUT/bench_ops.log" >> "$SUMMARY"
+else row bench_ops FAIL "missing: make BUILD=$BUILD $BUILD/bench_ops"; fi
+
+# ---------------------------------------------------------------- CUDA model (issue #7, "modelcuda")
+# model_gpu_test: the CUDA model against the CPU model and the transformers fixtures
+# (tests/fixtures/model/{qwen3,qwen3_moe}): logits, log-probs, loss, every gradient (BF16 policy),
+# MoE top-k ids, R3 replay bitwise, determinism (two runs bitwise), fp8-block/mxfp8/nvfp4 forward
+# vs CPU, a head_dim-128 random model. bench_model: Qwen3-0.6B shape, training step (16 x 512,
+# fwd + bwd + AdamW) and prefill log-probs (64 x 320), BF16 and fp8-block, tok/s, MFU, and the ratio
+# to the peer (tests/oracle/bench_peer.py: transformers + torch bf16) measured just before.
+if [ -x "$BUILD/gpu/model_gpu_test" ]; then
+  run model_gpu_test model_gpu_test.log "$BUILD/gpu/model_gpu_test"
+  grep -E '^FAIL' "$OUT/model_gpu_test.log" | head -30 >> "$SUMMARY"
+else row model_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+if [ -x "$BUILD/bench_model" ]; then
+  python3 tests/oracle/bench_peer.py > "$OUT/bench_peer.log" 2>&1
+  PT=$(awk '/^peer_train_tok_s/ {print $2}' "$OUT/bench_peer.log")
+  PP=$(awk '/^peer_prefill_tok_s/ {print $2}' "$OUT/bench_peer.log")
+  row bench_peer INFO "train ${PT:-?} tok/s, prefill ${PP:-?} tok/s (see bench_peer.log)"
+  run bench_model bench_model.log "$BUILD/bench_model" ${PT:+--peer-train $PT} ${PP:+--peer-prefill $PP}
+  grep -E '^\||^bench_model' "$OUT/bench_model.log" >> "$SUMMARY"
+else row bench_model FAIL "missing: make BUILD=$BUILD $BUILD/bench_model"; fi
+
+# ---------------------------------------------------------------- rollout greedy oracle (issue #8, "rollout")
+# transformers' greedy continuations (12 tokens, 3 prompts) of the tiny fixture models, FP32 and
+# BF16, for tests/test_rollout_greedy.c. Copy $OUT/fixtures/model/{qwen3,qwen3_moe}/greedy.json
+# into tests/fixtures/model/ (the C test says SKIPPED until they are there).
+run make_greedy_fixtures make_greedy_fixtures.log \
+  env HF_HUB_OFFLINE=1 python3 tests/oracle/make_greedy_fixtures.py --root tests/fixtures/model \
+  --out "$OUT/fixtures/model"

@@ -1,0 +1,622 @@
+/* ops_cuda.cu — the CUDA twins of ops_cpu.c: checks, BF16, embedding,
+ * RMSNorm, RoPE, QK-norm, SwiGLU (attention: ops_attn_cuda.cu; router and
+ * log-softmax: ops_router_cuda.cu).
+ *
+ * Shapes of the work: row operators (RMSNorm, QK-norm+RoPE, router) run one
+ * warp per row, lanes striding the row (float4 when the row allows it); the
+ * log-softmax runs one 512-thread block per vocabulary row; element-wise ops
+ * (SwiGLU, BF16 copies, embedding) stride the tensor. Every reduction has a
+ * fixed order given by the shapes alone (lane partials, then a xor butterfly,
+ * whose two partners add the same two numbers, so all lanes agree); weight
+ * gradients summed over tokens go through fixed 128-row partials reduced in
+ * order by a second kernel — no float atomics anywhere. */
+#include "kernels/ops_cuda_util.cuh"
+
+/* ---------------------------------------------------------------- checks */
+
+/* Smallest flat index of an id outside [lo, hi) (UINT64_MAX when none). */
+__global__ void ids_check_kernel(const int32_t *ids, int64_t n, int32_t lo, int32_t hi,
+                                 unsigned long long *first) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    if (ids[i] < lo || ids[i] >= hi) atomicMin(first, (unsigned long long)i);
+}
+
+extern "C" int ops_ids_check_cuda(const int32_t *ids, int64_t n, int32_t lo, int32_t hi,
+                                  const char *what, void *stream, rl_err *e) {
+  if (n <= 0) return 0;
+  cudaStream_t st = (cudaStream_t)stream;
+  unsigned long long *d = NULL, h = ~0ull;
+  int32_t bad = 0;
+  OCHECK(cudaMallocAsync((void **)&d, sizeof *d, st));
+  OCHECK(cudaMemcpyAsync(d, &h, sizeof h, cudaMemcpyHostToDevice, st));
+  ids_check_kernel<<<grid_for(n, 256), 256, 0, st>>>(ids, n, lo, hi, d);
+  OLAUNCH();
+  OCHECK(cudaMemcpyAsync(&h, d, sizeof h, cudaMemcpyDeviceToHost, st));
+  OCHECK(cudaFreeAsync(d, st));
+  OCHECK(cudaStreamSynchronize(st));
+  if (h == ~0ull) return 0;
+  OCHECK(cudaMemcpy(&bad, ids + h, sizeof bad, cudaMemcpyDeviceToHost));
+  return rl_errf(e, RL_EXIT_USAGE,
+                 "%s: id %d at position %lld is outside [%d, %d); check that the ids come from this "
+                 "model (its vocabulary / expert count)",
+                 what, (int)bad, (long long)h, (int)lo, (int)hi);
+}
+
+extern "C" int ops_seqs_check_cuda(const ops_seqs *seqs, int T, void *stream, rl_err *e) {
+  if (!seqs || seqs->n_seq <= 0 || !seqs->off) return ops_seqs_check(seqs, T, e);
+  int32_t *h = (int32_t *)rl_xmalloc((size_t)(seqs->n_seq + 1) * sizeof(int32_t));
+  cudaError_t r = cudaMemcpyAsync(h, seqs->off, (size_t)(seqs->n_seq + 1) * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, (cudaStream_t)stream);
+  if (r == cudaSuccess) r = cudaStreamSynchronize((cudaStream_t)stream);
+  int rc;
+  if (r != cudaSuccess)
+    rc = rl_errf(e, RL_EXIT_HARDWARE, "packed batch: reading the offsets from the GPU failed: %s",
+                 cudaGetErrorString(r));
+  else {
+    ops_seqs hs = {seqs->n_seq, h};
+    rc = ops_seqs_check(&hs, T, e);
+  }
+  free(h);
+  return rc;
+}
+
+/* One block per sequence writes the positions of its tokens. */
+__global__ void positions_kernel(const int32_t *off, int32_t *pos) {
+  int s = blockIdx.x, a = off[s], b = off[s + 1];
+  for (int t = a + threadIdx.x; t < b; t += blockDim.x) pos[t] = t - a;
+}
+
+extern "C" int ops_seqs_positions_cuda(const ops_seqs *seqs, int T, int32_t *pos, void *stream,
+                                       rl_err *e) {
+  if (!seqs || seqs->n_seq <= 0 || T <= 0) return 0;
+  positions_kernel<<<seqs->n_seq, 256, 0, (cudaStream_t)stream>>>(seqs->off, pos);
+  OLAUNCH();
+  return 0;
+}
+
+/* ---------------------------------------------------------------- BF16 */
+
+__global__ void bf16_from_f32_kernel(uint16_t *dst, const float *src, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    dst[i] = fmt_bf16_from_f32(src[i]);
+}
+__global__ void f32_from_bf16_kernel(float *dst, const uint16_t *src, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    dst[i] = bf(src[i]);
+}
+__global__ void bf16_round_kernel(float *x, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    x[i] = bf(fmt_bf16_from_f32(x[i]));
+}
+
+extern "C" int ops_bf16_from_f32_cuda(uint16_t *dst, const float *src, size_t n, void *stream, rl_err *e) {
+  if (!n) return 0;
+  bf16_from_f32_kernel<<<grid_for((int64_t)n, 1024), 256, 0, (cudaStream_t)stream>>>(dst, src, n);
+  OLAUNCH();
+  return 0;
+}
+extern "C" int ops_f32_from_bf16_cuda(float *dst, const uint16_t *src, size_t n, void *stream, rl_err *e) {
+  if (!n) return 0;
+  f32_from_bf16_kernel<<<grid_for((int64_t)n, 1024), 256, 0, (cudaStream_t)stream>>>(dst, src, n);
+  OLAUNCH();
+  return 0;
+}
+extern "C" int ops_bf16_round_cuda(float *x, size_t n, void *stream, rl_err *e) {
+  if (!n) return 0;
+  bf16_round_kernel<<<grid_for((int64_t)n, 1024), 256, 0, (cudaStream_t)stream>>>(x, n);
+  OLAUNCH();
+  return 0;
+}
+
+/* ---------------------------------------------------------------- embedding */
+
+/* One block per token: out[t, :] = table[tokens[t], :] (FP32 or BF16 table);
+ * a token outside [0, V) gives a NaN row. */
+template <typename TT>
+__global__ void embedding_fwd_kernel(float *out, const TT *table, const int32_t *tokens, int V, int H) {
+  int t = blockIdx.x, id = tokens[t];
+  float *o = out + (size_t)t * H;
+  for (int c = threadIdx.x; c < H; c += blockDim.x) {
+    float v;
+    if (id < 0 || id >= V) v = __int_as_float(0x7fc00000);
+    else if (sizeof(TT) == 2) v = bf((uint16_t)table[(size_t)id * H + c]);
+    else v = (float)table[(size_t)id * H + c];
+    o[c] = v;
+  }
+}
+
+/* One block per token t that is the FIRST occurrence of its id: it owns row
+ * tokens[t] of dtable and adds dout of every later token with the same id, in
+ * token order, in FP32 (as the CPU does: the same bits). Candidates are
+ * scanned EMB_CHUNK at a time and the matches compacted in order (ballots). */
+enum { EMB_THREADS = 256, EMB_SCAN = 8 * EMB_THREADS };
+__global__ void __launch_bounds__(EMB_THREADS) embedding_bwd_kernel(float *dtable, const float *dout,
+                                                                    const int32_t *tokens, int T, int V, int H) {
+  __shared__ int list[EMB_THREADS];
+  __shared__ int wcount[EMB_THREADS / 32];
+  int t = blockIdx.x, id = tokens[t], lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+  if (id < 0 || id >= V) return;
+  /* Is there an earlier occurrence? Then that block owns the row. */
+  for (int c0 = 0; c0 < t; c0 += EMB_SCAN) {
+    int hit = 0;
+    for (int j = c0 + threadIdx.x; j < c0 + EMB_SCAN && j < t; j += EMB_THREADS) hit |= tokens[j] == id;
+    if (__syncthreads_or(hit)) return;
+  }
+  float *row = dtable + (size_t)id * H;
+  for (int c0 = t; c0 < T; c0 += EMB_THREADS) {
+    if ((c0 - t) % EMB_SCAN == 0) { /* skip whole EMB_SCAN ranges without a match */
+      int any = 0;
+      for (int j = c0 + threadIdx.x; j < c0 + EMB_SCAN && j < T; j += EMB_THREADS) any |= tokens[j] == id;
+      if (!__syncthreads_or(any)) {
+        c0 += EMB_SCAN - EMB_THREADS;
+        continue;
+      }
+    }
+    int j = c0 + threadIdx.x, f = j < T && tokens[j] == id;
+    unsigned b = __ballot_sync(FULL, f);
+    if (lane == 0) wcount[wp] = __popc(b);
+    __syncthreads();
+    int base = 0, n = 0;
+    for (int w = 0; w < EMB_THREADS / 32; w++) {
+      if (w < wp) base += wcount[w];
+      n += wcount[w];
+    }
+    if (f) list[base + __popc(b & ((1u << lane) - 1u))] = j;
+    __syncthreads();
+    if (n)
+      for (int c = threadIdx.x; c < H; c += EMB_THREADS) {
+        float a = row[c];
+        for (int i = 0; i < n; i++) a = __fadd_rn(a, dout[(size_t)list[i] * H + c]);
+        row[c] = a;
+      }
+    __syncthreads(); /* list and wcount are rewritten next chunk */
+  }
+}
+
+extern "C" int ops_embedding_forward_cuda(float *out, const float *table, const int32_t *tokens, int T,
+                                          int V, int H, void *stream, rl_err *e) {
+  if (T <= 0 || H <= 0) return 0;
+  embedding_fwd_kernel<float><<<T, 256, 0, (cudaStream_t)stream>>>(out, table, tokens, V, H);
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_embedding_forward_bf16_cuda(float *out, const uint16_t *table, const int32_t *tokens,
+                                               int T, int V, int H, void *stream, rl_err *e) {
+  if (T <= 0 || H <= 0) return 0;
+  embedding_fwd_kernel<uint16_t><<<T, 256, 0, (cudaStream_t)stream>>>(out, table, tokens, V, H);
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_embedding_backward_cuda(float *dtable, const float *dout, const int32_t *tokens, int T,
+                                           int V, int H, void *stream, rl_err *e) {
+  if (T <= 0 || H <= 0) return 0;
+  embedding_bwd_kernel<<<T, EMB_THREADS, 0, (cudaStream_t)stream>>>(dtable, dout, tokens, T, V, H);
+  OLAUNCH();
+  return 0;
+}
+
+/* ---------------------------------------------------------------- RMSNorm */
+
+/* rstd from a row's FP32 sum of squares, finished in double as the CPU does. */
+__device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {
+  return (float)(1.0 / sqrt((double)ss / dim + (double)eps));
+}
+
+/* Forward, one warp per row; RES: h = resid + x first (h may alias either).
+ * VEC: float4 access (dim % 4 == 0, 16-byte aligned rows). */
+template <bool RES, bool VEC>
+__global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd, const float *resid,
+                                   const float *x, const float *w, int rows, int dim, float eps) {
+  int lane = threadIdx.x & 31;
+  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  size_t o = (size_t)r * dim;
+  const float *src = RES ? h : x;
+  float ss = 0;
+  if (VEC) {
+    for (int i = lane * 4; i < dim; i += 128) {
+      float4 v = *reinterpret_cast<const float4 *>(x + o + i);
+      if (RES) {
+        float4 a = *reinterpret_cast<const float4 *>(resid + o + i);
+        v = make_float4(__fadd_rn(a.x, v.x), __fadd_rn(a.y, v.y), __fadd_rn(a.z, v.z), __fadd_rn(a.w, v.w));
+        *reinterpret_cast<float4 *>(h + o + i) = v;
+      }
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+  } else {
+    for (int i = lane; i < dim; i += 32) {
+      float v = x[o + i];
+      if (RES) {
+        v = __fadd_rn(resid[o + i], v);
+        h[o + i] = v;
+      }
+      ss += v * v;
+    }
+  }
+  float s = rstd_of(warp_sum(ss), dim, eps);
+  if (rstd && lane == 0) rstd[r] = s;
+  /* Second pass re-reads this lane's own elements (written by it when RES). */
+  if (VEC) {
+    for (int i = lane * 4; i < dim; i += 128) {
+      float4 v = *reinterpret_cast<const float4 *>(src + o + i), g = *reinterpret_cast<const float4 *>(w + i);
+      float4 q = make_float4(__fmul_rn(g.x, __fmul_rn(v.x, s)), __fmul_rn(g.y, __fmul_rn(v.y, s)),
+                             __fmul_rn(g.z, __fmul_rn(v.z, s)), __fmul_rn(g.w, __fmul_rn(v.w, s)));
+      if (y) *reinterpret_cast<float4 *>(y + o + i) = q;
+      if (yb) {
+        uint2 p;
+        p.x = (uint32_t)fmt_bf16_from_f32(q.x) | ((uint32_t)fmt_bf16_from_f32(q.y) << 16);
+        p.y = (uint32_t)fmt_bf16_from_f32(q.z) | ((uint32_t)fmt_bf16_from_f32(q.w) << 16);
+        *reinterpret_cast<uint2 *>(yb + o + i) = p;
+      }
+    }
+  } else {
+    for (int i = lane; i < dim; i += 32) {
+      float q = __fmul_rn(w[i], __fmul_rn(src[o + i], s));
+      if (y) y[o + i] = q;
+      if (yb) yb[o + i] = fmt_bf16_from_f32(q);
+    }
+  }
+}
+
+/* dx of RMSNorm (ADD: dx += instead of =), one warp per row. */
+template <bool ADD>
+__global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, const float *w,
+                                  const float *rstd, int rows, int dim) {
+  int lane = threadIdx.x & 31;
+  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  size_t o = (size_t)r * dim;
+  float a = 0;
+  for (int i = lane; i < dim; i += 32) a += w[i] * dy[o + i] * x[o + i];
+  a = warp_sum(a);
+  float s = rstd[r], c = s * s * s * a / dim;
+  for (int i = lane; i < dim; i += 32) {
+    float g = s * w[i] * dy[o + i] - x[o + i] * c;
+    dx[o + i] = ADD ? dx[o + i] + g : g;
+  }
+}
+
+/* The RoPE table of rows [T, half] as the CPU builds it: angle = inv[i] ·
+ * (float)pos (FP32 product), cos/sin in double, rounded once. */
+struct rope_inv {
+  float v[ROPE_MAX_HALF];
+};
+__global__ void rope_table_kernel(float *cs, float *sn, const int32_t *pos, int T, int half, rope_inv inv) {
+  int64_t n = (int64_t)T * half;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
+    int t = (int)(k / half), i = (int)(k % half);
+    float ang = __fmul_rn(inv.v[i], (float)pos[t]);
+    double sd, cd;
+    sincos((double)ang, &sd, &cd);
+    cs[k] = (float)cd;
+    sn[k] = (float)sd;
+  }
+}
+
+/* Partial weight gradients: block (x: 32 columns, y: DW_ROWS rows) writes
+ * part[y][c] = Σ_{its rows in order} g[r,c]·x[r,c]·rstd[r]. For the QK-norm
+ * (ROPE) g is the inverse-rotated dy of row r = t·n_heads + head. */
+template <bool ROPE>
+__global__ void rmsnorm_dw_part_kernel(float *part, const float *dy, const float *x, const float *rstd,
+                                       int rows, int dim, const float *cs, const float *sn, int n_heads) {
+  __shared__ float acc[WARPS][33];
+  int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, c = blockIdx.x * 32 + lane, half = dim / 2;
+  int64_t r0 = (int64_t)blockIdx.y * DW_ROWS;
+  float a = 0;
+  if (c < dim)
+    for (int64_t r = r0 + wp; r < r0 + DW_ROWS && r < rows; r += WARPS) {
+      size_t o = (size_t)r * dim;
+      float g = dy[o + c];
+      if (ROPE) {
+        size_t tb = (size_t)(r / n_heads) * half;
+        int i = c < half ? c : c - half;
+        float cc = cs[tb + i], ss = sn[tb + i];
+        g = c < half ? __fadd_rn(__fmul_rn(g, cc), __fmul_rn(dy[o + c + half], ss))
+                     : __fsub_rn(__fmul_rn(g, cc), __fmul_rn(dy[o + c - half], ss));
+      }
+      a += g * x[o + c] * rstd[r];
+    }
+  acc[wp][lane] = a;
+  __syncthreads();
+  if (wp == 0 && c < dim) {
+    float s = 0;
+    for (int k = 0; k < WARPS; k++) s += acc[k][lane];
+    part[(size_t)blockIdx.y * dim + c] = s;
+  }
+}
+
+/* dw[c] += Σ_chunks part[chunk][c], chunks in order, in double. */
+__global__ void rmsnorm_dw_sum_kernel(float *dw, const float *part, int nchunk, int dim) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= dim) return;
+  double s = 0;
+  for (int k = 0; k < nchunk; k++) s += part[(size_t)k * dim + c];
+  dw[c] = (float)((double)dw[c] + s);
+}
+
+/* Launch the two dw kernels (workspace from the stream-ordered allocator). */
+static int rmsnorm_dw_launch(float *dw, const float *dy, const float *x, const float *rstd, int rows,
+                             int dim, const float *cs, const float *sn, int n_heads, cudaStream_t st,
+                             rl_err *e) {
+  int nchunk = (rows + DW_ROWS - 1) / DW_ROWS;
+  float *part = NULL;
+  OCHECK(cudaMallocAsync((void **)&part, (size_t)nchunk * dim * sizeof(float), st));
+  dim3 g((dim + 31) / 32, nchunk);
+  if (nchunk > 65535) {
+    cudaFreeAsync(part, st);
+    return rl_errf(e, RL_EXIT_USAGE, "rmsnorm backward: %d rows is more than this kernel takes (%d)", rows,
+                   65535 * DW_ROWS);
+  }
+  if (cs) rmsnorm_dw_part_kernel<true><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, cs, sn, n_heads);
+  else rmsnorm_dw_part_kernel<false><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, NULL, NULL, 1);
+  OLAUNCH();
+  rmsnorm_dw_sum_kernel<<<(dim + 255) / 256, 256, 0, st>>>(dw, part, nchunk, dim);
+  OLAUNCH();
+  OCHECK(cudaFreeAsync(part, st));
+  return 0;
+}
+
+/* Shared driver of the two RMSNorm forwards. */
+static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const float *resid, const float *x,
+                           const float *w, int rows, int dim, float eps, cudaStream_t st, rl_err *e) {
+  if (rows <= 0 || dim <= 0) return 0;
+  int vec = dim % 4 == 0 && aligned(x, 16) && aligned(w, 16) && (!y || aligned(y, 16)) && (!yb || aligned(yb, 8)) &&
+            (!h || (aligned(h, 16) && aligned(resid, 16)));
+  unsigned blocks = (unsigned)((rows + WARPS - 1) / WARPS);
+  if (h) {
+    if (vec) rmsnorm_fwd_kernel<true, true><<<blocks, NTHR, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    else rmsnorm_fwd_kernel<true, false><<<blocks, NTHR, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
+  } else {
+    if (vec) rmsnorm_fwd_kernel<false, true><<<blocks, NTHR, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
+    else rmsnorm_fwd_kernel<false, false><<<blocks, NTHR, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
+  }
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_rmsnorm_forward_cuda(float *y, uint16_t *y_bf16, float *rstd, const float *x, const float *w,
+                                        int rows, int dim, float eps, void *stream, rl_err *e) {
+  return rmsnorm_fwd_run(NULL, y, y_bf16, rstd, NULL, x, w, rows, dim, eps, (cudaStream_t)stream, e);
+}
+
+extern "C" int ops_residual_rmsnorm_forward_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd,
+                                                 const float *resid, const float *x, const float *w, int rows,
+                                                 int dim, float eps, void *stream, rl_err *e) {
+  return rmsnorm_fwd_run(h, y, y_bf16, rstd, resid, x, w, rows, dim, eps, (cudaStream_t)stream, e);
+}
+
+/* Shared driver of the two RMSNorm backwards. */
+static int rmsnorm_bwd_run(float *dx, int add, float *dw, const float *dy, const float *x, const float *w,
+                           const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
+  if (rows <= 0 || dim <= 0) return 0;
+  if (dw && rmsnorm_dw_launch(dw, dy, x, rstd, rows, dim, NULL, NULL, 1, st, e)) return e ? e->code : RL_EXIT_HARDWARE;
+  unsigned blocks = (unsigned)((rows + WARPS - 1) / WARPS);
+  if (add) rmsnorm_dx_kernel<true><<<blocks, NTHR, 0, st>>>(dx, dy, x, w, rstd, rows, dim);
+  else rmsnorm_dx_kernel<false><<<blocks, NTHR, 0, st>>>(dx, dy, x, w, rstd, rows, dim);
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_rmsnorm_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                                         const float *rstd, int rows, int dim, void *stream, rl_err *e) {
+  return rmsnorm_bwd_run(dx, 0, dw, dy, x, w, rstd, rows, dim, (cudaStream_t)stream, e);
+}
+
+extern "C" int ops_residual_rmsnorm_backward_cuda(float *dresid, float *dw, const float *dy, const float *h,
+                                                  const float *w, const float *rstd, int rows, int dim,
+                                                  void *stream, rl_err *e) {
+  return rmsnorm_bwd_run(dresid, 1, dw, dy, h, w, rstd, rows, dim, (cudaStream_t)stream, e);
+}
+
+/* ---------------------------------------------------------------- RoPE and QK-norm */
+
+/* Rotate in place, one warp per (token, head); DIR +1 forward, −1 transpose. */
+template <int DIR>
+__global__ void rope_kernel(float *x, const float *cs, const float *sn, int T, int n_heads, int d) {
+  int lane = threadIdx.x & 31, half = d / 2;
+  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (r >= (int64_t)T * n_heads) return;
+  float *v = x + (size_t)r * d;
+  size_t tb = (size_t)(r / n_heads) * half;
+  for (int i = lane; i < half; i += 32) {
+    float a = v[i], b = v[i + half], c = cs[tb + i], s = DIR > 0 ? sn[tb + i] : -sn[tb + i];
+    v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    v[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+  }
+}
+
+/* y = rope(rmsnorm_head(x)), one warp per (token, head). */
+__global__ void qk_fwd_kernel(float *y, float *rstd, const float *x, const float *w, const float *cs,
+                              const float *sn, int T, int n_heads, int d, float eps) {
+  int lane = threadIdx.x & 31, half = d / 2;
+  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (r >= (int64_t)T * n_heads) return;
+  const float *xr = x + (size_t)r * d;
+  float *yr = y + (size_t)r * d;
+  float ss = 0;
+  for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
+  float s = rstd_of(warp_sum(ss), d, eps);
+  if (rstd && lane == 0) rstd[r] = s;
+  size_t tb = (size_t)(r / n_heads) * half;
+  for (int i = lane; i < half; i += 32) {
+    float a = __fmul_rn(w[i], __fmul_rn(xr[i], s)), b = __fmul_rn(w[i + half], __fmul_rn(xr[i + half], s));
+    float c = cs[tb + i], sn_ = sn[tb + i];
+    yr[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn_));
+    yr[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn_));
+  }
+}
+
+/* dx of the QK path, one warp per (token, head): g = rope^T(dy), then the
+ * RMSNorm dx formula with g. */
+__global__ void qk_bwd_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
+                              const float *cs, const float *sn, int T, int n_heads, int d) {
+  int lane = threadIdx.x & 31, half = d / 2;
+  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (r >= (int64_t)T * n_heads) return;
+  size_t o = (size_t)r * d, tb = (size_t)(r / n_heads) * half;
+  float a = 0;
+  for (int i = lane; i < half; i += 32) {
+    float p = dy[o + i], q = dy[o + i + half], c = cs[tb + i], s = sn[tb + i];
+    float g0 = __fadd_rn(__fmul_rn(p, c), __fmul_rn(q, s)), g1 = __fsub_rn(__fmul_rn(q, c), __fmul_rn(p, s));
+    a += w[i] * g0 * x[o + i] + w[i + half] * g1 * x[o + i + half];
+  }
+  a = warp_sum(a);
+  float s0 = rstd[r], cc = s0 * s0 * s0 * a / d;
+  for (int i = lane; i < half; i += 32) {
+    float p = dy[o + i], q = dy[o + i + half], c = cs[tb + i], s = sn[tb + i];
+    float g0 = __fadd_rn(__fmul_rn(p, c), __fmul_rn(q, s)), g1 = __fsub_rn(__fmul_rn(q, c), __fmul_rn(p, s));
+    dx[o + i] = s0 * w[i] * g0 - x[o + i] * cc;
+    dx[o + i + half] = s0 * w[i + half] * g1 - x[o + i + half] * cc;
+  }
+}
+
+/* Build the RoPE table of pos into a fresh workspace (*cs, *sn; free with cudaFreeAsync(*cs)). */
+static int rope_table_make(float **cs, float **sn, const int32_t *pos, int T, int d, float theta, cudaStream_t st,
+                           rl_err *e) {
+  int half = d / 2;
+  if (d <= 0 || d % 2 || half > ROPE_MAX_HALF)
+    return rl_errf(e, RL_EXIT_USAGE, "rope: head_dim %d must be even and at most %d", d, 2 * ROPE_MAX_HALF);
+  rope_inv inv;
+  ops_rope_inv_freq(inv.v, d, theta);
+  size_t n = (size_t)T * half;
+  float *buf = NULL;
+  OCHECK(cudaMallocAsync((void **)&buf, 2 * n * sizeof(float), st));
+  *cs = buf;
+  *sn = buf + n;
+  rope_table_kernel<<<grid_for((int64_t)n, 256), 256, 0, st>>>(*cs, *sn, pos, T, half, inv);
+  OLAUNCH();
+  return 0;
+}
+
+/* Shared driver of RoPE forward and backward. */
+static int rope_run(float *x, const int32_t *pos, int T, int n_heads, int d, float theta, int dir, cudaStream_t st,
+                    rl_err *e) {
+  if (T <= 0 || n_heads <= 0) return 0;
+  float *cs, *sn;
+  if (rope_table_make(&cs, &sn, pos, T, d, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
+  unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
+  if (dir > 0) rope_kernel<1><<<blocks, NTHR, 0, st>>>(x, cs, sn, T, n_heads, d);
+  else rope_kernel<-1><<<blocks, NTHR, 0, st>>>(x, cs, sn, T, n_heads, d);
+  OLAUNCH();
+  OCHECK(cudaFreeAsync(cs, st));
+  return 0;
+}
+
+extern "C" int ops_rope_forward_cuda(float *x, const int32_t *pos, int T, int n_heads, int head_dim, float theta,
+                                     void *stream, rl_err *e) {
+  return rope_run(x, pos, T, n_heads, head_dim, theta, +1, (cudaStream_t)stream, e);
+}
+
+extern "C" int ops_rope_backward_cuda(float *dx, const int32_t *pos, int T, int n_heads, int head_dim, float theta,
+                                      void *stream, rl_err *e) {
+  return rope_run(dx, pos, T, n_heads, head_dim, theta, -1, (cudaStream_t)stream, e);
+}
+
+extern "C" int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float *x, const float *w,
+                                             const int32_t *pos, int T, int n_heads, int head_dim, float eps,
+                                             float theta, void *stream, rl_err *e) {
+  if (T <= 0 || n_heads <= 0) return 0;
+  cudaStream_t st = (cudaStream_t)stream;
+  float *cs, *sn;
+  if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
+  unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
+  qk_fwd_kernel<<<blocks, NTHR, 0, st>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
+  OLAUNCH();
+  OCHECK(cudaFreeAsync(cs, st));
+  return 0;
+}
+
+extern "C" int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                                              const float *rstd, const int32_t *pos, int T, int n_heads,
+                                              int head_dim, float theta, void *stream, rl_err *e) {
+  if (T <= 0 || n_heads <= 0) return 0;
+  cudaStream_t st = (cudaStream_t)stream;
+  float *cs, *sn;
+  if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
+  int rows = T * n_heads;
+  if (dw && rmsnorm_dw_launch(dw, dy, x, rstd, rows, head_dim, cs, sn, n_heads, st, e)) {
+    cudaFreeAsync(cs, st);
+    return e ? e->code : RL_EXIT_HARDWARE;
+  }
+  qk_bwd_kernel<<<(unsigned)((rows + WARPS - 1) / WARPS), NTHR, 0, st>>>(dx, dy, x, w, rstd, cs, sn, T, n_heads,
+                                                                          head_dim);
+  OLAUNCH();
+  OCHECK(cudaFreeAsync(cs, st));
+  return 0;
+}
+
+/* ---------------------------------------------------------------- SwiGLU */
+
+/* silu(g) = g / (1 + e^−g) in FP32. */
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+__global__ void swiglu_fwd_kernel(float *out, uint16_t *ob, const float *gate, const float *up, int T, int I,
+                                  int ld) {
+  int64_t n = (int64_t)T * I;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
+    int64_t t = k / I, i = k % I;
+    size_t o = (size_t)t * ld + i;
+    float v = __fmul_rn(silu(gate[o]), up[o]);
+    if (out) out[k] = v;
+    if (ob) ob[k] = fmt_bf16_from_f32(v);
+  }
+}
+
+/* The same with float4 (I % 4 == 0, ld % 4 == 0, aligned). */
+__global__ void swiglu_fwd4_kernel(float *out, uint16_t *ob, const float *gate, const float *up, int T, int I,
+                                   int ld) {
+  int64_t n = (int64_t)T * I / 4;
+  int I4 = I / 4;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
+    int64_t t = k / I4, i = (k % I4) * 4;
+    size_t o = (size_t)t * ld + i;
+    float4 g = *reinterpret_cast<const float4 *>(gate + o), u = *reinterpret_cast<const float4 *>(up + o);
+    float4 v = make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
+                           __fmul_rn(silu(g.w), u.w));
+    if (out) *reinterpret_cast<float4 *>(out + k * 4) = v;
+    if (ob) {
+      uint2 p;
+      p.x = (uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16);
+      p.y = (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16);
+      *reinterpret_cast<uint2 *>(ob + k * 4) = p;
+    }
+  }
+}
+
+__global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                  int T, int I, int ld) {
+  int64_t n = (int64_t)T * I;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
+    int64_t t = k / I, i = k % I;
+    size_t o = (size_t)t * ld + i;
+    float g = gate[o], u = up[o], d = dout[k];
+    float s = 1.0f / (1.0f + expf(-g)), sl = g * s, ds = s * (1.0f + g * (1.0f - s));
+    dgate[o] = d * u * ds;
+    dup[o] = d * sl;
+  }
+}
+
+extern "C" int ops_swiglu_forward_cuda(float *out, uint16_t *out_bf16, const float *gate, const float *up, int T,
+                                       int I, int ld, void *stream, rl_err *e) {
+  if (T <= 0 || I <= 0) return 0;
+  cudaStream_t st = (cudaStream_t)stream;
+  int64_t n = (int64_t)T * I;
+  if (I % 4 == 0 && ld % 4 == 0 && aligned(gate, 16) && aligned(up, 16) && (!out || aligned(out, 16)) &&
+      (!out_bf16 || aligned(out_bf16, 8)))
+    swiglu_fwd4_kernel<<<grid_for(n / 4, 256), 256, 0, st>>>(out, out_bf16, gate, up, T, I, ld);
+  else
+    swiglu_fwd_kernel<<<grid_for(n, 256), 256, 0, st>>>(out, out_bf16, gate, up, T, I, ld);
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate,
+                                        const float *up, int T, int I, int ld, void *stream, rl_err *e) {
+  if (T <= 0 || I <= 0) return 0;
+  swiglu_bwd_kernel<<<grid_for((int64_t)T * I, 256), 256, 0, (cudaStream_t)stream>>>(dgate, dup, dout, gate, up, T,
+                                                                                     I, ld);
+  OLAUNCH();
+  return 0;
+}

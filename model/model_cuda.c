@@ -1,0 +1,613 @@
+/* model_cuda.c — the CUDA model (model_cuda.h): device weights and their
+ * quantized views (the sync step), device activations, the forward pass and
+ * the log-probs. The backward is in model_cuda_bwd.c, the small kernels in
+ * model_cuda_kern.cu. Mirrors model/forward.c op for op (POLICY mode). */
+#include "model/model_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/linear.h"
+#include "kernels/quant.h"
+#include "model/model_cuda_int.h"
+
+#if RLRUN_CUDA
+#include <cuda_runtime_api.h>
+
+int mc_ok(int status, const char *what, rl_err *e) {
+  if (status == (int)cudaSuccess) return 0;
+  return rl_errf(e, RL_EXIT_HARDWARE, "model (CUDA): %s failed: %s", what,
+                 cudaGetErrorString((cudaError_t)status));
+}
+#define MC(call, what) \
+  if ((rc = mc_ok((int)(call), what, e))) return rc
+
+/* ---------------------------------------------------------------- weights */
+
+/* Index of parameter p in m->params. */
+static int mc_pidx(const model *m, const model_param *p) { return (int)(p - m->params); }
+
+/* Apply fn to every device linear of m (same order as model.c). */
+static int mc_each_lin(model *m, int (*fn)(model *, mc_lin *, void *), void *ctx) {
+  int rc;
+  for (int l = 0; l < m->L; l++) {
+    mc_layer *y = &m->cu->layers[l];
+    mc_lin *ls[] = {&y->q, &y->k, &y->v, &y->o, &y->gate, &y->up, &y->down, &y->router};
+    for (size_t i = 0; i < sizeof ls / sizeof *ls; i++)
+      if (ls[i]->pi >= 0 && (rc = fn(m, ls[i], ctx))) return rc;
+    if (m->layers[l].moe)
+      for (int x = 0; x < m->E; x++)
+        if ((rc = fn(m, &y->eg[x], ctx)) || (rc = fn(m, &y->eu[x], ctx)) || (rc = fn(m, &y->ed[x], ctx)))
+          return rc;
+  }
+  return fn(m, &m->cu->lm_head, ctx);
+}
+
+/* A device linear over model linear L (BF16 view of the device master). */
+static mc_lin mc_lin_of(const model *m, const model_linear *L) {
+  mc_lin d = {0};
+  d.pi = L->p ? mc_pidx(m, L->p) : -1;
+  return d;
+}
+
+/* Free the owned quantized buffers of d and point it at the BF16 master. */
+static int mc_lin_unquantize(model *m, mc_lin *d, void *ctx) {
+  (void)ctx;
+  cudaFree(d->qdata), cudaFree(d->qscales), cudaFree(d->sdec); /* teardown: nothing to undo */
+  d->qdata = d->qscales = NULL, d->sdec = NULL;
+  const model_param *p = &m->params[d->pi];
+  d->q = qtensor_bf16(m->cu->p[d->pi].w, p->rows, p->cols, 1);
+  return 0;
+}
+
+void model_cuda_free(model *m) {
+  if (!m || !m->cu) return;
+  model_cuda *c = m->cu;
+  if (c->layers) mc_each_lin(m, mc_lin_unquantize, NULL);
+  for (int i = 0; c->p && i < m->n_params; i++) cudaFree(c->p[i].w), cudaFree(c->p[i].g), cudaFree(c->p[i].wf);
+  for (int l = 0; c->layers && l < m->L; l++) free(c->layers[l].eg), free(c->layers[l].eu), free(c->layers[l].ed);
+  for (int s = 0; s < MC_SCR_COUNT; s++) cudaFree(c->scr[s]);
+  free(c->p), free(c->layers), free(c);
+  m->cu = NULL;
+}
+
+int model_cuda_init(model *m, rl_err *e) {
+  int dev = 0, rc = gemm_cuda_device(&dev, e);
+  if (rc) return rl_err_prefix(e, "model_cuda_init: ");
+  if (m->cu) return model_cuda_upload(m, e);
+  model_cuda *c = rl_xcalloc(1, sizeof *c);
+  m->cu = c;
+  c->dev = dev;
+  c->p = rl_xcalloc((size_t)m->n_params, sizeof *c->p);
+  c->layers = rl_xcalloc((size_t)m->L, sizeof *c->layers);
+  for (int i = 0; i < m->n_params; i++) {
+    model_param *p = &m->params[i];
+    size_t n = (size_t)(p->rows * p->cols);
+    if ((rc = mc_ok(cudaMalloc((void **)&c->p[i].w, n * 2 + 16), "cudaMalloc (weights)", e)) ||
+        (p->cols == 1 && (rc = mc_ok(cudaMalloc((void **)&c->p[i].wf, n * 4 + 16), "cudaMalloc (norm weights)", e))))
+      break;
+  }
+  for (int l = 0; !rc && l < m->L; l++) {
+    model_layer *y = &m->layers[l];
+    mc_layer *d = &c->layers[l];
+    d->q = mc_lin_of(m, &y->q), d->k = mc_lin_of(m, &y->k), d->v = mc_lin_of(m, &y->v);
+    d->o = mc_lin_of(m, &y->o), d->gate = mc_lin_of(m, &y->gate), d->up = mc_lin_of(m, &y->up);
+    d->down = mc_lin_of(m, &y->down), d->router = mc_lin_of(m, &y->router);
+    if (!y->moe) continue;
+    d->eg = rl_xcalloc((size_t)m->E, sizeof(mc_lin));
+    d->eu = rl_xcalloc((size_t)m->E, sizeof(mc_lin));
+    d->ed = rl_xcalloc((size_t)m->E, sizeof(mc_lin));
+    for (int x = 0; x < m->E; x++)
+      d->eg[x] = mc_lin_of(m, &y->eg[x]), d->eu[x] = mc_lin_of(m, &y->eu[x]), d->ed[x] = mc_lin_of(m, &y->ed[x]);
+  }
+  c->lm_head = mc_lin_of(m, &m->lm_head);
+  if (!rc) rc = model_cuda_upload(m, e);
+  if (rc) {
+    model_cuda_free(m);
+    return rl_err_prefix(e, "model_cuda_init: ");
+  }
+  return 0;
+}
+
+model_cuda_param *model_cuda_param_at(model *m, int i) {
+  return m && m->cu && i >= 0 && i < m->n_params ? &m->cu->p[i] : NULL;
+}
+
+int model_cuda_upload(model *m, rl_err *e) {
+  int rc;
+  if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_upload: call model_cuda_init first");
+  for (int i = 0; i < m->n_params; i++) {
+    model_param *p = &m->params[i];
+    MC(cudaMemcpy(m->cu->p[i].w, p->w, (size_t)(p->rows * p->cols) * 2, cudaMemcpyHostToDevice),
+       "cudaMemcpy (upload weights)");
+  }
+  m->cu->quantized = 0;
+  /* BF16 views read the master: valid at once when the policy is all BF16 */
+  quant_policy pol = m->cu->policy;
+  int all_bf16 = 1;
+  for (int c = 0; c < LINEAR_CLASS_COUNT; c++) all_bf16 &= pol.fmt[c] == QFMT_BF16;
+  return all_bf16 ? model_cuda_quantize(m, &pol, e) : 0;
+}
+
+int model_cuda_download(model *m, rl_err *e) {
+  int rc;
+  if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_download: call model_cuda_init first");
+  for (int i = 0; i < m->n_params; i++) {
+    model_param *p = &m->params[i];
+    MC(cudaMemcpy(p->w, m->cu->p[i].w, (size_t)(p->rows * p->cols) * 2, cudaMemcpyDeviceToHost),
+       "cudaMemcpy (download weights)");
+  }
+  m->quantized = 0; /* the host views are stale now */
+  return 0;
+}
+
+/* What one quantize pass shares: device stats per linear, and the error. */
+typedef struct mc_qctx {
+  quant_stats *dstats; /* [n] device */
+  int n, i;
+  float *amax; /* [2] device scratch */
+  rl_err *e;
+} mc_qctx;
+
+/* The class of device linear d (from the model linear it mirrors). */
+static linear_class mc_lin_class(const model *m, const mc_lin *d) {
+  if (d == &m->cu->lm_head) return LINEAR_LM_HEAD;
+  const char *nm = m->params[d->pi].name;
+  if (strstr(nm, ".self_attn.")) return LINEAR_ATTN;
+  if (strstr(nm, ".mlp.experts.")) return LINEAR_EXPERT;
+  if (strstr(nm, ".mlp.gate.weight")) return LINEAR_ROUTER;
+  return LINEAR_MLP;
+}
+
+/* Quantize one device linear from its device master in the policy's format. */
+static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
+  mc_qctx *qc = ctx;
+  rl_err *e = qc->e;
+  int rc = 0;
+  const model_param *p = &m->params[d->pi];
+  const quant_policy *pol = &m->cu->policy;
+  qformat f = pol->fmt[mc_lin_class(m, d)];
+  int64_t N = p->rows, K = p->cols;
+  const uint16_t *w = m->cu->p[d->pi].w;
+  quant_stats *st = qc->dstats + qc->i++;
+  if (f == QFMT_BF16 || (f == QFMT_MXFP8 && K % 32)) return mc_lin_unquantize(m, d, NULL);
+  /* the buffers of the last sync are reused when the format is the same */
+  int fresh = d->q.fmt != f || !d->qdata;
+  if (fresh) mc_lin_unquantize(m, d, NULL);
+  quant_opts qo = {0};
+  qo.ue8m0 = pol->ue8m0;
+  qtensor q = qtensor_bf16(NULL, N, K, 1);
+  q.fmt = f;
+  int qs = QUANT_OK;
+  if (f == QFMT_FP8_BLOCK) {
+    int64_t nb = quant_cdiv(N, 128), kb4 = quant_roundup(quant_cdiv(K, 128), 4);
+    if (fresh) {
+      MC(cudaMalloc(&d->qdata, (size_t)(N * K) + 16), "cudaMalloc (fp8 weight)");
+      MC(cudaMalloc(&d->qscales, (size_t)(nb * kb4) * 4 + 16), "cudaMalloc (fp8 scales)");
+      MC(cudaMemset(d->qscales, 0, (size_t)(nb * kb4) * 4), "cudaMemset (fp8 scales)");
+    }
+    qo.scale_layout = QLAYOUT_HOPPER_WEIGHT;
+    q.block_rows = 128, q.layout = QLAYOUT_HOPPER_WEIGHT;
+    qs = quant_fp8_block_weight_cuda(w, N, K, d->qdata, d->qscales, &qo, st, NULL, e);
+  } else if (f == QFMT_MXFP8) {
+    if (fresh) {
+      MC(cudaMalloc(&d->qdata, (size_t)(N * K) + 16), "cudaMalloc (mxfp8 weight)");
+      MC(cudaMalloc(&d->qscales, (size_t)(N * quant_cdiv(K, 32)) + 16), "cudaMalloc (mxfp8 scales)");
+    }
+    qs = quant_mxfp8_cuda(w, N, K, d->qdata, d->qscales, &qo, st, NULL, e);
+  } else {
+    if (fresh) {
+      MC(cudaMalloc(&d->qdata, (size_t)(N * quant_cdiv(K, 2)) + 16), "cudaMalloc (nvfp4 weight)");
+      MC(cudaMalloc(&d->qscales, (size_t)(N * quant_cdiv(K, 16)) + 16), "cudaMalloc (nvfp4 scales)");
+      MC(cudaMalloc((void **)&d->sdec, 16), "cudaMalloc (nvfp4 S_dec)");
+    }
+    /* gate and up of one expert share the tensor amax (FORMATS.md, as model.c) */
+    const char *nm = p->name, *gp = strstr(nm, "gate_proj"), *up = strstr(nm, "up_proj");
+    const model_param *twin = NULL;
+    if (mc_lin_class(m, d) == LINEAR_EXPERT && (gp || up)) {
+      char tn[MODEL_NAME_MAX];
+      snprintf(tn, sizeof tn, "%.*s%s.weight", (int)((gp ? gp : up) - nm), nm, gp ? "up_proj" : "gate_proj");
+      twin = model_find_param(m, tn);
+    }
+    if (twin) {
+      const uint16_t *tw = m->cu->p[mc_pidx(m, twin)].w;
+      qs = quant_amax_bf16_cuda(w, N * K, qc->amax, NULL, NULL, e);
+      if (qs == QUANT_OK) qs = quant_amax_bf16_cuda(tw, twin->rows * twin->cols, qc->amax + 1, NULL, NULL, e);
+      if (qs == QUANT_OK && (rc = mck_fmax2(qc->amax, qc->amax, qc->amax + 1, e))) return rc;
+      if (qs == QUANT_OK)
+        qs = quant_nvfp4_amax_cuda(w, N, K, qc->amax, d->qdata, d->qscales, d->sdec, &qo, st, NULL, e);
+    } else {
+      qs = quant_nvfp4_cuda(w, N, K, d->qdata, d->qscales, d->sdec, &qo, st, NULL, e);
+    }
+    q.d_s_dec = d->sdec;
+  }
+  if (qs != QUANT_OK)
+    return e->code ? rl_err_prefix(e, "%s: ", p->name) : rl_errf(e, RL_EXIT_FAIL, "quantizing %s: status %d", p->name, qs);
+  q.data = d->qdata, q.scales = d->qscales;
+  d->q = q;
+  return 0;
+}
+
+/* Count the linears (for the stats array). */
+static int mc_count_cb(model *m, mc_lin *d, void *ctx) {
+  (void)m, (void)d;
+  ++*(int *)ctx;
+  return 0;
+}
+
+/* Name the first linear whose stats say non-finite; 0 when none. */
+static int mc_check_cb(model *m, mc_lin *d, void *ctx) {
+  mc_qctx *qc = ctx;
+  quant_stats hs;
+  const model_param *p = &m->params[d->pi];
+  if (quant_stats_fetch_cuda(qc->dstats + qc->i++, &hs, NULL, qc->e)) return RL_EXIT_HARDWARE;
+  if (hs.n_nonfinite) return quant_status_err(QUANT_NONFINITE, &hs, p->name, p->cols, qc->e);
+  return 0;
+}
+
+int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) {
+  int rc = quant_policy_check(p, e);
+  if (rc) return rc;
+  if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_quantize: call model_cuda_init first");
+  m->cu->policy = *p;
+  m->cu->quantized = 0;
+  mc_qctx qc = {NULL, 0, 0, NULL, e};
+  mc_each_lin(m, mc_count_cb, &qc.n);
+  MC(cudaMalloc((void **)&qc.dstats, (size_t)qc.n * sizeof(quant_stats) + 16), "cudaMalloc (quant stats)");
+  MC(cudaMemset(qc.dstats, 0, (size_t)qc.n * sizeof(quant_stats)), "cudaMemset (quant stats)");
+  if ((rc = mc_ok(cudaMalloc((void **)&qc.amax, 16), "cudaMalloc (amax)", e))) {
+    cudaFree(qc.dstats);
+    return rc;
+  }
+  rc = mc_each_lin(m, mc_quantize_one, &qc);
+  qc.i = 0;
+  if (!rc) rc = mc_each_lin(m, mc_check_cb, &qc);
+  for (int i = 0; !rc && i < m->n_params; i++)
+    if (m->cu->p[i].wf)
+      rc = ops_f32_from_bf16_cuda(m->cu->p[i].wf, m->cu->p[i].w, (size_t)m->params[i].rows, NULL, e);
+  cudaFree(qc.dstats), cudaFree(qc.amax);
+  if (rc) return rl_err_prefix(e, "model_cuda_quantize: ");
+  m->cu->quantized = 1;
+  return 0;
+}
+
+int model_cuda_grads_zero(model *m, rl_err *e) {
+  int rc;
+  if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_grads_zero: call model_cuda_init first");
+  for (int i = 0; i < m->n_params; i++) {
+    size_t n = (size_t)(m->params[i].rows * m->params[i].cols);
+    if (!m->cu->p[i].g) MC(cudaMalloc((void **)&m->cu->p[i].g, n * 4 + 16), "cudaMalloc (gradients)");
+    MC(cudaMemsetAsync(m->cu->p[i].g, 0, n * 4, NULL), "cudaMemsetAsync (gradients)");
+  }
+  return 0;
+}
+
+int model_cuda_grads_to_host(model *m, rl_err *e) {
+  int rc;
+  if (!m->cu || !m->cu->p[0].g) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_grads_to_host: no device gradients");
+  for (int i = 0; i < m->n_params; i++) {
+    model_param *p = &m->params[i];
+    size_t n = (size_t)(p->rows * p->cols);
+    if (!p->g) p->g = rl_xcalloc(n, sizeof(float));
+    MC(cudaMemcpy(p->g, m->cu->p[i].g, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (gradients)");
+  }
+  return 0;
+}
+
+int model_cuda_optim_views(model *m, optim_tensor *t, rl_err *e) {
+  if (!m->cu || !m->cu->p[0].g)
+    return rl_errf(e, RL_EXIT_USAGE, "model_cuda_optim_views: call model_cuda_init and model_cuda_grads_zero first");
+  for (int i = 0; i < m->n_params; i++) {
+    model_param *p = &m->params[i];
+    t[i] = (optim_tensor){0};
+    t[i].name = p->name, t[i].n = p->rows * p->cols;
+    t[i].w = m->cu->p[i].w, t[i].grad = m->cu->p[i].g;
+    t[i].no_decay = p->cols == 1;
+  }
+  return 0;
+}
+
+int model_cuda_sync(rl_err *e) {
+  int rc;
+  MC(cudaDeviceSynchronize(), "a kernel of the model");
+  return 0;
+}
+
+/* ---------------------------------------------------------------- linear helpers */
+
+void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
+  model_cuda *c = m->cu;
+  if (bytes < 16) bytes = 16;
+  if (c->cap[slot] >= bytes) return c->scr[slot];
+  cudaFree(c->scr[slot]);
+  c->scr[slot] = NULL, c->cap[slot] = 0;
+  if (mc_ok(cudaMalloc(&c->scr[slot], bytes), "cudaMalloc (linear scratch)", e)) return NULL;
+  c->cap[slot] = bytes;
+  return c->scr[slot];
+}
+
+int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e) {
+  int64_t N = L->q.rows;
+  if (M == 0) return 0;
+  uint16_t *y = mc_scratch(m, MC_SCR_Y, (size_t)(M * N) * 2, e);
+  if (!y) return e->code;
+  int rc = linear_forward(y, xb, M, &L->q, &m->cu->policy, e);
+  if (!rc) rc = ops_f32_from_bf16_cuda(out, y, (size_t)(M * N), NULL, e);
+  return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
+}
+
+int mc_lin_bwd(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,
+               int add, rl_err *e) {
+  const model_param *p = &m->params[L->pi];
+  model_cuda_param *d = &m->cu->p[L->pi];
+  int64_t N = p->rows, K = p->cols;
+  if (!d->g) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward: no gradient buffers (call model_cuda_grads_zero)");
+  if (M == 0) return 0;
+  uint16_t *dyb = mc_scratch(m, MC_SCR_DY, (size_t)(M * N) * 2, e), *dxb = NULL;
+  if (!dyb || (dx && !(dxb = mc_scratch(m, MC_SCR_DX, (size_t)(M * K) * 2, e)))) return e->code;
+  int rc = ops_bf16_from_f32_cuda(dyb, dy, (size_t)(M * N), NULL, e);
+  linear_bwd b = {M, N, K, dyb, xb, d->w, dxb, NULL, d->g, 1, NULL};
+  if (!rc) rc = linear_backward(&b, e);
+  if (!rc && dx) rc = mck_acc_bf16(dx, dxb, M * K, add, e);
+  return rc ? rl_err_prefix(e, "%s: ", p->name) : 0;
+}
+
+/* ---------------------------------------------------------------- activations */
+
+model_cuda_acts *model_cuda_acts_new(void) { return rl_xcalloc(1, sizeof(model_cuda_acts)); }
+
+/* Free every device buffer of a and its host arrays (keeps the struct). */
+static void mc_acts_release(model_cuda_acts *a) {
+  for (int i = 0; i < a->n_allocs; i++) cudaFree(a->allocs[i]);
+  free(a->allocs);
+  for (int l = 0; a->la && l < a->key[0]; l++) {
+    mc_layer_acts *x = &a->la[l];
+    free(x->ids_h), free(x->e_start), free(x->e_cnt), free(x->sor_h), free(x->ros_h);
+  }
+  free(a->la);
+  memset(a, 0, sizeof *a);
+}
+
+void model_cuda_acts_free(model_cuda_acts *a) {
+  if (!a) return;
+  mc_acts_release(a);
+  free(a);
+}
+
+/* A device buffer of n elements of size sz owned by a (NULL on failure, e set). */
+static void *mc_dalloc(model_cuda_acts *a, int64_t n, size_t sz, rl_err *e) {
+  void *p = NULL;
+  size_t bytes = (size_t)(n > 0 ? n : 1) * sz;
+  bytes = (bytes + 255) & ~(size_t)255;
+  if (mc_ok(cudaMalloc(&p, bytes), "cudaMalloc (activations)", e)) return NULL;
+  if (a->n_allocs == a->cap_allocs)
+    a->allocs = rl_xrealloc(a->allocs, (size_t)(a->cap_allocs = a->cap_allocs ? 2 * a->cap_allocs : 64) * sizeof(void *));
+  a->allocs[a->n_allocs++] = p;
+  return p;
+}
+
+/* Make a hold every buffer of a forward (and backward) of T tokens through m. */
+static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, rl_err *e) {
+  int hd = m->hd, dp = hd == 64 || hd == 128 ? hd : hd < 64 ? 64 : 128;
+  if (hd > 128)
+    return rl_errf(e, RL_EXIT_HARDWARE, "head_dim %d: the CUDA attention runs head_dim ≤ 128; use device: cpu", hd);
+  int key[11] = {m->L, m->H, m->V, m->nq, m->nkv, m->hd, m->I, m->E, m->topk, m->Im, dp};
+  if (a->la && a->cap_T >= T && a->cap_seq >= n_seq && !memcmp(key, a->key, sizeof key)) return 0;
+  mc_acts_release(a);
+  memcpy(a->key, key, sizeof key);
+  int64_t C = T > 0 ? T : 1, H = m->H, qd = (int64_t)m->nq * hd, kd = (int64_t)m->nkv * hd;
+  int64_t qp = (int64_t)m->nq * dp, kp = (int64_t)m->nkv * dp, big = qd > H ? qd : H;
+  a->cap_T = (int)C, a->cap_seq = n_seq, a->dp = dp;
+  a->la = rl_xcalloc((size_t)m->L, sizeof(mc_layer_acts));
+  int ok = 1;
+#define DF(ptr, n) ((ptr) = mc_dalloc(a, (n), sizeof(float), e), ok &= (ptr) != NULL)
+#define DB(ptr, n) ((ptr) = mc_dalloc(a, (n), sizeof(uint16_t), e), ok &= (ptr) != NULL)
+#define DI(ptr, n) ((ptr) = mc_dalloc(a, (n), sizeof(int32_t), e), ok &= (ptr) != NULL)
+  DI(a->tokens, C), DI(a->pos, C), DI(a->off, n_seq + 1), DI(a->targets, C);
+  DF(a->res, (m->L + 1) * C * H), DF(a->rstdf, C), DB(a->xf_b, C * H);
+  DF(a->logits, C * m->V), DF(a->lse, C), DF(a->logp, C), DF(a->ent, C), DF(a->dlogp, C), DF(a->dent, C);
+  for (int l = 0; ok && l < m->L; l++) {
+    mc_layer_acts *x = &a->la[l];
+    DF(x->rstd1, C), DB(x->xn1_b, C * H), DF(x->qr, C * qd), DF(x->kr, C * kd), DF(x->v, C * kd);
+    DF(x->q, C * qd), DF(x->k, C * kd), DF(x->rstd_q, C * m->nq), DF(x->rstd_k, C * m->nkv);
+    DF(x->att, C * qd), DF(x->lse, C * m->nq), DB(x->att_b, C * qd);
+    DF(x->h, C * H), DF(x->rstd2, C), DB(x->xn2_b, C * H);
+    if (dp != hd) DF(x->qp, C * qp), DF(x->kp, C * kp), DF(x->vp, C * kp), DF(x->attp, C * qp);
+    else x->qp = x->q, x->kp = x->k, x->vp = x->v, x->attp = x->att;
+    if (!m->layers[l].moe) {
+      DF(x->gate, C * m->I), DF(x->up, C * m->I), DB(x->act_b, C * m->I);
+      if (m->I > big) big = m->I;
+      continue;
+    }
+    int64_t R = C * m->topk;
+    DF(x->rlogits, C * m->E), DF(x->probs, C * m->E), DF(x->rw, R), DI(x->ids, R), DI(x->sor, R), DI(x->ros, R);
+    DB(x->xg_b, R * H), DF(x->eg, R * m->Im), DF(x->eu, R * m->Im), DB(x->eact_b, R * m->Im), DF(x->eout, R * H);
+    x->ids_h = rl_xcalloc((size_t)R, 4), x->sor_h = rl_xcalloc((size_t)R, 4), x->ros_h = rl_xcalloc((size_t)R, 4);
+    x->e_start = rl_xcalloc((size_t)m->E, 4), x->e_cnt = rl_xcalloc((size_t)m->E, 4);
+  }
+  /* backward scratch */
+  DF(a->dres, C * H), DF(a->dxn, C * H), DF(a->t1, C * big), DF(a->t2, C * big), DF(a->t3, C * big);
+  DF(a->t4, C * big), DF(a->dlogits, C * m->V);
+  if (dp != hd) DF(a->pad_do, C * qp), DF(a->pad_dq, C * qp), DF(a->pad_dk, C * kp), DF(a->pad_dv, C * kp);
+  if (m->E > 0) {
+    int64_t R = C * m->topk;
+    DF(a->m_dw, R), DF(a->m_deout, R * H), DF(a->m_dact, R * m->Im), DF(a->m_dg, R * m->Im);
+    DF(a->m_du, R * m->Im), DF(a->m_dxg, R * H), DF(a->m_dlog, C * m->E);
+  }
+#undef DF
+#undef DB
+#undef DI
+  if (!ok) {
+    mc_acts_release(a);
+    return e->code ? e->code : RL_EXIT_HARDWARE;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* Causal GQA of layer acts x (padded to a->dp when head_dim is not 64/128). */
+static int mc_attention_fwd(model *m, model_cuda_acts *a, mc_layer_acts *x, rl_err *e) {
+  int T = a->T, hd = m->hd, dp = a->dp, rc = 0;
+  ops_seqs sq = {a->n_seq, a->off};
+  ops_attn_shape sh = {T, m->nq, m->nkv, dp};
+  if (dp == hd) return ops_attention_forward_cuda(x->att, x->att_b, x->lse, x->q, x->k, x->v, &sq, a->max_len, sh, NULL, e);
+  float c = (float)sqrt((double)dp / hd);
+  if ((rc = mck_pad_heads(x->qp, x->q, (int64_t)T * m->nq, hd, dp, c, e)) ||
+      (rc = mck_pad_heads(x->kp, x->k, (int64_t)T * m->nkv, hd, dp, 1.0f, e)) ||
+      (rc = mck_pad_heads(x->vp, x->v, (int64_t)T * m->nkv, hd, dp, 1.0f, e)) ||
+      (rc = ops_attention_forward_cuda(x->attp, NULL, x->lse, x->qp, x->kp, x->vp, &sq, a->max_len, sh, NULL, e)) ||
+      (rc = mck_unpad_heads(x->att, x->attp, (int64_t)T * m->nq, hd, dp, 1.0f, e)))
+    return rc;
+  return ops_bf16_from_f32_cuda(x->att_b, x->att, (size_t)T * m->nq * hd, NULL, e);
+}
+
+/* Decoder layer l: res[l] → res[l+1]. */
+static int mc_layer_forward(model *m, int l, model_cuda_acts *a, const int32_t *replay, rl_err *e) {
+  mc_layer *y = &m->cu->layers[l];
+  model_layer *my = &m->layers[l];
+  mc_layer_acts *x = &a->la[l];
+  model_cuda_param *P = m->cu->p;
+  int T = a->T, H = m->H, rc;
+  float *in = a->res + (size_t)l * T * H, *next = a->res + (size_t)(l + 1) * T * H;
+  if ((rc = ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, NULL, e)))
+    goto out;
+  if ((rc = mc_lin_fwd(m, &y->q, x->xn1_b, T, x->qr, e)) || (rc = mc_lin_fwd(m, &y->k, x->xn1_b, T, x->kr, e)) ||
+      (rc = mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e)))
+    goto out;
+  if ((rc = ops_qk_norm_rope_forward_cuda(x->q, x->rstd_q, x->qr, P[mc_pidx(m, my->q_norm)].wf, a->pos, T, m->nq,
+                                          m->hd, m->eps, m->theta, NULL, e)) ||
+      (rc = ops_qk_norm_rope_forward_cuda(x->k, x->rstd_k, x->kr, P[mc_pidx(m, my->k_norm)].wf, a->pos, T, m->nkv,
+                                          m->hd, m->eps, m->theta, NULL, e)) ||
+      (rc = mc_attention_fwd(m, a, x, e)))
+    goto out;
+  /* o_proj output goes to `next` for now; h = in + o, xn2 = norm(h) */
+  if ((rc = mc_lin_fwd(m, &y->o, x->att_b, T, next, e)) ||
+      (rc = ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, next, P[mc_pidx(m, my->ln2)].wf, T, H,
+                                              m->eps, NULL, e)))
+    goto out;
+  if (my->moe) {
+    rc = mc_moe_forward(m, l, replay, a, next, e);
+  } else if (!(rc = mc_lin_fwd(m, &y->gate, x->xn2_b, T, x->gate, e)) &&
+             !(rc = mc_lin_fwd(m, &y->up, x->xn2_b, T, x->up, e)) &&
+             !(rc = ops_swiglu_forward_cuda(NULL, x->act_b, x->gate, x->up, T, m->I, m->I, NULL, e))) {
+    rc = mc_lin_fwd(m, &y->down, x->act_b, T, next, e);
+  }
+  if (!rc) rc = mck_add_f32(next, x->h, next, (int64_t)T * H, e);
+out:
+  if (rc) rl_err_prefix(e, "layer %d: ", l);
+  return rc;
+}
+
+int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, model_cuda_acts *a,
+                       rl_err *e) {
+  int T = b->T, H = m->H, rc;
+  if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_forward: call model_cuda_init first");
+  if (o && o->f32)
+    return rl_errf(e, RL_EXIT_USAGE, "model_cuda_forward: the FP32-exact mode runs on the CPU only; use model_forward");
+  if (!m->cu->quantized)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "model_cuda_forward: the device quantized weights are stale; call model_cuda_quantize "
+                   "after changing the master weights");
+  if (T < 0 || (T > 0 && !b->tokens)) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_forward: no tokens");
+  if ((rc = ops_seqs_check(&b->seqs, T, e))) return rl_err_prefix(e, "model_cuda_forward: ");
+  for (int t = 0; t < T; t++)
+    if (b->tokens[t] < 0 || b->tokens[t] >= m->V)
+      return rl_errf(e, RL_EXIT_USAGE, "model_cuda_forward: token %d at position %d is outside the vocabulary [0, %d)",
+                     b->tokens[t], t, m->V);
+  if ((rc = mc_acts_prepare(m, a, T, b->seqs.n_seq, e))) return rl_err_prefix(e, "model_cuda_forward: ");
+  a->T = T, a->n_seq = b->seqs.n_seq, a->have_lp = 0, a->max_len = 1;
+  for (int s = 0; s < a->n_seq; s++)
+    if (b->seqs.off[s + 1] - b->seqs.off[s] > a->max_len) a->max_len = b->seqs.off[s + 1] - b->seqs.off[s];
+  if (T == 0) return 0;
+  MC(cudaMemcpy(a->tokens, b->tokens, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (tokens)");
+  MC(cudaMemcpy(a->off, b->seqs.off, (size_t)(a->n_seq + 1) * 4, cudaMemcpyHostToDevice), "cudaMemcpy (offsets)");
+  ops_seqs sq = {a->n_seq, a->off};
+  if ((rc = ops_seqs_positions_cuda(&sq, T, a->pos, NULL, e)) ||
+      (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, a->tokens, T, m->V, H, NULL, e)))
+    return rl_err_prefix(e, "model_cuda_forward: ");
+  for (int l = 0; l < m->L && !rc; l++)
+    rc = mc_layer_forward(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
+  if (!rc)
+    rc = ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
+                                  m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e);
+  if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
+  return rc ? rl_err_prefix(e, "model_cuda_forward: ") : 0;
+}
+
+const float *model_cuda_logits(const model_cuda_acts *a) { return a ? a->logits : NULL; }
+
+int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e) {
+  int rc;
+  if (a->T) MC(cudaMemcpy(out, a->logits, (size_t)a->T * a->key[2] * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (logits)");
+  return 0;
+}
+
+const int32_t *model_cuda_routed_ids(const model_cuda_acts *a, int l) {
+  if (!a || !a->la || l < 0 || l >= a->key[0]) return NULL;
+  return a->la[l].ids_h;
+}
+
+int model_cuda_logprob_forward(model *m, model_cuda_acts *a, const int32_t *targets, float temp,
+                               float *logp, float *entropy, rl_err *e) {
+  int T = a->T, rc;
+  if (!(temp > 0)) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_logprob_forward: temperature must be > 0");
+  if (!a->la) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_logprob_forward: no forward to read");
+  a->temp = temp, a->have_lp = 1;
+  if (T == 0) return 0;
+  if (targets) {
+    for (int t = 0; t < T; t++)
+      if (targets[t] >= m->V)
+        return rl_errf(e, RL_EXIT_USAGE, "model_cuda_logprob_forward: target %d at position %d is outside the vocabulary",
+                       targets[t], t);
+    MC(cudaMemcpy(a->targets, targets, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (targets)");
+  } else {
+    MC(cudaMemset(a->targets, 0xff, (size_t)T * 4), "cudaMemset (targets)");
+  }
+  if ((rc = ops_logprob_forward_cuda(a->logp, a->ent, a->lse, a->logits, a->targets, T, m->V, temp, NULL, e)))
+    return rl_err_prefix(e, "model_cuda_logprob_forward: ");
+  if (logp) MC(cudaMemcpy(logp, a->logp, (size_t)T * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (log-probs)");
+  if (entropy) MC(cudaMemcpy(entropy, a->ent, (size_t)T * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (entropies)");
+  return 0;
+}
+
+#else /* ---------------------------------------------------------------- no CUDA */
+
+/* The one error of every entry point in a build without CUDA. */
+static int mc_nocuda(const char *fn, rl_err *e) {
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "%s: this binary was built without CUDA; rebuild with nvcc available or use device: cpu", fn);
+}
+int model_cuda_init(model *m, rl_err *e) { return mc_nocuda("model_cuda_init", e); }
+void model_cuda_free(model *m) { (void)m; }
+model_cuda_param *model_cuda_param_at(model *m, int i) { return NULL; }
+int model_cuda_upload(model *m, rl_err *e) { return mc_nocuda("model_cuda_upload", e); }
+int model_cuda_download(model *m, rl_err *e) { return mc_nocuda("model_cuda_download", e); }
+int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) { return mc_nocuda("model_cuda_quantize", e); }
+int model_cuda_grads_zero(model *m, rl_err *e) { return mc_nocuda("model_cuda_grads_zero", e); }
+int model_cuda_grads_to_host(model *m, rl_err *e) { return mc_nocuda("model_cuda_grads_to_host", e); }
+int model_cuda_optim_views(model *m, optim_tensor *t, rl_err *e) { return mc_nocuda("model_cuda_optim_views", e); }
+model_cuda_acts *model_cuda_acts_new(void) { return NULL; }
+void model_cuda_acts_free(model_cuda_acts *a) { (void)a; }
+int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, model_cuda_acts *a, rl_err *e) {
+  return mc_nocuda("model_cuda_forward", e);
+}
+const float *model_cuda_logits(const model_cuda_acts *a) { return NULL; }
+int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e) {
+  return mc_nocuda("model_cuda_logits_to_host", e);
+}
+const int32_t *model_cuda_routed_ids(const model_cuda_acts *a, int l) { return NULL; }
+int model_cuda_logprob_forward(model *m, model_cuda_acts *a, const int32_t *targets, float temp, float *logp,
+                               float *entropy, rl_err *e) {
+  return mc_nocuda("model_cuda_logprob_forward", e);
+}
+int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp, const float *dentropy, rl_err *e) {
+  return mc_nocuda("model_cuda_backward_logprob", e);
+}
+int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_err *e) {
+  return mc_nocuda("model_cuda_backward", e);
+}
+int model_cuda_sync(rl_err *e) { return mc_nocuda("model_cuda_sync", e); }
+#endif

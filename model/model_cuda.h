@@ -1,0 +1,113 @@
+/* model_cuda.h — the CUDA path of the model: the same Qwen3 / Qwen3-MoE graph
+ * as model/forward.c, backward.c and moe.c (POLICY mode), with weights,
+ * quantized views, activations and gradients in device memory.
+ *
+ *   model *m;  model_load(dir, NULL, &m, &e);          host BF16 masters (as on the CPU)
+ *   model_cuda_init(m, &e);                            upload masters → m->cu
+ *   quant_policy p; quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+ *   model_cuda_quantize(m, &p, &e);                    device views (the sync step)
+ *   model_cuda_acts *a = model_cuda_acts_new();
+ *   model_cuda_forward(m, &batch, NULL, a, &e);        batch in HOST memory (checked, uploaded)
+ *   model_cuda_logprob_forward(m, a, targets, 1.0f, logp, NULL, &e);   logp on the host
+ *   model_cuda_grads_zero(m, &e); model_cuda_backward_logprob(m, a, dlogp, NULL, &e);
+ *   model_cuda_grads_to_host(m, &e);                   (tests) p->g ← device gradients
+ *
+ * Why separate entry points rather than a device switch inside model_forward:
+ * the CPU API hands out host pointers (a->logits, p->g) that other modules
+ * read directly; the CUDA path keeps everything on the device and copies only
+ * what a caller asks for, so it has its own small API and leaves the CPU one
+ * untouched. The only link is m->cu (NULL until model_cuda_init; model_free
+ * releases it).
+ *
+ * Numerics: the CPU's POLICY mode, op for op — every linear layer through
+ * linear_forward (device qtensor views, quantized on the device by the
+ * `_cuda` quantizers: the same bytes as model_quantize) and linear_backward
+ * (cuBLASLt BF16, FP32 accumulation into FP32 gradient buffers), every other
+ * op through its `_cuda` twin of kernels/ops.h (FP32 reductions in fixed
+ * orders), norm weights = FP32 values of the BF16 masters. MoE: router →
+ * top-k or R3 replay (ops_router_forward_cuda) → the routed ids are copied to
+ * the host (one synchronisation per MoE layer) to group the rows by expert in
+ * the CPU's fixed order (experts in index order, tokens ascending) → a device
+ * gather, one linear_forward per expert, and a combine that sums a token's k
+ * choices in choice order. No float atomics anywhere: two runs give the same
+ * bits. head_dim other than 64/128 (the tiny test models: 32) runs the
+ * attention kernel zero-padded to 64/128 with q pre-scaled by
+ * sqrt(D_pad / head_dim), which gives the same scores up to FP32 rounding.
+ *
+ * Everything runs on the current CUDA device's default stream; calls return
+ * after enqueueing except where they copy results to the host. */
+#ifndef RLRUN_MODEL_CUDA_H
+#define RLRUN_MODEL_CUDA_H
+
+#include <stdint.h>
+
+#include "kernels/common.h"
+#include "kernels/optim.h"
+#include "model/model.h"
+
+/* Device copies of one parameter (device pointers). */
+typedef struct model_cuda_param {
+  uint16_t *w; /* BF16 master [rows][cols] */
+  float *g;    /* FP32 gradient accumulator, NULL until model_cuda_grads_zero */
+  float *wf;   /* vectors (norm weights): FP32 of w, refreshed by model_cuda_quantize */
+} model_cuda_param;
+
+/* Upload the BF16 masters of m to the current GPU (m->cu). Idempotent: a
+ * second call re-uploads the host masters. RL_EXIT_HARDWARE with a message
+ * when the build has no CUDA or no GPU is usable. */
+int model_cuda_init(model *m, rl_err *e);
+/* Release m->cu (model_free calls it). */
+void model_cuda_free(model *m);
+/* The device copies of parameter i of m->params (NULL before model_cuda_init). */
+model_cuda_param *model_cuda_param_at(model *m, int i);
+/* Copy the host masters p->w into the device masters (after a host update). */
+int model_cuda_upload(model *m, rl_err *e);
+/* Copy the device masters into the host masters p->w (after a device update,
+ * e.g. before a checkpoint). */
+int model_cuda_download(model *m, rl_err *e);
+/* Make the device quantized view of every linear layer from the device BF16
+ * masters for policy p with the `_cuda` quantizers (fp8-block scales written
+ * in cuBLASLt's layout), and refresh the FP32 norm weights: the sync step.
+ * Call again after every device weight update. */
+int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e);
+/* Allocate (first call) and zero the device FP32 gradients. */
+int model_cuda_grads_zero(model *m, rl_err *e);
+/* Copy the device gradients into the host p->g (allocated as needed). */
+int model_cuda_grads_to_host(model *m, rl_err *e);
+/* optim_tensor views of every parameter over the device masters and
+ * gradients (t[n_params]); main/m/v are left NULL for the caller to fill. */
+int model_cuda_optim_views(model *m, optim_tensor *t, rl_err *e);
+
+/* Device activations of the last forward (opaque; reused and grown). */
+typedef struct model_cuda_acts model_cuda_acts;
+model_cuda_acts *model_cuda_acts_new(void);
+void model_cuda_acts_free(model_cuda_acts *a);
+
+/* Run the model on a packed batch given in HOST memory (tokens and offsets
+ * are checked on the host: bad ids/offsets are RL_EXIT_USAGE, then uploaded).
+ * o->f32 is refused (the FP32-exact mode is CPU only); o->replay_ids are host
+ * arrays. Needs model_cuda_quantize. Logits stay on the device. */
+int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, model_cuda_acts *a,
+                       rl_err *e);
+/* Device pointer to the FP32 logits [T, V] of the last forward. */
+const float *model_cuda_logits(const model_cuda_acts *a);
+/* Copy the logits [T, V] to host memory out. */
+int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e);
+/* The routed expert ids [T, k] of MoE layer l after a forward (host copy), or NULL. */
+const int32_t *model_cuda_routed_ids(const model_cuda_acts *a, int l);
+/* Per-token log-probs (and entropies) of host targets at temperature temp,
+ * fused log-softmax + gather on the device; logp / entropy are HOST arrays
+ * [T] (either may be NULL: then nothing is copied back). */
+int model_cuda_logprob_forward(model *m, model_cuda_acts *a, const int32_t *targets, float temp,
+                               float *logp, float *entropy, rl_err *e);
+/* Backward from HOST upstream gradients of the last log-probs / entropies
+ * (either may be NULL): ADDS every parameter gradient into the device g
+ * (model_cuda_grads_zero first). */
+int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp,
+                                const float *dentropy, rl_err *e);
+/* Backward from DEVICE dlogits [T, V] (read only). */
+int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_err *e);
+/* Wait for the device and report a failed kernel (RL_EXIT_FAIL). */
+int model_cuda_sync(rl_err *e);
+
+#endif

@@ -1,0 +1,134 @@
+/* model_cuda_int.h — what the CUDA model's files share (model_cuda.c,
+ * model_cuda_bwd.c, model_cuda_kern.cu): the device state behind m->cu and
+ * the activations, the linear-layer helpers, and the model's own small
+ * kernels. Not an API for other modules. */
+#ifndef RLRUN_MODEL_CUDA_INT_H
+#define RLRUN_MODEL_CUDA_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- kernels (model_cuda_kern.cu)
+ * Device pointers, the default stream; each returns 0 or RL_EXIT_HARDWARE
+ * when the launch fails. Element-wise FP32 arithmetic is written with _rn
+ * intrinsics (no FMA contraction) so that it reproduces the CPU's bits. */
+
+/* out[i] = a[i] + b[i] (out may alias a or b). */
+int mck_add_f32(float *out, const float *a, const float *b, int64_t n, rl_err *e);
+/* dx[i] = (add ? dx[i] : 0) + FP32(xb[i]). */
+int mck_acc_bf16(float *dx, const uint16_t *xb, int64_t n, int add, rl_err *e);
+/* xg[r, :] = x[slot_of_row[r] / k, :] for r < R (BF16 rows of H). */
+int mck_moe_gather(uint16_t *xg, const uint16_t *x, const int32_t *slot_of_row, int64_t R, int k,
+                   int H, rl_err *e);
+/* out[t, i] = Σ_{j<k} rw[t·k+j] · eout[row_of_slot[t·k+j], i], j in order. */
+int mck_moe_combine(float *out, const float *eout, const float *rw, const int32_t *row_of_slot,
+                    int T, int k, int H, rl_err *e);
+/* Backward of the combine: dw[s] = Σ_i dy[t,i]·eout[r,i] (FP32, fixed order),
+ * deout[r, i] = rw[s]·dy[t, i], for slot s = t·k+j, r = row_of_slot[s]. */
+int mck_moe_combine_bwd(float *dw, float *deout, const float *dy, const float *eout, const float *rw,
+                        const int32_t *row_of_slot, int T, int k, int H, rl_err *e);
+/* dx[t, i] = Σ_{j<k} dxg[row_of_slot[t·k+j], i], j in order. */
+int mck_moe_sum_rows(float *dx, const float *dxg, const int32_t *row_of_slot, int T, int k, int H,
+                     rl_err *e);
+/* Zero-pad heads: dst[r, :dp] = (src[r, :d]·scale, 0…) for rows r < rows. */
+int mck_pad_heads(float *dst, const float *src, int64_t rows, int d, int dp, float scale,
+                  rl_err *e);
+/* The inverse: dst[r, :d] = src[r, :d]·scale. */
+int mck_unpad_heads(float *dst, const float *src, int64_t rows, int d, int dp, float scale,
+                    rl_err *e);
+/* out[0] = max(a[0], b[0]) (device scalars; NVFP4 gate/up shared amax). */
+int mck_fmax2(float *out, const float *a, const float *b, rl_err *e);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* ---------------------------------------------------------------- host state (C only) */
+#if !defined(__CUDACC__)
+#include "kernels/qtensor.h"
+#include "model/model.h"
+#include "model/model_cuda.h"
+
+/* Device view of one linear layer. */
+typedef struct mc_lin {
+  qtensor q;             /* device qtensor: the master itself (BF16) or owned buffers */
+  void *qdata, *qscales; /* owned when q.fmt != BF16 */
+  float *sdec;           /* NVFP4 S_dec (device scalar) */
+  int pi;                /* index of its parameter in m->params */
+} mc_lin;
+
+typedef struct mc_layer {
+  mc_lin q, k, v, o, gate, up, down, router;
+  mc_lin *eg, *eu, *ed; /* [E] */
+} mc_layer;
+
+/* Scratch slots of the linear helpers (BF16 output, BF16 dY, BF16 dX). */
+enum { MC_SCR_Y, MC_SCR_DY, MC_SCR_DX, MC_SCR_COUNT };
+
+/* Everything m->cu holds. */
+typedef struct model_cuda model_cuda;
+struct model_cuda {
+  int dev;
+  model_cuda_param *p; /* [m->n_params] */
+  mc_layer *layers;    /* [m->L] */
+  mc_lin lm_head;
+  quant_policy policy;
+  int quantized;
+  void *scr[MC_SCR_COUNT];
+  size_t cap[MC_SCR_COUNT];
+};
+
+/* Device activations of one layer (see model_layer_acts; BF16 copies only
+ * where a linear layer reads, FP32 where the backward reads). */
+typedef struct mc_layer_acts {
+  float *rstd1, *qr, *kr, *v, *q, *k, *rstd_q, *rstd_k, *att, *lse, *h, *rstd2;
+  float *qp, *kp, *vp, *attp; /* padded attention operands (= q, k, v, att when not padded) */
+  uint16_t *xn1_b, *att_b, *xn2_b;
+  float *gate, *up;
+  uint16_t *act_b;
+  /* MoE */
+  float *rlogits, *probs, *rw, *eg, *eu, *eout;
+  int32_t *ids, *sor, *ros;                    /* device */
+  int32_t *ids_h, *e_start, *e_cnt, *sor_h, *ros_h; /* host */
+  uint16_t *xg_b, *eact_b;
+} mc_layer_acts;
+
+struct model_cuda_acts {
+  int T, cap_T, n_seq, cap_seq, max_len, dp;
+  int key[11];
+  void **allocs; /* every device buffer below, for release */
+  int n_allocs, cap_allocs;
+  int32_t *tokens, *pos, *off, *targets; /* device */
+  float *res, *rstdf, *logits, *lse, *logp, *ent, *dlogp, *dent;
+  uint16_t *xf_b;
+  float temp;
+  int have_lp;
+  mc_layer_acts *la;
+  /* backward scratch */
+  float *dres, *dxn, *t1, *t2, *t3, *t4, *dlogits, *pad_do, *pad_dq, *pad_dk, *pad_dv;
+  float *m_dw, *m_deout, *m_dact, *m_dg, *m_du, *m_dxg, *m_dlog;
+};
+
+/* Device scratch slot of at least bytes (grown, reused; NULL with e set). */
+void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e);
+/* out FP32 [M, N] = xb [M, K] (BF16) · Wᵀ through linear_forward. */
+int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e);
+/* linear_backward of L for FP32 dy [M, N]: dW accumulated into the device g;
+ * dx [M, K] FP32 written (add 0) or added to (add 1), NULL to skip. */
+int mc_lin_bwd(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,
+               int add, rl_err *e);
+/* The MoE block of layer l on xn2_b: writes out [T, H]. */
+int mc_moe_forward(model *m, int l, const int32_t *replay, model_cuda_acts *a, float *out, rl_err *e);
+/* Its backward for dy [T, H]: gradients accumulated, dxn2 [T, H] written. */
+int mc_moe_backward(model *m, int l, model_cuda_acts *a, const float *dy, float *dxn2, rl_err *e);
+/* Check a CUDA runtime status (RL_EXIT_HARDWARE naming what failed). */
+int mc_ok(int status, const char *what, rl_err *e);
+#endif
+
+#endif

@@ -1,0 +1,311 @@
+/* cmd_run.c — `rlrun run` (a new run directory from a recipe) and `rlrun
+ * resume` (continue a run exactly where it stopped). The loop itself is
+ * runner/loop.c; the run directory helpers are runner/runs.c. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runner/cli.h"
+#include "runner/loop.h"
+#include "runner/runs.h"
+#include "state/ckpt_dir.h"
+#include "state/rundir.h"
+
+#define RUN_MAX_SETS 64
+
+/* Refuse what this build cannot run (the model runs on the CPU only so far). */
+static int run_check_hardware(recipe *r, rl_err *e) {
+  hw_target t;
+  int emulated = 0;
+  hw_target_detect(&t);
+  int rc = recipe_check_hardware(r, &t, &emulated, e);
+  if (rc) return rc;
+  if (recipe_run_class(r, &t) != HW_CPU)
+    return rl_errf(e, RL_EXIT_HARDWARE,
+                   "%s: this recipe would run on the GPU (%s), but the CUDA model path is not built yet; "
+                   "set `device: cpu` (or --set device=cpu) to run the CPU reference",
+                   r->file ? r->file : "recipe", t.name);
+  return 0;
+}
+
+/* Progress display: a status line on a terminal, plain lines otherwise (RLRUN_PROGRESS=0|1 overrides). */
+static loop_opts run_loop_opts(int quiet) {
+  loop_opts o = {.progress = isatty(2), .log = stderr, .quiet = quiet};
+  const char *p = getenv("RLRUN_PROGRESS");
+  if (p && *p) o.progress = atoi(p) != 0;
+  return o;
+}
+
+/* Run the loop under the signal handlers and report the outcome. */
+static int run_loop(const char *dir, store *s, const recipe *r, int quiet) {
+  rl_err e;
+  loop_opts o = run_loop_opts(quiet);
+  loop_install_signals();
+  int rc = loop_run(dir, s, r, &o, &e);
+  if (rc) {
+    fprintf(stderr, "rlrun: %s\n", e.msg);
+    if (rc != RL_EXIT_INTERRUPT) fprintf(stderr, "rlrun: the run stays resumable: rlrun resume %s\n", dir);
+    return rc;
+  }
+  printf("run complete: %s (%lld iterations)\n", dir, (long long)r->loop.iterations);
+  return 0;
+}
+
+/* Write recipe.yaml, recipe.resolved.yaml and run.json into a new run directory. */
+static int run_write_files(const char *dir, const char *text, const char *resolved, const char *recipe_path,
+                           char **sets, int n_sets, rl_err *e) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" RUNS_RECIPE, dir);
+  if (rundir_write_atomic(path, text, strlen(text), e)) return e->code;
+  snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
+  if (rundir_write_atomic(path, resolved, strlen(resolved), e)) return e->code;
+  json_t *o = json_pack("{s:s,s:[]}", "recipe_path", recipe_path, "overrides");
+  for (int i = 0; i < n_sets; i++) json_array_append_new(json_object_get(o, "overrides"), json_string(sets[i]));
+  char *js = json_dumps(o, JSON_INDENT(2));
+  json_decref(o);
+  snprintf(path, sizeof path, "%s/" RUNS_INFO, dir);
+  int rc = rundir_write_atomic(path, js, strlen(js), e);
+  free(js);
+  return rc;
+}
+
+int cmd_run(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("usage: rlrun run RECIPE [--set KEY=VALUE]... [--name NAME] [--runs-dir DIR] [--quiet]\n\n"
+           "Start a run: validate the recipe (as `rlrun validate`), create RUNS_DIR/NAME-ID/ with\n"
+           "state.db, the recipe as given and resolved, checkpoints/ and logs/, then execute the\n"
+           "plan: convert, then rollout -> reward -> train -> sync per iteration, checkpoints every\n"
+           "loop.checkpoint_interval iterations and after the last. Every finished step is committed\n"
+           "to SQLite: kill it anywhere and `rlrun resume DIR` ends bit-identical.\n"
+           "A recipe written by `rlrun export` has its inputs' sha256 checked first.\n\n"
+           "  --set KEY=VALUE   override a recipe key (repeatable)\n"
+           "  --name NAME       run name (default: the recipe's name)\n"
+           "  --runs-dir DIR    where run directories go (default: runs)\n"
+           "  --quiet           no per-iteration lines (logs/run.log still gets them)\n\n"
+           "Progress: a status line on a terminal (stage, iteration, rate, ETA, reward, mismatch),\n"
+           "plain lines otherwise. SIGINT/SIGTERM stop at the next step boundary: exit 130, resumable.\n"
+           "exit codes: 0 complete, 1 a stage failed (resumable), 2 invalid recipe, 3 not runnable\n"
+           "here, 4 exported inputs differ, 130 interrupted.\n");
+    return RL_EXIT_OK;
+  }
+  const char *path = NULL, *name = NULL, *runs_dir = "runs";
+  char *sets[RUN_MAX_SETS];
+  int n_sets = 0, quiet = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--set") && i + 1 < argc && n_sets < RUN_MAX_SETS) sets[n_sets++] = argv[++i];
+    else if (!strncmp(a, "--set=", 6) && n_sets < RUN_MAX_SETS) sets[n_sets++] = argv[i] + 6;
+    else if (!strcmp(a, "--name") && i + 1 < argc) name = argv[++i];
+    else if (!strcmp(a, "--runs-dir") && i + 1 < argc) runs_dir = argv[++i];
+    else if (!strcmp(a, "--quiet")) quiet = 1;
+    else if (a[0] == '-' || path) {
+      fprintf(stderr, "rlrun run: unexpected argument '%s'; see `rlrun run --help`\n", a);
+      return RL_EXIT_USAGE;
+    } else path = a;
+  }
+  if (!path) {
+    fprintf(stderr, "rlrun run: missing RECIPE; usage: rlrun run RECIPE [--set K=V]... [--name N] [--runs-dir D]\n");
+    return RL_EXIT_USAGE;
+  }
+  rl_err e;
+  char *text = NULL, *resolved = NULL, *hashes = NULL, *abs = NULL;
+  size_t len;
+  recipe r;
+  memset(&r, 0, sizeof r);
+  store *s = NULL;
+  int lock = -1, rc = rl_read_file(path, &text, &len, &e);
+  if (!rc) rc = runs_check_export(path, text, &e);
+  if (!rc) rc = recipe_load(path, (const char *const *)sets, n_sets, &r, &e);
+  if (!rc) rc = run_check_hardware(&r, &e);
+  if (!rc) rc = runs_canonical_recipe(&r, &e);
+  if (!rc) rc = runs_input_hashes(&r, &hashes, &e);
+  if (!rc && name) rc = rundir_check_name(name, &e);
+  /* The run directory is built under RUNS_DIR/.init/ and renamed into place
+   * once its store holds the run row: a kill during creation leaves no
+   * half-made run behind (only a hidden leftover under .init/). */
+  char dir[4096] = "", tmp[4096] = "", init[4096];
+  snprintf(init, sizeof init, "%s/.init", runs_dir);
+  if (!rc) {
+    resolved = runs_resolved_text(&r);
+    abs = realpath(path, NULL);
+    rc = rundir_create(init, name ? name : r.name, tmp, sizeof tmp, &e);
+  }
+  if (!rc) rc = run_write_files(tmp, text, resolved, abs ? abs : path, sets, n_sets, &e);
+  const char *id = strrchr(tmp, '/') ? strrchr(tmp, '/') + 1 : tmp;
+  char db[4200];
+  if (!rc) {
+    snprintf(db, sizeof db, "%s/" RUNS_DB, tmp);
+    s = store_open(db, 1, &e);
+    if (!s) rc = e.code;
+  }
+  if (!rc) {
+    store_run run = {.id = (char *)id, .name = name ? (char *)name : r.name, .recipe = text,
+                     .recipe_resolved = resolved, .input_hashes = hashes};
+    rc = store_run_init(s, &run, &e);
+    store_close(s);
+    s = NULL;
+  }
+  if (!rc) {
+    snprintf(dir, sizeof dir, "%s/%s", runs_dir, id);
+    if (rename(tmp, dir) != 0)
+      rc = rl_errf(&e, RL_EXIT_FAIL, "cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+    else
+      rc = rundir_fsync_dir(runs_dir, &e);
+  }
+  if (!rc && (lock = runs_lock(dir, &e)) < 0) rc = e.code;
+  if (!rc) {
+    snprintf(db, sizeof db, "%s/" RUNS_DB, dir);
+    s = store_open(db, 0, &e);
+    if (!s) rc = e.code;
+  }
+  if (rc && tmp[0] && !dir[0]) {
+    rl_err ignore;
+    ckpt_dir_remove(tmp, &ignore); /* the half-made directory never became a run */
+  }
+  if (rc) {
+    fprintf(stderr, "rlrun run: %s\n", e.msg);
+  } else {
+    printf("run directory: %s\n", dir);
+    fflush(stdout);
+    rc = run_loop(dir, s, &r, quiet);
+  }
+  if (s) store_close(s);
+  if (lock >= 0) close(lock);
+  recipe_free(&r);
+  free(text), free(resolved), free(hashes), free(abs);
+  return rc;
+}
+
+/* What changed since the run started: the recipe file (re-resolved with the
+ * same overrides) and the input files. *fresh gets the re-resolved recipe
+ * when it loads. Returns the number of changes; *report lists them. */
+static int resume_changes(const char *dir, const store_run *run, recipe *fresh, int *have_fresh, char **fresh_text,
+                          char **fresh_hashes, char **report) {
+  int n = runs_inputs_changed(run->input_hashes, report);
+  *have_fresh = 0;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" RUNS_INFO, dir);
+  json_t *info = json_load_file(path, 0, NULL);
+  const char *rp = json_string_value(json_object_get(info, "recipe_path"));
+  if (rp && access(rp, R_OK) == 0) {
+    json_t *ov = json_object_get(info, "overrides");
+    int n_sets = (int)json_array_size(ov);
+    const char **sets = rl_xcalloc((size_t)n_sets + 1, sizeof *sets);
+    for (int i = 0; i < n_sets; i++) sets[i] = json_string_value(json_array_get(ov, (size_t)i));
+    rl_err e;
+    if (recipe_load(rp, sets, n_sets, fresh, &e) || runs_canonical_recipe(fresh, &e)) {
+      size_t old = *report ? strlen(*report) : 0, add = strlen(rp) + strlen(e.msg) + 64;
+      *report = rl_xrealloc(*report, old + add);
+      snprintf(*report + old, add, "  recipe %s no longer loads: %s\n", rp, e.msg);
+      recipe_free(fresh);
+      n++;
+    } else {
+      *have_fresh = 1;
+      *fresh_text = runs_resolved_text(fresh);
+      n += runs_recipe_changed(run->recipe_resolved, *fresh_text, report);
+      rl_err he;
+      if (runs_input_hashes(fresh, fresh_hashes, &he)) *fresh_hashes = NULL;
+    }
+    free(sets);
+  }
+  json_decref(info);
+  return n;
+}
+
+int cmd_resume(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n\n"
+           "Continue a run where it stopped: load the newest complete checkpoint (sha256-verified),\n"
+           "re-run the later steps, and read back rollouts already committed instead of\n"
+           "regenerating them. The result is bit-identical to an uninterrupted run.\n"
+           "Refuses (exit 4) when the recipe file or an input (model files, data, Lua scripts) changed\n"
+           "since the run started, and prints what changed; --allow-changed continues with the changed\n"
+           "ones (recorded as an event). A complete run says so and does nothing (exit 0).\n"
+           "exit codes: 0 complete, 1 a stage failed (resumable), 2 not a run directory, 3 not\n"
+           "runnable here, 4 run state refused (corrupt state.db, changed inputs, bad checkpoint), 130\n"
+           "interrupted.\n");
+    return RL_EXIT_OK;
+  }
+  const char *dir = NULL;
+  int allow = 0, quiet = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--allow-changed")) allow = 1;
+    else if (!strcmp(argv[i], "--quiet")) quiet = 1;
+    else if (argv[i][0] == '-' || dir) {
+      fprintf(stderr, "rlrun resume: unexpected argument '%s'; see `rlrun resume --help`\n", argv[i]);
+      return RL_EXIT_USAGE;
+    } else dir = argv[i];
+  }
+  if (!dir) {
+    fprintf(stderr, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed]\n");
+    return RL_EXIT_USAGE;
+  }
+  rl_err e;
+  store *s = runs_open_store(dir, &e);
+  if (!s) {
+    fprintf(stderr, "rlrun resume: cannot resume %s: %s\n", dir, e.msg);
+    return e.code;
+  }
+  int lock = runs_lock(dir, &e);
+  if (lock < 0) {
+    fprintf(stderr, "rlrun resume: %s\n", e.msg);
+    store_close(s);
+    return e.code;
+  }
+  store_run run;
+  memset(&run, 0, sizeof run);
+  recipe r, fresh;
+  memset(&r, 0, sizeof r);
+  memset(&fresh, 0, sizeof fresh);
+  char *report = NULL, *fresh_text = NULL, *fresh_hashes = NULL;
+  int have_fresh = 0, rc = store_run_get(s, &run, &e);
+  if (!rc) rc = runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e);
+  int changes = rc ? 0 : resume_changes(dir, &run, &fresh, &have_fresh, &fresh_text, &fresh_hashes, &report);
+  if (rc) {
+    fprintf(stderr, "rlrun resume: %s\n", e.msg);
+  } else if (changes && !allow) {
+    fprintf(stderr,
+            "rlrun resume: %s: the recipe or its inputs changed since the run started:\n%s"
+            "nothing was done; restore them, or pass --allow-changed to continue with the changes "
+            "(recorded in the run's events)\n",
+            dir, report);
+    rc = RL_EXIT_STATE;
+  } else if (changes) {
+    store_event(s, STORE_WARN, -1, NULL, &e, "resumed with --allow-changed:\n%s", report);
+    fprintf(stderr, "rlrun resume: continuing with changes (--allow-changed):\n%s", report);
+    if (have_fresh) {
+      char path[4200];
+      snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
+      rc = store_run_update(s, fresh_text, fresh_hashes ? fresh_hashes : run.input_hashes, &e);
+      if (!rc) rc = rundir_write_atomic(path, fresh_text, strlen(fresh_text), &e);
+      recipe_free(&r);
+      r = fresh;
+      have_fresh = 0;
+    } else if (!(rc = runs_input_hashes(&r, &fresh_hashes, &e))) {
+      rc = store_run_update(s, run.recipe_resolved, fresh_hashes, &e);
+    }
+    if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);
+  }
+  if (!rc && (changes == 0 || allow)) {
+    if (loop_is_complete(s, r.loop.iterations)) {
+      printf("%s: the run is already complete (%lld iterations, final checkpoint step-%06lld); nothing to do\n",
+             dir, (long long)r.loop.iterations, (long long)r.loop.iterations);
+    } else if ((rc = run_check_hardware(&r, &e))) {
+      fprintf(stderr, "rlrun resume: %s\n", e.msg);
+    } else {
+      printf("resuming %s\n", dir);
+      fflush(stdout);
+      rc = run_loop(dir, s, &r, quiet);
+    }
+  }
+  if (have_fresh) recipe_free(&fresh);
+  recipe_free(&r);
+  store_run_free(&run);
+  free(report), free(fresh_text), free(fresh_hashes);
+  store_close(s);
+  close(lock);
+  return rc;
+}

@@ -1,0 +1,387 @@
+/* cmd_runs.c — the read-only run commands: `rlrun status`, `rlrun ls`,
+ * `rlrun metrics`, `rlrun samples`, `rlrun export`. */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "runner/cli.h"
+#include "runner/loop.h"
+#include "runner/runs.h"
+#include "state/ckpt.h"
+#include "state/rundir.h"
+
+/* Parse "RUNDIR" plus flags shared by the commands; NULL after printing an error. */
+static const char *one_dir(const char *cmd, int argc, char **argv, int *i) {
+  const char *dir = NULL;
+  for (; *i < argc; (*i)++) {
+    if (argv[*i][0] == '-') break;
+    if (dir) {
+      fprintf(stderr, "rlrun %s: unexpected argument '%s'\n", cmd, argv[*i]);
+      return NULL;
+    }
+    dir = argv[*i];
+  }
+  if (!dir) fprintf(stderr, "rlrun %s: missing RUNDIR; see `rlrun %s --help`\n", cmd, cmd);
+  return dir;
+}
+
+/* The store and run row of a directory, or an exit code after printing why. */
+static int open_run(const char *cmd, const char *dir, store **s, store_run *run) {
+  rl_err e;
+  memset(run, 0, sizeof *run);
+  *s = runs_open_store(dir, &e);
+  if (*s && store_run_get(*s, run, &e)) {
+    store_close(*s);
+    *s = NULL;
+  }
+  if (!*s) {
+    fprintf(stderr, "rlrun %s: %s\n", cmd, e.msg);
+    return e.code;
+  }
+  return 0;
+}
+
+/* The loop.iterations of a stored resolved recipe (its text; 0 when unknown). */
+static int64_t stored_iterations(const char *resolved) {
+  const char *p = resolved ? strstr(resolved, "\nloop:") : NULL;
+  const char *it = p ? strstr(p, "iterations:") : NULL;
+  return it ? strtoll(it + 11, NULL, 10) : 0;
+}
+
+/* A one-word state: complete, running, failed, interrupted, new. */
+static const char *run_state(const char *dir, store *s, const store_summary *sum, int64_t iters) {
+  if (iters > 0 && loop_is_complete(s, iters)) return "complete";
+  if (runs_is_locked(dir)) return "running";
+  if (sum->steps_failed > 0) return "failed";
+  return sum->steps_done > 0 ? "stopped" : "new";
+}
+
+/* Print one event (status: the recent errors). */
+static int print_event(void *ud, const store_event_row *ev) {
+  int *left = ud;
+  if (*left <= 0) return 0;
+  (*left)--;
+  char where[64] = "";
+  if (ev->iteration >= 0) snprintf(where, sizeof where, " iteration %lld", (long long)ev->iteration);
+  printf("  [%s]%s%s%s: %s\n", store_level_name(ev->level), where, ev->stage ? " " : "", ev->stage ? ev->stage : "",
+         ev->message);
+  return 0;
+}
+
+int cmd_status(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("usage: rlrun status RUNDIR\n\n"
+           "What a run is doing or did: its state (complete, running, stopped, failed), the last\n"
+           "committed step, iterations done of the plan, samples, the latest reward, loss and\n"
+           "mismatch, the checkpoints, and recent warnings and errors. Read-only.\n");
+    return RL_EXIT_OK;
+  }
+  int i = 1;
+  const char *dir = one_dir("status", argc, argv, &i);
+  if (!dir) return RL_EXIT_USAGE;
+  store *s;
+  store_run run;
+  int rc = open_run("status", dir, &s, &run);
+  if (rc) return rc;
+  rl_err e;
+  store_summary sum;
+  if ((rc = store_summary_get(s, &sum, &e))) {
+    fprintf(stderr, "rlrun status: %s\n", e.msg);
+  } else {
+    int64_t iters = stored_iterations(run.recipe_resolved);
+    int64_t train_done = 0;
+    for (int64_t k = iters; k >= 1; k--) {
+      int st = STORE_STEP_NONE;
+      if (!store_step_status(s, k, "train", &st, &e) && st == STORE_STEP_DONE) {
+        train_done = k;
+        break;
+      }
+    }
+    printf("run        %s\nname       %s\ncreated    %s (rlrun %s)\n", run.id, run.name, run.created,
+           run.rlrun_version);
+    printf("state      %s\n", run_state(dir, s, &sum, iters));
+    printf("progress   %lld of %lld iterations trained; %lld steps done, %lld failed\n", (long long)train_done,
+           (long long)iters, (long long)sum.steps_done, (long long)sum.steps_failed);
+    if (sum.last_done_iteration >= 0)
+      printf("last step  %s of iteration %lld\n", sum.last_done_stage, (long long)sum.last_done_iteration);
+    printf("samples    %lld\n", (long long)sum.samples);
+    const char *names[] = {"reward/mean", "loss", "mismatch/kl_k3", "mismatch/logp_abs_diff"};
+    for (size_t j = 0; j < sizeof names / sizeof *names && sum.latest_metric_iteration >= 0; j++) {
+      double v;
+      int found = 0;
+      for (int64_t k = sum.latest_metric_iteration; k >= 1 && !found; k--) store_metric_get(s, k, names[j], &v, &found, &e);
+      if (found) printf("%-10s %.6g\n", names[j], v);
+    }
+    int64_t *ck = NULL;
+    int nck = 0;
+    if (!ckpt_list(s, &ck, &nck, &e)) {
+      printf("checkpoints");
+      for (int j = 0; j < nck; j++) printf(" step-%06lld", (long long)ck[j]);
+      printf("%s\n", nck ? "" : " none");
+      free(ck);
+    }
+    printf("events     %lld warnings, %lld errors\n", (long long)sum.warnings, (long long)sum.errors);
+    int left = 5;
+    store_events_each(s, STORE_WARN, print_event, &left, &e);
+  }
+  store_run_free(&run);
+  store_close(s);
+  return rc;
+}
+
+/* qsort of names. */
+static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int cmd_ls(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("usage: rlrun ls [RUNS_DIR]\n\n"
+           "List the runs in RUNS_DIR (default: runs): name-id, state, iterations trained of the\n"
+           "plan, latest reward, created. Read-only.\n");
+    return RL_EXIT_OK;
+  }
+  const char *root = argc > 1 ? argv[1] : "runs";
+  DIR *d = opendir(root);
+  if (!d) {
+    fprintf(stderr, "rlrun ls: %s: no such directory (start a run with `rlrun run RECIPE`)\n", root);
+    return RL_EXIT_USAGE;
+  }
+  char **names = NULL;
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    char db[4400];
+    struct stat st;
+    snprintf(db, sizeof db, "%s/%s/" RUNS_DB, root, de->d_name);
+    if (de->d_name[0] == '.' || stat(db, &st) != 0) continue;
+    names = rl_xrealloc(names, (size_t)(n + 1) * sizeof *names);
+    names[n++] = rl_xstrdup(de->d_name);
+  }
+  closedir(d);
+  qsort(names, (size_t)n, sizeof *names, cmp_name);
+  printf("%-44s %-9s %-11s %-10s %s\n", "RUN", "STATE", "ITERATIONS", "REWARD", "CREATED");
+  for (int i = 0; i < n; i++) {
+    char dir[4400];
+    snprintf(dir, sizeof dir, "%s/%s", root, names[i]);
+    rl_err e;
+    store *s = runs_open_store(dir, &e);
+    store_run run;
+    memset(&run, 0, sizeof run);
+    store_summary sum;
+    if (!s || store_run_get(s, &run, &e) || store_summary_get(s, &sum, &e)) {
+      printf("%-44s %-9s %s\n", names[i], "damaged", e.msg);
+    } else {
+      int64_t iters = stored_iterations(run.recipe_resolved), done = 0;
+      for (int64_t k = iters; k >= 1 && !done; k--) {
+        int st = STORE_STEP_NONE;
+        if (!store_step_status(s, k, "train", &st, &e) && st == STORE_STEP_DONE) done = k;
+      }
+      char it[32], rw[32];
+      snprintf(it, sizeof it, "%lld/%lld", (long long)done, (long long)iters);
+      if (isnan(sum.latest_reward_mean)) snprintf(rw, sizeof rw, "-");
+      else snprintf(rw, sizeof rw, "%.4f", sum.latest_reward_mean);
+      printf("%-44s %-9s %-11s %-10s %s\n", names[i], run_state(dir, s, &sum, iters), it, rw, run.created);
+    }
+    store_run_free(&run);
+    if (s) store_close(s);
+    free(names[i]);
+  }
+  free(names);
+  return RL_EXIT_OK;
+}
+
+/* Metrics pivoted to one row per iteration. */
+typedef struct metric_table {
+  char **names;
+  int n_names;
+  int64_t *iters;
+  double *vals; /* [n_iters][n_names] */
+  int n_iters;
+} metric_table;
+
+static int metric_collect(void *ud, int64_t iteration, const char *name, double value) {
+  metric_table *t = ud;
+  if (!t->n_iters || t->iters[t->n_iters - 1] != iteration) {
+    t->iters = rl_xrealloc(t->iters, (size_t)(t->n_iters + 1) * sizeof *t->iters);
+    t->vals = rl_xrealloc(t->vals, (size_t)(t->n_iters + 1) * (size_t)t->n_names * sizeof *t->vals);
+    for (int j = 0; j < t->n_names; j++) t->vals[(size_t)t->n_iters * t->n_names + j] = NAN;
+    t->iters[t->n_iters++] = iteration;
+  }
+  for (int j = 0; j < t->n_names; j++)
+    if (!strcmp(t->names[j], name)) t->vals[(size_t)(t->n_iters - 1) * t->n_names + j] = value;
+  return 0;
+}
+
+int cmd_metrics(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("usage: rlrun metrics RUNDIR [--csv|--json]\n\n"
+           "Every metric of every iteration (reward/mean, loss, mismatch/*, optim/*, …): an\n"
+           "aligned table by default, CSV (iteration,NAME,…) with --csv, or a JSON array of\n"
+           "{\"iteration\": K, NAME: value, …} with --json (missing values: empty / null).\n");
+    return RL_EXIT_OK;
+  }
+  int i = 1, csv = 0, json = 0;
+  const char *dir = one_dir("metrics", argc, argv, &i);
+  if (!dir) return RL_EXIT_USAGE;
+  for (; i < argc; i++) {
+    if (!strcmp(argv[i], "--csv")) csv = 1;
+    else if (!strcmp(argv[i], "--json")) json = 1;
+    else {
+      fprintf(stderr, "rlrun metrics: unknown option '%s' (--csv or --json)\n", argv[i]);
+      return RL_EXIT_USAGE;
+    }
+  }
+  store *s;
+  store_run run;
+  int rc = open_run("metrics", dir, &s, &run);
+  if (rc) return rc;
+  rl_err e;
+  metric_table t = {0};
+  rc = store_metric_names(s, &t.names, &t.n_names, &e);
+  if (!rc) rc = store_metrics_each(s, NULL, metric_collect, &t, &e);
+  if (rc) fprintf(stderr, "rlrun metrics: %s\n", e.msg);
+  for (int r = 0; !rc && r <= t.n_iters; r++) {
+    if (json) {
+      if (r == t.n_iters) { printf("%s]\n", t.n_iters ? "\n" : "["); break; }
+      printf("%s{\"iteration\": %lld", r ? ",\n " : "[", (long long)t.iters[r]);
+      for (int j = 0; j < t.n_names; j++) {
+        double v = t.vals[(size_t)r * t.n_names + j];
+        if (isfinite(v)) printf(", \"%s\": %.17g", t.names[j], v);
+        else printf(", \"%s\": null", t.names[j]);
+      }
+      printf("}");
+      continue;
+    }
+    if (r == 0) { /* header */
+      printf(csv ? "iteration" : "%9s", "iteration");
+      for (int j = 0; j < t.n_names; j++) printf(csv ? ",%s" : " %14.14s", t.names[j]);
+      printf("\n");
+    }
+    if (r == t.n_iters) break;
+    printf(csv ? "%lld" : "%9lld", (long long)t.iters[r]);
+    for (int j = 0; j < t.n_names; j++) {
+      double v = t.vals[(size_t)r * t.n_names + j];
+      if (csv) isnan(v) ? printf(",") : printf(",%.17g", v);
+      else printf(" %14.6g", v);
+    }
+    printf("\n");
+  }
+  store_strings_free(t.names, t.n_names);
+  free(t.iters), free(t.vals);
+  store_run_free(&run);
+  store_close(s);
+  return rc;
+}
+
+/* A string on one line: newlines and tabs escaped, cut at max characters. */
+static void print_flat(const char *s, int max) {
+  putchar('"');
+  for (int n = 0; s && *s && n < max; s++, n++) {
+    if (*s == '\n') fputs("\\n", stdout);
+    else if (*s == '\t') fputs("\\t", stdout);
+    else if (*s == '"') fputs("\\\"", stdout);
+    else putchar(*s);
+  }
+  putchar('"');
+}
+
+int cmd_samples(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("usage: rlrun samples RUNDIR [--iter K] [--top N]\n\n"
+           "The committed samples: iteration, prompt (its position in the data stream), sample,\n"
+           "reward, finish reason, prompt and completion. --iter K: one iteration (default: the\n"
+           "latest with samples); --top N: the N highest rewards (of iteration K, or of the whole\n"
+           "run without --iter).\n");
+    return RL_EXIT_OK;
+  }
+  int i = 1;
+  long long iter = -1, top = 0;
+  const char *dir = one_dir("samples", argc, argv, &i);
+  if (!dir) return RL_EXIT_USAGE;
+  for (; i < argc; i++) {
+    char *end = NULL;
+    if (!strcmp(argv[i], "--iter") && i + 1 < argc) iter = strtoll(argv[++i], &end, 10);
+    else if (!strcmp(argv[i], "--top") && i + 1 < argc) top = strtoll(argv[++i], &end, 10);
+    if (!end || *end || iter < -1 || top < 0) {
+      fprintf(stderr, "rlrun samples: bad argument '%s' (--iter K, --top N: non-negative integers)\n", argv[i]);
+      return RL_EXIT_USAGE;
+    }
+  }
+  store *s;
+  store_run run;
+  int rc = open_run("samples", dir, &s, &run);
+  if (rc) return rc;
+  rl_err e;
+  if (iter < 0 && !top) { /* the latest iteration with samples */
+    store_sample_query q = {.iteration = -1, .order = STORE_ORDER_INDEX};
+    store_sample_list l = {0};
+    if (!store_samples_query(s, &q, &l, &e) && l.n) iter = l.v[l.n - 1].iteration;
+    store_sample_list_free(&l);
+  }
+  store_sample_query q = {.iteration = iter, .order = top ? STORE_ORDER_REWARD_DESC : STORE_ORDER_INDEX,
+                          .limit = (int)top};
+  store_sample_list l = {0};
+  if ((rc = store_samples_query(s, &q, &l, &e))) {
+    fprintf(stderr, "rlrun samples: %s\n", e.msg);
+  } else {
+    printf("%5s %7s %6s %9s %-7s %s\n", "ITER", "PROMPT", "SAMPLE", "REWARD", "FINISH", "PROMPT -> COMPLETION");
+    for (int j = 0; j < l.n; j++) {
+      const store_sample *x = &l.v[j];
+      printf("%5lld %7lld %6d %9.4f %-7s ", (long long)x->iteration, (long long)x->prompt_index, x->sample_index,
+             x->reward, x->finish_reason ? x->finish_reason : "-");
+      print_flat(x->prompt, 60);
+      printf(" -> ");
+      print_flat(x->completion, 120);
+      printf("\n");
+    }
+    if (!l.n) printf("(no samples%s)\n", iter >= 0 ? " in that iteration" : "");
+  }
+  store_sample_list_free(&l);
+  store_run_free(&run);
+  store_close(s);
+  return rc;
+}
+
+int cmd_export(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("usage: rlrun export RUNDIR [--out FILE]\n\n"
+           "A shareable, reproducible experiment: the run's resolved recipe preceded by the rlrun\n"
+           "version and one '# rlrun-input: sha256 HEX PATH' line per input (model files, data,\n"
+           "Lua scripts). `rlrun run FILE` checks those hashes before it starts. Written to stdout,\n"
+           "or atomically to FILE.\n");
+    return RL_EXIT_OK;
+  }
+  int i = 1;
+  const char *dir = one_dir("export", argc, argv, &i), *out = NULL;
+  if (!dir) return RL_EXIT_USAGE;
+  for (; i < argc; i++) {
+    if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+    else {
+      fprintf(stderr, "rlrun export: unknown argument '%s'\n", argv[i]);
+      return RL_EXIT_USAGE;
+    }
+  }
+  store *s;
+  store_run run;
+  int rc = open_run("export", dir, &s, &run);
+  if (rc) return rc;
+  rl_err e;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  rc = runs_export(f, &run, &e);
+  fclose(f);
+  if (!rc && out) {
+    rc = rundir_write_atomic(out, buf, len, &e);
+    if (!rc) fprintf(stderr, "exported %s to %s\n", run.id, out);
+  } else if (!rc) {
+    fwrite(buf, 1, len, stdout);
+  }
+  if (rc) fprintf(stderr, "rlrun export: %s\n", e.msg);
+  free(buf);
+  store_run_free(&run);
+  store_close(s);
+  return rc;
+}

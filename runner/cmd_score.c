@@ -1,0 +1,243 @@
+/* cmd_score.c — `rlrun score`: per-token log-probs of token sequences under a
+ * model, for checking a checkpoint, measuring precision drift, and oracle
+ * tests. Input lines {"tokens": [ids…]}; output lines {"logprobs": [...]}
+ * with log p(tokens[t+1] | tokens[..t]) for t = 0..n−2, in input order. */
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "kernels/common.h"
+#include "model/model.h"
+#include "model/model_cuda.h"
+
+static const char score_usage[] =
+    "usage: rlrun score --model DIR --input IN.jsonl --out OUT.jsonl [options]\n"
+    "\n"
+    "Per-token log-probs of token sequences: each input line {\"tokens\": [ids...]} gives an\n"
+    "output line {\"logprobs\": [...]} holding log p(tokens[t+1] | tokens[..t]) for every t\n"
+    "(n-1 values for n tokens), temperature 1, in input order.\n"
+    "\n"
+    "options:\n"
+    "  --model DIR          Hugging Face directory (qwen3 / qwen3_moe; F32, BF16, F16, or an\n"
+    "                       fp8-block / mxfp8 / nvfp4 checkpoint, dequantized to BF16 masters)\n"
+    "  --input FILE         JSONL input ('-' = stdin)\n"
+    "  --out FILE           JSONL output (written under a temporary name, then renamed)\n"
+    "  --precision P        bf16 (default) | fp8-block | mxfp8 | nvfp4 (MoE experts; rest bf16)\n"
+    "                       | fp32 (exact FP32 reference: FP32 weights and products)\n"
+    "  --emulate            allow MXFP8/NVFP4 emulation on GPUs without native support\n"
+    "                       (the CPU always runs the exact reference)\n"
+    "  --device D           cpu (default) | cuda (the CUDA model; not with --precision fp32)\n"
+    "  --batch-tokens N     pack sequences into forwards of up to N tokens (default 4096)\n"
+    "\n"
+    "exit codes: 0 ok, 1 I/O failure, 2 bad arguments or input (file:line named),\n"
+    "            3 not runnable here (--device cuda without a usable GPU or CUDA build)\n";
+
+/* One input sequence. */
+typedef struct score_seq {
+  int32_t *tok;
+  int n;
+} score_seq;
+
+/* Parse one input line into s; errors name file and line. */
+static int score_parse_line(const char *what, long lineno, const char *line, int V, score_seq *s,
+                            rl_err *e) {
+  json_error_t je;
+  json_t *root = json_loads(line, 0, &je);
+  json_t *arr = root ? json_object_get(root, "tokens") : NULL;
+  int rc = 0;
+  if (!root) rc = rl_errf(e, RL_EXIT_USAGE, "%s:%ld:%d: not valid JSON: %s", what, lineno, je.column, je.text);
+  else if (!json_is_array(arr))
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%ld: the line needs a \"tokens\" list of token ids", what, lineno);
+  if (!rc) {
+    size_t n = json_array_size(arr);
+    s->n = (int)n;
+    s->tok = rl_xmalloc((n + 1) * sizeof(int32_t));
+    for (size_t i = 0; i < n && !rc; i++) {
+      json_t *v = json_array_get(arr, i);
+      if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= V)
+        rc = rl_errf(e, RL_EXIT_USAGE,
+                     "%s:%ld: tokens[%zu] is not a token id in [0, %d) (the model's vocabulary)",
+                     what, lineno, i, V);
+      else s->tok[i] = (int32_t)json_integer_value(v);
+    }
+  }
+  json_decref(root);
+  return rc;
+}
+
+/* Score seqs[0..n) in one packed forward and write their lines to out. */
+static int score_batch(model *m, int f32, int cuda, score_seq *seqs, int n, FILE *out, rl_err *e) {
+  int T = 0;
+  for (int i = 0; i < n; i++) T += seqs[i].n;
+  int32_t *tok = rl_xmalloc((size_t)(T + 1) * sizeof(int32_t)), *off = rl_xmalloc((size_t)(n + 1) * sizeof(int32_t));
+  int32_t *tg = rl_xmalloc((size_t)(T + 1) * sizeof(int32_t));
+  float *lp = rl_xmalloc((size_t)(T + 1) * sizeof(float));
+  off[0] = 0;
+  for (int i = 0; i < n; i++) {
+    memcpy(tok + off[i], seqs[i].tok, (size_t)seqs[i].n * sizeof(int32_t));
+    off[i + 1] = off[i] + seqs[i].n;
+  }
+  model_batch b = {T, tok, {n, off}};
+  model_fwd_opts fo = {f32, NULL};
+  model_targets_next(tok, &b.seqs, T, tg);
+  model_acts *a = cuda ? NULL : model_acts_new();
+  model_cuda_acts *ca = cuda ? model_cuda_acts_new() : NULL;
+  int rc = cuda ? model_cuda_forward(m, &b, &fo, ca, e) : model_forward(m, &b, &fo, a, e);
+  if (!rc) rc = cuda ? model_cuda_logprob_forward(m, ca, tg, 1.0f, lp, NULL, e)
+                     : model_logprob_forward(a, tg, 1.0f, lp, NULL, e);
+  for (int i = 0; i < n && !rc; i++) {
+    fputs("{\"logprobs\": [", out);
+    for (int t = off[i]; t < off[i + 1] - 1; t++) {
+      if (isfinite(lp[t])) fprintf(out, "%s%.9g", t > off[i] ? ", " : "", (double)lp[t]);
+      else fprintf(out, "%snull", t > off[i] ? ", " : "");
+    }
+    fputs("]}\n", out);
+  }
+  model_acts_free(a);
+  model_cuda_acts_free(ca);
+  free(tok), free(off), free(tg), free(lp);
+  return rc;
+}
+
+/* The quant policy of a --precision name; 0 or an error. */
+static int score_policy(const char *p, const model_config *c, quant_policy *q, int *f32, rl_err *e) {
+  *f32 = 0;
+  if (!strcmp(p, "bf16")) quant_policy_init(q, QFMT_BF16, QFMT_BF16);
+  else if (!strcmp(p, "fp8-block")) quant_policy_init(q, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  else if (!strcmp(p, "mxfp8")) quant_policy_init(q, QFMT_MXFP8, QFMT_MXFP8);
+  else if (!strcmp(p, "nvfp4")) {
+    if (c->kind != MODEL_KIND_QWEN3_MOE)
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "--precision nvfp4 applies to MoE experts only, and this model is dense "
+                     "(qwen3); use bf16, fp8-block or mxfp8");
+    quant_policy_init(q, QFMT_BF16, QFMT_NVFP4);
+  } else if (!strcmp(p, "fp32")) {
+    quant_policy_init(q, QFMT_BF16, QFMT_BF16);
+    *f32 = 1;
+  } else
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "--precision '%s' is unknown; use bf16, fp8-block, mxfp8, nvfp4 or fp32", p);
+  return 0;
+}
+
+/* Parse arguments, load, score every line; returns the exit code. */
+static int score_run(int argc, char **argv, rl_err *e) {
+  const char *dir = NULL, *in = NULL, *outp = NULL, *prec = "bf16", *dev = "cpu";
+  int emulate = 0;
+  long batch_tokens = 4096;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **dst = !strcmp(a, "--model") ? &dir : !strcmp(a, "--input") ? &in
+                     : !strcmp(a, "--out") ? &outp : !strcmp(a, "--precision") ? &prec
+                     : !strcmp(a, "--device") ? &dev : NULL;
+    if (!strcmp(a, "--emulate")) emulate = 1;
+    else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
+      char *end;
+      batch_tokens = strtol(argv[++i], &end, 10);
+      if (*end || batch_tokens < 1)
+        return rl_errf(e, RL_EXIT_USAGE, "--batch-tokens needs a positive integer");
+    } else if (dst && i + 1 < argc) *dst = argv[++i];
+    else
+      return rl_errf(e, RL_EXIT_USAGE, "%s '%s'; see `rlrun score --help`",
+                     dst || !strcmp(a, "--batch-tokens") ? "missing value for" : "unknown argument", a);
+  }
+  if (!dir || !in || !outp)
+    return rl_errf(e, RL_EXIT_USAGE, "--model, --input and --out are required; see `rlrun score --help`");
+  if (strcmp(dev, "cpu") && strcmp(dev, "cuda"))
+    return rl_errf(e, RL_EXIT_USAGE, "--device '%s' is unknown; use cpu or cuda", dev);
+  int cuda = !strcmp(dev, "cuda");
+  if (cuda && !RLRUN_CUDA)
+    return rl_errf(e, RL_EXIT_HARDWARE, "--device cuda: this binary was built without CUDA; use --device cpu");
+  if (cuda && !strcmp(prec, "fp32"))
+    return rl_errf(e, RL_EXIT_USAGE, "--precision fp32 runs on the CPU only; use --device cpu or another precision");
+  model_config cfg;
+  int rc = model_config_load_hf(dir, &cfg, e), f32 = 0;
+  if (rc) return rc;
+  quant_policy pol;
+  rc = score_policy(prec, &cfg, &pol, &f32, e);
+  model_config_free(&cfg);
+  if (rc) return rc;
+  pol.emulate = emulate;
+  model *m = NULL;
+  model_load_opts lo = {f32};
+  if ((rc = model_load(dir, &lo, &m, e))) return rc;
+  if (cuda && (rc = model_cuda_init(m, e))) { /* no usable GPU: say so, and what to do */
+    char why[sizeof e->msg];
+    snprintf(why, sizeof why, "%s", e->msg);
+    rc = rl_errf(e, rc, "--device cuda: %s; use --device cpu", why);
+  }
+  if (cuda && !rc) rc = model_cuda_quantize(m, &pol, e);
+  if (rc) {
+    model_free(m);
+    return rc;
+  }
+  if (!f32 && !cuda && (rc = model_quantize(m, &pol, e))) {
+    model_free(m);
+    return rc;
+  }
+  FILE *fin = !strcmp(in, "-") ? stdin : fopen(in, "r");
+  if (!fin) {
+    model_free(m);
+    return rl_errf(e, RL_EXIT_USAGE, "cannot open --input %s: %s", in, strerror(errno));
+  }
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", outp);
+  FILE *fout = fopen(tmp, "w");
+  if (!fout) rc = rl_errf(e, RL_EXIT_FAIL, "cannot write %s: %s", tmp, strerror(errno));
+  score_seq *seqs = NULL;
+  int n = 0, cap = 0;
+  long lineno = 0, n_seq = 0, n_tok = 0, pending = 0;
+  char *line = NULL;
+  size_t lcap = 0;
+  double t0 = rl_now();
+  while (!rc) {
+    ssize_t len = getline(&line, &lcap, fin);
+    int eof = len < 0;
+    if (!eof) {
+      lineno++;
+      while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+      if (len == 0) continue;
+      if (n == cap) seqs = rl_xrealloc(seqs, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *seqs);
+      seqs[n] = (score_seq){0};
+      if ((rc = score_parse_line(in, lineno, line, m->V, &seqs[n], e))) {
+        free(seqs[n].tok);
+        break;
+      }
+      pending += seqs[n].n, n_tok += seqs[n].n, n++, n_seq++;
+    }
+    if (n && (eof || pending >= batch_tokens)) {
+      rc = score_batch(m, f32, cuda, seqs, n, fout, e);
+      for (int i = 0; i < n; i++) free(seqs[i].tok);
+      n = 0, pending = 0;
+    }
+    if (eof) break;
+  }
+  for (int i = 0; i < n; i++) free(seqs[i].tok);
+  free(seqs), free(line);
+  if (fin != stdin) fclose(fin);
+  if (fout && fclose(fout) && !rc) rc = rl_errf(e, RL_EXIT_FAIL, "writing %s failed", tmp);
+  if (!rc && rename(tmp, outp))
+    rc = rl_errf(e, RL_EXIT_FAIL, "cannot rename %s to %s: %s", tmp, outp, strerror(errno));
+  if (rc && fout) remove(tmp);
+  double dt = rl_now() - t0;
+  if (!rc)
+    fprintf(stderr, "score: %ld sequences, %ld tokens, precision %s, device %s: %.2f s (%.0f tokens/s)\n",
+            n_seq, n_tok, prec, dev, dt, dt > 0 ? n_tok / dt : 0.0);
+  model_free(m);
+  return rc;
+}
+
+int cmd_score(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    fputs(score_usage, stdout);
+    return RL_EXIT_OK;
+  }
+  rl_err e = {0};
+  int rc = score_run(argc, argv, &e);
+  if (rc) fprintf(stderr, "rlrun score: %s\n", e.msg);
+  return rc;
+}

@@ -1,0 +1,473 @@
+/* loop.c — the run loop (loop.h): convert, then rollout → reward → commit →
+ * train → sync → checkpoint per iteration, each step through the store so
+ * that a run killed anywhere resumes to bit-identical weights. */
+#include "runner/loop.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lua/host.h"
+#include "runner/loop_int.h"
+#include "stages/prompts.h"
+#include "state/fault.h"
+
+/* Signal state: the count of SIGINT/SIGTERM received. */
+static volatile sig_atomic_t loop_signals;
+
+/* First signal: ask the loop to stop at the next boundary; second: leave now
+ * (an open SQLite transaction is rolled back by the journal on next open). */
+static void loop_on_signal(int sig) {
+  (void)sig;
+  if (++loop_signals >= 2) {
+    static const char msg[] = "\nrlrun: second interrupt: stopping now (the run stays resumable)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(RL_EXIT_INTERRUPT);
+  }
+}
+
+void loop_install_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = loop_on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  loop_signals = 0;
+}
+
+int loop_stop_requested(void) { return loop_signals > 0; }
+
+/* Everything one run of the loop holds. */
+typedef struct loop_ctx {
+  const char *dir;
+  store *s;
+  const recipe *r;
+  FILE *log, *logfile;
+  int progress, quiet;
+  tokenizer *tok;
+  prompt_source *src;
+  luahost *lua;
+  model *m;
+  char *config_json;
+  rollout_engine *eng;
+  trainer *tr;
+  quant_policy ro_pol, tr_pol;
+  rollout_opts ro;
+  int64_t B, G, N;
+  double t0;
+  int64_t first_iter, done_iters;
+  double last_reward, last_mismatch, last_loss;
+  const char *stage;
+  int64_t iter;
+} loop_ctx;
+
+/* A log line: to the log stream (unless a status line owns it) and logs/run.log. */
+static void loop_say(loop_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void loop_say(loop_ctx *c, const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (c->progress) fprintf(c->log, "\r\033[K%s\n", line);
+  else if (!c->quiet) fprintf(c->log, "%s\n", line);
+  fflush(c->log);
+  if (c->logfile) {
+    fprintf(c->logfile, "%s\n", line);
+    fflush(c->logfile);
+  }
+}
+
+/* "1:05:03" or "5:03" for a number of seconds. */
+static void loop_fmt_time(double s, char *out, size_t n) {
+  if (!isfinite(s) || s < 0) {
+    snprintf(out, n, "?");
+    return;
+  }
+  long t = (long)(s + 0.5);
+  if (t >= 3600) snprintf(out, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else snprintf(out, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+/* The terminal status line: stage, iteration, rate, ETA, latest reward and mismatch. */
+static void loop_status(loop_ctx *c) {
+  if (!c->progress) return;
+  double el = rl_now() - c->t0, rate = c->done_iters > 0 ? c->done_iters / el : NAN;
+  char eta[32], rt[32];
+  loop_fmt_time(c->done_iters > 0 ? (double)(c->N - c->iter + 1) / rate : NAN, eta, sizeof eta);
+  if (isfinite(rate)) snprintf(rt, sizeof rt, "%.3g it/s", rate);
+  else snprintf(rt, sizeof rt, "? it/s");
+  fprintf(c->log, "\r\033[K[%lld/%lld] %-10s %s  ETA %s  reward %.4g  mismatch %.3g", (long long)c->iter,
+          (long long)c->N, c->stage, rt, eta, c->last_reward, c->last_mismatch);
+  fflush(c->log);
+}
+
+/* Enter a stage: status line, failure point, and a RUNNING mark unless the
+ * step is already done (*done). */
+static int loop_enter(loop_ctx *c, int64_t k, const char *stage, int *done, rl_err *e) {
+  c->stage = stage;
+  c->iter = k;
+  loop_status(c);
+  char point[64];
+  snprintf(point, sizeof point, "loop.%s", stage);
+  if (fault_hit(point))
+    return rl_errf(e, RL_EXIT_FAIL, "iteration %lld, %s: failure injected by RLRUN_FAULT", (long long)k, stage);
+  int st = STORE_STEP_NONE;
+  if (store_step_status(c->s, k, stage, &st, e)) return e->code;
+  *done = st == STORE_STEP_DONE;
+  if (!*done && store_step_mark(c->s, k, stage, STORE_STEP_RUNNING, NULL, NULL, e)) return e->code;
+  return 0;
+}
+
+/* Record a failed stage (step row + error event); returns e->code. */
+static int loop_failed(loop_ctx *c, int64_t k, const char *stage, rl_err *e) {
+  rl_err ignore;
+  int st = STORE_STEP_NONE;
+  store_rollback(c->s);
+  if (!store_step_status(c->s, k, stage, &st, &ignore) && st != STORE_STEP_DONE)
+    store_step_mark(c->s, k, stage, STORE_STEP_FAILED, e->msg, NULL, &ignore);
+  store_event(c->s, STORE_ERROR, k, stage, &ignore, "%s", e->msg);
+  return e->code;
+}
+
+/* Map the recipe onto the stage options and open every stage's resources. */
+static int loop_open(loop_ctx *c, rl_err *e) {
+  const recipe *r = c->r;
+  c->B = r->rollout.batch, c->G = r->rollout.samples_per_prompt, c->N = r->loop.iterations;
+  loop_policy(r->precision.rollout, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->ro_pol);
+  loop_policy(r->precision.train, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->tr_pol);
+  if (tokenizer_from_recipe(r, &c->tok, e) || prompts_open_recipe(r, &c->src, e)) return e->code;
+  if (r->reward.script) {
+    luahost_limits lim = luahost_default_limits();
+    lim.instructions = r->reward.limits.instructions;
+    lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
+    lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
+    if (!(c->lua = luahost_open(r->reward.script, &lim, e))) return e->code;
+    if (!luahost_has(c->lua, r->reward.function) || strcmp(r->reward.function, "reward"))
+      return rl_errf(e, RL_EXIT_USAGE, "%s: %s", r->reward.script,
+                     strcmp(r->reward.function, "reward")
+                         ? "reward.function must be 'reward' (the host calls reward(sample) or reward_batch(samples))"
+                         : "the script defines no function reward(sample)");
+  } else if (r->train.algorithm != ALGO_SFT) {
+    return rl_errf(e, RL_EXIT_USAGE, "reward.script is required for train.algorithm other than sft");
+  }
+  if (loop_model_build(r, c->tok, &c->m, &c->config_json, e)) return e->code;
+  if (model_quantize(c->m, &c->ro_pol, e)) return e->code;
+  if (rollout_engine_new(c->m, &c->ro_pol, c->tok, NULL, &c->eng, e)) return e->code;
+  rollout_opts_default(&c->ro);
+  c->ro.seed = (uint64_t)r->seed;
+  c->ro.temperature = r->rollout.temperature;
+  c->ro.top_p = r->rollout.top_p;
+  c->ro.top_k = r->rollout.top_k;
+  c->ro.max_new_tokens = r->rollout.max_new_tokens;
+  c->ro.max_prompt_tokens = r->rollout.max_prompt_tokens;
+  c->ro.stop = r->rollout.stop.items;
+  c->ro.n_stop = r->rollout.stop.n;
+  train_opts to;
+  train_opts_default(&to);
+  to.algorithm = (int)r->train.algorithm; /* same order as train_algo_kind */
+  to.loss.agg = r->train.loss_agg == LOSS_AGG_TOKEN_MEAN ? RL_AGG_TOKEN_MEAN : RL_AGG_SEQ_MEAN_TOKEN_MEAN;
+  to.loss.eps_low = r->train.clip_low;
+  to.loss.eps_high = r->train.clip_high;
+  to.loss.tis_mode = r->train.tis.mode == TIS_TRUNCATE ? RL_TIS_TRUNCATE : r->train.tis.mode == TIS_MASK ? RL_TIS_MASK : RL_TIS_OFF;
+  to.loss.tis_clip = r->train.tis.clip;
+  to.loss.tis_low = r->train.tis.low;
+  to.loss.tis_high = r->train.tis.high;
+  to.loss.kl_beta = r->train.kl_coef;
+  to.loss.entropy_coef = r->train.entropy_coef;
+  to.optim.lr = r->train.lr;
+  to.optim.warmup_steps = r->train.warmup_steps;
+  to.optim.beta1 = r->train.optimizer.beta1;
+  to.optim.beta2 = r->train.optimizer.beta2;
+  to.optim.eps = r->train.optimizer.eps;
+  to.optim.weight_decay = r->train.optimizer.weight_decay;
+  to.optim.grad_clip = r->train.grad_clip;
+  to.optim.main_params = r->train.optimizer.main_params == MAIN_PARAMS_FP32 ? OPTIM_MAIN_FP32 : OPTIM_MAIN_BF16;
+  to.policy = c->tr_pol;
+  to.temperature = r->rollout.temperature;
+  to.r3 = r->train.r3;
+  to.microbatch = r->train.microbatch;
+  if (trainer_new(c->m, &to, &c->tr, e)) return e->code;
+  return 0;
+}
+
+static void loop_close(loop_ctx *c) {
+  if (c->tr) trainer_free(c->tr);
+  if (c->eng) rollout_engine_free(c->eng);
+  if (c->m) model_free(c->m);
+  if (c->lua) luahost_close(c->lua);
+  if (c->src) prompts_close(c->src);
+  if (c->tok) tokenizer_free(c->tok);
+  free(c->config_json);
+  if (c->logfile) fclose(c->logfile);
+}
+
+/* Restore weights and optimizer state from the newest complete checkpoint;
+ * *start = the first iteration still to run. */
+static int loop_restore(loop_ctx *c, int64_t *start, rl_err *e) {
+  *start = 1;
+  int removed = 0, found = 0;
+  if (ckpt_clean_stale(c->dir, c->s, &removed, e)) return e->code;
+  if (removed) store_event(c->s, STORE_INFO, -1, NULL, e, "removed %d unfinished checkpoint director%s", removed, removed == 1 ? "y" : "ies");
+  ckpt_info info;
+  if (ckpt_latest(c->dir, c->s, &info, &found, e)) return e->code;
+  if (!found) return 0;
+  char path[4400];
+  snprintf(path, sizeof path, "%s/" CKPT_WEIGHTS, info.dir);
+  int rc = loop_model_load_weights(c->m, path, e);
+  snprintf(path, sizeof path, "%s/" CKPT_OPTIM, info.dir);
+  if (!rc) rc = trainer_state_load(c->tr, path, e);
+  if (!rc) rc = model_quantize(c->m, &c->ro_pol, e);
+  if (!rc && info.data_cursor != info.iteration * c->B)
+    rc = rl_errf(e, RL_EXIT_STATE, "%s: data cursor %lld does not match iteration %lld x batch %lld", info.dir,
+                 (long long)info.data_cursor, (long long)info.iteration, (long long)c->B);
+  if (!rc) {
+    *start = info.iteration + 1;
+    loop_say(c, "resuming after checkpoint step-%06lld (iteration %lld of %lld)", (long long)info.iteration,
+             (long long)info.iteration, (long long)c->N);
+    store_event(c->s, STORE_INFO, info.iteration, CKPT_STAGE, e, "resumed from checkpoint step-%06lld",
+                (long long)info.iteration);
+  } else {
+    rl_err_prefix(e, "restoring checkpoint %s: ", info.dir);
+  }
+  ckpt_info_free(&info);
+  return rc;
+}
+
+/* Score the batch with the Lua reward; sets rewards and adds reward metrics. */
+static int loop_reward(loop_ctx *c, rollout_batch *b, rl_metric_list *ml, rl_err *e) {
+  int n = (int)b->n;
+  if (!c->lua) { /* sft without a reward script */
+    for (int i = 0; i < n; i++) b->s[i].reward = 0;
+    rl_metric_set(ml, RL_M_REWARD_MEAN, 0);
+    return 0;
+  }
+  luahost_sample *in = rl_xcalloc((size_t)n, sizeof *in);
+  luahost_reward *out = rl_xcalloc((size_t)n, sizeof *out);
+  for (int i = 0; i < n; i++) {
+    rollout_sample *s = &b->s[i];
+    in[i] = (luahost_sample){.prompt = s->prompt_text, .completion = s->completion_text,
+                             .tokens = s->completion_ids, .n_tokens = (int)s->n_completion,
+                             .finish_reason = finish_reason_name(s->finish), .index = i,
+                             .group = s->prompt_index, .iteration = b->iteration, .extra_json = s->extra_json};
+  }
+  int rc = luahost_reward_batch(c->lua, in, n, out, e);
+  if (!rc) {
+    double sum = 0, sq = 0;
+    for (int i = 0; i < n; i++) b->s[i].reward = out[i].reward, sum += out[i].reward;
+    double mean = sum / n;
+    for (int i = 0; i < n; i++) sq += (out[i].reward - mean) * (out[i].reward - mean);
+    rl_metric_set(ml, RL_M_REWARD_MEAN, mean);
+    rl_metric_set(ml, RL_M_REWARD_STD, sqrt(sq / n));
+    /* extra metrics: the mean over the samples that returned them */
+    for (int i = 0; i < n; i++)
+      for (int j = 0; j < out[i].n_metrics; j++) {
+        char name[80];
+        snprintf(name, sizeof name, "reward/%s", out[i].names[j]);
+        int found = 0;
+        rl_metric_get(ml, name, &found);
+        if (found) continue;
+        double s2 = 0;
+        int cnt = 0;
+        for (int a = 0; a < n; a++)
+          for (int q = 0; q < out[a].n_metrics; q++)
+            if (!strcmp(out[a].names[q], out[i].names[j])) s2 += out[a].values[q], cnt++;
+        rl_metric_set(ml, name, s2 / cnt);
+      }
+  }
+  free(in);
+  free(out);
+  return rc;
+}
+
+/* rollout → reward → commit of iteration k, or its committed samples read back. */
+static int loop_rollout(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
+  int done = 0;
+  if (loop_enter(c, k, "rollout", &done, e)) return loop_failed(c, k, "rollout", e);
+  int L = 0, topk = 0;
+  if (c->m->E > 0) L = c->m->L, topk = c->m->topk;
+  if (done) {
+    if (loop_batch_from_store(c->s, k, c->B, c->G, L, topk, b, e)) return loop_failed(c, k, "rollout", e);
+    double v = NAN;
+    int found = 0;
+    store_metric_get(c->s, k, RL_M_REWARD_MEAN, &v, &found, e);
+    if (found) c->last_reward = v;
+    return 0;
+  }
+  prompt_item *items = NULL;
+  int rc = prompts_batch(c->src, (uint64_t)c->r->seed, k, c->B, &items, e);
+  if (!rc) rc = rollout_generate(c->eng, items, c->B, (int)c->G, k, &c->ro, b, e);
+  if (items) prompts_items_free(items, c->B);
+  if (rc) return loop_failed(c, k, "rollout", e);
+  rl_metric_list ml = {0};
+  if (loop_enter(c, k, "reward", &done, e) || loop_reward(c, b, &ml, e)) {
+    rl_metric_list_free(&ml);
+    rollout_batch_free(b);
+    return loop_failed(c, k, "reward", e);
+  }
+  rl_metric_set(&ml, "rollout/tokens", (double)b->n_generated);
+  rl_metric_set(&ml, "rollout/seconds", b->wall_s);
+  c->last_reward = rl_metric_get(&ml, RL_M_REWARD_MEAN, NULL);
+  store_sample *rows = loop_batch_to_rows(b, c->B);
+  rc = fault_hit("loop.commit") ? rl_errf(e, RL_EXIT_FAIL, "iteration %lld, commit: failure injected by RLRUN_FAULT", (long long)k) : 0;
+  if (!rc) rc = store_begin(c->s, e);
+  if (!rc) rc = store_samples_put(c->s, rows, (int)b->n, e);
+  if (!rc) rc = rl_metric_list_store(&ml, c->s, k, e);
+  if (!rc) rc = store_step_mark(c->s, k, "rollout", STORE_STEP_DONE, NULL, NULL, e);
+  if (!rc) rc = store_step_mark(c->s, k, "reward", STORE_STEP_DONE, NULL, NULL, e);
+  if (!rc) rc = store_commit(c->s, e);
+  free(rows);
+  rl_metric_list_free(&ml);
+  if (rc) {
+    rollout_batch_free(b);
+    return loop_failed(c, k, "reward", e);
+  }
+  return 0;
+}
+
+/* One update; metrics + done mark the first time, a determinism check after. */
+static int loop_train(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
+  int done = 0;
+  if (loop_enter(c, k, "train", &done, e)) return loop_failed(c, k, "train", e);
+  train_result res;
+  memset(&res, 0, sizeof res);
+  int rc = trainer_step(c->tr, b, &res, e);
+  if (rc) return loop_failed(c, k, "train", e);
+  c->last_loss = res.loss_mean;
+  c->last_mismatch = rl_metric_get(&res.metrics, RL_M_KL_K3, NULL);
+  if (!done) {
+    rc = store_begin(c->s, e);
+    if (!rc) rc = rl_metric_list_store(&res.metrics, c->s, k, e);
+    if (!rc) rc = store_step_mark(c->s, k, "train", STORE_STEP_DONE, NULL, NULL, e);
+    if (!rc) rc = store_commit(c->s, e);
+  } else {
+    double was = NAN;
+    int found = 0;
+    double now = rl_metric_get(&res.metrics, RL_M_LOSS, NULL);
+    rc = store_metric_get(c->s, k, RL_M_LOSS, &was, &found, e);
+    if (!rc && found && memcmp(&was, &now, sizeof now) && !(isnan(was) && isnan(now)))
+      store_event(c->s, STORE_WARN, k, "train", e,
+                  "re-running the update of iteration %lld gave loss %.17g, the first run recorded %.17g: "
+                  "the run is not bit-reproducible on this machine", (long long)k, now, was);
+  }
+  train_result_free(&res);
+  return rc ? loop_failed(c, k, "train", e) : 0;
+}
+
+/* The new weights into the rollout precision. */
+static int loop_sync(loop_ctx *c, int64_t k, rl_err *e) {
+  int done = 0;
+  if (loop_enter(c, k, "sync", &done, e) || model_quantize(c->m, &c->ro_pol, e)) return loop_failed(c, k, "sync", e);
+  if (!done && store_step_mark(c->s, k, "sync", STORE_STEP_DONE, NULL, NULL, e)) return loop_failed(c, k, "sync", e);
+  return 0;
+}
+
+/* Write the checkpoint of iteration k (when it is due), then apply retention. */
+static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
+  int64_t every = c->r->loop.checkpoint_interval;
+  if (!(k == c->N || (every > 0 && k % every == 0))) return 0;
+  int done = 0;
+  if (loop_enter(c, k, CKPT_STAGE, &done, e)) return loop_failed(c, k, CKPT_STAGE, e);
+  int nw = 0, no = 0;
+  ckpt_tensor *w = loop_model_tensors(c->m, &nw), *opt = NULL;
+  int rc = loop_trainer_tensors(c->tr, &opt, &no, e);
+  if (!rc) {
+    char extra[128];
+    snprintf(extra, sizeof extra, "{\"optim_step\": %lld, \"run_iterations\": %lld}",
+             (long long)trainer_step_count(c->tr), (long long)c->N);
+    ckpt_content cc = {.iteration = k, .data_cursor = k * c->B, .weights = w, .n_weights = nw, .optim = opt,
+                       .n_optim = no, .config_json = c->config_json, .extra_json = extra};
+    rc = ckpt_write(c->dir, c->s, &cc, e);
+  }
+  free(w);
+  free(opt);
+  if (rc) return loop_failed(c, k, CKPT_STAGE, e);
+  int removed = 0;
+  if (ckpt_retain(c->dir, c->s, c->r->loop.keep_checkpoints, c->r->loop.keep_every, &removed, e)) return loop_failed(c, k, CKPT_STAGE, e);
+  loop_say(c, "checkpoint step-%06lld written%s", (long long)k, removed ? " (older ones pruned)" : "");
+  return 0;
+}
+
+int loop_is_complete(store *s, int64_t iterations) {
+  int st = STORE_STEP_NONE;
+  rl_err e;
+  if (store_step_status(s, iterations, CKPT_STAGE, &st, &e)) return 0;
+  return st == STORE_STEP_DONE;
+}
+
+/* One iteration's plain log line. */
+static void loop_line(loop_ctx *c, int64_t k, double secs) {
+  double el = rl_now() - c->t0, rate = c->done_iters / el;
+  char eta[32];
+  loop_fmt_time((double)(c->N - k) / rate, eta, sizeof eta);
+  loop_say(c, "iter %lld/%lld  reward %.4f  loss %.4g  mismatch(kl_k3) %.3g  %.2f s/it  ETA %s", (long long)k,
+           (long long)c->N, c->last_reward, c->last_loss, c->last_mismatch, secs, eta);
+}
+
+int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o, rl_err *e) {
+  loop_ctx c;
+  memset(&c, 0, sizeof c);
+  c.dir = run_dir, c.s = s, c.r = r;
+  c.log = o && o->log ? o->log : stderr;
+  c.progress = o ? o->progress : 0;
+  c.quiet = o ? o->quiet : 0;
+  c.last_reward = c.last_mismatch = c.last_loss = NAN;
+  c.stage = "convert";
+  char path[4200];
+  snprintf(path, sizeof path, "%s/logs/run.log", run_dir);
+  c.logfile = fopen(path, "a");
+  int done = 0, rc = loop_enter(&c, 0, "convert", &done, e);
+  if (!rc) rc = loop_open(&c, e);
+  if (!rc && !done) rc = store_step_mark(s, 0, "convert", STORE_STEP_DONE, NULL, NULL, e);
+  if (rc) {
+    loop_failed(&c, 0, "convert", e);
+    loop_close(&c);
+    return rc;
+  }
+  int64_t start = 1;
+  if ((rc = loop_restore(&c, &start, e))) {
+    loop_failed(&c, start, "convert", e);
+    loop_close(&c);
+    return rc;
+  }
+  c.t0 = rl_now();
+  c.first_iter = start;
+  for (int64_t k = start; k <= c.N && !rc; k++) {
+    double t = rl_now();
+    rollout_batch b;
+    memset(&b, 0, sizeof b);
+    if (loop_stop_requested()) break;
+    rc = loop_rollout(&c, k, &b, e);
+    if (rc) break;
+    if (!loop_stop_requested()) rc = loop_train(&c, k, &b, e);
+    rollout_batch_free(&b);
+    if (rc || loop_stop_requested()) {
+      /* a stop between train and checkpoint: what is committed stays; the weights are rebuilt on resume */
+      break;
+    }
+    rc = loop_sync(&c, k, e);
+    if (!rc) rc = loop_checkpoint(&c, k, e);
+    if (rc) break;
+    c.done_iters++;
+    if (!c.quiet || c.logfile) loop_line(&c, k, rl_now() - t);
+  }
+  if (!rc && loop_stop_requested()) {
+    rl_err ignore;
+    store_event(s, STORE_WARN, c.iter, c.stage, &ignore, "interrupted by a signal; resume with `rlrun resume %s`", run_dir);
+    rc = rl_errf(e, RL_EXIT_INTERRUPT, "interrupted at iteration %lld (%s); everything committed is kept: resume with `rlrun resume %s`",
+                 (long long)c.iter, c.stage, run_dir);
+  } else if (!rc) {
+    rl_err ignore;
+    store_event(s, STORE_INFO, c.N, NULL, &ignore, "run complete: %lld iterations", (long long)c.N);
+  }
+  if (c.progress) fprintf(c.log, "\r\033[K");
+  loop_close(&c);
+  return rc;
+}

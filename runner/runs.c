@@ -1,0 +1,348 @@
+/* runs.c — run directory helpers for the run commands (runs.h). */
+#include "runner/runs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "state/sha256.h"
+
+/* Replace *p by its realpath when it resolves. */
+static int canon(char **p, const char *key, rl_err *e) {
+  if (!*p) return 0;
+  char *abs = realpath(*p, NULL);
+  if (!abs) return rl_errf(e, RL_EXIT_USAGE, "%s: %s: %s", key, *p, strerror(errno));
+  free(*p);
+  *p = abs;
+  return 0;
+}
+
+int runs_canonical_recipe(recipe *r, rl_err *e) {
+  if (canon(&r->model.path, "model.path", e) || canon(&r->model.checkpoint, "model.checkpoint", e) ||
+      canon(&r->tokenizer.path, "tokenizer.path", e) || canon(&r->data.prompts, "data.prompts", e) ||
+      canon(&r->data.task, "data.task", e) || canon(&r->reward.script, "reward.script", e))
+    return e->code;
+  return 0;
+}
+
+char *runs_resolved_text(const recipe *r) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  recipe_print(f, r);
+  fclose(f);
+  /* the first line names the recipe file (a comment): drop it, the content is what counts */
+  if (buf && !strncmp(buf, "==", 2)) {
+    char *nl = strchr(buf, '\n');
+    if (nl) memmove(buf, nl + 1, strlen(nl + 1) + 1);
+  }
+  return buf;
+}
+
+/* Add one file's hash to obj. */
+static int hash_into(json_t *obj, const char *path, rl_err *e) {
+  char hex[65];
+  if (sha256_file(path, hex, NULL, e)) return e->code;
+  json_object_set_new(obj, path, json_string(hex));
+  return 0;
+}
+
+/* Add every regular file of a model directory (not hidden) to obj. */
+static int hash_dir(json_t *obj, const char *dir, rl_err *e) {
+  DIR *d = opendir(dir);
+  if (!d) return rl_errf(e, RL_EXIT_USAGE, "%s: cannot open directory: %s", dir, strerror(errno));
+  struct dirent *de;
+  int rc = 0;
+  while (!rc && (de = readdir(d))) {
+    if (de->d_name[0] == '.') continue;
+    char path[PATH_MAX + 256];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) rc = hash_into(obj, path, e);
+  }
+  closedir(d);
+  return rc;
+}
+
+int runs_input_hashes(const recipe *r, char **json, rl_err *e) {
+  json_t *o = json_object();
+  int rc = 0;
+  if (r->model.path) rc = hash_dir(o, r->model.path, e);
+  if (!rc && r->model.checkpoint) rc = hash_dir(o, r->model.checkpoint, e);
+  const char *files[] = {r->tokenizer.path, r->data.prompts, r->data.task, r->reward.script};
+  for (size_t i = 0; i < sizeof files / sizeof *files && !rc; i++)
+    if (files[i]) rc = hash_into(o, files[i], e);
+  *json = rc ? NULL : json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
+  json_decref(o);
+  return rc;
+}
+
+/* Append a formatted line to a growing report. */
+static void report_add(char **report, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report_add(char **report, const char *fmt, ...) {
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  size_t old = *report ? strlen(*report) : 0, add = strlen(line);
+  *report = rl_xrealloc(*report, old + add + 2);
+  memcpy(*report + old, line, add);
+  (*report)[old + add] = '\n';
+  (*report)[old + add + 1] = 0;
+}
+
+int runs_inputs_changed(const char *stored_json, char **report) {
+  json_t *o = json_loads(stored_json ? stored_json : "{}", 0, NULL);
+  int n = 0;
+  const char *path;
+  json_t *v;
+  json_object_foreach(o, path, v) {
+    char hex[65];
+    rl_err fe;
+    const char *want = json_string_value(v);
+    if (sha256_file(path, hex, NULL, &fe)) report_add(report, "  input missing: %s (%s)", path, fe.msg), n++;
+    else if (want && strcmp(hex, want))
+      report_add(report, "  input changed: %s (sha256 %.12s… was %.12s…)", path, hex, want), n++;
+  }
+  json_decref(o);
+  return n;
+}
+
+/* The lines of a text (pointers into a copy; *n of them). */
+static char **split_lines(char *text, int *n) {
+  int cap = 64;
+  char **v = rl_xmalloc((size_t)cap * sizeof *v);
+  *n = 0;
+  for (char *p = text; p && *p;) {
+    char *nl = strchr(p, '\n');
+    if (nl) *nl = 0;
+    if (*n == cap) v = rl_xrealloc(v, (size_t)(cap *= 2) * sizeof *v);
+    v[(*n)++] = p;
+    p = nl ? nl + 1 : NULL;
+  }
+  return v;
+}
+
+/* A line without its "  # default" comment, for comparing values. */
+static void strip_comment(const char *line, char *out, size_t n) {
+  snprintf(out, n, "%s", line);
+  char *c = strstr(out, "  # ");
+  if (c) *c = 0;
+}
+
+int runs_recipe_changed(const char *old_text, const char *new_text, char **report) {
+  char *a = rl_xstrdup(old_text ? old_text : ""), *b = rl_xstrdup(new_text ? new_text : "");
+  int na, nb, changed = 0;
+  char **la = split_lines(a, &na), **lb = split_lines(b, &nb);
+  /* the printer writes every key on its own line in schema order: compare line by line */
+  for (int i = 0; i < (na > nb ? na : nb); i++) {
+    char x[1024] = "", y[1024] = "";
+    if (i < na) strip_comment(la[i], x, sizeof x);
+    if (i < nb) strip_comment(lb[i], y, sizeof y);
+    if (!strcmp(x, y)) continue;
+    changed++;
+    /* name the section of an indented key */
+    const char *sec = "";
+    for (int j = i; j >= 0 && j < na; j--)
+      if (la[j][0] != ' ' && j != i) { sec = la[j]; break; }
+    report_add(report, "  recipe changed%s%s: %s  →  %s", sec[0] ? " in " : "", sec,
+               i < na ? x + strspn(x, " ") : "(none)", i < nb ? y + strspn(y, " ") : "(none)");
+  }
+  free(la), free(lb), free(a), free(b);
+  return changed;
+}
+
+/* Indentation of a line. */
+static int indent_of(const char *l) { return (int)strspn(l, " "); }
+
+/* The resolved text reduced to the keys the recipe set: lines marked
+ * "# default" and comment lines go (their defaults apply again), then section
+ * headers left without children. The printer writes keys a given setting
+ * makes meaningless (scale_fmt under bf16) as defaults, so this is what loads. */
+static char *set_keys_only(const char *resolved) {
+  char *copy = rl_xstrdup(resolved);
+  int n;
+  char **l = split_lines(copy, &n);
+  char *keep = rl_xcalloc((size_t)n + 1, 1);
+  for (int i = 0; i < n; i++) {
+    const char *t = l[i] + indent_of(l[i]);
+    size_t len = strlen(l[i]);
+    keep[i] = *t && *t != '#' && !(len >= 9 && !strcmp(l[i] + len - 9, "# default"));
+  }
+  for (int changed = 1; changed;) {
+    changed = 0;
+    for (int i = 0; i < n; i++) {
+      if (!keep[i]) continue;
+      size_t len = strlen(l[i]);
+      if (len == 0 || l[i][len - 1] != ':') continue; /* a section header ends with ':' */
+      int j = i + 1;
+      while (j < n && !keep[j]) j++;
+      if (j >= n || indent_of(l[j]) <= indent_of(l[i])) keep[i] = 0, changed = 1;
+    }
+  }
+  size_t total = strlen(resolved) + 2, at = 0;
+  char *out = rl_xmalloc(total);
+  for (int i = 0; i < n; i++)
+    if (keep[i]) at += (size_t)sprintf(out + at, "%s\n", l[i]);
+  out[at] = 0;
+  free(keep), free(l), free(copy);
+  return out;
+}
+
+/* Comment out line `line` (1-based) of text in place-ish (returns a new string). */
+static char *comment_line(const char *text, int line) {
+  size_t n = strlen(text);
+  char *out = rl_xmalloc(n + 32);
+  const char *p = text;
+  for (int l = 1; l < line && p; l++) {
+    p = strchr(p, '\n');
+    if (p) p++;
+  }
+  if (!p) {
+    memcpy(out, text, n + 1);
+    return out;
+  }
+  size_t head = (size_t)(p - text), ind = strspn(p, " ");
+  memcpy(out, text, head + ind);
+  memcpy(out + head + ind, "# n/a: ", 7);
+  memcpy(out + head + ind + 7, p + ind, n - head - ind + 1);
+  return out;
+}
+
+char *runs_loadable_text(const char *resolved, const char *name) {
+  char *text = rl_xstrdup(resolved);
+  size_t nl = strlen(name);
+  for (int round = 0; round < 64; round++) {
+    recipe r;
+    rl_err e;
+    memset(&r, 0, sizeof r);
+    if (!recipe_load_string(text, strlen(text), name, NULL, 0, 0, &r, &e)) {
+      recipe_free(&r);
+      return text;
+    }
+    /* the printer writes keys another setting makes meaningless (scale_fmt
+     * under bf16) as their defaults: comment out each line the loader names */
+    int fixed = 0;
+    for (const char *m = strstr(e.msg, name); m; m = strstr(m + 1, name)) {
+      int line = atoi(m + nl + 1);
+      if (m[nl] != ':' || line <= 0) continue;
+      char *next = comment_line(text, line);
+      free(text);
+      text = next;
+      fixed = 1;
+      break; /* line numbers hold: commenting keeps the line count */
+    }
+    if (!fixed) break;
+  }
+  free(text);
+  return set_keys_only(resolved);
+}
+
+int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e) {
+  char name[4200];
+  snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, run_dir);
+  char *text = runs_loadable_text(resolved, name);
+  int rc = recipe_load_string(text, strlen(text), name, NULL, 0, 0, r, e);
+  free(text);
+  if (rc) return rl_err_prefix(e, "the run's stored recipe does not load with this rlrun: ");
+  return 0;
+}
+
+int runs_check_export(const char *what, const char *text, rl_err *e) {
+  int line = 1, bad = 0;
+  char *msg = NULL;
+  for (const char *p = text; p && *p; line++) {
+    const char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) : strlen(p);
+    char buf[PATH_MAX + 128], hex[65], want[65], path[PATH_MAX];
+    snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf - 1 ? len : sizeof buf - 1), p);
+    if (sscanf(buf, "# rlrun-input: sha256 %64s %4095[^\n]", want, path) == 2) {
+      rl_err fe;
+      if (sha256_file(path, hex, NULL, &fe))
+        bad++, report_add(&msg, "  %s:%d: %s is missing", what, line, path);
+      else if (strcmp(hex, want))
+        bad++, report_add(&msg, "  %s:%d: %s has sha256 %.16s…, the export says %.16s…", what, line, path,
+                          hex, want);
+    }
+    p = nl ? nl + 1 : NULL;
+  }
+  int rc = 0;
+  if (bad)
+    rc = rl_errf(e, RL_EXIT_STATE,
+                 "%s: %d input%s differ from the exported run (not the same experiment):\n%s"
+                 "restore the inputs, or delete the '# rlrun-input:' lines to run with these files",
+                 what, bad, bad == 1 ? "" : "s", msg);
+  free(msg);
+  return rc;
+}
+
+int runs_export(FILE *f, const store_run *run, rl_err *e) {
+  fprintf(f, "# rlrun-export: rlrun %s, run %s (created %s with rlrun %s)\n", RLRUN_VERSION, run->id, run->created,
+          run->rlrun_version);
+  fprintf(f, "# `rlrun run` of this file checks that every input below has this sha256.\n");
+  json_t *o = json_loads(run->input_hashes ? run->input_hashes : "{}", 0, NULL);
+  if (!o) return rl_errf(e, RL_EXIT_STATE, "run %s: the recorded input hashes are not JSON", run->id);
+  const char *path;
+  json_t *v;
+  json_object_foreach(o, path, v) fprintf(f, "# rlrun-input: sha256 %s %s\n", json_string_value(v), path);
+  json_decref(o);
+  char *text = runs_loadable_text(run->recipe_resolved, "export");
+  fputs(text, f);
+  free(text);
+  return 0;
+}
+
+int runs_lock(const char *run_dir, rl_err *e) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" RUNS_LOCK, run_dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot open the run's lock: %s", path, strerror(errno)), -1;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = "";
+    ssize_t got = pread(fd, pid, sizeof pid - 1, 0);
+    pid[got > 0 ? got : 0] = 0;
+    pid[strcspn(pid, "\n")] = 0;
+    close(fd);
+    rl_errf(e, RL_EXIT_STATE, "%s: another rlrun (pid %s) is working on this run; wait for it or stop it first",
+            run_dir, pid[0] ? pid : "?");
+    return -1;
+  }
+  char pid[32];
+  int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) < 0) { /* informative only */ }
+  return fd;
+}
+
+int runs_is_locked(const char *run_dir) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" RUNS_LOCK, run_dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  int locked = flock(fd, LOCK_SH | LOCK_NB) != 0;
+  close(fd);
+  return locked;
+}
+
+store *runs_open_store(const char *run_dir, rl_err *e) {
+  char path[4200];
+  struct stat st;
+  if (stat(run_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    rl_errf(e, RL_EXIT_USAGE, "%s: no such run directory", run_dir);
+    return NULL;
+  }
+  snprintf(path, sizeof path, "%s/" RUNS_DB, run_dir);
+  if (stat(path, &st) != 0) {
+    rl_errf(e, RL_EXIT_USAGE, "%s: not a run directory (no " RUNS_DB ")", run_dir);
+    return NULL;
+  }
+  return store_open(path, 0, e);
+}

@@ -1,0 +1,62 @@
+/* runs.h — what the run commands (cmd_run.c, cmd_runs.c) share: the run
+ * directory's files, canonical recipes, input hashes, change reports, the
+ * export format, and the run lock.
+ *
+ * A run directory runs/<name>-<id>/ holds state.db, recipe.yaml (the recipe
+ * file as given), recipe.resolved.yaml (every key, paths absolute: what the
+ * run executes), run.json ({"recipe_path", "overrides"}: how it was started,
+ * so resume can tell whether the recipe file was edited since), logs/run.log,
+ * checkpoints/, and the lock file `lock` (held while a process works on it).
+ *
+ * Export (rlrun export): the resolved recipe preceded by comment lines
+ *   # rlrun-export: rlrun VERSION, run ID
+ *   # rlrun-input: sha256 HEX PATH
+ * one per input file (model files, data, Lua scripts). `rlrun run` of a
+ * recipe with such lines checks every listed file's sha256 first. */
+#ifndef RLRUN_RUNS_H
+#define RLRUN_RUNS_H
+
+#include <stdio.h>
+
+#include "kernels/common.h"
+#include "runner/recipe.h"
+#include "state/store.h"
+
+#define RUNS_RECIPE "recipe.yaml"
+#define RUNS_RESOLVED "recipe.resolved.yaml"
+#define RUNS_INFO "run.json"
+#define RUNS_DB "state.db"
+#define RUNS_LOCK "lock"
+
+/* Make every path of the recipe absolute (realpath). */
+int runs_canonical_recipe(recipe *r, rl_err *e);
+/* The resolved recipe as text (recipe_print of a canonical recipe; malloc'd). */
+char *runs_resolved_text(const recipe *r);
+/* {"path": "sha256", …} of every input file of the recipe (malloc'd JSON). */
+int runs_input_hashes(const recipe *r, char **json, rl_err *e);
+/* Compare stored input hashes with the files now: one line per changed or
+ * missing file appended to *report (malloc'd, grown); returns the count. */
+int runs_inputs_changed(const char *stored_json, char **report);
+/* Lines that differ between two resolved recipes, appended to *report. */
+int runs_recipe_changed(const char *old_text, const char *new_text, char **report);
+
+/* The resolved text with the lines the loader refuses (keys another setting
+ * makes meaningless, printed as defaults) commented out: text that
+ * recipe_load_string accepts and that resolves to the same recipe (malloc'd). */
+char *runs_loadable_text(const char *resolved, const char *name);
+/* Load a run's recipe from its stored resolved text. */
+int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e);
+/* Check the "# rlrun-input:" lines of an exported recipe's text. */
+int runs_check_export(const char *what, const char *text, rl_err *e);
+/* Write the export of a run: header, input lines, resolved recipe. */
+int runs_export(FILE *f, const store_run *run, rl_err *e);
+
+/* Take the run's lock (non-blocking); returns the fd (keep it open) or -1
+ * with e set when another process holds it. */
+int runs_lock(const char *run_dir, rl_err *e);
+/* 1 when some process holds the run's lock now. */
+int runs_is_locked(const char *run_dir);
+/* Open the store of a run directory (create 0), saying clearly what is wrong. */
+store *runs_open_store(const char *run_dir, rl_err *e);
+
+#endif

@@ -1,0 +1,72 @@
+/* prompts.h — where the prompts of an iteration come from, and which ones.
+ *
+ *   prompt_source *src;
+ *   if (prompts_open_recipe(&recipe, &src, &e)) ...
+ *   prompt_item *items;
+ *   prompts_batch(src, seed, iteration, batch, &items, &e);   // items[i]: prompt i
+ *   ... items[i].text, items[i].extra_json (for the reward hook) ...
+ *   prompts_items_free(items, batch);  prompts_close(src);
+ *
+ * JSONL (data.prompts): one JSON object per line (blank lines are skipped;
+ * line numbers count them). The prompt is the string field data.prompt_key
+ * ("prompt"); every other field is kept, as a compact JSON object with
+ * sorted keys, in extra_json — the Lua host puts each of them on the reward's
+ * sample table. When data.answer_key is not "answer", its value is also
+ * copied to the field "answer" (the reward reads sample.answer). Errors are
+ * "FILE:LINE: what is wrong" (RL_EXIT_USAGE).
+ *
+ * The data cursor: iterations are numbered from 1 (as in the plan and the
+ * store); prompt i of iteration k sits at position g = (k - 1)·B + i of an
+ * endless stream, epoch E = g / N, offset o = g mod N (N prompts, B the
+ * batch). Without shuffle it is prompt o; with shuffle it is prompt
+ * perm(seed, E)(o), perm a bijection of [0, N) computed from a counter
+ * (6-round Feistel over Philox4x32-10 with cycle walking, key (seed lo,
+ * seed hi ^ "data"), epoch in the counter). So every prompt comes exactly
+ * once per epoch, and a resumed run recomputes iteration k's prompts from
+ * (seed, k, B, file) alone: nothing is saved, nothing skipped or repeated.
+ *
+ * Lua task (data.task): prompts(n, rng) called with n = B and the rng of
+ * (seed, iteration) (lua/host.h), so iteration k's prompts are a pure
+ * function of (seed, k, B, script). */
+#ifndef RLRUN_PROMPTS_H
+#define RLRUN_PROMPTS_H
+
+#include <stdint.h>
+
+#include "kernels/common.h"
+
+struct recipe;
+struct luahost_limits;
+typedef struct prompt_source prompt_source;
+
+typedef struct prompt_item {
+  char *text;       /* the prompt */
+  char *extra_json; /* compact JSON object with sorted keys ("{}" when none) */
+  int64_t index;    /* JSONL: 0-based index of the prompt in the file; task: -1 */
+  int64_t epoch;    /* JSONL: the epoch of this draw; task: 0 */
+} prompt_item;
+
+/* A JSONL file. prompt_key NULL = "prompt", answer_key NULL = "answer". */
+int prompts_open_jsonl(const char *path, const char *prompt_key, const char *answer_key,
+                       prompt_source **out, rl_err *e);
+/* A Lua task script defining prompts(n, rng); lim NULL = the host's defaults. */
+int prompts_open_task(const char *path, const struct luahost_limits *lim, prompt_source **out, rl_err *e);
+/* Whichever of data.prompts / data.task the recipe names (data.shuffle kept;
+ * a task script runs under the recipe's reward.limits). */
+int prompts_open_recipe(const struct recipe *r, prompt_source **out, rl_err *e);
+void prompts_close(prompt_source *s);
+
+/* JSONL: the number of prompts in the file; task: -1 (unbounded). */
+int64_t prompts_count(const prompt_source *s);
+/* Shuffle JSONL prompts each epoch (default 1). */
+void prompts_set_shuffle(prompt_source *s, int shuffle);
+
+/* The dataset index of position g for N prompts under (seed, shuffle). */
+int64_t prompts_cursor_index(uint64_t seed, int shuffle, int64_t n, int64_t g);
+
+/* The B prompts of iteration k (>= 1), out[i] = prompt i (malloc'd array). */
+int prompts_batch(prompt_source *s, uint64_t seed, int64_t iteration, int64_t batch, prompt_item **out,
+                  rl_err *e);
+void prompts_items_free(prompt_item *v, int64_t n);
+
+#endif

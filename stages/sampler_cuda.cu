@@ -1,0 +1,285 @@
+/* sampler_cuda.cu — the fused sampling kernel: one block of 1024 threads per
+ * row does validation + argmax, the FP64 sums, the top-k / top-p / min-p
+ * masks, the Philox draw and the inverse CDF, all in the order of the
+ * contract in sampler.h, with the arithmetic of sampler_math.h, so it returns
+ * the CPU reference's token bit for bit (logp and entropy within an ulp of
+ * log). Thread t handles lane t % 32 of segment slot t / 32 of every tile of
+ * 1024 tokens; a segment's sum is a warp shuffle-down tree (smp_tree32's
+ * order), slot accumulators live in lane 0 of each warp.
+ *
+ * The kept-token mask is one bit per token in shared memory (V/8 bytes: 19 KB
+ * for Qwen3's 151936 tokens); top-k and top-p find their threshold logit by a
+ * 32-step binary search over the order-preserving key, one pass over the row
+ * per step (top-p recomputes exp each pass: its cost is about 33 row passes,
+ * paid only when top_p < 1). */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "stages/sampler_math.h"
+extern "C" {
+#include "stages/sampler.h"
+}
+
+#define FULL 0xffffffffu
+#define SMP_THREADS 1024
+#define SMP_MAX_SHARED (200 * 1024)
+
+/* What one block shares. */
+struct smp_shared {
+  double w[SMP_SEGS];  /* slot accumulators of the last block sum */
+  double tot;
+  int64_t cnt;
+  uint32_t wcnt[SMP_SEGS];
+  int bad;
+  uint32_t kmax;
+  int arg;
+};
+
+/* The FP32 logit of a key (inverse of smp_key). */
+__device__ static float smp_logit_of_key(uint32_t k) {
+  uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+  return __uint_as_float(u);
+}
+
+/* Σ x(i) over the row in the contract's order; leaves W in sh->w. */
+template <class F>
+__device__ static double blk_sum(int64_t V, F x, smp_shared *sh) {
+  int t = threadIdx.x, w = t >> 5, l = t & 31;
+  int64_t tiles = (V + SMP_TILE - 1) / SMP_TILE;
+  double acc = 0.0;
+  for (int64_t k = 0; k < tiles; k++) {
+    int64_t i = k * SMP_TILE + t;
+    double v = i < V ? x(i) : 0.0;
+    for (int off = 16; off >= 1; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(FULL, v, off));
+    if (l == 0) acc = __dadd_rn(acc, v);
+  }
+  __syncthreads();
+  if (l == 0) sh->w[w] = acc;
+  __syncthreads();
+  if (w == 0) {
+    double v = sh->w[l];
+    for (int off = 16; off >= 1; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(FULL, v, off));
+    if (l == 0) sh->tot = v;
+  }
+  __syncthreads();
+  return sh->tot;
+}
+
+/* Block-wide count of tokens with pred(i). */
+template <class F>
+__device__ static int64_t blk_count(int64_t V, F pred, smp_shared *sh) {
+  int64_t n = 0;
+  __syncthreads();
+  if (threadIdx.x == 0) sh->cnt = 0;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < V; i += SMP_THREADS) n += pred(i) ? 1 : 0;
+  for (int off = 16; off >= 1; off >>= 1) n += __shfl_down_sync(FULL, n, off);
+  if ((threadIdx.x & 31) == 0) atomicAdd((unsigned long long *)&sh->cnt, (unsigned long long)n);
+  __syncthreads();
+  return sh->cnt;
+}
+
+/* Walk the tied tokens (tied(i)) in id order, each told its rank; new keep
+ * bit = keepf(i, rank) for tied tokens, other(i) for the rest. */
+template <class T, class K, class O>
+__device__ static void blk_tie_walk(int64_t V, uint32_t *keepw, T tied, K keepf, O other, smp_shared *sh) {
+  int t = threadIdx.x, w = t >> 5, l = t & 31;
+  int64_t tiles = (V + SMP_TILE - 1) / SMP_TILE, base = 0;
+  for (int64_t k = 0; k < tiles; k++) {
+    int64_t i = k * SMP_TILE + t;
+    int is_tied = i < V && tied(i);
+    uint32_t b = __ballot_sync(FULL, is_tied);
+    __syncthreads();
+    if (l == 0) sh->wcnt[w] = __popc(b);
+    __syncthreads();
+    int64_t pre = 0, tot = 0;
+    for (int j = 0; j < SMP_SEGS; j++) pre += j < w ? sh->wcnt[j] : 0, tot += sh->wcnt[j];
+    int64_t rank = base + pre + __popc(b & ((1u << l) - 1u));
+    int kb = i < V && (is_tied ? keepf(i, rank) : other(i));
+    uint32_t word = __ballot_sync(FULL, kb);
+    if (l == 0) keepw[k * SMP_SEGS + w] = word;
+    base += tot;
+  }
+  __syncthreads();
+}
+
+/* The largest key K with f(K) true (f non-increasing in K, f(0) true). */
+template <class F>
+__device__ static uint32_t blk_key_search(F f) {
+  uint32_t lo = 0, hi = 0xffffffffu;
+  while (lo < hi) {
+    uint32_t mid = lo + (uint32_t)((hi - lo) / 2 + (hi - lo) % 2);
+    if (f(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+__global__ void __launch_bounds__(SMP_THREADS)
+    sampler_kernel(sampler_params p, const float *logits, int64_t V, int64_t ld, const sampler_key *keys,
+                   sampler_out *outs) {
+  extern __shared__ uint32_t keepw[];
+  __shared__ smp_shared sh;
+  const float *lg = logits + (int64_t)blockIdx.x * ld;
+  const sampler_key key = keys[blockIdx.x];
+  sampler_out *out = &outs[blockIdx.x];
+  int t = threadIdx.x, w = t >> 5, l = t & 31;
+  int64_t tiles = (V + SMP_TILE - 1) / SMP_TILE;
+
+  /* validation and argmax (key desc, id asc) */
+  if (t == 0) sh.bad = INT32_MAX, sh.kmax = 0, sh.arg = INT32_MAX;
+  __syncthreads();
+  uint32_t bk = 0;
+  int barg = INT32_MAX;
+  for (int64_t i = t; i < V; i += SMP_THREADS) {
+    float x = lg[i];
+    if (!smp_logit_ok(x)) atomicMin(&sh.bad, (int)i);
+    uint32_t k = smp_key(x);
+    if (barg == INT32_MAX || k > bk) bk = k, barg = (int)i;
+  }
+  for (int off = 16; off >= 1; off >>= 1) {
+    uint32_t ok = __shfl_down_sync(FULL, bk, off);
+    int oa = __shfl_down_sync(FULL, barg, off);
+    if (oa != INT32_MAX && (barg == INT32_MAX || ok > bk || (ok == bk && oa < barg))) bk = ok, barg = oa;
+  }
+  if (l == 0 && barg != INT32_MAX) atomicMax(&sh.kmax, bk);
+  __syncthreads();
+  if (l == 0 && barg != INT32_MAX && bk == sh.kmax) atomicMin(&sh.arg, barg);
+  __syncthreads();
+  if (sh.bad != INT32_MAX || lg[sh.arg] == -INFINITY) {
+    if (t == 0) {
+      sampler_out o = {};
+      o.status = sh.bad != INT32_MAX ? SAMPLER_NONFINITE : SAMPLER_ALL_MASKED;
+      o.token = sh.bad != INT32_MAX ? sh.bad : -1;
+      *out = o;
+    }
+    return;
+  }
+  const int arg = sh.arg;
+  const double teff = p.temperature > 0.0 ? p.temperature : 1.0;
+  const double m = smp_div((double)lg[arg], teff);
+  auto zm = [&](int64_t i) { return smp_sub(smp_div((double)lg[i], teff), m); };
+  auto ex = [&](int64_t i) { return smp_exp(zm(i)); };
+  const double s = blk_sum(V, ex, &sh);
+  const double h = blk_sum(V, [&](int64_t i) { double e = ex(i); return e > 0.0 ? smp_mul(e, zm(i)) : 0.0; }, &sh);
+
+  sampler_out o = {};
+  int64_t tok = arg;
+  double s_kept = 1.0;
+  if (p.greedy || p.temperature == 0.0) {
+    o.n_kept = 1;
+  } else {
+    for (int64_t k = 0; k < tiles; k++) {
+      uint32_t word = __ballot_sync(FULL, k * SMP_TILE + t < V);
+      if (l == 0) keepw[k * SMP_SEGS + w] = word;
+    }
+    __syncthreads();
+    auto kept = [&](int64_t i) { return (keepw[i >> 5] >> (i & 31)) & 1u; };
+    auto kof = [&](int64_t i) { return smp_key(lg[i]); };
+    if (p.top_k > 0 && p.top_k < V) {
+      uint32_t kk = blk_key_search([&](uint32_t K) { return blk_count(V, [&](int64_t i) { return kof(i) >= K; }, &sh) >= p.top_k; });
+      int64_t need = p.top_k - (kk == 0xffffffffu ? 0 : blk_count(V, [&](int64_t i) { return kof(i) > kk; }, &sh));
+      blk_tie_walk(V, keepw, [&](int64_t i) { return kof(i) == kk; },
+                   [&](int64_t i, int64_t r) { return r < need; }, [&](int64_t i) { return kof(i) > kk; }, &sh);
+    }
+    if (p.top_p < 1.0) {
+      auto mass = [&](uint32_t K) { return blk_sum(V, [&](int64_t i) { return kept(i) && kof(i) >= K ? ex(i) : 0.0; }, &sh); };
+      const double ps = smp_mul(p.top_p, mass(0));
+      uint32_t kp = blk_key_search([&](uint32_t K) { return mass(K) >= ps; });
+      const double a = kp == 0xffffffffu ? 0.0 : mass(kp + 1);
+      const double estar = smp_exp(smp_sub(smp_div((double)smp_logit_of_key(kp), teff), m));
+      blk_tie_walk(V, keepw, [&](int64_t i) { return kept(i) && kof(i) == kp; },
+                   [&](int64_t i, int64_t r) { return smp_add(a, smp_mul((double)r, estar)) < ps; },
+                   [&](int64_t i) { return kept(i) && kof(i) > kp; }, &sh);
+    }
+    if (p.min_p > 0.0) {
+      for (int64_t k = 0; k < tiles; k++) {
+        int64_t i = k * SMP_TILE + t;
+        uint32_t word = __ballot_sync(FULL, i < V && kept(i) && ex(i) >= p.min_p);
+        __syncthreads();
+        if (l == 0) keepw[k * SMP_SEGS + w] = word;
+        __syncthreads();
+      }
+    }
+    o.n_kept = (int32_t)blk_count(V, [&](int64_t i) { return kept(i) != 0; }, &sh);
+    auto xk = [&](int64_t i) { return kept(i) ? ex(i) : 0.0; };
+    s_kept = blk_sum(V, xk, &sh); /* sh.w = the slot accumulators W */
+    o.u = smp_uniform(key.seed, key.iteration, key.prompt, key.sample, key.position);
+    const double tt = smp_mul(o.u, s_kept);
+    /* level 1: slots (every thread, the same walk) */
+    double c = 0.0, clast = 0.0;
+    int ws = -1, wlast = -1;
+    for (int j = 0; j < SMP_SEGS; j++) {
+      double v = sh.w[j];
+      if (v == 0.0) continue;
+      double nx = smp_add(c, v);
+      if (nx > tt) { ws = j; break; }
+      wlast = j, clast = c, c = nx;
+    }
+    if (ws < 0) ws = wlast, c = clast;
+    /* levels 2 and 3: the chosen slot's warp, all lanes walking in step */
+    __syncthreads();
+    if (w == ws) {
+      int64_t ks = -1, klast = -1;
+      clast = c;
+      for (int64_t k = 0; k < tiles; k++) {
+        int64_t i = k * SMP_TILE + (int64_t)ws * SMP_LANES + l;
+        double v = i < V ? xk(i) : 0.0;
+        for (int off = 16; off >= 1; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(FULL, v, off));
+        v = __shfl_sync(FULL, v, 0);
+        if (v == 0.0) continue;
+        double nx = smp_add(c, v);
+        if (nx > tt) { ks = k; break; }
+        klast = k, clast = c, c = nx;
+      }
+      if (ks < 0) ks = klast, c = clast;
+      int64_t base = ks * SMP_TILE + (int64_t)ws * SMP_LANES;
+      double mine = base + l < V ? xk(base + l) : 0.0;
+      int ls = -1, llast = -1;
+      for (int j = 0; j < SMP_LANES; j++) {
+        double v = __shfl_sync(FULL, mine, j);
+        if (v == 0.0) continue;
+        double nx = smp_add(c, v);
+        if (nx > tt) { ls = j; break; }
+        llast = j, c = nx;
+      }
+      if (ls < 0) ls = llast;
+      if (l == 0) sh.arg = (int)(base + ls);
+    }
+    __syncthreads();
+    tok = sh.arg;
+  }
+  if (t == 0) {
+    const double zt = zm(tok), logs = log(s);
+    o.token = (int32_t)tok;
+    o.status = SAMPLER_OK;
+    o.logp = smp_sub(zt, logs);
+    o.logp_kept = smp_sub(zt, log(s_kept));
+    o.entropy = smp_sub(logs, smp_div(h, s));
+    *out = o;
+  }
+}
+
+extern "C" int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t rows, int64_t vocab,
+                                   int64_t ld, const sampler_key *d_keys, sampler_out *d_out, void *stream,
+                                   rl_err *e) {
+  if (sampler_check_params(p, e)) return RL_EXIT_USAGE;
+  if (vocab < 1 || vocab > INT32_MAX || ld < vocab || rows < 0 || rows > INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "sampler (cuda): bad shape: %lld rows of %lld logits (stride %lld)",
+                   (long long)rows, (long long)vocab, (long long)ld);
+  if (rows == 0) return 0;
+  size_t shmem = (size_t)((vocab + SMP_TILE - 1) / SMP_TILE) * SMP_SEGS * sizeof(uint32_t);
+  if (shmem > SMP_MAX_SHARED)
+    return rl_errf(e, RL_EXIT_USAGE, "sampler (cuda): vocabulary %lld is too large for the fused kernel's mask (max %d)",
+                   (long long)vocab, SMP_MAX_SHARED * 8);
+  cudaError_t err = cudaFuncSetAttribute(sampler_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+  if (err == cudaSuccess) {
+    sampler_kernel<<<(unsigned)rows, SMP_THREADS, shmem, (cudaStream_t)stream>>>(*p, d_logits, vocab, ld, d_keys, d_out);
+    err = cudaGetLastError();
+  }
+  if (err != cudaSuccess)
+    return rl_errf(e, RL_EXIT_FAIL, "sampler (cuda): launching the kernel (%lld rows × %lld): %s", (long long)rows,
+                   (long long)vocab, cudaGetErrorString(err));
+  return 0;
+}

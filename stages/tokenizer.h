@@ -1,0 +1,75 @@
+/* tokenizer.h — text ↔ token ids, behind one interface (a vtable), so the
+ * rollout and the trainer never care which tokenizer a recipe declared.
+ *
+ *   tokenizer *t;
+ *   if (tokenizer_from_recipe(&recipe, &t, &e)) ...
+ *   int32_t *ids; int64_t n;
+ *   tokenizer_encode(t, "12+30=", 6, &ids, &n, &e);   // no specials added
+ *   char *text = tokenizer_decode(t, ids, n, TOKENIZER_SKIP_SPECIAL, &e);
+ *   tokenizer_free(t);
+ *
+ * The character tokenizer (tokenizer.type: chars, tokenizer.chars: "…"):
+ *   id 0 = <pad>, 1 = <bos>, 2 = <eos>, then one id per UTF-8 character of
+ *   tokenizer.chars in the declared order (id 3 = the first character), so
+ *   the vocabulary has 3 + (number of characters) ids. encode maps each
+ *   character to its id; a character outside the vocabulary is an error
+ *   naming the character (U+XXXX), its character index and byte offset.
+ *   Special-token names in the text ("<eos>") are ordinary characters.
+ *
+ * A new tokenizer (BPE from a Hugging Face tokenizer.json) implements the
+ * tokenizer_ops below: encode, and the raw bytes of one token (decode is the
+ * concatenation of token bytes, so byte-level BPE pieces that split a UTF-8
+ * character decode correctly once joined). */
+#ifndef RLRUN_TOKENIZER_H
+#define RLRUN_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/common.h"
+
+struct recipe;
+typedef struct tokenizer tokenizer;
+
+typedef struct tokenizer_ops {
+  const char *kind; /* "chars", "hf" */
+  /* text[len] → *ids (malloc'd, *n of them); no specials added. */
+  int (*encode)(const tokenizer *t, const char *text, size_t len, int32_t **ids, int64_t *n, rl_err *e);
+  /* The bytes of token id (0 <= id < vocab); *special = 1 for BOS/EOS/PAD and
+   * other control tokens (their bytes are their name, e.g. "<eos>"). */
+  void (*token_bytes)(const tokenizer *t, int32_t id, const char **bytes, size_t *len, int *special);
+  void (*destroy)(tokenizer *t);
+} tokenizer_ops;
+
+/* The handle every tokenizer starts with (implementations embed it first). */
+struct tokenizer {
+  const tokenizer_ops *ops;
+  int64_t vocab;          /* ids are 0 .. vocab-1 */
+  int32_t bos, eos, pad;  /* -1 when the tokenizer has none */
+};
+
+enum {
+  TOKENIZER_SKIP_SPECIAL = 1 /* decode: leave BOS/EOS/PAD out of the text */
+};
+
+/* The tokenizer a resolved recipe declares. chars: built here; hf: not yet
+ * implemented (RL_EXIT_USAGE saying so). */
+int tokenizer_from_recipe(const struct recipe *r, tokenizer **out, rl_err *e);
+/* The character tokenizer over the UTF-8 characters of chars (each once, at
+ * least one). Errors (RL_EXIT_USAGE) name the character and its position. */
+int tokenizer_chars_new(const char *chars, tokenizer **out, rl_err *e);
+void tokenizer_free(tokenizer *t);
+
+int64_t tokenizer_vocab_size(const tokenizer *t);
+/* Text → ids (malloc'd). Returns 0 or RL_EXIT_USAGE (unknown character,
+ * invalid UTF-8) with e set. */
+int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t **ids, int64_t *n,
+                     rl_err *e);
+/* Ids → NUL-terminated text (malloc'd); NULL with e set (RL_EXIT_USAGE)
+ * when an id is outside [0, vocab), naming its position. */
+char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int64_t n, int flags, rl_err *e);
+/* The bytes of one token (see tokenizer_ops.token_bytes); 0 or RL_EXIT_USAGE. */
+int tokenizer_token_bytes(const tokenizer *t, int32_t id, const char **bytes, size_t *len, int *special,
+                          rl_err *e);
+
+#endif

@@ -1,0 +1,194 @@
+/* train.h — the train stage: one RL (GRPO / Dr.GRPO / RLOO, PPO-clip with
+ * TIS or IcePop) or SFT update of a model from a rollout batch with rewards
+ * (docs RL.md is the contract; the math per token is stages/rl_loss.h).
+ *
+ *   trainer *t;
+ *   train_opts o; train_opts_default(&o);
+ *   o.optim.lr = recipe.train.lr; ...              (the runner maps the recipe)
+ *   trainer_new(m, &o, &t, &e);                    m: model.h, BF16 master weights
+ *   ... rollout_generate(...) → batch; the runner fills batch.s[i].reward ...
+ *   train_result r;
+ *   trainer_step(t, &batch, &r, &e);               one (or more) optimizer steps
+ *   rl_metric_list_store(&r.metrics, store, iteration, &e);
+ *   train_result_free(&r);
+ *   trainer_free(t);
+ *
+ * One trainer_step, in order:
+ *   1. rewards → advantages per group (rl_advantages; degenerate groups are
+ *      left out of the loss and counted); a NaN/Inf reward stops the step.
+ *   2. old-logprob pass: forward of every sample (prompt_ids ++ completion_ids
+ *      as one packed sequence) with the current weights in the TRAINING
+ *      precision (model_quantize with opts.policy), no gradient →
+ *      logp_old[completion token], at the rollout temperature. Mismatch
+ *      metrics vs the rollout's logp_rollout over every generated token
+ *      (rl_metrics.h), accumulated in sample order. With R3 (opts.r3 on a MoE
+ *      model) every forward replays the rollout's routed ids (batch routed
+ *      table) and r3/overlap is measured on this pass.
+ *   3. for each of ppo_epochs epochs, for each of `minibatches` contiguous
+ *      slices of the kept samples (one optimizer step each): microbatches of
+ *      `microbatch` sequences, forward under gradient → logp_new (+ entropy
+ *      when the bonus is on) → rl_loss_compute (denominators of the whole
+ *      slice) → model_backward_logprob, gradients summed over microbatches →
+ *      grad hook (tests) → AdamW step (kernels/optim.h: every gradient checked
+ *      finite first, global-norm clip, warm-up) → BF16 weights rewritten →
+ *      model_quantize again. Prompt tokens are context only: the loss covers
+ *      the completion tokens (including EOS).
+ *   SFT (algorithm TRAIN_ALGO_SFT): the completion ids are the targets; step
+ *   2 is skipped; loss = mean cross-entropy over the completion tokens.
+ *
+ * Atomicity: every check that can fail (rewards, shapes, routing tables,
+ * non-finite log-probs, loss or gradients) runs before the optimizer step it
+ * guards, so a failing step leaves weights and optimizer state untouched.
+ * With several optimizer steps per call (ppo_epochs or minibatches > 1) the
+ * steps before a failing one have been applied (the error says which step).
+ *
+ * Determinism: the microbatch plan is a function of the batch and the
+ * options; every sum has a fixed order (model.h, rl_loss.h, optim.h); so two
+ * trainers from the same state and batch write bit-identical weights, and
+ * the result does not depend on the OpenMP thread count. The first
+ * microbatch forward of an update is the same computation as the old-logprob
+ * pass (same packing, same weights, same policy), so the first PPO ratio is
+ * exactly 1 (train_result.first_ratio_max_dev == 0).
+ *
+ * Checkpoint state (trainer_state_list / _save / _load): named tensors
+ *   optim.step           I64 [1]   optimizer updates done so far
+ *   optim.m.<param>      F32 [shape of the parameter]   first moment
+ *   optim.v.<param>      F32                             second moment
+ *   optim.main.<param>   F32        FP32 main parameters (main_params fp32 only)
+ *   train.ref.<param>    BF16       reference policy weights (kl_coef > 0 only; F32 in f32 mode)
+ * with <param> the checkpoint (hub) name of the model parameter, shapes as the
+ * checkpoint stores the weight ([rows] for vectors, [rows, cols] for matrices).
+ * The BF16 master weights themselves are the model's (saved by the runner). */
+#ifndef RLRUN_TRAIN_H
+#define RLRUN_TRAIN_H
+
+#include <stdint.h>
+
+#include "kernels/common.h"
+#include "kernels/optim.h"
+#include "kernels/qtensor.h"
+#include "stages/rl_loss.h"
+#include "stages/rl_metrics.h"
+#include "stages/rollout.h"
+#include "state/safetensors.h"
+
+struct model;
+typedef struct trainer trainer;
+
+/* Algorithms (same order as the recipe's train.algorithm). */
+typedef enum train_algo_kind {
+  TRAIN_ALGO_GRPO,
+  TRAIN_ALGO_DR_GRPO,
+  TRAIN_ALGO_RLOO,
+  TRAIN_ALGO_SFT
+} train_algo_kind;
+
+/* Extra metric names of the train stage (the RL.md ones are in rl_metrics.h). */
+#define TRAIN_M_TOKENS "train/tokens"             /* completion tokens in the loss */
+#define TRAIN_M_TOKENS_PER_S "train/tokens_per_s" /* forward+backward tokens / train seconds */
+#define TRAIN_M_SECONDS "train/seconds"           /* wall time of trainer_step */
+#define TRAIN_M_OPTIM_STEP "optim/step"           /* optimizer updates so far */
+#define TRAIN_M_CLIP_COEF "optim/clip_coef"       /* gradient scale of the last step */
+
+/* Called after the gradients of an optimizer step are accumulated, before the
+ * step (tests inject faults here; NULL = none). Nonzero return stops the step. */
+typedef int (*train_grad_hook)(void *ud, struct model *m, int64_t step);
+
+/* What the trainer does; train_opts_default gives RL.md's defaults. The
+ * runner maps the resolved recipe onto it (train.* keys, precision.train,
+ * rollout.temperature). */
+typedef struct train_opts {
+  int algorithm;          /* train_algo_kind (grpo) */
+  rl_loss_cfg loss;       /* clip eps, TIS/IcePop, kl_beta, entropy_coef, aggregation
+                             (loss.kind is set from algorithm) */
+  optim_cfg optim;        /* AdamW: lr, warm-up, betas, eps, weight decay, grad clip, main params */
+  quant_policy policy;    /* the TRAINING precision (default: BF16 everywhere) */
+  double temperature;     /* the rollout temperature T of log p (1; 0 = greedy → 1) */
+  int r3;                 /* replay the rollout's routed experts (MoE models; ignored on dense) */
+  int64_t microbatch;     /* sequences per forward/backward (4) */
+  int ppo_epochs;         /* passes over the batch per call (1) */
+  int minibatches;        /* optimizer steps per pass: the kept samples cut in this many
+                             contiguous slices (1) */
+  int f32;                /* the FP32-exact model mode (model.h; needs the model's w32) */
+  train_grad_hook grad_hook;
+  void *grad_hook_ud;
+} train_opts;
+
+void train_opts_default(train_opts *o);
+/* Checks the options (RL_EXIT_USAGE naming the bad value). */
+int train_opts_check(const train_opts *o, rl_err *e);
+
+/* What one trainer_step did. metrics: every metric of the iteration (RL.md:
+ * reward/mean, reward/std, groups/degenerate, loss, loss/policy,
+ * policy/clipfrac, mismatch/..., tis/..., r3/overlap, optim/grad_norm, optim/lr,
+ * train/tokens_per_s, …) for rl_metric_list_store; free with train_result_free. */
+typedef struct train_result {
+  double reward_mean, reward_std;
+  int64_t n_degenerate;      /* groups whose rewards were all equal */
+  rl_loss_out loss;          /* summed over the microbatches of the LAST optimizer step */
+  double loss_mean;          /* loss averaged over the optimizer steps of this call */
+  double clipfrac;           /* clipped / kept tokens over every step of this call */
+  rl_mismatch mismatch;      /* old-logprob pass vs rollout (zeros for SFT) */
+  double r3_overlap;         /* NaN when R3 is off */
+  optim_info optim;          /* the last optimizer step */
+  double grad_norm_mean;     /* mean global gradient norm over the steps */
+  int64_t steps;             /* optimizer steps done by this call */
+  int64_t n_tokens;          /* completion tokens in the loss (per epoch) */
+  int64_t n_forward_tokens;  /* tokens through forward(+backward), all passes */
+  double first_ratio_max_dev; /* max |logp_new − logp_old| over the first microbatch of the
+                                 first step (0 exactly when nothing drifted) */
+  double seconds, tokens_per_s;
+  rl_metric_list metrics;
+} train_result;
+
+void train_result_free(train_result *r);
+
+/* A trainer over model m (not owned; it must outlive the trainer). Allocates
+ * the gradients and the optimizer state (moments zero, FP32 main = the
+ * current weights: w32 in f32 mode, else the BF16 master); with kl_coef > 0
+ * keeps a copy of the current weights as the reference policy. */
+int trainer_new(struct model *m, const train_opts *o, trainer **out, rl_err *e);
+void trainer_free(trainer *t);
+/* Optimizer updates done so far (optim.step). */
+int64_t trainer_step_count(const trainer *t);
+
+/* One update from a batch with rewards (see the top of this file). */
+int trainer_step(trainer *t, const rollout_batch *b, train_result *res, rl_err *e);
+
+/* Per-token log-probs of the completion tokens of every sample with the
+ * current weights in the training precision (the old-logprob pass alone):
+ * logp[i] points at n_completion floats the caller allocated. */
+int trainer_logprobs(trainer *t, const rollout_batch *b, float *const *logp, rl_err *e);
+
+/* ---------------------------------------------------------------- checkpoint state */
+
+#define TRAIN_STATE_NAME_MAX 128
+
+/* One named tensor of the trainer's state; data points into the trainer's own
+ * buffers (write them to save; fill them, then trainer_state_apply, to load). */
+typedef struct train_state_tensor {
+  char name[TRAIN_STATE_NAME_MAX];
+  st_dtype dtype; /* ST_F32, ST_I64 (optim.step) or ST_BF16 (train.ref.*) */
+  int ndim;
+  int64_t shape[2]; /* [rows] (ndim 1, shape[1] = 0) or [rows, cols] */
+  void *data;
+  uint64_t nbytes;
+} train_state_tensor;
+
+/* The list of state tensors (order fixed: optim.step, then per parameter in
+ * model order m, v, main, then ref). *out is malloc'd; free it (not the data). */
+int trainer_state_list(trainer *t, train_state_tensor **out, int *n, rl_err *e);
+/* After the state buffers were filled from a checkpoint: the BF16 weights
+ * (and w32 in f32 mode) are rewritten from the FP32 main parameters (main
+ * params fp32) and the training views re-quantized. A non-finite value is an
+ * error naming the tensor. */
+int trainer_state_apply(trainer *t, rl_err *e);
+/* Write the state into one safetensors file (atomic: temporary name, fsync,
+ * rename), with __metadata__ format = "rlrun-train-state", version = "1". */
+int trainer_state_save(trainer *t, const char *path, rl_err *e);
+/* Read it back: every tensor of trainer_state_list must be there with its
+ * dtype and shape (errors name the tensor and the file), then
+ * trainer_state_apply. optim.step may also be F32/F64/I32 [1] or a scalar. */
+int trainer_state_load(trainer *t, const char *path, rl_err *e);
+
+#endif

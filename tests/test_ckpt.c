@@ -1,0 +1,192 @@
+/* test_ckpt.c — run checkpoints (state/ckpt.h): write + record + verify,
+ * retention, stale directories, injected failures (state/fault.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "state/ckpt.h"
+#include "state/fault.h"
+#include "state/rundir.h"
+#include "state/sha256.h"
+#include "state/store.h"
+
+/* A run directory with a store; returns the store. */
+static store *make_run(const char *sub, char *dir, size_t n) {
+  snprintf(dir, n, "%s/%s", harness_tmpdir(), sub);
+  mkdir(dir, 0755);
+  char db[800];
+  snprintf(db, sizeof db, "%s/state.db", dir);
+  rl_err e;
+  return store_open(db, 1, &e);
+}
+
+/* Tensors whose values depend on the iteration. */
+typedef struct fake_state {
+  uint16_t w[6];
+  float m[6];
+  int64_t step;
+  ckpt_tensor wt[1], ot[2];
+} fake_state;
+
+static void fake_fill(fake_state *f, int64_t it) {
+  for (int i = 0; i < 6; i++) f->w[i] = (uint16_t)(0x3f80 + it + i), f->m[i] = (float)(it * 10 + i);
+  f->step = it;
+  f->wt[0] = (ckpt_tensor){.name = "model.embed_tokens.weight", .dtype = ST_BF16, .ndim = 2, .shape = {2, 3}, .data = f->w};
+  f->ot[0] = (ckpt_tensor){.name = "optim.step", .dtype = ST_I64, .ndim = 1, .shape = {1}, .data = &f->step};
+  f->ot[1] = (ckpt_tensor){.name = "optim.m.model.embed_tokens.weight", .dtype = ST_F32, .ndim = 2, .shape = {2, 3}, .data = f->m};
+}
+
+static int write_ckpt(const char *dir, store *s, int64_t it, rl_err *e) {
+  fake_state f;
+  fake_fill(&f, it);
+  ckpt_content c = {.iteration = it, .data_cursor = it * 4, .weights = f.wt, .n_weights = 1, .optim = f.ot,
+                    .n_optim = 2, .config_json = "{\"model_type\": \"qwen3\"}\n", .extra_json = "{\"optim_step\": 3}"};
+  return ckpt_write(dir, s, &c, e);
+}
+
+TEST(ckpt_write_records_and_verifies) {
+  char dir[700];
+  store *s = make_run("r1", dir, sizeof dir);
+  REQUIRE(s);
+  rl_err e;
+  CHECK_EQ_I64(write_ckpt(dir, s, 2, &e), 0);
+  /* files, manifest, step mark, artifacts with the files' sha256 */
+  char path[900], hex[65];
+  ckpt_file_path(dir, 2, CKPT_WEIGHTS, path, sizeof path);
+  REQUIRE(sha256_file(path, hex, NULL, &e) == 0);
+  store_artifact a;
+  int found = 0;
+  CHECK_EQ_I64(store_artifact_get(s, "checkpoints/step-000002/model.safetensors", &a, &found, &e), 0);
+  CHECK_EQ_I64(found, 1);
+  CHECK_STREQ(a.sha256, hex);
+  CHECK_STREQ(a.kind, "checkpoint");
+  CHECK_EQ_I64(a.iteration, 2);
+  int st = -1;
+  CHECK_EQ_I64(store_step_status(s, 2, CKPT_STAGE, &st, &e), 0);
+  CHECK_EQ_I64(st, STORE_STEP_DONE);
+  ckpt_info info;
+  found = 0;
+  CHECK_EQ_I64(ckpt_latest(dir, s, &info, &found, &e), 0);
+  CHECK_EQ_I64(found, 1);
+  CHECK_EQ_I64(info.iteration, 2);
+  CHECK_EQ_I64(info.data_cursor, 8);
+  CHECK_CONTAINS(info.extra_json, "\"optim_step\":3");
+  ckpt_info_free(&info);
+  /* the weights file reads back */
+  st_file *f;
+  REQUIRE(st_file_open(path, &f, &e) == 0);
+  const st_tensor *t = st_file_find(f, "model.embed_tokens.weight");
+  REQUIRE(t);
+  uint16_t w[6];
+  CHECK_EQ_I64(st_file_read(f, t, w, &e), 0);
+  CHECK_EQ_U64(w[5], 0x3f80 + 2 + 5);
+  st_file_close(f);
+  /* writing the same iteration again is a no-op (idempotent) */
+  CHECK_EQ_I64(write_ckpt(dir, s, 2, &e), 0);
+  /* a changed byte is caught with both hashes and the file named */
+  FILE *fp = fopen(path, "r+b");
+  REQUIRE(fp);
+  fseek(fp, -1, SEEK_END);
+  fputc(0x55, fp);
+  fclose(fp);
+  CHECK_EQ_I64(ckpt_verify(dir, s, 2, &e), RL_EXIT_STATE);
+  CHECK_CONTAINS(e.msg, "step-000002/model.safetensors: checkpoint file changed after it was written");
+  CHECK_CONTAINS(e.msg, a.sha256);
+  found = 0;
+  CHECK_EQ_I64(ckpt_latest(dir, s, &info, &found, &e), RL_EXIT_STATE);
+  store_close(s);
+}
+
+TEST(ckpt_retention_keeps_last_and_every_mth) {
+  char dir[700];
+  store *s = make_run("r2", dir, sizeof dir);
+  REQUIRE(s);
+  rl_err e;
+  for (int it = 1; it <= 7; it++) REQUIRE(write_ckpt(dir, s, it, &e) == 0);
+  int removed = 0;
+  CHECK_EQ_I64(ckpt_retain(dir, s, 2, 3, &removed, &e), 0);
+  CHECK_EQ_I64(removed, 4); /* the last two (6, 7) and every 3rd (3, 6) stay */
+  int64_t *v = NULL;
+  int n = 0;
+  REQUIRE(ckpt_list(s, &v, &n, &e) == 0);
+  REQUIRE(n == 3);
+  CHECK_EQ_I64(v[0], 3);
+  CHECK_EQ_I64(v[1], 6);
+  CHECK_EQ_I64(v[2], 7);
+  free(v);
+  /* the removed directories are gone, the kept ones verify */
+  char p[900];
+  struct stat st;
+  ckpt_file_path(dir, 4, NULL, p, sizeof p);
+  CHECK(stat(p, &st) != 0);
+  ckpt_file_path(dir, 7, NULL, p, sizeof p);
+  CHECK(stat(p, &st) == 0);
+  CHECK_EQ_I64(ckpt_verify(dir, s, 7, &e), 0);
+  store_close(s);
+}
+
+TEST(ckpt_failed_write_keeps_previous_and_cleans_up) {
+  char dir[700];
+  store *s = make_run("r3", dir, sizeof dir);
+  REQUIRE(s);
+  rl_err e;
+  REQUIRE(write_ckpt(dir, s, 1, &e) == 0);
+  const char *points[] = {"ckpt.write_weights", "ckpt.write_optim", "ckpt.before_publish", "ckpt.before_record"};
+  for (int i = 0; i < 4; i++) {
+    char spec[64];
+    snprintf(spec, sizeof spec, "%s@1", points[i]);
+    setenv("RLRUN_FAULT", spec, 1);
+    fault_reset();
+    int rc = write_ckpt(dir, s, 2, &e);
+    unsetenv("RLRUN_FAULT");
+    CHECK_EQ_I64(rc, RL_EXIT_FAIL);
+    CHECK_CONTAINS(e.msg, "No space left on device");
+    /* step 2 is not recorded; the newest valid checkpoint is still 1 */
+    ckpt_info info;
+    int found = 0;
+    CHECK_EQ_I64(ckpt_latest(dir, s, &info, &found, &e), 0);
+    CHECK_EQ_I64(found, 1);
+    CHECK_EQ_I64(info.iteration, 1);
+    ckpt_info_free(&info);
+    int st = -1;
+    store_step_status(s, 2, CKPT_STAGE, &st, &e);
+    CHECK_EQ_I64(st, STORE_STEP_NONE);
+  }
+  /* before_record left a published but unrecorded step-000002: stale, removed */
+  char p[900];
+  struct stat sb;
+  ckpt_file_path(dir, 2, NULL, p, sizeof p);
+  CHECK(stat(p, &sb) == 0);
+  char tmp[900];
+  snprintf(tmp, sizeof tmp, "%s/checkpoints/.tmp-step-000009-1", dir);
+  mkdir(tmp, 0755);
+  int removed = 0;
+  CHECK_EQ_I64(ckpt_clean_stale(dir, s, &removed, &e), 0);
+  CHECK_EQ_I64(removed, 2);
+  CHECK(stat(p, &sb) != 0);
+  CHECK(stat(tmp, &sb) != 0);
+  /* and the write succeeds afterwards */
+  CHECK_EQ_I64(write_ckpt(dir, s, 2, &e), 0);
+  CHECK_EQ_I64(ckpt_verify(dir, s, 2, &e), 0);
+  store_close(s);
+}
+
+TEST(fault_points_count_hits) {
+  setenv("RLRUN_FAULT", "a.b@3,c.d,e.f@2:every", 1);
+  fault_reset();
+  CHECK_EQ_I64(fault_hit("a.b"), 0);
+  CHECK_EQ_I64(fault_hit("a.b"), 0);
+  CHECK_EQ_I64(fault_hit("a.b"), 1);
+  CHECK_EQ_I64(fault_hit("a.b"), 0);
+  CHECK_EQ_I64(fault_hit("c.d"), 1);
+  CHECK_EQ_I64(fault_hit("c.d"), 0);
+  CHECK_EQ_I64(fault_hit("e.f"), 0);
+  CHECK_EQ_I64(fault_hit("e.f"), 1);
+  CHECK_EQ_I64(fault_hit("e.f"), 1);
+  CHECK_EQ_I64(fault_hit("a.bc"), 0);
+  unsetenv("RLRUN_FAULT");
+  fault_reset();
+  CHECK_EQ_I64(fault_hit("a.b"), 0);
+}

@@ -1,0 +1,267 @@
+/* test_model_prec.c — the model under the low-precision policies, loading
+ * quantized checkpoints, and `rlrun score` on the fixture models.
+ *
+ * Tolerances (rel = max|ours − ref| / max|ref| against the FP32 oracle's
+ * logits; worst measured on this machine in brackets):
+ *   fp8-block (W 128×128, X 1×128, E4M3: 3 mantissa bits, ≤ 3.1% rounding per
+ *   element of weights and activations, through 7–8 linear layers): rel ≤ 0.3
+ *   [dense 0.127, MoE 0.200]; mxfp8 (1×32 E8M0 scales): rel ≤ 0.2 [0.116];
+ *   nvfp4 experts (MoE, rest BF16): rel ≤ 0.2 [0.104]. (The random fixture
+ *   weights make every logit sensitive; BF16 is 0.014 on the same measure.)
+ * Each must also differ from the BF16 policy's logits (the format really ran).
+ * A checkpoint written by `convert` (fp8-block, mxfp8, nvfp4) loads to BF16
+ * masters within the format's rounding of the original (rel ≤ 2^-4 per
+ * tensor for E4M3, ≤ 0.5 for E2M1 blocks) and gives logits within the same
+ * bounds. `rlrun score --precision fp32` reproduces the fixture log-probs to
+ * 2e-5, bf16 to 8e-2. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "model/model.h"
+#include "stages/convert.h"
+#include "state/safetensors.h"
+
+#define FXR "tests/fixtures/model"
+
+/* Fixture float tensor (caller frees), NULL when absent. */
+static void *fxp_read(const char *model_name, const char *tensor, size_t *numel) {
+  char path[256];
+  snprintf(path, sizeof path, FXR "/%s/fixtures.safetensors", model_name);
+  st_file *f;
+  rl_err e = {0};
+  if (st_file_open(path, &f, &e)) return NULL;
+  const st_tensor *t = st_file_find(f, tensor);
+  void *x = t ? malloc(t->nbytes + 4) : NULL;
+  if (x && st_file_read(f, t, x, &e)) free(x), x = NULL;
+  if (x && numel) *numel = t->numel;
+  st_file_close(f);
+  return x;
+}
+
+static double relerr(const float *a, const float *b, size_t n) {
+  double dm = 0, bm = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    if (!(d <= dm)) dm = d;
+    bm = fmax(bm, fabs((double)b[i]));
+  }
+  return bm > 0 ? dm / bm : dm;
+}
+
+/* Logits of the fixture batch through the model in dir under policy (fmt,
+ * expert_fmt); NULL on failure (reported). */
+static float *prec_logits(const char *model_name, const char *dir, qformat fmt, qformat efmt) {
+  rl_err e = {0};
+  model *m = NULL;
+  if (model_load(dir, NULL, &m, &e)) {
+    harness_fail(__FILE__, __LINE__, "model_load %s: %s", dir, e.msg);
+    return NULL;
+  }
+  quant_policy p;
+  quant_policy_init(&p, fmt, efmt);
+  size_t nt = 0, no = 0;
+  int32_t *tok = fxp_read(model_name, "tokens", &nt), *off = fxp_read(model_name, "seq_off", &no);
+  model_acts *a = model_acts_new();
+  model_batch b = {(int)nt, tok, {(int)no - 1, off}};
+  float *out = NULL;
+  if (model_quantize(m, &p, &e) || model_forward(m, &b, NULL, a, &e)) {
+    harness_fail(__FILE__, __LINE__, "%s: %s", model_name, e.msg);
+  } else {
+    out = malloc(nt * (size_t)m->V * sizeof(float));
+    memcpy(out, a->logits, nt * (size_t)m->V * sizeof(float));
+  }
+  model_acts_free(a);
+  model_free(m);
+  free(tok), free(off);
+  return out;
+}
+
+/* One policy against the oracle and against BF16. */
+static void prec_case(const char *model_name, const char *label, qformat fmt, qformat efmt,
+                      double tol) {
+  char dir[256];
+  snprintf(dir, sizeof dir, FXR "/%s/hf", model_name);
+  size_t n = 0;
+  float *ref = fxp_read(model_name, "logits", &n);
+  float *bf = prec_logits(model_name, dir, QFMT_BF16, QFMT_BF16);
+  float *q = prec_logits(model_name, dir, fmt, efmt);
+  REQUIRE(ref && bf && q);
+  double r = relerr(q, ref, n), rb = relerr(bf, ref, n), d = relerr(q, bf, n);
+  printf("  %-22s logits rel vs fp32 oracle %.3e (bf16: %.3e), vs bf16 policy %.3e (tol %.2g)\n",
+         label, r, rb, d, tol);
+  CHECK(r <= tol);
+  CHECK(d > 1e-3); /* the format was applied */
+  free(ref), free(bf), free(q);
+}
+
+TEST(model_prec_fp8_block_mxfp8_nvfp4_policies) {
+  prec_case("qwen3", "qwen3 fp8-block", QFMT_FP8_BLOCK, QFMT_FP8_BLOCK, 0.3);
+  prec_case("qwen3", "qwen3 mxfp8", QFMT_MXFP8, QFMT_MXFP8, 0.2);
+  prec_case("qwen3_moe", "moe fp8-block", QFMT_FP8_BLOCK, QFMT_FP8_BLOCK, 0.3);
+  prec_case("qwen3_moe", "moe nvfp4 experts", QFMT_BF16, QFMT_NVFP4, 0.2);
+  /* nvfp4 outside the experts is refused (FORMATS.md) */
+  rl_err e = {0};
+  model *m = NULL;
+  REQUIRE(model_load(FXR "/qwen3/hf", NULL, &m, &e) == 0);
+  quant_policy p;
+  quant_policy_init(&p, QFMT_NVFP4, QFMT_NVFP4);
+  CHECK_EQ_I64(model_quantize(m, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "nvfp4");
+  /* stale views are refused after a weight change */
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  REQUIRE(model_quantize(m, &p, &e) == 0);
+  m->quantized = 0;
+  int32_t tok[2] = {1, 2}, off[2] = {0, 2};
+  model_batch b = {2, tok, {1, off}};
+  model_acts *a = model_acts_new();
+  CHECK_EQ_I64(model_forward(m, &b, NULL, a, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "model_quantize");
+  /* bad token ids name the position */
+  m->quantized = 1;
+  tok[1] = 999;
+  CHECK_EQ_I64(model_forward(m, &b, NULL, a, &e), RL_EXIT_USAGE);
+  model_acts_free(a);
+  model_free(m);
+}
+
+/* Convert fixture model_name to fmt with the convert stage, load it back. */
+static void ckpt_case(const char *model_name, qformat to, double tol_w, double tol_logits) {
+  char in[512], out[512];
+  snprintf(in, sizeof in, FXR "/%s/hf", model_name);
+  /* The MoE fixture's config.json has transformers 5's num_local_experts and no
+   * head_dim: the converter reads it as saved. */
+  snprintf(out, sizeof out, "%s/%s-%d", harness_tmpdir(), model_name, (int)to);
+  convert_opts o;
+  convert_opts_init(&o);
+  o.in_dir = in, o.out_dir = out, o.to = to, o.quiet = 1, o.device = CONVERT_DEVICE_CPU;
+  FILE *devnull = fopen("/dev/null", "w");
+  o.log = devnull;
+  convert_stats st;
+  rl_err e = {0};
+  int rc = convert_run(&o, &st, &e);
+  fclose(devnull);
+  CHECK_MSG(rc == 0, "convert %s: %s", model_name, e.msg);
+  if (rc) return;
+  model *a = NULL, *b = NULL;
+  REQUIRE(model_load(in, NULL, &a, &e) == 0);
+  rc = model_load(out, NULL, &b, &e);
+  CHECK_MSG(rc == 0, "load converted %s: %s", out, e.msg);
+  if (rc) {
+    model_free(a);
+    return;
+  }
+  double worst = 0;
+  int changed = 0;
+  for (int i = 0; i < a->n_params; i++) {
+    size_t n = (size_t)(a->params[i].rows * a->params[i].cols);
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    ops_f32_from_bf16_cpu(x, a->params[i].w, n);
+    ops_f32_from_bf16_cpu(y, b->params[i].w, n);
+    double r = relerr(y, x, n);
+    worst = fmax(worst, r);
+    changed += r > 0;
+    free(x), free(y);
+  }
+  model_free(a), model_free(b);
+  float *ref = fxp_read(model_name, "logits", NULL), *q = prec_logits(model_name, out, QFMT_BF16, QFMT_BF16);
+  size_t n = 0;
+  free(fxp_read(model_name, "logits", &n));
+  REQUIRE(ref && q);
+  double rl = relerr(q, ref, n);
+  printf("  %s %s checkpoint: %d tensors changed, worst master rel %.3e (tol %.2g); logits rel "
+         "%.3e (tol %.2g)\n",
+         model_name, qtensor_format_name(to), changed, worst, tol_w, rl, tol_logits);
+  CHECK(changed > 0);
+  CHECK(worst <= tol_w);
+  CHECK(rl <= tol_logits);
+  free(ref), free(q);
+}
+
+TEST(model_prec_loads_quantized_checkpoints) {
+  ckpt_case("qwen3", QFMT_FP8_BLOCK, 0.0625, 0.15);
+  ckpt_case("qwen3", QFMT_MXFP8, 0.0625, 0.15);
+  ckpt_case("qwen3_moe", QFMT_NVFP4, 0.5, 0.2);
+}
+
+/* Run `rlrun score` on the fixture's sequences; compare with its log-probs. */
+static void score_case(const char *prec, double tol) {
+  const char *dir = harness_tmpdir();
+  char in[512], outp[512], cmd[2048], text[8192];
+  snprintf(in, sizeof in, "%s/in.jsonl", dir);
+  snprintf(outp, sizeof outp, "%s/out-%s.jsonl", dir, prec);
+  size_t nt = 0, no = 0;
+  int32_t *tok = fxp_read("qwen3", "tokens", &nt), *off = fxp_read("qwen3", "seq_off", &no);
+  float *lp = fxp_read("qwen3", "logprobs", NULL);
+  REQUIRE(tok && off && lp);
+  FILE *f = fopen(in, "w");
+  REQUIRE(f);
+  for (size_t s = 0; s + 1 < no; s++) {
+    fputs("{\"tokens\": [", f);
+    for (int t = off[s]; t < off[s + 1]; t++) fprintf(f, "%s%d", t > off[s] ? ", " : "", tok[t]);
+    fputs("]}\n\n", f); /* blank lines are skipped */
+  }
+  fclose(f);
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s --precision %s",
+           harness_bin(), in, outp, prec);
+  int st = harness_run(cmd, text, sizeof text);
+  CHECK_MSG(st == 0, "%s → %d: %s", cmd, st, text);
+  CHECK_CONTAINS(text, "2 sequences, 27 tokens");
+  json_error_t je;
+  json_t *line;
+  FILE *g = fopen(outp, "r");
+  REQUIRE(g);
+  double worst = 0;
+  int lines = 0, vals = 0;
+  char buf[8192];
+  while (fgets(buf, sizeof buf, g)) {
+    line = json_loads(buf, 0, &je);
+    json_t *arr = json_object_get(line, "logprobs");
+    CHECK(json_is_array(arr));
+    if (lines + 1 < (int)no && json_is_array(arr)) {
+      CHECK_EQ_I64(json_array_size(arr), off[lines + 1] - off[lines] - 1);
+      for (size_t t = 0; t < json_array_size(arr); t++, vals++)
+        worst = fmax(worst, fabs(json_number_value(json_array_get(arr, t)) - lp[off[lines] + t]));
+    }
+    json_decref(line);
+    lines++;
+  }
+  fclose(g);
+  printf("  score --precision %s: %d lines, %d log-probs, max abs diff %.2e (tol %.0e)\n", prec,
+         lines, vals, worst, tol);
+  CHECK_EQ_I64(lines, 2);
+  CHECK_EQ_I64(vals, 25);
+  CHECK(worst <= tol);
+  free(tok), free(off), free(lp);
+}
+
+TEST(model_score_command_reproduces_fixture_logprobs) {
+  score_case("fp32", 2e-5);
+  score_case("bf16", 8e-2);
+  char text[4096], cmd[1024];
+  const char *dir = harness_tmpdir();
+  /* errors: bad token id (file:line named), cuda (exit 3), nvfp4 on dense, missing args */
+  char in[512];
+  snprintf(in, sizeof in, "%s/bad.jsonl", dir);
+  harness_write_file(in, "{\"tokens\": [1, 2]}\n{\"tokens\": [1, 256]}\n");
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl",
+           harness_bin(), in, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK_CONTAINS(text, "bad.jsonl:2: tokens[1]");
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl --device cuda",
+           harness_bin(), in, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 3);
+  CHECK_CONTAINS(text, "--device cpu");
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl --precision nvfp4",
+           harness_bin(), in, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK_CONTAINS(text, "MoE experts only");
+  snprintf(cmd, sizeof cmd, "%s score --input x", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  snprintf(cmd, sizeof cmd, "%s score --help", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
+  CHECK_CONTAINS(text, "usage: rlrun score");
+}

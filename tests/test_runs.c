@@ -1,0 +1,443 @@
+/* test_runs.c — end-to-end runs through the rlrun binary on a tiny model
+ * (hidden 16, 1 layer, char vocabulary): kill -9 anywhere + resume ends
+ * bit-identical, no prompt skipped or repeated, failed checkpoint writes,
+ * corrupt state.db, wrong checkpoint hash, edited recipe, the read commands,
+ * export, SIGTERM. Each run takes well under a second. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "state/ckpt.h"
+#include "state/sha256.h"
+#include "state/store.h"
+
+#define T_B 4 /* rollout.batch */
+#define T_G 4 /* samples_per_prompt */
+
+/* The rlrun binary as an absolute path (commands run in the test's directory). */
+static const char *bin(void) {
+  static char p[PATH_MAX];
+  if (!p[0] && !realpath(harness_bin(), p)) snprintf(p, sizeof p, "%s", harness_bin());
+  return p;
+}
+
+/* A test directory with t.yaml (N iterations), task.lua and reward.lua (copies). */
+static void setup(const char *dir, int iterations) {
+  char cmd[2048], text[2048];
+  snprintf(cmd, sizeof cmd, "mkdir -p %s && cp lua/scripts/task_add_digits.lua %s/task.lua && "
+           "cp lua/scripts/digit_match.lua %s/reward.lua", dir, dir, dir);
+  harness_run(cmd, NULL, 0);
+  snprintf(text, sizeof text,
+           "name: t\nseed: 7\ndevice: cpu\n"
+           "model:\n  init: {arch: qwen3, hidden: 16, layers: 1, heads: 2, kv_heads: 1, head_dim: 8, ffn: 32, max_seq_len: 12}\n"
+           "tokenizer: {type: chars, chars: \"0123456789+=\"}\n"
+           "data:\n  task: task.lua\n"
+           "rollout: {batch: %d, samples_per_prompt: %d, max_prompt_tokens: 6, max_new_tokens: 3}\n"
+           "reward:\n  script: reward.lua\n"
+           "train: {algorithm: grpo, lr: 1.0e-2, microbatch: 8}\n"
+           "loop: {iterations: %d, checkpoint_interval: 2, keep_checkpoints: 2}\n",
+           T_B, T_G, iterations);
+  snprintf(cmd, sizeof cmd, "%s/t.yaml", dir);
+  harness_write_file(cmd, text);
+}
+
+/* Run `rlrun ARGS` in dir with environment assignments env (may be ""). */
+static int rl(const char *dir, const char *env, const char *args, char *out, size_t n) {
+  size_t len = strlen(dir) + strlen(env) + strlen(bin()) + strlen(args) + 16;
+  char *cmd = malloc(len);
+  snprintf(cmd, len, "cd %s && %s %s %s; exit $?", dir, env, bin(), args); /* the subshell reports kills */
+  int rc = harness_run(cmd, out, n);
+  free(cmd);
+  return rc;
+}
+
+/* The one run directory under dir/runs (absolute). */
+static int run_dir(const char *dir, char *rd, size_t n) {
+  char cmd[1024], out[1024];
+  snprintf(cmd, sizeof cmd, "for d in %s/runs/*/; do [ -d \"$d\" ] && echo \"$d\"; done | head -1", dir);
+  if (harness_run(cmd, out, sizeof out) != 0 || strncmp(out, dir, strlen(dir))) return -1;
+  out[strcspn(out, "\n")] = 0;
+  if (out[strlen(out) - 1] == '/') out[strlen(out) - 1] = 0;
+  snprintf(rd, n, "%s", out);
+  return 0;
+}
+
+/* sha256 of the final weights of a run (checkpoint of iteration it). */
+static int weights_sha(const char *rd, int it, char hex[65]) {
+  char p[2048];
+  rl_err e;
+  ckpt_file_path(rd, it, CKPT_WEIGHTS, p, sizeof p);
+  return sha256_file(p, hex, NULL, &e);
+}
+
+/* A complete uninterrupted run of N iterations in dir; its final weights' sha256. */
+static int reference(const char *dir, int n, char hex[65]) {
+  setup(dir, n);
+  char out[4096], rd[2048];
+  if (rl(dir, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out) != 0) {
+    fprintf(stderr, "reference run failed:\n%s\n", out);
+    return -1;
+  }
+  if (run_dir(dir, rd, sizeof rd)) return -1;
+  return weights_sha(rd, n, hex);
+}
+
+/* No prompt skipped or repeated: iteration k holds prompts (k-1)B..kB-1, G samples each. */
+static void check_samples_table(const char *rd, int n) {
+  char db[2048];
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  rl_err e;
+  store *s = store_open(db, 0, &e);
+  REQUIRE(s);
+  int64_t total = -1;
+  store_samples_count(s, -1, &total, &e);
+  CHECK_EQ_I64(total, (int64_t)n * T_B * T_G);
+  for (int k = 1; k <= n; k++) {
+    store_sample_query q = {.iteration = k, .order = STORE_ORDER_INDEX};
+    store_sample_list l = {0};
+    REQUIRE(store_samples_query(s, &q, &l, &e) == 0);
+    CHECK_EQ_I64(l.n, T_B * T_G);
+    int seen[T_B] = {0};
+    for (int i = 0; i < l.n; i++) {
+      int64_t p = l.v[i].prompt_index - (int64_t)(k - 1) * T_B;
+      CHECK_MSG(p >= 0 && p < T_B, "iteration %d holds prompt %lld", k, (long long)l.v[i].prompt_index);
+      if (p >= 0 && p < T_B) seen[p]++;
+    }
+    for (int p = 0; p < T_B; p++) CHECK_EQ_I64(seen[p], T_G);
+    store_sample_list_free(&l);
+    int st = -1;
+    store_step_status(s, k, "train", &st, &e);
+    CHECK_EQ_I64(st, STORE_STEP_DONE);
+  }
+  /* the weights did move: the optimizer stepped */
+  double v = 0;
+  int found = 0;
+  store_metric_get(s, n, "optim/step", &v, &found, &e);
+  CHECK(found && v >= 1);
+  store_close(s);
+}
+
+/* 1 when rc is what a SIGKILLed rlrun gives. */
+static int killed(int rc) { return rc == 137 || rc == -1; }
+
+TEST(runs_kill_anywhere_resume_is_bit_identical) {
+  char ref[1024], dir[1024], want[65], got[65], rd[2048], out[8192];
+  snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/k", harness_tmpdir());
+  REQUIRE(reference(ref, 16, want) == 0);
+  setup(dir, 16);
+  /* one kill per process, at every stage: rollout, reward, commit, train, sync,
+   * checkpoint (before, mid-write, before publish, before the record), convert */
+  const char *faults[] = {"loop.train@2", "loop.checkpoint@1", "ckpt.write_weights@1", "ckpt.before_publish@1",
+                          "ckpt.before_record@1", "loop.rollout@2", "loop.reward@2", "loop.commit@2",
+                          "loop.sync@3", "ckpt.write_optim@2", "loop.train@4", "loop.convert@1"};
+  int kills = 0, n = (int)(sizeof faults / sizeof *faults);
+  for (int i = 0; i < n; i++) {
+    char env[128], args[2300];
+    snprintf(env, sizeof env, "RLRUN_FAULT=%s:kill", faults[i]);
+    if (i == 0) snprintf(args, sizeof args, "run t.yaml --runs-dir runs --quiet");
+    else snprintf(args, sizeof args, "resume %s --quiet", rd);
+    int rc = rl(dir, env, args, out, sizeof out);
+    CHECK_MSG(killed(rc), "%s: exit %d, not killed:\n%s", faults[i], rc, out);
+    kills += killed(rc);
+    if (i == 0) REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  }
+  CHECK(kills >= 10);
+  char args[2300];
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  int rc = rl(dir, "", args, out, sizeof out);
+  CHECK_EQ_I64(rc, 0);
+  REQUIRE(weights_sha(rd, 16, got) == 0);
+  CHECK_STREQ(got, want);
+  check_samples_table(rd, 16);
+  /* the same for the optimizer state */
+  char a[2048], b[2048];
+  char ra[2048];
+  REQUIRE(run_dir(ref, ra, sizeof ra) == 0);
+  ckpt_file_path(ra, 16, CKPT_OPTIM, a, sizeof a);
+  ckpt_file_path(rd, 16, CKPT_OPTIM, b, sizeof b);
+  rl_err e;
+  REQUIRE(sha256_file(a, want, NULL, &e) == 0 && sha256_file(b, got, NULL, &e) == 0);
+  CHECK_STREQ(got, want);
+}
+
+TEST(runs_random_kills_resume_is_bit_identical) {
+  char ref[1024], dir[1024], want[65], got[65], rd[2048] = "", out[8192];
+  snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/k", harness_tmpdir());
+  REQUIRE(reference(ref, 30, want) == 0);
+  setup(dir, 30);
+  unsigned x = 12345;
+  int kills = 0, rc = -1;
+  for (int i = 0; i < 40 && rc != 0; i++) {
+    x = x * 1103515245u + 12345u;
+    double delay = 0.005 + 0.01 * (i / 4) + (double)((x >> 16) % 40) / 1000.0; /* grows: progress is certain */
+    char env[64], args[2300];
+    snprintf(env, sizeof env, "timeout -s KILL %.3f", delay);
+    if (!rd[0]) snprintf(args, sizeof args, "run t.yaml --runs-dir runs --quiet");
+    else snprintf(args, sizeof args, "resume %s --quiet", rd);
+    rc = rl(dir, env, args, out, sizeof out);
+    kills += killed(rc);
+    if (!rd[0] && run_dir(dir, rd, sizeof rd)) rd[0] = 0; /* killed before the directory existed */
+    CHECK_MSG(rc == 0 || killed(rc), "attempt %d: exit %d:\n%s", i, rc, out);
+  }
+  REQUIRE(rd[0]);
+  if (rc != 0) {
+    char args[2300];
+    snprintf(args, sizeof args, "resume %s --quiet", rd);
+    rc = rl(dir, "", args, out, sizeof out);
+  }
+  CHECK_EQ_I64(rc, 0);
+  CHECK(kills >= 3);
+  REQUIRE(weights_sha(rd, 30, got) == 0);
+  CHECK_STREQ(got, want);
+  check_samples_table(rd, 30);
+}
+
+TEST(runs_failed_checkpoint_write_keeps_previous_and_resumes) {
+  char ref[1024], dir[1024], want[65], got[65], rd[2048], out[8192], args[2300];
+  snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/d", harness_tmpdir());
+  REQUIRE(reference(ref, 6, want) == 0);
+  setup(dir, 6);
+  /* the disk "fills up" while writing the optimizer state of the 2nd checkpoint */
+  int rc = rl(dir, "RLRUN_FAULT=ckpt.write_optim@2", "run t.yaml --runs-dir runs --quiet", out, sizeof out);
+  CHECK_EQ_I64(rc, 1);
+  CHECK_CONTAINS(out, "checkpoint checkpoints/step-000004 was not written");
+  CHECK_CONTAINS(out, "No space left on device");
+  CHECK_CONTAINS(out, "rlrun resume");
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  char db[2100];
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  rl_err e;
+  store *s = store_open(db, 0, &e);
+  REQUIRE(s);
+  ckpt_info info;
+  int found = 0;
+  CHECK_EQ_I64(ckpt_latest(rd, s, &info, &found, &e), 0); /* step 2 still verifies */
+  CHECK_EQ_I64(found, 1);
+  CHECK_EQ_I64(info.iteration, 2);
+  ckpt_info_free(&info);
+  store_close(s);
+  struct stat st;
+  char p[2100];
+  ckpt_file_path(rd, 4, NULL, p, sizeof p);
+  CHECK(stat(p, &st) != 0); /* nothing half-written under the final name */
+  snprintf(args, sizeof args, "status %s", rd);
+  rl(dir, "", args, out, sizeof out);
+  CHECK_CONTAINS(out, "state      failed");
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  REQUIRE(weights_sha(rd, 6, got) == 0);
+  CHECK_STREQ(got, want);
+}
+
+/* A run of 6 iterations stopped (killed) in iteration 3's train: checkpoint 2 exists. */
+static int stopped_run(const char *dir, char *rd, size_t n) {
+  setup(dir, 6);
+  char out[4096];
+  int rc = rl(dir, "RLRUN_FAULT=loop.train@3:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out);
+  if (!killed(rc)) return -1;
+  return run_dir(dir, rd, n);
+}
+
+TEST(runs_corrupt_state_db_is_refused_and_kept) {
+  char dir[1024], rd[2048], out[8192], args[2300], db[2100], before[65], after[65], w0[65], w1[65];
+  snprintf(dir, sizeof dir, "%s/c", harness_tmpdir());
+  REQUIRE(stopped_run(dir, rd, sizeof rd) == 0);
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  REQUIRE(weights_sha(rd, 2, w0) == 0);
+  snprintf(args, sizeof args, "status %s", rd); /* a clean close folds the WAL into state.db */
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  FILE *f = fopen(db, "r+b");
+  REQUIRE(f);
+  for (int i = 0; i < 6000; i++) fputc(i < 16 ? 'x' : 0xA5, f); /* header and the schema page */
+  fclose(f);
+  rl_err e;
+  REQUIRE(sha256_file(db, before, NULL, &e) == 0);
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "cannot resume");
+  CHECK_CONTAINS(out, "state.db");
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  REQUIRE(sha256_file(db, after, NULL, &e) == 0);
+  CHECK_STREQ(after, before); /* never modified */
+  REQUIRE(weights_sha(rd, 2, w1) == 0);
+  CHECK_STREQ(w1, w0); /* checkpoints untouched */
+}
+
+TEST(runs_checkpoint_with_wrong_hash_is_refused) {
+  char ref[1024], dir[1024], rd[2048], out[8192], args[2300], p[2100], want[65], got[65];
+  snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/h", harness_tmpdir());
+  REQUIRE(reference(ref, 6, want) == 0);
+  REQUIRE(stopped_run(dir, rd, sizeof rd) == 0);
+  ckpt_file_path(rd, 2, CKPT_WEIGHTS, p, sizeof p);
+  FILE *f = fopen(p, "r+b");
+  REQUIRE(f);
+  fseek(f, -2, SEEK_END);
+  int c = fgetc(f);
+  fseek(f, -2, SEEK_END);
+  fputc(c ^ 1, f);
+  fclose(f);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "step-000002/model.safetensors: checkpoint file changed after it was written");
+  CHECK_CONTAINS(out, "recorded");
+  /* nothing lost: put the byte back and the run completes bit-identical */
+  f = fopen(p, "r+b");
+  REQUIRE(f);
+  fseek(f, -2, SEEK_END);
+  fputc(c, f);
+  fclose(f);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  REQUIRE(weights_sha(rd, 6, got) == 0);
+  CHECK_STREQ(got, want);
+}
+
+TEST(runs_edited_recipe_or_input_is_refused) {
+  char dir[1024], rd[2048], out[8192], args[2300], p[1200], text[4096];
+  snprintf(dir, sizeof dir, "%s/e", harness_tmpdir());
+  REQUIRE(stopped_run(dir, rd, sizeof rd) == 0);
+  snprintf(p, sizeof p, "%s/t.yaml", dir);
+  char *y = NULL;
+  size_t len;
+  rl_err e;
+  REQUIRE(rl_read_file(p, &y, &len, &e) == 0);
+  char *lr = strstr(y, "lr: 1.0e-2");
+  REQUIRE(lr);
+  lr[9] = '3'; /* 1.0e-3 */
+  harness_write_file(p, y);
+  free(y);
+  snprintf(p, sizeof p, "%s/reward.lua", dir);
+  FILE *f = fopen(p, "a");
+  REQUIRE(f);
+  fputs("-- edited\n", f);
+  fclose(f);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "changed since the run started");
+  CHECK_CONTAINS(out, "recipe changed in train:: lr: 0.01  →  lr: 0.001");
+  CHECK_CONTAINS(out, "input changed:");
+  CHECK_CONTAINS(out, "reward.lua");
+  CHECK_CONTAINS(out, "--allow-changed");
+  snprintf(args, sizeof args, "resume %s --quiet --allow-changed", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, text, sizeof text), 0);
+  CHECK_CONTAINS(text, "state      complete");
+  CHECK_CONTAINS(text, "resumed with --allow-changed");
+  /* a complete run says so and does nothing */
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "already complete (6 iterations, final checkpoint step-000006); nothing to do");
+}
+
+TEST(runs_read_commands_and_export) {
+  char dir[1024], rd[2048], out[16384], args[4400], ex[1200];
+  snprintf(dir, sizeof dir, "%s/r", harness_tmpdir());
+  setup(dir, 4);
+  CHECK_EQ_I64(rl(dir, "", "run t.yaml --runs-dir runs", out, sizeof out), 0);
+  CHECK_CONTAINS(out, "run directory: runs/t-");
+  CHECK_CONTAINS(out, "iter 4/4  reward ");
+  CHECK_CONTAINS(out, "run complete");
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "state      complete");
+  CHECK_CONTAINS(out, "progress   4 of 4 iterations trained");
+  CHECK_CONTAINS(out, "samples    64");
+  CHECK_CONTAINS(out, "checkpoints step-000002 step-000004");
+  CHECK_EQ_I64(rl(dir, "", "ls runs", out, sizeof out), 0);
+  CHECK_CONTAINS(out, "complete  4/4");
+  snprintf(args, sizeof args, "metrics %s --csv", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "iteration,");
+  CHECK_CONTAINS(out, "reward/mean");
+  CHECK_CONTAINS(out, "\n4,");
+  snprintf(args, sizeof args, "metrics %s --json", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "{\"iteration\": 1, ");
+  CHECK_CONTAINS(out, "\"mismatch/kl_k3\": ");
+  snprintf(args, sizeof args, "samples %s --iter 2 --top 3", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  int lines = 0;
+  for (char *q = out; (q = strchr(q, '\n')); q++) lines++;
+  CHECK_EQ_I64(lines, 4); /* header + 3 */
+  CHECK_CONTAINS(out, "    2       ");
+  /* export, then run the export: hashes check out; change an input: refused */
+  snprintf(ex, sizeof ex, "%s/exported.yaml", dir);
+  snprintf(args, sizeof args, "export %s --out %s", rd, ex);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  char *text = NULL;
+  size_t len;
+  rl_err e;
+  REQUIRE(rl_read_file(ex, &text, &len, &e) == 0);
+  CHECK_CONTAINS(text, "# rlrun-export: rlrun " RLRUN_VERSION);
+  CHECK_CONTAINS(text, "# rlrun-input: sha256 ");
+  CHECK_CONTAINS(text, "/reward.lua\n");
+  CHECK_CONTAINS(text, "/task.lua\n");
+  free(text);
+  CHECK_EQ_I64(rl(dir, "", "run exported.yaml --runs-dir runs2 --quiet --set loop.iterations=1", out, sizeof out), 0);
+  char p[1200];
+  snprintf(p, sizeof p, "%s/task.lua", dir);
+  FILE *f = fopen(p, "a");
+  REQUIRE(f);
+  fputs("-- changed\n", f);
+  fclose(f);
+  CHECK_EQ_I64(rl(dir, "", "run exported.yaml --runs-dir runs3 --quiet", out, sizeof out), 4);
+  CHECK_CONTAINS(out, "differ from the exported run");
+  CHECK_CONTAINS(out, "task.lua has sha256");
+}
+
+TEST(runs_sigterm_stops_resumably) {
+  char dir[1024], out[8192], cmd[4096], rd[2048];
+  snprintf(dir, sizeof dir, "%s/s", harness_tmpdir());
+  setup(dir, 100000);
+  snprintf(cmd, sizeof cmd,
+           "cd %s && { %s run t.yaml --runs-dir runs --quiet & p=$!; sleep 0.7; kill -TERM $p; wait $p; echo rc=$?; }",
+           dir, bin());
+  harness_run(cmd, out, sizeof out);
+  CHECK_CONTAINS(out, "rc=130");
+  CHECK_CONTAINS(out, "interrupted at iteration");
+  CHECK_CONTAINS(out, "resume with `rlrun resume");
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  char args[2300];
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "state      stopped");
+  CHECK_CONTAINS(out, "0 failed");
+}
+
+TEST(runs_reward_script_error_is_named_and_resumable) {
+  char dir[1024], rd[2048], out[8192], args[2300], p[1200];
+  snprintf(dir, sizeof dir, "%s/l", harness_tmpdir());
+  setup(dir, 4);
+  snprintf(p, sizeof p, "%s/reward.lua", dir);
+  char *orig = NULL;
+  size_t len;
+  rl_err e;
+  REQUIRE(rl_read_file(p, &orig, &len, &e) == 0);
+  size_t n = len + 200;
+  char *bad = malloc(n);
+  snprintf(bad, n, "%s\nlocal inner = reward\nfunction reward(s)\n  if s.iteration == 3 then local x = nil; return x.y end\n"
+           "  return inner(s)\nend\n", orig);
+  harness_write_file(p, bad);
+  CHECK_EQ_I64(rl(dir, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out), 1);
+  CHECK_CONTAINS(out, "reward.lua:");
+  CHECK_CONTAINS(out, "sample 0 of iteration 3");
+  CHECK_CONTAINS(out, "the run stays resumable");
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  /* the script is fixed: the run continues from what was committed */
+  harness_write_file(p, orig);
+  snprintf(args, sizeof args, "resume %s --quiet --allow-changed", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "input changed:");
+  check_samples_table(rd, 4);
+  free(orig);
+  free(bad);
+}
