@@ -7,7 +7,10 @@
  *                    output written once) / median time;  % of copy
  *   attention      = TFLOP/s of the causal FLOPs: forward 4·D·Σ L(L+1)/2 per
  *                    q head, backward 2.5× that (the usual convention; our
- *                    backward recomputes S twice, so it executes more)
+ *                    backward recomputes S twice, so it executes more);
+ *                    rows "simt" = FP32 SIMT kernels, "tc" = BF16 tensor
+ *                    cores (ops_attention_set_impl), each tc row followed
+ *                    by its speed-up over simt and its % of the BF16 peak
  * Times are medians of NREP runs after NWARM warm-ups, with CUDA events.
  * `bench_ops --quick` times fewer repetitions. */
 #include <math.h>
@@ -53,7 +56,11 @@ typedef struct {
 } bench_op;
 
 enum { OP_COPY, OP_EMB_F, OP_EMB_B, OP_RESNORM_F, OP_NORM_B, OP_QK_F, OP_QK_B, OP_SWIGLU_F, OP_SWIGLU_B, OP_ROUTER_F,
-       OP_ROUTER_B, OP_LSM_F, OP_LSM_B, OP_ATT_F, OP_ATT_B, OP_ATT_F_LONG, OP_ATT_B_LONG };
+       OP_ROUTER_B, OP_LSM_F, OP_LSM_B, OP_ATT_F, OP_ATT_B, OP_ATT_F_LONG, OP_ATT_B_LONG, OP_ATT_F_TC, OP_ATT_B_TC,
+       OP_ATT_F_LONG_TC, OP_ATT_B_LONG_TC };
+
+/* The H200's dense BF16 tensor-core peak (SXM, TFLOP/s): the limit of the tc rows. */
+#define BF16_PEAK_TFLOPS 989.0
 
 /* Enqueue one run of op id. */
 static void run_one(int id) {
@@ -61,6 +68,8 @@ static void run_one(int id) {
   int rc = 0;
   ops_seqs s = {NSEQ, B.off}, sl = {2, B.off_long};
   ops_attn_shape sh = {T, HQ, HKV, HD};
+  ops_attention_set_impl(id >= OP_ATT_F_TC ? OPS_ATTN_TC : OPS_ATTN_SIMT);
+  if (id >= OP_ATT_F_TC) id -= OP_ATT_F_TC - OP_ATT_F; /* the same call, tensor-core kernels */
   switch (id) {
     case OP_COPY: CU(cudaMemcpyAsync(B.b, B.a, (size_t)T * FFN * 2 * 4, cudaMemcpyDeviceToDevice, 0)); return;
     case OP_EMB_F: rc = ops_embedding_forward_bf16_cuda(B.a, B.tab, B.tok, T, VOCAB, HID, NULL, &e); break;
@@ -199,11 +208,16 @@ int main(int argc, char **argv) {
       {"router bwd", (double)T * NEXP * 12 + T * TOPK * 8.0, 0, OP_ROUTER_B},
       {"log-softmax+gather+entropy fwd", tv * 4, 0, OP_LSM_F},
       {"log-softmax bwd (dlogits)", tv * 8, 0, OP_LSM_B},
-      {"attention fwd 16x512", 0, att_f, OP_ATT_F},
-      {"attention bwd 16x512", 0, 2.5 * att_f, OP_ATT_B},
-      {"attention fwd 2x4096", 0, att_fl, OP_ATT_F_LONG},
-      {"attention bwd 2x4096", 0, 2.5 * att_fl, OP_ATT_B_LONG},
+      {"attention fwd 16x512 simt", 0, att_f, OP_ATT_F},
+      {"attention bwd 16x512 simt", 0, 2.5 * att_f, OP_ATT_B},
+      {"attention fwd 2x4096 simt", 0, att_fl, OP_ATT_F_LONG},
+      {"attention bwd 2x4096 simt", 0, 2.5 * att_fl, OP_ATT_B_LONG},
+      {"attention fwd 16x512 tc", 0, att_f, OP_ATT_F_TC},
+      {"attention bwd 16x512 tc", 0, 2.5 * att_f, OP_ATT_B_TC},
+      {"attention fwd 2x4096 tc", 0, att_fl, OP_ATT_F_LONG_TC},
+      {"attention bwd 2x4096 tc", 0, 2.5 * att_fl, OP_ATT_B_LONG_TC},
   };
+  double att_t[4] = {0, 0, 0, 0}; /* simt times of OP_ATT_F .. OP_ATT_B_LONG */
   int n = (int)(sizeof ops / sizeof ops[0]);
   printf("bench_ops: Qwen3-0.6B training shapes, T = %d x %d tokens, median of %d\n", NSEQ, SEQ, B.nrep);
   printf("| %-34s | %10s | %10s | %9s | %8s |\n", "kernel", "time us", "GB/s", "% of copy", "TFLOP/s");
@@ -218,10 +232,17 @@ int main(int argc, char **argv) {
       printf("| %-34s | %10.1f | %10.0f | %8.0f%% | %8s |\n", ops[i].name, t * 1e6, gbs, 100 * gbs / B.copy_gbs, "");
     } else {
       printf("| %-34s | %10.1f | %10s | %9s | %8.1f |\n", ops[i].name, t * 1e6, "", "", ops[i].flops / t / 1e12);
+      if (ops[i].id < OP_ATT_F_TC) att_t[ops[i].id - OP_ATT_F] = t;
+      else
+        printf("attention tc: %s %.2fx the simt kernels, %.1f%% of the BF16 peak (%.0f TFLOP/s)\n",
+               ops[i].name + strlen("attention "), att_t[ops[i].id - OP_ATT_F_TC] / t,
+               100 * ops[i].flops / t / 1e12 / BF16_PEAK_TFLOPS, BF16_PEAK_TFLOPS);
     }
     fflush(stdout);
   }
-  printf("attention: FP32 SIMT kernels (no tensor cores); the ceiling of FP32 FMA on an H200 is ~67 TFLOP/s\n");
+  ops_attention_set_impl(OPS_ATTN_DEFAULT);
+  printf("attention: simt = FP32 SIMT kernels (FP32 FMA ceiling on an H200 ~67 TFLOP/s), tc = BF16 tensor cores "
+         "(mma.sync; dense BF16 peak %.0f TFLOP/s)\n", BF16_PEAK_TFLOPS);
   return 0;
 }
 #else

@@ -259,8 +259,9 @@ int ops_logprob_backward_cpu(float *dlogits, const float *dlogp, const float *de
  * Packed batches: seqs->off is a DEVICE array of n_seq + 1 offsets; max_len
  * is a hint for the grid (the longest sequence; any value ≥ 1 gives the same
  * bits, a too-small one is only slower). Attention supports head_dim 64 and
- * 128 (FP32 SIMT tiles in shared memory, online softmax, lse saved; no score
- * matrix is stored), n_seq and n_q_heads ≤ 65535. */
+ * 128 (BF16 tensor cores by default, or FP32 SIMT tiles: ops_attention_set_impl;
+ * online softmax, lse saved; no score matrix is stored), n_seq and n_q_heads
+ * ≤ 65535. */
 
 /* Check ids[0..n) ⊂ [lo, hi) on the device; synchronizes the stream. An id
  * outside is RL_EXIT_USAGE naming `what`, the first bad position and value. */
@@ -322,6 +323,32 @@ int ops_attention_backward_cuda(float *dq, float *dk, float *dv, const float *do
                                 const float *out, const float *lse, const float *q, const float *k,
                                 const float *v, const ops_seqs *seqs, int max_len,
                                 ops_attn_shape sh, void *stream, rl_err *e);
+
+/* Which kernels the two calls above run (process-wide; ops_attn_tc_cuda.cu):
+ *   OPS_ATTN_SIMT  FP32 SIMT tiles: FP32 operands (the tolerances of ops_gpu_test: out, lse
+ *                  rel 2e-5, gradients rel 1e-4 of the CPU reference).
+ *   OPS_ATTN_TC    BF16 tensor cores (mma.sync m16n8k16, FlashAttention-2 style): q, k, v,
+ *                  dout and P / dS are BF16 operands with FP32 accumulation and FP32 softmax,
+ *                  so results agree with the CPU reference within BF16-operand tolerances
+ *                  (ops_gpu_test: out, dq, dk, dv rel 2e-2, lse rel 5e-3 of the largest |value|;
+ *                  measured on the H200: out 5.3e-3, lse 1.1e-3, dq 4.6e-3, dk 4.2e-3, dv 3.3e-3).
+ *                  Deterministic, packed == alone and max_len-invariant bitwise, as SIMT.
+ *                  The default: 2.8x / 4.4x (fwd / bwd) the SIMT speed at 16 x 512 tokens.
+ * OPS_ATTN_DEFAULT resolves to RLRUN_ATTN=simt|tc from the environment when set, else to
+ * OPS_ATTN_DEFAULT_IMPL. ops_attention_choose gives the kernels a call of head_dim will run
+ * (an unknown RLRUN_ATTN value is RL_EXIT_USAGE, reported by the attention calls too). */
+typedef enum ops_attn_impl { OPS_ATTN_DEFAULT = 0, OPS_ATTN_SIMT = 1, OPS_ATTN_TC = 2 } ops_attn_impl;
+#define OPS_ATTN_DEFAULT_IMPL OPS_ATTN_TC
+void ops_attention_set_impl(ops_attn_impl impl);
+int ops_attention_choose(int head_dim, ops_attn_impl *impl, rl_err *e);
+/* The OPS_ATTN_TC kernels themselves (no argument checks: called by the two above). */
+int ops_attention_forward_tc_cuda(float *out, uint16_t *out_bf16, float *lse, const float *q,
+                                  const float *k, const float *v, const ops_seqs *seqs, int max_len,
+                                  ops_attn_shape sh, void *stream, rl_err *e);
+int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, const float *dout,
+                                   const float *out, const float *lse, const float *q,
+                                   const float *k, const float *v, const ops_seqs *seqs,
+                                   int max_len, ops_attn_shape sh, void *stream, rl_err *e);
 
 /* SwiGLU (+ BF16 copy), element-wise. */
 int ops_swiglu_forward_cuda(float *out, uint16_t *out_bf16, const float *gate, const float *up,

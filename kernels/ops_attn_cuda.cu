@@ -1,7 +1,8 @@
 /* ops_attn_cuda.cu — causal grouped-query attention on packed sequences, for
  * prefill and training: the CUDA twin of ops_attention_{forward,backward}_cpu.
  *
- * Flash-style, FP32 SIMT (no tensor cores yet): a block of 256 threads owns a
+ * Flash-style, FP32 SIMT (the BF16 tensor-core kernels, the default, are in
+ * ops_attn_tc_cuda.cu; the entry points below pick per ops_attention_choose): a block of 256 threads owns a
  * 64-row tile and streams 32-row tiles of the other side through shared
  * memory; the score tile lives in registers (4 rows × 2 columns a thread) and
  * is never stored for more than one tile. Thread (ty, tx) = (tid / 16,
@@ -22,25 +23,7 @@
  * at the sequence start), so a sequence's results do not depend on the other
  * sequences of the batch or on the grid; a block loops over tiles with a
  * stride of gridDim.x, so max_len only sizes the grid. */
-#include <cuda_runtime.h>
-#include <math.h>
-#include <stdint.h>
-
-extern "C" {
-#include "kernels/common.h" /* C linkage for rl_errf & co. (common.h has no guards) */
-}
-#include "kernels/formats.h"
-#include "kernels/ops.h"
-
-#define OCHECK(call)                                                                          \
-  do {                                                                                        \
-    cudaError_t err_ = (call);                                                                \
-    if (err_ != cudaSuccess)                                                                  \
-      return rl_errf(e, RL_EXIT_HARDWARE, "%s (%s:%d): %s: %s", __func__, __FILE__, __LINE__, \
-                     #call, cudaGetErrorString(err_));                                        \
-  } while (0)
-#define OLAUNCH() OCHECK(cudaGetLastError())
-#define FULL 0xffffffffu
+#include "kernels/ops_cuda_util.cuh" /* OCHECK, OLAUNCH, FULL, C linkage of common.h */
 
 namespace {
 
@@ -413,6 +396,9 @@ extern "C" int ops_attention_forward_cuda(float *out, uint16_t *out_bf16, float 
   if (out_bf16 && (uintptr_t)out_bf16 % 8)
     return rl_errf(e, RL_EXIT_USAGE, "attention: the BF16 output is not 8-byte aligned");
   if (sh.T == 0 || seqs->n_seq == 0) return 0;
+  ops_attn_impl impl;
+  if (ops_attention_choose(sh.head_dim, &impl, e)) return e ? e->code : RL_EXIT_USAGE;
+  if (impl == OPS_ATTN_TC) return ops_attention_forward_tc_cuda(out, out_bf16, lse, q, k, v, seqs, max_len, sh, stream, e);
   attn_args a = {};
   a.q = q, a.k = k, a.v = v, a.out = out, a.out_bf16 = out_bf16, a.lse_out = lse, a.off = seqs->off;
   a.Hq = sh.n_q_heads, a.Hkv = sh.n_kv_heads, a.rep = sh.n_q_heads / sh.n_kv_heads;
@@ -430,6 +416,10 @@ extern "C" int ops_attention_backward_cuda(float *dq, float *dk, float *dv, cons
   const void *p[] = {dq, dk, dv, dout, out, q, k, v};
   if (attn_check(seqs, max_len, sh, p, 8, "attention backward", e)) return e ? e->code : RL_EXIT_USAGE;
   if (sh.T == 0 || seqs->n_seq == 0) return 0;
+  ops_attn_impl impl;
+  if (ops_attention_choose(sh.head_dim, &impl, e)) return e ? e->code : RL_EXIT_USAGE;
+  if (impl == OPS_ATTN_TC)
+    return ops_attention_backward_tc_cuda(dq, dk, dv, dout, out, lse, q, k, v, seqs, max_len, sh, stream, e);
   cudaStream_t st = (cudaStream_t)stream;
   int64_t rows = (int64_t)sh.T * sh.n_q_heads;
   float *delta = NULL;

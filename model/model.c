@@ -80,6 +80,7 @@ int model_create(const model_config *c, const model_load_opts *o, model **out, r
   int f32 = o && o->keep_f32;
   model *m = rl_xcalloc(1, sizeof *m);
   m->cfg = *c;
+  m->cfg.mlp_only_layers = NULL; /* the model owns its copy; never the caller's pointer */
   if (c->n_mlp_only_layers) {
     m->cfg.mlp_only_layers = rl_xmalloc((size_t)c->n_mlp_only_layers * sizeof(int64_t));
     memcpy(m->cfg.mlp_only_layers, c->mlp_only_layers, (size_t)c->n_mlp_only_layers * sizeof(int64_t));

@@ -315,6 +315,20 @@ int model_cuda_sync(rl_err *e) {
   return 0;
 }
 
+/* Store d's view in the table of model_cuda_linear_views. */
+static int mc_view_cb(model *m, mc_lin *d, void *ctx) {
+  if (d != &m->cu->lm_head) ((const qtensor **)ctx)[d->pi] = &d->q;
+  return 0;
+}
+
+int model_cuda_linear_views(model *m, const qtensor **views, const qtensor **lm_head, rl_err *e) {
+  if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_linear_views: call model_cuda_init first");
+  for (int i = 0; i < m->n_params; i++) views[i] = NULL;
+  mc_each_lin(m, mc_view_cb, views);
+  *lm_head = m->cu->lm_head.pi >= 0 ? &m->cu->lm_head.q : NULL;
+  return 0;
+}
+
 /* ---------------------------------------------------------------- linear helpers */
 
 void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
@@ -610,4 +624,7 @@ int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_e
   return mc_nocuda("model_cuda_backward", e);
 }
 int model_cuda_sync(rl_err *e) { return mc_nocuda("model_cuda_sync", e); }
+int model_cuda_linear_views(model *m, const qtensor **views, const qtensor **lm_head, rl_err *e) {
+  return mc_nocuda("model_cuda_linear_views", e);
+}
 #endif

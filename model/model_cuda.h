@@ -109,5 +109,12 @@ int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp
 int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_err *e);
 /* Wait for the device and report a failed kernel (RL_EXIT_FAIL). */
 int model_cuda_sync(rl_err *e);
+/* The device views of the linear layers, for the sync stage: views[i] (an
+ * array of m->n_params) = the view whose weight is m->params[i], NULL for a
+ * parameter that is no linear weight (lm_head excluded); *lm_head = the
+ * output projection's view (of embed_tokens when tied). Pointers into m->cu,
+ * valid until model_cuda_quantize changes a format; the rollout side of a
+ * sync overwrites the bytes they point at. */
+int model_cuda_linear_views(model *m, const qtensor **views, const qtensor **lm_head, rl_err *e);
 
 #endif

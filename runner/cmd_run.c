@@ -148,6 +148,8 @@ int cmd_run(int argc, char **argv) {
     store_close(s);
     s = NULL;
   }
+  /* locked before it appears under its name: no resume can slip in between */
+  if (!rc && (lock = runs_lock(tmp, &e)) < 0) rc = e.code;
   if (!rc) {
     snprintf(dir, sizeof dir, "%s/%s", runs_dir, id);
     if (rename(tmp, dir) != 0)
@@ -155,7 +157,6 @@ int cmd_run(int argc, char **argv) {
     else
       rc = rundir_fsync_dir(runs_dir, &e);
   }
-  if (!rc && (lock = runs_lock(dir, &e)) < 0) rc = e.code;
   if (!rc) {
     snprintf(db, sizeof db, "%s/" RUNS_DB, dir);
     s = store_open(db, 0, &e);

@@ -15,6 +15,7 @@
 #include "lua/host.h"
 #include "runner/loop_int.h"
 #include "stages/prompts.h"
+#include "stages/sync.h"
 #include "state/fault.h"
 
 /* Signal state: the count of SIGINT/SIGTERM received. */
@@ -137,6 +138,13 @@ static int loop_failed(loop_ctx *c, int64_t k, const char *stage, rl_err *e) {
   return e->code;
 }
 
+/* Sync (stages/sync.h): the rollout view := re-quantization of the master in
+ * the rollout precision, timed, verified when the recipe says sync.verify. */
+static int loop_sync_weights(loop_ctx *c, sync_stats *st, rl_err *e) {
+  sync_opts so = {.verify = c->r->sync.verify, .bucket_bytes = (uint64_t)c->r->sync.bucket_mb << 20};
+  return sync_colocated(c->m, &c->ro_pol, &so, st, e);
+}
+
 /* Map the recipe onto the stage options and open every stage's resources. */
 static int loop_open(loop_ctx *c, rl_err *e) {
   const recipe *r = c->r;
@@ -159,7 +167,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
     return rl_errf(e, RL_EXIT_USAGE, "reward.script is required for train.algorithm other than sft");
   }
   if (loop_model_build(r, c->tok, &c->m, &c->config_json, e)) return e->code;
-  if (model_quantize(c->m, &c->ro_pol, e)) return e->code;
+  if (loop_sync_weights(c, NULL, e)) return e->code;
   if (rollout_engine_new(c->m, &c->ro_pol, c->tok, NULL, &c->eng, e)) return e->code;
   rollout_opts_default(&c->ro);
   c->ro.seed = (uint64_t)r->seed;
@@ -192,7 +200,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   to.optim.main_params = r->train.optimizer.main_params == MAIN_PARAMS_FP32 ? OPTIM_MAIN_FP32 : OPTIM_MAIN_BF16;
   to.policy = c->tr_pol;
   to.temperature = r->rollout.temperature;
-  to.r3 = r->train.r3;
+  to.r3 = r->train.algorithm == ALGO_SFT ? 0 : r->train.r3; /* sft: no rollout routing to replay */
   to.microbatch = r->train.microbatch;
   if (trainer_new(c->m, &to, &c->tr, e)) return e->code;
   return 0;
@@ -224,7 +232,7 @@ static int loop_restore(loop_ctx *c, int64_t *start, rl_err *e) {
   int rc = loop_model_load_weights(c->m, path, e);
   snprintf(path, sizeof path, "%s/" CKPT_OPTIM, info.dir);
   if (!rc) rc = trainer_state_load(c->tr, path, e);
-  if (!rc) rc = model_quantize(c->m, &c->ro_pol, e);
+  if (!rc) rc = loop_sync_weights(c, NULL, e);
   if (!rc && info.data_cursor != info.iteration * c->B)
     rc = rl_errf(e, RL_EXIT_STATE, "%s: data cursor %lld does not match iteration %lld x batch %lld", info.dir,
                  (long long)info.data_cursor, (long long)info.iteration, (long long)c->B);
@@ -361,12 +369,24 @@ static int loop_train(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
   return rc ? loop_failed(c, k, "train", e) : 0;
 }
 
-/* The new weights into the rollout precision. */
+/* The new weights into the rollout precision; sync metrics + done mark the first time. */
 static int loop_sync(loop_ctx *c, int64_t k, rl_err *e) {
   int done = 0;
-  if (loop_enter(c, k, "sync", &done, e) || model_quantize(c->m, &c->ro_pol, e)) return loop_failed(c, k, "sync", e);
-  if (!done && store_step_mark(c->s, k, "sync", STORE_STEP_DONE, NULL, NULL, e)) return loop_failed(c, k, "sync", e);
-  return 0;
+  sync_stats st;
+  if (loop_enter(c, k, "sync", &done, e)) return loop_failed(c, k, "sync", e);
+  if (loop_sync_weights(c, &st, e)) {
+    rl_err_prefix(e, "iteration %lld, sync: ", (long long)k);
+    return loop_failed(c, k, "sync", e);
+  }
+  if (done) return 0;
+  rl_metric_list ml = {0};
+  sync_stats_metrics(&st, &ml);
+  int rc = store_begin(c->s, e);
+  if (!rc) rc = rl_metric_list_store(&ml, c->s, k, e);
+  if (!rc) rc = store_step_mark(c->s, k, "sync", STORE_STEP_DONE, NULL, NULL, e);
+  if (!rc) rc = store_commit(c->s, e);
+  rl_metric_list_free(&ml);
+  return rc ? loop_failed(c, k, "sync", e) : 0;
 }
 
 /* Write the checkpoint of iteration k (when it is due), then apply retention. */
@@ -407,8 +427,11 @@ static void loop_line(loop_ctx *c, int64_t k, double secs) {
   double el = rl_now() - c->t0, rate = c->done_iters / el;
   char eta[32];
   loop_fmt_time((double)(c->N - k) / rate, eta, sizeof eta);
-  loop_say(c, "iter %lld/%lld  reward %.4f  loss %.4g  mismatch(kl_k3) %.3g  %.2f s/it  ETA %s", (long long)k,
-           (long long)c->N, c->last_reward, c->last_loss, c->last_mismatch, secs, eta);
+  if (c->r->train.algorithm == ALGO_SFT)
+    loop_say(c, "iter %lld/%lld  sft loss %.4g  %.2f s/it  ETA %s", (long long)k, (long long)c->N, c->last_loss, secs, eta);
+  else
+    loop_say(c, "iter %lld/%lld  reward %.4f  loss %.4g  mismatch(kl_k3) %.3g  %.2f s/it  ETA %s", (long long)k,
+             (long long)c->N, c->last_reward, c->last_loss, c->last_mismatch, secs, eta);
 }
 
 int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o, rl_err *e) {
@@ -444,7 +467,12 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
     rollout_batch b;
     memset(&b, 0, sizeof b);
     if (loop_stop_requested()) break;
-    rc = loop_rollout(&c, k, &b, e);
+    if (r->train.algorithm == ALGO_SFT) { /* no rollout or reward: the data stream is the batch */
+      rc = loop_sft_batch(c.src, c.tok, (uint64_t)r->seed, k, c.B, c.m->cfg.max_position_embeddings, &b, e);
+      if (rc) rc = loop_failed(&c, k, "train", e);
+    } else {
+      rc = loop_rollout(&c, k, &b, e);
+    }
     if (rc) break;
     if (!loop_stop_requested()) rc = loop_train(&c, k, &b, e);
     rollout_batch_free(&b);

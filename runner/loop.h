@@ -18,6 +18,8 @@
  *     sync     model_quantize into the rollout precision; (k, sync) done
  *     checkpoint every loop.checkpoint_interval iterations and after the
  *              last: state/ckpt.h, then retention
+ *   SFT (train.algorithm sft): no rollout, reward or commit; train runs on
+ *     loop_sft_batch (runner/loop_sft.c): the data stream's examples of k.
  *   A committed step is never redone; the final checkpoint step marks the run
  *   complete. SIGINT/SIGTERM stop at the next stage boundary (the current
  *   commit finishes or never happened) with RL_EXIT_INTERRUPT; a second

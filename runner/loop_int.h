@@ -37,4 +37,12 @@ store_sample *loop_batch_to_rows(const rollout_batch *b, int64_t batch_size);
 int loop_batch_from_store(store *s, int64_t iteration, int64_t B, int64_t G, int route_layers,
                           int route_topk, rollout_batch *out, rl_err *e);
 
+/* SFT (train.algorithm sft): the JSONL field holding the target text. */
+#define LOOP_SFT_FIELD "completion"
+/* Iteration k's SFT batch (runner/loop_sft.c): B examples of the data stream
+ * (prompts_batch of (seed, k, B)) as [BOS] ++ prompt → completion ++ [EOS],
+ * one sample per example (group 1); max_len > 0 bounds the sequence length. */
+int loop_sft_batch(prompt_source *src, const tokenizer *tok, uint64_t seed, int64_t k, int64_t B, int64_t max_len,
+                   rollout_batch *out, rl_err *e);
+
 #endif

@@ -174,6 +174,12 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
 /* The class the recipe runs on for target t: cpu when device is cpu or t has no GPU. */
 hw_class recipe_run_class(const recipe *r, const hw_target *t);
 
+/* The checkpoint directory model.checkpoint names (runner/recipe_ckpt.c): a
+ * checkpoint directory itself, a run directory's newest checkpoint, or for
+ * RUNS/NAME that does not exist the newest run RUNS/NAME-<id>'s; malloc'd,
+ * NULL when there is none (yet). */
+char *recipe_resolve_checkpoint(const char *given);
+
 /* Print the fully resolved recipe (every key, defaults marked) as YAML. */
 void recipe_print(FILE *f, const recipe *r);
 /* Print the precision of each layer class and the ordered stage plan. */

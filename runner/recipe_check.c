@@ -97,6 +97,20 @@ static int check_model(recipe *r, int flags, rl_err *e) {
     return rc;
   }
   if (flags & RECIPE_NO_FS) return 0;
+  if (r->model.checkpoint) {
+    char *res = recipe_resolve_checkpoint(r->model.checkpoint);
+    struct stat st;
+    if (!res && stat(r->model.checkpoint, &st) == 0)
+      return kerr(r, e, "model.checkpoint", "'%s' is neither a checkpoint directory (config.json) nor a run "
+                  "directory with a checkpoint", r->model.checkpoint);
+    if (!res) { /* the output of a run still to come (an SFT warm start): valid, not runnable yet */
+      recipe_warn(r, "note: model.checkpoint '%s' holds no checkpoint yet: run the recipe that writes it first "
+                  "(rlrun run refuses this recipe until then)", r->model.checkpoint);
+      return 0;
+    }
+    free(r->model.checkpoint);
+    r->model.checkpoint = res;
+  }
   const char *key = r->model.path ? "model.path" : "model.checkpoint";
   const char *dir = r->model.path ? r->model.path : r->model.checkpoint;
   const char *why = check_path(dir, 1);

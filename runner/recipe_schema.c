@@ -138,7 +138,7 @@ static const rkey keys[] = {
     {"sync", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "trainer -> rollout weight sync"},
     {"sync.transport", KT_ENUM, OFF(sync.transport), "auto", 0, 0, 0, e_sync, "device (colocated), nccl (separate GPUs), auto: by gpus"},
     {"sync.bucket_mb", KT_INT, OFF(sync.bucket_mb), "512", 1, 65536, 0, NULL, "NCCL broadcast bucket, MiB"},
-    {"sync.verify", KT_BOOL, OFF(sync.verify), "false", 0, 0, 0, NULL, "checksum the rollout weights after each sync"},
+    {"sync.verify", KT_BOOL, OFF(sync.verify), "false", 0, 0, 0, NULL, "compare the rollout weights byte for byte with an independent re-quantization of the master after each sync"},
     {"loop", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "iterations and checkpoints"},
     {"loop.iterations", KT_INT, OFF(loop.iterations), "10", 1, 1000000000, 0, NULL, "rollout -> train -> sync iterations"},
     {"loop.checkpoint_interval", KT_INT, OFF(loop.checkpoint_interval), "10", 0, 1000000000, 0, NULL, "checkpoint every N iterations (and after the last); 0 = only after the last"},
@@ -457,6 +457,9 @@ static int fill_map(recipe *r, rnode *m, const char *prefix, int depth, rl_err *
     const rkey *k = &keys[i];
     rnode *v = ent->val;
     if (k->type == KT_SECTION) {
+      /* `section: null` unsets it, like any other key: how a recipe drops a section it
+       * inherits through base: (e.g. model.init when it names model.path instead). */
+      if (v->kind == RN_NULL) continue;
       if (v->kind == RN_SCALAR || v->kind == RN_SEQ) {
         char got[128], msg[600];
         snprintf(msg, sizeof msg, "expected a section (keys indented below '%s:'), got %s", ent->key,

@@ -26,6 +26,9 @@ static int canon(char **p, const char *key, rl_err *e) {
 }
 
 int runs_canonical_recipe(recipe *r, rl_err *e) {
+  if (r->model.checkpoint && access(r->model.checkpoint, F_OK) != 0) /* validation let a pending one through */
+    return rl_errf(e, RL_EXIT_USAGE, "model.checkpoint: %s holds no checkpoint yet (no checkpoint or run directory, "
+                   "no run NAME-<id> beside it): run the recipe that writes it first", r->model.checkpoint);
   if (canon(&r->model.path, "model.path", e) || canon(&r->model.checkpoint, "model.checkpoint", e) ||
       canon(&r->tokenizer.path, "tokenizer.path", e) || canon(&r->data.prompts, "data.prompts", e) ||
       canon(&r->data.task, "data.task", e) || canon(&r->reward.script, "reward.script", e))

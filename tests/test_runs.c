@@ -168,13 +168,20 @@ TEST(runs_random_kills_resume_is_bit_identical) {
   char ref[1024], dir[1024], want[65], got[65], rd[2048] = "", out[8192];
   snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
   snprintf(dir, sizeof dir, "%s/k", harness_tmpdir());
+  double t0 = rl_now();
   REQUIRE(reference(ref, 30, want) == 0);
+  /* Kill delays scale with how long a whole run takes on this machine (a loaded
+   * 2-core CI box under ASan is many times slower than a quiet one): early
+   * attempts die at a few percent of a run, later ones live past a whole run,
+   * so progress is certain and at least a few kills land whatever the speed. */
+  double t_run = rl_now() - t0;
   setup(dir, 30);
   unsigned x = 12345;
   int kills = 0, rc = -1;
   for (int i = 0; i < 40 && rc != 0; i++) {
     x = x * 1103515245u + 12345u;
-    double delay = 0.005 + 0.01 * (i / 4) + (double)((x >> 16) % 40) / 1000.0; /* grows: progress is certain */
+    double jitter = 0.5 + (double)((x >> 16) % 1000) / 1000.0; /* 0.5 .. 1.5 */
+    double delay = t_run * (0.03 + 0.05 * i) * jitter;
     char env[64], args[2300];
     snprintf(env, sizeof env, "timeout -s KILL %.3f", delay);
     if (!rd[0]) snprintf(args, sizeof args, "run t.yaml --runs-dir runs --quiet");

@@ -180,3 +180,61 @@ else row bench_model FAIL "missing: make BUILD=$BUILD $BUILD/bench_model"; fi
 run make_greedy_fixtures make_greedy_fixtures.log \
   env HF_HUB_OFFLINE=1 python3 tests/oracle/make_greedy_fixtures.py --root tests/fixtures/model \
   --out "$OUT/fixtures/model"
+
+# ---------------------------------------------------------------- sync (issue #11, "sync") — needs nvidia-h200-x2
+# sync_gpu_test: colocated (GPU 0) device re-quantization == CPU model_quantize byte for byte and
+# sync.verify passes (fp8-block, mxfp8, bf16, nvfp4 experts; dense + MoE); trainer GPU 0 -> rollout
+# GPU 1 over NCCL (buckets 64 KiB and 512 MiB): bytes received == bytes sent, verify passes, rollout
+# GPU logits == trainer GPU logits bitwise, an injected corrupt byte is caught naming the tensor.
+# With one GPU the NCCL part prints SKIP. bench_sync: sync ms of a Qwen3-0.6B shape and a
+# Qwen3-30B-A3B shape (4 layers), fp8-block and bf16, vs D2D copy (colocated) and a plain
+# ncclBroadcast of 1 GiB (separate GPUs), measured in the same run (table appended).
+if [ -x "$BUILD/gpu/sync_gpu_test" ]; then
+  run sync_gpu_test sync_gpu_test.log env NCCL_NVLS_ENABLE=0 "$BUILD/gpu/sync_gpu_test"
+  grep -E '^FAIL|^SKIP' "$OUT/sync_gpu_test.log" | head -20 >> "$SUMMARY"
+else row sync_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+if [ -x "$BUILD/bench_sync" ]; then
+  run bench_sync bench_sync.log env NCCL_NVLS_ENABLE=0 "$BUILD/bench_sync"
+  grep -E '^\||^bench_sync' "$OUT/bench_sync.log" >> "$SUMMARY"
+else row bench_sync FAIL "missing: make BUILD=$BUILD $BUILD/bench_sync"; fi
+
+# ---------------------------------------------------------------- drift benchmark (issue #12, "drift")
+# bench_drift: one fixed set of 64 × (16 + 256) sequences sampled once in bf16 (seed 1), then for
+# every supported (rollout, train) precision pair of runner/matrix.c (+ mxfp8/nvfp4 rollout × bf16
+# train for contrast) the RL.md mismatch metrics, MoE with and without R3. Qwen3-0.6B shape and a
+# 4-layer Qwen3-30B-A3B per-layer-shape MoE, random N(0, 1/fan_in) weights; mxfp8/nvfp4 emulated on
+# Hopper. Expect 0 for every unified pair, > 0 for fp8-block × bf16. Tables in docs/drift.md.
+# ~40 s (dense) and ~35 s (MoE) on the H200, most of it sampling.
+if [ -x "$BUILD/bench_drift" ]; then
+  for dm in qwen3-0.6b qwen3-30b-a3b; do
+    run "bench_drift_$dm" "bench_drift_$dm.log" "$BUILD/bench_drift" --device cuda --model $dm --save-tokens "$OUT/drift"
+    grep -E '^\| (fp8-block|mxfp8|nvfp4)' "$OUT/bench_drift_$dm.log" | cut -d'|' -f2,4,5,9 | sed "s/^/  $dm /" >> "$SUMMARY"
+  done
+else row bench_drift FAIL "missing: make BUILD=$BUILD $BUILD/bench_drift"; fi
+
+# ---------------------------------------------------------------- GPU recipes on the real machine (issue #12, "sft")
+# Every recipe validated against the detected hardware (no --hardware): on an H200 every one
+# exits 0 (mxfp8/nvfp4 ones say "emulated"; rl-from-sft* note a missing SFT checkpoint). The GPU
+# loop does not run yet (a GPU recipe given to `rlrun run` exits 3): validation only.
+for f in recipes/*.yaml; do
+  n=$(basename "$f" .yaml)
+  run "validate_$n" "validate_$n.log" "$BUILD/rlrun" validate "$f"
+done
+
+# ---------------------------------------------------------------- tensor-core attention (issue #7, "attn")
+# ops_gpu_test (above) checks both attention kernel sets: "simt" (FP32) and "tc" (BF16 mma.sync,
+# kernels/ops_attn_tc_cuda.cu, the default: BF16-operand tolerances vs the CPU, determinism,
+# packed == alone, bitwise). bench_ops rows "attention ... tc" give TFLOP/s and the speed-up over
+# simt. model_gpu_test pins simt (its tolerances assume FP32 attention); here it runs with tc as
+# INFO (how far BF16 attention moves the model from the CPU; 7 of 33 checks exceed the FP32
+# tolerances on the H200), and bench_model's training step with each kernel set.
+if [ -x "$BUILD/gpu/model_gpu_test" ]; then
+  RLRUN_ATTN=tc "$BUILD/gpu/model_gpu_test" > "$OUT/model_gpu_test_attn_tc.log" 2>&1
+  row model_gpu_test_attn_tc INFO "$(tail -1 "$OUT/model_gpu_test_attn_tc.log") (FP32-attention tolerances)"
+fi
+if [ -x "$BUILD/bench_model" ]; then
+  for impl in simt tc; do
+    run "bench_model_attn_$impl" "bench_model_attn_$impl.log" env RLRUN_ATTN=$impl "$BUILD/bench_model" --steps 3
+    grep -E '^\| train' "$OUT/bench_model_attn_$impl.log" | sed "s/^/attn=$impl /" >> "$SUMMARY"
+  done
+fi

@@ -1,0 +1,216 @@
+/* test_sft.c — SFT runs (train.algorithm sft over {"prompt", "completion"}
+ * lines), the SFT → RL chain through model.checkpoint, and the run lock, end
+ * to end through the rlrun binary with the CPU recipes of recipes/. */
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "state/ckpt.h"
+#include "state/sha256.h"
+#include "state/store.h"
+
+/* The rlrun binary as an absolute path. */
+static const char *sft_bin(void) {
+  static char p[PATH_MAX];
+  if (!p[0] && !realpath(harness_bin(), p)) snprintf(p, sizeof p, "%s", harness_bin());
+  return p;
+}
+
+/* Run `ENV rlrun ARGS` from the repository root. */
+static int sft_rl(const char *env, const char *args, char *out, size_t n) {
+  size_t len = strlen(env) + strlen(sft_bin()) + strlen(args) + 16;
+  char *cmd = malloc(len);
+  snprintf(cmd, len, "%s %s %s; exit $?", env, sft_bin(), args);
+  int rc = harness_run(cmd, out, n);
+  free(cmd);
+  return rc;
+}
+
+/* The newest run directory RUNS/NAME-* into rd. */
+static int sft_run_dir(const char *runs, const char *name, char *rd, size_t n) {
+  char cmd[2048], out[2048];
+  snprintf(cmd, sizeof cmd, "ls -d %s/%s-*/ 2>/dev/null | tail -1", runs, name);
+  if (harness_run(cmd, out, sizeof out) != 0 || !out[0]) return -1;
+  out[strcspn(out, "\n")] = 0;
+  if (out[strlen(out) - 1] == '/') out[strlen(out) - 1] = 0;
+  snprintf(rd, n, "%s", out);
+  return 0;
+}
+
+/* Metric `name` of iteration k in run rd (NAN when absent). */
+static double sft_metric(const char *rd, int64_t k, const char *name) {
+  char db[2200];
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  rl_err e;
+  store *s = store_open(db, 0, &e);
+  if (!s) return NAN;
+  double v = NAN;
+  int found = 0;
+  store_metric_get(s, k, name, &v, &found, &e);
+  store_close(s);
+  return found ? v : NAN;
+}
+
+TEST(sft_run_learns_and_resumes_bit_identical) {
+  char runs[1024], args[8192], out[8192], ra[2048], rb[2048], wa[65], wb[65], p[2300];
+  snprintf(runs, sizeof runs, "%s/sft-a", harness_tmpdir());
+  const char *sets = "--set loop.iterations=6 --set loop.checkpoint_interval=2 --quiet";
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s %s", runs, sets);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  REQUIRE(sft_run_dir(runs, "sft-demo-cpu", ra, sizeof ra) == 0);
+  double l1 = sft_metric(ra, 1, "loss"), l6 = sft_metric(ra, 6, "loss");
+  CHECK_MSG(l1 > 2.0 && l1 < 3.5, "first loss %g: expected about ln(15) = 2.7 for a fresh model", l1);
+  CHECK_MSG(l6 < 0.8 * l1, "loss %g -> %g: SFT did not learn", l1, l6);
+  CHECK_EQ_I64((int64_t)sft_metric(ra, 6, "train/tokens"), 50); /* 25 examples x (digit + EOS) */
+  CHECK(sft_metric(ra, 6, "train/tokens_per_s") > 0);
+  /* no rollout: no samples, no rollout step */
+  char db[2200];
+  snprintf(db, sizeof db, "%s/state.db", ra);
+  rl_err e;
+  store *s = store_open(db, 0, &e);
+  REQUIRE(s);
+  int64_t n = -1;
+  int st = -1;
+  store_samples_count(s, -1, &n, &e);
+  CHECK_EQ_I64(n, 0);
+  store_step_status(s, 3, "rollout", &st, &e);
+  CHECK_EQ_I64(st, STORE_STEP_NONE);
+  store_step_status(s, 3, "train", &st, &e);
+  CHECK_EQ_I64(st, STORE_STEP_DONE);
+  store_close(s);
+  /* killed in the 5th update, resumed: the same weights, bit for bit */
+  snprintf(runs, sizeof runs, "%s/sft-b", harness_tmpdir());
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s %s", runs, sets);
+  int rc = sft_rl("RLRUN_FAULT=loop.train@5:kill", args, out, sizeof out);
+  CHECK_MSG(rc == 137 || rc == -1, "exit %d, not killed:\n%s", rc, out);
+  REQUIRE(sft_run_dir(runs, "sft-demo-cpu", rb, sizeof rb) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rb);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "resuming");
+  ckpt_file_path(ra, 6, CKPT_WEIGHTS, p, sizeof p);
+  REQUIRE(sha256_file(p, wa, NULL, &e) == 0);
+  ckpt_file_path(rb, 6, CKPT_WEIGHTS, p, sizeof p);
+  REQUIRE(sha256_file(p, wb, NULL, &e) == 0);
+  CHECK_STREQ(wb, wa);
+  CHECK(sft_metric(rb, 6, "loss") == l6);
+}
+
+TEST(sft_chain_rl_from_checkpoint_starts_higher) {
+  char runs[1024], args[8192], out[8192], rs[2048], rr[2048], rd[2048];
+  snprintf(runs, sizeof runs, "%s/chain", harness_tmpdir());
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s --set loop.iterations=20 --quiet", runs);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  REQUIRE(sft_run_dir(runs, "sft-demo-cpu", rs, sizeof rs) == 0);
+  /* model.checkpoint: RUNS/sft-demo-cpu = the newest sft-demo-cpu run's newest checkpoint */
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s --set model.checkpoint=%s/sft-demo-cpu "
+           "--set loop.iterations=1 --quiet", runs, runs);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  REQUIRE(sft_run_dir(runs, "rl-from-sft-cpu", rr, sizeof rr) == 0);
+  snprintf(args, sizeof args, "run recipes/demo-cpu.yaml --runs-dir %s --set loop.iterations=1 --quiet", runs);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  REQUIRE(sft_run_dir(runs, "demo-cpu", rd, sizeof rd) == 0);
+  double warm = sft_metric(rr, 1, "reward/mean"), cold = sft_metric(rd, 1, "reward/mean");
+  CHECK_MSG(warm > cold + 0.15, "initial reward from the SFT checkpoint %g, from scratch %g", warm, cold);
+  CHECK_MSG(cold < 0.1, "from scratch %g", cold);
+  /* the resolved recipe names the exact checkpoint it started from */
+  char p[2300], *text = NULL;
+  size_t len;
+  rl_err e;
+  snprintf(p, sizeof p, "%s/recipe.resolved.yaml", rr);
+  REQUIRE(rl_read_file(p, &text, &len, &e) == 0);
+  char want[2400];
+  snprintf(want, sizeof want, "/checkpoints/step-000020\"");
+  CHECK_CONTAINS(text, want);
+  CHECK_CONTAINS(text, "sft-demo-cpu-");
+  free(text);
+  /* a run directory resolves to its newest checkpoint too */
+  snprintf(args, sizeof args, "plan recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s", rs);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "checkpoints/step-000020");
+}
+
+TEST(sft_pending_checkpoint_and_bad_data_are_named) {
+  char args[8192], out[8192], dir[1024], p[3000];
+  snprintf(dir, sizeof dir, "%s/pend", harness_tmpdir());
+  /* an SFT output that does not exist yet: valid (a note), not runnable (exit 2) */
+  snprintf(args, sizeof args, "validate recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s/nothing", dir);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "holds no checkpoint yet");
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s --set model.checkpoint=%s/nothing", dir, dir);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "holds no checkpoint yet");
+  /* an existing directory that is no checkpoint: invalid */
+  snprintf(args, sizeof args, "validate recipes/rl-from-sft-cpu.yaml --set model.checkpoint=recipes");
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "neither a checkpoint directory");
+  /* a line without "completion": named */
+  snprintf(p, sizeof p, "mkdir -p %s && printf '{\"prompt\": \"1+1=\", \"completion\": \"2\"}\\n"
+           "{\"prompt\": \"1+2=\", \"answer\": \"3\"}\\n' > %s/d.jsonl", dir, dir);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s --set data.prompts=%s/d.jsonl "
+           "--set rollout.batch=2 --set train.microbatch=2 --quiet", dir, dir);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "example 2 of the data file has no string field \"completion\"");
+}
+
+TEST(runs_lock_refuses_a_second_writer_readers_still_work) {
+  char runs[1024], args[8192], out[16384], rd[2048], p[2200];
+  snprintf(runs, sizeof runs, "%s/lock", harness_tmpdir());
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s --set loop.iterations=2 --quiet", runs);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  REQUIRE(sft_run_dir(runs, "sft-demo-cpu", rd, sizeof rd) == 0);
+  /* a real second writer: resume while a long run works on the directory */
+  char lr[1024];
+  snprintf(lr, sizeof lr, "%s/long", harness_tmpdir());
+  snprintf(args, sizeof args,
+           "{ %s run recipes/sft-demo-cpu.yaml --runs-dir %s --set loop.iterations=100000 --quiet >/dev/null 2>&1 & b=$!; "
+           "i=0; while ! grep -qs \"^$b$\" %s/sft-demo-cpu-*/lock && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
+           "sleep 0.2; %s resume %s/sft-demo-cpu-* --quiet; echo rc=$?; echo \"holder=(pid $b)\"; "
+           "%s metrics %s/sft-demo-cpu-* --csv >/dev/null; echo metrics=$?; kill -TERM $b; wait $b; echo first=$?; }",
+           sft_bin(), lr, lr, sft_bin(), lr, sft_bin(), lr);
+  harness_run(args, out, sizeof out);
+  CHECK_CONTAINS(out, "rc=4");
+  CHECK_CONTAINS(out, "metrics=0");
+  CHECK_CONTAINS(out, "first=130");
+  char *h = strstr(out, "holder=");
+  REQUIRE(h);
+  char holder[64];
+  snprintf(holder, sizeof holder, "%.*s", (int)strcspn(h + 7, "\n"), h + 7);
+  char *ref = strstr(out, "another rlrun ");
+  REQUIRE(ref);
+  CHECK_MSG(!strncmp(ref + 14, holder, strlen(holder)), "the refusal does not name %s:\n%s", holder, out);
+  CHECK_CONTAINS(out, "is working on this run");
+  /* the same with the lock held by this process, against a finished run */
+  int fd;
+  snprintf(p, sizeof p, "%s/lock", rd);
+  REQUIRE((fd = open(p, O_RDWR)) >= 0);
+  REQUIRE(flock(fd, LOCK_EX | LOCK_NB) == 0);
+  char pid[32];
+  int np = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  REQUIRE(ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)np, 0) == np);
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 4);
+  char want[2400];
+  snprintf(want, sizeof want, "%s: another rlrun (pid %ld) is working on this run", rd, (long)getpid());
+  CHECK_CONTAINS(out, want);
+  /* readers are not blocked */
+  const char *readers[] = {"status %s", "metrics %s --csv", "samples %s", "export %s"};
+  for (int i = 0; i < 4; i++) {
+    char a[2400];
+    snprintf(a, sizeof a, readers[i], rd);
+    CHECK_MSG(sft_rl("", a, out, sizeof out) == 0, "%s under the lock: %s", a, out);
+  }
+  snprintf(args, sizeof args, "ls %s", runs);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "sft-demo-cpu-");
+  close(fd); /* released: a resume goes through */
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "already complete");
+}
