@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/device.h"
 #include "kernels/linear.h"
 #include "kernels/optim.h"
 #include "model/model.h"
@@ -201,6 +202,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
   }
   if (steps < 1) steps = 1;
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    printf("bench_model: skipped: %s\n", di.status);
+    return 0;
+  }
   model_config c;
   bench_config(&c);
   model *m = NULL;
