@@ -238,3 +238,21 @@ if [ -x "$BUILD/bench_model" ]; then
     grep -E '^\| train' "$OUT/bench_model_attn_$impl.log" | sed "s/^/attn=$impl /" >> "$SUMMARY"
   done
 fi
+
+# ---------------------------------------------------------------- CUDA rollout engine (issue #8 GPU half, "rollcuda")
+# rollout_gpu_test: fixture models, BF16: greedy GPU == CPU engine == transformers (greedy.json),
+# rollout logp vs model_cuda_forward logp (bound 2e-2; fp8-block reported as INFO), slots 1/7/64
+# identical samples. bench_rollout: Qwen3-0.6B shape, prompt 64, 256 new, batch 64/256, bf16 and
+# fp8-block: tokens/s and % of the bandwidth bound. Peer: transformers generate at batch 64 when
+# torch is importable (tests/oracle/bench_hf_generate.py, if present).
+if [ -x "$BUILD/gpu/rollout_gpu_test" ]; then
+  run rollout_gpu_test rollout_gpu_test.log "$BUILD/gpu/rollout_gpu_test"
+  grep -E '^(FAIL|INFO)' "$OUT/rollout_gpu_test.log" | head -20 | sed 's/^/  /' >> "$SUMMARY"
+else row rollout_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+if [ -x "$BUILD/bench_rollout" ]; then
+  run bench_rollout bench_rollout.log "$BUILD/bench_rollout"
+  grep -E '^\| (bf16|fp8)' "$OUT/bench_rollout.log" | sed 's/^/  rollout /' >> "$SUMMARY"
+else row bench_rollout FAIL "missing: make BUILD=$BUILD $BUILD/bench_rollout"; fi
+if [ -f tests/oracle/bench_hf_generate.py ] && python3 -c 'import torch, transformers' 2>/dev/null; then
+  run hf_generate_b64 hf_generate_b64.log python3 tests/oracle/bench_hf_generate.py --batch 64 --prompt 64 --new 256
+fi

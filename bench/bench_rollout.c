@@ -1,0 +1,134 @@
+/* bench_rollout.c — the CUDA rollout engine on a Qwen3-0.6B-shaped model
+ * (random weights): 64-token prompts, 256 new tokens (EOS ignored), batch 64
+ * and 256, BF16 and fp8-block. Reports tokens/s and the share of the
+ * memory-bandwidth bound: per decode step the weights (linear views in the
+ * policy's bytes + embedding row reads ignored) and the KV cache read
+ * (raw-key memo FP32 + V BF16 over the mean context), divided by a device
+ * copy bandwidth measured in this run. The peer (transformers generate at
+ * batch 64) is measured by the run.sh section when torch is there.
+ *
+ *   build/bench_rollout [--new N]     a markdown table */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "kernels/device.h"
+#include "model/model.h"
+#include "model/model_cuda.h"
+#include "stages/rollout_cuda.h"
+
+#if RLRUN_CUDA
+#include <cuda_runtime_api.h>
+
+/* BF16 bits of U(−a, a) (a = 0: U(0.5, 1.5) for norm weights), xorshift. */
+static uint16_t rand_bf16(uint64_t *s, float a) {
+  *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+  float u = (float)((double)(*s >> 40) / 16777216.0);
+  float v = a > 0 ? (2 * u - 1) * a : 0.5f + u;
+  uint32_t b;
+  memcpy(&b, &v, 4);
+  return (uint16_t)((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+}
+
+/* Device-to-device copy bandwidth (bytes/s: read + write counted) of 1 GiB. */
+static double copy_bw(void) {
+  size_t n = (size_t)1 << 30;
+  void *a = NULL, *b = NULL;
+  if (cudaMalloc(&a, n) || cudaMalloc(&b, n)) return 0;
+  cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+  cudaDeviceSynchronize();
+  double t0 = rl_now();
+  for (int i = 0; i < 10; i++) cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+  cudaDeviceSynchronize();
+  double t = rl_now() - t0;
+  cudaFree(a), cudaFree(b);
+  return 10.0 * 2 * (double)n / t;
+}
+
+#define MUST(x)                                              \
+  do {                                                       \
+    if (x) {                                                 \
+      fprintf(stderr, "bench_rollout: %s\n", e.msg);         \
+      return 1;                                              \
+    }                                                        \
+  } while (0)
+
+int main(int argc, char **argv) {
+  int new_tokens = argc > 2 && !strcmp(argv[1], "--new") ? atoi(argv[2]) : 256, plen = 64;
+  rl_err e = {0};
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    printf("bench_rollout: skipped: %s\n", di.status);
+    return 0;
+  }
+  model_config c;
+  memset(&c, 0, sizeof c);
+  c.kind = MODEL_KIND_QWEN3;
+  snprintf(c.model_type, sizeof c.model_type, "qwen3");
+  snprintf(c.rope_type, sizeof c.rope_type, "default");
+  snprintf(c.hidden_act, sizeof c.hidden_act, "silu");
+  c.vocab_size = 151936, c.hidden_size = 1024, c.intermediate_size = 3072, c.num_hidden_layers = 28;
+  c.num_attention_heads = 16, c.num_key_value_heads = 8, c.head_dim = 128;
+  c.max_position_embeddings = 40960, c.rms_norm_eps = 1e-6, c.rope_theta = 1e6, c.rope_factor = 1;
+  c.tie_word_embeddings = 1;
+  model *m = NULL;
+  MUST(model_create(&c, NULL, &m, &e));
+  uint64_t s = 0x2545F4914F6CDD1Dull;
+  double wparams = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    model_param *p = &m->params[i];
+    float a = p->cols == 1 ? 0 : sqrtf(3.0f / (float)p->cols);
+    for (int64_t j = 0; j < p->rows * p->cols; j++) p->w[j] = rand_bf16(&s, a);
+    if (p->cols > 1) wparams += (double)p->rows * p->cols; /* tied embedding = lm_head, read once per step */
+  }
+  MUST(model_cuda_init(m, &e));
+  double bw = copy_bw();
+  printf("bench_rollout: Qwen3-0.6B shape (random), prompt %d, new %d, copy bandwidth %.0f GB/s\n", plen, new_tokens,
+         bw / 1e9);
+  printf("| policy | batch | tokens/s | step ms | bytes/step (MB) | %% of bound |\n|---|---|---|---|---|---|\n");
+  int batches[2] = {64, 256};
+  qformat fm[2] = {QFMT_BF16, QFMT_FP8_BLOCK};
+  for (int f = 0; f < 2; f++)
+    for (int bi = 0; bi < 2; bi++) {
+      int B = batches[bi];
+      quant_policy pol;
+      quant_policy_init(&pol, fm[f], fm[f]);
+      rollout_cuda_engine *g = NULL;
+      MUST(rollout_cuda_engine_new(m, &pol, B, plen + new_tokens, &g, &e));
+      int32_t **ids = malloc((size_t)B * sizeof *ids);
+      int64_t *n = malloc((size_t)B * 8);
+      for (int p = 0; p < B; p++) {
+        ids[p] = malloc((size_t)plen * 4), n[p] = plen;
+        for (int t = 0; t < plen; t++) ids[p][t] = (int32_t)((p * 7919 + t * 104729) % c.vocab_size);
+      }
+      rollout_opts o;
+      rollout_opts_default(&o);
+      o.temperature = 1.0, o.seed = 1, o.max_new_tokens = new_tokens, o.ignore_eos = 1, o.eos_id = -1, o.max_slots = B;
+      rollout_batch b;
+      MUST(rollout_cuda_generate_ids(g, (const int32_t *const *)ids, n, B, 1, 0, &o, &b, &e)); /* warm-up */
+      rollout_batch_free(&b);
+      MUST(rollout_cuda_generate_ids(g, (const int32_t *const *)ids, n, B, 1, 1, &o, &b, &e));
+      double tps = (double)b.n_generated / b.wall_s, step = b.wall_s / new_tokens;
+      double wbytes = wparams * (fm[f] == QFMT_BF16 ? 2.0 : 1.0 + 4.0 / (128 * 128));
+      double kv = (double)B * m->L * m->nkv * m->hd * (4 + 2) * (plen + new_tokens / 2.0);
+      double bound_step = (wbytes + kv) / (bw / 2); /* copy bw counts read + write; a step reads */
+      printf("| %s | %d | %.0f | %.2f | %.0f | %.1f |\n", fm[f] == QFMT_BF16 ? "bf16" : "fp8-block", B, tps, step * 1e3,
+             (wbytes + kv) / 1e6, 100.0 * bound_step / step);
+      rollout_batch_free(&b);
+      for (int p = 0; p < B; p++) free(ids[p]);
+      free(ids), free(n);
+      rollout_cuda_engine_free(g);
+    }
+  model_free(m);
+  return 0;
+}
+#else
+int main(void) {
+  printf("bench_rollout: skipped (built without CUDA)\n");
+  return 0;
+}
+#endif

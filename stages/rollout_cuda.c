@@ -1,0 +1,379 @@
+/* rollout_cuda.c — the CUDA rollout engine (stages/rollout_cuda.h): slot
+ * bookkeeping on the host, prefill through model_cuda_forward, decode steps
+ * through the model's per-layer CUDA ops with the engine's KV cache and
+ * decode attention (rollout_cuda_kern.cu), sampling with sampler_cuda. */
+#include "stages/rollout_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+#include "model/model.h"
+#include "model/model_cuda.h"
+#include "model/model_cuda_int.h"
+#include "stages/sampler.h"
+
+#if RLRUN_CUDA
+#include <cuda_runtime_api.h>
+
+int rck_kv_write(uint16_t *kc, uint16_t *vc, float *kf, const float *kr, const float *v, const float *k,
+                 const int32_t *slot, const int32_t *pos, int n, int64_t max_len, int kvd, rl_err *e);
+int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const float *kf, const uint16_t *vc,
+                         const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
+                         int n_split, float *pacc, float *pml, rl_err *e);
+int rck_n_split(int64_t max_len);
+
+#define RC(call, what) \
+  if ((rc = mc_ok((int)(call), what, e))) return rc
+
+struct rollout_cuda_engine {
+  model *m;
+  quant_policy pol;
+  int has_pol, slots, kvd, n_split;
+  int64_t max_len;
+  uint16_t *kc, *vc; /* [L][slots][max_len][kvd] raw K, V */
+  float *kf;         /* [L][slots][max_len][kvd] attention keys */
+  model_cuda_acts *pa, *da; /* prefill / decode activations */
+  int32_t *d_slot, *d_len, *d_pslot; /* [slots], [slots], [slots·max_len] */
+  float *pacc, *pml, *rows;          /* attention partials; gathered logits rows [slots][V] */
+  sampler_key *d_keys;
+  sampler_out *d_out;
+};
+
+/* One sequence of a generate call. */
+typedef struct rc_seq {
+  int32_t *ids;   /* prompt ++ completion */
+  float *logp;
+  int32_t *routed; /* [(n_prompt + max_new)][L·k] or NULL */
+  int64_t n_prompt, n_comp;
+  finish_reason fin;
+} rc_seq;
+
+/* Layer-major cache offset of layer l (elements). */
+static int64_t rc_loff(const rollout_cuda_engine *g, int l) { return (int64_t)l * g->slots * g->max_len * g->kvd; }
+
+void rollout_cuda_engine_free(rollout_cuda_engine *g) {
+  if (!g) return;
+  void *p[] = {g->kc, g->vc, g->kf, g->d_slot, g->d_len, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out};
+  for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
+  model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
+  free(g);
+}
+
+int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) {
+  return (int64_t)g->m->L * g->slots * g->max_len * g->kvd * (2 + 2 + 4);
+}
+
+/* Make the device views current for the engine's policy. */
+static int rc_views(rollout_cuda_engine *g, rl_err *e) {
+  if (!g->has_pol) return g->m->cu->quantized ? 0 : rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): the device weights are stale; call model_cuda_quantize");
+  if (g->m->cu->quantized && !memcmp(&g->m->cu->policy, &g->pol, sizeof g->pol)) return 0;
+  return model_cuda_quantize(g->m, &g->pol, e);
+}
+
+int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int64_t max_len,
+                            rollout_cuda_engine **out, rl_err *e) {
+  *out = NULL;
+  if (!m || !m->cu) return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_engine_new: call model_cuda_init on the model first");
+  if (slots < 1 || max_len < 2 || (int64_t)slots * max_len > INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_engine_new: slots %d and max_len %lld must be >= 1 and >= 2", slots,
+                   (long long)max_len);
+  rollout_cuda_engine *g = rl_xcalloc(1, sizeof *g);
+  g->m = m, g->slots = slots, g->max_len = max_len, g->kvd = m->nkv * m->hd, g->n_split = rck_n_split(max_len);
+  if (policy) g->pol = *policy, g->has_pol = 1;
+  size_t cache = (size_t)m->L * slots * max_len * g->kvd;
+  int rc = 0;
+  if ((rc = mc_ok(cudaMalloc((void **)&g->kc, cache * 2), "cudaMalloc (KV cache K)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->vc, cache * 2), "cudaMalloc (KV cache V)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->kf, cache * 4), "cudaMalloc (KV cache keys)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_slot, (size_t)slots * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_len, (size_t)slots * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_pslot, (size_t)slots * max_len * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->pacc, (size_t)slots * m->nq * g->n_split * m->hd * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->pml, (size_t)slots * m->nq * g->n_split * 8), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->rows, (size_t)slots * m->V * 4), "cudaMalloc (logits rows)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_keys, (size_t)slots * sizeof(sampler_key)), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_out, (size_t)slots * sizeof(sampler_out)), "cudaMalloc", e))) {
+    rollout_cuda_engine_free(g);
+    return rl_err_prefix(e, "rollout_cuda_engine_new (KV cache %.1f MiB): ", (double)cache * 8 / (1 << 20));
+  }
+  g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
+  if ((rc = rc_views(g, e))) {
+    rollout_cuda_engine_free(g);
+    return rl_err_prefix(e, "rollout_cuda_engine_new: ");
+  }
+  /* size the decode activations for `slots` rows: a forward of slots one-token sequences */
+  int32_t *tok = rl_xcalloc((size_t)slots, 4), *off = rl_xmalloc((size_t)(slots + 1) * 4);
+  for (int i = 0; i <= slots; i++) off[i] = i;
+  model_batch b = {0};
+  b.T = slots, b.tokens = tok, b.seqs.n_seq = slots, b.seqs.off = off;
+  rc = model_cuda_forward(m, &b, NULL, g->da, e);
+  free(tok), free(off);
+  if (rc) {
+    rollout_cuda_engine_free(g);
+    return rl_err_prefix(e, "rollout_cuda_engine_new: ");
+  }
+  *out = g;
+  return 0;
+}
+
+/* Layer l of a decode step of n rows on the decode activations: res[l] → res[l+1]. */
+static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
+  model *m = g->m;
+  model_cuda_acts *a = g->da;
+  mc_layer *y = &m->cu->layers[l];
+  model_layer *my = &m->layers[l];
+  mc_layer_acts *x = &a->la[l];
+  model_cuda_param *P = m->cu->p;
+  int H = m->H, rc;
+#define PW(p) P[(int)((p) - m->params)].wf
+  float *in = a->res + (size_t)l * n * H, *next = a->res + (size_t)(l + 1) * n * H;
+  if ((rc = ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, PW(my->ln1), n, H, m->eps, NULL, e)) ||
+      (rc = mc_lin_fwd(m, &y->q, x->xn1_b, n, x->qr, e)) || (rc = mc_lin_fwd(m, &y->k, x->xn1_b, n, x->kr, e)) ||
+      (rc = mc_lin_fwd(m, &y->v, x->xn1_b, n, x->v, e)) ||
+      (rc = ops_qk_norm_rope_forward_cuda(x->q, x->rstd_q, x->qr, PW(my->q_norm), a->pos, n, m->nq, m->hd, m->eps,
+                                          m->theta, NULL, e)) ||
+      (rc = ops_qk_norm_rope_forward_cuda(x->k, x->rstd_k, x->kr, PW(my->k_norm), a->pos, n, m->nkv, m->hd, m->eps,
+                                          m->theta, NULL, e)) ||
+      (rc = rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->kf + rc_loff(g, l), x->kr, x->v, x->k,
+                         g->d_slot, a->pos, n, g->max_len, g->kvd, e)) ||
+      (rc = rck_decode_attention(x->att, x->att_b, x->q, g->kf + rc_loff(g, l), g->vc + rc_loff(g, l), g->d_slot,
+                                 g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc, g->pml, e)) ||
+      (rc = mc_lin_fwd(m, &y->o, x->att_b, n, next, e)) ||
+      (rc = ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, next, PW(my->ln2), n, H, m->eps,
+                                              NULL, e)))
+    return rl_err_prefix(e, "layer %d: ", l);
+  if (my->moe) {
+    rc = mc_moe_forward(m, l, NULL, a, next, e);
+  } else if (!(rc = mc_lin_fwd(m, &y->gate, x->xn2_b, n, x->gate, e)) &&
+             !(rc = mc_lin_fwd(m, &y->up, x->xn2_b, n, x->up, e)) &&
+             !(rc = ops_swiglu_forward_cuda(NULL, x->act_b, x->gate, x->up, n, m->I, m->I, NULL, e))) {
+    rc = mc_lin_fwd(m, &y->down, x->act_b, n, next, e);
+  }
+  if (!rc) rc = mck_add_f32(next, x->h, next, (int64_t)n * H, e);
+#undef PW
+  return rc ? rl_err_prefix(e, "layer %d: ", l) : 0;
+}
+
+/* A decode step: rows i < n feed tok[i] of the sequence in slot[i] at pos[i];
+ * logits rows [n][V] land in g->rows. */
+static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const int32_t *slot, const int32_t *pos,
+                     rl_err *e) {
+  model *m = g->m;
+  model_cuda_acts *a = g->da;
+  int rc, H = m->H;
+  int32_t *len = rl_xmalloc((size_t)n * 4);
+  for (int i = 0; i < n; i++) len[i] = pos[i] + 1;
+  a->T = n, a->n_seq = n, a->max_len = 1;
+  rc = mc_ok(cudaMemcpy(a->tokens, tok, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (tokens)", e);
+  if (!rc) rc = mc_ok(cudaMemcpy(a->pos, pos, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (positions)", e);
+  if (!rc) rc = mc_ok(cudaMemcpy(g->d_slot, slot, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (slots)", e);
+  if (!rc) rc = mc_ok(cudaMemcpy(g->d_len, len, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (lengths)", e);
+  free(len);
+  if (!rc) rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[(int)(m->embed - m->params)].w, a->tokens, n, m->V, H, NULL, e);
+  for (int l = 0; l < m->L && !rc; l++) rc = rc_layer(g, l, n, e);
+  if (!rc)
+    rc = ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * n * H,
+                                  m->cu->p[(int)(m->final_norm - m->params)].wf, n, H, m->eps, NULL, e);
+  if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, n, g->rows, e);
+  return rc ? rl_err_prefix(e, "decode step: ") : 0;
+}
+
+/* Prefill the n sequences sq[0..n) (in slots slot[]): one packed forward, the
+ * cache written, each prompt's last logits row gathered into g->rows. */
+static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, int n, int rk, rl_err *e) {
+  model *m = g->m;
+  model_cuda_acts *a = g->pa;
+  int64_t T = 0;
+  for (int i = 0; i < n; i++) T += sq[i]->n_prompt;
+  int32_t *tok = rl_xmalloc((size_t)T * 4), *off = rl_xmalloc((size_t)(n + 1) * 4), *ps = rl_xmalloc((size_t)T * 4);
+  off[0] = 0;
+  for (int i = 0; i < n; i++) {
+    memcpy(tok + off[i], sq[i]->ids, (size_t)sq[i]->n_prompt * 4);
+    for (int64_t t = 0; t < sq[i]->n_prompt; t++) ps[off[i] + t] = slot[i];
+    off[i + 1] = off[i] + (int32_t)sq[i]->n_prompt;
+  }
+  model_batch b = {0};
+  b.T = (int)T, b.tokens = tok, b.seqs.n_seq = n, b.seqs.off = off;
+  int rc = model_cuda_forward(m, &b, NULL, a, e);
+  if (!rc) rc = mc_ok(cudaMemcpy(g->d_pslot, ps, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (slots)", e);
+  for (int l = 0; l < m->L && !rc; l++) {
+    mc_layer_acts *x = &a->la[l];
+    rc = rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->kf + rc_loff(g, l), x->kr, x->v, x->k,
+                      g->d_pslot, a->pos, (int)T, g->max_len, g->kvd, e);
+    const int32_t *ids = m->layers[l].moe ? model_cuda_routed_ids(a, l) : NULL;
+    for (int i = 0; !rc && rk && i < n; i++)
+      for (int64_t t = 0; t < sq[i]->n_prompt; t++)
+        for (int j = 0; j < m->topk; j++)
+          sq[i]->routed[t * rk + (int64_t)l * m->topk + j] = ids ? ids[(off[i] + t) * m->topk + j] : -1;
+  }
+  for (int i = 0; i < n && !rc; i++)
+    rc = mc_ok(cudaMemcpy(g->rows + (size_t)i * m->V, model_cuda_logits(a) + (size_t)(off[i + 1] - 1) * m->V,
+                          (size_t)m->V * 4, cudaMemcpyDeviceToDevice),
+               "cudaMemcpy (logits rows)", e);
+  free(tok), free(off), free(ps);
+  return rc ? rl_err_prefix(e, "prefill: ") : 0;
+}
+
+/* Sample rows [0, n) of g->rows for sequences sq[] (keyed by their indices);
+ * append the tokens and log-probs and decide finishing. */
+static int rc_sample(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi, int n, int G, int64_t it,
+                     const rollout_opts *o, sampler_out *so, sampler_key *keys, rl_err *e) {
+  int rc;
+  sampler_params sp = sampler_default_params();
+  sp.temperature = o->temperature, sp.greedy = o->greedy, sp.top_k = o->top_k, sp.top_p = o->top_p, sp.min_p = o->min_p;
+  for (int i = 0; i < n; i++)
+    keys[i] = (sampler_key){o->seed, (uint32_t)it, (uint32_t)(qi[i] / G), (uint32_t)(qi[i] % G), (uint32_t)sq[i]->n_comp};
+  RC(cudaMemcpy(g->d_keys, keys, (size_t)n * sizeof *keys, cudaMemcpyHostToDevice), "cudaMemcpy (keys)");
+  if ((rc = sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) return rc;
+  RC(cudaMemcpy(so, g->d_out, (size_t)n * sizeof *so, cudaMemcpyDeviceToHost), "cudaMemcpy (samples)");
+  int32_t eos = o->ignore_eos ? -1 : o->eos_id;
+  for (int i = 0; i < n; i++) {
+    rc_seq *q = sq[i];
+    if (so[i].status != SAMPLER_OK)
+      return rl_errf(e, RL_EXIT_FAIL, "rollout (CUDA): prompt %lld sample %lld position %lld: %s logits",
+                     (long long)(qi[i] / G), (long long)(qi[i] % G), (long long)q->n_comp,
+                     so[i].status == SAMPLER_NONFINITE ? "non-finite" : "all -inf");
+    q->ids[q->n_prompt + q->n_comp] = so[i].token;
+    q->logp[q->n_comp++] = (float)so[i].logp;
+    if (eos >= 0 && so[i].token == eos) q->fin = FINISH_EOS;
+    else if (q->n_comp >= o->max_new_tokens) q->fin = FINISH_LENGTH;
+  }
+  return 0;
+}
+
+/* The slot loop of one generate call over N sequences. */
+static int rc_run(rollout_cuda_engine *g, rc_seq *seq, int64_t N, int G, int64_t it, const rollout_opts *o, int rk,
+                  rl_err *e) {
+  model *m = g->m;
+  int S = o->max_slots > 0 && o->max_slots < g->slots ? o->max_slots : g->slots, rc = 0, n;
+  int64_t *slot_seq = rl_xmalloc((size_t)S * 8), next = 0, *qi = rl_xmalloc((size_t)S * 8);
+  rc_seq **sq = rl_xmalloc((size_t)S * sizeof *sq);
+  int32_t *tok = rl_xmalloc((size_t)S * 4), *slot = rl_xmalloc((size_t)S * 4), *pos = rl_xmalloc((size_t)S * 4);
+  sampler_out *so = rl_xmalloc((size_t)S * sizeof *so);
+  sampler_key *keys = rl_xmalloc((size_t)S * sizeof *keys);
+  for (int s = 0; s < S; s++) slot_seq[s] = -1;
+  for (;;) {
+    n = 0; /* admit waiting sequences into free slots, lowest slot first */
+    for (int s = 0; s < S && next < N; s++)
+      if (slot_seq[s] < 0) slot_seq[s] = next, qi[n] = next, sq[n] = &seq[next], slot[n++] = s, next++;
+    if (n && (!(rc = rc_prefill(g, sq, slot, n, rk, e))) && !(rc = rc_sample(g, sq, qi, n, G, it, o, so, keys, e)))
+      for (int i = 0; i < n; i++)
+        if (sq[i]->fin) slot_seq[slot[i]] = -1;
+    if (rc) break;
+    n = 0; /* one decode row per active slot, slot order */
+    for (int s = 0; s < S; s++)
+      if (slot_seq[s] >= 0) {
+        rc_seq *q = &seq[slot_seq[s]];
+        qi[n] = slot_seq[s], sq[n] = q, slot[n] = s;
+        pos[n] = (int32_t)(q->n_prompt + q->n_comp - 1), tok[n++] = q->ids[q->n_prompt + q->n_comp - 1];
+      }
+    if (!n && next >= N) break;
+    if (!n) continue;
+    if ((rc = rc_decode(g, n, tok, slot, pos, e))) break;
+    for (int l = 0; rk && l < m->L; l++) {
+      const int32_t *ids = m->layers[l].moe ? model_cuda_routed_ids(g->da, l) : NULL;
+      for (int i = 0; i < n; i++)
+        for (int j = 0; j < m->topk; j++)
+          sq[i]->routed[(int64_t)pos[i] * rk + (int64_t)l * m->topk + j] = ids ? ids[i * m->topk + j] : -1;
+    }
+    if ((rc = rc_sample(g, sq, qi, n, G, it, o, so, keys, e))) break;
+    for (int i = 0; i < n; i++)
+      if (sq[i]->fin) slot_seq[slot[i]] = -1;
+  }
+  free(slot_seq), free(qi), free(sq), free(tok), free(slot), free(pos), free(so), free(keys);
+  return rc;
+}
+
+int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n_ids,
+                              int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,
+                              rollout_batch *out, rl_err *e) {
+  memset(out, 0, sizeof *out);
+  model *m = g->m;
+  if (n_prompts < 0 || G < 1 || o->max_new_tokens < 1)
+    return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: need n_prompts >= 0, G >= 1, max_new_tokens >= 1");
+  if (o->n_stop > 0)
+    return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: stop strings need a tokenizer; the CUDA engine takes ids only");
+  for (int64_t p = 0; p < n_prompts; p++) {
+    if (n_ids[p] < 1 || n_ids[p] + o->max_new_tokens > g->max_len)
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "rollout_cuda_generate_ids: prompt %lld has %lld tokens; with max_new_tokens %lld it must fit the "
+                     "engine's max_len %lld (make the engine longer)",
+                     (long long)p, (long long)n_ids[p], (long long)o->max_new_tokens, (long long)g->max_len);
+    for (int64_t t = 0; t < n_ids[p]; t++)
+      if (ids[p][t] < 0 || ids[p][t] >= m->V)
+        return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: prompt %lld token %lld = %d is outside [0, %d)",
+                       (long long)p, (long long)t, ids[p][t], m->V);
+  }
+  int rc = rc_views(g, e);
+  if (rc) return rl_err_prefix(e, "rollout_cuda_generate_ids: ");
+  double t0 = rl_now();
+  int rk = m->E > 0 ? m->L * m->topk : 0;
+  int64_t N = n_prompts * G;
+  rc_seq *seq = rl_xcalloc((size_t)(N ? N : 1), sizeof *seq);
+  for (int64_t i = 0; i < N; i++) {
+    rc_seq *q = &seq[i];
+    q->n_prompt = n_ids[i / G];
+    q->ids = rl_xmalloc((size_t)(q->n_prompt + o->max_new_tokens) * 4);
+    memcpy(q->ids, ids[i / G], (size_t)q->n_prompt * 4);
+    q->logp = rl_xmalloc((size_t)o->max_new_tokens * 4);
+    if (rk) {
+      q->routed = rl_xmalloc((size_t)(q->n_prompt + o->max_new_tokens) * rk * 4);
+      for (int64_t j = 0; j < (q->n_prompt + o->max_new_tokens) * rk; j++) q->routed[j] = -1;
+    }
+  }
+  rc = N ? rc_run(g, seq, N, G, iteration, o, rk, e) : 0;
+  if (!rc) rc = model_cuda_sync(e);
+  if (rc) {
+    for (int64_t i = 0; i < N; i++) free(seq[i].ids), free(seq[i].logp), free(seq[i].routed);
+    free(seq);
+    return rl_err_prefix(e, "rollout_cuda_generate_ids: ");
+  }
+  out->iteration = iteration, out->n_prompts = n_prompts, out->group = G, out->n = N;
+  out->route_layers = rk ? m->L : 0, out->route_topk = rk ? m->topk : 0;
+  out->s = rl_xcalloc((size_t)(N ? N : 1), sizeof *out->s);
+  for (int64_t i = 0; i < N; i++) {
+    rc_seq *q = &seq[i];
+    rollout_sample *s = &out->s[i];
+    s->prompt_index = i / G, s->sample_index = i % G, s->data_index = -1;
+    s->prompt_text = rl_xstrdup(""), s->extra_json = rl_xstrdup("{}"), s->completion_text = rl_xstrdup("");
+    s->prompt_ids = rl_xmalloc((size_t)q->n_prompt * 4);
+    memcpy(s->prompt_ids, q->ids, (size_t)q->n_prompt * 4);
+    s->n_prompt = q->n_prompt, s->n_completion = q->n_comp;
+    s->completion_ids = rl_xmalloc((size_t)(q->n_comp ? q->n_comp : 1) * 4);
+    memcpy(s->completion_ids, q->ids + q->n_prompt, (size_t)q->n_comp * 4);
+    s->logp_rollout = q->logp, s->routed = q->routed;
+    s->finish = q->fin, s->stop_index = -1;
+    out->n_generated += q->n_comp;
+    free(q->ids);
+  }
+  free(seq);
+  out->wall_s = rl_now() - t0;
+  return 0;
+}
+
+#else /* ---------------------------------------------------------------- no CUDA */
+
+struct rollout_cuda_engine {
+  int unused;
+};
+
+int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int64_t max_len,
+                            rollout_cuda_engine **out, rl_err *e) {
+  (void)m, (void)policy, (void)slots, (void)max_len;
+  *out = NULL;
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "rollout_cuda_engine_new: this binary was built without CUDA; rebuild with nvcc available or use device: cpu");
+}
+void rollout_cuda_engine_free(rollout_cuda_engine *g) { free(g); }
+int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) { return g ? 0 : -1; }
+int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n_ids,
+                              int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,
+                              rollout_batch *out, rl_err *e) {
+  (void)g, (void)ids, (void)n_ids, (void)n_prompts, (void)G, (void)iteration, (void)o;
+  memset(out, 0, sizeof *out);
+  return rl_errf(e, RL_EXIT_HARDWARE, "rollout_cuda_generate_ids: this binary was built without CUDA");
+}
+#endif
