@@ -43,7 +43,6 @@ static loop_opts run_loop_opts(int quiet) {
 static int run_loop(const char *dir, store *s, const recipe *r, int quiet) {
   rl_err e;
   loop_opts o = run_loop_opts(quiet);
-  loop_install_signals();
   int rc = loop_run(dir, s, r, &o, &e);
   if (rc) {
     fprintf(stderr, "rlrun: %s\n", e.msg);
@@ -91,6 +90,10 @@ int cmd_run(int argc, char **argv) {
            "here, 4 exported inputs differ, 130 interrupted.\n");
     return RL_EXIT_OK;
   }
+  /* From here on SIGINT/SIGTERM only ask the loop to stop at its next step boundary,
+   * also while the run directory is being created (the default action would kill a
+   * half-started run with 143 instead of 130). */
+  loop_install_signals();
   const char *path = NULL, *name = NULL, *runs_dir = "runs";
   char *sets[RUN_MAX_SETS];
   int n_sets = 0, quiet = 0;
@@ -230,6 +233,7 @@ int cmd_resume(int argc, char **argv) {
            "interrupted.\n");
     return RL_EXIT_OK;
   }
+  loop_install_signals(); /* as in cmd_run: a signal from now on stops at a step boundary */
   const char *dir = NULL;
   int allow = 0, quiet = 0;
   for (int i = 1; i < argc; i++) {

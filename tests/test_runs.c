@@ -406,7 +406,9 @@ TEST(runs_sigterm_stops_resumably) {
   snprintf(dir, sizeof dir, "%s/s", harness_tmpdir());
   setup(dir, 100000);
   snprintf(cmd, sizeof cmd,
-           "cd %s && { %s run t.yaml --runs-dir runs --quiet & p=$!; sleep 0.7; kill -TERM $p; wait $p; echo rc=$?; }",
+           "cd %s && { %s run t.yaml --runs-dir runs --quiet & p=$!; i=0; "
+           "while ! ls runs/*/state.db >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+           "sleep 0.3; kill -TERM $p; wait $p; echo rc=$?; }",
            dir, bin());
   harness_run(cmd, out, sizeof out);
   CHECK_CONTAINS(out, "rc=130");

@@ -170,7 +170,7 @@ TEST(runs_lock_refuses_a_second_writer_readers_still_work) {
   snprintf(lr, sizeof lr, "%s/long", harness_tmpdir());
   snprintf(args, sizeof args,
            "{ %s run recipes/sft-demo-cpu.yaml --runs-dir %s --set loop.iterations=100000 --quiet >/dev/null 2>&1 & b=$!; "
-           "i=0; while ! grep -qs \"^$b$\" %s/sft-demo-cpu-*/lock && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
+           "i=0; while ! grep -qs \"^$b$\" %s/sft-demo-cpu-*/lock && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
            "sleep 0.2; %s resume %s/sft-demo-cpu-* --quiet; echo rc=$?; echo \"holder=(pid $b)\"; "
            "%s metrics %s/sft-demo-cpu-* --csv >/dev/null; echo metrics=$?; kill -TERM $b; wait $b; echo first=$?; }",
            sft_bin(), lr, lr, sft_bin(), lr, sft_bin(), lr);
