@@ -1,159 +1,89 @@
 /* gemm_cuda.cu — the CUDA side of gemm.h: cuBLASLt with one cached plan per
  * (device, kind, M, N, K, transposes, output type, flags): matmul descriptor,
  * layouts, chosen algorithm and workspace size are made once and reused.
+ * This file holds the device context, the plan cache, the non-pinned kernels and
+ * the BF16/FP8/MX GEMM paths; choosing pinned algorithms is in gemm_pin_cuda.cu.
  *
  * Row-major C[m][n] = op(A)[m][k]·op(B)[k][n] is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ,
  * so cuBLASLt's "A" is our B and its "B" is our A; Y = X·Wᵀ is the TN case
  * (cuBLASLt A = W, op T; B = X, op N) that block-scaled FP8 requires.
  *
- * Pinned algorithms (gemm_opts.pin_algo): per (N, K, kind, …) family the
- * algorithm cuBLASLt picks for M = GEMM_PIN_M with split-K excluded is the
- * reference (measured bit-identical rows for every M on the H200, FORMATS.md).
- * Smaller batches fall in power-of-two M buckets (≤ 64, ≤ 128, … ≤ 4096); for
- * each, once, cuBLASLt's first no-split-K candidates for the bucket's M are run
- * on random synthetic operands (same K): those whose 1024-row output is bitwise
- * the reference's are timed at the bucket's M with the reference, and the
- * fastest is kept. A row's result thus still does not depend on the batch, while small
- * batches need not run a tile shape made for 8192 rows. Host side is single-threaded: one thread drives the GEMMs.
- *
  * Block-scaled FP8 (and the Blackwell MX kinds): cuBLASLt refuses the
  * descriptor (CUBLAS_STATUS_INVALID_VALUE from the heuristic) while the A/B
  * scale pointers are unset, so every plan's descriptor gets a valid dummy
  * device pointer at creation; the real pointers are set at each call. */
-extern "C" {
-#include "kernels/common.h"
-#include "kernels/device.h"
-}
-#include <cublasLt.h>
-#include <cuda_runtime.h>
-#include <math.h>
-#include <string.h>
+#include "kernels/gemm_cuda_int.h"
 
-#include "kernels/formats.h"
-#include "kernels/gemm.h"
-
-#define GEMM_WS_BYTES ((size_t)32 << 20) /* cuBLASLt workspace per device (Hopper: 32 MiB advised) */
-#define GEMM_PLAN_SLOTS 1024             /* open-addressing table; flushed when 3/4 full */
-#define GEMM_PIN_SLOTS 256
-#define GEMM_PIN_CANDIDATES 8
-#define GEMM_PIN_BUCKETS 8   /* M ≤ 64, ≤ 128, … ≤ 4096, larger (the reference, chosen at GEMM_PIN_M) */
-#define GEMM_PIN_VERIFY_M 1024
-#define GEMM_PIN_VERIFY_N 2048
-#define GEMM_PIN_TRIES 4     /* no-split-K candidates verified and timed per bucket */
-
-/* What a plan multiplies. */
-enum gemm_kind { GK_BF16, GK_FP8_BLOCK, GK_F32, GK_MXFP8, GK_NVFP4 };
-
-/* Everything that makes two plans differ (zero-initialised, compared bytewise). */
-struct gemm_key {
-  int dev, kind, ta, tb, out_f32, accumulate, alpha_dev, pin;
-  int64_t m, n, k;
-};
-
-struct gemm_plan {
-  int used;
-  gemm_key key;
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t la, lb, lc; /* cuBLASLt A (= our B), B (= our A), C = D */
-  cublasLtMatmulAlgo_t algo;
-  size_t ws;
-  int algo_id, splitk, pinned;
-};
-
-struct gemm_pin {
-  int used;
-  gemm_key key;                                /* m = 0 */
-  cublasLtMatmulAlgo_t algo;                   /* the reference, chosen at GEMM_PIN_M */
-  cublasLtMatmulAlgo_t bucket[GEMM_PIN_BUCKETS];
-  int chosen[GEMM_PIN_BUCKETS];                /* 0: not yet, 1: own algorithm, 2: the reference */
-};
-
-/* Scratch buffers per device (padding, layout conversion, dequantized operands;
- * GS_V*: the synthetic operands and outputs of the pin verification). */
-enum { GS_XQ, GS_XS, GS_WS, GS_Y, GS_XD, GS_WD, GS_VX, GS_VW, GS_VS, GS_VY, GS_COUNT };
-
-/* All of this file's state. */
-static struct {
-  int asked, n_devices; /* asked: cudaGetDeviceCount was called */
-  cublasLtHandle_t lt[DEVICE_MAX_GPUS];
-  void *ws[DEVICE_MAX_GPUS];
-  float *consts[DEVICE_MAX_GPUS]; /* device: [0] = 1, [1] = 0, [2] = alpha of the last NVFP4 call */
-  int cc_major[DEVICE_MAX_GPUS], cc_minor[DEVICE_MAX_GPUS];
-  void *scr[DEVICE_MAX_GPUS][GS_COUNT];
-  size_t scr_cap[DEVICE_MAX_GPUS][GS_COUNT];
-  gemm_plan plans[GEMM_PLAN_SLOTS];
-  int n_plans;
-  gemm_pin pins[GEMM_PIN_SLOTS];
-  int n_pins;
-} G;
+/* All of the GEMM state (shared with gemm_pin_cuda.cu through gemm_cuda_int.h). */
+gemm_state gemm_G;
 
 /* ---------------------------------------------------------------- errors */
 
 /* Check a CUDA runtime status; the message names the call. */
-static int cu_ok(cudaError_t st, const char *what, rl_err *e) {
+int cu_ok(cudaError_t st, const char *what, rl_err *e) {
   if (st == cudaSuccess) return 0;
   cudaGetLastError();
   return rl_errf(e, RL_EXIT_FAIL, "gemm: %s failed: %s", what, cudaGetErrorString(st));
 }
 
 /* Check a cuBLASLt status; the message names the call and the status. */
-static int lt_ok(cublasStatus_t st, const char *what, rl_err *e) {
+int lt_ok(cublasStatus_t st, const char *what, rl_err *e) {
   if (st == CUBLAS_STATUS_SUCCESS) return 0;
   return rl_errf(e, RL_EXIT_FAIL, "gemm: cuBLASLt %s failed: %s (%s)", what,
                  cublasLtGetStatusName(st), cublasLtGetStatusString(st));
 }
 
 /* Check the last kernel launch. */
-static int launch_ok(const char *kernel, rl_err *e) { return cu_ok(cudaGetLastError(), kernel, e); }
+int launch_ok(const char *kernel, rl_err *e) { return cu_ok(cudaGetLastError(), kernel, e); }
 
 /* ---------------------------------------------------------------- device context */
 
 /* The current device, its cuBLASLt handle, workspace and constants (made on
  * first use). RL_EXIT_HARDWARE when there is no usable GPU. */
 static int gemm_dev(int *dev, rl_err *e) {
-  if (!G.asked) {
+  if (!gemm_G.asked) {
     int n = 0;
-    G.asked = 1;
+    gemm_G.asked = 1;
     cudaError_t st = cudaGetDeviceCount(&n);
     if (st != cudaSuccess) {
       cudaGetLastError();
-      G.n_devices = 0;
+      gemm_G.n_devices = 0;
       return rl_errf(e, RL_EXIT_HARDWARE, "gemm: no CUDA device (%s); use device: cpu",
                      cudaGetErrorString(st));
     }
-    G.n_devices = n;
+    gemm_G.n_devices = n;
   }
-  if (G.n_devices == 0)
+  if (gemm_G.n_devices == 0)
     return rl_errf(e, RL_EXIT_HARDWARE, "gemm: no CUDA device (the driver reports none); use device: cpu");
   int d = 0;
   if (cu_ok(cudaGetDevice(&d), "cudaGetDevice", e)) return RL_EXIT_FAIL;
   if (d < 0 || d >= DEVICE_MAX_GPUS)
     return rl_errf(e, RL_EXIT_HARDWARE, "gemm: device %d beyond the %d supported", d, DEVICE_MAX_GPUS);
   *dev = d;
-  if (G.lt[d]) return 0;
-  if (cu_ok(cudaDeviceGetAttribute(&G.cc_major[d], cudaDevAttrComputeCapabilityMajor, d),
+  if (gemm_G.lt[d]) return 0;
+  if (cu_ok(cudaDeviceGetAttribute(&gemm_G.cc_major[d], cudaDevAttrComputeCapabilityMajor, d),
             "cudaDeviceGetAttribute", e) ||
-      cu_ok(cudaDeviceGetAttribute(&G.cc_minor[d], cudaDevAttrComputeCapabilityMinor, d),
+      cu_ok(cudaDeviceGetAttribute(&gemm_G.cc_minor[d], cudaDevAttrComputeCapabilityMinor, d),
             "cudaDeviceGetAttribute", e) ||
-      (!G.ws[d] && cu_ok(cudaMalloc(&G.ws[d], GEMM_WS_BYTES), "cudaMalloc of the cuBLASLt workspace", e)) ||
-      (!G.consts[d] && cu_ok(cudaMalloc((void **)&G.consts[d], 4 * sizeof(float)), "cudaMalloc of constants", e)))
+      (!gemm_G.ws[d] && cu_ok(cudaMalloc(&gemm_G.ws[d], GEMM_WS_BYTES), "cudaMalloc of the cuBLASLt workspace", e)) ||
+      (!gemm_G.consts[d] && cu_ok(cudaMalloc((void **)&gemm_G.consts[d], 4 * sizeof(float)), "cudaMalloc of constants", e)))
     return RL_EXIT_FAIL;
   const float c[4] = {1.0f, 0.0f, 1.0f, 0.0f};
-  if (cu_ok(cudaMemcpy(G.consts[d], c, sizeof c, cudaMemcpyHostToDevice), "cudaMemcpy of constants", e))
+  if (cu_ok(cudaMemcpy(gemm_G.consts[d], c, sizeof c, cudaMemcpyHostToDevice), "cudaMemcpy of constants", e))
     return RL_EXIT_FAIL;
-  return lt_ok(cublasLtCreate(&G.lt[d]), "cublasLtCreate", e);
+  return lt_ok(cublasLtCreate(&gemm_G.lt[d]), "cublasLtCreate", e);
 }
 
 /* Device scratch slot `slot` of at least `bytes` (grown on demand, reused). */
-static void *gemm_scratch(int dev, int slot, size_t bytes, rl_err *e) {
+void *gemm_scratch(int dev, int slot, size_t bytes, rl_err *e) {
   if (bytes == 0) bytes = 16;
-  if (G.scr_cap[dev][slot] >= bytes) return G.scr[dev][slot];
-  if (G.scr[dev][slot] && cu_ok(cudaFree(G.scr[dev][slot]), "cudaFree of scratch", e)) return NULL;
-  G.scr[dev][slot] = NULL, G.scr_cap[dev][slot] = 0;
+  if (gemm_G.scr_cap[dev][slot] >= bytes) return gemm_G.scr[dev][slot];
+  if (gemm_G.scr[dev][slot] && cu_ok(cudaFree(gemm_G.scr[dev][slot]), "cudaFree of scratch", e)) return NULL;
+  gemm_G.scr[dev][slot] = NULL, gemm_G.scr_cap[dev][slot] = 0;
   size_t cap = bytes + bytes / 4;
-  if (cu_ok(cudaMalloc(&G.scr[dev][slot], cap), "cudaMalloc of GEMM scratch", e)) return NULL;
-  G.scr_cap[dev][slot] = cap;
-  return G.scr[dev][slot];
+  if (cu_ok(cudaMalloc(&gemm_G.scr[dev][slot], cap), "cudaMalloc of GEMM scratch", e)) return NULL;
+  gemm_G.scr_cap[dev][slot] = cap;
+  return gemm_G.scr[dev][slot];
 }
 
 /* ---------------------------------------------------------------- kernels */
@@ -184,28 +114,9 @@ __global__ void gemm_f32_to_bf16_kernel(const float *in, uint16_t *out, int64_t 
 /* *out = *a × *b (NVFP4: alpha = S_dec(x) · S_dec(w), read where the quantizer wrote it). */
 __global__ void gemm_alpha_kernel(const float *a, const float *b, float *out) { *out = qf_mul(*a, *b); }
 
-/* Synthetic operands of the pin verification, element i of n: what = 0 BF16 in
- * [-1, 1), 1 finite E4M3 bytes (all magnitudes), 2 FP32 ones (scales). */
-__global__ void gemm_fill_kernel(uint8_t *p, int64_t n, int what, uint32_t seed) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ (uint32_t)(i >> 32) ^ seed * 0x9e3779b9u;
-    h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
-    if (what == 0) ((uint16_t *)p)[i] = fmt_bf16_from_f32((float)(h >> 8) * 0x1p-23f - 1.0f);
-    else if (what == 1) p[i] = (uint8_t)((h >> 24 & 0x7F) == 0x7F ? (h >> 24) ^ 1 : h >> 24);
-    else ((float *)p)[i] = 1.0f;
-  }
-}
-
-/* *diff = 1 when the n words of a and b differ anywhere. */
-__global__ void gemm_cmp_kernel(const uint32_t *a, const uint32_t *b, int64_t n, int *diff) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-       i += (int64_t)gridDim.x * blockDim.x)
-    if (a[i] != b[i]) *diff = 1;
-}
 
 /* Grid for an elementwise kernel over n elements. */
-static unsigned gemm_grid(int64_t n) {
+unsigned gemm_grid(int64_t n) {
   int64_t b = (n + 255) / 256;
   return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
 }
@@ -248,8 +159,8 @@ static const char *kind_name(int kind) {
 }
 
 /* The three layouts of key k with m rows of our A (la: our B; lb: our A; lc: C/D). */
-static int plan_layouts(const gemm_key *k, int64_t m, cublasLtMatrixLayout_t *la,
-                        cublasLtMatrixLayout_t *lb, cublasLtMatrixLayout_t *lc, rl_err *e) {
+int plan_layouts(const gemm_key *k, int64_t m, cublasLtMatrixLayout_t *la,
+                 cublasLtMatrixLayout_t *lb, cublasLtMatrixLayout_t *lc, rl_err *e) {
   cudaDataType_t ab = kind_ab_type(k->kind);
   cudaDataType_t cd = (k->out_f32 || k->accumulate || k->kind == GK_F32) ? CUDA_R_32F : CUDA_R_16BF;
   uint64_t ar = k->tb ? k->k : k->n, ac = k->tb ? k->n : k->k;
@@ -287,7 +198,7 @@ static int plan_desc(const gemm_key *k, cublasLtMatmulDesc_t *d, rl_err *e) {
   if (!rc && mb >= 0)
     rc = lt_ok(cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mb, sizeof mb), "set B_SCALE_MODE", e);
   if (!rc && ma >= 0) { /* block scaling: no algorithm at all while the scale pointers are NULL */
-    const void *dummy = G.consts[k->dev]; /* 16-byte aligned; replaced at every call (plan_run) */
+    const void *dummy = gemm_G.consts[k->dev]; /* 16-byte aligned; replaced at every call (plan_run) */
     rc = lt_ok(cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy), "set A_SCALE_POINTER", e);
     if (!rc)
       rc = lt_ok(cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy), "set B_SCALE_POINTER", e);
@@ -302,10 +213,10 @@ static int plan_desc(const gemm_key *k, cublasLtMatmulDesc_t *d, rl_err *e) {
 
 /* Heuristic choice for (desc, layouts): the nth (0-based) candidate that fits
  * the workspace (and, when no_splitk, has SPLITK_NUM = 1). */
-static int plan_heuristic(int dev, const gemm_key *k, cublasLtMatmulDesc_t desc,
-                          cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-                          cublasLtMatrixLayout_t lc, int no_splitk, int nth, int64_t m,
-                          cublasLtMatmulAlgo_t *algo, size_t *ws, rl_err *e) {
+int plan_heuristic(int dev, const gemm_key *k, cublasLtMatmulDesc_t desc,
+                   cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                   cublasLtMatrixLayout_t lc, int no_splitk, int nth, int64_t m,
+                   cublasLtMatmulAlgo_t *algo, size_t *ws, rl_err *e) {
   cublasLtMatmulPreference_t pref;
   if (lt_ok(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate", e)) return RL_EXIT_FAIL;
   size_t wsmax = GEMM_WS_BYTES;
@@ -317,7 +228,7 @@ static int plan_heuristic(int dev, const gemm_key *k, cublasLtMatmulDesc_t desc,
   int got = 0;
   cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
   if (!rc) /* one candidate unless filtering: exactly what a bare cuBLASLt caller gets */
-    st = cublasLtMatmulAlgoGetHeuristic(G.lt[dev], desc, la, lb, lc, lc, pref,
+    st = cublasLtMatmulAlgoGetHeuristic(gemm_G.lt[dev], desc, la, lb, lc, lc, pref,
                                         no_splitk || nth ? GEMM_PIN_CANDIDATES : 1, res, &got);
   cublasLtMatmulPreferenceDestroy(pref);
   if (rc) return rc;
@@ -336,187 +247,8 @@ static int plan_heuristic(int dev, const gemm_key *k, cublasLtMatmulDesc_t desc,
                  "gemm: cuBLASLt has no %s algorithm for m=%lld n=%lld k=%lld (ta=%d tb=%d%s) on "
                  "sm_%d%d (%s)",
                  kind_name(k->kind), (long long)m, (long long)k->n, (long long)k->k, k->ta, k->tb,
-                 no_splitk ? ", no split-K" : "", G.cc_major[dev], G.cc_minor[dev],
+                 no_splitk ? ", no split-K" : "", gemm_G.cc_major[dev], gemm_G.cc_minor[dev],
                  st == CUBLAS_STATUS_SUCCESS ? "no candidate" : cublasLtGetStatusName(st));
-}
-
-/* Pin bucket of a batch of m rows; the last one runs the reference algorithm. */
-static int pin_bucket(int64_t m) {
-  int b = 0;
-  while (b < GEMM_PIN_BUCKETS - 1 && m > ((int64_t)64 << b)) b++;
-  return b;
-}
-static const int64_t pin_bucket_m[GEMM_PIN_BUCKETS] = {64, 128, 256, 512, 1024, 2048, 4096, GEMM_PIN_M};
-
-/* Synthetic operands for choosing a bucket's algorithm (k's kind, same K):
- * x [mx][K], w [nt][K] random (mx ≥ every M run on them), FP32 ones as scales,
- * and an output area of ysz bytes followed by an int flag. Stream 0, synchronous. */
-typedef struct pin_synth { uint8_t *x, *w, *y; float *sc; int *flag; int64_t nt, mx; } pin_synth;
-static int pin_synth_make(const gemm_key *k, size_t ysz, pin_synth *ps, rl_err *e) {
-  int dev = k->dev, fp8 = k->kind == GK_FP8_BLOCK;
-  int64_t M = ps->mx, K = k->k, kb = quant_cdiv(K, 128), nt = ps->nt;
-  size_t esz = fp8 ? 1 : 2;
-  int64_t nsc = quant_cdiv(nt, 128) * quant_roundup(kb, 4);
-  if (nsc < kb * M) nsc = kb * M;
-  ps->x = (uint8_t *)gemm_scratch(dev, GS_VX, (size_t)(M * K) * esz, e);
-  ps->w = ps->x ? (uint8_t *)gemm_scratch(dev, GS_VW, (size_t)(nt * K) * esz, e) : NULL;
-  ps->sc = ps->w ? (float *)gemm_scratch(dev, GS_VS, (size_t)nsc * 4, e) : NULL;
-  ps->y = ps->sc ? (uint8_t *)gemm_scratch(dev, GS_VY, ysz + 16, e) : NULL;
-  if (!ps->y) return RL_EXIT_FAIL;
-  ps->flag = (int *)(ps->y + ysz);
-  gemm_fill_kernel<<<gemm_grid(M * K), 256>>>(ps->x, M * K, fp8, 1u);
-  gemm_fill_kernel<<<gemm_grid(nt * K), 256>>>(ps->w, nt * K, fp8, 2u);
-  gemm_fill_kernel<<<gemm_grid(nsc), 256>>>((uint8_t *)ps->sc, nsc, 2, 0u);
-  if (launch_ok("gemm_fill_kernel", e)) return RL_EXIT_FAIL;
-  return 0;
-}
-
-/* Run algo on the synthetic operands: m rows, n rows of w, output at y; the
- * scale pointers of desc are pointed at the ones. */
-static int pin_run(const gemm_key *k, cublasLtMatmulDesc_t desc, const cublasLtMatmulAlgo_t *algo, const pin_synth *ps,
-                   int64_t m, int64_t n, void *y, int reps, rl_err *e) {
-  gemm_key vk = *k;
-  vk.n = n;
-  cublasLtMatrixLayout_t la, lb, lc;
-  if (plan_layouts(&vk, m, &la, &lb, &lc, e)) return RL_EXIT_FAIL;
-  cublasLtMatmulHeuristicResult_t r;
-  memset(&r, 0, sizeof r);
-  int rc = 0, dev = k->dev;
-  if (cublasLtMatmulAlgoCheck(G.lt[dev], desc, la, lb, lc, lc, algo, &r) != CUBLAS_STATUS_SUCCESS ||
-      r.workspaceSize > GEMM_WS_BYTES)
-    rc = -1; /* does not run at this shape */
-  if (!rc && k->kind == GK_FP8_BLOCK &&
-      (lt_ok(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &ps->sc, sizeof ps->sc), "set A_SCALE_POINTER", e) ||
-       lt_ok(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &ps->sc, sizeof ps->sc), "set B_SCALE_POINTER", e)))
-    rc = RL_EXIT_FAIL;
-  const float one = 1.0f, zero = 0.0f;
-  const void *al = k->alpha_dev ? (const void *)G.consts[dev] : &one, *be = k->alpha_dev ? (const void *)(G.consts[dev] + 1) : &zero;
-  for (int i = 0; i < reps && !rc; i++)
-    rc = lt_ok(cublasLtMatmul(G.lt[dev], desc, al, ps->w, la, ps->x, lb, be, y, lc, y, lc, algo, G.ws[dev],
-                              r.workspaceSize, 0), "Matmul (pin choice)", e);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  return rc;
-}
-
-/* *same = 1 when cand gives bitwise ref's output on GEMM_PIN_VERIFY_M synthetic
- * rows (N capped at GEMM_PIN_VERIFY_N: the per-element order does not depend on N). */
-static int pin_verify(const gemm_key *k, cublasLtMatmulDesc_t desc, const cublasLtMatmulAlgo_t *ref,
-                      const cublasLtMatmulAlgo_t *cand, const pin_synth *ps, int *same, rl_err *e) {
-  int64_t n = k->n < GEMM_PIN_VERIFY_N ? k->n : GEMM_PIN_VERIFY_N;
-  size_t ysz = (size_t)(GEMM_PIN_VERIFY_M * n) * (k->out_f32 ? 4 : 2);
-  int diff = 1;
-  *same = 0;
-  int rc = cu_ok(cudaMemset(ps->flag, 0, sizeof(int)), "cudaMemset (pin check)", e) ? RL_EXIT_FAIL : 0;
-  if (!rc) rc = pin_run(k, desc, ref, ps, GEMM_PIN_VERIFY_M, n, ps->y, 1, e);
-  if (!rc) rc = pin_run(k, desc, cand, ps, GEMM_PIN_VERIFY_M, n, ps->y + ysz, 1, e);
-  if (rc < 0) return 0;
-  if (rc) return rc;
-  gemm_cmp_kernel<<<gemm_grid((int64_t)(ysz / 4)), 256>>>((const uint32_t *)ps->y, (const uint32_t *)(ps->y + ysz), (int64_t)(ysz / 4), ps->flag);
-  if (launch_ok("gemm_cmp_kernel", e) || cu_ok(cudaMemcpy(&diff, ps->flag, sizeof diff, cudaMemcpyDeviceToHost), "cudaMemcpy (pin check)", e))
-    return RL_EXIT_FAIL;
-  *same = !diff;
-  return 0;
-}
-
-/* Choose the algorithm of bucket b of family pin p: among the reference and
- * cuBLASLt's no-split-K candidates for the bucket's M that give bitwise the
- * reference's output (pin_verify), the fastest at that M: the contenders are
- * timed interleaved, 5 rounds of 20 calls each, best round kept. */
-static int pin_choose(gemm_pin *p, const gemm_key *k, cublasLtMatmulDesc_t desc, int b, rl_err *e) {
-  p->chosen[b] = 2;
-  if (k->kind != GK_BF16 && k->kind != GK_FP8_BLOCK) return 0; /* others: the reference only */
-  int64_t mb = pin_bucket_m[b];
-  pin_synth ps;
-  memset(&ps, 0, sizeof ps);
-  ps.nt = k->n < 16384 ? k->n : 16384; /* timing N (lm_head-sized N: capped) */
-  ps.mx = mb > GEMM_PIN_VERIFY_M ? mb : GEMM_PIN_VERIFY_M;
-  int64_t nv = k->n < GEMM_PIN_VERIFY_N ? k->n : GEMM_PIN_VERIFY_N;
-  size_t osz = k->out_f32 ? 4 : 2, ysz = (size_t)(2 * GEMM_PIN_VERIFY_M * nv) * osz;
-  if ((size_t)(mb * ps.nt) * osz > ysz) ysz = (size_t)(mb * ps.nt) * osz;
-  cublasLtMatmulAlgo_t al[GEMM_PIN_TRIES + 1];
-  int n = 1;
-  al[0] = p->algo;
-  int rc = pin_synth_make(k, ysz, &ps, e);
-  cublasLtMatrixLayout_t la, lb, lc;
-  if (rc || plan_layouts(k, mb, &la, &lb, &lc, e)) return rc ? rc : RL_EXIT_FAIL;
-  for (int i = 0; i < GEMM_PIN_TRIES && !rc; i++) {
-    size_t ws;
-    rl_err ignore;
-    int same = 0;
-    if (plan_heuristic(k->dev, k, desc, la, lb, lc, 1, i, mb, &al[n], &ws, &ignore)) break;
-    if (!memcmp(&al[n], &p->algo, sizeof al[n])) continue;
-    rc = pin_verify(k, desc, &p->algo, &al[n], &ps, &same, e);
-    if (!rc && same) n++;
-  }
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(lc);
-  if (rc || n == 1) return rc;
-  float best[GEMM_PIN_TRIES + 1];
-  cudaEvent_t ev[2] = {NULL, NULL};
-  if (cu_ok(cudaEventCreate(&ev[0]), "cudaEventCreate", e) || cu_ok(cudaEventCreate(&ev[1]), "cudaEventCreate", e))
-    rc = RL_EXIT_FAIL;
-  for (int i = 0; i < n && !rc; i++) {
-    best[i] = INFINITY;
-    int r = pin_run(k, desc, &al[i], &ps, mb, ps.nt, ps.y, 3, e); /* warm-up; -1: does not run at mb */
-    if (r > 0) rc = r;
-    if (r < 0) best[i] = -1.0f;
-  }
-  for (int round = 0; round < 5 && !rc; round++)
-    for (int i = 0; i < n && !rc; i++) {
-      float ms = 0;
-      if (best[i] < 0) continue;
-      if (cu_ok(cudaEventRecord(ev[0], 0), "cudaEventRecord", e) || pin_run(k, desc, &al[i], &ps, mb, ps.nt, ps.y, 20, e) ||
-          cu_ok(cudaEventRecord(ev[1], 0), "cudaEventRecord", e) || cu_ok(cudaEventSynchronize(ev[1]), "cudaEventSynchronize", e) ||
-          cu_ok(cudaEventElapsedTime(&ms, ev[0], ev[1]), "cudaEventElapsedTime", e))
-        rc = RL_EXIT_FAIL;
-      else if (ms < best[i])
-        best[i] = ms;
-    }
-  for (int i = 0; i < 2; i++)
-    if (ev[i]) cudaEventDestroy(ev[i]);
-  int win = 0;
-  for (int i = 1; i < n; i++)
-    if (best[i] >= 0 && (best[win] < 0 || best[i] < best[win])) win = i;
-  if (!rc && win > 0) p->bucket[b] = al[win], p->chosen[b] = 1;
-  return rc;
-}
-
-/* The pinned algorithm for k: its family's (k with m = 0) reference, chosen
- * once at GEMM_PIN_M without split-K (*ref), and the one of k->m's bucket (*algo). */
-static int plan_pinned_algo(const gemm_key *k, cublasLtMatmulDesc_t desc, cublasLtMatmulAlgo_t *algo,
-                            cublasLtMatmulAlgo_t *ref, rl_err *e) {
-  gemm_key fk = *k;
-  fk.m = 0;
-  gemm_pin *p = NULL;
-  for (int i = 0; i < G.n_pins && !p; i++)
-    if (!memcmp(&G.pins[i].key, &fk, sizeof fk)) p = &G.pins[i];
-  if (!p) {
-    if (G.n_pins == GEMM_PIN_SLOTS)
-      return rl_errf(e, RL_EXIT_FAIL, "gemm: more than %d pinned GEMM families", GEMM_PIN_SLOTS);
-    cublasLtMatrixLayout_t la, lb, lc;
-    if (plan_layouts(k, GEMM_PIN_M, &la, &lb, &lc, e)) return RL_EXIT_FAIL;
-    size_t ws;
-    int rc = plan_heuristic(k->dev, k, desc, la, lb, lc, 1, 0, GEMM_PIN_M, ref, &ws, e);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(lc);
-    if (rc) return rc;
-    p = &G.pins[G.n_pins++];
-    memset(p, 0, sizeof *p);
-    p->used = 1, p->key = fk, p->algo = *ref;
-    p->chosen[GEMM_PIN_BUCKETS - 1] = 2;
-  }
-  *ref = p->algo;
-  int b = pin_bucket(k->m);
-  if (!p->chosen[b]) {
-    int rc = pin_choose(p, k, desc, b, e);
-    if (rc) return rc;
-  }
-  *algo = p->chosen[b] == 1 ? p->bucket[b] : p->algo;
-  return 0;
 }
 
 /* Build plan p for key k. */
@@ -536,11 +268,11 @@ static int plan_build(gemm_plan *p, const gemm_key *k, rl_err *e) {
     if (!rc) {
       cublasLtMatmulHeuristicResult_t res;
       memset(&res, 0, sizeof res);
-      cublasStatus_t st = cublasLtMatmulAlgoCheck(G.lt[k->dev], p->desc, p->la, p->lb, p->lc, p->lc, &p->algo, &res);
+      cublasStatus_t st = cublasLtMatmulAlgoCheck(gemm_G.lt[k->dev], p->desc, p->la, p->lb, p->lc, p->lc, &p->algo, &res);
       if ((st != CUBLAS_STATUS_SUCCESS || res.workspaceSize > GEMM_WS_BYTES) && memcmp(&ref, &p->algo, sizeof ref)) {
         p->algo = ref; /* the bucket's algorithm does not run at this M: the reference (same bits) */
         memset(&res, 0, sizeof res);
-        st = cublasLtMatmulAlgoCheck(G.lt[k->dev], p->desc, p->la, p->lb, p->lc, p->lc, &p->algo, &res);
+        st = cublasLtMatmulAlgoCheck(gemm_G.lt[k->dev], p->desc, p->la, p->lb, p->lc, p->lc, &p->algo, &res);
       }
       if (st != CUBLAS_STATUS_SUCCESS || res.workspaceSize > GEMM_WS_BYTES)
         rc = rl_errf(e, RL_EXIT_HARDWARE,
@@ -570,19 +302,19 @@ static int plan_build(gemm_plan *p, const gemm_key *k, rl_err *e) {
 static int plan_get(const gemm_key *k, gemm_plan **out, rl_err *e) {
   uint64_t h = key_hash(k);
   for (int probe = 0; probe < GEMM_PLAN_SLOTS; probe++) {
-    gemm_plan *p = &G.plans[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
+    gemm_plan *p = &gemm_G.plans[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
     if (!p->used) break;
     if (!memcmp(&p->key, k, sizeof *k)) return *out = p, 0;
   }
-  if (G.n_plans >= GEMM_PLAN_SLOTS * 3 / 4) { /* many shapes: start over (pins are kept) */
-    for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&G.plans[i]);
-    G.n_plans = 0;
+  if (gemm_G.n_plans >= GEMM_PLAN_SLOTS * 3 / 4) { /* many shapes: start over (pins are kept) */
+    for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&gemm_G.plans[i]);
+    gemm_G.n_plans = 0;
   }
-  gemm_plan *p = &G.plans[h & (GEMM_PLAN_SLOTS - 1)];
-  for (int probe = 1; p->used; probe++) p = &G.plans[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
+  gemm_plan *p = &gemm_G.plans[h & (GEMM_PLAN_SLOTS - 1)];
+  for (int probe = 1; p->used; probe++) p = &gemm_G.plans[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
   int rc = plan_build(p, k, e);
   if (rc) return rc;
-  G.n_plans++;
+  gemm_G.n_plans++;
   return *out = p, 0;
 }
 
@@ -595,8 +327,8 @@ static int plan_run(gemm_plan *p, const void *alpha, const void *beta, const voi
     return RL_EXIT_FAIL;
   if (sa && lt_ok(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa, sizeof sa), "set B_SCALE_POINTER", e))
     return RL_EXIT_FAIL;
-  cublasStatus_t st = cublasLtMatmul(G.lt[dev], p->desc, alpha, b, p->la, a, p->lb, beta, c, p->lc,
-                                     c, p->lc, &p->algo, G.ws[dev], p->ws, s);
+  cublasStatus_t st = cublasLtMatmul(gemm_G.lt[dev], p->desc, alpha, b, p->la, a, p->lb, beta, c, p->lc,
+                                     c, p->lc, &p->algo, gemm_G.ws[dev], p->ws, s);
   if (st != CUBLAS_STATUS_SUCCESS)
     return rl_errf(e, RL_EXIT_FAIL, "gemm: cublasLtMatmul (%s, m=%lld n=%lld k=%lld) failed: %s",
                    kind_name(p->key.kind), (long long)p->key.m, (long long)p->key.n,
@@ -751,7 +483,7 @@ static int gemm_emulated(int dev, void *y, const qtensor *x, const qtensor *w, c
   uint16_t *wd = xd ? (uint16_t *)gemm_scratch(dev, GS_WD, (size_t)(N * K) * 2, e) : NULL;
   if (!wd) return RL_EXIT_FAIL;
   int is4 = x->fmt == QFMT_NVFP4;
-  const float *one_dev = G.consts[dev];
+  const float *one_dev = gemm_G.consts[dev];
   rl_err_clear(e);
   int qs = is4 ? dequant_nvfp4_cuda((const uint8_t *)x->data, (const uint8_t *)x->scales, one_dev, M, K, NULL, xd, o->stream, e)
                : dequant_mxfp8_cuda((const uint8_t *)x->data, (const uint8_t *)x->scales, M, K, NULL, xd, o->stream, e);
@@ -771,9 +503,9 @@ static int gemm_emulated(int dev, void *y, const qtensor *x, const qtensor *w, c
   if (rc) return rc;
   const float one = 1.0f, zero = 0.0f;
   if (is4) {
-    gemm_alpha_kernel<<<1, 1, 0, s>>>(x->d_s_dec, w->d_s_dec, G.consts[dev] + 2);
+    gemm_alpha_kernel<<<1, 1, 0, s>>>(x->d_s_dec, w->d_s_dec, gemm_G.consts[dev] + 2);
     if (launch_ok("gemm_alpha_kernel", e)) return RL_EXIT_FAIL;
-    rc = plan_run(p, G.consts[dev] + 2, G.consts[dev] + 1, xd, wd, y, NULL, NULL, s, e);
+    rc = plan_run(p, gemm_G.consts[dev] + 2, gemm_G.consts[dev] + 1, xd, wd, y, NULL, NULL, s, e);
   } else {
     rc = plan_run(p, &one, &zero, xd, wd, y, NULL, NULL, s, e);
   }
@@ -811,9 +543,9 @@ static int gemm_mx_native(int dev, void *y, const qtensor *x, const qtensor *w, 
   cudaStream_t s = (cudaStream_t)o->stream;
   const float one = 1.0f, zero = 0.0f;
   if (is4) {
-    gemm_alpha_kernel<<<1, 1, 0, s>>>(x->d_s_dec, w->d_s_dec, G.consts[dev] + 2);
+    gemm_alpha_kernel<<<1, 1, 0, s>>>(x->d_s_dec, w->d_s_dec, gemm_G.consts[dev] + 2);
     if (launch_ok("gemm_alpha_kernel", e)) return RL_EXIT_FAIL;
-    rc = plan_run(p, G.consts[dev] + 2, G.consts[dev] + 1, x->data, w->data, y, xs, ws, s, e);
+    rc = plan_run(p, gemm_G.consts[dev] + 2, gemm_G.consts[dev] + 1, x->data, w->data, y, xs, ws, s, e);
   } else {
     rc = plan_run(p, &one, &zero, x->data, w->data, y, xs, ws, s, e);
   }
@@ -853,20 +585,20 @@ extern "C" int gemm_q_cuda(void *y, const qtensor *x, const qtensor *w, const ge
       return 0;
     }
     case QFMT_FP8_BLOCK:
-      if (G.cc_major[dev] < 9)
+      if (gemm_G.cc_major[dev] < 9)
         return rl_errf(e, RL_EXIT_HARDWARE, "gemm: fp8-block GEMMs need Hopper or newer (sm_90+); this GPU is sm_%d%d",
-                       G.cc_major[dev], G.cc_minor[dev]);
+                       gemm_G.cc_major[dev], gemm_G.cc_minor[dev]);
       if (K % 16 || N % 8) return gemm_fp8_dequant_f32(dev, y, x, w, &o, info, e);
       return gemm_fp8_native(dev, y, x, w, &o, info, e);
     case QFMT_MXFP8:
     case QFMT_NVFP4:
-      if (G.cc_major[dev] >= 10) return gemm_mx_native(dev, y, x, w, &o, info, e);
+      if (gemm_G.cc_major[dev] >= 10) return gemm_mx_native(dev, y, x, w, &o, info, e);
       if (o.emulate) return gemm_emulated(dev, y, x, w, &o, info, e);
       return rl_errf(e, RL_EXIT_HARDWARE,
                      "gemm: %s GEMMs are native only on Blackwell (sm_100+); this GPU is sm_%d%d. "
                      "Set emulate: true in the precision section for the exact emulation "
                      "(quantize → dequantize to BF16 → BF16 GEMM; results are labelled emulated)",
-                     qtensor_format_name(x->fmt), G.cc_major[dev], G.cc_minor[dev]);
+                     qtensor_format_name(x->fmt), gemm_G.cc_major[dev], gemm_G.cc_minor[dev]);
   }
   return rl_errf(e, RL_EXIT_USAGE, "gemm: unknown format %d", (int)x->fmt);
 }
@@ -875,19 +607,19 @@ extern "C" int gemm_q_cuda(void *y, const qtensor *x, const qtensor *w, const ge
 
 extern "C" int gemm_cuda_device(int *dev, rl_err *e) { return gemm_dev(dev, e); }
 
-extern "C" int gemm_cuda_plan_count(void) { return G.n_plans; }
+extern "C" int gemm_cuda_plan_count(void) { return gemm_G.n_plans; }
 
 extern "C" void gemm_cuda_release(void) {
-  for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&G.plans[i]);
-  G.n_plans = 0;
-  memset(G.pins, 0, sizeof G.pins);
-  G.n_pins = 0;
+  for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&gemm_G.plans[i]);
+  gemm_G.n_plans = 0;
+  memset(gemm_G.pins, 0, sizeof gemm_G.pins);
+  gemm_G.n_pins = 0;
   /* teardown is best effort: a failing free leaves nothing to undo */
   for (int d = 0; d < DEVICE_MAX_GPUS; d++) {
     for (int s = 0; s < GS_COUNT; s++)
-      if (G.scr[d][s]) cudaFree(G.scr[d][s]), G.scr[d][s] = NULL, G.scr_cap[d][s] = 0;
-    if (G.ws[d]) cudaFree(G.ws[d]), G.ws[d] = NULL;
-    if (G.consts[d]) cudaFree(G.consts[d]), G.consts[d] = NULL;
-    if (G.lt[d]) cublasLtDestroy(G.lt[d]), G.lt[d] = NULL;
+      if (gemm_G.scr[d][s]) cudaFree(gemm_G.scr[d][s]), gemm_G.scr[d][s] = NULL, gemm_G.scr_cap[d][s] = 0;
+    if (gemm_G.ws[d]) cudaFree(gemm_G.ws[d]), gemm_G.ws[d] = NULL;
+    if (gemm_G.consts[d]) cudaFree(gemm_G.consts[d]), gemm_G.consts[d] = NULL;
+    if (gemm_G.lt[d]) cublasLtDestroy(gemm_G.lt[d]), gemm_G.lt[d] = NULL;
   }
 }
