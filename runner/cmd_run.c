@@ -16,17 +16,22 @@
 
 #define RUN_MAX_SETS 64
 
-/* Refuse what this build cannot run (the model runs on the CPU only so far). */
+/* Refuse what this machine or build cannot run: a GPU recipe needs a GPU
+ * and a CUDA build (the run loop then uses the CUDA backends, runner/loop_gpu.c). */
 static int run_check_hardware(recipe *r, rl_err *e) {
   hw_target t;
   int emulated = 0;
   hw_target_detect(&t);
+  if (r->device == DEVICE_CUDA && t.cls == HW_CPU)
+    return rl_errf(e, RL_EXIT_HARDWARE, "%s: no GPU found (%s), but the recipe says device: cuda; "
+                   "set `device: cpu` (or --set device=cpu) to run the CPU reference",
+                   r->file ? r->file : "recipe", t.note[0] ? t.note : "this machine has none");
   int rc = recipe_check_hardware(r, &t, &emulated, e);
   if (rc) return rc;
-  if (recipe_run_class(r, &t) != HW_CPU)
+  if (recipe_run_class(r, &t) != HW_CPU && !RLRUN_CUDA)
     return rl_errf(e, RL_EXIT_HARDWARE,
-                   "%s: this recipe would run on the GPU (%s), but the CUDA model path is not built yet; "
-                   "set `device: cpu` (or --set device=cpu) to run the CPU reference",
+                   "%s: this recipe would run on the GPU (%s), but this binary was built without CUDA; "
+                   "rebuild with nvcc available, or set `device: cpu` (or --set device=cpu) to run the CPU reference",
                    r->file ? r->file : "recipe", t.name);
   return 0;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lua/host.h"
+#include "model/model_cuda.h"
 #include "runner/loop_int.h"
 #include "stages/prompts.h"
 #include "stages/sync.h"
@@ -58,6 +59,8 @@ typedef struct loop_ctx {
   model *m;
   char *config_json;
   rollout_engine *eng;
+  int gpu;      /* the run class is a GPU: CUDA model, rollout engine and trainer */
+  loop_gpu geng;
   trainer *tr;
   quant_policy ro_pol, tr_pol;
   rollout_opts ro;
@@ -167,8 +170,10 @@ static int loop_open(loop_ctx *c, rl_err *e) {
     return rl_errf(e, RL_EXIT_USAGE, "reward.script is required for train.algorithm other than sft");
   }
   if (loop_model_build(r, c->tok, &c->m, &c->config_json, e)) return e->code;
+  c->gpu = loop_gpu_wanted(r);
+  if (c->gpu && model_cuda_init(c->m, e)) return e->code; /* sync, rollout and train then use m->cu */
   if (loop_sync_weights(c, NULL, e)) return e->code;
-  if (rollout_engine_new(c->m, &c->ro_pol, c->tok, NULL, &c->eng, e)) return e->code;
+  if (!c->gpu && rollout_engine_new(c->m, &c->ro_pol, c->tok, NULL, &c->eng, e)) return e->code;
   rollout_opts_default(&c->ro);
   c->ro.seed = (uint64_t)r->seed;
   c->ro.temperature = r->rollout.temperature;
@@ -202,6 +207,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   to.temperature = r->rollout.temperature;
   to.r3 = r->train.algorithm == ALGO_SFT ? 0 : r->train.r3; /* sft: no rollout routing to replay */
   to.microbatch = r->train.microbatch;
+  to.device = c->gpu ? TRAIN_DEVICE_CUDA : TRAIN_DEVICE_CPU;
   if (trainer_new(c->m, &to, &c->tr, e)) return e->code;
   return 0;
 }
@@ -209,6 +215,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
 static void loop_close(loop_ctx *c) {
   if (c->tr) trainer_free(c->tr);
   if (c->eng) rollout_engine_free(c->eng);
+  loop_gpu_free(&c->geng);
   if (c->m) model_free(c->m);
   if (c->lua) luahost_close(c->lua);
   if (c->src) prompts_close(c->src);
@@ -311,7 +318,10 @@ static int loop_rollout(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
   }
   prompt_item *items = NULL;
   int rc = prompts_batch(c->src, (uint64_t)c->r->seed, k, c->B, &items, e);
-  if (!rc) rc = rollout_generate(c->eng, items, c->B, (int)c->G, k, &c->ro, b, e);
+  if (!rc && c->gpu)
+    rc = loop_gpu_generate(&c->geng, c->m, &c->ro_pol, c->tok, items, c->B, (int)c->G, k, &c->ro, b, e);
+  else if (!rc)
+    rc = rollout_generate(c->eng, items, c->B, (int)c->G, k, &c->ro, b, e);
   if (items) prompts_items_free(items, c->B);
   if (rc) return loop_failed(c, k, "rollout", e);
   rl_metric_list ml = {0};
@@ -396,8 +406,10 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
   int done = 0;
   if (loop_enter(c, k, CKPT_STAGE, &done, e)) return loop_failed(c, k, CKPT_STAGE, e);
   int nw = 0, no = 0;
+  /* a GPU trainer copies its device masters and optimizer state to the host first */
+  int rc = trainer_sync_host(c->tr, e);
   ckpt_tensor *w = loop_model_tensors(c->m, &nw), *opt = NULL;
-  int rc = loop_trainer_tensors(c->tr, &opt, &no, e);
+  if (!rc) rc = loop_trainer_tensors(c->tr, &opt, &no, e);
   if (!rc) {
     char extra[128];
     snprintf(extra, sizeof extra, "{\"optim_step\": %lld, \"run_iterations\": %lld}",

@@ -10,6 +10,8 @@
 #include "stages/train.h"
 #include "state/ckpt.h"
 #include "state/store.h"
+#include "stages/rollout_cuda.h"
+#include "stages/prompts.h"
 
 /* The model a recipe names: model.path (HF dir), model.checkpoint (a run's
  * checkpoint directory) or model.init (a fresh model: weights drawn from
@@ -44,5 +46,22 @@ int loop_batch_from_store(store *s, int64_t iteration, int64_t B, int64_t G, int
  * one sample per example (group 1); max_len > 0 bounds the sequence length. */
 int loop_sft_batch(prompt_source *src, const tokenizer *tok, uint64_t seed, int64_t k, int64_t B, int64_t max_len,
                    rollout_batch *out, rl_err *e);
+
+/* GPU backends (runner/loop_gpu.c). loop_gpu_wanted: the recipe's run class
+ * on this machine is a GPU. loop_gpu_generate: rollout_generate's contract
+ * (text prompts → a batch) on the CUDA engine over m (model_cuda_init done),
+ * made on first use and re-made when a batch needs more positions; stop
+ * strings are refused (RL_EXIT_USAGE), completion_text is the decoded
+ * completion (special tokens skipped). */
+typedef struct loop_gpu {
+  rollout_cuda_engine *eng;
+  int slots;
+  int64_t max_len;
+} loop_gpu;
+int loop_gpu_wanted(const recipe *r);
+int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const tokenizer *tok,
+                      const prompt_item *prompts, int64_t n_prompts, int G, int64_t iteration,
+                      const rollout_opts *o, rollout_batch *out, rl_err *e);
+void loop_gpu_free(loop_gpu *g);
 
 #endif

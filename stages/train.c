@@ -68,12 +68,23 @@ int trainer_new(model *m, const train_opts *o, trainer **out, rl_err *e) {
   if (o->f32 && !m->has_f32)
     return rl_errf(e, RL_EXIT_USAGE, "train: the FP32-exact mode needs the model's FP32 weights "
                    "(load or create it with keep_f32)");
+  if (o->device == TRAIN_DEVICE_CUDA) {
+    const char *no = o->f32 ? "the FP32-exact mode (train f32)"
+                     : o->loss.kl_beta > 0 && o->algorithm != TRAIN_ALGO_SFT ? "a KL reference policy (kl_coef > 0)"
+                     : o->grad_hook ? "a gradient hook" : NULL;
+    if (no)
+      return rl_errf(e, RL_EXIT_USAGE, "train: %s is not supported on the CUDA trainer yet "
+                     "(set device: cpu, or drop it from the recipe)", no);
+  } else if (o->device != TRAIN_DEVICE_CPU) {
+    return rl_errf(e, RL_EXIT_USAGE, "train options: bad device (%d)", o->device);
+  }
   trainer *t = rl_xcalloc(1, sizeof *t);
   t->m = m;
   t->o = *o;
   t->o.loss.kind = o->algorithm == TRAIN_ALGO_SFT ? RL_LOSS_SFT : RL_LOSS_PPO;
   for (int l = 0; l < m->L; l++) t->r3 |= o->r3 && m->layers[l].moe;
-  model_grads_init(m);
+  t->cuda = o->device == TRAIN_DEVICE_CUDA;
+  if (!t->cuda) model_grads_init(m); /* the device path keeps its gradients on the GPU */
   t->ot = rl_xcalloc((size_t)m->n_params, sizeof *t->ot);
   for (int i = 0; i < m->n_params; i++) {
     model_param *p = &m->params[i];
@@ -87,6 +98,10 @@ int trainer_new(model *m, const train_opts *o, trainer **out, rl_err *e) {
     if (o->f32 && x->main) memcpy(x->main, p->w32, (size_t)x->n * sizeof(float));
   }
   t->a = model_acts_new();
+  if (t->cuda && (rc = trd_init(t, e))) {
+    trainer_free(t);
+    return rc;
+  }
   if (o->loss.kl_beta > 0 && o->algorithm != TRAIN_ALGO_SFT) {
     if ((rc = ref_clone(m, o->f32, &t->ref, e))) {
       trainer_free(t);
@@ -104,6 +119,7 @@ void trainer_free(trainer *t) {
     for (int i = 0; i < t->m->n_params; i++) optim_tensor_free_cpu(&t->ot[i]);
   free(t->ot);
   if (t->ref) model_free(t->ref);
+  if (t->cuda) trd_free(t);
   model_acts_free(t->a);
   if (t->ra) model_acts_free(t->ra);
   tr_pack_free(&t->pk);
@@ -117,6 +133,7 @@ void train_result_free(train_result *r) { rl_metric_list_free(&r->metrics); }
 
 /* Quantize the training views of m when they are stale or in another policy. */
 static int views_ready(trainer *t, model *mdl, rl_err *e) {
+  if (t->cuda && mdl == t->m) return trd_weights_refresh(t, 0, e); /* device views (a sync may have changed them) */
   if (mdl->quantized && memcmp(&mdl->policy, &t->o.policy, sizeof mdl->policy) == 0) return 0;
   int rc = model_quantize(mdl, &t->o.policy, e);
   return rc ? rl_err_prefix(e, "train: training precision views: ") : 0;
@@ -124,6 +141,7 @@ static int views_ready(trainer *t, model *mdl, rl_err *e) {
 
 int tr_weights_refresh(trainer *t, int rewrite_bf16, rl_err *e) {
   model *m = t->m;
+  if (t->cuda) return trd_weights_refresh(t, rewrite_bf16, e);
   for (int i = 0; i < m->n_params; i++) {
     model_param *p = &m->params[i];
     const optim_tensor *x = &t->ot[i];
@@ -219,7 +237,7 @@ static int pass_old(trainer *t, const rollout_batch *b, const tr_plan *pl, int w
     if ((rc = tr_pack_build(t, b, pl->order + pl->mb_start[j], n, NULL, NULL, e))) return rc;
     if ((rc = tr_pack_forward(t, t->m, t->a, t->pk.logp, NULL, e))) return rc;
     *fwd_tokens += t->pk.T;
-    if (t->r3 && r3_match) tr_pack_r3_overlap(t, t->a, r3_match, r3_total);
+    if (t->r3 && r3_match && !t->cuda) tr_pack_r3_overlap(t, t->a, r3_match, r3_total);
     pack_scatter(t, b, t->pk.logp, t->lp_old);
     if (with_ref && j < pl->slice_mb[t->o.minibatches]) { /* kept samples only */
       if ((rc = tr_pack_forward(t, t->ref, t->ra, t->pk.logp, NULL, e))) return rc;
@@ -257,7 +275,11 @@ static int step_slice(trainer *t, const rollout_batch *b, const tr_plan *pl, int
       norm.n_seqs += s->n_completion > 0;
     }
   if (norm.n_tokens == 0) return 0; /* nothing to learn from: no step (weights unchanged) */
-  model_grads_zero(m);
+  if (t->cuda) {
+    if ((rc = trd_grads_zero(t, e))) return rc;
+  } else {
+    model_grads_zero(m);
+  }
   rl_loss_out sum;
   memset(&sum, 0, sizeof sum);
   for (int64_t j = j0; j < j1; j++) {
@@ -281,13 +303,16 @@ static int step_slice(trainer *t, const rollout_batch *b, const tr_plan *pl, int
     if (rc) return rl_err_prefix(e, "train step %lld, sample %lld..: ", (long long)(t->step + 1),
                                  (long long)p->idx[0]);
     rl_loss_out_add(&sum, &o);
-    if ((rc = model_backward_logprob(m, t->a, p->dlogp, want_ent ? p->dent : NULL, e)))
+    rc = t->cuda ? trd_backward(t, p->dlogp, want_ent ? p->dent : NULL, e)
+                 : model_backward_logprob(m, t->a, p->dlogp, want_ent ? p->dent : NULL, e);
+    if (rc)
       return rl_err_prefix(e, "train backward (step %lld): ", (long long)(t->step + 1));
   }
   if (t->o.grad_hook && (rc = t->o.grad_hook(t->o.grad_hook_ud, m, t->step + 1)))
     return rl_errf(e, rc, "train step %lld: stopped by the gradient hook", (long long)(t->step + 1));
   optim_info info;
-  rc = optim_step_cpu(&t->o.optim, t->ot, m->n_params, t->step + 1, &info, e);
+  rc = t->cuda ? trd_optim_step(t, t->step + 1, &info, e)
+              : optim_step_cpu(&t->o.optim, t->ot, m->n_params, t->step + 1, &info, e);
   if (rc) return rl_err_prefix(e, "train step %lld (iteration %lld; weights unchanged): ",
                                (long long)(t->step + 1), (long long)b->iteration);
   t->step++;

@@ -112,7 +112,13 @@ typedef struct train_opts {
   int f32;                /* the FP32-exact model mode (model.h; needs the model's w32) */
   train_grad_hook grad_hook;
   void *grad_hook_ud;
+  int device;             /* train_device (cpu). cuda: forward/backward/AdamW on the model's
+                             CUDA copy (m->cu; uploaded by trainer_new when unset), the RL
+                             loss on the host; f32, kl_coef > 0 and grad_hook are refused */
 } train_opts;
+
+/* Where the trainer's model math runs (train_opts.device). */
+typedef enum train_device { TRAIN_DEVICE_CPU, TRAIN_DEVICE_CUDA } train_device;
 
 void train_opts_default(train_opts *o);
 /* Checks the options (RL_EXIT_USAGE naming the bad value). */
@@ -151,6 +157,12 @@ int trainer_new(struct model *m, const train_opts *o, trainer **out, rl_err *e);
 void trainer_free(trainer *t);
 /* Optimizer updates done so far (optim.step). */
 int64_t trainer_step_count(const trainer *t);
+
+/* Device trainer: copy the device BF16 masters into the model's host p->w and
+ * the device optimizer state into the host buffers of trainer_state_list
+ * (before a checkpoint; trainer_state_list/_save copy the optimizer state
+ * themselves, not the masters). CPU trainer: no-op. */
+int trainer_sync_host(trainer *t, rl_err *e);
 
 /* One update from a batch with rewards (see the top of this file). */
 int trainer_step(trainer *t, const rollout_batch *b, train_result *res, rl_err *e);

@@ -40,6 +40,10 @@ struct trainer {
   int64_t *cpl_off;
   float *lp_old, *lp_ref;
   int64_t cap_n, cap_cpl;
+  /* the device path (o.device == TRAIN_DEVICE_CUDA; train_cuda.c) */
+  int cuda;
+  optim_tensor *dot;        /* [m->n_params] device pointers: w, grad of m->cu; m, v, main */
+  struct model_cuda_acts *ca;
 };
 
 /* Pack samples idx[0..n) of b into t->pk (tokens, offsets, targets, mask,
@@ -62,5 +66,26 @@ int tr_batch_check(const trainer *t, const rollout_batch *b, rl_err *e);
  * writes them itself), w32 = main in f32 mode; then re-quantize the training
  * views. */
 int tr_weights_refresh(trainer *t, int rewrite_bf16, rl_err *e);
+
+/* The device path (train_cuda.c; RL_EXIT_HARDWARE in a build without CUDA).
+ * trd_init: upload the masters when m->cu is unset, device gradients,
+ * moments (zero) and FP32 main (= t->ot's host main); trd_forward /
+ * trd_backward: model_cuda twins of tr_pack_forward's calls over t->pk
+ * (log-probs and their gradients in host memory); trd_optim_step: AdamW CUDA
+ * on t->dot; trd_weights_refresh: (from_host: host state and BF16 = RNE(main)
+ * uploaded first) re-quantize the device training views; trd_sync_host:
+ * device masters and optimizer state → host. */
+int trd_init(trainer *t, rl_err *e);
+void trd_free(trainer *t);
+int trd_grads_zero(trainer *t, rl_err *e);
+int trd_forward(trainer *t, const model_batch *mb, const model_fwd_opts *fo, float temp, float *logp,
+                float *ent, rl_err *e);
+int trd_backward(trainer *t, const float *dlogp, const float *dent, rl_err *e);
+int trd_optim_step(trainer *t, int64_t step, optim_info *info, rl_err *e);
+int trd_weights_refresh(trainer *t, int from_host, rl_err *e);
+int trd_sync_host(trainer *t, rl_err *e);
+/* The device optimizer state (m, v, main) alone → t->ot's host buffers (not
+ * the masters: a load fills the host masters before trainer_state_load). */
+int trd_state_pull(trainer *t, rl_err *e);
 
 #endif

@@ -159,8 +159,13 @@ int tr_pack_forward(trainer *t, model *mdl, model_acts *a, float *logp, float *e
   model_batch mb = {p->T, p->tokens, {p->n_seq, p->off32}};
   model_fwd_opts fo = {t->o.f32, t->r3 ? (const int32_t *const *)p->replay : NULL};
   double temp = t->o.temperature > 0 ? t->o.temperature : 1.0;
-  int rc = model_forward(mdl, &mb, &fo, a, e);
-  if (!rc) rc = model_logprob_forward(a, p->targets, (float)temp, logp, ent, e);
+  int rc;
+  if (t->cuda && mdl == t->m) {
+    rc = trd_forward(t, &mb, &fo, (float)temp, logp, ent, e);
+  } else {
+    rc = model_forward(mdl, &mb, &fo, a, e);
+    if (!rc) rc = model_logprob_forward(a, p->targets, (float)temp, logp, ent, e);
+  }
   if (rc) return rl_err_prefix(e, "train forward (%d sequences, %d tokens, first sample %lld): ",
                                p->n_seq, p->T, (long long)(p->n_seq ? p->idx[0] : -1));
   return 0;

@@ -25,6 +25,10 @@ static void entry_set(train_state_tensor *x, const char *prefix, const model_par
 
 int trainer_state_list(trainer *t, train_state_tensor **out, int *n, rl_err *e) {
   model *m = t->m;
+  /* device trainer: its optimizer state into the host buffers listed here (the masters
+   * are the caller's: trainer_sync_host before saving them) */
+  int rc = t->cuda ? trd_state_pull(t, e) : 0;
+  if (rc) return rc;
   int per = 2 + (t->ot[0].main != NULL);
   int cap = 1 + m->n_params * per + (t->ref ? m->n_params : 0), k = 0;
   train_state_tensor *v = rl_xcalloc((size_t)cap, sizeof *v);

@@ -256,3 +256,34 @@ else row bench_rollout FAIL "missing: make BUILD=$BUILD $BUILD/bench_rollout"; f
 if [ -f tests/oracle/bench_hf_generate.py ] && python3 -c 'import torch, transformers' 2>/dev/null; then
   run hf_generate_b64 hf_generate_b64.log python3 tests/oracle/bench_hf_generate.py --batch 64 --prompt 64 --new 256
 fi
+
+# ---------------------------------------------------------------- run loop on the GPU (issues #12/#8/#9, "cudaloop")
+# `rlrun run` of bf16-baseline and fp8-unified with device: cuda (CUDA rollout engine, device
+# trainer + AdamW CUDA, colocated device sync), 4 iterations: reward per iteration into the
+# summary. Kill/resume: the same bf16 run killed (SIGKILL) in train of iteration 3, resumed;
+# the final weights' sha256 must equal the uninterrupted run's (the loop's exact-resume rule).
+loop_gpu_reward_row() { # NAME RUNDIR: reward/mean per iteration from `rlrun metrics --csv`
+  "$BUILD/rlrun" metrics "$2" --csv > "$OUT/$1_metrics.csv" 2>&1
+  row "$1_reward" INFO "$(awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="reward/mean") c=i; next}
+    c{printf "it%s=%.4g ", $1, $c}' "$OUT/$1_metrics.csv")"
+}
+if [ -x "$BUILD/rlrun" ]; then
+  for rcp in bf16-baseline fp8-unified; do
+    d="$OUT/loop_$rcp"; rm -rf "$d"
+    run "loop_gpu_$rcp" "loop_gpu_$rcp.log" "$BUILD/rlrun" run "recipes/$rcp.yaml" --runs-dir "$d" \
+      --name g --set device=cuda --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet
+    rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
+    [ -n "$rd" ] && loop_gpu_reward_row "loop_gpu_$rcp" "$rd"
+  done
+  d="$OUT/loop_resume"; rm -rf "$d"
+  RLRUN_FAULT=loop.train@3:kill "$BUILD/rlrun" run recipes/bf16-baseline.yaml --runs-dir "$d" --name g \
+    --set device=cuda --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet > "$OUT/loop_resume.log" 2>&1
+  rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
+  if [ -n "$rd" ] && "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/loop_resume.log" 2>&1; then
+    a=$(sha256sum "$rd/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
+    ref=$(ls -d "$OUT"/loop_bf16-baseline/g-* 2>/dev/null | head -1)
+    b=$(sha256sum "$ref/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_kill_resume PASS "final weights sha256 $a == uninterrupted"
+    else row loop_gpu_kill_resume FAIL "final weights $a vs uninterrupted $b (see loop_resume.log)"; fi
+  else row loop_gpu_kill_resume FAIL "resume failed, see loop_resume.log: $(tail -1 "$OUT/loop_resume.log")"; fi
+else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
