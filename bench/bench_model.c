@@ -32,6 +32,7 @@
 
 #include "kernels/common.h"
 #include "kernels/device.h"
+#include "kernels/formats.h"
 #include "kernels/linear.h"
 #include "kernels/optim.h"
 #include "model/model.h"
@@ -72,9 +73,7 @@ static uint16_t rand_bf16(uint64_t *s, float a) {
   *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
   float u = (float)((double)(*s >> 40) / 16777216.0);
   float v = a > 0 ? (2 * u - 1) * a : 0.5f + u;
-  uint32_t b;
-  memcpy(&b, &v, 4);
-  return (uint16_t)((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+  return fmt_bf16_from_f32(v);
 }
 
 static int cmp_dbl(const void *a, const void *b) {

@@ -7,23 +7,14 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/formats.h" /* fmt_bf16_from_f32 / fmt_bf16_to_f32: the one BF16 codec */
+
 extern "C" {
 #include "kernels/common.h"
 }
 
 #define RCK_CHUNK 256 /* KV positions per split (fixed: results never depend on the batch) */
 #define RCK_THREADS 128
-
-/* FP32 → BF16 bits, round to nearest even (NaN kept quiet). */
-static __device__ uint16_t rck_bf16(float x) {
-  uint32_t u = __float_as_uint(x);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-
-/* BF16 bits → FP32. */
-static __device__ float rck_f32(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
 
 /* Row r of the step: raw K and V (BF16) and the attention key (FP32) into the
  * cache of slot[r] at position pos[r]. */
@@ -33,8 +24,8 @@ __global__ void rck_kv_write_kernel(uint16_t *kc, uint16_t *vc, float *kf, const
   int r = blockIdx.x;
   int64_t base = ((int64_t)slot[r] * max_len + pos[r]) * kvd;
   for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
-    kc[base + i] = rck_bf16(kr[(int64_t)r * kvd + i]);
-    vc[base + i] = rck_bf16(v[(int64_t)r * kvd + i]);
+    kc[base + i] = fmt_bf16_from_f32(kr[(int64_t)r * kvd + i]);
+    vc[base + i] = fmt_bf16_from_f32(v[(int64_t)r * kvd + i]);
     kf[base + i] = k[(int64_t)r * kvd + i];
   }
 }
@@ -111,7 +102,7 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
     sum = rck_reduce(sum, red, 0); /* also a barrier: sc is complete */
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
       float acc = 0.0f;
-      for (int j = 0; j < n; j++) acc = __fmaf_rn(sc[j], rck_f32(vbase[(p0 + j) * kvd + d]), acc);
+      for (int j = 0; j < n; j++) acc = __fmaf_rn(sc[j], fmt_bf16_to_f32(vbase[(p0 + j) * kvd + d]), acc);
       pacc[o * hd + d] = acc;
     }
     if (threadIdx.x == 0) pml[2 * o] = mx, pml[2 * o + 1] = sum;
@@ -136,7 +127,7 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
       if (pml[2 * (o + z) + 1] > 0.0f) acc = __fadd_rn(acc, __fmul_rn(pacc[(o + z) * hd + d], expf(pml[2 * (o + z)] - M)));
     float y = __fdiv_rn(acc, L);
     out[((int64_t)r * nq + h) * hd + d] = y;
-    if (out_b) out_b[((int64_t)r * nq + h) * hd + d] = rck_bf16(y);
+    if (out_b) out_b[((int64_t)r * nq + h) * hd + d] = fmt_bf16_from_f32(y);
   }
 }
 
