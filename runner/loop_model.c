@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "kernels/formats.h"
-#include "lua/host.h"
 #include "runner/loop_int.h"
 
 char *loop_model_init_config(const recipe *r, const tokenizer *tok) {
@@ -55,7 +54,7 @@ static void loop_model_init_weights(model *m, uint64_t seed) {
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < n; j += 2) {
       uint32_t ctr[4] = {(uint32_t)j, (uint32_t)((uint64_t)j >> 32), (uint32_t)i, 0}, x[4];
-      luahost_philox4x32(ctr, key, x);
+      qf_philox4x32(ctr, key, x);
       double u1 = ((double)(((uint64_t)x[0] << 21) ^ (x[1] >> 11)) + 1.0) / 9007199254740993.0;
       double u2 = (double)(((uint64_t)x[2] << 21) ^ (x[3] >> 11)) / 9007199254740992.0;
       double rad = sqrt(-2.0 * log(u1)) * 0.02;
