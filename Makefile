@@ -102,8 +102,10 @@ ifeq ($(SAN),1)
 endif
 
 ifeq ($(USE_CUDA),1)
-  CFLAGS += -I$(CUDA_INC)
-  NVCCFLAGS := -O3 -std=c++17 -lineinfo -I. -DRLRUN_CUDA=1 \
+  # Stream 0 is the per-thread default stream everywhere (C and CUDA files alike): it can be
+  # captured into a CUDA graph (the rollout engine's decode step), the legacy stream cannot.
+  CFLAGS += -I$(CUDA_INC) -DCUDA_API_PER_THREAD_DEFAULT_STREAM=1
+  NVCCFLAGS := -O3 -std=c++17 -lineinfo -I. -DRLRUN_CUDA=1 --default-stream per-thread \
                -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_100a,code=sm_100a \
                -Xcompiler -Wall,-Wextra,-Wno-unused-parameter $(EXTRA_NVCCFLAGS)
   LDLIBS += $(addprefix -L,$(CUDA_LIBDIRS)) $(addprefix -Wl$(comma)-rpath$(comma),$(CUDA_LIBDIRS)) \

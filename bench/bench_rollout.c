@@ -2,12 +2,14 @@
  * (random weights): 64-token prompts, 256 new tokens (EOS ignored), batch 64
  * and 256, BF16 and fp8-block. Reports tokens/s and the share of the
  * memory-bandwidth bound: per decode step the weights (linear views in the
- * policy's bytes + embedding row reads ignored) and the KV cache read
- * (raw-key memo FP32 + V BF16 over the mean context), divided by a device
- * copy bandwidth measured in this run. The peer (transformers generate at
- * batch 64) is measured by the run.sh section when torch is there.
+ * policy's bytes, the tied embedding read once as lm_head; embedding row
+ * reads ignored) and the KV cache read (K and V in BF16 over the mean
+ * context), divided by the device copy bandwidth measured in this run (bytes
+ * read + written per second: a step's reads stream at that rate). The peer
+ * (transformers generate, tests/oracle/bench_hf_generate.py) is measured by
+ * the run.sh section just before and passed in with --peer TOK_S.
  *
- *   build/bench_rollout [--new N]     a markdown table */
+ *   build/bench_rollout [--new N] [--peer TOK_S]     a markdown table */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,7 +58,15 @@ static double copy_bw(void) {
   } while (0)
 
 int main(int argc, char **argv) {
-  int new_tokens = argc > 2 && !strcmp(argv[1], "--new") ? atoi(argv[2]) : 256, plen = 64;
+  int new_tokens = 256, plen = 64;
+  double peer = 0;
+  for (int i = 1; i + 1 < argc; i += 2)
+    if (!strcmp(argv[i], "--new")) new_tokens = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--peer")) peer = atof(argv[i + 1]);
+    else {
+      fprintf(stderr, "bench_rollout: unknown option %s (use --new N, --peer TOK_S)\n", argv[i]);
+      return 2;
+    }
   rl_err e = {0};
   device_info di;
   device_query(&di);
@@ -88,7 +98,9 @@ int main(int argc, char **argv) {
   double bw = copy_bw();
   printf("bench_rollout: Qwen3-0.6B shape (random), prompt %d, new %d, copy bandwidth %.0f GB/s\n", plen, new_tokens,
          bw / 1e9);
-  printf("| policy | batch | tokens/s | step ms | bytes/step (MB) | %% of bound |\n|---|---|---|---|---|---|\n");
+  if (peer > 0) printf("bench_rollout: peer (transformers generate, batch 64) %.0f tok/s\n", peer);
+  printf("| policy | batch | tokens/s | step ms | bytes/step (MB) | bound tok/s | %% of bound | x peer |\n"
+         "|---|---|---|---|---|---|---|---|\n");
   int batches[2] = {64, 256};
   qformat fm[2] = {QFMT_BF16, QFMT_FP8_BLOCK};
   for (int f = 0; f < 2; f++)
@@ -113,10 +125,12 @@ int main(int argc, char **argv) {
       MUST(rollout_cuda_generate_ids(g, (const int32_t *const *)ids, n, B, 1, 1, &o, &b, &e));
       double tps = (double)b.n_generated / b.wall_s, step = b.wall_s / new_tokens;
       double wbytes = wparams * (fm[f] == QFMT_BF16 ? 2.0 : 1.0 + 4.0 / (128 * 128));
-      double kv = (double)B * m->L * m->nkv * m->hd * (4 + 2) * (plen + new_tokens / 2.0);
-      double bound_step = (wbytes + kv) / (bw / 2); /* copy bw counts read + write; a step reads */
-      printf("| %s | %d | %.0f | %.2f | %.0f | %.1f |\n", fm[f] == QFMT_BF16 ? "bf16" : "fp8-block", B, tps, step * 1e3,
-             (wbytes + kv) / 1e6, 100.0 * bound_step / step);
+      double kv = (double)B * m->L * m->nkv * m->hd * (2 + 2) * (plen + new_tokens / 2.0);
+      double bound_step = (wbytes + kv) / bw;
+      char px[32] = "-";
+      if (peer > 0) snprintf(px, sizeof px, "%.1f", tps / peer);
+      printf("| %s | %d | %.0f | %.2f | %.0f | %.0f | %.1f | %s |\n", fm[f] == QFMT_BF16 ? "bf16" : "fp8-block", B, tps,
+             step * 1e3, (wbytes + kv) / 1e6, B / bound_step, 100.0 * bound_step / step, px);
       rollout_batch_free(&b);
       for (int p = 0; p < B; p++) free(ids[p]);
       free(ids), free(n);

@@ -48,3 +48,7 @@ void device_query(device_info *info) {
   snprintf(info->status, sizeof info->status, "no GPU (this binary was built without CUDA)");
 #endif
 }
+
+static unsigned long device_epoch;
+unsigned long device_buffers_epoch(void) { return device_epoch; }
+void device_buffers_changed(void) { device_epoch++; }

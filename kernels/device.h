@@ -30,4 +30,11 @@ typedef struct device_info {
 /* Fill *info; never fails (a missing driver is reported in info->status). */
 void device_query(device_info *info);
 
+/* A counter bumped whenever a reused device buffer (a scratch or workspace
+ * grown on demand, activation buffers, weight views) is freed or allocated: a
+ * captured CUDA graph holds raw pointers, and stays valid only while this
+ * counter is unchanged (stages/rollout_cuda.c re-captures otherwise). */
+unsigned long device_buffers_epoch(void);
+void device_buffers_changed(void);
+
 #endif

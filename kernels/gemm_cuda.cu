@@ -81,6 +81,7 @@ void *gemm_scratch(int dev, int slot, size_t bytes, rl_err *e) {
   if (gemm_G.scr[dev][slot] && cu_ok(cudaFree(gemm_G.scr[dev][slot]), "cudaFree of scratch", e)) return NULL;
   gemm_G.scr[dev][slot] = NULL, gemm_G.scr_cap[dev][slot] = 0;
   size_t cap = bytes + bytes / 4;
+  device_buffers_changed();
   if (cu_ok(cudaMalloc(&gemm_G.scr[dev][slot], cap), "cudaMalloc of GEMM scratch", e)) return NULL;
   gemm_G.scr_cap[dev][slot] = cap;
   return gemm_G.scr[dev][slot];
@@ -363,7 +364,7 @@ extern "C" int gemm_bf16_cuda(const gemm_bf16_args *g, gemm_info *info, rl_err *
   if (g->m == 0 || g->n == 0) return 0;
   int dev;
   if ((rc = gemm_dev(&dev, e))) return rc;
-  cudaStream_t s = (cudaStream_t)g->stream;
+  cudaStream_t s = gemm_stream(g->stream);
   if (g->k == 0) { /* an empty sum: C = beta·C */
     if (g->beta == 1.0f) return 0;
     if (g->beta != 0.0f)
@@ -389,7 +390,7 @@ extern "C" int gemm_bf16_cuda(const gemm_bf16_args *g, gemm_info *info, rl_err *
 static int gemm_fp8_dequant_f32(int dev, void *y, const qtensor *x, const qtensor *w, const gemm_opts *o,
                                 gemm_info *info, rl_err *e) {
   int64_t M = x->rows, N = w->rows, K = x->cols;
-  cudaStream_t s = (cudaStream_t)o->stream;
+  cudaStream_t s = gemm_stream(o->stream);
   float *xd = (float *)gemm_scratch(dev, GS_XD, (size_t)(M * K) * 4, e);
   float *wd = xd ? (float *)gemm_scratch(dev, GS_WD, (size_t)(N * K) * 4, e) : NULL;
   float *yd = o->out_f32 ? (float *)y : wd ? (float *)gemm_scratch(dev, GS_Y, (size_t)(M * N) * 4, e) : NULL;
@@ -422,7 +423,7 @@ static int gemm_fp8_native(int dev, void *y, const qtensor *x, const qtensor *w,
                            gemm_info *info, rl_err *e) {
   int64_t M = x->rows, N = w->rows, K = x->cols, kb = quant_cdiv(K, 128), nb = quant_cdiv(N, 128);
   int64_t mp = quant_roundup(M, 8);
-  cudaStream_t s = (cudaStream_t)o->stream;
+  cudaStream_t s = gemm_stream(o->stream);
   size_t ysz = o->out_f32 ? 4 : 2;
   const void *ws = w->scales, *xs = x->scales, *xq = x->data;
   if (w->layout == QLAYOUT_ROWMAJOR) {
@@ -478,7 +479,7 @@ static int gemm_emulated(int dev, void *y, const qtensor *x, const qtensor *w, c
                    "gemm: the %s emulation reads ROWMAJOR scales, but %s has swizzled (Blackwell) "
                    "scales; quantize it with ROWMAJOR scales on Hopper",
                    qtensor_format_name(x->fmt), x->layout != QLAYOUT_ROWMAJOR ? "x" : "w");
-  cudaStream_t s = (cudaStream_t)o->stream;
+  cudaStream_t s = gemm_stream(o->stream);
   uint16_t *xd = (uint16_t *)gemm_scratch(dev, GS_XD, (size_t)(M * K) * 2, e);
   uint16_t *wd = xd ? (uint16_t *)gemm_scratch(dev, GS_WD, (size_t)(N * K) * 2, e) : NULL;
   if (!wd) return RL_EXIT_FAIL;
@@ -540,7 +541,7 @@ static int gemm_mx_native(int dev, void *y, const qtensor *x, const qtensor *w, 
   gemm_plan *p;
   int rc = plan_get(&key, &p, e);
   if (rc) return rc;
-  cudaStream_t s = (cudaStream_t)o->stream;
+  cudaStream_t s = gemm_stream(o->stream);
   const float one = 1.0f, zero = 0.0f;
   if (is4) {
     gemm_alpha_kernel<<<1, 1, 0, s>>>(x->d_s_dec, w->d_s_dec, gemm_G.consts[dev] + 2);
@@ -569,7 +570,7 @@ extern "C" int gemm_q_cuda(void *y, const qtensor *x, const qtensor *w, const ge
   int dev;
   if ((rc = gemm_dev(&dev, e))) return rc;
   if (M == 0 || N == 0) return 0;
-  cudaStream_t s = (cudaStream_t)o.stream;
+  cudaStream_t s = gemm_stream(o.stream);
   if (K == 0)
     return cu_ok(cudaMemsetAsync(y, 0, (size_t)(M * N) * (o.out_f32 ? 4 : 2), s), "cudaMemsetAsync", e) ? RL_EXIT_FAIL : 0;
   switch (x->fmt) {

@@ -8,6 +8,11 @@ extern "C" {
 #include "kernels/common.h"
 #include "kernels/device.h"
 }
+#include <cuda_runtime.h>
+
+/* The stream of a call: NULL is the per-thread default stream, which must be
+ * named explicitly to cuBLASLt (a library compiled for the legacy stream). */
+static inline cudaStream_t gemm_stream(void *s) { return s ? (cudaStream_t)s : cudaStreamPerThread; }
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <math.h>

@@ -88,7 +88,7 @@ static int pin_run(const gemm_key *k, cublasLtMatmulDesc_t desc, const cublasLtM
   const void *al = k->alpha_dev ? (const void *)gemm_G.consts[dev] : &one, *be = k->alpha_dev ? (const void *)(gemm_G.consts[dev] + 1) : &zero;
   for (int i = 0; i < reps && !rc; i++)
     rc = lt_ok(cublasLtMatmul(gemm_G.lt[dev], desc, al, ps->w, la, ps->x, lb, be, y, lc, y, lc, algo, gemm_G.ws[dev],
-                              r.workspaceSize, 0), "Matmul (pin choice)", e);
+                              r.workspaceSize, cudaStreamPerThread), "Matmul (pin choice)", e);
   cublasLtMatrixLayoutDestroy(la);
   cublasLtMatrixLayoutDestroy(lb);
   cublasLtMatrixLayoutDestroy(lc);

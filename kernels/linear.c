@@ -88,6 +88,7 @@ static void *linear_scratch(int dev, int slot, size_t bytes, rl_err *e) {
   if (L.buf[dev][slot] && linear_cuda_ok(cudaFree(L.buf[dev][slot]), "cudaFree", e)) return NULL;
   L.buf[dev][slot] = NULL, L.cap[dev][slot] = 0;
   size_t cap = bytes + bytes / 4; /* headroom for slowly growing M */
+  device_buffers_changed();
   if (linear_cuda_ok(cudaMalloc(&L.buf[dev][slot], cap), "cudaMalloc of activation scratch", e))
     return NULL;
   L.cap[dev][slot] = cap;

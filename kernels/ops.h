@@ -307,6 +307,16 @@ int ops_rope_backward_cuda(float *dx, const int32_t *pos, int T, int n_heads, in
 int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float *x, const float *w,
                                   const int32_t *pos, int T, int n_heads, int head_dim, float eps,
                                   float theta, void *stream, rl_err *e);
+/* The same with the RoPE table made once: ops_rope_table_cuda fills cs, sn
+ * ([T][head_dim/2] FP32 each, device) for positions pos, exactly as the calls
+ * above make it per call; ops_qk_norm_rope_forward_tab_cuda then applies it
+ * (bitwise equal to ops_qk_norm_rope_forward_cuda). For callers that rotate
+ * many tensors at the same positions (the rollout engine's decode step). */
+int ops_rope_table_cuda(float *cs, float *sn, const int32_t *pos, int T, int head_dim, float theta,
+                        void *stream, rl_err *e);
+int ops_qk_norm_rope_forward_tab_cuda(float *y, float *rstd, const float *x, const float *w,
+                                      const float *cs, const float *sn, int T, int n_heads,
+                                      int head_dim, float eps, void *stream, rl_err *e);
 int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float *dy, const float *x,
                                    const float *w, const float *rstd, const int32_t *pos, int T,
                                    int n_heads, int head_dim, float theta, void *stream, rl_err *e);

@@ -528,6 +528,30 @@ extern "C" int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float 
   return 0;
 }
 
+extern "C" int ops_rope_table_cuda(float *cs, float *sn, const int32_t *pos, int T, int head_dim, float theta,
+                                   void *stream, rl_err *e) {
+  int half = head_dim / 2;
+  if (head_dim <= 0 || head_dim % 2 || half > ROPE_MAX_HALF)
+    return rl_errf(e, RL_EXIT_USAGE, "rope: head_dim %d must be even and at most %d", head_dim, 2 * ROPE_MAX_HALF);
+  if (T <= 0) return 0;
+  rope_inv inv;
+  ops_rope_inv_freq(inv.v, head_dim, theta);
+  int64_t n = (int64_t)T * half;
+  rope_table_kernel<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(cs, sn, pos, T, half, inv);
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_qk_norm_rope_forward_tab_cuda(float *y, float *rstd, const float *x, const float *w,
+                                                 const float *cs, const float *sn, int T, int n_heads, int head_dim,
+                                                 float eps, void *stream, rl_err *e) {
+  if (T <= 0 || n_heads <= 0) return 0;
+  unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
+  qk_fwd_kernel<<<blocks, NTHR, 0, (cudaStream_t)stream>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
+  OLAUNCH();
+  return 0;
+}
+
 extern "C" int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
                                               const float *rstd, const int32_t *pos, int T, int n_heads,
                                               int head_dim, float theta, void *stream, rl_err *e) {

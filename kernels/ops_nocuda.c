@@ -77,6 +77,14 @@ int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float *x, const f
   return no_cuda(__func__, e);
 }
 
+int ops_rope_table_cuda(float *cs, float *sn, const int32_t *pos, int T, int head_dim, float theta, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+
+int ops_qk_norm_rope_forward_tab_cuda(float *y, float *rstd, const float *x, const float *w, const float *cs, const float *sn, int T, int n_heads, int head_dim, float eps, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+
 int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, const int32_t *pos, int T, int n_heads, int head_dim, float theta, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }

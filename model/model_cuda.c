@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/device.h"
 #include "kernels/linear.h"
 #include "kernels/quant.h"
 #include "model/model_cuda_int.h"
@@ -175,7 +176,7 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
   if (f == QFMT_BF16 || (f == QFMT_MXFP8 && K % 32)) return mc_lin_unquantize(m, d, NULL);
   /* the buffers of the last sync are reused when the format is the same */
   int fresh = d->q.fmt != f || !d->qdata;
-  if (fresh) mc_lin_unquantize(m, d, NULL);
+  if (fresh) mc_lin_unquantize(m, d, NULL), device_buffers_changed();
   quant_opts qo = {0};
   qo.ue8m0 = pol->ue8m0;
   qtensor q = qtensor_bf16(NULL, N, K, 1);
@@ -337,6 +338,7 @@ void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
   if (c->cap[slot] >= bytes) return c->scr[slot];
   cudaFree(c->scr[slot]);
   c->scr[slot] = NULL, c->cap[slot] = 0;
+  device_buffers_changed();
   if (mc_ok(cudaMalloc(&c->scr[slot], bytes), "cudaMalloc (linear scratch)", e)) return NULL;
   c->cap[slot] = bytes;
   return c->scr[slot];
@@ -395,6 +397,7 @@ static void *mc_dalloc(model_cuda_acts *a, int64_t n, size_t sz, rl_err *e) {
   void *p = NULL;
   size_t bytes = (size_t)(n > 0 ? n : 1) * sz;
   bytes = (bytes + 255) & ~(size_t)255;
+  device_buffers_changed();
   if (mc_ok(cudaMalloc(&p, bytes), "cudaMalloc (activations)", e)) return NULL;
   if (a->n_allocs == a->cap_allocs)
     a->allocs = rl_xrealloc(a->allocs, (size_t)(a->cap_allocs = a->cap_allocs ? 2 * a->cap_allocs : 64) * sizeof(void *));

@@ -1,8 +1,9 @@
 /* loop_gpu.c — the run loop's GPU backends (a recipe whose run class is a
  * GPU): which class the run takes, and text prompts → the CUDA rollout engine
  * (stages/rollout_cuda.h works on token ids; this file tokenizes the prompts
- * as rollout_generate does, decodes the completions and fills the sample
- * fields the reward and the store read). The trainer and the sync pick the
+ * as rollout_generate does, hands the engine the tokenizer for the stop rules
+ * and the completion text, and fills the sample fields the reward and the
+ * store read). The trainer and the sync pick the
  * device themselves (train_opts.device, m->cu). */
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +35,6 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
                       const rollout_opts *o, rollout_batch *out, rl_err *e) {
   double t0 = rl_now();
   memset(out, 0, sizeof *out);
-  if (o->n_stop > 0)
-    return rl_errf(e, RL_EXIT_USAGE, "rollout (cuda): stop strings are not supported by the CUDA rollout engine yet; "
-                   "remove rollout.stop or set device: cpu");
   int32_t **ids = rl_xcalloc((size_t)(n_prompts + 1), sizeof(int32_t *));
   int64_t *n_ids = rl_xcalloc((size_t)(n_prompts + 1), sizeof(int64_t)), longest = 0;
   int bos = o->add_bos && tok->bos >= 0, rc = 0;
@@ -60,23 +58,23 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
                    "raise rollout.max_prompt_tokens or shorten the prompt",
                    (long long)p, (long long)n_ids[p], (long long)o->max_prompt_tokens);
   }
-  rollout_opts go = *o;
-  if (go.eos_id == -2) go.eos_id = tok->eos >= 0 ? tok->eos : -1; /* the engine has no tokenizer */
+  rollout_opts go = *o; /* eos_id −2: the tokenizer's EOS (the engine applies the stop rules with tok) */
   int slots = go.max_slots > 0 ? go.max_slots : 64;
   if ((int64_t)slots > n_prompts * G && n_prompts * G > 0) slots = (int)(n_prompts * G);
   if (!rc) rc = gpu_engine_fit(g, m, pol, slots, longest + go.max_new_tokens + 1, e);
-  if (!rc) rc = rollout_cuda_generate_ids(g->eng, (const int32_t *const *)ids, n_ids, n_prompts, G, iteration, &go, out, e);
+  if (!rc) {
+    rollout_cuda_engine_set_tokenizer(g->eng, tok);
+    rc = rollout_cuda_generate_ids(g->eng, (const int32_t *const *)ids, n_ids, n_prompts, G, iteration, &go, out, e);
+  }
   for (int64_t p = 0; p < n_prompts; p++) free(ids[p]);
   free(ids), free(n_ids);
   for (int64_t i = 0; !rc && i < out->n; i++) {
     rollout_sample *s = &out->s[i];
     const prompt_item *it = &prompts[s->prompt_index];
-    free(s->prompt_text), free(s->extra_json), free(s->completion_text);
+    free(s->prompt_text), free(s->extra_json);
     s->prompt_text = strdup(it->text ? it->text : "");
     s->extra_json = strdup(it->extra_json ? it->extra_json : "{}");
-    s->data_index = it->index, s->data_epoch = it->epoch;
-    s->completion_text = tokenizer_decode(tok, s->completion_ids, s->n_completion, TOKENIZER_SKIP_SPECIAL, e);
-    if (!s->completion_text) rc = rl_err_prefix(e, "rollout: decoding sample %lld: ", (long long)i);
+    s->data_index = it->index, s->data_epoch = it->epoch; /* completion_text: the engine's stop-rule text */
   }
   if (rc) {
     rollout_batch_free(out);

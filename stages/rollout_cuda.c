@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/device.h"
 #include "kernels/ops.h"
 #include "model/model.h"
 #include "model/model_cuda.h"
@@ -18,28 +19,45 @@
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 
-int rck_kv_write(uint16_t *kc, uint16_t *vc, float *kf, const float *kr, const float *v, const float *k,
-                 const int32_t *slot, const int32_t *pos, int n, int64_t max_len, int kvd, rl_err *e);
-int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const float *kf, const uint16_t *vc,
+int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot, const int32_t *pos,
+                 int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
+int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc, const uint16_t *vc,
                          const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
-                         int n_split, float *pacc, float *pml, rl_err *e);
+                         int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e);
 int rck_n_split(int64_t max_len);
 
 #define RC(call, what) \
   if ((rc = mc_ok((int)(call), what, e))) return rc
 
+/* A captured decode step of `rows` rows, valid while the device buffers it
+ * points into are (epoch == device_buffers_epoch()). */
+typedef struct rc_graph {
+  int rows;
+  unsigned long epoch;
+  cudaGraphExec_t exec;
+} rc_graph;
+#define RC_MAX_GRAPHS 48
+
 struct rollout_cuda_engine {
   model *m;
   quant_policy pol;
   int has_pol, slots, kvd, n_split;
+  int rows_cap;  /* decode rows: the bucket of `slots` (rows past the active ones are padding) */
   int64_t max_len;
-  uint16_t *kc, *vc; /* [L][slots][max_len][kvd] raw K, V */
-  float *kf;         /* [L][slots][max_len][kvd] attention keys */
+  uint16_t *kc, *vc; /* [L][slots + 1][max_len][kvd] attention keys (after QK-norm + RoPE) and V, BF16;
+                        slot `slots` is the padding rows' scratch */
   model_cuda_acts *pa, *da; /* prefill / decode activations */
-  int32_t *d_slot, *d_len, *d_pslot; /* [slots], [slots], [slots·max_len] */
-  float *pacc, *pml, *rows;          /* attention partials; gathered logits rows [slots][V] */
+  int32_t *d_slot, *d_len, *d_pslot; /* [rows_cap], [rows_cap], [slots·max_len] */
+  int32_t *h_step;                   /* pinned host: tokens, positions, slots, lengths [4][rows_cap] */
+  float *pacc, *pml, *rows;          /* attention partials; gathered logits rows [rows_cap][V] */
+  float *rope_cs, *rope_sn;          /* the step's RoPE table [rows_cap][head_dim/2] */
   sampler_key *d_keys;
   sampler_out *d_out;
+  const tokenizer *tok; /* optional: stop rules of stages/stop.h and the completion text */
+  int graphs;       /* 1: decode steps run as CUDA graphs per row bucket; 0: eagerly */
+  int n_graphs;
+  rc_graph graph[RC_MAX_GRAPHS];
+  long long graph_launches, eager_steps, captures;
 };
 
 /* One sequence of a generate call. */
@@ -49,21 +67,49 @@ typedef struct rc_seq {
   int32_t *routed; /* [(n_prompt + max_new)][L·k] or NULL */
   int64_t n_prompt, n_comp;
   finish_reason fin;
+  stop_seq stop; /* with a tokenizer: the stop rules' state and the completion text */
 } rc_seq;
 
 /* Layer-major cache offset of layer l (elements). */
-static int64_t rc_loff(const rollout_cuda_engine *g, int l) { return (int64_t)l * g->slots * g->max_len * g->kvd; }
+static int64_t rc_loff(const rollout_cuda_engine *g, int l) {
+  return (int64_t)l * (g->slots + 1) * g->max_len * g->kvd;
+}
 
+/* Decode rows for n active sequences: 1, 2, 4, 8, then multiples of 16 (one
+ * CUDA graph per bucket; the rows past n are padding). */
+static int rc_bucket(int n) {
+  if (n <= 8) {
+    int b = 1;
+    while (b < n) b <<= 1;
+    return b;
+  }
+  return (n + 15) / 16 * 16;
+}
+
+static void rc_graphs_drop(rollout_cuda_engine *g) {
+  for (int i = 0; i < g->n_graphs; i++) cudaGraphExecDestroy(g->graph[i].exec);
+  g->n_graphs = 0;
+}
+
+static void rp_report(void);
 void rollout_cuda_engine_free(rollout_cuda_engine *g) {
   if (!g) return;
-  void *p[] = {g->kc, g->vc, g->kf, g->d_slot, g->d_len, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out};
+  rp_report();
+  if (g->graphs && getenv("RLRUN_ROLLOUT_PROFILE"))
+    fprintf(stderr, "rollout (CUDA): %lld decode steps as graphs (%lld captures), %lld eager\n", g->graph_launches,
+            g->captures, g->eager_steps);
+  rc_graphs_drop(g);
+  cudaFreeHost(g->h_step);
+  void *p[] = {g->kc, g->vc, g->d_slot, g->d_len, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs};
   for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
   model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
   free(g);
 }
 
+void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *t) { g->tok = t; }
+
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) {
-  return (int64_t)g->m->L * g->slots * g->max_len * g->kvd * (2 + 2 + 4);
+  return (int64_t)g->m->L * (g->slots + 1) * g->max_len * g->kvd * (2 + 2);
 }
 
 /* Make the device views current for the engine's policy. */
@@ -82,33 +128,38 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
                    (long long)max_len);
   rollout_cuda_engine *g = rl_xcalloc(1, sizeof *g);
   g->m = m, g->slots = slots, g->max_len = max_len, g->kvd = m->nkv * m->hd, g->n_split = rck_n_split(max_len);
+  g->rows_cap = rc_bucket(slots);
+  const char *gv = getenv("RLRUN_ROLLOUT_GRAPHS");
+  g->graphs = !(gv && !strcmp(gv, "0")) && !m->E; /* MoE layers copy routing to the host mid-step: eager */
   if (policy) g->pol = *policy, g->has_pol = 1;
-  size_t cache = (size_t)m->L * slots * max_len * g->kvd;
+  size_t cache = (size_t)m->L * (slots + 1) * max_len * g->kvd, R = (size_t)g->rows_cap;
   int rc = 0;
   if ((rc = mc_ok(cudaMalloc((void **)&g->kc, cache * 2), "cudaMalloc (KV cache K)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->vc, cache * 2), "cudaMalloc (KV cache V)", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->kf, cache * 4), "cudaMalloc (KV cache keys)", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->d_slot, (size_t)slots * 4), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->d_len, (size_t)slots * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_slot, R * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_len, R * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMallocHost((void **)&g->h_step, 4 * R * 4), "cudaMallocHost (step inputs)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_pslot, (size_t)slots * max_len * 4), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->pacc, (size_t)slots * m->nq * g->n_split * m->hd * 4), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->pml, (size_t)slots * m->nq * g->n_split * 8), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->rows, (size_t)slots * m->V * 4), "cudaMalloc (logits rows)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->pacc, R * m->nq * g->n_split * m->hd * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->pml, R * m->nq * g->n_split * 8), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->rows, R * m->V * 4), "cudaMalloc (logits rows)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->rope_cs, R * m->hd * 4), "cudaMalloc (RoPE table)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_keys, (size_t)slots * sizeof(sampler_key)), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_out, (size_t)slots * sizeof(sampler_out)), "cudaMalloc", e))) {
     rollout_cuda_engine_free(g);
-    return rl_err_prefix(e, "rollout_cuda_engine_new (KV cache %.1f MiB): ", (double)cache * 8 / (1 << 20));
+    return rl_err_prefix(e, "rollout_cuda_engine_new (KV cache %.1f MiB): ", (double)cache * 4 / (1 << 20));
   }
+  g->rope_sn = g->rope_cs + R * m->hd / 2;
   g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
   if ((rc = rc_views(g, e))) {
     rollout_cuda_engine_free(g);
     return rl_err_prefix(e, "rollout_cuda_engine_new: ");
   }
-  /* size the decode activations for `slots` rows: a forward of slots one-token sequences */
-  int32_t *tok = rl_xcalloc((size_t)slots, 4), *off = rl_xmalloc((size_t)(slots + 1) * 4);
-  for (int i = 0; i <= slots; i++) off[i] = i;
+  /* size the decode activations for rows_cap rows: a forward of rows_cap one-token sequences */
+  int32_t *tok = rl_xcalloc(R, 4), *off = rl_xmalloc((R + 1) * 4);
+  for (size_t i = 0; i <= R; i++) off[i] = (int32_t)i;
   model_batch b = {0};
-  b.T = slots, b.tokens = tok, b.seqs.n_seq = slots, b.seqs.off = off;
+  b.T = (int)R, b.tokens = tok, b.seqs.n_seq = (int)R, b.seqs.off = off;
   rc = model_cuda_forward(m, &b, NULL, g->da, e);
   free(tok), free(off);
   if (rc) {
@@ -119,6 +170,54 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   return 0;
 }
 
+/* RLRUN_ROLLOUT_PROFILE=1: every decode-step phase is synchronised and timed;
+ * the per-step means go to stderr when the engine is freed. A diagnosis aid
+ * (the synchronisation slows the steps); off, it costs a branch per op. */
+enum { RP_UPLOAD, RP_EMBED, RP_NORM1, RP_QKV, RP_QKNORM, RP_KVW, RP_ATTN, RP_OPROJ, RP_NORM2, RP_GATEUP, RP_SWIGLU,
+       RP_DOWN, RP_MOE, RP_RESID, RP_FINAL, RP_LMHEAD, RP_SAMPLE, RP_N };
+static const char *const rp_name[RP_N] = {"upload", "embedding", "rmsnorm 1", "q/k/v proj", "qk-norm+rope",
+                                          "kv write", "attention", "o proj", "residual+norm 2", "gate/up proj",
+                                          "swiglu", "down proj", "moe", "residual add", "final norm", "lm_head",
+                                          "sample+download"};
+static struct {
+  int on;
+  double t[RP_N];
+  int64_t steps;
+} rp = {-1, {0}, 0};
+static double rp_t0(void) {
+  if (rp.on < 0) {
+    const char *v = getenv("RLRUN_ROLLOUT_PROFILE");
+    rp.on = v && *v && strcmp(v, "0");
+  }
+  if (!rp.on) return 0;
+  cudaDeviceSynchronize();
+  return rl_now();
+}
+static void rp_add(int k, double t0) {
+  if (!rp.on) return;
+  cudaDeviceSynchronize();
+  rp.t[k] += rl_now() - t0;
+}
+static void rp_report(void) {
+  if (rp.on <= 0 || !rp.steps) return;
+  double tot = 0;
+  for (int k = 0; k < RP_N; k++) tot += rp.t[k];
+  fprintf(stderr, "rollout profile (synchronised, %lld decode steps): ms per step\n", (long long)rp.steps);
+  for (int k = 0; k < RP_N; k++)
+    if (rp.t[k] > 0) fprintf(stderr, "  %-18s %8.3f  %5.1f%%\n", rp_name[k], 1e3 * rp.t[k] / rp.steps, 100 * rp.t[k] / tot);
+  fprintf(stderr, "  %-18s %8.3f\n", "total", 1e3 * tot / rp.steps);
+  memset(rp.t, 0, sizeof rp.t), rp.steps = 0;
+}
+/* Run call as phase k when nothing failed yet. */
+#define RP(k, call)                  \
+  do {                               \
+    if (!rc) {                       \
+      double t_ = rp_t0();           \
+      rc = (call);                   \
+      rp_add(k, t_);                 \
+    }                                \
+  } while (0)
+
 /* Layer l of a decode step of n rows on the decode activations: res[l] → res[l+1]. */
 static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   model *m = g->m;
@@ -127,57 +226,125 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   model_layer *my = &m->layers[l];
   mc_layer_acts *x = &a->la[l];
   model_cuda_param *P = m->cu->p;
-  int H = m->H, rc;
+  int H = m->H, rc = 0;
 #define PW(p) P[(int)((p) - m->params)].wf
   float *in = a->res + (size_t)l * n * H, *next = a->res + (size_t)(l + 1) * n * H;
-  if ((rc = ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, PW(my->ln1), n, H, m->eps, NULL, e)) ||
-      (rc = mc_lin_fwd(m, &y->q, x->xn1_b, n, x->qr, e)) || (rc = mc_lin_fwd(m, &y->k, x->xn1_b, n, x->kr, e)) ||
-      (rc = mc_lin_fwd(m, &y->v, x->xn1_b, n, x->v, e)) ||
-      (rc = ops_qk_norm_rope_forward_cuda(x->q, x->rstd_q, x->qr, PW(my->q_norm), a->pos, n, m->nq, m->hd, m->eps,
-                                          m->theta, NULL, e)) ||
-      (rc = ops_qk_norm_rope_forward_cuda(x->k, x->rstd_k, x->kr, PW(my->k_norm), a->pos, n, m->nkv, m->hd, m->eps,
-                                          m->theta, NULL, e)) ||
-      (rc = rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->kf + rc_loff(g, l), x->kr, x->v, x->k,
-                         g->d_slot, a->pos, n, g->max_len, g->kvd, e)) ||
-      (rc = rck_decode_attention(x->att, x->att_b, x->q, g->kf + rc_loff(g, l), g->vc + rc_loff(g, l), g->d_slot,
-                                 g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc, g->pml, e)) ||
-      (rc = mc_lin_fwd(m, &y->o, x->att_b, n, next, e)) ||
-      (rc = ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, next, PW(my->ln2), n, H, m->eps,
-                                              NULL, e)))
-    return rl_err_prefix(e, "layer %d: ", l);
+  RP(RP_NORM1, ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, PW(my->ln1), n, H, m->eps, NULL, e));
+  RP(RP_QKV, mc_lin_fwd(m, &y->q, x->xn1_b, n, x->qr, e) || mc_lin_fwd(m, &y->k, x->xn1_b, n, x->kr, e) ||
+                 mc_lin_fwd(m, &y->v, x->xn1_b, n, x->v, e)
+             ? e->code
+             : 0);
+  RP(RP_QKNORM, ops_qk_norm_rope_forward_tab_cuda(x->q, x->rstd_q, x->qr, PW(my->q_norm), g->rope_cs, g->rope_sn, n,
+                                                  m->nq, m->hd, m->eps, NULL, e) ||
+                        ops_qk_norm_rope_forward_tab_cuda(x->k, x->rstd_k, x->kr, PW(my->k_norm), g->rope_cs, g->rope_sn,
+                                                          n, m->nkv, m->hd, m->eps, NULL, e)
+                    ? e->code
+                    : 0);
+  RP(RP_KVW, rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k, x->v, g->d_slot, a->pos, n, g->max_len,
+                          g->kvd, NULL, e));
+  RP(RP_ATTN, rck_decode_attention(x->att, x->att_b, x->q, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->d_slot,
+                                   g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
+  RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
+  RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, next, PW(my->ln2), n, H, m->eps,
+                                                 NULL, e));
   if (my->moe) {
-    rc = mc_moe_forward(m, l, NULL, a, next, e);
-  } else if (!(rc = mc_lin_fwd(m, &y->gate, x->xn2_b, n, x->gate, e)) &&
-             !(rc = mc_lin_fwd(m, &y->up, x->xn2_b, n, x->up, e)) &&
-             !(rc = ops_swiglu_forward_cuda(NULL, x->act_b, x->gate, x->up, n, m->I, m->I, NULL, e))) {
-    rc = mc_lin_fwd(m, &y->down, x->act_b, n, next, e);
+    RP(RP_MOE, mc_moe_forward(m, l, NULL, a, next, e));
+  } else {
+    RP(RP_GATEUP, mc_lin_fwd(m, &y->gate, x->xn2_b, n, x->gate, e) || mc_lin_fwd(m, &y->up, x->xn2_b, n, x->up, e)
+                      ? e->code
+                      : 0);
+    RP(RP_SWIGLU, ops_swiglu_forward_cuda(NULL, x->act_b, x->gate, x->up, n, m->I, m->I, NULL, e));
+    RP(RP_DOWN, mc_lin_fwd(m, &y->down, x->act_b, n, next, e));
   }
-  if (!rc) rc = mck_add_f32(next, x->h, next, (int64_t)n * H, e);
+  RP(RP_RESID, mck_add_f32(next, x->h, next, (int64_t)n * H, e));
 #undef PW
   return rc ? rl_err_prefix(e, "layer %d: ", l) : 0;
 }
 
+/* The device work of a decode step over the R rows staged on the device
+ * (embedding → layers → final norm → lm_head into g->rows): what a CUDA graph
+ * captures. */
+static int rc_step(rollout_cuda_engine *g, int R, rl_err *e) {
+  model *m = g->m;
+  model_cuda_acts *a = g->da;
+  int rc = 0, H = m->H;
+  a->T = R, a->n_seq = R, a->max_len = 1;
+  RP(RP_EMBED, ops_embedding_forward_bf16_cuda(a->res, m->cu->p[(int)(m->embed - m->params)].w, a->tokens, R, m->V, H,
+                                               NULL, e));
+  RP(RP_QKNORM, ops_rope_table_cuda(g->rope_cs, g->rope_sn, a->pos, R, m->hd, m->theta, NULL, e));
+  for (int l = 0; l < m->L && !rc; l++) rc = rc_layer(g, l, R, e);
+  RP(RP_FINAL, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * R * H,
+                                        m->cu->p[(int)(m->final_norm - m->params)].wf, R, H, m->eps, NULL, e));
+  RP(RP_LMHEAD, mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, R, g->rows, e));
+  return rc;
+}
+
+/* Capture rc_step over R rows as a graph (the step itself ran eagerly just
+ * before, so every plan and scratch buffer exists). On any failure the engine
+ * falls back to eager steps for good, saying why once on stderr. */
+static void rc_capture(rollout_cuda_engine *g, int R) {
+  rl_err ce = {0};
+  unsigned long ep = device_buffers_epoch();
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  cudaError_t st = cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal);
+  int rc = st != cudaSuccess;
+  if (!rc) {
+    rc = rc_step(g, R, &ce);
+    st = cudaStreamEndCapture(cudaStreamPerThread, &graph);
+    if (st != cudaSuccess) rc = 1;
+  }
+  if (!rc) rc = (st = cudaGraphInstantiate(&exec, graph, 0)) != cudaSuccess;
+  if (graph) cudaGraphDestroy(graph);
+  if (rc || device_buffers_epoch() != ep) {
+    if (exec) cudaGraphExecDestroy(exec);
+    cudaGetLastError(); /* clear the capture's error state */
+    fprintf(stderr, "rollout (CUDA): decode steps run without CUDA graphs: capturing %d rows failed (%s)\n", R,
+            rc ? (ce.msg[0] ? ce.msg : cudaGetErrorString(st)) : "a device buffer moved during capture");
+    g->graphs = 0;
+    return;
+  }
+  if (g->n_graphs == RC_MAX_GRAPHS) rc_graphs_drop(g);
+  g->graph[g->n_graphs++] = (rc_graph){R, ep, exec};
+  g->captures++;
+}
+
 /* A decode step: rows i < n feed tok[i] of the sequence in slot[i] at pos[i];
- * logits rows [n][V] land in g->rows. */
+ * logits rows [n][V] land in g->rows. With graphs the step runs over the
+ * bucket of n rows (padding rows feed token 0 at position 0 of the spare
+ * slot); their logits are never read. */
 static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const int32_t *slot, const int32_t *pos,
                      rl_err *e) {
   model *m = g->m;
   model_cuda_acts *a = g->da;
-  int rc, H = m->H;
-  int32_t *len = rl_xmalloc((size_t)n * 4);
-  for (int i = 0; i < n; i++) len[i] = pos[i] + 1;
-  a->T = n, a->n_seq = n, a->max_len = 1;
-  rc = mc_ok(cudaMemcpy(a->tokens, tok, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (tokens)", e);
-  if (!rc) rc = mc_ok(cudaMemcpy(a->pos, pos, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (positions)", e);
-  if (!rc) rc = mc_ok(cudaMemcpy(g->d_slot, slot, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (slots)", e);
-  if (!rc) rc = mc_ok(cudaMemcpy(g->d_len, len, (size_t)n * 4, cudaMemcpyHostToDevice), "cudaMemcpy (lengths)", e);
-  free(len);
-  if (!rc) rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[(int)(m->embed - m->params)].w, a->tokens, n, m->V, H, NULL, e);
-  for (int l = 0; l < m->L && !rc; l++) rc = rc_layer(g, l, n, e);
-  if (!rc)
-    rc = ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * n * H,
-                                  m->cu->p[(int)(m->final_norm - m->params)].wf, n, H, m->eps, NULL, e);
-  if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, n, g->rows, e);
+  int rc = 0, use = g->graphs && !(rp_t0(), rp.on), R = use ? rc_bucket(n) : n;
+  if (R > g->rows_cap) R = g->rows_cap;
+  int32_t *ht = g->h_step, *hp = ht + g->rows_cap, *hs = hp + g->rows_cap, *hl = hs + g->rows_cap;
+  for (int i = 0; i < R; i++) {
+    int pad = i >= n;
+    ht[i] = pad ? 0 : tok[i], hp[i] = pad ? 0 : pos[i], hs[i] = pad ? g->slots : slot[i], hl[i] = hp[i] + 1;
+  }
+  double t0 = rp_t0();
+  rc = mc_ok(cudaMemcpyAsync(a->tokens, ht, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (tokens)", e);
+  if (!rc) rc = mc_ok(cudaMemcpyAsync(a->pos, hp, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (positions)", e);
+  if (!rc) rc = mc_ok(cudaMemcpyAsync(g->d_slot, hs, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (slots)", e);
+  if (!rc) rc = mc_ok(cudaMemcpyAsync(g->d_len, hl, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (lengths)", e);
+  rp_add(RP_UPLOAD, t0);
+  if (rc) return rl_err_prefix(e, "decode step: ");
+  rc_graph *gr = NULL;
+  for (int i = 0; use && i < g->n_graphs && !gr; i++)
+    if (g->graph[i].rows == R) gr = &g->graph[i];
+  if (gr && gr->epoch != device_buffers_epoch()) rc_graphs_drop(g), gr = NULL; /* buffers moved: capture again */
+  if (gr) {
+    rc = mc_ok(cudaGraphLaunch(gr->exec, cudaStreamPerThread), "cudaGraphLaunch (decode step)", e);
+    g->graph_launches++;
+  } else {
+    rc = rc_step(g, R, e);
+    g->eager_steps++;
+    if (!rc && use) rc_capture(g, R);
+  }
+  (void)m;
+  rp.steps += rp.on > 0;
   return rc ? rl_err_prefix(e, "decode step: ") : 0;
 }
 
@@ -201,8 +368,8 @@ static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, 
   if (!rc) rc = mc_ok(cudaMemcpy(g->d_pslot, ps, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (slots)", e);
   for (int l = 0; l < m->L && !rc; l++) {
     mc_layer_acts *x = &a->la[l];
-    rc = rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->kf + rc_loff(g, l), x->kr, x->v, x->k,
-                      g->d_pslot, a->pos, (int)T, g->max_len, g->kvd, e);
+    rc = rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k, x->v, g->d_pslot, a->pos, (int)T, g->max_len,
+                      g->kvd, NULL, e);
     const int32_t *ids = m->layers[l].moe ? model_cuda_routed_ids(a, l) : NULL;
     for (int i = 0; !rc && rk && i < n; i++)
       for (int64_t t = 0; t < sq[i]->n_prompt; t++)
@@ -226,10 +393,14 @@ static int rc_sample(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi, int
   sp.temperature = o->temperature, sp.greedy = o->greedy, sp.top_k = o->top_k, sp.top_p = o->top_p, sp.min_p = o->min_p;
   for (int i = 0; i < n; i++)
     keys[i] = (sampler_key){o->seed, (uint32_t)it, (uint32_t)(qi[i] / G), (uint32_t)(qi[i] % G), (uint32_t)sq[i]->n_comp};
+  double t0 = rp_t0();
   RC(cudaMemcpy(g->d_keys, keys, (size_t)n * sizeof *keys, cudaMemcpyHostToDevice), "cudaMemcpy (keys)");
   if ((rc = sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) return rc;
   RC(cudaMemcpy(so, g->d_out, (size_t)n * sizeof *so, cudaMemcpyDeviceToHost), "cudaMemcpy (samples)");
-  int32_t eos = o->ignore_eos ? -1 : o->eos_id;
+  rp_add(RP_SAMPLE, t0);
+  int32_t eos = o->eos_id == -2 ? (g->tok ? g->tok->eos : -1) : o->eos_id;
+  if (o->ignore_eos) eos = -1;
+  stop_rule rule = {eos, o->stop, o->n_stop, o->max_new_tokens, o->exclude_stop};
   for (int i = 0; i < n; i++) {
     rc_seq *q = sq[i];
     if (so[i].status != SAMPLER_OK)
@@ -238,8 +409,20 @@ static int rc_sample(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi, int
                      so[i].status == SAMPLER_NONFINITE ? "non-finite" : "all -inf");
     q->ids[q->n_prompt + q->n_comp] = so[i].token;
     q->logp[q->n_comp++] = (float)so[i].logp;
-    if (eos >= 0 && so[i].token == eos) q->fin = FINISH_EOS;
-    else if (q->n_comp >= o->max_new_tokens) q->fin = FINISH_LENGTH;
+    if (g->tok && so[i].token < g->tok->vocab) { /* the stop rules, as the CPU engine applies them */
+      if (stop_seq_push(&q->stop, &rule, g->tok, so[i].token, e) < 0)
+        return rl_err_prefix(e, "rollout (CUDA): prompt %lld sample %lld: ", (long long)(qi[i] / G),
+                             (long long)(qi[i] % G));
+      q->fin = q->stop.reason;
+    } else if (g->tok) { /* an id of the padded model vocabulary the tokenizer lacks: no text */
+      q->stop.n_tokens++;
+      if (q->stop.n_tokens >= o->max_new_tokens) q->stop.reason = FINISH_LENGTH;
+      q->fin = q->stop.reason;
+    } else if (eos >= 0 && so[i].token == eos) {
+      q->fin = FINISH_EOS;
+    } else if (q->n_comp >= o->max_new_tokens) {
+      q->fin = FINISH_LENGTH;
+    }
   }
   return 0;
 }
@@ -294,8 +477,9 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
   model *m = g->m;
   if (n_prompts < 0 || G < 1 || o->max_new_tokens < 1)
     return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: need n_prompts >= 0, G >= 1, max_new_tokens >= 1");
-  if (o->n_stop > 0)
-    return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: stop strings need a tokenizer; the CUDA engine takes ids only");
+  if (o->n_stop > 0 && !g->tok)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "rollout_cuda_generate_ids: stop strings need a tokenizer (rollout_cuda_engine_set_tokenizer)");
   for (int64_t p = 0; p < n_prompts; p++) {
     if (n_ids[p] < 1 || n_ids[p] + o->max_new_tokens > g->max_len)
       return rl_errf(e, RL_EXIT_USAGE,
@@ -319,6 +503,7 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
     q->ids = rl_xmalloc((size_t)(q->n_prompt + o->max_new_tokens) * 4);
     memcpy(q->ids, ids[i / G], (size_t)q->n_prompt * 4);
     q->logp = rl_xmalloc((size_t)o->max_new_tokens * 4);
+    stop_seq_init(&q->stop);
     if (rk) {
       q->routed = rl_xmalloc((size_t)(q->n_prompt + o->max_new_tokens) * rk * 4);
       for (int64_t j = 0; j < (q->n_prompt + o->max_new_tokens) * rk; j++) q->routed[j] = -1;
@@ -327,7 +512,7 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
   rc = N ? rc_run(g, seq, N, G, iteration, o, rk, e) : 0;
   if (!rc) rc = model_cuda_sync(e);
   if (rc) {
-    for (int64_t i = 0; i < N; i++) free(seq[i].ids), free(seq[i].logp), free(seq[i].routed);
+    for (int64_t i = 0; i < N; i++) free(seq[i].ids), free(seq[i].logp), free(seq[i].routed), stop_seq_free(&seq[i].stop);
     free(seq);
     return rl_err_prefix(e, "rollout_cuda_generate_ids: ");
   }
@@ -338,14 +523,17 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
     rc_seq *q = &seq[i];
     rollout_sample *s = &out->s[i];
     s->prompt_index = i / G, s->sample_index = i % G, s->data_index = -1;
-    s->prompt_text = rl_xstrdup(""), s->extra_json = rl_xstrdup("{}"), s->completion_text = rl_xstrdup("");
+    s->prompt_text = rl_xstrdup(""), s->extra_json = rl_xstrdup("{}");
+    s->completion_text = q->stop.text ? q->stop.text : rl_xstrdup(""); /* taken over from the stop state */
+    q->stop.text = NULL;
     s->prompt_ids = rl_xmalloc((size_t)q->n_prompt * 4);
     memcpy(s->prompt_ids, q->ids, (size_t)q->n_prompt * 4);
     s->n_prompt = q->n_prompt, s->n_completion = q->n_comp;
     s->completion_ids = rl_xmalloc((size_t)(q->n_comp ? q->n_comp : 1) * 4);
     memcpy(s->completion_ids, q->ids + q->n_prompt, (size_t)q->n_comp * 4);
     s->logp_rollout = q->logp, s->routed = q->routed;
-    s->finish = q->fin, s->stop_index = -1;
+    s->finish = q->fin, s->stop_index = q->fin == FINISH_STOP ? q->stop.stop_index : -1;
+    stop_seq_free(&q->stop);
     out->n_generated += q->n_comp;
     free(q->ids);
   }
@@ -368,6 +556,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
                  "rollout_cuda_engine_new: this binary was built without CUDA; rebuild with nvcc available or use device: cpu");
 }
 void rollout_cuda_engine_free(rollout_cuda_engine *g) { free(g); }
+void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *t) { (void)g, (void)t; }
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) { return g ? 0 : -1; }
 int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n_ids,
                               int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,

@@ -11,41 +11,45 @@
  *   ... b.s[i] exactly as the CPU engine fills it (rollout.h) ...
  *   rollout_batch_free(&b); rollout_cuda_engine_free(eng);
  *
- * Device state: a BF16 KV cache [L][slots][max_len][n_kv][head_dim] of the
- * RAW keys (k_proj output before QK-norm/RoPE, as on the CPU: BF16 GEMM
- * outputs, stored exactly) and values, plus the attention keys in FP32
- * [L][slots][max_len][n_kv][head_dim] made by the full forward's own
- * ops_qk_norm_rope_forward_cuda when a row is written (that kernel is per
- * row, so this equals re-applying it to the cached raw keys on every read,
- * bit for bit, without re-running it each step). The decode attention reads
- * those FP32 keys and the BF16 values once per step.
+ * Device state: a BF16 KV cache [L][slots + 1][max_len][n_kv][head_dim] of
+ * the attention keys (after QK-norm + RoPE, made by the full forward's own
+ * ops_qk_norm_rope kernel, per row) and the values; slot `slots` is scratch for
+ * padding rows. The decode attention reads each cached row once per step.
  *
  * A generate call: sequences (prompt p, sample g; p-major) take free slots in
  * ascending order; newly admitted ones are prefilled together through
- * model_cuda_forward (packed, tensor-core attention), their raw K/V and keys
- * copied into the cache, the first token sampled from each prompt's last
- * logits row; then decode steps: one row per active slot (slot order) through
- * the same per-layer ops as model_cuda_forward (rmsnorm, linear_forward in
- * the policy's formats, QK-norm + RoPE, the decode attention kernel, o_proj,
- * residual + norm, MLP or MoE), the final norm and lm_head, and the fused
- * sampling kernel (sampler_cuda.cu, key (seed, iteration, p, g, position)).
- * Finishing (EOS, max_new_tokens) is decided on the host after each step; a
- * finished sequence frees its slot at once for the next waiting one.
+ * model_cuda_forward (packed, tensor-core attention), their K/V copied into
+ * the cache, the first token sampled from each prompt's last logits row; then
+ * decode steps: one row per active slot (slot order) through the same
+ * per-layer ops as model_cuda_forward (rmsnorm, linear_forward in the
+ * policy's formats, QK-norm + RoPE with the step's RoPE table made once, the
+ * decode attention kernel, o_proj, residual + norm, MLP or MoE), the final
+ * norm and lm_head, and the fused sampling kernel (sampler_cuda.cu, key (seed,
+ * iteration, p, g, position)). Finishing (EOS, max_new_tokens) is decided on
+ * the host after each step; a finished sequence frees its slot at once for
+ * the next waiting one.
+ *
+ * CUDA graphs: a dense model's decode step (embedding → lm_head) is captured
+ * once per row bucket (1, 2, 4, 8, then multiples of 16; rows past the active
+ * ones are padding that writes only the scratch slot) and replayed; a graph is
+ * dropped and captured again when a device buffer it points into moved
+ * (device_buffers_epoch). MoE layers copy routing to the host mid-step, so MoE
+ * models decode eagerly. RLRUN_ROLLOUT_GRAPHS=0 turns graphs off;
+ * RLRUN_ROLLOUT_PROFILE=1 times every phase (synchronised, eager) and prints
+ * the per-step means when the engine is freed.
  *
  * Numerics: every op but attention is the full forward's kernel on the same
- * row; decode attention is FP32 SIMT (split over 256 positions, fixed-order
- * combine) where the full forward uses tensor-core BF16 attention, so the
- * rollout log-probs differ from model_cuda_forward + logprob by attention
- * rounding (tests/gpu/rollout_gpu_test.c states the bound it checks).
- * Batch-size independence holds for the engine's own kernels (per-row
- * work, fixed orders); a GEMM library may pick a different algorithm for a
- * different row count, which the GPU test checks (1, 7, 64 slots).
+ * row; the decode attention follows the tensor-core attention's numerics (q,
+ * K, V and P in BF16, scores/softmax FP32, split over 128 positions, fixed-
+ * order combine), so rollout log-probs differ from model_cuda_forward +
+ * logprob by summation order (tests/gpu/rollout_gpu_test.c states the bound
+ * it checks). Batch-size independence holds for the engine's own kernels
+ * (per-row work, fixed orders); a GEMM library may pick a different algorithm
+ * for a different row count, which the GPU test checks (1, 7, 64 slots).
  *
- * Not (yet) here: text prompts / stop strings (use rollout_generate_ids-style
- * ids; completion_text is ""), prefix sharing of the G samples (each is
- * prefilled), CUDA graphs of the decode step. MoE: routed ids of every fed
- * token are captured (the host copy model_cuda's MoE layer makes); the last
- * generated token is never fed, its rows hold −1. */
+ * Not (yet) here: prefix sharing of the G samples (each is prefilled). MoE: routed ids of every fed token are captured (the host copy
+ * model_cuda's MoE layer makes); the last generated token is never fed, its
+ * rows hold −1. */
 #ifndef RLRUN_ROLLOUT_CUDA_H
 #define RLRUN_ROLLOUT_CUDA_H
 
@@ -67,14 +71,20 @@ typedef struct rollout_cuda_engine rollout_cuda_engine;
 int rollout_cuda_engine_new(struct model *m, const quant_policy *policy, int slots, int64_t max_len,
                             rollout_cuda_engine **out, rl_err *e);
 void rollout_cuda_engine_free(rollout_cuda_engine *eng);
+/* With a tokenizer (not owned; NULL: none) the engine applies the stop rules
+ * of stages/stop.h after every token, as the CPU engine does: EOS (eos_id −2
+ * = the tokenizer's), stop strings (opts.stop, exclude_stop), length; it
+ * fills completion_text and stop_index. Without one, completion_text is ""
+ * and stop strings are refused. */
+void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *eng, const tokenizer *t);
 /* Device bytes of the KV cache (raw K + V in BF16, attention keys in FP32). */
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *eng);
 
 /* G completions of each prompt ids[p][0 .. n_ids[p]−1] (used as is), as
  * rollout_generate_ids (rollout.h) with opts o: seed, temperature, greedy,
- * top_p, top_k, min_p, max_new_tokens, ignore_eos, eos_id (−2 means none
- * here: there is no tokenizer), max_slots (≤ the engine's slots; 0 = all).
- * Stop strings are refused (RL_EXIT_USAGE). */
+ * top_p, top_k, min_p, max_new_tokens, ignore_eos, eos_id (−2: the
+ * tokenizer's EOS, none without a tokenizer), max_slots (≤ the engine's
+ * slots; 0 = all), stop / n_stop / exclude_stop (with a tokenizer only). */
 int rollout_cuda_generate_ids(rollout_cuda_engine *eng, const int32_t *const *ids, const int64_t *n_ids,
                               int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,
                               rollout_batch *out, rl_err *e);

@@ -7,7 +7,11 @@
  *      over the same tokens: max |Δ| ≤ 2e-2 (decode attention FP32 SIMT vs
  *      the full forward's BF16 tensor-core attention; reported for fp8-block);
  *   3. batch-size invariance: T = 1 sampling, 3 prompts × 4 samples with 1, 7
- *      and 64 slots give identical tokens and log-prob bits.
+ *      and 64 slots give identical tokens and log-prob bits;
+ *   4. stop rules with a tokenizer (a character vocabulary of 80 ids): greedy,
+ *      EOS = the id the CPU's greedy run emits at its 5th step, and a stop
+ *      string cut from the CPU's completion text — the GPU engine's finish
+ *      reasons, stop indices, completion texts and ids equal the CPU engine's.
  *
  *   build/gpu/rollout_gpu_test      one line per check; exit 1 on any failure */
 #include <jansson.h>
@@ -23,6 +27,7 @@
 #include "model/model_cuda.h"
 #include "stages/rollout.h"
 #include "stages/rollout_cuda.h"
+#include "stages/tokenizer.h"
 
 static int g_fail, g_pass;
 
@@ -96,6 +101,68 @@ static double logp_gap(model *m, const rollout_batch *b, rl_err *e) {
 }
 
 /* Every check on fixture model `name`. */
+/* Check 4: the stop rules on the GPU == on the CPU (greedy, same tokens). */
+static void stop_rules_check(const char *name, model *m, const quant_policy *pol, const int32_t *const *ids,
+                             const int64_t *n_ids, int np, int nt) {
+  char what[128], chars[81];
+  for (int i = 0; i < 77; i++) chars[i] = (char)('0' + i); /* '0' … '|': 77 characters, ids 3 … 79 */
+  chars[77] = 0;
+  rl_err e = {0};
+  tokenizer *tok = NULL;
+  rollout_engine *ce = NULL;
+  rollout_cuda_engine *ge = NULL;
+  rollout_batch c0, cb, gb;
+  rollout_opts o;
+  rollout_opts_default(&o);
+  o.greedy = 1, o.temperature = 0, o.max_new_tokens = nt, o.add_bos = 0, o.eos_id = -1;
+  if (tokenizer_chars_new(chars, &tok, &e) || rollout_engine_new(m, pol, tok, NULL, &ce, &e) ||
+      rollout_generate_ids(ce, ids, n_ids, np, 1, 0, &o, &c0, &e)) {
+    snprintf(what, sizeof what, "%s stop rules: CPU (%.60s)", name, e.msg);
+    check(0, what, "%g", 0);
+    return;
+  }
+  /* a stop string: 2 characters from the middle of the first completion with text; EOS: a token of prompt 1 */
+  char stop[8] = "";
+  for (int p = 0; p < np && !stop[0]; p++) {
+    size_t L = strlen(c0.s[p].completion_text);
+    if (L >= 4) memcpy(stop, c0.s[p].completion_text + L / 2, 2), stop[2] = 0;
+  }
+  char *stops[1] = {stop};
+  o.eos_id = np > 1 && c0.s[1].n_completion > 4 ? c0.s[1].completion_ids[4] : -1;
+  o.stop = stop[0] ? stops : NULL, o.n_stop = stop[0] ? 1 : 0;
+  printf("     stop rules: stop string \"%s\", eos id %d\n", stop, o.eos_id);
+  if (rollout_generate_ids(ce, ids, n_ids, np, 1, 0, &o, &cb, &e) || rollout_cuda_engine_new(m, pol, 8, 256, &ge, &e)) {
+    snprintf(what, sizeof what, "%s stop rules: (%.60s)", name, e.msg);
+    check(0, what, "%g", 0);
+    return;
+  }
+  rollout_cuda_engine_set_tokenizer(ge, tok);
+  int bad = 0, reasons[4] = {0};
+  if (rollout_cuda_generate_ids(ge, ids, n_ids, np, 1, 0, &o, &gb, &e)) {
+    snprintf(what, sizeof what, "%s stop rules: GPU (%.60s)", name, e.msg);
+    check(0, what, "%g", 0);
+    return;
+  }
+  for (int p = 0; p < np; p++) {
+    const rollout_sample *a = &cb.s[p], *b = &gb.s[p];
+    reasons[a->finish & 3]++;
+    if (a->finish != b->finish || a->stop_index != b->stop_index || a->n_completion != b->n_completion ||
+        strcmp(a->completion_text, b->completion_text) ||
+        memcmp(a->completion_ids, b->completion_ids, (size_t)a->n_completion * 4)) {
+      bad++;
+      printf("     p%d: CPU %s %lld \"%s\" vs GPU %s %lld \"%s\"\n", p, finish_reason_name(a->finish),
+             (long long)a->n_completion, a->completion_text, finish_reason_name(b->finish), (long long)b->n_completion,
+             b->completion_text);
+    }
+  }
+  printf("     stop rules: CPU finish reasons eos %d, stop %d, length %d\n", reasons[FINISH_EOS], reasons[FINISH_STOP],
+         reasons[FINISH_LENGTH]);
+  snprintf(what, sizeof what, "%s stop rules GPU == CPU (samples differing)", name);
+  check(!bad && (reasons[FINISH_STOP] || reasons[FINISH_EOS]), what, "%.0f", bad);
+  rollout_batch_free(&c0), rollout_batch_free(&cb), rollout_batch_free(&gb);
+  rollout_cuda_engine_free(ge), rollout_engine_free(ce), tokenizer_free(tok);
+}
+
 static void run_model(const char *name) {
   char dir[256], js[256], what[128];
   rl_err e = {0};
@@ -136,6 +203,7 @@ static void run_model(const char *name) {
     check(dh < 0, what, dh < 0 ? "%.0f" : "%.0f (FP32 margin there: see fixture)", dh);
     if (dh >= 0) printf("     margin at step %d: %.4g\n", dh, f.margin[p][dh]);
   }
+  stop_rules_check(name, m, &pol, ids, f.n_prompt, f.np, f.nt);
   double gap = logp_gap(m, &gb, &e);
   snprintf(what, sizeof what, "%s bf16 |logp rollout - forward| <= 2e-2", name);
   check(gap <= 2e-2, what, "max %.3g", gap);

@@ -2,7 +2,7 @@
 # tests/gpu/run.sh — every GPU test and benchmark of rlrun, for the GPU machine.
 # Builds nothing: run `make` (and `make gpu-tests`) here first, carry the build
 # folder, then from the repository root there:   BUILD=build tests/gpu/run.sh
-# Logs go under $OUT; a short summary table is printed last (also on failure).
+# ONLY="name …" picks sections. Logs go under $OUT; a short summary table is printed last (also on failure).
 # Each engineer appends a section that calls `row NAME PASS|FAIL|INFO DETAIL`.
 set -u
 BUILD=${BUILD:-build}
@@ -16,18 +16,24 @@ row() { printf '%-32s %-6s %s\n' "$1" "$2" "${3:-}" >> "$SUMMARY"; [ "$2" = FAIL
 run() {
   local name=$1 log=$2
   shift 2
-  if "$@" > "$OUT/$log" 2>&1; then row "$name" PASS "$(tail -1 "$OUT/$log")"
+  if timeout "${STEP_TIMEOUT:-600}" "$@" > "$OUT/$log" 2>&1; then row "$name" PASS "$(tail -1 "$OUT/$log")"
   else row "$name" FAIL "rc=$?, see $log: $(tail -1 "$OUT/$log")"; fi
 }
+# ONLY="gemm rollout loop" runs just those sections (names after "if want" below);
+# STEP_TIMEOUT (s, default 600) bounds each run step.
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 trap 'echo; echo "== summary ($OUT)"; cat "$SUMMARY"; exit $STATUS' EXIT
 row gpu INFO "$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 
 # ---------------------------------------------------------------- model oracle (issue #7)
+if want oracle; then
 # (section re-created by "numerics" after an accidental overwrite; owner please check)
 run make_model_fixtures make_model_fixtures.log \
   python3 tests/oracle/make_model_fixtures.py --out "$OUT/fixtures/model"
 
+fi
 # ---------------------------------------------------------------- GEMM / linear (issue #5)
+if want gemm; then
 # gemm_gpu_test: cuBLASLt BF16 / fp8-block vs the CPU reference and FP64 (M 1…8192, Qwen3
 # shapes, K/N not multiples of 128, the fp8 dequant fallback), linear_forward with on-device
 # activation quantization in every format (MXFP8/NVFP4 emulated on Hopper), bitwise batch
@@ -47,7 +53,9 @@ if [ -x "$BUILD/bench_linear" ]; then
   grep -E '^\||worst' "$OUT/bench_linear.log" >> "$SUMMARY"
 else row bench_linear FAIL "missing: make BUILD=$BUILD $BUILD/bench_linear"; fi
 
+fi
 # ---------------------------------------------------------------- numerics (issue #4)
+if want quant; then
 # The fast device forms of formats.h's rules (E2M1 encoders, exact division) on
 # every input pattern; CUDA quantizers == CPU reference byte for byte (every format
 # and option, hw and sw E4M3 cvt, 1x1 … 8192x8192, non-finite inputs), then each quantizer's
@@ -61,7 +69,9 @@ if [ -x "$BUILD/bench_quant" ]; then
   cat "$OUT/bench_quant.log" >> "$SUMMARY"
 else row bench_quant FAIL "missing: make BUILD=$BUILD $BUILD/bench_quant"; fi
 
+fi
 # ---------------------------------------------------------------- recipes (issue #3)
+if want recipes; then
 # Hardware detection on a real GPU: device_query → class (an H200 must be "hopper"),
 # then validate on the detected machine: fp8-block runs (exit 0), mxfp8 without
 # emulate is refused (exit 3), with emulate it runs emulated (exit 0).
@@ -73,7 +83,9 @@ run recipes_detect recipes_detect.log bash -c '
   "$0" validate recipes/mxfp8-unified-emulate.yaml | grep -q "emulated" &&
   echo "recipes: detected hopper; fp8-block 0, mxfp8 w/o emulate 3, emulated 0"' "$BUILD/rlrun"
 
+fi
 # ---------------------------------------------------------------- checkpoints / convert (issue #6)
+if want convert; then
 # make_convert_fixtures.py saves a tiny random Qwen3 and Qwen3-MoE with transformers'
 # save_pretrained. rlrun converts each to every format on the GPU and on the CPU (the
 # directories must be byte-identical), dequantizes back to bf16 on both (identical too),
@@ -115,7 +127,9 @@ if [ -x "$BUILD/bench_convert" ]; then
   cat "$OUT/bench_convert.log" >> "$SUMMARY"
 else row bench_convert FAIL "missing: make BUILD=$BUILD $BUILD/bench_convert"; fi
 
+fi
 # ---------------------------------------------------------------- optimizer (issue #9, "rl")
+if want optim; then
 # optim_gpu_test: CUDA AdamW == CPU reference bit for bit (BF16 weights, FP32 main params,
 # moments, FP64 grad norm) over 3 clipped warm-up steps, main_params fp32 and bf16, tensors of
 # 1 … 3M elements; a NaN gradient is refused naming the tensor with every buffer unchanged.
@@ -125,7 +139,9 @@ if [ -x "$BUILD/gpu/optim_gpu_test" ]; then
   grep -E '^FAIL|^\| adamw' "$OUT/optim_gpu_test.log" | head -20 >> "$SUMMARY"
 else row optim_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
 
+fi
 # ---------------------------------------------------------------- sampler (issue #8)
+if want sampler; then
 # sampler_gpu_test: the fused sampling kernel (stages/sampler_cuda.cu) against the CPU
 # reference, row by row: the same token, status, kept count and uniform draw (V 8 … 151936,
 # temperature, greedy, top-k 1/50, top-p 0.9 and 0.5 after top-k, min-p, exact ties, -inf
@@ -137,7 +153,9 @@ if [ -x "$BUILD/gpu/sampler_gpu_test" ]; then
   grep -E '^FAIL|^     first|^\|' "$OUT/sampler_gpu_test.log" | head -30 >> "$SUMMARY"
 else row sampler_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
 
+fi
 # ---------------------------------------------------------------- non-GEMM ops CUDA (issue #7, "opscuda")
+if want ops; then
 # ops_gpu_test: every CUDA op of kernels/ops.h against the CPU reference, forward and backward
 # (embedding + scatter-add, RMSNorm (+residual, +BF16), RoPE, QK-norm+RoPE, flash attention on
 # packed lengths {1,7,128,300,1024} GQA 16/8 d=128 and d=64, SwiGLU, router top-k/replay,
@@ -153,7 +171,9 @@ if [ -x "$BUILD/bench_ops" ]; then
   grep -E '^\||^attention' "$OUT/bench_ops.log" >> "$SUMMARY"
 else row bench_ops FAIL "missing: make BUILD=$BUILD $BUILD/bench_ops"; fi
 
+fi
 # ---------------------------------------------------------------- CUDA model (issue #7, "modelcuda")
+if want model; then
 # model_gpu_test: the CUDA model against the CPU model and the transformers fixtures
 # (tests/fixtures/model/{qwen3,qwen3_moe}): logits, log-probs, loss, every gradient (BF16 policy),
 # MoE top-k ids, R3 replay bitwise, determinism (two runs bitwise), fp8-block/mxfp8/nvfp4 forward
@@ -173,7 +193,9 @@ if [ -x "$BUILD/bench_model" ]; then
   grep -E '^\||^bench_model' "$OUT/bench_model.log" >> "$SUMMARY"
 else row bench_model FAIL "missing: make BUILD=$BUILD $BUILD/bench_model"; fi
 
+fi
 # ---------------------------------------------------------------- rollout greedy oracle (issue #8, "rollout")
+if want greedy; then
 # transformers' greedy continuations (12 tokens, 3 prompts) of the tiny fixture models, FP32 and
 # BF16, for tests/test_rollout_greedy.c. Copy $OUT/fixtures/model/{qwen3,qwen3_moe}/greedy.json
 # into tests/fixtures/model/ (the C test says SKIPPED until they are there).
@@ -181,7 +203,9 @@ run make_greedy_fixtures make_greedy_fixtures.log \
   env HF_HUB_OFFLINE=1 python3 tests/oracle/make_greedy_fixtures.py --root tests/fixtures/model \
   --out "$OUT/fixtures/model"
 
+fi
 # ---------------------------------------------------------------- sync (issue #11, "sync") — needs nvidia-h200-x2
+if want sync; then
 # sync_gpu_test: colocated (GPU 0) device re-quantization == CPU model_quantize byte for byte and
 # sync.verify passes (fp8-block, mxfp8, bf16, nvfp4 experts; dense + MoE); trainer GPU 0 -> rollout
 # GPU 1 over NCCL (buckets 64 KiB and 512 MiB): bytes received == bytes sent, verify passes, rollout
@@ -198,7 +222,9 @@ if [ -x "$BUILD/bench_sync" ]; then
   grep -E '^\||^bench_sync' "$OUT/bench_sync.log" >> "$SUMMARY"
 else row bench_sync FAIL "missing: make BUILD=$BUILD $BUILD/bench_sync"; fi
 
+fi
 # ---------------------------------------------------------------- drift benchmark (issue #12, "drift")
+if want drift; then
 # bench_drift: one fixed set of 64 × (16 + 256) sequences sampled once in bf16 (seed 1), then for
 # every supported (rollout, train) precision pair of runner/matrix.c (+ mxfp8/nvfp4 rollout × bf16
 # train for contrast) the RL.md mismatch metrics, MoE with and without R3. Qwen3-0.6B shape and a
@@ -212,7 +238,9 @@ if [ -x "$BUILD/bench_drift" ]; then
   done
 else row bench_drift FAIL "missing: make BUILD=$BUILD $BUILD/bench_drift"; fi
 
+fi
 # ---------------------------------------------------------------- GPU recipes on the real machine (issue #12, "sft")
+if want validate; then
 # Every recipe validated against the detected hardware (no --hardware): on an H200 every one
 # exits 0 (mxfp8/nvfp4 ones say "emulated"; rl-from-sft* note a missing SFT checkpoint). The GPU
 # loop does not run yet (a GPU recipe given to `rlrun run` exits 3): validation only.
@@ -221,7 +249,9 @@ for f in recipes/*.yaml; do
   run "validate_$n" "validate_$n.log" "$BUILD/rlrun" validate "$f"
 done
 
+fi
 # ---------------------------------------------------------------- tensor-core attention (issue #7, "attn")
+if want attn; then
 # ops_gpu_test (above) checks both attention kernel sets: "simt" (FP32) and "tc" (BF16 mma.sync,
 # kernels/ops_attn_tc_cuda.cu, the default: BF16-operand tolerances vs the CPU, determinism,
 # packed == alone, bitwise). bench_ops rows "attention ... tc" give TFLOP/s and the speed-up over
@@ -239,7 +269,9 @@ if [ -x "$BUILD/bench_model" ]; then
   done
 fi
 
+fi
 # ---------------------------------------------------------------- CUDA rollout engine (issue #8 GPU half, "rollcuda")
+if want rollout; then
 # rollout_gpu_test: fixture models, BF16: greedy GPU == CPU engine == transformers (greedy.json),
 # rollout logp vs model_cuda_forward logp (bound 2e-2; fp8-block reported as INFO), slots 1/7/64
 # identical samples. bench_rollout: Qwen3-0.6B shape, prompt 64, 256 new, batch 64/256, bf16 and
@@ -249,15 +281,20 @@ if [ -x "$BUILD/gpu/rollout_gpu_test" ]; then
   run rollout_gpu_test rollout_gpu_test.log "$BUILD/gpu/rollout_gpu_test"
   grep -E '^(FAIL|INFO)' "$OUT/rollout_gpu_test.log" | head -20 | sed 's/^/  /' >> "$SUMMARY"
 else row rollout_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
-if [ -x "$BUILD/bench_rollout" ]; then
-  run bench_rollout bench_rollout.log "$BUILD/bench_rollout"
-  grep -E '^\| (bf16|fp8)' "$OUT/bench_rollout.log" | sed 's/^/  rollout /' >> "$SUMMARY"
-else row bench_rollout FAIL "missing: make BUILD=$BUILD $BUILD/bench_rollout"; fi
+PEERG=
 if [ -f tests/oracle/bench_hf_generate.py ] && python3 -c 'import torch, transformers' 2>/dev/null; then
   run hf_generate_b64 hf_generate_b64.log python3 tests/oracle/bench_hf_generate.py --batch 64 --prompt 64 --new 256
+  PEERG=$(awk '/^peer_generate_tok_s/ {print $2}' "$OUT/hf_generate_b64.log")
 fi
+if [ -x "$BUILD/bench_rollout" ]; then
+  run bench_rollout bench_rollout.log "$BUILD/bench_rollout" ${PEERG:+--peer $PEERG}
+  grep -E '^\| (bf16|fp8)' "$OUT/bench_rollout.log" | sed 's/^/  rollout /' >> "$SUMMARY"
+  RLRUN_ROLLOUT_PROFILE=1 "$BUILD/bench_rollout" --new 64 > "$OUT/bench_rollout_profile.log" 2>&1
+else row bench_rollout FAIL "missing: make BUILD=$BUILD $BUILD/bench_rollout"; fi
 
+fi
 # ---------------------------------------------------------------- run loop on the GPU (issues #12/#8/#9, "cudaloop")
+if want loop; then
 # `rlrun run` of bf16-baseline and fp8-unified with device: cuda (CUDA rollout engine, device
 # trainer + AdamW CUDA, colocated device sync), 4 iterations: reward per iteration into the
 # summary. Kill/resume: the same bf16 run killed (SIGKILL) in train of iteration 3, resumed;
@@ -287,3 +324,4 @@ if [ -x "$BUILD/rlrun" ]; then
     else row loop_gpu_kill_resume FAIL "final weights $a vs uninterrupted $b (see loop_resume.log)"; fi
   else row loop_gpu_kill_resume FAIL "resume failed, see loop_resume.log: $(tail -1 "$OUT/loop_resume.log")"; fi
 else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
+fi
