@@ -22,6 +22,11 @@
  *            --seqs N --prompt P --gen G (default 64 x (16 + 256) on the qwen3-* shapes,
  *            16 x (8 + 48) otherwise) --seed S (1) --moe-layers L
  *            --save-tokens PREFIX / --load-tokens PREFIX (PREFIX.<model>.tok, drift.h format)
+ *   bench_drift --device cuda --engine   the rollout side is the CUDA rollout engine (decode,
+ *                                     stages/rollout_cuda.h): per pair, the engine samples the
+ *                                     set's prompts in the pair's rollout precision and its own
+ *                                     log-probs are compared with the trainer's (drift.h, engine
+ *                                     mode): the token set differs per pair; no token files
  *
  * Synthetic models (random weights, NOT trained: the numbers measure the
  * numerics on these weight statistics, not a trained model's): every matrix
@@ -51,6 +56,7 @@ static struct {
   int n_models;
   drift_sample_opts so; /* n_seq, n_prompt, n_gen: 0 = the model's default */
   int moe_layers;
+  int engine;      /* --engine: the CUDA rollout engine is the rollout side */
   const char *save, *load;
   int emulated;    /* mxfp8 / nvfp4 run as the emulation (GPU without native support) */
   char where[512]; /* the device, for the headers */
@@ -186,6 +192,24 @@ static void print_row(const bench_pair *p, int r3, const rl_mismatch *x, double 
          entropy);
 }
 
+/* Engine mode: per rollout precision (its first pair; pairs with the same
+ * rollout policy sample the same set), the engine's log-probs vs a full
+ * forward of the same tokens in that precision, and the sampling time. */
+static void print_engine_check(const bench_pair *pairs, const drift_result *res, const int *ok, const double *sample_s,
+                               int np) {
+  char a[32], b[32];
+  printf("\nengine check: the CUDA engine's own log-probs vs a full forward (model_cuda_forward) of the same tokens "
+         "in the rollout precision (decode vs prefill numerics; the rows above add the trainer's precision):\n\n");
+  printf("| rollout (engine) | logp_abs_diff | max_abs_diff | sampling (s) | pair measured in (s) |\n|---|---|---|---|---|\n");
+  for (int i = 0; i < np; i++) {
+    int first = ok[i];
+    for (int j = 0; j < i && first; j++) first = !(ok[j] && pairs[j].ro == pairs[i].ro);
+    if (!first || !res[i].has_engine) continue;
+    printf("| %s | %s | %s | %.2f | %.2f |\n", prec_names[pairs[i].ro], cell(a, res[i].engine.logp_abs_diff),
+           cell(b, res[i].engine.max_abs_diff), sample_s[i], res[i].wall_s);
+  }
+}
+
 /* Sample (or load) the set, measure every pair, print the table. */
 static int bench_model_pairs(const char *name) {
   char desc[400];
@@ -201,9 +225,12 @@ static int bench_model_pairs(const char *name) {
   if (!so.n_prompt) so.n_prompt = big ? 16 : 8;
   if (!so.n_gen) so.n_gen = big ? 256 : 48;
   drift_seqs s;
+  memset(&s, 0, sizeof s);
   char path[1200];
   int rc = 0;
-  if (g.load) {
+  if (g.engine) {
+    /* engine mode: each pair samples its own set (below) */
+  } else if (g.load) {
     snprintf(path, sizeof path, "%s.%s.tok", g.load, name);
     rc = drift_seqs_load(path, m->V, &s, &e);
   } else if (g.dev == DRIFT_CUDA) {
@@ -227,20 +254,28 @@ static int bench_model_pairs(const char *name) {
          (double)nparam / 1e9);
   if (moe) printf(", %d experts top-%d", m->E, m->topk);
   printf("; %s.\n", g.where);
-  printf("Sequences: %d × (%d prompt + %d sampled) tokens, %s; %d measured tokens.\n\n", s.n_seq, s.n_prompt,
-         s.n_gen,
-         g.load ? "loaded from a token file"
-         : g.dev == DRIFT_CUDA ? "sampled once in bf16 at T = 1 on the GPU (full forward per position)"
-                               : "sampled once in bf16 at T = 1 by the CPU rollout engine",
-         s.n_seq * s.n_gen);
-  if (!g.load) printf("(seed %llu, sampling took %.1f s)\n\n", (unsigned long long)g.so.seed, s.wall_s);
+  if (g.engine) {
+    printf("Rollout side: the CUDA rollout engine (decode). Sequences: %d × (%d prompt + %d sampled) tokens per pair, "
+           "the same prompts, sampled at T = 1 by the engine in the pair's rollout precision (so the token set "
+           "differs per pair); %d measured tokens; rollout log-probs = the engine's own.\n",
+           so.n_seq, so.n_prompt, so.n_gen, so.n_seq * so.n_gen);
+    printf("(seed %llu; engine check and sampling times below the table)\n\n", (unsigned long long)g.so.seed);
+  } else {
+    printf("Sequences: %d × (%d prompt + %d sampled) tokens, %s; %d measured tokens.\n\n", s.n_seq, s.n_prompt,
+           s.n_gen,
+           g.load ? "loaded from a token file"
+           : g.dev == DRIFT_CUDA ? "sampled once in bf16 at T = 1 on the GPU (full forward per position)"
+                                 : "sampled once in bf16 at T = 1 by the CPU rollout engine",
+           s.n_seq * s.n_gen);
+    if (!g.load) printf("(seed %llu, sampling took %.1f s)\n\n", (unsigned long long)g.so.seed, s.wall_s);
+  }
   printf("| rollout × train | mode | R3 | logp_abs_diff | kl_k3 | ess | max_abs_diff | r3/overlap | abs_diff ÷ "
          "fp8×bf16 | entropy (nats) |\n");
   printf("|---|---|---|---|---|---|---|---|---|---|\n");
   bench_pair pairs[MAX_PAIRS];
   int np = list_pairs(pairs);
   drift_result res[MAX_PAIRS];
-  double ref = NAN, engine = NAN;
+  double ref = NAN, engine = NAN, sample_s[MAX_PAIRS] = {0};
   int ok[MAX_PAIRS] = {0};
   /* measure everything first: the ratio column needs the fp8 x bf16 row */
   for (int i = 0; i < np && !rc; i++) {
@@ -250,14 +285,22 @@ static int bench_model_pairs(const char *name) {
     int emu = g.dev == DRIFT_CUDA && g.emulated;
     loop_policy(p->ro, emu, 0, &ro);
     loop_policy(p->tr, emu, 0, &tr);
-    if ((rc = drift_measure(m, &s, &ro, &tr, g.dev, &res[i], &e))) {
+    if (g.engine) {
+      drift_seqs set;
+      rc = drift_measure_engine_cuda(m, &so, &ro, &tr, &res[i], &set, &e);
+      sample_s[i] = set.wall_s;
+      drift_seqs_free(&set);
+    } else {
+      rc = drift_measure(m, &s, &ro, &tr, g.dev, &res[i], &e);
+    }
+    if (rc) {
       fprintf(stderr, "bench_drift: %s, rollout %s x train %s: %s\n", name, prec_names[p->ro], prec_names[p->tr],
               e.msg);
       break;
     }
     ok[i] = 1;
     if (p->ro == PREC_FP8_BLOCK && p->tr == PREC_BF16) ref = res[i].plain.logp_abs_diff;
-    if (p->ro == PREC_BF16 && res[i].has_engine) engine = res[i].engine.max_abs_diff;
+    if (p->ro == PREC_BF16 && res[i].has_engine && !g.engine) engine = res[i].engine.max_abs_diff;
     fprintf(stderr, "bench_drift: %s %s x %s measured in %.2f s\n", name, prec_names[p->ro], prec_names[p->tr],
             res[i].wall_s);
   }
@@ -274,6 +317,7 @@ static int bench_model_pairs(const char *name) {
     printf("engine check: the rollout engine's own log-probs vs the bf16 full forward: max |δ| = %.3g "
            "(rollout.h bounds it by the log-sum-exp order: <= 2e-6).\n",
            engine);
+  if (g.engine) print_engine_check(pairs, res, ok, sample_s, np);
   fflush(stdout);
   drift_seqs_free(&s);
   model_free(m);
@@ -299,8 +343,10 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       printf("usage: bench_drift [--device cpu|cuda] [--model NAME|HF_DIR]... [--seqs N] [--prompt P] [--gen G]\n"
-             "                   [--seed S] [--moe-layers L] [--save-tokens PREFIX] [--load-tokens PREFIX]\n"
-             "models: fixture-dense fixture-moe (CPU default), qwen3-0.6b qwen3-30b-a3b (GPU default)\n");
+             "                   [--seed S] [--moe-layers L] [--save-tokens PREFIX] [--load-tokens PREFIX] [--engine]\n"
+             "models: fixture-dense fixture-moe (CPU default), qwen3-0.6b qwen3-30b-a3b (GPU default)\n"
+             "--engine (with --device cuda): the rollout side is the CUDA rollout engine (decode), sampling\n"
+             "         each pair's own set in its rollout precision; the default is the full-forward mode\n");
       return 0;
     } else if (!strcmp(a, "--device") && v) {
       if (!strcmp(v, "cuda")) g.dev = DRIFT_CUDA;
@@ -316,6 +362,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--gen")) g.so.n_gen = int_arg(a, v, 1, 8192), i++;
     else if (!strcmp(a, "--seed")) g.so.seed = (uint64_t)int_arg(a, v, 0, 1 << 30), i++;
     else if (!strcmp(a, "--moe-layers")) g.moe_layers = int_arg(a, v, 1, 94), i++;
+    else if (!strcmp(a, "--engine")) g.engine = 1;
     else if (!strcmp(a, "--save-tokens") && v) g.save = argv[++i];
     else if (!strcmp(a, "--load-tokens") && v) g.load = argv[++i];
     else {
@@ -324,6 +371,16 @@ int main(int argc, char **argv) {
     }
   }
   int gpu = g.dev == DRIFT_CUDA;
+  if (g.engine && !gpu) {
+    fprintf(stderr, "bench_drift: --engine measures the CUDA rollout engine and needs --device cuda (on the CPU the "
+                    "engine's decode equals the full forward bit for bit, so the default mode already measures it)\n");
+    return 2;
+  }
+  if (g.engine && (g.save || g.load)) {
+    fprintf(stderr, "bench_drift: --engine samples a new set per pair (its rollout precision); it takes no "
+                    "--save-tokens / --load-tokens\n");
+    return 2;
+  }
   g.so.progress = 1;
   if (!g.n_models) {
     g.models[g.n_models++] = gpu ? "qwen3-0.6b" : "fixture-dense";
@@ -343,7 +400,7 @@ int main(int argc, char **argv) {
   } else {
     snprintf(g.where, sizeof g.where, "CPU reference numerics");
   }
-  printf("## rollout/train drift (bench_drift)\n");
+  printf("## rollout/train drift (bench_drift)%s\n", g.engine ? " — rollout side: the CUDA rollout engine (decode)" : "");
   int rc = 0;
   for (int i = 0; i < g.n_models && !rc; i++) rc = bench_model_pairs(g.models[i]);
   return rc;

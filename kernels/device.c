@@ -52,3 +52,32 @@ void device_query(device_info *info) {
 static unsigned long device_epoch;
 unsigned long device_buffers_epoch(void) { return device_epoch; }
 void device_buffers_changed(void) { device_epoch++; }
+
+int device_set_current(int gpu, rl_err *e) {
+#if RLRUN_CUDA
+  int n = 0;
+  cudaError_t st = cudaGetDeviceCount(&n);
+  if (st != cudaSuccess) {
+    cudaGetLastError();
+    return rl_errf(e, RL_EXIT_HARDWARE, "GPU %d: no usable GPU (%s)", gpu, cudaGetErrorString(st));
+  }
+  if (gpu < 0 || gpu >= n)
+    return rl_errf(e, RL_EXIT_HARDWARE,
+                   "GPU %d does not exist: this machine has %d GPU%s (0..%d); name GPUs it has in gpus.rollout "
+                   "and gpus.train", gpu, n, n == 1 ? "" : "s", n - 1);
+  st = cudaSetDevice(gpu);
+  if (st != cudaSuccess) return rl_errf(e, RL_EXIT_HARDWARE, "GPU %d: cudaSetDevice failed: %s", gpu, cudaGetErrorString(st));
+  return 0;
+#else
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "GPU %d: this binary was built without CUDA; rebuild with nvcc available or use device: cpu", gpu);
+#endif
+}
+
+int device_current(void) {
+  int d = 0;
+#if RLRUN_CUDA
+  if (cudaGetDevice(&d) != cudaSuccess) d = 0;
+#endif
+  return d;
+}

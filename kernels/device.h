@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "kernels/common.h"
+
 #define DEVICE_MAX_GPUS 16
 
 typedef struct device_gpu {
@@ -29,6 +31,15 @@ typedef struct device_info {
 
 /* Fill *info; never fails (a missing driver is reported in info->status). */
 void device_query(device_info *info);
+
+/* Make GPU `gpu` the calling thread's current CUDA device: every later CUDA
+ * call of the thread (allocations, launches, the per-thread default stream)
+ * goes there. A run with the trainer and the rollout engine on different
+ * GPUs switches around each phase (runner/loop_gpu.c). RL_EXIT_HARDWARE
+ * naming the GPU when it does not exist or the build has no CUDA. */
+int device_set_current(int gpu, rl_err *e);
+/* The calling thread's current CUDA device (0 without CUDA). */
+int device_current(void);
 
 /* A counter bumped whenever a reused device buffer (a scratch or workspace
  * grown on demand, activation buffers, weight views) is freed or allocated: a

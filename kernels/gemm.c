@@ -4,6 +4,7 @@
 #include "kernels/gemm.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 /* Names of the paths, as reports print them. */
 const char *gemm_path_name(gemm_path p) {
@@ -112,8 +113,69 @@ int gemm_bf16(const gemm_bf16_args *g, gemm_info *info, rl_err *e) {
   return gemm_bf16_cpu(g, e);
 }
 
+/* RLRUN_SMALL_GEMM_CTAS when set to a number in range, else GEMM_SMALL_CTAS. */
+int gemm_small_ctas(void) {
+  const char *v = getenv("RLRUN_SMALL_GEMM_CTAS");
+  long n = v && *v ? strtol(v, NULL, 10) : 0;
+  return n >= 1 && n <= 65536 ? (int)n : GEMM_SMALL_CTAS;
+}
+
+/* The K split of the small-M GEMM: enough slices to fill the GPU, each of at
+ * least two stages when K has them (a function of N and K only). */
+void gemm_small_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k) {
+  int64_t stages = (K + GEMM_SMALL_BK - 1) / GEMM_SMALL_BK, tiles = (N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN;
+  if (tiles < 1) tiles = 1;
+  int64_t want = (gemm_small_ctas() + tiles - 1) / tiles, most = (stages + 1) / 2;
+  int64_t s = want < most ? want : most;
+  if (s > GEMM_SMALL_MAX_SLICES) s = GEMM_SMALL_MAX_SLICES;
+  if (s < 1) s = 1;
+  int64_t per = stages > 0 ? (stages + s - 1) / s : 1; /* stages per slice */
+  *slices = stages > 0 ? (int)((stages + per - 1) / per) : 1;
+  *slice_k = per * GEMM_SMALL_BK;
+}
+
+/* Shapes in range, pointers present and aligned as the small-M kernel loads them. */
+int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                     int64_t K, rl_err *e) {
+  if (M < 0 || N < 0 || K < 0 || N > INT32_MAX || K > INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm_small: bad shape M=%lld N=%lld K=%lld (0 .. 2^31-1)",
+                   (long long)M, (long long)N, (long long)K);
+  if (M > GEMM_SMALL_MAX_M)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "gemm_small: M=%lld rows exceeds the small-M kernel's %d; use linear_forward "
+                   "(cuBLASLt) for larger batches",
+                   (long long)M, GEMM_SMALL_MAX_M);
+  if (K % 8)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "gemm_small: K=%lld is not a multiple of 8 (rows must be whole 16-byte "
+                   "vectors); use linear_forward for this layer",
+                   (long long)K);
+  if (M == 0 || N == 0) return 0;
+  if (!y || (K > 0 && (!x || !w)))
+    return rl_errf(e, RL_EXIT_USAGE, "gemm_small: y, x or w is NULL (M=%lld N=%lld K=%lld)",
+                   (long long)M, (long long)N, (long long)K);
+  if ((uintptr_t)x % 16 || (uintptr_t)w % 16 || (uintptr_t)y % 4)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "gemm_small: x (%p) and w (%p) must be 16-byte aligned and y (%p) 4-byte "
+                   "aligned; pass row-aligned views or use linear_forward",
+                   (const void *)x, (const void *)w, (const void *)y);
+  return 0;
+}
+
 #if !RLRUN_CUDA
 /* Stand-ins of the CUDA entry points: say that this build has no CUDA. */
+int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                         int64_t K, void *stream, rl_err *e) {
+  (void)stream;
+  int rc = gemm_small_check(y, x, w, M, N, K, e);
+  if (rc) return rc;
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "gemm_small: operands are in device memory but this binary was built without "
+                 "CUDA; rebuild with nvcc available or use device: cpu");
+}
+
+void gemm_small_release(void) {}
+
 int gemm_q_cuda(void *y, const qtensor *x, const qtensor *w, const gemm_opts *o, gemm_info *info,
                 rl_err *e) {
   if (info) info->path = GEMM_PATH_NONE;

@@ -120,6 +120,57 @@ int gemm_cuda_device(int *dev, rl_err *e);
 int gemm_cuda_plan_count(void);
 void gemm_cuda_release(void);
 
+/* ---------------------------------------------------------------- small-M BF16 GEMM
+ * The decode step's linear layers (M = active sequences, 1 … 256) on tensor
+ * cores without cuBLASLt (kernels/gemm_small_cuda.cu):
+ *
+ *   y[m][n] = f32(bf16_rne(Σ_k x[m][k]·w[n][k]))
+ *
+ * x [M][K] and w [N][K] BF16 row-major (w as checkpoints store it), FP32
+ * accumulation, the sum rounded to BF16 (RNE) and stored as FP32 — what
+ * linear_forward's BF16 output followed by a BF16 → FP32 conversion gives, in
+ * one kernel. Each weight element is read from HBM once per call.
+ *
+ * Batch invariance: a CTA owns 32 or 64 weight rows × one K slice; the slices
+ * (count and boundaries) are a function of (N, K) only (gemm_small_plan), each
+ * slice is summed in a fixed order by mma.sync, and the FP32 partials of the
+ * slices are added in slice order by the last CTA of each tile (an integer
+ * arrival counter; no float atomics). So y[m][n] has the same bits whatever M
+ * and the other rows are.
+ *
+ * Requirements (else RL_EXIT_USAGE): 1 ≤ M ≤ GEMM_SMALL_MAX_M (M = 0 or N = 0
+ * does nothing), K % 8 == 0, x and w 16-byte aligned, y 4-byte aligned,
+ * device pointers. `stream` is a cudaStream_t (NULL: the per-thread default
+ * stream). The workspace (partials, counters) is per device, grown on demand
+ * (device_buffers_changed() when it moves) and shared: one stream per device,
+ * as for linear.h. Capturable in a CUDA graph once it has grown. */
+#define GEMM_SMALL_MAX_M 256
+#define GEMM_SMALL_BN 32    /* weight rows of a tile, as the K split counts them */
+#define GEMM_SMALL_BK 128   /* K per pipeline stage */
+#define GEMM_SMALL_CTAS 264 /* CTAs the K split aims at (2 per SM of an H100/H200) */
+#define GEMM_SMALL_MAX_SLICES 32
+
+/* The CTA target of the K split: RLRUN_SMALL_GEMM_CTAS (a tuning knob, 1 …
+ * 65536) or GEMM_SMALL_CTAS. */
+int gemm_small_ctas(void);
+
+/* The K split of an (N, K) product: `slices` slices of `slice_k` elements (a
+ * multiple of GEMM_SMALL_BK; the last slice may be shorter). As many slices as
+ * bring ceil(N / GEMM_SMALL_BN) tiles × slices up to gemm_small_ctas(), but
+ * each slice at least two stages long where K allows, and at most
+ * GEMM_SMALL_MAX_SLICES slices. Depends on N and K only (batch invariance). */
+void gemm_small_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k);
+
+/* The argument checks of gemm_small_bf16_cuda (no device access). */
+int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                     int64_t K, rl_err *e);
+
+int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                         int64_t K, void *stream, rl_err *e);
+
+/* Free the workspace of gemm_small_bf16_cuda (also done by gemm_cuda_release). */
+void gemm_small_release(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -181,6 +181,9 @@ int quant_cuda_selftest_fast(int64_t mismatch[4], rl_err *e);
 /* Synchronize `stream`, then copy the device stats *dstats into *host (the
  * device copy has its own encoding: read it only through this function). */
 int quant_stats_fetch_cuda(const quant_stats *dstats, quant_stats *host, void *stream, rl_err *e);
+/* The same for the n device stats dstats[0..n) into host[0..n): one copy. */
+int quant_stats_fetch_n_cuda(const quant_stats *dstats, quant_stats *host, int64_t n, void *stream,
+                             rl_err *e);
 
 /* Device amax over finite values into *d_amax (device FP32); non-finite counted in dstats. */
 int quant_amax_bf16_cuda(const uint16_t *x, int64_t n, float *d_amax, quant_stats *dstats,
@@ -188,6 +191,31 @@ int quant_amax_bf16_cuda(const uint16_t *x, int64_t n, float *d_amax, quant_stat
 int quant_fp8_block_weight_cuda(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q,
                                 float *scales, const quant_opts *opt, quant_stats *dstats,
                                 void *stream, rl_err *e);
+
+/* One tensor of a multi-tensor quantization (device pointers, as the
+ * single-tensor call's arguments). */
+typedef struct quant_item {
+  const uint16_t *x;   /* BF16 [rows][K] */
+  int64_t rows, K;
+  uint8_t *q;          /* E4M3 [rows][K] */
+  void *scales;        /* fp8-block: FP32 as opt->scale_layout says; mxfp8: E8M0 [rows][ceil(K/32)] */
+  quant_stats *dstats; /* this tensor's own device stats (may be NULL), reset by the call */
+} quant_item;
+/* Bytes of device workspace that lets a multi call take n tensors per launch. */
+size_t quant_multi_ws_bytes(int n);
+/* quant_fp8_block_weight_cuda of n tensors, the same bytes and stats
+ * tensor by tensor (one kernel body), in one launch for every tensor the fast
+ * kernel takes (K % 16 == 0, 16-byte aligned; more launches when the
+ * workspace holds fewer): their descriptors are copied into the device
+ * workspace ws (ws_bytes; stream-ordered reuse, so one ws per stream), each
+ * CTA finds its tensor by binary search over the prefix sum of block counts.
+ * Other tensors take the single-tensor call. items is host memory, read
+ * before the call returns; distinct items need distinct dstats slots. */
+int quant_fp8_block_weight_multi_cuda(const quant_item *items, int n, const quant_opts *opt, void *ws,
+                                      size_t ws_bytes, void *stream, rl_err *e);
+/* The same for quant_mxfp8_cuda (scales E8M0 [rows][ceil(K/32)]). */
+int quant_mxfp8_multi_cuda(const quant_item *items, int n, const quant_opts *opt, void *ws,
+                           size_t ws_bytes, void *stream, rl_err *e);
 int quant_fp8_block_act_cuda(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q,
                              float *scales, const quant_opts *opt, quant_stats *dstats,
                              void *stream, rl_err *e);

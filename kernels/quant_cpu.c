@@ -317,11 +317,23 @@ void quant_cuda_set_hw_cvt(int on) {}
 int quant_cuda_selftest_e4m3(int64_t *mismatch, int64_t *first, rl_err *e) { return no_cuda(e); }
 int quant_cuda_selftest_fast(int64_t mismatch[4], rl_err *e) { return no_cuda(e); }
 int quant_stats_fetch_cuda(const quant_stats *d, quant_stats *h, void *s, rl_err *e) { return no_cuda(e); }
+int quant_stats_fetch_n_cuda(const quant_stats *d, quant_stats *h, int64_t n, void *s, rl_err *e) {
+  return no_cuda(e);
+}
 int quant_amax_bf16_cuda(const uint16_t *x, int64_t n, float *a, quant_stats *d, void *s, rl_err *e) {
   return no_cuda(e);
 }
 int quant_fp8_block_weight_cuda(const uint16_t *x, int64_t r, int64_t K, uint8_t *q, float *sc,
                                 const quant_opts *o, quant_stats *d, void *s, rl_err *e) {
+  return no_cuda(e);
+}
+size_t quant_multi_ws_bytes(int n) { return (size_t)(n > 0 ? n : 0) * 68 + 16; }
+int quant_fp8_block_weight_multi_cuda(const quant_item *it, int n, const quant_opts *o, void *ws,
+                                      size_t wb, void *s, rl_err *e) {
+  return no_cuda(e);
+}
+int quant_mxfp8_multi_cuda(const quant_item *it, int n, const quant_opts *o, void *ws, size_t wb,
+                           void *s, rl_err *e) {
   return no_cuda(e);
 }
 int quant_fp8_block_act_cuda(const uint16_t *x, int64_t r, int64_t K, uint8_t *q, float *sc,

@@ -2,9 +2,9 @@
  * bandwidth. Per-element and per-block arithmetic follows formats.h (the
  * CPU's code) exactly; the cheaper device forms of it (integer amax, exact
  * Markstein division, branch-free E2M1) live in quant_cuda_dev.cuh and are
- * checked against formats.h by quant_cuda_selftest_fast. Divisions and
- * products go through __fdiv_rn/__fmul_rn/__fmaf_rn: no contraction can
- * change a bit.
+ * checked against formats.h by quant_cuda_selftest_fast (in
+ * quant_selftest_cuda.cu). Divisions and products go through
+ * __fdiv_rn/__fmul_rn/__fmaf_rn: no contraction can change a bit.
  *
  * Fast path (K % 16 == 0, 16-byte aligned pointers): a chunk is 16
  * consecutive elements of a row (two 16-byte loads, one 16-byte store of E4M3
@@ -13,10 +13,15 @@
  * (1×128: 8 lanes, 1×32: 2, 1×16: 1, 16×16: 16 lanes = 16 rows); 128×128
  * blocks are one CTA holding the block in registers. One pass over x: amax,
  * scale and encode fused, nothing read twice, no host round trip. Other
- * shapes take simple per-block kernels. */
+ * shapes take simple per-block kernels. Weights of many tensors (the sync
+ * step: hundreds of small linears) go in one launch: the multi kernels run
+ * the single-tensor kernels' device bodies (fp8w_block, rows_cta) on
+ * descriptors found by binary search, so the bytes are the same by
+ * construction. */
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/formats.h"
 #include "kernels/quant.h"
@@ -91,20 +96,19 @@ __device__ __forceinline__ uint2 nv_encode16(uint4 a, uint4 b, float enc, const 
 
 enum { ROWS_U = 2 }; /* chunks per thread, all loaded before use */
 
-/* 1×128 (fp8-block act), 1×32 (MXFP8), 1×16 (NVFP4) along K; K % 16 == 0.
+/* 1×128 (fp8-block act), 1×32 (MXFP8), 1×16 (NVFP4) along K; K % 16 == 0:
+ * the work of CTA `cta` of a tensor (k_quant_rows, k_quant_rows_multi).
  * Chunk g (relative to row0·cpr) is row g / cpr, chunk g % cpr of it (cpr =
  * K/16 rounded up to the lanes of one block, so blocks are lane-aligned);
- * warp w owns chunks [32·U·w, 32·U·(w+1)), lane l the chunks l + 32u. */
+ * warp w owns chunks [32·U·w, 32·U·(w+1)), lane l the chunks l + 32u.
+ * NVFP4: enc_tab and c6 from nv_setup. */
 template <int FMT>
-__global__ void __launch_bounds__(256, FMT == F_NV ? 6 : 1) /* NVFP4 RNE: <= 40 registers, 6 CTAs per SM */
-    k_quant_rows(const uint16_t *__restrict__ x, uint8_t *__restrict__ q, void *__restrict__ scales,
-                 const float *d_amax, float *d_sdec, qparams p, quant_stats *st) {
+__device__ __forceinline__ void rows_cta(const uint16_t *__restrict__ x, uint8_t *__restrict__ q,
+                                         void *__restrict__ scales, const float *enc_tab, float c6,
+                                         const qparams &p, quant_stats *st, uint32_t cta) {
   constexpr int G = FMT == F_FP8A ? 8 : FMT == F_MX ? 2 : 1, U = ROWS_U;
-  __shared__ float enc_tab[FMT >= F_NV ? 128 : 1];
-  float c6 = 0.0f;
-  if constexpr (FMT >= F_NV) c6 = nv_setup(enc_tab, d_amax, d_sdec);
   const uint32_t nch = (uint32_t)(p.K / 16), lane = threadIdx.x & 31;
-  const uint32_t base = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * (32 * U) + lane;
+  const uint32_t base = ((cta * blockDim.x + threadIdx.x) >> 5) * (32 * U) + lane;
   uint4 ra[U], rb[U];
   int64_t row[U];
   uint32_t col[U];
@@ -152,6 +156,17 @@ __global__ void __launch_bounds__(256, FMT == F_NV ? 6 : 1) /* NVFP4 RNE: <= 40 
       static_cast<uint8_t *>(scales)[row[u] * nch + col[u]] = sb;
     }
   }
+}
+
+/* One tensor's 1×B quantization, one launch per slab of rows (launch_rows). */
+template <int FMT>
+__global__ void __launch_bounds__(256, FMT == F_NV ? 6 : 1) /* NVFP4 RNE: <= 40 registers, 6 CTAs per SM */
+    k_quant_rows(const uint16_t *__restrict__ x, uint8_t *__restrict__ q, void *__restrict__ scales,
+                 const float *d_amax, float *d_sdec, qparams p, quant_stats *st) {
+  __shared__ float enc_tab[FMT >= F_NV ? 128 : 1];
+  float c6 = 0.0f;
+  if constexpr (FMT >= F_NV) c6 = nv_setup(enc_tab, d_amax, d_sdec);
+  rows_cta<FMT>(x, q, scales, enc_tab, c6, p, st, blockIdx.x);
 }
 
 /* NVFP4 16×16 blocks, K % 16 == 0. A warp owns 16 rows × 8 chunks: lane
@@ -204,14 +219,16 @@ __global__ void __launch_bounds__(256) k_quant_nvfp4_2d(const uint16_t *__restri
   }
 }
 
-/* fp8-block 128×128, K % 16 == 0: one CTA (256 threads) per block, the block
- * held in registers as raw BF16 (4 chunks of 16 per thread: rows ri + 32i,
- * chunk t % 8, all loaded before use); amax by warp shuffles + shared memory. */
-__global__ void __launch_bounds__(256) k_quant_fp8_weight(const uint16_t *__restrict__ x, uint8_t *__restrict__ q,
-                                                          float *__restrict__ scales, qparams p,
-                                                          quant_stats *st) {
+/* fp8-block 128×128, K % 16 == 0: block (b, jb) of a tensor [rows][K] by one
+ * CTA of 256 threads (k_quant_fp8_weight, k_quant_fp8_weight_multi), the
+ * block held in registers as raw BF16 (4 chunks of 16 per thread: rows ri +
+ * 32i, chunk t % 8, all loaded before use); amax by warp shuffles + shared
+ * memory; the scale at [b][jb] of a row of kb (roundup(kb, 4) when hopper). */
+__device__ __forceinline__ void fp8w_block(const uint16_t *__restrict__ x, uint8_t *__restrict__ q,
+                                           float *__restrict__ scales, const qparams &p, quant_stats *st,
+                                           int64_t b, int64_t jb) {
   __shared__ uint32_t s_m[8];
-  const int64_t b = blockIdx.y, jb = blockIdx.x, kb = (p.K + 127) / 128;
+  const int64_t kb = (p.K + 127) / 128;
   const int tid = threadIdx.x, cj = tid % 8, ri = tid / 8;
   const int64_t col = jb * 128 + cj * 16;
   uint4 ra[4], rb[4];
@@ -251,6 +268,71 @@ __global__ void __launch_bounds__(256) k_quant_fp8_weight(const uint16_t *__rest
           bad ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(ra[i], rb[i], s, p.soft);
   }
   if (tid == 0) scales[b * (p.hopper ? (kb + 3) / 4 * 4 : kb) + jb] = s;
+}
+
+/* One tensor: block (blockIdx.y, blockIdx.x). */
+__global__ void __launch_bounds__(256) k_quant_fp8_weight(const uint16_t *__restrict__ x, uint8_t *__restrict__ q,
+                                                          float *__restrict__ scales, qparams p,
+                                                          quant_stats *st) {
+  fp8w_block(x, q, scales, p, st, blockIdx.y, blockIdx.x);
+}
+
+/* ---------------------------------------------------------------- multi-tensor kernels */
+
+/* One tensor of a multi-tensor launch (the device copy lives in the caller's
+ * workspace, followed by first[n + 1]: the first CTA of each tensor). */
+struct qm_desc {
+  const uint16_t *x;
+  uint8_t *q;
+  void *scales;
+  quant_stats *st;
+  int64_t rows, K;
+  uint64_t fd_mul; /* MXFP8: qd_fastdiv of cpr */
+  uint32_t cpr;
+  int fd_sh;
+};
+static_assert(sizeof(qm_desc) == 64, "quant_cpu.c's quant_multi_ws_bytes assumes 64 + 4 bytes a tensor");
+
+/* The tensor of CTA c: the last t < n with first[t] <= c (first[0] = 0). */
+__device__ __forceinline__ int qm_find(const uint32_t *__restrict__ first, int n, uint32_t c) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (__ldg(first + mid) <= c) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/* Reset the device stats of the n tensors of a launch (before it). */
+__global__ void k_multi_stats_reset(const qm_desc *__restrict__ d, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n && d[i].st) d[i].st->n_nonfinite = 0, d[i].st->first_index = 0;
+}
+
+/* fp8-block 128×128 over many tensors: CTA c quantizes block c − first[t] of
+ * tensor t (row-major over its ceil(rows/128) × ceil(K/128) blocks). */
+__global__ void __launch_bounds__(256) k_quant_fp8_weight_multi(const qm_desc *__restrict__ d,
+                                                                const uint32_t *__restrict__ first, int n,
+                                                                qparams p0) {
+  const int t = qm_find(first, n, blockIdx.x);
+  const uint32_t lb = blockIdx.x - __ldg(first + t);
+  qparams p = p0;
+  p.rows = d[t].rows, p.K = d[t].K;
+  const uint32_t kb = (uint32_t)((p.K + 127) / 128);
+  fp8w_block(d[t].x, d[t].q, static_cast<float *>(d[t].scales), p, d[t].st, lb / kb, lb % kb);
+}
+
+/* MXFP8 1×32 over many tensors: CTA c is CTA c − first[t] of tensor t's
+ * k_quant_rows launch (one slab: rows × cpr < 2^30 chunks). */
+__global__ void __launch_bounds__(256) k_quant_mx_multi(const qm_desc *__restrict__ d,
+                                                        const uint32_t *__restrict__ first, int n, qparams p0) {
+  const int t = qm_find(first, n, blockIdx.x);
+  const uint32_t cta = blockIdx.x - __ldg(first + t);
+  qparams p = p0;
+  p.rows = d[t].rows, p.K = d[t].K, p.cpr = d[t].cpr, p.fd.mul = d[t].fd_mul, p.fd.sh = d[t].fd_sh;
+  p.row0 = 0, p.row1 = p.rows;
+  rows_cta<F_MX>(d[t].x, d[t].q, d[t].scales, nullptr, 0.0f, p, d[t].st, cta);
 }
 
 /* ---------------------------------------------------------------- general shapes */
@@ -436,61 +518,6 @@ extern "C" int dequant_nvfp4_cuda(const uint8_t *q, const uint8_t *scales, const
   return launch_dequant(q, scales, d_s_dec, F_NV, 1, rows, K, out_f32, out_bf16, stream, e);
 }
 
-/* Every FP32 pattern hi·2^24 + [0, 2^24): hardware vs software E4M3 codes. */
-__global__ void k_selftest_e4m3(uint32_t hi, unsigned long long *count, unsigned long long *first) {
-  const uint32_t u = (hi << 24) | (blockIdx.x * blockDim.x + threadIdx.x);
-  const float f = __uint_as_float(u);
-  const uint8_t hw = (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3), sw = fmt_e4m3_from_f32(f);
-  /* NaN: both must give a NaN code (the sign of a NaN is not part of the contract) */
-  const bool same = hw == sw || ((hw & 0x7F) == 0x7F && (sw & 0x7F) == 0x7F);
-  if (!same) {
-    atomicAdd(count, 1ull);
-    atomicMin(first, (unsigned long long)u);
-  }
-}
-
-/* Every non-negative FP32 pattern hi·2^24 + [0, 2^24) (NaN skipped): the
- * fast E2M1 encoders against formats.h (RNE; SR with a hash of the pattern as
- * the random draw). */
-__global__ void k_selftest_e2m1(uint32_t hi, unsigned long long *count) {
-  const uint32_t u = (hi << 24) | (blockIdx.x * blockDim.x + threadIdx.x);
-  if (u > 0x7f800000u) return;
-  const float y = __uint_as_float(u);
-  const uint32_t r = (u * 0x9E3779B9u) ^ (u >> 13) ^ 0x5bd1e995u;
-  if (qd_e2m1_mag_biased(y) - QD_E2M1_BIAS != fmt_e2m1_from_f32(y)) atomicAdd(count, 1ull);
-  if (qd_e2m1_sr_mag(y, r) != fmt_e2m1_from_f32_sr(y, r)) atomicAdd(count + 1, 1ull);
-}
-
-/* Markstein division against __fdiv_rn, bit for bit, over every pair (BF16
- * significand of x in [1, 2), either sign) × (FP32 significand of s in [1, 2)):
- * every quotient significand the quantizer can meet. */
-__global__ void k_selftest_mdiv_grid(unsigned long long *count) {
-  const float s = __uint_as_float(0x3f800000u | (blockIdx.x * blockDim.x + threadIdx.x));
-  const float r = __frcp_rn(s);
-  unsigned long long bad = 0;
-  for (uint32_t m = 0; m < 256; m++) {
-    const float x = __uint_as_float(((m & 128u) << 24) | 0x3f800000u | ((m & 127u) << 16));
-    bad += __float_as_uint(qd_mdiv(x, s, r)) != __float_as_uint(__fdiv_rn(x, s));
-  }
-  if (bad) atomicAdd(count, bad);
-}
-
-/* E4M3 codes of x/s, Markstein vs __fdiv_rn, for every finite BF16 x with
- * |x/s| <= 2^10 (the quantizer's |x/s| <= 448) and s = 2^E·(1 + frac): E in
- * [-90, 125] (blockIdx.y), 16 significands (blockIdx.z) from a hash. */
-__global__ void k_selftest_mdiv_exp(unsigned long long *count) {
-  const uint32_t h = (blockIdx.y * 16 + blockIdx.z) * 0x9E3779B9u;
-  const float s = __uint_as_float(((uint32_t)(blockIdx.y + 127 - 90) << 23) | ((h ^ (h >> 9)) & 0x7fffffu));
-  const uint32_t xb = blockIdx.x * blockDim.x + threadIdx.x;
-  const float x = __uint_as_float(xb << 16);
-  if (!qd_mdiv_ok(s) || !qf_isfinite(x)) return;
-  const float ref = __fdiv_rn(x, s);
-  if (!(fabsf(ref) <= 1024.0f)) return;
-  const uint8_t a = (uint8_t)__nv_cvt_float_to_fp8(qd_mdiv(x, s, __frcp_rn(s)), __NV_SATFINITE, __NV_E4M3);
-  const uint8_t b = (uint8_t)__nv_cvt_float_to_fp8(ref, __NV_SATFINITE, __NV_E4M3);
-  if (a != b) atomicAdd(count, 1ull);
-}
-
 /* ---------------------------------------------------------------- host side */
 
 /* Whether the fast kernels apply: K a multiple of 16 and 16-byte alignment. */
@@ -529,46 +556,18 @@ static int launch_generic(const uint16_t *x, uint8_t *q, void *scales, const flo
   return 0;
 }
 
-extern "C" int quant_cuda_selftest_e4m3(int64_t *mismatch, int64_t *first, rl_err *e) {
-  unsigned long long *d = NULL, h[2] = {0, ~0ull};
-  QCHECK(cudaMalloc((void **)&d, 2 * sizeof *d));
-  QCHECK(cudaMemcpy(d, h, sizeof h, cudaMemcpyHostToDevice));
-  for (uint32_t hi = 0; hi < 256; hi++) {
-    k_selftest_e4m3<<<(1u << 24) / 256, 256>>>(hi, d, d + 1);
-    QLAUNCH();
-  }
-  QCHECK(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
-  QCHECK(cudaFree(d));
-  *mismatch = (int64_t)h[0];
-  *first = h[0] ? (int64_t)h[1] : -1;
-  return 0;
-}
-
-extern "C" int quant_cuda_selftest_fast(int64_t mismatch[4], rl_err *e) {
-  unsigned long long *d = NULL, h[4] = {0, 0, 0, 0};
-  QCHECK(cudaMalloc((void **)&d, sizeof h));
-  QCHECK(cudaMemset(d, 0, sizeof h));
-  for (uint32_t hi = 0; hi < 128; hi++) {
-    k_selftest_e2m1<<<(1u << 24) / 256, 256>>>(hi, d);
-    QLAUNCH();
-  }
-  k_selftest_mdiv_grid<<<(1u << 23) / 256, 256>>>(d + 2);
-  QLAUNCH();
-  k_selftest_mdiv_exp<<<dim3(65536 / 256, 216, 16), 256>>>(d + 3);
-  QLAUNCH();
-  QCHECK(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
-  QCHECK(cudaFree(d));
-  for (int i = 0; i < 4; i++) mismatch[i] = (int64_t)h[i];
+extern "C" int quant_stats_fetch_n_cuda(const quant_stats *dstats, quant_stats *host, int64_t n, void *stream,
+                                        rl_err *e) {
+  QCHECK(cudaStreamSynchronize((cudaStream_t)stream));
+  if (n <= 0) return 0;
+  QCHECK(cudaMemcpy(host, dstats, (size_t)n * sizeof *host, cudaMemcpyDeviceToHost));
+  for (int64_t i = 0; i < n; i++) /* the first index is stored complemented */
+    host[i].first_index = host[i].n_nonfinite ? (int64_t)~(uint64_t)host[i].first_index : -1;
   return 0;
 }
 
 extern "C" int quant_stats_fetch_cuda(const quant_stats *dstats, quant_stats *host, void *stream, rl_err *e) {
-  QCHECK(cudaStreamSynchronize((cudaStream_t)stream));
-  quant_stats d;
-  QCHECK(cudaMemcpy(&d, dstats, sizeof d, cudaMemcpyDeviceToHost));
-  host->n_nonfinite = d.n_nonfinite;
-  host->first_index = d.n_nonfinite ? (int64_t)~(uint64_t)d.first_index : -1; /* stored complemented */
-  return 0;
+  return quant_stats_fetch_n_cuda(dstats, host, 1, stream, e);
 }
 
 extern "C" int quant_amax_bf16_cuda(const uint16_t *x, int64_t n, float *d_amax, quant_stats *dstats,
@@ -694,4 +693,106 @@ extern "C" int quant_nvfp4_cuda(const uint16_t *x, int64_t rows, int64_t K, uint
   k_sdec<<<1, 1, 0, s>>>(d_s_dec, d_s_dec);
   QLAUNCH();
   return 0;
+}
+
+/* ---------------------------------------------------------------- multi-tensor host side */
+
+extern "C" size_t quant_multi_ws_bytes(int n) {
+  return (size_t)(n > 0 ? n : 0) * (sizeof(qm_desc) + sizeof(uint32_t)) + 16;
+}
+
+/* Tensors per launch that a workspace of `bytes` holds. */
+static int qm_capacity(size_t bytes) {
+  if (bytes < quant_multi_ws_bytes(1)) return 0;
+  size_t k = (bytes - 16) / (sizeof(qm_desc) + sizeof(uint32_t));
+  return k > (1u << 24) ? (1 << 24) : (int)k;
+}
+
+/* Upload nb descriptors (host[0..nb)) and their first CTAs into ws as one
+ * copy, reset their stats, launch the multi kernel over `ctas` CTAs. The
+ * host buffer is free again on return (a pageable copy is staged at once). */
+static int qm_flush(int mx, uint8_t *host, const uint32_t *first, int nb, uint64_t ctas, void *ws,
+                    const qparams &p0, cudaStream_t s, rl_err *e) {
+  const size_t db = (size_t)nb * sizeof(qm_desc);
+  memcpy(host + db, first, (size_t)nb * sizeof *first);
+  reinterpret_cast<uint32_t *>(host + db)[nb] = (uint32_t)ctas;
+  QCHECK(cudaMemcpyAsync(ws, host, db + (size_t)(nb + 1) * sizeof *first, cudaMemcpyHostToDevice, s));
+  const qm_desc *dd = static_cast<const qm_desc *>(ws);
+  const uint32_t *df = reinterpret_cast<const uint32_t *>(static_cast<const uint8_t *>(ws) + db);
+  k_multi_stats_reset<<<grid_of(nb), 256, 0, s>>>(dd, nb);
+  QLAUNCH();
+  if (mx) k_quant_mx_multi<<<(unsigned)ctas, 256, 0, s>>>(dd, df, nb, p0);
+  else k_quant_fp8_weight_multi<<<(unsigned)ctas, 256, 0, s>>>(dd, df, nb, p0);
+  QLAUNCH();
+  return 0;
+}
+
+/* quant_fp8_block_weight_multi_cuda (mx 0) and quant_mxfp8_multi_cuda (mx 1). */
+static int quant_multi(int mx, const quant_item *it, int n, const quant_opts *opt, void *ws, size_t ws_bytes,
+                       cudaStream_t s, rl_err *e) {
+  if (n < 0 || (n > 0 && !it)) return QUANT_BAD_ARGS;
+  if (!mx && opt && opt->scale_layout != QLAYOUT_ROWMAJOR && opt->scale_layout != QLAYOUT_HOPPER_WEIGHT)
+    return QUANT_BAD_ARGS;
+  for (int i = 0; i < n; i++)
+    if (it[i].rows < 0 || it[i].K < 0) return QUANT_BAD_ARGS;
+  const int cap = qm_capacity(ws_bytes), bcap = n < cap ? n : cap;
+  if (n > 0 && (!ws || cap < 1)) {
+    rl_errf(e, RL_EXIT_USAGE, "%s multi-tensor quantizer: a workspace of %zu bytes holds no tensor; pass "
+            "quant_multi_ws_bytes(n) bytes of device memory", mx ? "mxfp8" : "fp8-block", ws ? ws_bytes : 0);
+    return QUANT_BAD_ARGS;
+  }
+  if (n == 0) return 0;
+  const qparams p0 = params_of(0, 0, opt);
+  uint8_t *host = static_cast<uint8_t *>(rl_xmalloc(quant_multi_ws_bytes(bcap)));
+  uint32_t *first = static_cast<uint32_t *>(rl_xmalloc((size_t)bcap * sizeof(uint32_t)));
+  qm_desc *hd = reinterpret_cast<qm_desc *>(host);
+  int nb = 0, rc = 0;
+  uint64_t ctas = 0;
+  for (int i = 0; i < n && !rc; i++) {
+    const quant_item &x = it[i];
+    uint64_t c = 0; /* CTAs of this tensor in a multi launch; 0: the per-tensor path */
+    uint32_t cpr = 0;
+    if (x.rows > 0 && x.K > 0 && fast_ok(x.x, x.q, x.K)) {
+      if (mx) {
+        cpr = (uint32_t)((x.K / 16 + 1) / 2 * 2); /* as launch_rows<F_MX> */
+        const uint64_t chunks = (uint64_t)x.rows * cpr, per = 256 * ROWS_U;
+        if (chunks <= (1u << 30)) c = (chunks + per - 1) / per;
+      } else {
+        c = (uint64_t)quant_cdiv(x.rows, 128) * (uint64_t)quant_cdiv(x.K, 128);
+        if (c >= (1u << 30)) c = 0;
+      }
+    }
+    if (!c) { /* other shapes, empty or huge tensors: exactly the single-tensor call */
+      rc = mx ? quant_mxfp8_cuda(x.x, x.rows, x.K, x.q, static_cast<uint8_t *>(x.scales), opt, x.dstats, s, e)
+              : quant_fp8_block_weight_cuda(x.x, x.rows, x.K, x.q, static_cast<float *>(x.scales), opt, x.dstats,
+                                            s, e);
+      continue;
+    }
+    if (nb == bcap || ctas + c > (uint64_t)INT32_MAX) {
+      if ((rc = qm_flush(mx, host, first, nb, ctas, ws, p0, s, e))) break;
+      nb = 0, ctas = 0;
+    }
+    qm_desc &d = hd[nb];
+    d.x = x.x, d.q = x.q, d.scales = x.scales, d.st = x.dstats, d.rows = x.rows, d.K = x.K;
+    d.cpr = cpr, d.fd_mul = 0, d.fd_sh = 0;
+    if (mx) {
+      const qd_fastdiv f = qd_fastdiv_make(cpr);
+      d.fd_mul = f.mul, d.fd_sh = f.sh;
+    }
+    first[nb++] = (uint32_t)ctas;
+    ctas += c;
+  }
+  if (!rc && nb) rc = qm_flush(mx, host, first, nb, ctas, ws, p0, s, e);
+  free(host), free(first);
+  return rc;
+}
+
+extern "C" int quant_fp8_block_weight_multi_cuda(const quant_item *items, int n, const quant_opts *opt, void *ws,
+                                                 size_t ws_bytes, void *stream, rl_err *e) {
+  return quant_multi(0, items, n, opt, ws, ws_bytes, (cudaStream_t)stream, e);
+}
+
+extern "C" int quant_mxfp8_multi_cuda(const quant_item *items, int n, const quant_opts *opt, void *ws,
+                                      size_t ws_bytes, void *stream, rl_err *e) {
+  return quant_multi(1, items, n, opt, ws, ws_bytes, (cudaStream_t)stream, e);
 }

@@ -1,5 +1,6 @@
 /* quant_cuda_dev.cuh — device helpers of the fast CUDA quantizers (included by
- * quant_cuda.cu only). Each one computes exactly what formats.h computes, with
+ * quant_cuda.cu, and by quant_selftest_cuda.cu whose quant_cuda_selftest_fast
+ * checks them). Each one computes exactly what formats.h computes, with
  * fewer instructions; quant_cuda_selftest_fast checks them on the device
  * (every input pattern where that is cheap) and tests/gpu checks the bytes.
  *
@@ -37,7 +38,7 @@ __device__ __forceinline__ uint32_t qd_fold16(uint32_t m) { return max(m & 0xfff
 __device__ __forceinline__ float qd_bits_to_amax(uint32_t m) { return __uint_as_float(m << 16); }
 
 /* Non-finite values among 16 packed bf16: count | (position of the first << 8). */
-__device__ __noinline__ uint32_t qd_nonfinite16(uint4 a, uint4 b) {
+static __device__ __noinline__ uint32_t qd_nonfinite16(uint4 a, uint4 b) {
   const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
   uint32_t n = 0, f = 16;
 #pragma unroll

@@ -56,7 +56,8 @@ static mc_lin mc_lin_of(const model *m, const model_linear *L) {
 /* Free the owned quantized buffers of d and point it at the BF16 master. */
 static int mc_lin_unquantize(model *m, mc_lin *d, void *ctx) {
   (void)ctx;
-  cudaFree(d->qdata), cudaFree(d->qscales), cudaFree(d->sdec); /* teardown: nothing to undo */
+  if (d->qdata || d->qscales || d->sdec) /* teardown: nothing to undo */
+    cudaFree(d->qdata), cudaFree(d->qscales), cudaFree(d->sdec);
   d->qdata = d->qscales = NULL, d->sdec = NULL;
   const model_param *p = &m->params[d->pi];
   d->q = qtensor_bf16(m->cu->p[d->pi].w, p->rows, p->cols, 1);
@@ -70,6 +71,7 @@ void model_cuda_free(model *m) {
   for (int i = 0; c->p && i < m->n_params; i++) cudaFree(c->p[i].w), cudaFree(c->p[i].g), cudaFree(c->p[i].wf);
   for (int l = 0; c->layers && l < m->L; l++) free(c->layers[l].eg), free(c->layers[l].eu), free(c->layers[l].ed);
   for (int s = 0; s < MC_SCR_COUNT; s++) cudaFree(c->scr[s]);
+  cudaFree(c->qstats), cudaFree(c->qws), cudaFree(c->qamax), cudaFree(c->norms);
   free(c->p), free(c->layers), free(c);
   m->cu = NULL;
 }
@@ -144,11 +146,14 @@ int model_cuda_download(model *m, rl_err *e) {
   return 0;
 }
 
-/* What one quantize pass shares: device stats per linear, and the error. */
+/* What one quantize pass collects: the fp8-block and MXFP8 linears for one
+ * multi-tensor launch each (host arrays of n_lin), how many linears were
+ * quantized, the index of the next linear (its stats slot), the host copy of
+ * the stats (the check), and the error. */
 typedef struct mc_qctx {
-  quant_stats *dstats; /* [n] device */
-  int n, i;
-  float *amax; /* [2] device scratch */
+  quant_item *fp8, *mx;
+  int n_fp8, n_mx, n_quant, i;
+  const quant_stats *hs;
   rl_err *e;
 } mc_qctx;
 
@@ -162,7 +167,10 @@ static linear_class mc_lin_class(const model *m, const mc_lin *d) {
   return LINEAR_MLP;
 }
 
-/* Quantize one device linear from its device master in the policy's format. */
+/* Make the view of one device linear in the policy's format: fresh buffers
+ * first when the format changed; fp8-block and MXFP8 linears are collected
+ * for the multi-tensor launches, NVFP4 ones quantized here (per tensor: the
+ * gate/up shared amax), BF16 ones read the master. */
 static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
   mc_qctx *qc = ctx;
   rl_err *e = qc->e;
@@ -172,8 +180,11 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
   qformat f = pol->fmt[mc_lin_class(m, d)];
   int64_t N = p->rows, K = p->cols;
   const uint16_t *w = m->cu->p[d->pi].w;
-  quant_stats *st = qc->dstats + qc->i++;
-  if (f == QFMT_BF16 || (f == QFMT_MXFP8 && K % 32)) return mc_lin_unquantize(m, d, NULL);
+  quant_stats *st = m->cu->qstats + qc->i++;
+  if (f == QFMT_BF16 || (f == QFMT_MXFP8 && K % 32)) {
+    if (d->qdata) device_buffers_changed(); /* its quantized buffers go */
+    return mc_lin_unquantize(m, d, NULL);
+  }
   /* the buffers of the last sync are reused when the format is the same */
   int fresh = d->q.fmt != f || !d->qdata;
   if (fresh) mc_lin_unquantize(m, d, NULL), device_buffers_changed();
@@ -189,15 +200,14 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
       MC(cudaMalloc(&d->qscales, (size_t)(nb * kb4) * 4 + 16), "cudaMalloc (fp8 scales)");
       MC(cudaMemset(d->qscales, 0, (size_t)(nb * kb4) * 4), "cudaMemset (fp8 scales)");
     }
-    qo.scale_layout = QLAYOUT_HOPPER_WEIGHT;
     q.block_rows = 128, q.layout = QLAYOUT_HOPPER_WEIGHT;
-    qs = quant_fp8_block_weight_cuda(w, N, K, d->qdata, d->qscales, &qo, st, NULL, e);
+    qc->fp8[qc->n_fp8++] = (quant_item){w, N, K, d->qdata, d->qscales, st};
   } else if (f == QFMT_MXFP8) {
     if (fresh) {
       MC(cudaMalloc(&d->qdata, (size_t)(N * K) + 16), "cudaMalloc (mxfp8 weight)");
       MC(cudaMalloc(&d->qscales, (size_t)(N * quant_cdiv(K, 32)) + 16), "cudaMalloc (mxfp8 scales)");
     }
-    qs = quant_mxfp8_cuda(w, N, K, d->qdata, d->qscales, &qo, st, NULL, e);
+    qc->mx[qc->n_mx++] = (quant_item){w, N, K, d->qdata, d->qscales, st};
   } else {
     if (fresh) {
       MC(cudaMalloc(&d->qdata, (size_t)(N * quant_cdiv(K, 2)) + 16), "cudaMalloc (nvfp4 weight)");
@@ -207,6 +217,7 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
     /* gate and up of one expert share the tensor amax (FORMATS.md, as model.c) */
     const char *nm = p->name, *gp = strstr(nm, "gate_proj"), *up = strstr(nm, "up_proj");
     const model_param *twin = NULL;
+    float *amax = m->cu->qamax;
     if (mc_lin_class(m, d) == LINEAR_EXPERT && (gp || up)) {
       char tn[MODEL_NAME_MAX];
       snprintf(tn, sizeof tn, "%.*s%s.weight", (int)((gp ? gp : up) - nm), nm, gp ? "up_proj" : "gate_proj");
@@ -214,11 +225,10 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
     }
     if (twin) {
       const uint16_t *tw = m->cu->p[mc_pidx(m, twin)].w;
-      qs = quant_amax_bf16_cuda(w, N * K, qc->amax, NULL, NULL, e);
-      if (qs == QUANT_OK) qs = quant_amax_bf16_cuda(tw, twin->rows * twin->cols, qc->amax + 1, NULL, NULL, e);
-      if (qs == QUANT_OK && (rc = mck_fmax2(qc->amax, qc->amax, qc->amax + 1, e))) return rc;
-      if (qs == QUANT_OK)
-        qs = quant_nvfp4_amax_cuda(w, N, K, qc->amax, d->qdata, d->qscales, d->sdec, &qo, st, NULL, e);
+      qs = quant_amax_bf16_cuda(w, N * K, amax, NULL, NULL, e);
+      if (qs == QUANT_OK) qs = quant_amax_bf16_cuda(tw, twin->rows * twin->cols, amax + 1, NULL, NULL, e);
+      if (qs == QUANT_OK && (rc = mck_fmax2(amax, amax, amax + 1, e))) return rc;
+      if (qs == QUANT_OK) qs = quant_nvfp4_amax_cuda(w, N, K, amax, d->qdata, d->qscales, d->sdec, &qo, st, NULL, e);
     } else {
       qs = quant_nvfp4_cuda(w, N, K, d->qdata, d->qscales, d->sdec, &qo, st, NULL, e);
     }
@@ -228,6 +238,7 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
     return e->code ? rl_err_prefix(e, "%s: ", p->name) : rl_errf(e, RL_EXIT_FAIL, "quantizing %s: status %d", p->name, qs);
   q.data = d->qdata, q.scales = d->qscales;
   d->q = q;
+  qc->n_quant++;
   return 0;
 }
 
@@ -238,39 +249,115 @@ static int mc_count_cb(model *m, mc_lin *d, void *ctx) {
   return 0;
 }
 
-/* Name the first linear whose stats say non-finite; 0 when none. */
+/* Name the first quantized linear whose stats say non-finite; 0 when none. */
 static int mc_check_cb(model *m, mc_lin *d, void *ctx) {
   mc_qctx *qc = ctx;
-  quant_stats hs;
+  const quant_stats *hs = &qc->hs[qc->i++];
   const model_param *p = &m->params[d->pi];
-  if (quant_stats_fetch_cuda(qc->dstats + qc->i++, &hs, NULL, qc->e)) return RL_EXIT_HARDWARE;
-  if (hs.n_nonfinite) return quant_status_err(QUANT_NONFINITE, &hs, p->name, p->cols, qc->e);
+  if (d->q.fmt == QFMT_BF16) return 0; /* its slot was not written by this pass */
+  if (hs->n_nonfinite) return quant_status_err(QUANT_NONFINITE, hs, p->name, p->cols, qc->e);
   return 0;
+}
+
+/* Linears per multi-tensor launch (a 48-layer, 128-expert MoE has ~18k). */
+enum { MC_MULTI_CAP = 4096 };
+
+/* model_cuda_quantize's own device buffers, made by its first call (the
+ * linears never change) and reused: no allocation (a cudaFree synchronises)
+ * on the sync path. Private to the quantizer, so no device_buffers_changed. */
+static int mc_quant_buffers(model *m, rl_err *e) {
+  model_cuda *c = m->cu;
+  int rc;
+  if (!c->n_lin) mc_each_lin(m, mc_count_cb, &c->n_lin);
+  int per = c->n_lin < MC_MULTI_CAP ? c->n_lin : MC_MULTI_CAP;
+  if (!c->qstats) {
+    MC(cudaMalloc((void **)&c->qstats, (size_t)c->n_lin * sizeof(quant_stats) + 16), "cudaMalloc (quant stats)");
+    MC(cudaMemset(c->qstats, 0, (size_t)c->n_lin * sizeof(quant_stats)), "cudaMemset (quant stats)");
+  }
+  if (!c->qws) {
+    MC(cudaMalloc(&c->qws, quant_multi_ws_bytes(per > 0 ? per : 1)), "cudaMalloc (quantizer workspace)");
+    c->qws_bytes = quant_multi_ws_bytes(per > 0 ? per : 1);
+  }
+  if (!c->qamax) MC(cudaMalloc((void **)&c->qamax, 16), "cudaMalloc (amax)");
+  return 0;
+}
+
+/* The device list of the norm weights' conversions, made once (the device
+ * pointers never change after model_cuda_init). */
+static int mc_norm_list(model *m, rl_err *e) {
+  model_cuda *c = m->cu;
+  if (c->norms) return 0;
+  mck_cvt *h = rl_xcalloc((size_t)m->n_params + 1, sizeof *h);
+  int n = 0;
+  for (int i = 0; i < m->n_params; i++)
+    if (c->p[i].wf) h[n++] = (mck_cvt){c->p[i].wf, c->p[i].w, m->params[i].rows};
+  int rc = mc_ok(cudaMalloc((void **)&c->norms, (size_t)(n + 1) * sizeof *h), "cudaMalloc (norm list)", e);
+  if (!rc && n)
+    rc = mc_ok(cudaMemcpy(c->norms, h, (size_t)n * sizeof *h, cudaMemcpyHostToDevice), "cudaMemcpy (norm list)", e);
+  free(h);
+  if (rc) {
+    cudaFree(c->norms);
+    c->norms = NULL;
+    return rc;
+  }
+  c->n_norms = n;
+  return 0;
+}
+
+/* FP32 norm weights from the BF16 masters: one launch. */
+static int mc_refresh_norms(model *m, rl_err *e) {
+  int rc = mc_norm_list(m, e);
+  return rc ? rc : mck_f32_from_bf16_list(m->cu->norms, m->cu->n_norms, e);
+}
+
+int model_cuda_refresh_norms(model *m, rl_err *e) {
+  if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_refresh_norms: call model_cuda_init first");
+  return mc_refresh_norms(m, e) ? rl_err_prefix(e, "model_cuda_refresh_norms: ") : 0;
+}
+
+/* A multi-tensor quantizer's status as an error naming what it quantized. */
+static int mc_multi_status(int qs, int n, const char *fmt, rl_err *e) {
+  if (qs == QUANT_OK) return 0;
+  return e->code ? rl_err_prefix(e, "%d %s linears: ", n, fmt)
+                 : rl_errf(e, RL_EXIT_FAIL, "quantizing %d %s linears: status %d", n, fmt, qs);
 }
 
 int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) {
   int rc = quant_policy_check(p, e);
   if (rc) return rc;
   if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_quantize: call model_cuda_init first");
-  m->cu->policy = *p;
-  m->cu->quantized = 0;
-  mc_qctx qc = {NULL, 0, 0, NULL, e};
-  mc_each_lin(m, mc_count_cb, &qc.n);
-  MC(cudaMalloc((void **)&qc.dstats, (size_t)qc.n * sizeof(quant_stats) + 16), "cudaMalloc (quant stats)");
-  MC(cudaMemset(qc.dstats, 0, (size_t)qc.n * sizeof(quant_stats)), "cudaMemset (quant stats)");
-  if ((rc = mc_ok(cudaMalloc((void **)&qc.amax, 16), "cudaMalloc (amax)", e))) {
-    cudaFree(qc.dstats);
-    return rc;
-  }
+  model_cuda *c = m->cu;
+  c->policy = *p;
+  c->quantized = 0;
+  if ((rc = mc_quant_buffers(m, e))) return rl_err_prefix(e, "model_cuda_quantize: ");
+  mc_qctx qc = {0};
+  qc.fp8 = rl_xmalloc((size_t)(c->n_lin + 1) * sizeof *qc.fp8);
+  qc.mx = rl_xmalloc((size_t)(c->n_lin + 1) * sizeof *qc.mx);
+  qc.e = e;
+  /* views (fresh buffers first), NVFP4 experts quantized per tensor */
   rc = mc_each_lin(m, mc_quantize_one, &qc);
-  qc.i = 0;
-  if (!rc) rc = mc_each_lin(m, mc_check_cb, &qc);
-  for (int i = 0; !rc && i < m->n_params; i++)
-    if (m->cu->p[i].wf)
-      rc = ops_f32_from_bf16_cuda(m->cu->p[i].wf, m->cu->p[i].w, (size_t)m->params[i].rows, NULL, e);
-  cudaFree(qc.dstats), cudaFree(qc.amax);
+  /* every fp8-block linear in one launch, every MXFP8 one in another */
+  quant_opts qo = {0};
+  qo.ue8m0 = p->ue8m0, qo.scale_layout = QLAYOUT_HOPPER_WEIGHT;
+  if (!rc && qc.n_fp8)
+    rc = mc_multi_status(quant_fp8_block_weight_multi_cuda(qc.fp8, qc.n_fp8, &qo, c->qws, c->qws_bytes, NULL, e),
+                         qc.n_fp8, "fp8-block", e);
+  qo.scale_layout = QLAYOUT_ROWMAJOR;
+  if (!rc && qc.n_mx)
+    rc = mc_multi_status(quant_mxfp8_multi_cuda(qc.mx, qc.n_mx, &qo, c->qws, c->qws_bytes, NULL, e), qc.n_mx,
+                         "mxfp8", e);
+  if (!rc) rc = mc_refresh_norms(m, e);
+  /* one copy of every linear's stats, then the first non-finite one named */
+  if (!rc && qc.n_quant) {
+    quant_stats *hs = rl_xmalloc((size_t)c->n_lin * sizeof *hs);
+    if (quant_stats_fetch_n_cuda(c->qstats, hs, c->n_lin, NULL, e)) rc = e->code ? e->code : RL_EXIT_HARDWARE;
+    qc.hs = hs, qc.i = 0;
+    if (!rc) rc = mc_each_lin(m, mc_check_cb, &qc);
+    free(hs);
+  }
+  free(qc.fp8), free(qc.mx);
   if (rc) return rl_err_prefix(e, "model_cuda_quantize: ");
-  m->cu->quantized = 1;
+  c->quantized = 1;
   return 0;
 }
 
@@ -344,9 +431,27 @@ void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
   return c->scr[slot];
 }
 
+/* 1 when a BF16 linear of M rows runs gemm_small_bf16_cuda (the decode step's
+ * GEMM: BF16 result straight into FP32, one kernel) instead of cuBLASLt plus a
+ * conversion: M ≤ 8 (bench_small_gemm on the H200: at M = 1 it takes 0.67× the
+ * time of cuBLASLt + conversion over a decode step's GEMMs, at M = 8 0.97×, at
+ * M = 64 1.73×: cuBLASLt wins there), no pinned algorithms (the pinned cuBLASLt order is what
+ * makes rollout and training rows bitwise equal; gemm_small has its own),
+ * operands as the kernel loads them, and RLRUN_SMALL_GEMM not "0". */
+static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M) {
+  if (L->q.fmt != QFMT_BF16 || M < 1 || M > 8 || m->cu->policy.pin_algo) return 0;
+  if (L->q.cols % 8 || (uintptr_t)xb % 16 || (uintptr_t)L->q.data % 16) return 0;
+  const char *env = getenv("RLRUN_SMALL_GEMM");
+  return !env || strcmp(env, "0") != 0;
+}
+
 int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e) {
   int64_t N = L->q.rows;
   if (M == 0) return 0;
+  if (mc_small_gemm(m, L, xb, M)) {
+    int rc = gemm_small_bf16_cuda(out, xb, (const uint16_t *)L->q.data, M, N, L->q.cols, NULL, e);
+    return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
+  }
   uint16_t *y = mc_scratch(m, MC_SCR_Y, (size_t)(M * N) * 2, e);
   if (!y) return e->code;
   int rc = linear_forward(y, xb, M, &L->q, &m->cu->policy, e);
@@ -603,6 +708,7 @@ model_cuda_param *model_cuda_param_at(model *m, int i) { return NULL; }
 int model_cuda_upload(model *m, rl_err *e) { return mc_nocuda("model_cuda_upload", e); }
 int model_cuda_download(model *m, rl_err *e) { return mc_nocuda("model_cuda_download", e); }
 int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) { return mc_nocuda("model_cuda_quantize", e); }
+int model_cuda_refresh_norms(model *m, rl_err *e) { return mc_nocuda("model_cuda_refresh_norms", e); }
 int model_cuda_grads_zero(model *m, rl_err *e) { return mc_nocuda("model_cuda_grads_zero", e); }
 int model_cuda_grads_to_host(model *m, rl_err *e) { return mc_nocuda("model_cuda_grads_to_host", e); }
 int model_cuda_optim_views(model *m, optim_tensor *t, rl_err *e) { return mc_nocuda("model_cuda_optim_views", e); }

@@ -68,8 +68,16 @@ int model_cuda_download(model *m, rl_err *e);
 /* Make the device quantized view of every linear layer from the device BF16
  * masters for policy p with the `_cuda` quantizers (fp8-block scales written
  * in cuBLASLt's layout), and refresh the FP32 norm weights: the sync step.
- * Call again after every device weight update. */
+ * Call again after every device weight update. Buffers are allocated when a
+ * format changes (first call) and reused after; every fp8-block linear is
+ * quantized in one multi-tensor launch, every MXFP8 one in another, NVFP4
+ * experts per tensor; one device→host copy of all the non-finite statistics
+ * at the end names the first bad tensor (RL_EXIT_USAGE). */
 int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e);
+/* Only the FP32 norm weights from the device BF16 masters (one launch): what
+ * a model whose masters were overwritten in place needs (the NCCL sync's
+ * rollout side). */
+int model_cuda_refresh_norms(model *m, rl_err *e);
 /* Allocate (first call) and zero the device FP32 gradients. */
 int model_cuda_grads_zero(model *m, rl_err *e);
 /* Copy the device gradients into the host p->g (allocated as needed). */

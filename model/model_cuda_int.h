@@ -44,6 +44,15 @@ int mck_unpad_heads(float *dst, const float *src, int64_t rows, int d, int dp, f
                     rl_err *e);
 /* out[0] = max(a[0], b[0]) (device scalars; NVFP4 gate/up shared amax). */
 int mck_fmax2(float *out, const float *a, const float *b, rl_err *e);
+/* One BF16 → FP32 conversion of a packed list (device pointers). */
+typedef struct mck_cvt {
+  float *dst;
+  const uint16_t *src;
+  int64_t n;
+} mck_cvt;
+/* dst[i] = FP32(src[i]) for every entry of the DEVICE list l[0..n), one
+ * launch (one CTA per entry): the norm weights' refresh. */
+int mck_f32_from_bf16_list(const mck_cvt *l, int n, rl_err *e);
 
 #ifdef __cplusplus
 }
@@ -82,6 +91,16 @@ struct model_cuda {
   int quantized;
   void *scr[MC_SCR_COUNT];
   size_t cap[MC_SCR_COUNT];
+  /* model_cuda_quantize's own device buffers, allocated by its first call:
+   * stats of every linear (mc_each_lin order), the multi-quantizer
+   * workspace, the NVFP4 shared amax, the norm weights' conversion list */
+  quant_stats *qstats;
+  int n_lin;
+  void *qws;
+  size_t qws_bytes;
+  float *qamax; /* [2] */
+  mck_cvt *norms;
+  int n_norms;
 };
 
 /* Device activations of one layer (see model_layer_acts; BF16 copies only
@@ -117,7 +136,8 @@ struct model_cuda_acts {
 
 /* Device scratch slot of at least bytes (grown, reused; NULL with e set). */
 void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e);
-/* out FP32 [M, N] = xb [M, K] (BF16) · Wᵀ through linear_forward. */
+/* out FP32 [M, N] = xb [M, K] (BF16) · Wᵀ through linear_forward, or for BF16
+ * weights and M ≤ 8 through gemm_small_bf16_cuda (RLRUN_SMALL_GEMM=0: never). */
 int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e);
 /* linear_backward of L for FP32 dy [M, N]: dW accumulated into the device g;
  * dx [M, K] FP32 written (add 0) or added to (add 1), NULL to skip. */

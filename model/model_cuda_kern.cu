@@ -1,6 +1,7 @@
 /* model_cuda_kern.cu — the CUDA model's own small kernels (model_cuda_int.h):
  * residual adds, BF16 accumulation, the MoE gather / combine and their
- * backward, head padding for the attention kernel. Deterministic: every sum
+ * backward, head padding for the attention kernel, the norm weights'
+ * BF16 → FP32 refresh (one launch over a list). Deterministic: every sum
  * has one owner and a fixed order, no atomics. */
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -111,6 +112,12 @@ __global__ void unpad_kernel(float *dst, const float *src, int64_t rows, int d, 
 
 __global__ void fmax2_kernel(float *out, const float *a, const float *b) { out[0] = fmaxf(a[0], b[0]); }
 
+/* Entry blockIdx.x of the list: dst = FP32 of the BF16 src. */
+__global__ void cvt_list_kernel(const mck_cvt *l) {
+  const mck_cvt c = l[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < c.n; i += NT) c.dst[i] = bf(c.src[i]);
+}
+
 }  // namespace
 
 extern "C" int mck_add_f32(float *out, const float *a, const float *b, int64_t n, rl_err *e) {
@@ -179,6 +186,13 @@ extern "C" int mck_unpad_heads(float *dst, const float *src, int64_t rows, int d
 
 extern "C" int mck_fmax2(float *out, const float *a, const float *b, rl_err *e) {
   fmax2_kernel<<<1, 1>>>(out, a, b);
+  MCK_LAUNCHED();
+  return 0;
+}
+
+extern "C" int mck_f32_from_bf16_list(const mck_cvt *l, int n, rl_err *e) {
+  if (n <= 0) return 0;
+  cvt_list_kernel<<<n, NT>>>(l);
   MCK_LAUNCHED();
   return 0;
 }

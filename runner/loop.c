@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "lua/host.h"
-#include "model/model_cuda.h"
 #include "runner/loop_int.h"
 #include "stages/prompts.h"
 #include "stages/sync.h"
@@ -142,9 +141,11 @@ static int loop_failed(loop_ctx *c, int64_t k, const char *stage, rl_err *e) {
 }
 
 /* Sync (stages/sync.h): the rollout view := re-quantization of the master in
- * the rollout precision, timed, verified when the recipe says sync.verify. */
+ * the rollout precision, timed, verified when the recipe says sync.verify; a
+ * GPU run with the rollout engine on its own GPU sends it there over NCCL. */
 static int loop_sync_weights(loop_ctx *c, sync_stats *st, rl_err *e) {
   sync_opts so = {.verify = c->r->sync.verify, .bucket_bytes = (uint64_t)c->r->sync.bucket_mb << 20};
+  if (c->gpu) return loop_gpu_sync(&c->geng, c->m, &c->ro_pol, &so, st, e);
   return sync_colocated(c->m, &c->ro_pol, &so, st, e);
 }
 
@@ -171,7 +172,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   }
   if (loop_model_build(r, c->tok, &c->m, &c->config_json, e)) return e->code;
   c->gpu = loop_gpu_wanted(r);
-  if (c->gpu && model_cuda_init(c->m, e)) return e->code; /* sync, rollout and train then use m->cu */
+  if (c->gpu && loop_gpu_open(&c->geng, r, c->m, &c->ro_pol, e)) return e->code; /* m->cu on the train GPU */
   if (loop_sync_weights(c, NULL, e)) return e->code;
   if (!c->gpu && rollout_engine_new(c->m, &c->ro_pol, c->tok, NULL, &c->eng, e)) return e->code;
   rollout_opts_default(&c->ro);

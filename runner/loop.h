@@ -16,6 +16,8 @@
  *              rebuilt exactly); metrics + (k, train) done in one transaction
  *              the first time, compared with the recorded loss afterwards
  *     sync     model_quantize into the rollout precision; (k, sync) done
+ *              (a GPU run with gpus.rollout ≠ gpus.train: re-quantized on the
+ *              train GPU, broadcast over NCCL to the rollout GPU's replica)
  *     checkpoint every loop.checkpoint_interval iterations and after the
  *              last: state/ckpt.h, then retention
  *   SFT (train.algorithm sft): no rollout, reward or commit; train runs on

@@ -1,13 +1,22 @@
 /* loop_gpu.c — the run loop's GPU backends (a recipe whose run class is a
- * GPU): which class the run takes, and text prompts → the CUDA rollout engine
+ * GPU): which class the run takes, where the trainer and the rollout engine
+ * live (gpus.train / gpus.rollout: one GPU, or two with a rollout replica and
+ * an NCCL sync), and text prompts → the CUDA rollout engine
  * (stages/rollout_cuda.h works on token ids; this file tokenizes the prompts
  * as rollout_generate does, hands the engine the tokenizer for the stop rules
  * and the completion text, and fills the sample fields the reward and the
- * store read). The trainer and the sync pick the
- * device themselves (train_opts.device, m->cu). */
+ * store read). The trainer works on the current device (train_opts.device,
+ * m->cu): the train GPU, made current by loop_gpu_open.
+ *
+ * Two GPUs: every CUDA call of this (single) thread runs on its current
+ * device, and the kernels' per-device state (cuBLASLt handles, plans and
+ * scratch in kernels/gemm_cuda.cu and linear.c) is indexed by it, so the
+ * rollout phase runs with the rollout GPU current and everything else with
+ * the train GPU current; sync_nccl_run switches for itself and restores. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/device.h"
 #include "model/model_cuda.h"
 #include "runner/loop_int.h"
 #include "runner/matrix.h"
@@ -16,6 +25,61 @@ int loop_gpu_wanted(const recipe *r) {
   hw_target t;
   hw_target_detect(&t);
   return recipe_run_class(r, &t) != HW_CPU;
+}
+
+int loop_gpu_place(const recipe *r, int n_gpus, loop_place *out, rl_err *e) {
+  const recipe_intlist *ls[2] = {&r->gpus.train, &r->gpus.rollout};
+  const char *names[2] = {"gpus.train", "gpus.rollout"}, *f = r->file ? r->file : "recipe";
+  memset(out, 0, sizeof *out);
+  for (int k = 0; k < 2; k++) {
+    if (ls[k]->n < 1) return rl_errf(e, RL_EXIT_USAGE, "%s: %s is empty: name one GPU index", f, names[k]);
+    if (ls[k]->n > 1)
+      return rl_errf(e, RL_EXIT_HARDWARE,
+                     "%s: %s lists %d GPUs, but data parallelism over several GPUs is not implemented yet: "
+                     "name one GPU for training and one for rollout (the same one to colocate them)",
+                     f, names[k], ls[k]->n);
+    int64_t g = ls[k]->items[0];
+    if (g < 0 || g >= n_gpus)
+      return rl_errf(e, RL_EXIT_HARDWARE, "%s: %s uses GPU %lld, but this machine has %d GPU%s; name a GPU it has",
+                     f, names[k], (long long)g, n_gpus, n_gpus == 1 ? "" : "s");
+  }
+  out->train_gpu = (int)r->gpus.train.items[0], out->rollout_gpu = (int)r->gpus.rollout.items[0];
+  int same = out->train_gpu == out->rollout_gpu;
+  if (r->sync.transport == SYNC_NCCL && same)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "%s: sync.transport nccl needs rollout and training on different GPUs (both are on GPU %d); "
+                   "use transport auto or device, or name another GPU in gpus.rollout", f, out->train_gpu);
+  if (r->sync.transport == SYNC_DEVICE && !same)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "%s: sync.transport device needs rollout and training on the same GPU (rollout %d, train %d); "
+                   "use transport auto or nccl, or the same GPU in both lists", f, out->rollout_gpu, out->train_gpu);
+  out->nccl = !same;
+  return 0;
+}
+
+int loop_gpu_open(loop_gpu *g, const recipe *r, model *m, const quant_policy *pol, rl_err *e) {
+  device_info d;
+  device_query(&d);
+  int rc = loop_gpu_place(r, d.n_gpus, &g->place, e);
+  if (!rc) rc = device_set_current(g->place.train_gpu, e);
+  if (!rc) rc = model_cuda_init(m, e); /* sync, rollout (colocated) and train then use m->cu */
+  if (rc || !g->place.nccl) return rc;
+  int tg = g->place.train_gpu, rg = g->place.rollout_gpu;
+  if ((rc = device_set_current(rg, e))) return rc;
+  rc = model_create(&m->cfg, NULL, &g->replica, e);
+  if (!rc) rc = model_cuda_init(g->replica, e);
+  if (!rc) rc = model_cuda_quantize(g->replica, pol, e); /* its views exist; the sync writes them */
+  if (rc) rl_err_prefix(e, "the rollout replica on GPU %d: ", rg);
+  rl_err ignore;
+  int back = device_set_current(tg, rc ? &ignore : e); /* the train GPU current again, failed or not */
+  if (!rc) rc = back;
+  if (!rc) rc = sync_nccl_open(tg, rg, (uint64_t)r->sync.bucket_mb << 20, &g->nccl, e);
+  return rc;
+}
+
+int loop_gpu_sync(loop_gpu *g, model *m, const quant_policy *p, const sync_opts *o, sync_stats *st, rl_err *e) {
+  if (!g->place.nccl) return sync_colocated(m, p, o, st, e);
+  return sync_nccl_run(g->nccl, m, g->replica, p, o, st, e);
 }
 
 /* The engine with room for sequences of max_len positions (re-made larger when needed). */
@@ -61,10 +125,18 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
   rollout_opts go = *o; /* eos_id −2: the tokenizer's EOS (the engine applies the stop rules with tok) */
   int slots = go.max_slots > 0 ? go.max_slots : 64;
   if ((int64_t)slots > n_prompts * G && n_prompts * G > 0) slots = (int)(n_prompts * G);
-  if (!rc) rc = gpu_engine_fit(g, m, pol, slots, longest + go.max_new_tokens + 1, e);
+  /* separate GPUs: the engine runs over the replica with the rollout GPU current */
+  int other = !rc && g->place.nccl;
+  if (other) rc = device_set_current(g->place.rollout_gpu, e);
+  if (!rc) rc = gpu_engine_fit(g, g->replica ? g->replica : m, pol, slots, longest + go.max_new_tokens + 1, e);
   if (!rc) {
     rollout_cuda_engine_set_tokenizer(g->eng, tok);
     rc = rollout_cuda_generate_ids(g->eng, (const int32_t *const *)ids, n_ids, n_prompts, G, iteration, &go, out, e);
+  }
+  if (other) {
+    rl_err ignore;
+    int back = device_set_current(g->place.train_gpu, rc ? &ignore : e);
+    if (!rc) rc = back;
   }
   for (int64_t p = 0; p < n_prompts; p++) free(ids[p]);
   free(ids), free(n_ids);
@@ -85,6 +157,12 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
 }
 
 void loop_gpu_free(loop_gpu *g) {
+  rl_err ignore;
+  int other = g->place.nccl; /* the engine and the replica live on the rollout GPU */
+  if (other) device_set_current(g->place.rollout_gpu, &ignore);
   rollout_cuda_engine_free(g->eng);
+  model_free(g->replica);
+  sync_nccl_close(g->nccl);
+  if (other) device_set_current(g->place.train_gpu, &ignore);
   memset(g, 0, sizeof *g);
 }

@@ -12,6 +12,7 @@
 #include "state/store.h"
 #include "stages/rollout_cuda.h"
 #include "stages/prompts.h"
+#include "stages/sync.h"
 
 /* The model a recipe names: model.path (HF dir), model.checkpoint (a run's
  * checkpoint directory) or model.init (a fresh model: weights drawn from
@@ -50,15 +51,47 @@ int loop_sft_batch(prompt_source *src, const tokenizer *tok, uint64_t seed, int6
 /* GPU backends (runner/loop_gpu.c). loop_gpu_wanted: the recipe's run class
  * on this machine is a GPU. loop_gpu_generate: rollout_generate's contract
  * (text prompts → a batch) on the CUDA engine over m (model_cuda_init done),
- * made on first use and re-made when a batch needs more positions; stop
- * strings are refused (RL_EXIT_USAGE), completion_text is the decoded
- * completion (special tokens skipped). */
+ * or over the rollout replica when the run has one, made on first use and
+ * re-made when a batch needs more positions; stop strings are refused
+ * (RL_EXIT_USAGE), completion_text is the decoded completion (special tokens
+ * skipped). */
+
+/* Where a GPU run's trainer and rollout engine live: one GPU each; the same
+ * one is colocated (the sync re-quantizes on the device), two different ones
+ * give the rollout engine a replica of the model on its own GPU (the sync
+ * re-quantizes on the train GPU and broadcasts the bytes over NCCL). */
+typedef struct loop_place {
+  int train_gpu, rollout_gpu;
+  int nccl; /* 1: separate GPUs, sync over NCCL */
+} loop_place;
+/* The placement of recipe r on a machine with n_gpus GPUs: gpus.train[0] and
+ * gpus.rollout[0]; sync.transport auto → nccl when they differ, device when
+ * they are equal. Refused: a list of more than one GPU (data parallelism is
+ * not implemented yet) or a GPU the machine lacks (RL_EXIT_HARDWARE), an
+ * empty list, device with two GPUs or nccl with one (RL_EXIT_USAGE). */
+int loop_gpu_place(const recipe *r, int n_gpus, loop_place *out, rl_err *e);
+
 typedef struct loop_gpu {
   rollout_cuda_engine *eng;
   int slots;
   int64_t max_len;
+  loop_place place;
+  model *replica;  /* separate GPUs: the rollout engine's model on the rollout GPU; NULL colocated */
+  sync_nccl *nccl; /* separate GPUs: the transport train GPU → rollout GPU */
 } loop_gpu;
 int loop_gpu_wanted(const recipe *r);
+/* Open the devices of a GPU run around the trainer's model m: place it
+ * (loop_gpu_place on the GPUs found), model_cuda_init m on the train GPU; with
+ * separate GPUs also the replica on the rollout GPU (m's config, host weights
+ * left zero and never read; device views made in the rollout policy pol, filled
+ * by the first loop_gpu_sync) and the NCCL transport (buckets of
+ * sync.bucket_mb). The train GPU is then the current device, and stays it
+ * between calls: the trainer and the checkpoints run there;
+ * loop_gpu_generate switches to the rollout GPU and back. */
+int loop_gpu_open(loop_gpu *g, const recipe *r, model *m, const quant_policy *pol, rl_err *e);
+/* The sync of a GPU run (stages/sync.h): sync_colocated(m) on one GPU,
+ * sync_nccl_run(m → replica) on two; the same sync_stats either way. */
+int loop_gpu_sync(loop_gpu *g, model *m, const quant_policy *p, const sync_opts *o, sync_stats *st, rl_err *e);
 int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const tokenizer *tok,
                       const prompt_item *prompts, int64_t n_prompts, int G, int64_t iteration,
                       const rollout_opts *o, rollout_batch *out, rl_err *e);

@@ -348,6 +348,10 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
     const recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
     const char *names[2] = {"gpus.rollout", "gpus.train"};
     for (int k = 0; k < 2; k++)
+      if (ls[k]->n > 1)
+        bad = kerr(r, e, names[k], "lists %d GPUs, but data parallelism over several GPUs is not implemented yet: "
+                   "name one GPU for training and one for rollout (the same one to colocate them)", ls[k]->n);
+    for (int k = 0; k < 2; k++)
       for (int i = 0; i < ls[k]->n; i++)
         if (ls[k]->items[i] >= t->n_gpus) {
           bad = kerr(r, e, names[k], "uses GPU %lld, but %s has %d GPU%s (GPUs 0..%d)%s", (long long)ls[k]->items[i],

@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "model/model_cuda.h"
 #include "stages/rollout.h"
+#include "stages/rollout_cuda.h"
 #include "stages/sampler.h"
 
 #if RLRUN_CUDA
@@ -272,13 +273,38 @@ typedef struct drift_pack {
   model_cuda_acts *ga;  /* GPU activations */
 } drift_pack;
 
+/* Router hits of layer l's ids in its own top-k over rows [r0, r0 + n) of the
+ * last forward, added to *match / *total (slots). */
+static int drift_overlap_rows(model *m, drift_pack *k, drift_device dev, int l, int r0, int n, int64_t *match,
+                              int64_t *total, rl_err *e) {
+  double ov = 0;
+  if (n <= 0) return 0;
+  if (dev == DRIFT_CPU) {
+    ov = ops_router_overlap_cpu(k->ca->la[l].probs + (size_t)r0 * m->E, k->ca->la[l].ids + (size_t)r0 * m->topk, n,
+                                m->E, m->topk);
+  } else {
+#if RLRUN_CUDA
+    /* The router's probabilities live in the CUDA model's activations (model_cuda_int.h). */
+    int rc = ops_router_overlap_cuda(&ov, k->ga->la[l].probs + (size_t)r0 * m->E,
+                                     k->ga->la[l].ids + (size_t)r0 * m->topk, n, m->E, m->topk, NULL, e);
+    if (rc) return rc;
+#else
+    (void)e;
+#endif
+  }
+  *match += llround(ov * (double)n * m->topk);
+  *total += (int64_t)n * m->topk;
+  return 0;
+}
+
 /* One forward of the whole set under policy p: logp and entropy [T] (entropy
  * may be NULL); routed (non-NULL) receives a copy of each MoE layer's ids
  * [T, k] (NULL entries for dense layers); replay (non-NULL) replays ids;
- * *overlap (non-NULL) gets the r3/overlap of this forward. */
+ * *overlap (non-NULL) gets the r3/overlap of this forward, over the rows
+ * with fed[l][t] != 0 (fed NULL: every row). */
 static int drift_forward(model *m, drift_pack *k, const quant_policy *p, drift_device dev,
                          const int32_t *const *replay, float *logp, float *ent, int32_t **routed,
-                         double *overlap, rl_err *e) {
+                         double *overlap, const uint8_t *const *fed, rl_err *e) {
   model_fwd_opts fo = {0, replay};
   int rc, T = k->T;
   if (dev == DRIFT_CPU) {
@@ -300,18 +326,16 @@ static int drift_forward(model *m, drift_pack *k, const quant_policy *p, drift_d
       memcpy(routed[l], ids, (size_t)T * m->topk * 4);
     }
     if (!overlap) continue;
-    double ov = 0;
-    if (dev == DRIFT_CPU) {
-      ov = ops_router_overlap_cpu(k->ca->la[l].probs, k->ca->la[l].ids, T, m->E, m->topk);
-    } else {
-#if RLRUN_CUDA
-      /* The router's probabilities live in the CUDA model's activations (model_cuda_int.h). */
-      if ((rc = ops_router_overlap_cuda(&ov, k->ga->la[l].probs, k->ga->la[l].ids, T, m->E, m->topk, NULL, e)))
-        return rc;
-#endif
+    if (!fed) {
+      if ((rc = drift_overlap_rows(m, k, dev, l, 0, T, &match, &total, e))) return rc;
+      continue;
     }
-    match += llround(ov * (double)T * m->topk);
-    total += (int64_t)T * m->topk;
+    for (int t = 0; t < T;) { /* each run of fed rows */
+      int t1 = t;
+      while (t1 < T && fed[l][t1]) t1++;
+      if ((rc = drift_overlap_rows(m, k, dev, l, t, t1 - t, &match, &total, e))) return rc;
+      t = t1 + 1;
+    }
   }
   if (overlap) *overlap = total ? (double)match / (double)total : NAN;
   return 0;
@@ -329,17 +353,31 @@ static void drift_mismatch(const drift_seqs *s, const float *logp_train, const f
   rl_mismatch_finish(&acc, out);
 }
 
-int drift_measure(model *m, const drift_seqs *s, const quant_policy *rollout, const quant_policy *train,
-                  drift_device dev, drift_result *out, rl_err *e) {
-  memset(out, 0, sizeof *out);
-  out->r3_overlap = NAN;
+/* The R3 table of batch b for MoE layer l, packed [T, k] (sequence i at row
+ * i·len): the engine's ids, or for the rows it never fed (−1: the CUDA
+ * engine's last generated token) the trainer's own choice `own`; fed[t]
+ * records which, for r3/overlap. */
+static void drift_engine_replay(const model *m, const rollout_batch *b, int len, int l, const int32_t *own,
+                                int32_t *dst, uint8_t *fed) {
+  int k = m->topk, L = b->route_layers;
+  for (int64_t i = 0; i < b->n; i++)
+    for (int r = 0; r < len; r++) {
+      size_t t = (size_t)i * len + r;
+      const int32_t *src = b->s[i].routed + ((size_t)r * L + l) * k;
+      int ok = 1;
+      for (int j = 0; j < k; j++) ok &= src[j] >= 0;
+      fed[t] = (uint8_t)ok;
+      memcpy(dst + t * k, ok ? src : own + t * k, (size_t)k * sizeof(int32_t));
+    }
+}
+
+/* Both modes. b NULL: the rollout side is the full forward in `rollout` (its
+ * log-probs and routing). b non-NULL (s made from it): the rollout side is
+ * the engine's log-probs and routing; the rollout-policy forward gives the
+ * entropy and the engine check only. */
+static int drift_measure_core(model *m, const drift_seqs *s, const quant_policy *rollout, const quant_policy *train,
+                              drift_device dev, const rollout_batch *b, drift_result *out, rl_err *e) {
   int rc = 0;
-  if (dev == DRIFT_CUDA) {
-#if !RLRUN_CUDA
-    return rl_errf(e, RL_EXIT_HARDWARE, "drift: this rlrun was built without CUDA; measure on the CPU");
-#endif
-    if (!m->cu && (rc = model_cuda_init(m, e))) return rc;
-  }
   double t0 = rl_now();
   int len = s->n_prompt + s->n_gen, moe = m->E > 0 && m->topk > 0;
   drift_pack k = {.T = s->n_seq * len};
@@ -351,8 +389,17 @@ int drift_measure(model *m, const drift_seqs *s, const quant_policy *rollout, co
   if (dev == DRIFT_CPU) k.ca = model_acts_new();
   else k.ga = model_cuda_acts_new();
   float *lr = rl_xmalloc((size_t)k.T * 4), *lt = rl_xmalloc((size_t)k.T * 4), *ent = rl_xmalloc((size_t)k.T * 4);
-  int32_t **routed = rl_xcalloc((size_t)m->L, sizeof *routed);
-  rc = drift_forward(m, &k, rollout, dev, NULL, lr, ent, moe ? routed : NULL, NULL, e);
+  float *le = NULL; /* engine mode: the engine's log-probs at their packed positions */
+  if (b) {
+    le = rl_xcalloc((size_t)k.T, 4);
+    for (int i = 0; i < s->n_seq; i++)
+      memcpy(le + (size_t)i * len + s->n_prompt - 1, s->logp_engine + (size_t)i * s->n_gen, (size_t)s->n_gen * 4);
+  }
+  const float *lroll = b ? le : lr; /* the rollout log-probs every δ is taken against */
+  /* routing: the rollout forward's (full-forward mode) or the trainer's own (engine mode, fills unfed rows) */
+  int32_t **routed = rl_xcalloc((size_t)m->L, sizeof *routed), **replay = NULL;
+  uint8_t **fed = NULL;
+  rc = drift_forward(m, &k, rollout, dev, NULL, lr, ent, moe && !b ? routed : NULL, NULL, NULL, e);
   if (rc) rl_err_prefix(e, "drift: rollout-side forward (%s experts %s): ", qtensor_format_name(rollout->fmt[LINEAR_ATTN]),
                         qtensor_format_name(rollout->fmt[LINEAR_EXPERT]));
   if (!rc) {
@@ -369,21 +416,161 @@ int drift_measure(model *m, const drift_seqs *s, const quant_policy *rollout, co
       rl_mismatch_finish(&acc, &out->engine);
       out->has_engine = 1;
     }
-    rc = drift_forward(m, &k, train, dev, NULL, lt, NULL, NULL, NULL, e);
+    rc = drift_forward(m, &k, train, dev, NULL, lt, NULL, moe && b ? routed : NULL, NULL, NULL, e);
     if (rc) rl_err_prefix(e, "drift: train-side forward: ");
   }
-  if (!rc) drift_mismatch(s, lt, lr, &out->plain);
+  if (!rc) drift_mismatch(s, lt, lroll, &out->plain);
   out->r3 = out->plain;
   if (!rc && moe) {
     out->moe = 1;
-    rc = drift_forward(m, &k, train, dev, (const int32_t *const *)routed, lt, NULL, NULL, &out->r3_overlap, e);
-    if (rc) rl_err_prefix(e, "drift: train-side forward with R3: ");
-    else drift_mismatch(s, lt, lr, &out->r3);
+    if (b) {
+      replay = rl_xcalloc((size_t)m->L, sizeof *replay);
+      fed = rl_xcalloc((size_t)m->L, sizeof *fed);
+      for (int l = 0; l < m->L; l++) {
+        if (!m->layers[l].moe) continue;
+        replay[l] = rl_xmalloc((size_t)k.T * m->topk * 4);
+        fed[l] = rl_xmalloc((size_t)k.T);
+        drift_engine_replay(m, b, len, l, routed[l], replay[l], fed[l]);
+      }
+    }
+    rc = drift_forward(m, &k, train, dev, (const int32_t *const *)(b ? replay : routed), lt, NULL, NULL,
+                       &out->r3_overlap, (const uint8_t *const *)fed, e);
+    if (rc) rl_err_prefix(e, "drift: train-side forward with R3%s: ", b ? " (the engine's routing)" : "");
+    else drift_mismatch(s, lt, lroll, &out->r3);
   }
-  for (int l = 0; l < m->L; l++) free(routed[l]);
-  free(routed), free(lr), free(lt), free(ent), free(k.off), free(k.targets);
+  for (int l = 0; l < m->L; l++) {
+    free(routed[l]);
+    if (replay) free(replay[l]);
+    if (fed) free(fed[l]);
+  }
+  free(routed), free(replay), free(fed), free(lr), free(lt), free(le), free(ent), free(k.off), free(k.targets);
   if (k.ca) model_acts_free(k.ca);
   if (k.ga) model_cuda_acts_free(k.ga);
   out->wall_s = rl_now() - t0;
   return rc;
 }
+
+/* Start a measurement: clear *out, check the device, initialise m->cu. */
+static int drift_begin(model *m, drift_device dev, drift_result *out, rl_err *e) {
+  memset(out, 0, sizeof *out);
+  out->r3_overlap = NAN;
+  if (dev != DRIFT_CUDA) return 0;
+#if !RLRUN_CUDA
+  (void)m;
+  return rl_errf(e, RL_EXIT_HARDWARE, "drift: this rlrun was built without CUDA; measure on the CPU");
+#else
+  return !m->cu ? model_cuda_init(m, e) : 0;
+#endif
+}
+
+int drift_measure(model *m, const drift_seqs *s, const quant_policy *rollout, const quant_policy *train,
+                  drift_device dev, drift_result *out, rl_err *e) {
+  int rc = drift_begin(m, dev, out, e);
+  return rc ? rc : drift_measure_core(m, s, rollout, train, dev, NULL, out, e);
+}
+
+/* ---------------------------------------------------------------- engine mode */
+
+/* The set of batch b: tokens and the engine's log-probs; every sample the
+ * same lengths, MoE routing present. */
+static int drift_seqs_from_batch(const model *m, const rollout_batch *b, drift_seqs *s, rl_err *e) {
+  memset(s, 0, sizeof *s);
+  int moe = m->E > 0 && m->topk > 0;
+  if (b->n < 1 || !b->s) return rl_errf(e, RL_EXIT_USAGE, "drift: the rollout batch is empty; generate first");
+  int64_t np = b->s[0].n_prompt, ng = b->s[0].n_completion;
+  if (np < 1 || ng < 1 || b->n > INT32_MAX / 2 || (np + ng) * b->n > INT32_MAX / 2)
+    return rl_errf(e, RL_EXIT_USAGE, "drift: %lld samples of %lld + %lld tokens cannot be measured as one batch",
+                   (long long)b->n, (long long)np, (long long)ng);
+  if (moe && (b->route_layers != m->L || b->route_topk != m->topk))
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "drift: the rollout batch has routing for %d layers top-%d, the model has %d layers top-%d; "
+                   "R3 needs the engine's routing of every layer",
+                   b->route_layers, b->route_topk, m->L, m->topk);
+  for (int64_t i = 0; i < b->n; i++) {
+    const rollout_sample *x = &b->s[i];
+    if (x->n_prompt != np || x->n_completion != ng || !x->logp_rollout || (moe && !x->routed))
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "drift: sample %lld has %lld + %lld tokens%s%s (sample 0: %lld + %lld); every sample needs the "
+                     "same lengths (generate with ignore_eos), its log-probs and on a MoE model its routing",
+                     (long long)i, (long long)x->n_prompt, (long long)x->n_completion,
+                     x->logp_rollout ? "" : ", no log-probs", moe && !x->routed ? ", no routing" : "", (long long)np,
+                     (long long)ng);
+  }
+  s->n_seq = (int)b->n, s->n_prompt = (int)np, s->n_gen = (int)ng;
+  size_t len = (size_t)(np + ng);
+  s->tokens = rl_xmalloc((size_t)b->n * len * 4);
+  s->logp_engine = rl_xmalloc((size_t)b->n * (size_t)ng * 4);
+  for (int64_t i = 0; i < b->n; i++) {
+    const rollout_sample *x = &b->s[i];
+    memcpy(s->tokens + (size_t)i * len, x->prompt_ids, (size_t)np * 4);
+    memcpy(s->tokens + (size_t)i * len + np, x->completion_ids, (size_t)ng * 4);
+    memcpy(s->logp_engine + (size_t)i * ng, x->logp_rollout, (size_t)ng * 4);
+  }
+  s->wall_s = b->wall_s;
+  return 0;
+}
+
+int drift_measure_batch(model *m, const rollout_batch *b, const quant_policy *rollout, const quant_policy *train,
+                        drift_device dev, drift_result *out, drift_seqs *set, rl_err *e) {
+  if (set) memset(set, 0, sizeof *set);
+  int rc = drift_begin(m, dev, out, e);
+  if (rc) return rc;
+  drift_seqs s;
+  if ((rc = drift_seqs_from_batch(m, b, &s, e))) return rc;
+  rc = drift_measure_core(m, &s, rollout, train, dev, b, out, e);
+  if (!rc && set) *set = s;
+  else drift_seqs_free(&s);
+  return rc;
+}
+
+#if RLRUN_CUDA
+int drift_measure_engine_cuda(model *m, const drift_sample_opts *o, const quant_policy *rollout,
+                              const quant_policy *train, drift_result *out, drift_seqs *set, rl_err *e) {
+  if (set) memset(set, 0, sizeof *set);
+  memset(out, 0, sizeof *out);
+  out->r3_overlap = NAN;
+  int rc = drift_check_opts(m, o, e);
+  if (rc) return rc;
+  if (!m->cu && (rc = model_cuda_init(m, e))) return rc;
+  double t0 = rl_now();
+  drift_seqs p; /* the fixed set's prompts (completions unused) */
+  drift_seqs_alloc(m, o, &p);
+  int len = o->n_prompt + o->n_gen;
+  const int32_t **ids = rl_xmalloc((size_t)o->n_seq * sizeof *ids);
+  int64_t *n_ids = rl_xmalloc((size_t)o->n_seq * sizeof *n_ids);
+  for (int i = 0; i < o->n_seq; i++) ids[i] = p.tokens + (size_t)i * len, n_ids[i] = o->n_prompt;
+  rollout_opts ro;
+  rollout_opts_default(&ro);
+  ro.seed = o->seed, ro.temperature = 1.0, ro.max_new_tokens = o->n_gen, ro.max_slots = o->n_seq;
+  ro.ignore_eos = 1, ro.eos_id = -1, ro.add_bos = 0;
+  rollout_cuda_engine *eng = NULL;
+  rollout_batch b;
+  memset(&b, 0, sizeof b);
+  rc = rollout_cuda_engine_new(m, rollout, o->n_seq, len, &eng, e);
+  if (!rc) rc = rollout_cuda_generate_ids(eng, (const int32_t *const *)ids, n_ids, o->n_seq, 1, 0, &ro, &b, e);
+  rollout_cuda_engine_free(eng); /* its KV cache and graphs go before the trainer's forwards */
+  free(ids), free(n_ids);
+  drift_seqs_free(&p);
+  if (rc) {
+    rollout_batch_free(&b);
+    return rl_err_prefix(e, "drift: the CUDA rollout engine (%s experts %s, %d sequences): ",
+                         qtensor_format_name(rollout->fmt[LINEAR_ATTN]),
+                         qtensor_format_name(rollout->fmt[LINEAR_EXPERT]), o->n_seq);
+  }
+  rc = drift_measure_batch(m, &b, rollout, train, DRIFT_CUDA, out, set, e);
+  rollout_batch_free(&b);
+  if (!rc) out->wall_s = rl_now() - t0;
+  return rc;
+}
+#else
+int drift_measure_engine_cuda(model *m, const drift_sample_opts *o, const quant_policy *rollout,
+                              const quant_policy *train, drift_result *out, drift_seqs *set, rl_err *e) {
+  (void)m, (void)o, (void)rollout, (void)train;
+  if (set) memset(set, 0, sizeof *set);
+  memset(out, 0, sizeof *out);
+  out->r3_overlap = NAN;
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "drift: the engine mode needs the CUDA rollout engine, and this rlrun was built without CUDA; "
+                 "measure the full-forward mode on the CPU");
+}
+#endif

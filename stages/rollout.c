@@ -354,7 +354,10 @@ static int run_generate(rollout_engine *r, const int32_t *const *ids, const int6
     q->p = i / G, q->g = i % G, q->prompt = ids[q->p], q->n_prompt = n_ids[q->p], q->slot = -1;
     q->ids = rl_xmalloc((size_t)o->max_new_tokens * sizeof(int32_t));
     q->logp = rl_xmalloc((size_t)o->max_new_tokens * sizeof(float));
-    if (g.rk) q->routed = rl_xmalloc((size_t)(q->n_prompt + o->max_new_tokens) * g.rk * sizeof(int32_t));
+    if (g.rk) { /* −1 until a row is fed (the last generated token never is) */
+      q->routed = rl_xmalloc((size_t)(q->n_prompt + o->max_new_tokens) * g.rk * sizeof(int32_t));
+      memset(q->routed, 0xff, (size_t)(q->n_prompt + o->max_new_tokens) * g.rk * sizeof(int32_t));
+    }
     q->stop_index = -1;
     stop_seq_init(&q->stop);
   }

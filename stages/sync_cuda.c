@@ -304,13 +304,9 @@ int sync_nccl_run(sync_nccl *s, model *mt, model *mr, const quant_policy *p, con
   sync_segs_build(&mfr, &vr, s->rbuf, 0, &us, &nu, &uf);
   if ((rc = sync_segs_upload(s, SN_TRAIN, ps, np, e)) || (rc = sync_segs_upload(s, SN_ROLL, us, nu, e))) goto done;
   if ((rc = sync_nccl_pipeline(s, &mft, pf, uf, e))) goto done;
-  /* the rollout engine's FP32 norm weights follow its new BF16 ones */
+  /* the rollout engine's FP32 norm weights follow its new BF16 ones (one launch) */
   SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-  for (int i = 0; i < mr->n_params && !rc; i++) {
-    model_cuda_param *d = model_cuda_param_at(mr, i);
-    if (d->wf) rc = ops_f32_from_bf16_cuda(d->wf, d->w, (size_t)mr->params[i].rows, NULL, e);
-  }
-  if (rc) goto done;
+  if ((rc = model_cuda_refresh_norms(mr, e))) goto done;
   SC(cudaDeviceSynchronize(), "refreshing the rollout norm weights");
   double t2 = rl_now();
   out.bytes = mft.payload;

@@ -145,8 +145,13 @@ int tr_pack_build(trainer *t, const rollout_batch *b, const int64_t *idx, int n,
       for (int i = 0; i < n; i++) {
         const rollout_sample *s = &b->s[idx[i]];
         int64_t len = s->n_prompt + s->n_completion;
-        for (int64_t r = 0; r < len; r++, q++)
+        for (int64_t r = 0; r < len; r++, q++) {
           memcpy(dst + q * k, s->routed + (r * Lb + l) * k, (size_t)k * sizeof(int32_t));
+          /* the last token was never fed to the rollout model (its routing rows are −1); its
+           * output predicts nothing, so any valid ids do: experts 0 … k−1 */
+          if (r == len - 1 && dst[q * k] < 0)
+            for (int j = 0; j < k; j++) dst[q * k + j] = j;
+        }
       }
       p->replay[l] = dst;
     }
@@ -173,11 +178,16 @@ int tr_pack_forward(trainer *t, model *mdl, model_acts *a, float *logp, float *e
 
 void tr_pack_r3_overlap(trainer *t, model_acts *a, int64_t *match, int64_t *total) {
   const model *m = t->m;
-  int T = t->pk.T, k = m->topk;
+  int k = m->topk;
+  const int32_t *off = t->pk.off32;
   for (int l = 0; l < m->L; l++) {
     if (!m->layers[l].moe) continue;
-    double ov = ops_router_overlap_cpu(a->la[l].probs, a->la[l].ids, T, m->E, k);
-    *match += llround(ov * (double)T * k);
-    *total += (int64_t)T * k;
+    for (int i = 0; i < t->pk.n_seq; i++) { /* each sequence's last token: placeholder ids, left out */
+      int r0 = off[i], n = off[i + 1] - off[i] - 1;
+      if (n <= 0) continue;
+      double ov = ops_router_overlap_cpu(a->la[l].probs + (size_t)r0 * m->E, a->la[l].ids + (size_t)r0 * k, n, m->E, k);
+      *match += llround(ov * (double)n * k);
+      *total += (int64_t)n * k;
+    }
   }
 }

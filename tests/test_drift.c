@@ -13,6 +13,7 @@
 #include "kernels/device.h"
 #include "model/model.h"
 #include "stages/drift.h"
+#include "stages/rollout.h"
 
 #define DR_FX "tests/fixtures/model"
 
@@ -209,5 +210,103 @@ TEST(drift_sampling_deterministic_and_token_file) {
     CHECK_EQ_I64(drift_sample_cuda(m, &bf, &o, &d, &e), RL_EXIT_HARDWARE);
   }
   drift_seqs_free(&a), drift_seqs_free(&b), drift_seqs_free(&c);
+  model_free(m);
+}
+
+/* The engine mode's trainer side (drift_measure_batch) on a CPU engine batch:
+ * the CPU engine reproduces the full forward (rollout.h), so it must agree
+ * with drift_measure on the same tokens up to the log-sum-exp order; rows the
+ * engine never fed (−1, the CUDA engine's last token) must not change the
+ * measured tokens and are left out of r3/overlap. */
+TEST(drift_measure_batch_engine_mode) {
+  model *m = dr_load("qwen3_moe");
+  REQUIRE(m);
+  enum { N = 6, NP = 4, NG = 20, LEN = NP + NG };
+  int32_t prompts[N][NP];
+  const int32_t *ids[N];
+  int64_t n_ids[N];
+  for (int i = 0; i < N; i++) {
+    for (int j = 0; j < NP; j++) prompts[i][j] = (int32_t)((i * 37 + j * 11 + 5) % 256);
+    ids[i] = prompts[i], n_ids[i] = NP;
+  }
+  quant_policy fp8, bf;
+  quant_policy_init(&fp8, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  quant_policy_init(&bf, QFMT_BF16, QFMT_BF16);
+  rl_err e = {0};
+  rollout_engine *eng = NULL;
+  rollout_batch b;
+  memset(&b, 0, sizeof b);
+  rollout_opts o;
+  rollout_opts_default(&o);
+  o.seed = 3, o.max_new_tokens = NG, o.ignore_eos = 1, o.eos_id = -1, o.add_bos = 0;
+  REQUIRE(rollout_engine_new(m, &fp8, NULL, NULL, &eng, &e) == 0);
+  int rc = rollout_generate_ids(eng, ids, n_ids, N, 1, 0, &o, &b, &e);
+  rollout_engine_free(eng);
+  if (rc) {
+    harness_fail(__FILE__, __LINE__, "rollout_generate_ids: %s", e.msg);
+    model_free(m);
+    return;
+  }
+  drift_result r, f, u, c;
+  drift_seqs set;
+  REQUIRE(drift_measure_batch(m, &b, &fp8, &bf, DRIFT_CPU, &r, &set, &e) == 0);
+  CHECK_EQ_I64(set.n_seq, N);
+  CHECK_EQ_I64(set.n_prompt, NP);
+  CHECK_EQ_I64(set.n_gen, NG);
+  for (int i = 0; i < N; i++) {
+    CHECK(memcmp(set.tokens + i * LEN, prompts[i], NP * 4) == 0);
+    CHECK(memcmp(set.tokens + i * LEN + NP, b.s[i].completion_ids, NG * 4) == 0);
+    CHECK(memcmp(set.logp_engine + i * NG, b.s[i].logp_rollout, NG * 4) == 0);
+  }
+  CHECK_EQ_I64(r.moe, 1);
+  CHECK_EQ_I64(r.has_engine, 1);
+  CHECK_EQ_I64(r.plain.n_tokens, N * NG);
+  CHECK(r.engine.max_abs_diff <= 2e-6);
+  CHECK(r.plain.logp_abs_diff > 1e-3); /* fp8 engine x bf16 trainer drifts */
+  /* the full-forward mode on the same tokens: the engine's log-probs differ by <= 2e-6 per token */
+  REQUIRE(drift_measure(m, &set, &fp8, &bf, DRIFT_CPU, &f, &e) == 0);
+  CHECK_NEAR(r.plain.logp_abs_diff, f.plain.logp_abs_diff, 2e-6);
+  CHECK_NEAR(r.plain.max_abs_diff, f.plain.max_abs_diff, 4e-6);
+  CHECK_NEAR(r.r3.logp_abs_diff, f.r3.logp_abs_diff, 2e-6);
+  CHECK(r.r3_overlap == f.r3_overlap); /* the CPU engine routes as the full forward */
+  CHECK(r.r3_overlap > 0.5 && r.r3_overlap < 1.0);
+  CHECK(r.engine.max_abs_diff == f.engine.max_abs_diff && r.entropy == f.entropy);
+  /* unified: what is left is the engine check itself (δ = forward − engine both times) */
+  REQUIRE(drift_measure_batch(m, &b, &fp8, &fp8, DRIFT_CPU, &u, NULL, &e) == 0);
+  CHECK(u.plain.max_abs_diff == r.engine.max_abs_diff && u.plain.logp_abs_diff == r.engine.logp_abs_diff);
+  CHECK(u.r3.max_abs_diff == r.engine.max_abs_diff);
+  CHECK(u.r3_overlap == 1.0);
+  /* the last token never fed (its routing −1 in every layer): the same measured numbers, and
+   * r3/overlap over the other rows: full·S_full − skip·S_skip = the last rows' hits, in [0, S_last] */
+  int k = m->topk, n_moe = 0;
+  for (int l = 0; l < m->L; l++) n_moe += m->layers[l].moe;
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j < m->L * k; j++) b.s[i].routed[(size_t)(LEN - 1) * m->L * k + j] = -1;
+  REQUIRE(drift_measure_batch(m, &b, &fp8, &bf, DRIFT_CPU, &c, NULL, &e) == 0);
+  CHECK(c.plain.logp_abs_diff == r.plain.logp_abs_diff);
+  CHECK_MSG(c.r3.logp_abs_diff == r.r3.logp_abs_diff && c.r3.max_abs_diff == r.r3.max_abs_diff,
+            "r3 with unfed last rows %.9g / %.9g, fed %.9g / %.9g", c.r3.logp_abs_diff, c.r3.max_abs_diff,
+            r.r3.logp_abs_diff, r.r3.max_abs_diff);
+  double s_full = (double)N * LEN * k * n_moe, s_skip = (double)N * (LEN - 1) * k * n_moe;
+  double last_hits = r.r3_overlap * s_full - c.r3_overlap * s_skip;
+  CHECK_MSG(!isnan(c.r3_overlap) && last_hits > -1e-6 && last_hits < N * k * n_moe + 1e-6,
+            "overlap fed %.9g, without the last rows %.9g: %g hits on %d last-row slots", r.r3_overlap,
+            c.r3_overlap, last_hits, N * k * n_moe);
+  CHECK_NEAR(last_hits, round(last_hits), 1e-6);
+  /* a batch of uneven lengths is refused */
+  b.s[2].n_completion = NG - 1;
+  CHECK_EQ_I64(drift_measure_batch(m, &b, &fp8, &bf, DRIFT_CPU, &c, NULL, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "sample 2 has 4 + 19 tokens");
+  b.s[2].n_completion = NG;
+  /* no GPU here: the engine mode says so */
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    drift_sample_opts so = {.n_seq = 2, .n_prompt = 4, .n_gen = 4, .seed = 1};
+    CHECK_EQ_I64(drift_measure_engine_cuda(m, &so, &fp8, &bf, &c, NULL, &e), RL_EXIT_HARDWARE);
+    CHECK(isnan(c.r3_overlap));
+  }
+  drift_seqs_free(&set);
+  rollout_batch_free(&b);
   model_free(m);
 }

@@ -291,3 +291,65 @@ TEST(gemm_cpu_rows_do_not_depend_on_batch) {
   tg_fp8_free(&fx), tg_fp8_free(&fw);
   free(x), free(w), free(all);
 }
+
+/* The small-M GEMM's K split: a function of (N, K) only, slices of whole
+ * stages covering K exactly, ≥ 2 stages each where K has them, enough CTAs. */
+TEST(gemm_small_plan_splits_k_by_shape) {
+  static const int64_t nk[][4] = {
+      /* N, K, slices, slice_k */
+      {1024, 1024, 4, 256},  {2048, 1024, 4, 256}, {3072, 1024, 3, 384}, {1024, 2048, 8, 256},
+      {1024, 3072, 8, 384},  {151936, 1024, 1, 1024}, {96, 40, 1, 128},   {200, 264, 2, 256},
+      {40, 1 << 20, 32, 32768},
+  };
+  for (size_t i = 0; i < sizeof nk / sizeof nk[0]; i++) {
+    int s = 0;
+    int64_t sk = 0;
+    gemm_small_plan(nk[i][0], nk[i][1], &s, &sk);
+    CHECK_EQ_I64(s, nk[i][2]);
+    CHECK_EQ_I64(sk, nk[i][3]);
+    CHECK_EQ_I64(sk % GEMM_SMALL_BK, 0);
+    CHECK((s - 1) * sk < nk[i][1] && s * sk >= nk[i][1]); /* no empty slice, K covered */
+  }
+  for (int64_t N = 1; N <= 4096; N += 37)
+    for (int64_t K = 8; K <= 8192; K += 248) {
+      int s;
+      int64_t sk;
+      gemm_small_plan(N, K, &s, &sk);
+      int64_t tiles = (N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN, stages = (K + 127) / 128;
+      CHECK_MSG(s >= 1 && s <= GEMM_SMALL_MAX_SLICES && (s - 1) * sk < K && s * sk >= K,
+                "N=%lld K=%lld: %d slices of %lld", (long long)N, (long long)K, s, (long long)sk);
+      /* ≥ 2 stages a slice, unless K has a single stage */
+      CHECK_MSG(stages == 1 || sk >= 2 * GEMM_SMALL_BK, "N=%lld K=%lld: slice_k %lld", (long long)N,
+                (long long)K, (long long)sk);
+      /* no more slices than the CTA target needs */
+      CHECK_MSG((s - 1) * tiles < GEMM_SMALL_CTAS || s == 1, "N=%lld K=%lld: %d slices × %lld tiles",
+                (long long)N, (long long)K, s, (long long)tiles);
+    }
+}
+
+/* gemm_small_bf16_cuda's refusals (checked before any device access) and its
+ * answer where no GPU is usable. */
+TEST(gemm_small_rejects_bad_arguments) {
+  static uint16_t buf[64] __attribute__((aligned(16)));
+  static float y[64];
+  rl_err e;
+  CHECK_EQ_I64(gemm_small_check(y, buf, buf, 257, 8, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "M=257 rows exceeds the small-M kernel's 256");
+  CHECK_EQ_I64(gemm_small_check(y, buf, buf, 2, 8, 12, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "K=12 is not a multiple of 8");
+  CHECK_EQ_I64(gemm_small_check(y, buf + 1, buf, 2, 8, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "must be 16-byte aligned");
+  CHECK_EQ_I64(gemm_small_check(y, buf, buf + 4, 2, 8, 8, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_small_check(y, NULL, buf, 2, 8, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "is NULL");
+  CHECK_EQ_I64(gemm_small_check(y, buf, buf, -1, 8, 8, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_small_check(y, buf, buf, 256, 8, 8, &e), 0);
+  CHECK_EQ_I64(gemm_small_check(NULL, NULL, NULL, 0, 8, 8, &e), 0); /* nothing to do */
+  CHECK_EQ_I64(gemm_small_bf16_cuda(y, buf, buf, 300, 8, 8, NULL, &e), RL_EXIT_USAGE);
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    CHECK_EQ_I64(gemm_small_bf16_cuda(y, buf, buf, 2, 8, 8, NULL, &e), RL_EXIT_HARDWARE);
+    CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
+  }
+}

@@ -93,6 +93,7 @@ TEST(recipe_examples_validate) {
   static const struct { const char *file; int cpu, a100, h200, b200, mi300x; } want[] = {
       {"recipes/demo-cpu.yaml", 0, 0, 0, 0, 0}, /* device: cpu runs anywhere */
       {"recipes/bf16-baseline.yaml", 0, 0, 0, 0, 0},
+      {"recipes/bf16-baseline-2gpu.yaml", 3, 0, 0, 0, 0}, /* device: cuda, GPUs 0 and 1 (h200:1 is 3: test_loop_gpu.c) */
       {"recipes/fp8-rollout-bf16-train.yaml", 0, 3, 0, 0, 3},
       {"recipes/fp8-unified.yaml", 0, 3, 0, 0, 3},
       {"recipes/mxfp8-unified-emulate.yaml", 0, 3, 0, 0, 3},

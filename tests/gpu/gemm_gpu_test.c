@@ -387,6 +387,253 @@ static void case_refuse_mx(const device_info *di) {
   free(x), free(w);
 }
 
+/* ---------------------------------------------------------------- small-M GEMM (issue #8)
+ * gemm_small_bf16_cuda: y = f32(bf16_rne(Σ_k x·w)), FP32 accumulation.
+ *
+ * Bound. Let S* be the FP64 sum, A = Σ|x_k·w_k|, ref = bf16_rne(S*), and
+ * dist(a, b) the number of BF16 steps between two BF16 values. The kernel's
+ * FP32 sum (K/16 MMAs, then the slice partials) is within γ·A of S* with
+ * γ = 4(K+2)·2^-24: an MMA adds its 16 exact products and the accumulator
+ * aligned to the largest of them and truncated (no rounding) to FP32-like
+ * precision, ≤ 17·2^-23 of that largest term, i.e. ≤ ~2.1·K·2^-24·A over K;
+ * 4 leaves room. If γ·A is below 1 ulp of ref, y and ref (both RNE, which
+ * is monotone) are at most one BF16 step apart: "within 1 BF16 ulp". That holds for every
+ * element when no cancellation happens, e.g. on non-negative data (A = |S*|,
+ * γ ≤ 2^-10.4 < 2^-9 for K ≤ 3072): the `nonneg` runs require dist ≤ 1 for
+ * every element. On signed data an output near 0 (|S*| ≪ A) can be several
+ * BF16 steps from ref within the FP32 error that any FP32 accumulation order
+ * has; there an element passes when dist ≤ 1 or |y − S*| ≤ 2^-8·|S*| + 1.01·γ·A,
+ * and the count of dist ≥ 2 is printed. The same rule, both sides' bounds
+ * added, compares gemm_small with cuBLASLt (linear_forward, BF16 output). */
+
+#define SG_MMAX 256
+#define SG_GAMMA(K) (4.0 * (double)((K) + 2) * U24)
+
+/* Ordinal of a BF16 value held in FP32: neighbours differ by 1, ±0 are 0. */
+static int32_t sg_ord(float v) {
+  uint16_t h = fmt_bf16_from_f32(v);
+  return (h & 0x8000) ? -(int32_t)(h & 0x7fff) : (int32_t)h;
+}
+
+/* BF16 from an ordinal (inverse of sg_ord; 0 → +0). */
+static float sg_from_ord(int32_t o) {
+  return fmt_bf16_to_f32(o < 0 ? (uint16_t)(0x8000 | (uint16_t)(-o)) : (uint16_t)o);
+}
+
+/* d rounded to the nearest BF16, ties to even (exact: BF16 values are doubles). */
+static float sg_bf16_of_f64(double d) {
+  int32_t o = sg_ord((float)d), best = o;
+  for (int32_t c = o - 1; c <= o + 1; c++) {
+    double eb = fabs((double)sg_from_ord(best) - d), ec = fabs((double)sg_from_ord(c) - d);
+    if (ec < eb || (ec == eb && !(fmt_bf16_from_f32(sg_from_ord(c)) & 1))) best = c;
+  }
+  return sg_from_ord(best);
+}
+
+/* Tally of one comparison against the FP64 reference. */
+typedef struct sg_tally {
+  int64_t n, diff, far, bad; /* checked, dist ≥ 1, dist ≥ 2, beyond the bound */
+  int32_t maxd;
+} sg_tally;
+
+static void sg_count(sg_tally *t, float y, double ref, double mag, int64_t K) {
+  int32_t d = abs(sg_ord(y) - sg_ord(sg_bf16_of_f64(ref)));
+  t->n++;
+  t->diff += d >= 1, t->far += d >= 2;
+  if (d > t->maxd) t->maxd = d;
+  double bound = 0x1p-8 * fabs(ref) + 1.01 * SG_GAMMA(K) * mag;
+  if (!(d <= 1 || fabs((double)y - ref) <= bound)) t->bad++;
+}
+
+/* Rows of x the FP64 reference covers: all 256 when cheap, else a sample
+ * across m-blocks and m-chunks (0, 1, 7, 8, 63, 64, 100, 255). */
+static int sg_ref_rows(int64_t N, int64_t K, int64_t *rows) {
+  static const int64_t sample[] = {0, 1, 7, 8, 63, 64, 100, 255};
+  if ((double)SG_MMAX * N * K <= 1.2e9) {
+    for (int i = 0; i < SG_MMAX; i++) rows[i] = i;
+    return SG_MMAX;
+  }
+  memcpy(rows, sample, sizeof sample);
+  return 8;
+}
+
+/* One (N, K): M = 1, 3, 8, 17, 64, 100, 256 vs FP64 (rows sg_ref_rows), every M's
+ * rows bitwise equal to M = 256's, rows alone (M = 1 at x + r·K) equal to their
+ * row in M = 64 and 256, and gemm_small vs cuBLASLt (linear_forward) on M = 256. */
+static void case_small(int64_t N, int64_t K, int nonneg, uint64_t seed) {
+  static const int64_t Ms[] = {256, 1, 3, 8, 17, 64, 100};
+  const int nms = (int)(sizeof Ms / sizeof Ms[0]);
+  uint16_t *x = tg_rand_bf16(SG_MMAX, K, seed), *w = tg_rand_bf16(N, K, seed + 1);
+  if (nonneg) {
+    for (int64_t i = 0; i < SG_MMAX * K; i++) x[i] &= 0x7fff;
+    for (int64_t i = 0; i < N * K; i++) w[i] &= 0x7fff;
+  }
+  int slices;
+  int64_t slice_k;
+  gemm_small_plan(N, K, &slices, &slice_k);
+  /* FP64 reference on the sampled rows */
+  int64_t rows[SG_MMAX];
+  int nr = sg_ref_rows(N, K, rows);
+  double *ref = rl_xmalloc((size_t)nr * (size_t)N * 8), *mag = rl_xmalloc((size_t)nr * (size_t)N * 8);
+  float *wf = tg_bf16_to_f32(w, N * K), *xf = tg_bf16_to_f32(x, SG_MMAX * K);
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t j = 0; j < N; j++)
+    for (int i = 0; i < nr; i++) {
+      const float *a = xf + rows[i] * K, *b = wf + j * K;
+      double sacc = 0, g = 0;
+      for (int64_t k = 0; k < K; k++) {
+        double p = (double)a[k] * b[k];
+        sacc += p, g += fabs(p);
+      }
+      ref[(int64_t)i * N + j] = sacc, mag[(int64_t)i * N + j] = g;
+    }
+  uint16_t *xd = dev_copy(x, (size_t)(SG_MMAX * K) * 2), *wd = dev_copy(w, (size_t)(N * K) * 2);
+  float *yd;
+  CK(cudaMalloc((void **)&yd, (size_t)(SG_MMAX * N) * 4));
+  float *y256 = NULL, *y64 = NULL;
+  const char *kind = nonneg ? "small-nonneg" : "small";
+  rl_err e;
+  int bad_inv = 0;
+  for (int mi = 0; mi < nms; mi++) {
+    int64_t M = Ms[mi];
+    CK(cudaMemset(yd, 0xff, (size_t)(M * N) * 4)); /* NaN: a missed element shows */
+    int rc = gemm_small_bf16_cuda(yd, xd, wd, M, N, K, NULL, &e);
+    if (rc) {
+      printf("FAIL   %-14s N=%-6lld K=%-5lld M=%-3lld gemm_small_bf16_cuda: %s\n", kind, (long long)N,
+             (long long)K, (long long)M, e.msg);
+      g_fail++;
+      continue;
+    }
+    float *y = host_copy(yd, (size_t)(M * N) * 4);
+    sg_tally t = {0};
+    for (int i = 0; i < nr && rows[i] < M; i++)
+      for (int64_t j = 0; j < N; j++)
+        sg_count(&t, y[rows[i] * N + j], ref[(int64_t)i * N + j], mag[(int64_t)i * N + j], K);
+    int64_t inv = 0, nonfin = 0; /* rows differing (bitwise) from M = 256; unwritten (NaN) elements */
+    if (y256)
+      for (int64_t r = 0; r < M; r++) inv += memcmp(y + r * N, y256 + r * N, (size_t)N * 4) != 0;
+    for (int64_t i = 0; i < M * N; i++) nonfin += !isfinite(y[i]);
+    int ok = t.bad == 0 && inv == 0 && nonfin == 0 && (!nonneg || t.maxd <= 1);
+    printf("%-6s %-14s N=%-6lld K=%-5lld M=%-3lld slices=%-2d checked=%-8lld ≥1ulp=%-6lld ≥2ulp=%-4lld max=%d "
+           "beyond-bound=%lld rows≠M256=%lld non-finite=%lld\n",
+           ok ? "PASS" : "FAIL", kind, (long long)N, (long long)K, (long long)M, slices, (long long)t.n,
+           (long long)t.diff, (long long)t.far, t.maxd, (long long)t.bad, (long long)inv, (long long)nonfin);
+    ok ? g_pass++ : g_fail++;
+    bad_inv |= inv != 0;
+    if (M == 256) y256 = y;
+    else if (M == 64) y64 = y;
+    else free(y);
+  }
+  /* a row alone (M = 1) == the same row inside M = 64 and M = 256 */
+  if (y256 && y64) {
+    static const int64_t alone[] = {0, 5, 63, 200};
+    int same = 0, want = 0;
+    for (int i = 0; i < 4; i++) {
+      int64_t r = alone[i];
+      want += 1 + (r < 64);
+      if (gemm_small_bf16_cuda(yd, xd + r * K, wd, 1, N, K, NULL, &e)) {
+        printf("  gemm_small_bf16_cuda (row alone): %s\n", e.msg);
+        continue;
+      }
+      float *y1 = host_copy(yd, (size_t)N * 4);
+      same += memcmp(y1, y256 + r * N, (size_t)N * 4) == 0;
+      if (r < 64) same += memcmp(y1, y64 + r * N, (size_t)N * 4) == 0;
+      free(y1);
+    }
+    int ok = same == want && !bad_inv;
+    printf("%-6s %-14s N=%-6lld K=%-5lld rows 0,5,63,200 alone == in M=64/M=256: %d of %d bitwise\n",
+           ok ? "PASS" : "FAIL", kind, (long long)N, (long long)K, same, want);
+    ok ? g_pass++ : g_fail++;
+  }
+  /* vs cuBLASLt: linear_forward (BF16 out) of all 256 rows, judged on the reference rows */
+  if (y256) {
+    quant_policy p;
+    quant_policy_init(&p, QFMT_BF16, QFMT_BF16);
+    qtensor wq = qtensor_bf16(wd, N, K, 1);
+    uint16_t *yb;
+    CK(cudaMalloc((void **)&yb, (size_t)(SG_MMAX * N) * 2));
+    if (linear_forward(yb, xd, SG_MMAX, &wq, &p, &e)) {
+      printf("FAIL   %-14s N=%-6lld K=%-5lld linear_forward: %s\n", kind, (long long)N, (long long)K, e.msg);
+      g_fail++;
+    } else {
+      float *yc = f32_of_bf16_dev(yb, SG_MMAX * N);
+      int64_t diff_all = 0;
+      for (int64_t i = 0; i < SG_MMAX * N; i++) diff_all += sg_ord(yc[i]) != sg_ord(y256[i]);
+      sg_tally t = {0}; /* cuBLASLt's output against the reference and against gemm_small */
+      int64_t far = 0, bad = 0;
+      for (int i = 0; i < nr; i++)
+        for (int64_t j = 0; j < N; j++) {
+          int64_t o = rows[i] * N + j;
+          double r = ref[(int64_t)i * N + j], g = mag[(int64_t)i * N + j];
+          sg_count(&t, yc[o], r, g, K);
+          int32_t d = abs(sg_ord(yc[o]) - sg_ord(y256[o]));
+          far += d >= 2;
+          if (!(d <= 1 || fabs((double)yc[o] - y256[o]) <= 0x1p-7 * fabs(r) + 2.02 * SG_GAMMA(K) * g))
+            bad++;
+        }
+      int ok = bad == 0 && t.bad == 0;
+      printf("%-6s %-14s N=%-6lld K=%-5lld M=256 vs cuBLASLt: %lld of %lld elements differ (%.3f%%), on the %d "
+             "reference rows ≥2ulp apart %lld, beyond bound %lld (cuBLASLt vs FP64 beyond bound %lld)\n",
+             ok ? "PASS" : "FAIL", kind, (long long)N, (long long)K, (long long)diff_all, (long long)(SG_MMAX * N),
+             100.0 * (double)diff_all / (double)(SG_MMAX * N), nr, (long long)far, (long long)bad, (long long)t.bad);
+      ok ? g_pass++ : g_fail++;
+      free(yc);
+    }
+    cudaFree(yb);
+  }
+  free(y256), free(y64);
+  cudaFree(xd), cudaFree(wd), cudaFree(yd);
+  free(ref), free(mag), free(wf), free(xf), free(x), free(w);
+}
+
+/* gemm_small inside a CUDA graph (the decode step's use): replays give the
+ * eager call's bits, so the split-K counters are back to 0 after each call. */
+static void case_small_graph(int64_t M, int64_t N, int64_t K) {
+  uint16_t *x = tg_rand_bf16(M, K, 77), *w = tg_rand_bf16(N, K, 78);
+  uint16_t *xd = dev_copy(x, (size_t)(M * K) * 2), *wd = dev_copy(w, (size_t)(N * K) * 2);
+  float *yd;
+  CK(cudaMalloc((void **)&yd, (size_t)(M * N) * 4));
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  rl_err e;
+  int slices;
+  int64_t sk;
+  gemm_small_plan(N, K, &slices, &sk);
+  int rc = gemm_small_bf16_cuda(yd, xd, wd, M, N, K, s, &e); /* eager: grows the workspace */
+  CK(cudaStreamSynchronize(s));
+  float *ye = rc ? NULL : host_copy(yd, (size_t)(M * N) * 4);
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t ge = NULL;
+  int same = 0;
+  if (!rc) {
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < 3 && !rc; i++) rc = gemm_small_bf16_cuda(yd, xd, wd, M, N, K, s, &e);
+    CK(cudaStreamEndCapture(s, &g));
+  }
+  if (!rc) {
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int rep = 0; rep < 3; rep++) {
+      CK(cudaMemsetAsync(yd, 0xff, (size_t)(M * N) * 4, s));
+      CK(cudaGraphLaunch(ge, s));
+      CK(cudaStreamSynchronize(s));
+      float *yg = host_copy(yd, (size_t)(M * N) * 4);
+      same += memcmp(yg, ye, (size_t)(M * N) * 4) == 0;
+      free(yg);
+    }
+  } else {
+    printf("  gemm_small_bf16_cuda: %s\n", e.msg);
+  }
+  int ok = !rc && same == 3;
+  printf("%-6s small-graph    N=%-6lld K=%-5lld M=%-3lld slices=%d: 3 replays of 3 captured calls == eager: %d of 3\n",
+         ok ? "PASS" : "FAIL", (long long)N, (long long)K, (long long)M, slices, same);
+  ok ? g_pass++ : g_fail++;
+  if (ge) cudaGraphExecDestroy(ge);
+  if (g) cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+  cudaFree(xd), cudaFree(wd), cudaFree(yd);
+  free(ye), free(x), free(w);
+}
+
 int main(int argc, char **argv) {
   device_info di;
   device_query(&di);
@@ -427,6 +674,14 @@ int main(int argc, char **argv) {
   }
   case_backward(512, 1024, 3072);
   case_backward(129, 768, 2048);
+  /* the small-M GEMM of the decode step (gemm_small_bf16_cuda) */
+  static const int64_t snk[][2] = {{3072, 1024}, {1024, 3072}, {2048, 1024}, {1024, 2048},
+                                   {151936, 1024}, {96, 40}, {200, 264}, {520, 1000}};
+  for (int i = 0; i < 8; i++) case_small(snk[i][0], snk[i][1], 0, 500 + (uint64_t)i);
+  case_small(1024, 3072, 1, 600);
+  case_small(200, 264, 1, 601);
+  case_small_graph(64, 1024, 1024);
+  case_small_graph(5, 200, 264);
   printf("gemm_gpu_test: %d passed, %d failed (plans cached: %d)\n", g_pass, g_fail,
          gemm_cuda_plan_count());
   linear_release();

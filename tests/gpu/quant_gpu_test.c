@@ -7,7 +7,9 @@
  * 1000×1040 (fast path with partial blocks and partial warps) and 8192×8192; inputs hold zero rows, BF16 subnormals,
  * random BF16 bit patterns, the BF16 maximum and ±Inf/NaN. Every variant runs
  * twice: hardware E4M3 cvt and the software codec. First, the fast device
- * forms of the rules (E2M1 encoders, exact division) against formats.h. */
+ * forms of the rules (E2M1 encoders, exact division) against formats.h; then
+ * the multi-tensor weight quantizers (fp8-block, MXFP8) against the
+ * single-tensor calls on a list of 14 tensors (check_multi). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -250,6 +252,125 @@ static void check_layouts(void) {
   CU(cudaFree(ds));
 }
 
+/* The multi-tensor weight quantizers against the single-tensor calls, byte
+ * for byte (data, scales, stats), and their stats against the CPU's, on a list
+ * of varied shapes: Qwen3 linears, rows and K not multiples of 128, K % 16 != 0
+ * and a misaligned source (the per-tensor fallback), an empty tensor, two
+ * tensors holding Inf/NaN (the stats must name them and only them). Once with
+ * a workspace for every tensor, once with one for 3 per launch (batches). */
+static void check_multi(int mx, int ue, int hopper) {
+  static const struct { int64_t R, K; int dirty, skew; } sh[] = {
+      {1024, 2048, 0, 0}, {2048, 1024, 1, 0}, {768, 2048, 0, 0}, {127, 129, 0, 0}, {129, 4112, 0, 0},
+      {300, 48, 1, 0},    {1, 16, 0, 0},      {0, 128, 0, 0},    {65, 48, 0, 0},   {3, 16, 0, 0},
+      {256, 160, 0, 1},   {1000, 1040, 0, 0}, {128, 128, 0, 0},  {200, 80, 0, 0}};
+  enum { NT = sizeof sh / sizeof sh[0] };
+  const char *fn = mx ? "mxfp8" : hopper ? "fp8-block hopper" : "fp8-block";
+  quant_opts o = {.ue8m0 = ue, .scale_layout = hopper ? QLAYOUT_HOPPER_WEIGHT : QLAYOUT_ROWMAJOR};
+  uint16_t *hx[NT], *dx[NT], *dbase[NT];
+  uint8_t *dq[2][NT], *dsc[2][NT], *cq[NT], *csc[NT];
+  size_t qb[NT], sb[NT];
+  quant_stats cst[NT], *dst[2];
+  quant_item it[NT];
+  rl_err e = {0};
+  quant_cuda_set_hw_cvt(1);
+  for (int i = 0; i < NT; i++) {
+    int64_t R = sh[i].R, K = sh[i].K, n = R * K;
+    hx[i] = make_input(R > 0 ? R : 1, K, 500 + i, sh[i].dirty);
+    CU(cudaMalloc((void **)&dbase[i], (size_t)n * 2 + 16));
+    dx[i] = dbase[i] + sh[i].skew; /* skew: one element in, not 16-byte aligned */
+    if (n) CU(cudaMemcpy(dx[i], hx[i], (size_t)n * 2, cudaMemcpyHostToDevice));
+    qb[i] = (size_t)n;
+    int64_t kb = hopper ? quant_roundup(quant_cdiv(K, 128), 4) : quant_cdiv(K, 128);
+    sb[i] = mx ? (size_t)(R * quant_cdiv(K, 32)) : (size_t)(quant_cdiv(R, 128) * kb * 4);
+    for (int k = 0; k < 2; k++) {
+      CU(cudaMalloc((void **)&dq[k][i], qb[i] + 16));
+      CU(cudaMalloc((void **)&dsc[k][i], sb[i] + 16));
+      CU(cudaMemset(dq[k][i], 0xAB, qb[i] + 16));
+      CU(cudaMemset(dsc[k][i], 0, sb[i] + 16));
+    }
+    /* the CPU reference: bytes and stats (scale padding 0 as on the device) */
+    cq[i] = rl_xmalloc(qb[i] + 1), csc[i] = rl_xcalloc(sb[i] + 4, 1);
+    if (mx) quant_mxfp8_cpu(hx[i], R, K, cq[i], csc[i], &o, &cst[i]);
+    else quant_fp8_block_weight_cpu(hx[i], R, K, cq[i], (float *)csc[i], &o, &cst[i]);
+  }
+  for (int k = 0; k < 2; k++) CU(cudaMalloc((void **)&dst[k], NT * sizeof(quant_stats)));
+  /* reference: one single-tensor call each */
+  for (int i = 0; i < NT; i++) {
+    int64_t R = sh[i].R, K = sh[i].K;
+    int rc = mx ? quant_mxfp8_cuda(dx[i], R, K, dq[0][i], dsc[0][i], &o, dst[0] + i, NULL, &e)
+                : quant_fp8_block_weight_cuda(dx[i], R, K, dq[0][i], (float *)dsc[0][i], &o, dst[0] + i, NULL, &e);
+    if (rc) printf("FAIL %s single-tensor call %d: status %d %s\n", fn, i, rc, e.msg), g.fail++;
+  }
+  quant_stats h0[NT], h1[NT];
+  if (quant_stats_fetch_n_cuda(dst[0], h0, NT, NULL, &e)) printf("FAIL stats fetch: %s\n", e.msg), g.fail++;
+  const int pers[2] = {NT, 3};
+  for (int pi = 0; pi < 2; pi++) {
+    const int per = pers[pi];
+    size_t wb = quant_multi_ws_bytes(per);
+    void *ws;
+    CU(cudaMalloc(&ws, wb));
+    for (int i = 0; i < NT; i++) {
+      CU(cudaMemset(dq[1][i], 0xAB, qb[i] + 16));
+      CU(cudaMemset(dsc[1][i], 0, sb[i] + 16));
+      it[i] = (quant_item){dx[i], sh[i].R, sh[i].K, dq[1][i], dsc[1][i], dst[1] + i};
+    }
+    CU(cudaMemset(dst[1], 0x5A, NT * sizeof(quant_stats))); /* stale stats: the call resets them */
+    int rc = mx ? quant_mxfp8_multi_cuda(it, NT, &o, ws, wb, NULL, &e)
+                : quant_fp8_block_weight_multi_cuda(it, NT, &o, ws, wb, NULL, &e);
+    char what[160];
+    snprintf(what, sizeof what, "multi %s%s, %d per launch", fn, ue ? " ue8m0" : "", per);
+    if (rc) {
+      printf("FAIL %s: status %d %s\n", what, rc, e.msg), g.fail++;
+    } else {
+      if (quant_stats_fetch_n_cuda(dst[1], h1, NT, NULL, &e)) printf("FAIL stats fetch: %s\n", e.msg), g.fail++;
+      int f0 = g.fail, named = 0;
+      for (int i = 0; i < NT; i++) {
+        char w2[220];
+        uint8_t *a = dup_to_host(dq[0][i], qb[i] + 16), *b = dup_to_host(dq[1][i], qb[i] + 16);
+        snprintf(w2, sizeof w2, "%s %lldx%lld data (+16 guard)", what, (long long)sh[i].R, (long long)sh[i].K);
+        compare(w2, a, b, qb[i] + 16);
+        free(a), free(b);
+        a = dup_to_host(dsc[0][i], sb[i] + 16), b = dup_to_host(dsc[1][i], sb[i] + 16);
+        snprintf(w2, sizeof w2, "%s %lldx%lld scales (+16 guard)", what, (long long)sh[i].R, (long long)sh[i].K);
+        compare(w2, a, b, sb[i] + 16);
+        snprintf(w2, sizeof w2, "%s %lldx%lld scales vs cpu", what, (long long)sh[i].R, (long long)sh[i].K);
+        compare(w2, csc[i], b, sb[i]);
+        free(a), free(b);
+        b = dup_to_host(dq[1][i], qb[i]);
+        snprintf(w2, sizeof w2, "%s %lldx%lld data vs cpu", what, (long long)sh[i].R, (long long)sh[i].K);
+        compare(w2, cq[i], b, qb[i]);
+        free(b);
+        int ok = h1[i].n_nonfinite == h0[i].n_nonfinite && h1[i].first_index == h0[i].first_index &&
+                 h1[i].n_nonfinite == cst[i].n_nonfinite && h1[i].first_index == cst[i].first_index;
+        if (!ok) {
+          g.fail++;
+          printf("FAIL %s tensor %d stats multi (%lld, %lld) single (%lld, %lld) cpu (%lld, %lld)\n", what, i,
+                 (long long)h1[i].n_nonfinite, (long long)h1[i].first_index, (long long)h0[i].n_nonfinite,
+                 (long long)h0[i].first_index, (long long)cst[i].n_nonfinite, (long long)cst[i].first_index);
+        } else {
+          g.pass++;
+        }
+        named += (h1[i].n_nonfinite > 0) == (sh[i].dirty != 0);
+      }
+      if (named != NT)
+        printf("FAIL %s: the stats flag %d of %d tensors correctly (dirty ones only)\n", what, named, NT), g.fail++;
+      printf("%s %s: %d tensors == single-tensor calls (bytes, stats), non-finite named in tensors 1 and 5 only\n",
+             g.fail == f0 ? "PASS" : "FAIL", what, NT);
+    }
+    CU(cudaFree(ws));
+  }
+  for (int i = 0; i < NT; i++) {
+    CU(cudaFree(dbase[i]));
+    free(cq[i]), free(csc[i]);
+    for (int k = 0; k < 2; k++) {
+      CU(cudaFree(dq[k][i]));
+      CU(cudaFree(dsc[k][i]));
+    }
+    free(hx[i]);
+  }
+  for (int k = 0; k < 2; k++) CU(cudaFree(dst[k]));
+}
+
 int main(int argc, char **argv) {
   int dev = 0;
   if (cudaGetDeviceCount(&dev) != cudaSuccess || dev == 0) {
@@ -286,6 +407,9 @@ int main(int argc, char **argv) {
     printf("     (fast-path selftests %.2fs)\n", rl_now() - t0);
   }
   check_layouts();
+  for (int mx = 0; mx < 2; mx++)
+    for (int ue = 0; ue < 2 - mx; ue++)
+      for (int hop = 0; hop < 2 - mx; hop++) check_multi(mx, ue, hop);
   struct { int64_t R, K; int dirty; } shapes[] = {{1, 1, 0},     {1, 1, 1},       {7, 33, 1},      {127, 129, 0},
                                                  {127, 129, 1}, {300, 4096, 0},  {300, 4096, 1},  {129, 4112, 0},
                                                  {129, 4112, 1}, {3, 16, 1},     {65, 48, 1},     {1000, 1040, 1},

@@ -8,7 +8,8 @@
  *      the full forward's BF16 tensor-core attention; reported for fp8-block);
  *   3. batch-size invariance: T = 1 sampling, 3 prompts × 4 samples with 1, 7
  *      and 64 slots give identical tokens and log-prob bits;
- *   4. stop rules with a tokenizer (a character vocabulary of 80 ids): greedy,
+ *   4. stop rules with a tokenizer (a character vocabulary covering the model's
+ *      ids: U+0100 … as 2-byte UTF-8 characters): greedy,
  *      EOS = the id the CPU's greedy run emits at its 5th step, and a stop
  *      string cut from the CPU's completion text — the GPU engine's finish
  *      reasons, stop indices, completion texts and ids equal the CPU engine's.
@@ -104,9 +105,13 @@ static double logp_gap(model *m, const rollout_batch *b, rl_err *e) {
 /* Check 4: the stop rules on the GPU == on the CPU (greedy, same tokens). */
 static void stop_rules_check(const char *name, model *m, const quant_policy *pol, const int32_t *const *ids,
                              const int64_t *n_ids, int np, int nt) {
-  char what[128], chars[81];
-  for (int i = 0; i < 77; i++) chars[i] = (char)('0' + i); /* '0' … '|': 77 characters, ids 3 … 79 */
-  chars[77] = 0;
+  char what[128], *chars = malloc((size_t)2 * m->V + 1);
+  int nc = m->V - 3; /* ids 3 … V−1: one character each, U+0100 + i (2 bytes in UTF-8) */
+  for (int i = 0; i < nc; i++) {
+    int cp = 0x100 + i;
+    chars[2 * i] = (char)(0xC0 | (cp >> 6)), chars[2 * i + 1] = (char)(0x80 | (cp & 0x3F));
+  }
+  chars[2 * nc] = 0;
   rl_err e = {0};
   tokenizer *tok = NULL;
   rollout_engine *ce = NULL;
@@ -115,18 +120,18 @@ static void stop_rules_check(const char *name, model *m, const quant_policy *pol
   rollout_opts o;
   rollout_opts_default(&o);
   o.greedy = 1, o.temperature = 0, o.max_new_tokens = nt, o.add_bos = 0, o.eos_id = -1;
-  if (tokenizer_chars_new(chars, &tok, &e) || rollout_engine_new(m, pol, tok, NULL, &ce, &e) ||
+  int trc = tokenizer_chars_new(chars, &tok, &e);
+  free(chars);
+  if (trc || rollout_engine_new(m, pol, tok, NULL, &ce, &e) ||
       rollout_generate_ids(ce, ids, n_ids, np, 1, 0, &o, &c0, &e)) {
     snprintf(what, sizeof what, "%s stop rules: CPU (%.60s)", name, e.msg);
     check(0, what, "%g", 0);
     return;
   }
-  /* a stop string: 2 characters from the middle of the first completion with text; EOS: a token of prompt 1 */
+  /* a stop string: 2 characters from the middle of prompt 0's completion; EOS: the 5th token of prompt 1 */
   char stop[8] = "";
-  for (int p = 0; p < np && !stop[0]; p++) {
-    size_t L = strlen(c0.s[p].completion_text);
-    if (L >= 4) memcpy(stop, c0.s[p].completion_text + L / 2, 2), stop[2] = 0;
-  }
+  size_t L = strlen(c0.s[0].completion_text);
+  if (L >= 8) memcpy(stop, c0.s[0].completion_text + (L / 2 & ~(size_t)1), 4), stop[4] = 0;
   char *stops[1] = {stop};
   o.eos_id = np > 1 && c0.s[1].n_completion > 4 ? c0.s[1].completion_ids[4] : -1;
   o.stop = stop[0] ? stops : NULL, o.n_stop = stop[0] ? 1 : 0;

@@ -52,6 +52,13 @@ if [ -x "$BUILD/bench_linear" ]; then
   run bench_linear bench_linear.log "$BUILD/bench_linear"
   grep -E '^\||worst' "$OUT/bench_linear.log" >> "$SUMMARY"
 else row bench_linear FAIL "missing: make BUILD=$BUILD $BUILD/bench_linear"; fi
+# gemm_gpu_test's "small" rows: gemm_small_bf16_cuda (the decode step's GEMM, M ≤ 256) vs FP64,
+# bitwise M-invariance, vs cuBLASLt, CUDA-graph replays. bench_small_gemm: µs and GB/s of weights
+# vs bare cuBLASLt at M 1/8/64/128 on the Qwen3-0.6B shapes, and one decode step's GEMMs summed.
+if [ -x "$BUILD/bench_small_gemm" ]; then
+  run bench_small_gemm bench_small_gemm.log "$BUILD/bench_small_gemm"
+  grep -E '^\|' "$OUT/bench_small_gemm.log" >> "$SUMMARY"
+else row bench_small_gemm FAIL "missing: make BUILD=$BUILD $BUILD/bench_small_gemm"; fi
 
 fi
 # ---------------------------------------------------------------- numerics (issue #4)
@@ -236,6 +243,15 @@ if [ -x "$BUILD/bench_drift" ]; then
     run "bench_drift_$dm" "bench_drift_$dm.log" "$BUILD/bench_drift" --device cuda --model $dm --save-tokens "$OUT/drift"
     grep -E '^\| (fp8-block|mxfp8|nvfp4)' "$OUT/bench_drift_$dm.log" | cut -d'|' -f2,4,5,9 | sed "s/^/  $dm /" >> "$SUMMARY"
   done
+  # --engine: the rollout side is the CUDA rollout engine (decode; drift.h "engine mode"): each pair samples
+  # its own set in its rollout precision and its log-probs are the engine's, so unified pairs show the
+  # engine-vs-trainer floor (small, not 0). Rows: pair | R3 | logp_abs_diff | r3/overlap, then per rollout
+  # precision the engine check (engine vs full forward: logp_abs_diff | max_abs_diff).
+  for dm in qwen3-0.6b qwen3-30b-a3b; do
+    run "bench_drift_engine_$dm" "bench_drift_engine_$dm.log" "$BUILD/bench_drift" --device cuda --engine --model $dm
+    grep -E '^\| [a-z0-9-]+ × ' "$OUT/bench_drift_engine_$dm.log" | cut -d'|' -f2,4,5,9 | sed "s/^/  $dm engine /" >> "$SUMMARY"
+    grep -E '^\| [a-z0-9-]+ \| ' "$OUT/bench_drift_engine_$dm.log" | cut -d'|' -f2,3,4 | sed "s/^/  $dm engine-check /" >> "$SUMMARY"
+  done
 else row bench_drift FAIL "missing: make BUILD=$BUILD $BUILD/bench_drift"; fi
 
 fi
@@ -244,8 +260,13 @@ if want validate; then
 # Every recipe validated against the detected hardware (no --hardware): on an H200 every one
 # exits 0 (mxfp8/nvfp4 ones say "emulated"; rl-from-sft* note a missing SFT checkpoint). The GPU
 # loop does not run yet (a GPU recipe given to `rlrun run` exits 3): validation only.
+# A recipe naming a GPU this machine lacks (the 2-GPU ones on a 1-GPU machine) exits 3: INFO.
 for f in recipes/*.yaml; do
   n=$(basename "$f" .yaml)
+  if "$BUILD/rlrun" validate "$f" 2>&1 | grep -q ': uses GPU [0-9]*, but .* has'; then
+    row "validate_$n" INFO "exit 3 here: names a GPU this machine lacks (needs more GPUs)"
+    continue
+  fi
   run "validate_$n" "validate_$n.log" "$BUILD/rlrun" validate "$f"
 done
 
@@ -324,4 +345,101 @@ if [ -x "$BUILD/rlrun" ]; then
     else row loop_gpu_kill_resume FAIL "final weights $a vs uninterrupted $b (see loop_resume.log)"; fi
   else row loop_gpu_kill_resume FAIL "resume failed, see loop_resume.log: $(tail -1 "$OUT/loop_resume.log")"; fi
 else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
+fi
+# ---------------------------------------------------------------- two GPUs (issue #11, "twogpu") — needs nvidia-h200-x2
+if want twogpu; then
+# The run loop with the trainer on GPU 0 and the rollout engine on GPU 1 (a replica of the model,
+# its weights sent over NCCL after every update) against the same recipe colocated on GPU 0, 4
+# iterations each: the final checkpoint's model.safetensors + optimizer.safetensors sha256 and every
+# committed sample (iteration, prompt, sample, completion text, token ids, rollout log-probs,
+# reward, finish reason; samples table of state.db) must be identical. bf16-baseline vs
+# recipes/bf16-baseline-2gpu.yaml; fp8-unified vs fp8-unified with gpus rollout [1] train [0] and
+# sync.verify: true (re-quantized on the train GPU, sent as fp8 bytes, checked on the rollout GPU).
+# Then: the 2-GPU bf16 run killed in train of iteration 3 and resumed (the replica rebuilt by a
+# sync) ends with the uninterrupted 2-GPU run's weights; the 2-GPU fp8 run with a corrupt byte
+# injected on the rollout GPU at the third sync (RLRUN_FAULT=sync.corrupt@3) stops with exit 1
+# naming the tensor, and its resume ends with the verified 2-GPU run's weights. INFO rows: sync/ms,
+# sync/bytes, sync/buckets per iteration. NCCL_NVLS_ENABLE=0 for every run (NVLink multicast off).
+TG="$OUT/twogpu"
+rm -rf "$TG"
+mkdir -p "$TG"
+TG_SQL='import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+q = ("SELECT iteration, prompt_index, sample_index, completion, hex(tokens), hex(logprobs), reward, "
+     "finish_reason, hex(routed_experts) FROM samples ORDER BY iteration, prompt_index, sample_index")
+for r in c.execute(q): print("\t".join(map(str, r)))'
+tg_dir() { ls -d "$TG/$1"/g-* 2>/dev/null | head -1; }
+# tg_run NAME RECIPE [ARGS…]: one 4-iteration run (checkpoints at 2 and 4) into $TG/NAME/g-*
+tg_run() {
+  local n=$1 rcp=$2
+  shift 2
+  run "twogpu_run_$n" "twogpu_$n.log" env NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run "$rcp" --runs-dir "$TG/$n" --name g \
+    --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet "$@"
+}
+# tg_samples RUNDIR FILE: every committed sample, one line each (blobs in hex); `rlrun samples` without python3
+tg_samples() {
+  python3 -c "$TG_SQL" "$1/state.db" > "$2" 2> /dev/null ||
+    for k in 1 2 3 4; do "$BUILD/rlrun" samples "$1" --iter $k; done > "$2" 2>&1
+}
+tg_sha() { cat "$1/checkpoints/step-000004/model.safetensors" "$1/checkpoints/step-000004/optimizer.safetensors" 2>/dev/null | sha256sum | cut -c1-16; }
+# tg_same NAME RUNDIR_A RUNDIR_B WHAT: PASS when weights + optimizer and samples are identical, else the first difference
+tg_same() {
+  local n=$1 a=$2 b=$3 what=$4
+  if [ -z "$a" ] || [ -z "$b" ] || [ ! -f "$a/checkpoints/step-000004/model.safetensors" ] ||
+     [ ! -f "$b/checkpoints/step-000004/model.safetensors" ]; then
+    row "twogpu_$n" FAIL "a run or its step-000004 checkpoint is missing (see $TG, twogpu_*.log)"
+    return
+  fi
+  tg_samples "$a" "$TG/${n}_a.tsv"
+  tg_samples "$b" "$TG/${n}_b.tsv"
+  local wa wb ns d
+  wa=$(tg_sha "$a")
+  wb=$(tg_sha "$b")
+  ns=$(wc -l < "$TG/${n}_a.tsv")
+  d=$(diff "$TG/${n}_a.tsv" "$TG/${n}_b.tsv" > "$TG/${n}.diff"; for w in '<' '>'; do
+    grep -m1 "^$w" "$TG/${n}.diff" | cut -c1-150 | tr '\t\n' '  '; done)
+  if [ "$wa" = "$wb" ] && [ "$ns" -gt 0 ] && [ -z "$d" ]; then
+    row "twogpu_$n" PASS "$what: weights+optimizer sha256 $wa identical, $ns samples identical (ids, logprobs, text)"
+  elif [ -z "$d" ]; then
+    row "twogpu_$n" FAIL "$what: $ns samples identical, but weights+optimizer $wa vs $wb"
+  else
+    row "twogpu_$n" FAIL "$what: weights $wa vs $wb; first differing sample (iter prompt sample completion ids logprobs …, see $n.diff): $d"
+  fi
+}
+# tg_sync_row NAME RUNDIR: sync/ms, sync/bytes, sync/buckets per iteration (INFO)
+tg_sync_row() {
+  "$BUILD/rlrun" metrics "$2" --csv > "$TG/$1_metrics.csv" 2>&1
+  row "twogpu_${1}_sync" INFO "$(awk -F, 'NR==1{for(i=1;i<=NF;i++){if($i=="sync/ms")m=i; if($i=="sync/bytes")b=i;
+    if($i=="sync/buckets")k=i}; next} m{printf "it%s %.3g ms %s B %s buckets; ", $1, $m, $b, $k}' "$TG/$1_metrics.csv")"
+}
+if [ -x "$BUILD/rlrun" ] && [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -ge 2 ]; then
+  tg_run bf16_1gpu recipes/bf16-baseline.yaml --set device=cuda
+  tg_run bf16_2gpu recipes/bf16-baseline-2gpu.yaml
+  tg_same bf16 "$(tg_dir bf16_1gpu)" "$(tg_dir bf16_2gpu)" "bf16 2 GPUs == 1 GPU"
+  [ -n "$(tg_dir bf16_2gpu)" ] && tg_sync_row bf16 "$(tg_dir bf16_2gpu)"
+  tg_run fp8_1gpu recipes/fp8-unified.yaml --set device=cuda
+  tg_run fp8_2gpu recipes/fp8-unified.yaml --set device=cuda --set 'gpus.rollout=[1]' --set 'gpus.train=[0]' \
+    --set sync.verify=true
+  tg_same fp8 "$(tg_dir fp8_1gpu)" "$(tg_dir fp8_2gpu)" "fp8-unified 2 GPUs (verified) == 1 GPU"
+  [ -n "$(tg_dir fp8_2gpu)" ] && tg_sync_row fp8 "$(tg_dir fp8_2gpu)"
+  # killed in train of iteration 3, resumed: the same weights as the uninterrupted 2-GPU run
+  RLRUN_FAULT=loop.train@3:kill NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run recipes/bf16-baseline-2gpu.yaml --runs-dir "$TG/kill" \
+    --name g --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet > "$OUT/twogpu_kill.log" 2>&1
+  rd=$(tg_dir kill)
+  if [ -n "$rd" ] && NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/twogpu_kill.log" 2>&1; then
+    tg_same kill_resume "$(tg_dir bf16_2gpu)" "$rd" "2 GPUs killed in train 3 + resumed == uninterrupted"
+  else row twogpu_kill_resume FAIL "resume failed, see twogpu_kill.log: $(tail -1 "$OUT/twogpu_kill.log")"; fi
+  # a corrupt byte on the rollout GPU at the third sync (iteration 2): verify stops the run naming the tensor
+  RLRUN_FAULT=sync.corrupt@3 NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run recipes/fp8-unified.yaml --runs-dir "$TG/corrupt" \
+    --name g --set device=cuda --set 'gpus.rollout=[1]' --set 'gpus.train=[0]' --set sync.verify=true \
+    --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet > "$OUT/twogpu_corrupt.log" 2>&1
+  crc=$?
+  if [ $crc -eq 1 ] && grep -q "sync.verify: tensor " "$OUT/twogpu_corrupt.log"; then
+    row twogpu_verify_catches PASS "exit 1: $(grep -m1 -o 'sync.verify: tensor [^ ]*' "$OUT/twogpu_corrupt.log")"
+  else row twogpu_verify_catches FAIL "exit $crc, see twogpu_corrupt.log: $(tail -1 "$OUT/twogpu_corrupt.log")"; fi
+  rd=$(tg_dir corrupt)
+  if [ -n "$rd" ] && NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/twogpu_corrupt.log" 2>&1; then
+    tg_same corrupt_resume "$(tg_dir fp8_2gpu)" "$rd" "2 GPUs stopped by verify + resumed == uninterrupted"
+  else row twogpu_corrupt_resume FAIL "resume failed, see twogpu_corrupt.log: $(tail -1 "$OUT/twogpu_corrupt.log")"; fi
+else row twogpu FAIL "needs $BUILD/rlrun (make with nvcc) and 2 GPUs (nvidia-h200-x2): $(nvidia-smi -L 2>/dev/null | grep -c '^GPU') found"; fi
 fi

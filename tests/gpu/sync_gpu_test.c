@@ -9,7 +9,10 @@
  *   colocated (GPU 0): sync_colocated on the device = model_cuda_quantize;
  *     every entry of the device view equals the CPU model_quantize bytes
  *     (fp8-block scales after conversion from cuBLASLt's layout), and
- *     sync.verify passes — fp8-block, mxfp8, nvfp4 experts, bf16;
+ *     sync.verify passes — fp8-block, mxfp8, nvfp4 experts, bf16; one model
+ *     re-quantized again and again (formats switched: buffers freed and made
+ *     again) still equal to the CPU each time; NaN/Inf in two device masters
+ *     refused naming the first tensor in layer order;
  *   separate (trainer GPU 0 → rollout GPU 1 over NCCL, buckets 64 KiB and
  *     512 MiB): every byte received equals the byte sent, verify passes, the
  *     rollout GPU's logits equal the trainer GPU's bit for bit (same weights,
@@ -106,6 +109,8 @@ static uint8_t *fetch_entry(const sync_manifest *mf, const sync_view *v, int i, 
   return b;
 }
 
+static void device_eq_cpu(model *m, quant_policy p, const char *kind, const char *what);
+
 /* Colocated on GPU 0: device view == CPU model_quantize, and verify passes. */
 static void test_colocated(int moe, const char *what, quant_policy p) {
   rl_err e = {0};
@@ -117,7 +122,14 @@ static void test_colocated(int moe, const char *what, quant_policy p) {
   int rc = sync_colocated(m, &p, &o, &st, &e);
   check(rc == 0 && st.verified, "colocated %s %s: device re-quantization verified against the CPU reference (%.3f ms, "
         "%llu bytes)%s%s", moe ? "moe" : "dense", what, st.ms, (unsigned long long)st.bytes, rc ? ": " : "", rc ? e.msg : "");
-  /* the CPU model_quantize of the same master: byte for byte */
+  device_eq_cpu(m, p, moe ? "moe" : "dense", what);
+  model_free(m);
+}
+
+/* The device view of m (quantized in p) == the CPU model_quantize of its
+ * masters, entry by entry (one check line). */
+static void device_eq_cpu(model *m, quant_policy p, const char *kind, const char *what) {
+  rl_err e = {0};
   sync_manifest mh, md;
   sync_view vh, vd;
   MUST(model_quantize(m, &p, &e));
@@ -133,9 +145,69 @@ static void test_colocated(int moe, const char *what, quant_policy p) {
     free(b);
   }
   check(bad < 0 && mh.n == md.n, "colocated %s %s: %d tensors of the device view == CPU model_quantize bytes%s%s",
-        moe ? "moe" : "dense", what, mh.n, bad >= 0 ? ", first difference: " : "", bad >= 0 ? mh.v[bad].name : "");
+        kind, what, mh.n, bad >= 0 ? ", first difference: " : "", bad >= 0 ? mh.v[bad].name : "");
   sync_view_free(&vh), sync_view_free(&vd);
   sync_manifest_free(&mh), sync_manifest_free(&md);
+}
+
+/* Store one BF16 pattern at element j of the device master of parameter `name`. */
+static void poke_master(model *m, const char *name, int64_t j, uint16_t v) {
+  const model_param *p = model_find_param(m, name);
+  if (!p) {
+    printf("FAIL no parameter %s\n", name);
+    exit(1);
+  }
+  cudaMemcpy(model_cuda_param_at(m, (int)(p - m->params))->w + j, &v, 2, cudaMemcpyHostToDevice);
+}
+
+/* model_cuda_quantize called again and again on one model (GPU 0): formats
+ * switched (fp8-block → mxfp8 → bf16 → fp8-block, buffers freed and made
+ * again), each time == the CPU bytes; a NaN in a device master, then -Inf
+ * in an earlier one too: refused naming the first in layer order (row and
+ * column), exit 2; the masters repaired, the next call succeeds (stale stats
+ * do not leak into it). */
+static void test_requantize(int moe) {
+  rl_err e = {0};
+  const char *kind = moe ? "moe" : "dense";
+  model *m = rand_model(moe, 21 + moe);
+  cudaSetDevice(0);
+  MUST(model_cuda_init(m, &e));
+  static const struct { const char *name; qformat f, ef; } steps[] = {
+      {"requantize fp8-block", QFMT_FP8_BLOCK, QFMT_FP8_BLOCK},
+      {"requantize fp8-block again", QFMT_FP8_BLOCK, QFMT_FP8_BLOCK},
+      {"requantize mxfp8", QFMT_MXFP8, QFMT_MXFP8},
+      {"requantize bf16", QFMT_BF16, QFMT_BF16},
+      {"requantize fp8-block after bf16", QFMT_FP8_BLOCK, QFMT_FP8_BLOCK},
+      {"requantize nvfp4 experts", QFMT_FP8_BLOCK, QFMT_NVFP4}};
+  quant_policy p;
+  for (size_t k = 0; k < sizeof steps / sizeof *steps; k++) {
+    if (steps[k].ef == QFMT_NVFP4 && !moe) continue;
+    quant_policy_init(&p, steps[k].f, steps[k].ef);
+    p.emulate = 1;
+    int rc = model_cuda_quantize(m, &p, &e);
+    check(rc == 0, "colocated %s %s: model_cuda_quantize%s%s", kind, steps[k].name, rc ? ": " : "", rc ? e.msg : "");
+    if (!rc) device_eq_cpu(m, p, kind, steps[k].name);
+  }
+  /* NaN in a later tensor alone, then -Inf in an earlier one too: the earlier is named */
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  p.emulate = 1;
+  const char *later = moe ? "model.layers.1.mlp.experts.2.down_proj.weight" : "model.layers.1.mlp.down_proj.weight";
+  const char *first = "model.layers.1.self_attn.o_proj.weight";
+  for (int round = 0; round < 2; round++) {
+    const char *name = round ? first : later;
+    int64_t K = model_find_param(m, name)->cols;
+    poke_master(m, name, 3 * K + 7, round ? 0xFF80 : 0x7FC0); /* row 3, column 7 */
+    rl_err_clear(&e);
+    int rc = model_cuda_quantize(m, &p, &e);
+    char want[256];
+    snprintf(want, sizeof want, "%s: 1 non-finite value(s) (Inf/NaN), first at row 3, column 7", name);
+    check(rc == RL_EXIT_USAGE && strstr(e.msg, want) && strstr(e.msg, "model_cuda_quantize: "),
+          "colocated %s: non-finite master%s refused naming %s (exit %d): %s", kind, round ? "s" : "", name, rc, e.msg);
+  }
+  MUST(model_cuda_upload(m, &e)); /* the host masters are finite */
+  int rc = model_cuda_quantize(m, &p, &e);
+  check(rc == 0, "colocated %s: repaired masters quantize again%s%s", kind, rc ? ": " : "", rc ? e.msg : "");
+  if (!rc) device_eq_cpu(m, p, kind, "after repair");
   model_free(m);
 }
 
@@ -234,6 +306,8 @@ int main(void) {
     p.emulate = 1;
     test_colocated(cases[i].moe, cases[i].name, p);
   }
+  test_requantize(0);
+  test_requantize(1);
   if (n < 2) {
     printf("SKIP nccl: %d GPU (needs nvidia-h200-x2)\n", n);
   } else {

@@ -1,0 +1,170 @@
+/* test_loop_gpu.c — where a GPU run puts its trainer and rollout engine
+ * (runner/loop_gpu.c, loop_gpu_place): one GPU colocated, two GPUs with an
+ * NCCL sync, sync.transport auto/device/nccl against the lists, data
+ * parallelism (lists of several GPUs) refused, a GPU the machine lacks
+ * refused; the same rules at validation (recipe_check_hardware) and for
+ * recipes/bf16-baseline-2gpu.yaml. The GPU side (the run itself on two
+ * GPUs) is tests/gpu/run.sh, section "twogpu". */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+#include "kernels/device.h"
+#include "runner/loop_int.h"
+#include "runner/recipe.h"
+
+static char out[1 << 14];
+
+/* A minimal valid recipe with overrides (no files touched). */
+static int lg_recipe(const char *const *sets, int n, recipe *r, rl_err *e) {
+  static const char *text = "model:\n  init: {arch: qwen3}\n"
+                            "tokenizer: {type: chars, chars: \"0123456789+= \"}\n"
+                            "data: {prompts: p.jsonl}\n"
+                            "reward: {script: r.lua}\n";
+  return recipe_load_string(text, strlen(text), "lg.yaml", sets, n, RECIPE_NO_FS, r, e);
+}
+
+TEST(loop_gpu_place_colocated_and_separate) {
+  recipe r;
+  rl_err e = {0};
+  loop_place p;
+  /* defaults: gpus [0] / [0], transport auto → colocated on GPU 0 */
+  REQUIRE(lg_recipe(NULL, 0, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), 0);
+  CHECK_EQ_I64(p.train_gpu, 0);
+  CHECK_EQ_I64(p.rollout_gpu, 0);
+  CHECK_EQ_I64(p.nccl, 0);
+  recipe_free(&r);
+  /* colocated on GPU 1 of two */
+  const char *s1[] = {"gpus.rollout=[1]", "gpus.train=[1]"};
+  REQUIRE(lg_recipe(s1, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), 0);
+  CHECK_EQ_I64(p.train_gpu, 1);
+  CHECK_EQ_I64(p.rollout_gpu, 1);
+  CHECK_EQ_I64(p.nccl, 0);
+  recipe_free(&r);
+  /* rollout 1, train 0: auto → nccl; nccl named explicitly too */
+  const char *s2[] = {"gpus.rollout=[1]", "gpus.train=[0]", "sync.transport=auto"};
+  for (int explicit = 0; explicit < 2; explicit++) {
+    if (explicit) s2[2] = "sync.transport=nccl";
+    REQUIRE(lg_recipe(s2, 3, &r, &e) == 0);
+    CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), 0);
+    CHECK_EQ_I64(p.train_gpu, 0);
+    CHECK_EQ_I64(p.rollout_gpu, 1);
+    CHECK_EQ_I64(p.nccl, 1);
+    recipe_free(&r);
+  }
+  /* train on GPU 3 of 4, rollout on GPU 2 */
+  const char *s3[] = {"gpus.rollout=[2]", "gpus.train=[3]"};
+  REQUIRE(lg_recipe(s3, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), 0);
+  CHECK_EQ_I64(p.train_gpu, 3);
+  CHECK_EQ_I64(p.rollout_gpu, 2);
+  CHECK_EQ_I64(p.nccl, 1);
+  recipe_free(&r);
+}
+
+TEST(loop_gpu_place_refusals) {
+  recipe r;
+  rl_err e = {0};
+  loop_place p;
+  /* a GPU the machine lacks: exit 3 naming the list and the count */
+  const char *s1[] = {"gpus.rollout=[1]", "gpus.train=[0]"};
+  REQUIRE(lg_recipe(s1, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "lg.yaml: gpus.rollout uses GPU 1, but this machine has 1 GPU; name a GPU it has");
+  CHECK_EQ_I64(loop_gpu_place(&r, 0, &p, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "gpus.train uses GPU 0, but this machine has 0 GPUs");
+  /* the runtime re-checks the transport even when the recipe was changed after validation */
+  r.sync.transport = SYNC_DEVICE;
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "sync.transport device needs rollout and training on the same GPU (rollout 1, train 0)");
+  r.gpus.rollout.items[0] = 0;
+  r.sync.transport = SYNC_NCCL;
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "sync.transport nccl needs rollout and training on different GPUs (both are on GPU 0)");
+  r.gpus.train.n = 0;
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "gpus.train is empty");
+  recipe_free(&r);
+  /* data parallelism: several GPUs in a list */
+  const char *s2[] = {"gpus.rollout=[2]", "gpus.train=[0, 1]"};
+  REQUIRE(lg_recipe(s2, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "gpus.train lists 2 GPUs, but data parallelism over several GPUs is not implemented yet");
+  recipe_free(&r);
+  const char *s3[] = {"gpus.rollout=[0, 1]", "gpus.train=[0, 1]"};
+  REQUIRE(lg_recipe(s3, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "lists 2 GPUs, but data parallelism");
+  /* validation says the same on a GPU target (exit 3), and ignores the lists on the CPU */
+  hw_target t;
+  int emu = 0;
+  REQUIRE(hw_target_named("h200:4", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "--set gpus.rollout=[0, 1]: lists 2 GPUs, but data parallelism over several GPUs is not "
+                        "implemented yet");
+  REQUIRE(hw_target_named("cpu", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
+  recipe_free(&r);
+}
+
+/* Without a GPU, opening a GPU run's devices refuses cleanly, and freeing the
+ * half-open state is safe (on a GPU machine this part is the GPU tests'). */
+TEST(loop_gpu_open_without_gpu) {
+  device_info d;
+  device_query(&d);
+  if (d.n_gpus > 0) return;
+  recipe r;
+  rl_err e = {0};
+  REQUIRE(lg_recipe(NULL, 0, &r, &e) == 0);
+  loop_gpu g;
+  memset(&g, 0, sizeof g);
+  quant_policy pol;
+  quant_policy_init(&pol, QFMT_BF16, QFMT_BF16);
+  CHECK_EQ_I64(loop_gpu_open(&g, &r, NULL, &pol, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "gpus.train uses GPU 0, but this machine has 0 GPUs");
+  CHECK(g.replica == NULL && g.nccl == NULL);
+  loop_gpu_free(&g);
+  CHECK_EQ_I64(device_set_current(0, &e), RL_EXIT_HARDWARE);
+  recipe_free(&r);
+}
+
+/* recipes/bf16-baseline-2gpu.yaml: trainer GPU 0, rollout GPU 1, NCCL sync in
+ * the plan; exit 3 on a one-GPU H200, 0 on two. */
+TEST(loop_gpu_recipe_2gpu) {
+  recipe r;
+  rl_err e = {0};
+  REQUIRE(recipe_load("recipes/bf16-baseline-2gpu.yaml", NULL, 0, &r, &e) == 0);
+  CHECK_EQ_I64(r.gpus.train.n, 1);
+  CHECK_EQ_I64(r.gpus.train.items[0], 0);
+  CHECK_EQ_I64(r.gpus.rollout.items[0], 1);
+  CHECK_EQ_I64(r.sync.transport, SYNC_AUTO);
+  CHECK_EQ_I64(r.device, DEVICE_CUDA);
+  loop_place p;
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), 0);
+  CHECK_EQ_I64(p.nccl, 1);
+  hw_target t;
+  int emu = 0;
+  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "gpus.rollout: uses GPU 1, but h200 has 1 GPU");
+  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  REQUIRE(f);
+  recipe_print_plan(f, &r, &t, emu);
+  fclose(f);
+  CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, NCCL broadcast in buckets");
+  free(buf);
+  recipe_free(&r);
+  /* the command line: validate on a named one-GPU target exits 3 and says why */
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "%s validate recipes/bf16-baseline-2gpu.yaml --hardware h200:1", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 3);
+  CHECK_CONTAINS(out, "recipes/bf16-baseline-2gpu.yaml:11:12: gpus.rollout: uses GPU 1, but h200 has 1 GPU");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/bf16-baseline-2gpu.yaml --hardware h200:2", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+}
