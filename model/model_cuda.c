@@ -433,13 +433,16 @@ void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
 
 /* 1 when a BF16 linear of M rows runs gemm_small_bf16_cuda (the decode step's
  * GEMM: BF16 result straight into FP32, one kernel) instead of cuBLASLt plus a
- * conversion: M ≤ 8 (bench_small_gemm on the H200: at M = 1 it takes 0.67× the
- * time of cuBLASLt + conversion over a decode step's GEMMs, at M = 8 0.97×, at
- * M = 64 1.73×: cuBLASLt wins there), no pinned algorithms (the pinned cuBLASLt order is what
+ * conversion: M ≤ 64, so that a decode row's bits do not depend on how many
+ * rows the step has (gemm_small's order is a function of (N, K) alone; mixing it
+ * with cuBLASLt by M broke the 1/7/64-slot invariance of rollout_gpu_test).
+ * The price, bench_small_gemm on the H200: over a decode step's GEMMs it takes
+ * 0.67× the time of cuBLASLt + conversion at M = 1, 0.97× at M = 8, 1.73× at
+ * M = 64. No pinned algorithms (the pinned cuBLASLt order is what
  * makes rollout and training rows bitwise equal; gemm_small has its own),
  * operands as the kernel loads them, and RLRUN_SMALL_GEMM not "0". */
 static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M) {
-  if (L->q.fmt != QFMT_BF16 || M < 1 || M > 8 || m->cu->policy.pin_algo) return 0;
+  if (L->q.fmt != QFMT_BF16 || M < 1 || M > 64 || m->cu->policy.pin_algo) return 0;
   if (L->q.cols % 8 || (uintptr_t)xb % 16 || (uintptr_t)L->q.data % 16) return 0;
   const char *env = getenv("RLRUN_SMALL_GEMM");
   return !env || strcmp(env, "0") != 0;

@@ -137,7 +137,7 @@ struct model_cuda_acts {
 /* Device scratch slot of at least bytes (grown, reused; NULL with e set). */
 void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e);
 /* out FP32 [M, N] = xb [M, K] (BF16) · Wᵀ through linear_forward, or for BF16
- * weights and M ≤ 8 through gemm_small_bf16_cuda (RLRUN_SMALL_GEMM=0: never). */
+ * weights and M ≤ 64 through gemm_small_bf16_cuda (RLRUN_SMALL_GEMM=0: never). */
 int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e);
 /* linear_backward of L for FP32 dy [M, N]: dW accumulated into the device g;
  * dx [M, K] FP32 written (add 0) or added to (add 1), NULL to skip. */

@@ -209,6 +209,11 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   to.r3 = r->train.algorithm == ALGO_SFT ? 0 : r->train.r3; /* sft: no rollout routing to replay */
   to.microbatch = r->train.microbatch;
   to.device = c->gpu ? TRAIN_DEVICE_CUDA : TRAIN_DEVICE_CPU;
+  if (c->gpu && c->geng.place.dp > 1) { /* data parallelism: rank 0 = the train GPU, current now */
+    to.dp_ranks = c->geng.place.dp;
+    memcpy(to.dp_gpus, c->geng.place.train_gpus, (size_t)to.dp_ranks * sizeof *to.dp_gpus);
+    to.dp_bucket_bytes = (uint64_t)r->sync.bucket_mb << 20;
+  }
   if (trainer_new(c->m, &to, &c->tr, e)) return e->code;
   return 0;
 }

@@ -1,7 +1,8 @@
 /* loop_gpu.c — the run loop's GPU backends (a recipe whose run class is a
  * GPU): which class the run takes, where the trainer and the rollout engine
  * live (gpus.train / gpus.rollout: one GPU, or two with a rollout replica and
- * an NCCL sync), and text prompts → the CUDA rollout engine
+ * an NCCL sync; gpus.train may list several GPUs: data-parallel training,
+ * rank 0 = gpus.train[0], the replicas made by the trainer), and text prompts → the CUDA rollout engine
  * (stages/rollout_cuda.h works on token ids; this file tokenizes the prompts
  * as rollout_generate does, hands the engine the tokenizer for the stop rules
  * and the completion text, and fills the sample fields the reward and the
@@ -33,17 +34,32 @@ int loop_gpu_place(const recipe *r, int n_gpus, loop_place *out, rl_err *e) {
   memset(out, 0, sizeof *out);
   for (int k = 0; k < 2; k++) {
     if (ls[k]->n < 1) return rl_errf(e, RL_EXIT_USAGE, "%s: %s is empty: name one GPU index", f, names[k]);
-    if (ls[k]->n > 1)
+    if (k == 1 && ls[k]->n > 1)
       return rl_errf(e, RL_EXIT_HARDWARE,
-                     "%s: %s lists %d GPUs, but data parallelism over several GPUs is not implemented yet: "
-                     "name one GPU for training and one for rollout (the same one to colocate them)",
-                     f, names[k], ls[k]->n);
-    int64_t g = ls[k]->items[0];
-    if (g < 0 || g >= n_gpus)
-      return rl_errf(e, RL_EXIT_HARDWARE, "%s: %s uses GPU %lld, but this machine has %d GPU%s; name a GPU it has",
-                     f, names[k], (long long)g, n_gpus, n_gpus == 1 ? "" : "s");
+                     "%s: gpus.rollout lists %d GPUs, but splitting the rollout over several GPUs is not implemented "
+                     "yet: name one rollout GPU (gpus.train may list several: data-parallel training)", f, ls[k]->n);
+    if (ls[k]->n > TRAIN_DP_MAX)
+      return rl_errf(e, RL_EXIT_USAGE, "%s: %s lists %d GPUs, at most %d", f, names[k], ls[k]->n, TRAIN_DP_MAX);
+    for (int i = 0; i < ls[k]->n; i++) {
+      int64_t g = ls[k]->items[i];
+      if (g < 0 || g >= n_gpus)
+        return rl_errf(e, RL_EXIT_HARDWARE, "%s: %s uses GPU %lld, but this machine has %d GPU%s; name a GPU it has",
+                       f, names[k], (long long)g, n_gpus, n_gpus == 1 ? "" : "s");
+    }
   }
   out->train_gpu = (int)r->gpus.train.items[0], out->rollout_gpu = (int)r->gpus.rollout.items[0];
+  out->dp = ls[0]->n;
+  for (int i = 0; i < out->dp; i++) {
+    out->train_gpus[i] = (int)ls[0]->items[i];
+    for (int j = 0; j < i; j++)
+      if (out->train_gpus[j] == out->train_gpus[i])
+        return rl_errf(e, RL_EXIT_USAGE, "%s: gpus.train lists GPU %d twice; list each GPU once", f, out->train_gpus[i]);
+    if (i > 0 && out->train_gpus[i] == out->rollout_gpu)
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "%s: the rollout GPU %d is data-parallel rank %d of gpus.train; put the rollout on gpus.train[0] "
+                     "(%d, colocated with rank 0) or on a GPU outside gpus.train", f, out->rollout_gpu, i,
+                     out->train_gpus[0]);
+  }
   int same = out->train_gpu == out->rollout_gpu;
   if (r->sync.transport == SYNC_NCCL && same)
     return rl_errf(e, RL_EXIT_USAGE,

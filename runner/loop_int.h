@@ -63,12 +63,16 @@ int loop_sft_batch(prompt_source *src, const tokenizer *tok, uint64_t seed, int6
 typedef struct loop_place {
   int train_gpu, rollout_gpu;
   int nccl; /* 1: separate GPUs, sync over NCCL */
+  int dp;   /* data-parallel ranks: gpus.train's length (1: one train GPU) */
+  int train_gpus[TRAIN_DP_MAX]; /* gpus.train; [0] = train_gpu, rank 0 */
 } loop_place;
-/* The placement of recipe r on a machine with n_gpus GPUs: gpus.train[0] and
- * gpus.rollout[0]; sync.transport auto → nccl when they differ, device when
- * they are equal. Refused: a list of more than one GPU (data parallelism is
- * not implemented yet) or a GPU the machine lacks (RL_EXIT_HARDWARE), an
- * empty list, device with two GPUs or nccl with one (RL_EXIT_USAGE). */
+/* The placement of recipe r on a machine with n_gpus GPUs: rank 0 =
+ * gpus.train[0] (every GPU of gpus.train a data-parallel rank) and
+ * gpus.rollout[0]; sync.transport auto → nccl when the rollout GPU is not
+ * rank 0's, device when it is. Refused: a rollout list of more than one GPU
+ * (the split is not implemented yet) or a GPU the machine lacks
+ * (RL_EXIT_HARDWARE); an empty list, a GPU listed twice, the rollout on a
+ * rank other than 0, device with two GPUs or nccl with one (RL_EXIT_USAGE). */
 int loop_gpu_place(const recipe *r, int n_gpus, loop_place *out, rl_err *e);
 
 typedef struct loop_gpu {

@@ -247,7 +247,9 @@ static int check_train(recipe *r, rl_err *e) {
   return rc;
 }
 
-/* GPU lists: no repeats; rollout and train identical (colocated) or disjoint. */
+/* GPU lists: no repeats; rollout and train identical (colocated), the one
+ * rollout GPU = gpus.train[0] (colocated with data-parallel rank 0), or
+ * disjoint. */
 static int check_gpus(recipe *r, rl_err *e) {
   int rc = 0;
   recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
@@ -263,9 +265,11 @@ static int check_gpus(recipe *r, rl_err *e) {
   int shared = 0;
   for (int i = 0; i < ls[0]->n; i++)
     for (int j = 0; j < ls[1]->n; j++) shared += ls[0]->items[i] == ls[1]->items[j];
-  int colocated = shared == ls[0]->n && shared == ls[1]->n;
+  int colocated = (shared == ls[0]->n && shared == ls[1]->n) ||
+                  (ls[0]->n == 1 && ls[1]->n > 1 && ls[0]->items[0] == ls[1]->items[0]);
   if (shared && !colocated)
-    return kerr(r, e, "gpus.train", "shares some GPUs with gpus.rollout: use the same list (colocated) or disjoint lists");
+    return kerr(r, e, "gpus.train", "shares some GPUs with gpus.rollout: use the same list (colocated), put the rollout "
+                "on gpus.train[0] (colocated with data-parallel rank 0), or use disjoint lists");
   if (r->sync.transport == SYNC_DEVICE && !colocated)
     rc = kerr(r, e, "sync.transport", "device needs rollout and training on the same GPUs (gpus.rollout == gpus.train)");
   if (r->sync.transport == SYNC_NCCL && colocated)
@@ -347,10 +351,9 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
                  t->n_gpus, t->n_gpus == 1 ? "" : "s");
     const recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
     const char *names[2] = {"gpus.rollout", "gpus.train"};
-    for (int k = 0; k < 2; k++)
-      if (ls[k]->n > 1)
-        bad = kerr(r, e, names[k], "lists %d GPUs, but data parallelism over several GPUs is not implemented yet: "
-                   "name one GPU for training and one for rollout (the same one to colocate them)", ls[k]->n);
+    if (ls[0]->n > 1) /* gpus.train may list several: data-parallel training */
+      bad = kerr(r, e, names[0], "lists %d GPUs, but splitting the rollout over several GPUs is not implemented yet: "
+                 "name one rollout GPU (gpus.train[0] to colocate it with the trainer)", ls[0]->n);
     for (int k = 0; k < 2; k++)
       for (int i = 0; i < ls[k]->n; i++)
         if (ls[k]->items[i] >= t->n_gpus) {

@@ -47,7 +47,10 @@ static void print_layers(FILE *f, const recipe *r, hw_class cls, int emulated) {
 
 static const char *const algo_names[] = {"grpo", "dr_grpo", "rloo", "sft"};
 
+/* The rollout shares the trainer's GPU: identical lists, or one rollout GPU
+ * that is data-parallel rank 0 (gpus.train[0]). */
 static int is_colocated(const recipe *r) {
+  if (r->gpus.rollout.n == 1 && r->gpus.train.n > 1) return r->gpus.rollout.items[0] == r->gpus.train.items[0];
   if (r->gpus.rollout.n != r->gpus.train.n) return 0;
   for (int i = 0; i < r->gpus.rollout.n; i++)
     if (r->gpus.rollout.items[i] != r->gpus.train.items[i]) return 0;
@@ -68,9 +71,12 @@ static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step,
   fprintf(f, "%5lld  rollout#%-6lld %lld prompts x %lld samples, <= %lld new tokens, %s; reward %s:%s()\n",
           (long long)(*step)++, (long long)it, (long long)r->rollout.batch, (long long)r->rollout.samples_per_prompt,
           (long long)r->rollout.max_new_tokens, prec_names[r->precision.rollout], script, r->reward.function);
-  fprintf(f, "%5lld  train#%-8lld %s on %lld sequences in microbatches of %lld, forward %s, backward bf16, %s%s\n",
+  char dp[96] = "";
+  if (cls != HW_CPU && r->gpus.train.n > 1)
+    snprintf(dp, sizeof dp, ", data-parallel on %d GPUs (fixed-order gradient all-reduce)", r->gpus.train.n);
+  fprintf(f, "%5lld  train#%-8lld %s on %lld sequences in microbatches of %lld, forward %s, backward bf16, %s%s%s\n",
           (long long)(*step)++, (long long)it, algo_names[r->train.algorithm], (long long)seqs,
-          (long long)r->train.microbatch, prec_names[r->precision.train], tis, r->train.r3 ? ", R3" : "");
+          (long long)r->train.microbatch, prec_names[r->precision.train], tis, r->train.r3 ? ", R3" : "", dp);
   int coloc = is_colocated(r);
   int nccl = cls != HW_CPU && (r->sync.transport == SYNC_NCCL || (r->sync.transport == SYNC_AUTO && !coloc));
   fprintf(f, "%5lld  sync#%-9lld re-quantize bf16 master -> %s rollout weights, %s%s\n", (long long)(*step)++,

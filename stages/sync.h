@@ -58,20 +58,33 @@
  * re-quantization + transfer (verification excluded: sync/verify_ms),
  * sync/gbps = bytes / time (GB/s, 1e9), sync/buckets.
  *
- * Data-parallel training (design; sync_dp_* below): gradients are reduced in a
- * fixed order so that the result does not depend on the topology or on NCCL's
- * algorithm choice (ncclAllReduce's ring/tree order is not bitwise stable
- * across topologies). Per gradient bucket (the same bucket layout code, FP32
- * gradients of m->params in order): an all-to-all (grouped ncclSend/ncclRecv)
- * hands rank r the N shards of slice r, rank r sums them in rank order 0..N−1
- * (sync_dp_sum_fixed: one FP32 add per rank, no FMA, the CPU reference's
- * order), and an ncclAllGather returns the summed slices to every rank:
- * the traffic of a ring all-reduce (2(N−1)/N of the bucket per rank), bitwise
- * identical on every rank and every run. The fixed-order sum is implemented
- * (CPU reference below); the NCCL driver for N GPUs is not yet (the run loop
- * is CPU-only today). Rollout batches split across rollout GPUs by prompt
- * ranges (sampling is keyed by (seed, iteration, prompt, sample), so the split
- * does not change the samples). */
+ * Data-parallel training (sync_dp_*, stages/sync_dp_cuda.c): gradients are
+ * reduced in a fixed order so that the result does not depend on the topology
+ * or on NCCL's algorithm choice (ncclAllReduce's ring/tree order is not
+ * bitwise stable across topologies). One process, one thread, N GPUs: an
+ * N-rank communicator (ncclCommInitAll), every collective of the N ranks
+ * issued inside one ncclGroupStart/End. The tensors (FP32 gradients of
+ * m->params in order) form one flat stream, each starting at a 16-byte
+ * aligned offset, cut into buckets of bucket_bytes (sync.bucket_mb). Per
+ * bucket of n floats, in slices of S = roundup(ceil(n/N), 4) floats:
+ *   pack     rank r copies its pieces of the bucket into a contiguous buffer
+ *   exchange grouped ncclSend/ncclRecv (an all-to-all): rank r receives
+ *            slice r of every other rank q
+ *   sum      rank r: slice r := ((s_0 + s_1) + s_2) + … in rank order
+ *            (sync_dp_sum_cuda: one FP32 add per rank, no FMA — the device
+ *            twin of sync_dp_sum_fixed, the CPU reference)
+ *   gather   ncclAllGather (in place) returns every summed slice to every rank
+ *   unpack   rank r copies the bucket back into its tensors
+ * The traffic of a ring all-reduce (2(N−1)/N of the bucket per rank); every
+ * rank ends with exactly sync_dp_sum_fixed of the N inputs, bitwise, on every
+ * run (each slice is summed once, on its owner, then copied). The same
+ * communicator broadcasts rank 0's BF16 masters to the other ranks after the
+ * optimizer step (sync_dp_broadcast: bytes, buckets, no arithmetic), which is
+ * how every replica's weights stay bit-identical to rank 0's. The trainer
+ * side (which samples each rank trains on, what equals a single-GPU run) is
+ * described in train.h. Rollout stays on one GPU (gpus.rollout[0]); a split by
+ * prompt ranges would not change the samples (sampling is keyed by (seed,
+ * iteration, prompt, sample)) but is not implemented. */
 #ifndef RLRUN_SYNC_H
 #define RLRUN_SYNC_H
 
@@ -211,6 +224,35 @@ void sync_stats_metrics(const sync_stats *st, rl_metric_list *ml);
 /* Data parallelism: out[j] = ((g[0][j] + g[1][j]) + g[2][j]) + … in rank
  * order, FP32 adds (the reference of the fixed-order gradient reduction). */
 void sync_dp_sum_fixed(const float *const *g, int n_ranks, int64_t n, float *out);
+
+/* ---------------------------------------------------------------- data parallelism (CUDA + NCCL) */
+
+/* N GPUs of one process: an N-rank NCCL communicator, a stream and bucket
+ * buffers per GPU. */
+typedef struct sync_dp sync_dp;
+
+/* Open the group over devs[0..n_ranks) (rank r = devs[r]; 2 ≤ n_ranks ≤ 16,
+ * distinct GPUs) with buckets of bucket_bytes (0 = SYNC_DEFAULT_BUCKET).
+ * Sets NCCL_NVLS_ENABLE=0 unless the environment says otherwise. The current
+ * device is left as it was. RL_EXIT_HARDWARE without CUDA/NCCL or GPUs. */
+int sync_dp_open(const int *devs, int n_ranks, uint64_t bucket_bytes, sync_dp **out, rl_err *e);
+void sync_dp_close(sync_dp *d);
+int sync_dp_ranks(const sync_dp *d);
+/* The fixed-order all-reduce of n_tensors FP32 tensors: bufs[r][i] is tensor
+ * i (count[i] floats) on rank r's GPU, device memory; afterwards every
+ * bufs[r][i][j] = ((bufs[0][i][j] + bufs[1][i][j]) + …) as sync_dp_sum_fixed
+ * computes it. Ordered after the work already queued on each GPU's default
+ * stream; returns when the result is in place on every GPU. */
+int sync_dp_allreduce(sync_dp *d, float *const *const *bufs, const int64_t *count, int n_tensors, rl_err *e);
+/* bufs[r][i] (bytes[i] bytes, device memory of rank r) := bufs[0][i] for
+ * every rank r ≥ 1, in buckets; same ordering as sync_dp_allreduce. */
+int sync_dp_broadcast(sync_dp *d, void *const *const *bufs, const uint64_t *bytes, int n_tensors, rl_err *e);
+/* The gradients of the replicas ms[0..N) (each model_cuda_init'ed on its
+ * rank's GPU, model_cuda_grads_zero done): sync_dp_allreduce over every
+ * m->cu->p[i].g of m->params, in order. */
+int sync_dp_reduce_grads(sync_dp *d, model *const *ms, rl_err *e);
+/* The BF16 masters m->cu->p[i].w of ms[1..N) := those of ms[0]. */
+int sync_dp_broadcast_masters(sync_dp *d, model *const *ms, rl_err *e);
 
 /* ---------------------------------------------------------------- separate GPUs (CUDA + NCCL) */
 

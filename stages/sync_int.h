@@ -25,6 +25,15 @@ typedef struct sync_seg {
  * (cudaStream_t as void *, NULL = default) of the current device. */
 int sync_copy_segs_cuda(const sync_seg *segs, int n, void *stream, rl_err *e);
 
+/* Most ranks of a data-parallel group (= DEVICE_MAX_GPUS). */
+#define SYNC_DP_MAX_RANKS 16
+
+/* The device twin of sync_dp_sum_fixed: out[j] = ((g[0][j] + g[1][j]) + …)
+ * in rank order, one FP32 round-to-nearest add per rank (no FMA), for j < n;
+ * g is a HOST array of n_ranks device pointers of the current device, out
+ * may alias any of them. Launched on stream (NULL = default). */
+int sync_dp_sum_cuda(const float *const *g, int n_ranks, int64_t n, float *out, void *stream, rl_err *e);
+
 /* Device ↔ host copies of the current device (synchronous) and a device-wide
  * wait; RL_EXIT_HARDWARE in a build without CUDA. */
 int sync_dev_fetch(void *host, const void *dev, uint64_t n, rl_err *e);

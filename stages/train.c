@@ -28,6 +28,7 @@ int train_opts_check(const train_opts *o, rl_err *e) {
   else if (o->microbatch < 1) bad = "microbatch (sequences per forward/backward, >= 1)", v = (double)o->microbatch;
   else if (o->ppo_epochs < 1) bad = "ppo_epochs (>= 1)", v = o->ppo_epochs;
   else if (o->minibatches < 1) bad = "minibatches (optimizer steps per epoch, >= 1)", v = o->minibatches;
+  else if (o->dp_ranks < 0 || o->dp_ranks > TRAIN_DP_MAX) bad = "dp_ranks (0 ... 16)", v = o->dp_ranks;
   else if (!(o->temperature >= 0 && isfinite(o->temperature))) bad = "temperature", v = o->temperature;
   else if (!(o->loss.eps_low >= 0 && o->loss.eps_low < 1)) bad = "clip_low", v = o->loss.eps_low;
   else if (!(o->loss.eps_high >= 0)) bad = "clip_high", v = o->loss.eps_high;
@@ -78,8 +79,12 @@ int trainer_new(model *m, const train_opts *o, trainer **out, rl_err *e) {
   } else if (o->device != TRAIN_DEVICE_CPU) {
     return rl_errf(e, RL_EXIT_USAGE, "train options: bad device (%d)", o->device);
   }
+  if (o->dp_ranks > 1 && o->device != TRAIN_DEVICE_CUDA)
+    return rl_errf(e, RL_EXIT_USAGE, "train: data parallelism over %d GPUs needs the CUDA trainer (device: cuda)",
+                   o->dp_ranks);
   trainer *t = rl_xcalloc(1, sizeof *t);
   t->m = m;
+  t->dp = 1;
   t->o = *o;
   t->o.loss.kind = o->algorithm == TRAIN_ALGO_SFT ? RL_LOSS_SFT : RL_LOSS_PPO;
   for (int l = 0; l < m->L; l++) t->r3 |= o->r3 && m->layers[l].moe;
@@ -258,13 +263,22 @@ typedef struct tr_acc {
   double first_dev;
 } tr_acc;
 
-/* One optimizer step over the microbatches [j0, j1) of the plan. */
+/* The rank of microbatch q of a slice's n with `ranks` data-parallel ranks:
+ * contiguous runs, rank r taking [ceil(n·r/N), ceil(n·(r+1)/N)) (train.h). */
+static int slice_rank(int64_t q, int64_t n, int ranks) {
+  int r = 0;
+  while (r + 1 < ranks && q >= (n * (r + 1) + ranks - 1) / ranks) r++;
+  return r;
+}
+
+/* One optimizer step over the microbatches [j0, j1) of the plan (with data
+ * parallelism: dealt to the ranks, run round-robin, gradients all-reduced). */
 static int step_slice(trainer *t, const rollout_batch *b, const tr_plan *pl, int64_t j0,
                       int64_t j1, const uint8_t *keep, const double *adv, tr_acc *acc,
                       rl_err *e) {
   model *m = t->m;
   const rl_loss_cfg *c = &t->o.loss;
-  int ppo = c->kind == RL_LOSS_PPO, want_ent = ppo && c->entropy_coef != 0, rc;
+  int ppo = c->kind == RL_LOSS_PPO, want_ent = ppo && c->entropy_coef != 0, rc = 0;
   /* The slice's denominators first (token-mean over the whole slice). */
   rl_norm norm = {0, 0};
   for (int64_t j = j0; j < j1; j++)
@@ -280,34 +294,56 @@ static int step_slice(trainer *t, const rollout_batch *b, const tr_plan *pl, int
   } else {
     model_grads_zero(m);
   }
-  rl_loss_out sum;
-  memset(&sum, 0, sizeof sum);
-  for (int64_t j = j0; j < j1; j++) {
+  /* execution order: microbatch j0 + q, rank rk[q]; round-robin over the ranks'
+   * runs (one rank: j0, j0+1, … in order) */
+  int64_t n_mb = j1 - j0, *exec = rl_xmalloc((size_t)(n_mb + 1) * sizeof *exec), ne = 0;
+  int *rk = rl_xmalloc((size_t)(n_mb + 1) * sizeof *rk);
+  rl_loss_out *outs = rl_xcalloc((size_t)(n_mb + 1), sizeof *outs);
+  for (int64_t q = 0; q < n_mb; q++) rk[q] = slice_rank(q, n_mb, t->dp);
+  for (int64_t k = 0; ne < n_mb; k++)
+    for (int r = 0; r < t->dp; r++) {
+      int64_t first = (n_mb * r + t->dp - 1) / t->dp; /* the first q of rank r: ceil(n·r/N) */
+      if (first + k < n_mb && rk[first + k] == r) exec[ne++] = first + k;
+    }
+  for (int64_t x = 0; x < n_mb && !rc; x++) {
+    int64_t q = exec[x], j = j0 + q;
     int n = (int)(pl->mb_start[j + 1] - pl->mb_start[j]);
-    if ((rc = tr_pack_build(t, b, pl->order + pl->mb_start[j], n, keep, adv, e))) return rc;
+    if ((rc = trd_rank_set(t, rk[q], e))) break;
+    if ((rc = tr_pack_build(t, b, pl->order + pl->mb_start[j], n, keep, adv, e))) break;
     tr_pack *p = &t->pk;
-    if ((rc = tr_pack_forward(t, m, t->a, p->logp, want_ent ? p->ent : NULL, e))) return rc;
+    if ((rc = tr_pack_forward(t, m, t->a, p->logp, want_ent ? p->ent : NULL, e))) break;
     acc->fwd_tokens += p->T;
     if (ppo && !acc->first_done) {
       double dev = 0;
-      for (int q = 0; q < p->T; q++)
-        if (p->mask[q]) dev = fmax(dev, fabs((double)p->logp[q] - (double)p->lp_old[q]));
+      for (int i = 0; i < p->T; i++)
+        if (p->mask[i]) dev = fmax(dev, fabs((double)p->logp[i] - (double)p->lp_old[i]));
       acc->first_dev = dev;
     }
     acc->first_done = 1;
     rl_seqs sq = {p->n_seq, p->off64, p->mask, p->keep, p->adv, p->logp, p->lp_old,
                   c->tis_mode != RL_TIS_OFF ? p->lp_roll : NULL, c->kl_beta > 0 ? p->lp_ref : NULL,
                   want_ent ? p->ent : NULL};
-    rl_loss_out o;
-    rc = rl_loss_compute(c, &sq, &norm, &o, p->dlogp, want_ent ? p->dent : NULL, e);
-    if (rc) return rl_err_prefix(e, "train step %lld, sample %lld..: ", (long long)(t->step + 1),
-                                 (long long)p->idx[0]);
-    rl_loss_out_add(&sum, &o);
+    rc = rl_loss_compute(c, &sq, &norm, &outs[q], p->dlogp, want_ent ? p->dent : NULL, e);
+    if (rc) {
+      rl_err_prefix(e, "train step %lld, sample %lld..: ", (long long)(t->step + 1), (long long)p->idx[0]);
+      break;
+    }
     rc = t->cuda ? trd_backward(t, p->dlogp, want_ent ? p->dent : NULL, e)
                  : model_backward_logprob(m, t->a, p->dlogp, want_ent ? p->dent : NULL, e);
-    if (rc)
-      return rl_err_prefix(e, "train backward (step %lld): ", (long long)(t->step + 1));
+    if (rc) rl_err_prefix(e, "train backward (step %lld): ", (long long)(t->step + 1));
   }
+  if (t->dp > 1) { /* rank 0's GPU current again, failed or not */
+    rl_err ignore;
+    int back = trd_rank_set(t, 0, rc ? &ignore : e);
+    if (!rc) rc = back;
+  }
+  if (!rc && t->dp > 1 && (rc = trd_dp_reduce(t, e)))
+    rl_err_prefix(e, "train step %lld (weights unchanged): ", (long long)(t->step + 1));
+  rl_loss_out sum; /* in microbatch order, whatever ran first */
+  memset(&sum, 0, sizeof sum);
+  for (int64_t q = 0; q < n_mb; q++) rl_loss_out_add(&sum, &outs[q]);
+  free(exec), free(rk), free(outs);
+  if (rc) return rc;
   if (t->o.grad_hook && (rc = t->o.grad_hook(t->o.grad_hook_ud, m, t->step + 1)))
     return rl_errf(e, rc, "train step %lld: stopped by the gradient hook", (long long)(t->step + 1));
   optim_info info;

@@ -50,6 +50,64 @@
  * pass (same packing, same weights, same policy), so the first PPO ratio is
  * exactly 1 (train_result.first_ratio_max_dev == 0).
  *
+ * Data parallelism (train_opts.dp_ranks = N > 1, device cuda only): rank 0
+ * is the trainer's model m on GPU dp_gpus[0] (the current device); ranks
+ * 1..N−1 are replicas (model_create + model_cuda_init on dp_gpus[r]) that
+ * hold BF16 masters, training views, gradients and activations, but no
+ * optimizer state. Per optimizer step (one slice of the plan above):
+ *   - the slice's microbatches (the same plan as one GPU: `microbatch`
+ *     sequences each, kept samples in index order) are dealt to the ranks in
+ *     contiguous runs: rank r takes microbatches [ceil(n·r/N), ceil(n·(r+1)/N))
+ *     of the slice's n, so the ranks' shares are contiguous sample ranges in rank
+ *     order; a rank with nothing to do idles (n < N);
+ *   - the loss denominators are the whole slice's (as on one GPU), so each
+ *     rank's gradient is its share of the single-GPU gradient's terms;
+ *   - each rank accumulates its microbatches into its own zeroed FP32
+ *     gradients (the single-GPU order within the rank), then
+ *     sync_dp_reduce_grads sums the ranks in rank order (sync.h: every rank
+ *     ends with ((G_0 + G_1) + …) bit for bit);
+ *   - AdamW runs on rank 0 only (the optimizer state exists there once),
+ *     then rank 0's new BF16 masters are broadcast (bytes) to every replica,
+ *     which re-quantizes its training views: every replica's weights are
+ *     bit-identical to rank 0's by construction;
+ *   - the old-logprob pass runs on rank 0 alone (the same packing as one GPU).
+ * Microbatches run round-robin over the ranks (rank 0's first, rank 1's
+ * first, …, rank 0's second, …) from one thread: a rank's backward is queued
+ * without waiting, so it overlaps the next rank's forward; each forward
+ * waits for its log-probs (the loss is computed on the host).
+ * What equals a single-GPU run, bit for bit (same recipe, same `microbatch`,
+ * gpus.train = [dp_gpus[0]]):
+ *   - the old-logprob pass, hence logp_old, the mismatch metrics and R3;
+ *   - every microbatch's forward, loss and d loss/d logp (same packing, same
+ *     weights, same denominators) — so the first step's loss metrics;
+ *   - the gradients whenever every rank gets at most one microbatch per step
+ *     (n ≤ N: e.g. microbatch ≥ ceil(batch / N)) for every parameter whose
+ *     backward adds into its FP32 buffer once per microbatch with a single
+ *     rounding: single GPU g = (0 + a) + b, DP (0 + a) + (0 + b), and 0 + x
+ *     == x here because an accumulator that starts at +0 never holds −0.
+ *     That covers the linear weights (cuBLASLt dW GEMM accumulating into the
+ *     FP32 buffer, beta 1 — assumed a single rounding of acc + C; the GPU
+ *     test "dp" checks it on the real run).
+ * What is NOT bitwise equal in general (hence the weights after a step,
+ * and the samples of every later iteration, can differ from one GPU):
+ *   - RMSNorm weights (input/post-attention/final/q/k norms): the backward
+ *     adds a double-precision column sum into the FP32 buffer in double
+ *     (dw = f32(f64(dw) + s)): one GPU rounds (G_0 + s_1) once, DP rounds
+ *     s_1 to FP32 first;
+ *   - the embedding rows of tokens that occur more than once in a later
+ *     rank's share (scatter-add token by token: one GPU ((G + d1) + d2), DP
+ *     G + (d1 + d2)), and with tied embeddings the lm_head's dW lands in the
+ *     same buffer as the embedding's scatter-add (two adds per microbatch);
+ *   - with more than one microbatch per rank, any parameter (the grouping
+ *     of the microbatch sum changes);
+ *   - the global gradient norm, clip coefficient and AdamW update are
+ *     computed from the reduced gradients, so they follow the above.
+ * What IS bitwise in every case: two DP runs of the same recipe and GPUs
+ * (weights, optimizer state, samples), a DP run killed and resumed vs the
+ * uninterrupted one, and the replicas among themselves (broadcast masters).
+ * Checkpoints hold rank 0's masters and optimizer state, as on one GPU; a
+ * load uploads them to rank 0 and broadcasts the masters to the replicas.
+ *
  * Checkpoint state (trainer_state_list / _save / _load): named tensors
  *   optim.step           I64 [1]   optimizer updates done so far
  *   optim.m.<param>      F32 [shape of the parameter]   first moment
@@ -74,6 +132,9 @@
 
 struct model;
 typedef struct trainer trainer;
+
+/* Most data-parallel ranks (GPUs of one process). */
+#define TRAIN_DP_MAX 16
 
 /* Algorithms (same order as the recipe's train.algorithm). */
 typedef enum train_algo_kind {
@@ -115,6 +176,10 @@ typedef struct train_opts {
   int device;             /* train_device (cpu). cuda: forward/backward/AdamW on the model's
                              CUDA copy (m->cu; uploaded by trainer_new when unset), the RL
                              loss on the host; f32, kl_coef > 0 and grad_hook are refused */
+  int dp_ranks;           /* data parallelism (device cuda): ranks on dp_gpus[0..dp_ranks);
+                             0 or 1 = one GPU (the default); see "Data parallelism" above */
+  int dp_gpus[TRAIN_DP_MAX]; /* dp_gpus[0]: the current device, where m->cu lives */
+  uint64_t dp_bucket_bytes;  /* gradient all-reduce buckets (0 = sync's default) */
 } train_opts;
 
 /* Where the trainer's model math runs (train_opts.device). */

@@ -44,6 +44,15 @@ struct trainer {
   int cuda;
   optim_tensor *dot;        /* [m->n_params] device pointers: w, grad of m->cu; m, v, main */
   struct model_cuda_acts *ca;
+  /* data parallelism (train.h; train_cuda.c): dp ranks, rank r = dpm[r] on
+   * GPU dpdev[r] with activations dpa[r] (dpm[0] = m, dpa[0] = ca); `rank`
+   * is the one trd_forward / trd_backward use; dp_stale: rank 0's masters
+   * changed since the replicas last received them */
+  int dp, rank, dp_stale;
+  int dpdev[TRAIN_DP_MAX];
+  model *dpm[TRAIN_DP_MAX];
+  struct model_cuda_acts *dpa[TRAIN_DP_MAX];
+  struct sync_dp *dpc;
 };
 
 /* Pack samples idx[0..n) of b into t->pk (tokens, offsets, targets, mask,
@@ -84,6 +93,14 @@ int trd_backward(trainer *t, const float *dlogp, const float *dent, rl_err *e);
 int trd_optim_step(trainer *t, int64_t step, optim_info *info, rl_err *e);
 int trd_weights_refresh(trainer *t, int from_host, rl_err *e);
 int trd_sync_host(trainer *t, rl_err *e);
+/* Data parallelism: make rank r current (its GPU the current device; the
+ * rank trd_forward / trd_backward run on); trd_dp_reduce: the fixed-order
+ * all-reduce of every rank's gradients (sync_dp_reduce_grads). With one
+ * rank both are no-ops. trd_weights_refresh also sends rank 0's masters to
+ * the replicas and re-quantizes theirs when they changed (optimizer step, load). */
+int trd_rank_set(trainer *t, int r, rl_err *e);
+int trd_dp_reduce(trainer *t, rl_err *e);
+
 /* The device optimizer state (m, v, main) alone → t->ot's host buffers (not
  * the masters: a load fills the host masters before trainer_state_load). */
 int trd_state_pull(trainer *t, rl_err *e);

@@ -1,8 +1,9 @@
 /* test_loop_gpu.c — where a GPU run puts its trainer and rollout engine
  * (runner/loop_gpu.c, loop_gpu_place): one GPU colocated, two GPUs with an
  * NCCL sync, sync.transport auto/device/nccl against the lists, data
- * parallelism (lists of several GPUs) refused, a GPU the machine lacks
- * refused; the same rules at validation (recipe_check_hardware) and for
+ * parallelism (gpus.train of several GPUs: ranks, the rollout colocated with
+ * rank 0 or apart; a rollout list of several refused), a GPU the machine
+ * lacks refused; the same rules at validation (recipe_check_hardware) and for
  * recipes/bf16-baseline-2gpu.yaml. The GPU side (the run itself on two
  * GPUs) is tests/gpu/run.sh, section "twogpu". */
 #include <stdio.h>
@@ -87,25 +88,116 @@ TEST(loop_gpu_place_refusals) {
   CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "gpus.train is empty");
   recipe_free(&r);
-  /* data parallelism: several GPUs in a list */
-  const char *s2[] = {"gpus.rollout=[2]", "gpus.train=[0, 1]"};
+  /* data parallelism: a train GPU the machine lacks (rank 2 of 3 on two GPUs) */
+  const char *s2[] = {"gpus.rollout=[0]", "gpus.train=[0, 1, 2]"};
   REQUIRE(lg_recipe(s2, 2, &r, &e) == 0);
-  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "gpus.train lists 2 GPUs, but data parallelism over several GPUs is not implemented yet");
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "lg.yaml: gpus.train uses GPU 2, but this machine has 2 GPUs; name a GPU it has");
+  /* the rollout on a rank other than 0 (the recipe changed after validation) */
+  r.gpus.rollout.items[0] = 1;
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "the rollout GPU 1 is data-parallel rank 1 of gpus.train; put the rollout on gpus.train[0] (0");
+  r.gpus.rollout.items[0] = 0;
+  r.gpus.train.items[2] = 0;
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "gpus.train lists GPU 0 twice");
   recipe_free(&r);
+  /* a rollout list of several GPUs: the split is not implemented (exit 3) */
   const char *s3[] = {"gpus.rollout=[0, 1]", "gpus.train=[0, 1]"};
   REQUIRE(lg_recipe(s3, 2, &r, &e) == 0);
   CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "lists 2 GPUs, but data parallelism");
+  CHECK_CONTAINS(e.msg, "gpus.rollout lists 2 GPUs, but splitting the rollout over several GPUs is not implemented yet");
   /* validation says the same on a GPU target (exit 3), and ignores the lists on the CPU */
   hw_target t;
   int emu = 0;
   REQUIRE(hw_target_named("h200:4", &t, &e) == 0);
   CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "--set gpus.rollout=[0, 1]: lists 2 GPUs, but data parallelism over several GPUs is not "
+  CHECK_CONTAINS(e.msg, "--set gpus.rollout=[0, 1]: lists 2 GPUs, but splitting the rollout over several GPUs is not "
                         "implemented yet");
   REQUIRE(hw_target_named("cpu", &t, &e) == 0);
   CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
+  recipe_free(&r);
+}
+
+/* Data parallelism: gpus.train lists the ranks (rank 0 first); the rollout
+ * colocated with rank 0 or on a GPU of its own; validation on 4 GPUs. */
+TEST(loop_gpu_place_data_parallel) {
+  recipe r;
+  rl_err e = {0};
+  loop_place p;
+  const char *s1[] = {"gpus.rollout=[2]", "gpus.train=[2, 0, 3]"};
+  REQUIRE(lg_recipe(s1, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), 0);
+  CHECK_EQ_I64(p.dp, 3);
+  CHECK_EQ_I64(p.train_gpu, 2);
+  CHECK_EQ_I64(p.train_gpus[0], 2);
+  CHECK_EQ_I64(p.train_gpus[1], 0);
+  CHECK_EQ_I64(p.train_gpus[2], 3);
+  CHECK_EQ_I64(p.rollout_gpu, 2);
+  CHECK_EQ_I64(p.nccl, 0); /* colocated with rank 0 */
+  hw_target t;
+  int emu = 0;
+  REQUIRE(hw_target_named("h200:4", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
+  REQUIRE(hw_target_named("h200:3", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "gpus.train=[2, 0, 3]: uses GPU 3, but h200 has 3 GPUs");
+  recipe_free(&r);
+  /* the rollout on a GPU outside gpus.train: an NCCL sync from rank 0 */
+  const char *s2[] = {"gpus.rollout=[3]", "gpus.train=[0, 1]"};
+  REQUIRE(lg_recipe(s2, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), 0);
+  CHECK_EQ_I64(p.dp, 2);
+  CHECK_EQ_I64(p.train_gpu, 0);
+  CHECK_EQ_I64(p.rollout_gpu, 3);
+  CHECK_EQ_I64(p.nccl, 1);
+  recipe_free(&r);
+  /* the rollout on rank 1's GPU: refused at validation (partial overlap) */
+  const char *s3[] = {"gpus.rollout=[1]", "gpus.train=[0, 1]"};
+  CHECK_EQ_I64(lg_recipe(s3, 2, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "shares some GPUs with gpus.rollout: use the same list (colocated), put the rollout on "
+                        "gpus.train[0]");
+  /* one GPU: no data parallelism (dp 1), today's placement */
+  REQUIRE(lg_recipe(NULL, 0, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), 0);
+  CHECK_EQ_I64(p.dp, 1);
+  recipe_free(&r);
+}
+
+/* recipes/bf16-baseline-dp2.yaml: ranks on GPUs 0 and 1, the rollout
+ * colocated with rank 0; exit 3 on a one-GPU H200, 0 on two; the plan says so. */
+TEST(loop_gpu_recipe_dp2) {
+  recipe r;
+  rl_err e = {0};
+  REQUIRE(recipe_load("recipes/bf16-baseline-dp2.yaml", NULL, 0, &r, &e) == 0);
+  CHECK_EQ_I64(r.gpus.train.n, 2);
+  CHECK_EQ_I64(r.gpus.train.items[1], 1);
+  CHECK_EQ_I64(r.gpus.rollout.n, 1);
+  CHECK_EQ_I64(r.gpus.rollout.items[0], 0);
+  CHECK_EQ_I64(r.train.microbatch, 128);
+  loop_place p;
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), 0);
+  CHECK_EQ_I64(p.dp, 2);
+  CHECK_EQ_I64(p.nccl, 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "gpus.train uses GPU 1, but this machine has 1 GPU");
+  hw_target t;
+  int emu = 0;
+  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "gpus.train: uses GPU 1, but h200 has 1 GPU");
+  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  REQUIRE(f);
+  recipe_print_plan(f, &r, &t, emu);
+  fclose(f);
+  CHECK_CONTAINS(buf, "microbatches of 128, forward bf16, backward bf16, no TIS, data-parallel on 2 GPUs "
+                      "(fixed-order gradient all-reduce)");
+  CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, device copy (colocated)");
+  free(buf);
   recipe_free(&r);
 }
 

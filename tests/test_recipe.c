@@ -94,6 +94,7 @@ TEST(recipe_examples_validate) {
       {"recipes/demo-cpu.yaml", 0, 0, 0, 0, 0}, /* device: cpu runs anywhere */
       {"recipes/bf16-baseline.yaml", 0, 0, 0, 0, 0},
       {"recipes/bf16-baseline-2gpu.yaml", 3, 0, 0, 0, 0}, /* device: cuda, GPUs 0 and 1 (h200:1 is 3: test_loop_gpu.c) */
+      {"recipes/bf16-baseline-dp2.yaml", 3, 0, 0, 0, 0}, /* data-parallel on GPUs 0 and 1 (h200:1 is 3: test_loop_gpu.c) */
       {"recipes/fp8-rollout-bf16-train.yaml", 0, 3, 0, 0, 3},
       {"recipes/fp8-unified.yaml", 0, 3, 0, 0, 3},
       {"recipes/mxfp8-unified-emulate.yaml", 0, 3, 0, 0, 3},
@@ -103,6 +104,15 @@ TEST(recipe_examples_validate) {
       {"recipes/rl-from-sft-cpu.yaml", 0, 0, 0, 0, 0}, /* its checkpoint may not exist yet: a note */
       {"recipes/sft-warmstart.yaml", 0, 0, 0, 0, 0},
       {"recipes/rl-from-sft.yaml", 0, 3, 0, 0, 3},
+      /* the learning runs: device: cuda (exit 3 on the CPU target); fp8/mxfp8/nvfp4 need Hopper+ */
+      {"recipes/learn-base.yaml", 3, 0, 0, 0, 0},
+      {"recipes/learn-dense-bf16.yaml", 3, 0, 0, 0, 0},
+      {"recipes/learn-dense-fp8-rollout.yaml", 3, 3, 0, 0, 3},
+      {"recipes/learn-dense-fp8-unified.yaml", 3, 3, 0, 0, 3},
+      {"recipes/learn-dense-mxfp8-unified.yaml", 3, 3, 0, 0, 3}, /* emulated on the h200 */
+      {"recipes/learn-moe-bf16.yaml", 3, 0, 0, 0, 0},
+      {"recipes/learn-moe-fp8-rollout.yaml", 3, 3, 0, 0, 3},
+      {"recipes/learn-moe-nvfp4.yaml", 3, 3, 0, 0, 3}, /* experimental, emulated on the h200 */
   };
   glob_t g;
   REQUIRE(glob("recipes/*.yaml", 0, NULL, &g) == 0);

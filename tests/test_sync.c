@@ -262,6 +262,27 @@ TEST(sync_dp_sum_fixed_is_rank_ordered) {
   CHECK_NEAR(out[0], 1.0, 0);
 }
 
+TEST(sync_dp_open_refusals) {
+  sync_dp *d = NULL;
+  rl_err e = {0};
+  int one[1] = {0}, twice[2] = {0, 0}, far[2] = {0, 99};
+#if RLRUN_CUDA
+  CHECK_EQ_I64(sync_dp_open(one, 1, 0, &d, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "data parallelism: 1 ranks; name 2");
+  CHECK(d == NULL);
+  int rc = sync_dp_open(twice, 2, 0, &d, &e); /* no GPU: 3; with GPUs: GPU 0 twice is a usage error */
+  CHECK(rc == RL_EXIT_HARDWARE || (rc == RL_EXIT_USAGE && strstr(e.msg, "GPU 0 is rank 0 and rank 1")));
+  CHECK_EQ_I64(sync_dp_open(far, 2, 0, &d, &e), RL_EXIT_HARDWARE);
+#else
+  (void)one, (void)twice;
+  CHECK_EQ_I64(sync_dp_open(far, 2, 0, &d, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, "built without CUDA/NCCL; data parallelism needs GPUs");
+#endif
+  CHECK(d == NULL);
+  sync_dp_close(NULL);
+  CHECK_EQ_I64(sync_dp_ranks(NULL), 0);
+}
+
 TEST(sync_nccl_refuses_one_gpu_or_no_cuda) {
   /* the same GPU for trainer and rollout is refused in every build (colocated syncs on the device) */
   sync_nccl *s = NULL;

@@ -48,6 +48,16 @@ TEST(train_cuda_refuses_unsupported_options) {
     CHECK_CONTAINS(e.msg, "without CUDA");
     REQUIRE(t == NULL);
   }
+  /* data parallelism: the CUDA trainer only, at most TRAIN_DP_MAX ranks */
+  o.device = TRAIN_DEVICE_CPU;
+  o.dp_ranks = 2, o.dp_gpus[1] = 1;
+  CHECK_EQ_I64(trainer_new(m, &o, &t, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "data parallelism over 2 GPUs needs the CUDA trainer (device: cuda)");
+  REQUIRE(t == NULL);
+  o.dp_ranks = TRAIN_DP_MAX + 1;
+  CHECK_EQ_I64(trainer_new(m, &o, &t, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "bad dp_ranks");
+  o.dp_ranks = 0;
   /* the CPU trainer: trainer_sync_host is a no-op */
   o.device = TRAIN_DEVICE_CPU;
   REQUIRE(trainer_new(m, &o, &t, &e) == 0);

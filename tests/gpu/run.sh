@@ -412,25 +412,30 @@ tg_sync_row() {
   row "twogpu_${1}_sync" INFO "$(awk -F, 'NR==1{for(i=1;i<=NF;i++){if($i=="sync/ms")m=i; if($i=="sync/bytes")b=i;
     if($i=="sync/buckets")k=i}; next} m{printf "it%s %.3g ms %s B %s buckets; ", $1, $m, $b, $k}' "$TG/$1_metrics.csv")"
 }
+# The recipes: a fresh 25 M model on a partial-credit task (recipes/learn-*.yaml), so every step has
+# non-zero advantages and gradients (bf16-baseline's random model scores 0 on exact-match arithmetic:
+# zero gradients would make the weight comparison vacuous). TG_BF16 / TG_FP8 pick others.
+TG_BF16=${TG_BF16:-recipes/learn-dense-bf16.yaml}
+TG_FP8=${TG_FP8:-recipes/learn-dense-fp8-unified.yaml}
 if [ -x "$BUILD/rlrun" ] && [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -ge 2 ]; then
-  tg_run bf16_1gpu recipes/bf16-baseline.yaml --set device=cuda
-  tg_run bf16_2gpu recipes/bf16-baseline-2gpu.yaml
+  tg_run bf16_1gpu "$TG_BF16" --set device=cuda
+  tg_run bf16_2gpu "$TG_BF16" --set device=cuda --set 'gpus.rollout=[1]' --set 'gpus.train=[0]'
   tg_same bf16 "$(tg_dir bf16_1gpu)" "$(tg_dir bf16_2gpu)" "bf16 2 GPUs == 1 GPU"
   [ -n "$(tg_dir bf16_2gpu)" ] && tg_sync_row bf16 "$(tg_dir bf16_2gpu)"
-  tg_run fp8_1gpu recipes/fp8-unified.yaml --set device=cuda
-  tg_run fp8_2gpu recipes/fp8-unified.yaml --set device=cuda --set 'gpus.rollout=[1]' --set 'gpus.train=[0]' \
+  tg_run fp8_1gpu "$TG_FP8" --set device=cuda
+  tg_run fp8_2gpu "$TG_FP8" --set device=cuda --set 'gpus.rollout=[1]' --set 'gpus.train=[0]' \
     --set sync.verify=true
   tg_same fp8 "$(tg_dir fp8_1gpu)" "$(tg_dir fp8_2gpu)" "fp8-unified 2 GPUs (verified) == 1 GPU"
   [ -n "$(tg_dir fp8_2gpu)" ] && tg_sync_row fp8 "$(tg_dir fp8_2gpu)"
   # killed in train of iteration 3, resumed: the same weights as the uninterrupted 2-GPU run
-  RLRUN_FAULT=loop.train@3:kill NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run recipes/bf16-baseline-2gpu.yaml --runs-dir "$TG/kill" \
-    --name g --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet > "$OUT/twogpu_kill.log" 2>&1
+  RLRUN_FAULT=loop.train@3:kill NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run "$TG_BF16" --runs-dir "$TG/kill" \
+    --name g --set device=cuda --set 'gpus.rollout=[1]' --set 'gpus.train=[0]' --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet > "$OUT/twogpu_kill.log" 2>&1
   rd=$(tg_dir kill)
   if [ -n "$rd" ] && NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/twogpu_kill.log" 2>&1; then
     tg_same kill_resume "$(tg_dir bf16_2gpu)" "$rd" "2 GPUs killed in train 3 + resumed == uninterrupted"
   else row twogpu_kill_resume FAIL "resume failed, see twogpu_kill.log: $(tail -1 "$OUT/twogpu_kill.log")"; fi
   # a corrupt byte on the rollout GPU at the third sync (iteration 2): verify stops the run naming the tensor
-  RLRUN_FAULT=sync.corrupt@3 NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run recipes/fp8-unified.yaml --runs-dir "$TG/corrupt" \
+  RLRUN_FAULT=sync.corrupt@3 NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run "$TG_FP8" --runs-dir "$TG/corrupt" \
     --name g --set device=cuda --set 'gpus.rollout=[1]' --set 'gpus.train=[0]' --set sync.verify=true \
     --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet > "$OUT/twogpu_corrupt.log" 2>&1
   crc=$?
@@ -442,4 +447,113 @@ if [ -x "$BUILD/rlrun" ] && [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -g
     tg_same corrupt_resume "$(tg_dir fp8_2gpu)" "$rd" "2 GPUs stopped by verify + resumed == uninterrupted"
   else row twogpu_corrupt_resume FAIL "resume failed, see twogpu_corrupt.log: $(tail -1 "$OUT/twogpu_corrupt.log")"; fi
 else row twogpu FAIL "needs $BUILD/rlrun (make with nvcc) and 2 GPUs (nvidia-h200-x2): $(nvidia-smi -L 2>/dev/null | grep -c '^GPU') found"; fi
+fi
+# ---------------------------------------------------------------- data parallelism (issue #11, "dp") — needs nvidia-h200-x2
+if want dp; then
+# dp_gpu_test: the ordered-sum kernel == sync_dp_sum_fixed bitwise (1-8 ranks, signed zeros, subnormals,
+# in place); the fixed-order all-reduce over 2..min(4, GPUs) ranks (buckets 992 B, 64 KiB, 512 MiB): every
+# rank == the CPU sum bitwise, twice the same bits; the masters broadcast; the model wrappers on two
+# replicas (gradients == CPU sum, rank 1's logits == rank 0's after the broadcast).
+# Then the run loop data-parallel: DP_RCP (default recipes/learn-dense-bf16.yaml) with train [0, 1], rollout [0]
+# (512 samples a step in microbatches of 256: one per GPU), 4 iterations (checkpoints at 2 and 4):
+#   dp_reproducible   a second DP-2 run: weights + optimizer sha256 and every sample identical (PASS/FAIL)
+#   dp_kill_resume    DP-2 killed in train of iteration 3, resumed == the uninterrupted DP-2 run (PASS/FAIL)
+#   dp_twin_first     the single-GPU twin (the same recipe on GPU 0: its two microbatches are the ranks' shares): iteration 1's
+#                     samples and loss identical (same start; forward + loss per microbatch equal) (PASS/FAIL)
+#   dp_vs_1gpu        final weights sha256 and all samples vs the twin: PASS when identical, else INFO with
+#                     the first difference — stages/train.h lists what is not bitwise (RMSNorm and repeated
+#                     embedding rows sum in another grouping), so a difference after step 1 is expected
+#   dp_metrics        loss and optim/grad_norm per iteration of both runs (INFO)
+# NCCL_NVLS_ENABLE=0 for every run.
+if [ -x "$BUILD/gpu/dp_gpu_test" ]; then
+  run dp_gpu_test dp_gpu_test.log env NCCL_NVLS_ENABLE=0 "$BUILD/gpu/dp_gpu_test"
+  grep -E '^FAIL|^SKIP' "$OUT/dp_gpu_test.log" | head -20 >> "$SUMMARY"
+else row dp_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+DP="$OUT/dp"
+rm -rf "$DP"
+mkdir -p "$DP"
+DP_SQL='import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+q = ("SELECT iteration, prompt_index, sample_index, completion, hex(tokens), hex(logprobs), reward, "
+     "finish_reason FROM samples WHERE iteration <= ? ORDER BY iteration, prompt_index, sample_index")
+for r in c.execute(q, (int(sys.argv[2]),)): print("\t".join(map(str, r)))'
+dp_dir() { ls -d "$DP/$1"/g-* 2>/dev/null | head -1; }
+# dp_run NAME RECIPE [ARGS…]: one 4-iteration run into $DP/NAME/g-*
+dp_run() {
+  local n=$1 rcp=$2
+  shift 2
+  run "dp_run_$n" "dp_$n.log" env NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run "$rcp" --runs-dir "$DP/$n" --name g \
+    --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet "$@"
+}
+dp_samples() { python3 -c "$DP_SQL" "$1/state.db" "${3:-4}" > "$2" 2> "$2.err"; }
+dp_sha() { cat "$1/checkpoints/step-000004/model.safetensors" "$1/checkpoints/step-000004/optimizer.safetensors" 2>/dev/null | sha256sum | cut -c1-16; }
+# dp_cmp NAME A B UPTO: "same" or the first differing sample line (samples of iterations <= UPTO)
+dp_cmp() {
+  dp_samples "$2" "$DP/$1_a.tsv" "$4"
+  dp_samples "$3" "$DP/$1_b.tsv" "$4"
+  if [ ! -s "$DP/$1_a.tsv" ]; then echo "no samples (see $1_a.tsv.err)"; return; fi
+  if diff "$DP/$1_a.tsv" "$DP/$1_b.tsv" > "$DP/$1.diff"; then echo same; else
+    grep -m1 '^<' "$DP/$1.diff" | cut -c1-120 | tr '\t' ' '; fi
+}
+# dp_metric RUNDIR NAME: "it1=v it2=v …" of one metric
+dp_metric() {
+  "$BUILD/rlrun" metrics "$1" --csv 2>/dev/null | awk -F, -v m="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==m) c=i; next}
+    c{printf "it%s=%s ", $1, $c}'
+}
+if [ -x "$BUILD/rlrun" ] && [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -ge 2 ]; then
+  # learn-dense-bf16: 512 samples a step in microbatches of 256 → one microbatch per rank; its twin is
+  # the same recipe on one GPU (two microbatches). Non-zero gradients (partial-credit reward).
+  DP_RCP=${DP_RCP:-recipes/learn-dense-bf16.yaml}
+  dp_run dp2 "$DP_RCP" --set device=cuda --set 'gpus.train=[0,1]' --set 'gpus.rollout=[0]'
+  dp_run dp2_again "$DP_RCP" --set device=cuda --set 'gpus.train=[0,1]' --set 'gpus.rollout=[0]'
+  dp_run twin "$DP_RCP" --set device=cuda
+  A=$(dp_dir dp2) B=$(dp_dir dp2_again) T=$(dp_dir twin)
+  if [ -n "$A" ] && [ -n "$B" ] && [ -f "$A/checkpoints/step-000004/model.safetensors" ]; then
+    s=$(dp_cmp again "$A" "$B" 4)
+    if [ "$(dp_sha "$A")" = "$(dp_sha "$B")" ] && [ "$s" = same ]; then
+      row dp_reproducible PASS "two DP-2 runs: weights+optimizer sha256 $(dp_sha "$A") identical, $(wc -l < "$DP/again_a.tsv") samples identical"
+    else row dp_reproducible FAIL "weights $(dp_sha "$A") vs $(dp_sha "$B"); samples: $s"; fi
+  else row dp_reproducible FAIL "a DP-2 run or its step-000004 checkpoint is missing (see dp_dp2.log, dp_dp2_again.log)"; fi
+  RLRUN_FAULT=loop.train@3:kill NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" run "$DP_RCP" --runs-dir "$DP/kill" \
+    --name g --set device=cuda --set 'gpus.train=[0,1]' --set 'gpus.rollout=[0]' --set loop.iterations=4 --set loop.checkpoint_interval=2 --quiet > "$OUT/dp_kill.log" 2>&1
+  K=$(dp_dir kill)
+  if [ -n "$K" ] && [ -n "$A" ] && NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" resume "$K" --quiet >> "$OUT/dp_kill.log" 2>&1; then
+    s=$(dp_cmp kill "$A" "$K" 4)
+    if [ "$(dp_sha "$A")" = "$(dp_sha "$K")" ] && [ "$s" = same ]; then
+      row dp_kill_resume PASS "DP-2 killed in train 3 + resumed == uninterrupted (sha256 $(dp_sha "$K"), samples identical)"
+    else row dp_kill_resume FAIL "weights $(dp_sha "$K") vs uninterrupted $(dp_sha "$A"); samples: $s"; fi
+  else row dp_kill_resume FAIL "resume failed, see dp_kill.log: $(tail -1 "$OUT/dp_kill.log")"; fi
+  if [ -n "$A" ] && [ -n "$T" ]; then
+    s=$(dp_cmp first "$A" "$T" 1)
+    la=$(dp_metric "$A" loss | cut -d' ' -f1) lt=$(dp_metric "$T" loss | cut -d' ' -f1)
+    if [ "$s" = same ] && [ -n "$la" ] && [ "$la" = "$lt" ]; then
+      row dp_twin_first PASS "iteration 1: samples identical, loss $la == 1-GPU twin's"
+    else row dp_twin_first FAIL "iteration 1: samples: $s; loss DP $la vs 1 GPU $lt"; fi
+    s=$(dp_cmp all "$A" "$T" 4)
+    if [ "$(dp_sha "$A")" = "$(dp_sha "$T")" ] && [ "$s" = same ]; then
+      row dp_vs_1gpu PASS "DP-2 == 1-GPU twin (same microbatches): weights+optimizer $(dp_sha "$A"), all samples identical"
+    else
+      row dp_vs_1gpu INFO "DP-2 $(dp_sha "$A") vs 1-GPU twin $(dp_sha "$T"); first differing sample: $s (expected: train.h)"
+    fi
+    for m in loss optim/grad_norm; do
+      row "dp_metrics_${m//\//_}" INFO "DP-2: $(dp_metric "$A" $m)| 1 GPU: $(dp_metric "$T" $m)"
+    done
+  else row dp_vs_1gpu FAIL "a run is missing (see dp_dp2.log, dp_twin.log)"; fi
+else row dp FAIL "needs $BUILD/rlrun (make with nvcc) and 2 GPUs (nvidia-h200-x2): $(nvidia-smi -L 2>/dev/null | grep -c '^GPU') found"; fi
+fi
+# ---------------------------------------------------------------- GPU learning runs (issue #12, "learn")
+if want learn; then
+# bench/learning_runs.sh: every recipes/learn-*.yaml mode run to the end on the GPU (fresh ~25 M dense /
+# ~31 M MoE qwen3, a+b= with a numeric-closeness reward, 200 iterations, one seed): dense bf16, fp8-block
+# rollout x bf16 + TIS, unified fp8-block, unified mxfp8 (emulated), MoE bf16, fp8-block rollout x bf16 +
+# TIS + R3, nvfp4 experts (experimental, emulated). Its markdown table (reward per iteration window, exact
+# rate, s/it, final mismatch) is $OUT/learn.md, appended to the summary. LEARN="learn-dense-bf16 …" picks
+# modes, ITERS=N shortens them; LEARN_TIMEOUT (s, default 3000) bounds the whole section.
+if [ -x "$BUILD/rlrun" ]; then
+  rm -rf "$OUT/learn-runs" "$OUT/learn.md"
+  if BUILD="$BUILD" OUT="$OUT" RUNS="$OUT/learn-runs" timeout "${LEARN_TIMEOUT:-3000}" bench/learning_runs.sh ${LEARN:-} \
+      > "$OUT/learn.log" 2>&1; then row learn PASS "$(grep -c '^| learn-' "$OUT/learn.md") modes, table in learn.md"
+  else row learn FAIL "rc=$?, see learn.log: $(grep -m1 FAILED "$OUT/learn.log" | cut -c1-120)"; fi
+  [ -f "$OUT/learn.md" ] && cat "$OUT/learn.md" >> "$SUMMARY"
+else row learn FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
 fi
