@@ -155,7 +155,7 @@ static void test_allreduce(int R, uint64_t bucket) {
   rl_err e = {0};
   static const int64_t sizes[] = {1, 3, 1000, 65537, (1 << 20) + 5};
   enum { NT = sizeof sizes / sizeof *sizes };
-  int devs[SYNC_DP_MAX_RANKS];
+  int devs[SYNC_DP_MAX_RANKS] = {0};
   for (int r = 0; r < R; r++) devs[r] = r;
   sync_dp *d = NULL;
   MUST(sync_dp_open(devs, R, bucket, &d, &e));
