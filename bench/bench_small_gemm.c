@@ -13,6 +13,17 @@
  * q, k, v, o, gate, up, down + lm_head) summed per M, against the time their
  * weight bytes take at the copy bandwidth (the issue's goal: ≥ 40 %).
  *
+ * Then the fused decode step: per layer one grouped launch for q, k, v
+ * (gemm_small_bf16_group_cuda), o, one launch for gate + up + SwiGLU
+ * (gemm_small_bf16_swiglu_cuda), down, plus lm_head — 113 launches instead of
+ * 197 GEMMs + 28 SwiGLU kernels — on 28 layers of distinct weights (1.15 GB, so
+ * every layer streams from HBM). Two measures: per launch kind with the method
+ * above (graphs of 56 calls cycling over the 28 layers' weights, summed per step),
+ * and whole steps captured as one graph each (fused vs unfused, interleaved),
+ * which also counts the gaps between dependent launches. Last, the whole-step
+ * graphs under knob settings (gemm_small_tune_set: RLRUN_SMALL_GEMM_BN, _REDUCE,
+ * _CTAS, _MIN_STAGES), so that one run picks the defaults.
+ *
  *   build/bench_small_gemm        markdown tables */
 #include <stdint.h>
 #include <stdio.h>
@@ -204,6 +215,242 @@ static int64_t far_apart(bench *b) {
   return far;
 }
 
+/* ---------------------------------------------------------------- the fused decode step */
+
+enum { NL = 28, HID = 1024, QN = 2048, KVN = 1024, FFN = 3072, VOCAB = 151936, FMAX_M = 128 };
+enum { P_QKV, P_O, P_SWIGLU, P_DOWN, P_LM, P_COUNT };
+
+/* One Qwen3-0.6B-shaped decode step's weights and activations (M rows). */
+typedef struct dstep {
+  int64_t M;
+  uint16_t *wqkv[NL], *wo[NL], *wgu[NL], *wd[NL], *wlm; /* [4096][1024], [1024][2048], [2·3072][1024], [1024][3072] */
+  uint16_t *x, *act;                                   /* [M][3072] BF16 */
+  float *yq, *yk, *yv, *yo, *g, *u, *ydn, *logits;
+  cudaStream_t s;
+} dstep;
+
+/* Launch kind `part` of layer l, fused (1) or as the unfused calls (0). */
+static int dstep_part(dstep *d, int part, int l, int fused) {
+  rl_err e;
+  int rc = 0;
+  const int64_t M = d->M;
+  switch (part) {
+    case P_QKV:
+      if (fused) {
+        gemm_small_seg seg[3] = {{d->yq, d->wqkv[l], QN},
+                                 {d->yk, d->wqkv[l] + (size_t)QN * HID, KVN},
+                                 {d->yv, d->wqkv[l] + (size_t)(QN + KVN) * HID, KVN}};
+        rc = gemm_small_bf16_group_cuda(seg, 3, d->x, M, HID, d->s, &e);
+      } else {
+        rc = gemm_small_bf16_cuda(d->yq, d->x, d->wqkv[l], M, QN, HID, d->s, &e);
+        if (!rc) rc = gemm_small_bf16_cuda(d->yk, d->x, d->wqkv[l] + (size_t)QN * HID, M, KVN, HID, d->s, &e);
+        if (!rc) rc = gemm_small_bf16_cuda(d->yv, d->x, d->wqkv[l] + (size_t)(QN + KVN) * HID, M, KVN, HID, d->s, &e);
+      }
+      break;
+    case P_O: rc = gemm_small_bf16_cuda(d->yo, d->x, d->wo[l], M, HID, QN, d->s, &e); break;
+    case P_SWIGLU:
+      if (fused) {
+        rc = gemm_small_bf16_swiglu_cuda(d->act, d->x, d->wgu[l], d->wgu[l] + (size_t)FFN * HID, M, FFN, HID, d->s, &e);
+      } else {
+        rc = gemm_small_bf16_cuda(d->g, d->x, d->wgu[l], M, FFN, HID, d->s, &e);
+        if (!rc) rc = gemm_small_bf16_cuda(d->u, d->x, d->wgu[l] + (size_t)FFN * HID, M, FFN, HID, d->s, &e);
+        if (!rc) rc = ops_swiglu_forward_cuda(NULL, d->act, d->g, d->u, (int)M, FFN, FFN, d->s, &e);
+      }
+      break;
+    case P_DOWN: rc = gemm_small_bf16_cuda(d->ydn, d->act, d->wd[l], M, HID, FFN, d->s, &e); break;
+    default: rc = gemm_small_bf16_cuda(d->logits, d->x, d->wlm, M, VOCAB, HID, d->s, &e); break;
+  }
+  if (rc) fprintf(stderr, "bench_small_gemm (fused step): %s\n", e.msg);
+  return rc;
+}
+
+/* What one graph holds: a whole step (part < 0) or `calls` launches of one kind
+ * cycling over the layers. */
+static int dstep_issue(dstep *d, int part, int fused, int calls) {
+  if (part < 0) {
+    for (int l = 0; l < NL; l++)
+      for (int p = P_QKV; p <= P_DOWN; p++)
+        if (dstep_part(d, p, l, fused)) return 1;
+    return dstep_part(d, P_LM, 0, fused);
+  }
+  for (int i = 0; i < calls; i++)
+    if (dstep_part(d, part, i % NL, fused)) return 1;
+  return 0;
+}
+
+/* The graph of dstep_issue, after one eager run (workspaces, kernel attributes). */
+static cudaGraphExec_t dstep_graph(dstep *d, int part, int fused, int calls) {
+  CK(dstep_issue(d, part, fused, calls));
+  CK(cudaStreamSynchronize(d->s));
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(d->s, cudaStreamCaptureModeThreadLocal));
+  CK(dstep_issue(d, part, fused, calls));
+  CK(cudaStreamEndCapture(d->s, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  cudaGraphDestroy(g);
+  CK(cudaGraphLaunch(ge, d->s)); /* warm-up */
+  return ge;
+}
+
+/* Median ms of each of n graphs over REPEATS launches, interleaved; the graphs are destroyed. */
+static void time_graphs(cudaStream_t s, cudaGraphExec_t *ge, int n, double *ms) {
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  float t[4][REPEATS];
+  for (int r = 0; r < REPEATS; r++)
+    for (int c = 0; c < n; c++) {
+      CK(cudaEventRecord(e0, s));
+      CK(cudaGraphLaunch(ge[c], s));
+      CK(cudaEventRecord(e1, s));
+      CK(cudaEventSynchronize(e1));
+      CK(cudaEventElapsedTime(&t[c][r], e0, e1));
+    }
+  for (int c = 0; c < n; c++) {
+    qsort(t[c], REPEATS, sizeof t[c][0], cmp_float);
+    ms[c] = t[c][REPEATS / 2];
+    cudaGraphExecDestroy(ge[c]);
+  }
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+}
+
+/* Whole-step µs, fused and unfused, at the knobs in force. */
+static void dstep_time(dstep *d, double us[2]) {
+  cudaGraphExec_t ge[2] = {dstep_graph(d, -1, 1, 0), dstep_graph(d, -1, 0, 0)};
+  double ms[2];
+  time_graphs(d->s, ge, 2, ms);
+  us[0] = ms[0] * 1e3, us[1] = ms[1] * 1e3;
+}
+
+/* The fused-step tables (see the top of the file); unfused per-shape µs from the
+ * first table: small_us[shape][M], step_small = step[M][C_SMALL]. */
+static void fused_step(cudaStream_t s, double bw, double step_bytes, const int64_t *Ms, double small_us[][4],
+                       double step[][C_COUNT]) {
+  enum { NM = 4 };
+  dstep d;
+  memset(&d, 0, sizeof d);
+  d.s = s;
+  const size_t lw = (size_t)FFN * HID * 2; /* the largest layer matrix (elements), gate + up */
+  uint16_t *wh = malloc(lw * 2);
+  fill_bf16(wh, (int64_t)lw, 7);
+  for (int l = 0; l < NL; l++) { /* the same values in every layer: only the bytes' addresses matter here */
+    CK(cudaMalloc((void **)&d.wqkv[l], (size_t)(QN + 2 * KVN) * HID * 2));
+    CK(cudaMalloc((void **)&d.wo[l], (size_t)HID * QN * 2));
+    CK(cudaMalloc((void **)&d.wgu[l], lw * 2));
+    CK(cudaMalloc((void **)&d.wd[l], (size_t)HID * FFN * 2));
+    CK(cudaMemcpy(d.wqkv[l], wh, (size_t)(QN + 2 * KVN) * HID * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.wo[l], wh, (size_t)HID * QN * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.wgu[l], wh, lw * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(d.wd[l], wh, (size_t)HID * FFN * 2, cudaMemcpyHostToDevice));
+  }
+  CK(cudaMalloc((void **)&d.wlm, (size_t)VOCAB * HID * 2));
+  for (size_t o = 0; o < (size_t)VOCAB * HID; o += lw) {
+    size_t n = (size_t)VOCAB * HID - o < lw ? (size_t)VOCAB * HID - o : lw;
+    CK(cudaMemcpy(d.wlm + o, wh, n * 2, cudaMemcpyHostToDevice));
+  }
+  fill_bf16(wh, (int64_t)FMAX_M * FFN, 8);
+  CK(cudaMalloc((void **)&d.x, (size_t)FMAX_M * FFN * 2));
+  CK(cudaMalloc((void **)&d.act, (size_t)FMAX_M * FFN * 2));
+  CK(cudaMemcpy(d.x, wh, (size_t)FMAX_M * FFN * 2, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d.act, wh, (size_t)FMAX_M * FFN * 2, cudaMemcpyHostToDevice));
+  free(wh);
+  float **ys[] = {&d.yq, &d.yk, &d.yv, &d.yo, &d.g, &d.u, &d.ydn};
+  for (int i = 0; i < 7; i++) CK(cudaMalloc((void **)ys[i], (size_t)FMAX_M * FFN * 4));
+  CK(cudaMalloc((void **)&d.logits, (size_t)FMAX_M * VOCAB * 4));
+
+  static const struct {
+    const char *name, *shape;
+    double bytes; /* weight bytes of one launch */
+    int per_step;
+  } kinds[P_COUNT] = {{"qkv", "1024→2048+1024+1024", (double)(QN + 2 * KVN) * HID * 2, NL},
+                      {"o", "2048→1024", (double)HID * QN * 2, NL},
+                      {"gate+up+swiglu", "1024→2×3072", (double)2 * FFN * HID * 2, NL},
+                      {"down", "3072→1024", (double)HID * FFN * 2, NL},
+                      {"lm_head", "1024→151936", (double)VOCAB * HID * 2, 1}};
+  char tb[128];
+  gemm_small_tune t0 = gemm_small_tune_get();
+  printf("\nfused decode step: one launch for q, k, v (gemm_small_bf16_group_cuda), one for gate + up + SwiGLU\n"
+         "(gemm_small_bf16_swiglu_cuda): 113 launches a step against 197 GEMMs + 28 SwiGLU kernels; knobs %s.\n"
+         "fused µs per launch (graphs of 56 calls over 28 layers' weights; lm_head 4 calls); unfused µs = the sum of\n"
+         "its parts from the first table (the SwiGLU kernel not included there).\n\n",
+         gemm_small_tune_str(&t0, tb, sizeof tb));
+  printf("| launch         | K→N                 |   M | fused µs | unfused µs | unfused/fused | fused GB/s | fused %% copy | "
+         "slices |\n");
+  printf("|----------------|---------------------|-----|----------|------------|---------------|------------|-------------|"
+         "--------|\n");
+  double fsum[NM] = {0};
+  for (int p = 0; p < P_COUNT; p++)
+    for (int mi = 0; mi < NM; mi++) {
+      d.M = Ms[mi];
+      int calls = p == P_LM ? 4 : 2 * NL;
+      cudaGraphExec_t ge = dstep_graph(&d, p, 1, calls);
+      double ms;
+      time_graphs(s, &ge, 1, &ms);
+      double us = ms * 1e3 / calls, parts = p == P_QKV      ? small_us[0][mi] + 2 * small_us[1][mi]
+                                            : p == P_O      ? small_us[2][mi]
+                                            : p == P_SWIGLU ? 2 * small_us[3][mi]
+                                            : p == P_DOWN   ? small_us[4][mi]
+                                                            : small_us[5][mi];
+      int64_t rows = p == P_QKV ? QN + 2 * KVN : p == P_O ? HID : p == P_SWIGLU ? 2 * FFN : p == P_DOWN ? HID : VOCAB;
+      int64_t K = p == P_O ? QN : p == P_DOWN ? FFN : HID;
+      int slices;
+      int64_t sk;
+      gemm_small_plan(rows, K, &slices, &sk);
+      double gbs = kinds[p].bytes / (us * 1e-6);
+      printf("| %-14s | %-19s | %3lld | %8.2f | %10.2f | %12.2f× | %10.0f | %10.1f%% | %6d |\n", kinds[p].name,
+             kinds[p].shape, (long long)d.M, us, parts, parts / us, gbs * 1e-9, 100 * gbs / bw, slices);
+      fsum[mi] += us * kinds[p].per_step;
+    }
+  double bound_us = step_bytes / bw * 1e6;
+  printf("\none decode step, fused (113 launches) against unfused (197 GEMMs; whole-step graphs: + 28 SwiGLU kernels),\n"
+         "bound = %.0f MB of weights at the copy bandwidth = %.0f µs:\n\n", step_bytes * 1e-6, bound_us);
+  printf("|   M | fused sum µs | unfused sum µs | speed-up | fused %% of bound | fused step-graph µs | unfused step-graph µs "
+         "| speed-up | fused graph %% of bound |\n");
+  printf("|-----|--------------|----------------|----------|------------------|---------------------|-----------------------"
+         "|----------|------------------------|\n");
+  for (int mi = 0; mi < NM; mi++) {
+    d.M = Ms[mi];
+    double g[2];
+    dstep_time(&d, g);
+    printf("| %3lld | %12.0f | %14.0f | %7.2f× | %15.1f%% | %19.0f | %21.0f | %7.2f× | %21.1f%% |\n", (long long)d.M,
+           fsum[mi], step[mi][C_SMALL], step[mi][C_SMALL] / fsum[mi], 100 * bound_us / fsum[mi], g[0], g[1],
+           g[1] / g[0], 100 * bound_us / g[0]);
+  }
+  /* knob sweep on the whole-step graphs */
+  static const int sweep[][4] = {/* ctas, min_stages, bn, reduce (-1: keep the environment's) */
+                                 {-1, -1, -1, -1}, {-1, -1, 32, -1}, {-1, -1, 64, -1},
+                                 {-1, -1, -1, GEMM_SMALL_REDUCE_GLOBAL}, {132, -1, -1, -1}, {528, -1, -1, -1},
+                                 {-1, 1, -1, -1}, {528, 1, -1, -1}, {-1, 3, -1, -1}};
+  const int nsw = (int)(sizeof sweep / sizeof sweep[0]);
+  printf("\nwhole-step graphs (µs) by knobs (ctas and min_stages change the K split, so the sums; bn and reduce do not):\n\n");
+  printf("| knobs                                      | fused M=1 | fused M=8 | fused M=64 | fused M=128 | unfused M=64 |\n");
+  printf("|--------------------------------------------|-----------|-----------|------------|-------------|--------------|\n");
+  for (int k = 0; k < nsw; k++) {
+    gemm_small_tune t = t0;
+    if (sweep[k][0] >= 0) t.ctas = sweep[k][0];
+    if (sweep[k][1] >= 0) t.min_stages = sweep[k][1];
+    if (sweep[k][2] >= 0) t.bn = sweep[k][2];
+    if (sweep[k][3] >= 0) t.reduce = sweep[k][3];
+    gemm_small_tune_set(&t);
+    t = gemm_small_tune_get();
+    double f[NM], u64 = 0;
+    for (int mi = 0; mi < NM; mi++) {
+      d.M = Ms[mi];
+      double g[2];
+      dstep_time(&d, g);
+      f[mi] = g[0];
+      if (Ms[mi] == 64) u64 = g[1];
+    }
+    printf("| %-42s | %9.0f | %9.0f | %10.0f | %11.0f | %12.0f |\n", gemm_small_tune_str(&t, tb, sizeof tb), f[0], f[1],
+           f[2], f[3], u64);
+  }
+  gemm_small_tune_set(NULL);
+  for (int l = 0; l < NL; l++) cudaFree(d.wqkv[l]), cudaFree(d.wo[l]), cudaFree(d.wgu[l]), cudaFree(d.wd[l]);
+  cudaFree(d.wlm), cudaFree(d.x), cudaFree(d.act), cudaFree(d.logits);
+  for (int i = 0; i < 7; i++) cudaFree(*ys[i]);
+}
+
 int main(void) {
   device_info di;
   device_query(&di);
@@ -235,7 +482,7 @@ int main(void) {
          "small/cuBLASLt | slices | far |\n");
   printf("|----------|--------------|-----|----------|-------------|--------|------------|---------------|-------------|"
          "----------------|--------|-----|\n");
-  double step[NM][C_COUNT] = {{0}}, step_bytes = 0;
+  double step[NM][C_COUNT] = {{0}}, step_bytes = 0, small_us[NS][NM] = {{0}};
   for (int si = 0; si < NS; si++) {
     int64_t N = shapes[si].N, K = shapes[si].K;
     size_t wb = (size_t)(N * K) * 2;
@@ -277,6 +524,7 @@ int main(void) {
                shapes[si].name, (long long)K, (long long)N, (long long)M, us[C_SMALL], us[C_LT], us[C_OLD], gs * 1e-9,
                gl * 1e-9, 100 * gs / bw, us[C_LT] / us[C_SMALL], slices, (long long)far);
         for (int c = 0; c < C_COUNT; c++) step[mi][c] += us[c] * shapes[si].per_step;
+        small_us[si][mi] = us[C_SMALL];
         lt_unplan(&b);
       }
       cudaFree(b.x), cudaFree(b.y), cudaFree(b.yb);
@@ -295,6 +543,7 @@ int main(void) {
            100 * bound_us / step[mi][C_LT], 100 * bound_us / step[mi][C_OLD]);
   cudaFree(b.ws);
   cublasLtDestroy(b.lt);
+  fused_step(b.s, bw, step_bytes, Ms, small_us, step);
   cudaStreamDestroy(b.s);
   linear_release();
   return 0;

@@ -4,7 +4,10 @@
 #include "kernels/gemm.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Names of the paths, as reports print them. */
 const char *gemm_path_name(gemm_path p) {
@@ -113,19 +116,72 @@ int gemm_bf16(const gemm_bf16_args *g, gemm_info *info, rl_err *e) {
   return gemm_bf16_cpu(g, e);
 }
 
-/* RLRUN_SMALL_GEMM_CTAS when set to a number in range, else GEMM_SMALL_CTAS. */
-int gemm_small_ctas(void) {
-  const char *v = getenv("RLRUN_SMALL_GEMM_CTAS");
-  long n = v && *v ? strtol(v, NULL, 10) : 0;
-  return n >= 1 && n <= 65536 ? (int)n : GEMM_SMALL_CTAS;
+/* ---------------------------------------------------------------- small-M GEMM: knobs, plan, checks */
+
+/* The knobs of the small-M GEMM: the environment's, read once, or the last
+ * gemm_small_tune_set. */
+static struct {
+  pthread_once_t once;
+  gemm_small_tune env, cur;
+  int set; /* 1: cur came from gemm_small_tune_set */
+} SGT = {PTHREAD_ONCE_INIT, {0, 0, 0, 0}, {0, 0, 0, 0}, 0};
+
+/* An integer knob in [lo, hi], else dflt. */
+static int sgt_int(const char *name, int lo, int hi, int dflt) {
+  const char *v = getenv(name);
+  char *end = NULL;
+  long n = v && *v ? strtol(v, &end, 10) : 0;
+  return v && *v && end && *end == 0 && n >= lo && n <= hi ? (int)n : dflt;
 }
 
-/* The K split of the small-M GEMM: enough slices to fill the GPU, each of at
- * least two stages when K has them (a function of N and K only). */
+/* Knob values in range, or their defaults. */
+static gemm_small_tune sgt_valid(gemm_small_tune t) {
+  if (t.ctas < 1 || t.ctas > 65536) t.ctas = GEMM_SMALL_CTAS;
+  if (t.min_stages < 1 || t.min_stages > 16) t.min_stages = 2;
+  if (t.bn != 32 && t.bn != 64) t.bn = 0;
+  if (t.reduce != GEMM_SMALL_REDUCE_GLOBAL) t.reduce = GEMM_SMALL_REDUCE_CLUSTER;
+  return t;
+}
+
+static void sgt_read_env(void) {
+  gemm_small_tune t;
+  t.ctas = sgt_int("RLRUN_SMALL_GEMM_CTAS", 1, 65536, GEMM_SMALL_CTAS);
+  t.min_stages = sgt_int("RLRUN_SMALL_GEMM_MIN_STAGES", 1, 16, 2);
+  t.bn = sgt_int("RLRUN_SMALL_GEMM_BN", 0, 64, 0);
+  const char *r = getenv("RLRUN_SMALL_GEMM_REDUCE");
+  t.reduce = r && !strcmp(r, "global") ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER;
+  SGT.env = sgt_valid(t);
+}
+
+gemm_small_tune gemm_small_tune_get(void) {
+  pthread_once(&SGT.once, sgt_read_env);
+  return SGT.set ? SGT.cur : SGT.env;
+}
+
+void gemm_small_tune_set(const gemm_small_tune *t) {
+  pthread_once(&SGT.once, sgt_read_env);
+  SGT.set = t != NULL;
+  if (t) SGT.cur = sgt_valid(*t);
+}
+
+const char *gemm_small_tune_str(const gemm_small_tune *t, char *buf, size_t n) {
+
+  char bn[8];
+  snprintf(bn, sizeof bn, "%d", t->bn);
+  snprintf(buf, n, "ctas=%d min_stages=%d bn=%s reduce=%s", t->ctas, t->min_stages, t->bn ? bn : "auto",
+           t->reduce == GEMM_SMALL_REDUCE_GLOBAL ? "global" : "cluster");
+  return buf;
+}
+
+int gemm_small_ctas(void) { return gemm_small_tune_get().ctas; }
+
+/* The K split of the small-M GEMM: enough slices to fill the GPU, at most
+ * ceil(stages / min_stages) of them (a function of N and K only). */
 void gemm_small_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k) {
+  gemm_small_tune t = gemm_small_tune_get();
   int64_t stages = (K + GEMM_SMALL_BK - 1) / GEMM_SMALL_BK, tiles = (N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN;
   if (tiles < 1) tiles = 1;
-  int64_t want = (gemm_small_ctas() + tiles - 1) / tiles, most = (stages + 1) / 2;
+  int64_t want = (t.ctas + tiles - 1) / tiles, most = (stages + t.min_stages - 1) / t.min_stages;
   int64_t s = want < most ? want : most;
   if (s > GEMM_SMALL_MAX_SLICES) s = GEMM_SMALL_MAX_SLICES;
   if (s < 1) s = 1;
@@ -134,44 +190,107 @@ void gemm_small_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k) {
   *slice_k = per * GEMM_SMALL_BK;
 }
 
-/* Shapes in range, pointers present and aligned as the small-M kernel loads them. */
-int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
-                     int64_t K, rl_err *e) {
+/* Weight rows of a group as its K split counts them (whole 32-row tiles per segment). */
+int64_t gemm_small_group_rows(const gemm_small_seg *seg, int n_seg) {
+  int64_t rows = 0;
+  for (int i = 0; seg && i < n_seg; i++)
+    if (seg[i].N > 0) rows += (seg[i].N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN * GEMM_SMALL_BN;
+  return rows;
+}
+
+/* The shape checks all three entry points share; fn names the entry point. */
+static int sg_check_shape(const char *fn, int64_t M, int64_t N, int64_t K, rl_err *e) {
   if (M < 0 || N < 0 || K < 0 || N > INT32_MAX || K > INT32_MAX)
-    return rl_errf(e, RL_EXIT_USAGE, "gemm_small: bad shape M=%lld N=%lld K=%lld (0 .. 2^31-1)",
+    return rl_errf(e, RL_EXIT_USAGE, "%s: bad shape M=%lld N=%lld K=%lld (0 .. 2^31-1)", fn,
                    (long long)M, (long long)N, (long long)K);
   if (M > GEMM_SMALL_MAX_M)
     return rl_errf(e, RL_EXIT_USAGE,
-                   "gemm_small: M=%lld rows exceeds the small-M kernel's %d; use linear_forward "
+                   "%s: M=%lld rows exceeds the small-M kernel's %d; use linear_forward "
                    "(cuBLASLt) for larger batches",
-                   (long long)M, GEMM_SMALL_MAX_M);
+                   fn, (long long)M, GEMM_SMALL_MAX_M);
   if (K % 8)
     return rl_errf(e, RL_EXIT_USAGE,
-                   "gemm_small: K=%lld is not a multiple of 8 (rows must be whole 16-byte "
+                   "%s: K=%lld is not a multiple of 8 (rows must be whole 16-byte "
                    "vectors); use linear_forward for this layer",
-                   (long long)K);
-  if (M == 0 || N == 0) return 0;
-  if (!y || (K > 0 && (!x || !w)))
-    return rl_errf(e, RL_EXIT_USAGE, "gemm_small: y, x or w is NULL (M=%lld N=%lld K=%lld)",
-                   (long long)M, (long long)N, (long long)K);
-  if ((uintptr_t)x % 16 || (uintptr_t)w % 16 || (uintptr_t)y % 4)
-    return rl_errf(e, RL_EXIT_USAGE,
-                   "gemm_small: x (%p) and w (%p) must be 16-byte aligned and y (%p) 4-byte "
-                   "aligned; pass row-aligned views or use linear_forward",
-                   (const void *)x, (const void *)w, (const void *)y);
+                   fn, (long long)K);
   return 0;
+}
+
+/* x and w present (when K > 0) and 16-byte aligned, the output present and
+ * aligned to out_align bytes. */
+static int sg_check_ptrs(const char *fn, const void *out, unsigned out_align, const uint16_t *x,
+                         const uint16_t *w, int64_t M, int64_t N, int64_t K, rl_err *e) {
+  if (!out || (K > 0 && (!x || !w)))
+    return rl_errf(e, RL_EXIT_USAGE, "%s: y, x or w is NULL (M=%lld N=%lld K=%lld)", fn,
+                   (long long)M, (long long)N, (long long)K);
+  if ((uintptr_t)x % 16 || (uintptr_t)w % 16 || (uintptr_t)out % out_align)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "%s: x (%p) and w (%p) must be 16-byte aligned and y (%p) %u-byte "
+                   "aligned; pass row-aligned views or use linear_forward",
+                   fn, (const void *)x, (const void *)w, out, out_align);
+  return 0;
+}
+
+/* Shapes in range, pointers present and aligned as the small-M kernel loads them. */
+int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                     int64_t K, rl_err *e) {
+  int rc = sg_check_shape("gemm_small", M, N, K, e);
+  if (rc || M == 0 || N == 0) return rc;
+  return sg_check_ptrs("gemm_small", y, 4, x, w, M, N, K, e);
+}
+
+/* 1 … GEMM_SMALL_MAX_SEGS segments, each valid as a gemm_small_bf16_cuda call. */
+int gemm_small_group_check(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
+                           int64_t K, rl_err *e) {
+  if (!seg || n_seg < 1 || n_seg > GEMM_SMALL_MAX_SEGS)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm_small_group: %d segments%s; pass 1 … %d", n_seg,
+                   seg ? "" : " (NULL list)", GEMM_SMALL_MAX_SEGS);
+  for (int i = 0; i < n_seg; i++) {
+    int rc = sg_check_shape("gemm_small_group", M, seg[i].N, K, e);
+    if (!rc && M > 0 && seg[i].N > 0) rc = sg_check_ptrs("gemm_small_group", seg[i].y, 4, x, seg[i].w, M, seg[i].N, K, e);
+    if (rc) return rl_err_prefix(e, "segment %d of %d: ", i, n_seg);
+  }
+  return 0;
+}
+
+/* The SwiGLU pair: both weights valid against x, act 2-byte aligned. */
+int gemm_small_swiglu_check(const uint16_t *act, const uint16_t *x, const uint16_t *wg,
+                            const uint16_t *wu, int64_t M, int64_t N, int64_t K, rl_err *e) {
+  int rc = sg_check_shape("gemm_small_swiglu", M, N, K, e);
+  if (rc || M == 0 || N == 0) return rc;
+  rc = sg_check_ptrs("gemm_small_swiglu", act, 2, x, wg, M, N, K, e);
+  if (!rc) rc = sg_check_ptrs("gemm_small_swiglu", act, 2, x, wu, M, N, K, e);
+  return rc;
 }
 
 #if !RLRUN_CUDA
 /* Stand-ins of the CUDA entry points: say that this build has no CUDA. */
+static int sg_no_cuda(rl_err *e) {
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "gemm_small: operands are in device memory but this binary was built without "
+                 "CUDA; rebuild with nvcc available or use device: cpu");
+}
+
 int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
                          int64_t K, void *stream, rl_err *e) {
   (void)stream;
   int rc = gemm_small_check(y, x, w, M, N, K, e);
-  if (rc) return rc;
-  return rl_errf(e, RL_EXIT_HARDWARE,
-                 "gemm_small: operands are in device memory but this binary was built without "
-                 "CUDA; rebuild with nvcc available or use device: cpu");
+  return rc ? rc : sg_no_cuda(e);
+}
+
+int gemm_small_bf16_group_cuda(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
+                               int64_t K, void *stream, rl_err *e) {
+  (void)stream;
+  int rc = gemm_small_group_check(seg, n_seg, x, M, K, e);
+  return rc ? rc : sg_no_cuda(e);
+}
+
+int gemm_small_bf16_swiglu_cuda(uint16_t *act, const uint16_t *x, const uint16_t *wg,
+                                const uint16_t *wu, int64_t M, int64_t N, int64_t K, void *stream,
+                                rl_err *e) {
+  (void)stream;
+  int rc = gemm_small_swiglu_check(act, x, wg, wu, M, N, K, e);
+  return rc ? rc : sg_no_cuda(e);
 }
 
 void gemm_small_release(void) {}
@@ -198,4 +317,29 @@ int gemm_cuda_device(int *dev, rl_err *e) {
 
 int gemm_cuda_plan_count(void) { return 0; }
 void gemm_cuda_release(void) {}
+#endif
+
+#if !RLRUN_CUDA
+/* Stand-ins of the small-M fp8-block GEMM (kernels/gemm_small_fp8_cuda.cu): say that
+ * this build has no CUDA. */
+static int sgf8_no_cuda(rl_err *e) {
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "gemm_small_fp8_block: operands are in device memory but this binary was built "
+                 "without CUDA; rebuild with nvcc available or use device: cpu");
+}
+
+int gemm_small_fp8_block_cuda(float *y, const uint16_t *x, const qtensor *w, int64_t M,
+                              const quant_policy *pol, void *stream, rl_err *e) {
+  (void)y, (void)x, (void)w, (void)M, (void)pol, (void)stream;
+  return sgf8_no_cuda(e);
+}
+
+int gemm_small_fp8_block_probe_cuda(float *y, uint8_t *qx, float *sx, const uint16_t *x,
+                                    const qtensor *w, int64_t M, const quant_policy *pol,
+                                    void *stream, rl_err *e) {
+  (void)y, (void)qx, (void)sx, (void)x, (void)w, (void)M, (void)pol, (void)stream;
+  return sgf8_no_cuda(e);
+}
+
+void gemm_small_fp8_release(void) {}
 #endif

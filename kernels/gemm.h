@@ -131,45 +131,252 @@ void gemm_cuda_release(void);
  * linear_forward's BF16 output followed by a BF16 → FP32 conversion gives, in
  * one kernel. Each weight element is read from HBM once per call.
  *
- * Batch invariance: a CTA owns 32 or 64 weight rows × one K slice; the slices
- * (count and boundaries) are a function of (N, K) only (gemm_small_plan), each
- * slice is summed in a fixed order by mma.sync, and the FP32 partials of the
- * slices are added in slice order by the last CTA of each tile (an integer
- * arrival counter; no float atomics). So y[m][n] has the same bits whatever M
- * and the other rows are.
+ * Three entry points, one kernel:
+ *   gemm_small_bf16_cuda         one weight matrix.
+ *   gemm_small_bf16_group_cuda   1 … GEMM_SMALL_MAX_SEGS matrices that share x and K
+ *                                (the decode step's q, k, v) in one launch, each
+ *                                segment written to its own y [M][N_i].
+ *   gemm_small_bf16_swiglu_cuda  gate and up projections and the activation in one
+ *                                launch: act[m][n] = bf16_rne(silu(g)·u) (FP32 product,
+ *                                __fmul_rn) with g, u the BF16-rounded sums of wg and wu,
+ *                                silu(g) = g / (1 + e^−g) — the function
+ *                                ops_swiglu_forward_cuda uses (kernels/ops_cuda_util.cuh).
+ *                                act is BF16 [M][N]: the down projection's input.
+ *
+ * Batch invariance: a CTA owns 32 or 64 weight rows (of each of wg, wu for the
+ * SwiGLU) × one K slice; the slices (count and boundaries) are a function of
+ * the shapes only (gemm_small_plan of the launch's weight rows: N for one
+ * matrix, Σ_i ceil(N_i / GEMM_SMALL_BN)·GEMM_SMALL_BN for a group, the group
+ * {wg, wu} for the SwiGLU), each slice is summed in a fixed order by mma.sync,
+ * and the FP32 partials of the slices are added in slice order 0, 1, …, S−1
+ * (no float atomics). So a row's bits never depend on M or on the other rows.
+ * Consequences the tests check: a one-segment group == gemm_small_bf16_cuda, and
+ * the SwiGLU == ops_swiglu_forward_cuda of the group {wg, wu}'s outputs, bitwise.
+ * The tile width, the CTA shape and the reduction path (below) are chosen by M
+ * and the knobs, but none of them changes a sum or its order.
  *
  * Requirements (else RL_EXIT_USAGE): 1 ≤ M ≤ GEMM_SMALL_MAX_M (M = 0 or N = 0
- * does nothing), K % 8 == 0, x and w 16-byte aligned, y 4-byte aligned,
- * device pointers. `stream` is a cudaStream_t (NULL: the per-thread default
- * stream). The workspace (partials, counters) is per device, grown on demand
- * (device_buffers_changed() when it moves) and shared: one stream per device,
- * as for linear.h. Capturable in a CUDA graph once it has grown. */
+ * does nothing), K % 8 == 0, x and w 16-byte aligned, y 4-byte aligned (act
+ * 2-byte), device pointers. `stream` is a cudaStream_t (NULL: the per-thread
+ * default stream). Split-K partials are reduced either inside a thread-block
+ * cluster (the S CTAs of a tile, S ≤ 8: through distributed shared memory, no
+ * workspace) or through a per-device workspace (partials, counters), grown on
+ * demand (device_buffers_changed() when it moves) and shared: one stream per
+ * device, as for linear.h. Capturable in a CUDA graph once it has grown (one
+ * eager call of the shape first). */
 #define GEMM_SMALL_MAX_M 256
 #define GEMM_SMALL_BN 32    /* weight rows of a tile, as the K split counts them */
 #define GEMM_SMALL_BK 128   /* K per pipeline stage */
 #define GEMM_SMALL_CTAS 264 /* CTAs the K split aims at (2 per SM of an H100/H200) */
 #define GEMM_SMALL_MAX_SLICES 32
+#define GEMM_SMALL_MAX_SEGS 4
+#define GEMM_SMALL_MAX_CLUSTER 8 /* most slices reduced inside a cluster (portable size) */
 
-/* The CTA target of the K split: RLRUN_SMALL_GEMM_CTAS (a tuning knob, 1 …
- * 65536) or GEMM_SMALL_CTAS. */
+/* Tuning knobs, read once from the environment (a number out of range or
+ * unparsable is ignored: the default stays):
+ *   RLRUN_SMALL_GEMM_CTAS        1 … 65536, default GEMM_SMALL_CTAS: the CTA target
+ *                                of the K split. CHANGES THE SUMS (a different plan).
+ *   RLRUN_SMALL_GEMM_MIN_STAGES  1 … 16, default 2: at most ceil(stages / min_stages)
+ *                                slices (stages: 128-K stages of K), i.e. slices of
+ *                                about min_stages stages or more. CHANGES THE SUMS.
+ *   RLRUN_SMALL_GEMM_BN          0 (auto), 32, 64: weight rows of a CTA at M > 32 in
+ *                                one-matrix and group launches. Auto: 64 when the
+ *                                64-row tiles × slices still give ≥ ctas/2 CTAs (the
+ *                                qkv group), else 32 (64 also at any M when 64-row
+ *                                tiles alone give ≥ ctas CTAs: lm_head). 64 halves the
+ *                                L2 reads of x per weight byte. Bits unchanged.
+ *   RLRUN_SMALL_GEMM_REDUCE      cluster (default), global: the split-K reduction.
+ *                                cluster: the S CTAs of a tile (S ≤ GEMM_SMALL_MAX_CLUSTER)
+ *                                form a thread-block cluster; each keeps its FP32 partial
+ *                                in shared memory and, after one cluster barrier, sums
+ *                                1/S of the tile's outputs over the S partials, read
+ *                                through distributed shared memory (no workspace, no
+ *                                counters, no global round trip). Where S > 8 or the GPU
+ *                                cannot schedule the cluster: global. global: partials
+ *                                through the workspace, an arrival counter per tile, the
+ *                                last CTA sums them. Bits unchanged.
+ * gemm_small_tune_set replaces them for the rest of the process (benchmarks and tests
+ * sweep them in one run); not thread-safe: call it while no GEMM is being launched. */
+enum { GEMM_SMALL_REDUCE_CLUSTER, GEMM_SMALL_REDUCE_GLOBAL };
+typedef struct gemm_small_tune {
+  int ctas;       /* RLRUN_SMALL_GEMM_CTAS */
+  int min_stages; /* RLRUN_SMALL_GEMM_MIN_STAGES */
+  int bn;         /* RLRUN_SMALL_GEMM_BN: 0, 32 or 64 */
+  int reduce;     /* RLRUN_SMALL_GEMM_REDUCE: GEMM_SMALL_REDUCE_* */
+} gemm_small_tune;
+
+/* The knobs in force (the environment's, or the last gemm_small_tune_set). */
+gemm_small_tune gemm_small_tune_get(void);
+/* Replace the knobs (values out of range fall back to the defaults); NULL: back
+ * to the environment's. */
+void gemm_small_tune_set(const gemm_small_tune *t);
+/* "ctas=264 min_stages=2 bn=auto reduce=cluster" (for reports); buf of ≥ 80 bytes. */
+const char *gemm_small_tune_str(const gemm_small_tune *t, char *buf, size_t n);
+
+/* The CTA target of the K split: gemm_small_tune_get().ctas. */
 int gemm_small_ctas(void);
 
-/* The K split of an (N, K) product: `slices` slices of `slice_k` elements (a
- * multiple of GEMM_SMALL_BK; the last slice may be shorter). As many slices as
- * bring ceil(N / GEMM_SMALL_BN) tiles × slices up to gemm_small_ctas(), but
- * each slice at least two stages long where K allows, and at most
- * GEMM_SMALL_MAX_SLICES slices. Depends on N and K only (batch invariance). */
+/* The K split of a product with N weight rows: `slices` slices of `slice_k`
+ * elements (a multiple of GEMM_SMALL_BK; the last slice may be shorter). As many
+ * slices as bring ceil(N / GEMM_SMALL_BN) tiles × slices up to gemm_small_ctas(),
+ * but at most ceil(stages / min_stages) (with the default 2: every slice at least
+ * two stages long where K has two) and at most GEMM_SMALL_MAX_SLICES. Depends on N
+ * and K only (batch invariance). */
 void gemm_small_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k);
 
-/* The argument checks of gemm_small_bf16_cuda (no device access). */
+/* One matrix of a grouped launch: y [M][N] = x · wᵀ, w [N][K]. */
+typedef struct gemm_small_seg {
+  float *y;
+  const uint16_t *w;
+  int64_t N;
+} gemm_small_seg;
+
+/* The weight rows the K split of a group counts: Σ ceil(N_i / GEMM_SMALL_BN)·GEMM_SMALL_BN
+ * (a tile never straddles two segments). The group's plan is
+ * gemm_small_plan(gemm_small_group_rows(…), K); the SwiGLU's is that of the group
+ * {wg, wu}: gemm_small_plan(2·ceil(N / GEMM_SMALL_BN)·GEMM_SMALL_BN, K). */
+int64_t gemm_small_group_rows(const gemm_small_seg *seg, int n_seg);
+
+/* The argument checks of the three entry points (no device access). */
 int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
                      int64_t K, rl_err *e);
+int gemm_small_group_check(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
+                           int64_t K, rl_err *e);
+int gemm_small_swiglu_check(const uint16_t *act, const uint16_t *x, const uint16_t *wg,
+                            const uint16_t *wu, int64_t M, int64_t N, int64_t K, rl_err *e);
 
 int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
                          int64_t K, void *stream, rl_err *e);
+int gemm_small_bf16_group_cuda(const gemm_small_seg *seg, int n_seg /* 1 … GEMM_SMALL_MAX_SEGS */,
+                               const uint16_t *x, int64_t M, int64_t K, void *stream, rl_err *e);
+int gemm_small_bf16_swiglu_cuda(uint16_t *act, const uint16_t *x, const uint16_t *wg,
+                                const uint16_t *wu, int64_t M, int64_t N, int64_t K, void *stream,
+                                rl_err *e);
 
-/* Free the workspace of gemm_small_bf16_cuda (also done by gemm_cuda_release). */
+/* Free the workspace of the small-M GEMMs (also done by gemm_cuda_release). */
 void gemm_small_release(void);
+
+/* ---------------------------------------------------------------- small-M fp8-block GEMM
+ * The decode step's linear layers in the unified fp8-block mode (M = active
+ * sequences, 1 … 64) in one kernel (kernels/gemm_small_fp8_cuda.cu), instead of
+ * linear_forward's activation quantizer + cuBLASLt block-scaled FP8 GEMM + the
+ * BF16 → FP32 conversion:
+ *
+ *   y[m][n] = f32(bf16_rne(Σ_kb (sx[m][kb]·sw[n/128][kb]) · Σ_{k in block kb} qx[m][k]·qw[n][k]))
+ *
+ * w is the fp8-block weight as linear_forward receives it (device qtensor: E4M3
+ * [N][K], block_rows 128, FP32 scales ROWMAJOR [ceil(N/128)][ceil(K/128)] or
+ * HOPPER_WEIGHT [ceil(N/128)][roundup(ceil(K/128), 4)] — what sync makes); x is
+ * BF16 [M][K]; y FP32 [M][N]. The design is gemm_small_bf16_cuda's (weight rows ×
+ * K slices per CTA, cp.async ring, mma.sync, ordered split-K reduction).
+ *
+ * Numerics, in order:
+ *   1. qx, sx: each CTA quantizes the x rows × 128-K blocks it multiplies with the
+ *      device functions of quant_cuda_dev.cuh in k_quant_rows' order: amax = integer
+ *      max of the |bf16| bit patterns of the block (the part of a short last block
+ *      that exists), sx = fmt_fp8_block_scale(amax, pol->ue8m0) (amax/448 correctly
+ *      rounded, 1 for amax = 0, 2^ceil(log2(amax/448)) with ue8m0), qx =
+ *      E4M3_satfinite(RN(x / sx)) (Markstein's exact division, the cvt instruction).
+ *      A block holding Inf/NaN is poisoned as the quantizer poisons it (sx = NaN,
+ *      qx = 0), so its row of y is NaN, as linear_forward's is on CUDA (which does not
+ *      report it either). qx and sx are BIT-IDENTICAL to what quant_fp8_block_act_cuda
+ *      (hence quant_fp8_block_act_cpu) writes for linear_forward: nothing to refuse.
+ *      gemm_small_fp8_block_probe_cuda returns them (tests).
+ *   2. partial[m][n][kb] = Σ_{k in kb} qx·qw: four mma.sync m16n8k32 E4M3 × E4M3 → FP32
+ *      (two 64-K chunks, each two k32 MMAs, in K order) from 0 — the tensor core's own
+ *      accumulation (on Hopper fewer bits than FP32 inside an MMA; exact whenever the
+ *      block sum needs ≤ ~13 significant bits).
+ *   3. acc = fmaf(partial, fmul_rn(sx[m][kb], sw[n/128][kb]), acc), kb in order over
+ *      the K slice, acc starting at +0.
+ *   4. y = f32(bf16_rne(((acc_0 + acc_1) + …) + acc_{S−1})) over the S slices of
+ *      gemm_small_fp8_plan(N, K), added in slice order (FP32, __fadd_rn).
+ * Against linear_forward (cuBLASLt on the same qx, sx, qw, sw, BF16 output, then
+ * FP32): the same products and scales; steps 2–4 differ in accumulation order and
+ * final rounding only (cuBLASLt's order is its own), so results agree within the
+ * tolerance tests/gpu/gemm_small_fp8_gpu_test.c states, not bitwise. pol->ue8m0 is
+ * the only field read: pol->pin_algo (rows bitwise equal to the training GEMM) is not
+ * honoured — this kernel has its own batch-invariant order; a caller that needs
+ * pin_algo's bits calls linear_forward.
+ *
+ * Batch invariance as gemm_small_bf16_cuda: the K split is a function of (N, K)
+ * only (and the CTAS/MIN_STAGES knobs), slices are added in slice order by one CTA
+ * (integer counter or cluster barrier, no float atomics), the quantization of row m
+ * reads row m only: a row's bits never depend on M or its neighbours. Tile width,
+ * CTA shape, reduction path and PDL change no sum.
+ *
+ * Requirements (else RL_EXIT_USAGE, with a message that says to use linear_forward):
+ * 0 ≤ M ≤ GEMM_SMALL_FP8_MAX_M (M = 0 or N = 0 does nothing; K = 0 writes zeros),
+ * K % 16 == 0 (K % 128 need not be 0: the short last block is the part that exists,
+ * as FORMATS.md says), N any; x and w->data 16-byte aligned, w->scales and y 4-byte
+ * aligned, device pointers. `stream`: cudaStream_t (NULL: the per-thread default
+ * stream). Split-K partials go through a cluster (S ≤ 8) or a per-device workspace
+ * (grown on demand, device_buffers_changed() when it moves; one stream per device, as
+ * linear.h); capturable in a CUDA graph once grown (one eager call of the shape first).
+ *
+ * PDL (knob RLRUN_SMALL_FP8_PDL, default 1): the kernel is launched with programmatic
+ * stream serialization. Before griddepcontrol.wait it only lets the next kernel launch
+ * and asks L2 to prefetch its weight slice (no data enters the SM, so a weight written
+ * by the previous kernel is never read stale); x, y, the scales, the workspace are
+ * touched after the previous kernel has completed. A kernel after it that is launched
+ * normally waits for it to complete, as always. */
+#define GEMM_SMALL_FP8_MAX_M 64
+#define GEMM_SMALL_FP8_BK 128        /* K per pipeline stage = one scale block */
+#define GEMM_SMALL_FP8_PLAN_ROWS 32  /* weight rows of a tile, as the K split counts them */
+#define GEMM_SMALL_FP8_CTAS 264      /* CTAs the K split aims at (2 per SM of an H100/H200) */
+#define GEMM_SMALL_FP8_MIN_STAGES 2  /* fewest 128-K stages per slice where K allows */
+#define GEMM_SMALL_FP8_MAX_SLICES 32
+#define GEMM_SMALL_FP8_MAX_CLUSTER 8 /* most slices reduced inside a cluster (portable size) */
+
+/* Tuning knobs, read once from the environment (out of range or unparsable: the
+ * default stays):
+ *   RLRUN_SMALL_FP8_CTAS        1 … 65536, default GEMM_SMALL_FP8_CTAS: the CTA target of
+ *                               the K split. CHANGES THE SUMS (another plan).
+ *   RLRUN_SMALL_FP8_MIN_STAGES  1 … 16, default GEMM_SMALL_FP8_MIN_STAGES. CHANGES THE SUMS.
+ *   RLRUN_SMALL_FP8_BN          0 (auto), 32, 64: weight rows of a CTA. Auto: 64 where
+ *                               64-row tiles alone give ≥ ctas CTAs (lm_head), and at M > 32;
+ *                               else 32. 64 halves the x reads and x quantizations per weight
+ *                               byte. Bits unchanged.
+ *   RLRUN_SMALL_FP8_REDUCE      cluster (default) or global: the split-K reduction
+ *                               (gemm_small's two paths). Bits unchanged.
+ *   RLRUN_SMALL_FP8_PDL         1 (default) or 0: programmatic dependent launch. Bits unchanged.
+ * gemm_small_fp8_tune_set replaces them for the rest of the process (benchmarks, tests);
+ * not thread-safe: call it while no GEMM is being launched. */
+enum { GEMM_SMALL_FP8_REDUCE_CLUSTER, GEMM_SMALL_FP8_REDUCE_GLOBAL };
+typedef struct gemm_small_fp8_tune {
+  int ctas;       /* RLRUN_SMALL_FP8_CTAS */
+  int min_stages; /* RLRUN_SMALL_FP8_MIN_STAGES */
+  int bn;         /* RLRUN_SMALL_FP8_BN: 0, 32 or 64 */
+  int reduce;     /* RLRUN_SMALL_FP8_REDUCE: GEMM_SMALL_FP8_REDUCE_* */
+  int pdl;        /* RLRUN_SMALL_FP8_PDL: 0 or 1 */
+} gemm_small_fp8_tune;
+
+/* The knobs in force; replace them (NULL: back to the environment's); "ctas=264
+ * min_stages=2 bn=auto reduce=cluster pdl=1" (buf of ≥ 96 bytes). CUDA builds only. */
+gemm_small_fp8_tune gemm_small_fp8_tune_get(void);
+void gemm_small_fp8_tune_set(const gemm_small_fp8_tune *t);
+const char *gemm_small_fp8_tune_str(const gemm_small_fp8_tune *t, char *buf, size_t n);
+
+/* The K split of an N × K fp8-block product: `slices` slices of `slice_k` elements (a
+ * multiple of 128; the last may be shorter): as many as bring ceil(N / 32) tiles ×
+ * slices up to the CTA target, each at least min_stages 128-K stages where K allows,
+ * at most GEMM_SMALL_FP8_MAX_SLICES. Depends on N, K and the two knobs only. CUDA builds only. */
+void gemm_small_fp8_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k);
+
+/* The argument checks of the entry points (no device access). CUDA builds only. */
+int gemm_small_fp8_check(const float *y, const uint16_t *x, const qtensor *w, int64_t M,
+                         const quant_policy *pol, rl_err *e);
+
+/* y [M][N] (FP32) = the product above; pol: the policy linear_forward would get. */
+int gemm_small_fp8_block_cuda(float *y, const uint16_t *x, const qtensor *w, int64_t M,
+                              const quant_policy *pol, void *stream, rl_err *e);
+/* The same, and the activation as the kernel quantized and multiplied it: qx [M][K] E4M3
+ * (16-byte aligned) and sx [M][ceil(K/128)] FP32 row-major, device memory (a test hook). */
+int gemm_small_fp8_block_probe_cuda(float *y, uint8_t *qx, float *sx, const uint16_t *x,
+                                    const qtensor *w, int64_t M, const quant_policy *pol,
+                                    void *stream, rl_err *e);
+
+/* Free the workspace of the small-M fp8-block GEMM (also done by gemm_cuda_release). */
+void gemm_small_fp8_release(void);
 
 #ifdef __cplusplus
 }

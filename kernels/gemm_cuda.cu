@@ -612,6 +612,7 @@ extern "C" int gemm_cuda_plan_count(void) { return gemm_G.n_plans; }
 
 extern "C" void gemm_cuda_release(void) {
   gemm_small_release();
+  gemm_small_fp8_release();
   for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&gemm_G.plans[i]);
   gemm_G.n_plans = 0;
   memset(gemm_G.pins, 0, sizeof gemm_G.pins);

@@ -1,24 +1,32 @@
-/* gemm_small_cuda.cu — gemm_small_bf16_cuda (gemm.h): y = x·wᵀ for the decode
- * step's small M (1 … 256 rows) on BF16 tensor cores, FP32 accumulation, the
- * sum rounded to BF16 and stored as FP32.
+/* gemm_small_cuda.cu — the small-M BF16 GEMMs of gemm.h (gemm_small_bf16_cuda,
+ * its grouped launch gemm_small_bf16_group_cuda and the SwiGLU pair
+ * gemm_small_bf16_swiglu_cuda): y = x·wᵀ for the decode step's small M (1 … 256
+ * rows) on BF16 tensor cores, FP32 accumulation, the sum rounded to BF16 and
+ * stored as FP32 (or, for the SwiGLU, passed through silu(g)·u and stored as BF16).
  *
  * Why not cuBLASLt: at M ≤ 64 a decode GEMM is a weight stream (the Qwen3-0.6B
  * layers hold 2–6 MB each); cuBLASLt's 128-wide N tiles give 8–24 CTAs for
  * N = 1024–3072 and it does not split K, so 132 SMs wait on a few. Here:
  *
- *   Tile      a CTA owns BN = 32 weight rows (64 when N alone gives enough
- *             CTAs, e.g. lm_head: half the reads of x per weight byte) × one K
- *             slice × 8·MB rows of x (MB = 1, 2, 4, 8 by M). 16 weight rows a
- *             warp, and from 17 rows of x on two warps along M, so 2–8 warps.
- *             The slices come from gemm_small_plan(N, K) (enough CTAs to fill
- *             the GPU; a function of N and K only). M > 64 runs the 64-row
- *             chunks of x as more CTAs; they sit next to each other in launch
- *             order, so a weight tile comes from HBM once and from L2 for its
- *             other chunks.
- *   Pipeline  the CTA streams its slice in stages of 128 K (its weight rows
- *             and x rows of the stage) through a ring of NST shared-memory
- *             buffers with cp.async (NST − 1 stages in flight while one is
- *             multiplied): the weights never pass through registers unused.
+ *   Launch    one kernel for 1 … 4 weight matrices that share x and K (a group:
+ *             the CTAs enumerate the tiles of every segment in turn, a tile never
+ *             straddles two) or for the SwiGLU pair (a CTA owns the same rows of wg
+ *             and wu: two accumulator sets, the activation in the epilogue). One
+ *             launch instead of three (q, k, v) or three (gate, up, swiglu): the
+ *             per-launch latency (launch, ramp, split-K chain) is paid once.
+ *   Tile      a CTA owns BN = 32 weight rows (of each matrix of the pair), or 64
+ *             where that still gives enough CTAs (lm_head at any M; at M > 32 the
+ *             qkv group: half the L2 reads of x per weight byte, see gemm.h's
+ *             RLRUN_SMALL_GEMM_BN) × one K slice × 8·MB rows of x (MB = 1, 2, 4, 8
+ *             by M). 16 weight rows a warp, and from 17 rows of x on two warps along
+ *             M (four for the pair), so 2–8 warps. The slices come from
+ *             gemm_small_plan of the launch's weight rows (a function of the shapes
+ *             only). M > 64 runs the 64-row chunks of x as more CTAs; they sit next
+ *             to each other in launch order, so a weight tile comes from HBM once
+ *             and from L2 for its other chunks.
+ *   Pipeline  the CTA streams its slice in stages of 128 K (its weight rows and x
+ *             rows of the stage) through a ring of NST shared-memory buffers with
+ *             cp.async (NST − 1 stages in flight while one is multiplied).
  *   MMA       mma.sync m16n8k16 with the weights as A (16 rows n) and x as B
  *             (8 columns m): M is padded to 8, not 16. Within each 32-wide K
  *             chunk, lane (g, t) reads 16 bytes — K positions 8t … 8t+7 — of
@@ -29,26 +37,35 @@
  *             it lets every fragment be one 16-byte shared load. Rows are 256 B;
  *             16-byte chunk c of row r sits at c ^ 4·(r & 1), so the 8 lanes of
  *             each load phase (rows g, g+1) hit 8 distinct bank groups.
- *   Split K   with one slice the accumulators go to y directly. Otherwise each
- *             CTA writes its FP32 partial to a workspace laid out per tile
- *             [tile][m-chunk][slice][row][BN], then counts itself in with an
- *             atomicAdd on the tile's counter (after __threadfence); the CTA
- *             that arrives last copies the tile's S partials into shared memory
- *             (cp.async, all in flight at once), adds them in slice order
- *             0, 1, …, S−1, rounds and writes y, and resets the counter to 0 for
- *             the next call (or graph replay).
+ *   Split K   with one slice the accumulators go to y directly. Otherwise, where
+ *             the S ≤ 8 CTAs of a tile can form a thread-block cluster (the
+ *             default): each CTA writes its FP32 partial into its own (now idle)
+ *             shared memory, one cluster barrier, then CTA r sums every S-th group
+ *             of 4 outputs of the tile over the S partials in slice order 0 … S−1,
+ *             read through distributed shared memory, and writes y; a second barrier
+ *             keeps each partial alive until the others have read it. No workspace,
+ *             no counters, no global round trip. Else (S > 8, or
+ *             RLRUN_SMALL_GEMM_REDUCE=global) each CTA writes its partial to a
+ *             workspace laid out [tile][m-chunk][slice][part][row][BN], counts itself
+ *             in with an atomicAdd on the tile's counter (after __threadfence); the
+ *             CTA that arrives last copies the tile's S partials into shared memory
+ *             (cp.async, all in flight at once), adds them in slice order, writes y,
+ *             and resets the counter to 0 for the next call (or graph replay).
  *
  * Determinism and batch invariance: y[m][n] is the sum of the same MMAs
  * (same K positions, same order) and the same ordered slice sum whatever M
- * is and wherever row m sits in the batch; padded rows and columns are zeros
- * whose outputs are dropped, K beyond a slice's end is zero in both operands.
- * No float atomics. */
+ * is, wherever row m sits in the batch, whatever the tile width, CTA shape or
+ * reduction path: those decide which thread computes an output, not how. Padded
+ * rows and columns are zeros whose outputs are dropped, K beyond a slice's end
+ * is zero in both operands. No float atomics. The SwiGLU epilogue is
+ * ops_swiglu_forward_cuda's arithmetic on the BF16-rounded g and u (silu shared
+ * through ops_cuda_util.cuh, same compile flags). */
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/ops_cuda_util.cuh" /* silu; common.h with C linkage */
 extern "C" {
-#include "kernels/common.h" /* C linkage (common.h has no extern "C" guards) */
 #include "kernels/device.h"
 }
 #include "kernels/formats.h"
@@ -58,31 +75,50 @@ namespace {
 
 constexpr int BK = GEMM_SMALL_BK; /* K per stage */
 constexpr int CH = BK / 8;        /* 16-byte chunks per stage row */
+constexpr int MAXSEG = GEMM_SMALL_MAX_SEGS;
+constexpr int SMEM_BUDGET = 98304; /* ring bytes a CTA aims at: two CTAs per SM */
 static_assert(BK % 32 == 0 && CH == 16, "the swizzle assumes 16 chunks per row");
 
-/* The CTA shape of MB m-blocks (8 rows of x each) and WN warps along N:
- * WM warps along M (2 from MB = 4, i.e. M ≥ 17, so that 4 warps share the MMAs),
- * BN = 16·WN weight rows, MB / WM m-blocks a warp. */
-__host__ __device__ constexpr int sg_wm(int mb) { return mb >= 4 ? 2 : 1; }
-__host__ __device__ constexpr int sg_threads(int mb, int wn) { return 32 * wn * sg_wm(mb); }
+/* The CTA shape of MB m-blocks (8 rows of x each), WN warps along N and SW (the
+ * SwiGLU pair: P = 2 weight matrices, two accumulator sets a warp): WM warps
+ * along M (two from MB = 4, i.e. M ≥ 17; four for the pair, whose warps do twice
+ * the MMAs), BN = 16·WN weight rows of each matrix, MB / WM m-blocks a warp. */
+__host__ __device__ constexpr int sg_parts(bool sw) { return sw ? 2 : 1; }
+__host__ __device__ constexpr int sg_wm(int mb, bool sw) { return mb >= 4 ? (sw ? 4 : 2) : (sw && mb == 2 ? 2 : 1); }
+__host__ __device__ constexpr int sg_threads(int mb, int wn, bool sw) { return 32 * wn * sg_wm(mb, sw); }
 __host__ __device__ constexpr int sg_bn(int wn) { return 16 * wn; }
-/* BF16 elements of one stage: BN weight rows and 8·MB x rows of BK. */
-__host__ __device__ constexpr int sg_stage_elems(int mb, int wn) { return (sg_bn(wn) + 8 * mb) * BK; }
-/* Stages of the ring: as many as fit ~96 KB of shared memory, 2 … 6. */
+/* BF16 elements of one stage: P·BN weight rows and 8·MB x rows of BK. */
+__host__ __device__ constexpr int sg_stage_elems(int mb, int wn, bool sw) { return (sg_parts(sw) * sg_bn(wn) + 8 * mb) * BK; }
+/* Stages of the ring: as many as fit SMEM_BUDGET, 2 … 6. */
 __host__ __device__ constexpr int sg_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-__host__ __device__ constexpr int sg_nst(int mb, int wn) { return sg_clamp(98304 / (2 * sg_stage_elems(mb, wn)), 2, 6); }
-__host__ __device__ constexpr int sg_smem_bytes(int mb, int wn) { return sg_nst(mb, wn) * sg_stage_elems(mb, wn) * 2; }
+__host__ __device__ constexpr int sg_nst(int mb, int wn, bool sw) {
+  return sg_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb, wn, sw)), 2, 6);
+}
+__host__ __device__ constexpr int sg_smem_bytes(int mb, int wn, bool sw) { return sg_nst(mb, wn, sw) * sg_stage_elems(mb, wn, sw) * 2; }
+/* Row stride (floats) of a partial kept in shared memory for the cluster
+ * reduction: +4 spreads the rows 2t of the accumulator writes over the banks. */
+__host__ __device__ constexpr int sg_ldp(int wn) { return sg_bn(wn) + 4; }
+/* Index of a kernel instance (bits of the per-device "attribute set" masks). */
+__host__ __device__ constexpr int sg_kid(int mb, int wn, bool sw) {
+  return (mb == 1 ? 0 : mb == 2 ? 1 : mb == 4 ? 2 : 3) * 4 + (wn == 4 ? 2 : 0) + (sw ? 1 : 0);
+}
 
 /* Element offset of 16-byte chunk c of row r in a stage tile (rows of BK, XOR swizzle). */
 __host__ __device__ __forceinline__ int sg_off(int r, int c) { return r * BK + 8 * (c ^ ((r & 1) << 2)); }
 
-/* What a launch needs. */
+/* What a launch needs. Segments: tiles t0[i] … t0[i+1]−1 are rows of w[i] (N = n[i]),
+ * written to y[i]; the SwiGLU pair has one segment, w[0] = gate, w[1] = up, out act. */
 struct sg_args {
-  float *y, *ws;
+  const uint16_t *x;
+  const uint16_t *w[MAXSEG];
+  float *y[MAXSEG];
+  uint16_t *act;
+  float *ws;
   unsigned *cnt;
-  const uint16_t *x, *w;
-  int64_t N, K, slice_k;
-  int M, slices, n_mc; /* n_mc: chunks of 8·MB rows of x */
+  int64_t n[MAXSEG], t0[MAXSEG + 1];
+  int64_t K, slice_k;
+  int M, slices, n_mc, n_seg; /* n_mc: chunks of 8·MB rows of x */
+  int cluster;                /* 1: the slices of a tile are a cluster and reduce through DSMEM */
 };
 
 /* ---------------------------------------------------------------- PTX wrappers */
@@ -108,27 +144,64 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* Every thread of the cluster arrives (its shared-memory writes released) and
+ * waits for all the others (their writes acquired). Not .aligned: the threads
+ * may come from loops of different trip counts. */
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+
+/* The shared::cluster address of shared-memory address a in CTA `rank` of the cluster. */
+__device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
+  return r;
+}
+
+__device__ __forceinline__ float4 cluster_ld4(uint32_t a) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(a)
+               : "memory");
+  return v;
+}
+
+__device__ __forceinline__ float4 add4(float4 a, float4 b) {
+  return make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
+}
+
 /* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
 __device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
 
 /* ---------------------------------------------------------------- kernel */
 
+/* One output: y = bf16(g) as FP32, or (SwiGLU) act = bf16(silu(bf16(g)) · bf16(u)) —
+ * ops_swiglu_forward_cuda's expression on what gemm_small would have stored. */
+template <bool SW>
+__device__ __forceinline__ void sg_put(const sg_args &a, float *y, int64_t N, int m, int64_t n, float g, float u) {
+  if constexpr (SW) a.act[(int64_t)m * N + n] = fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(g)), bf16_round(u)));
+  else y[(int64_t)m * N + n] = bf16_round(g);
+}
+
 /* Start copying stage st of the CTA's slice [k0, k1) into ring slot st % NST:
- * weight rows n0 … n0+BN−1 and x rows m0 … m0+8·MB−1; rows past N or M and
- * chunks past k1 become zeros. */
-template <int MB, int WN>
-__device__ __forceinline__ void sg_load(uint16_t *sm, const sg_args &a, int st, int64_t n0, int m0, int64_t k0,
-                                        int64_t k1) {
-  constexpr int NST = sg_nst(MB, WN), XR = 8 * MB, BN = sg_bn(WN), T = sg_threads(MB, WN);
-  static_assert(BN * CH % T == 0 && XR * CH % T == 0, "whole copies per thread");
-  uint16_t *Ws = sm + (st % NST) * sg_stage_elems(MB, WN), *Xs = Ws + BN * BK;
+ * weight rows n0 … n0+BN−1 of w0 (and of w1: the pair) and x rows m0 … m0+8·MB−1;
+ * rows past N or M and chunks past k1 become zeros. */
+template <int MB, int WN, bool SW>
+__device__ __forceinline__ void sg_load(uint16_t *sm, const sg_args &a, const uint16_t *w0, const uint16_t *w1,
+                                        int64_t N, int st, int64_t n0, int m0, int64_t k0, int64_t k1) {
+  constexpr int NST = sg_nst(MB, WN, SW), XR = 8 * MB, BN = sg_bn(WN), R = sg_parts(SW) * BN;
+  constexpr int T = sg_threads(MB, WN, SW);
+  static_assert(R * CH % T == 0 && XR * CH % T == 0, "whole copies per thread");
+  uint16_t *Ws = sm + (st % NST) * sg_stage_elems(MB, WN, SW), *Xs = Ws + R * BK;
   const int64_t kb = k0 + (int64_t)st * BK;
 #pragma unroll
-  for (int j = 0; j < BN * CH / T; j++) {
+  for (int j = 0; j < R * CH / T; j++) {
     const int i = (int)threadIdx.x + j * T, r = i / CH, c = i % CH;
-    const int64_t n = n0 + r, k = kb + 8 * c;
-    const bool ok = n < a.N && k < k1;
-    cp_async16(smem_u32(Ws + sg_off(r, c)), ok ? a.w + n * a.K + k : a.w, ok ? 16 : 0);
+    const uint16_t *w = SW && r >= BN ? w1 : w0;
+    const int64_t n = n0 + (r % BN), k = kb + 8 * c;
+    const bool ok = n < N && k < k1;
+    cp_async16(smem_u32(Ws + sg_off(r, c)), ok ? w + n * a.K + k : w, ok ? 16 : 0);
   }
 #pragma unroll
   for (int j = 0; j < XR * CH / T; j++) {
@@ -140,117 +213,191 @@ __device__ __forceinline__ void sg_load(uint16_t *sm, const sg_args &a, int st, 
   }
 }
 
-/* One CTA: block b = (tile · slices + slice) · n_mc + m-chunk. */
-template <int MB, int WN>
-__global__ void __launch_bounds__(sg_threads(MB, WN)) gemm_small_kernel(sg_args a) {
+/* One CTA: block b = ((tile · n_mc) + m-chunk) · slices + slice (the slices of a
+ * tile adjacent: they form its cluster). */
+template <int MB, int WN, bool SW>
+__global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(const sg_args a) {
   extern __shared__ uint4 sg_smem[];
   __shared__ int s_last;
-  constexpr int NST = sg_nst(MB, WN), XR = 8 * MB, SE = sg_stage_elems(MB, WN), BN = sg_bn(WN);
-  constexpr int T = sg_threads(MB, WN), WM = sg_wm(MB), MBW = MB / WM;
+  constexpr int P = sg_parts(SW), NST = sg_nst(MB, WN, SW), XR = 8 * MB, SE = sg_stage_elems(MB, WN, SW);
+  constexpr int BN = sg_bn(WN), R = P * BN, T = sg_threads(MB, WN, SW), WM = sg_wm(MB, SW), MBW = MB / WM;
   uint16_t *sm = reinterpret_cast<uint16_t *>(sg_smem);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tg = lane & 3;
   const int wn = warp % WN, wm = warp / WN;
   int64_t b = blockIdx.x;
-  const int mc = (int)(b % a.n_mc);
-  b /= a.n_mc;
   const int s = (int)(b % a.slices);
-  const int64_t tile = b / a.slices, n0 = tile * BN;
+  b /= a.slices;
+  const int mc = (int)(b % a.n_mc);
+  const int64_t tile = b / a.n_mc;
+  /* the tile's segment (constant indices only: no local copy of the arguments) */
+  const uint16_t *w0 = a.w[0], *w1 = a.w[1];
+  float *y = a.y[0];
+  int64_t N = a.n[0], tb = 0;
+  if (!SW) {
+#pragma unroll
+    for (int i = 1; i < MAXSEG; i++)
+      if (i < a.n_seg && tile >= a.t0[i]) w0 = a.w[i], y = a.y[i], N = a.n[i], tb = a.t0[i];
+  }
+  const int64_t n0 = (tile - tb) * BN;
   const int m0 = mc * XR;
   const int64_t k0 = (int64_t)s * a.slice_k, k1 = min(a.K, k0 + a.slice_k);
   const int nst = (int)((k1 - k0 + BK - 1) / BK);
 
-  float acc[MBW][4];
+  float acc[P][MBW][4];
 #pragma unroll
-  for (int i = 0; i < MBW; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  for (int p = 0; p < P; p++)
+#pragma unroll
+    for (int i = 0; i < MBW; i++) acc[p][i][0] = acc[p][i][1] = acc[p][i][2] = acc[p][i][3] = 0.f;
 
 #pragma unroll
   for (int st = 0; st < NST - 1; st++) { /* prologue: NST − 1 stages in flight */
-    if (st < nst) sg_load<MB, WN>(sm, a, st, n0, m0, k0, k1);
+    if (st < nst) sg_load<MB, WN, SW>(sm, a, w0, w1, N, st, n0, m0, k0, k1);
     cp_commit();
   }
-  const int ra = wn * 16 + gr;   /* this lane's weight rows: ra, ra + 8 of the tile */
+  const int ra = wn * 16 + gr;      /* this lane's weight rows: ra, ra + 8 of the tile (of each matrix) */
   const int rx = wm * MBW * 8 + gr; /* its x rows: rx + 8i, i < MBW */
   for (int st = 0; st < nst; st++) {
     cp_wait<NST - 2>(); /* stage st has landed (this thread's copies) … */
     __syncthreads();    /* … everyone's, and slot (st − 1) % NST is free again */
-    if (st + NST - 1 < nst) sg_load<MB, WN>(sm, a, st + NST - 1, n0, m0, k0, k1);
+    if (st + NST - 1 < nst) sg_load<MB, WN, SW>(sm, a, w0, w1, N, st + NST - 1, n0, m0, k0, k1);
     cp_commit(); /* (empty groups at the tail keep the count uniform) */
-    const uint16_t *Ws = sm + (st % NST) * SE, *Xs = Ws + BN * BK;
+    const uint16_t *Ws = sm + (st % NST) * SE, *Xs = Ws + R * BK;
 #pragma unroll
     for (int c = 0; c < BK / 32; c++) {
       const int q = 4 * c + tg; /* 16-byte chunk: K positions 32c + 8tg … +7 of the stage */
-      const uint4 wa = *reinterpret_cast<const uint4 *>(Ws + sg_off(ra, q));
-      const uint4 wb = *reinterpret_cast<const uint4 *>(Ws + sg_off(ra + 8, q));
-      const uint32_t a0[4] = {wa.x, wb.x, wa.y, wb.y}, a1[4] = {wa.z, wb.z, wa.w, wb.w};
+      uint32_t af[P][2][4];
+#pragma unroll
+      for (int p = 0; p < P; p++) {
+        const uint4 wa = *reinterpret_cast<const uint4 *>(Ws + sg_off(p * BN + ra, q));
+        const uint4 wb = *reinterpret_cast<const uint4 *>(Ws + sg_off(p * BN + ra + 8, q));
+        af[p][0][0] = wa.x, af[p][0][1] = wb.x, af[p][0][2] = wa.y, af[p][0][3] = wb.y;
+        af[p][1][0] = wa.z, af[p][1][1] = wb.z, af[p][1][2] = wa.w, af[p][1][3] = wb.w;
+      }
 #pragma unroll
       for (int i = 0; i < MBW; i++) {
         const uint4 xv = *reinterpret_cast<const uint4 *>(Xs + sg_off(rx + 8 * i, q));
-        mma16816(acc[i], a0, xv.x, xv.y);
-        mma16816(acc[i], a1, xv.z, xv.w);
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+          mma16816(acc[p][i], af[p][0], xv.x, xv.y);
+          mma16816(acc[p][i], af[p][1], xv.z, xv.w);
+        }
       }
     }
   }
 
-  /* acc[i][h + 2v] is (x row m0 + rx − gr + 8i + 2tg + h, weight row n0 + ra + 8v) */
-  const int rc = rx - gr + 2 * tg; /* x row (in the chunk) of acc[0][0] */
+  /* acc[p][i][h + 2v] is (x row m0 + rx − gr + 8i + 2tg + h, row n0 + ra + 8v of matrix p) */
+  const int rc = rx - gr + 2 * tg; /* x row (in the chunk) of acc[.][0][0] */
+  const int rows = min(XR, a.M - m0);
   if (a.slices == 1) {
 #pragma unroll
     for (int i = 0; i < MBW; i++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
-        const int m = m0 + rc + 8 * i + h;
-        if (m >= a.M) continue;
+        const int r = rc + 8 * i + h;
+        if (r >= rows) continue;
 #pragma unroll
         for (int v = 0; v < 2; v++) {
           const int64_t n = n0 + ra + 8 * v;
-          if (n < a.N) a.y[(int64_t)m * a.N + n] = bf16_round(acc[i][h + 2 * v]);
+          if (n < N) sg_put<SW>(a, y, N, m0 + r, n, acc[0][i][h + 2 * v], acc[P - 1][i][h + 2 * v]);
         }
       }
     return;
   }
 
-  /* split K: this slice's partial, then the arrival count of the tile */
-  const int rows = min(XR, a.M - m0);
-  const int64_t tix = tile * a.n_mc + mc;
-  float *part = a.ws + ((size_t)tix * a.slices + s) * XR * BN;
+  const int S = a.slices;
+  if (a.cluster) {
+    /* split K inside the cluster: partial [p][row][LDP] in this CTA's shared memory */
+    constexpr int LDP = sg_ldp(WN), V4 = BN / 4;
+    static_assert(P * XR * LDP * 4 <= sg_smem_bytes(MB, WN, SW), "the partial fits the ring");
+    float *buf = reinterpret_cast<float *>(sg_smem);
+    cp_wait<0>();
+    __syncthreads(); /* every warp is done with the ring */
 #pragma unroll
-  for (int i = 0; i < MBW; i++)
+    for (int p = 0; p < P; p++)
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int r = rc + 8 * i + h;
-      if (r >= rows) continue;
-      part[r * BN + ra] = acc[i][h];
-      part[r * BN + ra + 8] = acc[i][h + 2];
+      for (int i = 0; i < MBW; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int r = rc + 8 * i + h;
+          buf[(p * XR + r) * LDP + ra] = acc[p][i][h];
+          buf[(p * XR + r) * LDP + ra + 8] = acc[p][i][h + 2];
+        }
+    cluster_sync(); /* all S partials written */
+    const uint32_t base = smem_u32(buf);
+    /* CTA s (= its rank in the cluster) takes blocks of T groups of 4 outputs, every S-th block */
+    constexpr int MC = GEMM_SMALL_MAX_CLUSTER;
+    for (int j = s * T + tid; j < rows * V4; j += S * T) {
+      const int r = j / V4, c = (j % V4) * 4;
+      const uint32_t og = base + (uint32_t)(r * LDP + c) * 4, ou = og + (uint32_t)(XR * LDP) * 4;
+      float4 pg[MC], pu[MC]; /* all S loads in flight before the first add */
+#pragma unroll
+      for (int t = 0; t < MC; t++)
+        if (t < S) {
+          pg[t] = cluster_ld4(cluster_map(og, t));
+          if (SW) pu[t] = cluster_ld4(cluster_map(ou, t));
+        }
+      float4 g = pg[0], u = SW ? pu[0] : pg[0];
+#pragma unroll
+      for (int t = 1; t < MC; t++)
+        if (t < S) {
+          g = add4(g, pg[t]);
+          if (SW) u = add4(u, pu[t]);
+        }
+      const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        if (n0 + c + e < N) sg_put<SW>(a, y, N, m0 + r, n0 + c + e, gv[e], uv[e]);
     }
+    cluster_sync(); /* the others have read this CTA's partial: its shared memory may go */
+    return;
+  }
+
+  /* split K through the workspace: this slice's partial, then the arrival count of the tile */
+  const int64_t tix = tile * a.n_mc + mc;
+  float *part = a.ws + ((size_t)tix * S + s) * P * XR * BN;
+#pragma unroll
+  for (int p = 0; p < P; p++)
+#pragma unroll
+    for (int i = 0; i < MBW; i++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int r = rc + 8 * i + h;
+        if (r >= rows) continue;
+        part[(p * XR + r) * BN + ra] = acc[p][i][h];
+        part[(p * XR + r) * BN + ra + 8] = acc[p][i][h + 2];
+      }
   __threadfence(); /* the partial is visible device-wide before the count says so */
   __syncthreads();
-  if (tid == 0) s_last = atomicAdd(a.cnt + tix, 1u) == (unsigned)(a.slices - 1);
+  if (tid == 0) s_last = atomicAdd(a.cnt + tix, 1u) == (unsigned)(S - 1);
   __syncthreads();
   if (!s_last) return;
   __threadfence(); /* the other slices' partials are read after their counts */
 
   /* last CTA of the tile: y = Σ_s partial_s in slice order, in passes of rows
-   * that fit the (now idle) shared memory */
+   * that fit the (now idle) shared memory; buf holds [slice][part][row][BN] */
   float *buf = reinterpret_cast<float *>(sg_smem);
-  const float *src = a.ws + (size_t)tix * a.slices * XR * BN;
-  const int cap_rows = sg_smem_bytes(MB, WN) / (4 * BN * a.slices); /* ≥ 1: slices ≤ GEMM_SMALL_MAX_SLICES */
+  const float *src = a.ws + (size_t)tix * S * P * XR * BN;
+  const int cap_rows = sg_smem_bytes(MB, WN, SW) / (4 * BN * S * P); /* ≥ 1: S ≤ GEMM_SMALL_MAX_SLICES */
   const int per = max(1, min(rows, cap_rows));
   cp_wait<0>();
   __syncthreads(); /* the ring is idle: no copy of the main loop is outstanding */
   for (int r0 = 0; r0 < rows; r0 += per) {
-    const int nr = min(per, rows - r0), vec = nr * BN / 4; /* 16-byte vectors per slice */
-    for (int i = tid; i < a.slices * vec; i += T) {
-      const int t = i / vec, j = i % vec;
-      cp_async16(smem_u32(buf + (size_t)i * 4), src + ((size_t)t * XR + r0) * BN + (size_t)j * 4, 16);
+    const int nr = min(per, rows - r0), vec = nr * BN / 4; /* 16-byte vectors per (slice, part) */
+    for (int i = tid; i < S * P * vec; i += T) {
+      const int tp = i / vec, j = i % vec; /* tp = slice · P + part */
+      cp_async16(smem_u32(buf + (size_t)i * 4), src + ((size_t)tp * XR + r0) * BN + (size_t)j * 4, 16);
     }
     cp_commit();
     cp_wait<0>();
     __syncthreads();
     for (int i = tid; i < nr * BN; i += T) {
       const int64_t n = n0 + i % BN;
-      float v = buf[i];
-      for (int t = 1; t < a.slices; t++) v = __fadd_rn(v, buf[t * nr * BN + i]);
-      if (n < a.N) a.y[(int64_t)(m0 + r0 + i / BN) * a.N + n] = bf16_round(v);
+      float g = buf[i], u = SW ? buf[nr * BN + i] : 0.f;
+      for (int t = 1; t < S; t++) {
+        g = __fadd_rn(g, buf[(t * P) * nr * BN + i]);
+        if (SW) u = __fadd_rn(u, buf[(t * P + 1) * nr * BN + i]);
+      }
+      if (n < N) sg_put<SW>(a, y, N, m0 + r0 + i / BN, n, g, u);
     }
     __syncthreads(); /* buf is read before the next pass overwrites it */
   }
@@ -259,14 +406,19 @@ __global__ void __launch_bounds__(sg_threads(MB, WN)) gemm_small_kernel(sg_args 
 
 /* ---------------------------------------------------------------- host side */
 
+constexpr int NKERN = 16; /* sg_kid range */
+
 /* The workspace per device (grown on demand; a captured graph holds its
- * pointers, hence device_buffers_changed() on every move). */
+ * pointers, hence device_buffers_changed() on every move) and what has been
+ * asked of each kernel instance once per device. */
 static struct {
   void *ws[DEVICE_MAX_GPUS], *cnt[DEVICE_MAX_GPUS];
   size_t ws_cap[DEVICE_MAX_GPUS], cnt_cap[DEVICE_MAX_GPUS];
-  unsigned attr[DEVICE_MAX_GPUS]; /* bit MB (+ 8 when WN = 4): gemm_small_kernel<MB, WN>'s shared-memory limit is raised */
-  int n_devices;                  /* cudaGetDeviceCount, -1 until asked */
-} SG = {{0}, {0}, {0}, {0}, {0}, -1};
+  unsigned attr[DEVICE_MAX_GPUS];               /* bit sg_kid: the shared-memory limit is raised */
+  unsigned clu_asked[DEVICE_MAX_GPUS][NKERN];   /* bit S: cluster size S asked of the occupancy API */
+  unsigned clu_ok[DEVICE_MAX_GPUS][NKERN];      /* bit S: … and it can be scheduled */
+  int n_devices;                                /* cudaGetDeviceCount, -1 until asked */
+} SG = {{0}, {0}, {0}, {0}, {0}, {{0}}, {{0}}, -1};
 
 /* Check a CUDA runtime status; the message names the call. */
 int sg_ok(cudaError_t st, const char *what, rl_err *e) {
@@ -288,30 +440,152 @@ void *sg_grow(void **buf, size_t *cap, size_t bytes, int zero, cudaStream_t s, c
   return *buf;
 }
 
-template <int MB, int WN>
-int sg_launch(int dev, const sg_args &a, unsigned blocks, cudaStream_t s, rl_err *e) {
-  constexpr int bytes = sg_smem_bytes(MB, WN);
-  constexpr unsigned bit = 1u << (MB + (WN == 4 ? 8 : 0));
-  static_assert(bytes <= 227 * 1024 && 4 * sg_bn(WN) * GEMM_SMALL_MAX_SLICES <= bytes, "shared memory");
-  if (!(SG.attr[dev] & bit)) {
-    if (sg_ok(cudaFuncSetAttribute(gemm_small_kernel<MB, WN>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
+/* The current device, when there is a usable one. */
+int sg_device(int *dev, rl_err *e) {
+  cudaError_t st = cudaSuccess;
+  *dev = 0;
+  if (SG.n_devices < 0) { /* asked once */
+    st = cudaGetDeviceCount(&SG.n_devices);
+    if (st != cudaSuccess) cudaGetLastError(), SG.n_devices = 0;
+  }
+  if (SG.n_devices > 0) st = cudaGetDevice(dev);
+  if (SG.n_devices == 0 || st != cudaSuccess) {
+    cudaGetLastError();
+    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small: no usable CUDA device (%s); use device: cpu",
+                   st != cudaSuccess ? cudaGetErrorString(st) : "the driver reports none");
+  }
+  if (*dev < 0 || *dev >= DEVICE_MAX_GPUS)
+    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small: device %d beyond the %d supported", *dev, DEVICE_MAX_GPUS);
+  return 0;
+}
+
+/* The launch configuration of `blocks` CTAs in clusters of S (at: its one attribute). */
+cudaLaunchConfig_t sg_cluster_cfg(cudaLaunchAttribute at[1], int S, int64_t blocks, int threads, int bytes,
+                                  cudaStream_t s) {
+  cudaLaunchConfig_t cfg = {};
+  at[0] = cudaLaunchAttribute{};
+  at[0].id = cudaLaunchAttributeClusterDimension;
+  at[0].val.clusterDim.x = (unsigned)S, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3((unsigned)blocks), cfg.blockDim = dim3((unsigned)threads), cfg.dynamicSmemBytes = (size_t)bytes;
+  cfg.stream = s, cfg.attrs = at, cfg.numAttrs = 1;
+  return cfg;
+}
+
+/* 1 when clusters of S CTAs of kernel `kern` can be scheduled on this device
+ * (asked once per device, kernel and S; any error: no). */
+template <typename F>
+int sg_cluster_ok(F kern, int kid, int dev, int S, int threads, int bytes) {
+  if (!(SG.clu_asked[dev][kid] >> S & 1)) {
+    cudaLaunchAttribute at[1];
+    cudaLaunchConfig_t cfg = sg_cluster_cfg(at, S, S, threads, bytes, NULL);
+    int n = 0;
+    cudaError_t st = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
+    if (st != cudaSuccess) cudaGetLastError(), n = 0;
+    SG.clu_asked[dev][kid] |= 1u << S;
+    if (n > 0) SG.clu_ok[dev][kid] |= 1u << S;
+  }
+  return SG.clu_ok[dev][kid] >> S & 1;
+}
+
+/* Launch gemm_small_kernel<MB, WN, SW> over a's tiles: the cluster reduction when
+ * asked for and schedulable, else the workspace. */
+template <int MB, int WN, bool SW>
+int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) {
+  constexpr int bytes = sg_smem_bytes(MB, WN, SW), kid = sg_kid(MB, WN, SW), T = sg_threads(MB, WN, SW);
+  constexpr int P = sg_parts(SW), XR = 8 * MB, BN = sg_bn(WN);
+  static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= bytes, "shared memory");
+  auto kern = gemm_small_kernel<MB, WN, SW>;
+  if (!(SG.attr[dev] >> kid & 1)) {
+    if (sg_ok(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
               "cudaFuncSetAttribute (shared memory)", e))
       return RL_EXIT_FAIL;
-    SG.attr[dev] |= bit;
+    SG.attr[dev] |= 1u << kid;
   }
-  gemm_small_kernel<MB, WN><<<blocks, sg_threads(MB, WN), bytes, s>>>(a);
+  const int64_t tiles = a.t0[a.n_seg], blocks = tiles * a.n_mc * a.slices;
+  if (blocks > INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm_small: %lld tiles × %d slices × %d row chunks is more than 2^31-1 CTAs",
+                   (long long)tiles, a.slices, a.n_mc);
+  a.cluster = a.slices > 1 && want_cluster && a.slices <= GEMM_SMALL_MAX_CLUSTER &&
+              sg_cluster_ok(kern, kid, dev, a.slices, T, bytes);
+  if (a.slices > 1 && !a.cluster) {
+    size_t wsb = (size_t)(tiles * a.n_mc * a.slices) * P * XR * BN * sizeof(float);
+    size_t cb = (size_t)(tiles * a.n_mc) * sizeof(unsigned);
+    a.ws = (float *)sg_grow(&SG.ws[dev], &SG.ws_cap[dev], wsb, 0, s, "cudaMalloc of the split-K workspace", e);
+    a.cnt = a.ws ? (unsigned *)sg_grow(&SG.cnt[dev], &SG.cnt_cap[dev], cb, 1, s, "cudaMalloc of the tile counters", e)
+                 : NULL;
+    if (!a.cnt) return RL_EXIT_FAIL;
+  }
+  if (a.cluster) {
+    cudaLaunchAttribute at[1];
+    cudaLaunchConfig_t cfg = sg_cluster_cfg(at, a.slices, blocks, T, bytes, s);
+    return sg_ok(cudaLaunchKernelEx(&cfg, kern, a), "gemm_small_kernel launch (cluster)", e) ? RL_EXIT_FAIL : 0;
+  }
+  kern<<<(unsigned)blocks, T, bytes, s>>>(a);
   return sg_ok(cudaGetLastError(), "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
 }
 
-/* The kernel of MB m-blocks, narrow (WN = 2: 32 weight rows) or wide (4: 64). */
-template <int WN>
-int sg_launch_mb(int mb, int dev, const sg_args &a, unsigned blocks, cudaStream_t s, rl_err *e) {
+/* The kernel of MB m-blocks for a tile width and kind. */
+template <int WN, bool SW>
+int sg_launch_mb(int mb, int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) {
   switch (mb) {
-    case 1: return sg_launch<1, WN>(dev, a, blocks, s, e);
-    case 2: return sg_launch<2, WN>(dev, a, blocks, s, e);
-    case 4: return sg_launch<4, WN>(dev, a, blocks, s, e);
-    default: return sg_launch<8, WN>(dev, a, blocks, s, e);
+    case 1: return sg_launch<1, WN, SW>(dev, a, want_cluster, s, e);
+    case 2: return sg_launch<2, WN, SW>(dev, a, want_cluster, s, e);
+    case 4: return sg_launch<4, WN, SW>(dev, a, want_cluster, s, e);
+    default: return sg_launch<8, WN, SW>(dev, a, want_cluster, s, e);
   }
+}
+
+/* Plan and launch a product whose segments (a.w, a.y, a.n, a.n_seg), x, M and K
+ * are filled; plan_rows: the weight rows the K split counts. The CTA shape:
+ *   MB       8·MB ≥ M rows of x a CTA (M > 64: 64-row chunks).
+ *   width    64 rows where 64-row tiles alone reach the CTA target (lm_head), or at
+ *            M > 32 per RLRUN_SMALL_GEMM_BN (auto: where 64-row tiles × slices still
+ *            give ≥ ctas / 2 CTAs); else 32. The pair: 32 rows of each matrix.
+ * None of these changes a sum: they decide which CTA and thread compute an
+ * output, while its K order (the plan) and its slice sum order stay put. */
+int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
+  int dev = 0;
+  int rc = sg_device(&dev, e);
+  if (rc) return rc;
+  const gemm_small_tune tune = gemm_small_tune_get();
+  gemm_small_plan(plan_rows, a.K, &a.slices, &a.slice_k);
+  const int64_t M = a.M;
+  const int mb = M > 32 ? 8 : M > 16 ? 4 : M > 8 ? 2 : 1;
+  int64_t t64 = 0;
+  for (int i = 0; i < a.n_seg; i++) t64 += (a.n[i] + 63) / 64;
+  int wn = 2;
+  if (!sw) {
+    if (t64 >= tune.ctas) wn = 4;
+    else if (mb == 8) wn = tune.bn == 64 ? 4 : tune.bn == 32 ? 2 : 2 * t64 * a.slices >= tune.ctas ? 4 : 2;
+  }
+  const int64_t bn = 16 * wn;
+  a.t0[0] = 0;
+  for (int i = 0; i < a.n_seg; i++) a.t0[i + 1] = a.t0[i] + (a.n[i] + bn - 1) / bn;
+  a.n_mc = (int)((M + 8 * mb - 1) / (8 * mb));
+  const int cl = tune.reduce != GEMM_SMALL_REDUCE_GLOBAL;
+  if (sw) return sg_launch_mb<2, true>(mb, dev, a, cl, s, e);
+  return wn == 4 ? sg_launch_mb<4, false>(mb, dev, a, cl, s, e) : sg_launch_mb<2, false>(mb, dev, a, cl, s, e);
+}
+
+cudaStream_t sg_stream(void *stream) { return stream ? (cudaStream_t)stream : cudaStreamPerThread; }
+
+/* The grouped product after its checks: empty segments dropped, K = 0 as zeros. */
+int sg_group(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M, int64_t K, void *stream, rl_err *e) {
+  sg_args a;
+  memset(&a, 0, sizeof a);
+  for (int i = 0; i < n_seg; i++)
+    if (seg[i].N > 0) a.w[a.n_seg] = seg[i].w, a.y[a.n_seg] = seg[i].y, a.n[a.n_seg] = seg[i].N, a.n_seg++;
+  if (M == 0 || a.n_seg == 0) return 0;
+  cudaStream_t s = sg_stream(stream);
+  int dev = 0, rc = sg_device(&dev, e);
+  if (rc) return rc;
+  if (K == 0) { /* empty sums */
+    for (int i = 0; i < a.n_seg; i++)
+      if (sg_ok(cudaMemsetAsync(a.y[i], 0, (size_t)(M * a.n[i]) * 4, s), "cudaMemsetAsync", e)) return RL_EXIT_FAIL;
+    return 0;
+  }
+  a.x = x, a.M = (int)M, a.K = K;
+  return sg_run(a, false, gemm_small_group_rows(seg, n_seg), s, e);
 }
 
 } /* namespace */
@@ -320,45 +594,31 @@ extern "C" int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t 
                                     int64_t K, void *stream, rl_err *e) {
   int rc = gemm_small_check(y, x, w, M, N, K, e);
   if (rc || M == 0 || N == 0) return rc;
-  cudaStream_t s = stream ? (cudaStream_t)stream : cudaStreamPerThread;
+  const gemm_small_seg seg = {y, w, N};
+  return sg_group(&seg, 1, x, M, K, stream, e);
+}
+
+extern "C" int gemm_small_bf16_group_cuda(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
+                                          int64_t K, void *stream, rl_err *e) {
+  int rc = gemm_small_group_check(seg, n_seg, x, M, K, e);
+  return rc ? rc : sg_group(seg, n_seg, x, M, K, stream, e);
+}
+
+extern "C" int gemm_small_bf16_swiglu_cuda(uint16_t *act, const uint16_t *x, const uint16_t *wg, const uint16_t *wu,
+                                           int64_t M, int64_t N, int64_t K, void *stream, rl_err *e) {
+  int rc = gemm_small_swiglu_check(act, x, wg, wu, M, N, K, e);
+  if (rc || M == 0 || N == 0) return rc;
+  cudaStream_t s = sg_stream(stream);
   int dev = 0;
-  cudaError_t st = cudaSuccess;
-  if (SG.n_devices < 0) { /* asked once */
-    st = cudaGetDeviceCount(&SG.n_devices);
-    if (st != cudaSuccess) cudaGetLastError(), SG.n_devices = 0;
-  }
-  if (SG.n_devices > 0) st = cudaGetDevice(&dev);
-  if (SG.n_devices == 0 || st != cudaSuccess) {
-    cudaGetLastError();
-    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small: no usable CUDA device (%s); use device: cpu",
-                   st != cudaSuccess ? cudaGetErrorString(st) : "the driver reports none");
-  }
-  if (dev < 0 || dev >= DEVICE_MAX_GPUS)
-    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small: device %d beyond the %d supported", dev, DEVICE_MAX_GPUS);
-  if (K == 0) /* an empty sum */
-    return sg_ok(cudaMemsetAsync(y, 0, (size_t)(M * N) * 4, s), "cudaMemsetAsync", e) ? RL_EXIT_FAIL : 0;
+  if ((rc = sg_device(&dev, e))) return rc;
+  if (K == 0) /* g = u = 0: silu(0)·0 = +0 */
+    return sg_ok(cudaMemsetAsync(act, 0, (size_t)(M * N) * 2, s), "cudaMemsetAsync", e) ? RL_EXIT_FAIL : 0;
   sg_args a;
   memset(&a, 0, sizeof a);
-  gemm_small_plan(N, K, &a.slices, &a.slice_k);
-  /* wide tiles (64 weight rows: half the reads of x per weight byte) where they
-   * still give the CTA target; the tile width does not change any sum */
-  const int wn = (N + 63) / 64 >= gemm_small_ctas() ? 4 : 2, bn = 16 * wn;
-  const int mb = M > 32 ? 8 : M > 16 ? 4 : M > 8 ? 2 : 1;
-  a.y = y, a.x = x, a.w = w, a.N = N, a.K = K, a.M = (int)M;
-  a.n_mc = (int)((M + 8 * mb - 1) / (8 * mb));
-  const int64_t tiles = (N + bn - 1) / bn, blocks = tiles * a.slices * a.n_mc;
-  if (blocks > INT32_MAX)
-    return rl_errf(e, RL_EXIT_USAGE, "gemm_small: N=%lld K=%lld needs %lld CTAs (more than 2^31-1)",
-                   (long long)N, (long long)K, (long long)blocks);
-  if (a.slices > 1) {
-    size_t wsb = (size_t)(tiles * a.n_mc * a.slices) * 8 * mb * bn * sizeof(float);
-    size_t cb = (size_t)(tiles * a.n_mc) * sizeof(unsigned);
-    a.ws = (float *)sg_grow(&SG.ws[dev], &SG.ws_cap[dev], wsb, 0, s, "cudaMalloc of the split-K workspace", e);
-    a.cnt = a.ws ? (unsigned *)sg_grow(&SG.cnt[dev], &SG.cnt_cap[dev], cb, 1, s, "cudaMalloc of the tile counters", e)
-                 : NULL;
-    if (!a.cnt) return RL_EXIT_FAIL;
-  }
-  return wn == 4 ? sg_launch_mb<4>(mb, dev, a, (unsigned)blocks, s, e) : sg_launch_mb<2>(mb, dev, a, (unsigned)blocks, s, e);
+  a.x = x, a.w[0] = wg, a.w[1] = wu, a.act = act, a.n[0] = N, a.n_seg = 1, a.M = (int)M, a.K = K;
+  /* the plan of the group {wg, wu}: the SwiGLU's g, u are that group's outputs, bitwise */
+  const int64_t rows = (N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN * GEMM_SMALL_BN;
+  return sg_run(a, true, 2 * rows, s, e);
 }
 
 extern "C" void gemm_small_release(void) {

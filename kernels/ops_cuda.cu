@@ -199,10 +199,6 @@ extern "C" int ops_embedding_backward_cuda(float *dtable, const float *dout, con
 
 /* ---------------------------------------------------------------- RMSNorm */
 
-/* rstd from a row's FP32 sum of squares, finished in double as the CPU does. */
-__device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {
-  return (float)(1.0 / sqrt((double)ss / dim + (double)eps));
-}
 
 /* Forward, one warp per row; RES: h = resid + x first (h may alias either).
  * VEC: float4 access (dim % 4 == 0, 16-byte aligned rows). */
@@ -433,19 +429,9 @@ __global__ void qk_fwd_kernel(float *y, float *rstd, const float *x, const float
   int lane = threadIdx.x & 31, half = d / 2;
   int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (r >= (int64_t)T * n_heads) return;
-  const float *xr = x + (size_t)r * d;
-  float *yr = y + (size_t)r * d;
-  float ss = 0;
-  for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
-  float s = rstd_of(warp_sum(ss), d, eps);
-  if (rstd && lane == 0) rstd[r] = s;
   size_t tb = (size_t)(r / n_heads) * half;
-  for (int i = lane; i < half; i += 32) {
-    float a = __fmul_rn(w[i], __fmul_rn(xr[i], s)), b = __fmul_rn(w[i + half], __fmul_rn(xr[i + half], s));
-    float c = cs[tb + i], sn_ = sn[tb + i];
-    yr[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn_));
-    yr[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn_));
-  }
+  float s = qk_norm_rope_head(y + (size_t)r * d, x + (size_t)r * d, w, cs + tb, sn + tb, d, eps, lane);
+  if (rstd && lane == 0) rstd[r] = s;
 }
 
 /* dx of the QK path, one warp per (token, head): g = rope^T(dy), then the
@@ -572,9 +558,6 @@ extern "C" int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float 
 }
 
 /* ---------------------------------------------------------------- SwiGLU */
-
-/* silu(g) = g / (1 + e^−g) in FP32. */
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 
 __global__ void swiglu_fwd_kernel(float *out, uint16_t *ob, const float *gate, const float *up, int T, int I,
                                   int ld) {

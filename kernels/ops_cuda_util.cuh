@@ -1,6 +1,8 @@
 /* ops_cuda_util.cuh — what the CUDA files of the operators (ops_cuda.cu,
  * ops_router_cuda.cu) share: the checked-call macros, launch sizes, warp
- * reductions. Included by .cu files only. */
+ * reductions, and the SwiGLU activation (also used by the fused gate/up GEMM of
+ * gemm_small_cuda.cu, which must give ops_swiglu_forward_cuda's bits). Included
+ * by .cu files only. */
 #ifndef RLRUN_OPS_CUDA_UTIL_CUH
 #define RLRUN_OPS_CUDA_UTIL_CUH
 
@@ -51,7 +53,36 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+/* silu(g) = g / (1 + e^−g) in FP32 — the one definition of ops_swiglu_forward_cuda
+ * and gemm_small_bf16_swiglu_cuda: both files are compiled with the same nvcc flags
+ * (no fast math), so the same expression gives the same bits in both. */
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
 /* FP32 of BF16 bits. */
 __device__ __forceinline__ float bf(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+/* rstd from a row's FP32 sum of squares, finished in double as the CPU does. */
+__device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {
+  return (float)(1.0 / sqrt((double)ss / dim + (double)eps));
+}
+
+/* One (token, head) of the QK path, by the warp's lane `lane`: yr = rope(w ⊙
+ * xr·rstd) over head_dim d with the token's RoPE row (cs, sn: d/2 each);
+ * returns rstd. The one definition the full forward (qk_fwd_kernel) and the
+ * rollout engine's fused decode kernel both use, so their bits agree. */
+__device__ __forceinline__ float qk_norm_rope_head(float *yr, const float *xr, const float *w, const float *cs,
+                                                   const float *sn, int d, float eps, int lane) {
+  const int half = d / 2;
+  float ss = 0;
+  for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
+  const float s = rstd_of(warp_sum(ss), d, eps);
+  for (int i = lane; i < half; i += 32) {
+    float a = __fmul_rn(w[i], __fmul_rn(xr[i], s)), b = __fmul_rn(w[i + half], __fmul_rn(xr[i + half], s));
+    float c = cs[i], sn_ = sn[i];
+    yr[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn_));
+    yr[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn_));
+  }
+  return s;
+}
 
 #endif

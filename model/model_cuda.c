@@ -436,9 +436,10 @@ void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
  * conversion: M ≤ 64, so that a decode row's bits do not depend on how many
  * rows the step has (gemm_small's order is a function of (N, K) alone; mixing it
  * with cuBLASLt by M broke the 1/7/64-slot invariance of rollout_gpu_test).
- * The price, bench_small_gemm on the H200: over a decode step's GEMMs it takes
- * 0.67× the time of cuBLASLt + conversion at M = 1, 0.97× at M = 8, 1.73× at
- * M = 64. No pinned algorithms (the pinned cuBLASLt order is what
+ * The price, bench_small_gemm on the H200 (2026-12-05, q/k/v grouped and
+ * gate/up/SwiGLU fused, mc_lin_fwd_group / mc_lin_fwd_swiglu): over a decode
+ * step's GEMMs it takes 0.50× the time of cuBLASLt + conversion at M = 1,
+ * 0.67× at M = 8, 1.11× at M = 64. No pinned algorithms (the pinned cuBLASLt order is what
  * makes rollout and training rows bitwise equal; gemm_small has its own),
  * operands as the kernel loads them, and RLRUN_SMALL_GEMM not "0". */
 static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M) {
@@ -448,9 +449,28 @@ static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, in
   return !env || strcmp(env, "0") != 0;
 }
 
+/* fp8-block weights at decode M (≤ 64) through gemm_small_fp8_block_cuda (one
+ * kernel: activation quantization bit-identical to linear_forward's, E4M3 MMAs,
+ * its own batch-invariant order) when RLRUN_SMALL_GEMM_FP8=1 and the kernel takes
+ * the operands. Opt-in: cuBLASLt's block-scaled FP8 rows equal the trainer's
+ * bitwise at every M measured (the unified fp8-block mode's rollout/trainer
+ * mismatch ~2e-7), while this kernel's order is its own (a mismatch of the
+ * order of BF16 × BF16's through gemm_small); see docs/gpu-results.md. */
+static int mc_small_fp8(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out) {
+  if (L->q.fmt != QFMT_FP8_BLOCK || M < 1 || M > 64 || m->cu->policy.pin_algo) return 0;
+  const char *env = getenv("RLRUN_SMALL_GEMM_FP8");
+  if (!env || strcmp(env, "1")) return 0;
+  rl_err e = {0};
+  return gemm_small_fp8_check(out, xb, &L->q, M, &m->cu->policy, &e) == 0;
+}
+
 int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e) {
   int64_t N = L->q.rows;
   if (M == 0) return 0;
+  if (mc_small_fp8(m, L, xb, M, out)) {
+    int rc = gemm_small_fp8_block_cuda(out, xb, &L->q, M, &m->cu->policy, NULL, e);
+    return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
+  }
   if (mc_small_gemm(m, L, xb, M)) {
     int rc = gemm_small_bf16_cuda(out, xb, (const uint16_t *)L->q.data, M, N, L->q.cols, NULL, e);
     return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
@@ -460,6 +480,33 @@ int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *
   int rc = linear_forward(y, xb, M, &L->q, &m->cu->policy, e);
   if (!rc) rc = ops_f32_from_bf16_cuda(out, y, (size_t)(M * N), NULL, e);
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
+}
+
+int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, float *const *out,
+                     rl_err *e) {
+  int small = n >= 1 && n <= GEMM_SMALL_MAX_SEGS;
+  for (int i = 0; i < n && small; i++) small = mc_small_gemm(m, L[i], xb, M) && L[i]->q.cols == L[0]->q.cols;
+  if (!small) {
+    for (int i = 0; i < n; i++)
+      if (mc_lin_fwd(m, L[i], xb, M, out[i], e)) return e->code;
+    return 0;
+  }
+  gemm_small_seg seg[GEMM_SMALL_MAX_SEGS];
+  for (int i = 0; i < n; i++) seg[i] = (gemm_small_seg){out[i], (const uint16_t *)L[i]->q.data, L[i]->q.rows};
+  int rc = gemm_small_bf16_group_cuda(seg, n, xb, M, L[0]->q.cols, NULL, e);
+  return rc ? rl_err_prefix(e, "%s (and %d more): ", m->params[L[0]->pi].name, n - 1) : 0;
+}
+
+int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint16_t *xb, int64_t M, float *g_out,
+                      float *u_out, uint16_t *act_b, rl_err *e) {
+  const int64_t I = gate->q.rows;
+  if (mc_small_gemm(m, gate, xb, M) && mc_small_gemm(m, up, xb, M) && up->q.rows == I && up->q.cols == gate->q.cols) {
+    int rc = gemm_small_bf16_swiglu_cuda(act_b, xb, (const uint16_t *)gate->q.data, (const uint16_t *)up->q.data, M, I,
+                                         gate->q.cols, NULL, e);
+    return rc ? rl_err_prefix(e, "%s + %s: ", m->params[gate->pi].name, m->params[up->pi].name) : 0;
+  }
+  if (mc_lin_fwd(m, gate, xb, M, g_out, e) || mc_lin_fwd(m, up, xb, M, u_out, e)) return e->code;
+  return ops_swiglu_forward_cuda(NULL, act_b, g_out, u_out, (int)M, (int)I, (int)I, NULL, e);
 }
 
 int mc_lin_bwd(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,

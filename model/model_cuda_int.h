@@ -139,6 +139,16 @@ void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e);
 /* out FP32 [M, N] = xb [M, K] (BF16) · Wᵀ through linear_forward, or for BF16
  * weights and M ≤ 64 through gemm_small_bf16_cuda (RLRUN_SMALL_GEMM=0: never). */
 int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e);
+/* Linear layers that share their input, as one launch where the small-M
+ * kernel takes them all (gemm_small_bf16_group_cuda: decode's q/k/v), else
+ * one mc_lin_fwd each: out[i] = x·W_iᵀ (FP32 of the BF16-rounded sums). */
+int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, float *const *out,
+                     rl_err *e);
+/* act_b = BF16 of silu(x·Wgᵀ) ⊙ (x·Wuᵀ): one launch where the small-M kernel
+ * takes both (gemm_small_bf16_swiglu_cuda; gate and up are then not stored),
+ * else mc_lin_fwd into gate and up and ops_swiglu_forward_cuda. */
+int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint16_t *xb, int64_t M, float *g_out,
+                      float *u_out, uint16_t *act_b, rl_err *e);
 /* linear_backward of L for FP32 dy [M, N]: dW accumulated into the device g;
  * dx [M, K] FP32 written (add 0) or added to (add 1), NULL to skip. */
 int mc_lin_bwd(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,

@@ -25,6 +25,10 @@ int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint
                          const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
                          int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e);
 int rck_n_split(int64_t max_len);
+int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,
+                 const float *wq, const float *wk, const float *cs, const float *sn, const int32_t *slot,
+                 const int32_t *pos, int n, int nq, int nkv, int hd, int64_t max_len, float eps, cudaStream_t st,
+                 rl_err *e);
 
 #define RC(call, what) \
   if ((rc = mc_ok((int)(call), what, e))) return rc
@@ -47,12 +51,14 @@ struct rollout_cuda_engine {
   uint16_t *kc, *vc; /* [L][slots + 1][max_len][kvd] attention keys (after QK-norm + RoPE) and V, BF16;
                         slot `slots` is the padding rows' scratch */
   model_cuda_acts *pa, *da; /* prefill / decode activations */
-  int32_t *d_slot, *d_len, *d_pslot; /* [rows_cap], [rows_cap], [slots·max_len] */
-  int32_t *h_step;                   /* pinned host: tokens, positions, slots, lengths [4][rows_cap] */
+  int32_t *d_step;                   /* a decode step's inputs: tokens, positions, slots, lengths [4][rows_cap] */
+  int32_t *d_tok, *d_pos, *d_slot, *d_len; /* its four rows */
+  int32_t *d_pslot;                  /* [slots·max_len] */
+  int32_t *h_step;                   /* pinned host twin of d_step: one upload a step */
   float *pacc, *pml, *rows;          /* attention partials; gathered logits rows [rows_cap][V] */
   float *rope_cs, *rope_sn;          /* the step's RoPE table [rows_cap][head_dim/2] */
-  sampler_key *d_keys;
-  sampler_out *d_out;
+  sampler_key *d_keys, *h_keys; /* [slots]; h_: pinned host twins (async copies) */
+  sampler_out *d_out, *h_out;
   const tokenizer *tok; /* optional: stop rules of stages/stop.h and the completion text */
   int graphs;       /* 1: decode steps run as CUDA graphs per row bucket; 0: eagerly */
   int n_graphs;
@@ -99,8 +105,8 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) {
     fprintf(stderr, "rollout (CUDA): %lld decode steps as graphs (%lld captures), %lld eager\n", g->graph_launches,
             g->captures, g->eager_steps);
   rc_graphs_drop(g);
-  cudaFreeHost(g->h_step);
-  void *p[] = {g->kc, g->vc, g->d_slot, g->d_len, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs};
+  cudaFreeHost(g->h_step), cudaFreeHost(g->h_keys), cudaFreeHost(g->h_out);
+  void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs};
   for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
   model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
   free(g);
@@ -136,8 +142,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   int rc = 0;
   if ((rc = mc_ok(cudaMalloc((void **)&g->kc, cache * 2), "cudaMalloc (KV cache K)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->vc, cache * 2), "cudaMalloc (KV cache V)", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->d_slot, R * 4), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->d_len, R * 4), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->d_step, 4 * R * 4), "cudaMalloc (step inputs)", e)) ||
       (rc = mc_ok(cudaMallocHost((void **)&g->h_step, 4 * R * 4), "cudaMallocHost (step inputs)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_pslot, (size_t)slots * max_len * 4), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->pacc, R * m->nq * g->n_split * m->hd * 4), "cudaMalloc", e)) ||
@@ -145,11 +150,14 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
       (rc = mc_ok(cudaMalloc((void **)&g->rows, R * m->V * 4), "cudaMalloc (logits rows)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->rope_cs, R * m->hd * 4), "cudaMalloc (RoPE table)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_keys, (size_t)slots * sizeof(sampler_key)), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->d_out, (size_t)slots * sizeof(sampler_out)), "cudaMalloc", e))) {
+      (rc = mc_ok(cudaMalloc((void **)&g->d_out, (size_t)slots * sizeof(sampler_out)), "cudaMalloc", e)) ||
+      (rc = mc_ok(cudaMallocHost((void **)&g->h_keys, (size_t)slots * sizeof(sampler_key)), "cudaMallocHost", e)) ||
+      (rc = mc_ok(cudaMallocHost((void **)&g->h_out, (size_t)slots * sizeof(sampler_out)), "cudaMallocHost", e))) {
     rollout_cuda_engine_free(g);
     return rl_err_prefix(e, "rollout_cuda_engine_new (KV cache %.1f MiB): ", (double)cache * 4 / (1 << 20));
   }
   g->rope_sn = g->rope_cs + R * m->hd / 2;
+  g->d_tok = g->d_step, g->d_pos = g->d_tok + R, g->d_slot = g->d_pos + R, g->d_len = g->d_slot + R;
   g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
   if ((rc = rc_views(g, e))) {
     rollout_cuda_engine_free(g);
@@ -170,55 +178,116 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   return 0;
 }
 
-/* RLRUN_ROLLOUT_PROFILE=1: every decode-step phase is synchronised and timed;
- * the per-step means go to stderr when the engine is freed. A diagnosis aid
- * (the synchronisation slows the steps); off, it costs a branch per op. */
-enum { RP_UPLOAD, RP_EMBED, RP_NORM1, RP_QKV, RP_QKNORM, RP_KVW, RP_ATTN, RP_OPROJ, RP_NORM2, RP_GATEUP, RP_SWIGLU,
-       RP_DOWN, RP_MOE, RP_RESID, RP_FINAL, RP_LMHEAD, RP_SAMPLE, RP_N };
-static const char *const rp_name[RP_N] = {"upload", "embedding", "rmsnorm 1", "q/k/v proj", "qk-norm+rope",
-                                          "kv write", "attention", "o proj", "residual+norm 2", "gate/up proj",
-                                          "swiglu", "down proj", "moe", "residual add", "final norm", "lm_head",
-                                          "sample+download"};
+/* RLRUN_ROLLOUT_PROFILE=1: where a decode step's device time goes. Every
+ * phase ends with a timing event recorded on the stream (inside the captured
+ * graph too: cudaEventRecordExternal makes it a graph node), so the phases are
+ * timed as the step really runs — graphs, launch gaps and all — without
+ * synchronising anything; the elapsed times are read once the step's samples
+ * are back on the host. The phase sequence of a step is the same for every row
+ * count, so the kinds recorded by the eager run (or capture) serve the replays.
+ * The per-step means go to stderr when the engine is freed. Off, it costs a
+ * branch per phase. */
+enum { RP_UPLOAD, RP_EMBED, RP_NORM1, RP_QKV, RP_QKNORM, RP_ATTN, RP_OPROJ, RP_NORM2, RP_GATEUP, RP_SWIGLU, RP_DOWN,
+       RP_MOE, RP_FINAL, RP_LMHEAD, RP_SAMPLE, RP_N };
+static const char *const rp_name[RP_N] = {"upload",        "embedding+rope",   "residual+norm 1", "q/k/v proj",
+                                          "qk-norm+rope+kv", "attention",      "o proj",          "residual+norm 2",
+                                          "gate/up+swiglu",  "swiglu",           "down proj",       "moe",
+                                          "residual+final", "lm_head",         "sample+download"};
+#define RP_MAX_EV 4096
 static struct {
-  int on;
-  double t[RP_N];
+  int on;        /* -1: not asked yet */
+  int cur, end;  /* next event of the step; the events a step records (start … last device phase) */
+  int armed;     /* a decode step's events are pending */
+  int n_made;    /* events created */
+  int warned;
+  cudaEvent_t ev[RP_MAX_EV];
+  signed char kind[RP_MAX_EV];
+  double t[RP_N], wall, t_wall0;
   int64_t steps;
-} rp = {-1, {0}, 0};
-static double rp_t0(void) {
+} rp = {.on = -1};
+static int rp_enabled(void) {
   if (rp.on < 0) {
     const char *v = getenv("RLRUN_ROLLOUT_PROFILE");
     rp.on = v && *v && strcmp(v, "0");
   }
-  if (!rp.on) return 0;
-  cudaDeviceSynchronize();
-  return rl_now();
+  return rp.on;
 }
-static void rp_add(int k, double t0) {
-  if (!rp.on) return;
-  cudaDeviceSynchronize();
-  rp.t[k] += rl_now() - t0;
+/* Record event i (ending phase k, or -1 for the step's start). */
+static void rp_mark_at(int i, int k) {
+  if (!rp_enabled() || i >= RP_MAX_EV) return;
+  while (rp.n_made <= i)
+    if (cudaEventCreate(&rp.ev[rp.n_made++]) != cudaSuccess) {
+      cudaGetLastError(), rp.on = 0, rp.n_made--;
+      fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_PROFILE: cudaEventCreate failed; profile off\n");
+      return;
+    }
+  rp.kind[i] = (signed char)k;
+  enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  cudaError_t st = cudaStreamIsCapturing(cudaStreamPerThread, &cs);
+  if (st == cudaSuccess) /* captured: an event-record node of the graph; else an ordinary record */
+    st = cs == cudaStreamCaptureStatusActive
+             ? cudaEventRecordWithFlags(rp.ev[i], cudaStreamPerThread, cudaEventRecordExternal)
+             : cudaEventRecord(rp.ev[i], cudaStreamPerThread);
+  if (st != cudaSuccess) {
+    cudaGetLastError(), rp.on = 0;
+    fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_PROFILE: recording event %d failed (%s); profile off\n", i,
+            cudaGetErrorString(st));
+  }
+}
+static void rp_mark(int k) {
+  if (rp_enabled()) rp_mark_at(rp.cur++, k);
+}
+/* Once the step's samples are on the host: add its phases' elapsed times. */
+static void rp_collect(void) {
+  if (!rp.on || !rp.armed) return;
+  rp.armed = 0;
+  cudaError_t st = rp.cur > 0 && rp.cur <= RP_MAX_EV ? cudaEventSynchronize(rp.ev[rp.cur - 1]) : cudaSuccess;
+  if (st != cudaSuccess) {
+    cudaGetLastError(), rp.on = 0;
+    fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_PROFILE: %s; profile off\n", cudaGetErrorString(st));
+    return;
+  }
+  for (int i = 1; i < rp.cur && i < RP_MAX_EV; i++) {
+    float ms = 0;
+    if (rp.kind[i] < 0) continue;
+    if ((st = cudaEventElapsedTime(&ms, rp.ev[i - 1], rp.ev[i])) != cudaSuccess) {
+      cudaGetLastError();
+      if (!rp.warned++)
+        fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_PROFILE: event %d: %s (phase not timed)\n", i,
+                cudaGetErrorString(st));
+      continue;
+    }
+    rp.t[(int)rp.kind[i]] += 1e-3 * ms;
+  }
+  rp.wall += rl_now() - rp.t_wall0;
+  rp.steps++;
 }
 static void rp_report(void) {
   if (rp.on <= 0 || !rp.steps) return;
   double tot = 0;
   for (int k = 0; k < RP_N; k++) tot += rp.t[k];
-  fprintf(stderr, "rollout profile (synchronised, %lld decode steps): ms per step\n", (long long)rp.steps);
+  fprintf(stderr, "rollout profile (device events, %lld decode steps): ms per step\n", (long long)rp.steps);
   for (int k = 0; k < RP_N; k++)
-    if (rp.t[k] > 0) fprintf(stderr, "  %-18s %8.3f  %5.1f%%\n", rp_name[k], 1e3 * rp.t[k] / rp.steps, 100 * rp.t[k] / tot);
-  fprintf(stderr, "  %-18s %8.3f\n", "total", 1e3 * tot / rp.steps);
-  memset(rp.t, 0, sizeof rp.t), rp.steps = 0;
+    if (rp.t[k] > 0) fprintf(stderr, "  %-18s %8.4f  %5.1f%%\n", rp_name[k], 1e3 * rp.t[k] / rp.steps, 100 * rp.t[k] / tot);
+  fprintf(stderr, "  %-18s %8.4f  (host wall per step %.4f)\n", "total", 1e3 * tot / rp.steps, 1e3 * rp.wall / rp.steps);
+  memset(rp.t, 0, sizeof rp.t), rp.steps = 0, rp.wall = 0;
 }
 /* Run call as phase k when nothing failed yet. */
-#define RP(k, call)                  \
-  do {                               \
-    if (!rc) {                       \
-      double t_ = rp_t0();           \
-      rc = (call);                   \
-      rp_add(k, t_);                 \
-    }                                \
+#define RP(k, call)    \
+  do {                 \
+    if (!rc) {         \
+      rc = (call);     \
+      rp_mark(k);      \
+    }                  \
   } while (0)
 
-/* Layer l of a decode step of n rows on the decode activations: res[l] → res[l+1]. */
+/* Layer l of a decode step of n rows on the decode activations. On entry
+ * res[l] holds layer l−1's MLP output and la[l−1].h its attention residual
+ * (for l = 0: the embeddings); the residual add is fused with norm 1 here
+ * (res[l] = h + mlp, then its RMSNorm), and layer l leaves its own MLP output
+ * in res[l+1] for the next layer (or the final norm) to add. The sums are the
+ * full forward's (same kernels, same order of operations); only the
+ * launches are fewer. */
 static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   model *m = g->m;
   model_cuda_acts *a = g->da;
@@ -229,34 +298,28 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   int H = m->H, rc = 0;
 #define PW(p) P[(int)((p) - m->params)].wf
   float *in = a->res + (size_t)l * n * H, *next = a->res + (size_t)(l + 1) * n * H;
-  RP(RP_NORM1, ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, PW(my->ln1), n, H, m->eps, NULL, e));
-  RP(RP_QKV, mc_lin_fwd(m, &y->q, x->xn1_b, n, x->qr, e) || mc_lin_fwd(m, &y->k, x->xn1_b, n, x->kr, e) ||
-                 mc_lin_fwd(m, &y->v, x->xn1_b, n, x->v, e)
-             ? e->code
-             : 0);
-  RP(RP_QKNORM, ops_qk_norm_rope_forward_tab_cuda(x->q, x->rstd_q, x->qr, PW(my->q_norm), g->rope_cs, g->rope_sn, n,
-                                                  m->nq, m->hd, m->eps, NULL, e) ||
-                        ops_qk_norm_rope_forward_tab_cuda(x->k, x->rstd_k, x->kr, PW(my->k_norm), g->rope_cs, g->rope_sn,
-                                                          n, m->nkv, m->hd, m->eps, NULL, e)
-                    ? e->code
-                    : 0);
-  RP(RP_KVW, rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k, x->v, g->d_slot, a->pos, n, g->max_len,
-                          g->kvd, NULL, e));
+  if (l == 0)
+    RP(RP_NORM1, ops_rmsnorm_forward_cuda(NULL, x->xn1_b, NULL, in, PW(my->ln1), n, H, m->eps, NULL, e));
+  else
+    RP(RP_NORM1, ops_residual_rmsnorm_forward_cuda(in, NULL, x->xn1_b, NULL, a->la[l - 1].h, in, PW(my->ln1), n, H,
+                                                   m->eps, NULL, e));
+  const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
+  float *const qkv_out[3] = {x->qr, x->kr, x->v};
+  RP(RP_QKV, mc_lin_fwd_group(m, qkv, 3, x->xn1_b, n, qkv_out, e));
+  RP(RP_QKNORM, rck_qkv_post(x->q, x->k, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->qr, x->kr, x->v,
+                             PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn, g->d_slot, g->d_pos, n, m->nq,
+                             m->nkv, m->hd, g->max_len, m->eps, NULL, e));
   RP(RP_ATTN, rck_decode_attention(x->att, x->att_b, x->q, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->d_slot,
                                    g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
   RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
-  RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, next, PW(my->ln2), n, H, m->eps,
+  RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, NULL, in, next, PW(my->ln2), n, H, m->eps,
                                                  NULL, e));
   if (my->moe) {
     RP(RP_MOE, mc_moe_forward(m, l, NULL, a, next, e));
   } else {
-    RP(RP_GATEUP, mc_lin_fwd(m, &y->gate, x->xn2_b, n, x->gate, e) || mc_lin_fwd(m, &y->up, x->xn2_b, n, x->up, e)
-                      ? e->code
-                      : 0);
-    RP(RP_SWIGLU, ops_swiglu_forward_cuda(NULL, x->act_b, x->gate, x->up, n, m->I, m->I, NULL, e));
+    RP(RP_GATEUP, mc_lin_fwd_swiglu(m, &y->gate, &y->up, x->xn2_b, n, x->gate, x->up, x->act_b, e));
     RP(RP_DOWN, mc_lin_fwd(m, &y->down, x->act_b, n, next, e));
   }
-  RP(RP_RESID, mck_add_f32(next, x->h, next, (int64_t)n * H, e));
 #undef PW
   return rc ? rl_err_prefix(e, "layer %d: ", l) : 0;
 }
@@ -269,13 +332,16 @@ static int rc_step(rollout_cuda_engine *g, int R, rl_err *e) {
   model_cuda_acts *a = g->da;
   int rc = 0, H = m->H;
   a->T = R, a->n_seq = R, a->max_len = 1;
-  RP(RP_EMBED, ops_embedding_forward_bf16_cuda(a->res, m->cu->p[(int)(m->embed - m->params)].w, a->tokens, R, m->V, H,
+  rp.cur = 2; /* after the step's start and upload events (rc_decode) */
+  RP(RP_EMBED, ops_embedding_forward_bf16_cuda(a->res, m->cu->p[(int)(m->embed - m->params)].w, g->d_tok, R, m->V, H,
                                                NULL, e));
-  RP(RP_QKNORM, ops_rope_table_cuda(g->rope_cs, g->rope_sn, a->pos, R, m->hd, m->theta, NULL, e));
+  RP(RP_EMBED, ops_rope_table_cuda(g->rope_cs, g->rope_sn, g->d_pos, R, m->hd, m->theta, NULL, e));
   for (int l = 0; l < m->L && !rc; l++) rc = rc_layer(g, l, R, e);
-  RP(RP_FINAL, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * R * H,
-                                        m->cu->p[(int)(m->final_norm - m->params)].wf, R, H, m->eps, NULL, e));
+  float *last = a->res + (size_t)m->L * R * H; /* the last layer's MLP output: its residual is added here */
+  RP(RP_FINAL, ops_residual_rmsnorm_forward_cuda(last, NULL, a->xf_b, NULL, a->la[m->L - 1].h, last,
+                                                 m->cu->p[(int)(m->final_norm - m->params)].wf, R, H, m->eps, NULL, e));
   RP(RP_LMHEAD, mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, R, g->rows, e));
+  rp.end = rp.cur;
   return rc;
 }
 
@@ -316,20 +382,18 @@ static void rc_capture(rollout_cuda_engine *g, int R) {
 static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const int32_t *slot, const int32_t *pos,
                      rl_err *e) {
   model *m = g->m;
-  model_cuda_acts *a = g->da;
-  int rc = 0, use = g->graphs && !(rp_t0(), rp.on), R = use ? rc_bucket(n) : n;
+  int rc = 0, use = g->graphs, R = use ? rc_bucket(n) : n;
   if (R > g->rows_cap) R = g->rows_cap;
   int32_t *ht = g->h_step, *hp = ht + g->rows_cap, *hs = hp + g->rows_cap, *hl = hs + g->rows_cap;
   for (int i = 0; i < R; i++) {
     int pad = i >= n;
     ht[i] = pad ? 0 : tok[i], hp[i] = pad ? 0 : pos[i], hs[i] = pad ? g->slots : slot[i], hl[i] = hp[i] + 1;
   }
-  double t0 = rp_t0();
-  rc = mc_ok(cudaMemcpyAsync(a->tokens, ht, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (tokens)", e);
-  if (!rc) rc = mc_ok(cudaMemcpyAsync(a->pos, hp, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (positions)", e);
-  if (!rc) rc = mc_ok(cudaMemcpyAsync(g->d_slot, hs, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (slots)", e);
-  if (!rc) rc = mc_ok(cudaMemcpyAsync(g->d_len, hl, (size_t)R * 4, cudaMemcpyHostToDevice, cudaStreamPerThread), "cudaMemcpy (lengths)", e);
-  rp_add(RP_UPLOAD, t0);
+  if (rp_enabled()) rp.t_wall0 = rl_now(), rp_mark_at(0, -1);
+  /* rows past R are stale and unread */
+  rc = mc_ok(cudaMemcpyAsync(g->d_step, ht, (size_t)4 * g->rows_cap * 4, cudaMemcpyHostToDevice, cudaStreamPerThread),
+             "cudaMemcpy (step inputs)", e);
+  if (rp_enabled()) rp_mark_at(1, RP_UPLOAD);
   if (rc) return rl_err_prefix(e, "decode step: ");
   rc_graph *gr = NULL;
   for (int i = 0; use && i < g->n_graphs && !gr; i++)
@@ -344,7 +408,7 @@ static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const in
     if (!rc && use) rc_capture(g, R);
   }
   (void)m;
-  rp.steps += rp.on > 0;
+  if (rp_enabled() && !rc) rp.cur = rp.end, rp.armed = 1; /* the replay recorded the step's events */
   return rc ? rl_err_prefix(e, "decode step: ") : 0;
 }
 
@@ -393,11 +457,17 @@ static int rc_sample(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi, int
   sp.temperature = o->temperature, sp.greedy = o->greedy, sp.top_k = o->top_k, sp.top_p = o->top_p, sp.min_p = o->min_p;
   for (int i = 0; i < n; i++)
     keys[i] = (sampler_key){o->seed, (uint32_t)it, (uint32_t)(qi[i] / G), (uint32_t)(qi[i] % G), (uint32_t)sq[i]->n_comp};
-  double t0 = rp_t0();
-  RC(cudaMemcpy(g->d_keys, keys, (size_t)n * sizeof *keys, cudaMemcpyHostToDevice), "cudaMemcpy (keys)");
+  /* queued behind the step without blocking: the host waits once, for the samples */
+  memcpy(g->h_keys, keys, (size_t)n * sizeof *keys);
+  RC(cudaMemcpyAsync(g->d_keys, g->h_keys, (size_t)n * sizeof *keys, cudaMemcpyHostToDevice, cudaStreamPerThread),
+     "cudaMemcpy (keys)");
   if ((rc = sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) return rc;
-  RC(cudaMemcpy(so, g->d_out, (size_t)n * sizeof *so, cudaMemcpyDeviceToHost), "cudaMemcpy (samples)");
-  rp_add(RP_SAMPLE, t0);
+  RC(cudaMemcpyAsync(g->h_out, g->d_out, (size_t)n * sizeof *so, cudaMemcpyDeviceToHost, cudaStreamPerThread),
+     "cudaMemcpy (samples)");
+  if (rp.armed) rp_mark(RP_SAMPLE);
+  RC(cudaStreamSynchronize(cudaStreamPerThread), "the decode step");
+  memcpy(so, g->h_out, (size_t)n * sizeof *so);
+  rp_collect();
   int32_t eos = o->eos_id == -2 ? (g->tok ? g->tok->eos : -1) : o->eos_id;
   if (o->ignore_eos) eos = -1;
   stop_rule rule = {eos, o->stop, o->n_stop, o->max_new_tokens, o->exclude_stop};

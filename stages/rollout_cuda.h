@@ -35,8 +35,19 @@
  * dropped and captured again when a device buffer it points into moved
  * (device_buffers_epoch). MoE layers copy routing to the host mid-step, so MoE
  * models decode eagerly. RLRUN_ROLLOUT_GRAPHS=0 turns graphs off;
- * RLRUN_ROLLOUT_PROFILE=1 times every phase (synchronised, eager) and prints
- * the per-step means when the engine is freed.
+ * RLRUN_ROLLOUT_PROFILE=1 times every phase with device events recorded in
+ * the stream (graph nodes when captured: the step runs as it would, nothing is
+ * synchronised) and prints the per-step means when the engine is freed.
+ *
+ * Fusion in the decode step (against the full forward's sequence of ops): the
+ * residual add that ends a layer is done by the next layer's norm 1 (or the
+ * final norm), QK-norm + RoPE of q and k and the K/V cache write are one
+ * kernel, and with the small-M GEMM (BF16, M ≤ 64) q/k/v are one grouped
+ * launch and gate/up/SwiGLU one launch. The norms, QK path and SwiGLU use
+ * the unfused ops' device code; the grouped GEMMs split K by the group's
+ * shape (kernels/gemm.h), so their sums are ordered as the group's, not as
+ * three separate calls' would be. RLRUN_SMALL_GEMM_FP8=1 sends fp8-block
+ * linears at M ≤ 64 through gemm_small_fp8_block_cuda (model/model_cuda.c).
  *
  * Numerics: every op but attention is the full forward's kernel on the same
  * row; the decode attention follows the tensor-core attention's numerics (q,

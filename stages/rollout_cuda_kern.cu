@@ -17,10 +17,7 @@
 #include <type_traits>
 
 #include "kernels/formats.h" /* fmt_bf16_from_f32 / fmt_bf16_to_f32: the one BF16 codec */
-
-extern "C" {
-#include "kernels/common.h"
-}
+#include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head: the full forward's QK path, shared */
 
 #define RCK_CHUNK 128 /* KV positions per split (fixed: results never depend on the batch) */
 #define RCK_THREADS 128
@@ -54,6 +51,51 @@ extern "C" int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const fl
   return rck_check("kv_write", e);
 }
 
+/* The decode step's QK path and cache write in one launch, one warp per
+ * (row, head) over n rows × (nq + 2·nkv) heads: query heads → q =
+ * rope(q_norm(qr)); key heads → k = rope(k_norm(kr)) (FP32, then its BF16
+ * into the cache at (slot[r], pos[r])); value heads → BF16 of v into the
+ * cache. The same arithmetic as ops_qk_norm_rope_forward_tab_cuda twice and
+ * rck_kv_write (qk_norm_rope_head is the forward's own), in one kernel. */
+__global__ void rck_qkv_post_kernel(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr,
+                                    const float *v, const float *wq, const float *wk, const float *cs, const float *sn,
+                                    const int32_t *slot, const int32_t *pos, int n, int nq, int nkv, int hd,
+                                    int64_t max_len, float eps) {
+  const int lane = threadIdx.x & 31, heads = nq + 2 * nkv, half = hd / 2, kvd = nkv * hd;
+  const int64_t wi = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (wi >= (int64_t)n * heads) return;
+  const int r = (int)(wi / heads), j = (int)(wi % heads);
+  const float *c = cs + (size_t)r * half, *s = sn + (size_t)r * half;
+  if (j < nq) {
+    const size_t o = ((size_t)r * nq + j) * hd;
+    qk_norm_rope_head(q + o, qr + o, wq, c, s, hd, eps, lane);
+    return;
+  }
+  const int64_t base = ((int64_t)slot[r] * max_len + pos[r]) * kvd;
+  if (j < nq + nkv) {
+    const int h = j - nq;
+    const size_t o = ((size_t)r * nkv + h) * hd;
+    qk_norm_rope_head(k + o, kr + o, wk, c, s, hd, eps, lane);
+    __syncwarp(); /* the warp's k row is written before its lanes read it back */
+    for (int i = lane; i < hd; i += 32) kc[base + h * hd + i] = fmt_bf16_from_f32(k[o + i]);
+  } else {
+    const int h = j - nq - nkv;
+    const size_t o = ((size_t)r * nkv + h) * hd;
+    for (int i = lane; i < hd; i += 32) vc[base + h * hd + i] = fmt_bf16_from_f32(v[o + i]);
+  }
+}
+
+extern "C" int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr,
+                            const float *v, const float *wq, const float *wk, const float *cs, const float *sn,
+                            const int32_t *slot, const int32_t *pos, int n, int nq, int nkv, int hd, int64_t max_len,
+                            float eps, cudaStream_t st, rl_err *e) {
+  if (n <= 0) return 0;
+  const int64_t warps = (int64_t)n * (nq + 2 * nkv);
+  rck_qkv_post_kernel<<<(unsigned)((warps + 7) / 8), 256, 0, st>>>(q, k, kc, vc, qr, kr, v, wq, wk, cs, sn, slot, pos,
+                                                                  n, nq, nkv, hd, max_len, eps);
+  return rck_check("qkv_post", e);
+}
+
 /* DPL consecutive BF16 values (DPL·2-byte aligned) as floats, in one load. */
 template <int DPL>
 static __device__ __forceinline__ void rck_load(const uint16_t *p, float *out) {
@@ -84,12 +126,12 @@ static __device__ __forceinline__ float rck_wmax(float v) {
 /* Partial attention of split z = blockIdx.z of row r = blockIdx.x, KV head
  * blockIdx.y, for the grp query heads of its group: positions
  * [z·CHUNK, min(len, (z+1)·CHUNK)). head_dim = 32·DPL: lane l owns dims
- * [l·DPL, (l+1)·DPL). Warp w takes positions in runs of U (4w … 4w+3, then
- * 16 further) for the scores and for P·V; the warps' partial sums are added
- * in warp order. Writes acc[hd]
+ * [l·DPL, (l+1)·DPL). Warp w takes positions in runs of U (U·w … U·w+U−1,
+ * then every 4U further) for the scores and for P·V; the warps' partial sums
+ * are added in warp order. Writes acc[hd]
  * (Σ p_j v_j), and (max, Σ p_j) per (row, query head, split).
  * Shared: scores [grp][CHUNK], q [grp][hd], partial P·V [WARPS][grp][hd]. */
-template <int DPL>
+template <int DPL, int U>
 __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, const uint16_t *kc, const uint16_t *vc,
                                       const int32_t *slot, const int32_t *len, int nq, int nkv, int64_t max_len,
                                       int n_split, float sl2) {
@@ -114,7 +156,8 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
     qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * grp) * HD + i]);
   __syncthreads();
   /* scores: s_j = q · k_j in FP32 (lane partials in dim order, then the butterfly) */
-  constexpr int U = 4; /* positions in flight per warp: their loads overlap */
+  /* U positions in flight per warp (their loads overlap: the kernel waits on
+   * memory latency, not bandwidth, at a decode step's lengths) */
   for (int j0 = w * U; j0 < n; j0 += RCK_WARPS * U) {
     float kx[U][DPL];
 #pragma unroll
@@ -206,7 +249,7 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
   }
 }
 
-template <int DPL>
+template <int DPL, int U>
 static int rck_attn_launch(float *pacc, float *pml, const float *q, const uint16_t *kc, const uint16_t *vc,
                            const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int64_t max_len,
                            int n_split, float sl2, cudaStream_t st, rl_err *e) {
@@ -217,9 +260,22 @@ static int rck_attn_launch(float *pacc, float *pml, const float *q, const uint16
                    "rollout (CUDA): decode attention for %d query heads per KV head and head_dim %d needs %zu bytes of "
                    "shared memory (max 49152)",
                    grp, 32 * DPL, shm);
-  rck_attn_split_kernel<DPL><<<dim3(n, nkv, n_split), RCK_THREADS, shm, st>>>(pacc, pml, q, kc, vc, slot, len, nq, nkv,
+  rck_attn_split_kernel<DPL, U><<<dim3(n, nkv, n_split), RCK_THREADS, shm, st>>>(pacc, pml, q, kc, vc, slot, len, nq, nkv,
                                                                               max_len, n_split, sl2);
   return rck_check("attn_split", e);
+}
+
+/* Positions in flight per warp: RLRUN_DECODE_ATTN_U (4, 8 or 16; a tuning
+ * knob, read once) or 8. It sets which positions a warp sums in P·V, so the
+ * bits of the output depend on it (never on the batch). */
+static int rck_unroll(void) {
+  static int u = 0;
+  if (!u) {
+    const char *v = getenv("RLRUN_DECODE_ATTN_U");
+    int x = v ? atoi(v) : 8;
+    u = x == 4 || x == 16 ? x : 8;
+  }
+  return u;
 }
 
 extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
@@ -233,10 +289,12 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
                    "%d/%d); use device: cpu for this model",
                    hd, nq, nkv);
   const float sl2 = RCK_LOG2E / sqrtf((float)hd);
-  int rc = hd == 32    ? rck_attn_launch<1>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
-           : hd == 64  ? rck_attn_launch<2>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
-           : hd == 128 ? rck_attn_launch<4>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
-                       : rck_attn_launch<8>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e);
+  const int u = rck_unroll();
+#define RCK_L(D, U_) rck_attn_launch<D, U_>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
+#define RCK_LU(D) (u == 4 ? RCK_L(D, 4) : u == 16 ? RCK_L(D, 16) : RCK_L(D, 8))
+  int rc = hd == 32 ? RCK_LU(1) : hd == 64 ? RCK_LU(2) : hd == 128 ? RCK_LU(4) : RCK_LU(8);
+#undef RCK_LU
+#undef RCK_L
   if (rc) return rc;
   rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
   return rck_check("attn_combine", e);

@@ -353,3 +353,87 @@ TEST(gemm_small_rejects_bad_arguments) {
     CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
   }
 }
+
+/* The grouped and SwiGLU launches' K split (the plan of their weight rows, whole
+ * 32-row tiles per segment: a one-segment group has the plain call's plan), the
+ * knobs (validated, restorable), and the argument checks. */
+TEST(gemm_small_group_swiglu_plan_knobs_checks) {
+  const gemm_small_seg qkv[3] = {{NULL, NULL, 2048}, {NULL, NULL, 1024}, {NULL, NULL, 1024}};
+  const gemm_small_seg odd[4] = {{NULL, NULL, 200}, {NULL, NULL, 0}, {NULL, NULL, 72}, {NULL, NULL, 40}};
+  CHECK_EQ_I64(gemm_small_group_rows(qkv, 3), 4096);
+  CHECK_EQ_I64(gemm_small_group_rows(odd, 4), 224 + 96 + 64);
+  int s = 0;
+  int64_t sk = 0;
+  gemm_small_plan(gemm_small_group_rows(qkv, 3), 1024, &s, &sk); /* the decode qkv group: 3 slices */
+  CHECK_EQ_I64(s, 3);
+  CHECK_EQ_I64(sk, 384);
+  gemm_small_plan(2 * 3072, 1024, &s, &sk); /* the decode gate/up pair: 2 slices */
+  CHECK_EQ_I64(s, 2);
+  CHECK_EQ_I64(sk, 512);
+  for (int64_t N = 1; N <= 3000; N += 29) {
+    const gemm_small_seg one = {NULL, NULL, N};
+    int s1, s2;
+    int64_t k1, k2;
+    gemm_small_plan(N, 1000, &s1, &k1);
+    gemm_small_plan(gemm_small_group_rows(&one, 1), 1000, &s2, &k2);
+    CHECK_MSG(s1 == s2 && k1 == k2, "N=%lld: plain %d×%lld, group %d×%lld", (long long)N, s1, (long long)k1, s2,
+              (long long)k2);
+  }
+  /* knobs: set, read back, invalid values fall back, NULL restores the environment's */
+  gemm_small_tune env = gemm_small_tune_get(), t = {132, 1, 64, GEMM_SMALL_REDUCE_GLOBAL}, bad = {0, 99, 48, 7};
+  char buf[96];
+  gemm_small_tune_set(&t);
+  gemm_small_tune got = gemm_small_tune_get();
+  CHECK(got.ctas == 132 && got.min_stages == 1 && got.bn == 64 && got.reduce == GEMM_SMALL_REDUCE_GLOBAL);
+  CHECK_EQ_I64(gemm_small_ctas(), 132);
+  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=132 min_stages=1 bn=64 reduce=global");
+  gemm_small_plan(1024, 1024, &s, &sk); /* 32 tiles: 5 slices wanted, of 2 stages → 4 of 256 */
+  CHECK_EQ_I64(s, 4);
+  CHECK_EQ_I64(sk, 256);
+  gemm_small_plan(1024, 3072, &s, &sk); /* 5 wanted, 1-stage slices allowed → 5 of 640 */
+  CHECK_EQ_I64(s, 5);
+  CHECK_EQ_I64(sk, 640);
+  gemm_small_tune_set(&bad);
+  got = gemm_small_tune_get();
+  CHECK(got.ctas == GEMM_SMALL_CTAS && got.min_stages == 2 && got.bn == 0 && got.reduce == GEMM_SMALL_REDUCE_CLUSTER);
+  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=264 min_stages=2 bn=auto reduce=cluster");
+  gemm_small_tune_set(NULL);
+  got = gemm_small_tune_get();
+  CHECK(got.ctas == env.ctas && got.min_stages == env.min_stages && got.bn == env.bn && got.reduce == env.reduce);
+
+  /* argument checks */
+  static uint16_t buf16[64] __attribute__((aligned(16)));
+  static float y[64] __attribute__((aligned(16)));
+  rl_err e;
+  gemm_small_seg seg[5] = {{y, buf16, 8}, {y, buf16 + 4, 8}, {NULL, NULL, 0}, {y, buf16, 8}, {y, buf16, 8}};
+  CHECK_EQ_I64(gemm_small_group_check(seg, 0, buf16, 2, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "0 segments");
+  CHECK_EQ_I64(gemm_small_group_check(seg, 5, buf16, 2, 8, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_small_group_check(NULL, 1, buf16, 2, 8, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_small_group_check(seg, 2, buf16, 2, 8, &e), RL_EXIT_USAGE); /* w of segment 1 misaligned */
+  CHECK_CONTAINS(e.msg, "segment 1 of 2");
+  CHECK_CONTAINS(e.msg, "16-byte aligned");
+  seg[1].w = buf16;
+  CHECK_EQ_I64(gemm_small_group_check(seg, 4, buf16, 2, 8, &e), 0); /* an empty segment needs no pointers */
+  CHECK_EQ_I64(gemm_small_group_check(seg, 2, buf16, 2, 12, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "K=12 is not a multiple of 8");
+  CHECK_EQ_I64(gemm_small_group_check(seg, 2, buf16, 257, 8, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_small_swiglu_check(buf16, buf16, buf16, buf16, 2, 8, 8, &e), 0);
+  CHECK_EQ_I64(gemm_small_swiglu_check((uint16_t *)((char *)buf16 + 1), buf16, buf16, buf16, 2, 8, 8, &e),
+               RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "2-byte aligned");
+  CHECK_EQ_I64(gemm_small_swiglu_check(buf16, buf16, buf16, buf16 + 4, 2, 8, 8, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_small_swiglu_check(buf16, buf16, NULL, buf16, 2, 8, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "is NULL");
+  CHECK_EQ_I64(gemm_small_swiglu_check(NULL, NULL, NULL, NULL, 0, 8, 8, &e), 0); /* nothing to do */
+  CHECK_EQ_I64(gemm_small_bf16_swiglu_cuda(buf16, buf16, buf16, buf16, 300, 8, 8, NULL, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "M=300 rows exceeds");
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    CHECK_EQ_I64(gemm_small_bf16_group_cuda(seg, 2, buf16, 2, 8, NULL, &e), RL_EXIT_HARDWARE);
+    CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
+    CHECK_EQ_I64(gemm_small_bf16_swiglu_cuda(buf16, buf16, buf16, buf16, 2, 8, 8, NULL, &e), RL_EXIT_HARDWARE);
+    CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
+  }
+}

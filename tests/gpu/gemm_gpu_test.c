@@ -1,7 +1,9 @@
 /* gemm_gpu_test.c — the CUDA GEMMs and linear layers against the CPU
  * reference and FP64, on the GPU machine (own main; built by `make gpu-tests`,
  * run by tests/gpu/run.sh). Prints one line per case and a summary; exit 1 on
- * any failure.
+ * any failure. Past 800 lines on purpose: the small-M GEMM's cases (plain,
+ * grouped, SwiGLU pair) sit here so that run.sh's one gemm_gpu_test run covers
+ * them; split them into their own program when run.sh learns to run it.
  *
  * Tolerances. With S* = Σ x̂·ŵ in FP64 over the dequantized operands (the same
  * bytes on both sides) and A = Σ|x̂·ŵ|:
@@ -25,6 +27,7 @@
 #include "kernels/device.h"
 #include "kernels/gemm.h"
 #include "kernels/linear.h"
+#include "kernels/ops.h"
 #include "tests/test_gemm_util.h"
 
 #if RLRUN_CUDA
@@ -634,6 +637,337 @@ static void case_small_graph(int64_t M, int64_t N, int64_t K) {
   free(ye), free(x), free(w);
 }
 
+/* ---------------------------------------------------------------- grouped and SwiGLU launches
+ * gemm_small_bf16_group_cuda (q, k, v in one launch) and gemm_small_bf16_swiglu_cuda
+ * (gate, up and the activation in one launch). The group's outputs are held to the
+ * small-M bound above per element; the SwiGLU's act = bf16(silu(g̃)·ũ) (g̃, ũ the
+ * BF16-rounded FP32 sums) to its propagation: with e = 2^-8(|S*| + γA) + γA the
+ * error of g̃ (or ũ) against the FP64 sum S*, silu Lipschitz with 1.1, and the FP32
+ * silu and product within 2^-21 relative,
+ *   |act − silu(G*)U*| ≤ (1 + 2^-8)(1.1 e_g (|U*| + e_u) + |silu(G*)| e_u
+ *                                   + 2^-21 (|silu(G*)| + 1.1 e_g)(|U*| + e_u)) + 2^-8 |act*|,
+ * or act within one BF16 step of bf16(act*). Exact claims (bitwise): rows do not
+ * depend on M; the knobs documented as not changing a sum (RLRUN_SMALL_GEMM_BN,
+ * RLRUN_SMALL_GEMM_REDUCE) do not; a one-segment group == gemm_small_bf16_cuda; the
+ * SwiGLU == ops_swiglu_forward_cuda of the group {wg, wu}'s outputs. Against a host
+ * composition (glibc expf, ≤ 1 ulp, vs CUDA's ≤ 2 ulp expf) the SwiGLU must be within
+ * one BF16 step; the count of differing elements is printed. */
+
+static const int64_t SGF_MS[] = {64, 1, 7, 33, 100, 256}; /* M = 64 first: the rows the others must match */
+#define SGF_NM ((int)(sizeof SGF_MS / sizeof SGF_MS[0]))
+
+/* FP64 sums S* and magnitudes A of x rows `rows` against w [N][K] (host FP32 copies). */
+static void sgf_ref(const float *xf, const int64_t *rows, int nr, const float *wf, int64_t N, int64_t K,
+                    double *ref, double *mag) {
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t j = 0; j < N; j++)
+    for (int i = 0; i < nr; i++) {
+      const float *a = xf + rows[i] * K, *b = wf + j * K;
+      double sacc = 0, g = 0;
+      for (int64_t k = 0; k < K; k++) {
+        double p = (double)a[k] * b[k];
+        sacc += p, g += fabs(p);
+      }
+      ref[(int64_t)i * N + j] = sacc, mag[(int64_t)i * N + j] = g;
+    }
+}
+
+/* Rows [0, rows) of a [M][N] and b [·][N] that differ (bytes per element: es). */
+static int64_t sgf_rows_differ(const void *a, const void *b, int64_t rows, int64_t N, size_t es) {
+  int64_t d = 0;
+  for (int64_t r = 0; r < rows; r++)
+    d += memcmp((const char *)a + (size_t)(r * N) * es, (const char *)b + (size_t)(r * N) * es, (size_t)N * es) != 0;
+  return d;
+}
+
+/* The environment's knobs with the tile width and reduction path replaced (−1: keep). */
+static void sgf_tune(int bn, int reduce) {
+  gemm_small_tune_set(NULL);
+  gemm_small_tune t = gemm_small_tune_get();
+  if (bn >= 0) t.bn = bn;
+  if (reduce >= 0) t.reduce = reduce;
+  gemm_small_tune_set(&t);
+}
+
+/* One group of n_seg segments (rows Ns[i], any may be 0) over x [256][K]: every M of
+ * SGF_MS vs FP64 and bitwise vs M = 64; at M = 64 and 7 the bit-neutral knobs; a
+ * one-segment group vs gemm_small_bf16_cuda. */
+static void case_group(const int64_t *Ns, int n_seg, int64_t K, uint64_t seed) {
+  gemm_small_seg seg[GEMM_SMALL_MAX_SEGS];
+  uint16_t *w[GEMM_SMALL_MAX_SEGS], *wd[GEMM_SMALL_MAX_SEGS];
+  float *wf[GEMM_SMALL_MAX_SEGS], *yd[GEMM_SMALL_MAX_SEGS], *y64[GEMM_SMALL_MAX_SEGS];
+  double *ref[GEMM_SMALL_MAX_SEGS], *mag[GEMM_SMALL_MAX_SEGS];
+  char shape[96];
+  int n = 0;
+  int64_t Nt = 0;
+  for (int i = 0; i < n_seg; i++) {
+    n += snprintf(shape + n, sizeof shape - (size_t)n, "%s%lld", i ? "+" : "", (long long)Ns[i]);
+    Nt += Ns[i];
+  }
+  uint16_t *x = tg_rand_bf16(SG_MMAX, K, seed), *xd = dev_copy(x, (size_t)(SG_MMAX * K) * 2);
+  float *xf = tg_bf16_to_f32(x, SG_MMAX * K);
+  int64_t rows[SG_MMAX];
+  int nr = sg_ref_rows(Nt, K, rows);
+  for (int i = 0; i < n_seg; i++) {
+    w[i] = tg_rand_bf16(Ns[i], K, seed + 1 + (uint64_t)i);
+    wd[i] = dev_copy(w[i], (size_t)(Ns[i] * K) * 2);
+    wf[i] = tg_bf16_to_f32(w[i], Ns[i] * K);
+    CK(cudaMalloc((void **)&yd[i], (size_t)(SG_MMAX * Ns[i]) * 4 + 4));
+    seg[i] = (gemm_small_seg){yd[i], wd[i], Ns[i]};
+    ref[i] = rl_xmalloc((size_t)nr * (size_t)Ns[i] * 8 + 8), mag[i] = rl_xmalloc((size_t)nr * (size_t)Ns[i] * 8 + 8);
+    sgf_ref(xf, rows, nr, wf[i], Ns[i], K, ref[i], mag[i]);
+    y64[i] = NULL;
+  }
+  int slices;
+  int64_t slice_k;
+  gemm_small_plan(gemm_small_group_rows(seg, n_seg), K, &slices, &slice_k);
+  rl_err e;
+  for (int mi = 0; mi < SGF_NM; mi++) {
+    int64_t M = SGF_MS[mi], inv = 0, nonfin = 0;
+    for (int i = 0; i < n_seg; i++) CK(cudaMemset(yd[i], 0xff, (size_t)(M * Ns[i]) * 4 + 4));
+    int rc = gemm_small_bf16_group_cuda(seg, n_seg, xd, M, K, NULL, &e);
+    sg_tally t = {0};
+    for (int i = 0; i < n_seg && !rc; i++) {
+      float *y = host_copy(yd[i], (size_t)(M * Ns[i]) * 4);
+      for (int r = 0; r < nr && rows[r] < M; r++)
+        for (int64_t j = 0; j < Ns[i]; j++)
+          sg_count(&t, y[rows[r] * Ns[i] + j], ref[i][(int64_t)r * Ns[i] + j], mag[i][(int64_t)r * Ns[i] + j], K);
+      for (int64_t j = 0; j < M * Ns[i]; j++) nonfin += !isfinite(y[j]);
+      if (M == 64) y64[i] = y;
+      else inv += sgf_rows_differ(y, y64[i], M < 64 ? M : 64, Ns[i], 4), free(y);
+    }
+    int ok = !rc && t.bad == 0 && inv == 0 && nonfin == 0;
+    printf("%-6s %-14s N=%-14s K=%-5lld M=%-3lld slices=%-2d checked=%-8lld ≥1ulp=%-6lld ≥2ulp=%-4lld max=%d "
+           "beyond-bound=%lld rows≠M64=%lld non-finite=%lld%s%s\n",
+           ok ? "PASS" : "FAIL", "small-group", shape, (long long)K, (long long)M, slices, (long long)t.n,
+           (long long)t.diff, (long long)t.far, t.maxd, (long long)t.bad, (long long)inv, (long long)nonfin,
+           rc ? " error: " : "", rc ? e.msg : "");
+    ok ? g_pass++ : g_fail++;
+    if (rc && M == 64) break;
+  }
+  /* the knobs that must not change a bit, and the one-segment group == the plain call */
+  if (y64[n_seg - 1]) {
+    static const int knobs[][3] = {{64, 32, -1}, {64, 64, -1}, {64, -1, GEMM_SMALL_REDUCE_GLOBAL},
+                                   {64, 64, GEMM_SMALL_REDUCE_GLOBAL}, {7, -1, GEMM_SMALL_REDUCE_GLOBAL}};
+    char line[512];
+    int len = snprintf(line, sizeof line, "small-group    N=%-14s K=%-5lld rows≠default, by knob:", shape, (long long)K);
+    int bad = 0;
+    for (int c = 0; c < 5; c++) {
+      int64_t M = knobs[c][0], d = 0;
+      sgf_tune(knobs[c][1], knobs[c][2]);
+      int rc = gemm_small_bf16_group_cuda(seg, n_seg, xd, M, K, NULL, &e);
+      for (int i = 0; i < n_seg && !rc; i++) {
+        if (!Ns[i]) continue;
+        float *y = host_copy(yd[i], (size_t)(M * Ns[i]) * 4);
+        d += sgf_rows_differ(y, y64[i], M, Ns[i], 4);
+        free(y);
+      }
+      len += snprintf(line + len, sizeof line - (size_t)len, " M=%lld%s%s%s:%lld", (long long)M,
+                      knobs[c][1] == 32 ? ",bn=32" : knobs[c][1] == 64 ? ",bn=64" : "",
+                      knobs[c][2] == GEMM_SMALL_REDUCE_GLOBAL ? ",global" : "", rc ? "(error)" : "", (long long)d);
+      bad |= rc || d;
+    }
+    gemm_small_tune_set(NULL);
+    if (n_seg == 1 && Ns[0] > 0) {
+      int64_t d = -1;
+      if (!gemm_small_bf16_cuda(yd[0], xd, wd[0], 64, Ns[0], K, NULL, &e)) {
+        float *y = host_copy(yd[0], (size_t)(64 * Ns[0]) * 4);
+        d = sgf_rows_differ(y, y64[0], 64, Ns[0], 4);
+        free(y);
+      }
+      len += snprintf(line + len, sizeof line - (size_t)len, "; gemm_small_bf16_cuda M=64:%lld", (long long)d);
+      bad |= d != 0;
+    }
+    printf("%-6s %s\n", bad ? "FAIL" : "PASS", line);
+    bad ? g_fail++ : g_pass++;
+  }
+  for (int i = 0; i < n_seg; i++) {
+    cudaFree(wd[i]), cudaFree(yd[i]);
+    free(w[i]), free(wf[i]), free(ref[i]), free(mag[i]), free(y64[i]);
+  }
+  cudaFree(xd);
+  free(x), free(xf);
+}
+
+/* silu as the host computes it (glibc expf). */
+static float sgf_silu_host(float g) { return g / (1.0f + expf(-g)); }
+
+/* The SwiGLU pair over x [256][K], wg, wu [N][K]: every M of SGF_MS bitwise vs
+ * ops_swiglu_forward_cuda of the group {wg, wu} at M = 256 (so also vs each other),
+ * vs FP64 (bound above) and vs the host composition (≤ 1 BF16 step); the
+ * bit-neutral knobs at M = 64. */
+static void case_swiglu(int64_t N, int64_t K, uint64_t seed) {
+  uint16_t *x = tg_rand_bf16(SG_MMAX, K, seed), *wg = tg_rand_bf16(N, K, seed + 1), *wu = tg_rand_bf16(N, K, seed + 2);
+  uint16_t *xd = dev_copy(x, (size_t)(SG_MMAX * K) * 2), *wgd = dev_copy(wg, (size_t)(N * K) * 2);
+  uint16_t *wud = dev_copy(wu, (size_t)(N * K) * 2), *actd, *compd;
+  float *gd, *ud;
+  CK(cudaMalloc((void **)&actd, (size_t)(SG_MMAX * N) * 2 + 4));
+  CK(cudaMalloc((void **)&compd, (size_t)(SG_MMAX * N) * 2 + 4));
+  CK(cudaMalloc((void **)&gd, (size_t)(SG_MMAX * N) * 4));
+  CK(cudaMalloc((void **)&ud, (size_t)(SG_MMAX * N) * 4));
+  int64_t rows[SG_MMAX];
+  int nr = sg_ref_rows(2 * N, K, rows);
+  float *xf = tg_bf16_to_f32(x, SG_MMAX * K), *wgf = tg_bf16_to_f32(wg, N * K), *wuf = tg_bf16_to_f32(wu, N * K);
+  size_t rn = (size_t)nr * (size_t)N;
+  double *G = rl_xmalloc(rn * 8), *Ag = rl_xmalloc(rn * 8), *U = rl_xmalloc(rn * 8), *Au = rl_xmalloc(rn * 8);
+  sgf_ref(xf, rows, nr, wgf, N, K, G, Ag);
+  sgf_ref(xf, rows, nr, wuf, N, K, U, Au);
+  int slices;
+  int64_t slice_k;
+  gemm_small_plan(2 * ((N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN * GEMM_SMALL_BN), K, &slices, &slice_k);
+  rl_err e;
+  /* the composition: group {wg, wu} at M = 256, then ops_swiglu_forward_cuda */
+  gemm_small_seg seg[2] = {{gd, wgd, N}, {ud, wud, N}};
+  int rc = gemm_small_bf16_group_cuda(seg, 2, xd, SG_MMAX, K, NULL, &e);
+  if (!rc) rc = ops_swiglu_forward_cuda(NULL, compd, gd, ud, SG_MMAX, (int)N, (int)N, NULL, &e);
+  uint16_t *comp = rc ? NULL : host_copy(compd, (size_t)(SG_MMAX * N) * 2), *a64 = NULL;
+  float *gh = rc ? NULL : host_copy(gd, (size_t)(SG_MMAX * N) * 4), *uh = rc ? NULL : host_copy(ud, (size_t)(SG_MMAX * N) * 4);
+  if (rc) printf("FAIL   small-swiglu   N=%-6lld K=%-5lld composition: %s\n", (long long)N, (long long)K, e.msg), g_fail++;
+  for (int mi = 0; mi < SGF_NM && comp; mi++) {
+    int64_t M = SGF_MS[mi], inv = 0, vs_comp = 0, host_diff = 0, host_far = 0;
+    CK(cudaMemset(actd, 0xff, (size_t)(M * N) * 2)); /* NaN: a missed element shows */
+    if (gemm_small_bf16_swiglu_cuda(actd, xd, wgd, wud, M, N, K, NULL, &e)) {
+      printf("FAIL   small-swiglu   N=%-6lld K=%-5lld M=%-3lld: %s\n", (long long)N, (long long)K, (long long)M, e.msg);
+      g_fail++;
+      continue;
+    }
+    uint16_t *act = host_copy(actd, (size_t)(M * N) * 2);
+    vs_comp = sgf_rows_differ(act, comp, M, N, 2);
+    if (M == 64) a64 = act;
+    else inv = sgf_rows_differ(act, a64, M < 64 ? M : 64, N, 2);
+    for (int64_t i = 0; i < M * N; i++) { /* host: bf16(silu(g̃)·ũ) in FP32 */
+      float v = sgf_silu_host(gh[i]) * uh[i];
+      int32_t d = abs(sg_ord(fmt_bf16_to_f32(act[i])) - sg_ord(fmt_bf16_to_f32(fmt_bf16_from_f32(v))));
+      host_diff += d != 0, host_far += d > 1 || isnan(fmt_bf16_to_f32(act[i]));
+    }
+    sg_tally t = {0};
+    const double gam = 1.01 * SG_GAMMA(K);
+    for (int r = 0; r < nr && rows[r] < M; r++)
+      for (int64_t j = 0; j < N; j++) {
+        size_t o = (size_t)r * (size_t)N + (size_t)j;
+        double g = G[o], u = U[o], eg = 0x1p-8 * (fabs(g) + gam * Ag[o]) + gam * Ag[o];
+        double eu = 0x1p-8 * (fabs(u) + gam * Au[o]) + gam * Au[o], sg = g / (1.0 + exp(-g)), want = sg * u;
+        double bound = (1 + 0x1p-8) * (1.1 * eg * (fabs(u) + eu) + fabs(sg) * eu +
+                                       0x1p-21 * (fabs(sg) + 1.1 * eg) * (fabs(u) + eu)) + 0x1p-8 * fabs(want);
+        float y = fmt_bf16_to_f32(act[rows[r] * N + j]);
+        int32_t d = abs(sg_ord(y) - sg_ord(sg_bf16_of_f64(want)));
+        t.n++, t.diff += d >= 1, t.far += d >= 2;
+        if (d > t.maxd) t.maxd = d;
+        if (!(d <= 1 || fabs((double)y - want) <= bound)) t.bad++;
+      }
+    int ok = t.bad == 0 && inv == 0 && vs_comp == 0 && host_far == 0;
+    printf("%-6s %-14s N=%-6lld K=%-5lld M=%-3lld slices=%-2d checked=%-8lld ≥1ulp=%-6lld ≥2ulp=%-4lld max=%d "
+           "beyond-bound=%lld rows≠M64=%lld rows≠group+ops_swiglu=%lld vs host: %lld differ, %lld by >1ulp\n",
+           ok ? "PASS" : "FAIL", "small-swiglu", (long long)N, (long long)K, (long long)M, slices, (long long)t.n,
+           (long long)t.diff, (long long)t.far, t.maxd, (long long)t.bad, (long long)inv, (long long)vs_comp,
+           (long long)host_diff, (long long)host_far);
+    ok ? g_pass++ : g_fail++;
+    if (act != a64) free(act);
+  }
+  if (a64) { /* the bit-neutral knobs (the pair has one tile width: only the reduction path moves) */
+    int64_t d = -1;
+    sgf_tune(-1, GEMM_SMALL_REDUCE_GLOBAL);
+    if (!gemm_small_bf16_swiglu_cuda(actd, xd, wgd, wud, 64, N, K, NULL, &e)) {
+      uint16_t *act = host_copy(actd, (size_t)(64 * N) * 2);
+      d = sgf_rows_differ(act, a64, 64, N, 2);
+      free(act);
+    }
+    gemm_small_tune_set(NULL);
+    printf("%-6s small-swiglu   N=%-6lld K=%-5lld M=64 reduce=global: rows≠default %lld\n", d ? "FAIL" : "PASS",
+           (long long)N, (long long)K, (long long)d);
+    d ? g_fail++ : g_pass++;
+  }
+  cudaFree(xd), cudaFree(wgd), cudaFree(wud), cudaFree(actd), cudaFree(compd), cudaFree(gd), cudaFree(ud);
+  free(x), free(wg), free(wu), free(xf), free(wgf), free(wuf), free(G), free(Ag), free(U), free(Au);
+  free(comp), free(gh), free(uh), free(a64);
+}
+
+/* The group (kind 0: segments N, N/2 + 8, 40) or the SwiGLU pair (kind 1) inside a
+ * CUDA graph: 3 replays of 3 captured calls == the eager call, bitwise, with the
+ * cluster reduction and with the workspace (whose counters must be back at 0). */
+static void case_fused_graph(int kind, int64_t M, int64_t N, int64_t K) {
+  const int64_t Ns[3] = {N, N / 2 + 8, 40};
+  const int nseg = kind ? 2 : 3;
+  uint16_t *x = tg_rand_bf16(M, K, 91), *xd = dev_copy(x, (size_t)(M * K) * 2);
+  gemm_small_seg seg[3];
+  uint16_t *w[3], *actd = NULL;
+  size_t yb = 0;
+  for (int i = 0; i < nseg; i++) {
+    int64_t n = kind ? N : Ns[i];
+    w[i] = tg_rand_bf16(n, K, 92 + (uint64_t)i);
+    seg[i].w = dev_copy(w[i], (size_t)(n * K) * 2), seg[i].N = n;
+    CK(cudaMalloc((void **)&seg[i].y, (size_t)(M * n) * 4));
+  }
+  if (kind) CK(cudaMalloc((void **)&actd, (size_t)(M * N) * 2));
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  rl_err e;
+  for (int red = 0; red < 2; red++) {
+    sgf_tune(-1, red ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER);
+#define SGF_CALL()                                                                                           \
+  (kind ? gemm_small_bf16_swiglu_cuda(actd, xd, seg[0].w, seg[1].w, M, N, K, s, &e)                        \
+        : gemm_small_bf16_group_cuda(seg, nseg, xd, M, K, s, &e))
+    int rc = SGF_CALL(); /* eager: grows the workspace */
+    CK(cudaStreamSynchronize(s));
+    char *ye = NULL;
+    if (!rc) { /* the outputs, concatenated */
+      yb = kind ? (size_t)(M * N) * 2 : 0;
+      for (int i = 0; !kind && i < nseg; i++) yb += (size_t)(M * seg[i].N) * 4;
+      ye = rl_xmalloc(yb);
+      size_t o = 0;
+      for (int i = 0; i < (kind ? 1 : nseg); i++) {
+        size_t b = kind ? yb : (size_t)(M * seg[i].N) * 4;
+        void *h = host_copy(kind ? (void *)actd : (void *)seg[i].y, b);
+        memcpy(ye + o, h, b), o += b;
+        free(h);
+      }
+    }
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    int same = 0;
+    if (!rc) {
+      CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < 3 && !rc; i++) rc = SGF_CALL();
+      CK(cudaStreamEndCapture(s, &g));
+    }
+#undef SGF_CALL
+    if (!rc) {
+      CK(cudaGraphInstantiate(&ge, g, 0));
+      for (int rep = 0; rep < 3; rep++) {
+        for (int i = 0; i < (kind ? 1 : nseg); i++)
+          CK(cudaMemsetAsync(kind ? (void *)actd : (void *)seg[i].y, 0xff, kind ? yb : (size_t)(M * seg[i].N) * 4, s));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaStreamSynchronize(s));
+        size_t o = 0;
+        int eq = 1;
+        for (int i = 0; i < (kind ? 1 : nseg); i++) {
+          size_t b = kind ? yb : (size_t)(M * seg[i].N) * 4;
+          void *h = host_copy(kind ? (void *)actd : (void *)seg[i].y, b);
+          eq &= memcmp(ye + o, h, b) == 0, o += b;
+          free(h);
+        }
+        same += eq;
+      }
+    } else {
+      printf("  %s: %s\n", kind ? "gemm_small_bf16_swiglu_cuda" : "gemm_small_bf16_group_cuda", e.msg);
+    }
+    int ok = !rc && same == 3;
+    printf("%-6s %-14s N=%-6lld K=%-5lld M=%-3lld reduce=%s: 3 replays of 3 captured calls == eager: %d of 3\n",
+           ok ? "PASS" : "FAIL", kind ? "swiglu-graph" : "group-graph", (long long)N, (long long)K, (long long)M,
+           red ? "global" : "cluster", same);
+    ok ? g_pass++ : g_fail++;
+    if (ge) cudaGraphExecDestroy(ge);
+    if (g) cudaGraphDestroy(g);
+    free(ye);
+  }
+  gemm_small_tune_set(NULL);
+  cudaStreamDestroy(s);
+  for (int i = 0; i < nseg; i++) cudaFree((void *)seg[i].w), cudaFree(seg[i].y), free(w[i]);
+  if (actd) cudaFree(actd);
+  cudaFree(xd);
+  free(x);
+}
+
 int main(int argc, char **argv) {
   device_info di;
   device_query(&di);
@@ -682,6 +1016,19 @@ int main(int argc, char **argv) {
   case_small(200, 264, 1, 601);
   case_small_graph(64, 1024, 1024);
   case_small_graph(5, 200, 264);
+  /* grouped and SwiGLU launches: the decode shapes, N not a multiple of 32, K not a
+   * multiple of 128, four segments, an empty one, one segment (== the plain call),
+   * more than 8 slices (the workspace reduction whatever the knob says) */
+  static const int64_t gs[][6] = {/* K, n_seg, N… */
+                                  {1024, 3, 2048, 1024, 1024, 0}, {264, 3, 200, 72, 40, 0}, {1000, 4, 96, 520, 8, 40},
+                                  {136, 3, 72, 0, 40, 0},         {3072, 1, 1024, 0, 0, 0}, {4096, 2, 40, 8, 0, 0}};
+  for (int i = 0; i < 6; i++) case_group(&gs[i][2], (int)gs[i][1], gs[i][0], 700 + (uint64_t)i);
+  static const int64_t sw[][2] = {{3072, 1024}, {200, 264}, {40, 1000}, {520, 2048}, {96, 4096}};
+  for (int i = 0; i < 5; i++) case_swiglu(sw[i][0], sw[i][1], 800 + (uint64_t)i);
+  case_fused_graph(0, 64, 2048, 1024);
+  case_fused_graph(0, 7, 200, 264);
+  case_fused_graph(1, 64, 3072, 1024);
+  case_fused_graph(1, 5, 200, 1000);
   printf("gemm_gpu_test: %d passed, %d failed (plans cached: %d)\n", g_pass, g_fail,
          gemm_cuda_plan_count());
   linear_release();

@@ -59,6 +59,18 @@ if [ -x "$BUILD/bench_small_gemm" ]; then
   run bench_small_gemm bench_small_gemm.log "$BUILD/bench_small_gemm"
   grep -E '^\|' "$OUT/bench_small_gemm.log" >> "$SUMMARY"
 else row bench_small_gemm FAIL "missing: make BUILD=$BUILD $BUILD/bench_small_gemm"; fi
+# gemm_small_fp8_gpu_test: the small-M fp8-block GEMM (decode, opt-in RLRUN_SMALL_GEMM_FP8=1): its
+# in-kernel activation quantization == the quantizer's bytes, vs FP64 and vs linear_forward (cuBLASLt)
+# within stated bounds, bitwise M-invariance, non-finite rows, graph replays, refusals.
+# bench_small_fp8: one decode step's fp8 GEMMs (graph) vs linear_forward + conversion, at M 1/8/64.
+if [ -x "$BUILD/gpu/gemm_small_fp8_gpu_test" ]; then
+  run gemm_small_fp8_gpu_test gemm_small_fp8_gpu_test.log "$BUILD/gpu/gemm_small_fp8_gpu_test"
+  grep -E '^FAIL' "$OUT/gemm_small_fp8_gpu_test.log" | head -20 >> "$SUMMARY"
+else row gemm_small_fp8_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+if [ -x "$BUILD/bench_small_fp8" ]; then
+  run bench_small_fp8 bench_small_fp8.log "$BUILD/bench_small_fp8"
+  grep -E '^\|' "$OUT/bench_small_fp8.log" >> "$SUMMARY"
+else row bench_small_fp8 FAIL "missing: make BUILD=$BUILD $BUILD/bench_small_fp8"; fi
 
 fi
 # ---------------------------------------------------------------- numerics (issue #4)

@@ -1,0 +1,610 @@
+/* gemm_small_fp8_gpu_test.c — gemm_small_fp8_block_cuda (the decode step's small-M
+ * fp8-block GEMM, kernels/gemm_small_fp8_cuda.cu) on the GPU machine (own main;
+ * built by `make gpu-tests`). One PASS/FAIL line per case, a final "N passed, M
+ * failed" line; exit 1 on any failure. Usage: gemm_small_fp8_gpu_test [--quick].
+ *
+ * What is asserted, per (N, K) with x [64][K] (random rows scaled 2^-4 … 2^4, plus
+ * a zero block, a block of tiny values (scale < 2^-90: the quantizer's __fdiv_rn
+ * path) and a block of huge values, scale ~2^104):
+ *   quant     the activation as the kernel quantized and multiplied it (probe entry
+ *             point) == quant_fp8_block_act_cuda's bytes (what linear_forward
+ *             multiplies) == quant_fp8_block_act_cpu's, data and scales, bitwise.
+ *   fp64      |y − S*| ≤ 2^-10·A + 2^-8·|S*| for every checked element, where S* =
+ *             Σ_k x̂_k·ŵ_k in FP64 over the dequantized operands (qx·sx, qw·sw: the
+ *             exact bytes of the quantizers) and A = Σ_k |x̂_k·ŵ_k|. Derivation: inside
+ *             a 128-K block the FP8 MMAs accumulate on the tensor core with fewer bits
+ *             than FP32 (Hopper: ~14 bits, DeepSeek-V3; each k32 MMA ≤ ~2^-13 of the
+ *             block's Σ|qx·qw|, four of them ≤ 2^-11·A_block once scaled); the FP32 steps
+ *             after that (one FMA per block, the slice sums: ≤ (K/128 + 32)·2^-24·A) are
+ *             far below; the BF16 rounding of the output adds 2^-8·|y| ≤ 2^-8(|S*| + err).
+ *             So 2^-10·A holds with 2× margin — the bound gemm_gpu_test asks of cuBLASLt's
+ *             fp8-block GEMM on the same tensor cores, still 64× below the quantization
+ *             error (2^-4). The worst measured ratio is printed. A wrong scale, block or
+ *             K permutation gives errors of order A: far beyond.
+ *   cublaslt  against linear_forward (activation quantizer + cuBLASLt block-scaled FP8,
+ *             BF16 output, then FP32) on the same x and w: both are within the bound
+ *             above of S*, so |y − y_lf| ≤ 2^-9·A + 2^-7·|S*| is asked; the count of
+ *             elements more than one BF16 step apart is printed.
+ *   invariance rows of M = 1 (rows 0, 5, 63 alone), 7 and 33 == the same rows of
+ *             M = 64, bitwise; and the knobs that must not change a sum (BN 32/64,
+ *             reduce cluster/global, PDL on/off) give M = 64's bits.
+ * Exact case: x and w built so that every quantity is exact (x blocks hold ±448·2^i
+ * and integers·2^i with |integer| ≤ 4, so sx = 2^i and qx = the integers; weight codes
+ * integers in [-4, 4] with power-of-two scales: block sums < 2^12, totals multiples of
+ * 2^-2 below 2^20): y == bf16_rne(S*) bitwise, and linear_forward == y bitwise.
+ * Non-finite: a row with +Inf and a row with NaN give all-NaN rows (as linear_forward's),
+ * the kernel's qx/sx == the quantizer's poisoned bytes (scale NaN, data 0), the other
+ * rows == a finite run's, bitwise. Graph: 3 captured calls replayed 3 times == eager,
+ * bitwise (PDL on and off). Refusals: M > 64, K % 16, a BF16 or host weight. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/device.h"
+#include "kernels/gemm.h"
+#include "kernels/linear.h"
+#include "kernels/ops.h"
+#include "tests/test_gemm_util.h"
+
+#if RLRUN_CUDA
+#include <cuda_runtime_api.h>
+
+static int g_fail, g_pass;
+#define MMAX 64
+#define TOL 0x1p-10 /* × A, see the top */
+
+#define CK(x)                                                                                \
+  do {                                                                                       \
+    cudaError_t st_ = (x);                                                                   \
+    if (st_ != cudaSuccess) {                                                                \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(st_));  \
+      exit(2);                                                                               \
+    }                                                                                        \
+  } while (0)
+
+static void *dev_copy(const void *h, size_t n) {
+  void *d = NULL;
+  CK(cudaMalloc(&d, n ? n : 16));
+  if (n) CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+  return d;
+}
+
+static void *host_copy(const void *d, size_t n) {
+  void *h = rl_xmalloc(n ? n : 16);
+  CK(cudaDeviceSynchronize());
+  if (n) CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
+  return h;
+}
+
+static void tally(int ok) { ok ? g_pass++ : g_fail++; }
+
+/* ---------------------------------------------------------------- operands */
+
+/* An fp8-block weight: host codes and ROWMAJOR scales, and the device qtensor
+ * (HOPPER_WEIGHT scales, as sync makes them, or ROWMAJOR). */
+typedef struct wop {
+  int64_t N, K;
+  uint8_t *q;
+  float *s; /* [ceil(N/128)][ceil(K/128)] */
+  qtensor d;
+} wop;
+
+static wop w_upload(uint8_t *q, float *s, int64_t N, int64_t K, int hopper) {
+  wop w;
+  memset(&w, 0, sizeof w);
+  w.N = N, w.K = K, w.q = q, w.s = s;
+  int64_t nb = quant_cdiv(N, 128), kb = quant_cdiv(K, 128), kb4 = quant_roundup(kb, 4);
+  w.d = qtensor_bf16(NULL, N, K, 1);
+  w.d.fmt = QFMT_FP8_BLOCK, w.d.block_rows = 128;
+  w.d.data = dev_copy(q, (size_t)(N * K));
+  if (hopper) {
+    float *h = rl_xmalloc((size_t)(nb * kb4) * 4 + 4);
+    quant_layout_fp8_weight_scales_to_cublaslt(s, nb, kb, h);
+    w.d.scales = dev_copy(h, (size_t)(nb * kb4) * 4);
+    w.d.layout = QLAYOUT_HOPPER_WEIGHT;
+    free(h);
+  } else {
+    w.d.scales = dev_copy(s, (size_t)(nb * kb) * 4);
+    w.d.layout = QLAYOUT_ROWMAJOR;
+  }
+  return w;
+}
+
+/* The project's weight quantizer on BF16 w. */
+static wop w_make(const uint16_t *wb, int64_t N, int64_t K, int hopper) {
+  uint8_t *q = rl_xmalloc((size_t)(N * K) + 1);
+  float *s = rl_xmalloc((size_t)(quant_cdiv(N, 128) * quant_cdiv(K, 128)) * 4 + 4);
+  quant_fp8_block_weight_cpu(wb, N, K, q, s, NULL, NULL);
+  return w_upload(q, s, N, K, hopper);
+}
+
+static void w_free(wop *w) {
+  cudaFree(w->d.data), cudaFree(w->d.scales);
+  free(w->q), free(w->s);
+}
+
+/* Random x [MMAX][K] with the special blocks of the top (where K allows). */
+static uint16_t *x_make(int64_t K, uint64_t seed) {
+  uint16_t *x = tg_rand_bf16(MMAX, K, seed);
+  int64_t kb = quant_cdiv(K, 128);
+  for (int64_t k = 0; k < K && k < 128; k++) x[3 * K + k] = 0;                         /* row 3, block 0: zeros */
+  for (int64_t k = 128 * (kb - 1); k < K; k++) x[5 * K + k] = fmt_bf16_from_f32(1e-30f * (float)((k % 7) - 3)); /* tiny */
+  for (int64_t k = 0; k < K && k < 128; k++) x[6 * K + k] = fmt_bf16_from_f32(1e34f * (float)((k % 5) - 2) / 2.0f); /* huge (finite sums) */
+  return x;
+}
+
+/* ---------------------------------------------------------------- the FP64 reference */
+
+static double g_e4m3[256]; /* E4M3 code → value */
+
+/* S* and A of x rows `rows` (codes qx [MMAX][K], scales sx [MMAX][kb] ROWMAJOR) against w:
+ * block sums of codes exact in FP64, then × (sx·sw) (exact in FP64) and summed. */
+static void ref_rows(const uint8_t *qx, const float *sx, const int64_t *rows, int nr, const wop *w, double *ref,
+                     double *mag) {
+  const int64_t N = w->N, K = w->K, kb = quant_cdiv(K, 128);
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t n = 0; n < N; n++)
+    for (int i = 0; i < nr; i++) {
+      const uint8_t *a = qx + rows[i] * K, *b = w->q + n * K;
+      double s = 0, g = 0;
+      for (int64_t j = 0; j < kb; j++) {
+        double ps = 0, pg = 0;
+        for (int64_t k = 128 * j; k < K && k < 128 * (j + 1); k++) {
+          double p = g_e4m3[a[k]] * g_e4m3[b[k]];
+          ps += p, pg += fabs(p);
+        }
+        double sc = (double)sx[rows[i] * kb + j] * (double)w->s[(n / 128) * kb + j];
+        s += ps * sc, g += pg * fabs(sc);
+      }
+      ref[(int64_t)i * N + n] = s, mag[(int64_t)i * N + n] = g;
+    }
+}
+
+/* Ordinal of a BF16 value held in FP32: neighbours differ by 1, ±0 are 0. */
+static int32_t ord(float v) {
+  uint16_t h = fmt_bf16_from_f32(v);
+  return (h & 0x8000) ? -(int32_t)(h & 0x7fff) : (int32_t)h;
+}
+
+/* ---------------------------------------------------------------- cases */
+
+/* One call; returns 0 or prints the error. */
+static int run(float *y, const uint16_t *x, const wop *w, int64_t M, const quant_policy *p, void *s) {
+  rl_err e;
+  int rc = gemm_small_fp8_block_cuda(y, x, &w->d, M, p, s, &e);
+  if (rc) printf("  gemm_small_fp8_block_cuda M=%lld: %s\n", (long long)M, e.msg);
+  return rc;
+}
+
+/* linear_forward on M rows, as FP32 (host). NULL on error. */
+static float *lf_run(const uint16_t *xd, const wop *w, int64_t M, const quant_policy *p) {
+  uint16_t *yb;
+  CK(cudaMalloc((void **)&yb, (size_t)(M * w->N) * 2));
+  rl_err e;
+  float *out = NULL;
+  if (linear_forward(yb, xd, M, &w->d, p, &e)) {
+    printf("  linear_forward: %s\n", e.msg);
+  } else {
+    uint16_t *h = host_copy(yb, (size_t)(M * w->N) * 2);
+    out = tg_bf16_to_f32(h, M * w->N);
+    free(h);
+  }
+  cudaFree(yb);
+  return out;
+}
+
+/* The random-data case of one (N, K): quant, fp64, cublaslt, invariance (see the top). */
+static void case_shape(int64_t N, int64_t K, int hopper, int ue8m0, uint64_t seed) {
+  const int64_t kb = quant_cdiv(K, 128);
+  uint16_t *x = x_make(K, seed), *wb = tg_rand_bf16(N, K, seed + 1);
+  wop w = w_make(wb, N, K, hopper);
+  free(wb);
+  quant_policy p;
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  p.ue8m0 = ue8m0;
+  char tag[96];
+  snprintf(tag, sizeof tag, "N=%-6lld K=%-5lld %s%s", (long long)N, (long long)K, hopper ? "hopper" : "rowmajor",
+           ue8m0 ? " ue8m0" : "");
+  uint16_t *xd = dev_copy(x, (size_t)(MMAX * K) * 2);
+  float *yd, *sxd, *sxq;
+  uint8_t *qxd, *qxq;
+  CK(cudaMalloc((void **)&yd, (size_t)(MMAX * N) * 4));
+  CK(cudaMalloc((void **)&qxd, (size_t)(MMAX * K)));
+  CK(cudaMalloc((void **)&sxd, (size_t)(MMAX * kb) * 4));
+  CK(cudaMalloc((void **)&qxq, (size_t)(MMAX * K)));
+  CK(cudaMalloc((void **)&sxq, (size_t)(MMAX * kb) * 4));
+  CK(cudaMemset(yd, 0xff, (size_t)(MMAX * N) * 4)); /* NaN: a missed element shows */
+  CK(cudaMemset(qxd, 0x55, (size_t)(MMAX * K)));
+  CK(cudaMemset(sxd, 0x55, (size_t)(MMAX * kb) * 4));
+  rl_err e;
+  int rc = gemm_small_fp8_block_probe_cuda(yd, qxd, sxd, xd, &w.d, MMAX, &p, NULL, &e);
+  if (rc) {
+    printf("FAIL   fp8-small %s: probe call: %s\n", tag, e.msg);
+    g_fail++;
+    goto out;
+  }
+  /* quant: the kernel's activation bytes == the CUDA quantizer's == the CPU quantizer's */
+  {
+    quant_opts qo = {0};
+    qo.ue8m0 = ue8m0;
+    int qs = quant_fp8_block_act_cuda(xd, MMAX, K, qxq, sxq, &qo, NULL, NULL, &e);
+    uint8_t *qk = host_copy(qxd, (size_t)(MMAX * K)), *qc = host_copy(qxq, (size_t)(MMAX * K));
+    float *sk = host_copy(sxd, (size_t)(MMAX * kb) * 4), *sc = host_copy(sxq, (size_t)(MMAX * kb) * 4);
+    uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
+    float *sh = rl_xmalloc((size_t)(MMAX * kb) * 4);
+    int qh_st = quant_fp8_block_act_cpu(x, MMAX, K, qh, sh, &qo, NULL);
+    int64_t dq_cuda = 0, ds_cuda = 0, dq_cpu = 0, ds_cpu = 0;
+    for (int64_t i = 0; i < MMAX * K; i++) dq_cuda += qk[i] != qc[i], dq_cpu += qk[i] != qh[i];
+    for (int64_t i = 0; i < MMAX * kb; i++)
+      ds_cuda += memcmp(&sk[i], &sc[i], 4) != 0, ds_cpu += memcmp(&sk[i], &sh[i], 4) != 0;
+    int ok = qs == QUANT_OK && qh_st == QUANT_OK && !dq_cuda && !ds_cuda && !dq_cpu && !ds_cpu;
+    printf("%-6s fp8-small quant      %s: kernel's qx/sx vs quant_fp8_block_act_cuda: %lld/%lld bytes/scales "
+           "differ; vs _cpu: %lld/%lld\n",
+           ok ? "PASS" : "FAIL", tag, (long long)dq_cuda, (long long)ds_cuda, (long long)dq_cpu, (long long)ds_cpu);
+    tally(ok);
+    /* fp64: against S* from the CPU quantizer's bytes (== the kernel's when quant passed) */
+    int64_t rows[MMAX];
+    int nr = 0;
+    if ((double)MMAX * N * K <= 1.5e9)
+      for (int i = 0; i < MMAX; i++) rows[nr++] = i;
+    else {
+      static const int64_t sample[] = {0, 3, 5, 6, 31, 63};
+      for (int i = 0; i < 6; i++) rows[nr++] = sample[i];
+    }
+    double *ref = rl_xmalloc((size_t)nr * (size_t)N * 8), *mag = rl_xmalloc((size_t)nr * (size_t)N * 8);
+    ref_rows(qh, sh, rows, nr, &w, ref, &mag[0]);
+    float *y = host_copy(yd, (size_t)(MMAX * N) * 4);
+    double worst = 0;
+    int64_t bad = 0, far = 0, nonfin = 0;
+    for (int64_t i = 0; i < MMAX * N; i++) nonfin += !isfinite(y[i]);
+    for (int i = 0; i < nr; i++)
+      for (int64_t n = 0; n < N; n++) {
+        double r = ref[(int64_t)i * N + n], a = mag[(int64_t)i * N + n], v = y[rows[i] * N + n];
+        double ratio = fabs(v - r) / (TOL * a + 0x1p-8 * fabs(r) + 1e-38);
+        if (!(ratio <= 1)) bad++;
+        if (!(ratio <= worst)) worst = isnan(ratio) ? INFINITY : ratio;
+        far += abs(ord((float)v) - ord((float)r)) > 1;
+      }
+    ok = !bad && !nonfin;
+    printf("%-6s fp8-small fp64       %s: %d rows × N checked, beyond bound %lld, worst err/bound %.4f, "
+           ">1 BF16 step from S* %lld, non-finite outputs %lld\n",
+           ok ? "PASS" : "FAIL", tag, nr, (long long)bad, worst, (long long)far, (long long)nonfin);
+    tally(ok);
+    /* cublaslt: linear_forward on the same x, w */
+    float *yl = lf_run(xd, &w, MMAX, &p);
+    if (!yl) {
+      printf("FAIL   fp8-small cublaslt   %s: linear_forward failed\n", tag);
+      g_fail++;
+    } else {
+      int64_t lbad = 0, lfar = 0, same = 0;
+      double lworst = 0;
+      for (int i = 0; i < nr; i++)
+        for (int64_t n = 0; n < N; n++) {
+          int64_t o = rows[i] * N + n;
+          double r = ref[(int64_t)i * N + n], a = mag[(int64_t)i * N + n];
+          double ratio = fabs((double)y[o] - yl[o]) / (2 * TOL * a + 0x1p-7 * fabs(r) + 1e-38);
+          if (!(ratio <= 1)) lbad++;
+          if (!(ratio <= lworst)) lworst = isnan(ratio) ? INFINITY : ratio;
+        }
+      for (int64_t i = 0; i < MMAX * N; i++) {
+        same += memcmp(&y[i], &yl[i], 4) == 0;
+        lfar += abs(ord(y[i]) - ord(yl[i])) > 1;
+      }
+      ok = !lbad;
+      printf("%-6s fp8-small cublaslt   %s: vs linear_forward beyond bound %lld (worst %.4f); all rows: %.2f%% "
+             "bitwise equal, %lld elements >1 BF16 step apart\n",
+             ok ? "PASS" : "FAIL", tag, (long long)lbad, lworst, 100.0 * (double)same / (double)(MMAX * N),
+             (long long)lfar);
+      tally(ok);
+      free(yl);
+    }
+    /* invariance: rows of M = 1, 7, 33 and the bit-neutral knobs == M = 64's */
+    {
+      int64_t diff = 0, checks = 0;
+      static const int64_t Ms[] = {7, 33};
+      for (int mi = 0; mi < 2; mi++) {
+        CK(cudaMemset(yd, 0xff, (size_t)(MMAX * N) * 4));
+        if (run(yd, xd, &w, Ms[mi], &p, NULL)) {
+          diff++;
+          continue;
+        }
+        float *ym = host_copy(yd, (size_t)(Ms[mi] * N) * 4);
+        for (int64_t r = 0; r < Ms[mi]; r++) diff += memcmp(ym + r * N, y + r * N, (size_t)N * 4) != 0, checks++;
+        free(ym);
+      }
+      static const int64_t alone[] = {0, 5, 63};
+      for (int i = 0; i < 3; i++) {
+        if (run(yd, xd + alone[i] * K, &w, 1, &p, NULL)) {
+          diff++;
+          continue;
+        }
+        float *y1 = host_copy(yd, (size_t)N * 4);
+        diff += memcmp(y1, y + alone[i] * N, (size_t)N * 4) != 0, checks++;
+        free(y1);
+      }
+      gemm_small_fp8_tune t0 = gemm_small_fp8_tune_get();
+      static const int knob[][3] = {{32, -1, -1}, {64, -1, -1}, {-1, GEMM_SMALL_FP8_REDUCE_GLOBAL, -1},
+                                    {-1, GEMM_SMALL_FP8_REDUCE_CLUSTER, -1}, {-1, -1, 0}, {-1, -1, 1}};
+      for (int k = 0; k < 6; k++) {
+        gemm_small_fp8_tune t = t0;
+        if (knob[k][0] >= 0) t.bn = knob[k][0];
+        if (knob[k][1] >= 0) t.reduce = knob[k][1];
+        if (knob[k][2] >= 0) t.pdl = knob[k][2];
+        gemm_small_fp8_tune_set(&t);
+        CK(cudaMemset(yd, 0xff, (size_t)(MMAX * N) * 4));
+        if (run(yd, xd, &w, MMAX, &p, NULL)) diff++;
+        else {
+          float *yk = host_copy(yd, (size_t)(MMAX * N) * 4);
+          for (int64_t r = 0; r < MMAX; r++) diff += memcmp(yk + r * N, y + r * N, (size_t)N * 4) != 0;
+          checks += MMAX;
+          free(yk);
+        }
+      }
+      gemm_small_fp8_tune_set(NULL);
+      int slices;
+      int64_t sk;
+      gemm_small_fp8_plan(N, K, &slices, &sk);
+      printf("%-6s fp8-small invariance %s: slices=%d; rows of M=7, 33, rows 0/5/63 alone, M=64 under bn 32/64, "
+             "reduce global/cluster, pdl 0/1 vs M=64: %lld of %lld rows differ\n",
+             diff ? "FAIL" : "PASS", tag, slices, (long long)diff, (long long)checks);
+      tally(!diff);
+    }
+    free(qk), free(qc), free(sk), free(sc), free(qh), free(sh), free(ref), free(mag), free(y);
+  }
+out:
+  cudaFree(xd), cudaFree(yd), cudaFree(qxd), cudaFree(sxd), cudaFree(qxq), cudaFree(sxq);
+  w_free(&w);
+  free(x);
+}
+
+/* Exact arithmetic (see the top): y == bf16(S*) and == linear_forward, bitwise. */
+static void case_exact(int64_t N, int64_t K, uint64_t seed) {
+  const int64_t kb = quant_cdiv(K, 128), nb = quant_cdiv(N, 128);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 7;
+  uint16_t *x = rl_xmalloc((size_t)(MMAX * K) * 2);
+  for (int64_t r = 0; r < MMAX; r++)
+    for (int64_t j = 0; j < kb; j++) {
+      int64_t k0 = 128 * j, k1 = k0 + 128 < K ? k0 + 128 : K;
+      double sc = ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
+      for (int64_t k = k0; k < k1; k++) x[r * K + k] = fmt_bf16_from_f32((float)(((int)(tg_next(&s) % 9) - 4) * sc));
+      int64_t at = k0 + (int64_t)(tg_next(&s) % (uint64_t)(k1 - k0));
+      x[r * K + at] = fmt_bf16_from_f32((float)((tg_next(&s) & 1 ? 448.0 : -448.0) * sc));
+    }
+  uint8_t *q = rl_xmalloc((size_t)(N * K) + 1);
+  float *sw = rl_xmalloc((size_t)(nb * kb) * 4 + 4);
+  for (int64_t i = 0; i < N * K; i++) q[i] = fmt_e4m3_from_f32((float)((int)(tg_next(&s) % 9) - 4));
+  for (int64_t i = 0; i < nb * kb; i++) sw[i] = (float)ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
+  wop w = w_upload(q, sw, N, K, 1);
+  quant_policy p;
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
+  float *sh = rl_xmalloc((size_t)(MMAX * kb) * 4);
+  quant_fp8_block_act_cpu(x, MMAX, K, qh, sh, NULL, NULL);
+  int64_t rows[MMAX];
+  for (int i = 0; i < MMAX; i++) rows[i] = i;
+  double *ref = rl_xmalloc((size_t)(MMAX * N) * 8), *mag = rl_xmalloc((size_t)(MMAX * N) * 8);
+  ref_rows(qh, sh, rows, MMAX, &w, ref, mag);
+  int64_t inexact = 0; /* the construction's promise: S* is an FP32 value */
+  for (int64_t i = 0; i < MMAX * N; i++) inexact += (double)(float)ref[i] != ref[i];
+  uint16_t *xd = dev_copy(x, (size_t)(MMAX * K) * 2);
+  float *yd;
+  CK(cudaMalloc((void **)&yd, (size_t)(MMAX * N) * 4));
+  CK(cudaMemset(yd, 0xff, (size_t)(MMAX * N) * 4));
+  int64_t ne = -1, nl = -1;
+  if (!run(yd, xd, &w, MMAX, &p, NULL)) {
+    float *y = host_copy(yd, (size_t)(MMAX * N) * 4), *yl = lf_run(xd, &w, MMAX, &p);
+    ne = 0;
+    for (int64_t i = 0; i < MMAX * N; i++) {
+      float want = fmt_bf16_to_f32(fmt_bf16_from_f32((float)ref[i]));
+      ne += memcmp(&y[i], &want, 4) != 0;
+    }
+    if (yl) {
+      nl = 0;
+      for (int64_t i = 0; i < MMAX * N; i++) nl += memcmp(&y[i], &yl[i], 4) != 0;
+    }
+    free(y), free(yl);
+  }
+  int ok = inexact == 0 && ne == 0 && nl == 0;
+  printf("%-6s fp8-small exact      N=%-6lld K=%-5lld M=64: elements ≠ bf16(S*) %lld, ≠ linear_forward %lld "
+         "(S* not an FP32 value: %lld)\n",
+         ok ? "PASS" : "FAIL", (long long)N, (long long)K, (long long)ne, (long long)nl, (long long)inexact);
+  tally(ok);
+  cudaFree(xd), cudaFree(yd);
+  w_free(&w);
+  free(x), free(qh), free(sh), free(ref), free(mag);
+}
+
+/* Non-finite activations: rows 2 (+Inf) and 4 (NaN) all NaN, as linear_forward's; the
+ * kernel's qx/sx == the quantizer's poisoned bytes; other rows == the finite run's. */
+static void case_nonfinite(int64_t N, int64_t K) {
+  const int64_t kb = quant_cdiv(K, 128);
+  uint16_t *x = tg_rand_bf16(MMAX, K, 31), *xb = rl_xmalloc((size_t)(MMAX * K) * 2);
+  memcpy(xb, x, (size_t)(MMAX * K) * 2);
+  xb[2 * K + 5] = 0x7f80;                 /* +Inf in row 2, block 0 */
+  xb[4 * K + (K > 128 ? 130 : 7)] = 0x7fc1; /* NaN in row 4 */
+  uint16_t *wb = tg_rand_bf16(N, K, 32);
+  wop w = w_make(wb, N, K, 1);
+  free(wb);
+  quant_policy p;
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  uint16_t *xd = dev_copy(x, (size_t)(MMAX * K) * 2), *xbd = dev_copy(xb, (size_t)(MMAX * K) * 2);
+  float *yd, *ybd, *sxd, *sxq;
+  uint8_t *qxd, *qxq;
+  CK(cudaMalloc((void **)&yd, (size_t)(MMAX * N) * 4));
+  CK(cudaMalloc((void **)&ybd, (size_t)(MMAX * N) * 4));
+  CK(cudaMalloc((void **)&qxd, (size_t)(MMAX * K)));
+  CK(cudaMalloc((void **)&sxd, (size_t)(MMAX * kb) * 4));
+  CK(cudaMalloc((void **)&qxq, (size_t)(MMAX * K)));
+  CK(cudaMalloc((void **)&sxq, (size_t)(MMAX * kb) * 4));
+  rl_err e;
+  int ok = 0;
+  int64_t nan_rows = 0, other = 0, lf_nan = 0, qdiff = 0;
+  if (!run(yd, xd, &w, MMAX, &p, NULL) &&
+      !gemm_small_fp8_block_probe_cuda(ybd, qxd, sxd, xbd, &w.d, MMAX, &p, NULL, &e) &&
+      quant_fp8_block_act_cuda(xbd, MMAX, K, qxq, sxq, NULL, NULL, NULL, &e) == QUANT_OK) {
+    float *y = host_copy(yd, (size_t)(MMAX * N) * 4), *yb = host_copy(ybd, (size_t)(MMAX * N) * 4);
+    for (int64_t r = 0; r < MMAX; r++) {
+      if (r == 2 || r == 4) {
+        int64_t n_nan = 0;
+        for (int64_t n = 0; n < N; n++) n_nan += isnan(yb[r * N + n]);
+        nan_rows += n_nan == N;
+      } else {
+        other += memcmp(yb + r * N, y + r * N, (size_t)N * 4) != 0;
+      }
+    }
+    float *yl = lf_run(xbd, &w, MMAX, &p);
+    if (yl) {
+      for (int64_t n = 0; n < N; n++) lf_nan += isnan(yl[2 * N + n]) && isnan(yl[4 * N + n]);
+      free(yl);
+    }
+    uint8_t *qk = host_copy(qxd, (size_t)(MMAX * K)), *qc = host_copy(qxq, (size_t)(MMAX * K));
+    float *sk = host_copy(sxd, (size_t)(MMAX * kb) * 4), *sc = host_copy(sxq, (size_t)(MMAX * kb) * 4);
+    qdiff = (memcmp(qk, qc, (size_t)(MMAX * K)) != 0) + (memcmp(sk, sc, (size_t)(MMAX * kb) * 4) != 0);
+    free(qk), free(qc), free(sk), free(sc), free(y), free(yb);
+    ok = nan_rows == 2 && other == 0 && lf_nan == N && qdiff == 0;
+  } else {
+    printf("  %s\n", e.msg);
+  }
+  printf("%-6s fp8-small nonfinite  N=%-6lld K=%-5lld: all-NaN rows %lld of 2 (linear_forward: %lld of %lld "
+         "columns NaN in both), other rows ≠ finite run %lld, qx/sx ≠ quantizer's %lld\n",
+         ok ? "PASS" : "FAIL", (long long)N, (long long)K, (long long)nan_rows, (long long)lf_nan, (long long)N,
+         (long long)other, (long long)qdiff);
+  tally(ok);
+  cudaFree(xd), cudaFree(xbd), cudaFree(yd), cudaFree(ybd), cudaFree(qxd), cudaFree(sxd), cudaFree(qxq),
+      cudaFree(sxq);
+  w_free(&w);
+  free(x), free(xb);
+}
+
+/* CUDA graph: 3 captured calls, 3 replays == the eager call, bitwise (PDL off and on). */
+static void case_graph(int64_t M, int64_t N, int64_t K, int pdl) {
+  uint16_t *x = tg_rand_bf16(M, K, 77), *wb = tg_rand_bf16(N, K, 78);
+  wop w = w_make(wb, N, K, 1);
+  free(wb);
+  quant_policy p;
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  gemm_small_fp8_tune t = gemm_small_fp8_tune_get();
+  t.pdl = pdl;
+  gemm_small_fp8_tune_set(&t);
+  uint16_t *xd = dev_copy(x, (size_t)(M * K) * 2);
+  float *yd;
+  CK(cudaMalloc((void **)&yd, (size_t)(M * N) * 4));
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  int rc = run(yd, xd, &w, M, &p, s); /* eager: grows the workspace */
+  CK(cudaStreamSynchronize(s));
+  float *ye = rc ? NULL : host_copy(yd, (size_t)(M * N) * 4);
+  cudaGraph_t g = NULL;
+  cudaGraphExec_t ge = NULL;
+  int same = 0;
+  if (!rc) {
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < 3 && !rc; i++) rc = run(yd, xd, &w, M, &p, s);
+    cudaError_t ce = cudaStreamEndCapture(s, &g);
+    if (ce != cudaSuccess) printf("  cudaStreamEndCapture: %s\n", cudaGetErrorString(ce)), rc = 1;
+  }
+  if (!rc) {
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int rep = 0; rep < 3; rep++) {
+      CK(cudaMemsetAsync(yd, 0xff, (size_t)(M * N) * 4, s));
+      CK(cudaGraphLaunch(ge, s));
+      CK(cudaStreamSynchronize(s));
+      float *yg = host_copy(yd, (size_t)(M * N) * 4);
+      same += memcmp(yg, ye, (size_t)(M * N) * 4) == 0;
+      free(yg);
+    }
+  }
+  gemm_small_fp8_tune_set(NULL);
+  int slices;
+  int64_t sk;
+  gemm_small_fp8_plan(N, K, &slices, &sk);
+  int ok = !rc && same == 3;
+  printf("%-6s fp8-small graph      N=%-6lld K=%-5lld M=%-3lld slices=%d pdl=%d: 3 replays of 3 captured calls == "
+         "eager: %d of 3\n",
+         ok ? "PASS" : "FAIL", (long long)N, (long long)K, (long long)M, slices, pdl, same);
+  tally(ok);
+  if (ge) cudaGraphExecDestroy(ge);
+  if (g) cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+  cudaFree(xd), cudaFree(yd);
+  w_free(&w);
+  free(ye), free(x);
+}
+
+/* Refusals before any device access: each must be RL_EXIT_USAGE. */
+static void case_refuse(void) {
+  uint16_t *xb = tg_rand_bf16(MMAX, 256, 5), *wb = tg_rand_bf16(64, 256, 6);
+  wop w = w_make(wb, 64, 256, 1), w2 = w_make(wb, 64, 240, 1);
+  w2.d.cols = 248; /* K % 16 != 0 (data only read if accepted) */
+  uint16_t *xd = dev_copy(xb, (size_t)(MMAX * 256) * 2);
+  float *yd;
+  CK(cudaMalloc((void **)&yd, (size_t)(MMAX * 64) * 4 * 2));
+  quant_policy p;
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  rl_err e;
+  qtensor wbf = qtensor_bf16(xd, 64, 256, 1), whost = w.d;
+  whost.on_device = 0;
+  int codes[5] = {gemm_small_fp8_block_cuda(yd, xd, &w.d, MMAX + 1, &p, NULL, &e),
+                  gemm_small_fp8_block_cuda(yd, xd, &w2.d, 8, &p, NULL, &e),
+                  gemm_small_fp8_block_cuda(yd, xd, &wbf, 8, &p, NULL, &e),
+                  gemm_small_fp8_block_cuda(yd, xd, &whost, 8, &p, NULL, &e),
+                  gemm_small_fp8_block_cuda(yd, xd + 1, &w.d, 8, &p, NULL, &e)};
+  int ok = 1;
+  for (int i = 0; i < 5; i++) ok &= codes[i] == RL_EXIT_USAGE;
+  printf("%-6s fp8-small refuse     M=65, K=248, BF16 weight, host weight, misaligned x → codes %d %d %d %d %d "
+         "(want %d)\n",
+         ok ? "PASS" : "FAIL", codes[0], codes[1], codes[2], codes[3], codes[4], RL_EXIT_USAGE);
+  tally(ok);
+  cudaFree(xd), cudaFree(yd);
+  w_free(&w), w_free(&w2);
+  free(xb), free(wb);
+}
+
+int main(int argc, char **argv) {
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    printf("gemm_small_fp8_gpu_test: skipped: %s\n", di.status);
+    return 0;
+  }
+  char tb[128];
+  gemm_small_fp8_tune t = gemm_small_fp8_tune_get();
+  printf("gemm_small_fp8_gpu_test on %s (sm_%d%d), knobs %s\n", di.gpus[0].name, di.gpus[0].cc_major,
+         di.gpus[0].cc_minor, gemm_small_fp8_tune_str(&t, tb, sizeof tb));
+  if (di.gpus[0].cc_major < 9) {
+    printf("gemm_small_fp8_gpu_test: skipped: the kernel is built for sm_90a/sm_100a\n");
+    return 0;
+  }
+  for (int c = 0; c < 256; c++) g_e4m3[c] = fmt_e4m3_to_f32((uint8_t)c);
+  int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  /* Qwen3-0.6B's decode shapes, then N not a multiple of 128 (nor 32), K not a multiple
+   * of 128, more than 8 slices (the workspace reduction whatever the knob says) */
+  static const int64_t nk[][2] = {{2048, 1024}, {1024, 1024}, {1024, 2048}, {3072, 1024}, {1024, 3072},
+                                  {151936, 1024}, {200, 272},  {520, 1008},  {40, 144},    {72, 4096}};
+  const int nnk = quick ? 6 : 10;
+  for (int i = 0; i < nnk; i++) case_shape(nk[i][0], nk[i][1], 1, 0, 100 + (uint64_t)i);
+  case_shape(1024, 1024, 0, 0, 200); /* ROWMAJOR weight scales */
+  case_shape(3072, 1024, 1, 1, 201); /* ue8m0 scales */
+  case_exact(2048, 1024, 300);
+  case_exact(1024, 3072, 301);
+  case_exact(200, 272, 302);
+  case_nonfinite(1024, 1024);
+  case_nonfinite(200, 272);
+  for (int pdl = 0; pdl < 2; pdl++) {
+    case_graph(64, 1024, 1024, pdl);
+    case_graph(5, 200, 272, pdl);
+    case_graph(64, 72, 4096, pdl);
+  }
+  case_refuse();
+  printf("gemm_small_fp8_gpu_test: %d passed, %d failed\n", g_pass, g_fail);
+  gemm_small_fp8_release();
+  linear_release();
+  return g_fail ? 1 : 0;
+}
+#else
+int main(void) {
+  printf("gemm_small_fp8_gpu_test: skipped: built without CUDA\n");
+  return 0;
+}
+#endif
