@@ -70,6 +70,7 @@ extern "C" {
 }
 #include "kernels/formats.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_small_common.cuh" /* PTX wrappers, bf16_round, host helpers */
 
 namespace {
 
@@ -90,9 +91,8 @@ __host__ __device__ constexpr int sg_bn(int wn) { return 16 * wn; }
 /* BF16 elements of one stage: P·BN weight rows and 8·MB x rows of BK. */
 __host__ __device__ constexpr int sg_stage_elems(int mb, int wn, bool sw) { return (sg_parts(sw) * sg_bn(wn) + 8 * mb) * BK; }
 /* Stages of the ring: as many as fit SMEM_BUDGET, 2 … 6. */
-__host__ __device__ constexpr int sg_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 __host__ __device__ constexpr int sg_nst(int mb, int wn, bool sw) {
-  return sg_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb, wn, sw)), 2, 6);
+  return gs_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb, wn, sw)), 2, 6);
 }
 __host__ __device__ constexpr int sg_smem_bytes(int mb, int wn, bool sw) { return sg_nst(mb, wn, sw) * sg_stage_elems(mb, wn, sw) * 2; }
 /* Row stride (floats) of a partial kept in shared memory for the cluster
@@ -121,19 +121,8 @@ struct sg_args {
   int cluster;                /* 1: the slices of a tile are a cluster and reduce through DSMEM */
 };
 
-/* ---------------------------------------------------------------- PTX wrappers */
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-/* 16 bytes global → shared (L2 only), asynchronously; bytes = 0 writes zeros. */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+/* ---------------------------------------------------------------- PTX wrappers
+ * (the rest: gemm_small_common.cuh) */
 
 /* c (16×8 FP32) += a (16×16 BF16, row) · b (16×8 BF16, col). */
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
@@ -143,36 +132,6 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-
-/* Every thread of the cluster arrives (its shared-memory writes released) and
- * waits for all the others (their writes acquired). Not .aligned: the threads
- * may come from loops of different trip counts. */
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-
-/* The shared::cluster address of shared-memory address a in CTA `rank` of the cluster. */
-__device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
-  return r;
-}
-
-__device__ __forceinline__ float4 cluster_ld4(uint32_t a) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
-               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-               : "r"(a)
-               : "memory");
-  return v;
-}
-
-__device__ __forceinline__ float4 add4(float4 a, float4 b) {
-  return make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
-}
-
-/* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
-__device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
 
 /* ---------------------------------------------------------------- kernel */
 
@@ -408,84 +367,11 @@ __global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(cons
 
 constexpr int NKERN = 16; /* sg_kid range */
 
-/* The workspace per device (grown on demand; a captured graph holds its
- * pointers, hence device_buffers_changed() on every move) and what has been
- * asked of each kernel instance once per device. */
-static struct {
-  void *ws[DEVICE_MAX_GPUS], *cnt[DEVICE_MAX_GPUS];
-  size_t ws_cap[DEVICE_MAX_GPUS], cnt_cap[DEVICE_MAX_GPUS];
-  unsigned attr[DEVICE_MAX_GPUS];               /* bit sg_kid: the shared-memory limit is raised */
-  unsigned clu_asked[DEVICE_MAX_GPUS][NKERN];   /* bit S: cluster size S asked of the occupancy API */
-  unsigned clu_ok[DEVICE_MAX_GPUS][NKERN];      /* bit S: … and it can be scheduled */
-  int n_devices;                                /* cudaGetDeviceCount, -1 until asked */
-} SG = {{0}, {0}, {0}, {0}, {0}, {{0}}, {{0}}, -1};
+/* The workspace per device and what has been asked of each kernel instance
+ * once per device (gemm_small_common.cuh). */
+static gs_state<NKERN> SG = GS_STATE_INIT;
 
-/* Check a CUDA runtime status; the message names the call. */
-int sg_ok(cudaError_t st, const char *what, rl_err *e) {
-  if (st == cudaSuccess) return 0;
-  cudaGetLastError();
-  return rl_errf(e, RL_EXIT_FAIL, "gemm_small: %s failed: %s", what, cudaGetErrorString(st));
-}
-
-/* *buf with at least `bytes` (grown by 25 % headroom); zero: cleared on (re)allocation. */
-void *sg_grow(void **buf, size_t *cap, size_t bytes, int zero, cudaStream_t s, const char *what, rl_err *e) {
-  if (*cap >= bytes) return *buf;
-  if (*buf && sg_ok(cudaFree(*buf), "cudaFree of the workspace", e)) return NULL;
-  *buf = NULL, *cap = 0;
-  size_t c = bytes + bytes / 4;
-  device_buffers_changed();
-  if (sg_ok(cudaMalloc(buf, c), what, e)) return NULL;
-  if (zero && sg_ok(cudaMemsetAsync(*buf, 0, c, s), "cudaMemsetAsync of the tile counters", e)) return NULL;
-  *cap = c;
-  return *buf;
-}
-
-/* The current device, when there is a usable one. */
-int sg_device(int *dev, rl_err *e) {
-  cudaError_t st = cudaSuccess;
-  *dev = 0;
-  if (SG.n_devices < 0) { /* asked once */
-    st = cudaGetDeviceCount(&SG.n_devices);
-    if (st != cudaSuccess) cudaGetLastError(), SG.n_devices = 0;
-  }
-  if (SG.n_devices > 0) st = cudaGetDevice(dev);
-  if (SG.n_devices == 0 || st != cudaSuccess) {
-    cudaGetLastError();
-    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small: no usable CUDA device (%s); use device: cpu",
-                   st != cudaSuccess ? cudaGetErrorString(st) : "the driver reports none");
-  }
-  if (*dev < 0 || *dev >= DEVICE_MAX_GPUS)
-    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small: device %d beyond the %d supported", *dev, DEVICE_MAX_GPUS);
-  return 0;
-}
-
-/* The launch configuration of `blocks` CTAs in clusters of S (at: its one attribute). */
-cudaLaunchConfig_t sg_cluster_cfg(cudaLaunchAttribute at[1], int S, int64_t blocks, int threads, int bytes,
-                                  cudaStream_t s) {
-  cudaLaunchConfig_t cfg = {};
-  at[0] = cudaLaunchAttribute{};
-  at[0].id = cudaLaunchAttributeClusterDimension;
-  at[0].val.clusterDim.x = (unsigned)S, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
-  cfg.gridDim = dim3((unsigned)blocks), cfg.blockDim = dim3((unsigned)threads), cfg.dynamicSmemBytes = (size_t)bytes;
-  cfg.stream = s, cfg.attrs = at, cfg.numAttrs = 1;
-  return cfg;
-}
-
-/* 1 when clusters of S CTAs of kernel `kern` can be scheduled on this device
- * (asked once per device, kernel and S; any error: no). */
-template <typename F>
-int sg_cluster_ok(F kern, int kid, int dev, int S, int threads, int bytes) {
-  if (!(SG.clu_asked[dev][kid] >> S & 1)) {
-    cudaLaunchAttribute at[1];
-    cudaLaunchConfig_t cfg = sg_cluster_cfg(at, S, S, threads, bytes, NULL);
-    int n = 0;
-    cudaError_t st = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
-    if (st != cudaSuccess) cudaGetLastError(), n = 0;
-    SG.clu_asked[dev][kid] |= 1u << S;
-    if (n > 0) SG.clu_ok[dev][kid] |= 1u << S;
-  }
-  return SG.clu_ok[dev][kid] >> S & 1;
-}
+constexpr const char *WHO = "gemm_small"; /* the error messages' prefix */
 
 /* Launch gemm_small_kernel<MB, WN, SW> over a's tiles: the cluster reduction when
  * asked for and schedulable, else the workspace. */
@@ -495,33 +381,25 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
   constexpr int P = sg_parts(SW), XR = 8 * MB, BN = sg_bn(WN);
   static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= bytes, "shared memory");
   auto kern = gemm_small_kernel<MB, WN, SW>;
-  if (!(SG.attr[dev] >> kid & 1)) {
-    if (sg_ok(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-              "cudaFuncSetAttribute (shared memory)", e))
-      return RL_EXIT_FAIL;
-    SG.attr[dev] |= 1u << kid;
-  }
+  if (gs_smem_attr(SG, kern, kid, dev, bytes, WHO, e)) return RL_EXIT_FAIL;
   const int64_t tiles = a.t0[a.n_seg], blocks = tiles * a.n_mc * a.slices;
   if (blocks > INT32_MAX)
     return rl_errf(e, RL_EXIT_USAGE, "gemm_small: %lld tiles × %d slices × %d row chunks is more than 2^31-1 CTAs",
                    (long long)tiles, a.slices, a.n_mc);
   a.cluster = a.slices > 1 && want_cluster && a.slices <= GEMM_SMALL_MAX_CLUSTER &&
-              sg_cluster_ok(kern, kid, dev, a.slices, T, bytes);
+              gs_cluster_ok(SG, kern, kid, dev, a.slices, T, bytes);
   if (a.slices > 1 && !a.cluster) {
     size_t wsb = (size_t)(tiles * a.n_mc * a.slices) * P * XR * BN * sizeof(float);
     size_t cb = (size_t)(tiles * a.n_mc) * sizeof(unsigned);
-    a.ws = (float *)sg_grow(&SG.ws[dev], &SG.ws_cap[dev], wsb, 0, s, "cudaMalloc of the split-K workspace", e);
-    a.cnt = a.ws ? (unsigned *)sg_grow(&SG.cnt[dev], &SG.cnt_cap[dev], cb, 1, s, "cudaMalloc of the tile counters", e)
-                 : NULL;
-    if (!a.cnt) return RL_EXIT_FAIL;
+    if (gs_workspace(SG, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
   }
   if (a.cluster) {
     cudaLaunchAttribute at[1];
-    cudaLaunchConfig_t cfg = sg_cluster_cfg(at, a.slices, blocks, T, bytes, s);
-    return sg_ok(cudaLaunchKernelEx(&cfg, kern, a), "gemm_small_kernel launch (cluster)", e) ? RL_EXIT_FAIL : 0;
+    cudaLaunchConfig_t cfg = gs_cluster_cfg(at, a.slices, blocks, T, bytes, s);
+    return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_kernel launch (cluster)", e) ? RL_EXIT_FAIL : 0;
   }
   kern<<<(unsigned)blocks, T, bytes, s>>>(a);
-  return sg_ok(cudaGetLastError(), "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
+  return gs_ok(cudaGetLastError(), WHO, "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
 }
 
 /* The kernel of MB m-blocks for a tile width and kind. */
@@ -545,7 +423,7 @@ int sg_launch_mb(int mb, int dev, sg_args &a, int want_cluster, cudaStream_t s, 
  * output, while its K order (the plan) and its slice sum order stay put. */
 int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
   int dev = 0;
-  int rc = sg_device(&dev, e);
+  int rc = gs_device(SG, WHO, &dev, e);
   if (rc) return rc;
   const gemm_small_tune tune = gemm_small_tune_get();
   gemm_small_plan(plan_rows, a.K, &a.slices, &a.slice_k);
@@ -567,8 +445,6 @@ int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
   return wn == 4 ? sg_launch_mb<4, false>(mb, dev, a, cl, s, e) : sg_launch_mb<2, false>(mb, dev, a, cl, s, e);
 }
 
-cudaStream_t sg_stream(void *stream) { return stream ? (cudaStream_t)stream : cudaStreamPerThread; }
-
 /* The grouped product after its checks: empty segments dropped, K = 0 as zeros. */
 int sg_group(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M, int64_t K, void *stream, rl_err *e) {
   sg_args a;
@@ -576,12 +452,12 @@ int sg_group(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
   for (int i = 0; i < n_seg; i++)
     if (seg[i].N > 0) a.w[a.n_seg] = seg[i].w, a.y[a.n_seg] = seg[i].y, a.n[a.n_seg] = seg[i].N, a.n_seg++;
   if (M == 0 || a.n_seg == 0) return 0;
-  cudaStream_t s = sg_stream(stream);
-  int dev = 0, rc = sg_device(&dev, e);
+  cudaStream_t s = gs_stream(stream);
+  int dev = 0, rc = gs_device(SG, WHO, &dev, e);
   if (rc) return rc;
   if (K == 0) { /* empty sums */
     for (int i = 0; i < a.n_seg; i++)
-      if (sg_ok(cudaMemsetAsync(a.y[i], 0, (size_t)(M * a.n[i]) * 4, s), "cudaMemsetAsync", e)) return RL_EXIT_FAIL;
+      if (gs_ok(cudaMemsetAsync(a.y[i], 0, (size_t)(M * a.n[i]) * 4, s), WHO, "cudaMemsetAsync", e)) return RL_EXIT_FAIL;
     return 0;
   }
   a.x = x, a.M = (int)M, a.K = K;
@@ -608,11 +484,11 @@ extern "C" int gemm_small_bf16_swiglu_cuda(uint16_t *act, const uint16_t *x, con
                                            int64_t M, int64_t N, int64_t K, void *stream, rl_err *e) {
   int rc = gemm_small_swiglu_check(act, x, wg, wu, M, N, K, e);
   if (rc || M == 0 || N == 0) return rc;
-  cudaStream_t s = sg_stream(stream);
+  cudaStream_t s = gs_stream(stream);
   int dev = 0;
-  if ((rc = sg_device(&dev, e))) return rc;
+  if ((rc = gs_device(SG, WHO, &dev, e))) return rc;
   if (K == 0) /* g = u = 0: silu(0)·0 = +0 */
-    return sg_ok(cudaMemsetAsync(act, 0, (size_t)(M * N) * 2, s), "cudaMemsetAsync", e) ? RL_EXIT_FAIL : 0;
+    return gs_ok(cudaMemsetAsync(act, 0, (size_t)(M * N) * 2, s), WHO, "cudaMemsetAsync", e) ? RL_EXIT_FAIL : 0;
   sg_args a;
   memset(&a, 0, sizeof a);
   a.x = x, a.w[0] = wg, a.w[1] = wu, a.act = act, a.n[0] = N, a.n_seg = 1, a.M = (int)M, a.K = K;
@@ -621,12 +497,4 @@ extern "C" int gemm_small_bf16_swiglu_cuda(uint16_t *act, const uint16_t *x, con
   return sg_run(a, true, 2 * rows, s, e);
 }
 
-extern "C" void gemm_small_release(void) {
-  int freed = 0;
-  for (int d = 0; d < DEVICE_MAX_GPUS; d++) { /* best effort, as gemm_cuda_release */
-    if (SG.ws[d]) cudaFree(SG.ws[d]), freed = 1;
-    if (SG.cnt[d]) cudaFree(SG.cnt[d]), freed = 1;
-    SG.ws[d] = SG.cnt[d] = NULL, SG.ws_cap[d] = SG.cnt_cap[d] = 0;
-  }
-  if (freed) device_buffers_changed();
-}
+extern "C" void gemm_small_release(void) { gs_release(SG); }

@@ -72,6 +72,7 @@ extern "C" {
 #include "kernels/device.h"
 }
 #include "kernels/gemm.h"
+#include "kernels/gemm_small_common.cuh" /* PTX wrappers, bf16_round, host helpers */
 
 namespace {
 
@@ -88,9 +89,8 @@ __host__ __device__ constexpr int sf_threads(int mb, int wn) { return 32 * wn * 
 __host__ __device__ constexpr int sf_bn(int wn) { return 16 * wn; }
 /* Bytes of one ring slot: BN weight rows (E4M3), 8·MB x rows (BF16), the stage's weight scale (16 B). */
 __host__ __device__ constexpr int sf_slot(int mb, int wn) { return sf_bn(wn) * WROW + 8 * mb * XROW + 16; }
-__host__ __device__ constexpr int sf_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 /* Slots of the ring: as many as fit SMEM_BUDGET, 2 … 6. */
-__host__ __device__ constexpr int sf_nst(int mb, int wn) { return sf_clamp(SMEM_BUDGET / sf_slot(mb, wn), 2, 6); }
+__host__ __device__ constexpr int sf_nst(int mb, int wn) { return gs_clamp(SMEM_BUDGET / sf_slot(mb, wn), 2, 6); }
 /* After the ring: the quantized x of the current stage (8·MB rows of 128 E4M3) and its 8·MB scales. */
 __host__ __device__ constexpr int sf_smem_bytes(int mb, int wn) { return sf_nst(mb, wn) * sf_slot(mb, wn) + 8 * mb * (BK + 4); }
 /* Row stride (floats) of a partial kept in shared memory for the cluster reduction. */
@@ -120,22 +120,12 @@ struct sf_args {
   int pdl;     /* 1: launched with programmatic stream serialization */
 };
 
-/* ---------------------------------------------------------------- PTX wrappers */
+/* ---------------------------------------------------------------- PTX wrappers
+ * (the rest: gemm_small_common.cuh) */
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-/* 16 bytes global → shared (L2 only), asynchronously; bytes = 0 writes zeros. */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
 /* 4 bytes global → shared, asynchronously. */
 __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 /* Ask L2 to fetch `bytes` (a multiple of 16) at 16-byte aligned p; nothing lands in the SM. */
@@ -157,28 +147,6 @@ __device__ __forceinline__ void mma_e4m3(float c[4], uint32_t a0, uint32_t a1, u
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
-
-/* Every thread of the cluster arrives (its shared-memory writes released) and waits for all. */
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-/* The shared::cluster address of shared-memory address a in CTA `rank` of the cluster. */
-__device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
-  return r;
-}
-__device__ __forceinline__ float4 cluster_ld4(uint32_t a) {
-  float4 v;
-  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(a) : "memory");
-  return v;
-}
-__device__ __forceinline__ float4 add4(float4 a, float4 b) {
-  return make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
-}
-
-/* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
-__device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
 
 /* ---------------------------------------------------------------- kernel */
 
@@ -411,58 +379,15 @@ __global__ void __launch_bounds__(sf_threads(MB, WN)) gemm_small_fp8_kernel(cons
 
 /* ---------------------------------------------------------------- host side */
 
-/* The per-device workspace (grown on demand; a captured graph holds its pointers,
- * hence device_buffers_changed() on every move), what has been asked of each kernel
- * instance once per device, and the knobs. */
-static struct {
-  void *ws[DEVICE_MAX_GPUS], *cnt[DEVICE_MAX_GPUS];
-  size_t ws_cap[DEVICE_MAX_GPUS], cnt_cap[DEVICE_MAX_GPUS];
-  unsigned attr[DEVICE_MAX_GPUS];             /* bit sf_kid: the shared-memory limit is raised */
-  unsigned clu_asked[DEVICE_MAX_GPUS][NKERN]; /* bit S: cluster size S asked of the occupancy API */
-  unsigned clu_ok[DEVICE_MAX_GPUS][NKERN];    /* bit S: … and it can be scheduled */
-  int n_devices;                              /* cudaGetDeviceCount, -1 until asked */
-  int have_env, have_set;                     /* the environment's knobs read; a tune_set in force */
+/* The per-device workspace and what has been asked of each kernel instance once
+ * per device (gemm_small_common.cuh), and the knobs. */
+struct sf_state : gs_state<NKERN> {
+  int have_env, have_set; /* the environment's knobs read; a tune_set in force */
   gemm_small_fp8_tune env, set;
-} SF = {{0}, {0}, {0}, {0}, {0}, {{0}}, {{0}}, -1, 0, 0, {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}};
+};
+static sf_state SF = {GS_STATE_INIT, 0, 0, {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}};
 
-/* Check a CUDA runtime status; the message names the call. */
-int sf_ok(cudaError_t st, const char *what, rl_err *e) {
-  if (st == cudaSuccess) return 0;
-  cudaGetLastError();
-  return rl_errf(e, RL_EXIT_FAIL, "gemm_small_fp8: %s failed: %s", what, cudaGetErrorString(st));
-}
-
-/* *buf with at least `bytes` (grown with 25 % headroom); zero: cleared on (re)allocation. */
-void *sf_grow(void **buf, size_t *cap, size_t bytes, int zero, cudaStream_t s, const char *what, rl_err *e) {
-  if (*cap >= bytes) return *buf;
-  if (*buf && sf_ok(cudaFree(*buf), "cudaFree of the workspace", e)) return NULL;
-  *buf = NULL, *cap = 0;
-  size_t c = bytes + bytes / 4;
-  device_buffers_changed();
-  if (sf_ok(cudaMalloc(buf, c), what, e)) return NULL;
-  if (zero && sf_ok(cudaMemsetAsync(*buf, 0, c, s), "cudaMemsetAsync of the tile counters", e)) return NULL;
-  *cap = c;
-  return *buf;
-}
-
-/* The current device, when there is a usable one. */
-int sf_device(int *dev, rl_err *e) {
-  cudaError_t st = cudaSuccess;
-  *dev = 0;
-  if (SF.n_devices < 0) {
-    st = cudaGetDeviceCount(&SF.n_devices);
-    if (st != cudaSuccess) cudaGetLastError(), SF.n_devices = 0;
-  }
-  if (SF.n_devices > 0) st = cudaGetDevice(dev);
-  if (SF.n_devices == 0 || st != cudaSuccess) {
-    cudaGetLastError();
-    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small_fp8: no usable CUDA device (%s); use device: cpu",
-                   st != cudaSuccess ? cudaGetErrorString(st) : "the driver reports none");
-  }
-  if (*dev < 0 || *dev >= DEVICE_MAX_GPUS)
-    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small_fp8: device %d beyond the %d supported", *dev, DEVICE_MAX_GPUS);
-  return 0;
-}
+constexpr const char *WHO = "gemm_small_fp8"; /* the error messages' prefix */
 
 /* A launch configuration with clusters of S CTAs (S > 1) and/or programmatic
  * stream serialization (pdl); at holds the attributes. */
@@ -487,22 +412,6 @@ cudaLaunchConfig_t sf_cfg(cudaLaunchAttribute at[2], int S, int pdl, int64_t blo
   return cfg;
 }
 
-/* 1 when clusters of S CTAs of kernel `kern` can be scheduled on this device (asked
- * once per device, kernel and S; any error: no). */
-template <typename F>
-int sf_cluster_ok(F kern, int kid, int dev, int S, int threads, int bytes) {
-  if (!(SF.clu_asked[dev][kid] >> S & 1)) {
-    cudaLaunchAttribute at[2];
-    cudaLaunchConfig_t cfg = sf_cfg(at, S, 0, S, threads, bytes, NULL);
-    int n = 0;
-    cudaError_t st = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
-    if (st != cudaSuccess) cudaGetLastError(), n = 0;
-    SF.clu_asked[dev][kid] |= 1u << S;
-    if (n > 0) SF.clu_ok[dev][kid] |= 1u << S;
-  }
-  return SF.clu_ok[dev][kid] >> S & 1;
-}
-
 /* Launch gemm_small_fp8_kernel<MB, WN> over a's tiles: the cluster reduction when
  * asked for and schedulable, else the workspace. */
 template <int MB, int WN>
@@ -511,28 +420,20 @@ int sf_launch(int dev, sf_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
   constexpr int XR = 8 * MB, BN = sf_bn(WN);
   static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_FP8_MAX_SLICES <= bytes, "shared memory");
   auto kern = gemm_small_fp8_kernel<MB, WN>;
-  if (!(SF.attr[dev] >> kid & 1)) {
-    if (sf_ok(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes),
-              "cudaFuncSetAttribute (shared memory)", e))
-      return RL_EXIT_FAIL;
-    SF.attr[dev] |= 1u << kid;
-  }
+  if (gs_smem_attr(SF, kern, kid, dev, bytes, WHO, e)) return RL_EXIT_FAIL;
   const int64_t blocks = a.tiles * a.n_mc * a.slices;
   if (blocks > INT32_MAX)
     return rl_errf(e, RL_EXIT_USAGE, "gemm_small_fp8: %lld tiles × %d slices × %d row chunks is more than 2^31-1 CTAs",
                    (long long)a.tiles, a.slices, a.n_mc);
   a.cluster = a.slices > 1 && want_cluster && a.slices <= GEMM_SMALL_FP8_MAX_CLUSTER &&
-              sf_cluster_ok(kern, kid, dev, a.slices, T, bytes);
+              gs_cluster_ok(SF, kern, kid, dev, a.slices, T, bytes);
   if (a.slices > 1 && !a.cluster) {
     size_t wsb = (size_t)blocks * XR * BN * sizeof(float), cb = (size_t)(a.tiles * a.n_mc) * sizeof(unsigned);
-    a.ws = (float *)sf_grow(&SF.ws[dev], &SF.ws_cap[dev], wsb, 0, s, "cudaMalloc of the split-K workspace", e);
-    a.cnt = a.ws ? (unsigned *)sf_grow(&SF.cnt[dev], &SF.cnt_cap[dev], cb, 1, s, "cudaMalloc of the tile counters", e)
-                 : NULL;
-    if (!a.cnt) return RL_EXIT_FAIL;
+    if (gs_workspace(SF, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
   }
   cudaLaunchAttribute at[2];
   cudaLaunchConfig_t cfg = sf_cfg(at, a.cluster ? a.slices : 1, a.pdl, blocks, T, bytes, s);
-  return sf_ok(cudaLaunchKernelEx(&cfg, kern, a), "gemm_small_fp8_kernel launch", e) ? RL_EXIT_FAIL : 0;
+  return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_fp8_kernel launch", e) ? RL_EXIT_FAIL : 0;
 }
 
 /* The kernel of MB m-blocks for a tile width. */
@@ -583,18 +484,16 @@ gemm_small_fp8_tune sf_tune_env(void) {
   return SF.env;
 }
 
-cudaStream_t sf_stream(void *stream) { return stream ? (cudaStream_t)stream : cudaStreamPerThread; }
-
 /* The product after its checks (probe: also write qx, sx). */
 int sf_run(float *y, uint8_t *dq, float *ds, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,
            void *stream, rl_err *e) {
   const int64_t N = w->rows, K = w->cols;
   if (M == 0 || N == 0) return 0;
-  cudaStream_t s = sf_stream(stream);
-  int dev = 0, rc = sf_device(&dev, e);
+  cudaStream_t s = gs_stream(stream);
+  int dev = 0, rc = gs_device(SF, WHO, &dev, e);
   if (rc) return rc;
   if (K == 0) /* empty sums */
-    return sf_ok(cudaMemsetAsync(y, 0, (size_t)(M * N) * 4, s), "cudaMemsetAsync", e) ? RL_EXIT_FAIL : 0;
+    return gs_ok(cudaMemsetAsync(y, 0, (size_t)(M * N) * 4, s), WHO, "cudaMemsetAsync", e) ? RL_EXIT_FAIL : 0;
   const gemm_small_fp8_tune tune = gemm_small_fp8_tune_get();
   sf_args a;
   memset(&a, 0, sizeof a);
@@ -702,12 +601,4 @@ extern "C" int gemm_small_fp8_block_probe_cuda(float *y, uint8_t *qx, float *sx,
   return sf_run(y, qx, sx, x, w, M, pol, stream, e);
 }
 
-extern "C" void gemm_small_fp8_release(void) {
-  int freed = 0;
-  for (int d = 0; d < DEVICE_MAX_GPUS; d++) { /* best effort, as gemm_cuda_release */
-    if (SF.ws[d]) cudaFree(SF.ws[d]), freed = 1;
-    if (SF.cnt[d]) cudaFree(SF.cnt[d]), freed = 1;
-    SF.ws[d] = SF.cnt[d] = NULL, SF.ws_cap[d] = SF.cnt_cap[d] = 0;
-  }
-  if (freed) device_buffers_changed();
-}
+extern "C" void gemm_small_fp8_release(void) { gs_release(SF); }

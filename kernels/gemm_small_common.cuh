@@ -1,0 +1,203 @@
+/* gemm_small_common.cuh — what the two small-M decode GEMMs of gemm.h
+ * (gemm_small_cuda.cu: BF16; gemm_small_fp8_cuda.cu: fp8-block) share, word for
+ * word:
+ *
+ *   Device    the PTX wrappers of the cp.async ring and of the cluster reduction
+ *             (distributed shared memory), the in-order float4 add of the slice
+ *             sum and the BF16 rounding of the stores.
+ *   Host      the per-device state (split-K workspace and tile counters, the
+ *             kernel attributes raised and the cluster sizes asked once per
+ *             device) and what works on it: the CUDA-status check, the workspace
+ *             grower, the current-device query, the cluster launch configuration
+ *             and its occupancy question, the release.
+ *
+ * The error messages name the caller: `who` is its prefix ("gemm_small" or
+ * "gemm_small_fp8"), so a message reads as it did when each file had its own
+ * copy. Included by .cu files only; everything sits in an anonymous namespace
+ * (each translation unit its own copy: no symbol shared, no ODR question). */
+#ifndef RLRUN_GEMM_SMALL_COMMON_CUH
+#define RLRUN_GEMM_SMALL_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "kernels/common.h" /* C linkage for rl_errf (common.h has no extern "C") */
+#include "kernels/device.h"
+}
+#include "kernels/formats.h"
+
+namespace {
+
+__host__ __device__ constexpr int gs_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* ---------------------------------------------------------------- PTX wrappers */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* 16 bytes global → shared (L2 only), asynchronously; bytes = 0 writes zeros. */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* Every thread of the cluster arrives (its shared-memory writes released) and
+ * waits for all the others (their writes acquired). Not .aligned: the threads
+ * may come from loops of different trip counts. */
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+
+/* The shared::cluster address of shared-memory address a in CTA `rank` of the cluster. */
+__device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
+  return r;
+}
+
+__device__ __forceinline__ float4 cluster_ld4(uint32_t a) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(a)
+               : "memory");
+  return v;
+}
+
+__device__ __forceinline__ float4 add4(float4 a, float4 b) {
+  return make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
+}
+
+/* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
+__device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
+
+/* ---------------------------------------------------------------- host side */
+
+/* The state per device of one GEMM, NK kernel instances: the workspace (grown on
+ * demand; a captured graph holds its pointers, hence device_buffers_changed() on
+ * every move) and what has been asked of each kernel instance once per device. */
+template <int NK>
+struct gs_state {
+  void *ws[DEVICE_MAX_GPUS], *cnt[DEVICE_MAX_GPUS];
+  size_t ws_cap[DEVICE_MAX_GPUS], cnt_cap[DEVICE_MAX_GPUS];
+  unsigned attr[DEVICE_MAX_GPUS];          /* bit kid: the shared-memory limit is raised */
+  unsigned clu_asked[DEVICE_MAX_GPUS][NK]; /* bit S: cluster size S asked of the occupancy API */
+  unsigned clu_ok[DEVICE_MAX_GPUS][NK];    /* bit S: … and it can be scheduled */
+  int n_devices;                           /* cudaGetDeviceCount, -1 until asked */
+};
+#define GS_STATE_INIT {{0}, {0}, {0}, {0}, {0}, {{0}}, {{0}}, -1}
+
+/* Check a CUDA runtime status; the message names the call. */
+inline int gs_ok(cudaError_t st, const char *who, const char *what, rl_err *e) {
+  if (st == cudaSuccess) return 0;
+  cudaGetLastError();
+  return rl_errf(e, RL_EXIT_FAIL, "%s: %s failed: %s", who, what, cudaGetErrorString(st));
+}
+
+/* *buf with at least `bytes` (grown by 25 % headroom); zero: cleared on (re)allocation. */
+inline void *gs_grow(void **buf, size_t *cap, size_t bytes, int zero, cudaStream_t s, const char *who,
+                     const char *what, rl_err *e) {
+  if (*cap >= bytes) return *buf;
+  if (*buf && gs_ok(cudaFree(*buf), who, "cudaFree of the workspace", e)) return NULL;
+  *buf = NULL, *cap = 0;
+  size_t c = bytes + bytes / 4;
+  device_buffers_changed();
+  if (gs_ok(cudaMalloc(buf, c), who, what, e)) return NULL;
+  if (zero && gs_ok(cudaMemsetAsync(*buf, 0, c, s), who, "cudaMemsetAsync of the tile counters", e)) return NULL;
+  *cap = c;
+  return *buf;
+}
+
+/* Device dev's split-K workspace, wsb bytes (*ws), and its tile counters, cb
+ * bytes zeroed when allocated (*cnt); RL_EXIT_FAIL when either cannot be had. */
+template <int NK>
+int gs_workspace(gs_state<NK> &g, int dev, size_t wsb, size_t cb, cudaStream_t s, const char *who, float **ws,
+                 unsigned **cnt, rl_err *e) {
+  *ws = (float *)gs_grow(&g.ws[dev], &g.ws_cap[dev], wsb, 0, s, who, "cudaMalloc of the split-K workspace", e);
+  *cnt = *ws ? (unsigned *)gs_grow(&g.cnt[dev], &g.cnt_cap[dev], cb, 1, s, who, "cudaMalloc of the tile counters", e)
+             : NULL;
+  return *cnt ? 0 : RL_EXIT_FAIL;
+}
+
+/* The current device, when there is a usable one. */
+template <int NK>
+int gs_device(gs_state<NK> &g, const char *who, int *dev, rl_err *e) {
+  cudaError_t st = cudaSuccess;
+  *dev = 0;
+  if (g.n_devices < 0) { /* asked once */
+    st = cudaGetDeviceCount(&g.n_devices);
+    if (st != cudaSuccess) cudaGetLastError(), g.n_devices = 0;
+  }
+  if (g.n_devices > 0) st = cudaGetDevice(dev);
+  if (g.n_devices == 0 || st != cudaSuccess) {
+    cudaGetLastError();
+    return rl_errf(e, RL_EXIT_HARDWARE, "%s: no usable CUDA device (%s); use device: cpu", who,
+                   st != cudaSuccess ? cudaGetErrorString(st) : "the driver reports none");
+  }
+  if (*dev < 0 || *dev >= DEVICE_MAX_GPUS)
+    return rl_errf(e, RL_EXIT_HARDWARE, "%s: device %d beyond the %d supported", who, *dev, DEVICE_MAX_GPUS);
+  return 0;
+}
+
+/* Raise kernel `kern`'s (instance kid) dynamic shared-memory limit to `bytes`, once per device. */
+template <int NK, typename F>
+int gs_smem_attr(gs_state<NK> &g, F kern, int kid, int dev, int bytes, const char *who, rl_err *e) {
+  if (!(g.attr[dev] >> kid & 1)) {
+    if (gs_ok(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), who,
+              "cudaFuncSetAttribute (shared memory)", e))
+      return RL_EXIT_FAIL;
+    g.attr[dev] |= 1u << kid;
+  }
+  return 0;
+}
+
+/* The launch configuration of `blocks` CTAs in clusters of S (at: its one attribute). */
+inline cudaLaunchConfig_t gs_cluster_cfg(cudaLaunchAttribute at[1], int S, int64_t blocks, int threads, int bytes,
+                                         cudaStream_t s) {
+  cudaLaunchConfig_t cfg = {};
+  at[0] = cudaLaunchAttribute{};
+  at[0].id = cudaLaunchAttributeClusterDimension;
+  at[0].val.clusterDim.x = (unsigned)S, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3((unsigned)blocks), cfg.blockDim = dim3((unsigned)threads), cfg.dynamicSmemBytes = (size_t)bytes;
+  cfg.stream = s, cfg.attrs = at, cfg.numAttrs = 1;
+  return cfg;
+}
+
+/* 1 when clusters of S CTAs of kernel `kern` can be scheduled on this device
+ * (asked once per device, kernel and S; any error: no). */
+template <int NK, typename F>
+int gs_cluster_ok(gs_state<NK> &g, F kern, int kid, int dev, int S, int threads, int bytes) {
+  if (!(g.clu_asked[dev][kid] >> S & 1)) {
+    cudaLaunchAttribute at[1];
+    cudaLaunchConfig_t cfg = gs_cluster_cfg(at, S, S, threads, bytes, NULL);
+    int n = 0;
+    cudaError_t st = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
+    if (st != cudaSuccess) cudaGetLastError(), n = 0;
+    g.clu_asked[dev][kid] |= 1u << S;
+    if (n > 0) g.clu_ok[dev][kid] |= 1u << S;
+  }
+  return g.clu_ok[dev][kid] >> S & 1;
+}
+
+inline cudaStream_t gs_stream(void *stream) { return stream ? (cudaStream_t)stream : cudaStreamPerThread; }
+
+/* Free every device's workspace and counters (best effort, as gemm_cuda_release). */
+template <int NK>
+void gs_release(gs_state<NK> &g) {
+  int freed = 0;
+  for (int d = 0; d < DEVICE_MAX_GPUS; d++) {
+    if (g.ws[d]) cudaFree(g.ws[d]), freed = 1;
+    if (g.cnt[d]) cudaFree(g.cnt[d]), freed = 1;
+    g.ws[d] = g.cnt[d] = NULL, g.ws_cap[d] = g.cnt_cap[d] = 0;
+  }
+  if (freed) device_buffers_changed();
+}
+
+} /* namespace */
+
+#endif
