@@ -187,12 +187,12 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
  * count, so the kinds recorded by the eager run (or capture) serve the replays.
  * The per-step means go to stderr when the engine is freed. Off, it costs a
  * branch per phase. */
-enum { RP_UPLOAD, RP_EMBED, RP_NORM1, RP_QKV, RP_QKNORM, RP_ATTN, RP_OPROJ, RP_NORM2, RP_GATEUP, RP_SWIGLU, RP_DOWN,
-       RP_MOE, RP_FINAL, RP_LMHEAD, RP_SAMPLE, RP_N };
-static const char *const rp_name[RP_N] = {"upload",        "embedding+rope",   "residual+norm 1", "q/k/v proj",
-                                          "qk-norm+rope+kv", "attention",      "o proj",          "residual+norm 2",
-                                          "gate/up+swiglu",  "swiglu",           "down proj",       "moe",
-                                          "residual+final", "lm_head",         "sample+download"};
+enum { RP_UPLOAD, RP_EMBED, RP_NORM1, RP_QKV, RP_QKNORM, RP_ATTN, RP_OPROJ, RP_NORM2, RP_GATEUP, RP_DOWN, RP_MOE,
+       RP_FINAL, RP_LMHEAD, RP_SAMPLE, RP_N };
+static const char *const rp_name[RP_N] = {"upload",          "embedding+rope",  "residual+norm 1", "q/k/v proj",
+                                          "qk-norm+rope+kv", "attention",       "o proj",          "residual+norm 2",
+                                          "gate/up+swiglu",  "down proj",       "moe",             "residual+final",
+                                          "lm_head",         "sample+download"};
 #define RP_MAX_EV 4096
 static struct {
   int on;        /* -1: not asked yet */
@@ -381,7 +381,6 @@ static void rc_capture(rollout_cuda_engine *g, int R) {
  * slot); their logits are never read. */
 static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const int32_t *slot, const int32_t *pos,
                      rl_err *e) {
-  model *m = g->m;
   int rc = 0, use = g->graphs, R = use ? rc_bucket(n) : n;
   if (R > g->rows_cap) R = g->rows_cap;
   int32_t *ht = g->h_step, *hp = ht + g->rows_cap, *hs = hp + g->rows_cap, *hl = hs + g->rows_cap;
@@ -407,7 +406,6 @@ static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const in
     g->eager_steps++;
     if (!rc && use) rc_capture(g, R);
   }
-  (void)m;
   if (rp_enabled() && !rc) rp.cur = rp.end, rp.armed = 1; /* the replay recorded the step's events */
   return rc ? rl_err_prefix(e, "decode step: ") : 0;
 }

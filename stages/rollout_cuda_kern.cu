@@ -17,12 +17,11 @@
 #include <type_traits>
 
 #include "kernels/formats.h" /* fmt_bf16_from_f32 / fmt_bf16_to_f32: the one BF16 codec */
-#include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head: the full forward's QK path, shared */
+#include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head (the full forward's QK path), warp_sum / warp_max */
 
 #define RCK_CHUNK 128 /* KV positions per split (fixed: results never depend on the batch) */
 #define RCK_THREADS 128
 #define RCK_WARPS (RCK_THREADS / 32)
-#define RCK_FULL 0xffffffffu
 #define RCK_LOG2E 1.4426950408889634f
 
 /* Row r of the step: the attention key (after QK-norm + RoPE) and V of slot[r]
@@ -112,17 +111,6 @@ static __device__ __forceinline__ void rck_load(const uint16_t *p, float *out) {
 
 static __device__ __forceinline__ float rck_bf16r(float x) { return fmt_bf16_to_f32(fmt_bf16_from_f32(x)); }
 
-/* Butterfly sum / max over a warp: every lane ends with the same value, the
- * order fixed by the lane pattern. */
-static __device__ __forceinline__ float rck_wsum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(RCK_FULL, v, o);
-  return v;
-}
-static __device__ __forceinline__ float rck_wmax(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(RCK_FULL, v, o));
-  return v;
-}
-
 /* Partial attention of split z = blockIdx.z of row r = blockIdx.x, KV head
  * blockIdx.y, for the grp query heads of its group: positions
  * [z·CHUNK, min(len, (z+1)·CHUNK)). head_dim = 32·DPL: lane l owns dims
@@ -172,7 +160,7 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < DPL; i++) s = fmaf(qs[g * HD + lane * DPL + i], kx[u][i], s);
-        s = rck_wsum(s);
+        s = warp_sum(s);
         if (lane == 0 && j0 + u < n) sc[g * RCK_CHUNK + j0 + u] = s;
       }
     }
@@ -182,14 +170,14 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
   for (int g = w; g < grp; g += RCK_WARPS) {
     float *s = sc + g * RCK_CHUNK, mx = -INFINITY, sum = 0.0f;
     for (int j = lane; j < n; j += 32) mx = fmaxf(mx, s[j]);
-    mx = rck_wmax(mx);
+    mx = warp_max(mx);
     const float mxs = mx * sl2;
     for (int j = lane; j < n; j += 32) {
       float p = exp2f(fmaf(s[j], sl2, -mxs));
       sum += p;
       s[j] = rck_bf16r(p); /* P enters P·V in BF16 */
     }
-    sum = rck_wsum(sum);
+    sum = warp_sum(sum);
     if (lane == 0) {
       int64_t o = ((int64_t)r * nq + kh * grp + g) * n_split + z;
       pml[2 * o] = mx * sl2, pml[2 * o + 1] = sum; /* the max in log2 units */
