@@ -58,15 +58,24 @@ static double copy_bw(void) {
   } while (0)
 
 int main(int argc, char **argv) {
-  int new_tokens = 256, plen = 64;
+  int new_tokens = 256, plen = 64, only_batch = 0;
+  const char *only_pol = NULL;
   double peer = 0;
   for (int i = 1; i + 1 < argc; i += 2)
     if (!strcmp(argv[i], "--new")) new_tokens = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--peer")) peer = atof(argv[i + 1]);
+    else if (!strcmp(argv[i], "--batch")) only_batch = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--policy")) only_pol = argv[i + 1];
     else {
-      fprintf(stderr, "bench_rollout: unknown option %s (use --new N, --peer TOK_S)\n", argv[i]);
+      fprintf(stderr, "bench_rollout: unknown option %s (use --new N, --peer TOK_S, --batch 64|256, --policy bf16|fp8-block)\n",
+              argv[i]);
       return 2;
     }
+  if (new_tokens < 1 || (only_batch && only_batch != 64 && only_batch != 256) ||
+      (only_pol && strcmp(only_pol, "bf16") && strcmp(only_pol, "fp8-block"))) {
+    fprintf(stderr, "bench_rollout: --new must be >= 1, --batch 64 or 256, --policy bf16 or fp8-block\n");
+    return 2;
+  }
   rl_err e = {0};
   device_info di;
   device_query(&di);
@@ -106,6 +115,8 @@ int main(int argc, char **argv) {
   for (int f = 0; f < 2; f++)
     for (int bi = 0; bi < 2; bi++) {
       int B = batches[bi];
+      if ((only_batch && B != only_batch) || (only_pol && strcmp(only_pol, fm[f] == QFMT_BF16 ? "bf16" : "fp8-block")))
+        continue;
       quant_policy pol;
       quant_policy_init(&pol, fm[f], fm[f]);
       rollout_cuda_engine *g = NULL;

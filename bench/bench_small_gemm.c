@@ -418,12 +418,13 @@ static void fused_step(cudaStream_t s, double bw, double step_bytes, const int64
            g[1] / g[0], 100 * bound_us / g[0]);
   }
   /* knob sweep on the whole-step graphs */
-  static const int sweep[][4] = {/* ctas, min_stages, bn, reduce (-1: keep the environment's) */
-                                 {-1, -1, -1, -1}, {-1, -1, 32, -1}, {-1, -1, 64, -1},
-                                 {-1, -1, -1, GEMM_SMALL_REDUCE_GLOBAL}, {132, -1, -1, -1}, {528, -1, -1, -1},
-                                 {-1, 1, -1, -1}, {528, 1, -1, -1}, {-1, 3, -1, -1}};
+  static const int sweep[][5] = {/* ctas, min_stages, bn, reduce, pdl (-1: keep the environment's) */
+                                 {-1, -1, -1, -1, -1}, {-1, -1, 32, -1, -1}, {-1, -1, 64, -1, -1},
+                                 {-1, -1, -1, GEMM_SMALL_REDUCE_GLOBAL, -1}, {132, -1, -1, -1, -1}, {528, -1, -1, -1, -1},
+                                 {-1, 1, -1, -1, -1}, {528, 1, -1, -1, -1}, {-1, 3, -1, -1, -1}, {-1, -1, -1, -1, 1},
+                                 {132, -1, -1, -1, 1}, {132, -1, 64, -1, 1}, {-1, -1, -1, -1, 0}};
   const int nsw = (int)(sizeof sweep / sizeof sweep[0]);
-  printf("\nwhole-step graphs (µs) by knobs (ctas and min_stages change the K split, so the sums; bn and reduce do not):\n\n");
+  printf("\nwhole-step graphs (µs) by knobs (ctas and min_stages change the K split, so the sums; bn, reduce and pdl do not):\n\n");
   printf("| knobs                                      | fused M=1 | fused M=8 | fused M=64 | fused M=128 | unfused M=64 |\n");
   printf("|--------------------------------------------|-----------|-----------|------------|-------------|--------------|\n");
   for (int k = 0; k < nsw; k++) {
@@ -432,6 +433,7 @@ static void fused_step(cudaStream_t s, double bw, double step_bytes, const int64
     if (sweep[k][1] >= 0) t.min_stages = sweep[k][1];
     if (sweep[k][2] >= 0) t.bn = sweep[k][2];
     if (sweep[k][3] >= 0) t.reduce = sweep[k][3];
+    if (sweep[k][4] >= 0) t.pdl = sweep[k][4];
     gemm_small_tune_set(&t);
     t = gemm_small_tune_get();
     double f[NM], u64 = 0;

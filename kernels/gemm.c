@@ -124,7 +124,7 @@ static struct {
   pthread_once_t once;
   gemm_small_tune env, cur;
   int set; /* 1: cur came from gemm_small_tune_set */
-} SGT = {PTHREAD_ONCE_INIT, {0, 0, 0, 0}, {0, 0, 0, 0}, 0};
+} SGT = {PTHREAD_ONCE_INIT, {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}, 0};
 
 /* An integer knob in [lo, hi], else dflt. */
 static int sgt_int(const char *name, int lo, int hi, int dflt) {
@@ -140,6 +140,7 @@ static gemm_small_tune sgt_valid(gemm_small_tune t) {
   if (t.min_stages < 1 || t.min_stages > 16) t.min_stages = 2;
   if (t.bn != 32 && t.bn != 64) t.bn = 0;
   if (t.reduce != GEMM_SMALL_REDUCE_GLOBAL) t.reduce = GEMM_SMALL_REDUCE_CLUSTER;
+  if (t.pdl != 1) t.pdl = 0;
   return t;
 }
 
@@ -150,6 +151,7 @@ static void sgt_read_env(void) {
   t.bn = sgt_int("RLRUN_SMALL_GEMM_BN", 0, 64, 0);
   const char *r = getenv("RLRUN_SMALL_GEMM_REDUCE");
   t.reduce = r && !strcmp(r, "global") ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER;
+  t.pdl = sgt_int("RLRUN_SMALL_GEMM_PDL", 0, 1, 0);
   SGT.env = sgt_valid(t);
 }
 
@@ -168,8 +170,8 @@ const char *gemm_small_tune_str(const gemm_small_tune *t, char *buf, size_t n) {
 
   char bn[8];
   snprintf(bn, sizeof bn, "%d", t->bn);
-  snprintf(buf, n, "ctas=%d min_stages=%d bn=%s reduce=%s", t->ctas, t->min_stages, t->bn ? bn : "auto",
-           t->reduce == GEMM_SMALL_REDUCE_GLOBAL ? "global" : "cluster");
+  snprintf(buf, n, "ctas=%d min_stages=%d bn=%s reduce=%s pdl=%d", t->ctas, t->min_stages, t->bn ? bn : "auto",
+           t->reduce == GEMM_SMALL_REDUCE_GLOBAL ? "global" : "cluster", t->pdl);
   return buf;
 }
 

@@ -195,6 +195,13 @@ void gemm_cuda_release(void);
  *                                cannot schedule the cluster: global. global: partials
  *                                through the workspace, an arrival counter per tile, the
  *                                last CTA sums them. Bits unchanged.
+ *   RLRUN_SMALL_GEMM_PDL         0 (default), 1: launch with programmatic dependent
+ *                                launch. A CTA lets the next kernel of the stream
+ *                                launch, asks L2 to prefetch its weight slice, then
+ *                                waits (griddepcontrol.wait) for the previous kernel to
+ *                                finish before it touches x, y or the workspace: the
+ *                                launch and the weights' first DRAM trip overlap the
+ *                                previous kernel. Bits unchanged.
  * gemm_small_tune_set replaces them for the rest of the process (benchmarks and tests
  * sweep them in one run); not thread-safe: call it while no GEMM is being launched. */
 enum { GEMM_SMALL_REDUCE_CLUSTER, GEMM_SMALL_REDUCE_GLOBAL };
@@ -203,6 +210,7 @@ typedef struct gemm_small_tune {
   int min_stages; /* RLRUN_SMALL_GEMM_MIN_STAGES */
   int bn;         /* RLRUN_SMALL_GEMM_BN: 0, 32 or 64 */
   int reduce;     /* RLRUN_SMALL_GEMM_REDUCE: GEMM_SMALL_REDUCE_* */
+  int pdl;        /* RLRUN_SMALL_GEMM_PDL: 1 = programmatic dependent launch (default 0) */
 } gemm_small_tune;
 
 /* The knobs in force (the environment's, or the last gemm_small_tune_set). */
@@ -210,7 +218,7 @@ gemm_small_tune gemm_small_tune_get(void);
 /* Replace the knobs (values out of range fall back to the defaults); NULL: back
  * to the environment's. */
 void gemm_small_tune_set(const gemm_small_tune *t);
-/* "ctas=264 min_stages=2 bn=auto reduce=cluster" (for reports); buf of ≥ 80 bytes. */
+/* "ctas=264 min_stages=2 bn=auto reduce=cluster pdl=0" (for reports); buf of ≥ 80 bytes. */
 const char *gemm_small_tune_str(const gemm_small_tune *t, char *buf, size_t n);
 
 /* The CTA target of the K split: gemm_small_tune_get().ctas. */

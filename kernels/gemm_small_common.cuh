@@ -76,6 +76,16 @@ __device__ __forceinline__ float4 add4(float4 a, float4 b) {
 /* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
 __device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
 
+/* Ask L2 to fetch `bytes` (a multiple of 16) at 16-byte aligned p; nothing lands in the SM. */
+__device__ __forceinline__ void l2_prefetch(const void *p, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+}
+/* Programmatic dependent launch: let the next grid of the stream launch … */
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+/* … and wait until the previous grid has completed and its writes are visible
+ * (returns at once when this grid was not launched as a dependent). */
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
 /* ---------------------------------------------------------------- host side */
 
 /* The state per device of one GEMM, NK kernel instances: the workspace (grown on
@@ -156,15 +166,26 @@ int gs_smem_attr(gs_state<NK> &g, F kern, int kid, int dev, int bytes, const cha
   return 0;
 }
 
-/* The launch configuration of `blocks` CTAs in clusters of S (at: its one attribute). */
-inline cudaLaunchConfig_t gs_cluster_cfg(cudaLaunchAttribute at[1], int S, int64_t blocks, int threads, int bytes,
-                                         cudaStream_t s) {
+/* The launch configuration of `blocks` CTAs, in clusters of S where S > 1, with
+ * programmatic stream serialization where pdl (at: room for both attributes). */
+inline cudaLaunchConfig_t gs_launch_cfg(cudaLaunchAttribute at[2], int S, int pdl, int64_t blocks, int threads,
+                                        int bytes, cudaStream_t s) {
   cudaLaunchConfig_t cfg = {};
-  at[0] = cudaLaunchAttribute{};
-  at[0].id = cudaLaunchAttributeClusterDimension;
-  at[0].val.clusterDim.x = (unsigned)S, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+  int n = 0;
+  if (S > 1) {
+    at[n] = cudaLaunchAttribute{};
+    at[n].id = cudaLaunchAttributeClusterDimension;
+    at[n].val.clusterDim.x = (unsigned)S, at[n].val.clusterDim.y = 1, at[n].val.clusterDim.z = 1;
+    n++;
+  }
+  if (pdl) {
+    at[n] = cudaLaunchAttribute{};
+    at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[n].val.programmaticStreamSerializationAllowed = 1;
+    n++;
+  }
   cfg.gridDim = dim3((unsigned)blocks), cfg.blockDim = dim3((unsigned)threads), cfg.dynamicSmemBytes = (size_t)bytes;
-  cfg.stream = s, cfg.attrs = at, cfg.numAttrs = 1;
+  cfg.stream = s, cfg.attrs = n ? at : NULL, cfg.numAttrs = (unsigned)n;
   return cfg;
 }
 
@@ -173,8 +194,8 @@ inline cudaLaunchConfig_t gs_cluster_cfg(cudaLaunchAttribute at[1], int S, int64
 template <int NK, typename F>
 int gs_cluster_ok(gs_state<NK> &g, F kern, int kid, int dev, int S, int threads, int bytes) {
   if (!(g.clu_asked[dev][kid] >> S & 1)) {
-    cudaLaunchAttribute at[1];
-    cudaLaunchConfig_t cfg = gs_cluster_cfg(at, S, S, threads, bytes, NULL);
+    cudaLaunchAttribute at[2];
+    cudaLaunchConfig_t cfg = gs_launch_cfg(at, S, 0, S, threads, bytes, NULL);
     int n = 0;
     cudaError_t st = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
     if (st != cudaSuccess) cudaGetLastError(), n = 0;

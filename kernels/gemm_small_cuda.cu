@@ -119,6 +119,7 @@ struct sg_args {
   int64_t K, slice_k;
   int M, slices, n_mc, n_seg; /* n_mc: chunks of 8·MB rows of x */
   int cluster;                /* 1: the slices of a tile are a cluster and reduce through DSMEM */
+  int pdl;                    /* 1: launched with programmatic stream serialization */
 };
 
 /* ---------------------------------------------------------------- PTX wrappers
@@ -201,6 +202,15 @@ __global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(cons
   const int m0 = mc * XR;
   const int64_t k0 = (int64_t)s * a.slice_k, k1 = min(a.K, k0 + a.slice_k);
   const int nst = (int)((k1 - k0 + BK - 1) / BK);
+
+  if (a.pdl) { /* the previous kernel may still run: only the weights (constant during it) move */
+    pdl_launch_dependents();
+    if (mc == 0 && tid < R) {
+      const int64_t n = n0 + tid % BN;
+      if (n < N) l2_prefetch((SW && tid >= BN ? w1 : w0) + n * a.K + k0, (uint32_t)(k1 - k0) * 2);
+    }
+    pdl_wait(); /* the previous kernel wrote x (and may still read y, the workspace, the counters) */
+  }
 
   float acc[P][MBW][4];
 #pragma unroll
@@ -393,10 +403,10 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
     size_t cb = (size_t)(tiles * a.n_mc) * sizeof(unsigned);
     if (gs_workspace(SG, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
   }
-  if (a.cluster) {
-    cudaLaunchAttribute at[1];
-    cudaLaunchConfig_t cfg = gs_cluster_cfg(at, a.slices, blocks, T, bytes, s);
-    return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_kernel launch (cluster)", e) ? RL_EXIT_FAIL : 0;
+  if (a.cluster || a.pdl) {
+    cudaLaunchAttribute at[2];
+    cudaLaunchConfig_t cfg = gs_launch_cfg(at, a.cluster ? a.slices : 1, a.pdl, blocks, T, bytes, s);
+    return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
   }
   kern<<<(unsigned)blocks, T, bytes, s>>>(a);
   return gs_ok(cudaGetLastError(), WHO, "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
@@ -441,6 +451,7 @@ int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
   for (int i = 0; i < a.n_seg; i++) a.t0[i + 1] = a.t0[i] + (a.n[i] + bn - 1) / bn;
   a.n_mc = (int)((M + 8 * mb - 1) / (8 * mb));
   const int cl = tune.reduce != GEMM_SMALL_REDUCE_GLOBAL;
+  a.pdl = tune.pdl;
   if (sw) return sg_launch_mb<2, true>(mb, dev, a, cl, s, e);
   return wn == 4 ? sg_launch_mb<4, false>(mb, dev, a, cl, s, e) : sg_launch_mb<2, false>(mb, dev, a, cl, s, e);
 }

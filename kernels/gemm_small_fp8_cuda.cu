@@ -128,16 +128,6 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
 }
 
-/* Ask L2 to fetch `bytes` (a multiple of 16) at 16-byte aligned p; nothing lands in the SM. */
-__device__ __forceinline__ void l2_prefetch(const void *p, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-}
-/* Programmatic dependent launch: let the next grid of the stream launch … */
-__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-/* … and wait until the previous grid has completed and its writes are visible
- * (returns at once when this grid was not launched as a dependent). */
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-
 /* c (16×8 FP32) += a (16×32 E4M3, row) · b (32×8 E4M3, col). */
 __device__ __forceinline__ void mma_e4m3(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                         uint32_t b1) {
@@ -389,29 +379,6 @@ static sf_state SF = {GS_STATE_INIT, 0, 0, {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}};
 
 constexpr const char *WHO = "gemm_small_fp8"; /* the error messages' prefix */
 
-/* A launch configuration with clusters of S CTAs (S > 1) and/or programmatic
- * stream serialization (pdl); at holds the attributes. */
-cudaLaunchConfig_t sf_cfg(cudaLaunchAttribute at[2], int S, int pdl, int64_t blocks, int threads, int bytes,
-                          cudaStream_t s) {
-  cudaLaunchConfig_t cfg = {};
-  int n = 0;
-  if (S > 1) {
-    at[n] = cudaLaunchAttribute{};
-    at[n].id = cudaLaunchAttributeClusterDimension;
-    at[n].val.clusterDim.x = (unsigned)S, at[n].val.clusterDim.y = 1, at[n].val.clusterDim.z = 1;
-    n++;
-  }
-  if (pdl) {
-    at[n] = cudaLaunchAttribute{};
-    at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[n].val.programmaticStreamSerializationAllowed = 1;
-    n++;
-  }
-  cfg.gridDim = dim3((unsigned)blocks), cfg.blockDim = dim3((unsigned)threads), cfg.dynamicSmemBytes = (size_t)bytes;
-  cfg.stream = s, cfg.attrs = n ? at : NULL, cfg.numAttrs = (unsigned)n;
-  return cfg;
-}
-
 /* Launch gemm_small_fp8_kernel<MB, WN> over a's tiles: the cluster reduction when
  * asked for and schedulable, else the workspace. */
 template <int MB, int WN>
@@ -432,7 +399,7 @@ int sf_launch(int dev, sf_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
     if (gs_workspace(SF, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
   }
   cudaLaunchAttribute at[2];
-  cudaLaunchConfig_t cfg = sf_cfg(at, a.cluster ? a.slices : 1, a.pdl, blocks, T, bytes, s);
+  cudaLaunchConfig_t cfg = gs_launch_cfg(at, a.cluster ? a.slices : 1, a.pdl, blocks, T, bytes, s);
   return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_fp8_kernel launch", e) ? RL_EXIT_FAIL : 0;
 }
 

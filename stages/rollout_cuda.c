@@ -14,21 +14,11 @@
 #include "model/model.h"
 #include "model/model_cuda.h"
 #include "model/model_cuda_int.h"
+#include "stages/rollout_cuda_kern.h"
 #include "stages/sampler.h"
 
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
-
-int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot, const int32_t *pos,
-                 int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
-int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc, const uint16_t *vc,
-                         const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
-                         int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e);
-int rck_n_split(int64_t max_len);
-int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,
-                 const float *wq, const float *wk, const float *cs, const float *sn, const int32_t *slot,
-                 const int32_t *pos, int n, int nq, int nkv, int hd, int64_t max_len, float eps, cudaStream_t st,
-                 rl_err *e);
 
 #define RC(call, what) \
   if ((rc = mc_ok((int)(call), what, e))) return rc

@@ -13,11 +13,14 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <type_traits>
 
 #include "kernels/formats.h" /* fmt_bf16_from_f32 / fmt_bf16_to_f32: the one BF16 codec */
 #include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head (the full forward's QK path), warp_sum / warp_max */
+#include "stages/rollout_cuda_kern.h"
 
 #define RCK_CHUNK 128 /* KV positions per split (fixed: results never depend on the batch) */
 #define RCK_THREADS 128
@@ -216,6 +219,133 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
   }
 }
 
+/* Sum v[i] over the 32 lanes for NV = 2^b values at once (reduce-scatter
+ * butterfly: NV/2 + NV/4 + … + 1 exchanges, then the rest of the full
+ * reduction, instead of 5 per value). Lane l ends with the sum of value
+ * (l >> (5 − b)) — the value whose index bits are the lane's top b bits. Each
+ * exchange adds the two partners' partials the same way on both sides (a + b
+ * == b + a), so every lane holding a value holds the same bits. */
+template <int NV>
+static __device__ __forceinline__ float rck_multi_sum(float (&v)[NV], int lane) {
+  static_assert(NV >= 1 && NV <= 32 && (NV & (NV - 1)) == 0, "NV: a power of two <= 32");
+#pragma unroll
+  for (int st = 0; st < 5; st++) {
+    const int o = 16 >> st, c = NV >> st; /* c: values still held (constants once unrolled) */
+    if (c > 1) {
+      const bool up = lane & o;
+#pragma unroll
+      for (int i = 0; i < c / 2; i++) {
+        const float send = up ? v[i] : v[i + c / 2], keep = up ? v[i + c / 2] : v[i];
+        v[i] = keep + __shfl_xor_sync(FULL, send, o);
+      }
+    } else {
+      v[0] += __shfl_xor_sync(FULL, v[0], o);
+    }
+  }
+  return v[0];
+}
+
+/* Single-pass variant of rck_attn_split_kernel (RLRUN_DECODE_ATTN=online):
+ * the same split and output, but each warp streams its positions once with an
+ * online softmax — K and V of U positions loaded together, the U·GRP dot
+ * products reduced in one butterfly and broadcast back, the running max m,
+ * sum l and P·V accumulator rescaled as positions arrive (P rounded to BF16
+ * relative to the running max, as the tensor-core forward attention rounds
+ * it); then the warps' (m, l, acc) combined in warp order. head_dim = 32·DPL
+ * (lane l owns dims [l·DPL, (l+1)·DPL)); GRP query heads per KV head. */
+template <int DPL, int GRP>
+__global__ void __launch_bounds__(RCK_THREADS) rck_attn_online_kernel(float *pacc, float *pml, const float *q,
+                                                                     const uint16_t *kc, const uint16_t *vc,
+                                                                     const int32_t *slot, const int32_t *len, int nq,
+                                                                     int nkv, int64_t max_len, int n_split, float sl2) {
+  constexpr int HD = 32 * DPL, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP;
+  constexpr int LOGNV = NV == 32 ? 5 : NV == 16 ? 4 : NV == 8 ? 3 : NV == 4 ? 2 : NV == 2 ? 1 : 0;
+  __shared__ float wm[RCK_WARPS][GRP], wl[RCK_WARPS][GRP], wacc[RCK_WARPS][GRP][HD];
+  const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z, kvd = nkv * HD;
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int64_t p0 = (int64_t)z * RCK_CHUNK;
+  const int n = (int)(len[r] - p0 < RCK_CHUNK ? len[r] - p0 : RCK_CHUNK);
+  if (n <= 0) { /* an empty split: contributes nothing */
+    for (int g = 0; g < GRP; g++) {
+      int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
+      for (int d = threadIdx.x; d < HD; d += blockDim.x) pacc[o * HD + d] = 0.0f;
+      if (threadIdx.x == 0) pml[2 * o] = -INFINITY, pml[2 * o + 1] = 0.0f;
+    }
+    return;
+  }
+  const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
+  const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
+  float qv[GRP][DPL], acc[GRP][DPL], m[GRP], l[GRP];
+#pragma unroll
+  for (int g = 0; g < GRP; g++) {
+    m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; i++)
+      qv[g][i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP + g) * HD + lane * DPL + i]), acc[g][i] = 0.0f;
+  }
+  for (int j0 = w * U; j0 < n; j0 += RCK_WARPS * U) {
+    float kx[U][DPL], vx[U][DPL], part[NV];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (j0 + u < n) rck_load<DPL>(kb + (int64_t)(j0 + u) * kvd, kx[u]), rck_load<DPL>(vb + (int64_t)(j0 + u) * kvd, vx[u]);
+      else
+#pragma unroll
+        for (int i = 0; i < DPL; i++) kx[u][i] = 0.0f, vx[u][i] = 0.0f;
+#pragma unroll
+    for (int g = 0; g < GRP; g++)
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) s = fmaf(qv[g][i], kx[u][i], s);
+        part[g * U + u] = s;
+      }
+    const float mine = rck_multi_sum<NV>(part, lane);
+#pragma unroll
+    for (int g = 0; g < GRP; g++) {
+      float sc[U], mx = m[g];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        sc[u] = __shfl_sync(FULL, mine, (g * U + u) << (5 - LOGNV));
+        if (j0 + u < n) mx = fmaxf(mx, sc[u] * sl2);
+      }
+      const float alpha = exp2f(m[g] - mx); /* 0 while m is −inf */
+      float ls = 0.0f;
+#pragma unroll
+      for (int i = 0; i < DPL; i++) acc[g][i] *= alpha;
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const float p = j0 + u < n ? exp2f(fmaf(sc[u], sl2, -mx)) : 0.0f, pb = rck_bf16r(p);
+        ls += p;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[g][i] = fmaf(pb, vx[u][i], acc[g][i]);
+      }
+      l[g] = fmaf(l[g], alpha, ls), m[g] = mx;
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < GRP; g++) {
+    if (lane == 0) wm[w][g] = m[g], wl[w][g] = l[g];
+#pragma unroll
+    for (int i = 0; i < DPL; i++) wacc[w][g][lane * DPL + i] = acc[g][i];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < GRP * HD; i += blockDim.x) {
+    const int g = i / HD, d = i % HD;
+    float M = -INFINITY;
+    for (int ww = 0; ww < RCK_WARPS; ww++) M = fmaxf(M, wm[ww][g]);
+    float a = 0.0f, L = 0.0f;
+    for (int ww = 0; ww < RCK_WARPS; ww++)
+      if (wl[ww][g] > 0.0f) {
+        const float f = exp2f(wm[ww][g] - M);
+        a = fmaf(wacc[ww][g][d], f, a), L = fmaf(wl[ww][g], f, L);
+      }
+    const int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
+    pacc[o * HD + d] = a;
+    if (d == 0) pml[2 * o] = M, pml[2 * o + 1] = L;
+  }
+}
+
 /* out[r, h, :] and out_b (BF16) from the splits of (row r = blockIdx.x, head
  * h = blockIdx.y), splits combined in index order (maxima in log2 units). */
 __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float *pacc, const float *pml, int nq,
@@ -266,6 +396,22 @@ static int rck_unroll(void) {
   return u;
 }
 
+/* Which decode attention kernel: 0 the two-phase kernel, 1 the single-pass
+ * (online softmax) kernel for 1/2/4/8 query heads per KV head. Default from
+ * RLRUN_DECODE_ATTN (online | split; read once); rck_decode_attn_mode(m ≥ 0)
+ * sets it (tests), −1 asks. The choice sets the summation order, so the
+ * output bits depend on it (never on the batch). */
+static int rck_attn_mode = -1;
+extern "C" int rck_decode_attn_mode(int mode) {
+  if (rck_attn_mode < 0) {
+    const char *v = getenv("RLRUN_DECODE_ATTN");
+    rck_attn_mode = v && !strcmp(v, "online");
+  }
+  if (mode >= 0) rck_attn_mode = mode != 0;
+  return rck_attn_mode;
+}
+static int rck_online(void) { return rck_decode_attn_mode(-1); }
+
 extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
                                     const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq,
                                     int nkv, int hd, int64_t max_len, int n_split, float *pacc, float *pml,
@@ -277,6 +423,23 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
                    "%d/%d); use device: cpu for this model",
                    hd, nq, nkv);
   const float sl2 = RCK_LOG2E / sqrtf((float)hd);
+  const int grp = nq / nkv;
+  if (rck_online() && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) {
+#define RCK_O(D, G)                                                                                                   \
+  rck_attn_online_kernel<D, G><<<dim3(n, nkv, n_split), RCK_THREADS, 0, st>>>(pacc, pml, q, kc, vc, slot, len, nq,   \
+                                                                             nkv, max_len, n_split, sl2)
+#define RCK_OG(D) (grp == 1 ? RCK_O(D, 1) : grp == 2 ? RCK_O(D, 2) : grp == 4 ? RCK_O(D, 4) : RCK_O(D, 8))
+    if (hd == 32) RCK_OG(1);
+    else if (hd == 64) RCK_OG(2);
+    else if (hd == 128) RCK_OG(4);
+    else RCK_OG(8);
+#undef RCK_OG
+#undef RCK_O
+    int rc = rck_check("attn_online", e);
+    if (rc) return rc;
+    rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
+    return rck_check("attn_combine", e);
+  }
   const int u = rck_unroll();
 #define RCK_L(D, U_) rck_attn_launch<D, U_>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
 #define RCK_LU(D) (u == 4 ? RCK_L(D, 4) : u == 16 ? RCK_L(D, 16) : RCK_L(D, 8))

@@ -680,12 +680,13 @@ static int64_t sgf_rows_differ(const void *a, const void *b, int64_t rows, int64
   return d;
 }
 
-/* The environment's knobs with the tile width and reduction path replaced (−1: keep). */
-static void sgf_tune(int bn, int reduce) {
+/* The environment's knobs with the tile width, reduction path and PDL replaced (−1: keep). */
+static void sgf_tune(int bn, int reduce, int pdl) {
   gemm_small_tune_set(NULL);
   gemm_small_tune t = gemm_small_tune_get();
   if (bn >= 0) t.bn = bn;
   if (reduce >= 0) t.reduce = reduce;
+  if (pdl >= 0) t.pdl = pdl;
   gemm_small_tune_set(&t);
 }
 
@@ -747,14 +748,16 @@ static void case_group(const int64_t *Ns, int n_seg, int64_t K, uint64_t seed) {
   }
   /* the knobs that must not change a bit, and the one-segment group == the plain call */
   if (y64[n_seg - 1]) {
-    static const int knobs[][3] = {{64, 32, -1}, {64, 64, -1}, {64, -1, GEMM_SMALL_REDUCE_GLOBAL},
-                                   {64, 64, GEMM_SMALL_REDUCE_GLOBAL}, {7, -1, GEMM_SMALL_REDUCE_GLOBAL}};
+    static const int knobs[][4] = {{64, 32, -1, -1}, {64, 64, -1, -1}, {64, -1, GEMM_SMALL_REDUCE_GLOBAL, -1},
+                                   {64, 64, GEMM_SMALL_REDUCE_GLOBAL, -1}, {7, -1, GEMM_SMALL_REDUCE_GLOBAL, -1},
+                                   {64, -1, -1, 1}, {7, -1, GEMM_SMALL_REDUCE_GLOBAL, 1}, {64, -1, -1, 0}};
+    const int nk = (int)(sizeof knobs / sizeof *knobs);
     char line[512];
     int len = snprintf(line, sizeof line, "small-group    N=%-14s K=%-5lld rows≠default, by knob:", shape, (long long)K);
     int bad = 0;
-    for (int c = 0; c < 5; c++) {
+    for (int c = 0; c < nk; c++) {
       int64_t M = knobs[c][0], d = 0;
-      sgf_tune(knobs[c][1], knobs[c][2]);
+      sgf_tune(knobs[c][1], knobs[c][2], knobs[c][3]);
       int rc = gemm_small_bf16_group_cuda(seg, n_seg, xd, M, K, NULL, &e);
       for (int i = 0; i < n_seg && !rc; i++) {
         if (!Ns[i]) continue;
@@ -762,9 +765,10 @@ static void case_group(const int64_t *Ns, int n_seg, int64_t K, uint64_t seed) {
         d += sgf_rows_differ(y, y64[i], M, Ns[i], 4);
         free(y);
       }
-      len += snprintf(line + len, sizeof line - (size_t)len, " M=%lld%s%s%s:%lld", (long long)M,
+      len += snprintf(line + len, sizeof line - (size_t)len, " M=%lld%s%s%s%s:%lld", (long long)M,
                       knobs[c][1] == 32 ? ",bn=32" : knobs[c][1] == 64 ? ",bn=64" : "",
-                      knobs[c][2] == GEMM_SMALL_REDUCE_GLOBAL ? ",global" : "", rc ? "(error)" : "", (long long)d);
+                      knobs[c][2] == GEMM_SMALL_REDUCE_GLOBAL ? ",global" : "",
+                      knobs[c][3] == 1 ? ",pdl" : knobs[c][3] == 0 ? ",no-pdl" : "", rc ? "(error)" : "", (long long)d);
       bad |= rc || d;
     }
     gemm_small_tune_set(NULL);
@@ -865,17 +869,19 @@ static void case_swiglu(int64_t N, int64_t K, uint64_t seed) {
     if (act != a64) free(act);
   }
   if (a64) { /* the bit-neutral knobs (the pair has one tile width: only the reduction path moves) */
-    int64_t d = -1;
-    sgf_tune(-1, GEMM_SMALL_REDUCE_GLOBAL);
-    if (!gemm_small_bf16_swiglu_cuda(actd, xd, wgd, wud, 64, N, K, NULL, &e)) {
-      uint16_t *act = host_copy(actd, (size_t)(64 * N) * 2);
-      d = sgf_rows_differ(act, a64, 64, N, 2);
-      free(act);
+    for (int pdl = 0; pdl < 2; pdl++) {
+      int64_t d = -1;
+      sgf_tune(-1, GEMM_SMALL_REDUCE_GLOBAL, pdl);
+      if (!gemm_small_bf16_swiglu_cuda(actd, xd, wgd, wud, 64, N, K, NULL, &e)) {
+        uint16_t *act = host_copy(actd, (size_t)(64 * N) * 2);
+        d = sgf_rows_differ(act, a64, 64, N, 2);
+        free(act);
+      }
+      gemm_small_tune_set(NULL);
+      printf("%-6s small-swiglu   N=%-6lld K=%-5lld M=64 reduce=global pdl=%d: rows≠default %lld\n", d ? "FAIL" : "PASS",
+             (long long)N, (long long)K, pdl, (long long)d);
+      d ? g_fail++ : g_pass++;
     }
-    gemm_small_tune_set(NULL);
-    printf("%-6s small-swiglu   N=%-6lld K=%-5lld M=64 reduce=global: rows≠default %lld\n", d ? "FAIL" : "PASS",
-           (long long)N, (long long)K, (long long)d);
-    d ? g_fail++ : g_pass++;
   }
   cudaFree(xd), cudaFree(wgd), cudaFree(wud), cudaFree(actd), cudaFree(compd), cudaFree(gd), cudaFree(ud);
   free(x), free(wg), free(wu), free(xf), free(wgf), free(wuf), free(G), free(Ag), free(U), free(Au);
@@ -902,8 +908,9 @@ static void case_fused_graph(int kind, int64_t M, int64_t N, int64_t K) {
   cudaStream_t s;
   CK(cudaStreamCreate(&s));
   rl_err e;
-  for (int red = 0; red < 2; red++) {
-    sgf_tune(-1, red ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER);
+  for (int rp = 0; rp < 4; rp++) {
+    const int red = rp & 1, pdl = rp >> 1;
+    sgf_tune(-1, red ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER, pdl);
 #define SGF_CALL()                                                                                           \
   (kind ? gemm_small_bf16_swiglu_cuda(actd, xd, seg[0].w, seg[1].w, M, N, K, s, &e)                        \
         : gemm_small_bf16_group_cuda(seg, nseg, xd, M, K, s, &e))
@@ -952,9 +959,9 @@ static void case_fused_graph(int kind, int64_t M, int64_t N, int64_t K) {
       printf("  %s: %s\n", kind ? "gemm_small_bf16_swiglu_cuda" : "gemm_small_bf16_group_cuda", e.msg);
     }
     int ok = !rc && same == 3;
-    printf("%-6s %-14s N=%-6lld K=%-5lld M=%-3lld reduce=%s: 3 replays of 3 captured calls == eager: %d of 3\n",
+    printf("%-6s %-14s N=%-6lld K=%-5lld M=%-3lld reduce=%s pdl=%d: 3 replays of 3 captured calls == eager: %d of 3\n",
            ok ? "PASS" : "FAIL", kind ? "swiglu-graph" : "group-graph", (long long)N, (long long)K, (long long)M,
-           red ? "global" : "cluster", same);
+           red ? "global" : "cluster", pdl, same);
     ok ? g_pass++ : g_fail++;
     if (ge) cudaGraphExecDestroy(ge);
     if (g) cudaGraphDestroy(g);

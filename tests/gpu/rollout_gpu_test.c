@@ -12,7 +12,12 @@
  *      ids: U+0100 … as 2-byte UTF-8 characters): greedy,
  *      EOS = the id the CPU's greedy run emits at its 5th step, and a stop
  *      string cut from the CPU's completion text — the GPU engine's finish
- *      reasons, stop indices, completion texts and ids equal the CPU engine's.
+ *      reasons, stop indices, completion texts and ids equal the CPU engine's;
+ *   5. the decode attention kernels alone (two-phase and single-pass): head_dim
+ *      32/64/128, 1/2/4/8 query heads per KV head, lengths 1 … max_len over
+ *      split boundaries, scattered slots: vs an FP64 softmax attention within
+ *      2^-8·max|v| (P is rounded to BF16), each row bitwise the same alone as
+ *      in the batch; then 1–3 again with the single-pass kernel.
  *
  *   build/gpu/rollout_gpu_test      one line per check; exit 1 on any failure */
 #include <jansson.h>
@@ -23,11 +28,13 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/formats.h"
 #include "kernels/qtensor.h"
 #include "model/model.h"
 #include "model/model_cuda.h"
 #include "stages/rollout.h"
 #include "stages/rollout_cuda.h"
+#include "stages/rollout_cuda_kern.h"
 #include "stages/tokenizer.h"
 
 static int g_fail, g_pass;
@@ -41,6 +48,7 @@ static void check(int ok, const char *what, const char *fmt, double v) {
 }
 
 #if RLRUN_CUDA
+#include <cuda_runtime_api.h>
 #define MAXP 8
 #define MAXN 64
 typedef struct fix {
@@ -254,9 +262,100 @@ static void run_model(const char *name) {
   model_free(m);
 }
 
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float urand(void) { /* uniform in [-1, 1) */
+  rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* 5.: rck_decode_attention in mode `mode` for n rows (lengths len[], slots
+ * slot[]) against FP64; returns the worst |out − ref| / max|v| (−1: a CUDA
+ * failure) and checks each row alone == in the batch. */
+static double attn_case(int mode, int hd, int nq, int nkv, int *row_diff) {
+  enum { N = 7, SLOTS = 9, MAXLEN = 320 };
+  const int len[N] = {1, 3, 128, 129, 250, 256, 320}, slot[N] = {4, 0, 8, 2, 7, 1, 5};
+  const int kvd = nkv * hd, ns = rck_n_split(MAXLEN), grp = nq / nkv;
+  const size_t ncache = (size_t)SLOTS * MAXLEN * kvd, nqv = (size_t)N * nq * hd;
+  uint16_t *hk = malloc(ncache * 2), *hv = malloc(ncache * 2);
+  float *hq = malloc(nqv * 4), *out = malloc(nqv * 4), *one = malloc((size_t)nq * hd * 4);
+  for (size_t i = 0; i < ncache; i++) hk[i] = fmt_bf16_from_f32(urand()), hv[i] = fmt_bf16_from_f32(urand());
+  for (size_t i = 0; i < nqv; i++) hq[i] = 3.0f * urand(); /* scores of a few units: a peaked softmax */
+  uint16_t *dk = NULL, *dv = NULL;
+  float *dq = NULL, *dout = NULL, *pacc = NULL, *pml = NULL;
+  int32_t *dslot = NULL, *dlen = NULL;
+  rl_err e = {0};
+  double worst = -1;
+  int rc = cudaMalloc((void **)&dk, ncache * 2) || cudaMalloc((void **)&dv, ncache * 2) ||
+           cudaMalloc((void **)&dq, nqv * 4) || cudaMalloc((void **)&dout, nqv * 4) ||
+           cudaMalloc((void **)&pacc, (size_t)N * nq * ns * hd * 4) || cudaMalloc((void **)&pml, (size_t)N * nq * ns * 8) ||
+           cudaMalloc((void **)&dslot, N * 4) || cudaMalloc((void **)&dlen, N * 4);
+  rc = rc || cudaMemcpy(dk, hk, ncache * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dv, hv, ncache * 2, cudaMemcpyHostToDevice) ||
+       cudaMemcpy(dq, hq, nqv * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dslot, slot, N * 4, cudaMemcpyHostToDevice) ||
+       cudaMemcpy(dlen, len, N * 4, cudaMemcpyHostToDevice);
+  rck_decode_attn_mode(mode);
+  rc = rc || rck_decode_attention(dout, NULL, dq, dk, dv, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
+       cudaMemcpy(out, dout, nqv * 4, cudaMemcpyDeviceToHost);
+  *row_diff = 0;
+  for (int r = 0; r < N && !rc; r++) { /* row r alone: same bits */
+    rc = rck_decode_attention(dout, NULL, dq + (size_t)r * nq * hd, dk, dv, dslot + r, dlen + r, 1, nq, nkv, hd, MAXLEN, ns,
+                              pacc, pml, NULL, &e) ||
+         cudaMemcpy(one, dout, (size_t)nq * hd * 4, cudaMemcpyDeviceToHost);
+    if (!rc && memcmp(one, out + (size_t)r * nq * hd, (size_t)nq * hd * 4)) (*row_diff)++;
+  }
+  if (rc) printf("     attention %d/%d/%d mode %d: %s\n", hd, nq, nkv, mode, e.msg[0] ? e.msg : "CUDA call failed");
+  for (int r = 0; r < N && !rc; r++)
+    for (int h = 0; h < nq; h++) {
+      const int kh = h / grp;
+      double sc[MAXLEN], mx = -INFINITY, sum = 0;
+      const float *qh = hq + ((size_t)r * nq + h) * hd;
+      for (int j = 0; j < len[r]; j++) {
+        const uint16_t *kj = hk + ((size_t)slot[r] * MAXLEN + j) * kvd + (size_t)kh * hd;
+        double d = 0;
+        for (int i = 0; i < hd; i++) d += (double)fmt_bf16_to_f32(fmt_bf16_from_f32(qh[i])) * fmt_bf16_to_f32(kj[i]);
+        sc[j] = d / sqrt((double)hd), mx = fmax(mx, sc[j]);
+      }
+      for (int j = 0; j < len[r]; j++) sc[j] = exp(sc[j] - mx), sum += sc[j];
+      for (int i = 0; i < hd; i++) {
+        double a = 0;
+        for (int j = 0; j < len[r]; j++)
+          a += sc[j] * fmt_bf16_to_f32(hv[((size_t)slot[r] * MAXLEN + j) * kvd + (size_t)kh * hd + i]);
+        worst = fmax(worst, fabs(a / sum - out[((size_t)r * nq + h) * hd + i])); /* max|v| = 1 */
+      }
+    }
+  cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout), cudaFree(pacc), cudaFree(pml), cudaFree(dslot), cudaFree(dlen);
+  free(hk), free(hv), free(hq), free(out), free(one);
+  return rc ? -1 : worst;
+}
+
+static void attn_check(void) {
+  const int shapes[][3] = {{128, 16, 8}, {128, 8, 8}, {128, 32, 8}, {128, 32, 4}, {32, 4, 2}, {64, 6, 3}, {256, 8, 2}};
+  const int saved = rck_decode_attn_mode(-1);
+  for (int mode = 0; mode < 2; mode++)
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+      char what[128];
+      int rd = 0;
+      double w = attn_case(mode, shapes[k][0], shapes[k][1], shapes[k][2], &rd);
+      snprintf(what, sizeof what, "attention %s hd %d q/kv %d/%d vs FP64 <= 2^-8", mode ? "single-pass" : "two-phase",
+               shapes[k][0], shapes[k][1], shapes[k][2]);
+      check(w >= 0 && w <= 1.0 / 256, what, "max %.3g", w);
+      snprintf(what, sizeof what, "attention %s hd %d q/kv %d/%d rows alone == batch", mode ? "single-pass" : "two-phase",
+               shapes[k][0], shapes[k][1], shapes[k][2]);
+      check(w >= 0 && rd == 0, what, "%.0f differ", rd);
+    }
+  rck_decode_attn_mode(saved);
+}
+
 int main(void) {
+  attn_check();
   run_model("qwen3");
   run_model("qwen3_moe");
+  if (!rck_decode_attn_mode(-1)) { /* the engine again with the single-pass attention kernel */
+    rck_decode_attn_mode(1);
+    printf("-- again with the single-pass decode attention\n");
+    run_model("qwen3");
+    run_model("qwen3_moe");
+    rck_decode_attn_mode(0);
+  }
   printf("rollout_gpu_test: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;
 }

@@ -1,0 +1,40 @@
+/* rollout_cuda_kern.h — the kernels of the CUDA rollout engine
+ * (stages/rollout_cuda_kern.cu), for stages/rollout_cuda.c and the GPU tests.
+ * All launch on stream st (NULL: the per-thread default stream) and return 0
+ * or a filled rl_err. Caches are BF16 [slot][max_len][n_kv·head_dim]. */
+#ifndef RLRUN_STAGES_ROLLOUT_CUDA_KERN_H
+#define RLRUN_STAGES_ROLLOUT_CUDA_KERN_H
+#include <stdint.h>
+
+#include "kernels/common.h"
+
+#if RLRUN_CUDA
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* Row i of n: K and V of slot[i] at position pos[i] (rounded to BF16). */
+int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot, const int32_t *pos,
+                 int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
+/* out[n][nq][hd] (FP32) and out_b (BF16, may be NULL): row i's query heads
+ * against slot[i]'s first len[i] cached positions, split into n_split =
+ * rck_n_split(max_len) chunks (scratch pacc [n][nq][n_split][hd], pml
+ * [n][nq][n_split][2]) combined in index order. */
+int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc, const uint16_t *vc,
+                         const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
+                         int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e);
+int rck_n_split(int64_t max_len);
+/* The decode attention kernel: mode 0 two-phase, 1 single-pass (online
+ * softmax); −1 only asks. Default from RLRUN_DECODE_ATTN (online | split). */
+int rck_decode_attn_mode(int mode);
+/* QK-norm + RoPE of the step's q and k rows, and the K/V cache write. */
+int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,
+                 const float *wq, const float *wk, const float *cs, const float *sn, const int32_t *slot,
+                 const int32_t *pos, int n, int nq, int nkv, int hd, int64_t max_len, float eps, cudaStream_t st,
+                 rl_err *e);
+#ifdef __cplusplus
+}
+#endif
+#endif
+#endif
