@@ -167,7 +167,9 @@ void gemm_cuda_release(void);
 #define GEMM_SMALL_MAX_M 256
 #define GEMM_SMALL_BN 32    /* weight rows of a tile, as the K split counts them */
 #define GEMM_SMALL_BK 128   /* K per pipeline stage */
-#define GEMM_SMALL_CTAS 264 /* CTAs the K split aims at (2 per SM of an H100/H200) */
+/* CTAs the K split aims at: one per SM of an H100/H200 (264, two per SM, gave more and
+ * shorter K slices and measured slower at every decode M on the H100, 2026-12-05) */
+#define GEMM_SMALL_CTAS 132
 #define GEMM_SMALL_MAX_SLICES 32
 #define GEMM_SMALL_MAX_SEGS 4
 #define GEMM_SMALL_MAX_CLUSTER 8 /* most slices reduced inside a cluster (portable size) */
@@ -180,11 +182,11 @@ void gemm_cuda_release(void);
  *                                slices (stages: 128-K stages of K), i.e. slices of
  *                                about min_stages stages or more. CHANGES THE SUMS.
  *   RLRUN_SMALL_GEMM_BN          0 (auto), 32, 64: weight rows of a CTA at M > 32 in
- *                                one-matrix and group launches. Auto: 64 when the
- *                                64-row tiles × slices still give ≥ ctas/2 CTAs (the
- *                                qkv group), else 32 (64 also at any M when 64-row
- *                                tiles alone give ≥ ctas CTAs: lm_head). 64 halves the
- *                                L2 reads of x per weight byte. Bits unchanged.
+ *                                one-matrix and group launches. Auto: 64 (and 64 at
+ *                                any M when 64-row tiles alone give ≥ ctas CTAs:
+ *                                lm_head); 64 halves the L2 reads of x per weight
+ *                                byte (decode-step GEMMs at M = 64: 1,378 µs against
+ *                                1,468 with 32, H100 2026-12-05). Bits unchanged.
  *   RLRUN_SMALL_GEMM_REDUCE      cluster (default), global: the split-K reduction.
  *                                cluster: the S CTAs of a tile (S ≤ GEMM_SMALL_MAX_CLUSTER)
  *                                form a thread-block cluster; each keeps its FP32 partial
@@ -218,7 +220,7 @@ gemm_small_tune gemm_small_tune_get(void);
 /* Replace the knobs (values out of range fall back to the defaults); NULL: back
  * to the environment's. */
 void gemm_small_tune_set(const gemm_small_tune *t);
-/* "ctas=264 min_stages=2 bn=auto reduce=cluster pdl=0" (for reports); buf of ≥ 80 bytes. */
+/* "ctas=132 min_stages=2 bn=auto reduce=cluster pdl=0" (for reports); buf of ≥ 80 bytes. */
 const char *gemm_small_tune_str(const gemm_small_tune *t, char *buf, size_t n);
 
 /* The CTA target of the K split: gemm_small_tune_get().ctas. */

@@ -15,8 +15,8 @@
  *             launch instead of three (q, k, v) or three (gate, up, swiglu): the
  *             per-launch latency (launch, ramp, split-K chain) is paid once.
  *   Tile      a CTA owns BN = 32 weight rows (of each matrix of the pair), or 64
- *             where that still gives enough CTAs (lm_head at any M; at M > 32 the
- *             qkv group: half the L2 reads of x per weight byte, see gemm.h's
+ *             where that still gives enough CTAs (lm_head at any M) and at M > 32
+ *             (half the L2 reads of x per weight byte, see gemm.h's
  *             RLRUN_SMALL_GEMM_BN) × one K slice × 8·MB rows of x (MB = 1, 2, 4, 8
  *             by M). 16 weight rows a warp, and from 17 rows of x on two warps along
  *             M (four for the pair), so 2–8 warps. The slices come from
@@ -427,8 +427,8 @@ int sg_launch_mb(int mb, int dev, sg_args &a, int want_cluster, cudaStream_t s, 
  * are filled; plan_rows: the weight rows the K split counts. The CTA shape:
  *   MB       8·MB ≥ M rows of x a CTA (M > 64: 64-row chunks).
  *   width    64 rows where 64-row tiles alone reach the CTA target (lm_head), or at
- *            M > 32 per RLRUN_SMALL_GEMM_BN (auto: where 64-row tiles × slices still
- *            give ≥ ctas / 2 CTAs); else 32. The pair: 32 rows of each matrix.
+ *            M > 32 unless RLRUN_SMALL_GEMM_BN=32; else 32. The pair: 32 rows of
+ *            each matrix.
  * None of these changes a sum: they decide which CTA and thread compute an
  * output, while its K order (the plan) and its slice sum order stay put. */
 int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
@@ -444,7 +444,7 @@ int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
   int wn = 2;
   if (!sw) {
     if (t64 >= tune.ctas) wn = 4;
-    else if (mb == 8) wn = tune.bn == 64 ? 4 : tune.bn == 32 ? 2 : 2 * t64 * a.slices >= tune.ctas ? 4 : 2;
+    else if (mb == 8) wn = tune.bn == 32 ? 2 : 4;
   }
   const int64_t bn = 16 * wn;
   a.t0[0] = 0;

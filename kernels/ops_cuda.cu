@@ -201,7 +201,9 @@ extern "C" int ops_embedding_backward_cuda(float *dtable, const float *dout, con
 
 
 /* Forward, one warp per row; RES: h = resid + x first (h may alias either).
- * VEC: float4 access (dim % 4 == 0, 16-byte aligned rows). */
+ * VEC: float4 access (dim % 4 == 0, 16-byte aligned rows), RMS_CH float4 a lane
+ * in flight. */
+#define RMS_CH 8
 template <bool RES, bool VEC>
 __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd, const float *resid,
                                    const float *x, const float *w, int rows, int dim, float eps) {
@@ -212,14 +214,31 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
   const float *src = RES ? h : x;
   float ss = 0;
   if (VEC) {
-    for (int i = lane * 4; i < dim; i += 128) {
-      float4 v = *reinterpret_cast<const float4 *>(x + o + i);
-      if (RES) {
-        float4 a = *reinterpret_cast<const float4 *>(resid + o + i);
-        v = make_float4(__fadd_rn(a.x, v.x), __fadd_rn(a.y, v.y), __fadd_rn(a.z, v.z), __fadd_rn(a.w, v.w));
-        *reinterpret_cast<float4 *>(h + o + i) = v;
+    /* chunks of RMS_CH float4 a lane: the chunk's loads are all issued before its
+     * adds and stores (a decode step's rows are one chunk: one memory round trip,
+     * not eight); element order and arithmetic as one float4 at a time */
+    for (int i0 = lane * 4; i0 < dim; i0 += 128 * RMS_CH) {
+      float4 xv[RMS_CH], av[RMS_CH];
+#pragma unroll
+      for (int c = 0; c < RMS_CH; c++) {
+        const int i = i0 + 128 * c;
+        if (i < dim) {
+          xv[c] = *reinterpret_cast<const float4 *>(x + o + i);
+          if (RES) av[c] = *reinterpret_cast<const float4 *>(resid + o + i);
+        }
       }
-      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+#pragma unroll
+      for (int c = 0; c < RMS_CH; c++) {
+        const int i = i0 + 128 * c;
+        if (i >= dim) break;
+        float4 v = xv[c];
+        if (RES) {
+          const float4 a = av[c];
+          v = make_float4(__fadd_rn(a.x, v.x), __fadd_rn(a.y, v.y), __fadd_rn(a.z, v.z), __fadd_rn(a.w, v.w));
+          *reinterpret_cast<float4 *>(h + o + i) = v;
+        }
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
     }
   } else {
     for (int i = lane; i < dim; i += 32) {
@@ -235,16 +254,27 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
   if (rstd && lane == 0) rstd[r] = s;
   /* Second pass re-reads this lane's own elements (written by it when RES). */
   if (VEC) {
-    for (int i = lane * 4; i < dim; i += 128) {
-      float4 v = *reinterpret_cast<const float4 *>(src + o + i), g = *reinterpret_cast<const float4 *>(w + i);
-      float4 q = make_float4(__fmul_rn(g.x, __fmul_rn(v.x, s)), __fmul_rn(g.y, __fmul_rn(v.y, s)),
-                             __fmul_rn(g.z, __fmul_rn(v.z, s)), __fmul_rn(g.w, __fmul_rn(v.w, s)));
-      if (y) *reinterpret_cast<float4 *>(y + o + i) = q;
-      if (yb) {
-        uint2 p;
-        p.x = (uint32_t)fmt_bf16_from_f32(q.x) | ((uint32_t)fmt_bf16_from_f32(q.y) << 16);
-        p.y = (uint32_t)fmt_bf16_from_f32(q.z) | ((uint32_t)fmt_bf16_from_f32(q.w) << 16);
-        *reinterpret_cast<uint2 *>(yb + o + i) = p;
+    for (int i0 = lane * 4; i0 < dim; i0 += 128 * RMS_CH) {
+      float4 xv[RMS_CH], gv[RMS_CH];
+#pragma unroll
+      for (int c = 0; c < RMS_CH; c++) {
+        const int i = i0 + 128 * c;
+        if (i < dim) xv[c] = *reinterpret_cast<const float4 *>(src + o + i), gv[c] = *reinterpret_cast<const float4 *>(w + i);
+      }
+#pragma unroll
+      for (int c = 0; c < RMS_CH; c++) {
+        const int i = i0 + 128 * c;
+        if (i >= dim) break;
+        const float4 v = xv[c], g = gv[c];
+        float4 q = make_float4(__fmul_rn(g.x, __fmul_rn(v.x, s)), __fmul_rn(g.y, __fmul_rn(v.y, s)),
+                               __fmul_rn(g.z, __fmul_rn(v.z, s)), __fmul_rn(g.w, __fmul_rn(v.w, s)));
+        if (y) *reinterpret_cast<float4 *>(y + o + i) = q;
+        if (yb) {
+          uint2 p;
+          p.x = (uint32_t)fmt_bf16_from_f32(q.x) | ((uint32_t)fmt_bf16_from_f32(q.y) << 16);
+          p.y = (uint32_t)fmt_bf16_from_f32(q.z) | ((uint32_t)fmt_bf16_from_f32(q.w) << 16);
+          *reinterpret_cast<uint2 *>(yb + o + i) = p;
+        }
       }
     }
   } else {

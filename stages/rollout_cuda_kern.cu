@@ -225,46 +225,61 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
  * (l >> (5 − b)) — the value whose index bits are the lane's top b bits. Each
  * exchange adds the two partners' partials the same way on both sides (a + b
  * == b + a), so every lane holding a value holds the same bits. */
-template <int NV>
-static __device__ __forceinline__ float rck_multi_sum(float (&v)[NV], int lane) {
-  static_assert(NV >= 1 && NV <= 32 && (NV & (NV - 1)) == 0, "NV: a power of two <= 32");
+template <int NV, int O = 16>
+static __device__ __forceinline__ float rck_multi_sum(const float (&v)[NV], int lane) {
+  static_assert(NV >= 1 && (NV == 1 || NV <= 2 * O) && (NV & (NV - 1)) == 0, "NV: a power of two <= 32");
+  if constexpr (NV == 1) {
+    float x = v[0];
 #pragma unroll
-  for (int st = 0; st < 5; st++) {
-    const int o = 16 >> st, c = NV >> st; /* c: values still held (constants once unrolled) */
-    if (c > 1) {
-      const bool up = lane & o;
+    for (int o = O; o > 0; o >>= 1) x += __shfl_xor_sync(FULL, x, o);
+    return x;
+  } else {
+    constexpr int H = NV / 2;
+    const bool up = lane & O;
+    float h[H]; /* the half this lane keeps, plus the partner's copy of it */
 #pragma unroll
-      for (int i = 0; i < c / 2; i++) {
-        const float send = up ? v[i] : v[i + c / 2], keep = up ? v[i + c / 2] : v[i];
-        v[i] = keep + __shfl_xor_sync(FULL, send, o);
-      }
-    } else {
-      v[0] += __shfl_xor_sync(FULL, v[0], o);
+    for (int i = 0; i < H; i++) {
+      const float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
+      h[i] = keep + __shfl_xor_sync(FULL, send, O);
     }
+    return rck_multi_sum<H, O / 2>(h, lane);
   }
-  return v[0];
 }
 
-/* Single-pass variant of rck_attn_split_kernel (RLRUN_DECODE_ATTN=online):
- * the same split and output, but each warp streams its positions once with an
- * online softmax — K and V of U positions loaded together, the U·GRP dot
- * products reduced in one butterfly and broadcast back, the running max m,
- * sum l and P·V accumulator rescaled as positions arrive (P rounded to BF16
- * relative to the running max, as the tensor-core forward attention rounds
- * it); then the warps' (m, l, acc) combined in warp order. head_dim = 32·DPL
- * (lane l owns dims [l·DPL, (l+1)·DPL)); GRP query heads per KV head. */
+/* Staged variant of rck_attn_split_kernel (RLRUN_DECODE_ATTN=staged): splits of
+ * RCK_SCHUNK = 64 positions, whose K and V rows are all copied into shared
+ * memory at the block's start (cp.async, 16 bytes a copy: the whole chunk in
+ * flight at once, V still landing while the scores are computed), then the
+ * same three phases from shared memory: scores (the GRP·U dot products of U
+ * positions reduced in one butterfly, rck_multi_sum), the softmax of each
+ * head (as the two-phase kernel: FP32, exp2, P rounded to BF16, the FP32 sum),
+ * and P·V with every V row read once for all GRP heads (warps over positions,
+ * then the warps' partials in warp order). head_dim = 32·DPL; GRP query heads
+ * per KV head. Shared: K, V [RCK_SCHUNK][HD] BF16, scores [GRP][RCK_SCHUNK],
+ * q [GRP][HD], partial P·V [WARPS][GRP][HD] (FP32). */
+#define RCK_SCHUNK 64
+__host__ __device__ constexpr int rck_staged_smem(int dpl, int grp) {
+  return 2 * RCK_SCHUNK * 32 * dpl * 2 + (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS)) * 4;
+}
+static __device__ __forceinline__ void rck_cp16(void *dst, const void *src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
+               : "memory");
+}
 template <int DPL, int GRP>
-__global__ void __launch_bounds__(RCK_THREADS) rck_attn_online_kernel(float *pacc, float *pml, const float *q,
+__global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pacc, float *pml, const float *q,
                                                                      const uint16_t *kc, const uint16_t *vc,
                                                                      const int32_t *slot, const int32_t *len, int nq,
                                                                      int nkv, int64_t max_len, int n_split, float sl2) {
-  constexpr int HD = 32 * DPL, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP;
-  constexpr int LOGNV = NV == 32 ? 5 : NV == 16 ? 4 : NV == 8 ? 3 : NV == 4 ? 2 : NV == 2 ? 1 : 0;
-  __shared__ float wm[RCK_WARPS][GRP], wl[RCK_WARPS][GRP], wacc[RCK_WARPS][GRP][HD];
+  constexpr int HD = 32 * DPL, C = RCK_SCHUNK, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP, CPR = HD / 8;
+  constexpr int LOGNV = NV == 32 ? 5 : NV == 16 ? 4 : 3;
+  static_assert(NV == 8 || NV == 16 || NV == 32, "U·GRP: 8, 16 or 32");
+  extern __shared__ float4 rck_sm4[];
+  uint16_t *ks = reinterpret_cast<uint16_t *>(rck_sm4), *vs = ks + C * HD;
+  float *sc = reinterpret_cast<float *>(vs + C * HD), *qs = sc + GRP * C, *part = qs + GRP * HD;
   const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z, kvd = nkv * HD;
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const int64_t p0 = (int64_t)z * RCK_CHUNK;
-  const int n = (int)(len[r] - p0 < RCK_CHUNK ? len[r] - p0 : RCK_CHUNK);
+  const int64_t p0 = (int64_t)z * C;
+  const int n = (int)(len[r] - p0 < C ? len[r] - p0 : C);
   if (n <= 0) { /* an empty split: contributes nothing */
     for (int g = 0; g < GRP; g++) {
       int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
@@ -273,76 +288,90 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_online_kernel(float *pac
     }
     return;
   }
-  const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
-  const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
-  float qv[GRP][DPL], acc[GRP][DPL], m[GRP], l[GRP];
+  const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
+  const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
+  for (int i = threadIdx.x; i < n * CPR; i += RCK_THREADS) /* K: group 0 */
+    rck_cp16(ks + (i / CPR) * HD + (i % CPR) * 8, kb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+  for (int i = threadIdx.x; i < n * CPR; i += RCK_THREADS) /* V: group 1 */
+    rck_cp16(vs + (i / CPR) * HD + (i % CPR) * 8, vb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+  for (int i = threadIdx.x; i < GRP * HD; i += RCK_THREADS) qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP) * HD + i]);
+  asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this thread's K copies have landed … */
+  __syncthreads();                                       /* … and everyone's */
+  /* scores: warp w takes positions U·w … U·w+U−1, then every 4U further */
+  float qv[GRP][DPL];
 #pragma unroll
-  for (int g = 0; g < GRP; g++) {
-    m[g] = -INFINITY, l[g] = 0.0f;
+  for (int g = 0; g < GRP; g++)
 #pragma unroll
-    for (int i = 0; i < DPL; i++)
-      qv[g][i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP + g) * HD + lane * DPL + i]), acc[g][i] = 0.0f;
-  }
+    for (int i = 0; i < DPL; i++) qv[g][i] = qs[g * HD + lane * DPL + i];
   for (int j0 = w * U; j0 < n; j0 += RCK_WARPS * U) {
-    float kx[U][DPL], vx[U][DPL], part[NV];
+    float part_s[NV], kx[U][DPL];
 #pragma unroll
     for (int u = 0; u < U; u++)
-      if (j0 + u < n) rck_load<DPL>(kb + (int64_t)(j0 + u) * kvd, kx[u]), rck_load<DPL>(vb + (int64_t)(j0 + u) * kvd, vx[u]);
+      if (j0 + u < n) rck_load<DPL>(ks + (j0 + u) * HD + lane * DPL, kx[u]);
       else
 #pragma unroll
-        for (int i = 0; i < DPL; i++) kx[u][i] = 0.0f, vx[u][i] = 0.0f;
+        for (int i = 0; i < DPL; i++) kx[u][i] = 0.0f;
 #pragma unroll
     for (int g = 0; g < GRP; g++)
 #pragma unroll
       for (int u = 0; u < U; u++) {
-        float s = 0.0f;
+        float d = 0.0f;
 #pragma unroll
-        for (int i = 0; i < DPL; i++) s = fmaf(qv[g][i], kx[u][i], s);
-        part[g * U + u] = s;
+        for (int i = 0; i < DPL; i++) d = fmaf(qv[g][i], kx[u][i], d);
+        part_s[g * U + u] = d;
       }
-    const float mine = rck_multi_sum<NV>(part, lane);
+    const float mine = rck_multi_sum<NV>(part_s, lane);
+    const int idx = lane >> (5 - LOGNV), g = idx / U, u = idx % U;
+    if ((lane & ((1 << (5 - LOGNV)) - 1)) == 0 && j0 + u < n) sc[g * C + j0 + u] = mine;
+  }
+  __syncthreads();
+  /* softmax of each head's scores: warp g % WARPS owns head g */
+  for (int g = w; g < GRP; g += RCK_WARPS) {
+    float *sg = sc + g * C, mx = -INFINITY, sum = 0.0f;
+    for (int j = lane; j < n; j += 32) mx = fmaxf(mx, sg[j]);
+    mx = warp_max(mx);
+    const float mxs = mx * sl2;
+    for (int j = lane; j < n; j += 32) {
+      float p = exp2f(fmaf(sg[j], sl2, -mxs));
+      sum += p;
+      sg[j] = rck_bf16r(p); /* P enters P·V in BF16 */
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) {
+      int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
+      pml[2 * o] = mxs, pml[2 * o + 1] = sum; /* the max in log2 units */
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory"); /* V */
+  __syncthreads();
+  /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
+  float acc[GRP][DPL];
+#pragma unroll
+  for (int g = 0; g < GRP; g++)
+#pragma unroll
+    for (int i = 0; i < DPL; i++) acc[g][i] = 0.0f;
+  for (int j = w; j < n; j += RCK_WARPS) {
+    float vx[DPL];
+    rck_load<DPL>(vs + j * HD + lane * DPL, vx);
 #pragma unroll
     for (int g = 0; g < GRP; g++) {
-      float sc[U], mx = m[g];
+      const float pj = sc[g * C + j];
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        sc[u] = __shfl_sync(FULL, mine, (g * U + u) << (5 - LOGNV));
-        if (j0 + u < n) mx = fmaxf(mx, sc[u] * sl2);
-      }
-      const float alpha = exp2f(m[g] - mx); /* 0 while m is −inf */
-      float ls = 0.0f;
-#pragma unroll
-      for (int i = 0; i < DPL; i++) acc[g][i] *= alpha;
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const float p = j0 + u < n ? exp2f(fmaf(sc[u], sl2, -mx)) : 0.0f, pb = rck_bf16r(p);
-        ls += p;
-#pragma unroll
-        for (int i = 0; i < DPL; i++) acc[g][i] = fmaf(pb, vx[u][i], acc[g][i]);
-      }
-      l[g] = fmaf(l[g], alpha, ls), m[g] = mx;
+      for (int i = 0; i < DPL; i++) acc[g][i] = fmaf(pj, vx[i], acc[g][i]);
     }
   }
 #pragma unroll
-  for (int g = 0; g < GRP; g++) {
-    if (lane == 0) wm[w][g] = m[g], wl[w][g] = l[g];
+  for (int g = 0; g < GRP; g++)
 #pragma unroll
-    for (int i = 0; i < DPL; i++) wacc[w][g][lane * DPL + i] = acc[g][i];
-  }
+    for (int i = 0; i < DPL; i++) part[(w * GRP + g) * HD + lane * DPL + i] = acc[g][i];
   __syncthreads();
-  for (int i = threadIdx.x; i < GRP * HD; i += blockDim.x) {
+  for (int i = threadIdx.x; i < GRP * HD; i += RCK_THREADS) {
     const int g = i / HD, d = i % HD;
-    float M = -INFINITY;
-    for (int ww = 0; ww < RCK_WARPS; ww++) M = fmaxf(M, wm[ww][g]);
-    float a = 0.0f, L = 0.0f;
-    for (int ww = 0; ww < RCK_WARPS; ww++)
-      if (wl[ww][g] > 0.0f) {
-        const float f = exp2f(wm[ww][g] - M);
-        a = fmaf(wacc[ww][g][d], f, a), L = fmaf(wl[ww][g], f, L);
-      }
-    const int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
-    pacc[o * HD + d] = a;
-    if (d == 0) pml[2 * o] = M, pml[2 * o + 1] = L;
+    float a = part[g * HD + d];
+    for (int ww = 1; ww < RCK_WARPS; ww++) a += part[(ww * GRP + g) * HD + d];
+    pacc[(((int64_t)r * nq + kh * GRP + g) * n_split + z) * HD + d] = a;
   }
 }
 
@@ -396,21 +425,40 @@ static int rck_unroll(void) {
   return u;
 }
 
-/* Which decode attention kernel: 0 the two-phase kernel, 1 the single-pass
- * (online softmax) kernel for 1/2/4/8 query heads per KV head. Default from
- * RLRUN_DECODE_ATTN (online | split; read once); rck_decode_attn_mode(m ≥ 0)
- * sets it (tests), −1 asks. The choice sets the summation order, so the
- * output bits depend on it (never on the batch). */
+/* Which decode attention kernel: 0 the two-phase kernel (splits of RCK_CHUNK),
+ * 1 the staged kernel (splits of RCK_SCHUNK, 1/2/4/8 query heads per KV head;
+ * the default: 0.69 against 0.86 ms of a batch-64 decode step's attention on
+ * the H100, 2026-12-05). RLRUN_DECODE_ATTN=split picks the two-phase kernel (read once);
+ * rck_decode_attn_mode(m ≥ 0) sets it (tests), −1 asks. The choice sets the
+ * split and the summation order, so the output bits depend on it (never on the
+ * batch), and the split count rck_n_split gives. */
 static int rck_attn_mode = -1;
 extern "C" int rck_decode_attn_mode(int mode) {
   if (rck_attn_mode < 0) {
     const char *v = getenv("RLRUN_DECODE_ATTN");
-    rck_attn_mode = v && !strcmp(v, "online");
+    rck_attn_mode = !(v && !strcmp(v, "split"));
   }
   if (mode >= 0) rck_attn_mode = mode != 0;
   return rck_attn_mode;
 }
-static int rck_online(void) { return rck_decode_attn_mode(-1); }
+
+template <int DPL, int GRP>
+static int rck_staged_launch(float *pacc, float *pml, const float *q, const uint16_t *kc, const uint16_t *vc,
+                             const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int64_t max_len,
+                             int n_split, float sl2, cudaStream_t st, rl_err *e) {
+  constexpr int shm = rck_staged_smem(DPL, GRP);
+  static_assert(shm <= 227 * 1024, "shared memory");
+  static int attr_set = 0; /* per process: the engine runs on one device per thread */
+  if (shm > 48 * 1024 && !attr_set) {
+    if (cudaFuncSetAttribute(rck_attn_staged_kernel<DPL, GRP>, cudaFuncAttributeMaxDynamicSharedMemorySize, shm) !=
+        cudaSuccess)
+      return rck_check("attn_staged (shared memory attribute)", e);
+    attr_set = 1;
+  }
+  rck_attn_staged_kernel<DPL, GRP><<<dim3(n, nkv, n_split), RCK_THREADS, shm, st>>>(pacc, pml, q, kc, vc, slot, len, nq,
+                                                                                  nkv, max_len, n_split, sl2);
+  return rck_check("attn_staged", e);
+}
 
 extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
                                     const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq,
@@ -424,18 +472,16 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
                    hd, nq, nkv);
   const float sl2 = RCK_LOG2E / sqrtf((float)hd);
   const int grp = nq / nkv;
-  if (rck_online() && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) {
-#define RCK_O(D, G)                                                                                                   \
-  rck_attn_online_kernel<D, G><<<dim3(n, nkv, n_split), RCK_THREADS, 0, st>>>(pacc, pml, q, kc, vc, slot, len, nq,   \
-                                                                             nkv, max_len, n_split, sl2)
-#define RCK_OG(D) (grp == 1 ? RCK_O(D, 1) : grp == 2 ? RCK_O(D, 2) : grp == 4 ? RCK_O(D, 4) : RCK_O(D, 8))
-    if (hd == 32) RCK_OG(1);
-    else if (hd == 64) RCK_OG(2);
-    else if (hd == 128) RCK_OG(4);
-    else RCK_OG(8);
-#undef RCK_OG
-#undef RCK_O
-    int rc = rck_check("attn_online", e);
+  if (n_split != rck_n_split(max_len))
+    return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): decode attention given %d splits of a %lld-position cache, "
+                   "the kernel in force needs %d (the attention mode changed after the engine was made)",
+                   n_split, (long long)max_len, rck_n_split(max_len));
+  if (rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) {
+#define RCK_S(D, G) rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
+#define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
+    int rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
+#undef RCK_SG
+#undef RCK_S
     if (rc) return rc;
     rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
     return rck_check("attn_combine", e);
@@ -452,4 +498,7 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
 }
 
 /* Splits of a cache of max_len positions. */
-extern "C" int rck_n_split(int64_t max_len) { return (int)((max_len + RCK_CHUNK - 1) / RCK_CHUNK); }
+extern "C" int rck_n_split(int64_t max_len) {
+  const int c = rck_decode_attn_mode(-1) ? RCK_SCHUNK : RCK_CHUNK; /* (the staged kernel: any 1/2/4/8 group) */
+  return (int)((max_len + c - 1) / c);
+}

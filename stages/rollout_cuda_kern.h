@@ -25,8 +25,10 @@ int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint
                          const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
                          int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e);
 int rck_n_split(int64_t max_len);
-/* The decode attention kernel: mode 0 two-phase, 1 single-pass (online
- * softmax); −1 only asks. Default from RLRUN_DECODE_ATTN (online | split). */
+/* The decode attention kernel: mode 0 two-phase (splits of 128 positions), 1
+ * staged (splits of 64 positions copied whole into shared memory; the default);
+ * −1 only asks. RLRUN_DECODE_ATTN=split makes 0 the default. rck_n_split follows
+ * the mode: set it before making an engine. */
 int rck_decode_attn_mode(int mode);
 /* QK-norm + RoPE of the step's q and k rows, and the K/V cache write. */
 int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,

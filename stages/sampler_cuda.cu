@@ -11,7 +11,11 @@
  * for Qwen3's 151936 tokens); top-k and top-p find their threshold logit by a
  * 32-step binary search over the order-preserving key, one pass over the row
  * per step (top-p recomputes exp each pass: its cost is about 33 row passes,
- * paid only when top_p < 1). */
+ * paid only when top_p < 1). The FP64 work dominates (one SM a row): s and the
+ * entropy sum share one exp pass, T = 1 skips the (exact) division, and with no
+ * mask the kept sums are s's own — the walk then reads each tile's segment sum
+ * from shared memory instead of recomputing exp — so plain sampling reads the
+ * row twice (argmax, sums) and computes each exp once. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -28,7 +32,8 @@ extern "C" {
 /* What one block shares. */
 struct smp_shared {
   double w[SMP_SEGS];  /* slot accumulators of the last block sum */
-  double tot;
+  double w2[SMP_SEGS]; /* blk_sum_eh: the slot accumulators of its second sum */
+  double tot, tot2;
   int64_t cnt;
   uint32_t wcnt[SMP_SEGS];
   int bad;
@@ -66,6 +71,49 @@ __device__ static double blk_sum(int64_t V, F x, smp_shared *sh) {
   return sh->tot;
 }
 
+/* The two sums of the row's distribution in one pass: s = Σ e(i) and
+ * h = Σ (e(i) > 0 ? e(i)·z(i) : 0), z(i) = x(i)/T − m, e(i) = exp(z(i)), each
+ * bitwise what blk_sum returns for it (same tiles, trees and slot order; the
+ * division is skipped at T = 1, where it is exact). Leaves s's slot
+ * accumulators in sh->w; seg (when not NULL) gets each tile's segment sums of
+ * e, [tile][slot]: the level-2 walk's values when no token is masked. */
+__device__ static void blk_sum_eh(int64_t V, const float *lg, double teff, double m, smp_shared *sh, double *seg,
+                                  double *s_out, double *h_out) {
+  int t = threadIdx.x, w = t >> 5, l = t & 31;
+  const bool t1 = teff == 1.0;
+  int64_t tiles = (V + SMP_TILE - 1) / SMP_TILE;
+  double as = 0.0, ah = 0.0;
+  for (int64_t k = 0; k < tiles; k++) {
+    int64_t i = k * SMP_TILE + t;
+    double e = 0.0, eh = 0.0;
+    if (i < V) {
+      const double x = (double)lg[i], z = smp_sub(t1 ? x : smp_div(x, teff), m);
+      e = smp_exp(z);
+      eh = e > 0.0 ? smp_mul(e, z) : 0.0;
+    }
+    for (int off = 16; off >= 1; off >>= 1) {
+      e = __dadd_rn(e, __shfl_down_sync(FULL, e, off));
+      eh = __dadd_rn(eh, __shfl_down_sync(FULL, eh, off));
+    }
+    if (l == 0) {
+      as = __dadd_rn(as, e), ah = __dadd_rn(ah, eh);
+      if (seg) seg[k * SMP_SEGS + w] = e;
+    }
+  }
+  __syncthreads();
+  if (l == 0) sh->w[w] = as, sh->w2[w] = ah;
+  __syncthreads();
+  if (w == 0) {
+    double v = sh->w[l], v2 = sh->w2[l];
+    for (int off = 16; off >= 1; off >>= 1) {
+      v = __dadd_rn(v, __shfl_down_sync(FULL, v, off));
+      v2 = __dadd_rn(v2, __shfl_down_sync(FULL, v2, off));
+    }
+    if (l == 0) sh->tot = v, sh->tot2 = v2;
+  }
+  __syncthreads();
+  *s_out = sh->tot, *h_out = sh->tot2;
+}
 /* Block-wide count of tokens with pred(i). */
 template <class F>
 __device__ static int64_t blk_count(int64_t V, F pred, smp_shared *sh) {
@@ -118,7 +166,7 @@ __device__ static uint32_t blk_key_search(F f) {
 
 __global__ void __launch_bounds__(SMP_THREADS)
     sampler_kernel(sampler_params p, const float *logits, int64_t V, int64_t ld, const sampler_key *keys,
-                   sampler_out *outs) {
+                   sampler_out *outs, int use_seg) {
   extern __shared__ uint32_t keepw[];
   __shared__ smp_shared sh;
   const float *lg = logits + (int64_t)blockIdx.x * ld;
@@ -158,24 +206,33 @@ __global__ void __launch_bounds__(SMP_THREADS)
   }
   const int arg = sh.arg;
   const double teff = p.temperature > 0.0 ? p.temperature : 1.0;
+  const bool t1 = teff == 1.0; /* x / 1 == x: the division is skipped, bits unchanged */
   const double m = smp_div((double)lg[arg], teff);
-  auto zm = [&](int64_t i) { return smp_sub(smp_div((double)lg[i], teff), m); };
+  auto zm = [&](int64_t i) { const double x = (double)lg[i]; return smp_sub(t1 ? x : smp_div(x, teff), m); };
   auto ex = [&](int64_t i) { return smp_exp(zm(i)); };
-  const double s = blk_sum(V, ex, &sh);
-  const double h = blk_sum(V, [&](int64_t i) { double e = ex(i); return e > 0.0 ? smp_mul(e, zm(i)) : 0.0; }, &sh);
+  /* no mask at all (sampling at T > 0 with top_k, top_p, min_p off): kept = every
+   * token, so the kept sums are s's own — its per-tile segment sums are kept for
+   * the walk instead of a second and third pass over the row */
+  const bool sampling = !(p.greedy || p.temperature == 0.0);
+  const bool nomask = sampling && !(p.top_k > 0 && p.top_k < V) && !(p.top_p < 1.0) && !(p.min_p > 0.0);
+  double *seg = nomask && use_seg ? reinterpret_cast<double *>(keepw + tiles * SMP_SEGS + (tiles * SMP_SEGS & 1)) : NULL;
+  double s, h;
+  blk_sum_eh(V, lg, teff, m, &sh, seg, &s, &h); /* sh.w = s's slot accumulators W */
 
   sampler_out o = {};
   int64_t tok = arg;
   double s_kept = 1.0;
-  if (p.greedy || p.temperature == 0.0) {
+  if (!sampling) {
     o.n_kept = 1;
   } else {
-    for (int64_t k = 0; k < tiles; k++) {
-      uint32_t word = __ballot_sync(FULL, k * SMP_TILE + t < V);
-      if (l == 0) keepw[k * SMP_SEGS + w] = word;
+    if (!nomask) {
+      for (int64_t k = 0; k < tiles; k++) {
+        uint32_t word = __ballot_sync(FULL, k * SMP_TILE + t < V);
+        if (l == 0) keepw[k * SMP_SEGS + w] = word;
+      }
+      __syncthreads();
     }
-    __syncthreads();
-    auto kept = [&](int64_t i) { return (keepw[i >> 5] >> (i & 31)) & 1u; };
+    auto kept = [&](int64_t i) { return nomask ? (uint32_t)(i < V) : (keepw[i >> 5] >> (i & 31)) & 1u; };
     auto kof = [&](int64_t i) { return smp_key(lg[i]); };
     if (p.top_k > 0 && p.top_k < V) {
       uint32_t kk = blk_key_search([&](uint32_t K) { return blk_count(V, [&](int64_t i) { return kof(i) >= K; }, &sh) >= p.top_k; });
@@ -202,9 +259,13 @@ __global__ void __launch_bounds__(SMP_THREADS)
         __syncthreads();
       }
     }
-    o.n_kept = (int32_t)blk_count(V, [&](int64_t i) { return kept(i) != 0; }, &sh);
     auto xk = [&](int64_t i) { return kept(i) ? ex(i) : 0.0; };
-    s_kept = blk_sum(V, xk, &sh); /* sh.w = the slot accumulators W */
+    if (nomask) {
+      o.n_kept = (int32_t)V, s_kept = s; /* sh.w: s's slot accumulators, the same W */
+    } else {
+      o.n_kept = (int32_t)blk_count(V, [&](int64_t i) { return kept(i) != 0; }, &sh);
+      s_kept = blk_sum(V, xk, &sh); /* sh.w = the slot accumulators W */
+    }
     o.u = smp_uniform(key.seed, key.iteration, key.prompt, key.sample, key.position);
     const double tt = smp_mul(o.u, s_kept);
     /* level 1: slots (every thread, the same walk) */
@@ -224,10 +285,15 @@ __global__ void __launch_bounds__(SMP_THREADS)
       int64_t ks = -1, klast = -1;
       clast = c;
       for (int64_t k = 0; k < tiles; k++) {
-        int64_t i = k * SMP_TILE + (int64_t)ws * SMP_LANES + l;
-        double v = i < V ? xk(i) : 0.0;
-        for (int off = 16; off >= 1; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(FULL, v, off));
-        v = __shfl_sync(FULL, v, 0);
+        double v;
+        if (seg) {
+          v = seg[k * SMP_SEGS + ws]; /* the tile's segment sum, as blk_sum_eh's tree made it */
+        } else {
+          int64_t i = k * SMP_TILE + (int64_t)ws * SMP_LANES + l;
+          v = i < V ? xk(i) : 0.0;
+          for (int off = 16; off >= 1; off >>= 1) v = __dadd_rn(v, __shfl_down_sync(FULL, v, off));
+          v = __shfl_sync(FULL, v, 0);
+        }
         if (v == 0.0) continue;
         double nx = smp_add(c, v);
         if (nx > tt) { ks = k; break; }
@@ -269,13 +335,19 @@ extern "C" int sampler_sample_cuda(const sampler_params *p, const float *d_logit
     return rl_errf(e, RL_EXIT_USAGE, "sampler (cuda): bad shape: %lld rows of %lld logits (stride %lld)",
                    (long long)rows, (long long)vocab, (long long)ld);
   if (rows == 0) return 0;
-  size_t shmem = (size_t)((vocab + SMP_TILE - 1) / SMP_TILE) * SMP_SEGS * sizeof(uint32_t);
+  const size_t words = (size_t)((vocab + SMP_TILE - 1) / SMP_TILE) * SMP_SEGS;
+  size_t shmem = words * sizeof(uint32_t);
   if (shmem > SMP_MAX_SHARED)
     return rl_errf(e, RL_EXIT_USAGE, "sampler (cuda): vocabulary %lld is too large for the fused kernel's mask (max %d)",
                    (long long)vocab, SMP_MAX_SHARED * 8);
+  /* room for the segment sums of the unmasked walk after the mask (8-byte aligned), when it fits */
+  const size_t with_seg = (words + (words & 1)) * sizeof(uint32_t) + words * sizeof(double);
+  const int use_seg = with_seg <= SMP_MAX_SHARED;
+  if (use_seg) shmem = with_seg;
   cudaError_t err = cudaFuncSetAttribute(sampler_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
   if (err == cudaSuccess) {
-    sampler_kernel<<<(unsigned)rows, SMP_THREADS, shmem, (cudaStream_t)stream>>>(*p, d_logits, vocab, ld, d_keys, d_out);
+    sampler_kernel<<<(unsigned)rows, SMP_THREADS, shmem, (cudaStream_t)stream>>>(*p, d_logits, vocab, ld, d_keys, d_out,
+                                                                               use_seg);
     err = cudaGetLastError();
   }
   if (err != cudaSuccess)

@@ -13,11 +13,11 @@
  *      EOS = the id the CPU's greedy run emits at its 5th step, and a stop
  *      string cut from the CPU's completion text — the GPU engine's finish
  *      reasons, stop indices, completion texts and ids equal the CPU engine's;
- *   5. the decode attention kernels alone (two-phase and single-pass): head_dim
+ *   5. the decode attention kernels alone (two-phase and staged): head_dim
  *      32/64/128, 1/2/4/8 query heads per KV head, lengths 1 … max_len over
  *      split boundaries, scattered slots: vs an FP64 softmax attention within
  *      2^-8·max|v| (P is rounded to BF16), each row bitwise the same alone as
- *      in the batch; then 1–3 again with the single-pass kernel.
+ *      in the batch; then 1–4 again with the kernel that is not the default.
  *
  *   build/gpu/rollout_gpu_test      one line per check; exit 1 on any failure */
 #include <jansson.h>
@@ -274,6 +274,7 @@ static float urand(void) { /* uniform in [-1, 1) */
 static double attn_case(int mode, int hd, int nq, int nkv, int *row_diff) {
   enum { N = 7, SLOTS = 9, MAXLEN = 320 };
   const int len[N] = {1, 3, 128, 129, 250, 256, 320}, slot[N] = {4, 0, 8, 2, 7, 1, 5};
+  rck_decode_attn_mode(mode); /* before rck_n_split: the split follows the kernel */
   const int kvd = nkv * hd, ns = rck_n_split(MAXLEN), grp = nq / nkv;
   const size_t ncache = (size_t)SLOTS * MAXLEN * kvd, nqv = (size_t)N * nq * hd;
   uint16_t *hk = malloc(ncache * 2), *hv = malloc(ncache * 2);
@@ -292,7 +293,6 @@ static double attn_case(int mode, int hd, int nq, int nkv, int *row_diff) {
   rc = rc || cudaMemcpy(dk, hk, ncache * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dv, hv, ncache * 2, cudaMemcpyHostToDevice) ||
        cudaMemcpy(dq, hq, nqv * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dslot, slot, N * 4, cudaMemcpyHostToDevice) ||
        cudaMemcpy(dlen, len, N * 4, cudaMemcpyHostToDevice);
-  rck_decode_attn_mode(mode);
   rc = rc || rck_decode_attention(dout, NULL, dq, dk, dv, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
        cudaMemcpy(out, dout, nqv * 4, cudaMemcpyDeviceToHost);
   *row_diff = 0;
@@ -335,10 +335,10 @@ static void attn_check(void) {
       char what[128];
       int rd = 0;
       double w = attn_case(mode, shapes[k][0], shapes[k][1], shapes[k][2], &rd);
-      snprintf(what, sizeof what, "attention %s hd %d q/kv %d/%d vs FP64 <= 2^-8", mode ? "single-pass" : "two-phase",
+      snprintf(what, sizeof what, "attention %s hd %d q/kv %d/%d vs FP64 <= 2^-8", mode ? "staged" : "two-phase",
                shapes[k][0], shapes[k][1], shapes[k][2]);
       check(w >= 0 && w <= 1.0 / 256, what, "max %.3g", w);
-      snprintf(what, sizeof what, "attention %s hd %d q/kv %d/%d rows alone == batch", mode ? "single-pass" : "two-phase",
+      snprintf(what, sizeof what, "attention %s hd %d q/kv %d/%d rows alone == batch", mode ? "staged" : "two-phase",
                shapes[k][0], shapes[k][1], shapes[k][2]);
       check(w >= 0 && rd == 0, what, "%.0f differ", rd);
     }
@@ -349,12 +349,13 @@ int main(void) {
   attn_check();
   run_model("qwen3");
   run_model("qwen3_moe");
-  if (!rck_decode_attn_mode(-1)) { /* the engine again with the single-pass attention kernel */
-    rck_decode_attn_mode(1);
-    printf("-- again with the single-pass decode attention\n");
+  { /* the engine again with the other decode attention kernel */
+    const int mode = rck_decode_attn_mode(-1);
+    rck_decode_attn_mode(!mode);
+    printf("-- again with the %s decode attention\n", mode ? "two-phase" : "staged");
     run_model("qwen3");
     run_model("qwen3_moe");
-    rck_decode_attn_mode(0);
+    rck_decode_attn_mode(mode);
   }
   printf("rollout_gpu_test: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail ? 1 : 0;
