@@ -208,7 +208,7 @@ template <bool RES, bool VEC>
 __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd, const float *resid,
                                    const float *x, const float *w, int rows, int dim, float eps) {
   int lane = threadIdx.x & 31;
-  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+  int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (r >= rows) return;
   size_t o = (size_t)r * dim;
   const float *src = RES ? h : x;
@@ -390,13 +390,16 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
   if (rows <= 0 || dim <= 0) return 0;
   int vec = dim % 4 == 0 && aligned(x, 16) && aligned(w, 16) && (!y || aligned(y, 16)) && (!yb || aligned(yb, 8)) &&
             (!h || (aligned(h, 16) && aligned(resid, 16)));
-  unsigned blocks = (unsigned)((rows + WARPS - 1) / WARPS);
+  /* a warp a row either way (the same sums); few rows (a decode step's): a warp a
+   * block, so the rows spread over that many SMs instead of rows / WARPS */
+  const int wpb = rows < 1024 ? 1 : WARPS;
+  unsigned blocks = (unsigned)((rows + wpb - 1) / wpb), thr = (unsigned)(32 * wpb);
   if (h) {
-    if (vec) rmsnorm_fwd_kernel<true, true><<<blocks, NTHR, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
-    else rmsnorm_fwd_kernel<true, false><<<blocks, NTHR, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    if (vec) rmsnorm_fwd_kernel<true, true><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    else rmsnorm_fwd_kernel<true, false><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
   } else {
-    if (vec) rmsnorm_fwd_kernel<false, true><<<blocks, NTHR, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
-    else rmsnorm_fwd_kernel<false, false><<<blocks, NTHR, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
+    if (vec) rmsnorm_fwd_kernel<false, true><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
+    else rmsnorm_fwd_kernel<false, false><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
   }
   OLAUNCH();
   return 0;

@@ -74,8 +74,10 @@ __device__ __forceinline__ float qk_norm_rope_head(float *yr, const float *xr, c
                                                    const float *sn, int d, float eps, int lane) {
   const int half = d / 2;
   float ss = 0;
+#pragma unroll 4 /* head_dim 128: a lane's four loads in flight at once (same sum order) */
   for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
   const float s = rstd_of(warp_sum(ss), d, eps);
+#pragma unroll 2
   for (int i = lane; i < half; i += 32) {
     float a = __fmul_rn(w[i], __fmul_rn(xr[i], s)), b = __fmul_rn(w[i + half], __fmul_rn(xr[i + half], s));
     float c = cs[i], sn_ = sn[i];

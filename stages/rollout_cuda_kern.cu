@@ -246,6 +246,33 @@ static __device__ __forceinline__ float rck_multi_sum(const float (&v)[NV], int 
   }
 }
 
+/* out[r, h, :] and out_b (BF16) from the splits of (row r, head h), splits
+ * combined in index order (maxima in log2 units); threads d0, d0 + step, … of
+ * head_dim. */
+static __device__ __forceinline__ void rck_combine_head(float *out, uint16_t *out_b, const float *pacc, const float *pml,
+                                                        int r, int h, int nq, int hd, int n_split, int d0, int step) {
+  int64_t o = ((int64_t)r * nq + h) * n_split;
+  float M = -INFINITY;
+  for (int z = 0; z < n_split; z++) M = fmaxf(M, pml[2 * (o + z)]);
+  float L = 0.0f;
+  for (int z = 0; z < n_split; z++)
+    if (pml[2 * (o + z) + 1] > 0.0f) L = __fadd_rn(L, __fmul_rn(pml[2 * (o + z) + 1], exp2f(pml[2 * (o + z)] - M)));
+  for (int d = d0; d < hd; d += step) {
+    float acc = 0.0f;
+    for (int z = 0; z < n_split; z++)
+      if (pml[2 * (o + z) + 1] > 0.0f) acc = __fadd_rn(acc, __fmul_rn(pacc[(o + z) * hd + d], exp2f(pml[2 * (o + z)] - M)));
+    float y = __fdiv_rn(acc, L);
+    out[((int64_t)r * nq + h) * hd + d] = y;
+    if (out_b) out_b[((int64_t)r * nq + h) * hd + d] = fmt_bf16_from_f32(y);
+  }
+}
+
+/* The combine as its own launch: block (row r, head h). */
+__global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float *pacc, const float *pml, int nq,
+                                        int hd, int n_split) {
+  rck_combine_head(out, out_b, pacc, pml, blockIdx.x, blockIdx.y, nq, hd, n_split, threadIdx.x, blockDim.x);
+}
+
 /* Staged variant of rck_attn_split_kernel (RLRUN_DECODE_ATTN=staged): splits of
  * RCK_SCHUNK = 64 positions, whose K and V rows are all copied into shared
  * memory at the block's start (cp.async, 16 bytes a copy: the whole chunk in
@@ -266,28 +293,17 @@ static __device__ __forceinline__ void rck_cp16(void *dst, const void *src) {
                : "memory");
 }
 template <int DPL, int GRP>
-__global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pacc, float *pml, const float *q,
-                                                                     const uint16_t *kc, const uint16_t *vc,
-                                                                     const int32_t *slot, const int32_t *len, int nq,
-                                                                     int nkv, int64_t max_len, int n_split, float sl2) {
+static __device__ __forceinline__ void rck_staged_split(float *pacc, float *pml, const float *q, const uint16_t *kc,
+                                                        const uint16_t *vc, const int32_t *slot, int nq, int nkv,
+                                                        int64_t max_len, int n_split, float sl2, int r, int kh, int z,
+                                                        int n) {
   constexpr int HD = 32 * DPL, C = RCK_SCHUNK, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP, CPR = HD / 8;
   constexpr int LOGNV = NV == 32 ? 5 : NV == 16 ? 4 : 3;
-  static_assert(NV == 8 || NV == 16 || NV == 32, "U·GRP: 8, 16 or 32");
   extern __shared__ float4 rck_sm4[];
   uint16_t *ks = reinterpret_cast<uint16_t *>(rck_sm4), *vs = ks + C * HD;
   float *sc = reinterpret_cast<float *>(vs + C * HD), *qs = sc + GRP * C, *part = qs + GRP * HD;
-  const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z, kvd = nkv * HD;
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kvd = nkv * HD;
   const int64_t p0 = (int64_t)z * C;
-  const int n = (int)(len[r] - p0 < C ? len[r] - p0 : C);
-  if (n <= 0) { /* an empty split: contributes nothing */
-    for (int g = 0; g < GRP; g++) {
-      int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
-      for (int d = threadIdx.x; d < HD; d += blockDim.x) pacc[o * HD + d] = 0.0f;
-      if (threadIdx.x == 0) pml[2 * o] = -INFINITY, pml[2 * o + 1] = 0.0f;
-    }
-    return;
-  }
   const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
   const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
   for (int i = threadIdx.x; i < n * CPR; i += RCK_THREADS) /* K: group 0 */
@@ -375,25 +391,39 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pac
   }
 }
 
-/* out[r, h, :] and out_b (BF16) from the splits of (row r = blockIdx.x, head
- * h = blockIdx.y), splits combined in index order (maxima in log2 units). */
-__global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float *pacc, const float *pml, int nq,
-                                        int hd, int n_split) {
-  int r = blockIdx.x, h = blockIdx.y;
-  int64_t o = ((int64_t)r * nq + h) * n_split;
-  float M = -INFINITY;
-  for (int z = 0; z < n_split; z++) M = fmaxf(M, pml[2 * (o + z)]);
-  float L = 0.0f;
-  for (int z = 0; z < n_split; z++)
-    if (pml[2 * (o + z) + 1] > 0.0f) L = __fadd_rn(L, __fmul_rn(pml[2 * (o + z) + 1], exp2f(pml[2 * (o + z)] - M)));
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int z = 0; z < n_split; z++)
-      if (pml[2 * (o + z) + 1] > 0.0f) acc = __fadd_rn(acc, __fmul_rn(pacc[(o + z) * hd + d], exp2f(pml[2 * (o + z)] - M)));
-    float y = __fdiv_rn(acc, L);
-    out[((int64_t)r * nq + h) * hd + d] = y;
-    if (out_b) out_b[((int64_t)r * nq + h) * hd + d] = fmt_bf16_from_f32(y);
+template <int DPL, int GRP>
+__global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pacc, float *pml, const float *q,
+                                                                     const uint16_t *kc, const uint16_t *vc,
+                                                                     const int32_t *slot, const int32_t *len, int nq,
+                                                                     int nkv, int64_t max_len, int n_split, float sl2,
+                                                                     float *out, uint16_t *out_b, unsigned *cnt) {
+  constexpr int HD = 32 * DPL, C = RCK_SCHUNK, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP;
+  static_assert(NV == 8 || NV == 16 || NV == 32, "U·GRP: 8, 16 or 32");
+  const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z;
+  const int64_t p0 = (int64_t)z * C;
+  const int n = (int)(len[r] - p0 < C ? len[r] - p0 : C);
+  if (n <= 0) { /* an empty split: contributes nothing */
+    for (int g = 0; g < GRP; g++) {
+      int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
+      for (int d = threadIdx.x; d < HD; d += blockDim.x) pacc[o * HD + d] = 0.0f;
+      if (threadIdx.x == 0) pml[2 * o] = -INFINITY, pml[2 * o + 1] = 0.0f;
+    }
+  } else {
+    rck_staged_split<DPL, GRP>(pacc, pml, q, kc, vc, slot, nq, nkv, max_len, n_split, sl2, r, kh, z, n);
   }
+  if (!cnt) return;
+  /* the split that finishes last combines the (row, KV head)'s query heads, in
+   * split order (no float atomics), and re-arms the counter */
+  __shared__ int last;
+  __threadfence(); /* this split's pacc / pml are visible before it counts itself in */
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(cnt + (int64_t)r * nkv + kh, 1u) == (unsigned)(n_split - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence(); /* the other splits' writes are read after their counts */
+  for (int g = 0; g < GRP; g++)
+    rck_combine_head(out, out_b, pacc, pml, r, kh * GRP + g, nq, HD, n_split, threadIdx.x, RCK_THREADS);
+  if (threadIdx.x == 0) cnt[(int64_t)r * nkv + kh] = 0u;
 }
 
 template <int DPL, int U>
@@ -445,7 +475,8 @@ extern "C" int rck_decode_attn_mode(int mode) {
 template <int DPL, int GRP>
 static int rck_staged_launch(float *pacc, float *pml, const float *q, const uint16_t *kc, const uint16_t *vc,
                              const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int64_t max_len,
-                             int n_split, float sl2, cudaStream_t st, rl_err *e) {
+                             int n_split, float sl2, float *out, uint16_t *out_b, unsigned *cnt, cudaStream_t st,
+                             rl_err *e) {
   constexpr int shm = rck_staged_smem(DPL, GRP);
   static_assert(shm <= 227 * 1024, "shared memory");
   static int attr_set = 0; /* per process: the engine runs on one device per thread */
@@ -455,15 +486,15 @@ static int rck_staged_launch(float *pacc, float *pml, const float *q, const uint
       return rck_check("attn_staged (shared memory attribute)", e);
     attr_set = 1;
   }
-  rck_attn_staged_kernel<DPL, GRP><<<dim3(n, nkv, n_split), RCK_THREADS, shm, st>>>(pacc, pml, q, kc, vc, slot, len, nq,
-                                                                                  nkv, max_len, n_split, sl2);
+  rck_attn_staged_kernel<DPL, GRP><<<dim3(n, nkv, n_split), RCK_THREADS, shm, st>>>(
+      pacc, pml, q, kc, vc, slot, len, nq, nkv, max_len, n_split, sl2, out, out_b, cnt);
   return rck_check("attn_staged", e);
 }
 
 extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
                                     const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq,
                                     int nkv, int hd, int64_t max_len, int n_split, float *pacc, float *pml,
-                                    cudaStream_t st, rl_err *e) {
+                                    unsigned *cnt, cudaStream_t st, rl_err *e) {
   if (n <= 0) return 0;
   if (nq % nkv || (hd != 32 && hd != 64 && hd != 128 && hd != 256))
     return rl_errf(e, RL_EXIT_USAGE,
@@ -477,12 +508,13 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
                    "the kernel in force needs %d (the attention mode changed after the engine was made)",
                    n_split, (long long)max_len, rck_n_split(max_len));
   if (rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) {
-#define RCK_S(D, G) rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
+#define RCK_S(D, G)                                                                                              \
+  rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, out, out_b, cnt, st, e)
 #define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
     int rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
 #undef RCK_SG
 #undef RCK_S
-    if (rc) return rc;
+    if (rc || cnt) return rc; /* with counters the last split of each (row, KV head) combined */
     rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
     return rck_check("attn_combine", e);
   }
