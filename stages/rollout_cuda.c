@@ -46,8 +46,6 @@ struct rollout_cuda_engine {
   int32_t *d_pslot;                  /* [slots·max_len] */
   int32_t *h_step;                   /* pinned host twin of d_step: one upload a step */
   float *pacc, *pml, *rows;          /* attention partials; gathered logits rows [rows_cap][V] */
-  unsigned *acnt;                    /* [rows_cap][n_kv] split arrival counters of the decode attention (zeroed) */
-  int fuse_combine;                  /* 1 (RLRUN_DECODE_ATTN_COMBINE=fused): the last split combines (acnt) */
   float *rope_cs, *rope_sn;          /* the step's RoPE table [rows_cap][head_dim/2] */
   sampler_key *d_keys, *h_keys; /* [slots]; h_: pinned host twins (async copies) */
   sampler_out *d_out, *h_out;
@@ -98,7 +96,7 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) {
             g->captures, g->eager_steps);
   rc_graphs_drop(g);
   cudaFreeHost(g->h_step), cudaFreeHost(g->h_keys), cudaFreeHost(g->h_out);
-  void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->acnt, g->rows, g->d_keys, g->d_out, g->rope_cs};
+  void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs};
   for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
   model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
   free(g);
@@ -127,8 +125,6 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   rollout_cuda_engine *g = rl_xcalloc(1, sizeof *g);
   g->m = m, g->slots = slots, g->max_len = max_len, g->kvd = m->nkv * m->hd, g->n_split = rck_n_split(max_len);
   g->rows_cap = rc_bucket(slots);
-  const char *cv = getenv("RLRUN_DECODE_ATTN_COMBINE"); /* the own launch measured faster (H100, 2026-12-05) */
-  g->fuse_combine = cv && !strcmp(cv, "fused");
   const char *gv = getenv("RLRUN_ROLLOUT_GRAPHS");
   g->graphs = !(gv && !strcmp(gv, "0")) && !m->E; /* MoE layers copy routing to the host mid-step: eager */
   if (policy) g->pol = *policy, g->has_pol = 1;
@@ -141,8 +137,6 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
       (rc = mc_ok(cudaMalloc((void **)&g->d_pslot, (size_t)slots * max_len * 4), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->pacc, R * m->nq * g->n_split * m->hd * 4), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->pml, R * m->nq * g->n_split * 8), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->acnt, R * m->nkv * sizeof(unsigned)), "cudaMalloc", e)) ||
-      (rc = mc_ok(cudaMemset(g->acnt, 0, R * m->nkv * sizeof(unsigned)), "cudaMemset", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->rows, R * m->V * 4), "cudaMalloc (logits rows)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->rope_cs, R * m->hd * 4), "cudaMalloc (RoPE table)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_keys, (size_t)slots * sizeof(sampler_key)), "cudaMalloc", e)) ||
@@ -306,7 +300,7 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
                              PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn, g->d_slot, g->d_pos, n, m->nq,
                              m->nkv, m->hd, g->max_len, m->eps, NULL, e));
   RP(RP_ATTN, rck_decode_attention(x->att, x->att_b, x->q, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->d_slot,
-                                   g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc, g->pml, g->fuse_combine ? g->acnt : NULL, NULL, e));
+                                   g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
   RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
   RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, NULL, in, next, PW(my->ln2), n, H, m->eps,
                                                  NULL, e));

@@ -395,8 +395,7 @@ template <int DPL, int GRP>
 __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pacc, float *pml, const float *q,
                                                                      const uint16_t *kc, const uint16_t *vc,
                                                                      const int32_t *slot, const int32_t *len, int nq,
-                                                                     int nkv, int64_t max_len, int n_split, float sl2,
-                                                                     float *out, uint16_t *out_b, unsigned *cnt) {
+                                                                     int nkv, int64_t max_len, int n_split, float sl2) {
   constexpr int HD = 32 * DPL, C = RCK_SCHUNK, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP;
   static_assert(NV == 8 || NV == 16 || NV == 32, "U·GRP: 8, 16 or 32");
   const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z;
@@ -411,19 +410,6 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pac
   } else {
     rck_staged_split<DPL, GRP>(pacc, pml, q, kc, vc, slot, nq, nkv, max_len, n_split, sl2, r, kh, z, n);
   }
-  if (!cnt) return;
-  /* the split that finishes last combines the (row, KV head)'s query heads, in
-   * split order (no float atomics), and re-arms the counter */
-  __shared__ int last;
-  __threadfence(); /* this split's pacc / pml are visible before it counts itself in */
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(cnt + (int64_t)r * nkv + kh, 1u) == (unsigned)(n_split - 1);
-  __syncthreads();
-  if (!last) return;
-  __threadfence(); /* the other splits' writes are read after their counts */
-  for (int g = 0; g < GRP; g++)
-    rck_combine_head(out, out_b, pacc, pml, r, kh * GRP + g, nq, HD, n_split, threadIdx.x, RCK_THREADS);
-  if (threadIdx.x == 0) cnt[(int64_t)r * nkv + kh] = 0u;
 }
 
 template <int DPL, int U>
@@ -475,8 +461,7 @@ extern "C" int rck_decode_attn_mode(int mode) {
 template <int DPL, int GRP>
 static int rck_staged_launch(float *pacc, float *pml, const float *q, const uint16_t *kc, const uint16_t *vc,
                              const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int64_t max_len,
-                             int n_split, float sl2, float *out, uint16_t *out_b, unsigned *cnt, cudaStream_t st,
-                             rl_err *e) {
+                             int n_split, float sl2, cudaStream_t st, rl_err *e) {
   constexpr int shm = rck_staged_smem(DPL, GRP);
   static_assert(shm <= 227 * 1024, "shared memory");
   static int attr_set = 0; /* per process: the engine runs on one device per thread */
@@ -487,14 +472,14 @@ static int rck_staged_launch(float *pacc, float *pml, const float *q, const uint
     attr_set = 1;
   }
   rck_attn_staged_kernel<DPL, GRP><<<dim3(n, nkv, n_split), RCK_THREADS, shm, st>>>(
-      pacc, pml, q, kc, vc, slot, len, nq, nkv, max_len, n_split, sl2, out, out_b, cnt);
+      pacc, pml, q, kc, vc, slot, len, nq, nkv, max_len, n_split, sl2);
   return rck_check("attn_staged", e);
 }
 
 extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
                                     const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq,
                                     int nkv, int hd, int64_t max_len, int n_split, float *pacc, float *pml,
-                                    unsigned *cnt, cudaStream_t st, rl_err *e) {
+                                    cudaStream_t st, rl_err *e) {
   if (n <= 0) return 0;
   if (nq % nkv || (hd != 32 && hd != 64 && hd != 128 && hd != 256))
     return rl_errf(e, RL_EXIT_USAGE,
@@ -508,13 +493,12 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
                    "the kernel in force needs %d (the attention mode changed after the engine was made)",
                    n_split, (long long)max_len, rck_n_split(max_len));
   if (rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) {
-#define RCK_S(D, G)                                                                                              \
-  rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, out, out_b, cnt, st, e)
+#define RCK_S(D, G) rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
 #define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
     int rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
 #undef RCK_SG
 #undef RCK_S
-    if (rc || cnt) return rc; /* with counters the last split of each (row, KV head) combined */
+    if (rc) return rc;
     rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
     return rck_check("attn_combine", e);
   }
