@@ -273,7 +273,8 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
   rck_combine_head(out, out_b, pacc, pml, blockIdx.x, blockIdx.y, nq, hd, n_split, threadIdx.x, blockDim.x);
 }
 
-/* Staged variant of rck_attn_split_kernel (RLRUN_DECODE_ATTN=staged): splits of
+/* The staged decode attention (the default; RLRUN_DECODE_ATTN=split runs
+ * rck_attn_split_kernel instead): splits of
  * RCK_SCHUNK = 64 positions, whose K and V rows are all copied into shared
  * memory at the block's start (cp.async, 16 bytes a copy: the whole chunk in
  * flight at once, V still landing while the scores are computed), then the
