@@ -9,7 +9,8 @@
  * (transformers generate, tests/oracle/bench_hf_generate.py) is measured by
  * the run.sh section just before and passed in with --peer TOK_S.
  *
- *   build/bench_rollout [--new N] [--peer TOK_S]     a markdown table */
+ *   build/bench_rollout [--new N] [--peer TOK_S] [--batch 64|256] [--policy bf16|fp8-block] [--pin 0|1]
+ *                                                     a markdown table; --pin 1: pinned cuBLASLt decode GEMMs */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,7 +59,7 @@ static double copy_bw(void) {
   } while (0)
 
 int main(int argc, char **argv) {
-  int new_tokens = 256, plen = 64, only_batch = 0;
+  int new_tokens = 256, plen = 64, only_batch = 0, pin = 0;
   const char *only_pol = NULL;
   double peer = 0;
   for (int i = 1; i + 1 < argc; i += 2)
@@ -66,8 +67,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--peer")) peer = atof(argv[i + 1]);
     else if (!strcmp(argv[i], "--batch")) only_batch = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--policy")) only_pol = argv[i + 1];
+    else if (!strcmp(argv[i], "--pin")) pin = atoi(argv[i + 1]);
     else {
-      fprintf(stderr, "bench_rollout: unknown option %s (use --new N, --peer TOK_S, --batch 64|256, --policy bf16|fp8-block)\n",
+      fprintf(stderr,
+              "bench_rollout: unknown option %s (use --new N, --peer TOK_S, --batch 64|256, --policy bf16|fp8-block, "
+              "--pin 0|1)\n",
               argv[i]);
       return 2;
     }
@@ -105,8 +109,8 @@ int main(int argc, char **argv) {
   }
   MUST(model_cuda_init(m, &e));
   double bw = copy_bw();
-  printf("bench_rollout: Qwen3-0.6B shape (random), prompt %d, new %d, copy bandwidth %.0f GB/s\n", plen, new_tokens,
-         bw / 1e9);
+  printf("bench_rollout: Qwen3-0.6B shape (random), prompt %d, new %d, copy bandwidth %.0f GB/s%s\n", plen, new_tokens,
+         bw / 1e9, pin ? ", pinned cuBLASLt algorithms (pin_algo)" : "");
   if (peer > 0) printf("bench_rollout: peer (transformers generate, batch 64) %.0f tok/s\n", peer);
   printf("| policy | batch | tokens/s | step ms | bytes/step (MB) | bound tok/s | %% of bound | x peer |\n"
          "|---|---|---|---|---|---|---|---|\n");
@@ -119,6 +123,7 @@ int main(int argc, char **argv) {
         continue;
       quant_policy pol;
       quant_policy_init(&pol, fm[f], fm[f]);
+      pol.pin_algo = pin; /* 1: decode GEMMs through the pinned cuBLASLt algorithms (rows == the trainer's) */
       rollout_cuda_engine *g = NULL;
       MUST(rollout_cuda_engine_new(m, &pol, B, plen + new_tokens, &g, &e));
       int32_t **ids = malloc((size_t)B * sizeof *ids);
