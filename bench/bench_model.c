@@ -32,6 +32,7 @@
 
 #include "kernels/common.h"
 #include "kernels/device.h"
+#include "kernels/devprof.h"
 #include "kernels/formats.h"
 #include "kernels/linear.h"
 #include "kernels/optim.h"
@@ -141,6 +142,12 @@ static double bench_mode(model *m, const quant_policy *p, int train, int n_seq, 
     }
     double t4 = rl_now();
     if (it >= 0) t[it] = t4 - t0, tp[0][it] = t1 - t0, tp[1][it] = t2 - t1, tp[2][it] = t3 - t2, tp[3][it] = t4 - t3;
+    devprof_step(); /* RLRUN_MODEL_PROFILE=1: forward + backward by phase (AdamW and quantization unmarked) */
+    if (it < 0) devprof_reset();
+  }
+  if (devprof_on()) {
+    printf("%s %s:\n", train ? "train step" : "prefill", qtensor_format_name(p->fmt[LINEAR_ATTN]));
+    devprof_report(stdout);
   }
   qsort(t, (size_t)steps, sizeof(double), cmp_dbl);
   for (int k = 0; k < 4; k++) {

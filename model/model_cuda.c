@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "kernels/device.h"
+#include "kernels/devprof.h"
 #include "kernels/linear.h"
 #include "kernels/quant.h"
 #include "model/model_cuda_int.h"
@@ -468,17 +469,17 @@ int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *
   int64_t N = L->q.rows;
   if (M == 0) return 0;
   if (mc_small_fp8(m, L, xb, M, out)) {
-    int rc = gemm_small_fp8_block_cuda(out, xb, &L->q, M, &m->cu->policy, NULL, e);
+    int rc = MC_DP(DP_FWD_GEMM, gemm_small_fp8_block_cuda(out, xb, &L->q, M, &m->cu->policy, NULL, e));
     return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
   }
   if (mc_small_gemm(m, L, xb, M)) {
-    int rc = gemm_small_bf16_cuda(out, xb, (const uint16_t *)L->q.data, M, N, L->q.cols, NULL, e);
+    int rc = MC_DP(DP_FWD_GEMM, gemm_small_bf16_cuda(out, xb, (const uint16_t *)L->q.data, M, N, L->q.cols, NULL, e));
     return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
   }
   uint16_t *y = mc_scratch(m, MC_SCR_Y, (size_t)(M * N) * 2, e);
   if (!y) return e->code;
-  int rc = linear_forward(y, xb, M, &L->q, &m->cu->policy, e);
-  if (!rc) rc = ops_f32_from_bf16_cuda(out, y, (size_t)(M * N), NULL, e);
+  int rc = MC_DP(DP_FWD_GEMM, linear_forward(y, xb, M, &L->q, &m->cu->policy, e));
+  if (!rc) rc = mc_dp_end(ops_f32_from_bf16_cuda(out, y, (size_t)(M * N), NULL, e), DP_FWD_CONV);
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
 }
 
@@ -509,8 +510,14 @@ int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint
   return ops_swiglu_forward_cuda(NULL, act_b, g_out, u_out, (int)M, (int)I, (int)I, NULL, e);
 }
 
+static int mc_lin_bwd_run(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,
+                          int add, rl_err *e);
 int mc_lin_bwd(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,
                int add, rl_err *e) {
+  return MC_DP(DP_BWD_GEMM, mc_lin_bwd_run(m, L, dy, M, xb, dx, add, e));
+}
+static int mc_lin_bwd_run(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,
+                          int add, rl_err *e) {
   const model_param *p = &m->params[L->pi];
   model_cuda_param *d = &m->cu->p[L->pi];
   int64_t N = p->rows, K = p->cols;
@@ -644,30 +651,31 @@ static int mc_layer_forward(model *m, int l, model_cuda_acts *a, const int32_t *
   model_cuda_param *P = m->cu->p;
   int T = a->T, H = m->H, rc;
   float *in = a->res + (size_t)l * T * H, *next = a->res + (size_t)(l + 1) * T * H;
-  if ((rc = ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, NULL, e)))
+  if ((rc = MC_DP(DP_FWD_NORM,
+                  ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, NULL, e))))
     goto out;
   if ((rc = mc_lin_fwd(m, &y->q, x->xn1_b, T, x->qr, e)) || (rc = mc_lin_fwd(m, &y->k, x->xn1_b, T, x->kr, e)) ||
       (rc = mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e)))
     goto out;
-  if ((rc = ops_qk_norm_rope_forward_cuda(x->q, x->rstd_q, x->qr, P[mc_pidx(m, my->q_norm)].wf, a->pos, T, m->nq,
-                                          m->hd, m->eps, m->theta, NULL, e)) ||
-      (rc = ops_qk_norm_rope_forward_cuda(x->k, x->rstd_k, x->kr, P[mc_pidx(m, my->k_norm)].wf, a->pos, T, m->nkv,
-                                          m->hd, m->eps, m->theta, NULL, e)) ||
-      (rc = mc_attention_fwd(m, a, x, e)))
+  if ((rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_cuda(x->q, x->rstd_q, x->qr, P[mc_pidx(m, my->q_norm)].wf, a->pos,
+                                                             T, m->nq, m->hd, m->eps, m->theta, NULL, e))) ||
+      (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_cuda(x->k, x->rstd_k, x->kr, P[mc_pidx(m, my->k_norm)].wf, a->pos,
+                                                             T, m->nkv, m->hd, m->eps, m->theta, NULL, e))) ||
+      (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, a, x, e))))
     goto out;
   /* o_proj output goes to `next` for now; h = in + o, xn2 = norm(h) */
   if ((rc = mc_lin_fwd(m, &y->o, x->att_b, T, next, e)) ||
-      (rc = ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, next, P[mc_pidx(m, my->ln2)].wf, T, H,
-                                              m->eps, NULL, e)))
+      (rc = MC_DP(DP_FWD_NORM, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, next,
+                                                                 P[mc_pidx(m, my->ln2)].wf, T, H, m->eps, NULL, e))))
     goto out;
   if (my->moe) {
     rc = mc_moe_forward(m, l, replay, a, next, e);
   } else if (!(rc = mc_lin_fwd(m, &y->gate, x->xn2_b, T, x->gate, e)) &&
              !(rc = mc_lin_fwd(m, &y->up, x->xn2_b, T, x->up, e)) &&
-             !(rc = ops_swiglu_forward_cuda(NULL, x->act_b, x->gate, x->up, T, m->I, m->I, NULL, e))) {
+             !(rc = MC_DP(DP_FWD_ACT, ops_swiglu_forward_cuda(NULL, x->act_b, x->gate, x->up, T, m->I, m->I, NULL, e)))) {
     rc = mc_lin_fwd(m, &y->down, x->act_b, T, next, e);
   }
-  if (!rc) rc = mck_add_f32(next, x->h, next, (int64_t)T * H, e);
+  if (!rc) rc = MC_DP(DP_FWD_ACT, mck_add_f32(next, x->h, next, (int64_t)T * H, e));
 out:
   if (rc) rl_err_prefix(e, "layer %d: ", l);
   return rc;
@@ -703,8 +711,8 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
   for (int l = 0; l < m->L && !rc; l++)
     rc = mc_layer_forward(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
   if (!rc)
-    rc = ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
-                                  m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e);
+    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
+                                                     m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));
   if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
   return rc ? rl_err_prefix(e, "model_cuda_forward: ") : 0;
 }
@@ -738,7 +746,8 @@ int model_cuda_logprob_forward(model *m, model_cuda_acts *a, const int32_t *targ
   } else {
     MC(cudaMemset(a->targets, 0xff, (size_t)T * 4), "cudaMemset (targets)");
   }
-  if ((rc = ops_logprob_forward_cuda(a->logp, a->ent, a->lse, a->logits, a->targets, T, m->V, temp, NULL, e)))
+  if ((rc = MC_DP(DP_FWD_LOGPROB,
+                  ops_logprob_forward_cuda(a->logp, a->ent, a->lse, a->logits, a->targets, T, m->V, temp, NULL, e))))
     return rl_err_prefix(e, "model_cuda_logprob_forward: ");
   if (logp) MC(cudaMemcpy(logp, a->logp, (size_t)T * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (log-probs)");
   if (entropy) MC(cudaMemcpy(entropy, a->ent, (size_t)T * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (entropies)");

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/devprof.h"
 #include "kernels/linear.h"
 #include "model/model_cuda.h"
 #include "model/model_cuda_int.h"
@@ -143,23 +144,27 @@ static int mc_layer_backward(model *m, int l, model_cuda_acts *a, rl_err *e) {
   /* MLP */
   if (my->moe) rc = mc_moe_backward(m, l, a, dres, dxn, e);
   else if (!(rc = mc_lin_bwd(m, &y->down, dres, T, x->act_b, t1, 0, e)) &&
-           !(rc = ops_swiglu_backward_cuda(t2, t3, t1, x->gate, x->up, T, m->I, m->I, NULL, e)) &&
+           !(rc = MC_DP(DP_BWD_ACT, ops_swiglu_backward_cuda(t2, t3, t1, x->gate, x->up, T, m->I, m->I, NULL, e))) &&
            !(rc = mc_lin_bwd(m, &y->gate, t2, T, x->xn2_b, dxn, 0, e)))
     rc = mc_lin_bwd(m, &y->up, t3, T, x->xn2_b, dxn, 1, e);
   if (rc) goto out;
-  if ((rc = ops_residual_rmsnorm_backward_cuda(dres, ln2->g, dxn, x->h, ln2->wf, x->rstd2, T, H, NULL, e))) goto out;
-  /* attention: t1 = d att, t2/t3/t4 = dq/dk/dv, then dqr → t1, dkr → t2 */
-  if ((rc = mc_lin_bwd(m, &y->o, dres, T, x->att_b, t1, 0, e)) || (rc = mc_attention_bwd(m, a, x, t1, t2, t3, t4, e)))
+  if ((rc = MC_DP(DP_BWD_NORM,
+                  ops_residual_rmsnorm_backward_cuda(dres, ln2->g, dxn, x->h, ln2->wf, x->rstd2, T, H, NULL, e))))
     goto out;
-  if ((rc = ops_qk_norm_rope_backward_cuda(t1, qn->g, t2, x->qr, qn->wf, x->rstd_q, a->pos, T, m->nq, m->hd, m->theta,
-                                           NULL, e)) ||
-      (rc = ops_qk_norm_rope_backward_cuda(t2, kn->g, t3, x->kr, kn->wf, x->rstd_k, a->pos, T, m->nkv, m->hd, m->theta,
-                                           NULL, e)))
+  /* attention: t1 = d att, t2/t3/t4 = dq/dk/dv, then dqr → t1, dkr → t2 */
+  if ((rc = mc_lin_bwd(m, &y->o, dres, T, x->att_b, t1, 0, e)) ||
+      (rc = MC_DP(DP_BWD_ATTN, mc_attention_bwd(m, a, x, t1, t2, t3, t4, e))))
+    goto out;
+  if ((rc = MC_DP(DP_BWD_NORM, ops_qk_norm_rope_backward_cuda(t1, qn->g, t2, x->qr, qn->wf, x->rstd_q, a->pos, T, m->nq,
+                                                              m->hd, m->theta, NULL, e))) ||
+      (rc = MC_DP(DP_BWD_NORM, ops_qk_norm_rope_backward_cuda(t2, kn->g, t3, x->kr, kn->wf, x->rstd_k, a->pos, T, m->nkv,
+                                                              m->hd, m->theta, NULL, e))))
     goto out;
   if ((rc = mc_lin_bwd(m, &y->q, t1, T, x->xn1_b, dxn, 0, e)) || (rc = mc_lin_bwd(m, &y->k, t2, T, x->xn1_b, dxn, 1, e)) ||
       (rc = mc_lin_bwd(m, &y->v, t4, T, x->xn1_b, dxn, 1, e)))
     goto out;
-  rc = ops_residual_rmsnorm_backward_cuda(dres, ln1->g, dxn, a->res + (size_t)l * T * H, ln1->wf, x->rstd1, T, H, NULL, e);
+  rc = MC_DP(DP_BWD_NORM, ops_residual_rmsnorm_backward_cuda(dres, ln1->g, dxn, a->res + (size_t)l * T * H, ln1->wf,
+                                                             x->rstd1, T, H, NULL, e));
 out:
   if (rc) rl_err_prefix(e, "layer %d backward: ", l);
   return rc;
@@ -192,8 +197,8 @@ int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp
   if (T == 0) return 0;
   if (dlogp) MC(cudaMemcpy(a->dlogp, dlogp, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (dlogp)");
   if (dentropy) MC(cudaMemcpy(a->dent, dentropy, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (dentropy)");
-  if ((rc = ops_logprob_backward_cuda(a->dlogits, dlogp ? a->dlogp : NULL, dentropy ? a->dent : NULL, a->logits, a->lse,
-                                      a->targets, T, m->V, a->temp, NULL, e)))
+  if ((rc = MC_DP(DP_BWD_LOGPROB, ops_logprob_backward_cuda(a->dlogits, dlogp ? a->dlogp : NULL, dentropy ? a->dent : NULL,
+                                                            a->logits, a->lse, a->targets, T, m->V, a->temp, NULL, e))))
     return rl_err_prefix(e, "model_cuda_backward_logprob: ");
   return model_cuda_backward(m, a, a->dlogits, e);
 }

@@ -60,9 +60,19 @@ int mck_f32_from_bf16_list(const mck_cvt *l, int n, rl_err *e);
 
 /* ---------------------------------------------------------------- host state (C only) */
 #if !defined(__CUDACC__)
+#include "kernels/devprof.h"
 #include "kernels/qtensor.h"
 #include "model/model.h"
 #include "model/model_cuda.h"
+
+/* RLRUN_MODEL_PROFILE (kernels/devprof.h): `expr` (an op returning 0 or an
+ * error code) timed as phase k — what ran before it since the last mark counts
+ * as DP_OTHER. Off, two branches. */
+#define MC_DP(k, expr) mc_dp_end((devprof_mark(DP_OTHER), (expr)), (k))
+static inline int mc_dp_end(int rc, int k) {
+  devprof_mark((devprof_phase)k);
+  return rc;
+}
 
 /* Device view of one linear layer. */
 typedef struct mc_lin {
