@@ -2,9 +2,10 @@
  * (gemm_small_cuda.cu: BF16; gemm_small_fp8_cuda.cu: fp8-block) share, word for
  * word:
  *
- *   Device    the PTX wrappers of the cp.async ring and of the cluster reduction
- *             (distributed shared memory), the in-order float4 add of the slice
- *             sum and the BF16 rounding of the stores.
+ *   Device    the PTX wrappers of the cluster reduction (distributed shared
+ *             memory; the cp.async ring, MMA, prefetch and PDL ones come from
+ *             ptx_util.cuh), the in-order float4 add of the slice sum and the
+ *             BF16 rounding of the stores.
  *   Host      the per-device state (split-K workspace and tile counters, the
  *             kernel attributes raised and the cluster sizes asked once per
  *             device) and what works on it: the CUDA-status check, the workspace
@@ -27,24 +28,14 @@ extern "C" {
 #include "kernels/device.h"
 }
 #include "kernels/formats.h"
+#include "kernels/ptx_util.cuh"
 
 namespace {
 
 __host__ __device__ constexpr int gs_clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* ---------------------------------------------------------------- PTX wrappers */
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-/* 16 bytes global → shared (L2 only), asynchronously; bytes = 0 writes zeros. */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+/* ---------------------------------------------------------------- PTX wrappers
+ * (cp.async, MMA, L2 prefetch, PDL: kernels/ptx_util.cuh) */
 
 /* Every thread of the cluster arrives (its shared-memory writes released) and
  * waits for all the others (their writes acquired). Not .aligned: the threads
@@ -75,16 +66,6 @@ __device__ __forceinline__ float4 add4(float4 a, float4 b) {
 
 /* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
 __device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
-
-/* Ask L2 to fetch `bytes` (a multiple of 16) at 16-byte aligned p; nothing lands in the SM. */
-__device__ __forceinline__ void l2_prefetch(const void *p, uint32_t bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-}
-/* Programmatic dependent launch: let the next grid of the stream launch … */
-__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-/* … and wait until the previous grid has completed and its writes are visible
- * (returns at once when this grid was not launched as a dependent). */
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
 /* ---------------------------------------------------------------- host side */
 

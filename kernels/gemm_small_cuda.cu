@@ -122,18 +122,6 @@ struct sg_args {
   int pdl;                    /* 1: launched with programmatic stream serialization */
 };
 
-/* ---------------------------------------------------------------- PTX wrappers
- * (the rest: gemm_small_common.cuh) */
-
-/* c (16×8 FP32) += a (16×16 BF16, row) · b (16×8 BF16, col). */
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* ---------------------------------------------------------------- kernel */
 
 /* One output: y = bf16(g) as FP32, or (SwiGLU) act = bf16(silu(bf16(g)) · bf16(u)) —

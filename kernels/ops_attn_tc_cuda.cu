@@ -30,6 +30,7 @@
 #include <cuda_bf16.h>
 
 #include "kernels/ops_cuda_util.cuh" /* OCHECK, OLAUNCH, FULL, C linkage of common.h */
+#include "kernels/ptx_util.cuh"
 
 namespace {
 
@@ -48,19 +49,8 @@ struct tc_args {
   float scale;
 };
 
-/* ---------------------------------------------------------------- PTX wrappers */
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-/* 16 bytes global → shared, asynchronously; bytes = 0 writes zeros. */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+/* ---------------------------------------------------------------- PTX wrappers
+ * (smem_u32, cp.async, mma16816: kernels/ptx_util.cuh) */
 
 /* Four 8×8 BF16 matrices from shared memory (lane l gives a row address of
  * matrix l / 8); .trans delivers them transposed. */
@@ -73,15 +63,6 @@ __device__ __forceinline__ void ldsm4t(uint32_t r[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
-}
-
-/* c (16×8 FP32) += a (16×16 BF16, row) · b (16×8 BF16, col). */
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /* Two FP32 → one BF16 pair (RNE), lo in the low half (the lower column). */

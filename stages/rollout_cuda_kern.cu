@@ -20,6 +20,7 @@
 
 #include "kernels/formats.h" /* fmt_bf16_from_f32 / fmt_bf16_to_f32: the one BF16 codec */
 #include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head (the full forward's QK path), warp_sum / warp_max */
+#include "kernels/ptx_util.cuh"   /* cp.async */
 #include "stages/rollout_cuda_kern.h"
 
 #define RCK_CHUNK 128 /* KV positions per split (fixed: results never depend on the batch) */
@@ -289,10 +290,6 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
 __host__ __device__ constexpr int rck_staged_smem(int dpl, int grp) {
   return 2 * RCK_SCHUNK * 32 * dpl * 2 + (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS)) * 4;
 }
-static __device__ __forceinline__ void rck_cp16(void *dst, const void *src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
-               : "memory");
-}
 template <int DPL, int GRP>
 static __device__ __forceinline__ void rck_staged_split(float *pacc, float *pml, const float *q, const uint16_t *kc,
                                                         const uint16_t *vc, const int32_t *slot, int nq, int nkv,
@@ -308,14 +305,14 @@ static __device__ __forceinline__ void rck_staged_split(float *pacc, float *pml,
   const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
   const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
   for (int i = threadIdx.x; i < n * CPR; i += RCK_THREADS) /* K: group 0 */
-    rck_cp16(ks + (i / CPR) * HD + (i % CPR) * 8, kb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
+    cp_async16_all(smem_u32(ks + (i / CPR) * HD + (i % CPR) * 8), kb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
+  cp_commit();
   for (int i = threadIdx.x; i < n * CPR; i += RCK_THREADS) /* V: group 1 */
-    rck_cp16(vs + (i / CPR) * HD + (i % CPR) * 8, vb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
+    cp_async16_all(smem_u32(vs + (i / CPR) * HD + (i % CPR) * 8), vb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
+  cp_commit();
   for (int i = threadIdx.x; i < GRP * HD; i += RCK_THREADS) qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP) * HD + i]);
-  asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this thread's K copies have landed … */
-  __syncthreads();                                       /* … and everyone's */
+  cp_wait<1>();    /* this thread's K copies have landed … */
+  __syncthreads(); /* … and everyone's */
   /* scores: warp w takes positions U·w … U·w+U−1, then every 4U further */
   float qv[GRP][DPL];
 #pragma unroll
@@ -361,7 +358,7 @@ static __device__ __forceinline__ void rck_staged_split(float *pacc, float *pml,
       pml[2 * o] = mxs, pml[2 * o + 1] = sum; /* the max in log2 units */
     }
   }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory"); /* V */
+  cp_wait<0>(); /* V */
   __syncthreads();
   /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
   float acc[GRP][DPL];
