@@ -115,6 +115,42 @@ static __device__ __forceinline__ void rck_load(const uint16_t *p, float *out) {
 
 static __device__ __forceinline__ float rck_bf16r(float x) { return fmt_bf16_to_f32(fmt_bf16_from_f32(x)); }
 
+/* A split past the row's length contributes nothing: zero partial sums, max
+ * −inf, sum 0 for each of the grp query heads of (row r, KV head kh). */
+static __device__ __forceinline__ void rck_empty_split(float *pacc, float *pml, int hd, int grp, int r, int nq, int kh,
+                                                       int n_split, int z) {
+  for (int g = 0; g < grp; g++) {
+    int64_t o = ((int64_t)r * nq + kh * grp + g) * n_split + z;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) pacc[o * hd + d] = 0.0f;
+    if (threadIdx.x == 0) pml[2 * o] = -INFINITY, pml[2 * o + 1] = 0.0f;
+  }
+}
+
+/* The softmax of each of the grp heads' n scores sc[g·ld + j] (warp g % WARPS
+ * owns head g), in place: P = exp2(s·sl2 − max·sl2) in FP32, rounded to BF16
+ * (P enters P·V in BF16); (the max in log2 units, Σ P in FP32) to pml of
+ * (row r, query head kh·grp + g, split z). */
+static __device__ __forceinline__ void rck_softmax_heads(float *sc, int ld, int grp, int n, float sl2, float *pml, int r,
+                                                         int nq, int kh, int n_split, int z) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  for (int g = w; g < grp; g += RCK_WARPS) {
+    float *s = sc + g * ld, mx = -INFINITY, sum = 0.0f;
+    for (int j = lane; j < n; j += 32) mx = fmaxf(mx, s[j]);
+    mx = warp_max(mx);
+    const float mxs = mx * sl2;
+    for (int j = lane; j < n; j += 32) {
+      float p = exp2f(fmaf(s[j], sl2, -mxs));
+      sum += p;
+      s[j] = rck_bf16r(p);
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) {
+      int64_t o = ((int64_t)r * nq + kh * grp + g) * n_split + z;
+      pml[2 * o] = mxs, pml[2 * o + 1] = sum;
+    }
+  }
+}
+
 /* Partial attention of split z = blockIdx.z of row r = blockIdx.x, KV head
  * blockIdx.y, for the grp query heads of its group: positions
  * [z·CHUNK, min(len, (z+1)·CHUNK)). head_dim = 32·DPL: lane l owns dims
@@ -134,14 +170,7 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
   float *sc = sm, *qs = sm + grp * RCK_CHUNK, *part = qs + grp * HD;
   const int64_t p0 = (int64_t)z * RCK_CHUNK;
   int n = (int)(len[r] - p0 < RCK_CHUNK ? len[r] - p0 : RCK_CHUNK);
-  if (n <= 0) { /* an empty split: contributes nothing */
-    for (int g = 0; g < grp; g++) {
-      int64_t o = ((int64_t)r * nq + kh * grp + g) * n_split + z;
-      for (int d = threadIdx.x; d < HD; d += blockDim.x) pacc[o * HD + d] = 0.0f;
-      if (threadIdx.x == 0) pml[2 * o] = -INFINITY, pml[2 * o + 1] = 0.0f;
-    }
-    return;
-  }
+  if (n <= 0) return rck_empty_split(pacc, pml, HD, grp, r, nq, kh, n_split, z);
   const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
   const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
   for (int i = threadIdx.x; i < grp * HD; i += blockDim.x)
@@ -170,23 +199,7 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
     }
   }
   __syncthreads();
-  /* softmax of each head's scores: warp g % WARPS owns head g */
-  for (int g = w; g < grp; g += RCK_WARPS) {
-    float *s = sc + g * RCK_CHUNK, mx = -INFINITY, sum = 0.0f;
-    for (int j = lane; j < n; j += 32) mx = fmaxf(mx, s[j]);
-    mx = warp_max(mx);
-    const float mxs = mx * sl2;
-    for (int j = lane; j < n; j += 32) {
-      float p = exp2f(fmaf(s[j], sl2, -mxs));
-      sum += p;
-      s[j] = rck_bf16r(p); /* P enters P·V in BF16 */
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) {
-      int64_t o = ((int64_t)r * nq + kh * grp + g) * n_split + z;
-      pml[2 * o] = mx * sl2, pml[2 * o + 1] = sum; /* the max in log2 units */
-    }
-  }
+  rck_softmax_heads(sc, RCK_CHUNK, grp, n, sl2, pml, r, nq, kh, n_split, z);
   __syncthreads();
   /* P·V: warp w over its positions, lanes over dims; then the warps in order */
   for (int g = 0; g < grp; g++) {
@@ -341,23 +354,7 @@ static __device__ __forceinline__ void rck_staged_split(float *pacc, float *pml,
     if ((lane & ((1 << (5 - LOGNV)) - 1)) == 0 && j0 + u < n) sc[g * C + j0 + u] = mine;
   }
   __syncthreads();
-  /* softmax of each head's scores: warp g % WARPS owns head g */
-  for (int g = w; g < GRP; g += RCK_WARPS) {
-    float *sg = sc + g * C, mx = -INFINITY, sum = 0.0f;
-    for (int j = lane; j < n; j += 32) mx = fmaxf(mx, sg[j]);
-    mx = warp_max(mx);
-    const float mxs = mx * sl2;
-    for (int j = lane; j < n; j += 32) {
-      float p = exp2f(fmaf(sg[j], sl2, -mxs));
-      sum += p;
-      sg[j] = rck_bf16r(p); /* P enters P·V in BF16 */
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) {
-      int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
-      pml[2 * o] = mxs, pml[2 * o + 1] = sum; /* the max in log2 units */
-    }
-  }
+  rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z);
   cp_wait<0>(); /* V */
   __syncthreads();
   /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
@@ -399,15 +396,8 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pac
   const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z;
   const int64_t p0 = (int64_t)z * C;
   const int n = (int)(len[r] - p0 < C ? len[r] - p0 : C);
-  if (n <= 0) { /* an empty split: contributes nothing */
-    for (int g = 0; g < GRP; g++) {
-      int64_t o = ((int64_t)r * nq + kh * GRP + g) * n_split + z;
-      for (int d = threadIdx.x; d < HD; d += blockDim.x) pacc[o * HD + d] = 0.0f;
-      if (threadIdx.x == 0) pml[2 * o] = -INFINITY, pml[2 * o + 1] = 0.0f;
-    }
-  } else {
-    rck_staged_split<DPL, GRP>(pacc, pml, q, kc, vc, slot, nq, nkv, max_len, n_split, sl2, r, kh, z, n);
-  }
+  if (n <= 0) rck_empty_split(pacc, pml, HD, GRP, r, nq, kh, n_split, z);
+  else rck_staged_split<DPL, GRP>(pacc, pml, q, kc, vc, slot, nq, nkv, max_len, n_split, sl2, r, kh, z, n);
 }
 
 template <int DPL, int U>
@@ -490,22 +480,21 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
     return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): decode attention given %d splits of a %lld-position cache, "
                    "the kernel in force needs %d (the attention mode changed after the engine was made)",
                    n_split, (long long)max_len, rck_n_split(max_len));
-  if (rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) {
+  int rc;
+  if (rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) { /* staged */
 #define RCK_S(D, G) rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
 #define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
-    int rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
+    rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
 #undef RCK_SG
 #undef RCK_S
-    if (rc) return rc;
-    rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
-    return rck_check("attn_combine", e);
-  }
-  const int u = rck_unroll();
+  } else { /* two-phase */
+    const int u = rck_unroll();
 #define RCK_L(D, U_) rck_attn_launch<D, U_>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
 #define RCK_LU(D) (u == 4 ? RCK_L(D, 4) : u == 16 ? RCK_L(D, 16) : RCK_L(D, 8))
-  int rc = hd == 32 ? RCK_LU(1) : hd == 64 ? RCK_LU(2) : hd == 128 ? RCK_LU(4) : RCK_LU(8);
+    rc = hd == 32 ? RCK_LU(1) : hd == 64 ? RCK_LU(2) : hd == 128 ? RCK_LU(4) : RCK_LU(8);
 #undef RCK_LU
 #undef RCK_L
+  }
   if (rc) return rc;
   rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
   return rck_check("attn_combine", e);
