@@ -210,6 +210,8 @@ if [ -x "$BUILD/bench_model" ]; then
   row bench_peer INFO "train ${PT:-?} tok/s, prefill ${PP:-?} tok/s (see bench_peer.log)"
   run bench_model bench_model.log "$BUILD/bench_model" ${PT:+--peer-train $PT} ${PP:+--peer-prefill $PP}
   grep -E '^\||^bench_model' "$OUT/bench_model.log" >> "$SUMMARY"
+  # the train step's forward and backward device time by phase (kernels/devprof.h): log only
+  RLRUN_MODEL_PROFILE=1 "$BUILD/bench_model" --steps 3 > "$OUT/bench_model_profile.log" 2>&1
 else row bench_model FAIL "missing: make BUILD=$BUILD $BUILD/bench_model"; fi
 
 fi
@@ -323,6 +325,8 @@ if [ -x "$BUILD/bench_rollout" ]; then
   run bench_rollout bench_rollout.log "$BUILD/bench_rollout" ${PEERG:+--peer $PEERG}
   grep -E '^\| (bf16|fp8)' "$OUT/bench_rollout.log" | sed 's/^/  rollout /' >> "$SUMMARY"
   RLRUN_ROLLOUT_PROFILE=1 "$BUILD/bench_rollout" --new 64 > "$OUT/bench_rollout_profile.log" 2>&1
+  # decode through the pinned cuBLASLt algorithms (rows == the trainer's): the price of that, log only
+  "$BUILD/bench_rollout" --pin 1 > "$OUT/bench_rollout_pin.log" 2>&1
 else row bench_rollout FAIL "missing: make BUILD=$BUILD $BUILD/bench_rollout"; fi
 
 fi
