@@ -203,7 +203,9 @@ void gemm_cuda_release(void);
  *                                waits (griddepcontrol.wait) for the previous kernel to
  *                                finish before it touches x, y or the workspace: the
  *                                launch and the weights' first DRAM trip overlap the
- *                                previous kernel. Bits unchanged.
+ *                                previous kernel. Bits unchanged. Measured slower in the
+ *                                decode step (H100, 2026-12-05: whole-step GEMMs 1,717
+ *                                vs 1,698 µs at M = 64), hence off.
  * gemm_small_tune_set replaces them for the rest of the process (benchmarks and tests
  * sweep them in one run); not thread-safe: call it while no GEMM is being launched. */
 enum { GEMM_SMALL_REDUCE_CLUSTER, GEMM_SMALL_REDUCE_GLOBAL };
