@@ -123,7 +123,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
     return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_engine_new: slots %d and max_len %lld must be >= 1 and >= 2", slots,
                    (long long)max_len);
   rollout_cuda_engine *g = rl_xcalloc(1, sizeof *g);
-  g->m = m, g->slots = slots, g->max_len = max_len, g->kvd = m->nkv * m->hd, g->n_split = rck_n_split(max_len);
+  g->m = m, g->slots = slots, g->max_len = max_len, g->kvd = m->nkv * m->hd, g->n_split = rck_n_split(max_len, m->nq / m->nkv);
   g->rows_cap = rc_bucket(slots);
   const char *gv = getenv("RLRUN_ROLLOUT_GRAPHS");
   g->graphs = !(gv && !strcmp(gv, "0")) && !m->E; /* MoE layers copy routing to the host mid-step: eager */

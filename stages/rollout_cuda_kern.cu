@@ -446,6 +446,9 @@ extern "C" int rck_decode_attn_mode(int mode) {
   return rck_attn_mode;
 }
 
+/* 1 when the staged kernel runs for query groups of grp heads. */
+static int rck_staged(int grp) { return rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8); }
+
 template <int DPL, int GRP>
 static int rck_staged_launch(float *pacc, float *pml, const float *q, const uint16_t *kc, const uint16_t *vc,
                              const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int64_t max_len,
@@ -476,12 +479,12 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
                    hd, nq, nkv);
   const float sl2 = RCK_LOG2E / sqrtf((float)hd);
   const int grp = nq / nkv;
-  if (n_split != rck_n_split(max_len))
+  if (n_split != rck_n_split(max_len, grp))
     return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): decode attention given %d splits of a %lld-position cache, "
                    "the kernel in force needs %d (the attention mode changed after the engine was made)",
-                   n_split, (long long)max_len, rck_n_split(max_len));
+                   n_split, (long long)max_len, rck_n_split(max_len, grp));
   int rc;
-  if (rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8)) { /* staged */
+  if (rck_staged(grp)) {
 #define RCK_S(D, G) rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
 #define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
     rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
@@ -501,7 +504,7 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
 }
 
 /* Splits of a cache of max_len positions. */
-extern "C" int rck_n_split(int64_t max_len) {
-  const int c = rck_decode_attn_mode(-1) ? RCK_SCHUNK : RCK_CHUNK; /* (the staged kernel: any 1/2/4/8 group) */
+extern "C" int rck_n_split(int64_t max_len, int grp) {
+  const int c = rck_staged(grp) ? RCK_SCHUNK : RCK_CHUNK;
   return (int)((max_len + c - 1) / c);
 }

@@ -19,14 +19,16 @@ int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, con
                  int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
 /* out[n][nq][hd] (FP32) and out_b (BF16, may be NULL): row i's query heads
  * against slot[i]'s first len[i] cached positions, split into n_split =
- * rck_n_split(max_len) chunks (scratch pacc [n][nq][n_split][hd], pml
+ * rck_n_split(max_len, nq / nkv) chunks (scratch pacc [n][nq][n_split][hd], pml
  * [n][nq][n_split][2]) combined in index order by a second launch (a
  * combine by the last split of each (row, KV head), through arrival counters,
  * gave the same bits and measured slower on the H100, 2026-12-05). */
 int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc, const uint16_t *vc,
                          const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
                          int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e);
-int rck_n_split(int64_t max_len);
+/* Splits of a cache of max_len positions for query groups of grp heads (the
+ * kernel in force decides the split length). */
+int rck_n_split(int64_t max_len, int grp);
 /* The decode attention kernel: mode 0 two-phase (splits of 128 positions), 1
  * staged (splits of 64 positions copied whole into shared memory; the default);
  * −1 only asks. RLRUN_DECODE_ATTN=split makes 0 the default. rck_n_split follows

@@ -275,7 +275,7 @@ static double attn_case(int mode, int hd, int nq, int nkv, int *row_diff) {
   enum { N = 7, SLOTS = 9, MAXLEN = 320 };
   const int len[N] = {1, 3, 128, 129, 250, 256, 320}, slot[N] = {4, 0, 8, 2, 7, 1, 5};
   rck_decode_attn_mode(mode); /* before rck_n_split: the split follows the kernel */
-  const int kvd = nkv * hd, ns = rck_n_split(MAXLEN), grp = nq / nkv;
+  const int kvd = nkv * hd, grp = nq / nkv, ns = rck_n_split(MAXLEN, grp);
   const size_t ncache = (size_t)SLOTS * MAXLEN * kvd, nqv = (size_t)N * nq * hd;
   uint16_t *hk = malloc(ncache * 2), *hv = malloc(ncache * 2);
   float *hq = malloc(nqv * 4), *out = malloc(nqv * 4), *one = malloc((size_t)nq * hd * 4);
