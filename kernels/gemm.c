@@ -177,19 +177,24 @@ const char *gemm_small_tune_str(const gemm_small_tune *t, char *buf, size_t n) {
 
 int gemm_small_ctas(void) { return gemm_small_tune_get().ctas; }
 
+void gemm_small_split(int64_t N, int64_t K, int64_t row_tile, int64_t bk, int ctas, int min_stages, int max_slices,
+                      int *slices, int64_t *slice_k) {
+  int64_t stages = (K + bk - 1) / bk, tiles = (N + row_tile - 1) / row_tile;
+  if (tiles < 1) tiles = 1;
+  int64_t want = (ctas + tiles - 1) / tiles, most = (stages + min_stages - 1) / min_stages;
+  int64_t s = want < most ? want : most;
+  if (s > max_slices) s = max_slices;
+  if (s < 1) s = 1;
+  int64_t per = stages > 0 ? (stages + s - 1) / s : 1; /* stages per slice */
+  *slices = stages > 0 ? (int)((stages + per - 1) / per) : 1;
+  *slice_k = per * bk;
+}
+
 /* The K split of the small-M GEMM: enough slices to fill the GPU, at most
  * ceil(stages / min_stages) of them (a function of N and K only). */
 void gemm_small_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k) {
   gemm_small_tune t = gemm_small_tune_get();
-  int64_t stages = (K + GEMM_SMALL_BK - 1) / GEMM_SMALL_BK, tiles = (N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN;
-  if (tiles < 1) tiles = 1;
-  int64_t want = (t.ctas + tiles - 1) / tiles, most = (stages + t.min_stages - 1) / t.min_stages;
-  int64_t s = want < most ? want : most;
-  if (s > GEMM_SMALL_MAX_SLICES) s = GEMM_SMALL_MAX_SLICES;
-  if (s < 1) s = 1;
-  int64_t per = stages > 0 ? (stages + s - 1) / s : 1; /* stages per slice */
-  *slices = stages > 0 ? (int)((stages + per - 1) / per) : 1;
-  *slice_k = per * GEMM_SMALL_BK;
+  gemm_small_split(N, K, GEMM_SMALL_BN, GEMM_SMALL_BK, t.ctas, t.min_stages, GEMM_SMALL_MAX_SLICES, slices, slice_k);
 }
 
 /* Weight rows of a group as its K split counts them (whole 32-row tiles per segment). */

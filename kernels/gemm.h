@@ -235,6 +235,11 @@ int gemm_small_ctas(void);
  * two stages long where K has two) and at most GEMM_SMALL_MAX_SLICES. Depends on N
  * and K only (batch invariance). */
 void gemm_small_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k);
+/* The K-split rule both small-M GEMMs (BF16 and fp8-block) plan with: K in stages of
+ * bk, N in tiles of row_tile rows, as many slices as bring tiles × slices up to
+ * ctas, at most ceil(stages / min_stages) and max_slices, whole stages a slice. */
+void gemm_small_split(int64_t N, int64_t K, int64_t row_tile, int64_t bk, int ctas, int min_stages, int max_slices,
+                      int *slices, int64_t *slice_k);
 
 /* One matrix of a grouped launch: y [M][N] = x · wᵀ, w [N][K]. */
 typedef struct gemm_small_seg {

@@ -508,15 +508,8 @@ extern "C" const char *gemm_small_fp8_tune_str(const gemm_small_fp8_tune *t, cha
 
 extern "C" void gemm_small_fp8_plan(int64_t N, int64_t K, int *slices, int64_t *slice_k) {
   const gemm_small_fp8_tune t = gemm_small_fp8_tune_get();
-  int64_t stages = (K + BK - 1) / BK, tiles = (N + GEMM_SMALL_FP8_PLAN_ROWS - 1) / GEMM_SMALL_FP8_PLAN_ROWS;
-  if (tiles < 1) tiles = 1;
-  int64_t want = (t.ctas + tiles - 1) / tiles, most = (stages + t.min_stages - 1) / t.min_stages;
-  int64_t sl = want < most ? want : most;
-  if (sl > GEMM_SMALL_FP8_MAX_SLICES) sl = GEMM_SMALL_FP8_MAX_SLICES;
-  if (sl < 1) sl = 1;
-  int64_t per = stages > 0 ? (stages + sl - 1) / sl : 1; /* stages per slice */
-  *slices = stages > 0 ? (int)((stages + per - 1) / per) : 1;
-  *slice_k = per * BK;
+  gemm_small_split(N, K, GEMM_SMALL_FP8_PLAN_ROWS, BK, t.ctas, t.min_stages, GEMM_SMALL_FP8_MAX_SLICES, slices,
+                   slice_k);
 }
 
 extern "C" int gemm_small_fp8_check(const float *y, const uint16_t *x, const qtensor *w, int64_t M,
