@@ -10,7 +10,8 @@
 #define DP_MAX_EV 16384
 static const char *const dp_name[DP_N] = {"other",        "fwd gemm",   "fwd bf16->f32", "fwd norms",
                                           "fwd attention", "fwd swiglu+adds", "fwd logprob", "bwd gemm",
-                                          "bwd norms",    "bwd attention", "bwd swiglu+adds", "bwd logprob"};
+                                          "bwd norms",    "bwd attention", "bwd swiglu+adds", "bwd logprob",
+                                          "bwd f32<->bf16"};
 static struct {
   int on; /* -1: not asked yet */
   int cur, made, warned;

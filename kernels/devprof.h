@@ -33,6 +33,7 @@ typedef enum devprof_phase {
   DP_BWD_ATTN,
   DP_BWD_ACT,
   DP_BWD_LOGPROB,
+  DP_BWD_CONV, /* FP32 ↔ BF16 copies and sums around the backward GEMMs */
   DP_N
 } devprof_phase;
 

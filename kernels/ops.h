@@ -366,6 +366,37 @@ int ops_swiglu_forward_cuda(float *out, uint16_t *out_bf16, const float *gate, c
 int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate,
                              const float *up, int T, int I, int ld, void *stream, rl_err *e);
 
+/* BF16-operand twins ("_bx") for the training forward and backward, whose linear
+ * layers read and write BF16 (model/model_cuda.c): the same kernels, with the
+ * operands named uint16_t read as BF16 (FP32 of a BF16 value is exact) and the
+ * outputs named uint16_t written as the RNE BF16 of the FP32 result, as
+ * ops_bf16_from_f32_cuda rounds. Each gives bit for bit what its FP32 twin gives
+ * on the FP32 copies of its BF16 operands, followed by ops_bf16_from_f32_cuda of
+ * its BF16 outputs (ops_gpu_test asserts it) — without the copies' passes.
+ *   residual_rmsnorm_forward_bx   h = resid + x with x BF16
+ *   residual_rmsnorm_backward_bx  dresid += …, and dresid_bf16 (may be NULL) = its BF16
+ *   qk_norm_rope_forward_bx       x BF16
+ *   qk_norm_rope_backward_bx      x BF16, dx written as BF16 only
+ *   swiglu_forward_bx             gate, up BF16
+ *   swiglu_backward_bx            dout, gate, up BF16; dgate, dup written as BF16 only */
+int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd,
+                                         const float *resid, const uint16_t *x, const float *w, int rows,
+                                         int dim, float eps, void *stream, rl_err *e);
+int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy,
+                                          const float *h, const float *w, const float *rstd, int rows,
+                                          int dim, void *stream, rl_err *e);
+int ops_qk_norm_rope_forward_bx_cuda(float *y, float *rstd, const uint16_t *x, const float *w,
+                                     const int32_t *pos, int T, int n_heads, int head_dim, float eps,
+                                     float theta, void *stream, rl_err *e);
+int ops_qk_norm_rope_backward_bx_cuda(uint16_t *dx, float *dw, const float *dy, const uint16_t *x,
+                                      const float *w, const float *rstd, const int32_t *pos, int T,
+                                      int n_heads, int head_dim, float theta, void *stream, rl_err *e);
+int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up,
+                               int T, int I, int ld, void *stream, rl_err *e);
+int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *dout,
+                                const uint16_t *gate, const uint16_t *up, int T, int I, int ld,
+                                void *stream, rl_err *e);
+
 /* Router (one warp per token; k ≤ 64). TOPK ties go to the lower index among
  * equal FP32 probabilities. */
 int ops_router_forward_cuda(int32_t *ids, float *weights, float *probs, const float *logits, int T,

@@ -202,16 +202,15 @@ extern "C" int ops_embedding_backward_cuda(float *dtable, const float *dout, con
 
 /* Forward, one warp per row; RES: h = resid + x first (h may alias either).
  * VEC: float4 access (dim % 4 == 0, 16-byte aligned rows), RMS_CH float4 a lane
- * in flight. */
+ * in flight. TX: x in FP32 or BF16 (the same bits on the same values). */
 #define RMS_CH 8
-template <bool RES, bool VEC>
+template <bool RES, bool VEC, typename TX>
 __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd, const float *resid,
-                                   const float *x, const float *w, int rows, int dim, float eps) {
+                                   const TX *x, const float *w, int rows, int dim, float eps) {
   int lane = threadIdx.x & 31;
   int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (r >= rows) return;
   size_t o = (size_t)r * dim;
-  const float *src = RES ? h : x;
   float ss = 0;
   if (VEC) {
     /* chunks of RMS_CH float4 a lane: the chunk's loads are all issued before its
@@ -223,7 +222,7 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
       for (int c = 0; c < RMS_CH; c++) {
         const int i = i0 + 128 * c;
         if (i < dim) {
-          xv[c] = *reinterpret_cast<const float4 *>(x + o + i);
+          xv[c] = ldf4(x, o + i);
           if (RES) av[c] = *reinterpret_cast<const float4 *>(resid + o + i);
         }
       }
@@ -242,7 +241,7 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
     }
   } else {
     for (int i = lane; i < dim; i += 32) {
-      float v = x[o + i];
+      float v = ldf(x, o + i);
       if (RES) {
         v = __fadd_rn(resid[o + i], v);
         h[o + i] = v;
@@ -259,7 +258,7 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
 #pragma unroll
       for (int c = 0; c < RMS_CH; c++) {
         const int i = i0 + 128 * c;
-        if (i < dim) xv[c] = *reinterpret_cast<const float4 *>(src + o + i), gv[c] = *reinterpret_cast<const float4 *>(w + i);
+        if (i < dim) xv[c] = RES ? ldf4(h, o + i) : ldf4(x, o + i), gv[c] = *reinterpret_cast<const float4 *>(w + i);
       }
 #pragma unroll
       for (int c = 0; c < RMS_CH; c++) {
@@ -279,16 +278,17 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
     }
   } else {
     for (int i = lane; i < dim; i += 32) {
-      float q = __fmul_rn(w[i], __fmul_rn(src[o + i], s));
+      float q = __fmul_rn(w[i], __fmul_rn(RES ? h[o + i] : ldf(x, o + i), s));
       if (y) y[o + i] = q;
       if (yb) yb[o + i] = fmt_bf16_from_f32(q);
     }
   }
 }
 
-/* dx of RMSNorm (ADD: dx += instead of =), one warp per row. */
+/* dx of RMSNorm (ADD: dx += instead of =), one warp per row; dxb (may be NULL):
+ * the BF16 of the dx written, rounded as ops_bf16_from_f32_cuda rounds. */
 template <bool ADD>
-__global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, const float *w,
+__global__ void rmsnorm_dx_kernel(float *dx, uint16_t *dxb, const float *dy, const float *x, const float *w,
                                   const float *rstd, int rows, int dim) {
   int lane = threadIdx.x & 31;
   int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -300,7 +300,9 @@ __global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, co
   float s = rstd[r], c = s * s * s * a / dim;
   for (int i = lane; i < dim; i += 32) {
     float g = s * w[i] * dy[o + i] - x[o + i] * c;
-    dx[o + i] = ADD ? dx[o + i] + g : g;
+    const float v = ADD ? dx[o + i] + g : g;
+    dx[o + i] = v;
+    if (dxb) dxb[o + i] = fmt_bf16_from_f32(v);
   }
 }
 
@@ -324,8 +326,8 @@ __global__ void rope_table_kernel(float *cs, float *sn, const int32_t *pos, int 
 /* Partial weight gradients: block (x: 32 columns, y: DW_ROWS rows) writes
  * part[y][c] = Σ_{its rows in order} g[r,c]·x[r,c]·rstd[r]. For the QK-norm
  * (ROPE) g is the inverse-rotated dy of row r = t·n_heads + head. */
-template <bool ROPE>
-__global__ void rmsnorm_dw_part_kernel(float *part, const float *dy, const float *x, const float *rstd,
+template <bool ROPE, typename TX>
+__global__ void rmsnorm_dw_part_kernel(float *part, const float *dy, const TX *x, const float *rstd,
                                        int rows, int dim, const float *cs, const float *sn, int n_heads) {
   __shared__ float acc[WARPS][33];
   int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, c = blockIdx.x * 32 + lane, half = dim / 2;
@@ -342,7 +344,7 @@ __global__ void rmsnorm_dw_part_kernel(float *part, const float *dy, const float
         g = c < half ? __fadd_rn(__fmul_rn(g, cc), __fmul_rn(dy[o + c + half], ss))
                      : __fsub_rn(__fmul_rn(g, cc), __fmul_rn(dy[o + c - half], ss));
       }
-      a += g * x[o + c] * rstd[r];
+      a += g * ldf(x, o + c) * rstd[r];
     }
   acc[wp][lane] = a;
   __syncthreads();
@@ -363,7 +365,8 @@ __global__ void rmsnorm_dw_sum_kernel(float *dw, const float *part, int nchunk, 
 }
 
 /* Launch the two dw kernels (workspace from the stream-ordered allocator). */
-static int rmsnorm_dw_launch(float *dw, const float *dy, const float *x, const float *rstd, int rows,
+template <typename TX>
+static int rmsnorm_dw_launch(float *dw, const float *dy, const TX *x, const float *rstd, int rows,
                              int dim, const float *cs, const float *sn, int n_heads, cudaStream_t st,
                              rl_err *e) {
   int nchunk = (rows + DW_ROWS - 1) / DW_ROWS;
@@ -375,8 +378,8 @@ static int rmsnorm_dw_launch(float *dw, const float *dy, const float *x, const f
     return rl_errf(e, RL_EXIT_USAGE, "rmsnorm backward: %d rows is more than this kernel takes (%d)", rows,
                    65535 * DW_ROWS);
   }
-  if (cs) rmsnorm_dw_part_kernel<true><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, cs, sn, n_heads);
-  else rmsnorm_dw_part_kernel<false><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, NULL, NULL, 1);
+  if (cs) rmsnorm_dw_part_kernel<true, TX><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, cs, sn, n_heads);
+  else rmsnorm_dw_part_kernel<false, TX><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, NULL, NULL, 1);
   OLAUNCH();
   rmsnorm_dw_sum_kernel<<<(dim + 255) / 256, 256, 0, st>>>(dw, part, nchunk, dim);
   OLAUNCH();
@@ -384,22 +387,23 @@ static int rmsnorm_dw_launch(float *dw, const float *dy, const float *x, const f
   return 0;
 }
 
-/* Shared driver of the two RMSNorm forwards. */
-static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const float *resid, const float *x,
+/* Shared driver of the RMSNorm forwards. */
+template <typename TX>
+static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const float *resid, const TX *x,
                            const float *w, int rows, int dim, float eps, cudaStream_t st, rl_err *e) {
   if (rows <= 0 || dim <= 0) return 0;
-  int vec = dim % 4 == 0 && aligned(x, 16) && aligned(w, 16) && (!y || aligned(y, 16)) && (!yb || aligned(yb, 8)) &&
+  int vec = dim % 4 == 0 && aligned(x, 4 * sizeof(TX)) && aligned(w, 16) && (!y || aligned(y, 16)) && (!yb || aligned(yb, 8)) &&
             (!h || (aligned(h, 16) && aligned(resid, 16)));
   /* a warp a row either way (the same sums); few rows (a decode step's): a warp a
    * block, so the rows spread over that many SMs instead of rows / WARPS */
   const int wpb = rows < 1024 ? 1 : WARPS;
   unsigned blocks = (unsigned)((rows + wpb - 1) / wpb), thr = (unsigned)(32 * wpb);
   if (h) {
-    if (vec) rmsnorm_fwd_kernel<true, true><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
-    else rmsnorm_fwd_kernel<true, false><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    if (vec) rmsnorm_fwd_kernel<true, true, TX><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    else rmsnorm_fwd_kernel<true, false, TX><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
   } else {
-    if (vec) rmsnorm_fwd_kernel<false, true><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
-    else rmsnorm_fwd_kernel<false, false><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
+    if (vec) rmsnorm_fwd_kernel<false, true, TX><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
+    else rmsnorm_fwd_kernel<false, false, TX><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
   }
   OLAUNCH();
   return 0;
@@ -416,27 +420,39 @@ extern "C" int ops_residual_rmsnorm_forward_cuda(float *h, float *y, uint16_t *y
   return rmsnorm_fwd_run(h, y, y_bf16, rstd, resid, x, w, rows, dim, eps, (cudaStream_t)stream, e);
 }
 
-/* Shared driver of the two RMSNorm backwards. */
-static int rmsnorm_bwd_run(float *dx, int add, float *dw, const float *dy, const float *x, const float *w,
-                           const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
+extern "C" int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd,
+                                                    const float *resid, const uint16_t *x, const float *w, int rows,
+                                                    int dim, float eps, void *stream, rl_err *e) {
+  return rmsnorm_fwd_run(h, y, y_bf16, rstd, resid, x, w, rows, dim, eps, (cudaStream_t)stream, e);
+}
+
+/* Shared driver of the RMSNorm backwards (dxb: BF16 copy of dx, may be NULL). */
+static int rmsnorm_bwd_run(float *dx, uint16_t *dxb, int add, float *dw, const float *dy, const float *x,
+                           const float *w, const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
   if (rows <= 0 || dim <= 0) return 0;
   if (dw && rmsnorm_dw_launch(dw, dy, x, rstd, rows, dim, NULL, NULL, 1, st, e)) return e ? e->code : RL_EXIT_HARDWARE;
   unsigned blocks = (unsigned)((rows + WARPS - 1) / WARPS);
-  if (add) rmsnorm_dx_kernel<true><<<blocks, NTHR, 0, st>>>(dx, dy, x, w, rstd, rows, dim);
-  else rmsnorm_dx_kernel<false><<<blocks, NTHR, 0, st>>>(dx, dy, x, w, rstd, rows, dim);
+  if (add) rmsnorm_dx_kernel<true><<<blocks, NTHR, 0, st>>>(dx, dxb, dy, x, w, rstd, rows, dim);
+  else rmsnorm_dx_kernel<false><<<blocks, NTHR, 0, st>>>(dx, dxb, dy, x, w, rstd, rows, dim);
   OLAUNCH();
   return 0;
 }
 
 extern "C" int ops_rmsnorm_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
                                          const float *rstd, int rows, int dim, void *stream, rl_err *e) {
-  return rmsnorm_bwd_run(dx, 0, dw, dy, x, w, rstd, rows, dim, (cudaStream_t)stream, e);
+  return rmsnorm_bwd_run(dx, NULL, 0, dw, dy, x, w, rstd, rows, dim, (cudaStream_t)stream, e);
 }
 
 extern "C" int ops_residual_rmsnorm_backward_cuda(float *dresid, float *dw, const float *dy, const float *h,
                                                   const float *w, const float *rstd, int rows, int dim,
                                                   void *stream, rl_err *e) {
-  return rmsnorm_bwd_run(dresid, 1, dw, dy, h, w, rstd, rows, dim, (cudaStream_t)stream, e);
+  return rmsnorm_bwd_run(dresid, NULL, 1, dw, dy, h, w, rstd, rows, dim, (cudaStream_t)stream, e);
+}
+
+extern "C" int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy,
+                                                     const float *h, const float *w, const float *rstd, int rows,
+                                                     int dim, void *stream, rl_err *e) {
+  return rmsnorm_bwd_run(dresid, dresid_bf16, 1, dw, dy, h, w, rstd, rows, dim, (cudaStream_t)stream, e);
 }
 
 /* ---------------------------------------------------------------- RoPE and QK-norm */
@@ -457,7 +473,8 @@ __global__ void rope_kernel(float *x, const float *cs, const float *sn, int T, i
 }
 
 /* y = rope(rmsnorm_head(x)), one warp per (token, head). */
-__global__ void qk_fwd_kernel(float *y, float *rstd, const float *x, const float *w, const float *cs,
+template <typename TX>
+__global__ void qk_fwd_kernel(float *y, float *rstd, const TX *x, const float *w, const float *cs,
                               const float *sn, int T, int n_heads, int d, float eps) {
   int lane = threadIdx.x & 31, half = d / 2;
   int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -469,7 +486,8 @@ __global__ void qk_fwd_kernel(float *y, float *rstd, const float *x, const float
 
 /* dx of the QK path, one warp per (token, head): g = rope^T(dy), then the
  * RMSNorm dx formula with g. */
-__global__ void qk_bwd_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
+template <typename TX, typename TD>
+__global__ void qk_bwd_kernel(TD *dx, const float *dy, const TX *x, const float *w, const float *rstd,
                               const float *cs, const float *sn, int T, int n_heads, int d) {
   int lane = threadIdx.x & 31, half = d / 2;
   int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -479,15 +497,16 @@ __global__ void qk_bwd_kernel(float *dx, const float *dy, const float *x, const 
   for (int i = lane; i < half; i += 32) {
     float p = dy[o + i], q = dy[o + i + half], c = cs[tb + i], s = sn[tb + i];
     float g0 = __fadd_rn(__fmul_rn(p, c), __fmul_rn(q, s)), g1 = __fsub_rn(__fmul_rn(q, c), __fmul_rn(p, s));
-    a += w[i] * g0 * x[o + i] + w[i + half] * g1 * x[o + i + half];
+    a += w[i] * g0 * ldf(x, o + i) + w[i + half] * g1 * ldf(x, o + i + half);
   }
   a = warp_sum(a);
   float s0 = rstd[r], cc = s0 * s0 * s0 * a / d;
   for (int i = lane; i < half; i += 32) {
     float p = dy[o + i], q = dy[o + i + half], c = cs[tb + i], s = sn[tb + i];
     float g0 = __fadd_rn(__fmul_rn(p, c), __fmul_rn(q, s)), g1 = __fsub_rn(__fmul_rn(q, c), __fmul_rn(p, s));
-    dx[o + i] = s0 * w[i] * g0 - x[o + i] * cc;
-    dx[o + i + half] = s0 * w[i + half] * g1 - x[o + i + half] * cc;
+    const float d0 = s0 * w[i] * g0 - ldf(x, o + i) * cc, d1 = s0 * w[i + half] * g1 - ldf(x, o + i + half) * cc;
+    stf(dx, o + i, d0);
+    stf(dx, o + i + half, d1);
   }
 }
 
@@ -533,18 +552,30 @@ extern "C" int ops_rope_backward_cuda(float *dx, const int32_t *pos, int T, int 
   return rope_run(dx, pos, T, n_heads, head_dim, theta, -1, (cudaStream_t)stream, e);
 }
 
-extern "C" int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float *x, const float *w,
-                                             const int32_t *pos, int T, int n_heads, int head_dim, float eps,
-                                             float theta, void *stream, rl_err *e) {
+template <typename TX>
+static int qk_fwd_run(float *y, float *rstd, const TX *x, const float *w, const int32_t *pos, int T, int n_heads,
+                      int head_dim, float eps, float theta, void *stream, rl_err *e) {
   if (T <= 0 || n_heads <= 0) return 0;
   cudaStream_t st = (cudaStream_t)stream;
   float *cs, *sn;
   if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
   unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
-  qk_fwd_kernel<<<blocks, NTHR, 0, st>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
+  qk_fwd_kernel<TX><<<blocks, NTHR, 0, st>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
   OLAUNCH();
   OCHECK(cudaFreeAsync(cs, st));
   return 0;
+}
+
+extern "C" int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float *x, const float *w,
+                                             const int32_t *pos, int T, int n_heads, int head_dim, float eps,
+                                             float theta, void *stream, rl_err *e) {
+  return qk_fwd_run(y, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
+}
+
+extern "C" int ops_qk_norm_rope_forward_bx_cuda(float *y, float *rstd, const uint16_t *x, const float *w,
+                                                const int32_t *pos, int T, int n_heads, int head_dim, float eps,
+                                                float theta, void *stream, rl_err *e) {
+  return qk_fwd_run(y, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
 }
 
 extern "C" int ops_rope_table_cuda(float *cs, float *sn, const int32_t *pos, int T, int head_dim, float theta,
@@ -566,14 +597,14 @@ extern "C" int ops_qk_norm_rope_forward_tab_cuda(float *y, float *rstd, const fl
                                                  float eps, void *stream, rl_err *e) {
   if (T <= 0 || n_heads <= 0) return 0;
   unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
-  qk_fwd_kernel<<<blocks, NTHR, 0, (cudaStream_t)stream>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
+  qk_fwd_kernel<float><<<blocks, NTHR, 0, (cudaStream_t)stream>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
   OLAUNCH();
   return 0;
 }
 
-extern "C" int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
-                                              const float *rstd, const int32_t *pos, int T, int n_heads,
-                                              int head_dim, float theta, void *stream, rl_err *e) {
+template <typename TX, typename TD>
+static int qk_bwd_run(TD *dx, float *dw, const float *dy, const TX *x, const float *w, const float *rstd,
+                      const int32_t *pos, int T, int n_heads, int head_dim, float theta, void *stream, rl_err *e) {
   if (T <= 0 || n_heads <= 0) return 0;
   cudaStream_t st = (cudaStream_t)stream;
   float *cs, *sn;
@@ -583,36 +614,48 @@ extern "C" int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float 
     cudaFreeAsync(cs, st);
     return e ? e->code : RL_EXIT_HARDWARE;
   }
-  qk_bwd_kernel<<<(unsigned)((rows + WARPS - 1) / WARPS), NTHR, 0, st>>>(dx, dy, x, w, rstd, cs, sn, T, n_heads,
-                                                                          head_dim);
+  qk_bwd_kernel<TX, TD><<<(unsigned)((rows + WARPS - 1) / WARPS), NTHR, 0, st>>>(dx, dy, x, w, rstd, cs, sn, T,
+                                                                                  n_heads, head_dim);
   OLAUNCH();
   OCHECK(cudaFreeAsync(cs, st));
   return 0;
 }
 
+extern "C" int ops_qk_norm_rope_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                                              const float *rstd, const int32_t *pos, int T, int n_heads,
+                                              int head_dim, float theta, void *stream, rl_err *e) {
+  return qk_bwd_run(dx, dw, dy, x, w, rstd, pos, T, n_heads, head_dim, theta, stream, e);
+}
+
+extern "C" int ops_qk_norm_rope_backward_bx_cuda(uint16_t *dx, float *dw, const float *dy, const uint16_t *x,
+                                                 const float *w, const float *rstd, const int32_t *pos, int T,
+                                                 int n_heads, int head_dim, float theta, void *stream, rl_err *e) {
+  return qk_bwd_run(dx, dw, dy, x, w, rstd, pos, T, n_heads, head_dim, theta, stream, e);
+}
+
 /* ---------------------------------------------------------------- SwiGLU */
 
-__global__ void swiglu_fwd_kernel(float *out, uint16_t *ob, const float *gate, const float *up, int T, int I,
-                                  int ld) {
+template <typename TI>
+__global__ void swiglu_fwd_kernel(float *out, uint16_t *ob, const TI *gate, const TI *up, int T, int I, int ld) {
   int64_t n = (int64_t)T * I;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
     int64_t t = k / I, i = k % I;
     size_t o = (size_t)t * ld + i;
-    float v = __fmul_rn(silu(gate[o]), up[o]);
+    float v = __fmul_rn(silu(ldf(gate, o)), ldf(up, o));
     if (out) out[k] = v;
     if (ob) ob[k] = fmt_bf16_from_f32(v);
   }
 }
 
 /* The same with float4 (I % 4 == 0, ld % 4 == 0, aligned). */
-__global__ void swiglu_fwd4_kernel(float *out, uint16_t *ob, const float *gate, const float *up, int T, int I,
-                                   int ld) {
+template <typename TI>
+__global__ void swiglu_fwd4_kernel(float *out, uint16_t *ob, const TI *gate, const TI *up, int T, int I, int ld) {
   int64_t n = (int64_t)T * I / 4;
   int I4 = I / 4;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
     int64_t t = k / I4, i = (k % I4) * 4;
     size_t o = (size_t)t * ld + i;
-    float4 g = *reinterpret_cast<const float4 *>(gate + o), u = *reinterpret_cast<const float4 *>(up + o);
+    float4 g = ldf4(gate, o), u = ldf4(up, o);
     float4 v = make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
                            __fmul_rn(silu(g.w), u.w));
     if (out) *reinterpret_cast<float4 *>(out + k * 4) = v;
@@ -625,38 +668,61 @@ __global__ void swiglu_fwd4_kernel(float *out, uint16_t *ob, const float *gate, 
   }
 }
 
-__global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                                  int T, int I, int ld) {
+template <typename TI, typename TO>
+__global__ void swiglu_bwd_kernel(TO *dgate, TO *dup, const TI *dout, const TI *gate, const TI *up, int T, int I,
+                                  int ld) {
   int64_t n = (int64_t)T * I;
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
     int64_t t = k / I, i = k % I;
     size_t o = (size_t)t * ld + i;
-    float g = gate[o], u = up[o], d = dout[k];
+    float g = ldf(gate, o), u = ldf(up, o), d = ldf(dout, k);
     float s = 1.0f / (1.0f + expf(-g)), sl = g * s, ds = s * (1.0f + g * (1.0f - s));
-    dgate[o] = d * u * ds;
-    dup[o] = d * sl;
+    const float vg = d * u * ds, vu = d * sl;
+    stf(dgate, o, vg);
+    stf(dup, o, vu);
   }
+}
+
+template <typename TI>
+static int swiglu_fwd_run(float *out, uint16_t *out_bf16, const TI *gate, const TI *up, int T, int I, int ld,
+                          void *stream, rl_err *e) {
+  if (T <= 0 || I <= 0) return 0;
+  cudaStream_t st = (cudaStream_t)stream;
+  int64_t n = (int64_t)T * I;
+  if (I % 4 == 0 && ld % 4 == 0 && aligned(gate, 4 * sizeof(TI)) && aligned(up, 4 * sizeof(TI)) &&
+      (!out || aligned(out, 16)) && (!out_bf16 || aligned(out_bf16, 8)))
+    swiglu_fwd4_kernel<TI><<<grid_for(n / 4, 256), 256, 0, st>>>(out, out_bf16, gate, up, T, I, ld);
+  else
+    swiglu_fwd_kernel<TI><<<grid_for(n, 256), 256, 0, st>>>(out, out_bf16, gate, up, T, I, ld);
+  OLAUNCH();
+  return 0;
 }
 
 extern "C" int ops_swiglu_forward_cuda(float *out, uint16_t *out_bf16, const float *gate, const float *up, int T,
                                        int I, int ld, void *stream, rl_err *e) {
-  if (T <= 0 || I <= 0) return 0;
-  cudaStream_t st = (cudaStream_t)stream;
-  int64_t n = (int64_t)T * I;
-  if (I % 4 == 0 && ld % 4 == 0 && aligned(gate, 16) && aligned(up, 16) && (!out || aligned(out, 16)) &&
-      (!out_bf16 || aligned(out_bf16, 8)))
-    swiglu_fwd4_kernel<<<grid_for(n / 4, 256), 256, 0, st>>>(out, out_bf16, gate, up, T, I, ld);
-  else
-    swiglu_fwd_kernel<<<grid_for(n, 256), 256, 0, st>>>(out, out_bf16, gate, up, T, I, ld);
-  OLAUNCH();
-  return 0;
+  return swiglu_fwd_run(out, out_bf16, gate, up, T, I, ld, stream, e);
+}
+
+extern "C" int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up,
+                                          int T, int I, int ld, void *stream, rl_err *e) {
+  return swiglu_fwd_run(out, out_bf16, gate, up, T, I, ld, stream, e);
 }
 
 extern "C" int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate,
                                         const float *up, int T, int I, int ld, void *stream, rl_err *e) {
   if (T <= 0 || I <= 0) return 0;
-  swiglu_bwd_kernel<<<grid_for((int64_t)T * I, 256), 256, 0, (cudaStream_t)stream>>>(dgate, dup, dout, gate, up, T,
-                                                                                     I, ld);
+  swiglu_bwd_kernel<float, float><<<grid_for((int64_t)T * I, 256), 256, 0, (cudaStream_t)stream>>>(
+      dgate, dup, dout, gate, up, T, I, ld);
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *dout,
+                                           const uint16_t *gate, const uint16_t *up, int T, int I, int ld,
+                                           void *stream, rl_err *e) {
+  if (T <= 0 || I <= 0) return 0;
+  swiglu_bwd_kernel<uint16_t, uint16_t><<<grid_for((int64_t)T * I, 256), 256, 0, (cudaStream_t)stream>>>(
+      dgate, dup, dout, gate, up, T, I, ld);
   OLAUNCH();
   return 0;
 }

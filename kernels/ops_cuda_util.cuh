@@ -61,6 +61,23 @@ __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
 /* FP32 of BF16 bits. */
 __device__ __forceinline__ float bf(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
+/* Typed loads and stores of the operators that take FP32 or BF16 operands (the
+ * training forward's GEMM outputs stay BF16, kernels/ops.h "_bx"): FP32 of
+ * element i, four elements as a float4 (16-byte aligned FP32, 8-byte aligned
+ * BF16), and a store rounding to BF16 by RNE as ops_bf16_from_f32_cuda does.
+ * FP32 of a BF16 value is exact, so an operator gives the same bits on a BF16
+ * operand as on its FP32 copy. */
+__device__ __forceinline__ float ldf(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float ldf(const uint16_t *p, size_t i) { return bf(p[i]); }
+__device__ __forceinline__ float4 ldf4(const float *p, size_t i) { return *reinterpret_cast<const float4 *>(p + i); }
+__device__ __forceinline__ float4 ldf4(const uint16_t *p, size_t i) {
+  const uint2 u = *reinterpret_cast<const uint2 *>(p + i);
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
+                     __uint_as_float(u.y & 0xffff0000u));
+}
+__device__ __forceinline__ void stf(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void stf(uint16_t *p, size_t i, float v) { p[i] = fmt_bf16_from_f32(v); }
+
 /* rstd from a row's FP32 sum of squares, finished in double as the CPU does. */
 __device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {
   return (float)(1.0 / sqrt((double)ss / dim + (double)eps));
@@ -70,16 +87,17 @@ __device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {
  * xr·rstd) over head_dim d with the token's RoPE row (cs, sn: d/2 each);
  * returns rstd. The one definition the full forward (qk_fwd_kernel) and the
  * rollout engine's fused decode kernel both use, so their bits agree. */
-__device__ __forceinline__ float qk_norm_rope_head(float *yr, const float *xr, const float *w, const float *cs,
+template <typename TX>
+__device__ __forceinline__ float qk_norm_rope_head(float *yr, const TX *xr, const float *w, const float *cs,
                                                    const float *sn, int d, float eps, int lane) {
   const int half = d / 2;
   float ss = 0;
 #pragma unroll 4 /* head_dim 128: a lane's four loads in flight at once (same sum order) */
-  for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
+  for (int i = lane; i < d; i += 32) ss += ldf(xr, i) * ldf(xr, i);
   const float s = rstd_of(warp_sum(ss), d, eps);
 #pragma unroll 2
   for (int i = lane; i < half; i += 32) {
-    float a = __fmul_rn(w[i], __fmul_rn(xr[i], s)), b = __fmul_rn(w[i + half], __fmul_rn(xr[i + half], s));
+    float a = __fmul_rn(w[i], __fmul_rn(ldf(xr, i), s)), b = __fmul_rn(w[i + half], __fmul_rn(ldf(xr, i + half), s));
     float c = cs[i], sn_ = sn[i];
     yr[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn_));
     yr[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn_));

@@ -104,6 +104,24 @@ int ops_swiglu_forward_cuda(float *out, uint16_t *out_bf16, const float *gate, c
 int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int T, int I, int ld, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
+int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd, const float *resid, const uint16_t *x, const float *w, int rows, int dim, float eps, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy, const float *h, const float *w, const float *rstd, int rows, int dim, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+int ops_qk_norm_rope_forward_bx_cuda(float *y, float *rstd, const uint16_t *x, const float *w, const int32_t *pos, int T, int n_heads, int head_dim, float eps, float theta, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+int ops_qk_norm_rope_backward_bx_cuda(uint16_t *dx, float *dw, const float *dy, const uint16_t *x, const float *w, const float *rstd, const int32_t *pos, int T, int n_heads, int head_dim, float theta, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up, int T, int I, int ld, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *dout, const uint16_t *gate, const uint16_t *up, int T, int I, int ld, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
 
 int ops_router_forward_cuda(int32_t *ids, float *weights, float *probs, const float *logits, int T, int E, int k, int norm_topk_prob, ops_route_mode mode, void *stream, rl_err *e) {
   return no_cuda(__func__, e);

@@ -153,6 +153,11 @@ typedef struct model_fwd_opts {
   /* R3 replay: replay_ids[l] = [T, k] expert ids for MoE layer l (NULL
    * entries: top-k for that layer); NULL = top-k everywhere. */
   const int32_t *const *replay_ids;
+  /* forward only, no backward of it follows (scoring, reference log-probs): the
+   * CUDA forward keeps one layer's activations for all layers (memory of one
+   * layer instead of L, no backward scratch); model_cuda_backward then refuses.
+   * The CPU forward ignores it. Results are the same bits either way. */
+  int no_grad;
 } model_fwd_opts;
 
 /* Activations of one layer (FP32 unless noted; sizes for T tokens). */

@@ -483,6 +483,22 @@ int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
 }
 
+int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint16_t *out_b, rl_err *e) {
+  int64_t N = L->q.rows;
+  if (M == 0) return 0;
+  if (M <= 64) { /* the small-M kernels write FP32 (of BF16-rounded sums): their bits, then the exact BF16 */
+    float *y = mc_scratch(m, MC_SCR_DX, (size_t)(M * N) * 4, e);
+    if (!y) return e->code;
+    if (mc_small_fp8(m, L, xb, M, y) || mc_small_gemm(m, L, xb, M)) {
+      int rc = mc_lin_fwd(m, L, xb, M, y, e);
+      if (!rc) rc = mc_dp_end(ops_bf16_from_f32_cuda(out_b, y, (size_t)(M * N), NULL, e), DP_FWD_CONV);
+      return rc;
+    }
+  }
+  int rc = MC_DP(DP_FWD_GEMM, linear_forward(out_b, xb, M, &L->q, &m->cu->policy, e));
+  return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
+}
+
 int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, float *const *out,
                      rl_err *e) {
   int small = n >= 1 && n <= GEMM_SMALL_MAX_SEGS;
@@ -514,7 +530,18 @@ static int mc_lin_bwd_run(model *m, const mc_lin *L, const float *dy, int64_t M,
                           int add, rl_err *e);
 int mc_lin_bwd(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,
                int add, rl_err *e) {
-  return MC_DP(DP_BWD_GEMM, mc_lin_bwd_run(m, L, dy, M, xb, dx, add, e));
+  return mc_lin_bwd_run(m, L, dy, M, xb, dx, add, e);
+}
+
+int mc_lin_bwd_b(model *m, const mc_lin *L, const uint16_t *dy_b, int64_t M, const uint16_t *xb, uint16_t *dx_b,
+                 rl_err *e) {
+  const model_param *p = &m->params[L->pi];
+  model_cuda_param *d = &m->cu->p[L->pi];
+  if (!d->g) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward: no gradient buffers (call model_cuda_grads_zero)");
+  if (M == 0) return 0;
+  linear_bwd b = {M, p->rows, p->cols, dy_b, xb, d->w, dx_b, NULL, d->g, 1, NULL};
+  int rc = MC_DP(DP_BWD_GEMM, linear_backward(&b, e));
+  return rc ? rl_err_prefix(e, "%s: ", p->name) : 0;
 }
 static int mc_lin_bwd_run(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,
                           int add, rl_err *e) {
@@ -525,10 +552,10 @@ static int mc_lin_bwd_run(model *m, const mc_lin *L, const float *dy, int64_t M,
   if (M == 0) return 0;
   uint16_t *dyb = mc_scratch(m, MC_SCR_DY, (size_t)(M * N) * 2, e), *dxb = NULL;
   if (!dyb || (dx && !(dxb = mc_scratch(m, MC_SCR_DX, (size_t)(M * K) * 2, e)))) return e->code;
-  int rc = ops_bf16_from_f32_cuda(dyb, dy, (size_t)(M * N), NULL, e);
+  int rc = MC_DP(DP_BWD_CONV, ops_bf16_from_f32_cuda(dyb, dy, (size_t)(M * N), NULL, e));
   linear_bwd b = {M, N, K, dyb, xb, d->w, dxb, NULL, d->g, 1, NULL};
-  if (!rc) rc = linear_backward(&b, e);
-  if (!rc && dx) rc = mck_acc_bf16(dx, dxb, M * K, add, e);
+  if (!rc) rc = MC_DP(DP_BWD_GEMM, linear_backward(&b, e));
+  if (!rc && dx) rc = MC_DP(DP_BWD_CONV, mck_acc_bf16(dx, dxb, M * K, add, e));
   return rc ? rl_err_prefix(e, "%s: ", p->name) : 0;
 }
 
@@ -536,16 +563,20 @@ static int mc_lin_bwd_run(model *m, const mc_lin *L, const float *dy, int64_t M,
 
 model_cuda_acts *model_cuda_acts_new(void) { return rl_xcalloc(1, sizeof(model_cuda_acts)); }
 
-/* Free every device buffer of a and its host arrays (keeps the struct). */
+/* Free every device buffer of a and its host arrays (keeps the struct and the
+ * owner's fp32_flow setting). */
 static void mc_acts_release(model_cuda_acts *a) {
+  int fp32_flow = a->fp32_flow, nl = a->key[12] ? 1 : a->key[0];
   for (int i = 0; i < a->n_allocs; i++) cudaFree(a->allocs[i]);
   free(a->allocs);
   for (int l = 0; a->la && l < a->key[0]; l++) {
     mc_layer_acts *x = &a->la[l];
-    free(x->ids_h), free(x->e_start), free(x->e_cnt), free(x->sor_h), free(x->ros_h);
+    free(x->ids_h); /* per layer in either set; the rest layer 0's in every layer of a shared set */
+    if (l < nl) free(x->sor_h), free(x->ros_h), free(x->e_start), free(x->e_cnt);
   }
   free(a->la);
   memset(a, 0, sizeof *a);
+  a->fp32_flow = fp32_flow;
 }
 
 void model_cuda_acts_free(model_cuda_acts *a) {
@@ -567,53 +598,101 @@ static void *mc_dalloc(model_cuda_acts *a, int64_t n, size_t sz, rl_err *e) {
   return p;
 }
 
-/* Make a hold every buffer of a forward (and backward) of T tokens through m. */
-static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, rl_err *e) {
+/* The BF16 flow (model_cuda_acts.bx) for acts a of model m: not for the owner's
+ * FP32-flow acts, RLRUN_MODEL_FP32_FLOW=1 (an A/B switch: model_gpu_test holds
+ * the two flows bitwise equal), or widths the 4-wide kernels do not take. */
+static int mc_bx_flow(const model *m, const model_cuda_acts *a) {
+  const char *env = getenv("RLRUN_MODEL_FP32_FLOW");
+  if (a->fp32_flow || (env && !strcmp(env, "1"))) return 0;
+  return m->H % 8 == 0 && m->I % 8 == 0 && (m->nq * m->hd) % 8 == 0 && (m->nkv * m->hd) % 8 == 0;
+}
+
+/* Make a hold every buffer of a forward (and, unless shared, a backward) of T
+ * tokens through m. shared (a no_grad forward): one layer's buffers for all. */
+static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int shared, rl_err *e) {
   int hd = m->hd, dp = hd == 64 || hd == 128 ? hd : hd < 64 ? 64 : 128;
   if (hd > 128)
     return rl_errf(e, RL_EXIT_HARDWARE, "head_dim %d: the CUDA attention runs head_dim ≤ 128; use device: cpu", hd);
-  int key[11] = {m->L, m->H, m->V, m->nq, m->nkv, m->hd, m->I, m->E, m->topk, m->Im, dp};
-  if (a->la && a->cap_T >= T && a->cap_seq >= n_seq && !memcmp(key, a->key, sizeof key)) return 0;
+  int bx = mc_bx_flow(m, a);
+  int key[13] = {m->L, m->H, m->V, m->nq, m->nkv, m->hd, m->I, m->E, m->topk, m->Im, dp, bx, shared};
+  /* a full set serves a forward-only call too */
+  if (a->la && a->cap_T >= T && a->cap_seq >= n_seq && !memcmp(key, a->key, 12 * sizeof(int)) &&
+      (shared || !a->key[12]))
+    return 0;
   mc_acts_release(a);
   memcpy(a->key, key, sizeof key);
   int64_t C = T > 0 ? T : 1, H = m->H, qd = (int64_t)m->nq * hd, kd = (int64_t)m->nkv * hd;
   int64_t qp = (int64_t)m->nq * dp, kp = (int64_t)m->nkv * dp, big = qd > H ? qd : H;
   a->cap_T = (int)C, a->cap_seq = n_seq, a->dp = dp;
   a->la = rl_xcalloc((size_t)m->L, sizeof(mc_layer_acts));
-  int ok = 1;
+  int ok = 1, moe_done = 0;
 #define DF(ptr, n) ((ptr) = mc_dalloc(a, (n), sizeof(float), e), ok &= (ptr) != NULL)
 #define DB(ptr, n) ((ptr) = mc_dalloc(a, (n), sizeof(uint16_t), e), ok &= (ptr) != NULL)
 #define DI(ptr, n) ((ptr) = mc_dalloc(a, (n), sizeof(int32_t), e), ok &= (ptr) != NULL)
   DI(a->tokens, C), DI(a->pos, C), DI(a->off, n_seq + 1), DI(a->targets, C);
   DF(a->res, (m->L + 1) * C * H), DF(a->rstdf, C), DB(a->xf_b, C * H);
   DF(a->logits, C * m->V), DF(a->lse, C), DF(a->logp, C), DF(a->ent, C), DF(a->dlogp, C), DF(a->dent, C);
+  if (bx) DB(a->o_b, C * H);
   for (int l = 0; ok && l < m->L; l++) {
     mc_layer_acts *x = &a->la[l];
-    DF(x->rstd1, C), DB(x->xn1_b, C * H), DF(x->qr, C * qd), DF(x->kr, C * kd), DF(x->v, C * kd);
+    if (!m->layers[l].moe && m->I > big) big = m->I;
+    if (shared && l > 0) { /* layer 0's buffers (dense and MoE alike), own routed ids */
+      *x = a->la[0];
+      if (m->layers[l].moe) {
+        int64_t R = C * m->topk;
+        if (!moe_done) { /* layer 0 dense: the first MoE layer's buffers serve every MoE layer */
+          DF(x->rlogits, C * m->E), DF(x->probs, C * m->E), DF(x->rw, R), DI(x->sor, R), DI(x->ros, R);
+          DB(x->xg_b, R * H), DF(x->eg, R * m->Im), DF(x->eu, R * m->Im), DB(x->eact_b, R * m->Im), DF(x->eout, R * H);
+          x->sor_h = rl_xcalloc((size_t)R, 4), x->ros_h = rl_xcalloc((size_t)R, 4);
+          x->e_start = rl_xcalloc((size_t)m->E, 4), x->e_cnt = rl_xcalloc((size_t)m->E, 4);
+          a->la[0].rlogits = x->rlogits, a->la[0].probs = x->probs, a->la[0].rw = x->rw, a->la[0].sor = x->sor;
+          a->la[0].ros = x->ros, a->la[0].xg_b = x->xg_b, a->la[0].eg = x->eg, a->la[0].eu = x->eu;
+          a->la[0].eact_b = x->eact_b, a->la[0].eout = x->eout, a->la[0].sor_h = x->sor_h, a->la[0].ros_h = x->ros_h;
+          a->la[0].e_start = x->e_start, a->la[0].e_cnt = x->e_cnt, moe_done = 1;
+        }
+        DI(x->ids, R);
+        x->ids_h = rl_xcalloc((size_t)R, 4);
+      } else {
+        x->ids = NULL, x->ids_h = NULL;
+      }
+      continue;
+    }
+    DF(x->rstd1, C), DB(x->xn1_b, C * H), DF(x->v, C * kd);
+    if (bx) DB(x->qr_b, C * qd), DB(x->kr_b, C * kd);
+    else DF(x->qr, C * qd), DF(x->kr, C * kd);
     DF(x->q, C * qd), DF(x->k, C * kd), DF(x->rstd_q, C * m->nq), DF(x->rstd_k, C * m->nkv);
     DF(x->att, C * qd), DF(x->lse, C * m->nq), DB(x->att_b, C * qd);
     DF(x->h, C * H), DF(x->rstd2, C), DB(x->xn2_b, C * H);
     if (dp != hd) DF(x->qp, C * qp), DF(x->kp, C * kp), DF(x->vp, C * kp), DF(x->attp, C * qp);
     else x->qp = x->q, x->kp = x->k, x->vp = x->v, x->attp = x->att;
-    if (!m->layers[l].moe) {
-      DF(x->gate, C * m->I), DF(x->up, C * m->I), DB(x->act_b, C * m->I);
-      if (m->I > big) big = m->I;
-      continue;
+    if (!m->layers[l].moe || (shared && m->E > 0 && m->I > 0)) { /* a shared layer 0 serves dense layers too */
+      if (bx) DB(x->gate_b, C * m->I), DB(x->up_b, C * m->I);
+      else DF(x->gate, C * m->I), DF(x->up, C * m->I);
+      DB(x->act_b, C * m->I);
     }
+    if (!m->layers[l].moe) continue;
     int64_t R = C * m->topk;
     DF(x->rlogits, C * m->E), DF(x->probs, C * m->E), DF(x->rw, R), DI(x->ids, R), DI(x->sor, R), DI(x->ros, R);
     DB(x->xg_b, R * H), DF(x->eg, R * m->Im), DF(x->eu, R * m->Im), DB(x->eact_b, R * m->Im), DF(x->eout, R * H);
     x->ids_h = rl_xcalloc((size_t)R, 4), x->sor_h = rl_xcalloc((size_t)R, 4), x->ros_h = rl_xcalloc((size_t)R, 4);
     x->e_start = rl_xcalloc((size_t)m->E, 4), x->e_cnt = rl_xcalloc((size_t)m->E, 4);
+    moe_done = 1;
   }
-  /* backward scratch */
-  DF(a->dres, C * H), DF(a->dxn, C * H), DF(a->t1, C * big), DF(a->t2, C * big), DF(a->t3, C * big);
-  DF(a->t4, C * big), DF(a->dlogits, C * m->V);
-  if (dp != hd) DF(a->pad_do, C * qp), DF(a->pad_dq, C * qp), DF(a->pad_dk, C * kp), DF(a->pad_dv, C * kp);
-  if (m->E > 0) {
-    int64_t R = C * m->topk;
-    DF(a->m_dw, R), DF(a->m_deout, R * H), DF(a->m_dact, R * m->Im), DF(a->m_dg, R * m->Im);
-    DF(a->m_du, R * m->Im), DF(a->m_dxg, R * H), DF(a->m_dlog, C * m->E);
+  if (!shared) { /* backward scratch */
+    DF(a->dres, C * H), DF(a->dxn, C * H), DF(a->t1, C * big), DF(a->t2, C * big), DF(a->t3, C * big);
+    DF(a->t4, C * big), DF(a->dlogits, C * m->V);
+    if (dp != hd) DF(a->pad_do, C * qp), DF(a->pad_dq, C * qp), DF(a->pad_dk, C * kp), DF(a->pad_dv, C * kp);
+    if (m->E > 0) {
+      int64_t R = C * m->topk;
+      DF(a->m_dw, R), DF(a->m_deout, R * H), DF(a->m_dact, R * m->Im), DF(a->m_dg, R * m->Im);
+      DF(a->m_du, R * m->Im), DF(a->m_dxg, R * H), DF(a->m_dlog, C * m->E);
+    }
+    if (bx) {
+      int64_t wide = qd > H ? qd : H;
+      DB(a->dres_b, C * H), DB(a->dq_b, C * qd), DB(a->dk_b, C * kd), DB(a->dv_b, C * kd);
+      if (m->I > 0) DB(a->dact_b, C * m->I), DB(a->dg_b, C * m->I), DB(a->du_b, C * m->I);
+      for (int i = 0; i < 3; i++) DB(a->px[i], C * wide);
+    }
   }
 #undef DF
 #undef DB
@@ -681,6 +760,45 @@ out:
   return rc;
 }
 
+/* Decoder layer l in the BF16 flow (a->key[11]): the q/k/o/gate/up/down GEMMs
+ * write BF16 and the element-wise ops read it (v stays FP32: the attention reads
+ * FP32). The same bits as mc_layer_forward. */
+static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_t *replay, rl_err *e) {
+  mc_layer *y = &m->cu->layers[l];
+  model_layer *my = &m->layers[l];
+  mc_layer_acts *x = &a->la[l];
+  model_cuda_param *P = m->cu->p;
+  int T = a->T, H = m->H, rc;
+  float *in = a->res + (size_t)l * T * H, *next = a->res + (size_t)(l + 1) * T * H;
+  if ((rc = MC_DP(DP_FWD_NORM,
+                  ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, NULL, e))))
+    goto out;
+  if ((rc = mc_lin_fwd_b(m, &y->q, x->xn1_b, T, x->qr_b, e)) || (rc = mc_lin_fwd_b(m, &y->k, x->xn1_b, T, x->kr_b, e)) ||
+      (rc = mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e)))
+    goto out;
+  if ((rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->q, x->rstd_q, x->qr_b, P[mc_pidx(m, my->q_norm)].wf,
+                                                                a->pos, T, m->nq, m->hd, m->eps, m->theta, NULL, e))) ||
+      (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->k, x->rstd_k, x->kr_b, P[mc_pidx(m, my->k_norm)].wf,
+                                                                a->pos, T, m->nkv, m->hd, m->eps, m->theta, NULL, e))) ||
+      (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, a, x, e))))
+    goto out;
+  if ((rc = mc_lin_fwd_b(m, &y->o, x->att_b, T, a->o_b, e)) ||
+      (rc = MC_DP(DP_FWD_NORM, ops_residual_rmsnorm_forward_bx_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, a->o_b,
+                                                                    P[mc_pidx(m, my->ln2)].wf, T, H, m->eps, NULL, e))))
+    goto out;
+  if (my->moe) {
+    if (!(rc = mc_moe_forward(m, l, replay, a, next, e))) rc = MC_DP(DP_FWD_ACT, mck_add_f32(next, x->h, next, (int64_t)T * H, e));
+  } else if (!(rc = mc_lin_fwd_b(m, &y->gate, x->xn2_b, T, x->gate_b, e)) &&
+             !(rc = mc_lin_fwd_b(m, &y->up, x->xn2_b, T, x->up_b, e)) &&
+             !(rc = MC_DP(DP_FWD_ACT, ops_swiglu_forward_bx_cuda(NULL, x->act_b, x->gate_b, x->up_b, T, m->I, m->I, NULL, e))) &&
+             !(rc = mc_lin_fwd_b(m, &y->down, x->act_b, T, a->o_b, e))) {
+    rc = MC_DP(DP_FWD_ACT, mck_add_bf16(next, x->h, a->o_b, (int64_t)T * H, e));
+  }
+out:
+  if (rc) rl_err_prefix(e, "layer %d: ", l);
+  return rc;
+}
+
 int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, model_cuda_acts *a,
                        rl_err *e) {
   int T = b->T, H = m->H, rc;
@@ -697,7 +815,7 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
     if (b->tokens[t] < 0 || b->tokens[t] >= m->V)
       return rl_errf(e, RL_EXIT_USAGE, "model_cuda_forward: token %d at position %d is outside the vocabulary [0, %d)",
                      b->tokens[t], t, m->V);
-  if ((rc = mc_acts_prepare(m, a, T, b->seqs.n_seq, e))) return rl_err_prefix(e, "model_cuda_forward: ");
+  if ((rc = mc_acts_prepare(m, a, T, b->seqs.n_seq, o && o->no_grad, e))) return rl_err_prefix(e, "model_cuda_forward: ");
   a->T = T, a->n_seq = b->seqs.n_seq, a->have_lp = 0, a->max_len = 1;
   for (int s = 0; s < a->n_seq; s++)
     if (b->seqs.off[s + 1] - b->seqs.off[s] > a->max_len) a->max_len = b->seqs.off[s + 1] - b->seqs.off[s];
@@ -709,7 +827,7 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
       (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, a->tokens, T, m->V, H, NULL, e)))
     return rl_err_prefix(e, "model_cuda_forward: ");
   for (int l = 0; l < m->L && !rc; l++)
-    rc = mc_layer_forward(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
+    rc = (a->key[11] ? mc_layer_forward_bx : mc_layer_forward)(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
   if (!rc)
     rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
                                                      m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));

@@ -170,20 +170,78 @@ out:
   return rc;
 }
 
+/* Decoder layer l backward in the BF16 flow (a->key[11]): a->dres and its BF16
+ * copy a->dres_b hold d loss / d res[l+1] on entry and d loss / d res[l] on
+ * return. The linear layers take BF16 dY and give BF16 dX (a->px), which the
+ * next op reads; dxn sums the dX of the layers sharing an input in the FP32
+ * flow's order. The same bits as mc_layer_backward. */
+static int mc_layer_backward_bx(model *m, int l, model_cuda_acts *a, rl_err *e) {
+  mc_layer *y = &m->cu->layers[l];
+  model_layer *my = &m->layers[l];
+  mc_layer_acts *x = &a->la[l];
+  model_cuda_param *P = m->cu->p;
+  int T = a->T, H = m->H, rc;
+  int64_t qd = (int64_t)m->nq * m->hd, kd = (int64_t)m->nkv * m->hd;
+  float *dres = a->dres, *dxn = a->dxn, *t1 = a->t1, *t2 = a->t2, *t3 = a->t3, *t4 = a->t4;
+  uint16_t *p0 = a->px[0], *p1 = a->px[1], *p2 = a->px[2];
+  model_cuda_param *ln1 = &P[mc_pi(m, my->ln1)], *ln2 = &P[mc_pi(m, my->ln2)];
+  model_cuda_param *qn = &P[mc_pi(m, my->q_norm)], *kn = &P[mc_pi(m, my->k_norm)];
+  /* MLP: dY of down = dres_b; dact, dgate, dup in BF16; dxn = dX(gate) + dX(up) */
+  if (my->moe) rc = mc_moe_backward(m, l, a, dres, dxn, e);
+  else if (!(rc = mc_lin_bwd_b(m, &y->down, a->dres_b, T, x->act_b, a->dact_b, e)) &&
+           !(rc = MC_DP(DP_BWD_ACT, ops_swiglu_backward_bx_cuda(a->dg_b, a->du_b, a->dact_b, x->gate_b, x->up_b, T, m->I,
+                                                               m->I, NULL, e))) &&
+           !(rc = mc_lin_bwd_b(m, &y->gate, a->dg_b, T, x->xn2_b, p0, e)) &&
+           !(rc = mc_lin_bwd_b(m, &y->up, a->du_b, T, x->xn2_b, p1, e)))
+    rc = MC_DP(DP_BWD_CONV, mck_sum_bf16(dxn, p0, p1, NULL, (int64_t)T * H, e));
+  if (rc) goto out;
+  if ((rc = MC_DP(DP_BWD_NORM, ops_residual_rmsnorm_backward_bx_cuda(dres, a->dres_b, ln2->g, dxn, x->h, ln2->wf,
+                                                                    x->rstd2, T, H, NULL, e))))
+    goto out;
+  /* attention: t1 = d att (FP32: the attention backward reads FP32), t2/t3/t4 = dq/dk/dv */
+  if ((rc = mc_lin_bwd_b(m, &y->o, a->dres_b, T, x->att_b, p0, e)) ||
+      (rc = MC_DP(DP_BWD_CONV, mck_acc_bf16(t1, p0, (int64_t)T * qd, 0, e))) ||
+      (rc = MC_DP(DP_BWD_ATTN, mc_attention_bwd(m, a, x, t1, t2, t3, t4, e))))
+    goto out;
+  if ((rc = MC_DP(DP_BWD_NORM, ops_qk_norm_rope_backward_bx_cuda(a->dq_b, qn->g, t2, x->qr_b, qn->wf, x->rstd_q, a->pos,
+                                                                 T, m->nq, m->hd, m->theta, NULL, e))) ||
+      (rc = MC_DP(DP_BWD_NORM, ops_qk_norm_rope_backward_bx_cuda(a->dk_b, kn->g, t3, x->kr_b, kn->wf, x->rstd_k, a->pos,
+                                                                 T, m->nkv, m->hd, m->theta, NULL, e))) ||
+      (rc = MC_DP(DP_BWD_CONV, ops_bf16_from_f32_cuda(a->dv_b, t4, (size_t)T * kd, NULL, e))))
+    goto out;
+  if ((rc = mc_lin_bwd_b(m, &y->q, a->dq_b, T, x->xn1_b, p0, e)) ||
+      (rc = mc_lin_bwd_b(m, &y->k, a->dk_b, T, x->xn1_b, p1, e)) ||
+      (rc = mc_lin_bwd_b(m, &y->v, a->dv_b, T, x->xn1_b, p2, e)) ||
+      (rc = MC_DP(DP_BWD_CONV, mck_sum_bf16(dxn, p0, p1, p2, (int64_t)T * H, e))))
+    goto out;
+  rc = MC_DP(DP_BWD_NORM, ops_residual_rmsnorm_backward_bx_cuda(dres, a->dres_b, ln1->g, dxn, a->res + (size_t)l * T * H,
+                                                                ln1->wf, x->rstd1, T, H, NULL, e));
+out:
+  if (rc) rl_err_prefix(e, "layer %d backward: ", l);
+  return rc;
+}
+
 int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_err *e) {
   int T = a->T, H = m->H, rc;
   if (!m->cu || !a->la || a->key[0] != m->L || a->key[2] != m->V)
     return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward: no forward of this model to differentiate");
+  if (a->key[12])
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "model_cuda_backward: the forward was run with no_grad (one layer's activations kept); "
+                   "run it without no_grad to differentiate");
   if (!m->cu->p[0].g)
     return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward: no gradient buffers (call model_cuda_grads_zero)");
   if (T == 0) return 0;
   model_cuda_param *fn = &m->cu->p[mc_pi(m, m->final_norm)];
   MC(cudaMemsetAsync(a->dres, 0, (size_t)T * H * 4, NULL), "cudaMemsetAsync (residual gradient)");
   rc = mc_lin_bwd(m, &m->cu->lm_head, dlogits, T, a->xf_b, a->dxn, 0, e);
-  if (!rc)
+  if (!rc && a->key[11]) /* the BF16 flow: dres and its BF16 copy */
+    rc = ops_residual_rmsnorm_backward_bx_cuda(a->dres, a->dres_b, fn->g, a->dxn, a->res + (size_t)m->L * T * H, fn->wf,
+                                               a->rstdf, T, H, NULL, e);
+  else if (!rc)
     rc = ops_residual_rmsnorm_backward_cuda(a->dres, fn->g, a->dxn, a->res + (size_t)m->L * T * H, fn->wf, a->rstdf, T,
                                             H, NULL, e);
-  for (int l = m->L - 1; l >= 0 && !rc; l--) rc = mc_layer_backward(m, l, a, e);
+  for (int l = m->L - 1; l >= 0 && !rc; l--) rc = (a->key[11] ? mc_layer_backward_bx : mc_layer_backward)(m, l, a, e);
   if (!rc)
     rc = ops_embedding_backward_cuda(m->cu->p[mc_pi(m, m->embed)].g, a->dres, a->tokens, T, m->V, H, NULL, e);
   return rc ? rl_err_prefix(e, "model_cuda_backward: ") : 0;
@@ -194,6 +252,10 @@ int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp
   int T = a->T, rc;
   if (!a->have_lp)
     return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward_logprob: call model_cuda_logprob_forward first");
+  if (a->key[12])
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "model_cuda_backward_logprob: the forward was run with no_grad (one layer's activations kept); "
+                   "run it without no_grad to differentiate");
   if (T == 0) return 0;
   if (dlogp) MC(cudaMemcpy(a->dlogp, dlogp, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (dlogp)");
   if (dentropy) MC(cudaMemcpy(a->dent, dentropy, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (dentropy)");

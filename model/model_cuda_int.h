@@ -21,6 +21,12 @@ extern "C" {
 
 /* out[i] = a[i] + b[i] (out may alias a or b). */
 int mck_add_f32(float *out, const float *a, const float *b, int64_t n, rl_err *e);
+/* out[i] = a[i] + FP32(b[i]) — mck_add_f32 on b's FP32 copy, bitwise. */
+int mck_add_bf16(float *out, const float *a, const uint16_t *b, int64_t n, rl_err *e);
+/* dx[i] = (FP32(p0[i]) + FP32(p1[i])) + FP32(p2[i]) (p1, p2 may be NULL) — the
+ * bits of mck_acc_bf16 on p0 (add 0), then p1 and p2 (add 1). n % 4 == 0 and
+ * 16-byte aligned dx, 8-byte aligned p (both kernels above; else RL_EXIT_USAGE). */
+int mck_sum_bf16(float *dx, const uint16_t *p0, const uint16_t *p1, const uint16_t *p2, int64_t n, rl_err *e);
 /* dx[i] = (add ? dx[i] : 0) + FP32(xb[i]). */
 int mck_acc_bf16(float *dx, const uint16_t *xb, int64_t n, int add, rl_err *e);
 /* xg[r, :] = x[slot_of_row[r] / k, :] for r < R (BF16 rows of H). */
@@ -121,6 +127,8 @@ typedef struct mc_layer_acts {
   uint16_t *xn1_b, *att_b, *xn2_b;
   float *gate, *up;
   uint16_t *act_b;
+  /* the BF16 flow's GEMM outputs (model_cuda_acts.bx; qr, kr, gate, up are then NULL) */
+  uint16_t *qr_b, *kr_b, *gate_b, *up_b;
   /* MoE */
   float *rlogits, *probs, *rw, *eg, *eu, *eout;
   int32_t *ids, *sor, *ros;                    /* device */
@@ -130,7 +138,16 @@ typedef struct mc_layer_acts {
 
 struct model_cuda_acts {
   int T, cap_T, n_seq, cap_seq, max_len, dp;
-  int key[11];
+  /* key: the shapes the buffers were made for, then [11] bx, [12] shared.
+   * bx: the BF16 flow — q/k/o/gate/up/down GEMM outputs stay BF16 and the
+   * element-wise ops read them (kernels/ops.h "_bx"), the backward's linear
+   * layers take and give BF16 (bitwise the FP32 flow's results, fewer passes).
+   * shared: a forward-only (model_fwd_opts.no_grad) set — every layer uses
+   * layer 0's buffers, no backward scratch; model_cuda_backward refuses it. */
+  int key[13];
+  /* set by the owner before the first forward: 1 keeps the FP32 flow (the
+   * rollout engine's decode acts, whose step reads qr/kr/v/gate/up as FP32) */
+  int fp32_flow;
   void **allocs; /* every device buffer below, for release */
   int n_allocs, cap_allocs;
   int32_t *tokens, *pos, *off, *targets; /* device */
@@ -142,6 +159,9 @@ struct model_cuda_acts {
   /* backward scratch */
   float *dres, *dxn, *t1, *t2, *t3, *t4, *dlogits, *pad_do, *pad_dq, *pad_dk, *pad_dv;
   float *m_dw, *m_deout, *m_dact, *m_dg, *m_du, *m_dxg, *m_dlog;
+  /* BF16 flow: o/down output, the residual gradient's BF16 copy, the MLP and
+   * QK gradients, the dX of up to three linear layers that share an input */
+  uint16_t *o_b, *dres_b, *dact_b, *dg_b, *du_b, *dq_b, *dk_b, *dv_b, *px[3];
 };
 
 /* Device scratch slot of at least bytes (grown, reused; NULL with e set). */
@@ -159,6 +179,13 @@ int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb
  * else mc_lin_fwd into gate and up and ops_swiglu_forward_cuda. */
 int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint16_t *xb, int64_t M, float *g_out,
                       float *u_out, uint16_t *act_b, rl_err *e);
+/* mc_lin_fwd with a BF16 result: out_b [M, N] = BF16 of x·Wᵀ — the same bits as
+ * mc_lin_fwd's FP32 (which holds BF16 values), linear_forward writing out_b itself. */
+int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint16_t *out_b, rl_err *e);
+/* mc_lin_bwd on BF16: dy_b [M, N] BF16; dx_b [M, K] written as BF16 (NULL to
+ * skip) — what mc_lin_bwd converts dy to and adds dX from, without the passes. */
+int mc_lin_bwd_b(model *m, const mc_lin *L, const uint16_t *dy_b, int64_t M, const uint16_t *xb, uint16_t *dx_b,
+                 rl_err *e);
 /* linear_backward of L for FP32 dy [M, N]: dW accumulated into the device g;
  * dx [M, K] FP32 written (add 0) or added to (add 1), NULL to skip. */
 int mc_lin_bwd(model *m, const mc_lin *L, const float *dy, int64_t M, const uint16_t *xb, float *dx,

@@ -149,6 +149,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   g->rope_sn = g->rope_cs + R * m->hd / 2;
   g->d_tok = g->d_step, g->d_pos = g->d_tok + R, g->d_slot = g->d_pos + R, g->d_len = g->d_slot + R;
   g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
+  g->da->fp32_flow = 1; /* the decode step reads qr/kr/v/gate/up as FP32 (rollout_cuda_kern) */
   if ((rc = rc_views(g, e))) {
     rollout_cuda_engine_free(g);
     return rl_err_prefix(e, "rollout_cuda_engine_new: ");

@@ -150,6 +150,9 @@ static void run_cpu(model *m, const quant_policy *p, const model_batch *b, const
   model_acts_free(a);
 }
 
+/* run_gpu's forward is a no_grad one (model_fwd_opts.no_grad) when set. */
+static int g_no_grad;
+
 /* The same on the GPU; ids[l] receives the routed ids of MoE layers (may be NULL). */
 static void run_gpu(model *m, const quant_policy *p, const model_batch *b, const int32_t *tg,
                     const int32_t *const *replay, int with_bwd, snap *s, int32_t **ids) {
@@ -158,7 +161,7 @@ static void run_gpu(model *m, const quant_policy *p, const model_batch *b, const
   MUST(model_cuda_init(m, e));
   MUST(model_cuda_quantize(m, p, e));
   model_cuda_acts *a = model_cuda_acts_new();
-  model_fwd_opts fo = {0, replay};
+  model_fwd_opts fo = {0, replay, g_no_grad};
   MUST(model_cuda_forward(m, b, &fo, a, e));
   s->logits = rl_xmalloc((size_t)b->T * m->V * 4);
   MUST(model_cuda_logits_to_host(a, s->logits, e));
@@ -174,7 +177,14 @@ static void run_gpu(model *m, const quant_policy *p, const model_batch *b, const
       memcpy(ids[l], r, (size_t)b->T * m->topk * 4);
     }
   }
-  if (with_bwd) {
+  if (g_no_grad) { /* one layer's activations were kept: the backward must refuse, naming why */
+    MUST(model_cuda_grads_zero(m, e));
+    rl_err e2 = {0};
+    int rc = model_cuda_backward_logprob(m, a, dlogp, NULL, &e2);
+    check(rc == RL_EXIT_USAGE && strstr(e2.msg, "no_grad"), "backward after a no_grad forward refused (rc %d: %s)", rc,
+          e2.msg);
+  }
+  if (with_bwd && !g_no_grad) {
     MUST(model_cuda_grads_zero(m, e));
     MUST(model_cuda_backward_logprob(m, a, dlogp, NULL, e));
     MUST(model_cuda_sync(e));
@@ -292,6 +302,32 @@ static void test_fixture(const char *name) {
   snprintf(lab, sizeof lab, "%s bf16", name);
   cmp_bitwise(lab, m, &x, &x2);
   snap_free(&x2);
+  /* the BF16 flow (default: GEMM outputs and backward dY/dX stay BF16) gives the FP32 flow's bits */
+  setenv("RLRUN_MODEL_FP32_FLOW", "1", 1);
+  run_gpu(m, &bf, &b, tg, NULL, 1, &x2, NULL);
+  unsetenv("RLRUN_MODEL_FP32_FLOW");
+  snprintf(lab, sizeof lab, "%s bf16 (FP32 flow vs BF16 flow)", name);
+  cmp_bitwise(lab, m, &x, &x2);
+  snap_free(&x2);
+  /* a no_grad forward (one layer's activations for all) gives the same logits and log-probs */
+  g_no_grad = 1;
+  run_gpu(m, &bf, &b, tg, NULL, 0, &x2, NULL);
+  g_no_grad = 0;
+  snprintf(lab, sizeof lab, "%s bf16 (no_grad forward vs full)", name);
+  cmp_bitwise(lab, m, &x, &x2);
+  snap_free(&x2);
+  { /* native fp8-block forward and backward: the two flows bitwise too */
+    quant_policy fq;
+    quant_policy_init(&fq, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+    snap f1, f2;
+    run_gpu(m, &fq, &b, tg, NULL, 1, &f1, NULL);
+    setenv("RLRUN_MODEL_FP32_FLOW", "1", 1);
+    run_gpu(m, &fq, &b, tg, NULL, 1, &f2, NULL);
+    unsetenv("RLRUN_MODEL_FP32_FLOW");
+    snprintf(lab, sizeof lab, "%s fp8-block (FP32 flow vs BF16 flow)", name);
+    cmp_bitwise(lab, m, &f1, &f2);
+    snap_free(&f1), snap_free(&f2);
+  }
   /* quantized policies: forward only, CUDA vs CPU on the same quantized bytes */
   qformat fmts[3] = {QFMT_FP8_BLOCK, QFMT_MXFP8, QFMT_NVFP4};
   for (int i = 0; i < 3; i++) {

@@ -461,6 +461,110 @@ static void test_swiglu(int T, int I, int fused) {
   CU(cudaFree(dbuf)); CU(cudaFree(ddo)); CU(cudaFree(dout_)); CU(cudaFree(dg)); CU(cudaFree(dob));
 }
 
+/* ---------------------------------------------------------------- BF16-operand twins */
+
+/* Random BF16 values (scale · U[-1, 1)), on the device as BF16 (*b) and as their FP32 copies (*f). */
+static void bf16_pair(size_t n, float scale, uint16_t **b, float **f) {
+  float *h = randv(n, scale);
+  uint16_t *hb = rl_xmalloc(n * 2 + 2);
+  for (size_t i = 0; i < n; i++) hb[i] = fmt_bf16_from_f32(h[i]), h[i] = fmt_bf16_to_f32(hb[i]);
+  *b = dup_dev(hb, n * 2), *f = dup_dev(h, n * 4);
+  free(h), free(hb);
+}
+
+/* Device buffers a and b (bytes) byte for byte. */
+static void same_dev(const char *what, const void *a, const void *b, size_t bytes) {
+  void *x = get(a, bytes), *y = get(b, bytes);
+  same(what, x, y, bytes);
+  free(x), free(y);
+}
+
+/* Each "_bx" op on BF16 operands == its FP32 twin on their FP32 copies, with the
+ * FP32 outputs the twin gives rounded by ops_bf16_from_f32_cuda: bitwise (the
+ * training forward and backward's BF16 flow rests on it). T tokens, hidden H,
+ * nh heads of d, FFN I. */
+static void test_bx(int T, int H, int nh, int d, int I) {
+  char name[96];
+  size_t nH = (size_t)T * H, nq = (size_t)T * nh * d, nI = (size_t)T * I;
+  float *hw = randv(H > d ? H : d, 1.5f), *hdw = randv(H > d ? H : d, 1);
+  float *w = dup_dev(hw, (H > d ? H : d) * 4), *dw0 = dup_dev(hdw, (H > d ? H : d) * 4);
+  /* residual + RMSNorm forward and backward */
+  uint16_t *xb;
+  float *xf, *r = dup_dev(NULL, nH * 4), *dy = dup_dev(NULL, nH * 4);
+  bf16_pair(nH, 3, &xb, &xf);
+  float *hr = randv(nH, 2), *hdy = randv(nH, 1);
+  CU(cudaMemcpy(r, hr, nH * 4, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(dy, hdy, nH * 4, cudaMemcpyHostToDevice));
+  float *h1 = dup_dev(NULL, nH * 4), *h2 = dup_dev(NULL, nH * 4), *rs1 = dup_dev(NULL, T * 4), *rs2 = dup_dev(NULL, T * 4);
+  uint16_t *y1 = dup_dev(NULL, nH * 2), *y2 = dup_dev(NULL, nH * 2);
+  OK(ops_residual_rmsnorm_forward_bx_cuda(h1, NULL, y1, rs1, r, xb, w, T, H, 1e-6f, NULL, e));
+  OK(ops_residual_rmsnorm_forward_cuda(h2, NULL, y2, rs2, r, xf, w, T, H, 1e-6f, NULL, e));
+  snprintf(name, sizeof name, "residual+rmsnorm fwd _bx == fp32 %dx%d", T, H);
+  same_dev(name, h1, h2, nH * 4), same_dev(name, y1, y2, nH * 2), same_dev(name, rs1, rs2, T * 4);
+  float *dr1 = dup_dev(hr, nH * 4), *dr2 = dup_dev(hr, nH * 4), *g1 = dup_dev(hdw, H * 4), *g2 = dup_dev(hdw, H * 4);
+  uint16_t *drb1 = dup_dev(NULL, nH * 2), *drb2 = dup_dev(NULL, nH * 2);
+  OK(ops_residual_rmsnorm_backward_bx_cuda(dr1, drb1, g1, dy, h1, w, rs1, T, H, NULL, e));
+  OK(ops_residual_rmsnorm_backward_cuda(dr2, g2, dy, h2, w, rs2, T, H, NULL, e));
+  OK(ops_bf16_from_f32_cuda(drb2, dr2, nH, NULL, e));
+  snprintf(name, sizeof name, "residual+rmsnorm bwd _bx == fp32 %dx%d", T, H);
+  same_dev(name, dr1, dr2, nH * 4), same_dev(name, drb1, drb2, nH * 2), same_dev(name, g1, g2, H * 4);
+  CU(cudaFree(xb)); CU(cudaFree(xf)); CU(cudaFree(r)); CU(cudaFree(dy)); CU(cudaFree(h1)); CU(cudaFree(h2));
+  CU(cudaFree(rs1)); CU(cudaFree(rs2)); CU(cudaFree(y1)); CU(cudaFree(y2)); CU(cudaFree(dr1)); CU(cudaFree(dr2));
+  CU(cudaFree(g1)); CU(cudaFree(g2)); CU(cudaFree(drb1)); CU(cudaFree(drb2));
+  free(hr), free(hdy);
+
+  /* QK-norm + RoPE forward and backward (two sequences) */
+  int32_t off[3] = {0, T / 3, T}, *doff = dup_dev(off, sizeof off), *dpos = dup_dev(NULL, T * 4);
+  ops_seqs ds = {2, doff};
+  OK(ops_seqs_positions_cuda(&ds, T, dpos, NULL, e));
+  uint16_t *qb;
+  float *qf, *hq = randv(nq, 1), *qdy = dup_dev(NULL, nq * 4);
+  bf16_pair(nq, 4, &qb, &qf);
+  CU(cudaMemcpy(qdy, hq, nq * 4, cudaMemcpyHostToDevice));
+  float *qy1 = dup_dev(NULL, nq * 4), *qy2 = dup_dev(NULL, nq * 4);
+  float *qr1 = dup_dev(NULL, (size_t)T * nh * 4), *qr2 = dup_dev(NULL, (size_t)T * nh * 4);
+  OK(ops_qk_norm_rope_forward_bx_cuda(qy1, qr1, qb, w, dpos, T, nh, d, 1e-6f, 1e6f, NULL, e));
+  OK(ops_qk_norm_rope_forward_cuda(qy2, qr2, qf, w, dpos, T, nh, d, 1e-6f, 1e6f, NULL, e));
+  snprintf(name, sizeof name, "qk-norm+rope fwd _bx == fp32 d=%d", d);
+  same_dev(name, qy1, qy2, nq * 4), same_dev(name, qr1, qr2, (size_t)T * nh * 4);
+  uint16_t *qdx1 = dup_dev(NULL, nq * 2), *qdx2b = dup_dev(NULL, nq * 2);
+  float *qdx2 = dup_dev(NULL, nq * 4), *qg1 = dup_dev(hdw, d * 4), *qg2 = dup_dev(hdw, d * 4);
+  OK(ops_qk_norm_rope_backward_bx_cuda(qdx1, qg1, qdy, qb, w, qr1, dpos, T, nh, d, 1e6f, NULL, e));
+  OK(ops_qk_norm_rope_backward_cuda(qdx2, qg2, qdy, qf, w, qr2, dpos, T, nh, d, 1e6f, NULL, e));
+  OK(ops_bf16_from_f32_cuda(qdx2b, qdx2, nq, NULL, e));
+  snprintf(name, sizeof name, "qk-norm+rope bwd _bx == fp32 d=%d", d);
+  same_dev(name, qdx1, qdx2b, nq * 2), same_dev(name, qg1, qg2, d * 4);
+  CU(cudaFree(doff)); CU(cudaFree(dpos)); CU(cudaFree(qb)); CU(cudaFree(qf)); CU(cudaFree(qdy)); CU(cudaFree(qy1));
+  CU(cudaFree(qy2)); CU(cudaFree(qr1)); CU(cudaFree(qr2)); CU(cudaFree(qdx1)); CU(cudaFree(qdx2b)); CU(cudaFree(qdx2));
+  CU(cudaFree(qg1)); CU(cudaFree(qg2));
+  free(hq);
+
+  /* SwiGLU forward and backward */
+  uint16_t *gb, *ub, *db;
+  float *gf, *uf, *df;
+  bf16_pair(nI, 6, &gb, &gf), bf16_pair(nI, 6, &ub, &uf), bf16_pair(nI, 1, &db, &df);
+  uint16_t *o1 = dup_dev(NULL, nI * 2), *o2 = dup_dev(NULL, nI * 2);
+  float *of1 = dup_dev(NULL, nI * 4), *of2 = dup_dev(NULL, nI * 4);
+  OK(ops_swiglu_forward_bx_cuda(of1, o1, gb, ub, T, I, I, NULL, e));
+  OK(ops_swiglu_forward_cuda(of2, o2, gf, uf, T, I, I, NULL, e));
+  snprintf(name, sizeof name, "swiglu fwd _bx == fp32 %dx%d", T, I);
+  same_dev(name, o1, o2, nI * 2), same_dev(name, of1, of2, nI * 4);
+  uint16_t *dg1 = dup_dev(NULL, nI * 2), *du1 = dup_dev(NULL, nI * 2), *dg2b = dup_dev(NULL, nI * 2);
+  uint16_t *du2b = dup_dev(NULL, nI * 2);
+  float *dg2 = dup_dev(NULL, nI * 4), *du2 = dup_dev(NULL, nI * 4);
+  OK(ops_swiglu_backward_bx_cuda(dg1, du1, db, gb, ub, T, I, I, NULL, e));
+  OK(ops_swiglu_backward_cuda(dg2, du2, df, gf, uf, T, I, I, NULL, e));
+  OK(ops_bf16_from_f32_cuda(dg2b, dg2, nI, NULL, e));
+  OK(ops_bf16_from_f32_cuda(du2b, du2, nI, NULL, e));
+  snprintf(name, sizeof name, "swiglu bwd _bx == fp32 %dx%d", T, I);
+  same_dev(name, dg1, dg2b, nI * 2), same_dev(name, du1, du2b, nI * 2);
+  CU(cudaFree(gb)); CU(cudaFree(ub)); CU(cudaFree(db)); CU(cudaFree(gf)); CU(cudaFree(uf)); CU(cudaFree(df));
+  CU(cudaFree(o1)); CU(cudaFree(o2)); CU(cudaFree(of1)); CU(cudaFree(of2)); CU(cudaFree(dg1)); CU(cudaFree(du1));
+  CU(cudaFree(dg2b)); CU(cudaFree(du2b)); CU(cudaFree(dg2)); CU(cudaFree(du2));
+  CU(cudaFree(w)); CU(cudaFree(dw0));
+  free(hw), free(hdw);
+}
+
 /* ---------------------------------------------------------------- router */
 
 static void test_router(int T, int E, int k, int norm) {
@@ -579,6 +683,8 @@ int main(void) {
   }
   test_swiglu(257, 3072, 1);
   test_swiglu(100, 1001, 0);
+  test_bx(1000, 1024, 16, 128, 3072);
+  test_bx(77, 130, 3, 64, 343); /* widths not multiples of 4: the scalar paths */
   test_router(1000, 128, 8, 1);
   test_router(333, 64, 4, 0);
   test_logprob(16, 151936, 1.0f);
