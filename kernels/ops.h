@@ -396,6 +396,13 @@ int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const uint16_t *g
 int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *dout,
                                 const uint16_t *gate, const uint16_t *up, int T, int I, int ld,
                                 void *stream, rl_err *e);
+/*   logprob_forward_bx            logits BF16
+ *   logprob_backward_bx           logits BF16, dlogits written as BF16 only */
+int ops_logprob_forward_bx_cuda(float *logp, float *entropy, float *lse, const uint16_t *logits,
+                                const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e);
+int ops_logprob_backward_bx_cuda(uint16_t *dlogits, const float *dlogp, const float *dentropy,
+                                 const uint16_t *logits, const float *lse, const int32_t *targets, int T,
+                                 int V, float temp, void *stream, rl_err *e);
 
 /* Router (one warp per token; k ≤ 64). TOPK ties go to the lower index among
  * equal FP32 probabilities. */

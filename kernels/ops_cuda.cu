@@ -355,13 +355,153 @@ __global__ void rmsnorm_dw_part_kernel(float *part, const float *dy, const TX *x
   }
 }
 
-/* dw[c] += Σ_chunks part[chunk][c], chunks in order, in double. */
+/* dw[c] += Σ_chunks part[chunk][c] in double, in a fixed order: warp wp of the
+ * block (32 columns a block, a lane a column) sums chunks wp, wp + 8, … in
+ * order, then the 8 warp sums are added in warp order. */
 __global__ void rmsnorm_dw_sum_kernel(float *dw, const float *part, int nchunk, int dim) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= dim) return;
+  __shared__ double red[WARPS][32];
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, c = blockIdx.x * 32 + lane;
   double s = 0;
-  for (int k = 0; k < nchunk; k++) s += part[(size_t)k * dim + c];
-  dw[c] = (float)((double)dw[c] + s);
+  if (c < dim)
+    for (int k = wp; k < nchunk; k += WARPS) s += part[(size_t)k * dim + c];
+  red[wp][lane] = s;
+  __syncthreads();
+  if (wp || c >= dim) return;
+  double t = red[0][lane];
+  for (int k = 1; k < WARPS; k++) t += red[k][lane];
+  dw[c] = (float)((double)dw[c] + t);
+}
+
+/* ---- fused backwards: dx and the block's dw partial in one read of dy and x */
+
+enum { BWD_RPB = 32, QK_RPB = 128 }; /* rows a block of the fused RMSNorm / QK-norm backward */
+
+/* Block-reduce the per-lane partials acc[0..n) of the 8 warps in warp order
+ * into part[col(k)] (col: the lane's column of acc[k]). */
+template <int N>
+__device__ __forceinline__ void dw_block_store(float *part, const float (&acc)[N], const int (&col)[N]) {
+  __shared__ float red[WARPS][32];
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+#pragma unroll
+  for (int k = 0; k < N; k++) {
+    red[wp][lane] = acc[k];
+    __syncthreads();
+    if (wp == 0) {
+      float t = red[0][lane];
+      for (int q = 1; q < WARPS; q++) t += red[q][lane];
+      part[col[k]] = t;
+    }
+    __syncthreads();
+  }
+}
+
+/* RMSNorm backward for dim = 128·NV (NV ≤ 8), one warp per row (rows wp, wp + 8,
+ * … of the block's BWD_RPB), lane holding columns lane·4 + 128·k: dx (ADD:
+ * added to), its BF16 copy dxb (may be NULL), and part[blockIdx][dim] = the
+ * block's Σ dy·x·rstd (rows of a warp in order, then warps in order). */
+template <bool ADD, int NV>
+__global__ void __launch_bounds__(NTHR) rmsnorm_bwd_fused_kernel(float *dx, uint16_t *dxb, float *part, const float *dy,
+                                                                 const float *x, const float *w, const float *rstd,
+                                                                 int rows, int dim) {
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
+  float4 wv[NV];
+  float acc[4 * NV];
+#pragma unroll
+  for (int k = 0; k < NV; k++) wv[k] = *reinterpret_cast<const float4 *>(w + lane * 4 + 128 * k);
+#pragma unroll
+  for (int k = 0; k < 4 * NV; k++) acc[k] = 0;
+  const int64_t r0 = (int64_t)blockIdx.x * BWD_RPB;
+  for (int j = 0; j < BWD_RPB / WARPS; j++) {
+    const int64_t r = r0 + wp + (int64_t)WARPS * j;
+    if (r >= rows) break;
+    const size_t o = (size_t)r * dim + lane * 4;
+    float4 dv[NV], xv[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++)
+      dv[k] = *reinterpret_cast<const float4 *>(dy + o + 128 * k), xv[k] = *reinterpret_cast<const float4 *>(x + o + 128 * k);
+    float a = 0;
+#pragma unroll
+    for (int k = 0; k < NV; k++)
+      a += wv[k].x * dv[k].x * xv[k].x + wv[k].y * dv[k].y * xv[k].y + wv[k].z * dv[k].z * xv[k].z +
+           wv[k].w * dv[k].w * xv[k].w;
+    a = warp_sum(a);
+    const float s = rstd[r], c = s * s * s * a / dim;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      float4 g = make_float4(s * wv[k].x * dv[k].x - xv[k].x * c, s * wv[k].y * dv[k].y - xv[k].y * c,
+                             s * wv[k].z * dv[k].z - xv[k].z * c, s * wv[k].w * dv[k].w - xv[k].w * c);
+      float4 *dp = reinterpret_cast<float4 *>(dx + o + 128 * k);
+      if (ADD) {
+        const float4 p = *dp;
+        g = make_float4(p.x + g.x, p.y + g.y, p.z + g.z, p.w + g.w);
+      }
+      *dp = g;
+      if (dxb) {
+        uint2 u;
+        u.x = (uint32_t)fmt_bf16_from_f32(g.x) | ((uint32_t)fmt_bf16_from_f32(g.y) << 16);
+        u.y = (uint32_t)fmt_bf16_from_f32(g.z) | ((uint32_t)fmt_bf16_from_f32(g.w) << 16);
+        *reinterpret_cast<uint2 *>(dxb + o + 128 * k) = u;
+      }
+      acc[4 * k] += dv[k].x * xv[k].x * s, acc[4 * k + 1] += dv[k].y * xv[k].y * s;
+      acc[4 * k + 2] += dv[k].z * xv[k].z * s, acc[4 * k + 3] += dv[k].w * xv[k].w * s;
+    }
+  }
+  if (!part) return;
+  int col[4 * NV];
+#pragma unroll
+  for (int k = 0; k < 4 * NV; k++) col[k] = lane * 4 + 128 * (k / 4) + k % 4;
+  dw_block_store(part + (size_t)blockIdx.x * dim, acc, col);
+}
+
+/* QK-norm + RoPE backward for head_dim d = 32·VPL (VPL 2, 4 or 8), one warp per
+ * (token, head) row (rows wp, wp + 8, … of the block's QK_RPB), lane holding
+ * columns lane·VPL + j (lanes 0–15 the first half, the partner of a column is
+ * the same j of lane ^ 16): g = ropeᵀ(dy), dx = the RMSNorm dx of g (TD: FP32
+ * or BF16), part[blockIdx][d] = the block's Σ g·x·rstd. TX: x FP32 or BF16. */
+template <int VPL, typename TX, typename TD>
+__global__ void __launch_bounds__(NTHR) qk_bwd_fused_kernel(TD *dx, float *part, const float *dy, const TX *x,
+                                                            const float *w, const float *rstd, const float *cs,
+                                                            const float *sn, int rows, int n_heads) {
+  constexpr int d = 32 * VPL, half = d / 2;
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, c0 = lane * VPL, hi = lane >= 16;
+  float wv[VPL], acc[VPL];
+#pragma unroll
+  for (int j = 0; j < VPL; j++) wv[j] = w[c0 + j], acc[j] = 0;
+  const int64_t r0 = (int64_t)blockIdx.x * QK_RPB;
+  for (int i = 0; i < QK_RPB / WARPS; i++) {
+    const int64_t r = r0 + wp + (int64_t)WARPS * i;
+    if (r >= rows) break;
+    const size_t o = (size_t)r * d + c0, tb = (size_t)(r / n_heads) * half + (c0 & (half - 1));
+    float dv[VPL], xv[VPL], cv[VPL], sv[VPL], g[VPL];
+#pragma unroll
+    for (int j = 0; j < VPL; j += 2) {
+      const float2 a = *reinterpret_cast<const float2 *>(dy + o + j);
+      const float2 cc = *reinterpret_cast<const float2 *>(cs + tb + j), ss = *reinterpret_cast<const float2 *>(sn + tb + j);
+      dv[j] = a.x, dv[j + 1] = a.y, cv[j] = cc.x, cv[j + 1] = cc.y, sv[j] = ss.x, sv[j + 1] = ss.y;
+      xv[j] = ldf(x, o + j), xv[j + 1] = ldf(x, o + j + 1);
+    }
+    float a = 0;
+#pragma unroll
+    for (int j = 0; j < VPL; j++) {
+      const float q = __shfl_xor_sync(FULL, dv[j], 16); /* the partner column's dy */
+      g[j] = hi ? __fsub_rn(__fmul_rn(dv[j], cv[j]), __fmul_rn(q, sv[j]))
+                : __fadd_rn(__fmul_rn(dv[j], cv[j]), __fmul_rn(q, sv[j]));
+      a += wv[j] * g[j] * xv[j];
+    }
+    a = warp_sum(a);
+    const float s0 = rstd[r], cc = s0 * s0 * s0 * a / d;
+#pragma unroll
+    for (int j = 0; j < VPL; j++) {
+      const float v = s0 * wv[j] * g[j] - xv[j] * cc;
+      stf(dx, o + j, v);
+      acc[j] += g[j] * xv[j] * s0;
+    }
+  }
+  if (!part) return;
+  int col[VPL];
+#pragma unroll
+  for (int j = 0; j < VPL; j++) col[j] = c0 + j;
+  dw_block_store(part + (size_t)blockIdx.x * d, acc, col);
 }
 
 /* Launch the two dw kernels (workspace from the stream-ordered allocator). */
@@ -381,7 +521,26 @@ static int rmsnorm_dw_launch(float *dw, const float *dy, const TX *x, const floa
   if (cs) rmsnorm_dw_part_kernel<true, TX><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, cs, sn, n_heads);
   else rmsnorm_dw_part_kernel<false, TX><<<g, NTHR, 0, st>>>(part, dy, x, rstd, rows, dim, NULL, NULL, 1);
   OLAUNCH();
-  rmsnorm_dw_sum_kernel<<<(dim + 255) / 256, 256, 0, st>>>(dw, part, nchunk, dim);
+  rmsnorm_dw_sum_kernel<<<(dim + 31) / 32, NTHR, 0, st>>>(dw, part, nchunk, dim);
+  OLAUNCH();
+  OCHECK(cudaFreeAsync(part, st));
+  return 0;
+}
+
+/* The fused RMSNorm backward (dim = 128·NV, NV ≤ 8) and its dw sum. */
+template <bool ADD>
+static int rmsnorm_bwd_fused(float *dx, uint16_t *dxb, float *dw, const float *dy, const float *x, const float *w,
+                             const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
+  const int nb = (rows + BWD_RPB - 1) / BWD_RPB;
+  float *part = NULL;
+  if (dw) OCHECK(cudaMallocAsync((void **)&part, (size_t)nb * dim * sizeof(float), st));
+#define RB_CASE(NV) \
+  case NV: rmsnorm_bwd_fused_kernel<ADD, NV><<<nb, NTHR, 0, st>>>(dx, dxb, part, dy, x, w, rstd, rows, dim); break;
+  switch (dim / 128) { RB_CASE(1) RB_CASE(2) RB_CASE(3) RB_CASE(4) RB_CASE(5) RB_CASE(6) RB_CASE(7) RB_CASE(8) }
+#undef RB_CASE
+  OLAUNCH();
+  if (!dw) return 0;
+  rmsnorm_dw_sum_kernel<<<(dim + 31) / 32, NTHR, 0, st>>>(dw, part, nb, dim);
   OLAUNCH();
   OCHECK(cudaFreeAsync(part, st));
   return 0;
@@ -430,6 +589,10 @@ extern "C" int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t
 static int rmsnorm_bwd_run(float *dx, uint16_t *dxb, int add, float *dw, const float *dy, const float *x,
                            const float *w, const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
   if (rows <= 0 || dim <= 0) return 0;
+  if (dim % 128 == 0 && dim <= 1024 && aligned(dx, 16) && aligned(dy, 16) && aligned(x, 16) && aligned(w, 16) &&
+      (!dxb || aligned(dxb, 8)))
+    return add ? rmsnorm_bwd_fused<true>(dx, dxb, dw, dy, x, w, rstd, rows, dim, st, e)
+               : rmsnorm_bwd_fused<false>(dx, dxb, dw, dy, x, w, rstd, rows, dim, st, e);
   if (dw && rmsnorm_dw_launch(dw, dy, x, rstd, rows, dim, NULL, NULL, 1, st, e)) return e ? e->code : RL_EXIT_HARDWARE;
   unsigned blocks = (unsigned)((rows + WARPS - 1) / WARPS);
   if (add) rmsnorm_dx_kernel<true><<<blocks, NTHR, 0, st>>>(dx, dxb, dy, x, w, rstd, rows, dim);
@@ -610,6 +773,25 @@ static int qk_bwd_run(TD *dx, float *dw, const float *dy, const TX *x, const flo
   float *cs, *sn;
   if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
   int rows = T * n_heads;
+  if ((head_dim == 64 || head_dim == 128 || head_dim == 256) && aligned(dy, 8) && aligned(x, 2 * sizeof(TX))) {
+    const int nb = (rows + QK_RPB - 1) / QK_RPB;
+    float *part = NULL;
+    if (dw) OCHECK(cudaMallocAsync((void **)&part, (size_t)nb * head_dim * sizeof(float), st));
+    if (head_dim == 64)
+      qk_bwd_fused_kernel<2, TX, TD><<<nb, NTHR, 0, st>>>(dx, part, dy, x, w, rstd, cs, sn, rows, n_heads);
+    else if (head_dim == 128)
+      qk_bwd_fused_kernel<4, TX, TD><<<nb, NTHR, 0, st>>>(dx, part, dy, x, w, rstd, cs, sn, rows, n_heads);
+    else
+      qk_bwd_fused_kernel<8, TX, TD><<<nb, NTHR, 0, st>>>(dx, part, dy, x, w, rstd, cs, sn, rows, n_heads);
+    OLAUNCH();
+    if (dw) {
+      rmsnorm_dw_sum_kernel<<<(head_dim + 31) / 32, NTHR, 0, st>>>(dw, part, nb, head_dim);
+      OLAUNCH();
+      OCHECK(cudaFreeAsync(part, st));
+    }
+    OCHECK(cudaFreeAsync(cs, st));
+    return 0;
+  }
   if (dw && rmsnorm_dw_launch(dw, dy, x, rstd, rows, head_dim, cs, sn, n_heads, st, e)) {
     cudaFreeAsync(cs, st);
     return e ? e->code : RL_EXIT_HARDWARE;

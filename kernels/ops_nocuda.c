@@ -122,6 +122,12 @@ int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const uint16_t *g
 int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *dout, const uint16_t *gate, const uint16_t *up, int T, int I, int ld, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
+int ops_logprob_forward_bx_cuda(float *logp, float *entropy, float *lse, const uint16_t *logits, const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
+int ops_logprob_backward_bx_cuda(uint16_t *dlogits, const float *dlogp, const float *dentropy, const uint16_t *logits, const float *lse, const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
 
 int ops_router_forward_cuda(int32_t *ids, float *weights, float *probs, const float *logits, int T, int E, int k, int norm_topk_prob, ops_route_mode mode, void *stream, rl_err *e) {
   return no_cuda(__func__, e);

@@ -280,24 +280,25 @@ __device__ float sum_block(float v) {
   return total;
 }
 
-/* One block per row: lse, entropy and the target's log-prob in one read. */
-template <bool VEC>
+/* One block per row: lse, entropy and the target's log-prob in one read
+ * (logits FP32 or BF16: TL). */
+template <bool VEC, typename TL>
 __global__ void __launch_bounds__(LSM_THREADS) logprob_fwd_kernel(float *logp, float *entropy, float *lse,
-                                                                  const float *logits, const int32_t *targets,
+                                                                  const TL *logits, const int32_t *targets,
                                                                   int V, float temp) {
   int64_t t = blockIdx.x;
-  const float *l = logits + (size_t)t * V;
+  const TL *l = logits + (size_t)t * V;
   lsm3 a = {-INFINITY, 0.0f, 0.0f};
   if (VEC) {
     for (int v = threadIdx.x * 4; v < V; v += LSM_THREADS * 4) {
-      float4 x = *reinterpret_cast<const float4 *>(l + v);
+      float4 x = ldf4(l, v);
       lsm_add(a, __fdiv_rn(x.x, temp));
       lsm_add(a, __fdiv_rn(x.y, temp));
       lsm_add(a, __fdiv_rn(x.z, temp));
       lsm_add(a, __fdiv_rn(x.w, temp));
     }
   } else {
-    for (int v = threadIdx.x; v < V; v += LSM_THREADS) lsm_add(a, __fdiv_rn(l[v], temp));
+    for (int v = threadIdx.x; v < V; v += LSM_THREADS) lsm_add(a, __fdiv_rn(ldf(l, v), temp));
   }
   a = lsm_block(a);
   if (threadIdx.x) return;
@@ -306,19 +307,21 @@ __global__ void __launch_bounds__(LSM_THREADS) logprob_fwd_kernel(float *logp, f
   if (entropy) entropy[t] = L - a.s2 / a.s1;
   if (logp && targets) {
     int tg = targets[t];
-    logp[t] = tg < 0 ? 0.0f : tg >= V ? __int_as_float(0x7fc00000) : __fdiv_rn(l[tg], temp) - L;
+    logp[t] = tg < 0 ? 0.0f : tg >= V ? __int_as_float(0x7fc00000) : __fdiv_rn(ldf(l, tg), temp) - L;
   }
 }
 
-/* One block per row: dlogits (may alias logits: each element is read by the
- * thread that writes it, after the entropy pass has finished). */
-__global__ void __launch_bounds__(LSM_THREADS) logprob_bwd_kernel(float *dlogits, const float *dlogp,
-                                                                  const float *dentropy, const float *logits,
+/* One block per row: dlogits (may alias logits of its type: each element is
+ * read by the thread that writes it, after the entropy pass has finished).
+ * TL, TD: logits read, dlogits written as FP32 or BF16 (RNE of the FP32 value). */
+template <typename TL, typename TD>
+__global__ void __launch_bounds__(LSM_THREADS) logprob_bwd_kernel(TD *dlogits, const float *dlogp,
+                                                                  const float *dentropy, const TL *logits,
                                                                   const float *lse, const int32_t *targets, int V,
                                                                   float temp) {
   int64_t t = blockIdx.x;
-  const float *l = logits + (size_t)t * V;
-  float *d = dlogits + (size_t)t * V;
+  const TL *l = logits + (size_t)t * V;
+  TD *d = dlogits + (size_t)t * V;
   float L = lse[t];
   int tgt = targets ? targets[t] : -1;
   float gl = (dlogp && tgt >= 0) ? dlogp[t] : 0.0f;
@@ -327,16 +330,17 @@ __global__ void __launch_bounds__(LSM_THREADS) logprob_bwd_kernel(float *dlogits
   if (ge != 0.0f) {
     float pz = 0;
     for (int v = threadIdx.x; v < V; v += LSM_THREADS) {
-      float z = __fdiv_rn(l[v], temp);
+      float z = __fdiv_rn(ldf(l, v), temp);
       pz += expf(z - L) * z;
     }
     H = L - sum_block(pz);
   }
   if (tgt >= V) gl = __int_as_float(0x7fc00000);
   for (int v = threadIdx.x; v < V; v += LSM_THREADS) {
-    float z = __fdiv_rn(l[v], temp), lp = z - L, p = expf(lp);
+    float z = __fdiv_rn(ldf(l, v), temp), lp = z - L, p = expf(lp);
     float g = gl * ((v == tgt ? 1.0f : 0.0f) - p) + ge * (-p * (lp + H));
-    d[v] = g / temp;
+    const float dv = g / temp;
+    stf(d, v, dv);
   }
 }
 
@@ -347,15 +351,37 @@ static int temp_check(float temp, const char *what, rl_err *e) {
   return 0;
 }
 
-extern "C" int ops_logprob_forward_cuda(float *logp, float *entropy, float *lse, const float *logits,
-                                        const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e) {
+template <typename TL>
+static int logprob_fwd_run(float *logp, float *entropy, float *lse, const TL *logits, const int32_t *targets, int T,
+                           int V, float temp, void *stream, rl_err *e) {
   if (temp_check(temp, "log-probs", e)) return RL_EXIT_USAGE;
   if (T <= 0 || V <= 0) return 0;
   cudaStream_t st = (cudaStream_t)stream;
-  if (V % 4 == 0 && aligned(logits, 16))
-    logprob_fwd_kernel<true><<<T, LSM_THREADS, 0, st>>>(logp, entropy, lse, logits, targets, V, temp);
+  if (V % 4 == 0 && aligned(logits, 4 * sizeof(TL)))
+    logprob_fwd_kernel<true, TL><<<T, LSM_THREADS, 0, st>>>(logp, entropy, lse, logits, targets, V, temp);
   else
-    logprob_fwd_kernel<false><<<T, LSM_THREADS, 0, st>>>(logp, entropy, lse, logits, targets, V, temp);
+    logprob_fwd_kernel<false, TL><<<T, LSM_THREADS, 0, st>>>(logp, entropy, lse, logits, targets, V, temp);
+  OLAUNCH();
+  return 0;
+}
+
+extern "C" int ops_logprob_forward_cuda(float *logp, float *entropy, float *lse, const float *logits,
+                                        const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e) {
+  return logprob_fwd_run(logp, entropy, lse, logits, targets, T, V, temp, stream, e);
+}
+
+extern "C" int ops_logprob_forward_bx_cuda(float *logp, float *entropy, float *lse, const uint16_t *logits,
+                                           const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e) {
+  return logprob_fwd_run(logp, entropy, lse, logits, targets, T, V, temp, stream, e);
+}
+
+template <typename TL, typename TD>
+static int logprob_bwd_run(TD *dlogits, const float *dlogp, const float *dentropy, const TL *logits, const float *lse,
+                           const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e) {
+  if (temp_check(temp, "log-probs backward", e)) return RL_EXIT_USAGE;
+  if (T <= 0 || V <= 0) return 0;
+  logprob_bwd_kernel<TL, TD><<<T, LSM_THREADS, 0, (cudaStream_t)stream>>>(dlogits, dlogp, dentropy, logits, lse,
+                                                                          targets, V, temp);
   OLAUNCH();
   return 0;
 }
@@ -363,10 +389,11 @@ extern "C" int ops_logprob_forward_cuda(float *logp, float *entropy, float *lse,
 extern "C" int ops_logprob_backward_cuda(float *dlogits, const float *dlogp, const float *dentropy,
                                          const float *logits, const float *lse, const int32_t *targets, int T, int V,
                                          float temp, void *stream, rl_err *e) {
-  if (temp_check(temp, "log-probs backward", e)) return RL_EXIT_USAGE;
-  if (T <= 0 || V <= 0) return 0;
-  logprob_bwd_kernel<<<T, LSM_THREADS, 0, (cudaStream_t)stream>>>(dlogits, dlogp, dentropy, logits, lse, targets, V,
-                                                                  temp);
-  OLAUNCH();
-  return 0;
+  return logprob_bwd_run(dlogits, dlogp, dentropy, logits, lse, targets, T, V, temp, stream, e);
+}
+
+extern "C" int ops_logprob_backward_bx_cuda(uint16_t *dlogits, const float *dlogp, const float *dentropy,
+                                            const uint16_t *logits, const float *lse, const int32_t *targets, int T,
+                                            int V, float temp, void *stream, rl_err *e) {
+  return logprob_bwd_run(dlogits, dlogp, dentropy, logits, lse, targets, T, V, temp, stream, e);
 }

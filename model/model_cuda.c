@@ -631,7 +631,9 @@ static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int s
 #define DI(ptr, n) ((ptr) = mc_dalloc(a, (n), sizeof(int32_t), e), ok &= (ptr) != NULL)
   DI(a->tokens, C), DI(a->pos, C), DI(a->off, n_seq + 1), DI(a->targets, C);
   DF(a->res, (m->L + 1) * C * H), DF(a->rstdf, C), DB(a->xf_b, C * H);
-  DF(a->logits, C * m->V), DF(a->lse, C), DF(a->logp, C), DF(a->ent, C), DF(a->dlogp, C), DF(a->dent, C);
+  if (bx) DB(a->logits_b, C * m->V);
+  else DF(a->logits, C * m->V);
+  DF(a->lse, C), DF(a->logp, C), DF(a->ent, C), DF(a->dlogp, C), DF(a->dent, C);
   if (bx) DB(a->o_b, C * H);
   for (int l = 0; ok && l < m->L; l++) {
     mc_layer_acts *x = &a->la[l];
@@ -680,7 +682,9 @@ static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int s
   }
   if (!shared) { /* backward scratch */
     DF(a->dres, C * H), DF(a->dxn, C * H), DF(a->t1, C * big), DF(a->t2, C * big), DF(a->t3, C * big);
-    DF(a->t4, C * big), DF(a->dlogits, C * m->V);
+    DF(a->t4, C * big);
+    if (bx) DB(a->dlogits_b, C * m->V);
+    else DF(a->dlogits, C * m->V);
     if (dp != hd) DF(a->pad_do, C * qp), DF(a->pad_dq, C * qp), DF(a->pad_dk, C * kp), DF(a->pad_dv, C * kp);
     if (m->E > 0) {
       int64_t R = C * m->topk;
@@ -831,7 +835,8 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
   if (!rc)
     rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
                                                      m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));
-  if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
+  if (!rc && a->key[11]) rc = mc_lin_fwd_b(m, &m->cu->lm_head, a->xf_b, T, a->logits_b, e);
+  else if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
   return rc ? rl_err_prefix(e, "model_cuda_forward: ") : 0;
 }
 
@@ -839,7 +844,31 @@ const float *model_cuda_logits(const model_cuda_acts *a) { return a ? a->logits 
 
 int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e) {
   int rc;
-  if (a->T) MC(cudaMemcpy(out, a->logits, (size_t)a->T * a->key[2] * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (logits)");
+  size_t n = (size_t)a->T * a->key[2];
+  if (!n) return 0;
+  if (!a->logits_b) {
+    MC(cudaMemcpy(out, a->logits, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (logits)");
+    return 0;
+  }
+  /* BF16 on the device: into the upper half of out, widened in place from the front */
+  uint16_t *hb = (uint16_t *)out + n;
+  MC(cudaMemcpy(hb, a->logits_b, n * 2, cudaMemcpyDeviceToHost), "cudaMemcpy (logits)");
+  for (size_t i = 0; i < n; i++) out[i] = fmt_bf16_to_f32(hb[i]);
+  return 0;
+}
+
+int model_cuda_logits_rows(const model_cuda_acts *a, const int32_t *rows, int n, float *dst, rl_err *e) {
+  int V = a->key[2], rc;
+  for (int i = 0; i < n; i++) {
+    if (rows[i] < 0 || rows[i] >= a->T)
+      return rl_errf(e, RL_EXIT_USAGE, "model_cuda_logits_rows: row %d outside the last forward's %d", rows[i], a->T);
+    if (a->logits_b)
+      rc = ops_f32_from_bf16_cuda(dst + (size_t)i * V, a->logits_b + (size_t)rows[i] * V, (size_t)V, NULL, e);
+    else
+      rc = mc_ok(cudaMemcpy(dst + (size_t)i * V, a->logits + (size_t)rows[i] * V, (size_t)V * 4,
+                            cudaMemcpyDeviceToDevice), "cudaMemcpy (logits rows)", e);
+    if (rc) return rc;
+  }
   return 0;
 }
 
@@ -865,7 +894,10 @@ int model_cuda_logprob_forward(model *m, model_cuda_acts *a, const int32_t *targ
     MC(cudaMemset(a->targets, 0xff, (size_t)T * 4), "cudaMemset (targets)");
   }
   if ((rc = MC_DP(DP_FWD_LOGPROB,
-                  ops_logprob_forward_cuda(a->logp, a->ent, a->lse, a->logits, a->targets, T, m->V, temp, NULL, e))))
+                  a->logits_b ? ops_logprob_forward_bx_cuda(a->logp, a->ent, a->lse, a->logits_b, a->targets, T, m->V,
+                                                            temp, NULL, e)
+                              : ops_logprob_forward_cuda(a->logp, a->ent, a->lse, a->logits, a->targets, T, m->V, temp,
+                                                         NULL, e))))
     return rl_err_prefix(e, "model_cuda_logprob_forward: ");
   if (logp) MC(cudaMemcpy(logp, a->logp, (size_t)T * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (log-probs)");
   if (entropy) MC(cudaMemcpy(entropy, a->ent, (size_t)T * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (entropies)");
@@ -897,6 +929,9 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
 const float *model_cuda_logits(const model_cuda_acts *a) { return NULL; }
 int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e) {
   return mc_nocuda("model_cuda_logits_to_host", e);
+}
+int model_cuda_logits_rows(const model_cuda_acts *a, const int32_t *rows, int n, float *dst, rl_err *e) {
+  return mc_nocuda("model_cuda_logits_rows", e);
 }
 const int32_t *model_cuda_routed_ids(const model_cuda_acts *a, int l) { return NULL; }
 int model_cuda_logprob_forward(model *m, model_cuda_acts *a, const int32_t *targets, float temp, float *logp,

@@ -97,10 +97,14 @@ void model_cuda_acts_free(model_cuda_acts *a);
  * arrays. Needs model_cuda_quantize. Logits stay on the device. */
 int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, model_cuda_acts *a,
                        rl_err *e);
-/* Device pointer to the FP32 logits [T, V] of the last forward. */
+/* Device pointer to the FP32 logits [T, V] of the last forward, or NULL when
+ * the acts hold them in BF16 (the BF16 flow's: every acts but those an owner
+ * set to the FP32 flow) — read those with the two calls below. */
 const float *model_cuda_logits(const model_cuda_acts *a);
-/* Copy the logits [T, V] to host memory out. */
+/* Copy the logits [T, V] to host memory out (FP32). */
 int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e);
+/* dst[i, :] = FP32 logits of row rows[i] (host array, n rows) into DEVICE dst [n, V]. */
+int model_cuda_logits_rows(const model_cuda_acts *a, const int32_t *rows, int n, float *dst, rl_err *e);
 /* The routed expert ids [T, k] of MoE layer l after a forward (host copy), or NULL. */
 const int32_t *model_cuda_routed_ids(const model_cuda_acts *a, int l);
 /* Per-token log-probs (and entropies) of host targets at temperature temp,

@@ -221,7 +221,9 @@ out:
   return rc;
 }
 
-int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_err *e) {
+/* The backward from dlogits [T, V]: FP32 (dlogits) or BF16 (dlogits_b, the
+ * BF16 flow's: the bits dlogits would be converted to). */
+static int mc_backward(model *m, model_cuda_acts *a, const float *dlogits, const uint16_t *dlogits_b, rl_err *e) {
   int T = a->T, H = m->H, rc;
   if (!m->cu || !a->la || a->key[0] != m->L || a->key[2] != m->V)
     return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward: no forward of this model to differentiate");
@@ -234,7 +236,12 @@ int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_e
   if (T == 0) return 0;
   model_cuda_param *fn = &m->cu->p[mc_pi(m, m->final_norm)];
   MC(cudaMemsetAsync(a->dres, 0, (size_t)T * H * 4, NULL), "cudaMemsetAsync (residual gradient)");
-  rc = mc_lin_bwd(m, &m->cu->lm_head, dlogits, T, a->xf_b, a->dxn, 0, e);
+  if (dlogits_b) {
+    rc = mc_lin_bwd_b(m, &m->cu->lm_head, dlogits_b, T, a->xf_b, a->px[0], e);
+    if (!rc) rc = MC_DP(DP_BWD_CONV, mck_acc_bf16(a->dxn, a->px[0], (int64_t)T * H, 0, e));
+  } else {
+    rc = mc_lin_bwd(m, &m->cu->lm_head, dlogits, T, a->xf_b, a->dxn, 0, e);
+  }
   if (!rc && a->key[11]) /* the BF16 flow: dres and its BF16 copy */
     rc = ops_residual_rmsnorm_backward_bx_cuda(a->dres, a->dres_b, fn->g, a->dxn, a->res + (size_t)m->L * T * H, fn->wf,
                                                a->rstdf, T, H, NULL, e);
@@ -245,6 +252,10 @@ int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_e
   if (!rc)
     rc = ops_embedding_backward_cuda(m->cu->p[mc_pi(m, m->embed)].g, a->dres, a->tokens, T, m->V, H, NULL, e);
   return rc ? rl_err_prefix(e, "model_cuda_backward: ") : 0;
+}
+
+int model_cuda_backward(model *m, model_cuda_acts *a, const float *dlogits, rl_err *e) {
+  return mc_backward(m, a, dlogits, NULL, e);
 }
 
 int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp, const float *dentropy,
@@ -259,9 +270,16 @@ int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp
   if (T == 0) return 0;
   if (dlogp) MC(cudaMemcpy(a->dlogp, dlogp, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (dlogp)");
   if (dentropy) MC(cudaMemcpy(a->dent, dentropy, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (dentropy)");
-  if ((rc = MC_DP(DP_BWD_LOGPROB, ops_logprob_backward_cuda(a->dlogits, dlogp ? a->dlogp : NULL, dentropy ? a->dent : NULL,
-                                                            a->logits, a->lse, a->targets, T, m->V, a->temp, NULL, e))))
+  const float *gl = dlogp ? a->dlogp : NULL, *ge = dentropy ? a->dent : NULL;
+  if (a->logits_b) { /* the BF16 flow: BF16 logits in, BF16 dlogits out (what the lm_head backward reads) */
+    if ((rc = MC_DP(DP_BWD_LOGPROB, ops_logprob_backward_bx_cuda(a->dlogits_b, gl, ge, a->logits_b, a->lse, a->targets,
+                                                                 T, m->V, a->temp, NULL, e))))
+      return rl_err_prefix(e, "model_cuda_backward_logprob: ");
+    return mc_backward(m, a, NULL, a->dlogits_b, e);
+  }
+  if ((rc = MC_DP(DP_BWD_LOGPROB, ops_logprob_backward_cuda(a->dlogits, gl, ge, a->logits, a->lse, a->targets, T, m->V,
+                                                            a->temp, NULL, e))))
     return rl_err_prefix(e, "model_cuda_backward_logprob: ");
-  return model_cuda_backward(m, a, a->dlogits, e);
+  return mc_backward(m, a, a->dlogits, NULL, e);
 }
 #endif

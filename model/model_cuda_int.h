@@ -152,6 +152,8 @@ struct model_cuda_acts {
   int n_allocs, cap_allocs;
   int32_t *tokens, *pos, *off, *targets; /* device */
   float *res, *rstdf, *logits, *lse, *logp, *ent, *dlogp, *dent;
+  /* the BF16 flow's logits and their gradient (logits, dlogits are then NULL) */
+  uint16_t *logits_b, *dlogits_b;
   uint16_t *xf_b;
   float temp;
   int have_lp;

@@ -140,6 +140,7 @@ int drift_sample_cuda(model *m, const quant_policy *policy, const drift_sample_o
   sampler_key *d_keys = NULL;
   sampler_out *d_out = NULL;
   model_cuda_acts *a = model_cuda_acts_new();
+  a->fp32_flow = 1; /* FP32 logits: the sampler reads every L-th row of them in place */
   sampler_params sp = sampler_default_params();
   rc = drift_cuda_ok(cudaMalloc((void **)&d_keys, (size_t)n * sizeof *d_keys), "cudaMalloc (sampler keys)", e);
   if (!rc) rc = drift_cuda_ok(cudaMalloc((void **)&d_out, (size_t)n * sizeof *d_out), "cudaMalloc (sampler out)", e);

@@ -429,10 +429,8 @@ static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, 
         for (int j = 0; j < m->topk; j++)
           sq[i]->routed[t * rk + (int64_t)l * m->topk + j] = ids ? ids[(off[i] + t) * m->topk + j] : -1;
   }
-  for (int i = 0; i < n && !rc; i++)
-    rc = mc_ok(cudaMemcpy(g->rows + (size_t)i * m->V, model_cuda_logits(a) + (size_t)(off[i + 1] - 1) * m->V,
-                          (size_t)m->V * 4, cudaMemcpyDeviceToDevice),
-               "cudaMemcpy (logits rows)", e);
+  for (int i = 0; i < n; i++) off[i] = off[i + 1] - 1; /* each prompt's last row */
+  if (!rc) rc = model_cuda_logits_rows(a, off, n, g->rows, e);
   free(tok), free(off), free(ps);
   return rc ? rl_err_prefix(e, "prefill: ") : 0;
 }
