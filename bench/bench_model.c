@@ -104,9 +104,12 @@ static model_batch make_batch(int n_seq, int len, int V, uint64_t *s, int32_t **
   return b;
 }
 
+/* Device bytes of the last bench_mode's activations. */
+static size_t g_acts_bytes;
+
 /* Median seconds of `steps` iterations of one mode after 2 warm-ups; train = 1
- * runs the whole training step. Fills parts[0..3] = forward, backward, optim,
- * quantize medians for train. */
+ * runs the whole training step (2: with activation recomputation). Fills
+ * parts[0..3] = forward, backward, optim, quantize medians for train. */
 static double bench_mode(model *m, const quant_policy *p, int train, int n_seq, int len, int steps,
                          optim_tensor *ot, double parts[4]) {
   uint64_t s = 12345;
@@ -122,7 +125,7 @@ static double bench_mode(model *m, const quant_policy *p, int train, int n_seq, 
   MUST(model_cuda_quantize(m, p, e));
   for (int it = -2; it < steps; it++) {
     double t0 = rl_now(), t1, t2, t3;
-    model_fwd_opts fo = {0, NULL, !train}; /* prefill: forward only (one layer's activations) */
+    model_fwd_opts fo = {0, NULL, !train, train == 2}; /* prefill: forward only (one layer's activations) */
     MUST(model_cuda_forward(m, &b, &fo, a, e));
     MUST(model_cuda_logprob_forward(m, a, tg, 1.0f, logp, NULL, e));
     MUST(model_cuda_sync(e));
@@ -157,6 +160,7 @@ static double bench_mode(model *m, const quant_policy *p, int train, int n_seq, 
     free(tp[k]);
   }
   double med = t[steps / 2];
+  g_acts_bytes = model_cuda_acts_bytes(a);
   free(t), free(logp), free(dlogp), free(tok), free(off), free(tg);
   model_cuda_acts_free(a);
   return med;
@@ -246,9 +250,11 @@ int main(int argc, char **argv) {
   printf("| mode | precision | tokens | ms | tok/s | MFU | peer tok/s | ratio | fwd / bwd / adamw / quant ms |\n");
   printf("|---|---|---|---|---|---|---|---|---|\n");
   qformat fm[2] = {QFMT_BF16, QFMT_FP8_BLOCK};
-  for (int mode = 0; mode < 2; mode++)
-    for (int f = 0; f < 2; f++) {
-      int train = mode == 0, n_seq = train ? 16 : 64, len = train ? 512 : 320, T = n_seq * len;
+  double acts_gib[3] = {0, 0, 0};
+  for (int mode = 0; mode < 3; mode++)
+    for (int f = 0; f < (mode == 2 ? 1 : 2); f++) {
+      /* mode 0: train step, 1: prefill, 2: train step with activation recomputation (bf16) */
+      int train = mode == 0 ? 1 : mode == 2 ? 2 : 0, n_seq = train ? 16 : 64, len = train ? 512 : 320, T = n_seq * len;
       quant_policy p;
       quant_policy_init(&p, fm[f], fm[f]);
       double parts[4];
@@ -256,12 +262,16 @@ int main(int argc, char **argv) {
       double att = (double)L * nh * hd * n_seq * (double)len * len;
       double flops = train ? 6 * N * T + 6 * att : 2 * N * T + 2 * att;
       double tps = T / sec, peer = train ? peer_train : peer_prefill;
+      acts_gib[mode] = g_acts_bytes / 1073741824.0;
       printf("| %s | %s | %d | %.1f | %.0f | %.1f%% | %.0f%s | %.2fx | %.1f / %.1f / %.1f / %.1f |\n",
-             train ? "train step" : "prefill logp", qtensor_format_name(fm[f]), T, sec * 1e3, tps,
+             train == 2 ? "train step (recompute)" : train ? "train step" : "prefill logp", qtensor_format_name(fm[f]), T,
+             sec * 1e3, tps,
              100 * flops / sec / H200_BF16_PEAK, peer, same_call & (train ? 1 : 2) ? "" : " (earlier)", tps / peer,
              parts[0] * 1e3, parts[1] * 1e3, parts[2] * 1e3, parts[3] * 1e3);
       fflush(stdout);
     }
+  printf("activations on the device: train step %.2f GiB, with recomputation %.2f GiB; prefill (no_grad) %.2f GiB\n",
+         acts_gib[0], acts_gib[2], acts_gib[1]);
   bench_attention(m, 16, 512);
   for (int i = 0; i < m->n_params; i++) cudaFree(ot[i].main), cudaFree(ot[i].m), cudaFree(ot[i].v);
   free(ot);

@@ -158,6 +158,12 @@ typedef struct model_fwd_opts {
    * layer instead of L, no backward scratch); model_cuda_backward then refuses.
    * The CPU forward ignores it. Results are the same bits either way. */
   int no_grad;
+  /* activation recomputation (long sequences): the CUDA forward keeps each
+   * layer's input (the residual stream) and one layer's activations; the
+   * backward re-runs each layer's forward before its backward (MoE layers
+   * replay the routed ids of the forward). The same bits as keeping every
+   * activation, for about one more forward of GEMM work. The CPU ignores it. */
+  int recompute;
 } model_fwd_opts;
 
 /* Activations of one layer (FP32 unless noted; sizes for T tokens). */

@@ -592,6 +592,7 @@ static void *mc_dalloc(model_cuda_acts *a, int64_t n, size_t sz, rl_err *e) {
   bytes = (bytes + 255) & ~(size_t)255;
   device_buffers_changed();
   if (mc_ok(cudaMalloc(&p, bytes), "cudaMalloc (activations)", e)) return NULL;
+  a->bytes += bytes;
   if (a->n_allocs == a->cap_allocs)
     a->allocs = rl_xrealloc(a->allocs, (size_t)(a->cap_allocs = a->cap_allocs ? 2 * a->cap_allocs : 64) * sizeof(void *));
   a->allocs[a->n_allocs++] = p;
@@ -607,17 +608,19 @@ static int mc_bx_flow(const model *m, const model_cuda_acts *a) {
   return m->H % 8 == 0 && m->I % 8 == 0 && (m->nq * m->hd) % 8 == 0 && (m->nkv * m->hd) % 8 == 0;
 }
 
-/* Make a hold every buffer of a forward (and, unless shared, a backward) of T
- * tokens through m. shared (a no_grad forward): one layer's buffers for all. */
-static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int shared, rl_err *e) {
+/* Make a hold every buffer of a forward (and, unless NO_GRAD, a backward) of T
+ * tokens through m in layout mode (MC_ACTS_*; the two shared ones: one layer's
+ * buffers for all). */
+static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int mode, rl_err *e) {
+  const int shared = mode != MC_ACTS_FULL;
   int hd = m->hd, dp = hd == 64 || hd == 128 ? hd : hd < 64 ? 64 : 128;
   if (hd > 128)
     return rl_errf(e, RL_EXIT_HARDWARE, "head_dim %d: the CUDA attention runs head_dim ≤ 128; use device: cpu", hd);
   int bx = mc_bx_flow(m, a);
-  int key[13] = {m->L, m->H, m->V, m->nq, m->nkv, m->hd, m->I, m->E, m->topk, m->Im, dp, bx, shared};
-  /* a full set serves a forward-only call too */
+  int key[13] = {m->L, m->H, m->V, m->nq, m->nkv, m->hd, m->I, m->E, m->topk, m->Im, dp, bx, mode};
+  /* a set is kept for its own layout; a recompute set serves a forward-only call too */
   if (a->la && a->cap_T >= T && a->cap_seq >= n_seq && !memcmp(key, a->key, 12 * sizeof(int)) &&
-      (shared || !a->key[12]))
+      (a->key[12] == mode || (a->key[12] == MC_ACTS_RECOMPUTE && mode == MC_ACTS_NO_GRAD)))
     return 0;
   mc_acts_release(a);
   memcpy(a->key, key, sizeof key);
@@ -680,7 +683,7 @@ static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int s
     x->e_start = rl_xcalloc((size_t)m->E, 4), x->e_cnt = rl_xcalloc((size_t)m->E, 4);
     moe_done = 1;
   }
-  if (!shared) { /* backward scratch */
+  if (mode != MC_ACTS_NO_GRAD) { /* backward scratch */
     DF(a->dres, C * H), DF(a->dxn, C * H), DF(a->t1, C * big), DF(a->t2, C * big), DF(a->t3, C * big);
     DF(a->t4, C * big);
     if (bx) DB(a->dlogits_b, C * m->V);
@@ -803,6 +806,10 @@ out:
   return rc;
 }
 
+int mc_layer_forward_any(model *m, int l, model_cuda_acts *a, const int32_t *replay, rl_err *e) {
+  return (a->key[11] ? mc_layer_forward_bx : mc_layer_forward)(m, l, a, replay, e);
+}
+
 int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, model_cuda_acts *a,
                        rl_err *e) {
   int T = b->T, H = m->H, rc;
@@ -819,7 +826,8 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
     if (b->tokens[t] < 0 || b->tokens[t] >= m->V)
       return rl_errf(e, RL_EXIT_USAGE, "model_cuda_forward: token %d at position %d is outside the vocabulary [0, %d)",
                      b->tokens[t], t, m->V);
-  if ((rc = mc_acts_prepare(m, a, T, b->seqs.n_seq, o && o->no_grad, e))) return rl_err_prefix(e, "model_cuda_forward: ");
+  int mode = o && o->no_grad ? MC_ACTS_NO_GRAD : o && o->recompute ? MC_ACTS_RECOMPUTE : MC_ACTS_FULL;
+  if ((rc = mc_acts_prepare(m, a, T, b->seqs.n_seq, mode, e))) return rl_err_prefix(e, "model_cuda_forward: ");
   a->T = T, a->n_seq = b->seqs.n_seq, a->have_lp = 0, a->max_len = 1;
   for (int s = 0; s < a->n_seq; s++)
     if (b->seqs.off[s + 1] - b->seqs.off[s] > a->max_len) a->max_len = b->seqs.off[s + 1] - b->seqs.off[s];
@@ -830,8 +838,7 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
   if ((rc = ops_seqs_positions_cuda(&sq, T, a->pos, NULL, e)) ||
       (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, a->tokens, T, m->V, H, NULL, e)))
     return rl_err_prefix(e, "model_cuda_forward: ");
-  for (int l = 0; l < m->L && !rc; l++)
-    rc = (a->key[11] ? mc_layer_forward_bx : mc_layer_forward)(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
+  for (int l = 0; l < m->L && !rc; l++) rc = mc_layer_forward_any(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
   if (!rc)
     rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
                                                      m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));
@@ -841,6 +848,8 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
 }
 
 const float *model_cuda_logits(const model_cuda_acts *a) { return a ? a->logits : NULL; }
+
+size_t model_cuda_acts_bytes(const model_cuda_acts *a) { return a ? a->bytes : 0; }
 
 int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e) {
   int rc;
@@ -927,6 +936,7 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
   return mc_nocuda("model_cuda_forward", e);
 }
 const float *model_cuda_logits(const model_cuda_acts *a) { return NULL; }
+size_t model_cuda_acts_bytes(const model_cuda_acts *a) { return 0; }
 int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e) {
   return mc_nocuda("model_cuda_logits_to_host", e);
 }

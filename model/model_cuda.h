@@ -101,6 +101,8 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
  * the acts hold them in BF16 (the BF16 flow's: every acts but those an owner
  * set to the FP32 flow) — read those with the two calls below. */
 const float *model_cuda_logits(const model_cuda_acts *a);
+/* Device bytes the activations a hold (0 before a forward). */
+size_t model_cuda_acts_bytes(const model_cuda_acts *a);
 /* Copy the logits [T, V] to host memory out (FP32). */
 int model_cuda_logits_to_host(const model_cuda_acts *a, float *out, rl_err *e);
 /* dst[i, :] = FP32 logits of row rows[i] (host array, n rows) into DEVICE dst [n, V]. */

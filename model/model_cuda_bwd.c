@@ -227,7 +227,7 @@ static int mc_backward(model *m, model_cuda_acts *a, const float *dlogits, const
   int T = a->T, H = m->H, rc;
   if (!m->cu || !a->la || a->key[0] != m->L || a->key[2] != m->V)
     return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward: no forward of this model to differentiate");
-  if (a->key[12])
+  if (a->key[12] == MC_ACTS_NO_GRAD)
     return rl_errf(e, RL_EXIT_USAGE,
                    "model_cuda_backward: the forward was run with no_grad (one layer's activations kept); "
                    "run it without no_grad to differentiate");
@@ -248,7 +248,14 @@ static int mc_backward(model *m, model_cuda_acts *a, const float *dlogits, const
   else if (!rc)
     rc = ops_residual_rmsnorm_backward_cuda(a->dres, fn->g, a->dxn, a->res + (size_t)m->L * T * H, fn->wf, a->rstdf, T,
                                             H, NULL, e);
-  for (int l = m->L - 1; l >= 0 && !rc; l--) rc = (a->key[11] ? mc_layer_backward_bx : mc_layer_backward)(m, l, a, e);
+  for (int l = m->L - 1; l >= 0 && !rc; l--) {
+    /* recomputation: layer l's activations again from res[l] (it rewrites res[l+1] with the same
+     * bits; a MoE layer replays the ids its forward routed, which gives the top-k run's bits) */
+    if (a->key[12] == MC_ACTS_RECOMPUTE &&
+        (rc = mc_layer_forward_any(m, l, a, m->layers[l].moe ? a->la[l].ids_h : NULL, e)))
+      break;
+    rc = (a->key[11] ? mc_layer_backward_bx : mc_layer_backward)(m, l, a, e);
+  }
   if (!rc)
     rc = ops_embedding_backward_cuda(m->cu->p[mc_pi(m, m->embed)].g, a->dres, a->tokens, T, m->V, H, NULL, e);
   return rc ? rl_err_prefix(e, "model_cuda_backward: ") : 0;
@@ -263,7 +270,7 @@ int model_cuda_backward_logprob(model *m, model_cuda_acts *a, const float *dlogp
   int T = a->T, rc;
   if (!a->have_lp)
     return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward_logprob: call model_cuda_logprob_forward first");
-  if (a->key[12])
+  if (a->key[12] == MC_ACTS_NO_GRAD)
     return rl_errf(e, RL_EXIT_USAGE,
                    "model_cuda_backward_logprob: the forward was run with no_grad (one layer's activations kept); "
                    "run it without no_grad to differentiate");

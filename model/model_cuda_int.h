@@ -80,6 +80,13 @@ static inline int mc_dp_end(int rc, int k) {
   return rc;
 }
 
+/* The layouts of model_cuda_acts (key[12]). */
+enum { MC_ACTS_FULL = 0, MC_ACTS_NO_GRAD = 1, MC_ACTS_RECOMPUTE = 2 };
+
+/* Decoder layer l forward (model_cuda.c), in the acts' flow: res[l] → res[l+1]
+ * (the backward's recomputation calls it again). */
+int mc_layer_forward_any(model *m, int l, model_cuda_acts *a, const int32_t *replay, rl_err *e);
+
 /* Device view of one linear layer. */
 typedef struct mc_lin {
   qtensor q;             /* device qtensor: the master itself (BF16) or owned buffers */
@@ -138,13 +145,17 @@ typedef struct mc_layer_acts {
 
 struct model_cuda_acts {
   int T, cap_T, n_seq, cap_seq, max_len, dp;
-  /* key: the shapes the buffers were made for, then [11] bx, [12] shared.
+  /* key: the shapes the buffers were made for, then [11] bx, [12] the layout
+   * (MC_ACTS_FULL / _NO_GRAD / _RECOMPUTE).
    * bx: the BF16 flow — q/k/o/gate/up/down GEMM outputs stay BF16 and the
    * element-wise ops read them (kernels/ops.h "_bx"), the backward's linear
    * layers take and give BF16 (bitwise the FP32 flow's results, fewer passes).
-   * shared: a forward-only (model_fwd_opts.no_grad) set — every layer uses
-   * layer 0's buffers, no backward scratch; model_cuda_backward refuses it. */
+   * NO_GRAD (model_fwd_opts.no_grad): every layer uses layer 0's buffers, no
+   * backward scratch; model_cuda_backward refuses it. RECOMPUTE: the same
+   * shared layer buffers with the backward scratch; the backward re-runs each
+   * layer's forward first. */
   int key[13];
+  size_t bytes; /* device memory of the buffers */
   /* set by the owner before the first forward: 1 keeps the FP32 flow (the
    * rollout engine's decode acts, whose step reads qr/kr/v/gate/up as FP32) */
   int fp32_flow;

@@ -207,6 +207,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   to.policy = c->tr_pol;
   to.temperature = r->rollout.temperature;
   to.r3 = r->train.algorithm == ALGO_SFT ? 0 : r->train.r3; /* sft: no rollout routing to replay */
+  to.recompute = r->train.recompute;
   to.microbatch = r->train.microbatch;
   to.device = c->gpu ? TRAIN_DEVICE_CUDA : TRAIN_DEVICE_CPU;
   if (c->gpu && c->geng.place.dp > 1) { /* data parallelism: rank 0 = the train GPU, current now */

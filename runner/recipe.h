@@ -121,6 +121,7 @@ typedef struct recipe {
       double clip, low, high;
     } tis;
     int r3;
+    int recompute;
     int64_t microbatch;
     struct {
       optim_name name;

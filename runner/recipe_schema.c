@@ -127,6 +127,8 @@ static const rkey keys[] = {
     {"train.tis.low", KT_FLOAT, OFF(train.tis.low), "0.5", 0, 1, KF_LO_OPEN, NULL, "IcePop lower bound (mode mask)"},
     {"train.tis.high", KT_FLOAT, OFF(train.tis.high), "2.0", 1, 1e6, 0, NULL, "IcePop upper bound (mode mask)"},
     {"train.r3", KT_BOOL, OFF(train.r3), "false", 0, 0, 0, NULL, "rollout routing replay (MoE only)"},
+    {"train.recompute", KT_BOOL, OFF(train.recompute), "false", 0, 0, 0, NULL,
+     "activation recomputation: keep each layer's input, re-run its forward in the backward (CUDA trainer; same results, less memory)"},
     {"train.microbatch", KT_INT, OFF(train.microbatch), "4", 1, 65536, 0, NULL, "sequences per forward/backward"},
     {"train.optimizer", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "AdamW"},
     {"train.optimizer.name", KT_ENUM, OFF(train.optimizer.name), "adamw", 0, 0, 0, e_optim, "the optimizer"},

@@ -166,6 +166,8 @@ typedef struct train_opts {
   quant_policy policy;    /* the TRAINING precision (default: BF16 everywhere) */
   double temperature;     /* the rollout temperature T of log p (1; 0 = greedy → 1) */
   int r3;                 /* replay the rollout's routed experts (MoE models; ignored on dense) */
+  int recompute;          /* activation recomputation (model_fwd_opts.recompute; device cuda —
+                             the CPU trainer keeps every activation) */
   int64_t microbatch;     /* sequences per forward/backward (4) */
   int ppo_epochs;         /* passes over the batch per call (1) */
   int minibatches;        /* optimizer steps per pass: the kept samples cut in this many

@@ -151,7 +151,7 @@ static void run_cpu(model *m, const quant_policy *p, const model_batch *b, const
 }
 
 /* run_gpu's forward is a no_grad one (model_fwd_opts.no_grad) when set. */
-static int g_no_grad;
+static int g_no_grad, g_recompute; /* run_gpu: the forward's no_grad and recompute options */
 
 /* The same on the GPU; ids[l] receives the routed ids of MoE layers (may be NULL). */
 static void run_gpu(model *m, const quant_policy *p, const model_batch *b, const int32_t *tg,
@@ -161,7 +161,7 @@ static void run_gpu(model *m, const quant_policy *p, const model_batch *b, const
   MUST(model_cuda_init(m, e));
   MUST(model_cuda_quantize(m, p, e));
   model_cuda_acts *a = model_cuda_acts_new();
-  model_fwd_opts fo = {0, replay, g_no_grad};
+  model_fwd_opts fo = {0, replay, g_no_grad, g_recompute};
   MUST(model_cuda_forward(m, b, &fo, a, e));
   s->logits = rl_xmalloc((size_t)b->T * m->V * 4);
   MUST(model_cuda_logits_to_host(a, s->logits, e));
@@ -314,6 +314,19 @@ static void test_fixture(const char *name) {
   run_gpu(m, &bf, &b, tg, NULL, 0, &x2, NULL);
   g_no_grad = 0;
   snprintf(lab, sizeof lab, "%s bf16 (no_grad forward vs full)", name);
+  cmp_bitwise(lab, m, &x, &x2);
+  snap_free(&x2);
+  /* activation recomputation: one layer's activations, each re-run in the backward — the same bits */
+  g_recompute = 1;
+  run_gpu(m, &bf, &b, tg, NULL, 1, &x2, NULL);
+  snprintf(lab, sizeof lab, "%s bf16 (recompute vs keep all)", name);
+  cmp_bitwise(lab, m, &x, &x2);
+  snap_free(&x2);
+  setenv("RLRUN_MODEL_FP32_FLOW", "1", 1);
+  run_gpu(m, &bf, &b, tg, NULL, 1, &x2, NULL);
+  unsetenv("RLRUN_MODEL_FP32_FLOW");
+  g_recompute = 0;
+  snprintf(lab, sizeof lab, "%s bf16 (recompute, FP32 flow vs keep all)", name);
   cmp_bitwise(lab, m, &x, &x2);
   snap_free(&x2);
   { /* native fp8-block forward and backward: the two flows bitwise too */

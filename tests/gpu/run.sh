@@ -360,6 +360,16 @@ if [ -x "$BUILD/rlrun" ]; then
     if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_kill_resume PASS "final weights sha256 $a == uninterrupted"
     else row loop_gpu_kill_resume FAIL "final weights $a vs uninterrupted $b (see loop_resume.log)"; fi
   else row loop_gpu_kill_resume FAIL "resume failed, see loop_resume.log: $(tail -1 "$OUT/loop_resume.log")"; fi
+  # train.recompute (activation recomputation) gives the same bits: final weights == the bf16 run's
+  d="$OUT/loop_recompute"; rm -rf "$d"
+  "$BUILD/rlrun" run recipes/bf16-baseline.yaml --runs-dir "$d" --name g --set device=cuda --set loop.iterations=4 \
+    --set loop.checkpoint_interval=2 --set train.recompute=true --quiet > "$OUT/loop_recompute.log" 2>&1
+  rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
+  a=$(sha256sum "$rd/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
+  ref=$(ls -d "$OUT"/loop_bf16-baseline/g-* 2>/dev/null | head -1)
+  b=$(sha256sum "$ref/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_recompute PASS "train.recompute: final weights sha256 $a == keep-all run"
+  else row loop_gpu_recompute FAIL "train.recompute: final weights ${a:-none} vs ${b:-none} (see loop_recompute.log)"; fi
 else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
 fi
 # ---------------------------------------------------------------- two GPUs (issue #11, "twogpu") — needs nvidia-h200-x2
