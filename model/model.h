@@ -31,8 +31,8 @@
  *     buffers, scales in the ROWMAJOR checkpoint layout). MXFP8 keeps tensors
  *     whose K is not a multiple of 32 in BF16, as the converter does.
  *   - Activations (model_acts) are FP32 [T, …] per layer, with BF16 copies of
- *     every linear input; everything the backward reads is kept (no
- *     recomputation yet). MoE rows are grouped by expert: row r of an
+ *     every linear input; everything the backward reads is kept (the CUDA
+ *     model can keep one layer's and recompute: model_fwd_opts). MoE rows are grouped by expert: row r of an
  *     expert buffer is slot slot_of_row[r] = t·k + j (token t, choice j),
  *     experts in index order, tokens ascending inside an expert.
  *
