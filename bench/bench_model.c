@@ -125,7 +125,7 @@ static double bench_mode(model *m, const quant_policy *p, int train, int n_seq, 
   MUST(model_cuda_quantize(m, p, e));
   for (int it = -2; it < steps; it++) {
     double t0 = rl_now(), t1, t2, t3;
-    model_fwd_opts fo = {0, NULL, !train, train == 2}; /* prefill: forward only (one layer's activations) */
+    model_fwd_opts fo = {.no_grad = !train, .recompute = train == 2}; /* prefill: forward only (one layer's activations) */
     MUST(model_cuda_forward(m, &b, &fo, a, e));
     MUST(model_cuda_logprob_forward(m, a, tg, 1.0f, logp, NULL, e));
     MUST(model_cuda_sync(e));

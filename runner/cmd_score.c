@@ -82,7 +82,7 @@ static int score_batch(model *m, int f32, int cuda, score_seq *seqs, int n, FILE
     off[i + 1] = off[i] + seqs[i].n;
   }
   model_batch b = {T, tok, {n, off}};
-  model_fwd_opts fo = {f32, NULL, 1, 0}; /* forward only: one layer's activations on the GPU */
+  model_fwd_opts fo = {.f32 = f32, .no_grad = 1}; /* forward only: one layer's activations on the GPU */
   model_targets_next(tok, &b.seqs, T, tg);
   model_acts *a = cuda ? NULL : model_acts_new();
   model_cuda_acts *ca = cuda ? model_cuda_acts_new() : NULL;

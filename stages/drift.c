@@ -306,7 +306,7 @@ static int drift_overlap_rows(model *m, drift_pack *k, drift_device dev, int l, 
 static int drift_forward(model *m, drift_pack *k, const quant_policy *p, drift_device dev,
                          const int32_t *const *replay, float *logp, float *ent, int32_t **routed,
                          double *overlap, const uint8_t *const *fed, rl_err *e) {
-  model_fwd_opts fo = {0, replay, 0, 0};
+  model_fwd_opts fo = {.replay_ids = replay};
   int rc, T = k->T;
   if (dev == DRIFT_CPU) {
     if ((rc = model_quantize(m, p, e)) || (rc = model_forward(m, &k->mb, &fo, k->ca, e)) ||

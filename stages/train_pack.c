@@ -162,7 +162,9 @@ int tr_pack_build(trainer *t, const rollout_batch *b, const int64_t *idx, int n,
 int tr_pack_forward(trainer *t, model *mdl, model_acts *a, float *logp, float *ent, rl_err *e) {
   tr_pack *p = &t->pk;
   model_batch mb = {p->T, p->tokens, {p->n_seq, p->off32}};
-  model_fwd_opts fo = {t->o.f32, t->r3 ? (const int32_t *const *)p->replay : NULL, 0, t->o.recompute};
+  model_fwd_opts fo = {.f32 = t->o.f32,
+                       .replay_ids = t->r3 ? (const int32_t *const *)p->replay : NULL,
+                       .recompute = t->o.recompute};
   double temp = t->o.temperature > 0 ? t->o.temperature : 1.0;
   int rc;
   if (t->cuda && mdl == t->m) {

@@ -136,7 +136,7 @@ static int fx_start(fx_run *r, const char *name, const char *hf_sub, int f32, qf
   r->T = (int)nt;
   r->a = model_acts_new();
   model_batch b = {r->T, r->tokens, {(int)no - 1, r->off}};
-  model_fwd_opts fo = {f32, replay, 0};
+  model_fwd_opts fo = {.f32 = f32, .replay_ids = replay};
   if (model_forward(r->m, &b, &fo, r->a, &e)) {
     harness_fail(__FILE__, __LINE__, "model_forward: %s", e.msg);
     return 1;

@@ -84,7 +84,7 @@ typedef struct fd_ctx {
 static double fd_loss(fd_ctx *x, int *ids_changed) {
   rl_err e = {0};
   model_batch b = {9, MB_TOK, {2, MB_OFF}};
-  model_fwd_opts o = {1, NULL, 0};
+  model_fwd_opts o = {.f32 = 1};
   float lp[9], ent[9];
   if (model_forward(x->m, &b, &o, x->a, &e) ||
       model_logprob_forward(x->a, x->targets, 1.0f, lp, ent, &e)) {

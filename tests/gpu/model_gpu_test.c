@@ -161,7 +161,7 @@ static void run_gpu(model *m, const quant_policy *p, const model_batch *b, const
   MUST(model_cuda_init(m, e));
   MUST(model_cuda_quantize(m, p, e));
   model_cuda_acts *a = model_cuda_acts_new();
-  model_fwd_opts fo = {0, replay, g_no_grad, g_recompute};
+  model_fwd_opts fo = {.replay_ids = replay, .no_grad = g_no_grad, .recompute = g_recompute};
   MUST(model_cuda_forward(m, b, &fo, a, e));
   s->logits = rl_xmalloc((size_t)b->T * m->V * 4);
   MUST(model_cuda_logits_to_host(a, s->logits, e));
