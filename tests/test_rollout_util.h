@@ -74,7 +74,7 @@ static RO_UNUSED model *ro_model(int moe, uint32_t seed, int unused_keep) {
 static RO_UNUSED float *ro_full_logits(model *m, const int32_t *seq, int T, int f32, rl_err *e) {
   int32_t off[2] = {0, T};
   model_batch b = {T, seq, {1, off}};
-  model_fwd_opts fo = {f32, NULL};
+  model_fwd_opts fo = {.f32 = f32};
   model_acts *a = model_acts_new();
   float *out = NULL;
   if (model_forward(m, &b, &fo, a, e)) harness_fail(__FILE__, __LINE__, "model_forward: %s", e->msg);

@@ -137,7 +137,7 @@ static inline void tu_batch_route_own(rollout_batch *b, model *m, int f32) {
     memcpy(tok, s->prompt_ids, (size_t)s->n_prompt * 4);
     memcpy(tok + s->n_prompt, s->completion_ids, (size_t)s->n_completion * 4);
     model_batch mb = {T, tok, {1, off}};
-    model_fwd_opts fo = {f32, NULL};
+    model_fwd_opts fo = {.f32 = f32};
     if (model_forward(m, &mb, &fo, a, &e)) harness_fail(__FILE__, __LINE__, "%s", e.msg);
     s->routed = malloc((size_t)T * L * k * sizeof(int32_t));
     for (int l = 0; l < L; l++) {
