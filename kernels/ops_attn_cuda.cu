@@ -409,6 +409,37 @@ extern "C" int ops_attention_forward_cuda(float *out, uint16_t *out_bf16, float 
   return attn_launch(attn_fwd_kernel<64>, grid, fwd_smem<64>(), a, st, e);
 }
 
+/* The BF16-operand forms take the tensor-core kernels only (ops.h). */
+static int attn_bx_impl(int head_dim, const char *what, rl_err *e) {
+  ops_attn_impl impl;
+  if (ops_attention_choose(head_dim, &impl, e)) return e ? e->code : RL_EXIT_USAGE;
+  if (impl != OPS_ATTN_TC)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: BF16 operands need the tensor-core kernels (RLRUN_ATTN=tc), not the SIMT ones",
+                   what);
+  return 0;
+}
+
+extern "C" int ops_attention_forward_bx_cuda(float *out, uint16_t *out_bf16, float *lse, const uint16_t *q,
+                                             const uint16_t *k, const uint16_t *v, const ops_seqs *seqs, int max_len,
+                                             ops_attn_shape sh, void *stream, rl_err *e) {
+  const void *p[] = {out, q, k, v};
+  if (attn_check(seqs, max_len, sh, p, 4, "attention", e)) return e ? e->code : RL_EXIT_USAGE;
+  if (out_bf16 && (uintptr_t)out_bf16 % 8)
+    return rl_errf(e, RL_EXIT_USAGE, "attention: the BF16 output is not 8-byte aligned");
+  if (attn_bx_impl(sh.head_dim, "attention", e)) return e->code;
+  return ops_attention_forward_tc_bx_cuda(out, out_bf16, lse, q, k, v, seqs, max_len, sh, stream, e);
+}
+
+extern "C" int ops_attention_backward_bx_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                              const float *lse, const uint16_t *q, const uint16_t *k,
+                                              const uint16_t *v, const ops_seqs *seqs, int max_len,
+                                              ops_attn_shape sh, void *stream, rl_err *e) {
+  const void *p[] = {dq, dk, dv, dout, out, q, k, v};
+  if (attn_check(seqs, max_len, sh, p, 8, "attention backward", e)) return e ? e->code : RL_EXIT_USAGE;
+  if (attn_bx_impl(sh.head_dim, "attention backward", e)) return e->code;
+  return ops_attention_backward_tc_bx_cuda(dq, dk, dv, dout, out, lse, q, k, v, seqs, max_len, sh, stream, e);
+}
+
 extern "C" int ops_attention_backward_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
                                            const float *lse, const float *q, const float *k, const float *v,
                                            const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream,

@@ -483,6 +483,20 @@ static int tc_to_bf16(uint16_t *dst, const float *src, size_t n, cudaStream_t st
   return 0;
 }
 
+/* The forward kernel on BF16 q, k, v. */
+static int tc_forward(float *out, uint16_t *out_bf16, float *lse, const uint16_t *q, const uint16_t *k,
+                      const uint16_t *v, const ops_seqs *seqs, int max_len, ops_attn_shape sh, cudaStream_t st,
+                      rl_err *e) {
+  tc_args a = {};
+  a.q = q, a.k = k, a.v = v;
+  a.out = out, a.out_bf16 = out_bf16, a.lse_out = lse, a.off = seqs->off;
+  a.Hq = sh.n_q_heads, a.Hkv = sh.n_kv_heads, a.rep = sh.n_q_heads / sh.n_kv_heads;
+  a.scale = (float)(1.0 / sqrt((double)sh.head_dim));
+  dim3 grid(tc_slots(max_len), sh.n_q_heads, seqs->n_seq);
+  if (sh.head_dim == 128) return tc_launch(attn_tc_fwd_kernel<128>, grid, fwd_bytes<128>(), a, st, e);
+  return tc_launch(attn_tc_fwd_kernel<64>, grid, fwd_bytes<64>(), a, st, e);
+}
+
 /* The forward of OPS_ATTN_TC; arguments already checked by ops_attention_forward_cuda. */
 extern "C" int ops_attention_forward_tc_cuda(float *out, uint16_t *out_bf16, float *lse, const float *q,
                                              const float *k, const float *v, const ops_seqs *seqs, int max_len,
@@ -492,48 +506,51 @@ extern "C" int ops_attention_forward_tc_cuda(float *out, uint16_t *out_bf16, flo
   const size_t nq = (size_t)sh.T * sh.n_q_heads * sh.head_dim, nk = (size_t)sh.T * sh.n_kv_heads * sh.head_dim;
   uint16_t *ws = NULL;
   OCHECK(cudaMallocAsync((void **)&ws, (nq + 2 * nk) * sizeof(uint16_t), st));
-  tc_args a = {};
-  a.q = ws, a.k = ws + nq, a.v = ws + nq + nk;
-  a.out = out, a.out_bf16 = out_bf16, a.lse_out = lse, a.off = seqs->off;
-  a.Hq = sh.n_q_heads, a.Hkv = sh.n_kv_heads, a.rep = sh.n_q_heads / sh.n_kv_heads;
-  a.scale = (float)(1.0 / sqrt((double)sh.head_dim));
   int rc = tc_to_bf16(ws, q, nq, st, e);
   if (!rc) rc = tc_to_bf16(ws + nq, k, nk, st, e);
   if (!rc) rc = tc_to_bf16(ws + nq + nk, v, nk, st, e);
-  dim3 grid(tc_slots(max_len), sh.n_q_heads, seqs->n_seq);
-  if (!rc) {
-    if (sh.head_dim == 128) rc = tc_launch(attn_tc_fwd_kernel<128>, grid, fwd_bytes<128>(), a, st, e);
-    else rc = tc_launch(attn_tc_fwd_kernel<64>, grid, fwd_bytes<64>(), a, st, e);
-  }
+  if (!rc) rc = tc_forward(out, out_bf16, lse, ws, ws + nq, ws + nq + nk, seqs, max_len, sh, st, e);
   cudaError_t fr = cudaFreeAsync(ws, st);
   if (!rc && fr != cudaSuccess)
     rc = rl_errf(e, RL_EXIT_HARDWARE, "attention (tensor cores): cudaFreeAsync: %s", cudaGetErrorString(fr));
   return rc;
 }
 
-/* The backward of OPS_ATTN_TC; arguments already checked by ops_attention_backward_cuda. */
-extern "C" int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                                              const float *lse, const float *q, const float *k, const float *v,
-                                              const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream,
-                                              rl_err *e) {
+/* The same on BF16 operands (no conversion pass); arguments checked by ops_attention_forward_bx_cuda. */
+extern "C" int ops_attention_forward_tc_bx_cuda(float *out, uint16_t *out_bf16, float *lse, const uint16_t *q,
+                                                const uint16_t *k, const uint16_t *v, const ops_seqs *seqs,
+                                                int max_len, ops_attn_shape sh, void *stream, rl_err *e) {
+  if (sh.T == 0 || seqs->n_seq == 0) return 0;
+  return tc_forward(out, out_bf16, lse, q, k, v, seqs, max_len, sh, (cudaStream_t)stream, e);
+}
+
+/* The backward of OPS_ATTN_TC (arguments already checked by ops_attention_backward_cuda);
+ * qb, kb, vb: BF16 operands given (ops_attention_backward_tc_bx_cuda), else converted from q, k, v. */
+static int tc_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                       const float *q, const float *k, const float *v, const uint16_t *qb, const uint16_t *kb,
+                       const uint16_t *vb, const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream,
+                       rl_err *e) {
   if (sh.T == 0 || seqs->n_seq == 0) return 0;
   cudaStream_t st = (cudaStream_t)stream;
   const size_t nq = (size_t)sh.T * sh.n_q_heads * sh.head_dim, nk = (size_t)sh.T * sh.n_kv_heads * sh.head_dim;
   const int64_t rows = (int64_t)sh.T * sh.n_q_heads;
-  /* workspace: δ (FP32, first: keeps 16-byte alignment), then BF16 q, dout, k, v */
+  const int given = qb != NULL;
+  /* workspace: δ (FP32, first: keeps 16-byte alignment), then BF16 dout (and q, k, v unless given) */
   void *ws = NULL;
-  OCHECK(cudaMallocAsync(&ws, (size_t)rows * 4 + 16 + (2 * nq + 2 * nk) * sizeof(uint16_t), st));
+  OCHECK(cudaMallocAsync(&ws, (size_t)rows * 4 + 16 + (given ? nq : 2 * nq + 2 * nk) * sizeof(uint16_t), st));
   float *delta = (float *)ws;
   uint16_t *b = (uint16_t *)((char *)ws + (((size_t)rows * 4 + 15) / 16) * 16);
   tc_args a = {};
-  a.q = b, a.dout = b + nq, a.k = b + 2 * nq, a.v = b + 2 * nq + nk;
+  a.dout = b;
+  if (given) a.q = qb, a.k = kb, a.v = vb;
+  else a.q = b + nq, a.k = b + 2 * nq, a.v = b + 2 * nq + nk;
   a.lse = lse, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv, a.off = seqs->off;
   a.Hq = sh.n_q_heads, a.Hkv = sh.n_kv_heads, a.rep = sh.n_q_heads / sh.n_kv_heads;
   a.scale = (float)(1.0 / sqrt((double)sh.head_dim));
-  int rc = tc_to_bf16(b, q, nq, st, e);
-  if (!rc) rc = tc_to_bf16(b + nq, dout, nq, st, e);
-  if (!rc) rc = tc_to_bf16(b + 2 * nq, k, nk, st, e);
-  if (!rc) rc = tc_to_bf16(b + 2 * nq + nk, v, nk, st, e);
+  int rc = tc_to_bf16(b, dout, nq, st, e);
+  if (!rc && !given) rc = tc_to_bf16(b + nq, q, nq, st, e);
+  if (!rc && !given) rc = tc_to_bf16(b + 2 * nq, k, nk, st, e);
+  if (!rc && !given) rc = tc_to_bf16(b + 2 * nq + nk, v, nk, st, e);
   if (!rc) {
     const unsigned dblocks = (unsigned)((rows + TNT / 32 - 1) / (TNT / 32));
     if (sh.head_dim == 128) tc_delta_kernel<128><<<dblocks, TNT, 0, st>>>(delta, dout, out, rows);
@@ -557,4 +574,18 @@ extern "C" int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, c
     rc = rl_errf(e, RL_EXIT_HARDWARE, "attention backward (tensor cores): cudaFreeAsync: %s",
                  cudaGetErrorString(fr));
   return rc;
+}
+
+extern "C" int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                              const float *lse, const float *q, const float *k, const float *v,
+                                              const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream,
+                                              rl_err *e) {
+  return tc_backward(dq, dk, dv, dout, out, lse, q, k, v, NULL, NULL, NULL, seqs, max_len, sh, stream, e);
+}
+
+extern "C" int ops_attention_backward_tc_bx_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                                                 const float *lse, const uint16_t *q, const uint16_t *k,
+                                                 const uint16_t *v, const ops_seqs *seqs, int max_len,
+                                                 ops_attn_shape sh, void *stream, rl_err *e) {
+  return tc_backward(dq, dk, dv, dout, out, lse, NULL, NULL, NULL, q, k, v, seqs, max_len, sh, stream, e);
 }

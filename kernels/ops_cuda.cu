@@ -636,8 +636,8 @@ __global__ void rope_kernel(float *x, const float *cs, const float *sn, int T, i
 }
 
 /* y = rope(rmsnorm_head(x)), one warp per (token, head). */
-template <typename TX>
-__global__ void qk_fwd_kernel(float *y, float *rstd, const TX *x, const float *w, const float *cs,
+template <typename TX, typename TY>
+__global__ void qk_fwd_kernel(TY *y, float *rstd, const TX *x, const float *w, const float *cs,
                               const float *sn, int T, int n_heads, int d, float eps) {
   int lane = threadIdx.x & 31, half = d / 2;
   int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -715,15 +715,15 @@ extern "C" int ops_rope_backward_cuda(float *dx, const int32_t *pos, int T, int 
   return rope_run(dx, pos, T, n_heads, head_dim, theta, -1, (cudaStream_t)stream, e);
 }
 
-template <typename TX>
-static int qk_fwd_run(float *y, float *rstd, const TX *x, const float *w, const int32_t *pos, int T, int n_heads,
+template <typename TX, typename TY>
+static int qk_fwd_run(TY *y, float *rstd, const TX *x, const float *w, const int32_t *pos, int T, int n_heads,
                       int head_dim, float eps, float theta, void *stream, rl_err *e) {
   if (T <= 0 || n_heads <= 0) return 0;
   cudaStream_t st = (cudaStream_t)stream;
   float *cs, *sn;
   if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
   unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
-  qk_fwd_kernel<TX><<<blocks, NTHR, 0, st>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
+  qk_fwd_kernel<TX, TY><<<blocks, NTHR, 0, st>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
   OLAUNCH();
   OCHECK(cudaFreeAsync(cs, st));
   return 0;
@@ -735,9 +735,12 @@ extern "C" int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float 
   return qk_fwd_run(y, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
 }
 
-extern "C" int ops_qk_norm_rope_forward_bx_cuda(float *y, float *rstd, const uint16_t *x, const float *w,
-                                                const int32_t *pos, int T, int n_heads, int head_dim, float eps,
-                                                float theta, void *stream, rl_err *e) {
+extern "C" int ops_qk_norm_rope_forward_bx_cuda(float *y, uint16_t *y_bf16, float *rstd, const uint16_t *x,
+                                                const float *w, const int32_t *pos, int T, int n_heads, int head_dim,
+                                                float eps, float theta, void *stream, rl_err *e) {
+  if (!y == !y_bf16)
+    return rl_errf(e, RL_EXIT_USAGE, "qk-norm+rope (BF16 operands): give exactly one of the FP32 and BF16 outputs");
+  if (y_bf16) return qk_fwd_run(y_bf16, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
   return qk_fwd_run(y, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
 }
 
@@ -760,7 +763,8 @@ extern "C" int ops_qk_norm_rope_forward_tab_cuda(float *y, float *rstd, const fl
                                                  float eps, void *stream, rl_err *e) {
   if (T <= 0 || n_heads <= 0) return 0;
   unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
-  qk_fwd_kernel<float><<<blocks, NTHR, 0, (cudaStream_t)stream>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
+  qk_fwd_kernel<float, float><<<blocks, NTHR, 0, (cudaStream_t)stream>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim,
+                                                                         eps);
   OLAUNCH();
   return 0;
 }

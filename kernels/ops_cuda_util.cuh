@@ -87,8 +87,8 @@ __device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {
  * xr·rstd) over head_dim d with the token's RoPE row (cs, sn: d/2 each);
  * returns rstd. The one definition the full forward (qk_fwd_kernel) and the
  * rollout engine's fused decode kernel both use, so their bits agree. */
-template <typename TX>
-__device__ __forceinline__ float qk_norm_rope_head(float *yr, const TX *xr, const float *w, const float *cs,
+template <typename TX, typename TY>
+__device__ __forceinline__ float qk_norm_rope_head(TY *yr, const TX *xr, const float *w, const float *cs,
                                                    const float *sn, int d, float eps, int lane) {
   const int half = d / 2;
   float ss = 0;
@@ -99,8 +99,8 @@ __device__ __forceinline__ float qk_norm_rope_head(float *yr, const TX *xr, cons
   for (int i = lane; i < half; i += 32) {
     float a = __fmul_rn(w[i], __fmul_rn(ldf(xr, i), s)), b = __fmul_rn(w[i + half], __fmul_rn(ldf(xr, i + half), s));
     float c = cs[i], sn_ = sn[i];
-    yr[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn_));
-    yr[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn_));
+    stf(yr, i, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn_)));
+    stf(yr, i + half, __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn_)));
   }
   return s;
 }

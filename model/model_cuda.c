@@ -616,10 +616,15 @@ static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int m
   int hd = m->hd, dp = hd == 64 || hd == 128 ? hd : hd < 64 ? 64 : 128;
   if (hd > 128)
     return rl_errf(e, RL_EXIT_HARDWARE, "head_dim %d: the CUDA attention runs head_dim ≤ 128; use device: cpu", hd);
-  int bx = mc_bx_flow(m, a);
-  int key[13] = {m->L, m->H, m->V, m->nq, m->nkv, m->hd, m->I, m->E, m->topk, m->Im, dp, bx, mode};
+  int bx = mc_bx_flow(m, a), bxa = 0;
+  if (bx && dp == hd) { /* BF16 attention operands when the tensor-core kernels run (an error: decided by the call) */
+    ops_attn_impl impl;
+    rl_err ignore = {0};
+    bxa = ops_attention_choose(hd, &impl, &ignore) == 0 && impl == OPS_ATTN_TC;
+  }
+  int key[14] = {m->L, m->H, m->V, m->nq, m->nkv, m->hd, m->I, m->E, m->topk, m->Im, dp, bx, mode, bxa};
   /* a set is kept for its own layout; a recompute set serves a forward-only call too */
-  if (a->la && a->cap_T >= T && a->cap_seq >= n_seq && !memcmp(key, a->key, 12 * sizeof(int)) &&
+  if (a->la && a->cap_T >= T && a->cap_seq >= n_seq && !memcmp(key, a->key, 12 * sizeof(int)) && a->key[13] == bxa &&
       (a->key[12] == mode || (a->key[12] == MC_ACTS_RECOMPUTE && mode == MC_ACTS_NO_GRAD)))
     return 0;
   mc_acts_release(a);
@@ -662,10 +667,12 @@ static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int m
       }
       continue;
     }
-    DF(x->rstd1, C), DB(x->xn1_b, C * H), DF(x->v, C * kd);
+    DF(x->rstd1, C), DB(x->xn1_b, C * H);
     if (bx) DB(x->qr_b, C * qd), DB(x->kr_b, C * kd);
     else DF(x->qr, C * qd), DF(x->kr, C * kd);
-    DF(x->q, C * qd), DF(x->k, C * kd), DF(x->rstd_q, C * m->nq), DF(x->rstd_k, C * m->nkv);
+    if (bxa) DB(x->q_b, C * qd), DB(x->k_b, C * kd), DB(x->v_b, C * kd);
+    else DF(x->q, C * qd), DF(x->k, C * kd), DF(x->v, C * kd);
+    DF(x->rstd_q, C * m->nq), DF(x->rstd_k, C * m->nkv);
     DF(x->att, C * qd), DF(x->lse, C * m->nq), DB(x->att_b, C * qd);
     DF(x->h, C * H), DF(x->rstd2, C), DB(x->xn2_b, C * H);
     if (dp != hd) DF(x->qp, C * qp), DF(x->kp, C * kp), DF(x->vp, C * kp), DF(x->attp, C * qp);
@@ -718,6 +725,8 @@ static int mc_attention_fwd(model *m, model_cuda_acts *a, mc_layer_acts *x, rl_e
   int T = a->T, hd = m->hd, dp = a->dp, rc = 0;
   ops_seqs sq = {a->n_seq, a->off};
   ops_attn_shape sh = {T, m->nq, m->nkv, dp};
+  if (a->key[13])
+    return ops_attention_forward_bx_cuda(x->att, x->att_b, x->lse, x->q_b, x->k_b, x->v_b, &sq, a->max_len, sh, NULL, e);
   if (dp == hd) return ops_attention_forward_cuda(x->att, x->att_b, x->lse, x->q, x->k, x->v, &sq, a->max_len, sh, NULL, e);
   float c = (float)sqrt((double)dp / hd);
   if ((rc = mck_pad_heads(x->qp, x->q, (int64_t)T * m->nq, hd, dp, c, e)) ||
@@ -781,11 +790,11 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
                   ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, NULL, e))))
     goto out;
   if ((rc = mc_lin_fwd_b(m, &y->q, x->xn1_b, T, x->qr_b, e)) || (rc = mc_lin_fwd_b(m, &y->k, x->xn1_b, T, x->kr_b, e)) ||
-      (rc = mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e)))
+      (rc = x->v_b ? mc_lin_fwd_b(m, &y->v, x->xn1_b, T, x->v_b, e) : mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e)))
     goto out;
-  if ((rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->q, x->rstd_q, x->qr_b, P[mc_pidx(m, my->q_norm)].wf,
+  if ((rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->q, x->q_b, x->rstd_q, x->qr_b, P[mc_pidx(m, my->q_norm)].wf,
                                                                 a->pos, T, m->nq, m->hd, m->eps, m->theta, NULL, e))) ||
-      (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->k, x->rstd_k, x->kr_b, P[mc_pidx(m, my->k_norm)].wf,
+      (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->k, x->k_b, x->rstd_k, x->kr_b, P[mc_pidx(m, my->k_norm)].wf,
                                                                 a->pos, T, m->nkv, m->hd, m->eps, m->theta, NULL, e))) ||
       (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, a, x, e))))
     goto out;

@@ -118,6 +118,9 @@ static int mc_attention_bwd(model *m, model_cuda_acts *a, mc_layer_acts *x, cons
   int T = a->T, hd = m->hd, dp = a->dp, rc;
   ops_seqs sq = {a->n_seq, a->off};
   ops_attn_shape sh = {T, m->nq, m->nkv, dp};
+  if (a->key[13])
+    return ops_attention_backward_bx_cuda(dq, dk, dv, datt, x->att, x->lse, x->q_b, x->k_b, x->v_b, &sq, a->max_len, sh,
+                                          NULL, e);
   if (dp == hd)
     return ops_attention_backward_cuda(dq, dk, dv, datt, x->att, x->lse, x->q, x->k, x->v, &sq, a->max_len, sh, NULL, e);
   float c = (float)sqrt((double)dp / hd);

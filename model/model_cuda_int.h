@@ -134,8 +134,9 @@ typedef struct mc_layer_acts {
   uint16_t *xn1_b, *att_b, *xn2_b;
   float *gate, *up;
   uint16_t *act_b;
-  /* the BF16 flow's GEMM outputs (model_cuda_acts.bx; qr, kr, gate, up are then NULL) */
-  uint16_t *qr_b, *kr_b, *gate_b, *up_b;
+  /* the BF16 flow's GEMM outputs (key[11]; qr, kr, gate, up are then NULL) and its
+   * attention operands where the tensor-core kernels take them (key[13]; q, k, v NULL) */
+  uint16_t *qr_b, *kr_b, *gate_b, *up_b, *q_b, *k_b, *v_b;
   /* MoE */
   float *rlogits, *probs, *rw, *eg, *eu, *eout;
   int32_t *ids, *sor, *ros;                    /* device */
@@ -146,7 +147,8 @@ typedef struct mc_layer_acts {
 struct model_cuda_acts {
   int T, cap_T, n_seq, cap_seq, max_len, dp;
   /* key: the shapes the buffers were made for, then [11] bx, [12] the layout
-   * (MC_ACTS_FULL / _NO_GRAD / _RECOMPUTE).
+   * (MC_ACTS_FULL / _NO_GRAD / _RECOMPUTE), [13] bxa (BF16 q, k, v for the
+   * tensor-core attention: the BF16 flow with those kernels in force, head_dim 64/128).
    * bx: the BF16 flow — q/k/o/gate/up/down GEMM outputs stay BF16 and the
    * element-wise ops read them (kernels/ops.h "_bx"), the backward's linear
    * layers take and give BF16 (bitwise the FP32 flow's results, fewer passes).
@@ -154,7 +156,7 @@ struct model_cuda_acts {
    * backward scratch; model_cuda_backward refuses it. RECOMPUTE: the same
    * shared layer buffers with the backward scratch; the backward re-runs each
    * layer's forward first. */
-  int key[13];
+  int key[14];
   size_t bytes; /* device memory of the buffers */
   /* set by the owner before the first forward: 1 keeps the FP32 flow (the
    * rollout engine's decode acts, whose step reads qr/kr/v/gate/up as FP32) */

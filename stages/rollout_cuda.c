@@ -421,8 +421,10 @@ static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, 
   if (!rc) rc = mc_ok(cudaMemcpy(g->d_pslot, ps, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (slots)", e);
   for (int l = 0; l < m->L && !rc; l++) {
     mc_layer_acts *x = &a->la[l];
-    rc = rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k, x->v, g->d_pslot, a->pos, (int)T, g->max_len,
-                      g->kvd, NULL, e);
+    rc = x->k_b ? rck_kv_write_b(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k_b, x->v_b, g->d_pslot, a->pos, (int)T,
+                                 g->max_len, g->kvd, NULL, e)
+                : rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k, x->v, g->d_pslot, a->pos, (int)T,
+                               g->max_len, g->kvd, NULL, e);
     const int32_t *ids = m->layers[l].moe ? model_cuda_routed_ids(a, l) : NULL;
     for (int i = 0; !rc && rk && i < n; i++)
       for (int64_t t = 0; t < sq[i]->n_prompt; t++)

@@ -30,13 +30,14 @@
 
 /* Row r of the step: the attention key (after QK-norm + RoPE) and V of slot[r]
  * at position pos[r], both rounded to BF16. */
-__global__ void rck_kv_write_kernel(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot,
+template <typename T>
+__global__ void rck_kv_write_kernel(uint16_t *kc, uint16_t *vc, const T *k, const T *v, const int32_t *slot,
                                     const int32_t *pos, int64_t max_len, int kvd) {
   int r = blockIdx.x;
   int64_t base = ((int64_t)slot[r] * max_len + pos[r]) * kvd;
   for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
-    kc[base + i] = fmt_bf16_from_f32(k[(int64_t)r * kvd + i]);
-    vc[base + i] = fmt_bf16_from_f32(v[(int64_t)r * kvd + i]);
+    kc[base + i] = fmt_bf16_from_f32(ldf(k, (int64_t)r * kvd + i));
+    vc[base + i] = fmt_bf16_from_f32(ldf(v, (int64_t)r * kvd + i));
   }
 }
 
@@ -50,7 +51,14 @@ static int rck_check(const char *what, rl_err *e) {
 extern "C" int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot,
                             const int32_t *pos, int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e) {
   if (n <= 0) return 0;
-  rck_kv_write_kernel<<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, kvd);
+  rck_kv_write_kernel<float><<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, kvd);
+  return rck_check("kv_write", e);
+}
+
+extern "C" int rck_kv_write_b(uint16_t *kc, uint16_t *vc, const uint16_t *k, const uint16_t *v, const int32_t *slot,
+                              const int32_t *pos, int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e) {
+  if (n <= 0) return 0;
+  rck_kv_write_kernel<uint16_t><<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, kvd);
   return rck_check("kv_write", e);
 }
 

@@ -17,6 +17,9 @@ extern "C" {
 /* Row i of n: K and V of slot[i] at position pos[i] (rounded to BF16). */
 int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot, const int32_t *pos,
                  int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
+/* The same from BF16 k, v (the prefill's BF16 attention operands): a copy. */
+int rck_kv_write_b(uint16_t *kc, uint16_t *vc, const uint16_t *k, const uint16_t *v, const int32_t *slot,
+                   const int32_t *pos, int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
 /* out[n][nq][hd] (FP32) and out_b (BF16, may be NULL): row i's query heads
  * against slot[i]'s first len[i] cached positions, split into n_split =
  * rck_n_split(max_len, nq / nkv) chunks (scratch pacc [n][nq][n_split][hd], pml

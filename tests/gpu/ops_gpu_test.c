@@ -523,10 +523,18 @@ static void test_bx(int T, int H, int nh, int d, int I) {
   CU(cudaMemcpy(qdy, hq, nq * 4, cudaMemcpyHostToDevice));
   float *qy1 = dup_dev(NULL, nq * 4), *qy2 = dup_dev(NULL, nq * 4);
   float *qr1 = dup_dev(NULL, (size_t)T * nh * 4), *qr2 = dup_dev(NULL, (size_t)T * nh * 4);
-  OK(ops_qk_norm_rope_forward_bx_cuda(qy1, qr1, qb, w, dpos, T, nh, d, 1e-6f, 1e6f, NULL, e));
+  OK(ops_qk_norm_rope_forward_bx_cuda(qy1, NULL, qr1, qb, w, dpos, T, nh, d, 1e-6f, 1e6f, NULL, e));
   OK(ops_qk_norm_rope_forward_cuda(qy2, qr2, qf, w, dpos, T, nh, d, 1e-6f, 1e6f, NULL, e));
   snprintf(name, sizeof name, "qk-norm+rope fwd _bx == fp32 d=%d", d);
   same_dev(name, qy1, qy2, nq * 4), same_dev(name, qr1, qr2, (size_t)T * nh * 4);
+  { /* the BF16 output: the RNE BF16 of the FP32 one */
+    uint16_t *yb1 = dup_dev(NULL, nq * 2), *yb2 = dup_dev(NULL, nq * 2);
+    OK(ops_qk_norm_rope_forward_bx_cuda(NULL, yb1, qr1, qb, w, dpos, T, nh, d, 1e-6f, 1e6f, NULL, e));
+    OK(ops_bf16_from_f32_cuda(yb2, qy2, nq, NULL, e));
+    snprintf(name, sizeof name, "qk-norm+rope fwd _bx BF16 out == bf16(fp32) d=%d", d);
+    same_dev(name, yb1, yb2, nq * 2), same_dev(name, qr1, qr2, (size_t)T * nh * 4);
+    CU(cudaFree(yb1)); CU(cudaFree(yb2));
+  }
   uint16_t *qdx1 = dup_dev(NULL, nq * 2), *qdx2b = dup_dev(NULL, nq * 2);
   float *qdx2 = dup_dev(NULL, nq * 4), *qg1 = dup_dev(hdw, d * 4), *qg2 = dup_dev(hdw, d * 4);
   OK(ops_qk_norm_rope_backward_bx_cuda(qdx1, qg1, qdy, qb, w, qr1, dpos, T, nh, d, 1e6f, NULL, e));
@@ -563,6 +571,45 @@ static void test_bx(int T, int H, int nh, int d, int I) {
   CU(cudaFree(dg2b)); CU(cudaFree(du2b)); CU(cudaFree(dg2)); CU(cudaFree(du2));
   CU(cudaFree(w)); CU(cudaFree(dw0));
   free(hw), free(hdw);
+}
+
+/* The attention on BF16 q, k, v (tensor-core kernels) == on their FP32 copies, bitwise. */
+static void test_attention_bx(int D) {
+  char name[96];
+  int32_t off[4] = {0, 70, 333, 520};
+  const int n_seq = 3, T = off[3], Hq = 4, Hkv = 2;
+  size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
+  uint16_t *qb, *kb, *vb, *db;
+  float *qf, *kf, *vf, *df;
+  bf16_pair(nq, 2, &qb, &qf), bf16_pair(nk, 2, &kb, &kf), bf16_pair(nk, 1, &vb, &vf), bf16_pair(nq, 1, &db, &df);
+  int32_t *doff = dup_dev(off, sizeof off);
+  ops_seqs sq = {n_seq, doff};
+  ops_attn_shape sh = {T, Hq, Hkv, D};
+  float *o1 = dup_dev(NULL, nq * 4), *o2 = dup_dev(NULL, nq * 4), *l1 = dup_dev(NULL, (size_t)T * Hq * 4);
+  float *l2 = dup_dev(NULL, (size_t)T * Hq * 4);
+  uint16_t *ob1 = dup_dev(NULL, nq * 2), *ob2 = dup_dev(NULL, nq * 2);
+  ops_attention_set_impl(OPS_ATTN_TC);
+  OK(ops_attention_forward_bx_cuda(o1, ob1, l1, qb, kb, vb, &sq, 263, sh, NULL, e));
+  OK(ops_attention_forward_cuda(o2, ob2, l2, qf, kf, vf, &sq, 263, sh, NULL, e));
+  snprintf(name, sizeof name, "attention fwd _bx == fp32 (tc) D=%d", D);
+  same_dev(name, o1, o2, nq * 4), same_dev(name, ob1, ob2, nq * 2), same_dev(name, l1, l2, (size_t)T * Hq * 4);
+  float *g[6];
+  for (int i = 0; i < 6; i++) g[i] = dup_dev(NULL, (i % 3 ? nk : nq) * 4);
+  OK(ops_attention_backward_bx_cuda(g[0], g[1], g[2], df, o1, l1, qb, kb, vb, &sq, 263, sh, NULL, e));
+  OK(ops_attention_backward_cuda(g[3], g[4], g[5], df, o2, l2, qf, kf, vf, &sq, 263, sh, NULL, e));
+  snprintf(name, sizeof name, "attention bwd _bx == fp32 (tc) D=%d", D);
+  same_dev(name, g[0], g[3], nq * 4), same_dev(name, g[1], g[4], nk * 4), same_dev(name, g[2], g[5], nk * 4);
+  /* the SIMT kernels take no BF16 operands: a usage error naming why */
+  ops_attention_set_impl(OPS_ATTN_SIMT);
+  rl_err e2 = {0};
+  int rc = ops_attention_forward_bx_cuda(o1, NULL, l1, qb, kb, vb, &sq, 263, sh, NULL, &e2);
+  snprintf(name, sizeof name, "attention _bx refused with simt kernels D=%d", D);
+  verdict(rc == RL_EXIT_USAGE && strstr(e2.msg, "tensor-core"), name, e2.msg);
+  ops_attention_set_impl(OPS_ATTN_DEFAULT);
+  for (int i = 0; i < 6; i++) CU(cudaFree(g[i]));
+  CU(cudaFree(qb)); CU(cudaFree(kb)); CU(cudaFree(vb)); CU(cudaFree(db)); CU(cudaFree(qf)); CU(cudaFree(kf));
+  CU(cudaFree(vf)); CU(cudaFree(df)); CU(cudaFree(doff)); CU(cudaFree(o1)); CU(cudaFree(o2)); CU(cudaFree(l1));
+  CU(cudaFree(l2)); CU(cudaFree(ob1)); CU(cudaFree(ob2));
 }
 
 /* ---------------------------------------------------------------- router */
@@ -684,6 +731,8 @@ int main(void) {
   test_swiglu(257, 3072, 1);
   test_swiglu(100, 1001, 0);
   test_bx(1000, 1024, 16, 128, 3072);
+  test_attention_bx(128);
+  test_attention_bx(64);
   test_bx(77, 130, 3, 64, 343); /* widths not multiples of 4: the scalar paths */
   test_router(1000, 128, 8, 1);
   test_router(333, 64, 4, 0);
