@@ -363,7 +363,7 @@ int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, const float 
 int ops_attention_forward_tc_bx_cuda(float *out, uint16_t *out_bf16, float *lse, const uint16_t *q,
                                      const uint16_t *k, const uint16_t *v, const ops_seqs *seqs,
                                      int max_len, ops_attn_shape sh, void *stream, rl_err *e);
-int ops_attention_backward_tc_bx_cuda(float *dq, float *dk, float *dv, const float *dout,
+int ops_attention_backward_tc_bx_cuda(float *dq, float *dk, float *dv, const uint16_t *dout,
                                       const float *out, const float *lse, const uint16_t *q,
                                       const uint16_t *k, const uint16_t *v, const ops_seqs *seqs,
                                       int max_len, ops_attn_shape sh, void *stream, rl_err *e);
@@ -382,7 +382,9 @@ int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const 
  * on the FP32 copies of its BF16 operands, followed by ops_bf16_from_f32_cuda of
  * its BF16 outputs (ops_gpu_test asserts it) — without the copies' passes.
  *   residual_rmsnorm_forward_bx   h = resid + x with x BF16
- *   residual_rmsnorm_backward_bx  dresid += …, and dresid_bf16 (may be NULL) = its BF16
+ *   residual_rmsnorm_backward_bx  dresid += …, and dresid_bf16 (may be NULL) = its BF16; dy FP32,
+ *                                 or (dy NULL) the sum of n_dy_bf16 (1–3) BF16 parts dy_bf16[],
+ *                                 added in order in FP32 — the bits of the FP32 dy they sum to
  *   qk_norm_rope_forward_bx       x BF16; y in FP32 or (y_bf16) BF16 — exactly one given
  *   qk_norm_rope_backward_bx      x BF16, dx written as BF16 only
  *   swiglu_forward_bx             gate, up BF16
@@ -391,8 +393,9 @@ int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t *y_bf16, f
                                          const float *resid, const uint16_t *x, const float *w, int rows,
                                          int dim, float eps, void *stream, rl_err *e);
 int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy,
-                                          const float *h, const float *w, const float *rstd, int rows,
-                                          int dim, void *stream, rl_err *e);
+                                          const uint16_t *const *dy_bf16, int n_dy_bf16, const float *h,
+                                          const float *w, const float *rstd, int rows, int dim,
+                                          void *stream, rl_err *e);
 int ops_qk_norm_rope_forward_bx_cuda(float *y, uint16_t *y_bf16, float *rstd, const uint16_t *x,
                                      const float *w, const int32_t *pos, int T, int n_heads, int head_dim,
                                      float eps, float theta, void *stream, rl_err *e);
@@ -408,13 +411,13 @@ int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *
  *                                 round FP32 ones to BF16 first: the same bits without that
  *                                 pass); OPS_ATTN_TC only — RL_EXIT_USAGE when the kernels in
  *                                 force (ops_attention_choose) are the SIMT ones
- *   attention_backward_bx         the same for the backward (dout, out stay FP32)
+ *   attention_backward_bx         the same for the backward, dout BF16 too (out stays FP32)
  *   logprob_forward_bx            logits BF16
  *   logprob_backward_bx           logits BF16, dlogits written as BF16 only */
 int ops_attention_forward_bx_cuda(float *out, uint16_t *out_bf16, float *lse, const uint16_t *q,
                                   const uint16_t *k, const uint16_t *v, const ops_seqs *seqs, int max_len,
                                   ops_attn_shape sh, void *stream, rl_err *e);
-int ops_attention_backward_bx_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
+int ops_attention_backward_bx_cuda(float *dq, float *dk, float *dv, const uint16_t *dout, const float *out,
                                    const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                                    const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream, rl_err *e);
 int ops_logprob_forward_bx_cuda(float *logp, float *entropy, float *lse, const uint16_t *logits,

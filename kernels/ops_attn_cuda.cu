@@ -430,7 +430,7 @@ extern "C" int ops_attention_forward_bx_cuda(float *out, uint16_t *out_bf16, flo
   return ops_attention_forward_tc_bx_cuda(out, out_bf16, lse, q, k, v, seqs, max_len, sh, stream, e);
 }
 
-extern "C" int ops_attention_backward_bx_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
+extern "C" int ops_attention_backward_bx_cuda(float *dq, float *dk, float *dv, const uint16_t *dout, const float *out,
                                               const float *lse, const uint16_t *q, const uint16_t *k,
                                               const uint16_t *v, const ops_seqs *seqs, int max_len,
                                               ops_attn_shape sh, void *stream, rl_err *e) {

@@ -298,15 +298,15 @@ __global__ void tc_bf16_kernel(uint16_t *dst, const float *src, int64_t n4) {
   }
 }
 
-/* δ[r] = Σ_d dout[r,d]·out[r,d] in FP32 (FP32 inputs), one warp per row. */
-template <int D>
-__global__ void tc_delta_kernel(float *delta, const float *dout, const float *out, int64_t rows) {
+/* δ[r] = Σ_d dout[r,d]·out[r,d] in FP32 (dout FP32 or BF16: TDO), one warp per row. */
+template <int D, typename TDO>
+__global__ void tc_delta_kernel(float *delta, const TDO *dout, const float *out, int64_t rows) {
   const int lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * (TNT / 32) + (threadIdx.x >> 5);
   if (r >= rows) return;
   float s = 0.f;
 #pragma unroll
-  for (int d = lane; d < D; d += 32) s += dout[r * D + d] * out[r * D + d];
+  for (int d = lane; d < D; d += 32) s += ldf(dout, r * D + d) * out[r * D + d];
   s = warp_sum(s);
   if (lane == 0) delta[r] = s;
 }
@@ -526,10 +526,10 @@ extern "C" int ops_attention_forward_tc_bx_cuda(float *out, uint16_t *out_bf16, 
 
 /* The backward of OPS_ATTN_TC (arguments already checked by ops_attention_backward_cuda);
  * qb, kb, vb: BF16 operands given (ops_attention_backward_tc_bx_cuda), else converted from q, k, v. */
-static int tc_backward(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
-                       const float *q, const float *k, const float *v, const uint16_t *qb, const uint16_t *kb,
-                       const uint16_t *vb, const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream,
-                       rl_err *e) {
+static int tc_backward(float *dq, float *dk, float *dv, const float *dout, const uint16_t *doutb, const float *out,
+                       const float *lse, const float *q, const float *k, const float *v, const uint16_t *qb,
+                       const uint16_t *kb, const uint16_t *vb, const ops_seqs *seqs, int max_len, ops_attn_shape sh,
+                       void *stream, rl_err *e) {
   if (sh.T == 0 || seqs->n_seq == 0) return 0;
   cudaStream_t st = (cudaStream_t)stream;
   const size_t nq = (size_t)sh.T * sh.n_q_heads * sh.head_dim, nk = (size_t)sh.T * sh.n_kv_heads * sh.head_dim;
@@ -541,19 +541,21 @@ static int tc_backward(float *dq, float *dk, float *dv, const float *dout, const
   float *delta = (float *)ws;
   uint16_t *b = (uint16_t *)((char *)ws + (((size_t)rows * 4 + 15) / 16) * 16);
   tc_args a = {};
-  a.dout = b;
+  a.dout = doutb ? doutb : b;
   if (given) a.q = qb, a.k = kb, a.v = vb;
   else a.q = b + nq, a.k = b + 2 * nq, a.v = b + 2 * nq + nk;
   a.lse = lse, a.delta = delta, a.dq = dq, a.dk = dk, a.dv = dv, a.off = seqs->off;
   a.Hq = sh.n_q_heads, a.Hkv = sh.n_kv_heads, a.rep = sh.n_q_heads / sh.n_kv_heads;
   a.scale = (float)(1.0 / sqrt((double)sh.head_dim));
-  int rc = tc_to_bf16(b, dout, nq, st, e);
+  int rc = doutb ? 0 : tc_to_bf16(b, dout, nq, st, e);
   if (!rc && !given) rc = tc_to_bf16(b + nq, q, nq, st, e);
   if (!rc && !given) rc = tc_to_bf16(b + 2 * nq, k, nk, st, e);
   if (!rc && !given) rc = tc_to_bf16(b + 2 * nq + nk, v, nk, st, e);
   if (!rc) {
     const unsigned dblocks = (unsigned)((rows + TNT / 32 - 1) / (TNT / 32));
-    if (sh.head_dim == 128) tc_delta_kernel<128><<<dblocks, TNT, 0, st>>>(delta, dout, out, rows);
+    if (doutb && sh.head_dim == 128) tc_delta_kernel<128><<<dblocks, TNT, 0, st>>>(delta, doutb, out, rows);
+    else if (doutb) tc_delta_kernel<64><<<dblocks, TNT, 0, st>>>(delta, doutb, out, rows);
+    else if (sh.head_dim == 128) tc_delta_kernel<128><<<dblocks, TNT, 0, st>>>(delta, dout, out, rows);
     else tc_delta_kernel<64><<<dblocks, TNT, 0, st>>>(delta, dout, out, rows);
     cudaError_t le = cudaGetLastError();
     if (le != cudaSuccess)
@@ -580,12 +582,12 @@ extern "C" int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, c
                                               const float *lse, const float *q, const float *k, const float *v,
                                               const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream,
                                               rl_err *e) {
-  return tc_backward(dq, dk, dv, dout, out, lse, q, k, v, NULL, NULL, NULL, seqs, max_len, sh, stream, e);
+  return tc_backward(dq, dk, dv, dout, NULL, out, lse, q, k, v, NULL, NULL, NULL, seqs, max_len, sh, stream, e);
 }
 
-extern "C" int ops_attention_backward_tc_bx_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                                                 const float *lse, const uint16_t *q, const uint16_t *k,
-                                                 const uint16_t *v, const ops_seqs *seqs, int max_len,
-                                                 ops_attn_shape sh, void *stream, rl_err *e) {
-  return tc_backward(dq, dk, dv, dout, out, lse, NULL, NULL, NULL, q, k, v, seqs, max_len, sh, stream, e);
+extern "C" int ops_attention_backward_tc_bx_cuda(float *dq, float *dk, float *dv, const uint16_t *dout,
+                                                 const float *out, const float *lse, const uint16_t *q,
+                                                 const uint16_t *k, const uint16_t *v, const ops_seqs *seqs,
+                                                 int max_len, ops_attn_shape sh, void *stream, rl_err *e) {
+  return tc_backward(dq, dk, dv, NULL, dout, out, lse, NULL, NULL, NULL, q, k, v, seqs, max_len, sh, stream, e);
 }

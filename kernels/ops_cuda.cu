@@ -395,14 +395,26 @@ __device__ __forceinline__ void dw_block_store(float *part, const float (&acc)[N
   }
 }
 
+/* (a·b)·c and s·w·dy − x·c, each operation rounded (no contraction). */
+__device__ __forceinline__ float rb_prod(float a, float b, float c) { return __fmul_rn(__fmul_rn(a, b), c); }
+__device__ __forceinline__ float rb_dx(float s, float w, float dy, float x, float c) {
+  return __fsub_rn(__fmul_rn(__fmul_rn(s, w), dy), __fmul_rn(x, c));
+}
+
 /* RMSNorm backward for dim = 128·NV (NV ≤ 8), one warp per row (rows wp, wp + 8,
  * … of the block's BWD_RPB), lane holding columns lane·4 + 128·k: dx (ADD:
  * added to), its BF16 copy dxb (may be NULL), and part[blockIdx][dim] = the
  * block's Σ dy·x·rstd (rows of a warp in order, then warps in order). */
-template <bool ADD, int NV>
+/* dy parts: NP = 0: dy FP32; NP = 1 … 3: dy = (FP32(p[0]) + FP32(p[1])) + FP32(p[2]),
+ * the BF16 parts added in order (mck_sum_bf16's bits), read instead of dy. */
+struct dy_parts {
+  const uint16_t *p[3];
+};
+
+template <bool ADD, int NV, int NP>
 __global__ void __launch_bounds__(NTHR) rmsnorm_bwd_fused_kernel(float *dx, uint16_t *dxb, float *part, const float *dy,
-                                                                 const float *x, const float *w, const float *rstd,
-                                                                 int rows, int dim) {
+                                                                 dy_parts dp, const float *x, const float *w,
+                                                                 const float *rstd, int rows, int dim) {
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5;
   float4 wv[NV];
   float acc[4 * NV];
@@ -417,23 +429,37 @@ __global__ void __launch_bounds__(NTHR) rmsnorm_bwd_fused_kernel(float *dx, uint
     const size_t o = (size_t)r * dim + lane * 4;
     float4 dv[NV], xv[NV];
 #pragma unroll
-    for (int k = 0; k < NV; k++)
-      dv[k] = *reinterpret_cast<const float4 *>(dy + o + 128 * k), xv[k] = *reinterpret_cast<const float4 *>(x + o + 128 * k);
+    for (int k = 0; k < NV; k++) {
+      xv[k] = *reinterpret_cast<const float4 *>(x + o + 128 * k);
+      if (NP == 0) {
+        dv[k] = *reinterpret_cast<const float4 *>(dy + o + 128 * k);
+      } else {
+        dv[k] = ldf4(dp.p[0], o + 128 * k);
+#pragma unroll
+        for (int q = 1; q < NP; q++) {
+          const float4 b = ldf4(dp.p[q], o + 128 * k);
+          dv[k] = make_float4(__fadd_rn(dv[k].x, b.x), __fadd_rn(dv[k].y, b.y), __fadd_rn(dv[k].z, b.z),
+                              __fadd_rn(dv[k].w, b.w));
+        }
+      }
+    }
+    /* explicit roundings (no FMA contraction): every instantiation (dy FP32 or BF16 parts) gives the
+     * same bits on the same values, which the BF16 flow relies on */
     float a = 0;
 #pragma unroll
     for (int k = 0; k < NV; k++)
-      a += wv[k].x * dv[k].x * xv[k].x + wv[k].y * dv[k].y * xv[k].y + wv[k].z * dv[k].z * xv[k].z +
-           wv[k].w * dv[k].w * xv[k].w;
+      a = __fadd_rn(a, __fadd_rn(__fadd_rn(rb_prod(wv[k].x, dv[k].x, xv[k].x), rb_prod(wv[k].y, dv[k].y, xv[k].y)),
+                                 __fadd_rn(rb_prod(wv[k].z, dv[k].z, xv[k].z), rb_prod(wv[k].w, dv[k].w, xv[k].w))));
     a = warp_sum(a);
-    const float s = rstd[r], c = s * s * s * a / dim;
+    const float s = rstd[r], c = __fdiv_rn(__fmul_rn(__fmul_rn(__fmul_rn(s, s), s), a), (float)dim);
 #pragma unroll
     for (int k = 0; k < NV; k++) {
-      float4 g = make_float4(s * wv[k].x * dv[k].x - xv[k].x * c, s * wv[k].y * dv[k].y - xv[k].y * c,
-                             s * wv[k].z * dv[k].z - xv[k].z * c, s * wv[k].w * dv[k].w - xv[k].w * c);
+      float4 g = make_float4(rb_dx(s, wv[k].x, dv[k].x, xv[k].x, c), rb_dx(s, wv[k].y, dv[k].y, xv[k].y, c),
+                             rb_dx(s, wv[k].z, dv[k].z, xv[k].z, c), rb_dx(s, wv[k].w, dv[k].w, xv[k].w, c));
       float4 *dp = reinterpret_cast<float4 *>(dx + o + 128 * k);
       if (ADD) {
         const float4 p = *dp;
-        g = make_float4(p.x + g.x, p.y + g.y, p.z + g.z, p.w + g.w);
+        g = make_float4(__fadd_rn(p.x, g.x), __fadd_rn(p.y, g.y), __fadd_rn(p.z, g.z), __fadd_rn(p.w, g.w));
       }
       *dp = g;
       if (dxb) {
@@ -442,8 +468,10 @@ __global__ void __launch_bounds__(NTHR) rmsnorm_bwd_fused_kernel(float *dx, uint
         u.y = (uint32_t)fmt_bf16_from_f32(g.z) | ((uint32_t)fmt_bf16_from_f32(g.w) << 16);
         *reinterpret_cast<uint2 *>(dxb + o + 128 * k) = u;
       }
-      acc[4 * k] += dv[k].x * xv[k].x * s, acc[4 * k + 1] += dv[k].y * xv[k].y * s;
-      acc[4 * k + 2] += dv[k].z * xv[k].z * s, acc[4 * k + 3] += dv[k].w * xv[k].w * s;
+      acc[4 * k] = __fadd_rn(acc[4 * k], rb_prod(dv[k].x, xv[k].x, s));
+      acc[4 * k + 1] = __fadd_rn(acc[4 * k + 1], rb_prod(dv[k].y, xv[k].y, s));
+      acc[4 * k + 2] = __fadd_rn(acc[4 * k + 2], rb_prod(dv[k].z, xv[k].z, s));
+      acc[4 * k + 3] = __fadd_rn(acc[4 * k + 3], rb_prod(dv[k].w, xv[k].w, s));
     }
   }
   if (!part) return;
@@ -486,15 +514,14 @@ __global__ void __launch_bounds__(NTHR) qk_bwd_fused_kernel(TD *dx, float *part,
       const float q = __shfl_xor_sync(FULL, dv[j], 16); /* the partner column's dy */
       g[j] = hi ? __fsub_rn(__fmul_rn(dv[j], cv[j]), __fmul_rn(q, sv[j]))
                 : __fadd_rn(__fmul_rn(dv[j], cv[j]), __fmul_rn(q, sv[j]));
-      a += wv[j] * g[j] * xv[j];
+      a = __fadd_rn(a, rb_prod(wv[j], g[j], xv[j])); /* explicit roundings, as rmsnorm_bwd_fused_kernel */
     }
     a = warp_sum(a);
-    const float s0 = rstd[r], cc = s0 * s0 * s0 * a / d;
+    const float s0 = rstd[r], cc = __fdiv_rn(__fmul_rn(__fmul_rn(__fmul_rn(s0, s0), s0), a), (float)d);
 #pragma unroll
     for (int j = 0; j < VPL; j++) {
-      const float v = s0 * wv[j] * g[j] - xv[j] * cc;
-      stf(dx, o + j, v);
-      acc[j] += g[j] * xv[j] * s0;
+      stf(dx, o + j, rb_dx(s0, wv[j], g[j], xv[j], cc));
+      acc[j] = __fadd_rn(acc[j], rb_prod(g[j], xv[j], s0));
     }
   }
   if (!part) return;
@@ -527,17 +554,31 @@ static int rmsnorm_dw_launch(float *dw, const float *dy, const TX *x, const floa
   return 0;
 }
 
-/* The fused RMSNorm backward (dim = 128·NV, NV ≤ 8) and its dw sum. */
+/* The fused RMSNorm backward (dim = 128·NV, NV ≤ 8; with np > 0 BF16 dy parts,
+ * dim 128, 256, 512 or 1024) and its dw sum. */
 template <bool ADD>
-static int rmsnorm_bwd_fused(float *dx, uint16_t *dxb, float *dw, const float *dy, const float *x, const float *w,
-                             const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
+static int rmsnorm_bwd_fused(float *dx, uint16_t *dxb, float *dw, const float *dy, dy_parts dp, int np, const float *x,
+                             const float *w, const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
   const int nb = (rows + BWD_RPB - 1) / BWD_RPB;
   float *part = NULL;
   if (dw) OCHECK(cudaMallocAsync((void **)&part, (size_t)nb * dim * sizeof(float), st));
+#define RB_K(NV, NP) rmsnorm_bwd_fused_kernel<ADD, NV, NP><<<nb, NTHR, 0, st>>>(dx, dxb, part, dy, dp, x, w, rstd, rows, dim)
 #define RB_CASE(NV) \
-  case NV: rmsnorm_bwd_fused_kernel<ADD, NV><<<nb, NTHR, 0, st>>>(dx, dxb, part, dy, x, w, rstd, rows, dim); break;
-  switch (dim / 128) { RB_CASE(1) RB_CASE(2) RB_CASE(3) RB_CASE(4) RB_CASE(5) RB_CASE(6) RB_CASE(7) RB_CASE(8) }
+  case NV: RB_K(NV, 0); break;
+#define RB_CASEP(NV) \
+  case NV:                   \
+    if (np == 1) RB_K(NV, 1); \
+    else if (np == 2) RB_K(NV, 2); \
+    else RB_K(NV, 3);        \
+    break;
+  if (np == 0) {
+    switch (dim / 128) { RB_CASE(1) RB_CASE(2) RB_CASE(3) RB_CASE(4) RB_CASE(5) RB_CASE(6) RB_CASE(7) RB_CASE(8) }
+  } else if (ADD) {
+    switch (dim / 128) { RB_CASEP(1) RB_CASEP(2) RB_CASEP(4) RB_CASEP(8) }
+  }
 #undef RB_CASE
+#undef RB_CASEP
+#undef RB_K
   OLAUNCH();
   if (!dw) return 0;
   rmsnorm_dw_sum_kernel<<<(dim + 31) / 32, NTHR, 0, st>>>(dw, part, nb, dim);
@@ -585,14 +626,38 @@ extern "C" int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t
   return rmsnorm_fwd_run(h, y, y_bf16, rstd, resid, x, w, rows, dim, eps, (cudaStream_t)stream, e);
 }
 
-/* Shared driver of the RMSNorm backwards (dxb: BF16 copy of dx, may be NULL). */
-static int rmsnorm_bwd_run(float *dx, uint16_t *dxb, int add, float *dw, const float *dy, const float *x,
-                           const float *w, const float *rstd, int rows, int dim, cudaStream_t st, rl_err *e) {
+/* dst = (FP32(p[0]) + FP32(p[1])) + FP32(p[2]) over n elements (np parts). */
+__global__ void dy_parts_sum_kernel(float *dst, dy_parts dp, int np, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float v = bf(dp.p[0][i]);
+    for (int q = 1; q < np; q++) v = __fadd_rn(v, bf(dp.p[q][i]));
+    dst[i] = v;
+  }
+}
+
+/* Shared driver of the RMSNorm backwards (dxb: BF16 copy of dx, may be NULL; np > 0:
+ * dy is the sum of the BF16 parts dp, not read). */
+static int rmsnorm_bwd_run(float *dx, uint16_t *dxb, int add, float *dw, const float *dy, dy_parts dp, int np,
+                           const float *x, const float *w, const float *rstd, int rows, int dim, cudaStream_t st,
+                           rl_err *e) {
   if (rows <= 0 || dim <= 0) return 0;
-  if (dim % 128 == 0 && dim <= 1024 && aligned(dx, 16) && aligned(dy, 16) && aligned(x, 16) && aligned(w, 16) &&
-      (!dxb || aligned(dxb, 8)))
-    return add ? rmsnorm_bwd_fused<true>(dx, dxb, dw, dy, x, w, rstd, rows, dim, st, e)
-               : rmsnorm_bwd_fused<false>(dx, dxb, dw, dy, x, w, rstd, rows, dim, st, e);
+  int parts_ok = 1;
+  for (int q = 0; q < np; q++) parts_ok &= aligned(dp.p[q], 8);
+  if (dim % 128 == 0 && dim <= 1024 && aligned(dx, 16) && (np || aligned(dy, 16)) && aligned(x, 16) &&
+      aligned(w, 16) && (!dxb || aligned(dxb, 8)) &&
+      (np == 0 || (add && parts_ok && (dim == 128 || dim == 256 || dim == 512 || dim == 1024))))
+    return add ? rmsnorm_bwd_fused<true>(dx, dxb, dw, dy, dp, np, x, w, rstd, rows, dim, st, e)
+               : rmsnorm_bwd_fused<false>(dx, dxb, dw, dy, dp, np, x, w, rstd, rows, dim, st, e);
+  if (np) { /* the parts summed into a workspace first, then the general path */
+    float *tmp = NULL;
+    const int64_t n = (int64_t)rows * dim;
+    OCHECK(cudaMallocAsync((void **)&tmp, (size_t)n * sizeof(float), st));
+    dy_parts_sum_kernel<<<grid_for(n, 256), 256, 0, st>>>(tmp, dp, np, n);
+    OLAUNCH();
+    int rc = rmsnorm_bwd_run(dx, dxb, add, dw, tmp, dp, 0, x, w, rstd, rows, dim, st, e);
+    OCHECK(cudaFreeAsync(tmp, st));
+    return rc;
+  }
   if (dw && rmsnorm_dw_launch(dw, dy, x, rstd, rows, dim, NULL, NULL, 1, st, e)) return e ? e->code : RL_EXIT_HARDWARE;
   unsigned blocks = (unsigned)((rows + WARPS - 1) / WARPS);
   if (add) rmsnorm_dx_kernel<true><<<blocks, NTHR, 0, st>>>(dx, dxb, dy, x, w, rstd, rows, dim);
@@ -603,19 +668,27 @@ static int rmsnorm_bwd_run(float *dx, uint16_t *dxb, int add, float *dw, const f
 
 extern "C" int ops_rmsnorm_backward_cuda(float *dx, float *dw, const float *dy, const float *x, const float *w,
                                          const float *rstd, int rows, int dim, void *stream, rl_err *e) {
-  return rmsnorm_bwd_run(dx, NULL, 0, dw, dy, x, w, rstd, rows, dim, (cudaStream_t)stream, e);
+  return rmsnorm_bwd_run(dx, NULL, 0, dw, dy, dy_parts{}, 0, x, w, rstd, rows, dim, (cudaStream_t)stream, e);
 }
 
 extern "C" int ops_residual_rmsnorm_backward_cuda(float *dresid, float *dw, const float *dy, const float *h,
                                                   const float *w, const float *rstd, int rows, int dim,
                                                   void *stream, rl_err *e) {
-  return rmsnorm_bwd_run(dresid, NULL, 1, dw, dy, h, w, rstd, rows, dim, (cudaStream_t)stream, e);
+  return rmsnorm_bwd_run(dresid, NULL, 1, dw, dy, dy_parts{}, 0, h, w, rstd, rows, dim, (cudaStream_t)stream, e);
 }
 
 extern "C" int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy,
-                                                     const float *h, const float *w, const float *rstd, int rows,
-                                                     int dim, void *stream, rl_err *e) {
-  return rmsnorm_bwd_run(dresid, dresid_bf16, 1, dw, dy, h, w, rstd, rows, dim, (cudaStream_t)stream, e);
+                                                     const uint16_t *const *dy_bf16, int n_dy_bf16, const float *h,
+                                                     const float *w, const float *rstd, int rows, int dim,
+                                                     void *stream, rl_err *e) {
+  if (!dy == !(n_dy_bf16 > 0) || n_dy_bf16 < 0 || n_dy_bf16 > 3)
+    return rl_errf(e, RL_EXIT_USAGE, "residual+rmsnorm backward: give dy or 1 to 3 BF16 parts of it, not %s",
+                   dy ? "both" : "neither");
+  dy_parts dp = {};
+  for (int q = 0; q < n_dy_bf16; q++)
+    if (!(dp.p[q] = dy_bf16[q])) return rl_errf(e, RL_EXIT_USAGE, "residual+rmsnorm backward: BF16 part %d is NULL", q);
+  return rmsnorm_bwd_run(dresid, dresid_bf16, 1, dw, dy, dp, n_dy_bf16, h, w, rstd, rows, dim, (cudaStream_t)stream,
+                         e);
 }
 
 /* ---------------------------------------------------------------- RoPE and QK-norm */

@@ -107,7 +107,7 @@ int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const 
 int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd, const float *resid, const uint16_t *x, const float *w, int rows, int dim, float eps, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
-int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy, const float *h, const float *w, const float *rstd, int rows, int dim, void *stream, rl_err *e) {
+int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy, const uint16_t *const *dy_bf16, int n_dy_bf16, const float *h, const float *w, const float *rstd, int rows, int dim, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
 int ops_qk_norm_rope_forward_bx_cuda(float *y, uint16_t *y_bf16, float *rstd, const uint16_t *x, const float *w, const int32_t *pos, int T, int n_heads, int head_dim, float eps, float theta, void *stream, rl_err *e) {
@@ -125,7 +125,7 @@ int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *
 int ops_attention_forward_bx_cuda(float *out, uint16_t *out_bf16, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
-int ops_attention_backward_bx_cuda(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream, rl_err *e) {
+int ops_attention_backward_bx_cuda(float *dq, float *dk, float *dv, const uint16_t *dout, const float *out, const float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, const ops_seqs *seqs, int max_len, ops_attn_shape sh, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
 int ops_logprob_forward_bx_cuda(float *logp, float *entropy, float *lse, const uint16_t *logits, const int32_t *targets, int T, int V, float temp, void *stream, rl_err *e) {

@@ -88,6 +88,35 @@ __global__ void k_adamw(optim_scalars s, const float *g, float *mainp, uint16_t 
   }
 }
 
+/* The same, four elements a thread (n4 groups of 4; 16-byte aligned FP32 arrays,
+ * 8-byte aligned BF16): the same element update, wider memory transactions. */
+__global__ void k_adamw4(optim_scalars s, const float4 *g, float4 *mainp, uint2 *w, float4 *m, float4 *v, int64_t n4,
+                         int fp32_main, int no_decay) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const float4 gg = g[i];
+    float4 mm = m[i], vv = v[i], pp;
+    if (fp32_main) {
+      pp = mainp[i];
+    } else {
+      const uint2 u = w[i];
+      pp = make_float4(fmt_bf16_to_f32((uint16_t)(u.x & 0xffff)), fmt_bf16_to_f32((uint16_t)(u.x >> 16)),
+                       fmt_bf16_to_f32((uint16_t)(u.y & 0xffff)), fmt_bf16_to_f32((uint16_t)(u.y >> 16)));
+    }
+    optim_adamw_elem(&s, gg.x, &pp.x, &mm.x, &vv.x, no_decay);
+    optim_adamw_elem(&s, gg.y, &pp.y, &mm.y, &vv.y, no_decay);
+    optim_adamw_elem(&s, gg.z, &pp.z, &mm.z, &vv.z, no_decay);
+    optim_adamw_elem(&s, gg.w, &pp.w, &mm.w, &vv.w, no_decay);
+    m[i] = mm, v[i] = vv;
+    if (fp32_main) mainp[i] = pp;
+    w[i] = make_uint2((uint32_t)fmt_bf16_from_f32(pp.x) | ((uint32_t)fmt_bf16_from_f32(pp.y) << 16),
+                      (uint32_t)fmt_bf16_from_f32(pp.z) | ((uint32_t)fmt_bf16_from_f32(pp.w) << 16));
+  }
+}
+
+/* 1 when p is aligned to a bytes (NULL passes). */
+static int al(const void *p, unsigned a) { return (uintptr_t)p % a == 0; }
+
 /* Grid of a grid-stride kernel over n elements. */
 static unsigned grid_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
@@ -187,8 +216,15 @@ extern "C" int optim_adamw_apply_cuda(const optim_scalars *s, const optim_tensor
   cudaStream_t st = (cudaStream_t)stream;
   for (int k = 0; k < nt; k++) {
     if (t[k].n <= 0) continue;
-    k_adamw<<<grid_for(t[k].n, 256), 256, 0, st>>>(*s, t[k].grad, t[k].main, t[k].w, t[k].m, t[k].v,
-                                                   t[k].n, main_params == OPTIM_MAIN_FP32, t[k].no_decay);
+    const int f32 = main_params == OPTIM_MAIN_FP32;
+    if (t[k].n % 4 == 0 && al(t[k].grad, 16) && al(t[k].m, 16) && al(t[k].v, 16) && al(t[k].w, 8) &&
+        (!f32 || al(t[k].main, 16)))
+      k_adamw4<<<grid_for(t[k].n / 4, 256), 256, 0, st>>>(*s, (const float4 *)t[k].grad, (float4 *)t[k].main,
+                                                           (uint2 *)t[k].w, (float4 *)t[k].m, (float4 *)t[k].v,
+                                                           t[k].n / 4, f32, t[k].no_decay);
+    else
+      k_adamw<<<grid_for(t[k].n, 256), 256, 0, st>>>(*s, t[k].grad, t[k].main, t[k].w, t[k].m, t[k].v, t[k].n, f32,
+                                                     t[k].no_decay);
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess)
       return rl_errf(e, RL_EXIT_HARDWARE, "optimizer: AdamW kernel of tensor '%s': %s",

@@ -112,15 +112,16 @@ int mc_moe_backward(model *m, int l, model_cuda_acts *a, const float *dy, float 
 
 /* ---------------------------------------------------------------- backward */
 
-/* Attention backward of layer acts x: datt → dq, dk, dv (unpadded, written). */
-static int mc_attention_bwd(model *m, model_cuda_acts *a, mc_layer_acts *x, const float *datt, float *dq, float *dk,
-                            float *dv, rl_err *e) {
+/* Attention backward of layer acts x: datt → dq, dk, dv (unpadded, written);
+ * with BF16 attention operands (a->key[13]) the BF16 datt_b instead. */
+static int mc_attention_bwd(model *m, model_cuda_acts *a, mc_layer_acts *x, const float *datt, const uint16_t *datt_b,
+                            float *dq, float *dk, float *dv, rl_err *e) {
   int T = a->T, hd = m->hd, dp = a->dp, rc;
   ops_seqs sq = {a->n_seq, a->off};
   ops_attn_shape sh = {T, m->nq, m->nkv, dp};
   if (a->key[13])
-    return ops_attention_backward_bx_cuda(dq, dk, dv, datt, x->att, x->lse, x->q_b, x->k_b, x->v_b, &sq, a->max_len, sh,
-                                          NULL, e);
+    return ops_attention_backward_bx_cuda(dq, dk, dv, datt_b, x->att, x->lse, x->q_b, x->k_b, x->v_b, &sq, a->max_len,
+                                          sh, NULL, e);
   if (dp == hd)
     return ops_attention_backward_cuda(dq, dk, dv, datt, x->att, x->lse, x->q, x->k, x->v, &sq, a->max_len, sh, NULL, e);
   float c = (float)sqrt((double)dp / hd);
@@ -156,7 +157,7 @@ static int mc_layer_backward(model *m, int l, model_cuda_acts *a, rl_err *e) {
     goto out;
   /* attention: t1 = d att, t2/t3/t4 = dq/dk/dv, then dqr → t1, dkr → t2 */
   if ((rc = mc_lin_bwd(m, &y->o, dres, T, x->att_b, t1, 0, e)) ||
-      (rc = MC_DP(DP_BWD_ATTN, mc_attention_bwd(m, a, x, t1, t2, t3, t4, e))))
+      (rc = MC_DP(DP_BWD_ATTN, mc_attention_bwd(m, a, x, t1, NULL, t2, t3, t4, e))))
     goto out;
   if ((rc = MC_DP(DP_BWD_NORM, ops_qk_norm_rope_backward_cuda(t1, qn->g, t2, x->qr, qn->wf, x->rstd_q, a->pos, T, m->nq,
                                                               m->hd, m->theta, NULL, e))) ||
@@ -189,22 +190,24 @@ static int mc_layer_backward_bx(model *m, int l, model_cuda_acts *a, rl_err *e) 
   uint16_t *p0 = a->px[0], *p1 = a->px[1], *p2 = a->px[2];
   model_cuda_param *ln1 = &P[mc_pi(m, my->ln1)], *ln2 = &P[mc_pi(m, my->ln2)];
   model_cuda_param *qn = &P[mc_pi(m, my->q_norm)], *kn = &P[mc_pi(m, my->k_norm)];
-  /* MLP: dY of down = dres_b; dact, dgate, dup in BF16; dxn = dX(gate) + dX(up) */
+  /* MLP: dY of down = dres_b; dact, dgate, dup in BF16; the norm's dy = dX(gate) + dX(up), read as
+   * those two BF16 parts (a MoE block gives it in FP32) */
+  const uint16_t *mlp_parts[2] = {p0, p1};
   if (my->moe) rc = mc_moe_backward(m, l, a, dres, dxn, e);
   else if (!(rc = mc_lin_bwd_b(m, &y->down, a->dres_b, T, x->act_b, a->dact_b, e)) &&
            !(rc = MC_DP(DP_BWD_ACT, ops_swiglu_backward_bx_cuda(a->dg_b, a->du_b, a->dact_b, x->gate_b, x->up_b, T, m->I,
                                                                m->I, NULL, e))) &&
-           !(rc = mc_lin_bwd_b(m, &y->gate, a->dg_b, T, x->xn2_b, p0, e)) &&
-           !(rc = mc_lin_bwd_b(m, &y->up, a->du_b, T, x->xn2_b, p1, e)))
-    rc = MC_DP(DP_BWD_CONV, mck_sum_bf16(dxn, p0, p1, NULL, (int64_t)T * H, e));
+           !(rc = mc_lin_bwd_b(m, &y->gate, a->dg_b, T, x->xn2_b, p0, e)))
+    rc = mc_lin_bwd_b(m, &y->up, a->du_b, T, x->xn2_b, p1, e);
   if (rc) goto out;
-  if ((rc = MC_DP(DP_BWD_NORM, ops_residual_rmsnorm_backward_bx_cuda(dres, a->dres_b, ln2->g, dxn, x->h, ln2->wf,
+  if ((rc = MC_DP(DP_BWD_NORM, ops_residual_rmsnorm_backward_bx_cuda(dres, a->dres_b, ln2->g, my->moe ? dxn : NULL,
+                                                                    mlp_parts, my->moe ? 0 : 2, x->h, ln2->wf,
                                                                     x->rstd2, T, H, NULL, e))))
     goto out;
-  /* attention: t1 = d att (FP32: the attention backward reads FP32), t2/t3/t4 = dq/dk/dv */
+  /* attention: d att = p0 (BF16; FP32 in t1 where the attention backward reads FP32), t2/t3/t4 = dq/dk/dv */
   if ((rc = mc_lin_bwd_b(m, &y->o, a->dres_b, T, x->att_b, p0, e)) ||
-      (rc = MC_DP(DP_BWD_CONV, mck_acc_bf16(t1, p0, (int64_t)T * qd, 0, e))) ||
-      (rc = MC_DP(DP_BWD_ATTN, mc_attention_bwd(m, a, x, t1, t2, t3, t4, e))))
+      (!a->key[13] && (rc = MC_DP(DP_BWD_CONV, mck_acc_bf16(t1, p0, (int64_t)T * qd, 0, e)))) ||
+      (rc = MC_DP(DP_BWD_ATTN, mc_attention_bwd(m, a, x, t1, p0, t2, t3, t4, e))))
     goto out;
   if ((rc = MC_DP(DP_BWD_NORM, ops_qk_norm_rope_backward_bx_cuda(a->dq_b, qn->g, t2, x->qr_b, qn->wf, x->rstd_q, a->pos,
                                                                  T, m->nq, m->hd, m->theta, NULL, e))) ||
@@ -214,11 +217,12 @@ static int mc_layer_backward_bx(model *m, int l, model_cuda_acts *a, rl_err *e) 
     goto out;
   if ((rc = mc_lin_bwd_b(m, &y->q, a->dq_b, T, x->xn1_b, p0, e)) ||
       (rc = mc_lin_bwd_b(m, &y->k, a->dk_b, T, x->xn1_b, p1, e)) ||
-      (rc = mc_lin_bwd_b(m, &y->v, a->dv_b, T, x->xn1_b, p2, e)) ||
-      (rc = MC_DP(DP_BWD_CONV, mck_sum_bf16(dxn, p0, p1, p2, (int64_t)T * H, e))))
+      (rc = mc_lin_bwd_b(m, &y->v, a->dv_b, T, x->xn1_b, p2, e)))
     goto out;
-  rc = MC_DP(DP_BWD_NORM, ops_residual_rmsnorm_backward_bx_cuda(dres, a->dres_b, ln1->g, dxn, a->res + (size_t)l * T * H,
-                                                                ln1->wf, x->rstd1, T, H, NULL, e));
+  const uint16_t *qkv_parts[3] = {p0, p1, p2}; /* dy of the input norm = dX(q) + dX(k) + dX(v) */
+  rc = MC_DP(DP_BWD_NORM, ops_residual_rmsnorm_backward_bx_cuda(dres, a->dres_b, ln1->g, NULL, qkv_parts, 3,
+                                                                a->res + (size_t)l * T * H, ln1->wf, x->rstd1, T, H,
+                                                                NULL, e));
 out:
   if (rc) rl_err_prefix(e, "layer %d backward: ", l);
   return rc;
@@ -239,15 +243,13 @@ static int mc_backward(model *m, model_cuda_acts *a, const float *dlogits, const
   if (T == 0) return 0;
   model_cuda_param *fn = &m->cu->p[mc_pi(m, m->final_norm)];
   MC(cudaMemsetAsync(a->dres, 0, (size_t)T * H * 4, NULL), "cudaMemsetAsync (residual gradient)");
-  if (dlogits_b) {
-    rc = mc_lin_bwd_b(m, &m->cu->lm_head, dlogits_b, T, a->xf_b, a->px[0], e);
-    if (!rc) rc = MC_DP(DP_BWD_CONV, mck_acc_bf16(a->dxn, a->px[0], (int64_t)T * H, 0, e));
-  } else {
-    rc = mc_lin_bwd(m, &m->cu->lm_head, dlogits, T, a->xf_b, a->dxn, 0, e);
-  }
+  const uint16_t *head_part[1] = {a->px[0]}; /* BF16 dlogits: the final norm's dy is the lm_head's BF16 dX */
+  if (dlogits_b) rc = mc_lin_bwd_b(m, &m->cu->lm_head, dlogits_b, T, a->xf_b, a->px[0], e);
+  else rc = mc_lin_bwd(m, &m->cu->lm_head, dlogits, T, a->xf_b, a->dxn, 0, e);
   if (!rc && a->key[11]) /* the BF16 flow: dres and its BF16 copy */
-    rc = ops_residual_rmsnorm_backward_bx_cuda(a->dres, a->dres_b, fn->g, a->dxn, a->res + (size_t)m->L * T * H, fn->wf,
-                                               a->rstdf, T, H, NULL, e);
+    rc = ops_residual_rmsnorm_backward_bx_cuda(a->dres, a->dres_b, fn->g, dlogits_b ? NULL : a->dxn, head_part,
+                                               dlogits_b ? 1 : 0, a->res + (size_t)m->L * T * H, fn->wf, a->rstdf, T, H,
+                                               NULL, e);
   else if (!rc)
     rc = ops_residual_rmsnorm_backward_cuda(a->dres, fn->g, a->dxn, a->res + (size_t)m->L * T * H, fn->wf, a->rstdf, T,
                                             H, NULL, e);

@@ -23,10 +23,6 @@ extern "C" {
 int mck_add_f32(float *out, const float *a, const float *b, int64_t n, rl_err *e);
 /* out[i] = a[i] + FP32(b[i]) — mck_add_f32 on b's FP32 copy, bitwise. */
 int mck_add_bf16(float *out, const float *a, const uint16_t *b, int64_t n, rl_err *e);
-/* dx[i] = (FP32(p0[i]) + FP32(p1[i])) + FP32(p2[i]) (p1, p2 may be NULL) — the
- * bits of mck_acc_bf16 on p0 (add 0), then p1 and p2 (add 1). n % 4 == 0 and
- * 16-byte aligned dx, 8-byte aligned p (both kernels above; else RL_EXIT_USAGE). */
-int mck_sum_bf16(float *dx, const uint16_t *p0, const uint16_t *p1, const uint16_t *p2, int64_t n, rl_err *e);
 /* dx[i] = (add ? dx[i] : 0) + FP32(xb[i]). */
 int mck_acc_bf16(float *dx, const uint16_t *xb, int64_t n, int add, rl_err *e);
 /* xg[r, :] = x[slot_of_row[r] / k, :] for r < R (BF16 rows of H). */

@@ -48,24 +48,6 @@ __global__ void add_bf16_kernel(float *out, const float *a, const uint16_t *b, i
   }
 }
 
-/* dx = (FP32(p0) + FP32(p1)) + FP32(p2) (p1, p2 may be NULL), four elements a thread. */
-__global__ void sum_bf16_kernel(float *dx, const uint16_t *p0, const uint16_t *p1, const uint16_t *p2, int64_t n4) {
-  for (int64_t i = (int64_t)blockIdx.x * NT + threadIdx.x; i < n4; i += (int64_t)gridDim.x * NT) {
-    const uint2 u = reinterpret_cast<const uint2 *>(p0)[i];
-    float v[4] = {__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u), __uint_as_float(u.y << 16),
-                  __uint_as_float(u.y & 0xffff0000u)};
-    const uint16_t *ps[2] = {p1, p2};
-#pragma unroll
-    for (int k = 0; k < 2; k++)
-      if (ps[k]) {
-        const uint2 w = reinterpret_cast<const uint2 *>(ps[k])[i];
-        v[0] = __fadd_rn(v[0], __uint_as_float(w.x << 16)), v[1] = __fadd_rn(v[1], __uint_as_float(w.x & 0xffff0000u));
-        v[2] = __fadd_rn(v[2], __uint_as_float(w.y << 16)), v[3] = __fadd_rn(v[3], __uint_as_float(w.y & 0xffff0000u));
-      }
-    reinterpret_cast<float4 *>(dx)[i] = make_float4(v[0], v[1], v[2], v[3]);
-  }
-}
-
 __global__ void acc_bf16_kernel(float *dx, const uint16_t *xb, int64_t n, int add) {
   for (int64_t i = (int64_t)blockIdx.x * NT + threadIdx.x; i < n; i += (int64_t)gridDim.x * NT)
     dx[i] = add ? __fadd_rn(dx[i], bf(xb[i])) : bf(xb[i]);
@@ -156,12 +138,9 @@ extern "C" int mck_add_f32(float *out, const float *a, const float *b, int64_t n
   return 0;
 }
 
-/* 1 when every pointer is aligned to a bytes (NULLs pass). */
-static int all_aligned(unsigned a, const void *p0, const void *p1, const void *p2 = NULL, const void *p3 = NULL) {
-  const void *ps[4] = {p0, p1, p2, p3};
-  for (int i = 0; i < 4; i++)
-    if ((uintptr_t)ps[i] % a) return 0;
-  return 1;
+/* 1 when both pointers are aligned to a bytes (NULL passes). */
+static int all_aligned(unsigned a, const void *p0, const void *p1) {
+  return (uintptr_t)p0 % a == 0 && (uintptr_t)p1 % a == 0;
 }
 
 extern "C" int mck_add_bf16(float *out, const float *a, const uint16_t *b, int64_t n, rl_err *e) {
@@ -169,16 +148,6 @@ extern "C" int mck_add_bf16(float *out, const float *a, const uint16_t *b, int64
   if (n % 4 || !all_aligned(16, out, a) || !all_aligned(8, b, NULL))
     return rl_errf(e, RL_EXIT_USAGE, "mck_add_bf16: %lld elements or the pointers are not 4-aligned", (long long)n);
   add_bf16_kernel<<<blocks_for(n / 4), NT>>>(out, a, b, n / 4);
-  MCK_LAUNCHED();
-  return 0;
-}
-
-extern "C" int mck_sum_bf16(float *dx, const uint16_t *p0, const uint16_t *p1, const uint16_t *p2, int64_t n,
-                            rl_err *e) {
-  if (n <= 0) return 0;
-  if (n % 4 || !all_aligned(16, dx, NULL) || !all_aligned(8, p0, p1, p2))
-    return rl_errf(e, RL_EXIT_USAGE, "mck_sum_bf16: %lld elements or the pointers are not 4-aligned", (long long)n);
-  sum_bf16_kernel<<<blocks_for(n / 4), NT>>>(dx, p0, p1, p2, n / 4);
   MCK_LAUNCHED();
   return 0;
 }

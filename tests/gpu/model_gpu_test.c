@@ -219,7 +219,15 @@ static void cmp_snap(const char *label, model *m, const snap *x, const snap *r, 
 static void cmp_bitwise(const char *label, const model *m, const snap *a, const snap *b) {
   int same = !memcmp(a->logits, b->logits, (size_t)a->T * a->V * 4) && !memcmp(a->logp, b->logp, (size_t)a->T * 4);
   int gdiff = 0;
-  for (int i = 0; a->grads && b->grads && i < a->np; i++) gdiff += memcmp(a->grads[i], b->grads[i], (size_t)(m->params[i].rows * m->params[i].cols) * 4) != 0;
+  for (int i = 0; a->grads && b->grads && i < a->np; i++) {
+    size_t n = (size_t)(m->params[i].rows * m->params[i].cols), nd = 0, first = 0;
+    for (size_t j = 0; j < n; j++)
+      if (memcmp(&a->grads[i][j], &b->grads[i][j], 4) && !nd++) first = j;
+    if (nd) /* name what differs */
+      printf("     %s: %zu of %zu differ, first at %zu: %.9g vs %.9g\n", m->params[i].name, nd, n, first,
+             (double)a->grads[i][first], (double)b->grads[i][first]);
+    gdiff += nd != 0;
+  }
   check(same && gdiff == 0, "%s: two CUDA runs bitwise equal (logits, log-probs, %d gradients; %d differ)", label, a->np,
         gdiff);
 }

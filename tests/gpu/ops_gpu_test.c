@@ -503,11 +503,38 @@ static void test_bx(int T, int H, int nh, int d, int I) {
   same_dev(name, h1, h2, nH * 4), same_dev(name, y1, y2, nH * 2), same_dev(name, rs1, rs2, T * 4);
   float *dr1 = dup_dev(hr, nH * 4), *dr2 = dup_dev(hr, nH * 4), *g1 = dup_dev(hdw, H * 4), *g2 = dup_dev(hdw, H * 4);
   uint16_t *drb1 = dup_dev(NULL, nH * 2), *drb2 = dup_dev(NULL, nH * 2);
-  OK(ops_residual_rmsnorm_backward_bx_cuda(dr1, drb1, g1, dy, h1, w, rs1, T, H, NULL, e));
+  OK(ops_residual_rmsnorm_backward_bx_cuda(dr1, drb1, g1, dy, NULL, 0, h1, w, rs1, T, H, NULL, e));
   OK(ops_residual_rmsnorm_backward_cuda(dr2, g2, dy, h2, w, rs2, T, H, NULL, e));
   OK(ops_bf16_from_f32_cuda(drb2, dr2, nH, NULL, e));
   snprintf(name, sizeof name, "residual+rmsnorm bwd _bx == fp32 %dx%d", T, H);
   same_dev(name, dr1, dr2, nH * 4), same_dev(name, drb1, drb2, nH * 2), same_dev(name, g1, g2, H * 4);
+  for (int np = 1; np <= 3; np++) { /* dy as np BF16 parts == the FP32 dy they sum to, in order */
+    uint16_t *pb[3];
+    float *pf[3], *sum = rl_xcalloc(nH, sizeof(float));
+    for (int q = 0; q < np; q++) {
+      bf16_pair(nH, 1, &pb[q], &pf[q]);
+      float *hp = get(pf[q], nH * 4);
+      for (size_t i = 0; i < nH; i++) sum[i] = q ? sum[i] + hp[i] : hp[i];
+      free(hp);
+    }
+    float *dys = dup_dev(sum, nH * 4);
+    CU(cudaMemcpy(dr1, hr, nH * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dr2, hr, nH * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(g1, hdw, H * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(g2, hdw, H * 4, cudaMemcpyHostToDevice));
+    OK(ops_residual_rmsnorm_backward_bx_cuda(dr1, drb1, g1, NULL, (const uint16_t *const *)pb, np, h1, w, rs1, T, H,
+                                             NULL, e));
+    OK(ops_residual_rmsnorm_backward_cuda(dr2, g2, dys, h2, w, rs2, T, H, NULL, e));
+    OK(ops_bf16_from_f32_cuda(drb2, dr2, nH, NULL, e));
+    snprintf(name, sizeof name, "residual+rmsnorm bwd _bx, dy as %d BF16 parts %dx%d", np, T, H);
+    same_dev(name, dr1, dr2, nH * 4), same_dev(name, drb1, drb2, nH * 2), same_dev(name, g1, g2, H * 4);
+    for (int q = 0; q < np; q++) {
+      CU(cudaFree(pb[q]));
+      CU(cudaFree(pf[q]));
+    }
+    CU(cudaFree(dys));
+    free(sum);
+  }
   CU(cudaFree(xb)); CU(cudaFree(xf)); CU(cudaFree(r)); CU(cudaFree(dy)); CU(cudaFree(h1)); CU(cudaFree(h2));
   CU(cudaFree(rs1)); CU(cudaFree(rs2)); CU(cudaFree(y1)); CU(cudaFree(y2)); CU(cudaFree(dr1)); CU(cudaFree(dr2));
   CU(cudaFree(g1)); CU(cudaFree(g2)); CU(cudaFree(drb1)); CU(cudaFree(drb2));
@@ -595,7 +622,7 @@ static void test_attention_bx(int D) {
   same_dev(name, o1, o2, nq * 4), same_dev(name, ob1, ob2, nq * 2), same_dev(name, l1, l2, (size_t)T * Hq * 4);
   float *g[6];
   for (int i = 0; i < 6; i++) g[i] = dup_dev(NULL, (i % 3 ? nk : nq) * 4);
-  OK(ops_attention_backward_bx_cuda(g[0], g[1], g[2], df, o1, l1, qb, kb, vb, &sq, 263, sh, NULL, e));
+  OK(ops_attention_backward_bx_cuda(g[0], g[1], g[2], db, o1, l1, qb, kb, vb, &sq, 263, sh, NULL, e));
   OK(ops_attention_backward_cuda(g[3], g[4], g[5], df, o2, l2, qf, kf, vf, &sq, 263, sh, NULL, e));
   snprintf(name, sizeof name, "attention bwd _bx == fp32 (tc) D=%d", D);
   same_dev(name, g[0], g[3], nq * 4), same_dev(name, g[1], g[4], nk * 4), same_dev(name, g[2], g[5], nk * 4);
