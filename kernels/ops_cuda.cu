@@ -927,6 +927,15 @@ __global__ void swiglu_fwd4_kernel(float *out, uint16_t *ob, const TI *gate, con
   }
 }
 
+/* The SwiGLU backward of one element, every operation rounded (no contraction):
+ * each kernel below, FP32 or BF16 operands, scalar or 4-wide, gives the same bits. */
+__device__ __forceinline__ void swiglu_bwd_elem(float g, float u, float d, float *vg, float *vu) {
+  const float s = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-g))), sl = __fmul_rn(g, s);
+  const float ds = __fmul_rn(s, __fadd_rn(1.0f, __fmul_rn(g, __fsub_rn(1.0f, s))));
+  *vg = __fmul_rn(__fmul_rn(d, u), ds);
+  *vu = __fmul_rn(d, sl);
+}
+
 template <typename TI, typename TO>
 __global__ void swiglu_bwd_kernel(TO *dgate, TO *dup, const TI *dout, const TI *gate, const TI *up, int T, int I,
                                   int ld) {
@@ -934,12 +943,53 @@ __global__ void swiglu_bwd_kernel(TO *dgate, TO *dup, const TI *dout, const TI *
   for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
     int64_t t = k / I, i = k % I;
     size_t o = (size_t)t * ld + i;
-    float g = ldf(gate, o), u = ldf(up, o), d = ldf(dout, k);
-    float s = 1.0f / (1.0f + expf(-g)), sl = g * s, ds = s * (1.0f + g * (1.0f - s));
-    const float vg = d * u * ds, vu = d * sl;
+    float vg, vu;
+    swiglu_bwd_elem(ldf(gate, o), ldf(up, o), ldf(dout, k), &vg, &vu);
     stf(dgate, o, vg);
     stf(dup, o, vu);
   }
+}
+
+/* Four FP32 values to TO (FP32: a float4; BF16: four RNE halves) at p + i. */
+__device__ __forceinline__ void stf4(float *p, size_t i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
+__device__ __forceinline__ void stf4(uint16_t *p, size_t i, float4 v) {
+  *reinterpret_cast<uint2 *>(p + i) =
+      make_uint2((uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16),
+                 (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16));
+}
+
+/* The same four elements a thread (I % 4 == 0, ld % 4 == 0, aligned); 32-bit row math. */
+template <typename TI, typename TO>
+__global__ void swiglu_bwd4_kernel(TO *dgate, TO *dup, const TI *dout, const TI *gate, const TI *up, int T, int I,
+                                   int ld) {
+  const int I4 = I / 4;
+  const int64_t n4 = (int64_t)T * I4;
+  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < n4; k += (int64_t)gridDim.x * blockDim.x) {
+    const int t = (int)(k / I4), i = (int)(k - (int64_t)t * I4) * 4;
+    const size_t o = (size_t)t * ld + i;
+    const float4 g = ldf4(gate, o), u = ldf4(up, o), d = ldf4(dout, (size_t)k * 4);
+    float4 vg, vu;
+    swiglu_bwd_elem(g.x, u.x, d.x, &vg.x, &vu.x);
+    swiglu_bwd_elem(g.y, u.y, d.y, &vg.y, &vu.y);
+    swiglu_bwd_elem(g.z, u.z, d.z, &vg.z, &vu.z);
+    swiglu_bwd_elem(g.w, u.w, d.w, &vg.w, &vu.w);
+    stf4(dgate, o, vg);
+    stf4(dup, o, vu);
+  }
+}
+
+template <typename TI, typename TO>
+static int swiglu_bwd_run(TO *dgate, TO *dup, const TI *dout, const TI *gate, const TI *up, int T, int I, int ld,
+                          cudaStream_t st, rl_err *e) {
+  if (T <= 0 || I <= 0) return 0;
+  const unsigned wi = 4 * sizeof(TI), wo = 4 * sizeof(TO);
+  if (I % 4 == 0 && ld % 4 == 0 && aligned(dout, wi) && aligned(gate, wi) && aligned(up, wi) && aligned(dgate, wo) &&
+      aligned(dup, wo))
+    swiglu_bwd4_kernel<TI, TO><<<grid_for((int64_t)T * I / 4, 256), 256, 0, st>>>(dgate, dup, dout, gate, up, T, I, ld);
+  else
+    swiglu_bwd_kernel<TI, TO><<<grid_for((int64_t)T * I, 256), 256, 0, st>>>(dgate, dup, dout, gate, up, T, I, ld);
+  OLAUNCH();
+  return 0;
 }
 
 template <typename TI>
@@ -969,19 +1019,11 @@ extern "C" int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const 
 
 extern "C" int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate,
                                         const float *up, int T, int I, int ld, void *stream, rl_err *e) {
-  if (T <= 0 || I <= 0) return 0;
-  swiglu_bwd_kernel<float, float><<<grid_for((int64_t)T * I, 256), 256, 0, (cudaStream_t)stream>>>(
-      dgate, dup, dout, gate, up, T, I, ld);
-  OLAUNCH();
-  return 0;
+  return swiglu_bwd_run(dgate, dup, dout, gate, up, T, I, ld, (cudaStream_t)stream, e);
 }
 
 extern "C" int ops_swiglu_backward_bx_cuda(uint16_t *dgate, uint16_t *dup, const uint16_t *dout,
                                            const uint16_t *gate, const uint16_t *up, int T, int I, int ld,
                                            void *stream, rl_err *e) {
-  if (T <= 0 || I <= 0) return 0;
-  swiglu_bwd_kernel<uint16_t, uint16_t><<<grid_for((int64_t)T * I, 256), 256, 0, (cudaStream_t)stream>>>(
-      dgate, dup, dout, gate, up, T, I, ld);
-  OLAUNCH();
-  return 0;
+  return swiglu_bwd_run(dgate, dup, dout, gate, up, T, I, ld, (cudaStream_t)stream, e);
 }
