@@ -74,9 +74,12 @@ static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step,
   char dp[96] = "";
   if (cls != HW_CPU && r->gpus.train.n > 1)
     snprintf(dp, sizeof dp, ", data-parallel on %d GPUs (fixed-order gradient all-reduce)", r->gpus.train.n);
-  fprintf(f, "%5lld  train#%-8lld %s on %lld sequences in microbatches of %lld, forward %s, backward bf16, %s%s%s\n",
+  const char *rcmp = !r->train.recompute ? ""
+                     : cls != HW_CPU  ? ", activation recomputation"
+                                      : ", activation recomputation (ignored: CPU trainer)";
+  fprintf(f, "%5lld  train#%-8lld %s on %lld sequences in microbatches of %lld, forward %s, backward bf16, %s%s%s%s\n",
           (long long)(*step)++, (long long)it, algo_names[r->train.algorithm], (long long)seqs,
-          (long long)r->train.microbatch, prec_names[r->precision.train], tis, r->train.r3 ? ", R3" : "", dp);
+          (long long)r->train.microbatch, prec_names[r->precision.train], tis, r->train.r3 ? ", R3" : "", rcmp, dp);
   int coloc = is_colocated(r);
   int nccl = cls != HW_CPU && (r->sync.transport == SYNC_NCCL || (r->sync.transport == SYNC_AUTO && !coloc));
   fprintf(f, "%5lld  sync#%-9lld re-quantize bf16 master -> %s rollout weights, %s%s\n", (long long)(*step)++,
