@@ -419,6 +419,18 @@ static void test_hd128(void) {
   cmp_snap("random hd128 bf16 cuda vs cpu", m, &xs, &cs, tg, 2e-2, 4e-2, 4e-2, 2e-3);
   run_gpu(m, &bf, &b, tg, NULL, 1, &xs2, NULL);
   cmp_bitwise("random hd128 bf16", m, &xs, &xs2);
+  snap_free(&xs2);
+  /* head_dim 128: the BF16 flow hands BF16 q, k, v to the tensor-core attention — still the FP32 flow's bits,
+   * with and without recomputation */
+  setenv("RLRUN_MODEL_FP32_FLOW", "1", 1);
+  run_gpu(m, &bf, &b, tg, NULL, 1, &xs2, NULL);
+  unsetenv("RLRUN_MODEL_FP32_FLOW");
+  cmp_bitwise("random hd128 bf16 (FP32 flow vs BF16 flow)", m, &xs, &xs2);
+  snap_free(&xs2);
+  g_recompute = 1;
+  run_gpu(m, &bf, &b, tg, NULL, 1, &xs2, NULL);
+  g_recompute = 0;
+  cmp_bitwise("random hd128 bf16 (recompute vs keep all)", m, &xs, &xs2);
   snap_free(&cs), snap_free(&xs), snap_free(&xs2);
   free(tok), free(tg);
   model_free(m);
