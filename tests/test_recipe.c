@@ -402,6 +402,15 @@ TEST(cli_validate_plan_exit_codes) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_CONTAINS(out, "moe experts          nvfp4 (emulated)       nvfp4 (emulated)       bf16\n");
   CHECK_CONTAINS(out, "attention q/k/v/o    bf16                   bf16 ");
+  /* train.recompute: said on the train steps — on for a GPU target, ignored by the CPU trainer */
+  snprintf(cmd, sizeof cmd, "%s plan recipes/fp8-unified.yaml --hardware h200 --set train.recompute=true", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "backward bf16, TIS truncate, activation recomputation\n");
+  snprintf(cmd, sizeof cmd, "%s plan recipes/demo-cpu.yaml --set train.recompute=true", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "activation recomputation (ignored: CPU trainer)");
+  snprintf(cmd, sizeof cmd, "%s plan recipes/demo-cpu.yaml --set train.recompute=yes", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
   snprintf(cmd, sizeof cmd, "%s validate --keys", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_CONTAINS(out, "| `train.lr` | number | `1e-6` | (0, 1] |");
