@@ -391,6 +391,17 @@ if [ -x "$BUILD/rlrun" ]; then
   [ -n "$rd" ] && loop_gpu_reward_row loop_gpu_demo "$rd"
   if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_demo_recompute PASS "demo on cuda, train.recompute: final weights sha256 $a == keep-all"
   else row loop_gpu_demo_recompute FAIL "demo on cuda, train.recompute: ${a:-none} vs ${b:-none} (see loop_demo_*.log)"; fi
+  # and killed (SIGKILL) in train of iteration 2, resumed: the uninterrupted run's weights
+  d="$OUT/loop_demo_resume"; rm -rf "$d"
+  RLRUN_FAULT=loop.train@2:kill "$BUILD/rlrun" run recipes/demo-cpu.yaml --runs-dir "$d" --name g --set device=cuda \
+    --set loop.iterations=3 --set loop.checkpoint_interval=3 --set model.init.head_dim=32 --quiet \
+    > "$OUT/loop_demo_resume.log" 2>&1
+  rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
+  a=""
+  [ -n "$rd" ] && "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/loop_demo_resume.log" 2>&1 &&
+    a=$(sha256sum "$rd/checkpoints/step-000003/model.safetensors" 2>/dev/null | cut -c1-16)
+  if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_demo_kill_resume PASS "demo on cuda, killed in train#2: final weights $a == uninterrupted"
+  else row loop_gpu_demo_kill_resume FAIL "demo on cuda, killed in train#2: ${a:-none} vs ${b:-none} (see loop_demo_resume.log)"; fi
 else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
 fi
 # ---------------------------------------------------------------- two GPUs (issue #11, "twogpu") — needs nvidia-h200-x2
