@@ -285,8 +285,9 @@ int ops_embedding_forward_bf16_cuda(float *out, const uint16_t *table, const int
 int ops_embedding_backward_cuda(float *dtable, const float *dout, const int32_t *tokens, int T,
                                 int V, int H, void *stream, rl_err *e);
 
-/* RMSNorm family (one warp per row; dw from fixed 128-row partials reduced
- * in order, no atomics). */
+/* RMSNorm family (one warp per row; dw from fixed row-block partials — 32 rows
+ * for the fused backward of dim = 128·k ≤ 1024, else 128 — reduced in a fixed
+ * order, no atomics). */
 int ops_rmsnorm_forward_cuda(float *y, uint16_t *y_bf16, float *rstd, const float *x,
                              const float *w, int rows, int dim, float eps, void *stream, rl_err *e);
 int ops_residual_rmsnorm_forward_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd,

@@ -8,8 +8,11 @@
  * (SwiGLU, BF16 copies, embedding) stride the tensor. Every reduction has a
  * fixed order given by the shapes alone (lane partials, then a xor butterfly,
  * whose two partners add the same two numbers, so all lanes agree); weight
- * gradients summed over tokens go through fixed 128-row partials reduced in
- * order by a second kernel — no float atomics anywhere. */
+ * gradients summed over tokens go through fixed row-block partials (32 or 128
+ * rows) reduced in a fixed order by a second kernel — no float atomics anywhere.
+ * The fused RMSNorm / QK-norm backwards and the SwiGLU backward round every
+ * operation explicitly (no FMA contraction), so each of their instantiations
+ * (FP32 or BF16 operands, scalar or 4-wide) gives the same bits. */
 #include "kernels/ops_cuda_util.cuh"
 
 /* ---------------------------------------------------------------- checks */
