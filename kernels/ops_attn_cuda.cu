@@ -142,12 +142,7 @@ __device__ __forceinline__ void store_tile(float *X, uint16_t *Xb, float (*acc)[
                              acc[i][c * 4 + 3] * mul[i]);
       size_t o = base + c * 64 + tx * 4;
       if (X) *reinterpret_cast<float4 *>(X + o) = v;
-      if (Xb) {
-        uint2 p;
-        p.x = (uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16);
-        p.y = (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16);
-        *reinterpret_cast<uint2 *>(Xb + o) = p;
-      }
+      if (Xb) stf4(Xb, o, v);
     }
   }
 }

@@ -290,11 +290,7 @@ __global__ void __launch_bounds__(TNT, 2) attn_tc_fwd_kernel(tc_args a) {
 /* dst = BF16 (RNE) of src, n a multiple of 4, 16-byte aligned. */
 __global__ void tc_bf16_kernel(uint16_t *dst, const float *src, int64_t n4) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
-    const float4 v = __ldg(reinterpret_cast<const float4 *>(src) + i);
-    uint2 p;
-    p.x = (uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16);
-    p.y = (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16);
-    reinterpret_cast<uint2 *>(dst)[i] = p;
+    stf4(dst, (size_t)i * 4, __ldg(reinterpret_cast<const float4 *>(src) + i));
   }
 }
 

@@ -271,12 +271,7 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
         float4 q = make_float4(__fmul_rn(g.x, __fmul_rn(v.x, s)), __fmul_rn(g.y, __fmul_rn(v.y, s)),
                                __fmul_rn(g.z, __fmul_rn(v.z, s)), __fmul_rn(g.w, __fmul_rn(v.w, s)));
         if (y) *reinterpret_cast<float4 *>(y + o + i) = q;
-        if (yb) {
-          uint2 p;
-          p.x = (uint32_t)fmt_bf16_from_f32(q.x) | ((uint32_t)fmt_bf16_from_f32(q.y) << 16);
-          p.y = (uint32_t)fmt_bf16_from_f32(q.z) | ((uint32_t)fmt_bf16_from_f32(q.w) << 16);
-          *reinterpret_cast<uint2 *>(yb + o + i) = p;
-        }
+        if (yb) stf4(yb, o + i, q);
       }
     }
   } else {
@@ -465,12 +460,7 @@ __global__ void __launch_bounds__(NTHR) rmsnorm_bwd_fused_kernel(float *dx, uint
         g = make_float4(__fadd_rn(p.x, g.x), __fadd_rn(p.y, g.y), __fadd_rn(p.z, g.z), __fadd_rn(p.w, g.w));
       }
       *dp = g;
-      if (dxb) {
-        uint2 u;
-        u.x = (uint32_t)fmt_bf16_from_f32(g.x) | ((uint32_t)fmt_bf16_from_f32(g.y) << 16);
-        u.y = (uint32_t)fmt_bf16_from_f32(g.z) | ((uint32_t)fmt_bf16_from_f32(g.w) << 16);
-        *reinterpret_cast<uint2 *>(dxb + o + 128 * k) = u;
-      }
+      if (dxb) stf4(dxb, o + 128 * k, g);
       acc[4 * k] = __fadd_rn(acc[4 * k], rb_prod(dv[k].x, xv[k].x, s));
       acc[4 * k + 1] = __fadd_rn(acc[4 * k + 1], rb_prod(dv[k].y, xv[k].y, s));
       acc[4 * k + 2] = __fadd_rn(acc[4 * k + 2], rb_prod(dv[k].z, xv[k].z, s));
@@ -921,12 +911,7 @@ __global__ void swiglu_fwd4_kernel(float *out, uint16_t *ob, const TI *gate, con
     float4 v = make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
                            __fmul_rn(silu(g.w), u.w));
     if (out) *reinterpret_cast<float4 *>(out + k * 4) = v;
-    if (ob) {
-      uint2 p;
-      p.x = (uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16);
-      p.y = (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16);
-      *reinterpret_cast<uint2 *>(ob + k * 4) = p;
-    }
+    if (ob) stf4(ob, (size_t)k * 4, v);
   }
 }
 
@@ -951,14 +936,6 @@ __global__ void swiglu_bwd_kernel(TO *dgate, TO *dup, const TI *dout, const TI *
     stf(dgate, o, vg);
     stf(dup, o, vu);
   }
-}
-
-/* Four FP32 values to TO (FP32: a float4; BF16: four RNE halves) at p + i. */
-__device__ __forceinline__ void stf4(float *p, size_t i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
-__device__ __forceinline__ void stf4(uint16_t *p, size_t i, float4 v) {
-  *reinterpret_cast<uint2 *>(p + i) =
-      make_uint2((uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16),
-                 (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16));
 }
 
 /* The same four elements a thread (I % 4 == 0, ld % 4 == 0, aligned); 32-bit row math. */

@@ -64,7 +64,7 @@ __device__ __forceinline__ float bf(uint16_t h) { return __uint_as_float((uint32
 /* Typed loads and stores of the operators that take FP32 or BF16 operands (the
  * training forward's GEMM outputs stay BF16, kernels/ops.h "_bx"): FP32 of
  * element i, four elements as a float4 (16-byte aligned FP32, 8-byte aligned
- * BF16), and a store rounding to BF16 by RNE as ops_bf16_from_f32_cuda does.
+ * BF16), and stores rounding to BF16 by RNE as ops_bf16_from_f32_cuda does.
  * FP32 of a BF16 value is exact, so an operator gives the same bits on a BF16
  * operand as on its FP32 copy. */
 __device__ __forceinline__ float ldf(const float *p, size_t i) { return p[i]; }
@@ -77,6 +77,13 @@ __device__ __forceinline__ float4 ldf4(const uint16_t *p, size_t i) {
 }
 __device__ __forceinline__ void stf(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void stf(uint16_t *p, size_t i, float v) { p[i] = fmt_bf16_from_f32(v); }
+/* Four values at p + i: a float4, or four RNE BF16 packed into one 8-byte store. */
+__device__ __forceinline__ void stf4(float *p, size_t i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
+__device__ __forceinline__ void stf4(uint16_t *p, size_t i, float4 v) {
+  *reinterpret_cast<uint2 *>(p + i) =
+      make_uint2((uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16),
+                 (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16));
+}
 
 /* rstd from a row's FP32 sum of squares, finished in double as the CPU does. */
 __device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {
