@@ -341,10 +341,20 @@ loop_gpu_reward_row() { # NAME RUNDIR: reward/mean per iteration from `rlrun met
   row "$1_reward" INFO "$(awk -F, 'NR==1{for(i=1;i<=NF;i++) {if($i=="reward/mean") c=i; if($i=="optim/grad_norm") g=i}; next}
     c{printf "it%s=%.4g ", $1, $c} g{printf "(grad norm %.3g) ", $g}' "$OUT/$1_metrics.csv")"
 }
+loop_gpu_sha() { # RUNS_DIR STEP: the first 16 hex digits of the sha256 of its run's weights at checkpoint STEP
+  local rd; rd=$(ls -d "$1"/g-* 2>/dev/null | head -1)
+  [ -n "$rd" ] && sha256sum "$rd/checkpoints/step-$(printf %06d "$2")/model.safetensors" 2>/dev/null | cut -c1-16
+}
+loop_gpu_same() { # NAME WHAT A B REF LOG: PASS when the weight hashes A and B are equal (and not empty)
+  if [ -n "$3" ] && [ "$3" = "$4" ]; then row "$1" PASS "$2: final weights sha256 $3 == $5"
+  else row "$1" FAIL "$2: final weights ${3:-none} vs $5 ${4:-none} (see $6)"; fi
+}
 # These 4 iterations of the arithmetic recipes usually see no reward (every group degenerate, grad
 # norm 0 in the INFO rows), so their weight comparisons test resume, not the backward's bits; the
-# demo-task runs further down train with non-zero gradients from the first iteration.
+# demo-task runs further down train with non-zero gradients from the first iteration (head_dim 32:
+# the CUDA decode attention takes 32–256).
 LOOP_SET="--set device=cuda --set loop.iterations=4 --set loop.checkpoint_interval=2"
+DEMO_SET="--set device=cuda --set loop.iterations=3 --set loop.checkpoint_interval=3 --set model.init.head_dim=32"
 if [ -x "$BUILD/rlrun" ]; then
   for rcp in bf16-baseline fp8-unified; do
     d="$OUT/loop_$rcp"; rm -rf "$d"
@@ -354,54 +364,42 @@ if [ -x "$BUILD/rlrun" ]; then
     rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
     [ -n "$rd" ] && loop_gpu_reward_row "loop_gpu_$rcp" "$rd"
   done
+  ref=$(loop_gpu_sha "$OUT/loop_bf16-baseline" 4)
   d="$OUT/loop_resume"; rm -rf "$d"
   # shellcheck disable=SC2086
   RLRUN_FAULT=loop.train@3:kill "$BUILD/rlrun" run recipes/bf16-baseline.yaml --runs-dir "$d" --name g \
     $LOOP_SET --quiet > "$OUT/loop_resume.log" 2>&1
   rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
   if [ -n "$rd" ] && "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/loop_resume.log" 2>&1; then
-    a=$(sha256sum "$rd/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
-    ref=$(ls -d "$OUT"/loop_bf16-baseline/g-* 2>/dev/null | head -1)
-    b=$(sha256sum "$ref/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
-    if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_kill_resume PASS "final weights sha256 $a == uninterrupted"
-    else row loop_gpu_kill_resume FAIL "final weights $a vs uninterrupted $b (see loop_resume.log)"; fi
+    loop_gpu_same loop_gpu_kill_resume "killed in train#3" "$(loop_gpu_sha "$d" 4)" "$ref" uninterrupted loop_resume.log
   else row loop_gpu_kill_resume FAIL "resume failed, see loop_resume.log: $(tail -1 "$OUT/loop_resume.log")"; fi
   # train.recompute (activation recomputation) gives the same bits: final weights == the bf16 run's
   d="$OUT/loop_recompute"; rm -rf "$d"
   # shellcheck disable=SC2086
   "$BUILD/rlrun" run recipes/bf16-baseline.yaml --runs-dir "$d" --name g $LOOP_SET --set train.recompute=true \
     --quiet > "$OUT/loop_recompute.log" 2>&1
-  rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
-  a=$(sha256sum "$rd/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
-  ref=$(ls -d "$OUT"/loop_bf16-baseline/g-* 2>/dev/null | head -1)
-  b=$(sha256sum "$ref/checkpoints/step-000004/model.safetensors" 2>/dev/null | cut -c1-16)
-  if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_recompute PASS "train.recompute: final weights sha256 $a == keep-all run"
-  else row loop_gpu_recompute FAIL "train.recompute: final weights ${a:-none} vs ${b:-none} (see loop_recompute.log)"; fi
-  # the same on the demo task (partial-credit reward: non-zero gradients from the first iteration;
-  # head_dim 32: the CUDA decode attention takes 32–256)
+  loop_gpu_same loop_gpu_recompute train.recompute "$(loop_gpu_sha "$d" 4)" "$ref" keep-all loop_recompute.log
+  # the same on the demo task, then killed (SIGKILL) in train of iteration 2 and resumed
   for rc_ in false true; do
     d="$OUT/loop_demo_$rc_"; rm -rf "$d"
-    "$BUILD/rlrun" run recipes/demo-cpu.yaml --runs-dir "$d" --name g --set device=cuda --set loop.iterations=3 \
-      --set loop.checkpoint_interval=3 --set model.init.head_dim=32 --set train.recompute=$rc_ --quiet \
+    # shellcheck disable=SC2086
+    "$BUILD/rlrun" run recipes/demo-cpu.yaml --runs-dir "$d" --name g $DEMO_SET --set train.recompute=$rc_ --quiet \
       > "$OUT/loop_demo_$rc_.log" 2>&1
   done
-  a=$(sha256sum "$OUT"/loop_demo_true/g-*/checkpoints/step-000003/model.safetensors 2>/dev/null | cut -c1-16)
-  b=$(sha256sum "$OUT"/loop_demo_false/g-*/checkpoints/step-000003/model.safetensors 2>/dev/null | cut -c1-16)
+  ref=$(loop_gpu_sha "$OUT/loop_demo_false" 3)
   rd=$(ls -d "$OUT"/loop_demo_false/g-* 2>/dev/null | head -1)
   [ -n "$rd" ] && loop_gpu_reward_row loop_gpu_demo "$rd"
-  if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_demo_recompute PASS "demo on cuda, train.recompute: final weights sha256 $a == keep-all"
-  else row loop_gpu_demo_recompute FAIL "demo on cuda, train.recompute: ${a:-none} vs ${b:-none} (see loop_demo_*.log)"; fi
-  # and killed (SIGKILL) in train of iteration 2, resumed: the uninterrupted run's weights
+  loop_gpu_same loop_gpu_demo_recompute "demo on cuda, train.recompute" "$(loop_gpu_sha "$OUT/loop_demo_true" 3)" \
+    "$ref" keep-all "loop_demo_*.log"
   d="$OUT/loop_demo_resume"; rm -rf "$d"
-  RLRUN_FAULT=loop.train@2:kill "$BUILD/rlrun" run recipes/demo-cpu.yaml --runs-dir "$d" --name g --set device=cuda \
-    --set loop.iterations=3 --set loop.checkpoint_interval=3 --set model.init.head_dim=32 --quiet \
+  # shellcheck disable=SC2086
+  RLRUN_FAULT=loop.train@2:kill "$BUILD/rlrun" run recipes/demo-cpu.yaml --runs-dir "$d" --name g $DEMO_SET --quiet \
     > "$OUT/loop_demo_resume.log" 2>&1
   rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
   a=""
-  [ -n "$rd" ] && "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/loop_demo_resume.log" 2>&1 &&
-    a=$(sha256sum "$rd/checkpoints/step-000003/model.safetensors" 2>/dev/null | cut -c1-16)
-  if [ -n "$a" ] && [ "$a" = "$b" ]; then row loop_gpu_demo_kill_resume PASS "demo on cuda, killed in train#2: final weights $a == uninterrupted"
-  else row loop_gpu_demo_kill_resume FAIL "demo on cuda, killed in train#2: ${a:-none} vs ${b:-none} (see loop_demo_resume.log)"; fi
+  [ -n "$rd" ] && "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/loop_demo_resume.log" 2>&1 && a=$(loop_gpu_sha "$d" 3)
+  loop_gpu_same loop_gpu_demo_kill_resume "demo on cuda, killed in train#2" "$a" "$ref" uninterrupted \
+    loop_demo_resume.log
 else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
 fi
 # ---------------------------------------------------------------- two GPUs (issue #11, "twogpu") — needs nvidia-h200-x2
