@@ -147,8 +147,8 @@ void gemm_cuda_release(void);
  * SwiGLU) × one K slice; the slices (count and boundaries) are a function of
  * the shapes only (gemm_small_plan of the launch's weight rows: N for one
  * matrix, Σ_i ceil(N_i / GEMM_SMALL_BN)·GEMM_SMALL_BN for a group, the group
- * {wg, wu} for the SwiGLU), each slice is summed in a fixed order by mma.sync,
- * and the FP32 partials of the slices are added in slice order 0, 1, …, S−1
+ * {wg, wu} for the SwiGLU), each slice is summed in a fixed order by the tensor
+ * cores (wgmma on sm_90a, 16 K a step in K order), and the FP32 partials of the slices are added in slice order 0, 1, …, S−1
  * (no float atomics). So a row's bits never depend on M or on the other rows.
  * Consequences the tests check: a one-segment group == gemm_small_bf16_cuda, and
  * the SwiGLU == ops_swiglu_forward_cuda of the group {wg, wu}'s outputs, bitwise.
@@ -198,14 +198,17 @@ void gemm_cuda_release(void);
  *                                through the workspace, an arrival counter per tile, the
  *                                last CTA sums them. Bits unchanged.
  *   RLRUN_SMALL_GEMM_PDL         0 (default), 1: launch with programmatic dependent
- *                                launch. A CTA lets the next kernel of the stream
- *                                launch, asks L2 to prefetch its weight slice, then
- *                                waits (griddepcontrol.wait) for the previous kernel to
- *                                finish before it touches x, y or the workspace: the
- *                                launch and the weights' first DRAM trip overlap the
- *                                previous kernel. Bits unchanged. Measured slower in the
- *                                decode step (H100, 2026-12-05: whole-step GEMMs 1,717
- *                                vs 1,698 µs at M = 64), hence off.
+ *                                launch. A CTA starts copying its first weight stages
+ *                                into shared memory, then waits (griddepcontrol.wait)
+ *                                for the previous kernel to finish before it touches x,
+ *                                y or the workspace; it lets the next grid launch once
+ *                                its main loop is done (the decode step's RMSNorm and
+ *                                attention-combine kernels let it launch at their
+ *                                start). Bits unchanged. GEMM-only step graphs gain
+ *                                (H100, 2026-12-05, wgmma kernel: M = 64 1,059 vs 1,094
+ *                                µs, M = 1 743 vs 856), the whole decode step does not
+ *                                (bench_rollout bf16 batch 64: 26,357 vs 26,468 tok/s),
+ *                                hence off.
  * gemm_small_tune_set replaces them for the rest of the process (benchmarks and tests
  * sweep them in one run); not thread-safe: call it while no GEMM is being launched. */
 enum { GEMM_SMALL_REDUCE_CLUSTER, GEMM_SMALL_REDUCE_GLOBAL };
@@ -284,8 +287,9 @@ void gemm_small_release(void);
  * w is the fp8-block weight as linear_forward receives it (device qtensor: E4M3
  * [N][K], block_rows 128, FP32 scales ROWMAJOR [ceil(N/128)][ceil(K/128)] or
  * HOPPER_WEIGHT [ceil(N/128)][roundup(ceil(K/128), 4)] — what sync makes); x is
- * BF16 [M][K]; y FP32 [M][N]. The design is gemm_small_bf16_cuda's (weight rows ×
- * K slices per CTA, cp.async ring, mma.sync, ordered split-K reduction).
+ * BF16 [M][K]; y FP32 [M][N]. The design is gemm_small_bf16_cuda's before it moved
+ * to wgmma (weight rows × K slices per CTA, cp.async ring, mma.sync, ordered
+ * split-K reduction).
  *
  * Numerics, in order:
  *   1. qx, sx: each CTA quantizes the x rows × 128-K blocks it multiplies with the

@@ -14,30 +14,35 @@
  *             and wu: two accumulator sets, the activation in the epilogue). One
  *             launch instead of three (q, k, v) or three (gate, up, swiglu): the
  *             per-launch latency (launch, ramp, split-K chain) is paid once.
- *   Tile      a CTA owns BN = 32 weight rows (of each matrix of the pair), or 64
- *             where that still gives enough CTAs (lm_head at any M) and at M > 32
- *             (half the L2 reads of x per weight byte, see gemm.h's
- *             RLRUN_SMALL_GEMM_BN) × one K slice × 8·MB rows of x (MB = 1, 2, 4, 8
- *             by M). 16 weight rows a warp, and from 17 rows of x on two warps along
- *             M (four for the pair), so 2–8 warps. The slices come from
+ *   Tile      a CTA is one warpgroup (4 warps, 128 threads) and owns BN = 32
+ *             weight rows (of each matrix of the pair), or 64 where that still gives
+ *             enough CTAs (lm_head at any M) and at M > 32 (half the L2 reads of x
+ *             per weight byte, see gemm.h's RLRUN_SMALL_GEMM_BN) × one K slice ×
+ *             8·MB rows of x (MB = 1, 2, 4, 8 by M). The slices come from
  *             gemm_small_plan of the launch's weight rows (a function of the shapes
  *             only). M > 64 runs the 64-row chunks of x as more CTAs; they sit next
  *             to each other in launch order, so a weight tile comes from HBM once
  *             and from L2 for its other chunks.
  *   Pipeline  the CTA streams its slice in stages of 128 K (its weight rows and x
  *             rows of the stage) through a ring of NST shared-memory buffers with
- *             cp.async (NST − 1 stages in flight while one is multiplied).
- *   MMA       mma.sync m16n8k16 with the weights as A (16 rows n) and x as B
- *             (8 columns m): M is padded to 8, not 16. Within each 32-wide K
- *             chunk, lane (g, t) reads 16 bytes — K positions 8t … 8t+7 — of
- *             weight rows g and g+8 and of x row g, and feeds them to two MMAs:
- *             K 8t+0,1 and 8t+2,3 into the first (its logical K 2t,2t+1 and
- *             2t+8,2t+9), 8t+4 … 8t+7 into the second. A and B use the same
- *             permutation of K, so the products are exactly Σ_k x[m][k]·w[n][k];
- *             it lets every fragment be one 16-byte shared load. Rows are 256 B;
- *             16-byte chunk c of row r sits at c ^ 4·(r & 1), so the 8 lanes of
- *             each load phase (rows g, g+1) hit 8 distinct bank groups.
- *   Split K   with one slice the accumulators go to y directly. Otherwise, where
+ *             cp.async (NST − 1 stages in flight while one is multiplied). Launched
+ *             as a programmatic dependent (RLRUN_SMALL_GEMM_PDL=1), the prologue
+ *             asks for its weight stages before griddepcontrol.wait and for x after;
+ *             every CTA lets the next grid launch once its main loop is done.
+ *   MMA       Hopper's wgmma (sm_90a) m64n(8·MB)k16 with the weights as A (the 64
+ *             rows of the MMA: BN rows of each matrix, a 32-row single matrix
+ *             padded with zero rows written once) and x as B (8·MB columns), both
+ *             K-major from shared memory in the 128-byte swizzle: a stage holds two
+ *             K halves of 64, each row 128 B with 16-byte chunk c at c ^ (r & 7),
+ *             so each of the 8 steps of 16 K is one wgmma on descriptors 32 B
+ *             apart. 8 MMAs a stage, issued by the warpgroup, waited for before
+ *             the ring slot is refilled. Targets without sm_90a (the Blackwell
+ *             build) run mma.sync m16n8k16 on the same tiles, K in the same order.
+ *             (Until 2026-12-05 mma.sync on every target, from 256-byte rows with K
+ *             permuted inside 32-wide chunks: at M = 64 the MMAs bounded the
+ *             kernel — H100, whole-step GEMMs 1,380 µs, now 1,080.)
+ *   Split K   with one slice the accumulators go to y directly (the pair: through
+ *             the CTA's shared memory, where g and u of an output meet). Otherwise, where
  *             the S ≤ 8 CTAs of a tile can form a thread-block cluster (the
  *             default): each CTA writes its FP32 partial into its own (now idle)
  *             shared memory, one cluster barrier, then CTA r sums every S-th group
@@ -55,7 +60,9 @@
  * Determinism and batch invariance: y[m][n] is the sum of the same MMAs
  * (same K positions, same order) and the same ordered slice sum whatever M
  * is, wherever row m sits in the batch, whatever the tile width, CTA shape or
- * reduction path: those decide which thread computes an output, not how. Padded
+ * reduction path: those decide which thread computes an output, not how (a
+ * wgmma's output element does not depend on the instruction's N: the M
+ * invariance tests of gemm_gpu_test assert it across every MB). Padded
  * rows and columns are zeros whose outputs are dropped, K beyond a slice's end
  * is zero in both operands. No float atomics. The SwiGLU epilogue is
  * ops_swiglu_forward_cuda's arithmetic on the BF16-rounded g and u (silu shared
@@ -80,21 +87,28 @@ constexpr int MAXSEG = GEMM_SMALL_MAX_SEGS;
 constexpr int SMEM_BUDGET = 98304; /* ring bytes a CTA aims at: two CTAs per SM */
 static_assert(BK % 32 == 0 && CH == 16, "the swizzle assumes 16 chunks per row");
 
-/* The CTA shape of MB m-blocks (8 rows of x each), WN warps along N and SW (the
- * SwiGLU pair: P = 2 weight matrices, two accumulator sets a warp): WM warps
- * along M (two from MB = 4, i.e. M ≥ 17; four for the pair, whose warps do twice
- * the MMAs), BN = 16·WN weight rows of each matrix, MB / WM m-blocks a warp. */
+/* The CTA: one warpgroup (4 warps, SG_T = 128 threads) multiplies 64 weight rows
+ * by 8·MB rows of x with wgmma m64n(8·MB)k16 (sm_90a; mma16816 on the same
+ * shared tiles elsewhere). P weight matrices (the SwiGLU pair: 2) of BN = 16·WN
+ * rows each fill rows 0 … P·BN−1 of the MMA's 64; with one 32-row matrix
+ * (WN = 2) rows 32 … 63 are zeros written once and their outputs dropped. Warp
+ * w computes rows 16w … 16w+15: rows 16·(w % WN) … of matrix w / WN. */
+constexpr int SG_T = 128, SG_RM = 64;
 __host__ __device__ constexpr int sg_parts(bool sw) { return sw ? 2 : 1; }
-__host__ __device__ constexpr int sg_wm(int mb, bool sw) { return mb >= 4 ? (sw ? 4 : 2) : (sw && mb == 2 ? 2 : 1); }
-__host__ __device__ constexpr int sg_threads(int mb, int wn, bool sw) { return 32 * wn * sg_wm(mb, sw); }
+__host__ __device__ constexpr int sg_threads(int, int, bool) { return SG_T; }
 __host__ __device__ constexpr int sg_bn(int wn) { return 16 * wn; }
-/* BF16 elements of one stage: P·BN weight rows and 8·MB x rows of BK. */
-__host__ __device__ constexpr int sg_stage_elems(int mb, int wn, bool sw) { return (sg_parts(sw) * sg_bn(wn) + 8 * mb) * BK; }
-/* Stages of the ring: as many as fit SMEM_BUDGET, 2 … 6. */
+/* BF16 elements of one stage: the MMA's 64 weight rows and 8·MB x rows of BK. */
+__host__ __device__ constexpr int sg_stage_elems(int mb, int, bool) { return (SG_RM + 8 * mb) * BK; }
+/* Stages of the ring: as many as fit SMEM_BUDGET, 2 … 6. (A ring of ~196 KB at
+ * one CTA an SM, 5 stages in flight, measured slower: H100, whole-step GEMMs at
+ * M = 64 1,433 vs 1,094 µs.) */
 __host__ __device__ constexpr int sg_nst(int mb, int wn, bool sw) {
   return gs_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb, wn, sw)), 2, 6);
 }
-__host__ __device__ constexpr int sg_smem_bytes(int mb, int wn, bool sw) { return sg_nst(mb, wn, sw) * sg_stage_elems(mb, wn, sw) * 2; }
+/* Bytes of the ring (the partials of the split-K reduction reuse them) … */
+__host__ __device__ constexpr int sg_ring_bytes(int mb, int wn, bool sw) { return sg_nst(mb, wn, sw) * sg_stage_elems(mb, wn, sw) * 2; }
+/* … and of the launch: + 1 KB to align the ring to the swizzle's 1024 bytes. */
+__host__ __device__ constexpr int sg_smem_bytes(int mb, int wn, bool sw) { return sg_ring_bytes(mb, wn, sw) + 1024; }
 /* Row stride (floats) of a partial kept in shared memory for the cluster
  * reduction: +4 spreads the rows 2t of the accumulator writes over the banks. */
 __host__ __device__ constexpr int sg_ldp(int wn) { return sg_bn(wn) + 4; }
@@ -103,8 +117,12 @@ __host__ __device__ constexpr int sg_kid(int mb, int wn, bool sw) {
   return (mb == 1 ? 0 : mb == 2 ? 1 : mb == 4 ? 2 : 3) * 4 + (wn == 4 ? 2 : 0) + (sw ? 1 : 0);
 }
 
-/* Element offset of 16-byte chunk c of row r in a stage tile (rows of BK, XOR swizzle). */
-__host__ __device__ __forceinline__ int sg_off(int r, int c) { return r * BK + 8 * (c ^ ((r & 1) << 2)); }
+/* Element offset of 16-byte chunk c (K 8c … 8c+7 of the stage) of row r in a
+ * stage operand of `rows` rows: two K halves of 64, each `rows` rows of 128 B
+ * in the 128-byte swizzle of wgmma_desc_sw128 (chunk c & 7 at c & 7 ^ r & 7). */
+__host__ __device__ __forceinline__ int sg_off(int r, int c, int rows) {
+  return (c >> 3) * rows * 64 + r * 64 + 8 * ((c & 7) ^ (r & 7));
+}
 
 /* What a launch needs. Segments: tiles t0[i] … t0[i+1]−1 are rows of w[i] (N = n[i]),
  * written to y[i]; the SwiGLU pair has one segment, w[0] = gate, w[1] = up, out act. */
@@ -132,46 +150,92 @@ __device__ __forceinline__ void sg_put(const sg_args &a, float *y, int64_t N, in
   else y[(int64_t)m * N + n] = bf16_round(g);
 }
 
-/* Start copying stage st of the CTA's slice [k0, k1) into ring slot st % NST:
- * weight rows n0 … n0+BN−1 of w0 (and of w1: the pair) and x rows m0 … m0+8·MB−1;
- * rows past N or M and chunks past k1 become zeros. */
+/* Start copying the weights of stage st of the CTA's slice [k0, k1) into ring
+ * slot st % NST: rows n0 … n0+BN−1 of w0 (and of w1: the pair); rows past N and
+ * chunks past k1 become zeros. */
 template <int MB, int WN, bool SW>
-__device__ __forceinline__ void sg_load(uint16_t *sm, const sg_args &a, const uint16_t *w0, const uint16_t *w1,
-                                        int64_t N, int st, int64_t n0, int m0, int64_t k0, int64_t k1) {
-  constexpr int NST = sg_nst(MB, WN, SW), XR = 8 * MB, BN = sg_bn(WN), R = sg_parts(SW) * BN;
-  constexpr int T = sg_threads(MB, WN, SW);
-  static_assert(R * CH % T == 0 && XR * CH % T == 0, "whole copies per thread");
-  uint16_t *Ws = sm + (st % NST) * sg_stage_elems(MB, WN, SW), *Xs = Ws + R * BK;
+__device__ __forceinline__ void sg_load_w(uint16_t *sm, const sg_args &a, const uint16_t *w0, const uint16_t *w1,
+                                          int64_t N, int st, int64_t n0, int64_t k0, int64_t k1) {
+  constexpr int NST = sg_nst(MB, WN, SW), BN = sg_bn(WN), R = sg_parts(SW) * BN;
+  static_assert(R * CH % SG_T == 0, "whole copies per thread");
+  uint16_t *Ws = sm + (st % NST) * sg_stage_elems(MB, WN, SW);
   const int64_t kb = k0 + (int64_t)st * BK;
 #pragma unroll
-  for (int j = 0; j < R * CH / T; j++) {
-    const int i = (int)threadIdx.x + j * T, r = i / CH, c = i % CH;
+  for (int j = 0; j < R * CH / SG_T; j++) {
+    const int i = (int)threadIdx.x + j * SG_T, r = i / CH, c = i % CH;
     const uint16_t *w = SW && r >= BN ? w1 : w0;
     const int64_t n = n0 + (r % BN), k = kb + 8 * c;
     const bool ok = n < N && k < k1;
-    cp_async16(smem_u32(Ws + sg_off(r, c)), ok ? w + n * a.K + k : w, ok ? 16 : 0);
+    cp_async16(smem_u32(Ws + sg_off(r, c, SG_RM)), ok ? w + n * a.K + k : w, ok ? 16 : 0);
   }
+}
+
+/* … and of x: rows m0 … m0+8·MB−1; rows past M and chunks past k1 become zeros. */
+template <int MB, int WN, bool SW>
+__device__ __forceinline__ void sg_load_x(uint16_t *sm, const sg_args &a, int st, int m0, int64_t k0, int64_t k1) {
+  constexpr int NST = sg_nst(MB, WN, SW), XR = 8 * MB;
+  static_assert(XR * CH % SG_T == 0, "whole copies per thread");
+  uint16_t *Xs = sm + (st % NST) * sg_stage_elems(MB, WN, SW) + SG_RM * BK;
+  const int64_t kb = k0 + (int64_t)st * BK;
 #pragma unroll
-  for (int j = 0; j < XR * CH / T; j++) {
-    const int i = (int)threadIdx.x + j * T, r = i / CH, c = i % CH;
+  for (int j = 0; j < XR * CH / SG_T; j++) {
+    const int i = (int)threadIdx.x + j * SG_T, r = i / CH, c = i % CH;
     const int m = m0 + r;
     const int64_t k = kb + 8 * c;
     const bool ok = m < a.M && k < k1;
-    cp_async16(smem_u32(Xs + sg_off(r, c)), ok ? a.x + (int64_t)m * a.K + k : a.x, ok ? 16 : 0);
+    cp_async16(smem_u32(Xs + sg_off(r, c, XR)), ok ? a.x + (int64_t)m * a.K + k : a.x, ok ? 16 : 0);
   }
+}
+
+/* acc (64 × 8·MB, the wgmma layout) += the stage at Ws (64 weight rows) and Xs
+ * (8·MB x rows): BK / 16 steps of 16 K in order. */
+template <int MB>
+__device__ __forceinline__ void sg_mma_stage(float (&acc)[MB][4], const uint16_t *Ws, const uint16_t *Xs) {
+  constexpr int XR = 8 * MB;
+#if RLRUN_HAVE_WGMMA
+  const uint32_t wa = smem_u32(Ws), xa = smem_u32(Xs);
+  wgmma_fence();
+#pragma unroll
+  for (int s = 0; s < BK / 16; s++) {
+    const uint32_t h = (uint32_t)(s >> 2), o = (uint32_t)(s & 3) * 32; /* K half, 32 B per 16 K */
+    wgmma_bf16<XR>(&acc[0][0], wgmma_desc_sw128(wa + h * SG_RM * 128 + o), wgmma_desc_sw128(xa + h * XR * 128 + o));
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+#else
+  /* mma16816 per warp: its 16 weight rows (A) × every 8-row block of x (B) */
+  const int warp = (int)threadIdx.x >> 5, lane = (int)threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int r0 = 16 * warp + g;
+#pragma unroll
+  for (int s = 0; s < BK / 16; s++) {
+    const int c = 2 * s; /* chunk of K 16s … 16s+7; K 16s+8 … is chunk c + 1 */
+    uint32_t af[4];
+    af[0] = *reinterpret_cast<const uint32_t *>(Ws + sg_off(r0, c, SG_RM) + 2 * t);
+    af[1] = *reinterpret_cast<const uint32_t *>(Ws + sg_off(r0 + 8, c, SG_RM) + 2 * t);
+    af[2] = *reinterpret_cast<const uint32_t *>(Ws + sg_off(r0, c + 1, SG_RM) + 2 * t);
+    af[3] = *reinterpret_cast<const uint32_t *>(Ws + sg_off(r0 + 8, c + 1, SG_RM) + 2 * t);
+#pragma unroll
+    for (int i = 0; i < MB; i++) {
+      const uint32_t b0 = *reinterpret_cast<const uint32_t *>(Xs + sg_off(8 * i + g, c, XR) + 2 * t);
+      const uint32_t b1 = *reinterpret_cast<const uint32_t *>(Xs + sg_off(8 * i + g, c + 1, XR) + 2 * t);
+      mma16816(acc[i], af, b0, b1);
+    }
+  }
+#endif
 }
 
 /* One CTA: block b = ((tile · n_mc) + m-chunk) · slices + slice (the slices of a
  * tile adjacent: they form its cluster). */
 template <int MB, int WN, bool SW>
-__global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(const sg_args a) {
+__global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   extern __shared__ uint4 sg_smem[];
   __shared__ int s_last;
   constexpr int P = sg_parts(SW), NST = sg_nst(MB, WN, SW), XR = 8 * MB, SE = sg_stage_elems(MB, WN, SW);
-  constexpr int BN = sg_bn(WN), R = P * BN, T = sg_threads(MB, WN, SW), WM = sg_wm(MB, SW), MBW = MB / WM;
-  uint16_t *sm = reinterpret_cast<uint16_t *>(sg_smem);
+  constexpr int BN = sg_bn(WN), T = SG_T, RING = sg_ring_bytes(MB, WN, SW);
+  /* the ring, aligned to the 1024 bytes of the swizzle (the same offset in every CTA) */
+  uint8_t *ring = reinterpret_cast<uint8_t *>(sg_smem) + ((1024 - (smem_u32(sg_smem) & 1023)) & 1023);
+  uint16_t *sm = reinterpret_cast<uint16_t *>(ring);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tg = lane & 3;
-  const int wn = warp % WN, wm = warp / WN;
   int64_t b = blockIdx.x;
   const int s = (int)(b % a.slices);
   b /= a.slices;
@@ -191,63 +255,57 @@ __global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(cons
   const int64_t k0 = (int64_t)s * a.slice_k, k1 = min(a.K, k0 + a.slice_k);
   const int nst = (int)((k1 - k0 + BK - 1) / BK);
 
-  if (a.pdl) { /* the previous kernel may still run: only the weights (constant during it) move */
-    pdl_launch_dependents();
-    if (mc == 0 && tid < R) {
-      const int64_t n = n0 + tid % BN;
-      if (n < N) l2_prefetch((SW && tid >= BN ? w1 : w0) + n * a.K + k0, (uint32_t)(k1 - k0) * 2);
+  if constexpr (P * BN < SG_RM) { /* the MMA rows no matrix fills: zeros in every slot, once */
+    constexpr int ZV = (SG_RM - P * BN) * 8; /* 16-byte vectors of one K half */
+    for (int i = tid; i < NST * 2 * ZV; i += T) {
+      const int slot = i / (2 * ZV), h = i / ZV % 2, j = i % ZV;
+      *reinterpret_cast<uint4 *>(sm + slot * SE + h * SG_RM * 64 + (P * BN + j / 8) * 64 + 8 * (j % 8)) =
+          make_uint4(0, 0, 0, 0);
     }
+  }
+
+  /* prologue: NST − 1 stages in flight. Launched as a dependent, the weights
+   * (constant while the previous kernel runs) are asked for before its end. */
+  if (a.pdl) {
+#pragma unroll
+    for (int st = 0; st < NST - 1; st++)
+      if (st < nst) sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st, n0, k0, k1);
     pdl_wait(); /* the previous kernel wrote x (and may still read y, the workspace, the counters) */
   }
-
-  float acc[P][MBW][4];
 #pragma unroll
-  for (int p = 0; p < P; p++)
-#pragma unroll
-    for (int i = 0; i < MBW; i++) acc[p][i][0] = acc[p][i][1] = acc[p][i][2] = acc[p][i][3] = 0.f;
-
-#pragma unroll
-  for (int st = 0; st < NST - 1; st++) { /* prologue: NST − 1 stages in flight */
-    if (st < nst) sg_load<MB, WN, SW>(sm, a, w0, w1, N, st, n0, m0, k0, k1);
+  for (int st = 0; st < NST - 1; st++) {
+    if (st < nst) {
+      if (!a.pdl) sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st, n0, k0, k1);
+      sg_load_x<MB, WN, SW>(sm, a, st, m0, k0, k1);
+    }
     cp_commit();
   }
-  const int ra = wn * 16 + gr;      /* this lane's weight rows: ra, ra + 8 of the tile (of each matrix) */
-  const int rx = wm * MBW * 8 + gr; /* its x rows: rx + 8i, i < MBW */
-  for (int st = 0; st < nst; st++) {
-    cp_wait<NST - 2>(); /* stage st has landed (this thread's copies) … */
-    __syncthreads();    /* … everyone's, and slot (st − 1) % NST is free again */
-    if (st + NST - 1 < nst) sg_load<MB, WN, SW>(sm, a, w0, w1, N, st + NST - 1, n0, m0, k0, k1);
-    cp_commit(); /* (empty groups at the tail keep the count uniform) */
-    const uint16_t *Ws = sm + (st % NST) * SE, *Xs = Ws + R * BK;
-#pragma unroll
-    for (int c = 0; c < BK / 32; c++) {
-      const int q = 4 * c + tg; /* 16-byte chunk: K positions 32c + 8tg … +7 of the stage */
-      uint32_t af[P][2][4];
-#pragma unroll
-      for (int p = 0; p < P; p++) {
-        const uint4 wa = *reinterpret_cast<const uint4 *>(Ws + sg_off(p * BN + ra, q));
-        const uint4 wb = *reinterpret_cast<const uint4 *>(Ws + sg_off(p * BN + ra + 8, q));
-        af[p][0][0] = wa.x, af[p][0][1] = wb.x, af[p][0][2] = wa.y, af[p][0][3] = wb.y;
-        af[p][1][0] = wa.z, af[p][1][1] = wb.z, af[p][1][2] = wa.w, af[p][1][3] = wb.w;
-      }
-#pragma unroll
-      for (int i = 0; i < MBW; i++) {
-        const uint4 xv = *reinterpret_cast<const uint4 *>(Xs + sg_off(rx + 8 * i, q));
-#pragma unroll
-        for (int p = 0; p < P; p++) {
-          mma16816(acc[p][i], af[p][0], xv.x, xv.y);
-          mma16816(acc[p][i], af[p][1], xv.z, xv.w);
-        }
-      }
-    }
-  }
 
-  /* acc[p][i][h + 2v] is (x row m0 + rx − gr + 8i + 2tg + h, row n0 + ra + 8v of matrix p) */
-  const int rc = rx - gr + 2 * tg; /* x row (in the chunk) of acc[.][0][0] */
-  const int rows = min(XR, a.M - m0);
-  if (a.slices == 1) {
+  float acc[MB][4];
 #pragma unroll
-    for (int i = 0; i < MBW; i++)
+  for (int i = 0; i < MB; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  for (int st = 0; st < nst; st++) {
+    cp_wait<NST - 2>();  /* stage st has landed (this thread's copies) … */
+    fence_proxy_async(); /* … visible to the tensor cores' reads … */
+    __syncthreads();     /* … everyone's, and slot (st − 1) % NST is free again */
+    if (st + NST - 1 < nst) {
+      sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st + NST - 1, n0, k0, k1);
+      sg_load_x<MB, WN, SW>(sm, a, st + NST - 1, m0, k0, k1);
+    }
+    cp_commit(); /* (empty groups at the tail keep the count uniform) */
+    const uint16_t *Ws = sm + (st % NST) * SE;
+    sg_mma_stage<MB>(acc, Ws, Ws + SG_RM * BK);
+  }
+  pdl_launch_dependents(); /* only the epilogue is left: a dependent grid may start its weights */
+
+  /* acc[i][h + 2v] is (x row m0 + rc + 8i + h, row ra + 8v of matrix p's tile) */
+  const int p = warp / WN, ra = (warp % WN) * 16 + gr, rc = 2 * tg;
+  const bool live = p < P; /* else: the zero rows of a 32-row tile */
+  const int rows = min(XR, a.M - m0);
+  if (a.slices == 1 && !SW) {
+    if (!live) return;
+#pragma unroll
+    for (int i = 0; i < MB; i++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
         const int r = rc + 8 * i + h;
@@ -255,30 +313,43 @@ __global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(cons
 #pragma unroll
         for (int v = 0; v < 2; v++) {
           const int64_t n = n0 + ra + 8 * v;
-          if (n < N) sg_put<SW>(a, y, N, m0 + r, n, acc[0][i][h + 2 * v], acc[P - 1][i][h + 2 * v]);
+          if (n < N) sg_put<SW>(a, y, N, m0 + r, n, acc[i][h + 2 * v], 0.f);
         }
       }
     return;
   }
 
   const int S = a.slices;
-  if (a.cluster) {
-    /* split K inside the cluster: partial [p][row][LDP] in this CTA's shared memory */
+  if (a.cluster || S == 1) {
+    /* the partial [p][row][LDP] in this CTA's shared memory; split K: summed
+     * inside the cluster; one slice (the pair): g and u of an output meet here */
     constexpr int LDP = sg_ldp(WN), V4 = BN / 4;
-    static_assert(P * XR * LDP * 4 <= sg_smem_bytes(MB, WN, SW), "the partial fits the ring");
-    float *buf = reinterpret_cast<float *>(sg_smem);
+    static_assert(P * XR * LDP * 4 <= RING, "the partial fits the ring");
+    float *buf = reinterpret_cast<float *>(ring);
     cp_wait<0>();
     __syncthreads(); /* every warp is done with the ring */
+    if (live)
 #pragma unroll
-    for (int p = 0; p < P; p++)
-#pragma unroll
-      for (int i = 0; i < MBW; i++)
+      for (int i = 0; i < MB; i++)
 #pragma unroll
         for (int h = 0; h < 2; h++) {
           const int r = rc + 8 * i + h;
-          buf[(p * XR + r) * LDP + ra] = acc[p][i][h];
-          buf[(p * XR + r) * LDP + ra + 8] = acc[p][i][h + 2];
+          buf[(p * XR + r) * LDP + ra] = acc[i][h];
+          buf[(p * XR + r) * LDP + ra + 8] = acc[i][h + 2];
         }
+    if (S == 1) {
+      __syncthreads();
+      for (int j = tid; j < rows * V4; j += T) {
+        const int r = j / V4, c = (j % V4) * 4;
+        const float4 g = *reinterpret_cast<const float4 *>(buf + r * LDP + c);
+        const float4 u = *reinterpret_cast<const float4 *>(buf + ((P - 1) * XR + r) * LDP + c);
+        const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          if (n0 + c + e < N) sg_put<SW>(a, y, N, m0 + r, n0 + c + e, gv[e], uv[e]);
+      }
+      return;
+    }
     cluster_sync(); /* all S partials written */
     const uint32_t base = smem_u32(buf);
     /* CTA s (= its rank in the cluster) takes blocks of T groups of 4 outputs, every S-th block */
@@ -312,16 +383,15 @@ __global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(cons
   /* split K through the workspace: this slice's partial, then the arrival count of the tile */
   const int64_t tix = tile * a.n_mc + mc;
   float *part = a.ws + ((size_t)tix * S + s) * P * XR * BN;
+  if (live)
 #pragma unroll
-  for (int p = 0; p < P; p++)
-#pragma unroll
-    for (int i = 0; i < MBW; i++)
+    for (int i = 0; i < MB; i++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
         const int r = rc + 8 * i + h;
         if (r >= rows) continue;
-        part[(p * XR + r) * BN + ra] = acc[p][i][h];
-        part[(p * XR + r) * BN + ra + 8] = acc[p][i][h + 2];
+        part[(p * XR + r) * BN + ra] = acc[i][h];
+        part[(p * XR + r) * BN + ra + 8] = acc[i][h + 2];
       }
   __threadfence(); /* the partial is visible device-wide before the count says so */
   __syncthreads();
@@ -332,9 +402,9 @@ __global__ void __launch_bounds__(sg_threads(MB, WN, SW)) gemm_small_kernel(cons
 
   /* last CTA of the tile: y = Σ_s partial_s in slice order, in passes of rows
    * that fit the (now idle) shared memory; buf holds [slice][part][row][BN] */
-  float *buf = reinterpret_cast<float *>(sg_smem);
+  float *buf = reinterpret_cast<float *>(ring);
   const float *src = a.ws + (size_t)tix * S * P * XR * BN;
-  const int cap_rows = sg_smem_bytes(MB, WN, SW) / (4 * BN * S * P); /* ≥ 1: S ≤ GEMM_SMALL_MAX_SLICES */
+  const int cap_rows = RING / (4 * BN * S * P); /* ≥ 1: S ≤ GEMM_SMALL_MAX_SLICES */
   const int per = max(1, min(rows, cap_rows));
   cp_wait<0>();
   __syncthreads(); /* the ring is idle: no copy of the main loop is outstanding */
@@ -377,7 +447,7 @@ template <int MB, int WN, bool SW>
 int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) {
   constexpr int bytes = sg_smem_bytes(MB, WN, SW), kid = sg_kid(MB, WN, SW), T = sg_threads(MB, WN, SW);
   constexpr int P = sg_parts(SW), XR = 8 * MB, BN = sg_bn(WN);
-  static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= bytes, "shared memory");
+  static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= sg_ring_bytes(MB, WN, SW), "shared memory");
   auto kern = gemm_small_kernel<MB, WN, SW>;
   if (gs_smem_attr(SG, kern, kid, dev, bytes, WHO, e)) return RL_EXIT_FAIL;
   const int64_t tiles = a.t0[a.n_seg], blocks = tiles * a.n_mc * a.slices;

@@ -14,6 +14,7 @@
  * operation explicitly (no FMA contraction), so each of their instantiations
  * (FP32 or BF16 operands, scalar or 4-wide) gives the same bits. */
 #include "kernels/ops_cuda_util.cuh"
+#include "kernels/ptx_util.cuh" /* pdl_launch_dependents */
 
 /* ---------------------------------------------------------------- checks */
 
@@ -210,6 +211,10 @@ extern "C" int ops_embedding_backward_cuda(float *dtable, const float *dout, con
 template <bool RES, bool VEC, typename TX>
 __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd, const float *resid,
                                    const TX *x, const float *w, int rows, int dim, float eps) {
+  /* a grid launched after this one as a programmatic dependent (the decode
+   * step's small-M GEMMs) may start fetching its weights now: it waits for this
+   * grid's end before it reads what this grid writes */
+  pdl_launch_dependents();
   int lane = threadIdx.x & 31;
   int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (r >= rows) return;

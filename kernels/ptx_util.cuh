@@ -1,8 +1,8 @@
 /* ptx_util.cuh — the inline-PTX wrappers the hand-written tensor-core and
  * streaming kernels share (kernels/ops_attn_tc_cuda.cu, the small-M GEMMs of
  * gemm_small_common.cuh, stages/rollout_cuda_kern.cu): shared-memory
- * addresses, the cp.async ring, the BF16 m16n8k16 MMA, the L2 prefetch and
- * programmatic dependent launch. Included by .cu files only; everything sits
+ * addresses, the cp.async ring, the BF16 m16n8k16 MMA, Hopper's warpgroup MMA
+ * (wgmma), the L2 prefetch and programmatic dependent launch. Included by .cu files only; everything sits
  * in an anonymous namespace (each translation unit its own copy). */
 #ifndef RLRUN_PTX_UTIL_CUH
 #define RLRUN_PTX_UTIL_CUH
@@ -48,6 +48,97 @@ __device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepc
 /* … and wait until the previous grid has completed and its writes are visible
  * (returns at once when this grid was not launched as a dependent). */
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
+/* ---------------------------------------------------------------- wgmma (sm_90a)
+ * Hopper's warpgroup MMA: the 4 warps of a warpgroup compute D (64 × N FP32)
+ * += A (64 × 16 BF16) · B (16 × N BF16), both operands read by the tensor cores
+ * from shared memory through 64-bit descriptors, both K-major (rows of K). D's
+ * layout per warp w, lane (g = lane / 4, t = lane % 4): d[4j + h + 2v] is row
+ * 16w + g + 8v, column 8j + 2t + h — per 64 × 8 block the m16n8 layout of
+ * mma16816. Only where the compile target has the sm_90a features
+ * (RLRUN_HAVE_WGMMA); other targets use mma16816. */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define RLRUN_HAVE_WGMMA 1
+#else
+#define RLRUN_HAVE_WGMMA 0
+#endif
+
+/* The descriptor of a K-major operand tile in the 128-byte swizzle: rows of 64
+ * BF16 (128 B), 8-row groups 1024 B apart (the stride byte offset), 16-byte chunk
+ * c of row r stored at chunk c ^ (r & 7) of the row, the group base 1024-byte
+ * aligned; `saddr` is the shared address of the first row's K position (a
+ * group base plus 32 B per 16 K). The leading byte offset is unused here. */
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t saddr) {
+  return (uint64_t)((saddr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+/* Before the first wgmma of a batch: the accumulator registers and the shared
+ * operands as the thread last wrote them. */
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+/* Until at most N committed wgmma groups are in flight (N = 0: all done). */
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Shared memory written through the generic proxy (stores, cp.async) made
+ * visible to the async proxy (wgmma operand reads): each writer, before the barrier. */
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+/* d (64 × N FP32, N/2 registers a thread) += A · B, N = 8, 16, 32, 64. */
+template <int N>
+__device__ __forceinline__ void wgmma_bf16(float *d, uint64_t da, uint64_t db);
+
+template <>
+__device__ __forceinline__ void wgmma_bf16<8>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0,%1,%2,%3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
+template <>
+__device__ __forceinline__ void wgmma_bf16<16>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
+template <>
+__device__ __forceinline__ void wgmma_bf16<32>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
+template <>
+__device__ __forceinline__ void wgmma_bf16<64>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
 
 } /* namespace */
 

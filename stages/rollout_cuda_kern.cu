@@ -292,6 +292,7 @@ static __device__ __forceinline__ void rck_combine_head(float *out, uint16_t *ou
 /* The combine as its own launch: block (row r, head h). */
 __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float *pacc, const float *pml, int nq,
                                         int hd, int n_split) {
+  pdl_launch_dependents(); /* the o projection (a programmatic dependent) may fetch its weights */
   rck_combine_head(out, out_b, pacc, pml, blockIdx.x, blockIdx.y, nq, hd, n_split, threadIdx.x, blockDim.x);
 }
 
