@@ -178,6 +178,13 @@ void gemm_cuda_release(void);
  * unparsable is ignored: the default stays):
  *   RLRUN_SMALL_GEMM_CTAS        1 … 65536, default GEMM_SMALL_CTAS: the CTA target
  *                                of the K split. CHANGES THE SUMS (a different plan).
+ *                                Measured with the wgmma kernel (H100, 2026-12-05,
+ *                                bench_rollout bf16 batch 64 / decode-step GEMM graphs):
+ *                                40: 23,741 tok/s; 66: 25,180; 132: 26,626; 180:
+ *                                26,819; 264: 27,433 (M = 64 GEMMs 1,017 vs 1,080 µs,
+ *                                but M = 8 1,172 vs 870: small batches — a rollout's
+ *                                tail — pay more than batch 64 gains, hence 132);
+ *                                396 / 528: ~22,100 (more than 8 slices: no cluster).
  *   RLRUN_SMALL_GEMM_MIN_STAGES  1 … 16, default 2: at most ceil(stages / min_stages)
  *                                slices (stages: 128-K stages of K), i.e. slices of
  *                                about min_stages stages or more. CHANGES THE SUMS.
