@@ -148,8 +148,8 @@ void gemm_cuda_release(void);
  * the shapes only (gemm_small_plan of the launch's weight rows: N for one
  * matrix, Σ_i ceil(N_i / GEMM_SMALL_BN)·GEMM_SMALL_BN for a group, the group
  * {wg, wu} for the SwiGLU), each slice is summed in a fixed order by the tensor
- * cores (wgmma on sm_90a, 16 K a step in K order), and the FP32 partials of the slices are added in slice order 0, 1, …, S−1
- * (no float atomics). So a row's bits never depend on M or on the other rows.
+ * cores (wgmma on sm_90a, 16 K a step in K order), and the FP32 partials of the
+ * slices are added in slice order 0, 1, …, S−1 (no float atomics). So a row's bits never depend on M or on the other rows.
  * Consequences the tests check: a one-segment group == gemm_small_bf16_cuda, and
  * the SwiGLU == ops_swiglu_forward_cuda of the group {wg, wu}'s outputs, bitwise.
  * The tile width, the CTA shape and the reduction path (below) are chosen by M

@@ -106,7 +106,9 @@ __host__ __device__ constexpr int sg_nst(int mb, int wn, bool sw) {
   return gs_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb, wn, sw)), 2, 6);
 }
 /* Bytes of the ring (the partials of the split-K reduction reuse them) … */
-__host__ __device__ constexpr int sg_ring_bytes(int mb, int wn, bool sw) { return sg_nst(mb, wn, sw) * sg_stage_elems(mb, wn, sw) * 2; }
+__host__ __device__ constexpr int sg_ring_bytes(int mb, int wn, bool sw) {
+  return sg_nst(mb, wn, sw) * sg_stage_elems(mb, wn, sw) * 2;
+}
 /* … and of the launch: + 1 KB to align the ring to the swizzle's 1024 bytes. */
 __host__ __device__ constexpr int sg_smem_bytes(int mb, int wn, bool sw) { return sg_ring_bytes(mb, wn, sw) + 1024; }
 /* Row stride (floats) of a partial kept in shared memory for the cluster

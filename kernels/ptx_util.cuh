@@ -2,8 +2,9 @@
  * streaming kernels share (kernels/ops_attn_tc_cuda.cu, the small-M GEMMs of
  * gemm_small_common.cuh, stages/rollout_cuda_kern.cu): shared-memory
  * addresses, the cp.async ring, the BF16 m16n8k16 MMA, Hopper's warpgroup MMA
- * (wgmma), the L2 prefetch and programmatic dependent launch. Included by .cu files only; everything sits
- * in an anonymous namespace (each translation unit its own copy). */
+ * (wgmma), the L2 prefetch and programmatic dependent launch. Included by .cu
+ * files only; everything sits in an anonymous namespace (each translation unit
+ * its own copy). */
 #ifndef RLRUN_PTX_UTIL_CUH
 #define RLRUN_PTX_UTIL_CUH
 
