@@ -95,22 +95,20 @@ static_assert(BK % 32 == 0 && CH == 16, "the swizzle assumes 16 chunks per row")
  * w computes rows 16w … 16w+15: rows 16·(w % WN) … of matrix w / WN. */
 constexpr int SG_T = 128, SG_RM = 64;
 __host__ __device__ constexpr int sg_parts(bool sw) { return sw ? 2 : 1; }
-__host__ __device__ constexpr int sg_threads(int, int, bool) { return SG_T; }
 __host__ __device__ constexpr int sg_bn(int wn) { return 16 * wn; }
-/* BF16 elements of one stage: the MMA's 64 weight rows and 8·MB x rows of BK. */
-__host__ __device__ constexpr int sg_stage_elems(int mb, int, bool) { return (SG_RM + 8 * mb) * BK; }
+/* BF16 elements of one stage: the MMA's 64 weight rows and 8·MB x rows of BK
+ * (the ring and its depth follow from MB alone). */
+__host__ __device__ constexpr int sg_stage_elems(int mb) { return (SG_RM + 8 * mb) * BK; }
 /* Stages of the ring: as many as fit SMEM_BUDGET, 2 … 6. (A ring of ~196 KB at
  * one CTA an SM, 5 stages in flight, measured slower: H100, whole-step GEMMs at
  * M = 64 1,433 vs 1,094 µs.) */
-__host__ __device__ constexpr int sg_nst(int mb, int wn, bool sw) {
-  return gs_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb, wn, sw)), 2, 6);
+__host__ __device__ constexpr int sg_nst(int mb) {
+  return gs_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb)), 2, 6);
 }
 /* Bytes of the ring (the partials of the split-K reduction reuse them) … */
-__host__ __device__ constexpr int sg_ring_bytes(int mb, int wn, bool sw) {
-  return sg_nst(mb, wn, sw) * sg_stage_elems(mb, wn, sw) * 2;
-}
+__host__ __device__ constexpr int sg_ring_bytes(int mb) { return sg_nst(mb) * sg_stage_elems(mb) * 2; }
 /* … and of the launch: + 1 KB to align the ring to the swizzle's 1024 bytes. */
-__host__ __device__ constexpr int sg_smem_bytes(int mb, int wn, bool sw) { return sg_ring_bytes(mb, wn, sw) + 1024; }
+__host__ __device__ constexpr int sg_smem_bytes(int mb) { return sg_ring_bytes(mb) + 1024; }
 /* Row stride (floats) of a partial kept in shared memory for the cluster
  * reduction: +4 spreads the rows 2t of the accumulator writes over the banks. */
 __host__ __device__ constexpr int sg_ldp(int wn) { return sg_bn(wn) + 4; }
@@ -158,9 +156,9 @@ __device__ __forceinline__ void sg_put(const sg_args &a, float *y, int64_t N, in
 template <int MB, int WN, bool SW>
 __device__ __forceinline__ void sg_load_w(uint16_t *sm, const sg_args &a, const uint16_t *w0, const uint16_t *w1,
                                           int64_t N, int st, int64_t n0, int64_t k0, int64_t k1) {
-  constexpr int NST = sg_nst(MB, WN, SW), BN = sg_bn(WN), R = sg_parts(SW) * BN;
+  constexpr int NST = sg_nst(MB), BN = sg_bn(WN), R = sg_parts(SW) * BN;
   static_assert(R * CH % SG_T == 0, "whole copies per thread");
-  uint16_t *Ws = sm + (st % NST) * sg_stage_elems(MB, WN, SW);
+  uint16_t *Ws = sm + (st % NST) * sg_stage_elems(MB);
   const int64_t kb = k0 + (int64_t)st * BK;
 #pragma unroll
   for (int j = 0; j < R * CH / SG_T; j++) {
@@ -175,9 +173,9 @@ __device__ __forceinline__ void sg_load_w(uint16_t *sm, const sg_args &a, const 
 /* … and of x: rows m0 … m0+8·MB−1; rows past M and chunks past k1 become zeros. */
 template <int MB, int WN, bool SW>
 __device__ __forceinline__ void sg_load_x(uint16_t *sm, const sg_args &a, int st, int m0, int64_t k0, int64_t k1) {
-  constexpr int NST = sg_nst(MB, WN, SW), XR = 8 * MB;
+  constexpr int NST = sg_nst(MB), XR = 8 * MB;
   static_assert(XR * CH % SG_T == 0, "whole copies per thread");
-  uint16_t *Xs = sm + (st % NST) * sg_stage_elems(MB, WN, SW) + SG_RM * BK;
+  uint16_t *Xs = sm + (st % NST) * sg_stage_elems(MB) + SG_RM * BK;
   const int64_t kb = k0 + (int64_t)st * BK;
 #pragma unroll
   for (int j = 0; j < XR * CH / SG_T; j++) {
@@ -232,8 +230,8 @@ template <int MB, int WN, bool SW>
 __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   extern __shared__ uint4 sg_smem[];
   __shared__ int s_last;
-  constexpr int P = sg_parts(SW), NST = sg_nst(MB, WN, SW), XR = 8 * MB, SE = sg_stage_elems(MB, WN, SW);
-  constexpr int BN = sg_bn(WN), T = SG_T, RING = sg_ring_bytes(MB, WN, SW);
+  constexpr int P = sg_parts(SW), NST = sg_nst(MB), XR = 8 * MB, SE = sg_stage_elems(MB);
+  constexpr int BN = sg_bn(WN), T = SG_T, RING = sg_ring_bytes(MB);
   /* the ring, aligned to the 1024 bytes of the swizzle (the same offset in every CTA) */
   uint8_t *ring = reinterpret_cast<uint8_t *>(sg_smem) + ((1024 - (smem_u32(sg_smem) & 1023)) & 1023);
   uint16_t *sm = reinterpret_cast<uint16_t *>(ring);
@@ -447,9 +445,9 @@ constexpr const char *WHO = "gemm_small"; /* the error messages' prefix */
  * asked for and schedulable, else the workspace. */
 template <int MB, int WN, bool SW>
 int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) {
-  constexpr int bytes = sg_smem_bytes(MB, WN, SW), kid = sg_kid(MB, WN, SW), T = sg_threads(MB, WN, SW);
+  constexpr int bytes = sg_smem_bytes(MB), kid = sg_kid(MB, WN, SW), T = SG_T;
   constexpr int P = sg_parts(SW), XR = 8 * MB, BN = sg_bn(WN);
-  static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= sg_ring_bytes(MB, WN, SW), "shared memory");
+  static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= sg_ring_bytes(MB), "shared memory");
   auto kern = gemm_small_kernel<MB, WN, SW>;
   if (gs_smem_attr(SG, kern, kid, dev, bytes, WHO, e)) return RL_EXIT_FAIL;
   const int64_t tiles = a.t0[a.n_seg], blocks = tiles * a.n_mc * a.slices;
