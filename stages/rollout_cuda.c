@@ -38,7 +38,7 @@ struct rollout_cuda_engine {
   int has_pol, slots, kvd, n_split;
   int rows_cap;  /* decode rows: the bucket of `slots` (rows past the active ones are padding) */
   int64_t max_len;
-  uint16_t *kc, *vc; /* [L][slots + 1][max_len][kvd] attention keys (after QK-norm + RoPE) and V, BF16;
+  uint16_t *kc, *vc; /* [L][slots + 1][nkv][max_len][hd] attention keys (after QK-norm + RoPE) and V, BF16;
                         slot `slots` is the padding rows' scratch */
   model_cuda_acts *pa, *da; /* prefill / decode activations */
   int32_t *d_step;                   /* a decode step's inputs: tokens, positions, slots, lengths [4][rows_cap] */
@@ -263,13 +263,34 @@ static void rp_report(void) {
   fprintf(stderr, "  %-18s %8.4f  (host wall per step %.4f)\n", "total", 1e3 * tot / rp.steps, 1e3 * rp.wall / rp.steps);
   memset(rp.t, 0, sizeof rp.t), rp.steps = 0, rp.wall = 0;
 }
-/* Run call as phase k when nothing failed yet. */
-#define RP(k, call)    \
-  do {                 \
-    if (!rc) {         \
-      rc = (call);     \
-      rp_mark(k);      \
-    }                  \
+/* RLRUN_ROLLOUT_SKIP=attn,qknorm,… (keys below): a diagnostic only — decode
+ * steps leave those phases out, so their samples are wrong — that shows what
+ * a phase really costs a step (bench_rollout's tok/s with and without it; the
+ * profile's events inflate small phases). */
+static const char *const rp_key[RP_N] = {"upload", "embed", "norm1", "qkv",  "qknorm", "attn",   "oproj",
+                                         "norm2",  "gateup", "down", "moe", "final",  "lmhead", "sample"};
+static unsigned rp_skip(void) {
+  static int read = 0;
+  static unsigned mask = 0;
+  if (!read) {
+    read = 1;
+    const char *v = getenv("RLRUN_ROLLOUT_SKIP");
+    for (int k = 0; v && k < RP_N; k++) {
+      const size_t kl = strlen(rp_key[k]);
+      for (const char *p = strstr(v, rp_key[k]); p; p = strstr(p + 1, rp_key[k]))
+        if ((p == v || p[-1] == ',') && (p[kl] == ',' || !p[kl])) mask |= 1u << k;
+    }
+    if (mask) fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_SKIP=%s: decode phases left out, samples are WRONG\n", v);
+  }
+  return mask;
+}
+/* Run call as phase k when nothing failed yet (and k is not skipped). */
+#define RP(k, call)                        \
+  do {                                     \
+    if (!rc && !(rp_skip() >> (k) & 1u)) { \
+      rc = (call);                         \
+      rp_mark(k);                          \
+    }                                      \
   } while (0)
 
 /* Layer l of a decode step of n rows on the decode activations. On entry
@@ -422,9 +443,9 @@ static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, 
   for (int l = 0; l < m->L && !rc; l++) {
     mc_layer_acts *x = &a->la[l];
     rc = x->k_b ? rck_kv_write_b(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k_b, x->v_b, g->d_pslot, a->pos, (int)T,
-                                 g->max_len, g->kvd, NULL, e)
+                                 g->max_len, m->nkv, m->hd, NULL, e)
                 : rck_kv_write(g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->k, x->v, g->d_pslot, a->pos, (int)T,
-                               g->max_len, g->kvd, NULL, e);
+                               g->max_len, m->nkv, m->hd, NULL, e);
     const int32_t *ids = m->layers[l].moe ? model_cuda_routed_ids(a, l) : NULL;
     for (int i = 0; !rc && rk && i < n; i++)
       for (int64_t t = 0; t < sq[i]->n_prompt; t++)

@@ -28,16 +28,24 @@
 #define RCK_WARPS (RCK_THREADS / 32)
 #define RCK_LOG2E 1.4426950408889634f
 
+/* Where (slot s, KV head h, position p) starts in a cache [slot][n_kv][max_len][hd]:
+ * head-major, so one head's positions are contiguous (a decode CTA of (row, KV
+ * head) streams them in one run). */
+static __host__ __device__ __forceinline__ int64_t rck_kv_at(int64_t s, int h, int64_t p, int nkv, int64_t max_len,
+                                                             int hd) {
+  return ((s * nkv + h) * max_len + p) * hd;
+}
+
 /* Row r of the step: the attention key (after QK-norm + RoPE) and V of slot[r]
  * at position pos[r], both rounded to BF16. */
 template <typename T>
 __global__ void rck_kv_write_kernel(uint16_t *kc, uint16_t *vc, const T *k, const T *v, const int32_t *slot,
-                                    const int32_t *pos, int64_t max_len, int kvd) {
-  int r = blockIdx.x;
-  int64_t base = ((int64_t)slot[r] * max_len + pos[r]) * kvd;
+                                    const int32_t *pos, int64_t max_len, int nkv, int hd) {
+  const int r = blockIdx.x, kvd = nkv * hd;
   for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
-    kc[base + i] = fmt_bf16_from_f32(ldf(k, (int64_t)r * kvd + i));
-    vc[base + i] = fmt_bf16_from_f32(ldf(v, (int64_t)r * kvd + i));
+    const int64_t at = rck_kv_at(slot[r], i / hd, pos[r], nkv, max_len, hd) + i % hd;
+    kc[at] = fmt_bf16_from_f32(ldf(k, (int64_t)r * kvd + i));
+    vc[at] = fmt_bf16_from_f32(ldf(v, (int64_t)r * kvd + i));
   }
 }
 
@@ -49,16 +57,18 @@ static int rck_check(const char *what, rl_err *e) {
 }
 
 extern "C" int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot,
-                            const int32_t *pos, int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e) {
+                            const int32_t *pos, int n, int64_t max_len, int nkv, int hd, cudaStream_t st,
+                            rl_err *e) {
   if (n <= 0) return 0;
-  rck_kv_write_kernel<float><<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, kvd);
+  rck_kv_write_kernel<float><<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, nkv, hd);
   return rck_check("kv_write", e);
 }
 
 extern "C" int rck_kv_write_b(uint16_t *kc, uint16_t *vc, const uint16_t *k, const uint16_t *v, const int32_t *slot,
-                              const int32_t *pos, int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e) {
+                              const int32_t *pos, int n, int64_t max_len, int nkv, int hd, cudaStream_t st,
+                              rl_err *e) {
   if (n <= 0) return 0;
-  rck_kv_write_kernel<uint16_t><<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, kvd);
+  rck_kv_write_kernel<uint16_t><<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, nkv, hd);
   return rck_check("kv_write", e);
 }
 
@@ -72,7 +82,8 @@ __global__ void rck_qkv_post_kernel(float *q, float *k, uint16_t *kc, uint16_t *
                                     const float *v, const float *wq, const float *wk, const float *cs, const float *sn,
                                     const int32_t *slot, const int32_t *pos, int n, int nq, int nkv, int hd,
                                     int64_t max_len, float eps) {
-  const int lane = threadIdx.x & 31, heads = nq + 2 * nkv, half = hd / 2, kvd = nkv * hd;
+  pdl_launch_dependents(); /* the decode attention (a programmatic dependent) may start on the older cache rows */
+  const int lane = threadIdx.x & 31, heads = nq + 2 * nkv, half = hd / 2;
   const int64_t wi = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (wi >= (int64_t)n * heads) return;
   const int r = (int)(wi / heads), j = (int)(wi % heads);
@@ -82,17 +93,18 @@ __global__ void rck_qkv_post_kernel(float *q, float *k, uint16_t *kc, uint16_t *
     qk_norm_rope_head(q + o, qr + o, wq, c, s, hd, eps, lane);
     return;
   }
-  const int64_t base = ((int64_t)slot[r] * max_len + pos[r]) * kvd;
   if (j < nq + nkv) {
     const int h = j - nq;
     const size_t o = ((size_t)r * nkv + h) * hd;
     qk_norm_rope_head(k + o, kr + o, wk, c, s, hd, eps, lane);
     __syncwarp(); /* the warp's k row is written before its lanes read it back */
-    for (int i = lane; i < hd; i += 32) kc[base + h * hd + i] = fmt_bf16_from_f32(k[o + i]);
+    const int64_t at = rck_kv_at(slot[r], h, pos[r], nkv, max_len, hd);
+    for (int i = lane; i < hd; i += 32) kc[at + i] = fmt_bf16_from_f32(k[o + i]);
   } else {
     const int h = j - nq - nkv;
     const size_t o = ((size_t)r * nkv + h) * hd;
-    for (int i = lane; i < hd; i += 32) vc[base + h * hd + i] = fmt_bf16_from_f32(v[o + i]);
+    const int64_t at = rck_kv_at(slot[r], h, pos[r], nkv, max_len, hd);
+    for (int i = lane; i < hd; i += 32) vc[at + i] = fmt_bf16_from_f32(v[o + i]);
   }
 }
 
@@ -139,9 +151,9 @@ static __device__ __forceinline__ void rck_empty_split(float *pacc, float *pml, 
  * (P enters P·V in BF16); (the max in log2 units, Σ P in FP32) to pml of
  * (row r, query head kh·grp + g, split z). */
 static __device__ __forceinline__ void rck_softmax_heads(float *sc, int ld, int grp, int n, float sl2, float *pml, int r,
-                                                         int nq, int kh, int n_split, int z) {
+                                                         int nq, int kh, int n_split, int z, int nw = RCK_WARPS) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  for (int g = w; g < grp; g += RCK_WARPS) {
+  for (int g = w; g < grp; g += nw) {
     float *s = sc + g * ld, mx = -INFINITY, sum = 0.0f;
     for (int j = lane; j < n; j += 32) mx = fmaxf(mx, s[j]);
     mx = warp_max(mx);
@@ -173,14 +185,14 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
                                       int n_split, float sl2) {
   constexpr int HD = 32 * DPL;
   extern __shared__ float sm[];
-  const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z, grp = nq / nkv, kvd = nkv * HD;
+  const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z, grp = nq / nkv;
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   float *sc = sm, *qs = sm + grp * RCK_CHUNK, *part = qs + grp * HD;
   const int64_t p0 = (int64_t)z * RCK_CHUNK;
   int n = (int)(len[r] - p0 < RCK_CHUNK ? len[r] - p0 : RCK_CHUNK);
   if (n <= 0) return rck_empty_split(pacc, pml, HD, grp, r, nq, kh, n_split, z);
-  const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
-  const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD + lane * DPL;
+  const uint16_t *kb = kc + rck_kv_at(slot[r], kh, p0, nkv, max_len, HD) + lane * DPL;
+  const uint16_t *vb = vc + rck_kv_at(slot[r], kh, p0, nkv, max_len, HD) + lane * DPL;
   for (int i = threadIdx.x; i < grp * HD; i += blockDim.x)
     qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * grp) * HD + i]);
   __syncthreads();
@@ -191,7 +203,7 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
     float kx[U][DPL];
 #pragma unroll
     for (int u = 0; u < U; u++)
-      if (j0 + u < n) rck_load<DPL>(kb + (int64_t)(j0 + u) * kvd, kx[u]);
+      if (j0 + u < n) rck_load<DPL>(kb + (int64_t)(j0 + u) * HD, kx[u]);
       else
 #pragma unroll
         for (int i = 0; i < DPL; i++) kx[u][i] = 0.0f;
@@ -218,7 +230,7 @@ __global__ void rck_attn_split_kernel(float *pacc, float *pml, const float *q, c
       float vx[U][DPL];
 #pragma unroll
       for (int u = 0; u < U; u++)
-        if (j0 + u < n) rck_load<DPL>(vb + (int64_t)(j0 + u) * kvd, vx[u]);
+        if (j0 + u < n) rck_load<DPL>(vb + (int64_t)(j0 + u) * HD, vx[u]);
         else
 #pragma unroll
           for (int i = 0; i < DPL; i++) vx[u][i] = 0.0f;
@@ -297,116 +309,200 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
 }
 
 /* The staged decode attention (the default; RLRUN_DECODE_ATTN=split runs
- * rck_attn_split_kernel instead): splits of
- * RCK_SCHUNK = 64 positions, whose K and V rows are all copied into shared
- * memory at the block's start (cp.async, 16 bytes a copy: the whole chunk in
- * flight at once, V still landing while the scores are computed), then the
- * same three phases from shared memory: scores (the GRP·U dot products of U
- * positions reduced in one butterfly, rck_multi_sum), the softmax of each
- * head (as the two-phase kernel: FP32, exp2, P rounded to BF16, the FP32 sum),
- * and P·V with every V row read once for all GRP heads (warps over positions,
- * then the warps' partials in warp order). head_dim = 32·DPL; GRP query heads
- * per KV head. Shared: K, V [RCK_SCHUNK][HD] BF16, scores [GRP][RCK_SCHUNK],
- * q [GRP][HD], partial P·V [WARPS][GRP][HD] (FP32). */
+ * rck_attn_split_kernel instead). Splits of RCK_SCHUNK = 64 positions; a CTA
+ * (row r, KV head kh) takes `per` consecutive splits (blockIdx.z picks which)
+ * and streams their K and V rows through a ring of `ring` shared-memory slots
+ * of 64 positions each (cp.async, 16 bytes a copy, one commit group a slot:
+ * K_z, V_z, K_z+1, … so the next split's rows land while this one's are used).
+ * A split: scores from K in shared memory (the GRP·U dot products of U
+ * positions reduced in one butterfly, rck_multi_sum), the softmax of each head
+ * (as the two-phase kernel: FP32, exp2, P rounded to BF16, the FP32 sum), and
+ * P·V with every V row read once for all GRP heads (warps over positions, then
+ * the warps' partials in warp order) to pacc / pml. When one CTA has all the
+ * splits of its (row, KV head) it also combines them (the combine kernel's
+ * arithmetic, in split order) into out; otherwise rck_attn_combine_kernel
+ * does. Neither `per` nor `ring` changes a bit of the output: each split's sums
+ * and the combine are the same whichever CTA computes them (per = 1, ring = 2
+ * is the earlier one-split-a-CTA kernel). head_dim = 32·DPL; GRP query heads
+ * per KV head. Shared: the ring [ring][RCK_SCHUNK][HD] BF16, scores
+ * [GRP][RCK_SCHUNK], q [GRP][HD], partial P·V [WARPS][GRP][HD] (FP32). */
 #define RCK_SCHUNK 64
-__host__ __device__ constexpr int rck_staged_smem(int dpl, int grp) {
-  return 2 * RCK_SCHUNK * 32 * dpl * 2 + (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS)) * 4;
+#define RCK_RING_MAX 4
+__host__ __device__ constexpr int rck_staged_smem(int dpl, int grp, int ring) {
+  return 128 + ring * RCK_SCHUNK * 32 * dpl * 2 + (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS)) * 4;
+}
+/* Until at most ring − 1 of this thread's groups are in flight (ring 2 … 4). */
+static __device__ __forceinline__ void rck_ring_wait(int ring) {
+  if (ring == 2) cp_wait<1>();
+  else if (ring == 3) cp_wait<2>();
+  else cp_wait<3>();
 }
 template <int DPL, int GRP>
-static __device__ __forceinline__ void rck_staged_split(float *pacc, float *pml, const float *q, const uint16_t *kc,
-                                                        const uint16_t *vc, const int32_t *slot, int nq, int nkv,
-                                                        int64_t max_len, int n_split, float sl2, int r, int kh, int z,
-                                                        int n) {
+__global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out, uint16_t *out_b, float *pacc, float *pml,
+                                                                     const float *q, const uint16_t *kc,
+                                                                     const uint16_t *vc, const int32_t *slot,
+                                                                     const int32_t *len, int nq, int nkv,
+                                                                     int64_t max_len, int n_split, int per, int ring,
+                                                                     float sl2, int pdl, int tma) {
   constexpr int HD = 32 * DPL, C = RCK_SCHUNK, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP, CPR = HD / 8;
-  constexpr int LOGNV = NV == 32 ? 5 : NV == 16 ? 4 : 3;
+  constexpr int LOGNV = NV == 32 ? 5 : NV == 16 ? 4 : 3, NT = RCK_THREADS, W = RCK_WARPS;
+  static_assert(NV == 8 || NV == 16 || NV == 32, "U·GRP: 8, 16 or 32");
   extern __shared__ float4 rck_sm4[];
-  uint16_t *ks = reinterpret_cast<uint16_t *>(rck_sm4), *vs = ks + C * HD;
-  float *sc = reinterpret_cast<float *>(vs + C * HD), *qs = sc + GRP * C, *part = qs + GRP * HD;
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, kvd = nkv * HD;
-  const int64_t p0 = (int64_t)z * C;
-  const uint16_t *kb = kc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
-  const uint16_t *vb = vc + ((int64_t)slot[r] * max_len + p0) * kvd + kh * HD;
-  for (int i = threadIdx.x; i < n * CPR; i += RCK_THREADS) /* K: group 0 */
-    cp_async16_all(smem_u32(ks + (i / CPR) * HD + (i % CPR) * 8), kb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
-  cp_commit();
-  for (int i = threadIdx.x; i < n * CPR; i += RCK_THREADS) /* V: group 1 */
-    cp_async16_all(smem_u32(vs + (i / CPR) * HD + (i % CPR) * 8), vb + (int64_t)(i / CPR) * kvd + (i % CPR) * 8);
-  cp_commit();
-  for (int i = threadIdx.x; i < GRP * HD; i += RCK_THREADS) qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP) * HD + i]);
-  cp_wait<1>();    /* this thread's K copies have landed … */
-  __syncthreads(); /* … and everyone's */
-  /* scores: warp w takes positions U·w … U·w+U−1, then every 4U further */
+  uint64_t *bar = reinterpret_cast<uint64_t *>(rck_sm4); /* a ring slot's mbarrier (tma) */
+  uint16_t *rb = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(rck_sm4) + 128);
+  float *sc = reinterpret_cast<float *>(rb + ring * C * HD), *qs = sc + GRP * C, *part = qs + GRP * HD;
+  const int r = blockIdx.x, kh = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int64_t L = len[r];
+  const int z0 = blockIdx.z * per, z1 = min(n_split, z0 + per), fused = per >= n_split;
+  const int zl = max(z0, min(z1, (int)((L + C - 1) / C))); /* splits [z0, zl) hold positions */
+  if (zl == z0 && !fused) { /* nothing but empty splits (after the kernel before: it may read pacc, pml) */
+    if (pdl) pdl_wait();
+    for (int z = zl; z < z1; z++) rck_empty_split(pacc, pml, HD, GRP, r, nq, kh, n_split, z);
+    return;
+  }
+  const int64_t at = rck_kv_at(slot[r], kh, 0, nkv, max_len, HD);
+  const uint16_t *kb = kc + at, *vb = vc + at; /* this head's positions, contiguous */
+  const int nl = 2 * (zl - z0); /* loads: K then V of each split */
+  /* load i into ring slot i % ring (`older`: positions before L − 1 only):
+   * cp.async, one commit group each (empty past the last), or (tma) one bulk
+   * copy by thread 0 completing on the slot's mbarrier */
+  if (tma) {
+    if (threadIdx.x == 0) {
+      for (int k = 0; k < ring; k++) mbar_init(bar + k, 1);
+      fence_mbar_init();
+    }
+    __syncthreads();
+  }
+  auto issue = [&](int i, bool older) {
+    if (i < nl) {
+      const int64_t p0 = (int64_t)(z0 + i / 2) * C;
+      const int n = (int)min((int64_t)C, L - p0) - (older && p0 + C >= L);
+      const uint16_t *src = ((i & 1) ? vb : kb) + p0 * HD;
+      uint16_t *dst = rb + (i % ring) * C * HD;
+      if (tma) {
+        if (threadIdx.x == 0) {
+          mbar_arrive_tx(bar + i % ring, (uint32_t)n * HD * 2);
+          if (n > 0) bulk_g2s(dst, src, (uint32_t)n * HD * 2, bar + i % ring);
+        }
+      } else {
+        for (int t = threadIdx.x; t < n * CPR; t += NT) cp_async16_all(smem_u32(dst) + 16 * t, src + 8 * t);
+      }
+    }
+    if (!tma) cp_commit();
+  };
+  /* until load i has landed (for this thread: a __syncthreads makes it everyone's) */
+  auto landed = [&](int i) {
+    if (tma) mbar_wait(bar + i % ring, (uint32_t)(i / ring) & 1u);
+    else rck_ring_wait(ring);
+  };
+  /* A programmatic dependent of the kernel that writes q and the cache rows
+   * at L − 1 (rck_qkv_post): the older rows are in place already, so their
+   * copies start before griddepcontrol.wait; row L − 1 and q after it. */
+  for (int i = 0; i < ring; i++) issue(i, pdl != 0);
+  if (pdl) {
+    pdl_wait();
+    const int zn = (int)((L - 1) / C), in = 2 * (zn - z0); /* the loads that hold row L − 1 */
+    for (int t = threadIdx.x; t < 2 * CPR; t += NT) {
+      const int i = in + t / CPR;
+      if (zn >= z0 && zn < zl && i < ring) {
+        const int64_t row = (L - 1) * HD + (t % CPR) * 8;
+        *reinterpret_cast<uint4 *>(rb + (i % ring) * C * HD + (L - 1 - (int64_t)zn * C) * HD + (t % CPR) * 8) =
+            *reinterpret_cast<const uint4 *>(((i & 1) ? vb : kb) + row);
+      }
+    }
+  }
+  if (!fused)
+    for (int z = zl; z < z1; z++) rck_empty_split(pacc, pml, HD, GRP, r, nq, kh, n_split, z);
+  for (int i = threadIdx.x; i < GRP * HD; i += NT) qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP) * HD + i]);
+  __syncthreads();
   float qv[GRP][DPL];
 #pragma unroll
   for (int g = 0; g < GRP; g++)
 #pragma unroll
     for (int i = 0; i < DPL; i++) qv[g][i] = qs[g * HD + lane * DPL + i];
-  for (int j0 = w * U; j0 < n; j0 += RCK_WARPS * U) {
-    float part_s[NV], kx[U][DPL];
+  for (int z = z0; z < zl; z++) {
+    const int i = 2 * (z - z0), n = (int)min((int64_t)C, L - (int64_t)z * C);
+    const uint16_t *ks = rb + (i % ring) * C * HD, *vs = rb + ((i + 1) % ring) * C * HD;
+    landed(i);       /* this thread's K_z copies have landed … */
+    __syncthreads(); /* … and everyone's */
+    /* scores: warp w takes positions U·w … U·w+U−1, then every W·U further */
+    for (int j0 = w * U; j0 < n; j0 += W * U) {
+      float part_s[NV], kx[U][DPL];
 #pragma unroll
-    for (int u = 0; u < U; u++)
-      if (j0 + u < n) rck_load<DPL>(ks + (j0 + u) * HD + lane * DPL, kx[u]);
-      else
+      for (int u = 0; u < U; u++)
+        if (j0 + u < n) rck_load<DPL>(ks + (j0 + u) * HD + lane * DPL, kx[u]);
+        else
 #pragma unroll
-        for (int i = 0; i < DPL; i++) kx[u][i] = 0.0f;
+          for (int t = 0; t < DPL; t++) kx[u][t] = 0.0f;
+#pragma unroll
+      for (int g = 0; g < GRP; g++)
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          float d = 0.0f;
+#pragma unroll
+          for (int t = 0; t < DPL; t++) d = fmaf(qv[g][t], kx[u][t], d);
+          part_s[g * U + u] = d;
+        }
+      const float mine = rck_multi_sum<NV>(part_s, lane);
+      const int idx = lane >> (5 - LOGNV), g = idx / U, u = idx % U;
+      if ((lane & ((1 << (5 - LOGNV)) - 1)) == 0 && j0 + u < n) sc[g * C + j0 + u] = mine;
+    }
+    __syncthreads();
+    issue(i + ring, false); /* K_z's slot is read: the load `ring` ahead goes there */
+    rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z, W);
+    landed(i + 1); /* V_z */
+    __syncthreads();
+    /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
+    float acc[GRP][DPL];
 #pragma unroll
     for (int g = 0; g < GRP; g++)
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        float d = 0.0f;
+      for (int t = 0; t < DPL; t++) acc[g][t] = 0.0f;
+    for (int j = w; j < n; j += W) {
+      float vx[DPL];
+      rck_load<DPL>(vs + j * HD + lane * DPL, vx);
 #pragma unroll
-        for (int i = 0; i < DPL; i++) d = fmaf(qv[g][i], kx[u][i], d);
-        part_s[g * U + u] = d;
+      for (int g = 0; g < GRP; g++) {
+        const float pj = sc[g * C + j];
+#pragma unroll
+        for (int t = 0; t < DPL; t++) acc[g][t] = fmaf(pj, vx[t], acc[g][t]);
       }
-    const float mine = rck_multi_sum<NV>(part_s, lane);
-    const int idx = lane >> (5 - LOGNV), g = idx / U, u = idx % U;
-    if ((lane & ((1 << (5 - LOGNV)) - 1)) == 0 && j0 + u < n) sc[g * C + j0 + u] = mine;
-  }
-  __syncthreads();
-  rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z);
-  cp_wait<0>(); /* V */
-  __syncthreads();
-  /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
-  float acc[GRP][DPL];
+    }
 #pragma unroll
-  for (int g = 0; g < GRP; g++)
+    for (int g = 0; g < GRP; g++)
 #pragma unroll
-    for (int i = 0; i < DPL; i++) acc[g][i] = 0.0f;
-  for (int j = w; j < n; j += RCK_WARPS) {
-    float vx[DPL];
-    rck_load<DPL>(vs + j * HD + lane * DPL, vx);
-#pragma unroll
-    for (int g = 0; g < GRP; g++) {
-      const float pj = sc[g * C + j];
-#pragma unroll
-      for (int i = 0; i < DPL; i++) acc[g][i] = fmaf(pj, vx[i], acc[g][i]);
+      for (int t = 0; t < DPL; t++) part[(w * GRP + g) * HD + lane * DPL + t] = acc[g][t];
+    __syncthreads();
+    issue(i + 1 + ring, false); /* V_z's slot is read */
+    for (int t = threadIdx.x; t < GRP * HD; t += NT) {
+      const int g = t / HD, d = t % HD;
+      float a = part[g * HD + d];
+      for (int ww = 1; ww < W; ww++) a += part[(ww * GRP + g) * HD + d];
+      pacc[(((int64_t)r * nq + kh * GRP + g) * n_split + z) * HD + d] = a;
     }
   }
-#pragma unroll
-  for (int g = 0; g < GRP; g++)
-#pragma unroll
-    for (int i = 0; i < DPL; i++) part[(w * GRP + g) * HD + lane * DPL + i] = acc[g][i];
-  __syncthreads();
-  for (int i = threadIdx.x; i < GRP * HD; i += RCK_THREADS) {
-    const int g = i / HD, d = i % HD;
-    float a = part[g * HD + d];
-    for (int ww = 1; ww < RCK_WARPS; ww++) a += part[(ww * GRP + g) * HD + d];
-    pacc[(((int64_t)r * nq + kh * GRP + g) * n_split + z) * HD + d] = a;
+  if (!tma) cp_wait<0>(); /* nothing left in flight (the trailing groups are empty) */
+  pdl_launch_dependents(); /* only the combine is left: the o projection may fetch its weights */
+  if (!fused) return;
+  __syncthreads(); /* every split's pml (written by lane 0 of the head's warp) is visible to the block */
+  /* splits past zl are empty (max −inf, sum 0): the combine skips them all the same */
+  for (int g = 0; g < GRP; g++) {
+    const int h = kh * GRP + g;
+    const int64_t o = ((int64_t)r * nq + h) * n_split;
+    float M = -INFINITY;
+    for (int z = 0; z < zl; z++) M = fmaxf(M, pml[2 * (o + z)]);
+    float Ls = 0.0f;
+    for (int z = 0; z < zl; z++)
+      if (pml[2 * (o + z) + 1] > 0.0f) Ls = __fadd_rn(Ls, __fmul_rn(pml[2 * (o + z) + 1], exp2f(pml[2 * (o + z)] - M)));
+    for (int d = threadIdx.x; d < HD; d += NT) {
+      float a = 0.0f;
+      for (int z = 0; z < zl; z++)
+        if (pml[2 * (o + z) + 1] > 0.0f) a = __fadd_rn(a, __fmul_rn(pacc[(o + z) * HD + d], exp2f(pml[2 * (o + z)] - M)));
+      const float y = __fdiv_rn(a, Ls);
+      out[((int64_t)r * nq + h) * HD + d] = y;
+      if (out_b) out_b[((int64_t)r * nq + h) * HD + d] = fmt_bf16_from_f32(y);
+    }
   }
-}
-
-template <int DPL, int GRP>
-__global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *pacc, float *pml, const float *q,
-                                                                     const uint16_t *kc, const uint16_t *vc,
-                                                                     const int32_t *slot, const int32_t *len, int nq,
-                                                                     int nkv, int64_t max_len, int n_split, float sl2) {
-  constexpr int HD = 32 * DPL, C = RCK_SCHUNK, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP;
-  static_assert(NV == 8 || NV == 16 || NV == 32, "U·GRP: 8, 16 or 32");
-  const int r = blockIdx.x, kh = blockIdx.y, z = blockIdx.z;
-  const int64_t p0 = (int64_t)z * C;
-  const int n = (int)(len[r] - p0 < C ? len[r] - p0 : C);
-  if (n <= 0) rck_empty_split(pacc, pml, HD, GRP, r, nq, kh, n_split, z);
-  else rck_staged_split<DPL, GRP>(pacc, pml, q, kc, vc, slot, nq, nkv, max_len, n_split, sl2, r, kh, z, n);
 }
 
 template <int DPL, int U>
@@ -458,24 +554,92 @@ extern "C" int rck_decode_attn_mode(int mode) {
 /* 1 when the staged kernel runs for query groups of grp heads. */
 static int rck_staged(int grp) { return rck_decode_attn_mode(-1) && (grp == 1 || grp == 2 || grp == 4 || grp == 8); }
 
+/* The staged kernel's tuning — speed only, the output bits depend on none of
+ * it (rollout_gpu_test checks each combination's bits): ring slots (2 …
+ * RCK_RING_MAX; RLRUN_DECODE_ATTN_RING, default 2), splits a CTA
+ * (RLRUN_DECODE_ATTN_PER; default 0: chosen by rck_per), programmatic
+ * dependent launch (RLRUN_DECODE_ATTN_PDL, default 1) and bulk copies into
+ * the ring (RLRUN_DECODE_ATTN_TMA, default 1; 0: cp.async), read once, or
+ * rck_decode_attn_tune. Measured on the H100 (bench_decode_attn, bench_rollout,
+ * 2026-12-05): ring 2 and 3 within noise at batch 64 and ring 2 ahead at
+ * batch 256 (ring 4 leaves 3 CTAs an SM: slower), PDL +1.9 % a decode step,
+ * bulk copies 1–3 % on the attention alone; 256 threads a CTA (the P·V dims
+ * split over warp pairs, same sums) measured slower and went. */
+static int rck_tune_ring = 0, rck_tune_per = -1, rck_tune_pdl = -1, rck_tune_tma = -1;
+static void rck_tune_read(void) {
+  if (rck_tune_tma < 0) {
+    const char *v = getenv("RLRUN_DECODE_ATTN_TMA");
+    rck_tune_tma = !(v && !strcmp(v, "0"));
+  }
+  if (rck_tune_pdl < 0) {
+    const char *v = getenv("RLRUN_DECODE_ATTN_PDL");
+    rck_tune_pdl = !(v && !strcmp(v, "0"));
+  }
+  if (!rck_tune_ring) {
+    const char *v = getenv("RLRUN_DECODE_ATTN_RING");
+    const int x = v ? atoi(v) : 2;
+    rck_tune_ring = x >= 2 && x <= RCK_RING_MAX ? x : 2;
+  }
+  if (rck_tune_per < 0) {
+    const char *v = getenv("RLRUN_DECODE_ATTN_PER");
+    rck_tune_per = v && atoi(v) > 0 ? atoi(v) : 0;
+  }
+}
+extern "C" void rck_decode_attn_tune(int per, int ring, int pdl, int tma) {
+  rck_tune_read();
+  rck_tune_per = per > 0 ? per : 0;
+  rck_tune_ring = ring >= 2 && ring <= RCK_RING_MAX ? ring : 2;
+  rck_tune_pdl = pdl != 0;
+  rck_tune_tma = tma != 0;
+}
+
+/* Splits a staged CTA takes: the knob when set, else as many as keep
+ * n·nkv·⌈n_split / per⌉ CTAs within one wave (`fit` CTAs an SM on every SM),
+ * so that a (row, KV head) is one CTA that also combines whenever the grid
+ * allows it. */
+static int rck_per(int n, int nkv, int n_split, int fit) {
+  if (rck_tune_per) return rck_tune_per < n_split ? rck_tune_per : n_split;
+  static int sms = 0;
+  if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 132;
+  const int64_t pairs = (int64_t)n * nkv, cap = (int64_t)(fit > 0 ? fit : 1) * sms;
+  const int64_t groups = cap / pairs > 1 ? cap / pairs : 1; /* CTAs a (row, KV head) may have in the wave */
+  return groups >= n_split ? 1 : (int)((n_split + groups - 1) / groups);
+}
+
 template <int DPL, int GRP>
-static int rck_staged_launch(float *pacc, float *pml, const float *q, const uint16_t *kc, const uint16_t *vc,
-                             const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int64_t max_len,
-                             int n_split, float sl2, cudaStream_t st, rl_err *e) {
-  constexpr int shm = rck_staged_smem(DPL, GRP);
-  static_assert(shm <= 227 * 1024, "shared memory");
-  static int attr_set = 0; /* per process: the engine runs on one device per thread */
-  if (shm > 48 * 1024 && !attr_set) {
-    if (cudaFuncSetAttribute(rck_attn_staged_kernel<DPL, GRP>, cudaFuncAttributeMaxDynamicSharedMemorySize, shm) !=
-        cudaSuccess)
+static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pml, const float *q, const uint16_t *kc,
+                             const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq, int nkv,
+                             int64_t max_len, int n_split, float sl2, cudaStream_t st, rl_err *e, int *fused) {
+  static_assert(rck_staged_smem(DPL, GRP, RCK_RING_MAX) <= 227 * 1024, "shared memory");
+  rck_tune_read();
+  const int ring = rck_tune_ring, shm = rck_staged_smem(DPL, GRP, ring);
+  /* per process: the engine runs on one device per thread; CTAs an SM by ring */
+  static int attr_set = 0, fit[RCK_RING_MAX + 1] = {0};
+  if (!attr_set) {
+    constexpr int top = rck_staged_smem(DPL, GRP, RCK_RING_MAX);
+    if (top > 48 * 1024 && cudaFuncSetAttribute(rck_attn_staged_kernel<DPL, GRP>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, top) != cudaSuccess)
       return rck_check("attn_staged (shared memory attribute)", e);
     attr_set = 1;
   }
-  rck_attn_staged_kernel<DPL, GRP><<<dim3(n, nkv, n_split), RCK_THREADS, shm, st>>>(
-      pacc, pml, q, kc, vc, slot, len, nq, nkv, max_len, n_split, sl2);
+  if (!fit[ring] &&
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit[ring], rck_attn_staged_kernel<DPL, GRP>, RCK_THREADS, shm) !=
+          cudaSuccess)
+    return rck_check("attn_staged (occupancy)", e);
+  const int per = rck_per(n, nkv, n_split, fit[ring]);
+  *fused = per >= n_split;
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at[1];
+  at[0] = cudaLaunchAttribute{};
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.gridDim = dim3(n, nkv, (n_split + per - 1) / per), cfg.blockDim = dim3(RCK_THREADS), cfg.dynamicSmemBytes = shm;
+  cfg.stream = st, cfg.attrs = rck_tune_pdl ? at : NULL, cfg.numAttrs = rck_tune_pdl ? 1 : 0;
+  if (cudaLaunchKernelEx(&cfg, rck_attn_staged_kernel<DPL, GRP>, out, out_b, pacc, pml, q, kc, vc, slot, len, nq, nkv,
+                         max_len, n_split, per, ring, sl2, rck_tune_pdl, rck_tune_tma) != cudaSuccess)
+    return rck_check("attn_staged (launch)", e);
   return rck_check("attn_staged", e);
 }
-
 extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
                                     const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq,
                                     int nkv, int hd, int64_t max_len, int n_split, float *pacc, float *pml,
@@ -492,9 +656,11 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
     return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): decode attention given %d splits of a %lld-position cache, "
                    "the kernel in force needs %d (the attention mode changed after the engine was made)",
                    n_split, (long long)max_len, rck_n_split(max_len, grp));
-  int rc;
+  int rc, fused = 0;
   if (rck_staged(grp)) {
-#define RCK_S(D, G) rck_staged_launch<D, G>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
+#define RCK_S(D, G)                                                                                              \
+  rck_staged_launch<D, G>(out, out_b, pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e, \
+                          &fused)
 #define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
     rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
 #undef RCK_SG
@@ -507,7 +673,7 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
 #undef RCK_LU
 #undef RCK_L
   }
-  if (rc) return rc;
+  if (rc || fused) return rc;
   rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
   return rck_check("attn_combine", e);
 }

@@ -1,7 +1,8 @@
 /* rollout_cuda_kern.h — the kernels of the CUDA rollout engine
  * (stages/rollout_cuda_kern.cu), for stages/rollout_cuda.c and the GPU tests.
  * All launch on stream st (NULL: the per-thread default stream) and return 0
- * or a filled rl_err. Caches are BF16 [slot][max_len][n_kv·head_dim]. */
+ * or a filled rl_err. Caches are BF16 [slot][n_kv][max_len][head_dim]: head-major,
+ * one KV head's positions of a sequence contiguous. */
 #ifndef RLRUN_STAGES_ROLLOUT_CUDA_KERN_H
 #define RLRUN_STAGES_ROLLOUT_CUDA_KERN_H
 #include <stdint.h>
@@ -16,14 +17,15 @@ extern "C" {
 #endif
 /* Row i of n: K and V of slot[i] at position pos[i] (rounded to BF16). */
 int rck_kv_write(uint16_t *kc, uint16_t *vc, const float *k, const float *v, const int32_t *slot, const int32_t *pos,
-                 int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
+                 int n, int64_t max_len, int nkv, int hd, cudaStream_t st, rl_err *e);
 /* The same from BF16 k, v (the prefill's BF16 attention operands): a copy. */
 int rck_kv_write_b(uint16_t *kc, uint16_t *vc, const uint16_t *k, const uint16_t *v, const int32_t *slot,
-                   const int32_t *pos, int n, int64_t max_len, int kvd, cudaStream_t st, rl_err *e);
+                   const int32_t *pos, int n, int64_t max_len, int nkv, int hd, cudaStream_t st, rl_err *e);
 /* out[n][nq][hd] (FP32) and out_b (BF16, may be NULL): row i's query heads
  * against slot[i]'s first len[i] cached positions, split into n_split =
  * rck_n_split(max_len, nq / nkv) chunks (scratch pacc [n][nq][n_split][hd], pml
- * [n][nq][n_split][2]) combined in index order by a second launch (a
+ * [n][nq][n_split][2]) combined in index order — by the staged kernel itself
+ * when one CTA has all splits of a (row, KV head), else by a second launch (a
  * combine by the last split of each (row, KV head), through arrival counters,
  * gave the same bits and measured slower on the H100, 2026-12-05). */
 int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc, const uint16_t *vc,
@@ -37,6 +39,17 @@ int rck_n_split(int64_t max_len, int grp);
  * −1 only asks. RLRUN_DECODE_ATTN=split makes 0 the default. rck_n_split follows
  * the mode: set it before making an engine. */
 int rck_decode_attn_mode(int mode);
+/* The staged kernel's tuning (speed only; the output bits depend on none):
+ * per = splits a CTA (0: as many as the GPU holds in one wave; a CTA with all
+ * of a row's splits also combines them), ring = shared-memory slots of 64 K or
+ * V rows (2 … 4; 2 by default), pdl = 1 (default): launched as a programmatic
+ * dependent — it copies the cache rows before len − 1 before
+ * griddepcontrol.wait and reads q and row len − 1 after it, so the kernel
+ * before it in the stream may trigger its dependents early only if it writes
+ * nothing else it reads (rck_qkv_post does so), tma = 1 (default): the ring
+ * filled by bulk copies completing on mbarriers, 0: cp.async. Overrides
+ * RLRUN_DECODE_ATTN_PER / _RING / _PDL / _TMA. */
+void rck_decode_attn_tune(int per, int ring, int pdl, int tma);
 /* QK-norm + RoPE of the step's q and k rows, and the K/V cache write. */
 int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,
                  const float *wq, const float *wk, const float *cs, const float *sn, const int32_t *slot,

@@ -316,6 +316,12 @@ if [ -x "$BUILD/gpu/rollout_gpu_test" ]; then
   run rollout_gpu_test rollout_gpu_test.log "$BUILD/gpu/rollout_gpu_test"
   grep -E '^(FAIL|INFO)' "$OUT/rollout_gpu_test.log" | head -20 | sed 's/^/  /' >> "$SUMMARY"
 else row rollout_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+# bench_decode_attn: the decode attention alone (Qwen3-0.6B heads, batch 64/256, context 64/192/320)
+# against the copy bandwidth, per kernel and tuning.
+if [ -x "$BUILD/bench_decode_attn" ]; then
+  run bench_decode_attn bench_decode_attn.log "$BUILD/bench_decode_attn"
+  grep -E '^\| 64 \| 192 \|' "$OUT/bench_decode_attn.log" | sed 's/^/  attn /' >> "$SUMMARY"
+else row bench_decode_attn FAIL "missing: make BUILD=$BUILD $BUILD/bench_decode_attn"; fi
 PEERG=
 if [ -f tests/oracle/bench_hf_generate.py ] && python3 -c 'import torch, transformers' 2>/dev/null; then
   run hf_generate_b64 hf_generate_b64.log python3 tests/oracle/bench_hf_generate.py --batch 64 --prompt 64 --new 256

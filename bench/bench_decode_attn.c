@@ -1,0 +1,156 @@
+/* bench_decode_attn.c — the rollout engine's decode attention
+ * (rck_decode_attention) at Qwen3-0.6B's shape: 16 query / 8 KV heads,
+ * head_dim 128, a 320-position cache (64-token prompts + 256 new tokens, the
+ * bench_rollout setting), every row at the same length, 28 layers (each its
+ * own cache, so nothing stays in L2) replayed as one CUDA graph. Reports µs a
+ * layer and the K/V bytes read per second against the device copy bandwidth
+ * measured in this run (bytes read + written per second: the rate a kernel
+ * that only reads can at best stream at), for each kernel / tuning:
+ *
+ *   two-phase       rck_attn_split_kernel (RLRUN_DECODE_ATTN=split)
+ *   staged p/r      the staged kernel, p splits a CTA (auto: as many as one
+ *                   wave allows; a CTA with all of a row's splits also
+ *                   combines), r ring slots; "p 1 r 2" is the one-split-a-CTA
+ *                   kernel of before 2026-12-05's fifth session (but on the
+ *                   head-major cache); "pdl": each layer's kernel a
+ *                   programmatic dependent of the one before (its older cache
+ *                   rows copied before griddepcontrol.wait); "tma": the ring
+ *                   filled by bulk copies (one a slot). The defaults: p auto
+ *                   r 2 pdl tma
+ *
+ *   build/bench_decode_attn [--quick]   a markdown table */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common.h"
+#include "stages/rollout_cuda_kern.h"
+
+#if RLRUN_CUDA
+#include <cuda_runtime_api.h>
+
+#define CU(call)                                                                              \
+  do {                                                                                        \
+    cudaError_t err_ = (call);                                                                \
+    if (err_ != cudaSuccess) {                                                                \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
+      exit(3);                                                                                \
+    }                                                                                         \
+  } while (0)
+
+enum { NQ = 16, NKV = 8, HD = 128, MAXLEN = 320, LAYERS = 28, KVD = NKV * HD };
+
+/* Device-to-device copy bandwidth (bytes/s, read + write counted) of 1 GiB. */
+static double copy_bw(void) {
+  const size_t n = (size_t)1 << 30;
+  void *a, *b;
+  cudaEvent_t e0, e1;
+  CU(cudaMalloc(&a, n));
+  CU(cudaMalloc(&b, n));
+  CU(cudaEventCreate(&e0));
+  CU(cudaEventCreate(&e1));
+  CU(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+  CU(cudaEventRecord(e0, 0));
+  for (int i = 0; i < 10; i++) CU(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+  CU(cudaEventRecord(e1, 0));
+  CU(cudaEventSynchronize(e1));
+  float ms;
+  CU(cudaEventElapsedTime(&ms, e0, e1));
+  cudaFree(a), cudaFree(b), cudaEventDestroy(e0), cudaEventDestroy(e1);
+  return 2.0 * n * 10 / (ms * 1e-3);
+}
+
+static int cmp_f(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+  const int quick = argc > 1 && !strcmp(argv[1], "--quick"), reps = quick ? 5 : 20;
+  const double bw = copy_bw();
+  const int batches[] = {64, 256}, lens[] = {64, 192, 320};
+  /* mode, per, ring, pdl, tma */
+  const int cfg[][5] = {{0, 0, 0, 0, 0}, {1, 1, 2, 0, 0}, {1, 0, 2, 0, 0}, {1, 0, 3, 0, 0},
+                        {1, 0, 2, 1, 0}, {1, 0, 2, 0, 1}, {1, 0, 2, 1, 1}, {1, 0, 3, 1, 1}};
+  const int ncfg = sizeof cfg / sizeof *cfg;
+  const size_t layer = (size_t)256 * MAXLEN * KVD; /* elements of one layer's K (or V) cache */
+  uint16_t *kc, *vc;
+  float *q, *out, *pacc, *pml;
+  uint16_t *out_b;
+  int32_t *slot, *len;
+  CU(cudaMalloc((void **)&kc, layer * LAYERS * 2));
+  CU(cudaMalloc((void **)&vc, layer * LAYERS * 2));
+  CU(cudaMemset(kc, 0x3c, layer * LAYERS * 2)); /* BF16 ≈ 0.0115: finite scores */
+  CU(cudaMemset(vc, 0x3c, layer * LAYERS * 2));
+  CU(cudaMalloc((void **)&q, (size_t)256 * NQ * HD * 4));
+  CU(cudaMemset(q, 0, (size_t)256 * NQ * HD * 4));
+  CU(cudaMalloc((void **)&out, (size_t)256 * NQ * HD * 4));
+  CU(cudaMalloc((void **)&out_b, (size_t)256 * NQ * HD * 2));
+  CU(cudaMalloc((void **)&pacc, (size_t)256 * NQ * 8 * HD * 4)); /* n_split ≤ 320 / 64 = 5 (≤ 8) */
+  CU(cudaMalloc((void **)&pml, (size_t)256 * NQ * 8 * 8));
+  CU(cudaMalloc((void **)&slot, 256 * 4));
+  CU(cudaMalloc((void **)&len, 256 * 4));
+  int32_t hs[256];
+  for (int i = 0; i < 256; i++) hs[i] = (i * 37) % 256; /* rows in shuffled slots */
+  CU(cudaMemcpy(slot, hs, sizeof hs, cudaMemcpyHostToDevice));
+  cudaStream_t st;
+  CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaEvent_t e0, e1;
+  CU(cudaEventCreate(&e0));
+  CU(cudaEventCreate(&e1));
+  printf("bench_decode_attn: Qwen3-0.6B attention (16 q / 8 kv heads, head_dim 128), cache %d, %d layers a graph, "
+         "copy bandwidth %.0f GB/s\n\n",
+         MAXLEN, LAYERS, bw / 1e9);
+  printf("| batch | context | kernel | µs a layer | K/V GB/s | %% of copy |\n|---|---|---|---|---|---|\n");
+  for (size_t bi = 0; bi < 2; bi++)
+    for (size_t li = 0; li < 3; li++) {
+      const int n = batches[bi], L = lens[li];
+      int32_t hl[256];
+      for (int i = 0; i < 256; i++) hl[i] = L;
+      CU(cudaMemcpy(len, hl, sizeof hl, cudaMemcpyHostToDevice));
+      for (int c = 0; c < ncfg; c++) {
+        rck_decode_attn_mode(cfg[c][0]);
+        if (cfg[c][0]) rck_decode_attn_tune(cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4]);
+        const int ns = rck_n_split(MAXLEN, NQ / NKV);
+        rl_err e = {0};
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        for (int l = 0; l < LAYERS; l++)
+          if (rck_decode_attention(out, out_b, q, kc + l * layer, vc + l * layer, slot, len, n, NQ, NKV, HD, MAXLEN, ns,
+                                   pacc, pml, st, &e)) {
+            fprintf(stderr, "bench_decode_attn: %s\n", e.msg);
+            return 1;
+          }
+        CU(cudaStreamEndCapture(st, &g));
+        CU(cudaGraphInstantiate(&ge, g, 0));
+        CU(cudaGraphLaunch(ge, st));
+        CU(cudaStreamSynchronize(st));
+        float t[20];
+        for (int r = 0; r < reps; r++) {
+          CU(cudaEventRecord(e0, st));
+          CU(cudaGraphLaunch(ge, st));
+          CU(cudaEventRecord(e1, st));
+          CU(cudaEventSynchronize(e1));
+          CU(cudaEventElapsedTime(&t[r], e0, e1));
+        }
+        qsort(t, reps, sizeof *t, cmp_f);
+        const double us = t[reps / 2] * 1e3 / LAYERS, bytes = 2.0 * n * L * KVD * 2, gbs = bytes / (us * 1e-6);
+        char name[48];
+        if (!cfg[c][0]) snprintf(name, sizeof name, "two-phase");
+        else if (cfg[c][1]) snprintf(name, sizeof name, "staged p %d r %d", cfg[c][1], cfg[c][2]);
+        else
+          snprintf(name, sizeof name, "staged p auto r %d%s%s", cfg[c][2], cfg[c][3] ? " pdl" : "", cfg[c][4] ? " tma" : "");
+        printf("| %d | %d | %s | %.2f | %.0f | %.1f %% |\n", n, L, name, us, gbs / 1e9, 100 * gbs / bw);
+        cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
+      }
+    }
+  return 0;
+}
+#else
+int main(void) {
+  printf("bench_decode_attn: built without CUDA\n");
+  return 0;
+}
+#endif
