@@ -18,7 +18,11 @@
  *                   filled by bulk copies (one a slot). The defaults: p auto
  *                   r 2 pdl tma
  *
- *   build/bench_decode_attn [--quick]   a markdown table */
+ *   build/bench_decode_attn [--quick]   a markdown table
+ *   build/bench_decode_attn --one BATCH CONTEXT
+ *                                       that case alone, the default tuning (the
+ *                                       environment's knobs), 3 replays: for a
+ *                                       profiler */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,36 +34,10 @@
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 
-#define CU(call)                                                                              \
-  do {                                                                                        \
-    cudaError_t err_ = (call);                                                                \
-    if (err_ != cudaSuccess) {                                                                \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(3);                                                                                \
-    }                                                                                         \
-  } while (0)
+#include "bench/bench_cuda.h"
+
 
 enum { NQ = 16, NKV = 8, HD = 128, MAXLEN = 320, LAYERS = 28, KVD = NKV * HD };
-
-/* Device-to-device copy bandwidth (bytes/s, read + write counted) of 1 GiB. */
-static double copy_bw(void) {
-  const size_t n = (size_t)1 << 30;
-  void *a, *b;
-  cudaEvent_t e0, e1;
-  CU(cudaMalloc(&a, n));
-  CU(cudaMalloc(&b, n));
-  CU(cudaEventCreate(&e0));
-  CU(cudaEventCreate(&e1));
-  CU(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
-  CU(cudaEventRecord(e0, 0));
-  for (int i = 0; i < 10; i++) CU(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
-  CU(cudaEventRecord(e1, 0));
-  CU(cudaEventSynchronize(e1));
-  float ms;
-  CU(cudaEventElapsedTime(&ms, e0, e1));
-  cudaFree(a), cudaFree(b), cudaEventDestroy(e0), cudaEventDestroy(e1);
-  return 2.0 * n * 10 / (ms * 1e-3);
-}
 
 static int cmp_f(const void *a, const void *b) {
   float x = *(const float *)a, y = *(const float *)b;
@@ -67,8 +45,13 @@ static int cmp_f(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-  const int quick = argc > 1 && !strcmp(argv[1], "--quick"), reps = quick ? 5 : 20;
-  const double bw = copy_bw();
+  const int quick = argc > 1 && !strcmp(argv[1], "--quick"), one = argc > 3 && !strcmp(argv[1], "--one");
+  const int reps = one ? 3 : quick ? 5 : 20, one_b = one ? atoi(argv[2]) : 0, one_l = one ? atoi(argv[3]) : 0;
+  if (one && (one_b < 1 || one_b > 256 || one_l < 1 || one_l > MAXLEN)) {
+    fprintf(stderr, "bench_decode_attn: --one BATCH CONTEXT needs 1 <= BATCH <= 256, 1 <= CONTEXT <= %d\n", MAXLEN);
+    return 2;
+  }
+  const double bw = bench_copy_bw();
   const int batches[] = {64, 256}, lens[] = {64, 192, 320};
   /* mode, per, ring, pdl, tma */
   const int cfg[][5] = {{0, 0, 0, 0, 0}, {1, 1, 2, 0, 0}, {1, 0, 2, 0, 0}, {1, 0, 3, 0, 0},
@@ -103,15 +86,15 @@ int main(int argc, char **argv) {
          "copy bandwidth %.0f GB/s\n\n",
          MAXLEN, LAYERS, bw / 1e9);
   printf("| batch | context | kernel | µs a layer | K/V GB/s | %% of copy |\n|---|---|---|---|---|---|\n");
-  for (size_t bi = 0; bi < 2; bi++)
-    for (size_t li = 0; li < 3; li++) {
-      const int n = batches[bi], L = lens[li];
+  for (size_t bi = 0; bi < (one ? 1u : 2u); bi++)
+    for (size_t li = 0; li < (one ? 1u : 3u); li++) {
+      const int n = one ? one_b : batches[bi], L = one ? one_l : lens[li];
       int32_t hl[256];
       for (int i = 0; i < 256; i++) hl[i] = L;
       CU(cudaMemcpy(len, hl, sizeof hl, cudaMemcpyHostToDevice));
-      for (int c = 0; c < ncfg; c++) {
+      for (int c = one ? ncfg - 1 : 0; c < ncfg; c++) { /* --one: the last row, knobs untouched */
         rck_decode_attn_mode(cfg[c][0]);
-        if (cfg[c][0]) rck_decode_attn_tune(cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4]);
+        if (cfg[c][0] && !one) rck_decode_attn_tune(cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4]);
         const int ns = rck_n_split(MAXLEN, NQ / NKV);
         rl_err e = {0};
         cudaGraph_t g;
@@ -138,7 +121,8 @@ int main(int argc, char **argv) {
         qsort(t, reps, sizeof *t, cmp_f);
         const double us = t[reps / 2] * 1e3 / LAYERS, bytes = 2.0 * n * L * KVD * 2, gbs = bytes / (us * 1e-6);
         char name[48];
-        if (!cfg[c][0]) snprintf(name, sizeof name, "two-phase");
+        if (one) snprintf(name, sizeof name, "staged (the environment's tuning)");
+        else if (!cfg[c][0]) snprintf(name, sizeof name, "two-phase");
         else if (cfg[c][1]) snprintf(name, sizeof name, "staged p %d r %d", cfg[c][1], cfg[c][2]);
         else
           snprintf(name, sizeof name, "staged p auto r %d%s%s", cfg[c][2], cfg[c][3] ? " pdl" : "", cfg[c][4] ? " tma" : "");

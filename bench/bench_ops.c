@@ -25,14 +25,7 @@
 #if RLRUN_CUDA
 #include <cuda_runtime.h>
 
-#define CU(call)                                                                              \
-  do {                                                                                        \
-    cudaError_t err_ = (call);                                                                \
-    if (err_ != cudaSuccess) {                                                                \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(3);                                                                                \
-    }                                                                                         \
-  } while (0)
+#include "bench/bench_cuda.h"
 
 enum { NSEQ = 16, SEQ = 512, T = NSEQ * SEQ, HID = 1024, HQ = 16, HKV = 8, HD = 128, FFN = 3072, VOCAB = 151936,
        NEXP = 128, TOPK = 8 };

@@ -19,14 +19,7 @@
 #if RLRUN_CUDA
 #include <cuda_runtime.h>
 
-#define CU(call)                                                                              \
-  do {                                                                                        \
-    cudaError_t err_ = (call);                                                                \
-    if (err_ != cudaSuccess) {                                                                \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(3);                                                                                \
-    }                                                                                         \
-  } while (0)
+#include "bench/bench_cuda.h"
 
 enum { NREP = 25, NWARM = 5 };
 

@@ -27,27 +27,14 @@
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 
+#include "bench/bench_cuda.h"
+
 /* BF16 bits of U(−a, a) (a = 0: U(0.5, 1.5) for norm weights), xorshift. */
 static uint16_t rand_bf16(uint64_t *s, float a) {
   *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
   float u = (float)((double)(*s >> 40) / 16777216.0);
   float v = a > 0 ? (2 * u - 1) * a : 0.5f + u;
   return fmt_bf16_from_f32(v);
-}
-
-/* Device-to-device copy bandwidth (bytes/s: read + write counted) of 1 GiB. */
-static double copy_bw(void) {
-  size_t n = (size_t)1 << 30;
-  void *a = NULL, *b = NULL;
-  if (cudaMalloc(&a, n) || cudaMalloc(&b, n)) return 0;
-  cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
-  cudaDeviceSynchronize();
-  double t0 = rl_now();
-  for (int i = 0; i < 10; i++) cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
-  cudaDeviceSynchronize();
-  double t = rl_now() - t0;
-  cudaFree(a), cudaFree(b);
-  return 10.0 * 2 * (double)n / t;
 }
 
 #define MUST(x)                                              \
@@ -108,7 +95,7 @@ int main(int argc, char **argv) {
     if (p->cols > 1) wparams += (double)p->rows * p->cols; /* tied embedding = lm_head, read once per step */
   }
   MUST(model_cuda_init(m, &e));
-  double bw = copy_bw();
+  double bw = bench_copy_bw();
   printf("bench_rollout: Qwen3-0.6B shape (random), prompt %d, new %d, copy bandwidth %.0f GB/s%s\n", plen, new_tokens,
          bw / 1e9, pin ? ", pinned cuBLASLt algorithms (pin_algo)" : "");
   if (peer > 0) printf("bench_rollout: peer (transformers generate, batch 64) %.0f tok/s\n", peer);
