@@ -151,7 +151,8 @@ static __device__ __forceinline__ void rck_empty_split(float *pacc, float *pml, 
  * (P enters P·V in BF16); (the max in log2 units, Σ P in FP32) to pml of
  * (row r, query head kh·grp + g, split z). */
 static __device__ __forceinline__ void rck_softmax_heads(float *sc, int ld, int grp, int n, float sl2, float *pml, int r,
-                                                         int nq, int kh, int n_split, int z, int nw = RCK_WARPS) {
+                                                         int nq, int kh, int n_split, int z, int nw = RCK_WARPS,
+                                                         float *pms = nullptr) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   for (int g = w; g < grp; g += nw) {
     float *s = sc + g * ld, mx = -INFINITY, sum = 0.0f;
@@ -167,6 +168,7 @@ static __device__ __forceinline__ void rck_softmax_heads(float *sc, int ld, int 
     if (lane == 0) {
       int64_t o = ((int64_t)r * nq + kh * grp + g) * n_split + z;
       pml[2 * o] = mxs, pml[2 * o + 1] = sum;
+      if (pms) pms[2 * g] = mxs, pms[2 * g + 1] = sum; /* a shared-memory copy (the staged kernel's combine) */
     }
   }
 }
@@ -328,8 +330,10 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
  * [GRP][RCK_SCHUNK], q [GRP][HD], partial P·V [WARPS][GRP][HD] (FP32). */
 #define RCK_SCHUNK 64
 #define RCK_RING_MAX 4
+#define RCK_PML_CAP 16 /* splits whose (max, sum) a combining CTA keeps in shared memory */
 __host__ __device__ constexpr int rck_staged_smem(int dpl, int grp, int ring) {
-  return 128 + ring * RCK_SCHUNK * 32 * dpl * 2 + (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS)) * 4;
+  return 128 + ring * RCK_SCHUNK * 32 * dpl * 2 +
+         (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS) + RCK_PML_CAP * grp * 2) * 4;
 }
 /* Until at most ring − 1 of this thread's groups are in flight (ring 2 … 4). */
 static __device__ __forceinline__ void rck_ring_wait(int ring) {
@@ -351,6 +355,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   uint64_t *bar = reinterpret_cast<uint64_t *>(rck_sm4); /* a ring slot's mbarrier (tma) */
   uint16_t *rb = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(rck_sm4) + 128);
   float *sc = reinterpret_cast<float *>(rb + ring * C * HD), *qs = sc + GRP * C, *part = qs + GRP * HD;
+  float *pms = part + W * GRP * HD; /* [RCK_PML_CAP][GRP][2]: the combine's (max, sum) of each split */
   const int r = blockIdx.x, kh = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   const int64_t L = len[r];
   const int z0 = blockIdx.z * per, z1 = min(n_split, z0 + per), fused = per >= n_split;
@@ -449,7 +454,8 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     }
     __syncthreads();
     issue(i + ring, false); /* K_z's slot is read: the load `ring` ahead goes there */
-    rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z, W);
+    rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z, W,
+                      fused && z < RCK_PML_CAP ? pms + z * GRP * 2 : nullptr);
     landed(i + 1); /* V_z */
     __syncthreads();
     /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
@@ -484,24 +490,29 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   if (!tma) cp_wait<0>(); /* nothing left in flight (the trailing groups are empty) */
   pdl_launch_dependents(); /* only the combine is left: the o projection may fetch its weights */
   if (!fused) return;
-  __syncthreads(); /* every split's pml (written by lane 0 of the head's warp) is visible to the block */
-  /* splits past zl are empty (max −inf, sum 0): the combine skips them all the same */
-  for (int g = 0; g < GRP; g++) {
-    const int h = kh * GRP + g;
+  __syncthreads(); /* every split's (max, sum) (written by lane 0 of the head's warp) is visible to the block */
+  /* splits past zl are empty (max −inf, sum 0): the combine skips them all the same. (max, sum)
+   * from shared memory when every split's is there, each thread's pacc values (its own writes)
+   * loaded ahead of their use */
+  const bool in_sm = zl <= RCK_PML_CAP;
+  for (int t = threadIdx.x; t < GRP * HD; t += NT) {
+    const int g = t / HD, d = t % HD, h = kh * GRP + g;
     const int64_t o = ((int64_t)r * nq + h) * n_split;
+    const float *ml = in_sm ? pms + 2 * g : pml + 2 * o;
+    const int ms = in_sm ? 2 * GRP : 2; /* stride between splits */
     float M = -INFINITY;
-    for (int z = 0; z < zl; z++) M = fmaxf(M, pml[2 * (o + z)]);
-    float Ls = 0.0f;
+    for (int z = 0; z < zl; z++) M = fmaxf(M, ml[z * ms]);
+    float Ls = 0.0f, a = 0.0f;
     for (int z = 0; z < zl; z++)
-      if (pml[2 * (o + z) + 1] > 0.0f) Ls = __fadd_rn(Ls, __fmul_rn(pml[2 * (o + z) + 1], exp2f(pml[2 * (o + z)] - M)));
-    for (int d = threadIdx.x; d < HD; d += NT) {
-      float a = 0.0f;
-      for (int z = 0; z < zl; z++)
-        if (pml[2 * (o + z) + 1] > 0.0f) a = __fadd_rn(a, __fmul_rn(pacc[(o + z) * HD + d], exp2f(pml[2 * (o + z)] - M)));
-      const float y = __fdiv_rn(a, Ls);
-      out[((int64_t)r * nq + h) * HD + d] = y;
-      if (out_b) out_b[((int64_t)r * nq + h) * HD + d] = fmt_bf16_from_f32(y);
+      if (ml[z * ms + 1] > 0.0f) Ls = __fadd_rn(Ls, __fmul_rn(ml[z * ms + 1], exp2f(ml[z * ms] - M)));
+#pragma unroll 4
+    for (int z = 0; z < zl; z++) {
+      const float pv = pacc[(o + z) * HD + d];
+      if (ml[z * ms + 1] > 0.0f) a = __fadd_rn(a, __fmul_rn(pv, exp2f(ml[z * ms] - M)));
     }
+    const float y = __fdiv_rn(a, Ls);
+    out[((int64_t)r * nq + h) * HD + d] = y;
+    if (out_b) out_b[((int64_t)r * nq + h) * HD + d] = fmt_bf16_from_f32(y);
   }
 }
 
