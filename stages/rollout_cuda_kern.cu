@@ -326,8 +326,10 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
  * does. Neither `per` nor `ring` changes a bit of the output: each split's sums
  * and the combine are the same whichever CTA computes them (per = 1, ring = 2
  * is the earlier one-split-a-CTA kernel). head_dim = 32·DPL; GRP query heads
- * per KV head. Shared: the ring [ring][RCK_SCHUNK][HD] BF16, scores
- * [GRP][RCK_SCHUNK], q [GRP][HD], partial P·V [WARPS][GRP][HD] (FP32). */
+ * per KV head. Shared: the ring's mbarriers (128 bytes), the ring
+ * [ring][RCK_SCHUNK][HD] BF16, scores [GRP][RCK_SCHUNK], q [GRP][HD], partial
+ * P·V [WARPS][GRP][HD] and a combining CTA's (max, sum) [RCK_PML_CAP][GRP][2]
+ * (FP32). */
 #define RCK_SCHUNK 64
 #define RCK_RING_MAX 4
 #define RCK_PML_CAP 16 /* splits whose (max, sum) a combining CTA keeps in shared memory */
