@@ -149,12 +149,12 @@ static __device__ __forceinline__ void rck_empty_split(float *pacc, float *pml, 
 /* The softmax of each of the grp heads' n scores sc[g·ld + j] (warp g % WARPS
  * owns head g), in place: P = exp2(s·sl2 − max·sl2) in FP32, rounded to BF16
  * (P enters P·V in BF16); (the max in log2 units, Σ P in FP32) to pml of
- * (row r, query head kh·grp + g, split z). */
+ * (row r, query head kh·grp + g, split z), and to pms[2g], pms[2g + 1] too
+ * when pms is given. */
 static __device__ __forceinline__ void rck_softmax_heads(float *sc, int ld, int grp, int n, float sl2, float *pml, int r,
-                                                         int nq, int kh, int n_split, int z, int nw = RCK_WARPS,
-                                                         float *pms = nullptr) {
+                                                         int nq, int kh, int n_split, int z, float *pms = nullptr) {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  for (int g = w; g < grp; g += nw) {
+  for (int g = w; g < grp; g += RCK_WARPS) {
     float *s = sc + g * ld, mx = -INFINITY, sum = 0.0f;
     for (int j = lane; j < n; j += 32) mx = fmaxf(mx, s[j]);
     mx = warp_max(mx);
@@ -314,8 +314,9 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
  * rck_attn_split_kernel instead). Splits of RCK_SCHUNK = 64 positions; a CTA
  * (row r, KV head kh) takes `per` consecutive splits (blockIdx.z picks which)
  * and streams their K and V rows through a ring of `ring` shared-memory slots
- * of 64 positions each (cp.async, 16 bytes a copy, one commit group a slot:
- * K_z, V_z, K_z+1, … so the next split's rows land while this one's are used).
+ * of 64 positions each (K_z, V_z, K_z+1, …: the next split's rows land while
+ * this one's are used), filled by bulk copies (one a slot, completing on the
+ * slot's mbarrier) or by cp.async (16 bytes a copy, one commit group a slot).
  * A split: scores from K in shared memory (the GRP·U dot products of U
  * positions reduced in one butterfly, rck_multi_sum), the softmax of each head
  * (as the two-phase kernel: FP32, exp2, P rounded to BF16, the FP32 sum), and
@@ -456,7 +457,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     }
     __syncthreads();
     issue(i + ring, false); /* K_z's slot is read: the load `ring` ahead goes there */
-    rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z, W,
+    rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z,
                       fused && z < RCK_PML_CAP ? pms + z * GRP * 2 : nullptr);
     landed(i + 1); /* V_z */
     __syncthreads();
