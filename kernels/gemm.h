@@ -213,9 +213,12 @@ void gemm_cuda_release(void);
  *                                attention-combine kernels let it launch at their
  *                                start). Bits unchanged. GEMM-only step graphs gain
  *                                (H100, 2026-12-05, wgmma kernel: M = 64 1,059 vs 1,094
- *                                µs, M = 1 743 vs 856), the whole decode step does not
- *                                (bench_rollout bf16 batch 64: 26,357 vs 26,468 tok/s),
- *                                hence off.
+ *                                µs, M = 1 743 vs 856); the whole decode step gains only
+ *                                with the norms and rck_qkv_post launched as dependents
+ *                                too (RLRUN_OPS_PDL=1, kernels/ops.h): bench_rollout bf16
+ *                                batch 64 28,376 vs 27,340 tok/s in one call (either
+ *                                alone: no gain). Off until the pair has run the GPU
+ *                                tests (the session ran out of device time).
  * gemm_small_tune_set replaces them for the rest of the process (benchmarks and tests
  * sweep them in one run); not thread-safe: call it while no GEMM is being launched. */
 enum { GEMM_SMALL_REDUCE_CLUSTER, GEMM_SMALL_REDUCE_GLOBAL };

@@ -13,6 +13,9 @@
  * The fused RMSNorm / QK-norm backwards and the SwiGLU backward round every
  * operation explicitly (no FMA contraction), so each of their instantiations
  * (FP32 or BF16 operands, scalar or 4-wide) gives the same bits. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "kernels/ops_cuda_util.cuh"
 #include "kernels/ptx_util.cuh" /* pdl_launch_dependents */
 
@@ -215,6 +218,7 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
    * step's small-M GEMMs) may start fetching its weights now: it waits for this
    * grid's end before it reads what this grid writes */
   pdl_launch_dependents();
+  pdl_wait(); /* launched as a programmatic dependent (ops_pdl): nothing is touched before the grid before ends */
   int lane = threadIdx.x & 31;
   int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (r >= rows) return;
@@ -585,6 +589,30 @@ static int rmsnorm_bwd_fused(float *dx, uint16_t *dxb, float *dw, const float *d
   return 0;
 }
 
+/* 1: the RMSNorm forwards launch as programmatic dependents of the kernel
+ * before them (RLRUN_OPS_PDL=1, read once; see ops.h). */
+extern "C" int ops_pdl(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *v = getenv("RLRUN_OPS_PDL");
+    on = v && !strcmp(v, "1");
+  }
+  return on;
+}
+
+/* Launch kern<<<blocks, thr, 0, st>>>(args…), as a programmatic dependent when pdl. */
+template <typename... KA, typename... A>
+static cudaError_t launch_pdl(void (*kern)(KA...), unsigned blocks, unsigned thr, cudaStream_t st, int pdl, A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at[1];
+  at[0] = cudaLaunchAttribute{};
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.gridDim = dim3(blocks), cfg.blockDim = dim3(thr), cfg.stream = st;
+  cfg.attrs = pdl ? at : NULL, cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kern, ((KA)args)...);
+}
+
 /* Shared driver of the RMSNorm forwards. */
 template <typename TX>
 static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const float *resid, const TX *x,
@@ -596,13 +624,20 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
    * block, so the rows spread over that many SMs instead of rows / WARPS */
   const int wpb = rows < 1024 ? 1 : WARPS;
   unsigned blocks = (unsigned)((rows + wpb - 1) / wpb), thr = (unsigned)(32 * wpb);
+  const int pdl = ops_pdl();
+  cudaError_t le;
   if (h) {
-    if (vec) rmsnorm_fwd_kernel<true, true, TX><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
-    else rmsnorm_fwd_kernel<true, false, TX><<<blocks, thr, 0, st>>>(h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    if (vec) le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    else le = launch_pdl(rmsnorm_fwd_kernel<true, false, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps);
   } else {
-    if (vec) rmsnorm_fwd_kernel<false, true, TX><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
-    else rmsnorm_fwd_kernel<false, false, TX><<<blocks, thr, 0, st>>>(NULL, y, yb, rstd, NULL, x, w, rows, dim, eps);
+    if (vec)
+      le = launch_pdl(rmsnorm_fwd_kernel<false, true, TX>, blocks, thr, st, pdl, (float *)NULL, y, yb, rstd,
+                      (const float *)NULL, x, w, rows, dim, eps);
+    else
+      le = launch_pdl(rmsnorm_fwd_kernel<false, false, TX>, blocks, thr, st, pdl, (float *)NULL, y, yb, rstd,
+                      (const float *)NULL, x, w, rows, dim, eps);
   }
+  OCHECK(le);
   OLAUNCH();
   return 0;
 }

@@ -23,6 +23,8 @@
 #include "kernels/ptx_util.cuh"   /* cp.async */
 #include "stages/rollout_cuda_kern.h"
 
+extern "C" int ops_pdl(void); /* kernels/ops.h (a C header): RLRUN_OPS_PDL */
+
 #define RCK_CHUNK 128 /* KV positions per split (fixed: results never depend on the batch) */
 #define RCK_THREADS 128
 #define RCK_WARPS (RCK_THREADS / 32)
@@ -83,6 +85,7 @@ __global__ void rck_qkv_post_kernel(float *q, float *k, uint16_t *kc, uint16_t *
                                     const int32_t *slot, const int32_t *pos, int n, int nq, int nkv, int hd,
                                     int64_t max_len, float eps) {
   pdl_launch_dependents(); /* the decode attention (a programmatic dependent) may start on the older cache rows */
+  pdl_wait();              /* launched as a dependent itself (ops_pdl): nothing touched before the grid before ends */
   const int lane = threadIdx.x & 31, heads = nq + 2 * nkv, half = hd / 2;
   const int64_t wi = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (wi >= (int64_t)n * heads) return;
@@ -114,8 +117,16 @@ extern "C" int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, cons
                             float eps, cudaStream_t st, rl_err *e) {
   if (n <= 0) return 0;
   const int64_t warps = (int64_t)n * (nq + 2 * nkv);
-  rck_qkv_post_kernel<<<(unsigned)((warps + 7) / 8), 256, 0, st>>>(q, k, kc, vc, qr, kr, v, wq, wk, cs, sn, slot, pos,
-                                                                  n, nq, nkv, hd, max_len, eps);
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at[1];
+  at[0] = cudaLaunchAttribute{};
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.gridDim = dim3((unsigned)((warps + 7) / 8)), cfg.blockDim = dim3(256), cfg.stream = st;
+  cfg.attrs = ops_pdl() ? at : NULL, cfg.numAttrs = ops_pdl() ? 1 : 0;
+  if (cudaLaunchKernelEx(&cfg, rck_qkv_post_kernel, q, k, kc, vc, qr, kr, v, wq, wk, cs, sn, slot, pos, n, nq, nkv, hd,
+                         max_len, eps) != cudaSuccess)
+    return rck_check("qkv_post (launch)", e);
   return rck_check("qkv_post", e);
 }
 
