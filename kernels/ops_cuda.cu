@@ -603,13 +603,8 @@ extern "C" int ops_pdl(void) {
 /* Launch kern<<<blocks, thr, 0, st>>>(args…), as a programmatic dependent when pdl. */
 template <typename... KA, typename... A>
 static cudaError_t launch_pdl(void (*kern)(KA...), unsigned blocks, unsigned thr, cudaStream_t st, int pdl, A... args) {
-  cudaLaunchConfig_t cfg = {};
   cudaLaunchAttribute at[1];
-  at[0] = cudaLaunchAttribute{};
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.gridDim = dim3(blocks), cfg.blockDim = dim3(thr), cfg.stream = st;
-  cfg.attrs = pdl ? at : NULL, cfg.numAttrs = pdl ? 1 : 0;
+  const cudaLaunchConfig_t cfg = pdl_launch_cfg(at, dim3(blocks), dim3(thr), 0, st, pdl);
   return cudaLaunchKernelEx(&cfg, kern, ((KA)args)...);
 }
 
@@ -627,8 +622,12 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
   const int pdl = ops_pdl();
   cudaError_t le;
   if (h) {
-    if (vec) le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps);
-    else le = launch_pdl(rmsnorm_fwd_kernel<true, false, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps);
+    if (vec)
+      le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim,
+                      eps);
+    else
+      le = launch_pdl(rmsnorm_fwd_kernel<true, false, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim,
+                      eps);
   } else {
     if (vec)
       le = launch_pdl(rmsnorm_fwd_kernel<false, true, TX>, blocks, thr, st, pdl, (float *)NULL, y, yb, rstd,

@@ -78,6 +78,19 @@ __device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepc
 /* … and wait until the previous grid has completed and its writes are visible
  * (returns at once when this grid was not launched as a dependent). */
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+/* Host: the configuration of a launch of grid × block threads with `smem`
+ * dynamic shared bytes on stream st, as a programmatic dependent of the grid
+ * before it when pdl (at: room for the attribute, alive until the launch). */
+inline cudaLaunchConfig_t pdl_launch_cfg(cudaLaunchAttribute at[1], dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                         int pdl) {
+  cudaLaunchConfig_t cfg = {};
+  at[0] = cudaLaunchAttribute{};
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+  cfg.attrs = pdl ? at : NULL, cfg.numAttrs = pdl ? 1 : 0;
+  return cfg;
+}
 
 /* ---------------------------------------------------------------- wgmma (sm_90a)
  * Hopper's warpgroup MMA: the 4 warps of a warpgroup compute D (64 × N FP32)

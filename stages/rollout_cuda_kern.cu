@@ -117,13 +117,8 @@ extern "C" int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, cons
                             float eps, cudaStream_t st, rl_err *e) {
   if (n <= 0) return 0;
   const int64_t warps = (int64_t)n * (nq + 2 * nkv);
-  cudaLaunchConfig_t cfg = {};
   cudaLaunchAttribute at[1];
-  at[0] = cudaLaunchAttribute{};
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.gridDim = dim3((unsigned)((warps + 7) / 8)), cfg.blockDim = dim3(256), cfg.stream = st;
-  cfg.attrs = ops_pdl() ? at : NULL, cfg.numAttrs = ops_pdl() ? 1 : 0;
+  const cudaLaunchConfig_t cfg = pdl_launch_cfg(at, dim3((unsigned)((warps + 7) / 8)), dim3(256), 0, st, ops_pdl());
   if (cudaLaunchKernelEx(&cfg, rck_qkv_post_kernel, q, k, kc, vc, qr, kr, v, wq, wk, cs, sn, slot, pos, n, nq, nkv, hd,
                          max_len, eps) != cudaSuccess)
     return rck_check("qkv_post (launch)", e);
@@ -653,13 +648,9 @@ static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pm
     return rck_check("attn_staged (occupancy)", e);
   const int per = rck_per(n, nkv, n_split, fit[ring]);
   *fused = per >= n_split;
-  cudaLaunchConfig_t cfg = {};
   cudaLaunchAttribute at[1];
-  at[0] = cudaLaunchAttribute{};
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.gridDim = dim3(n, nkv, (n_split + per - 1) / per), cfg.blockDim = dim3(RCK_THREADS), cfg.dynamicSmemBytes = shm;
-  cfg.stream = st, cfg.attrs = rck_tune_pdl ? at : NULL, cfg.numAttrs = rck_tune_pdl ? 1 : 0;
+  const cudaLaunchConfig_t cfg =
+      pdl_launch_cfg(at, dim3(n, nkv, (n_split + per - 1) / per), dim3(RCK_THREADS), shm, st, rck_tune_pdl);
   if (cudaLaunchKernelEx(&cfg, rck_attn_staged_kernel<DPL, GRP>, out, out_b, pacc, pml, q, kc, vc, slot, len, nq, nkv,
                          max_len, n_split, per, ring, sl2, rck_tune_pdl, rck_tune_tma) != cudaSuccess)
     return rck_check("attn_staged (launch)", e);
