@@ -1,6 +1,6 @@
-/* bench_cuda.h — what the CUDA benchmarks share: CU (a CUDA runtime call
- * that must succeed, else the benchmark stops with exit 3, naming the call)
- * and the device copy bandwidth every "% of copy" / bound is measured against.
+/* bench_cuda.h — what the CUDA benchmarks share: CU (tests/cuda_check.h: a
+ * CUDA runtime call that must succeed, else exit 3 naming the call) and the
+ * device copy bandwidth every "% of copy" / bound is measured against.
  * For C files built with RLRUN_CUDA (include after <stdio.h> / <stdlib.h>). */
 #ifndef RLRUN_BENCH_CUDA_H
 #define RLRUN_BENCH_CUDA_H
@@ -8,14 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CU(call)                                                                              \
-  do {                                                                                        \
-    cudaError_t err_ = (call);                                                                \
-    if (err_ != cudaSuccess) {                                                                \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(3);                                                                                \
-    }                                                                                         \
-  } while (0)
+#include "tests/cuda_check.h" /* CU */
 
 /* Device-to-device copy bandwidth of 1 GiB (bytes/s, read + written counted:
  * the rate a kernel that only reads can at best stream at): 10 copies after

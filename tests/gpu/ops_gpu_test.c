@@ -34,20 +34,14 @@
 #if RLRUN_CUDA
 #include <cuda_runtime.h>
 
+#include "tests/cuda_check.h" /* CU */
+
 /* Counts of the whole run. */
 static struct {
   int pass, fail;
   uint64_t rng;
 } g = {0, 0, 88172645463325252ull};
 
-#define CU(call)                                                                                \
-  do {                                                                                          \
-    cudaError_t err_ = (call);                                                                  \
-    if (err_ != cudaSuccess) {                                                                  \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_));   \
-      exit(3);                                                                                  \
-    }                                                                                           \
-  } while (0)
 /* An ops call that must succeed. */
 #define OK(call)                                                                   \
   do {                                                                             \

@@ -23,19 +23,12 @@
 #if RLRUN_CUDA
 #include <cuda_runtime.h>
 
+#include "tests/cuda_check.h" /* CU */
+
 /* Counts of the whole run. */
 static struct {
   int pass, fail;
 } g;
-
-#define CU(call)                                                                         \
-  do {                                                                                   \
-    cudaError_t err_ = (call);                                                           \
-    if (err_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      exit(3);                                                                           \
-    }                                                                                    \
-  } while (0)
 
 /* xorshift64 for test inputs. */
 static uint64_t rnd(uint64_t *s) {

@@ -16,14 +16,7 @@
 #if RLRUN_CUDA
 #include <cuda_runtime.h>
 
-#define CU(call)                                                                                  \
-  do {                                                                                            \
-    cudaError_t err_ = (call);                                                                    \
-    if (err_ != cudaSuccess) {                                                                    \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_));   \
-      exit(3);                                                                                    \
-    }                                                                                             \
-  } while (0)
+#include "tests/cuda_check.h" /* CU */
 
 /* Counts of the whole run. */
 static struct {
