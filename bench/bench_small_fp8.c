@@ -37,6 +37,8 @@
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 
+#include "bench/bench_cuda.h" /* bench_copy_bw */
+
 #define CK(x)                                                                                \
   do {                                                                                       \
     int st_ = (int)(x);                                                                      \
@@ -85,27 +87,6 @@ static void fill_bf16(uint16_t *v, int64_t n, uint64_t seed) {
     s ^= s << 13, s ^= s >> 7, s ^= s << 17;
     v[i] = fmt_bf16_from_f32((float)((double)(s >> 11) * 0x1p-52 - 1.0));
   }
-}
-
-/* Device-to-device copy bandwidth (bytes/s: read + write counted) of 1 GiB. */
-static double copy_bw(cudaStream_t s) {
-  size_t n = (size_t)1 << 30;
-  void *a = NULL, *b = NULL;
-  CK(cudaMalloc(&a, n));
-  CK(cudaMalloc(&b, n));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
-  CK(cudaEventRecord(e0, s));
-  for (int i = 0; i < 10; i++) CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
-  CK(cudaEventRecord(e1, s));
-  CK(cudaEventSynchronize(e1));
-  float ms = 0;
-  CK(cudaEventElapsedTime(&ms, e0, e1));
-  cudaEventDestroy(e0), cudaEventDestroy(e1);
-  cudaFree(a), cudaFree(b);
-  return 10.0 * 2 * (double)n / (ms * 1e-3);
 }
 
 static int cmp_float(const void *a, const void *b) {
@@ -352,7 +333,7 @@ int main(void) {
   memset(&b, 0, sizeof b);
   CK(cudaStreamCreate(&b.s));
   quant_policy_init(&b.pol, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
-  double bw = copy_bw(b.s);
+  double bw = bench_copy_bw();
   char tb[128];
   gemm_small_fp8_tune t0 = gemm_small_fp8_tune_get();
   printf("bench_small_fp8 on %s (sm_%d%d); device copy %.0f GB/s (read + write); knobs %s\n\n", di.gpus[0].name,
