@@ -140,7 +140,7 @@ static gemm_small_tune sgt_valid(gemm_small_tune t) {
   if (t.min_stages < 1 || t.min_stages > 16) t.min_stages = 2;
   if (t.bn != 32 && t.bn != 64) t.bn = 0;
   if (t.reduce != GEMM_SMALL_REDUCE_GLOBAL) t.reduce = GEMM_SMALL_REDUCE_CLUSTER;
-  if (t.pdl != 1) t.pdl = 0;
+  if (t.pdl != 0) t.pdl = 1;
   return t;
 }
 
@@ -151,7 +151,7 @@ static void sgt_read_env(void) {
   t.bn = sgt_int("RLRUN_SMALL_GEMM_BN", 0, 64, 0);
   const char *r = getenv("RLRUN_SMALL_GEMM_REDUCE");
   t.reduce = r && !strcmp(r, "global") ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER;
-  t.pdl = sgt_int("RLRUN_SMALL_GEMM_PDL", 0, 1, 0);
+  t.pdl = sgt_int("RLRUN_SMALL_GEMM_PDL", 0, 1, 1);
   SGT.env = sgt_valid(t);
 }
 

@@ -204,7 +204,7 @@ void gemm_cuda_release(void);
  *                                cannot schedule the cluster: global. global: partials
  *                                through the workspace, an arrival counter per tile, the
  *                                last CTA sums them. Bits unchanged.
- *   RLRUN_SMALL_GEMM_PDL         0 (default), 1: launch with programmatic dependent
+ *   RLRUN_SMALL_GEMM_PDL         1 (default), 0: launch with programmatic dependent
  *                                launch. A CTA starts copying its first weight stages
  *                                into shared memory, then waits (griddepcontrol.wait)
  *                                for the previous kernel to finish before it touches x,
@@ -217,8 +217,9 @@ void gemm_cuda_release(void);
  *                                with the norms and rck_qkv_post launched as dependents
  *                                too (RLRUN_OPS_PDL=1, kernels/ops.h): bench_rollout bf16
  *                                batch 64 28,376 vs 27,340 tok/s in one call (either
- *                                alone: no gain). Off until the pair has run the GPU
- *                                tests (the session ran out of device time).
+ *                                alone: no gain); again 28,604 / 28,766 vs 27,569 /
+ *                                27,556 (2026-12-05, sixth session), the GPU tests
+ *                                passing with the pair on: both default on since.
  * gemm_small_tune_set replaces them for the rest of the process (benchmarks and tests
  * sweep them in one run); not thread-safe: call it while no GEMM is being launched. */
 enum { GEMM_SMALL_REDUCE_CLUSTER, GEMM_SMALL_REDUCE_GLOBAL };
@@ -227,7 +228,7 @@ typedef struct gemm_small_tune {
   int min_stages; /* RLRUN_SMALL_GEMM_MIN_STAGES */
   int bn;         /* RLRUN_SMALL_GEMM_BN: 0, 32 or 64 */
   int reduce;     /* RLRUN_SMALL_GEMM_REDUCE: GEMM_SMALL_REDUCE_* */
-  int pdl;        /* RLRUN_SMALL_GEMM_PDL: 1 = programmatic dependent launch (default 0) */
+  int pdl;        /* RLRUN_SMALL_GEMM_PDL: 1 = programmatic dependent launch (default 1) */
 } gemm_small_tune;
 
 /* The knobs in force (the environment's, or the last gemm_small_tune_set). */

@@ -288,13 +288,14 @@ int ops_embedding_backward_cuda(float *dtable, const float *dout, const int32_t 
 /* RMSNorm family (one warp per row; dw from fixed row-block partials — 32 rows
  * for the fused backward of dim = 128·k ≤ 1024, else 128 — reduced in a fixed
  * order, no atomics). */
-/* 1 when RLRUN_OPS_PDL=1 (read once; default 0): the RMSNorm forwards (and
+/* 1 unless RLRUN_OPS_PDL=0 (read once; default 1): the RMSNorm forwards (and
  * the rollout's rck_qkv_post) launch as programmatic dependents of the kernel
  * before them — they wait for it at their very start, so only their launch
  * overlaps its tail. With the small-M GEMMs' PDL (RLRUN_SMALL_GEMM_PDL=1,
  * kernels/gemm.h) the decode step's chain overlaps launch for launch: bf16
  * batch 64 28,376 vs 27,340 tok/s (H100, 2026-12-05, one call); either alone
- * gains nothing. Bits unchanged. Off until the pair has run the GPU tests. */
+ * gains nothing; again 28,604 / 28,766 vs 27,569 / 27,556 (sixth session, the
+ * GPU tests passing with the pair on). Bits unchanged. */
 int ops_pdl(void);
 int ops_rmsnorm_forward_cuda(float *y, uint16_t *y_bf16, float *rstd, const float *x,
                              const float *w, int rows, int dim, float eps, void *stream, rl_err *e);

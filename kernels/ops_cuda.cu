@@ -590,12 +590,12 @@ static int rmsnorm_bwd_fused(float *dx, uint16_t *dxb, float *dw, const float *d
 }
 
 /* 1: the RMSNorm forwards launch as programmatic dependents of the kernel
- * before them (RLRUN_OPS_PDL=1, read once; see ops.h). */
+ * before them (default; RLRUN_OPS_PDL=0 turns it off, read once; see ops.h). */
 extern "C" int ops_pdl(void) {
   static int on = -1;
   if (on < 0) {
     const char *v = getenv("RLRUN_OPS_PDL");
-    on = v && !strcmp(v, "1");
+    on = !(v && !strcmp(v, "0"));
   }
   return on;
 }

@@ -380,13 +380,13 @@ TEST(gemm_small_group_swiglu_plan_knobs_checks) {
               (long long)k2);
   }
   /* knobs: set, read back, invalid values fall back, NULL restores the environment's */
-  gemm_small_tune env = gemm_small_tune_get(), t = {132, 1, 64, GEMM_SMALL_REDUCE_GLOBAL, 1}, bad = {0, 99, 48, 7, 5};
+  gemm_small_tune env = gemm_small_tune_get(), t = {132, 1, 64, GEMM_SMALL_REDUCE_GLOBAL, 0}, bad = {0, 99, 48, 7, 5};
   char buf[96];
   gemm_small_tune_set(&t);
   gemm_small_tune got = gemm_small_tune_get();
-  CHECK(got.ctas == 132 && got.min_stages == 1 && got.bn == 64 && got.reduce == GEMM_SMALL_REDUCE_GLOBAL && got.pdl == 1);
+  CHECK(got.ctas == 132 && got.min_stages == 1 && got.bn == 64 && got.reduce == GEMM_SMALL_REDUCE_GLOBAL && got.pdl == 0);
   CHECK_EQ_I64(gemm_small_ctas(), 132);
-  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=132 min_stages=1 bn=64 reduce=global pdl=1");
+  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=132 min_stages=1 bn=64 reduce=global pdl=0");
   gemm_small_plan(1024, 1024, &s, &sk); /* 32 tiles: 5 slices wanted, of 2 stages → 4 of 256 */
   CHECK_EQ_I64(s, 4);
   CHECK_EQ_I64(sk, 256);
@@ -396,8 +396,8 @@ TEST(gemm_small_group_swiglu_plan_knobs_checks) {
   gemm_small_tune_set(&bad);
   got = gemm_small_tune_get();
   CHECK(got.ctas == GEMM_SMALL_CTAS && got.min_stages == 2 && got.bn == 0 && got.reduce == GEMM_SMALL_REDUCE_CLUSTER &&
-        got.pdl == 0);
-  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=132 min_stages=2 bn=auto reduce=cluster pdl=0");
+        got.pdl == 1);
+  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=132 min_stages=2 bn=auto reduce=cluster pdl=1");
   gemm_small_tune_set(NULL);
   got = gemm_small_tune_get();
   CHECK(got.ctas == env.ctas && got.min_stages == env.min_stages && got.bn == env.bn && got.reduce == env.reduce &&
