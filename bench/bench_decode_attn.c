@@ -53,9 +53,10 @@ int main(int argc, char **argv) {
   }
   const double bw = bench_copy_bw();
   const int batches[] = {64, 256}, lens[] = {64, 192, 320};
-  /* mode, per, ring, pdl, tma */
-  const int cfg[][5] = {{0, 0, 0, 0, 0}, {1, 1, 2, 0, 0}, {1, 0, 2, 0, 0}, {1, 0, 3, 0, 0},
-                        {1, 0, 2, 1, 0}, {1, 0, 2, 0, 1}, {1, 0, 2, 1, 1}, {1, 0, 3, 1, 1}};
+  /* mode, per, ring, pdl, tma, ef */
+  const int cfg[][6] = {{0, 0, 0, 0, 0, 0}, {1, 1, 2, 0, 0, 0}, {1, 0, 2, 0, 0, 0}, {1, 0, 3, 0, 0, 0},
+                        {1, 0, 2, 1, 0, 0}, {1, 0, 2, 0, 1, 0}, {1, 0, 2, 1, 1, 0}, {1, 0, 3, 1, 1, 1},
+                        {1, 0, 2, 1, 1, 1}};
   const int ncfg = sizeof cfg / sizeof *cfg;
   const size_t layer = (size_t)256 * MAXLEN * KVD; /* elements of one layer's K (or V) cache */
   uint16_t *kc, *vc;
@@ -94,7 +95,7 @@ int main(int argc, char **argv) {
       CU(cudaMemcpy(len, hl, sizeof hl, cudaMemcpyHostToDevice));
       for (int c = one ? ncfg - 1 : 0; c < ncfg; c++) { /* --one: the last row, knobs untouched */
         rck_decode_attn_mode(cfg[c][0]);
-        if (cfg[c][0] && !one) rck_decode_attn_tune(cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4]);
+        if (cfg[c][0] && !one) rck_decode_attn_tune(cfg[c][1], cfg[c][2], cfg[c][3], cfg[c][4], cfg[c][5]);
         const int ns = rck_n_split(MAXLEN, NQ / NKV);
         rl_err e = {0};
         cudaGraph_t g;
@@ -125,7 +126,8 @@ int main(int argc, char **argv) {
         else if (!cfg[c][0]) snprintf(name, sizeof name, "two-phase");
         else if (cfg[c][1]) snprintf(name, sizeof name, "staged p %d r %d", cfg[c][1], cfg[c][2]);
         else
-          snprintf(name, sizeof name, "staged p auto r %d%s%s", cfg[c][2], cfg[c][3] ? " pdl" : "", cfg[c][4] ? " tma" : "");
+          snprintf(name, sizeof name, "staged p auto r %d%s%s%s", cfg[c][2], cfg[c][3] ? " pdl" : "", cfg[c][4] ? " tma" : "",
+                   cfg[c][5] ? " ef" : "");
         printf("| %d | %d | %s | %.2f | %.0f | %.1f %% |\n", n, L, name, us, gbs / 1e9, 100 * gbs / bw);
         cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
       }

@@ -471,7 +471,11 @@ static int rc_sample(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi, int
   memcpy(g->h_keys, keys, (size_t)n * sizeof *keys);
   RC(cudaMemcpyAsync(g->d_keys, g->h_keys, (size_t)n * sizeof *keys, cudaMemcpyHostToDevice, cudaStreamPerThread),
      "cudaMemcpy (keys)");
-  if ((rc = sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) return rc;
+  if (rp_skip() >> RP_SAMPLE & 1u) { /* the diagnostic: token 0, status OK, instead of the sampler */
+    RC(cudaMemsetAsync(g->d_out, 0, (size_t)n * sizeof *so, cudaStreamPerThread), "cudaMemset (samples)");
+  } else if ((rc = sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) {
+    return rc;
+  }
   RC(cudaMemcpyAsync(g->h_out, g->d_out, (size_t)n * sizeof *so, cudaMemcpyDeviceToHost, cudaStreamPerThread),
      "cudaMemcpy (samples)");
   if (rp.armed) rp_mark(RP_SAMPLE);

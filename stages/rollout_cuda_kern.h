@@ -47,9 +47,10 @@ int rck_decode_attn_mode(int mode);
  * griddepcontrol.wait and reads q and row len − 1 after it, so the kernel
  * before it in the stream may trigger its dependents early only if it writes
  * nothing else it reads (rck_qkv_post does so), tma = 1 (default): the ring
- * filled by bulk copies completing on mbarriers, 0: cp.async. Overrides
- * RLRUN_DECODE_ATTN_PER / _RING / _PDL / _TMA. */
-void rck_decode_attn_tune(int per, int ring, int pdl, int tma);
+ * filled by bulk copies completing on mbarriers, 0: cp.async, ef = 1 (default):
+ * the bulk copies load the cache evict-first in L2. Overrides
+ * RLRUN_DECODE_ATTN_PER / _RING / _PDL / _TMA / _EF. */
+void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef);
 /* QK-norm + RoPE of the step's q and k rows, and the K/V cache write. */
 int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,
                  const float *wq, const float *wk, const float *cs, const float *sn, const int32_t *slot,

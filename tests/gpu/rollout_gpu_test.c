@@ -297,13 +297,14 @@ static double attn_case(int mode, int hd, int nq, int nkv, int *row_diff) {
        cudaMemcpy(out, dout, nqv * 4, cudaMemcpyDeviceToHost);
   *row_diff = 0;
   if (mode == 1 && !rc) { /* the staged kernel's tuning (splits a CTA, ring slots) never changes a bit, BF16 copy included */
-    /* splits a CTA (0 auto, 100: all, the CTA combines), ring slots, PDL, bulk copies */
-    const int tune[][4] = {{1, 2, 0, 0},   {1, 3, 1, 1},   {2, 3, 1, 0}, {3, 4, 0, 1}, {100, 2, 1, 1}, {100, 3, 0, 0},
-                           {100, 4, 1, 0}, {0, 3, 1, 1},   {0, 3, 0, 1}, {1, 2, 1, 1}, {0, 2, 0, 0},   {0, 2, 1, 1}};
+    /* splits a CTA (0 auto, 100: all, the CTA combines), ring slots, PDL, bulk copies, evict-first */
+    const int tune[][5] = {{1, 2, 0, 0, 0},   {1, 3, 1, 1, 1}, {2, 3, 1, 0, 1}, {3, 4, 0, 1, 0}, {100, 2, 1, 1, 1},
+                           {100, 3, 0, 0, 0}, {100, 4, 1, 0, 0}, {0, 3, 1, 1, 0}, {0, 3, 0, 1, 1}, {1, 2, 1, 1, 0},
+                           {0, 2, 0, 0, 0},   {0, 2, 1, 1, 1}, {0, 2, 1, 1, 0}};
     uint16_t *db = NULL, *b0 = malloc(nqv * 2), *b1 = malloc(nqv * 2);
     rc = cudaMalloc((void **)&db, nqv * 2) != cudaSuccess;
     for (size_t t = 0; t < sizeof tune / sizeof *tune && !rc; t++) {
-      rck_decode_attn_tune(tune[t][0], tune[t][1], tune[t][2], tune[t][3]);
+      rck_decode_attn_tune(tune[t][0], tune[t][1], tune[t][2], tune[t][3], tune[t][4]);
       rc = cudaMemset(dout, 0xff, nqv * 4) ||
            rck_decode_attention(dout, db, dq, dk, dv, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
            cudaMemcpy(t ? b1 : b0, db, nqv * 2, cudaMemcpyDeviceToHost);
@@ -312,7 +313,7 @@ static double attn_case(int mode, int hd, int nq, int nkv, int *row_diff) {
       if (!rc && (memcmp(o2, out, nqv * 4) || (t && memcmp(b0, b1, nqv * 2)))) (*row_diff)++;
       free(o2);
     }
-    rck_decode_attn_tune(0, 2, 1, 1); /* the defaults */
+    rck_decode_attn_tune(0, 2, 1, 1, 1); /* the defaults */
     cudaFree(db), free(b0), free(b1);
   }
   for (int r = 0; r < N && !rc; r++) { /* row r alone: same bits */
