@@ -123,7 +123,7 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
     int64_t n = 0;
     const char *text = prompts[p].text ? prompts[p].text : "";
     if ((rc = tokenizer_encode(tok, text, strlen(text), &t, &n, e))) {
-      rl_err_prefix(e, "rollout: prompt %lld: ", (long long)p);
+      rl_err_prefix(e, "rollout: prompt %lld: ", (long long)(o->prompt_base + p));
       break;
     }
     ids[p] = rl_xmalloc((size_t)(n + bos + 1) * sizeof(int32_t));
@@ -136,7 +136,7 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
       rc = rl_errf(e, RL_EXIT_USAGE,
                    "rollout: prompt %lld has %lld tokens, more than max_prompt_tokens %lld; "
                    "raise rollout.max_prompt_tokens or shorten the prompt",
-                   (long long)p, (long long)n_ids[p], (long long)o->max_prompt_tokens);
+                   (long long)(o->prompt_base + p), (long long)n_ids[p], (long long)o->max_prompt_tokens);
   }
   rollout_opts go = *o; /* eos_id −2: the tokenizer's EOS (the engine applies the stop rules with tok) */
   int slots = go.max_slots > 0 ? go.max_slots : 64;
@@ -158,7 +158,7 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
   free(ids), free(n_ids);
   for (int64_t i = 0; !rc && i < out->n; i++) {
     rollout_sample *s = &out->s[i];
-    const prompt_item *it = &prompts[s->prompt_index];
+    const prompt_item *it = &prompts[s->prompt_index - o->prompt_base];
     free(s->prompt_text), free(s->extra_json);
     s->prompt_text = strdup(it->text ? it->text : "");
     s->extra_json = strdup(it->extra_json ? it->extra_json : "{}");

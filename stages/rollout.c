@@ -15,6 +15,7 @@
  * admitted later copies the prefix and re-runs only the last prompt token.
  * None of this changes a result: every row is computed independently of the
  * others (decode.h), so the batch is the same for any slot count. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,6 +135,9 @@ static int opts_check(const rollout_engine *r, const rollout_opts *o, int G, int
                    (long long)o->max_new_tokens);
   if (G < 1) return rl_errf(e, RL_EXIT_USAGE, "rollout: samples_per_prompt is %d; it must be at least 1", G);
   if (n_prompts < 0) return rl_errf(e, RL_EXIT_USAGE, "rollout: negative prompt count");
+  if (o->prompt_base < 0 || o->prompt_base + n_prompts > UINT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "rollout: prompt_base %lld with %lld prompts is outside [0, 2^32)",
+                   (long long)o->prompt_base, (long long)n_prompts);
   if (o->max_slots < 0) return rl_errf(e, RL_EXIT_USAGE, "rollout: max_slots is %d; 0 means 64", o->max_slots);
   if (o->n_stop > 0 && !r->tok)
     return rl_errf(e, RL_EXIT_USAGE, "rollout: stop strings need a tokenizer (the engine has none)");
@@ -325,11 +329,11 @@ static int run_generate(rollout_engine *r, const int32_t *const *ids, const int6
   for (int64_t p = 0; p < n_prompts; p++) {
     if (n_ids[p] < 1)
       return rl_errf(e, RL_EXIT_USAGE, "rollout: prompt %lld has no tokens (an empty prompt needs add_bos)",
-                     (long long)p);
+                     (long long)(o->prompt_base + p));
     for (int64_t j = 0; j < n_ids[p]; j++)
       if (ids[p][j] < 0 || ids[p][j] >= m->V)
         return rl_errf(e, RL_EXIT_USAGE, "rollout: prompt %lld token %lld is id %d, outside the vocabulary (%d)",
-                       (long long)p, (long long)j, ids[p][j], m->V);
+                       (long long)(o->prompt_base + p), (long long)j, ids[p][j], m->V);
     if (n_ids[p] > maxp) maxp = n_ids[p];
   }
   int64_t max_len = maxp + o->max_new_tokens;
@@ -351,7 +355,7 @@ static int run_generate(rollout_engine *r, const int32_t *const *ids, const int6
   g.seq = rl_xcalloc((size_t)(g.n_seq > 0 ? g.n_seq : 1), sizeof(gen_seq));
   for (int64_t i = 0; i < g.n_seq; i++) {
     gen_seq *q = &g.seq[i];
-    q->p = i / G, q->g = i % G, q->prompt = ids[q->p], q->n_prompt = n_ids[q->p], q->slot = -1;
+    q->p = o->prompt_base + i / G, q->g = i % G, q->prompt = ids[i / G], q->n_prompt = n_ids[i / G], q->slot = -1;
     q->ids = rl_xmalloc((size_t)o->max_new_tokens * sizeof(int32_t));
     q->logp = rl_xmalloc((size_t)o->max_new_tokens * sizeof(float));
     if (g.rk) { /* −1 until a row is fed (the last generated token never is) */
@@ -430,7 +434,7 @@ int rollout_generate(rollout_engine *eng, const prompt_item *prompts, int64_t n_
     int64_t n = 0;
     const char *text = prompts[p].text ? prompts[p].text : "";
     if ((rc = tokenizer_encode(eng->tok, text, strlen(text), &t, &n, e))) {
-      rl_err_prefix(e, "rollout: prompt %lld: ", (long long)p);
+      rl_err_prefix(e, "rollout: prompt %lld: ", (long long)(o->prompt_base + p));
       break;
     }
     ids[p] = rl_xmalloc((size_t)(n + bos + 1) * sizeof(int32_t));
@@ -442,7 +446,7 @@ int rollout_generate(rollout_engine *eng, const prompt_item *prompts, int64_t n_
       rc = rl_errf(e, RL_EXIT_USAGE,
                    "rollout: prompt %lld (\"%.40s%s\") has %lld tokens, more than max_prompt_tokens %lld; "
                    "raise rollout.max_prompt_tokens or shorten the prompt",
-                   (long long)p, text, strlen(text) > 40 ? "…" : "", (long long)n_ids[p],
+                   (long long)(o->prompt_base + p), text, strlen(text) > 40 ? "…" : "", (long long)n_ids[p],
                    (long long)o->max_prompt_tokens);
   }
   if (!rc) rc = run_generate(eng, (const int32_t *const *)ids, n_ids, n_prompts, G, iteration, o, out, e);
@@ -454,7 +458,7 @@ int rollout_generate(rollout_engine *eng, const prompt_item *prompts, int64_t n_
   }
   for (int64_t i = 0; i < out->n; i++) {
     rollout_sample *s = &out->s[i];
-    const prompt_item *it = &prompts[s->prompt_index];
+    const prompt_item *it = &prompts[s->prompt_index - o->prompt_base];
     s->prompt_text = strdup(it->text ? it->text : "");
     s->extra_json = strdup(it->extra_json ? it->extra_json : "{}");
     s->data_index = it->index, s->data_epoch = it->epoch;
@@ -481,4 +485,114 @@ int rollout_routed_layer(const rollout_batch *b, const rollout_sample *s, int l,
   for (int64_t t = 0; t < T; t++)
     memcpy(dst + t * k, s->routed + ((size_t)t * L + l) * k, (size_t)k * sizeof(int32_t));
   return 0;
+}
+
+/* ---------------------------------------------------------------- a batch split over engines */
+
+void rollout_split_range(int64_t n_prompts, int parts, int k, int64_t *lo, int64_t *hi) {
+  *lo = n_prompts * k / parts, *hi = n_prompts * (k + 1) / parts;
+}
+
+int rollout_batch_concat(rollout_batch *parts, int n, rollout_batch *out, rl_err *e) {
+  memset(out, 0, sizeof *out);
+  if (n < 1) return rl_errf(e, RL_EXIT_FAIL, "rollout_batch_concat: no parts");
+  const rollout_batch *shape = NULL; /* the first part with samples: its routing shape */
+  int64_t total = 0, next = -1;
+  for (int k = 0; k < n; k++) {
+    const rollout_batch *b = &parts[k];
+    if (b->iteration != parts[0].iteration || b->group != parts[0].group || b->n != b->n_prompts * b->group)
+      return rl_errf(e, RL_EXIT_FAIL,
+                     "rollout_batch_concat: part %d (iteration %lld, %lld prompts x %lld = %lld samples) does not fit "
+                     "part 0 (iteration %lld, G = %lld)", k, (long long)b->iteration, (long long)b->n_prompts,
+                     (long long)b->group, (long long)b->n, (long long)parts[0].iteration, (long long)parts[0].group);
+    if (!b->n) continue;
+    if (shape && (b->route_layers != shape->route_layers || b->route_topk != shape->route_topk))
+      return rl_errf(e, RL_EXIT_FAIL, "rollout_batch_concat: part %d routes %d layers x top-%d, an earlier part %d x %d",
+                     k, b->route_layers, b->route_topk, shape->route_layers, shape->route_topk);
+    if (!shape) shape = b, next = b->s[0].prompt_index;
+    for (int64_t i = 0; i < b->n; i++)
+      if (b->s[i].prompt_index != next + i / b->group || b->s[i].sample_index != i % b->group)
+        return rl_errf(e, RL_EXIT_FAIL,
+                       "rollout_batch_concat: part %d sample %lld is (prompt %lld, sample %lld), expected (%lld, %lld): "
+                       "the parts must be consecutive prompt runs", k, (long long)i, (long long)b->s[i].prompt_index,
+                       (long long)b->s[i].sample_index, (long long)(next + i / b->group), (long long)(i % b->group));
+    next += b->n_prompts, total += b->n;
+  }
+  out->iteration = parts[0].iteration, out->group = parts[0].group, out->n = total;
+  out->route_layers = shape ? shape->route_layers : parts[0].route_layers;
+  out->route_topk = shape ? shape->route_topk : parts[0].route_topk;
+  out->s = rl_xcalloc((size_t)(total ? total : 1), sizeof *out->s);
+  int64_t at = 0;
+  for (int k = 0; k < n; k++) {
+    rollout_batch *b = &parts[k];
+    if (b->n) memcpy(out->s + at, b->s, (size_t)b->n * sizeof *b->s);
+    at += b->n;
+    out->n_prompts += b->n_prompts, out->n_generated += b->n_generated;
+    if (b->wall_s > out->wall_s) out->wall_s = b->wall_s;
+    free(b->s);
+    memset(b, 0, sizeof *b);
+  }
+  return 0;
+}
+
+/* One part of rollout_split_generate and what it returned. */
+typedef struct split_job {
+  rollout_part_fn fn;
+  void *ctx;
+  int part, G;
+  const prompt_item *prompts;
+  int64_t n_prompts, iteration;
+  rollout_opts o;
+  rollout_batch b;
+  rl_err e;
+  int rc;
+} split_job;
+
+static void *split_run(void *arg) {
+  split_job *j = arg;
+  memset(&j->b, 0, sizeof j->b);
+  rl_err_clear(&j->e);
+  j->rc = j->fn(j->ctx, j->part, j->prompts, j->n_prompts, j->G, j->iteration, &j->o, &j->b, &j->e);
+  return NULL;
+}
+
+int rollout_split_generate(int parts, rollout_part_fn fn, void *ctx, const prompt_item *prompts, int64_t n_prompts,
+                           int G, int64_t iteration, const rollout_opts *o, rollout_batch *out, rl_err *e) {
+  memset(out, 0, sizeof *out);
+  if (parts < 1 || parts > ROLLOUT_SPLIT_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "rollout: a batch split into %d parts; use 1 to %d", parts, ROLLOUT_SPLIT_MAX);
+  if (n_prompts < 0) return rl_errf(e, RL_EXIT_USAGE, "rollout: negative prompt count");
+  split_job *job = rl_xcalloc((size_t)parts, sizeof *job);
+  pthread_t *th = rl_xcalloc((size_t)parts, sizeof *th);
+  int *started = rl_xcalloc((size_t)parts, sizeof *started);
+  for (int k = 0; k < parts; k++) {
+    int64_t lo, hi;
+    rollout_split_range(n_prompts, parts, k, &lo, &hi);
+    split_job *j = &job[k];
+    j->fn = fn, j->ctx = ctx, j->part = k, j->G = G, j->prompts = prompts + lo, j->n_prompts = hi - lo;
+    j->iteration = iteration, j->o = *o, j->o.prompt_base = o->prompt_base + lo;
+  }
+  /* empty parts (more parts than prompts) call nothing: an empty batch of the iteration */
+  for (int k = 1; k < parts; k++)
+    if (job[k].n_prompts) started[k] = !pthread_create(&th[k], NULL, split_run, &job[k]);
+  if (job[0].n_prompts || parts == 1) split_run(&job[0]);
+  for (int k = 1; k < parts; k++) {
+    if (started[k]) pthread_join(th[k], NULL);
+    else if (job[k].n_prompts) split_run(&job[k]); /* no thread to be had: run it here, after the others */
+  }
+  int rc = 0;
+  for (int k = 0; k < parts && !rc; k++)
+    if ((rc = job[k].rc) && e) {
+      *e = job[k].e;
+      if (parts > 1) rl_err_prefix(e, "rollout part %d of %d: ", k, parts);
+    }
+  rollout_batch *b = rl_xcalloc((size_t)parts, sizeof *b);
+  for (int k = 0; k < parts; k++) {
+    b[k] = job[k].b;
+    if (!job[k].n_prompts && !(k == 0 && parts == 1)) b[k].iteration = iteration, b[k].group = G;
+  }
+  if (!rc) rc = rollout_batch_concat(b, parts, out, e);
+  for (int k = 0; k < parts; k++) rollout_batch_free(&b[k]);
+  free(b), free(job), free(th), free(started);
+  return rc;
 }

@@ -114,6 +114,10 @@ typedef struct rollout_opts {
   int ignore_eos;         /* 1: EOS does not end a sequence (benchmarks) */
   int max_slots;          /* sequences decoded together (the decode batch); 0 = 64 */
   int32_t eos_id;         /* -2 (default): the tokenizer's EOS; -1: none; else this id */
+  int64_t prompt_base;    /* index in the iteration's batch of prompts[0] (default 0): a part
+                             of a batch split over engines (rollout_split_generate) keys its
+                             draws and numbers its samples (prompt_index = prompt_base + p,
+                             also in error messages) as the whole batch does */
 } rollout_opts;
 
 /* Engine options; NULL = defaults. */
@@ -156,6 +160,35 @@ int rollout_generate_ids(rollout_engine *eng, const int32_t *const *ids, const i
                          rollout_batch *out, rl_err *e);
 
 void rollout_batch_free(rollout_batch *b);
+
+/* ---- a batch split over several engines (e.g. one per rollout GPU)
+ *
+ * rollout_split_range: part k of `parts` of n prompts is the contiguous run
+ * [lo, hi) = [⌊n·k/parts⌋, ⌊n·(k+1)/parts⌋) (sizes differ by at most one;
+ * a part may be empty when parts > n). A prompt's G samples stay together.
+ *
+ * rollout_split_generate: runs fn for every part at once — part 0 on the
+ * calling thread, parts 1 … parts−1 each on a thread of its own — with the
+ * part's prompts (prompts + lo, hi − lo of them) and opts whose prompt_base
+ * is o->prompt_base + lo, then concatenates the parts' batches in part order
+ * (rollout_batch_concat). By the determinism contract above, the result is
+ * bit-identical to one engine generating the whole batch. fn must fill *out
+ * as rollout_generate does (prompt_index counting from the base it is
+ * given); it may leave *out empty on error. Errors: the lowest-numbered
+ * failing part's, prefixed "rollout part k of P: "; every batch is freed and
+ * *out left empty. parts: 1 … ROLLOUT_SPLIT_MAX. */
+#define ROLLOUT_SPLIT_MAX 64
+typedef int (*rollout_part_fn)(void *ctx, int part, const prompt_item *prompts, int64_t n_prompts, int G,
+                               int64_t iteration, const rollout_opts *o, rollout_batch *out, rl_err *e);
+void rollout_split_range(int64_t n_prompts, int parts, int k, int64_t *lo, int64_t *hi);
+int rollout_split_generate(int parts, rollout_part_fn fn, void *ctx, const prompt_item *prompts, int64_t n_prompts,
+                           int G, int64_t iteration, const rollout_opts *o, rollout_batch *out, rl_err *e);
+/* Move the samples of parts[0 … n) (consecutive prompt runs of one
+ * iteration, same G) into *out in order; the parts are left empty. wall_s:
+ * the longest part's. Refused (RL_EXIT_FAIL, nothing moved) when the parts'
+ * iteration, group or routing shape differ or a part's prompt_index does not
+ * continue where the previous part ended. */
+int rollout_batch_concat(rollout_batch *parts, int n, rollout_batch *out, rl_err *e);
 
 /* Layer l's routing of sample s as [n_prompt + n_completion][k] into dst
  * (the replay_ids layout of model_fwd_opts); 0, or −1 when the batch has no

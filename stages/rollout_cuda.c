@@ -466,7 +466,8 @@ static int rc_sample(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi, int
   sampler_params sp = sampler_default_params();
   sp.temperature = o->temperature, sp.greedy = o->greedy, sp.top_k = o->top_k, sp.top_p = o->top_p, sp.min_p = o->min_p;
   for (int i = 0; i < n; i++)
-    keys[i] = (sampler_key){o->seed, (uint32_t)it, (uint32_t)(qi[i] / G), (uint32_t)(qi[i] % G), (uint32_t)sq[i]->n_comp};
+    keys[i] = (sampler_key){o->seed, (uint32_t)it, (uint32_t)(o->prompt_base + qi[i] / G), (uint32_t)(qi[i] % G),
+                            (uint32_t)sq[i]->n_comp};
   /* queued behind the step without blocking: the host waits once, for the samples */
   memcpy(g->h_keys, keys, (size_t)n * sizeof *keys);
   RC(cudaMemcpyAsync(g->d_keys, g->h_keys, (size_t)n * sizeof *keys, cudaMemcpyHostToDevice, cudaStreamPerThread),
@@ -489,14 +490,14 @@ static int rc_sample(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi, int
     rc_seq *q = sq[i];
     if (so[i].status != SAMPLER_OK)
       return rl_errf(e, RL_EXIT_FAIL, "rollout (CUDA): prompt %lld sample %lld position %lld: %s logits",
-                     (long long)(qi[i] / G), (long long)(qi[i] % G), (long long)q->n_comp,
+                     (long long)(o->prompt_base + qi[i] / G), (long long)(qi[i] % G), (long long)q->n_comp,
                      so[i].status == SAMPLER_NONFINITE ? "non-finite" : "all -inf");
     q->ids[q->n_prompt + q->n_comp] = so[i].token;
     q->logp[q->n_comp++] = (float)so[i].logp;
     if (g->tok && so[i].token < g->tok->vocab) { /* the stop rules, as the CPU engine applies them */
       if (stop_seq_push(&q->stop, &rule, g->tok, so[i].token, e) < 0)
-        return rl_err_prefix(e, "rollout (CUDA): prompt %lld sample %lld: ", (long long)(qi[i] / G),
-                             (long long)(qi[i] % G));
+        return rl_err_prefix(e, "rollout (CUDA): prompt %lld sample %lld: ",
+                             (long long)(o->prompt_base + qi[i] / G), (long long)(qi[i] % G));
       q->fin = q->stop.reason;
     } else if (g->tok) { /* an id of the padded model vocabulary the tokenizer lacks: no text */
       q->stop.n_tokens++;
@@ -559,8 +560,9 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
                               rollout_batch *out, rl_err *e) {
   memset(out, 0, sizeof *out);
   model *m = g->m;
-  if (n_prompts < 0 || G < 1 || o->max_new_tokens < 1)
-    return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: need n_prompts >= 0, G >= 1, max_new_tokens >= 1");
+  if (n_prompts < 0 || G < 1 || o->max_new_tokens < 1 || o->prompt_base < 0 || o->prompt_base + n_prompts > UINT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: need n_prompts >= 0, G >= 1, max_new_tokens >= 1 and "
+                   "prompt_base + n_prompts in [0, 2^32)");
   if (o->n_stop > 0 && !g->tok)
     return rl_errf(e, RL_EXIT_USAGE,
                    "rollout_cuda_generate_ids: stop strings need a tokenizer (rollout_cuda_engine_set_tokenizer)");
@@ -569,11 +571,12 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
       return rl_errf(e, RL_EXIT_USAGE,
                      "rollout_cuda_generate_ids: prompt %lld has %lld tokens; with max_new_tokens %lld it must fit the "
                      "engine's max_len %lld (make the engine longer)",
-                     (long long)p, (long long)n_ids[p], (long long)o->max_new_tokens, (long long)g->max_len);
+                     (long long)(o->prompt_base + p), (long long)n_ids[p], (long long)o->max_new_tokens,
+                     (long long)g->max_len);
     for (int64_t t = 0; t < n_ids[p]; t++)
       if (ids[p][t] < 0 || ids[p][t] >= m->V)
         return rl_errf(e, RL_EXIT_USAGE, "rollout_cuda_generate_ids: prompt %lld token %lld = %d is outside [0, %d)",
-                       (long long)p, (long long)t, ids[p][t], m->V);
+                       (long long)(o->prompt_base + p), (long long)t, ids[p][t], m->V);
   }
   int rc = rc_views(g, e);
   if (rc) return rl_err_prefix(e, "rollout_cuda_generate_ids: ");
@@ -606,7 +609,7 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
   for (int64_t i = 0; i < N; i++) {
     rc_seq *q = &seq[i];
     rollout_sample *s = &out->s[i];
-    s->prompt_index = i / G, s->sample_index = i % G, s->data_index = -1;
+    s->prompt_index = o->prompt_base + i / G, s->sample_index = i % G, s->data_index = -1;
     s->prompt_text = rl_xstrdup(""), s->extra_json = rl_xstrdup("{}");
     s->completion_text = q->stop.text ? q->stop.text : rl_xstrdup(""); /* taken over from the stop state */
     q->stop.text = NULL;
