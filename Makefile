@@ -61,18 +61,23 @@ STATIC_LIBS := $(foreach a,$(STATIC_NAMES),$(shell $(CC) -print-file-name=$(a)))
 MISSING_STATIC := $(strip $(foreach a,$(STATIC_LIBS),$(if $(findstring /,$(a)),,$(a))))
 LIBGOMP_A := $(shell $(CC) -print-file-name=libgomp.a)
 
+# Goals that need none of the four libraries: `run` installs them (scripts/install-deps.sh)
+# and only then re-runs make for the build; every other goal checks below, before building.
+NO_LIB_GOALS := clean run oracles fixtures
+NEEDS_LIBS := $(filter-out $(NO_LIB_GOALS),$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL)))
+
 ifeq ($(MAKELEVEL),0)
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
   ok = $(if $(1),✓,✗)
   $(info rlrun build → $(BUILD)/  (SAN=$(SAN) FUZZ=$(FUZZ) CUDA=$(USE_CUDA)))
   $(info $(sp) $(call ok,$(NVCC)) nvcc $(if $(NVCC),$(shell $(NVCC) --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'),not found: CPU-only build))
   $(info $(sp) $(call ok,$(HAVE_CUBLASLT)) cuBLASLt   $(call ok,$(HAVE_NCCL)) NCCL   $(if $(filter 1,$(USE_CUDA)),→ CUDA kernels for sm_90a + sm_100a,→ no CUDA kernels))
-  $(info $(sp) $(call ok,$(if $(MISSING_STATIC),,1)) static libyaml, SQLite, Lua 5.4, jansson$(if $(MISSING_STATIC), — missing $(MISSING_STATIC): run scripts/install-deps.sh))
+  $(info $(sp) $(call ok,$(if $(MISSING_STATIC),,1)) static libyaml, SQLite, Lua 5.4, jansson$(if $(MISSING_STATIC), — missing $(MISSING_STATIC): $(if $(NEEDS_LIBS),run scripts/install-deps.sh,installing them first)))
 endif
 endif
 ifneq ($(MISSING_STATIC),)
-ifeq ($(filter clean,$(MAKECMDGOALS)),)
-  $(error missing static libraries $(MISSING_STATIC); run scripts/install-deps.sh)
+ifneq ($(NEEDS_LIBS),)
+  $(error missing static libraries $(MISSING_STATIC) (needed by `make $(NEEDS_LIBS)`); run scripts/install-deps.sh (as root or with sudo), or `make run`, which runs it first)
 endif
 endif
 
@@ -133,7 +138,7 @@ GIT_DESC := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 $(shell mkdir -p $(BUILD) && printf '#define RLRUN_GIT "%s"\n#define RLRUN_BUILD_FLAGS "%s"\n' '$(GIT_DESC)' '$(BUILD_FLAGS_STR)' > $(BUILD)/buildinfo.h.new && (cmp -s $(BUILD)/buildinfo.h.new $(BUILD)/buildinfo.h || mv $(BUILD)/buildinfo.h.new $(BUILD)/buildinfo.h); rm -f $(BUILD)/buildinfo.h.new)
 
 # ---------------------------------------------------------------- rules
-.PHONY: all test run bench fuzz clean fixtures gpu-tests
+.PHONY: all test run bench fuzz clean fixtures oracles gpu-tests
 
 all: $(BUILD)/rlrun
 
@@ -172,23 +177,33 @@ $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/librlrun.a
 FIXTURE_DIR ?= build/fixtures
 ORACLE_CI := $(wildcard tests/oracle/ci_*.py)
 FIXTURE_STAMPS := $(ORACLE_CI:tests/oracle/%.py=$(FIXTURE_DIR)/%.stamp)
-$(FIXTURE_DIR)/%.stamp: tests/oracle/%.py
+# The oracles' interpreter: the project-local venv (.venv-oracles/) that scripts/install-deps.sh
+# makes where the system Python is externally managed (PEP 668), else $PYTHON or python3.
+# Expanded when a recipe runs, so after `oracles` has made the venv.
+ORACLE_PY = $(shell scripts/install-deps.sh --python)
+$(FIXTURE_DIR)/%.stamp: tests/oracle/%.py | oracles
 	@mkdir -p $(FIXTURE_DIR)
-	python3 $< --out $(FIXTURE_DIR)
+	'$(ORACLE_PY)' $< --out $(FIXTURE_DIR)
 	@touch $@
 fixtures: $(FIXTURE_STAMPS)
+# numpy, ml_dtypes and safetensors for the oracle tests: installed when missing, a clear error
+# (and exit 1) when they cannot be.
+oracles:
+	@scripts/install-deps.sh --oracles
 
 $(BUILD)/gpu/%: tests/gpu/%.c $(BUILD)/librlrun.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 gpu-tests: $(GPU_TEST_BIN)
 
-test: $(BUILD)/rlrun $(BUILD)/rlrun-tests $(FIXTURE_STAMPS) $(GPU_TEST_BIN)
-	RLRUN_BIN=$(BUILD)/rlrun RLRUN_FIXTURES=$(FIXTURE_DIR) ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 \
+test: oracles $(BUILD)/rlrun $(BUILD)/rlrun-tests $(FIXTURE_STAMPS) $(GPU_TEST_BIN)
+	RLRUN_BIN=$(BUILD)/rlrun RLRUN_FIXTURES=$(FIXTURE_DIR) RLRUN_PYTHON='$(ORACLE_PY)' ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1 \
 	  $(BUILD)/rlrun-tests $(T)
 
-run: 
-	@scripts/install-deps.sh --check >/dev/null 2>&1 || scripts/install-deps.sh
+# Install first (the Python oracles are only for `make test`: failing to get them is a warning
+# here), then build in a fresh make that sees the libraries just installed.
+run:
+	@scripts/install-deps.sh --check >/dev/null 2>&1 || scripts/install-deps.sh --oracles-optional
 	@$(MAKE) --no-print-directory $(BUILD)/rlrun
 	$(BUILD)/rlrun run recipes/demo-cpu.yaml
 

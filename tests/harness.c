@@ -82,6 +82,12 @@ const char *harness_bin(void) {
   return b && *b ? b : "build/rlrun";
 }
 
+const char *harness_python(void) {
+  const char *p = getenv("RLRUN_PYTHON");
+  if (p && *p) return p;
+  return access(".venv-oracles/bin/python3", X_OK) == 0 ? ".venv-oracles/bin/python3" : "python3";
+}
+
 const char *harness_tmpdir(void) {
   if (H.tmpdir[0]) return H.tmpdir;
   if (!H.tmproot[0]) {

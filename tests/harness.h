@@ -102,6 +102,11 @@ int harness_run(const char *cmd, char *out, size_t outsz);
 /* Path of the rlrun binary under test ($RLRUN_BIN, default build/rlrun). */
 const char *harness_bin(void);
 
+/* The Python that runs the oracle scripts (numpy, ml_dtypes, safetensors):
+ * $RLRUN_PYTHON (`make test` sets it from scripts/install-deps.sh --python),
+ * else the project's .venv-oracles/bin/python3 when there is one, else python3. */
+const char *harness_python(void);
+
 /* A fresh empty directory for this test, removed at exit unless the run failed. */
 const char *harness_tmpdir(void);
 

@@ -44,7 +44,7 @@ static int convert_pair(const char *src, const char *fmt, const char *extra, cha
 /* The independent numpy oracle agrees (scales re-derived, bounds, bitwise dequant). */
 static void python_verify(const char *src, const char *q, const char *fmt, const char *rt) {
   char cmd[4096];
-  snprintf(cmd, sizeof cmd, "python3 tests/oracle/check_st.py verify %s %s %s %s", src, q, fmt, rt);
+  snprintf(cmd, sizeof cmd, "'%s' tests/oracle/check_st.py verify %s %s %s %s", harness_python(), src, q, fmt, rt);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_CONTAINS(out, "ok ");
 }
@@ -321,7 +321,7 @@ TEST(convert_shards_output_with_correct_index) {
     CHECK_MSG(h->data_len <= 1000000, "shard %d holds %llu bytes", i, (unsigned long long)h->data_len);
   }
   st_ckpt_close(q);
-  snprintf(cmd, sizeof cmd, "python3 tests/oracle/check_st.py dump %s | wc -l", qd);
+  snprintf(cmd, sizeof cmd, "'%s' tests/oracle/check_st.py dump %s | wc -l", harness_python(), qd);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_STREQ(out, "57\n");
   char rd[1024];

@@ -18,7 +18,7 @@ static inline void *fixture_load_q(const char *rel, size_t *n, int quiet) {
   size_t len = 0;
   rl_err e;
   if (rl_read_file(path, &buf, &len, &e) != 0) {
-    if (!quiet) fprintf(stderr, "fixture missing: %s (run: python3 tests/oracle/ci_formats.py / ci_quant.py --out DIR)\n", path);
+    if (!quiet) fprintf(stderr, "fixture missing: %s (run: make fixtures, or tests/oracle/ci_formats.py / ci_quant.py --out DIR with the oracles' Python)\n", path);
     return NULL;
   }
   if (n) *n = len;

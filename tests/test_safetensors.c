@@ -171,7 +171,7 @@ TEST(st_writer_aligned_atomic_and_python_reads_it) {
   CHECK_EQ_U64(bf[5], 0x0001);
   st_file_close(f);
   /* The pip library opens it and reads the same bytes. */
-  snprintf(cmd, sizeof cmd, "python3 tests/oracle/check_st.py dump %s", path);
+  snprintf(cmd, sizeof cmd, "'%s' tests/oracle/check_st.py dump %s", harness_python(), path);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   uint8_t u8[3] = {1, 2, 3};
   uint16_t bfw[6] = {0x3f80, 0xbf80, 0x4000, 0, 0x7f80, 0x0001};
