@@ -36,6 +36,26 @@ static int run_check_hardware(recipe *r, rl_err *e) {
   return 0;
 }
 
+/* The recipe file's absolute path for run.json: its directory made absolute
+ * (realpath), its own name kept. Not realpath of the file: a recipe reached
+ * through a symbolic link resolves its relative paths and base: against the
+ * link's directory (where it was loaded from), and resume must load it the
+ * same way from any working directory. malloc'd; NULL when the directory does
+ * not resolve. */
+static char *run_recipe_abs(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir = slash ? rl_xstrdup(path) : rl_xstrdup(".");
+  if (slash) dir[slash == path ? 1 : slash - path] = 0;
+  char *real = realpath(dir, NULL);
+  free(dir);
+  if (!real) return NULL;
+  const char *base = slash ? slash + 1 : path;
+  char *out = rl_xmalloc(strlen(real) + strlen(base) + 2);
+  sprintf(out, "%s%s%s", real, strcmp(real, "/") ? "/" : "", base);
+  free(real);
+  return out;
+}
+
 /* Progress display: a status line on a terminal, plain lines otherwise (RLRUN_PROGRESS=0|1 overrides). */
 static loop_opts run_loop_opts(int quiet) {
   loop_opts o = {.progress = isatty(2), .log = stderr, .quiet = quiet};
@@ -45,9 +65,10 @@ static loop_opts run_loop_opts(int quiet) {
 }
 
 /* Run the loop under the signal handlers and report the outcome. */
-static int run_loop(const char *dir, store *s, const recipe *r, int quiet) {
+static int run_loop(const char *dir, store *s, const recipe *r, int quiet, const loop_resume *rp) {
   rl_err e;
   loop_opts o = run_loop_opts(quiet);
+  o.resume = rp;
   int rc = loop_run(dir, s, r, &o, &e);
   if (rc) {
     fprintf(stderr, "rlrun: %s\n", e.msg);
@@ -58,7 +79,10 @@ static int run_loop(const char *dir, store *s, const recipe *r, int quiet) {
   return 0;
 }
 
-/* Write recipe.yaml, recipe.resolved.yaml and run.json into a new run directory. */
+/* Write recipe.yaml, recipe.resolved.yaml and run.json into a new run directory.
+ * run.json keeps the working directory too: overrides with relative paths
+ * (--set reward.script=lua/x.lua) name files relative to it, and resume
+ * resolves them there whatever its own working directory. */
 static int run_write_files(const char *dir, const char *text, const char *resolved, const char *recipe_path,
                            char **sets, int n_sets, rl_err *e) {
   char path[4200];
@@ -67,6 +91,9 @@ static int run_write_files(const char *dir, const char *text, const char *resolv
   snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
   if (rundir_write_atomic(path, resolved, strlen(resolved), e)) return e->code;
   json_t *o = json_pack("{s:s,s:[]}", "recipe_path", recipe_path, "overrides");
+  char *cwd = getcwd(NULL, 0);
+  if (cwd) json_object_set_new(o, "cwd", json_string(cwd));
+  free(cwd);
   for (int i = 0; i < n_sets; i++) json_array_append_new(json_object_get(o, "overrides"), json_string(sets[i]));
   char *js = json_dumps(o, JSON_INDENT(2));
   json_decref(o);
@@ -138,7 +165,7 @@ int cmd_run(int argc, char **argv) {
   snprintf(init, sizeof init, "%s/.init", runs_dir);
   if (!rc) {
     resolved = runs_resolved_text(&r);
-    abs = realpath(path, NULL);
+    abs = run_recipe_abs(path);
     rc = rundir_create(init, name ? name : r.name, tmp, sizeof tmp, &e);
   }
   if (!rc) rc = run_write_files(tmp, text, resolved, abs ? abs : path, sets, n_sets, &e);
@@ -179,7 +206,7 @@ int cmd_run(int argc, char **argv) {
   } else {
     printf("run directory: %s\n", dir);
     fflush(stdout);
-    rc = run_loop(dir, s, &r, quiet);
+    rc = run_loop(dir, s, &r, quiet, NULL);
   }
   if (s) store_close(s);
   if (lock >= 0) close(lock);
@@ -199,13 +226,16 @@ static int resume_changes(const char *dir, const store_run *run, recipe *fresh, 
   snprintf(path, sizeof path, "%s/" RUNS_INFO, dir);
   json_t *info = json_load_file(path, 0, NULL);
   const char *rp = json_string_value(json_object_get(info, "recipe_path"));
+  /* relative override paths: against the directory the run was started in (runs
+   * written before run.json kept it: the working directory now, as before) */
+  const char *cwd = json_string_value(json_object_get(info, "cwd"));
   if (rp && access(rp, R_OK) == 0) {
     json_t *ov = json_object_get(info, "overrides");
     int n_sets = (int)json_array_size(ov);
     const char **sets = rl_xcalloc((size_t)n_sets + 1, sizeof *sets);
     for (int i = 0; i < n_sets; i++) sets[i] = json_string_value(json_array_get(ov, (size_t)i));
     rl_err e;
-    if (recipe_load(rp, sets, n_sets, fresh, &e) || runs_canonical_recipe(fresh, &e)) {
+    if (recipe_load_at(rp, sets, n_sets, cwd, fresh, &e) || runs_canonical_recipe(fresh, &e)) {
       size_t old = *report ? strlen(*report) : 0, add = strlen(rp) + strlen(e.msg) + 64;
       *report = rl_xrealloc(*report, old + add);
       snprintf(*report + old, add, "  recipe %s no longer loads: %s\n", rp, e.msg);
@@ -233,6 +263,9 @@ int cmd_resume(int argc, char **argv) {
            "Refuses (exit 4) when the recipe file or an input (model files, data, Lua scripts) changed\n"
            "since the run started, and prints what changed; --allow-changed continues with the changed\n"
            "ones (recorded as an event). A complete run says so and does nothing (exit 0).\n"
+           "A checkpoint with a wrong hash stops it before anything is written (exit 4, the file\n"
+           "named); remove that checkpoint's directory to resume from the one before: the removed\n"
+           "checkpoints are written again. Works from any working directory.\n"
            "exit codes: 0 complete, 1 a stage failed (resumable), 2 not a run directory, 3 not\n"
            "runnable here, 4 run state refused (corrupt state.db, changed inputs, bad checkpoint), 130\n"
            "interrupted.\n");
@@ -274,6 +307,9 @@ int cmd_resume(int argc, char **argv) {
   int have_fresh = 0, rc = store_run_get(s, &run, &e);
   if (!rc) rc = runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e);
   int changes = rc ? 0 : resume_changes(dir, &run, &fresh, &have_fresh, &fresh_text, &fresh_hashes, &report);
+  loop_resume point;
+  memset(&point, 0, sizeof point);
+  int complete = 0;
   if (rc) {
     fprintf(stderr, "rlrun resume: %s\n", e.msg);
   } else if (changes && !allow) {
@@ -283,7 +319,19 @@ int cmd_resume(int argc, char **argv) {
             "(recorded in the run's events)\n",
             dir, report);
     rc = RL_EXIT_STATE;
-  } else if (changes) {
+  } else {
+    /* Every check before the first write: the recipe the run continues with, the
+     * hardware, the checkpoint it resumes from (sha256 of every file). A failure
+     * leaves state.db, the run files and the checkpoints as they were. */
+    recipe *use = changes && have_fresh ? &fresh : &r;
+    complete = loop_is_complete(s, use->loop.iterations);
+    if (!complete && (rc = run_check_hardware(use, &e))) {
+      fprintf(stderr, "rlrun resume: %s\n", e.msg);
+    } else if (!complete && (rc = loop_resume_find(dir, s, use, &point, &e))) {
+      fprintf(stderr, "rlrun resume: cannot resume %s: %s\nrlrun resume: nothing was modified\n", dir, e.msg);
+    }
+  }
+  if (!rc && changes) {
     store_event(s, STORE_WARN, -1, NULL, &e, "resumed with --allow-changed:\n%s", report);
     fprintf(stderr, "rlrun resume: continuing with changes (--allow-changed):\n%s", report);
     if (have_fresh) {
@@ -299,18 +347,17 @@ int cmd_resume(int argc, char **argv) {
     }
     if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);
   }
-  if (!rc && (changes == 0 || allow)) {
-    if (loop_is_complete(s, r.loop.iterations)) {
+  if (!rc) {
+    if (complete) {
       printf("%s: the run is already complete (%lld iterations, final checkpoint step-%06lld); nothing to do\n",
              dir, (long long)r.loop.iterations, (long long)r.loop.iterations);
-    } else if ((rc = run_check_hardware(&r, &e))) {
-      fprintf(stderr, "rlrun resume: %s\n", e.msg);
     } else {
       printf("resuming %s\n", dir);
       fflush(stdout);
-      rc = run_loop(dir, s, &r, quiet);
+      rc = run_loop(dir, s, &r, quiet, &point);
     }
   }
+  loop_resume_free(&point);
   if (have_fresh) recipe_free(&fresh);
   recipe_free(&r);
   store_run_free(&run);

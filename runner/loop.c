@@ -231,36 +231,75 @@ static void loop_close(loop_ctx *c) {
   if (c->logfile) fclose(c->logfile);
 }
 
-/* Restore weights and optimizer state from the newest complete checkpoint;
- * *start = the first iteration still to run. */
-static int loop_restore(loop_ctx *c, int64_t *start, rl_err *e) {
-  *start = 1;
-  int removed = 0, found = 0;
-  if (ckpt_clean_stale(c->dir, c->s, &removed, e)) return e->code;
-  if (removed) store_event(c->s, STORE_INFO, -1, NULL, e, "removed %d unfinished checkpoint director%s", removed, removed == 1 ? "y" : "ies");
-  ckpt_info info;
-  if (ckpt_latest(c->dir, c->s, &info, &found, e)) return e->code;
-  if (!found) return 0;
-  char path[4400];
-  snprintf(path, sizeof path, "%s/" CKPT_WEIGHTS, info.dir);
-  int rc = loop_model_load_weights(c->m, path, e);
-  snprintf(path, sizeof path, "%s/" CKPT_OPTIM, info.dir);
-  if (!rc) rc = trainer_state_load(c->tr, path, e);
-  if (!rc) rc = loop_sync_weights(c, NULL, e);
-  if (!rc && info.data_cursor != info.iteration * c->B)
-    rc = rl_errf(e, RL_EXIT_STATE, "%s: data cursor %lld does not match iteration %lld x batch %lld", info.dir,
-                 (long long)info.data_cursor, (long long)info.iteration, (long long)c->B);
-  if (!rc) {
-    *start = info.iteration + 1;
-    loop_say(c, "resuming after checkpoint step-%06lld (iteration %lld of %lld)", (long long)info.iteration,
-             (long long)info.iteration, (long long)c->N);
-    store_event(c->s, STORE_INFO, info.iteration, CKPT_STAGE, e, "resumed from checkpoint step-%06lld",
-                (long long)info.iteration);
-  } else {
-    rl_err_prefix(e, "restoring checkpoint %s: ", info.dir);
+int loop_resume_find(const char *run_dir, store *s, const recipe *r, loop_resume *out, rl_err *e) {
+  memset(out, 0, sizeof *out);
+  if (ckpt_latest(run_dir, s, &out->info, &out->found, e)) return e->code;
+  if (!out->found) return 0;
+  const ckpt_info *info = &out->info;
+  int64_t B = r->rollout.batch;
+  if (info->data_cursor != info->iteration * B) {
+    rl_errf(e, RL_EXIT_STATE, "%s: data cursor %lld does not match iteration %lld x batch %lld", info->dir,
+            (long long)info->data_cursor, (long long)info->iteration, (long long)B);
+    loop_resume_free(out);
+    return e->code;
   }
-  ckpt_info_free(&info);
-  return rc;
+  return 0;
+}
+
+void loop_resume_free(loop_resume *p) {
+  if (!p) return;
+  ckpt_info_free(&p->info);
+  p->found = 0;
+}
+
+/* Restore weights and optimizer state from the checked resume point rp;
+ * *start = the first iteration still to run. A failure writes nothing to the
+ * store. On success, one transaction forgets the records of newer checkpoints
+ * whose directories are gone (so they are written again, not verified) and
+ * records the resume. */
+static int loop_restore(loop_ctx *c, const loop_resume *rp, int64_t *start, rl_err *e) {
+  *start = 1;
+  int64_t from = rp->found ? rp->info.iteration : 0;
+  if (rp->found) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/" CKPT_WEIGHTS, rp->info.dir);
+    int rc = loop_model_load_weights(c->m, path, e);
+    snprintf(path, sizeof path, "%s/" CKPT_OPTIM, rp->info.dir);
+    if (!rc) rc = trainer_state_load(c->tr, path, e);
+    if (!rc) rc = loop_sync_weights(c, NULL, e);
+    if (rc) return rl_err_prefix(e, "restoring checkpoint %s (nothing was recorded): ", rp->info.dir);
+  }
+  int removed = 0, n_gone = 0;
+  int64_t *gone = NULL;
+  if (ckpt_clean_stale(c->dir, c->s, &removed, e)) return e->code;
+  int rc = store_begin(c->s, e);
+  if (!rc) rc = ckpt_forget_after(c->s, from, &gone, &n_gone, e);
+  char list[512] = "";
+  for (int i = 0, at = 0; i < n_gone && at < (int)sizeof list - 16; i++)
+    at += snprintf(list + at, sizeof list - (size_t)at, "%sstep-%06lld", i ? " " : "", (long long)gone[i]);
+  if (!rc && removed)
+    rc = store_event(c->s, STORE_INFO, -1, NULL, e, "removed %d unfinished checkpoint director%s", removed,
+                     removed == 1 ? "y" : "ies");
+  char whence[64] = "the start";
+  if (rp->found) snprintf(whence, sizeof whence, "checkpoint step-%06lld", (long long)from);
+  if (!rc && n_gone)
+    rc = store_event(c->s, STORE_WARN, from, CKPT_STAGE, e,
+                     "checkpoint director%s %s removed: resumed from %s; %s written again when the run gets there",
+                     n_gone == 1 ? "y" : "ies", list, whence, n_gone == 1 ? "it is" : "they are");
+  if (!rc && rp->found)
+    rc = store_event(c->s, STORE_INFO, from, CKPT_STAGE, e, "resumed from checkpoint step-%06lld", (long long)from);
+  if (!rc) rc = store_commit(c->s, e);
+  else store_rollback(c->s);
+  free(gone);
+  if (rc) return rc;
+  *start = from + 1;
+  if (n_gone)
+    loop_say(c, "checkpoint%s %s removed from the run directory: resuming from %s, %s written again",
+             n_gone == 1 ? "" : "s", list, whence, n_gone == 1 ? "it will be" : "they will be");
+  if (rp->found)
+    loop_say(c, "resuming after checkpoint step-%06lld (iteration %lld of %lld)", (long long)from, (long long)from,
+             (long long)c->N);
+  return 0;
 }
 
 /* Score the batch with the Lua reward; sets rewards and adds reward metrics. */
@@ -462,6 +501,14 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
   c.quiet = o ? o->quiet : 0;
   c.last_reward = c.last_mismatch = c.last_loss = NAN;
   c.stage = "convert";
+  /* the resume point first: a bad checkpoint stops the run before anything is written */
+  loop_resume own;
+  memset(&own, 0, sizeof own);
+  const loop_resume *rp = o ? o->resume : NULL;
+  if (!rp) {
+    if (loop_resume_find(run_dir, s, r, &own, e)) return e->code;
+    rp = &own;
+  }
   char path[4200];
   snprintf(path, sizeof path, "%s/logs/run.log", run_dir);
   c.logfile = fopen(path, "a");
@@ -471,11 +518,13 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
   if (rc) {
     loop_failed(&c, 0, "convert", e);
     loop_close(&c);
+    loop_resume_free(&own);
     return rc;
   }
   int64_t start = 1;
-  if ((rc = loop_restore(&c, &start, e))) {
-    loop_failed(&c, start, "convert", e);
+  rc = loop_restore(&c, rp, &start, e);
+  loop_resume_free(&own);
+  if (rc) { /* nothing recorded: the store is as it was */
     loop_close(&c);
     return rc;
   }

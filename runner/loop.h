@@ -4,7 +4,8 @@
  *   convert (iteration 0): build the model (HF dir, checkpoint, or a fresh
  *     init from the seed), the tokenizer, prompts, the reward host, the
  *     rollout engine and the trainer; then load the newest complete checkpoint
- *     of the run, if any (sha256-verified).
+ *     of the run, if any (sha256-verified; a checkpoint whose directory was
+ *     removed is skipped, and its record forgotten, see loop_run).
  *   per iteration k = (checkpoint + 1) .. loop.iterations:
  *     rollout  prompts of k (a pure function of seed, k, batch) → samples;
  *              when (k, rollout) is already done, its samples are READ BACK
@@ -37,18 +38,37 @@
 
 #include "kernels/common.h"
 #include "runner/recipe.h"
+#include "state/ckpt.h"
 #include "state/store.h"
+
+/* Where a run continues: the newest recorded checkpoint whose directory is
+ * present, every file sha256-verified, its manifest read and its data cursor
+ * checked against the recipe's batch. */
+typedef struct loop_resume {
+  int found;     /* 0: no checkpoint (the loop starts at iteration 1) */
+  ckpt_info info; /* found 1: the checkpoint */
+} loop_resume;
+/* Find and check the resume point of the run in run_dir. Read-only: a
+ * missing, changed or inconsistent checkpoint file is an error
+ * (RL_EXIT_STATE, the file named, what to do) and nothing is modified. */
+int loop_resume_find(const char *run_dir, store *s, const recipe *r, loop_resume *out, rl_err *e);
+void loop_resume_free(loop_resume *p);
 
 typedef struct loop_opts {
   int progress; /* 1: a redrawn status line (terminal), 0: plain log lines */
   FILE *log;    /* progress and notes (NULL = stderr) */
   int quiet;    /* no per-iteration lines */
+  const loop_resume *resume; /* the checked resume point, or NULL: loop_run finds it first */
 } loop_opts;
 
 /* Run (or continue) the run in run_dir with store s and recipe r. Returns 0
  * when the run is complete, RL_EXIT_INTERRUPT when stopped by a signal, or
  * the error of the failing stage (recorded in the store as a failed step and
- * an error event). */
+ * an error event). The resume point is checked before anything is written:
+ * when it fails, or restoring it fails, the store is left as it was. Resuming
+ * from a checkpoint older than the newest recorded one (newer directories
+ * removed by hand) forgets the newer checkpoints' records in the transaction
+ * that records the resume, so the loop writes them again. */
 int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o, rl_err *e);
 
 /* 1 when the run recorded in s is complete for a run of `iterations`

@@ -148,6 +148,7 @@ typedef struct recipe {
   /* Provenance: the recipe file, and for every schema key (recipe_schema.c
    * order) whether it was written and where. */
   char *file;
+  char *override_dir; /* relative paths of --set values resolve against it (NULL: the working directory) */
   unsigned char key_set[RECIPE_MAX_KEYS];
   recipe_loc key_loc[RECIPE_MAX_KEYS];
   char **strs; /* strings the locations point into (file names, overrides) */
@@ -162,6 +163,13 @@ enum {
 
 /* Load, resolve and validate a recipe file; overrides are "a.b.c=value". */
 int recipe_load(const char *path, const char *const *overrides, int n_overrides, recipe *out, rl_err *e);
+/* The same with the relative paths of the overrides' values (--set
+ * reward.script=lua/x.lua) resolved against override_dir instead of the
+ * working directory (NULL: the working directory): how `rlrun resume` reloads
+ * a run's recipe with the overrides given where the run was started. Paths
+ * written in recipe files stay relative to their file. */
+int recipe_load_at(const char *path, const char *const *overrides, int n_overrides, const char *override_dir,
+                   recipe *out, rl_err *e);
 /* The same from memory; name stands for the file in messages (and its
  * directory anchors relative paths unless RECIPE_NO_FS). */
 int recipe_load_string(const char *text, size_t len, const char *name, const char *const *overrides,

@@ -211,10 +211,11 @@ static int finish_load(recipe *r, rnode *root, const char *const *overrides, int
 }
 
 static int load_any(const char *text, size_t len, const char *path, const char *const *overrides,
-                    int n_overrides, int flags, recipe *out, rl_err *e) {
+                    int n_overrides, const char *override_dir, int flags, recipe *out, rl_err *e) {
   memset(out, 0, sizeof *out);
   rl_err_clear(e);
   out->file = rl_xstrdup(path);
+  if (override_dir && *override_dir) out->override_dir = rl_xstrdup(override_dir);
   char *chain[RECIPE_MAX_BASE_DEPTH + 2] = {0};
   char real[PATH_MAX];
   if (!(flags & RECIPE_NO_FS) && realpath(path, real)) chain[0] = rl_xstrdup(real);
@@ -231,12 +232,17 @@ static int load_any(const char *text, size_t len, const char *path, const char *
 }
 
 int recipe_load(const char *path, const char *const *overrides, int n_overrides, recipe *out, rl_err *e) {
-  return load_any(NULL, 0, path, overrides, n_overrides, 0, out, e);
+  return load_any(NULL, 0, path, overrides, n_overrides, NULL, 0, out, e);
+}
+
+int recipe_load_at(const char *path, const char *const *overrides, int n_overrides, const char *override_dir,
+                   recipe *out, rl_err *e) {
+  return load_any(NULL, 0, path, overrides, n_overrides, override_dir, 0, out, e);
 }
 
 int recipe_load_string(const char *text, size_t len, const char *name, const char *const *overrides,
                        int n_overrides, int flags, recipe *out, rl_err *e) {
-  return load_any(text, len, name, overrides, n_overrides, flags, out, e);
+  return load_any(text, len, name, overrides, n_overrides, NULL, flags, out, e);
 }
 
 recipe_loc recipe_key_loc(const recipe *r, const char *path) {

@@ -304,6 +304,10 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
       if (!strcmp(d, ".")) strcpy(v, s);
       else sprintf(v, "%s/%s", d, s);
       free(fc);
+    } else if (k->type == KT_PATH && s[0] != '/' && n->loc.line == 0 && r->override_dir) {
+      /* an override's relative path: relative to the directory it was given in */
+      v = rl_xmalloc(strlen(r->override_dir) + strlen(s) + 2);
+      sprintf(v, "%s/%s", r->override_dir, s);
     } else {
       v = rl_xstrdup(s);
     }
@@ -550,6 +554,7 @@ void recipe_free(recipe *r) {
   for (int i = 0; i < r->n_strs; i++) free(r->strs[i]);
   free(r->strs);
   free(r->file);
+  free(r->override_dir);
   free(r->warnings);
   memset(r, 0, sizeof *r);
 }

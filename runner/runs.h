@@ -4,8 +4,10 @@
  *
  * A run directory runs/<name>-<id>/ holds state.db, recipe.yaml (the recipe
  * file as given), recipe.resolved.yaml (every key, paths absolute: what the
- * run executes), run.json ({"recipe_path", "overrides"}: how it was started,
- * so resume can tell whether the recipe file was edited since), logs/run.log,
+ * run executes), run.json ({"recipe_path", "overrides", "cwd"}: how and where
+ * it was started, so resume can tell from any working directory whether the
+ * recipe file was edited since: recipe_path is absolute with the file's own
+ * name kept, relative override paths resolve against cwd), logs/run.log,
  * checkpoints/, and the lock file `lock` (held while a process works on it).
  *
  * Export (rlrun export): the resolved recipe preceded by comment lines

@@ -266,6 +266,50 @@ int ckpt_verify(const char *run_dir, store *s, int64_t iteration, rl_err *e) {
   return rc;
 }
 
+/* Collects the artifacts of the iterations after one. */
+typedef struct after_acc {
+  int64_t after;
+  store_artifact *v;
+  int n, cap;
+} after_acc;
+
+static int ckpt_collect_after(void *ud, const store_artifact *a) {
+  after_acc *acc = ud;
+  if (a->iteration <= acc->after) return 0;
+  if (acc->n == acc->cap) {
+    acc->cap = acc->cap ? 2 * acc->cap : 8;
+    acc->v = rl_xrealloc(acc->v, (size_t)acc->cap * sizeof *acc->v);
+  }
+  acc->v[acc->n++] = *a;
+  return 0;
+}
+
+int ckpt_forget_after(store *s, int64_t iteration, int64_t **iters, int *n, rl_err *e) {
+  if (iters) *iters = NULL;
+  if (n) *n = 0;
+  after_acc acc = {.after = iteration};
+  if (store_artifacts_each(s, CKPT_KIND, ckpt_collect_after, &acc, e)) {
+    free(acc.v);
+    return e->code;
+  }
+  int own = !store_in_transaction(s), rc = 0;
+  if (acc.n && own) rc = store_begin(s, e);
+  for (int i = 0; i < acc.n && !rc; i++) rc = store_artifact_delete(s, acc.v[i].path, e);
+  if (acc.n && own) {
+    if (!rc) rc = store_commit(s, e);
+    else store_rollback(s);
+  }
+  if (!rc && iters && n) { /* distinct iterations, ascending (the walk's order) */
+    for (int i = 0; i < acc.n; i++) {
+      if (*n && (*iters)[*n - 1] == acc.v[i].iteration) continue;
+      *iters = rl_xrealloc(*iters, (size_t)(*n + 1) * sizeof **iters);
+      (*iters)[(*n)++] = acc.v[i].iteration;
+    }
+  }
+  free(acc.v);
+  return rc;
+}
+
 int ckpt_read_manifest(const char *dir, ckpt_info *out, rl_err *e) {
   memset(out, 0, sizeof *out);
   char path[4400];

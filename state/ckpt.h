@@ -19,10 +19,14 @@
  * checkpoint valid. Failure points (state/fault.h): ckpt.write_weights,
  * ckpt.write_optim, ckpt.before_publish, ckpt.before_record.
  *
- * Reading: ckpt_latest finds the newest recorded checkpoint and verifies the
- * size and sha256 of every recorded file (ckpt_verify); a mismatch is an error
- * (RL_EXIT_STATE) naming the file, both hashes and what to do. The caller
- * then opens the files (ckpt_file_path) with the safetensors reader.
+ * Reading: ckpt_latest finds the newest recorded checkpoint whose directory
+ * exists (one removed by hand is skipped: the one before it is used) and
+ * verifies the size and sha256 of every recorded file (ckpt_verify); a
+ * mismatch is an error (RL_EXIT_STATE) naming the file, both hashes and what
+ * to do (restore it, or remove the directory). ckpt_latest only reads. The
+ * caller then opens the files (ckpt_file_path) with the safetensors reader,
+ * and a resume forgets the records of the skipped newer checkpoints
+ * (ckpt_forget_after) so that they are written again.
  *
  * This module knows tensors by name only: the runner maps its model and
  * optimizer onto ckpt_tensor lists (state/ uses nothing of model/). */
@@ -90,8 +94,18 @@ int ckpt_list(store *s, int64_t **iters, int *n, rl_err *e);
 int ckpt_verify(const char *run_dir, store *s, int64_t iteration, rl_err *e);
 /* Read and check a checkpoint directory's manifest.json. */
 int ckpt_read_manifest(const char *dir, ckpt_info *out, rl_err *e);
-/* The newest recorded checkpoint, verified; *found = 0 when there is none. */
+/* The newest recorded checkpoint whose directory exists, verified (read-only);
+ * *found = 0 when there is none. */
 int ckpt_latest(const char *run_dir, store *s, ckpt_info *out, int *found, rl_err *e);
+
+/* Forget the records (artifact rows: files, sizes, sha256) of every recorded
+ * checkpoint after `iteration`, all or nothing: what a resume does when it
+ * falls back past checkpoints whose directories were removed, so that the
+ * loop writes them anew when it gets there instead of verifying files that
+ * are gone. Step rows, samples and metrics are kept. Joins the caller's
+ * transaction, or commits its own. *iters (malloc'd, ascending, may be NULL)
+ * and *n get the iterations forgotten. */
+int ckpt_forget_after(store *s, int64_t iteration, int64_t **iters, int *n, rl_err *e);
 
 /* Retention: keep the newest keep_last recorded checkpoints (0 = all) and
  * every one whose iteration is a multiple of keep_every (0 = none); forget

@@ -127,6 +127,78 @@ TEST(ckpt_retention_keeps_last_and_every_mth) {
   store_close(s);
 }
 
+/* A removed checkpoint directory: ckpt_latest falls back, ckpt_forget_after
+ * drops the newer records (not the older, not the step rows), and ckpt_write
+ * of that iteration then writes it anew instead of verifying missing files. */
+TEST(ckpt_forget_after_lets_removed_checkpoints_be_rewritten) {
+  char dir[700], p[900], before[65], after[65];
+  store *s = make_run("r4", dir, sizeof dir);
+  REQUIRE(s);
+  rl_err e;
+  for (int it = 1; it <= 3; it++) REQUIRE(write_ckpt(dir, s, it, &e) == 0);
+  ckpt_file_path(dir, 2, CKPT_WEIGHTS, p, sizeof p);
+  REQUIRE(sha256_file(p, before, NULL, &e) == 0);
+  ckpt_file_path(dir, 2, NULL, p, sizeof p);
+  char cmd[1000];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", p);
+  harness_run(cmd, NULL, 0);
+  ckpt_file_path(dir, 3, NULL, p, sizeof p);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", p);
+  harness_run(cmd, NULL, 0);
+  /* the dead end this fixes: the record of 2 still there, the files gone */
+  CHECK(write_ckpt(dir, s, 2, &e) == RL_EXIT_STATE);
+  CHECK_CONTAINS(e.msg, "step-000002/");
+  CHECK_CONTAINS(e.msg, "checkpoint file is missing");
+  ckpt_info info;
+  int found = 0;
+  REQUIRE(ckpt_latest(dir, s, &info, &found, &e) == 0);
+  CHECK_EQ_I64(found, 1);
+  CHECK_EQ_I64(info.iteration, 1); /* 3 and 2 skipped: their directories are gone */
+  ckpt_info_free(&info);
+  int64_t *gone = NULL, *v = NULL;
+  int n_gone = 0, n = 0;
+  CHECK_EQ_I64(ckpt_forget_after(s, 1, &gone, &n_gone, &e), 0);
+  REQUIRE(n_gone == 2);
+  CHECK_EQ_I64(gone[0], 2);
+  CHECK_EQ_I64(gone[1], 3);
+  free(gone);
+  REQUIRE(ckpt_list(s, &v, &n, &e) == 0);
+  REQUIRE(n == 1);
+  CHECK_EQ_I64(v[0], 1);
+  free(v);
+  int found_a = 1;
+  store_artifact a;
+  CHECK_EQ_I64(store_artifact_get(s, "checkpoints/step-000003/manifest.json", &a, &found_a, &e), 0);
+  CHECK_EQ_I64(found_a, 0);
+  CHECK_EQ_I64(store_artifact_get(s, "checkpoints/step-000001/model.safetensors", &a, &found_a, &e), 0);
+  CHECK_EQ_I64(found_a, 1);
+  int st = -1;
+  CHECK_EQ_I64(store_step_status(s, 2, CKPT_STAGE, &st, &e), 0);
+  CHECK_EQ_I64(st, STORE_STEP_DONE); /* step rows are kept */
+  CHECK_EQ_I64(ckpt_verify(dir, s, 1, &e), 0);
+  /* nothing newer: a no-op */
+  CHECK_EQ_I64(ckpt_forget_after(s, 1, &gone, &n_gone, &e), 0);
+  CHECK_EQ_I64(n_gone, 0);
+  free(gone);
+  /* 2 is written again: the same bytes, recorded, verified */
+  CHECK_EQ_I64(write_ckpt(dir, s, 2, &e), 0);
+  ckpt_file_path(dir, 2, CKPT_WEIGHTS, p, sizeof p);
+  REQUIRE(sha256_file(p, after, NULL, &e) == 0);
+  CHECK_STREQ(after, before);
+  CHECK_EQ_I64(ckpt_verify(dir, s, 2, &e), 0);
+  CHECK_EQ_I64(store_artifact_get(s, "checkpoints/step-000002/model.safetensors", &a, &found_a, &e), 0);
+  CHECK_EQ_I64(found_a, 1);
+  CHECK_STREQ(a.sha256, before);
+  /* inside the caller's transaction: rolled back with it */
+  REQUIRE(store_begin(s, &e) == 0);
+  CHECK_EQ_I64(ckpt_forget_after(s, 0, NULL, NULL, &e), 0);
+  store_rollback(s);
+  REQUIRE(ckpt_list(s, &v, &n, &e) == 0);
+  CHECK_EQ_I64(n, 2);
+  free(v);
+  store_close(s);
+}
+
 TEST(ckpt_failed_write_keeps_previous_and_cleans_up) {
   char dir[700];
   store *s = make_run("r3", dir, sizeof dir);

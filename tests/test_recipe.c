@@ -441,3 +441,32 @@ TEST(recipe_base_null_unsets_inherited_section) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
   CHECK_CONTAINS(out, "mutually exclusive");
 }
+
+/* recipe_load_at: an override's relative path resolves against the given
+ * directory (where `rlrun run` was started), not the working directory; the
+ * recipe file's own relative paths stay relative to the file. */
+TEST(recipe_override_paths_resolve_against_a_given_directory) {
+  char dir[800], path[2000], want[1100];
+  snprintf(dir, sizeof dir, "%s/od", harness_tmpdir());
+  snprintf(path, sizeof path, "mkdir -p %s/lua && echo 'function reward(s) return 0 end' > %s/lua/r.lua", dir, dir);
+  REQUIRE(harness_run(path, NULL, 0) == 0);
+  const char *sets[] = {"reward.script=lua/r.lua"};
+  recipe r;
+  rl_err e;
+  int rc = recipe_load_at("recipes/demo-cpu.yaml", sets, 1, dir, &r, &e);
+  REQUIRE(rc == 0 || !fprintf(stderr, "%s\n", e.msg));
+  snprintf(want, sizeof want, "%s/lua/r.lua", dir);
+  CHECK_STREQ(r.reward.script, want);
+  CHECK_STREQ(r.data.task, "recipes/../lua/scripts/task_add_digits.lua"); /* the file's own: unchanged */
+  recipe_free(&r);
+  /* no directory: the working directory, where lua/r.lua does not exist */
+  CHECK_EQ_I64(recipe_load_at("recipes/demo-cpu.yaml", sets, 1, NULL, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "lua/r.lua");
+  /* an absolute override path is taken as it is */
+  char abs_set[1200];
+  snprintf(abs_set, sizeof abs_set, "reward.script=%s", want);
+  const char *sets2[] = {abs_set};
+  REQUIRE(recipe_load_at("recipes/demo-cpu.yaml", sets2, 1, "/nonexistent", &r, &e) == 0);
+  CHECK_STREQ(r.reward.script, want);
+  recipe_free(&r);
+}

@@ -450,3 +450,238 @@ TEST(runs_reward_script_error_is_named_and_resumable) {
   free(orig);
   free(bad);
 }
+
+/* Every step (stage, status, attempts), event and artifact record of a run,
+ * as text: what a refused resume must leave exactly as it was. */
+static int snap_event(void *ud, const store_event_row *ev) {
+  char **t = ud;
+  size_t old = *t ? strlen(*t) : 0, add = strlen(ev->message) + 96;
+  *t = realloc(*t, old + add);
+  snprintf(*t + old, add, "event %d %lld %s: %s\n", ev->level, (long long)ev->iteration, ev->stage ? ev->stage : "-",
+           ev->message);
+  return 0;
+}
+static int snap_artifact(void *ud, const store_artifact *a) {
+  char **t = ud;
+  size_t old = *t ? strlen(*t) : 0, add = strlen(a->path) + 128;
+  *t = realloc(*t, old + add);
+  snprintf(*t + old, add, "artifact %s %lld %s\n", a->path, (long long)a->size, a->sha256);
+  return 0;
+}
+static char *store_snapshot(const char *rd) {
+  char db[2100];
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  rl_err e;
+  store *s = store_open(db, 0, &e);
+  if (!s) return NULL;
+  char *t = calloc(1, 1);
+  store_step *v = NULL;
+  int n = 0;
+  if (store_steps_list(s, &v, &n, &e) == 0) {
+    for (int i = 0; i < n; i++) {
+      size_t old = strlen(t);
+      t = realloc(t, old + 128);
+      snprintf(t + old, 128, "step %lld %s %d %d\n", (long long)v[i].iteration, v[i].stage, v[i].status,
+               v[i].attempts);
+    }
+    store_steps_free(v, n);
+  }
+  store_events_each(s, STORE_DEBUG, snap_event, &t, &e);
+  store_artifacts_each(s, NULL, snap_artifact, &t, &e);
+  store_close(s);
+  return t;
+}
+
+/* Flip one byte near the end of a file. */
+static int flip_byte(const char *p) {
+  FILE *f = fopen(p, "r+b");
+  if (!f) return -1;
+  fseek(f, -3, SEEK_END);
+  int c = fgetc(f);
+  fseek(f, -3, SEEK_END);
+  fputc(c ^ 0x10, f);
+  return fclose(f);
+}
+
+/* The checkpoint resume would load has a wrong hash: exit 4 naming the file and
+ * nothing modified (no state change, no failed step, no event, on every try).
+ * Following the advice (remove the directory) resumes from the checkpoint
+ * before it, and the removed one is written again, byte for byte what an
+ * uninterrupted run writes (it used to stay recorded: "checkpoint file is
+ * missing" at that iteration, a dead end). */
+TEST(runs_bad_checkpoint_refused_untouched_then_removed_is_rewritten) {
+  char ref[1024], dir[1024], rd[2048], ra[2048], out[8192], args[2300], p[2100], q[2100], want[65], got[65];
+  char db[2100], db0[65], db1[65];
+  snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/b", harness_tmpdir());
+  REQUIRE(reference(ref, 6, want) == 0);
+  REQUIRE(run_dir(ref, ra, sizeof ra) == 0);
+  setup(dir, 6);
+  /* killed in iteration 5's train: checkpoints 2 and 4 recorded, 4 the newest */
+  REQUIRE(killed(rl(dir, "RLRUN_FAULT=loop.train@5:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out)));
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "status %s", rd); /* a clean close folds the WAL into state.db */
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "state      stopped");
+  CHECK_CONTAINS(out, "checkpoints step-000002 step-000004");
+  ckpt_file_path(rd, 4, CKPT_WEIGHTS, p, sizeof p);
+  REQUIRE(flip_byte(p) == 0);
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  rl_err e;
+  REQUIRE(sha256_file(db, db0, NULL, &e) == 0);
+  char *before = store_snapshot(rd);
+  REQUIRE(before);
+  for (int attempt = 0; attempt < 2; attempt++) {
+    const char *flags = attempt ? "--quiet --allow-changed" : "--quiet";
+    snprintf(args, sizeof args, "resume %s %s", rd, flags);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+    CHECK_CONTAINS(out, "step-000004/model.safetensors: checkpoint file changed after it was written");
+    CHECK_CONTAINS(out, "remove the directory checkpoints/step-000004 entirely");
+    CHECK_CONTAINS(out, "nothing was modified");
+    CHECK_MSG(!strstr(out, "resuming"), "a refused resume said it was resuming:\n%s", out);
+    CHECK_MSG(!strstr(out, "stays resumable"), "a refused resume:\n%s", out);
+    char *now = store_snapshot(rd);
+    REQUIRE(now);
+    CHECK_STREQ(now, before);
+    free(now);
+  }
+  REQUIRE(sha256_file(db, db1, NULL, &e) == 0);
+  CHECK_STREQ(db1, db0); /* not a byte of state.db changed */
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "state      stopped");
+  CHECK_CONTAINS(out, "0 failed");
+  CHECK_CONTAINS(out, "0 errors");
+  free(before);
+  /* as advised: remove the directory; resume falls back to step 2 and writes 4 again */
+  ckpt_file_path(rd, 4, NULL, p, sizeof p);
+  char cmd[2300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", p);
+  REQUIRE(harness_run(cmd, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "checkpoint step-000004 removed from the run directory: resuming from checkpoint step-000002");
+  CHECK_CONTAINS(out, "resuming after checkpoint step-000002");
+  CHECK_CONTAINS(out, "checkpoint step-000004 written");
+  CHECK_CONTAINS(out, "run complete");
+  const char *files[] = {CKPT_WEIGHTS, CKPT_OPTIM, CKPT_CONFIG};
+  for (int i = 0; i < 3; i++) { /* the rewritten checkpoint = the uninterrupted run's */
+    ckpt_file_path(ra, 4, files[i], p, sizeof p);
+    ckpt_file_path(rd, 4, files[i], q, sizeof q);
+    REQUIRE(sha256_file(p, want, NULL, &e) == 0);
+    REQUIRE(sha256_file(q, got, NULL, &e) == 0);
+    CHECK_MSG(!strcmp(got, want), "step-000004/%s: sha256 %s, the uninterrupted run's %s", files[i], got, want);
+  }
+  REQUIRE(weights_sha(ra, 6, want) == 0);
+  REQUIRE(weights_sha(rd, 6, got) == 0);
+  CHECK_STREQ(got, want);
+  check_samples_table(rd, 6);
+  /* the store records the new files (sha256 verified) and the fallback */
+  store *s = store_open(db, 0, &e);
+  REQUIRE(s);
+  CHECK_EQ_I64(ckpt_verify(rd, s, 4, &e), 0);
+  CHECK_EQ_I64(ckpt_verify(rd, s, 6, &e), 0);
+  int64_t *v = NULL;
+  int n = 0;
+  REQUIRE(ckpt_list(s, &v, &n, &e) == 0);
+  REQUIRE(n == 2); /* keep_checkpoints 2 */
+  CHECK_EQ_I64(v[0], 4);
+  CHECK_EQ_I64(v[1], 6);
+  free(v);
+  store_artifact a;
+  int found = 0;
+  ckpt_file_path(rd, 4, CKPT_WEIGHTS, q, sizeof q);
+  REQUIRE(sha256_file(q, got, NULL, &e) == 0);
+  CHECK_EQ_I64(store_artifact_get(s, "checkpoints/step-000004/model.safetensors", &a, &found, &e), 0);
+  CHECK_EQ_I64(found, 1);
+  CHECK_STREQ(a.sha256, got);
+  store_close(s);
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "state      complete");
+  CHECK_CONTAINS(out, "0 failed");
+  CHECK_CONTAINS(out, "[warn] iteration 2 checkpoint: checkpoint directory step-000004 removed: resumed from checkpoint step-000002");
+}
+
+/* Every checkpoint directory removed: the run starts over from iteration 1
+ * (the committed samples read back), and ends bit-identical. */
+TEST(runs_all_checkpoints_removed_resumes_from_the_start) {
+  char ref[1024], dir[1024], rd[2048], out[8192], args[2300], want[65], got[65], cmd[4300];
+  snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/a", harness_tmpdir());
+  REQUIRE(reference(ref, 6, want) == 0);
+  setup(dir, 6);
+  REQUIRE(killed(rl(dir, "RLRUN_FAULT=loop.train@5:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out)));
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(cmd, sizeof cmd, "rm -rf %s/checkpoints/step-000002 %s/checkpoints/step-000004", rd, rd);
+  REQUIRE(harness_run(cmd, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "checkpoints step-000002 step-000004 removed from the run directory: resuming from the start");
+  REQUIRE(weights_sha(rd, 6, got) == 0);
+  CHECK_STREQ(got, want);
+  check_samples_table(rd, 6);
+}
+
+/* A run started with a relative path in an override, from a recipe reached
+ * through a symbolic link whose base: is relative to the link's directory,
+ * resumes from any working directory; edits are still detected there. */
+TEST(runs_resume_does_not_depend_on_the_working_directory) {
+  char ref[1024], dir[1024], real[PATH_MAX], rd[2048], out[8192], args[2300], cmd[PATH_MAX + 64], p[2100], want[65],
+      got[65];
+  snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/w", harness_tmpdir());
+  REQUIRE(reference(ref, 6, want) == 0);
+  setup(dir, 6);
+  snprintf(cmd, sizeof cmd, "cd %s && mkdir -p a b/deep sub && cp reward.lua sub/r2.lua && "
+           "printf 'base: ../t.yaml\\n' > b/deep/child.yaml && ln -s ../b/deep/child.yaml a/link.yaml", dir);
+  REQUIRE(harness_run(cmd, NULL, 0) == 0);
+  REQUIRE(realpath(dir, real));
+  REQUIRE(killed(rl(dir, "RLRUN_FAULT=loop.train@3:kill",
+                    "run a/link.yaml --set reward.script=sub/r2.lua --runs-dir runs --quiet", out, sizeof out)));
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  char *info = NULL;
+  size_t len;
+  rl_err e;
+  snprintf(p, sizeof p, "%s/run.json", rd);
+  REQUIRE(rl_read_file(p, &info, &len, &e) == 0);
+  snprintf(cmd, sizeof cmd, "\"recipe_path\": \"%s/a/link.yaml\"", real);
+  CHECK_CONTAINS(info, cmd);
+  snprintf(cmd, sizeof cmd, "\"cwd\": \"%s\"", real);
+  CHECK_CONTAINS(info, cmd);
+  CHECK_CONTAINS(info, "\"reward.script=sub/r2.lua\"");
+  free(info);
+  /* from elsewhere: an edit of the base recipe and of the override's file are still found */
+  char *orig = NULL;
+  snprintf(p, sizeof p, "%s/t.yaml", dir);
+  REQUIRE(rl_read_file(p, &orig, &len, &e) == 0);
+  char *edited = strdup(orig), *lr = strstr(edited, "lr: 1.0e-2");
+  REQUIRE(lr);
+  lr[9] = '3';
+  harness_write_file(p, edited);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl("/", "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "recipe changed in train:: lr: 0.01  →  lr: 0.001");
+  CHECK_MSG(!strstr(out, "no longer loads"), "%s", out);
+  harness_write_file(p, orig);
+  snprintf(p, sizeof p, "%s/sub/r2.lua", dir);
+  char *lua = NULL;
+  REQUIRE(rl_read_file(p, &lua, &len, &e) == 0);
+  char *lua2 = malloc(len + 16);
+  REQUIRE(lua2);
+  snprintf(lua2, len + 16, "%s-- edited\n", lua);
+  harness_write_file(p, lua2);
+  free(lua2);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "input changed:");
+  CHECK_CONTAINS(out, "/sub/r2.lua");
+  CHECK_MSG(!strstr(out, "recipe changed"), "%s", out);
+  harness_write_file(p, lua);
+  /* nothing changed: it resumes from / and ends where the uninterrupted run does */
+  CHECK_EQ_I64(rl("/", "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "run complete");
+  REQUIRE(weights_sha(rd, 6, got) == 0);
+  CHECK_STREQ(got, want);
+  check_samples_table(rd, 6);
+  free(orig), free(edited), free(lua);
+}
