@@ -24,10 +24,10 @@ void device_query(device_info *info) {
   cudaError_t st = cudaGetDeviceCount(&n);
   if (st != cudaSuccess) {
     if (info->cuda_driver == 0 || st == cudaErrorNoDevice)
-      snprintf(info->status, sizeof info->status, "no GPU (%s)",
+      snprintf(info->status, sizeof info->status, "%s",
                info->cuda_driver == 0 ? "no NVIDIA driver found" : "the driver reports no device");
     else
-      snprintf(info->status, sizeof info->status, "no GPU (%s)", cudaGetErrorString(st));
+      snprintf(info->status, sizeof info->status, "%s", cudaGetErrorString(st));
     cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
     return;
   }
@@ -43,9 +43,9 @@ void device_query(device_info *info) {
     g->mem_bytes = p.totalGlobalMem;
     g->sm_count = p.multiProcessorCount;
   }
-  if (info->n_gpus == 0) snprintf(info->status, sizeof info->status, "no GPU (the driver reports none)");
+  if (info->n_gpus == 0) snprintf(info->status, sizeof info->status, "the driver reports none");
 #else
-  snprintf(info->status, sizeof info->status, "no GPU (this binary was built without CUDA)");
+  snprintf(info->status, sizeof info->status, "this binary was built without CUDA");
 #endif
 }
 

@@ -26,7 +26,8 @@ typedef struct device_info {
   int nccl;             /* ncclGetVersion, e.g. 22805; 0 when absent */
   int n_gpus;
   device_gpu gpus[DEVICE_MAX_GPUS];
-  char status[256];     /* why no GPU is usable, when n_gpus == 0 */
+  char status[256];     /* why no GPU is usable, when n_gpus == 0: the reason alone
+                         * ("no NVIDIA driver found"), for callers to wrap */
 } device_info;
 
 /* Fill *info; never fails (a missing driver is reported in info->status). */

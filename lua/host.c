@@ -4,6 +4,7 @@
 #include "lua/host_int.h"
 #include "kernels/formats.h"
 
+#include <ctype.h>
 #include <lualib.h>
 #include <math.h>
 #include <stdio.h>
@@ -332,6 +333,8 @@ luahost *luahost_open_string(const char *name, const char *src, size_t len,
   h->len = len;
   h->lim = lim ? *lim : luahost_default_limits();
   h->log = lh_default_log;
+  snprintf(h->reward_fn, sizeof h->reward_fn, "reward");
+  snprintf(h->reward_batch_fn, sizeof h->reward_batch_fn, "reward_batch");
   if (lh_start(h, e)) {
     luahost_close(h);
     return NULL;
@@ -386,6 +389,59 @@ int luahost_has(luahost *h, const char *fn) {
   rl_err e;
   return lh_call(h, lh_has_k, &a, 1, "looking up a function", RL_EXIT_FAIL, &e) ? 0 : a.found;
 }
+
+struct lh_fns_args {
+  char *buf;
+  size_t n;
+};
+
+static int lh_cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Collect the global Lua (not C) functions, sort them, join them into buf. */
+static int lh_fns_k(lua_State *L) {
+  struct lh_fns_args *a = lua_touserdata(L, 1);
+  const char *names[64];
+  int k = 0;
+  lua_pushglobaltable(L);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (k < 64 && lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TFUNCTION &&
+        !lua_iscfunction(L, -1))
+      names[k++] = lua_tostring(L, -2); /* the key stays referenced by the global table */
+    lua_pop(L, 1);
+  }
+  qsort(names, (size_t)k, sizeof *names, lh_cmp_str);
+  size_t used = 0;
+  a->buf[0] = 0;
+  for (int i = 0; i < k && used < a->n; i++)
+    used += (size_t)snprintf(a->buf + used, a->n - used, "%s%s", i ? ", " : "", names[i]);
+  return 0;
+}
+
+void luahost_functions(luahost *h, char *buf, size_t n) {
+  if (!n) return;
+  buf[0] = 0;
+  struct lh_fns_args a = {buf, n};
+  rl_err e;
+  if (lh_call(h, lh_fns_k, &a, 1, "listing the functions", RL_EXIT_FAIL, &e)) buf[0] = 0;
+}
+
+int luahost_set_reward_function(luahost *h, const char *name, rl_err *e) {
+  size_t len = name ? strlen(name) : 0;
+  int ok = len > 0 && len <= LUAHOST_MAX_FN && (isalpha((unsigned char)name[0]) || name[0] == '_');
+  for (size_t i = 0; ok && i < len; i++) ok = isalnum((unsigned char)name[i]) || name[i] == '_';
+  if (!ok)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: reward function '%s' is not a Lua function name (letters, digits and "
+                                     "'_', not starting with a digit, at most %d characters)",
+                   h->name, name ? name : "", LUAHOST_MAX_FN);
+  snprintf(h->reward_fn, sizeof h->reward_fn, "%s", name);
+  snprintf(h->reward_batch_fn, sizeof h->reward_batch_fn, "%s_batch", name);
+  return 0;
+}
+
+const char *luahost_reward_function(const luahost *h) { return h->reward_fn; }
 
 size_t luahost_memory(luahost *h) { return h->mem_used; }
 

@@ -22,7 +22,9 @@
  * Reward scripts: reward(sample) returns a number, or a table
  * {reward = number, <metric> = number|boolean, …}: the extra fields become
  * metrics (booleans as 1/0). Optional reward_batch(samples) returns an array
- * of such results, one per sample. A sample table holds: prompt, completion,
+ * of such results, one per sample. luahost_set_reward_function names another
+ * function f (the recipe's reward.function): then f(sample) and the optional
+ * f_batch(samples) are called instead. A sample table holds: prompt, completion,
  * tokens (array of integers), finish_reason, index (sample id within the
  * iteration), group (prompt index), iteration, and every field of the prompt's
  * extra JSON object (the JSONL line; the fields above win on a name clash).
@@ -89,6 +91,17 @@ int luahost_reset(luahost *h, rl_err *e);
 void luahost_set_log(luahost *h, luahost_log_fn fn, void *ud);
 /* 1 when the script defines a global function of this name. */
 int luahost_has(luahost *h, const char *fn);
+/* The global functions the script itself defines (Lua functions, not the
+ * sandbox's), sorted, ", "-separated into buf ("" when none). */
+void luahost_functions(luahost *h, char *buf, size_t n);
+/* Longest reward function name (its batch form adds "_batch"). */
+#define LUAHOST_MAX_FN 48
+/* The reward function: name(sample), or name_batch(samples) when defined
+ * (default "reward"). RL_EXIT_USAGE for a name that is not a Lua identifier
+ * of at most LUAHOST_MAX_FN characters. */
+int luahost_set_reward_function(luahost *h, const char *name, rl_err *e);
+/* The reward function's name. */
+const char *luahost_reward_function(const luahost *h);
 /* Bytes the state holds now. */
 size_t luahost_memory(luahost *h);
 
@@ -110,10 +123,10 @@ typedef struct luahost_reward {
   double values[LUAHOST_MAX_METRICS];
 } luahost_reward;
 
-/* Score one sample with reward(sample). */
+/* Score one sample with reward(sample) (or the function set above). */
 int luahost_reward_one(luahost *h, const luahost_sample *s, luahost_reward *out, rl_err *e);
 /* Score n samples: reward_batch(samples) when the script defines it, else
- * reward(sample) for each in order. */
+ * reward(sample) for each in order (or the function set above and its _batch). */
 int luahost_reward_batch(luahost *h, const luahost_sample *s, int n, luahost_reward *out,
                          rl_err *e);
 

@@ -230,12 +230,16 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
 static int lh_reward_k(lua_State *L) {
   struct lh_reward_args *a = lua_touserdata(L, 1);
   luahost *h = a->h;
-  const char *fname = a->batch ? "reward_batch" : "reward";
-  char msg[2048], where[600], fn[64];
+  const char *fname = a->batch ? h->reward_batch_fn : h->reward_fn;
+  char msg[2048], where[600], fn[96];
   lua_pushglobaltable(L);
   if (lua_getfield(L, -1, fname) != LUA_TFUNCTION) {
-    snprintf(msg, sizeof msg, "%s: defines no function %s(%s); a reward script defines "
-                              "reward(sample)", h->name, fname, a->batch ? "samples" : "sample");
+    if (strcmp(h->reward_fn, "reward"))
+      snprintf(msg, sizeof msg, "%s: defines no function %s(%s), the function the recipe's reward.function "
+                                "names", h->name, fname, a->batch ? "samples" : "sample");
+    else
+      snprintf(msg, sizeof msg, "%s: defines no function %s(%s); a reward script defines reward(sample)",
+               h->name, fname, a->batch ? "samples" : "sample");
     return lh_raise(L, msg);
   }
   lua_Debug ar;
@@ -266,7 +270,7 @@ static int lh_reward_k(lua_State *L) {
   }
   for (int i = 0; i < a->n; i++) {
     lua_rawgeti(L, res, i + 1);
-    char fi[96];
+    char fi[160];
     snprintf(fi, sizeof fi, "%s (result %d, sample %lld)", fn, i + 1, (long long)a->s[i].index);
     if (lh_parse_reward(L, lua_gettop(L), &a->out[i], where, fi, msg, sizeof msg))
       return lh_raise(L, msg);
@@ -307,7 +311,7 @@ int luahost_reward_one(luahost *h, const luahost_sample *s, luahost_reward *out,
 int luahost_reward_batch(luahost *h, const luahost_sample *s, int n, luahost_reward *out,
                          rl_err *e) {
   if (n <= 0) return 0;
-  if (!luahost_has(h, "reward_batch")) {
+  if (!luahost_has(h, h->reward_batch_fn)) {
     for (int i = 0; i < n; i++)
       if (luahost_reward_one(h, &s[i], &out[i], e)) return e->code;
     return 0;

@@ -15,6 +15,8 @@ struct luahost {
   char name[512];      /* the script as messages name it */
   char short_src[128]; /* Lua's (possibly shortened) form of it, rewritten to `name` */
   char *src;           /* the text, kept for luahost_reset */
+  char reward_fn[64];       /* the reward function's name (default "reward") */
+  char reward_batch_fn[72]; /* its batch form: reward_fn + "_batch" */
   size_t len;
   luahost_limits lim;
   size_t mem_used;     /* bytes the allocator has handed out */

@@ -55,6 +55,15 @@ static int parse_args(const char *cmd, int argc, char **argv, int want_recipe, r
     }
     *slot = s;
   }
+  if (a->keys && (a->path || a->hardware || a->n_sets)) {
+    if (a->path)
+      fprintf(stderr, "rlrun %s: --keys lists every recipe key and reads no recipe, so '%s' would be ignored: "
+              "run `rlrun %s --keys` alone, or `rlrun %s %s` to check the recipe\n", cmd, a->path, cmd, cmd, a->path);
+    else
+      fprintf(stderr, "rlrun %s: --keys lists every recipe key and takes no other option: run `rlrun %s --keys` "
+              "alone\n", cmd, cmd);
+    return RL_EXIT_USAGE;
+  }
   if (want_recipe && !a->path && !a->keys) {
     fprintf(stderr, "rlrun %s: missing RECIPE (a .yaml file); usage: rlrun %s RECIPE [--hardware NAME] [--set K=V]...\n",
             cmd, cmd);
@@ -115,7 +124,8 @@ int cmd_validate(int argc, char **argv) {
            "                           (COUNT GPUs, default 8)\n"
            "  --set KEY=VALUE          override a key (dotted path), VALUE read as YAML,\n"
            "                           checked like a value in the file; repeatable\n"
-           "  --keys                   print every recipe key (type, default, range) and exit\n\n"
+           "  --keys                   print every recipe key (type, default, range) and exit;\n"
+           "                           alone (no RECIPE, no other option)\n\n"
            "exit codes: 0 valid and runnable, 2 invalid, 3 valid but not runnable on this\n"
            "hardware (the reason is printed). The key reference is docs/recipes.md.\n",
            hw_names_list());

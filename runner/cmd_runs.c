@@ -51,6 +51,13 @@ static int64_t stored_iterations(const char *resolved) {
   return it ? strtoll(it + 11, NULL, 10) : 0;
 }
 
+/* 1 when a stored resolved recipe trains with sft (no rollout, no reward). */
+static int stored_is_sft(const char *resolved) {
+  const char *p = resolved ? strstr(resolved, "\ntrain:") : NULL;
+  const char *a = p ? strstr(p, "\n  algorithm: ") : NULL;
+  return a && !strncmp(a + 14, "sft", 3) && (a[17] == '\n' || a[17] == ' ' || !a[17]);
+}
+
 /* A one-word state: complete, running, failed, interrupted, new. */
 static const char *run_state(const char *dir, store *s, const store_summary *sum, int64_t iters) {
   if (iters > 0 && loop_is_complete(s, iters)) return "complete";
@@ -109,7 +116,8 @@ int cmd_status(int argc, char **argv) {
       printf("last step  %s of iteration %lld\n", sum.last_done_stage, (long long)sum.last_done_iteration);
     printf("samples    %lld\n", (long long)sum.samples);
     const char *names[] = {"reward/mean", "loss", "mismatch/kl_k3", "mismatch/logp_abs_diff"};
-    for (size_t j = 0; j < sizeof names / sizeof *names && sum.latest_metric_iteration >= 0; j++) {
+    int sft = stored_is_sft(run.recipe_resolved); /* no reward (older sft runs stored a 0) */
+    for (size_t j = sft ? 1 : 0; j < sizeof names / sizeof *names && sum.latest_metric_iteration >= 0; j++) {
       double v;
       int found = 0;
       for (int64_t k = sum.latest_metric_iteration; k >= 1 && !found; k--) store_metric_get(s, k, names[j], &v, &found, &e);
@@ -180,7 +188,8 @@ int cmd_ls(int argc, char **argv) {
       }
       char it[32], rw[32];
       snprintf(it, sizeof it, "%lld/%lld", (long long)done, (long long)iters);
-      if (isnan(sum.latest_reward_mean)) snprintf(rw, sizeof rw, "-");
+      /* "-": no reward yet, or none at all (sft: older runs stored a 0) */
+      if (isnan(sum.latest_reward_mean) || stored_is_sft(run.recipe_resolved)) snprintf(rw, sizeof rw, "-");
       else snprintf(rw, sizeof rw, "%.4f", sum.latest_reward_mean);
       printf("%-44s %-9s %-11s %-10s %s\n", names[i], run_state(dir, s, &sum, iters), it, rw, run.created);
     }
@@ -219,7 +228,8 @@ int cmd_metrics(int argc, char **argv) {
     printf("usage: rlrun metrics RUNDIR [--csv|--json]\n\n"
            "Every metric of every iteration (reward/mean, loss, mismatch/*, optim/*, …): an\n"
            "aligned table by default, CSV (iteration,NAME,…) with --csv, or a JSON array of\n"
-           "{\"iteration\": K, NAME: value, …} with --json (missing values: empty / null).\n");
+           "{\"iteration\": K, NAME: value, …} with --json (missing values: empty / null);\n"
+           "--csv and --json exclude each other.\n");
     return RL_EXIT_OK;
   }
   int i = 1, csv = 0, json = 0;
@@ -232,6 +242,10 @@ int cmd_metrics(int argc, char **argv) {
       fprintf(stderr, "rlrun metrics: unknown option '%s' (--csv or --json)\n", argv[i]);
       return RL_EXIT_USAGE;
     }
+  }
+  if (csv && json) {
+    fprintf(stderr, "rlrun metrics: --csv and --json exclude each other: pass one (no option: a table)\n");
+    return RL_EXIT_USAGE;
   }
   store *s;
   store_run run;
@@ -293,7 +307,8 @@ int cmd_samples(int argc, char **argv) {
            "The committed samples: iteration, prompt (its position in the data stream), sample,\n"
            "reward, finish reason, prompt and completion. --iter K: one iteration (default: the\n"
            "latest with samples); --top N: the N highest rewards (of iteration K, or of the whole\n"
-           "run without --iter).\n");
+           "run without --iter). An iteration without samples is an error (exit 2) that names\n"
+           "the run's last iteration with samples.\n");
     return RL_EXIT_OK;
   }
   int i = 1;
@@ -314,11 +329,36 @@ int cmd_samples(int argc, char **argv) {
   int rc = open_run("samples", dir, &s, &run);
   if (rc) return rc;
   rl_err e;
-  if (iter < 0 && !top) { /* the latest iteration with samples */
+  if (iter >= 0 || !top) { /* the iterations with samples: the default (the latest), and --iter's range */
     store_sample_query q = {.iteration = -1, .order = STORE_ORDER_INDEX};
     store_sample_list l = {0};
-    if (!store_samples_query(s, &q, &l, &e) && l.n) iter = l.v[l.n - 1].iteration;
+    long long first = -1, last = -1;
+    if ((rc = store_samples_query(s, &q, &l, &e))) {
+      fprintf(stderr, "rlrun samples: %s\n", e.msg);
+    } else if (l.n) {
+      first = l.v[0].iteration, last = l.v[l.n - 1].iteration;
+      for (int j = 0; j < l.n; j++) {
+        if (l.v[j].iteration < first) first = l.v[j].iteration;
+        if (l.v[j].iteration > last) last = l.v[j].iteration;
+      }
+    }
+    int64_t in_iter = 0;
+    if (!rc && iter >= 0 && (iter < first || iter > last || (!store_samples_count(s, iter, &in_iter, &e) && !in_iter))) {
+      if (last < 0)
+        fprintf(stderr, "rlrun samples: --iter %lld: run %s has no samples%s\n", iter, dir,
+                stored_is_sft(run.recipe_resolved) ? " (an sft run trains on its data and samples nothing)" : " yet");
+      else
+        fprintf(stderr, "rlrun samples: --iter %lld: run %s has no samples in iteration %lld; its last iteration "
+                "with samples is %lld (samples in iterations %lld..%lld)\n", iter, dir, iter, last, first, last);
+      rc = RL_EXIT_USAGE;
+    }
+    if (iter < 0) iter = last;
     store_sample_list_free(&l);
+    if (rc) {
+      store_run_free(&run);
+      store_close(s);
+      return rc;
+    }
   }
   store_sample_query q = {.iteration = iter, .order = top ? STORE_ORDER_REWARD_DESC : STORE_ORDER_INDEX,
                           .limit = (int)top};

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "kernels/common.h"
+#include "kernels/device.h"
 #include "model/model.h"
 #include "model/model_cuda.h"
 
@@ -150,8 +151,12 @@ static int score_run(int argc, char **argv, rl_err *e) {
   if (strcmp(dev, "cpu") && strcmp(dev, "cuda"))
     return rl_errf(e, RL_EXIT_USAGE, "--device '%s' is unknown; use cpu or cuda", dev);
   int cuda = !strcmp(dev, "cuda");
-  if (cuda && !RLRUN_CUDA)
-    return rl_errf(e, RL_EXIT_HARDWARE, "--device cuda: this binary was built without CUDA; use --device cpu");
+  if (cuda) { /* before the model is read: a build or a machine without a GPU says so once */
+    device_info d;
+    device_query(&d);
+    if (!d.built_with_cuda || d.n_gpus == 0)
+      return rl_errf(e, RL_EXIT_HARDWARE, "--device cuda: no usable GPU (%s); use --device cpu", d.status);
+  }
   if (cuda && !strcmp(prec, "fp32"))
     return rl_errf(e, RL_EXIT_USAGE, "--precision fp32 runs on the CPU only; use --device cpu or another precision");
   model_config cfg;
@@ -165,9 +170,12 @@ static int score_run(int argc, char **argv, rl_err *e) {
   model *m = NULL;
   model_load_opts lo = {f32};
   if ((rc = model_load(dir, &lo, &m, e))) return rc;
-  if (cuda && (rc = model_cuda_init(m, e))) { /* no usable GPU: say so, and what to do */
+  if (cuda && (rc = model_cuda_init(m, e))) { /* the GPU failed: say so, and what to do */
     char why[sizeof e->msg];
     snprintf(why, sizeof why, "%s", e->msg);
+    /* the layers below advise the recipe key ("use device: cpu"); here it is the option */
+    size_t wl = strlen(why), al = strlen("; use device: cpu");
+    if (wl >= al && !strcmp(why + wl - al, "; use device: cpu")) why[wl - al] = 0;
     rc = rl_errf(e, rc, "--device cuda: %s; use --device cpu", why);
   }
   if (cuda && !rc) rc = model_cuda_quantize(m, &pol, e);

@@ -162,11 +162,12 @@ static int loop_open(loop_ctx *c, rl_err *e) {
     lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
     lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
     if (!(c->lua = luahost_open(r->reward.script, &lim, e))) return e->code;
-    if (!luahost_has(c->lua, r->reward.function) || strcmp(r->reward.function, "reward"))
-      return rl_errf(e, RL_EXIT_USAGE, "%s: %s", r->reward.script,
-                     strcmp(r->reward.function, "reward")
-                         ? "reward.function must be 'reward' (the host calls reward(sample) or reward_batch(samples))"
-                         : "the script defines no function reward(sample)");
+    if (luahost_set_reward_function(c->lua, r->reward.function, e)) return e->code;
+    char batch[LUAHOST_MAX_FN + 8];
+    snprintf(batch, sizeof batch, "%s_batch", r->reward.function);
+    if (!luahost_has(c->lua, r->reward.function) && !luahost_has(c->lua, batch))
+      return rl_errf(e, RL_EXIT_USAGE, "%s: the script defines no function %s(sample) (reward.function)",
+                     r->reward.script, r->reward.function);
   } else if (r->train.algorithm != ALGO_SFT) {
     return rl_errf(e, RL_EXIT_USAGE, "reward.script is required for train.algorithm other than sft");
   }

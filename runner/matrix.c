@@ -279,7 +279,7 @@ void matrix_print_tables(FILE *f) {
 
 void matrix_print_target(FILE *f, const hw_target *t) {
   fprintf(f, "this machine: %s (%s", t->name, t->cls == HW_UNSUPPORTED ? "unsupported" : hw_class_names[t->cls]);
-  if (t->cls == HW_CPU) fprintf(f, "%s%s", t->note[0] ? "; " : "", t->note);
+  if (t->cls == HW_CPU && t->note[0]) fprintf(f, "; no GPU: %s", t->note);
   else fprintf(f, ", %d GPU%s, %.0f GB each", t->n_gpus, t->n_gpus == 1 ? "" : "s", t->mem_gb);
   fprintf(f, "%s)\n", t->detected ? ", detected" : ", named with --hardware");
   for (int i = 0; i < PREC_COUNT * PREC_COUNT; i++) {

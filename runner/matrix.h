@@ -67,7 +67,7 @@ typedef struct hw_target {
   double mem_gb;     /* memory per GPU, GB (10^9 bytes) */
   int detected;      /* 1: found by device_query, 0: named */
   int cc_major, cc_minor;
-  char note[256];    /* why there is no GPU, when detected and none */
+  char note[256];    /* why there is no GPU, when detected and none (the reason alone) */
 } hw_target;
 
 /* Resolve "--hardware NAME[:COUNT]" (a name like h200 or a class like hopper). */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "lua/host.h"
 #include "runner/recipe_tree.h"
 
 /* Error about key `path`, at the place it was written (or the recipe file). */
@@ -28,6 +29,15 @@ static int kerr(recipe *r, rl_err *e, const char *path, const char *fmt, ...) {
 static int is_set(const recipe *r, const char *path) {
   int i = recipe_key_index(path);
   return i >= 0 && r->key_set[i];
+}
+
+/* Where a relative path of key came from: a --set value is taken as given
+ * (from the current directory), a recipe's from the file that writes it. */
+static const char *path_hint(const recipe *r, const char *key, char *buf, size_t n) {
+  recipe_loc l = recipe_key_loc(r, key);
+  if (l.line == 0 && !strncmp(l.file, "--set ", 6)) snprintf(buf, n, "a --set path is relative to the current directory");
+  else snprintf(buf, n, "a path in a recipe is relative to the directory of the file that writes it");
+  return buf;
 }
 
 /* 0 if path exists as a directory (want_dir) or regular file; else errno-ish text. */
@@ -114,7 +124,8 @@ static int check_model(recipe *r, int flags, rl_err *e) {
   const char *key = r->model.path ? "model.path" : "model.checkpoint";
   const char *dir = r->model.path ? r->model.path : r->model.checkpoint;
   const char *why = check_path(dir, 1);
-  if (why) return kerr(r, e, key, "'%s': %s", dir, why);
+  char hint[100];
+  if (why) return kerr(r, e, key, "'%s': %s (%s)", dir, why, path_hint(r, key, hint, sizeof hint));
   return read_config(r, key, dir, r->model.path != NULL, e);
 }
 
@@ -161,7 +172,9 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
   if (r->tokenizer.chars) rc = kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");
   if (r->tokenizer.path) {
     const char *why = (flags & RECIPE_NO_FS) ? NULL : check_path(r->tokenizer.path, 0);
-    if (why) rc = kerr(r, e, "tokenizer.path", "'%s': %s", r->tokenizer.path, why);
+    char hint[100];
+    if (why) rc = kerr(r, e, "tokenizer.path", "'%s': %s (%s)", r->tokenizer.path, why,
+                       path_hint(r, "tokenizer.path", hint, sizeof hint));
   } else if (r->model.path && !(flags & RECIPE_NO_FS)) {
     char tj[4200];
     snprintf(tj, sizeof tj, "%s/tokenizer.json", r->model.path);
@@ -173,7 +186,45 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
   return rc;
 }
 
-/* data.prompts / data.task and reward.script: present, and the files exist. */
+/* Load a Lua script (reward.script, data.task) in the sandbox under the
+ * recipe's limits, as the run will: it compiles, its top level runs, and it
+ * defines fn (or fn_batch, when batch_ok). Errors name the script's FILE:LINE. */
+static int check_script(recipe *r, const char *key, const char *path, const char *fn_key, const char *fn,
+                        const char *args, int batch_ok, rl_err *e) {
+  luahost_limits lim = luahost_default_limits();
+  lim.instructions = r->reward.limits.instructions;
+  lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
+  lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
+  rl_err le;
+  luahost *h = luahost_open(path, &lim, &le);
+  if (!h) return kerr(r, e, key, "%s", le.msg);
+  char batch[LUAHOST_MAX_FN + 8];
+  snprintf(batch, sizeof batch, "%s_batch", fn);
+  int rc = 0;
+  if (!luahost_has(h, fn) && !(batch_ok && luahost_has(h, batch))) {
+    char have[600], mean[200] = "";
+    luahost_functions(h, have, sizeof have);
+    int best = 3;
+    for (char *p = have; *p;) { /* the closest defined name, as a suggestion */
+      size_t len = strcspn(p, ",");
+      char one[128];
+      snprintf(one, sizeof one, "%.*s", (int)(len < sizeof one ? len : sizeof one - 1), p);
+      int d = recipe_edit_distance(fn, one);
+      if (d < best) best = d, snprintf(mean, sizeof mean, " (did you mean '%s'?)", one);
+      p += len;
+      p += strspn(p, ", ");
+    }
+    const char *at = fn_key && is_set(r, fn_key) ? fn_key : key;
+    rc = kerr(r, e, at, "%s defines no function %s%s%s; %s%s%s", path, fn, args, mean,
+              have[0] ? "the functions it defines: " : "it defines no global function", have,
+              fn_key && !is_set(r, fn_key) && have[0] ? " (set reward.function to call another)" : "");
+  }
+  luahost_close(h);
+  return rc;
+}
+
+/* data.prompts / data.task and reward.script: present, and the files exist;
+ * the Lua scripts load and define their functions. */
 static int check_files(recipe *r, int flags, rl_err *e) {
   int rc = 0;
   if (!r->data.prompts && !r->data.task)
@@ -183,16 +234,25 @@ static int check_files(recipe *r, int flags, rl_err *e) {
   if (!r->reward.script && r->train.algorithm != ALGO_SFT)
     rc = kerr(r, e, "reward.script", "missing: the Lua reward script is required (reward.script: rewards/x.lua)");
   const char *fn = r->reward.function;
-  int ident = fn && (isalpha((unsigned char)fn[0]) || fn[0] == '_');
+  int ident = fn && (isalpha((unsigned char)fn[0]) || fn[0] == '_') && strlen(fn) <= LUAHOST_MAX_FN;
   for (const char *p = fn; ident && *p; p++) ident = isalnum((unsigned char)*p) || *p == '_';
-  if (!ident) rc = kerr(r, e, "reward.function", "'%s' is not a Lua function name", fn ? fn : "");
+  if (!ident)
+    rc = kerr(r, e, "reward.function", "'%s' is not a Lua function name (letters, digits and '_', not starting "
+              "with a digit, at most %d characters)", fn ? fn : "", LUAHOST_MAX_FN);
   if (flags & RECIPE_NO_FS) return rc;
   const char *keys[] = {"data.prompts", "data.task", "reward.script"};
   const char *vals[] = {r->data.prompts, r->data.task, r->reward.script};
+  int missing[3] = {0};
   for (int i = 0; i < 3; i++) {
     const char *why = vals[i] ? check_path(vals[i], 0) : NULL;
-    if (why) rc = kerr(r, e, keys[i], "'%s': %s (paths are relative to the recipe's directory)", vals[i], why);
+    char hint[100];
+    if (why) missing[i] = 1, rc = kerr(r, e, keys[i], "'%s': %s (%s)", vals[i], why, path_hint(r, keys[i], hint, sizeof hint));
   }
+  if (r->data.task && !r->data.prompts && !missing[1] && check_script(r, "data.task", r->data.task, NULL, "prompts", "(n, rng)", 0, e))
+    rc = RL_EXIT_USAGE;
+  if (r->reward.script && !missing[2] && ident &&
+      check_script(r, "reward.script", r->reward.script, "reward.function", fn, "(sample)", 1, e))
+    rc = RL_EXIT_USAGE;
   return rc;
 }
 

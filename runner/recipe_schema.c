@@ -106,7 +106,7 @@ static const rkey keys[] = {
     {"rollout.stop", KT_STRLIST, OFF(rollout.stop), "[]", 0, 0, 0, NULL, "stop strings (besides end-of-sequence)"},
     {"reward", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "the Lua reward hook"},
     {"reward.script", KT_PATH, OFF(reward.script), NULL, 0, 0, 0, NULL, "Lua script (required)"},
-    {"reward.function", KT_STR, OFF(reward.function), "reward", 0, 0, 0, NULL, "function the script defines: f(sample) -> number"},
+    {"reward.function", KT_STR, OFF(reward.function), "reward", 0, 0, 0, NULL, "function the script defines: f(sample) -> number; f_batch(samples), when defined, scores a whole batch"},
     {"reward.limits", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "sandbox limits per call"},
     {"reward.limits.instructions", KT_INT, OFF(reward.limits.instructions), "100000000", 1000, 1e12, 0, NULL, "Lua VM instruction budget"},
     {"reward.limits.memory_mb", KT_INT, OFF(reward.limits.memory_mb), "64", 1, 4096, 0, NULL, "Lua heap cap, MiB"},
@@ -250,6 +250,13 @@ static void range_text(const rkey *k, char *buf, size_t n) {
   else snprintf(buf, n, "%c%s, %s%c", k->flags & KF_LO_OPEN ? '(' : '[', lo, hi, k->flags & KF_HI_OPEN ? ')' : ']');
 }
 
+/* "must be in [a, b]", or "must be >= a" for an integer key without an upper bound. */
+static void range_must(const rkey *k, char *buf, size_t n) {
+  char rt[128];
+  range_text(k, rt, sizeof rt);
+  snprintf(buf, n, "must be %s%s", rt[0] == '>' ? "" : "in ", rt);
+}
+
 static int in_range(const rkey *k, double v) {
   if (v < k->lo || v > k->hi) return 0;
   if ((k->flags & KF_LO_OPEN) && v == k->lo) return 0;
@@ -317,7 +324,7 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
   }
   case KT_INT: {
     int64_t v;
-    char rt[128];
+    char rt[160];
     if (n->quoted || !parse_int(s, &v)) {
       double d;
       if (!n->quoted && parse_float(s, &d)) snprintf(msg, sizeof msg, "expected an integer, got %s", describe(n, got, sizeof got));
@@ -326,8 +333,8 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
       return verr(e, k, n, msg);
     }
     if (!in_range(k, (double)v)) {
-      range_text(k, rt, sizeof rt);
-      snprintf(msg, sizeof msg, "%lld is out of range: must be in %s", (long long)v, rt);
+      range_must(k, rt, sizeof rt);
+      snprintf(msg, sizeof msg, "%lld is out of range: %s", (long long)v, rt);
       return verr(e, k, n, msg);
     }
     *(int64_t *)dst = v;
@@ -335,15 +342,15 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
   }
   case KT_FLOAT: {
     double v;
-    char rt[128];
+    char rt[160];
     if (n->quoted || !parse_float(s, &v)) {
       snprintf(msg, sizeof msg, "expected a number, got %s%s", describe(n, got, sizeof got),
                n->quoted ? " (remove the quotes)" : "");
       return verr(e, k, n, msg);
     }
     if (!in_range(k, v)) {
-      range_text(k, rt, sizeof rt);
-      snprintf(msg, sizeof msg, "%s is out of range: must be in %s", s, rt);
+      range_must(k, rt, sizeof rt);
+      snprintf(msg, sizeof msg, "%s is out of range: %s", s, rt);
       return verr(e, k, n, msg);
     }
     *(double *)dst = v;
@@ -383,6 +390,15 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
       if (!strncmp(k->enums[i], s, strlen(s)) && strlen(s) >= 3 && d > 1) d = 1;
       if (d < best) best = d, sugg = k->enums[i];
     }
+    /* words people write for a value, which spelling distance alone would
+     * map to the wrong one (gpu is one letter from cpu) */
+    static const struct { const char *key, *word, *value; } synonyms[] = {
+        {"device", "gpu", "cuda"}, {"device", "gpus", "cuda"}, {"device", "nvidia", "cuda"},
+        {"device", "host", "cpu"}};
+    char low[64];
+    normalize(s, low, sizeof low);
+    for (size_t j = 0; j < sizeof synonyms / sizeof *synonyms; j++)
+      if (!strcmp(k->path, synonyms[j].key) && !strcmp(low, synonyms[j].word)) sugg = synonyms[j].value, best = 0;
     snprintf(msg, sizeof msg, "expected one of %s; got %s", list, describe(n, got, sizeof got));
     if (sugg && best <= 2) {
       size_t m = strlen(msg);

@@ -41,7 +41,8 @@ const char *recipe_intern(recipe *r, const char *s);
 /* "FILE:LINE:COL" (or the --set text) of loc, into buf. */
 const char *recipe_loc_str(const recipe_loc *loc, char *buf, size_t n);
 
-/* Append "LOC: message" to e (one line per error, up to RECIPE_MAX_ERRORS);
+/* Append "LOC: message" to e (one line per error, up to RECIPE_MAX_ERRORS, then
+ * one last line "… and N more errors (fix these and validate again)");
  * returns RL_EXIT_USAGE. */
 int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -28,12 +28,36 @@ const char *recipe_loc_str(const recipe_loc *loc, char *buf, size_t n) {
   return buf;
 }
 
+/* The last line of an error list that counts the errors left out. */
+#define MORE_MARK "\xe2\x80\xa6 and " /* "… and " */
+
+/* One more error past RECIPE_MAX_ERRORS: add or update the last line,
+ * "… and N more error(s)", keeping room for it in e->msg. */
+static void count_left_out(rl_err *e) {
+  char *last = strrchr(e->msg, '\n');
+  long more = 0;
+  if (last && !strncmp(last + 1, MORE_MARK, strlen(MORE_MARK))) more = strtol(last + 1 + strlen(MORE_MARK), NULL, 10);
+  else last = e->msg + strlen(e->msg);
+  char line[96];
+  more++;
+  snprintf(line, sizeof line, "\n" MORE_MARK "%ld more error%s (fix these and validate again)", more, more == 1 ? "" : "s");
+  size_t at = (size_t)(last - e->msg);
+  while (at + strlen(line) + 1 > sizeof e->msg && at > 0) { /* cut the listed errors, never the count */
+    char *nl = memrchr(e->msg, '\n', at);
+    at = nl ? (size_t)(nl - e->msg) : 0;
+  }
+  snprintf(e->msg + at, sizeof e->msg - at, "%s", line);
+}
+
 int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...) {
   if (!e) return RL_EXIT_USAGE;
   int lines = e->msg[0] ? 1 : 0;
   for (const char *p = e->msg; *p; p++) lines += *p == '\n';
   e->code = RL_EXIT_USAGE;
-  if (lines >= RECIPE_MAX_ERRORS) return RL_EXIT_USAGE;
+  if (lines >= RECIPE_MAX_ERRORS) {
+    count_left_out(e);
+    return RL_EXIT_USAGE;
+  }
   char where[1200], what[1500];
   va_list ap;
   va_start(ap, fmt);

@@ -153,11 +153,21 @@ int runs_recipe_changed(const char *old_text, const char *new_text, char **repor
     if (i < nb) strip_comment(lb[i], y, sizeof y);
     if (!strcmp(x, y)) continue;
     changed++;
-    /* name the section of an indented key */
-    const char *sec = "";
-    for (int j = i; j >= 0 && j < na; j--)
-      if (la[j][0] != ' ' && j != i) { sec = la[j]; break; }
-    report_add(report, "  recipe changed%s%s: %s  →  %s", sec[0] ? " in " : "", sec,
+    /* name the key by its dotted path: the section headers above it (each
+     * "name:" less indented than the one below), then its own name */
+    char *const *l = i < na ? la : lb;
+    int ind = (int)strspn(l[i], " ");
+    char path[512] = "";
+    for (int j = i - 1; j >= 0 && ind > 0; j--) {
+      int jind = (int)strspn(l[j], " ");
+      if (jind >= ind || l[j][jind] == '#') continue;
+      size_t hl = strcspn(l[j] + jind, ":");
+      char both[512];
+      snprintf(both, sizeof both, "%.*s%s%s", (int)hl, l[j] + jind, path[0] ? "." : "", path);
+      snprintf(path, sizeof path, "%s", both);
+      ind = jind;
+    }
+    report_add(report, "  recipe changed%s%s: %s  →  %s", path[0] ? " in " : "", path,
                i < na ? x + strspn(x, " ") : "(none)", i < nb ? y + strspn(y, " ") : "(none)");
   }
   free(la), free(lb), free(a), free(b);
@@ -281,9 +291,9 @@ int runs_check_export(const char *what, const char *text, rl_err *e) {
   int rc = 0;
   if (bad)
     rc = rl_errf(e, RL_EXIT_STATE,
-                 "%s: %d input%s differ from the exported run (not the same experiment):\n%s"
+                 "%s: %d %s from the exported run (not the same experiment):\n%s"
                  "restore the inputs, or delete the '# rlrun-input:' lines to run with these files",
-                 what, bad, bad == 1 ? "" : "s", msg);
+                 what, bad, bad == 1 ? "input differs" : "inputs differ", msg);
   free(msg);
   return rc;
 }

@@ -57,7 +57,7 @@ int cmd_version(int argc, char **argv) {
   printf("%-14s %s\n", "libyaml", yaml_get_version_string());
   printf("%-14s %s\n", "jansson", jansson_version_str());
   if (d.n_gpus == 0) {
-    printf("%-14s %s\n", "gpus", d.status);
+    printf("%-14s no GPU (%s)\n", "gpus", d.status);
   } else {
     printf("%-14s %d\n", "gpus", d.n_gpus);
     for (int i = 0; i < d.n_gpus; i++) {

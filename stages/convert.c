@@ -514,23 +514,23 @@ static int write_shards(convert_ctx *x, plan *p, const char *dir, int n_shards, 
 
 /* Check the options before anything is read. */
 static int check_opts(const convert_opts *o, rl_err *e) {
-  if (!o->in_dir || !*o->in_dir) return rl_errf(e, RL_EXIT_USAGE, "convert: --in DIR is required");
-  if (!o->out_dir || !*o->out_dir) return rl_errf(e, RL_EXIT_USAGE, "convert: --out DIR is required");
+  if (!o->in_dir || !*o->in_dir) return rl_errf(e, RL_EXIT_USAGE, "--in DIR is required");
+  if (!o->out_dir || !*o->out_dir) return rl_errf(e, RL_EXIT_USAGE, "--out DIR is required");
   if (o->to != QFMT_BF16 && o->to != QFMT_FP8_BLOCK && o->to != QFMT_MXFP8 && o->to != QFMT_NVFP4)
-    return rl_errf(e, RL_EXIT_USAGE, "convert: unknown target format %d", (int)o->to);
+    return rl_errf(e, RL_EXIT_USAGE, "unknown target format %d", (int)o->to);
   if (o->ue8m0 && o->to != QFMT_FP8_BLOCK && o->to != QFMT_MXFP8)
     return rl_errf(e, RL_EXIT_USAGE,
-                   "convert: --scale-fmt ue8m0 applies to fp8-block (mxfp8 scales are always "
+                   "--scale-fmt ue8m0 applies to fp8-block (mxfp8 scales are always "
                    "ue8m0), not to %s",
                    qfmt_name(o->to));
   if (o->bf16_first_layers < 0 || o->bf16_last_layers < 0)
-    return rl_errf(e, RL_EXIT_USAGE, "convert: --bf16-first-layers/--bf16-last-layers must be >= 0");
-  if (o->shard_size == 0) return rl_errf(e, RL_EXIT_USAGE, "convert: --shard-size must be > 0");
+    return rl_errf(e, RL_EXIT_USAGE, "--bf16-first-layers/--bf16-last-layers must be >= 0");
+  if (o->shard_size == 0) return rl_errf(e, RL_EXIT_USAGE, "--shard-size must be > 0");
   struct stat a, b;
   if (stat(o->in_dir, &a) || !S_ISDIR(a.st_mode))
-    return rl_errf(e, RL_EXIT_USAGE, "convert: --in %s is not a directory", o->in_dir);
+    return rl_errf(e, RL_EXIT_USAGE, "--in %s is not a directory", o->in_dir);
   if (stat(o->out_dir, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-    return rl_errf(e, RL_EXIT_USAGE, "convert: --out must differ from --in (%s)", o->in_dir);
+    return rl_errf(e, RL_EXIT_USAGE, "--out must differ from --in (%s)", o->in_dir);
   return ckpt_dir_check_output(o->out_dir, o->force, e);
 }
 
@@ -540,7 +540,7 @@ static int load_config(plan *p, rl_err *e) {
   size_t len;
   snprintf(path, sizeof path, "%s/config.json", p->o->in_dir);
   int rc = rl_read_file(path, &text, &len, e);
-  if (rc) return rl_err_prefix(e, "convert: a model directory needs config.json: ");
+  if (rc) return rl_err_prefix(e, "a model directory needs config.json: ");
   rc = model_config_parse(path, text, len, &p->cfg, e);
   if (!rc) p->cfg_json = json_loadb(text, len, 0, NULL);
   free(text);
@@ -558,8 +558,7 @@ static int pick_device(const convert_opts *o, int *use_gpu, rl_err *e) {
     return 0;
   }
   if (o->device == CONVERT_DEVICE_CUDA)
-    return rl_errf(e, RL_EXIT_HARDWARE, "convert --device cuda: no usable GPU (%s)%s", d.status,
-                   d.built_with_cuda ? "" : "; this rlrun was built without CUDA");
+    return rl_errf(e, RL_EXIT_HARDWARE, "--device cuda: no usable GPU (%s); use --device cpu (or auto)", d.status);
   return 0;
 }
 
@@ -624,7 +623,7 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
   snprintf(tmp, sizeof tmp, "%s.partial.%ld", out, (long)getpid());
   if (!rc) rc = ckpt_dir_remove(tmp, e);
   if (!rc && mkdir(tmp, 0755))
-    rc = rl_errf(e, RL_EXIT_FAIL, "convert: cannot create %s: %s (does the parent directory exist?)",
+    rc = rl_errf(e, RL_EXIT_FAIL, "cannot create %s: %s (does the parent directory exist?)",
                  tmp, strerror(errno));
   int made = !rc;
   if (!rc) {

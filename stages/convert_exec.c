@@ -128,7 +128,7 @@ typedef struct gpu_state {
 
 static int cu_ok(cudaError_t st, const char *what, rl_err *e) {
   if (st == cudaSuccess) return 0;
-  return rl_errf(e, RL_EXIT_FAIL, "convert: %s failed: %s", what, cudaGetErrorString(st));
+  return rl_errf(e, RL_EXIT_FAIL, "%s failed: %s", what, cudaGetErrorString(st));
 }
 
 /* Make *p hold at least n bytes of device memory. */
@@ -222,7 +222,7 @@ static int dequant_chunk_gpu(convert_ctx *x, qformat f, const uint8_t *q, const 
 int convert_gpu_init(convert_ctx *x, rl_err *e) {
   (void)x;
   return rl_errf(e, RL_EXIT_HARDWARE,
-                 "convert --device cuda: this rlrun was built without CUDA; rebuild with nvcc or "
+                 "--device cuda: this rlrun was built without CUDA; rebuild with nvcc or "
                  "use --device cpu");
 }
 void convert_gpu_free(convert_ctx *x) { (void)x; }

@@ -367,9 +367,11 @@ static void result_metrics(trainer *t, train_result *r, const tr_acc *acc) {
   rl_metric_list *l = &r->metrics;
   const rl_loss_cfg *c = &t->o.loss;
   int ppo = c->kind == RL_LOSS_PPO;
-  rl_metric_set(l, RL_M_REWARD_MEAN, r->reward_mean);
-  rl_metric_set(l, RL_M_REWARD_STD, r->reward_std);
-  if (ppo) rl_metric_set(l, RL_M_GROUPS_DEGENERATE, (double)r->n_degenerate);
+  if (ppo) { /* sft has no reward: no reward metrics (a 0 would read as a reward) */
+    rl_metric_set(l, RL_M_REWARD_MEAN, r->reward_mean);
+    rl_metric_set(l, RL_M_REWARD_STD, r->reward_std);
+    rl_metric_set(l, RL_M_GROUPS_DEGENERATE, (double)r->n_degenerate);
+  }
   /* loss: mean over the steps of this call; clip fraction over all of them;
    * loss/policy, /kl, /entropy: the last step's. */
   rl_loss_out avg = acc->last;

@@ -192,7 +192,7 @@ void train_opts_default(train_opts *o);
 int train_opts_check(const train_opts *o, rl_err *e);
 
 /* What one trainer_step did. metrics: every metric of the iteration (RL.md:
- * reward/mean, reward/std, groups/degenerate, loss, loss/policy,
+ * reward/mean, reward/std, groups/degenerate (these three not for sft), loss, loss/policy,
  * policy/clipfrac, mismatch/..., tis/..., r3/overlap, optim/grad_norm, optim/lr,
  * train/tokens_per_s, …) for rl_metric_list_store; free with train_result_free. */
 typedef struct train_result {

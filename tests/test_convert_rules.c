@@ -244,6 +244,12 @@ TEST(convert_refuses_bad_inputs_and_options) {
       {"--in %s --out %s/out --to mxfp8 --bogus", 2, "unknown or incomplete option '--bogus'"},
       {"--in %s/nowhere --out %s/out --to mxfp8", 2, "is not a directory"},
   };
+  /* the library's messages carry no "convert: " of their own: `rlrun convert: ` says it once */
+  snprintf(cmd, sizeof cmd, "%s convert --in %s/nowhere --out %s/out --to mxfp8", bin, d, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  char want[2400];
+  snprintf(want, sizeof want, "rlrun convert: --in %s/nowhere is not a directory\n", d);
+  CHECK_STREQ(out, want);
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char args[2048];
     snprintf(args, sizeof args, cases[i].args, i == 0 || i == 7 ? d : src, d);
@@ -254,7 +260,8 @@ TEST(convert_refuses_bad_inputs_and_options) {
 #if !RLRUN_CUDA
   snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to mxfp8 --device cuda", bin, src, o);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(out, "no usable GPU");
+  CHECK_STREQ(out, "rlrun convert: --device cuda: no usable GPU (this binary was built without CUDA); use "
+                   "--device cpu (or auto)\n");
 #endif
   /* An existing output: refused, then replaced with --force. */
   snprintf(cmd, sizeof cmd, "mkdir -p %s && touch %s/keep && %s convert --in %s --out %s --to mxfp8 --quiet",

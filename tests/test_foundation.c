@@ -49,8 +49,13 @@ TEST(cli_version_prints_every_library) {
   /* CI and dev machines have no GPU: it must say so plainly. */
   device_info d;
   device_query(&d);
-  if (d.n_gpus == 0) CHECK_CONTAINS(out, "gpus           no GPU");
+  if (d.n_gpus == 0) CHECK_CONTAINS(out, "gpus           no GPU (");
   else CHECK_CONTAINS(out, "compute capability");
+  CHECK(strstr(out, "no GPU (no GPU") == NULL); /* device_info.status is the reason alone */
+#if !RLRUN_CUDA
+  CHECK_CONTAINS(out, "gpus           no GPU (this binary was built without CUDA)\n");
+  CHECK_STREQ(d.status, "this binary was built without CUDA");
+#endif
 }
 
 TEST(cli_unknown_command_suggests_and_exits_2) {

@@ -556,3 +556,54 @@ TEST(lua_prompts_results_are_checked) {
   CHECK(p == NULL);
   luahost_close(h);
 }
+
+/* reward.function: the host calls the named function (and its _batch form),
+ * refuses a name that is not a Lua name, and names a function that is missing. */
+TEST(lua_named_reward_function) {
+  rl_err e;
+  luahost_sample s[2] = {mk("a", NULL), mk("bb", NULL)};
+  s[1].index = 4;
+  luahost_reward r[2];
+  luahost *h = src("named.lua",
+                   "function score(s) return #s.completion end\n"
+                   "function reward(s) return -1 end\n"
+                   "local function helper() end\n", NULL, &e);
+  REQUIRE(h);
+  char fns[256];
+  luahost_functions(h, fns, sizeof fns);
+  CHECK_STREQ(fns, "reward, score"); /* the script's own global functions, sorted */
+  CHECK_STREQ(luahost_reward_function(h), "reward");
+  REQUIRE(luahost_set_reward_function(h, "score", &e) == 0);
+  CHECK_STREQ(luahost_reward_function(h), "score");
+  REQUIRE(luahost_reward_batch(h, s, 2, r, &e) == 0);
+  CHECK_NEAR(r[0].reward, 1, 0);
+  CHECK_NEAR(r[1].reward, 2, 0);
+  CHECK_EQ_I64(luahost_set_reward_function(h, "2x", &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "named.lua: reward function '2x' is not a Lua function name (letters, digits and '_', "
+                     "not starting with a digit, at most 48 characters)");
+  CHECK_STREQ(luahost_reward_function(h), "score"); /* unchanged */
+  REQUIRE(luahost_reset(h, &e) == 0);               /* the name survives a reset */
+  REQUIRE(luahost_reward_one(h, &s[1], &r[0], &e) == 0);
+  CHECK_NEAR(r[0].reward, 2, 0);
+  REQUIRE(luahost_set_reward_function(h, "rewrd", &e) == 0);
+  CHECK_EQ_I64(luahost_reward_one(h, &s[0], &r[0], &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "named.lua: defines no function rewrd(sample), the function the recipe's reward.function "
+                     "names (sample 3 of iteration 7)");
+  luahost_close(h);
+  /* name_batch(samples) scores the whole batch; reward_batch is not called */
+  h = src("nb.lua",
+          "function score_batch(ss) local o = {} for i in ipairs(ss) do o[i] = 10 * i end return o end\n"
+          "function reward_batch(ss) error('not me') end\n", NULL, &e);
+  REQUIRE(h);
+  REQUIRE(luahost_set_reward_function(h, "score", &e) == 0);
+  REQUIRE(luahost_reward_batch(h, s, 2, r, &e) == 0);
+  CHECK_NEAR(r[0].reward, 10, 0);
+  CHECK_NEAR(r[1].reward, 20, 0);
+  luahost_close(h);
+  /* no function of its own */
+  h = src("none.lua", "local x = 1\n", NULL, &e);
+  REQUIRE(h);
+  luahost_functions(h, fns, sizeof fns);
+  CHECK_STREQ(fns, "");
+  luahost_close(h);
+}

@@ -60,6 +60,13 @@ TEST(model_score_device_cuda_without_gpu_exits_3) {
   if (rc == 0) return; /* a GPU machine: the GPU test compares the output */
   CHECK_EQ_I64(rc, 3);
   CHECK_CONTAINS(text, "--device cpu");
+  /* one piece of advice, for the option (not the recipe key "device: cpu") */
+  CHECK(strstr(text, "use device: cpu") == NULL);
+  const char *adv = strstr(text, "use --device cpu");
+  CHECK(adv && !strstr(adv + 1, "use --device cpu"));
+#if !RLRUN_CUDA
+  CHECK_STREQ(text, "rlrun score: --device cuda: no usable GPU (this binary was built without CUDA); use --device cpu\n");
+#endif
   /* fp32 is a CPU-only mode: refused as bad input */
   snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl --device cuda --precision fp32",
            harness_bin(), in, dir);

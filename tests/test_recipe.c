@@ -2,6 +2,7 @@
  * (every tests/recipes/bad/NAME.yaml, each stating its error), the example recipes,
  * defaults, base: merging, --set overrides, and the commands' exit codes. */
 #include <glob.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -469,4 +470,141 @@ TEST(recipe_override_paths_resolve_against_a_given_directory) {
   REQUIRE(recipe_load_at("recipes/demo-cpu.yaml", sets2, 1, "/nonexistent", &r, &e) == 0);
   CHECK_STREQ(r.reward.script, want);
   recipe_free(&r);
+}
+
+/* The rlrun binary as an absolute path (for commands run in another directory). */
+static const char *abs_bin(void) {
+  static char p[PATH_MAX];
+  if (!p[0] && !realpath(harness_bin(), p)) snprintf(p, sizeof p, "%s", harness_bin());
+  return p;
+}
+
+/* A directory with t.yaml (reward.function FN, reward.script SCRIPT) and the Lua
+ * files it may name: r.lua (reward), bad.lua (a syntax error on line 3), task.lua. */
+static void lua_recipe_dir(const char *dir, const char *script, const char *fn) {
+  char p[1200], text[2048];
+  snprintf(p, sizeof p, "mkdir -p %s", dir);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(p, sizeof p, "%s/r.lua", dir);
+  REQUIRE(harness_write_file(p, "function reward(s) return 1 end\nfunction score(s) return 0.5 end\n") == 0);
+  snprintf(p, sizeof p, "%s/bad.lua", dir);
+  REQUIRE(harness_write_file(p, "-- a reward with a typo\nfunction reward(s)\n  return = 1\nend\n") == 0);
+  snprintf(p, sizeof p, "%s/task.lua", dir);
+  REQUIRE(harness_write_file(p, "function prompts(n, rng)\n  local v = {}\n  for i = 1, n do v[i] = "
+                                "{prompt = '1+1=', answer = '2'} end\n  return v\nend\n") == 0);
+  snprintf(text, sizeof text,
+           "name: t\ndevice: cpu\n"
+           "model:\n  init: {arch: qwen3, hidden: 16, layers: 1, heads: 2, kv_heads: 1, head_dim: 8, ffn: 32, max_seq_len: 12}\n"
+           "tokenizer: {type: chars, chars: \"0123456789+=\"}\n"
+           "data:\n  task: task.lua\n"
+           "rollout: {batch: 2, samples_per_prompt: 2, max_prompt_tokens: 6, max_new_tokens: 2}\n"
+           "reward:\n  script: %s\n  function: %s\n"
+           "train: {lr: 1.0e-2, microbatch: 4}\n"
+           "loop: {iterations: 1}\n", script, fn);
+  snprintf(p, sizeof p, "%s/t.yaml", dir);
+  REQUIRE(harness_write_file(p, text) == 0);
+}
+
+/* reward.function and the Lua scripts are checked by validate, and by run
+ * before it creates a run directory: a missing function, a syntax error, a
+ * task script without prompts() — each named with FILE:LINE, exit 2. Any
+ * function name works when the script defines it. */
+TEST(recipe_lua_scripts_are_checked_before_a_run) {
+  char dir[1024], cmd[4096];
+  snprintf(dir, sizeof dir, "%s/luachk", harness_tmpdir());
+  lua_recipe_dir(dir, "r.lua", "rewrd");
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml", dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "t.yaml:11:13: reward.function: r.lua defines no function rewrd(sample) (did you mean "
+                   "'reward'?); the functions it defines: reward, score\n");
+  snprintf(cmd, sizeof cmd, "cd %s && %s run t.yaml --runs-dir runs --quiet; rc=$?; ls runs 2>/dev/null; exit $rc",
+           dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "rlrun run: t.yaml:11:13: reward.function: r.lua defines no function rewrd(sample) (did you "
+                   "mean 'reward'?); the functions it defines: reward, score\n"); /* and no run directory */
+  /* a syntax error: the script's FILE:LINE, before any run directory */
+  lua_recipe_dir(dir, "bad.lua", "reward");
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml", dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "t.yaml:10:11: reward.script: bad.lua:3: unexpected symbol near '=' (while loading the script)\n");
+  snprintf(cmd, sizeof cmd, "cd %s && %s run t.yaml --runs-dir runs --quiet; rc=$?; ls runs 2>/dev/null; exit $rc",
+           dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "rlrun run: t.yaml:10:11: reward.script: bad.lua:3: unexpected symbol near '=' (while "
+                   "loading the script)\n");
+  /* the default name, and a script without it: the functions it has are listed */
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.script=task.lua --set reward.function=null",
+           dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "--set reward.script=task.lua: task.lua defines no function reward(sample); the functions it "
+                   "defines: prompts (set reward.function to call another)\n");
+  /* a task script is loaded too */
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.script=r.lua --set data.task=r.lua", dir,
+           abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "--set data.task=r.lua: r.lua defines no function prompts(n, rng); the functions it defines: "
+                   "reward, score\n");
+  /* not a Lua name */
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.script=r.lua --set reward.function=my-score",
+           dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "--set reward.function=my-score: 'my-score' is not a Lua function name (letters, digits and "
+                   "'_', not starting with a digit, at most 48 characters)\n");
+  /* any name the script defines: validate passes and the run scores with it */
+  lua_recipe_dir(dir, "r.lua", "score");
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml", dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  snprintf(cmd, sizeof cmd, "cd %s && %s run t.yaml --runs-dir runs --quiet >/dev/null && %s metrics runs/t-* --csv",
+           dir, abs_bin(), abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  /* reward/mean then reward/std: score() returns 0.5 for every sample */
+  CHECK_CONTAINS(out, ",0.5,0,");
+}
+
+/* Wording of common validate errors: ranges without an upper bound, words
+ * for a value (gpu), where a relative path is resolved from, more than 8
+ * errors, and --keys with a recipe. */
+TEST(recipe_error_wording) {
+  recipe r;
+  rl_err e;
+  const char *neg[] = {"seed=-1"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", neg, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set seed=-1: -1 is out of range: must be >= 0");
+  const char *gpu[] = {"device=gpu"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", gpu, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set device=gpu: expected one of auto, cpu, cuda; got 'gpu' (did you mean 'cuda'?)");
+  const char *many =
+      "model:\n  init: {arch: qwen3, hidden: 1, layers: 0, heads: 0, kv_heads: 0, head_dim: 0, ffn: 0,\n"
+      "         vocab: -1, experts: 0, top_k: 0, moe_ffn: 0}\n"
+      "tokenizer: {type: chars, chars: \"0123\"}\ndata: {prompts: p.jsonl}\nreward: {script: r.lua}\n";
+  CHECK_EQ_I64(recipe_load_string(many, strlen(many), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  int lines = 1;
+  for (const char *p = e.msg; *p; p++) lines += *p == '\n';
+  CHECK_EQ_I64(lines, 9); /* 8 errors, then the count of the others */
+  CHECK_CONTAINS(e.msg, "m.yaml:3:30: model.init.experts: 0 is out of range: must be in [2, 1024]\n"
+                        "\xe2\x80\xa6 and 2 more errors (fix these and validate again)");
+  CHECK(e.msg[strlen(e.msg) - 1] == ')');
+  /* a relative path: from the current directory for --set, from the file that writes it otherwise */
+  char dir[1024], cmd[4096];
+  snprintf(dir, sizeof dir, "%s/paths", harness_tmpdir());
+  lua_recipe_dir(dir, "r.lua", "reward");
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.script=nope.lua", dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "--set reward.script=nope.lua: 'nope.lua': No such file or directory (a --set path is "
+                   "relative to the current directory)\n");
+  lua_recipe_dir(dir, "nope.lua", "reward");
+  snprintf(cmd, sizeof cmd, "cd %s/.. && %s validate paths/t.yaml", dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "paths/t.yaml:10:11: reward.script: 'paths/nope.lua': No such file or directory (a path in a "
+                   "recipe is relative to the directory of the file that writes it)\n");
+  /* --keys reads no recipe: one given is refused, not ignored */
+  snprintf(cmd, sizeof cmd, "%s validate --keys recipes/demo-cpu.yaml", abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "rlrun validate: --keys lists every recipe key and reads no recipe, so 'recipes/demo-cpu.yaml' "
+                   "would be ignored: run `rlrun validate --keys` alone, or `rlrun validate recipes/demo-cpu.yaml` "
+                   "to check the recipe\n");
+  snprintf(cmd, sizeof cmd, "%s validate --keys --set seed=1", abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "rlrun validate: --keys lists every recipe key and takes no other option: run `rlrun validate "
+                   "--keys` alone\n");
 }

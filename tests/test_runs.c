@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner/runs.h"
 #include "state/ckpt.h"
 #include "state/sha256.h"
 #include "state/store.h"
@@ -328,7 +329,7 @@ TEST(runs_edited_recipe_or_input_is_refused) {
   snprintf(args, sizeof args, "resume %s --quiet", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
   CHECK_CONTAINS(out, "changed since the run started");
-  CHECK_CONTAINS(out, "recipe changed in train:: lr: 0.01  →  lr: 0.001");
+  CHECK_CONTAINS(out, "recipe changed in train: lr: 0.01  →  lr: 0.001\n");
   CHECK_CONTAINS(out, "input changed:");
   CHECK_CONTAINS(out, "reward.lua");
   CHECK_CONTAINS(out, "--allow-changed");
@@ -376,6 +377,20 @@ TEST(runs_read_commands_and_export) {
   for (char *q = out; (q = strchr(q, '\n')); q++) lines++;
   CHECK_EQ_I64(lines, 4); /* header + 3 */
   CHECK_CONTAINS(out, "    2       ");
+  /* an iteration without samples is an error that names the last one */
+  char want[2600];
+  snprintf(args, sizeof args, "samples %s --iter 99", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun samples: --iter 99: run %s has no samples in iteration 99; its last iteration "
+           "with samples is 4 (samples in iterations 1..4)\n", rd);
+  CHECK_STREQ(out, want);
+  snprintf(args, sizeof args, "samples %s --iter 0 --top 2", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "has no samples in iteration 0; its last iteration with samples is 4");
+  /* one output format at a time */
+  snprintf(args, sizeof args, "metrics %s --csv --json", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun metrics: --csv and --json exclude each other: pass one (no option: a table)\n");
   /* export, then run the export: hashes check out; change an input: refused */
   snprintf(ex, sizeof ex, "%s/exported.yaml", dir);
   snprintf(args, sizeof args, "export %s --out %s", rd, ex);
@@ -397,8 +412,22 @@ TEST(runs_read_commands_and_export) {
   fputs("-- changed\n", f);
   fclose(f);
   CHECK_EQ_I64(rl(dir, "", "run exported.yaml --runs-dir runs3 --quiet", out, sizeof out), 4);
-  CHECK_CONTAINS(out, "differ from the exported run");
+  CHECK_CONTAINS(out, "rlrun run: exported.yaml: 1 input differs from the exported run (not the same experiment):\n");
   CHECK_CONTAINS(out, "task.lua has sha256");
+}
+
+/* What changed in a recipe is named by its dotted key: one colon after the section. */
+TEST(runs_recipe_changed_names_dotted_keys) {
+  const char *a = "seed: 1\ntrain:\n  lr: 0.01\n  optimizer:\n    name: adamw\n    beta1: 0.9  # default\n"
+                  "loop:\n  iterations: 4\n";
+  const char *b = "seed: 2\ntrain:\n  lr: 0.01\n  optimizer:\n    name: adamw\n    beta1: 0.95\n"
+                  "loop:\n  iterations: 4\n";
+  char *report = NULL;
+  CHECK_EQ_I64(runs_recipe_changed(a, b, &report), 2);
+  REQUIRE(report);
+  CHECK_STREQ(report, "  recipe changed: seed: 1  →  seed: 2\n"
+                      "  recipe changed in train.optimizer: beta1: 0.9  →  beta1: 0.95\n");
+  free(report);
 }
 
 TEST(runs_sigterm_stops_resumably) {

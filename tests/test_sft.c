@@ -84,6 +84,19 @@ TEST(sft_run_learns_and_resumes_bit_identical) {
   store_step_status(s, 3, "train", &st, &e);
   CHECK_EQ_I64(st, STORE_STEP_DONE);
   store_close(s);
+  /* no reward: none recorded, and the read commands say so rather than show a 0 */
+  CHECK(isnan(sft_metric(ra, 6, "reward/mean")));
+  snprintf(args, sizeof args, "ls %s", runs);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, " complete  6/6         -          ");
+  snprintf(args, sizeof args, "status %s", ra);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK(strstr(out, "reward/mean") == NULL);
+  snprintf(args, sizeof args, "samples %s --iter 2", ra);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  snprintf(p, sizeof p, "rlrun samples: --iter 2: run %s has no samples (an sft run trains on its data and samples "
+           "nothing)\n", ra);
+  CHECK_STREQ(out, p);
   /* killed in the 5th update, resumed: the same weights, bit for bit */
   snprintf(runs, sizeof runs, "%s/sft-b", harness_tmpdir());
   snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s %s", runs, sets);

@@ -99,6 +99,20 @@ TEST(run_cuda_recipe_without_gpu_exits_3) {
   CHECK_EQ_I64(rc, RL_EXIT_HARDWARE);
   CHECK_CONTAINS(out, "no GPU found");
   CHECK_CONTAINS(out, "device: cpu");
+  /* the reason said once: not "no GPU found (no GPU (...))" */
+  CHECK(strstr(out, "(no GPU (") == NULL);
+#if !RLRUN_CUDA
+  CHECK_STREQ(out, "rlrun run: t.yaml: no GPU found (this binary was built without CUDA), but the recipe says "
+                   "device: cuda; set `device: cpu` (or --set device=cpu) to run the CPU reference\n");
+  char cmd2[PATH_MAX + 1200];
+  snprintf(cmd2, sizeof cmd2, "cd %s && %s validate t.yaml", dir, bin);
+  CHECK_EQ_I64(harness_run(cmd2, out, sizeof out), RL_EXIT_HARDWARE);
+  CHECK_STREQ(out, "t.yaml: valid, but not runnable on cpu (cpu):\n"
+                   "t.yaml:3:9: device: cuda, but this machine has no GPU: this binary was built without CUDA\n");
+  snprintf(cmd2, sizeof cmd2, "%s matrix", bin);
+  CHECK_EQ_I64(harness_run(cmd2, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "this machine: cpu (cpu; no GPU: this binary was built without CUDA, detected)\n");
+#endif
   /* device: auto on this machine is the CPU reference and completes */
   write_recipe(dir, "auto");
   rc = harness_run(cmd, out, sizeof out);
