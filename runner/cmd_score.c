@@ -151,14 +151,14 @@ static int score_run(int argc, char **argv, rl_err *e) {
   if (strcmp(dev, "cpu") && strcmp(dev, "cuda"))
     return rl_errf(e, RL_EXIT_USAGE, "--device '%s' is unknown; use cpu or cuda", dev);
   int cuda = !strcmp(dev, "cuda");
+  if (cuda && !strcmp(prec, "fp32")) /* bad arguments first, whatever the machine */
+    return rl_errf(e, RL_EXIT_USAGE, "--precision fp32 runs on the CPU only; use --device cpu or another precision");
   if (cuda) { /* before the model is read: a build or a machine without a GPU says so once */
     device_info d;
     device_query(&d);
     if (!d.built_with_cuda || d.n_gpus == 0)
       return rl_errf(e, RL_EXIT_HARDWARE, "--device cuda: no usable GPU (%s); use --device cpu", d.status);
   }
-  if (cuda && !strcmp(prec, "fp32"))
-    return rl_errf(e, RL_EXIT_USAGE, "--precision fp32 runs on the CPU only; use --device cpu or another precision");
   model_config cfg;
   int rc = model_config_load_hf(dir, &cfg, e), f32 = 0;
   if (rc) return rc;

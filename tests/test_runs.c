@@ -690,7 +690,7 @@ TEST(runs_resume_does_not_depend_on_the_working_directory) {
   harness_write_file(p, edited);
   snprintf(args, sizeof args, "resume %s --quiet", rd);
   CHECK_EQ_I64(rl("/", "", args, out, sizeof out), 4);
-  CHECK_CONTAINS(out, "recipe changed in train:: lr: 0.01  →  lr: 0.001");
+  CHECK_CONTAINS(out, "recipe changed in train: lr: 0.01  →  lr: 0.001");
   CHECK_MSG(!strstr(out, "no longer loads"), "%s", out);
   harness_write_file(p, orig);
   snprintf(p, sizeof p, "%s/sub/r2.lua", dir);
