@@ -19,7 +19,7 @@ typedef struct recipe_args {
   int keys; /* validate --keys */
 } recipe_args;
 
-/* Parse RECIPE [--hardware NAME] [--set K=V]...; prints the error and returns 2 on misuse. */
+/* Parse RECIPE [--hardware NAME[:COUNT]] [--set K=V]...; prints the error and returns 2 on misuse. */
 static int parse_args(const char *cmd, int argc, char **argv, int want_recipe, recipe_args *a) {
   memset(a, 0, sizeof *a);
   for (int i = 1; i < argc; i++) {
@@ -65,7 +65,7 @@ static int parse_args(const char *cmd, int argc, char **argv, int want_recipe, r
     return RL_EXIT_USAGE;
   }
   if (want_recipe && !a->path && !a->keys) {
-    fprintf(stderr, "rlrun %s: missing RECIPE (a .yaml file); usage: rlrun %s RECIPE [--hardware NAME] [--set K=V]...\n",
+    fprintf(stderr, "rlrun %s: missing RECIPE (a .yaml file); usage: rlrun %s RECIPE [--hardware NAME[:COUNT]] [--set K=V]...\n",
             cmd, cmd);
     return RL_EXIT_USAGE;
   }

@@ -312,6 +312,13 @@ int cmd_resume(int argc, char **argv) {
   int complete = 0;
   if (rc) {
     fprintf(stderr, "rlrun resume: %s\n", e.msg);
+  } else if (changes && !allow && loop_is_complete(s, r.loop.iterations)) {
+    /* complete as recorded: nothing to do, whatever changed since (exit 0) */
+    printf("%s: the run is already complete (%lld iterations, final checkpoint step-%06lld); nothing to do\n", dir,
+           (long long)r.loop.iterations, (long long)r.loop.iterations);
+    fprintf(stderr, "rlrun resume: note: the recipe or its inputs changed since the run started:\n%s"
+            "(to continue it with the changes, e.g. more iterations, pass --allow-changed)\n", report);
+    changes = 0, complete = 2;
   } else if (changes && !allow) {
     fprintf(stderr,
             "rlrun resume: %s: the recipe or its inputs changed since the run started:\n%s"
@@ -347,7 +354,7 @@ int cmd_resume(int argc, char **argv) {
     }
     if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);
   }
-  if (!rc) {
+  if (!rc && complete != 2) {
     if (complete) {
       printf("%s: the run is already complete (%lld iterations, final checkpoint step-%06lld); nothing to do\n",
              dir, (long long)r.loop.iterations, (long long)r.loop.iterations);

@@ -107,8 +107,14 @@ static void loop_status(loop_ctx *c) {
   loop_fmt_time(c->done_iters > 0 ? (double)(c->N - c->iter + 1) / rate : NAN, eta, sizeof eta);
   if (isfinite(rate)) snprintf(rt, sizeof rt, "%.3g it/s", rate);
   else snprintf(rt, sizeof rt, "? it/s");
-  fprintf(c->log, "\r\033[K[%lld/%lld] %-10s %s  ETA %s  reward %.4g  mismatch %.3g", (long long)c->iter,
-          (long long)c->N, c->stage, rt, eta, c->last_reward, c->last_mismatch);
+  char rw[32] = "-", mm[32] = "-"; /* "-" until the first value */
+  if (isfinite(c->last_reward)) snprintf(rw, sizeof rw, "%.4g", c->last_reward);
+  if (isfinite(c->last_mismatch)) snprintf(mm, sizeof mm, "%.3g", c->last_mismatch);
+  if (c->r->train.algorithm == ALGO_SFT) /* no reward, no rollout to mismatch */
+    fprintf(c->log, "\r\033[K[%lld/%lld] %-10s %s  ETA %s", (long long)c->iter, (long long)c->N, c->stage, rt, eta);
+  else
+    fprintf(c->log, "\r\033[K[%lld/%lld] %-10s %s  ETA %s  reward %s  mismatch %s", (long long)c->iter,
+            (long long)c->N, c->stage, rt, eta, rw, mm);
   fflush(c->log);
 }
 
@@ -501,7 +507,7 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
   c.progress = o ? o->progress : 0;
   c.quiet = o ? o->quiet : 0;
   c.last_reward = c.last_mismatch = c.last_loss = NAN;
-  c.stage = "convert";
+  c.stage = "convert", c.N = r->loop.iterations; /* the status line's [0/N] before the first iteration */
   /* the resume point first: a bad checkpoint stops the run before anything is written */
   loop_resume own;
   memset(&own, 0, sizeof own);

@@ -203,8 +203,11 @@ int matrix_check(prec_format rollout, prec_format train, hw_class cls, int emula
     char nat[128];
     classes_of(f, SUP_NATIVE, nat, sizeof nat);
     if (s == SUP_NO) {
-      snprintf(why, whysz, "%s (%s) does not run on %s: it needs %s%s", prec_names[f],
-               i ? "train" : "rollout", hw_class_names[cls], nat,
+      char emu[128], also[192] = "";
+      classes_of(f, SUP_EMULATED, emu, sizeof emu);
+      if (strcmp(emu, "none")) snprintf(also, sizeof also, ", or %s with precision.emulate: true", emu);
+      snprintf(why, whysz, "%s (%s) does not run on %s: it needs %s%s%s", prec_names[f],
+               i ? "train" : "rollout", hw_class_names[cls], nat, also,
                (cls == HW_AMPERE || cls == HW_AMD) ? " (A100 and AMD GPUs run BF16 only)" : "");
       return RL_EXIT_HARDWARE;
     }

@@ -68,9 +68,11 @@ static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step,
   int64_t seqs = r->rollout.batch * r->rollout.samples_per_prompt;
   const char *script = r->reward.script ? strrchr(r->reward.script, '/') : NULL;
   script = script ? script + 1 : r->reward.script ? r->reward.script : "(none)";
-  fprintf(f, "%5lld  rollout#%-6lld %lld prompts x %lld samples, <= %lld new tokens, %s; reward %s:%s()\n",
-          (long long)(*step)++, (long long)it, (long long)r->rollout.batch, (long long)r->rollout.samples_per_prompt,
-          (long long)r->rollout.max_new_tokens, prec_names[r->precision.rollout], script, r->reward.function);
+  fprintf(f, "%5lld  rollout#%-6lld %lld prompts x %lld samples, <= %lld new tokens, %s\n", (long long)(*step)++,
+          (long long)it, (long long)r->rollout.batch, (long long)r->rollout.samples_per_prompt,
+          (long long)r->rollout.max_new_tokens, prec_names[r->precision.rollout]);
+  fprintf(f, "%5lld  reward#%-7lld %s:%s() on every sample (Lua sandbox)\n", (long long)(*step)++, (long long)it,
+          script, r->reward.function);
   char dp[96] = "";
   if (cls != HW_CPU && r->gpus.train.n > 1)
     snprintf(dp, sizeof dp, ", data-parallel on %d GPUs (fixed-order gradient all-reduce)", r->gpus.train.n);
@@ -106,9 +108,9 @@ void recipe_print_plan(FILE *f, const recipe *r, const hw_target *t, int emulate
     if (n > 4 && it == 3) { /* elide the middle, keep the numbering right */
       int64_t ck = 0;
       for (int64_t j = 3; j < n; j++) ck += is_checkpoint(r, j);
-      fprintf(f, "   ...  iterations 3..%lld: the same rollout, train, sync%s (%lld steps)\n", (long long)(n - 1),
-              ck ? ", with checkpoints" : "", (long long)(3 * (n - 3) + ck));
-      step += 3 * (n - 3) + ck;
+      fprintf(f, "   ...  iterations 3..%lld: the same rollout, reward, train, sync%s (%lld steps)\n", (long long)(n - 1),
+              ck ? ", with checkpoints" : "", (long long)(4 * (n - 3) + ck));
+      step += 4 * (n - 3) + ck;
       it = n - 1;
       continue;
     }

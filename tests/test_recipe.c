@@ -396,9 +396,10 @@ TEST(cli_validate_plan_exit_codes) {
   CHECK_CONTAINS(out, "layers 3..3 stay bf16 (precision.bf16_last_layers)");
   CHECK_CONTAINS(out, "    1  convert ");
   CHECK_CONTAINS(out, "    2  rollout#1 ");
-  CHECK_CONTAINS(out, "    4  sync#1 ");
-  CHECK_CONTAINS(out, "  605  checkpoint#200 ");
-  CHECK_CONTAINS(out, "605 steps; keep the newest 2 checkpoints");
+  CHECK_CONTAINS(out, "    3  reward#1 ");
+  CHECK_CONTAINS(out, "    5  sync#1 ");
+  CHECK_CONTAINS(out, "  805  checkpoint#200 ");
+  CHECK_CONTAINS(out, "805 steps; keep the newest 2 checkpoints");
   snprintf(cmd, sizeof cmd, "%s plan recipes/nvfp4-experts.yaml --hardware h200 --set precision.emulate=true", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_CONTAINS(out, "moe experts          nvfp4 (emulated)       nvfp4 (emulated)       bf16\n");

@@ -76,6 +76,19 @@ TEST(matrix_nvfp4_needs_experimental) {
   CHECK_CONTAINS(e.msg, "is experimental: set precision.experimental: true");
 }
 
+/* A format a class cannot run names where it runs natively and, when some
+ * class emulates it, that too. */
+TEST(matrix_refusal_names_native_and_emulated) {
+  char why[600];
+  int emu = 0;
+  CHECK_EQ_I64(matrix_check(PREC_NVFP4, PREC_NVFP4, HW_AMPERE, 0, 1, &emu, why, sizeof why), RL_EXIT_HARDWARE);
+  CHECK_STREQ(why, "nvfp4 (rollout) does not run on ampere: it needs blackwell, or hopper with precision.emulate: "
+                   "true (A100 and AMD GPUs run BF16 only)");
+  CHECK_EQ_I64(matrix_check(PREC_FP8_BLOCK, PREC_FP8_BLOCK, HW_AMPERE, 0, 0, &emu, why, sizeof why), RL_EXIT_HARDWARE);
+  CHECK_STREQ(why, "fp8-block (rollout) does not run on ampere: it needs hopper, blackwell (A100 and AMD GPUs run BF16 "
+                   "only)");
+}
+
 /* The compute-capability classes of detected GPUs. */
 TEST(matrix_cc_classes) {
   CHECK_EQ_I64(hw_class_from_cc(8, 0), HW_AMPERE);

@@ -241,6 +241,17 @@ TEST(runs_failed_checkpoint_write_keeps_previous_and_resumes) {
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   REQUIRE(weights_sha(rd, 6, got) == 0);
   CHECK_STREQ(got, want);
+  /* the plan's step count is the store's: status of the complete run says as many steps done */
+  long long planned = -1, done = -1;
+  CHECK_EQ_I64(rl(dir, "", "plan t.yaml --hardware cpu", out, sizeof out), 0);
+  const char *at = strstr(out, " steps; keep");
+  while (at && at > out && at[-1] >= '0' && at[-1] <= '9') at--;
+  if (at) planned = atoll(at);
+  snprintf(args, sizeof args, "status %s", rd);
+  rl(dir, "", args, out, sizeof out);
+  at = strstr(out, "iterations trained; ");
+  if (at) done = atoll(at + strlen("iterations trained; "));
+  CHECK_MSG(planned > 6 && planned == done, "plan: %lld steps, status: %lld steps done", planned, done);
 }
 
 /* A run of 6 iterations stopped (killed) in iteration 3's train: checkpoint 2 exists. */
@@ -343,6 +354,23 @@ TEST(runs_edited_recipe_or_input_is_refused) {
   snprintf(args, sizeof args, "resume %s", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "already complete (6 iterations, final checkpoint step-000006); nothing to do");
+  /* … also when an input changed since (exit 0, the change noted, nothing written) */
+  char rw[1200], db[2100], before[65], after[65];
+  snprintf(rw, sizeof rw, "%s/reward.lua", dir);
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  rl_err se;
+  REQUIRE(sha256_file(db, before, NULL, &se) == 0);
+  FILE *fw = fopen(rw, "a");
+  REQUIRE(fw);
+  fputs("-- edited again\n", fw);
+  fclose(fw);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "already complete (6 iterations, final checkpoint step-000006); nothing to do");
+  CHECK_CONTAINS(out, "note: the recipe or its inputs changed since the run started:");
+  CHECK_CONTAINS(out, "reward.lua");
+  CHECK_CONTAINS(out, "pass --allow-changed");
+  REQUIRE(sha256_file(db, after, NULL, &se) == 0);
+  CHECK_STREQ(after, before);
 }
 
 TEST(runs_read_commands_and_export) {
@@ -354,6 +382,12 @@ TEST(runs_read_commands_and_export) {
   CHECK_CONTAINS(out, "iter 4/4  reward ");
   CHECK_CONTAINS(out, "run complete");
   REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  /* the status line (forced on): "-" until a value exists, never "nan" */
+  CHECK_EQ_I64(rl(dir, "RLRUN_PROGRESS=1", "run t.yaml --runs-dir runs2 --set loop.iterations=2", out, sizeof out), 0);
+  CHECK_CONTAINS(out, "[0/2] convert ");
+  CHECK_CONTAINS(out, "reward -  mismatch -");
+  CHECK_CONTAINS(out, "[2/2] rollout ");
+  CHECK(strstr(out, "nan") == NULL);
   snprintf(args, sizeof args, "status %s", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "state      complete");
