@@ -4,6 +4,7 @@
  * quantized views, and the gradient buffers. */
 #include "model/model.h"
 
+#include <fnmatch.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -191,6 +192,44 @@ void model_sync_bf16_from_f32(model *m) {
   m->quantized = all_bf16;
 }
 
+int64_t model_layer_of_name(const char *name) {
+  for (const char *p = strstr(name, "layers."); p; p = strstr(p + 1, "layers.")) {
+    if (p != name && p[-1] != '.') continue;
+    const char *d = p + 7;
+    if (*d < '0' || *d > '9') continue;
+    int64_t v = 0;
+    while (*d >= '0' && *d <= '9' && v < (1 << 30)) v = v * 10 + (*d++ - '0');
+    if (*d == '.') return v;
+  }
+  return -1;
+}
+
+int model_keep_bf16_rule(const char *name, const char *const *patterns, int n_patterns, int64_t first, int64_t last,
+                         int64_t L) {
+  size_t n = strlen(name);
+  char module[MODEL_NAME_MAX + 8];
+  snprintf(module, sizeof module, "%.*s", (int)(n >= 7 && !strcmp(name + n - 7, ".weight") ? n - 7 : n), name);
+  for (int i = 0; i < n_patterns; i++)
+    if (!fnmatch(patterns[i], name, 0) || !fnmatch(patterns[i], module, 0)) return MODEL_KEEP_PATTERN;
+  int64_t l = model_layer_of_name(name);
+  if (l >= 0 && l < first) return MODEL_KEEP_FIRST;
+  if (l >= 0 && last > 0 && l >= L - last) return MODEL_KEEP_LAST;
+  return MODEL_KEEP_NONE;
+}
+
+void model_keep_bf16(model *m, const char *const *patterns, int n_patterns, int64_t first, int64_t last) {
+  for (int i = 0; i < m->n_params; i++)
+    m->params[i].keep_bf16 = model_keep_bf16_rule(m->params[i].name, patterns, n_patterns, first, last, m->L) != 0;
+  m->lm_head_keep_bf16 = model_keep_bf16_rule("lm_head.weight", patterns, n_patterns, first, last, m->L) != 0;
+  m->quantized = 0; /* the views follow the marks at the next model_quantize */
+}
+
+void model_keep_bf16_copy(model *dst, const model *src) {
+  for (int i = 0; i < dst->n_params && i < src->n_params; i++) dst->params[i].keep_bf16 = src->params[i].keep_bf16;
+  dst->lm_head_keep_bf16 = src->lm_head_keep_bf16;
+  dst->quantized = 0;
+}
+
 /* ---------------------------------------------------------------- loading */
 
 /* IEEE half → FP32 (exact). */
@@ -363,7 +402,7 @@ static int quantize_cb(model *m, model_linear *l, void *ctx) {
   rl_err *e = ctx;
   const quant_policy *p = &m->policy;
   linear_unquantize(l);
-  qformat f = p->fmt[l->cls];
+  qformat f = (l == &m->lm_head ? m->lm_head_keep_bf16 : l->p->keep_bf16) ? QFMT_BF16 : p->fmt[l->cls];
   int64_t N = l->p->rows, K = l->p->cols;
   if (f == QFMT_BF16 || (f == QFMT_MXFP8 && K % 32)) return 0;
   quant_opts qo = {0};

@@ -70,6 +70,7 @@ typedef struct model_param {
   uint16_t *w;               /* BF16 master */
   float *w32;                /* FP32 copy (keep_f32) or NULL */
   float *g;                  /* FP32 gradient or NULL */
+  int keep_bf16;             /* a linear weight kept in BF16 whatever the policy (model_keep_bf16) */
 } model_param;
 
 /* A linear layer: its weight and the quantized view of the current policy. */
@@ -99,6 +100,7 @@ typedef struct model {
   int n_params;
   model_param *embed, *final_norm;
   model_linear lm_head; /* lm_head.p == embed when tied */
+  int lm_head_keep_bf16; /* the lm_head view kept in BF16 whatever the policy (model_keep_bf16) */
   model_layer *layers;
   quant_policy policy;
   int quantized; /* model_quantize has run since the last weight change */
@@ -129,6 +131,26 @@ int model_load(const char *dir, const model_load_opts *o, model **out, rl_err *e
 model_param *model_find_param(model *m, const char *name);
 /* Copy w32 → w (BF16 RNE) for every parameter (after editing FP32 weights). */
 void model_sync_bf16_from_f32(model *m);
+
+/* Linear weights kept in BF16 whatever the format (FORMATS.md "What is never
+ * quantized": a recipe adds name patterns, precision.keep_bf16, and the
+ * first/last N layers, precision.bf16_first/last_layers; `rlrun convert` has
+ * the same options). model_keep_bf16_rule: which rule keeps the weight
+ * `name` — MODEL_KEEP_PATTERN when a pattern matches (fnmatch) the tensor name
+ * or its module name (the name without ".weight"), MODEL_KEEP_FIRST /
+ * MODEL_KEEP_LAST when its layer (the N of "layers.N.") is among the first /
+ * last ones of L, else MODEL_KEEP_NONE. model_keep_bf16: mark m's linears by
+ * these rules (lm_head as "lm_head.weight", tied or not); model_quantize,
+ * model_cuda_quantize and the sync's manifest then keep them BF16, in the
+ * rollout and the training policy alike. model_keep_bf16_copy: the same marks
+ * on a replica of m's config. */
+enum { MODEL_KEEP_NONE, MODEL_KEEP_PATTERN, MODEL_KEEP_FIRST, MODEL_KEEP_LAST };
+int model_keep_bf16_rule(const char *name, const char *const *patterns, int n_patterns, int64_t first, int64_t last,
+                         int64_t L);
+void model_keep_bf16(model *m, const char *const *patterns, int n_patterns, int64_t first, int64_t last);
+void model_keep_bf16_copy(model *dst, const model *src);
+/* The N of the first "layers.N." in a tensor name (preceded by '.' or at its start), or −1. */
+int64_t model_layer_of_name(const char *name);
 /* Make the quantized view of every linear layer from the BF16 master for
  * policy p (checked with quant_policy_check); call again after each weight
  * update (this is what sync does). Non-finite weights are an error naming the

@@ -178,7 +178,8 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
   int rc = 0;
   const model_param *p = &m->params[d->pi];
   const quant_policy *pol = &m->cu->policy;
-  qformat f = pol->fmt[mc_lin_class(m, d)];
+  const int keep = d == &m->cu->lm_head ? m->lm_head_keep_bf16 : p->keep_bf16; /* model_keep_bf16 */
+  qformat f = keep ? QFMT_BF16 : pol->fmt[mc_lin_class(m, d)];
   int64_t N = p->rows, K = p->cols;
   const uint16_t *w = m->cu->p[d->pi].w;
   quant_stats *st = m->cu->qstats + qc->i++;

@@ -212,10 +212,14 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   to.optim.grad_clip = r->train.grad_clip;
   to.optim.main_params = r->train.optimizer.main_params == MAIN_PARAMS_FP32 ? OPTIM_MAIN_FP32 : OPTIM_MAIN_BF16;
   to.policy = c->tr_pol;
-  to.temperature = r->rollout.temperature;
+  /* the trainer's log-probs use the sampling temperature (RL.md); SFT has no sampled
+   * tokens: its loss is the plain cross-entropy (T = 1) */
+  to.temperature = r->train.algorithm == ALGO_SFT ? 1.0 : r->rollout.temperature;
   to.r3 = r->train.algorithm == ALGO_SFT ? 0 : r->train.r3; /* sft: no rollout routing to replay */
   to.recompute = r->train.recompute;
   to.microbatch = r->train.microbatch;
+  /* several optimizer steps per batch: the PPO ratio moves off 1 and clip_low/high act (RL.md) */
+  to.ppo_epochs = (int)r->train.ppo_epochs, to.minibatches = (int)r->train.minibatches;
   to.device = c->gpu ? TRAIN_DEVICE_CUDA : TRAIN_DEVICE_CPU;
   if (c->gpu && c->geng.place.dp > 1) { /* data parallelism: rank 0 = the train GPU, current now */
     to.dp_ranks = c->geng.place.dp;

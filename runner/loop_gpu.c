@@ -83,6 +83,7 @@ int loop_gpu_open(loop_gpu *g, const recipe *r, model *m, const quant_policy *po
   int tg = g->place.train_gpu, rg = g->place.rollout_gpu;
   if ((rc = device_set_current(rg, e))) return rc;
   rc = model_create(&m->cfg, NULL, &g->replica, e);
+  if (!rc) model_keep_bf16_copy(g->replica, m); /* the same views as the trainer's: the sync's manifests agree */
   if (!rc) rc = model_cuda_init(g->replica, e);
   if (!rc) rc = model_cuda_quantize(g->replica, pol, e); /* its views exist; the sync writes them */
   if (rc) rl_err_prefix(e, "the rollout replica on GPU %d: ", rg);

@@ -101,6 +101,9 @@ int loop_model_build(const recipe *r, const tokenizer *tok, model **out, char **
     return rl_errf(e, RL_EXIT_USAGE, "the model's vocabulary (%lld) is smaller than the tokenizer's (%lld)",
                    (long long)v, (long long)tokenizer_vocab_size(tok));
   }
+  /* FORMATS.md: the recipe's keep_bf16 patterns and first/last layers stay BF16 in every policy */
+  model_keep_bf16(*out, (const char *const *)r->precision.keep_bf16.items, r->precision.keep_bf16.n,
+                  r->precision.bf16_first_layers, r->precision.bf16_last_layers);
   return 0;
 }
 

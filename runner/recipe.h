@@ -123,6 +123,7 @@ typedef struct recipe {
     int r3;
     int recompute;
     int64_t microbatch;
+    int64_t ppo_epochs, minibatches; /* optimizer steps per iteration = ppo_epochs x minibatches */
     struct {
       optim_name name;
       double beta1, beta2, eps, weight_decay;

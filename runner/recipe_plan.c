@@ -73,15 +73,21 @@ static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step,
           (long long)r->rollout.max_new_tokens, prec_names[r->precision.rollout]);
   fprintf(f, "%5lld  reward#%-7lld %s:%s() on every sample (Lua sandbox)\n", (long long)(*step)++, (long long)it,
           script, r->reward.function);
+  char steps[96] = "";
+  if (r->train.ppo_epochs * r->train.minibatches > 1)
+    snprintf(steps, sizeof steps, ", %lld optimizer steps (%lld epochs x %lld minibatches)",
+             (long long)(r->train.ppo_epochs * r->train.minibatches), (long long)r->train.ppo_epochs,
+             (long long)r->train.minibatches);
   char dp[96] = "";
   if (cls != HW_CPU && r->gpus.train.n > 1)
     snprintf(dp, sizeof dp, ", data-parallel on %d GPUs (fixed-order gradient all-reduce)", r->gpus.train.n);
   const char *rcmp = !r->train.recompute ? ""
                      : cls != HW_CPU  ? ", activation recomputation"
                                       : ", activation recomputation (ignored: CPU trainer)";
-  fprintf(f, "%5lld  train#%-8lld %s on %lld sequences in microbatches of %lld, forward %s, backward bf16, %s%s%s%s\n",
+  fprintf(f, "%5lld  train#%-8lld %s on %lld sequences in microbatches of %lld, forward %s, backward bf16, %s%s%s%s%s\n",
           (long long)(*step)++, (long long)it, algo_names[r->train.algorithm], (long long)seqs,
-          (long long)r->train.microbatch, prec_names[r->precision.train], tis, r->train.r3 ? ", R3" : "", rcmp, dp);
+          (long long)r->train.microbatch, prec_names[r->precision.train], tis, r->train.r3 ? ", R3" : "", rcmp, steps,
+          dp);
   int coloc = is_colocated(r);
   int nccl = cls != HW_CPU && (r->sync.transport == SYNC_NCCL || (r->sync.transport == SYNC_AUTO && !coloc));
   fprintf(f, "%5lld  sync#%-9lld re-quantize bf16 master -> %s rollout weights, %s%s\n", (long long)(*step)++,

@@ -15,9 +15,10 @@
 /* ---------------------------------------------------------------- manifest */
 
 /* The format a linear of class cls with K columns has in policy p (MXFP8
- * keeps K % 32 ≠ 0 in BF16, as model_quantize and the converter do). */
-static qformat sync_eff_fmt(const quant_policy *p, linear_class cls, int64_t K) {
-  qformat f = p->fmt[cls];
+ * keeps K % 32 ≠ 0 in BF16, as model_quantize and the converter do; a linear
+ * marked by model_keep_bf16 stays BF16). */
+static qformat sync_eff_fmt(const quant_policy *p, linear_class cls, int64_t K, int keep) {
+  qformat f = keep ? QFMT_BF16 : p->fmt[cls];
   return f == QFMT_MXFP8 && K % 32 ? QFMT_BF16 : f;
 }
 
@@ -99,12 +100,12 @@ int sync_manifest_build(const model *m, const quant_policy *p, int on_device, ui
   int cap = 0;
   for (int i = 0; i < m->n_params; i++) {
     const model_param *q = &m->params[i];
-    qformat f = lin[i] ? sync_eff_fmt(p, lin[i]->cls, q->cols) : QFMT_BF16;
+    qformat f = lin[i] ? sync_eff_fmt(p, lin[i]->cls, q->cols, q->keep_bf16) : QFMT_BF16;
     if (f == QFMT_BF16) sync_add(out, &cap, q, i, 0, SYNC_PART_BF16, QFMT_BF16);
     else sync_add_view(out, &cap, q, i, 0, f);
   }
   const model_param *hp = m->lm_head.p;
-  qformat hf = hp ? sync_eff_fmt(p, LINEAR_LM_HEAD, hp->cols) : QFMT_BF16;
+  qformat hf = hp ? sync_eff_fmt(p, LINEAR_LM_HEAD, hp->cols, m->lm_head_keep_bf16) : QFMT_BF16;
   if (hp && hf != QFMT_BF16) sync_add_view(out, &cap, hp, (int)(hp - m->params), 1, hf);
   free(lin);
   out->n_buckets = out->total ? (int64_t)quant_cdiv((int64_t)out->total, (int64_t)out->bucket) : 0;

@@ -53,6 +53,7 @@ static int ref_clone(model *m, int f32, model **out, rl_err *e) {
   model_load_opts lo = {f32};
   int rc = model_create(&m->cfg, &lo, out, e);
   if (rc) return rl_err_prefix(e, "train: the KL reference model: ");
+  model_keep_bf16_copy(*out, m); /* the same BF16-kept linears as the policy */
   for (int i = 0; i < m->n_params; i++) {
     model_param *s = &m->params[i], *d = &(*out)->params[i];
     size_t n = (size_t)(s->rows * s->cols);

@@ -82,6 +82,7 @@ static int trd_dp_init(trainer *t, rl_err *e) {
   for (int r = 1; r < n && !rc; r++) {
     if ((rc = trd_rank_set(t, r, e))) break;
     rc = model_create(&t->m->cfg, NULL, &t->dpm[r], e);
+    if (!rc) model_keep_bf16_copy(t->dpm[r], t->m); /* its training views as rank 0's */
     if (!rc) rc = model_cuda_init(t->dpm[r], e);
     if (!rc) rc = model_cuda_grads_zero(t->dpm[r], e);
     if (!rc) t->dpa[r] = model_cuda_acts_new();

@@ -23,6 +23,7 @@
 #include "harness.h"
 #include "model/model.h"
 #include "stages/convert.h"
+#include "stages/sync.h"
 #include "state/safetensors.h"
 
 #define FXR "tests/fixtures/model"
@@ -264,4 +265,81 @@ TEST(model_score_command_reproduces_fixture_logprobs) {
   snprintf(cmd, sizeof cmd, "%s score --help", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
   CHECK_CONTAINS(text, "usage: rlrun score");
+}
+
+/* FORMATS.md "What is never quantized": a recipe's keep_bf16 patterns and
+ * first/last layers stay BF16 whatever the policy — the rule, the views
+ * model_quantize makes, the logits (everything kept under fp8-block == the
+ * BF16 policy, bit for bit) and the sync's manifest. */
+TEST(model_keep_bf16_rules_views_and_sync) {
+  const char *pat[] = {"*.o_proj", "*k_proj.weight"};
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.0.self_attn.q_proj.weight", NULL, 0, 1, 0, 2), MODEL_KEEP_FIRST);
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.1.mlp.down_proj.weight", NULL, 0, 0, 1, 2), MODEL_KEEP_LAST);
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.1.mlp.down_proj.weight", NULL, 0, 1, 0, 2), MODEL_KEEP_NONE);
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.1.self_attn.o_proj.weight", pat, 2, 0, 0, 2), MODEL_KEEP_PATTERN);
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.1.self_attn.k_proj.weight", pat, 2, 0, 0, 2), MODEL_KEEP_PATTERN);
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.1.self_attn.q_proj.weight", pat, 2, 0, 0, 2), MODEL_KEEP_NONE);
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.10.mlp.up_proj.weight", NULL, 0, 1, 0, 12), MODEL_KEEP_NONE);
+  CHECK_EQ_I64(model_keep_bf16_rule("model.layers.10.mlp.up_proj.weight", NULL, 0, 0, 2, 12), MODEL_KEEP_LAST);
+  const char *head[] = {"lm_head"};
+  CHECK_EQ_I64(model_keep_bf16_rule("lm_head.weight", head, 1, 0, 0, 2), MODEL_KEEP_PATTERN);
+  CHECK_EQ_I64(model_layer_of_name("model.layers.17.mlp.gate_proj.weight"), 17);
+  CHECK_EQ_I64(model_layer_of_name("lm_head.weight"), -1);
+
+  rl_err e = {0};
+  model *m = NULL;
+  REQUIRE(model_load(FXR "/qwen3/hf", NULL, &m, &e) == 0);
+  REQUIRE(m->L == 2);
+  quant_policy p;
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  /* layer 0 by bf16_first_layers 1; layer 1's o_proj and k_proj by pattern */
+  model_keep_bf16(m, pat, 2, 1, 0);
+  REQUIRE(model_quantize(m, &p, &e) == 0);
+  const model_layer *y0 = &m->layers[0], *y1 = &m->layers[1];
+  const model_linear *kept[] = {&y0->q, &y0->k, &y0->v, &y0->o, &y0->gate, &y0->up, &y0->down, &y1->o, &y1->k};
+  const model_linear *quant[] = {&y1->q, &y1->v, &y1->gate, &y1->up, &y1->down};
+  for (size_t i = 0; i < sizeof kept / sizeof *kept; i++)
+    CHECK_MSG(kept[i]->q.fmt == QFMT_BF16, "%s: format %d, want bf16", kept[i]->p->name, kept[i]->q.fmt);
+  for (size_t i = 0; i < sizeof quant / sizeof *quant; i++)
+    CHECK_MSG(quant[i]->q.fmt == QFMT_FP8_BLOCK, "%s: format %d, want fp8-block", quant[i]->p->name, quant[i]->q.fmt);
+  /* the sync sends exactly those as BF16 masters */
+  sync_manifest mf;
+  REQUIRE(sync_manifest_build(m, &p, 0, 0, &mf, &e) == 0);
+  int n_bf16_lin = 0, n_fp8 = 0;
+  for (int i = 0; i < mf.n; i++) {
+    const model_param *q = &m->params[mf.v[i].param];
+    if (q->cols == 1 || strstr(q->name, "embed") || strstr(q->name, "norm")) continue;
+    if (mf.v[i].part == SYNC_PART_BF16) {
+      n_bf16_lin++;
+      CHECK_MSG(q->keep_bf16, "%s sent as bf16", q->name);
+    }
+    if (mf.v[i].part == SYNC_PART_DATA) {
+      n_fp8++;
+      CHECK_MSG(!q->keep_bf16, "%s sent quantized", q->name);
+    }
+  }
+  CHECK_EQ_I64(n_bf16_lin, 9);
+  CHECK_EQ_I64(n_fp8, 5);
+  sync_manifest_free(&mf);
+  /* everything kept: the fp8-block policy computes the BF16 policy's logits bit for bit */
+  size_t nt = 0, no = 0;
+  int32_t *tok = fxp_read("qwen3", "tokens", &nt), *off = fxp_read("qwen3", "seq_off", &no);
+  REQUIRE(tok && off);
+  model_batch b = {(int)nt, tok, {(int)no - 1, off}};
+  model_acts *a = model_acts_new();
+  const char *all[] = {"*"};
+  quant_policy pb;
+  quant_policy_init(&pb, QFMT_BF16, QFMT_BF16);
+  float *lb = malloc(nt * (size_t)m->V * sizeof(float));
+  REQUIRE(model_quantize(m, &pb, &e) == 0 && model_forward(m, &b, NULL, a, &e) == 0);
+  memcpy(lb, a->logits, nt * (size_t)m->V * sizeof(float));
+  model_keep_bf16(m, all, 1, 0, 0);
+  REQUIRE(model_quantize(m, &p, &e) == 0 && model_forward(m, &b, NULL, a, &e) == 0);
+  CHECK(memcmp(lb, a->logits, nt * (size_t)m->V * sizeof(float)) == 0);
+  model_keep_bf16(m, NULL, 0, 0, 0); /* marks cleared: fp8-block differs again */
+  REQUIRE(model_quantize(m, &p, &e) == 0 && model_forward(m, &b, NULL, a, &e) == 0);
+  CHECK(memcmp(lb, a->logits, nt * (size_t)m->V * sizeof(float)) != 0);
+  free(lb), free(tok), free(off);
+  model_acts_free(a);
+  model_free(m);
 }

@@ -748,3 +748,59 @@ TEST(runs_resume_does_not_depend_on_the_working_directory) {
   check_samples_table(rd, 6);
   free(orig), free(edited), free(lua);
 }
+
+/* precision.keep_bf16 / bf16_first_layers reach the run (FORMATS.md): an fp8-block
+ * rollout with every linear kept BF16 is the BF16 trainer's own numerics
+ * (mismatch 0, nothing quantized to sync), one layer kept sends fewer bytes than none. */
+TEST(runs_keep_bf16_reaches_rollout_and_sync) {
+  char dir[1024], out[16384], args[4400];
+  const char *sets[3] = {"--set 'precision.keep_bf16=[]'", "--set 'precision.keep_bf16=[\"*\"]'",
+                         "--set precision.bf16_first_layers=1"};
+  double diff[3] = {-1, -1, -1}, bytes[3] = {-1, -1, -1};
+  for (int k = 0; k < 3; k++) {
+    snprintf(dir, sizeof dir, "%s/kb%d", harness_tmpdir(), k);
+    setup(dir, 1);
+    snprintf(args, sizeof args, "run t.yaml --runs-dir runs --quiet --set precision.rollout=fp8-block --set "
+             "'model.init={arch: qwen3, hidden: 16, layers: 2, heads: 2, kv_heads: 1, head_dim: 8, ffn: 32, "
+             "max_seq_len: 12}' %s", sets[k]);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+    char rd[2048];
+    REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+    snprintf(args, sizeof args, "metrics %s --json", rd);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+    const char *d = strstr(out, "\"mismatch/logp_abs_diff\": "), *b = strstr(out, "\"sync/bytes\": ");
+    REQUIRE(d && b);
+    diff[k] = atof(d + strlen("\"mismatch/logp_abs_diff\": "));
+    bytes[k] = atof(b + strlen("\"sync/bytes\": "));
+  }
+  CHECK_MSG(diff[0] > 0 && bytes[0] > 0, "fp8-block rollout: mismatch %g, sync %g bytes", diff[0], bytes[0]);
+  CHECK_MSG(diff[1] == 0 && bytes[1] == 0, "all kept: mismatch %g, sync %g bytes", diff[1], bytes[1]);
+  CHECK_MSG(bytes[2] > 0 && bytes[2] < bytes[0], "layer 0 kept: %g bytes, none kept: %g", bytes[2], bytes[0]);
+}
+
+/* train.ppo_epochs / minibatches reach the trainer: one optimizer step per
+ * iteration (the default) never clips (ratio 1); four, with tight clip bounds, do. */
+TEST(runs_ppo_epochs_make_clipping_act) {
+  char dir[1024], out[16384], args[4400], rd[2048];
+  const char *sets[2] = {"", "--set train.ppo_epochs=2 --set train.minibatches=2"};
+  double clip[2] = {-1, -1};
+  for (int k = 0; k < 2; k++) {
+    snprintf(dir, sizeof dir, "%s/ppo%d", harness_tmpdir(), k);
+    setup(dir, 2);
+    snprintf(args, sizeof args, "run t.yaml --runs-dir runs --quiet --set train.clip_low=0.001 "
+             "--set train.clip_high=0.001 --set train.lr=0.05 %s", sets[k]);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+    REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+    snprintf(args, sizeof args, "metrics %s --json", rd);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+    double sum = 0;
+    for (const char *p = strstr(out, "\"policy/clipfrac\": "); p; p = strstr(p + 1, "\"policy/clipfrac\": "))
+      sum += atof(p + strlen("\"policy/clipfrac\": "));
+    clip[k] = sum;
+  }
+  CHECK_MSG(clip[0] == 0, "one step per iteration: clipfrac sum %g (want 0)", clip[0]);
+  CHECK_MSG(clip[1] > 0, "four steps per iteration: clipfrac sum %g (want > 0)", clip[1]);
+  snprintf(args, sizeof args, "plan t.yaml --hardware cpu %s", sets[1]);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, ", 4 optimizer steps (2 epochs x 2 minibatches)");
+}

@@ -114,6 +114,24 @@ TEST(sft_run_learns_and_resumes_bit_identical) {
   CHECK(sft_metric(rb, 6, "loss") == l6);
 }
 
+/* RL.md: the SFT loss is the mean cross-entropy of the targets — the rollout
+ * temperature (there are no sampled tokens) does not enter it. */
+TEST(sft_loss_ignores_rollout_temperature) {
+  char runs[1024], rd[1200], args[2400], out[8192];
+  double loss[2];
+  const char *temp[2] = {"1.0", "0.5"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(runs, sizeof runs, "%s/sft_t%d", harness_tmpdir(), k);
+    snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s --quiet --set loop.iterations=1 "
+             "--set rollout.temperature=%s", runs, temp[k]);
+    CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+    REQUIRE(sft_run_dir(runs, "sft-demo-cpu", rd, sizeof rd) == 0);
+    loss[k] = sft_metric(rd, 1, "loss");
+  }
+  CHECK_MSG(isfinite(loss[0]) && loss[0] > 0 && loss[0] == loss[1], "SFT loss at T=1: %.9g, at T=0.5: %.9g", loss[0],
+            loss[1]);
+}
+
 TEST(sft_chain_rl_from_checkpoint_starts_higher) {
   char runs[1024], args[8192], out[8192], rs[2048], rr[2048], rd[2048];
   snprintf(runs, sizeof runs, "%s/chain", harness_tmpdir());
