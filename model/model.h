@@ -186,6 +186,12 @@ typedef struct model_fwd_opts {
    * replay the routed ids of the forward). The same bits as keeping every
    * activation, for about one more forward of GEMM work. The CPU ignores it. */
   int recompute;
+  /* R3 diagnostics (the CUDA forward): where layer l replays ids and
+   * own_ids[l] is not NULL, the router's own top-k choice ([T, k], descending
+   * probability, ties to the lower id) is written there too (host memory), so
+   * that the trainer can log r3/overlap. The CPU forward keeps the router
+   * probabilities in its activations instead (ops_router_overlap_cpu). */
+  int32_t *const *own_ids;
 } model_fwd_opts;
 
 /* Activations of one layer (FP32 unless noted; sizes for T tokens). */

@@ -848,7 +848,9 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
   if ((rc = ops_seqs_positions_cuda(&sq, T, a->pos, NULL, e)) ||
       (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, a->tokens, T, m->V, H, NULL, e)))
     return rl_err_prefix(e, "model_cuda_forward: ");
+  a->own_ids = o ? o->own_ids : NULL; /* read by mc_moe_forward, for this forward only */
   for (int l = 0; l < m->L && !rc; l++) rc = mc_layer_forward_any(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
+  a->own_ids = NULL;
   if (!rc)
     rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
                                                      m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));

@@ -73,6 +73,15 @@ int mc_moe_forward(model *m, int l, const int32_t *replay, model_cuda_acts *a, f
                                     replay ? OPS_ROUTE_REPLAY : OPS_ROUTE_TOPK, NULL, e)))
     return rl_err_prefix(e, "router%s: ", replay ? " (R3 replay)" : "");
   MC(cudaMemcpy(x->ids_h, x->ids, (size_t)R * 4, cudaMemcpyDeviceToHost), "cudaMemcpy (routed ids)");
+  if (replay && a->own_ids && a->own_ids[l] && T > 0) { /* R3 diagnostics: what the router would choose itself */
+    size_t ib = ((size_t)R * 4 + 255) & ~(size_t)255, pb = (size_t)T * E * 4; /* each part 256-byte aligned */
+    uint8_t *s = mc_scratch(m, MC_SCR_DY, 2 * ib + pb, e); /* ids, weights, probs; free again after the copy */
+    if (!s) return e->code;
+    if ((rc = ops_router_forward_cuda((int32_t *)s, (float *)(s + ib), (float *)(s + 2 * ib), x->rlogits, T, E, k,
+                                      (int)m->cfg.norm_topk_prob, OPS_ROUTE_TOPK, NULL, e)))
+      return rl_err_prefix(e, "router (R3 overlap): ");
+    MC(cudaMemcpy(a->own_ids[l], s, ib, cudaMemcpyDeviceToHost), "cudaMemcpy (own routed ids)");
+  }
   if ((rc = mc_moe_group(m, x, T, e)) || (rc = mck_moe_gather(x->xg_b, x->xn2_b, x->sor, R, k, H, e))) return rc;
   for (int ex = 0; ex < E && !rc; ex++) {
     int64_t n = x->e_cnt[ex], r0 = x->e_start[ex];

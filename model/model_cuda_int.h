@@ -142,6 +142,7 @@ typedef struct mc_layer_acts {
 
 struct model_cuda_acts {
   int T, cap_T, n_seq, cap_seq, max_len, dp;
+  int32_t *const *own_ids; /* during model_cuda_forward: model_fwd_opts.own_ids (R3 diagnostics), else NULL */
   /* key: the shapes the buffers were made for, then [11] bx, [12] the layout
    * (MC_ACTS_FULL / _NO_GRAD / _RECOMPUTE), [13] bxa (BF16 q, k, v for the
    * tensor-core attention: the BF16 flow with those kernels in force, head_dim 64/128).

@@ -241,9 +241,12 @@ static int pass_old(trainer *t, const rollout_batch *b, const tr_plan *pl, int w
   for (int64_t j = 0; j < pl->n_mb; j++) {
     int n = (int)(pl->mb_start[j + 1] - pl->mb_start[j]);
     if ((rc = tr_pack_build(t, b, pl->order + pl->mb_start[j], n, NULL, NULL, e))) return rc;
-    if ((rc = tr_pack_forward(t, t->m, t->a, t->pk.logp, NULL, e))) return rc;
+    t->pk.own_on = t->r3 && r3_match && t->cuda; /* the CUDA forward writes the router's own choices */
+    rc = tr_pack_forward(t, t->m, t->a, t->pk.logp, NULL, e);
+    t->pk.own_on = 0;
+    if (rc) return rc;
     *fwd_tokens += t->pk.T;
-    if (t->r3 && r3_match && !t->cuda) tr_pack_r3_overlap(t, t->a, r3_match, r3_total);
+    if (t->r3 && r3_match) tr_pack_r3_overlap(t, t->a, r3_match, r3_total);
     pack_scatter(t, b, t->pk.logp, t->lp_old);
     if (with_ref && j < pl->slice_mb[t->o.minibatches]) { /* kept samples only */
       if ((rc = tr_pack_forward(t, t->ref, t->ra, t->pk.logp, NULL, e))) return rc;

@@ -23,6 +23,13 @@ typedef struct tr_pack {
   int32_t **replay;         /* [L] replay tables [T, k] (MoE layers with R3), else NULL */
   int32_t *replay_buf;      /* [L·T·k] */
   int64_t cap_replay;
+  /* the CUDA trainer's R3 diagnostics: own[l] = [T, k] the router's own top-k
+   * where layer l replays (model_fwd_opts.own_ids), written by the forward when
+   * own_on; NULL entries elsewhere */
+  int32_t **own;
+  int32_t *own_buf;
+  int64_t cap_own;
+  int own_on;
 } tr_pack;
 
 /* The trainer (see train.h). All of its private state, in one place. */
@@ -64,7 +71,9 @@ int tr_pack_build(trainer *t, const rollout_batch *b, const int64_t *idx, int n,
  * activations a: per-token log-probs into logp (and entropy into ent when
  * not NULL). */
 int tr_pack_forward(trainer *t, model *mdl, model_acts *a, float *logp, float *ent, rl_err *e);
-/* Matches and total of the R3 overlap over the MoE layers of the last forward. */
+/* Matches and total of the R3 overlap over the MoE layers of the last forward
+ * (the CPU forward's router probabilities in a; on the CUDA trainer the own
+ * choices the forward wrote into t->pk.own, when t->pk.own_on). */
 void tr_pack_r3_overlap(trainer *t, model_acts *a, int64_t *match, int64_t *total);
 void tr_pack_free(tr_pack *p);
 /* Checks the batch against the model and the options (shapes, routing tables). */

@@ -40,12 +40,18 @@ static void pack_reserve(tr_pack *p, int n, int64_t T, int L, int k) {
   if (!p->replay && L > 0) p->replay = rl_xcalloc((size_t)L, sizeof(int32_t *));
 }
 
+/* The own-choice tables of the CUDA trainer's R3 overlap (tr_pack own). */
+static void pack_reserve_own(tr_pack *p, int64_t T, int L, int k) {
+  if (L > 0 && k > 0) grow((void **)&p->own_buf, &p->cap_own, (int64_t)L * T * k, sizeof(int32_t));
+  if (!p->own && L > 0) p->own = rl_xcalloc((size_t)L, sizeof(int32_t *));
+}
+
 void tr_pack_free(tr_pack *p) {
   free(p->idx), free(p->off32), free(p->off64), free(p->keep), free(p->adv);
   free(p->tokens), free(p->targets), free(p->mask);
   free(p->logp), free(p->ent), free(p->dlogp), free(p->dent);
   free(p->lp_old), free(p->lp_roll), free(p->lp_ref);
-  free(p->replay), free(p->replay_buf);
+  free(p->replay), free(p->replay_buf), free(p->own), free(p->own_buf);
   memset(p, 0, sizeof *p);
 }
 
@@ -137,8 +143,10 @@ int tr_pack_build(trainer *t, const rollout_batch *b, const int64_t *idx, int n,
   model_targets_next(p->tokens, &sq, p->T, p->targets);
   if (L > 0) {
     int Lb = b->route_layers;
+    if (t->cuda) pack_reserve_own(p, T, L, k);
     for (int l = 0; l < L; l++) {
       p->replay[l] = NULL;
+      if (t->cuda) p->own[l] = m->layers[l].moe ? p->own_buf + (int64_t)l * T * k : NULL;
       if (!m->layers[l].moe) continue;
       int32_t *dst = p->replay_buf + (int64_t)l * T * k;
       int64_t q = 0;
@@ -164,7 +172,8 @@ int tr_pack_forward(trainer *t, model *mdl, model_acts *a, float *logp, float *e
   model_batch mb = {p->T, p->tokens, {p->n_seq, p->off32}};
   model_fwd_opts fo = {.f32 = t->o.f32,
                        .replay_ids = t->r3 ? (const int32_t *const *)p->replay : NULL,
-                       .recompute = t->o.recompute};
+                       .recompute = t->o.recompute,
+                       .own_ids = t->r3 && t->cuda && p->own_on && mdl == t->m ? p->own : NULL};
   double temp = t->o.temperature > 0 ? t->o.temperature : 1.0;
   int rc;
   if (t->cuda && mdl == t->m) {
@@ -187,6 +196,14 @@ void tr_pack_r3_overlap(trainer *t, model_acts *a, int64_t *match, int64_t *tota
     for (int i = 0; i < t->pk.n_seq; i++) { /* each sequence's last token: placeholder ids, left out */
       int r0 = off[i], n = off[i + 1] - off[i] - 1;
       if (n <= 0) continue;
+      if (t->cuda) { /* the CUDA forward's own choices against the replayed ids */
+        const int32_t *rp = t->pk.replay[l] + (size_t)r0 * k, *own = t->pk.own[l] + (size_t)r0 * k;
+        for (int64_t q = 0; q < (int64_t)n * k; q += k)
+          for (int j = 0; j < k; j++)
+            for (int x = 0; x < k; x++) *match += rp[q + j] == own[q + x];
+        *total += (int64_t)n * k;
+        continue;
+      }
       double ov = ops_router_overlap_cpu(a->la[l].probs + (size_t)r0 * m->E, a->la[l].ids + (size_t)r0 * k, n, m->E, k);
       *match += llround(ov * (double)n * k);
       *total += (int64_t)n * k;

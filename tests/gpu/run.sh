@@ -406,6 +406,17 @@ if [ -x "$BUILD/rlrun" ]; then
   [ -n "$rd" ] && "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/loop_demo_resume.log" 2>&1 && a=$(loop_gpu_sha "$d" 3)
   loop_gpu_same loop_gpu_demo_kill_resume "demo on cuda, killed in train#2" "$a" "$ref" uninterrupted \
     loop_demo_resume.log
+  # R3 on the CUDA trainer logs r3/overlap (the router's own choice vs the replayed ids): a number in (0, 1]
+  d="$OUT/loop_r3"; rm -rf "$d"
+  "$BUILD/rlrun" run recipes/learn-moe-fp8-rollout.yaml --runs-dir "$d" --name g --set device=cuda \
+    --set loop.iterations=2 --set loop.checkpoint_interval=2 --quiet > "$OUT/loop_r3.log" 2>&1
+  rd=$(ls -d "$d"/g-* 2>/dev/null | head -1)
+  ov=""
+  [ -n "$rd" ] && ov=$("$BUILD/rlrun" metrics "$rd" --csv 2>/dev/null | awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="r3/overlap") c=i; next}
+    c{printf "%s ", $c}')
+  if [ -n "$ov" ] && echo "$ov" | awk '{for(i=1;i<=NF;i++) if(!($i>0 && $i<=1)) exit 1}'; then
+    row loop_gpu_r3_overlap PASS "learn-moe-fp8-rollout on cuda, r3/overlap per iteration: $ov"
+  else row loop_gpu_r3_overlap FAIL "r3/overlap '${ov:-missing}' (see loop_r3.log: $(tail -1 "$OUT/loop_r3.log"))"; fi
 else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
 fi
 # ---------------------------------------------------------------- two GPUs (issue #11, "twogpu") — needs nvidia-h200-x2
