@@ -2,8 +2,9 @@
  * (quant_cpu.c) and CUDA twins (quant_cuda.cu) that produce identical bytes.
  *
  * Inputs are row-major BF16 matrices x[rows][K] (bit patterns, uint16_t), K
- * being the reduction dimension (contiguous). Outputs (all row-major unless a
- * layout says otherwise):
+ * being the reduction dimension (contiguous); the CPU reference also has _f32
+ * variants that read FP32 x. Outputs (all row-major unless a layout says
+ * otherwise):
  *
  *   format          data                      scales
  *   fp8-block W     E4M3 [rows][K]            FP32 [ceil(rows/128)][ceil(K/128)]  (128×128 blocks)
@@ -118,6 +119,24 @@ int quant_nvfp4_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q, uint
  * finite and >= every |x| of this tensor (larger is allowed). */
 int quant_nvfp4_amax_cpu(const uint16_t *x, int64_t rows, int64_t K, float amax, uint8_t *q,
                          uint8_t *scales, float *s_dec, const quant_opts *opt, quant_stats *st);
+
+/* The same quantizers reading FP32 input x[rows][K] instead of BF16 (for
+ * converting F32/F16 checkpoints: FORMATS.md applies the rules to the source
+ * values, not to their BF16 rounding). Same outputs, options, non-finite
+ * handling and statuses; an FP32 input that is exactly BF16 gives the bytes
+ * of the BF16 function. CPU only (the CUDA twins take BF16). */
+float quant_amax_f32_cpu(const float *x, int64_t n, quant_stats *st);
+int quant_fp8_block_weight_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q,
+                                   float *scales, const quant_opts *opt, quant_stats *st);
+int quant_fp8_block_act_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q,
+                                float *scales, const quant_opts *opt, quant_stats *st);
+int quant_mxfp8_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
+                        const quant_opts *opt, quant_stats *st);
+int quant_nvfp4_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
+                        float *s_dec, const quant_opts *opt, quant_stats *st);
+int quant_nvfp4_amax_f32_cpu(const float *x, int64_t rows, int64_t K, float amax, uint8_t *q,
+                             uint8_t *scales, float *s_dec, const quant_opts *opt,
+                             quant_stats *st);
 
 /* Dequantizers (checkpoint layouts): write FP32 into out_f32 and/or the
  * BF16 (RNE) of the same values into out_bf16 (either may be NULL). */

@@ -1,7 +1,9 @@
 /* quant_cpu.c — the CPU reference of every quantizer in quant.h. This file
  * defines the numerics; quant_cuda.cu must produce the same bytes. The
  * per-element and per-block arithmetic comes from formats.h (shared with the
- * GPU); this file only walks blocks (OpenMP over rows or block rows). */
+ * GPU); this file only walks blocks (OpenMP over rows or block rows). Each
+ * walk reads its input through a loader (qin): BF16 bit patterns, or FP32
+ * values (the _f32 variants, for converting F32/F16 checkpoints). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,17 +56,31 @@ int quant_status_err(int status, const quant_stats *st, const char *what, int64_
   return rl_errf(e, RL_EXIT_FAIL, "%s: quantizer failed: %s", what, quant_status_str(status));
 }
 
+/* Where a quantizer reads its input: BF16 bit patterns (b) or FP32 values
+ * (f), exactly one of them set. Every rule below sees FP32 values; BF16 is
+ * widened exactly, so a BF16 input and its FP32 widening give the same bytes. */
+typedef struct qin {
+  const uint16_t *b;
+  const float *f;
+} qin;
+
+static inline qin qin_bf16(const uint16_t *x) { return (qin){x, NULL}; }
+static inline qin qin_f32(const float *x) { return (qin){NULL, x}; }
+/* Element i of the input as FP32. */
+static inline float qin_at(qin x, int64_t i) { return x.b ? fmt_bf16_to_f32(x.b[i]) : x.f[i]; }
+
 /* Default options when the caller passes NULL. */
 static const quant_opts *opts_or_default(const quant_opts *opt) {
   static const quant_opts zero;
   return opt ? opt : &zero;
 }
 
-/* amax over finite values of x[i0..i1) (one row segment); counts non-finite. */
-static float seg_amax(const uint16_t *x, int64_t base, int64_t i0, int64_t i1, nf_acc *nf) {
+/* amax over the finite values among elements base+i0 .. base+i1-1 of x (one
+ * row segment); counts the non-finite ones. */
+static float seg_amax(qin x, int64_t base, int64_t i0, int64_t i1, nf_acc *nf) {
   float m = 0.0f;
   for (int64_t i = i0; i < i1; i++) {
-    float v = fmt_bf16_to_f32(x[i]);
+    float v = qin_at(x, base + i);
     if (!qf_isfinite(v)) {
       nf->n++;
       if (base + i < nf->first) nf->first = base + i;
@@ -75,7 +91,7 @@ static float seg_amax(const uint16_t *x, int64_t base, int64_t i0, int64_t i1, n
   return m;
 }
 
-float quant_amax_bf16_cpu(const uint16_t *x, int64_t n, quant_stats *st) {
+static float amax_walk(qin x, int64_t n, quant_stats *st) {
   float m = 0.0f;
   int64_t cnt = 0, first = INT64_MAX;
 #pragma omp parallel for reduction(max : m) reduction(+ : cnt) reduction(min : first) schedule(static)
@@ -91,15 +107,23 @@ float quant_amax_bf16_cpu(const uint16_t *x, int64_t n, quant_stats *st) {
   return m;
 }
 
+float quant_amax_bf16_cpu(const uint16_t *x, int64_t n, quant_stats *st) {
+  return amax_walk(qin_bf16(x), n, st);
+}
+
+float quant_amax_f32_cpu(const float *x, int64_t n, quant_stats *st) {
+  return amax_walk(qin_f32(x), n, st);
+}
+
 /* ---------------------------------------------------------------- fp8-block */
 
 /* Quantize a [r0,r1)×[c0,c1) block of x (row stride K) with fp8-block scale
  * rules; returns the scale (NaN bits when the block holds a non-finite value). */
-static float fp8_block_encode(const uint16_t *x, uint8_t *q, int64_t K, int64_t r0, int64_t r1,
+static float fp8_block_encode(qin x, uint8_t *q, int64_t K, int64_t r0, int64_t r1,
                               int64_t c0, int64_t c1, int ue8m0, nf_acc *nf) {
   float amax = 0.0f;
   int64_t n0 = nf->n;
-  for (int64_t r = r0; r < r1; r++) amax = qf_fmax_pos(amax, seg_amax(x + r * K, r * K, c0, c1, nf));
+  for (int64_t r = r0; r < r1; r++) amax = qf_fmax_pos(amax, seg_amax(x, r * K, c0, c1, nf));
   if (nf->n != n0) { /* poisoned block */
     for (int64_t r = r0; r < r1; r++) memset(q + r * K + c0, 0, (size_t)(c1 - c0));
     return qf_f32_from_bits(QUANT_NAN_F32);
@@ -107,12 +131,12 @@ static float fp8_block_encode(const uint16_t *x, uint8_t *q, int64_t K, int64_t 
   float s = fmt_fp8_block_scale(amax, ue8m0);
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = c0; c < c1; c++)
-      q[r * K + c] = fmt_e4m3_from_f32(qf_div(fmt_bf16_to_f32(x[r * K + c]), s));
+      q[r * K + c] = fmt_e4m3_from_f32(qf_div(qin_at(x, r * K + c), s));
   return s;
 }
 
-int quant_fp8_block_weight_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q,
-                               float *scales, const quant_opts *opt, quant_stats *st) {
+static int fp8_block_weight_walk(qin x, int64_t rows, int64_t K, uint8_t *q, float *scales,
+                                 const quant_opts *opt, quant_stats *st) {
   opt = opts_or_default(opt);
   if (rows < 0 || K < 0) return QUANT_BAD_ARGS;
   int hopper = opt->scale_layout == QLAYOUT_HOPPER_WEIGHT;
@@ -133,8 +157,18 @@ int quant_fp8_block_weight_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8
   return quant_finish(cnt, first, st);
 }
 
-int quant_fp8_block_act_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q,
-                            float *scales, const quant_opts *opt, quant_stats *st) {
+int quant_fp8_block_weight_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q,
+                               float *scales, const quant_opts *opt, quant_stats *st) {
+  return fp8_block_weight_walk(qin_bf16(x), rows, K, q, scales, opt, st);
+}
+
+int quant_fp8_block_weight_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q,
+                                   float *scales, const quant_opts *opt, quant_stats *st) {
+  return fp8_block_weight_walk(qin_f32(x), rows, K, q, scales, opt, st);
+}
+
+static int fp8_block_act_walk(qin x, int64_t rows, int64_t K, uint8_t *q, float *scales,
+                              const quant_opts *opt, quant_stats *st) {
   opt = opts_or_default(opt);
   if (rows < 0 || K < 0) return QUANT_BAD_ARGS;
   int hopper = opt->scale_layout == QLAYOUT_HOPPER_ACT;
@@ -157,20 +191,29 @@ int quant_fp8_block_act_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t 
   return quant_finish(cnt, first, st);
 }
 
+int quant_fp8_block_act_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q,
+                            float *scales, const quant_opts *opt, quant_stats *st) {
+  return fp8_block_act_walk(qin_bf16(x), rows, K, q, scales, opt, st);
+}
+
+int quant_fp8_block_act_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q,
+                                float *scales, const quant_opts *opt, quant_stats *st) {
+  return fp8_block_act_walk(qin_f32(x), rows, K, q, scales, opt, st);
+}
+
 /* ---------------------------------------------------------------- MXFP8 */
 
-int quant_mxfp8_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
-                    const quant_opts *opt, quant_stats *st) {
+static int mxfp8_walk(qin x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
+                      quant_stats *st) {
   if (rows < 0 || K < 0) return QUANT_BAD_ARGS;
   int64_t kb = quant_cdiv(K, 32), cnt = 0, first = INT64_MAX;
 #pragma omp parallel for reduction(+ : cnt) reduction(min : first) schedule(static)
   for (int64_t r = 0; r < rows; r++) {
     nf_acc nf = {0, INT64_MAX};
-    const uint16_t *xr = x + r * K;
     uint8_t *qr = q + r * K;
     for (int64_t j = 0; j < kb; j++) {
       int64_t c0 = j * 32, c1 = c0 + 32 < K ? c0 + 32 : K, n0 = nf.n;
-      float amax = seg_amax(xr, r * K, c0, c1, &nf);
+      float amax = seg_amax(x, r * K, c0, c1, &nf);
       if (nf.n != n0) {
         memset(qr + c0, 0, (size_t)(c1 - c0));
         scales[r * kb + j] = 0xFF;
@@ -178,13 +221,23 @@ int quant_mxfp8_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q, uint
       }
       uint8_t e = fmt_mxfp8_scale(amax);
       float inv = fmt_e8m0_inv_f32(e);
-      for (int64_t c = c0; c < c1; c++) qr[c] = fmt_e4m3_from_f32(qf_mul(fmt_bf16_to_f32(xr[c]), inv));
+      for (int64_t c = c0; c < c1; c++) qr[c] = fmt_e4m3_from_f32(qf_mul(qin_at(x, r * K + c), inv));
       scales[r * kb + j] = e;
     }
     cnt += nf.n;
     if (nf.first < first) first = nf.first;
   }
   return quant_finish(cnt, first, st);
+}
+
+int quant_mxfp8_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
+                    const quant_opts *opt, quant_stats *st) {
+  return mxfp8_walk(qin_bf16(x), rows, K, q, scales, st);
+}
+
+int quant_mxfp8_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
+                        const quant_opts *opt, quant_stats *st) {
+  return mxfp8_walk(qin_f32(x), rows, K, q, scales, st);
 }
 
 /* ---------------------------------------------------------------- NVFP4 */
@@ -198,12 +251,12 @@ static void nib_set(uint8_t *row, int64_t c, uint8_t code) {
 
 /* Encode one NVFP4 block [r0,r1)×[c0,c1) (a 1×16 or 16×16 block): writes the
  * E2M1 nibbles and returns the block scale code (0x7F when poisoned). */
-static uint8_t nvfp4_block_encode(const uint16_t *x, uint8_t *q, int64_t K, int64_t r0, int64_t r1,
+static uint8_t nvfp4_block_encode(qin x, uint8_t *q, int64_t K, int64_t r0, int64_t r1,
                                   int64_t c0, int64_t c1, float s_enc, float s_dec,
                                   const quant_opts *opt, nf_acc *nf) {
   int64_t kp = quant_cdiv(K, 2), n0 = nf->n;
   float amax = 0.0f;
-  for (int64_t r = r0; r < r1; r++) amax = qf_fmax_pos(amax, seg_amax(x + r * K, r * K, c0, c1, nf));
+  for (int64_t r = r0; r < r1; r++) amax = qf_fmax_pos(amax, seg_amax(x, r * K, c0, c1, nf));
   int poisoned = nf->n != n0;
   uint8_t sb = poisoned ? 0x7F : fmt_nvfp4_block_scale(amax, s_enc);
   float enc = poisoned ? 0.0f : fmt_nvfp4_enc(sb, s_dec);
@@ -211,7 +264,7 @@ static uint8_t nvfp4_block_encode(const uint16_t *x, uint8_t *q, int64_t K, int6
     for (int64_t c = c0; c < c1; c++) {
       uint8_t code = 0;
       if (enc != 0.0f) {
-        float y = qf_mul(fmt_bf16_to_f32(x[r * K + c]), enc);
+        float y = qf_mul(qin_at(x, r * K + c), enc);
         code = opt->stochastic
                    ? fmt_e2m1_from_f32_sr(y, qf_philox_u32(opt->sr_seed, (uint64_t)(r * K + c),
                                                            opt->sr_offset))
@@ -222,9 +275,8 @@ static uint8_t nvfp4_block_encode(const uint16_t *x, uint8_t *q, int64_t K, int6
   return sb;
 }
 
-int quant_nvfp4_amax_cpu(const uint16_t *x, int64_t rows, int64_t K, float amax, uint8_t *q,
-                         uint8_t *scales, float *s_dec_out, const quant_opts *opt,
-                         quant_stats *st) {
+static int nvfp4_walk(qin x, int64_t rows, int64_t K, float amax, uint8_t *q, uint8_t *scales,
+                      float *s_dec_out, const quant_opts *opt, quant_stats *st) {
   opt = opts_or_default(opt);
   if (rows < 0 || K < 0 || !(amax >= 0.0f) || !qf_isfinite(amax)) return QUANT_BAD_ARGS;
   float s_enc = fmt_nvfp4_senc(amax), s_dec = fmt_nvfp4_sdec(amax);
@@ -248,11 +300,29 @@ int quant_nvfp4_amax_cpu(const uint16_t *x, int64_t rows, int64_t K, float amax,
   return quant_finish(cnt, first, st);
 }
 
+int quant_nvfp4_amax_cpu(const uint16_t *x, int64_t rows, int64_t K, float amax, uint8_t *q,
+                         uint8_t *scales, float *s_dec, const quant_opts *opt, quant_stats *st) {
+  return nvfp4_walk(qin_bf16(x), rows, K, amax, q, scales, s_dec, opt, st);
+}
+
+int quant_nvfp4_amax_f32_cpu(const float *x, int64_t rows, int64_t K, float amax, uint8_t *q,
+                             uint8_t *scales, float *s_dec, const quant_opts *opt,
+                             quant_stats *st) {
+  return nvfp4_walk(qin_f32(x), rows, K, amax, q, scales, s_dec, opt, st);
+}
+
 int quant_nvfp4_cpu(const uint16_t *x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
                     float *s_dec, const quant_opts *opt, quant_stats *st) {
   if (rows < 0 || K < 0) return QUANT_BAD_ARGS;
   float amax = quant_amax_bf16_cpu(x, rows * K, NULL);
   return quant_nvfp4_amax_cpu(x, rows, K, amax, q, scales, s_dec, opt, st);
+}
+
+int quant_nvfp4_f32_cpu(const float *x, int64_t rows, int64_t K, uint8_t *q, uint8_t *scales,
+                        float *s_dec, const quant_opts *opt, quant_stats *st) {
+  if (rows < 0 || K < 0) return QUANT_BAD_ARGS;
+  float amax = quant_amax_f32_cpu(x, rows * K, NULL);
+  return quant_nvfp4_amax_f32_cpu(x, rows, K, amax, q, scales, s_dec, opt, st);
 }
 
 /* ---------------------------------------------------------------- dequantizers */

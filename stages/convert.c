@@ -316,7 +316,9 @@ static int plan_build(plan *p, rl_err *e) {
         it->N = t->shape[0], it->K = t->shape[1];
         it->base = xstrndup(t->name, strlen(t->name) - 7);
       } else {
-        it->act = p->o->to == QFMT_BF16 && fl && t->dtype != ST_BF16 ? ITEM_CAST_BF16 : ITEM_COPY;
+        /* Unquantized floating-point tensors are BF16 in every output format
+         * (FORMATS.md): F32/F16 ones are cast (RNE), BF16 ones copied. */
+        it->act = fl && t->dtype != ST_BF16 ? ITEM_CAST_BF16 : ITEM_COPY;
       }
     }
   }
@@ -615,6 +617,15 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
   x.o = o, x.items = p.items, x.n_items = p.n_items, x.stats = stats;
   rc = pick_device(o, &x.use_gpu, e);
   if (!rc && x.use_gpu) rc = convert_gpu_init(&x, e);
+  if (!rc && x.use_gpu && !o->quiet) {
+    int n_wide = 0;
+    for (int k = 0; k < p.n_items; k++)
+      n_wide += p.items[k].act == ITEM_QUANT && p.items[k].t->dtype != ST_BF16;
+    if (n_wide)
+      fprintf(log, "convert: note: %d F32/F16 weight(s) are quantized on the CPU from their own "
+                   "values (the CUDA quantizers read BF16)\n",
+              n_wide);
+  }
   stats->used_gpu = x.use_gpu;
   /* Build the directory under a temporary name beside the output. */
   char out[3800], tmp[3900];

@@ -9,8 +9,11 @@
  * Per FORMATS.md: naming and quantization_config of each format, the default
  * BF16 list (embeddings, norms, the router mlp.gate., lm_head, anything not
  * 2-D), NVFP4 for routed MoE experts only with gate_proj/up_proj of one expert
- * sharing one tensor amax, MXFP8 only where K % 32 == 0. Non-finite weights
- * are refused with the tensor name. `to = QFMT_BF16` dequantizes a checkpoint
+ * sharing one tensor amax, MXFP8 only where K % 32 == 0. Every floating-point
+ * tensor left unquantized is written as BF16 (F32/F16 rounded to nearest-even);
+ * F32/F16 weights are quantized from their own values (widened exactly to
+ * FP32), not from their BF16 rounding. Non-finite weights are refused with the
+ * tensor name. `to = QFMT_BF16` dequantizes a checkpoint
  * of any of the three formats (read from its quantization_config).
  *
  * Streaming: tensors are read with pread in row chunks (≤ ~32 MiB), quantized
@@ -64,8 +67,9 @@ void convert_opts_init(convert_opts *o);
 int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e);
 
 /* What happens to one tensor of the input when converting to o->to: returns
- * the format it is written in (QFMT_BF16 = as it is) and, when kept, a short
- * reason in *why ("norm", "router", "--keep-bf16 PATTERN", "K % 32 != 0", ...).
+ * the format it is written in (QFMT_BF16 = unquantized: BF16, cast when it is
+ * F32/F16) and, when kept, a short reason in *why ("norm", "router",
+ * "--keep-bf16 PATTERN", "K % 32 != 0", ...).
  * dtype_ok: the tensor is BF16/F16/F32. Exposed for tests and `--dry-run`. */
 qformat convert_decide(const convert_opts *o, const model_config *c, const char *name, int ndim,
                        const int64_t *shape, int dtype_ok, const char **why);

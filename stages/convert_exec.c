@@ -1,7 +1,10 @@
 /* convert_exec.c — one converter item at a time: read the input in row chunks
  * (pread), quantize / dequantize / cast on the CPU reference or the CUDA
  * twins (identical bytes by contract), write each chunk at its place in the
- * output shard. Also the progress display. */
+ * output shard. BF16 weights are quantized by the BF16 quantizers (CPU or
+ * GPU); F32 and F16 weights from their own values, widened exactly to FP32,
+ * by the FP32-input CPU quantizers (FORMATS.md: x is the tensor's values, not
+ * their BF16 rounding). Also the progress display. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,7 +100,20 @@ static float f16_to_f32(uint16_t h) {
   return qf_f32_from_bits(s | ((e + 112u) << 23) | (m << 13));
 }
 
-/* n elements of dtype dt (BF16, F16 or F32) → BF16 bit patterns. */
+/* n elements of dtype dt (F16 or F32) → FP32 (exact). */
+static void to_f32(st_dtype dt, const void *src, float *dst, size_t n) {
+  if (dt == ST_F32) {
+    if ((const void *)dst != src) memcpy(dst, src, n * 4);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, (const char *)src + 2 * i, 2);
+    dst[i] = f16_to_f32(h);
+  }
+}
+
+/* n elements of dtype dt (BF16, F16 or F32) → BF16 bit patterns (RNE). */
 static void to_bf16(st_dtype dt, const void *src, uint16_t *dst, size_t n) {
   if (dt == ST_BF16) {
     if ((const void *)dst != src) memcpy(dst, src, n * 2);
@@ -245,6 +261,18 @@ static int quant_chunk(convert_ctx *x, qformat f, const uint16_t *xb, int64_t ro
   return quant_nvfp4_amax_cpu(xb, rows, K, amax, q, s, s_dec, &qo, st);
 }
 
+/* The same for FP32 input (F32 and F16 sources: FORMATS.md quantizes the
+ * source values, not their BF16 rounding). Always the CPU reference: the CUDA
+ * quantizers read BF16. */
+static int quant_chunk_f32(convert_ctx *x, qformat f, const float *xf, int64_t rows, int64_t K,
+                           float amax, uint8_t *q, void *s, float *s_dec, quant_stats *st) {
+  quant_opts qo = {0};
+  qo.ue8m0 = x->o->ue8m0;
+  if (f == QFMT_FP8_BLOCK) return quant_fp8_block_weight_f32_cpu(xf, rows, K, q, s, &qo, st);
+  if (f == QFMT_MXFP8) return quant_mxfp8_f32_cpu(xf, rows, K, q, s, &qo, st);
+  return quant_nvfp4_amax_f32_cpu(xf, rows, K, amax, q, s, s_dec, &qo, st);
+}
+
 /* Dequantize rows×K into BF16 (out). */
 static int dequant_chunk(convert_ctx *x, qformat f, const uint8_t *q, const void *s, float s_dec,
                          int64_t rows, int64_t K, uint16_t *out, rl_err *e) {
@@ -268,13 +296,22 @@ static int64_t chunk_rows(int64_t N, uint64_t row_bytes, int mult) {
   return r > N ? N : r;
 }
 
-/* amax of an item's input over finite values, read in chunks (cached). */
+/* The FP32 buffer a chunk of a non-BF16 input is quantized from: the raw
+ * chunk itself for F32, a new buffer of n floats for F16; NULL for BF16. */
+static float *f32_buf(st_dtype dt, void *raw, size_t n) {
+  if (dt == ST_BF16) return NULL;
+  return dt == ST_F32 ? raw : rl_xmalloc(n * 4);
+}
+
+/* amax of an item's input over finite values (of the source values: F32 as
+ * is, F16/BF16 widened), read in chunks (cached). */
 static int item_amax(convert_ctx *x, convert_item *it, rl_err *e) {
   if (it->have_amax) return 0;
-  size_t esz = st_dtype_size(it->t->dtype);
-  int64_t R = chunk_rows(it->N, (uint64_t)it->K * esz, 1);
+  st_dtype dt = it->t->dtype;
+  size_t esz = st_dtype_size(dt);
+  int64_t R = chunk_rows(it->N, (uint64_t)it->K * (dt == ST_F16 ? 4 : esz), 1);
   void *raw = rl_xmalloc((size_t)R * (size_t)it->K * esz);
-  uint16_t *xb = it->t->dtype == ST_BF16 ? raw : rl_xmalloc((size_t)R * (size_t)it->K * 2);
+  float *xf = f32_buf(dt, raw, (size_t)R * (size_t)it->K);
   float m = 0;
   int rc = 0;
   for (int64_t r0 = 0; r0 < it->N && !rc; r0 += R) {
@@ -282,11 +319,16 @@ static int item_amax(convert_ctx *x, convert_item *it, rl_err *e) {
     size_t n = (size_t)rows * (size_t)it->K;
     rc = st_file_read_range(it->f, it->t, (uint64_t)r0 * (uint64_t)it->K * esz, raw, n * esz, e);
     if (rc) break;
-    to_bf16(it->t->dtype, raw, xb, n);
-    float a = quant_amax_bf16_cpu(xb, (int64_t)n, NULL);
+    float a;
+    if (xf) {
+      to_f32(dt, raw, xf, n);
+      a = quant_amax_f32_cpu(xf, (int64_t)n, NULL);
+    } else {
+      a = quant_amax_bf16_cpu(raw, (int64_t)n, NULL);
+    }
     if (a > m) m = a;
   }
-  if ((void *)xb != raw) free(xb);
+  if (xf && (void *)xf != raw) free(xf);
   free(raw);
   if (!rc) it->amax = m, it->have_amax = 1;
   return rc;
@@ -308,10 +350,14 @@ static int run_quant(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e) 
       if (p->amax > amax) amax = p->amax;
     }
   }
-  int64_t R = chunk_rows(N, (uint64_t)K * esz, f == QFMT_FP8_BLOCK ? 128 : 1);
+  /* (F16 is widened into an FP32 buffer: size the chunk by that one) */
+  int64_t R = chunk_rows(N, (uint64_t)K * (it->t->dtype == ST_F16 ? 4 : esz),
+                         f == QFMT_FP8_BLOCK ? 128 : 1);
   size_t ssz = f == QFMT_FP8_BLOCK ? 4 : 1;
   void *raw = rl_xmalloc((size_t)R * (size_t)K * esz);
-  uint16_t *xb = it->t->dtype == ST_BF16 ? raw : rl_xmalloc((size_t)R * (size_t)K * 2);
+  /* BF16 sources go to the BF16 quantizers (CPU or GPU); F32/F16 ones to the
+   * FP32-input CPU quantizers, from the source values. */
+  float *xf = f32_buf(it->t->dtype, raw, (size_t)R * (size_t)K);
   uint8_t *q = rl_xmalloc((size_t)q_data_bytes(f, R, K));
   void *s = rl_xmalloc((size_t)q_scale_count(f, R, K) * ssz);
   char nm[1024];
@@ -322,9 +368,14 @@ static int run_quant(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e) 
     size_t n = (size_t)rows * (size_t)K;
     rc = st_file_read_range(it->f, it->t, (uint64_t)r0 * (uint64_t)K * esz, raw, n * esz, e);
     if (rc) break;
-    to_bf16(it->t->dtype, raw, xb, n);
     quant_stats qs = {0, -1};
-    int st = quant_chunk(x, f, xb, rows, K, amax, q, s, &s_dec, &qs, e);
+    int st;
+    if (xf) {
+      to_f32(it->t->dtype, raw, xf, n);
+      st = quant_chunk_f32(x, f, xf, rows, K, amax, q, s, &s_dec, &qs);
+    } else {
+      st = quant_chunk(x, f, raw, rows, K, amax, q, s, &s_dec, &qs, e);
+    }
     if (st < 0) {
       rc = RL_EXIT_FAIL;
       break;
@@ -349,7 +400,7 @@ static int run_quant(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e) 
     out_name(nm, sizeof nm, it->base, ".input_scale");
     if (!rc) rc = st_writer_write(w, nm, &one, 4, e);
   }
-  if ((void *)xb != raw) free(xb);
+  if (xf && (void *)xf != raw) free(xf);
   free(raw), free(q), free(s);
   return rc;
 }

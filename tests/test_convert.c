@@ -2,8 +2,10 @@
  * wrote (tests/oracle/ci_safetensors.py): round trips bf16 → format → bf16
  * within each format's error bound, the exact scales of FORMATS.md, naming
  * and quantization_config, sharding, and the independent numpy check
- * (tests/oracle/check_st.py verify). Rules, refusals and memory are in
- * test_convert_rules.c.
+ * (tests/oracle/check_st.py verify: scales and data bytes equal numpy's
+ * quantizers', kept tensors BF16). F32/F16 sources (tiny_*_f32) are quantized
+ * from their own values, not their BF16 rounding, and what they keep becomes
+ * BF16. Rules, refusals and memory are in test_convert_rules.c.
  *
  * Error bounds asserted per element (x original, x^ the BF16 round trip):
  *   fp8-block, mxfp8: |x^ - x| <= 2^-4 |x| + 2^-10 s + 2^-8 |x^|   (s: the block's scale)
@@ -26,8 +28,8 @@ static char out[1 << 17];
 /* Convert fixture `src` to `fmt` (and back to bf16), return the two directories. */
 static int convert_pair(const char *src, const char *fmt, const char *extra, char *qdir,
                         char *rtdir, size_t n) {
-  snprintf(qdir, n, "%s/q-%s", harness_tmpdir(), fmt);
-  snprintf(rtdir, n, "%s/rt-%s", harness_tmpdir(), fmt);
+  snprintf(qdir, n, "%s/q-%s%s", harness_tmpdir(), fmt, *extra ? "-x" : "");
+  snprintf(rtdir, n, "%s/rt-%s%s", harness_tmpdir(), fmt, *extra ? "-x" : "");
   char cmd[4096];
   snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s --to %s %s", harness_bin(), src, qdir,
            fmt, extra);
@@ -59,7 +61,7 @@ static double roundtrip_worst(st_ckpt *orig, st_ckpt *q, st_ckpt *rt, const char
       const st_tensor *t = &h->tensors[i], *tq;
       st_ckpt_find(q, t->name, &tq);
       REQUIRE_RET(tq != NULL, 99);
-      if (tq->dtype == t->dtype) continue; /* kept: byte equality is checked elsewhere */
+      if (tq->dtype != ST_F8_E4M3 && tq->dtype != ST_U8) continue; /* kept: checked elsewhere */
       (*nq)++;
       int64_t N, K;
       float *x = tc_load_f32(orig, t->name, &N, &K), *xr = tc_load_f32(rt, t->name, &N, &K);
@@ -84,7 +86,8 @@ static double roundtrip_worst(st_ckpt *orig, st_ckpt *q, st_ckpt *rt, const char
   return worst;
 }
 
-/* Kept tensors are byte-identical in q and rt; extras are copied. */
+/* Kept tensors are BF16 in q and rt (the original's bytes, or their RNE
+ * rounding for F32/F16); every tensor is BF16 in rt; extras are copied. */
 static void check_kept_and_extras(const char *src, const char *qdir, const char *rtdir) {
   char cmd[4096];
   snprintf(cmd, sizeof cmd,
@@ -101,8 +104,12 @@ static void check_kept_and_extras(const char *src, const char *qdir, const char 
       const st_tensor *t = &h->tensors[i], *a, *b;
       st_ckpt_find(q, t->name, &a);
       st_ckpt_find(rt, t->name, &b);
-      CHECK_MSG(a && b && b->dtype == ST_BF16 && b->nbytes == t->nbytes, "%s", t->name);
-      if (a && a->dtype == t->dtype) CHECK_MSG(tc_same_bytes(o, q, t->name), "kept %s changed", t->name);
+      CHECK_MSG(a && b && b->dtype == ST_BF16 && b->nbytes == t->numel * 2, "%s", t->name);
+      if (a && a->dtype != ST_F8_E4M3 && a->dtype != ST_U8) {
+        CHECK_MSG(tc_kept_bf16_bad(o, q, t->name) == 0, "kept %s is not its BF16 rounding", t->name);
+        CHECK_MSG(tc_same_bytes(q, rt, t->name), "round trip changed kept %s", t->name);
+        if (t->dtype == ST_BF16) CHECK_MSG(tc_same_bytes(o, q, t->name), "kept %s changed", t->name);
+      }
     }
   }
   st_ckpt_close(o), st_ckpt_close(q), st_ckpt_close(rt);
@@ -329,4 +336,121 @@ TEST(convert_shards_output_with_correct_index) {
   snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s --to bf16 --quiet", harness_bin(), qd, rd);
   REQUIRE(harness_run(cmd, out, sizeof out) == 0);
   python_verify(src, qd, "fp8-block", rd);
+}
+
+/* ------------------------------------------------------------ F32/F16 sources */
+
+/* fp8-block scale of block (bi, bj) of an [N, K] tensor, from FP32 values x. */
+static float fp8_scale_of(const float *x, int64_t N, int64_t K, int64_t bi, int64_t bj, int ue8m0) {
+  float m = 0;
+  for (int64_t r = bi * 128; r < N && r < bi * 128 + 128; r++)
+    for (int64_t c = bj * 128; c < K && c < bj * 128 + 128; c++) m = fmaxf(m, fabsf(x[r * K + c]));
+  if (m == 0) return 1.0f;
+  float s = m / 448.0f;
+  int ex;
+  float f = frexpf(s, &ex); /* s = f × 2^ex, f in [0.5, 1) */
+  return ue8m0 ? ldexpf(1.0f, f == 0.5f ? ex - 1 : ex) : s;
+}
+
+/* An F32 (and F16) source to fp8-block/mxfp8: every quantized tensor's bytes
+ * equal numpy's quantizers applied to the source values (check_st.py), the
+ * scales are those of the F32 values (not of their BF16 rounding), and every
+ * kept tensor is BF16. */
+static void f32_source_case(const char *fmt, const char *extra) {
+  const char *src = tc_fixture("tiny_qwen3_f32");
+  char qd[1024], rd[1024];
+  REQUIRE(convert_pair(src, fmt, extra, qd, rd, sizeof qd) == 0);
+  st_ckpt *o = tc_open(src), *q = tc_open(qd), *rt = tc_open(rd);
+  REQUIRE(o && q && rt);
+  int ue = strstr(extra, "ue8m0") != NULL, mx = !strcmp(fmt, "mxfp8");
+  /* Kept: embeddings, norms (F32 and F16), lm_head, mxfp8's K = 200 down_proj. */
+  const char *kept[] = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+                        "model.layers.0.input_layernorm.weight",
+                        "model.layers.2.input_layernorm.weight" /* F16 */,
+                        "model.layers.1.mlp.down_proj.weight" /* mxfp8 only */};
+  for (int i = 0; i < 6; i++) {
+    if (i == 5 && !mx) continue;
+    CHECK_MSG(tc_kept_bf16_bad(o, q, kept[i]) == 0, "%s %s: kept %s is not BF16 (RNE) of the source",
+              fmt, extra, kept[i]);
+  }
+  /* Quantized from the F32 values: k_proj's scales (the audit's tensor) and
+   * the F16 v_proj's, derived here from the source values. */
+  const char *w[2] = {"model.layers.0.self_attn.k_proj.weight", "model.layers.2.self_attn.v_proj.weight"};
+  for (int i = 0; i < 2; i++) {
+    int64_t N, K;
+    float *x = tc_load_f32(o, w[i], &N, &K);
+    char nm[256];
+    snprintf(nm, sizeof nm, "%.*s.weight_scale_inv", (int)strlen(w[i]) - 7, w[i]);
+    if (!mx) {
+      float s[3], want = fp8_scale_of(x, N, K, 0, 2, ue);
+      REQUIRE(tc_read(q, nm, ST_F32, s, sizeof s) == 0);
+      CHECK_MSG(qf_f32_bits(s[2]) == qf_f32_bits(want), "%s %s: %s scale[0,2] %a, want %a", fmt, extra,
+                w[i], s[2], want);
+      if (!ue) { /* the fixture makes the difference visible: BF16 rounding changes this scale */
+        for (int64_t j = 0; j < N * K; j++) x[j] = fmt_bf16_to_f32(fmt_bf16_from_f32(x[j]));
+        CHECK(qf_f32_bits(fp8_scale_of(x, N, K, 0, 2, 0)) != qf_f32_bits(want));
+      }
+    } else {
+      uint8_t *e8 = rl_xmalloc((size_t)(N * K / 32));
+      REQUIRE(tc_read(q, nm, ST_U8, e8, (size_t)(N * K / 32)) == 0);
+      int bad = 0;
+      for (int64_t b = 0; b < N * K / 32; b++) {
+        float m = 0;
+        for (int64_t c = 0; c < 32; c++) m = fmaxf(m, fabsf(x[b * 32 + c]));
+        bad += e8[b] != fmt_e8m0_rceil(m / 448.0f);
+      }
+      CHECK_MSG(bad == 0, "mxfp8: %s: %d E8M0 scales differ from the F32 values' RCEIL", w[i], bad);
+      free(e8);
+    }
+    free(x);
+  }
+  const st_tensor *t;
+  REQUIRE(st_ckpt_find(q, "model.layers.2.self_attn.v_proj.weight", &t) != NULL);
+  CHECK_EQ_I64(t->dtype, ST_F8_E4M3);
+  int nq;
+  double worst = roundtrip_worst(o, q, rt, mx ? "mxfp8" : "fp8-block", &nq);
+  CHECK_EQ_I64(nq, mx ? 18 : 21);
+  CHECK_MSG(worst <= 1.0 && worst > 0.3, "worst err/bound %.3f", worst);
+  st_ckpt_close(o), st_ckpt_close(q), st_ckpt_close(rt);
+  check_kept_and_extras(src, qd, rd);
+  python_verify(src, qd, fmt, rd);
+}
+
+TEST(convert_f32_source_fp8_block_quantizes_the_f32_values) { f32_source_case("fp8-block", ""); }
+TEST(convert_f32_source_fp8_block_ue8m0_quantizes_the_f32_values) {
+  f32_source_case("fp8-block", "--scale-fmt ue8m0");
+}
+TEST(convert_f32_source_mxfp8_quantizes_the_f32_values) { f32_source_case("mxfp8", ""); }
+
+TEST(convert_f32_source_nvfp4_quantizes_the_f32_values) {
+  const char *src = tc_fixture("tiny_qwen3_moe_f32");
+  char qd[1024], rd[1024];
+  REQUIRE(convert_pair(src, "nvfp4", "", qd, rd, sizeof qd) == 0);
+  st_ckpt *o = tc_open(src), *q = tc_open(qd), *rt = tc_open(rd);
+  REQUIRE(o && q && rt);
+  /* gate and up share S_dec from the larger F32 amax; down_proj has its own. */
+  const char *g = "model.layers.1.mlp.experts.2.gate_proj", *u = "model.layers.1.mlp.experts.2.up_proj";
+  char nm[256];
+  snprintf(nm, sizeof nm, "%s.weight", g);
+  float ag = tc_amax(o, nm);
+  snprintf(nm, sizeof nm, "%s.weight", u);
+  float au = tc_amax(o, nm);
+  CHECK(au > 2 * ag);
+  CHECK(fmt_bf16_to_f32(fmt_bf16_from_f32(au)) != au); /* the F32 amax is not a BF16 value */
+  CHECK_EQ_U64(qf_f32_bits(tc_nvfp4_sdec(q, g)), qf_f32_bits(fmt_nvfp4_sdec(au)));
+  CHECK_EQ_U64(qf_f32_bits(tc_nvfp4_sdec(q, u)), qf_f32_bits(fmt_nvfp4_sdec(au)));
+  CHECK_EQ_U64(qf_f32_bits(tc_nvfp4_sdec(q, "model.layers.1.mlp.experts.2.down_proj")),
+               qf_f32_bits(fmt_nvfp4_sdec(tc_amax(o, "model.layers.1.mlp.experts.2.down_proj.weight"))));
+  /* kept: attention, router, embeddings, norms: BF16 */
+  const char *kept[] = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.gate.weight",
+                        "model.embed_tokens.weight", "model.norm.weight"};
+  for (int i = 0; i < 4; i++)
+    CHECK_MSG(tc_kept_bf16_bad(o, q, kept[i]) == 0, "kept %s is not BF16 (RNE) of the source", kept[i]);
+  int nq;
+  double worst = roundtrip_worst(o, q, rt, "nvfp4", &nq);
+  CHECK_EQ_I64(nq, 24);
+  CHECK_MSG(worst <= 1.0 && worst > 0.3, "worst err/bound %.3f", worst);
+  st_ckpt_close(o), st_ckpt_close(q), st_ckpt_close(rt);
+  check_kept_and_extras(src, qd, rd);
+  python_verify(src, qd, "nvfp4", rd);
 }

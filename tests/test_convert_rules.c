@@ -1,6 +1,7 @@
 /* test_convert_rules.c — which tensors the converter quantizes, what it
  * refuses (non-finite weights, unknown architectures, quantized inputs, bad
  * options), config.json parsing, the progress display, and peak memory. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,47 +179,91 @@ TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
     CHECK_CONTAINS(out, "model.layers.0.mlp.up_proj.weight: 1 non-finite value(s) (Inf/NaN), "
                         "first at row 3, column 7; refusing to quantize it");
   }
-  /* Inf in an F32 expert, refused by nvfp4 too; nothing is left behind. */
-  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, 2, ts[1].name, 15 * 64 + 63, -INFINITY) == 0);
-  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to nvfp4", harness_bin(), in, o);
-  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
-  CHECK_CONTAINS(out, "model.layers.0.mlp.experts.1.gate_proj.weight: 1 non-finite value(s) "
-                      "(Inf/NaN), first at row 15, column 63");
+  /* Inf / NaN in an F32 expert (the FP32-input quantizers), refused by every
+   * format; nothing is left behind. */
+  const char *all[3] = {"fp8-block", "mxfp8", "nvfp4"};
+  for (int i = 0; i < 6; i++) {
+    REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, 2, ts[1].name, 15 * 64 + 63,
+                     i < 3 ? -INFINITY : NAN) == 0);
+    snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, all[i % 3]);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+    CHECK_CONTAINS(out, "model.layers.0.mlp.experts.1.gate_proj.weight: 1 non-finite value(s) "
+                        "(Inf/NaN), first at row 15, column 63");
+  }
   snprintf(cmd, sizeof cmd, "ls %s", d);
   harness_run(cmd, out, sizeof out);
   CHECK_STREQ(out, "in\n");
 }
 
-TEST(convert_f32_input_cast_to_bf16_and_norms_copied) {
+/* FP32 amax of elements [r0,r1)×[c0,c1) of x (row stride K), optionally of their BF16 rounding. */
+static float amax_of(const float *x, int64_t K, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                     int bf16) {
+  float m = 0;
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = c0; c < c1; c++) {
+      float v = bf16 ? fmt_bf16_to_f32(fmt_bf16_from_f32(x[r * K + c])) : x[r * K + c];
+      m = fabsf(v) > m ? fabsf(v) : m;
+    }
+  return m;
+}
+
+/* An F32 checkpoint: what every format quantizes is quantized from the F32
+ * values; every tensor it keeps (skip list, K % 32 for mxfp8, --keep-bf16,
+ * --bf16-last-layers, non-weights) becomes BF16 (RNE), as --to bf16 does. */
+TEST(convert_f32_input_quantized_from_f32_and_kept_as_bf16) {
   const char *d = harness_tmpdir();
-  char in[800], o[800], o2[800], cmd[4096];
+  char in[800], cmd[4096];
   snprintf(in, sizeof in, "%s/in", d);
-  snprintf(o, sizeof o, "%s/bf16", d);
-  snprintf(o2, sizeof o2, "%s/fp8", d);
-  synth_tensor ts[2] = {{"model.layers.0.self_attn.q_proj.weight", ST_F32, 2, {64, 96}},
-                        {"model.layers.0.input_layernorm.weight", ST_F32, 1, {64, 0}}};
-  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 1), ts, 2, NULL, -1, 0) == 0);
-  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to bf16 --quiet && %s convert --in %s "
-           "--out %s --to fp8-block --quiet", harness_bin(), in, o, harness_bin(), in, o2);
-  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
-  st_ckpt *a = tc_open(in), *b = tc_open(o), *q = tc_open(o2);
-  REQUIRE(a && b && q);
-  int64_t N, K;
-  float *x = tc_load_f32(a, ts[0].name, &N, &K), *y = tc_load_f32(b, ts[0].name, &N, &K);
-  int bad = 0;
-  for (int64_t i = 0; i < N * K; i++) bad += fmt_bf16_to_f32(fmt_bf16_from_f32(x[i])) != y[i];
-  CHECK_EQ_I64(bad, 0);
-  free(x), free(y);
-  const st_tensor *t;
-  REQUIRE(st_ckpt_find(b, ts[1].name, &t) != NULL);
-  CHECK_EQ_I64(t->dtype, ST_BF16);
-  REQUIRE(st_ckpt_find(q, ts[1].name, &t) != NULL);
-  CHECK_EQ_I64(t->dtype, ST_F32); /* unquantized tensors keep their dtype */
-  CHECK(tc_same_bytes(a, q, ts[1].name));
-  REQUIRE(st_ckpt_find(q, "model.layers.0.self_attn.q_proj.weight_scale_inv", &t) != NULL);
-  CHECK_EQ_I64(t->shape[0], 1);
-  CHECK_EQ_I64(t->shape[1], 1);
-  st_ckpt_close(a), st_ckpt_close(b), st_ckpt_close(q);
+  synth_tensor ts[] = {{"model.embed_tokens.weight", ST_F32, 2, {64, 64}},
+                       {"model.layers.0.self_attn.q_proj.weight", ST_F32, 2, {64, 80}},
+                       {"model.layers.0.self_attn.o_proj.weight", ST_F32, 2, {64, 64}},
+                       {"model.layers.0.mlp.up_proj.weight", ST_F32, 2, {16, 64}},
+                       {"model.layers.0.mlp.gate.weight", ST_F32, 2, {4, 64}},
+                       {"model.layers.0.input_layernorm.weight", ST_F32, 1, {64, 0}},
+                       {"model.layers.0.self_attn.rotary_emb.inv_freq", ST_F32, 1, {16, 0}},
+                       {"model.layers.1.mlp.up_proj.weight", ST_F32, 2, {16, 64}},
+                       {"lm_head.weight", ST_F32, 2, {64, 64}}};
+  int n = (int)(sizeof ts / sizeof *ts);
+  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, n, NULL, -1, 0) == 0);
+  const char *fmts[4] = {"bf16", "fp8-block", "mxfp8", "nvfp4"};
+  st_ckpt *a = tc_open(in);
+  REQUIRE(a != NULL);
+  for (int f = 0; f < 4; f++) {
+    char o[900];
+    snprintf(o, sizeof o, "%s/%s", d, fmts[f]);
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive %s convert --in %s --out %s --to %s --no-progress%s", harness_bin(),
+             in, o, fmts[f], f ? " --keep-bf16 '*.o_proj' --bf16-last-layers 1" : "");
+    REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+    if (f) CHECK_CONTAINS(out, "model.embed_tokens.weight F32 [64,64] -> bf16 (cast) (embedding)");
+    st_ckpt *q = tc_open(o);
+    REQUIRE(q != NULL);
+    int quant[9] = {0, f == 1, 0, f == 1 || f == 2, 0, 0, 0, 0, 0}; /* mxfp8: q_proj K = 80 stays */
+    for (int i = 0; i < n; i++) {
+      if (quant[i]) continue;
+      CHECK_MSG(tc_kept_bf16_bad(a, q, ts[i].name) == 0, "--to %s: %s should be BF16 (RNE) of the F32",
+                fmts[f], ts[i].name);
+    }
+    if (f == 1) { /* q_proj [64, 80]: one block; its scale comes from the F32 amax */
+      int64_t N, K;
+      float *x = tc_load_f32(a, ts[1].name, &N, &K), s = 0;
+      REQUIRE(tc_read(q, "model.layers.0.self_attn.q_proj.weight_scale_inv", ST_F32, &s, 4) == 0);
+      float want = amax_of(x, K, 0, N, 0, K, 0) / 448.0f;
+      CHECK_EQ_U64(qf_f32_bits(s), qf_f32_bits(want));
+      CHECK(qf_f32_bits(amax_of(x, K, 0, N, 0, K, 1) / 448.0f) != qf_f32_bits(want)); /* differs */
+      free(x);
+    }
+    if (f == 2) { /* up_proj [16, 64]: E8M0 of each 1×32 block's F32 amax */
+      float *x = tc_load_f32(a, ts[3].name, NULL, NULL);
+      uint8_t e8[32];
+      REQUIRE(tc_read(q, "model.layers.0.mlp.up_proj.weight_scale_inv", ST_U8, e8, 32) == 0);
+      for (int b = 0; b < 32; b++)
+        CHECK_EQ_U64(e8[b], fmt_e8m0_rceil(amax_of(x, 64, b / 2, b / 2 + 1, (b % 2) * 32, (b % 2) * 32 + 32, 0) / 448.0f));
+      free(x);
+    }
+    st_ckpt_close(q);
+  }
+  st_ckpt_close(a);
 }
 
 TEST(convert_refuses_bad_inputs_and_options) {

@@ -54,7 +54,14 @@ static inline int tc_read(st_ckpt *c, const char *name, st_dtype dt, void *dst, 
   return st_file_read(f, t, dst, &e);
 }
 
-/* A BF16/F32 tensor as FP32 (malloc'd); N, K get a 2-D shape (1-D: N = 1). */
+/* IEEE half → FP32 (exact), written here independently of the converter's. */
+static inline float tc_f16_to_f32(uint16_t h) {
+  int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  float v = e == 31 ? (m ? NAN : INFINITY) : e ? ldexpf((float)(m | 0x400), e - 25) : ldexpf((float)m, -24);
+  return (h & 0x8000) ? -v : v;
+}
+
+/* A BF16/F16/F32 tensor as FP32 (malloc'd); N, K get a 2-D shape (1-D: N = 1). */
 static inline float *tc_load_f32(st_ckpt *c, const char *name, int64_t *N, int64_t *K) {
   const st_tensor *t;
   st_file *f = st_ckpt_find(c, name, &t);
@@ -69,7 +76,9 @@ static inline float *tc_load_f32(st_ckpt *c, const char *name, int64_t *N, int64
   float *x = rl_xmalloc(sizeof(float) * (t->numel + 1));
   if (st_file_read(f, t, raw, &e)) harness_fail(__FILE__, __LINE__, "%s", e.msg);
   for (uint64_t i = 0; i < t->numel; i++)
-    x[i] = t->dtype == ST_BF16 ? fmt_bf16_to_f32(((uint16_t *)raw)[i]) : ((float *)raw)[i];
+    x[i] = t->dtype == ST_BF16  ? fmt_bf16_to_f32(((uint16_t *)raw)[i])
+           : t->dtype == ST_F16 ? tc_f16_to_f32(((uint16_t *)raw)[i])
+                                : ((float *)raw)[i];
   if (N) *N = t->ndim == 2 ? t->shape[0] : 1;
   if (K) *K = t->ndim == 2 ? t->shape[1] : (int64_t)t->numel;
   free(raw);
@@ -138,6 +147,25 @@ static inline int tc_same_bytes(st_ckpt *a, st_ckpt *b, const char *name) {
              !memcmp(x, y, ta->nbytes);
   free(x), free(y);
   return same;
+}
+
+/* For a tensor convert keeps unquantized: -1 unless `name` is BF16 in q with
+ * o's shape, else how many elements differ from the BF16 (RNE) rounding of
+ * o's values (o's own bytes when o is BF16). */
+static inline int64_t tc_kept_bf16_bad(st_ckpt *o, st_ckpt *q, const char *name) {
+  const st_tensor *to, *tq;
+  st_file *fo = st_ckpt_find(o, name, &to), *fq = st_ckpt_find(q, name, &tq);
+  if (!fo || !fq || tq->dtype != ST_BF16 || tq->ndim != to->ndim || tq->numel != to->numel) return -1;
+  for (int d = 0; d < to->ndim; d++)
+    if (tq->shape[d] != to->shape[d]) return -1;
+  float *x = tc_load_f32(o, name, NULL, NULL);
+  uint16_t *y = rl_xmalloc(tq->nbytes + 2);
+  rl_err e;
+  int64_t bad = 0;
+  if (st_file_read(fq, tq, y, &e)) bad = -1;
+  for (uint64_t i = 0; bad >= 0 && i < to->numel; i++) bad += y[i] != fmt_bf16_from_f32(x[i]);
+  free(x), free(y);
+  return bad;
 }
 
 /* config.json's quantization_config of a directory (a new reference), or NULL. */

@@ -1,6 +1,8 @@
 /* test_quant.c — every CPU quantizer against the numpy reference
  * (tests/oracle/ci_quant.py), byte for byte, on shapes 1×1 … 4096×4096 with
- * zero blocks, subnormals, values at/above the max and ±Inf/NaN. */
+ * zero blocks, subnormals, values at/above the max and ±Inf/NaN. The FP32-input
+ * variants (_f32) run on every BF16 case widened to FP32 (same bytes as the
+ * BF16 functions) and on FP32 cases whose values are not BF16 (f32_*). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,10 +18,11 @@ typedef struct qcase {
   char name[64];
   int64_t rows, K, n_nonfinite, first_index;
   float amax_ext;
-  uint16_t *x;
+  uint16_t *x; /* BF16 input (NULL for an FP32 case) */
+  float *xf;   /* FP32 input: x.f32, or x widened */
 } qcase;
 
-/* Load case `name` (meta.txt + x.bf16); 0 on success. */
+/* Load case `name` (meta.txt + x.bf16 or x.f32); 0 on success. */
 static int qcase_load(const char *name, qcase *c) {
   char rel[256];
   memset(c, 0, sizeof *c);
@@ -34,12 +37,22 @@ static int qcase_load(const char *name, qcase *c) {
   if (!ok) return -1;
   c->rows = r, c->K = k, c->n_nonfinite = n, c->first_index = f;
   c->amax_ext = strtof(amax, NULL);
-  snprintf(rel, sizeof rel, "quant/%s/x.bf16", name);
   size_t len = 0;
+  if (!strncmp(name, "f32_", 4)) {
+    snprintf(rel, sizeof rel, "quant/%s/x.f32", name);
+    c->xf = fixture_load(rel, &len);
+    return c->xf && len == (size_t)(r * k * 4) ? 0 : -1;
+  }
+  snprintf(rel, sizeof rel, "quant/%s/x.bf16", name);
   c->x = fixture_load(rel, &len);
   if (!c->x || len != (size_t)(r * k * 2)) return -1;
+  c->xf = rl_xmalloc((size_t)(r * k) * 4 + 4);
+  for (int64_t i = 0; i < r * k; i++) c->xf[i] = fmt_bf16_to_f32(c->x[i]);
   return 0;
 }
+
+/* Which functions a failure message is about (check_variants sets it). */
+static const char *g_via = "BF16 input";
 
 /* Compare n bytes against fixture quant/<case>/<file>; reports the first
  * mismatches. Returns 1 when missing (variant not written for this case). */
@@ -61,8 +74,8 @@ static int expect_bytes(const qcase *c, const char *file, const void *got, size_
   int bad = 0;
   for (size_t i = 0; i < n && i < len; i++)
     if (g[i] != want[i] && bad++ < 4)
-      CHECK_MSG(0, "%s: byte %zu: got 0x%02x want 0x%02x", rel, i, g[i], want[i]);
-  if (bad) CHECK_MSG(0, "%s: %d bytes differ", rel, bad);
+      CHECK_MSG(0, "%s (%s): byte %zu: got 0x%02x want 0x%02x", rel, g_via, i, g[i], want[i]);
+  if (bad) CHECK_MSG(0, "%s (%s): %d bytes differ", rel, g_via, bad);
   free(want);
   return 0;
 }
@@ -78,29 +91,27 @@ static void expect_f32(const qcase *c, const char *file, const float *got, size_
   int bad = 0;
   for (size_t i = 0; i < n; i++) {
     int ok = isnan(want[i]) ? isnan(got[i]) : qf_f32_bits(got[i]) == qf_f32_bits(want[i]);
-    if (!ok && bad++ < 4) CHECK_MSG(0, "%s[%zu]: got %a want %a", rel, i, got[i], want[i]);
+    if (!ok && bad++ < 4) CHECK_MSG(0, "%s[%zu] (%s): got %a want %a", rel, i, g_via, got[i], want[i]);
   }
-  if (bad) CHECK_MSG(0, "%s: %d values differ", rel, bad);
+  if (bad) CHECK_MSG(0, "%s (%s): %d values differ", rel, g_via, bad);
   free(want);
 }
 
 /* The status and statistics a quantizer must report for this case. */
 static void expect_stats(const qcase *c, const char *what, int rc, const quant_stats *st) {
-  CHECK_MSG(rc == (c->n_nonfinite ? QUANT_NONFINITE : QUANT_OK), "%s %s: status %d", c->name, what, rc);
+  CHECK_MSG(rc == (c->n_nonfinite ? QUANT_NONFINITE : QUANT_OK), "%s %s (%s): status %d", c->name,
+            what, g_via, rc);
   CHECK_MSG(st->n_nonfinite == c->n_nonfinite && st->first_index == c->first_index,
-            "%s %s: stats (%lld, %lld), want (%lld, %lld)", c->name, what,
+            "%s %s (%s): stats (%lld, %lld), want (%lld, %lld)", c->name, what, g_via,
             (long long)st->n_nonfinite, (long long)st->first_index, (long long)c->n_nonfinite,
             (long long)c->first_index);
 }
 
-/* Run every variant of one case and compare. */
-static void check_case(const char *name) {
-  qcase c;
-  if (qcase_load(name, &c) != 0) {
-    CHECK_MSG(0, "case %s: fixture missing or malformed", name);
-    free(c.x);
-    return;
-  }
+/* Run every variant of one loaded case and compare: the BF16 functions (f32
+ * = 0) or the FP32-input ones (f32 = 1). */
+static void check_variants(const qcase *cp, int f32) {
+  qcase c = *cp;
+  g_via = f32 ? "FP32 input" : "BF16 input";
   int64_t R = c.rows, K = c.K, n = R * K;
   int64_t kb128 = quant_cdiv(K, 128), kb32 = quant_cdiv(K, 32), kb16 = quant_cdiv(K, 16);
   int64_t kp = quant_cdiv(K, 2);
@@ -114,7 +125,8 @@ static void check_case(const char *name) {
   for (int ue = 0; ue < 2; ue++) {
     o = (quant_opts){.ue8m0 = ue};
     char fq[32], fs[32];
-    int rc = quant_fp8_block_weight_cpu(c.x, R, K, q, s32, &o, &st);
+    int rc = f32 ? quant_fp8_block_weight_f32_cpu(c.xf, R, K, q, s32, &o, &st)
+                 : quant_fp8_block_weight_cpu(c.x, R, K, q, s32, &o, &st);
     expect_stats(&c, "fp8w", rc, &st);
     snprintf(fq, sizeof fq, "fp8w%s.q", ue ? "u" : ""), snprintf(fs, sizeof fs, "fp8w%s.s", ue ? "u" : "");
     if (!expect_bytes(&c, fq, q, (size_t)n)) expect_bytes(&c, fs, s32, (size_t)(quant_cdiv(R, 128) * kb128 * 4));
@@ -122,7 +134,8 @@ static void check_case(const char *name) {
       dequant_fp8_block_weight_cpu(q, s32, R, K, deq, NULL);
       expect_f32(&c, "fp8w.deq", deq, (size_t)n);
     }
-    rc = quant_fp8_block_act_cpu(c.x, R, K, q, s32, &o, &st);
+    rc = f32 ? quant_fp8_block_act_f32_cpu(c.xf, R, K, q, s32, &o, &st)
+             : quant_fp8_block_act_cpu(c.x, R, K, q, s32, &o, &st);
     expect_stats(&c, "fp8a", rc, &st);
     snprintf(fq, sizeof fq, "fp8a%s.q", ue ? "u" : ""), snprintf(fs, sizeof fs, "fp8a%s.s", ue ? "u" : "");
     if (!expect_bytes(&c, fq, q, (size_t)n)) expect_bytes(&c, fs, s32, (size_t)(R * kb128 * 4));
@@ -132,7 +145,8 @@ static void check_case(const char *name) {
     }
   }
 
-  int rc = quant_mxfp8_cpu(c.x, R, K, q, s8, NULL, &st);
+  int rc = f32 ? quant_mxfp8_f32_cpu(c.xf, R, K, q, s8, NULL, &st)
+               : quant_mxfp8_cpu(c.x, R, K, q, s8, NULL, &st);
   expect_stats(&c, "mx", rc, &st);
   expect_bytes(&c, "mx.q", q, (size_t)n);
   expect_bytes(&c, "mx.s", s8, (size_t)(R * kb32));
@@ -149,8 +163,12 @@ static void check_case(const char *name) {
     o = (quant_opts){.nvfp4_2d = nv[i].d2, .stochastic = nv[i].sr,
                      .sr_seed = 0x0123456789ABCDEFull, .sr_offset = 42};
     float sdec = -1;
-    rc = nv[i].ext ? quant_nvfp4_amax_cpu(c.x, R, K, c.amax_ext, q, s8, &sdec, &o, &st)
-                   : quant_nvfp4_cpu(c.x, R, K, q, s8, &sdec, &o, &st);
+    if (f32)
+      rc = nv[i].ext ? quant_nvfp4_amax_f32_cpu(c.xf, R, K, c.amax_ext, q, s8, &sdec, &o, &st)
+                     : quant_nvfp4_f32_cpu(c.xf, R, K, q, s8, &sdec, &o, &st);
+    else
+      rc = nv[i].ext ? quant_nvfp4_amax_cpu(c.x, R, K, c.amax_ext, q, s8, &sdec, &o, &st)
+                     : quant_nvfp4_cpu(c.x, R, K, q, s8, &sdec, &o, &st);
     expect_stats(&c, nv[i].v, rc, &st);
     if (expect_bytes(&c, f, q, (size_t)(R * kp))) continue;
     snprintf(f, sizeof f, "%s.s", nv[i].v);
@@ -162,7 +180,21 @@ static void check_case(const char *name) {
       expect_f32(&c, "nv.deq", deq, (size_t)n);
     }
   }
-  free(q), free(s8), free(s32), free(deq), free(c.x);
+  free(q), free(s8), free(s32), free(deq);
+}
+
+/* Load one case and check it through the BF16 functions (BF16 cases) and the
+ * FP32-input functions (every case). */
+static void check_case(const char *name) {
+  qcase c;
+  if (qcase_load(name, &c) != 0) {
+    CHECK_MSG(0, "case %s: fixture missing or malformed", name);
+    free(c.x), free(c.xf);
+    return;
+  }
+  if (c.x) check_variants(&c, 0);
+  check_variants(&c, 1);
+  free(c.x), free(c.xf);
 }
 
 TEST(quant_oracle_1x1) {
@@ -173,6 +205,13 @@ TEST(quant_oracle_7x33) { check_case("7x33"), check_case("7x33_nf"); }
 TEST(quant_oracle_127x129) { check_case("127x129"), check_case("127x129_nf"); }
 TEST(quant_oracle_300x4096) { check_case("300x4096"), check_case("300x4096_nf"); }
 TEST(quant_oracle_4096x4096) { check_case("4096x4096_nf"); }
+/* FP32 inputs that BF16 cannot hold: the rules apply to the FP32 values. */
+TEST(quant_oracle_f32) {
+  const char *names[] = {"f32_1x1_val", "f32_1x1_sub", "f32_1x1_max", "f32_1x1_nan",
+                         "f32_7x33",    "f32_7x33_nf", "f32_127x129", "f32_127x129_nf",
+                         "f32_300x4096", "f32_300x4096_nf"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) check_case(names[i]);
+}
 
 /* A small input with a known answer, checked by hand (independent of the oracle). */
 TEST(quant_fp8_block_act_hand_values) {

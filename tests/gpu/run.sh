@@ -108,7 +108,8 @@ if want convert; then
 # make_convert_fixtures.py saves a tiny random Qwen3 and Qwen3-MoE with transformers'
 # save_pretrained. rlrun converts each to every format on the GPU and on the CPU (the
 # directories must be byte-identical), dequantizes back to bf16 on both (identical too),
-# and check_st.py re-derives every scale in numpy, checks each element against the
+# and check_st.py re-derives every scale in numpy (data and scale bytes must equal its
+# quantizers' from tests/oracle/ci_quant.py), checks each element against the
 # format's bound and the round trip bit for bit. transformers then loads the round
 # trip and compares logits with the original (INFO). bench_convert: peak RSS and GB/s
 # of a 2.5 GB synthetic checkpoint converted on the GPU, next to cp.

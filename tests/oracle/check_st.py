@@ -12,12 +12,16 @@ tests/test_safetensors*.c) and by tests/gpu/run.sh.
       then `meta KEY=VALUE` lines (single files). Exit 1 on any problem.
 
   check_st.py verify ORIG QUANT FORMAT [ROUNDTRIP]
-      ORIG: the BF16 model directory; QUANT: rlrun convert --to FORMAT of it;
-      ROUNDTRIP (optional): rlrun convert --to bf16 of QUANT. Re-derives in numpy,
-      independently of rlrun, every scale from the original (FORMATS.md rules), checks
-      each dequantized element against the format's bound, checks that unquantized
-      tensors are byte-identical, and that ROUNDTRIP equals numpy's own dequantization
-      bit for bit. Prints `ok FORMAT: N quantized, worst error/bound R` or the failures.
+      ORIG: the model directory (BF16, F16 or F32 tensors); QUANT: rlrun convert --to
+      FORMAT of it; ROUNDTRIP (optional): rlrun convert --to bf16 of QUANT. Re-derives in
+      numpy, independently of rlrun, every scale from the original's values (F32 as is,
+      F16/BF16 widened; FORMATS.md rules), requires the data and scale bytes to equal
+      those of the numpy quantizers of ci_quant.py applied to the same values (byte for
+      byte), checks each dequantized element against the format's bound, checks that
+      unquantized floating-point tensors are BF16 (the original's bytes when it is BF16,
+      else its RNE rounding) and other tensors byte-identical, and that ROUNDTRIP equals
+      numpy's own dequantization bit for bit. Prints `ok FORMAT: N quantized, M kept,
+      worst error/bound R` or the failures.
 
 Error bounds per element (x original, s or d the block's dequant scale):
   fp8-block, mxfp8: |x^ - x| <= 2^-4 |x| + 2^-10 s   (E4M3: 3 mantissa bits, RNE; subnormal step 2^-9)
@@ -32,6 +36,9 @@ import ml_dtypes
 import numpy as np
 import safetensors
 from safetensors import safe_open
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ci_quant  # noqa: E402  (the numpy quantizers written from FORMATS.md)
 
 NP = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
@@ -136,6 +143,29 @@ def rceil_pow2(v):
     return np.float32(np.ldexp(1.0, e - 127))
 
 
+FLOATS = ("BF16", "F32", "F16")
+
+
+def kept_bytes(t):
+    """What an unquantized tensor must become: BF16 (RNE) for a floating-point one."""
+    if t[0] not in FLOATS:
+        return t
+    b = f32(arr(t)).astype(ml_dtypes.bfloat16)
+    return ("BF16", t[1], b.tobytes())
+
+
+def same_bytes(name, what, got, want):
+    """Fail naming the first differing byte (and how many differ) of two byte arrays."""
+    g = np.frombuffer(got, np.uint8) if isinstance(got, bytes) else np.ascontiguousarray(got).view(np.uint8).ravel()
+    w = np.frombuffer(want, np.uint8) if isinstance(want, bytes) else np.ascontiguousarray(want).view(np.uint8).ravel()
+    if g.size != w.size:
+        fail("%s: %s has %d bytes, numpy's reference %d" % (name, what, g.size, w.size))
+    bad = np.flatnonzero(g != w)
+    if bad.size:
+        fail("%s: %s differs from numpy's reference in %d of %d bytes, first at byte %d: %#04x vs %#04x"
+             % (name, what, bad.size, g.size, bad[0], g[bad[0]], w[bad[0]]))
+
+
 def verify(orig, quant, fmt, rt=None):
     ot, _ = read_any(orig)
     qt, _ = read_any(quant)
@@ -143,17 +173,22 @@ def verify(orig, quant, fmt, rt=None):
     with open(os.path.join(quant, "config.json")) as f:
         qc = json.load(f).get("quantization_config")
     ue8m0 = bool(qc and qc.get("scale_fmt") == "ue8m0" and fmt == "fp8-block")
-    n_q, worst = 0, 0.0
+    sfx = ".weight_scale" if fmt == "nvfp4" else ".weight_scale_inv"
+    n_q, n_kept, worst = 0, 0, 0.0
     for name, t in sorted(ot.items()):
         if name not in qt:
             fail("%s missing from %s" % (name, quant))
-        x = f32(arr(t)) if t[0] in ("BF16", "F32", "F16") else None
+        x = f32(arr(t)) if t[0] in FLOATS else None   # the source values (F16/BF16 widened exactly)
         base = name[:-len(".weight")] if name.endswith(".weight") else None
-        if qt[name][0] == t[0] and qt[name][1] == t[1]:       # kept
-            if qt[name][2] != t[2]:
-                fail("%s: kept tensor's bytes differ" % name)
-            if rtt is not None and rtt[name][2] != t[2]:
+        if base is None or base + sfx not in qt:        # kept
+            want = kept_bytes(t)
+            if qt[name][0] != want[0] or qt[name][1] != want[1]:
+                fail("%s: kept %s %s became %s %s, want %s" % (name, t[0], t[1], qt[name][0], qt[name][1], want[0]))
+            if qt[name][2] != want[2]:
+                fail("%s: kept tensor's bytes differ from %s" % (name, "its BF16 (RNE) rounding" if t[0] in ("F32", "F16") else "the original"))
+            if rtt is not None and rtt[name][2] != want[2]:
                 fail("%s: round trip changed a kept tensor" % name)
+            n_kept += 1
             continue
         n_q += 1
         q = arr(qt[name])
@@ -161,6 +196,9 @@ def verify(orig, quant, fmt, rt=None):
             sc = arr(qt[base + ".weight_scale_inv"])
             s = f32(sc) if fmt == "fp8-block" else np.ldexp(np.float32(1.0), sc.astype(np.int32) - 127).astype(np.float32)
             xh, r = check_fp8(name, x, q, s, ue8m0, qt, fmt)
+            wq, ws = ci_quant.fp8_block(x, 128, ue8m0) if fmt == "fp8-block" else ci_quant.mxfp8(x)
+            same_bytes(name, "the E4M3 data", qt[name][2], wq)
+            same_bytes(name, "weight_scale_inv", qt[base + ".weight_scale_inv"][2], ws)
         else:
             sb = arr(qt[base + ".weight_scale"]).astype(np.float32)
             sdec = np.float32(arr(qt[base + ".weight_scale_2"]).reshape(-1)[0])
@@ -177,6 +215,11 @@ def verify(orig, quant, fmt, rt=None):
             want = np.float32(1.0) / (np.float32(448.0 * 6.0) / amax) if amax else np.float32(1.0)
             if sdec != want:
                 fail("%s: weight_scale_2 %r, numpy derives %r" % (name, sdec, want))
+            wq, ws, wsdec = ci_quant.nvfp4(x, np.float32(amax))
+            same_bytes(name, "the packed E2M1 data", qt[name][2], wq)
+            same_bytes(name, "weight_scale", qt[base + ".weight_scale"][2], ws)
+            same_bytes(name, "weight_scale_2", qt[base + ".weight_scale_2"][2], np.array([wsdec], np.float32))
+            same_bytes(name, "input_scale", qt[base + ".input_scale"][2], np.array([1.0], np.float32))
             N, K = x.shape
             codes = np.empty((N, K), np.uint8)
             codes[:, 0::2] = q & 0xF
@@ -194,7 +237,7 @@ def verify(orig, quant, fmt, rt=None):
             if not np.array_equal(got, want):
                 i = np.argwhere(got != want)[0]
                 fail("%s: round trip differs from numpy's dequantization at %s: %#x vs %#x" % (name, tuple(i), got[tuple(i)], want[tuple(i)]))
-    print("ok %s: %d quantized, worst error/bound %.3f" % (fmt, n_q, worst))
+    print("ok %s: %d quantized, %d kept, worst error/bound %.3f" % (fmt, n_q, n_kept, worst))
 
 
 def main():

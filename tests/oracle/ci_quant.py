@@ -6,7 +6,9 @@ against byte for byte (tests/test_quant.c).
 For each case it writes OUT/quant/<case>/:
   meta.txt              "rows K n_nonfinite first_index amax_ext" (amax_ext: the
                         externally supplied NVFP4 amax of the nvx variant, as %a)
-  x.bf16                the input, BF16 bit patterns [rows][K]
+  x.bf16                the input, BF16 bit patterns [rows][K]; f32_* cases hold
+  x.f32                 instead an FP32 input whose values BF16 cannot hold (the
+                        FP32-input quantizers of convert; the rules see x itself)
   <v>.q, <v>.s          data bytes and scales of each variant v:
     fp8w  fp8wu         fp8-block 128×128 (FP32 scales); ...u = ue8m0 scales
     fp8a  fp8au         fp8-block 1×128
@@ -135,7 +137,10 @@ def fp8_block(x, br, ue8m0):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         s = (amax / F32(448)).astype(F32)
         if ue8m0:
-            s = pow2_ceil(np.where(amax == 0, F32(1), s))
+            # amax/448 underflows to 0 in FP32 only for FP32 inputs (amax < ~3.6e-43);
+            # 2^ceil(log2) of the exact quotient is then below FP32's range: the smallest
+            # FP32 power of two above it, 2^-149, is the scale.
+            s = pow2_ceil(np.where(amax == 0, F32(1), np.where(s == 0, F32(2.0**-149), s)))
         s = np.where(amax == 0, F32(1), s).astype(F32)
         q = e4m3((xb / s[..., None]).astype(F32))
     q[bad] = 0
@@ -255,11 +260,46 @@ def make_input(R, K, seed, dirty):
     return h
 
 
+def make_input_f32(R, K, seed, dirty):
+    """make_input's features in FP32 values that BF16 cannot hold: full 24-bit
+    significands, a row of FP32 subnormals, values just around E4M3's 448, and
+    (dirty) random finite FP32 bit patterns, ±FLT_MAX, +Inf, -Inf, NaN."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((R, K), dtype=F32)
+    wr, wg = (24, 6) if dirty else (6, 4)
+    x *= np.ldexp(F32(1), rng.integers(-wr, wr + 1, size=(R, 1))).astype(F32)
+    g = np.ldexp(F32(1), rng.integers(-wg, wg + 1, size=(R, -(-K // 16)))).astype(F32)
+    x *= np.repeat(g, 16, axis=1)[:, :K]
+    if R >= 3:
+        x[R // 3, :] = 0
+    if R >= 256 and K >= 256:
+        x[128:256, 128:256] = 0
+    if R >= 2:
+        sub = rng.integers(1, 0x800000, size=K, dtype=np.uint32)
+        x[R // 2, :] = (sub | (rng.integers(0, 2, size=K, dtype=np.uint32) << 31)).view(F32)
+    if R >= 5 and dirty:
+        rb = rng.integers(0, 2**32, size=K, dtype=np.uint64).astype(np.uint32)
+        rb[(rb & 0x7F800000) == 0x7F800000] &= 0xBFFFFFFF  # keep finite
+        x[(4 * R) // 5, :] = rb.view(F32)
+    if R >= 4 and K >= 40:
+        r = (2 * R) // 3
+        if dirty:
+            x[r, 0] = FLT_MAX
+            x[r, 1] = -FLT_MAX
+        x[r, 32:40] = np.array([447.99997, -448.00003, 463.99997, 464.00003, 1e4 + 0.001, 1.0000001,
+                                -0.0, 0.0], F32)
+    if dirty:
+        for (r, c, v) in ((R - 1, K - 1, np.inf), (R // 2, K // 2, np.nan), ((3 * R) // 4, 3, -np.inf)):
+            x[min(r, R - 1), min(c, K - 1)] = v
+    return x
+
+
 def write_case(out, name, h, full):
+    """h: BF16 bit patterns (uint16), or an FP32 array for an f32_* case."""
     R, K = h.shape
     d = os.path.join(out, "quant", name)
     os.makedirs(d, exist_ok=True)
-    x = h.view(ml_dtypes.bfloat16).astype(F32)
+    x = h.astype(F32) if h.dtype == F32 else h.view(ml_dtypes.bfloat16).astype(F32)
     nf = ~np.isfinite(x)
     first = int(np.flatnonzero(nf.ravel())[0]) if nf.any() else -1
     amax = tensor_amax(x)
@@ -270,7 +310,7 @@ def write_case(out, name, h, full):
     def save(fn, a):
         np.ascontiguousarray(a).tofile(os.path.join(d, fn))
 
-    save("x.bf16", h)
+    save("x.f32" if h.dtype == F32 else "x.bf16", h)
     with open(os.path.join(d, "meta.txt"), "w") as f:
         f.write(f"{R} {K} {int(nf.sum())} {first} {float(amax_ext).hex()}\n")
     variants = [("fp8w", lambda: fp8_block(x, 128, False)), ("fp8a", lambda: fp8_block(x, 1, False)),
@@ -311,6 +351,13 @@ def main():
         cases.append((f"{R}x{K}", make_input(R, K, seed, False), True))
         cases.append((f"{R}x{K}_nf", make_input(R, K, seed + 100, True), True))
     cases.append(("4096x4096_nf", make_input(4096, 4096, 5, True), False))
+    # FP32 inputs (convert of F32/F16 checkpoints): value, subnormal, FLT_MAX, NaN
+    for nm, v in (("f32_1x1_val", 1.2345678), ("f32_1x1_sub", 1e-45), ("f32_1x1_max", np.finfo(F32).max),
+                  ("f32_1x1_nan", np.nan)):
+        cases.append((nm, np.array([[v]], F32), True))
+    for (R, K, seed) in ((7, 33, 11), (127, 129, 12), (300, 4096, 13)):
+        cases.append((f"f32_{R}x{K}", make_input_f32(R, K, seed, False), True))
+        cases.append((f"f32_{R}x{K}_nf", make_input_f32(R, K, seed + 100, True), True))
     names = []
     for nm, h, full in cases:
         write_case(a.out, nm, h, full)

@@ -10,10 +10,15 @@ Writes under OUT/safetensors/:
   tiny_qwen3.manifest.json
   tiny_qwen3_moe/            a qwen3_moe directory in one file (experts with hub names)
   tiny_qwen3_moe.manifest.json
+  tiny_qwen3_f32/            tiny_qwen3's shapes and features in F32 values that BF16 cannot
+                             hold (one projection and one norm in F16), one file
+  tiny_qwen3_moe_f32/        tiny_qwen3_moe's shapes in F32 values (for nvfp4)
 
 The model tensors hold seeded random BF16 values with features the converter must get
 right: an all-zero 128x128 block, outliers, an up_proj whose amax is 4x its gate_proj's,
 partial blocks (K = 320, 200), and K not a multiple of 32 (down_proj, K = 200).
+The _f32 variants hold unrounded F32 values: convert must quantize those values, not
+their BF16 rounding, and write the tensors it keeps as BF16 (FORMATS.md).
 """
 import argparse
 import hashlib
@@ -72,8 +77,8 @@ def single(out):
         json.dump(manifest(t), f, indent=1)
 
 
-def rnd(rng, shape, std):
-    return (rng.standard_normal(shape) * std).astype(np.float32).astype(BF16)
+def rnd(rng, shape, std, dt=BF16):
+    return (rng.standard_normal(shape) * std).astype(np.float32).astype(dt)
 
 
 def write_dir(out, name, cfg, tensors, shards):
@@ -106,39 +111,46 @@ def write_dir(out, name, cfg, tensors, shards):
         json.dump(manifest(tensors), f, indent=1)
 
 
-def tiny_qwen3(out, rng):
+def tiny_qwen3(out, rng, name="tiny_qwen3", dt=BF16):
     H, I, V, L, NH, KV, HD = 320, 200, 512, 3, 4, 2, 64
     cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": V,
            "hidden_size": H, "intermediate_size": I, "num_hidden_layers": L,
            "num_attention_heads": NH, "num_key_value_heads": KV, "head_dim": HD,
            "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
            "hidden_act": "silu", "tie_word_embeddings": False, "attention_bias": False,
-           "bos_token_id": 1, "eos_token_id": [2, 3], "torch_dtype": "bfloat16",
+           "bos_token_id": 1, "eos_token_id": [2, 3],
+           "torch_dtype": "bfloat16" if dt == BF16 else "float32",
            "use_sliding_window": False, "rope_scaling": None}
-    t = {"model.embed_tokens.weight": rnd(rng, (V, H), 0.02),
-         "model.norm.weight": np.ones(H, dtype=BF16), "lm_head.weight": rnd(rng, (V, H), 0.02)}
+    t = {"model.embed_tokens.weight": rnd(rng, (V, H), 0.02, dt),
+         "model.norm.weight": np.ones(H, dtype=dt), "lm_head.weight": rnd(rng, (V, H), 0.02, dt)}
     for l in range(L):
         p = "model.layers.%d." % l
-        t[p + "input_layernorm.weight"] = (1 + rnd(rng, (H,), 0.1).astype(np.float32)).astype(BF16)
-        t[p + "post_attention_layernorm.weight"] = np.ones(H, dtype=BF16)
-        t[p + "self_attn.q_norm.weight"] = np.ones(HD, dtype=BF16)
-        t[p + "self_attn.k_norm.weight"] = np.ones(HD, dtype=BF16)
-        t[p + "self_attn.q_proj.weight"] = rnd(rng, (NH * HD, H), 0.05)
-        t[p + "self_attn.k_proj.weight"] = rnd(rng, (KV * HD, H), 0.05)
-        t[p + "self_attn.v_proj.weight"] = rnd(rng, (KV * HD, H), 0.05)
-        t[p + "self_attn.o_proj.weight"] = rnd(rng, (H, NH * HD), 0.05)
-        t[p + "mlp.gate_proj.weight"] = rnd(rng, (I, H), 0.05)
-        t[p + "mlp.up_proj.weight"] = rnd(rng, (I, H), 0.05)
-        t[p + "mlp.down_proj.weight"] = rnd(rng, (H, I), 0.05)
+        t[p + "input_layernorm.weight"] = (1 + rnd(rng, (H,), 0.1, dt).astype(np.float32)).astype(dt)
+        t[p + "post_attention_layernorm.weight"] = np.ones(H, dtype=dt)
+        t[p + "self_attn.q_norm.weight"] = np.ones(HD, dtype=dt)
+        t[p + "self_attn.k_norm.weight"] = np.ones(HD, dtype=dt)
+        t[p + "self_attn.q_proj.weight"] = rnd(rng, (NH * HD, H), 0.05, dt)
+        t[p + "self_attn.k_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
+        t[p + "self_attn.v_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
+        t[p + "self_attn.o_proj.weight"] = rnd(rng, (H, NH * HD), 0.05, dt)
+        t[p + "mlp.gate_proj.weight"] = rnd(rng, (I, H), 0.05, dt)
+        t[p + "mlp.up_proj.weight"] = rnd(rng, (I, H), 0.05, dt)
+        t[p + "mlp.down_proj.weight"] = rnd(rng, (H, I), 0.05, dt)
     q = t["model.layers.0.self_attn.q_proj.weight"].astype(np.float32)
     q[:128, :128] = 0                    # an all-zero block: scale must be 1, never NaN
     q[200, 300] = 30.0                   # an outlier in a partial block
     q[5, 130] = 1e-30                    # far below the block's E4M3 range: flushes to 0
-    t["model.layers.0.self_attn.q_proj.weight"] = q.astype(BF16)
-    write_dir(out, "tiny_qwen3", cfg, t, [["model.embed_tokens", "model.layers.0."], []])
+    t["model.layers.0.self_attn.q_proj.weight"] = q.astype(dt)
+    if dt == BF16:
+        write_dir(out, name, cfg, t, [["model.embed_tokens", "model.layers.0."], []])
+        return
+    # F16 tensors too (widened exactly before quantizing / cast to BF16 when kept)
+    for k in ("model.layers.2.self_attn.v_proj.weight", "model.layers.2.input_layernorm.weight"):
+        t[k] = t[k].astype(np.float16)
+    write_dir(out, name, cfg, t, [[]])
 
 
-def tiny_qwen3_moe(out, rng):
+def tiny_qwen3_moe(out, rng, name="tiny_qwen3_moe", dt=BF16):
     H, I, V, L, NH, KV, HD, E = 128, 64, 256, 2, 2, 1, 64, 4
     cfg = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "vocab_size": V,
            "hidden_size": H, "intermediate_size": 256, "moe_intermediate_size": I,
@@ -147,26 +159,27 @@ def tiny_qwen3_moe(out, rng):
            "decoder_sparse_step": 1, "mlp_only_layers": [], "max_position_embeddings": 2048,
            "rms_norm_eps": 1e-6, "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
            "hidden_act": "silu", "tie_word_embeddings": True, "attention_bias": False,
-           "router_aux_loss_coef": 0.001, "bos_token_id": None, "eos_token_id": 2, "dtype": "bfloat16"}
-    t = {"model.embed_tokens.weight": rnd(rng, (V, H), 0.02),
-         "model.norm.weight": np.ones(H, dtype=BF16)}
+           "router_aux_loss_coef": 0.001, "bos_token_id": None, "eos_token_id": 2,
+           "dtype": "bfloat16" if dt == BF16 else "float32"}
+    t = {"model.embed_tokens.weight": rnd(rng, (V, H), 0.02, dt),
+         "model.norm.weight": np.ones(H, dtype=dt)}
     for l in range(L):
         p = "model.layers.%d." % l
-        t[p + "input_layernorm.weight"] = np.ones(H, dtype=BF16)
-        t[p + "post_attention_layernorm.weight"] = np.ones(H, dtype=BF16)
-        t[p + "self_attn.q_norm.weight"] = np.ones(HD, dtype=BF16)
-        t[p + "self_attn.k_norm.weight"] = np.ones(HD, dtype=BF16)
-        t[p + "self_attn.q_proj.weight"] = rnd(rng, (NH * HD, H), 0.05)
-        t[p + "self_attn.k_proj.weight"] = rnd(rng, (KV * HD, H), 0.05)
-        t[p + "self_attn.v_proj.weight"] = rnd(rng, (KV * HD, H), 0.05)
-        t[p + "self_attn.o_proj.weight"] = rnd(rng, (H, NH * HD), 0.05)
-        t[p + "mlp.gate.weight"] = rnd(rng, (E, H), 0.05)
+        t[p + "input_layernorm.weight"] = np.ones(H, dtype=dt)
+        t[p + "post_attention_layernorm.weight"] = np.ones(H, dtype=dt)
+        t[p + "self_attn.q_norm.weight"] = np.ones(HD, dtype=dt)
+        t[p + "self_attn.k_norm.weight"] = np.ones(HD, dtype=dt)
+        t[p + "self_attn.q_proj.weight"] = rnd(rng, (NH * HD, H), 0.05, dt)
+        t[p + "self_attn.k_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
+        t[p + "self_attn.v_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
+        t[p + "self_attn.o_proj.weight"] = rnd(rng, (H, NH * HD), 0.05, dt)
+        t[p + "mlp.gate.weight"] = rnd(rng, (E, H), 0.05, dt)
         for e in range(E):
             x = p + "mlp.experts.%d." % e
-            t[x + "gate_proj.weight"] = rnd(rng, (I, H), 0.05)
-            t[x + "up_proj.weight"] = rnd(rng, (I, H), 0.2)    # amax ~4x gate's
-            t[x + "down_proj.weight"] = rnd(rng, (H, I), 0.05)
-    write_dir(out, "tiny_qwen3_moe", cfg, t, [[]])
+            t[x + "gate_proj.weight"] = rnd(rng, (I, H), 0.05, dt)
+            t[x + "up_proj.weight"] = rnd(rng, (I, H), 0.2, dt)    # amax ~4x gate's
+            t[x + "down_proj.weight"] = rnd(rng, (H, I), 0.05, dt)
+    write_dir(out, name, cfg, t, [[]])
 
 
 def main():
@@ -179,6 +192,9 @@ def main():
     single(out)
     tiny_qwen3(out, rng)
     tiny_qwen3_moe(out, rng)
+    rng = np.random.default_rng(4321)
+    tiny_qwen3(out, rng, "tiny_qwen3_f32", np.float32)
+    tiny_qwen3_moe(out, rng, "tiny_qwen3_moe_f32", np.float32)
 
 
 if __name__ == "__main__":
