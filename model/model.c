@@ -207,7 +207,7 @@ int64_t model_layer_of_name(const char *name) {
 int model_keep_bf16_rule(const char *name, const char *const *patterns, int n_patterns, int64_t first, int64_t last,
                          int64_t L) {
   size_t n = strlen(name);
-  char module[MODEL_NAME_MAX + 8];
+  char module[1024]; /* checkpoint names of any length (convert reads foreign ones) */
   snprintf(module, sizeof module, "%.*s", (int)(n >= 7 && !strcmp(name + n - 7, ".weight") ? n - 7 : n), name);
   for (int i = 0; i < n_patterns; i++)
     if (!fnmatch(patterns[i], name, 0) || !fnmatch(patterns[i], module, 0)) return MODEL_KEEP_PATTERN;

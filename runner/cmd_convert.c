@@ -16,7 +16,8 @@ static const char convert_usage[] =
     "dequantize an fp8-block / mxfp8 / nvfp4 checkpoint back to bf16. Embeddings,\n"
     "norms, the MoE router (mlp.gate.), lm_head and non-2-D tensors stay BF16: every\n"
     "floating-point tensor left unquantized is written as BF16 (F32/F16 rounded to\n"
-    "nearest-even). nvfp4 applies to routed MoE experts only. F32/F16 weights are\n"
+    "nearest-even). nvfp4 applies to routed MoE experts only (a model without any is\n"
+    "refused). F32/F16 weights are\n"
     "quantized from their own values (on the CPU), not from their BF16 rounding.\n"
     "Tokenizer and other files are copied.\n"
     "\n"
@@ -39,12 +40,18 @@ static const char convert_usage[] =
     "exit codes: 0 done, 1 I/O failure, 2 invalid input or options (unknown architecture,\n"
     "corrupt checkpoint, non-finite weights), 3 --device cuda without a usable GPU\n";
 
-/* The value of option argv[*i] ("--opt VALUE" or "--opt=VALUE"), or NULL. */
-static const char *opt_value(int argc, char **argv, int *i, const char *opt) {
+/* The value of option argv[*i] ("--opt VALUE" or "--opt=VALUE"), or NULL. A
+ * following "--…" argument is an option, not this one's value: *missing is set
+ * (write --opt=--x for such a value). */
+static const char *opt_value(int argc, char **argv, int *i, const char *opt, int *missing) {
   size_t n = strlen(opt);
   if (strncmp(argv[*i], opt, n)) return NULL;
   if (argv[*i][n] == '=') return argv[*i] + n + 1;
-  if (argv[*i][n] || *i + 1 >= argc) return NULL;
+  if (argv[*i][n]) return NULL;
+  if (*i + 1 >= argc || !strncmp(argv[*i + 1], "--", 2)) {
+    *missing = 1;
+    return NULL;
+  }
   return argv[++*i];
 }
 
@@ -67,13 +74,14 @@ int cmd_convert(int argc, char **argv) {
   }
   convert_opts o;
   convert_opts_init(&o);
-  int have_to = 0, rc = 0;
+  int have_to = 0, rc = 0, scale_fmt_set = 0;
   const char **keep = rl_xcalloc((size_t)argc + 1, sizeof(char *));
   for (int i = 1; i < argc && !rc; i++) {
     const char *v;
-    if ((v = opt_value(argc, argv, &i, "--in"))) o.in_dir = v;
-    else if ((v = opt_value(argc, argv, &i, "--out"))) o.out_dir = v;
-    else if ((v = opt_value(argc, argv, &i, "--to"))) {
+    int missing = 0;
+    if ((v = opt_value(argc, argv, &i, "--in", &missing))) o.in_dir = v;
+    else if ((v = opt_value(argc, argv, &i, "--out", &missing))) o.out_dir = v;
+    else if ((v = opt_value(argc, argv, &i, "--to", &missing))) {
       have_to = 1;
       if (!strcmp(v, "fp8-block")) o.to = QFMT_FP8_BLOCK;
       else if (!strcmp(v, "mxfp8")) o.to = QFMT_MXFP8;
@@ -83,24 +91,25 @@ int cmd_convert(int argc, char **argv) {
         fprintf(stderr, "rlrun convert: --to '%s' is not a format (fp8-block, mxfp8, nvfp4, bf16)\n", v);
         rc = RL_EXIT_USAGE;
       }
-    } else if ((v = opt_value(argc, argv, &i, "--keep-bf16"))) keep[o.n_keep_bf16++] = v;
-    else if ((v = opt_value(argc, argv, &i, "--scale-fmt"))) {
+    } else if ((v = opt_value(argc, argv, &i, "--keep-bf16", &missing))) keep[o.n_keep_bf16++] = v;
+    else if ((v = opt_value(argc, argv, &i, "--scale-fmt", &missing))) {
+      scale_fmt_set = 1;
       if (!strcmp(v, "ue8m0")) o.ue8m0 = 1;
       else if (!strcmp(v, "fp32")) o.ue8m0 = 0;
       else {
         fprintf(stderr, "rlrun convert: --scale-fmt '%s' is not ue8m0 or fp32\n", v);
         rc = RL_EXIT_USAGE;
       }
-    } else if ((v = opt_value(argc, argv, &i, "--bf16-first-layers")))
+    } else if ((v = opt_value(argc, argv, &i, "--bf16-first-layers", &missing)))
       rc = parse_count("--bf16-first-layers", v, &o.bf16_first_layers);
-    else if ((v = opt_value(argc, argv, &i, "--bf16-last-layers")))
+    else if ((v = opt_value(argc, argv, &i, "--bf16-last-layers", &missing)))
       rc = parse_count("--bf16-last-layers", v, &o.bf16_last_layers);
-    else if ((v = opt_value(argc, argv, &i, "--shard-size"))) {
+    else if ((v = opt_value(argc, argv, &i, "--shard-size", &missing))) {
       if (convert_parse_size(v, &o.shard_size)) {
         fprintf(stderr, "rlrun convert: --shard-size '%s' is not a size (e.g. 5GB, 500MB, 2GiB)\n", v);
         rc = RL_EXIT_USAGE;
       }
-    } else if ((v = opt_value(argc, argv, &i, "--device"))) {
+    } else if ((v = opt_value(argc, argv, &i, "--device", &missing))) {
       if (!strcmp(v, "auto")) o.device = CONVERT_DEVICE_AUTO;
       else if (!strcmp(v, "cpu")) o.device = CONVERT_DEVICE_CPU;
       else if (!strcmp(v, "cuda")) o.device = CONVERT_DEVICE_CUDA;
@@ -112,11 +121,21 @@ int cmd_convert(int argc, char **argv) {
     else if (!strcmp(argv[i], "--progress")) o.progress = 1;
     else if (!strcmp(argv[i], "--no-progress")) o.progress = 0;
     else if (!strcmp(argv[i], "--quiet")) o.quiet = 1;
-    else {
+    else if (missing) {
+      fprintf(stderr, "rlrun convert: %s needs a value%s%s%s; see rlrun convert --help\n", argv[i],
+              i + 1 < argc ? " (the next argument, '" : "", i + 1 < argc ? argv[i + 1] : "",
+              i + 1 < argc ? "', is an option: write OPTION=VALUE for a value starting with --)" : "");
+      rc = RL_EXIT_USAGE;
+    } else {
       fprintf(stderr, "rlrun convert: unknown or incomplete option '%s'; see rlrun convert --help\n",
               argv[i]);
       rc = RL_EXIT_USAGE;
     }
+  }
+  if (!rc && scale_fmt_set && have_to && o.to != QFMT_FP8_BLOCK && !(o.to == QFMT_MXFP8 && o.ue8m0)) {
+    fprintf(stderr, "rlrun convert: --scale-fmt applies to fp8-block (mxfp8 scales are always ue8m0, nvfp4 block "
+            "scales E4M3), not to %s\n", o.to == QFMT_MXFP8 ? "mxfp8" : o.to == QFMT_NVFP4 ? "nvfp4" : "bf16");
+    rc = RL_EXIT_USAGE;
   }
   if (!rc && (!o.in_dir || !o.out_dir || !have_to)) {
     fprintf(stderr, "rlrun convert: --in, --out and --to are required; see rlrun convert --help\n");

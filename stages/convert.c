@@ -5,7 +5,6 @@
 #include "stages/convert.h"
 
 #include <errno.h>
-#include <fnmatch.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "kernels/device.h"
+#include "model/model.h"
 #include "state/ckpt_dir.h"
 #include "stages/convert_internal.h"
 
@@ -56,19 +56,6 @@ static char *xstrndup(const char *s, size_t n) {
 
 /* ------------------------------------------------------------------ the rules */
 
-/* Layer index of a name (".layers.N."), or -1. */
-static int64_t layer_index(const char *name) {
-  for (const char *p = strstr(name, "layers."); p; p = strstr(p + 1, "layers.")) {
-    if (p != name && p[-1] != '.') continue;
-    const char *d = p + 7;
-    if (*d < '0' || *d > '9') continue;
-    int64_t v = 0;
-    while (*d >= '0' && *d <= '9' && v < (1 << 30)) v = v * 10 + (*d++ - '0');
-    if (*d == '.') return v;
-  }
-  return -1;
-}
-
 /* 1 gate_proj, 2 up_proj, 3 down_proj of a routed expert
  * ("...mlp.experts.E.gate_proj.weight"); 0 otherwise. */
 static int expert_proj(const char *name) {
@@ -97,15 +84,14 @@ qformat convert_decide(const convert_opts *o, const model_config *c, const char 
   if (strstr(name, "mlp.gate.") || strstr(name, "shared_expert_gate."))
     return *why = "router", QFMT_BF16;
   if (strstr(name, "lm_head")) return *why = "lm_head", QFMT_BF16;
-  char module[1024];
-  snprintf(module, sizeof module, "%.*s", (int)(n - 7), name);
-  for (int i = 0; i < o->n_keep_bf16; i++)
-    if (!fnmatch(o->keep_bf16[i], name, 0) || !fnmatch(o->keep_bf16[i], module, 0))
-      return *why = "--keep-bf16", QFMT_BF16;
-  int64_t l = layer_index(name), L = c ? c->num_hidden_layers : 0;
-  if (l >= 0 && l < o->bf16_first_layers) return *why = "--bf16-first-layers", QFMT_BF16;
-  if (l >= 0 && o->bf16_last_layers > 0 && l >= L - o->bf16_last_layers)
-    return *why = "--bf16-last-layers", QFMT_BF16;
+  /* the same rules as a run's precision.keep_bf16 / bf16_first/last_layers (model_keep_bf16) */
+  switch (model_keep_bf16_rule(name, o->keep_bf16, o->n_keep_bf16, o->bf16_first_layers, o->bf16_last_layers,
+                               c ? c->num_hidden_layers : 0)) {
+    case MODEL_KEEP_PATTERN: return *why = "--keep-bf16", QFMT_BF16;
+    case MODEL_KEEP_FIRST: return *why = "--bf16-first-layers", QFMT_BF16;
+    case MODEL_KEEP_LAST: return *why = "--bf16-last-layers", QFMT_BF16;
+    default: break;
+  }
   int64_t K = shape[1];
   switch (o->to) {
     case QFMT_MXFP8:
@@ -536,6 +522,14 @@ static int check_opts(const convert_opts *o, rl_err *e) {
   return ckpt_dir_check_output(o->out_dir, o->force, e);
 }
 
+/* The options against the model: requests that would silently do nothing are errors. */
+static int check_opts_model(const convert_opts *o, const model_config *c, rl_err *e) {
+  if (o->bf16_first_layers + o->bf16_last_layers > c->num_hidden_layers)
+    return rl_errf(e, RL_EXIT_USAGE, "--bf16-first-layers %lld + --bf16-last-layers %lld exceed the model's %lld layers",
+                   (long long)o->bf16_first_layers, (long long)o->bf16_last_layers, (long long)c->num_hidden_layers);
+  return 0;
+}
+
 /* Read config.json twice: checked (model_config) and as JSON to rewrite. */
 static int load_config(plan *p, rl_err *e) {
   char path[4096], *text;
@@ -585,6 +579,7 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
   p.o = o;
   int rc = check_opts(o, e);
   if (!rc) rc = load_config(&p, e);
+  if (!rc) rc = check_opts_model(o, &p.cfg, e);
   if (!rc) rc = plan_source_format(&p, e);
   if (!rc) rc = st_ckpt_open(o->in_dir, &p.ck, e);
   if (!rc) rc = plan_build(&p, e);
@@ -606,10 +601,15 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
   }
   stats->tensors_in = st_ckpt_n_tensors(p.ck);
   stats->bytes_in = total_in;
+  if (o->to == QFMT_NVFP4 && stats->quantized == 0) { /* a request that cannot do anything: refused */
+    plan_free(&p);
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "--to nvfp4 quantizes the routed MoE experts only (FORMATS.md), and no tensor of %s qualifies: "
+                   "nothing would be quantized; use fp8-block or mxfp8", o->in_dir);
+  }
   if (o->to != QFMT_BF16 && stats->quantized == 0 && !o->quiet)
-    fprintf(log, "convert: note: no tensor of %s qualifies for %s%s; the output stays unquantized\n",
-            o->in_dir, qfmt_name(o->to),
-            o->to == QFMT_NVFP4 ? " (nvfp4 applies to routed MoE experts only)" : "");
+    fprintf(log, "convert: note: no tensor of %s qualifies for %s; the output stays unquantized\n", o->in_dir,
+            qfmt_name(o->to));
   int n_shards = plan_shards(&p, o->shard_size);
   stats->shards = n_shards;
   convert_ctx x;
