@@ -27,6 +27,11 @@ int lh_raise(lua_State *L, const char *msg) {
   return lua_error(L);
 }
 
+int lh_raise_output(lua_State *L, const char *msg) {
+  lh_host(L)->bad_output = 1;
+  return lh_raise(L, msg);
+}
+
 /* The innermost line of the script on the call stack (0 when none). Reads
  * only (lua_getstack/lua_getinfo "l" allocate nothing), so the allocator may
  * call it. */
@@ -117,6 +122,7 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
   h->mem_refused = 0;
   h->mem_line = 0;
   h->print_lines = 0;
+  h->bad_output = 0;
   h->hook_every = h->budget < 1000 ? (int)(h->budget > 0 ? h->budget : 1) : 1000;
   h->in_call = 1;
   lua_settop(L, 0);
@@ -152,6 +158,7 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
   default: {
     const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     if (st == LUA_ERRMEM) m = "not enough memory";
+    if (h->bad_output && st == LUA_ERRRUN) code = RL_EXIT_USAGE;
     rl_errf(e, code, "%s (%s)", m ? m : "error while handling an error", context);
     if (m && strncmp(m, h->name, strlen(h->name)) != 0) rl_err_prefix(e, "%s: ", h->name);
   }

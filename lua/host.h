@@ -123,7 +123,10 @@ typedef struct luahost_reward {
   double values[LUAHOST_MAX_METRICS];
 } luahost_reward;
 
-/* Score one sample with reward(sample) (or the function set above). */
+/* Score one sample with reward(sample) (or the function set above). Any
+ * failure, a result of the wrong shape included, is RL_EXIT_FAIL: the reward
+ * stage failed (fix the script, resume). More than LUAHOST_MAX_METRICS extra
+ * fields are refused naming them in sorted order (pairs() order varies). */
 int luahost_reward_one(luahost *h, const luahost_sample *s, luahost_reward *out, rl_err *e);
 /* Score n samples: reward_batch(samples) when the script defines it, else
  * reward(sample) for each in order (or the function set above and its _batch). */
@@ -134,7 +137,10 @@ typedef struct luahost_prompt {
   char *prompt;
   char *extra_json; /* compact JSON object with sorted keys ("{}" when none) */
 } luahost_prompt;
-/* Generate n prompts with prompts(n, rng), rng seeded from (seed, iteration). */
+/* Generate n prompts with prompts(n, rng), rng seeded from (seed, iteration).
+ * A result of the wrong shape (not an array of n items, an item without a
+ * string prompt, a field JSON cannot hold) is bad input: RL_EXIT_USAGE; an
+ * error the script raises, or a limit it hits, is RL_EXIT_FAIL (as a reward's). */
 int luahost_prompts(luahost *h, int n, uint64_t seed, int64_t iteration, luahost_prompt **out,
                     rl_err *e);
 void luahost_prompts_free(luahost_prompt *v, int n);

@@ -154,6 +154,9 @@ static void lh_push_sample(lua_State *L, const luahost_sample *s, json_t *extra)
   lua_setfield(L, -2, "iteration");
 }
 
+/* qsort of C strings. */
+static int lh_cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 /* Check one result at idx and store it; on error formats the message into err
  * ("<script>:<line>: <fn> returned …") and returns -1. */
 static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const char *where,
@@ -171,47 +174,66 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
     }
     out->reward = lua_tonumber(L, -1);
     lua_pop(L, 1);
+    /* The metric names, sorted: which one a message names, and the order of
+     * the metrics, must not depend on pairs() (its order varies per state). */
+    int n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-      if (!k) {
+      if (lua_type(L, -2) != LUA_TSTRING) {
         snprintf(err, errsz, "%s: %s returned a table with a key that is not a string; use "
                              "{reward = …, name = number}", where, fn);
         return -1;
       }
-      if (strcmp(k, "reward") != 0) {
-        double v;
-        if (lua_type(L, -1) == LUA_TNUMBER) v = lua_tonumber(L, -1);
-        else if (lua_type(L, -1) == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-        else {
-          snprintf(err, errsz, "%s: %s returned field '%s' = %s; extra fields are metrics and "
-                               "must be numbers or booleans", where, fn, k, luaL_typename(L, -1));
-          return -1;
-        }
-        if (strlen(k) >= sizeof out->names[0] || out->n_metrics == LUAHOST_MAX_METRICS) {
-          snprintf(err, errsz, "%s: %s returned metric '%s': at most %d metrics with names "
-                               "under 64 characters", where, fn, k, LUAHOST_MAX_METRICS);
-          return -1;
-        }
-        if (!isfinite(v)) {
-          snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite", where,
-                   fn, k, v);
-          return -1;
-        }
-        snprintf(out->names[out->n_metrics], sizeof out->names[0], "%s", k);
-        out->values[out->n_metrics++] = v;
-      }
+      n += strcmp(lua_tostring(L, -2), "reward") != 0;
       lua_pop(L, 1);
     }
-    /* Sort names and values together (pairs order is not reproducible). */
-    for (int i = 1; i < out->n_metrics; i++)
-      for (int j = i; j > 0 && strcmp(out->names[j - 1], out->names[j]) > 0; j--) {
-        char tn[64];
-        memcpy(tn, out->names[j], 64), memcpy(out->names[j], out->names[j - 1], 64);
-        memcpy(out->names[j - 1], tn, 64);
-        double tv = out->values[j];
-        out->values[j] = out->values[j - 1], out->values[j - 1] = tv;
+    const char **names = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *names, 0);
+    int k = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) { /* the keys live in the table, which is on the stack */
+      const char *key = lua_tostring(L, -2);
+      if (strcmp(key, "reward") != 0 && k < n) names[k++] = key;
+      lua_pop(L, 1);
+    }
+    qsort(names, (size_t)k, sizeof *names, lh_cmp_str);
+    if (k > LUAHOST_MAX_METRICS) {
+      int at = snprintf(err, errsz, "%s: %s returned %d metrics besides reward, more than %d: ", where, fn, k,
+                        LUAHOST_MAX_METRICS);
+      for (int i = 0; i < k && at > 0 && (size_t)at < errsz; i++) {
+        if ((size_t)at + strlen(names[i]) + 24 >= errsz) {
+          snprintf(err + at, errsz - (size_t)at, ", … (%d more)", k - i);
+          break;
+        }
+        at += snprintf(err + at, errsz - (size_t)at, "%s%s", i ? ", " : "", names[i]);
       }
+      return -1;
+    }
+    for (int i = 0; i < k; i++) {
+      const char *key = names[i];
+      if (strlen(key) >= sizeof out->names[0]) {
+        snprintf(err, errsz, "%s: %s returned metric '%.40s…' (%zu characters): metric names must be under "
+                             "%zu characters", where, fn, key, strlen(key), sizeof out->names[0]);
+        return -1;
+      }
+      lua_pushstring(L, key);
+      int vt = lua_rawget(L, idx);
+      double v;
+      if (vt == LUA_TNUMBER) v = lua_tonumber(L, -1);
+      else if (vt == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+      else {
+        snprintf(err, errsz, "%s: %s returned field '%s' = %s; extra fields are metrics and "
+                             "must be numbers or booleans", where, fn, key, luaL_typename(L, -1));
+        return -1;
+      }
+      if (!isfinite(v)) {
+        snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite", where, fn, key, v);
+        return -1;
+      }
+      snprintf(out->names[out->n_metrics], sizeof out->names[0], "%s", key);
+      out->values[out->n_metrics++] = v;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1); /* names */
   } else {
     snprintf(err, errsz, "%s: %s returned %s; return a number or a table {reward = number, …}",
              where, fn, luaL_typename(L, idx));
@@ -350,7 +372,7 @@ static int lh_prompts_k(lua_State *L) {
   if (lua_getfield(L, -1, "prompts") != LUA_TFUNCTION) {
     snprintf(msg, sizeof msg, "%s: defines no function prompts(n, rng); a task script defines it",
              h->name);
-    return lh_raise(L, msg);
+    return lh_raise_output(L, msg);
   }
   lua_Debug ar;
   lua_pushvalue(L, -1);
@@ -364,7 +386,7 @@ static int lh_prompts_k(lua_State *L) {
     snprintf(msg, sizeof msg, "%s: prompts(n, rng) returned %s of length %lld for n = %d; return "
                               "an array of n prompts", where, luaL_typename(L, res),
              lua_type(L, res) == LUA_TTABLE ? (long long)lua_rawlen(L, res) : 0LL, a->n);
-    return lh_raise(L, msg);
+    return lh_raise_output(L, msg);
   }
   for (int i = 0; i < a->n; i++) {
     lua_rawgeti(L, res, i + 1);
@@ -378,7 +400,7 @@ static int lh_prompts_k(lua_State *L) {
       if (lua_rawget(L, item) != LUA_TSTRING) {
         snprintf(msg, sizeof msg, "%s: prompts(n, rng) item %d has no string field 'prompt'",
                  where, i + 1);
-        return lh_raise(L, msg);
+        return lh_raise_output(L, msg);
       }
       char *prompt = rl_xstrdup(lua_tostring(L, -1));
       lua_pop(L, 1);
@@ -391,7 +413,7 @@ static int lh_prompts_k(lua_State *L) {
                         i + 1);
         json_decref(j);
         snprintf(msg, sizeof msg, "%s: prompts(n, rng): %s", where, err);
-        return lh_raise(L, msg);
+        return lh_raise_output(L, msg);
       }
       json_object_del(j, "prompt");
       char *dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
@@ -401,7 +423,7 @@ static int lh_prompts_k(lua_State *L) {
     } else {
       snprintf(msg, sizeof msg, "%s: prompts(n, rng) item %d is %s; give a string or a table "
                                 "{prompt = string, …}", where, i + 1, luaL_typename(L, item));
-      return lh_raise(L, msg);
+      return lh_raise_output(L, msg);
     }
     lua_pop(L, 1);
   }

@@ -30,6 +30,7 @@ struct luahost {
   int mem_refused;          /* the allocator refused a request in this call */
   int mem_line;             /* script line of the latest refusal */
   int print_lines;
+  int bad_output;           /* the call returned a value of the wrong shape (lh_raise_output) */
   luahost_log_fn log;
   void *log_ud;
 };
@@ -42,6 +43,9 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
             rl_err *e);
 /* Raise a Lua error whose message is exactly `msg` (no position added). */
 int lh_raise(lua_State *L, const char *msg);
+/* The same for a result of the wrong shape: lh_call then fails with
+ * RL_EXIT_USAGE (bad input), not its `code` (a failing script). */
+int lh_raise_output(lua_State *L, const char *msg);
 /* Register the rng type (metatable "rlrun.rng") in a fresh state. */
 void lh_rng_register(lua_State *L);
 /* Push a new rng userdata for (seed, iteration). */

@@ -450,6 +450,28 @@ static int quantize_cb(model *m, model_linear *l, void *ctx) {
   return 0;
 }
 
+int model_check_finite(const model *m, rl_err *e) {
+  for (int i = 0; i < m->n_params; i++) {
+    const model_param *p = &m->params[i];
+    int64_t n = p->rows * p->cols, first = -1, bad = 0;
+    float x = 0;
+    for (int64_t j = 0; j < n; j++) {
+      /* BF16: exponent bits all ones = Inf or NaN */
+      int nonfinite = (p->w[j] & 0x7f80u) == 0x7f80u || (p->w32 && !isfinite(p->w32[j]));
+      if (!nonfinite) continue;
+      if (first < 0) first = j, x = p->w32 && !isfinite(p->w32[j]) ? p->w32[j] : fmt_bf16_to_f32(p->w[j]);
+      bad++;
+    }
+    if (first >= 0)
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "tensor '%s' [%lld x %lld] holds %lld non-finite value%s (%s first, at row %lld, column %lld): "
+                     "the checkpoint is damaged; fix or re-export it", p->name, (long long)p->rows,
+                     (long long)p->cols, (long long)bad, bad == 1 ? "" : "s", isnan(x) ? "NaN" : x > 0 ? "+Inf" : "-Inf",
+                     (long long)(first / p->cols), (long long)(first % p->cols));
+  }
+  return 0;
+}
+
 int model_quantize(model *m, const quant_policy *p, rl_err *e) {
   int rc = quant_policy_check(p, e);
   if (rc) return rc;

@@ -156,6 +156,11 @@ int64_t model_layer_of_name(const char *name);
  * update (this is what sync does). Non-finite weights are an error naming the
  * tensor. */
 int model_quantize(model *m, const quant_policy *p, rl_err *e);
+/* Every weight finite (the BF16 masters, and the FP32 copies when kept)?
+ * 0, or RL_EXIT_USAGE naming the first tensor (in m->params order) with a
+ * NaN or an infinity, its first bad row and column (a vector: row, column 0)
+ * and how many it holds: a damaged checkpoint is bad input. */
+int model_check_finite(const model *m, rl_err *e);
 /* Allocate (zeroed) the FP32 gradient of every parameter, or zero them. */
 void model_grads_init(model *m);
 void model_grads_zero(model *m);

@@ -71,11 +71,29 @@ static int run_loop(const char *dir, store *s, const recipe *r, int quiet, const
   o.resume = rp;
   int rc = loop_run(dir, s, r, &o, &e);
   if (rc) {
+    /* what comes next depends on the failure: a runtime failure (1) resumes as
+     * it is; bad input (2: data, a task's output, the recipe) fails the same
+     * way again until it is fixed, and a fixed input is a change resume
+     * refuses without --allow-changed */
+    char hint[4400] = "";
+    if (rc == RL_EXIT_FAIL)
+      snprintf(hint, sizeof hint, "the run stays resumable: rlrun resume %s", dir);
+    else if (rc == RL_EXIT_USAGE)
+      snprintf(hint, sizeof hint, "the run stopped on bad input, and a resume as it is fails the same way: fix the "
+               "input (or the recipe), then `rlrun resume %s --allow-changed` continues from what is committed", dir);
+    else if (rc == RL_EXIT_HARDWARE)
+      snprintf(hint, sizeof hint, "the run stays resumable on a machine that can run it: rlrun resume %s", dir);
     fprintf(stderr, "rlrun: %s\n", e.msg);
-    if (rc != RL_EXIT_INTERRUPT) fprintf(stderr, "rlrun: the run stays resumable: rlrun resume %s\n", dir);
+    loop_log_append(dir, "rlrun: %s", e.msg);
+    if (hint[0]) {
+      fprintf(stderr, "rlrun: %s\n", hint);
+      loop_log_append(dir, "rlrun: %s", hint);
+    }
     return rc;
   }
-  printf("run complete: %s (%lld iterations)\n", dir, (long long)r->loop.iterations);
+  printf("run complete: %s (%lld iteration%s)\n", dir, (long long)r->loop.iterations, r->loop.iterations == 1 ? "" : "s");
+  loop_log_append(dir, "run complete: %s (%lld iteration%s)", dir, (long long)r->loop.iterations,
+                  r->loop.iterations == 1 ? "" : "s");
   return 0;
 }
 
@@ -117,9 +135,11 @@ int cmd_run(int argc, char **argv) {
            "  --runs-dir DIR    where run directories go (default: runs)\n"
            "  --quiet           no per-iteration lines (logs/run.log still gets them)\n\n"
            "Progress: a status line on a terminal (stage, iteration, rate, ETA, reward, mismatch),\n"
-           "plain lines otherwise. SIGINT/SIGTERM stop at the next step boundary: exit 130, resumable.\n"
-           "exit codes: 0 complete, 1 a stage failed (resumable), 2 invalid recipe, 3 not runnable\n"
-           "here, 4 exported inputs differ, 130 interrupted.\n");
+           "plain lines otherwise; logs/run.log gets the plain lines and how the run ended.\n"
+           "SIGINT/SIGTERM stop at the next step boundary: exit 130, resumable.\n"
+           "exit codes: 0 complete, 1 a stage failed (resumable), 2 invalid recipe or data (found\n"
+           "mid-run: fix it, then resume --allow-changed), 3 not runnable here, 4 exported inputs\n"
+           "differ, 130 interrupted.\n");
     return RL_EXIT_OK;
   }
   /* From here on SIGINT/SIGTERM only ask the loop to stop at its next step boundary,
@@ -206,6 +226,7 @@ int cmd_run(int argc, char **argv) {
   } else {
     printf("run directory: %s\n", dir);
     fflush(stdout);
+    loop_log_append(dir, "run directory: %s", dir);
     rc = run_loop(dir, s, &r, quiet, NULL);
   }
   if (s) store_close(s);
@@ -314,8 +335,8 @@ int cmd_resume(int argc, char **argv) {
     fprintf(stderr, "rlrun resume: %s\n", e.msg);
   } else if (changes && !allow && loop_is_complete(s, r.loop.iterations)) {
     /* complete as recorded: nothing to do, whatever changed since (exit 0) */
-    printf("%s: the run is already complete (%lld iterations, final checkpoint step-%06lld); nothing to do\n", dir,
-           (long long)r.loop.iterations, (long long)r.loop.iterations);
+    printf("%s: the run is already complete (%lld iteration%s, final checkpoint step-%06lld); nothing to do\n", dir,
+           (long long)r.loop.iterations, r.loop.iterations == 1 ? "" : "s", (long long)r.loop.iterations);
     fprintf(stderr, "rlrun resume: note: the recipe or its inputs changed since the run started:\n%s"
             "(to continue it with the changes, e.g. more iterations, pass --allow-changed)\n", report);
     changes = 0, complete = 2;
@@ -356,11 +377,12 @@ int cmd_resume(int argc, char **argv) {
   }
   if (!rc && complete != 2) {
     if (complete) {
-      printf("%s: the run is already complete (%lld iterations, final checkpoint step-%06lld); nothing to do\n",
-             dir, (long long)r.loop.iterations, (long long)r.loop.iterations);
+      printf("%s: the run is already complete (%lld iteration%s, final checkpoint step-%06lld); nothing to do\n",
+             dir, (long long)r.loop.iterations, r.loop.iterations == 1 ? "" : "s", (long long)r.loop.iterations);
     } else {
       printf("resuming %s\n", dir);
       fflush(stdout);
+      loop_log_append(dir, "resuming %s", dir);
       rc = run_loop(dir, s, &r, quiet, &point);
     }
   }

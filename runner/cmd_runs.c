@@ -1,6 +1,8 @@
 /* cmd_runs.c — the read-only run commands: `rlrun status`, `rlrun ls`,
  * `rlrun metrics`, `rlrun samples`, `rlrun export`. */
 #include <dirent.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,8 +112,9 @@ int cmd_status(int argc, char **argv) {
     printf("run        %s\nname       %s\ncreated    %s (rlrun %s)\n", run.id, run.name, run.created,
            run.rlrun_version);
     printf("state      %s\n", run_state(dir, s, &sum, iters));
-    printf("progress   %lld of %lld iterations trained; %lld steps done, %lld failed\n", (long long)train_done,
-           (long long)iters, (long long)sum.steps_done, (long long)sum.steps_failed);
+    printf("progress   %lld of %lld iteration%s trained; %lld step%s done, %lld failed\n", (long long)train_done,
+           (long long)iters, iters == 1 ? "" : "s", (long long)sum.steps_done, sum.steps_done == 1 ? "" : "s",
+           (long long)sum.steps_failed);
     if (sum.last_done_iteration >= 0)
       printf("last step  %s of iteration %lld\n", sum.last_done_stage, (long long)sum.last_done_iteration);
     printf("samples    %lld\n", (long long)sum.samples);
@@ -131,7 +134,8 @@ int cmd_status(int argc, char **argv) {
       printf("%s\n", nck ? "" : " none");
       free(ck);
     }
-    printf("events     %lld warnings, %lld errors\n", (long long)sum.warnings, (long long)sum.errors);
+    printf("events     %lld warning%s, %lld error%s\n", (long long)sum.warnings, sum.warnings == 1 ? "" : "s",
+           (long long)sum.errors, sum.errors == 1 ? "" : "s");
     int left = 5;
     store_events_each(s, STORE_WARN, print_event, &left, &e);
   }
@@ -202,11 +206,13 @@ int cmd_ls(int argc, char **argv) {
 }
 
 /* Metrics pivoted to one row per iteration. */
+#define METRIC_COL 12 /* the widest %.6g value: -1.23457e-05 */
 typedef struct metric_table {
   char **names;
   int n_names;
   int64_t *iters;
   double *vals; /* [n_iters][n_names] */
+  char *have;   /* [n_iters][n_names]: 1 when recorded (a NaN is recorded as NaN) */
   int n_iters;
 } metric_table;
 
@@ -215,21 +221,39 @@ static int metric_collect(void *ud, int64_t iteration, const char *name, double 
   if (!t->n_iters || t->iters[t->n_iters - 1] != iteration) {
     t->iters = rl_xrealloc(t->iters, (size_t)(t->n_iters + 1) * sizeof *t->iters);
     t->vals = rl_xrealloc(t->vals, (size_t)(t->n_iters + 1) * (size_t)t->n_names * sizeof *t->vals);
-    for (int j = 0; j < t->n_names; j++) t->vals[(size_t)t->n_iters * t->n_names + j] = NAN;
+    t->have = rl_xrealloc(t->have, (size_t)(t->n_iters + 1) * (size_t)t->n_names + 1);
+    for (int j = 0; j < t->n_names; j++) {
+      t->vals[(size_t)t->n_iters * t->n_names + j] = NAN;
+      t->have[(size_t)t->n_iters * t->n_names + j] = 0;
+    }
     t->iters[t->n_iters++] = iteration;
   }
   for (int j = 0; j < t->n_names; j++)
-    if (!strcmp(t->names[j], name)) t->vals[(size_t)(t->n_iters - 1) * t->n_names + j] = value;
+    if (!strcmp(t->names[j], name)) {
+      t->vals[(size_t)(t->n_iters - 1) * t->n_names + j] = value;
+      t->have[(size_t)(t->n_iters - 1) * t->n_names + j] = 1;
+    }
   return 0;
+}
+
+/* A table cell: the value (%.6g), "nan" / "inf" / "-inf" without a sign
+ * that depends on how the NaN was made, "-" when not recorded. */
+static void metric_cell(char *out, size_t n, double v, int have) {
+  if (!have) snprintf(out, n, "-");
+  else if (isnan(v)) snprintf(out, n, "nan");
+  else if (isinf(v)) snprintf(out, n, v > 0 ? "inf" : "-inf");
+  else snprintf(out, n, "%.6g", v);
 }
 
 int cmd_metrics(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun metrics RUNDIR [--csv|--json]\n\n"
-           "Every metric of every iteration (reward/mean, loss, mismatch/*, optim/*, …): an\n"
-           "aligned table by default, CSV (iteration,NAME,…) with --csv, or a JSON array of\n"
-           "{\"iteration\": K, NAME: value, …} with --json (missing values: empty / null);\n"
-           "--csv and --json exclude each other.\n");
+           "Every metric of every iteration (reward/mean, loss, mismatch/*, optim/*, …; README's\n"
+           "\"Metrics\" lists them all): an aligned table by default (columns as wide as their\n"
+           "names; \"-\" where an iteration did not record the metric, \"nan\" where it recorded a\n"
+           "NaN), CSV (iteration,NAME,…) with --csv, or a JSON array of {\"iteration\": K, NAME:\n"
+           "value, …} with --json (both: empty / null for either); --csv and --json exclude each\n"
+           "other.\n");
     return RL_EXIT_OK;
   }
   int i = 1, csv = 0, json = 0;
@@ -268,37 +292,79 @@ int cmd_metrics(int argc, char **argv) {
       printf("}");
       continue;
     }
+    /* table columns as wide as their names (at least METRIC_COL, what %.6g needs) */
     if (r == 0) { /* header */
       printf(csv ? "iteration" : "%9s", "iteration");
-      for (int j = 0; j < t.n_names; j++) printf(csv ? ",%s" : " %14.14s", t.names[j]);
+      for (int j = 0; j < t.n_names; j++) {
+        int w = (int)strlen(t.names[j]);
+        if (csv) printf(",%s", t.names[j]);
+        else printf("  %*s", w > METRIC_COL ? w : METRIC_COL, t.names[j]);
+      }
       printf("\n");
     }
     if (r == t.n_iters) break;
     printf(csv ? "%lld" : "%9lld", (long long)t.iters[r]);
     for (int j = 0; j < t.n_names; j++) {
       double v = t.vals[(size_t)r * t.n_names + j];
-      if (csv) isnan(v) ? printf(",") : printf(",%.17g", v);
-      else printf(" %14.6g", v);
+      if (csv) {
+        isnan(v) ? printf(",") : printf(",%.17g", v);
+        continue;
+      }
+      char cell[64];
+      int w = (int)strlen(t.names[j]);
+      metric_cell(cell, sizeof cell, v, t.have[(size_t)r * t.n_names + j]);
+      printf("  %*s", w > METRIC_COL ? w : METRIC_COL, cell);
     }
     printf("\n");
   }
   store_strings_free(t.names, t.n_names);
-  free(t.iters), free(t.vals);
+  free(t.iters), free(t.vals), free(t.have);
   store_run_free(&run);
   store_close(s);
   return rc;
 }
 
-/* A string on one line: newlines and tabs escaped, cut at max characters. */
+/* The length of the valid UTF-8 character at s (1..4), or 0 when the bytes
+ * there are not one (a stray or truncated sequence). */
+static int utf8_len(const unsigned char *s) {
+  unsigned c = s[0];
+  int n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+  if (n == 0 || (n == 2 && c < 0xc2) || (n == 4 && c > 0xf4)) return 0;
+  for (int i = 1; i < n; i++)
+    if ((s[i] & 0xc0) != 0x80) return 0;
+  unsigned cp = n == 1 ? c : n == 2 ? (c & 0x1f) : n == 3 ? (c & 0x0f) : (c & 0x07);
+  for (int i = 1; i < n; i++) cp = cp << 6 | (s[i] & 0x3f);
+  if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+    return 0;
+  return n;
+}
+
+/* A text on one line, unambiguously (README: `rlrun samples`): in double
+ * quotes, with \\ \" \n \t \r escaped, other control characters and bytes
+ * that are not UTF-8 as \xNN, C1 controls as \u00NN. At most max bytes of
+ * the text are shown, cut between characters; a cut text is followed by
+ * "…(+N bytes)", N the bytes left out. */
 static void print_flat(const char *s, int max) {
+  const unsigned char *p = (const unsigned char *)(s ? s : "");
+  size_t len = strlen((const char *)p), at = 0;
   putchar('"');
-  for (int n = 0; s && *s && n < max; s++, n++) {
-    if (*s == '\n') fputs("\\n", stdout);
-    else if (*s == '\t') fputs("\\t", stdout);
-    else if (*s == '"') fputs("\\\"", stdout);
-    else putchar(*s);
+  while (at < len) {
+    int n = utf8_len(p + at);
+    if (at + (size_t)(n ? n : 1) > (size_t)max) break;
+    unsigned c = p[at];
+    if (n == 0) printf("\\x%02X", c);
+    else if (c == '\\') fputs("\\\\", stdout);
+    else if (c == '"') fputs("\\\"", stdout);
+    else if (c == '\n') fputs("\\n", stdout);
+    else if (c == '\t') fputs("\\t", stdout);
+    else if (c == '\r') fputs("\\r", stdout);
+    else if (c < 0x20 || c == 0x7f) printf("\\x%02X", c);
+    else if (n == 2 && c == 0xc2 && p[at + 1] < 0xa0) printf("\\u00%02X", p[at + 1] & 0xff);
+    else fwrite(p + at, 1, (size_t)n, stdout);
+    at += n ? (size_t)n : 1;
   }
   putchar('"');
+  if (at < len) printf("…(+%zu byte%s)", len - at, len - at == 1 ? "" : "s");
 }
 
 int cmd_samples(int argc, char **argv) {
@@ -307,8 +373,12 @@ int cmd_samples(int argc, char **argv) {
            "The committed samples: iteration, prompt (its position in the data stream), sample,\n"
            "reward, finish reason, prompt and completion. --iter K: one iteration (default: the\n"
            "latest with samples); --top N: the N highest rewards (of iteration K, or of the whole\n"
-           "run without --iter). An iteration without samples is an error (exit 2) that names\n"
-           "the run's last iteration with samples.\n");
+           "run without --iter); K and N are 1 or more. An iteration without samples is an error\n"
+           "(exit 2) that names the run's last iteration with samples.\n\n"
+           "Texts are quoted on one line: \\\\ \\\" \\n \\t \\r escaped, other control characters and\n"
+           "bytes that are not UTF-8 as \\xNN (C1 controls \\u00NN). At most 60 bytes of a prompt and\n"
+           "120 of a completion are shown, cut between characters; a cut text is followed by\n"
+           "\"…(+N bytes)\", N the bytes left out.\n");
     return RL_EXIT_OK;
   }
   int i = 1;
@@ -316,13 +386,35 @@ int cmd_samples(int argc, char **argv) {
   const char *dir = one_dir("samples", argc, argv, &i);
   if (!dir) return RL_EXIT_USAGE;
   for (; i < argc; i++) {
-    char *end = NULL;
-    if (!strcmp(argv[i], "--iter") && i + 1 < argc) iter = strtoll(argv[++i], &end, 10);
-    else if (!strcmp(argv[i], "--top") && i + 1 < argc) top = strtoll(argv[++i], &end, 10);
-    if (!end || *end || iter < -1 || top < 0) {
-      fprintf(stderr, "rlrun samples: bad argument '%s' (--iter K, --top N: non-negative integers)\n", argv[i]);
+    const char *opt = argv[i];
+    int is_iter = !strcmp(opt, "--iter");
+    if (!is_iter && strcmp(opt, "--top")) {
+      fprintf(stderr, "rlrun samples: unknown option '%s' (--iter K, --top N)\n", opt);
       return RL_EXIT_USAGE;
     }
+    const char *what = is_iter ? "K: an iteration, counted from 1" : "N: how many samples, 1 or more";
+    if (i + 1 >= argc) {
+      fprintf(stderr, "rlrun samples: %s needs a value (%s)\n", opt, what);
+      return RL_EXIT_USAGE;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(argv[++i], &end, 10);
+    if (end == argv[i] || *end || errno) {
+      fprintf(stderr, "rlrun samples: %s '%s' is not a whole number (%s)\n", opt, argv[i], what);
+      return RL_EXIT_USAGE;
+    }
+    if (v < 1) {
+      if (is_iter)
+        fprintf(stderr, "rlrun samples: --iter %lld: iterations count from 1; give K >= 1, or leave --iter out "
+                "for the latest iteration with samples\n", v);
+      else
+        fprintf(stderr, "rlrun samples: --top %lld: N must be 1 or more (the N highest rewards); leave --top out "
+                "for every sample\n", v);
+      return RL_EXIT_USAGE;
+    }
+    if (is_iter) iter = v;
+    else top = v > INT_MAX ? INT_MAX : v;
   }
   store *s;
   store_run run;

@@ -34,7 +34,10 @@ static const char score_usage[] =
     "  --device D           cpu (default) | cuda (the CUDA model; not with --precision fp32)\n"
     "  --batch-tokens N     pack sequences into forwards of up to N tokens (default 4096)\n"
     "\n"
-    "exit codes: 0 ok, 1 I/O failure, 2 bad arguments or input (file:line named),\n"
+    "The weights are checked first: a NaN or Inf names its tensor, row and column (exit 2).\n"
+    "\n"
+    "exit codes: 0 ok, 1 I/O failure, 2 bad arguments or input (file:line named; a weight that\n"
+    "            is not finite, or values so large the forward overflows),\n"
     "            3 not runnable here (--device cuda without a usable GPU or CUDA build)\n";
 
 /* One input sequence. */
@@ -104,6 +107,18 @@ static int score_batch(model *m, int f32, int cuda, score_seq *seqs, int n, FILE
   return rc;
 }
 
+/* A forward that went non-finite on finite weights (model_check_finite ran
+ * first): the model's values overflow. The layers below advise as for
+ * training ("lower the learning rate"); here the checkpoint is the input. */
+static void score_overflow_advice(rl_err *e) {
+  const char *train = "(lower the learning rate or check the weights)";
+  char *p = strstr(e->msg, train);
+  if (!p) return;
+  snprintf(p, sizeof e->msg - (size_t)(p - e->msg),
+           "(every weight is finite, but the activations overflow: the checkpoint's values are too large)");
+  e->code = RL_EXIT_USAGE;
+}
+
 /* The quant policy of a --precision name; 0 or an error. */
 static int score_policy(const char *p, const model_config *c, quant_policy *q, int *f32, rl_err *e) {
   *f32 = 0;
@@ -170,6 +185,13 @@ static int score_run(int argc, char **argv, rl_err *e) {
   model *m = NULL;
   model_load_opts lo = {f32};
   if ((rc = model_load(dir, &lo, &m, e))) return rc;
+  /* a NaN or Inf weight is a damaged checkpoint: say which tensor (the forward
+   * would only see non-finite logits much later) */
+  if ((rc = model_check_finite(m, e))) {
+    rl_err_prefix(e, "--model %s: ", dir);
+    model_free(m);
+    return rc;
+  }
   if (cuda && (rc = model_cuda_init(m, e))) { /* the GPU failed: say so, and what to do */
     char why[sizeof e->msg];
     snprintf(why, sizeof why, "%s", e->msg);
@@ -219,6 +241,10 @@ static int score_run(int argc, char **argv, rl_err *e) {
     }
     if (n && (eof || pending >= batch_tokens)) {
       rc = score_batch(m, f32, cuda, seqs, n, fout, e);
+      if (rc) {
+        score_overflow_advice(e);
+        rc = e->code;
+      }
       for (int i = 0; i < n; i++) free(seqs[i].tok);
       n = 0, pending = 0;
     }
@@ -233,8 +259,8 @@ static int score_run(int argc, char **argv, rl_err *e) {
   if (rc && fout) remove(tmp);
   double dt = rl_now() - t0;
   if (!rc)
-    fprintf(stderr, "score: %ld sequences, %ld tokens, precision %s, device %s: %.2f s (%.0f tokens/s)\n",
-            n_seq, n_tok, prec, dev, dt, dt > 0 ? n_tok / dt : 0.0);
+    fprintf(stderr, "score: %ld sequence%s, %ld token%s, precision %s, device %s: %.2f s (%.0f tokens/s)\n",
+            n_seq, n_seq == 1 ? "" : "s", n_tok, n_tok == 1 ? "" : "s", prec, dev, dt, dt > 0 ? n_tok / dt : 0.0);
   model_free(m);
   return rc;
 }

@@ -484,6 +484,19 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
   return 0;
 }
 
+void loop_log_append(const char *run_dir, const char *fmt, ...) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/logs/run.log", run_dir);
+  FILE *f = fopen(path, "a");
+  if (!f) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(f, fmt, ap);
+  va_end(ap);
+  fputc('\n', f);
+  fclose(f);
+}
+
 int loop_is_complete(store *s, int64_t iterations) {
   int st = STORE_STEP_NONE;
   rl_err e;
@@ -491,16 +504,26 @@ int loop_is_complete(store *s, int64_t iterations) {
   return st == STORE_STEP_DONE;
 }
 
+/* A number of a log line with printf format fmt; a NaN is "nan" whatever its
+ * sign bit (printf writes "-nan" for the NaN 0/0 makes). */
+static const char *loop_num(char *out, size_t n, const char *fmt, double v) {
+  if (isnan(v)) snprintf(out, n, "nan");
+  else snprintf(out, n, fmt, v);
+  return out;
+}
+
 /* One iteration's plain log line. */
 static void loop_line(loop_ctx *c, int64_t k, double secs) {
   double el = rl_now() - c->t0, rate = c->done_iters / el;
-  char eta[32];
+  char eta[32], rw[32], ls[32], mm[32];
   loop_fmt_time((double)(c->N - k) / rate, eta, sizeof eta);
+  loop_num(ls, sizeof ls, "%.4g", c->last_loss);
   if (c->r->train.algorithm == ALGO_SFT)
-    loop_say(c, "iter %lld/%lld  sft loss %.4g  %.2f s/it  ETA %s", (long long)k, (long long)c->N, c->last_loss, secs, eta);
+    loop_say(c, "iter %lld/%lld  sft loss %s  %.2f s/it  ETA %s", (long long)k, (long long)c->N, ls, secs, eta);
   else
-    loop_say(c, "iter %lld/%lld  reward %.4f  loss %.4g  mismatch(kl_k3) %.3g  %.2f s/it  ETA %s", (long long)k,
-             (long long)c->N, c->last_reward, c->last_loss, c->last_mismatch, secs, eta);
+    loop_say(c, "iter %lld/%lld  reward %s  loss %s  mismatch(kl_k3) %s  %.2f s/it  ETA %s", (long long)k,
+             (long long)c->N, loop_num(rw, sizeof rw, "%.4f", c->last_reward), ls,
+             loop_num(mm, sizeof mm, "%.3g", c->last_mismatch), secs, eta);
 }
 
 int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o, rl_err *e) {
@@ -572,7 +595,8 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
                  (long long)c.iter, c.stage, run_dir);
   } else if (!rc) {
     rl_err ignore;
-    store_event(s, STORE_INFO, c.N, NULL, &ignore, "run complete: %lld iterations", (long long)c.N);
+    store_event(s, STORE_INFO, c.N, NULL, &ignore, "run complete: %lld iteration%s", (long long)c.N,
+                c.N == 1 ? "" : "s");
   }
   if (c.progress) fprintf(c.log, "\r\033[K");
   loop_close(&c);

@@ -71,6 +71,11 @@ typedef struct loop_opts {
  * that records the resume, so the loop writes them again. */
 int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o, rl_err *e);
 
+/* Append one line to RUNDIR/logs/run.log (the outcome lines `rlrun run` and
+ * `rlrun resume` print after loop_run, so that the log ends as the terminal
+ * did); nothing when the log cannot be opened. */
+void loop_log_append(const char *run_dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* 1 when the run recorded in s is complete for a run of `iterations`
  * iterations (its final checkpoint step is done). */
 int loop_is_complete(store *s, int64_t iterations);

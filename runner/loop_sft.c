@@ -29,25 +29,25 @@ static int32_t *sft_ids(const int32_t *ids, int64_t n, int32_t pre, int32_t post
 }
 
 /* Fill sample s from one data item; errors name the example and what to fix. */
-static int sft_sample(const prompt_item *it, int64_t k, int64_t i, const tokenizer *tok, int64_t max_len,
-                      rollout_sample *s, rl_err *e) {
-  char where[96];
-  if (it->index >= 0) snprintf(where, sizeof where, "example %lld of the data file", (long long)it->index + 1);
-  else snprintf(where, sizeof where, "task prompt %lld", (long long)i);
+static int sft_sample(const char *path, const prompt_item *it, int64_t k, int64_t i, const tokenizer *tok,
+                      int64_t max_len, rollout_sample *s, rl_err *e) {
+  char where[4200];
+  if (it->line > 0) snprintf(where, sizeof where, "%s:%lld: the example", path, (long long)it->line);
+  else snprintf(where, sizeof where, "%s: prompts(n, rng) item %lld", path, (long long)i + 1);
   json_error_t je;
   json_t *o = json_loads(it->extra_json ? it->extra_json : "{}", 0, &je);
   const char *target = json_string_value(json_object_get(o, LOOP_SFT_FIELD));
   int rc = 0;
   if (!target)
     rc = rl_errf(e, RL_EXIT_USAGE,
-                 "sft, iteration %lld: %s has no string field \"" LOOP_SFT_FIELD "\" (the target text): "
+                 "%s has no string field \"" LOOP_SFT_FIELD "\" (the target text; sft, iteration %lld): "
                  "train.algorithm sft needs lines like {\"prompt\": \"...\", \"" LOOP_SFT_FIELD "\": \"...\"}",
-                 (long long)k, where);
+                 where, (long long)k);
   int32_t *p = NULL, *c = NULL;
   int64_t np = 0, nc = 0;
   if (!rc) rc = tokenizer_encode(tok, it->text, strlen(it->text), &p, &np, e);
   if (!rc) rc = tokenizer_encode(tok, target, strlen(target), &c, &nc, e);
-  if (rc == RL_EXIT_USAGE && target) rl_err_prefix(e, "sft, iteration %lld, %s: ", (long long)k, where);
+  if (rc == RL_EXIT_USAGE && target) rl_err_prefix(e, "%s (sft, iteration %lld): ", where, (long long)k);
   if (!rc) {
     s->prompt_index = i, s->sample_index = 0, s->data_index = it->index, s->data_epoch = it->epoch;
     s->prompt_text = strdup(it->text);
@@ -59,9 +59,9 @@ static int sft_sample(const prompt_item *it, int64_t k, int64_t i, const tokeniz
     s->stop_index = -1;
     if (max_len > 0 && s->n_prompt + s->n_completion > max_len)
       rc = rl_errf(e, RL_EXIT_USAGE,
-                   "sft, iteration %lld: %s is %lld + %lld tokens (prompt with BOS + target with EOS), more "
+                   "%s is %lld + %lld tokens (prompt with BOS + target with EOS; sft, iteration %lld), more "
                    "than the model's %lld positions: shorten it or use a model with a longer max_seq_len",
-                   (long long)k, where, (long long)s->n_prompt, (long long)s->n_completion, (long long)max_len);
+                   where, (long long)s->n_prompt, (long long)s->n_completion, (long long)k, (long long)max_len);
   }
   free(p), free(c);
   json_decref(o);
@@ -77,7 +77,7 @@ int loop_sft_batch(prompt_source *src, const tokenizer *tok, uint64_t seed, int6
   out->iteration = k, out->n_prompts = B, out->group = 1, out->n = B;
   out->s = rl_xcalloc((size_t)(B ? B : 1), sizeof *out->s);
   int rc = 0;
-  for (int64_t i = 0; i < B && !rc; i++) rc = sft_sample(&items[i], k, i, tok, max_len, &out->s[i], e);
+  for (int64_t i = 0; i < B && !rc; i++) rc = sft_sample(prompts_path(src), &items[i], k, i, tok, max_len, &out->s[i], e);
   prompts_items_free(items, B);
   if (rc) {
     rollout_batch_free(out);

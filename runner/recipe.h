@@ -159,7 +159,9 @@ typedef struct recipe {
 
 /* Flags for recipe_load_string. */
 enum {
-  RECIPE_NO_FS = 1 /* touch no file: refuse base:, skip existence checks (fuzzing, tests) */
+  RECIPE_NO_FS = 1,  /* touch no file: refuse base:, skip existence checks (fuzzing, tests) */
+  RECIPE_NO_DATA = 2 /* files exist, but leave their content alone: no JSONL parse, no prompts() call
+                        (a run's stored recipe: resume checks the inputs' sha256, the loop the data) */
 };
 
 /* Load, resolve and validate a recipe file; overrides are "a.b.c=value". */

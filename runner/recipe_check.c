@@ -12,6 +12,8 @@
 
 #include "lua/host.h"
 #include "runner/recipe_tree.h"
+#include "stages/prompts.h"
+#include "stages/tokenizer.h"
 
 /* Error about key `path`, at the place it was written (or the recipe file). */
 static int kerr(recipe *r, rl_err *e, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -223,8 +225,78 @@ static int check_script(recipe *r, const char *key, const char *path, const char
   return rc;
 }
 
+/* What every prompt must satisfy for this recipe to run it (prompts.h), with
+ * the chars tokenizer in *tok (NULL for hf: no token checks; free it). */
+static void data_limits(const recipe *r, prompts_limits *l, tokenizer **tok) {
+  memset(l, 0, sizeof *l);
+  *tok = NULL;
+  rl_err te;
+  if (r->tokenizer.type == TOKENIZER_CHARS && r->tokenizer.chars && tokenizer_chars_new(r->tokenizer.chars, tok, &te))
+    *tok = NULL; /* a bad tokenizer.chars is check_tokenizer's error */
+  l->tok = *tok;
+  if (r->train.algorithm == ALGO_SFT) {
+    l->target_field = "completion"; /* LOOP_SFT_FIELD */
+    if (r->model.has_init) l->max_seq_tokens = r->model.init.max_seq_len;
+  } else {
+    l->max_prompt_tokens = r->rollout.max_prompt_tokens;
+  }
+}
+
+typedef struct data_report {
+  recipe *r;
+  rl_err *e;
+  const char *key;
+} data_report;
+
+static void data_bad(void *ud, const char *msg) {
+  data_report *d = ud;
+  kerr(d->r, d->e, d->key, "%s", msg);
+}
+
+/* data.prompts: every line parses as the run parses it (one pass, each bad
+ * line reported as FILE:LINE[:COL]), the file holds prompts, and each prompt
+ * fits the tokenizer, rollout.max_prompt_tokens and (sft) has its target. */
+static int check_prompts_file(recipe *r, rl_err *e) {
+  prompts_limits l;
+  tokenizer *tok;
+  data_limits(r, &l, &tok);
+  data_report d = {r, e, "data.prompts"};
+  int64_t bad = prompts_check_jsonl(r->data.prompts, r->data.prompt_key, &l, data_bad, &d, NULL);
+  if (tok) tokenizer_free(tok);
+  return bad ? RL_EXIT_USAGE : 0;
+}
+
+/* data.task: the prompts of iteration 1 (prompts(rollout.batch, rng)), as the
+ * run will ask for them, checked like a JSONL file's lines. */
+static int check_task_prompts(recipe *r, rl_err *e) {
+  luahost_limits lim = luahost_default_limits();
+  lim.instructions = r->reward.limits.instructions;
+  lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
+  lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
+  rl_err le;
+  luahost *h = luahost_open(r->data.task, &lim, &le);
+  if (!h) return kerr(r, e, "data.task", "%s", le.msg);
+  luahost_prompt *p = NULL;
+  int n = (int)r->rollout.batch, rc = 0;
+  if (luahost_prompts(h, n, (uint64_t)r->seed, 1, &p, &le)) {
+    rc = kerr(r, e, "data.task", "%s", le.msg);
+  } else {
+    prompts_limits l;
+    tokenizer *tok;
+    data_limits(r, &l, &tok);
+    for (int i = 0; i < n; i++)
+      if (prompts_check_item(&l, p[i].prompt, p[i].extra_json, &le))
+        rc = kerr(r, e, "data.task", "%s: prompts(n, rng) of iteration 1, item %d: %s", r->data.task, i + 1, le.msg);
+    if (tok) tokenizer_free(tok);
+    luahost_prompts_free(p, n);
+  }
+  luahost_close(h);
+  return rc;
+}
+
 /* data.prompts / data.task and reward.script: present, and the files exist;
- * the Lua scripts load and define their functions. */
+ * the Lua scripts load and define their functions; the prompts are checked
+ * (check_prompts_file, check_task_prompts). */
 static int check_files(recipe *r, int flags, rl_err *e) {
   int rc = 0;
   if (!r->data.prompts && !r->data.task)
@@ -248,8 +320,12 @@ static int check_files(recipe *r, int flags, rl_err *e) {
     char hint[100];
     if (why) missing[i] = 1, rc = kerr(r, e, keys[i], "'%s': %s (%s)", vals[i], why, path_hint(r, keys[i], hint, sizeof hint));
   }
-  if (r->data.task && !r->data.prompts && !missing[1] && check_script(r, "data.task", r->data.task, NULL, "prompts", "(n, rng)", 0, e))
+  int data = !(flags & RECIPE_NO_DATA);
+  if (r->data.task && !r->data.prompts && !missing[1] &&
+      (check_script(r, "data.task", r->data.task, NULL, "prompts", "(n, rng)", 0, e) ||
+       (data && check_task_prompts(r, e))))
     rc = RL_EXIT_USAGE;
+  if (data && r->data.prompts && !r->data.task && !missing[0] && check_prompts_file(r, e)) rc = RL_EXIT_USAGE;
   if (r->reward.script && !missing[2] && ident &&
       check_script(r, "reward.script", r->reward.script, "reward.function", fn, "(sample)", 1, e))
     rc = RL_EXIT_USAGE;

@@ -238,7 +238,7 @@ char *runs_loadable_text(const char *resolved, const char *name) {
     recipe r;
     rl_err e;
     memset(&r, 0, sizeof r);
-    if (!recipe_load_string(text, strlen(text), name, NULL, 0, 0, &r, &e)) {
+    if (!recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_DATA, &r, &e)) {
       recipe_free(&r);
       return text;
     }
@@ -264,7 +264,7 @@ int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r
   char name[4200];
   snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, run_dir);
   char *text = runs_loadable_text(resolved, name);
-  int rc = recipe_load_string(text, strlen(text), name, NULL, 0, 0, r, e);
+  int rc = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_DATA, r, e);
   free(text);
   if (rc) return rl_err_prefix(e, "the run's stored recipe does not load with this rlrun: ");
   return 0;

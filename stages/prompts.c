@@ -2,6 +2,7 @@
  * cursor (contract in prompts.h). */
 #include "stages/prompts.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "kernels/formats.h"
 #include "lua/host.h"
 #include "runner/recipe.h"
+#include "stages/tokenizer.h"
 
 #define PROMPTS_KEY_TAG 0x64617461u /* "data": the cursor's own Philox stream */
 #define PROMPTS_ROUNDS 6
@@ -21,6 +23,7 @@ struct prompt_source {
   char *path;
   int64_t n;
   char **text, **extra;
+  int64_t *line; /* the 1-based line of each prompt */
   /* task */
   luahost *lua;
 };
@@ -58,67 +61,211 @@ int64_t prompts_cursor_index(uint64_t seed, int shuffle, int64_t n, int64_t g) {
   return shuffle ? prompts_permute(seed, (uint64_t)epoch, n, o) : o;
 }
 
-/* Parse one JSONL line (1-based lineno) into the next prompt. */
-static int prompts_parse_line(prompt_source *s, const char *line, size_t len, int64_t lineno,
-                              const char *pkey, const char *akey, rl_err *e) {
+/* ---------------------------------------------------------------- JSONL */
+
+/* Prefix e's message with `what`, dropping the tokenizer's own "tokenizer: ". */
+static void tok_err(rl_err *e, const char *what) {
+  const char *t = "tokenizer: ";
+  if (!strncmp(e->msg, t, strlen(t))) memmove(e->msg, e->msg + strlen(t), strlen(e->msg + strlen(t)) + 1);
+  rl_err_prefix(e, "%s", what);
+}
+
+/* The lines of a JSONL file, streamed: a UTF-8 BOM at the start is skipped
+ * (as in a YAML recipe), blank lines (spaces, tabs, CR) are skipped but
+ * counted, so line numbers are the editor's. */
+typedef struct jsonl_reader {
+  FILE *f;
+  char *line;
+  size_t cap;
+  int64_t lineno;
+} jsonl_reader;
+
+static int jsonl_open(jsonl_reader *rd, const char *path, rl_err *e) {
+  memset(rd, 0, sizeof *rd);
+  rd->f = fopen(path, "rb");
+  if (!rd->f) return rl_errf(e, RL_EXIT_USAGE, "data.prompts: %s: cannot open: %s", path, strerror(errno));
+  return 0;
+}
+
+/* The next non-blank line (*len bytes, CR/LF cut); 0 at the end, -1 on a read error. */
+static int jsonl_next(jsonl_reader *rd, const char **text, size_t *len) {
+  for (;;) {
+    ssize_t n = getline(&rd->line, &rd->cap, rd->f);
+    if (n < 0) return ferror(rd->f) ? -1 : 0;
+    char *p = rd->line;
+    if (++rd->lineno == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3, n -= 3;
+    while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r')) n--;
+    ssize_t k = 0;
+    while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
+    if (k == n) continue;
+    *text = p;
+    *len = (size_t)n;
+    return 1;
+  }
+}
+
+static void jsonl_close(jsonl_reader *rd) {
+  if (rd->f) fclose(rd->f);
+  free(rd->line);
+  memset(rd, 0, sizeof *rd);
+}
+
+/* Parse one line into *obj (a JSON object with the string field pkey);
+ * errors "FILE:LINE[:COL]: what" (RL_EXIT_USAGE). */
+static int jsonl_parse(const char *path, const char *line, size_t len, int64_t lineno, const char *pkey,
+                       json_t **obj, rl_err *e) {
+  *obj = NULL;
   json_error_t je;
   json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
   if (!j)
-    return rl_errf(e, RL_EXIT_USAGE, "%s:%lld:%d: not valid JSON: %s (one JSON object per line)", s->path,
+    return rl_errf(e, RL_EXIT_USAGE, "%s:%lld:%d: not valid JSON: %s (one JSON object per line)", path,
                    (long long)lineno, je.column > 0 ? je.column : 1, je.text);
   int rc = 0;
   json_t *p = json_object_get(j, pkey);
   if (!json_is_object(j))
-    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: expected a JSON object {\"%s\": \"...\", ...}, got %s", s->path,
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: expected a JSON object {\"%s\": \"...\", ...}, got %s", path,
                  (long long)lineno, pkey, json_is_array(j) ? "an array" : "a scalar");
   else if (!p)
     rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: no field \"%s\": each line needs the prompt there (data.prompt_key)",
-                 s->path, (long long)lineno, pkey);
+                 path, (long long)lineno, pkey);
   else if (!json_is_string(p))
-    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: field \"%s\" must be a string (the prompt text)", s->path,
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: field \"%s\" must be a string (the prompt text)", path,
                  (long long)lineno, pkey);
   if (rc) return json_decref(j), rc;
-  s->text[s->n] = rl_xstrdup(json_string_value(p));
+  *obj = j;
+  return 0;
+}
+
+/* Take the next prompt from a parsed line (consumes j). */
+static void jsonl_add(prompt_source *s, json_t *j, int64_t lineno, const char *pkey, const char *akey,
+                      int64_t *cap) {
+  if (s->n == *cap) {
+    *cap = *cap ? 2 * *cap : 256;
+    s->text = rl_xrealloc(s->text, (size_t)*cap * sizeof *s->text);
+    s->extra = rl_xrealloc(s->extra, (size_t)*cap * sizeof *s->extra);
+    s->line = rl_xrealloc(s->line, (size_t)*cap * sizeof *s->line);
+  }
+  s->text[s->n] = rl_xstrdup(json_string_value(json_object_get(j, pkey)));
   json_object_del(j, pkey);
   json_t *a = json_object_get(j, akey);
   if (a && strcmp(akey, "answer") != 0) json_object_set(j, "answer", a);
   char *dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-  s->extra[s->n++] = dump ? dump : rl_xstrdup("{}");
+  s->extra[s->n] = dump ? dump : rl_xstrdup("{}");
+  s->line[s->n++] = lineno;
   json_decref(j);
-  return 0;
 }
 
 int prompts_open_jsonl(const char *path, const char *prompt_key, const char *answer_key,
                        prompt_source **out, rl_err *e) {
   *out = NULL;
-  char *buf;
-  size_t len;
-  if (rl_read_file(path, &buf, &len, e)) return rl_err_prefix(e, "data.prompts: ");
+  jsonl_reader rd;
+  if (jsonl_open(&rd, path, e)) return e->code;
   prompt_source *s = rl_xcalloc(1, sizeof *s);
   s->path = rl_xstrdup(path);
   s->shuffle = 1;
-  int64_t lines = 1;
-  for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
-  s->text = rl_xmalloc((size_t)lines * sizeof *s->text);
-  s->extra = rl_xmalloc((size_t)lines * sizeof *s->extra);
   const char *pkey = prompt_key ? prompt_key : "prompt", *akey = answer_key ? answer_key : "answer";
-  int64_t lineno = 0;
-  int rc = 0;
-  for (size_t i = 0; i < len && !rc;) {
-    size_t j = i;
-    while (j < len && buf[j] != '\n') j++;
-    lineno++;
-    size_t k = i;
-    while (k < j && (buf[k] == ' ' || buf[k] == '\t' || buf[k] == '\r')) k++;
-    if (k < j) rc = prompts_parse_line(s, buf + i, j - i, lineno, pkey, akey, e);
-    i = j + 1;
+  int64_t cap = 0;
+  int rc = 0, got;
+  const char *line;
+  size_t len;
+  while (!rc && (got = jsonl_next(&rd, &line, &len)) > 0) {
+    json_t *j;
+    if (!(rc = jsonl_parse(path, line, len, rd.lineno, pkey, &j, e))) jsonl_add(s, j, rd.lineno, pkey, akey, &cap);
   }
-  free(buf);
+  if (!rc && got < 0) rc = rl_errf(e, RL_EXIT_FAIL, "data.prompts: %s: read error", path);
+  jsonl_close(&rd);
   if (!rc && s->n == 0)
     rc = rl_errf(e, RL_EXIT_USAGE, "%s: no prompts (the file has no JSON lines): add one object per line", path);
   if (rc) return prompts_close(s), rc;
   *out = s;
   return 0;
+}
+
+int prompts_check_item(const prompts_limits *l, const char *text, const char *extra_json, rl_err *e) {
+  const char *target = NULL;
+  json_t *o = NULL;
+  int rc = 0;
+  if (l->target_field) {
+    json_error_t je;
+    o = json_loads(extra_json ? extra_json : "{}", 0, &je);
+    target = json_string_value(json_object_get(o, l->target_field));
+    if (!target)
+      rc = rl_errf(e, RL_EXIT_USAGE,
+                   "no string field \"%s\" (the target text): train.algorithm sft needs {\"prompt\": \"...\", "
+                   "\"%s\": \"...\"}", l->target_field, l->target_field);
+  }
+  const tokenizer *tok = l->tok;
+  int32_t *ids = NULL;
+  int64_t np = 0, nt = 0;
+  if (!rc && tok) {
+    rc = tokenizer_encode(tok, text, strlen(text), &ids, &np, e);
+    free(ids);
+    ids = NULL;
+    if (rc) tok_err(e, "the prompt: ");
+  }
+  if (!rc && tok && target) {
+    rc = tokenizer_encode(tok, target, strlen(target), &ids, &nt, e);
+    free(ids);
+    if (rc) {
+      char what[96];
+      snprintf(what, sizeof what, "field \"%s\": ", l->target_field);
+      tok_err(e, what);
+    }
+  }
+  if (!rc && tok) {
+    int64_t bos = tok->bos >= 0, eos = tok->eos >= 0;
+    if (l->max_prompt_tokens > 0 && np + bos > l->max_prompt_tokens)
+      rc = rl_errf(e, RL_EXIT_USAGE,
+                   "the prompt is %lld tokens (with BOS), more than rollout.max_prompt_tokens (%lld): shorten it "
+                   "or raise rollout.max_prompt_tokens", (long long)(np + bos), (long long)l->max_prompt_tokens);
+    else if (l->max_seq_tokens > 0 && target && np + bos + nt + eos > l->max_seq_tokens)
+      rc = rl_errf(e, RL_EXIT_USAGE,
+                   "prompt + %s are %lld + %lld tokens (prompt with BOS, target with EOS), more than the model's "
+                   "%lld positions: shorten them or raise model.init.max_seq_len", l->target_field,
+                   (long long)(np + bos), (long long)(nt + eos), (long long)l->max_seq_tokens);
+  }
+  json_decref(o);
+  return rc;
+}
+
+int64_t prompts_check_jsonl(const char *path, const char *prompt_key, const prompts_limits *l,
+                            void (*bad)(void *ud, const char *msg), void *ud, int64_t *n_prompts) {
+  if (n_prompts) *n_prompts = 0;
+  rl_err e;
+  jsonl_reader rd;
+  if (jsonl_open(&rd, path, &e)) {
+    bad(ud, e.msg + strlen("data.prompts: "));
+    return 1;
+  }
+  const char *pkey = prompt_key ? prompt_key : "prompt";
+  int64_t n = 0, n_bad = 0;
+  int got;
+  const char *line;
+  size_t len;
+  while ((got = jsonl_next(&rd, &line, &len)) > 0) {
+    json_t *j;
+    int rc = jsonl_parse(path, line, len, rd.lineno, pkey, &j, &e);
+    if (!rc) {
+      n++;
+      json_t *p = json_object_get(j, pkey);
+      char *extra = l && l->target_field ? json_dumps(j, JSON_COMPACT) : NULL;
+      if (l && (rc = prompts_check_item(l, json_string_value(p), extra, &e)))
+        rl_err_prefix(&e, "%s:%lld: ", path, (long long)rd.lineno);
+      free(extra);
+      json_decref(j);
+    }
+    if (rc) n_bad++, bad(ud, e.msg);
+  }
+  if (got < 0) {
+    snprintf(e.msg, sizeof e.msg, "%s: read error after line %lld", path, (long long)rd.lineno);
+    bad(ud, e.msg), n_bad++;
+  } else if (n == 0 && n_bad == 0) {
+    snprintf(e.msg, sizeof e.msg, "%s: no prompts (the file has no JSON lines): add one object per line", path);
+    bad(ud, e.msg), n_bad++;
+  }
+  jsonl_close(&rd);
+  if (n_prompts) *n_prompts = n;
+  return n_bad;
 }
 
 int prompts_open_task(const char *path, const luahost_limits *lim, prompt_source **out, rl_err *e) {
@@ -158,12 +305,14 @@ int prompts_open_recipe(const recipe *r, prompt_source **out, rl_err *e) {
 void prompts_close(prompt_source *s) {
   if (!s) return;
   for (int64_t i = 0; i < s->n; i++) free(s->text[i]), free(s->extra[i]);
-  free(s->text), free(s->extra), free(s->path);
+  free(s->text), free(s->extra), free(s->line), free(s->path);
   if (s->lua) luahost_close(s->lua);
   free(s);
 }
 
 int64_t prompts_count(const prompt_source *s) { return s->is_task ? -1 : s->n; }
+
+const char *prompts_path(const prompt_source *s) { return s->path; }
 
 void prompts_set_shuffle(prompt_source *s, int shuffle) { s->shuffle = shuffle != 0; }
 
@@ -187,7 +336,7 @@ int prompts_batch(prompt_source *s, uint64_t seed, int64_t iteration, int64_t ba
     for (int64_t i = 0; i < batch; i++) {
       int64_t g = (iteration - 1) * batch + i, idx = prompts_cursor_index(seed, s->shuffle, s->n, g);
       v[i] = (prompt_item){.text = rl_xstrdup(s->text[idx]), .extra_json = rl_xstrdup(s->extra[idx]),
-                           .index = idx, .epoch = g / s->n};
+                           .index = idx, .epoch = g / s->n, .line = s->line[idx]};
     }
   }
   *out = v;

@@ -8,12 +8,16 @@
  *   prompts_items_free(items, batch);  prompts_close(src);
  *
  * JSONL (data.prompts): one JSON object per line (blank lines are skipped;
- * line numbers count them). The prompt is the string field data.prompt_key
+ * line numbers count them; a UTF-8 BOM at the start is skipped, as in a YAML
+ * recipe). The file is read as a stream, one line at a time. The prompt is the string field data.prompt_key
  * ("prompt"); every other field is kept, as a compact JSON object with
  * sorted keys, in extra_json — the Lua host puts each of them on the reward's
  * sample table. When data.answer_key is not "answer", its value is also
  * copied to the field "answer" (the reward reads sample.answer). Errors are
- * "FILE:LINE: what is wrong" (RL_EXIT_USAGE).
+ * "FILE:LINE: what is wrong" (RL_EXIT_USAGE), "FILE:LINE:COL: not valid
+ * JSON: …" for a line that does not parse. prompts_check_jsonl runs the same
+ * parser over a whole file without keeping it (recipe validation: every bad
+ * line reported, the prompts also checked against prompts_limits).
  *
  * The data cursor: iterations are numbered from 1 (as in the plan and the
  * store); prompt i of iteration k sits at position g = (k - 1)·B + i of an
@@ -37,6 +41,7 @@
 
 struct recipe;
 struct luahost_limits;
+struct tokenizer;
 typedef struct prompt_source prompt_source;
 
 typedef struct prompt_item {
@@ -44,7 +49,27 @@ typedef struct prompt_item {
   char *extra_json; /* compact JSON object with sorted keys ("{}" when none) */
   int64_t index;    /* JSONL: 0-based index of the prompt in the file; task: -1 */
   int64_t epoch;    /* JSONL: the epoch of this draw; task: 0 */
+  int64_t line;     /* JSONL: the prompt's 1-based line in the file; task: 0 */
 } prompt_item;
+
+/* What a prompt must satisfy to run (recipe validation; every field optional). */
+typedef struct prompts_limits {
+  const struct tokenizer *tok; /* encode the texts with it (a chars tokenizer), or NULL: no token checks */
+  int64_t max_prompt_tokens;   /* > 0 (RL): BOS + prompt tokens at most this (rollout.max_prompt_tokens) */
+  int64_t max_seq_tokens;      /* > 0 (sft): BOS + prompt + target + EOS at most this (the model's positions) */
+  const char *target_field;    /* sft: the string field every example needs ("completion"), or NULL */
+} prompts_limits;
+
+/* Check one prompt (its text and its other fields, a JSON object): 0, or
+ * RL_EXIT_USAGE with what is wrong in e (no location: the caller adds it). */
+int prompts_check_item(const prompts_limits *l, const char *text, const char *extra_json, rl_err *e);
+/* Read a JSONL file in one pass with the parser of prompts_open_jsonl and
+ * check every prompt against l (NULL: parse only). Calls bad(ud, msg) for
+ * each bad line ("FILE:LINE[:COL]: what"), an unreadable file and a file
+ * without prompts; returns how many times; *n_prompts (may be NULL) = the
+ * prompts read. */
+int64_t prompts_check_jsonl(const char *path, const char *prompt_key, const prompts_limits *l,
+                            void (*bad)(void *ud, const char *msg), void *ud, int64_t *n_prompts);
 
 /* A JSONL file. prompt_key NULL = "prompt", answer_key NULL = "answer". */
 int prompts_open_jsonl(const char *path, const char *prompt_key, const char *answer_key,
@@ -58,6 +83,8 @@ void prompts_close(prompt_source *s);
 
 /* JSONL: the number of prompts in the file; task: -1 (unbounded). */
 int64_t prompts_count(const prompt_source *s);
+/* The file the source reads (data.prompts or data.task). */
+const char *prompts_path(const prompt_source *s);
 /* Shuffle JSONL prompts each epoch (default 1). */
 void prompts_set_shuffle(prompt_source *s, int shuffle);
 

@@ -547,14 +547,52 @@ TEST(lua_prompts_results_are_checked) {
   CHECK_EQ_I64(strncmp(p[1].prompt, "plain ", 6), 0);
   CHECK_STREQ(p[1].extra_json, "{}");
   luahost_prompts_free(p, 2);
-  CHECK_EQ_I64(luahost_prompts(h, 3, 7, 1, &p, &e), RL_EXIT_FAIL);
+  /* a result of the wrong shape is bad input (exit 2, as a bad JSONL line) */
+  CHECK_EQ_I64(luahost_prompts(h, 3, 7, 1, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "task.lua:1: prompts(n, rng) item 3 has no string field 'prompt' (prompts for iteration 1)");
-  CHECK_EQ_I64(luahost_prompts(h, 4, 7, 1, &p, &e), RL_EXIT_FAIL);
+  CHECK_EQ_I64(luahost_prompts(h, 4, 7, 1, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "field of item 4 is a function");
-  CHECK_EQ_I64(luahost_prompts(h, 5, 7, 1, &p, &e), RL_EXIT_FAIL);
+  CHECK_EQ_I64(luahost_prompts(h, 5, 7, 1, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "returned table of length 0 for n = 5");
   CHECK(p == NULL);
   luahost_close(h);
+  /* an error the script raises is a failing stage (exit 1), as in a reward; the
+   * flag of an earlier bad result does not carry over */
+  h = src("err.lua", "function prompts(n, rng)\n  if n == 1 then return {} end\n  error('no data today')\nend\n",
+          NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(luahost_prompts(h, 1, 7, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(luahost_prompts(h, 2, 7, 1, &p, &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "err.lua:3: no data today (prompts for iteration 1)");
+  luahost_close(h);
+}
+
+/* More than LUAHOST_MAX_METRICS extra fields: the message lists them sorted,
+ * the same in every Lua state (pairs() order differs from state to state), and
+ * the first bad field in sorted order is the one named. */
+TEST(lua_too_many_metrics_message_is_deterministic) {
+  rl_err e;
+  const char *text = "function reward(s)\n"
+                     "  if s.completion == 'types' then return {reward = 1, zz = 'x', bb = {}, aa = 1} end\n"
+                     "  local t = {reward = 1}\n"
+                     "  for i = 20, 1, -1 do t[string.format('k%02d', i)] = i end\n"
+                     "  return t\n"
+                     "end\n";
+  const char *want = "many.lua:1: reward(sample) returned 20 metrics besides reward, more than 16: k01, k02, k03, "
+                     "k04, k05, k06, k07, k08, k09, k10, k11, k12, k13, k14, k15, k16, k17, k18, k19, k20 "
+                     "(sample 3 of iteration 7)";
+  for (int round = 0; round < 8; round++) {
+    luahost *h = src("many.lua", text, NULL, &e);
+    REQUIRE(h);
+    CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+    CHECK_STREQ(e.msg, want);
+    luahost_sample s = mk("types", NULL);
+    luahost_reward r;
+    CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+    CHECK_STREQ(e.msg, "many.lua:1: reward(sample) returned field 'bb' = table; extra fields are metrics and "
+                       "must be numbers or booleans (sample 3 of iteration 7)");
+    luahost_close(h);
+  }
 }
 
 /* reward.function: the host calls the named function (and its _batch form),

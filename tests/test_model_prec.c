@@ -343,3 +343,63 @@ TEST(model_keep_bf16_rules_views_and_sync) {
   model_acts_free(a);
   model_free(m);
 }
+
+/* Write value v as element (row, col) of F32 tensor `name` of a safetensors
+ * file (a vector: element row, col 0). */
+static int poke_f32(const char *path, const char *name, int64_t row, int64_t col, float v) {
+  st_file *f;
+  rl_err e;
+  if (st_file_open(path, &f, &e)) return -1;
+  const st_tensor *t = st_file_find(f, name);
+  int64_t cols = t && t->ndim == 2 ? t->shape[1] : 1;
+  uint64_t at = t && t->dtype == ST_F32 && t->ndim <= 2 ? t->begin + (uint64_t)(row * cols + col) * 4 : 0;
+  st_file_close(f);
+  FILE *g = fopen(path, "r+b");
+  uint64_t hl = 0;
+  if (!at || !g || fread(&hl, 8, 1, g) != 1 || fseek(g, (long)(8 + hl + at), SEEK_SET) || fwrite(&v, 4, 1, g) != 1) {
+    if (g) fclose(g);
+    return -1;
+  }
+  return fclose(g);
+}
+
+/* A NaN or Inf weight is a damaged checkpoint: `rlrun score` names the tensor,
+ * the first bad row and column, exit 2 (bad input). It said "the logits of
+ * token 0 are not finite; the forward diverged (lower the learning rate or
+ * check the weights)", exit 1. */
+TEST(model_score_names_a_nonfinite_weight) {
+  const char *dir = harness_tmpdir();
+  char cmd[2048], text[4096], in[600], want[2048];
+  snprintf(cmd, sizeof cmd, "cp -r " FXR "/qwen3/hf %s/nan", dir);
+  REQUIRE(harness_run(cmd, NULL, 0) == 0);
+  snprintf(in, sizeof in, "%s/nan/model.safetensors", dir);
+  REQUIRE(poke_f32(in, "model.layers.1.mlp.up_proj.weight", 5, 17, NAN) == 0);
+  REQUIRE(poke_f32(in, "model.layers.1.mlp.up_proj.weight", 9, 0, INFINITY) == 0);
+  snprintf(in, sizeof in, "%s/in.jsonl", dir);
+  harness_write_file(in, "{\"tokens\": [1, 2, 3]}\n");
+  const char *precs[] = {"bf16", "fp32", "fp8-block"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(cmd, sizeof cmd, "%s score --model %s/nan --input %s --out %s/o.jsonl --precision %s", harness_bin(), dir,
+             in, dir, precs[i]);
+    CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+    snprintf(want, sizeof want, "rlrun score: --model %s/nan: tensor 'model.layers.1.mlp.up_proj.weight' [128 x 128] "
+             "holds 2 non-finite values (NaN first, at row 5, column 17): the checkpoint is damaged; fix or "
+             "re-export it\n", dir);
+    CHECK_STREQ(text, want);
+  }
+  /* a norm weight (never quantized, so model_quantize never saw it) */
+  snprintf(cmd, sizeof cmd, "cp " FXR "/qwen3/hf/model.safetensors %s/nan/model.safetensors", dir);
+  REQUIRE(harness_run(cmd, NULL, 0) == 0);
+  char st[800];
+  snprintf(st, sizeof st, "%s/nan/model.safetensors", dir);
+  REQUIRE(poke_f32(st, "model.norm.weight", 7, 0, -INFINITY) == 0);
+  snprintf(cmd, sizeof cmd, "%s score --model %s/nan --input %s --out %s/o.jsonl", harness_bin(), dir, in, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK_CONTAINS(text, "tensor 'model.norm.weight' [128 x 1] holds 1 non-finite value (-Inf first, at row 7, column 0)");
+  /* finite but huge: the forward overflows; the advice is about the checkpoint, not a learning rate */
+  for (int i = 0; i < 128; i++) REQUIRE(poke_f32(st, "model.norm.weight", i, 0, 3e38f) == 0);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK_CONTAINS(text, "not finite; the forward diverged (every weight is finite, but the activations overflow: the "
+                       "checkpoint's values are too large)\n");
+  CHECK(strstr(text, "learning rate") == NULL);
+}

@@ -224,7 +224,7 @@ TEST(recipe_base_merge) {
                                    "data: {prompts: p.jsonl}\nreward: {script: r.lua, function: score}\n"
                                    "train:\n  lr: 0.001\n  tis: {mode: truncate, clip: 3}\n  r3: true\n") == 0);
   snprintf(path, sizeof path, "%s/common/p.jsonl", dir);
-  REQUIRE(harness_write_file(path, "{}\n") == 0);
+  REQUIRE(harness_write_file(path, "{\"prompt\": \"ab\"}\n") == 0);
   snprintf(path, sizeof path, "%s/common/r.lua", dir);
   REQUIRE(harness_write_file(path, "function score() return 1 end\n") == 0);
   snprintf(path, sizeof path, "%s/child.yaml", dir);

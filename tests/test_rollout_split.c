@@ -90,7 +90,7 @@ static void rs_split(int moe, int text) {
     ptr[p] = ids[p];
     snprintf(txt[p], sizeof txt[p], "%d+%d=", p * 7 % 50, p * 3 % 20);
     snprintf(extra[p], sizeof extra[p], "{\"p\":%d}", p);
-    it[p] = (prompt_item){txt[p], extra[p], text ? 100 + p : p, 3};
+    it[p] = (prompt_item){.text = txt[p], .extra_json = extra[p], .index = text ? 100 + p : p, .epoch = 3};
   }
   rs_ctx c;
   memset(&c, 0, sizeof c);

@@ -17,7 +17,7 @@ static void rt_items(prompt_item it[16], char text[16][16], char extra[16][32]) 
   for (int p = 0; p < 16; p++) {
     snprintf(text[p], sizeof text[p], "%d+%d=", p * 7 % 50, p * 3 % 20);
     snprintf(extra[p], sizeof extra[p], "{\"answer\":\"%d\"}", p * 7 % 50 + p * 3 % 20);
-    it[p] = (prompt_item){text[p], extra[p], 100 + p, 2};
+    it[p] = (prompt_item){.text = text[p], .extra_json = extra[p], .index = 100 + p, .epoch = 2};
   }
 }
 
@@ -141,7 +141,7 @@ TEST(rollout_errors) {
   REQUIRE(m);
   rollout_engine *eng = NULL;
   REQUIRE(!rollout_engine_new(m, NULL, tok, NULL, &eng, &e));
-  prompt_item it[2] = {{"1+2=", "{}", 0, 0}, {"1*2=", "{}", 1, 0}};
+  prompt_item it[2] = {{.text = "1+2=", .extra_json = "{}", .index = 0}, {.text = "1*2=", .extra_json = "{}", .index = 1}};
   rollout_opts o;
   rollout_opts_default(&o);
   o.max_new_tokens = 4;

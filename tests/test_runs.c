@@ -3,7 +3,9 @@
  * bit-identical, no prompt skipped or repeated, failed checkpoint writes,
  * corrupt state.db, wrong checkpoint hash, edited recipe, the read commands,
  * export, SIGTERM. Each run takes well under a second. */
+#include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -418,9 +420,24 @@ TEST(runs_read_commands_and_export) {
   snprintf(want, sizeof want, "rlrun samples: --iter 99: run %s has no samples in iteration 99; its last iteration "
            "with samples is 4 (samples in iterations 1..4)\n", rd);
   CHECK_STREQ(out, want);
-  snprintf(args, sizeof args, "samples %s --iter 0 --top 2", rd);
-  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
-  CHECK_CONTAINS(out, "has no samples in iteration 0; its last iteration with samples is 4");
+  /* iterations count from 1, --top takes 1 or more (0 printed every sample, -1 was taken) */
+  const char *bad_args[][2] = {
+      {"--iter 0 --top 2", "rlrun samples: --iter 0: iterations count from 1; give K >= 1, or leave --iter out for "
+                           "the latest iteration with samples\n"},
+      {"--iter -1", "rlrun samples: --iter -1: iterations count from 1; give K >= 1, or leave --iter out for the "
+                    "latest iteration with samples\n"},
+      {"--top 0", "rlrun samples: --top 0: N must be 1 or more (the N highest rewards); leave --top out for every "
+                  "sample\n"},
+      {"--top -3", "rlrun samples: --top -3: N must be 1 or more (the N highest rewards); leave --top out for every "
+                   "sample\n"},
+      {"--iter 2x", "rlrun samples: --iter '2x' is not a whole number (K: an iteration, counted from 1)\n"},
+      {"--top", "rlrun samples: --top needs a value (N: how many samples, 1 or more)\n"},
+      {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N)\n"}};
+  for (size_t k = 0; k < sizeof bad_args / sizeof *bad_args; k++) {
+    snprintf(args, sizeof args, "samples %s %s", rd, bad_args[k][0]);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+    CHECK_STREQ(out, bad_args[k][1]);
+  }
   /* one output format at a time */
   snprintf(args, sizeof args, "metrics %s --csv --json", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
@@ -439,6 +456,7 @@ TEST(runs_read_commands_and_export) {
   CHECK_CONTAINS(text, "/task.lua\n");
   free(text);
   CHECK_EQ_I64(rl(dir, "", "run exported.yaml --runs-dir runs2 --quiet --set loop.iterations=1", out, sizeof out), 0);
+  CHECK_CONTAINS(out, " (1 iteration)\n"); /* not "(1 iterations)" */
   char p[1200];
   snprintf(p, sizeof p, "%s/task.lua", dir);
   FILE *f = fopen(p, "a");
@@ -504,12 +522,34 @@ TEST(runs_reward_script_error_is_named_and_resumable) {
   CHECK_CONTAINS(out, "sample 0 of iteration 3");
   CHECK_CONTAINS(out, "the run stays resumable");
   REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  /* logs/run.log ends as the terminal did: the iterations, then the failure
+   * and what to do (it used to hold the iteration lines only) */
+  char log[2200], *text = NULL;
+  size_t tl;
+  snprintf(log, sizeof log, "%s/logs/run.log", rd);
+  REQUIRE(rl_read_file(log, &text, &tl, &e) == 0);
+  CHECK_CONTAINS(text, "run directory: runs/t-");
+  CHECK_CONTAINS(text, "\niter 2/4  reward ");
+  const char *tail = strstr(out, "\nrlrun: "); /* the lines after "run directory: …" */
+  REQUIRE(tail);
+  CHECK_MSG(tl >= strlen(tail) && !strcmp(text + tl - strlen(tail), tail), "run.log does not end with\n%s\ngot:\n%s",
+            tail, text);
+  free(text);
   /* the script is fixed: the run continues from what was committed */
   harness_write_file(p, orig);
   snprintf(args, sizeof args, "resume %s --quiet --allow-changed", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "input changed:");
   check_samples_table(rd, 4);
+  REQUIRE(rl_read_file(log, &text, &tl, &e) == 0);
+  char want[2400];
+  snprintf(want, sizeof want, "\nresuming %s\n", rd);
+  CHECK_CONTAINS(text, want);
+  CHECK_CONTAINS(text, "\niter 4/4  reward ");
+  snprintf(want, sizeof want, "\nrun complete: %s (4 iterations)\n", rd);
+  CHECK_MSG(tl >= strlen(want) && !strcmp(text + tl - strlen(want), want), "run.log does not end with %s:\n%s", want,
+            text);
+  free(text);
   free(orig);
   free(bad);
 }
@@ -803,4 +843,276 @@ TEST(runs_ppo_epochs_make_clipping_act) {
   snprintf(args, sizeof args, "plan t.yaml --hardware cpu %s", sets[1]);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, ", 4 optimizer steps (2 epochs x 2 minibatches)");
+}
+
+/* A run directory holding only a store with its run row (no recipe ran): for
+ * the read commands on hand-made samples and metrics. */
+static store *fake_run(const char *rd) {
+  char cmd[2200];
+  snprintf(cmd, sizeof cmd, "mkdir -p %s", rd);
+  if (harness_run(cmd, NULL, 0) != 0) return NULL;
+  snprintf(cmd, sizeof cmd, "%s/state.db", rd);
+  rl_err e;
+  store *s = store_open(cmd, 1, &e);
+  store_run run = {.id = "fake", .name = "fake", .recipe = "", .recipe_resolved = "", .input_hashes = "{}"};
+  if (s && store_run_init(s, &run, &e)) store_close(s), s = NULL;
+  return s;
+}
+
+/* `rlrun samples` prints every text unambiguously: a backslash is escaped (a
+ * completion "\n\b" and a newline-backslash-b printed alike), control bytes
+ * and bytes that are not UTF-8 as \xNN, and a cut text (60 bytes of a prompt,
+ * 120 of a completion) is cut between characters and marked with the bytes
+ * left out. */
+TEST(runs_samples_text_is_unambiguous) {
+  char rd[1200], out[16384], args[1400], long_c[200], long_p[80], full[200];
+  snprintf(rd, sizeof rd, "%s/fake", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  memset(long_c, 'a', 119);
+  snprintf(long_c + 119, sizeof long_c - 119, "\xc3\xa9" "bcd"); /* é straddles byte 120 */
+  memset(full, 'x', 120);
+  full[120] = 0;
+  memset(long_p, 'q', 61);
+  long_p[61] = 0;
+  const char *comp[] = {"\n\\b", "ends in \\", "tab\tcr\rsoh\x01" "del\x7f" "quote\"", "\xff\xfe ok \xc3\xa9 nel\xc2\x85",
+                        long_c, full, "short"};
+  int n = (int)(sizeof comp / sizeof *comp);
+  store_sample v[8];
+  memset(v, 0, sizeof v);
+  for (int i = 0; i < n; i++)
+    v[i] = (store_sample){.iteration = 1, .prompt_index = 0, .sample_index = i, .prompt = i == n - 1 ? long_p : "p",
+                          .completion = comp[i], .reward = 0.5, .finish_reason = "stop"};
+  rl_err e;
+  REQUIRE(store_begin(s, &e) == 0);
+  REQUIRE(store_samples_put(s, v, n, &e) == 0);
+  REQUIRE(store_commit(s, &e) == 0);
+  store_close(s);
+  snprintf(args, sizeof args, "samples %s", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  char want[4096], as[130], xs[130], qs[70];
+  memset(as, 'a', 119), as[119] = 0;
+  memset(xs, 'x', 120), xs[120] = 0;
+  memset(qs, 'q', 60), qs[60] = 0;
+  snprintf(want, sizeof want,
+           " ITER  PROMPT SAMPLE    REWARD FINISH  PROMPT -> COMPLETION\n"
+           "    1       0      0    0.5000 stop    \"p\" -> \"\\n\\\\b\"\n"
+           "    1       0      1    0.5000 stop    \"p\" -> \"ends in \\\\\"\n"
+           "    1       0      2    0.5000 stop    \"p\" -> \"tab\\tcr\\rsoh\\x01del\\x7Fquote\\\"\"\n"
+           "    1       0      3    0.5000 stop    \"p\" -> \"\\xFF\\xFE ok \xc3\xa9 nel\\u0085\"\n"
+           "    1       0      4    0.5000 stop    \"p\" -> \"%s\"…(+5 bytes)\n"
+           "    1       0      5    0.5000 stop    \"p\" -> \"%s\"\n"
+           "    1       0      6    0.5000 stop    \"%s\"…(+1 byte) -> \"short\"\n",
+           as, xs, qs);
+  CHECK_STREQ(out, want);
+}
+
+/* `rlrun metrics`: table columns as wide as the names, "-" where an iteration
+ * recorded nothing, "nan" where it recorded a NaN; CSV and JSON as before. */
+TEST(runs_metrics_table_fits_names_and_marks_missing) {
+  char rd[1200], out[8192], args[1400];
+  snprintf(rd, sizeof rd, "%s/fake", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  rl_err e;
+  REQUIRE(store_metric_put(s, 1, "groups/degenerate", 2, &e) == 0);
+  REQUIRE(store_metric_put(s, 1, "mismatch/logp_abs_diff", -NAN, &e) == 0);
+  REQUIRE(store_metric_put(s, 1, "loss", -0.25, &e) == 0);
+  REQUIRE(store_metric_put(s, 2, "groups/degenerate", 3, &e) == 0);
+  REQUIRE(store_metric_put(s, 2, "loss", 1.5e-7, &e) == 0);
+  store_close(s);
+  snprintf(args, sizeof args, "metrics %s", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "iteration  groups/degenerate          loss  mismatch/logp_abs_diff\n"
+                   "        1                  2         -0.25                     nan\n"
+                   "        2                  3       1.5e-07                       -\n");
+  snprintf(args, sizeof args, "metrics %s --csv", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "iteration,groups/degenerate,loss,mismatch/logp_abs_diff\n1,2,-0.25,\n2,3,1.4999999999999999e-07,\n");
+  snprintf(args, sizeof args, "metrics %s --json", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "[{\"iteration\": 1, \"groups/degenerate\": 2, \"loss\": -0.25, \"mismatch/logp_abs_diff\": null},\n"
+                   " {\"iteration\": 2, \"groups/degenerate\": 3, \"loss\": 1.4999999999999999e-07, "
+                   "\"mismatch/logp_abs_diff\": null}\n]\n");
+}
+
+/* 1 when path exists. */
+static int exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* Bad data is found by validation, before a run directory exists: the whole
+ * JSONL file parsed (each bad line as FILE:LINE[:COL], up to 8), an empty file,
+ * characters outside tokenizer.chars, prompts over rollout.max_prompt_tokens,
+ * a task whose prompts() returns bad items. (validate said "valid" and `run`
+ * created a directory, then failed with "the run stays resumable".) A BOM is
+ * accepted, as in a YAML recipe. */
+TEST(runs_bad_data_is_refused_before_the_run_directory) {
+  char dir[1024], out[8192], args[2048], p[1200], want[4096];
+  snprintf(dir, sizeof dir, "%s/d", harness_tmpdir());
+  setup(dir, 1);
+  static const struct { const char *name, *text, *err; } cases[] = {
+      {"json", "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n\n{\"prompt\": \"1+2=\" \"answer\": \"3\"}\n",
+       "json.jsonl:3:26: not valid JSON: '}' expected near '\"answer\"' (one JSON object per line)\n"},
+      {"empty", "", "empty.jsonl: no prompts (the file has no JSON lines): add one object per line\n"},
+      {"blank", "\n  \n", "blank.jsonl: no prompts (the file has no JSON lines): add one object per line\n"},
+      {"chars", "{\"prompt\": \"1+1=\"}\n{\"prompt\": \"1*2=\"}\n",
+       "chars.jsonl:2: the prompt: character '*' (U+002A) at character 1 (byte 1) of the text is not in "
+       "tokenizer.chars: add it to the recipe's tokenizer.chars or remove it from the prompt\n"},
+      {"long", "{\"prompt\": \"1+1=\"}\n{\"prompt\": \"12+34=\"}\n",
+       "long.jsonl:2: the prompt is 7 tokens (with BOS), more than rollout.max_prompt_tokens (6): shorten it or "
+       "raise rollout.max_prompt_tokens\n"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    snprintf(p, sizeof p, "%s/%s.jsonl", dir, cases[i].name);
+    harness_write_file(p, cases[i].text);
+    snprintf(args, sizeof args, "validate t.yaml --set data.task=null --set data.prompts=%s.jsonl", cases[i].name);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+    snprintf(want, sizeof want, "--set data.prompts=%s.jsonl: %s", cases[i].name, cases[i].err);
+    CHECK_STREQ(out, want);
+    snprintf(args, sizeof args, "run t.yaml --runs-dir runs-%s --set data.task=null --set data.prompts=%s.jsonl",
+             cases[i].name, cases[i].name);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+    snprintf(want, sizeof want, "rlrun run: --set data.prompts=%s.jsonl: %s", cases[i].name, cases[i].err);
+    CHECK_STREQ(out, want);
+    snprintf(p, sizeof p, "%s/runs-%s", dir, cases[i].name);
+    CHECK_MSG(!exists(p), "%s was created", p);
+  }
+  /* every bad line in one pass: 8 named, then the count */
+  char many[2048] = "";
+  for (int i = 0; i < 11; i++) strcat(many, i == 4 ? "{\"prompt\": \"1+1=\"}\n" : "{\"prompt\": 5}\n");
+  snprintf(p, sizeof p, "%s/many.jsonl", dir);
+  harness_write_file(p, many);
+  CHECK_EQ_I64(rl(dir, "", "validate t.yaml --set data.task=null --set data.prompts=many.jsonl", out, sizeof out), 2);
+  CHECK_CONTAINS(out, "--set data.prompts=many.jsonl: many.jsonl:9: field \"prompt\" must be a string (the prompt text)\n"
+                      "… and 2 more errors");
+  CHECK(strstr(out, "many.jsonl:5:") == NULL);
+  /* the same lines in a recipe file: FILE:LINE:COL of the key, then the data file's line */
+  snprintf(p, sizeof p, "%s/f.yaml", dir);
+  harness_write_file(p, "base: t.yaml\ndata:\n  task: null\n  prompts: chars.jsonl\n");
+  CHECK_EQ_I64(rl(dir, "", "validate f.yaml", out, sizeof out), 2);
+  CHECK_CONTAINS(out, "f.yaml:4:12: data.prompts: chars.jsonl:2: the prompt: character '*'");
+  /* a BOM at the start is fine (it was "not valid JSON" at 1:1) */
+  snprintf(p, sizeof p, "%s/bom.jsonl", dir);
+  harness_write_file(p, "\xef\xbb\xbf{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n");
+  CHECK_EQ_I64(rl(dir, "", "run t.yaml --runs-dir runs-bom --quiet --set data.task=null --set data.prompts=bom.jsonl",
+                  out, sizeof out), 0);
+  CHECK_CONTAINS(out, "(1 iteration)\n");
+  /* a run's data broken after it started: resume reports the changed input
+   * (exit 4, as for any change), not "the stored recipe does not load" */
+  CHECK_EQ_I64(rl(dir, "RLRUN_FAULT=loop.train@1", "run t.yaml --runs-dir runs-chg --quiet --set data.task=null "
+                  "--set data.prompts=bom.jsonl", out, sizeof out), 1);
+  harness_write_file(p, "{\"prompt\": 1}\n");
+  char rd[1024];
+  snprintf(want, sizeof want, "for d in %s/runs-chg/*/; do echo \"$d\"; done", dir);
+  REQUIRE(harness_run(want, rd, sizeof rd) == 0);
+  rd[strcspn(rd, "\n")] = 0;
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "/bom.jsonl (sha256 ");
+  /* a task: its prompts of iteration 1 are called and checked by validation */
+  snprintf(p, sizeof p, "%s/star.lua", dir);
+  harness_write_file(p, "function prompts(n, rng)\n  local o = {}\n  for i = 1, n do o[i] = {prompt = i == 3 and '2*2=' "
+                        "or '1+1=', answer = '2'} end\n  return o\nend\n");
+  CHECK_EQ_I64(rl(dir, "", "validate t.yaml --set data.task=star.lua", out, sizeof out), 2);
+  CHECK_STREQ(out, "--set data.task=star.lua: star.lua: prompts(n, rng) of iteration 1, item 3: the prompt: character "
+                   "'*' (U+002A) at character 1 (byte 1) of the text is not in tokenizer.chars: add it to the "
+                   "recipe's tokenizer.chars or remove it from the prompt\n");
+  snprintf(p, sizeof p, "%s/shape.lua", dir);
+  harness_write_file(p, "function prompts(n, rng)\n  return {{answer = '2'}}\nend\n");
+  CHECK_EQ_I64(rl(dir, "", "validate t.yaml --set data.task=shape.lua", out, sizeof out), 2);
+  CHECK_STREQ(out, "--set data.task=shape.lua: shape.lua:1: prompts(n, rng) returned table of length 1 for n = 4; "
+                   "return an array of n prompts (prompts for iteration 1)\n");
+}
+
+/* A task whose prompts() goes wrong in a later iteration: bad input, exit 2
+ * (it was 1, "a stage failed"), and no claim that the run resumes as it is;
+ * the log says the same. */
+TEST(runs_bad_task_output_mid_run_is_exit_2) {
+  char dir[1024], out[8192], rd[2048], p[1200];
+  snprintf(dir, sizeof dir, "%s/t2", harness_tmpdir());
+  setup(dir, 3);
+  snprintf(p, sizeof p, "%s/task.lua", dir);
+  harness_write_file(p, "calls = 0\nfunction prompts(n, rng)\n  calls = calls + 1\n  local o = {}\n"
+                        "  for i = 1, n do o[i] = {prompt = '1+1=', answer = '2'} end\n"
+                        "  if calls == 2 then o[2] = {answer = '2'} end\n  return o\nend\n");
+  CHECK_EQ_I64(rl(dir, "", "validate t.yaml", out, sizeof out), 0);
+  CHECK_EQ_I64(rl(dir, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out), 2);
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  const char *rel = strstr(rd, "/runs/") + 1;
+  char want[4096];
+  snprintf(want, sizeof want,
+           "run directory: %s\n"
+           "rlrun: iteration 2: %s/task.lua:2: prompts(n, rng) item 2 has no string field 'prompt' (prompts for "
+           "iteration 2)\n"
+           "rlrun: the run stopped on bad input, and a resume as it is fails the same way: fix the input (or the "
+           "recipe), then `rlrun resume %s --allow-changed` continues from what is committed\n", rel, dir, rel);
+  CHECK_STREQ(out, want);
+  CHECK(strstr(out, "stays resumable") == NULL);
+  char log[2200], *text = NULL;
+  size_t tl;
+  rl_err e;
+  snprintf(log, sizeof log, "%s/logs/run.log", rd);
+  REQUIRE(rl_read_file(log, &text, &tl, &e) == 0);
+  const char *tail = strstr(want, "\nrlrun: ") + 1;
+  CHECK_MSG(tl >= strlen(tail) && !strcmp(text + tl - strlen(tail), tail), "run.log:\n%s", text);
+  free(text);
+}
+
+/* README's metrics table and what a run records cannot drift apart: a CPU run
+ * that turns on every optional metric (MoE + R3, TIS, KL and entropy terms,
+ * sync.verify, a reward with extra fields) records exactly the names the
+ * table lists (reward/<name>: the reward's own fields). */
+TEST(runs_readme_lists_every_recorded_metric) {
+  char *readme = NULL;
+  size_t len;
+  rl_err e;
+  REQUIRE(rl_read_file("README.md", &readme, &len, &e) == 0);
+  char *a = strstr(readme, "<!-- metrics:begin -->"), *b = a ? strstr(a, "<!-- metrics:end -->") : NULL;
+  REQUIRE(a && b);
+  *b = 0;
+  char *names[64];
+  int n = 0;
+  for (char *l = strstr(a, "\n| `"); l && n < 64; l = strstr(l + 1, "\n| `")) {
+    char *end = strchr(l + 4, '`');
+    if (!end) break;
+    names[n++] = strndup(l + 4, (size_t)(end - l - 4));
+  }
+  CHECK(n >= 30);
+  char dir[1024], out[16384], rd[2048], p[1200];
+  snprintf(dir, sizeof dir, "%s/m", harness_tmpdir());
+  setup(dir, 1);
+  snprintf(p, sizeof p, "%s/all.yaml", dir);
+  harness_write_file(p, "base: t.yaml\n"
+                        "model:\n  init: {arch: qwen3_moe, experts: 4, top_k: 2, moe_ffn: 16}\n"
+                        "rollout: {batch: 2, samples_per_prompt: 2}\n"
+                        "train: {microbatch: 4, kl_coef: 0.01, entropy_coef: 0.01, r3: true, tis: {mode: truncate}}\n"
+                        "sync: {verify: true}\n");
+  CHECK_EQ_I64(rl(dir, "", "run all.yaml --runs-dir runs --quiet", out, sizeof out), 0);
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  char args[2300];
+  snprintf(args, sizeof args, "metrics %s --json", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  json_error_t je;
+  json_t *arr = json_loads(out, 0, &je), *row = json_array_get(arr, 0);
+  REQUIRE(json_is_object(row));
+  /* every listed name is recorded (reward/<name>: some reward/ field other than mean and std) */
+  for (int i = 0; i < n; i++) {
+    int found = json_object_get(row, names[i]) != NULL;
+    if (!strcmp(names[i], "reward/<name>")) found = json_object_get(row, "reward/exact") != NULL;
+    CHECK_MSG(found, "README lists metric %s, the run did not record it:\n%s", names[i], out);
+  }
+  /* every recorded name is listed */
+  const char *key;
+  json_t *v;
+  json_object_foreach(row, key, v) {
+    if (!strcmp(key, "iteration")) continue;
+    int listed = !strcmp(key, "reward/exact") || !strcmp(key, "reward/length_ok"); /* digit_match.lua's fields */
+    for (int i = 0; i < n && !listed; i++) listed = !strcmp(names[i], key);
+    CHECK_MSG(listed, "the run recorded metric %s, README's metrics table does not list it", key);
+  }
+  json_decref(arr);
+  for (int i = 0; i < n; i++) free(names[i]);
+  free(readme);
 }

@@ -184,10 +184,18 @@ TEST(sft_pending_checkpoint_and_bad_data_are_named) {
   snprintf(p, sizeof p, "mkdir -p %s && printf '{\"prompt\": \"1+1=\", \"completion\": \"2\"}\\n"
            "{\"prompt\": \"1+2=\", \"answer\": \"3\"}\\n' > %s/d.jsonl", dir, dir);
   REQUIRE(harness_run(p, NULL, 0) == 0);
-  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s --set data.prompts=%s/d.jsonl "
+  /* refused by validation, the line named, before any run directory exists */
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/runs --set data.prompts=%s/d.jsonl "
            "--set rollout.batch=2 --set train.microbatch=2 --quiet", dir, dir);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
-  CHECK_CONTAINS(out, "example 2 of the data file has no string field \"completion\"");
+  snprintf(p, sizeof p, "rlrun run: --set data.prompts=%s/d.jsonl: %s/d.jsonl:2: no string field \"completion\" "
+           "(the target text): train.algorithm sft needs {\"prompt\": \"...\", \"completion\": \"...\"}\n", dir, dir);
+  CHECK_STREQ(out, p);
+  snprintf(p, sizeof p, "test -e %s/runs", dir);
+  CHECK(harness_run(p, NULL, 0) != 0);
+  snprintf(args, sizeof args, "validate recipes/sft-demo-cpu.yaml --set data.prompts=%s/d.jsonl", dir);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "d.jsonl:2: no string field \"completion\"");
 }
 
 TEST(runs_lock_refuses_a_second_writer_readers_still_work) {
