@@ -30,20 +30,69 @@ int model_config_load_hf(const char *dir, model_config *c, rl_err *e) {
 
 /* ---------------------------------------------------------------- creation */
 
-/* Append a parameter [rows][cols] named printf-style. */
-static model_param *add_param(model *m, int keep_f32, int64_t rows, int64_t cols, const char *fmt,
-                              ...) __attribute__((format(printf, 5, 6)));
-static model_param *add_param(model *m, int keep_f32, int64_t rows, int64_t cols, const char *fmt,
-                              ...) {
+/* A parameter shaped as spec s, zeroed. */
+static model_param *add_param(model *m, int keep_f32, const model_tensor_spec *s) {
   model_param *p = &m->params[m->n_params++];
+  snprintf(p->name, sizeof p->name, "%s", s->name);
+  p->rows = s->rows, p->cols = s->cols;
+  p->w = rl_xcalloc((size_t)(p->rows * p->cols), sizeof(uint16_t));
+  if (keep_f32) p->w32 = rl_xcalloc((size_t)(p->rows * p->cols), sizeof(float));
+  return p;
+}
+
+/* Append spec [rows][cols] named printf-style. */
+static void add_spec(model_tensor_spec *v, int *n, int64_t rows, int64_t cols, const char *dims, const char *fmt,
+                     ...) __attribute__((format(printf, 6, 7)));
+static void add_spec(model_tensor_spec *v, int *n, int64_t rows, int64_t cols, const char *dims, const char *fmt,
+                     ...) {
+  model_tensor_spec *s = &v[(*n)++];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(p->name, sizeof p->name, fmt, ap);
+  vsnprintf(s->name, sizeof s->name, fmt, ap);
   va_end(ap);
-  p->rows = rows, p->cols = cols;
-  p->w = rl_xcalloc((size_t)(rows * cols), sizeof(uint16_t));
-  if (keep_f32) p->w32 = rl_xcalloc((size_t)(rows * cols), sizeof(float));
-  return p;
+  s->rows = rows, s->cols = cols, s->dims = dims;
+  s->vec = cols == 1 && strstr(s->name, "norm") != NULL;
+}
+
+int model_tensor_specs(const model_config *c, model_tensor_spec **out) {
+  int64_t H = c->hidden_size, L = c->num_hidden_layers, E = c->num_experts;
+  int64_t qd = c->num_attention_heads * c->head_dim, kd = c->num_key_value_heads * c->head_dim;
+  int64_t cap = 3 + 11 * L;
+  for (int64_t l = 0; l < L; l++)
+    if (model_config_layer_is_moe(c, l)) cap += 3 * E;
+  model_tensor_spec *v = rl_xcalloc((size_t)cap, sizeof *v);
+  int n = 0;
+  const char *pre = "model.layers", *ex = "mlp.experts";
+  const char *hq = "[num_attention_heads × head_dim, hidden_size]", *hkv = "[num_key_value_heads × head_dim, hidden_size]";
+  add_spec(v, &n, c->vocab_size, H, "[vocab_size, hidden_size]", "model.embed_tokens.weight");
+  for (int l = 0; l < (int)L; l++) { /* model_create wires the layers in this order */
+    add_spec(v, &n, H, 1, "[hidden_size]", "%s.%d.input_layernorm.weight", pre, l);
+    add_spec(v, &n, qd, H, hq, "%s.%d.self_attn.q_proj.weight", pre, l);
+    add_spec(v, &n, kd, H, hkv, "%s.%d.self_attn.k_proj.weight", pre, l);
+    add_spec(v, &n, kd, H, hkv, "%s.%d.self_attn.v_proj.weight", pre, l);
+    add_spec(v, &n, H, qd, "[hidden_size, num_attention_heads × head_dim]", "%s.%d.self_attn.o_proj.weight", pre, l);
+    add_spec(v, &n, c->head_dim, 1, "[head_dim]", "%s.%d.self_attn.q_norm.weight", pre, l);
+    add_spec(v, &n, c->head_dim, 1, "[head_dim]", "%s.%d.self_attn.k_norm.weight", pre, l);
+    add_spec(v, &n, H, 1, "[hidden_size]", "%s.%d.post_attention_layernorm.weight", pre, l);
+    if (!model_config_layer_is_moe(c, l)) {
+      int64_t I = c->intermediate_size;
+      add_spec(v, &n, I, H, "[intermediate_size, hidden_size]", "%s.%d.mlp.gate_proj.weight", pre, l);
+      add_spec(v, &n, I, H, "[intermediate_size, hidden_size]", "%s.%d.mlp.up_proj.weight", pre, l);
+      add_spec(v, &n, H, I, "[hidden_size, intermediate_size]", "%s.%d.mlp.down_proj.weight", pre, l);
+      continue;
+    }
+    int64_t Im = c->moe_intermediate_size;
+    add_spec(v, &n, E, H, "[num_experts, hidden_size]", "%s.%d.mlp.gate.weight", pre, l);
+    for (int x = 0; x < (int)E; x++) {
+      add_spec(v, &n, Im, H, "[moe_intermediate_size, hidden_size]", "%s.%d.%s.%d.gate_proj.weight", pre, l, ex, x);
+      add_spec(v, &n, Im, H, "[moe_intermediate_size, hidden_size]", "%s.%d.%s.%d.up_proj.weight", pre, l, ex, x);
+      add_spec(v, &n, H, Im, "[hidden_size, moe_intermediate_size]", "%s.%d.%s.%d.down_proj.weight", pre, l, ex, x);
+    }
+  }
+  add_spec(v, &n, H, 1, "[hidden_size]", "model.norm.weight");
+  if (!c->tie_word_embeddings) add_spec(v, &n, c->vocab_size, H, "[vocab_size, hidden_size]", "lm_head.weight");
+  *out = v;
+  return n;
 }
 
 /* A linear layer over parameter p. */
@@ -92,45 +141,45 @@ int model_create(const model_config *c, const model_load_opts *o, model **out, r
   m->Im = (int)c->moe_intermediate_size;
   m->eps = (float)c->rms_norm_eps, m->theta = (float)c->rope_theta;
   m->has_f32 = f32;
-  int H = m->H, L = m->L, qd = m->nq * m->hd, kd = m->nkv * m->hd;
-  int n = 3 + 11 * L;
-  for (int l = 0; l < L; l++)
-    if (model_config_layer_is_moe(c, l)) n += 3 * m->E;
+  model_tensor_spec *sp;
+  int n = model_tensor_specs(c, &sp), k = 0;
   m->params = rl_xcalloc((size_t)n, sizeof(model_param));
-  m->layers = rl_xcalloc((size_t)L, sizeof(model_layer));
-  m->embed = add_param(m, f32, m->V, H, "model.embed_tokens.weight");
-  for (int l = 0; l < L; l++) {
+  m->layers = rl_xcalloc((size_t)m->L, sizeof(model_layer));
+  /* in model_tensor_specs' order */
+#define NEXT() add_param(m, f32, &sp[k++])
+  m->embed = NEXT();
+  for (int l = 0; l < m->L; l++) {
     model_layer *y = &m->layers[l];
-    const char *pre = "model.layers";
     y->moe = model_config_layer_is_moe(c, l);
-    y->ln1 = add_param(m, f32, H, 1, "%s.%d.input_layernorm.weight", pre, l);
-    y->q = mk_linear(add_param(m, f32, qd, H, "%s.%d.self_attn.q_proj.weight", pre, l), LINEAR_ATTN);
-    y->k = mk_linear(add_param(m, f32, kd, H, "%s.%d.self_attn.k_proj.weight", pre, l), LINEAR_ATTN);
-    y->v = mk_linear(add_param(m, f32, kd, H, "%s.%d.self_attn.v_proj.weight", pre, l), LINEAR_ATTN);
-    y->o = mk_linear(add_param(m, f32, H, qd, "%s.%d.self_attn.o_proj.weight", pre, l), LINEAR_ATTN);
-    y->q_norm = add_param(m, f32, m->hd, 1, "%s.%d.self_attn.q_norm.weight", pre, l);
-    y->k_norm = add_param(m, f32, m->hd, 1, "%s.%d.self_attn.k_norm.weight", pre, l);
-    y->ln2 = add_param(m, f32, H, 1, "%s.%d.post_attention_layernorm.weight", pre, l);
+    y->ln1 = NEXT();
+    y->q = mk_linear(NEXT(), LINEAR_ATTN);
+    y->k = mk_linear(NEXT(), LINEAR_ATTN);
+    y->v = mk_linear(NEXT(), LINEAR_ATTN);
+    y->o = mk_linear(NEXT(), LINEAR_ATTN);
+    y->q_norm = NEXT();
+    y->k_norm = NEXT();
+    y->ln2 = NEXT();
     if (!y->moe) {
-      y->gate = mk_linear(add_param(m, f32, m->I, H, "%s.%d.mlp.gate_proj.weight", pre, l), LINEAR_MLP);
-      y->up = mk_linear(add_param(m, f32, m->I, H, "%s.%d.mlp.up_proj.weight", pre, l), LINEAR_MLP);
-      y->down = mk_linear(add_param(m, f32, H, m->I, "%s.%d.mlp.down_proj.weight", pre, l), LINEAR_MLP);
+      y->gate = mk_linear(NEXT(), LINEAR_MLP);
+      y->up = mk_linear(NEXT(), LINEAR_MLP);
+      y->down = mk_linear(NEXT(), LINEAR_MLP);
       continue;
     }
-    y->router = mk_linear(add_param(m, f32, m->E, H, "%s.%d.mlp.gate.weight", pre, l), LINEAR_ROUTER);
+    y->router = mk_linear(NEXT(), LINEAR_ROUTER);
     y->eg = rl_xcalloc((size_t)m->E, sizeof(model_linear));
     y->eu = rl_xcalloc((size_t)m->E, sizeof(model_linear));
     y->ed = rl_xcalloc((size_t)m->E, sizeof(model_linear));
     for (int x = 0; x < m->E; x++) {
-      const char *ex = "mlp.experts";
-      y->eg[x] = mk_linear(add_param(m, f32, m->Im, H, "%s.%d.%s.%d.gate_proj.weight", pre, l, ex, x), LINEAR_EXPERT);
-      y->eu[x] = mk_linear(add_param(m, f32, m->Im, H, "%s.%d.%s.%d.up_proj.weight", pre, l, ex, x), LINEAR_EXPERT);
-      y->ed[x] = mk_linear(add_param(m, f32, H, m->Im, "%s.%d.%s.%d.down_proj.weight", pre, l, ex, x), LINEAR_EXPERT);
+      y->eg[x] = mk_linear(NEXT(), LINEAR_EXPERT);
+      y->eu[x] = mk_linear(NEXT(), LINEAR_EXPERT);
+      y->ed[x] = mk_linear(NEXT(), LINEAR_EXPERT);
     }
   }
-  m->final_norm = add_param(m, f32, H, 1, "model.norm.weight");
+  m->final_norm = NEXT();
   if (c->tie_word_embeddings) m->lm_head = mk_linear(m->embed, LINEAR_LM_HEAD);
-  else m->lm_head = mk_linear(add_param(m, f32, m->V, H, "lm_head.weight"), LINEAR_LM_HEAD);
+  else m->lm_head = mk_linear(NEXT(), LINEAR_LM_HEAD);
+#undef NEXT
+  free(sp);
   quant_policy_init(&m->policy, QFMT_BF16, QFMT_BF16);
   m->quantized = 1; /* the BF16 views point at the master */
   *out = m;
@@ -215,6 +264,60 @@ int model_keep_bf16_rule(const char *name, const char *const *patterns, int n_pa
   if (l >= 0 && l < first) return MODEL_KEEP_FIRST;
   if (l >= 0 && last > 0 && l >= L - last) return MODEL_KEEP_LAST;
   return MODEL_KEEP_NONE;
+}
+
+int model_keep_bf16_pattern_check(const char *pat, rl_err *e) {
+  static const char *const classes[] = {"alnum", "alpha", "blank", "cntrl", "digit", "graph",
+                                        "lower", "print", "punct", "space", "upper", "xdigit"};
+  if (!*pat) return rl_errf(e, RL_EXIT_USAGE, "the pattern is empty; give a glob such as '*.o_proj'");
+  for (size_t i = 0; pat[i];) {
+    if (pat[i] == '\\') {
+      if (!pat[i + 1])
+        return rl_errf(e, RL_EXIT_USAGE, "pattern '%s' ends in a lone '\\' (an escape with nothing to escape); "
+                       "remove it", pat);
+      i += 2;
+      continue;
+    }
+    if (pat[i] != '[') {
+      i++;
+      continue;
+    }
+    size_t j = i + 1;
+    if (pat[j] == '!' || pat[j] == '^') j++;
+    if (pat[j] == ']') j++; /* a ']' first is a member */
+    while (pat[j] && pat[j] != ']') {
+      if (pat[j] == '[' && (pat[j + 1] == ':' || pat[j + 1] == '=' || pat[j + 1] == '.')) {
+        char d = pat[j + 1];
+        const char *end = pat + j + 2;
+        while (*end && !(end[0] == d && end[1] == ']')) end++;
+        if (!*end)
+          return rl_errf(e, RL_EXIT_USAGE, "pattern '%s': '[%c' at position %zu is not closed by '%c]'", pat, d,
+                         j + 1, d);
+        if (d == ':') {
+          size_t len = (size_t)(end - (pat + j + 2)), k = 0;
+          while (k < sizeof classes / sizeof *classes &&
+                 !(strlen(classes[k]) == len && !strncmp(classes[k], pat + j + 2, len)))
+            k++;
+          if (k == sizeof classes / sizeof *classes)
+            return rl_errf(e, RL_EXIT_USAGE,
+                           "pattern '%s': [:%.*s:] at position %zu is not a character class (alnum, alpha, digit, "
+                           "lower, upper, ...)",
+                           pat, (int)len, pat + j + 2, j + 1);
+        }
+        j = (size_t)(end - pat) + 2;
+        continue;
+      }
+      if (pat[j] == '\\' && pat[j + 1]) j++;
+      j++;
+    }
+    if (!pat[j])
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "pattern '%s': the '[' at position %zu opens a bracket expression that no ']' closes (tensor "
+                     "names hold no '['); close it, e.g. 'model.layers.[0-3].*'",
+                     pat, i + 1);
+    i = j + 1;
+  }
+  return 0;
 }
 
 void model_keep_bf16(model *m, const char *const *patterns, int n_patterns, int64_t first, int64_t last) {
@@ -323,25 +426,161 @@ static int load_quantized(st_ckpt *ck, st_file *f, const st_tensor *t, model_par
   return rc;
 }
 
-/* Load parameter p from the checkpoint into w (and w32). */
+/* "[a, b]" of a tensor's shape (or of rows, cols: ndim 2, or rows only: 1) into buf. */
+static const char *shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
+  size_t l = (size_t)snprintf(buf, n, "[");
+  for (int d = 0; d < ndim && l < n; d++) l += (size_t)snprintf(buf + l, n - l, "%s%lld", d ? ", " : "", (long long)shape[d]);
+  if (l < n) snprintf(buf + l, n - l, "]");
+  return buf;
+}
+
+/* The file name of a checkpoint file (its path without the directory). */
+static const char *file_base(const st_file *f) {
+  const char *p = st_file_path(f), *b = strrchr(p, '/');
+  return b ? b + 1 : p;
+}
+
+/* Which model.layers.N a name is in (N of a "model.layers.N." prefix), or -1. */
+static int64_t ckpt_layer(const char *name) {
+  if (strncmp(name, "model.layers.", 13)) return -1;
+  return model_layer_of_name(name);
+}
+
+/* The routed expert X of a ".mlp.experts.X." name, or -1. */
+static int64_t ckpt_expert(const char *name) {
+  const char *p = strstr(name, ".mlp.experts.");
+  if (!p || ckpt_layer(name) < 0) return -1;
+  p += 13;
+  int64_t v = 0;
+  if (*p < '0' || *p > '9') return -1;
+  while (*p >= '0' && *p <= '9' && v < (1 << 30)) v = v * 10 + (*p++ - '0');
+  return *p == '.' ? v : -1;
+}
+
+static int spec_cmp(const void *a, const void *b) {
+  return strcmp(((const model_tensor_spec *)a)->name, ((const model_tensor_spec *)b)->name);
+}
+
+/* Is `name` an expected tensor or one of its quantization companions? */
+static int ckpt_used(const model_tensor_spec *sorted, int n, const char *name) {
+  static const char *const sfx[] = {".weight_scale_inv", ".weight_scale_2", ".weight_scale", ".input_scale"};
+  model_tensor_spec key;
+  snprintf(key.name, sizeof key.name, "%s", name);
+  if (strlen(name) < sizeof key.name && bsearch(&key, sorted, (size_t)n, sizeof key, spec_cmp)) return 1;
+  size_t l = strlen(name);
+  for (size_t i = 0; i < sizeof sfx / sizeof *sfx; i++) {
+    size_t k = strlen(sfx[i]);
+    if (l <= k || strcmp(name + l - k, sfx[i]) || l - k + 7 >= sizeof key.name) continue;
+    snprintf(key.name, sizeof key.name, "%.*s.weight", (int)(l - k), name);
+    if (bsearch(&key, sorted, (size_t)n, sizeof key, spec_cmp)) return 1;
+  }
+  return 0;
+}
+
+/* One expected tensor against the checkpoint: present, a dtype the model
+ * reads, the shape the config implies. */
+static int ckpt_check_spec(st_ckpt *ck, const model_tensor_spec *s, const model_ckpt_report *r, rl_err *e) {
+  const st_tensor *t;
+  st_file *f = st_ckpt_find(ck, s->name, &t);
+  char want[64], got[96];
+  int64_t wsh[2] = {s->rows, s->cols};
+  shape_str(want, sizeof want, s->vec ? 1 : 2, wsh);
+  if (!f) {
+    char also[MODEL_NAME_MAX + 160] = "";
+    if (r->n_unused)
+      snprintf(also, sizeof also, "; it holds %d tensor%s this config does not use, %s'%s' (renamed?)",
+               r->n_unused, r->n_unused == 1 ? "" : "s", r->n_unused == 1 ? "" : "the first ", r->first_unused);
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "the checkpoint has no tensor '%s' (config.json implies %s = %s)%s: the config and the weights "
+                   "disagree; use the config.json these weights came with, or re-export the checkpoint with "
+                   "Hugging Face's tensor names",
+                   s->name, want, s->dims, also);
+  }
+  shape_str(got, sizeof got, t->ndim, t->shape);
+  int fl = t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16;
+  int q = !s->vec && (t->dtype == ST_F8_E4M3 || t->dtype == ST_U8);
+  if (!fl && !q)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "tensor '%s' (%s) has dtype %s; the model reads F32, BF16, F16 and the fp8-block, mxfp8 and "
+                   "nvfp4 checkpoint formats%s",
+                   s->name, file_base(f), st_dtype_name(t->dtype),
+                   s->vec ? " (norm weights unquantized)" : "");
+  int64_t K = t->dtype == ST_U8 ? quant_cdiv(s->cols, 2) : s->cols;
+  int ok = s->vec ? t->ndim == 1 && t->shape[0] == s->rows : t->ndim == 2 && t->shape[0] == s->rows && t->shape[1] == K;
+  if (ok) return 0;
+  if (t->dtype == ST_U8) {
+    int64_t qsh[2] = {s->rows, K};
+    char packed[64];
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "tensor '%s' (%s) is U8 %s, but config.json implies %s = %s, which nvfp4 stores as U8 %s (two "
+                   "values a byte): the config and the weights disagree; use the config.json these weights came "
+                   "with, or re-export the checkpoint",
+                   s->name, file_base(f), got, want, s->dims, shape_str(packed, sizeof packed, 2, qsh));
+  }
+  const char *hint = !s->vec && t->ndim == 2 && t->shape[0] == s->cols && t->shape[1] == s->rows && s->rows != s->cols
+                         ? " (transposed? checkpoints store a linear weight as [out features, in features])"
+                         : "";
+  return rl_errf(e, RL_EXIT_USAGE,
+                 "tensor '%s' (%s) has shape %s, but config.json implies %s = %s%s: the config and the weights "
+                 "disagree; use the config.json these weights came with, or re-export the checkpoint",
+                 s->name, file_base(f), got, want, s->dims, hint);
+}
+
+int model_ckpt_check(const model_config *c, st_ckpt *ck, model_ckpt_report *r, rl_err *e) {
+  model_ckpt_report local;
+  if (!r) r = &local;
+  memset(r, 0, sizeof *r);
+  model_tensor_spec *sp;
+  int n = model_tensor_specs(c, &sp), rc = 0;
+  model_tensor_spec *sorted = rl_xmalloc(sizeof *sorted * (size_t)(n + 1));
+  memcpy(sorted, sp, sizeof *sorted * (size_t)n);
+  qsort(sorted, (size_t)n, sizeof *sorted, spec_cmp);
+  /* the layers and experts the weights hold, against the config's counts */
+  int64_t top_l = -1, top_x = -1;
+  const char *top_x_name = NULL;
+  for (int fi = 0; fi < st_ckpt_n_files(ck); fi++) {
+    const st_header *h = st_file_header(st_ckpt_file(ck, fi));
+    for (int i = 0; i < h->n_tensors; i++) {
+      const char *nm = h->tensors[i].name;
+      int64_t l = ckpt_layer(nm), x = ckpt_expert(nm);
+      if (l > top_l) top_l = l;
+      if (x > top_x) top_x = x, top_x_name = nm;
+      if (!ckpt_used(sorted, n, nm) && !r->n_unused++) snprintf(r->first_unused, sizeof r->first_unused, "%s", nm);
+    }
+  }
+  if (top_l < 0)
+    rc = rl_errf(e, RL_EXIT_USAGE,
+                 "config.json says num_hidden_layers = %lld, but the checkpoint holds no model.layers.N tensor: the "
+                 "config and the weights disagree; use the config.json these weights came with",
+                 (long long)c->num_hidden_layers);
+  else if (top_l + 1 != c->num_hidden_layers)
+    rc = rl_errf(e, RL_EXIT_USAGE,
+                 "config.json says num_hidden_layers = %lld, but the checkpoint's tensors are for %lld layers "
+                 "(model.layers.0 to model.layers.%lld): the config and the weights disagree; fix "
+                 "num_hidden_layers or use the config.json these weights came with",
+                 (long long)c->num_hidden_layers, (long long)(top_l + 1), (long long)top_l);
+  else if (top_x >= c->num_experts && c->kind != MODEL_KIND_QWEN3_MOE)
+    rc = rl_errf(e, RL_EXIT_USAGE,
+                 "tensor '%s' is for routed expert %lld, but config.json's model_type qwen3 is dense (no experts): "
+                 "the config and the weights disagree; use the config.json these weights came with (qwen3_moe?)",
+                 top_x_name, (long long)top_x);
+  else if (top_x >= c->num_experts)
+    rc = rl_errf(e, RL_EXIT_USAGE,
+                 "tensor '%s' is for routed expert %lld, but config.json has num_experts = %lld (experts 0 to %lld): "
+                 "the config and the weights disagree; fix num_experts or use the config.json these weights came with",
+                 top_x_name, (long long)top_x, (long long)c->num_experts, (long long)(c->num_experts - 1));
+  for (int i = 0; i < n && !rc; i++) rc = ckpt_check_spec(ck, &sp[i], r, e);
+  free(sp), free(sorted);
+  return rc;
+}
+
+/* Load parameter p (checked by model_ckpt_check) from the checkpoint into w (and w32). */
 static int load_param(st_ckpt *ck, model_param *p, rl_err *e) {
   const st_tensor *t;
   st_file *f = st_ckpt_find(ck, p->name, &t);
-  if (!f)
-    return rl_errf(e, RL_EXIT_USAGE,
-                   "the checkpoint has no tensor '%s' (expected [%lld, %lld] for this config)",
-                   p->name, (long long)p->rows, (long long)p->cols);
   size_t n = (size_t)(p->rows * p->cols);
-  int vec = p->cols == 1 && strstr(p->name, "norm");
-  int shape_ok = vec ? (t->ndim == 1 && t->shape[0] == p->rows)
-                     : (t->ndim == 2 && t->shape[0] == p->rows && t->shape[1] == p->cols);
+  if (!f) return rl_errf(e, RL_EXIT_FAIL, "tensor '%s' vanished from the checkpoint", p->name);
   if (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16) {
-    if (!shape_ok)
-      return rl_errf(e, RL_EXIT_USAGE,
-                     "%s: tensor '%s' has shape [%lld%s%lld] but the config implies [%lld, %lld]",
-                     st_file_path(f), p->name, (long long)t->shape[0], t->ndim > 1 ? ", " : " ",
-                     t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)p->rows,
-                     (long long)p->cols);
     void *buf = read_tensor(f, t, e);
     if (!buf) return e->code;
     if (t->dtype == ST_BF16) {
@@ -358,17 +597,11 @@ static int load_param(st_ckpt *ck, model_param *p, rl_err *e) {
     free(buf);
     return 0;
   }
-  if (!vec && (t->dtype == ST_F8_E4M3 || t->dtype == ST_U8)) {
-    float *x = p->w32 ? p->w32 : rl_xmalloc(n * sizeof(float));
-    int rc = load_quantized(ck, f, t, p, x, e);
-    if (!rc) ops_bf16_from_f32_cpu(p->w, x, n);
-    if (x != p->w32) free(x);
-    return rc;
-  }
-  return rl_errf(e, RL_EXIT_USAGE,
-                 "%s: tensor '%s' has dtype %s; the model loads F32, BF16, F16 and the fp8-block, "
-                 "mxfp8 and nvfp4 checkpoint formats",
-                 st_file_path(f), p->name, st_dtype_name(t->dtype));
+  float *x = p->w32 ? p->w32 : rl_xmalloc(n * sizeof(float));
+  int rc = load_quantized(ck, f, t, p, x, e);
+  if (!rc) ops_bf16_from_f32_cpu(p->w, x, n);
+  if (x != p->w32) free(x);
+  return rc;
 }
 
 int model_load(const char *dir, const model_load_opts *o, model **out, rl_err *e) {
@@ -385,6 +618,8 @@ int model_load(const char *dir, const model_load_opts *o, model **out, rl_err *e
     model_free(m);
     return rc;
   }
+  /* every tensor there with its shape before anything is read */
+  rc = model_ckpt_check(&m->cfg, ck, NULL, e);
   for (int i = 0; i < m->n_params && !rc; i++) rc = load_param(ck, &m->params[i], e);
   st_ckpt_close(ck);
   if (rc) {

@@ -124,9 +124,42 @@ void model_free(model *m);
 int model_config_load_hf(const char *dir, model_config *c, rl_err *e);
 /* Load an HF directory: config.json + safetensors (single, sharded, or every
  * *.safetensors), hub tensor names. Weights F32/BF16/F16, or fp8-block,
- * mxfp8, nvfp4 quantized tensors (dequantized to BF16). Every expected tensor
- * must be present with its shape; errors name the tensor and the file. */
+ * mxfp8, nvfp4 quantized tensors (dequantized to BF16). The checkpoint is
+ * checked first (model_ckpt_check): as many layers as num_hidden_layers, every
+ * expected tensor present with its shape; errors name the tensor and the file. */
 int model_load(const char *dir, const model_load_opts *o, model **out, rl_err *e);
+/* One tensor a config implies (hub name, shape): what model_create allocates
+ * and what model_load and `rlrun convert` expect of a checkpoint.
+ * model_tensor_specs lists them for config c in m->params order (lm_head only
+ * when untied) into *out (malloc'd; free it); returns how many. */
+typedef struct model_tensor_spec {
+  char name[MODEL_NAME_MAX];
+  int64_t rows, cols; /* a vector has cols = 1 and is stored 1-D [rows] */
+  int vec;            /* a norm weight (a vector) */
+  const char *dims;   /* the config keys of the shape, e.g. "[vocab_size, hidden_size]" */
+} model_tensor_spec;
+int model_tensor_specs(const model_config *c, model_tensor_spec **out);
+
+/* What model_ckpt_check found besides the expected tensors. */
+typedef struct model_ckpt_report {
+  int n_unused;                 /* tensors no expected tensor uses (neither one nor its quantization scales) */
+  char first_unused[MODEL_NAME_MAX + 64]; /* the first of them, in file order ("" when none) */
+} model_ckpt_report;
+struct st_ckpt;
+/* Check a checkpoint against config c without reading tensor data: its
+ * layers (model.layers.N) match num_hidden_layers, its experts num_experts,
+ * and every tensor of model_tensor_specs is there with its shape (1-D for a
+ * norm; [rows, cols] for F32/BF16/F16 and F8_E4M3 (fp8-block, mxfp8); U8
+ * [rows, ceil(cols/2)] for nvfp4) and one of those dtypes. Other tensors are
+ * not an error (model_load ignores them, convert copies them): counted in r
+ * (may be NULL). 0, or RL_EXIT_USAGE naming the tensor (and its file),
+ * expected and found shape; the caller prefixes the directory. */
+int model_ckpt_check(const model_config *c, struct st_ckpt *ck, model_ckpt_report *r, rl_err *e);
+/* A --keep-bf16 / precision.keep_bf16 glob that fnmatch can use as written:
+ * 0, or RL_EXIT_USAGE saying what is wrong where (an unclosed '[' bracket
+ * expression or [:class:], an unknown character class, a trailing backslash,
+ * an empty pattern); fnmatch itself takes those silently, matching no tensor. */
+int model_keep_bf16_pattern_check(const char *pattern, rl_err *e);
 /* The parameter with checkpoint name `name`, or NULL. */
 model_param *model_find_param(model *m, const char *name);
 /* Copy w32 → w (BF16 RNE) for every parameter (after editing FP32 weights). */

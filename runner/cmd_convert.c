@@ -19,14 +19,17 @@ static const char convert_usage[] =
     "nearest-even). nvfp4 applies to routed MoE experts only (a model without any is\n"
     "refused). F32/F16 weights are\n"
     "quantized from their own values (on the CPU), not from their BF16 rounding.\n"
-    "Tokenizer and other files are copied.\n"
+    "Tokenizer and other files are copied. The weights are checked against config.json\n"
+    "first, as `rlrun score` loads them: every tensor it implies present with its shape, as\n"
+    "many layers as num_hidden_layers (tensors the model does not use are noted and kept).\n"
     "\n"
     "options:\n"
     "  --in DIR                 input model directory (config.json + *.safetensors)\n"
     "  --out DIR                output directory (built under a temporary name, then renamed)\n"
     "  --to FORMAT              fp8-block, mxfp8, nvfp4 or bf16\n"
     "  --keep-bf16 PATTERN      keep tensors whose name or module name matches the glob\n"
-    "                           PATTERN in BF16 (repeatable), e.g. '*.self_attn.*'\n"
+    "                           PATTERN in BF16 (repeatable), e.g. '*.self_attn.*'; a broken\n"
+    "                           glob (an unclosed '[') is refused\n"
     "  --scale-fmt ue8m0|fp32   fp8-block scales as powers of two (default fp32; mxfp8 is ue8m0)\n"
     "  --bf16-first-layers N    keep layers 0..N-1 in BF16\n"
     "  --bf16-last-layers N     keep the last N layers in BF16\n"
@@ -38,7 +41,8 @@ static const char convert_usage[] =
     "  --quiet                  no per-tensor output\n"
     "\n"
     "exit codes: 0 done, 1 I/O failure, 2 invalid input or options (unknown architecture,\n"
-    "corrupt checkpoint, non-finite weights), 3 --device cuda without a usable GPU\n";
+    "corrupt checkpoint, weights that disagree with config.json, non-finite weights),\n"
+    "3 --device cuda without a usable GPU\n";
 
 /* The value of option argv[*i] ("--opt VALUE" or "--opt=VALUE"), or NULL. A
  * following "--…" argument is an option, not this one's value: *missing is set

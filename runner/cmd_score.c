@@ -32,9 +32,12 @@ static const char score_usage[] =
     "  --emulate            allow MXFP8/NVFP4 emulation on GPUs without native support\n"
     "                       (the CPU always runs the exact reference)\n"
     "  --device D           cpu (default) | cuda (the CUDA model; not with --precision fp32)\n"
-    "  --batch-tokens N     pack sequences into forwards of up to N tokens (default 4096)\n"
+    "  --batch-tokens N     pack sequences into forwards of up to N tokens (default 4096,\n"
+    "                       at most 1048576)\n"
     "\n"
-    "The weights are checked first: a NaN or Inf names its tensor, row and column (exit 2).\n"
+    "The checkpoint is checked first: every tensor config.json implies present with its shape, as\n"
+    "many layers as num_hidden_layers, and no NaN or Inf (named by tensor, row and column); exit 2.\n"
+    "A sequence longer than the model's max_position_embeddings is refused (file:line, exit 2).\n"
     "\n"
     "exit codes: 0 ok, 1 I/O failure, 2 bad arguments or input (file:line named; a weight that\n"
     "            is not finite, or values so large the forward overflows),\n"
@@ -46,16 +49,33 @@ typedef struct score_seq {
   int n;
 } score_seq;
 
-/* Parse one input line into s; errors name file and line. */
-static int score_parse_line(const char *what, long lineno, const char *line, int V, score_seq *s,
-                            rl_err *e) {
+#define SCORE_MAX_BATCH_TOKENS (1 << 20)
+
+/* Parse one input line (len bytes) into s; errors name file and line. A
+ * sequence longer than max_pos (the model's max_position_embeddings) is
+ * refused before anything runs on it. */
+static int score_parse_line(const char *what, long lineno, const char *line, size_t len, int V, int64_t max_pos,
+                            score_seq *s, rl_err *e) {
+  const char *nul = memchr(line, 0, len);
+  if (nul) /* json_loads would stop there and take the line as valid */
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "%s:%ld:%ld: a NUL byte (0x00) in the line; each line is one JSON object {\"tokens\": [...]} "
+                   "and nothing else",
+                   what, lineno, (long)(nul - line) + 1);
   json_error_t je;
-  json_t *root = json_loads(line, 0, &je);
+  json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
   json_t *arr = root ? json_object_get(root, "tokens") : NULL;
   int rc = 0;
-  if (!root) rc = rl_errf(e, RL_EXIT_USAGE, "%s:%ld:%d: not valid JSON: %s", what, lineno, je.column, je.text);
+  if (!root)
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%ld:%d: not valid JSON: %s", what, lineno, je.column > 0 ? je.column : 1,
+                 je.text);
   else if (!json_is_array(arr))
     rc = rl_errf(e, RL_EXIT_USAGE, "%s:%ld: the line needs a \"tokens\" list of token ids", what, lineno);
+  else if ((int64_t)json_array_size(arr) > max_pos)
+    rc = rl_errf(e, RL_EXIT_USAGE,
+                 "%s:%ld: the sequence has %zu tokens, more than the model's max_position_embeddings (%lld in "
+                 "config.json); split or truncate it",
+                 what, lineno, json_array_size(arr), (long long)max_pos);
   if (!rc) {
     size_t n = json_array_size(arr);
     s->n = (int)n;
@@ -152,10 +172,15 @@ static int score_run(int argc, char **argv, rl_err *e) {
                      : !strcmp(a, "--device") ? &dev : NULL;
     if (!strcmp(a, "--emulate")) emulate = 1;
     else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
+      const char *v = argv[++i];
       char *end;
-      batch_tokens = strtol(argv[++i], &end, 10);
-      if (*end || batch_tokens < 1)
-        return rl_errf(e, RL_EXIT_USAGE, "--batch-tokens needs a positive integer");
+      errno = 0;
+      long long bt = strtoll(v, &end, 10);
+      if (!*v || *end || errno || bt < 1 || bt > SCORE_MAX_BATCH_TOKENS)
+        return rl_errf(e, RL_EXIT_USAGE,
+                       "--batch-tokens '%s' is not an integer in [1, %d] (tokens per forward; default 4096)", v,
+                       SCORE_MAX_BATCH_TOKENS);
+      batch_tokens = (long)bt;
     } else if (dst && i + 1 < argc) *dst = argv[++i];
     else
       return rl_errf(e, RL_EXIT_USAGE, "%s '%s'; see `rlrun score --help`",
@@ -233,7 +258,7 @@ static int score_run(int argc, char **argv, rl_err *e) {
       if (len == 0) continue;
       if (n == cap) seqs = rl_xrealloc(seqs, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *seqs);
       seqs[n] = (score_seq){0};
-      if ((rc = score_parse_line(in, lineno, line, m->V, &seqs[n], e))) {
+      if ((rc = score_parse_line(in, lineno, line, (size_t)len, m->V, m->cfg.max_position_embeddings, &seqs[n], e))) {
         free(seqs[n].tok);
         break;
       }

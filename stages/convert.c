@@ -514,6 +514,8 @@ static int check_opts(const convert_opts *o, rl_err *e) {
   if (o->bf16_first_layers < 0 || o->bf16_last_layers < 0)
     return rl_errf(e, RL_EXIT_USAGE, "--bf16-first-layers/--bf16-last-layers must be >= 0");
   if (o->shard_size == 0) return rl_errf(e, RL_EXIT_USAGE, "--shard-size must be > 0");
+  for (int i = 0; i < o->n_keep_bf16; i++) /* fnmatch takes a broken glob silently (it matches nothing) */
+    if (model_keep_bf16_pattern_check(o->keep_bf16[i], e)) return rl_err_prefix(e, "--keep-bf16: ");
   struct stat a, b;
   if (stat(o->in_dir, &a) || !S_ISDIR(a.st_mode))
     return rl_errf(e, RL_EXIT_USAGE, "--in %s is not a directory", o->in_dir);
@@ -582,12 +584,20 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
   if (!rc) rc = check_opts_model(o, &p.cfg, e);
   if (!rc) rc = plan_source_format(&p, e);
   if (!rc) rc = st_ckpt_open(o->in_dir, &p.ck, e);
+  /* the weights against config.json as model_load checks them (names, shapes,
+   * layer and expert counts), before anything is written */
+  model_ckpt_report rep = {0};
+  if (!rc && (rc = model_ckpt_check(&p.cfg, p.ck, &rep, e))) rl_err_prefix(e, "%s: ", o->in_dir);
   if (!rc) rc = plan_build(&p, e);
   if (rc) {
     plan_free(&p);
     return rc;
   }
   FILE *log = o->log ? o->log : stderr;
+  if (rep.n_unused && !o->quiet) /* as model_load, which ignores them */
+    fprintf(log, "convert: note: %d tensor%s of %s %s not used by the model (the first: '%s'); written to the "
+                 "output all the same\n",
+            rep.n_unused, rep.n_unused == 1 ? "" : "s", o->in_dir, rep.n_unused == 1 ? "is" : "are", rep.first_unused);
   uint64_t total_in = 0;
   for (int k = 0; k < p.n_items; k++) {
     convert_item *it = &p.items[k];

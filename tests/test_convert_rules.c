@@ -73,6 +73,65 @@ static int make_dir(const char *dir, const char *cfg, const synth_tensor *ts, in
   return st_writer_finish(w, &e);
 }
 
+/* A qwen3_moe config: E experts of FFN I in layers 1.. (layer 0 dense, FFN I). */
+#define QWEN3_MOE_CFG(H, I, L, E)                                                                       \
+  "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"model_type\": \"qwen3_moe\", \"vocab_size\": 64, " \
+  "\"hidden_size\": " #H ", \"intermediate_size\": " #I ", \"moe_intermediate_size\": " #I ", "           \
+  "\"num_hidden_layers\": " #L ", \"num_attention_heads\": 2, \"num_key_value_heads\": 1, "               \
+  "\"head_dim\": 32, \"num_experts\": " #E ", \"num_experts_per_tok\": 1, \"mlp_only_layers\": [0]}"
+
+/* Every tensor of a complete QWEN3_CFG(H, I, L) checkpoint (E = 0) or
+ * QWEN3_MOE_CFG(H, I, L, E) one, as config.json implies them, in dtype dt,
+ * into ts (names kept in a static buffer: one list at a time). Entries of
+ * `over` replace the tensor of that name (dtype, shape), or are appended when
+ * new. Returns the count. */
+static int full_ckpt(synth_tensor *ts, int cap, int64_t H, int64_t I, int L, int E, st_dtype dt,
+                     const synth_tensor *over, int n_over) {
+  static char names[512][96];
+  int n = 0;
+#define T(r, c, nd, ...)                                                            \
+  do {                                                                              \
+    if (n < cap && n < 512) {                                                       \
+      snprintf(names[n], sizeof names[n], __VA_ARGS__);                             \
+      ts[n] = (synth_tensor){names[n], dt, nd, {r, c}};                             \
+      n++;                                                                          \
+    }                                                                               \
+  } while (0)
+  T(64, H, 2, "model.embed_tokens.weight");
+  for (int l = 0; l < L; l++) {
+    T(H, 0, 1, "model.layers.%d.input_layernorm.weight", l);
+    T(64, H, 2, "model.layers.%d.self_attn.q_proj.weight", l);
+    T(32, H, 2, "model.layers.%d.self_attn.k_proj.weight", l);
+    T(32, H, 2, "model.layers.%d.self_attn.v_proj.weight", l);
+    T(H, 64, 2, "model.layers.%d.self_attn.o_proj.weight", l);
+    T(32, 0, 1, "model.layers.%d.self_attn.q_norm.weight", l);
+    T(32, 0, 1, "model.layers.%d.self_attn.k_norm.weight", l);
+    T(H, 0, 1, "model.layers.%d.post_attention_layernorm.weight", l);
+    if (!E || l == 0) {
+      T(I, H, 2, "model.layers.%d.mlp.gate_proj.weight", l);
+      T(I, H, 2, "model.layers.%d.mlp.up_proj.weight", l);
+      T(H, I, 2, "model.layers.%d.mlp.down_proj.weight", l);
+      continue;
+    }
+    T(E, H, 2, "model.layers.%d.mlp.gate.weight", l);
+    for (int x = 0; x < E; x++) {
+      T(I, H, 2, "model.layers.%d.mlp.experts.%d.gate_proj.weight", l, x);
+      T(I, H, 2, "model.layers.%d.mlp.experts.%d.up_proj.weight", l, x);
+      T(H, I, 2, "model.layers.%d.mlp.experts.%d.down_proj.weight", l, x);
+    }
+  }
+  T(H, 0, 1, "model.norm.weight");
+  T(64, H, 2, "lm_head.weight");
+#undef T
+  for (int j = 0; j < n_over; j++) {
+    int k = 0;
+    while (k < n && strcmp(ts[k].name, over[j].name)) k++;
+    if (k == n && n < cap) n++;
+    if (k < n) ts[k] = over[j];
+  }
+  return n;
+}
+
 TEST(convert_decide_default_skip_list_and_formats) {
   convert_opts o;
   convert_opts_init(&o);
@@ -169,10 +228,12 @@ TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
   char in[800], o[800], cmd[4096];
   snprintf(in, sizeof in, "%s/in", d);
   snprintf(o, sizeof o, "%s/out", d);
-  synth_tensor ts[2] = {{"model.layers.0.mlp.up_proj.weight", ST_BF16, 2, {16, 64}},
-                        {"model.layers.0.mlp.experts.1.gate_proj.weight", ST_F32, 2, {16, 64}}};
+  /* a complete qwen3_moe checkpoint: layer 0 dense, layer 1 with 2 experts, one of them F32 */
+  synth_tensor f32x = {"model.layers.1.mlp.experts.1.gate_proj.weight", ST_F32, 2, {16, 64}}, ts[64];
+  int n = full_ckpt(ts, 64, 64, 16, 2, 2, ST_BF16, &f32x, 1);
+  const char *up = "model.layers.0.mlp.up_proj.weight";
   const char *fmts[2] = {"fp8-block", "mxfp8"};
-  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, 2, ts[0].name, 3 * 64 + 7, NAN) == 0);
+  REQUIRE(make_dir(in, QWEN3_MOE_CFG(64, 16, 2, 2), ts, n, up, 3 * 64 + 7, NAN) == 0);
   for (int i = 0; i < 2; i++) {
     snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, fmts[i]);
     CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
@@ -183,11 +244,10 @@ TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
    * format; nothing is left behind. */
   const char *all[3] = {"fp8-block", "mxfp8", "nvfp4"};
   for (int i = 0; i < 6; i++) {
-    REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, 2, ts[1].name, 15 * 64 + 63,
-                     i < 3 ? -INFINITY : NAN) == 0);
+    REQUIRE(make_dir(in, QWEN3_MOE_CFG(64, 16, 2, 2), ts, n, f32x.name, 15 * 64 + 63, i < 3 ? -INFINITY : NAN) == 0);
     snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, all[i % 3]);
     CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
-    CHECK_CONTAINS(out, "model.layers.0.mlp.experts.1.gate_proj.weight: 1 non-finite value(s) "
+    CHECK_CONTAINS(out, "model.layers.1.mlp.experts.1.gate_proj.weight: 1 non-finite value(s) "
                         "(Inf/NaN), first at row 15, column 63");
   }
   snprintf(cmd, sizeof cmd, "ls %s", d);
@@ -209,23 +269,19 @@ static float amax_of(const float *x, int64_t K, int64_t r0, int64_t r1, int64_t 
 
 /* An F32 checkpoint: what every format quantizes is quantized from the F32
  * values; every tensor it keeps (skip list, K % 32 for mxfp8, --keep-bf16,
- * --bf16-last-layers, non-weights) becomes BF16 (RNE), as --to bf16 does. */
+ * --bf16-last-layers, non-weights) becomes BF16 (RNE), as --to bf16 does.
+ * Tensors the model does not use (a router in a dense model, rotary
+ * inv_freq) are noted and converted like the others. */
 TEST(convert_f32_input_quantized_from_f32_and_kept_as_bf16) {
   const char *d = harness_tmpdir();
-  char in[800], cmd[4096];
+  char in[800], cmd[4096], want[2048];
   snprintf(in, sizeof in, "%s/in", d);
-  synth_tensor ts[] = {{"model.embed_tokens.weight", ST_F32, 2, {64, 64}},
-                       {"model.layers.0.self_attn.q_proj.weight", ST_F32, 2, {64, 80}},
-                       {"model.layers.0.self_attn.o_proj.weight", ST_F32, 2, {64, 64}},
-                       {"model.layers.0.mlp.up_proj.weight", ST_F32, 2, {16, 64}},
-                       {"model.layers.0.mlp.gate.weight", ST_F32, 2, {4, 64}},
-                       {"model.layers.0.input_layernorm.weight", ST_F32, 1, {64, 0}},
-                       {"model.layers.0.self_attn.rotary_emb.inv_freq", ST_F32, 1, {16, 0}},
-                       {"model.layers.1.mlp.up_proj.weight", ST_F32, 2, {16, 64}},
-                       {"lm_head.weight", ST_F32, 2, {64, 64}}};
-  int n = (int)(sizeof ts / sizeof *ts);
-  REQUIRE(make_dir(in, QWEN3_CFG(64, 16, 2), ts, n, NULL, -1, 0) == 0);
+  synth_tensor extra[2] = {{"model.layers.0.mlp.gate.weight", ST_F32, 2, {4, 64}},
+                           {"model.layers.0.self_attn.rotary_emb.inv_freq", ST_F32, 1, {16, 0}}}, ts[64];
+  int n = full_ckpt(ts, 64, 64, 80, 2, 0, ST_F32, extra, 2); /* down_proj [64, 80]: K % 32 != 0 */
+  REQUIRE(make_dir(in, QWEN3_CFG(64, 80, 2), ts, n, NULL, -1, 0) == 0);
   const char *fmts[4] = {"bf16", "fp8-block", "mxfp8", "nvfp4"};
+  const char *down = "model.layers.0.mlp.down_proj.weight", *up = "model.layers.0.mlp.up_proj.weight";
   st_ckpt *a = tc_open(in);
   REQUIRE(a != NULL);
   for (int f = 0; f < 4; f++) {
@@ -240,29 +296,37 @@ TEST(convert_f32_input_quantized_from_f32_and_kept_as_bf16) {
       continue;
     }
     REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+    snprintf(want, sizeof want, "convert: note: 2 tensors of %s are not used by the model (the first: "
+             "'model.layers.0.mlp.gate.weight'); written to the output all the same\n", in);
+    CHECK_CONTAINS(out, want);
     if (f) CHECK_CONTAINS(out, "model.embed_tokens.weight F32 [64,64] -> bf16 (cast) (embedding)");
+    if (f) CHECK_CONTAINS(out, "model.layers.0.mlp.gate.weight F32 [4,64] -> bf16 (cast) (router)");
     st_ckpt *q = tc_open(o);
     REQUIRE(q != NULL);
-    int quant[9] = {0, f == 1, 0, f == 1 || f == 2, 0, 0, 0, 0, 0}; /* mxfp8: q_proj K = 80 stays */
+    int n_quant = 0;
     for (int i = 0; i < n; i++) {
-      if (quant[i]) continue;
-      CHECK_MSG(tc_kept_bf16_bad(a, q, ts[i].name) == 0, "--to %s: %s should be BF16 (RNE) of the F32",
-                fmts[f], ts[i].name);
+      const char *nm = ts[i].name;
+      int quant = f && !strncmp(nm, "model.layers.0.", 15) && strstr(nm, "_proj.weight") && !strstr(nm, "o_proj") &&
+                  !(f == 2 && !strcmp(nm, down)); /* mxfp8: down_proj's K = 80 stays */
+      n_quant += quant;
+      if (quant) continue;
+      CHECK_MSG(tc_kept_bf16_bad(a, q, nm) == 0, "--to %s: %s should be BF16 (RNE) of the F32", fmts[f], nm);
     }
-    if (f == 1) { /* q_proj [64, 80]: one block; its scale comes from the F32 amax */
+    CHECK_EQ_I64(n_quant, f == 0 ? 0 : f == 1 ? 6 : 5);
+    if (f == 1) { /* down_proj [64, 80]: one block; its scale comes from the F32 amax */
       int64_t N, K;
-      float *x = tc_load_f32(a, ts[1].name, &N, &K), s = 0;
-      REQUIRE(tc_read(q, "model.layers.0.self_attn.q_proj.weight_scale_inv", ST_F32, &s, 4) == 0);
-      float want = amax_of(x, K, 0, N, 0, K, 0) / 448.0f;
-      CHECK_EQ_U64(qf_f32_bits(s), qf_f32_bits(want));
-      CHECK(qf_f32_bits(amax_of(x, K, 0, N, 0, K, 1) / 448.0f) != qf_f32_bits(want)); /* differs */
+      float *x = tc_load_f32(a, down, &N, &K), s = 0;
+      REQUIRE(tc_read(q, "model.layers.0.mlp.down_proj.weight_scale_inv", ST_F32, &s, 4) == 0);
+      float want_s = amax_of(x, K, 0, N, 0, K, 0) / 448.0f;
+      CHECK_EQ_U64(qf_f32_bits(s), qf_f32_bits(want_s));
+      CHECK(qf_f32_bits(amax_of(x, K, 0, N, 0, K, 1) / 448.0f) != qf_f32_bits(want_s)); /* differs */
       free(x);
     }
-    if (f == 2) { /* up_proj [16, 64]: E8M0 of each 1×32 block's F32 amax */
-      float *x = tc_load_f32(a, ts[3].name, NULL, NULL);
-      uint8_t e8[32];
-      REQUIRE(tc_read(q, "model.layers.0.mlp.up_proj.weight_scale_inv", ST_U8, e8, 32) == 0);
-      for (int b = 0; b < 32; b++)
+    if (f == 2) { /* up_proj [80, 64]: E8M0 of each 1×32 block's F32 amax */
+      float *x = tc_load_f32(a, up, NULL, NULL);
+      uint8_t e8[160];
+      REQUIRE(tc_read(q, "model.layers.0.mlp.up_proj.weight_scale_inv", ST_U8, e8, 160) == 0);
+      for (int b = 0; b < 160; b++)
         CHECK_EQ_U64(e8[b], fmt_e8m0_rceil(amax_of(x, 64, b / 2, b / 2 + 1, (b % 2) * 32, (b % 2) * 32 + 32, 0) / 448.0f));
       free(x);
     }
@@ -304,6 +368,21 @@ TEST(convert_refuses_bad_inputs_and_options) {
        "--bf16-first-layers 3 + --bf16-last-layers 1 exceed the model's 3 layers"},
       {"--in %s --out %s/out --to nvfp4", 2,
        "--to nvfp4 quantizes the routed MoE experts only (FORMATS.md), and no tensor of"},
+      /* a glob fnmatch would take silently (matching nothing) */
+      {"--in %s --out %s/out --to fp8-block --keep-bf16 '['", 2,
+       "rlrun convert: --keep-bf16: pattern '[': the '[' at position 1 opens a bracket expression that no ']' "
+       "closes (tensor names hold no '['); close it, e.g. 'model.layers.[0-3].*'\n"},
+      {"--in %s --out %s/out --to fp8-block --keep-bf16 '*.o_proj' --keep-bf16 'model.layers.[0-1.*'", 2,
+       "rlrun convert: --keep-bf16: pattern 'model.layers.[0-1.*': the '[' at position 14 opens a bracket "
+       "expression that no ']' closes"},
+      {"--in %s --out %s/out --to fp8-block --keep-bf16 '*[[:digit]]*'", 2,
+       "pattern '*[[:digit]]*': '[:' at position 3 is not closed by ':]'"},
+      {"--in %s --out %s/out --to fp8-block --keep-bf16 '*[[:dig:]]*'", 2,
+       "pattern '*[[:dig:]]*': [:dig:] at position 3 is not a character class (alnum, alpha, digit, lower, "
+       "upper, ...)"},
+      {"--in %s --out %s/out --to fp8-block --keep-bf16 'lm_head\\'", 2,
+       "pattern 'lm_head\\' ends in a lone '\\' (an escape with nothing to escape); remove it"},
+      {"--in %s --out %s/out --to fp8-block --keep-bf16=", 2, "--keep-bf16: the pattern is empty"},
   };
   /* the library's messages carry no "convert: " of their own: `rlrun convert: ` says it once */
   snprintf(cmd, sizeof cmd, "%s convert --in %s/nowhere --out %s/out --to mxfp8", bin, d, d);
@@ -342,6 +421,83 @@ TEST(convert_refuses_bad_inputs_and_options) {
   snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/dash --to fp8-block --quiet "
            "--keep-bf16=--none", bin, src, d);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  /* well-formed brackets and classes are taken (and match) */
+  snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/br --to fp8-block --no-progress "
+           "--keep-bf16 'model.layers.[!1-9].mlp.[]u]p_proj' --keep-bf16 '*.[[:digit:]].self_attn.q_proj'", bin, src, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "model.layers.0.mlp.up_proj.weight BF16 [200,320] -> copied (--keep-bf16)");
+  CHECK_CONTAINS(out, "model.layers.1.mlp.up_proj.weight BF16 [200,320] -> fp8-block");
+  CHECK_CONTAINS(out, "model.layers.2.self_attn.q_proj.weight BF16 [256,320] -> copied (--keep-bf16)");
+}
+
+/* The weights against config.json before anything is written, as model_load
+ * (`rlrun score`, runs) checks them: a layer count, a shape, a name or an
+ * expert count that disagrees is exit 2 naming the tensor, expected and
+ * found shape. It converted them all (exit 0). */
+TEST(convert_refuses_checkpoints_that_disagree_with_config) {
+  const char *d = harness_tmpdir(), *bin = harness_bin();
+  char dir[800], cmd[4096], want[4096];
+  synth_tensor ts[128];
+  struct {
+    const char *name, *cfg;
+    int L, E;
+    synth_tensor over;
+    const char *msg; /* after "rlrun convert: DIR: " */
+  } cases[] = {
+      {"l2", QWEN3_CFG(64, 16, 3), 2, 0, {NULL, ST_BF16, 0, {0, 0}},
+       "config.json says num_hidden_layers = 3, but the checkpoint's tensors are for 2 layers (model.layers.0 to "
+       "model.layers.1): the config and the weights disagree; fix num_hidden_layers or use the config.json these "
+       "weights came with"},
+      {"l4", QWEN3_CFG(64, 16, 3), 4, 0, {NULL, ST_BF16, 0, {0, 0}},
+       "config.json says num_hidden_layers = 3, but the checkpoint's tensors are for 4 layers (model.layers.0 to "
+       "model.layers.3): the config and the weights disagree; fix num_hidden_layers or use the config.json these "
+       "weights came with"},
+      {"kt", QWEN3_CFG(64, 16, 3), 3, 0, {"model.layers.1.self_attn.k_proj.weight", ST_BF16, 2, {64, 32}},
+       "tensor 'model.layers.1.self_attn.k_proj.weight' (model.safetensors) has shape [64, 32], but config.json "
+       "implies [32, 64] = [num_key_value_heads × head_dim, hidden_size] (transposed? checkpoints store a linear "
+       "weight as [out features, in features]): the config and the weights disagree; use the config.json these "
+       "weights came with, or re-export the checkpoint"},
+      {"qn", QWEN3_CFG(64, 16, 3), 3, 0, {"model.layers.2.self_attn.q_norm.weight", ST_BF16, 2, {1, 32}},
+       "tensor 'model.layers.2.self_attn.q_norm.weight' (model.safetensors) has shape [1, 32], but config.json "
+       "implies [32] = [head_dim]: the config and the weights disagree; use the config.json these weights came "
+       "with, or re-export the checkpoint"},
+      {"nm", QWEN3_CFG(64, 16, 3), 3, 0, {NULL, ST_BF16, 0, {0, 0}},
+       "the checkpoint has no tensor 'model.norm.weight' (config.json implies [64] = [hidden_size]); it holds 1 "
+       "tensor this config does not use, 'model.final_norm.weight' (renamed?): the config and the weights "
+       "disagree; use the config.json these weights came with, or re-export the checkpoint with Hugging Face's "
+       "tensor names"},
+      {"x3", QWEN3_MOE_CFG(64, 16, 2, 2), 2, 2, {"model.layers.1.mlp.experts.2.up_proj.weight", ST_BF16, 2, {16, 64}},
+       "tensor 'model.layers.1.mlp.experts.2.up_proj.weight' is for routed expert 2, but config.json has "
+       "num_experts = 2 (experts 0 to 1): the config and the weights disagree; fix num_experts or use the "
+       "config.json these weights came with"},
+      {"dx", QWEN3_CFG(64, 16, 2), 2, 2, {NULL, ST_BF16, 0, {0, 0}},
+       "tensor 'model.layers.1.mlp.experts.1.gate_proj.weight' is for routed expert 1, but config.json's "
+       "model_type qwen3 is dense (no experts): the config and the weights disagree; use the config.json these "
+       "weights came with (qwen3_moe?)"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    snprintf(dir, sizeof dir, "%s/%s", d, cases[i].name);
+    int n = full_ckpt(ts, 128, 64, 16, cases[i].L, cases[i].E, ST_BF16, &cases[i].over, cases[i].over.name ? 1 : 0);
+    if (!strcmp(cases[i].name, "nm"))
+      for (int k = 0; k < n; k++)
+        if (!strcmp(ts[k].name, "model.norm.weight")) ts[k].name = "model.final_norm.weight";
+    REQUIRE(make_dir(dir, cases[i].cfg, ts, n, NULL, -1, 0) == 0);
+    const char *fmts[2] = {"fp8-block", "bf16"};
+    for (int f = 0; f < 2; f++) {
+      snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s/out --to %s", bin, dir, d, fmts[f]);
+      CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+      snprintf(want, sizeof want, "rlrun convert: %s: %s\n", dir, cases[i].msg);
+      CHECK_STREQ(out, want);
+    }
+    /* `rlrun score` refuses the same checkpoint with the same words */
+    snprintf(cmd, sizeof cmd, "%s score --model %s --input /dev/null --out %s/s.jsonl", bin, dir, d);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+    snprintf(want, sizeof want, "rlrun score: loading model %s: %s\n", dir, cases[i].msg);
+    CHECK_STREQ(out, want);
+  }
+  snprintf(cmd, sizeof cmd, "ls %s", d); /* nothing written */
+  harness_run(cmd, out, sizeof out);
+  CHECK_STREQ(out, "dx\nkt\nl2\nl4\nnm\nqn\nx3\n");
 }
 
 TEST(model_config_reads_qwen3_and_refuses_the_rest) {
@@ -434,15 +590,15 @@ TEST(convert_peak_memory_streams) {
   const char *d = harness_tmpdir();
   char in[800], cmd[4096];
   snprintf(in, sizeof in, "%s/big", d);
-  synth_tensor ts[2] = {{"model.layers.0.mlp.down_proj.weight", ST_BF16, 2, {4096, 8192}},
-                        {"model.layers.0.mlp.up_proj.weight", ST_BF16, 2, {256, 4096}}};
-  REQUIRE(make_dir(in, QWEN3_CFG(4096, 8192, 1), ts, 2, NULL, -1, 0) == 0);
+  synth_tensor ts[16]; /* a complete 1-layer model: gate, up and down are 64 MiB each */
+  int n = full_ckpt(ts, 16, 4096, 8192, 1, 0, ST_BF16, NULL, 0);
+  REQUIRE(make_dir(in, QWEN3_CFG(4096, 8192, 1), ts, n, NULL, -1, 0) == 0);
   const char *fmts[2] = {"fp8-block", "nvfp4"};
   for (int i = 0; i < 1; i++) {
+    /* the conversion's own exit status (not a pipe's): it must have converted */
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/time -f 'maxrss_kb=%%M' %s convert --in %s --out %s/o%d --to %s --quiet "
-             "2>&1 | grep maxrss_kb",
-             harness_bin(), in, d, i, fmts[i]);
+             "/usr/bin/time -o %s/rss%d -f 'maxrss_kb=%%M' %s convert --in %s --out %s/o%d --to %s --quiet && cat %s/rss%d",
+             d, i, harness_bin(), in, d, i, fmts[i], d, i);
     REQUIRE(harness_run(cmd, out, sizeof out) == 0);
     long kb = 0;
     const char *p = strstr(out, "maxrss_kb=");

@@ -366,28 +366,108 @@ TEST(model_logits_independent_of_batch_layout) {
 }
 
 /* Loading errors name the tensor: a config that does not fit the weights. */
+/* model_load checks the weights against config.json before reading them
+ * (model_ckpt_check, which `rlrun convert` runs too): the layer count both
+ * ways (it took 1 layer of a 2-layer checkpoint), a shape, named exactly. */
 TEST(model_load_errors_name_the_tensor) {
   const char *dir = harness_tmpdir();
   char cmd[2048], text[2048];
   rl_err e = {0};
   model *m = NULL;
   snprintf(cmd, sizeof cmd,
-           "mkdir -p %s/l3 %s/i64 && cp " FX_ROOT "/qwen3/hf/model.safetensors %s/l3/ && cp " FX_ROOT
-           "/qwen3/hf/model.safetensors %s/i64/ && sed 's/\"num_hidden_layers\": 2/\"num_hidden_layers\": 3/' "
-           FX_ROOT "/qwen3/hf/config.json > %s/l3/config.json && sed "
-           "'s/\"intermediate_size\": 128/\"intermediate_size\": 64/' " FX_ROOT
-           "/qwen3/hf/config.json > %s/i64/config.json",
-           dir, dir, dir, dir, dir, dir);
+           "mkdir -p %s/l3 %s/l1 %s/i64 && cp " FX_ROOT "/qwen3/hf/model.safetensors %s/l3/ && cp " FX_ROOT
+           "/qwen3/hf/model.safetensors %s/l1/ && cp " FX_ROOT "/qwen3/hf/model.safetensors %s/i64/ && "
+           "sed 's/\"num_hidden_layers\": 2/\"num_hidden_layers\": 3/' " FX_ROOT "/qwen3/hf/config.json > %s/l3/config.json && "
+           "sed 's/\"num_hidden_layers\": 2/\"num_hidden_layers\": 1/' " FX_ROOT "/qwen3/hf/config.json > %s/l1/config.json && "
+           "sed 's/\"intermediate_size\": 128/\"intermediate_size\": 64/' " FX_ROOT "/qwen3/hf/config.json > %s/i64/config.json",
+           dir, dir, dir, dir, dir, dir, dir, dir, dir);
   REQUIRE(harness_run(cmd, text, sizeof text) == 0);
-  char p[1024];
+  char p[1024], want[2048];
   snprintf(p, sizeof p, "%s/l3", dir);
   CHECK_EQ_I64(model_load(p, NULL, &m, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "model.layers.2.input_layernorm.weight");
+  snprintf(want, sizeof want, "loading model %s: config.json says num_hidden_layers = 3, but the checkpoint's tensors "
+           "are for 2 layers (model.layers.0 to model.layers.1): the config and the weights disagree; fix "
+           "num_hidden_layers or use the config.json these weights came with", p);
+  CHECK_STREQ(e.msg, want);
+  CHECK(m == NULL);
+  snprintf(p, sizeof p, "%s/l1", dir);
+  CHECK_EQ_I64(model_load(p, NULL, &m, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "loading model %s: config.json says num_hidden_layers = 1, but the checkpoint's tensors "
+           "are for 2 layers (model.layers.0 to model.layers.1): the config and the weights disagree; fix "
+           "num_hidden_layers or use the config.json these weights came with", p);
+  CHECK_STREQ(e.msg, want);
   CHECK(m == NULL);
   snprintf(p, sizeof p, "%s/i64", dir);
   CHECK_EQ_I64(model_load(p, NULL, &m, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "model.layers.0.mlp.gate_proj.weight");
-  CHECK_CONTAINS(e.msg, "[64, 128]");
+  snprintf(want, sizeof want, "loading model %s: tensor 'model.layers.0.mlp.gate_proj.weight' (model.safetensors) "
+           "has shape [128, 128], but config.json implies [64, 128] = [intermediate_size, hidden_size]: the config "
+           "and the weights disagree; use the config.json these weights came with, or re-export the checkpoint", p);
+  CHECK_STREQ(e.msg, want);
   snprintf(p, sizeof p, "%s/none", dir);
   CHECK(model_load(p, NULL, &m, &e) != 0);
+}
+
+/* model_tensor_specs lists what model_create allocates (names, shapes, order)
+ * for both fixtures, and model_ckpt_check passes their checkpoints with no
+ * tensor unused. */
+TEST(model_tensor_specs_match_model_create_and_fixtures) {
+  const char *names[2] = {"qwen3", "qwen3_moe"};
+  for (int k = 0; k < 2; k++) {
+    char dir[256];
+    snprintf(dir, sizeof dir, FX_ROOT "/%s/hf", names[k]);
+    model_config c;
+    rl_err e = {0};
+    REQUIRE(model_config_load_hf(dir, &c, &e) == 0);
+    model_tensor_spec *sp = NULL;
+    int n = model_tensor_specs(&c, &sp);
+    model *m = NULL;
+    REQUIRE(model_create(&c, NULL, &m, &e) == 0);
+    CHECK_EQ_I64(n, m->n_params);
+    for (int i = 0; i < n && i < m->n_params; i++) {
+      CHECK_STREQ(sp[i].name, m->params[i].name);
+      CHECK_EQ_I64(sp[i].rows, m->params[i].rows);
+      CHECK_EQ_I64(sp[i].cols, m->params[i].cols);
+      CHECK_EQ_I64(sp[i].vec, strstr(sp[i].name, "norm") != NULL);
+    }
+    st_ckpt *ck = NULL;
+    REQUIRE(st_ckpt_open(dir, &ck, &e) == 0);
+    model_ckpt_report r;
+    CHECK_EQ_I64(model_ckpt_check(&c, ck, &r, &e), 0);
+    CHECK_EQ_I64(r.n_unused, 0);
+    CHECK_STREQ(r.first_unused, "");
+    CHECK_EQ_I64(st_ckpt_n_tensors(ck), n);
+    st_ckpt_close(ck);
+    free(sp);
+    model_free(m);
+    model_config_free(&c);
+  }
+}
+
+/* keep_bf16 globs: what fnmatch would silently take as matching nothing is refused. */
+TEST(model_keep_bf16_pattern_check_refuses_broken_globs) {
+  const char *good[] = {"*.o_proj", "model.layers.[0-3].*", "[!0-9]*", "*[]]*", "[[:digit:][:alpha:]]", "a\\[b",
+                        "lm_head", "*.[[:alnum:]]_proj.weight", "[^a]"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+    rl_err e = {0};
+    CHECK_MSG(model_keep_bf16_pattern_check(good[i], &e) == 0, "'%s': %s", good[i], e.msg);
+  }
+  struct {
+    const char *pat, *msg;
+  } bad[] = {
+      {"[", "pattern '[': the '[' at position 1 opens a bracket expression that no ']' closes (tensor names hold "
+            "no '['); close it, e.g. 'model.layers.[0-3].*'"},
+      {"[]", "pattern '[]': the '[' at position 1 opens"},
+      {"*.[!]", "pattern '*.[!]': the '[' at position 3 opens"},
+      {"a[b\\]", "pattern 'a[b\\]': the '[' at position 2 opens"},
+      {"[[:alpha:]", "pattern '[[:alpha:]': the '[' at position 1 opens"},
+      {"[[:alpha]]", "pattern '[[:alpha]]': '[:' at position 2 is not closed by ':]'"},
+      {"[[:Digit:]]", "pattern '[[:Digit:]]': [:Digit:] at position 2 is not a character class"},
+      {"x\\", "pattern 'x\\' ends in a lone '\\' (an escape with nothing to escape); remove it"},
+      {"", "the pattern is empty; give a glob such as '*.o_proj'"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    rl_err e = {0};
+    CHECK_EQ_I64(model_keep_bf16_pattern_check(bad[i].pat, &e), RL_EXIT_USAGE);
+    CHECK_CONTAINS(e.msg, bad[i].msg);
+  }
 }

@@ -403,3 +403,67 @@ TEST(model_score_names_a_nonfinite_weight) {
                        "checkpoint's values are too large)\n");
   CHECK(strstr(text, "learning rate") == NULL);
 }
+
+/* `rlrun score` input and options it took before: --batch-tokens past long's
+ * range (strtol saturated), a sequence longer than max_position_embeddings
+ * (256 on the fixture: 300 tokens ran), a NUL byte after the JSON object
+ * (json_loads stopped there). Each is exit 2 naming FILE:LINE[:COL]; no
+ * output is left behind. */
+TEST(model_score_refuses_long_sequences_nul_bytes_and_huge_batches) {
+  const char *dir = harness_tmpdir(), *bin = harness_bin();
+  char in[600], cmd[2048], text[4096], want[2048];
+  snprintf(in, sizeof in, "%s/in.jsonl", dir);
+  harness_write_file(in, "{\"tokens\": [1, 2, 3]}\n");
+  const char *bt[] = {"99999999999999999999", "-99999999999999999999", "1048577", "0", "12x", ""};
+  for (size_t i = 0; i < sizeof bt / sizeof *bt; i++) {
+    snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl --batch-tokens '%s'",
+             bin, in, dir, bt[i]);
+    CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+    snprintf(want, sizeof want, "rlrun score: --batch-tokens '%s' is not an integer in [1, 1048576] (tokens per "
+             "forward; default 4096)\n", bt[i]);
+    CHECK_STREQ(text, want);
+  }
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl --batch-tokens 1048576",
+           bin, in, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
+  /* max_position_embeddings: 256 tokens score, 300 are refused before any forward runs on them */
+  char *buf = malloc(8192), *p = buf;
+  for (int n = 256; n <= 300; n += 44) {
+    p += sprintf(p, "{\"tokens\": [");
+    for (int t = 0; t < n; t++) p += sprintf(p, "%s%d", t ? ", " : "", t % 200);
+    p += sprintf(p, "]}\n");
+  }
+  harness_write_file(in, buf);
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/long.jsonl", bin, in, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  snprintf(want, sizeof want, "rlrun score: %s:2: the sequence has 300 tokens, more than the model's "
+           "max_position_embeddings (256 in config.json); split or truncate it\n", in);
+  CHECK_STREQ(text, want);
+  *strchr(buf, '\n') = 0; /* the first line alone: 256 tokens, accepted */
+  harness_write_file(in, buf);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
+  CHECK_CONTAINS(text, "score: 1 sequence, 256 tokens");
+  free(buf);
+  /* a NUL byte after the object (and one inside it) */
+  const char lines[] = "{\"tokens\": [1, 2]}\n{\"tokens\": [1, 2, 3]}\0junk\n";
+  FILE *f = fopen(in, "wb");
+  REQUIRE(f && fwrite(lines, 1, sizeof lines - 1, f) == sizeof lines - 1 && fclose(f) == 0);
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/nul.jsonl", bin, in, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  snprintf(want, sizeof want, "rlrun score: %s:2:22: a NUL byte (0x00) in the line; each line is one JSON object "
+           "{\"tokens\": [...]} and nothing else\n", in);
+  CHECK_STREQ(text, want);
+  const char inner[] = "{\"tokens\": [1,\0 2]}\n";
+  f = fopen(in, "wb");
+  REQUIRE(f && fwrite(inner, 1, sizeof inner - 1, f) == sizeof inner - 1 && fclose(f) == 0);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK_CONTAINS(text, "in.jsonl:1:15: a NUL byte (0x00) in the line");
+  /* a second "tokens" key is ambiguous: refused, as the prompt reader does */
+  harness_write_file(in, "{\"tokens\": [1, 2], \"tokens\": [3]}\n");
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK_CONTAINS(text, "in.jsonl:1:");
+  CHECK_CONTAINS(text, "duplicate object key");
+  snprintf(cmd, sizeof cmd, "ls %s", dir);
+  harness_run(cmd, text, sizeof text);
+  CHECK_STREQ(text, "in.jsonl\nlong.jsonl\no.jsonl\n"); /* the two that scored; no nul.jsonl */
+}
