@@ -39,7 +39,7 @@ static int make_checkpoint(const char *dir, int layers, uint64_t *largest, uint6
   fprintf(f, "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", "
              "\"vocab_size\": 32000, \"hidden_size\": 4096, \"intermediate_size\": 12288, "
              "\"num_hidden_layers\": %d, \"num_attention_heads\": 32, \"num_key_value_heads\": 8, "
-             "\"head_dim\": 128, \"torch_dtype\": \"bfloat16\"}\n", layers);
+             "\"head_dim\": 128, \"tie_word_embeddings\": true, \"torch_dtype\": \"bfloat16\"}\n", layers);
   fclose(f);
   snprintf(p, sizeof p, "%s/model.safetensors", dir);
   st_writer *w = st_writer_new(p);
@@ -51,39 +51,46 @@ static int make_checkpoint(const char *dir, int layers, uint64_t *largest, uint6
            {"self_attn.v_proj.weight", 1024, 4096}, {"self_attn.o_proj.weight", 4096, 4096},
            {"mlp.gate_proj.weight", 12288, 4096},   {"mlp.up_proj.weight", 12288, 4096},
            {"mlp.down_proj.weight", 4096, 12288}};
-  int64_t emb[2] = {32000, 4096}, norm[1] = {4096};
-  int rc = st_writer_add(w, "model.embed_tokens.weight", ST_BF16, 2, emb, &e);
+  int64_t emb[2] = {32000, 4096}, norm[1] = {4096}, hnorm[1] = {128};
+  /* the declared tensors, written in this order below */
+  int n_decl = 0, cap_decl = 4 + layers * 12;
+  char(*names)[128] = rl_xcalloc((size_t)cap_decl, sizeof *names);
+  int64_t *numel = rl_xcalloc((size_t)cap_decl, sizeof *numel);
+#define DECL(nm_, nd_, sh_, n_)                                                \
+  do {                                                                         \
+    snprintf(names[n_decl], sizeof names[n_decl], "%s", (nm_));                \
+    numel[n_decl++] = (n_);                                                    \
+    rc = st_writer_add(w, (nm_), ST_BF16, (nd_), (sh_), &e);                   \
+  } while (0)
+  int rc = 0;
+  DECL("model.embed_tokens.weight", 2, emb, emb[0] * emb[1]);
+  /* a complete qwen3 checkpoint (convert checks it against config.json): norms too, lm_head tied */
+  static const char *const V[] = {"input_layernorm.weight", "post_attention_layernorm.weight",
+                                  "self_attn.q_norm.weight", "self_attn.k_norm.weight"};
   for (int l = 0; l < layers && !rc; l++) {
     for (size_t j = 0; j < sizeof L / sizeof *L && !rc; j++) {
       char nm[128];
       int64_t sh[2] = {L[j].n, L[j].k};
       snprintf(nm, sizeof nm, "model.layers.%d.%s", l, L[j].name);
-      rc = st_writer_add(w, nm, ST_BF16, 2, sh, &e);
+      DECL(nm, 2, sh, L[j].n * L[j].k);
     }
-    char nm[128];
-    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", l);
-    if (!rc) rc = st_writer_add(w, nm, ST_BF16, 1, norm, &e);
+    for (size_t j = 0; j < sizeof V / sizeof *V && !rc; j++) {
+      char nm[128];
+      snprintf(nm, sizeof nm, "model.layers.%d.%s", l, V[j]);
+      DECL(nm, 1, j < 2 ? norm : hnorm, j < 2 ? norm[0] : hnorm[0]);
+    }
   }
+  if (!rc) DECL("model.norm.weight", 1, norm, norm[0]);
+#undef DECL
   if (!rc) rc = st_writer_begin(w, &e);
   *largest = (uint64_t)emb[0] * (uint64_t)emb[1] * 2;
   *total = st_writer_data_bytes(w);
   const size_t CH = 8 << 20;
   uint16_t *buf = rl_xmalloc(CH * 2);
   uint64_t at = 0;
-  for (int t = 0; !rc; t++) {
-    /* Walk the declared tensors by index until st_writer_write_part refuses. */
-    if (t >= 1 + layers * 8) break;
-    const char *nm;
-    char tmp[128];
-    int64_t n;
-    if (t == 0) nm = "model.embed_tokens.weight", n = emb[0] * emb[1];
-    else {
-      int l = (t - 1) / 8, j = (t - 1) % 8;
-      if (j == 7) snprintf(tmp, sizeof tmp, "model.layers.%d.input_layernorm.weight", l), n = 4096;
-      else snprintf(tmp, sizeof tmp, "model.layers.%d.%s", l, L[j].name), n = L[j].n * L[j].k;
-      nm = tmp;
-    }
-    int idx = st_writer_find(w, nm);
+  for (int t = 0; t < n_decl && !rc; t++) { /* every declared tensor, in order */
+    const int64_t n = numel[t];
+    const int idx = st_writer_find(w, names[t]);
     for (int64_t o = 0; o < n && !rc; o += (int64_t)CH) {
       size_t m = n - o < (int64_t)CH ? (size_t)(n - o) : CH;
       for (size_t i = 0; i < m; i++) buf[i] = synth_bf16(at + i);
@@ -91,6 +98,7 @@ static int make_checkpoint(const char *dir, int layers, uint64_t *largest, uint6
       rc = st_writer_write_part(w, idx, (uint64_t)o * 2, buf, m * 2, &e);
     }
   }
+  free(names), free(numel);
   free(buf);
   if (rc) {
     fprintf(stderr, "bench_convert: %s\n", e.msg);

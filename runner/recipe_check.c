@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "lua/host.h"
+#include "model/model.h"
 #include "runner/recipe_tree.h"
 #include "stages/prompts.h"
 #include "stages/tokenizer.h"
@@ -346,6 +347,11 @@ static int check_precision(recipe *r, rl_err *e) {
               "first %lld + last %lld BF16 layers exceed the model's %lld layers",
               (long long)r->precision.bf16_first_layers, (long long)r->precision.bf16_last_layers,
               (long long)r->model.layers);
+  for (int i = 0; i < r->precision.keep_bf16.n; i++) { /* fnmatch patterns: a malformed one would match nothing */
+    rl_err pe;
+    if (model_keep_bf16_pattern_check(r->precision.keep_bf16.items[i], &pe))
+      rc = kerr(r, e, "precision.keep_bf16", "%s", pe.msg);
+  }
   if (is_set(r, "precision.scale_fmt") && ro != PREC_FP8_BLOCK && tr != PREC_FP8_BLOCK)
     rc = kerr(r, e, "precision.scale_fmt", "applies to fp8-block only (rollout %s, train %s)", prec_names[ro], prec_names[tr]);
   const precision_pair *p = matrix_pair(ro, tr);

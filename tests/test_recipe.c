@@ -609,3 +609,19 @@ TEST(recipe_error_wording) {
   CHECK_STREQ(out, "rlrun validate: --keys lists every recipe key and takes no other option: run `rlrun validate "
                    "--keys` alone\n");
 }
+
+/* precision.keep_bf16 patterns are checked at validation (fnmatch would take a
+ * malformed one silently and match no tensor). */
+TEST(recipe_keep_bf16_patterns_checked) {
+  recipe r;
+  rl_err e;
+  const char *bad[] = {"precision.keep_bf16=[\"*.o_proj\", \"model.layers.[0-3\"]"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "precision.keep_bf16");
+  CHECK_CONTAINS(e.msg, "pattern 'model.layers.[0-3': the '[' at position 14 opens a bracket expression that no ']' "
+                        "closes");
+  const char *good[] = {"precision.keep_bf16=[\"*.o_proj\", \"model.layers.[0-3].*\"]"};
+  REQUIRE(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", good, 1, RECIPE_NO_FS, &r, &e) == 0);
+  CHECK_EQ_I64(r.precision.keep_bf16.n, 2);
+  recipe_free(&r);
+}
