@@ -2,11 +2,14 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int rl_errf(rl_err *e, int code, const char *fmt, ...) {
   if (!e) return code;
@@ -71,29 +74,94 @@ char *rl_xstrdup(const char *s) {
   return p;
 }
 
-int rl_read_file(const char *path, char **out, size_t *len, rl_err *e) {
+/* What a path that is not a regular file is, for messages. */
+static const char *file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a plain file";
+}
+
+/* A byte count as "N KiB", "N MiB" or "N GiB" when exact, else "N bytes". */
+static const char *size_str(uint64_t n, char *buf, size_t sz) {
+  static const char *const units[] = {"bytes", "KiB", "MiB", "GiB"};
+  int u = 0;
+  uint64_t v = n;
+  while (u < 3 && v >= 1024 && v % 1024 == 0) v /= 1024, u++;
+  snprintf(buf, sz, "%llu %s", (unsigned long long)v, units[u]);
+  return buf;
+}
+
+int rl_read_file_max(const char *path, size_t max, char **out, size_t *len, rl_err *e) {
   *out = NULL;
   if (len) *len = 0;
-  FILE *f = fopen(path, "rb");
-  if (!f) return rl_errf(e, RL_EXIT_USAGE, "%s: cannot open: %s", path, strerror(errno));
-  size_t cap = 1 << 16, n = 0;
+  /* O_NONBLOCK: opening a FIFO must not wait for a writer before it is refused below */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+  if (!f) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return rl_errf(e, RL_EXIT_USAGE, "%s: cannot open: %s", path, strerror(err));
+  }
+  struct stat st;
+  char lim[32], got_s[32];
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    fclose(f);
+    return rl_errf(e, RL_EXIT_FAIL, "%s: cannot stat: %s", path, strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    fclose(f);
+    return rl_errf(e, RL_EXIT_USAGE, "%s: is not a regular file (%s): give the path of a file", path,
+                   file_kind(st.st_mode));
+  }
+  if ((uint64_t)st.st_size > max) {
+    fclose(f);
+    return rl_errf(e, RL_EXIT_USAGE, "%s: is %s, more than the %s rlrun reads from such a file: is it the right file?",
+                   path, size_str((uint64_t)st.st_size, got_s, sizeof got_s), size_str(max, lim, sizeof lim));
+  }
+  /* room for the size and one byte more, so that EOF shows without a reallocation */
+  size_t cap = (size_t)st.st_size + 2 > 4096 ? (size_t)st.st_size + 2 : 4096, n = 0;
   char *buf = rl_xmalloc(cap);
+  int err = 0;
   for (;;) {
-    if (n + 1 >= cap) buf = rl_xrealloc(buf, cap *= 2);
+    if (n + 1 >= cap) {
+      if (cap - 1 > max) { /* the file grew while it was read */
+        free(buf);
+        fclose(f);
+        return rl_errf(e, RL_EXIT_USAGE, "%s: grew past the %s rlrun reads from such a file while it was read",
+                       path, size_str(max, lim, sizeof lim));
+      }
+      buf = rl_xrealloc(buf, cap *= 2);
+    }
+    errno = 0;
     size_t got = fread(buf + n, 1, cap - n - 1, f);
     n += got;
-    if (got == 0) break;
+    if (got == 0) {
+      err = ferror(f) ? (errno ? errno : EIO) : 0;
+      break;
+    }
   }
-  int bad = ferror(f);
   fclose(f);
-  if (bad) {
+  if (err) {
     free(buf);
-    return rl_errf(e, RL_EXIT_FAIL, "%s: read error", path);
+    return rl_errf(e, RL_EXIT_FAIL, "%s: read error after %zu bytes: %s", path, n, strerror(err));
+  }
+  if (n > max) {
+    free(buf);
+    return rl_errf(e, RL_EXIT_USAGE, "%s: grew past the %s rlrun reads from such a file while it was read", path,
+                   size_str(max, lim, sizeof lim));
   }
   buf[n] = 0;
   *out = buf;
   if (len) *len = n;
   return 0;
+}
+
+int rl_read_file(const char *path, char **out, size_t *len, rl_err *e) {
+  return rl_read_file_max(path, RL_READ_FILE_MAX, out, len, e);
 }
 
 double rl_now(void) {

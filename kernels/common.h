@@ -38,8 +38,18 @@ void *rl_xcalloc(size_t n, size_t sz);
 void *rl_xrealloc(void *p, size_t n);
 char *rl_xstrdup(const char *s);
 
-/* Read a whole file into a NUL-terminated buffer; returns 0 or an error. */
+/* The most rl_read_file reads: its callers read text inputs (recipes, config.json,
+ * Lua scripts, run logs), none of which comes near it. */
+#define RL_READ_FILE_MAX ((size_t)64 << 20)
+
+/* Read a whole regular file into a NUL-terminated buffer; returns 0 or an error:
+ * RL_EXIT_USAGE when it cannot be opened, is not a regular file (a directory,
+ * /dev/zero, a FIFO: "is not a regular file") or holds more than
+ * RL_READ_FILE_MAX bytes (the message says the limit); RL_EXIT_FAIL for a read
+ * error (with strerror). */
 int rl_read_file(const char *path, char **out, size_t *len, rl_err *e);
+/* The same with another size limit (binary inputs such as drift token files). */
+int rl_read_file_max(const char *path, size_t max, char **out, size_t *len, rl_err *e);
 
 /* Monotonic time in seconds. */
 double rl_now(void);

@@ -90,9 +90,30 @@ static void lh_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-/* Message handler: make every error "<script>:<line>: message". */
+/* Replace the string at the top of the stack by a copy whose NUL bytes read
+ * "\0": messages and log lines are C strings, and a NUL would cut them there. */
+static void lh_escape_nuls(lua_State *L) {
+  size_t n;
+  const char *s = lua_tolstring(L, -1, &n);
+  if (!memchr(s, 0, n)) return;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < n; i++) {
+    if (s[i]) luaL_addchar(&b, s[i]);
+    else luaL_addstring(&b, "\\0");
+  }
+  luaL_pushresult(&b);
+  lua_remove(L, -2);
+}
+
+/* Message handler: make every error "<script>:<line>: message" (NULs shown as \0). */
 static int lh_msgh(lua_State *L) {
   luahost *h = lh_host(L);
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    lua_pushvalue(L, 1);
+    lh_escape_nuls(L);
+    lua_replace(L, 1);
+  }
   const char *msg = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER
                         ? lua_tostring(L, 1)
                         : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -182,6 +203,7 @@ static int lh_print(lua_State *L) {
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
+  lh_escape_nuls(L);
   if (h->print_lines < LUAHOST_PRINT_LINES) h->log(h->log_ud, h->name, lua_tostring(L, -1));
   else if (h->print_lines == LUAHOST_PRINT_LINES)
     h->log(h->log_ud, h->name, "(further print output of this call dropped)");

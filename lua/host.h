@@ -21,7 +21,9 @@
  *
  * Reward scripts: reward(sample) returns a number, or a table
  * {reward = number, <metric> = number|boolean, …}: the extra fields become
- * metrics (booleans as 1/0). Optional reward_batch(samples) returns an array
+ * metrics (booleans as 1/0); a metric name is UTF-8 text without control
+ * characters, whitespace, quotes, backslashes, commas or NULs (docs/recipes.md),
+ * anything else an error naming it (escaped). Optional reward_batch(samples) returns an array
  * of such results, one per sample. luahost_set_reward_function names another
  * function f (the recipe's reward.function): then f(sample) and the optional
  * f_batch(samples) are called instead. A sample table holds: prompt, completion,
@@ -33,6 +35,9 @@
  * Task scripts: prompts(n, rng) returns an array of n items, each a string
  * (the prompt) or a table {prompt = string, <field> = …}: the other fields
  * travel with the prompt as its extra JSON (e.g. answer, for the reward).
+ * Their strings and keys must be UTF-8 without NUL bytes (a refusal names the
+ * field: "field 'meta.tags[2]' of item 1 holds a NUL byte"). Error messages and
+ * print() lines show a NUL of a Lua string as \0.
  *
  * The rng (luahost_rng_*): Philox4x32-10 (Salmon et al., SC'11; the
  * constants of Random123) keyed by the run's seed, counter-based, so a

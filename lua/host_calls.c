@@ -45,37 +45,135 @@ static void lh_push_json(lua_State *L, json_t *j, int depth) {
   }
 }
 
+/* ------------------------------------------------------------------ text */
+
+/* The length (1..4) of the valid UTF-8 character at s (n bytes left), its code
+ * point in *cp; 0 when the bytes there are not one. */
+static int lh_utf8_char(const unsigned char *s, size_t n, unsigned *cp) {
+  unsigned c = s[0];
+  int k = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+  if (k == 0 || (size_t)k > n || (k == 2 && c < 0xc2) || (k == 4 && c > 0xf4)) return 0;
+  unsigned v = k == 1 ? c : k == 2 ? (c & 0x1f) : k == 3 ? (c & 0x0f) : (c & 0x07);
+  for (int i = 1; i < k; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    v = v << 6 | (s[i] & 0x3f);
+  }
+  if ((k == 3 && (v < 0x800 || (v >= 0xd800 && v <= 0xdfff))) || (k == 4 && (v < 0x10000 || v > 0x10ffff))) return 0;
+  *cp = v;
+  return k;
+}
+
+/* s[0..n) for a message, on one line and unambiguous: \\ \' \n \t \r escaped,
+ * other control characters, NUL and bytes that are not UTF-8 as \xNN; at most
+ * max bytes of s (cut between characters), then "…". */
+static const char *lh_escape(const char *s, size_t n, size_t max, char *out, size_t outsz) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t at = 0, o = 0;
+  out[0] = 0;
+  while (at < n && o + 8 < outsz) {
+    unsigned cp = 0;
+    int k = lh_utf8_char(p + at, n - at, &cp);
+    if (at + (size_t)(k ? k : 1) > max) break;
+    char tmp[8];
+    if (!k || cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
+      const char *named = !k ? NULL : cp == '\n' ? "\\n" : cp == '\t' ? "\\t" : cp == '\r' ? "\\r" : NULL;
+      if (named) snprintf(tmp, sizeof tmp, "%s", named);
+      else if (k == 2) snprintf(tmp, sizeof tmp, "\\u%04X", cp); /* a C1 control */
+      else snprintf(tmp, sizeof tmp, "\\x%02X", p[at]);
+    } else if (cp == '\\' || cp == '\'') {
+      snprintf(tmp, sizeof tmp, "\\%c", (char)cp);
+    } else {
+      memcpy(tmp, p + at, (size_t)k);
+      tmp[k] = 0;
+    }
+    size_t t = strlen(tmp);
+    if (o + t + 4 >= outsz) break;
+    memcpy(out + o, tmp, t + 1);
+    o += t;
+    at += k ? (size_t)k : 1;
+  }
+  if (at < n && o + 4 < outsz) memcpy(out + o, "\xe2\x80\xa6", 4); /* "…" */
+  return out;
+}
+
+/* NULL when the n bytes at s may be a metric name (README, "Metrics"; docs/recipes.md):
+ * non-empty UTF-8 text without control characters, whitespace, quotes, backslashes
+ * or commas, so that the name prints as it is in the table, CSV and JSON of
+ * `rlrun metrics`; else what is wrong with it. */
+static const char *lh_metric_name_problem(const char *s, size_t n) {
+  if (n == 0) return "is empty";
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t at = 0; at < n;) {
+    unsigned cp = 0;
+    int k = lh_utf8_char(p + at, n - at, &cp);
+    if (!k) return "is not valid UTF-8";
+    if (cp == 0) return "holds a NUL byte";
+    if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) return "holds a control character";
+    if (cp == ' ' || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+        cp == 0x202f || cp == 0x205f || cp == 0x3000 || cp == 0xfeff)
+      return "holds whitespace";
+    if (cp == '"' || cp == '\'') return "holds a quote";
+    if (cp == '\\') return "holds a backslash";
+    if (cp == ',') return "holds a comma";
+    at += (size_t)k;
+  }
+  return NULL;
+}
+
 /* ------------------------------------------------------------------ Lua → JSON */
 
+/* What lh_to_json's messages are about: "item 3", or "field 'answer' of item 3"
+ * (path: the raw keys "meta.tags[2]" from the item down, escaped here). */
+static const char *lh_subject(const char *item, const char *path, char *buf, size_t n) {
+  if (!path[0]) {
+    snprintf(buf, n, "%s", item);
+  } else {
+    char esc[200];
+    snprintf(buf, n, "field '%s' of %s", lh_escape(path, strlen(path), 120, esc, sizeof esc), item);
+  }
+  return buf;
+}
+
 /* Convert the value at idx (absolute) to JSON without raising Lua errors:
- * returns NULL with a message in err. Tables whose keys are exactly 1..n
- * become arrays, others objects with string keys. */
-static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *what, char *err,
-                          size_t errsz) {
+ * returns NULL with a message in err that names the field (path, pathsz: the
+ * keys down to this value, at: its length). Tables whose keys are exactly 1..n
+ * become arrays, others objects with string keys. Strings (values and keys)
+ * must be UTF-8 without NUL bytes: they are text, and a NUL would cut them
+ * where rlrun uses them as C strings. */
+static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *item, char *path, size_t pathsz,
+                          size_t at, char *err, size_t errsz) {
+  char subj[400];
+  path[at < pathsz ? at : pathsz - 1] = 0;
   switch (lua_type(L, idx)) {
   case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) return json_integer((json_int_t)lua_tointeger(L, idx));
     if (!isfinite(lua_tonumber(L, idx))) {
-      snprintf(err, errsz, "field %s is not a finite number", what);
+      snprintf(err, errsz, "%s is not a finite number", lh_subject(item, path, subj, sizeof subj));
       return NULL;
     }
     return json_real(lua_tonumber(L, idx));
   case LUA_TSTRING: {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
+    const char *nul = memchr(s, 0, n);
+    if (nul) {
+      snprintf(err, errsz, "%s holds a NUL byte (byte %zu): text must not contain NUL",
+               lh_subject(item, path, subj, sizeof subj), (size_t)(nul - s) + 1);
+      return NULL;
+    }
     json_t *j = json_stringn(s, n);
-    if (!j) snprintf(err, errsz, "field %s is not valid UTF-8 text", what);
+    if (!j) snprintf(err, errsz, "%s is not valid UTF-8 text", lh_subject(item, path, subj, sizeof subj));
     return j;
   }
   case LUA_TTABLE: break;
   default:
-    snprintf(err, errsz, "field %s is a %s: only strings, numbers, booleans and tables can travel "
-                         "with a prompt", what, lua_typename(L, lua_type(L, idx)));
+    snprintf(err, errsz, "%s is a %s: only strings, numbers, booleans and tables can travel with a prompt",
+             lh_subject(item, path, subj, sizeof subj), lua_typename(L, lua_type(L, idx)));
     return NULL;
   }
   if (depth > 32 || !lua_checkstack(L, 4)) {
-    snprintf(err, errsz, "field %s is nested deeper than 32 levels (a cycle?)", what);
+    snprintf(err, errsz, "%s is nested deeper than 32 levels (a cycle?)", lh_subject(item, path, subj, sizeof subj));
     return NULL;
   }
   lua_Unsigned n = lua_rawlen(L, idx), count = 0;
@@ -91,7 +189,9 @@ static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *what, ch
   if (is_array) {
     for (lua_Unsigned i = 1; i <= n; i++) {
       lua_rawgeti(L, idx, (lua_Integer)i);
-      json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, what, err, errsz);
+      snprintf(path + at, at < pathsz ? pathsz - at : 0, "[%llu]", (unsigned long long)i);
+      json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, item, path, pathsz, strlen(path), err, errsz);
+      path[at] = 0;
       lua_pop(L, 1);
       if (!v) return json_decref(out), NULL;
       json_array_append_new(out, v);
@@ -101,14 +201,28 @@ static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *what, ch
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     if (lua_type(L, -2) != LUA_TSTRING) {
-      snprintf(err, errsz, "field %s has a key that is not a string (mixed array and fields?)",
-               what);
+      snprintf(err, errsz, "%s has a key that is not a string (mixed array and fields?)",
+               lh_subject(item, path, subj, sizeof subj));
       lua_pop(L, 2);
       return json_decref(out), NULL;
     }
-    json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, what, err, errsz);
-    if (!v || json_object_set_new(out, lua_tostring(L, -2), v)) {
-      if (v) snprintf(err, errsz, "field %s has a key that is not valid UTF-8", what);
+    size_t kn;
+    const char *k = lua_tolstring(L, -2, &kn);
+    if (memchr(k, 0, kn)) {
+      char esc[200];
+      snprintf(err, errsz, "%s has a key with a NUL byte ('%s'): keys are text without NUL",
+               lh_subject(item, path, subj, sizeof subj), lh_escape(k, kn, 120, esc, sizeof esc));
+      lua_pop(L, 2);
+      return json_decref(out), NULL;
+    }
+    snprintf(path + at, at < pathsz ? pathsz - at : 0, "%s%s", at ? "." : "", k);
+    json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, item, path, pathsz, strlen(path), err, errsz);
+    if (v && json_object_set_new(out, k, v)) {
+      v = NULL; /* set_new took it and freed it */
+      snprintf(err, errsz, "%s: the key is not valid UTF-8", lh_subject(item, path, subj, sizeof subj));
+    }
+    path[at] = 0;
+    if (!v) {
       lua_pop(L, 2);
       return json_decref(out), NULL;
     }
@@ -154,8 +268,21 @@ static void lh_push_sample(lua_State *L, const luahost_sample *s, json_t *extra)
   lua_setfield(L, -2, "iteration");
 }
 
-/* qsort of C strings. */
-static int lh_cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+/* A metric name of a reward result: the key's bytes (Lua strings may hold NULs). */
+typedef struct lh_name {
+  const char *s;
+  size_t n;
+} lh_name;
+
+/* qsort of names: bytewise, a prefix first. */
+static int lh_cmp_name(const void *a, const void *b) {
+  const lh_name *x = a, *y = b;
+  int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+  return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+/* 1 when the n bytes at s are the key "reward". */
+static int lh_is_reward_key(const char *s, size_t n) { return n == 6 && !memcmp(s, "reward", 6); }
 
 /* Check one result at idx and store it; on error formats the message into err
  * ("<script>:<line>: <fn> returned …") and returns -1. */
@@ -184,38 +311,52 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
                              "{reward = …, name = number}", where, fn);
         return -1;
       }
-      n += strcmp(lua_tostring(L, -2), "reward") != 0;
+      size_t kn;
+      const char *k = lua_tolstring(L, -2, &kn);
+      n += !lh_is_reward_key(k, kn);
       lua_pop(L, 1);
     }
-    const char **names = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *names, 0);
+    lh_name *names = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *names, 0);
     int k = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) { /* the keys live in the table, which is on the stack */
-      const char *key = lua_tostring(L, -2);
-      if (strcmp(key, "reward") != 0 && k < n) names[k++] = key;
+      size_t kn;
+      const char *key = lua_tolstring(L, -2, &kn);
+      if (!lh_is_reward_key(key, kn) && k < n) names[k++] = (lh_name){key, kn};
       lua_pop(L, 1);
     }
-    qsort(names, (size_t)k, sizeof *names, lh_cmp_str);
+    qsort(names, (size_t)k, sizeof *names, lh_cmp_name);
+    char esc[200];
     if (k > LUAHOST_MAX_METRICS) {
       int at = snprintf(err, errsz, "%s: %s returned %d metrics besides reward, more than %d: ", where, fn, k,
                         LUAHOST_MAX_METRICS);
       for (int i = 0; i < k && at > 0 && (size_t)at < errsz; i++) {
-        if ((size_t)at + strlen(names[i]) + 24 >= errsz) {
+        lh_escape(names[i].s, names[i].n, 64, esc, sizeof esc);
+        if ((size_t)at + strlen(esc) + 24 >= errsz) {
           snprintf(err + at, errsz - (size_t)at, ", … (%d more)", k - i);
           break;
         }
-        at += snprintf(err + at, errsz - (size_t)at, "%s%s", i ? ", " : "", names[i]);
+        at += snprintf(err + at, errsz - (size_t)at, "%s%s", i ? ", " : "", esc);
       }
       return -1;
     }
     for (int i = 0; i < k; i++) {
-      const char *key = names[i];
-      if (strlen(key) >= sizeof out->names[0]) {
-        snprintf(err, errsz, "%s: %s returned metric '%.40s…' (%zu characters): metric names must be under "
-                             "%zu characters", where, fn, key, strlen(key), sizeof out->names[0]);
+      const char *key = names[i].s;
+      size_t kn = names[i].n;
+      const char *bad = lh_metric_name_problem(key, kn);
+      if (bad) {
+        snprintf(err, errsz, "%s: %s returned metric name '%s', which %s: a metric name is UTF-8 text without "
+                             "control characters, whitespace, quotes, backslashes or commas (e.g. format_ok, "
+                             "digits/exact)", where, fn, lh_escape(key, kn, 64, esc, sizeof esc), bad);
         return -1;
       }
-      lua_pushstring(L, key);
+      if (kn >= sizeof out->names[0]) {
+        snprintf(err, errsz, "%s: %s returned metric '%s' (%zu characters): metric names must be under "
+                             "%zu characters", where, fn, lh_escape(key, kn, 40, esc, sizeof esc), kn,
+                 sizeof out->names[0]);
+        return -1;
+      }
+      lua_pushlstring(L, key, kn);
       int vt = lua_rawget(L, idx);
       double v;
       if (vt == LUA_TNUMBER) v = lua_tonumber(L, -1);
@@ -229,7 +370,8 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
         snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite", where, fn, key, v);
         return -1;
       }
-      snprintf(out->names[out->n_metrics], sizeof out->names[0], "%s", key);
+      memcpy(out->names[out->n_metrics], key, kn);
+      out->names[out->n_metrics][kn] = 0;
       out->values[out->n_metrics++] = v;
       lua_pop(L, 1);
     }
@@ -392,8 +534,16 @@ static int lh_prompts_k(lua_State *L) {
     lua_rawgeti(L, res, i + 1);
     int item = lua_gettop(L);
     luahost_prompt *p = &a->out[i];
+    size_t plen;
+    const char *ptext, *nul;
     if (lua_type(L, item) == LUA_TSTRING) {
-      p->prompt = rl_xstrdup(lua_tostring(L, item));
+      ptext = lua_tolstring(L, item, &plen);
+      if ((nul = memchr(ptext, 0, plen))) {
+        snprintf(msg, sizeof msg, "%s: prompts(n, rng) item %d: the prompt holds a NUL byte (byte %zu): prompts are "
+                                  "text without NUL", where, i + 1, (size_t)(nul - ptext) + 1);
+        return lh_raise_output(L, msg);
+      }
+      p->prompt = rl_xstrdup(ptext);
       p->extra_json = rl_xstrdup("{}");
     } else if (lua_type(L, item) == LUA_TTABLE) {
       lua_pushliteral(L, "prompt");
@@ -402,11 +552,17 @@ static int lh_prompts_k(lua_State *L) {
                  where, i + 1);
         return lh_raise_output(L, msg);
       }
-      char *prompt = rl_xstrdup(lua_tostring(L, -1));
+      ptext = lua_tolstring(L, -1, &plen);
+      if ((nul = memchr(ptext, 0, plen))) {
+        snprintf(msg, sizeof msg, "%s: prompts(n, rng): field 'prompt' of item %d holds a NUL byte (byte %zu): "
+                                  "prompts are text without NUL", where, i + 1, (size_t)(nul - ptext) + 1);
+        return lh_raise_output(L, msg);
+      }
+      char *prompt = rl_xstrdup(ptext);
       lua_pop(L, 1);
-      char what[64], err[512];
-      snprintf(what, sizeof what, "of item %d", i + 1);
-      json_t *j = lh_to_json(L, item, 0, what, err, sizeof err);
+      char what[64], err[900], path[256] = "";
+      snprintf(what, sizeof what, "item %d", i + 1);
+      json_t *j = lh_to_json(L, item, 0, what, path, sizeof path, 0, err, sizeof err);
       if (!j || !json_is_object(j)) {
         free(prompt);
         if (j) snprintf(err, sizeof err, "item %d is an array; give a table with a prompt field",

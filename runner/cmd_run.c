@@ -165,6 +165,11 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr, "rlrun run: missing RECIPE; usage: rlrun run RECIPE [--set K=V]... [--name N] [--runs-dir D]\n");
     return RL_EXIT_USAGE;
   }
+  if (!*runs_dir) {
+    fprintf(stderr, "rlrun run: --runs-dir is empty: give the directory for run directories (default: runs; "
+            "'.' for the current directory)\n");
+    return RL_EXIT_USAGE;
+  }
   rl_err e;
   char *text = NULL, *resolved = NULL, *hashes = NULL, *abs = NULL;
   size_t len;

@@ -151,13 +151,26 @@ int cmd_ls(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun ls [RUNS_DIR]\n\n"
            "List the runs in RUNS_DIR (default: runs): name-id, state, iterations trained of the\n"
-           "plan, latest reward, created. Read-only.\n");
+           "plan, latest reward, created. A directory without runs prints \"no runs in RUNS_DIR\"\n"
+           "(exit 0). Read-only.\n");
     return RL_EXIT_OK;
   }
+  if (argc > 2) {
+    fprintf(stderr, "rlrun ls: unexpected argument '%s'; usage: rlrun ls [RUNS_DIR]\n", argv[2]);
+    return RL_EXIT_USAGE;
+  }
   const char *root = argc > 1 ? argv[1] : "runs";
+  if (!*root) {
+    fprintf(stderr, "rlrun ls: RUNS_DIR is empty: give a directory of runs (default: runs)\n");
+    return RL_EXIT_USAGE;
+  }
   DIR *d = opendir(root);
   if (!d) {
-    fprintf(stderr, "rlrun ls: %s: no such directory (start a run with `rlrun run RECIPE`)\n", root);
+    if (errno == ENOENT)
+      fprintf(stderr, "rlrun ls: %s: no such directory (start a run with `rlrun run RECIPE`)\n", root);
+    else
+      fprintf(stderr, "rlrun ls: %s: cannot open as a directory: %s (give the directory that holds the runs)\n",
+              root, strerror(errno));
     return RL_EXIT_USAGE;
   }
   char **names = NULL;
@@ -172,6 +185,10 @@ int cmd_ls(int argc, char **argv) {
     names[n++] = rl_xstrdup(de->d_name);
   }
   closedir(d);
+  if (n == 0) { /* qsort(NULL, 0, …) is undefined */
+    printf("no runs in %s (start one with `rlrun run RECIPE --runs-dir %s`)\n", root, root);
+    return RL_EXIT_OK;
+  }
   qsort(names, (size_t)n, sizeof *names, cmp_name);
   printf("%-44s %-9s %-11s %-10s %s\n", "RUN", "STATE", "ITERATIONS", "REWARD", "CREATED");
   for (int i = 0; i < n; i++) {
@@ -245,6 +262,59 @@ static void metric_cell(char *out, size_t n, double v, int have) {
   else snprintf(out, n, "%.6g", v);
 }
 
+static int utf8_len(const unsigned char *s);
+
+/* A metric name as a JSON string: valid JSON whatever the store holds (names
+ * from older runs were not checked): \" \\ and control characters escaped,
+ * bytes that are not UTF-8 as U+FFFD. */
+static void print_json_name(const char *name) {
+  const unsigned char *p = (const unsigned char *)name;
+  putchar('"');
+  while (*p) {
+    int n = utf8_len(p);
+    if (n == 0) fputs("\\ufffd", stdout), n = 1;
+    else if (*p == '"' || *p == '\\') printf("\\%c", *p);
+    else if (*p < 0x20 || *p == 0x7f) printf("\\u%04x", *p);
+    else fwrite(p, 1, (size_t)n, stdout);
+    p += n;
+  }
+  putchar('"');
+}
+
+/* A metric name as a CSV field (RFC 4180): quoted, with "" for ", when it holds
+ * a comma, a quote or a line break. */
+static void print_csv_name(const char *name) {
+  if (!strpbrk(name, ",\"\r\n")) {
+    fputs(name, stdout);
+    return;
+  }
+  putchar('"');
+  for (const char *p = name; *p; p++) {
+    if (*p == '"') putchar('"');
+    putchar(*p);
+  }
+  putchar('"');
+}
+
+/* A metric name for the table, on one line: control characters and bytes that
+ * are not UTF-8 as \xNN, a space as \x20 (columns are space-separated). */
+static const char *table_name(const char *name, char *buf, size_t n) {
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < n;) {
+    int k = utf8_len(p);
+    if (k == 0 || *p <= 0x20 || *p == 0x7f || *p == '\\') {
+      o += (size_t)snprintf(buf + o, n - o, *p == '\\' ? "\\\\" : "\\x%02X", *p);
+      p++;
+    } else {
+      if (o + (size_t)k + 1 > n) break;
+      memcpy(buf + o, p, (size_t)k);
+      o += (size_t)k, p += k;
+    }
+  }
+  buf[o] = 0;
+  return buf;
+}
+
 int cmd_metrics(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun metrics RUNDIR [--csv|--json]\n\n"
@@ -286,8 +356,10 @@ int cmd_metrics(int argc, char **argv) {
       printf("%s{\"iteration\": %lld", r ? ",\n " : "[", (long long)t.iters[r]);
       for (int j = 0; j < t.n_names; j++) {
         double v = t.vals[(size_t)r * t.n_names + j];
-        if (isfinite(v)) printf(", \"%s\": %.17g", t.names[j], v);
-        else printf(", \"%s\": null", t.names[j]);
+        fputs(", ", stdout);
+        print_json_name(t.names[j]);
+        if (isfinite(v)) printf(": %.17g", v);
+        else printf(": null");
       }
       printf("}");
       continue;
@@ -296,9 +368,12 @@ int cmd_metrics(int argc, char **argv) {
     if (r == 0) { /* header */
       printf(csv ? "iteration" : "%9s", "iteration");
       for (int j = 0; j < t.n_names; j++) {
-        int w = (int)strlen(t.names[j]);
-        if (csv) printf(",%s", t.names[j]);
-        else printf("  %*s", w > METRIC_COL ? w : METRIC_COL, t.names[j]);
+        char shown[512];
+        int w = (int)strlen(table_name(t.names[j], shown, sizeof shown));
+        if (csv) {
+          putchar(',');
+          print_csv_name(t.names[j]);
+        } else printf("  %*s", w > METRIC_COL ? w : METRIC_COL, shown);
       }
       printf("\n");
     }
@@ -310,8 +385,8 @@ int cmd_metrics(int argc, char **argv) {
         isnan(v) ? printf(",") : printf(",%.17g", v);
         continue;
       }
-      char cell[64];
-      int w = (int)strlen(t.names[j]);
+      char cell[64], shown[512];
+      int w = (int)strlen(table_name(t.names[j], shown, sizeof shown));
       metric_cell(cell, sizeof cell, v, t.have[(size_t)r * t.n_names + j]);
       printf("  %*s", w > METRIC_COL ? w : METRIC_COL, cell);
     }

@@ -49,6 +49,7 @@ static const char *check_path(const char *path, int want_dir) {
   if (stat(path, &st) != 0) return strerror(errno);
   if (want_dir && !S_ISDIR(st.st_mode)) return "not a directory";
   if (!want_dir && S_ISDIR(st.st_mode)) return "a directory, expected a file";
+  if (!want_dir && !S_ISREG(st.st_mode)) return "not a regular file (a device, FIFO or socket), expected a file";
   return NULL;
 }
 
@@ -307,11 +308,12 @@ static int check_files(recipe *r, int flags, rl_err *e) {
   if (!r->reward.script && r->train.algorithm != ALGO_SFT)
     rc = kerr(r, e, "reward.script", "missing: the Lua reward script is required (reward.script: rewards/x.lua)");
   const char *fn = r->reward.function;
+  char shown[4 * RECIPE_CLIP + 8];
   int ident = fn && (isalpha((unsigned char)fn[0]) || fn[0] == '_') && strlen(fn) <= LUAHOST_MAX_FN;
   for (const char *p = fn; ident && *p; p++) ident = isalnum((unsigned char)*p) || *p == '_';
   if (!ident)
     rc = kerr(r, e, "reward.function", "'%s' is not a Lua function name (letters, digits and '_', not starting "
-              "with a digit, at most %d characters)", fn ? fn : "", LUAHOST_MAX_FN);
+              "with a digit, at most %d characters)", recipe_clip(fn ? fn : "", shown, sizeof shown), LUAHOST_MAX_FN);
   if (flags & RECIPE_NO_FS) return rc;
   const char *keys[] = {"data.prompts", "data.task", "reward.script"};
   const char *vals[] = {r->data.prompts, r->data.task, r->reward.script};
@@ -426,11 +428,13 @@ int recipe_check_rules(recipe *r, int flags, rl_err *e) {
   const char *nm = r->name;
   int ok = nm[0] && strlen(nm) <= 64 && isalnum((unsigned char)nm[0]);
   for (const char *p = nm; ok && *p; p++) ok = isalnum((unsigned char)*p) || strchr("._-", *p);
+  char shown[4 * RECIPE_CLIP + 8];
   if (!ok) rc = kerr(r, e, "name", "'%s' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
-                     "with a letter or digit)", nm);
+                     "with a letter or digit)", recipe_clip(nm, shown, sizeof shown));
   for (int i = 0; i < r->hardware.require.n; i++)
     if (hw_class_of_name(r->hardware.require.items[i]) == HW_CLASS_COUNT)
-      rc = kerr(r, e, "hardware.require", "unknown hardware '%s'; valid: %s", r->hardware.require.items[i], hw_names_list());
+      rc = kerr(r, e, "hardware.require", "unknown hardware '%s'; valid: %s",
+                recipe_clip(r->hardware.require.items[i], shown, sizeof shown), hw_names_list());
   if (check_model(r, flags, e)) rc = RL_EXIT_USAGE;
   if (check_tokenizer(r, flags, e)) rc = RL_EXIT_USAGE;
   if (check_files(r, flags, e)) rc = RL_EXIT_USAGE;

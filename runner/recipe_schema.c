@@ -194,7 +194,7 @@ static void normalize(const char *s, char *out, size_t n) {
 static void unknown_key(const char *prefix, const rentry *ent, rl_err *e) {
   const char *best = NULL;
   int best_d = 99;
-  char nk[128], nc[128];
+  char nk[128], nc[128], shown[4 * RECIPE_CLIP + 8];
   normalize(ent->key, nk, sizeof nk);
   int klen = (int)strlen(ent->key);
   for (int i = 0; i < N_KEYS; i++) {
@@ -205,7 +205,7 @@ static void unknown_key(const char *prefix, const rentry *ent, rl_err *e) {
   }
   int limit = klen <= 3 ? 1 : 2;
   if (best && best_d <= limit) {
-    recipe_errf(e, &ent->loc, "unknown key '%s' (did you mean '%s'?)", ent->key, best);
+    recipe_errf(e, &ent->loc, "unknown key '%s' (did you mean '%s'?)", recipe_clip(ent->key, shown, sizeof shown), best);
     return;
   }
   for (int i = 0; i < N_KEYS; i++) /* the right key in the wrong section? */
@@ -221,7 +221,8 @@ static void unknown_key(const char *prefix, const rentry *ent, rl_err *e) {
     if (in_section(i, prefix))
       k += (size_t)snprintf(list + k, k < sizeof list ? sizeof list - k : 0, "%s%s", k ? ", " : "",
                             leaf(keys[i].path));
-  recipe_errf(e, &ent->loc, "unknown key '%s'%s%s; valid keys: %s", ent->key, *prefix ? " in " : "", prefix, list);
+  recipe_errf(e, &ent->loc, "unknown key '%s'%s%s; valid keys: %s", recipe_clip(ent->key, shown, sizeof shown),
+              *prefix ? " in " : "", prefix, list);
 }
 
 /* A short description of a node for "got ..." messages. */
@@ -229,7 +230,8 @@ static const char *describe(const rnode *n, char *buf, size_t sz) {
   if (n->kind == RN_MAP) return "a mapping";
   if (n->kind == RN_SEQ) return "a list";
   if (n->kind == RN_NULL) return "null";
-  snprintf(buf, sz, "%s'%.40s%s'", n->quoted ? "the quoted string " : "", n->text, strlen(n->text) > 40 ? "..." : "");
+  char clip[4 * RECIPE_CLIP + 8];
+  snprintf(buf, sz, "%s'%s'", n->quoted ? "the quoted string " : "", recipe_clip(n->text, clip, sizeof clip));
   return buf;
 }
 
@@ -294,7 +296,7 @@ static int parse_float(const char *s, double *out) {
 
 /* Convert scalar n for key k. Returns 0 or RL_EXIT_USAGE (message added). */
 static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, rl_err *e) {
-  char got[128], msg[1400];
+  char got[256], msg[1400];
   if (n->kind != RN_SCALAR) {
     snprintf(msg, sizeof msg, "expected %s%s, got %s", k->type == KT_INT ? "an " : "a ",
              k->type == KT_ENUM ? "value" : type_names[k->type], describe(n, got, sizeof got));
@@ -417,7 +419,7 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
 }
 
 static int convert_list(recipe *r, const rkey *k, const rnode *n, rl_err *e) {
-  char got[128], msg[1400];
+  char got[256], msg[1400];
   if (n->kind != RN_SEQ) {
     snprintf(msg, sizeof msg, "expected a %s, e.g. [%s], got %s", type_names[k->type],
              k->type == KT_INTLIST ? "0, 1" : "\"a\", \"b\"", describe(n, got, sizeof got));
@@ -487,7 +489,7 @@ static int fill_map(recipe *r, rnode *m, const char *prefix, int depth, rl_err *
        * inherits through base: (e.g. model.init when it names model.path instead). */
       if (v->kind == RN_NULL) continue;
       if (v->kind == RN_SCALAR || v->kind == RN_SEQ) {
-        char got[128], msg[600];
+        char got[256], msg[600];
         snprintf(msg, sizeof msg, "expected a section (keys indented below '%s:'), got %s", ent->key,
                  describe(v, got, sizeof got));
         rc = verr(e, k, v, msg);
@@ -562,6 +564,7 @@ void recipe_free(recipe *r) {
   if (!r) return;
   for (int i = 0; i < N_KEYS; i++) {
     const rkey *k = &keys[i];
+    if (k->type == KT_SECTION) continue; /* owns nothing; its off may be NOFF, not an offset */
     void *p = (char *)r + k->off;
     if (k->type == KT_STR || k->type == KT_PATH) free(*(char **)p);
     if (k->type == KT_STRLIST) {
@@ -624,10 +627,11 @@ void recipe_print(FILE *f, const recipe *r) {
     if (!r->model.has_init && !strncmp(k->path, "model.init.", 11)) continue;
     const char *na = not_applying(r, i);
     fprintf(f, "%*s%s%s:", 2 * depth, "", na ? "# " : "", leaf(k->path));
-    const void *p = (const char *)r + k->off;
+    /* a section's off is its presence flag or NOFF: form the pointer only for a real offset */
+    const void *p = k->off != NOFF ? (const char *)r + k->off : NULL;
     switch (k->type) {
     case KT_SECTION:
-      if (k->off != NOFF && !*(const int *)p) fputs(" null", f);
+      if (p && !*(const int *)p) fputs(" null", f);
       break;
     case KT_STR:
     case KT_PATH:

@@ -66,6 +66,12 @@ void rtree_merge(rnode *base, rnode *child);
 /* Apply one "a.b.c=value" override to root. */
 int rtree_apply_set(recipe *r, rnode *root, const char *set, rl_err *e);
 
+/* A value quoted in a message, short enough that the reason after it always
+ * shows: its first RECIPE_CLIP characters (cut between UTF-8 characters), then
+ * "…" when there is more. */
+#define RECIPE_CLIP 40
+const char *recipe_clip(const char *s, char *buf, size_t n);
+
 /* Levenshtein distance (for "did you mean"), capped at 99. */
 int recipe_edit_distance(const char *a, const char *b);
 

@@ -12,6 +12,11 @@
 
 /* Deepest nesting accepted (the schema is 4 deep; this keeps fuzzing off the stack limit). */
 #define RTREE_MAX_DEPTH 64
+/* Most keys in one mapping, and most nodes (keys' values, list items) in one document: the
+ * schema has about 150 keys, so more is not a recipe, and these bound the duplicate-key
+ * check (quadratic in the keys of a map) to well under a second. */
+#define RTREE_MAX_KEYS 4096
+#define RTREE_MAX_NODES 100000
 
 const char *recipe_intern(recipe *r, const char *s) {
   for (int i = 0; i < r->n_strs; i++)
@@ -69,6 +74,17 @@ int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...) {
   return RL_EXIT_USAGE;
 }
 
+const char *recipe_clip(const char *s, char *buf, size_t n) {
+  size_t at = 0, chars = 0;
+  while (s[at] && chars < RECIPE_CLIP) {
+    at++;
+    while (((unsigned char)s[at] & 0xC0) == 0x80) at++; /* the rest of a UTF-8 character */
+    chars++;
+  }
+  snprintf(buf, n, "%.*s%s", (int)at, s, s[at] ? "\xe2\x80\xa6" : "");
+  return buf;
+}
+
 int recipe_edit_distance(const char *a, const char *b) {
   int n = (int)strlen(a), m = (int)strlen(b);
   if (n > 40 || m > 40) return 99;
@@ -90,6 +106,15 @@ rnode *rtree_new(rnode_kind kind, const recipe_loc *loc) {
   n->kind = kind;
   if (loc) n->loc = *loc;
   return n;
+}
+
+/* Append a key known to be new to map n (takes key and val). */
+static void map_append(rnode *n, char *key, const recipe_loc *keyloc, rnode *val) {
+  if (n->n == n->cap) {
+    n->cap = n->cap ? 2 * n->cap : 8;
+    n->ents = rl_xrealloc(n->ents, sizeof *n->ents * (size_t)n->cap);
+  }
+  n->ents[n->n++] = (rentry){key, *keyloc, val};
 }
 
 void rtree_free(rnode *n) {
@@ -134,11 +159,7 @@ void rtree_put(rnode *n, const char *key, const recipe_loc *keyloc, rnode *val) 
       n->ents[i].loc = *keyloc;
       return;
     }
-  if (n->n == n->cap) {
-    n->cap = n->cap ? 2 * n->cap : 8;
-    n->ents = rl_xrealloc(n->ents, sizeof *n->ents * (size_t)n->cap);
-  }
-  n->ents[n->n++] = (rentry){rl_xstrdup(key), *keyloc, val};
+  map_append(n, rl_xstrdup(key), keyloc, val);
 }
 
 static void seq_push(rnode *n, rnode *item) {
@@ -209,6 +230,7 @@ typedef struct parse_ctx {
   size_t len;
   const char *file;
   int override;
+  int nodes; /* parsed so far (RTREE_MAX_NODES) */
   rl_err *e;
 } parse_ctx;
 
@@ -224,8 +246,21 @@ static int syntax_error(parse_ctx *c) {
   recipe_loc l = mark_loc(c, p->problem_mark);
   int tl, tc;
   if (p->error == YAML_READER_ERROR) {
+    /* the reader reports a byte offset (problem_offset), not a mark: count lines and characters */
     l = (recipe_loc){c->file, 0, 0};
-    return recipe_errf(c->e, &l, "cannot read as YAML text: %s", p->problem ? p->problem : "reader error");
+    if (!c->override && p->problem_offset <= c->len) {
+      l.line = l.col = 1;
+      for (size_t i = 0; i < p->problem_offset; i++) {
+        unsigned char b = (unsigned char)c->text[i];
+        if (b == '\n') l.line++, l.col = 1;
+        else if ((b & 0xC0) != 0x80 && !(i < 3 && p->problem_offset >= 3 && !memcmp(c->text, "\xEF\xBB\xBF", 3)))
+          l.col++; /* one per UTF-8 character (a BOM counts none) */
+      }
+    }
+    char cp[48] = "";
+    if (p->problem_value >= 0) snprintf(cp, sizeof cp, " (U+%04X)", (unsigned)p->problem_value);
+    return recipe_errf(c->e, &l, "cannot read as YAML text: %s%s: remove it, or write it as an escape "
+                       "(\\x01, \\uFFFF) inside a double-quoted string", p->problem ? p->problem : "reader error", cp);
   }
   if (find_indent_tab(c->text, c->len, p->problem_mark.line, &tl, &tc)) {
     if (!c->override) l.line = tl, l.col = tc;
@@ -296,6 +331,14 @@ static int parse_map(parse_ctx *c, yaml_event_t *start, int depth, rnode **out) 
       free(key);
       goto fail;
     }
+    if (m->n >= RTREE_MAX_KEYS) {
+      char at[1200];
+      recipe_errf(c->e, &kl, "more than %d keys in one mapping (the one at %s): no recipe needs that many "
+                  "(the whole schema has a few hundred); is this the right file?", RTREE_MAX_KEYS,
+                  recipe_loc_str(&ml, at, sizeof at));
+      free(key);
+      goto fail;
+    }
     for (int i = 0; i < m->n; i++)
       if (!strcmp(m->ents[i].key, key)) {
         char first[1200];
@@ -314,8 +357,7 @@ static int parse_map(parse_ctx *c, yaml_event_t *start, int depth, rnode **out) 
       free(key);
       goto fail;
     }
-    rtree_put(m, key, &kl, val);
-    free(key);
+    map_append(m, key, &kl, val); /* not a duplicate: checked above */
   }
   *out = m;
   return 0;
@@ -331,6 +373,11 @@ static int parse_node(parse_ctx *c, yaml_event_t *ev, int depth, rnode **out) {
   if (depth > RTREE_MAX_DEPTH) {
     yaml_event_delete(ev);
     return recipe_errf(c->e, &l, "nesting deeper than %d levels", RTREE_MAX_DEPTH);
+  }
+  if (++c->nodes > RTREE_MAX_NODES) {
+    yaml_event_delete(ev);
+    return recipe_errf(c->e, &l, "more than %d values in one recipe: no recipe needs that many; is this the "
+                       "right file?", RTREE_MAX_NODES);
   }
   if (ev->type == YAML_ALIAS_EVENT) {
     recipe_errf(c->e, &l, "aliases (*%s) are not supported in recipes: write the value out",

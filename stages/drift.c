@@ -225,7 +225,7 @@ int drift_seqs_load(const char *path, int64_t vocab, drift_seqs *out, rl_err *e)
   memset(out, 0, sizeof *out);
   char *buf = NULL;
   size_t len = 0;
-  int rc = rl_read_file(path, &buf, &len, e);
+  int rc = rl_read_file_max(path, (size_t)4 << 30, &buf, &len, e); /* binary: 4 GiB, not the text limit */
   if (rc) return rc;
   const unsigned char *p = (const unsigned char *)buf;
   if (len < 24 || memcmp(p, DRIFT_MAGIC, 8) != 0) {

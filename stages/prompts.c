@@ -3,10 +3,13 @@
 #include "stages/prompts.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kernels/formats.h"
 #include "lua/host.h"
@@ -78,19 +81,38 @@ typedef struct jsonl_reader {
   char *line;
   size_t cap;
   int64_t lineno;
+  int err; /* errno of a read error */
 } jsonl_reader;
 
 static int jsonl_open(jsonl_reader *rd, const char *path, rl_err *e) {
   memset(rd, 0, sizeof *rd);
-  rd->f = fopen(path, "rb");
-  if (!rd->f) return rl_errf(e, RL_EXIT_USAGE, "data.prompts: %s: cannot open: %s", path, strerror(errno));
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO is refused, not waited on */
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    return rl_errf(e, RL_EXIT_USAGE, "data.prompts: %s: cannot open: %s", path, strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return rl_errf(e, RL_EXIT_USAGE, "data.prompts: %s: is not a regular file (%s): give a JSONL file", path,
+                   S_ISDIR(st.st_mode) ? "a directory" : "a device, FIFO or socket");
+  }
+  rd->f = fdopen(fd, "rb");
+  if (!rd->f) {
+    int err = errno;
+    close(fd);
+    return rl_errf(e, RL_EXIT_USAGE, "data.prompts: %s: cannot open: %s", path, strerror(err));
+  }
   return 0;
 }
 
 /* The next non-blank line (*len bytes, CR/LF cut); 0 at the end, -1 on a read error. */
 static int jsonl_next(jsonl_reader *rd, const char **text, size_t *len) {
   for (;;) {
+    errno = 0;
     ssize_t n = getline(&rd->line, &rd->cap, rd->f);
+    if (n < 0 && ferror(rd->f)) rd->err = errno ? errno : EIO;
     if (n < 0) return ferror(rd->f) ? -1 : 0;
     char *p = rd->line;
     if (++rd->lineno == 1 && n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3, n -= 3;
@@ -115,8 +137,18 @@ static void jsonl_close(jsonl_reader *rd) {
 static int jsonl_parse(const char *path, const char *line, size_t len, int64_t lineno, const char *pkey,
                        json_t **obj, rl_err *e) {
   *obj = NULL;
+  const char *nul = memchr(line, 0, len);
+  if (nul) { /* jansson would stop there and call the rest "end of file expected" */
+    int col = 1;
+    for (const char *q = line; q < nul; q++) col += ((unsigned char)*q & 0xC0) != 0x80;
+    return rl_errf(e, RL_EXIT_USAGE, "%s:%lld:%d: NUL byte: a JSONL file is UTF-8 text, one JSON object per line "
+                   "(remove the NUL bytes)", path, (long long)lineno, col);
+  }
   json_error_t je;
   json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+  if (!j && strstr(je.text, "JSON_ALLOW_NUL")) /* jansson refuses "\u0000"; say it in the user's words */
+    return rl_errf(e, RL_EXIT_USAGE, "%s:%lld:%d: a string holds \\u0000 (a NUL character): prompts and their "
+                   "fields are text without NUL", path, (long long)lineno, je.column > 0 ? je.column : 1);
   if (!j)
     return rl_errf(e, RL_EXIT_USAGE, "%s:%lld:%d: not valid JSON: %s (one JSON object per line)", path,
                    (long long)lineno, je.column > 0 ? je.column : 1, je.text);
@@ -172,7 +204,8 @@ int prompts_open_jsonl(const char *path, const char *prompt_key, const char *ans
     json_t *j;
     if (!(rc = jsonl_parse(path, line, len, rd.lineno, pkey, &j, e))) jsonl_add(s, j, rd.lineno, pkey, akey, &cap);
   }
-  if (!rc && got < 0) rc = rl_errf(e, RL_EXIT_FAIL, "data.prompts: %s: read error", path);
+  if (!rc && got < 0) rc = rl_errf(e, RL_EXIT_FAIL, "data.prompts: %s: read error after line %lld: %s", path,
+                                       (long long)rd.lineno, strerror(rd.err));
   jsonl_close(&rd);
   if (!rc && s->n == 0)
     rc = rl_errf(e, RL_EXIT_USAGE, "%s: no prompts (the file has no JSON lines): add one object per line", path);
@@ -257,7 +290,8 @@ int64_t prompts_check_jsonl(const char *path, const char *prompt_key, const prom
     if (rc) n_bad++, bad(ud, e.msg);
   }
   if (got < 0) {
-    snprintf(e.msg, sizeof e.msg, "%s: read error after line %lld", path, (long long)rd.lineno);
+    snprintf(e.msg, sizeof e.msg, "%s: read error after line %lld: %s", path, (long long)rd.lineno,
+             strerror(rd.err));
     bad(ud, e.msg), n_bad++;
   } else if (n == 0 && n_bad == 0) {
     snprintf(e.msg, sizeof e.msg, "%s: no prompts (the file has no JSON lines): add one object per line", path);

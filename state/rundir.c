@@ -12,8 +12,13 @@
 
 int rundir_check_name(const char *name, rl_err *e) {
   size_t n = name ? strlen(name) : 0;
-  if (n == 0 || n > 64)
-    return rl_errf(e, RL_EXIT_USAGE, "run name '%s' must be 1 to 64 characters", name ? name : "");
+  if (n == 0) return rl_errf(e, RL_EXIT_USAGE, "run name '' must be 1 to 64 characters");
+  if (n > 64) { /* quote its start only, so the reason always shows */
+    size_t cut = 40;
+    while (cut > 0 && ((unsigned char)name[cut] & 0xC0) == 0x80) cut--; /* between UTF-8 characters */
+    return rl_errf(e, RL_EXIT_USAGE, "run name '%.*s\xe2\x80\xa6' (%zu bytes) must be 1 to 64 characters", (int)cut,
+                   name, n);
+  }
   for (size_t i = 0; i < n; i++) {
     char c = name[i];
     int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

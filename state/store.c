@@ -391,6 +391,14 @@ store *store_open_version(const char *path, int create, int version, rl_err *e) 
     rl_errf(e, RL_EXIT_USAGE, "%s: not a regular file (expected a run's state.db)", path);
     return NULL;
   }
+  if (exists && sb.st_size == 0 && !create) {
+    /* SQLite would take an empty file for a new database and write a fresh schema into it: a
+     * truncated store must be refused and left as it is, like any other damaged one */
+    rl_errf(e, RL_EXIT_STATE, "%s: the run store is empty (0 bytes): it was truncated or damaged, and the run's "
+            "state (steps, samples, metrics, checkpoint records) is gone with it; restore state.db from a copy, "
+            "or start the run again with `rlrun run`", path);
+    return NULL;
+  }
   store *s = rl_xcalloc(1, sizeof *s);
   snprintf(s->path, sizeof s->path, "%s", path);
   int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOFOLLOW;

@@ -1,6 +1,8 @@
 /* test_foundation.c — the CLI skeleton, error values and the harness helpers. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "kernels/common.h"
@@ -32,6 +34,46 @@ TEST(read_file_roundtrip_and_missing) {
   snprintf(path, sizeof path, "%s/missing.txt", harness_tmpdir());
   CHECK_EQ_I64(rl_read_file(path, &buf, &n, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "missing.txt: cannot open: No such file");
+  CHECK(buf == NULL);
+}
+
+/* rl_read_file reads regular files of at most RL_READ_FILE_MAX bytes: a
+ * directory, a device (/dev/zero grew memory without end), a FIFO (would wait
+ * for a writer) and a file over the limit are refused at once, saying so; a read
+ * error says why (strerror). */
+TEST(read_file_refuses_special_and_huge_files) {
+  char *buf = NULL, path[700], want[1000];
+  size_t n = 0;
+  rl_err e;
+  CHECK_EQ_I64(rl_read_file(harness_tmpdir(), &buf, &n, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s: is not a regular file (a directory): give the path of a file", harness_tmpdir());
+  CHECK_STREQ(e.msg, want);
+  CHECK_EQ_I64(rl_read_file("/dev/zero", &buf, &n, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "/dev/zero: is not a regular file (a character device): give the path of a file");
+  snprintf(path, sizeof path, "%s/fifo", harness_tmpdir());
+  REQUIRE(mkfifo(path, 0600) == 0);
+  CHECK_EQ_I64(rl_read_file(path, &buf, &n, &e), RL_EXIT_USAGE); /* returns: no writer is waited for */
+  snprintf(want, sizeof want, "%s: is not a regular file (a FIFO): give the path of a file", path);
+  CHECK_STREQ(e.msg, want);
+  snprintf(path, sizeof path, "%s/big.yaml", harness_tmpdir());
+  FILE *f = fopen(path, "wb");
+  REQUIRE(f);
+  fclose(f);
+  REQUIRE(truncate(path, (off_t)RL_READ_FILE_MAX + 1) == 0); /* sparse: no disk used */
+  CHECK_EQ_I64(rl_read_file(path, &buf, &n, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s: is 67108865 bytes, more than the 64 MiB rlrun reads from such a file: is it the right "
+           "file?", path);
+  CHECK_STREQ(e.msg, want);
+  REQUIRE(truncate(path, (off_t)RL_READ_FILE_MAX) == 0); /* exactly the limit is read */
+  CHECK_EQ_I64(rl_read_file(path, &buf, &n, &e), 0);
+  CHECK_EQ_I64(n, RL_READ_FILE_MAX);
+  free(buf);
+  CHECK_EQ_I64(rl_read_file_max(path, 1000, &buf, &n, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "big.yaml: is 64 MiB, more than the 1000 bytes rlrun reads from such a file");
+  unlink(path);
+  /* reading /proc/self/mem from offset 0 fails with EIO: the reason is part of the message */
+  CHECK_EQ_I64(rl_read_file("/proc/self/mem", &buf, &n, &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "/proc/self/mem: read error after 0 bytes: Input/output error");
   CHECK(buf == NULL);
 }
 

@@ -551,7 +551,8 @@ TEST(lua_prompts_results_are_checked) {
   CHECK_EQ_I64(luahost_prompts(h, 3, 7, 1, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "task.lua:1: prompts(n, rng) item 3 has no string field 'prompt' (prompts for iteration 1)");
   CHECK_EQ_I64(luahost_prompts(h, 4, 7, 1, &p, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "field of item 4 is a function");
+  CHECK_STREQ(e.msg, "task.lua:1: prompts(n, rng): field 'bad' of item 4 is a function: only strings, numbers, "
+                     "booleans and tables can travel with a prompt (prompts for iteration 1)");
   CHECK_EQ_I64(luahost_prompts(h, 5, 7, 1, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "returned table of length 0 for n = 5");
   CHECK(p == NULL);
@@ -643,5 +644,110 @@ TEST(lua_named_reward_function) {
   REQUIRE(h);
   luahost_functions(h, fns, sizeof fns);
   CHECK_STREQ(fns, "");
+  luahost_close(h);
+}
+
+/* Metric names print as they are in `rlrun metrics` (table, CSV, JSON): a name
+ * with a control character, whitespace, a quote, a backslash, a comma, a NUL
+ * or bytes that are not UTF-8 is refused, the message naming script, sample and
+ * the name (escaped); other UTF-8 text is a name. */
+TEST(lua_metric_names_are_checked) {
+  rl_err e;
+  luahost *h = src("names.lua",
+                   "local bad = {nl = 'm/1\\n\\xff', sp = 'a b', q = 'say\"hi', sq = \"it's\", bs = 'a\\\\b',\n"
+                   "             comma = 'a,b', nul = 'a\\0b', empty = '', nbsp = 'a\\u{a0}b', tab = 'a\\tb',\n"
+                   "             c1 = 'a\\u{85}b', utf = '\\xc3\\x28'}\n"
+                   "function reward(s)\n"
+                   "  if s.completion == 'ok' then return {reward = 1, ['\\u{e9}lan/ok_1'] = 2, ['x.y-z:w'] = true} end\n"
+                   "  return {reward = 1, [bad[s.completion]] = 1}\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  static const struct { const char *case_, *shown, *why; } cases[] = {
+      {"nl", "m/1\\n\\xFF", "holds a control character"}, /* the first problem is named */
+      {"sp", "a b", "holds whitespace"},
+      {"q", "say\"hi", "holds a quote"},
+      {"sq", "it\\'s", "holds a quote"},
+      {"bs", "a\\\\b", "holds a backslash"},
+      {"comma", "a,b", "holds a comma"},
+      {"nul", "a\\x00b", "holds a NUL byte"},
+      {"empty", "", "is empty"},
+      {"nbsp", "a\xc2\xa0" "b", "holds whitespace"},
+      {"tab", "a\\tb", "holds a control character"},
+      {"c1", "a\\u0085b", "holds a control character"},
+      {"utf", "\\xC3(", "is not valid UTF-8"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    luahost_sample smp = mk(cases[i].case_, NULL);
+    luahost_reward r;
+    char want[600];
+    snprintf(want, sizeof want, "names.lua:4: reward(sample) returned metric name '%s', which %s: a metric name is "
+             "UTF-8 text without control characters, whitespace, quotes, backslashes or commas (e.g. format_ok, "
+             "digits/exact) (sample 3 of iteration 7)", cases[i].shown, cases[i].why);
+    CHECK_EQ_I64(luahost_reward_one(h, &smp, &r, &e), RL_EXIT_FAIL);
+    CHECK_STREQ(e.msg, want);
+  }
+  luahost_sample ok = mk("ok", NULL);
+  luahost_reward r;
+  REQUIRE(luahost_reward_one(h, &ok, &r, &e) == 0);
+  REQUIRE(r.n_metrics == 2);
+  CHECK_STREQ(r.names[0], "x.y-z:w");
+  CHECK_STREQ(r.names[1], "\xc3\xa9lan/ok_1");
+  luahost_close(h);
+}
+
+/* Lua strings may hold NUL bytes, C strings may not: a prompt or a field of a
+ * task's item with a NUL is refused (naming the field), a metric name with a
+ * NUL is not taken for the part before it, and an error message shows its NULs
+ * as \0 instead of ending there. A field that is not UTF-8 is named too. */
+TEST(lua_nul_bytes_are_refused_or_shown) {
+  rl_err e;
+  luahost *h = src("task.lua",
+                   "function prompts(n, rng)\n"
+                   "  if n == 1 then return {'1+\\0='} end\n"
+                   "  if n == 2 then return {{prompt = '1+\\0=', answer = '2'}, 'x'} end\n"
+                   "  if n == 3 then return {'a', 'b', {prompt = '1+1=', answer = '2\\0'}} end\n"
+                   "  if n == 4 then return {{prompt = 'p', answer = '\\xff'}, 'b', 'c', 'd'} end\n"
+                   "  if n == 5 then return {{prompt = 'p', meta = {tags = {'x', 'y\\0'}}}, 'b', 'c', 'd', 'e'} end\n"
+                   "  return {{prompt = 'p', ['k\\0ey'] = 1}, 'b', 'c', 'd', 'e', 'f'}\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  static const char *const want[] = {
+      "task.lua:1: prompts(n, rng) item 1: the prompt holds a NUL byte (byte 3): prompts are text without NUL",
+      "task.lua:1: prompts(n, rng): field 'prompt' of item 1 holds a NUL byte (byte 3): prompts are text without NUL",
+      "task.lua:1: prompts(n, rng): field 'answer' of item 3 holds a NUL byte (byte 2): text must not contain NUL",
+      "task.lua:1: prompts(n, rng): field 'answer' of item 1 is not valid UTF-8 text",
+      "task.lua:1: prompts(n, rng): field 'meta.tags[2]' of item 1 holds a NUL byte (byte 2): text must not "
+      "contain NUL",
+      "task.lua:1: prompts(n, rng): item 1 has a key with a NUL byte ('k\\x00ey'): keys are text without NUL",
+  };
+  for (int n = 1; n <= 6; n++) {
+    luahost_prompt *p = NULL;
+    char w[400];
+    snprintf(w, sizeof w, "%s (prompts for iteration 1)", want[n - 1]);
+    CHECK_EQ_I64(luahost_prompts(h, n, 7, 1, &p, &e), RL_EXIT_USAGE);
+    CHECK_STREQ(e.msg, w);
+    CHECK(p == NULL);
+  }
+  luahost_close(h);
+  h = src("r.lua",
+          "function reward(s)\n"
+          "  if s.completion == 'err' then error('bad\\0hidden') end\n"
+          "  if s.completion == 'print' then print('a\\0b') return 0 end\n"
+          "  return {reward = 1, ['a\\0b'] = 1}\n"
+          "end\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "r.lua:1: reward(sample) returned metric name 'a\\x00b', which holds a NUL byte: a metric name "
+                     "is UTF-8 text without control characters, whitespace, quotes, backslashes or commas (e.g. "
+                     "format_ok, digits/exact) (sample 3 of iteration 7)");
+  luahost_sample s = mk("err", NULL);
+  luahost_reward r;
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "r.lua:2: bad\\0hidden (sample 3 of iteration 7)");
+  char buf[4096] = "";
+  luahost_set_log(h, capture_log, buf);
+  s.completion = "print";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), 0);
+  CHECK_STREQ(buf, "[r.lua] a\\0b\n");
   luahost_close(h);
 }

@@ -76,6 +76,37 @@ TEST(prompts_jsonl_errors_name_file_and_line) {
   prompts_close(s);
 }
 
+/* A NUL byte in a JSONL line is named at its FILE:LINE:COL (jansson stopped
+ * there and called the rest "end of file expected"); a \u0000 in a string is
+ * refused in words; a path that is not a regular file (/dev/zero: endless, a
+ * FIFO: waits for a writer) is refused at once. */
+TEST(prompts_jsonl_nul_bytes_and_special_files) {
+  static const char line1[] = "{\"prompt\": \"1+1=\"}\n{\"prompt\": \"\xc3\xa9+2=\"}\0\n";
+  char path[600];
+  snprintf(path, sizeof path, "%s/nul.jsonl", harness_tmpdir());
+  FILE *f = fopen(path, "wb");
+  REQUIRE(f);
+  fwrite(line1, 1, sizeof line1 - 1, f);
+  fclose(f);
+  prompt_source *s = NULL;
+  rl_err e;
+  char want[1200];
+  CHECK_EQ_I64(prompts_open_jsonl(path, NULL, NULL, &s, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:2:19: NUL byte: a JSONL file is UTF-8 text, one JSON object per line (remove "
+           "the NUL bytes)", path);
+  CHECK_STREQ(e.msg, want);
+  const char *p2 = tmp_file("u0.jsonl", "{\"prompt\": \"1+\\u0000=\", \"answer\": \"2\"}\n");
+  CHECK_EQ_I64(prompts_open_jsonl(p2, NULL, NULL, &s, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:1:22: a string holds \\u0000 (a NUL character): prompts and their fields are "
+           "text without NUL", p2);
+  CHECK_STREQ(e.msg, want);
+  CHECK_EQ_I64(prompts_open_jsonl("/dev/zero", NULL, NULL, &s, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "data.prompts: /dev/zero: is not a regular file (a device, FIFO or socket): give a JSONL file");
+  CHECK_EQ_I64(prompts_open_jsonl(harness_tmpdir(), NULL, NULL, &s, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, ": is not a regular file (a directory): give a JSONL file");
+  CHECK(s == NULL);
+}
+
 TEST(prompts_cursor_is_a_permutation_per_epoch) {
   const int64_t sizes[6] = {1, 2, 5, 17, 100, 1000};
   for (int z = 0; z < 6; z++) {

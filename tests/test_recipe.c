@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -624,4 +625,123 @@ TEST(recipe_keep_bf16_patterns_checked) {
   REQUIRE(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", good, 1, RECIPE_NO_FS, &r, &e) == 0);
   CHECK_EQ_I64(r.precision.keep_bf16.n, 2);
   recipe_free(&r);
+}
+
+/* Absurd maps are refused early, not after a duplicate-key check that is
+ * quadratic in the keys (100,000 top-level keys took minutes): more than 4096
+ * keys in one mapping, or more than 100,000 values in one recipe, is an error at
+ * the key or value past the limit. Duplicate keys are reported as before. */
+TEST(recipe_absurd_maps_are_refused_early) {
+  size_t cap = 4 << 20, len = strlen(MINIMAL);
+  char *text = malloc(cap);
+  REQUIRE(text);
+  memcpy(text, MINIMAL, len);
+  for (int i = 1; i <= 100000; i++) len += (size_t)snprintf(text + len, cap - len, "u%d: 1\n", i);
+  recipe r;
+  rl_err e;
+  double t0 = rl_now();
+  CHECK_EQ_I64(recipe_load_string(text, len, "x.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  double dt = rl_now() - t0;
+  CHECK_STREQ(e.msg, "x.yaml:4098:1: more than 4096 keys in one mapping (the one at x.yaml:1:1): no recipe needs "
+                     "that many (the whole schema has a few hundred); is this the right file?");
+  CHECK_MSG(dt < 5, "refusing 100,000 keys took %.1f s", dt);
+  /* many mappings under the per-map limit: the whole document's limit */
+  len = strlen(MINIMAL);
+  memcpy(text, MINIMAL, len);
+  for (int j = 0; j < 30; j++) {
+    len += (size_t)snprintf(text + len, cap - len, "x%d:\n", j);
+    for (int i = 0; i < 4000; i++) len += (size_t)snprintf(text + len, cap - len, "  u%d: 1\n", i);
+  }
+  t0 = rl_now();
+  CHECK_EQ_I64(recipe_load_string(text, len, "x.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  dt = rl_now() - t0;
+  CHECK_STREQ(e.msg, "x.yaml:99995:10: more than 100000 values in one recipe: no recipe needs that many; is this "
+                     "the right file?");
+  CHECK_MSG(dt < 5, "refusing 120,000 values took %.1f s", dt);
+  free(text);
+  const char *dup = "model: {init: {arch: qwen3}}\nseed: 1\nseed: 2\n";
+  CHECK_EQ_I64(recipe_load_string(dup, strlen(dup), "x.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "x.yaml:3:1: duplicate key 'seed' (first written at x.yaml:2:1): keep one");
+}
+
+/* A long value quoted in a message is cut (40 characters, "…") so that the
+ * reason after it always shows (a 2000-character name filled the message);
+ * text libyaml refuses (a control character, U+FFFF) is named at its
+ * FILE:LINE:COL. */
+TEST(recipe_messages_clip_values_and_place_reader_errors) {
+  char name[2100], text[2400], want[600], forty[41];
+  memset(name, 'a', 2000);
+  snprintf(name + 2000, sizeof name - 2000, "!");
+  snprintf(text, sizeof text, "%sname: %s\n", MINIMAL, name);
+  memset(forty, 'a', 40), forty[40] = 0;
+  recipe r;
+  rl_err e;
+  CHECK_EQ_I64(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "m.yaml:6:7: name: '%s\xe2\x80\xa6' is not a run name: use letters, digits, '.', '_', "
+           "'-' (at most 64, starting with a letter or digit)", forty);
+  CHECK_STREQ(e.msg, want);
+  /* cut between UTF-8 characters: 40 × é then more */
+  char eacute[200] = "device: ";
+  for (int i = 0; i < 45; i++) strcat(eacute, "\xc3\xa9");
+  strcat(eacute, "\n");
+  snprintf(text, sizeof text, "%s%s", MINIMAL, eacute);
+  CHECK_EQ_I64(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  char e40[100] = "";
+  for (int i = 0; i < 40; i++) strcat(e40, "\xc3\xa9");
+  snprintf(want, sizeof want, "m.yaml:6:9: device: expected one of auto, cpu, cuda; got '%s\xe2\x80\xa6'", e40);
+  CHECK_STREQ(e.msg, want);
+  static const struct { const char *text, *want; } reader[] = {
+      {"seed: 1\nname: \"a\x01" "b\"\n", "x.yaml:2:9: cannot read as YAML text: control characters are not allowed "
+                                          "(U+0001): remove it, or write it as an escape (\\x01, \\uFFFF) inside a "
+                                          "double-quoted string"},
+      {"seed: 1\n# \xc3\xa9\xc3\xa9\nname: a\xef\xbf\xbf\n", "x.yaml:3:8: cannot read as YAML text: control "
+                                          "characters are not allowed (U+FFFF): remove it, or write it as an escape "
+                                          "(\\x01, \\uFFFF) inside a double-quoted string"},
+      {"\xef\xbb\xbfseed: \x7f\n", "x.yaml:1:7: cannot read as YAML text: control characters are not allowed "
+                                   "(U+007F): remove it, or write it as an escape (\\x01, \\uFFFF) inside a "
+                                   "double-quoted string"},
+  };
+  for (size_t i = 0; i < sizeof reader / sizeof *reader; i++) {
+    CHECK_EQ_I64(recipe_load_string(reader[i].text, strlen(reader[i].text), "x.yaml", NULL, 0, RECIPE_NO_FS, &r, &e),
+                 RL_EXIT_USAGE);
+    CHECK_STREQ(e.msg, reader[i].want);
+  }
+}
+
+/* `rlrun validate` on a directory, a device or a file that is far too large:
+ * refused at once (exit 2) with what the path is; /dev/zero used to grow
+ * memory without end, a directory said only "read error". */
+TEST(cli_validate_refuses_what_is_not_a_recipe_file) {
+  char cmd[2400];
+  snprintf(cmd, sizeof cmd, "%s validate /tmp", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "/tmp: is not a regular file (a directory): give the path of a file\n");
+  snprintf(cmd, sizeof cmd, "timeout 20 %s validate /dev/zero", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "/dev/zero: is not a regular file (a character device): give the path of a file\n");
+  char big[800];
+  snprintf(big, sizeof big, "%s/huge.yaml", harness_tmpdir());
+  snprintf(cmd, sizeof cmd, "truncate -s 100M %s && %s validate %s", big, harness_bin(), big);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  char want[1200];
+  snprintf(want, sizeof want, "%s: is 100 MiB, more than the 64 MiB rlrun reads from such a file: is it the right "
+           "file?\n", big);
+  CHECK_STREQ(out, want);
+  unlink(big);
+}
+
+/* recipe_print and recipe_free formed (char *)r + NOFF for sections, an
+ * out-of-bounds pointer (UB) that clang's -fsanitize=pointer-overflow reports
+ * on every recipe (GCC's UBSan does not see it). Run by `make fuzz`'s
+ * build-fuzz/fuzz_recipe over the example recipes, when that build exists. */
+TEST(recipe_fuzz_target_runs_examples_clean) {
+  struct stat bin, src;
+  if (stat("build-fuzz/fuzz_recipe", &bin) != 0 || stat("runner/recipe_schema.c", &src) != 0 ||
+      bin.st_mtime < src.st_mtime) {
+    printf("  (no up-to-date build-fuzz/fuzz_recipe: `make fuzz` builds it, then this test runs it)\n");
+    return;
+  }
+  CHECK_EQ_I64(harness_run("build-fuzz/fuzz_recipe recipes/*.yaml tests/recipes/bad/*.yaml 2>&1 | "
+                           "grep -E 'runtime error|ERROR: ' | head -5", out, sizeof out), 0);
+  CHECK_STREQ(out, "");
 }

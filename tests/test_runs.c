@@ -291,6 +291,39 @@ TEST(runs_corrupt_state_db_is_refused_and_kept) {
   CHECK_STREQ(w1, w0); /* checkpoints untouched */
 }
 
+/* An emptied (0-byte) state.db beside run.json and checkpoints is a damaged
+ * store: status and resume refuse it with exit 4 saying so (not "the run was
+ * never started?"), ls lists the run as damaged, and the file stays 0 bytes.
+ * `run --runs-dir ''` is refused (exit 2), not ": cannot open directory". */
+TEST(runs_empty_state_db_and_empty_runs_dir) {
+  char dir[1024], rd[2048], out[8192], args[2300], db[2100], want[5000];
+  snprintf(dir, sizeof dir, "%s/z", harness_tmpdir());
+  REQUIRE(stopped_run(dir, rd, sizeof rd) == 0);
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  REQUIRE(truncate(db, 0) == 0);
+  char db_msg[2600];
+  snprintf(db_msg, sizeof db_msg, "%s: the run store is empty (0 bytes): it was truncated or damaged, and the run's "
+           "state (steps, samples, metrics, checkpoint records) is gone with it; restore state.db from a copy, or "
+           "start the run again with `rlrun run`", db);
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  snprintf(want, sizeof want, "rlrun status: %s\n", db_msg);
+  CHECK_STREQ(out, want);
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  snprintf(want, sizeof want, "rlrun resume: cannot resume %s: %s\n", rd, db_msg);
+  CHECK_STREQ(out, want);
+  CHECK_EQ_I64(rl(dir, "", "ls runs", out, sizeof out), 0);
+  CHECK_CONTAINS(out, " damaged   ");
+  CHECK_CONTAINS(out, "the run store is empty (0 bytes)");
+  struct stat st;
+  REQUIRE(stat(db, &st) == 0);
+  CHECK_EQ_I64(st.st_size, 0);
+  CHECK_EQ_I64(rl(dir, "", "run t.yaml --runs-dir '' --quiet", out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun run: --runs-dir is empty: give the directory for run directories (default: runs; '.' for "
+                   "the current directory)\n");
+}
+
 TEST(runs_checkpoint_with_wrong_hash_is_refused) {
   char ref[1024], dir[1024], rd[2048], out[8192], args[2300], p[2100], want[65], got[65];
   snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
@@ -934,6 +967,55 @@ TEST(runs_metrics_table_fits_names_and_marks_missing) {
   CHECK_STREQ(out, "[{\"iteration\": 1, \"groups/degenerate\": 2, \"loss\": -0.25, \"mismatch/logp_abs_diff\": null},\n"
                    " {\"iteration\": 2, \"groups/degenerate\": 3, \"loss\": 1.4999999999999999e-07, "
                    "\"mismatch/logp_abs_diff\": null}\n]\n");
+}
+
+/* Metric names from a store that holds any bytes (older runs did not check the
+ * names a reward returned): `metrics --json` is valid JSON whatever they are,
+ * CSV quotes a name with a comma, quote or line break, the table shows control
+ * characters and spaces escaped. */
+TEST(runs_metrics_escape_any_stored_name) {
+  char rd[1200], out[8192], args[1400];
+  snprintf(rd, sizeof rd, "%s/fake", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  rl_err e;
+  REQUIRE(store_metric_put(s, 1, "reward/m/1\n\xff", 1, &e) == 0);
+  REQUIRE(store_metric_put(s, 1, "a,\"b\\", 2, &e) == 0);
+  REQUIRE(store_metric_put(s, 1, "loss", 0.5, &e) == 0);
+  store_close(s);
+  snprintf(args, sizeof args, "metrics %s --json", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "[{\"iteration\": 1, \"a,\\\"b\\\\\": 2, \"loss\": 0.5, \"reward/m/1\\u000a\\ufffd\": 1}\n]\n");
+  json_error_t je;
+  json_t *j = json_loads(out, 0, &je);
+  CHECK_MSG(j != NULL, "metrics --json is not valid JSON: %s", je.text);
+  CHECK(json_is_number(json_object_get(json_array_get(j, 0), "a,\"b\\")));
+  json_decref(j);
+  snprintf(args, sizeof args, "metrics %s --csv", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "iteration,\"a,\"\"b\\\",loss,\"reward/m/1\n\xff\"\n1,2,0.5,1\n");
+  snprintf(args, sizeof args, "metrics %s", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "iteration        a,\"b\\\\          loss  reward/m/1\\x0A\\xFF\n"
+                   "        1             2           0.5                   1\n");
+}
+
+/* `rlrun ls` on a directory without runs: says so, exit 0 (it aborted under
+ * UBSan: qsort(NULL, 0, …)); an empty RUNS_DIR is refused (exit 2). */
+TEST(runs_ls_without_runs) {
+  char dir[1200], out[4096], args[2600];
+  snprintf(dir, sizeof dir, "%s/none", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  snprintf(args, sizeof args, "ls %s", dir);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  char want[3000];
+  snprintf(want, sizeof want, "no runs in %s (start one with `rlrun run RECIPE --runs-dir %s`)\n", dir, dir);
+  CHECK_STREQ(out, want);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", "ls ''", out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun ls: RUNS_DIR is empty: give a directory of runs (default: runs)\n");
+  snprintf(args, sizeof args, "ls %s extra", dir);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun ls: unexpected argument 'extra'; usage: rlrun ls [RUNS_DIR]\n");
 }
 
 /* 1 when path exists. */

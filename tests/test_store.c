@@ -3,6 +3,7 @@
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -152,6 +153,28 @@ TEST(store_missing_file_without_create) {
   CHECK_EQ_I64(e.code, RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "nope.db: no run store here");
   CHECK(access(db_path("nope.db"), F_OK) != 0);
+}
+
+/* An emptied (0-byte) state.db is a damaged store, refused as one (exit 4) and
+ * left as it is: SQLite would take it for a new database and write a schema
+ * into it, and the run would look "never started". */
+TEST(store_empty_file_is_refused_as_damaged) {
+  rl_err e;
+  char *p = db_path("empty.db");
+  REQUIRE(harness_write_file(p, "") == 0);
+  store *s = store_open(p, 0, &e);
+  CHECK(s == NULL);
+  CHECK_EQ_I64(e.code, RL_EXIT_STATE);
+  char want[1200];
+  snprintf(want, sizeof want, "%s: the run store is empty (0 bytes): it was truncated or damaged, and the run's "
+           "state (steps, samples, metrics, checkpoint records) is gone with it; restore state.db from a copy, or "
+           "start the run again with `rlrun run`", p);
+  CHECK_STREQ(e.msg, want);
+  struct stat st;
+  REQUIRE(stat(p, &st) == 0);
+  CHECK_EQ_I64(st.st_size, 0); /* nothing written */
+  CHECK(access(db_path("empty.db-wal"), F_OK) != 0);
+  store_close(s);
 }
 
 TEST(store_migrates_v1_to_latest_keeping_data) {
