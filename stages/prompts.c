@@ -180,7 +180,10 @@ static void jsonl_add(prompt_source *s, json_t *j, int64_t lineno, const char *p
   s->text[s->n] = rl_xstrdup(json_string_value(json_object_get(j, pkey)));
   json_object_del(j, pkey);
   json_t *a = json_object_get(j, akey);
-  if (a && strcmp(akey, "answer") != 0) json_object_set(j, "answer", a);
+  if (strcmp(akey, "answer") != 0) { /* sample.answer is data.answer_key's field, or nothing: never the line's own "answer" */
+    if (a) json_object_set(j, "answer", a);
+    else json_object_del(j, "answer");
+  }
   char *dump = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
   s->extra[s->n] = dump ? dump : rl_xstrdup("{}");
   s->line[s->n++] = lineno;

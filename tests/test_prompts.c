@@ -31,7 +31,7 @@ TEST(prompts_jsonl_fields) {
   prompt_item *v;
   REQUIRE(prompts_batch(s, 1, 1, 4, &v, &e) == 0);
   CHECK_STREQ(v[0].text, "1+1=");
-  CHECK_STREQ(v[0].extra_json, "{\"answer\":\"2\",\"id\":7}");
+  CHECK_STREQ(v[0].extra_json, "{\"id\":7}"); /* no "sol" on this line: no answer (its own "answer" is not it) */
   CHECK_STREQ(v[1].text, "é");
   CHECK_STREQ(v[1].extra_json, "{\"meta\":{\"a\":null,\"b\":[1,2]}}");
   CHECK_STREQ(v[2].extra_json, "{\"answer\":7,\"q\":\"x\",\"sol\":7}"); /* answer_key copied to answer */
