@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "runner/cli.h"
 #include "runner/loop.h"
 #include "runner/runs.h"
+#include "state/ckpt.h"
 #include "state/ckpt_dir.h"
 #include "state/rundir.h"
 
@@ -280,6 +282,17 @@ static int resume_changes(const char *dir, const store_run *run, recipe *fresh, 
   return n;
 }
 
+/* A run resume has nothing to do for: every step done and the final checkpoint's
+ * directory still there (removed by hand, it is written again: resume falls back
+ * to the checkpoint before it, as for any removed checkpoint). */
+static int resume_complete(const char *dir, store *s, int64_t iterations) {
+  if (!loop_is_complete(s, iterations)) return 0;
+  char path[4400];
+  struct stat st;
+  ckpt_file_path(dir, iterations, NULL, path, sizeof path);
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 int cmd_resume(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n\n"
@@ -288,7 +301,8 @@ int cmd_resume(int argc, char **argv) {
            "regenerating them. The result is bit-identical to an uninterrupted run.\n"
            "Refuses (exit 4) when the recipe file or an input (model files, data, Lua scripts) changed\n"
            "since the run started, and prints what changed; --allow-changed continues with the changed\n"
-           "ones (recorded as an event). A complete run says so and does nothing (exit 0).\n"
+           "ones (recorded as an event). A complete run says so and does nothing (exit 0), unless\n"
+           "its final checkpoint directory was removed: that is written again.\n"
            "A checkpoint with a wrong hash stops it before anything is written (exit 4, the file\n"
            "named); remove that checkpoint's directory to resume from the one before: the removed\n"
            "checkpoints are written again. Works from any working directory.\n"
@@ -338,7 +352,7 @@ int cmd_resume(int argc, char **argv) {
   int complete = 0;
   if (rc) {
     fprintf(stderr, "rlrun resume: %s\n", e.msg);
-  } else if (changes && !allow && loop_is_complete(s, r.loop.iterations)) {
+  } else if (changes && !allow && resume_complete(dir, s, r.loop.iterations)) {
     /* complete as recorded: nothing to do, whatever changed since (exit 0) */
     printf("%s: the run is already complete (%lld iteration%s, final checkpoint step-%06lld); nothing to do\n", dir,
            (long long)r.loop.iterations, r.loop.iterations == 1 ? "" : "s", (long long)r.loop.iterations);
@@ -357,7 +371,7 @@ int cmd_resume(int argc, char **argv) {
      * hardware, the checkpoint it resumes from (sha256 of every file). A failure
      * leaves state.db, the run files and the checkpoints as they were. */
     recipe *use = changes && have_fresh ? &fresh : &r;
-    complete = loop_is_complete(s, use->loop.iterations);
+    complete = resume_complete(dir, s, use->loop.iterations);
     if (!complete && (rc = run_check_hardware(use, &e))) {
       fprintf(stderr, "rlrun resume: %s\n", e.msg);
     } else if (!complete && (rc = loop_resume_find(dir, s, use, &point, &e))) {

@@ -1198,3 +1198,25 @@ TEST(runs_readme_lists_every_recorded_metric) {
   for (int i = 0; i < n; i++) free(names[i]);
   free(readme);
 }
+
+/* A complete run whose final checkpoint directory was removed is not "complete":
+ * resume falls back to the checkpoint before it and writes the final one again,
+ * byte for byte; then it is complete again. */
+TEST(runs_complete_run_rewrites_a_removed_final_checkpoint) {
+  char dir[1024], rd[2048], out[16384], args[4400], want[65], got[65];
+  snprintf(dir, sizeof dir, "%s/fin", harness_tmpdir());
+  setup(dir, 4);
+  CHECK_EQ_I64(rl(dir, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out), 0);
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  REQUIRE(weights_sha(rd, 4, want) == 0);
+  snprintf(args, sizeof args, "rm -rf %s/checkpoints/step-000004", rd);
+  REQUIRE(harness_run(args, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "resuming ");
+  CHECK_CONTAINS(out, "step-000004 removed from the run directory");
+  REQUIRE(weights_sha(rd, 4, got) == 0);
+  CHECK_STREQ(got, want);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "already complete (4 iterations, final checkpoint step-000004); nothing to do");
+}
