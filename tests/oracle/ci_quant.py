@@ -222,6 +222,17 @@ def deq_nv(packed, sb, s_dec, K):
     return ((v * sf).astype(F32) * s_dec).astype(F32)
 
 
+def scaled_normal(rng, R, K, dirty):
+    """Normal FP32 values over an exponent range per row and per 16-column group
+    (the first draws of make_input and make_input_f32, in this order)."""
+    x = rng.standard_normal((R, K), dtype=F32)
+    wr, wg = (24, 6) if dirty else (6, 4)
+    x *= np.ldexp(F32(1), rng.integers(-wr, wr + 1, size=(R, 1))).astype(F32)
+    g = np.ldexp(F32(1), rng.integers(-wg, wg + 1, size=(R, -(-K // 16)))).astype(F32)
+    x *= np.repeat(g, 16, axis=1)[:, :K]
+    return x
+
+
 def make_input(R, K, seed, dirty):
     """Normal values over an exponent range per row and per 16-column group,
     plus (when there is room) a zero row, a 128×128 zero block, a row of BF16
@@ -230,11 +241,7 @@ def make_input(R, K, seed, dirty):
     -Inf, NaN (clean cases keep NVFP4's tensor amax moderate, so that most
     NVFP4 block scales are non-zero)."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((R, K), dtype=F32)
-    wr, wg = (24, 6) if dirty else (6, 4)
-    x *= np.ldexp(F32(1), rng.integers(-wr, wr + 1, size=(R, 1))).astype(F32)
-    g = np.ldexp(F32(1), rng.integers(-wg, wg + 1, size=(R, -(-K // 16)))).astype(F32)
-    x *= np.repeat(g, 16, axis=1)[:, :K]
+    x = scaled_normal(rng, R, K, dirty)
     h = x.astype(ml_dtypes.bfloat16).view(np.uint16).copy()
     if R >= 3:
         h[R // 3, :] = 0
@@ -265,11 +272,7 @@ def make_input_f32(R, K, seed, dirty):
     significands, a row of FP32 subnormals, values just around E4M3's 448, and
     (dirty) random finite FP32 bit patterns, ±FLT_MAX, +Inf, -Inf, NaN."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((R, K), dtype=F32)
-    wr, wg = (24, 6) if dirty else (6, 4)
-    x *= np.ldexp(F32(1), rng.integers(-wr, wr + 1, size=(R, 1))).astype(F32)
-    g = np.ldexp(F32(1), rng.integers(-wg, wg + 1, size=(R, -(-K // 16)))).astype(F32)
-    x *= np.repeat(g, 16, axis=1)[:, :K]
+    x = scaled_normal(rng, R, K, dirty)
     if R >= 3:
         x[R // 3, :] = 0
     if R >= 256 and K >= 256:

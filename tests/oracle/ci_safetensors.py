@@ -111,6 +111,18 @@ def write_dir(out, name, cfg, tensors, shards):
         json.dump(manifest(tensors), f, indent=1)
 
 
+def attention_block(t, p, rng, H, NH, KV, HD, dt):
+    """Layer prefix p's post-attention norm, QK norms (ones) and q/k/v/o
+    projections into t, drawn from rng in this order (fixtures stay the same bytes)."""
+    t[p + "post_attention_layernorm.weight"] = np.ones(H, dtype=dt)
+    t[p + "self_attn.q_norm.weight"] = np.ones(HD, dtype=dt)
+    t[p + "self_attn.k_norm.weight"] = np.ones(HD, dtype=dt)
+    t[p + "self_attn.q_proj.weight"] = rnd(rng, (NH * HD, H), 0.05, dt)
+    t[p + "self_attn.k_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
+    t[p + "self_attn.v_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
+    t[p + "self_attn.o_proj.weight"] = rnd(rng, (H, NH * HD), 0.05, dt)
+
+
 def tiny_qwen3(out, rng, name="tiny_qwen3", dt=BF16):
     H, I, V, L, NH, KV, HD = 320, 200, 512, 3, 4, 2, 64
     cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": V,
@@ -126,13 +138,7 @@ def tiny_qwen3(out, rng, name="tiny_qwen3", dt=BF16):
     for l in range(L):
         p = "model.layers.%d." % l
         t[p + "input_layernorm.weight"] = (1 + rnd(rng, (H,), 0.1, dt).astype(np.float32)).astype(dt)
-        t[p + "post_attention_layernorm.weight"] = np.ones(H, dtype=dt)
-        t[p + "self_attn.q_norm.weight"] = np.ones(HD, dtype=dt)
-        t[p + "self_attn.k_norm.weight"] = np.ones(HD, dtype=dt)
-        t[p + "self_attn.q_proj.weight"] = rnd(rng, (NH * HD, H), 0.05, dt)
-        t[p + "self_attn.k_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
-        t[p + "self_attn.v_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
-        t[p + "self_attn.o_proj.weight"] = rnd(rng, (H, NH * HD), 0.05, dt)
+        attention_block(t, p, rng, H, NH, KV, HD, dt)
         t[p + "mlp.gate_proj.weight"] = rnd(rng, (I, H), 0.05, dt)
         t[p + "mlp.up_proj.weight"] = rnd(rng, (I, H), 0.05, dt)
         t[p + "mlp.down_proj.weight"] = rnd(rng, (H, I), 0.05, dt)
@@ -166,13 +172,7 @@ def tiny_qwen3_moe(out, rng, name="tiny_qwen3_moe", dt=BF16):
     for l in range(L):
         p = "model.layers.%d." % l
         t[p + "input_layernorm.weight"] = np.ones(H, dtype=dt)
-        t[p + "post_attention_layernorm.weight"] = np.ones(H, dtype=dt)
-        t[p + "self_attn.q_norm.weight"] = np.ones(HD, dtype=dt)
-        t[p + "self_attn.k_norm.weight"] = np.ones(HD, dtype=dt)
-        t[p + "self_attn.q_proj.weight"] = rnd(rng, (NH * HD, H), 0.05, dt)
-        t[p + "self_attn.k_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
-        t[p + "self_attn.v_proj.weight"] = rnd(rng, (KV * HD, H), 0.05, dt)
-        t[p + "self_attn.o_proj.weight"] = rnd(rng, (H, NH * HD), 0.05, dt)
+        attention_block(t, p, rng, H, NH, KV, HD, dt)
         t[p + "mlp.gate.weight"] = rnd(rng, (E, H), 0.05, dt)
         for e in range(E):
             x = p + "mlp.experts.%d." % e
