@@ -228,6 +228,11 @@ done:
 /* Enqueue the pipelined transfer of every bucket (see the file comment). */
 static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, const size_t *pf, const size_t *uf, rl_err *e) {
   int rc = 0;
+  /* the train GPU's copy and NCCL streams are non-blocking: the segment table's upload (a pageable
+   * cudaMemcpy, whose DMA may still be in flight when it returns) and the bucket buffers' memset
+   * went on this thread's default stream, so wait for them here */
+  SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
+  SC(cudaStreamSynchronize(cudaStreamPerThread), "the segment table upload (train GPU)");
   SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
   SC(cudaEventRecord(s->ready, NULL), "cudaEventRecord (rollout engine idle)"); /* after its last generation */
   SC(cudaStreamWaitEvent(s->ns[SN_ROLL], s->ready, 0), "cudaStreamWaitEvent");
