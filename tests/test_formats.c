@@ -1,5 +1,6 @@
 /* test_formats.c — the element codecs of kernels/formats.h against the
  * ml_dtypes oracle tables (tests/oracle/ci_formats.py) and hand-checked values. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -104,6 +105,12 @@ TEST(formats_bf16_rne) {
   }
   CHECK_EQ_I64(bad, 0);
   free(in), free(want);
+  /* beyond the largest BF16 rounds to Inf (no saturation); Inf stays Inf; NaN stays a quiet NaN */
+  CHECK_EQ_U64(fmt_bf16_from_f32(FLT_MAX), 0x7f80);
+  CHECK_EQ_U64(fmt_bf16_from_f32(-FLT_MAX), 0xff80);
+  CHECK_EQ_U64(fmt_bf16_from_f32(0x1.fefffep127f), 0x7f7f); /* below the midpoint to Inf: the largest BF16 */
+  CHECK_EQ_U64(fmt_bf16_from_f32(INFINITY), 0x7f80);
+  CHECK_EQ_U64(fmt_bf16_from_f32(qf_f32_from_bits(0x7f800001u)) & 0x7fc0, 0x7fc0);
 }
 
 TEST(formats_hand_values) {
@@ -163,6 +170,13 @@ TEST(formats_nvfp4_scale_rules) {
   CHECK_EQ_U64(qf_f32_bits(fmt_fp8_block_scale(1.0f, 0)), qf_f32_bits(1.0f / 448.0f));
   CHECK_NEAR(fmt_fp8_block_scale(448.0f, 1), 1.0, 0);
   CHECK_NEAR(fmt_fp8_block_scale(449.0f, 1), 2.0, 0);
+  /* the edge cases docs/recipes.md states: S_enc capped at FLT_MAX (not Inf) below amax ≈ 7.9e-36;
+   * a ue8m0 quotient in the subnormal range → its power of two; one that underflows to 0 → 2^-149 */
+  CHECK_EQ_U64(qf_f32_bits(fmt_nvfp4_senc(1e-37f)), qf_f32_bits(FLT_MAX));
+  CHECK(fmt_nvfp4_senc(1e-35f) < FLT_MAX);
+  CHECK_NEAR(fmt_fp8_block_scale(448.0f * 0x1.8p-140f, 1), 0x1p-139, 0);
+  CHECK_NEAR(fmt_fp8_block_scale(0x1p-149f, 1), 0x1p-149, 0); /* 2^-149 / 448 rounds to 0 in FP32 */
+  CHECK_NEAR(fmt_fp8_block_scale(0x1p-149f, 0), 0.0, 0);      /* the FP32 scale itself is that 0 */
 }
 
 TEST(formats_e2m1_stochastic_rounding_is_unbiased) {
