@@ -74,8 +74,8 @@ char *rl_xstrdup(const char *s) {
   return p;
 }
 
-/* What a path that is not a regular file is, for messages. */
-static const char *file_kind(mode_t m) {
+const char *rl_file_kind(unsigned mode) {
+  const mode_t m = (mode_t)mode;
   if (S_ISDIR(m)) return "a directory";
   if (S_ISCHR(m)) return "a character device";
   if (S_ISBLK(m)) return "a block device";
@@ -115,7 +115,7 @@ int rl_read_file_max(const char *path, size_t max, char **out, size_t *len, rl_e
   if (!S_ISREG(st.st_mode)) {
     fclose(f);
     return rl_errf(e, RL_EXIT_USAGE, "%s: is not a regular file (%s): give the path of a file", path,
-                   file_kind(st.st_mode));
+                   rl_file_kind(st.st_mode));
   }
   if ((uint64_t)st.st_size > max) {
     fclose(f);

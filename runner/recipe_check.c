@@ -49,7 +49,11 @@ static const char *check_path(const char *path, int want_dir) {
   if (stat(path, &st) != 0) return strerror(errno);
   if (want_dir && !S_ISDIR(st.st_mode)) return "not a directory";
   if (!want_dir && S_ISDIR(st.st_mode)) return "a directory, expected a file";
-  if (!want_dir && !S_ISREG(st.st_mode)) return "not a regular file (a device, FIFO or socket), expected a file";
+  if (!want_dir && !S_ISREG(st.st_mode)) {
+    static _Thread_local char why[96];
+    snprintf(why, sizeof why, "not a regular file (%s), expected a file", rl_file_kind(st.st_mode));
+    return why;
+  }
   return NULL;
 }
 

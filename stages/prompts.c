@@ -96,7 +96,7 @@ static int jsonl_open(jsonl_reader *rd, const char *path, rl_err *e) {
   if (!S_ISREG(st.st_mode)) {
     close(fd);
     return rl_errf(e, RL_EXIT_USAGE, "data.prompts: %s: is not a regular file (%s): give a JSONL file", path,
-                   S_ISDIR(st.st_mode) ? "a directory" : "a device, FIFO or socket");
+                   rl_file_kind(st.st_mode));
   }
   rd->f = fdopen(fd, "rb");
   if (!rd->f) {

@@ -101,7 +101,7 @@ TEST(prompts_jsonl_nul_bytes_and_special_files) {
            "text without NUL", p2);
   CHECK_STREQ(e.msg, want);
   CHECK_EQ_I64(prompts_open_jsonl("/dev/zero", NULL, NULL, &s, &e), RL_EXIT_USAGE);
-  CHECK_STREQ(e.msg, "data.prompts: /dev/zero: is not a regular file (a device, FIFO or socket): give a JSONL file");
+  CHECK_STREQ(e.msg, "data.prompts: /dev/zero: is not a regular file (a character device): give a JSONL file");
   CHECK_EQ_I64(prompts_open_jsonl(harness_tmpdir(), NULL, NULL, &s, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, ": is not a regular file (a directory): give a JSONL file");
   CHECK(s == NULL);

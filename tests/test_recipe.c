@@ -594,6 +594,10 @@ TEST(recipe_error_wording) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
   CHECK_STREQ(out, "--set reward.script=nope.lua: 'nope.lua': No such file or directory (a --set path is "
                    "relative to the current directory)\n");
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.script=/dev/null", dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE); /* not a file: says what it is */
+  CHECK_STREQ(out, "--set reward.script=/dev/null: '/dev/null': not a regular file (a character device), expected a "
+                   "file (a --set path is relative to the current directory)\n");
   lua_recipe_dir(dir, "nope.lua", "reward");
   snprintf(cmd, sizeof cmd, "cd %s/.. && %s validate paths/t.yaml", dir, abs_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
