@@ -71,8 +71,8 @@ static int tok_chars_encode(const tokenizer *t, const char *text, size_t len, in
     int l = tok_utf8_next(s + i, len - i, &cp);
     if (!l) {
       free(v);
-      return rl_errf(e, RL_EXIT_USAGE, "tokenizer: invalid UTF-8 at byte %zu (character %lld) of the text",
-                     i, (long long)k);
+      return rl_errf(e, RL_EXIT_USAGE, "tokenizer: invalid UTF-8 at byte offset %zu (character %lld, counting from 1) of the text",
+                     i, (long long)k + 1);
     }
     tok_char key = {cp, 0}, *hit = bsearch(&key, c->by_cp, (size_t)c->n, sizeof key, tok_cmp_cp);
     if (!hit) {
@@ -80,9 +80,9 @@ static int tok_chars_encode(const tokenizer *t, const char *text, size_t len, in
       tok_show(cp, s + i, l, shown);
       free(v);
       return rl_errf(e, RL_EXIT_USAGE,
-                     "tokenizer: character '%s' (U+%04X) at character %lld (byte %zu) of the text is not in "
+                     "tokenizer: character '%s' (U+%04X) at character %lld (byte offset %zu) of the text is not in "
                      "tokenizer.chars: add it to the recipe's tokenizer.chars or remove it from the prompt",
-                     shown, (unsigned)cp, (long long)k, i);
+                     shown, (unsigned)cp, (long long)k + 1, i);
     }
     v[k++] = hit->id;
     i += (size_t)l;
@@ -125,7 +125,7 @@ int tokenizer_chars_new(const char *chars, tokenizer **out, rl_err *e) {
     int l = tok_utf8_next(s + i, len - i, &cp);
     if (!l) {
       tok_chars_destroy(&c->base);
-      return rl_errf(e, RL_EXIT_USAGE, "tokenizer.chars: invalid UTF-8 at byte %zu: give the characters as UTF-8 text", i);
+      return rl_errf(e, RL_EXIT_USAGE, "tokenizer.chars: invalid UTF-8 at byte offset %zu: give the characters as UTF-8 text", i);
     }
     c->bytes[c->n] = rl_xmalloc((size_t)l + 1);
     memcpy(c->bytes[c->n], s + i, (size_t)l);
@@ -142,7 +142,7 @@ int tokenizer_chars_new(const char *chars, tokenizer **out, rl_err *e) {
       int32_t id = c->by_cp[i].id > c->by_cp[i - 1].id ? c->by_cp[i].id : c->by_cp[i - 1].id;
       tok_show(c->by_cp[i].cp, (const unsigned char *)c->bytes[id - TOK_N_SPECIAL], c->blen[id - TOK_N_SPECIAL], shown);
       rl_errf(e, RL_EXIT_USAGE, "tokenizer.chars: character '%s' (U+%04X) appears twice (again as character %d): list each character once",
-              shown, (unsigned)c->by_cp[i].cp, id - TOK_N_SPECIAL);
+              shown, (unsigned)c->by_cp[i].cp, id - TOK_N_SPECIAL + 1);
       tok_chars_destroy(&c->base);
       return RL_EXIT_USAGE;
     }
@@ -189,7 +189,7 @@ char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int64_t n, int fl
     size_t l;
     int special;
     if (tokenizer_token_bytes(t, ids[i], &b, &l, &special, e)) {
-      rl_err_prefix(e, "decoding token %lld of %lld: ", (long long)i, (long long)n);
+      rl_err_prefix(e, "decoding token %lld of %lld: ", (long long)i + 1, (long long)n);
       free(out);
       return NULL;
     }

@@ -1040,7 +1040,7 @@ TEST(runs_bad_data_is_refused_before_the_run_directory) {
       {"empty", "", "empty.jsonl: no prompts (the file has no JSON lines): add one object per line\n"},
       {"blank", "\n  \n", "blank.jsonl: no prompts (the file has no JSON lines): add one object per line\n"},
       {"chars", "{\"prompt\": \"1+1=\"}\n{\"prompt\": \"1*2=\"}\n",
-       "chars.jsonl:2: the prompt: character '*' (U+002A) at character 1 (byte 1) of the text is not in "
+       "chars.jsonl:2: the prompt: character '*' (U+002A) at character 2 (byte offset 1) of the text is not in "
        "tokenizer.chars: add it to the recipe's tokenizer.chars or remove it from the prompt\n"},
       {"long", "{\"prompt\": \"1+1=\"}\n{\"prompt\": \"12+34=\"}\n",
        "long.jsonl:2: the prompt is 7 tokens (with BOS), more than rollout.max_prompt_tokens (6): shorten it or "
@@ -1099,7 +1099,7 @@ TEST(runs_bad_data_is_refused_before_the_run_directory) {
                         "or '1+1=', answer = '2'} end\n  return o\nend\n");
   CHECK_EQ_I64(rl(dir, "", "validate t.yaml --set data.task=star.lua", out, sizeof out), 2);
   CHECK_STREQ(out, "--set data.task=star.lua: star.lua: prompts(n, rng) of iteration 1, item 3: the prompt: character "
-                   "'*' (U+002A) at character 1 (byte 1) of the text is not in tokenizer.chars: add it to the "
+                   "'*' (U+002A) at character 2 (byte offset 1) of the text is not in tokenizer.chars: add it to the "
                    "recipe's tokenizer.chars or remove it from the prompt\n");
   snprintf(p, sizeof p, "%s/shape.lua", dir);
   harness_write_file(p, "function prompts(n, rng)\n  return {{answer = '2'}}\nend\n");

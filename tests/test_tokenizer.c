@@ -66,26 +66,26 @@ TEST(tokenizer_chars_errors) {
   int32_t *ids;
   int64_t n;
   CHECK_EQ_I64(tokenizer_encode(t, "abxc", 4, &ids, &n, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "character 'x' (U+0078) at character 2 (byte 2)");
+  CHECK_CONTAINS(e.msg, "character 'x' (U+0078) at character 3 (byte offset 2)");
   CHECK_CONTAINS(e.msg, "tokenizer.chars");
   CHECK_EQ_I64(tokenizer_encode(t, "aé", 3, &ids, &n, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "'é' (U+00E9) at character 1 (byte 1)");
+  CHECK_CONTAINS(e.msg, "'é' (U+00E9) at character 2 (byte offset 1)");
   CHECK_EQ_I64(tokenizer_encode(t, "a\tb", 3, &ids, &n, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "'\\x09'");
   CHECK_EQ_I64(tokenizer_encode(t, "a\xff", 2, &ids, &n, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "invalid UTF-8 at byte 1");
+  CHECK_CONTAINS(e.msg, "invalid UTF-8 at byte offset 1");
   CHECK_EQ_I64(tokenizer_encode(t, "\xc3", 1, &ids, &n, &e), RL_EXIT_USAGE); /* truncated */
   const int32_t bad[3] = {3, 6, 4};
   CHECK(tokenizer_decode(t, bad, 3, 0, &e) == NULL);
-  CHECK_CONTAINS(e.msg, "token 1 of 3");
+  CHECK_CONTAINS(e.msg, "token 2 of 3");
   CHECK_CONTAINS(e.msg, "token id 6 is outside the vocabulary [0, 6)");
   tokenizer_free(t);
   CHECK_EQ_I64(tokenizer_chars_new("abca", &t, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "'a' (U+0061) appears twice (again as character 3)");
+  CHECK_CONTAINS(e.msg, "'a' (U+0061) appears twice (again as character 4)");
   CHECK(t == NULL);
   CHECK_EQ_I64(tokenizer_chars_new("", &t, &e), RL_EXIT_USAGE);
   CHECK_EQ_I64(tokenizer_chars_new("a\xe2\x82", &t, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "invalid UTF-8 at byte 1");
+  CHECK_CONTAINS(e.msg, "invalid UTF-8 at byte offset 1");
 }
 
 TEST(tokenizer_from_recipe_chars) {
