@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lua/host.h"
+#include "runner/inputs.h"
 #include "runner/loop_int.h"
 #include "stages/prompts.h"
 #include "stages/sync.h"
@@ -161,12 +162,9 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   c->B = r->rollout.batch, c->G = r->rollout.samples_per_prompt, c->N = r->loop.iterations;
   loop_policy(r->precision.rollout, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->ro_pol);
   loop_policy(r->precision.train, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->tr_pol);
-  if (tokenizer_from_recipe(r, &c->tok, e) || prompts_open_recipe(r, &c->src, e)) return e->code;
+  if (recipe_tokenizer(r, &c->tok, e) || recipe_prompts(r, &c->src, e)) return e->code;
   if (r->reward.script) {
-    luahost_limits lim = luahost_default_limits();
-    lim.instructions = r->reward.limits.instructions;
-    lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
-    lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
+    luahost_limits lim = recipe_lua_limits(r);
     if (!(c->lua = luahost_open(r->reward.script, &lim, e))) return e->code;
     if (luahost_set_reward_function(c->lua, r->reward.function, e)) return e->code;
     char batch[LUAHOST_MAX_FN + 8];

@@ -12,6 +12,7 @@
 
 #include "lua/host.h"
 #include "model/model.h"
+#include "runner/inputs.h"
 #include "runner/recipe_tree.h"
 #include "stages/prompts.h"
 #include "stages/tokenizer.h"
@@ -199,10 +200,7 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
  * defines fn (or fn_batch, when batch_ok). Errors name the script's FILE:LINE. */
 static int check_script(recipe *r, const char *key, const char *path, const char *fn_key, const char *fn,
                         const char *args, int batch_ok, rl_err *e) {
-  luahost_limits lim = luahost_default_limits();
-  lim.instructions = r->reward.limits.instructions;
-  lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
-  lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
+  luahost_limits lim = recipe_lua_limits(r);
   rl_err le;
   luahost *h = luahost_open(path, &lim, &le);
   if (!h) return kerr(r, e, key, "%s", le.msg);
@@ -275,10 +273,7 @@ static int check_prompts_file(recipe *r, rl_err *e) {
 /* data.task: the prompts of iteration 1 (prompts(rollout.batch, rng)), as the
  * run will ask for them, checked like a JSONL file's lines. */
 static int check_task_prompts(recipe *r, rl_err *e) {
-  luahost_limits lim = luahost_default_limits();
-  lim.instructions = r->reward.limits.instructions;
-  lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
-  lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
+  luahost_limits lim = recipe_lua_limits(r);
   rl_err le;
   luahost *h = luahost_open(r->data.task, &lim, &le);
   if (!h) return kerr(r, e, "data.task", "%s", le.msg);

@@ -13,7 +13,6 @@
 
 #include "kernels/formats.h"
 #include "lua/host.h"
-#include "runner/recipe.h"
 #include "stages/tokenizer.h"
 
 #define PROMPTS_KEY_TAG 0x64617461u /* "data": the cursor's own Philox stream */
@@ -319,24 +318,6 @@ int prompts_open_task(const char *path, const luahost_limits *lim, prompt_source
   s->path = rl_xstrdup(path);
   *out = s;
   return 0;
-}
-
-int prompts_open_recipe(const recipe *r, prompt_source **out, rl_err *e) {
-  *out = NULL;
-  if (r->data.prompts) {
-    int rc = prompts_open_jsonl(r->data.prompts, r->data.prompt_key, r->data.answer_key, out, e);
-    if (!rc) prompts_set_shuffle(*out, r->data.shuffle);
-    return rc;
-  }
-  if (r->data.task) {
-    /* the task script runs under the recipe's Lua limits (reward.limits) */
-    luahost_limits lim = luahost_default_limits();
-    if (r->reward.limits.instructions > 0) lim.instructions = r->reward.limits.instructions;
-    if (r->reward.limits.memory_mb > 0) lim.memory_bytes = (size_t)r->reward.limits.memory_mb << 20;
-    if (r->reward.limits.timeout_ms > 0) lim.seconds = (double)r->reward.limits.timeout_ms / 1000.0;
-    return prompts_open_task(r->data.task, &lim, out, e);
-  }
-  return rl_errf(e, RL_EXIT_USAGE, "data: no prompt source: set data.prompts (JSONL) or data.task (Lua)");
 }
 
 void prompts_close(prompt_source *s) {

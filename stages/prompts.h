@@ -1,7 +1,7 @@
 /* prompts.h — where the prompts of an iteration come from, and which ones.
  *
  *   prompt_source *src;
- *   if (prompts_open_recipe(&recipe, &src, &e)) ...
+ *   if (prompts_open_jsonl(path, "prompt", NULL, &src, &e)) ...   // or recipe_prompts (runner/inputs.h)
  *   prompt_item *items;
  *   prompts_batch(src, seed, iteration, batch, &items, &e);   // items[i]: prompt i
  *   ... items[i].text, items[i].extra_json (for the reward hook) ...
@@ -39,7 +39,6 @@
 
 #include "kernels/common.h"
 
-struct recipe;
 struct luahost_limits;
 struct tokenizer;
 typedef struct prompt_source prompt_source;
@@ -76,9 +75,6 @@ int prompts_open_jsonl(const char *path, const char *prompt_key, const char *ans
                        prompt_source **out, rl_err *e);
 /* A Lua task script defining prompts(n, rng); lim NULL = the host's defaults. */
 int prompts_open_task(const char *path, const struct luahost_limits *lim, prompt_source **out, rl_err *e);
-/* Whichever of data.prompts / data.task the recipe names (data.shuffle kept;
- * a task script runs under the recipe's reward.limits). */
-int prompts_open_recipe(const struct recipe *r, prompt_source **out, rl_err *e);
 void prompts_close(prompt_source *s);
 
 /* JSONL: the number of prompts in the file; task: -1 (unbounded). */

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runner/recipe.h"
 
 #define TOK_N_SPECIAL 3
 
@@ -151,13 +150,6 @@ int tokenizer_chars_new(const char *chars, tokenizer **out, rl_err *e) {
   c->base.pad = 0, c->base.bos = 1, c->base.eos = 2;
   *out = &c->base;
   return 0;
-}
-
-int tokenizer_from_recipe(const struct recipe *r, tokenizer **out, rl_err *e) {
-  *out = NULL;
-  if (r->tokenizer.type == TOKENIZER_CHARS) return tokenizer_chars_new(r->tokenizer.chars, out, e);
-  return rl_errf(e, RL_EXIT_USAGE,
-                 "tokenizer.type hf (tokenizer.json) is not implemented yet: use tokenizer.type: chars");
 }
 
 void tokenizer_free(tokenizer *t) {

@@ -2,7 +2,7 @@
  * rollout and the trainer never care which tokenizer a recipe declared.
  *
  *   tokenizer *t;
- *   if (tokenizer_from_recipe(&recipe, &t, &e)) ...
+ *   if (tokenizer_chars_new("0123456789+=", &t, &e)) ...   // or recipe_tokenizer (runner/inputs.h)
  *   int32_t *ids; int64_t n;
  *   tokenizer_encode(t, "12+30=", 6, &ids, &n, &e);   // no specials added
  *   char *text = tokenizer_decode(t, ids, n, TOKENIZER_SKIP_SPECIAL, &e);
@@ -28,7 +28,6 @@
 
 #include "kernels/common.h"
 
-struct recipe;
 typedef struct tokenizer tokenizer;
 
 typedef struct tokenizer_ops {
@@ -52,9 +51,6 @@ enum {
   TOKENIZER_SKIP_SPECIAL = 1 /* decode: leave BOS/EOS/PAD out of the text */
 };
 
-/* The tokenizer a resolved recipe declares. chars: built here; hf: not yet
- * implemented (RL_EXIT_USAGE saying so). */
-int tokenizer_from_recipe(const struct recipe *r, tokenizer **out, rl_err *e);
 /* The character tokenizer over the UTF-8 characters of chars (each once, at
  * least one). Errors (RL_EXIT_USAGE) name the character and its position. */
 int tokenizer_chars_new(const char *chars, tokenizer **out, rl_err *e);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "runner/recipe.h"
+#include "runner/inputs.h"
 #include "stages/stop.h"
 #include "stages/tokenizer.h"
 
@@ -88,7 +88,7 @@ TEST(tokenizer_chars_errors) {
   CHECK_CONTAINS(e.msg, "invalid UTF-8 at byte offset 1");
 }
 
-TEST(tokenizer_from_recipe_chars) {
+TEST(recipe_tokenizer_chars) {
   const char *y = "model:\n  init: {hidden: 64, layers: 1, heads: 2, kv_heads: 1, head_dim: 32, ffn: 128}\n"
                   "tokenizer:\n  type: chars\n  chars: \"0123456789+=\"\n"
                   "data:\n  task: task.lua\nreward:\n  script: r.lua\n";
@@ -99,12 +99,12 @@ TEST(tokenizer_from_recipe_chars) {
     return;
   }
   tokenizer *t;
-  REQUIRE(tokenizer_from_recipe(&r, &t, &e) == 0);
+  REQUIRE(recipe_tokenizer(&r, &t, &e) == 0);
   CHECK_EQ_I64(tokenizer_vocab_size(t), 15);
   CHECK_STREQ(t->ops->kind, "chars");
   tokenizer_free(t);
   r.tokenizer.type = TOKENIZER_HF;
-  CHECK_EQ_I64(tokenizer_from_recipe(&r, &t, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(recipe_tokenizer(&r, &t, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "not implemented");
   recipe_free(&r);
 }

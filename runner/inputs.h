@@ -1,0 +1,29 @@
+/* inputs.h — what a recipe's tokenizer, data and reward.limits sections make:
+ * the tokenizer, the prompt source and the Lua limits, built from a resolved
+ * recipe. They live in runner (runner → stages): the stages take plain
+ * arguments and know nothing of recipes.
+ *
+ *   tokenizer *t; prompt_source *src;
+ *   if (recipe_tokenizer(&r, &t, &e) || recipe_prompts(&r, &src, &e)) ...
+ */
+#ifndef RLRUN_INPUTS_H
+#define RLRUN_INPUTS_H
+
+#include "kernels/common.h"
+#include "lua/host.h"
+#include "runner/recipe.h"
+#include "stages/prompts.h"
+#include "stages/tokenizer.h"
+
+/* The Lua limits of reward.limits (reward hooks and task scripts run under
+ * them); a limit the recipe leaves at 0 (an unresolved recipe) keeps the
+ * host's default. */
+luahost_limits recipe_lua_limits(const recipe *r);
+/* The tokenizer the recipe declares. chars: built here; hf: not yet
+ * implemented (RL_EXIT_USAGE saying so). */
+int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e);
+/* Whichever of data.prompts / data.task the recipe names (data.shuffle kept;
+ * a task script runs under recipe_lua_limits). */
+int recipe_prompts(const recipe *r, prompt_source **out, rl_err *e);
+
+#endif
