@@ -7,7 +7,9 @@
  *
  * Timing: CUDA events around batches of calls after a warm-up; the median of
  * 15 batches per contender, each ~5 ms so that launch gaps average out, the
- * contenders interleaved batch by batch (time_calls). The last column gives
+ * contenders interleaved batch by batch (time_calls); BENCH_LINEAR_GRAPH=1
+ * captures each batch as one CUDA graph (no host launch cost between kernels,
+ * as in a captured forward pass). The last column gives
  * cuBLASLt's algorithm id of ours, the bare call and pinned ours.
  * Weights are pre-quantized with cuBLASLt-layout scales (what sync produces). */
 #include <stdio.h>
@@ -82,16 +84,33 @@ static void time_calls(int n, bench_fn *fn, void **ctx, double *sec) {
     iters[f] = (int)(5.0 / (ms / 5 > 1e-4 ? ms / 5 : 1e-4)) + 1; /* batches of ~5 ms */
     if (iters[f] > 2000) iters[f] = 2000;
   }
+  /* BENCH_LINEAR_GRAPH=1: each batch is one CUDA graph of the calls (what a captured
+   * forward pass sees: no host launch cost between kernels) */
+  const char *gv = getenv("BENCH_LINEAR_GRAPH");
+  const int graph = gv && *gv == '1';
+  cudaGraphExec_t ge[4] = {0};
+  for (int f = 0; graph && f < n; f++) {
+    cudaGraph_t g;
+    CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < iters[f]; i++) CK(fn[f](ctx[f]));
+    CK(cudaStreamEndCapture(g_stream, &g));
+    CK(cudaGraphInstantiate(&ge[f], g, 0));
+    CK(cudaGraphDestroy(g));
+    CK(cudaGraphLaunch(ge[f], g_stream)); /* upload and warm */
+  }
   for (int r = 0; r < REPEATS; r++)
     for (int f = 0; f < n; f++) {
       CK(cudaEventRecord(a, g_stream));
-      for (int i = 0; i < iters[f]; i++) CK(fn[f](ctx[f]));
+      if (graph) CK(cudaGraphLaunch(ge[f], g_stream));
+      else
+        for (int i = 0; i < iters[f]; i++) CK(fn[f](ctx[f]));
       CK(cudaEventRecord(b, g_stream));
       CK(cudaEventSynchronize(b));
       CK(cudaEventElapsedTime(&t[f][r], a, b));
       t[f][r] /= (float)iters[f];
     }
   for (int f = 0; f < n; f++) {
+    if (ge[f]) cudaGraphExecDestroy(ge[f]);
     qsort(t[f], REPEATS, sizeof t[f][0], cmp_float);
     sec[f] = t[f][REPEATS / 2] * 1e-3;
   }
@@ -292,8 +311,10 @@ int main(void) {
     printf("bench_linear: skipped: %s\n", di.status);
     return 0;
   }
-  printf("bench_linear on %s (sm_%d%d), cuBLASLt %zu — TFLOP/s, median of %d batches\n\n", di.gpus[0].name,
-         di.gpus[0].cc_major, di.gpus[0].cc_minor, di.cublaslt, REPEATS);
+  const char *gv = getenv("BENCH_LINEAR_GRAPH");
+  printf("bench_linear on %s (sm_%d%d), cuBLASLt %zu — TFLOP/s, median of %d batches%s\n\n", di.gpus[0].name,
+         di.gpus[0].cc_major, di.gpus[0].cc_minor, di.cublaslt, REPEATS,
+         gv && *gv == '1' ? ", each batch one CUDA graph (BENCH_LINEAR_GRAPH=1)" : ", launched from the host");
   CK(cudaStreamCreate(&g_stream));
   cublasLtHandle_t lt;
   CK(cublasLtCreate(&lt));
