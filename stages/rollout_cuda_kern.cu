@@ -74,6 +74,19 @@ extern "C" int rck_kv_write_b(uint16_t *kc, uint16_t *vc, const uint16_t *k, con
   return rck_check("kv_write", e);
 }
 
+/* tok[i] = the token sampled for row map[i] of the step before (its
+ * sampler_out, `stride` int32 apart, token first) where map[i] >= 0. */
+__global__ void rck_step_tokens_kernel(int32_t *tok, const int32_t *map, const int32_t *prev, int stride, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n && map[i] >= 0) tok[i] = prev[(int64_t)map[i] * stride];
+}
+extern "C" int rck_step_tokens(int32_t *tok, const int32_t *map, const int32_t *prev, int stride, int n, cudaStream_t st,
+                               rl_err *e) {
+  if (n <= 0) return 0;
+  rck_step_tokens_kernel<<<(n + 255) / 256, 256, 0, st>>>(tok, map, prev, stride, n);
+  return rck_check("step_tokens", e);
+}
+
 /* The decode step's QK path and cache write in one launch, one warp per
  * (row, head) over n rows × (nq + 2·nkv) heads: query heads → q =
  * rope(q_norm(qr)); key heads → k = rope(k_norm(kr)) (FP32, then its BF16
