@@ -114,7 +114,7 @@ int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t 
                         rl_err *e);
 /* Its kernels (speed only: the outputs are the same bytes either way). Greedy
  * and unmasked sampling (top_k, top_p, min_p off) run the plain kernel over
- * `cl` CTAs a row (a cluster; 0: the most of 1, 2, 4, 8 that keep 2·rows·cl
+ * `cl` CTAs a row (a cluster; 0: the most of 1, 2, 4, 8 that keep rows·cl
  * within the SMs); masked sampling, and every row when plain = 0, the fused
  * kernel (one 1024-thread block a row). Defaults: plain 1, cl 0;
  * RLRUN_SAMPLER_PLAIN / RLRUN_SAMPLER_CL set them at the first call. Not

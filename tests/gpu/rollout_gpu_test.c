@@ -255,6 +255,36 @@ static void run_model(const char *name) {
     }
   snprintf(what, sizeof what, "%s slots 1/7/64 identical (samples differing)", name);
   check(ok, what, "%.0f", (double)diffs);
+  /* pipelined decode (default) == unpipelined (RLRUN_ROLLOUT_PIPE=0) while sampling with an EOS
+   * that occurs: rows finishing by EOS run once more when pipelined and are dropped */
+  {
+    rollout_batch pa, pb;
+    o.max_slots = 64, o.ignore_eos = 0;
+    o.eos_id = bb[0].s[0].n_completion > 3 ? bb[0].s[0].completion_ids[3] : -1;
+    int ga = rollout_cuda_generate_ids(ge, ids, f.n_prompt, f.np, 4, 3, &o, &pa, &e);
+    setenv("RLRUN_ROLLOUT_PIPE", "0", 1);
+    int gbr = ga ? 1 : rollout_cuda_generate_ids(ge, ids, f.n_prompt, f.np, 4, 3, &o, &pb, &e);
+    unsetenv("RLRUN_ROLLOUT_PIPE");
+    if (ga || gbr) {
+      snprintf(what, sizeof what, "%s pipelined vs not (%.60s)", name, e.msg);
+      check(0, what, "%g", 0);
+    } else {
+      int64_t pd = 0, neos = 0;
+      for (int64_t i = 0; i < pa.n; i++) {
+        const rollout_sample *a = &pa.s[i], *b = &pb.s[i];
+        neos += a->finish == FINISH_EOS;
+        pd += a->finish != b->finish || a->n_completion != b->n_completion ||
+              memcmp(a->completion_ids, b->completion_ids, (size_t)a->n_completion * 4) ||
+              memcmp(a->logp_rollout, b->logp_rollout, (size_t)a->n_completion * 4);
+      }
+      printf("     pipelined vs not: eos id %d, %lld of %lld samples end by EOS\n", o.eos_id, (long long)neos,
+             (long long)pa.n);
+      snprintf(what, sizeof what, "%s sampling + EOS: pipelined == RLRUN_ROLLOUT_PIPE=0 (differing)", name);
+      check(pd == 0 && neos > 0, what, "%.0f", (double)pd);
+      rollout_batch_free(&pa), rollout_batch_free(&pb);
+    }
+    o.ignore_eos = 1, o.eos_id = -1;
+  }
   for (int k = 0; k < 3; k++) rollout_batch_free(&bb[k]);
   rollout_batch_free(&cb);
   rollout_cuda_engine_free(ge);
