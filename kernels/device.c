@@ -2,6 +2,7 @@
  * and the GPUs the driver reports. Plain C against the CUDA runtime API. */
 #include "device.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,9 +50,9 @@ void device_query(device_info *info) {
 #endif
 }
 
-static unsigned long device_epoch;
-unsigned long device_buffers_epoch(void) { return device_epoch; }
-void device_buffers_changed(void) { device_epoch++; }
+static _Atomic unsigned long device_epoch; /* bumped by threads driving different devices */
+unsigned long device_buffers_epoch(void) { return atomic_load(&device_epoch); }
+void device_buffers_changed(void) { atomic_fetch_add(&device_epoch, 1); }
 
 int device_set_current(int gpu, rl_err *e) {
 #if RLRUN_CUDA

@@ -5,6 +5,7 @@
 #include "stages/rollout_cuda.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,7 +178,9 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
  * are back on the host. The phase sequence of a step is the same for every row
  * count, so the kinds recorded by the eager run (or capture) serve the replays.
  * The per-step means go to stderr when the engine is freed. Off, it costs a
- * branch per phase. */
+ * branch per phase. The state is per host thread: in a rollout split over
+ * GPUs (one thread a GPU) each thread times its own engine's steps, and what
+ * is reported is the part of the thread that frees the engines (part 0). */
 enum { RP_UPLOAD, RP_EMBED, RP_NORM1, RP_QKV, RP_QKNORM, RP_ATTN, RP_OPROJ, RP_NORM2, RP_GATEUP, RP_DOWN, RP_MOE,
        RP_FINAL, RP_LMHEAD, RP_SAMPLE, RP_N };
 static const char *const rp_name[RP_N] = {"upload",          "embedding+rope",  "residual+norm 1", "q/k/v proj",
@@ -185,7 +188,7 @@ static const char *const rp_name[RP_N] = {"upload",          "embedding+rope",  
                                           "gate/up+swiglu",  "down proj",       "moe",             "residual+final",
                                           "lm_head",         "sample+download"};
 #define RP_MAX_EV 4096
-static struct {
+static _Thread_local struct {
   int on;        /* -1: not asked yet */
   int cur, end;  /* next event of the step; the events a step records (start … last device phase) */
   int armed;     /* a decode step's events are pending */
@@ -269,20 +272,21 @@ static void rp_report(void) {
  * profile's events inflate small phases). */
 static const char *const rp_key[RP_N] = {"upload", "embed", "norm1", "qkv",  "qknorm", "attn",   "oproj",
                                          "norm2",  "gateup", "down", "moe", "final",  "lmhead", "sample"};
-static unsigned rp_skip(void) {
-  static int read = 0;
-  static unsigned mask = 0;
-  if (!read) {
-    read = 1;
-    const char *v = getenv("RLRUN_ROLLOUT_SKIP");
-    for (int k = 0; v && k < RP_N; k++) {
-      const size_t kl = strlen(rp_key[k]);
-      for (const char *p = strstr(v, rp_key[k]); p; p = strstr(p + 1, rp_key[k]))
-        if ((p == v || p[-1] == ',') && (p[kl] == ',' || !p[kl])) mask |= 1u << k;
-    }
-    if (mask) fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_SKIP=%s: decode phases left out, samples are WRONG\n", v);
+static unsigned rp_skip_mask;
+static void rp_skip_read(void) {
+  const char *v = getenv("RLRUN_ROLLOUT_SKIP");
+  for (int k = 0; v && k < RP_N; k++) {
+    const size_t kl = strlen(rp_key[k]);
+    for (const char *p = strstr(v, rp_key[k]); p; p = strstr(p + 1, rp_key[k]))
+      if ((p == v || p[-1] == ',') && (p[kl] == ',' || !p[kl])) rp_skip_mask |= 1u << k;
   }
-  return mask;
+  if (rp_skip_mask)
+    fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_SKIP=%s: decode phases left out, samples are WRONG\n", v);
+}
+static unsigned rp_skip(void) { /* read once (engines of a split rollout run on threads of their own) */
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, rp_skip_read);
+  return rp_skip_mask;
 }
 /* Run call as phase k when nothing failed yet (and k is not skipped). */
 #define RP(k, call)                        \

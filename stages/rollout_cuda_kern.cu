@@ -22,6 +22,9 @@
 #include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head (the full forward's QK path), warp_sum / warp_max */
 #include "kernels/ptx_util.cuh"   /* cp.async */
 #include "stages/rollout_cuda_kern.h"
+extern "C" {
+#include "kernels/device.h" /* DEVICE_MAX_GPUS */
+}
 
 extern "C" int ops_pdl(void); /* kernels/ops.h (a C header): RLRUN_OPS_PDL */
 
@@ -635,7 +638,7 @@ extern "C" void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef
  * allows it. */
 static int rck_per(int n, int nkv, int n_split, int fit) {
   if (rck_tune_per) return rck_tune_per < n_split ? rck_tune_per : n_split;
-  static int sms = 0;
+  static int sms = 0; /* device 0's count: the GPUs of one host are of one kind */
   if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 132;
   const int64_t pairs = (int64_t)n * nkv, cap = (int64_t)(fit > 0 ? fit : 1) * sms;
   const int64_t groups = cap / pairs > 1 ? cap / pairs : 1; /* CTAs a (row, KV head) may have in the wave */
@@ -649,20 +652,23 @@ static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pm
   static_assert(rck_staged_smem(DPL, GRP, RCK_RING_MAX) <= 227 * 1024, "shared memory");
   rck_tune_read();
   const int ring = rck_tune_ring, shm = rck_staged_smem(DPL, GRP, ring);
-  /* per process: the engine runs on one device per thread; CTAs an SM by ring */
-  static int attr_set = 0, fit[RCK_RING_MAX + 1] = {0};
-  if (!attr_set) {
+  /* per device (a thread drives one device at a time; the split rollout drives
+   * several devices from as many threads): the attribute, CTAs an SM by ring */
+  static int attr_set[DEVICE_MAX_GPUS] = {0}, fit[DEVICE_MAX_GPUS][RCK_RING_MAX + 1] = {{0}};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= DEVICE_MAX_GPUS)
+    return rl_errf(e, RL_EXIT_HARDWARE, "rollout (CUDA): attn_staged: no current device below %d", DEVICE_MAX_GPUS);
+  if (!attr_set[dev]) {
     constexpr int top = rck_staged_smem(DPL, GRP, RCK_RING_MAX);
     if (top > 48 * 1024 && cudaFuncSetAttribute(rck_attn_staged_kernel<DPL, GRP>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, top) != cudaSuccess)
       return rck_check("attn_staged (shared memory attribute)", e);
-    attr_set = 1;
+    attr_set[dev] = 1;
   }
-  if (!fit[ring] &&
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit[ring], rck_attn_staged_kernel<DPL, GRP>, RCK_THREADS, shm) !=
-          cudaSuccess)
+  if (!fit[dev][ring] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                             &fit[dev][ring], rck_attn_staged_kernel<DPL, GRP>, RCK_THREADS, shm) != cudaSuccess)
     return rck_check("attn_staged (occupancy)", e);
-  const int per = rck_per(n, nkv, n_split, fit[ring]);
+  const int per = rck_per(n, nkv, n_split, fit[dev][ring]);
   *fused = per >= n_split;
   cudaLaunchAttribute at[1];
   const cudaLaunchConfig_t cfg =
