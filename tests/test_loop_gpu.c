@@ -26,6 +26,26 @@ static int lg_recipe(const char *const *sets, int n, recipe *r, rl_err *e) {
   return recipe_load_string(text, strlen(text), "lg.yaml", sets, n, RECIPE_NO_FS, r, e);
 }
 
+/* Validation of recipe r, which uses GPUs 0 and 1, on an H200 target: exit 3
+ * on one GPU with a message containing why, 0 on two; *plan gets the plan
+ * printed for two (malloc'd; NULL when it could not be made). */
+static void lg_two_gpu_plan(recipe *r, const char *why, char **plan) {
+  rl_err e = {0};
+  hw_target t;
+  int emu = 0;
+  *plan = NULL;
+  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(r, &t, &emu, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, why);
+  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(r, &t, &emu, &e), 0);
+  size_t len = 0;
+  FILE *f = open_memstream(plan, &len);
+  REQUIRE(f);
+  recipe_print_plan(f, r, &t, emu);
+  fclose(f);
+}
+
 TEST(loop_gpu_place_colocated_and_separate) {
   recipe r;
   rl_err e = {0};
@@ -182,19 +202,9 @@ TEST(loop_gpu_place_rollout_split) {
   CHECK_EQ_I64(p.n_rollout, 2);
   CHECK_EQ_I64(p.nccl, 1);
   CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), RL_EXIT_HARDWARE);
-  hw_target t;
-  int emu = 0;
-  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "gpus.rollout: uses GPU 1, but h200 has 1 GPU");
-  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
   char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  REQUIRE(f);
-  recipe_print_plan(f, &r, &t, emu);
-  fclose(f);
+  lg_two_gpu_plan(&r, "gpus.rollout: uses GPU 1, but h200 has 1 GPU", &buf);
+  REQUIRE(buf);
   CHECK_CONTAINS(buf, "split over 2 GPUs, a contiguous share of the prompts each (one engine's samples)");
   CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, NCCL broadcast in buckets to every rollout "
                       "GPU apart");
@@ -264,19 +274,9 @@ TEST(loop_gpu_recipe_dp2) {
   CHECK_EQ_I64(p.nccl, 0);
   CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), RL_EXIT_HARDWARE);
   CHECK_CONTAINS(e.msg, "gpus.train uses GPU 1, but this machine has 1 GPU");
-  hw_target t;
-  int emu = 0;
-  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "gpus.train: uses GPU 1, but h200 has 1 GPU");
-  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
   char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  REQUIRE(f);
-  recipe_print_plan(f, &r, &t, emu);
-  fclose(f);
+  lg_two_gpu_plan(&r, "gpus.train: uses GPU 1, but h200 has 1 GPU", &buf);
+  REQUIRE(buf);
   CHECK_CONTAINS(buf, "microbatches of 128, forward bf16, backward bf16, no TIS, data-parallel on 2 GPUs "
                       "(fixed-order gradient all-reduce)");
   CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, device copy (colocated)");
@@ -319,19 +319,9 @@ TEST(loop_gpu_recipe_2gpu) {
   loop_place p;
   CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), 0);
   CHECK_EQ_I64(p.nccl, 1);
-  hw_target t;
-  int emu = 0;
-  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "gpus.rollout: uses GPU 1, but h200 has 1 GPU");
-  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
   char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  REQUIRE(f);
-  recipe_print_plan(f, &r, &t, emu);
-  fclose(f);
+  lg_two_gpu_plan(&r, "gpus.rollout: uses GPU 1, but h200 has 1 GPU", &buf);
+  REQUIRE(buf);
   CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, NCCL broadcast in buckets");
   free(buf);
   recipe_free(&r);
