@@ -245,7 +245,7 @@ static void split_check(const char *name, const char *dir, model *m, rollout_cud
   rollout_batch sb;
   if (!rc) {
     prompt_item it[MAXP];
-    for (int p = 0; p < f->np; p++) it[p] = (prompt_item){"", "{}", p, 0};
+    for (int p = 0; p < f->np; p++) it[p] = (prompt_item){.text = "", .extra_json = "{}", .index = p};
     split_ctx c = {{ge, g1}, {0, 1}, ids, f->n_prompt};
     rc = rollout_split_generate(2, split_part, &c, it, f->np, 4, 3, &o, &sb, &e);
     cudaSetDevice(0);
