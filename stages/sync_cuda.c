@@ -9,7 +9,9 @@
  *                NCCL stream:  wait packed → broadcast root → free_[0][k] (sent)
  *   rollout GPU r NCCL stream: wait free_[r][k] (unpacked) → broadcast recv into buf[r][k] → done[r][k]
  *                copy stream:  wait done[r][k] (received) → unpack(b) from buf[r][k] → free_[r][k]
- * so packing bucket b+1 and unpacking bucket b−1 overlap the broadcast of b.
+ * so packing bucket b+1 and unpacking bucket b−1 overlap the broadcast of b;
+ * with RLRUN_SYNC_OVERLAP (default) the copy stream also re-quantizes bucket
+ * b+1's linears before its pack, overlapping the broadcast of b.
  * Pack and unpack are one launch each of a batched copy kernel (sync_kern.cu)
  * over pieces of at most SYNC_SEG_CHUNK bytes, whatever the tensor count
  * (a 128-expert MoE has tens of thousands of tensors: a cudaMemcpy each would
@@ -240,10 +242,31 @@ done:
   return rc;
 }
 
+/* Re-quantization overlapped with the transfer (RLRUN_SYNC_OVERLAP, default
+ * 1; 0: the whole model first, then the transfer): each bucket's linears are
+ * launched on the copy stream right before its pack, so the quantization of
+ * bucket b+1 runs while bucket b is broadcast. A linear is launched with the
+ * first bucket any of its bytes lie in. */
+static int sync_overlap_on(void) {
+  const char *v = getenv("RLRUN_SYNC_OVERLAP");
+  return !(v && !strcmp(v, "0"));
+}
+typedef struct sync_qwant {
+  const uint64_t *first_off; /* [n_params] the first stream offset of each parameter's entries (UINT64_MAX: none) */
+  uint64_t lm_first;         /* the same for the lm_head view */
+  uint64_t hi;               /* the current bucket's end */
+} sync_qwant;
+static int sync_qwant_fn(void *ctx, int pi) {
+  const sync_qwant *w = ctx;
+  return (pi < 0 ? w->lm_first : w->first_off[pi]) < w->hi;
+}
+
 /* Enqueue the pipelined transfer of every bucket (see the file comment):
  * first[r][b] … first[r][b+1] are rank r's pieces of bucket b (rank 0 packs,
- * the others unpack). */
-static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, size_t *const *first, rl_err *e) {
+ * the others unpack). With qp, each bucket's linears are quantized on the copy
+ * stream before its pack (sync_overlap_on). */
+static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, size_t *const *first, model *mt,
+                              model_cuda_qplan *qp, sync_qwant *qw, rl_err *e) {
   int rc = 0;
   for (int r = 1; r < s->n; r++) {
     SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
@@ -257,6 +280,11 @@ static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, size_t *con
     sync_bucket_range(mf, b, &lo, &hi);
     const size_t *f = first[0];
     SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
+    if (qp) { /* this bucket's linears, not yet quantized, before the pack that reads them (and before the
+                 wait for a free bucket buffer: they need none) */
+      qw->hi = hi;
+      if ((rc = model_cuda_quantize_launch(mt, qp, sync_qwant_fn, qw, s->cs[0], e))) goto done;
+    }
     SC(cudaStreamWaitEvent(s->cs[0], s->free_[0][k], 0), "cudaStreamWaitEvent (bucket buffer free)");
     if ((rc = sync_copy_segs_cuda(s->dseg[0] + f[b], (int)(f[b + 1] - f[b]), s->cs[0], e))) goto done;
     SC(cudaEventRecord(s->done[0][k], s->cs[0]), "cudaEventRecord (packed)");
@@ -306,6 +334,9 @@ int sync_nccl_run(sync_nccl *s, model *mt, model *const *mr, const quant_policy 
   memset(mf, 0, sizeof mf), memset(v, 0, sizeof v), memset(segs, 0, sizeof segs), memset(first, 0, sizeof first);
   sync_stats out;
   memset(&out, 0, sizeof out);
+  model_cuda_qplan *qp = NULL;
+  uint64_t *qfirst = NULL;
+  sync_qwant qw = {0};
   for (int r = 0; r < n; r++) {
     model *m = r ? mr[r - 1] : mt;
     if (!m || !m->cu) {
@@ -322,8 +353,20 @@ int sync_nccl_run(sync_nccl *s, model *mt, model *const *mr, const quant_policy 
   }
   double t0 = rl_now();
   SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
-  if ((rc = model_cuda_quantize(mt, p, e))) goto done;
-  SC(cudaDeviceSynchronize(), "the re-quantization (train GPU)");
+  if (sync_overlap_on()) { /* views and buffers now, the quantization bucket by bucket in the pipeline */
+    if ((rc = model_cuda_quantize_begin(mt, p, &qp, e))) goto done;
+    qfirst = rl_xmalloc((size_t)(mt->n_params + 1) * sizeof *qfirst);
+    for (int i = 0; i <= mt->n_params; i++) qfirst[i] = UINT64_MAX;
+    qw.first_off = qfirst, qw.lm_first = UINT64_MAX;
+    for (int i = mf[0].n - 1; i >= 0; i--) { /* entries in stream order: the lowest offset wins */
+      const sync_entry *x = &mf[0].v[i];
+      if (x->lm_head) qw.lm_first = x->offset;
+      else qfirst[x->param] = x->offset;
+    }
+  } else if ((rc = model_cuda_quantize(mt, p, e))) {
+    goto done;
+  }
+  SC(cudaDeviceSynchronize(), "the re-quantization (train GPU)"); /* and the weights' last update before it */
   double t1 = rl_now();
   for (int r = 0; r < n; r++) {
     SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
@@ -335,7 +378,13 @@ int sync_nccl_run(sync_nccl *s, model *mt, model *const *mr, const quant_policy 
     sync_segs_build(&mf[r], &v[r], s->buf[r], r == 0, &segs[r], &nseg[r], &first[r]);
     if ((rc = sync_segs_upload(s, r, segs[r], nseg[r], e))) goto done;
   }
-  if ((rc = sync_nccl_pipeline(s, &mf[0], first, e))) goto done;
+  if ((rc = sync_nccl_pipeline(s, &mf[0], first, mt, qp, &qw, e))) goto done;
+  if (qp) { /* anything no bucket needed, the stream synchronized, norms and non-finite statistics */
+    SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
+    rc = model_cuda_quantize_end(mt, qp, s->cs[0], e);
+    qp = NULL;
+    if (rc) goto done;
+  }
   /* each rollout engine's FP32 norm weights follow its new BF16 ones (one launch) */
   for (int r = 1; r < n; r++) {
     SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
@@ -363,6 +412,8 @@ int sync_nccl_run(sync_nccl *s, model *mt, model *const *mr, const quant_policy 
     out.verify_ms = (rl_now() - t2) * 1e3;
   }
 done:
+  model_cuda_qplan_free(qp); /* an error before _end */
+  free(qfirst);
   for (int r = 0; r < n; r++) {
     free(segs[r]), free(first[r]);
     sync_view_free(&v[r]);
