@@ -624,6 +624,7 @@ extern "C" int gemm_cuda_plan_count(void) {
 }
 
 extern "C" void gemm_cuda_release(void) {
+  device_buffers_changed_all(); /* every device's scratch and workspace go */
   gemm_small_release();
   gemm_small_fp8_release();
   /* teardown is best effort: a failing free leaves nothing to undo */

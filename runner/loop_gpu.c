@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "kernels/device.h"
+#include "kernels/devprof.h"
 #include "model/model_cuda.h"
 #include "runner/loop_int.h"
 #include "runner/matrix.h"
@@ -145,6 +146,7 @@ static int gpu_part(void *ctx, int k, const prompt_item *prompts, int64_t n_prom
   gpu_split *c = ctx;
   loop_roll *p = &c->g->roll[k];
   const int64_t lo = prompts - c->prompts;
+  if (k > 0) rollout_cuda_profile_thread_off(), devprof_thread_off(); /* a worker thread: profiles are part 0's */
   int cur = device_current(), rc = device_set_current(p->gpu, e);
   int slots = o->max_slots > 0 ? o->max_slots : 64;
   if ((int64_t)slots > n_prompts * G && n_prompts * G > 0) slots = (int)(n_prompts * G);

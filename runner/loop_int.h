@@ -63,7 +63,7 @@ int loop_sft_batch(prompt_source *src, const tokenizer *tok, uint64_t seed, int6
  * re-quantizes on the device. Any other rollout GPU (outside gpus.train)
  * holds a replica of the model; the sync re-quantizes on the train GPU and
  * broadcasts the bytes to all replicas over NCCL. */
-#define LOOP_ROLLOUT_MAX 16
+#define LOOP_ROLLOUT_MAX 15 /* SYNC_NCCL_MAX_RANKS - 1: the trainer broadcasts to at most 15 replicas */
 typedef struct loop_place {
   int train_gpu, rollout_gpu;   /* gpus.train[0]; gpus.rollout[0] */
   int nccl;                     /* 1: some rollout GPU is not the train GPU: sync over NCCL to those */

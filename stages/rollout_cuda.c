@@ -199,6 +199,7 @@ static _Thread_local struct {
   double t[RP_N], wall, t_wall0;
   int64_t steps;
 } rp = {.on = -1};
+void rollout_cuda_profile_thread_off(void) { rp.on = 0; }
 static int rp_enabled(void) {
   if (rp.on < 0) {
     const char *v = getenv("RLRUN_ROLLOUT_PROFILE");
@@ -378,11 +379,15 @@ static void rc_capture(rollout_cuda_engine *g, int R) {
   }
   if (!rc) rc = (st = cudaGraphInstantiate(&exec, graph, 0)) != cudaSuccess;
   if (graph) cudaGraphDestroy(graph);
-  if (rc || device_buffers_epoch() != ep) {
+  if (!rc && device_buffers_epoch() != ep) { /* a buffer of this device moved meanwhile: capture on a later step */
+    if (exec) cudaGraphExecDestroy(exec);
+    return;
+  }
+  if (rc) {
     if (exec) cudaGraphExecDestroy(exec);
     cudaGetLastError(); /* clear the capture's error state */
     fprintf(stderr, "rollout (CUDA): decode steps run without CUDA graphs: capturing %d rows failed (%s)\n", R,
-            rc ? (ce.msg[0] ? ce.msg : cudaGetErrorString(st)) : "a device buffer moved during capture");
+            ce.msg[0] ? ce.msg : cudaGetErrorString(st));
     g->graphs = 0;
     return;
   }
@@ -648,6 +653,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
 }
 void rollout_cuda_engine_free(rollout_cuda_engine *g) { free(g); }
 void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *t) { (void)g, (void)t; }
+void rollout_cuda_profile_thread_off(void) {}
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) { return g ? 0 : -1; }
 int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n_ids,
                               int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,

@@ -98,7 +98,7 @@ struct sync_nccl {
   cudaStream_t cs[SYNC_NCCL_MAX_RANKS], ns[SYNC_NCCL_MAX_RANKS]; /* copy stream, NCCL stream per GPU */
   cudaEvent_t done[SYNC_NCCL_MAX_RANKS][2];    /* per slot: rank 0 packed, the others received */
   cudaEvent_t free_[SYNC_NCCL_MAX_RANKS][2];   /* per slot: rank 0 sent, the others unpacked */
-  cudaEvent_t ready[SYNC_NCCL_MAX_RANKS];      /* a receiver's engine idle */
+  cudaEvent_t ready[SYNC_NCCL_MAX_RANKS];      /* the default stream of the sync thread on that GPU */
   uint64_t bucket, cap;                        /* bucket bytes; bytes of each bucket buffer */
   uint8_t *buf[SYNC_NCCL_MAX_RANKS][2];        /* bucket buffers: rank 0 sends, the others receive */
   sync_seg *dseg[SYNC_NCCL_MAX_RANKS];         /* segment tables on each GPU */
@@ -268,9 +268,13 @@ static int sync_qwant_fn(void *ctx, int pi) {
 static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, size_t *const *first, model *mt,
                               model_cuda_qplan *qp, sync_qwant *qw, rl_err *e) {
   int rc = 0;
-  for (int r = 1; r < s->n; r++) {
+  /* every rank's copy and NCCL streams (non-blocking) wait for this thread's default stream on that
+   * GPU: a receiver's engine idle after its last generation; on every rank, the segment table's
+   * upload (a pageable cudaMemcpy, whose DMA may be in flight when it returns) and the bucket
+   * buffers' memset */
+  for (int r = 0; r < s->n; r++) {
     SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
-    SC(cudaEventRecord(s->ready[r], NULL), "cudaEventRecord (rollout engine idle)"); /* after its last generation */
+    SC(cudaEventRecord(s->ready[r], NULL), "cudaEventRecord (default stream)");
     SC(cudaStreamWaitEvent(s->ns[r], s->ready[r], 0), "cudaStreamWaitEvent");
     SC(cudaStreamWaitEvent(s->cs[r], s->ready[r], 0), "cudaStreamWaitEvent");
   }
