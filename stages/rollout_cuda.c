@@ -5,6 +5,7 @@
 #include "stages/rollout_cuda.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,7 +184,9 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
  * are back on the host. The phase sequence of a step is the same for every row
  * count, so the kinds recorded by the eager run (or capture) serve the replays.
  * The per-step means go to stderr when the engine is freed. Off, it costs a
- * branch per phase. */
+ * branch per phase. The state is per host thread: in a rollout split over
+ * GPUs (one thread a GPU) each thread times its own engine's steps, and what
+ * is reported is the part of the thread that frees the engines (part 0). */
 enum { RP_UPLOAD, RP_EMBED, RP_NORM1, RP_QKV, RP_QKNORM, RP_ATTN, RP_OPROJ, RP_NORM2, RP_GATEUP, RP_DOWN, RP_MOE,
        RP_FINAL, RP_LMHEAD, RP_SAMPLE, RP_N };
 static const char *const rp_name[RP_N] = {"upload",          "embedding+rope",  "residual+norm 1", "q/k/v proj",
@@ -191,7 +194,7 @@ static const char *const rp_name[RP_N] = {"upload",          "embedding+rope",  
                                           "gate/up+swiglu",  "down proj",       "moe",             "residual+final",
                                           "lm_head",         "sample+download"};
 #define RP_MAX_EV 4096
-static struct {
+static _Thread_local struct {
   int on;        /* -1: not asked yet */
   int cur, end;  /* next event of the step; the events a step records (start … last device phase) */
   int armed;     /* a decode step's events are pending */
@@ -202,6 +205,7 @@ static struct {
   double t[RP_N], wall, t_wall0;
   int64_t steps;
 } rp = {.on = -1};
+void rollout_cuda_profile_thread_off(void) { rp.on = 0; }
 static int rp_enabled(void) {
   if (rp.on < 0) {
     const char *v = getenv("RLRUN_ROLLOUT_PROFILE");
@@ -275,20 +279,21 @@ static void rp_report(void) {
  * profile's events inflate small phases). */
 static const char *const rp_key[RP_N] = {"upload", "embed", "norm1", "qkv",  "qknorm", "attn",   "oproj",
                                          "norm2",  "gateup", "down", "moe", "final",  "lmhead", "sample"};
-static unsigned rp_skip(void) {
-  static int read = 0;
-  static unsigned mask = 0;
-  if (!read) {
-    read = 1;
-    const char *v = getenv("RLRUN_ROLLOUT_SKIP");
-    for (int k = 0; v && k < RP_N; k++) {
-      const size_t kl = strlen(rp_key[k]);
-      for (const char *p = strstr(v, rp_key[k]); p; p = strstr(p + 1, rp_key[k]))
-        if ((p == v || p[-1] == ',') && (p[kl] == ',' || !p[kl])) mask |= 1u << k;
-    }
-    if (mask) fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_SKIP=%s: decode phases left out, samples are WRONG\n", v);
+static unsigned rp_skip_mask;
+static void rp_skip_read(void) {
+  const char *v = getenv("RLRUN_ROLLOUT_SKIP");
+  for (int k = 0; v && k < RP_N; k++) {
+    const size_t kl = strlen(rp_key[k]);
+    for (const char *p = strstr(v, rp_key[k]); p; p = strstr(p + 1, rp_key[k]))
+      if ((p == v || p[-1] == ',') && (p[kl] == ',' || !p[kl])) rp_skip_mask |= 1u << k;
   }
-  return mask;
+  if (rp_skip_mask)
+    fprintf(stderr, "rollout (CUDA): RLRUN_ROLLOUT_SKIP=%s: decode phases left out, samples are WRONG\n", v);
+}
+static unsigned rp_skip(void) { /* read once (engines of a split rollout run on threads of their own) */
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, rp_skip_read);
+  return rp_skip_mask;
 }
 /* Run call as phase k when nothing failed yet (and k is not skipped). */
 #define RP(k, call)                        \
@@ -381,11 +386,15 @@ static void rc_capture(rollout_cuda_engine *g, int R) {
   }
   if (!rc) rc = (st = cudaGraphInstantiate(&exec, graph, 0)) != cudaSuccess;
   if (graph) cudaGraphDestroy(graph);
-  if (rc || device_buffers_epoch() != ep) {
+  if (!rc && device_buffers_epoch() != ep) { /* a buffer of this device moved meanwhile: capture on a later step */
+    if (exec) cudaGraphExecDestroy(exec);
+    return;
+  }
+  if (rc) {
     if (exec) cudaGraphExecDestroy(exec);
     cudaGetLastError(); /* clear the capture's error state */
     fprintf(stderr, "rollout (CUDA): decode steps run without CUDA graphs: capturing %d rows failed (%s)\n", R,
-            rc ? (ce.msg[0] ? ce.msg : cudaGetErrorString(st)) : "a device buffer moved during capture");
+            ce.msg[0] ? ce.msg : cudaGetErrorString(st));
     g->graphs = 0;
     return;
   }
@@ -721,6 +730,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
 }
 void rollout_cuda_engine_free(rollout_cuda_engine *g) { free(g); }
 void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *t) { (void)g, (void)t; }
+void rollout_cuda_profile_thread_off(void) {}
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) { return g ? 0 : -1; }
 int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n_ids,
                               int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,
