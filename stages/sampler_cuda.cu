@@ -16,6 +16,7 @@
  * mask the kept sums are s's own — the walk then reads each tile's segment sum
  * from shared memory instead of recomputing exp — so plain sampling reads the
  * row twice (argmax, sums) and computes each exp once. */
+#include <pthread.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -551,11 +552,14 @@ static int smf_knob(const char *name, int dflt) {
   const char *v = getenv(name);
   return v && *v ? atoi(v) : dflt;
 }
-static void smf_read(void) {
-  if (smf_plain >= 0) return;
+static void smf_env(void) {
   smf_plain = smf_knob("RLRUN_SAMPLER_PLAIN", 1) != 0;
   const int c = smf_knob("RLRUN_SAMPLER_CL", 0);
   smf_cl = c == 1 || c == 2 || c == 4 || c == 8 ? c : 0;
+}
+static void smf_read(void) { /* once: the engines of a split rollout sample from threads of their own */
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, smf_env);
 }
 extern "C" void sampler_cuda_tune(int plain, int cl) {
   smf_read();
