@@ -140,10 +140,11 @@ static void bench_case(const char *shape, int moe, int layers, qformat f, double
     MUST(model_cuda_init(mr, &e));
     MUST(model_cuda_quantize(mr, &p, &e));
     sync_nccl *s = NULL;
-    MUST(sync_nccl_open(0, 1, bucket, &s, &e));
+    const int rdev[1] = {1};
+    MUST(sync_nccl_open(0, rdev, 1, bucket, &s, &e));
     double tt[NREP], tx[NREP];
     for (int r = -1; r < NREP; r++) {
-      MUST(sync_nccl_run(s, mt, mr, &p, &o, &st, &e));
+      MUST(sync_nccl_run(s, mt, &mr, &p, &o, &st, &e));
       if (r >= 0) tt[r] = st.ms, tx[r] = st.transfer_ms;
     }
     double tot = median(tt, NREP), xfer = median(tx, NREP), gb = (double)st.bytes / 1e9;
@@ -178,7 +179,8 @@ int main(int argc, char **argv) {
   if (two) {
     rl_err e = {0};
     sync_nccl *s = NULL;
-    MUST(sync_nccl_open(0, 1, bucket, &s, &e));
+    const int rdev[1] = {1};
+    MUST(sync_nccl_open(0, rdev, 1, bucket, &s, &e));
     double ms = 0;
     MUST(sync_nccl_bench_broadcast(s, (uint64_t)1 << 30, NREP, &ms, &e));
     p2p = (double)(1u << 30) / (ms * 1e6);

@@ -2,6 +2,7 @@
  * and the GPUs the driver reports. Plain C against the CUDA runtime API. */
 #include "device.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,9 +50,19 @@ void device_query(device_info *info) {
 #endif
 }
 
-static unsigned long device_epoch;
-unsigned long device_buffers_epoch(void) { return device_epoch; }
-void device_buffers_changed(void) { device_epoch++; }
+/* One counter per device: a rollout split over GPUs (one thread a GPU) grows
+ * one device's buffers without invalidating the graphs captured on another.
+ * Atomic: the threads of different devices may read any counter. */
+static _Atomic unsigned long device_epoch[DEVICE_MAX_GPUS];
+static int epoch_slot(void) {
+  int d = device_current();
+  return d >= 0 && d < DEVICE_MAX_GPUS ? d : 0;
+}
+unsigned long device_buffers_epoch(void) { return atomic_load(&device_epoch[epoch_slot()]); }
+void device_buffers_changed(void) { atomic_fetch_add(&device_epoch[epoch_slot()], 1); }
+void device_buffers_changed_all(void) {
+  for (int d = 0; d < DEVICE_MAX_GPUS; d++) atomic_fetch_add(&device_epoch[d], 1);
+}
 
 int device_set_current(int gpu, rl_err *e) {
 #if RLRUN_CUDA

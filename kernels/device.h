@@ -45,8 +45,11 @@ int device_current(void);
 /* A counter bumped whenever a reused device buffer (a scratch or workspace
  * grown on demand, activation buffers, weight views) is freed or allocated: a
  * captured CUDA graph holds raw pointers, and stays valid only while this
- * counter is unchanged (stages/rollout_cuda.c re-captures otherwise). */
+ * counter is unchanged (stages/rollout_cuda.c re-captures otherwise).
+ * The counter is per device (the calling thread's current one);
+ * device_buffers_changed_all bumps every device's (buffers of all devices freed). */
 unsigned long device_buffers_epoch(void);
 void device_buffers_changed(void);
+void device_buffers_changed_all(void);
 
 #endif

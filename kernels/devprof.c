@@ -12,7 +12,7 @@ static const char *const dp_name[DP_N] = {"other",        "fwd gemm",   "fwd bf1
                                           "fwd attention", "fwd swiglu+adds", "fwd logprob", "bwd gemm",
                                           "bwd norms",    "bwd attention", "bwd swiglu+adds", "bwd logprob",
                                           "bwd f32<->bf16"};
-static struct {
+static _Thread_local struct { /* per host thread: each drives its own device's stream */
   int on; /* -1: not asked yet */
   int cur, made, warned;
   cudaEvent_t ev[DP_MAX_EV];
@@ -84,10 +84,12 @@ void devprof_report(FILE *f) {
 }
 
 void devprof_reset(void) { memset(dp.t, 0, sizeof dp.t), dp.steps = 0; }
+void devprof_thread_off(void) { dp.on = 0; }
 
 #else
 int devprof_on(void) { return 0; }
 void devprof_reset(void) {}
+void devprof_thread_off(void) {}
 void devprof_mark(devprof_phase k) { (void)k; }
 void devprof_step(void) {}
 void devprof_report(FILE *f) { (void)f; }

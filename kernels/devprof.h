@@ -48,6 +48,10 @@ void devprof_step(void);
 void devprof_report(FILE *f);
 /* Forget the steps added so far (warm-ups). */
 void devprof_reset(void);
+/* No profile on the calling thread from now on, whatever RLRUN_MODEL_PROFILE
+ * says (the state is per host thread; a rollout split's worker threads, which
+ * live for one generate call, record nothing). */
+void devprof_thread_off(void);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,14 @@
  * Block-scaled FP8 (and the Blackwell MX kinds): cuBLASLt refuses the
  * descriptor (CUBLAS_STATUS_INVALID_VALUE from the heuristic) while the A/B
  * scale pointers are unset, so every plan's descriptor gets a valid dummy
- * device pointer at creation; the real pointers are set at each call. */
+ * device pointer at creation; the real pointers are set at each call.
+ *
+ * Threads: every table is per device (the plans, the pinned families, the
+ * handles and scratch), so host threads that each drive a device of their own
+ * (the rollout split over GPUs) may call in at once; two threads on one
+ * device may not. */
+#include <pthread.h>
+
 #include "kernels/gemm_cuda_int.h"
 
 /* All of the GEMM state (shared with gemm_pin_cuda.cu through gemm_cuda_int.h). */
@@ -40,19 +47,20 @@ int launch_ok(const char *kernel, rl_err *e) { return cu_ok(cudaGetLastError(), 
 
 /* The current device, its cuBLASLt handle, workspace and constants (made on
  * first use). RL_EXIT_HARDWARE when there is no usable GPU. */
+static cudaError_t gemm_count_st; /* what cudaGetDeviceCount said (gemm_count, once) */
+static pthread_once_t gemm_count_once = PTHREAD_ONCE_INIT;
+static void gemm_count(void) {
+  int n = 0;
+  gemm_count_st = cudaGetDeviceCount(&n);
+  if (gemm_count_st != cudaSuccess) cudaGetLastError(), n = 0;
+  gemm_G.n_devices = n, gemm_G.asked = 1;
+}
+
 static int gemm_dev(int *dev, rl_err *e) {
-  if (!gemm_G.asked) {
-    int n = 0;
-    gemm_G.asked = 1;
-    cudaError_t st = cudaGetDeviceCount(&n);
-    if (st != cudaSuccess) {
-      cudaGetLastError();
-      gemm_G.n_devices = 0;
-      return rl_errf(e, RL_EXIT_HARDWARE, "gemm: no CUDA device (%s); use device: cpu",
-                     cudaGetErrorString(st));
-    }
-    gemm_G.n_devices = n;
-  }
+  pthread_once(&gemm_count_once, gemm_count); /* threads driving other devices may ask at once */
+  if (gemm_count_st != cudaSuccess)
+    return rl_errf(e, RL_EXIT_HARDWARE, "gemm: no CUDA device (%s); use device: cpu",
+                   cudaGetErrorString(gemm_count_st));
   if (gemm_G.n_devices == 0)
     return rl_errf(e, RL_EXIT_HARDWARE, "gemm: no CUDA device (the driver reports none); use device: cpu");
   int d = 0;
@@ -302,20 +310,21 @@ static int plan_build(gemm_plan *p, const gemm_key *k, rl_err *e) {
 /* The cached plan for key k (built on first use). */
 static int plan_get(const gemm_key *k, gemm_plan **out, rl_err *e) {
   uint64_t h = key_hash(k);
+  gemm_plan *tab = gemm_G.plans[k->dev]; /* the key's device's table (gemm_dev checked the index) */
   for (int probe = 0; probe < GEMM_PLAN_SLOTS; probe++) {
-    gemm_plan *p = &gemm_G.plans[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
+    gemm_plan *p = &tab[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
     if (!p->used) break;
     if (!memcmp(&p->key, k, sizeof *k)) return *out = p, 0;
   }
-  if (gemm_G.n_plans >= GEMM_PLAN_SLOTS * 3 / 4) { /* many shapes: start over (pins are kept) */
-    for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&gemm_G.plans[i]);
-    gemm_G.n_plans = 0;
+  if (gemm_G.n_plans[k->dev] >= GEMM_PLAN_SLOTS * 3 / 4) { /* many shapes: start over (pins are kept) */
+    for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&tab[i]);
+    gemm_G.n_plans[k->dev] = 0;
   }
-  gemm_plan *p = &gemm_G.plans[h & (GEMM_PLAN_SLOTS - 1)];
-  for (int probe = 1; p->used; probe++) p = &gemm_G.plans[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
+  gemm_plan *p = &tab[h & (GEMM_PLAN_SLOTS - 1)];
+  for (int probe = 1; p->used; probe++) p = &tab[(h + (uint64_t)probe) & (GEMM_PLAN_SLOTS - 1)];
   int rc = plan_build(p, k, e);
   if (rc) return rc;
-  gemm_G.n_plans++;
+  gemm_G.n_plans[k->dev]++;
   return *out = p, 0;
 }
 
@@ -608,17 +617,22 @@ extern "C" int gemm_q_cuda(void *y, const qtensor *x, const qtensor *w, const ge
 
 extern "C" int gemm_cuda_device(int *dev, rl_err *e) { return gemm_dev(dev, e); }
 
-extern "C" int gemm_cuda_plan_count(void) { return gemm_G.n_plans; }
+extern "C" int gemm_cuda_plan_count(void) {
+  int n = 0;
+  for (int d = 0; d < DEVICE_MAX_GPUS; d++) n += gemm_G.n_plans[d];
+  return n;
+}
 
 extern "C" void gemm_cuda_release(void) {
+  device_buffers_changed_all(); /* every device's scratch and workspace go */
   gemm_small_release();
   gemm_small_fp8_release();
-  for (int i = 0; i < GEMM_PLAN_SLOTS; i++) plan_destroy(&gemm_G.plans[i]);
-  gemm_G.n_plans = 0;
-  memset(gemm_G.pins, 0, sizeof gemm_G.pins);
-  gemm_G.n_pins = 0;
   /* teardown is best effort: a failing free leaves nothing to undo */
   for (int d = 0; d < DEVICE_MAX_GPUS; d++) {
+    for (int i = 0; gemm_G.n_plans[d] && i < GEMM_PLAN_SLOTS; i++) plan_destroy(&gemm_G.plans[d][i]);
+    gemm_G.n_plans[d] = 0;
+    if (gemm_G.n_pins[d]) memset(gemm_G.pins[d], 0, sizeof gemm_G.pins[d]);
+    gemm_G.n_pins[d] = 0;
     for (int s = 0; s < GS_COUNT; s++)
       if (gemm_G.scr[d][s]) cudaFree(gemm_G.scr[d][s]), gemm_G.scr[d][s] = NULL, gemm_G.scr_cap[d][s] = 0;
     if (gemm_G.ws[d]) cudaFree(gemm_G.ws[d]), gemm_G.ws[d] = NULL;

@@ -70,10 +70,12 @@ struct gemm_state {
   int cc_major[DEVICE_MAX_GPUS], cc_minor[DEVICE_MAX_GPUS];
   void *scr[DEVICE_MAX_GPUS][GS_COUNT];
   size_t scr_cap[DEVICE_MAX_GPUS][GS_COUNT];
-  gemm_plan plans[GEMM_PLAN_SLOTS];
-  int n_plans;
-  gemm_pin pins[GEMM_PIN_SLOTS];
-  int n_pins;
+  /* per device, so that host threads driving different devices (a rollout
+   * split over GPUs) never touch the same table */
+  gemm_plan plans[DEVICE_MAX_GPUS][GEMM_PLAN_SLOTS];
+  int n_plans[DEVICE_MAX_GPUS];
+  gemm_pin pins[DEVICE_MAX_GPUS][GEMM_PIN_SLOTS];
+  int n_pins[DEVICE_MAX_GPUS];
 };
 extern gemm_state gemm_G;
 

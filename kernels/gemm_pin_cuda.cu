@@ -186,11 +186,13 @@ int plan_pinned_algo(const gemm_key *k, cublasLtMatmulDesc_t desc, cublasLtMatmu
   gemm_key fk = *k;
   fk.m = 0;
   gemm_pin *p = NULL;
-  for (int i = 0; i < gemm_G.n_pins && !p; i++)
-    if (!memcmp(&gemm_G.pins[i].key, &fk, sizeof fk)) p = &gemm_G.pins[i];
+  gemm_pin *tab = gemm_G.pins[k->dev]; /* the key's device's families */
+  int *n_pins = &gemm_G.n_pins[k->dev];
+  for (int i = 0; i < *n_pins && !p; i++)
+    if (!memcmp(&tab[i].key, &fk, sizeof fk)) p = &tab[i];
   if (!p) {
-    if (gemm_G.n_pins == GEMM_PIN_SLOTS)
-      return rl_errf(e, RL_EXIT_FAIL, "gemm: more than %d pinned GEMM families", GEMM_PIN_SLOTS);
+    if (*n_pins == GEMM_PIN_SLOTS)
+      return rl_errf(e, RL_EXIT_FAIL, "gemm: more than %d pinned GEMM families on a device", GEMM_PIN_SLOTS);
     cublasLtMatrixLayout_t la, lb, lc;
     if (plan_layouts(k, GEMM_PIN_M, &la, &lb, &lc, e)) return RL_EXIT_FAIL;
     size_t ws;
@@ -199,7 +201,7 @@ int plan_pinned_algo(const gemm_key *k, cublasLtMatmulDesc_t desc, cublasLtMatmu
     cublasLtMatrixLayoutDestroy(lb);
     cublasLtMatrixLayoutDestroy(lc);
     if (rc) return rc;
-    p = &gemm_G.pins[gemm_G.n_pins++];
+    p = &tab[(*n_pins)++];
     memset(p, 0, sizeof *p);
     p->used = 1, p->key = fk, p->algo = *ref;
     p->chosen[GEMM_PIN_BUCKETS - 1] = 2;

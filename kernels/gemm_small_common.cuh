@@ -37,19 +37,6 @@ __host__ __device__ constexpr int gs_clamp(int v, int lo, int hi) { return v < l
 /* ---------------------------------------------------------------- PTX wrappers
  * (cp.async, MMA, L2 prefetch, PDL: kernels/ptx_util.cuh) */
 
-/* Every thread of the cluster arrives (its shared-memory writes released) and
- * waits for all the others (their writes acquired). Not .aligned: the threads
- * may come from loops of different trip counts. */
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-
-/* The shared::cluster address of shared-memory address a in CTA `rank` of the cluster. */
-__device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(rank));
-  return r;
-}
 
 __device__ __forceinline__ float4 cluster_ld4(uint32_t a) {
   float4 v;

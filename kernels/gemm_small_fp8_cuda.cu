@@ -60,6 +60,7 @@
  * reduction path or PDL: those decide which thread computes an output, not how.
  * The quantization of row m uses row m only. Padded rows/columns and K beyond a
  * slice are zeros (their scale 1, their products 0); no float atomics. */
+#include <pthread.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -435,9 +436,10 @@ gemm_small_fp8_tune sf_tune_fix(gemm_small_fp8_tune t) {
   return t;
 }
 
-/* The environment's knobs (read once). */
-gemm_small_fp8_tune sf_tune_env(void) {
-  if (!SF.have_env) {
+/* The environment's knobs (read once: pthread_once, since one thread a GPU may
+ * ask first at the same time). */
+static void sf_env_read(void) {
+  {
     gemm_small_fp8_tune t = {GEMM_SMALL_FP8_CTAS, GEMM_SMALL_FP8_MIN_STAGES, 0, GEMM_SMALL_FP8_REDUCE_CLUSTER, 1};
     sf_env_int("RLRUN_SMALL_FP8_CTAS", 1, 65536, &t.ctas);
     sf_env_int("RLRUN_SMALL_FP8_MIN_STAGES", 1, 16, &t.min_stages);
@@ -448,6 +450,10 @@ gemm_small_fp8_tune sf_tune_env(void) {
     sf_env_int("RLRUN_SMALL_FP8_PDL", 0, 1, &t.pdl);
     SF.env = t, SF.have_env = 1;
   }
+}
+gemm_small_fp8_tune sf_tune_env(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, sf_env_read);
   return SF.env;
 }
 

@@ -13,6 +13,7 @@
  * The fused RMSNorm / QK-norm backwards and the SwiGLU backward round every
  * operation explicitly (no FMA contraction), so each of their instantiations
  * (FP32 or BF16 operands, scalar or 4-wide) gives the same bits. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -591,13 +592,15 @@ static int rmsnorm_bwd_fused(float *dx, uint16_t *dxb, float *dw, const float *d
 
 /* 1: the RMSNorm forwards launch as programmatic dependents of the kernel
  * before them (default; RLRUN_OPS_PDL=0 turns it off, read once; see ops.h). */
+static int ops_pdl_on;
+static void ops_pdl_read(void) {
+  const char *v = getenv("RLRUN_OPS_PDL");
+  ops_pdl_on = !(v && !strcmp(v, "0"));
+}
 extern "C" int ops_pdl(void) {
-  static int on = -1;
-  if (on < 0) {
-    const char *v = getenv("RLRUN_OPS_PDL");
-    on = !(v && !strcmp(v, "0"));
-  }
-  return on;
+  static pthread_once_t once = PTHREAD_ONCE_INIT; /* one thread a GPU may ask first at once */
+  pthread_once(&once, ops_pdl_read);
+  return ops_pdl_on;
 }
 
 /* Launch kern<<<blocks, thr, 0, st>>>(args…), as a programmatic dependent when pdl. */

@@ -153,6 +153,7 @@ int model_cuda_download(model *m, rl_err *e) {
  * the stats (the check), and the error. */
 typedef struct mc_qctx {
   quant_item *fp8, *mx;
+  int *fp8_pi, *mx_pi; /* each item's parameter index (−1: the lm_head view) */
   int n_fp8, n_mx, n_quant, i;
   const quant_stats *hs;
   rl_err *e;
@@ -203,12 +204,14 @@ static int mc_quantize_one(model *m, mc_lin *d, void *ctx) {
       MC(cudaMemset(d->qscales, 0, (size_t)(nb * kb4) * 4), "cudaMemset (fp8 scales)");
     }
     q.block_rows = 128, q.layout = QLAYOUT_HOPPER_WEIGHT;
+    qc->fp8_pi[qc->n_fp8] = d == &m->cu->lm_head ? -1 : d->pi;
     qc->fp8[qc->n_fp8++] = (quant_item){w, N, K, d->qdata, d->qscales, st};
   } else if (f == QFMT_MXFP8) {
     if (fresh) {
       MC(cudaMalloc(&d->qdata, (size_t)(N * K) + 16), "cudaMalloc (mxfp8 weight)");
       MC(cudaMalloc(&d->qscales, (size_t)(N * quant_cdiv(K, 32)) + 16), "cudaMalloc (mxfp8 scales)");
     }
+    qc->mx_pi[qc->n_mx] = d == &m->cu->lm_head ? -1 : d->pi;
     qc->mx[qc->n_mx++] = (quant_item){w, N, K, d->qdata, d->qscales, st};
   } else {
     if (fresh) {
@@ -324,7 +327,22 @@ static int mc_multi_status(int qs, int n, const char *fmt, rl_err *e) {
                  : rl_errf(e, RL_EXIT_FAIL, "quantizing %d %s linears: status %d", n, fmt, qs);
 }
 
-int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) {
+/* A quantize pass split in three (model_cuda.h: model_cuda_quantize_begin). */
+struct model_cuda_qplan {
+  mc_qctx qc;
+  uint8_t *fp8_done, *mx_done; /* launched already */
+  quant_item *sel;             /* a launch's subset */
+};
+
+void model_cuda_qplan_free(model_cuda_qplan *q) {
+  if (!q) return;
+  free(q->qc.fp8), free(q->qc.mx), free(q->qc.fp8_pi), free(q->qc.mx_pi);
+  free(q->fp8_done), free(q->mx_done), free(q->sel);
+  free(q);
+}
+
+int model_cuda_quantize_begin(model *m, const quant_policy *p, model_cuda_qplan **out, rl_err *e) {
+  *out = NULL;
   int rc = quant_policy_check(p, e);
   if (rc) return rc;
   if (!m->cu) return rl_errf(e, RL_EXIT_USAGE, "model_cuda_quantize: call model_cuda_init first");
@@ -332,35 +350,66 @@ int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) {
   c->policy = *p;
   c->quantized = 0;
   if ((rc = mc_quant_buffers(m, e))) return rl_err_prefix(e, "model_cuda_quantize: ");
-  mc_qctx qc = {0};
-  qc.fp8 = rl_xmalloc((size_t)(c->n_lin + 1) * sizeof *qc.fp8);
-  qc.mx = rl_xmalloc((size_t)(c->n_lin + 1) * sizeof *qc.mx);
-  qc.e = e;
+  model_cuda_qplan *q = rl_xcalloc(1, sizeof *q);
+  size_t n = (size_t)c->n_lin + 1;
+  q->qc.fp8 = rl_xmalloc(n * sizeof *q->qc.fp8), q->qc.mx = rl_xmalloc(n * sizeof *q->qc.mx);
+  q->qc.fp8_pi = rl_xmalloc(n * sizeof(int)), q->qc.mx_pi = rl_xmalloc(n * sizeof(int));
+  q->fp8_done = rl_xcalloc(n, 1), q->mx_done = rl_xcalloc(n, 1), q->sel = rl_xmalloc(n * sizeof *q->sel);
+  q->qc.e = e;
   /* views (fresh buffers first), NVFP4 experts quantized per tensor */
-  rc = mc_each_lin(m, mc_quantize_one, &qc);
-  /* every fp8-block linear in one launch, every MXFP8 one in another */
-  quant_opts qo = {0};
-  qo.ue8m0 = p->ue8m0, qo.scale_layout = QLAYOUT_HOPPER_WEIGHT;
-  if (!rc && qc.n_fp8)
-    rc = mc_multi_status(quant_fp8_block_weight_multi_cuda(qc.fp8, qc.n_fp8, &qo, c->qws, c->qws_bytes, NULL, e),
-                         qc.n_fp8, "fp8-block", e);
-  qo.scale_layout = QLAYOUT_ROWMAJOR;
-  if (!rc && qc.n_mx)
-    rc = mc_multi_status(quant_mxfp8_multi_cuda(qc.mx, qc.n_mx, &qo, c->qws, c->qws_bytes, NULL, e), qc.n_mx,
-                         "mxfp8", e);
+  rc = mc_each_lin(m, mc_quantize_one, &q->qc);
+  if (rc) {
+    model_cuda_qplan_free(q);
+    return rl_err_prefix(e, "model_cuda_quantize: ");
+  }
+  *out = q;
+  return 0;
+}
+
+int model_cuda_quantize_launch(model *m, model_cuda_qplan *q, int (*want)(void *ctx, int pi), void *ctx,
+                               void *stream, rl_err *e) {
+  model_cuda *c = m->cu;
+  int rc = 0;
+  for (int f = 0; f < 2 && !rc; f++) { /* every chosen fp8-block linear in one launch, every MXFP8 one in another */
+    const quant_item *it = f ? q->qc.mx : q->qc.fp8;
+    const int *pi = f ? q->qc.mx_pi : q->qc.fp8_pi;
+    uint8_t *done = f ? q->mx_done : q->fp8_done;
+    int n = f ? q->qc.n_mx : q->qc.n_fp8, k = 0;
+    for (int i = 0; i < n; i++)
+      if (!done[i] && (!want || want(ctx, pi[i]))) q->sel[k++] = it[i], done[i] = 1;
+    if (!k) continue;
+    quant_opts qo = {0};
+    qo.ue8m0 = c->policy.ue8m0, qo.scale_layout = f ? QLAYOUT_ROWMAJOR : QLAYOUT_HOPPER_WEIGHT;
+    rc = f ? mc_multi_status(quant_mxfp8_multi_cuda(q->sel, k, &qo, c->qws, c->qws_bytes, stream, e), k, "mxfp8", e)
+           : mc_multi_status(quant_fp8_block_weight_multi_cuda(q->sel, k, &qo, c->qws, c->qws_bytes, stream, e), k,
+                             "fp8-block", e);
+  }
+  return rc;
+}
+
+int model_cuda_quantize_end(model *m, model_cuda_qplan *q, void *stream, rl_err *e) {
+  model_cuda *c = m->cu;
+  int rc = model_cuda_quantize_launch(m, q, NULL, NULL, stream, e); /* whatever is left */
+  if (!rc && stream) rc = mc_ok((int)cudaStreamSynchronize((cudaStream_t)stream), "the re-quantization's stream", e);
   if (!rc) rc = mc_refresh_norms(m, e);
   /* one copy of every linear's stats, then the first non-finite one named */
-  if (!rc && qc.n_quant) {
+  if (!rc && q->qc.n_quant) {
     quant_stats *hs = rl_xmalloc((size_t)c->n_lin * sizeof *hs);
     if (quant_stats_fetch_n_cuda(c->qstats, hs, c->n_lin, NULL, e)) rc = e->code ? e->code : RL_EXIT_HARDWARE;
-    qc.hs = hs, qc.i = 0;
-    if (!rc) rc = mc_each_lin(m, mc_check_cb, &qc);
+    q->qc.hs = hs, q->qc.i = 0;
+    if (!rc) rc = mc_each_lin(m, mc_check_cb, &q->qc);
     free(hs);
   }
-  free(qc.fp8), free(qc.mx);
+  model_cuda_qplan_free(q);
   if (rc) return rl_err_prefix(e, "model_cuda_quantize: ");
   c->quantized = 1;
   return 0;
+}
+
+int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) {
+  model_cuda_qplan *q = NULL;
+  int rc = model_cuda_quantize_begin(m, p, &q, e);
+  return rc ? rc : model_cuda_quantize_end(m, q, NULL, e);
 }
 
 int model_cuda_grads_zero(model *m, rl_err *e) {
@@ -938,6 +987,18 @@ model_cuda_param *model_cuda_param_at(model *m, int i) { return NULL; }
 int model_cuda_upload(model *m, rl_err *e) { return mc_nocuda("model_cuda_upload", e); }
 int model_cuda_download(model *m, rl_err *e) { return mc_nocuda("model_cuda_download", e); }
 int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e) { return mc_nocuda("model_cuda_quantize", e); }
+int model_cuda_quantize_begin(model *m, const quant_policy *p, model_cuda_qplan **q, rl_err *e) {
+  *q = NULL;
+  return mc_nocuda("model_cuda_quantize_begin", e);
+}
+int model_cuda_quantize_launch(model *m, model_cuda_qplan *q, int (*want)(void *ctx, int pi), void *ctx,
+                               void *stream, rl_err *e) {
+  return mc_nocuda("model_cuda_quantize_launch", e);
+}
+int model_cuda_quantize_end(model *m, model_cuda_qplan *q, void *stream, rl_err *e) {
+  return mc_nocuda("model_cuda_quantize_end", e);
+}
+void model_cuda_qplan_free(model_cuda_qplan *q) { (void)q; }
 int model_cuda_refresh_norms(model *m, rl_err *e) { return mc_nocuda("model_cuda_refresh_norms", e); }
 int model_cuda_grads_zero(model *m, rl_err *e) { return mc_nocuda("model_cuda_grads_zero", e); }
 int model_cuda_grads_to_host(model *m, rl_err *e) { return mc_nocuda("model_cuda_grads_to_host", e); }

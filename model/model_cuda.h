@@ -74,6 +74,26 @@ int model_cuda_download(model *m, rl_err *e);
  * experts per tensor; one device→host copy of all the non-finite statistics
  * at the end names the first bad tensor (RL_EXIT_USAGE). */
 int model_cuda_quantize(model *m, const quant_policy *p, rl_err *e);
+/* model_cuda_quantize in three steps, for a caller that launches the work in
+ * pieces on a stream of its own (the NCCL sync overlaps each bucket's
+ * re-quantization with the previous bucket's broadcast); the same bytes:
+ *   _begin   the views and buffers as model_cuda_quantize makes them, NVFP4
+ *            experts quantized (null stream), the fp8-block / MXFP8 linears
+ *            collected, not launched; the caller orders its stream after the
+ *            null stream's work (the weights' last update) itself;
+ *   _launch  the collected linears not launched yet for which want(ctx, pi) is
+ *            true (pi: the weight's parameter index, −1 the lm_head view; want
+ *            NULL: all), one multi-tensor launch a format, on `stream`;
+ *   _end     what is left launched, `stream` synchronized, the FP32 norm
+ *            weights refreshed, the non-finite statistics checked; frees q.
+ * On an error of _begin nothing is to free; after one of _launch call
+ * model_cuda_qplan_free. */
+typedef struct model_cuda_qplan model_cuda_qplan;
+int model_cuda_quantize_begin(model *m, const quant_policy *p, model_cuda_qplan **q, rl_err *e);
+int model_cuda_quantize_launch(model *m, model_cuda_qplan *q, int (*want)(void *ctx, int pi), void *ctx,
+                               void *stream, rl_err *e);
+int model_cuda_quantize_end(model *m, model_cuda_qplan *q, void *stream, rl_err *e);
+void model_cuda_qplan_free(model_cuda_qplan *q);
 /* Only the FP32 norm weights from the device BF16 masters (one launch): what
  * a model whose masters were overwritten in place needs (the NCCL sync's
  * rollout side). */

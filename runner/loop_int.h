@@ -50,51 +50,68 @@ int loop_sft_batch(prompt_source *src, const tokenizer *tok, uint64_t seed, int6
 
 /* GPU backends (runner/loop_gpu.c). loop_gpu_wanted: the recipe's run class
  * on this machine is a GPU. loop_gpu_generate: rollout_generate's contract
- * (text prompts → a batch) on the CUDA engine over m (model_cuda_init done),
- * or over the rollout replica when the run has one, made on first use and
- * re-made when a batch needs more positions; stop strings are refused
- * (RL_EXIT_USAGE), completion_text is the decoded completion (special tokens
- * skipped). */
+ * (text prompts → a batch) on the CUDA engines of the rollout GPUs, each
+ * over m (colocated) or its replica, a contiguous share of the prompts each
+ * (one thread a GPU; the batch is bit-identical to one engine's), with the
+ * stop rules of the CPU engine (the tokenizer handed to each engine). */
 
-/* Where a GPU run's trainer and rollout engine live: one GPU each; the same
- * one is colocated (the sync re-quantizes on the device), two different ones
- * give the rollout engine a replica of the model on its own GPU (the sync
- * re-quantizes on the train GPU and broadcasts the bytes over NCCL). */
+/* Where a GPU run's trainer and rollout engines live. The rollout runs on
+ * every GPU of gpus.rollout, each taking a contiguous share of the batch's
+ * prompts (rollout_split_generate: bit-identical to one engine). A rollout
+ * GPU that is the train GPU (gpus.train[0], data-parallel rank 0) is
+ * colocated: its engine reads the trainer's model, whose views the sync
+ * re-quantizes on the device. Any other rollout GPU (outside gpus.train)
+ * holds a replica of the model; the sync re-quantizes on the train GPU and
+ * broadcasts the bytes to all replicas over NCCL. */
+#define LOOP_ROLLOUT_MAX 15 /* SYNC_NCCL_MAX_RANKS - 1: the trainer broadcasts to at most 15 replicas */
 typedef struct loop_place {
-  int train_gpu, rollout_gpu;
-  int nccl; /* 1: separate GPUs, sync over NCCL */
-  int dp;   /* data-parallel ranks: gpus.train's length (1: one train GPU) */
+  int train_gpu, rollout_gpu;   /* gpus.train[0]; gpus.rollout[0] */
+  int nccl;                     /* 1: some rollout GPU is not the train GPU: sync over NCCL to those */
+  int dp;                       /* data-parallel ranks: gpus.train's length (1: one train GPU) */
   int train_gpus[TRAIN_DP_MAX]; /* gpus.train; [0] = train_gpu, rank 0 */
+  int n_rollout;                /* gpus.rollout's length: the parts of the rollout split */
+  int rollout_gpus[LOOP_ROLLOUT_MAX];
 } loop_place;
 /* The placement of recipe r on a machine with n_gpus GPUs: rank 0 =
- * gpus.train[0] (every GPU of gpus.train a data-parallel rank) and
- * gpus.rollout[0]; sync.transport auto → nccl when the rollout GPU is not
- * rank 0's, device when it is. Refused: a rollout list of more than one GPU
- * (the split is not implemented yet) or a GPU the machine lacks
- * (RL_EXIT_HARDWARE); an empty list, a GPU listed twice, the rollout on a
- * rank other than 0, device with two GPUs or nccl with one (RL_EXIT_USAGE). */
+ * gpus.train[0] (every GPU of gpus.train a data-parallel rank); every GPU of
+ * gpus.rollout a rollout part; sync.transport auto → nccl when a rollout GPU
+ * is not rank 0's, device when the only one is. Refused: a GPU the machine
+ * lacks (RL_EXIT_HARDWARE); an empty list, a GPU listed twice, a rollout GPU
+ * that is data-parallel rank 1 or later, device with a rollout GPU other
+ * than rank 0's, nccl with none (RL_EXIT_USAGE). */
 int loop_gpu_place(const recipe *r, int n_gpus, loop_place *out, rl_err *e);
 
-typedef struct loop_gpu {
+/* One rollout GPU's part: its engine (made on first use, re-made when a
+ * batch needs more positions or slots) over the trainer's model (colocated)
+ * or over its replica. */
+typedef struct loop_roll {
+  int gpu;
+  model *replica; /* NULL: colocated with the trainer (the engine reads its model) */
   rollout_cuda_engine *eng;
   int slots;
   int64_t max_len;
+} loop_roll;
+
+typedef struct loop_gpu {
   loop_place place;
-  model *replica;  /* separate GPUs: the rollout engine's model on the rollout GPU; NULL colocated */
-  sync_nccl *nccl; /* separate GPUs: the transport train GPU → rollout GPU */
+  loop_roll roll[LOOP_ROLLOUT_MAX]; /* [place.n_rollout] */
+  sync_nccl *nccl;                  /* the transport train GPU → the replicas' GPUs; NULL without replicas */
 } loop_gpu;
 int loop_gpu_wanted(const recipe *r);
 /* Open the devices of a GPU run around the trainer's model m: place it
- * (loop_gpu_place on the GPUs found), model_cuda_init m on the train GPU; with
- * separate GPUs also the replica on the rollout GPU (m's config, host weights
- * left zero and never read; device views made in the rollout policy pol, filled
- * by the first loop_gpu_sync) and the NCCL transport (buckets of
- * sync.bucket_mb). The train GPU is then the current device, and stays it
- * between calls: the trainer and the checkpoints run there;
- * loop_gpu_generate switches to the rollout GPU and back. */
+ * (loop_gpu_place on the GPUs found), model_cuda_init m on the train GPU; for
+ * every rollout GPU other than the train GPU a replica (m's config, host
+ * weights left zero and never read; device views made in the rollout policy
+ * pol, filled by the first loop_gpu_sync) and, when there is one, the NCCL
+ * transport to all of them (buckets of sync.bucket_mb). The train GPU is
+ * then the current device, and stays it between calls: the trainer and the
+ * checkpoints run there; loop_gpu_generate runs each part with its GPU
+ * current (on a thread of its own when there are several) and comes back. */
 int loop_gpu_open(loop_gpu *g, const recipe *r, model *m, const quant_policy *pol, rl_err *e);
-/* The sync of a GPU run (stages/sync.h): sync_colocated(m) on one GPU,
- * sync_nccl_run(m → replica) on two; the same sync_stats either way. */
+/* The sync of a GPU run (stages/sync.h): sync_colocated(m) when the only
+ * rollout GPU is the train GPU, else sync_nccl_run(m → every replica), which
+ * also re-quantizes m's own views (the colocated part's, when there is one);
+ * the same sync_stats either way. */
 int loop_gpu_sync(loop_gpu *g, model *m, const quant_policy *p, const sync_opts *o, sync_stats *st, rl_err *e);
 int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const tokenizer *tok,
                       const prompt_item *prompts, int64_t n_prompts, int G, int64_t iteration,

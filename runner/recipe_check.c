@@ -390,9 +390,9 @@ static int check_train(recipe *r, rl_err *e) {
   return rc;
 }
 
-/* GPU lists: no repeats; rollout and train identical (colocated), the one
- * rollout GPU = gpus.train[0] (colocated with data-parallel rank 0), or
- * disjoint. */
+/* GPU lists: no repeats; a GPU in both lists is gpus.train[0] (the rollout
+ * part colocated with data-parallel rank 0); every other rollout GPU lies
+ * outside gpus.train (a replica fed over NCCL). */
 static int check_gpus(recipe *r, rl_err *e) {
   int rc = 0;
   recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
@@ -405,17 +405,20 @@ static int check_gpus(recipe *r, rl_err *e) {
           rc = kerr(r, e, names[k], "GPU %lld is listed twice", (long long)ls[k]->items[i]);
   }
   if (rc) return rc;
-  int shared = 0;
-  for (int i = 0; i < ls[0]->n; i++)
-    for (int j = 0; j < ls[1]->n; j++) shared += ls[0]->items[i] == ls[1]->items[j];
-  int colocated = (shared == ls[0]->n && shared == ls[1]->n) ||
-                  (ls[0]->n == 1 && ls[1]->n > 1 && ls[0]->items[0] == ls[1]->items[0]);
-  if (shared && !colocated)
-    return kerr(r, e, "gpus.train", "shares some GPUs with gpus.rollout: use the same list (colocated), put the rollout "
-                "on gpus.train[0] (colocated with data-parallel rank 0), or use disjoint lists");
-  if (r->sync.transport == SYNC_DEVICE && !colocated)
-    rc = kerr(r, e, "sync.transport", "device needs rollout and training on the same GPUs (gpus.rollout == gpus.train)");
-  if (r->sync.transport == SYNC_NCCL && colocated)
+  int apart = 0; /* rollout GPUs other than gpus.train[0] */
+  for (int i = 0; i < ls[0]->n; i++) {
+    int64_t g = ls[0]->items[i];
+    for (int j = 1; j < ls[1]->n; j++)
+      if (ls[1]->items[j] == g)
+        return kerr(r, e, "gpus.rollout", "GPU %lld is data-parallel rank %d of gpus.train; a rollout GPU is "
+                    "gpus.train[0] (%lld, colocated with rank 0) or a GPU outside gpus.train", (long long)g, j,
+                    (long long)ls[1]->items[0]);
+    apart += g != ls[1]->items[0];
+  }
+  if (r->sync.transport == SYNC_DEVICE && apart)
+    rc = kerr(r, e, "sync.transport", "device needs the rollout on the trainer's GPU alone (gpus.rollout = [%lld], "
+              "gpus.train[0])", (long long)ls[1]->items[0]);
+  if (r->sync.transport == SYNC_NCCL && !apart)
     rc = kerr(r, e, "sync.transport", "nccl needs rollout and training on different GPUs; colocated runs sync on the device");
   if (r->sync.transport == SYNC_NCCL && r->device == DEVICE_CPU)
     rc = kerr(r, e, "sync.transport", "nccl needs GPUs, and device is cpu");
@@ -496,9 +499,6 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
                  t->n_gpus, t->n_gpus == 1 ? "" : "s");
     const recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
     const char *names[2] = {"gpus.rollout", "gpus.train"};
-    if (ls[0]->n > 1) /* gpus.train may list several: data-parallel training */
-      bad = kerr(r, e, names[0], "lists %d GPUs, but splitting the rollout over several GPUs is not implemented yet: "
-                 "name one rollout GPU (gpus.train[0] to colocate it with the trainer)", ls[0]->n);
     for (int k = 0; k < 2; k++)
       for (int i = 0; i < ls[k]->n; i++)
         if (ls[k]->items[i] >= t->n_gpus) {

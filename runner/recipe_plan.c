@@ -47,14 +47,10 @@ static void print_layers(FILE *f, const recipe *r, hw_class cls, int emulated) {
 
 static const char *const algo_names[] = {"grpo", "dr_grpo", "rloo", "sft"};
 
-/* The rollout shares the trainer's GPU: identical lists, or one rollout GPU
- * that is data-parallel rank 0 (gpus.train[0]). */
+/* The rollout is the trainer's GPU alone (gpus.rollout = [gpus.train[0]]):
+ * nothing to send over NCCL. */
 static int is_colocated(const recipe *r) {
-  if (r->gpus.rollout.n == 1 && r->gpus.train.n > 1) return r->gpus.rollout.items[0] == r->gpus.train.items[0];
-  if (r->gpus.rollout.n != r->gpus.train.n) return 0;
-  for (int i = 0; i < r->gpus.rollout.n; i++)
-    if (r->gpus.rollout.items[i] != r->gpus.train.items[i]) return 0;
-  return 1;
+  return r->gpus.rollout.n == 1 && r->gpus.train.n >= 1 && r->gpus.rollout.items[0] == r->gpus.train.items[0];
 }
 
 static int is_checkpoint(const recipe *r, int64_t it) {
@@ -71,6 +67,9 @@ static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step,
   fprintf(f, "%5lld  rollout#%-6lld %lld prompts x %lld samples, <= %lld new tokens, %s\n", (long long)(*step)++,
           (long long)it, (long long)r->rollout.batch, (long long)r->rollout.samples_per_prompt,
           (long long)r->rollout.max_new_tokens, prec_names[r->precision.rollout]);
+  if (cls != HW_CPU && r->gpus.rollout.n > 1)
+    fprintf(f, "       %-14s split over %d GPUs, a contiguous share of the prompts each (one engine's samples)\n", "",
+            r->gpus.rollout.n);
   fprintf(f, "%5lld  reward#%-7lld %s:%s() on every sample (Lua sandbox)\n", (long long)(*step)++, (long long)it,
           script, r->reward.function);
   char steps[96] = "";
@@ -92,7 +91,9 @@ static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step,
   int nccl = cls != HW_CPU && (r->sync.transport == SYNC_NCCL || (r->sync.transport == SYNC_AUTO && !coloc));
   fprintf(f, "%5lld  sync#%-9lld re-quantize bf16 master -> %s rollout weights, %s%s\n", (long long)(*step)++,
           (long long)it, prec_names[r->precision.rollout],
-          nccl ? "NCCL broadcast in buckets" : (cls == HW_CPU ? "host copy" : "device copy (colocated)"),
+          nccl ? (r->gpus.rollout.n > 1 ? "NCCL broadcast in buckets to every rollout GPU apart"
+                                        : "NCCL broadcast in buckets")
+               : (cls == HW_CPU ? "host copy" : "device copy (colocated)"),
           r->sync.verify ? ", verified" : "");
   if (is_checkpoint(r, it))
     fprintf(f, "%5lld  checkpoint#%-4lld master + optimizer state -> checkpoints/step-%06lld/%s\n",

@@ -150,8 +150,8 @@ static const rkey keys[] = {
     {"loop.checkpoint_interval", KT_INT, OFF(loop.checkpoint_interval), "10", 0, 1000000000, 0, NULL, "checkpoint every N iterations (and after the last); 0 = only after the last"},
     {"loop.keep_checkpoints", KT_INT, OFF(loop.keep_checkpoints), "3", 0, 1000000, 0, NULL, "newest checkpoints kept; 0 = all"},
     {"loop.keep_every", KT_INT, OFF(loop.keep_every), "0", 0, 1000000000, 0, NULL, "also keep every checkpoint whose iteration is a multiple of this; 0 = none"},
-    {"gpus", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "GPU indices; same list = colocated"},
-    {"gpus.rollout", KT_INTLIST, OFF(gpus.rollout), "[0]", 0, 1023, 0, NULL, "GPUs of the rollout engine"},
+    {"gpus", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "GPU indices; the train GPU in both = colocated"},
+    {"gpus.rollout", KT_INTLIST, OFF(gpus.rollout), "[0]", 0, 1023, 0, NULL, "GPUs of the rollout (a share of the prompts each)"},
     {"gpus.train", KT_INTLIST, OFF(gpus.train), "[0]", 0, 1023, 0, NULL, "GPUs of the trainer (data parallel)"},
 };
 #define N_KEYS ((int)(sizeof keys / sizeof keys[0]))

@@ -88,6 +88,10 @@ void rollout_cuda_engine_free(rollout_cuda_engine *eng);
  * fills completion_text and stop_index. Without one, completion_text is ""
  * and stop strings are refused. */
 void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *eng, const tokenizer *t);
+/* No RLRUN_ROLLOUT_PROFILE on the calling thread from now on (the profile state
+ * is per host thread; a rollout split's worker threads live for one generate
+ * call, so they record no timing events: none to leak, none left in graphs). */
+void rollout_cuda_profile_thread_off(void);
 /* Device bytes of the KV cache (raw K + V in BF16, attention keys in FP32). */
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *eng);
 

@@ -10,6 +10,7 @@
  * scores and the softmax are FP32 (exp2 of the log2e-scaled score), the row
  * sum adds the FP32 probabilities, and P is rounded to BF16 before P·V with
  * FP32 accumulation. */
+#include <pthread.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +23,9 @@
 #include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head (the full forward's QK path), warp_sum / warp_max */
 #include "kernels/ptx_util.cuh"   /* cp.async */
 #include "stages/rollout_cuda_kern.h"
+extern "C" {
+#include "kernels/device.h" /* DEVICE_MAX_GPUS */
+}
 
 extern "C" int ops_pdl(void); /* kernels/ops.h (a C header): RLRUN_OPS_PDL */
 
@@ -72,6 +76,19 @@ extern "C" int rck_kv_write_b(uint16_t *kc, uint16_t *vc, const uint16_t *k, con
   if (n <= 0) return 0;
   rck_kv_write_kernel<uint16_t><<<n, RCK_THREADS, 0, st>>>(kc, vc, k, v, slot, pos, max_len, nkv, hd);
   return rck_check("kv_write", e);
+}
+
+/* tok[i] = the token sampled for row map[i] of the step before (its
+ * sampler_out, `stride` int32 apart, token first) where map[i] >= 0. */
+__global__ void rck_step_tokens_kernel(int32_t *tok, const int32_t *map, const int32_t *prev, int stride, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n && map[i] >= 0) tok[i] = prev[(int64_t)map[i] * stride];
+}
+extern "C" int rck_step_tokens(int32_t *tok, const int32_t *map, const int32_t *prev, int stride, int n, cudaStream_t st,
+                               rl_err *e) {
+  if (n <= 0) return 0;
+  rck_step_tokens_kernel<<<(n + 255) / 256, 256, 0, st>>>(tok, map, prev, stride, n);
+  return rck_check("step_tokens", e);
 }
 
 /* The decode step's QK path and cache write in one launch, one warp per
@@ -550,14 +567,16 @@ static int rck_attn_launch(float *pacc, float *pml, const float *q, const uint16
 /* Positions in flight per warp: RLRUN_DECODE_ATTN_U (4, 8 or 16; a tuning
  * knob, read once) or 8. It sets which positions a warp sums in P·V, so the
  * bits of the output depend on it (never on the batch). */
+static int rck_unroll_u;
+static void rck_unroll_read(void) {
+  const char *v = getenv("RLRUN_DECODE_ATTN_U");
+  int x = v ? atoi(v) : 8;
+  rck_unroll_u = x == 4 || x == 16 ? x : 8;
+}
 static int rck_unroll(void) {
-  static int u = 0;
-  if (!u) {
-    const char *v = getenv("RLRUN_DECODE_ATTN_U");
-    int x = v ? atoi(v) : 8;
-    u = x == 4 || x == 16 ? x : 8;
-  }
-  return u;
+  static pthread_once_t once = PTHREAD_ONCE_INIT; /* one thread a GPU may ask first at once */
+  pthread_once(&once, rck_unroll_read);
+  return rck_unroll_u;
 }
 
 /* Which decode attention kernel: 0 the two-phase kernel (splits of RCK_CHUNK),
@@ -568,11 +587,13 @@ static int rck_unroll(void) {
  * split and the summation order, so the output bits depend on it (never on the
  * batch), and the split count rck_n_split gives. */
 static int rck_attn_mode = -1;
+static void rck_attn_mode_env(void) {
+  const char *v = getenv("RLRUN_DECODE_ATTN");
+  rck_attn_mode = !(v && !strcmp(v, "split"));
+}
 extern "C" int rck_decode_attn_mode(int mode) {
-  if (rck_attn_mode < 0) {
-    const char *v = getenv("RLRUN_DECODE_ATTN");
-    rck_attn_mode = !(v && !strcmp(v, "split"));
-  }
+  static pthread_once_t once = PTHREAD_ONCE_INIT; /* one thread a GPU may ask first at once */
+  pthread_once(&once, rck_attn_mode_env);
   if (mode >= 0) rck_attn_mode = mode != 0;
   return rck_attn_mode;
 }
@@ -597,28 +618,22 @@ static int rck_staged(int grp) { return rck_decode_attn_mode(-1) && (grp == 1 ||
  * on top measured 1.5–4 % slower, evict-first for the small GEMMs' weight
  * loads 0.8 % slower. */
 static int rck_tune_ring = 0, rck_tune_per = -1, rck_tune_pdl = -1, rck_tune_tma = -1, rck_tune_ef = -1;
-static void rck_tune_read(void) {
-  if (rck_tune_ef < 0) {
-    const char *v = getenv("RLRUN_DECODE_ATTN_EF");
-    rck_tune_ef = !(v && !strcmp(v, "0"));
-  }
-  if (rck_tune_tma < 0) {
-    const char *v = getenv("RLRUN_DECODE_ATTN_TMA");
-    rck_tune_tma = !(v && !strcmp(v, "0"));
-  }
-  if (rck_tune_pdl < 0) {
-    const char *v = getenv("RLRUN_DECODE_ATTN_PDL");
-    rck_tune_pdl = !(v && !strcmp(v, "0"));
-  }
-  if (!rck_tune_ring) {
-    const char *v = getenv("RLRUN_DECODE_ATTN_RING");
-    const int x = v ? atoi(v) : 2;
-    rck_tune_ring = x >= 2 && x <= RCK_RING_MAX ? x : 2;
-  }
-  if (rck_tune_per < 0) {
-    const char *v = getenv("RLRUN_DECODE_ATTN_PER");
-    rck_tune_per = v && atoi(v) > 0 ? atoi(v) : 0;
-  }
+static void rck_tune_env(void) {
+  const char *v = getenv("RLRUN_DECODE_ATTN_EF");
+  rck_tune_ef = !(v && !strcmp(v, "0"));
+  v = getenv("RLRUN_DECODE_ATTN_TMA");
+  rck_tune_tma = !(v && !strcmp(v, "0"));
+  v = getenv("RLRUN_DECODE_ATTN_PDL");
+  rck_tune_pdl = !(v && !strcmp(v, "0"));
+  v = getenv("RLRUN_DECODE_ATTN_RING");
+  const int x = v ? atoi(v) : 2;
+  rck_tune_ring = x >= 2 && x <= RCK_RING_MAX ? x : 2;
+  v = getenv("RLRUN_DECODE_ATTN_PER");
+  rck_tune_per = v && atoi(v) > 0 ? atoi(v) : 0;
+}
+static void rck_tune_read(void) { /* the environment once (one thread a GPU may ask first at once) */
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, rck_tune_env);
 }
 extern "C" void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef) {
   rck_tune_read();
@@ -633,10 +648,16 @@ extern "C" void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef
  * n·nkv·⌈n_split / per⌉ CTAs within one wave (`fit` CTAs an SM on every SM),
  * so that a (row, KV head) is one CTA that also combines whenever the grid
  * allows it. */
+static int rck_sms;
+static void rck_sms_read(void) {
+  if (cudaDeviceGetAttribute(&rck_sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess || rck_sms < 1)
+    cudaGetLastError(), rck_sms = 132;
+}
 static int rck_per(int n, int nkv, int n_split, int fit) {
   if (rck_tune_per) return rck_tune_per < n_split ? rck_tune_per : n_split;
-  static int sms = 0;
-  if (!sms && cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 132;
+  static pthread_once_t once = PTHREAD_ONCE_INIT; /* device 0's count: the GPUs of one host are of one kind */
+  pthread_once(&once, rck_sms_read);
+  const int sms = rck_sms;
   const int64_t pairs = (int64_t)n * nkv, cap = (int64_t)(fit > 0 ? fit : 1) * sms;
   const int64_t groups = cap / pairs > 1 ? cap / pairs : 1; /* CTAs a (row, KV head) may have in the wave */
   return groups >= n_split ? 1 : (int)((n_split + groups - 1) / groups);
@@ -649,20 +670,23 @@ static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pm
   static_assert(rck_staged_smem(DPL, GRP, RCK_RING_MAX) <= 227 * 1024, "shared memory");
   rck_tune_read();
   const int ring = rck_tune_ring, shm = rck_staged_smem(DPL, GRP, ring);
-  /* per process: the engine runs on one device per thread; CTAs an SM by ring */
-  static int attr_set = 0, fit[RCK_RING_MAX + 1] = {0};
-  if (!attr_set) {
+  /* per device (a thread drives one device at a time; the split rollout drives
+   * several devices from as many threads): the attribute, CTAs an SM by ring */
+  static int attr_set[DEVICE_MAX_GPUS] = {0}, fit[DEVICE_MAX_GPUS][RCK_RING_MAX + 1] = {{0}};
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= DEVICE_MAX_GPUS)
+    return rl_errf(e, RL_EXIT_HARDWARE, "rollout (CUDA): attn_staged: no current device below %d", DEVICE_MAX_GPUS);
+  if (!attr_set[dev]) {
     constexpr int top = rck_staged_smem(DPL, GRP, RCK_RING_MAX);
     if (top > 48 * 1024 && cudaFuncSetAttribute(rck_attn_staged_kernel<DPL, GRP>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, top) != cudaSuccess)
       return rck_check("attn_staged (shared memory attribute)", e);
-    attr_set = 1;
+    attr_set[dev] = 1;
   }
-  if (!fit[ring] &&
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit[ring], rck_attn_staged_kernel<DPL, GRP>, RCK_THREADS, shm) !=
-          cudaSuccess)
+  if (!fit[dev][ring] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                             &fit[dev][ring], rck_attn_staged_kernel<DPL, GRP>, RCK_THREADS, shm) != cudaSuccess)
     return rck_check("attn_staged (occupancy)", e);
-  const int per = rck_per(n, nkv, n_split, fit[ring]);
+  const int per = rck_per(n, nkv, n_split, fit[dev][ring]);
   *fused = per >= n_split;
   cudaLaunchAttribute at[1];
   const cudaLaunchConfig_t cfg =

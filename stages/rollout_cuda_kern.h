@@ -51,6 +51,11 @@ int rck_decode_attn_mode(int mode);
  * the bulk copies load the cache evict-first in L2. Overrides
  * RLRUN_DECODE_ATTN_PER / _RING / _PDL / _TMA / _EF. */
 void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef);
+/* The tokens a pipelined decode step feeds: tok[i] = prev[map[i] · stride]
+ * (the token field of the step before's samples, sampler_out rows of `stride`
+ * int32) where map[i] >= 0; other rows keep the token uploaded with the step. */
+int rck_step_tokens(int32_t *tok, const int32_t *map, const int32_t *prev, int stride, int n, cudaStream_t st,
+                    rl_err *e);
 /* QK-norm + RoPE of the step's q and k rows, and the K/V cache write. */
 int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,
                  const float *wq, const float *wk, const float *cs, const float *sn, const int32_t *slot,

@@ -247,4 +247,5 @@ int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t 
                         rl_err *e) {
   return rl_errf(e, RL_EXIT_HARDWARE, "sampler: this rlrun was built without CUDA: rebuild with nvcc, or use device: cpu");
 }
+void sampler_cuda_tune(int plain, int cl) {}
 #endif

@@ -103,7 +103,7 @@ int sampler_sample(const sampler_params *p, const float *logits, int64_t vocab,
 int sampler_sample_rows(const sampler_params *p, const float *logits, int64_t rows, int64_t vocab,
                         int64_t ld, const sampler_key *keys, sampler_out *out, rl_err *e);
 
-/* The fused CUDA kernel (one block per row): same contract, the same
+/* The CUDA sampler: same contract, the same
  * sampler_out bytes as sampler_sample_rows for the same inputs (log and the
  * entropy's log may differ by an ulp between libm and CUDA). All pointers are
  * device pointers; runs on `stream` (cudaStream_t) without synchronizing.
@@ -112,5 +112,13 @@ int sampler_sample_rows(const sampler_params *p, const float *logits, int64_t ro
 int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t rows, int64_t vocab,
                         int64_t ld, const sampler_key *d_keys, sampler_out *d_out, void *stream,
                         rl_err *e);
+/* Its kernels (speed only: the outputs are the same bytes either way). Greedy
+ * and unmasked sampling (top_k, top_p, min_p off) run the plain kernel over
+ * `cl` CTAs a row (a cluster; 0: the most of 1, 2, 4, 8 that keep rows·cl
+ * within the SMs); masked sampling, and every row when plain = 0, the fused
+ * kernel (one 1024-thread block a row). Defaults: plain 1, cl 0;
+ * RLRUN_SAMPLER_PLAIN / RLRUN_SAMPLER_CL set them at the first call. Not
+ * thread-safe: call it while no sampler is being launched. */
+void sampler_cuda_tune(int plain, int cl);
 
 #endif

@@ -42,8 +42,9 @@
  * receiver's views). The host transport (memcpy) is what the tests and a
  * CPU-only build use; the NCCL transport (sync_cuda.c + sync_kern.cu; CUDA builds) packs
  * and unpacks with one batched copy kernel per bucket and side, double-buffers
- * the buckets and broadcasts them on a 2-rank communicator (rank 0 trainer
- * GPU, rank 1 rollout GPU) driven by this one process (ARCHITECTURE.md "Scale").
+ * the buckets and broadcasts them on a communicator of the trainer's GPU (rank
+ * 0) and the rollout GPUs (ranks 1 …) driven by this one process
+ * (ARCHITECTURE.md "Scale").
  *
  * Verification (`sync.verify: true`): every entry of the rollout side's view
  * is compared byte for byte with an independent re-quantization of the master
@@ -256,24 +257,33 @@ int sync_dp_broadcast_masters(sync_dp *d, model *const *ms, rl_err *e);
 
 /* ---------------------------------------------------------------- separate GPUs (CUDA + NCCL) */
 
-/* Two GPUs of one process: a 2-rank NCCL communicator, streams, events and
- * double-buffered bucket buffers on both devices. */
+/* The train GPU and n rollout GPUs of one process: an (n+1)-rank NCCL
+ * communicator (rank 0 the train GPU, the sender), streams, events and
+ * double-buffered bucket buffers on every device. */
 typedef struct sync_nccl sync_nccl;
+#define SYNC_NCCL_MAX_RANKS 16
 
-/* Open the transport from train_dev (rank 0, sender) to rollout_dev (rank 1)
- * with buckets of bucket_bytes (0 = default). Sets NCCL_NVLS_ENABLE=0 unless
- * the environment says otherwise. RL_EXIT_HARDWARE without CUDA/NCCL/GPUs. */
-int sync_nccl_open(int train_dev, int rollout_dev, uint64_t bucket_bytes, sync_nccl **out, rl_err *e);
+/* Open the transport from train_dev (rank 0, sender) to rollout_devs[0 … n)
+ * (ranks 1 … n; distinct GPUs, none the train GPU) with buckets of
+ * bucket_bytes (0 = default). Sets NCCL_NVLS_ENABLE=0 unless the environment
+ * says otherwise. RL_EXIT_HARDWARE without CUDA/NCCL or a GPU named twice or
+ * missing; RL_EXIT_USAGE for n outside 1 … SYNC_NCCL_MAX_RANKS − 1. */
+int sync_nccl_open(int train_dev, const int *rollout_devs, int n_rollout, uint64_t bucket_bytes, sync_nccl **out,
+                   rl_err *e);
 void sync_nccl_close(sync_nccl *s);
-/* One sync between two CUDA models (each model_cuda_init'ed on its device;
- * the rollout model model_cuda_quantize'd in p once, so its views exist):
- * re-quantize the trainer's device masters in p (model_cuda_quantize on the
- * train GPU), broadcast every entry of the device manifest in buckets, unpack
- * into the rollout model's views and refresh its FP32 norm weights. Verified
- * against the trainer's downloaded masters when o->verify. */
-int sync_nccl_run(sync_nccl *s, model *trainer_m, model *rollout_m, const quant_policy *p,
+/* The rollout GPUs of s (0 for NULL). */
+int sync_nccl_receivers(const sync_nccl *s);
+/* One sync from a CUDA model to sync_nccl_receivers(s) CUDA models
+ * (rollout_ms[r] model_cuda_init'ed on rollout GPU r and model_cuda_quantize'd
+ * in p once, so that its views exist): re-quantize the trainer's device
+ * masters in p (model_cuda_quantize on the train GPU), broadcast every entry
+ * of the device manifest in buckets to every rollout GPU at once, unpack into
+ * each rollout model's views and refresh its FP32 norm weights. Verified
+ * (every rollout GPU) against the trainer's downloaded masters when
+ * o->verify. The fault "sync.corrupt" hits the first rollout GPU. */
+int sync_nccl_run(sync_nccl *s, model *trainer_m, model *const *rollout_ms, const quant_policy *p,
                   const sync_opts *o, sync_stats *st, rl_err *e);
-/* A plain ncclBroadcast of n bytes from the train GPU to the rollout GPU,
+/* A plain ncclBroadcast of n bytes from the train GPU to every rollout GPU,
  * timed (the benchmark's ceiling); *ms = median of reps. */
 int sync_nccl_bench_broadcast(sync_nccl *s, uint64_t n, int reps, double *ms, rl_err *e);
 

@@ -1,19 +1,22 @@
 /* sync_cuda.c — the device side of the sync stage (sync.h): device views of
  * a CUDA model, and the separate-GPU sync: re-quantize on the train GPU,
- * broadcast the rollout view in buckets over a 2-rank NCCL communicator,
- * unpack on the rollout GPU.
+ * broadcast the rollout view in buckets over an NCCL communicator of the
+ * train GPU (rank 0) and the rollout GPUs (ranks 1 … n−1), unpack on each
+ * rollout GPU.
  *
  * Pipeline of one sync (slots k = b % 2, two bucket buffers per GPU):
- *   train GPU   copy stream:  wait sent[k] → pack(b) into sbuf[k] → packed[k]
- *               NCCL stream:  wait packed[k] → broadcast root → sent[k]
- *   rollout GPU NCCL stream:  wait unpacked[k] → broadcast recv into rbuf[k] → recvd[k]
- *               copy stream:  wait recvd[k] → unpack(b) from rbuf[k] → unpacked[k]
- * so packing bucket b+1 and unpacking bucket b−1 overlap the broadcast of b.
+ *   train GPU    copy stream:  wait free_[0][k] (sent) → pack(b) into buf[0][k] → done[0][k] (packed)
+ *                NCCL stream:  wait packed → broadcast root → free_[0][k] (sent)
+ *   rollout GPU r NCCL stream: wait free_[r][k] (unpacked) → broadcast recv into buf[r][k] → done[r][k]
+ *                copy stream:  wait done[r][k] (received) → unpack(b) from buf[r][k] → free_[r][k]
+ * so packing bucket b+1 and unpacking bucket b−1 overlap the broadcast of b;
+ * with RLRUN_SYNC_OVERLAP (default) the copy stream also re-quantizes bucket
+ * b+1's linears before its pack, overlapping the broadcast of b.
  * Pack and unpack are one launch each of a batched copy kernel (sync_kern.cu)
  * over pieces of at most SYNC_SEG_CHUNK bytes, whatever the tensor count
  * (a 128-expert MoE has tens of thousands of tensors: a cudaMemcpy each would
- * cost more than the transfer). The two broadcasts of one bucket are issued
- * inside ncclGroupStart/End: one thread drives both ranks. */
+ * cost more than the transfer). The broadcasts of one bucket (one a rank) are
+ * issued inside ncclGroupStart/End: one thread drives every rank. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,64 +90,77 @@ int sync_view_device(const sync_manifest *mf, model *m, sync_view *v, rl_err *e)
 
 /* ---------------------------------------------------------------- the NCCL transport */
 
-enum { SN_TRAIN, SN_ROLL }; /* rank 0 = trainer GPU, rank 1 = rollout GPU */
-
+/* rank 0 = the trainer's GPU (sender), ranks 1 … n−1 = the rollout GPUs */
 struct sync_nccl {
-  int dev[2];
-  ncclComm_t comm[2];
-  cudaStream_t cs[2], ns[2];                      /* copy stream, NCCL stream per GPU */
-  cudaEvent_t packed[2], sent[2];                 /* train GPU, per slot */
-  cudaEvent_t recvd[2], unpacked[2], ready;       /* rollout GPU, per slot; ready: its engine idle */
-  uint64_t bucket, cap;                           /* bucket bytes; bytes of each bucket buffer */
-  uint8_t *sbuf[2], *rbuf[2];                     /* bucket buffers: train GPU, rollout GPU */
-  sync_seg *dseg[2];                              /* segment tables on each GPU */
-  size_t dseg_cap[2];
+  int n;                                       /* ranks */
+  int dev[SYNC_NCCL_MAX_RANKS];
+  ncclComm_t comm[SYNC_NCCL_MAX_RANKS];
+  cudaStream_t cs[SYNC_NCCL_MAX_RANKS], ns[SYNC_NCCL_MAX_RANKS]; /* copy stream, NCCL stream per GPU */
+  cudaEvent_t done[SYNC_NCCL_MAX_RANKS][2];    /* per slot: rank 0 packed, the others received */
+  cudaEvent_t free_[SYNC_NCCL_MAX_RANKS][2];   /* per slot: rank 0 sent, the others unpacked */
+  cudaEvent_t ready[SYNC_NCCL_MAX_RANKS];      /* the default stream of the sync thread on that GPU */
+  uint64_t bucket, cap;                        /* bucket bytes; bytes of each bucket buffer */
+  uint8_t *buf[SYNC_NCCL_MAX_RANKS][2];        /* bucket buffers: rank 0 sends, the others receive */
+  sync_seg *dseg[SYNC_NCCL_MAX_RANKS];         /* segment tables on each GPU */
+  size_t dseg_cap[SYNC_NCCL_MAX_RANKS];
 };
 
 /* Release everything of s (teardown is best effort: nothing left to undo). */
 void sync_nccl_close(sync_nccl *s) {
   if (!s) return;
-  for (int r = 0; r < 2; r++) {
+  for (int r = 0; r < s->n; r++) {
     if (cudaSetDevice(s->dev[r]) != cudaSuccess) continue;
     if (s->comm[r]) ncclCommDestroy(s->comm[r]);
-    cudaEvent_t ev[5] = {s->packed[0], s->packed[1], s->sent[0], s->sent[1], NULL};
-    if (r == SN_ROLL)
-      ev[0] = s->recvd[0], ev[1] = s->recvd[1], ev[2] = s->unpacked[0], ev[3] = s->unpacked[1], ev[4] = s->ready;
-    for (int j = 0; j < 5; j++)
-      if (ev[j]) cudaEventDestroy(ev[j]);
-    for (int k = 0; k < 2; k++) cudaFree(r == SN_TRAIN ? s->sbuf[k] : s->rbuf[k]);
+    for (int k = 0; k < 2; k++) {
+      if (s->done[r][k]) cudaEventDestroy(s->done[r][k]);
+      if (s->free_[r][k]) cudaEventDestroy(s->free_[r][k]);
+      cudaFree(s->buf[r][k]);
+    }
+    if (s->ready[r]) cudaEventDestroy(s->ready[r]);
     cudaFree(s->dseg[r]);
     if (s->cs[r]) cudaStreamDestroy(s->cs[r]);
     if (s->ns[r]) cudaStreamDestroy(s->ns[r]);
   }
-  cudaSetDevice(s->dev[SN_TRAIN]);
+  cudaSetDevice(s->dev[0]);
   free(s);
 }
 
-int sync_nccl_open(int train_dev, int rollout_dev, uint64_t bucket_bytes, sync_nccl **out, rl_err *e) {
+int sync_nccl_open(int train_dev, const int *rollout_devs, int n_rollout, uint64_t bucket_bytes, sync_nccl **out,
+                   rl_err *e) {
   *out = NULL;
   int n = 0, rc = 0;
   if ((rc = sc_ok(cudaGetDeviceCount(&n), "cudaGetDeviceCount", e))) return rc;
-  if (train_dev == rollout_dev || train_dev < 0 || rollout_dev < 0 || train_dev >= n || rollout_dev >= n)
-    return rl_errf(e, RL_EXIT_HARDWARE,
-                   "sync: NCCL sync needs two different GPUs (train %d, rollout %d; this machine has %d); colocated "
-                   "runs sync on the device", train_dev, rollout_dev, n);
+  if (n_rollout < 1 || n_rollout > SYNC_NCCL_MAX_RANKS - 1)
+    return rl_errf(e, RL_EXIT_USAGE, "sync: NCCL sync to %d rollout GPUs; 1 to %d", n_rollout, SYNC_NCCL_MAX_RANKS - 1);
+  int devs[SYNC_NCCL_MAX_RANKS];
+  devs[0] = train_dev;
+  for (int r = 0; r < n_rollout; r++) devs[r + 1] = rollout_devs[r];
+  for (int r = 0; r <= n_rollout; r++) {
+    if (devs[r] < 0 || devs[r] >= n)
+      return rl_errf(e, RL_EXIT_HARDWARE, "sync: NCCL sync on GPU %d, but this machine has %d GPU%s", devs[r], n,
+                     n == 1 ? "" : "s");
+    for (int q = 0; q < r; q++)
+      if (devs[q] == devs[r])
+        return rl_errf(e, RL_EXIT_HARDWARE,
+                       "sync: NCCL sync needs different GPUs (train %d, rollout GPU %d twice or the train GPU); "
+                       "colocated runs sync on the device", train_dev, devs[r]);
+  }
   setenv("NCCL_NVLS_ENABLE", "0", 0); /* GPU.md: NVLink SHARP multicast stays off */
   sync_nccl *s = rl_xcalloc(1, sizeof *s);
-  s->dev[SN_TRAIN] = train_dev, s->dev[SN_ROLL] = rollout_dev;
+  s->n = n_rollout + 1;
+  memcpy(s->dev, devs, (size_t)s->n * sizeof *devs);
   s->bucket = bucket_bytes ? bucket_bytes : SYNC_DEFAULT_BUCKET;
-  SN(ncclCommInitAll(s->comm, 2, s->dev), "ncclCommInitAll (2 ranks: train GPU, rollout GPU)");
-  for (int r = 0; r < 2; r++) {
+  SN(ncclCommInitAll(s->comm, s->n, s->dev), "ncclCommInitAll (rank 0 the train GPU, then the rollout GPUs)");
+  for (int r = 0; r < s->n; r++) {
     SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
     SC(cudaStreamCreateWithFlags(&s->cs[r], cudaStreamNonBlocking), "cudaStreamCreate (copy)");
     SC(cudaStreamCreateWithFlags(&s->ns[r], cudaStreamNonBlocking), "cudaStreamCreate (nccl)");
     for (int k = 0; k < 2; k++) {
-      cudaEvent_t *a = r == SN_TRAIN ? &s->packed[k] : &s->recvd[k], *b = r == SN_TRAIN ? &s->sent[k] : &s->unpacked[k];
-      SC(cudaEventCreateWithFlags(a, cudaEventDisableTiming), "cudaEventCreate");
-      SC(cudaEventCreateWithFlags(b, cudaEventDisableTiming), "cudaEventCreate");
+      SC(cudaEventCreateWithFlags(&s->done[r][k], cudaEventDisableTiming), "cudaEventCreate");
+      SC(cudaEventCreateWithFlags(&s->free_[r][k], cudaEventDisableTiming), "cudaEventCreate");
     }
+    SC(cudaEventCreateWithFlags(&s->ready[r], cudaEventDisableTiming), "cudaEventCreate");
   }
-  SC(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming), "cudaEventCreate");
 done:
   cudaSetDevice(train_dev);
   if (rc) {
@@ -155,18 +171,19 @@ done:
   return 0;
 }
 
-/* Bucket buffers of at least cap bytes on both GPUs (grown, never shrunk). */
+int sync_nccl_receivers(const sync_nccl *s) { return s ? s->n - 1 : 0; }
+
+/* Bucket buffers of at least cap bytes on every GPU (grown, never shrunk). */
 static int sync_nccl_buffers(sync_nccl *s, uint64_t cap, rl_err *e) {
   int rc = 0;
   if (cap <= s->cap) return 0;
-  for (int r = 0; r < 2; r++) {
+  for (int r = 0; r < s->n; r++) {
     SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
     for (int k = 0; k < 2; k++) {
-      uint8_t **b = r == SN_TRAIN ? &s->sbuf[k] : &s->rbuf[k];
-      cudaFree(*b);
-      *b = NULL;
-      SC(cudaMalloc((void **)b, cap + 256), "cudaMalloc (sync bucket buffer)");
-      SC(cudaMemset(*b, 0, cap + 256), "cudaMemset (sync bucket buffer)");
+      cudaFree(s->buf[r][k]);
+      s->buf[r][k] = NULL;
+      SC(cudaMalloc((void **)&s->buf[r][k], cap + 256), "cudaMalloc (sync bucket buffer)");
+      SC(cudaMemset(s->buf[r][k], 0, cap + 256), "cudaMemset (sync bucket buffer)");
     }
   }
   s->cap = cap;
@@ -225,112 +242,187 @@ done:
   return rc;
 }
 
-/* Enqueue the pipelined transfer of every bucket (see the file comment). */
-static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, const size_t *pf, const size_t *uf, rl_err *e) {
+/* Re-quantization overlapped with the transfer (RLRUN_SYNC_OVERLAP, default
+ * 1; 0: the whole model first, then the transfer): each bucket's linears are
+ * launched on the copy stream right before its pack, so the quantization of
+ * bucket b+1 runs while bucket b is broadcast. A linear is launched with the
+ * first bucket any of its bytes lie in. */
+static int sync_overlap_on(void) {
+  const char *v = getenv("RLRUN_SYNC_OVERLAP");
+  return !(v && !strcmp(v, "0"));
+}
+typedef struct sync_qwant {
+  const uint64_t *first_off; /* [n_params] the first stream offset of each parameter's entries (UINT64_MAX: none) */
+  uint64_t lm_first;         /* the same for the lm_head view */
+  uint64_t hi;               /* the current bucket's end */
+} sync_qwant;
+static int sync_qwant_fn(void *ctx, int pi) {
+  const sync_qwant *w = ctx;
+  return (pi < 0 ? w->lm_first : w->first_off[pi]) < w->hi;
+}
+
+/* Enqueue the pipelined transfer of every bucket (see the file comment):
+ * first[r][b] … first[r][b+1] are rank r's pieces of bucket b (rank 0 packs,
+ * the others unpack). With qp, each bucket's linears are quantized on the copy
+ * stream before its pack (sync_overlap_on). */
+static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, size_t *const *first, model *mt,
+                              model_cuda_qplan *qp, sync_qwant *qw, rl_err *e) {
   int rc = 0;
-  /* the train GPU's copy and NCCL streams are non-blocking: the segment table's upload (a pageable
-   * cudaMemcpy, whose DMA may still be in flight when it returns) and the bucket buffers' memset
-   * went on this thread's default stream, so wait for them here */
-  SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
-  SC(cudaStreamSynchronize(cudaStreamPerThread), "the segment table upload (train GPU)");
-  SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-  SC(cudaEventRecord(s->ready, NULL), "cudaEventRecord (rollout engine idle)"); /* after its last generation */
-  SC(cudaStreamWaitEvent(s->ns[SN_ROLL], s->ready, 0), "cudaStreamWaitEvent");
-  SC(cudaStreamWaitEvent(s->cs[SN_ROLL], s->ready, 0), "cudaStreamWaitEvent");
+  /* every rank's copy and NCCL streams (non-blocking) wait for this thread's default stream on that
+   * GPU: a receiver's engine idle after its last generation; on every rank, the segment table's
+   * upload (a pageable cudaMemcpy, whose DMA may be in flight when it returns) and the bucket
+   * buffers' memset */
+  for (int r = 0; r < s->n; r++) {
+    SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+    SC(cudaEventRecord(s->ready[r], NULL), "cudaEventRecord (default stream)");
+    SC(cudaStreamWaitEvent(s->ns[r], s->ready[r], 0), "cudaStreamWaitEvent");
+    SC(cudaStreamWaitEvent(s->cs[r], s->ready[r], 0), "cudaStreamWaitEvent");
+  }
   for (int64_t b = 0; b < mf->n_buckets; b++) {
     int k = (int)(b % 2);
     uint64_t lo, hi;
     sync_bucket_range(mf, b, &lo, &hi);
-    SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
-    SC(cudaStreamWaitEvent(s->cs[SN_TRAIN], s->sent[k], 0), "cudaStreamWaitEvent (bucket buffer free)");
-    if ((rc = sync_copy_segs_cuda(s->dseg[SN_TRAIN] + pf[b], (int)(pf[b + 1] - pf[b]), s->cs[SN_TRAIN], e))) goto done;
-    SC(cudaEventRecord(s->packed[k], s->cs[SN_TRAIN]), "cudaEventRecord (packed)");
-    SC(cudaStreamWaitEvent(s->ns[SN_TRAIN], s->packed[k], 0), "cudaStreamWaitEvent (packed)");
-    SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-    SC(cudaStreamWaitEvent(s->ns[SN_ROLL], s->unpacked[k], 0), "cudaStreamWaitEvent (receive buffer free)");
+    const size_t *f = first[0];
+    SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
+    if (qp) { /* this bucket's linears, not yet quantized, before the pack that reads them (and before the
+                 wait for a free bucket buffer: they need none) */
+      qw->hi = hi;
+      if ((rc = model_cuda_quantize_launch(mt, qp, sync_qwant_fn, qw, s->cs[0], e))) goto done;
+    }
+    SC(cudaStreamWaitEvent(s->cs[0], s->free_[0][k], 0), "cudaStreamWaitEvent (bucket buffer free)");
+    if ((rc = sync_copy_segs_cuda(s->dseg[0] + f[b], (int)(f[b + 1] - f[b]), s->cs[0], e))) goto done;
+    SC(cudaEventRecord(s->done[0][k], s->cs[0]), "cudaEventRecord (packed)");
+    SC(cudaStreamWaitEvent(s->ns[0], s->done[0][k], 0), "cudaStreamWaitEvent (packed)");
+    for (int r = 1; r < s->n; r++) {
+      SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+      SC(cudaStreamWaitEvent(s->ns[r], s->free_[r][k], 0), "cudaStreamWaitEvent (receive buffer free)");
+    }
+    ncclResult_t rr[SYNC_NCCL_MAX_RANKS];
     SN(ncclGroupStart(), "ncclGroupStart");
-    ncclResult_t r0 = ncclBroadcast(s->sbuf[k], s->sbuf[k], hi - lo, ncclUint8, 0, s->comm[SN_TRAIN], s->ns[SN_TRAIN]);
-    ncclResult_t r1 = ncclBroadcast(s->rbuf[k], s->rbuf[k], hi - lo, ncclUint8, 0, s->comm[SN_ROLL], s->ns[SN_ROLL]);
+    for (int r = 0; r < s->n; r++)
+      rr[r] = ncclBroadcast(s->buf[r][k], s->buf[r][k], hi - lo, ncclUint8, 0, s->comm[r], s->ns[r]);
     ncclResult_t rg = ncclGroupEnd();
-    SN(r0, "ncclBroadcast (train GPU, root)");
-    SN(r1, "ncclBroadcast (rollout GPU)");
+    for (int r = 0; r < s->n; r++) SN(rr[r], r ? "ncclBroadcast (rollout GPU)" : "ncclBroadcast (train GPU, root)");
     SN(rg, "ncclGroupEnd");
-    SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
-    SC(cudaEventRecord(s->sent[k], s->ns[SN_TRAIN]), "cudaEventRecord (sent)");
-    SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-    SC(cudaEventRecord(s->recvd[k], s->ns[SN_ROLL]), "cudaEventRecord (received)");
-    SC(cudaStreamWaitEvent(s->cs[SN_ROLL], s->recvd[k], 0), "cudaStreamWaitEvent (received)");
-    if ((rc = sync_copy_segs_cuda(s->dseg[SN_ROLL] + uf[b], (int)(uf[b + 1] - uf[b]), s->cs[SN_ROLL], e))) goto done;
-    SC(cudaEventRecord(s->unpacked[k], s->cs[SN_ROLL]), "cudaEventRecord (unpacked)");
+    SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
+    SC(cudaEventRecord(s->free_[0][k], s->ns[0]), "cudaEventRecord (sent)");
+    for (int r = 1; r < s->n; r++) {
+      const size_t *u = first[r];
+      SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+      SC(cudaEventRecord(s->done[r][k], s->ns[r]), "cudaEventRecord (received)");
+      SC(cudaStreamWaitEvent(s->cs[r], s->done[r][k], 0), "cudaStreamWaitEvent (received)");
+      if ((rc = sync_copy_segs_cuda(s->dseg[r] + u[b], (int)(u[b + 1] - u[b]), s->cs[r], e))) goto done;
+      SC(cudaEventRecord(s->free_[r][k], s->cs[r]), "cudaEventRecord (unpacked)");
+    }
   }
-  SC(cudaStreamSynchronize(s->cs[SN_ROLL]), "the sync transfer (rollout GPU)");
-  SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
-  SC(cudaStreamSynchronize(s->ns[SN_TRAIN]), "the sync transfer (train GPU)");
+  for (int r = 1; r < s->n; r++) {
+    SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+    SC(cudaStreamSynchronize(s->cs[r]), "the sync transfer (rollout GPU)");
+  }
+  SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
+  SC(cudaStreamSynchronize(s->ns[0]), "the sync transfer (train GPU)");
 done:
   return rc;
 }
 
-int sync_nccl_run(sync_nccl *s, model *mt, model *mr, const quant_policy *p, const sync_opts *o, sync_stats *st,
-                  rl_err *e) {
+int sync_nccl_run(sync_nccl *s, model *mt, model *const *mr, const quant_policy *p, const sync_opts *o,
+                  sync_stats *st, rl_err *e) {
   sync_opts none = {0};
   if (!o) o = &none;
-  int rc = 0, cur = 0;
+  int rc = 0, cur = 0, n = s->n;
   cudaGetDevice(&cur);
-  sync_manifest mft = {0}, mfr = {0};
-  sync_view vt = {0}, vr = {0};
-  sync_seg *ps = NULL, *us = NULL;
-  size_t np = 0, nu = 0, *pf = NULL, *uf = NULL;
+  sync_manifest mf[SYNC_NCCL_MAX_RANKS];
+  sync_view v[SYNC_NCCL_MAX_RANKS];
+  sync_seg *segs[SYNC_NCCL_MAX_RANKS];
+  size_t nseg[SYNC_NCCL_MAX_RANKS], *first[SYNC_NCCL_MAX_RANKS];
+  memset(mf, 0, sizeof mf), memset(v, 0, sizeof v), memset(segs, 0, sizeof segs), memset(first, 0, sizeof first);
   sync_stats out;
   memset(&out, 0, sizeof out);
-  if (!mt->cu || !mr->cu) {
-    rc = rl_errf(e, RL_EXIT_USAGE, "sync_nccl_run: both models need model_cuda_init (trainer on GPU %d, rollout on GPU %d)",
-                 s->dev[SN_TRAIN], s->dev[SN_ROLL]);
-    goto done;
-  }
-  if ((rc = sync_manifest_build(mt, p, 1, s->bucket, &mft, e)) || (rc = sync_manifest_build(mr, p, 1, s->bucket, &mfr, e)))
-    goto done;
-  if (mft.digest != mfr.digest) {
-    rc = rl_errf(e, RL_EXIT_USAGE, "sync: the trainer's and the rollout engine's manifests differ (%d vs %d tensors): "
-                 "both sides need the same model config and policy", mft.n, mfr.n);
-    goto done;
+  model_cuda_qplan *qp = NULL;
+  uint64_t *qfirst = NULL;
+  sync_qwant qw = {0};
+  for (int r = 0; r < n; r++) {
+    model *m = r ? mr[r - 1] : mt;
+    if (!m || !m->cu) {
+      rc = rl_errf(e, RL_EXIT_USAGE, "sync_nccl_run: the model of GPU %d (%s) needs model_cuda_init", s->dev[r],
+                   r ? "rollout" : "trainer");
+      goto done;
+    }
+    if ((rc = sync_manifest_build(m, p, 1, s->bucket, &mf[r], e))) goto done;
+    if (mf[r].digest != mf[0].digest) {
+      rc = rl_errf(e, RL_EXIT_USAGE, "sync: the trainer's and the rollout engine's (GPU %d) manifests differ (%d vs %d "
+                   "tensors): both sides need the same model config and policy", s->dev[r], mf[0].n, mf[r].n);
+      goto done;
+    }
   }
   double t0 = rl_now();
-  SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
-  if ((rc = model_cuda_quantize(mt, p, e))) goto done;
-  SC(cudaDeviceSynchronize(), "the re-quantization (train GPU)");
+  SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
+  if (sync_overlap_on()) { /* views and buffers now, the quantization bucket by bucket in the pipeline */
+    if ((rc = model_cuda_quantize_begin(mt, p, &qp, e))) goto done;
+    qfirst = rl_xmalloc((size_t)(mt->n_params + 1) * sizeof *qfirst);
+    for (int i = 0; i <= mt->n_params; i++) qfirst[i] = UINT64_MAX;
+    qw.first_off = qfirst, qw.lm_first = UINT64_MAX;
+    for (int i = mf[0].n - 1; i >= 0; i--) { /* entries in stream order: the lowest offset wins */
+      const sync_entry *x = &mf[0].v[i];
+      if (x->lm_head) qw.lm_first = x->offset;
+      else qfirst[x->param] = x->offset;
+    }
+  } else if ((rc = model_cuda_quantize(mt, p, e))) {
+    goto done;
+  }
+  SC(cudaDeviceSynchronize(), "the re-quantization (train GPU)"); /* and the weights' last update before it */
   double t1 = rl_now();
-  SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-  if ((rc = sync_view_device(&mfr, mr, &vr, e))) goto done;
-  SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
-  if ((rc = sync_view_device(&mft, mt, &vt, e))) goto done;
-  uint64_t cap = mft.bucket < mft.total ? mft.bucket : mft.total;
+  for (int r = 0; r < n; r++) {
+    SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+    if ((rc = sync_view_device(&mf[r], r ? mr[r - 1] : mt, &v[r], e))) goto done;
+  }
+  uint64_t cap = mf[0].bucket < mf[0].total ? mf[0].bucket : mf[0].total;
   if ((rc = sync_nccl_buffers(s, quant_roundup((int64_t)cap, 256), e))) goto done;
-  sync_segs_build(&mft, &vt, s->sbuf, 1, &ps, &np, &pf);
-  sync_segs_build(&mfr, &vr, s->rbuf, 0, &us, &nu, &uf);
-  if ((rc = sync_segs_upload(s, SN_TRAIN, ps, np, e)) || (rc = sync_segs_upload(s, SN_ROLL, us, nu, e))) goto done;
-  if ((rc = sync_nccl_pipeline(s, &mft, pf, uf, e))) goto done;
-  /* the rollout engine's FP32 norm weights follow its new BF16 ones (one launch) */
-  SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-  if ((rc = model_cuda_refresh_norms(mr, e))) goto done;
-  SC(cudaDeviceSynchronize(), "refreshing the rollout norm weights");
+  for (int r = 0; r < n; r++) {
+    sync_segs_build(&mf[r], &v[r], s->buf[r], r == 0, &segs[r], &nseg[r], &first[r]);
+    if ((rc = sync_segs_upload(s, r, segs[r], nseg[r], e))) goto done;
+  }
+  if ((rc = sync_nccl_pipeline(s, &mf[0], first, mt, qp, &qw, e))) goto done;
+  if (qp) { /* anything no bucket needed, the stream synchronized, norms and non-finite statistics */
+    SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
+    rc = model_cuda_quantize_end(mt, qp, s->cs[0], e);
+    qp = NULL;
+    if (rc) goto done;
+  }
+  /* each rollout engine's FP32 norm weights follow its new BF16 ones (one launch) */
+  for (int r = 1; r < n; r++) {
+    SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+    if ((rc = model_cuda_refresh_norms(mr[r - 1], e))) goto done;
+    SC(cudaDeviceSynchronize(), "refreshing the rollout norm weights");
+  }
   double t2 = rl_now();
-  out.bytes = mft.payload;
+  out.bytes = mf[0].payload;
   out.quant_ms = (t1 - t0) * 1e3, out.transfer_ms = (t2 - t1) * 1e3, out.ms = (t2 - t0) * 1e3;
   out.gbps = out.ms > 0 ? (double)out.bytes / (out.ms * 1e6) : 0;
-  out.buckets = mft.n_buckets;
-  if ((rc = sync_fault_corrupt(&mfr, &vr, e))) goto done;
+  out.buckets = mf[0].n_buckets;
+  SC(cudaSetDevice(s->dev[1]), "cudaSetDevice");
+  if ((rc = sync_fault_corrupt(&mf[1], &v[1], e))) goto done; /* the tests' fault: on the first rollout GPU */
   if (o->verify) {
-    SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
+    SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
     if ((rc = model_cuda_download(mt, e))) goto done;
-    SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-    if ((rc = sync_verify(&mfr, mt, &vr, e))) goto done;
+    for (int r = 1; r < n; r++) { /* every receiver, against the trainer's masters */
+      SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+      if ((rc = sync_verify(&mf[r], mt, &v[r], e))) {
+        if (n > 2) rl_err_prefix(e, "rollout GPU %d: ", s->dev[r]);
+        goto done;
+      }
+    }
     out.verified = 1;
     out.verify_ms = (rl_now() - t2) * 1e3;
   }
 done:
-  free(ps), free(us), free(pf), free(uf);
-  sync_view_free(&vt), sync_view_free(&vr);
-  sync_manifest_free(&mft), sync_manifest_free(&mfr);
+  model_cuda_qplan_free(qp); /* an error before _end */
+  free(qfirst);
+  for (int r = 0; r < n; r++) {
+    free(segs[r]), free(first[r]);
+    sync_view_free(&v[r]);
+    sync_manifest_free(&mf[r]);
+  }
   cudaSetDevice(cur);
   if (st && !rc) *st = out;
   return rc;
@@ -338,25 +430,26 @@ done:
 
 int sync_nccl_bench_broadcast(sync_nccl *s, uint64_t n, int reps, double *ms, rl_err *e) {
   int rc = 0;
-  uint8_t *a = NULL, *b = NULL;
+  uint8_t *a[SYNC_NCCL_MAX_RANKS] = {0};
   double *t = rl_xcalloc((size_t)(reps > 0 ? reps : 1), sizeof *t);
-  SC(cudaSetDevice(s->dev[SN_TRAIN]), "cudaSetDevice");
-  SC(cudaMalloc((void **)&a, n), "cudaMalloc (bench send)");
-  SC(cudaMemset(a, 1, n), "cudaMemset");
-  SC(cudaSetDevice(s->dev[SN_ROLL]), "cudaSetDevice");
-  SC(cudaMalloc((void **)&b, n), "cudaMalloc (bench receive)");
-  for (int r = -2; r < reps; r++) { /* two warm-up rounds */
+  for (int r = 0; r < s->n; r++) {
+    SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+    SC(cudaMalloc((void **)&a[r], n), r ? "cudaMalloc (bench receive)" : "cudaMalloc (bench send)");
+    if (!r) SC(cudaMemset(a[r], 1, n), "cudaMemset");
+  }
+  for (int i = -2; i < reps; i++) { /* two warm-up rounds */
     double t0 = rl_now();
+    ncclResult_t rr[SYNC_NCCL_MAX_RANKS];
     SN(ncclGroupStart(), "ncclGroupStart");
-    ncclResult_t r0 = ncclBroadcast(a, a, n, ncclUint8, 0, s->comm[SN_TRAIN], s->ns[SN_TRAIN]);
-    ncclResult_t r1 = ncclBroadcast(b, b, n, ncclUint8, 0, s->comm[SN_ROLL], s->ns[SN_ROLL]);
+    for (int r = 0; r < s->n; r++) rr[r] = ncclBroadcast(a[r], a[r], n, ncclUint8, 0, s->comm[r], s->ns[r]);
     ncclResult_t rg = ncclGroupEnd();
-    SN(r0, "ncclBroadcast");
-    SN(r1, "ncclBroadcast");
+    for (int r = 0; r < s->n; r++) SN(rr[r], "ncclBroadcast");
     SN(rg, "ncclGroupEnd");
-    SC(cudaStreamSynchronize(s->ns[SN_ROLL]), "ncclBroadcast (rollout GPU)");
-    SC(cudaStreamSynchronize(s->ns[SN_TRAIN]), "ncclBroadcast (train GPU)");
-    if (r >= 0) t[r] = (rl_now() - t0) * 1e3;
+    for (int r = s->n - 1; r >= 0; r--) {
+      SC(cudaSetDevice(s->dev[r]), "cudaSetDevice");
+      SC(cudaStreamSynchronize(s->ns[r]), r ? "ncclBroadcast (rollout GPU)" : "ncclBroadcast (train GPU)");
+    }
+    if (i >= 0) t[i] = (rl_now() - t0) * 1e3;
   }
   for (int i = 1; i < reps; i++) /* insertion sort for the median */
     for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
@@ -365,10 +458,10 @@ int sync_nccl_bench_broadcast(sync_nccl *s, uint64_t n, int reps, double *ms, rl
     }
   *ms = reps > 0 ? t[reps / 2] : 0;
 done:
-  cudaSetDevice(s->dev[SN_ROLL]);
-  cudaFree(b);
-  cudaSetDevice(s->dev[SN_TRAIN]);
-  cudaFree(a);
+  for (int r = s->n - 1; r >= 0; r--) {
+    cudaSetDevice(s->dev[r]);
+    cudaFree(a[r]);
+  }
   free(t);
   return rc;
 }
@@ -388,13 +481,15 @@ int sync_view_device(const sync_manifest *mf, model *m, sync_view *v, rl_err *e)
   memset(v, 0, sizeof *v);
   return sc_nocuda("sync_view_device", e);
 }
-int sync_nccl_open(int train_dev, int rollout_dev, uint64_t bucket_bytes, sync_nccl **out, rl_err *e) {
+int sync_nccl_open(int train_dev, const int *rollout_devs, int n_rollout, uint64_t bucket_bytes, sync_nccl **out,
+                   rl_err *e) {
   *out = NULL;
   return sc_nocuda("sync_nccl_open", e);
 }
 void sync_nccl_close(sync_nccl *s) { (void)s; }
-int sync_nccl_run(sync_nccl *s, model *mt, model *mr, const quant_policy *p, const sync_opts *o, sync_stats *st,
-                  rl_err *e) {
+int sync_nccl_receivers(const sync_nccl *s) { return 0; }
+int sync_nccl_run(sync_nccl *s, model *mt, model *const *mr, const quant_policy *p, const sync_opts *o,
+                  sync_stats *st, rl_err *e) {
   return sc_nocuda("sync_nccl_run", e);
 }
 int sync_nccl_bench_broadcast(sync_nccl *s, uint64_t n, int reps, double *ms, rl_err *e) {

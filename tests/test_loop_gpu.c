@@ -2,9 +2,10 @@
  * (runner/loop_gpu.c, loop_gpu_place): one GPU colocated, two GPUs with an
  * NCCL sync, sync.transport auto/device/nccl against the lists, data
  * parallelism (gpus.train of several GPUs: ranks, the rollout colocated with
- * rank 0 or apart; a rollout list of several refused), a GPU the machine
- * lacks refused; the same rules at validation (recipe_check_hardware) and for
- * recipes/bf16-baseline-2gpu.yaml. The GPU side (the run itself on two
+ * rank 0 or apart), the rollout split over several GPUs (colocated part and
+ * replicas), a GPU the machine lacks refused; the same rules at validation
+ * (recipe_check_hardware) and for recipes/bf16-baseline-2gpu.yaml and
+ * bf16-baseline-rollout2.yaml. The GPU side (the run itself on two
  * GPUs) is tests/gpu/run.sh, section "twogpu". */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,26 @@ static int lg_recipe(const char *const *sets, int n, recipe *r, rl_err *e) {
                             "data: {prompts: p.jsonl}\n"
                             "reward: {script: r.lua}\n";
   return recipe_load_string(text, strlen(text), "lg.yaml", sets, n, RECIPE_NO_FS, r, e);
+}
+
+/* Validation of recipe r, which uses GPUs 0 and 1, on an H200 target: exit 3
+ * on one GPU with a message containing why, 0 on two; *plan gets the plan
+ * printed for two (malloc'd; NULL when it could not be made). */
+static void lg_two_gpu_plan(recipe *r, const char *why, char **plan) {
+  rl_err e = {0};
+  hw_target t;
+  int emu = 0;
+  *plan = NULL;
+  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(r, &t, &emu, &e), RL_EXIT_HARDWARE);
+  CHECK_CONTAINS(e.msg, why);
+  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(r, &t, &emu, &e), 0);
+  size_t len = 0;
+  FILE *f = open_memstream(plan, &len);
+  REQUIRE(f);
+  recipe_print_plan(f, r, &t, emu);
+  fclose(f);
 }
 
 TEST(loop_gpu_place_colocated_and_separate) {
@@ -96,26 +117,98 @@ TEST(loop_gpu_place_refusals) {
   /* the rollout on a rank other than 0 (the recipe changed after validation) */
   r.gpus.rollout.items[0] = 1;
   CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "the rollout GPU 1 is data-parallel rank 1 of gpus.train; put the rollout on gpus.train[0] (0");
+  CHECK_CONTAINS(e.msg, "the rollout GPU 1 is data-parallel rank 1 of gpus.train; a rollout GPU is gpus.train[0] (0");
   r.gpus.rollout.items[0] = 0;
   r.gpus.train.items[2] = 0;
   CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "gpus.train lists GPU 0 twice");
   recipe_free(&r);
-  /* a rollout list of several GPUs: the split is not implemented (exit 3) */
-  const char *s3[] = {"gpus.rollout=[0, 1]", "gpus.train=[0, 1]"};
+  /* the rollout on data-parallel rank 1's GPU (the recipe changed after validation) */
+  const char *s3[] = {"gpus.rollout=[0, 1]", "gpus.train=[0, 2]"};
   REQUIRE(lg_recipe(s3, 2, &r, &e) == 0);
-  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "gpus.rollout lists 2 GPUs, but splitting the rollout over several GPUs is not implemented yet");
-  /* validation says the same on a GPU target (exit 3), and ignores the lists on the CPU */
+  r.gpus.train.items[1] = 1;
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "the rollout GPU 1 is data-parallel rank 1 of gpus.train; a rollout GPU is gpus.train[0] (0, "
+                        "colocated with rank 0) or a GPU outside gpus.train");
+  /* a rollout GPU listed twice */
+  r.gpus.train.items[1] = 2, r.gpus.rollout.items[1] = 0;
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "gpus.rollout lists GPU 0 twice");
+  /* device transport with a rollout GPU apart */
+  r.gpus.train.items[1] = 3, r.gpus.rollout.items[1] = 2, r.sync.transport = SYNC_DEVICE;
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "sync.transport device needs rollout and training on the same GPU (rollout 2, train 0)");
+  recipe_free(&r);
+  /* validation refuses the same at load time, and ignores the lists on the CPU */
+  const char *s4[] = {"gpus.rollout=[0, 1]", "gpus.train=[0, 1]"};
+  CHECK_EQ_I64(lg_recipe(s4, 2, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set gpus.rollout=[0, 1]: GPU 1 is data-parallel rank 1 of gpus.train; a rollout GPU is "
+                        "gpus.train[0] (0, colocated with rank 0) or a GPU outside gpus.train");
+  const char *s5[] = {"gpus.rollout=[0, 1]", "gpus.train=[0]", "sync.transport=device"};
+  CHECK_EQ_I64(lg_recipe(s5, 3, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set sync.transport=device: device needs the rollout on the trainer's GPU alone "
+                        "(gpus.rollout = [0], gpus.train[0])");
+  const char *s6[] = {"gpus.rollout=[0, 3]", "gpus.train=[0]"};
+  REQUIRE(lg_recipe(s6, 2, &r, &e) == 0);
   hw_target t;
   int emu = 0;
-  REQUIRE(hw_target_named("h200:4", &t, &e) == 0);
+  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
   CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "--set gpus.rollout=[0, 1]: lists 2 GPUs, but splitting the rollout over several GPUs is not "
-                        "implemented yet");
+  CHECK_CONTAINS(e.msg, "--set gpus.rollout=[0, 3]: uses GPU 3, but h200 has 2 GPUs");
+  REQUIRE(hw_target_named("h200:4", &t, &e) == 0);
+  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
   REQUIRE(hw_target_named("cpu", &t, &e) == 0);
   CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
+  recipe_free(&r);
+}
+
+/* The rollout split over several GPUs: the parts in list order, the train
+ * GPU's part colocated, the others replicas fed over NCCL (auto or nccl). */
+TEST(loop_gpu_place_rollout_split) {
+  recipe r;
+  rl_err e = {0};
+  loop_place p;
+  const char *s1[] = {"gpus.rollout=[1, 0, 3]", "gpus.train=[0]", "sync.transport=auto"};
+  for (int explicit = 0; explicit < 2; explicit++) {
+    if (explicit) s1[2] = "sync.transport=nccl";
+    REQUIRE(lg_recipe(s1, 3, &r, &e) == 0);
+    CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), 0);
+    CHECK_EQ_I64(p.n_rollout, 3);
+    CHECK_EQ_I64(p.rollout_gpus[0], 1);
+    CHECK_EQ_I64(p.rollout_gpus[1], 0);
+    CHECK_EQ_I64(p.rollout_gpus[2], 3);
+    CHECK_EQ_I64(p.rollout_gpu, 1);
+    CHECK_EQ_I64(p.train_gpu, 0);
+    CHECK_EQ_I64(p.nccl, 1);
+    recipe_free(&r);
+  }
+  /* with data parallelism: rank 0 and two GPUs outside gpus.train */
+  const char *s2[] = {"gpus.rollout=[0, 2, 3]", "gpus.train=[0, 1]"};
+  REQUIRE(lg_recipe(s2, 2, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 4, &p, &e), 0);
+  CHECK_EQ_I64(p.dp, 2);
+  CHECK_EQ_I64(p.n_rollout, 3);
+  CHECK_EQ_I64(p.nccl, 1);
+  recipe_free(&r);
+  /* one rollout GPU, the train GPU: no split, no NCCL */
+  REQUIRE(lg_recipe(NULL, 0, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), 0);
+  CHECK_EQ_I64(p.n_rollout, 1);
+  CHECK_EQ_I64(p.nccl, 0);
+  recipe_free(&r);
+  /* recipes/bf16-baseline-rollout2.yaml: exit 3 on one GPU, 0 on two; the plan says so */
+  REQUIRE(recipe_load("recipes/bf16-baseline-rollout2.yaml", NULL, 0, &r, &e) == 0);
+  CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), 0);
+  CHECK_EQ_I64(p.n_rollout, 2);
+  CHECK_EQ_I64(p.nccl, 1);
+  CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), RL_EXIT_HARDWARE);
+  char *buf = NULL;
+  lg_two_gpu_plan(&r, "gpus.rollout: uses GPU 1, but h200 has 1 GPU", &buf);
+  REQUIRE(buf);
+  CHECK_CONTAINS(buf, "split over 2 GPUs, a contiguous share of the prompts each (one engine's samples)");
+  CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, NCCL broadcast in buckets to every rollout "
+                      "GPU apart");
+  free(buf);
   recipe_free(&r);
 }
 
@@ -152,10 +245,10 @@ TEST(loop_gpu_place_data_parallel) {
   CHECK_EQ_I64(p.rollout_gpu, 3);
   CHECK_EQ_I64(p.nccl, 1);
   recipe_free(&r);
-  /* the rollout on rank 1's GPU: refused at validation (partial overlap) */
+  /* the rollout on rank 1's GPU: refused at validation */
   const char *s3[] = {"gpus.rollout=[1]", "gpus.train=[0, 1]"};
   CHECK_EQ_I64(lg_recipe(s3, 2, &r, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "shares some GPUs with gpus.rollout: use the same list (colocated), put the rollout on "
+  CHECK_CONTAINS(e.msg, "--set gpus.rollout=[1]: GPU 1 is data-parallel rank 1 of gpus.train; a rollout GPU is "
                         "gpus.train[0]");
   /* one GPU: no data parallelism (dp 1), today's placement */
   REQUIRE(lg_recipe(NULL, 0, &r, &e) == 0);
@@ -181,19 +274,9 @@ TEST(loop_gpu_recipe_dp2) {
   CHECK_EQ_I64(p.nccl, 0);
   CHECK_EQ_I64(loop_gpu_place(&r, 1, &p, &e), RL_EXIT_HARDWARE);
   CHECK_CONTAINS(e.msg, "gpus.train uses GPU 1, but this machine has 1 GPU");
-  hw_target t;
-  int emu = 0;
-  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "gpus.train: uses GPU 1, but h200 has 1 GPU");
-  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
   char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  REQUIRE(f);
-  recipe_print_plan(f, &r, &t, emu);
-  fclose(f);
+  lg_two_gpu_plan(&r, "gpus.train: uses GPU 1, but h200 has 1 GPU", &buf);
+  REQUIRE(buf);
   CHECK_CONTAINS(buf, "microbatches of 128, forward bf16, backward bf16, no TIS, data-parallel on 2 GPUs "
                       "(fixed-order gradient all-reduce)");
   CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, device copy (colocated)");
@@ -216,7 +299,7 @@ TEST(loop_gpu_open_without_gpu) {
   quant_policy_init(&pol, QFMT_BF16, QFMT_BF16);
   CHECK_EQ_I64(loop_gpu_open(&g, &r, NULL, &pol, &e), RL_EXIT_HARDWARE);
   CHECK_CONTAINS(e.msg, "gpus.train uses GPU 0, but this machine has 0 GPUs");
-  CHECK(g.replica == NULL && g.nccl == NULL);
+  CHECK(g.roll[0].replica == NULL && g.roll[0].eng == NULL && g.nccl == NULL);
   loop_gpu_free(&g);
   CHECK_EQ_I64(device_set_current(0, &e), RL_EXIT_HARDWARE);
   recipe_free(&r);
@@ -236,19 +319,9 @@ TEST(loop_gpu_recipe_2gpu) {
   loop_place p;
   CHECK_EQ_I64(loop_gpu_place(&r, 2, &p, &e), 0);
   CHECK_EQ_I64(p.nccl, 1);
-  hw_target t;
-  int emu = 0;
-  REQUIRE(hw_target_named("h200:1", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), RL_EXIT_HARDWARE);
-  CHECK_CONTAINS(e.msg, "gpus.rollout: uses GPU 1, but h200 has 1 GPU");
-  REQUIRE(hw_target_named("h200:2", &t, &e) == 0);
-  CHECK_EQ_I64(recipe_check_hardware(&r, &t, &emu, &e), 0);
   char *buf = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&buf, &len);
-  REQUIRE(f);
-  recipe_print_plan(f, &r, &t, emu);
-  fclose(f);
+  lg_two_gpu_plan(&r, "gpus.rollout: uses GPU 1, but h200 has 1 GPU", &buf);
+  REQUIRE(buf);
   CHECK_CONTAINS(buf, "re-quantize bf16 master -> bf16 rollout weights, NCCL broadcast in buckets");
   free(buf);
   recipe_free(&r);

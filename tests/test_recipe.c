@@ -97,6 +97,7 @@ TEST(recipe_examples_validate) {
       {"recipes/bf16-baseline.yaml", 0, 0, 0, 0, 0},
       {"recipes/bf16-baseline-2gpu.yaml", 3, 0, 0, 0, 0}, /* device: cuda, GPUs 0 and 1 (h200:1 is 3: test_loop_gpu.c) */
       {"recipes/bf16-baseline-dp2.yaml", 3, 0, 0, 0, 0}, /* data-parallel on GPUs 0 and 1 (h200:1 is 3: test_loop_gpu.c) */
+      {"recipes/bf16-baseline-rollout2.yaml", 3, 0, 0, 0, 0}, /* rollout split over GPUs 0 and 1 (test_loop_gpu.c) */
       {"recipes/fp8-rollout-bf16-train.yaml", 0, 3, 0, 0, 3},
       {"recipes/fp8-unified.yaml", 0, 3, 0, 0, 3},
       {"recipes/mxfp8-unified-emulate.yaml", 0, 3, 0, 0, 3},

@@ -287,8 +287,15 @@ TEST(sync_nccl_refuses_one_gpu_or_no_cuda) {
   /* the same GPU for trainer and rollout is refused in every build (colocated syncs on the device) */
   sync_nccl *s = NULL;
   rl_err e = {0};
-  CHECK_EQ_I64(sync_nccl_open(0, 0, 0, &s, &e), RL_EXIT_HARDWARE);
+  const int same[1] = {0}, twice[2] = {1, 1};
+  CHECK_EQ_I64(sync_nccl_open(0, same, 1, 0, &s, &e), RL_EXIT_HARDWARE);
   CHECK(s == NULL);
+  /* a rollout GPU named twice (or missing), and no rollout GPU at all */
+  CHECK_EQ_I64(sync_nccl_open(0, twice, 2, 0, &s, &e), RL_EXIT_HARDWARE);
+  CHECK(s == NULL);
+  CHECK(sync_nccl_open(0, twice, 0, 0, &s, &e) != 0);
+  CHECK(s == NULL);
+  CHECK_EQ_I64(sync_nccl_receivers(NULL), 0);
 #if !RLRUN_CUDA
   CHECK_CONTAINS(e.msg, "built without CUDA");
 #endif

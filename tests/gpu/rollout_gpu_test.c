@@ -176,6 +176,95 @@ static void stop_rules_check(const char *name, model *m, const quant_policy *pol
   rollout_cuda_engine_free(ge), rollout_engine_free(ce), tokenizer_free(tok);
 }
 
+/* Samples of a and b[0 … n) that differ (ids, log-probs, finish, prompt/sample index). */
+static int64_t batch_diffs(const rollout_sample *a, const rollout_sample *b, int64_t n) {
+  int64_t d = 0;
+  for (int64_t i = 0; i < n; i++)
+    d += a[i].n_completion != b[i].n_completion || a[i].finish != b[i].finish ||
+         a[i].prompt_index != b[i].prompt_index || a[i].sample_index != b[i].sample_index ||
+         memcmp(a[i].completion_ids, b[i].completion_ids, (size_t)a[i].n_completion * 4) ||
+         memcmp(a[i].logp_rollout, b[i].logp_rollout, (size_t)a[i].n_completion * 4);
+  return d;
+}
+
+/* A batch split over engines on GPUs (rollout_split_generate's part): part k
+ * on engine eng[k] with GPU dev[k] current; prompt_item.index = the prompt's row. */
+typedef struct split_ctx {
+  rollout_cuda_engine *eng[2];
+  int dev[2];
+  const int32_t *const *ids;
+  const int64_t *n_ids;
+} split_ctx;
+static int split_part(void *ctx, int k, const prompt_item *pr, int64_t n, int G, int64_t it, const rollout_opts *o,
+                      rollout_batch *out, rl_err *e) {
+  split_ctx *c = ctx;
+  if (cudaSetDevice(c->dev[k]) != cudaSuccess) return rl_errf(e, RL_EXIT_HARDWARE, "cudaSetDevice(%d)", c->dev[k]);
+  const int32_t *ids[MAXP];
+  int64_t nn[MAXP];
+  for (int64_t p = 0; p < n; p++) ids[p] = c->ids[pr[p].index], nn[p] = c->n_ids[pr[p].index];
+  return rollout_cuda_generate_ids(c->eng[k], ids, nn, n, G, it, o, out, e);
+}
+
+/* The split rollout (issue #11): a part alone with prompt_base == that part
+ * of the whole batch (one GPU); with two GPUs, the batch split over an engine
+ * on GPU 0 (model m) and one on GPU 1 (the same checkpoint loaded there), the
+ * two decoding at once on two threads == the one-engine batch `whole` (64
+ * slots, G = 4, iteration 3), bit for bit. */
+static void split_check(const char *name, const char *dir, model *m, rollout_cuda_engine *ge, const fix *f,
+                        const int32_t *const *ids, rollout_opts o, const rollout_batch *whole) {
+  char what[160];
+  rl_err e = {0};
+  const int h = f->np / 2;
+  rollout_batch tb;
+  o.max_slots = 64, o.prompt_base = h;
+  if (rollout_cuda_generate_ids(ge, ids + h, f->n_prompt + h, f->np - h, 4, 3, &o, &tb, &e)) {
+    snprintf(what, sizeof what, "%s prompt_base (%.60s)", name, e.msg);
+    check(0, what, "%g", 0);
+    return;
+  }
+  snprintf(what, sizeof what, "%s prompts %d.. alone (prompt_base %d) == that part of the batch (samples differing)",
+           name, h, h);
+  check(tb.n == whole->n - 4 * h && !batch_diffs(tb.s, whole->s + 4 * h, tb.n), what, "%.0f",
+        (double)(tb.n == whole->n - 4 * h ? batch_diffs(tb.s, whole->s + 4 * h, tb.n) : -1));
+  rollout_batch_free(&tb);
+  o.prompt_base = 0;
+  int n_dev = 0;
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 2) {
+    printf("INFO %s split over two GPUs: skipped (%d GPU)\n", name, n_dev);
+    return;
+  }
+  model *m1 = NULL;
+  rollout_cuda_engine *g1 = NULL;
+  quant_policy pol;
+  quant_policy_init(&pol, QFMT_BF16, QFMT_BF16);
+  cudaSetDevice(1);
+  int rc = model_load(dir, NULL, &m1, &e);
+  if (!rc) rc = model_cuda_init(m1, &e);
+  if (!rc) rc = rollout_cuda_engine_new(m1, &pol, 64, 256, &g1, &e);
+  cudaSetDevice(0);
+  rollout_batch sb;
+  if (!rc) {
+    prompt_item it[MAXP];
+    for (int p = 0; p < f->np; p++) it[p] = (prompt_item){.text = "", .extra_json = "{}", .index = p};
+    split_ctx c = {{ge, g1}, {0, 1}, ids, f->n_prompt};
+    rc = rollout_split_generate(2, split_part, &c, it, f->np, 4, 3, &o, &sb, &e);
+    cudaSetDevice(0);
+  }
+  if (rc) {
+    snprintf(what, sizeof what, "%s split over GPUs 0+1 (%.80s)", name, e.msg);
+    check(0, what, "%g", 0);
+  } else {
+    snprintf(what, sizeof what, "%s split over GPUs 0+1 at once == one engine (samples differing)", name);
+    int64_t d = sb.n == whole->n ? batch_diffs(sb.s, whole->s, sb.n) : -1;
+    check(d == 0, what, "%.0f", (double)d);
+    rollout_batch_free(&sb);
+  }
+  cudaSetDevice(1);
+  rollout_cuda_engine_free(g1);
+  model_free(m1);
+  cudaSetDevice(0);
+}
+
 static void run_model(const char *name) {
   char dir[256], js[256], what[128];
   rl_err e = {0};
@@ -255,6 +344,37 @@ static void run_model(const char *name) {
     }
   snprintf(what, sizeof what, "%s slots 1/7/64 identical (samples differing)", name);
   check(ok, what, "%.0f", (double)diffs);
+  split_check(name, dir, m, ge, &f, ids, o, &bb[2]);
+  /* pipelined decode (default) == unpipelined (RLRUN_ROLLOUT_PIPE=0) while sampling with an EOS
+   * that occurs: rows finishing by EOS run once more when pipelined and are dropped */
+  {
+    rollout_batch pa, pb;
+    o.max_slots = 64, o.ignore_eos = 0;
+    o.eos_id = bb[0].s[0].n_completion > 3 ? bb[0].s[0].completion_ids[3] : -1;
+    int ga = rollout_cuda_generate_ids(ge, ids, f.n_prompt, f.np, 4, 3, &o, &pa, &e);
+    setenv("RLRUN_ROLLOUT_PIPE", "0", 1);
+    int gbr = ga ? 1 : rollout_cuda_generate_ids(ge, ids, f.n_prompt, f.np, 4, 3, &o, &pb, &e);
+    unsetenv("RLRUN_ROLLOUT_PIPE");
+    if (ga || gbr) {
+      snprintf(what, sizeof what, "%s pipelined vs not (%.60s)", name, e.msg);
+      check(0, what, "%g", 0);
+    } else {
+      int64_t pd = 0, neos = 0;
+      for (int64_t i = 0; i < pa.n; i++) {
+        const rollout_sample *a = &pa.s[i], *b = &pb.s[i];
+        neos += a->finish == FINISH_EOS;
+        pd += a->finish != b->finish || a->n_completion != b->n_completion ||
+              memcmp(a->completion_ids, b->completion_ids, (size_t)a->n_completion * 4) ||
+              memcmp(a->logp_rollout, b->logp_rollout, (size_t)a->n_completion * 4);
+      }
+      printf("     pipelined vs not: eos id %d, %lld of %lld samples end by EOS\n", o.eos_id, (long long)neos,
+             (long long)pa.n);
+      snprintf(what, sizeof what, "%s sampling + EOS: pipelined == RLRUN_ROLLOUT_PIPE=0 (differing)", name);
+      check(pd == 0 && neos > 0, what, "%.0f", (double)pd);
+      rollout_batch_free(&pa), rollout_batch_free(&pb);
+    }
+    o.ignore_eos = 1, o.eos_id = -1;
+  }
   for (int k = 0; k < 3; k++) rollout_batch_free(&bb[k]);
   rollout_batch_free(&cb);
   rollout_cuda_engine_free(ge);

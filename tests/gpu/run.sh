@@ -432,7 +432,8 @@ if want twogpu; then
 # Then: the 2-GPU bf16 run killed in train of iteration 3 and resumed (the replica rebuilt by a
 # sync) ends with the uninterrupted 2-GPU run's weights; the 2-GPU fp8 run with a corrupt byte
 # injected on the rollout GPU at the third sync (RLRUN_FAULT=sync.corrupt@3) stops with exit 1
-# naming the tensor, and its resume ends with the verified 2-GPU run's weights. INFO rows: sync/ms,
+# naming the tensor, and its resume ends with the verified 2-GPU run's weights; the rollout split over
+# GPUs [0, 1] (bf16) and [1, 0] (fp8-unified, verified) == the 1-GPU runs. INFO rows: sync/ms,
 # sync/bytes, sync/buckets per iteration. NCCL_NVLS_ENABLE=0 for every run (NVLink multicast off).
 TG="$OUT/twogpu"
 rm -rf "$TG"
@@ -520,6 +521,15 @@ if [ -x "$BUILD/rlrun" ] && [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -g
   if [ -n "$rd" ] && NCCL_NVLS_ENABLE=0 "$BUILD/rlrun" resume "$rd" --quiet >> "$OUT/twogpu_corrupt.log" 2>&1; then
     tg_same corrupt_resume "$(tg_dir fp8_2gpu)" "$rd" "2 GPUs stopped by verify + resumed == uninterrupted"
   else row twogpu_corrupt_resume FAIL "resume failed, see twogpu_corrupt.log: $(tail -1 "$OUT/twogpu_corrupt.log")"; fi
+  # the rollout split over GPUs 0 and 1 (GPU 0 colocated with the trainer, GPU 1 a replica fed over NCCL;
+  # both decode at once, a half of the prompts each): the same samples and weights as one GPU, bf16 and
+  # fp8-unified with sync.verify; and over [1, 0] (the replica's part first)
+  tg_run bf16_split "$TG_BF16" --set device=cuda --set 'gpus.rollout=[0, 1]' --set 'gpus.train=[0]'
+  tg_same bf16_split "$(tg_dir bf16_1gpu)" "$(tg_dir bf16_split)" "bf16 rollout split over GPUs 0+1 == 1 GPU"
+  tg_run fp8_split "$TG_FP8" --set device=cuda --set 'gpus.rollout=[1, 0]' --set 'gpus.train=[0]' \
+    --set sync.verify=true
+  tg_same fp8_split "$(tg_dir fp8_1gpu)" "$(tg_dir fp8_split)" "fp8-unified rollout split over GPUs 1+0 (verified) == 1 GPU"
+  [ -n "$(tg_dir bf16_split)" ] && tg_sync_row bf16_split "$(tg_dir bf16_split)"
 else row twogpu FAIL "needs $BUILD/rlrun (make with nvcc) and 2 GPUs (nvidia-h200-x2): $(nvidia-smi -L 2>/dev/null | grep -c '^GPU') found"; fi
 fi
 # ---------------------------------------------------------------- data parallelism (issue #11, "dp") — needs nvidia-h200-x2

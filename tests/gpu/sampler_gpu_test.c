@@ -1,4 +1,4 @@
-/* sampler_gpu_test.c — the fused CUDA sampling kernel against the CPU
+/* sampler_gpu_test.c — the CUDA sampler (fused and plain kernels, every CTAs-a-row tuning) against the CPU
  * reference (stages/sampler.c): the same token, status, kept count and draw
  * for every row, log-probs and entropy within 1e-12; then its speed at
  * Qwen3's vocabulary next to a plain read of the logits.
@@ -31,7 +31,7 @@ static uint64_t rnd(uint64_t *s) {
 
 /* Logits of one case: kind 0 random normal-ish (scale 3), 1 many exact ties
  * (integers 0..3), 2 a third masked with -inf, 3 peaked (one logit +20),
- * 4 a NaN in the middle. */
+ * 4 a NaN in the middle, 5 random with every fifth row all -inf. */
 static void make_logits(float *l, int64_t rows, int64_t V, int kind, uint64_t seed) {
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
   for (int64_t i = 0; i < rows * V; i++) {
@@ -43,14 +43,22 @@ static void make_logits(float *l, int64_t rows, int64_t V, int kind, uint64_t se
   for (int64_t r = 0; r < rows; r++) {
     if (kind == 3) l[r * V + (int64_t)(rnd(&s) % (uint64_t)V)] = 20.0f;
     if (kind == 4 && r % 2) l[r * V + V / 2] = NAN;
+    if (kind == 5 && r % 5 == 0)
+      for (int64_t i = 0; i < V; i++) l[r * V + i] = -INFINITY;
   }
 }
 
-/* Run one case on both backends and compare. */
+/* The CUDA sampler's tunings every case runs under (sampler_cuda_tune: plain
+ * kernel on/off, its CTAs a row): each must give the CPU's bytes. */
+static const int tunings[][2] = {{1, 0}, {0, 0}, {1, 1}, {1, 2}, {1, 4}, {1, 8}};
+#define N_TUNINGS (int)(sizeof tunings / sizeof tunings[0])
+
+/* Run one case on both backends (the GPU under every tuning) and compare. */
 static void run_case(const char *name, const sampler_params *p, int64_t rows, int64_t V, int kind) {
   float *l = rl_xmalloc(sizeof(float) * (size_t)(rows * V));
   sampler_key *k = rl_xmalloc(sizeof *k * (size_t)rows);
-  sampler_out *co = rl_xcalloc((size_t)rows, sizeof *co), *go = rl_xcalloc((size_t)rows, sizeof *go);
+  sampler_out *co = rl_xcalloc((size_t)rows, sizeof *co), *go = rl_xcalloc((size_t)rows, sizeof *go),
+              *g0 = rl_xcalloc((size_t)rows, sizeof *g0);
   make_logits(l, rows, V, kind, (uint64_t)V * 31 + (uint64_t)rows);
   for (int64_t r = 0; r < rows; r++)
     k[r] = (sampler_key){.seed = 1234, .iteration = 3, .prompt = (uint32_t)(r / 8), .sample = (uint32_t)(r % 8),
@@ -67,38 +75,50 @@ static void run_case(const char *name, const sampler_params *p, int64_t rows, in
   CU(cudaMalloc((void **)&dout, sizeof *dout * (size_t)rows));
   CU(cudaMemcpy(dl, l, sizeof(float) * (size_t)(rows * V), cudaMemcpyHostToDevice));
   CU(cudaMemcpy(dk, k, sizeof *dk * (size_t)rows, cudaMemcpyHostToDevice));
-  if (sampler_sample_cuda(p, dl, rows, V, V, dk, dout, NULL, &e)) {
-    printf("FAIL %-28s %s\n", name, e.msg);
-    g.fail++;
-    goto done;
-  }
-  CU(cudaDeviceSynchronize());
-  CU(cudaMemcpy(go, dout, sizeof *go * (size_t)rows, cudaMemcpyDeviceToHost));
-  int64_t mism = 0, first = -1;
-  double dlp = 0, dent = 0;
-  for (int64_t r = 0; r < rows; r++) {
-    int same = co[r].token == go[r].token && co[r].status == go[r].status && co[r].n_kept == go[r].n_kept &&
-               co[r].u == go[r].u;
-    if (!same && first < 0) first = r;
-    mism += !same;
-    if (co[r].status == SAMPLER_OK) {
-      dlp = fmax(dlp, fmax(fabs(co[r].logp - go[r].logp), fabs(co[r].logp_kept - go[r].logp_kept)));
-      dent = fmax(dent, fabs(co[r].entropy - go[r].entropy));
+  for (int tu = 0; tu < N_TUNINGS; tu++) {
+    sampler_cuda_tune(tunings[tu][0], tunings[tu][1]);
+    memset(go, 0xab, sizeof *go * (size_t)rows);
+    CU(cudaMemcpy(dout, go, sizeof *go * (size_t)rows, cudaMemcpyHostToDevice)); /* no stale result passes */
+    if (sampler_sample_cuda(p, dl, rows, V, V, dk, dout, NULL, &e)) {
+      printf("FAIL %-28s plain=%d cl=%d: %s\n", name, tunings[tu][0], tunings[tu][1], e.msg);
+      g.fail++;
+      if (tu == 0) break; /* no reference for the other tunings' bitwise check */
+      continue;
     }
+    CU(cudaDeviceSynchronize());
+    CU(cudaMemcpy(go, dout, sizeof *go * (size_t)rows, cudaMemcpyDeviceToHost));
+    int64_t mism = 0, first = -1, differ = 0; /* differ: rows not bitwise the first tuning's */
+    double dlp = 0, dent = 0;
+    for (int64_t r = 0; r < rows; r++) {
+      int same = co[r].token == go[r].token && co[r].status == go[r].status && co[r].n_kept == go[r].n_kept &&
+                 co[r].u == go[r].u;
+      if (tu == 0) g0[r] = go[r];
+      differ += g0[r].token != go[r].token || g0[r].status != go[r].status || g0[r].n_kept != go[r].n_kept ||
+                memcmp(&g0[r].u, &go[r].u, 8) || memcmp(&g0[r].logp, &go[r].logp, 8) ||
+                memcmp(&g0[r].logp_kept, &go[r].logp_kept, 8) || memcmp(&g0[r].entropy, &go[r].entropy, 8);
+      if (!same && first < 0) first = r;
+      mism += !same;
+      if (co[r].status == SAMPLER_OK) {
+        dlp = fmax(dlp, fmax(fabs(co[r].logp - go[r].logp), fabs(co[r].logp_kept - go[r].logp_kept)));
+        dent = fmax(dent, fabs(co[r].entropy - go[r].entropy));
+      }
+    }
+    int ok = mism == 0 && differ == 0 && dlp <= 1e-12 && dent <= 1e-12;
+    printf("%s %-28s plain=%d cl=%d rows %5lld V %6lld  token mismatches %lld  not bitwise tuning 0 %lld  max|dlogp| %.2e"
+           "  max|dH| %.2e  cpu %.1f ms\n",
+           ok ? "PASS" : "FAIL", name, tunings[tu][0], tunings[tu][1], (long long)rows, (long long)V, (long long)mism,
+           (long long)differ, dlp, dent, tcpu * 1e3);
+    if (first >= 0)
+      printf("     first mismatch row %lld: cpu token %d status %d kept %d u %.17g | gpu token %d status %d kept %d u %.17g\n",
+             (long long)first, co[first].token, co[first].status, co[first].n_kept, co[first].u, go[first].token,
+             go[first].status, go[first].n_kept, go[first].u);
+    ok ? g.pass++ : g.fail++;
   }
-  int ok = mism == 0 && dlp <= 1e-12 && dent <= 1e-12;
-  printf("%s %-28s rows %5lld V %6lld  token mismatches %lld  max|dlogp| %.2e  max|dH| %.2e  cpu %.1f ms\n",
-         ok ? "PASS" : "FAIL", name, (long long)rows, (long long)V, (long long)mism, dlp, dent, tcpu * 1e3);
-  if (first >= 0)
-    printf("     first mismatch row %lld: cpu token %d status %d kept %d u %.17g | gpu token %d status %d kept %d u %.17g\n",
-           (long long)first, co[first].token, co[first].status, co[first].n_kept, co[first].u, go[first].token,
-           go[first].status, go[first].n_kept, go[first].u);
-  ok ? g.pass++ : g.fail++;
-done:
+  sampler_cuda_tune(1, 0);
   CU(cudaFree(dl));
   CU(cudaFree(dk));
   CU(cudaFree(dout));
-  free(l), free(k), free(co), free(go);
+  free(l), free(k), free(co), free(go), free(g0);
 }
 
 /* Milliseconds per call of the kernel on rows × V random logits, next to a
@@ -184,11 +204,21 @@ int main(void) {
   run_case("default/peaked", &d, 256, 32000, 3);
   run_case("top_p0.9/peaked", &p9, 256, 32000, 3);
   run_case("default/NaN rows", &d, 64, 3000, 4);
+  run_case("default/all -inf rows", &d, 64, 3000, 5);
+  run_case("greedy/all -inf rows", &gr, 16, 32000, 5); /* 16 rows: auto picks 8 CTAs a row */
   run_case("default/many rows", &d, 4096, 32000, 0); /* how often do FP64 sums flip a token: expect never */
   printf("\n| case                   |  rows |      V |   kernel    | logits D2D copy | ratio       | throughput      |\n");
   bench("default", &d, 64, 151936);
   bench("default", &d, 256, 151936);
   bench("greedy", &gr, 256, 151936);
+  const int bt[][2] = {{0, 0}, {1, 1}, {1, 2}, {1, 4}};
+  const char *btn[] = {"default fused kernel", "default plain cl=1", "default plain cl=2", "default plain cl=4"};
+  for (int i = 0; i < 4; i++) {
+    sampler_cuda_tune(bt[i][0], bt[i][1]);
+    bench(btn[i], &d, 64, 151936);
+    if (i < 2) bench(btn[i], &d, 256, 151936);
+  }
+  sampler_cuda_tune(1, 0);
   bench("top_k50", &k50, 64, 151936);
   bench("top_p0.9", &p9, 64, 151936);
   bench("top_p0.9", &p9, 256, 151936);

@@ -236,10 +236,11 @@ static void test_separate(int moe, const char *what, quant_policy p, uint64_t bu
   MUST(model_cuda_init(mr, &e));
   MUST(model_cuda_quantize(mr, &p, &e)); /* the rollout engine's own views (stale weights) */
   sync_nccl *s = NULL;
-  MUST(sync_nccl_open(0, 1, bucket, &s, &e));
+  const int rdev[1] = {1};
+  MUST(sync_nccl_open(0, rdev, 1, bucket, &s, &e));
   sync_opts o = {.verify = 1};
   sync_stats st;
-  int rc = sync_nccl_run(s, mt, mr, &p, &o, &st, &e);
+  int rc = sync_nccl_run(s, mt, &mr, &p, &o, &st, &e);
   check(rc == 0 && st.verified, "nccl %s %s bucket %llu: sync verified (%lld buckets, %llu bytes, %.3f ms: quantize %.3f, "
         "transfer %.3f)%s%s", moe ? "moe" : "dense", what, (unsigned long long)bucket, (long long)st.buckets,
         (unsigned long long)st.bytes, st.ms, st.quant_ms, st.transfer_ms, rc ? ": " : "", rc ? e.msg : "");
@@ -270,13 +271,13 @@ static void test_separate(int moe, const char *what, quant_policy p, uint64_t bu
   /* a corrupted byte on the rollout side is caught, naming the tensor; a fresh sync repairs it */
   setenv("RLRUN_FAULT", "sync.corrupt", 1);
   fault_reset();
-  rc = sync_nccl_run(s, mt, mr, &p, &o, &st, &e);
+  rc = sync_nccl_run(s, mt, &mr, &p, &o, &st, &e);
   int named = rc == RL_EXIT_FAIL && strstr(e.msg, "sync.verify: tensor ") && strstr(e.msg, ".weight");
   check(named || !mf.quantized, "nccl %s %s: corrupted byte caught: %s", moe ? "moe" : "dense", what,
         rc ? e.msg : "(not caught)");
   unsetenv("RLRUN_FAULT");
   fault_reset();
-  rc = sync_nccl_run(s, mt, mr, &p, &o, &st, &e);
+  rc = sync_nccl_run(s, mt, &mr, &p, &o, &st, &e);
   check(rc == 0, "nccl %s %s: a fresh sync repairs it%s%s", moe ? "moe" : "dense", what, rc ? ": " : "", rc ? e.msg : "");
   sync_view_free(&vt), sync_view_free(&vr);
   sync_manifest_free(&mf);
