@@ -151,6 +151,9 @@ int cmd_validate(int argc, char **argv) {
     printf("%s: valid: rollout %s x train %s (%s) on %s (%s%s)%s\n", a.path, prec_names[r.precision.rollout],
            prec_names[r.precision.train], p->mode, cls == HW_CPU ? "cpu" : t.name, hw_class_names[cls],
            cls == HW_CPU ? ", CPU reference numerics" : "", emulated ? ", emulated" : "");
+    if (r.device == DEVICE_CPU && a.hardware && t.cls != HW_CPU) /* the target was asked for but decides nothing */
+      printf("note: --hardware %s does not apply: the recipe says device: cpu (set device: auto or cuda to "
+             "validate it for %s)\n", a.hardware, t.name);
   }
   recipe_free(&r);
   return rc;

@@ -79,7 +79,8 @@ static int run_loop(const char *dir, store *s, const recipe *r, int quiet, const
      * refuses without --allow-changed */
     char hint[4400] = "";
     if (rc == RL_EXIT_FAIL)
-      snprintf(hint, sizeof hint, "the run stays resumable: rlrun resume %s", dir);
+      snprintf(hint, sizeof hint, "the run stays resumable: rlrun resume %s (where a reward or task script "
+               "raised the error, fix it first: resume then sees the changed script and needs --allow-changed)", dir);
     else if (rc == RL_EXIT_USAGE)
       snprintf(hint, sizeof hint, "the run stopped on bad input, and a resume as it is fails the same way: fix the "
                "input (or the recipe), then `rlrun resume %s --allow-changed` continues from what is committed", dir);
@@ -190,6 +191,10 @@ int cmd_run(int argc, char **argv) {
    * half-made run behind (only a hidden leftover under .init/). */
   char dir[4096] = "", tmp[4096] = "", init[4096];
   snprintf(init, sizeof init, "%s/.init", runs_dir);
+  struct stat rst;
+  if (!rc && stat(runs_dir, &rst) == 0 && !S_ISDIR(rst.st_mode))
+    rc = rl_errf(&e, RL_EXIT_USAGE, "--runs-dir %s is %s, not a directory; name a directory (one that does not "
+                 "exist yet is created)", runs_dir, S_ISREG(rst.st_mode) ? "a file" : rl_file_kind(rst.st_mode));
   if (!rc) {
     resolved = runs_resolved_text(&r);
     abs = run_recipe_abs(path);

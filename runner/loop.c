@@ -26,7 +26,12 @@ static volatile sig_atomic_t loop_signals;
  * (an open SQLite transaction is rolled back by the journal on next open). */
 static void loop_on_signal(int sig) {
   (void)sig;
-  if (++loop_signals >= 2) {
+  if (++loop_signals == 1) { /* say so at once: the step under way may take a while (write is signal-safe) */
+    static const char msg[] = "\nrlrun: interrupt: stopping at the next step boundary (interrupt again to stop now; "
+                              "the run stays resumable)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+  } else {
     static const char msg[] = "\nrlrun: second interrupt: stopping now (the run stays resumable)\n";
     ssize_t w = write(2, msg, sizeof msg - 1);
     (void)w;

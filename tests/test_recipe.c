@@ -367,6 +367,12 @@ TEST(cli_validate_plan_exit_codes) {
   snprintf(cmd, sizeof cmd, "%s validate recipes/demo-cpu.yaml", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_CONTAINS(out, "recipes/demo-cpu.yaml: valid: rollout bf16 x train bf16 (baseline) on cpu");
+  CHECK(!strstr(out, "note: --hardware"));
+  /* device: cpu decides the target: a --hardware is said not to apply (it was silently ignored) */
+  snprintf(cmd, sizeof cmd, "%s validate recipes/demo-cpu.yaml --hardware a100", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "note: --hardware a100 does not apply: the recipe says device: cpu (set device: auto or cuda "
+                      "to validate it for a100)");
   snprintf(cmd, sizeof cmd, "%s validate tests/recipes/bad/unknown_key_typo.yaml", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
   CHECK_CONTAINS(out, "tests/recipes/bad/unknown_key_typo.yaml:14:3: unknown key 'lrr' (did you mean 'lr'?)");

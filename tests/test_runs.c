@@ -526,6 +526,7 @@ TEST(runs_sigterm_stops_resumably) {
            dir, bin());
   harness_run(cmd, out, sizeof out);
   CHECK_CONTAINS(out, "rc=130");
+  CHECK_CONTAINS(out, "rlrun: interrupt: stopping at the next step boundary (interrupt again to stop now");
   CHECK_CONTAINS(out, "interrupted at iteration");
   CHECK_CONTAINS(out, "resume with `rlrun resume");
   REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
@@ -554,6 +555,8 @@ TEST(runs_reward_script_error_is_named_and_resumable) {
   CHECK_CONTAINS(out, "reward.lua:");
   CHECK_CONTAINS(out, "sample 0 of iteration 3");
   CHECK_CONTAINS(out, "the run stays resumable");
+  CHECK_CONTAINS(out, "where a reward or task script raised the error, fix it first: resume then sees the changed "
+                      "script and needs --allow-changed");
   REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
   /* logs/run.log ends as the terminal did: the iterations, then the failure
    * and what to do (it used to hold the iteration lines only) */
@@ -1016,6 +1019,15 @@ TEST(runs_ls_without_runs) {
   snprintf(args, sizeof args, "ls %s extra", dir);
   CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
   CHECK_STREQ(out, "rlrun ls: unexpected argument 'extra'; usage: rlrun ls [RUNS_DIR]\n");
+  /* run --runs-dir naming a file: a usage error that names the option (it was exit 1 naming FILE/.init) */
+  char file[1300], cmd[4000];
+  snprintf(file, sizeof file, "%s/afile", dir);
+  harness_write_file(file, "x\n");
+  snprintf(cmd, sizeof cmd, "%s run recipes/demo-cpu.yaml --runs-dir %s --quiet", bin(), file);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun run: --runs-dir %s is a file, not a directory; name a directory (one that does "
+           "not exist yet is created)\n", file);
+  CHECK_STREQ(out, want);
 }
 
 /* 1 when path exists. */
