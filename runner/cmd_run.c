@@ -165,7 +165,7 @@ int cmd_run(int argc, char **argv) {
     } else path = a;
   }
   if (!path) {
-    fprintf(stderr, "rlrun run: missing RECIPE; usage: rlrun run RECIPE [--set K=V]... [--name N] [--runs-dir D]\n");
+    fprintf(stderr, "rlrun run: missing RECIPE; usage: rlrun run RECIPE [--set K=V]... [--name N] [--runs-dir D] [--quiet]\n");
     return RL_EXIT_USAGE;
   }
   if (!*runs_dir) {

@@ -485,7 +485,7 @@ int cmd_samples(int argc, char **argv) {
                 "for the latest iteration with samples\n", v);
       else
         fprintf(stderr, "rlrun samples: --top %lld: N must be 1 or more (the N highest rewards); leave --top out "
-                "for every sample\n", v);
+                "for every sample of the iteration shown (--iter K, default the latest)\n", v);
       return RL_EXIT_USAGE;
     }
     if (is_iter) iter = v;

@@ -460,9 +460,9 @@ TEST(runs_read_commands_and_export) {
       {"--iter -1", "rlrun samples: --iter -1: iterations count from 1; give K >= 1, or leave --iter out for the "
                     "latest iteration with samples\n"},
       {"--top 0", "rlrun samples: --top 0: N must be 1 or more (the N highest rewards); leave --top out for every "
-                  "sample\n"},
+                  "sample of the iteration shown (--iter K, default the latest)\n"},
       {"--top -3", "rlrun samples: --top -3: N must be 1 or more (the N highest rewards); leave --top out for every "
-                   "sample\n"},
+                   "sample of the iteration shown (--iter K, default the latest)\n"},
       {"--iter 2x", "rlrun samples: --iter '2x' is not a whole number (K: an iteration, counted from 1)\n"},
       {"--top", "rlrun samples: --top needs a value (N: how many samples, 1 or more)\n"},
       {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N)\n"}};
