@@ -1,7 +1,9 @@
 /* host.c — the Lua host: state creation, the sandbox, the limits (allocator
- * cap, count hook for the instruction budget and the deadline), protected
+ * cap, count hook for the instruction budget and the deadline, the same
+ * checks for work charged by C library code: lua/pattern.c), protected
  * calls with messages that name script and line, and the task rng. */
 #include "lua/host_int.h"
+#include "lua/pattern.h"
 #include "kernels/formats.h"
 
 #include <ctype.h>
@@ -69,25 +71,47 @@ static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return q;
 }
 
-/* Count hook: adds up instructions, checks the budget and the deadline. Once a
- * limit is hit it fires on every instruction, so a script that catches the
- * error with pcall cannot run on. */
-static void lh_hook(lua_State *L, lua_Debug *ar) {
-  luahost *h = lh_host(L);
-  h->executed += h->hook_every;
-  int hit = h->limit_hit;
-  if (!hit && h->executed > h->budget) hit = LH_LIMIT_INSTR;
-  if (!hit && rl_now() > h->deadline) hit = LH_LIMIT_TIME;
-  if (!hit) return;
+static void lh_hook(lua_State *L, lua_Debug *ar);
+
+/* The limit this call has run into: the first one recorded, else the budget,
+ * else the deadline (LH_LIMIT_NONE while within both). */
+static int lh_limit_reached(const luahost *h) {
+  if (h->limit_hit) return h->limit_hit;
+  if (h->executed > h->budget) return LH_LIMIT_INSTR;
+  if (rl_now() > h->deadline) return LH_LIMIT_TIME;
+  return LH_LIMIT_NONE;
+}
+
+/* Record the first limit hit in this call and where (`line`, or the innermost
+ * script line when 0), then raise. The hook then fires on every instruction,
+ * so a script that catches the error with pcall cannot run on; lh_call turns
+ * limit_hit into the message. */
+static void lh_limit_raise(lua_State *L, luahost *h, int hit, int line) {
   if (!h->limit_hit) {
     h->limit_hit = hit;
-    h->limit_line = lua_getinfo(L, "l", ar) && ar->currentline > 0 ? ar->currentline
-                                                                     : lh_current_line(L);
+    h->limit_line = line > 0 ? line : lh_current_line(L);
   }
   h->hook_every = 1;
   lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
   lua_pushliteral(L, "rlrun sandbox limit exceeded");
   lua_error(L);
+}
+
+/* Count hook: adds up instructions, checks the budget and the deadline. */
+static void lh_hook(lua_State *L, lua_Debug *ar) {
+  luahost *h = lh_host(L);
+  h->executed += h->hook_every;
+  int hit = lh_limit_reached(h);
+  if (!hit) return;
+  lh_limit_raise(L, h, hit, !h->limit_hit && lua_getinfo(L, "l", ar) ? ar->currentline : 0);
+}
+
+void lh_charge(lua_State *L, int64_t work, int check) {
+  luahost *h = lh_host(L);
+  if (!h->in_call) return;
+  h->executed += work;
+  int hit = check ? lh_limit_reached(h) : LH_LIMIT_NONE;
+  if (hit) lh_limit_raise(L, h, hit, 0);
 }
 
 /* Replace the string at the top of the stack by a copy whose NUL bytes read
@@ -303,6 +327,7 @@ static int lh_sandbox(lua_State *L) {
   lua_getfield(L, -1, "string");
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
+  lh_pattern_open(L); /* find, match, gmatch, gsub that the limits can stop */
   lua_pop(L, 1);
   lua_getfield(L, -1, "math");
   lua_pushcfunction(L, lh_no_random);

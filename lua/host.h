@@ -12,8 +12,9 @@
  *     prompts(n, rng)), utf8. No io, os, package, debug, coroutine, load,
  *     loadstring, dofile, loadfile, require, warn;
  *   - an instruction budget per call (count hook), a wall-clock deadline per
- *     call (checked in the same hook), and a memory cap for the whole state
- *     (custom allocator: string.rep bombs fail there).
+ *     call (checked in the same hook, and by the pattern matcher: see below),
+ *     and a memory cap for the whole state (custom allocator: string.rep
+ *     bombs fail there).
  * Errors name the script and line, and the sample: "rewards/exact.lua:12:
  * attempt to index a nil value (sample 3 of iteration 7)". A failed call
  * leaves the host usable; the state of the script (its globals) is the
@@ -54,9 +55,15 @@
  * pairs() order over string keys is not stable across processes (Lua seeds
  * its string hash per state): scripts that need a reproducible order sort keys.
  *
- * Known limit: the budget and the deadline are checked between VM
- * instructions, so one long-running library call (a pathological string.find
- * pattern on a long subject) is not interrupted; the memory cap still holds.
+ * Library calls: the count hook fires between VM instructions only, so the
+ * sandbox's string.find/match/gmatch/gsub are rlrun's own (lua/pattern.c):
+ * same results and errors as Lua's, their matching steps charged to the
+ * budget and the deadline checked every few thousand steps, so a
+ * backtracking pattern on a long subject stops like an endless loop.
+ * Known limit: other C library loops are not interrupted. Most are bounded by
+ * the memory cap (string.rep, table.concat, table.sort), but table.move's
+ * loop runs over its index range, allocating nothing when it moves nils:
+ * table.move({}, 1, 1e11, 2) runs past the deadline.
  */
 #ifndef RLRUN_LUA_HOST_H
 #define RLRUN_LUA_HOST_H

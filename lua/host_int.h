@@ -41,6 +41,12 @@ luahost *lh_host(lua_State *L);
  * On failure builds "<script>:<line>: what (context)" in e with `code`. */
 int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *context, int code,
             rl_err *e);
+/* Charge `work` done inside a C library function (lua/pattern.c's matching
+ * steps) to the call's instruction budget, one unit per instruction; with
+ * `check`, also check the budget and the deadline as the count hook does and
+ * raise the same limit error (and the same message from lh_call) on a hit.
+ * Outside a call it does nothing. */
+void lh_charge(lua_State *L, int64_t work, int check);
 /* Raise a Lua error whose message is exactly `msg` (no position added). */
 int lh_raise(lua_State *L, const char *msg);
 /* The same for a result of the wrong shape: lh_call then fails with

@@ -570,6 +570,33 @@ TEST(recipe_lua_scripts_are_checked_before_a_run) {
   CHECK_CONTAINS(out, ",0.5,0,");
 }
 
+/* A backtracking pattern in a script's top level (it runs inside the string
+ * library's C code, where no count hook fires): validate stops it at
+ * reward.limits.timeout_ms and names the line, instead of hanging. */
+TEST(recipe_lua_pattern_deadline_stops_validate) {
+  char dir[1024], cmd[4096], p[1200];
+  snprintf(dir, sizeof dir, "%s/luaslow", harness_tmpdir());
+  lua_recipe_dir(dir, "slow.lua", "reward");
+  snprintf(p, sizeof p, "%s/slow.lua", dir);
+  REQUIRE(harness_write_file(p, "local x = string.rep('a', 30000)\n"
+                                "local bad = x:find('a*a*a*a*a*b')\n"
+                                "function reward(s) return 1 end\n") == 0);
+  /* the largest budget: the clock, not the step count, has to stop it */
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.limits.timeout_ms=200 "
+           "--set reward.limits.instructions=1000000000000", dir, abs_bin());
+  double t0 = rl_now();
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  double dt = rl_now() - t0;
+  CHECK_MSG(dt < 2.0, "validate took %.2f s", dt);
+  CHECK_STREQ(out, "t.yaml:10:11: reward.script: slow.lua:2: wall-clock deadline exceeded (0.2 s per call) "
+                   "(while loading the script)\n");
+  /* the default budget (1e8) and the longest deadline: the step count stops it */
+  snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.limits.timeout_ms=600000", dir, abs_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_STREQ(out, "t.yaml:10:11: reward.script: slow.lua:2: instruction budget exceeded (100000000 instructions "
+                   "per call; an endless loop?) (while loading the script)\n");
+}
+
 /* Wording of common validate errors: ranges without an upper bound, words
  * for a value (gpu), where a relative path is resolved from, more than 8
  * errors, and --keys with a recipe. */
