@@ -282,6 +282,26 @@ static void lh_default_log(void *ud, const char *script, const char *line) {
   fprintf(stderr, "[%s] %s\n", script, line);
 }
 
+/* table.move(a1, f, e, t [, a2]) charged e − f + 1 instructions before Lua's
+ * own runs: its loop is C, where the count hook does not fire, and moving nils
+ * allocates nothing, so neither the budget nor the memory cap stopped
+ * table.move({}, 1, 1e11, 2). A range over the budget fails at once with the
+ * budget's message; any other argument error is the stock function's. */
+static int lh_table_move(lua_State *L) {
+  int fi = 0, ei = 0; /* integers, or floats with an integral value (1e11), as the stock move takes them */
+  const lua_Integer f = lua_tointegerx(L, 2, &fi), e = lua_tointegerx(L, 3, &ei);
+  if (fi && ei) {
+    if (e >= f) {
+      const uint64_t n = (uint64_t)e - (uint64_t)f + 1u; /* no signed overflow */
+      lh_charge(L, n > ((uint64_t)1 << 62) ? (int64_t)1 << 62 : (int64_t)n, 1);
+    }
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
 /* Build the allow-listed environment in a fresh state (runs protected). */
 static int lh_sandbox(lua_State *L) {
   static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
@@ -328,6 +348,11 @@ static int lh_sandbox(lua_State *L) {
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
   lh_pattern_open(L); /* find, match, gmatch, gsub that the limits can stop */
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "table");
+  lua_getfield(L, -1, "move");
+  lua_pushcclosure(L, lh_table_move, 1); /* the stock move as its upvalue */
+  lua_setfield(L, -2, "move");
   lua_pop(L, 1);
   lua_getfield(L, -1, "math");
   lua_pushcfunction(L, lh_no_random);

@@ -60,10 +60,11 @@
  * same results and errors as Lua's, their matching steps charged to the
  * budget and the deadline checked every few thousand steps, so a
  * backtracking pattern on a long subject stops like an endless loop.
- * Known limit: other C library loops are not interrupted. Most are bounded by
- * the memory cap (string.rep, table.concat, table.sort), but table.move's
- * loop runs over its index range, allocating nothing when it moves nils:
- * table.move({}, 1, 1e11, 2) runs past the deadline.
+ * table.move is charged its range (e − f + 1) up front: its C loop allocates
+ * nothing when it moves nils, so table.move({}, 1, 1e11, 2) would have run
+ * past the deadline. The other C library loops are bounded by the memory cap
+ * (string.rep, table.concat, table.sort of a table that fits) or call back
+ * into Lua (a table.sort comparator), where the hook fires.
  */
 #ifndef RLRUN_LUA_HOST_H
 #define RLRUN_LUA_HOST_H

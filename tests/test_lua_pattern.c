@@ -428,3 +428,37 @@ TEST(lua_pattern_steps_count_against_the_budget) {
   CHECK_NEAR(r.reward, 0, 0);
   luahost_close(h);
 }
+
+/* table.move's C loop is charged its range up front (it allocates nothing
+ * moving nils, so the memory cap did not stop it either, and it ran past any
+ * deadline); an ordinary move still moves. */
+TEST(lua_table_move_is_charged_its_range) {
+  static const char *const script =
+      "function reward(s)\n"
+      "  if s.completion == 'huge' then table.move({}, 1, 1e11, 2) return 0 end\n"
+      "  if s.completion == 'caught' then local ok = pcall(table.move, {}, -2^62, 2^62, 1) return 0 end\n"
+      "  local t = table.move({10, 20, 30}, 1, 3, 2)\n"
+      "  local u = table.move({1, 2}, 1, 2, 1, {})\n"
+      "  return t[1] + t[2] + t[3] + t[4] + #u + select('#', table.move({}, 3, 1, 1))\n"
+      "end\n";
+  rl_err e;
+  luahost_limits lim = luahost_default_limits(); /* 1e8 instructions, 10 s */
+  luahost *h = luahost_open_string("move.lua", script, strlen(script), &lim, &e);
+  REQUIRE(h);
+  luahost_sample s = {.prompt = "q", .completion = "ok", .index = 1, .iteration = 2};
+  luahost_reward r;
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), 0);
+  CHECK_NEAR(r.reward, 10 + 10 + 20 + 30 + 2 + 1, 0); /* {10, 10, 20, 30}, #u = 2, move returns a2 */
+  static const struct { const char *how; int line; } cases[] = {{"huge", 2}, {"caught", 3}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    s.completion = cases[i].how;
+    char want[200];
+    snprintf(want, sizeof want, "move.lua:%d: instruction budget exceeded (100000000 instructions per call; an "
+             "endless loop?) (sample 1 of iteration 2)", cases[i].line);
+    double t0 = rl_now();
+    CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+    CHECK_MSG(rl_now() - t0 < 1.0, "%s: stopped after %.3f s", cases[i].how, rl_now() - t0);
+    CHECK_STREQ(e.msg, want);
+  }
+  luahost_close(h);
+}
