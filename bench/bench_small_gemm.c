@@ -420,7 +420,8 @@ static void fused_step(cudaStream_t s, double bw, double step_bytes, const int64
   /* knob sweep on the whole-step graphs */
   static const int sweep[][5] = {/* ctas, min_stages, bn, reduce, pdl (-1: keep the environment's) */
                                  {-1, -1, -1, -1, -1}, {-1, -1, 32, -1, -1}, {-1, -1, 64, -1, -1},
-                                 {-1, -1, -1, GEMM_SMALL_REDUCE_GLOBAL, -1}, {132, -1, -1, -1, -1}, {528, -1, -1, -1, -1},
+                                 {-1, -1, -1, GEMM_SMALL_REDUCE_GLOBAL, -1}, {132, -1, -1, -1, -1}, {198, -1, -1, -1, -1},
+                                 {264, -1, -1, -1, -1}, {528, -1, -1, -1, -1},
                                  {-1, 1, -1, -1, -1}, {528, 1, -1, -1, -1}, {-1, 3, -1, -1, -1}, {-1, -1, -1, -1, 1},
                                  {132, -1, -1, -1, 1}, {132, -1, 64, -1, 1}, {-1, -1, -1, -1, 0}};
   const int nsw = (int)(sizeof sweep / sizeof sweep[0]);
