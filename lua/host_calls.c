@@ -389,6 +389,13 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
   return 0;
 }
 
+/* What a call returned where an array was due: "table of length N", or the
+ * type alone ("number", "nil"): a length is a table's only. */
+static void lh_describe_result(lua_State *L, int idx, char *buf, size_t n) {
+  if (lua_type(L, idx) == LUA_TTABLE) snprintf(buf, n, "table of length %lld", (long long)lua_rawlen(L, idx));
+  else snprintf(buf, n, "a %s, not a table,", luaL_typename(L, idx));
+}
+
 /* Protected body of a reward call: look up the function, build the sample(s),
  * call, check the result(s). */
 static int lh_reward_k(lua_State *L) {
@@ -427,9 +434,10 @@ static int lh_reward_k(lua_State *L) {
     return 0;
   }
   if (lua_type(L, res) != LUA_TTABLE || lua_rawlen(L, res) != (lua_Unsigned)a->n) {
-    snprintf(msg, sizeof msg, "%s: %s returned %s of length %lld for %d samples; return one result "
-                              "per sample, in order", where, fn, luaL_typename(L, res),
-             lua_type(L, res) == LUA_TTABLE ? (long long)lua_rawlen(L, res) : 0LL, a->n);
+    char got[64];
+    lh_describe_result(L, res, got, sizeof got);
+    snprintf(msg, sizeof msg, "%s: %s returned %s for %d samples; return one result per sample, in order", where,
+             fn, got, a->n);
     return lh_raise(L, msg);
   }
   for (int i = 0; i < a->n; i++) {
@@ -525,9 +533,10 @@ static int lh_prompts_k(lua_State *L) {
   lua_call(L, 2, 1);
   int res = lua_gettop(L);
   if (lua_type(L, res) != LUA_TTABLE || lua_rawlen(L, res) != (lua_Unsigned)a->n) {
-    snprintf(msg, sizeof msg, "%s: prompts(n, rng) returned %s of length %lld for n = %d; return "
-                              "an array of n prompts", where, luaL_typename(L, res),
-             lua_type(L, res) == LUA_TTABLE ? (long long)lua_rawlen(L, res) : 0LL, a->n);
+    char got[64];
+    lh_describe_result(L, res, got, sizeof got);
+    snprintf(msg, sizeof msg, "%s: prompts(n, rng) returned %s for n = %d; return an array of n prompts", where,
+             got, a->n);
     return lh_raise_output(L, msg);
   }
   for (int i = 0; i < a->n; i++) {

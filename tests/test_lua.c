@@ -536,6 +536,7 @@ TEST(lua_prompts_results_are_checked) {
                    "  if n == 3 then out[3] = {answer = 1} end\n"
                    "  if n == 4 then out[4].bad = print end\n"
                    "  if n == 5 then return {} end\n"
+                   "  if n == 6 then return 42 end\n"
                    "  assert(getmetatable(rng) == false)\n"
                    "  return out\n"
                    "end\n", NULL, &e);
@@ -556,6 +557,9 @@ TEST(lua_prompts_results_are_checked) {
   CHECK_EQ_I64(luahost_prompts(h, 5, 7, 1, &p, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "returned table of length 0 for n = 5");
   CHECK(p == NULL);
+  CHECK_EQ_I64(luahost_prompts(h, 6, 7, 1, &p, &e), RL_EXIT_USAGE); /* was "number of length 0" */
+  CHECK_STREQ(e.msg, "task.lua:1: prompts(n, rng) returned a number, not a table, for n = 6; return an array of n "
+                     "prompts (prompts for iteration 1)");
   luahost_close(h);
   /* an error the script raises is a failing stage (exit 1), as in a reward; the
    * flag of an earlier bad result does not carry over */
