@@ -120,12 +120,14 @@ int cmd_status(int argc, char **argv) {
     printf("samples    %lld\n", (long long)sum.samples);
     const char *names[] = {"reward/mean", "loss", "mismatch/kl_k3", "mismatch/logp_abs_diff"};
     int sft = stored_is_sft(run.recipe_resolved); /* no reward (older sft runs stored a 0) */
+    int shown = 0; /* one line: the names are longer than the labels' column */
     for (size_t j = sft ? 1 : 0; j < sizeof names / sizeof *names && sum.latest_metric_iteration >= 0; j++) {
       double v;
       int found = 0;
       for (int64_t k = sum.latest_metric_iteration; k >= 1 && !found; k--) store_metric_get(s, k, names[j], &v, &found, &e);
-      if (found) printf("%-10s %.6g\n", names[j], v);
+      if (found) printf("%s%s %.6g", shown++ ? ", " : "latest     ", names[j], v);
     }
+    if (shown) printf("\n");
     int64_t *ck = NULL;
     int nck = 0;
     if (!ckpt_list(s, &ck, &nck, &e)) {

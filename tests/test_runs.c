@@ -428,6 +428,8 @@ TEST(runs_read_commands_and_export) {
   CHECK_CONTAINS(out, "state      complete");
   CHECK_CONTAINS(out, "progress   4 of 4 iterations trained");
   CHECK_CONTAINS(out, "samples    64");
+  CHECK_CONTAINS(out, "\nlatest     reward/mean "); /* the metrics on one line (the names outrun the label column) */
+  CHECK_CONTAINS(out, ", loss ");
   CHECK_CONTAINS(out, "checkpoints step-000002 step-000004");
   CHECK_EQ_I64(rl(dir, "", "ls runs", out, sizeof out), 0);
   CHECK_CONTAINS(out, "complete  4/4");
