@@ -228,7 +228,7 @@ int ops_logprob_backward_cpu(float *dlogits, const float *dlogp, const float *de
                              int V, float temp, rl_err *e);
 
 /* ================================================================ CUDA twins
- * (ops_cuda.cu, ops_attn_cuda.cu; kernels/ops_nocuda.c in a build without CUDA)
+ * (ops_cuda.cu, ops_norm_cuda.cu, ops_attn_cuda.cu; kernels/ops_nocuda.c in a build without CUDA)
  *
  * The `_cuda` twin of each operator above: the same arguments, every tensor a
  * DEVICE pointer, plus the stream (a cudaStream_t passed as void *, NULL = the

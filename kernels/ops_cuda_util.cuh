@@ -1,8 +1,8 @@
 /* ops_cuda_util.cuh — what the CUDA files of the operators (ops_cuda.cu,
- * ops_router_cuda.cu) share: the checked-call macros, launch sizes, warp
- * reductions, and the SwiGLU activation (also used by the fused gate/up GEMM of
- * gemm_small_cuda.cu, which must give ops_swiglu_forward_cuda's bits). Included
- * by .cu files only. */
+ * ops_norm_cuda.cu, ops_router_cuda.cu) share: the checked-call macros, launch
+ * sizes, warp reductions, and the SwiGLU activation (also used by the fused
+ * gate/up GEMM of gemm_small_cuda.cu, which must give ops_swiglu_forward_cuda's
+ * bits). Included by .cu files only. */
 #ifndef RLRUN_OPS_CUDA_UTIL_CUH
 #define RLRUN_OPS_CUDA_UTIL_CUH
 

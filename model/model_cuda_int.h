@@ -1,7 +1,7 @@
 /* model_cuda_int.h — what the CUDA model's files share (model_cuda.c,
- * model_cuda_bwd.c, model_cuda_kern.cu): the device state behind m->cu and
- * the activations, the linear-layer helpers, and the model's own small
- * kernels. Not an API for other modules. */
+ * model_cuda_fwd.c, model_cuda_bwd.c, model_cuda_kern.cu): the device state
+ * behind m->cu and the activations, the linear-layer helpers, and the model's
+ * own small kernels. Not an API for other modules. */
 #ifndef RLRUN_MODEL_CUDA_INT_H
 #define RLRUN_MODEL_CUDA_INT_H
 
@@ -79,7 +79,7 @@ static inline int mc_dp_end(int rc, int k) {
 /* The layouts of model_cuda_acts (key[12]). */
 enum { MC_ACTS_FULL = 0, MC_ACTS_NO_GRAD = 1, MC_ACTS_RECOMPUTE = 2 };
 
-/* Decoder layer l forward (model_cuda.c), in the acts' flow: res[l] → res[l+1]
+/* Decoder layer l forward (model_cuda_fwd.c), in the acts' flow: res[l] → res[l+1]
  * (the backward's recomputation calls it again). */
 int mc_layer_forward_any(model *m, int l, model_cuda_acts *a, const int32_t *replay, rl_err *e);
 
@@ -208,6 +208,8 @@ int mc_moe_forward(model *m, int l, const int32_t *replay, model_cuda_acts *a, f
 int mc_moe_backward(model *m, int l, model_cuda_acts *a, const float *dy, float *dxn2, rl_err *e);
 /* Check a CUDA runtime status (RL_EXIT_HARDWARE naming what failed). */
 int mc_ok(int status, const char *what, rl_err *e);
+/* Index of parameter p in m->params. */
+static inline int mc_pidx(const model *m, const model_param *p) { return (int)(p - m->params); }
 #endif
 
 #endif
