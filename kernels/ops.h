@@ -6,8 +6,8 @@
  * `_cpu` is the reference (ops_cpu.c): plain C, OpenMP over independent rows,
  * and deterministic — every reduction runs in a fixed order that does not
  * depend on the thread count (sums over tokens are owned by one thread per
- * output element; no atomics). The CUDA versions (ops_cuda.cu, not written
- * yet) are to be checked against it.
+ * output element; no atomics). The CUDA twins (declared at the end of this
+ * file) are checked against it by tests/gpu/ops_gpu_test.c.
  *
  * Conventions
  *   - Activations are row-major FP32 on the CPU: a [T, H] tensor is T rows of H.
@@ -228,7 +228,8 @@ int ops_logprob_backward_cpu(float *dlogits, const float *dlogp, const float *de
                              int V, float temp, rl_err *e);
 
 /* ================================================================ CUDA twins
- * (ops_cuda.cu, ops_norm_cuda.cu, ops_attn_cuda.cu; kernels/ops_nocuda.c in a build without CUDA)
+ * (ops_cuda.cu, ops_norm_cuda.cu, ops_attn_cuda.cu, ops_attn_tc_cuda.cu, ops_router_cuda.cu;
+ * kernels/ops_nocuda.c in a build without CUDA)
  *
  * The `_cuda` twin of each operator above: the same arguments, every tensor a
  * DEVICE pointer, plus the stream (a cudaStream_t passed as void *, NULL = the

@@ -16,9 +16,6 @@
 #define MC(call, what) \
   if ((rc = mc_ok((int)(call), what, e))) return rc
 
-/* Index of parameter p in m->params. */
-static int mc_pi(const model *m, const model_param *p) { return (int)(p - m->params); }
-
 /* ---------------------------------------------------------------- MoE */
 
 /* Group the rows of layer acts x by expert on the host (the CPU's order:
@@ -152,8 +149,8 @@ static int mc_layer_backward(model *m, int l, model_cuda_acts *a, rl_err *e) {
   model_cuda_param *P = m->cu->p;
   int T = a->T, H = m->H, rc;
   float *dres = a->dres, *dxn = a->dxn, *t1 = a->t1, *t2 = a->t2, *t3 = a->t3, *t4 = a->t4;
-  model_cuda_param *ln1 = &P[mc_pi(m, my->ln1)], *ln2 = &P[mc_pi(m, my->ln2)];
-  model_cuda_param *qn = &P[mc_pi(m, my->q_norm)], *kn = &P[mc_pi(m, my->k_norm)];
+  model_cuda_param *ln1 = &P[mc_pidx(m, my->ln1)], *ln2 = &P[mc_pidx(m, my->ln2)];
+  model_cuda_param *qn = &P[mc_pidx(m, my->q_norm)], *kn = &P[mc_pidx(m, my->k_norm)];
   /* MLP */
   if (my->moe) rc = mc_moe_backward(m, l, a, dres, dxn, e);
   else if (!(rc = mc_lin_bwd(m, &y->down, dres, T, x->act_b, t1, 0, e)) &&
@@ -197,8 +194,8 @@ static int mc_layer_backward_bx(model *m, int l, model_cuda_acts *a, rl_err *e) 
   int64_t qd = (int64_t)m->nq * m->hd, kd = (int64_t)m->nkv * m->hd;
   float *dres = a->dres, *dxn = a->dxn, *t1 = a->t1, *t2 = a->t2, *t3 = a->t3, *t4 = a->t4;
   uint16_t *p0 = a->px[0], *p1 = a->px[1], *p2 = a->px[2];
-  model_cuda_param *ln1 = &P[mc_pi(m, my->ln1)], *ln2 = &P[mc_pi(m, my->ln2)];
-  model_cuda_param *qn = &P[mc_pi(m, my->q_norm)], *kn = &P[mc_pi(m, my->k_norm)];
+  model_cuda_param *ln1 = &P[mc_pidx(m, my->ln1)], *ln2 = &P[mc_pidx(m, my->ln2)];
+  model_cuda_param *qn = &P[mc_pidx(m, my->q_norm)], *kn = &P[mc_pidx(m, my->k_norm)];
   /* MLP: dY of down = dres_b; dact, dgate, dup in BF16; the norm's dy = dX(gate) + dX(up), read as
    * those two BF16 parts (a MoE block gives it in FP32) */
   const uint16_t *mlp_parts[2] = {p0, p1};
@@ -250,7 +247,7 @@ static int mc_backward(model *m, model_cuda_acts *a, const float *dlogits, const
   if (!m->cu->p[0].g)
     return rl_errf(e, RL_EXIT_USAGE, "model_cuda_backward: no gradient buffers (call model_cuda_grads_zero)");
   if (T == 0) return 0;
-  model_cuda_param *fn = &m->cu->p[mc_pi(m, m->final_norm)];
+  model_cuda_param *fn = &m->cu->p[mc_pidx(m, m->final_norm)];
   MC(cudaMemsetAsync(a->dres, 0, (size_t)T * H * 4, NULL), "cudaMemsetAsync (residual gradient)");
   const uint16_t *head_part[1] = {a->px[0]}; /* BF16 dlogits: the final norm's dy is the lm_head's BF16 dX */
   if (dlogits_b) rc = mc_lin_bwd_b(m, &m->cu->lm_head, dlogits_b, T, a->xf_b, a->px[0], e);
@@ -271,7 +268,7 @@ static int mc_backward(model *m, model_cuda_acts *a, const float *dlogits, const
     rc = (a->key[11] ? mc_layer_backward_bx : mc_layer_backward)(m, l, a, e);
   }
   if (!rc)
-    rc = ops_embedding_backward_cuda(m->cu->p[mc_pi(m, m->embed)].g, a->dres, a->tokens, T, m->V, H, NULL, e);
+    rc = ops_embedding_backward_cuda(m->cu->p[mc_pidx(m, m->embed)].g, a->dres, a->tokens, T, m->V, H, NULL, e);
   return rc ? rl_err_prefix(e, "model_cuda_backward: ") : 0;
 }
 
