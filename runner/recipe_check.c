@@ -85,6 +85,31 @@ static int read_config(recipe *r, const char *key, const char *dir, int required
   return rc;
 }
 
+/* FILE:LINE:COL, or the --set itself (it has no line). */
+static const char *loc_str(const recipe_loc *l, char *buf, size_t n) {
+  if (l->line > 0) snprintf(buf, n, "%s:%d:%d", l->file, l->line, l->col);
+  else snprintf(buf, n, "%s", l->file);
+  return buf;
+}
+
+/* For "a and b are mutually exclusive": where each was set when they come
+ * from different files, and when one of them is inherited through base: (set
+ * in neither the recipe itself nor a --set), that `leaf: null` in the recipe
+ * removes it; "" when both are in one file (the message's FILE:LINE says it). */
+static const char *exclusive_where(const recipe *r, const char *a, const char *b, char *buf, size_t n) {
+  recipe_loc la = recipe_key_loc(r, a), lb = recipe_key_loc(r, b);
+  buf[0] = 0;
+  if (!la.file || !lb.file || !strcmp(la.file, lb.file)) return buf;
+  int ia = r->file && strcmp(la.file, r->file) && strncmp(la.file, "--set ", 6);
+  int ib = r->file && strcmp(lb.file, r->file) && strncmp(lb.file, "--set ", 6);
+  const char *inh = ia == ib ? NULL : ia ? a : b;
+  char how[200] = "", wa[400], wb[400];
+  if (inh) snprintf(how, sizeof how, "; `%s: null` in %s removes the inherited one", strrchr(inh, '.') + 1, r->file);
+  snprintf(buf, n, " (%s is set at %s, %s at %s%s)", a, loc_str(&la, wa, sizeof wa), b, loc_str(&lb, wb, sizeof wb),
+           how);
+  return buf;
+}
+
 static int check_model(recipe *r, int flags, rl_err *e) {
   int rc = 0, n = !!r->model.path + !!r->model.checkpoint + r->model.has_init;
   r->model.is_moe = -1;
@@ -93,7 +118,10 @@ static int check_model(recipe *r, int flags, rl_err *e) {
                 "model.checkpoint (a run's checkpoint) or model.init (a fresh small model)");
   if (n > 1) {
     const char *second = r->model.has_init ? "model.init" : "model.checkpoint";
-    return kerr(r, e, second, "model.path, model.checkpoint and model.init are mutually exclusive: keep one");
+    const char *first = r->model.path ? "model.path" : "model.checkpoint";
+    char where[1200];
+    return kerr(r, e, second, "model.path, model.checkpoint and model.init are mutually exclusive: keep one%s",
+                n == 2 ? exclusive_where(r, first, second, where, sizeof where) : "");
   }
   if (r->model.has_init) {
     __typeof__(r->model.init) *m = &r->model.init;
@@ -302,8 +330,11 @@ static int check_files(recipe *r, int flags, rl_err *e) {
   int rc = 0;
   if (!r->data.prompts && !r->data.task)
     rc = kerr(r, e, "data", "missing: set data.prompts (a JSONL file) or data.task (a Lua script)");
-  else if (r->data.prompts && r->data.task)
-    rc = kerr(r, e, "data.task", "data.prompts and data.task are mutually exclusive: keep one");
+  else if (r->data.prompts && r->data.task) {
+    char where[1200];
+    rc = kerr(r, e, "data.task", "data.prompts and data.task are mutually exclusive: keep one%s",
+              exclusive_where(r, "data.prompts", "data.task", where, sizeof where));
+  }
   if (!r->reward.script && r->train.algorithm != ALGO_SFT)
     rc = kerr(r, e, "reward.script", "missing: the Lua reward script is required (reward.script: rewards/x.lua)");
   const char *fn = r->reward.function;

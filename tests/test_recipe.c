@@ -256,6 +256,20 @@ TEST(recipe_base_merge) {
   CHECK_EQ_I64(recipe_load(path, NULL, 0, &r, &e), RL_EXIT_USAGE);
   snprintf(want, sizeof want, "%s:3:7: train.lr: 2 is out of range: must be in (0, 1]", path);
   CHECK_CONTAINS(e.msg, want);
+  /* exclusive keys from two files: both places named, and how to drop the inherited one */
+  snprintf(want, sizeof want, "%s/common/t.lua", dir);
+  REQUIRE(harness_write_file(want, "function prompts(n) local t = {} for i = 1, n do t[i] = 'ab' end return t end\n") == 0);
+  REQUIRE(harness_write_file(path, "base: common/base.yaml\ndata:\n  task: common/t.lua\n") == 0);
+  CHECK_EQ_I64(recipe_load(path, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  char ex[3000];
+  snprintf(ex, sizeof ex, "data.prompts and data.task are mutually exclusive: keep one (data.prompts is set at "
+           "%s/common/base.yaml:4:17, data.task at %s:3:9; `prompts: null` in %s removes the inherited one)", dir, path,
+           path);
+  CHECK_CONTAINS(e.msg, ex);
+  REQUIRE(harness_write_file(path, "base: common/base.yaml\ndata:\n  task: common/t.lua\n  prompts: null\n") == 0);
+  rc = recipe_load(path, NULL, 0, &r, &e);
+  CHECK(rc == 0 || !fprintf(stderr, "%s\n", e.msg));
+  if (!rc) recipe_free(&r);
   /* a recipe that is its own base */
   REQUIRE(harness_write_file(path, "base: child.yaml\n") == 0);
   CHECK_EQ_I64(recipe_load(path, NULL, 0, &r, &e), RL_EXIT_USAGE);
