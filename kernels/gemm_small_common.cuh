@@ -107,12 +107,14 @@ template <int NK>
 int gs_device(gs_state<NK> &g, const char *who, int *dev, rl_err *e) {
   cudaError_t st = cudaSuccess;
   *dev = 0;
-  if (g.n_devices < 0) { /* asked once */
-    st = cudaGetDeviceCount(&g.n_devices);
-    if (st != cudaSuccess) cudaGetLastError(), g.n_devices = 0;
+  int nd = __atomic_load_n(&g.n_devices, __ATOMIC_ACQUIRE);
+  if (nd < 0) { /* asked once (threads of a split rollout may ask at the same time: the same answer) */
+    st = cudaGetDeviceCount(&nd);
+    if (st != cudaSuccess) cudaGetLastError(), nd = 0;
+    __atomic_store_n(&g.n_devices, nd, __ATOMIC_RELEASE);
   }
-  if (g.n_devices > 0) st = cudaGetDevice(dev);
-  if (g.n_devices == 0 || st != cudaSuccess) {
+  if (nd > 0) st = cudaGetDevice(dev);
+  if (nd == 0 || st != cudaSuccess) {
     cudaGetLastError();
     return rl_errf(e, RL_EXIT_HARDWARE, "%s: no usable CUDA device (%s); use device: cpu", who,
                    st != cudaSuccess ? cudaGetErrorString(st) : "the driver reports none");

@@ -146,7 +146,11 @@ static int gpu_part(void *ctx, int k, const prompt_item *prompts, int64_t n_prom
   gpu_split *c = ctx;
   loop_roll *p = &c->g->roll[k];
   const int64_t lo = prompts - c->prompts;
-  if (k > 0) rollout_cuda_profile_thread_off(), devprof_thread_off(); /* a worker thread: profiles are part 0's */
+  /* on a worker thread (not the caller's: part 0, or a part whose thread could not be had) the
+   * profiles are part 0's, and the thread ends with the part: no device to give back (setting
+   * the caller's, GPU 0 on a fresh thread, would make a context on a GPU the run may not use) */
+  const int worker = rollout_split_on_worker();
+  if (worker) rollout_cuda_profile_thread_off(), devprof_thread_off();
   int cur = device_current(), rc = device_set_current(p->gpu, e);
   int slots = o->max_slots > 0 ? o->max_slots : 64;
   if ((int64_t)slots > n_prompts * G && n_prompts * G > 0) slots = (int)(n_prompts * G);
@@ -156,6 +160,7 @@ static int gpu_part(void *ctx, int k, const prompt_item *prompts, int64_t n_prom
     rc = rollout_cuda_generate_ids(p->eng, (const int32_t *const *)c->ids + lo, c->n_ids + lo, n_prompts, G, iteration,
                                    o, out, e);
   }
+  if (worker) return rc;
   rl_err ignore;
   int back = device_set_current(cur, rc ? &ignore : e); /* the calling thread's device again */
   return rc ? rc : back;

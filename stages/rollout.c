@@ -556,6 +556,14 @@ static void *split_run(void *arg) {
   return NULL;
 }
 
+/* 1 on a thread rollout_split_generate started for a part (it ends with the part). */
+static _Thread_local int split_worker;
+int rollout_split_on_worker(void) { return split_worker; }
+static void *split_thread(void *arg) {
+  split_worker = 1;
+  return split_run(arg);
+}
+
 int rollout_split_generate(int parts, rollout_part_fn fn, void *ctx, const prompt_item *prompts, int64_t n_prompts,
                            int G, int64_t iteration, const rollout_opts *o, rollout_batch *out, rl_err *e) {
   memset(out, 0, sizeof *out);
@@ -574,7 +582,7 @@ int rollout_split_generate(int parts, rollout_part_fn fn, void *ctx, const promp
   }
   /* empty parts (more parts than prompts) call nothing: an empty batch of the iteration */
   for (int k = 1; k < parts; k++)
-    if (job[k].n_prompts) started[k] = !pthread_create(&th[k], NULL, split_run, &job[k]);
+    if (job[k].n_prompts) started[k] = !pthread_create(&th[k], NULL, split_thread, &job[k]);
   if (job[0].n_prompts || parts == 1) split_run(&job[0]);
   for (int k = 1; k < parts; k++) {
     if (started[k]) pthread_join(th[k], NULL);

@@ -181,6 +181,10 @@ void rollout_batch_free(rollout_batch *b);
 typedef int (*rollout_part_fn)(void *ctx, int part, const prompt_item *prompts, int64_t n_prompts, int G,
                                int64_t iteration, const rollout_opts *o, rollout_batch *out, rl_err *e);
 void rollout_split_range(int64_t n_prompts, int parts, int k, int64_t *lo, int64_t *hi);
+/* 1 when called on a thread of its own that rollout_split_generate started for
+ * a part (it exits when the part returns), 0 on the calling thread — where part
+ * 0 runs, and any part whose thread could not be created. */
+int rollout_split_on_worker(void);
 int rollout_split_generate(int parts, rollout_part_fn fn, void *ctx, const prompt_item *prompts, int64_t n_prompts,
                            int G, int64_t iteration, const rollout_opts *o, rollout_batch *out, rl_err *e);
 /* Move the samples of parts[0 … n) (consecutive prompt runs of one

@@ -27,12 +27,13 @@ typedef struct rs_ctx {
   int fail_at;  /* part that fails (−1: none) */
   int calls[ROLLOUT_SPLIT_MAX];
   int64_t base_seen[ROLLOUT_SPLIT_MAX];
+  int worker[ROLLOUT_SPLIT_MAX]; /* rollout_split_on_worker() as part k saw it */
 } rs_ctx;
 
 static int rs_part(void *ctx, int part, const prompt_item *prompts, int64_t n_prompts, int G, int64_t iteration,
                    const rollout_opts *o, rollout_batch *out, rl_err *e) {
   rs_ctx *c = ctx;
-  c->calls[part]++, c->base_seen[part] = o->prompt_base;
+  c->calls[part]++, c->base_seen[part] = o->prompt_base, c->worker[part] = rollout_split_on_worker();
   if (part == c->fail_at) return rl_errf(e, RL_EXIT_FAIL, "injected failure");
   if (c->text) return rollout_generate(c->eng[part], prompts, n_prompts, G, iteration, o, out, e);
   const int32_t **ids = rl_xcalloc((size_t)n_prompts + 1, sizeof *ids);
@@ -122,12 +123,14 @@ static void rs_split(int moe, int text) {
       rollout_split_range(RS_P, parts[r], k, &lo, &hi);
       CHECK_EQ_I64(c.calls[k], hi > lo ? 1 : 0);
       if (hi > lo) CHECK_EQ_I64(c.base_seen[k], lo);
+      if (hi > lo) CHECK_EQ_I64(c.worker[k], k > 0); /* part 0 on the calling thread, the others each on its own */
     }
     rollout_batch_free(&part);
   }
   /* a part alone: prompts 6..10 with prompt_base 6 are samples 18..32 of the whole */
   o.prompt_base = 6;
   rc = rs_part(&c, 1, it + 6, 5, RS_G, 2, &o, &part, &e);
+  CHECK_EQ_I64(c.worker[1], 0); /* called directly: the caller's thread */
   CHECK_MSG(!rc, "part alone: %s", e.msg);
   if (!rc) {
     rollout_batch tail = whole;
