@@ -27,6 +27,8 @@
 #include "runner/loop_int.h"
 #include "runner/matrix.h"
 
+_Static_assert(LOOP_ROLLOUT_MAX == SYNC_NCCL_MAX_RANKS - 1, "recipe_check.c checks gpus.rollout against this");
+
 int loop_gpu_wanted(const recipe *r) {
   hw_target t;
   hw_target_detect(&t);

@@ -15,6 +15,8 @@
 #include "runner/inputs.h"
 #include "runner/recipe_tree.h"
 #include "stages/prompts.h"
+#include "stages/sync.h"
+#include "stages/train.h"
 #include "stages/tokenizer.h"
 
 /* Error about key `path`, at the place it was written (or the recipe file). */
@@ -428,8 +430,12 @@ static int check_gpus(recipe *r, rl_err *e) {
   int rc = 0;
   recipe_intlist *ls[2] = {&r->gpus.rollout, &r->gpus.train};
   const char *names[2] = {"gpus.rollout", "gpus.train"};
+  /* what the run loop can place: the trainer broadcasts to at most SYNC_NCCL_MAX_RANKS − 1
+   * rollout GPUs (loop_int.h's LOOP_ROLLOUT_MAX), and trains on at most TRAIN_DP_MAX */
+  const int most[2] = {SYNC_NCCL_MAX_RANKS - 1, TRAIN_DP_MAX};
   for (int k = 0; k < 2; k++) {
     if (ls[k]->n == 0) rc = kerr(r, e, names[k], "empty: list at least one GPU index");
+    if (ls[k]->n > most[k]) rc = kerr(r, e, names[k], "%d GPUs listed, at most %d", ls[k]->n, most[k]);
     for (int i = 0; i < ls[k]->n; i++)
       for (int j = 0; j < i; j++)
         if (ls[k]->items[i] == ls[k]->items[j])
