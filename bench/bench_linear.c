@@ -37,6 +37,7 @@
 #define REPEATS 15
 
 static cudaStream_t g_stream;
+static int g_graph; /* BENCH_LINEAR_GRAPH=1, read once in main */
 
 static void *dev_upload(const void *h, size_t n) {
   void *d;
@@ -84,12 +85,10 @@ static void time_calls(int n, bench_fn *fn, void **ctx, double *sec) {
     iters[f] = (int)(5.0 / (ms / 5 > 1e-4 ? ms / 5 : 1e-4)) + 1; /* batches of ~5 ms */
     if (iters[f] > 2000) iters[f] = 2000;
   }
-  /* BENCH_LINEAR_GRAPH=1: each batch is one CUDA graph of the calls (what a captured
-   * forward pass sees: no host launch cost between kernels) */
-  const char *gv = getenv("BENCH_LINEAR_GRAPH");
-  const int graph = gv && *gv == '1';
+  /* g_graph: each batch is one CUDA graph of the calls (what a captured forward
+   * pass sees: no host launch cost between kernels) */
   cudaGraphExec_t ge[4] = {0};
-  for (int f = 0; graph && f < n; f++) {
+  for (int f = 0; g_graph && f < n; f++) {
     cudaGraph_t g;
     CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; i < iters[f]; i++) CK(fn[f](ctx[f]));
@@ -101,7 +100,7 @@ static void time_calls(int n, bench_fn *fn, void **ctx, double *sec) {
   for (int r = 0; r < REPEATS; r++)
     for (int f = 0; f < n; f++) {
       CK(cudaEventRecord(a, g_stream));
-      if (graph) CK(cudaGraphLaunch(ge[f], g_stream));
+      if (g_graph) CK(cudaGraphLaunch(ge[f], g_stream));
       else
         for (int i = 0; i < iters[f]; i++) CK(fn[f](ctx[f]));
       CK(cudaEventRecord(b, g_stream));
@@ -312,9 +311,10 @@ int main(void) {
     return 0;
   }
   const char *gv = getenv("BENCH_LINEAR_GRAPH");
+  g_graph = gv && *gv == '1';
   printf("bench_linear on %s (sm_%d%d), cuBLASLt %zu — TFLOP/s, median of %d batches%s\n\n", di.gpus[0].name,
          di.gpus[0].cc_major, di.gpus[0].cc_minor, di.cublaslt, REPEATS,
-         gv && *gv == '1' ? ", each batch one CUDA graph (BENCH_LINEAR_GRAPH=1)" : ", launched from the host");
+         g_graph ? ", each batch one CUDA graph (BENCH_LINEAR_GRAPH=1)" : ", launched from the host");
   CK(cudaStreamCreate(&g_stream));
   cublasLtHandle_t lt;
   CK(cublasLtCreate(&lt));

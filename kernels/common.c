@@ -76,6 +76,7 @@ char *rl_xstrdup(const char *s) {
 
 const char *rl_file_kind(unsigned mode) {
   const mode_t m = (mode_t)mode;
+  if (S_ISREG(m)) return "a file";
   if (S_ISDIR(m)) return "a directory";
   if (S_ISCHR(m)) return "a character device";
   if (S_ISBLK(m)) return "a block device";

@@ -50,8 +50,8 @@ char *rl_xstrdup(const char *s);
 int rl_read_file(const char *path, char **out, size_t *len, rl_err *e);
 /* The same with another size limit (binary inputs such as drift token files). */
 int rl_read_file_max(const char *path, size_t max, char **out, size_t *len, rl_err *e);
-/* What a path that is not a regular file is, for messages, from its st_mode:
- * "a directory", "a character device", "a block device", "a FIFO", "a socket". */
+/* What a path is, for messages, from its st_mode: "a file" (regular), "a
+ * directory", "a character device", "a block device", "a FIFO", "a socket". */
 const char *rl_file_kind(unsigned mode);
 
 /* Monotonic time in seconds. */

@@ -194,7 +194,7 @@ int cmd_run(int argc, char **argv) {
   struct stat rst;
   if (!rc && stat(runs_dir, &rst) == 0 && !S_ISDIR(rst.st_mode))
     rc = rl_errf(&e, RL_EXIT_USAGE, "--runs-dir %s is %s, not a directory; name a directory (one that does not "
-                 "exist yet is created)", runs_dir, S_ISREG(rst.st_mode) ? "a file" : rl_file_kind(rst.st_mode));
+                 "exist yet is created)", runs_dir, rl_file_kind(rst.st_mode));
   if (!rc) {
     resolved = runs_resolved_text(&r);
     abs = run_recipe_abs(path);

@@ -87,13 +87,6 @@ static int read_config(recipe *r, const char *key, const char *dir, int required
   return rc;
 }
 
-/* FILE:LINE:COL, or the --set itself (it has no line). */
-static const char *loc_str(const recipe_loc *l, char *buf, size_t n) {
-  if (l->line > 0) snprintf(buf, n, "%s:%d:%d", l->file, l->line, l->col);
-  else snprintf(buf, n, "%s", l->file);
-  return buf;
-}
-
 /* For "a and b are mutually exclusive": where each was set when they come
  * from different files, and when one of them is inherited through base: (set
  * in neither the recipe itself nor a --set), that `leaf: null` in the recipe
@@ -107,8 +100,8 @@ static const char *exclusive_where(const recipe *r, const char *a, const char *b
   const char *inh = ia == ib ? NULL : ia ? a : b;
   char how[200] = "", wa[400], wb[400];
   if (inh) snprintf(how, sizeof how, "; `%s: null` in %s removes the inherited one", strrchr(inh, '.') + 1, r->file);
-  snprintf(buf, n, " (%s is set at %s, %s at %s%s)", a, loc_str(&la, wa, sizeof wa), b, loc_str(&lb, wb, sizeof wb),
-           how);
+  snprintf(buf, n, " (%s is set at %s, %s at %s%s)", a, recipe_loc_str(&la, wa, sizeof wa), b,
+           recipe_loc_str(&lb, wb, sizeof wb), how);
   return buf;
 }
 
