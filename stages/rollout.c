@@ -382,6 +382,10 @@ static int run_generate(rollout_engine *r, const int32_t *const *ids, const int6
   sampler_key *keys = rl_xmalloc((size_t)(rows + g.S) * sizeof(sampler_key));
   sampler_out *outs = rl_xmalloc((size_t)(rows + g.S) * sizeof(sampler_out));
   for (;;) {
+    if (rollout_cancelled(o)) {
+      rc = rl_errf(e, RL_EXIT_FAIL, "rollout cancelled");
+      break;
+    }
     run_admit(&g);
     int busy = 0;
     for (int s = 0; s < g.S; s++) busy |= g.phase[s] != SLOT_FREE;
@@ -535,6 +539,8 @@ int rollout_batch_concat(rollout_batch *parts, int n, rollout_batch *out, rl_err
   return 0;
 }
 
+int rollout_cancelled(const rollout_opts *o) { return o->cancel && __atomic_load_n(o->cancel, __ATOMIC_ACQUIRE); }
+
 /* One part of rollout_split_generate and what it returned. */
 typedef struct split_job {
   rollout_part_fn fn;
@@ -546,6 +552,8 @@ typedef struct split_job {
   rollout_batch b;
   rl_err e;
   int rc;
+  int *first; /* the first part to fail + 1 (0: none yet), shared by the parts */
+  int *cancel; /* the parts' o.cancel, raised once *first is set */
 } split_job;
 
 static void *split_run(void *arg) {
@@ -553,6 +561,11 @@ static void *split_run(void *arg) {
   memset(&j->b, 0, sizeof j->b);
   rl_err_clear(&j->e);
   j->rc = j->fn(j->ctx, j->part, j->prompts, j->n_prompts, j->G, j->iteration, &j->o, &j->b, &j->e);
+  if (j->rc) { /* the first failure names the split's error, then the others stop */
+    int none = 0;
+    __atomic_compare_exchange_n(j->first, &none, j->part + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    __atomic_store_n(j->cancel, 1, __ATOMIC_RELEASE);
+  }
   return NULL;
 }
 
@@ -573,12 +586,14 @@ int rollout_split_generate(int parts, rollout_part_fn fn, void *ctx, const promp
   split_job *job = rl_xcalloc((size_t)parts, sizeof *job);
   pthread_t *th = rl_xcalloc((size_t)parts, sizeof *th);
   int *started = rl_xcalloc((size_t)parts, sizeof *started);
+  int first = 0, cancel = 0;
   for (int k = 0; k < parts; k++) {
     int64_t lo, hi;
     rollout_split_range(n_prompts, parts, k, &lo, &hi);
     split_job *j = &job[k];
     j->fn = fn, j->ctx = ctx, j->part = k, j->G = G, j->prompts = prompts + lo, j->n_prompts = hi - lo;
     j->iteration = iteration, j->o = *o, j->o.prompt_base = o->prompt_base + lo;
+    j->o.cancel = &cancel, j->first = &first, j->cancel = &cancel;
   }
   /* empty parts (more parts than prompts) call nothing: an empty batch of the iteration */
   for (int k = 1; k < parts; k++)
@@ -589,11 +604,14 @@ int rollout_split_generate(int parts, rollout_part_fn fn, void *ctx, const promp
     else if (job[k].n_prompts) split_run(&job[k]); /* no thread to be had: run it here, after the others */
   }
   int rc = 0;
-  for (int k = 0; k < parts && !rc; k++)
-    if ((rc = job[k].rc) && e) {
+  if (first) { /* every thread is joined: first is settled */
+    const int k = first - 1;
+    rc = job[k].rc;
+    if (e) {
       *e = job[k].e;
       if (parts > 1) rl_err_prefix(e, "rollout part %d of %d: ", k, parts);
     }
+  }
   rollout_batch *b = rl_xcalloc((size_t)parts, sizeof *b);
   for (int k = 0; k < parts; k++) {
     b[k] = job[k].b;

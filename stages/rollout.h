@@ -118,6 +118,9 @@ typedef struct rollout_opts {
                              of a batch split over engines (rollout_split_generate) keys its
                              draws and numbers its samples (prompt_index = prompt_base + p,
                              also in error messages) as the whole batch does */
+  const int *cancel;      /* NULL, or a flag read (atomically) before every engine step: once
+                             nonzero, the call stops there and fails with "rollout cancelled"
+                             (rollout_split_generate raises its own when a part fails) */
 } rollout_opts;
 
 /* Engine options; NULL = defaults. */
@@ -174,13 +177,19 @@ void rollout_batch_free(rollout_batch *b);
  * (rollout_batch_concat). By the determinism contract above, the result is
  * bit-identical to one engine generating the whole batch. fn must fill *out
  * as rollout_generate does (prompt_index counting from the base it is
- * given); it may leave *out empty on error. Errors: the lowest-numbered
- * failing part's, prefixed "rollout part k of P: "; every batch is freed and
- * *out left empty. parts: 1 … ROLLOUT_SPLIT_MAX. */
+ * given); it may leave *out empty on error. The first part to fail cancels
+ * the others: their opts' cancel is a flag of the split's own (the caller's
+ * o->cancel is not passed on), raised when a part returns an error, so the
+ * other engines stop at their next step instead of finishing their share.
+ * Errors: the first failing part's (not a part it cancelled), prefixed
+ * "rollout part k of P: "; every batch is freed and *out left empty.
+ * parts: 1 … ROLLOUT_SPLIT_MAX. */
 #define ROLLOUT_SPLIT_MAX 64
 typedef int (*rollout_part_fn)(void *ctx, int part, const prompt_item *prompts, int64_t n_prompts, int G,
                                int64_t iteration, const rollout_opts *o, rollout_batch *out, rl_err *e);
 void rollout_split_range(int64_t n_prompts, int parts, int k, int64_t *lo, int64_t *hi);
+/* 1 when o asks the engine to stop (o->cancel is set and nonzero). */
+int rollout_cancelled(const rollout_opts *o);
 /* 1 when called on a thread of its own that rollout_split_generate started for
  * a part (it exits when the part returns), 0 on the calling thread — where part
  * 0 runs, and any part whose thread could not be created. */

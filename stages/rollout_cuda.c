@@ -588,6 +588,10 @@ static int rc_run(rollout_cuda_engine *g, rc_seq *seq, int64_t N, int G, int64_t
   rc_flight fl = {0, 0, rl_xmalloc((size_t)S * sizeof(rc_seq *)), rl_xmalloc((size_t)S * 8), rl_xmalloc((size_t)S * 4)};
   for (int s = 0; s < S; s++) slot_seq[s] = -1, fin_row[s] = -1;
   for (;;) {
+    if (rollout_cancelled(o)) {
+      rc = rl_errf(e, RL_EXIT_FAIL, "rollout cancelled");
+      break;
+    }
     int admit = 0;
     for (int s = 0; s < S && next < N && !admit; s++) admit = slot_seq[s] < 0;
     if (admit && fl.n && (rc = rc_land(g, &fl, slot_seq, G, o, e))) break;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "harness.h"
 #include "model/model.h"
@@ -28,6 +29,10 @@ typedef struct rs_ctx {
   int calls[ROLLOUT_SPLIT_MAX];
   int64_t base_seen[ROLLOUT_SPLIT_MAX];
   int worker[ROLLOUT_SPLIT_MAX]; /* rollout_split_on_worker() as part k saw it */
+  int wait_cancel;               /* part that waits (≤ 10 s) for its cancel flag first (−1: none) */
+  int saw_cancel;                /* … and saw it raised */
+  int rc_seen[ROLLOUT_SPLIT_MAX];
+  char msg_seen[ROLLOUT_SPLIT_MAX][256]; /* what part k returned */
 } rs_ctx;
 
 static int rs_part(void *ctx, int part, const prompt_item *prompts, int64_t n_prompts, int G, int64_t iteration,
@@ -35,12 +40,21 @@ static int rs_part(void *ctx, int part, const prompt_item *prompts, int64_t n_pr
   rs_ctx *c = ctx;
   c->calls[part]++, c->base_seen[part] = o->prompt_base, c->worker[part] = rollout_split_on_worker();
   if (part == c->fail_at) return rl_errf(e, RL_EXIT_FAIL, "injected failure");
-  if (c->text) return rollout_generate(c->eng[part], prompts, n_prompts, G, iteration, o, out, e);
-  const int32_t **ids = rl_xcalloc((size_t)n_prompts + 1, sizeof *ids);
-  int64_t *n = rl_xcalloc((size_t)n_prompts + 1, sizeof *n);
-  for (int64_t p = 0; p < n_prompts; p++) ids[p] = c->ids[prompts[p].index], n[p] = c->n_ids[prompts[p].index];
-  int rc = rollout_generate_ids(c->eng[part], ids, n, n_prompts, G, iteration, o, out, e);
-  free(ids), free(n);
+  if (part == c->wait_cancel) {
+    for (int i = 0; i < 1000 && !rollout_cancelled(o); i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
+    c->saw_cancel = rollout_cancelled(o);
+  }
+  int rc;
+  if (c->text) rc = rollout_generate(c->eng[part], prompts, n_prompts, G, iteration, o, out, e);
+  else {
+    const int32_t **ids = rl_xcalloc((size_t)n_prompts + 1, sizeof *ids);
+    int64_t *n = rl_xcalloc((size_t)n_prompts + 1, sizeof *n);
+    for (int64_t p = 0; p < n_prompts; p++) ids[p] = c->ids[prompts[p].index], n[p] = c->n_ids[prompts[p].index];
+    rc = rollout_generate_ids(c->eng[part], ids, n, n_prompts, G, iteration, o, out, e);
+    free(ids), free(n);
+  }
+  c->rc_seen[part] = rc;
+  snprintf(c->msg_seen[part], sizeof c->msg_seen[part], "%.200s", rc ? e->msg : "");
   return rc;
 }
 
@@ -95,7 +109,7 @@ static void rs_split(int moe, int text) {
   }
   rs_ctx c;
   memset(&c, 0, sizeof c);
-  c.ids = ptr, c.n_ids = n_ids, c.text = text, c.fail_at = -1;
+  c.ids = ptr, c.n_ids = n_ids, c.text = text, c.fail_at = -1, c.wait_cancel = -1;
   for (int k = 0; k < 20; k++) REQUIRE(!rollout_engine_new(m, NULL, tok, NULL, &c.eng[k], &e));
   rollout_opts o;
   rollout_opts_default(&o);
@@ -154,7 +168,30 @@ static void rs_split(int moe, int text) {
   CHECK_MSG(strstr(e.msg, "rollout part 2 of 4: ") && strstr(e.msg, "injected failure"), "message: %s", e.msg);
   CHECK_EQ_I64(part.n, 0);
   CHECK(part.s == NULL);
-  c.fail_at = -1;
+  /* the first failure cancels the others: part 0 (the caller's thread) waits for its flag, then
+   * its engine stops at its first step; the split's error is part 1's, not the cancellation */
+  c.fail_at = 1, c.wait_cancel = 0;
+  rc = rollout_split_generate(4, rs_part, &c, it, RS_P, RS_G, 2, &o, &part, &e);
+  CHECK_EQ_I64(rc, RL_EXIT_FAIL);
+  CHECK_MSG(strstr(e.msg, "rollout part 1 of 4: injected failure"), "message: %s", e.msg);
+  CHECK_EQ_I64(c.saw_cancel, 1);
+  CHECK_EQ_I64(c.rc_seen[0], RL_EXIT_FAIL);
+  CHECK_MSG(strstr(c.msg_seen[0], "rollout cancelled"), "part 0 returned: %s", c.msg_seen[0]);
+  CHECK_EQ_I64(part.n, 0);
+  c.fail_at = -1, c.wait_cancel = -1;
+  /* the engine alone: a raised flag stops it before its first step, a lowered one changes nothing */
+  int flag = 1;
+  o.cancel = &flag;
+  rc = rs_part(&c, 0, it, RS_P, RS_G, 2, &o, &part, &e);
+  CHECK_EQ_I64(rc, RL_EXIT_FAIL);
+  CHECK_MSG(strstr(e.msg, "rollout cancelled"), "message: %s", e.msg);
+  CHECK_EQ_I64(part.n, 0);
+  flag = 0;
+  rc = rs_part(&c, 0, it, RS_P, RS_G, 2, &o, &part, &e);
+  CHECK_MSG(!rc, "flag down: %s", e.msg);
+  if (!rc) rs_same(&whole, &part, "cancel flag down");
+  rollout_batch_free(&part);
+  o.cancel = NULL;
   /* bad part counts */
   CHECK_EQ_I64(rollout_split_generate(0, rs_part, &c, it, RS_P, RS_G, 2, &o, &part, &e), RL_EXIT_USAGE);
   CHECK_EQ_I64(rollout_split_generate(ROLLOUT_SPLIT_MAX + 1, rs_part, &c, it, RS_P, RS_G, 2, &o, &part, &e),
