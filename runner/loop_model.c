@@ -34,7 +34,16 @@ char *loop_model_init_config(const recipe *r, const tokenizer *tok) {
     json_object_set_new(c, "norm_topk_prob", json_boolean(r->model.init.norm_topk_prob));
     json_object_set_new(c, "decoder_sparse_step", json_integer(1));
   }
-  char *text = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS);
+  /* the reals at the fewest digits that give them back (1e-6, not jansson's 17-digit
+   * 9.9999999999999995e-07): 15 when both round-trip so, else 17 */
+  char buf[64];
+  int prec = 15;
+  const double reals[2] = {r->model.init.rms_eps, r->model.init.rope_theta};
+  for (int i = 0; i < 2; i++) {
+    snprintf(buf, sizeof buf, "%.15g", reals[i]);
+    if (strtod(buf, NULL) != reals[i]) prec = 17;
+  }
+  char *text = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(prec));
   json_decref(c);
   return text;
 }

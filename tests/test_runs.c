@@ -431,6 +431,17 @@ TEST(runs_read_commands_and_export) {
   CHECK_CONTAINS(out, "\nlatest     reward/mean "); /* the metrics on one line (the names outrun the label column) */
   CHECK_CONTAINS(out, ", loss ");
   CHECK_CONTAINS(out, "checkpoints step-000002 step-000004");
+  { /* the fresh model's config.json: reals at the digits that give them back */
+    char cp[2200], *cj = NULL;
+    size_t cl = 0;
+    rl_err ce = {0};
+    snprintf(cp, sizeof cp, "%s/checkpoints/step-000004/config.json", rd);
+    REQUIRE(rl_read_file(cp, &cj, &cl, &ce) == 0);
+    CHECK_CONTAINS(cj, "\"rms_norm_eps\": 1e-6,");
+    CHECK_CONTAINS(cj, "\"rope_theta\": ");
+    CHECK(strstr(cj, "99999") == NULL);
+    free(cj);
+  }
   CHECK_EQ_I64(rl(dir, "", "ls runs", out, sizeof out), 0);
   CHECK_CONTAINS(out, "complete  4/4");
   snprintf(args, sizeof args, "metrics %s --csv", rd);
