@@ -219,6 +219,9 @@ int loop_gpu_generate(loop_gpu *g, model *m, const quant_policy *pol, const toke
 
 void loop_gpu_free(loop_gpu *g) {
   rl_err ignore;
+  /* the sync first: after a failed transfer it aborts its communicators, which must
+   * happen before any free below waits for a GPU whose broadcast cannot end */
+  sync_nccl_close(g->nccl);
   for (int i = 0; i < g->place.n_rollout; i++) { /* each engine and replica on its own GPU */
     loop_roll *p = &g->roll[i];
     if (!p->eng && !p->replica) continue;
@@ -226,7 +229,6 @@ void loop_gpu_free(loop_gpu *g) {
     rollout_cuda_engine_free(p->eng);
     model_free(p->replica);
   }
-  sync_nccl_close(g->nccl);
   if (g->place.n_rollout) device_set_current(g->place.train_gpu, &ignore);
   memset(g, 0, sizeof *g);
 }

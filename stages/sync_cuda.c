@@ -24,6 +24,7 @@
 #include "model/model_cuda.h"
 #include "stages/sync.h"
 #include "stages/sync_int.h"
+#include "state/fault.h"
 
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
@@ -103,11 +104,21 @@ struct sync_nccl {
   uint8_t *buf[SYNC_NCCL_MAX_RANKS][2];        /* bucket buffers: rank 0 sends, the others receive */
   sync_seg *dseg[SYNC_NCCL_MAX_RANKS];         /* segment tables on each GPU */
   size_t dseg_cap[SYNC_NCCL_MAX_RANKS];
+  int broken; /* a transfer failed part way: a rank's collective may wait for the others for good */
 };
 
-/* Release everything of s (teardown is best effort: nothing left to undo). */
+/* Release everything of s (teardown is best effort: nothing left to undo).
+ * After a failed transfer the communicators are aborted first, on every GPU,
+ * before anything that waits for the device (cudaFree): a broadcast launched
+ * on some ranks only would otherwise never finish, and neither would the
+ * teardown (ncclCommDestroy flushes outstanding work). */
+static void sync_nccl_abort(sync_nccl *s) {
+  for (int r = 0; r < s->n; r++)
+    if (s->comm[r] && cudaSetDevice(s->dev[r]) == cudaSuccess) ncclCommAbort(s->comm[r]), s->comm[r] = NULL;
+}
 void sync_nccl_close(sync_nccl *s) {
   if (!s) return;
+  if (s->broken) sync_nccl_abort(s);
   for (int r = 0; r < s->n; r++) {
     if (cudaSetDevice(s->dev[r]) != cudaSuccess) continue;
     if (s->comm[r]) ncclCommDestroy(s->comm[r]);
@@ -298,10 +309,17 @@ static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, size_t *con
       SC(cudaStreamWaitEvent(s->ns[r], s->free_[r][k], 0), "cudaStreamWaitEvent (receive buffer free)");
     }
     ncclResult_t rr[SYNC_NCCL_MAX_RANKS];
+    /* fault "sync.partial" (tests): the first bucket's broadcast is launched by the train GPU
+     * alone, then the transfer fails: the root waits for receivers that never come */
+    const int partial = b == 0 && fault_hit("sync.partial");
     SN(ncclGroupStart(), "ncclGroupStart");
-    for (int r = 0; r < s->n; r++)
+    for (int r = 0; r < (partial ? 1 : s->n); r++)
       rr[r] = ncclBroadcast(s->buf[r][k], s->buf[r][k], hi - lo, ncclUint8, 0, s->comm[r], s->ns[r]);
     ncclResult_t rg = ncclGroupEnd();
+    if (partial) {
+      rc = rl_errf(e, RL_EXIT_FAIL, "sync: injected fault sync.partial (bucket 0 launched on the train GPU only)");
+      goto done;
+    }
     for (int r = 0; r < s->n; r++) SN(rr[r], r ? "ncclBroadcast (rollout GPU)" : "ncclBroadcast (train GPU, root)");
     SN(rg, "ncclGroupEnd");
     SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
@@ -322,6 +340,7 @@ static int sync_nccl_pipeline(sync_nccl *s, const sync_manifest *mf, size_t *con
   SC(cudaSetDevice(s->dev[0]), "cudaSetDevice");
   SC(cudaStreamSynchronize(s->ns[0]), "the sync transfer (train GPU)");
 done:
+  if (rc) s->broken = 1, sync_nccl_abort(s); /* now: the frees after this would wait for a broadcast that cannot end */
   return rc;
 }
 
@@ -329,6 +348,9 @@ int sync_nccl_run(sync_nccl *s, model *mt, model *const *mr, const quant_policy 
                   sync_stats *st, rl_err *e) {
   sync_opts none = {0};
   if (!o) o = &none;
+  if (s->broken)
+    return rl_errf(e, RL_EXIT_FAIL, "sync: the NCCL communicators were aborted after a failed transfer; "
+                   "resume the run (rlrun resume) to start them afresh");
   int rc = 0, cur = 0, n = s->n;
   cudaGetDevice(&cur);
   sync_manifest mf[SYNC_NCCL_MAX_RANKS];
@@ -458,6 +480,7 @@ int sync_nccl_bench_broadcast(sync_nccl *s, uint64_t n, int reps, double *ms, rl
     }
   *ms = reps > 0 ? t[reps / 2] : 0;
 done:
+  if (rc) s->broken = 1, sync_nccl_abort(s); /* before cudaFree waits for a broadcast that cannot end */
   for (int r = s->n - 1; r >= 0; r--) {
     cudaSetDevice(s->dev[r]);
     cudaFree(a[r]);

@@ -49,14 +49,23 @@ struct sync_dp {
   uint8_t *rv[SYNC_DP_MAX_RANKS];      /* slices received from the other ranks */
   sync_seg *dseg[SYNC_DP_MAX_RANKS];   /* segment tables on each GPU */
   size_t dseg_cap[SYNC_DP_MAX_RANKS];
+  int broken; /* a collective failed part way: close aborts the communicators first */
 };
 
 int sync_dp_ranks(const sync_dp *d) { return d ? d->n : 0; }
 
+/* A failed collective aborts the communicators at once, on every GPU (one
+ * launched on some ranks only would otherwise keep ncclCommDestroy and
+ * cudaFree waiting for good); the object then refuses further collectives. */
+static void dp_abort(sync_dp *d) {
+  for (int r = 0; r < d->n; r++)
+    if (d->comm[r] && cudaSetDevice(d->dev[r]) == cudaSuccess) ncclCommAbort(d->comm[r]), d->comm[r] = NULL;
+}
 void sync_dp_close(sync_dp *d) {
   if (!d) return;
   int cur = 0;
   cudaGetDevice(&cur);
+  if (d->broken) dp_abort(d);
   for (int r = 0; r < d->n; r++) { /* teardown is best effort: nothing left to undo */
     if (cudaSetDevice(d->dev[r]) != cudaSuccess) continue;
     if (d->comm[r]) ncclCommDestroy(d->comm[r]);
@@ -238,6 +247,9 @@ static int dp_tables_make(sync_dp *d, const uint64_t *off, const uint64_t *bytes
 
 int sync_dp_allreduce(sync_dp *d, float *const *const *bufs, const int64_t *count, int n_tensors, rl_err *e) {
   int rc = 0, n = d->n, cur = 0;
+  if (d->broken)
+    return rl_errf(e, RL_EXIT_FAIL, "data-parallel training: the NCCL communicators were aborted after a failed "
+                   "collective; resume the run (rlrun resume) to start them afresh");
   cudaGetDevice(&cur);
   uint64_t *bytes = rl_xcalloc((size_t)n_tensors + 1, sizeof *bytes), *off = rl_xcalloc((size_t)n_tensors + 1, 8);
   for (int i = 0; i < n_tensors; i++) bytes[i] = (uint64_t)count[i] * 4;
@@ -292,12 +304,16 @@ int sync_dp_allreduce(sync_dp *d, float *const *const *bufs, const int64_t *coun
 done:
   dp_tables_free(&t, n);
   free(bytes), free(off);
+  if (rc) d->broken = 1, dp_abort(d);
   cudaSetDevice(cur);
   return rc ? rl_err_prefix(e, "gradient all-reduce (%d ranks): ", n) : 0;
 }
 
 int sync_dp_broadcast(sync_dp *d, void *const *const *bufs, const uint64_t *bytes, int n_tensors, rl_err *e) {
   int rc = 0, n = d->n, cur = 0;
+  if (d->broken)
+    return rl_errf(e, RL_EXIT_FAIL, "data-parallel training: the NCCL communicators were aborted after a failed "
+                   "collective; resume the run (rlrun resume) to start them afresh");
   cudaGetDevice(&cur);
   uint64_t *off = rl_xcalloc((size_t)n_tensors + 1, 8);
   uint64_t total = dp_layout(bytes, n_tensors, off);
@@ -328,6 +344,7 @@ int sync_dp_broadcast(sync_dp *d, void *const *const *bufs, const uint64_t *byte
 done:
   dp_tables_free(&t, n);
   free(off);
+  if (rc) d->broken = 1, dp_abort(d);
   cudaSetDevice(cur);
   return rc ? rl_err_prefix(e, "weight broadcast (%d ranks): ", n) : 0;
 }

@@ -53,6 +53,8 @@ int trd_rank_set(trainer *t, int r, rl_err *e) {
 static void trd_dp_free(trainer *t) {
   if (t->dp <= 1) return;
   rl_err ignore;
+  sync_dp_close(t->dpc); /* first: after a failed collective it aborts what could keep the frees waiting */
+  t->dpc = NULL;
   for (int r = 1; r < t->dp; r++) {
     if (trd_rank_set(t, r, &ignore)) continue;
     model_cuda_acts_free(t->dpa[r]);
@@ -60,8 +62,6 @@ static void trd_dp_free(trainer *t) {
     t->dpa[r] = NULL, t->dpm[r] = NULL;
   }
   trd_rank_set(t, 0, &ignore);
-  sync_dp_close(t->dpc);
-  t->dpc = NULL;
   t->dp = 1;
 }
 

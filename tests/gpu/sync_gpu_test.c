@@ -279,6 +279,23 @@ static void test_separate(int moe, const char *what, quant_policy p, uint64_t bu
   fault_reset();
   rc = sync_nccl_run(s, mt, &mr, &p, &o, &st, &e);
   check(rc == 0, "nccl %s %s: a fresh sync repairs it%s%s", moe ? "moe" : "dense", what, rc ? ": " : "", rc ? e.msg : "");
+  static int partial_done;
+  if (!partial_done++) {
+    /* a broadcast launched on the train GPU alone (its receivers never come): the failure
+     * aborts the communicators at once, so this returns, the object refuses another sync,
+     * and the teardown below (close, frees) does not wait for good */
+    setenv("RLRUN_FAULT", "sync.partial", 1);
+    fault_reset();
+    double t0 = rl_now();
+    rc = sync_nccl_run(s, mt, &mr, &p, &o, &st, &e);
+    check(rc == RL_EXIT_FAIL && strstr(e.msg, "sync.partial"), "nccl %s %s: a transfer launched on one rank fails "
+          "and returns (%.2f s): %s", moe ? "moe" : "dense", what, rl_now() - t0, rc ? e.msg : "(no error)");
+    unsetenv("RLRUN_FAULT");
+    fault_reset();
+    rc = sync_nccl_run(s, mt, &mr, &p, &o, &st, &e);
+    check(rc == RL_EXIT_FAIL && strstr(e.msg, "aborted"), "nccl %s %s: after it, a sync is refused: %s",
+          moe ? "moe" : "dense", what, rc ? e.msg : "(no error)");
+  }
   sync_view_free(&vt), sync_view_free(&vr);
   sync_manifest_free(&mf);
   sync_nccl_close(s);
