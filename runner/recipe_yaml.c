@@ -442,7 +442,10 @@ int rtree_parse(recipe *r, const char *text, size_t len, const char *file, int o
     return recipe_errf(e, &l, "invalid UTF-8 (byte 0x%02x): save the recipe as UTF-8 text", byte);
   }
   yaml_parser_initialize(&c.p);
-  yaml_parser_set_encoding(&c.p, YAML_UTF8_ENCODING);
+  /* No yaml_parser_set_encoding: libyaml's own detection (UTF-8 here, the text
+   * was checked above) is what drops a BOM in the reader; with the encoding set,
+   * its scanner skips the BOM as a character of line 1, so a key written there
+   * sat at column 1 and the next line's key, at column 0, was a syntax error. */
   yaml_parser_set_input_string(&c.p, (const unsigned char *)text, len);
   rnode *root = NULL;
   int rc = RL_EXIT_USAGE, docs = 0;

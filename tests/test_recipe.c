@@ -376,6 +376,24 @@ TEST(recipe_yaml_rejections) {
   }
 }
 
+/* docs/recipes.md: "a BOM is allowed". With the encoding forced to UTF-8,
+ * libyaml's scanner took the BOM for a character of line 1, so a recipe whose
+ * first line is a key (no comment above it) failed on its second key with
+ * "did not find expected <document start>". */
+TEST(recipe_bom_before_the_first_key) {
+  recipe r;
+  rl_err e;
+  char text[512];
+  snprintf(text, sizeof text, "\xef\xbb\xbfseed: 7\n%s", MINIMAL);
+  REQUIRE(recipe_load_string(text, strlen(text), "b.yaml", NULL, 0, RECIPE_NO_FS, &r, &e) == 0);
+  CHECK_EQ_I64(r.seed, 7);
+  recipe_free(&r);
+  /* a position on line 1 counts no column for the BOM */
+  snprintf(text, sizeof text, "\xef\xbb\xbfseed: x\n%s", MINIMAL);
+  CHECK_EQ_I64(recipe_load_string(text, strlen(text), "b.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "b.yaml:1:7: seed: expected an integer, got 'x'");
+}
+
 TEST(cli_validate_plan_exit_codes) {
   char cmd[800];
   snprintf(cmd, sizeof cmd, "%s validate recipes/demo-cpu.yaml", harness_bin());
