@@ -61,17 +61,22 @@ static int is_checkpoint(const recipe *r, int64_t it) {
 /* The stages of iteration it, numbered from *step. */
 static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step, hw_class cls) {
   const char *tis = r->train.tis.mode == TIS_OFF ? "no TIS" : r->train.tis.mode == TIS_TRUNCATE ? "TIS truncate" : "IcePop mask";
-  int64_t seqs = r->rollout.batch * r->rollout.samples_per_prompt;
+  /* sft has no rollout and no reward stage (the loop records train and sync
+   * only), and one sequence per example whatever samples_per_prompt says */
+  int sft = r->train.algorithm == ALGO_SFT;
+  int64_t seqs = sft ? r->rollout.batch : r->rollout.batch * r->rollout.samples_per_prompt;
   const char *script = r->reward.script ? strrchr(r->reward.script, '/') : NULL;
   script = script ? script + 1 : r->reward.script ? r->reward.script : "(none)";
-  fprintf(f, "%5lld  rollout#%-6lld %lld prompts x %lld samples, <= %lld new tokens, %s\n", (long long)(*step)++,
-          (long long)it, (long long)r->rollout.batch, (long long)r->rollout.samples_per_prompt,
-          (long long)r->rollout.max_new_tokens, prec_names[r->precision.rollout]);
-  if (cls != HW_CPU && r->gpus.rollout.n > 1)
-    fprintf(f, "       %-14s split over %d GPUs, a contiguous share of the prompts each (one engine's samples)\n", "",
-            r->gpus.rollout.n);
-  fprintf(f, "%5lld  reward#%-7lld %s:%s() on every sample (Lua sandbox)\n", (long long)(*step)++, (long long)it,
-          script, r->reward.function);
+  if (!sft) {
+    fprintf(f, "%5lld  rollout#%-6lld %lld prompts x %lld samples, <= %lld new tokens, %s\n", (long long)(*step)++,
+            (long long)it, (long long)r->rollout.batch, (long long)r->rollout.samples_per_prompt,
+            (long long)r->rollout.max_new_tokens, prec_names[r->precision.rollout]);
+    if (cls != HW_CPU && r->gpus.rollout.n > 1)
+      fprintf(f, "       %-14s split over %d GPUs, a contiguous share of the prompts each (one engine's samples)\n", "",
+              r->gpus.rollout.n);
+    fprintf(f, "%5lld  reward#%-7lld %s:%s() on every sample (Lua sandbox)\n", (long long)(*step)++, (long long)it,
+            script, r->reward.function);
+  }
   char steps[96] = "";
   if (r->train.ppo_epochs * r->train.minibatches > 1)
     snprintf(steps, sizeof steps, ", %lld optimizer steps (%lld epochs x %lld minibatches)",
@@ -111,13 +116,15 @@ void recipe_print_plan(FILE *f, const recipe *r, const hw_target *t, int emulate
   fprintf(f, "%5lld  convert        %s, bf16 master -> %s rollout weights\n", (long long)step++, src,
           prec_names[r->precision.rollout]);
   int64_t n = r->loop.iterations;
+  int sft = r->train.algorithm == ALGO_SFT, per = sft ? 2 : 4; /* steps of an iteration, as print_iteration */
   for (int64_t it = 1; it <= n; it++) {
     if (n > 4 && it == 3) { /* elide the middle, keep the numbering right */
       int64_t ck = 0;
       for (int64_t j = 3; j < n; j++) ck += is_checkpoint(r, j);
-      fprintf(f, "   ...  iterations 3..%lld: the same rollout, reward, train, sync%s (%lld steps)\n", (long long)(n - 1),
-              ck ? ", with checkpoints" : "", (long long)(4 * (n - 3) + ck));
-      step += 4 * (n - 3) + ck;
+      fprintf(f, "   ...  iterations 3..%lld: the same %s%s (%lld steps)\n", (long long)(n - 1),
+              sft ? "train, sync" : "rollout, reward, train, sync", ck ? ", with checkpoints" : "",
+              (long long)(per * (n - 3) + ck));
+      step += per * (n - 3) + ck;
       it = n - 1;
       continue;
     }

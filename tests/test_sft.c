@@ -92,6 +92,16 @@ TEST(sft_run_learns_and_resumes_bit_identical) {
   snprintf(args, sizeof args, "status %s", ra);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
   CHECK(strstr(out, "reward/mean") == NULL);
+  /* the plan numbers the steps status counts (README): convert, train and sync
+   * per iteration, 3 checkpoints — it listed a rollout and a reward per
+   * iteration too (28 steps) */
+  CHECK_CONTAINS(out, "6 of 6 iterations trained; 16 steps done");
+  snprintf(args, sizeof args, "plan recipes/sft-demo-cpu.yaml --set loop.iterations=6 --set loop.checkpoint_interval=2");
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\n    2  train#1        sft on 25 sequences");
+  CHECK_CONTAINS(out, "\n   16  checkpoint#6 ");
+  CHECK_CONTAINS(out, "\n16 steps; keep the newest 3 checkpoints\n");
+  CHECK(strstr(out, "rollout#") == NULL && strstr(out, "reward#") == NULL);
   snprintf(args, sizeof args, "samples %s --iter 2", ra);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
   snprintf(p, sizeof p, "rlrun samples: --iter 2: run %s has no samples (an sft run trains on its data and samples "
