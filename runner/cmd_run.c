@@ -154,10 +154,19 @@ int cmd_run(int argc, char **argv) {
   int n_sets = 0, quiet = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--set") && i + 1 < argc && n_sets < RUN_MAX_SETS) sets[n_sets++] = argv[++i];
-    else if (!strncmp(a, "--set=", 6) && n_sets < RUN_MAX_SETS) sets[n_sets++] = argv[i] + 6;
-    else if (!strcmp(a, "--name") && i + 1 < argc) name = argv[++i];
-    else if (!strcmp(a, "--runs-dir") && i + 1 < argc) runs_dir = argv[++i];
+    /* said as validate says it: "unexpected argument '--set'" did not tell what was wrong */
+    if ((!strcmp(a, "--set") || !strcmp(a, "--name") || !strcmp(a, "--runs-dir")) && i + 1 >= argc) {
+      fprintf(stderr, "rlrun run: %s needs a value; see `rlrun run --help`\n", a);
+      return RL_EXIT_USAGE;
+    }
+    if ((!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) && n_sets == RUN_MAX_SETS) {
+      fprintf(stderr, "rlrun run: more than %d --set overrides\n", RUN_MAX_SETS);
+      return RL_EXIT_USAGE;
+    }
+    if (!strcmp(a, "--set")) sets[n_sets++] = argv[++i];
+    else if (!strncmp(a, "--set=", 6)) sets[n_sets++] = argv[i] + 6;
+    else if (!strcmp(a, "--name")) name = argv[++i];
+    else if (!strcmp(a, "--runs-dir")) runs_dir = argv[++i];
     else if (!strcmp(a, "--quiet")) quiet = 1;
     else if (a[0] == '-' || path) {
       fprintf(stderr, "rlrun run: unexpected argument '%s'; see `rlrun run --help`\n", a);

@@ -324,6 +324,26 @@ TEST(runs_empty_state_db_and_empty_runs_dir) {
                    "the current directory)\n");
 }
 
+/* An option of `rlrun run` missing its value (the last argument) is named as
+ * validate names it; it said "unexpected argument '--set'", and so did a 65th
+ * --set. */
+TEST(runs_run_option_without_value_is_named) {
+  char out[4096], args[4096];
+  const char *dir = harness_tmpdir();
+  static const char *const opts[] = {"--set", "--name", "--runs-dir"};
+  for (int i = 0; i < 3; i++) {
+    char want[200];
+    snprintf(args, sizeof args, "run t.yaml --quiet %s", opts[i]);
+    CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+    snprintf(want, sizeof want, "rlrun run: %s needs a value; see `rlrun run --help`\n", opts[i]);
+    CHECK_STREQ(out, want);
+  }
+  snprintf(args, sizeof args, "run t.yaml");
+  for (int i = 0; i < 65; i++) strcat(args, " --set seed=1");
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun run: more than 64 --set overrides\n");
+}
+
 TEST(runs_checkpoint_with_wrong_hash_is_refused) {
   char ref[1024], dir[1024], rd[2048], out[8192], args[2300], p[2100], want[65], got[65];
   snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
