@@ -337,7 +337,7 @@ int cmd_resume(int argc, char **argv) {
     } else dir = argv[i];
   }
   if (!dir) {
-    fprintf(stderr, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed]\n");
+    fprintf(stderr, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n");
     return RL_EXIT_USAGE;
   }
   rl_err e;

@@ -326,7 +326,7 @@ TEST(runs_empty_state_db_and_empty_runs_dir) {
 
 /* An option of `rlrun run` missing its value (the last argument) is named as
  * validate names it; it said "unexpected argument '--set'", and so did a 65th
- * --set. */
+ * --set. resume's short usage lists --quiet, as its --help does. */
 TEST(runs_run_option_without_value_is_named) {
   char out[4096], args[4096];
   const char *dir = harness_tmpdir();
@@ -342,6 +342,8 @@ TEST(runs_run_option_without_value_is_named) {
   for (int i = 0; i < 65; i++) strcat(args, " --set seed=1");
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
   CHECK_STREQ(out, "rlrun run: more than 64 --set overrides\n");
+  CHECK_EQ_I64(rl(dir, "", "resume", out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n");
 }
 
 TEST(runs_checkpoint_with_wrong_hash_is_refused) {
