@@ -28,7 +28,7 @@ static int kerr(recipe *r, rl_err *e, const char *path, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   recipe_loc l = recipe_key_loc(r, path);
-  if (!strncmp(l.file, "--set ", 6)) return recipe_errf(e, &l, "%s", msg);
+  if (recipe_loc_names_key(&l, path)) return recipe_errf(e, &l, "%s", msg);
   return recipe_errf(e, &l, "%s: %s", path, msg);
 }
 

@@ -236,10 +236,10 @@ static const char *describe(const rnode *n, char *buf, size_t sz) {
 }
 
 /* Error about key k's value at node n: "LOC: path: message" (the path is left
- * out for --set, whose text already names it). */
+ * out for a --set of that key, whose text already names it). */
 static int verr(rl_err *e, const rkey *k, const rnode *n, const char *what) {
-  if (n->loc.line > 0) return recipe_errf(e, &n->loc, "%s: %s", k->path, what);
-  return recipe_errf(e, &n->loc, "%s", what);
+  if (recipe_loc_names_key(&n->loc, k->path)) return recipe_errf(e, &n->loc, "%s", what);
+  return recipe_errf(e, &n->loc, "%s: %s", k->path, what);
 }
 
 static void fmt_num(double v, char *buf, size_t n) {

@@ -41,6 +41,11 @@ const char *recipe_intern(recipe *r, const char *s);
 /* "FILE:LINE:COL" (or the --set text) of loc, into buf. */
 const char *recipe_loc_str(const recipe_loc *loc, char *buf, size_t n);
 
+/* 1 when loc is a --set whose KEY is path: its text names the key already, so
+ * a message about that key leaves the path out. A --set of a section
+ * (--set 'rollout={batch: 0}') names no key inside it. */
+int recipe_loc_names_key(const recipe_loc *loc, const char *path);
+
 /* Append "LOC: message" to e (one line per error, up to RECIPE_MAX_ERRORS, then
  * one last line "… and N more errors (fix these and validate again)");
  * returns RL_EXIT_USAGE. */

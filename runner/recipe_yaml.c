@@ -33,6 +33,12 @@ const char *recipe_loc_str(const recipe_loc *loc, char *buf, size_t n) {
   return buf;
 }
 
+int recipe_loc_names_key(const recipe_loc *loc, const char *path) {
+  if (!loc || !loc->file || loc->line > 0 || strncmp(loc->file, "--set ", 6)) return 0;
+  size_t n = strlen(path);
+  return !strncmp(loc->file + 6, path, n) && loc->file[6 + n] == '=';
+}
+
 /* The last line of an error list that counts the errors left out. */
 #define MORE_MARK "\xe2\x80\xa6 and " /* "… and " */
 

@@ -210,6 +210,15 @@ TEST(recipe_set_overrides) {
   const char *bad3[] = {"precision.rollout=mxfp8"};
   CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad3, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "--set precision.rollout=mxfp8: rollout mxfp8 x train bf16 is refused: MXFP8 rollout runs only with MXFP8 training");
+  /* a --set of a section names no key inside it: the message names the key
+   * (it said only "--set rollout={batch: 0}: 0 is out of range") */
+  const char *bad4[] = {"rollout={batch: 0}"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad4, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set rollout={batch: 0}: rollout.batch: 0 is out of range: must be in [1, 65536]");
+  const char *bad5[] = {"train.tis={mode: mask, clip: 2.0}"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad5, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set train.tis={mode: mask, clip: 2.0}: train.tis.clip: applies to train.tis.mode: truncate "
+                     "(mode is mask)");
 }
 
 /* base: deep merge — maps merge, values replace, null removes; errors point
