@@ -91,6 +91,11 @@ int cmd_status(int argc, char **argv) {
   int i = 1;
   const char *dir = one_dir("status", argc, argv, &i);
   if (!dir) return RL_EXIT_USAGE;
+  if (i < argc) { /* one_dir stops at an option: status takes none (it used to be ignored) */
+    fprintf(stderr, "rlrun status: unknown option '%s': status takes RUNDIR alone; see `rlrun status --help`\n",
+            argv[i]);
+    return RL_EXIT_USAGE;
+  }
   store *s;
   store_run run;
   int rc = open_run("status", dir, &s, &run);

@@ -273,6 +273,10 @@ TEST(runs_corrupt_state_db_is_refused_and_kept) {
   REQUIRE(weights_sha(rd, 2, w0) == 0);
   snprintf(args, sizeof args, "status %s", rd); /* a clean close folds the WAL into state.db */
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  /* an option after RUNDIR is refused, not ignored (it printed the status, exit 0) */
+  snprintf(args, sizeof args, "status %s --json", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun status: unknown option '--json': status takes RUNDIR alone; see `rlrun status --help`\n");
   FILE *f = fopen(db, "r+b");
   REQUIRE(f);
   for (int i = 0; i < 6000; i++) fputc(i < 16 ? 'x' : 0xA5, f); /* header and the schema page */
