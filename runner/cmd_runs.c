@@ -15,18 +15,33 @@
 #include "state/ckpt.h"
 #include "state/rundir.h"
 
-/* Parse "RUNDIR" plus flags shared by the commands; NULL after printing an error. */
-static const char *one_dir(const char *cmd, int argc, char **argv, int *i) {
-  const char *dir = NULL;
-  for (; *i < argc; (*i)++) {
-    if (argv[*i][0] == '-') break;
-    if (dir) {
-      fprintf(stderr, "rlrun %s: unexpected argument '%s'\n", cmd, argv[*i]);
-      return NULL;
-    }
-    dir = argv[*i];
+/* Parse "RUNDIR" plus flags shared by the commands; NULL after printing an error.
+ * Options may come before RUNDIR, as for run and resume ("missing RUNDIR" was
+ * said when they did): RUNDIR, the first argument that is neither an option nor
+ * the value of one in valued (NULL-terminated), is moved to argv[*i] and the
+ * options after it, where the command's own loop reads them from *i on. */
+static const char *one_dir(const char *cmd, int argc, char **argv, int *i, const char *const *valued) {
+  int at = 0;
+  for (int k = *i; k < argc && !at; k++) {
+    if (argv[k][0] != '-') at = k;
+    else
+      for (const char *const *v = valued; v && *v; v++)
+        if (!strcmp(argv[k], *v)) {
+          k++;
+          break;
+        }
   }
-  if (!dir) fprintf(stderr, "rlrun %s: missing RUNDIR; see `rlrun %s --help`\n", cmd, cmd);
+  if (!at) {
+    fprintf(stderr, "rlrun %s: missing RUNDIR; see `rlrun %s --help`\n", cmd, cmd);
+    return NULL;
+  }
+  char *dir = argv[at];
+  memmove(&argv[*i + 1], &argv[*i], (size_t)(at - *i) * sizeof *argv);
+  argv[(*i)++] = dir;
+  if (*i < argc && argv[*i][0] != '-') {
+    fprintf(stderr, "rlrun %s: unexpected argument '%s'\n", cmd, argv[*i]);
+    return NULL;
+  }
   return dir;
 }
 
@@ -89,7 +104,7 @@ int cmd_status(int argc, char **argv) {
     return RL_EXIT_OK;
   }
   int i = 1;
-  const char *dir = one_dir("status", argc, argv, &i);
+  const char *dir = one_dir("status", argc, argv, &i, NULL);
   if (!dir) return RL_EXIT_USAGE;
   if (i < argc) { /* one_dir stops at an option: status takes none (it used to be ignored) */
     fprintf(stderr, "rlrun status: unknown option '%s': status takes RUNDIR alone; see `rlrun status --help`\n",
@@ -334,7 +349,7 @@ int cmd_metrics(int argc, char **argv) {
     return RL_EXIT_OK;
   }
   int i = 1, csv = 0, json = 0;
-  const char *dir = one_dir("metrics", argc, argv, &i);
+  const char *dir = one_dir("metrics", argc, argv, &i, NULL);
   if (!dir) return RL_EXIT_USAGE;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--csv")) csv = 1;
@@ -465,7 +480,7 @@ int cmd_samples(int argc, char **argv) {
   }
   int i = 1;
   long long iter = -1, top = 0;
-  const char *dir = one_dir("samples", argc, argv, &i);
+  const char *dir = one_dir("samples", argc, argv, &i, (const char *const[]){"--iter", "--top", NULL});
   if (!dir) return RL_EXIT_USAGE;
   for (; i < argc; i++) {
     const char *opt = argv[i];
@@ -568,7 +583,7 @@ int cmd_export(int argc, char **argv) {
     return RL_EXIT_OK;
   }
   int i = 1;
-  const char *dir = one_dir("export", argc, argv, &i), *out = NULL;
+  const char *dir = one_dir("export", argc, argv, &i, (const char *const[]){"--out", NULL}), *out = NULL;
   if (!dir) return RL_EXIT_USAGE;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];

@@ -485,6 +485,18 @@ TEST(runs_read_commands_and_export) {
   for (char *q = out; (q = strchr(q, '\n')); q++) lines++;
   CHECK_EQ_I64(lines, 4); /* header + 3 */
   CHECK_CONTAINS(out, "    2       ");
+  /* options may come before RUNDIR, as for run and resume (it said "missing RUNDIR") */
+  char *first = rl_xstrdup(out);
+  snprintf(args, sizeof args, "samples --top 3 --iter 2 %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, first);
+  free(first);
+  snprintf(args, sizeof args, "metrics --csv %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\n4,");
+  snprintf(args, sizeof args, "export --out first.yaml %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, " to first.yaml\n");
   /* an iteration without samples is an error that names the last one */
   char want[2600];
   snprintf(args, sizeof args, "samples %s --iter 99", rd);
