@@ -586,7 +586,11 @@ int cmd_export(int argc, char **argv) {
   const char *dir = one_dir("export", argc, argv, &i, (const char *const[]){"--out", NULL}), *out = NULL;
   if (!dir) return RL_EXIT_USAGE;
   for (; i < argc; i++) {
-    if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+    if (!strcmp(argv[i], "--out") && i + 1 >= argc) { /* not "unknown argument '--out'" */
+      fprintf(stderr, "rlrun export: --out needs a value (FILE: where the export is written)\n");
+      return RL_EXIT_USAGE;
+    }
+    if (!strcmp(argv[i], "--out")) out = argv[++i];
     else {
       fprintf(stderr, "rlrun export: unknown argument '%s'\n", argv[i]);
       return RL_EXIT_USAGE;

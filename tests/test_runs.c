@@ -497,6 +497,9 @@ TEST(runs_read_commands_and_export) {
   snprintf(args, sizeof args, "export --out first.yaml %s", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, " to first.yaml\n");
+  snprintf(args, sizeof args, "export %s --out", rd); /* said "unknown argument '--out'" */
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun export: --out needs a value (FILE: where the export is written)\n");
   /* an iteration without samples is an error that names the last one */
   char want[2600];
   snprintf(args, sizeof args, "samples %s --iter 99", rd);
