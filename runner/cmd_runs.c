@@ -182,6 +182,10 @@ int cmd_ls(int argc, char **argv) {
     return RL_EXIT_USAGE;
   }
   const char *root = argc > 1 ? argv[1] : "runs";
+  if (root[0] == '-' && root[1]) { /* an option, not a directory named "--bogus" */
+    fprintf(stderr, "rlrun ls: unknown option '%s'; usage: rlrun ls [RUNS_DIR]\n", root);
+    return RL_EXIT_USAGE;
+  }
   if (!*root) {
     fprintf(stderr, "rlrun ls: RUNS_DIR is empty: give a directory of runs (default: runs)\n");
     return RL_EXIT_USAGE;
@@ -565,7 +569,10 @@ int cmd_samples(int argc, char **argv) {
       print_flat(x->completion, 120);
       printf("\n");
     }
-    if (!l.n) printf("(no samples%s)\n", iter >= 0 ? " in that iteration" : "");
+    if (!l.n)
+      printf("(no samples%s)\n", iter >= 0                              ? " in that iteration"
+                                 : stored_is_sft(run.recipe_resolved) ? ": an sft run trains on its data and samples nothing"
+                                                                      : " yet");
   }
   store_sample_list_free(&l);
   store_run_free(&run);

@@ -348,8 +348,13 @@ int runs_is_locked(const char *run_dir) {
 store *runs_open_store(const char *run_dir, rl_err *e) {
   char path[4200];
   struct stat st;
-  if (stat(run_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+  if (stat(run_dir, &st) != 0) {
     rl_errf(e, RL_EXIT_USAGE, "%s: no such run directory", run_dir);
+    return NULL;
+  }
+  if (!S_ISDIR(st.st_mode)) { /* it exists: say what it is instead of "no such" */
+    rl_errf(e, RL_EXIT_USAGE, "%s: is %s, not a run directory (give the directory `rlrun run` printed)", run_dir,
+            rl_file_kind(st.st_mode));
     return NULL;
   }
   snprintf(path, sizeof path, "%s/" RUNS_DB, run_dir);

@@ -1082,6 +1082,14 @@ TEST(runs_ls_without_runs) {
   snprintf(want, sizeof want, "rlrun run: --runs-dir %s is a file, not a directory; name a directory (one that does "
            "not exist yet is created)\n", file);
   CHECK_STREQ(out, want);
+  /* an option is not a directory of runs; a file given as a run directory is named as a file */
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", "ls --bogus", out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun ls: unknown option '--bogus'; usage: rlrun ls [RUNS_DIR]\n");
+  snprintf(args, sizeof args, "status %s", file);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun status: %s: is a file, not a run directory (give the directory `rlrun run` "
+           "printed)\n", file);
+  CHECK_STREQ(out, want);
 }
 
 /* 1 when path exists. */

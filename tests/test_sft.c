@@ -107,6 +107,9 @@ TEST(sft_run_learns_and_resumes_bit_identical) {
   snprintf(p, sizeof p, "rlrun samples: --iter 2: run %s has no samples (an sft run trains on its data and samples "
            "nothing)\n", ra);
   CHECK_STREQ(out, p);
+  snprintf(args, sizeof args, "samples %s", ra); /* without --iter: says why there are none */
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "(no samples: an sft run trains on its data and samples nothing)\n");
   /* killed in the 5th update, resumed: the same weights, bit for bit */
   snprintf(runs, sizeof runs, "%s/sft-b", harness_tmpdir());
   snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s %s", runs, sets);
