@@ -167,9 +167,13 @@ void gemm_cuda_release(void);
 #define GEMM_SMALL_MAX_M 256
 #define GEMM_SMALL_BN 32    /* weight rows of a tile, as the K split counts them */
 #define GEMM_SMALL_BK 128   /* K per pipeline stage */
-/* CTAs the K split aims at: one per SM of an H100/H200 (264, two per SM, gave more and
- * shorter K slices and measured slower at every decode M on the H100, 2026-12-05) */
-#define GEMM_SMALL_CTAS 132
+/* CTAs the K split aims at: 1.5 per SM of an H100/H200. One whole-step sweep (H100,
+ * 2026-12-06, decode-step GEMM graphs, µs at M = 1 / 8 / 64): 132 737 / 757 / 1,027–1,056,
+ * 198 726 / 734 / 956, 264 987 / 1,015 / 907 — 198 is the fastest at the M the engine
+ * gives this kernel where 264 loses a third at M ≤ 8 (a rollout's tail); bench_rollout
+ * bf16 batch 64 30,513 / 30,507 tok/s against 29,604 / 29,589 with 132. A constant (not
+ * the device's SM count): the K split, so a row's bits, must be the same on every GPU. */
+#define GEMM_SMALL_CTAS 198
 #define GEMM_SMALL_MAX_SLICES 32
 #define GEMM_SMALL_MAX_SEGS 4
 #define GEMM_SMALL_MAX_CLUSTER 8 /* most slices reduced inside a cluster (portable size) */
@@ -183,7 +187,8 @@ void gemm_cuda_release(void);
  *                                40: 23,741 tok/s; 66: 25,180; 132: 26,626; 180:
  *                                26,819; 264: 27,433 (M = 64 GEMMs 1,017 vs 1,080 µs,
  *                                but M = 8 1,172 vs 870: small batches — a rollout's
- *                                tail — pay more than batch 64 gains, hence 132);
+ *                                tail — pay more than batch 64 gains; default 132
+ *                                until 2026-12-06, 198 since: see GEMM_SMALL_CTAS);
  *                                396 / 528: ~22,100 (more than 8 slices: no cluster).
  *   RLRUN_SMALL_GEMM_MIN_STAGES  1 … 16, default 2: at most ceil(stages / min_stages)
  *                                slices (stages: 128-K stages of K), i.e. slices of
@@ -236,7 +241,7 @@ gemm_small_tune gemm_small_tune_get(void);
 /* Replace the knobs (values out of range fall back to the defaults); NULL: back
  * to the environment's. */
 void gemm_small_tune_set(const gemm_small_tune *t);
-/* "ctas=132 min_stages=2 bn=auto reduce=cluster pdl=0" (for reports); buf of ≥ 80 bytes. */
+/* "ctas=198 min_stages=2 bn=auto reduce=cluster pdl=0" (for reports); buf of ≥ 80 bytes. */
 const char *gemm_small_tune_str(const gemm_small_tune *t, char *buf, size_t n);
 
 /* The CTA target of the K split: gemm_small_tune_get().ctas. */

@@ -297,8 +297,9 @@ TEST(gemm_cpu_rows_do_not_depend_on_batch) {
 TEST(gemm_small_plan_splits_k_by_shape) {
   static const int64_t nk[][4] = {
       /* N, K, slices, slice_k */
-      {1024, 1024, 4, 256},  {2048, 1024, 3, 384}, {3072, 1024, 2, 512}, {1024, 2048, 4, 512},
-      {1024, 3072, 5, 640},  {151936, 1024, 1, 1024}, {96, 40, 1, 128},   {200, 264, 2, 256},
+      /* (the default CTA target, 198: e.g. 2048 rows = 64 tiles want ⌈198 / 64⌉ = 4 slices) */
+      {1024, 1024, 4, 256},  {2048, 1024, 4, 256}, {3072, 1024, 3, 384}, {1024, 2048, 6, 384},
+      {1024, 3072, 6, 512},  {151936, 1024, 1, 1024}, {96, 40, 1, 128},   {200, 264, 2, 256},
       {40, 1 << 20, 32, 32768},
   };
   for (size_t i = 0; i < sizeof nk / sizeof nk[0]; i++) {
@@ -367,7 +368,10 @@ TEST(gemm_small_group_swiglu_plan_knobs_checks) {
   gemm_small_plan(gemm_small_group_rows(qkv, 3), 1024, &s, &sk); /* the decode qkv group: 2 slices */
   CHECK_EQ_I64(s, 2);
   CHECK_EQ_I64(sk, 512);
-  gemm_small_plan(2 * 3072, 1024, &s, &sk); /* the decode gate/up pair: 192 tiles fill the target alone */
+  gemm_small_plan(2 * 3072, 1024, &s, &sk); /* the decode gate/up pair: 192 tiles, 2 slices to reach 198 */
+  CHECK_EQ_I64(s, 2);
+  CHECK_EQ_I64(sk, 512);
+  gemm_small_plan(2 * 3072 + 256, 1024, &s, &sk); /* 200 tiles fill the target alone */
   CHECK_EQ_I64(s, 1);
   CHECK_EQ_I64(sk, 1024);
   for (int64_t N = 1; N <= 3000; N += 29) {
@@ -397,7 +401,7 @@ TEST(gemm_small_group_swiglu_plan_knobs_checks) {
   got = gemm_small_tune_get();
   CHECK(got.ctas == GEMM_SMALL_CTAS && got.min_stages == 2 && got.bn == 0 && got.reduce == GEMM_SMALL_REDUCE_CLUSTER &&
         got.pdl == 1);
-  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=132 min_stages=2 bn=auto reduce=cluster pdl=1");
+  CHECK_STREQ(gemm_small_tune_str(&got, buf, sizeof buf), "ctas=198 min_stages=2 bn=auto reduce=cluster pdl=1");
   gemm_small_tune_set(NULL);
   got = gemm_small_tune_get();
   CHECK(got.ctas == env.ctas && got.min_stages == env.min_stages && got.bn == env.bn && got.reduce == env.reduce &&
