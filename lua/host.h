@@ -76,6 +76,10 @@
 
 #define LUAHOST_MAX_METRICS 16 /* extra numeric fields per reward result */
 #define LUAHOST_PRINT_LINES 32 /* print() lines per call before output is dropped */
+/* A value of a sample's extra JSON may sit inside at most this many objects and
+ * arrays (the line's own object counts): the sample table is built by recursion.
+ * stages/prompts.c refuses deeper JSONL lines when it reads them. */
+#define LUAHOST_MAX_JSON_DEPTH 64
 
 typedef struct luahost luahost;
 

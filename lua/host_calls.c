@@ -11,11 +11,11 @@
 
 /* ------------------------------------------------------------------ JSON → Lua */
 
-/* Push a JSON value (null → nil). Raises on nesting past 64 or out of memory;
- * the JSON stays owned by the caller, so nothing leaks. */
+/* Push a JSON value (null → nil). Raises on nesting past LUAHOST_MAX_JSON_DEPTH
+ * or out of memory; the JSON stays owned by the caller, so nothing leaks. */
 static void lh_push_json(lua_State *L, json_t *j, int depth) {
   luaL_checkstack(L, 4, "JSON nesting");
-  if (depth > 64) luaL_error(L, "extra JSON nested deeper than 64 levels");
+  if (depth > LUAHOST_MAX_JSON_DEPTH) luaL_error(L, "extra JSON nested deeper than %d levels", LUAHOST_MAX_JSON_DEPTH);
   switch (json_typeof(j)) {
   case JSON_OBJECT: {
     lua_createtable(L, 0, (int)json_object_size(j));

@@ -131,6 +131,29 @@ static void jsonl_close(jsonl_reader *rd) {
   memset(rd, 0, sizeof *rd);
 }
 
+/* How many objects and arrays hold the deepest value of j (j itself: 0), or
+ * any number over limit once one is found deeper than that. */
+static int json_depth(json_t *j, int limit) {
+  int d = 0;
+  size_t i;
+  const char *k;
+  json_t *v;
+  if (json_is_object(j)) {
+    json_object_foreach(j, k, v) {
+      int c = 1 + json_depth(v, limit - 1);
+      if (c > d) d = c;
+      if (d > limit) break;
+    }
+  } else if (json_is_array(j)) {
+    json_array_foreach(j, i, v) {
+      int c = 1 + json_depth(v, limit - 1);
+      if (c > d) d = c;
+      if (d > limit) break;
+    }
+  }
+  return d;
+}
+
 /* Parse one line into *obj (a JSON object with the string field pkey);
  * errors "FILE:LINE[:COL]: what" (RL_EXIT_USAGE). */
 static int jsonl_parse(const char *path, const char *line, size_t len, int64_t lineno, const char *pkey,
@@ -162,6 +185,11 @@ static int jsonl_parse(const char *path, const char *line, size_t len, int64_t l
   else if (!json_is_string(p))
     rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: field \"%s\" must be a string (the prompt text)", path,
                  (long long)lineno, pkey);
+  else if (json_depth(j, LUAHOST_MAX_JSON_DEPTH) > LUAHOST_MAX_JSON_DEPTH)
+    /* Found here, not when the reward stage builds the sample (exit 1 blaming the script, every resume) */
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: nested too deep: a value sits inside more than %d objects and arrays "
+                 "(the line's own counted), more than a Lua hook's sample can hold: flatten the line", path,
+                 (long long)lineno, LUAHOST_MAX_JSON_DEPTH);
   if (rc) return json_decref(j), rc;
   *obj = j;
   return 0;

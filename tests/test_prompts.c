@@ -107,6 +107,62 @@ TEST(prompts_jsonl_nul_bytes_and_special_files) {
   CHECK(s == NULL);
 }
 
+/* A line whose extra JSON the reward hook cannot take (a value inside more
+ * than LUAHOST_MAX_JSON_DEPTH objects and arrays) is refused where the file is
+ * read, naming the line: it used to pass validation and then fail every
+ * reward stage with exit 1, blaming the script. The deepest line allowed does
+ * reach the hook. */
+static char *nested_line(int arrays) {
+  char *t = malloc((size_t)(2 * arrays + 64));
+  int n = sprintf(t, "{\"prompt\": \"a\", \"m\": ");
+  for (int i = 0; i < arrays; i++) t[n++] = '[';
+  t[n++] = '1';
+  for (int i = 0; i < arrays; i++) t[n++] = ']';
+  strcpy(t + n, "}\n");
+  return t;
+}
+
+static void count_bad(void *ud, const char *msg) {
+  (void)msg;
+  ++*(int *)ud;
+}
+
+TEST(prompts_jsonl_nesting_the_hook_takes) {
+  char *deep = nested_line(LUAHOST_MAX_JSON_DEPTH); /* 1 inside the line's object and 64 arrays */
+  const char *path = tmp_file("deep.jsonl", deep);
+  free(deep);
+  prompt_source *s = NULL;
+  rl_err e;
+  char want[1200];
+  CHECK_EQ_I64(prompts_open_jsonl(path, NULL, NULL, &s, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:1: nested too deep: a value sits inside more than 64 objects and arrays (the "
+           "line's own counted), more than a Lua hook's sample can hold: flatten the line", path);
+  CHECK_STREQ(e.msg, want);
+  int n_bad = 0;
+  CHECK_EQ_I64(prompts_check_jsonl(path, NULL, NULL, count_bad, &n_bad, NULL), 1); /* rlrun validate's reader */
+  CHECK_EQ_I64(n_bad, 1);
+  char *ok = nested_line(LUAHOST_MAX_JSON_DEPTH - 1);
+  path = tmp_file("ok.jsonl", ok);
+  free(ok);
+  REQUIRE(prompts_open_jsonl(path, NULL, NULL, &s, &e) == 0);
+  prompt_item *v;
+  REQUIRE(prompts_batch(s, 0, 1, 1, &v, &e) == 0);
+  static const char src[] = "function reward(s)\n"
+                            "  local d, t = 0, s.m\n"
+                            "  while type(t) == 'table' do d, t = d + 1, t[1] end\n"
+                            "  return d\n"
+                            "end\n";
+  luahost *h = luahost_open_string("depth.lua", src, sizeof src - 1, NULL, &e);
+  REQUIRE(h);
+  luahost_sample smp = {.prompt = v[0].text, .completion = "", .extra_json = v[0].extra_json};
+  luahost_reward out;
+  REQUIRE(luahost_reward_one(h, &smp, &out, &e) == 0);
+  CHECK(out.reward == LUAHOST_MAX_JSON_DEPTH - 1);
+  luahost_close(h);
+  prompts_items_free(v, 1);
+  prompts_close(s);
+}
+
 TEST(prompts_cursor_is_a_permutation_per_epoch) {
   const int64_t sizes[6] = {1, 2, 5, 17, 100, 1000};
   for (int z = 0; z < 6; z++) {
