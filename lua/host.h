@@ -24,7 +24,8 @@
  * {reward = number, <metric> = number|boolean, …}: the extra fields become
  * metrics (booleans as 1/0); a metric name is UTF-8 text without control
  * characters, whitespace, quotes, backslashes, commas or NULs (docs/recipes.md),
- * anything else an error naming it (escaped). Optional reward_batch(samples) returns an array
+ * anything else an error naming it (escaped); "mean" and "std" are refused (the
+ * run records reward/mean and reward/std itself). Optional reward_batch(samples) returns an array
  * of such results, one per sample. luahost_set_reward_function names another
  * function f (the recipe's reward.function): then f(sample) and the optional
  * f_batch(samples) are called instead. A sample table holds: prompt, completion,

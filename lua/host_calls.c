@@ -350,6 +350,14 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
                              "digits/exact)", where, fn, lh_escape(key, kn, 64, esc, sizeof esc), bad);
         return -1;
       }
+      if ((kn == 4 && !memcmp(key, "mean", 4)) || (kn == 3 && !memcmp(key, "std", 3))) {
+        /* They would be the metrics reward/mean and reward/std, which the run records itself (the
+         * mean and spread of the rewards): the script's value was dropped without a word. */
+        snprintf(err, errsz, "%s: %s returned metric '%s': reward/mean and reward/std are rlrun's own (the "
+                             "rewards' mean and standard deviation); give it another name (e.g. %s_len)", where,
+                 fn, key, key);
+        return -1;
+      }
       if (kn >= sizeof out->names[0]) {
         snprintf(err, errsz, "%s: %s returned metric '%s' (%zu characters): metric names must be under "
                              "%zu characters", where, fn, lh_escape(key, kn, 40, esc, sizeof esc), kn,

@@ -699,6 +699,37 @@ TEST(lua_metric_names_are_checked) {
   luahost_close(h);
 }
 
+/* "mean" and "std" would be the metrics reward/mean and reward/std, which the
+ * run records itself: the script's values were dropped without a word. They
+ * are refused, as other bad names are; "means" or "std_len" are names. */
+TEST(lua_metric_names_mean_and_std_are_the_runs) {
+  rl_err e;
+  luahost *h = src("ms.lua",
+                   "function reward(s)\n"
+                   "  if s.completion == 'ok' then return {reward = 1, means = 2, std_len = 3} end\n"
+                   "  return {reward = 1, [s.completion] = 7, other = 1}\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  const char *names[] = {"mean", "std"};
+  for (int i = 0; i < 2; i++) {
+    luahost_sample smp = mk(names[i], NULL);
+    luahost_reward r;
+    char want[600];
+    snprintf(want, sizeof want, "ms.lua:1: reward(sample) returned metric '%s': reward/mean and reward/std are "
+             "rlrun's own (the rewards' mean and standard deviation); give it another name (e.g. %s_len) (sample 3 "
+             "of iteration 7)", names[i], names[i]);
+    CHECK_EQ_I64(luahost_reward_one(h, &smp, &r, &e), RL_EXIT_FAIL);
+    CHECK_STREQ(e.msg, want);
+  }
+  luahost_sample ok = mk("ok", NULL);
+  luahost_reward r;
+  REQUIRE(luahost_reward_one(h, &ok, &r, &e) == 0);
+  REQUIRE(r.n_metrics == 2);
+  CHECK_STREQ(r.names[0], "means");
+  CHECK_STREQ(r.names[1], "std_len");
+  luahost_close(h);
+}
+
 /* Lua strings may hold NUL bytes, C strings may not: a prompt or a field of a
  * task's item with a NUL is refused (naming the field), a metric name with a
  * NUL is not taken for the part before it, and an error message shows its NULs
