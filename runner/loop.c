@@ -333,7 +333,13 @@ static int loop_reward(loop_ctx *c, rollout_batch *b, rl_metric_list *ml, rl_err
                              .finish_reason = finish_reason_name(s->finish), .index = i,
                              .group = s->prompt_index, .iteration = b->iteration, .extra_json = s->extra_json};
   }
-  int rc = luahost_reward_batch(c->lua, in, n, out, e);
+  /* the script afresh for every iteration's rewards: what a global carries over stays inside
+   * one reward stage, which a resume runs again whole — so a resumed run scores as an
+   * uninterrupted one (a counter kept in a global gave other rewards after a resume) */
+  int rc = luahost_reset(c->lua, e);
+  if (rc) rl_err_prefix(e, "reward script %s, reloaded for iteration %lld: ", c->r->reward.script,
+                        (long long)b->iteration);
+  if (!rc) rc = luahost_reward_batch(c->lua, in, n, out, e);
   if (!rc) {
     double sum = 0, sq = 0;
     for (int i = 0; i < n; i++) b->s[i].reward = out[i].reward, sum += out[i].reward;

@@ -371,7 +371,9 @@ int prompts_batch(prompt_source *s, uint64_t seed, int64_t iteration, int64_t ba
   prompt_item *v = rl_xcalloc((size_t)batch, sizeof *v);
   if (s->is_task) {
     luahost_prompt *lp;
-    if (luahost_prompts(s->lua, (int)batch, seed, iteration, &lp, e)) {
+    /* the script afresh for every call: prompts() of an iteration cannot depend on what an
+     * earlier call left in a global, so a resumed run draws what an uninterrupted one did */
+    if (luahost_reset(s->lua, e) || luahost_prompts(s->lua, (int)batch, seed, iteration, &lp, e)) {
       free(v);
       return rl_err_prefix(e, "iteration %lld: ", (long long)iteration);
     }

@@ -167,6 +167,60 @@ TEST(runs_kill_anywhere_resume_is_bit_identical) {
   CHECK_STREQ(got, want);
 }
 
+/* Scripts that keep state in globals (a counter in reward(), another in prompts()):
+ * the scripts are loaded afresh for every reward stage and every prompts() call,
+ * so every iteration scores and draws alike (reward/mean the same each iteration)
+ * and a run killed in its 3rd iteration's training resumes to the uninterrupted
+ * run's weights. (A global carried over from call to call: after a resume the
+ * counters restarted, so other rewards and prompts — other weights.) */
+TEST(runs_lua_globals_do_not_outlive_an_iteration) {
+  char ref[1024], dir[1024], want[65], got[65], rd[2048], ra[2048], out[8192], args[2300];
+  snprintf(ref, sizeof ref, "%s/gref", harness_tmpdir());
+  snprintf(dir, sizeof dir, "%s/gkill", harness_tmpdir());
+  const char *reward = "n = 0\nfunction reward(s)\n  n = n + 1\n  return n / 100\nend\n";
+  const char *task = "calls = 0\nfunction prompts(n, rng)\n  calls = calls + 1\n  local out = {}\n"
+                     "  for i = 1, n do out[i] = {prompt = tostring(calls) .. \"+\" .. tostring(i % 10) .. \"=\"} end\n"
+                     "  return out\nend\n";
+  for (int k = 0; k < 2; k++) {
+    const char *d = k ? dir : ref;
+    char p[1200];
+    setup(d, 3);
+    snprintf(p, sizeof p, "%s/reward.lua", d);
+    harness_write_file(p, reward);
+    snprintf(p, sizeof p, "%s/task.lua", d);
+    harness_write_file(p, task);
+  }
+  CHECK_EQ_I64(rl(ref, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out), 0);
+  REQUIRE(run_dir(ref, ra, sizeof ra) == 0);
+  REQUIRE(weights_sha(ra, 3, want) == 0);
+  snprintf(args, sizeof args, "metrics %s --csv", ra);
+  CHECK_EQ_I64(rl(ref, "", args, out, sizeof out), 0);
+  /* rewards 1 … 16 / 100 in every iteration: mean 0.085 */
+  int col = -1, ci = 0, rows = 0;
+  char *save = NULL, *line = strtok_r(out, "\n", &save);
+  for (char *t = line ? strdup(line) : NULL, *tp = t, *f; tp && (f = strsep(&tp, ",")); ci++)
+    if (!strcmp(f, "reward/mean")) col = ci;
+  REQUIRE(col >= 0);
+  while ((line = strtok_r(NULL, "\n", &save))) {
+    char *tp = line, *f = NULL;
+    for (int i = 0; i <= col; i++) f = strsep(&tp, ",");
+    CHECK_MSG(f && fabs(strtod(f, NULL) - 0.085) < 1e-12, "reward/mean %s in row %d (want 0.085)", f ? f : "-", rows);
+    rows++;
+  }
+  CHECK_EQ_I64(rows, 3);
+  /* prompts() restarts its counter too: iteration 3 asks "1+…" as iteration 1 did */
+  snprintf(args, sizeof args, "samples %s --iter 3", ra);
+  CHECK_EQ_I64(rl(ref, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, " \"1+1=\" -> ");
+  int rc = rl(dir, "RLRUN_FAULT=loop.train@3:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out);
+  CHECK_MSG(killed(rc), "exit %d, not killed:\n%s", rc, out);
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  REQUIRE(weights_sha(rd, 3, got) == 0);
+  CHECK_STREQ(got, want);
+}
+
 TEST(runs_random_kills_resume_is_bit_identical) {
   char ref[1024], dir[1024], want[65], got[65], rd[2048] = "", out[8192];
   snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
@@ -1190,9 +1244,11 @@ TEST(runs_bad_task_output_mid_run_is_exit_2) {
   snprintf(dir, sizeof dir, "%s/t2", harness_tmpdir());
   setup(dir, 3);
   snprintf(p, sizeof p, "%s/task.lua", dir);
-  harness_write_file(p, "calls = 0\nfunction prompts(n, rng)\n  calls = calls + 1\n  local o = {}\n"
+  /* bad at iteration 2 only: seed 7's first draw is 469823, 320813, 779450 in iterations 1, 2, 3
+   * (a global call counter no longer tells: the script is loaded afresh for every call) */
+  harness_write_file(p, "function prompts(n, rng)\n  local bad = rng:int(1, 1000000) < 400000\n  local o = {}\n"
                         "  for i = 1, n do o[i] = {prompt = '1+1=', answer = '2'} end\n"
-                        "  if calls == 2 then o[2] = {answer = '2'} end\n  return o\nend\n");
+                        "  if bad then o[2] = {answer = '2'} end\n  return o\nend\n");
   CHECK_EQ_I64(rl(dir, "", "validate t.yaml", out, sizeof out), 0);
   CHECK_EQ_I64(rl(dir, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out), 2);
   REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
@@ -1200,7 +1256,7 @@ TEST(runs_bad_task_output_mid_run_is_exit_2) {
   char want[4096];
   snprintf(want, sizeof want,
            "run directory: %s\n"
-           "rlrun: iteration 2: %s/task.lua:2: prompts(n, rng) item 2 has no string field 'prompt' (prompts for "
+           "rlrun: iteration 2: %s/task.lua:1: prompts(n, rng) item 2 has no string field 'prompt' (prompts for "
            "iteration 2)\n"
            "rlrun: the run stopped on bad input, and a resume as it is fails the same way: fix the input (or the "
            "recipe), then `rlrun resume %s --allow-changed` continues from what is committed\n", rel, dir, rel);
