@@ -197,9 +197,10 @@ TEST(runs_lua_globals_do_not_outlive_an_iteration) {
   CHECK_EQ_I64(rl(ref, "", args, out, sizeof out), 0);
   /* rewards 1 … 16 / 100 in every iteration: mean 0.085 */
   int col = -1, ci = 0, rows = 0;
-  char *save = NULL, *line = strtok_r(out, "\n", &save);
-  for (char *t = line ? strdup(line) : NULL, *tp = t, *f; tp && (f = strsep(&tp, ",")); ci++)
+  char *save = NULL, *line = strtok_r(out, "\n", &save), *head = line ? strdup(line) : NULL;
+  for (char *tp = head, *f; tp && (f = strsep(&tp, ",")); ci++)
     if (!strcmp(f, "reward/mean")) col = ci;
+  free(head);
   REQUIRE(col >= 0);
   while ((line = strtok_r(NULL, "\n", &save))) {
     char *tp = line, *f = NULL;
