@@ -224,6 +224,13 @@ typedef struct model_fwd_opts {
    * replay the routed ids of the forward). The same bits as keeping every
    * activation, for about one more forward of GEMM work. The CPU ignores it. */
   int recompute;
+  /* CUDA: every linear runs cuBLASLt with a pinned algorithm (gemm.h's
+   * pin_algo: no split-K, one algorithm per shape family) and never the small-M
+   * kernels, so that a row's bits do not depend on the other rows of the batch
+   * nor on how many there are (the rollout engine's prefill, which packs the
+   * prompts admitted together). The CPU ignores it (its rows never depend on
+   * the batch). */
+  int row_invariant;
   /* R3 diagnostics (the CUDA forward): where layer l replays ids and
    * own_ids[l] is not NULL, the router's own top-k choice ([T, k], descending
    * probability, ties to the lower id) is written there too (host memory), so

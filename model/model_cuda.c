@@ -493,7 +493,7 @@ void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
  * makes rollout and training rows bitwise equal; gemm_small has its own),
  * operands as the kernel loads them, and RLRUN_SMALL_GEMM not "0". */
 static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M) {
-  if (L->q.fmt != QFMT_BF16 || M < 1 || M > 64 || m->cu->policy.pin_algo) return 0;
+  if (L->q.fmt != QFMT_BF16 || M < 1 || M > 64 || m->cu->policy.pin_algo || m->cu->row_inv) return 0;
   if (L->q.cols % 8 || (uintptr_t)xb % 16 || (uintptr_t)L->q.data % 16) return 0;
   const char *env = getenv("RLRUN_SMALL_GEMM");
   return !env || strcmp(env, "0") != 0;
@@ -507,11 +507,19 @@ static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, in
  * mismatch ~2e-7), while this kernel's order is its own (a mismatch of the
  * order of BF16 × BF16's through gemm_small); see docs/gpu-results.md. */
 static int mc_small_fp8(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out) {
-  if (L->q.fmt != QFMT_FP8_BLOCK || M < 1 || M > 64 || m->cu->policy.pin_algo) return 0;
+  if (L->q.fmt != QFMT_FP8_BLOCK || M < 1 || M > 64 || m->cu->policy.pin_algo || m->cu->row_inv) return 0;
   const char *env = getenv("RLRUN_SMALL_GEMM_FP8");
   if (!env || strcmp(env, "1")) return 0;
   rl_err e = {0};
   return gemm_small_fp8_check(out, xb, &L->q, M, &m->cu->policy, &e) == 0;
+}
+
+/* The policy a forward linear runs under: the model's, pinned while row_inv. */
+static const quant_policy *mc_fwd_policy(const model *m, quant_policy *tmp) {
+  if (!m->cu->row_inv) return &m->cu->policy;
+  *tmp = m->cu->policy;
+  tmp->pin_algo = 1;
+  return tmp;
 }
 
 int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out, rl_err *e) {
@@ -527,7 +535,8 @@ int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *
   }
   uint16_t *y = mc_scratch(m, MC_SCR_Y, (size_t)(M * N) * 2, e);
   if (!y) return e->code;
-  int rc = MC_DP(DP_FWD_GEMM, linear_forward(y, xb, M, &L->q, &m->cu->policy, e));
+  quant_policy tmp;
+  int rc = MC_DP(DP_FWD_GEMM, linear_forward(y, xb, M, &L->q, mc_fwd_policy(m, &tmp), e));
   if (!rc) rc = mc_dp_end(ops_f32_from_bf16_cuda(out, y, (size_t)(M * N), NULL, e), DP_FWD_CONV);
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
 }
@@ -544,7 +553,8 @@ int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint1
       return rc;
     }
   }
-  int rc = MC_DP(DP_FWD_GEMM, linear_forward(out_b, xb, M, &L->q, &m->cu->policy, e));
+  quant_policy tmp;
+  int rc = MC_DP(DP_FWD_GEMM, linear_forward(out_b, xb, M, &L->q, mc_fwd_policy(m, &tmp), e));
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
 }
 

@@ -309,6 +309,7 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
       (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, a->tokens, T, m->V, H, NULL, e)))
     return rl_err_prefix(e, "model_cuda_forward: ");
   a->own_ids = o ? o->own_ids : NULL; /* read by mc_moe_forward, for this forward only */
+  m->cu->row_inv = o && o->row_invariant; /* read by the linears, for this forward only */
   for (int l = 0; l < m->L && !rc; l++) rc = mc_layer_forward_any(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
   a->own_ids = NULL;
   if (!rc)
@@ -316,6 +317,7 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
                                                      m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));
   if (!rc && a->key[11]) rc = mc_lin_fwd_b(m, &m->cu->lm_head, a->xf_b, T, a->logits_b, e);
   else if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
+  m->cu->row_inv = 0;
   return rc ? rl_err_prefix(e, "model_cuda_forward: ") : 0;
 }
 

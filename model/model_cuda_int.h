@@ -108,6 +108,7 @@ struct model_cuda {
   mc_lin lm_head;
   quant_policy policy;
   int quantized;
+  int row_inv; /* set for one model_cuda_forward with o->row_invariant: linears pinned, no small-M kernels */
   void *scr[MC_SCR_COUNT];
   size_t cap[MC_SCR_COUNT];
   /* model_cuda_quantize's own device buffers, allocated by its first call:

@@ -456,7 +456,13 @@ static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, 
   }
   model_batch b = {0};
   b.T = (int)T, b.tokens = tok, b.seqs.n_seq = n, b.seqs.off = off;
-  int rc = model_cuda_forward(m, &b, NULL, a, e);
+  /* pinned linears: a prompt's cache rows and first logits must not depend on
+   * which prompts were admitted with it (how many slots were free then: the
+   * other sequences' lengths, the slot count, a split's share) — at T ≤ 64 the
+   * small-M kernels and above it cuBLASLt's heuristic sum in other orders */
+  model_fwd_opts fo = {0};
+  fo.row_invariant = 1;
+  int rc = model_cuda_forward(m, &b, &fo, a, e);
   if (!rc) rc = mc_ok(cudaMemcpy(g->d_pslot, ps, (size_t)T * 4, cudaMemcpyHostToDevice), "cudaMemcpy (slots)", e);
   for (int l = 0; l < m->L && !rc; l++) {
     mc_layer_acts *x = &a->la[l];

@@ -42,7 +42,7 @@ int rck_decode_attn_mode(int mode);
 /* The staged kernel's tuning (speed only; the output bits depend on none):
  * per = splits a CTA (0: as many as the GPU holds in one wave; a CTA with all
  * of a row's splits also combines them), ring = shared-memory slots of 64 K or
- * V rows (2 … 4; 2 by default), pdl = 1 (default): launched as a programmatic
+ * V rows (2 … 4; 0, the default: 3 for steps of ≤ 64 rows, 2 above), pdl = 1 (default): launched as a programmatic
  * dependent — it copies the cache rows before len − 1 before
  * griddepcontrol.wait and reads q and row len − 1 after it, so the kernel
  * before it in the stream may trigger its dependents early only if it writes

@@ -328,6 +328,70 @@ static void case_invariance(int64_t N, int64_t K, qformat f) {
   free(x), free(w);
 }
 
+/* The rollout's prefill packs the prompts admitted together into one forward:
+ * a group of ≤ 64 tokens ran the small-M kernel, a bigger one cuBLASLt's
+ * heuristic (main until 2026-12-06), the pinned prefill cuBLASLt's pinned
+ * algorithm at every size. Here, at one linear (BF16 x, BF16 W, BF16-rounded
+ * outputs), the first 13 rows computed as a group of 13 and inside a group of
+ * 456: how many outputs each pair of orders gives differently. Asserted: the
+ * pinned algorithm's rows do not depend on the group (the prefill's promise);
+ * the rest is printed (`info`), the measure of what a prefill check on the
+ * rollout can see. */
+static void case_prefill_orders(int64_t N, int64_t K) {
+  enum { MS = 13, MB = 456 };
+  uint16_t *x = tg_rand_bf16(MB, K, 4711 + (uint64_t)K), *w = tg_rand_bf16(N, K, 4712 + (uint64_t)N);
+  uint16_t *xd = dev_copy(x, (size_t)(MB * K) * 2), *wd = dev_copy(w, (size_t)(N * K) * 2), *yb;
+  float *yd;
+  CK(cudaMalloc((void **)&yd, (size_t)(MB * N) * 4));
+  CK(cudaMalloc((void **)&yb, (size_t)(MB * N) * 2));
+  qtensor wq = qtensor_bf16(wd, N, K, 1);
+  rl_err e;
+  enum { SMALL, SMALL_SPLIT, HEUR_S, HEUR_B, PIN_S, PIN_B, NV };
+  static const char *nm[NV] = {"small", "small(ctas 528)", "heur@13", "heur@456", "pin@13", "pin@456"};
+  float *v[NV] = {0};
+  for (int k = 0; k < NV; k++) {
+    int rc;
+    if (k <= SMALL_SPLIT) {
+      gemm_small_tune t = gemm_small_tune_get();
+      if (k == SMALL_SPLIT) t.ctas = 528, t.min_stages = 1;
+      gemm_small_tune_set(k == SMALL_SPLIT ? &t : NULL);
+      rc = gemm_small_bf16_cuda(yd, xd, wd, MS, N, K, NULL, &e);
+      gemm_small_tune_set(NULL);
+      if (!rc) v[k] = host_copy(yd, (size_t)(MS * N) * 4);
+    } else {
+      quant_policy p;
+      quant_policy_init(&p, QFMT_BF16, QFMT_BF16);
+      p.pin_algo = k >= PIN_S;
+      rc = linear_forward(yb, xd, (k == HEUR_S || k == PIN_S) ? MS : MB, &wq, &p, &e);
+      if (!rc) v[k] = f32_of_bf16_dev(yb, MS * N);
+    }
+    if (rc) {
+      printf("FAIL   prefill-orders N=%-5lld K=%-5lld %s: %s\n", (long long)N, (long long)K, nm[k], e.msg);
+      g_fail++;
+    }
+  }
+  char line[600];
+  int n = snprintf(line, sizeof line, "prefill-orders N=%-5lld K=%-5lld outputs differing of %lld:", (long long)N,
+                   (long long)K, (long long)(MS * N));
+  static const int pairs[][2] = {{SMALL, SMALL_SPLIT}, {SMALL, HEUR_B}, {SMALL, PIN_B}, {HEUR_S, HEUR_B}, {PIN_S, PIN_B}};
+  int64_t dpin = -1;
+  for (int i = 0; i < 5; i++) {
+    const float *a = v[pairs[i][0]], *b = v[pairs[i][1]];
+    if (!a || !b) continue;
+    int64_t d = 0;
+    for (int64_t j = 0; j < MS * N; j++) d += memcmp(&a[j], &b[j], 4) != 0;
+    if (pairs[i][0] == PIN_S) dpin = d;
+    n += snprintf(line + n, sizeof line - (size_t)n, " %s vs %s %lld;", nm[pairs[i][0]], nm[pairs[i][1]], (long long)d);
+  }
+  printf("info   %s\n", line);
+  printf("%-6s prefill-orders N=%-5lld K=%-5lld pinned rows of a group of 13 == the same rows in a group of 456\n",
+         dpin == 0 ? "PASS" : "FAIL", (long long)N, (long long)K);
+  dpin == 0 ? g_pass++ : g_fail++;
+  for (int k = 0; k < NV; k++) free(v[k]);
+  cudaFree(xd), cudaFree(wd), cudaFree(yd), cudaFree(yb);
+  free(x), free(w);
+}
+
 /* linear_backward on the device vs the CPU (dX, dW in BF16; dW accumulated in FP32). */
 static void case_backward(int64_t m, int64_t n, int64_t k) {
   uint16_t *dy = tg_rand_bf16(m, n, 1), *x = tg_rand_bf16(m, k, 2), *w = tg_rand_bf16(n, k, 3);
@@ -1013,6 +1077,9 @@ int main(int argc, char **argv) {
     case_invariance(1024, 3072, f ? QFMT_FP8_BLOCK : QFMT_BF16);
     if (!quick) case_invariance(768, 2048, f ? QFMT_FP8_BLOCK : QFMT_BF16);
   }
+  /* the prefill's orders at a Qwen3-0.6B layer's linears (q, o, gate, down) */
+  static const int64_t pnk[][2] = {{2048, 1024}, {1024, 2048}, {3072, 1024}, {1024, 3072}};
+  for (int i = 0; i < 4; i++) case_prefill_orders(pnk[i][0], pnk[i][1]);
   case_backward(512, 1024, 3072);
   case_backward(129, 768, 2048);
   /* the small-M GEMM of the decode step (gemm_small_bf16_cuda) */
