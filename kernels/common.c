@@ -85,6 +85,11 @@ const char *rl_file_kind(unsigned mode) {
   return "not a plain file";
 }
 
+int rl_path_is_special(const char *path) {
+  struct stat st;
+  return path && stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+}
+
 /* A byte count as "N KiB", "N MiB" or "N GiB" when exact, else "N bytes". */
 static const char *size_str(uint64_t n, char *buf, size_t sz) {
   static const char *const units[] = {"bytes", "KiB", "MiB", "GiB"};

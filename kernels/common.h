@@ -53,6 +53,11 @@ int rl_read_file_max(const char *path, size_t max, char **out, size_t *len, rl_e
 /* What a path is, for messages, from its st_mode: "a file" (regular), "a
  * directory", "a character device", "a block device", "a FIFO", "a socket". */
 const char *rl_file_kind(unsigned mode);
+/* 1 when path exists and is neither a regular file nor a directory (a
+ * character device such as /dev/null, a FIFO, a socket): an output there is
+ * written in place, never through a temporary renamed over it (which, run as
+ * root, would replace /dev/null by a regular file). */
+int rl_path_is_special(const char *path);
 
 /* Monotonic time in seconds. */
 double rl_now(void);

@@ -26,7 +26,8 @@ static const char score_usage[] =
     "  --model DIR          Hugging Face directory (qwen3 / qwen3_moe; F32, BF16, F16, or an\n"
     "                       fp8-block / mxfp8 / nvfp4 checkpoint, dequantized to BF16 masters)\n"
     "  --input FILE         JSONL input ('-' = stdin)\n"
-    "  --out FILE           JSONL output (written under a temporary name, then renamed)\n"
+    "  --out FILE           JSONL output (written under a temporary name, then renamed;\n"
+    "                       '-' = stdout; a device or FIFO such as /dev/null is written in place)\n"
     "  --precision P        bf16 (default) | fp8-block | mxfp8 | nvfp4 (MoE experts; rest bf16)\n"
     "                       | fp32 (exact FP32 reference: FP32 weights and products)\n"
     "  --emulate            allow MXFP8/NVFP4 emulation on GPUs without native support\n"
@@ -239,9 +240,13 @@ static int score_run(int argc, char **argv, rl_err *e) {
     model_free(m);
     return rl_errf(e, RL_EXIT_USAGE, "cannot open --input %s: %s", in, strerror(errno));
   }
+  /* written to OUT.tmp and renamed over OUT when complete; "-" is stdout, and an
+   * OUT that is a device or a FIFO (/dev/null) is written in place */
+  const int to_stdout = !strcmp(outp, "-"), direct = to_stdout || rl_path_is_special(outp);
   char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s.tmp", outp);
-  FILE *fout = fopen(tmp, "w");
+  snprintf(tmp, sizeof tmp, "%s", direct ? outp : "");
+  if (!direct) snprintf(tmp, sizeof tmp, "%s.tmp", outp);
+  FILE *fout = to_stdout ? stdout : fopen(tmp, "w");
   if (!fout) rc = rl_errf(e, RL_EXIT_FAIL, "cannot write %s: %s", tmp, strerror(errno));
   score_seq *seqs = NULL;
   int n = 0, cap = 0;
@@ -278,10 +283,11 @@ static int score_run(int argc, char **argv, rl_err *e) {
   for (int i = 0; i < n; i++) free(seqs[i].tok);
   free(seqs), free(line);
   if (fin != stdin) fclose(fin);
-  if (fout && fclose(fout) && !rc) rc = rl_errf(e, RL_EXIT_FAIL, "writing %s failed", tmp);
-  if (!rc && rename(tmp, outp))
+  if (fout && (to_stdout ? fflush(fout) : fclose(fout)) && !rc)
+    rc = rl_errf(e, RL_EXIT_FAIL, "writing %s failed", to_stdout ? "stdout" : tmp);
+  if (!rc && !direct && rename(tmp, outp))
     rc = rl_errf(e, RL_EXIT_FAIL, "cannot rename %s to %s: %s", tmp, outp, strerror(errno));
-  if (rc && fout) remove(tmp);
+  if (rc && fout && !direct) remove(tmp);
   double dt = rl_now() - t0;
   if (!rc)
     fprintf(stderr, "score: %ld sequence%s, %ld token%s, precision %s, device %s: %.2f s (%.0f tokens/s)\n",

@@ -106,7 +106,11 @@ static int dir_is_empty(const char *dir) {
 
 int ckpt_dir_check_output(const char *out, int replace, rl_err *e) {
   struct stat st;
-  if (stat(out, &st) != 0 || replace) return 0;
+  if (stat(out, &st) != 0) return 0;
+  if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) /* never moved aside, --force or not (/dev/null as root) */
+    return rl_errf(e, RL_EXIT_USAGE, "%s: is %s, not a directory; --out names the checkpoint directory to write",
+                   out, rl_file_kind(st.st_mode));
+  if (replace) return 0;
   if (S_ISDIR(st.st_mode) && dir_is_empty(out)) return 0;
   return rl_errf(e, RL_EXIT_USAGE,
                  "%s: already exists and is not empty; choose another --out or pass --force to "

@@ -116,6 +116,23 @@ int rundir_create(const char *runs_dir, const char *name, char *out, size_t outs
 }
 
 int rundir_write_atomic(const char *path, const void *data, size_t len, rl_err *e) {
+  if (rl_path_is_special(path)) { /* /dev/null, a FIFO: written in place (see rl_path_is_special) */
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot open for writing: %s", path, strerror(errno));
+    const char *p = data;
+    for (size_t left = len; left > 0;) {
+      ssize_t w = write(fd, p, left);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        int err = w < 0 ? errno : EIO;
+        close(fd);
+        return rl_errf(e, RL_EXIT_FAIL, "%s: write failed: %s", path, strerror(err));
+      }
+      p += w, left -= (size_t)w;
+    }
+    if (close(fd) != 0) return rl_errf(e, RL_EXIT_FAIL, "%s: close failed: %s", path, strerror(errno));
+    return 0;
+  }
   char tmp[4200], dir[4200];
   if (snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid()) >= (int)sizeof tmp)
     return rl_errf(e, RL_EXIT_USAGE, "%s: path too long", path);

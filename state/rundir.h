@@ -22,7 +22,9 @@ int rundir_create(const char *runs_dir, const char *name, char *out, size_t outs
 
 /* Write a whole file atomically: a temporary name in the same directory,
  * fsync, rename over path, fsync the directory. A reader sees the old content
- * or the new, never a mix; a crash leaves at worst a stray "*.tmp-PID" file. */
+ * or the new, never a mix; a crash leaves at worst a stray "*.tmp-PID" file.
+ * A path that is a device or a FIFO (/dev/null) is written in place instead
+ * (rl_path_is_special). */
 int rundir_write_atomic(const char *path, const void *data, size_t len, rl_err *e);
 
 /* fsync a directory (after a rename or create inside it). */

@@ -5,11 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "model/config.h"
 #include "stages/convert.h"
+#include "state/rundir.h"
 #include "test_convert_util.h"
 
 static char out[1 << 17];
@@ -618,4 +621,58 @@ TEST(convert_peak_memory_streams) {
     CHECK_MSG(kb > 0 && kb <= limit, "peak RSS %ld KiB > %ld KiB", kb, limit);
   }
 #endif
+}
+
+/* An output path that is a FIFO (or /dev/null: a device) is written in place:
+ * `score --out` used to write OUT.tmp and rename it over the path, which run as
+ * root replaced /dev/null by a regular file; `convert --force` moved it aside.
+ * A FIFO stands in for the device here (the test keeps its read end open). */
+TEST(outputs_to_a_fifo_are_written_in_place) {
+  const char *bin = harness_bin();
+  char d[1024], fifo[1100], in[1100], cmd[4096], out[4096];
+  snprintf(d, sizeof d, "%s/fifo-out", harness_tmpdir());
+  mkdir(d, 0755);
+  snprintf(fifo, sizeof fifo, "%s/out.fifo", d);
+  snprintf(in, sizeof in, "%s/in.jsonl", d);
+  unlink(fifo);
+  REQUIRE(mkfifo(fifo, 0644) == 0);
+  FILE *f = fopen(in, "w");
+  REQUIRE(f);
+  fputs("{\"tokens\": [1, 2, 3]}\n", f);
+  fclose(f);
+  int rd = open(fifo, O_RDWR | O_NONBLOCK); /* a reader, so the writer's open does not block */
+  REQUIRE(rd >= 0);
+  snprintf(cmd, sizeof cmd, "%s score --model %s --input %s --out %s 2>/dev/null", bin, tc_fixture("tiny_qwen3"), in,
+           fifo);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  char buf[4096];
+  ssize_t n = read(rd, buf, sizeof buf - 1);
+  REQUIRE(n > 0);
+  buf[n] = 0;
+  CHECK(strncmp(buf, "{\"logprobs\": [", 14) == 0);
+  struct stat st;
+  REQUIRE(stat(fifo, &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode)); /* still the FIFO, not a renamed regular file */
+  snprintf(cmd, sizeof cmd, "ls %s", d);
+  harness_run(cmd, out, sizeof out);
+  CHECK_STREQ(out, "in.jsonl\nout.fifo\n"); /* no out.fifo.tmp left */
+  /* `--out -`: stdout */
+  snprintf(cmd, sizeof cmd, "%s score --model %s --input %s --out - 2>/dev/null", bin, tc_fixture("tiny_qwen3"), in);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK(strncmp(out, buf, (size_t)n) == 0 && strlen(out) == (size_t)n);
+  /* convert never moves such a path aside, --force or not */
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to fp8-block --force", bin, tc_fixture("tiny_qwen3"), fifo);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "is a FIFO, not a directory");
+  REQUIRE(stat(fifo, &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
+  /* rundir_write_atomic (export --out, run files) */
+  rl_err e;
+  REQUIRE(rundir_write_atomic(fifo, "abc\n", 4, &e) == 0);
+  n = read(rd, buf, sizeof buf - 1);
+  CHECK_EQ_I64(n, 4);
+  CHECK(strncmp(buf, "abc\n", 4) == 0);
+  REQUIRE(stat(fifo, &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
+  close(rd);
 }
