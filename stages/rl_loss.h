@@ -21,6 +21,10 @@
  *     A > 0 and ρ > 1 + ε_high, or A < 0 and ρ < 1 − ε_low.
  *   - TIS / IcePop weights multiply the policy term only (not KL, not entropy);
  *     IcePop's masked tokens (w = 0) stay in the token-mean denominator.
+ *   - 0 · anything = 0: a token with w = 0 or A = 0 has policy term and gradient
+ *     exactly 0 even when its ratio exp(logp_new − logp_old) overflows to Inf
+ *     (RL.md's L_t is 0 there; IEEE would give NaN and stop the step). A
+ *     non-finite term elsewhere (A < 0, ρ = Inf: L_t = +Inf) stops the step.
  *   - k3 KL to the reference: with d = logp_ref − logp_new,
  *     kl_t = exp(d) − 1 − d (≥ 0), dkl/dlogp_new = 1 − exp(d); loss += β·kl.
  *   - Entropy bonus: loss −= c·H_t (dL/dH_t = −c·agg weight).

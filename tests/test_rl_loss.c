@@ -293,6 +293,38 @@ TEST(rl_loss_sft_and_microbatches) {
   CHECK_CONTAINS(e.msg, "sequence 1 token 1");
 }
 
+/* RL.md's L_t = −min(ρA, clip(ρ)A)·w_t is 0 when w_t = 0 (IcePop's mask) or A = 0,
+ * whatever ρ: a ratio that overflows to Inf there must not stop the step (IEEE's
+ * Inf·0 = NaN did). Expected values from tests/oracle/rl_ref.py (numpy, RL.md's
+ * formula with 0·x = 0): ρ = {Inf, e^0.1, Inf, e^0.1}, w (IcePop [0.5, 2]) =
+ * {1, 1, 0, 1}, A = {0, 0, −1.5, −1.5}: loss 0.41443910415936602, gradient
+ * {0, 0, 0, 0.414439104}. */
+TEST(rl_loss_zero_weight_or_advantage_ignores_ratio_overflow) {
+  int64_t off[3] = {0, 2, 4};
+  double adv[2] = {0.0, -1.5};
+  float lnew[4] = {0, -0.9f, -1, -1.9f}, lold[4] = {-1000, -1, -1000, -2};
+  float lroll[4] = {-1000, -1, -2, -2.25f}, g[4];
+  rl_seqs mb = {.n_seq = 2, .off = off, .adv = adv, .logp_new = lnew, .logp_old = lold,
+                .logp_rollout = lroll};
+  rl_loss_cfg c;
+  rl_loss_cfg_default(&c);
+  c.tis_mode = RL_TIS_MASK;
+  rl_loss_out o;
+  rl_err e = {0};
+  CHECK_EQ_I64(rl_loss_compute(&c, &mb, NULL, &o, g, NULL, &e), 0);
+  CHECK_NEAR(o.loss, 0.41443910415936602, 1e-12);
+  CHECK(g[0] == 0 && g[1] == 0 && g[2] == 0);
+  CHECK_NEAR(g[3], 0.414439104, 1e-8);
+  CHECK_EQ_I64(o.n_tis_clipped, 1);
+  double d;
+  int cl;
+  CHECK(rl_ppo_term(INFINITY, 0.0, 0.2, 0.2, &d, &cl) == 0.0 && d == 0.0 && cl == 0);
+  /* with w = 1 the same overflowed ratio is an infinite loss (A < 0): the step stops */
+  c.tis_mode = RL_TIS_OFF;
+  CHECK_EQ_I64(rl_loss_compute(&c, &mb, NULL, &o, g, NULL, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "sequence 1 token 0");
+}
+
 /* Identical rollout, old and new log-probs: ρ = 1 exactly, mismatch 0, ESS 1. */
 TEST(rl_identical_policies_exact) {
   enum { N = 97 };

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""rl_ref.py - docs RL.md's formulas in plain numpy, written from the doc alone
+(not from stages/rl_loss.c), printing the constants that tests/test_rl_loss.c
+asserts. numpy only; run: python3 tests/oracle/rl_ref.py
+"""
+import numpy as np
+
+F32 = np.float32  # the trainer's log-probs are FP32: round inputs the same way
+
+
+def f32(x):
+    return np.asarray(x, F32).astype(np.float64)
+
+
+def ppo_terms(lnew, lold, A, w, eps_low=0.2, eps_high=0.2):
+    """L_t = -min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) w_t and dL_t/dlogp_new,
+    with 0 * x = 0 for w_t = 0 or A = 0 (the formula's value, whatever rho)."""
+    with np.errstate(over="ignore"):
+        rho = np.exp(lnew - lold)
+    L, g = [], []
+    for t in range(len(rho)):
+        if w[t] == 0 or A[t] == 0:
+            L.append(0.0), g.append(0.0)
+            continue
+        unc, clp = rho[t] * A[t], np.clip(rho[t], 1 - eps_low, 1 + eps_high) * A[t]
+        L.append(-min(unc, clp) * w[t])
+        g.append(0.0 if clp < unc else -A[t] * rho[t] * w[t])
+    return np.array(L), np.array(g)
+
+
+def icepop(lold, lroll, low=0.5, high=2.0):
+    x = np.exp(lold - lroll)
+    return ((x >= low) & (x <= high)).astype(np.float64)
+
+
+def case_zero_weight_or_advantage():
+    """rl_loss_zero_weight_or_advantage_ignores_ratio_overflow: two sequences,
+    A = {0, -1.5}, IcePop, token-mean over N = 4 tokens."""
+    lnew = f32([0, -0.9, -1, -1.9])
+    lold = f32([-1000, -1, -1000, -2])
+    lroll = f32([-1000, -1, -2, -2.25])
+    A = [0, 0, -1.5, -1.5]
+    L, g = ppo_terms(lnew, lold, A, icepop(lold, lroll))
+    print("zero_weight_or_advantage: loss %.17g grad %s" % (L.sum() / 4, ["%.9g" % v for v in g / 4]))
+
+
+if __name__ == "__main__":
+    case_zero_weight_or_advantage()
