@@ -26,7 +26,7 @@ static void adv_group(rl_adv_kind kind, const double *r, int G, double *adv) {
   if (kind == RL_ADV_GRPO) {
     double ss = 0;
     for (int i = 0; i < G; i++) ss += (r[i] - mean) * (r[i] - mean);
-    double sd = sqrt(ss / G); /* population std */
+    double sd = sqrt(ss / (G - 1)); /* sample std (Bessel), as torch's r.std(); G >= 2 here */
     for (int i = 0; i < G; i++) adv[i] = (r[i] - mean) / (sd + RL_GRPO_STD_EPS);
   } else if (kind == RL_ADV_DR_GRPO) {
     for (int i = 0; i < G; i++) adv[i] = r[i] - mean;

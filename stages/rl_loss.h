@@ -9,8 +9,10 @@
  * are FP32 (what the model writes and reads).
  *
  * Conventions chosen here (RL.md leaves them open):
- *   - grpo's std is the POPULATION std over the G rewards of a group (divide by
- *     G), as the formula std(r) reads; A_i = (r_i − mean) / (std + 1e-6).
+ *   - grpo's std is the SAMPLE std over the G rewards of a group (divide by
+ *     G − 1, Bessel), as torch's r.std() — what verl, slime, TRL and OpenRLHF
+ *     compute for RL.md's std(r); A_i = (r_i − mean) / (std + 1e-6). (The
+ *     reward/std metric is the population std of the whole batch: rl_metrics.h.)
  *   - A group whose rewards are all equal (always so for G = 1) is degenerate:
  *     its advantages are exactly 0, rl_advantages clears its `keep` flags and
  *     counts it (metric groups/degenerate). Sequences with keep = 0 contribute

@@ -13,20 +13,30 @@
 
 /* ---------------------------------------------------------------- advantages */
 
-TEST(rl_adv_grpo_population_std_and_degenerate) {
-  /* group 0: r = {1,0,0,0}: mean .25, pop. var = (.5625 + 3·.0625)/4 = .1875,
-   * std = .4330127; A = (r − .25)/(std + 1e-6). group 1: all 0.5 → degenerate. */
+TEST(rl_adv_grpo_sample_std_and_degenerate) {
+  /* RL.md's std(r) read as torch's r.std() (Bessel, G − 1). Values from
+   * tests/oracle/rl_ref.py (numpy, (r − mean)/(r.std(ddof=1) + 1e-6)):
+   * group 0 {1,0,0,0}: std 0.5 (population std 0.4330 gave 1.7320468); group 1
+   * all 0.5 → degenerate; group 2 {0,1}; group 3 {0.3, −1.2, 2.5}. */
   double r[8] = {1, 0, 0, 0, 0.5, 0.5, 0.5, 0.5}, a[8];
   uint8_t keep[8];
   int64_t deg = -1;
   rl_err e = {0};
   REQUIRE(rl_advantages(RL_ADV_GRPO, r, 2, 4, a, keep, &deg, &e) == 0);
-  CHECK_NEAR(a[0], 1.732046807578115, 1e-12);
-  CHECK_NEAR(a[1], -0.5773489358593717, 1e-12);
-  CHECK_NEAR(a[3], -0.5773489358593717, 1e-12);
+  CHECK_NEAR(a[0], 1.4999970000059999, 1e-14);
+  CHECK_NEAR(a[1], -0.49999900000199998, 1e-14);
+  CHECK_NEAR(a[3], -0.49999900000199998, 1e-14);
   for (int i = 4; i < 8; i++) CHECK(a[i] == 0.0 && keep[i] == 0);
   for (int i = 0; i < 4; i++) CHECK_EQ_I64(keep[i], 1);
   CHECK_EQ_I64(deg, 1);
+  double r2[2] = {0, 1}, r3[3] = {0.3, -1.2, 2.5};
+  REQUIRE(rl_advantages(RL_ADV_GRPO, r2, 1, 2, a, NULL, NULL, &e) == 0);
+  CHECK_NEAR(a[0], -0.70710578118796164, 1e-14);
+  CHECK_NEAR(a[1], 0.70710578118796164, 1e-14);
+  REQUIRE(rl_advantages(RL_ADV_GRPO, r3, 1, 3, a, NULL, NULL, &e) == 0);
+  CHECK_NEAR(a[0], -0.12538032911836153, 1e-14);
+  CHECK_NEAR(a[1], -0.93139673059354278, 1e-14);
+  CHECK_NEAR(a[2], 1.0567770597119044, 1e-14);
 }
 
 TEST(rl_adv_dr_grpo_and_rloo) {

@@ -33,6 +33,26 @@ def icepop(lold, lroll, low=0.5, high=2.0):
     return ((x >= low) & (x <= high)).astype(np.float64)
 
 
+def advantages(kind, r):
+    """One group's advantages (RL.md): grpo (r - mean) / (std + 1e-6), std as
+    torch's r.std() (Bessel's G - 1, as verl, slime, TRL and OpenRLHF compute it);
+    dr_grpo r - mean; rloo r_i - mean of the other G - 1. All-equal: zeros."""
+    r = np.asarray(r, np.float64)
+    if np.all(r == r[0]):
+        return np.zeros_like(r)
+    if kind == "grpo":
+        return (r - r.mean()) / (r.std(ddof=1) + 1e-6)
+    if kind == "dr_grpo":
+        return r - r.mean()
+    return np.array([r[i] - np.delete(r, i).mean() for i in range(len(r))])
+
+
+def case_grpo_std():
+    """rl_adv_grpo_sample_std_and_degenerate."""
+    for r in ([1, 0, 0, 0], [0, 1], [0.3, -1.2, 2.5]):
+        print("grpo %s: %s" % (r, " ".join("%.17g" % a for a in advantages("grpo", r))))
+
+
 def case_zero_weight_or_advantage():
     """rl_loss_zero_weight_or_advantage_ignores_ratio_overflow: two sequences,
     A = {0, -1.5}, IcePop, token-mean over N = 4 tokens."""
@@ -45,4 +65,5 @@ def case_zero_weight_or_advantage():
 
 
 if __name__ == "__main__":
+    case_grpo_std()
     case_zero_weight_or_advantage()
