@@ -64,6 +64,36 @@ def case_zero_weight_or_advantage():
     print("zero_weight_or_advantage: loss %.17g grad %s" % (L.sum() / 4, ["%.9g" % v for v in g / 4]))
 
 
+def case_trainer_mismatch_all_tokens():
+    """train_mismatch_over_every_generated_token (test_train.c): 3 groups of 3,
+    group 1 degenerate; completion lengths below; delta_t = logp_old - logp_rollout
+    = -a[t % 5] over the flat tokens in sample order; IcePop [0.5, 2]; one
+    optimizer step, so rho = 1 on every token."""
+    rewards = [[1, 0, 0.5], [0.5, 0.5, 0.5], [0, 0, 1]]
+    lens = [[3, 1, 4], [2, 3, 1], [4, 2, 2]]
+    a = [0, 0.125, 0.5, 1, 1.5]
+    n = sum(map(sum, lens))
+    d = -np.array([a[t % 5] for t in range(n)], np.float64)
+    w = np.exp(d)
+    mask_w = ((w >= 0.5) & (w <= 2.0)).astype(np.float64)
+    print("mismatch over all %d tokens: logp_abs_diff %.17g kl_k3 %.17g ess %.17g max_abs_diff %.17g"
+          % (n, np.abs(d).mean(), np.mean(np.exp(d) - 1 - d), w.sum() ** 2 / (n * (w ** 2).sum()), np.abs(d).max()))
+    print("  tis/clipfrac %.17g tis/mean %.17g" % (np.mean(mask_w == 0), mask_w.mean()))
+    num, N, t = 0.0, 0, 0
+    for g in range(3):
+        A = advantages("grpo", rewards[g])
+        for i in range(3):
+            ts = slice(t, t + lens[g][i])
+            t += lens[g][i]
+            if np.all(np.asarray(rewards[g]) == rewards[g][0]):
+                continue  # degenerate: left out of the loss and of its denominator
+            L, _ = ppo_terms(np.zeros(lens[g][i]), np.zeros(lens[g][i]), [A[i]] * lens[g][i], mask_w[ts])
+            num += L.sum()
+            N += lens[g][i]
+    print("  loss/policy %.17g over %d kept tokens" % (num / N, N))
+
+
 if __name__ == "__main__":
+    case_trainer_mismatch_all_tokens()
     case_grpo_std()
     case_zero_weight_or_advantage()
