@@ -335,6 +335,41 @@ TEST(rl_loss_zero_weight_or_advantage_ignores_ratio_overflow) {
   CHECK_CONTAINS(e.msg, "sequence 1 token 0");
 }
 
+/* seq_mean_token_mean with an empty and a fully masked sequence (no token mean:
+ * not counted in S, so S = 2), TIS truncate (C = 2, two weights cut) on the policy
+ * term only, k3 KL (β = 0.1) unweighted. Expected values from
+ * tests/oracle/rl_ref.py (case_seq_mean_empty_and_kl). */
+TEST(rl_loss_seq_mean_skips_empty_sequences_kl_unweighted) {
+  int64_t off[5] = {0, 3, 3, 5, 7};
+  uint8_t mask[7] = {1, 1, 1, 0, 0, 1, 1};
+  double adv[4] = {1.0, -0.5, 0.8, -1.2};
+  float lnew[7] = {-1, -2.5f, -0.25f, -1, -1, -3, -0.5f};
+  float lold[7] = {-1.25f, -2, -0.25f, -1, -1, -2.5f, -0.75f};
+  float lroll[7] = {-2, -2, 0, -1, -1, -3.5f, -0.75f};
+  float lref[7] = {-1, -2, -0.5f, -1, -1, -2.75f, -0.5f}, g[7];
+  const double want_g[7] = {0, -0.111900464, -0.126113477, 0, 0, -0.00710063542, 0.385207625};
+  rl_seqs mb = {.n_seq = 4, .off = off, .mask = mask, .adv = adv, .logp_new = lnew, .logp_old = lold,
+                .logp_rollout = lroll, .logp_ref = lref};
+  rl_loss_cfg c;
+  rl_loss_cfg_default(&c);
+  c.agg = RL_AGG_SEQ_MEAN_TOKEN_MEAN;
+  c.tis_mode = RL_TIS_TRUNCATE;
+  c.kl_beta = 0.1;
+  rl_loss_out o;
+  rl_err e = {0};
+  REQUIRE(rl_loss_compute(&c, &mb, NULL, &o, g, NULL, &e) == 0);
+  CHECK_NEAR(o.loss, 0.23812838752236831, 1e-12);
+  CHECK_NEAR(o.policy, 0.23431905120898255, 1e-12);
+  CHECK_NEAR(o.kl, 0.038093363133857527, 1e-12);
+  for (int i = 0; i < 7; i++) CHECK_NEAR(g[i], want_g[i], 1e-8);
+  CHECK_EQ_I64(o.n_tokens, 5);
+  CHECK_EQ_I64(o.n_clipped, 2);
+  CHECK_EQ_I64(o.n_tis_clipped, 2);
+  rl_norm n = {0, 0};
+  rl_norm_add(&n, &mb);
+  CHECK_EQ_I64(n.n_seqs, 2);
+}
+
 /* Identical rollout, old and new log-probs: ρ = 1 exactly, mismatch 0, ESS 1. */
 TEST(rl_identical_policies_exact) {
   enum { N = 97 };

@@ -64,6 +64,40 @@ def case_zero_weight_or_advantage():
     print("zero_weight_or_advantage: loss %.17g grad %s" % (L.sum() / 4, ["%.9g" % v for v in g / 4]))
 
 
+def case_seq_mean_empty_and_kl():
+    """rl_loss_seq_mean_skips_empty_sequences_kl_unweighted: seq_mean_token_mean
+    over the sequences that have tokens in the loss (an empty and a fully masked
+    one have no token mean: left out of S), TIS truncate C = 2 on the policy term
+    only, k3 KL to the reference (d = logp_ref - logp_new) with beta = 0.1."""
+    seqs = [  # (A, lnew, lold, lroll, lref, mask)
+        (1.0, [-1.0, -2.5, -0.25], [-1.25, -2.0, -0.25], [-2.0, -2.0, 0.0], [-1.0, -2.0, -0.5], [1, 1, 1]),
+        (-0.5, [], [], [], [], []),
+        (0.8, [-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0], [0, 0]),
+        (-1.2, [-3.0, -0.5], [-2.5, -0.75], [-3.5, -0.75], [-2.75, -0.5], [1, 1]),
+    ]
+    beta, C = 0.1, 2.0
+    kept = [q for q in seqs if sum(q[5])]
+    S = len(kept)
+    loss, pol, kl, grads, cut = 0.0, 0.0, 0.0, [], 0
+    for A, lnew, lold, lroll, lref, mask in seqs:
+        lnew, lold, lroll, lref, m = map(f32, (lnew, lold, lroll, lref, mask))
+        n = m.sum()
+        if n == 0:
+            grads += [0.0] * len(m)
+            continue
+        w = np.minimum(np.exp(lold - lroll), C)
+        cut += int(((np.exp(lold - lroll) > C) * m).sum())
+        L, g = ppo_terms(lnew, lold, [A] * len(m), w)
+        d = lref - lnew
+        k3 = np.exp(d) - 1 - d
+        pol += (L * m).sum() / (S * n)
+        kl += (k3 * m).sum() / (S * n)
+        grads += list((g + beta * (1 - np.exp(d))) * m / (S * n))
+    print("seq_mean_empty_and_kl: loss %.17g policy %.17g kl %.17g, %d TIS weights cut"
+          % (pol + beta * kl, pol, kl, cut))
+    print("  grad %s" % " ".join("%.9g" % v for v in grads))
+
+
 def case_trainer_mismatch_all_tokens():
     """train_mismatch_over_every_generated_token (test_train.c): 3 groups of 3,
     group 1 degenerate; completion lengths below; delta_t = logp_old - logp_rollout
@@ -94,6 +128,7 @@ def case_trainer_mismatch_all_tokens():
 
 
 if __name__ == "__main__":
+    case_seq_mean_empty_and_kl()
     case_trainer_mismatch_all_tokens()
     case_grpo_std()
     case_zero_weight_or_advantage()
