@@ -26,7 +26,7 @@ static void adv_group(rl_adv_kind kind, const double *r, int G, double *adv) {
   if (kind == RL_ADV_GRPO) {
     double ss = 0;
     for (int i = 0; i < G; i++) ss += (r[i] - mean) * (r[i] - mean);
-    double sd = sqrt(ss / G); /* population std */
+    double sd = sqrt(ss / (G - 1)); /* sample std (Bessel), as torch's r.std(); G >= 2 here */
     for (int i = 0; i < G; i++) adv[i] = (r[i] - mean) / (sd + RL_GRPO_STD_EPS);
   } else if (kind == RL_ADV_DR_GRPO) {
     for (int i = 0; i < G; i++) adv[i] = r[i] - mean;
@@ -84,6 +84,11 @@ double rl_tis_weight(const rl_loss_cfg *c, double delta, int *clipped) {
 double rl_ppo_term(double rho, double A, double eps_low, double eps_high, double *dloss_dlogp,
                    int *clipped) {
   double lo = 1.0 - eps_low, hi = 1.0 + eps_high;
+  if (A == 0) { /* min(ρ·0, clip(ρ)·0) = 0 for every ρ, an overflowed one (Inf) included */
+    if (dloss_dlogp) *dloss_dlogp = 0.0;
+    if (clipped) *clipped = 0;
+    return 0.0;
+  }
   int cl = (A > 0 && rho > hi) || (A < 0 && rho < lo);
   double term;
   if (cl) term = -(A > 0 ? hi : lo) * A;
@@ -199,10 +204,13 @@ int rl_loss_compute(const rl_loss_cfg *c, const rl_seqs *mb, const rl_norm *norm
       double rho = exp(lp - lo), dterm;
       int cl;
       double term = rl_ppo_term(rho, A, c->eps_low, c->eps_high, &dterm, &cl);
-      if (!isfinite(term)) return loss_nonfinite(e, "the policy ratio exp(logp_new - logp_old)", s, t, t0, rho);
       out->n_clipped += cl;
-      sum_pol += w * term;
-      double g = w * dterm;
+      double g = 0.0;
+      if (w != 0) { /* w = 0 (IcePop's mask): L_t = 0 whatever the ratio, even an overflowed one */
+        if (!isfinite(term)) return loss_nonfinite(e, "the policy ratio exp(logp_new - logp_old)", s, t, t0, rho);
+        sum_pol += w * term;
+        g = w * dterm;
+      }
       if (c->kl_beta != 0) {
         double d = (double)mb->logp_ref[t] - lp;
         double kl = rl_k3(d);

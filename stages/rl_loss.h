@@ -9,8 +9,10 @@
  * are FP32 (what the model writes and reads).
  *
  * Conventions chosen here (RL.md leaves them open):
- *   - grpo's std is the POPULATION std over the G rewards of a group (divide by
- *     G), as the formula std(r) reads; A_i = (r_i − mean) / (std + 1e-6).
+ *   - grpo's std is the SAMPLE std over the G rewards of a group (divide by
+ *     G − 1, Bessel), as torch's r.std() — what verl, slime, TRL and OpenRLHF
+ *     compute for RL.md's std(r); A_i = (r_i − mean) / (std + 1e-6). (The
+ *     reward/std metric is the population std of the whole batch: rl_metrics.h.)
  *   - A group whose rewards are all equal (always so for G = 1) is degenerate:
  *     its advantages are exactly 0, rl_advantages clears its `keep` flags and
  *     counts it (metric groups/degenerate). Sequences with keep = 0 contribute
@@ -21,6 +23,10 @@
  *     A > 0 and ρ > 1 + ε_high, or A < 0 and ρ < 1 − ε_low.
  *   - TIS / IcePop weights multiply the policy term only (not KL, not entropy);
  *     IcePop's masked tokens (w = 0) stay in the token-mean denominator.
+ *   - 0 · anything = 0: a token with w = 0 or A = 0 has policy term and gradient
+ *     exactly 0 even when its ratio exp(logp_new − logp_old) overflows to Inf
+ *     (RL.md's L_t is 0 there; IEEE would give NaN and stop the step). A
+ *     non-finite term elsewhere (A < 0, ρ = Inf: L_t = +Inf) stops the step.
  *   - k3 KL to the reference: with d = logp_ref − logp_new,
  *     kl_t = exp(d) − 1 − d (≥ 0), dkl/dlogp_new = 1 − exp(d); loss += β·kl.
  *   - Entropy bonus: loss −= c·H_t (dL/dH_t = −c·agg weight).

@@ -13,20 +13,30 @@
 
 /* ---------------------------------------------------------------- advantages */
 
-TEST(rl_adv_grpo_population_std_and_degenerate) {
-  /* group 0: r = {1,0,0,0}: mean .25, pop. var = (.5625 + 3·.0625)/4 = .1875,
-   * std = .4330127; A = (r − .25)/(std + 1e-6). group 1: all 0.5 → degenerate. */
+TEST(rl_adv_grpo_sample_std_and_degenerate) {
+  /* RL.md's std(r) read as torch's r.std() (Bessel, G − 1). Values from
+   * tests/oracle/rl_ref.py (numpy, (r − mean)/(r.std(ddof=1) + 1e-6)):
+   * group 0 {1,0,0,0}: std 0.5 (population std 0.4330 gave 1.7320468); group 1
+   * all 0.5 → degenerate; group 2 {0,1}; group 3 {0.3, −1.2, 2.5}. */
   double r[8] = {1, 0, 0, 0, 0.5, 0.5, 0.5, 0.5}, a[8];
   uint8_t keep[8];
   int64_t deg = -1;
   rl_err e = {0};
   REQUIRE(rl_advantages(RL_ADV_GRPO, r, 2, 4, a, keep, &deg, &e) == 0);
-  CHECK_NEAR(a[0], 1.732046807578115, 1e-12);
-  CHECK_NEAR(a[1], -0.5773489358593717, 1e-12);
-  CHECK_NEAR(a[3], -0.5773489358593717, 1e-12);
+  CHECK_NEAR(a[0], 1.4999970000059999, 1e-14);
+  CHECK_NEAR(a[1], -0.49999900000199998, 1e-14);
+  CHECK_NEAR(a[3], -0.49999900000199998, 1e-14);
   for (int i = 4; i < 8; i++) CHECK(a[i] == 0.0 && keep[i] == 0);
   for (int i = 0; i < 4; i++) CHECK_EQ_I64(keep[i], 1);
   CHECK_EQ_I64(deg, 1);
+  double r2[2] = {0, 1}, r3[3] = {0.3, -1.2, 2.5};
+  REQUIRE(rl_advantages(RL_ADV_GRPO, r2, 1, 2, a, NULL, NULL, &e) == 0);
+  CHECK_NEAR(a[0], -0.70710578118796164, 1e-14);
+  CHECK_NEAR(a[1], 0.70710578118796164, 1e-14);
+  REQUIRE(rl_advantages(RL_ADV_GRPO, r3, 1, 3, a, NULL, NULL, &e) == 0);
+  CHECK_NEAR(a[0], -0.12538032911836153, 1e-14);
+  CHECK_NEAR(a[1], -0.93139673059354278, 1e-14);
+  CHECK_NEAR(a[2], 1.0567770597119044, 1e-14);
 }
 
 TEST(rl_adv_dr_grpo_and_rloo) {
@@ -291,6 +301,73 @@ TEST(rl_loss_sft_and_microbatches) {
   f.lnew[3] = NAN;
   CHECK_EQ_I64(rl_loss_compute(&c, &f.mb, NULL, &o, f.g, NULL, &e), RL_EXIT_FAIL);
   CHECK_CONTAINS(e.msg, "sequence 1 token 1");
+}
+
+/* RL.md's L_t = −min(ρA, clip(ρ)A)·w_t is 0 when w_t = 0 (IcePop's mask) or A = 0,
+ * whatever ρ: a ratio that overflows to Inf there must not stop the step (IEEE's
+ * Inf·0 = NaN did). Expected values from tests/oracle/rl_ref.py (numpy, RL.md's
+ * formula with 0·x = 0): ρ = {Inf, e^0.1, Inf, e^0.1}, w (IcePop [0.5, 2]) =
+ * {1, 1, 0, 1}, A = {0, 0, −1.5, −1.5}: loss 0.41443910415936602, gradient
+ * {0, 0, 0, 0.414439104}. */
+TEST(rl_loss_zero_weight_or_advantage_ignores_ratio_overflow) {
+  int64_t off[3] = {0, 2, 4};
+  double adv[2] = {0.0, -1.5};
+  float lnew[4] = {0, -0.9f, -1, -1.9f}, lold[4] = {-1000, -1, -1000, -2};
+  float lroll[4] = {-1000, -1, -2, -2.25f}, g[4];
+  rl_seqs mb = {.n_seq = 2, .off = off, .adv = adv, .logp_new = lnew, .logp_old = lold,
+                .logp_rollout = lroll};
+  rl_loss_cfg c;
+  rl_loss_cfg_default(&c);
+  c.tis_mode = RL_TIS_MASK;
+  rl_loss_out o;
+  rl_err e = {0};
+  CHECK_EQ_I64(rl_loss_compute(&c, &mb, NULL, &o, g, NULL, &e), 0);
+  CHECK_NEAR(o.loss, 0.41443910415936602, 1e-12);
+  CHECK(g[0] == 0 && g[1] == 0 && g[2] == 0);
+  CHECK_NEAR(g[3], 0.414439104, 1e-8);
+  CHECK_EQ_I64(o.n_tis_clipped, 1);
+  double d;
+  int cl;
+  CHECK(rl_ppo_term(INFINITY, 0.0, 0.2, 0.2, &d, &cl) == 0.0 && d == 0.0 && cl == 0);
+  /* with w = 1 the same overflowed ratio is an infinite loss (A < 0): the step stops */
+  c.tis_mode = RL_TIS_OFF;
+  CHECK_EQ_I64(rl_loss_compute(&c, &mb, NULL, &o, g, NULL, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "sequence 1 token 0");
+}
+
+/* seq_mean_token_mean with an empty and a fully masked sequence (no token mean:
+ * not counted in S, so S = 2), TIS truncate (C = 2, two weights cut) on the policy
+ * term only, k3 KL (β = 0.1) unweighted. Expected values from
+ * tests/oracle/rl_ref.py (case_seq_mean_empty_and_kl). */
+TEST(rl_loss_seq_mean_skips_empty_sequences_kl_unweighted) {
+  int64_t off[5] = {0, 3, 3, 5, 7};
+  uint8_t mask[7] = {1, 1, 1, 0, 0, 1, 1};
+  double adv[4] = {1.0, -0.5, 0.8, -1.2};
+  float lnew[7] = {-1, -2.5f, -0.25f, -1, -1, -3, -0.5f};
+  float lold[7] = {-1.25f, -2, -0.25f, -1, -1, -2.5f, -0.75f};
+  float lroll[7] = {-2, -2, 0, -1, -1, -3.5f, -0.75f};
+  float lref[7] = {-1, -2, -0.5f, -1, -1, -2.75f, -0.5f}, g[7];
+  const double want_g[7] = {0, -0.111900464, -0.126113477, 0, 0, -0.00710063542, 0.385207625};
+  rl_seqs mb = {.n_seq = 4, .off = off, .mask = mask, .adv = adv, .logp_new = lnew, .logp_old = lold,
+                .logp_rollout = lroll, .logp_ref = lref};
+  rl_loss_cfg c;
+  rl_loss_cfg_default(&c);
+  c.agg = RL_AGG_SEQ_MEAN_TOKEN_MEAN;
+  c.tis_mode = RL_TIS_TRUNCATE;
+  c.kl_beta = 0.1;
+  rl_loss_out o;
+  rl_err e = {0};
+  REQUIRE(rl_loss_compute(&c, &mb, NULL, &o, g, NULL, &e) == 0);
+  CHECK_NEAR(o.loss, 0.23812838752236831, 1e-12);
+  CHECK_NEAR(o.policy, 0.23431905120898255, 1e-12);
+  CHECK_NEAR(o.kl, 0.038093363133857527, 1e-12);
+  for (int i = 0; i < 7; i++) CHECK_NEAR(g[i], want_g[i], 1e-8);
+  CHECK_EQ_I64(o.n_tokens, 5);
+  CHECK_EQ_I64(o.n_clipped, 2);
+  CHECK_EQ_I64(o.n_tis_clipped, 2);
+  rl_norm n = {0, 0};
+  rl_norm_add(&n, &mb);
+  CHECK_EQ_I64(n.n_seqs, 2);
 }
 
 /* Identical rollout, old and new log-probs: ρ = 1 exactly, mismatch 0, ESS 1. */

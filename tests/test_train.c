@@ -1,7 +1,8 @@
 /* test_train.c — the train stage (stages/train.h) on micro models: the
  * policy-loss gradient against central finite differences through the whole
  * model, ratio exactly 1 and zero mismatch before any update, determinism,
- * microbatch invariance, NaN stops, optimizer state round trip. The learning
+ * microbatch invariance, NaN stops, optimizer state round trip, RL.md's metrics
+ * and loss through trainer_step against tests/oracle/rl_ref.py. The learning
  * tests (SFT memorises, RL raises a Lua reward) are in test_train_learn.c. */
 #include <math.h>
 #include <omp.h>
@@ -593,6 +594,72 @@ TEST(train_metrics_named_list) {
   double tm = rl_metric_get(&r.metrics, RL_M_TIS_MEAN, NULL),
          tc = rl_metric_get(&r.metrics, RL_M_TIS_CLIPFRAC, NULL);
   CHECK_NEAR(tm, 1.0 - tc, 1e-12); /* mask weights are 0 or 1 */
+  train_result_free(&r);
+  trainer_free(t);
+  tu_batch_free(&b);
+  model_free(m);
+  omp_set_num_threads(nt);
+}
+
+/* RL.md end to end through trainer_step: the mismatch metrics cover every
+ * generated token (the degenerate group's too), the loss only the kept groups'
+ * tokens (token mean), grpo's std is the sample std, IcePop weights the policy
+ * term. logp_rollout = logp_old + a[t % 5] exactly (a multiple of the FP32 ulp,
+ * toward 0), so δ_t = −a[t % 5] and the metrics depend on δ alone. Expected
+ * values from tests/oracle/rl_ref.py (case_trainer_mismatch_all_tokens). */
+TEST(train_mismatch_over_every_generated_token) {
+  int nt = omp_get_max_threads();
+  omp_set_num_threads(1);
+  model *m = tu_micro_model(0, 0, 16, 21u);
+  REQUIRE(m);
+  rollout_batch b;
+  tu_batch_random(&b, m, 3, 3, 3, 4, 77u);
+  const double rw[9] = {1, 0, 0.5, 0.5, 0.5, 0.5, 0, 0, 1};
+  const int64_t len[9] = {3, 1, 4, 2, 3, 1, 4, 2, 2};
+  const float a[5] = {0, 0.125f, 0.5f, 1, 1.5f};
+  uint32_t seed = 5u;
+  for (int i = 0; i < 9; i++) { /* the completions of the lengths above */
+    rollout_sample *s = &b.s[i];
+    s->reward = rw[i];
+    s->n_completion = len[i];
+    s->completion_ids = realloc(s->completion_ids, (size_t)len[i] * sizeof(int32_t));
+    s->logp_rollout = realloc(s->logp_rollout, (size_t)len[i] * sizeof(float));
+    for (int64_t j = 0; j < len[i]; j++)
+      s->completion_ids[j] = 3 + (int32_t)(tu_frand(&seed, 0, 1) * (float)(m->V - 3));
+  }
+  train_opts o;
+  train_opts_default(&o);
+  o.microbatch = 16;
+  o.loss.tis_mode = RL_TIS_MASK;
+  trainer *t;
+  rl_err e = {0};
+  REQUIRE(trainer_new(m, &o, &t, &e) == 0);
+  float *lp[9];
+  for (int i = 0; i < 9; i++) lp[i] = b.s[i].logp_rollout;
+  REQUIRE(trainer_logprobs(t, &b, lp, &e) == 0); /* logp_old, into logp_rollout */
+  int64_t k = 0;
+  for (int i = 0; i < 9; i++)
+    for (int64_t j = 0; j < len[i]; j++, k++) {
+      float old = lp[i][j], roll = old + a[k % 5];
+      REQUIRE(old < -1.5f && (double)old - (double)roll == -(double)a[k % 5]);
+      lp[i][j] = roll;
+    }
+  REQUIRE(k == 22);
+  train_result r;
+  REQUIRE(trainer_step(t, &b, &r, &e) == 0);
+  CHECK_NEAR(r.first_ratio_max_dev, 0, 0);
+  CHECK_EQ_I64(r.mismatch.n_tokens, 22);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_LOGP_ABS_DIFF, NULL), 0.57386363636363635, 1e-15);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_KL_K3, NULL), 0.21943843441149993, 1e-15);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_ESS, NULL), 0.82557724513868114, 1e-15);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_MAX_ABS_DIFF, NULL), 1.5, 0);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_TIS_CLIPFRAC, NULL), 0.36363636363636365, 1e-15);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_TIS_MEAN, NULL), 0.63636363636363635, 1e-15);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_LOSS_POLICY, NULL), -0.22358395432520986, 1e-12);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_LOSS, NULL), -0.22358395432520986, 1e-12);
+  CHECK_NEAR(rl_metric_get(&r.metrics, TRAIN_M_TOKENS, NULL), 16, 0);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_GROUPS_DEGENERATE, NULL), 1, 0);
+  CHECK_NEAR(rl_metric_get(&r.metrics, RL_M_POLICY_CLIPFRAC, NULL), 0, 0);
   train_result_free(&r);
   trainer_free(t);
   tu_batch_free(&b);
