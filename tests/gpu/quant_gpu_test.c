@@ -9,7 +9,8 @@
  * twice: hardware E4M3 cvt and the software codec. First, the fast device
  * forms of the rules (E2M1 encoders, exact division) against formats.h; then
  * the multi-tensor weight quantizers (fp8-block, MXFP8) against the
- * single-tensor calls on a list of 14 tensors (check_multi). */
+ * single-tensor calls on a list of 14 tensors (check_multi); and the adversarial
+ * inputs of test_quant_doc.c (tests/test_quant_doc_cases.h). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "kernels/common.h"
 #include "kernels/formats.h"
 #include "kernels/quant.h"
+#include "tests/test_quant_doc_cases.h" /* adversarial inputs of test_quant_doc.c */
 
 #if RLRUN_CUDA
 #include <cuda_runtime.h>
@@ -407,6 +409,31 @@ int main(int argc, char **argv) {
                                                  {127, 129, 1}, {300, 4096, 0},  {300, 4096, 1},  {129, 4112, 0},
                                                  {129, 4112, 1}, {3, 16, 1},     {65, 48, 1},     {1000, 1040, 1},
                                                  {4096, 4096, 1}, {8192, 8192, 0}};
+  /* The adversarial inputs of test_quant_doc.c (ties after scaling, amax = 448·2^k,
+   * the BF16 maximum as an outlier, subnormal quotients, -0 blocks, K = 1, 17, 129, 200),
+   * where the CPU gives the bytes of an independent reading of FORMATS.md: the GPU
+   * must give the CPU's bytes on them too. */
+  static const struct {
+    const char *name;
+    const uint16_t *x;
+    int64_t R, K;
+  } doc[] = {{"act_3x129", act_3x129_x, 3, 129}, {"w_129x1", w_129x1_x, 129, 1},
+             {"w_1x200", w_1x200_x, 1, 200},     {"mx_2x96", mx_2x96_x, 2, 96},
+             {"nv_2x48", nv_2x48_x, 2, 48},      {"nv_1x17", nv_1x17_x, 1, 17},
+             {"nv_2x16_order", nv_2x16_order_x, 2, 16}, {"nv_1x32_enc", nv_1x32_enc_x, 1, 32},
+             {"nv_1x32_zero", nv_1x32_zero_x, 1, 32}};
+  for (size_t i = 0; i < sizeof doc / sizeof doc[0]; i++) {
+    uint16_t *dx = dup_to_device(doc[i].x, (size_t)(doc[i].R * doc[i].K) * 2);
+    int f0 = g.fail;
+    for (int hw = 1; hw >= 0; hw--)
+      for (int v = 0; v < V_COUNT; v++) {
+        check_variant(doc[i].name, doc[i].x, dx, doc[i].R, doc[i].K, v, 0, hw);
+        if (v <= V_FP8A_HOP) check_variant(doc[i].name, doc[i].x, dx, doc[i].R, doc[i].K, v, 1, hw);
+      }
+    printf("%s %-14s FORMATS.md edge cases (tests/test_quant_doc_cases.h), hw+sw cvt\n",
+           g.fail == f0 ? "PASS" : "FAIL", doc[i].name);
+    CU(cudaFree(dx));
+  }
   int full = argc > 1 && !strcmp(argv[1], "--quick") ? 0 : 1;
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     int64_t R = shapes[i].R, K = shapes[i].K;
