@@ -501,6 +501,7 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
   rl_err_clear(e);
   *emulated = 0;
   int bad = 0;
+  recipe_errs_begin(e, r->file); /* listed by line, like validation's errors */
   if (r->device == DEVICE_CUDA && t->cls == HW_CPU)
     bad = kerr(r, e, "device", "cuda, but %s has no GPU%s%s", t->detected ? "this machine" : "the target 'cpu'",
                t->note[0] ? ": " : "", t->note);
@@ -549,6 +550,7 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
   else if (r->precision.emulate && cls != HW_CPU)
     recipe_warn(r, "note: precision.emulate: true has no effect on %s: rollout %s and train %s run natively", cname,
                 prec_names[r->precision.rollout], prec_names[r->precision.train]);
+  recipe_errs_end(e);
   if (bad) {
     e->code = RL_EXIT_HARDWARE;
     return RL_EXIT_HARDWARE;

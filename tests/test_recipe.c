@@ -690,6 +690,66 @@ TEST(recipe_error_wording) {
                    "--keys` alone\n");
 }
 
+/* Errors are listed as a reader meets them, by line and column: the schema and
+ * the rules find them in their own order (a base file's key order, rule by
+ * rule), and with more than 8 the first 8 lines are the ones shown. */
+TEST(recipe_errors_listed_in_line_order) {
+  recipe r;
+  rl_err e;
+  /* rule errors: found model, tokenizer, ..., train; written tokenizer, model, train */
+  const char *rules = "tokenizer: {type: chars, chars: \"0123456789+==\"}\n"
+                      "data: {prompts: p.jsonl}\nreward: {script: r.lua}\n"
+                      "model:\n  init: {arch: qwen3, heads: 4, kv_heads: 3, head_dim: 15}\n"
+                      "train:\n  tis: {mode: off, clip: 3}\n";
+  CHECK_EQ_I64(recipe_load_string(rules, strlen(rules), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:33: tokenizer.chars: character '=' appears twice: list each character once\n"
+                     "m.yaml:5:43: model.init.kv_heads: 3 does not divide heads (4)\n"
+                     "m.yaml:5:56: model.init.head_dim: 15 is odd: RoPE needs an even head_dim\n"
+                     "m.yaml:7:26: train.tis.clip: applies to train.tis.mode: truncate (mode is off)");
+  /* schema errors through base: the merged tree has the base's key order (the reverse of
+   * the child's here); the child's lines come first, then the base's, then --set */
+  char dir[600], base[800], child[800];
+  snprintf(dir, sizeof dir, "%s/errorder", harness_tmpdir());
+  mkdir(dir, 0755);
+  snprintf(base, sizeof base, "%s/base.yaml", dir);
+  snprintf(child, sizeof child, "%s/child.yaml", dir);
+  REQUIRE(harness_write_file(base, "seed: 1\n"
+                                   "rollout: {batch: 1, samples_per_prompt: 2, max_new_tokens: 3, max_prompt_tokens: 4}\n"
+                                   "loop: {iterations: 1, checkpoint_interval: 1, keep_checkpoints: 1, keep_every: 1}\n"
+                                   "train: {microbatch: 1, ppo_epochs: 1}\n") == 0);
+  REQUIRE(harness_write_file(child, "base: base.yaml\n"
+                                    "train:\n  ppo_epochs: a\n  microbatch: b\n"
+                                    "loop:\n  keep_every: c\n  keep_checkpoints: d\n  checkpoint_interval: e\n  iterations: f\n"
+                                    "rollout:\n  max_prompt_tokens: g\n  max_new_tokens: h\n  samples_per_prompt: i\n  batch: j\n"
+                                    "seed: k\n") == 0);
+  CHECK_EQ_I64(recipe_load(child, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  char want[8000];
+  snprintf(want, sizeof want,
+           "%s:3:15: train.ppo_epochs: expected an integer, got 'a'\n"
+           "%s:4:15: train.microbatch: expected an integer, got 'b'\n"
+           "%s:6:15: loop.keep_every: expected an integer, got 'c'\n"
+           "%s:7:21: loop.keep_checkpoints: expected an integer, got 'd'\n"
+           "%s:8:24: loop.checkpoint_interval: expected an integer, got 'e'\n"
+           "%s:9:15: loop.iterations: expected an integer, got 'f'\n"
+           "%s:11:22: rollout.max_prompt_tokens: expected an integer, got 'g'\n"
+           "%s:12:19: rollout.max_new_tokens: expected an integer, got 'h'\n"
+           "\xe2\x80\xa6 and 3 more errors (fix these and validate again)",
+           child, child, child, child, child, child, child, child);
+  CHECK_STREQ(e.msg, want);
+  REQUIRE(harness_write_file(base, "seed: -1\nrollout: {batch: 1}\n") == 0);
+  REQUIRE(harness_write_file(child, "base: base.yaml\nrollout:\n  top_k: x\ndevice: gpu\n") == 0);
+  const char *sets[] = {"train.lr=2", "loop.iterations=0"};
+  CHECK_EQ_I64(recipe_load(child, sets, 2, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want,
+           "%s:3:10: rollout.top_k: expected an integer, got 'x'\n"
+           "%s:4:9: device: expected one of auto, cpu, cuda; got 'gpu' (did you mean 'cuda'?)\n"
+           "%s:1:7: seed: -1 is out of range: must be >= 0\n"
+           "--set train.lr=2: 2 is out of range: must be in (0, 1]\n"
+           "--set loop.iterations=0: 0 is out of range: must be in [1, 1000000000]",
+           child, child, base);
+  CHECK_STREQ(e.msg, want);
+}
+
 /* precision.keep_bf16 patterns are checked at validation (fnmatch would take a
  * malformed one silently and match no tensor). */
 TEST(recipe_keep_bf16_patterns_checked) {
