@@ -1081,6 +1081,29 @@ TEST(runs_metrics_table_fits_names_and_marks_missing) {
                    "\"mismatch/logp_abs_diff\": null}\n]\n");
 }
 
+/* `rlrun metrics`' table aligns names of several bytes a character (a Lua
+ * reward's "reward/Δreward_total", Cyrillic, CJK taking two columns, a
+ * combining accent taking none) by the columns they fill on a terminal, not
+ * by their bytes. */
+TEST(runs_metrics_table_aligns_utf8_names) {
+  char rd[1200], out[8192], args[1400];
+  snprintf(rd, sizeof rd, "%s/fake", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  rl_err e;
+  REQUIRE(store_metric_put(s, 1, "loss", 0.5, &e) == 0);
+  REQUIRE(store_metric_put(s, 1, "reward/\xce\x94reward_total", 0.25, &e) == 0);    /* Δ: 2 bytes, 1 column */
+  REQUIRE(store_metric_put(s, 1, "reward/\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87", 1, &e) == 0); /* ключ: 8 bytes, 4 */
+  REQUIRE(store_metric_put(s, 1, "reward/\xe4\xb8\xad\xe6\x96\x87x", 2, &e) == 0);  /* 中文: 6 bytes, 4 columns */
+  REQUIRE(store_metric_put(s, 1, "reward/e\xcc\x81t\xc3\xa9", 3, &e) == 0);        /* e + U+0301: 0 columns */
+  store_close(s);
+  snprintf(args, sizeof args, "metrics %s", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "iteration          loss    reward/e\xcc\x81t\xc3\xa9  reward/\xce\x94reward_total"
+                   "   reward/\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87  reward/\xe4\xb8\xad\xe6\x96\x87x\n"
+                   "        1           0.5             3                  0.25             1             2\n");
+}
+
 /* Metric names from a store that holds any bytes (older runs did not check the
  * names a reward returned): `metrics --json` is valid JSON whatever they are,
  * CSV quotes a name with a comma, quote or line break, the table shows control
