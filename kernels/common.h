@@ -54,6 +54,12 @@ int rl_read_file_max(const char *path, size_t max, char **out, size_t *len, rl_e
  * directory", "a character device", "a block device", "a FIFO", "a socket". */
 const char *rl_file_kind(unsigned mode);
 
+/* A file a command is to write, named by option opt ("--out"), checked before
+ * any work: 0, or RL_EXIT_USAGE in e when path is empty, names a directory or
+ * something else that is not a regular file (a device would be replaced by the
+ * atomic rename), or its directory does not exist. */
+int rl_check_out_file(const char *opt, const char *path, rl_err *e);
+
 /* Monotonic time in seconds. */
 double rl_now(void);
 

@@ -640,11 +640,15 @@ int cmd_export(int argc, char **argv) {
       return RL_EXIT_USAGE;
     }
   }
+  rl_err e;
+  if (out && rl_check_out_file("--out", out, &e)) { /* before the run is read: nothing to undo */
+    fprintf(stderr, "rlrun export: %s\n", e.msg);
+    return RL_EXIT_USAGE;
+  }
   store *s;
   store_run run;
   int rc = open_run("export", dir, &s, &run);
   if (rc) return rc;
-  rl_err e;
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);

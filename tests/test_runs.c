@@ -1081,6 +1081,34 @@ TEST(runs_metrics_table_fits_names_and_marks_missing) {
                    "\"mismatch/logp_abs_diff\": null}\n]\n");
 }
 
+/* `rlrun export --out` names a file to write: a directory, an empty path, a
+ * device or a missing directory is exit 2 before anything is read or written
+ * (a directory was exit 1, "cannot rename DIR.tmp-PID to DIR"). */
+TEST(runs_export_out_must_be_a_file_path) {
+  char rd[1200], out[4096], args[4000], want[4000];
+  snprintf(rd, sizeof rd, "%s/fake", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  store_close(s);
+  snprintf(args, sizeof args, "export %s --out %s", rd, rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun export: --out %s is a directory: give the path of a file to write (in it, or "
+           "elsewhere)\n", rd);
+  CHECK_STREQ(out, want);
+  snprintf(args, sizeof args, "export %s --out ''", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun export: --out is empty: give the path of the file to write\n");
+  snprintf(args, sizeof args, "export %s --out %s/none/x.yaml", rd, rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun export: --out %s/none/x.yaml: directory %s/none: No such file or directory "
+           "(create it first)\n", rd, rd);
+  CHECK_STREQ(out, want);
+  snprintf(args, sizeof args, "export %s --out /dev/null", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun export: --out /dev/null is a character device, not a regular file: give the path of a "
+                   "file to write\n");
+}
+
 /* `rlrun metrics`' table aligns names of several bytes a character (a Lua
  * reward's "reward/Δreward_total", Cyrillic, CJK taking two columns, a
  * combining accent taking none) by the columns they fill on a terminal, not
