@@ -3,6 +3,7 @@
  * defaults, base: merging, --set overrides, and the commands' exit codes. */
 #include <glob.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -361,6 +362,98 @@ TEST(recipe_docs_cover_schema) {
   CHECK_MSG(strstr(doc, ref) != NULL, "docs/recipes.md's key table differs from `rlrun validate --keys`");
   free(ref);
   free(doc);
+}
+
+/* One --set on MINIMAL: 1 when the loader's message calls the value out of its
+ * range or type (the key's own complaint), 0 when it took it (another rule may
+ * still refuse the recipe). The message is left in msg. */
+static int set_refused(const char *key, const char *value, char *msg, size_t n) {
+  char set[300];
+  snprintf(set, sizeof set, "%s=%s", key, value);
+  const char *sets[] = {set};
+  recipe r;
+  rl_err e;
+  msg[0] = 0;
+  if (!recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 1, RECIPE_NO_FS, &r, &e)) {
+    recipe_free(&r);
+    return 0;
+  }
+  snprintf(msg, n, "%s", e.msg);
+  char mine[400];
+  snprintf(mine, sizeof mine, "--set %s: ", set);
+  return strstr(e.msg, mine) && (strstr(e.msg, "out of range") || strstr(e.msg, ": expected "));
+}
+
+/* The key table (docs/recipes.md, `rlrun validate --keys`) states what the
+ * loader enforces: every documented bound of an integer or number is taken
+ * and the next value past it refused with the documented range in the
+ * message; every listed enum value is taken and a wrong one refused with
+ * exactly that list; bools take true/false only. */
+TEST(recipe_documented_ranges_are_enforced) {
+  char *ref = NULL, msg[2100];
+  size_t rn = 0;
+  FILE *f = open_memstream(&ref, &rn);
+  recipe_schema_print_reference(f);
+  fclose(f);
+  int checked = 0;
+  char *lsave = NULL;
+  for (char *line = strtok_r(ref, "\n", &lsave); line; line = strtok_r(NULL, "\n", &lsave)) {
+    char key[128], type[64], def[64], range[256];
+    int got = sscanf(line, "| `%127[^`]` | %63[^|]| %63[^|]| %255[^|]|", key, type, def, range);
+    if (got < 3) continue;
+    if (got == 3) range[0] = 0; /* none: strings, bools, lists */
+    for (char *t = type + strlen(type); t > type && t[-1] == ' '; *--t = 0) {}
+    for (char *t = range + strlen(range); t > range && t[-1] == ' '; *--t = 0) {}
+    int is_int = !strcmp(type, "integer"), is_num = !strcmp(type, "number");
+    if (is_int || is_num) {
+      char open, close, lo[64], hi[64], want[400];
+      double a, b;
+      if (sscanf(range, "%c%63[^,], %63[^])]%c", &open, lo, hi, &close) == 4 && (open == '[' || open == '(')) {
+        a = atof(lo), b = atof(hi);
+        snprintf(want, sizeof want, "must be in %s", range);
+      } else if (sscanf(range, ">= %63s", lo) == 1) {
+        open = '[', close = 0, a = atof(lo), b = 0;
+        snprintf(want, sizeof want, "must be >= %s", lo);
+      } else {
+        CHECK_MSG(0, "%s: no range documented for a %s", key, type);
+        continue;
+      }
+      double vals[4];
+      int in[4], nc = 0;
+      double step = is_int ? 1 : (fabs(a) > 1 ? fabs(a) : 1) * 1e-6;
+      vals[nc] = a, in[nc++] = open == '[';
+      vals[nc] = a - step, in[nc++] = 0;
+      if (close) {
+        vals[nc] = b, in[nc++] = close == ']';
+        vals[nc] = b + (is_int ? 1 : (fabs(b) > 1 ? fabs(b) : 1) * 1e-6), in[nc++] = 0;
+      }
+      for (int k = 0; k < nc; k++) {
+        char v[64];
+        snprintf(v, sizeof v, is_int ? "%.0f" : "%.17g", vals[k]);
+        int refused = set_refused(key, v, msg, sizeof msg);
+        CHECK_MSG(refused == !in[k], "%s=%s: documented %s %s, the loader %s it (%s)", key, v,
+                  in[k] ? "inside" : "outside", range, refused ? "refused" : "took", msg);
+        if (refused && !in[k]) CHECK_MSG(strstr(msg, want) != NULL, "%s=%s: message lacks '%s': %s", key, v, want, msg);
+      }
+      checked++;
+    } else if (!strcmp(type, "enum")) {
+      char list[300];
+      snprintf(list, sizeof list, "%s", range);
+      for (char *save = NULL, *v = strtok_r(list, ", ", &save); v; v = strtok_r(NULL, ", ", &save))
+        CHECK_MSG(!set_refused(key, v, msg, sizeof msg), "%s=%s: a documented value, refused: %s", key, v, msg);
+      char want[400];
+      snprintf(want, sizeof want, "expected one of %s; got 'zz'", range);
+      CHECK_MSG(set_refused(key, "zz", msg, sizeof msg) && strstr(msg, want), "%s=zz: want '%s', got %s", key, want, msg);
+      checked++;
+    } else if (!strcmp(type, "bool")) {
+      CHECK_MSG(!set_refused(key, "true", msg, sizeof msg) && !set_refused(key, "false", msg, sizeof msg),
+                "%s: true/false refused: %s", key, msg);
+      CHECK_MSG(set_refused(key, "yes", msg, sizeof msg), "%s=yes taken", key);
+      checked++;
+    }
+  }
+  CHECK(checked >= 70);
+  free(ref);
 }
 
 TEST(recipe_yaml_rejections) {
