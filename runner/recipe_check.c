@@ -461,8 +461,13 @@ int recipe_check_rules(recipe *r, int flags, rl_err *e) {
   int ok = nm[0] && strlen(nm) <= 64 && isalnum((unsigned char)nm[0]);
   for (const char *p = nm; ok && *p; p++) ok = isalnum((unsigned char)*p) || strchr("._-", *p);
   char shown[4 * RECIPE_CLIP + 8];
-  if (!ok) rc = kerr(r, e, "name", "'%s' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
-                     "with a letter or digit)", recipe_clip(nm, shown, sizeof shown));
+  if (!ok && is_set(r, "name"))
+    rc = kerr(r, e, "name", "'%s' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
+              "with a letter or digit)", recipe_clip(nm, shown, sizeof shown));
+  else if (!ok) /* the user wrote no name: say where this one came from */
+    rc = kerr(r, e, "name", "the run name defaults to the file name, '%s', which is not a run name (letters, digits, "
+              "'.', '_', '-', at most 64, starting with a letter or digit): set name: in the recipe, or rename the "
+              "file", recipe_clip(nm, shown, sizeof shown));
   for (int i = 0; i < r->hardware.require.n; i++)
     if (hw_class_of_name(r->hardware.require.items[i]) == HW_CLASS_COUNT)
       rc = kerr(r, e, "hardware.require", "unknown hardware '%s'; valid: %s",

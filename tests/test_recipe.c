@@ -783,6 +783,26 @@ TEST(recipe_error_wording) {
                    "--keys` alone\n");
 }
 
+/* A recipe without name: takes its file's name; when that is no run name the
+ * message says so (it read "name: 'my recipe' is not a run name" about a key
+ * the user never wrote). */
+TEST(recipe_default_name_from_a_file_name_that_is_no_run_name) {
+  recipe r;
+  rl_err e;
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "d/my recipe.yaml", NULL, 0, RECIPE_NO_FS, &r, &e),
+               RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "d/my recipe.yaml: name: the run name defaults to the file name, 'my recipe', which is not a run "
+                     "name (letters, digits, '.', '_', '-', at most 64, starting with a letter or digit): set name: in "
+                     "the recipe, or rename the file");
+  const char *set[] = {"name=_x"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", set, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set name=_x: '_x' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
+                     "with a letter or digit)");
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "d/ok-1.yml", NULL, 0, RECIPE_NO_FS, &r, &e), 0);
+  CHECK_STREQ(r.name, "ok-1");
+  recipe_free(&r);
+}
+
 /* Errors are listed as a reader meets them, by line and column: the schema and
  * the rules find them in their own order (a base file's key order, rule by
  * rule), and with more than 8 the first 8 lines are the ones shown. */

@@ -405,6 +405,25 @@ TEST(runs_run_option_without_value_is_named) {
   CHECK_STREQ(out, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n");
 }
 
+/* --name follows a recipe's name rule (a letter or digit first): `--name
+ * --quiet` made a run named "--quiet" and ate the option; "_a" was taken by
+ * --name and refused as `name: _a`. Nothing is created. */
+TEST(runs_name_option_starts_with_a_letter_or_digit) {
+  char dir[1024], out[4096], cmd[3000];
+  snprintf(dir, sizeof dir, "%s/nameopt", harness_tmpdir());
+  setup(dir, 1);
+  static const char *const bad[] = {"--quiet", "_a", "-x"};
+  for (int i = 0; i < 3; i++) {
+    char want[200];
+    snprintf(cmd, sizeof cmd, "run t.yaml --name %s --runs-dir runs", bad[i]);
+    CHECK_EQ_I64(rl(dir, "", cmd, out, sizeof out), 2);
+    snprintf(want, sizeof want, "rlrun run: run name '%s' must start with a letter or digit\n", bad[i]);
+    CHECK_STREQ(out, want);
+  }
+  snprintf(cmd, sizeof cmd, "test -e %s/runs && ls -A %s/runs", dir, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out) != 0 || out[0] == 0 || !strcmp(out, ".init\n"), 1);
+}
+
 TEST(runs_checkpoint_with_wrong_hash_is_refused) {
   char ref[1024], dir[1024], rd[2048], out[8192], args[2300], p[2100], want[65], got[65];
   snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
