@@ -538,6 +538,14 @@ int cmd_samples(int argc, char **argv) {
     char *end = NULL;
     errno = 0;
     long long v = strtoll(argv[++i], &end, 10);
+    if (end != argv[i] && !*end && errno == ERANGE) { /* whole, but past long long */
+      if (!is_iter && v > 0) { /* --top more than there can be: every sample */
+        top = INT_MAX;
+        continue;
+      }
+      fprintf(stderr, "rlrun samples: %s '%s' is out of range (%s)\n", opt, argv[i], what);
+      return RL_EXIT_USAGE;
+    }
     if (end == argv[i] || *end || errno) {
       fprintf(stderr, "rlrun samples: %s '%s' is not a whole number (%s)\n", opt, argv[i], what);
       return RL_EXIT_USAGE;

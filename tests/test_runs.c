@@ -592,6 +592,10 @@ TEST(runs_read_commands_and_export) {
       {"--top -3", "rlrun samples: --top -3: N must be 1 or more (the N highest rewards); leave --top out for every "
                    "sample of the iteration shown (--iter K, default the latest)\n"},
       {"--iter 2x", "rlrun samples: --iter '2x' is not a whole number (K: an iteration, counted from 1)\n"},
+      {"--iter 99999999999999999999", "rlrun samples: --iter '99999999999999999999' is out of range (K: an "
+                                      "iteration, counted from 1)\n"},
+      {"--top -99999999999999999999", "rlrun samples: --top '-99999999999999999999' is out of range (N: how many "
+                                      "samples, 1 or more)\n"},
       {"--top", "rlrun samples: --top needs a value (N: how many samples, 1 or more)\n"},
       {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N)\n"}};
   for (size_t k = 0; k < sizeof bad_args / sizeof *bad_args; k++) {
@@ -599,6 +603,13 @@ TEST(runs_read_commands_and_export) {
     CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
     CHECK_STREQ(out, bad_args[k][1]);
   }
+  /* --top past long long is every sample (it was "is not a whole number") */
+  snprintf(args, sizeof args, "samples %s --top 99999999999999999999", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  snprintf(args, sizeof args, "samples %s --top 1000000", rd);
+  char all[8192];
+  CHECK_EQ_I64(rl(dir, "", args, all, sizeof all), 0);
+  CHECK_STREQ(out, all);
   /* one output format at a time */
   snprintf(args, sizeof args, "metrics %s --csv --json", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
