@@ -90,6 +90,30 @@ int rl_path_is_special(const char *path) {
   return path && stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
 }
 
+int rl_check_out_file(const char *opt, const char *path, rl_err *e) {
+  struct stat st;
+  if (!*path) return rl_errf(e, RL_EXIT_USAGE, "%s is empty: give the path of the file to write", opt);
+  if (stat(path, &st) == 0) {
+    if (S_ISDIR(st.st_mode))
+      return rl_errf(e, RL_EXIT_USAGE, "%s %s is a directory: give the path of a file to write (in it, or elsewhere)",
+                     opt, path);
+    return 0; /* a file, or a device / FIFO written in place (rl_path_is_special) */
+  }
+  const char *slash = strrchr(path, '/');
+  if (!slash) return 0; /* the working directory */
+  size_t n = slash == path ? 1 : (size_t)(slash - path);
+  char *dir = rl_xmalloc(n + 1);
+  memcpy(dir, path, n);
+  dir[n] = 0;
+  int rc = 0;
+  if (stat(dir, &st) != 0)
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s %s: directory %s: %s (create it first)", opt, path, dir, strerror(errno));
+  else if (!S_ISDIR(st.st_mode))
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s %s: %s is %s, not a directory", opt, path, dir, rl_file_kind(st.st_mode));
+  free(dir);
+  return rc;
+}
+
 /* A byte count as "N KiB", "N MiB" or "N GiB" when exact, else "N bytes". */
 static const char *size_str(uint64_t n, char *buf, size_t sz) {
   static const char *const units[] = {"bytes", "KiB", "MiB", "GiB"};

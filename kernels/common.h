@@ -59,6 +59,12 @@ const char *rl_file_kind(unsigned mode);
  * root, would replace /dev/null by a regular file). */
 int rl_path_is_special(const char *path);
 
+/* A file a command is to write, named by option opt ("--out"), checked before
+ * any work: 0, or RL_EXIT_USAGE in e when path is empty, names a directory,
+ * or its directory does not exist. A device or FIFO (/dev/null) passes: the
+ * writers write it in place (rl_path_is_special). */
+int rl_check_out_file(const char *opt, const char *path, rl_err *e);
+
 /* Monotonic time in seconds. */
 double rl_now(void);
 

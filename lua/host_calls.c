@@ -560,6 +560,11 @@ static int lh_prompts_k(lua_State *L) {
                                   "text without NUL", where, i + 1, (size_t)(nul - ptext) + 1);
         return lh_raise_output(L, msg);
       }
+      if (plen == 0) {
+        snprintf(msg, sizeof msg, "%s: prompts(n, rng) item %d: the prompt is empty: a prompt is the text the model "
+                                  "continues", where, i + 1);
+        return lh_raise_output(L, msg);
+      }
       p->prompt = rl_xstrdup(ptext);
       p->extra_json = rl_xstrdup("{}");
     } else if (lua_type(L, item) == LUA_TTABLE) {
@@ -573,6 +578,11 @@ static int lh_prompts_k(lua_State *L) {
       if ((nul = memchr(ptext, 0, plen))) {
         snprintf(msg, sizeof msg, "%s: prompts(n, rng): field 'prompt' of item %d holds a NUL byte (byte %zu): "
                                   "prompts are text without NUL", where, i + 1, (size_t)(nul - ptext) + 1);
+        return lh_raise_output(L, msg);
+      }
+      if (plen == 0) {
+        snprintf(msg, sizeof msg, "%s: prompts(n, rng): field 'prompt' of item %d is empty: a prompt is the text the "
+                                  "model continues", where, i + 1);
         return lh_raise_output(L, msg);
       }
       char *prompt = rl_xstrdup(ptext);

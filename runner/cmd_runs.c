@@ -341,6 +341,43 @@ static const char *table_name(const char *name, char *buf, size_t n) {
   return buf;
 }
 
+/* Terminal columns a code point takes: 2 for East Asian wide and fullwidth
+ * characters (CJK, Hangul, fullwidth forms, most emoji), 0 for combining marks
+ * and zero-width characters, 1 otherwise (an approximation of wcwidth that
+ * needs no locale). */
+static int cp_columns(unsigned cp) {
+  if ((cp >= 0x300 && cp <= 0x36F) || (cp >= 0x200B && cp <= 0x200F) || (cp >= 0xFE00 && cp <= 0xFE0F) ||
+      cp == 0xFEFF || (cp >= 0x1AB0 && cp <= 0x1AFF) || (cp >= 0x20D0 && cp <= 0x20FF))
+    return 0;
+  if ((cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0x303E) || (cp >= 0x3041 && cp <= 0x33FF) ||
+      (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0xA000 && cp <= 0xA4CF) ||
+      (cp >= 0xAC00 && cp <= 0xD7A3) || (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0xFE30 && cp <= 0xFE4F) ||
+      (cp >= 0xFF00 && cp <= 0xFF60) || (cp >= 0xFFE0 && cp <= 0xFFE6) || (cp >= 0x1F300 && cp <= 0x1F64F) ||
+      (cp >= 0x1F900 && cp <= 0x1F9FF) || (cp >= 0x20000 && cp <= 0x3FFFD))
+    return 2;
+  return 1;
+}
+
+/* Terminal columns of a valid UTF-8 text (table_name's output). */
+static int text_columns(const char *s) {
+  int cols = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    int k = utf8_len(p);
+    if (k <= 0) k = 1; /* not reached: table_name escapes what is not UTF-8 */
+    unsigned cp = k == 1 ? *p : (unsigned)(*p & (0x7F >> k));
+    for (int i = 1; i < k; i++) cp = (cp << 6) | (p[i] & 0x3F);
+    cols += cp_columns(cp);
+    p += k;
+  }
+  return cols;
+}
+
+/* "  " and text right-aligned in a column `width` terminal columns wide
+ * (printf's %*s pads by bytes, which a multi-byte name would misalign). */
+static void print_cell(const char *text, int width) {
+  printf("  %*s%s", width > text_columns(text) ? width - text_columns(text) : 0, "", text);
+}
+
 int cmd_metrics(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun metrics RUNDIR [--csv|--json]\n\n"
@@ -395,11 +432,11 @@ int cmd_metrics(int argc, char **argv) {
       printf(csv ? "iteration" : "%9s", "iteration");
       for (int j = 0; j < t.n_names; j++) {
         char shown[512];
-        int w = (int)strlen(table_name(t.names[j], shown, sizeof shown));
+        int w = text_columns(table_name(t.names[j], shown, sizeof shown));
         if (csv) {
           putchar(',');
           print_csv_name(t.names[j]);
-        } else printf("  %*s", w > METRIC_COL ? w : METRIC_COL, shown);
+        } else print_cell(shown, w > METRIC_COL ? w : METRIC_COL);
       }
       printf("\n");
     }
@@ -412,9 +449,9 @@ int cmd_metrics(int argc, char **argv) {
         continue;
       }
       char cell[64], shown[512];
-      int w = (int)strlen(table_name(t.names[j], shown, sizeof shown));
+      int w = text_columns(table_name(t.names[j], shown, sizeof shown));
       metric_cell(cell, sizeof cell, v, t.have[(size_t)r * t.n_names + j]);
-      printf("  %*s", w > METRIC_COL ? w : METRIC_COL, cell);
+      print_cell(cell, w > METRIC_COL ? w : METRIC_COL);
     }
     printf("\n");
   }
@@ -501,6 +538,14 @@ int cmd_samples(int argc, char **argv) {
     char *end = NULL;
     errno = 0;
     long long v = strtoll(argv[++i], &end, 10);
+    if (end != argv[i] && !*end && errno == ERANGE) { /* whole, but past long long */
+      if (!is_iter && v > 0) { /* --top more than there can be: every sample */
+        top = INT_MAX;
+        continue;
+      }
+      fprintf(stderr, "rlrun samples: %s '%s' is out of range (%s)\n", opt, argv[i], what);
+      return RL_EXIT_USAGE;
+    }
     if (end == argv[i] || *end || errno) {
       fprintf(stderr, "rlrun samples: %s '%s' is not a whole number (%s)\n", opt, argv[i], what);
       return RL_EXIT_USAGE;
@@ -603,11 +648,15 @@ int cmd_export(int argc, char **argv) {
       return RL_EXIT_USAGE;
     }
   }
+  rl_err e;
+  if (out && rl_check_out_file("--out", out, &e)) { /* before the run is read: nothing to undo */
+    fprintf(stderr, "rlrun export: %s\n", e.msg);
+    return RL_EXIT_USAGE;
+  }
   store *s;
   store_run run;
   int rc = open_run("export", dir, &s, &run);
   if (rc) return rc;
-  rl_err e;
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);

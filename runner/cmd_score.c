@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "kernels/common.h"
@@ -200,6 +201,14 @@ static int score_run(int argc, char **argv, rl_err *e) {
     if (!d.built_with_cuda || d.n_gpus == 0)
       return rl_errf(e, RL_EXIT_HARDWARE, "--device cuda: no usable GPU (%s); use --device cpu", d.status);
   }
+  /* the files first: a typo in a path costs no model load */
+  if (strcmp(in, "-")) {
+    struct stat st;
+    if (stat(in, &st) != 0) return rl_errf(e, RL_EXIT_USAGE, "cannot open --input %s: %s", in, strerror(errno));
+    if (S_ISDIR(st.st_mode)) /* fopen takes a directory, and getline reads it as empty */
+      return rl_errf(e, RL_EXIT_USAGE, "--input %s is a directory: give a JSONL file ('-' reads stdin)", in);
+  }
+  if (rl_check_out_file("--out", outp, e)) return RL_EXIT_USAGE;
   model_config cfg;
   int rc = model_config_load_hf(dir, &cfg, e), f32 = 0;
   if (rc) return rc;
@@ -282,6 +291,8 @@ static int score_run(int argc, char **argv, rl_err *e) {
   }
   for (int i = 0; i < n; i++) free(seqs[i].tok);
   free(seqs), free(line);
+  if (!rc && ferror(fin)) /* getline's -1 was a read error, not the end */
+    rc = rl_errf(e, RL_EXIT_FAIL, "reading --input %s failed after line %ld: %s", in, lineno, strerror(errno));
   if (fin != stdin) fclose(fin);
   if (fout && (to_stdout ? fflush(fout) : fclose(fout)) && !rc)
     rc = rl_errf(e, RL_EXIT_FAIL, "writing %s failed", to_stdout ? "stdout" : tmp);

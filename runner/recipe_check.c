@@ -461,8 +461,13 @@ int recipe_check_rules(recipe *r, int flags, rl_err *e) {
   int ok = nm[0] && strlen(nm) <= 64 && isalnum((unsigned char)nm[0]);
   for (const char *p = nm; ok && *p; p++) ok = isalnum((unsigned char)*p) || strchr("._-", *p);
   char shown[4 * RECIPE_CLIP + 8];
-  if (!ok) rc = kerr(r, e, "name", "'%s' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
-                     "with a letter or digit)", recipe_clip(nm, shown, sizeof shown));
+  if (!ok && is_set(r, "name"))
+    rc = kerr(r, e, "name", "'%s' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
+              "with a letter or digit)", recipe_clip(nm, shown, sizeof shown));
+  else if (!ok) /* the user wrote no name: say where this one came from */
+    rc = kerr(r, e, "name", "the run name defaults to the file name, '%s', which is not a run name (letters, digits, "
+              "'.', '_', '-', at most 64, starting with a letter or digit): set name: in the recipe, or rename the "
+              "file", recipe_clip(nm, shown, sizeof shown));
   for (int i = 0; i < r->hardware.require.n; i++)
     if (hw_class_of_name(r->hardware.require.items[i]) == HW_CLASS_COUNT)
       rc = kerr(r, e, "hardware.require", "unknown hardware '%s'; valid: %s",
@@ -501,6 +506,7 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
   rl_err_clear(e);
   *emulated = 0;
   int bad = 0;
+  recipe_errs_begin(e, r->file); /* listed by line, like validation's errors */
   if (r->device == DEVICE_CUDA && t->cls == HW_CPU)
     bad = kerr(r, e, "device", "cuda, but %s has no GPU%s%s", t->detected ? "this machine" : "the target 'cpu'",
                t->note[0] ? ": " : "", t->note);
@@ -549,6 +555,7 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
   else if (r->precision.emulate && cls != HW_CPU)
     recipe_warn(r, "note: precision.emulate: true has no effect on %s: rollout %s and train %s run natively", cname,
                 prec_names[r->precision.rollout], prec_names[r->precision.train]);
+  recipe_errs_end(e);
   if (bad) {
     e->code = RL_EXIT_HARDWARE;
     return RL_EXIT_HARDWARE;

@@ -220,10 +220,12 @@ static int load_any(const char *text, size_t len, const char *path, const char *
   char real[PATH_MAX];
   if (!(flags & RECIPE_NO_FS) && realpath(path, real)) chain[0] = rl_xstrdup(real);
   rnode *root = NULL;
+  recipe_errs_begin(e, recipe_intern(out, path));
   int rc = text ? load_tree_text(out, text, len, recipe_intern(out, path), 0, chain, flags, &root, e)
                 : load_tree_file(out, path, NULL, 0, chain, flags, &root, e);
   free(chain[0]);
   if (!rc) rc = finish_load(out, root, overrides, n_overrides, flags, e);
+  recipe_errs_end(e); /* before recipe_free: the locations point into out */
   if (rc) {
     if (!e->code) e->code = rc;
     recipe_free(out);

@@ -48,7 +48,7 @@ static const char *const e_sync[] = {"auto", "device", "nccl", NULL};
 
 /* THE schema, in the order `rlrun plan` prints it. A section precedes its keys. */
 static const rkey keys[] = {
-    {"name", KT_STR, OFF(name), NULL, 0, 0, 0, NULL, "run name ([A-Za-z0-9._-], at most 64); default: the file name without .yaml"},
+    {"name", KT_STR, OFF(name), NULL, 0, 0, 0, NULL, "run name ([A-Za-z0-9._-], at most 64, starting with a letter or digit); default: the file name without .yaml"},
     {"description", KT_STR, OFF(description), NULL, 0, 0, 0, NULL, "free text shown by plan"},
     {"seed", KT_INT, OFF(seed), "0", 0, 9223372036854775807.0, 0, NULL, "key of the counter-based RNG (sampling, data order, init)"},
     {"device", KT_ENUM, OFF(device), "auto", 0, 0, 0, e_device, "auto: the GPU when there is one, else the CPU reference"},
@@ -131,9 +131,9 @@ static const rkey keys[] = {
      "activation recomputation: keep each layer's input, re-run its forward in the backward (CUDA trainer; same results, less memory)"},
     {"train.microbatch", KT_INT, OFF(train.microbatch), "4", 1, 65536, 0, NULL, "sequences per forward/backward"},
     {"train.ppo_epochs", KT_INT, OFF(train.ppo_epochs), "1", 1, 64, 0, NULL,
-     "passes over each batch (optimizer steps per iteration = ppo_epochs x minibatches)"},
+     "passes over each batch (optimizer steps per iteration: at most ppo_epochs x minibatches)"},
     {"train.minibatches", KT_INT, OFF(train.minibatches), "1", 1, 1024, 0, NULL,
-     "optimizer steps per pass: the batch's kept samples cut in this many contiguous parts"},
+     "optimizer steps per pass: the batch's kept samples cut in this many contiguous parts (an empty part takes no step)"},
     {"train.optimizer", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "AdamW"},
     {"train.optimizer.name", KT_ENUM, OFF(train.optimizer.name), "adamw", 0, 0, 0, e_optim, "the optimizer"},
     {"train.optimizer.beta1", KT_FLOAT, OFF(train.optimizer.beta1), "0.9", 0, 1, KF_HI_OPEN, NULL, "first-moment decay"},

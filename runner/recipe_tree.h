@@ -52,6 +52,15 @@ int recipe_loc_names_key(const recipe_loc *loc, const char *path);
 int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Hold back the errors recipe_errf reports into e (on this thread) from
+ * recipe_errs_begin until recipe_errs_end, which appends them to e in the
+ * order a reader meets them: main_file's (the recipe given) by line and
+ * column, then base files', then --set overrides'; still up to
+ * RECIPE_MAX_ERRORS, the first ones in that order, then the count of the
+ * rest. The check passes find errors in schema and rule order. */
+void recipe_errs_begin(rl_err *e, const char *main_file);
+void recipe_errs_end(rl_err *e);
+
 /* Parse YAML text into a tree. file is an interned name; override=1 marks every
  * node as coming from the `--set` named by file (no line:col). */
 int rtree_parse(recipe *r, const char *text, size_t len, const char *file, int override, rnode **out,

@@ -42,15 +42,15 @@ int recipe_loc_names_key(const recipe_loc *loc, const char *path) {
 /* The last line of an error list that counts the errors left out. */
 #define MORE_MARK "\xe2\x80\xa6 and " /* "… and " */
 
-/* One more error past RECIPE_MAX_ERRORS: add or update the last line,
+/* n more errors past RECIPE_MAX_ERRORS: add or update the last line,
  * "… and N more error(s)", keeping room for it in e->msg. */
-static void count_left_out(rl_err *e) {
+static void count_left_out(rl_err *e, long n) {
   char *last = strrchr(e->msg, '\n');
   long more = 0;
   if (last && !strncmp(last + 1, MORE_MARK, strlen(MORE_MARK))) more = strtol(last + 1 + strlen(MORE_MARK), NULL, 10);
   else last = e->msg + strlen(e->msg);
   char line[96];
-  more++;
+  more += n;
   snprintf(line, sizeof line, "\n" MORE_MARK "%ld more error%s (fix these and validate again)", more, more == 1 ? "" : "s");
   size_t at = (size_t)(last - e->msg);
   while (at + strlen(line) + 1 > sizeof e->msg && at > 0) { /* cut the listed errors, never the count */
@@ -60,23 +60,104 @@ static void count_left_out(rl_err *e) {
   snprintf(e->msg + at, sizeof e->msg - at, "%s", line);
 }
 
-int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...) {
-  if (!e) return RL_EXIT_USAGE;
+/* Append "LOC: what" to e, or count it once RECIPE_MAX_ERRORS are listed. */
+static void err_append(rl_err *e, const recipe_loc *loc, const char *what) {
   int lines = e->msg[0] ? 1 : 0;
   for (const char *p = e->msg; *p; p++) lines += *p == '\n';
   e->code = RL_EXIT_USAGE;
   if (lines >= RECIPE_MAX_ERRORS) {
-    count_left_out(e);
-    return RL_EXIT_USAGE;
+    count_left_out(e, 1);
+    return;
   }
-  char where[1200], what[1500];
+  char where[1200];
+  recipe_loc_str(loc, where, sizeof where);
+  size_t used = strlen(e->msg);
+  snprintf(e->msg + used, sizeof e->msg - used, "%s%s: %s", used ? "\n" : "", where, what);
+}
+
+/* Errors held back between recipe_errs_begin and recipe_errs_end (this
+ * thread's): the RECIPE_MAX_ERRORS first in the order of the files, by line
+ * and column, and how many came after them. */
+typedef struct held_err {
+  recipe_loc loc;
+  long seq; /* report order: keeps equal locations (a JSONL file's lines) in order */
+  char *what;
+} held_err;
+
+static _Thread_local struct {
+  rl_err *target; /* the rl_err being collected for, or NULL: recipe_errf appends at once */
+  const char *main_file;
+  held_err errs[RECIPE_MAX_ERRORS];
+  int n;
+  long seq, dropped;
+} held;
+
+/* Where an error sorts: the recipe's own file, then base files (by name),
+ * then --set overrides, then anything else; in a file by line, column. */
+static int loc_rank(const recipe_loc *l) {
+  if (!l->file) return 3;
+  if (l->line == 0 && !strncmp(l->file, "--set ", 6)) return 2;
+  if (held.main_file && !strcmp(l->file, held.main_file)) return 0;
+  return 1;
+}
+
+static int held_before(const held_err *a, const held_err *b) {
+  int ra = loc_rank(&a->loc), rb = loc_rank(&b->loc);
+  if (ra != rb) return ra < rb;
+  if (ra == 1) {
+    int c = strcmp(a->loc.file, b->loc.file);
+    if (c) return c < 0;
+  }
+  if (a->loc.line != b->loc.line) return a->loc.line < b->loc.line;
+  if (a->loc.col != b->loc.col) return a->loc.col < b->loc.col;
+  return a->seq < b->seq;
+}
+
+static void held_add(const recipe_loc *loc, const char *what) {
+  held_err x = {*loc, held.seq++, NULL};
+  if (held.n == RECIPE_MAX_ERRORS) {
+    held.dropped++;
+    if (!held_before(&x, &held.errs[held.n - 1])) return;
+    free(held.errs[--held.n].what); /* the last one listed gives way */
+  }
+  int at = held.n;
+  while (at > 0 && held_before(&x, &held.errs[at - 1])) at--;
+  memmove(&held.errs[at + 1], &held.errs[at], sizeof *held.errs * (size_t)(held.n - at));
+  x.what = rl_xstrdup(what);
+  held.errs[at] = x;
+  held.n++;
+}
+
+void recipe_errs_begin(rl_err *e, const char *main_file) {
+  if (held.target) return; /* one load at a time on a thread: an inner one reports as it goes */
+  held.target = e;
+  held.main_file = main_file;
+  held.n = 0;
+  held.seq = held.dropped = 0;
+}
+
+void recipe_errs_end(rl_err *e) {
+  if (held.target != e || !e) return;
+  held.target = NULL;
+  for (int i = 0; i < held.n; i++) {
+    err_append(e, &held.errs[i].loc, held.errs[i].what);
+    free(held.errs[i].what);
+  }
+  if (held.dropped) count_left_out(e, held.dropped);
+  held.n = 0;
+  held.dropped = 0;
+}
+
+int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...) {
+  if (!e) return RL_EXIT_USAGE;
+  char what[1500];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  recipe_loc_str(loc, where, sizeof where);
-  size_t used = strlen(e->msg);
-  snprintf(e->msg + used, sizeof e->msg - used, "%s%s: %s", used ? "\n" : "", where, what);
+  e->code = RL_EXIT_USAGE;
+  if (held.target == e) held_add(loc, what);
+  else err_append(e, loc, what);
   return RL_EXIT_USAGE;
 }
 

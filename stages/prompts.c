@@ -185,6 +185,9 @@ static int jsonl_parse(const char *path, const char *line, size_t len, int64_t l
   else if (!json_is_string(p))
     rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: field \"%s\" must be a string (the prompt text)", path,
                  (long long)lineno, pkey);
+  else if (json_string_length(p) == 0) /* the model would start from BOS alone, or (no BOS) from nothing */
+    rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: field \"%s\" is empty: a prompt is the text the model continues; "
+                 "fill it in or remove the line", path, (long long)lineno, pkey);
   else if (json_depth(j, LUAHOST_MAX_JSON_DEPTH) > LUAHOST_MAX_JSON_DEPTH)
     /* Found here, not when the reward stage builds the sample (exit 1 blaming the script, every resume) */
     rc = rl_errf(e, RL_EXIT_USAGE, "%s:%lld: nested too deep: a value sits inside more than %d objects and arrays "

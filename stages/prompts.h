@@ -10,7 +10,7 @@
  * JSONL (data.prompts): one JSON object per line (blank lines are skipped;
  * line numbers count them; a UTF-8 BOM at the start is skipped, as in a YAML
  * recipe). The file is read as a stream, one line at a time. The prompt is the string field data.prompt_key
- * ("prompt"); every other field is kept, as a compact JSON object with
+ * ("prompt"), not empty (a task's prompts neither: lua/host.h); every other field is kept, as a compact JSON object with
  * sorted keys, in extra_json — the Lua host puts each of them on the reward's
  * sample table. When data.answer_key is not "answer", its value is also
  * copied to the field "answer" (the reward reads sample.answer). Errors are

@@ -27,8 +27,9 @@ int rundir_check_name(const char *name, rl_err *e) {
       return rl_errf(e, RL_EXIT_USAGE, "run name '%s': character %zu ('%c') is not one of "
                                        "A-Z a-z 0-9 . _ -", name, i + 1, c);
   }
-  if (name[0] == '.')
-    return rl_errf(e, RL_EXIT_USAGE, "run name '%s' must not start with '.'", name);
+  if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z') || (name[0] >= '0' && name[0] <= '9')))
+    /* as a recipe's name: (--name --quiet named a run "--quiet") */
+    return rl_errf(e, RL_EXIT_USAGE, "run name '%s' must start with a letter or digit", name);
   return 0;
 }
 

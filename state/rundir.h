@@ -11,7 +11,8 @@
 
 /* A run id: "<name>-<UTC YYYYMMDDTHHMMSSZ>-<4 hex random>", e.g.
  * "gsm8k-20260301T101500Z-3fa9". The name must be 1..64 characters of
- * [A-Za-z0-9._-] (rundir_check_name says what is wrong). */
+ * [A-Za-z0-9._-], the first a letter or digit, as a recipe's `name`
+ * (rundir_check_name says what is wrong). */
 int rundir_check_name(const char *name, rl_err *e);
 void rundir_make_id(const char *name, char *out, size_t outsz);
 

@@ -730,6 +730,31 @@ TEST(lua_metric_names_mean_and_std_are_the_runs) {
   luahost_close(h);
 }
 
+/* A task's empty prompt is refused (as a JSONL file's is), a string item and
+ * a table's prompt field alike: exit 2 at validation or mid-run. */
+TEST(lua_task_empty_prompt_refused) {
+  rl_err e;
+  luahost *h = src("task.lua",
+                   "function prompts(n, rng)\n"
+                   "  if n == 1 then return {''} end\n"
+                   "  if n == 2 then return {'1+1=', {prompt = '', answer = '2'}} end\n"
+                   "  local t = {} for i = 1, n do t[i] = ' ' end return t\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  luahost_prompt *p = NULL;
+  CHECK_EQ_I64(luahost_prompts(h, 1, 7, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "task.lua:1: prompts(n, rng) item 1: the prompt is empty: a prompt is the text the model "
+                     "continues (prompts for iteration 1)");
+  CHECK(p == NULL);
+  CHECK_EQ_I64(luahost_prompts(h, 2, 7, 3, &p, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "task.lua:1: prompts(n, rng): field 'prompt' of item 2 is empty: a prompt is the text the "
+                     "model continues (prompts for iteration 3)");
+  CHECK_EQ_I64(luahost_prompts(h, 3, 7, 1, &p, &e), 0); /* a space is text */
+  if (p) CHECK_STREQ(p[2].prompt, " ");
+  luahost_prompts_free(p, 3);
+  luahost_close(h);
+}
+
 /* Lua strings may hold NUL bytes, C strings may not: a prompt or a field of a
  * task's item with a NUL is refused (naming the field), a metric name with a
  * NUL is not taken for the part before it, and an error message shows its NULs

@@ -404,6 +404,39 @@ TEST(model_score_names_a_nonfinite_weight) {
   CHECK(strstr(text, "learning rate") == NULL);
 }
 
+/* `rlrun score` checks its files before it loads the model: an --input that is
+ * a directory was read as empty (exit 0, "0 sequences"); an --out that is a
+ * directory, empty, a device or in a directory that does not exist failed
+ * only after the scoring, exit 1. Each is exit 2 now, naming the option. */
+TEST(model_score_checks_input_and_out_paths_first) {
+  const char *dir = harness_tmpdir(), *bin = harness_bin();
+  char in[600], cmd[2048], text[4096], want[2048];
+  snprintf(in, sizeof in, "%s/in.jsonl", dir);
+  harness_write_file(in, "{\"tokens\": [1, 2, 3]}\n");
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl", bin, dir, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  snprintf(want, sizeof want, "rlrun score: --input %s is a directory: give a JSONL file ('-' reads stdin)\n", dir);
+  CHECK_STREQ(text, want);
+  struct { const char *out, *msg; } bad[] = {
+      {"%s", "--out %s is a directory: give the path of a file to write (in it, or elsewhere)"},
+      {"", "--out is empty: give the path of the file to write"},
+      {"%s/no/o.jsonl", "--out %s/no/o.jsonl: directory %s/no: No such file or directory (create it first)"},
+      {"%s/in.jsonl/o.jsonl", "--out %s/in.jsonl/o.jsonl: %s/in.jsonl is a file, not a directory"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char out[700], m[2000];
+    snprintf(out, sizeof out, bad[i].out, dir);
+    snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out '%s'", bin, in, out);
+    CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+    snprintf(m, sizeof m, bad[i].msg, dir, dir);
+    snprintf(want, sizeof want, "rlrun score: %s\n", m);
+    CHECK_STREQ(text, want);
+  }
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input - --out %s/o.jsonl < %s", bin, dir, in);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0); /* stdin still reads */
+  CHECK_CONTAINS(text, "score: 1 sequence, 3 tokens");
+}
+
 /* `rlrun score` input and options it took before: --batch-tokens past long's
  * range (strtol saturated), a sequence longer than max_position_embeddings
  * (256 on the fixture: 300 tokens ran), a NUL byte after the JSON object

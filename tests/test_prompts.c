@@ -107,6 +107,42 @@ TEST(prompts_jsonl_nul_bytes_and_special_files) {
   CHECK(s == NULL);
 }
 
+/* An empty prompt is refused at its FILE:LINE, by the run's reader and by
+ * validation's check (it ran: the model got BOS alone with a chars tokenizer,
+ * and with a tokenizer without BOS the rollout failed mid-run on a prompt of
+ * no tokens). A prompt of one space is text and stays. */
+static void collect_bad(void *ud, const char *msg) {
+  char *buf = ud;
+  size_t n = strlen(buf);
+  snprintf(buf + n, 4096 - n, "%s\n", msg);
+}
+
+TEST(prompts_jsonl_empty_prompt_refused) {
+  const char *path = tmp_file("empty.jsonl", "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n"
+                                             "{\"prompt\": \"\", \"answer\": \"4\"}\n"
+                                             "{\"prompt\": \" \"}\n"
+                                             "{\"q\": \"\"}\n");
+  prompt_source *s = NULL;
+  rl_err e;
+  char want[1200];
+  CHECK_EQ_I64(prompts_open_jsonl(path, NULL, NULL, &s, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:2: field \"prompt\" is empty: a prompt is the text the model continues; fill it "
+           "in or remove the line", path);
+  CHECK_STREQ(e.msg, want);
+  CHECK(s == NULL);
+  char got[4096] = "";
+  int64_t n = 0;
+  CHECK_EQ_I64(prompts_check_jsonl(path, NULL, NULL, collect_bad, got, &n), 2);
+  snprintf(want, sizeof want, "%s:2: field \"prompt\" is empty: a prompt is the text the model continues; fill it "
+           "in or remove the line\n%s:4: no field \"prompt\": each line needs the prompt there (data.prompt_key)\n",
+           path, path);
+  CHECK_STREQ(got, want);
+  CHECK_EQ_I64(n, 2);
+  got[0] = 0; /* data.prompt_key names the field */
+  CHECK_EQ_I64(prompts_check_jsonl(path, "q", NULL, collect_bad, got, &n), 4); /* lines 1-3 lack it */
+  CHECK_CONTAINS(got, ":4: field \"q\" is empty");
+}
+
 /* A line whose extra JSON the reward hook cannot take (a value inside more
  * than LUAHOST_MAX_JSON_DEPTH objects and arrays) is refused where the file is
  * read, naming the line: it used to pass validation and then fail every

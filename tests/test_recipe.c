@@ -3,6 +3,7 @@
  * defaults, base: merging, --set overrides, and the commands' exit codes. */
 #include <glob.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -363,6 +364,98 @@ TEST(recipe_docs_cover_schema) {
   free(doc);
 }
 
+/* One --set on MINIMAL: 1 when the loader's message calls the value out of its
+ * range or type (the key's own complaint), 0 when it took it (another rule may
+ * still refuse the recipe). The message is left in msg. */
+static int set_refused(const char *key, const char *value, char *msg, size_t n) {
+  char set[300];
+  snprintf(set, sizeof set, "%s=%s", key, value);
+  const char *sets[] = {set};
+  recipe r;
+  rl_err e;
+  msg[0] = 0;
+  if (!recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 1, RECIPE_NO_FS, &r, &e)) {
+    recipe_free(&r);
+    return 0;
+  }
+  snprintf(msg, n, "%s", e.msg);
+  char mine[400];
+  snprintf(mine, sizeof mine, "--set %s: ", set);
+  return strstr(e.msg, mine) && (strstr(e.msg, "out of range") || strstr(e.msg, ": expected "));
+}
+
+/* The key table (docs/recipes.md, `rlrun validate --keys`) states what the
+ * loader enforces: every documented bound of an integer or number is taken
+ * and the next value past it refused with the documented range in the
+ * message; every listed enum value is taken and a wrong one refused with
+ * exactly that list; bools take true/false only. */
+TEST(recipe_documented_ranges_are_enforced) {
+  char *ref = NULL, msg[2100];
+  size_t rn = 0;
+  FILE *f = open_memstream(&ref, &rn);
+  recipe_schema_print_reference(f);
+  fclose(f);
+  int checked = 0;
+  char *lsave = NULL;
+  for (char *line = strtok_r(ref, "\n", &lsave); line; line = strtok_r(NULL, "\n", &lsave)) {
+    char key[128], type[64], def[64], range[256];
+    int got = sscanf(line, "| `%127[^`]` | %63[^|]| %63[^|]| %255[^|]|", key, type, def, range);
+    if (got < 3) continue;
+    if (got == 3) range[0] = 0; /* none: strings, bools, lists */
+    for (char *t = type + strlen(type); t > type && t[-1] == ' '; *--t = 0) {}
+    for (char *t = range + strlen(range); t > range && t[-1] == ' '; *--t = 0) {}
+    int is_int = !strcmp(type, "integer"), is_num = !strcmp(type, "number");
+    if (is_int || is_num) {
+      char open, close, lo[64], hi[64], want[400];
+      double a, b;
+      if (sscanf(range, "%c%63[^,], %63[^])]%c", &open, lo, hi, &close) == 4 && (open == '[' || open == '(')) {
+        a = atof(lo), b = atof(hi);
+        snprintf(want, sizeof want, "must be in %s", range);
+      } else if (sscanf(range, ">= %63s", lo) == 1) {
+        open = '[', close = 0, a = atof(lo), b = 0;
+        snprintf(want, sizeof want, "must be >= %s", lo);
+      } else {
+        CHECK_MSG(0, "%s: no range documented for a %s", key, type);
+        continue;
+      }
+      double vals[4];
+      int in[4], nc = 0;
+      double step = is_int ? 1 : (fabs(a) > 1 ? fabs(a) : 1) * 1e-6;
+      vals[nc] = a, in[nc++] = open == '[';
+      vals[nc] = a - step, in[nc++] = 0;
+      if (close) {
+        vals[nc] = b, in[nc++] = close == ']';
+        vals[nc] = b + (is_int ? 1 : (fabs(b) > 1 ? fabs(b) : 1) * 1e-6), in[nc++] = 0;
+      }
+      for (int k = 0; k < nc; k++) {
+        char v[64];
+        snprintf(v, sizeof v, is_int ? "%.0f" : "%.17g", vals[k]);
+        int refused = set_refused(key, v, msg, sizeof msg);
+        CHECK_MSG(refused == !in[k], "%s=%s: documented %s %s, the loader %s it (%s)", key, v,
+                  in[k] ? "inside" : "outside", range, refused ? "refused" : "took", msg);
+        if (refused && !in[k]) CHECK_MSG(strstr(msg, want) != NULL, "%s=%s: message lacks '%s': %s", key, v, want, msg);
+      }
+      checked++;
+    } else if (!strcmp(type, "enum")) {
+      char list[300];
+      snprintf(list, sizeof list, "%s", range);
+      for (char *save = NULL, *v = strtok_r(list, ", ", &save); v; v = strtok_r(NULL, ", ", &save))
+        CHECK_MSG(!set_refused(key, v, msg, sizeof msg), "%s=%s: a documented value, refused: %s", key, v, msg);
+      char want[400];
+      snprintf(want, sizeof want, "expected one of %s; got 'zz'", range);
+      CHECK_MSG(set_refused(key, "zz", msg, sizeof msg) && strstr(msg, want), "%s=zz: want '%s', got %s", key, want, msg);
+      checked++;
+    } else if (!strcmp(type, "bool")) {
+      CHECK_MSG(!set_refused(key, "true", msg, sizeof msg) && !set_refused(key, "false", msg, sizeof msg),
+                "%s: true/false refused: %s", key, msg);
+      CHECK_MSG(set_refused(key, "yes", msg, sizeof msg), "%s=yes taken", key);
+      checked++;
+    }
+  }
+  CHECK(checked >= 70);
+  free(ref);
+}
+
 TEST(recipe_yaml_rejections) {
   static const struct { const char *text, *want; } cases[] = {
       {"model: {init: {}}\nmodel: {}\n", "x.yaml:2:1: duplicate key 'model' (first written at x.yaml:1:1)"},
@@ -688,6 +781,86 @@ TEST(recipe_error_wording) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
   CHECK_STREQ(out, "rlrun validate: --keys lists every recipe key and takes no other option: run `rlrun validate "
                    "--keys` alone\n");
+}
+
+/* A recipe without name: takes its file's name; when that is no run name the
+ * message says so (it read "name: 'my recipe' is not a run name" about a key
+ * the user never wrote). */
+TEST(recipe_default_name_from_a_file_name_that_is_no_run_name) {
+  recipe r;
+  rl_err e;
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "d/my recipe.yaml", NULL, 0, RECIPE_NO_FS, &r, &e),
+               RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "d/my recipe.yaml: name: the run name defaults to the file name, 'my recipe', which is not a run "
+                     "name (letters, digits, '.', '_', '-', at most 64, starting with a letter or digit): set name: in "
+                     "the recipe, or rename the file");
+  const char *set[] = {"name=_x"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", set, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set name=_x: '_x' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "
+                     "with a letter or digit)");
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "d/ok-1.yml", NULL, 0, RECIPE_NO_FS, &r, &e), 0);
+  CHECK_STREQ(r.name, "ok-1");
+  recipe_free(&r);
+}
+
+/* Errors are listed as a reader meets them, by line and column: the schema and
+ * the rules find them in their own order (a base file's key order, rule by
+ * rule), and with more than 8 the first 8 lines are the ones shown. */
+TEST(recipe_errors_listed_in_line_order) {
+  recipe r;
+  rl_err e;
+  /* rule errors: found model, tokenizer, ..., train; written tokenizer, model, train */
+  const char *rules = "tokenizer: {type: chars, chars: \"0123456789+==\"}\n"
+                      "data: {prompts: p.jsonl}\nreward: {script: r.lua}\n"
+                      "model:\n  init: {arch: qwen3, heads: 4, kv_heads: 3, head_dim: 15}\n"
+                      "train:\n  tis: {mode: off, clip: 3}\n";
+  CHECK_EQ_I64(recipe_load_string(rules, strlen(rules), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:33: tokenizer.chars: character '=' appears twice: list each character once\n"
+                     "m.yaml:5:43: model.init.kv_heads: 3 does not divide heads (4)\n"
+                     "m.yaml:5:56: model.init.head_dim: 15 is odd: RoPE needs an even head_dim\n"
+                     "m.yaml:7:26: train.tis.clip: applies to train.tis.mode: truncate (mode is off)");
+  /* schema errors through base: the merged tree has the base's key order (the reverse of
+   * the child's here); the child's lines come first, then the base's, then --set */
+  char dir[600], base[800], child[800];
+  snprintf(dir, sizeof dir, "%s/errorder", harness_tmpdir());
+  mkdir(dir, 0755);
+  snprintf(base, sizeof base, "%s/base.yaml", dir);
+  snprintf(child, sizeof child, "%s/child.yaml", dir);
+  REQUIRE(harness_write_file(base, "seed: 1\n"
+                                   "rollout: {batch: 1, samples_per_prompt: 2, max_new_tokens: 3, max_prompt_tokens: 4}\n"
+                                   "loop: {iterations: 1, checkpoint_interval: 1, keep_checkpoints: 1, keep_every: 1}\n"
+                                   "train: {microbatch: 1, ppo_epochs: 1}\n") == 0);
+  REQUIRE(harness_write_file(child, "base: base.yaml\n"
+                                    "train:\n  ppo_epochs: a\n  microbatch: b\n"
+                                    "loop:\n  keep_every: c\n  keep_checkpoints: d\n  checkpoint_interval: e\n  iterations: f\n"
+                                    "rollout:\n  max_prompt_tokens: g\n  max_new_tokens: h\n  samples_per_prompt: i\n  batch: j\n"
+                                    "seed: k\n") == 0);
+  CHECK_EQ_I64(recipe_load(child, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  char want[8000];
+  snprintf(want, sizeof want,
+           "%s:3:15: train.ppo_epochs: expected an integer, got 'a'\n"
+           "%s:4:15: train.microbatch: expected an integer, got 'b'\n"
+           "%s:6:15: loop.keep_every: expected an integer, got 'c'\n"
+           "%s:7:21: loop.keep_checkpoints: expected an integer, got 'd'\n"
+           "%s:8:24: loop.checkpoint_interval: expected an integer, got 'e'\n"
+           "%s:9:15: loop.iterations: expected an integer, got 'f'\n"
+           "%s:11:22: rollout.max_prompt_tokens: expected an integer, got 'g'\n"
+           "%s:12:19: rollout.max_new_tokens: expected an integer, got 'h'\n"
+           "\xe2\x80\xa6 and 3 more errors (fix these and validate again)",
+           child, child, child, child, child, child, child, child);
+  CHECK_STREQ(e.msg, want);
+  REQUIRE(harness_write_file(base, "seed: -1\nrollout: {batch: 1}\n") == 0);
+  REQUIRE(harness_write_file(child, "base: base.yaml\nrollout:\n  top_k: x\ndevice: gpu\n") == 0);
+  const char *sets[] = {"train.lr=2", "loop.iterations=0"};
+  CHECK_EQ_I64(recipe_load(child, sets, 2, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want,
+           "%s:3:10: rollout.top_k: expected an integer, got 'x'\n"
+           "%s:4:9: device: expected one of auto, cpu, cuda; got 'gpu' (did you mean 'cuda'?)\n"
+           "%s:1:7: seed: -1 is out of range: must be >= 0\n"
+           "--set train.lr=2: 2 is out of range: must be in (0, 1]\n"
+           "--set loop.iterations=0: 0 is out of range: must be in [1, 1000000000]",
+           child, child, base);
+  CHECK_STREQ(e.msg, want);
 }
 
 /* precision.keep_bf16 patterns are checked at validation (fnmatch would take a

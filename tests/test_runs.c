@@ -3,6 +3,7 @@
  * bit-identical, no prompt skipped or repeated, failed checkpoint writes,
  * corrupt state.db, wrong checkpoint hash, edited recipe, the read commands,
  * export, SIGTERM. Each run takes well under a second. */
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -405,6 +406,25 @@ TEST(runs_run_option_without_value_is_named) {
   CHECK_STREQ(out, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n");
 }
 
+/* --name follows a recipe's name rule (a letter or digit first): `--name
+ * --quiet` made a run named "--quiet" and ate the option; "_a" was taken by
+ * --name and refused as `name: _a`. Nothing is created. */
+TEST(runs_name_option_starts_with_a_letter_or_digit) {
+  char dir[1024], out[4096], cmd[3000];
+  snprintf(dir, sizeof dir, "%s/nameopt", harness_tmpdir());
+  setup(dir, 1);
+  static const char *const bad[] = {"--quiet", "_a", "-x"};
+  for (int i = 0; i < 3; i++) {
+    char want[200];
+    snprintf(cmd, sizeof cmd, "run t.yaml --name %s --runs-dir runs", bad[i]);
+    CHECK_EQ_I64(rl(dir, "", cmd, out, sizeof out), 2);
+    snprintf(want, sizeof want, "rlrun run: run name '%s' must start with a letter or digit\n", bad[i]);
+    CHECK_STREQ(out, want);
+  }
+  snprintf(cmd, sizeof cmd, "test -e %s/runs && ls -A %s/runs", dir, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out) != 0 || out[0] == 0 || !strcmp(out, ".init\n"), 1);
+}
+
 TEST(runs_checkpoint_with_wrong_hash_is_refused) {
   char ref[1024], dir[1024], rd[2048], out[8192], args[2300], p[2100], want[65], got[65];
   snprintf(ref, sizeof ref, "%s/ref", harness_tmpdir());
@@ -573,6 +593,10 @@ TEST(runs_read_commands_and_export) {
       {"--top -3", "rlrun samples: --top -3: N must be 1 or more (the N highest rewards); leave --top out for every "
                    "sample of the iteration shown (--iter K, default the latest)\n"},
       {"--iter 2x", "rlrun samples: --iter '2x' is not a whole number (K: an iteration, counted from 1)\n"},
+      {"--iter 99999999999999999999", "rlrun samples: --iter '99999999999999999999' is out of range (K: an "
+                                      "iteration, counted from 1)\n"},
+      {"--top -99999999999999999999", "rlrun samples: --top '-99999999999999999999' is out of range (N: how many "
+                                      "samples, 1 or more)\n"},
       {"--top", "rlrun samples: --top needs a value (N: how many samples, 1 or more)\n"},
       {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N)\n"}};
   for (size_t k = 0; k < sizeof bad_args / sizeof *bad_args; k++) {
@@ -580,6 +604,13 @@ TEST(runs_read_commands_and_export) {
     CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
     CHECK_STREQ(out, bad_args[k][1]);
   }
+  /* --top past long long is every sample (it was "is not a whole number") */
+  snprintf(args, sizeof args, "samples %s --top 99999999999999999999", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  snprintf(args, sizeof args, "samples %s --top 1000000", rd);
+  char all[8192];
+  CHECK_EQ_I64(rl(dir, "", args, all, sizeof all), 0);
+  CHECK_STREQ(out, all);
   /* one output format at a time */
   snprintf(args, sizeof args, "metrics %s --csv --json", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
@@ -1079,6 +1110,71 @@ TEST(runs_metrics_table_fits_names_and_marks_missing) {
   CHECK_STREQ(out, "[{\"iteration\": 1, \"groups/degenerate\": 2, \"loss\": -0.25, \"mismatch/logp_abs_diff\": null},\n"
                    " {\"iteration\": 2, \"groups/degenerate\": 3, \"loss\": 1.4999999999999999e-07, "
                    "\"mismatch/logp_abs_diff\": null}\n]\n");
+}
+
+/* `rlrun export --out` names a file to write: a directory, an empty path, a
+ * device or a missing directory is exit 2 before anything is read or written
+ * (a directory was exit 1, "cannot rename DIR.tmp-PID to DIR"). */
+TEST(runs_export_out_must_be_a_file_path) {
+  char rd[1200], out[4096], args[4000], want[4000];
+  snprintf(rd, sizeof rd, "%s/fake", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  store_close(s);
+  snprintf(args, sizeof args, "export %s --out %s", rd, rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun export: --out %s is a directory: give the path of a file to write (in it, or "
+           "elsewhere)\n", rd);
+  CHECK_STREQ(out, want);
+  snprintf(args, sizeof args, "export %s --out ''", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  CHECK_STREQ(out, "rlrun export: --out is empty: give the path of the file to write\n");
+  snprintf(args, sizeof args, "export %s --out %s/none/x.yaml", rd, rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun export: --out %s/none/x.yaml: directory %s/none: No such file or directory "
+           "(create it first)\n", rd, rd);
+  CHECK_STREQ(out, want);
+  /* a device or FIFO (/dev/null) is written in place, never replaced (a FIFO stands in for /dev/null) */
+  char fifo[1200];
+  snprintf(fifo, sizeof fifo, "%s/export.fifo", harness_tmpdir());
+  unlink(fifo);
+  REQUIRE(mkfifo(fifo, 0644) == 0);
+  int rd_fd = open(fifo, O_RDWR | O_NONBLOCK); /* a reader, so the writer's open does not block */
+  REQUIRE(rd_fd >= 0);
+  snprintf(args, sizeof args, "export %s --out %s", rd, fifo);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  char got[4096];
+  ssize_t n = read(rd_fd, got, sizeof got - 1);
+  REQUIRE(n > 0);
+  got[n] = 0;
+  CHECK_CONTAINS(got, "rlrun-input");
+  struct stat st;
+  REQUIRE(stat(fifo, &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
+  close(rd_fd);
+}
+
+/* `rlrun metrics`' table aligns names of several bytes a character (a Lua
+ * reward's "reward/Δreward_total", Cyrillic, CJK taking two columns, a
+ * combining accent taking none) by the columns they fill on a terminal, not
+ * by their bytes. */
+TEST(runs_metrics_table_aligns_utf8_names) {
+  char rd[1200], out[8192], args[1400];
+  snprintf(rd, sizeof rd, "%s/fake", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  rl_err e;
+  REQUIRE(store_metric_put(s, 1, "loss", 0.5, &e) == 0);
+  REQUIRE(store_metric_put(s, 1, "reward/\xce\x94reward_total", 0.25, &e) == 0);    /* Δ: 2 bytes, 1 column */
+  REQUIRE(store_metric_put(s, 1, "reward/\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87", 1, &e) == 0); /* ключ: 8 bytes, 4 */
+  REQUIRE(store_metric_put(s, 1, "reward/\xe4\xb8\xad\xe6\x96\x87x", 2, &e) == 0);  /* 中文: 6 bytes, 4 columns */
+  REQUIRE(store_metric_put(s, 1, "reward/e\xcc\x81t\xc3\xa9", 3, &e) == 0);        /* e + U+0301: 0 columns */
+  store_close(s);
+  snprintf(args, sizeof args, "metrics %s", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, "iteration          loss    reward/e\xcc\x81t\xc3\xa9  reward/\xce\x94reward_total"
+                   "   reward/\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87  reward/\xe4\xb8\xad\xe6\x96\x87x\n"
+                   "        1           0.5             3                  0.25             1             2\n");
 }
 
 /* Metric names from a store that holds any bytes (older runs did not check the
