@@ -1147,7 +1147,7 @@ TEST(runs_export_out_must_be_a_file_path) {
   ssize_t n = read(rd_fd, got, sizeof got - 1);
   REQUIRE(n > 0);
   got[n] = 0;
-  CHECK_CONTAINS(got, "rlrun-input");
+  CHECK_CONTAINS(got, "# rlrun-export: rlrun");
   struct stat st;
   REQUIRE(stat(fifo, &st) == 0);
   CHECK(S_ISFIFO(st.st_mode));
