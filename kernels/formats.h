@@ -279,10 +279,14 @@ QF_HOSTDEV float fmt_pow2_ceil_f32(float v) {
 
 /* fp8-block scale (dequant multiplier) of a block with absolute maximum amax
  * (finite, >= 0): amax/448 correctly rounded; amax = 0 → 1. With ue8m0: the
- * power of two 2^ceil(log2(amax/448)) of the FP32 quotient, exactly. */
+ * power of two 2^ceil(log2(amax/448)) of the FP32 quotient, exactly. A
+ * quotient that underflows to 0 (amax < ~3.1e-43, an FP32 source's subnormal
+ * block) is the smallest subnormal 2^-149 in both: the block's values divided by
+ * it stay finite (≤ ~224), where a scale of 0 made every element NaN or ±448. */
 QF_HOSTDEV float fmt_fp8_block_scale(float amax, int ue8m0) {
   if (amax == 0.0f) return 1.0f;
   float s = qf_div(amax, FMT_E4M3_MAX);
+  if (s == 0.0f) s = qf_f32_from_bits(1u); /* 2^-149 */
   return ue8m0 ? fmt_pow2_ceil_f32(s) : s;
 }
 

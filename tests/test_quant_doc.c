@@ -112,3 +112,27 @@ TEST(quant_doc_nvfp4_ties_zero_blocks_odd_k) {
   check_nv("nv_1x32_enc", nv_1x32_enc_x, 1, 32, nv_1x32_enc_q, nv_1x32_enc_s, nv_1x32_enc_sdec);
   check_nv("nv_1x32_zero", nv_1x32_zero_x, 1, 32, nv_1x32_zero_q, nv_1x32_zero_s, nv_1x32_zero_sdec);
 }
+
+/* An FP32 block whose amax/448 underflows to 0 (amax < ~3.1e-43): the scale is
+ * the smallest subnormal 2^-149 with FP32 scales as with ue8m0 (it was 0, and
+ * the block's elements NaN (0/0) or ±448, status OK). 7·2^-149 / 2^-149 = 7 =
+ * E4M3 0x4E; −3·2^-149 → −3 = 0xC4; zeros stay 0x00. */
+TEST(quant_fp8_block_subnormal_block_scale_is_not_zero) {
+  enum { K = 128 };
+  float x[K] = {0};
+  x[0] = 0x7p-149f, x[5] = -0x3p-149f;
+  uint8_t q[K];
+  float s[1];
+  for (int ue = 0; ue < 2; ue++) {
+    quant_opts o = {.ue8m0 = ue};
+    quant_stats st;
+    CHECK_EQ_I64(quant_fp8_block_act_f32_cpu(x, 1, K, q, s, &o, &st), QUANT_OK);
+    CHECK(s[0] == 0x1p-149f);
+    CHECK_EQ_I64(q[0], 0x4E);
+    CHECK_EQ_I64(q[5], 0xC4);
+    CHECK_EQ_I64(q[1], 0x00);
+    CHECK_EQ_I64(q[127], 0x00);
+  }
+  CHECK(fmt_fp8_block_scale(0x7p-149f, 0) == 0x1p-149f);
+  CHECK(fmt_fp8_block_scale(448.0f, 0) == 1.0f);
+}

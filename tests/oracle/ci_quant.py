@@ -136,11 +136,12 @@ def fp8_block(x, br, ue8m0):
     bad = ~fin.all(axis=2)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         s = (amax / F32(448)).astype(F32)
+        # amax/448 underflows to 0 in FP32 only for FP32 inputs (amax < ~3.1e-43): the
+        # smallest FP32 subnormal, 2^-149, is then the scale, with FP32 scales as with
+        # ue8m0 (a scale of 0 would make the block's elements 0/0 or x/0)
+        s = np.where((amax > 0) & (s == 0), F32(2.0**-149), s).astype(F32)
         if ue8m0:
-            # amax/448 underflows to 0 in FP32 only for FP32 inputs (amax < ~3.6e-43);
-            # 2^ceil(log2) of the exact quotient is then below FP32's range: the smallest
-            # FP32 power of two above it, 2^-149, is the scale.
-            s = pow2_ceil(np.where(amax == 0, F32(1), np.where(s == 0, F32(2.0**-149), s)))
+            s = pow2_ceil(np.where(amax == 0, F32(1), s))
         s = np.where(amax == 0, F32(1), s).astype(F32)
         q = e4m3((xb / s[..., None]).astype(F32))
     q[bad] = 0
