@@ -198,7 +198,12 @@ void gemm_cuda_release(void);
  *                                any M when 64-row tiles alone give ≥ ctas CTAs:
  *                                lm_head); 64 halves the L2 reads of x per weight
  *                                byte (decode-step GEMMs at M = 64: 1,378 µs against
- *                                1,468 with 32, H100 2026-12-05). Bits unchanged.
+ *                                1,468 with 32, H100 2026-12-05). With the wgmma kernel
+ *                                and the CTA target 198, 32 makes the GEMMs alone
+ *                                faster at M = 64 (step graphs 914 vs 962 µs) but the
+ *                                whole decode step slower (bench_rollout bf16 batch 64
+ *                                30,550 / 30,648 vs 30,811 / 31,094 tok/s; H100
+ *                                2026-12-06): 64 stays. Bits unchanged.
  *   RLRUN_SMALL_GEMM_REDUCE      cluster (default), global: the split-K reduction.
  *                                cluster: the S CTAs of a tile (S ≤ GEMM_SMALL_MAX_CLUSTER)
  *                                form a thread-block cluster; each keeps its FP32 partial
