@@ -329,11 +329,19 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
   float *const qkv_out[3] = {x->qr, x->kr, x->v};
   RP(RP_QKV, mc_lin_fwd_group(m, qkv, 3, x->xn1_b, n, qkv_out, e));
-  RP(RP_QKNORM, rck_qkv_post(x->q, x->k, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->qr, x->kr, x->v,
-                             PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn, g->d_slot, g->d_pos, n, m->nq,
-                             m->nkv, m->hd, g->max_len, m->eps, NULL, e));
-  RP(RP_ATTN, rck_decode_attention(x->att, x->att_b, x->q, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), g->d_slot,
-                                   g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
+  if (rck_decode_qk_fused(m->nq / m->nkv, -1)) { /* QK-norm, RoPE and the cache write inside the attention */
+    const rck_qk_in qk = {x->qr, x->kr, x->v, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
+                          g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps};
+    RP(RP_ATTN, rck_decode_attention_qk(x->att, x->att_b, &qk, g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd,
+                                        g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
+  } else {
+    RP(RP_QKNORM, rck_qkv_post(x->q, x->k, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->qr, x->kr, x->v,
+                               PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn, g->d_slot, g->d_pos, n, m->nq,
+                               m->nkv, m->hd, g->max_len, m->eps, NULL, e));
+    RP(RP_ATTN, rck_decode_attention(x->att, x->att_b, x->q, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l),
+                                     g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc,
+                                     g->pml, NULL, e));
+  }
   RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
   RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, NULL, in, next, PW(my->ln2), n, H, m->eps,
                                                  NULL, e));

@@ -359,7 +359,8 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
 #define RCK_PML_CAP 16 /* splits whose (max, sum) a combining CTA keeps in shared memory */
 __host__ __device__ constexpr int rck_staged_smem(int dpl, int grp, int ring) {
   return 128 + ring * RCK_SCHUNK * 32 * dpl * 2 +
-         (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS) + RCK_PML_CAP * grp * 2) * 4;
+         (grp * RCK_SCHUNK + grp * 32 * dpl * (1 + RCK_WARPS) + RCK_PML_CAP * grp * 2) * 4 +
+         2 * 32 * dpl * 2; /* the fused QK path's K and V rows of position len − 1 (BF16) */
 }
 /* Until at most ring − 1 of this thread's groups are in flight (ring 2 … 4). */
 static __device__ __forceinline__ void rck_ring_wait(int ring) {
@@ -373,7 +374,8 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
                                                                      const uint16_t *vc, const int32_t *slot,
                                                                      const int32_t *len, int nq, int nkv,
                                                                      int64_t max_len, int n_split, int per, int ring,
-                                                                     float sl2, int pdl, int tma, int ef) {
+                                                                     float sl2, int pdl, int tma, int ef,
+                                                                     const rck_qk_in qk) {
   constexpr int HD = 32 * DPL, C = RCK_SCHUNK, U = GRP >= 8 ? 32 / GRP : 8, NV = U * GRP, CPR = HD / 8;
   constexpr int LOGNV = NV == 32 ? 5 : NV == 16 ? 4 : 3, NT = RCK_THREADS, W = RCK_WARPS;
   static_assert(NV == 8 || NV == 16 || NV == 32, "U·GRP: 8, 16 or 32");
@@ -382,7 +384,9 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   uint16_t *rb = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(rck_sm4) + 128);
   float *sc = reinterpret_cast<float *>(rb + ring * C * HD), *qs = sc + GRP * C, *part = qs + GRP * HD;
   float *pms = part + W * GRP * HD; /* [RCK_PML_CAP][GRP][2]: the combine's (max, sum) of each split */
+  uint16_t *kvs = reinterpret_cast<uint16_t *>(pms + RCK_PML_CAP * GRP * 2); /* fused QK: K, V of row len − 1 */
   const int r = blockIdx.x, kh = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const bool fqk = qk.qr != nullptr; /* the QK path fused in: q, k normed and rotated here, row len − 1 written */
   const int64_t L = len[r];
   const int z0 = blockIdx.z * per, z1 = min(n_split, z0 + per), fused = per >= n_split;
   const int zl = max(z0, min(z1, (int)((L + C - 1) / C))); /* splits [z0, zl) hold positions */
@@ -435,8 +439,9 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   /* A programmatic dependent of the kernel that writes q and the cache rows
    * at L − 1 (rck_qkv_post): the older rows are in place already, so their
    * copies start before griddepcontrol.wait; row L − 1 and q after it. */
-  for (int i = 0; i < ring; i++) issue(i, pdl != 0);
-  if (pdl) {
+  for (int i = 0; i < ring; i++) issue(i, pdl != 0 || fqk);
+  if (pdl && fqk) pdl_wait(); /* the q/k/v GEMM's outputs are in place */
+  if (pdl && !fqk) {
     pdl_wait();
     const int zn = (int)((L - 1) / C), in = 2 * (zn - z0); /* the loads that hold row L − 1 */
     for (int t = threadIdx.x; t < 2 * CPR; t += NT) {
@@ -450,8 +455,44 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   }
   if (!fused)
     for (int z = zl; z < z1; z++) rck_empty_split(pacc, pml, HD, GRP, r, nq, kh, n_split, z);
-  for (int i = threadIdx.x; i < GRP * HD; i += NT) qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP) * HD + i]);
+  /* with the QK path fused: the CTA whose splits hold position len − 1 (one a
+   * (row, KV head)) writes that row of the cache and keeps it (kvs) for its ring,
+   * whose copies leave it out (`older`); every CTA norms and rotates its q heads.
+   * rck_qkv_post_kernel's arithmetic (qk_norm_rope_head, the same BF16 roundings) */
+  const int zn = (int)((L - 1) / C);
+  const bool own = fqk && zn >= z0 && zn < zl;
+  if (fqk) {
+    const float *cr = qk.cs + (size_t)r * (HD / 2), *sr = qk.sn + (size_t)r * (HD / 2);
+    for (int tk = w; tk < GRP + 2; tk += W) {
+      if (tk < GRP) {
+        float *qo = qs + tk * HD;
+        qk_norm_rope_head(qo, qk.qr + ((int64_t)r * nq + kh * GRP + tk) * HD, qk.wq, cr, sr, HD, qk.eps, lane);
+        __syncwarp();
+        for (int i = lane; i < HD; i += 32) qo[i] = rck_bf16r(qo[i]);
+      } else if (own) {
+        const int64_t at = rck_kv_at(slot[r], kh, L - 1, nkv, max_len, HD), o = ((int64_t)r * nkv + kh) * HD;
+        uint16_t *dst = kvs + (tk - GRP) * HD;
+        if (tk == GRP) {
+          float *kf = part + (size_t)w * GRP * HD; /* this warp's P·V partial, free until the main loop */
+          qk_norm_rope_head(kf, qk.kr + o, qk.wk, cr, sr, HD, qk.eps, lane);
+          __syncwarp();
+          for (int i = lane; i < HD; i += 32) qk.kc[at + i] = dst[i] = fmt_bf16_from_f32(kf[i]);
+        } else {
+          for (int i = lane; i < HD; i += 32) qk.vc[at + i] = dst[i] = fmt_bf16_from_f32(qk.v[o + i]);
+        }
+      }
+    }
+  } else {
+    for (int i = threadIdx.x; i < GRP * HD; i += NT) qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP) * HD + i]);
+  }
   __syncthreads();
+  /* row len − 1 into the ring slot of chunk zn's K or V once it has landed */
+  auto patch = [&](uint16_t *slot_base, const uint16_t *row) {
+    for (int t = threadIdx.x; t < CPR; t += NT)
+      *reinterpret_cast<uint4 *>(slot_base + (L - 1 - (int64_t)zn * C) * HD + 8 * t) =
+          *reinterpret_cast<const uint4 *>(row + 8 * t);
+    fence_proxy_async(); /* before a later bulk copy into the slot */
+  };
   float qv[GRP][DPL];
 #pragma unroll
   for (int g = 0; g < GRP; g++)
@@ -461,6 +502,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     const int i = 2 * (z - z0), n = (int)min((int64_t)C, L - (int64_t)z * C);
     const uint16_t *ks = rb + (i % ring) * C * HD, *vs = rb + ((i + 1) % ring) * C * HD;
     landed(i);       /* this thread's K_z copies have landed … */
+    if (own && z == zn) patch(const_cast<uint16_t *>(ks), kvs);
     __syncthreads(); /* … and everyone's */
     /* scores: warp w takes positions U·w … U·w+U−1, then every W·U further */
     for (int j0 = w * U; j0 < n; j0 += W * U) {
@@ -485,10 +527,11 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       if ((lane & ((1 << (5 - LOGNV)) - 1)) == 0 && j0 + u < n) sc[g * C + j0 + u] = mine;
     }
     __syncthreads();
-    issue(i + ring, false); /* K_z's slot is read: the load `ring` ahead goes there */
+    issue(i + ring, fqk); /* K_z's slot is read: the load `ring` ahead goes there */
     rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z,
                       fused && z < RCK_PML_CAP ? pms + z * GRP * 2 : nullptr);
     landed(i + 1); /* V_z */
+    if (own && z == zn) patch(const_cast<uint16_t *>(vs), kvs + HD);
     __syncthreads();
     /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
     float acc[GRP][DPL];
@@ -511,7 +554,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
 #pragma unroll
       for (int t = 0; t < DPL; t++) part[(w * GRP + g) * HD + lane * DPL + t] = acc[g][t];
     __syncthreads();
-    issue(i + 1 + ring, false); /* V_z's slot is read */
+    issue(i + 1 + ring, fqk); /* V_z's slot is read */
     for (int t = threadIdx.x; t < GRP * HD; t += NT) {
       const int g = t / HD, d = t % HD;
       float a = part[g * HD + d];
@@ -667,7 +710,8 @@ static int rck_per(int n, int nkv, int n_split, int fit) {
 template <int DPL, int GRP>
 static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pml, const float *q, const uint16_t *kc,
                              const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq, int nkv,
-                             int64_t max_len, int n_split, float sl2, cudaStream_t st, rl_err *e, int *fused) {
+                             int64_t max_len, int n_split, float sl2, cudaStream_t st, rl_err *e, int *fused,
+                             const rck_qk_in &qk) {
   static_assert(rck_staged_smem(DPL, GRP, RCK_RING_MAX) <= 227 * 1024, "shared memory");
   rck_tune_read();
   const int ring = rck_tune_ring ? rck_tune_ring : n <= 64 ? 3 : 2, shm = rck_staged_smem(DPL, GRP, ring);
@@ -693,14 +737,13 @@ static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pm
   const cudaLaunchConfig_t cfg =
       pdl_launch_cfg(at, dim3(n, nkv, (n_split + per - 1) / per), dim3(RCK_THREADS), shm, st, rck_tune_pdl);
   if (cudaLaunchKernelEx(&cfg, rck_attn_staged_kernel<DPL, GRP>, out, out_b, pacc, pml, q, kc, vc, slot, len, nq, nkv,
-                         max_len, n_split, per, ring, sl2, rck_tune_pdl, rck_tune_tma, rck_tune_ef) != cudaSuccess)
+                         max_len, n_split, per, ring, sl2, rck_tune_pdl, rck_tune_tma, rck_tune_ef, qk) != cudaSuccess)
     return rck_check("attn_staged (launch)", e);
   return rck_check("attn_staged", e);
 }
-extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
-                                    const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq,
-                                    int nkv, int hd, int64_t max_len, int n_split, float *pacc, float *pml,
-                                    cudaStream_t st, rl_err *e) {
+static int rck_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc, const uint16_t *vc,
+                         const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
+                         int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e, const rck_qk_in &qk) {
   if (n <= 0) return 0;
   if (nq % nkv || (hd != 32 && hd != 64 && hd != 128 && hd != 256))
     return rl_errf(e, RL_EXIT_USAGE,
@@ -717,12 +760,13 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
   if (rck_staged(grp)) {
 #define RCK_S(D, G)                                                                                              \
   rck_staged_launch<D, G>(out, out_b, pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e, \
-                          &fused)
+                          &fused, qk)
 #define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
     rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
 #undef RCK_SG
 #undef RCK_S
   } else { /* two-phase */
+    if (qk.qr) return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): the fused QK path needs the staged decode attention");
     const int u = rck_unroll();
 #define RCK_L(D, U_) rck_attn_launch<D, U_>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
 #define RCK_LU(D) (u == 4 ? RCK_L(D, 4) : u == 16 ? RCK_L(D, 16) : RCK_L(D, 8))
@@ -733,6 +777,36 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
   if (rc || fused) return rc;
   rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
   return rck_check("attn_combine", e);
+}
+
+extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc,
+                                    const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq,
+                                    int nkv, int hd, int64_t max_len, int n_split, float *pacc, float *pml,
+                                    cudaStream_t st, rl_err *e) {
+  const rck_qk_in none = {};
+  return rck_attention(out, out_b, q, kc, vc, slot, len, n, nq, nkv, hd, max_len, n_split, pacc, pml, st, e, none);
+}
+
+extern "C" int rck_decode_attention_qk(float *out, uint16_t *out_b, const rck_qk_in *qk, const int32_t *slot,
+                                       const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
+                                       int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e) {
+  if (!qk || !qk->qr || !qk->kr || !qk->v || !qk->kc || !qk->vc)
+    return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): rck_decode_attention_qk without its q/k/v rows or cache");
+  return rck_attention(out, out_b, NULL, qk->kc, qk->vc, slot, len, n, nq, nkv, hd, max_len, n_split, pacc, pml, st, e,
+                       *qk);
+}
+
+/* RLRUN_DECODE_QK_FUSED=0: the separate rck_qkv_post launch (read once). */
+static int rck_qk_env = -1;
+static void rck_qk_env_read(void) {
+  const char *v = getenv("RLRUN_DECODE_QK_FUSED");
+  rck_qk_env = !(v && !strcmp(v, "0"));
+}
+extern "C" int rck_decode_qk_fused(int grp, int set) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, rck_qk_env_read);
+  if (set >= 0) rck_qk_env = set != 0;
+  return rck_qk_env && rck_staged(grp);
 }
 
 /* Splits of a cache of max_len positions. */

@@ -31,6 +31,27 @@ int rck_kv_write_b(uint16_t *kc, uint16_t *vc, const uint16_t *k, const uint16_t
 int rck_decode_attention(float *out, uint16_t *out_b, const float *q, const uint16_t *kc, const uint16_t *vc,
                          const int32_t *slot, const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
                          int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e);
+/* What the decode attention needs to do the step's QK path itself (rck_qkv_post's
+ * work, fused): the q/k/v GEMM's FP32 rows qr [n][nq][hd], kr and v [n][nkv][hd],
+ * the QK-norm weights, the step's RoPE table rows cs, sn [n][hd/2], eps, and the
+ * cache to write row len − 1 of each (row, KV head) into. */
+typedef struct rck_qk_in {
+  const float *qr, *kr, *v, *wq, *wk, *cs, *sn;
+  uint16_t *kc, *vc;
+  float eps;
+} rck_qk_in;
+/* rck_decode_attention with the QK path fused in (the staged kernel only): each
+ * CTA norms and rotates its query heads from qr, and the CTA whose split holds
+ * position len − 1 norms and rotates k, writes K and V of that position into the
+ * cache and uses them — the same bits as rck_qkv_post then rck_decode_attention,
+ * one launch fewer a layer. */
+int rck_decode_attention_qk(float *out, uint16_t *out_b, const rck_qk_in *qk, const int32_t *slot,
+                            const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len, int n_split,
+                            float *pacc, float *pml, cudaStream_t st, rl_err *e);
+/* 1 when the engine fuses the QK path into the attention for query groups of grp
+ * heads: the staged kernel in force and RLRUN_DECODE_QK_FUSED not "0"; set ≥ 0
+ * overrides the environment (tests), −1 only asks. */
+int rck_decode_qk_fused(int grp, int set);
 /* Splits of a cache of max_len positions for query groups of grp heads (the
  * kernel in force decides the split length). */
 int rck_n_split(int64_t max_len, int grp);
@@ -46,7 +67,8 @@ int rck_decode_attn_mode(int mode);
  * dependent — it copies the cache rows before len − 1 before
  * griddepcontrol.wait and reads q and row len − 1 after it, so the kernel
  * before it in the stream may trigger its dependents early only if it writes
- * nothing else it reads (rck_qkv_post does so), tma = 1 (default): the ring
+ * nothing else it reads (rck_qkv_post and, with the QK path fused, the q/k/v
+ * GEMM do so), tma = 1 (default): the ring
  * filled by bulk copies completing on mbarriers, 0: cp.async, ef = 1 (default):
  * the bulk copies load the cache evict-first in L2. Overrides
  * RLRUN_DECODE_ATTN_PER / _RING / _PDL / _TMA / _EF. */

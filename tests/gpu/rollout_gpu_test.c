@@ -486,6 +486,98 @@ static void attn_check(void) {
   rck_decode_attn_mode(saved);
 }
 
+/* The QK path fused into the staged attention (rck_decode_attention_qk) ==
+ * rck_qkv_post then rck_decode_attention, bit for bit: the attention output
+ * (FP32 and BF16) and the whole cache after the step (row len − 1 written by
+ * the CTA that holds it), for rows whose len − 1 sits at the start, middle and
+ * end of a 64-position chunk and past the ring's first loads, under every
+ * tuning of the staged kernel (splits a CTA, ring, PDL, bulk copies, evict-first). */
+static int qk_fused_case(int hd, int nq, int nkv) {
+  enum { N = 9, SLOTS = 10, MAXLEN = 320 };
+  const int len[N] = {1, 2, 64, 65, 66, 128, 129, 250, 320}, slot[N] = {4, 0, 8, 2, 7, 1, 5, 9, 3};
+  const int kvd = nkv * hd, grp = nq / nkv, ns = rck_n_split(MAXLEN, grp), half = hd / 2;
+  const size_t ncache = (size_t)SLOTS * MAXLEN * kvd, nqv = (size_t)N * nq * hd, nkvv = (size_t)N * kvd;
+  uint16_t *hk = malloc(ncache * 2), *hv = malloc(ncache * 2), *ck[2], *cv[2], *ob[2];
+  float *hqr = malloc(nqv * 4), *hkr = malloc(nkvv * 4), *hvv = malloc(nkvv * 4), *hw = malloc((size_t)2 * hd * 4);
+  float *hcs = malloc((size_t)N * half * 4), *hsn = malloc((size_t)N * half * 4), *of[2];
+  int32_t hpos[N];
+  for (size_t i = 0; i < ncache; i++) hk[i] = fmt_bf16_from_f32(urand()), hv[i] = fmt_bf16_from_f32(urand());
+  for (size_t i = 0; i < nqv; i++) hqr[i] = 2.0f * urand();
+  for (size_t i = 0; i < nkvv; i++) hkr[i] = 2.0f * urand(), hvv[i] = urand();
+  for (int i = 0; i < 2 * hd; i++) hw[i] = 1.0f + 0.1f * urand();
+  for (int r = 0; r < N; r++) {
+    hpos[r] = len[r] - 1;
+    for (int i = 0; i < half; i++) {
+      const double a = (double)hpos[r] * pow(1e6, -2.0 * i / hd);
+      hcs[r * half + i] = (float)cos(a), hsn[r * half + i] = (float)sin(a);
+    }
+  }
+  for (int k = 0; k < 2; k++)
+    ck[k] = malloc(ncache * 2), cv[k] = malloc(ncache * 2), ob[k] = malloc(nqv * 2), of[k] = malloc(nqv * 4);
+  uint16_t *dk = NULL, *dv = NULL, *dob = NULL;
+  float *dqr = NULL, *dkr = NULL, *dvv = NULL, *dw = NULL, *dcs = NULL, *dsn = NULL, *dq = NULL, *dkn = NULL, *dout = NULL,
+        *pacc = NULL, *pml = NULL;
+  int32_t *dslot = NULL, *dlen = NULL, *dpos = NULL;
+  rl_err e = {0};
+  int rc = cudaMalloc((void **)&dk, ncache * 2) || cudaMalloc((void **)&dv, ncache * 2) ||
+           cudaMalloc((void **)&dob, nqv * 2) || cudaMalloc((void **)&dqr, nqv * 4) || cudaMalloc((void **)&dq, nqv * 4) ||
+           cudaMalloc((void **)&dout, nqv * 4) || cudaMalloc((void **)&dkr, nkvv * 4) ||
+           cudaMalloc((void **)&dkn, nkvv * 4) || cudaMalloc((void **)&dvv, nkvv * 4) ||
+           cudaMalloc((void **)&dw, (size_t)2 * hd * 4) || cudaMalloc((void **)&dcs, (size_t)N * half * 4) ||
+           cudaMalloc((void **)&dsn, (size_t)N * half * 4) || cudaMalloc((void **)&pacc, (size_t)N * nq * ns * hd * 4) ||
+           cudaMalloc((void **)&pml, (size_t)N * nq * ns * 8) || cudaMalloc((void **)&dslot, N * 4) ||
+           cudaMalloc((void **)&dlen, N * 4) || cudaMalloc((void **)&dpos, N * 4);
+  rc = rc || cudaMemcpy(dqr, hqr, nqv * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dkr, hkr, nkvv * 4, cudaMemcpyHostToDevice) ||
+       cudaMemcpy(dvv, hvv, nkvv * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dw, hw, (size_t)2 * hd * 4, cudaMemcpyHostToDevice) ||
+       cudaMemcpy(dcs, hcs, (size_t)N * half * 4, cudaMemcpyHostToDevice) ||
+       cudaMemcpy(dsn, hsn, (size_t)N * half * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dslot, slot, N * 4, cudaMemcpyHostToDevice) ||
+       cudaMemcpy(dlen, len, N * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dpos, hpos, N * 4, cudaMemcpyHostToDevice);
+  /* the reference: the two launches, default tuning */
+  rck_decode_attn_tune(0, 0, 1, 1, 1);
+  rc = rc || cudaMemcpy(dk, hk, ncache * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dv, hv, ncache * 2, cudaMemcpyHostToDevice) ||
+       rck_qkv_post(dq, dkn, dk, dv, dqr, dkr, dvv, dw, dw + hd, dcs, dsn, dslot, dpos, N, nq, nkv, hd, MAXLEN, 1e-6f, NULL, &e) ||
+       rck_decode_attention(dout, dob, dq, dk, dv, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
+       cudaMemcpy(of[0], dout, nqv * 4, cudaMemcpyDeviceToHost) || cudaMemcpy(ob[0], dob, nqv * 2, cudaMemcpyDeviceToHost) ||
+       cudaMemcpy(ck[0], dk, ncache * 2, cudaMemcpyDeviceToHost) || cudaMemcpy(cv[0], dv, ncache * 2, cudaMemcpyDeviceToHost);
+  const int tune[][5] = {{0, 0, 1, 1, 1}, {1, 2, 0, 0, 0}, {1, 3, 1, 1, 1}, {2, 3, 1, 0, 1}, {3, 4, 0, 1, 0},
+                         {100, 2, 1, 1, 1}, {100, 4, 1, 0, 0}, {0, 2, 0, 1, 1}, {0, 3, 1, 1, 0}};
+  int bad = 0;
+  for (size_t t = 0; t < sizeof tune / sizeof *tune && !rc; t++) {
+    rck_decode_attn_tune(tune[t][0], tune[t][1], tune[t][2], tune[t][3], tune[t][4]);
+    const rck_qk_in qk = {dqr, dkr, dvv, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f};
+    rc = cudaMemcpy(dk, hk, ncache * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dv, hv, ncache * 2, cudaMemcpyHostToDevice) ||
+         cudaMemset(dout, 0xff, nqv * 4) ||
+         rck_decode_attention_qk(dout, dob, &qk, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
+         cudaMemcpy(of[1], dout, nqv * 4, cudaMemcpyDeviceToHost) || cudaMemcpy(ob[1], dob, nqv * 2, cudaMemcpyDeviceToHost) ||
+         cudaMemcpy(ck[1], dk, ncache * 2, cudaMemcpyDeviceToHost) || cudaMemcpy(cv[1], dv, ncache * 2, cudaMemcpyDeviceToHost);
+    if (!rc && (memcmp(of[0], of[1], nqv * 4) || memcmp(ob[0], ob[1], nqv * 2) || memcmp(ck[0], ck[1], ncache * 2) ||
+                memcmp(cv[0], cv[1], ncache * 2)))
+      bad++;
+  }
+  rck_decode_attn_tune(0, 0, 1, 1, 1); /* the defaults */
+  if (rc) printf("     fused QK %d/%d/%d: %s\n", hd, nq, nkv, e.msg[0] ? e.msg : "CUDA call failed"), bad = -1;
+  cudaFree(dk), cudaFree(dv), cudaFree(dob), cudaFree(dqr), cudaFree(dq), cudaFree(dout), cudaFree(dkr), cudaFree(dkn);
+  cudaFree(dvv), cudaFree(dw), cudaFree(dcs), cudaFree(dsn), cudaFree(pacc), cudaFree(pml), cudaFree(dslot), cudaFree(dlen);
+  cudaFree(dpos);
+  for (int k = 0; k < 2; k++) free(ck[k]), free(cv[k]), free(ob[k]), free(of[k]);
+  free(hk), free(hv), free(hqr), free(hkr), free(hvv), free(hw), free(hcs), free(hsn);
+  return bad;
+}
+
+static void qk_fused_check(void) {
+  const int shapes[][3] = {{128, 16, 8}, {128, 32, 4}, {64, 6, 3}, {256, 8, 2}, {32, 4, 2}, {128, 8, 8}};
+  const int saved = rck_decode_attn_mode(-1);
+  rck_decode_attn_mode(1);
+  for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+    char what[160];
+    const int bad = qk_fused_case(shapes[k][0], shapes[k][1], shapes[k][2]);
+    snprintf(what, sizeof what, "fused QK path hd %d q/kv %d/%d == rck_qkv_post + attention (output, BF16, cache) "
+             "under 9 tunings (tunings differing)", shapes[k][0], shapes[k][1], shapes[k][2]);
+    check(bad == 0, what, "%.0f", (double)bad);
+  }
+  rck_decode_attn_mode(saved);
+}
+
 /* Prefill groups: the prompts admitted together are prefilled in one packed
  * forward, whose linears run the small-M GEMM at ≤ 64 tokens (its own K split)
  * and cuBLASLt's heuristic above (an algorithm by M): a prompt's first logits
@@ -588,6 +680,27 @@ static void prefill_groups_check(void) {
                "differing %lld of %lld sequences\n", (long long)dc, (long long)bb[0].n);
       }
     }
+    if (got == NS) { /* the engine with the QK path fused (the default) == the two launches, 100 new tokens:
+                      * positions past the first 64-position chunks and the ring's first loads */
+      rollout_batch fa, fb;
+      rollout_cuda_engine *gl = NULL; /* room for 13 + 100 positions (g has 64) */
+      o.max_slots = 64, o.max_new_tokens = 100;
+      const int was = rck_decode_qk_fused(2, -1);
+      int ra = rollout_cuda_engine_new(m, &pol, 64, 128, &gl, &e) || rollout_cuda_generate_ids(gl, ids, n, NP, 2, 5, &o, &fa, &e);
+      rck_decode_qk_fused(2, 0);
+      int rb = ra ? 1 : rollout_cuda_generate_ids(gl, ids, n, NP, 2, 5, &o, &fb, &e);
+      rck_decode_qk_fused(2, 1);
+      o.max_new_tokens = 8;
+      int64_t d = -1;
+      if (!ra && !rb) d = fa.n == fb.n ? batch_diffs(fa.s, fb.s, fa.n) : fa.n;
+      else printf("     fused QK engine check: %s\n", e.msg);
+      snprintf(what, sizeof what, "%s engine, 100 new tokens: QK path fused (%s) == separate launch (samples differing)",
+               f ? "fp8-block" : "bf16", was ? "on" : "OFF");
+      check(d == 0 && was, what, "%.0f", (double)d);
+      if (!ra) rollout_batch_free(&fa);
+      if (!ra && !rb) rollout_batch_free(&fb);
+      rollout_cuda_engine_free(gl);
+    }
     for (int k = 0; k < got; k++) rollout_batch_free(&bb[k]);
     rollout_cuda_engine_free(g);
   }
@@ -596,6 +709,7 @@ static void prefill_groups_check(void) {
 
 int main(void) {
   attn_check();
+  qk_fused_check();
   prefill_groups_check();
   run_model("qwen3");
   run_model("qwen3_moe");
