@@ -997,3 +997,87 @@ TEST(recipe_fuzz_target_runs_examples_clean) {
                            "grep -E 'runtime error|ERROR: ' | head -5", out, sizeof out), 0);
   CHECK_STREQ(out, "");
 }
+
+/* Integers as a careless user writes them. strtoll's base 0 read "+010" as
+ * octal 8 (and "-010" as -8) while "010" was refused; an integer beyond int64
+ * (or an integral 1e19) was "expected an integer" instead of out of range;
+ * 2.0 got no hint. */
+TEST(recipe_integer_spellings) {
+  static const struct { const char *set, *want; } cases[] = {
+      {"rollout.batch=+010", "--set rollout.batch=+010: expected an integer, got '+010' (a leading 0 is ambiguous, "
+                             "octal in YAML 1.1: write the number without it)"},
+      {"rollout.batch=-010", "--set rollout.batch=-010: expected an integer, got '-010' (a leading 0 is ambiguous, "
+                             "octal in YAML 1.1: write the number without it)"},
+      {"rollout.batch=99999999999999999999", "--set rollout.batch=99999999999999999999: 99999999999999999999 is out "
+                                             "of range: must be in [1, 65536]"},
+      {"seed=9.3e18", "--set seed=9.3e18: 9.3e18 is out of range: must be >= 0"},
+      {"rollout.batch=1e400", "--set rollout.batch=1e400: 1e400 is out of range: must be in [1, 65536]"},
+      {"rollout.batch=2.0", "--set rollout.batch=2.0: expected an integer, got '2.0' (write 2: an integer has no "
+                            "decimal point)"},
+      {"rollout.batch=2.5", "--set rollout.batch=2.5: expected an integer, got '2.5' (a whole number)"},
+      {"rollout.batch=1e-400", "--set rollout.batch=1e-400: expected an integer, got '1e-400' (a whole number)"},
+      {"rollout.batch=1_000", "--set rollout.batch=1_000: expected an integer, got '1_000' (write the digits without "
+                              "'_')"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    recipe r;
+    rl_err e;
+    const char *sets[] = {cases[i].set};
+    CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+    CHECK_STREQ(e.msg, cases[i].want);
+  }
+  recipe r;
+  rl_err e;
+  const char *ok[] = {"rollout.batch=+0x10", "seed=1.5e3", "loop.iterations=-0e0"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", ok, 2, RECIPE_NO_FS, &r, &e), 0);
+  CHECK_EQ_I64(r.rollout.batch, 16);
+  CHECK_EQ_I64(r.seed, 1500);
+  recipe_free(&r);
+}
+
+/* A number the run's FP32 arithmetic makes 0 passed validation: temperature
+ * 1e-300 is in (0, 10], the rollout ran (in double) and the first training
+ * step stopped the run with "model_logprob_forward: temperature must be > 0";
+ * rope_theta 1e-300 gave a NaN logit in the rollout. */
+TEST(recipe_numbers_that_underflow_fp32_are_refused) {
+  recipe r;
+  rl_err e;
+  const char *t[] = {"rollout.temperature=1e-300"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", t, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set rollout.temperature=1e-300: 1e-300 is too small: must be in (0, 10] and at least 1.2e-38 "
+                     "(FP32's smallest normal number; the run computes in FP32, where a smaller value is 0)");
+  const char *text = "model:\n  init: {arch: qwen3, rope_theta: 1e-40}\n"
+                     "tokenizer: {type: chars, chars: \"0123456789+= \"}\n"
+                     "data: {prompts: p.jsonl}\nreward: {script: r.lua}\n";
+  CHECK_EQ_I64(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "m.yaml:2:35: model.init.rope_theta: 1e-40 is too small: must be in (0, 1000000000000]");
+  const char *ok[] = {"rollout.temperature=1.2e-38", "train.lr=1e-30", "train.clip_low=0"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", ok, 3, RECIPE_NO_FS, &r, &e), 0);
+  recipe_free(&r);
+}
+
+/* A key or value with a newline (a quoted "see\nd") was quoted raw: the
+ * message went on over two lines, the second without FILE:LINE:COL. An enum
+ * given a list or mapping said "expected one of the values listed below", and
+ * nothing was listed. A tag showed as libyaml resolved it
+ * (tag:yaml.org,2002:int), not as written (!!int). */
+TEST(recipe_messages_escape_control_characters_and_list_enum_values) {
+  const char *text = "seed: \"1\\n2\"\n\"see\\td\": 1\ndevice: [cpu]\ntrain: {tis: {mode: {a: 1}}}\n";
+  recipe r;
+  rl_err e;
+  CHECK_EQ_I64(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:7: seed: expected an integer, got the quoted string '1\\n2' (remove the quotes)\n"
+                     "m.yaml:2:1: unknown key 'see\\td' (did you mean 'seed'?)\n"
+                     "m.yaml:3:9: device: expected one of auto, cpu, cuda; got a list\n"
+                     "m.yaml:4:21: train.tis.mode: expected one of off, truncate, mask; got a mapping");
+  const char *nm = "name: \"a\\x01b\"\n";
+  char t2[512];
+  snprintf(t2, sizeof t2, "%s%s", MINIMAL, nm);
+  CHECK_EQ_I64(recipe_load_string(t2, strlen(t2), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:6:7: name: 'a\\x01b' is not a run name: use letters, digits, '.', '_', '-' (at most 64, "
+                     "starting with a letter or digit)");
+  const char *tag = "seed: !!int 5\n";
+  CHECK_EQ_I64(recipe_load_string(tag, strlen(tag), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:7: tags (!!int) are not supported in recipes: remove the tag (quote a value to make "
+                     "it a string)");
+}
