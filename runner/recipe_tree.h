@@ -87,6 +87,8 @@ int rtree_apply_set(recipe *r, rnode *root, const char *set, rl_err *e);
  * 4 * RECIPE_CLIP + 4 bytes. */
 #define RECIPE_CLIP 40
 const char *recipe_clip(const char *s, char *buf, size_t n);
+/* The same, cut after `limit` characters (n: at least 4 * limit + 4 bytes). */
+const char *recipe_clip_at(const char *s, size_t limit, char *buf, size_t n);
 
 /* Levenshtein distance (for "did you mean"), capped at 99. */
 int recipe_edit_distance(const char *a, const char *b);

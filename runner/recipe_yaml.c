@@ -161,10 +161,12 @@ int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...) {
   return RL_EXIT_USAGE;
 }
 
-const char *recipe_clip(const char *s, char *buf, size_t n) {
+const char *recipe_clip(const char *s, char *buf, size_t n) { return recipe_clip_at(s, RECIPE_CLIP, buf, n); }
+
+const char *recipe_clip_at(const char *s, size_t limit, char *buf, size_t n) {
   size_t at = 0, chars = 0, w = 0;
   if (!n) return buf;
-  while (s[at] && chars < RECIPE_CLIP) {
+  while (s[at] && chars < limit) {
     unsigned char b = (unsigned char)s[at];
     char one[8];
     size_t len = 1;

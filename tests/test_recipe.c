@@ -1,6 +1,7 @@
 /* test_recipe.c — the recipe loader: the bad-recipe catalogue
  * (every tests/recipes/bad/NAME.yaml, each stating its error), the example recipes,
  * defaults, base: merging, --set overrides, and the commands' exit codes. */
+#include <errno.h>
 #include <glob.h>
 #include <limits.h>
 #include <math.h>
@@ -1080,4 +1081,65 @@ TEST(recipe_messages_escape_control_characters_and_list_enum_values) {
   CHECK_EQ_I64(recipe_load_string(tag, strlen(tag), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
   CHECK_STREQ(e.msg, "m.yaml:1:7: tags (!!int) are not supported in recipes: remove the tag (quote a value to make "
                      "it a string)");
+}
+
+/* model.path's config.json was read for model_type alone: a config without
+ * vocab_size, a max_position_embeddings below max_prompt_tokens +
+ * max_new_tokens, or a vocab_size below the chars tokenizer's ids validated,
+ * and `rlrun run` created its run directory, then stopped on the first load
+ * or rollout. */
+TEST(recipe_model_path_config_checked_as_the_run_reads_it) {
+  char cwd[1024], dir[1400], p[1600], text[6000];
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(dir, sizeof dir, "%s/cfgmodel", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  REQUIRE(harness_write_file(p, "{\"model_type\": \"qwen3\", \"num_hidden_layers\": 2}\n") == 0);
+  snprintf(text, sizeof text, "model: {path: %s}\ntokenizer: {type: chars, chars: \"0123456789+= \"}\n"
+           "data: {prompts: %s/tests/recipes/bad/inc/prompts.jsonl}\nreward: {script: %s/tests/recipes/bad/inc/reward.lua}\n"
+           "rollout: {max_prompt_tokens: 8}\n", dir, cwd, cwd);
+  char rp[1600];
+  snprintf(rp, sizeof rp, "%s/cfg.yaml", harness_tmpdir());
+  REQUIRE(harness_write_file(rp, text) == 0);
+  recipe r;
+  rl_err e;
+  char want[8000];
+  CHECK_EQ_I64(recipe_load(rp, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:1:15: model.path: %s/config.json: key 'vocab_size' is missing (the model needs it)", rp, dir);
+  CHECK_STREQ(e.msg, want);
+  REQUIRE(harness_write_file(p, "{\"model_type\": \"qwen3\", \"vocab_size\": 12, \"hidden_size\": 64, "
+                                "\"intermediate_size\": 64, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, "
+                                "\"num_key_value_heads\": 2, \"head_dim\": 16, \"max_position_embeddings\": 64, "
+                                "\"rms_norm_eps\": 1e-6, \"tie_word_embeddings\": true}\n") == 0);
+  CHECK_EQ_I64(recipe_load(rp, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:1:15: model.path: prompt + completion (8 + 256 tokens) exceed the model's "
+           "max_position_embeddings (64, %s/config.json): lower rollout.max_prompt_tokens or rollout.max_new_tokens\n"
+           "%s:2:33: tokenizer.chars: the tokenizer needs 16 ids (<pad>, <bos>, <eos> and 13 characters), more than "
+           "the model's vocabulary (vocab_size 12 in model.path's config.json)", rp, dir, rp);
+  CHECK_STREQ(e.msg, want);
+  const char *fits[] = {"rollout.max_new_tokens=56", "tokenizer.chars=0123456789"};
+  CHECK_EQ_I64(recipe_load(rp, fits, 1, &r, &e), RL_EXIT_USAGE); /* the chars still do not fit */
+  CHECK_CONTAINS(e.msg, "the tokenizer needs 16 ids");
+  CHECK(strstr(e.msg, "max_position_embeddings") == NULL);
+  /* one token past the positions */
+  const char *big[] = {"rollout.max_new_tokens=57"};
+  CHECK_EQ_I64(recipe_load(rp, big, 1, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set rollout.max_new_tokens=57: prompt + completion (8 + 57 tokens) exceed the model's "
+                        "max_position_embeddings (64, ");
+}
+
+/* A --set's text is how messages name it: a value of thousands of characters
+ * pushed the reason off, and a newline in it broke the line. */
+TEST(recipe_set_named_with_its_value_clipped) {
+  char set[2100] = "tokenizer.chars=", want[1000] = "--set tokenizer.chars=";
+  for (int i = 0; i < 160; i++) strcat(set, "ab");
+  for (int i = 0; i < 100; i++) strcat(want, "ab");
+  strcat(want, "\xe2\x80\xa6: character 'a' appears twice: list each character once");
+  const char *sets[] = {set, "seed=1\n2"};
+  recipe r;
+  rl_err e;
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, want);
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets + 1, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set seed=1\\n2: expected an integer, got '1 2'");
 }
