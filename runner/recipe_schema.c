@@ -627,7 +627,11 @@ void recipe_free(recipe *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* A string as a YAML double-quoted scalar. */
+/* A string as a YAML double-quoted scalar that reads back to the same bytes.
+ * Escaped besides C0 and DEL: the C1 controls (U+0080..U+009F: a YAML reader
+ * refuses them raw), NEL, LS and PS (line breaks inside a quoted scalar, which
+ * a reader folds: a stop string "a\x85b" came back from the resolved recipe as
+ * "a b"), and U+FEFF, U+FFFE, U+FFFF. The string is UTF-8 (libyaml's output). */
 static void print_quoted(FILE *f, const char *s) {
   fputc('"', f);
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -635,6 +639,10 @@ static void print_quoted(FILE *f, const char *s) {
     else if (*p == '\n') fputs("\\n", f);
     else if (*p == '\t') fputs("\\t", f);
     else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
+    else if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) fprintf(f, "\\x%02x", p[1]), p++;
+    else if (p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) fprintf(f, "\\u%04x", 0x2000 + (p[2] - 0x80)), p += 2;
+    else if (p[0] == 0xEF && ((p[1] == 0xBB && p[2] == 0xBF) || (p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF))))
+      fprintf(f, "\\u%04x", 0xF000 + ((p[1] & 0x3Fu) << 6) + (p[2] & 0x3Fu)), p += 2;
     else fputc(*p, f);
   }
   fputc('"', f);

@@ -1143,3 +1143,33 @@ TEST(recipe_set_named_with_its_value_clipped) {
   CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets + 1, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
   CHECK_STREQ(e.msg, "--set seed=1\\n2: expected an integer, got '1 2'");
 }
+
+/* The resolved recipe (plan, a run's recipe.resolved.yaml, export) wrote a
+ * string's C1 controls, NEL, LS and PS raw: read back, a stop string
+ * "a\x85b" became "a b" (NEL folds as a line break in a quoted scalar), and
+ * "\x80" made the exported recipe unreadable ("control characters are not
+ * allowed"). Each string must read back to its own bytes. */
+TEST(recipe_print_escapes_what_yaml_would_fold_or_refuse) {
+  char text[1024];
+  snprintf(text, sizeof text, "%srollout: {stop: [\"a\\x85b\", \"\\x80\\x9f\", \"\\u2028\\u2029\", \"\\ufeff\\ufffe\\uffff\", "
+           "\"\\u00a0\\u00e9\"]}\nprecision: {rollout: fp8-block, train: fp8-block}\n", MINIMAL);
+  recipe a, b;
+  rl_err e;
+  REQUIRE(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &a, &e) == 0);
+  char *t1 = NULL;
+  size_t n1 = 0;
+  FILE *f = open_memstream(&t1, &n1);
+  recipe_print(f, &a);
+  fclose(f);
+  CHECK_CONTAINS(t1, "  stop: [\"a\\x85b\", \"\\x80\\x9f\", \"\\u2028\\u2029\", \"\\ufeff\\ufffe\\uffff\", "
+                     "\"\xc2\xa0\xc3\xa9\"]\n");
+  int rc = recipe_load_string(t1, strlen(t1), "m.yaml", NULL, 0, RECIPE_NO_FS, &b, &e);
+  CHECK_MSG(rc == 0, "%s", e.msg);
+  if (!rc) {
+    REQUIRE(b.rollout.stop.n == 5);
+    for (int i = 0; i < 5; i++) CHECK_STREQ(b.rollout.stop.items[i], a.rollout.stop.items[i]);
+    recipe_free(&b);
+  }
+  free(t1);
+  recipe_free(&a);
+}
