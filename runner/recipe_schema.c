@@ -353,7 +353,8 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
     if (pi == 2) { /* an integer, but far out of any key's range */
       char clip[4 * RECIPE_CLIP + 8];
       range_must(k, rt, sizeof rt);
-      snprintf(msg, sizeof msg, "%s is out of range: %s", recipe_clip(s, clip, sizeof clip), rt);
+      snprintf(msg, sizeof msg, "%s is out of range: %s%s", recipe_clip(s, clip, sizeof clip), rt,
+               rt[8] == '>' ? " and at most 9223372036854775807 (64 bits)" : ""); /* "must be >= 0" alone reads wrong */
       return verr(e, k, n, msg);
     }
     if (!pi) {

@@ -1011,7 +1011,10 @@ TEST(recipe_integer_spellings) {
                              "octal in YAML 1.1: write the number without it)"},
       {"rollout.batch=99999999999999999999", "--set rollout.batch=99999999999999999999: 99999999999999999999 is out "
                                              "of range: must be in [1, 65536]"},
-      {"seed=9.3e18", "--set seed=9.3e18: 9.3e18 is out of range: must be >= 0"},
+      {"seed=9.3e18", "--set seed=9.3e18: 9.3e18 is out of range: must be >= 0 and at most 9223372036854775807 (64 "
+                      "bits)"},
+      {"seed=0xFFFFFFFFFFFFFFFF", "--set seed=0xFFFFFFFFFFFFFFFF: 0xFFFFFFFFFFFFFFFF is out of range: must be >= 0 and "
+                                  "at most 9223372036854775807 (64 bits)"},
       {"rollout.batch=1e400", "--set rollout.batch=1e400: 1e400 is out of range: must be in [1, 65536]"},
       {"rollout.batch=2.0", "--set rollout.batch=2.0: expected an integer, got '2.0' (write 2: an integer has no "
                             "decimal point)"},
