@@ -71,6 +71,8 @@ typedef struct recipe {
     } init;
     int is_moe;       /* derived: 1 MoE, 0 dense, -1 unknown (a checkpoint without config.json) */
     int64_t layers;   /* derived: layer count when known, else 0 */
+    int64_t positions, vocab; /* derived from model.path's / the checkpoint's config.json: its
+                                 max_position_embeddings and vocab_size, else 0 */
   } model;
 
   struct {

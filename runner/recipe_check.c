@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "lua/host.h"
+#include "model/config.h"
 #include "model/model.h"
 #include "runner/inputs.h"
 #include "runner/recipe_tree.h"
@@ -84,6 +85,21 @@ static int read_config(recipe *r, const char *key, const char *dir, int required
     r->model.is_moe = !strcmp(mt, "qwen3_moe");
   if (layers > 0) r->model.layers = layers;
   json_decref(j);
+  if (rc) return rc;
+  /* the whole config, as the run reads it: a config.json without vocab_size (or with a
+   * head count that does not divide) passed here and stopped the run it had created */
+  model_config c;
+  rl_err ce;
+  if (model_config_load(cfg, &c, &ce)) return kerr(r, e, key, "%s", ce.msg);
+  r->model.positions = c.max_position_embeddings;
+  r->model.vocab = c.vocab_size;
+  model_config_free(&c);
+  if (r->train.algorithm != ALGO_SFT && c.max_position_embeddings < r->rollout.max_prompt_tokens + r->rollout.max_new_tokens)
+    rc = kerr(r, e, is_set(r, "rollout.max_new_tokens") ? "rollout.max_new_tokens" : key,
+              "prompt + completion (%lld + %lld tokens) exceed the model's max_position_embeddings (%lld, %s): "
+              "lower rollout.max_prompt_tokens or rollout.max_new_tokens",
+              (long long)r->rollout.max_prompt_tokens, (long long)r->rollout.max_new_tokens,
+              (long long)c.max_position_embeddings, cfg);
   return rc;
 }
 
@@ -199,6 +215,11 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
                 "%lld is smaller than the %d ids the tokenizer needs (<pad>, <bos>, <eos> and the %d "
                 "characters of tokenizer.chars)",
                 (long long)r->model.init.vocab, count + 3, count);
+    if (!r->model.has_init && r->model.vocab && r->model.vocab < count + 3) /* the run refused it, after its start */
+      rc = kerr(r, e, "tokenizer.chars",
+                "the tokenizer needs %d ids (<pad>, <bos>, <eos> and %d characters), more than the model's "
+                "vocabulary (vocab_size %lld in %s's config.json)", count + 3, count, (long long)r->model.vocab,
+                r->model.path ? "model.path" : "model.checkpoint");
     return rc;
   }
   if (r->tokenizer.chars) rc = kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");
@@ -264,6 +285,7 @@ static void data_limits(const recipe *r, prompts_limits *l, tokenizer **tok) {
   if (r->train.algorithm == ALGO_SFT) {
     l->target_field = "completion"; /* LOOP_SFT_FIELD */
     if (r->model.has_init) l->max_seq_tokens = r->model.init.max_seq_len;
+    else if (r->model.positions > 0) l->max_seq_tokens = r->model.positions;
   } else {
     l->max_prompt_tokens = r->rollout.max_prompt_tokens;
   }

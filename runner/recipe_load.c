@@ -13,6 +13,8 @@
 
 /* Longest base: chain (a recipe, its base, its base's base, ...). */
 #define RECIPE_MAX_BASE_DEPTH 16
+/* Characters of a --set value shown where a message names the override. */
+#define RECIPE_SET_CLIP 200
 
 void rtree_merge(rnode *base, rnode *child) {
   for (int i = 0; i < child->n; i++) {
@@ -45,11 +47,17 @@ static void mark_override(rnode *n, const recipe_loc *l) {
 }
 
 int rtree_apply_set(recipe *r, rnode *root, const char *set, rl_err *e) {
-  recipe_loc l = {recipe_intern(r, set), 0, 0};
-  char tmp[1200];
-  snprintf(tmp, sizeof tmp, "--set %s", set);
-  l.file = recipe_intern(r, tmp);
+  recipe_loc l = {NULL, 0, 0};
+  char tmp[1200], clip[4 * RECIPE_SET_CLIP + 8];
   const char *eq = strchr(set, '=');
+  /* messages name the override as "--set KEY=VALUE", VALUE cut after
+   * RECIPE_SET_CLIP characters (a path shows whole; a 2,000-character
+   * tokenizer.chars pushed the reason far off) and its control characters
+   * escaped (a newline split the message's line) */
+  if (eq && eq - set < 256)
+    snprintf(tmp, sizeof tmp, "--set %.*s%s", (int)(eq - set + 1), set, recipe_clip_at(eq + 1, RECIPE_SET_CLIP, clip, sizeof clip));
+  else snprintf(tmp, sizeof tmp, "--set %s", recipe_clip(set, clip, sizeof clip));
+  l.file = recipe_intern(r, tmp);
   size_t klen = eq ? (size_t)(eq - set) : 0;
   int ok = eq && klen > 0 && klen < 256;
   for (size_t i = 0; ok && i < klen; i++) {

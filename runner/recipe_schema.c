@@ -4,6 +4,7 @@
  * from it; docs/recipes.md documents it (a test checks every key is there). */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <libgen.h>
 #include <math.h>
 #include <stddef.h>
@@ -270,19 +271,29 @@ static int in_range(const rkey *k, double v) {
   return 1;
 }
 
-/* Parse a YAML integer (decimal, 0x hex, or an integral 1e6). */
+/* Parse a YAML integer (decimal, 0x hex, or an integral 1e6): 1 with *out set;
+ * 2 for an integer beyond int64 (1e30, 99999999999999999999: out of any range);
+ * 0 for anything else. A leading zero (010, +010) is refused: YAML 1.1 reads it
+ * as octal and YAML 1.2 as decimal (strtoll's base 0 took "+010" for 8). */
 static int parse_int(const char *s, int64_t *out) {
   char *end = NULL;
   if (!*s || isspace((unsigned char)*s)) return 0;
+  const char *d = s + (*s == '+' || *s == '-');
+  if (d[0] == '0' && d[1] >= '0' && d[1] <= '9') return 0;
   errno = 0;
   long long v = strtoll(s, &end, 0);
-  if (*end == 0 && errno == 0 && !(s[0] == '0' && s[1] >= '0' && s[1] <= '9')) {
+  if (end != s && *end == 0) {
+    if (errno == ERANGE) return 2;
     *out = v;
     return 1;
   }
-  double d = strtod(s, &end);
-  if (*end || !isfinite(d) || d != floor(d) || fabs(d) > 9.0e18 || !strpbrk(s, "eE")) return 0;
-  *out = (int64_t)d;
+  errno = 0;
+  double x = strtod(s, &end);
+  if (end == s || *end || !strpbrk(s, "eE") || strpbrk(s, "xXnNiI")) return 0;
+  if (errno == ERANGE && x == 0) return 0; /* 1e-400: not a whole number */
+  if (!isfinite(x) || fabs(x) > 9.0e18) return 2;
+  if (x != floor(x)) return 0;
+  *out = (int64_t)x;
   return 1;
 }
 
@@ -300,7 +311,14 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
   if (n->kind != RN_SCALAR) {
     snprintf(msg, sizeof msg, "expected %s%s, got %s", k->type == KT_INT ? "an " : "a ",
              k->type == KT_ENUM ? "value" : type_names[k->type], describe(n, got, sizeof got));
-    if (k->type == KT_ENUM) snprintf(msg, sizeof msg, "expected one of the values listed below, got %s", describe(n, got, sizeof got));
+    if (k->type == KT_ENUM) { /* the values, as for a scalar that is none of them (nothing is "listed below") */
+      char list[256];
+      size_t L = 0;
+      list[0] = 0;
+      for (int i = 0; k->enums[i]; i++)
+        L += (size_t)snprintf(list + L, L < sizeof list ? sizeof list - L : 0, "%s%s", i ? ", " : "", k->enums[i]);
+      snprintf(msg, sizeof msg, "expected one of %s; got %s", list, describe(n, got, sizeof got));
+    }
     return verr(e, k, n, msg);
   }
   const char *s = n->text;
@@ -329,13 +347,32 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
     return 0;
   }
   case KT_INT: {
-    int64_t v;
+    int64_t v = 0;
     char rt[160];
-    if (n->quoted || !parse_int(s, &v)) {
+    int pi = n->quoted ? 0 : parse_int(s, &v);
+    if (pi == 2) { /* an integer, but far out of any key's range */
+      char clip[4 * RECIPE_CLIP + 8];
+      range_must(k, rt, sizeof rt);
+      snprintf(msg, sizeof msg, "%s is out of range: %s%s", recipe_clip(s, clip, sizeof clip), rt,
+               rt[8] == '>' ? " and at most 9223372036854775807 (64 bits)" : ""); /* "must be >= 0" alone reads wrong */
+      return verr(e, k, n, msg);
+    }
+    if (!pi) {
       double d;
-      if (!n->quoted && parse_float(s, &d)) snprintf(msg, sizeof msg, "expected an integer, got %s", describe(n, got, sizeof got));
-      else snprintf(msg, sizeof msg, "expected an integer, got %s%s", describe(n, got, sizeof got),
-                    n->quoted ? " (remove the quotes)" : "");
+      const char *hint = n->quoted ? " (remove the quotes)" : "";
+      char whole[96];
+      const char *digits = s + (s[0] == '+' || s[0] == '-');
+      if (!n->quoted && digits[0] == '0' && strspn(digits, "0123456789") == strlen(digits)) {
+        hint = " (a leading 0 is ambiguous, octal in YAML 1.1: write the number without it)";
+      } else if (!n->quoted && parse_float(s, &d)) {
+        if (d == floor(d) && fabs(d) < 1e15 && (d != 0 || !strpbrk(s, "eE")))
+          snprintf(whole, sizeof whole, " (write %.0f: an integer has no decimal point)", d);
+        else snprintf(whole, sizeof whole, " (a whole number)");
+        hint = whole;
+      } else if (!n->quoted && strchr(s, '_') && strspn(s, "0123456789_+-") == strlen(s)) {
+        hint = " (write the digits without '_')";
+      }
+      snprintf(msg, sizeof msg, "expected an integer, got %s%s", describe(n, got, sizeof got), hint);
       return verr(e, k, n, msg);
     }
     if (!in_range(k, (double)v)) {
@@ -354,9 +391,18 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
                n->quoted ? " (remove the quotes)" : "");
       return verr(e, k, n, msg);
     }
+    char clip[4 * RECIPE_CLIP + 8];
     if (!in_range(k, v)) {
       range_must(k, rt, sizeof rt);
-      snprintf(msg, sizeof msg, "%s is out of range: %s", s, rt);
+      snprintf(msg, sizeof msg, "%s is out of range: %s", recipe_clip(s, clip, sizeof clip), rt);
+      return verr(e, k, n, msg);
+    }
+    if ((k->flags & KF_LO_OPEN) && k->lo == 0 && v < FLT_MIN) {
+      /* the run computes in FP32, where this is 0 (or subnormal): temperature 1e-300
+       * passed here and stopped the first training step ("temperature must be > 0") */
+      range_must(k, rt, sizeof rt);
+      snprintf(msg, sizeof msg, "%s is too small: %s and at least 1.2e-38 (FP32's smallest normal number; "
+               "the run computes in FP32, where a smaller value is 0)", recipe_clip(s, clip, sizeof clip), rt);
       return verr(e, k, n, msg);
     }
     *(double *)dst = v;
@@ -582,7 +628,11 @@ void recipe_free(recipe *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* A string as a YAML double-quoted scalar. */
+/* A string as a YAML double-quoted scalar that reads back to the same bytes.
+ * Escaped besides C0 and DEL: the C1 controls (U+0080..U+009F: a YAML reader
+ * refuses them raw), NEL, LS and PS (line breaks inside a quoted scalar, which
+ * a reader folds: a stop string "a\x85b" came back from the resolved recipe as
+ * "a b"), and U+FEFF, U+FFFE, U+FFFF. The string is UTF-8 (libyaml's output). */
 static void print_quoted(FILE *f, const char *s) {
   fputc('"', f);
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -590,6 +640,10 @@ static void print_quoted(FILE *f, const char *s) {
     else if (*p == '\n') fputs("\\n", f);
     else if (*p == '\t') fputs("\\t", f);
     else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\x%02x", *p);
+    else if (p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) fprintf(f, "\\x%02x", p[1]), p++;
+    else if (p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) fprintf(f, "\\u%04x", 0x2000 + (p[2] - 0x80)), p += 2;
+    else if (p[0] == 0xEF && ((p[1] == 0xBB && p[2] == 0xBF) || (p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF))))
+      fprintf(f, "\\u%04x", 0xF000 + ((p[1] & 0x3Fu) << 6) + (p[2] & 0x3Fu)), p += 2;
     else fputc(*p, f);
   }
   fputc('"', f);

@@ -82,9 +82,13 @@ int rtree_apply_set(recipe *r, rnode *root, const char *set, rl_err *e);
 
 /* A value quoted in a message, short enough that the reason after it always
  * shows: its first RECIPE_CLIP characters (cut between UTF-8 characters), then
- * "…" when there is more. */
+ * "…" when there is more; a control character is written as an escape (\n,
+ * \t, \r, \x01), so that a message stays on its one line. n: at least
+ * 4 * RECIPE_CLIP + 4 bytes. */
 #define RECIPE_CLIP 40
 const char *recipe_clip(const char *s, char *buf, size_t n);
+/* The same, cut after `limit` characters (n: at least 4 * limit + 4 bytes). */
+const char *recipe_clip_at(const char *s, size_t limit, char *buf, size_t n);
 
 /* Levenshtein distance (for "did you mean"), capped at 99. */
 int recipe_edit_distance(const char *a, const char *b);

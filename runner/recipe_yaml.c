@@ -161,14 +161,33 @@ int recipe_errf(rl_err *e, const recipe_loc *loc, const char *fmt, ...) {
   return RL_EXIT_USAGE;
 }
 
-const char *recipe_clip(const char *s, char *buf, size_t n) {
-  size_t at = 0, chars = 0;
-  while (s[at] && chars < RECIPE_CLIP) {
-    at++;
-    while (((unsigned char)s[at] & 0xC0) == 0x80) at++; /* the rest of a UTF-8 character */
-    chars++;
+const char *recipe_clip(const char *s, char *buf, size_t n) { return recipe_clip_at(s, RECIPE_CLIP, buf, n); }
+
+const char *recipe_clip_at(const char *s, size_t limit, char *buf, size_t n) {
+  size_t at = 0, chars = 0, w = 0;
+  if (!n) return buf;
+  while (s[at] && chars < limit) {
+    unsigned char b = (unsigned char)s[at];
+    char one[8];
+    size_t len = 1;
+    /* a control character as an escape: a newline in a key or value split the
+     * message's line, and the part after it had no FILE:LINE:COL */
+    if (b == '\n') snprintf(one, sizeof one, "\\n");
+    else if (b == '\t') snprintf(one, sizeof one, "\\t");
+    else if (b == '\r') snprintf(one, sizeof one, "\\r");
+    else if (b < 0x20 || b == 0x7f) snprintf(one, sizeof one, "\\x%02x", b);
+    else {
+      while (((unsigned char)s[at + len] & 0xC0) == 0x80 && len < 4) len++; /* the rest of a UTF-8 character */
+      memcpy(one, s + at, len);
+      one[len] = 0;
+    }
+    size_t k = strlen(one);
+    if (w + k + 1 > n) break;
+    memcpy(buf + w, one, k);
+    w += k, at += len, chars++;
   }
-  snprintf(buf, n, "%.*s%s", (int)at, s, s[at] ? "\xe2\x80\xa6" : "");
+  buf[w] = 0;
+  if (s[at] && w + 4 <= n) memcpy(buf + w, "\xe2\x80\xa6", 4); /* "…" and its NUL */
   return buf;
 }
 
@@ -372,9 +391,13 @@ static int check_props(parse_ctx *c, yaml_event_t *ev) {
   if (anchor)
     return recipe_errf(c->e, &l, "anchors (&%s) are not supported in recipes: write values out, or share "
                        "settings with base: other.yaml", (char *)anchor);
-  if (tag)
-    return recipe_errf(c->e, &l, "tags (%s) are not supported in recipes: quote a value to make it a string",
-                       (char *)tag);
+  if (tag) { /* as written: libyaml resolves !!int to tag:yaml.org,2002:int */
+    const char *std = "tag:yaml.org,2002:", *t = (const char *)tag;
+    int core = !strncmp(t, std, strlen(std));
+    char shown[4 * RECIPE_CLIP + 8];
+    return recipe_errf(c->e, &l, "tags (%s%s) are not supported in recipes: remove the tag (quote a value to "
+                       "make it a string)", core ? "!!" : "", recipe_clip(core ? t + strlen(std) : t, shown, sizeof shown));
+  }
   return 0;
 }
 

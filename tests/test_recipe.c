@@ -1,6 +1,7 @@
 /* test_recipe.c — the recipe loader: the bad-recipe catalogue
  * (every tests/recipes/bad/NAME.yaml, each stating its error), the example recipes,
  * defaults, base: merging, --set overrides, and the commands' exit codes. */
+#include <errno.h>
 #include <glob.h>
 #include <limits.h>
 #include <math.h>
@@ -996,4 +997,182 @@ TEST(recipe_fuzz_target_runs_examples_clean) {
   CHECK_EQ_I64(harness_run("build-fuzz/fuzz_recipe recipes/*.yaml tests/recipes/bad/*.yaml 2>&1 | "
                            "grep -E 'runtime error|ERROR: ' | head -5", out, sizeof out), 0);
   CHECK_STREQ(out, "");
+}
+
+/* Integers as a careless user writes them. strtoll's base 0 read "+010" as
+ * octal 8 (and "-010" as -8) while "010" was refused; an integer beyond int64
+ * (or an integral 1e19) was "expected an integer" instead of out of range;
+ * 2.0 got no hint. */
+TEST(recipe_integer_spellings) {
+  static const struct { const char *set, *want; } cases[] = {
+      {"rollout.batch=+010", "--set rollout.batch=+010: expected an integer, got '+010' (a leading 0 is ambiguous, "
+                             "octal in YAML 1.1: write the number without it)"},
+      {"rollout.batch=-010", "--set rollout.batch=-010: expected an integer, got '-010' (a leading 0 is ambiguous, "
+                             "octal in YAML 1.1: write the number without it)"},
+      {"rollout.batch=99999999999999999999", "--set rollout.batch=99999999999999999999: 99999999999999999999 is out "
+                                             "of range: must be in [1, 65536]"},
+      {"seed=9.3e18", "--set seed=9.3e18: 9.3e18 is out of range: must be >= 0 and at most 9223372036854775807 (64 "
+                      "bits)"},
+      {"seed=0xFFFFFFFFFFFFFFFF", "--set seed=0xFFFFFFFFFFFFFFFF: 0xFFFFFFFFFFFFFFFF is out of range: must be >= 0 and "
+                                  "at most 9223372036854775807 (64 bits)"},
+      {"rollout.batch=1e400", "--set rollout.batch=1e400: 1e400 is out of range: must be in [1, 65536]"},
+      {"rollout.batch=2.0", "--set rollout.batch=2.0: expected an integer, got '2.0' (write 2: an integer has no "
+                            "decimal point)"},
+      {"rollout.batch=2.5", "--set rollout.batch=2.5: expected an integer, got '2.5' (a whole number)"},
+      {"rollout.batch=1e-400", "--set rollout.batch=1e-400: expected an integer, got '1e-400' (a whole number)"},
+      {"rollout.batch=1_000", "--set rollout.batch=1_000: expected an integer, got '1_000' (write the digits without "
+                              "'_')"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    recipe r;
+    rl_err e;
+    const char *sets[] = {cases[i].set};
+    CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+    CHECK_STREQ(e.msg, cases[i].want);
+  }
+  recipe r;
+  rl_err e;
+  const char *ok[] = {"rollout.batch=+0x10", "seed=1.5e3", "loop.iterations=-0e0"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", ok, 2, RECIPE_NO_FS, &r, &e), 0);
+  CHECK_EQ_I64(r.rollout.batch, 16);
+  CHECK_EQ_I64(r.seed, 1500);
+  recipe_free(&r);
+}
+
+/* A number the run's FP32 arithmetic makes 0 passed validation: temperature
+ * 1e-300 is in (0, 10], the rollout ran (in double) and the first training
+ * step stopped the run with "model_logprob_forward: temperature must be > 0";
+ * rope_theta 1e-300 gave a NaN logit in the rollout. */
+TEST(recipe_numbers_that_underflow_fp32_are_refused) {
+  recipe r;
+  rl_err e;
+  const char *t[] = {"rollout.temperature=1e-300"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", t, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set rollout.temperature=1e-300: 1e-300 is too small: must be in (0, 10] and at least 1.2e-38 "
+                     "(FP32's smallest normal number; the run computes in FP32, where a smaller value is 0)");
+  const char *text = "model:\n  init: {arch: qwen3, rope_theta: 1e-40}\n"
+                     "tokenizer: {type: chars, chars: \"0123456789+= \"}\n"
+                     "data: {prompts: p.jsonl}\nreward: {script: r.lua}\n";
+  CHECK_EQ_I64(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "m.yaml:2:35: model.init.rope_theta: 1e-40 is too small: must be in (0, 1000000000000]");
+  const char *ok[] = {"rollout.temperature=1.2e-38", "train.lr=1e-30", "train.clip_low=0"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", ok, 3, RECIPE_NO_FS, &r, &e), 0);
+  recipe_free(&r);
+}
+
+/* A key or value with a newline (a quoted "see\nd") was quoted raw: the
+ * message went on over two lines, the second without FILE:LINE:COL. An enum
+ * given a list or mapping said "expected one of the values listed below", and
+ * nothing was listed. A tag showed as libyaml resolved it
+ * (tag:yaml.org,2002:int), not as written (!!int). */
+TEST(recipe_messages_escape_control_characters_and_list_enum_values) {
+  const char *text = "seed: \"1\\n2\"\n\"see\\td\": 1\ndevice: [cpu]\ntrain: {tis: {mode: {a: 1}}}\n";
+  recipe r;
+  rl_err e;
+  CHECK_EQ_I64(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:7: seed: expected an integer, got the quoted string '1\\n2' (remove the quotes)\n"
+                     "m.yaml:2:1: unknown key 'see\\td' (did you mean 'seed'?)\n"
+                     "m.yaml:3:9: device: expected one of auto, cpu, cuda; got a list\n"
+                     "m.yaml:4:21: train.tis.mode: expected one of off, truncate, mask; got a mapping");
+  const char *nm = "name: \"a\\x01b\"\n";
+  char t2[512];
+  snprintf(t2, sizeof t2, "%s%s", MINIMAL, nm);
+  CHECK_EQ_I64(recipe_load_string(t2, strlen(t2), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:6:7: name: 'a\\x01b' is not a run name: use letters, digits, '.', '_', '-' (at most 64, "
+                     "starting with a letter or digit)");
+  const char *tag = "seed: !!int 5\n";
+  CHECK_EQ_I64(recipe_load_string(tag, strlen(tag), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:7: tags (!!int) are not supported in recipes: remove the tag (quote a value to make "
+                     "it a string)");
+}
+
+/* model.path's config.json was read for model_type alone: a config without
+ * vocab_size, a max_position_embeddings below max_prompt_tokens +
+ * max_new_tokens, or a vocab_size below the chars tokenizer's ids validated,
+ * and `rlrun run` created its run directory, then stopped on the first load
+ * or rollout. */
+TEST(recipe_model_path_config_checked_as_the_run_reads_it) {
+  char cwd[1024], dir[1400], p[1600], text[6000];
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(dir, sizeof dir, "%s/cfgmodel", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  REQUIRE(harness_write_file(p, "{\"model_type\": \"qwen3\", \"num_hidden_layers\": 2}\n") == 0);
+  snprintf(text, sizeof text, "model: {path: %s}\ntokenizer: {type: chars, chars: \"0123456789+= \"}\n"
+           "data: {prompts: %s/tests/recipes/bad/inc/prompts.jsonl}\nreward: {script: %s/tests/recipes/bad/inc/reward.lua}\n"
+           "rollout: {max_prompt_tokens: 8}\n", dir, cwd, cwd);
+  char rp[1600];
+  snprintf(rp, sizeof rp, "%s/cfg.yaml", harness_tmpdir());
+  REQUIRE(harness_write_file(rp, text) == 0);
+  recipe r;
+  rl_err e;
+  char want[8000];
+  CHECK_EQ_I64(recipe_load(rp, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:1:15: model.path: %s/config.json: key 'vocab_size' is missing (the model needs it)", rp, dir);
+  CHECK_STREQ(e.msg, want);
+  REQUIRE(harness_write_file(p, "{\"model_type\": \"qwen3\", \"vocab_size\": 12, \"hidden_size\": 64, "
+                                "\"intermediate_size\": 64, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, "
+                                "\"num_key_value_heads\": 2, \"head_dim\": 16, \"max_position_embeddings\": 64, "
+                                "\"rms_norm_eps\": 1e-6, \"tie_word_embeddings\": true}\n") == 0);
+  CHECK_EQ_I64(recipe_load(rp, NULL, 0, &r, &e), RL_EXIT_USAGE);
+  snprintf(want, sizeof want, "%s:1:15: model.path: prompt + completion (8 + 256 tokens) exceed the model's "
+           "max_position_embeddings (64, %s/config.json): lower rollout.max_prompt_tokens or rollout.max_new_tokens\n"
+           "%s:2:33: tokenizer.chars: the tokenizer needs 16 ids (<pad>, <bos>, <eos> and 13 characters), more than "
+           "the model's vocabulary (vocab_size 12 in model.path's config.json)", rp, dir, rp);
+  CHECK_STREQ(e.msg, want);
+  const char *fits[] = {"rollout.max_new_tokens=56", "tokenizer.chars=0123456789"};
+  CHECK_EQ_I64(recipe_load(rp, fits, 1, &r, &e), RL_EXIT_USAGE); /* the chars still do not fit */
+  CHECK_CONTAINS(e.msg, "the tokenizer needs 16 ids");
+  CHECK(strstr(e.msg, "max_position_embeddings") == NULL);
+  /* one token past the positions */
+  const char *big[] = {"rollout.max_new_tokens=57"};
+  CHECK_EQ_I64(recipe_load(rp, big, 1, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set rollout.max_new_tokens=57: prompt + completion (8 + 57 tokens) exceed the model's "
+                        "max_position_embeddings (64, ");
+}
+
+/* A --set's text is how messages name it: a value of thousands of characters
+ * pushed the reason off, and a newline in it broke the line. */
+TEST(recipe_set_named_with_its_value_clipped) {
+  char set[2100] = "tokenizer.chars=", want[1000] = "--set tokenizer.chars=";
+  for (int i = 0; i < 160; i++) strcat(set, "ab");
+  for (int i = 0; i < 100; i++) strcat(want, "ab");
+  strcat(want, "\xe2\x80\xa6: character 'a' appears twice: list each character once");
+  const char *sets[] = {set, "seed=1\n2"};
+  recipe r;
+  rl_err e;
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, want);
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", sets + 1, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set seed=1\\n2: expected an integer, got '1 2'");
+}
+
+/* The resolved recipe (plan, a run's recipe.resolved.yaml, export) wrote a
+ * string's C1 controls, NEL, LS and PS raw: read back, a stop string
+ * "a\x85b" became "a b" (NEL folds as a line break in a quoted scalar), and
+ * "\x80" made the exported recipe unreadable ("control characters are not
+ * allowed"). Each string must read back to its own bytes. */
+TEST(recipe_print_escapes_what_yaml_would_fold_or_refuse) {
+  char text[1024];
+  snprintf(text, sizeof text, "%srollout: {stop: [\"a\\x85b\", \"\\x80\\x9f\", \"\\u2028\\u2029\", \"\\ufeff\\ufffe\\uffff\", "
+           "\"\\u00a0\\u00e9\"]}\nprecision: {rollout: fp8-block, train: fp8-block}\n", MINIMAL);
+  recipe a, b;
+  rl_err e;
+  REQUIRE(recipe_load_string(text, strlen(text), "m.yaml", NULL, 0, RECIPE_NO_FS, &a, &e) == 0);
+  char *t1 = NULL;
+  size_t n1 = 0;
+  FILE *f = open_memstream(&t1, &n1);
+  recipe_print(f, &a);
+  fclose(f);
+  CHECK_CONTAINS(t1, "  stop: [\"a\\x85b\", \"\\x80\\x9f\", \"\\u2028\\u2029\", \"\\ufeff\\ufffe\\uffff\", "
+                     "\"\xc2\xa0\xc3\xa9\"]\n");
+  int rc = recipe_load_string(t1, strlen(t1), "m.yaml", NULL, 0, RECIPE_NO_FS, &b, &e);
+  CHECK_MSG(rc == 0, "%s", e.msg);
+  if (!rc) {
+    REQUIRE(b.rollout.stop.n == 5);
+    for (int i = 0; i < 5; i++) CHECK_STREQ(b.rollout.stop.items[i], a.rollout.stop.items[i]);
+    recipe_free(&b);
+  }
+  free(t1);
+  recipe_free(&a);
 }
