@@ -447,16 +447,19 @@ int cmd_resume(int argc, char **argv) {
   }
   if (!rc && complete && writable) {
     /* a run stopped between its final checkpoint and the retention after it
-     * is complete, but kept a checkpoint too many for good: prune now, as the
-     * uninterrupted run did */
-    int removed = 0;
+     * (or in the middle of removing a pruned directory) is complete, but kept
+     * checkpoint directories it no longer wants for good: remove them now, as
+     * the uninterrupted run did */
+    int pruned = 0, stale = 0;
     rl_err re;
-    if (ckpt_retain(dir, s, r.loop.keep_checkpoints, r.loop.keep_every, &removed, &re))
+    if (ckpt_retain(dir, s, r.loop.keep_checkpoints, r.loop.keep_every, &pruned, &re) ||
+        ckpt_clean_stale(dir, s, &stale, &re))
       fprintf(stderr, "rlrun resume: warning: %s\n", re.msg);
-    else if (removed) {
-      fprintf(stderr, "rlrun resume: removed %d older checkpoint%s that loop.keep_checkpoints/keep_every do not keep "
-              "(the run stopped before pruning %s)\n", removed, removed == 1 ? "" : "s", removed == 1 ? "it" : "them");
-      loop_log_append(dir, "resume: removed %d older checkpoint%s (retention)", removed, removed == 1 ? "" : "s");
+    else if (pruned + stale) {
+      fprintf(stderr, "rlrun resume: removed %d checkpoint director%s the run no longer keeps (it stopped before "
+              "removing %s)\n", pruned + stale, pruned + stale == 1 ? "y" : "ies", pruned + stale == 1 ? "it" : "them");
+      loop_log_append(dir, "resume: removed %d checkpoint director%s the run no longer keeps", pruned + stale,
+                      pruned + stale == 1 ? "y" : "ies");
     }
   }
   if (!rc && complete != 2) {

@@ -1577,7 +1577,8 @@ TEST(runs_removed_logs_directory_is_made_again) {
 
 /* Killed after the final checkpoint is recorded but before retention prunes
  * the older ones: resume finds the run complete and prunes them then (a third
- * checkpoint stayed for good with keep_checkpoints: 2). */
+ * checkpoint stayed for good with keep_checkpoints: 2), and removes leftovers
+ * of an interrupted removal or write. */
 TEST(runs_kill_before_final_retention_prunes_on_resume) {
   char dir[1024], rd[2048], out[16384], args[4400], path[4400];
   struct stat st;
@@ -1588,11 +1589,16 @@ TEST(runs_kill_before_final_retention_prunes_on_resume) {
   REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
   ckpt_file_path(rd, 2, NULL, path, sizeof path);
   REQUIRE(stat(path, &st) == 0);
+  /* and what a kill in the middle of removing a directory leaves */
+  char tmp[4400];
+  snprintf(tmp, sizeof tmp, "%s/checkpoints/.tmp-step-000006-1", rd);
+  REQUIRE(mkdir(tmp, 0755) == 0);
   snprintf(args, sizeof args, "resume %s", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "the run is already complete (6 iterations");
-  CHECK_CONTAINS(out, "removed 1 older checkpoint");
+  CHECK_CONTAINS(out, "removed 2 checkpoint directories the run no longer keeps");
   CHECK_MSG(stat(path, &st) != 0, "%s is still there", path);
+  CHECK_MSG(stat(tmp, &st) != 0, "%s is still there", tmp);
   snprintf(args, sizeof args, "status %s", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "checkpoints step-000004 step-000006\n");
