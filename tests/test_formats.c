@@ -176,7 +176,7 @@ TEST(formats_nvfp4_scale_rules) {
   CHECK(fmt_nvfp4_senc(1e-35f) < FLT_MAX);
   CHECK_NEAR(fmt_fp8_block_scale(448.0f * 0x1.8p-140f, 1), 0x1p-139, 0);
   CHECK_NEAR(fmt_fp8_block_scale(0x1p-149f, 1), 0x1p-149, 0); /* 2^-149 / 448 rounds to 0 in FP32 */
-  CHECK_NEAR(fmt_fp8_block_scale(0x1p-149f, 0), 0.0, 0);      /* the FP32 scale itself is that 0 */
+  CHECK_NEAR(fmt_fp8_block_scale(0x1p-149f, 0), 0x1p-149, 0); /* FP32 scales too: never 0 (x/0) */
 }
 
 TEST(formats_e2m1_stochastic_rounding_is_unbiased) {
