@@ -307,6 +307,23 @@ static int resume_complete(const char *dir, store *s, int64_t iterations) {
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The newest checkpoint of the run that is still there (recorded, its
+ * directory present), 0 when none. */
+static int64_t resume_newest_checkpoint(const char *dir, store *s) {
+  int64_t *v = NULL, newest = 0;
+  int n = 0;
+  rl_err e;
+  if (ckpt_list(s, &v, &n, &e)) return 0;
+  for (int i = n - 1; i >= 0 && !newest; i--) {
+    char path[4400];
+    struct stat st;
+    ckpt_file_path(dir, v[i], NULL, path, sizeof path);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) newest = v[i];
+  }
+  free(v);
+  return newest;
+}
+
 int cmd_resume(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n\n"
@@ -341,13 +358,18 @@ int cmd_resume(int argc, char **argv) {
     return RL_EXIT_USAGE;
   }
   rl_err e;
-  store *s = runs_open_store(dir, &e);
+  /* a run directory this user cannot write (permissions, a read-only file
+   * system) is read only: a complete run is said to be complete, anything
+   * else is refused before the first write, naming what is not writable */
+  char why[4400] = "";
+  int writable = runs_writable(dir, why, sizeof why);
+  store *s = writable ? runs_open_store(dir, &e) : runs_open_store_read(dir, &e);
   if (!s) {
     fprintf(stderr, "rlrun resume: cannot resume %s: %s\n", dir, e.msg);
     return e.code;
   }
-  int lock = runs_lock(dir, &e);
-  if (lock < 0) {
+  int lock = writable ? runs_lock(dir, &e) : -1;
+  if (writable && lock < 0) {
     fprintf(stderr, "rlrun resume: %s\n", e.msg);
     store_close(s);
     return e.code;
@@ -385,8 +407,23 @@ int cmd_resume(int argc, char **argv) {
      * hardware, the checkpoint it resumes from (sha256 of every file). A failure
      * leaves state.db, the run files and the checkpoints as they were. */
     recipe *use = changes && have_fresh ? &fresh : &r;
+    /* fewer iterations than the run has trained cannot be honoured: resume
+     * starts after its newest checkpoint, past the new end (it said "run
+     * complete (6 iterations)" over the weights of iteration 12) */
+    int64_t newest = use->loop.iterations < r.loop.iterations ? resume_newest_checkpoint(dir, s) : 0;
     complete = resume_complete(dir, s, use->loop.iterations);
-    if (!complete && (rc = run_check_hardware(use, &e))) {
+    if (newest > use->loop.iterations) {
+      fprintf(stderr, "rlrun resume: cannot resume %s: loop.iterations %lld is below iteration %lld, which this run "
+              "has already trained (checkpoint step-%06lld): a run is not shortened; set loop.iterations to %lld "
+              "or more, or start a new run with `rlrun run`; nothing was modified\n", dir,
+              (long long)use->loop.iterations, (long long)newest, (long long)newest, (long long)newest);
+      rc = RL_EXIT_USAGE;
+    } else if (!writable && (!complete || changes)) {
+      fprintf(stderr, "rlrun resume: cannot resume %s: %s; resume writes state.db, checkpoints/ and logs/ "
+              "there: make the run directory writable (chmod -R u+w %s), or copy it somewhere writable and "
+              "resume the copy; nothing was modified\n", dir, why, dir);
+      rc = RL_EXIT_FAIL;
+    } else if (!complete && (rc = run_check_hardware(use, &e))) {
       fprintf(stderr, "rlrun resume: %s\n", e.msg);
     } else if (!complete && (rc = loop_resume_find(dir, s, use, &point, &e))) {
       fprintf(stderr, "rlrun resume: cannot resume %s: %s\nrlrun resume: nothing was modified\n", dir, e.msg);
@@ -408,6 +445,23 @@ int cmd_resume(int argc, char **argv) {
     }
     if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);
   }
+  if (!rc && complete && writable) {
+    /* a run stopped between its final checkpoint and the retention after it
+     * (or in the middle of removing a pruned directory) is complete, but kept
+     * checkpoint directories it no longer wants for good: remove them now, as
+     * the uninterrupted run did */
+    int pruned = 0, stale = 0;
+    rl_err re;
+    if (ckpt_retain(dir, s, r.loop.keep_checkpoints, r.loop.keep_every, &pruned, &re) ||
+        ckpt_clean_stale(dir, s, &stale, &re))
+      fprintf(stderr, "rlrun resume: warning: %s\n", re.msg);
+    else if (pruned + stale) {
+      fprintf(stderr, "rlrun resume: removed %d checkpoint director%s the run no longer keeps (it stopped before "
+              "removing %s)\n", pruned + stale, pruned + stale == 1 ? "y" : "ies", pruned + stale == 1 ? "it" : "them");
+      loop_log_append(dir, "resume: removed %d checkpoint director%s the run no longer keeps", pruned + stale,
+                      pruned + stale == 1 ? "y" : "ies");
+    }
+  }
   if (!rc && complete != 2) {
     if (complete) {
       printf("%s: the run is already complete (%lld iteration%s, final checkpoint step-%06lld); nothing to do\n",
@@ -425,6 +479,6 @@ int cmd_resume(int argc, char **argv) {
   store_run_free(&run);
   free(report), free(fresh_text), free(fresh_hashes);
   store_close(s);
-  close(lock);
+  if (lock >= 0) close(lock);
   return rc;
 }

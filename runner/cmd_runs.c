@@ -49,7 +49,7 @@ static const char *one_dir(const char *cmd, int argc, char **argv, int *i, const
 static int open_run(const char *cmd, const char *dir, store **s, store_run *run) {
   rl_err e;
   memset(run, 0, sizeof *run);
-  *s = runs_open_store(dir, &e);
+  *s = runs_open_store_read(dir, &e);
   if (*s && store_run_get(*s, run, &e)) {
     store_close(*s);
     *s = NULL;
@@ -221,7 +221,7 @@ int cmd_ls(int argc, char **argv) {
     char dir[4400];
     snprintf(dir, sizeof dir, "%s/%s", root, names[i]);
     rl_err e;
-    store *s = runs_open_store(dir, &e);
+    store *s = runs_open_store_read(dir, &e);
     store_run run;
     memset(&run, 0, sizeof run);
     store_summary sum;

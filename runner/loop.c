@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lua/host.h"
@@ -486,6 +487,8 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
   }
   free(w);
   free(opt);
+  if (!rc && fault_hit("ckpt.before_retain"))
+    rc = rl_errf(e, RL_EXIT_FAIL, "iteration %lld, retention: failure injected by RLRUN_FAULT", (long long)k);
   if (rc) return loop_failed(c, k, CKPT_STAGE, e);
   int removed = 0;
   if (ckpt_retain(c->dir, c->s, c->r->loop.keep_checkpoints, c->r->loop.keep_every, &removed, e)) return loop_failed(c, k, CKPT_STAGE, e);
@@ -493,10 +496,18 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
   return 0;
 }
 
-void loop_log_append(const char *run_dir, const char *fmt, ...) {
+/* logs/run.log opened for appending; logs/ made again when it was removed
+ * (the run's log is kept whatever happened to the directory before). */
+static FILE *loop_log_open(const char *run_dir) {
   char path[4200];
+  snprintf(path, sizeof path, "%s/logs", run_dir);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) return NULL;
   snprintf(path, sizeof path, "%s/logs/run.log", run_dir);
-  FILE *f = fopen(path, "a");
+  return fopen(path, "a");
+}
+
+void loop_log_append(const char *run_dir, const char *fmt, ...) {
+  FILE *f = loop_log_open(run_dir);
   if (!f) return;
   va_list ap;
   va_start(ap, fmt);
@@ -552,9 +563,7 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
     if (loop_resume_find(run_dir, s, r, &own, e)) return e->code;
     rp = &own;
   }
-  char path[4200];
-  snprintf(path, sizeof path, "%s/logs/run.log", run_dir);
-  c.logfile = fopen(path, "a");
+  c.logfile = loop_log_open(run_dir);
   int done = 0, rc = loop_enter(&c, 0, "convert", &done, e);
   if (!rc) rc = loop_open(&c, e);
   if (!rc && !done) rc = store_step_mark(s, 0, "convert", STORE_STEP_DONE, NULL, NULL, e);

@@ -345,22 +345,40 @@ int runs_is_locked(const char *run_dir) {
   return locked;
 }
 
+int runs_writable(const char *run_dir, char *why, size_t n) {
+  /* access() answers for this user, and for root too on a read-only file system */
+  const char *names[] = {"", RUNS_DB, RUNS_DB "-wal", RUNS_DB "-shm"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s%s%s", run_dir, names[i][0] ? "/" : "", names[i]);
+    if (i >= 2 && access(path, F_OK) != 0) continue; /* -wal and -shm come and go */
+    if (access(path, W_OK) != 0) {
+      if (why) snprintf(why, n, "%s is not writable (%s)", path, strerror(errno));
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* The checks every open of a run's store makes first, saying clearly what is wrong. */
+static int runs_check_dir(const char *run_dir, char *path, size_t n, rl_err *e) {
+  struct stat st;
+  if (stat(run_dir, &st) != 0) return rl_errf(e, RL_EXIT_USAGE, "%s: no such run directory", run_dir);
+  if (!S_ISDIR(st.st_mode)) /* it exists: say what it is instead of "no such" */
+    return rl_errf(e, RL_EXIT_USAGE, "%s: is %s, not a run directory (give the directory `rlrun run` printed)",
+                   run_dir, rl_file_kind(st.st_mode));
+  snprintf(path, n, "%s/" RUNS_DB, run_dir);
+  if (stat(path, &st) != 0) return rl_errf(e, RL_EXIT_USAGE, "%s: not a run directory (no " RUNS_DB ")", run_dir);
+  return 0;
+}
+
 store *runs_open_store(const char *run_dir, rl_err *e) {
   char path[4200];
-  struct stat st;
-  if (stat(run_dir, &st) != 0) {
-    rl_errf(e, RL_EXIT_USAGE, "%s: no such run directory", run_dir);
-    return NULL;
-  }
-  if (!S_ISDIR(st.st_mode)) { /* it exists: say what it is instead of "no such" */
-    rl_errf(e, RL_EXIT_USAGE, "%s: is %s, not a run directory (give the directory `rlrun run` printed)", run_dir,
-            rl_file_kind(st.st_mode));
-    return NULL;
-  }
-  snprintf(path, sizeof path, "%s/" RUNS_DB, run_dir);
-  if (stat(path, &st) != 0) {
-    rl_errf(e, RL_EXIT_USAGE, "%s: not a run directory (no " RUNS_DB ")", run_dir);
-    return NULL;
-  }
-  return store_open(path, 0, e);
+  return runs_check_dir(run_dir, path, sizeof path, e) ? NULL : store_open(path, 0, e);
+}
+
+store *runs_open_store_read(const char *run_dir, rl_err *e) {
+  char path[4200];
+  if (runs_check_dir(run_dir, path, sizeof path, e)) return NULL;
+  return runs_writable(run_dir, NULL, 0) ? store_open(path, 0, e) : store_open_readonly(path, e);
 }

@@ -60,5 +60,11 @@ int runs_lock(const char *run_dir, rl_err *e);
 int runs_is_locked(const char *run_dir);
 /* Open the store of a run directory (create 0), saying clearly what is wrong. */
 store *runs_open_store(const char *run_dir, rl_err *e);
+/* The same for the read commands: read-only where this user cannot write the
+ * run directory (store_open_readonly), as store_open elsewhere. */
+store *runs_open_store_read(const char *run_dir, rl_err *e);
+/* 1 when this user can write the run directory and its store files; 0 with
+ * why ("PATH: reason") set otherwise. */
+int runs_writable(const char *run_dir, char *why, size_t n);
 
 #endif

@@ -280,6 +280,14 @@ static int store_check_existing(store *s, rl_err *e) {
       store_query_int(s, "SELECT count(*) FROM sqlite_schema", &ntables, NULL)) {
     int ext = sqlite3_extended_errcode(s->db);
     const char *name = store_rc_name(ext) ? store_rc_name(ext) : store_rc_name(ext & 0xff);
+    if ((ext & 0xff) == SQLITE_READONLY || (ext & 0xff) == SQLITE_CANTOPEN || (ext & 0xff) == SQLITE_PERM)
+      /* WAL needs state.db-shm and -wal beside the file: a directory the user
+       * cannot write is no damage (it said "restore state.db from a copy") */
+      return rl_errf(e, RL_EXIT_FAIL,
+                     "%s: cannot open the run store: %s (%s, extended code %d); the file is not damaged: "
+                     "the run directory and its files must be writable (check their owner and permissions, "
+                     "or a read-only file system)",
+                     s->path, sqlite3_errmsg(s->db), name ? name : "?", ext);
     return rl_errf(e, RL_EXIT_STATE,
                    "%s: cannot read the run store: not an SQLite database, or its header is "
                    "damaged (%s: %s, extended code %d); the file was left as it is: restore "
@@ -374,7 +382,63 @@ static int store_migrate(store *s, int target, rl_err *e) {
   }
 }
 
-store *store_open_version(const char *path, int create, int version, rl_err *e) {
+/* A path as an SQLite URI filename (file:…, with ?, #, % and bytes outside
+ * ASCII percent-encoded) plus query; malloc'd. */
+static char *store_uri(const char *path, const char *query) {
+  size_t n = strlen(path);
+  char *out = rl_xmalloc(3 * n + strlen(query) + 16), *o = out;
+  o += sprintf(o, "file:");
+  for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+    if (*p == '?' || *p == '#' || *p == '%' || *p <= 0x20 || *p >= 0x7f) o += sprintf(o, "%%%02X", *p);
+    else *o++ = (char)*p;
+  }
+  sprintf(o, "?%s", query);
+  return out;
+}
+
+/* Open an existing store read-only, for the read commands in a run directory
+ * the user cannot write (permissions, a read-only file system, a run shared
+ * read-only). WAL readers need state.db-shm: where it cannot be created and no
+ * state.db-wal holds commits (a run that ended closes its WAL into state.db),
+ * the file is opened immutable, the only way SQLite reads it then. */
+static store *store_open_ro(const char *path, rl_err *e) {
+  store *s = rl_xcalloc(1, sizeof *s);
+  snprintf(s->path, sizeof s->path, "%s", path);
+  s->readonly = 1;
+  char wal[1100];
+  struct stat wst;
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  int no_wal = stat(wal, &wst) != 0 || wst.st_size == 0;
+  for (int immutable = 0; immutable < 1 + no_wal; immutable++) {
+    char *uri = store_uri(path, immutable ? "immutable=1" : "mode=ro");
+    int rc = sqlite3_open_v2(uri, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOFOLLOW, NULL);
+    free(uri);
+    if (rc == SQLITE_OK) {
+      sqlite3_extended_result_codes(s->db, 1);
+      sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+      sqlite3_db_config(s->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+      sqlite3_busy_timeout(s->db, 10000);
+      rc = store_check_existing(s, e) ? SQLITE_ERROR : SQLITE_OK;
+      int64_t ver = 0;
+      if (rc == SQLITE_OK && store_query_int(s, "PRAGMA user_version", &ver, e)) rc = SQLITE_ERROR;
+      if (rc == SQLITE_OK) {
+        s->version = (int)ver;
+        return s;
+      }
+    } else {
+      store_sql_fail(s, e, "(open)", rc);
+      rl_err_prefix(e, "cannot open the run store: ");
+    }
+    sqlite3_close_v2(s->db);
+    s->db = NULL;
+    if (e && e->code == RL_EXIT_STATE) break; /* damaged, not unreadable: said as it is */
+  }
+  free(s);
+  return NULL;
+}
+
+/* store_open_version, or read-only (readonly = 1: an existing store, never written). */
+static store *store_open_mode(const char *path, int create, int version, int readonly, rl_err *e) {
   if (version < 1 || version > STORE_SCHEMA_VERSION) {
     rl_errf(e, RL_EXIT_FAIL, "store_open_version: no schema version %d (1..%d)", version,
             STORE_SCHEMA_VERSION);
@@ -399,6 +463,7 @@ store *store_open_version(const char *path, int create, int version, rl_err *e) 
             "or start the run again with `rlrun run`", path);
     return NULL;
   }
+  if (readonly) return store_open_ro(path, e);
   store *s = rl_xcalloc(1, sizeof *s);
   snprintf(s->path, sizeof s->path, "%s", path);
   int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOFOLLOW;
@@ -447,9 +512,19 @@ store *store_open_version(const char *path, int create, int version, rl_err *e) 
   return s;
 }
 
-store *store_open(const char *path, int create, rl_err *e) {
-  return store_open_version(path, create, STORE_SCHEMA_VERSION, e);
+store *store_open_version(const char *path, int create, int version, rl_err *e) {
+  return store_open_mode(path, create, version, 0, e);
 }
+
+store *store_open(const char *path, int create, rl_err *e) {
+  return store_open_mode(path, create, STORE_SCHEMA_VERSION, 0, e);
+}
+
+store *store_open_readonly(const char *path, rl_err *e) {
+  return store_open_mode(path, 0, STORE_SCHEMA_VERSION, 1, e);
+}
+
+int store_is_readonly(store *s) { return s->readonly; }
 
 void store_close(store *s) {
   if (!s) return;

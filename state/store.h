@@ -56,6 +56,15 @@ store *store_open(const char *path, int create, rl_err *e);
 /* The same, migrating only up to `version` (1..STORE_SCHEMA_VERSION); for tests
  * and tools that need an older schema. */
 store *store_open_version(const char *path, int create, int version, rl_err *e);
+/* Open an existing store read-only (never written, not migrated): for reading
+ * a run whose directory this user cannot write (permissions, a read-only file
+ * system). A store without uncheckpointed WAL content (state.db-wal absent or
+ * empty) is read even where state.db-shm cannot be created. Errors as
+ * store_open; a store that cannot be read for want of write access is
+ * RL_EXIT_FAIL, never reported as damaged. */
+store *store_open_readonly(const char *path, rl_err *e);
+/* 1 when s was opened by store_open_readonly. */
+int store_is_readonly(store *s);
 void store_close(store *s);
 /* Schema version of the open database (user_version). */
 int store_schema_version(store *s);

@@ -12,6 +12,7 @@ struct store {
   int in_txn;      /* an explicit store_begin transaction is open */
   int version;     /* user_version after migration */
   int helper_durable; /* the helper transaction now open switched to synchronous=FULL */
+  int readonly;       /* opened by store_open_readonly: never written */
 };
 
 /* Record an SQL failure: the statement (one line, shortened), SQLite's message,

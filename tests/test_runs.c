@@ -1447,3 +1447,159 @@ TEST(runs_complete_run_rewrites_a_removed_final_checkpoint) {
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "already complete (4 iterations, final checkpoint step-000004); nothing to do");
 }
+
+/* sha256 of a file, "" when it cannot be read. */
+static void file_sha(const char *path, char hex[65]) {
+  rl_err e;
+  if (sha256_file(path, hex, NULL, &e)) hex[0] = 0;
+}
+
+/* A run directory its user cannot write (permissions; a read-only file system
+ * alike) is read, not called damaged: status, metrics, samples, export and ls
+ * work — a killed run's commits in state.db-wal included — resume of a
+ * complete run says so (exit 0), and of any other refuses at once naming the
+ * cause (exit 1), state.db and its WAL untouched. It said "cannot read the run
+ * store: not an SQLite database, or its header is damaged ... restore state.db
+ * from a copy" (exit 4), and ls listed both runs as damaged. As root, chmod
+ * binds nobody: the commands run as the user nobody (setpriv) then. */
+TEST(runs_read_only_run_directory_is_read_not_damaged) {
+  char dir[1024], kdir[1024], rd[2048], rk[2048], out[16384], cmd[8192], as[128] = "";
+  if (geteuid() == 0) {
+    if (harness_run("command -v setpriv", NULL, 0) != 0) {
+      fprintf(stderr, "  (skipped: running as root without setpriv to drop to another user)\n");
+      return;
+    }
+    snprintf(as, sizeof as, "setpriv --reuid=65534 --regid=65534 --clear-groups ");
+  }
+  /* the runs, their inputs and the binary where every user may enter (the test directory is 0700) */
+  char ro[] = "/tmp/rlrun-ro-XXXXXX";
+  REQUIRE(mkdtemp(ro) && chmod(ro, 0755) == 0);
+  snprintf(dir, sizeof dir, "%s/done", ro);
+  snprintf(kdir, sizeof kdir, "%s/killed", ro);
+  setup(dir, 4);
+  setup(kdir, 4);
+  char db[4200], wal[4200], sha_db[65] = "", sha_wal[65] = "", now[65];
+  if (rl(dir, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out) != 0 ||
+      !killed(rl(kdir, "RLRUN_FAULT=loop.train@3:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out)) ||
+      run_dir(dir, rd, sizeof rd) || run_dir(kdir, rk, sizeof rk)) {
+    CHECK_MSG(0, "the runs did not start as planned:\n%s", out);
+    goto done;
+  }
+  snprintf(cmd, sizeof cmd, "cp %s %s/rlrun && test -s %s/state.db-wal && chmod -R a-w %s/runs %s/runs", bin(), ro,
+           rk, dir, kdir);
+  if (harness_run(cmd, out, sizeof out) != 0) {
+    CHECK_MSG(0, "could not prepare %s:\n%s", ro, out);
+    goto done;
+  }
+  snprintf(db, sizeof db, "%s/state.db", rk);
+  snprintf(wal, sizeof wal, "%s/state.db-wal", rk);
+  file_sha(db, sha_db), file_sha(wal, sha_wal);
+#define RO(args) (snprintf(cmd, sizeof cmd, "cd %s && %s./rlrun %s", ro, as, args), harness_run(cmd, out, sizeof out))
+  CHECK_EQ_I64(RO("status done/runs/t-*"), 0);
+  CHECK_CONTAINS(out, "state      complete");
+  CHECK_EQ_I64(RO("status killed/runs/t-*"), 0);
+  CHECK_CONTAINS(out, "state      stopped");
+  CHECK_CONTAINS(out, "progress   2 of 4 iterations trained");
+  CHECK_EQ_I64(RO("metrics killed/runs/t-* --csv"), 0);
+  CHECK_CONTAINS(out, "\n2,");
+  CHECK_EQ_I64(RO("samples killed/runs/t-* --iter 2"), 0);
+  CHECK_EQ_I64(RO("export done/runs/t-*"), 0);
+  CHECK_CONTAINS(out, "# rlrun-export: ");
+  CHECK_EQ_I64(RO("ls killed/runs"), 0);
+  CHECK_MSG(!strstr(out, "damaged"), "ls:\n%s", out);
+  CHECK_CONTAINS(out, "stopped   2/4");
+  CHECK_EQ_I64(RO("resume done/runs/t-*"), 0);
+  CHECK_CONTAINS(out, "the run is already complete (4 iterations");
+  CHECK_EQ_I64(RO("resume killed/runs/t-*"), 1);
+  CHECK_CONTAINS(out, " is not writable (Permission denied)");
+  CHECK_CONTAINS(out, "nothing was modified");
+  CHECK_MSG(!strstr(out, "damaged"), "resume:\n%s", out);
+#undef RO
+  file_sha(db, now);
+  CHECK_STREQ(now, sha_db);
+  file_sha(wal, now);
+  CHECK_STREQ(now, sha_wal);
+done:
+  snprintf(cmd, sizeof cmd, "chmod -R u+w %s && rm -rf %s", ro, ro);
+  harness_run(cmd, NULL, 0);
+}
+
+/* resume --allow-changed with fewer iterations than the run has trained is
+ * refused (exit 2, the store untouched): it said "run complete (2 iterations)"
+ * over the weights of iteration 4, its status 2 of 2. */
+TEST(runs_fewer_iterations_than_trained_are_refused) {
+  char dir[1024], rd[2048], out[16384], args[4400], db[4400], before[65], after[65];
+  snprintf(dir, sizeof dir, "%s/few", harness_tmpdir());
+  setup(dir, 4);
+  REQUIRE(rl(dir, "", "run t.yaml --runs-dir runs --quiet", out, sizeof out) == 0);
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(db, sizeof db, "%s/state.db", rd);
+  file_sha(db, before);
+  setup(dir, 2); /* the recipe edited: iterations 4 -> 2 */
+  snprintf(args, sizeof args, "resume %s --allow-changed", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "loop.iterations 2 is below iteration 4, which this run has already trained");
+  CHECK_CONTAINS(out, "nothing was modified");
+  file_sha(db, after);
+  CHECK_STREQ(after, before);
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "progress   4 of 4 iterations trained");
+  /* more iterations are taken */
+  setup(dir, 6);
+  snprintf(args, sizeof args, "resume %s --allow-changed --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "run complete: ");
+}
+
+/* logs/ removed before a resume is made again: logs/run.log gets the resume
+ * and how the run ended (it got nothing, silently). */
+TEST(runs_removed_logs_directory_is_made_again) {
+  char dir[1024], rd[2048], out[16384], args[4400];
+  snprintf(dir, sizeof dir, "%s/logs", harness_tmpdir());
+  setup(dir, 4);
+  REQUIRE(killed(rl(dir, "RLRUN_FAULT=loop.train@3:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out)));
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "rm -r %s/logs", rd);
+  REQUIRE(harness_run(args, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  char log[4400], *text = NULL;
+  size_t len = 0;
+  rl_err e;
+  snprintf(log, sizeof log, "%s/logs/run.log", rd);
+  REQUIRE(rl_read_file(log, &text, &len, &e) == 0);
+  CHECK_CONTAINS(text, "resuming ");
+  CHECK_CONTAINS(text, "iter 4/4");
+  CHECK_CONTAINS(text, "run complete: ");
+  free(text);
+}
+
+/* Killed after the final checkpoint is recorded but before retention prunes
+ * the older ones: resume finds the run complete and prunes them then (a third
+ * checkpoint stayed for good with keep_checkpoints: 2), and removes leftovers
+ * of an interrupted removal or write. */
+TEST(runs_kill_before_final_retention_prunes_on_resume) {
+  char dir[1024], rd[2048], out[16384], args[4400], path[4400];
+  struct stat st;
+  snprintf(dir, sizeof dir, "%s/ret", harness_tmpdir());
+  setup(dir, 6); /* checkpoints 2, 4, 6; keep 2 */
+  REQUIRE(killed(rl(dir, "RLRUN_FAULT=ckpt.before_retain@3:kill", "run t.yaml --runs-dir runs --quiet", out,
+                    sizeof out)));
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  ckpt_file_path(rd, 2, NULL, path, sizeof path);
+  REQUIRE(stat(path, &st) == 0);
+  /* and what a kill in the middle of removing a directory leaves */
+  char tmp[4400];
+  snprintf(tmp, sizeof tmp, "%s/checkpoints/.tmp-step-000006-1", rd);
+  REQUIRE(mkdir(tmp, 0755) == 0);
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "the run is already complete (6 iterations");
+  CHECK_CONTAINS(out, "removed 2 checkpoint directories the run no longer keeps");
+  CHECK_MSG(stat(path, &st) != 0, "%s is still there", path);
+  CHECK_MSG(stat(tmp, &st) != 0, "%s is still there", tmp);
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "checkpoints step-000004 step-000006\n");
+}
