@@ -5,12 +5,18 @@
 #include "kernels/linear.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/device.h"
 
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 #endif
+
+/* Counts the quantizations into the device scratch (linear_act_prepare and
+ * every device linear_forward): a prepared activation is valid while it is
+ * the latest. One thread a device uses this module (as its scratch). */
+static _Thread_local unsigned long linear_act_epoch;
 
 /* The activation qtensor for x [m][K] in format f, buffers not yet set. */
 static qtensor linear_act_qtensor(qformat f, int64_t m, int64_t K, int on_device) {
@@ -95,24 +101,22 @@ static void *linear_scratch(int dev, int slot, size_t bytes, rl_err *e) {
   return L.buf[dev][slot];
 }
 
-/* CUDA: quantize x into scratch (fp8-block straight into cuBLASLt's scale
- * layout, token dimension padded to a multiple of 8), then gemm_q_cuda. */
-static int linear_forward_cuda(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,
-                               const quant_policy *p, const linear_opts *o, gemm_info *info,
-                               rl_err *e) {
+/* CUDA: quantize x [m][K] for weights of format fmt into this device's scratch
+ * (fp8-block straight into cuBLASLt's scale layout, token dimension padded to a
+ * multiple of 8); *xq describes it (BF16: x itself). */
+static int linear_act_cuda(qtensor *xq_out, const uint16_t *x, int64_t m, int64_t K, qformat fmt,
+                           const quant_policy *p, const linear_opts *o, rl_err *e) {
   int dev = 0, rc = gemm_cuda_device(&dev, e);
   if (rc) return rc;
   void *stream = o ? o->stream : NULL;
   cudaStream_t cs = (cudaStream_t)stream;
-  int64_t K = w->cols, N = w->rows;
-  qtensor xq = linear_act_qtensor(w->fmt, m, K, 1);
+  qtensor xq = linear_act_qtensor(fmt, m, K, 1);
   quant_opts qo = linear_quant_opts(p);
-  gemm_opts go = {p->emulate, p->pin_algo, 0, stream};
   void *q = NULL, *s = NULL;
   int qs = QUANT_OK;
   rl_err_clear(e); /* so that a quantizer failure without a message is told apart below */
-  switch (w->fmt) {
-    case QFMT_BF16: xq = qtensor_bf16(x, m, K, 1); return gemm_q_cuda(out, &xq, w, &go, info, e);
+  switch (fmt) {
+    case QFMT_BF16: *xq_out = qtensor_bf16(x, m, K, 1); return 0;
     case QFMT_FP8_BLOCK: {
       int64_t mp = quant_roundup(m, 8), kb = quant_cdiv(K, 128);
       if (!(q = linear_scratch(dev, LIN_SCR_Q, (size_t)(mp * K), e))) return RL_EXIT_FAIL;
@@ -154,6 +158,20 @@ static int linear_forward_cuda(uint16_t *out, const uint16_t *x, int64_t m, cons
     return quant_status_err(qs, NULL, "linear_forward activation (device)", K, e);
   }
   xq.data = q, xq.scales = s;
+  *xq_out = xq;
+  return 0;
+}
+
+/* CUDA: out[m][N] = the prepared activation xq (m real rows of xq->rows) · wᵀ. */
+static int linear_gemm_cuda(uint16_t *out, const qtensor *xq_in, int64_t m, const qtensor *w,
+                            const quant_policy *p, const linear_opts *o, gemm_info *info, rl_err *e) {
+  int dev = 0, rc = gemm_cuda_device(&dev, e);
+  if (rc) return rc;
+  void *stream = o ? o->stream : NULL;
+  cudaStream_t cs = (cudaStream_t)stream;
+  const int64_t N = w->rows;
+  qtensor xq = *xq_in;
+  gemm_opts go = {p->emulate, p->pin_algo, 0, stream};
   if (xq.rows == m) return gemm_q_cuda(out, &xq, w, &go, info, e);
   /* padded token dimension: the GEMM writes mp rows into scratch, we keep m */
   void *y = linear_scratch(dev, LIN_SCR_Y, (size_t)(xq.rows * N) * 2, e);
@@ -165,6 +183,14 @@ static int linear_forward_cuda(uint16_t *out, const uint16_t *x, int64_t m, cons
                      "cudaMemcpyAsync (unpad output)", e))
     return RL_EXIT_FAIL;
   return 0;
+}
+
+static int linear_forward_cuda(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,
+                               const quant_policy *p, const linear_opts *o, gemm_info *info,
+                               rl_err *e) {
+  qtensor xq;
+  int rc = linear_act_cuda(&xq, x, m, w->cols, w->fmt, p, o, e);
+  return rc ? rc : linear_gemm_cuda(out, &xq, m, w, p, o, info, e);
 }
 #endif
 
@@ -182,6 +208,7 @@ int linear_forward_ex(uint16_t *out, const uint16_t *x, int64_t m, const qtensor
     return rl_errf(e, RL_EXIT_USAGE, "linear_forward: out or x is NULL");
   if (m == 0 || w->rows == 0) return 0;
   if (!w->on_device) return linear_forward_cpu(out, x, m, w, p, info, e);
+  linear_act_epoch++; /* the scratch a prepared activation lives in is overwritten */
 #if RLRUN_CUDA
   return linear_forward_cuda(out, x, m, w, p, o, info, e);
 #else
@@ -195,6 +222,44 @@ int linear_forward_ex(uint16_t *out, const uint16_t *x, int64_t m, const qtensor
 int linear_forward(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,
                    const quant_policy *p, rl_err *e) {
   return linear_forward_ex(out, x, m, w, p, NULL, e);
+}
+
+int linear_act_prepare(linear_act *a, const uint16_t *x, int64_t m, int64_t k, qformat fmt, const quant_policy *p,
+                       const linear_opts *o, rl_err *e) {
+  if (!a || !p) return rl_errf(e, RL_EXIT_USAGE, "linear_act_prepare: activation or policy is NULL");
+  memset(a, 0, sizeof *a);
+  if (m < 0 || m > INT32_MAX || k < 0 || (unsigned)fmt > QFMT_NVFP4 || (m > 0 && k > 0 && !x))
+    return rl_errf(e, RL_EXIT_USAGE, "linear_act_prepare: bad activation (%lld x %lld, format %d)", (long long)m,
+                   (long long)k, (int)fmt);
+  a->m = m, a->k = k, a->fmt = fmt, a->ue8m0 = p->ue8m0, a->epoch = ++linear_act_epoch;
+  if (m == 0) return 0;
+#if RLRUN_CUDA
+  return linear_act_cuda(&a->xq, x, m, k, fmt, p, o, e);
+#else
+  return rl_errf(e, RL_EXIT_HARDWARE, "linear_act_prepare: this binary was built without CUDA");
+#endif
+}
+
+int linear_forward_prepared(uint16_t *out, const linear_act *a, const qtensor *w, const quant_policy *p,
+                            const linear_opts *o, rl_err *e) {
+  gemm_info scratch_info, *info = o && o->info ? o->info : &scratch_info;
+  *info = (gemm_info){GEMM_PATH_NONE, 0, 0, -1, 1};
+  if (!a || !w || !p) return rl_errf(e, RL_EXIT_USAGE, "linear_forward_prepared: activation, weight or policy is NULL");
+  if (a->epoch != linear_act_epoch)
+    return rl_errf(e, RL_EXIT_USAGE, "linear_forward_prepared: the activation was prepared before another linear "
+                   "call reused its scratch; prepare it again");
+  if (w->fmt != a->fmt || w->cols != a->k || !w->on_device || p->ue8m0 != a->ue8m0)
+    return rl_errf(e, RL_EXIT_USAGE, "linear_forward_prepared: weight %lld x %lld (format %d, %s) does not take the "
+                   "activation prepared for K = %lld, format %d%s", (long long)w->rows, (long long)w->cols,
+                   (int)w->fmt, w->on_device ? "device" : "host", (long long)a->k, (int)a->fmt,
+                   p->ue8m0 != a->ue8m0 ? " (another scale format)" : "");
+  if (a->m == 0 || w->rows == 0) return 0;
+  if (!out) return rl_errf(e, RL_EXIT_USAGE, "linear_forward_prepared: out is NULL");
+#if RLRUN_CUDA
+  return linear_gemm_cuda(out, &a->xq, a->m, w, p, o, info, e);
+#else
+  return rl_errf(e, RL_EXIT_HARDWARE, "linear_forward_prepared: this binary was built without CUDA");
+#endif
 }
 
 /* dX, dW and the FP32 dW accumulation as three BF16 GEMMs (FP32 accumulation). */

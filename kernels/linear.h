@@ -45,6 +45,26 @@ int linear_forward(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w
 int linear_forward_ex(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,
                       const quant_policy *p, const linear_opts *o, rl_err *e);
 
+/* An activation quantized once for several linears that share it (q, k and v;
+ * gate and up): linear_act_prepare quantizes x [m][k] for weights of format fmt
+ * under policy p into this module's device scratch, and each
+ * linear_forward_prepared(out, a, w, …) then runs only the GEMM — the same bits
+ * as linear_forward(out, x, m, w, p) of each weight. Device weights only (the
+ * CUDA model). The prepared copy is valid until the next linear_forward or
+ * linear_act_prepare of the thread (its scratch is reused): using it after one
+ * is refused (RL_EXIT_USAGE), as is a weight of another format, K or scale format. */
+typedef struct linear_act {
+  qtensor xq;          /* the quantized activation (rows padded as the GEMM wants) */
+  int64_t m, k;        /* real rows, K */
+  qformat fmt;
+  int ue8m0;
+  unsigned long epoch; /* which quantization into the scratch it is */
+} linear_act;
+int linear_act_prepare(linear_act *a, const uint16_t *x, int64_t m, int64_t k, qformat fmt, const quant_policy *p,
+                       const linear_opts *o, rl_err *e);
+int linear_forward_prepared(uint16_t *out, const linear_act *a, const qtensor *w, const quant_policy *p,
+                            const linear_opts *o, rl_err *e);
+
 /* Operands and outputs of the backward of one linear layer. */
 typedef struct linear_bwd {
   int64_t m, n, k;      /* tokens, output features, input features */

@@ -558,11 +558,43 @@ int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint1
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
 }
 
+/* n ≥ 2 quantized linears of one format and K that read the same xb through
+ * cuBLASLt (no small-M kernel): the activation quantized once
+ * (linear_act_prepare), then each GEMM and its FP32 copy — the bits of n
+ * mc_lin_fwd calls, n − 1 quantizer launches fewer. 1 when it ran (rc in *rc),
+ * 0 when the linears do not qualify (nothing done). */
+static int mc_lin_fwd_shared(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M,
+                             float *const *out, int *rc, rl_err *e) {
+  if (n < 2 || M == 0 || L[0]->q.fmt == QFMT_BF16) return 0;
+  for (int i = 0; i < n; i++)
+    if (L[i]->q.fmt != L[0]->q.fmt || L[i]->q.cols != L[0]->q.cols || mc_small_fp8(m, L[i], xb, M, out[i]) ||
+        mc_small_gemm(m, L[i], xb, M))
+      return 0;
+  quant_policy tmp;
+  const quant_policy *pol = mc_fwd_policy(m, &tmp);
+  linear_act a;
+  *rc = MC_DP(DP_FWD_GEMM, linear_act_prepare(&a, xb, M, L[0]->q.cols, L[0]->q.fmt, pol, NULL, e));
+  for (int i = 0; i < n && !*rc; i++) {
+    const int64_t N = L[i]->q.rows;
+    uint16_t *y = mc_scratch(m, MC_SCR_Y, (size_t)(M * N) * 2, e);
+    if (!y) {
+      *rc = e->code;
+      break;
+    }
+    *rc = MC_DP(DP_FWD_GEMM, linear_forward_prepared(y, &a, &L[i]->q, pol, NULL, e));
+    if (!*rc) *rc = mc_dp_end(ops_f32_from_bf16_cuda(out[i], y, (size_t)(M * N), NULL, e), DP_FWD_CONV);
+    if (*rc) rl_err_prefix(e, "%s: ", m->params[L[i]->pi].name);
+  }
+  return 1;
+}
+
 int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, float *const *out,
                      rl_err *e) {
   int small = n >= 1 && n <= GEMM_SMALL_MAX_SEGS;
   for (int i = 0; i < n && small; i++) small = mc_small_gemm(m, L[i], xb, M) && L[i]->q.cols == L[0]->q.cols;
   if (!small) {
+    int rc = 0;
+    if (mc_lin_fwd_shared(m, L, n, xb, M, out, &rc, e)) return rc;
     for (int i = 0; i < n; i++)
       if (mc_lin_fwd(m, L[i], xb, M, out[i], e)) return e->code;
     return 0;
@@ -581,7 +613,14 @@ int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint
                                          gate->q.cols, NULL, e);
     return rc ? rl_err_prefix(e, "%s + %s: ", m->params[gate->pi].name, m->params[up->pi].name) : 0;
   }
-  if (mc_lin_fwd(m, gate, xb, M, g_out, e) || mc_lin_fwd(m, up, xb, M, u_out, e)) return e->code;
+  const mc_lin *pair[2] = {gate, up};
+  float *const outs[2] = {g_out, u_out};
+  int rc = 0;
+  if (mc_lin_fwd_shared(m, pair, 2, xb, M, outs, &rc, e)) {
+    if (rc) return rc;
+  } else if (mc_lin_fwd(m, gate, xb, M, g_out, e) || mc_lin_fwd(m, up, xb, M, u_out, e)) {
+    return e->code;
+  }
   return ops_swiglu_forward_cuda(NULL, act_b, g_out, u_out, (int)M, (int)I, (int)I, NULL, e);
 }
 

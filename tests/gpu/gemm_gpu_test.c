@@ -275,6 +275,52 @@ static void case_linear(int64_t M, int64_t N, int64_t K, qformat f, uint64_t see
   free(x), free(w);
 }
 
+/* An activation quantized once for two weights (linear_act_prepare +
+ * linear_forward_prepared, the CUDA model's q/k/v and gate/up) == linear_forward
+ * of each, bitwise; a prepared activation used after another linear_forward
+ * (its scratch reused) or with a weight of another K is refused. */
+static void case_prepared(int64_t M, int64_t N1, int64_t N2, int64_t K, qformat f, uint64_t seed) {
+  uint16_t *x = tg_rand_bf16(M, K, seed), *w1 = tg_rand_bf16(N1, K, seed + 1), *w2 = tg_rand_bf16(N2, K, seed + 2);
+  op o1 = op_make(w1, N1, K, f, 1), o2 = op_make(w2, N2, K, f, 1);
+  quant_policy p;
+  quant_policy_init(&p, f == QFMT_NVFP4 ? QFMT_BF16 : f, f);
+  p.emulate = 1, p.pin_algo = 1;
+  uint16_t *xd = dev_copy(x, (size_t)(M * K) * 2), *a1, *a2, *b1, *b2;
+  CK(cudaMalloc((void **)&a1, (size_t)(M * N1) * 2));
+  CK(cudaMalloc((void **)&b1, (size_t)(M * N1) * 2));
+  CK(cudaMalloc((void **)&a2, (size_t)(M * N2) * 2));
+  CK(cudaMalloc((void **)&b2, (size_t)(M * N2) * 2));
+  rl_err e;
+  linear_act a;
+  int rc = linear_forward(a1, xd, M, &o1.d, &p, &e) || linear_forward(a2, xd, M, &o2.d, &p, &e) ||
+           linear_act_prepare(&a, xd, M, K, f, &p, NULL, &e) || linear_forward_prepared(b1, &a, &o1.d, &p, NULL, &e) ||
+           linear_forward_prepared(b2, &a, &o2.d, &p, NULL, &e);
+  int same = 0, refused = 0;
+  if (!rc) {
+    uint16_t *h[4] = {host_copy(a1, (size_t)(M * N1) * 2), host_copy(b1, (size_t)(M * N1) * 2),
+                      host_copy(a2, (size_t)(M * N2) * 2), host_copy(b2, (size_t)(M * N2) * 2)};
+    same = !memcmp(h[0], h[1], (size_t)(M * N1) * 2) && !memcmp(h[2], h[3], (size_t)(M * N2) * 2);
+    for (int i = 0; i < 4; i++) free(h[i]);
+    /* stale after another linear_forward; another K */
+    refused = linear_forward(a1, xd, M, &o1.d, &p, &e) == 0 &&
+              linear_forward_prepared(b1, &a, &o1.d, &p, NULL, &e) == RL_EXIT_USAGE && strstr(e.msg, "prepare it again");
+    qtensor wk = o1.d;
+    wk.cols = K - 8;
+    refused = refused && linear_act_prepare(&a, xd, M, K, f, &p, NULL, &e) == 0 &&
+              linear_forward_prepared(b1, &a, &wk, &p, NULL, &e) == RL_EXIT_USAGE;
+  } else {
+    printf("  prepared %s: %s\n", qtensor_format_name(f), e.msg);
+  }
+  printf("%-6s prepared       %-10s M=%-5lld N=%lld,%lld K=%-5lld one quantization for two weights == linear_forward "
+         "of each (bitwise); stale / other-K use refused\n",
+         same && refused ? "PASS" : "FAIL", qtensor_format_name(f), (long long)M, (long long)N1, (long long)N2,
+         (long long)K);
+  same && refused ? g_pass++ : g_fail++;
+  cudaFree(xd), cudaFree(a1), cudaFree(a2), cudaFree(b1), cudaFree(b2);
+  op_free(&o1), op_free(&o2);
+  free(x), free(w1), free(w2);
+}
+
 /* Batch invariance: rows computed with M rows in the batch equal (bitwise)
  * the same rows computed with M = 8192, when the algorithm is pinned. Also
  * counts how many rows differ without pinning (information, not a failure). */
@@ -1072,6 +1118,11 @@ int main(int argc, char **argv) {
     case_linear(f == QFMT_NVFP4 ? 512 : 8192, 768, 2048, (qformat)f, 60 + f);
   }
   case_refuse_mx(&di);
+  /* one activation quantization for two weights (q/k/v, gate/up of the CUDA model) */
+  for (int f = 1; f < 4; f++) {
+    case_prepared(64, 2048, 1024, 1024, (qformat)f, 70 + f); /* a decode step's q and k */
+    case_prepared(13, 3072, 3072, 1024, (qformat)f, 75 + f); /* rows padded to 16 for fp8-block */
+  }
   for (int f = 0; f < 2; f++) {
     case_invariance(3072, 1024, f ? QFMT_FP8_BLOCK : QFMT_BF16);
     case_invariance(1024, 3072, f ? QFMT_FP8_BLOCK : QFMT_BF16);
