@@ -72,6 +72,7 @@ static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 static void lh_hook(lua_State *L, lua_Debug *ar);
+#define LH_HOOK_MASK (LUA_MASKCOUNT | LUA_MASKCALL)
 
 /* The limit this call has run into: the first one recorded, else the budget,
  * else the deadline (LH_LIMIT_NONE while within both). */
@@ -92,18 +93,24 @@ static void lh_limit_raise(lua_State *L, luahost *h, int hit, int line) {
     h->limit_line = line > 0 ? line : lh_current_line(L);
   }
   h->hook_every = 1;
-  lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
+  lua_sethook(L, lh_hook, LH_HOOK_MASK, 1);
   lua_pushliteral(L, "rlrun sandbox limit exceeded");
   lua_error(L);
 }
 
-/* Count hook: adds up instructions, checks the budget and the deadline. */
+/* The hook: every hook_every VM instructions (count event), and at every
+ * function call (call events), C functions included — a C library loop that
+ * calls a C function per element (table.sort or table.concat of a table whose
+ * __index is rawlen, collectgarbage() in a loop) executes no VM instruction,
+ * so the count alone never stopped it. A call counts as one instruction; both
+ * events check the budget and the deadline. */
 static void lh_hook(lua_State *L, lua_Debug *ar) {
   luahost *h = lh_host(L);
-  h->executed += h->hook_every;
+  const int count = ar->event == LUA_HOOKCOUNT;
+  h->executed += count ? h->hook_every : 1;
   int hit = lh_limit_reached(h);
   if (!hit) return;
-  lh_limit_raise(L, h, hit, !h->limit_hit && lua_getinfo(L, "l", ar) ? ar->currentline : 0);
+  lh_limit_raise(L, h, hit, !h->limit_hit && count && lua_getinfo(L, "l", ar) ? ar->currentline : 0);
 }
 
 void lh_charge(lua_State *L, int64_t work, int check) {
@@ -171,7 +178,7 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
   h->hook_every = h->budget < 1000 ? (int)(h->budget > 0 ? h->budget : 1) : 1000;
   h->in_call = 1;
   lua_settop(L, 0);
-  lua_sethook(L, lh_hook, LUA_MASKCOUNT, h->hook_every);
+  lua_sethook(L, lh_hook, LH_HOOK_MASK, h->hook_every);
   lua_pushcfunction(L, lh_msgh);
   lua_pushcfunction(L, fn);
   lua_pushlightuserdata(L, arg);
@@ -215,7 +222,32 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
 
 /* ------------------------------------------------------------------ sandbox */
 
-/* print(...) → the host's log, tab-separated like Lua's; bounded per call. */
+/* One line of print() output to the log: at most LUAHOST_PRINT_LINE_BYTES bytes
+ * of it (cut between UTF-8 characters), then "… (N more bytes)"; a NUL shows
+ * as \0 and another control character but tab as \xNN — the log is a
+ * terminal, where ESC [ … would run an escape sequence and \r overwrite the
+ * line. */
+static void lh_print_line(luahost *h, const char *s, size_t n) {
+  char out[LUAHOST_PRINT_LINE_BYTES * 4 + 64];
+  size_t o = 0, keep = n;
+  if (keep > LUAHOST_PRINT_LINE_BYTES) {
+    keep = LUAHOST_PRINT_LINE_BYTES;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80) keep--; /* s[keep] continues a character */
+  }
+  for (size_t i = 0; i < keep; i++) {
+    const unsigned char c = (unsigned char)s[i];
+    if (c == 0) o += (size_t)snprintf(out + o, sizeof out - o, "\\0");
+    else if ((c < 0x20 && c != '\t') || c == 0x7f) o += (size_t)snprintf(out + o, sizeof out - o, "\\x%02X", c);
+    else out[o++] = (char)c;
+  }
+  out[o] = 0;
+  if (keep < n) snprintf(out + o, sizeof out - o, "\xe2\x80\xa6 (%zu more bytes)", n - keep);
+  h->log(h->log_ud, h->name, out);
+}
+
+/* print(...) → the host's log, tab-separated like Lua's. Each line of the text
+ * is a log line of its own ("[script] text": a script cannot write a line
+ * that looks like rlrun's) and counts against LUAHOST_PRINT_LINES per call. */
 static int lh_print(lua_State *L) {
   luahost *h = lh_host(L);
   int n = lua_gettop(L);
@@ -227,11 +259,17 @@ static int lh_print(lua_State *L) {
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
-  lh_escape_nuls(L);
-  if (h->print_lines < LUAHOST_PRINT_LINES) h->log(h->log_ud, h->name, lua_tostring(L, -1));
-  else if (h->print_lines == LUAHOST_PRINT_LINES)
-    h->log(h->log_ud, h->name, "(further print output of this call dropped)");
-  h->print_lines++;
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  for (size_t at = 0; h->print_lines <= LUAHOST_PRINT_LINES;) {
+    const char *nl = memchr(s + at, '\n', len - at);
+    const size_t end = nl ? (size_t)(nl - s) : len;
+    if (h->print_lines < LUAHOST_PRINT_LINES) lh_print_line(h, s + at, end - at);
+    else h->log(h->log_ud, h->name, "(further print output of this call dropped)");
+    h->print_lines++;
+    if (!nl) break;
+    at = end + 1;
+  }
   return 0;
 }
 
@@ -282,26 +320,6 @@ static void lh_default_log(void *ud, const char *script, const char *line) {
   fprintf(stderr, "[%s] %s\n", script, line);
 }
 
-/* table.move(a1, f, e, t [, a2]) charged e − f + 1 instructions before Lua's
- * own runs: its loop is C, where the count hook does not fire, and moving nils
- * allocates nothing, so neither the budget nor the memory cap stopped
- * table.move({}, 1, 1e11, 2). A range over the budget fails at once with the
- * budget's message; any other argument error is the stock function's. */
-static int lh_table_move(lua_State *L) {
-  int fi = 0, ei = 0; /* integers, or floats with an integral value (1e11), as the stock move takes them */
-  const lua_Integer f = lua_tointegerx(L, 2, &fi), e = lua_tointegerx(L, 3, &ei);
-  if (fi && ei) {
-    if (e >= f) {
-      const uint64_t n = (uint64_t)e - (uint64_t)f + 1u; /* no signed overflow */
-      lh_charge(L, n > ((uint64_t)1 << 62) ? (int64_t)1 << 62 : (int64_t)n, 1);
-    }
-  }
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, lua_gettop(L) - 1, 1);
-  return 1;
-}
-
 /* Build the allow-listed environment in a fresh state (runs protected). */
 static int lh_sandbox(lua_State *L) {
   static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
@@ -349,11 +367,7 @@ static int lh_sandbox(lua_State *L) {
   lua_setfield(L, -2, "dump");
   lh_pattern_open(L); /* find, match, gmatch, gsub that the limits can stop */
   lua_pop(L, 1);
-  lua_getfield(L, -1, "table");
-  lua_getfield(L, -1, "move");
-  lua_pushcclosure(L, lh_table_move, 1); /* the stock move as its upvalue */
-  lua_setfield(L, -2, "move");
-  lua_pop(L, 1);
+  lh_lib_open(L); /* xpcall, string.rep, table.insert/remove/move that the limits can stop */
   lua_getfield(L, -1, "math");
   lua_pushcfunction(L, lh_no_random);
   lua_setfield(L, -2, "random");

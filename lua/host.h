@@ -5,14 +5,17 @@
  *   - an allow-listed environment: base functions assert error getmetatable ipairs
  *     next pairs pcall rawequal rawget rawlen rawset select setmetatable tonumber
  *     tostring type xpcall _G _VERSION (setmetatable refuses __gc: finalizers
- *     would run outside any call's limits), plus print (to the host's log, at most
- *     LUAHOST_PRINT_LINES lines per call) and collectgarbage (only "collect",
+ *     would run outside any call's limits), xpcall (its handler is not called for
+ *     a limit error), plus print (to the host's log, every line prefixed, at most
+ *     LUAHOST_PRINT_LINES lines per call and LUAHOST_PRINT_LINE_BYTES bytes per
+ *     line, control characters but tab as \xNN) and collectgarbage (only "collect",
  *     "count", "step", "isrunning"); libraries string (without string.dump),
  *     table, math (math.random/randomseed raise an error: use the rng of
  *     prompts(n, rng)), utf8. No io, os, package, debug, coroutine, load,
  *     loadstring, dofile, loadfile, require, warn;
- *   - an instruction budget per call (count hook), a wall-clock deadline per
- *     call (checked in the same hook, and by the pattern matcher: see below),
+ *   - an instruction budget per call (count hook; every function call, a C
+ *     function's too, counts as one more), a wall-clock deadline per call
+ *     (checked in the same hook, and by the pattern matcher: see below),
  *     and a memory cap for the whole state (custom allocator: string.rep
  *     bombs fail there).
  * Errors name the script and line, and the sample: "rewards/exact.lua:12:
@@ -63,9 +66,12 @@
  * backtracking pattern on a long subject stops like an endless loop.
  * table.move is charged its range (e − f + 1) up front: its C loop allocates
  * nothing when it moves nils, so table.move({}, 1, 1e11, 2) would have run
- * past the deadline. The other C library loops are bounded by the memory cap
- * (string.rep, table.concat, table.sort of a table that fits) or call back
- * into Lua (a table.sort comparator), where the hook fires.
+ * past the deadline; table.insert and table.remove (lua/host_lib.c) are
+ * charged each element they move (a __len makes #t anything), and
+ * string.rep('', n) is "" at once. The other C library loops are bounded by
+ * the memory cap (string.rep, table.concat, table.sort of a table that fits)
+ * or call a function per element (a table.sort comparator, an __index), where
+ * the call hook fires.
  */
 #ifndef RLRUN_LUA_HOST_H
 #define RLRUN_LUA_HOST_H
@@ -77,6 +83,7 @@
 
 #define LUAHOST_MAX_METRICS 16 /* extra numeric fields per reward result */
 #define LUAHOST_PRINT_LINES 32 /* print() lines per call before output is dropped */
+#define LUAHOST_PRINT_LINE_BYTES 2000 /* bytes of one print() line shown; the rest is counted */
 /* A value of a sample's extra JSON may sit inside at most this many objects and
  * arrays (the line's own object counts): the sample table is built by recursion.
  * stages/prompts.c refuses deeper JSONL lines when it reads them. */
