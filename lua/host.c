@@ -121,28 +121,50 @@ void lh_charge(lua_State *L, int64_t work, int check) {
   if (hit) lh_limit_raise(L, h, hit, 0);
 }
 
-/* Replace the string at the top of the stack by a copy whose NUL bytes read
- * "\0": messages and log lines are C strings, and a NUL would cut them there. */
-static void lh_escape_nuls(lua_State *L) {
+/* How a byte of a script's text shows in a message or a log line: NULL for
+ * itself, else its escape — NUL as \0, newline and CR as \n and \r, another
+ * control character but tab (C0, DEL) as \xNN. Messages and log lines are C
+ * strings that end up on a terminal: a NUL would cut them, a newline would
+ * start a line that looks like rlrun's own, ESC [ … would run an escape
+ * sequence. */
+static const char *lh_ctl_escape(unsigned char c, char buf[8]) {
+  if (c == 0) return "\\0";
+  if (c == '\n') return "\\n";
+  if (c == '\r') return "\\r";
+  if ((c < 0x20 && c != '\t') || c == 0x7f) {
+    snprintf(buf, 8, "\\x%02X", c);
+    return buf;
+  }
+  return NULL;
+}
+
+/* Replace the string at the top of the stack by a copy with lh_ctl_escape's
+ * escapes (the string itself when it needs none). */
+static void lh_escape_controls(lua_State *L) {
   size_t n;
   const char *s = lua_tolstring(L, -1, &n);
-  if (!memchr(s, 0, n)) return;
+  char tmp[8];
+  size_t i = 0;
+  while (i < n && !lh_ctl_escape((unsigned char)s[i], tmp)) i++;
+  if (i == n) return;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  for (size_t i = 0; i < n; i++) {
-    if (s[i]) luaL_addchar(&b, s[i]);
-    else luaL_addstring(&b, "\\0");
+  for (i = 0; i < n; i++) {
+    const char *esc = lh_ctl_escape((unsigned char)s[i], tmp);
+    if (esc) luaL_addstring(&b, esc);
+    else luaL_addchar(&b, s[i]);
   }
   luaL_pushresult(&b);
   lua_remove(L, -2);
 }
 
-/* Message handler: make every error "<script>:<line>: message" (NULs shown as \0). */
+/* Message handler: make every error "<script>:<line>: message" (control
+ * characters escaped: lh_ctl_escape). */
 static int lh_msgh(lua_State *L) {
   luahost *h = lh_host(L);
   if (lua_type(L, 1) == LUA_TSTRING) {
     lua_pushvalue(L, 1);
-    lh_escape_nuls(L);
+    lh_escape_controls(L);
     lua_replace(L, 1);
   }
   const char *msg = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER
@@ -223,10 +245,8 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
 /* ------------------------------------------------------------------ sandbox */
 
 /* One line of print() output to the log: at most LUAHOST_PRINT_LINE_BYTES bytes
- * of it (cut between UTF-8 characters), then "… (N more bytes)"; a NUL shows
- * as \0 and another control character but tab as \xNN — the log is a
- * terminal, where ESC [ … would run an escape sequence and \r overwrite the
- * line. */
+ * of it (cut between UTF-8 characters), then "… (N more bytes)"; control
+ * characters escaped (lh_ctl_escape). */
 static void lh_print_line(luahost *h, const char *s, size_t n) {
   char out[LUAHOST_PRINT_LINE_BYTES * 4 + 64];
   size_t o = 0, keep = n;
@@ -235,10 +255,10 @@ static void lh_print_line(luahost *h, const char *s, size_t n) {
     while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80) keep--; /* s[keep] continues a character */
   }
   for (size_t i = 0; i < keep; i++) {
-    const unsigned char c = (unsigned char)s[i];
-    if (c == 0) o += (size_t)snprintf(out + o, sizeof out - o, "\\0");
-    else if ((c < 0x20 && c != '\t') || c == 0x7f) o += (size_t)snprintf(out + o, sizeof out - o, "\\x%02X", c);
-    else out[o++] = (char)c;
+    char tmp[8];
+    const char *esc = lh_ctl_escape((unsigned char)s[i], tmp);
+    if (esc) o += (size_t)snprintf(out + o, sizeof out - o, "%s", esc);
+    else out[o++] = s[i];
   }
   out[o] = 0;
   if (keep < n) snprintf(out + o, sizeof out - o, "\xe2\x80\xa6 (%zu more bytes)", n - keep);

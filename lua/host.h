@@ -8,7 +8,7 @@
  *     would run outside any call's limits), xpcall (its handler is not called for
  *     a limit error), plus print (to the host's log, every line prefixed, at most
  *     LUAHOST_PRINT_LINES lines per call and LUAHOST_PRINT_LINE_BYTES bytes per
- *     line, control characters but tab as \xNN) and collectgarbage (only "collect",
+ *     line) and collectgarbage (only "collect",
  *     "count", "step", "isrunning"); libraries string (without string.dump),
  *     table, math (math.random/randomseed raise an error: use the rng of
  *     prompts(n, rng)), utf8. No io, os, package, debug, coroutine, load,
@@ -42,7 +42,8 @@
  * travel with the prompt as its extra JSON (e.g. answer, for the reward).
  * The prompt is not empty. Their strings and keys must be UTF-8 without NUL bytes (a refusal names the
  * field: "field 'meta.tags[2]' of item 1 holds a NUL byte"). Error messages and
- * print() lines show a NUL of a Lua string as \0.
+ * print() lines show a NUL of a Lua string as \0, newline and CR as \n and \r,
+ * another control character but tab as \xNN (print() starts a line at \n).
  *
  * The rng (luahost_rng_*): Philox4x32-10 (Salmon et al., SC'11; the
  * constants of Random123) keyed by the run's seed, counter-based, so a

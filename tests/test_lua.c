@@ -968,7 +968,7 @@ TEST(lua_print_lines_are_prefixed_counted_and_escaped) {
   luahost_set_log(h, capture_log, buf);
   REQUIRE(call(h, &e) == 0);
   /* Each line carries the prefix; control characters but tab are escaped. */
-  CHECK_CONTAINS(buf, "[pl.lua] a\n[pl.lua] rlrun: run complete\t\\x1B[2Jred\\x0D\ttab\there\\0\n");
+  CHECK_CONTAINS(buf, "[pl.lua] a\n[pl.lua] rlrun: run complete\t\\x1B[2Jred\\r\ttab\there\\0\n");
   /* A long line is cut, with the count of what was left out. */
   CHECK_CONTAINS(buf, "yyy\xe2\x80\xa6 (3000 more bytes)\n");
   buf[0] = 0;
@@ -980,5 +980,16 @@ TEST(lua_print_lines_are_prefixed_counted_and_escaped) {
   for (const char *p = buf; (p = strstr(p, "[pl.lua] x\n")); p++) lines++;
   CHECK_EQ_I64(lines, 32);
   CHECK_CONTAINS(buf, "[pl.lua] x\n[pl.lua] (further print output of this call dropped)\n");
+  luahost_close(h);
+}
+
+TEST(lua_error_messages_escape_control_characters) {
+  /* A newline in an error message started a line of rlrun's output that the
+   * script wrote ("rlrun: run complete …"), and ESC reached the terminal. */
+  rl_err e;
+  luahost *h = src("en.lua", "function reward(s)\n  error('bad\\nrlrun: run complete\\27[1m\\r\\0\\tx')\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "en.lua:2: bad\\nrlrun: run complete\\x1B[1m\\r\\0\tx (sample 3 of iteration 7)");
   luahost_close(h);
 }
