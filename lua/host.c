@@ -403,7 +403,18 @@ static int lh_load(lua_State *L) {
   luahost *h = lua_touserdata(L, 1);
   char chunkname[520];
   snprintf(chunkname, sizeof chunkname, "@%s", h->name);
-  int st = luaL_loadbufferx(L, h->src, h->len, chunkname, "t");
+  /* As the lua command (luaL_loadfile) reads a file: a UTF-8 BOM and a first
+   * line starting with '#' (#!/usr/bin/env lua) are skipped, the newline kept
+   * so that line numbers stay the file's. */
+  const char *text = h->src;
+  size_t len = h->len;
+  if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) text += 3, len -= 3;
+  if (len > 0 && text[0] == '#') {
+    const char *nl = memchr(text, '\n', len);
+    const size_t skip = nl ? (size_t)(nl - text) : len;
+    text += skip, len -= skip;
+  }
+  int st = luaL_loadbufferx(L, text, len, chunkname, "t");
   if (st != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     if (m && strstr(m, "binary chunk"))

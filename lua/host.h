@@ -1,7 +1,8 @@
 /* host.h — the Lua 5.4 host: runs reward and task scripts in a sandbox.
  *
  * One luahost = one script in its own lua_State. The sandbox:
- *   - text chunks only (loaded with mode "t"; a precompiled file is refused);
+ *   - text chunks only (loaded with mode "t"; a precompiled file is refused); a
+ *     UTF-8 BOM and a first line starting with '#' are skipped, as lua does;
  *   - an allow-listed environment: base functions assert error getmetatable ipairs
  *     next pairs pcall rawequal rawget rawlen rawset select setmetatable tonumber
  *     tostring type xpcall _G _VERSION (setmetatable refuses __gc: finalizers

@@ -993,3 +993,20 @@ TEST(lua_error_messages_escape_control_characters) {
   CHECK_STREQ(e.msg, "en.lua:2: bad\\nrlrun: run complete\\x1B[1m\\r\\0\tx (sample 3 of iteration 7)");
   luahost_close(h);
 }
+
+TEST(lua_script_may_start_with_bom_and_shebang) {
+  /* The lua command skips both; rlrun refused them ("unexpected symbol near '#'"). */
+  rl_err e;
+  luahost *h = src("sb.lua", "\xef\xbb\xbf#!/usr/bin/env lua\nfunction reward(s)\n  error('here')\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "sb.lua:3: here"); /* line numbers stay the file's */
+  luahost_close(h);
+  h = src("sb2.lua", "#!lua", NULL, &e);
+  REQUIRE(h);
+  luahost_close(h);
+  /* Only the first line: a later '#' is still a syntax error. */
+  h = src("sb3.lua", "#!lua\n#x\n", NULL, &e);
+  CHECK(h == NULL);
+  CHECK_CONTAINS(e.msg, "sb3.lua:2: unexpected symbol near '#'");
+}
