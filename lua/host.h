@@ -36,7 +36,7 @@
  * tokens (array of integers), finish_reason, index (sample id within the
  * iteration), group (prompt index), iteration, and every field of the prompt's
  * extra JSON object (the JSONL line; the fields above win on a name clash).
- * Rewards must be finite.
+ * Rewards and metrics must be finite, at most LUAHOST_MAX_REWARD in magnitude.
  *
  * Task scripts: prompts(n, rng) returns an array of n items, each a string
  * (the prompt) or a table {prompt = string, <field> = …}: the other fields
@@ -84,6 +84,10 @@
 #include "kernels/common.h"
 
 #define LUAHOST_MAX_METRICS 16 /* extra numeric fields per reward result */
+/* Largest |reward| (and |metric|) a script may return: ±1e308 rewards gave a
+ * GRPO group the spread inf (advantages 0: the run learned nothing, silently,
+ * with reward/std null), and ±1e37 under dr_grpo overflowed the FP32 gradient. */
+#define LUAHOST_MAX_REWARD 1e30
 #define LUAHOST_PRINT_LINES 32 /* print() lines per call before output is dropped */
 #define LUAHOST_PRINT_LINE_BYTES 2000 /* bytes of one print() line shown; the rest is counted */
 /* A value of a sample's extra JSON may sit inside at most this many objects and

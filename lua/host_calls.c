@@ -374,8 +374,9 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
                              "must be numbers or booleans", where, fn, key, luaL_typename(L, -1));
         return -1;
       }
-      if (!isfinite(v)) {
-        snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite", where, fn, key, v);
+      if (!(fabs(v) <= LUAHOST_MAX_REWARD)) {
+        snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite numbers of magnitude at "
+                             "most %g (their means must not overflow)", where, fn, key, v, LUAHOST_MAX_REWARD);
         return -1;
       }
       memcpy(out->names[out->n_metrics], key, kn);
@@ -389,9 +390,10 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
              where, fn, luaL_typename(L, idx));
     return -1;
   }
-  if (!isfinite(out->reward)) {
-    snprintf(err, errsz, "%s: %s returned reward %g; rewards must be finite numbers", where, fn,
-             out->reward);
+  if (!(fabs(out->reward) <= LUAHOST_MAX_REWARD)) { /* NaN fails this too */
+    snprintf(err, errsz, "%s: %s returned reward %g; rewards must be finite numbers of magnitude at most %g "
+                         "(beyond that a group's spread or the gradient overflows and the step learns nothing "
+                         "or fails): scale them down", where, fn, out->reward, LUAHOST_MAX_REWARD);
     return -1;
   }
   return 0;

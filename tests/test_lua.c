@@ -1010,3 +1010,24 @@ TEST(lua_script_may_start_with_bom_and_shebang) {
   CHECK(h == NULL);
   CHECK_CONTAINS(e.msg, "sb3.lua:2: unexpected symbol near '#'");
 }
+
+TEST(lua_huge_rewards_are_refused) {
+  /* ±1e308 is finite, but a GRPO group's spread was inf: advantages 0, nothing
+   * learned, reward/std null, no error. */
+  rl_err e;
+  luahost *h = src("big.lua", "function reward(s)\n  if s.completion == 'm' then return {reward = 1, len = -1e31} end\n"
+                              "  if s.completion == 'ok' then return {reward = -1e30, len = 1e30} end\n"
+                              "  return 1e308\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "big.lua:1: reward(sample) returned reward 1e+308; rewards must be finite numbers of "
+                        "magnitude at most 1e+30");
+  luahost_sample s = mk("m", NULL);
+  luahost_reward r;
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "returned metric 'len' = -1e+31; metrics must be finite numbers of magnitude at most 1e+30");
+  s.completion = "ok";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), 0);
+  CHECK_NEAR(r.reward, -1e30, 0);
+  luahost_close(h);
+}
