@@ -41,7 +41,9 @@
  * Task scripts: prompts(n, rng) returns an array of n items, each a string
  * (the prompt) or a table {prompt = string, <field> = …}: the other fields
  * travel with the prompt as its extra JSON (e.g. answer, for the reward).
- * The prompt is not empty. Their strings and keys must be UTF-8 without NUL bytes (a refusal names the
+ * The prompt is not empty; the prompts and fields as copied out (a table or
+ * string shared by several items counted once per item) fit the memory cap.
+ * Their strings and keys must be UTF-8 without NUL bytes (a refusal names the
  * field: "field 'meta.tags[2]' of item 1 holds a NUL byte"). Error messages and
  * print() lines show a NUL of a Lua string as \0, newline and CR as \n and \r,
  * another control character but tab as \xNN (print() starts a line at \n).

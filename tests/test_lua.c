@@ -1031,3 +1031,46 @@ TEST(lua_huge_rewards_are_refused) {
   CHECK_NEAR(r.reward, -1e30, 0);
   luahost_close(h);
 }
+
+TEST(lua_prompts_shared_tables_count_per_item) {
+  /* One table (or string) returned for many items is one object in Lua but a
+   * copy per item in C and in every sample stored: a 3 MB table shared by the
+   * items of a demo run wrote 1.8 GB of state in two iterations, and a table
+   * holding one 2000 times exhausted the host's memory. Their written-out size
+   * is charged against the script's memory cap. */
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.memory_bytes = 8u << 20;
+  luahost *h = src("share.lua",
+                   "local big = {}\n"
+                   "for i = 1, 20000 do big[i] = 'abcdefghij' .. i end\n"
+                   "local deep = {}\n"
+                   "for i = 1, 2000 do deep[i] = big end\n"
+                   "local p = ('1'):rep(2 * 1024 * 1024)\n"
+                   "function prompts(n, rng)\n"
+                   "  local out = {}\n"
+                   "  for i = 1, n do\n"
+                   "    if n == 1 then out[i] = {prompt = 'x', meta = deep}\n"
+                   "    elseif n == 2 then out[i] = {prompt = 'x', small = {1, 2, 3}}\n"
+                   "    elseif n == 8 then out[i] = {prompt = 'x', meta = big}\n"
+                   "    else out[i] = p end\n"
+                   "  end\n"
+                   "  return out\n"
+                   "end\n", &lim, &e);
+  REQUIRE(h);
+  luahost_prompt *p = NULL;
+  double t0 = rl_now();
+  CHECK_EQ_I64(luahost_prompts(h, 1, 1, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK(rl_now() - t0 < 5);
+  CHECK_CONTAINS(e.msg, "share.lua:6: prompts(n, rng): field 'meta[");
+  CHECK_CONTAINS(e.msg, "of item 1 takes the fields of the prompts past 8 MiB as JSON, the script's memory cap");
+  CHECK_EQ_I64(luahost_prompts(h, 8, 1, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "of item 6 takes the fields of the prompts past 8 MiB as JSON");
+  CHECK_EQ_I64(luahost_prompts(h, 5, 1, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "share.lua:6: prompts(n, rng): the prompt of item 4 takes the prompts past 8 MiB");
+  /* Ordinary fields pass. */
+  REQUIRE(luahost_prompts(h, 2, 1, 1, &p, &e) == 0);
+  CHECK_STREQ(p[1].extra_json, "{\"small\":[1,2,3]}");
+  luahost_prompts_free(p, 2);
+  luahost_close(h);
+}
