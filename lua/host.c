@@ -72,6 +72,7 @@ static void *lh_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 static void lh_hook(lua_State *L, lua_Debug *ar);
+#define LH_HOOK_MASK (LUA_MASKCOUNT | LUA_MASKCALL)
 
 /* The limit this call has run into: the first one recorded, else the budget,
  * else the deadline (LH_LIMIT_NONE while within both). */
@@ -92,18 +93,24 @@ static void lh_limit_raise(lua_State *L, luahost *h, int hit, int line) {
     h->limit_line = line > 0 ? line : lh_current_line(L);
   }
   h->hook_every = 1;
-  lua_sethook(L, lh_hook, LUA_MASKCOUNT, 1);
+  lua_sethook(L, lh_hook, LH_HOOK_MASK, 1);
   lua_pushliteral(L, "rlrun sandbox limit exceeded");
   lua_error(L);
 }
 
-/* Count hook: adds up instructions, checks the budget and the deadline. */
+/* The hook: every hook_every VM instructions (count event), and at every
+ * function call (call events), C functions included — a C library loop that
+ * calls a C function per element (table.sort or table.concat of a table whose
+ * __index is rawlen, collectgarbage() in a loop) executes no VM instruction,
+ * so the count alone never stopped it. A call counts as one instruction; both
+ * events check the budget and the deadline. */
 static void lh_hook(lua_State *L, lua_Debug *ar) {
   luahost *h = lh_host(L);
-  h->executed += h->hook_every;
+  const int count = ar->event == LUA_HOOKCOUNT;
+  h->executed += count ? h->hook_every : 1;
   int hit = lh_limit_reached(h);
   if (!hit) return;
-  lh_limit_raise(L, h, hit, !h->limit_hit && lua_getinfo(L, "l", ar) ? ar->currentline : 0);
+  lh_limit_raise(L, h, hit, !h->limit_hit && count && lua_getinfo(L, "l", ar) ? ar->currentline : 0);
 }
 
 void lh_charge(lua_State *L, int64_t work, int check) {
@@ -114,28 +121,50 @@ void lh_charge(lua_State *L, int64_t work, int check) {
   if (hit) lh_limit_raise(L, h, hit, 0);
 }
 
-/* Replace the string at the top of the stack by a copy whose NUL bytes read
- * "\0": messages and log lines are C strings, and a NUL would cut them there. */
-static void lh_escape_nuls(lua_State *L) {
+/* How a byte of a script's text shows in a message or a log line: NULL for
+ * itself, else its escape — NUL as \0, newline and CR as \n and \r, another
+ * control character but tab (C0, DEL) as \xNN. Messages and log lines are C
+ * strings that end up on a terminal: a NUL would cut them, a newline would
+ * start a line that looks like rlrun's own, ESC [ … would run an escape
+ * sequence. */
+static const char *lh_ctl_escape(unsigned char c, char buf[8]) {
+  if (c == 0) return "\\0";
+  if (c == '\n') return "\\n";
+  if (c == '\r') return "\\r";
+  if ((c < 0x20 && c != '\t') || c == 0x7f) {
+    snprintf(buf, 8, "\\x%02X", c);
+    return buf;
+  }
+  return NULL;
+}
+
+/* Replace the string at the top of the stack by a copy with lh_ctl_escape's
+ * escapes (the string itself when it needs none). */
+static void lh_escape_controls(lua_State *L) {
   size_t n;
   const char *s = lua_tolstring(L, -1, &n);
-  if (!memchr(s, 0, n)) return;
+  char tmp[8];
+  size_t i = 0;
+  while (i < n && !lh_ctl_escape((unsigned char)s[i], tmp)) i++;
+  if (i == n) return;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  for (size_t i = 0; i < n; i++) {
-    if (s[i]) luaL_addchar(&b, s[i]);
-    else luaL_addstring(&b, "\\0");
+  for (i = 0; i < n; i++) {
+    const char *esc = lh_ctl_escape((unsigned char)s[i], tmp);
+    if (esc) luaL_addstring(&b, esc);
+    else luaL_addchar(&b, s[i]);
   }
   luaL_pushresult(&b);
   lua_remove(L, -2);
 }
 
-/* Message handler: make every error "<script>:<line>: message" (NULs shown as \0). */
+/* Message handler: make every error "<script>:<line>: message" (control
+ * characters escaped: lh_ctl_escape). */
 static int lh_msgh(lua_State *L) {
   luahost *h = lh_host(L);
   if (lua_type(L, 1) == LUA_TSTRING) {
     lua_pushvalue(L, 1);
-    lh_escape_nuls(L);
+    lh_escape_controls(L);
     lua_replace(L, 1);
   }
   const char *msg = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER
@@ -171,7 +200,7 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
   h->hook_every = h->budget < 1000 ? (int)(h->budget > 0 ? h->budget : 1) : 1000;
   h->in_call = 1;
   lua_settop(L, 0);
-  lua_sethook(L, lh_hook, LUA_MASKCOUNT, h->hook_every);
+  lua_sethook(L, lh_hook, LH_HOOK_MASK, h->hook_every);
   lua_pushcfunction(L, lh_msgh);
   lua_pushcfunction(L, fn);
   lua_pushlightuserdata(L, arg);
@@ -215,7 +244,30 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
 
 /* ------------------------------------------------------------------ sandbox */
 
-/* print(...) → the host's log, tab-separated like Lua's; bounded per call. */
+/* One line of print() output to the log: at most LUAHOST_PRINT_LINE_BYTES bytes
+ * of it (cut between UTF-8 characters), then "… (N more bytes)"; control
+ * characters escaped (lh_ctl_escape). */
+static void lh_print_line(luahost *h, const char *s, size_t n) {
+  char out[LUAHOST_PRINT_LINE_BYTES * 4 + 64];
+  size_t o = 0, keep = n;
+  if (keep > LUAHOST_PRINT_LINE_BYTES) {
+    keep = LUAHOST_PRINT_LINE_BYTES;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80) keep--; /* s[keep] continues a character */
+  }
+  for (size_t i = 0; i < keep; i++) {
+    char tmp[8];
+    const char *esc = lh_ctl_escape((unsigned char)s[i], tmp);
+    if (esc) o += (size_t)snprintf(out + o, sizeof out - o, "%s", esc);
+    else out[o++] = s[i];
+  }
+  out[o] = 0;
+  if (keep < n) snprintf(out + o, sizeof out - o, "\xe2\x80\xa6 (%zu more bytes)", n - keep);
+  h->log(h->log_ud, h->name, out);
+}
+
+/* print(...) → the host's log, tab-separated like Lua's. Each line of the text
+ * is a log line of its own ("[script] text": a script cannot write a line
+ * that looks like rlrun's) and counts against LUAHOST_PRINT_LINES per call. */
 static int lh_print(lua_State *L) {
   luahost *h = lh_host(L);
   int n = lua_gettop(L);
@@ -227,11 +279,17 @@ static int lh_print(lua_State *L) {
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
-  lh_escape_nuls(L);
-  if (h->print_lines < LUAHOST_PRINT_LINES) h->log(h->log_ud, h->name, lua_tostring(L, -1));
-  else if (h->print_lines == LUAHOST_PRINT_LINES)
-    h->log(h->log_ud, h->name, "(further print output of this call dropped)");
-  h->print_lines++;
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  for (size_t at = 0; h->print_lines <= LUAHOST_PRINT_LINES;) {
+    const char *nl = memchr(s + at, '\n', len - at);
+    const size_t end = nl ? (size_t)(nl - s) : len;
+    if (h->print_lines < LUAHOST_PRINT_LINES) lh_print_line(h, s + at, end - at);
+    else h->log(h->log_ud, h->name, "(further print output of this call dropped)");
+    h->print_lines++;
+    if (!nl) break;
+    at = end + 1;
+  }
   return 0;
 }
 
@@ -282,26 +340,6 @@ static void lh_default_log(void *ud, const char *script, const char *line) {
   fprintf(stderr, "[%s] %s\n", script, line);
 }
 
-/* table.move(a1, f, e, t [, a2]) charged e − f + 1 instructions before Lua's
- * own runs: its loop is C, where the count hook does not fire, and moving nils
- * allocates nothing, so neither the budget nor the memory cap stopped
- * table.move({}, 1, 1e11, 2). A range over the budget fails at once with the
- * budget's message; any other argument error is the stock function's. */
-static int lh_table_move(lua_State *L) {
-  int fi = 0, ei = 0; /* integers, or floats with an integral value (1e11), as the stock move takes them */
-  const lua_Integer f = lua_tointegerx(L, 2, &fi), e = lua_tointegerx(L, 3, &ei);
-  if (fi && ei) {
-    if (e >= f) {
-      const uint64_t n = (uint64_t)e - (uint64_t)f + 1u; /* no signed overflow */
-      lh_charge(L, n > ((uint64_t)1 << 62) ? (int64_t)1 << 62 : (int64_t)n, 1);
-    }
-  }
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, lua_gettop(L) - 1, 1);
-  return 1;
-}
-
 /* Build the allow-listed environment in a fresh state (runs protected). */
 static int lh_sandbox(lua_State *L) {
   static const luaL_Reg libs[] = {{LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
@@ -349,11 +387,7 @@ static int lh_sandbox(lua_State *L) {
   lua_setfield(L, -2, "dump");
   lh_pattern_open(L); /* find, match, gmatch, gsub that the limits can stop */
   lua_pop(L, 1);
-  lua_getfield(L, -1, "table");
-  lua_getfield(L, -1, "move");
-  lua_pushcclosure(L, lh_table_move, 1); /* the stock move as its upvalue */
-  lua_setfield(L, -2, "move");
-  lua_pop(L, 1);
+  lh_lib_open(L); /* xpcall, string.rep, table.insert/remove/move that the limits can stop */
   lua_getfield(L, -1, "math");
   lua_pushcfunction(L, lh_no_random);
   lua_setfield(L, -2, "random");
@@ -369,7 +403,18 @@ static int lh_load(lua_State *L) {
   luahost *h = lua_touserdata(L, 1);
   char chunkname[520];
   snprintf(chunkname, sizeof chunkname, "@%s", h->name);
-  int st = luaL_loadbufferx(L, h->src, h->len, chunkname, "t");
+  /* As the lua command (luaL_loadfile) reads a file: a UTF-8 BOM and a first
+   * line starting with '#' (#!/usr/bin/env lua) are skipped, the newline kept
+   * so that line numbers stay the file's. */
+  const char *text = h->src;
+  size_t len = h->len;
+  if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) text += 3, len -= 3;
+  if (len > 0 && text[0] == '#') {
+    const char *nl = memchr(text, '\n', len);
+    const size_t skip = nl ? (size_t)(nl - text) : len;
+    text += skip, len -= skip;
+  }
+  int st = luaL_loadbufferx(L, text, len, chunkname, "t");
   if (st != LUA_OK) {
     const char *m = lua_tostring(L, -1);
     if (m && strstr(m, "binary chunk"))

@@ -1,18 +1,22 @@
 /* host.h — the Lua 5.4 host: runs reward and task scripts in a sandbox.
  *
  * One luahost = one script in its own lua_State. The sandbox:
- *   - text chunks only (loaded with mode "t"; a precompiled file is refused);
+ *   - text chunks only (loaded with mode "t"; a precompiled file is refused); a
+ *     UTF-8 BOM and a first line starting with '#' are skipped, as lua does;
  *   - an allow-listed environment: base functions assert error getmetatable ipairs
  *     next pairs pcall rawequal rawget rawlen rawset select setmetatable tonumber
  *     tostring type xpcall _G _VERSION (setmetatable refuses __gc: finalizers
- *     would run outside any call's limits), plus print (to the host's log, at most
- *     LUAHOST_PRINT_LINES lines per call) and collectgarbage (only "collect",
+ *     would run outside any call's limits), xpcall (its handler is not called for
+ *     a limit error), plus print (to the host's log, every line prefixed, at most
+ *     LUAHOST_PRINT_LINES lines per call and LUAHOST_PRINT_LINE_BYTES bytes per
+ *     line) and collectgarbage (only "collect",
  *     "count", "step", "isrunning"); libraries string (without string.dump),
  *     table, math (math.random/randomseed raise an error: use the rng of
  *     prompts(n, rng)), utf8. No io, os, package, debug, coroutine, load,
  *     loadstring, dofile, loadfile, require, warn;
- *   - an instruction budget per call (count hook), a wall-clock deadline per
- *     call (checked in the same hook, and by the pattern matcher: see below),
+ *   - an instruction budget per call (count hook; every function call, a C
+ *     function's too, counts as one more), a wall-clock deadline per call
+ *     (checked in the same hook, and by the pattern matcher: see below),
  *     and a memory cap for the whole state (custom allocator: string.rep
  *     bombs fail there).
  * Errors name the script and line, and the sample: "rewards/exact.lua:12:
@@ -32,14 +36,17 @@
  * tokens (array of integers), finish_reason, index (sample id within the
  * iteration), group (prompt index), iteration, and every field of the prompt's
  * extra JSON object (the JSONL line; the fields above win on a name clash).
- * Rewards must be finite.
+ * Rewards and metrics must be finite, at most LUAHOST_MAX_REWARD in magnitude.
  *
  * Task scripts: prompts(n, rng) returns an array of n items, each a string
  * (the prompt) or a table {prompt = string, <field> = …}: the other fields
  * travel with the prompt as its extra JSON (e.g. answer, for the reward).
- * The prompt is not empty. Their strings and keys must be UTF-8 without NUL bytes (a refusal names the
+ * The prompt is not empty; the prompts and fields as copied out (a table or
+ * string shared by several items counted once per item) fit the memory cap.
+ * Their strings and keys must be UTF-8 without NUL bytes (a refusal names the
  * field: "field 'meta.tags[2]' of item 1 holds a NUL byte"). Error messages and
- * print() lines show a NUL of a Lua string as \0.
+ * print() lines show a NUL of a Lua string as \0, newline and CR as \n and \r,
+ * another control character but tab as \xNN (print() starts a line at \n).
  *
  * The rng (luahost_rng_*): Philox4x32-10 (Salmon et al., SC'11; the
  * constants of Random123) keyed by the run's seed, counter-based, so a
@@ -63,9 +70,12 @@
  * backtracking pattern on a long subject stops like an endless loop.
  * table.move is charged its range (e − f + 1) up front: its C loop allocates
  * nothing when it moves nils, so table.move({}, 1, 1e11, 2) would have run
- * past the deadline. The other C library loops are bounded by the memory cap
- * (string.rep, table.concat, table.sort of a table that fits) or call back
- * into Lua (a table.sort comparator), where the hook fires.
+ * past the deadline; table.insert and table.remove (lua/host_lib.c) are
+ * charged each element they move (a __len makes #t anything), and
+ * string.rep('', n) is "" at once. The other C library loops are bounded by
+ * the memory cap (string.rep, table.concat, table.sort of a table that fits)
+ * or call a function per element (a table.sort comparator, an __index), where
+ * the call hook fires.
  */
 #ifndef RLRUN_LUA_HOST_H
 #define RLRUN_LUA_HOST_H
@@ -76,7 +86,12 @@
 #include "kernels/common.h"
 
 #define LUAHOST_MAX_METRICS 16 /* extra numeric fields per reward result */
+/* Largest |reward| (and |metric|) a script may return: ±1e308 rewards gave a
+ * GRPO group the spread inf (advantages 0: the run learned nothing, silently,
+ * with reward/std null), and ±1e37 under dr_grpo overflowed the FP32 gradient. */
+#define LUAHOST_MAX_REWARD 1e30
 #define LUAHOST_PRINT_LINES 32 /* print() lines per call before output is dropped */
+#define LUAHOST_PRINT_LINE_BYTES 2000 /* bytes of one print() line shown; the rest is counted */
 /* A value of a sample's extra JSON may sit inside at most this many objects and
  * arrays (the line's own object counts): the sample table is built by recursion.
  * stages/prompts.c refuses deeper JSONL lines when it reads them. */

@@ -141,9 +141,21 @@ static const char *lh_subject(const char *item, const char *path, char *buf, siz
  * must be UTF-8 without NUL bytes: they are text, and a NUL would cut them
  * where rlrun uses them as C strings. */
 static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *item, char *path, size_t pathsz,
-                          size_t at, char *err, size_t errsz) {
+                          size_t at, size_t *left, char *err, size_t errsz) {
   char subj[400];
   path[at < pathsz ? at : pathsz - 1] = 0;
+  /* What the JSON costs in C memory, against the script's memory cap: a table
+   * referenced many times is one table in Lua but a copy per reference here
+   * (items sharing a 3 MB table wrote 1.8 GB of samples in two iterations; a
+   * table holding one 2000 times ran the host out of memory). */
+  size_t cost = 64 + (lua_type(L, idx) == LUA_TSTRING ? lua_rawlen(L, idx) : 0);
+  if (cost > *left) {
+    snprintf(err, errsz, "%s takes the fields of the prompts past %zu MiB as JSON, the script's memory cap (a "
+             "table shared by many fields or items is copied into each)",
+             lh_subject(item, path, subj, sizeof subj), lh_host(L)->lim.memory_bytes >> 20);
+    return NULL;
+  }
+  *left -= cost;
   switch (lua_type(L, idx)) {
   case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
   case LUA_TNUMBER:
@@ -190,7 +202,7 @@ static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *item, ch
     for (lua_Unsigned i = 1; i <= n; i++) {
       lua_rawgeti(L, idx, (lua_Integer)i);
       snprintf(path + at, at < pathsz ? pathsz - at : 0, "[%llu]", (unsigned long long)i);
-      json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, item, path, pathsz, strlen(path), err, errsz);
+      json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, item, path, pathsz, strlen(path), left, err, errsz);
       path[at] = 0;
       lua_pop(L, 1);
       if (!v) return json_decref(out), NULL;
@@ -216,7 +228,7 @@ static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *item, ch
       return json_decref(out), NULL;
     }
     snprintf(path + at, at < pathsz ? pathsz - at : 0, "%s%s", at ? "." : "", k);
-    json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, item, path, pathsz, strlen(path), err, errsz);
+    json_t *v = lh_to_json(L, lua_gettop(L), depth + 1, item, path, pathsz, strlen(path), left, err, errsz);
     if (v && json_object_set_new(out, k, v)) {
       v = NULL; /* set_new took it and freed it */
       snprintf(err, errsz, "%s: the key is not valid UTF-8", lh_subject(item, path, subj, sizeof subj));
@@ -374,8 +386,9 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
                              "must be numbers or booleans", where, fn, key, luaL_typename(L, -1));
         return -1;
       }
-      if (!isfinite(v)) {
-        snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite", where, fn, key, v);
+      if (!(fabs(v) <= LUAHOST_MAX_REWARD)) {
+        snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite numbers of magnitude at "
+                             "most %g (their means must not overflow)", where, fn, key, v, LUAHOST_MAX_REWARD);
         return -1;
       }
       memcpy(out->names[out->n_metrics], key, kn);
@@ -389,9 +402,10 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
              where, fn, luaL_typename(L, idx));
     return -1;
   }
-  if (!isfinite(out->reward)) {
-    snprintf(err, errsz, "%s: %s returned reward %g; rewards must be finite numbers", where, fn,
-             out->reward);
+  if (!(fabs(out->reward) <= LUAHOST_MAX_REWARD)) { /* NaN fails this too */
+    snprintf(err, errsz, "%s: %s returned reward %g; rewards must be finite numbers of magnitude at most %g "
+                         "(beyond that a group's spread or the gradient overflows and the step learns nothing "
+                         "or fails): scale them down", where, fn, out->reward, LUAHOST_MAX_REWARD);
     return -1;
   }
   return 0;
@@ -547,9 +561,23 @@ static int lh_prompts_k(lua_State *L) {
              got, a->n);
     return lh_raise_output(L, msg);
   }
+  size_t json_left = h->lim.memory_bytes; /* the prompts and their fields in C, as lh_to_json charges them */
   for (int i = 0; i < a->n; i++) {
     lua_rawgeti(L, res, i + 1);
     int item = lua_gettop(L);
+    if (lua_type(L, item) == LUA_TSTRING || lua_type(L, item) == LUA_TTABLE) {
+      lua_pushliteral(L, "prompt");
+      size_t plen = lua_type(L, item) == LUA_TSTRING ? lua_rawlen(L, item)
+                    : lua_rawget(L, item) == LUA_TSTRING ? lua_rawlen(L, -1) : 0;
+      lua_settop(L, item);
+      if (plen + 64 > json_left) {
+        snprintf(msg, sizeof msg, "%s: prompts(n, rng): the prompt of item %d takes the prompts past %zu MiB, the "
+                                  "script's memory cap (one string returned for many items is copied into each)",
+                 where, i + 1, h->lim.memory_bytes >> 20);
+        return lh_raise_output(L, msg);
+      }
+      json_left -= plen + 64;
+    }
     luahost_prompt *p = &a->out[i];
     size_t plen;
     const char *ptext, *nul;
@@ -589,7 +617,7 @@ static int lh_prompts_k(lua_State *L) {
       lua_pop(L, 1);
       char what[64], err[900], path[256] = "";
       snprintf(what, sizeof what, "item %d", i + 1);
-      json_t *j = lh_to_json(L, item, 0, what, path, sizeof path, 0, err, sizeof err);
+      json_t *j = lh_to_json(L, item, 0, what, path, sizeof path, 0, &json_left, err, sizeof err);
       if (!j || !json_is_object(j)) {
         free(prompt);
         if (j) snprintf(err, sizeof err, "item %d is an array; give a table with a prompt field",

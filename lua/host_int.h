@@ -52,6 +52,9 @@ int lh_raise(lua_State *L, const char *msg);
 /* The same for a result of the wrong shape: lh_call then fails with
  * RL_EXIT_USAGE (bad input), not its `code` (a failing script). */
 int lh_raise_output(lua_State *L, const char *msg);
+/* Install the sandbox's own xpcall, string.rep, table.insert, table.remove and
+ * table.move (lua/host_lib.c) into the global table at the top of the stack. */
+void lh_lib_open(lua_State *L);
 /* Register the rng type (metatable "rlrun.rng") in a fresh state. */
 void lh_rng_register(lua_State *L);
 /* Push a new rng userdata for (seed, iteration). */

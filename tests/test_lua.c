@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "lua/host.h"
@@ -809,5 +811,266 @@ TEST(lua_nul_bytes_are_refused_or_shown) {
   s.completion = "print";
   CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), 0);
   CHECK_STREQ(buf, "[r.lua] a\\0b\n");
+  luahost_close(h);
+}
+
+/* ------------------------------------------------------------------ C loops, xpcall, print */
+
+/* reward(sample) with the given completion in a child process that is killed
+ * after `secs`: a call that never returns fails the test instead of hanging
+ * it. Returns the call's exit code and message (e), or -1 ("did not return"). */
+static int call_within(luahost *h, const char *completion, double secs, rl_err *e) {
+  int fd[2];
+  if (pipe(fd)) return -1;
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fd[0]);
+    alarm((unsigned)ceil(secs));
+    luahost_sample s = mk(completion, NULL);
+    luahost_reward r;
+    rl_err ce = {0};
+    ce.code = luahost_reward_one(h, &s, &r, &ce);
+    if (write(fd[1], &ce, sizeof ce) != (ssize_t)sizeof ce) _exit(1);
+    _exit(0);
+  }
+  close(fd[1]);
+  size_t got = 0;
+  ssize_t k;
+  while (got < sizeof *e && (k = read(fd[0], (char *)e + got, sizeof *e - got)) > 0) got += (size_t)k;
+  close(fd[0]);
+  int st;
+  waitpid(pid, &st, 0);
+  if (got != sizeof *e) {
+    snprintf(e->msg, sizeof e->msg, "reward(sample) for '%s' did not return within %g s", completion, secs);
+    return e->code = -1;
+  }
+  return e->code;
+}
+
+TEST(lua_sandbox_c_library_loops_stop) {
+  /* Library loops in C where no VM instruction runs and nothing is allocated:
+   * the count hook and the memory cap never stopped them (each one hung). */
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.instructions = 2000000;
+  lim.seconds = 5;
+  luahost *h = src("cloop.lua",
+                   "local huge = setmetatable({}, {__len = function() return math.maxinteger // 2 end})\n"
+                   "local rawish = setmetatable({}, {__len = function() return 2^31 - 2 end, __index = rawlen,\n"
+                   "                                 __newindex = rawlen})\n"
+                   "function reward(s)\n"
+                   "  local c = s.completion\n"
+                   "  if c == 'rep' then return #string.rep('', math.maxinteger) + #(''):rep(1e15, '') end\n"
+                   "  if c == 'insert' then table.insert(huge, 1, 'x') end\n"
+                   "  if c == 'remove' then table.remove(huge, 1) end\n"
+                   "  if c == 'sort' then table.sort(rawish) end\n"
+                   "  if c == 'concat' then return #table.concat(rawish, '', 1, 4e8) end\n"
+                   "  if c == 'ok' then\n"
+                   "    local t = {1, 2, 3}\n"
+                   "    table.insert(t, 1, 0)\n"
+                   "    table.insert(t, 9)\n"
+                   "    local r = table.remove(t, 2)\n"
+                   "    return r * 1000 + #t * 100 + t[1] * 10 + t[4]\n"
+                   "  end\n"
+                   "  return -1\n"
+                   "end\n", &lim, &e);
+  REQUIRE(h);
+  /* An empty string repeated is "" at once (the stock rep looped 2^63 times). */
+  luahost_reward r;
+  luahost_sample s = mk("rep", NULL);
+  CHECK_EQ_I64(call_within(h, "rep", 10, &e), 0);
+  if (e.code == 0) {
+    REQUIRE(luahost_reward_one(h, &s, &r, &e) == 0);
+    CHECK_NEAR(r.reward, 0, 0);
+  }
+  /* insert/remove charge each element moved: the budget stops them. */
+  CHECK_EQ_I64(call_within(h, "insert", 10, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "cloop.lua:7: instruction budget exceeded (2000000 instructions per call");
+  CHECK_EQ_I64(call_within(h, "remove", 10, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "cloop.lua:8: instruction budget exceeded");
+  /* A C function called per element (here rawlen as __index) counts as a call. */
+  CHECK_EQ_I64(call_within(h, "sort", 10, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "cloop.lua:9: instruction budget exceeded");
+  CHECK_EQ_I64(call_within(h, "concat", 10, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "cloop.lua:10: instruction budget exceeded");
+  /* The replacements do what the stock ones do. */
+  s.completion = "ok";
+  REQUIRE(luahost_reward_one(h, &s, &r, &e) == 0);
+  CHECK_NEAR(r.reward, 1 * 1000 + 4 * 100 + 0 * 10 + 9, 0);
+  luahost_close(h);
+}
+
+TEST(lua_sandbox_deadline_holds_in_collectgarbage_loops) {
+  /* collectgarbage() is C work of the whole heap with a handful of
+   * instructions per loop turn: the clock, read every 1000 instructions, was
+   * read every ~200 collections — seconds past the deadline. */
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.instructions = (int64_t)1e15;
+  lim.seconds = 0.3;
+  lim.memory_bytes = 256u << 20;
+  luahost *h = src("gc.lua",
+                   "keep = {}\n"
+                   "function reward(s)\n"
+                   "  for i = 1, 300000 do keep[i] = {i} end\n"
+                   "  for i = 1, 1e9 do collectgarbage() end\n"
+                   "end\n", &lim, &e);
+  REQUIRE(h);
+  double t0 = rl_now();
+  CHECK_EQ_I64(call_within(h, "x", 30, &e), RL_EXIT_FAIL);
+  double dt = rl_now() - t0;
+  CHECK_CONTAINS(e.msg, "gc.lua:4: wall-clock deadline exceeded (0.3 s per call)");
+  CHECK_MSG(dt < 1.0, "stopped after %.2f s, deadline 0.3 s", dt);
+  luahost_close(h);
+}
+
+TEST(lua_sandbox_xpcall_handler_cannot_outlive_a_limit) {
+  /* Lua calls xpcall's handler for a limit error with hooks switched off: a
+   * handler that loops ran forever. It is not called for a limit error now. */
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.instructions = 2000000;
+  lim.seconds = 5;
+  luahost *h = src("xp.lua",
+                   "function reward(s)\n"
+                   "  if s.completion == 'loop' then\n"
+                   "    xpcall(function() while true do end end, function(m) while true do end end)\n"
+                   "  end\n"
+                   "  local ok, m = xpcall(function(a, b) error('bad ' .. a .. b) end,\n"
+                   "                       function(m) return 'H:' .. m end, 'x', 'y')\n"
+                   "  assert(not ok and m == 'H:xp.lua:5: bad xy', m)\n"
+                   "  local ok2, a, b = xpcall(function(...) return ... end, print, 1, 2)\n"
+                   "  assert(ok2 and a == 1 and b == 2)\n"
+                   "  local ok3, m3 = xpcall(error, function(m) error('again') end, 'z')\n"
+                   "  assert(not ok3 and m3 == 'error in error handling', m3)\n"
+                   "  return 1\n"
+                   "end\n", &lim, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call_within(h, "loop", 10, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "xp.lua:3: instruction budget exceeded (2000000 instructions per call");
+  CHECK_EQ_I64(call_within(h, "plain", 10, &e), 0);
+  luahost_close(h);
+}
+
+TEST(lua_print_lines_are_prefixed_counted_and_escaped) {
+  rl_err e;
+  luahost *h = src("pl.lua",
+                   "function reward(s)\n"
+                   "  if s.completion == 'many' then print(('x\\n'):rep(40)) return 0 end\n"
+                   "  print('a\\nrlrun: run complete', '\\27[2Jred\\r', 'tab\\there\\0')\n"
+                   "  print(('y'):rep(5000))\n"
+                   "  return 0\n"
+                   "end\n", NULL, &e);
+  REQUIRE(h);
+  char buf[4096] = "";
+  luahost_set_log(h, capture_log, buf);
+  REQUIRE(call(h, &e) == 0);
+  /* Each line carries the prefix; control characters but tab are escaped. */
+  CHECK_CONTAINS(buf, "[pl.lua] a\n[pl.lua] rlrun: run complete\t\\x1B[2Jred\\r\ttab\there\\0\n");
+  /* A long line is cut, with the count of what was left out. */
+  CHECK_CONTAINS(buf, "yyy\xe2\x80\xa6 (3000 more bytes)\n");
+  buf[0] = 0;
+  luahost_sample s = mk("many", NULL);
+  luahost_reward r;
+  REQUIRE(luahost_reward_one(h, &s, &r, &e) == 0);
+  /* One print of 40 lines: 32 shown, then the note. */
+  int lines = 0;
+  for (const char *p = buf; (p = strstr(p, "[pl.lua] x\n")); p++) lines++;
+  CHECK_EQ_I64(lines, 32);
+  CHECK_CONTAINS(buf, "[pl.lua] x\n[pl.lua] (further print output of this call dropped)\n");
+  luahost_close(h);
+}
+
+TEST(lua_error_messages_escape_control_characters) {
+  /* A newline in an error message started a line of rlrun's output that the
+   * script wrote ("rlrun: run complete …"), and ESC reached the terminal. */
+  rl_err e;
+  luahost *h = src("en.lua", "function reward(s)\n  error('bad\\nrlrun: run complete\\27[1m\\r\\0\\tx')\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "en.lua:2: bad\\nrlrun: run complete\\x1B[1m\\r\\0\tx (sample 3 of iteration 7)");
+  luahost_close(h);
+}
+
+TEST(lua_script_may_start_with_bom_and_shebang) {
+  /* The lua command skips both; rlrun refused them ("unexpected symbol near '#'"). */
+  rl_err e;
+  luahost *h = src("sb.lua", "\xef\xbb\xbf#!/usr/bin/env lua\nfunction reward(s)\n  error('here')\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "sb.lua:3: here"); /* line numbers stay the file's */
+  luahost_close(h);
+  h = src("sb2.lua", "#!lua", NULL, &e);
+  REQUIRE(h);
+  luahost_close(h);
+  /* Only the first line: a later '#' is still a syntax error. */
+  h = src("sb3.lua", "#!lua\n#x\n", NULL, &e);
+  CHECK(h == NULL);
+  CHECK_CONTAINS(e.msg, "sb3.lua:2: unexpected symbol near '#'");
+}
+
+TEST(lua_huge_rewards_are_refused) {
+  /* ±1e308 is finite, but a GRPO group's spread was inf: advantages 0, nothing
+   * learned, reward/std null, no error. */
+  rl_err e;
+  luahost *h = src("big.lua", "function reward(s)\n  if s.completion == 'm' then return {reward = 1, len = -1e31} end\n"
+                              "  if s.completion == 'ok' then return {reward = -1e30, len = 1e30} end\n"
+                              "  return 1e308\nend\n", NULL, &e);
+  REQUIRE(h);
+  CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "big.lua:1: reward(sample) returned reward 1e+308; rewards must be finite numbers of "
+                        "magnitude at most 1e+30");
+  luahost_sample s = mk("m", NULL);
+  luahost_reward r;
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "returned metric 'len' = -1e+31; metrics must be finite numbers of magnitude at most 1e+30");
+  s.completion = "ok";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), 0);
+  CHECK_NEAR(r.reward, -1e30, 0);
+  luahost_close(h);
+}
+
+TEST(lua_prompts_shared_tables_count_per_item) {
+  /* One table (or string) returned for many items is one object in Lua but a
+   * copy per item in C and in every sample stored: a 3 MB table shared by the
+   * items of a demo run wrote 1.8 GB of state in two iterations, and a table
+   * holding one 2000 times exhausted the host's memory. Their written-out size
+   * is charged against the script's memory cap. */
+  rl_err e;
+  luahost_limits lim = luahost_default_limits();
+  lim.memory_bytes = 8u << 20;
+  luahost *h = src("share.lua",
+                   "local big = {}\n"
+                   "for i = 1, 20000 do big[i] = 'abcdefghij' .. i end\n"
+                   "local deep = {}\n"
+                   "for i = 1, 2000 do deep[i] = big end\n"
+                   "local p = ('1'):rep(2 * 1024 * 1024)\n"
+                   "function prompts(n, rng)\n"
+                   "  local out = {}\n"
+                   "  for i = 1, n do\n"
+                   "    if n == 1 then out[i] = {prompt = 'x', meta = deep}\n"
+                   "    elseif n == 2 then out[i] = {prompt = 'x', small = {1, 2, 3}}\n"
+                   "    elseif n == 8 then out[i] = {prompt = 'x', meta = big}\n"
+                   "    else out[i] = p end\n"
+                   "  end\n"
+                   "  return out\n"
+                   "end\n", &lim, &e);
+  REQUIRE(h);
+  luahost_prompt *p = NULL;
+  double t0 = rl_now();
+  CHECK_EQ_I64(luahost_prompts(h, 1, 1, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK(rl_now() - t0 < 5);
+  CHECK_CONTAINS(e.msg, "share.lua:6: prompts(n, rng): field 'meta[");
+  CHECK_CONTAINS(e.msg, "of item 1 takes the fields of the prompts past 8 MiB as JSON, the script's memory cap");
+  CHECK_EQ_I64(luahost_prompts(h, 8, 1, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "of item 6 takes the fields of the prompts past 8 MiB as JSON");
+  CHECK_EQ_I64(luahost_prompts(h, 5, 1, 1, &p, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "share.lua:6: prompts(n, rng): the prompt of item 4 takes the prompts past 8 MiB");
+  /* Ordinary fields pass. */
+  REQUIRE(luahost_prompts(h, 2, 1, 1, &p, &e) == 0);
+  CHECK_STREQ(p[1].extra_json, "{\"small\":[1,2,3]}");
+  luahost_prompts_free(p, 2);
   luahost_close(h);
 }
