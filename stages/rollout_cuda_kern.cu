@@ -437,8 +437,9 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     else rck_ring_wait(ring);
   };
   /* A programmatic dependent of the kernel that writes q and the cache rows
-   * at L − 1 (rck_qkv_post): the older rows are in place already, so their
-   * copies start before griddepcontrol.wait; row L − 1 and q after it. */
+   * at L − 1 (rck_qkv_post; with the QK path fused, of the q/k/v GEMM, and this
+   * kernel writes row L − 1 itself): the older rows are in place already, so
+   * their copies start before griddepcontrol.wait; row L − 1 and q after it. */
   for (int i = 0; i < ring; i++) issue(i, pdl != 0 || fqk);
   if (pdl && fqk) pdl_wait(); /* the q/k/v GEMM's outputs are in place */
   if (pdl && !fqk) {
@@ -671,7 +672,7 @@ static void rck_tune_env(void) {
   rck_tune_pdl = !(v && !strcmp(v, "0"));
   v = getenv("RLRUN_DECODE_ATTN_RING");
   const int x = v ? atoi(v) : 0;
-  rck_tune_ring = x >= 2 && x <= RCK_RING_MAX ? x : 0; /* 0: by the rows (rck_ring) */
+  rck_tune_ring = x >= 2 && x <= RCK_RING_MAX ? x : 0; /* 0: by the rows (rck_staged_launch) */
   v = getenv("RLRUN_DECODE_ATTN_PER");
   rck_tune_per = v && atoi(v) > 0 ? atoi(v) : 0;
 }
