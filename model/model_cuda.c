@@ -558,6 +558,17 @@ int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint1
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
 }
 
+/* RLRUN_LINEAR_SHARED_ACT=0: every linear quantizes its activation itself (the
+ * same bits; a diagnostic of what sharing saves). Read once. */
+static int mc_shared_act(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *v = getenv("RLRUN_LINEAR_SHARED_ACT");
+    on = !(v && !strcmp(v, "0"));
+  }
+  return on;
+}
+
 /* n ≥ 2 quantized linears of one format and K that read the same xb through
  * cuBLASLt (no small-M kernel): the activation quantized once
  * (linear_act_prepare), then each GEMM and its FP32 copy — the bits of n
@@ -565,7 +576,7 @@ int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint1
  * 0 when the linears do not qualify (nothing done). */
 static int mc_lin_fwd_shared(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M,
                              float *const *out, int *rc, rl_err *e) {
-  if (n < 2 || M == 0 || L[0]->q.fmt == QFMT_BF16) return 0;
+  if (n < 2 || M == 0 || L[0]->q.fmt == QFMT_BF16 || !mc_shared_act()) return 0;
   for (int i = 0; i < n; i++)
     if (L[i]->q.fmt != L[0]->q.fmt || L[i]->q.cols != L[0]->q.cols || mc_small_fp8(m, L[i], xb, M, out[i]) ||
         mc_small_gemm(m, L[i], xb, M))
@@ -586,6 +597,28 @@ static int mc_lin_fwd_shared(model *m, const mc_lin *const *L, int n, const uint
     if (*rc) rl_err_prefix(e, "%s: ", m->params[L[i]->pi].name);
   }
   return 1;
+}
+
+int mc_lin_fwd_b_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, uint16_t *const *out_b,
+                       rl_err *e) {
+  /* shared when every linear runs cuBLASLt in one quantized format and K (the
+   * opt-in small fp8 kernel, at M ≤ 64, has its own quantization: not shared) */
+  const char *sf = getenv("RLRUN_SMALL_GEMM_FP8");
+  int share = n >= 2 && M > 0 && L[0]->q.fmt != QFMT_BF16 && !(M <= 64 && sf && !strcmp(sf, "1")) && mc_shared_act();
+  for (int i = 1; i < n && share; i++) share = L[i]->q.fmt == L[0]->q.fmt && L[i]->q.cols == L[0]->q.cols;
+  if (!share) {
+    for (int i = 0; i < n; i++)
+      if (mc_lin_fwd_b(m, L[i], xb, M, out_b[i], e)) return e->code;
+    return 0;
+  }
+  quant_policy tmp;
+  const quant_policy *pol = mc_fwd_policy(m, &tmp);
+  linear_act a;
+  int rc = MC_DP(DP_FWD_GEMM, linear_act_prepare(&a, xb, M, L[0]->q.cols, L[0]->q.fmt, pol, NULL, e));
+  for (int i = 0; i < n && !rc; i++)
+    if ((rc = MC_DP(DP_FWD_GEMM, linear_forward_prepared(out_b[i], &a, &L[i]->q, pol, NULL, e))))
+      rl_err_prefix(e, "%s: ", m->params[L[i]->pi].name);
+  return rc;
 }
 
 int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, float *const *out,

@@ -250,9 +250,13 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
   if ((rc = MC_DP(DP_FWD_NORM,
                   ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, NULL, e))))
     goto out;
-  if ((rc = mc_lin_fwd_b(m, &y->q, x->xn1_b, T, x->qr_b, e)) || (rc = mc_lin_fwd_b(m, &y->k, x->xn1_b, T, x->kr_b, e)) ||
-      (rc = x->v_b ? mc_lin_fwd_b(m, &y->v, x->xn1_b, T, x->v_b, e) : mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e)))
-    goto out;
+  { /* q, k (and v when BF16) from one quantization of xn1 */
+    const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
+    uint16_t *const ob[3] = {x->qr_b, x->kr_b, x->v_b};
+    if ((rc = mc_lin_fwd_b_group(m, qkv, x->v_b ? 3 : 2, x->xn1_b, T, ob, e)) ||
+        (!x->v_b && (rc = mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e))))
+      goto out;
+  }
   if ((rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->q, x->q_b, x->rstd_q, x->qr_b, P[mc_pidx(m, my->q_norm)].wf,
                                                                 a->pos, T, m->nq, m->hd, m->eps, m->theta, NULL, e))) ||
       (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->k, x->k_b, x->rstd_k, x->kr_b, P[mc_pidx(m, my->k_norm)].wf,
@@ -265,8 +269,8 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
     goto out;
   if (my->moe) {
     if (!(rc = mc_moe_forward(m, l, replay, a, next, e))) rc = MC_DP(DP_FWD_ACT, mck_add_f32(next, x->h, next, (int64_t)T * H, e));
-  } else if (!(rc = mc_lin_fwd_b(m, &y->gate, x->xn2_b, T, x->gate_b, e)) &&
-             !(rc = mc_lin_fwd_b(m, &y->up, x->xn2_b, T, x->up_b, e)) &&
+  } else if (!(rc = mc_lin_fwd_b_group(m, (const mc_lin *const[2]){&y->gate, &y->up}, 2, x->xn2_b, T,
+                                       (uint16_t *const[2]){x->gate_b, x->up_b}, e)) &&
              !(rc = MC_DP(DP_FWD_ACT, ops_swiglu_forward_bx_cuda(NULL, x->act_b, x->gate_b, x->up_b, T, m->I, m->I, NULL, e))) &&
              !(rc = mc_lin_fwd_b(m, &y->down, x->act_b, T, a->o_b, e))) {
     rc = MC_DP(DP_FWD_ACT, mck_add_bf16(next, x->h, a->o_b, (int64_t)T * H, e));

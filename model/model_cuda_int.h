@@ -195,6 +195,11 @@ int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint
 /* mc_lin_fwd with a BF16 result: out_b [M, N] = BF16 of x·Wᵀ — the same bits as
  * mc_lin_fwd's FP32 (which holds BF16 values), linear_forward writing out_b itself. */
 int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint16_t *out_b, rl_err *e);
+/* n linears reading the same xb into BF16 outputs: one activation quantization
+ * for all (linear_act_prepare) when they share a quantized format and K and run
+ * cuBLASLt, else mc_lin_fwd_b each; the same bits either way. */
+int mc_lin_fwd_b_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, uint16_t *const *out_b,
+                       rl_err *e);
 /* mc_lin_bwd on BF16: dy_b [M, N] BF16; dx_b [M, K] written as BF16 (NULL to
  * skip) — what mc_lin_bwd converts dy to and adds dX from, without the passes. */
 int mc_lin_bwd_b(model *m, const mc_lin *L, const uint16_t *dy_b, int64_t M, const uint16_t *xb, uint16_t *dx_b,
