@@ -310,3 +310,44 @@ TEST(sft_checkpoint_without_weights_is_invalid) {
   snprintf(p, sizeof p, "test -e %s/runs", t);
   CHECK(harness_run(p, NULL, 0) != 0);
 }
+
+/* A chain's RL run that has checkpoints of its own resumes after the SFT run it
+ * started from was moved away: resume exits 4 listing the missing inputs,
+ * `--allow-changed` continues from the run's own checkpoint and ends with the
+ * uninterrupted run's bits. Before, --allow-changed failed (exit 2) hashing
+ * and loading the start checkpoint that was gone. */
+TEST(sft_chain_resumes_after_the_start_run_is_moved) {
+  char args[8192], out[16384], d[1024], p[8192], rd[2048], ref[2048];
+  snprintf(d, sizeof d, "%s/mv", harness_tmpdir());
+  const char *rl = "--set loop.iterations=6 --set loop.checkpoint_interval=2 --set rollout.batch=8 "
+                   "--set train.microbatch=64 --quiet";
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet", d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@5:kill", args, out, sizeof out), 137);
+  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, sizeof rd) == 0);
+  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, sizeof ref) == 0);
+  snprintf(p, sizeof p, "mv %s/sft %s/sft-moved", d, d);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "input missing: ");
+  snprintf(args, sizeof args, "resume %s --allow-changed --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "run complete: ");
+  char a[65], b[65];
+  rl_err e;
+  snprintf(p, sizeof p, "%s/checkpoints/step-000006/model.safetensors", rd);
+  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
+  snprintf(p, sizeof p, "%s/checkpoints/step-000006/model.safetensors", ref);
+  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
+  CHECK_STREQ(a, b);
+  /* the inputs recorded are those still there: a second resume has nothing missing to report */
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK(strstr(out, "input missing") == NULL);
+}
