@@ -440,7 +440,7 @@ int cmd_resume(int argc, char **argv) {
       recipe_free(&r);
       r = fresh;
       have_fresh = 0;
-    } else if (!(rc = runs_input_hashes(&r, &fresh_hashes, &e))) {
+    } else if (!(rc = runs_input_hashes_present(&r, 1, &fresh_hashes, &e))) {
       rc = store_run_update(s, run.recipe_resolved, fresh_hashes, &e);
     }
     if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);

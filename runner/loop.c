@@ -57,6 +57,7 @@ typedef struct loop_ctx {
   const char *dir;
   store *s;
   const recipe *r;
+  const char *model_from; /* the run's own resume checkpoint (loop_model_build's from) or NULL */
   FILE *log, *logfile;
   int progress, quiet;
   tokenizer *tok;
@@ -181,7 +182,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   } else if (r->train.algorithm != ALGO_SFT) {
     return rl_errf(e, RL_EXIT_USAGE, "reward.script is required for train.algorithm other than sft");
   }
-  if (loop_model_build(r, c->tok, &c->m, &c->config_json, e)) return e->code;
+  if (loop_model_build(r, c->tok, c->model_from, &c->m, &c->config_json, e)) return e->code;
   c->gpu = loop_gpu_wanted(r);
   if (c->gpu && loop_gpu_open(&c->geng, r, c->m, &c->ro_pol, e)) return e->code; /* m->cu on the train GPU */
   if (loop_sync_weights(c, NULL, e)) return e->code;
@@ -563,6 +564,7 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
     if (loop_resume_find(run_dir, s, r, &own, e)) return e->code;
     rp = &own;
   }
+  c.model_from = rp->found ? rp->info.dir : NULL;
   c.logfile = loop_log_open(run_dir);
   int done = 0, rc = loop_enter(&c, 0, "convert", &done, e);
   if (!rc) rc = loop_open(&c, e);

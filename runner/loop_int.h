@@ -17,8 +17,12 @@
 /* The model a recipe names: model.path (HF dir), model.checkpoint (a run's
  * checkpoint directory) or model.init (a fresh model: weights drawn from
  * N(0, 0.02²) by a counter-based generator keyed by (seed, tensor, element),
- * norms 1). *config_json gets the config.json text the checkpoints carry. */
-int loop_model_build(const recipe *r, const tokenizer *tok, model **out, char **config_json, rl_err *e);
+ * norms 1). *config_json gets the config.json text the checkpoints carry.
+ * from, when not NULL, is a checkpoint of the run itself (its resume point)
+ * to build a model.checkpoint recipe's model from instead: a resumed chain
+ * needs the checkpoint it started from no longer once it has one of its own. */
+int loop_model_build(const recipe *r, const tokenizer *tok, const char *from, model **out, char **config_json,
+                     rl_err *e);
 /* The config.json of a fresh model (model.init) — also what model_config_parse reads. */
 char *loop_model_init_config(const recipe *r, const tokenizer *tok);
 /* The model's BF16 master weights as checkpoint tensors (data points into m). */

@@ -73,10 +73,12 @@ static void loop_model_init_weights(model *m, uint64_t seed) {
   }
 }
 
-int loop_model_build(const recipe *r, const tokenizer *tok, model **out, char **config_json, rl_err *e) {
+int loop_model_build(const recipe *r, const tokenizer *tok, const char *from, model **out, char **config_json,
+                     rl_err *e) {
   *out = NULL;
   *config_json = NULL;
   const char *dir = r->model.path ? r->model.path : r->model.checkpoint;
+  if (from && r->model.checkpoint) dir = from;
   if (dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);

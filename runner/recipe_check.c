@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "runner/inputs.h"
 #include "runner/recipe_tree.h"
+#include "state/ckpt.h"
 #include "stages/prompts.h"
 #include "stages/sync.h"
 #include "stages/train.h"
@@ -168,6 +169,13 @@ static int check_model(recipe *r, int flags, rl_err *e) {
     }
     free(r->model.checkpoint);
     r->model.checkpoint = res;
+    /* a checkpoint directory named directly counts by its config.json: without
+     * its weights the loader would read whatever *.safetensors is left (the
+     * optimizer's) and fail mid-run, after the run directory exists */
+    char w[4400];
+    if (snprintf(w, sizeof w, "%s/" CKPT_WEIGHTS, res) < (int)sizeof w && stat(w, &st) != 0)
+      return kerr(r, e, "model.checkpoint", "'%s' is an incomplete checkpoint directory: no " CKPT_WEIGHTS
+                  " beside its config.json", res);
   }
   const char *key = r->model.path ? "model.path" : "model.checkpoint";
   const char *dir = r->model.path ? r->model.path : r->model.checkpoint;

@@ -4,8 +4,10 @@
  *   1. a checkpoint directory                      runs/sft-1234/checkpoints/step-000040
  *   2. a run directory: its newest checkpoint      runs/sft-demo-cpu-20250101T000000Z-ab12
  *   3. RUNS/NAME that does not exist: the newest run directory RUNS/NAME-<id>
- *      (ids start with the UTC start time, so the greatest id is the newest
- *      run) that holds a checkpoint              runs/sft-demo-cpu
+ *      (<id> exactly as rundir_make_id writes it, YYYYMMDDTHHMMSSZ-hhhh, so
+ *      that runs of another name such as NAME-7b-<id> never match; ids start
+ *      with the UTC start time, so the greatest id is the newest run) that
+ *      holds a checkpoint                         runs/sft-demo-cpu
  * A checkpoint directory counts when its manifest, config and weights are all
  * there (ckpt_write renames the finished directory into place). */
 #include <dirent.h>
@@ -33,9 +35,24 @@ static int rc_is_ckpt(const char *dir) {
 /* qsort: descending strings. */
 static int rc_desc(const void *a, const void *b) { return strcmp(*(char *const *)b, *(char *const *)a); }
 
-/* The entries of dir whose name starts with prefix followed by a digit (or
- * exactly "step-" digits when prefix is "step-"), newest (greatest) first. */
-static char **rc_list(const char *dir, const char *prefix, int *n) {
+/* 1 when s is a run id's suffix as rundir_make_id writes it:
+ * YYYYMMDDTHHMMSSZ-hhhh (lowercase hex), nothing after it. */
+static int rc_is_run_id(const char *s) {
+  static const char pat[] = "ddddddddTddddddZ-hhhh";
+  for (int i = 0; pat[i]; i++) {
+    char c = s[i];
+    if (pat[i] == 'd' ? !(c >= '0' && c <= '9')
+        : pat[i] == 'h' ? !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))
+                        : c != pat[i])
+      return 0;
+  }
+  return s[sizeof pat - 1] == 0;
+}
+
+/* The entries of dir whose name is prefix followed by a digit (checkpoints:
+ * "step-" digits) or, with run_ids, by a run id (rc_is_run_id), newest
+ * (greatest) first. */
+static char **rc_list(const char *dir, const char *prefix, int run_ids, int *n) {
   *n = 0;
   DIR *d = opendir(dir);
   if (!d) return NULL;
@@ -45,6 +62,7 @@ static char **rc_list(const char *dir, const char *prefix, int *n) {
   struct dirent *de;
   while ((de = readdir(d))) {
     if (strncmp(de->d_name, prefix, lp) || de->d_name[lp] < '0' || de->d_name[lp] > '9') continue;
+    if (run_ids && !rc_is_run_id(de->d_name + lp)) continue;
     if (*n == cap) v = rl_xrealloc(v, (size_t)(cap = cap ? 2 * cap : 8) * sizeof *v);
     v[(*n)++] = strdup(de->d_name);
   }
@@ -63,7 +81,7 @@ static char *rc_run_latest(const char *run) {
   char sub[4200];
   if (snprintf(sub, sizeof sub, "%s/" CKPT_SUBDIR, run) >= (int)sizeof sub) return NULL;
   int n = 0;
-  char **v = rc_list(sub, "step-", &n), *found = NULL;
+  char **v = rc_list(sub, "step-", 0, &n), *found = NULL;
   for (int i = 0; i < n && !found; i++) {
     char p[4400];
     if (snprintf(p, sizeof p, "%s/%s", sub, v[i]) < (int)sizeof p && rc_is_ckpt(p)) found = strdup(p);
@@ -87,7 +105,7 @@ char *recipe_resolve_checkpoint(const char *given) {
   if (!parent[0]) snprintf(parent, sizeof parent, "/");
   snprintf(prefix, sizeof prefix, "%s-", slash ? slash + 1 : given);
   int n = 0;
-  char **v = rc_list(parent, prefix, &n), *found = NULL;
+  char **v = rc_list(parent, prefix, 1, &n), *found = NULL;
   for (int i = 0; i < n && !found; i++) {
     char p[4400];
     if (snprintf(p, sizeof p, "%s/%s", parent, v[i]) < (int)sizeof p) found = rc_run_latest(p);

@@ -75,18 +75,23 @@ static int hash_dir(json_t *obj, const char *dir, rl_err *e) {
   return rc;
 }
 
-int runs_input_hashes(const recipe *r, char **json, rl_err *e) {
+int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl_err *e) {
   json_t *o = json_object();
   int rc = 0;
-  if (r->model.path) rc = hash_dir(o, r->model.path, e);
-  if (!rc && r->model.checkpoint) rc = hash_dir(o, r->model.checkpoint, e);
+  struct stat st;
+#define RUNS_THERE(p) (!present_only || stat((p), &st) == 0)
+  if (r->model.path && RUNS_THERE(r->model.path)) rc = hash_dir(o, r->model.path, e);
+  if (!rc && r->model.checkpoint && RUNS_THERE(r->model.checkpoint)) rc = hash_dir(o, r->model.checkpoint, e);
   const char *files[] = {r->tokenizer.path, r->data.prompts, r->data.task, r->reward.script};
   for (size_t i = 0; i < sizeof files / sizeof *files && !rc; i++)
-    if (files[i]) rc = hash_into(o, files[i], e);
+    if (files[i] && RUNS_THERE(files[i])) rc = hash_into(o, files[i], e);
+#undef RUNS_THERE
   *json = rc ? NULL : json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
   json_decref(o);
   return rc;
 }
+
+int runs_input_hashes(const recipe *r, char **json, rl_err *e) { return runs_input_hashes_present(r, 0, json, e); }
 
 /* Append a formatted line to a growing report. */
 static void report_add(char **report, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

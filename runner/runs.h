@@ -36,6 +36,10 @@ int runs_canonical_recipe(recipe *r, rl_err *e);
 char *runs_resolved_text(const recipe *r);
 /* {"path": "sha256", …} of every input file of the recipe (malloc'd JSON). */
 int runs_input_hashes(const recipe *r, char **json, rl_err *e);
+/* The same, with present_only: inputs that no longer exist are left out (what
+ * `resume --allow-changed` records when it continues without them, e.g. a
+ * chain's start checkpoint moved away after the run wrote checkpoints of its own). */
+int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl_err *e);
 /* Compare stored input hashes with the files now: one line per changed or
  * missing file appended to *report (malloc'd, grown); returns the count. */
 int runs_inputs_changed(const char *stored_json, char **report);

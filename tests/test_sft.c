@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner/recipe.h"
 #include "state/ckpt.h"
 #include "state/sha256.h"
 #include "state/store.h"
@@ -265,4 +266,88 @@ TEST(runs_lock_refuses_a_second_writer_readers_still_work) {
   snprintf(args, sizeof args, "resume %s", rd);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "already complete");
+}
+
+/* model.checkpoint: RUNS/NAME matches only NAME-<run id> (YYYYMMDDTHHMMSSZ-hhhh):
+ * a run of another name that starts with NAME- and a digit (sft-7b-<id>) was
+ * taken for a newer run of NAME before. */
+TEST(sft_checkpoint_name_matches_only_that_names_runs) {
+  char p[4096], want[2048];
+  const char *t = harness_tmpdir();
+  snprintf(p, sizeof p, "cd %s && for d in runs/sft-20260101T000000Z-00aa runs/sft-7b-20260301T000000Z-0001 "
+           "runs/sft-20260201T000000Z-00bb runs/sft-2026x runs/sft-20260401T000000Z-0001.old; do "
+           "mkdir -p $d/checkpoints/step-000004 && touch $d/checkpoints/step-000004/config.json "
+           "$d/checkpoints/step-000004/model.safetensors $d/checkpoints/step-000004/manifest.json; done", t);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(p, sizeof p, "%s/runs/sft", t);
+  char *got = recipe_resolve_checkpoint(p);
+  snprintf(want, sizeof want, "%s/runs/sft-20260201T000000Z-00bb/checkpoints/step-000004", t);
+  CHECK_STREQ(got ? got : "(null)", want);
+  free(got);
+  snprintf(p, sizeof p, "%s/runs/sft-7b", t);
+  got = recipe_resolve_checkpoint(p);
+  snprintf(want, sizeof want, "%s/runs/sft-7b-20260301T000000Z-0001/checkpoints/step-000004", t);
+  CHECK_STREQ(got ? got : "(null)", want);
+  free(got);
+}
+
+/* A checkpoint directory named directly without its weights (config.json
+ * alone, or beside optimizer.safetensors) is refused by validation, exit 2,
+ * before a run directory exists; it was valid, and the run then loaded the
+ * optimizer's tensors as the model and failed mid-run. */
+TEST(sft_checkpoint_without_weights_is_invalid) {
+  char p[4096], args[4096], out[4096], want[4096];
+  const char *t = harness_tmpdir();
+  snprintf(p, sizeof p, "mkdir -p %s/half && printf '{}' > %s/half/config.json && touch %s/half/optimizer.safetensors",
+           t, t, t);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/runs --set model.checkpoint=%s/half --quiet",
+           t, t);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun run: --set model.checkpoint=%s/half: '%s/half' is an incomplete checkpoint "
+           "directory: no model.safetensors beside its config.json\n", t, t);
+  CHECK_STREQ(out, want);
+  snprintf(p, sizeof p, "test -e %s/runs", t);
+  CHECK(harness_run(p, NULL, 0) != 0);
+}
+
+/* A chain's RL run that has checkpoints of its own resumes after the SFT run it
+ * started from was moved away: resume exits 4 listing the missing inputs,
+ * `--allow-changed` continues from the run's own checkpoint and ends with the
+ * uninterrupted run's bits. Before, --allow-changed failed (exit 2) hashing
+ * and loading the start checkpoint that was gone. */
+TEST(sft_chain_resumes_after_the_start_run_is_moved) {
+  char args[8192], out[16384], d[1024], p[8192], rd[2048], ref[2048];
+  snprintf(d, sizeof d, "%s/mv", harness_tmpdir());
+  const char *rl = "--set loop.iterations=6 --set loop.checkpoint_interval=2 --set rollout.batch=8 "
+                   "--set train.microbatch=64 --quiet";
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet", d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@5:kill", args, out, sizeof out), 137);
+  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, sizeof rd) == 0);
+  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, sizeof ref) == 0);
+  snprintf(p, sizeof p, "mv %s/sft %s/sft-moved", d, d);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "input missing: ");
+  snprintf(args, sizeof args, "resume %s --allow-changed --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "run complete: ");
+  char a[65], b[65];
+  rl_err e;
+  snprintf(p, sizeof p, "%s/checkpoints/step-000006/model.safetensors", rd);
+  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
+  snprintf(p, sizeof p, "%s/checkpoints/step-000006/model.safetensors", ref);
+  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
+  CHECK_STREQ(a, b);
+  /* the inputs recorded are those still there: a second resume has nothing missing to report */
+  snprintf(args, sizeof args, "resume %s", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK(strstr(out, "input missing") == NULL);
 }
