@@ -4,6 +4,7 @@
 #include "runner/loop.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -479,12 +480,18 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
   ckpt_tensor *w = loop_model_tensors(c->m, &nw), *opt = NULL;
   if (!rc) rc = loop_trainer_tensors(c->tr, &opt, &no, e);
   if (!rc) {
-    char extra[128];
-    snprintf(extra, sizeof extra, "{\"optim_step\": %lld, \"run_iterations\": %lld}",
-             (long long)trainer_step_count(c->tr), (long long)c->N);
+    /* the tokenizer goes with the weights: a run that starts from this
+     * checkpoint (model.checkpoint) is refused another one at validation */
+    json_t *x = json_pack("{s:I,s:I}", "optim_step", (json_int_t)trainer_step_count(c->tr), "run_iterations",
+                          (json_int_t)c->N);
+    if (c->r->tokenizer.type == TOKENIZER_CHARS && c->r->tokenizer.chars)
+      json_object_set_new(x, "tokenizer", json_pack("{s:s,s:s}", "type", "chars", "chars", c->r->tokenizer.chars));
+    char *extra = json_dumps(x, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(x);
     ckpt_content cc = {.iteration = k, .data_cursor = k * c->B, .weights = w, .n_weights = nw, .optim = opt,
                        .n_optim = no, .config_json = c->config_json, .extra_json = extra};
     rc = ckpt_write(c->dir, c->s, &cc, e);
+    free(extra);
   }
   free(w);
   free(opt);

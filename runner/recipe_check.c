@@ -228,6 +228,24 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
                 "the tokenizer needs %d ids (<pad>, <bos>, <eos> and %d characters), more than the model's "
                 "vocabulary (vocab_size %lld in %s's config.json)", count + 3, count, (long long)r->model.vocab,
                 r->model.path ? "model.path" : "model.checkpoint");
+    /* a run's checkpoint records the tokenizer it was trained with (manifest
+     * "extra"): the same vocabulary size with other characters (reordered,
+     * swapped) would feed the weights other token ids silently */
+    ckpt_info ci;
+    rl_err ce;
+    if (!rc && r->model.checkpoint && !(flags & RECIPE_NO_FS) && ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
+      json_t *x = json_loads(ci.extra_json, 0, NULL), *t = json_object_get(x, "tokenizer");
+      const char *ty = json_string_value(json_object_get(t, "type")), *ch = json_string_value(json_object_get(t, "chars"));
+      if (ty && strcmp(ty, "chars"))
+        rc = kerr(r, e, "tokenizer.type", "model.checkpoint '%s' was trained with a tokenizer of type %s (its "
+                  "manifest.json): use that tokenizer", r->model.checkpoint, ty);
+      else if (ch && strcmp(ch, r->tokenizer.chars))
+        rc = kerr(r, e, "tokenizer.chars", "differs from the characters model.checkpoint '%s' was trained with "
+                  "(\"%s\", its manifest.json): its token ids would stand for other characters; use those "
+                  "tokenizer.chars", r->model.checkpoint, ch);
+      json_decref(x);
+      ckpt_info_free(&ci);
+    }
     return rc;
   }
   if (r->tokenizer.chars) rc = kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");

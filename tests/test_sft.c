@@ -351,3 +351,26 @@ TEST(sft_chain_resumes_after_the_start_run_is_moved) {
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
   CHECK(strstr(out, "input missing") == NULL);
 }
+
+/* A run's checkpoint records its tokenizer (manifest.json "extra"): a run that
+ * starts from it with the same number of characters in another order is
+ * refused at validation (exit 2, nothing made). Before, "+" and "=" swapped
+ * validated and ran, feeding the SFT weights other token ids. */
+TEST(sft_checkpoint_tokenizer_must_match) {
+  char args[4096], out[8192], d[1024], p[4400];
+  snprintf(d, sizeof d, "%s/tok", harness_tmpdir());
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=1 --quiet", d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "validate recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s/sft/sft-demo-cpu", d);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0); /* the same characters */
+  snprintf(args, sizeof args, "validate recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s/sft/sft-demo-cpu "
+           "--set 'tokenizer.chars=0123456789=+'", d);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "differs from the characters model.checkpoint");
+  CHECK_CONTAINS(out, "(\"0123456789+=\", its manifest.json)");
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu "
+           "--set 'tokenizer.chars=0123456789=+' --quiet", d, d);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
+  snprintf(p, sizeof p, "test -e %s/rl", d);
+  CHECK(harness_run(p, NULL, 0) != 0);
+}
