@@ -361,6 +361,8 @@ static void *read_tensor(st_file *f, const st_tensor *t, rl_err *e) {
   return buf;
 }
 
+static const char *shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
+
 /* Companion tensor base+suffix of a quantized weight (with dtype/shape checks). */
 static int companion(st_ckpt *ck, const model_param *p, const char *suffix, int ndim, int64_t d0,
                      int64_t d1, st_dtype dt1, st_dtype dt2, st_file **f, const st_tensor **t,
@@ -371,10 +373,12 @@ static int companion(st_ckpt *ck, const model_param *p, const char *suffix, int 
   if (!*f) return rl_errf(e, RL_EXIT_USAGE, "tensor '%s' is quantized but '%s' is missing", p->name, nm);
   const st_tensor *s = *t;
   int shape_ok = ndim == 0 ? s->numel == 1 : (s->ndim == 2 && s->shape[0] == d0 && s->shape[1] == d1);
-  if ((s->dtype != dt1 && s->dtype != dt2) || !shape_ok)
-    return rl_errf(e, RL_EXIT_USAGE, "%s: tensor '%s' is %s with %d dims; want %s [%lld, %lld]",
-                   st_file_path(*f), nm, st_dtype_name(s->dtype), s->ndim, st_dtype_name(dt1),
+  if ((s->dtype != dt1 && s->dtype != dt2) || !shape_ok) {
+    char got[160];
+    return rl_errf(e, RL_EXIT_USAGE, "%s: tensor '%s' is %s %s; want %s [%lld, %lld]", st_file_path(*f), nm,
+                   st_dtype_name(s->dtype), shape_str(got, sizeof got, s->ndim, s->shape), st_dtype_name(dt1),
                    (long long)d0, (long long)d1);
+  }
   return 0;
 }
 
@@ -395,7 +399,8 @@ static int load_quantized(st_ckpt *ck, st_file *f, const st_tensor *t, model_par
     char nm[MODEL_NAME_MAX + 32];
     snprintf(nm, sizeof nm, "%.*s.weight_scale_inv", (int)strlen(p->name) - 7, p->name);
     const st_tensor *probe = NULL;
-    int mx = st_ckpt_find(ck, nm, &probe) && probe->dtype != ST_F32;
+    /* E8M0 scales (U8 / F8_E8M0) are mxfp8; anything else is checked as fp8-block's F32 */
+    int mx = st_ckpt_find(ck, nm, &probe) && (probe->dtype == ST_U8 || probe->dtype == ST_F8_E8M0);
     if (!rc && !mx &&
         !(rc = companion(ck, p, ".weight_scale_inv", 2, quant_cdiv(N, 128), quant_cdiv(K, 128),
                          ST_F32, ST_F32, &fs, &ts, e)) &&

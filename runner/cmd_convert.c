@@ -1,5 +1,6 @@
 /* cmd_convert.c — `rlrun convert`: a Hugging Face model directory to
  * fp8-block / mxfp8 / nvfp4, or any of them back to bf16 (stages/convert.c). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,8 +63,9 @@ static const char *opt_value(int argc, char **argv, int *i, const char *opt, int
 /* A non-negative integer option value. */
 static int parse_count(const char *opt, const char *v, int64_t *out) {
   char *end;
+  errno = 0;
   long long n = strtoll(v, &end, 10);
-  if (!*v || *end || n < 0) {
+  if (*v < '0' || *v > '9' || *end || errno || n < 0) { /* no sign, no blank, no saturated huge value */
     fprintf(stderr, "rlrun convert: %s wants a non-negative integer, got '%s'\n", opt, v);
     return RL_EXIT_USAGE;
   }

@@ -3,12 +3,14 @@
  * tests. Input lines {"tokens": [ids…]}; output lines {"logprobs": [...]}
  * with log p(tokens[t+1] | tokens[..t]) for t = 0..n−2, in input order. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "kernels/common.h"
@@ -178,7 +180,7 @@ static int score_run(int argc, char **argv, rl_err *e) {
       char *end;
       errno = 0;
       long long bt = strtoll(v, &end, 10);
-      if (!*v || *end || errno || bt < 1 || bt > SCORE_MAX_BATCH_TOKENS)
+      if (*v < '0' || *v > '9' || *end || errno || bt < 1 || bt > SCORE_MAX_BATCH_TOKENS) /* no sign, no blank */
         return rl_errf(e, RL_EXIT_USAGE,
                        "--batch-tokens '%s' is not an integer in [1, %d] (tokens per forward; default 4096)", v,
                        SCORE_MAX_BATCH_TOKENS);
@@ -209,6 +211,13 @@ static int score_run(int argc, char **argv, rl_err *e) {
       return rl_errf(e, RL_EXIT_USAGE, "--input %s is a directory: give a JSONL file ('-' reads stdin)", in);
   }
   if (rl_check_out_file("--out", outp, e)) return RL_EXIT_USAGE;
+  if (strcmp(in, "-") && strcmp(outp, "-")) { /* the scores renamed over the sequences they came from */
+    struct stat si, so;
+    if (stat(in, &si) == 0 && stat(outp, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino &&
+        S_ISREG(so.st_mode))
+      return rl_errf(e, RL_EXIT_USAGE, "--out %s is the --input file: the log-probs would replace the sequences; "
+                     "give another --out", outp);
+  }
   model_config cfg;
   int rc = model_config_load_hf(dir, &cfg, e), f32 = 0;
   if (rc) return rc;
@@ -252,10 +261,18 @@ static int score_run(int argc, char **argv, rl_err *e) {
   /* written to OUT.tmp and renamed over OUT when complete; "-" is stdout, and an
    * OUT that is a device or a FIFO (/dev/null) is written in place */
   const int to_stdout = !strcmp(outp, "-"), direct = to_stdout || rl_path_is_special(outp);
-  char tmp[4096];
-  snprintf(tmp, sizeof tmp, "%s", direct ? outp : "");
-  if (!direct) snprintf(tmp, sizeof tmp, "%s.tmp", outp);
-  FILE *fout = to_stdout ? stdout : fopen(tmp, "w");
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s", outp);
+  FILE *fout = to_stdout ? stdout : direct ? fopen(tmp, "w") : NULL;
+  /* the temporary is a new file (O_EXCL), never an existing one truncated: a
+   * fixed OUT.tmp was the --input itself when named so (it was emptied, and
+   * 0 sequences scored), or another run's temporary */
+  for (int k = 0; !direct && !fout && k < 100; k++) {
+    snprintf(tmp, sizeof tmp, k ? "%s.tmp.%ld.%d" : "%s.tmp.%ld", outp, (long)getpid(), k);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0 && !(fout = fdopen(fd, "w"))) close(fd), remove(tmp);
+    if (fd < 0 && errno != EEXIST) break;
+  }
   if (!fout) rc = rl_errf(e, RL_EXIT_FAIL, "cannot write %s: %s", tmp, strerror(errno));
   score_seq *seqs = NULL;
   int n = 0, cap = 0;
@@ -269,10 +286,14 @@ static int score_run(int argc, char **argv, rl_err *e) {
     if (!eof) {
       lineno++;
       while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-      if (len == 0) continue;
+      char *text = line;
+      if (lineno == 1 && len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) text += 3, len -= 3; /* a UTF-8 BOM */
+      ssize_t sp = 0;
+      while (sp < len && (text[sp] == ' ' || text[sp] == '\t' || text[sp] == '\r')) sp++;
+      if (sp == len) continue; /* blank: empty or whitespace only */
       if (n == cap) seqs = rl_xrealloc(seqs, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *seqs);
       seqs[n] = (score_seq){0};
-      if ((rc = score_parse_line(in, lineno, line, (size_t)len, m->V, m->cfg.max_position_embeddings, &seqs[n], e))) {
+      if ((rc = score_parse_line(in, lineno, text, (size_t)len, m->V, m->cfg.max_position_embeddings, &seqs[n], e))) {
         free(seqs[n].tok);
         break;
       }

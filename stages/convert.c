@@ -5,6 +5,7 @@
 #include "stages/convert.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,8 @@ void convert_opts_init(convert_opts *o) {
 int convert_parse_size(const char *s, uint64_t *out) {
   char *end;
   errno = 0;
+  /* digits first: strtod also takes " 5", "+5", "0x10" and "inf" */
+  if (!((*s >= '0' && *s <= '9') || *s == '.') || strpbrk(s, "xX")) return -1;
   double v = strtod(s, &end);
   if (end == s || errno || !(v > 0)) return -1;
   static const struct {
@@ -500,6 +503,32 @@ static int write_shards(convert_ctx *x, plan *p, const char *dir, int n_shards, 
 
 /* ------------------------------------------------------------------ the run */
 
+/* The resolved path of out, which need not exist yet: realpath of out, or of
+ * its parent directory with the last component appended. 0, or -1 when
+ * neither resolves (the output's parent is missing: mkdir says so later). */
+static int resolve_out(const char *out, char *buf, size_t n) {
+  char tmp[4096], res[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s", out);
+  for (size_t l = strlen(tmp); l > 1 && tmp[l - 1] == '/'; l--) tmp[l - 1] = 0;
+  if (realpath(tmp, res)) return snprintf(buf, n, "%s", res), 0;
+  char *slash = strrchr(tmp, '/');
+  const char *base = slash ? slash + 1 : tmp;
+  if (slash == tmp) snprintf(res, sizeof res, "/");
+  else if (slash) {
+    *slash = 0;
+    if (!realpath(tmp, res)) return -1;
+  } else if (!realpath(".", res)) return -1;
+  snprintf(buf, n, "%s%s%s", res, strcmp(res, "/") ? "/" : "", base);
+  return 0;
+}
+
+/* 1 when the resolved path a lies strictly inside the resolved directory d. */
+static int path_inside(const char *a, const char *d) {
+  size_t l = strlen(d);
+  if (!strcmp(d, "/")) return strcmp(a, "/") != 0;
+  return !strncmp(a, d, l) && a[l] == '/';
+}
+
 /* Check the options before anything is read. */
 static int check_opts(const convert_opts *o, rl_err *e) {
   if (!o->in_dir || !*o->in_dir) return rl_errf(e, RL_EXIT_USAGE, "--in DIR is required");
@@ -521,12 +550,30 @@ static int check_opts(const convert_opts *o, rl_err *e) {
     return rl_errf(e, RL_EXIT_USAGE, "--in %s is not a directory", o->in_dir);
   if (stat(o->out_dir, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
     return rl_errf(e, RL_EXIT_USAGE, "--out must differ from --in (%s)", o->in_dir);
-  return ckpt_dir_check_output(o->out_dir, o->force, e);
+  /* nested: publishing an --out that holds the input (--force) deleted it; an
+   * --out inside the input became part of the model directory it reads */
+  char rin[PATH_MAX], rout[PATH_MAX + 4100];
+  if (realpath(o->in_dir, rin) && !resolve_out(o->out_dir, rout, sizeof rout)) {
+    if (path_inside(rin, rout))
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "--in %s lies inside --out %s: writing --out would replace the input it reads; choose an "
+                     "--out outside the model directory",
+                     o->in_dir, o->out_dir);
+    if (path_inside(rout, rin))
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "--out %s lies inside --in %s: the output would become part of the model directory it "
+                     "converts; choose an --out outside it",
+                     o->out_dir, o->in_dir);
+  }
+  int rc = ckpt_dir_check_output(o->out_dir, o->force, e);
+  return rc ? rc : ckpt_dir_check_extras(o->in_dir, e);
 }
 
 /* The options against the model: requests that would silently do nothing are errors. */
 static int check_opts_model(const convert_opts *o, const model_config *c, rl_err *e) {
-  if (o->bf16_first_layers + o->bf16_last_layers > c->num_hidden_layers)
+  /* each alone first: their sum could overflow */
+  if (o->bf16_first_layers > c->num_hidden_layers || o->bf16_last_layers > c->num_hidden_layers ||
+      o->bf16_first_layers + o->bf16_last_layers > c->num_hidden_layers)
     return rl_errf(e, RL_EXIT_USAGE, "--bf16-first-layers %lld + --bf16-last-layers %lld exceed the model's %lld layers",
                    (long long)o->bf16_first_layers, (long long)o->bf16_last_layers, (long long)c->num_hidden_layers);
   return 0;

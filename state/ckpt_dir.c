@@ -78,6 +78,31 @@ int ckpt_dir_copy_extras(const char *in, const char *out, int *n_copied, rl_err 
   return rc;
 }
 
+int ckpt_dir_check_extras(const char *in, rl_err *e) {
+  static const char *const file_like[] = {".json", ".txt", ".model", ".jinja", ".tiktoken"};
+  DIR *d = opendir(in);
+  if (!d) return rl_errf(e, RL_EXIT_USAGE, "%s: cannot open directory: %s", in, strerror(errno));
+  struct dirent *de;
+  int rc = 0;
+  while (!rc && (de = readdir(d))) {
+    if (de->d_name[0] == '.' || ckpt_dir_is_weight_file(de->d_name)) continue;
+    int named_file = 0;
+    for (size_t i = 0; i < sizeof file_like / sizeof *file_like; i++) named_file |= ends_with(de->d_name, file_like[i]);
+    if (!named_file) continue;
+    char src[4096];
+    snprintf(src, sizeof src, "%s/%s", in, de->d_name);
+    struct stat st;
+    if (stat(src, &st) != 0)
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: cannot read it (%s; a dangling symlink?): the model's files are copied to "
+                   "the output; restore the file or remove the entry", src, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s is %s, not a file: the model's files are copied to the output; replace it "
+                   "with the file or remove it", src, rl_file_kind(st.st_mode));
+  }
+  closedir(d);
+  return rc;
+}
+
 /* nftw callback: remove one entry (children come first with FTW_DEPTH). */
 static int remove_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)ftw;

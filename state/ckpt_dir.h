@@ -16,6 +16,13 @@ int ckpt_dir_is_weight_file(const char *name);
  * count (may be NULL). */
 int ckpt_dir_copy_extras(const char *in, const char *out, int *n_copied, rl_err *e);
 
+/* Before anything is written: every file ckpt_dir_copy_extras would copy is a
+ * file. An entry named like one (*.json, *.txt, *.model, *.jinja, *.tiktoken:
+ * tokenizer.json, merges.txt, ...) that is a directory, another non-regular
+ * file or a dangling symlink is exit 2 naming it (it was skipped: the output
+ * lacked it, silently); other subdirectories stay skipped. */
+int ckpt_dir_check_extras(const char *in, rl_err *e);
+
 /* Copy one file (fsync). */
 int ckpt_dir_copy_file(const char *src, const char *dst, rl_err *e);
 

@@ -205,7 +205,10 @@ int st_ckpt_open(const char *dir, st_ckpt **out, rl_err *e) {
   struct stat st;
   int rc;
   if (stat(ipath, &st) == 0) {
-    rc = ckpt_open_index(c, ipath, e);
+    if (!S_ISREG(st.st_mode)) /* json_load_file read a directory as empty text: "'[' or '{' expected" */
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s is %s, not the index file of a sharded checkpoint; replace it with the file "
+                   "or remove it", ipath, rl_file_kind(st.st_mode));
+    else rc = ckpt_open_index(c, ipath, e);
   } else if (stat(spath, &st) == 0) {
     c->files = rl_xcalloc(1, sizeof *c->files);
     rc = st_file_open(spath, &c->files[0], e);

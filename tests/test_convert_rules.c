@@ -676,3 +676,122 @@ TEST(outputs_to_a_fifo_are_written_in_place) {
   CHECK(S_ISFIFO(st.st_mode));
   close(rd);
 }
+
+#define HF_BF16 "tests/fixtures/model/qwen3/hf-bf16"
+
+/* An --out that holds --in: with --force, publishing the output replaced the
+ * directory the input lay in, deleting the model it had just converted (exit
+ * 0). An --out inside --in became part of the model directory. Both are exit
+ * 2 now, before anything is read, and the input stays. */
+TEST(convert_refuses_nested_in_and_out) {
+  const char *d = harness_tmpdir();
+  char cmd[8192], want[2048], bin[2048];
+  if (!realpath(harness_bin(), bin)) snprintf(bin, sizeof bin, "%s", harness_bin()); /* the test cds */
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/p && cp -r " HF_BF16 " %s/p/in", d, d);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  snprintf(cmd, sizeof cmd, "%s convert --device cpu --quiet --to fp8-block --in %s/p/in --out %s/p --force", bin, d, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun convert: --in %s/p/in lies inside --out %s/p: writing --out would replace the "
+           "input it reads; choose an --out outside the model directory\n", d, d);
+  CHECK_STREQ(out, want);
+  snprintf(cmd, sizeof cmd, "%s convert --device cpu --quiet --to fp8-block --in %s/p/in/ --out %s/p/in/q/", bin, d, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  snprintf(want, sizeof want, "rlrun convert: --out %s/p/in/q/ lies inside --in %s/p/in/: the output would become "
+           "part of the model directory it converts; choose an --out outside it\n", d, d);
+  CHECK_STREQ(out, want);
+  snprintf(cmd, sizeof cmd, "ls %s/p %s/p/in", d, d);
+  harness_run(cmd, out, sizeof out);
+  snprintf(want, sizeof want, "%s/p:\nin\n\n%s/p/in:\nconfig.json\ngeneration_config.json\nmodel.safetensors\n", d, d);
+  CHECK_STREQ(out, want); /* the input intact, nothing written */
+  /* a sibling is fine, relative paths resolved */
+  snprintf(cmd, sizeof cmd, "cd %s/p/in && %s convert --device cpu --quiet --to fp8-block --in . --out ../q", d, bin);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  snprintf(cmd, sizeof cmd, "cd %s/p/in && %s convert --device cpu --quiet --to fp8-block --in . --out q", d, bin);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "rlrun convert: --out q lies inside --in .: ");
+}
+
+/* --bf16-first-layers and --bf16-last-layers near INT64_MAX: their sum
+ * overflowed negative and passed the "more than the model's layers" check
+ * (exit 0, every layer BF16); a value past int64 saturated silently, '+1' and
+ * ' 1' were taken. --shard-size took hex ("0x10": 16 bytes) and a leading
+ * blank. Each is exit 2 now. */
+TEST(convert_refuses_layer_counts_past_the_model_and_odd_numbers) {
+  const char *d = harness_tmpdir(), *bin = harness_bin();
+  struct {
+    const char *args, *msg;
+  } cases[] = {
+      {"--bf16-first-layers 9223372036854775807 --bf16-last-layers 9223372036854775807",
+       "rlrun convert: --bf16-first-layers 9223372036854775807 + --bf16-last-layers 9223372036854775807 exceed the "
+       "model's 2 layers\n"},
+      {"--bf16-last-layers 9223372036854775807 --bf16-first-layers 1",
+       "rlrun convert: --bf16-first-layers 1 + --bf16-last-layers 9223372036854775807 exceed the model's 2 layers\n"},
+      {"--bf16-first-layers 99999999999999999999",
+       "rlrun convert: --bf16-first-layers wants a non-negative integer, got '99999999999999999999'\n"},
+      {"--bf16-last-layers +1", "rlrun convert: --bf16-last-layers wants a non-negative integer, got '+1'\n"},
+      {"--bf16-last-layers ' 1'", "rlrun convert: --bf16-last-layers wants a non-negative integer, got ' 1'\n"},
+      {"--shard-size 0x10", "rlrun convert: --shard-size '0x10' is not a size (e.g. 5GB, 500MB, 2GiB)\n"},
+      {"--shard-size ' 5GB'", "rlrun convert: --shard-size ' 5GB' is not a size (e.g. 5GB, 500MB, 2GiB)\n"},
+      {"--shard-size infGB", "rlrun convert: --shard-size 'infGB' is not a size (e.g. 5GB, 500MB, 2GiB)\n"},
+  };
+  char cmd[4096];
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    snprintf(cmd, sizeof cmd, "%s convert --device cpu --quiet --to fp8-block --in " HF_BF16 " --out %s/o %s", bin, d,
+             cases[i].args);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+    CHECK_STREQ(out, cases[i].msg);
+  }
+  uint64_t sz = 0;
+  CHECK_EQ_I64(convert_parse_size("+5GB", &sz), -1);
+  CHECK_EQ_I64(convert_parse_size(".5KB", &sz), 0);
+  CHECK_EQ_U64(sz, 500);
+  CHECK_EQ_I64(convert_parse_size("1B", &sz), 0); /* one tensor a shard, still valid */
+  CHECK_EQ_U64(sz, 1);
+  snprintf(cmd, sizeof cmd, "%s convert --device cpu --quiet --to fp8-block --in " HF_BF16 " --out %s/o "
+           "--bf16-first-layers 1 --bf16-last-layers 1", bin, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "24 tensors in, 24 out (0 quantized, 0 dequantized, 24 kept)");
+}
+
+/* The files convert copies through: a tokenizer.json that is a directory or a
+ * FIFO, or a dangling symlink, was skipped without a word (exit 0, the output
+ * without its tokenizer); an index that is a directory was "not valid JSON:
+ * '[' or '{' expected". Exit 2 naming the entry now; a subdirectory with
+ * another name is still skipped. */
+TEST(convert_refuses_model_files_that_are_not_files) {
+  const char *d = harness_tmpdir(), *bin = harness_bin();
+  char cmd[4096], want[2048];
+  struct {
+    const char *make, *msg;
+  } cases[] = {
+      {"mkdir %s/m/tokenizer.json", "rlrun convert: %s/m/tokenizer.json is a directory, not a file: the model's files "
+                                    "are copied to the output; replace it with the file or remove it\n"},
+      {"mkfifo %s/m/merges.txt", "rlrun convert: %s/m/merges.txt is a FIFO, not a file: the model's files are copied "
+                                 "to the output; replace it with the file or remove it\n"},
+      {"ln -s /nonexistent %s/m/tokenizer_config.json",
+       "rlrun convert: %s/m/tokenizer_config.json: cannot read it (No such file or directory; a dangling symlink?): "
+       "the model's files are copied to the output; restore the file or remove the entry\n"},
+      {"mkdir %s/m/model.safetensors.index.json",
+       "rlrun convert: %s/m/model.safetensors.index.json is a directory, not the index file of a sharded checkpoint; "
+       "replace it with the file or remove it\n"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char mk[1024];
+    snprintf(mk, sizeof mk, cases[i].make, d);
+    snprintf(cmd, sizeof cmd, "rm -rf %s/m && cp -r " HF_BF16 " %s/m && %s", d, d, mk);
+    REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+    snprintf(cmd, sizeof cmd, "%s convert --device cpu --quiet --to fp8-block --in %s/m --out %s/o%zu", bin, d, d, i);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+    snprintf(want, sizeof want, cases[i].msg, d);
+    CHECK_STREQ(out, want);
+    snprintf(cmd, sizeof cmd, "test -e %s/o%zu", d, i);
+    CHECK(harness_run(cmd, out, sizeof out) != 0); /* nothing written */
+  }
+  /* a subdirectory of another name (onnx/) is skipped as before; a symlink to a file is copied */
+  snprintf(cmd, sizeof cmd, "rm -rf %s/m && cp -r " HF_BF16 " %s/m && mkdir %s/m/onnx && echo '{}' > %s/t.json && "
+           "ln -s %s/t.json %s/m/tokenizer.json && %s convert --device cpu --quiet --to fp8-block --in %s/m --out %s/ok "
+           "&& ls %s/ok", d, d, d, d, d, d, bin, d, d, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "2 file(s) copied");
+  CHECK_CONTAINS(out, "config.json\ngeneration_config.json\nmodel.safetensors\ntokenizer.json\n");
+}

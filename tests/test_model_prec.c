@@ -500,3 +500,90 @@ TEST(model_score_refuses_long_sequences_nul_bytes_and_huge_batches) {
   harness_run(cmd, text, sizeof text);
   CHECK_STREQ(text, "in.jsonl\nlong.jsonl\no.jsonl\n"); /* the two that scored; no nul.jsonl */
 }
+
+/* `rlrun score` inputs a careless user gives: whitespace-only lines (were
+ * "not valid JSON: '[' or '{' expected near end of file", though blank lines
+ * are skipped) and a UTF-8 BOM (was "not valid JSON" on line 1) are taken;
+ * --out naming the --input file replaced the sequences with their log-probs,
+ * and an --input named OUT.tmp was truncated as the temporary (exit 0, "0
+ * sequences", the input gone); --batch-tokens ' 5' and '+5' were taken. */
+TEST(model_score_blank_lines_bom_and_outputs_over_the_input) {
+  const char *dir = harness_tmpdir(), *bin = harness_bin();
+  char in[600], cmd[2048], text[4096], want[2048];
+  snprintf(in, sizeof in, "%s/in.jsonl", dir);
+  harness_write_file(in, "\xef\xbb\xbf{\"tokens\": [1, 2]}\n  \n\t\r\n \n{\"tokens\": [1, 2]}\n");
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out - 2>&1", bin, in);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
+  CHECK_CONTAINS(text, "score: 2 sequences, 4 tokens");
+  harness_write_file(in, "{\"tokens\": [1, 2]}\n\xef\xbb\xbf{\"tokens\": [1, 2]}\n"); /* a BOM only starts the file */
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK_CONTAINS(text, "in.jsonl:2:1: not valid JSON");
+  /* --out is the --input (by another name too) */
+  harness_write_file(in, "{\"tokens\": [1, 2]}\n");
+  const char *outs[] = {"%s/in.jsonl", "%s/./in.jsonl", "%s/link.jsonl"};
+  snprintf(cmd, sizeof cmd, "ln %s %s/link.jsonl", in, dir);
+  REQUIRE(harness_run(cmd, text, sizeof text) == 0);
+  for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+    char o[700];
+    snprintf(o, sizeof o, outs[i], dir);
+    snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s", bin, in, o);
+    CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+    snprintf(want, sizeof want, "rlrun score: --out %s is the --input file: the log-probs would replace the sequences; "
+             "give another --out\n", o);
+    CHECK_STREQ(text, want);
+  }
+  snprintf(cmd, sizeof cmd, "cat %s", in);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
+  CHECK_STREQ(text, "{\"tokens\": [1, 2]}\n"); /* untouched */
+  /* an --input named like the temporary of --out */
+  char tin[700];
+  snprintf(tin, sizeof tin, "%s/s.jsonl.tmp", dir);
+  harness_write_file(tin, "{\"tokens\": [1, 2, 3]}\n");
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/s.jsonl && cat %s && ls %s", bin, tin,
+           dir, tin, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
+  CHECK_CONTAINS(text, "score: 1 sequence, 3 tokens");
+  CHECK_CONTAINS(text, "{\"tokens\": [1, 2, 3]}\nin.jsonl\nlink.jsonl\ns.jsonl\ns.jsonl.tmp\n");
+  snprintf(cmd, sizeof cmd, "grep -c , %s/s.jsonl", dir); /* two log-probs */
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 0);
+  CHECK_STREQ(text, "1\n");
+  const char *bt[] = {" 5", "+5"};
+  for (size_t i = 0; i < 2; i++) {
+    snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out %s/o.jsonl --batch-tokens '%s'", bin,
+             in, dir, bt[i]);
+    CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+    snprintf(want, sizeof want, "rlrun score: --batch-tokens '%s' is not an integer in [1, 1048576] (tokens per "
+             "forward; default 4096)\n", bt[i]);
+    CHECK_STREQ(text, want);
+  }
+}
+
+/* An fp8-block checkpoint whose weight_scale_inv is not F32 was taken for
+ * mxfp8 (any non-F32 scale was), and the message asked for its layout:
+ * "is F16 with 2 dims; want U8 [128, 4]". Now the fp8-block layout is asked
+ * for, with the shape found. */
+TEST(model_load_names_the_fp8_block_scale_layout) {
+  const char *dir = harness_tmpdir(), *bin = harness_bin();
+  char cmd[2048], text[4096], want[2048], path[700];
+  snprintf(cmd, sizeof cmd, "%s convert --device cpu --quiet --to fp8-block --in " FXR "/qwen3/hf-bf16 --out %s/q", bin,
+           dir);
+  REQUIRE(harness_run(cmd, text, sizeof text) == 0);
+  snprintf(path, sizeof path, "%s/q/model.safetensors", dir);
+  FILE *f = fopen(path, "r+b");
+  REQUIRE(f);
+  char head[4096];
+  size_t n = fread(head, 1, sizeof head - 1, f);
+  head[n] = 0;
+  const char *key = "\"model.layers.0.mlp.down_proj.weight_scale_inv\":{\"dtype\":\"F32\",\"shape\":[1,1]";
+  char *p = strstr(head + 8, key); /* past the length prefix (NUL bytes) */
+  REQUIRE(p);
+  memcpy(p + strlen(key) - 18, "F16\",\"shape\":[1,2]", 18); /* the same 4 bytes */
+  REQUIRE(fseek(f, 0, SEEK_SET) == 0 && fwrite(head, 1, n, f) == n && fclose(f) == 0);
+  snprintf(path, sizeof path, "%s/in.jsonl", dir);
+  harness_write_file(path, "{\"tokens\": [1, 2]}\n");
+  snprintf(cmd, sizeof cmd, "%s score --model %s/q --input %s --out %s/o.jsonl", bin, dir, path, dir);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  snprintf(want, sizeof want, "rlrun score: loading model %s/q: %s/q/model.safetensors: tensor "
+           "'model.layers.0.mlp.down_proj.weight_scale_inv' is F16 [1, 2]; want F32 [1, 1]\n", dir, dir);
+  CHECK_STREQ(text, want);
+}
