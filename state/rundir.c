@@ -116,20 +116,25 @@ int rundir_create(const char *runs_dir, const char *name, char *out, size_t outs
                  name);
 }
 
+/* Write all len bytes of data to fd (EINTR retried); 0 or the errno. */
+static int write_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+  for (size_t left = len; left > 0;) {
+    ssize_t w = write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    p += w, left -= (size_t)w;
+  }
+  return 0;
+}
+
 int rundir_write_atomic(const char *path, const void *data, size_t len, rl_err *e) {
   if (rl_path_is_special(path)) { /* /dev/null, a FIFO: written in place (see rl_path_is_special) */
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int fd = open(path, O_WRONLY | O_CLOEXEC), err;
     if (fd < 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot open for writing: %s", path, strerror(errno));
-    const char *p = data;
-    for (size_t left = len; left > 0;) {
-      ssize_t w = write(fd, p, left);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        int err = w < 0 ? errno : EIO;
-        close(fd);
-        return rl_errf(e, RL_EXIT_FAIL, "%s: write failed: %s", path, strerror(err));
-      }
-      p += w, left -= (size_t)w;
+    if ((err = write_all(fd, data, len))) {
+      close(fd);
+      return rl_errf(e, RL_EXIT_FAIL, "%s: write failed: %s", path, strerror(err));
     }
     if (close(fd) != 0) return rl_errf(e, RL_EXIT_FAIL, "%s: close failed: %s", path, strerror(errno));
     return 0;
@@ -144,19 +149,12 @@ int rundir_write_atomic(const char *path, const void *data, size_t len, rl_err *
   else snprintf(dir, sizeof dir, ".");
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot create: %s", tmp, strerror(errno));
-  const char *p = data;
-  size_t left = len;
-  while (left > 0) {
-    ssize_t w = write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int err = w < 0 ? errno : EIO;
-      close(fd);
-      unlink(tmp);
-      return rl_errf(e, RL_EXIT_FAIL, "%s: write failed: %s%s", tmp, strerror(err),
-                     err == ENOSPC ? " (free disk space, then resume)" : "");
-    }
-    p += w, left -= (size_t)w;
+  int werr = write_all(fd, data, len);
+  if (werr) {
+    close(fd);
+    unlink(tmp);
+    return rl_errf(e, RL_EXIT_FAIL, "%s: write failed: %s%s", tmp, strerror(werr),
+                   werr == ENOSPC ? " (free disk space, then resume)" : "");
   }
   if (fsync(fd) != 0) {
     int err = errno;
