@@ -506,12 +506,14 @@ static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, in
  * bitwise at every M measured (the unified fp8-block mode's rollout/trainer
  * mismatch ~2e-7), while this kernel's order is its own (a mismatch of the
  * order of BF16 × BF16's through gemm_small); see docs/gpu-results.md. */
-static int mc_small_fp8(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out) {
+static int mc_small_fp8_wanted(const model *m, const mc_lin *L, int64_t M) {
   if (L->q.fmt != QFMT_FP8_BLOCK || M < 1 || M > 64 || m->cu->policy.pin_algo || m->cu->row_inv) return 0;
   const char *env = getenv("RLRUN_SMALL_GEMM_FP8");
-  if (!env || strcmp(env, "1")) return 0;
+  return env && !strcmp(env, "1");
+}
+static int mc_small_fp8(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out) {
   rl_err e = {0};
-  return gemm_small_fp8_check(out, xb, &L->q, M, &m->cu->policy, &e) == 0;
+  return mc_small_fp8_wanted(m, L, M) && gemm_small_fp8_check(out, xb, &L->q, M, &m->cu->policy, &e) == 0;
 }
 
 /* The policy a forward linear runs under: the model's, pinned while row_inv. */
@@ -569,56 +571,43 @@ static int mc_shared_act(void) {
   return on;
 }
 
-/* n ≥ 2 quantized linears of one format and K that read the same xb through
- * cuBLASLt (no small-M kernel): the activation quantized once
- * (linear_act_prepare), then each GEMM and its FP32 copy — the bits of n
- * mc_lin_fwd calls, n − 1 quantizer launches fewer. 1 when it ran (rc in *rc),
- * 0 when the linears do not qualify (nothing done). */
-static int mc_lin_fwd_shared(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M,
-                             float *const *out, int *rc, rl_err *e) {
+/* 1 when n ≥ 2 linears reading the same xb share one activation quantization:
+ * one quantized format and K, all through cuBLASLt (the opt-in small fp8
+ * kernel quantizes for itself), sharing not turned off. */
+static int mc_can_share(const model *m, const mc_lin *const *L, int n, int64_t M) {
   if (n < 2 || M == 0 || L[0]->q.fmt == QFMT_BF16 || !mc_shared_act()) return 0;
   for (int i = 0; i < n; i++)
-    if (L[i]->q.fmt != L[0]->q.fmt || L[i]->q.cols != L[0]->q.cols || mc_small_fp8(m, L[i], xb, M, out[i]) ||
-        mc_small_gemm(m, L[i], xb, M))
-      return 0;
-  quant_policy tmp;
-  const quant_policy *pol = mc_fwd_policy(m, &tmp);
-  linear_act a;
-  *rc = MC_DP(DP_FWD_GEMM, linear_act_prepare(&a, xb, M, L[0]->q.cols, L[0]->q.fmt, pol, NULL, e));
-  for (int i = 0; i < n && !*rc; i++) {
-    const int64_t N = L[i]->q.rows;
-    uint16_t *y = mc_scratch(m, MC_SCR_Y, (size_t)(M * N) * 2, e);
-    if (!y) {
-      *rc = e->code;
-      break;
-    }
-    *rc = MC_DP(DP_FWD_GEMM, linear_forward_prepared(y, &a, &L[i]->q, pol, NULL, e));
-    if (!*rc) *rc = mc_dp_end(ops_f32_from_bf16_cuda(out[i], y, (size_t)(M * N), NULL, e), DP_FWD_CONV);
-    if (*rc) rl_err_prefix(e, "%s: ", m->params[L[i]->pi].name);
-  }
+    if (L[i]->q.fmt != L[0]->q.fmt || L[i]->q.cols != L[0]->q.cols || mc_small_fp8_wanted(m, L[i], M)) return 0;
   return 1;
 }
 
-int mc_lin_fwd_b_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, uint16_t *const *out_b,
-                       rl_err *e) {
-  /* shared when every linear runs cuBLASLt in one quantized format and K (the
-   * opt-in small fp8 kernel, at M ≤ 64, has its own quantization: not shared) */
-  const char *sf = getenv("RLRUN_SMALL_GEMM_FP8");
-  int share = n >= 2 && M > 0 && L[0]->q.fmt != QFMT_BF16 && !(M <= 64 && sf && !strcmp(sf, "1")) && mc_shared_act();
-  for (int i = 1; i < n && share; i++) share = L[i]->q.fmt == L[0]->q.fmt && L[i]->q.cols == L[0]->q.cols;
-  if (!share) {
-    for (int i = 0; i < n; i++)
-      if (mc_lin_fwd_b(m, L[i], xb, M, out_b[i], e)) return e->code;
-    return 0;
-  }
+/* The linears of mc_can_share: the activation quantized once
+ * (linear_act_prepare), then each GEMM into out_b[i] (BF16), or through the
+ * scratch into out[i] as FP32 when out_b is NULL — the bits of one
+ * mc_lin_fwd_b / mc_lin_fwd each, n − 1 quantizer launches fewer. */
+static int mc_lin_fwd_shared(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M,
+                             float *const *out, uint16_t *const *out_b, rl_err *e) {
   quant_policy tmp;
   const quant_policy *pol = mc_fwd_policy(m, &tmp);
   linear_act a;
   int rc = MC_DP(DP_FWD_GEMM, linear_act_prepare(&a, xb, M, L[0]->q.cols, L[0]->q.fmt, pol, NULL, e));
-  for (int i = 0; i < n && !rc; i++)
-    if ((rc = MC_DP(DP_FWD_GEMM, linear_forward_prepared(out_b[i], &a, &L[i]->q, pol, NULL, e))))
-      rl_err_prefix(e, "%s: ", m->params[L[i]->pi].name);
+  for (int i = 0; i < n && !rc; i++) {
+    const int64_t N = L[i]->q.rows;
+    uint16_t *y = out_b ? out_b[i] : mc_scratch(m, MC_SCR_Y, (size_t)(M * N) * 2, e);
+    if (!y) return e->code;
+    rc = MC_DP(DP_FWD_GEMM, linear_forward_prepared(y, &a, &L[i]->q, pol, NULL, e));
+    if (!rc && !out_b) rc = mc_dp_end(ops_f32_from_bf16_cuda(out[i], y, (size_t)(M * N), NULL, e), DP_FWD_CONV);
+    if (rc) rl_err_prefix(e, "%s: ", m->params[L[i]->pi].name);
+  }
   return rc;
+}
+
+int mc_lin_fwd_b_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, uint16_t *const *out_b,
+                       rl_err *e) {
+  if (mc_can_share(m, L, n, M)) return mc_lin_fwd_shared(m, L, n, xb, M, NULL, out_b, e);
+  for (int i = 0; i < n; i++)
+    if (mc_lin_fwd_b(m, L[i], xb, M, out_b[i], e)) return e->code;
+  return 0;
 }
 
 int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, float *const *out,
@@ -626,8 +615,7 @@ int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb
   int small = n >= 1 && n <= GEMM_SMALL_MAX_SEGS;
   for (int i = 0; i < n && small; i++) small = mc_small_gemm(m, L[i], xb, M) && L[i]->q.cols == L[0]->q.cols;
   if (!small) {
-    int rc = 0;
-    if (mc_lin_fwd_shared(m, L, n, xb, M, out, &rc, e)) return rc;
+    if (mc_can_share(m, L, n, M)) return mc_lin_fwd_shared(m, L, n, xb, M, out, NULL, e);
     for (int i = 0; i < n; i++)
       if (mc_lin_fwd(m, L[i], xb, M, out[i], e)) return e->code;
     return 0;
@@ -648,8 +636,8 @@ int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint
   }
   const mc_lin *pair[2] = {gate, up};
   float *const outs[2] = {g_out, u_out};
-  int rc = 0;
-  if (mc_lin_fwd_shared(m, pair, 2, xb, M, outs, &rc, e)) {
+  if (mc_can_share(m, pair, 2, M)) {
+    int rc = mc_lin_fwd_shared(m, pair, 2, xb, M, outs, NULL, e);
     if (rc) return rc;
   } else if (mc_lin_fwd(m, gate, xb, M, g_out, e) || mc_lin_fwd(m, up, xb, M, u_out, e)) {
     return e->code;
