@@ -543,6 +543,10 @@ int mc_lin_fwd(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *
   return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
 }
 
+int mc_lin_native_b(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M) {
+  return M > 0 && !mc_small_fp8_wanted(m, L, M) && !mc_small_gemm(m, L, xb, M);
+}
+
 int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint16_t *out_b, rl_err *e) {
   int64_t N = L->q.rows;
   if (M == 0) return 0;

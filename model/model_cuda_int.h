@@ -195,6 +195,11 @@ int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint
 /* mc_lin_fwd with a BF16 result: out_b [M, N] = BF16 of x·Wᵀ — the same bits as
  * mc_lin_fwd's FP32 (which holds BF16 values), linear_forward writing out_b itself. */
 int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint16_t *out_b, rl_err *e);
+/* 1 when mc_lin_fwd of L over M rows of xb would run linear_forward (cuBLASLt)
+ * and convert its BF16 result to FP32 (no small-M kernel takes it): a caller
+ * that can read BF16 then takes mc_lin_fwd_b's result itself, the same bits
+ * without the conversion pass (the rollout engine's decode step). */
+int mc_lin_native_b(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M);
 /* n linears reading the same xb into BF16 outputs: one activation quantization
  * for all (linear_act_prepare) when they share a quantized format and K and run
  * cuBLASLt, else mc_lin_fwd_b each; the same bits either way. */

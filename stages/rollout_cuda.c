@@ -27,7 +27,7 @@
 /* A captured decode step of `rows` rows, valid while the device buffers it
  * points into are (epoch == device_buffers_epoch()). */
 typedef struct rc_graph {
-  int rows;
+  int rows, cfg; /* cfg: rc_cfg() when captured */
   unsigned long epoch;
   cudaGraphExec_t exec;
 } rc_graph;
@@ -47,6 +47,11 @@ struct rollout_cuda_engine {
   int32_t *d_pslot;                  /* [slots·max_len] */
   int32_t *h_step;                   /* pinned host twins of d_step [2]: one upload a step, two steps in flight */
   float *pacc, *pml, *rows;          /* attention partials; gathered logits rows [rows_cap][V] */
+  /* the BF16 hand-off (rc_handoff): the linears' BF16 results read as they are,
+   * [rows_cap] rows each of q, k, v, the o / dense-MLP output y and gate, up;
+   * mlp_b: the layer before left its MLP output in hy (1) or in res (0) */
+  uint16_t *hb, *hq, *hk, *hv, *hy, *hg, *hu;
+  int mlp_b;
   float *rope_cs, *rope_sn;          /* the step's RoPE table [rows_cap][head_dim/2] */
   sampler_key *d_keys, *h_keys; /* [slots]; h_: pinned host twins (async copies), [2][slots] */
   sampler_out *d_out, *h_out;
@@ -56,6 +61,7 @@ struct rollout_cuda_engine {
   int n_graphs;
   rc_graph graph[RC_MAX_GRAPHS];
   long long graph_launches, eager_steps, captures;
+  long long handoffs; /* linear groups whose BF16 results were handed off, in steps run eagerly or captured */
 };
 
 /* One sequence of a generate call. */
@@ -100,13 +106,15 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) {
   cudaFreeHost(g->h_step), cudaFreeHost(g->h_keys), cudaFreeHost(g->h_out);
   for (int b = 0; b < 2; b++)
     if (g->ev[b]) cudaEventDestroy(g->ev[b]);
-  void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs};
+  void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs, g->hb};
   for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
   model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
   free(g);
 }
 
 void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *t) { g->tok = t; }
+
+long long rollout_cuda_handoffs(const rollout_cuda_engine *g) { return g->handoffs; }
 
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) {
   return (int64_t)g->m->L * (g->slots + 1) * g->max_len * g->kvd * (2 + 2);
@@ -143,6 +151,8 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
       (rc = mc_ok(cudaMalloc((void **)&g->pml, R * m->nq * g->n_split * 8), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->rows, R * m->V * 4), "cudaMalloc (logits rows)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->rope_cs, R * m->hd * 4), "cudaMalloc (RoPE table)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->hb, R * ((size_t)m->nq * m->hd + 2 * (size_t)g->kvd + m->H + 2 * (size_t)m->I) * 2),
+                  "cudaMalloc (BF16 hand-off rows)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_keys, (size_t)slots * sizeof(sampler_key)), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_out, (size_t)slots * sizeof(sampler_out)), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMallocHost((void **)&g->h_keys, 2 * (size_t)slots * sizeof(sampler_key)), "cudaMallocHost", e)) ||
@@ -155,6 +165,8 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   g->rope_sn = g->rope_cs + R * m->hd / 2;
   g->d_tok = g->d_step, g->d_pos = g->d_tok + R, g->d_slot = g->d_pos + R, g->d_len = g->d_slot + R;
   g->d_map = g->d_len + R;
+  g->hq = g->hb, g->hk = g->hq + R * m->nq * m->hd, g->hv = g->hk + R * g->kvd, g->hy = g->hv + R * g->kvd;
+  g->hg = g->hy + R * m->H, g->hu = g->hg + R * m->I;
   g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
   g->da->fp32_flow = 1; /* the decode step reads qr/kr/v/gate/up as FP32 (rollout_cuda_kern) */
   if ((rc = rc_views(g, e))) {
@@ -304,13 +316,47 @@ static unsigned rp_skip(void) { /* read once (engines of a split rollout run on 
     }                                      \
   } while (0)
 
+/* RLRUN_DECODE_BF16_HANDOFF=0: the decode step converts every cuBLASLt
+ * linear's BF16 result to FP32 before its reader (the same bits; a diagnostic
+ * of what the hand-off saves). Read once; rollout_cuda_bf16_handoff sets it. */
+static int rc_handoff_on = -1;
+static void rc_handoff_read(void) {
+  const char *v = getenv("RLRUN_DECODE_BF16_HANDOFF");
+  rc_handoff_on = !(v && !strcmp(v, "0"));
+}
+int rollout_cuda_bf16_handoff(int set) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, rc_handoff_read);
+  if (set >= 0) rc_handoff_on = set != 0;
+  return rc_handoff_on;
+}
+static int rc_handoff_env(void) { return rollout_cuda_bf16_handoff(-1); }
+
+/* 1 when the linears L[0..n) of a decode step of n rows all run linear_forward
+ * (cuBLASLt: fp8-block at any M, BF16 above 64 rows), so that their BF16
+ * results go to the readers as they are — the norms, SwiGLU and the fused QK
+ * attention read BF16 with the bits of its exact FP32 copy — instead of through
+ * an FP32 conversion pass each (7 launches a dense layer). */
+static int rc_handoff(const rollout_cuda_engine *g, const mc_lin *const *L, int k, const uint16_t *xb, int n) {
+  if (!rc_handoff_env()) return 0;
+  for (int i = 0; i < k; i++)
+    if (!mc_lin_native_b(g->m, L[i], xb, n)) return 0;
+  return 1;
+}
+
+/* The switches that change what a decode step launches (a graph captured under
+ * others is captured again): the fused QK path and the BF16 hand-off. */
+static int rc_cfg(const rollout_cuda_engine *g) {
+  return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1;
+}
+
 /* Layer l of a decode step of n rows on the decode activations. On entry
- * res[l] holds layer l−1's MLP output and la[l−1].h its attention residual
- * (for l = 0: the embeddings); the residual add is fused with norm 1 here
- * (res[l] = h + mlp, then its RMSNorm), and layer l leaves its own MLP output
- * in res[l+1] for the next layer (or the final norm) to add. The sums are the
- * full forward's (same kernels, same order of operations); only the
- * launches are fewer. */
+ * res[l] holds layer l−1's MLP output (or hy does, BF16, when g->mlp_b) and
+ * la[l−1].h its attention residual (for l = 0: the embeddings); the residual
+ * add is fused with norm 1 here (res[l] = h + mlp, then its RMSNorm), and layer
+ * l leaves its own MLP output in res[l+1] or hy for the next layer (or the
+ * final norm) to add. The sums are the full forward's (same kernels, same order
+ * of operations); only the launches are fewer. */
 static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   model *m = g->m;
   model_cuda_acts *a = g->da;
@@ -323,30 +369,60 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   float *in = a->res + (size_t)l * n * H, *next = a->res + (size_t)(l + 1) * n * H;
   if (l == 0)
     RP(RP_NORM1, ops_rmsnorm_forward_cuda(NULL, x->xn1_b, NULL, in, PW(my->ln1), n, H, m->eps, NULL, e));
+  else if (g->mlp_b)
+    RP(RP_NORM1, ops_residual_rmsnorm_forward_bx_cuda(in, NULL, x->xn1_b, NULL, a->la[l - 1].h, g->hy, PW(my->ln1), n,
+                                                      H, m->eps, NULL, e));
   else
     RP(RP_NORM1, ops_residual_rmsnorm_forward_cuda(in, NULL, x->xn1_b, NULL, a->la[l - 1].h, in, PW(my->ln1), n, H,
                                                    m->eps, NULL, e));
   const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
-  float *const qkv_out[3] = {x->qr, x->kr, x->v};
-  RP(RP_QKV, mc_lin_fwd_group(m, qkv, 3, x->xn1_b, n, qkv_out, e));
-  if (rck_decode_qk_fused(m->nq / m->nkv, -1)) { /* QK-norm, RoPE and the cache write inside the attention */
-    const rck_qk_in qk = {x->qr, x->kr, x->v, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
-                          g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps};
+  const int fuse_qk = rck_decode_qk_fused(m->nq / m->nkv, -1);
+  if (fuse_qk && rc_handoff(g, qkv, 3, x->xn1_b, n)) { /* q, k, v stay BF16 into the attention */
+    uint16_t *const qkv_b[3] = {g->hq, g->hk, g->hv};
+    RP(RP_QKV, mc_lin_fwd_b_group(m, qkv, 3, x->xn1_b, n, qkv_b, e));
+    g->handoffs++;
+    const rck_qk_in qk = {NULL, NULL, NULL, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
+                          g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, g->hq, g->hk, g->hv};
     RP(RP_ATTN, rck_decode_attention_qk(x->att, x->att_b, &qk, g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd,
                                         g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
   } else {
-    RP(RP_QKNORM, rck_qkv_post(x->q, x->k, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->qr, x->kr, x->v,
-                               PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn, g->d_slot, g->d_pos, n, m->nq,
-                               m->nkv, m->hd, g->max_len, m->eps, NULL, e));
-    RP(RP_ATTN, rck_decode_attention(x->att, x->att_b, x->q, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l),
-                                     g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc,
-                                     g->pml, NULL, e));
+    float *const qkv_out[3] = {x->qr, x->kr, x->v};
+    RP(RP_QKV, mc_lin_fwd_group(m, qkv, 3, x->xn1_b, n, qkv_out, e));
+    if (fuse_qk) { /* QK-norm, RoPE and the cache write inside the attention */
+      const rck_qk_in qk = {x->qr, x->kr, x->v, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
+                            g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, NULL, NULL, NULL};
+      RP(RP_ATTN, rck_decode_attention_qk(x->att, x->att_b, &qk, g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd,
+                                          g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
+    } else {
+      RP(RP_QKNORM, rck_qkv_post(x->q, x->k, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), x->qr, x->kr, x->v,
+                                 PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn, g->d_slot, g->d_pos, n, m->nq,
+                                 m->nkv, m->hd, g->max_len, m->eps, NULL, e));
+      RP(RP_ATTN, rck_decode_attention(x->att, x->att_b, x->q, g->kc + rc_loff(g, l), g->vc + rc_loff(g, l),
+                                       g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd, g->max_len, g->n_split, g->pacc,
+                                       g->pml, NULL, e));
+    }
   }
-  RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
-  RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, NULL, in, next, PW(my->ln2), n, H, m->eps,
-                                                 NULL, e));
+  const mc_lin *o1[1] = {&y->o};
+  if (rc_handoff(g, o1, 1, x->att_b, n)) { /* o stays BF16 into the residual add of norm 2 */
+    RP(RP_OPROJ, mc_lin_fwd_b(m, &y->o, x->att_b, n, g->hy, e));
+    g->handoffs++;
+    RP(RP_NORM2, ops_residual_rmsnorm_forward_bx_cuda(x->h, NULL, x->xn2_b, NULL, in, g->hy, PW(my->ln2), n, H, m->eps,
+                                                      NULL, e));
+  } else {
+    RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
+    RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, NULL, in, next, PW(my->ln2), n, H, m->eps,
+                                                   NULL, e));
+  }
+  const mc_lin *gu[2] = {&y->gate, &y->up};
+  g->mlp_b = 0;
   if (my->moe) {
     RP(RP_MOE, mc_moe_forward(m, l, NULL, a, next, e));
+  } else if (rc_handoff(g, gu, 2, x->xn2_b, n) && rc_handoff(g, (const mc_lin *const[1]){&y->down}, 1, x->act_b, n)) {
+    uint16_t *const gu_b[2] = {g->hg, g->hu}; /* gate, up and down stay BF16: SwiGLU and the next norm read them */
+    RP(RP_GATEUP, mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, n, gu_b, e));
+    RP(RP_GATEUP, ops_swiglu_forward_bx_cuda(NULL, x->act_b, g->hg, g->hu, n, m->I, m->I, NULL, e));
+    RP(RP_DOWN, mc_lin_fwd_b(m, &y->down, x->act_b, n, g->hy, e));
+    g->mlp_b = 1, g->handoffs += 2;
   } else {
     RP(RP_GATEUP, mc_lin_fwd_swiglu(m, &y->gate, &y->up, x->xn2_b, n, x->gate, x->up, x->act_b, e));
     RP(RP_DOWN, mc_lin_fwd(m, &y->down, x->act_b, n, next, e));
@@ -368,10 +444,16 @@ static int rc_step(rollout_cuda_engine *g, int R, rl_err *e) {
   RP(RP_EMBED, ops_embedding_forward_bf16_cuda(a->res, m->cu->p[(int)(m->embed - m->params)].w, g->d_tok, R, m->V, H,
                                                NULL, e));
   RP(RP_EMBED, ops_rope_table_cuda(g->rope_cs, g->rope_sn, g->d_pos, R, m->hd, m->theta, NULL, e));
+  g->mlp_b = 0;
   for (int l = 0; l < m->L && !rc; l++) rc = rc_layer(g, l, R, e);
-  float *last = a->res + (size_t)m->L * R * H; /* the last layer's MLP output: its residual is added here */
-  RP(RP_FINAL, ops_residual_rmsnorm_forward_cuda(last, NULL, a->xf_b, NULL, a->la[m->L - 1].h, last,
-                                                 m->cu->p[(int)(m->final_norm - m->params)].wf, R, H, m->eps, NULL, e));
+  float *last = a->res + (size_t)m->L * R * H; /* the last layer's MLP output (or hy's): its residual is added here */
+  const float *wf = m->cu->p[(int)(m->final_norm - m->params)].wf;
+  if (g->mlp_b)
+    RP(RP_FINAL, ops_residual_rmsnorm_forward_bx_cuda(last, NULL, a->xf_b, NULL, a->la[m->L - 1].h, g->hy, wf, R, H,
+                                                      m->eps, NULL, e));
+  else
+    RP(RP_FINAL, ops_residual_rmsnorm_forward_cuda(last, NULL, a->xf_b, NULL, a->la[m->L - 1].h, last, wf, R, H, m->eps,
+                                                   NULL, e));
   RP(RP_LMHEAD, mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, R, g->rows, e));
   rp.end = rp.cur;
   return rc;
@@ -407,7 +489,7 @@ static void rc_capture(rollout_cuda_engine *g, int R) {
     return;
   }
   if (g->n_graphs == RC_MAX_GRAPHS) rc_graphs_drop(g);
-  g->graph[g->n_graphs++] = (rc_graph){R, ep, exec};
+  g->graph[g->n_graphs++] = (rc_graph){R, rc_cfg(g), ep, exec};
   g->captures++;
 }
 
@@ -435,7 +517,8 @@ static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const in
   rc_graph *gr = NULL;
   for (int i = 0; use && i < g->n_graphs && !gr; i++)
     if (g->graph[i].rows == R) gr = &g->graph[i];
-  if (gr && gr->epoch != device_buffers_epoch()) rc_graphs_drop(g), gr = NULL; /* buffers moved: capture again */
+  /* buffers moved, or a switch that shapes the step changed: capture again */
+  if (gr && (gr->epoch != device_buffers_epoch() || gr->cfg != rc_cfg(g))) rc_graphs_drop(g), gr = NULL;
   if (gr) {
     rc = mc_ok(cudaGraphLaunch(gr->exec, cudaStreamPerThread), "cudaGraphLaunch (decode step)", e);
     g->graph_launches++;
@@ -750,6 +833,11 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) { free(g); }
 void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *t) { (void)g, (void)t; }
 void rollout_cuda_profile_thread_off(void) {}
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) { return g ? 0 : -1; }
+int rollout_cuda_bf16_handoff(int set) {
+  (void)set;
+  return 0;
+}
+long long rollout_cuda_handoffs(const rollout_cuda_engine *g) { return g ? 0 : -1; }
 int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n_ids,
                               int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,
                               rollout_batch *out, rl_err *e) {

@@ -94,6 +94,14 @@ void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *eng, const tokenizer
 void rollout_cuda_profile_thread_off(void);
 /* Device bytes of the KV cache (raw K + V in BF16, attention keys in FP32). */
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *eng);
+/* The decode step's BF16 hand-off (on unless RLRUN_DECODE_BF16_HANDOFF=0): the
+ * results of linears that run cuBLASLt go to their readers in BF16 instead of
+ * through an FP32 conversion each — the same bits. set ≥ 0 overrides (tests);
+ * −1 only asks. Engines recapture their step graphs when it changes. */
+int rollout_cuda_bf16_handoff(int set);
+/* Linear groups (q/k/v, o, gate/up + down) whose results the engine handed off
+ * in BF16, over the decode steps it ran eagerly or captured as graphs. */
+long long rollout_cuda_handoffs(const rollout_cuda_engine *eng);
 
 /* G completions of each prompt ids[p][0 .. n_ids[p]−1] (used as is), as
  * rollout_generate_ids (rollout.h) with opts o: seed, temperature, greedy,

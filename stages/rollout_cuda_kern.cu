@@ -386,7 +386,9 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   float *pms = part + W * GRP * HD; /* [RCK_PML_CAP][GRP][2]: the combine's (max, sum) of each split */
   uint16_t *kvs = reinterpret_cast<uint16_t *>(pms + RCK_PML_CAP * GRP * 2); /* fused QK: K, V of row len − 1 */
   const int r = blockIdx.x, kh = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const bool fqk = qk.qr != nullptr; /* the QK path fused in: q, k normed and rotated here, row len − 1 written */
+  /* the QK path fused in: q, k normed and rotated here, row len − 1 written;
+   * from FP32 rows (qr, kr, v) or BF16 ones (qb, kb, vb) */
+  const bool fqk = qk.qr != nullptr || qk.qb != nullptr;
   const int64_t L = len[r];
   const int z0 = blockIdx.z * per, z1 = min(n_split, z0 + per), fused = per >= n_split;
   const int zl = max(z0, min(z1, (int)((L + C - 1) / C))); /* splits [z0, zl) hold positions */
@@ -467,7 +469,9 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     for (int tk = w; tk < GRP + 2; tk += W) {
       if (tk < GRP) {
         float *qo = qs + tk * HD;
-        qk_norm_rope_head(qo, qk.qr + ((int64_t)r * nq + kh * GRP + tk) * HD, qk.wq, cr, sr, HD, qk.eps, lane);
+        const int64_t qo_at = ((int64_t)r * nq + kh * GRP + tk) * HD;
+        if (qk.qb) qk_norm_rope_head(qo, qk.qb + qo_at, qk.wq, cr, sr, HD, qk.eps, lane);
+        else qk_norm_rope_head(qo, qk.qr + qo_at, qk.wq, cr, sr, HD, qk.eps, lane);
         __syncwarp();
         for (int i = lane; i < HD; i += 32) qo[i] = rck_bf16r(qo[i]);
       } else if (own) {
@@ -475,11 +479,15 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
         uint16_t *dst = kvs + (tk - GRP) * HD;
         if (tk == GRP) {
           float *kf = part + (size_t)w * GRP * HD; /* this warp's P·V partial, free until the main loop */
-          qk_norm_rope_head(kf, qk.kr + o, qk.wk, cr, sr, HD, qk.eps, lane);
+          if (qk.qb) qk_norm_rope_head(kf, qk.kb + o, qk.wk, cr, sr, HD, qk.eps, lane);
+          else qk_norm_rope_head(kf, qk.kr + o, qk.wk, cr, sr, HD, qk.eps, lane);
           __syncwarp();
           for (int i = lane; i < HD; i += 32) qk.kc[at + i] = dst[i] = fmt_bf16_from_f32(kf[i]);
         } else {
-          for (int i = lane; i < HD; i += 32) qk.vc[at + i] = dst[i] = fmt_bf16_from_f32(qk.v[o + i]);
+          if (qk.qb) /* BF16 already: the same bits as rounding its exact FP32 copy */
+            for (int i = lane; i < HD; i += 32) qk.vc[at + i] = dst[i] = qk.vb[o + i];
+          else
+            for (int i = lane; i < HD; i += 32) qk.vc[at + i] = dst[i] = fmt_bf16_from_f32(qk.v[o + i]);
         }
       }
     }
@@ -767,7 +775,8 @@ static int rck_attention(float *out, uint16_t *out_b, const float *q, const uint
 #undef RCK_SG
 #undef RCK_S
   } else { /* two-phase */
-    if (qk.qr) return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): the fused QK path needs the staged decode attention");
+    if (qk.qr || qk.qb)
+      return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): the fused QK path needs the staged decode attention");
     const int u = rck_unroll();
 #define RCK_L(D, U_) rck_attn_launch<D, U_>(pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e)
 #define RCK_LU(D) (u == 4 ? RCK_L(D, 4) : u == 16 ? RCK_L(D, 16) : RCK_L(D, 8))
@@ -791,7 +800,7 @@ extern "C" int rck_decode_attention(float *out, uint16_t *out_b, const float *q,
 extern "C" int rck_decode_attention_qk(float *out, uint16_t *out_b, const rck_qk_in *qk, const int32_t *slot,
                                        const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len,
                                        int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e) {
-  if (!qk || !qk->qr || !qk->kr || !qk->v || !qk->kc || !qk->vc)
+  if (!qk || !qk->kc || !qk->vc || (qk->qb ? !qk->kb || !qk->vb : !qk->qr || !qk->kr || !qk->v))
     return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): rck_decode_attention_qk without its q/k/v rows or cache");
   return rck_attention(out, out_b, NULL, qk->kc, qk->vc, slot, len, n, nq, nkv, hd, max_len, n_split, pacc, pml, st, e,
                        *qk);

@@ -39,6 +39,10 @@ typedef struct rck_qk_in {
   const float *qr, *kr, *v, *wq, *wk, *cs, *sn;
   uint16_t *kc, *vc;
   float eps;
+  /* the q/k/v rows in BF16 instead (the GEMMs' own output when they go through
+   * cuBLASLt): used when qb is set, then qr, kr, v may be NULL; the same bits as
+   * their exact FP32 copies */
+  const uint16_t *qb, *kb, *vb;
 } rck_qk_in;
 /* rck_decode_attention with the QK path fused in (the staged kernel only): each
  * CTA norms and rotates its query heads from qr, and the CTA whose split holds

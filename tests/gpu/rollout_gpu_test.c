@@ -502,8 +502,14 @@ static int qk_fused_case(int hd, int nq, int nkv) {
   float *hcs = malloc((size_t)N * half * 4), *hsn = malloc((size_t)N * half * 4), *of[2];
   int32_t hpos[N];
   for (size_t i = 0; i < ncache; i++) hk[i] = fmt_bf16_from_f32(urand()), hv[i] = fmt_bf16_from_f32(urand());
-  for (size_t i = 0; i < nqv; i++) hqr[i] = 2.0f * urand();
-  for (size_t i = 0; i < nkvv; i++) hkr[i] = 2.0f * urand(), hvv[i] = urand();
+  /* BF16 values, as the q/k/v GEMMs give them: the FP32 rows and their BF16
+   * copies (the hand-off input) must give the same bits */
+  uint16_t *hqb = malloc(nqv * 2), *hkb = malloc(nkvv * 2), *hvb = malloc(nkvv * 2);
+  for (size_t i = 0; i < nqv; i++) hqb[i] = fmt_bf16_from_f32(2.0f * urand()), hqr[i] = fmt_bf16_to_f32(hqb[i]);
+  for (size_t i = 0; i < nkvv; i++) {
+    hkb[i] = fmt_bf16_from_f32(2.0f * urand()), hkr[i] = fmt_bf16_to_f32(hkb[i]);
+    hvb[i] = fmt_bf16_from_f32(urand()), hvv[i] = fmt_bf16_to_f32(hvb[i]);
+  }
   for (int i = 0; i < 2 * hd; i++) hw[i] = 1.0f + 0.1f * urand();
   for (int r = 0; r < N; r++) {
     hpos[r] = len[r] - 1;
@@ -514,7 +520,7 @@ static int qk_fused_case(int hd, int nq, int nkv) {
   }
   for (int k = 0; k < 2; k++)
     ck[k] = malloc(ncache * 2), cv[k] = malloc(ncache * 2), ob[k] = malloc(nqv * 2), of[k] = malloc(nqv * 4);
-  uint16_t *dk = NULL, *dv = NULL, *dob = NULL;
+  uint16_t *dk = NULL, *dv = NULL, *dob = NULL, *dqb = NULL, *dkb = NULL, *dvb = NULL;
   float *dqr = NULL, *dkr = NULL, *dvv = NULL, *dw = NULL, *dcs = NULL, *dsn = NULL, *dq = NULL, *dkn = NULL, *dout = NULL,
         *pacc = NULL, *pml = NULL;
   int32_t *dslot = NULL, *dlen = NULL, *dpos = NULL;
@@ -526,7 +532,10 @@ static int qk_fused_case(int hd, int nq, int nkv) {
            cudaMalloc((void **)&dw, (size_t)2 * hd * 4) || cudaMalloc((void **)&dcs, (size_t)N * half * 4) ||
            cudaMalloc((void **)&dsn, (size_t)N * half * 4) || cudaMalloc((void **)&pacc, (size_t)N * nq * ns * hd * 4) ||
            cudaMalloc((void **)&pml, (size_t)N * nq * ns * 8) || cudaMalloc((void **)&dslot, N * 4) ||
-           cudaMalloc((void **)&dlen, N * 4) || cudaMalloc((void **)&dpos, N * 4);
+           cudaMalloc((void **)&dlen, N * 4) || cudaMalloc((void **)&dpos, N * 4) || cudaMalloc((void **)&dqb, nqv * 2) ||
+           cudaMalloc((void **)&dkb, nkvv * 2) || cudaMalloc((void **)&dvb, nkvv * 2);
+  rc = rc || cudaMemcpy(dqb, hqb, nqv * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dkb, hkb, nkvv * 2, cudaMemcpyHostToDevice) ||
+       cudaMemcpy(dvb, hvb, nkvv * 2, cudaMemcpyHostToDevice);
   rc = rc || cudaMemcpy(dqr, hqr, nqv * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dkr, hkr, nkvv * 4, cudaMemcpyHostToDevice) ||
        cudaMemcpy(dvv, hvv, nkvv * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dw, hw, (size_t)2 * hd * 4, cudaMemcpyHostToDevice) ||
        cudaMemcpy(dcs, hcs, (size_t)N * half * 4, cudaMemcpyHostToDevice) ||
@@ -542,9 +551,12 @@ static int qk_fused_case(int hd, int nq, int nkv) {
   const int tune[][5] = {{0, 0, 1, 1, 1}, {1, 2, 0, 0, 0}, {1, 3, 1, 1, 1}, {2, 3, 1, 0, 1}, {3, 4, 0, 1, 0},
                          {100, 2, 1, 1, 1}, {100, 4, 1, 0, 0}, {0, 2, 0, 1, 1}, {0, 3, 1, 1, 0}};
   int bad = 0;
-  for (size_t t = 0; t < sizeof tune / sizeof *tune && !rc; t++) {
-    rck_decode_attn_tune(tune[t][0], tune[t][1], tune[t][2], tune[t][3], tune[t][4]);
-    const rck_qk_in qk = {dqr, dkr, dvv, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f};
+  for (size_t t = 0; t < 2 * (sizeof tune / sizeof *tune) && !rc; t++) { /* FP32 rows, then BF16 rows */
+    const size_t tt = t % (sizeof tune / sizeof *tune);
+    const int b16 = t >= sizeof tune / sizeof *tune;
+    rck_decode_attn_tune(tune[tt][0], tune[tt][1], tune[tt][2], tune[tt][3], tune[tt][4]);
+    const rck_qk_in qk = b16 ? (rck_qk_in){NULL, NULL, NULL, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, dqb, dkb, dvb}
+                             : (rck_qk_in){dqr, dkr, dvv, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, NULL, NULL, NULL};
     rc = cudaMemcpy(dk, hk, ncache * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dv, hv, ncache * 2, cudaMemcpyHostToDevice) ||
          cudaMemset(dout, 0xff, nqv * 4) ||
          rck_decode_attention_qk(dout, dob, &qk, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
@@ -558,7 +570,8 @@ static int qk_fused_case(int hd, int nq, int nkv) {
   if (rc) printf("     fused QK %d/%d/%d: %s\n", hd, nq, nkv, e.msg[0] ? e.msg : "CUDA call failed"), bad = -1;
   cudaFree(dk), cudaFree(dv), cudaFree(dob), cudaFree(dqr), cudaFree(dq), cudaFree(dout), cudaFree(dkr), cudaFree(dkn);
   cudaFree(dvv), cudaFree(dw), cudaFree(dcs), cudaFree(dsn), cudaFree(pacc), cudaFree(pml), cudaFree(dslot), cudaFree(dlen);
-  cudaFree(dpos);
+  cudaFree(dpos), cudaFree(dqb), cudaFree(dkb), cudaFree(dvb);
+  free(hqb), free(hkb), free(hvb);
   for (int k = 0; k < 2; k++) free(ck[k]), free(cv[k]), free(ob[k]), free(of[k]);
   free(hk), free(hv), free(hqr), free(hkr), free(hvv), free(hw), free(hcs), free(hsn);
   return bad;
@@ -571,8 +584,8 @@ static void qk_fused_check(void) {
   for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
     char what[160];
     const int bad = qk_fused_case(shapes[k][0], shapes[k][1], shapes[k][2]);
-    snprintf(what, sizeof what, "fused QK path hd %d q/kv %d/%d == rck_qkv_post + attention (output, BF16, cache) "
-             "under 9 tunings (tunings differing)", shapes[k][0], shapes[k][1], shapes[k][2]);
+    snprintf(what, sizeof what, "fused QK path hd %d q/kv %d/%d, from FP32 and from BF16 rows, == rck_qkv_post + "
+             "attention (output, BF16, cache) under 9 tunings (runs differing)", shapes[k][0], shapes[k][1], shapes[k][2]);
     check(bad == 0, what, "%.0f", (double)bad);
   }
   rck_decode_attn_mode(saved);
@@ -700,6 +713,29 @@ static void prefill_groups_check(void) {
       if (!ra) rollout_batch_free(&fa);
       if (!ra && !rb) rollout_batch_free(&fb);
       rollout_cuda_engine_free(gl);
+    }
+    if (got == NS) { /* the BF16 hand-off (the default) == the FP32 conversions it replaces, 96 sequences
+                      * (BF16 runs cuBLASLt above 64 rows; fp8-block at every M) */
+      rollout_batch ha, hc;
+      rollout_cuda_engine *gh = NULL;
+      o.max_slots = 96, o.max_new_tokens = 40;
+      const int was = rollout_cuda_bf16_handoff(-1);
+      int ra = rollout_cuda_engine_new(m, &pol, 96, 64, &gh, &e) || rollout_cuda_generate_ids(gh, ids, n, NP, 4, 5, &o, &ha, &e);
+      const long long used = ra ? 0 : rollout_cuda_handoffs(gh);
+      rollout_cuda_bf16_handoff(0);
+      int rb = ra ? 1 : rollout_cuda_generate_ids(gh, ids, n, NP, 4, 5, &o, &hc, &e);
+      const long long used_off = ra ? 0 : rollout_cuda_handoffs(gh) - used;
+      rollout_cuda_bf16_handoff(was);
+      o.max_slots = 64, o.max_new_tokens = 8;
+      int64_t d = -1;
+      if (!ra && !rb) d = ha.n == hc.n && ha.n == 4 * NP ? batch_diffs(ha.s, hc.s, ha.n) : ha.n + 1;
+      else printf("     BF16 hand-off engine check: %s\n", e.msg);
+      snprintf(what, sizeof what, "%s engine, 96 sequences: BF16 hand-off (%s, %lld linear groups, %lld with it off) == "
+               "FP32 conversions (samples differing)", f ? "fp8-block" : "bf16", was ? "on" : "OFF", used, used_off);
+      check(d == 0 && was && used > 0 && used_off == 0, what, "%.0f", (double)d);
+      if (!ra) rollout_batch_free(&ha);
+      if (!ra && !rb) rollout_batch_free(&hc);
+      rollout_cuda_engine_free(gh);
     }
     for (int k = 0; k < got; k++) rollout_batch_free(&bb[k]);
     rollout_cuda_engine_free(g);
