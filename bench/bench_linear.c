@@ -19,6 +19,7 @@
 #include "kernels/device.h"
 #include "kernels/formats.h"
 #include "kernels/linear.h"
+#include "kernels/ops.h"
 #include "kernels/quant.h"
 
 #if RLRUN_CUDA
@@ -224,6 +225,38 @@ static int ours_run(void *ctx) {
   return rc;
 }
 
+/* The norm → linear pair of a layer whose linear reads an RMSNorm's output (q/k/v,
+ * gate/up): the norm of FP32 x [m][K] into BF16 y, then the linear. */
+typedef struct norm_lin {
+  const float *x, *w;
+  uint16_t *y;
+  float *rstd;
+  ours *o;       /* the linear (o->x = y) */
+  bare *b;       /* mode 0: the bare GEMM on pre-quantized operands */
+  ops_fp8_act qa; /* mode 2: the norm's own fp8 output */
+  int mode;      /* 0 norm + bare, 1 norm + linear_forward, 2 norm with fp8 output + the GEMM */
+} norm_lin;
+
+static int norm_lin_run(void *ctx) {
+  norm_lin *n = ctx;
+  ours *o = n->o;
+  const int K = (int)o->w.cols, M = (int)o->m;
+  rl_err e;
+  int rc;
+  if (n->mode == 2) {
+    rc = ops_rmsnorm_forward_q8_cuda(NULL, n->y, n->rstd, NULL, n->x, NULL, n->w, M, K, 1e-6f, &n->qa, g_stream, &e);
+    linear_act a;
+    linear_opts lo = {g_stream, &o->info};
+    if (!rc) rc = linear_act_wrap_fp8(&a, n->qa.q, n->qa.scales, M, n->qa.rows_pad, K, &o->p, &e);
+    if (!rc) rc = linear_forward_prepared(o->out, &a, &o->w, &o->p, &lo, &e);
+  } else {
+    rc = ops_rmsnorm_forward_cuda(NULL, n->y, n->rstd, n->x, n->w, M, K, 1e-6f, g_stream, &e);
+    if (!rc) rc = n->mode ? ours_run(o) : bare_run(n->b);
+  }
+  if (rc) fprintf(stderr, "norm_lin mode %d: %s\n", n->mode, e.msg);
+  return rc;
+}
+
 /* cuBLASLt's CUBLASLT_ALGO_CONFIG_ID of an algorithm. */
 static int algo_id(const cublasLtMatmulAlgo_t *a) {
   int32_t id = -1;
@@ -232,8 +265,14 @@ static int algo_id(const cublasLtMatmulAlgo_t *a) {
   return id;
 }
 
-/* One row of the table: K→N at M in format fp8 (0 = BF16). Returns ours/bare. */
+/* One row of the table: K→N at M in format fp8 (0 = BF16). Returns ours/bare;
+ * with norm set, the norm → linear table's row instead (fp8-block; returns the
+ * fused pair's share of norm + bare). */
+static double bench_shape_ex(cublasLtHandle_t lt, int64_t M, int64_t N, int64_t K, int fp8, double ceiling, int norm);
 static double bench_shape(cublasLtHandle_t lt, int64_t M, int64_t N, int64_t K, int fp8, double ceiling) {
+  return bench_shape_ex(lt, M, N, K, fp8, ceiling, 0);
+}
+static double bench_shape_ex(cublasLtHandle_t lt, int64_t M, int64_t N, int64_t K, int fp8, double ceiling, int norm) {
   int64_t kb = quant_cdiv(K, 128), nb = quant_cdiv(N, 128);
   uint16_t *xh = rand_bf16(M * K, (uint64_t)(M + K)), *wh = rand_bf16(N * K, (uint64_t)(N * 3 + K));
   uint16_t *x = dev_upload(xh, (size_t)(M * K) * 2), *out;
@@ -281,6 +320,34 @@ static double bench_shape(cublasLtHandle_t lt, int64_t M, int64_t N, int64_t K, 
   g.x = qtensor_bf16(bb, M, K, 1);
   if (fp8) g.x.fmt = QFMT_FP8_BLOCK, g.x.block_rows = 1, g.x.layout = QLAYOUT_HOPPER_ACT, g.x.scale_ld = M,
            g.x.scales = (void *)bsb;
+  if (norm) { /* norm + bare GEMM, norm + linear_forward, the norm writing the fp8 activation + the GEMM */
+    float *xf = malloc((size_t)(M * K) * 4), *wf = malloc((size_t)K * 4);
+    for (int64_t i = 0; i < M * K; i++) xf[i] = fmt_bf16_to_f32(xh[i]) * 3.0f;
+    for (int64_t i = 0; i < K; i++) wf[i] = 1.0f + fmt_bf16_to_f32(wh[i]) * 0.25f;
+    float *dxf = dev_upload(xf, (size_t)(M * K) * 4), *dwf = dev_upload(wf, (size_t)K * 4), *drs;
+    uint16_t *dy;
+    uint8_t *dq;
+    const int64_t mp = quant_roundup(M, 8);
+    CK(cudaMalloc((void **)&drs, (size_t)M * 4));
+    CK(cudaMalloc((void **)&dy, (size_t)(M * K) * 2));
+    CK(cudaMalloc((void **)&dq, (size_t)(mp * K) + (size_t)(kb * mp) * 4 + 16));
+    ours on = o;
+    on.x = dy;
+    norm_lin nl[3];
+    for (int k = 0; k < 3; k++)
+      nl[k] = (norm_lin){dxf, dwf, dy, drs, &on, &b, {dq, (float *)(dq + (mp * K + 15) / 16 * 16), mp, (int)mp, 0}, k};
+    bench_fn nf[3] = {norm_lin_run, norm_lin_run, norm_lin_run};
+    void *nc[3] = {&nl[0], &nl[1], &nl[2]};
+    double ns[3];
+    time_calls(3, nf, nc, ns);
+    printf("| %5lld→%-5lld | %5lld | %8.1f | %8.1f | %8.1f | %7.1f%% | %7.1f%% |\n", (long long)K, (long long)N,
+           (long long)M, ns[0] * 1e6, ns[1] * 1e6, ns[2] * 1e6, 100 * ns[0] / ns[1], 100 * ns[0] / ns[2]);
+    ratio = ns[0] / ns[2];
+    cudaFree(dxf), cudaFree(dwf), cudaFree(drs), cudaFree(dy), cudaFree(dq);
+    free(xf), free(wf);
+    bare_free(&b);
+    goto out;
+  }
   bench_fn fns[4] = {bare_run, ours_run, ours_run, gemm_only_run};
   void *ctxs[4] = {&b, &o, &op, &g};
   double sec[4];
@@ -303,7 +370,10 @@ out:
   return ratio;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  /* --norm-only [M]: only the norm → linear table (at one M) */
+  const int norm_only = argc > 1 && !strcmp(argv[1], "--norm-only");
+  const long norm_m = norm_only && argc > 2 ? atol(argv[2]) : 0;
   device_info di;
   device_query(&di);
   if (di.n_gpus == 0) {
@@ -329,15 +399,31 @@ int main(void) {
   double worst = 1e9;
   /* the goal ≥ 90% holds for BF16; for fp8-block the activation quantizer's bytes
    * (read BF16 x, write E4M3 + scales: 3·M·K) can exceed the GEMM's, see q µs */
-  for (int f = 0; f < 2; f++)
+  for (int f = 0; f < 2 && !norm_only; f++)
     for (int s = 0; s < 6; s++)
       for (int i = 0; i < 3; i++) {
         double r = bench_shape(lt, Ms[i], KN[s][1], KN[s][0], f, 0);
         if (Ms[i] >= 512 && r < worst) worst = r;
       }
-  bench_shape(lt, 8192, 8192, 8192, 0, 786.0);
-  bench_shape(lt, 8192, 8192, 8192, 1, 1261.0);
+  if (!norm_only) bench_shape(lt, 8192, 8192, 8192, 0, 786.0);
+  if (!norm_only) bench_shape(lt, 8192, 8192, 8192, 1, 1261.0);
   printf("\nworst ours/bare at M >= 512: %.1f%% (goal >= 90%%)\n", 100 * worst);
+  /* the linears that read an RMSNorm's output (q/k/v, gate/up of Qwen3-0.6B), as the model runs them */
+  printf("\nnorm → linear, fp8-block (µs per pair): A = RMSNorm (FP32 x → BF16 y) + the bare GEMM on pre-quantized\n"
+         "operands (quantization free); B = RMSNorm + linear_forward (its own quantizer pass); C = the RMSNorm writing\n"
+         "y and its fp8-block quantization (ops_rmsnorm_forward_q8_cuda) + linear_forward_prepared (the model's path).\n\n");
+  printf("| K→N         |     M | A norm+bare | B norm+linear | C norm q8+GEMM | A/B | A/C |\n");
+  printf("|-------------|-------|----------|----------|----------|---------|---------|\n");
+  static const int64_t KNn[][2] = {{1024, 3072}, {1024, 2048}, {1024, 1024}};
+  double worst_n = 1e9;
+  for (int s = 0; s < 3; s++)
+    for (int i = 0; i < 3; i++) {
+      if (norm_m && Ms[i] != norm_m) continue;
+      double r = bench_shape_ex(lt, Ms[i], KNn[s][1], KNn[s][0], 1, 0, 1);
+      if (Ms[i] >= 512 && r < worst_n) worst_n = r;
+    }
+  printf("\nworst A/C at M >= 512: %.1f%% (the fused pair against norm + a GEMM whose quantization is free)\n",
+         100 * worst_n);
   cublasLtDestroy(lt);
   linear_release();
   cudaStreamDestroy(g_stream);

@@ -240,12 +240,26 @@ int linear_act_prepare(linear_act *a, const uint16_t *x, int64_t m, int64_t k, q
 #endif
 }
 
+int linear_act_wrap_fp8(linear_act *a, const uint8_t *q, const float *scales, int64_t m, int64_t m_pad, int64_t k,
+                        const quant_policy *p, rl_err *e) {
+  if (!a || !p) return rl_errf(e, RL_EXIT_USAGE, "linear_act_wrap_fp8: activation or policy is NULL");
+  memset(a, 0, sizeof *a);
+  if (m < 0 || m > INT32_MAX || k < 0 || m_pad != quant_roundup(m, 8) || (m > 0 && k > 0 && (!q || !scales)))
+    return rl_errf(e, RL_EXIT_USAGE, "linear_act_wrap_fp8: bad activation (%lld x %lld, %lld rows padded: a multiple "
+                   "of 8 from %lld needed)", (long long)m, (long long)k, (long long)m_pad, (long long)m);
+  a->m = m, a->k = k, a->fmt = QFMT_FP8_BLOCK, a->ue8m0 = p->ue8m0, a->external = 1;
+  a->xq = linear_act_qtensor(QFMT_FP8_BLOCK, m_pad, k, 1);
+  a->xq.data = (void *)q, a->xq.scales = (void *)scales;
+  a->xq.layout = QLAYOUT_HOPPER_ACT, a->xq.scale_ld = m_pad;
+  return 0;
+}
+
 int linear_forward_prepared(uint16_t *out, const linear_act *a, const qtensor *w, const quant_policy *p,
                             const linear_opts *o, rl_err *e) {
   gemm_info scratch_info, *info = o && o->info ? o->info : &scratch_info;
   *info = (gemm_info){GEMM_PATH_NONE, 0, 0, -1, 1};
   if (!a || !w || !p) return rl_errf(e, RL_EXIT_USAGE, "linear_forward_prepared: activation, weight or policy is NULL");
-  if (a->epoch != linear_act_epoch)
+  if (!a->external && a->epoch != linear_act_epoch)
     return rl_errf(e, RL_EXIT_USAGE, "linear_forward_prepared: the activation was prepared before another linear "
                    "call reused its scratch; prepare it again");
   if (w->fmt != a->fmt || w->cols != a->k || !w->on_device || p->ue8m0 != a->ue8m0)

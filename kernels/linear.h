@@ -59,11 +59,20 @@ typedef struct linear_act {
   qformat fmt;
   int ue8m0;
   unsigned long epoch; /* which quantization into the scratch it is */
+  int external;        /* linear_act_wrap_fp8: the caller's buffers (no scratch, no epoch) */
 } linear_act;
 int linear_act_prepare(linear_act *a, const uint16_t *x, int64_t m, int64_t k, qformat fmt, const quant_policy *p,
                        const linear_opts *o, rl_err *e);
 int linear_forward_prepared(uint16_t *out, const linear_act *a, const qtensor *w, const quant_policy *p,
                             const linear_opts *o, rl_err *e);
+/* A linear_act over an fp8-block activation its producer quantized already
+ * (kernels/ops.h ops_fp8_act: an RMSNorm that writes E4M3 codes q [m_pad][k]
+ * and FP32 scales [ceil(k/128)][m_pad] in cuBLASLt's Hopper layout, pad rows
+ * zero), m_pad = m rounded up to a multiple of 8 as linear_act_prepare pads:
+ * linear_forward_prepared then gives the bits linear_forward gives on the BF16
+ * activation those bytes quantize. Valid while the caller's buffers hold it. */
+int linear_act_wrap_fp8(linear_act *a, const uint8_t *q, const float *scales, int64_t m, int64_t m_pad, int64_t k,
+                        const quant_policy *p, rl_err *e);
 
 /* Operands and outputs of the backward of one linear layer. */
 typedef struct linear_bwd {

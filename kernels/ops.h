@@ -403,6 +403,27 @@ int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const 
 int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd,
                                          const float *resid, const uint16_t *x, const float *w, int rows,
                                          int dim, float eps, void *stream, rl_err *e);
+/* An activation quantized for fp8-block weights by the kernel that makes it:
+ * E4M3 codes q [rows_pad][dim] and FP32 1×128 scales in cuBLASLt's Hopper
+ * layout (scales[block · scale_ld + row], scale_ld ≥ rows_pad); rows past the
+ * real ones up to rows_pad are written as zeros (codes and scales) — the bytes
+ * linear_forward's quantizer (quant_fp8_block_act_cuda, QLAYOUT_HOPPER_ACT, pad
+ * rows zero) writes for the kernel's BF16 output. ue8m0: power-of-two scales. */
+typedef struct ops_fp8_act {
+  uint8_t *q;
+  float *scales;
+  int64_t scale_ld;
+  int rows_pad, ue8m0;
+} ops_fp8_act;
+/* RMSNorm forward (h, resid NULL) or residual + RMSNorm (h = resid + x) of x
+ * FP32 or x_bf16 (exactly one given), writing y_bf16 (may be NULL) and rstd
+ * (may be NULL) as ops_residual_rmsnorm_forward[_bx]_cuda does and the fp8-block
+ * quantization of y's BF16 values into *qa: one pass where the norm and
+ * quant_fp8_block_act_cuda took two, the same bytes. dim % 4 == 0 and
+ * 16-byte-aligned operands (RL_EXIT_USAGE otherwise: quantize separately). */
+int ops_rmsnorm_forward_q8_cuda(float *h, uint16_t *y_bf16, float *rstd, const float *resid, const float *x,
+                                const uint16_t *x_bf16, const float *w, int rows, int dim, float eps,
+                                const ops_fp8_act *qa, void *stream, rl_err *e);
 int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy,
                                           const uint16_t *const *dy_bf16, int n_dy_bf16, const float *h,
                                           const float *w, const float *rstd, int rows, int dim,

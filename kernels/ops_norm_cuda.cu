@@ -17,6 +17,8 @@
 
 #include "kernels/ops_cuda_util.cuh"
 #include "kernels/ptx_util.cuh" /* pdl_launch_dependents, pdl_wait, pdl_launch_cfg */
+#include "kernels/quant_cuda_dev.cuh" /* the fp8-block quantizer's device arithmetic (the _q8 forwards) */
+extern "C" int quant_cuda_soft_cvt(void); /* quant_cuda.cu: the E4M3 codec the quantizers use */
 
 /* ---------------------------------------------------------------- RMSNorm */
 
@@ -25,9 +27,19 @@
  * VEC: float4 access (dim % 4 == 0, 16-byte aligned rows), RMS_CH float4 a lane
  * in flight. TX: x in FP32 or BF16 (the same bits on the same values). */
 #define RMS_CH 8
-template <bool RES, bool VEC, typename TX>
+/* The fp8-block output of the _q8 forwards (Q8 = true): ops_fp8_act's buffers,
+ * and the E4M3 codec in force (quant_cuda_soft_cvt). */
+struct rms_q8 {
+  uint8_t *q;
+  float *s;
+  int64_t ld;
+  int rows_pad, ue8m0, soft;
+};
+#define RMS_QNAN 0x7fc00000u /* the scale of a block with Inf/NaN (quant_cuda.cu's QNAN_F32) */
+
+template <bool RES, bool VEC, typename TX, bool Q8 = false>
 __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd, const float *resid,
-                                   const TX *x, const float *w, int rows, int dim, float eps) {
+                                   const TX *x, const float *w, int rows, int dim, float eps, rms_q8 qo = {}) {
   /* a grid launched after this one as a programmatic dependent (the decode
    * step's small-M GEMMs) may start fetching its weights now: it waits for this
    * grid's end before it reads what this grid writes */
@@ -35,7 +47,13 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
   pdl_wait(); /* launched as a programmatic dependent (ops_pdl): nothing is touched before the grid before ends */
   int lane = threadIdx.x & 31;
   int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  if (r >= rows) return;
+  if (r >= rows) {
+    if (Q8 && r < qo.rows_pad) { /* the GEMM's pad rows: codes and scales 0 (linear_forward's padding) */
+      for (int i = lane * 4; i < dim; i += 128) *reinterpret_cast<uint32_t *>(qo.q + r * dim + i) = 0;
+      for (int b = lane; b < (dim + 127) / 128; b += 32) qo.s[(int64_t)b * qo.ld + r] = 0.0f;
+    }
+    return;
+  }
   size_t o = (size_t)r * dim;
   float ss = 0;
   if (VEC) {
@@ -78,7 +96,67 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
   float s = rstd_of(warp_sum(ss), dim, eps);
   if (rstd && lane == 0) rstd[r] = s;
   /* Second pass re-reads this lane's own elements (written by it when RES). */
-  if (VEC) {
+  if constexpr (Q8) { /* VEC only. Per 1024-element segment: the outputs as the
+    * plain pass computes them (coalesced, the same arithmetic), their BF16 into
+    * shared memory; then each lane quantizes 32 consecutive ones from there (4
+    * lanes a 128-element block, as the quantizer's threads do: the block amax in
+    * two shuffles, one scale division a lane) and stores 32 contiguous codes */
+    __shared__ uint2 q8_sm[WARPS][256];
+    uint2 *sm = q8_sm[threadIdx.x >> 5];
+    for (int base = 0; base < dim; base += 1024) {
+      const int i0 = base + lane * 4;
+      float4 xv[RMS_CH], gv[RMS_CH];
+#pragma unroll
+      for (int c = 0; c < RMS_CH; c++) {
+        const int i = i0 + 128 * c;
+        if (i < dim) xv[c] = RES ? ldf4(h, o + i) : ldf4(x, o + i), gv[c] = *reinterpret_cast<const float4 *>(w + i);
+      }
+#pragma unroll
+      for (int c = 0; c < RMS_CH; c++) {
+        const int i = i0 + 128 * c;
+        if (i >= dim) break;
+        const float4 v = xv[c], g = gv[c];
+        float4 q = make_float4(__fmul_rn(g.x, __fmul_rn(v.x, s)), __fmul_rn(g.y, __fmul_rn(v.y, s)),
+                               __fmul_rn(g.z, __fmul_rn(v.z, s)), __fmul_rn(g.w, __fmul_rn(v.w, s)));
+        if (y) *reinterpret_cast<float4 *>(y + o + i) = q;
+        const uint2 hb = make_uint2((uint32_t)fmt_bf16_from_f32(q.x) | ((uint32_t)fmt_bf16_from_f32(q.y) << 16),
+                                    (uint32_t)fmt_bf16_from_f32(q.z) | ((uint32_t)fmt_bf16_from_f32(q.w) << 16));
+        if (yb) *reinterpret_cast<uint2 *>(yb + o + i) = hb; /* stf4's bits */
+        sm[(i - base) >> 2] = hb;
+      }
+      __syncwarp();
+      const int seg = base + lane * 32;
+      uint4 a[4];
+      uint32_t m = 0;
+#pragma unroll
+      for (int k = 0; k < 4; k++) { /* 8 elements a uint4; past dim: zeros */
+        const int i = seg + 8 * k;
+        const uint2 lo = i < dim ? sm[(i - base) >> 2] : make_uint2(0, 0);
+        const uint2 hi = i + 4 < dim ? sm[((i - base) >> 2) + 1] : make_uint2(0, 0);
+        a[k] = make_uint4(lo.x, lo.y, hi.x, hi.y);
+      }
+      __syncwarp(); /* the segment's shared copy is read before the next one overwrites it */
+      m = max(qd_fold16(qd_amax_bits16(a[0], a[1])), qd_fold16(qd_amax_bits16(a[2], a[3])));
+      m = max(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = max(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      if (seg >= dim) continue;
+      const bool bad = m >= 0x7f80u;
+      const float sc = bad ? __uint_as_float(RMS_QNAN) : fmt_fp8_block_scale(qd_bits_to_amax(m), qo.ue8m0);
+      if ((lane & 3) == 0) qo.s[(int64_t)(seg / 128) * qo.ld + r] = sc;
+      const uint4 c0 = bad ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(a[0], a[1], sc, qo.soft);
+      const uint4 c1 = bad ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(a[2], a[3], sc, qo.soft);
+      uint8_t *qr = qo.q + r * dim + seg;
+      if (seg + 32 <= dim && (reinterpret_cast<uintptr_t>(qr) & 15) == 0) {
+        reinterpret_cast<uint4 *>(qr)[0] = c0;
+        reinterpret_cast<uint4 *>(qr)[1] = c1;
+      } else {
+        const uint32_t code[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+          if (seg + 4 * k < dim) reinterpret_cast<uint32_t *>(qr)[k] = code[k];
+      }
+    }
+  } else if (VEC) {
     for (int i0 = lane * 4; i0 < dim; i0 += 128 * RMS_CH) {
       float4 xv[RMS_CH], gv[RMS_CH];
 #pragma unroll
@@ -427,30 +505,48 @@ static cudaError_t launch_pdl(void (*kern)(KA...), unsigned blocks, unsigned thr
 /* Shared driver of the RMSNorm forwards. */
 template <typename TX>
 static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const float *resid, const TX *x,
-                           const float *w, int rows, int dim, float eps, cudaStream_t st, rl_err *e) {
+                           const float *w, int rows, int dim, float eps, cudaStream_t st, rl_err *e,
+                           const ops_fp8_act *qa = NULL) {
   if (rows <= 0 || dim <= 0) return 0;
   int vec = dim % 4 == 0 && aligned(x, 4 * sizeof(TX)) && aligned(w, 16) && (!y || aligned(y, 16)) && (!yb || aligned(yb, 8)) &&
             (!h || (aligned(h, 16) && aligned(resid, 16)));
   /* a warp a row either way (the same sums); few rows (a decode step's): a warp a
    * block, so the rows spread over that many SMs instead of rows / WARPS */
   const int wpb = rows < 1024 ? 1 : WARPS;
-  unsigned blocks = (unsigned)((rows + wpb - 1) / wpb), thr = (unsigned)(32 * wpb);
   const int pdl = ops_pdl();
   cudaError_t le;
+  if (qa) {
+    if (!vec || !aligned(qa->q, 4) || !qa->scales || qa->rows_pad < rows || qa->scale_ld < qa->rows_pad)
+      return rl_errf(e, RL_EXIT_USAGE, "rmsnorm forward with fp8-block output: dim %d (a multiple of 4 needed), "
+                     "pad rows %d, scale ld %lld for %d rows, or unaligned operands", dim, qa->rows_pad,
+                     (long long)qa->scale_ld, rows);
+    const rms_q8 qo = {qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()};
+    const unsigned qblocks = (unsigned)((qa->rows_pad + wpb - 1) / wpb), qthr = (unsigned)(32 * wpb);
+    if (h)
+      le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX, true>, qblocks, qthr, st, pdl, h, y, yb, rstd, resid, x, w,
+                      rows, dim, eps, qo);
+    else
+      le = launch_pdl(rmsnorm_fwd_kernel<false, true, TX, true>, qblocks, qthr, st, pdl, (float *)NULL, y, yb, rstd,
+                      (const float *)NULL, x, w, rows, dim, eps, qo);
+    OCHECK(le);
+    OLAUNCH();
+    return 0;
+  }
+  unsigned blocks = (unsigned)((rows + wpb - 1) / wpb), thr = (unsigned)(32 * wpb);
   if (h) {
     if (vec)
       le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim,
-                      eps);
+                      eps, rms_q8{});
     else
       le = launch_pdl(rmsnorm_fwd_kernel<true, false, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim,
-                      eps);
+                      eps, rms_q8{});
   } else {
     if (vec)
       le = launch_pdl(rmsnorm_fwd_kernel<false, true, TX>, blocks, thr, st, pdl, (float *)NULL, y, yb, rstd,
-                      (const float *)NULL, x, w, rows, dim, eps);
+                      (const float *)NULL, x, w, rows, dim, eps, rms_q8{});
     else
       le = launch_pdl(rmsnorm_fwd_kernel<false, false, TX>, blocks, thr, st, pdl, (float *)NULL, y, yb, rstd,
-                      (const float *)NULL, x, w, rows, dim, eps);
+                      (const float *)NULL, x, w, rows, dim, eps, rms_q8{});
   }
   OCHECK(le);
   OLAUNCH();
@@ -472,6 +568,16 @@ extern "C" int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t
                                                     const float *resid, const uint16_t *x, const float *w, int rows,
                                                     int dim, float eps, void *stream, rl_err *e) {
   return rmsnorm_fwd_run(h, y, y_bf16, rstd, resid, x, w, rows, dim, eps, (cudaStream_t)stream, e);
+}
+
+extern "C" int ops_rmsnorm_forward_q8_cuda(float *h, uint16_t *y_bf16, float *rstd, const float *resid,
+                                           const float *x, const uint16_t *x_bf16, const float *w, int rows, int dim,
+                                           float eps, const ops_fp8_act *qa, void *stream, rl_err *e) {
+  if (!qa || !qa->q || (!x == !x_bf16) || (!h != !resid))
+    return rl_errf(e, RL_EXIT_USAGE, "ops_rmsnorm_forward_q8_cuda: give the fp8 output, one of x and x_bf16, and h "
+                   "with resid or neither");
+  if (x) return rmsnorm_fwd_run(h, NULL, y_bf16, rstd, resid, x, w, rows, dim, eps, (cudaStream_t)stream, e, qa);
+  return rmsnorm_fwd_run(h, NULL, y_bf16, rstd, resid, x_bf16, w, rows, dim, eps, (cudaStream_t)stream, e, qa);
 }
 
 /* dst = (FP32(p[0]) + FP32(p[1])) + FP32(p[2]) over n elements (np parts). */

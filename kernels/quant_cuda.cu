@@ -33,6 +33,7 @@ static struct {
 } g_qcuda;
 
 extern "C" void quant_cuda_set_hw_cvt(int on) { g_qcuda.soft_cvt = !on; }
+extern "C" int quant_cuda_soft_cvt(void) { return g_qcuda.soft_cvt; }
 
 #define QCHECK(call)                                                                     \
   do {                                                                                   \

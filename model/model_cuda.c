@@ -606,6 +606,45 @@ static int mc_lin_fwd_shared(model *m, const mc_lin *const *L, int n, const uint
   return rc;
 }
 
+int mc_lin_q8_ok(const model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M) {
+  if (n < 1 || M < 1 || M > INT32_MAX - 8 || !mc_shared_act() || !model_cuda_norm_q8(-1) || L[0]->q.cols % 4) return 0;
+  for (int i = 0; i < n; i++)
+    if (L[i]->q.fmt != QFMT_FP8_BLOCK || L[i]->q.cols != L[0]->q.cols || !mc_lin_native_b(m, L[i], xb, M)) return 0;
+  return 1;
+}
+
+int mc_q8_act(model *m, int64_t M, int64_t K, ops_fp8_act *qa, rl_err *e) {
+  const int64_t mp = quant_roundup(M, 8);
+  const size_t codes = ((size_t)(mp * K) + 15) / 16 * 16, bytes = codes + (size_t)(quant_cdiv(K, 128) * mp) * 4;
+  uint8_t *b = mc_scratch(m, MC_SCR_Q8, bytes, e);
+  if (!b) return e->code;
+  *qa = (ops_fp8_act){b, (float *)(b + codes), mp, (int)mp, m->cu->policy.ue8m0};
+  return 0;
+}
+
+int model_cuda_norm_q8(int set) {
+  static int on = -1;
+  if (on < 0) {
+    const char *v = getenv("RLRUN_NORM_Q8");
+    on = !(v && !strcmp(v, "0"));
+  }
+  if (set >= 0) on = set != 0;
+  return on;
+}
+
+int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
+                    uint16_t *const *out_b, rl_err *e) {
+  quant_policy tmp;
+  const quant_policy *pol = mc_fwd_policy(m, &tmp);
+  linear_act a;
+  int rc = linear_act_wrap_fp8(&a, q, scales, M, quant_roundup(M, 8), L[0]->q.cols, pol, e);
+  for (int i = 0; i < n && !rc; i++) {
+    rc = MC_DP(DP_FWD_GEMM, linear_forward_prepared(out_b[i], &a, &L[i]->q, pol, NULL, e));
+    if (rc) rl_err_prefix(e, "%s: ", m->params[L[i]->pi].name);
+  }
+  return rc;
+}
+
 int mc_lin_fwd_b_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, uint16_t *const *out_b,
                        rl_err *e) {
   if (mc_can_share(m, L, n, M)) return mc_lin_fwd_shared(m, L, n, xb, M, NULL, out_b, e);

@@ -98,6 +98,12 @@ void model_cuda_qplan_free(model_cuda_qplan *q);
  * a model whose masters were overwritten in place needs (the NCCL sync's
  * rollout side). */
 int model_cuda_refresh_norms(model *m, rl_err *e);
+/* The RMSNorms that feed fp8-block linears through cuBLASLt write the
+ * quantized activation themselves (ops_rmsnorm_forward_q8_cuda) — in the full
+ * forward and the rollout engine's decode step — one quantizer pass fewer per
+ * group, the same bytes. On unless RLRUN_NORM_Q8=0 (read once); set ≥ 0
+ * overrides (tests), −1 only asks. Not thread-safe: set it before engines run. */
+int model_cuda_norm_q8(int set);
 /* Allocate (first call) and zero the device FP32 gradients. */
 int model_cuda_grads_zero(model *m, rl_err *e);
 /* Copy the device gradients into the host p->g (allocated as needed). */

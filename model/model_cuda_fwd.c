@@ -247,13 +247,24 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
   model_cuda_param *P = m->cu->p;
   int T = a->T, H = m->H, rc;
   float *in = a->res + (size_t)l * T * H, *next = a->res + (size_t)(l + 1) * T * H;
-  if ((rc = MC_DP(DP_FWD_NORM,
-                  ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, NULL, e))))
-    goto out;
-  { /* q, k (and v when BF16) from one quantization of xn1 */
-    const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
+  const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
+  const int nqkv = x->v_b ? 3 : 2;
+  ops_fp8_act qa;
+  /* q, k (and v when BF16) from one quantization of xn1: the norm's own when
+   * they take it (mc_lin_q8_ok; the norm writes xn1_b too, the backward's input) */
+  const int q8_qkv = mc_lin_q8_ok(m, qkv, nqkv, x->xn1_b, T);
+  if (q8_qkv && (rc = mc_q8_act(m, T, H, &qa, e))) goto out;
+  if (q8_qkv)
+    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_q8_cuda(NULL, x->xn1_b, x->rstd1, NULL, in, NULL,
+                                                        P[mc_pidx(m, my->ln1)].wf, T, H, m->eps, &qa, NULL, e));
+  else
+    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, x->xn1_b, x->rstd1, in, P[mc_pidx(m, my->ln1)].wf, T, H,
+                                                     m->eps, NULL, e));
+  if (rc) goto out;
+  {
     uint16_t *const ob[3] = {x->qr_b, x->kr_b, x->v_b};
-    if ((rc = mc_lin_fwd_b_group(m, qkv, x->v_b ? 3 : 2, x->xn1_b, T, ob, e)) ||
+    if ((rc = q8_qkv ? mc_lin_fwd_b_q8(m, qkv, nqkv, qa.q, qa.scales, T, ob, e)
+                     : mc_lin_fwd_b_group(m, qkv, nqkv, x->xn1_b, T, ob, e)) ||
         (!x->v_b && (rc = mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e))))
       goto out;
   }
@@ -263,14 +274,21 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
                                                                 a->pos, T, m->nkv, m->hd, m->eps, m->theta, NULL, e))) ||
       (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, a, x, e))))
     goto out;
-  if ((rc = mc_lin_fwd_b(m, &y->o, x->att_b, T, a->o_b, e)) ||
-      (rc = MC_DP(DP_FWD_NORM, ops_residual_rmsnorm_forward_bx_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, a->o_b,
-                                                                    P[mc_pidx(m, my->ln2)].wf, T, H, m->eps, NULL, e))))
+  const mc_lin *gu[2] = {&y->gate, &y->up};
+  const int q8_gu = !my->moe && mc_lin_q8_ok(m, gu, 2, x->xn2_b, T); /* gate/up from the norm's quantization */
+  if ((rc = mc_lin_fwd_b(m, &y->o, x->att_b, T, a->o_b, e)) || (q8_gu && (rc = mc_q8_act(m, T, H, &qa, e))))
     goto out;
+  if (q8_gu)
+    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_q8_cuda(x->h, x->xn2_b, x->rstd2, in, NULL, a->o_b,
+                                                        P[mc_pidx(m, my->ln2)].wf, T, H, m->eps, &qa, NULL, e));
+  else
+    rc = MC_DP(DP_FWD_NORM, ops_residual_rmsnorm_forward_bx_cuda(x->h, NULL, x->xn2_b, x->rstd2, in, a->o_b,
+                                                                 P[mc_pidx(m, my->ln2)].wf, T, H, m->eps, NULL, e));
+  if (rc) goto out;
   if (my->moe) {
     if (!(rc = mc_moe_forward(m, l, replay, a, next, e))) rc = MC_DP(DP_FWD_ACT, mck_add_f32(next, x->h, next, (int64_t)T * H, e));
-  } else if (!(rc = mc_lin_fwd_b_group(m, (const mc_lin *const[2]){&y->gate, &y->up}, 2, x->xn2_b, T,
-                                       (uint16_t *const[2]){x->gate_b, x->up_b}, e)) &&
+  } else if (!(rc = q8_gu ? mc_lin_fwd_b_q8(m, gu, 2, qa.q, qa.scales, T, (uint16_t *const[2]){x->gate_b, x->up_b}, e)
+                          : mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, T, (uint16_t *const[2]){x->gate_b, x->up_b}, e)) &&
              !(rc = MC_DP(DP_FWD_ACT, ops_swiglu_forward_bx_cuda(NULL, x->act_b, x->gate_b, x->up_b, T, m->I, m->I, NULL, e))) &&
              !(rc = mc_lin_fwd_b(m, &y->down, x->act_b, T, a->o_b, e))) {
     rc = MC_DP(DP_FWD_ACT, mck_add_bf16(next, x->h, a->o_b, (int64_t)T * H, e));

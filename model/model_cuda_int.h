@@ -63,6 +63,7 @@ int mck_f32_from_bf16_list(const mck_cvt *l, int n, rl_err *e);
 /* ---------------------------------------------------------------- host state (C only) */
 #if !defined(__CUDACC__)
 #include "kernels/devprof.h"
+#include "kernels/ops.h" /* ops_fp8_act */
 #include "kernels/qtensor.h"
 #include "model/model.h"
 #include "model/model_cuda.h"
@@ -96,8 +97,9 @@ typedef struct mc_layer {
   mc_lin *eg, *eu, *ed; /* [E] */
 } mc_layer;
 
-/* Scratch slots of the linear helpers (BF16 output, BF16 dY, BF16 dX). */
-enum { MC_SCR_Y, MC_SCR_DY, MC_SCR_DX, MC_SCR_COUNT };
+/* Scratch slots of the linear helpers (BF16 output, BF16 dY, BF16 dX, a norm's
+ * fp8-block output: mc_q8_act). */
+enum { MC_SCR_Y, MC_SCR_DY, MC_SCR_DX, MC_SCR_Q8, MC_SCR_COUNT };
 
 /* Everything m->cu holds. */
 typedef struct model_cuda model_cuda;
@@ -200,6 +202,20 @@ int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint1
  * that can read BF16 then takes mc_lin_fwd_b's result itself, the same bits
  * without the conversion pass (the rollout engine's decode step). */
 int mc_lin_native_b(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M);
+/* 1 when the n linears L (reading one activation of M rows) are fp8-block
+ * weights through cuBLASLt with one K (mc_lin_native_b each, activation sharing
+ * on): their activation can come quantized from its producer
+ * (ops_rmsnorm_forward_q8_cuda) and mc_lin_fwd_b_q8 runs the GEMMs. */
+int mc_lin_q8_ok(const model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M);
+/* The fp8-block activation buffer of M rows of width K in the scratch (codes
+ * then scales, ops_fp8_act of rows_pad = M rounded up to 8), for a norm to
+ * write and mc_lin_fwd_b_q8 to read; NULL with *e set on failure. */
+int mc_q8_act(model *m, int64_t M, int64_t K, ops_fp8_act *qa, rl_err *e);
+/* out_b[i] = the BF16 of L[i] applied to the activation its producer quantized:
+ * codes q [M_pad][K] and scales (ops_fp8_act, M_pad = M rounded up to 8) — the
+ * bits of mc_lin_fwd_b on that BF16 activation. */
+int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
+                    uint16_t *const *out_b, rl_err *e);
 /* n linears reading the same xb into BF16 outputs: one activation quantization
  * for all (linear_act_prepare) when they share a quantized format and K and run
  * cuBLASLt, else mc_lin_fwd_b each; the same bits either way. */

@@ -52,6 +52,10 @@ struct rollout_cuda_engine {
    * mlp_b: the layer before left its MLP output in hy (1) or in res (0) */
   uint16_t *hb, *hq, *hk, *hv, *hy, *hg, *hu;
   int mlp_b;
+  /* the norms' fp8-block output (rc_q8): E4M3 codes [rows_cap rounded up to 8][H] and
+   * their scales [ceil(H/128)][same rows], read by q/k/v or gate/up */
+  uint8_t *aq;
+  float *as;
   float *rope_cs, *rope_sn;          /* the step's RoPE table [rows_cap][head_dim/2] */
   sampler_key *d_keys, *h_keys; /* [slots]; h_: pinned host twins (async copies), [2][slots] */
   sampler_out *d_out, *h_out;
@@ -62,6 +66,7 @@ struct rollout_cuda_engine {
   rc_graph graph[RC_MAX_GRAPHS];
   long long graph_launches, eager_steps, captures;
   long long handoffs; /* linear groups whose BF16 results were handed off, in steps run eagerly or captured */
+  long long q8s;      /* of them, those whose fp8 activation came from the norm (rc_q8) */
 };
 
 /* One sequence of a generate call. */
@@ -106,7 +111,8 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) {
   cudaFreeHost(g->h_step), cudaFreeHost(g->h_keys), cudaFreeHost(g->h_out);
   for (int b = 0; b < 2; b++)
     if (g->ev[b]) cudaEventDestroy(g->ev[b]);
-  void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs, g->hb};
+  void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs, g->hb,
+               g->aq};
   for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
   model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
   free(g);
@@ -115,9 +121,17 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) {
 void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *t) { g->tok = t; }
 
 long long rollout_cuda_handoffs(const rollout_cuda_engine *g) { return g->handoffs; }
+long long rollout_cuda_norm_q8s(const rollout_cuda_engine *g) { return g->q8s; }
 
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) {
   return (int64_t)g->m->L * (g->slots + 1) * g->max_len * g->kvd * (2 + 2);
+}
+
+/* The norms' fp8 output buffer (g->aq, g->as) for R rows: codes, rounded up to
+ * 16 bytes, then the scales. */
+static size_t rc_q8_codes(const model *m, size_t R) { return ((R + 7) / 8 * 8 * (size_t)m->H + 15) / 16 * 16; }
+static size_t rc_q8_bytes(const model *m, size_t R) {
+  return rc_q8_codes(m, R) + ((size_t)m->H + 127) / 128 * ((R + 7) / 8 * 8) * 4;
 }
 
 /* Make the device views current for the engine's policy. */
@@ -153,6 +167,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
       (rc = mc_ok(cudaMalloc((void **)&g->rope_cs, R * m->hd * 4), "cudaMalloc (RoPE table)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->hb, R * ((size_t)m->nq * m->hd + 2 * (size_t)g->kvd + m->H + 2 * (size_t)m->I) * 2),
                   "cudaMalloc (BF16 hand-off rows)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->aq, rc_q8_bytes(m, R)), "cudaMalloc (fp8 activation rows)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_keys, (size_t)slots * sizeof(sampler_key)), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_out, (size_t)slots * sizeof(sampler_out)), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMallocHost((void **)&g->h_keys, 2 * (size_t)slots * sizeof(sampler_key)), "cudaMallocHost", e)) ||
@@ -167,6 +182,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   g->d_map = g->d_len + R;
   g->hq = g->hb, g->hk = g->hq + R * m->nq * m->hd, g->hv = g->hk + R * g->kvd, g->hy = g->hv + R * g->kvd;
   g->hg = g->hy + R * m->H, g->hu = g->hg + R * m->I;
+  g->as = (float *)(g->aq + rc_q8_codes(m, R));
   g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
   g->da->fp32_flow = 1; /* the decode step reads qr/kr/v/gate/up as FP32 (rollout_cuda_kern) */
   if ((rc = rc_views(g, e))) {
@@ -344,10 +360,18 @@ static int rc_handoff(const rollout_cuda_engine *g, const mc_lin *const *L, int 
   return 1;
 }
 
+/* 1 when the norm before the linears L[0..k) (handed off in BF16) writes their
+ * fp8-block activation itself (ops_rmsnorm_forward_q8_cuda; model_cuda_norm_q8
+ * on): one quantizer launch fewer, the same bytes. */
+static int rc_q8(const rollout_cuda_engine *g, const mc_lin *const *L, int k, const uint16_t *xb, int n) {
+  return g->m->H % 4 == 0 && mc_lin_q8_ok(g->m, L, k, xb, n);
+}
+
 /* The switches that change what a decode step launches (a graph captured under
- * others is captured again): the fused QK path and the BF16 hand-off. */
+ * others is captured again): the fused QK path, the BF16 hand-off and the
+ * norms' fp8 output. */
 static int rc_cfg(const rollout_cuda_engine *g) {
-  return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1;
+  return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2;
 }
 
 /* Layer l of a decode step of n rows on the decode activations. On entry
@@ -367,7 +391,16 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   int H = m->H, rc = 0;
 #define PW(p) P[(int)((p) - m->params)].wf
   float *in = a->res + (size_t)l * n * H, *next = a->res + (size_t)(l + 1) * n * H;
-  if (l == 0)
+  const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
+  const int fuse_qk = rck_decode_qk_fused(m->nq / m->nkv, -1);
+  const int hand_qkv = fuse_qk && rc_handoff(g, qkv, 3, x->xn1_b, n), q8_qkv = hand_qkv && rc_q8(g, qkv, 3, x->xn1_b, n);
+  const int n8 = (n + 7) / 8 * 8;
+  const ops_fp8_act qa = {g->aq, g->as, n8, n8, m->cu->policy.ue8m0};
+  if (q8_qkv) /* the norm writes q/k/v's fp8-block activation (xn1_b is not written) */
+    RP(RP_NORM1, ops_rmsnorm_forward_q8_cuda(l ? in : NULL, NULL, NULL, l ? a->la[l - 1].h : NULL,
+                                             l && g->mlp_b ? NULL : in, l && g->mlp_b ? g->hy : NULL, PW(my->ln1), n,
+                                             H, m->eps, &qa, NULL, e));
+  else if (l == 0)
     RP(RP_NORM1, ops_rmsnorm_forward_cuda(NULL, x->xn1_b, NULL, in, PW(my->ln1), n, H, m->eps, NULL, e));
   else if (g->mlp_b)
     RP(RP_NORM1, ops_residual_rmsnorm_forward_bx_cuda(in, NULL, x->xn1_b, NULL, a->la[l - 1].h, g->hy, PW(my->ln1), n,
@@ -375,11 +408,14 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   else
     RP(RP_NORM1, ops_residual_rmsnorm_forward_cuda(in, NULL, x->xn1_b, NULL, a->la[l - 1].h, in, PW(my->ln1), n, H,
                                                    m->eps, NULL, e));
-  const mc_lin *qkv[3] = {&y->q, &y->k, &y->v};
-  const int fuse_qk = rck_decode_qk_fused(m->nq / m->nkv, -1);
-  if (fuse_qk && rc_handoff(g, qkv, 3, x->xn1_b, n)) { /* q, k, v stay BF16 into the attention */
+  if (hand_qkv) { /* q, k, v stay BF16 into the attention */
     uint16_t *const qkv_b[3] = {g->hq, g->hk, g->hv};
-    RP(RP_QKV, mc_lin_fwd_b_group(m, qkv, 3, x->xn1_b, n, qkv_b, e));
+    if (q8_qkv) {
+      RP(RP_QKV, mc_lin_fwd_b_q8(m, qkv, 3, g->aq, g->as, n, qkv_b, e));
+      g->q8s++;
+    } else {
+      RP(RP_QKV, mc_lin_fwd_b_group(m, qkv, 3, x->xn1_b, n, qkv_b, e));
+    }
     g->handoffs++;
     const rck_qk_in qk = {NULL, NULL, NULL, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
                           g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, g->hq, g->hk, g->hv};
@@ -402,24 +438,35 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
                                        g->pml, NULL, e));
     }
   }
-  const mc_lin *o1[1] = {&y->o};
-  if (rc_handoff(g, o1, 1, x->att_b, n)) { /* o stays BF16 into the residual add of norm 2 */
+  const mc_lin *o1[1] = {&y->o}, *gu[2] = {&y->gate, &y->up};
+  const int hand_o = rc_handoff(g, o1, 1, x->att_b, n);
+  const int hand_mlp = !my->moe && rc_handoff(g, gu, 2, x->xn2_b, n) &&
+                       rc_handoff(g, (const mc_lin *const[1]){&y->down}, 1, x->act_b, n);
+  const int q8_gu = hand_mlp && rc_q8(g, gu, 2, x->xn2_b, n);
+  if (hand_o) { /* o stays BF16 into the residual add of norm 2 */
     RP(RP_OPROJ, mc_lin_fwd_b(m, &y->o, x->att_b, n, g->hy, e));
     g->handoffs++;
+  } else {
+    RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
+  }
+  if (q8_gu) { /* the norm writes gate/up's fp8-block activation (xn2_b is not written) */
+    RP(RP_NORM2, ops_rmsnorm_forward_q8_cuda(x->h, NULL, NULL, in, hand_o ? NULL : next, hand_o ? g->hy : NULL,
+                                             PW(my->ln2), n, H, m->eps, &qa, NULL, e));
+    g->q8s++;
+  } else if (hand_o) {
     RP(RP_NORM2, ops_residual_rmsnorm_forward_bx_cuda(x->h, NULL, x->xn2_b, NULL, in, g->hy, PW(my->ln2), n, H, m->eps,
                                                       NULL, e));
   } else {
-    RP(RP_OPROJ, mc_lin_fwd(m, &y->o, x->att_b, n, next, e));
     RP(RP_NORM2, ops_residual_rmsnorm_forward_cuda(x->h, NULL, x->xn2_b, NULL, in, next, PW(my->ln2), n, H, m->eps,
                                                    NULL, e));
   }
-  const mc_lin *gu[2] = {&y->gate, &y->up};
   g->mlp_b = 0;
   if (my->moe) {
     RP(RP_MOE, mc_moe_forward(m, l, NULL, a, next, e));
-  } else if (rc_handoff(g, gu, 2, x->xn2_b, n) && rc_handoff(g, (const mc_lin *const[1]){&y->down}, 1, x->act_b, n)) {
+  } else if (hand_mlp) {
     uint16_t *const gu_b[2] = {g->hg, g->hu}; /* gate, up and down stay BF16: SwiGLU and the next norm read them */
-    RP(RP_GATEUP, mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, n, gu_b, e));
+    if (q8_gu) RP(RP_GATEUP, mc_lin_fwd_b_q8(m, gu, 2, g->aq, g->as, n, gu_b, e));
+    else RP(RP_GATEUP, mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, n, gu_b, e));
     RP(RP_GATEUP, ops_swiglu_forward_bx_cuda(NULL, x->act_b, g->hg, g->hu, n, m->I, m->I, NULL, e));
     RP(RP_DOWN, mc_lin_fwd_b(m, &y->down, x->act_b, n, g->hy, e));
     g->mlp_b = 1, g->handoffs += 2;
@@ -838,6 +885,7 @@ int rollout_cuda_bf16_handoff(int set) {
   return 0;
 }
 long long rollout_cuda_handoffs(const rollout_cuda_engine *g) { return g ? 0 : -1; }
+long long rollout_cuda_norm_q8s(const rollout_cuda_engine *g) { return g ? 0 : -1; }
 int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n_ids,
                               int64_t n_prompts, int G, int64_t iteration, const rollout_opts *o,
                               rollout_batch *out, rl_err *e) {

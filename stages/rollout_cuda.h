@@ -102,6 +102,10 @@ int rollout_cuda_bf16_handoff(int set);
 /* Linear groups (q/k/v, o, gate/up + down) whose results the engine handed off
  * in BF16, over the decode steps it ran eagerly or captured as graphs. */
 long long rollout_cuda_handoffs(const rollout_cuda_engine *eng);
+/* Linear groups whose fp8-block activation the decode step's norm wrote
+ * (model_cuda_norm_q8), counted as rollout_cuda_handoffs; engines recapture
+ * their graphs when model_cuda_norm_q8 changes. */
+long long rollout_cuda_norm_q8s(const rollout_cuda_engine *eng);
 
 /* G completions of each prompt ids[p][0 .. n_ids[p]−1] (used as is), as
  * rollout_generate_ids (rollout.h) with opts o: seed, temperature, greedy,

@@ -30,6 +30,7 @@
 #include "kernels/common.h"
 #include "kernels/formats.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 #if RLRUN_CUDA
 #include <cuda_runtime.h>
@@ -251,6 +252,84 @@ static void test_rmsnorm(int rows, int dim) {
   free(x), free(r), free(w), free(dy), free(dw0), free(y), free(h), free(rs), free(dx), free(dw), free(yb);
   CU(cudaFree(dx_)); CU(cudaFree(dr)); CU(cudaFree(dw_)); CU(cudaFree(ddy)); CU(cudaFree(dy_out));
   CU(cudaFree(dh)); CU(cudaFree(drs)); CU(cudaFree(ddw)); CU(cudaFree(ddx)); CU(cudaFree(dyb));
+}
+
+/* The RMSNorm forwards with an fp8-block output (ops_rmsnorm_forward_q8_cuda)
+ * against the plain forward then quant_fp8_block_act_cuda into cuBLASLt's layout
+ * (what linear_forward does, pad rows zeroed): h, rstd, y_bf16 and the codes and
+ * scales byte for byte, pad rows included (the buffers start as garbage). mode 0:
+ * plain norm of FP32 x; 1: residual + norm, FP32 x; 2: residual, BF16 x. Under
+ * both E4M3 codecs and both scale forms. special: row 1 all zero (scale 1), the
+ * second 128-block's weights ~1e-38 (the 2^-149 scale floor), row 2 with an Inf
+ * in x (a NaN row: every block's scale NaN, codes 0), w[5] = Inf (block 0 NaN or Inf). */
+static void test_rmsnorm_q8(int rows, int dim, int mode, int special) {
+  char name[160];
+  const size_t n = (size_t)rows * dim;
+  const int pad = (rows + 7) / 8 * 8, nb = (dim + 127) / 128;
+  float *x = randv(n, 2), *r = randv(n, 2), *w = randv(dim, 1.5f);
+  if (special) {
+    if (rows > 1) memset(x + dim, 0, (size_t)dim * 4), memset(r + dim, 0, (size_t)dim * 4);
+    for (int i = 128; i < 256 && i < dim; i++) w[i] *= 1e-38f;
+    if (rows > 2) x[2 * (size_t)dim + 7] = INFINITY;
+    if (dim > 5) w[5] = INFINITY;
+  }
+  uint16_t *xb = rl_xmalloc(n * 2);
+  for (size_t i = 0; i < n; i++) xb[i] = fmt_bf16_from_f32(x[i]);
+  float *dxf = dup_dev(x, n * 4), *dr = dup_dev(r, n * 4), *dw = dup_dev(w, (size_t)dim * 4);
+  uint16_t *dxb = dup_dev(xb, n * 2);
+  float *dh0 = dup_dev(NULL, n * 4), *dh1 = dup_dev(NULL, n * 4), *drs0 = dup_dev(NULL, rows * 4),
+        *drs1 = dup_dev(NULL, rows * 4), *ds0 = dup_dev(NULL, (size_t)nb * pad * 4), *ds1 = dup_dev(NULL, (size_t)nb * pad * 4);
+  uint16_t *dyb0 = dup_dev(NULL, n * 2), *dyb1 = dup_dev(NULL, n * 2);
+  uint8_t *dq0 = dup_dev(NULL, (size_t)pad * dim), *dq1 = dup_dev(NULL, (size_t)pad * dim);
+  static const char *const mname[3] = {"plain, FP32 x", "residual, FP32 x", "residual, BF16 x"};
+  for (int v = 0; v < 4; v++) {
+    const int ue8m0 = v & 1, soft = v >> 1;
+    quant_cuda_set_hw_cvt(!soft);
+    /* the reference: the norm, then linear_forward's quantization of its BF16 output */
+    CU(cudaMemset(dq0, 0, (size_t)pad * dim));
+    CU(cudaMemset(ds0, 0, (size_t)nb * pad * 4));
+    if (mode == 0) OK(ops_rmsnorm_forward_cuda(NULL, dyb0, drs0, dxf, dw, rows, dim, 1e-6f, NULL, e));
+    else if (mode == 1) OK(ops_residual_rmsnorm_forward_cuda(dh0, NULL, dyb0, drs0, dr, dxf, dw, rows, dim, 1e-6f, NULL, e));
+    else OK(ops_residual_rmsnorm_forward_bx_cuda(dh0, NULL, dyb0, drs0, dr, dxb, dw, rows, dim, 1e-6f, NULL, e));
+    quant_opts qo = {0};
+    qo.ue8m0 = ue8m0, qo.scale_layout = QLAYOUT_HOPPER_ACT, qo.scale_ld = pad;
+    OK(quant_fp8_block_act_cuda(dyb0, rows, dim, dq0, ds0, &qo, NULL, NULL, e));
+    /* the fused forward over garbage */
+    CU(cudaMemset(dq1, 0xA7, (size_t)pad * dim));
+    CU(cudaMemset(ds1, 0x5B, (size_t)nb * pad * 4));
+    CU(cudaMemset(dyb1, 0x33, n * 2));
+    const ops_fp8_act qa = {dq1, ds1, pad, pad, ue8m0};
+    OK(ops_rmsnorm_forward_q8_cuda(mode ? dh1 : NULL, dyb1, drs1, mode ? dr : NULL, mode == 2 ? NULL : dxf,
+                                   mode == 2 ? dxb : NULL, dw, rows, dim, 1e-6f, &qa, NULL, e));
+    uint8_t *q0 = get(dq0, (size_t)pad * dim), *q1 = get(dq1, (size_t)pad * dim);
+    float *s0 = get(ds0, (size_t)nb * pad * 4), *s1 = get(ds1, (size_t)nb * pad * 4);
+    uint16_t *y0 = get(dyb0, n * 2), *y1 = get(dyb1, n * 2);
+    float *r0 = get(drs0, rows * 4), *r1 = get(drs1, rows * 4);
+    size_t bad = 0;
+    for (size_t i = 0; i < (size_t)pad * dim; i++) bad += q0[i] != q1[i];
+    bad += memcmp(s0, s1, (size_t)nb * pad * 4) != 0;
+    bad += memcmp(y0, y1, n * 2) != 0;
+    bad += memcmp(r0, r1, rows * 4) != 0;
+    if (mode) {
+      float *h0 = get(dh0, n * 4), *h1 = get(dh1, n * 4);
+      bad += memcmp(h0, h1, n * 4) != 0;
+      free(h0), free(h1);
+    }
+    size_t nan_s = 0, floor_s = 0;
+    for (size_t i = 0; i < (size_t)nb * pad; i++) nan_s += isnan(s0[i]), floor_s += s0[i] == 0x1p-149f;
+    snprintf(name, sizeof name, "rmsnorm fp8 out %dx%d %s%s, %s, %s codec: == norm + quantizer (codes, scales, y, "
+             "rstd, h) [NaN scales %zu, 2^-149 %zu]", rows, dim, mname[mode], special ? " (special rows)" : "",
+             ue8m0 ? "ue8m0" : "fp32 scales", soft ? "software" : "hardware", nan_s, floor_s);
+    char det[64];
+    snprintf(det, sizeof det, "%zu differing", bad);
+    verdict(bad == 0, name, det);
+    free(q0), free(q1), free(s0), free(s1), free(y0), free(y1), free(r0), free(r1);
+  }
+  quant_cuda_set_hw_cvt(1);
+  free(x), free(r), free(w), free(xb);
+  CU(cudaFree(dxf)); CU(cudaFree(dr)); CU(cudaFree(dw)); CU(cudaFree(dxb)); CU(cudaFree(dh0)); CU(cudaFree(dh1));
+  CU(cudaFree(drs0)); CU(cudaFree(drs1)); CU(cudaFree(ds0)); CU(cudaFree(ds1)); CU(cudaFree(dyb0)); CU(cudaFree(dyb1));
+  CU(cudaFree(dq0)); CU(cudaFree(dq1));
 }
 
 /* ---------------------------------------------------------------- RoPE, QK-norm */
@@ -740,6 +819,13 @@ int main(void) {
   test_rmsnorm(4099, 1024);
   test_rmsnorm(300, 1000);
   test_rmsnorm(77, 2560);
+  { /* the fp8-block output: decode and prefill rows, widths with partial blocks and chunks */
+    const int q8[][2] = {{1, 1024}, {3, 1024}, {64, 1024}, {13, 2048}, {1100, 1024}, {9, 200}, {5, 4100}, {8, 96}};
+    for (size_t k = 0; k < sizeof q8 / sizeof *q8; k++)
+      for (int mode = 0; mode < 3; mode++) test_rmsnorm_q8(q8[k][0], q8[k][1], mode, k % 2);
+    test_rmsnorm_q8(7, 1024, 1, 1);
+    test_rmsnorm_q8(70, 3072, 2, 1);
+  }
   test_rope_qk(128);
   test_rope_qk(64);
   const int lens[] = {1, 7, 128, 300, 1024}, lens2[] = {3, 65, 200, 31}, lens3[] = {513};

@@ -716,24 +716,33 @@ static void prefill_groups_check(void) {
     }
     if (got == NS) { /* the BF16 hand-off (the default) == the FP32 conversions it replaces, 96 sequences
                       * (BF16 runs cuBLASLt above 64 rows; fp8-block at every M) */
-      rollout_batch ha, hc;
+      rollout_batch ha, hq, hc;
       rollout_cuda_engine *gh = NULL;
       o.max_slots = 96, o.max_new_tokens = 40;
-      const int was = rollout_cuda_bf16_handoff(-1);
+      const int was = rollout_cuda_bf16_handoff(-1), was_q8 = model_cuda_norm_q8(-1);
       int ra = rollout_cuda_engine_new(m, &pol, 96, 64, &gh, &e) || rollout_cuda_generate_ids(gh, ids, n, NP, 4, 5, &o, &ha, &e);
-      const long long used = ra ? 0 : rollout_cuda_handoffs(gh);
+      const long long used = ra ? 0 : rollout_cuda_handoffs(gh), q8 = ra ? 0 : rollout_cuda_norm_q8s(gh);
+      model_cuda_norm_q8(0); /* the hand-off with the linears quantizing for themselves */
+      int rq = ra ? 1 : rollout_cuda_generate_ids(gh, ids, n, NP, 4, 5, &o, &hq, &e);
+      const long long q8_off = ra ? 0 : rollout_cuda_norm_q8s(gh) - q8, used_q = ra ? 0 : rollout_cuda_handoffs(gh);
       rollout_cuda_bf16_handoff(0);
       int rb = ra ? 1 : rollout_cuda_generate_ids(gh, ids, n, NP, 4, 5, &o, &hc, &e);
-      const long long used_off = ra ? 0 : rollout_cuda_handoffs(gh) - used;
-      rollout_cuda_bf16_handoff(was);
+      const long long used_off = ra ? 0 : rollout_cuda_handoffs(gh) - used_q;
+      rollout_cuda_bf16_handoff(was), model_cuda_norm_q8(was_q8);
       o.max_slots = 64, o.max_new_tokens = 8;
-      int64_t d = -1;
+      int64_t d = -1, dq = -1;
       if (!ra && !rb) d = ha.n == hc.n && ha.n == 4 * NP ? batch_diffs(ha.s, hc.s, ha.n) : ha.n + 1;
-      else printf("     BF16 hand-off engine check: %s\n", e.msg);
+      if (!ra && !rq) dq = ha.n == hq.n ? batch_diffs(ha.s, hq.s, ha.n) : ha.n + 1;
+      if (ra || rb || rq) printf("     BF16 hand-off engine check: %s\n", e.msg);
       snprintf(what, sizeof what, "%s engine, 96 sequences: BF16 hand-off (%s, %lld linear groups, %lld with it off) == "
                "FP32 conversions (samples differing)", f ? "fp8-block" : "bf16", was ? "on" : "OFF", used, used_off);
       check(d == 0 && was && used > 0 && used_off == 0, what, "%.0f", (double)d);
+      snprintf(what, sizeof what, "%s engine, 96 sequences: norms writing the fp8 activation (%s, %lld groups; %lld "
+               "with it off) == the linears quantizing (samples differing)", f ? "fp8-block" : "bf16",
+               was_q8 ? "on" : "OFF", q8, q8_off);
+      check(dq == 0 && was_q8 && (f ? q8 > 0 : q8 == 0) && q8_off == 0, what, "%.0f", (double)dq);
       if (!ra) rollout_batch_free(&ha);
+      if (!ra && !rq) rollout_batch_free(&hq);
       if (!ra && !rb) rollout_batch_free(&hc);
       rollout_cuda_engine_free(gh);
     }
