@@ -228,6 +228,8 @@ static int ours_run(void *ctx) {
 /* The norm → linear pair of a layer whose linear reads an RMSNorm's output (q/k/v,
  * gate/up): the norm of FP32 x [m][K] into BF16 y, then the linear. */
 typedef struct norm_lin {
+  int swiglu;             /* 1: the producer is SwiGLU of BF16 gate (xb) and up (ub) instead of RMSNorm of x */
+  const uint16_t *xb, *ub;
   const float *x, *w;
   uint16_t *y;
   float *rstd;
@@ -244,13 +246,16 @@ static int norm_lin_run(void *ctx) {
   rl_err e;
   int rc;
   if (n->mode == 2) {
-    rc = ops_rmsnorm_forward_q8_cuda(NULL, n->y, n->rstd, NULL, n->x, NULL, n->w, M, K, 1e-6f, &n->qa, g_stream, &e);
+    rc = n->swiglu ? ops_swiglu_forward_q8_bx_cuda(n->y, n->xb, n->ub, M, K, K, &n->qa, g_stream, &e)
+                   : ops_rmsnorm_forward_q8_cuda(NULL, n->y, n->rstd, NULL, n->x, NULL, n->w, M, K, 1e-6f, &n->qa,
+                                                 g_stream, &e);
     linear_act a;
     linear_opts lo = {g_stream, &o->info};
     if (!rc) rc = linear_act_wrap_fp8(&a, n->qa.q, n->qa.scales, M, n->qa.rows_pad, K, &o->p, &e);
     if (!rc) rc = linear_forward_prepared(o->out, &a, &o->w, &o->p, &lo, &e);
   } else {
-    rc = ops_rmsnorm_forward_cuda(NULL, n->y, n->rstd, n->x, n->w, M, K, 1e-6f, g_stream, &e);
+    rc = n->swiglu ? ops_swiglu_forward_bx_cuda(NULL, n->y, n->xb, n->ub, M, K, K, g_stream, &e)
+                   : ops_rmsnorm_forward_cuda(NULL, n->y, n->rstd, n->x, n->w, M, K, 1e-6f, g_stream, &e);
     if (!rc) rc = n->mode ? ours_run(o) : bare_run(n->b);
   }
   if (rc) fprintf(stderr, "norm_lin mode %d: %s\n", n->mode, e.msg);
@@ -325,6 +330,7 @@ static double bench_shape_ex(cublasLtHandle_t lt, int64_t M, int64_t N, int64_t 
     for (int64_t i = 0; i < M * K; i++) xf[i] = fmt_bf16_to_f32(xh[i]) * 3.0f;
     for (int64_t i = 0; i < K; i++) wf[i] = 1.0f + fmt_bf16_to_f32(wh[i]) * 0.25f;
     float *dxf = dev_upload(xf, (size_t)(M * K) * 4), *dwf = dev_upload(wf, (size_t)K * 4), *drs;
+    uint16_t *uh = rand_bf16(M * K, (uint64_t)(M * 7 + K)), *dub = dev_upload(uh, (size_t)(M * K) * 2);
     uint16_t *dy;
     uint8_t *dq;
     const int64_t mp = quant_roundup(M, 8);
@@ -335,16 +341,18 @@ static double bench_shape_ex(cublasLtHandle_t lt, int64_t M, int64_t N, int64_t 
     on.x = dy;
     norm_lin nl[3];
     for (int k = 0; k < 3; k++)
-      nl[k] = (norm_lin){dxf, dwf, dy, drs, &on, &b, {dq, (float *)(dq + (mp * K + 15) / 16 * 16), mp, (int)mp, 0}, k};
+      nl[k] = (norm_lin){norm == 2, x, dub, dxf, dwf, dy, drs, &on, &b,
+                         {dq, (float *)(dq + (mp * K + 15) / 16 * 16), mp, (int)mp, 0}, k};
     bench_fn nf[3] = {norm_lin_run, norm_lin_run, norm_lin_run};
     void *nc[3] = {&nl[0], &nl[1], &nl[2]};
     double ns[3];
     time_calls(3, nf, nc, ns);
-    printf("| %5lld→%-5lld | %5lld | %8.1f | %8.1f | %8.1f | %7.1f%% | %7.1f%% |\n", (long long)K, (long long)N,
-           (long long)M, ns[0] * 1e6, ns[1] * 1e6, ns[2] * 1e6, 100 * ns[0] / ns[1], 100 * ns[0] / ns[2]);
+    printf("| %-7s | %5lld→%-5lld | %5lld | %8.1f | %8.1f | %8.1f | %7.1f%% | %7.1f%% |\n", norm == 2 ? "SwiGLU" : "RMSNorm",
+           (long long)K, (long long)N, (long long)M, ns[0] * 1e6, ns[1] * 1e6, ns[2] * 1e6, 100 * ns[0] / ns[1],
+           100 * ns[0] / ns[2]);
     ratio = ns[0] / ns[2];
-    cudaFree(dxf), cudaFree(dwf), cudaFree(drs), cudaFree(dy), cudaFree(dq);
-    free(xf), free(wf);
+    cudaFree(dxf), cudaFree(dwf), cudaFree(drs), cudaFree(dy), cudaFree(dq), cudaFree(dub);
+    free(xf), free(wf), free(uh);
     bare_free(&b);
     goto out;
   }
@@ -409,21 +417,24 @@ int main(int argc, char **argv) {
   if (!norm_only) bench_shape(lt, 8192, 8192, 8192, 1, 1261.0);
   printf("\nworst ours/bare at M >= 512: %.1f%% (goal >= 90%%)\n", 100 * worst);
   /* the linears that read an RMSNorm's output (q/k/v, gate/up of Qwen3-0.6B), as the model runs them */
-  printf("\nnorm → linear, fp8-block (µs per pair): A = RMSNorm (FP32 x → BF16 y) + the bare GEMM on pre-quantized\n"
-         "operands (quantization free); B = RMSNorm + linear_forward (its own quantizer pass); C = the RMSNorm writing\n"
-         "y and its fp8-block quantization (ops_rmsnorm_forward_q8_cuda) + linear_forward_prepared (the model's path).\n\n");
-  printf("| K→N         |     M | A norm+bare | B norm+linear | C norm q8+GEMM | A/B | A/C |\n");
-  printf("|-------------|-------|----------|----------|----------|---------|---------|\n");
-  static const int64_t KNn[][2] = {{1024, 3072}, {1024, 2048}, {1024, 1024}};
+  printf("\nproducer → linear, fp8-block (µs per pair), as the model runs its linears: RMSNorm (FP32 x → BF16 y)\n"
+         "before q/k/v and gate/up, SwiGLU (BF16 gate, up → BF16 act) before down (Qwen3-0.6B; 768→2048: a\n"
+         "Qwen3-30B-A3B expert's down). A = the producer + the bare GEMM on pre-quantized operands (quantization\n"
+         "free); B = the producer + linear_forward (its own quantizer pass); C = the producer writing its output's\n"
+         "fp8-block quantization too (ops_rmsnorm_forward_q8_cuda / ops_swiglu_forward_q8_bx_cuda) +\n"
+         "linear_forward_prepared (the model's path).\n\n");
+  printf("| producer | K→N         |     M | A prod+bare | B prod+linear | C prod q8+GEMM | A/B | A/C |\n");
+  printf("|---------|-------------|-------|----------|----------|----------|---------|---------|\n");
+  static const int64_t KNn[][3] = {{1024, 3072, 1}, {1024, 2048, 1}, {1024, 1024, 1}, {3072, 1024, 2}, {768, 2048, 2}};
   double worst_n = 1e9;
-  for (int s = 0; s < 3; s++)
+  for (int s = 0; s < 5; s++)
     for (int i = 0; i < 3; i++) {
       if (norm_m && Ms[i] != norm_m) continue;
-      double r = bench_shape_ex(lt, Ms[i], KNn[s][1], KNn[s][0], 1, 0, 1);
+      double r = bench_shape_ex(lt, Ms[i], KNn[s][1], KNn[s][0], 1, 0, (int)KNn[s][2]);
       if (Ms[i] >= 512 && r < worst_n) worst_n = r;
     }
-  printf("\nworst A/C at M >= 512: %.1f%% (the fused pair against norm + a GEMM whose quantization is free)\n",
-         100 * worst_n);
+  printf("\nworst A/C at M >= 512: %.1f%% (the fused pair against the producer + a GEMM whose quantization is "
+         "free)\n", 100 * worst_n);
   cublasLtDestroy(lt);
   linear_release();
   cudaStreamDestroy(g_stream);

@@ -424,6 +424,12 @@ typedef struct ops_fp8_act {
 int ops_rmsnorm_forward_q8_cuda(float *h, uint16_t *y_bf16, float *rstd, const float *resid, const float *x,
                                 const uint16_t *x_bf16, const float *w, int rows, int dim, float eps,
                                 const ops_fp8_act *qa, void *stream, rl_err *e);
+/* ops_swiglu_forward_bx_cuda's BF16 result out_bf16 [T][I] (gate/up rows of
+ * stride ld) and its fp8-block quantization into *qa in one pass: the bytes of
+ * the SwiGLU then quant_fp8_block_act_cuda. I % 16 == 0, ld % 8 == 0, 16-byte
+ * aligned operands (RL_EXIT_USAGE otherwise: quantize separately). */
+int ops_swiglu_forward_q8_bx_cuda(uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up, int T, int I, int ld,
+                                  const ops_fp8_act *qa, void *stream, rl_err *e);
 int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy,
                                           const uint16_t *const *dy_bf16, int n_dy_bf16, const float *h,
                                           const float *w, const float *rstd, int rows, int dim,

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 
 #include "kernels/ops_cuda_util.cuh"
+#include "kernels/quant_cuda_dev.cuh" /* the fp8-block quantizer's device arithmetic (swiglu q8) */
+extern "C" int quant_cuda_soft_cvt(void); /* quant_cuda.cu: the E4M3 codec the quantizers use */
 
 /* ---------------------------------------------------------------- checks */
 
@@ -312,6 +314,66 @@ extern "C" int ops_swiglu_forward_cuda(float *out, uint16_t *out_bf16, const flo
 extern "C" int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up,
                                           int T, int I, int ld, void *stream, rl_err *e) {
   return swiglu_fwd_run(out, out_bf16, gate, up, T, I, ld, stream, e);
+}
+
+/* SwiGLU of BF16 gate/up with the fp8-block quantization of its BF16 result: a
+ * thread a 16-element chunk (two 16-byte loads of each operand), 8 lanes a
+ * 128-element block (chunks per row cpr rounded up to 8 so blocks are
+ * lane-aligned, as quant_cuda.cu's launch_rows does), the block amax in three
+ * shuffles; the element arithmetic swiglu_fwd4_kernel's, the block's
+ * quant_fp8_block_act_cuda's. Rows [T, rows_pad): zero codes and scales. */
+__global__ void __launch_bounds__(256) swiglu_q8_kernel(uint16_t *ob, const uint16_t *gate, const uint16_t *up, int T,
+                                                        int I, int ld, int cpr, uint8_t *q, float *qs, int64_t qld,
+                                                        int rows_pad, int ue8m0, int soft) {
+  const int64_t gidx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t t = gidx / cpr;
+  const int c = (int)(gidx % cpr), nch = I / 16;
+  if (t >= rows_pad) return; /* whole warps: rows_pad · cpr is a multiple of 8, the grid of 256 */
+  const bool in = c < nch, real = t < T;
+  uint4 a = make_uint4(0, 0, 0, 0), b = a;
+  if (in && real) {
+    const size_t o = (size_t)t * ld + (size_t)c * 16;
+    uint16_t v[16];
+#pragma unroll
+    for (int k = 0; k < 16; k += 4) {
+      const float4 g = ldf4(gate, o + k), u = ldf4(up, o + k);
+      const float4 y = make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
+                                   __fmul_rn(silu(g.w), u.w));
+      v[k] = fmt_bf16_from_f32(y.x), v[k + 1] = fmt_bf16_from_f32(y.y), v[k + 2] = fmt_bf16_from_f32(y.z),
+      v[k + 3] = fmt_bf16_from_f32(y.w);
+    }
+    a = make_uint4(v[0] | (uint32_t)v[1] << 16, v[2] | (uint32_t)v[3] << 16, v[4] | (uint32_t)v[5] << 16,
+                   v[6] | (uint32_t)v[7] << 16);
+    b = make_uint4(v[8] | (uint32_t)v[9] << 16, v[10] | (uint32_t)v[11] << 16, v[12] | (uint32_t)v[13] << 16,
+                   v[14] | (uint32_t)v[15] << 16);
+    uint4 *dst = reinterpret_cast<uint4 *>(ob + (size_t)t * I + (size_t)c * 16); /* stf4's bits */
+    dst[0] = a, dst[1] = b;
+  }
+  uint32_t m = qd_fold16(qd_amax_bits16(a, b));
+#pragma unroll
+  for (int s = 1; s < 8; s <<= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, s));
+  if (!in) return;
+  const bool bad = m >= 0x7f80u;
+  const float sc = !real ? 0.0f : bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(m), ue8m0);
+  *reinterpret_cast<uint4 *>(q + (size_t)t * I + (size_t)c * 16) =
+      (bad || !real) ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(a, b, sc, soft);
+  if (c % 8 == 0) qs[(int64_t)(c / 8) * qld + t] = sc;
+}
+
+extern "C" int ops_swiglu_forward_q8_bx_cuda(uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up, int T, int I,
+                                             int ld, const ops_fp8_act *qa, void *stream, rl_err *e) {
+  if (!qa || !qa->q || !qa->scales || !out_bf16 || I <= 0 || T < 0 || I % 16 || ld % 8 || ld < I ||
+      qa->rows_pad < T || qa->scale_ld < qa->rows_pad || !aligned(gate, 16) || !aligned(up, 16) ||
+      !aligned(out_bf16, 16) || !aligned(qa->q, 16))
+    return rl_errf(e, RL_EXIT_USAGE, "ops_swiglu_forward_q8_bx_cuda: width %d (a multiple of 16 needed), ld %d, pad "
+                   "rows %d for %d rows, or unaligned operands", I, ld, qa ? qa->rows_pad : -1, T);
+  if (qa->rows_pad == 0) return 0;
+  const int cpr = (I / 16 + 7) / 8 * 8;
+  const int64_t threads = (int64_t)qa->rows_pad * cpr;
+  swiglu_q8_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, (cudaStream_t)stream>>>(
+      out_bf16, gate, up, T, I, ld, cpr, qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt());
+  OLAUNCH();
+  return 0;
 }
 
 extern "C" int ops_swiglu_backward_cuda(float *dgate, float *dup, const float *dout, const float *gate,

@@ -110,6 +110,9 @@ int ops_residual_rmsnorm_forward_bx_cuda(float *h, float *y, uint16_t *y_bf16, f
 int ops_rmsnorm_forward_q8_cuda(float *h, uint16_t *y_bf16, float *rstd, const float *resid, const float *x, const uint16_t *x_bf16, const float *w, int rows, int dim, float eps, const ops_fp8_act *qa, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
+int ops_swiglu_forward_q8_bx_cuda(uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up, int T, int I, int ld, const ops_fp8_act *qa, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
 int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, float *dw, const float *dy, const uint16_t *const *dy_bf16, int n_dy_bf16, const float *h, const float *w, const float *rstd, int rows, int dim, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }

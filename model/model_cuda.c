@@ -645,6 +645,23 @@ int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, c
   return rc;
 }
 
+int mc_swiglu_down_b(model *m, const mc_lin *down, const uint16_t *gate_b, const uint16_t *up_b, uint16_t *act_b,
+                     int64_t M, uint16_t *out_b, rl_err *e) {
+  const int64_t I = down->q.cols;
+  int rc;
+  if (I % 16 == 0 && ((uintptr_t)gate_b | (uintptr_t)up_b | (uintptr_t)act_b) % 16 == 0 &&
+      mc_lin_q8_ok(m, &down, 1, act_b, M)) {
+    ops_fp8_act qa;
+    if ((rc = mc_q8_act(m, M, I, &qa, e)) ||
+        (rc = MC_DP(DP_FWD_ACT, ops_swiglu_forward_q8_bx_cuda(act_b, gate_b, up_b, (int)M, (int)I, (int)I, &qa, NULL, e))))
+      return rc;
+    return mc_lin_fwd_b_q8(m, &down, 1, qa.q, qa.scales, M, &out_b, e);
+  }
+  if ((rc = MC_DP(DP_FWD_ACT, ops_swiglu_forward_bx_cuda(NULL, act_b, gate_b, up_b, (int)M, (int)I, (int)I, NULL, e))))
+    return rc;
+  return mc_lin_fwd_b(m, down, act_b, M, out_b, e);
+}
+
 int mc_lin_fwd_b_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb, int64_t M, uint16_t *const *out_b,
                        rl_err *e) {
   if (mc_can_share(m, L, n, M)) return mc_lin_fwd_shared(m, L, n, xb, M, NULL, out_b, e);

@@ -289,8 +289,7 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
     if (!(rc = mc_moe_forward(m, l, replay, a, next, e))) rc = MC_DP(DP_FWD_ACT, mck_add_f32(next, x->h, next, (int64_t)T * H, e));
   } else if (!(rc = q8_gu ? mc_lin_fwd_b_q8(m, gu, 2, qa.q, qa.scales, T, (uint16_t *const[2]){x->gate_b, x->up_b}, e)
                           : mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, T, (uint16_t *const[2]){x->gate_b, x->up_b}, e)) &&
-             !(rc = MC_DP(DP_FWD_ACT, ops_swiglu_forward_bx_cuda(NULL, x->act_b, x->gate_b, x->up_b, T, m->I, m->I, NULL, e))) &&
-             !(rc = mc_lin_fwd_b(m, &y->down, x->act_b, T, a->o_b, e))) {
+             !(rc = mc_swiglu_down_b(m, &y->down, x->gate_b, x->up_b, x->act_b, T, a->o_b, e))) {
     rc = MC_DP(DP_FWD_ACT, mck_add_bf16(next, x->h, a->o_b, (int64_t)T * H, e));
   }
 out:

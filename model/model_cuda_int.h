@@ -216,6 +216,12 @@ int mc_q8_act(model *m, int64_t M, int64_t K, ops_fp8_act *qa, rl_err *e);
  * bits of mc_lin_fwd_b on that BF16 activation. */
 int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
                     uint16_t *const *out_b, rl_err *e);
+/* act_b [M][I] = SwiGLU of the BF16 gate_b, up_b (rows of I), then out_b = the
+ * BF16 of down over act_b: the SwiGLU writing down's fp8-block activation
+ * itself when down takes it (mc_lin_q8_ok, I % 16 == 0, aligned operands), else
+ * ops_swiglu_forward_bx_cuda + mc_lin_fwd_b — the same bits. */
+int mc_swiglu_down_b(model *m, const mc_lin *down, const uint16_t *gate_b, const uint16_t *up_b, uint16_t *act_b,
+                     int64_t M, uint16_t *out_b, rl_err *e);
 /* n linears reading the same xb into BF16 outputs: one activation quantization
  * for all (linear_act_prepare) when they share a quantized format and K and run
  * cuBLASLt, else mc_lin_fwd_b each; the same bits either way. */

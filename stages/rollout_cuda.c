@@ -52,8 +52,9 @@ struct rollout_cuda_engine {
    * mlp_b: the layer before left its MLP output in hy (1) or in res (0) */
   uint16_t *hb, *hq, *hk, *hv, *hy, *hg, *hu;
   int mlp_b;
-  /* the norms' fp8-block output (rc_q8): E4M3 codes [rows_cap rounded up to 8][H] and
-   * their scales [ceil(H/128)][same rows], read by q/k/v or gate/up */
+  /* the fp8-block activation the norms and the SwiGLU write (rc_q8): E4M3 codes
+   * [rows_cap rounded up to 8][H or I] and their scales [ceil(width/128)][same
+   * rows], read by q/k/v, gate/up or down */
   uint8_t *aq;
   float *as;
   float *rope_cs, *rope_sn;          /* the step's RoPE table [rows_cap][head_dim/2] */
@@ -127,11 +128,12 @@ int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) {
   return (int64_t)g->m->L * (g->slots + 1) * g->max_len * g->kvd * (2 + 2);
 }
 
-/* The norms' fp8 output buffer (g->aq, g->as) for R rows: codes, rounded up to
- * 16 bytes, then the scales. */
-static size_t rc_q8_codes(const model *m, size_t R) { return ((R + 7) / 8 * 8 * (size_t)m->H + 15) / 16 * 16; }
+/* The fp8 activation buffer (g->aq, g->as) of the norms and the SwiGLU for R
+ * rows of width max(H, I): codes, rounded up to 16 bytes, then the scales. */
+static size_t rc_q8_w(const model *m) { return (size_t)(m->H > m->I ? m->H : m->I); }
+static size_t rc_q8_codes(const model *m, size_t R) { return ((R + 7) / 8 * 8 * rc_q8_w(m) + 15) / 16 * 16; }
 static size_t rc_q8_bytes(const model *m, size_t R) {
-  return rc_q8_codes(m, R) + ((size_t)m->H + 127) / 128 * ((R + 7) / 8 * 8) * 4;
+  return rc_q8_codes(m, R) + (rc_q8_w(m) + 127) / 128 * ((R + 7) / 8 * 8) * 4;
 }
 
 /* Make the device views current for the engine's policy. */
@@ -467,8 +469,16 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     uint16_t *const gu_b[2] = {g->hg, g->hu}; /* gate, up and down stay BF16: SwiGLU and the next norm read them */
     if (q8_gu) RP(RP_GATEUP, mc_lin_fwd_b_q8(m, gu, 2, g->aq, g->as, n, gu_b, e));
     else RP(RP_GATEUP, mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, n, gu_b, e));
-    RP(RP_GATEUP, ops_swiglu_forward_bx_cuda(NULL, x->act_b, g->hg, g->hu, n, m->I, m->I, NULL, e));
-    RP(RP_DOWN, mc_lin_fwd_b(m, &y->down, x->act_b, n, g->hy, e));
+    const mc_lin *dn[1] = {&y->down};
+    if (m->I % 16 == 0 && rc_q8(g, dn, 1, x->act_b, n)) { /* the SwiGLU writes down's fp8-block activation */
+      const ops_fp8_act qd = {g->aq, g->as, n8, n8, m->cu->policy.ue8m0};
+      RP(RP_GATEUP, ops_swiglu_forward_q8_bx_cuda(x->act_b, g->hg, g->hu, n, m->I, m->I, &qd, NULL, e));
+      RP(RP_DOWN, mc_lin_fwd_b_q8(m, dn, 1, g->aq, g->as, n, &g->hy, e));
+      g->q8s++;
+    } else {
+      RP(RP_GATEUP, ops_swiglu_forward_bx_cuda(NULL, x->act_b, g->hg, g->hu, n, m->I, m->I, NULL, e));
+      RP(RP_DOWN, mc_lin_fwd_b(m, &y->down, x->act_b, n, g->hy, e));
+    }
     g->mlp_b = 1, g->handoffs += 2;
   } else {
     RP(RP_GATEUP, mc_lin_fwd_swiglu(m, &y->gate, &y->up, x->xn2_b, n, x->gate, x->up, x->act_b, e));

@@ -332,6 +332,61 @@ static void test_rmsnorm_q8(int rows, int dim, int mode, int special) {
   CU(cudaFree(dq0)); CU(cudaFree(dq1));
 }
 
+/* SwiGLU with an fp8-block output (ops_swiglu_forward_q8_bx_cuda) against
+ * ops_swiglu_forward_bx_cuda then quant_fp8_block_act_cuda (pad rows zeroed):
+ * act and the codes and scales byte for byte; both codecs, both scale forms.
+ * special: gate/up of row 1 huge (Inf products: a NaN-scale row) and the second
+ * block of row 0 tiny (the 2^-149 scale floor). */
+static void test_swiglu_q8(int T, int I, int ld, int special) {
+  char name[200];
+  const size_t n = (size_t)T * ld;
+  const int pad = (T + 7) / 8 * 8, nb = (I + 127) / 128;
+  uint16_t *gb = rl_xmalloc(n * 2), *ub = rl_xmalloc(n * 2);
+  for (size_t i = 0; i < n; i++) gb[i] = fmt_bf16_from_f32(4 * urand()), ub[i] = fmt_bf16_from_f32(3 * urand());
+  if (special && T > 1)
+    for (int i = 0; i < 16; i++) gb[(size_t)ld + i] = fmt_bf16_from_f32(3e38f), ub[(size_t)ld + i] = fmt_bf16_from_f32(3e38f);
+  if (special)
+    for (int i = 128; i < 256 && i < I; i++) ub[i] = fmt_bf16_from_f32(1e-30f * urand());
+  uint16_t *dg = dup_dev(gb, n * 2), *du = dup_dev(ub, n * 2), *da0 = dup_dev(NULL, (size_t)T * I * 2 + 16),
+           *da1 = dup_dev(NULL, (size_t)T * I * 2 + 16);
+  uint8_t *dq0 = dup_dev(NULL, (size_t)pad * I), *dq1 = dup_dev(NULL, (size_t)pad * I);
+  float *ds0 = dup_dev(NULL, (size_t)nb * pad * 4), *ds1 = dup_dev(NULL, (size_t)nb * pad * 4);
+  for (int v = 0; v < 4; v++) {
+    const int ue8m0 = v & 1, soft = v >> 1;
+    quant_cuda_set_hw_cvt(!soft);
+    CU(cudaMemset(dq0, 0, (size_t)pad * I));
+    CU(cudaMemset(ds0, 0, (size_t)nb * pad * 4));
+    OK(ops_swiglu_forward_bx_cuda(NULL, da0, dg, du, T, I, ld, NULL, e));
+    quant_opts qo = {0};
+    qo.ue8m0 = ue8m0, qo.scale_layout = QLAYOUT_HOPPER_ACT, qo.scale_ld = pad;
+    OK(quant_fp8_block_act_cuda(da0, T, I, dq0, ds0, &qo, NULL, NULL, e));
+    CU(cudaMemset(dq1, 0xA7, (size_t)pad * I));
+    CU(cudaMemset(ds1, 0x5B, (size_t)nb * pad * 4));
+    CU(cudaMemset(da1, 0x33, (size_t)T * I * 2));
+    const ops_fp8_act qa = {dq1, ds1, pad, pad, ue8m0};
+    OK(ops_swiglu_forward_q8_bx_cuda(da1, dg, du, T, I, ld, &qa, NULL, e));
+    uint8_t *q0 = get(dq0, (size_t)pad * I), *q1 = get(dq1, (size_t)pad * I);
+    float *s0 = get(ds0, (size_t)nb * pad * 4), *s1 = get(ds1, (size_t)nb * pad * 4);
+    uint16_t *a0 = get(da0, (size_t)T * I * 2), *a1 = get(da1, (size_t)T * I * 2);
+    size_t bad = 0, nan_s = 0, floor_s = 0;
+    for (size_t i = 0; i < (size_t)pad * I; i++) bad += q0[i] != q1[i];
+    bad += memcmp(s0, s1, (size_t)nb * pad * 4) != 0;
+    bad += memcmp(a0, a1, (size_t)T * I * 2) != 0;
+    for (size_t i = 0; i < (size_t)nb * pad; i++) nan_s += isnan(s0[i]), floor_s += s0[i] == 0x1p-149f;
+    snprintf(name, sizeof name, "swiglu fp8 out %dx%d (ld %d)%s, %s, %s codec: == swiglu + quantizer (codes, "
+             "scales, act) [NaN scales %zu, 2^-149 %zu]", T, I, ld, special ? " special" : "",
+             ue8m0 ? "ue8m0" : "fp32 scales", soft ? "software" : "hardware", nan_s, floor_s);
+    char det[64];
+    snprintf(det, sizeof det, "%zu differing", bad);
+    verdict(bad == 0, name, det);
+    free(q0), free(q1), free(s0), free(s1), free(a0), free(a1);
+  }
+  quant_cuda_set_hw_cvt(1);
+  free(gb), free(ub);
+  CU(cudaFree(dg)); CU(cudaFree(du)); CU(cudaFree(da0)); CU(cudaFree(da1)); CU(cudaFree(dq0)); CU(cudaFree(dq1));
+  CU(cudaFree(ds0)); CU(cudaFree(ds1));
+}
+
 /* ---------------------------------------------------------------- RoPE, QK-norm */
 
 static void test_rope_qk(int d) {
@@ -825,6 +880,15 @@ int main(void) {
       for (int mode = 0; mode < 3; mode++) test_rmsnorm_q8(q8[k][0], q8[k][1], mode, k % 2);
     test_rmsnorm_q8(7, 1024, 1, 1);
     test_rmsnorm_q8(70, 3072, 2, 1);
+    const int sq[][3] = {{1, 3072, 3072}, {3, 3072, 3072}, {64, 3072, 3072}, {1100, 3072, 3072},
+                         {5, 768, 768}, {9, 48, 48}, {13, 16, 16}, {6, 2000, 2008}, {17, 1536, 1552}};
+    for (size_t k = 0; k < sizeof sq / sizeof *sq; k++) test_swiglu_q8(sq[k][0], sq[k][1], sq[k][2], k % 2);
+    { /* widths the fused kernel does not take are refused, not mis-written */
+      rl_err e2 = {0};
+      const ops_fp8_act qa = {(uint8_t *)16, (float *)16, 8, 8, 0};
+      verdict(ops_swiglu_forward_q8_bx_cuda((uint16_t *)16, (uint16_t *)16, (uint16_t *)16, 3, 40, 40, &qa, NULL, &e2) ==
+                  RL_EXIT_USAGE, "swiglu fp8 out refuses I % 16 != 0", e2.msg);
+    }
   }
   test_rope_qk(128);
   test_rope_qk(64);
