@@ -67,10 +67,10 @@ static loop_opts run_loop_opts(int quiet) {
 }
 
 /* Run the loop under the signal handlers and report the outcome. */
-static int run_loop(const char *dir, store *s, const recipe *r, int quiet, const loop_resume *rp) {
+static int run_loop(const char *dir, store *s, const recipe *r, int quiet, const loop_resume *rp, int changed) {
   rl_err e;
   loop_opts o = run_loop_opts(quiet);
-  o.resume = rp;
+  o.resume = rp, o.changed = changed;
   int rc = loop_run(dir, s, r, &o, &e);
   if (rc) {
     /* what comes next depends on the failure: a runtime failure (1) resumes as
@@ -248,7 +248,7 @@ int cmd_run(int argc, char **argv) {
     printf("run directory: %s\n", dir);
     fflush(stdout);
     loop_log_append(dir, "run directory: %s", dir);
-    rc = run_loop(dir, s, &r, quiet, NULL);
+    rc = run_loop(dir, s, &r, quiet, NULL, 0);
   }
   if (s) store_close(s);
   if (lock >= 0) close(lock);
@@ -470,7 +470,7 @@ int cmd_resume(int argc, char **argv) {
       printf("resuming %s\n", dir);
       fflush(stdout);
       loop_log_append(dir, "resuming %s", dir);
-      rc = run_loop(dir, s, &r, quiet, &point);
+      rc = run_loop(dir, s, &r, quiet, &point, changes != 0);
     }
   }
   loop_resume_free(&point);

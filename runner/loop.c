@@ -60,7 +60,7 @@ typedef struct loop_ctx {
   const recipe *r;
   const char *model_from; /* the run's own resume checkpoint (loop_model_build's from) or NULL */
   FILE *log, *logfile;
-  int progress, quiet;
+  int progress, quiet, changed;
   tokenizer *tok;
   prompt_source *src;
   luahost *lua;
@@ -419,7 +419,27 @@ static int loop_rollout(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
   return 0;
 }
 
-/* One update; metrics + done mark the first time, a determinism check after. */
+/* The first metric of l (wall-clock ones aside) whose value differs, bit for
+ * bit, from what the store holds for iteration k (a missing one differs);
+ * NULL when none does. *was / *now: its stored and new values. */
+static const char *loop_metric_differs(store *s, int64_t k, const rl_metric_list *l, double *was, double *now,
+                                       rl_err *e) {
+  for (int i = 0; i < l->n; i++) {
+    const char *name = l->v[i].name;
+    if (!strcmp(name, TRAIN_M_SECONDS) || !strcmp(name, TRAIN_M_TOKENS_PER_S)) continue;
+    int found = 0;
+    *now = l->v[i].value;
+    if (store_metric_get(s, k, name, was, &found, e)) return NULL;
+    if (!found || (memcmp(was, now, sizeof *now) && !(isnan(*was) && isnan(*now)))) return name;
+  }
+  return NULL;
+}
+
+/* One update; metrics + done mark the first time. A re-run of a done update
+ * (resume from an older checkpoint) must give the same metrics: when one
+ * differs, they are replaced by the re-run's (they describe the weights the
+ * run now has) and an event says why — the recipe changed (--allow-changed) or
+ * the machine is not bit-reproducible. */
 static int loop_train(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
   int done = 0;
   if (loop_enter(c, k, "train", &done, e)) return loop_failed(c, k, "train", e);
@@ -435,14 +455,26 @@ static int loop_train(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
     if (!rc) rc = store_step_mark(c->s, k, "train", STORE_STEP_DONE, NULL, NULL, e);
     if (!rc) rc = store_commit(c->s, e);
   } else {
-    double was = NAN;
-    int found = 0;
-    double now = rl_metric_get(&res.metrics, RL_M_LOSS, NULL);
-    rc = store_metric_get(c->s, k, RL_M_LOSS, &was, &found, e);
-    if (!rc && found && memcmp(&was, &now, sizeof now) && !(isnan(was) && isnan(now)))
-      store_event(c->s, STORE_WARN, k, "train", e,
-                  "re-running the update of iteration %lld gave loss %.17g, the first run recorded %.17g: "
-                  "the run is not bit-reproducible on this machine", (long long)k, now, was);
+    double was = NAN, now = NAN;
+    rl_err me = {0};
+    const char *diff = loop_metric_differs(c->s, k, &res.metrics, &was, &now, &me);
+    if (me.code) rc = rl_errf(e, me.code, "%s", me.msg);
+    if (!rc && diff) {
+      char name[64];
+      snprintf(name, sizeof name, "%s", diff);
+      rc = store_begin(c->s, e);
+      if (!rc) rc = rl_metric_list_store(&res.metrics, c->s, k, e);
+      if (!rc) rc = store_commit(c->s, e);
+      if (!rc && c->changed)
+        store_event(c->s, STORE_INFO, k, "train", e,
+                    "iteration %lld re-run under the changed recipe (--allow-changed): %s %.17g (the first run "
+                    "recorded %.17g); its train metrics are replaced", (long long)k, name, now, was);
+      else if (!rc)
+        store_event(c->s, STORE_WARN, k, "train", e,
+                    "re-running the update of iteration %lld gave %s %.17g, the first run recorded %.17g: "
+                    "the run is not bit-reproducible on this machine (its train metrics are replaced by the "
+                    "re-run's)", (long long)k, name, now, was);
+    }
   }
   train_result_free(&res);
   return rc ? loop_failed(c, k, "train", e) : 0;
@@ -561,6 +593,7 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
   c.log = o && o->log ? o->log : stderr;
   c.progress = o ? o->progress : 0;
   c.quiet = o ? o->quiet : 0;
+  c.changed = o ? o->changed : 0;
   c.last_reward = c.last_mismatch = c.last_loss = NAN;
   c.stage = "convert", c.N = r->loop.iterations; /* the status line's [0/N] before the first iteration */
   /* the resume point first: a bad checkpoint stops the run before anything is written */

@@ -59,6 +59,8 @@ typedef struct loop_opts {
   FILE *log;    /* progress and notes (NULL = stderr) */
   int quiet;    /* no per-iteration lines */
   const loop_resume *resume; /* the checked resume point, or NULL: loop_run finds it first */
+  int changed;  /* resumed with --allow-changed: a re-run of a step done before may differ from its
+                   first run (its metrics are replaced and noted, not warned about as non-reproducible) */
 } loop_opts;
 
 /* Run (or continue) the run in run_dir with store s and recipe r. Returns 0

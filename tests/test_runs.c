@@ -1603,3 +1603,47 @@ TEST(runs_kill_before_final_retention_prunes_on_resume) {
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "checkpoints step-000004 step-000006\n");
 }
+
+/* resume --allow-changed re-runs the updates after the checkpoint it resumes
+ * from under the changed recipe: an update already done (and committed) before
+ * the stop gets the re-run's metrics, and an event says why. Killed in the sync
+ * of iteration 3 (its train done, checkpoint 2), lr 1e-2 → 1e-3: iteration 3's
+ * optim/lr was left at 0.01 next to weights trained with 0.001. */
+TEST(runs_allow_changed_rerun_replaces_metrics) {
+  char dir[1024], rd[2048], out[16384], args[2300], p[1200];
+  snprintf(dir, sizeof dir, "%s/ac", harness_tmpdir());
+  setup(dir, 4);
+  REQUIRE(killed(rl(dir, "RLRUN_FAULT=loop.sync@3:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out)));
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "metrics %s --json", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  const char *it3 = strstr(out, "{\"iteration\": 3,");
+  REQUIRE(it3);
+  CHECK(strstr(it3, "\"optim/lr\": 0.01,") != NULL); /* the first run's update of iteration 3 is committed */
+  snprintf(p, sizeof p, "%s/t.yaml", dir);
+  char *y = NULL;
+  size_t len;
+  rl_err e;
+  REQUIRE(rl_read_file(p, &y, &len, &e) == 0);
+  char *lr = strstr(y, "lr: 1.0e-2");
+  REQUIRE(lr);
+  lr[9] = '3'; /* 1.0e-3 */
+  harness_write_file(p, y);
+  free(y);
+  snprintf(args, sizeof args, "resume %s --quiet --allow-changed", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  snprintf(args, sizeof args, "metrics %s --json", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  it3 = strstr(out, "{\"iteration\": 3,");
+  REQUIRE(it3);
+  const char *it4 = strstr(it3, "{\"iteration\": 4,");
+  REQUIRE(it4);
+  const char *lr3 = strstr(it3, "\"optim/lr\": 0.001,");
+  CHECK(lr3 != NULL && lr3 < it4);
+  CHECK(strstr(it4, "\"optim/lr\": 0.001,") != NULL);
+  char *snap = store_snapshot(rd);
+  REQUIRE(snap);
+  CHECK_CONTAINS(snap, "event 1 3 train: iteration 3 re-run under the changed recipe (--allow-changed): ");
+  CHECK(strstr(snap, "not bit-reproducible") == NULL);
+  free(snap);
+}
