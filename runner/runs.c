@@ -319,34 +319,41 @@ int runs_export(FILE *f, const store_run *run, rl_err *e) {
   return 0;
 }
 
+/* The lock is a flock on the run directory itself: deleting or replacing the
+ * `lock` file (which only names the holder's pid, for the refusal's message)
+ * cannot let a second writer in. */
 int runs_lock(const char *run_dir, rl_err *e) {
   char path[4200];
   snprintf(path, sizeof path, "%s/" RUNS_LOCK, run_dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot open the run's lock: %s", path, strerror(errno)), -1;
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  int dfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot open the run directory to lock it: %s", run_dir, strerror(errno)), -1;
+  if (flock(dfd, LOCK_EX | LOCK_NB) != 0) {
     char pid[32] = "";
-    ssize_t got = pread(fd, pid, sizeof pid - 1, 0);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+    if (fd >= 0) close(fd);
     pid[got > 0 ? got : 0] = 0;
     pid[strcspn(pid, "\n")] = 0;
-    close(fd);
+    close(dfd);
     rl_errf(e, RL_EXIT_STATE, "%s: another rlrun (pid %s) is working on this run; wait for it or stop it first",
             run_dir, pid[0] ? pid : "?");
     return -1;
   }
-  char pid[32];
-  int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-  if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) < 0) { /* informative only */ }
-  return fd;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) { /* informative only */
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) < 0) { /* the message falls back to "pid ?" */ }
+    close(fd);
+  }
+  return dfd;
 }
 
 int runs_is_locked(const char *run_dir) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/" RUNS_LOCK, run_dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  int locked = flock(fd, LOCK_SH | LOCK_NB) != 0;
-  close(fd);
+  int dfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0;
+  int locked = flock(dfd, LOCK_SH | LOCK_NB) != 0;
+  close(dfd);
   return locked;
 }
 

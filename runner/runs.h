@@ -57,8 +57,9 @@ int runs_check_export(const char *what, const char *text, rl_err *e);
 /* Write the export of a run: header, input lines, resolved recipe. */
 int runs_export(FILE *f, const store_run *run, rl_err *e);
 
-/* Take the run's lock (non-blocking); returns the fd (keep it open) or -1
- * with e set when another process holds it. */
+/* Take the run's lock (non-blocking): a flock on the run directory (the `lock`
+ * file only names the holder's pid); returns the fd (keep it open) or -1 with
+ * e set when another process holds it. */
 int runs_lock(const char *run_dir, rl_err *e);
 /* 1 when some process holds the run's lock now. */
 int runs_is_locked(const char *run_dir);

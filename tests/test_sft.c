@@ -225,10 +225,13 @@ TEST(runs_lock_refuses_a_second_writer_readers_still_work) {
            "{ %s run recipes/sft-demo-cpu.yaml --runs-dir %s --set loop.iterations=100000 --quiet >/dev/null 2>&1 & b=$!; "
            "i=0; while ! grep -qs \"^$b$\" %s/sft-demo-cpu-*/lock && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
            "sleep 0.2; %s resume %s/sft-demo-cpu-* --quiet; echo rc=$?; echo \"holder=(pid $b)\"; "
+           "rm -f %s/sft-demo-cpu-*/lock; %s resume %s/sft-demo-cpu-* --quiet 2>/dev/null; echo unlinked_rc=$?; "
            "%s metrics %s/sft-demo-cpu-* --csv >/dev/null; echo metrics=$?; kill -TERM $b; wait $b; echo first=$?; }",
-           sft_bin(), lr, lr, sft_bin(), lr, sft_bin(), lr);
+           sft_bin(), lr, lr, sft_bin(), lr, lr, sft_bin(), lr, sft_bin(), lr);
   harness_run(args, out, sizeof out);
   CHECK_CONTAINS(out, "rc=4");
+  /* the lock is the directory's: removing the `lock` file (which names the pid) lets no second writer in */
+  CHECK_CONTAINS(out, "unlinked_rc=4");
   CHECK_CONTAINS(out, "metrics=0");
   CHECK_CONTAINS(out, "first=130");
   char *h = strstr(out, "holder=");
@@ -240,10 +243,11 @@ TEST(runs_lock_refuses_a_second_writer_readers_still_work) {
   CHECK_MSG(!strncmp(ref + 14, holder, strlen(holder)), "the refusal does not name %s:\n%s", holder, out);
   CHECK_CONTAINS(out, "is working on this run");
   /* the same with the lock held by this process, against a finished run */
-  int fd;
+  int fd, dfd;
   snprintf(p, sizeof p, "%s/lock", rd);
+  REQUIRE((dfd = open(rd, O_RDONLY | O_DIRECTORY)) >= 0);
+  REQUIRE(flock(dfd, LOCK_EX | LOCK_NB) == 0);
   REQUIRE((fd = open(p, O_RDWR)) >= 0);
-  REQUIRE(flock(fd, LOCK_EX | LOCK_NB) == 0);
   char pid[32];
   int np = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
   REQUIRE(ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)np, 0) == np);
@@ -262,7 +266,8 @@ TEST(runs_lock_refuses_a_second_writer_readers_still_work) {
   snprintf(args, sizeof args, "ls %s", runs);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "sft-demo-cpu-");
-  close(fd); /* released: a resume goes through */
+  close(fd);
+  close(dfd); /* released: a resume goes through */
   snprintf(args, sizeof args, "resume %s", rd);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "already complete");
