@@ -184,8 +184,11 @@ static json_t *lh_to_json(lua_State *L, int idx, int depth, const char *item, ch
              lh_subject(item, path, subj, sizeof subj), lua_typename(L, lua_type(L, idx)));
     return NULL;
   }
-  if (depth > 32 || !lua_checkstack(L, 4)) {
-    snprintf(err, errsz, "%s is nested deeper than 32 levels (a cycle?)", lh_subject(item, path, subj, sizeof subj));
+  /* the item is level 1, as a JSONL line's own object is (stages/prompts.c): a
+   * prompt can nest as deep from a task script as from a file */
+  if (depth >= LUAHOST_MAX_JSON_DEPTH || !lua_checkstack(L, 4)) {
+    snprintf(err, errsz, "%s is nested deeper than %d levels, the item counted (a cycle?)",
+             lh_subject(item, path, subj, sizeof subj), LUAHOST_MAX_JSON_DEPTH);
     return NULL;
   }
   lua_Unsigned n = lua_rawlen(L, idx), count = 0;

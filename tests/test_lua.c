@@ -525,6 +525,43 @@ TEST(lua_reset_discards_script_state) {
   luahost_close(h);
 }
 
+/* prompts() items nest as deep as JSONL lines may (LUAHOST_MAX_JSON_DEPTH
+ * levels, the item counted as the line's object is): 63 tables inside the item
+ * travel, 64 are refused (it was 32 for task scripts, 64 for files). */
+TEST(lua_prompts_nest_as_deep_as_jsonl) {
+  for (int depth = LUAHOST_MAX_JSON_DEPTH - 1; depth <= LUAHOST_MAX_JSON_DEPTH; depth++) {
+    char code[512];
+    snprintf(code, sizeof code,
+             "function prompts(n, rng)\n"
+             "  local out = {}\n"
+             "  for i = 1, n do\n"
+             "    local t = 1\n"
+             "    for d = 1, %d do t = {t} end\n"
+             "    out[i] = {prompt = 'p' .. i, m = t}\n"
+             "  end\n"
+             "  return out\n"
+             "end\n", depth);
+    rl_err e;
+    luahost *h = src("deep.lua", code, NULL, &e);
+    REQUIRE(h);
+    luahost_prompt *p = NULL;
+    int rc = luahost_prompts(h, 1, 7, 1, &p, &e);
+    if (depth < LUAHOST_MAX_JSON_DEPTH) {
+      CHECK_EQ_I64(rc, 0);
+      if (!rc) {
+        int d = 0;
+        for (const char *c = p[0].extra_json; *c; c++) d += *c == '[';
+        CHECK_EQ_I64(d, depth);
+        luahost_prompts_free(p, 1);
+      }
+    } else {
+      CHECK_EQ_I64(rc, RL_EXIT_USAGE);
+      CHECK_CONTAINS(e.msg, "is nested deeper than 64 levels, the item counted");
+    }
+    luahost_close(h);
+  }
+}
+
 TEST(lua_prompts_results_are_checked) {
   rl_err e;
   luahost *h = src("task.lua",
