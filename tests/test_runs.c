@@ -48,6 +48,24 @@ static void setup(const char *dir, int iterations) {
   harness_write_file(cmd, text);
 }
 
+/* Edit dir/t.yaml of setup: train.lr 1.0e-2 → 1.0e-3 (a recipe change resume
+ * reports). 0, or -1 when the file or the setting is not there. */
+static int setup_lower_lr(const char *dir) {
+  char p[1200];
+  snprintf(p, sizeof p, "%s/t.yaml", dir);
+  char *y = NULL;
+  size_t len;
+  rl_err e;
+  if (rl_read_file(p, &y, &len, &e) != 0) return -1;
+  char *lr = strstr(y, "lr: 1.0e-2");
+  if (lr) {
+    lr[9] = '3';
+    harness_write_file(p, y);
+  }
+  free(y);
+  return lr ? 0 : -1;
+}
+
 /* Run `rlrun ARGS` in dir with environment assignments env (may be ""). */
 static int rl(const char *dir, const char *env, const char *args, char *out, size_t n) {
   size_t len = strlen(dir) + strlen(env) + strlen(bin()) + strlen(args) + 16;
@@ -458,16 +476,7 @@ TEST(runs_edited_recipe_or_input_is_refused) {
   char dir[1024], rd[2048], out[8192], args[2300], p[1200], text[4096];
   snprintf(dir, sizeof dir, "%s/e", harness_tmpdir());
   REQUIRE(stopped_run(dir, rd, sizeof rd) == 0);
-  snprintf(p, sizeof p, "%s/t.yaml", dir);
-  char *y = NULL;
-  size_t len;
-  rl_err e;
-  REQUIRE(rl_read_file(p, &y, &len, &e) == 0);
-  char *lr = strstr(y, "lr: 1.0e-2");
-  REQUIRE(lr);
-  lr[9] = '3'; /* 1.0e-3 */
-  harness_write_file(p, y);
-  free(y);
+  REQUIRE(setup_lower_lr(dir) == 0);
   snprintf(p, sizeof p, "%s/reward.lua", dir);
   FILE *f = fopen(p, "a");
   REQUIRE(f);
@@ -1610,7 +1619,7 @@ TEST(runs_kill_before_final_retention_prunes_on_resume) {
  * of iteration 3 (its train done, checkpoint 2), lr 1e-2 → 1e-3: iteration 3's
  * optim/lr was left at 0.01 next to weights trained with 0.001. */
 TEST(runs_allow_changed_rerun_replaces_metrics) {
-  char dir[1024], rd[2048], out[16384], args[2300], p[1200];
+  char dir[1024], rd[2048], out[16384], args[2300];
   snprintf(dir, sizeof dir, "%s/ac", harness_tmpdir());
   setup(dir, 4);
   REQUIRE(killed(rl(dir, "RLRUN_FAULT=loop.sync@3:kill", "run t.yaml --runs-dir runs --quiet", out, sizeof out)));
@@ -1620,16 +1629,7 @@ TEST(runs_allow_changed_rerun_replaces_metrics) {
   const char *it3 = strstr(out, "{\"iteration\": 3,");
   REQUIRE(it3);
   CHECK(strstr(it3, "\"optim/lr\": 0.01,") != NULL); /* the first run's update of iteration 3 is committed */
-  snprintf(p, sizeof p, "%s/t.yaml", dir);
-  char *y = NULL;
-  size_t len;
-  rl_err e;
-  REQUIRE(rl_read_file(p, &y, &len, &e) == 0);
-  char *lr = strstr(y, "lr: 1.0e-2");
-  REQUIRE(lr);
-  lr[9] = '3'; /* 1.0e-3 */
-  harness_write_file(p, y);
-  free(y);
+  REQUIRE(setup_lower_lr(dir) == 0);
   snprintf(args, sizeof args, "resume %s --quiet --allow-changed", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   snprintf(args, sizeof args, "metrics %s --json", rd);
