@@ -57,6 +57,7 @@ static struct {
   drift_sample_opts so; /* n_seq, n_prompt, n_gen: 0 = the model's default */
   int moe_layers;
   int engine;      /* --engine: the CUDA rollout engine is the rollout side */
+  int exact;       /* --exact: both sides pinned, the engine in its exact mode (precision.exact_logprobs) */
   const char *save, *load;
   int emulated;    /* mxfp8 / nvfp4 run as the emulation (GPU without native support) */
   char where[512]; /* the device, for the headers */
@@ -259,7 +260,9 @@ static int bench_model_pairs(const char *name) {
            "the same prompts, sampled at T = 1 by the engine in the pair's rollout precision (so the token set "
            "differs per pair); %d measured tokens; rollout log-probs = the engine's own.\n",
            so.n_seq, so.n_prompt, so.n_gen, so.n_seq * so.n_gen);
-    printf("(seed %llu; engine check and sampling times below the table)\n\n", (unsigned long long)g.so.seed);
+    printf("(seed %llu; engine check and sampling times below the table)%s\n\n", (unsigned long long)g.so.seed,
+           g.exact ? "\nExact mode (--exact, precision.exact_logprobs): every GEMM pinned, the engine decoding with "
+                     "the forward's kernels and the trainer's log-prob kernel." : "");
   } else {
     printf("Sequences: %d × (%d prompt + %d sampled) tokens, %s; %d measured tokens.\n\n", s.n_seq, s.n_prompt,
            s.n_gen,
@@ -285,6 +288,7 @@ static int bench_model_pairs(const char *name) {
     int emu = g.dev == DRIFT_CUDA && g.emulated;
     loop_policy(p->ro, emu, 0, &ro);
     loop_policy(p->tr, emu, 0, &tr);
+    ro.pin_algo = tr.pin_algo = g.exact;
     if (g.engine) {
       drift_seqs set;
       rc = drift_measure_engine_cuda(m, &so, &ro, &tr, &res[i], &set, &e);
@@ -344,9 +348,12 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       printf("usage: bench_drift [--device cpu|cuda] [--model NAME|HF_DIR]... [--seqs N] [--prompt P] [--gen G]\n"
              "                   [--seed S] [--moe-layers L] [--save-tokens PREFIX] [--load-tokens PREFIX] [--engine]\n"
+             "                   [--exact]\n"
              "models: fixture-dense fixture-moe (CPU default), qwen3-0.6b qwen3-30b-a3b (GPU default)\n"
              "--engine (with --device cuda): the rollout side is the CUDA rollout engine (decode), sampling\n"
-             "         each pair's own set in its rollout precision; the default is the full-forward mode\n");
+             "         each pair's own set in its rollout precision; the default is the full-forward mode\n"
+             "--exact: every GEMM of both sides pinned and the engine in its exact mode, as a run with\n"
+             "         precision.exact_logprobs (with --engine: the engine's decode by the forward's kernels)\n");
       return 0;
     } else if (!strcmp(a, "--device") && v) {
       if (!strcmp(v, "cuda")) g.dev = DRIFT_CUDA;
@@ -363,6 +370,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--seed")) g.so.seed = (uint64_t)int_arg(a, v, 0, 1 << 30), i++;
     else if (!strcmp(a, "--moe-layers")) g.moe_layers = int_arg(a, v, 1, 94), i++;
     else if (!strcmp(a, "--engine")) g.engine = 1;
+    else if (!strcmp(a, "--exact")) g.exact = 1;
     else if (!strcmp(a, "--save-tokens") && v) g.save = argv[++i];
     else if (!strcmp(a, "--load-tokens") && v) g.load = argv[++i];
     else {

@@ -10,7 +10,8 @@
  * the run.sh section just before and passed in with --peer TOK_S.
  *
  *   build/bench_rollout [--new N] [--peer TOK_S] [--batch 64|256] [--policy bf16|fp8-block] [--pin 0|1]
- *                                                     a markdown table; --pin 1: pinned cuBLASLt decode GEMMs */
+ *                                                     a markdown table; --pin 1: the exact mode (precision.exact_logprobs:
+ *                                                     pinned GEMMs, decode by the forward's kernels) */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,7 +98,7 @@ int main(int argc, char **argv) {
   MUST(model_cuda_init(m, &e));
   double bw = bench_copy_bw();
   printf("bench_rollout: Qwen3-0.6B shape (random), prompt %d, new %d, copy bandwidth %.0f GB/s%s\n", plen, new_tokens,
-         bw / 1e9, pin ? ", pinned cuBLASLt algorithms (pin_algo)" : "");
+         bw / 1e9, pin ? ", exact mode (pin_algo: pinned GEMMs, the forward's kernels)" : "");
   if (peer > 0) printf("bench_rollout: peer (transformers generate, batch 64) %.0f tok/s\n", peer);
   printf("| policy | batch | tokens/s | step ms | bytes/step (MB) | bound tok/s | %% of bound | x peer |\n"
          "|---|---|---|---|---|---|---|---|\n");
@@ -110,7 +111,7 @@ int main(int argc, char **argv) {
         continue;
       quant_policy pol;
       quant_policy_init(&pol, fm[f], fm[f]);
-      pol.pin_algo = pin; /* 1: decode GEMMs through the pinned cuBLASLt algorithms (rows == the trainer's) */
+      pol.pin_algo = pin; /* 1: the exact mode (rows == the trainer's, bit for bit) */
       rollout_cuda_engine *g = NULL;
       MUST(rollout_cuda_engine_new(m, &pol, B, plen + new_tokens, &g, &e));
       int32_t **ids = malloc((size_t)B * sizeof *ids);

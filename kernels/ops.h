@@ -370,6 +370,21 @@ int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, const float 
                                    const float *out, const float *lse, const float *q,
                                    const float *k, const float *v, const ops_seqs *seqs,
                                    int max_len, ops_attn_shape sh, void *stream, rl_err *e);
+/* Decode attention with the forward's arithmetic (the rollout engine's exact
+ * decode, precision.exact_logprobs): row i's query heads (position p =
+ * len[i] − 1) against the first len[i] rows of cache slot slot[i] — kc, vc one
+ * layer's [slots][n_kv_heads][max_len][hd] BF16 rows — give, bit for bit, what
+ * ops_attention_forward_cuda (OPS_ATTN_TC) gives row p of that sequence when its
+ * keys and values are those rows: the query sits in the forward's 64-row
+ * query tile of p and runs the forward kernel's own loop (fwd_rows). Query:
+ * qb (BF16, when not NULL) or BF16(q × qscale) (FP32 q; qscale = sqrt(dp / hd),
+ * the forward's padding, 1 when dp = hd). dp: the forward's head width, 64 or
+ * 128 (hd ≤ dp, a multiple of 8; columns past hd are zeros as in the padded
+ * forward). out [n][n_q_heads][hd] FP32 and out_bf16 (may be NULL). */
+int ops_attention_decode_tc_cuda(float *out, uint16_t *out_bf16, const float *q, const uint16_t *qb, float qscale,
+                                 const uint16_t *kc, const uint16_t *vc, const int32_t *slot, const int32_t *len,
+                                 int n, int n_q_heads, int n_kv_heads, int hd, int dp, int64_t max_len, void *stream,
+                                 rl_err *e);
 /* Their BF16-operand forms (called by ops_attention_{forward,backward}_bx_cuda). */
 int ops_attention_forward_tc_bx_cuda(float *out, uint16_t *out_bf16, float *lse, const uint16_t *q,
                                      const uint16_t *k, const uint16_t *v, const ops_seqs *seqs,

@@ -61,4 +61,14 @@ int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, const float 
                  __func__);
 }
 
+int ops_attention_decode_tc_cuda(float *out, uint16_t *out_bf16, const float *q, const uint16_t *qb, float qscale,
+                                 const uint16_t *kc, const uint16_t *vc, const int32_t *slot, const int32_t *len,
+                                 int n, int n_q_heads, int n_kv_heads, int hd, int dp, int64_t max_len, void *stream,
+                                 rl_err *e) {
+  return rl_errf(e, RL_EXIT_HARDWARE,
+                 "%s: this build of rlrun has no CUDA support; rebuild with the CUDA toolkit, or "
+                 "use device: cpu",
+                 __func__);
+}
+
 #endif

@@ -83,15 +83,16 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float c0[4], const
 /* ---------------------------------------------------------------- tiles */
 
 /* Start copying 64 rows of D BF16 (global row stride gs elements) into a
- * shared tile of row stride D + 8; rows ≥ nvalid become zeros. */
+ * shared tile of row stride D + 8; rows ≥ nvalid and columns ≥ ncols (a
+ * multiple of 8: the decode kernel's unpadded cache rows) become zeros. */
 template <int D>
-__device__ __forceinline__ void tile_load(uint16_t *S, const uint16_t *G, size_t gs, int nvalid) {
+__device__ __forceinline__ void tile_load(uint16_t *S, const uint16_t *G, size_t gs, int nvalid, int ncols = D) {
   constexpr int CH = D / 8; /* 16-byte chunks per row */
 #pragma unroll
   for (int idx = threadIdx.x; idx < TB * CH; idx += TNT) {
     const int r = idx / CH, c = (idx % CH) * 8;
-    const bool ok = r < nvalid;
-    cp_async16(smem_u32(S + r * (D + 8) + c), G + (size_t)(ok ? r : 0) * gs + c, ok ? 16 : 0);
+    const bool ok = r < nvalid && c < ncols;
+    cp_async16(smem_u32(S + r * (D + 8) + c), G + (ok ? (size_t)r * gs + c : 0), ok ? 16 : 0);
   }
 }
 
@@ -181,6 +182,96 @@ template <int D> constexpr int dkv_bytes() { return 6 * tile_elems<D>() * 2 + 4 
 
 /* ---------------------------------------------------------------- forward */
 
+/* The forward's arithmetic for the 64-query tile qt of one sequence (queries
+ * i0 = 64·qt …, their Q tile in Qs: its cp.async group committed, or plain
+ * stores before a barrier) against key tiles 0 … qt (keys kseq / vseq, row
+ * stride ks, L keys valid, kcols columns of each key row, zeros past them;
+ * Ks and Vs two stages each): o (unnormalised), the row max m (unscaled) and
+ * the row sum l (this warp's rows: gr, gr + 8; summed over the row's 4 lanes
+ * on return). The forward kernel and the decode kernel share it, so a decode
+ * row gets the forward's bits: every product, exp and sum in the same order. */
+template <int D>
+__device__ __forceinline__ void fwd_rows(float o[][4], float m[2], float l[2], const uint16_t *Qs, uint16_t *Ks,
+                                         uint16_t *Vs, const uint16_t *kseq, const uint16_t *vseq, size_t ks, int L,
+                                         int qt, int kcols, float sl2) {
+  constexpr int TE = tile_elems<D>();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tg = lane & 3;
+  const int i0 = qt * TB;
+  uint32_t qf[D / 16][4];
+  m[0] = m[1] = -INFINITY, l[0] = l[1] = 0.f;
+#pragma unroll
+  for (int nb = 0; nb < D / 8; nb++) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.f;
+  for (int jt = 0; jt <= qt; jt++) {
+    const int j0 = jt * TB, st = jt & 1;
+    if (jt < qt) { /* next key tile in flight while this one is used */
+      tile_load<D>(Ks + (st ^ 1) * TE, kseq + (size_t)(j0 + TB) * ks, ks, min(TB, L - j0 - TB), kcols);
+      tile_load<D>(Vs + (st ^ 1) * TE, vseq + (size_t)(j0 + TB) * ks, ks, min(TB, L - j0 - TB), kcols);
+      cp_commit();
+      cp_wait<1>();
+    } else {
+      cp_wait<0>();
+    }
+    __syncthreads();
+    if (jt == 0)
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++) frag_a<D>(qf[kk], Qs, warp * 16, kk * 16, lane);
+    const uint16_t *Kt = Ks + st * TE, *Vt = Vs + st * TE;
+    float sc[TB / 8][4];
+#pragma unroll
+    for (int nb = 0; nb < TB / 8; nb++) sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+#pragma unroll
+      for (int nb = 0; nb < TB / 8; nb += 2) {
+        uint32_t b[4];
+        frag_bt<D>(b, Kt, nb * 8, kk * 16, lane);
+        mma16816(sc[nb], qf[kk], b[0], b[1]);
+        mma16816(sc[nb + 1], qf[kk], b[2], b[3]);
+      }
+    /* online softmax, rows gr (rh = 0) and gr + 8 (rh = 1) of the warp */
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++) {
+      const int qi = i0 + warp * 16 + gr + rh * 8;
+      float mx = m[rh];
+#pragma unroll
+      for (int nb = 0; nb < TB / 8; nb++)
+#pragma unroll
+        for (int e2 = 0; e2 < 2; e2++) {
+          const int kj = j0 + nb * 8 + 2 * tg + e2;
+          float &x = sc[nb][2 * rh + e2];
+          if (jt == qt && (kj > qi || kj >= L)) x = -INFINITY; /* only the diagonal tile masks */
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
+      /* key 0 is visible to every row, so mx is finite from the first tile on */
+      const float mxs = mx * sl2, alpha = exp2f(m[rh] * sl2 - mxs);
+      float rs = 0.f;
+#pragma unroll
+      for (int nb = 0; nb < TB / 8; nb++)
+#pragma unroll
+        for (int e2 = 0; e2 < 2; e2++) {
+          float &x = sc[nb][2 * rh + e2];
+          x = exp2f(fmaf(x, sl2, -mxs));
+          rs += x;
+        }
+      l[rh] = l[rh] * alpha + rs; /* this lane's part of the row sum */
+      m[rh] = mx;
+#pragma unroll
+      for (int nb = 0; nb < D / 8; nb++) o[nb][2 * rh] *= alpha, o[nb][2 * rh + 1] *= alpha;
+    }
+    mma_pb<D, TB / 16>(o, sc, Vt, 0, lane);
+    __syncthreads(); /* stage st is refilled by the next iteration */
+  }
+#pragma unroll
+  for (int rh = 0; rh < 2; rh++) {
+    float t = l[rh];
+    t += __shfl_xor_sync(FULL, t, 1);
+    t += __shfl_xor_sync(FULL, t, 2);
+    l[rh] = t;
+  }
+}
+
 /* Forward: grid (query-tile slots, Hq, n_seq). */
 template <int D>
 __global__ void __launch_bounds__(TNT, 2) attn_tc_fwd_kernel(tc_args a) {
@@ -200,81 +291,9 @@ __global__ void __launch_bounds__(TNT, 2) attn_tc_fwd_kernel(tc_args a) {
     tile_load<D>(Ks, kseq, ks, min(TB, L));
     tile_load<D>(Vs, vseq, ks, min(TB, L));
     cp_commit();
-    uint32_t qf[D / 16][4];
-    float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-#pragma unroll
-    for (int nb = 0; nb < D / 8; nb++) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.f;
-    for (int jt = 0; jt <= qt; jt++) {
-      const int j0 = jt * TB, st = jt & 1;
-      if (jt < qt) { /* next key tile in flight while this one is used */
-        tile_load<D>(Ks + (st ^ 1) * TE, kseq + (size_t)(j0 + TB) * ks, ks, min(TB, L - j0 - TB));
-        tile_load<D>(Vs + (st ^ 1) * TE, vseq + (size_t)(j0 + TB) * ks, ks, min(TB, L - j0 - TB));
-        cp_commit();
-        cp_wait<1>();
-      } else {
-        cp_wait<0>();
-      }
-      __syncthreads();
-      if (jt == 0)
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) frag_a<D>(qf[kk], Qs, warp * 16, kk * 16, lane);
-      const uint16_t *Kt = Ks + st * TE, *Vt = Vs + st * TE;
-      float sc[TB / 8][4];
-#pragma unroll
-      for (int nb = 0; nb < TB / 8; nb++) sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; kk++)
-#pragma unroll
-        for (int nb = 0; nb < TB / 8; nb += 2) {
-          uint32_t b[4];
-          frag_bt<D>(b, Kt, nb * 8, kk * 16, lane);
-          mma16816(sc[nb], qf[kk], b[0], b[1]);
-          mma16816(sc[nb + 1], qf[kk], b[2], b[3]);
-        }
-      /* online softmax, rows gr (rh = 0) and gr + 8 (rh = 1) of the warp */
-#pragma unroll
-      for (int rh = 0; rh < 2; rh++) {
-        const int qi = i0 + warp * 16 + gr + rh * 8;
-        float mx = m[rh];
-#pragma unroll
-        for (int nb = 0; nb < TB / 8; nb++)
-#pragma unroll
-          for (int e2 = 0; e2 < 2; e2++) {
-            const int kj = j0 + nb * 8 + 2 * tg + e2;
-            float &x = sc[nb][2 * rh + e2];
-            if (jt == qt && (kj > qi || kj >= L)) x = -INFINITY; /* only the diagonal tile masks */
-            mx = fmaxf(mx, x);
-          }
-        mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
-        /* key 0 is visible to every row, so mx is finite from the first tile on */
-        const float mxs = mx * sl2, alpha = exp2f(m[rh] * sl2 - mxs);
-        float rs = 0.f;
-#pragma unroll
-        for (int nb = 0; nb < TB / 8; nb++)
-#pragma unroll
-          for (int e2 = 0; e2 < 2; e2++) {
-            float &x = sc[nb][2 * rh + e2];
-            x = exp2f(fmaf(x, sl2, -mxs));
-            rs += x;
-          }
-        l[rh] = l[rh] * alpha + rs; /* this lane's part of the row sum */
-        m[rh] = mx;
-#pragma unroll
-        for (int nb = 0; nb < D / 8; nb++) o[nb][2 * rh] *= alpha, o[nb][2 * rh + 1] *= alpha;
-      }
-      mma_pb<D, TB / 16>(o, sc, Vt, 0, lane);
-      __syncthreads(); /* stage st is refilled by the next iteration */
-    }
-    float inv[2];
-#pragma unroll
-    for (int rh = 0; rh < 2; rh++) {
-      float t = l[rh];
-      t += __shfl_xor_sync(FULL, t, 1);
-      t += __shfl_xor_sync(FULL, t, 2);
-      l[rh] = t;
-      inv[rh] = 1.0f / t;
-    }
+    float o[D / 8][4], m[2], l[2];
+    fwd_rows<D>(o, m, l, Qs, Ks, Vs, kseq, vseq, ks, L, qt, D, sl2);
+    const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
     acc_store<D>(a.out, a.out_bf16, o, inv, s0, i0 + warp * 16, L, a.Hq, h, lane);
     if (a.lse_out && tg == 0)
 #pragma unroll
@@ -282,6 +301,64 @@ __global__ void __launch_bounds__(TNT, 2) attn_tc_fwd_kernel(tc_args a) {
         const int qi = i0 + warp * 16 + gr + rh * 8;
         if (qi < L) a.lse_out[(size_t)(s0 + qi) * a.Hq + h] = m[rh] * a.scale + logf(l[rh]);
       }
+  }
+}
+
+/* Arguments of the decode kernel: one query row per sequence against the
+ * rollout engine's KV cache (stages/rollout_cuda.c; layer-major
+ * [slot][Hkv][max_len][hd] BF16 rows, hd ≤ D columns, the rest read as zeros). */
+struct tc_dec_args {
+  const float *q;      /* [n][Hq][hd] FP32, rounded to BF16 after × qscale; or */
+  const uint16_t *qb;  /* [n][Hq][hd] BF16 as it is (when not NULL) */
+  const uint16_t *kc, *vc;
+  const int32_t *slot, *len;
+  float *out;          /* [n][Hq][hd] */
+  uint16_t *out_bf16;  /* same, BF16 (may be NULL) */
+  int Hq, Hkv, rep, hd;
+  int64_t max_len;
+  float qscale, scale;
+};
+
+/* Decode: grid (Hq, n). Row i's query (position p = len[i] − 1) takes its
+ * place in the forward's query tile of p (row p mod 64, the other rows zero)
+ * and runs fwd_rows over the cached keys 0 … p: the forward's bits for that row
+ * (ops.h ops_attention_decode_tc_cuda). */
+template <int D>
+__global__ void __launch_bounds__(TNT, 2) attn_tc_dec_kernel(tc_dec_args a) {
+  extern __shared__ uint4 tc_smem[];
+  constexpr int TE = tile_elems<D>();
+  uint16_t *Qs = reinterpret_cast<uint16_t *>(tc_smem), *Ks = Qs + TE, *Vs = Ks + 2 * TE;
+  const int h = blockIdx.x, i = blockIdx.y, g = h / a.rep;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tg = lane & 3;
+  const int L = a.len[i], qt = (L - 1) / TB, r = L - 1 - qt * TB;
+  const size_t ks = (size_t)a.hd;
+  const size_t cbase = ((size_t)a.slot[i] * a.Hkv + g) * (size_t)a.max_len * a.hd;
+  const uint16_t *kseq = a.kc + cbase, *vseq = a.vc + cbase;
+  tile_load<D>(Ks, kseq, ks, min(TB, L), a.hd);
+  tile_load<D>(Vs, vseq, ks, min(TB, L), a.hd);
+  cp_commit();
+  const size_t qrow = ((size_t)i * a.Hq + h) * a.hd;
+  for (int idx = threadIdx.x; idx < TB * D; idx += TNT) { /* the Q tile: row r, zeros elsewhere */
+    const int row = idx / D, c = idx % D;
+    uint16_t v = 0;
+    if (row == r && c < a.hd) v = a.qb ? a.qb[qrow + c] : fmt_bf16_from_f32(__fmul_rn(a.q[qrow + c], a.qscale));
+    Qs[row * (D + 8) + c] = v;
+  }
+  float o[D / 8][4], m[2], l[2];
+  fwd_rows<D>(o, m, l, Qs, Ks, Vs, kseq, vseq, ks, L, qt, a.hd, a.scale * LOG2E);
+#pragma unroll
+  for (int rh = 0; rh < 2; rh++) {
+    if (warp * 16 + gr + rh * 8 != r) continue;
+    const float inv = 1.0f / l[rh];
+    for (int nb = 0; nb < D / 8; nb++) {
+      const int c = nb * 8 + 2 * tg;
+      if (c >= a.hd) break;
+      const float x0 = o[nb][2 * rh] * inv, x1 = o[nb][2 * rh + 1] * inv;
+      *reinterpret_cast<float2 *>(a.out + qrow + c) = make_float2(x0, x1);
+      if (a.out_bf16)
+        *reinterpret_cast<uint32_t *>(a.out_bf16 + qrow + c) =
+            (uint32_t)fmt_bf16_from_f32(x0) | ((uint32_t)fmt_bf16_from_f32(x1) << 16);
+    }
   }
 }
 
@@ -518,6 +595,41 @@ extern "C" int ops_attention_forward_tc_bx_cuda(float *out, uint16_t *out_bf16, 
                                                 int max_len, ops_attn_shape sh, void *stream, rl_err *e) {
   if (sh.T == 0 || seqs->n_seq == 0) return 0;
   return tc_forward(out, out_bf16, lse, q, k, v, seqs, max_len, sh, (cudaStream_t)stream, e);
+}
+
+extern "C" int ops_attention_decode_tc_cuda(float *out, uint16_t *out_bf16, const float *q, const uint16_t *qb,
+                                            float qscale, const uint16_t *kc, const uint16_t *vc, const int32_t *slot,
+                                            const int32_t *len, int n, int n_q_heads, int n_kv_heads, int hd, int dp,
+                                            int64_t max_len, void *stream, rl_err *e) {
+  if (n <= 0) return 0;
+  if ((dp != 64 && dp != 128) || hd < 8 || hd > dp || hd % 8 || n_kv_heads < 1 || n_q_heads % n_kv_heads ||
+      (!q && !qb) || !out || !kc || !vc || !slot || !len || max_len < 1)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "decode attention (tensor cores): bad arguments (head_dim %d padded to %d, %d / %d heads)", hd, dp,
+                   n_q_heads, n_kv_heads);
+  tc_dec_args a = {};
+  a.q = q, a.qb = qb, a.kc = kc, a.vc = vc, a.slot = slot, a.len = len, a.out = out, a.out_bf16 = out_bf16;
+  a.Hq = n_q_heads, a.Hkv = n_kv_heads, a.rep = n_q_heads / n_kv_heads, a.hd = hd, a.max_len = max_len;
+  a.qscale = qscale, a.scale = (float)(1.0 / sqrt((double)dp)); /* the forward's scale at the padded width */
+  const dim3 grid((unsigned)n_q_heads, (unsigned)n);
+  cudaStream_t st = (cudaStream_t)stream;
+  /* the shared-memory opt-in once per device and width (not again inside a graph capture) */
+  static thread_local int opted[2][64];
+  int dev = 0;
+  OCHECK(cudaGetDevice(&dev));
+  int *done = &opted[dp == 128][dev & 63];
+  if (dp == 128) {
+    if (!*done)
+      OCHECK(cudaFuncSetAttribute(attn_tc_dec_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, fwd_bytes<128>()));
+    attn_tc_dec_kernel<128><<<grid, TNT, fwd_bytes<128>(), st>>>(a);
+  } else {
+    if (!*done)
+      OCHECK(cudaFuncSetAttribute(attn_tc_dec_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, fwd_bytes<64>()));
+    attn_tc_dec_kernel<64><<<grid, TNT, fwd_bytes<64>(), st>>>(a);
+  }
+  *done = 1;
+  OLAUNCH();
+  return 0;
 }
 
 /* The backward of OPS_ATTN_TC (arguments already checked by ops_attention_backward_cuda);

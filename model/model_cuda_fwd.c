@@ -182,8 +182,9 @@ static int mc_acts_prepare(model *m, model_cuda_acts *a, int T, int n_seq, int m
 /* ---------------------------------------------------------------- forward */
 
 /* Causal GQA of layer acts x (padded to a->dp when head_dim is not 64/128). */
-static int mc_attention_fwd(model *m, model_cuda_acts *a, mc_layer_acts *x, rl_err *e) {
+static int mc_attention_fwd(model *m, int l, model_cuda_acts *a, mc_layer_acts *x, rl_err *e) {
   int T = a->T, hd = m->hd, dp = a->dp, rc = 0;
+  if (a->dec_attn) return a->dec_attn(a->dec_ctx, l, a, x, e); /* model_cuda_decode_forward: the engine's cache */
   ops_seqs sq = {a->n_seq, a->off};
   ops_attn_shape sh = {T, m->nq, m->nkv, dp};
   if (a->key[13])
@@ -217,7 +218,7 @@ static int mc_layer_forward(model *m, int l, model_cuda_acts *a, const int32_t *
                                                              T, m->nq, m->hd, m->eps, m->theta, NULL, e))) ||
       (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_cuda(x->k, x->rstd_k, x->kr, P[mc_pidx(m, my->k_norm)].wf, a->pos,
                                                              T, m->nkv, m->hd, m->eps, m->theta, NULL, e))) ||
-      (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, a, x, e))))
+      (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, l, a, x, e))))
     goto out;
   /* o_proj output goes to `next` for now; h = in + o, xn2 = norm(h) */
   if ((rc = mc_lin_fwd(m, &y->o, x->att_b, T, next, e)) ||
@@ -272,7 +273,7 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
                                                                 a->pos, T, m->nq, m->hd, m->eps, m->theta, NULL, e))) ||
       (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->k, x->k_b, x->rstd_k, x->kr_b, P[mc_pidx(m, my->k_norm)].wf,
                                                                 a->pos, T, m->nkv, m->hd, m->eps, m->theta, NULL, e))) ||
-      (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, a, x, e))))
+      (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, l, a, x, e))))
     goto out;
   const mc_lin *gu[2] = {&y->gate, &y->up};
   const int q8_gu = !my->moe && mc_lin_q8_ok(m, gu, 2, x->xn2_b, T); /* gate/up from the norm's quantization */
@@ -340,6 +341,29 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
   else if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
   m->cu->row_inv = 0;
   return rc ? rl_err_prefix(e, "model_cuda_forward: ") : 0;
+}
+
+int model_cuda_decode_forward(model *m, model_cuda_acts *a, int R, const int32_t *tok, const int32_t *pos,
+                              mc_dec_attn_fn attn, void *ctx, rl_err *e) {
+  int H = m->H, rc = 0;
+  if (!a->la || a->cap_T < R || a->cap_seq < R || a->key[12] != MC_ACTS_NO_GRAD || !a->key[11] || R < 1)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "model_cuda_decode_forward: the acts are not a BF16-flow forward-only set of >= %d rows", R);
+  a->T = R, a->n_seq = R, a->have_lp = 0, a->max_len = 1;
+  if ((rc = mc_ok(cudaMemcpyAsync(a->pos, pos, (size_t)R * 4, cudaMemcpyDeviceToDevice, cudaStreamPerThread),
+                  "cudaMemcpy (positions)", e)) ||
+      (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, tok, R, m->V, H, NULL, e)))
+    return rl_err_prefix(e, "model_cuda_decode_forward: ");
+  a->dec_attn = attn, a->dec_ctx = ctx, a->own_ids = NULL;
+  m->cu->row_inv = 1; /* the prefill's and (pin_algo) the trainer's pinned algorithms */
+  for (int l = 0; l < m->L && !rc; l++) rc = mc_layer_forward_any(m, l, a, NULL, e);
+  a->dec_attn = NULL, a->dec_ctx = NULL;
+  if (!rc)
+    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * R * H,
+                                                     m->cu->p[mc_pidx(m, m->final_norm)].wf, R, H, m->eps, NULL, e));
+  if (!rc) rc = mc_lin_fwd_b(m, &m->cu->lm_head, a->xf_b, R, a->logits_b, e);
+  m->cu->row_inv = 0;
+  return rc ? rl_err_prefix(e, "model_cuda_decode_forward: ") : 0;
 }
 
 const float *model_cuda_logits(const model_cuda_acts *a) { return a ? a->logits : NULL; }

@@ -143,8 +143,14 @@ typedef struct mc_layer_acts {
   uint16_t *xg_b, *eact_b;
 } mc_layer_acts;
 
+/* The attention of layer l in model_cuda_decode_forward: the rollout engine's
+ * KV cache instead of the packed sequences (x: layer l's acts, q/k/v ready). */
+typedef int (*mc_dec_attn_fn)(void *ctx, int l, model_cuda_acts *a, mc_layer_acts *x, rl_err *e);
+
 struct model_cuda_acts {
   int T, cap_T, n_seq, cap_seq, max_len, dp;
+  mc_dec_attn_fn dec_attn; /* during model_cuda_decode_forward, else NULL */
+  void *dec_ctx;
   int32_t *const *own_ids; /* during model_cuda_forward: model_fwd_opts.own_ids (R3 diagnostics), else NULL */
   /* key: the shapes the buffers were made for, then [11] bx, [12] the layout
    * (MC_ACTS_FULL / _NO_GRAD / _RECOMPUTE), [13] bxa (BF16 q, k, v for the
@@ -179,6 +185,16 @@ struct model_cuda_acts {
   uint16_t *o_b, *dres_b, *dact_b, *dg_b, *du_b, *dq_b, *dk_b, *dv_b, *px[3];
 };
 
+/* A decode step with the forward's own kernels (the rollout engine's exact
+ * mode, precision.exact_logprobs): R rows, row i token tok[i] at position
+ * pos[i] (device arrays), through every layer as model_cuda_forward runs it
+ * (mc_layer_forward_any, pinned linears), the attention by attn (the engine's
+ * cache write + ops_attention_decode_tc_cuda), then the final norm and
+ * lm_head into a->logits_b [R][V]. a: a BF16-flow forward-only set (a
+ * model_cuda_forward with no_grad over >= R rows made it); nothing is
+ * allocated here, so the step can be captured in a CUDA graph. */
+int model_cuda_decode_forward(model *m, model_cuda_acts *a, int R, const int32_t *tok, const int32_t *pos,
+                              mc_dec_attn_fn attn, void *ctx, rl_err *e);
 /* Device scratch slot of at least bytes (grown, reused; NULL with e set). */
 void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e);
 /* out FP32 [M, N] = xb [M, K] (BF16) · Wᵀ through linear_forward, or for BF16

@@ -35,6 +35,9 @@ static const char score_usage[] =
     "                       | fp32 (exact FP32 reference: FP32 weights and products)\n"
     "  --emulate            allow MXFP8/NVFP4 emulation on GPUs without native support\n"
     "                       (the CPU always runs the exact reference)\n"
+    "  --exact-logprobs     CUDA: every GEMM through its pinned cuBLASLt algorithm, as a run with\n"
+    "                       precision.exact_logprobs computes them (rows independent of the batch;\n"
+    "                       the CPU's always are)\n"
     "  --device D           cpu (default) | cuda (the CUDA model; not with --precision fp32)\n"
     "  --batch-tokens N     pack sequences into forwards of up to N tokens (default 4096,\n"
     "                       at most 1048576)\n"
@@ -167,7 +170,7 @@ static int score_policy(const char *p, const model_config *c, quant_policy *q, i
 /* Parse arguments, load, score every line; returns the exit code. */
 static int score_run(int argc, char **argv, rl_err *e) {
   const char *dir = NULL, *in = NULL, *outp = NULL, *prec = "bf16", *dev = "cpu";
-  int emulate = 0;
+  int emulate = 0, exact = 0;
   long batch_tokens = 4096;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -175,6 +178,7 @@ static int score_run(int argc, char **argv, rl_err *e) {
                      : !strcmp(a, "--out") ? &outp : !strcmp(a, "--precision") ? &prec
                      : !strcmp(a, "--device") ? &dev : NULL;
     if (!strcmp(a, "--emulate")) emulate = 1;
+    else if (!strcmp(a, "--exact-logprobs")) exact = 1;
     else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
       const char *v = argv[++i];
       char *end;
@@ -225,7 +229,7 @@ static int score_run(int argc, char **argv, rl_err *e) {
   rc = score_policy(prec, &cfg, &pol, &f32, e);
   model_config_free(&cfg);
   if (rc) return rc;
-  pol.emulate = emulate;
+  pol.emulate = emulate, pol.pin_algo = exact;
   model *m = NULL;
   model_load_opts lo = {f32};
   if ((rc = model_load(dir, &lo, &m, e))) return rc;

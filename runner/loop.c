@@ -170,6 +170,9 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   c->B = r->rollout.batch, c->G = r->rollout.samples_per_prompt, c->N = r->loop.iterations;
   loop_policy(r->precision.rollout, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->ro_pol);
   loop_policy(r->precision.train, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->tr_pol);
+  /* exact log-probs: every GEMM of both sides through its pinned cuBLASLt algorithm (rows
+   * independent of the batch), and the CUDA engine decodes with the forward's kernels */
+  c->ro_pol.pin_algo = c->tr_pol.pin_algo = r->precision.exact_logprobs;
   if (recipe_tokenizer(r, &c->tok, e) || recipe_prompts(r, &c->src, e)) return e->code;
   if (r->reward.script) {
     luahost_limits lim = recipe_lua_limits(r);

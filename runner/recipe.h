@@ -87,6 +87,7 @@ typedef struct recipe {
     int64_t bf16_first_layers, bf16_last_layers;
     int emulate, experimental;
     scale_fmt scale_fmt;
+    int exact_logprobs; /* CUDA: rollout log-probs = the trainer's, bit for bit (pinned GEMMs, the forward's decode) */
   } precision;
 
   struct {

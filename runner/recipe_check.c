@@ -603,6 +603,18 @@ int recipe_check_hardware(recipe *r, const hw_target *t, int *emulated, rl_err *
   else if (r->precision.emulate && cls != HW_CPU)
     recipe_warn(r, "note: precision.emulate: true has no effect on %s: rollout %s and train %s run natively", cname,
                 prec_names[r->precision.rollout], prec_names[r->precision.train]);
+  if (!rc && r->precision.exact_logprobs) {
+    if (cls == HW_CPU)
+      recipe_warn(r, "note: precision.exact_logprobs has no effect on the CPU: its rollout log-probs already equal "
+                     "the trainer's bit for bit when rollout and train share a format");
+    else if (r->precision.rollout != r->precision.train)
+      recipe_warn(r, "note: precision.exact_logprobs: the rollout engine reproduces the %s forward bit for bit, but "
+                     "rollout %s and train %s still differ by their formats (mismatch/* measures it)",
+                  prec_names[r->precision.rollout], prec_names[r->precision.rollout], prec_names[r->precision.train]);
+    else if (r->precision.rollout == PREC_NVFP4)
+      recipe_warn(r, "note: precision.exact_logprobs with nvfp4 experts is not exact: an NVFP4 expert GEMM scales "
+                     "its activations by the amax of all its rows, which differ between decode and training batches");
+  }
   recipe_errs_end(e);
   if (bad) {
     e->code = RL_EXIT_HARDWARE;

@@ -43,6 +43,10 @@ static void print_layers(FILE *f, const recipe *r, hw_class cls, int emulated) {
     fprintf(f, "tensors matching '%s' stay bf16 (precision.keep_bf16)\n", r->precision.keep_bf16.items[i]);
   fprintf(f, "master weights bf16, optimizer state fp32, main params %s\n",
           r->train.optimizer.main_params == MAIN_PARAMS_FP32 ? "fp32" : "bf16");
+  if (r->precision.exact_logprobs)
+    fprintf(f, "exact log-probs: %s\n",
+            cls == HW_CPU ? "the CPU's already are (no effect)"
+                          : "every GEMM pinned, decode by the forward's kernels (precision.exact_logprobs)");
 }
 
 static const char *const algo_names[] = {"grpo", "dr_grpo", "rloo", "sft"};

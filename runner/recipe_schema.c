@@ -90,6 +90,7 @@ static const rkey keys[] = {
     {"precision.emulate", KT_BOOL, OFF(precision.emulate), "false", 0, 0, 0, NULL, "allow exact emulation of MXFP8/NVFP4 where not native (Hopper)"},
     {"precision.experimental", KT_BOOL, OFF(precision.experimental), "false", 0, 0, 0, NULL, "allow experimental modes (nvfp4)"},
     {"precision.scale_fmt", KT_ENUM, OFF(precision.scale_fmt), "fp32", 0, 0, 0, e_scale, "fp8-block scales: fp32, or ue8m0 (powers of two)"},
+    {"precision.exact_logprobs", KT_BOOL, OFF(precision.exact_logprobs), "false", 0, 0, 0, NULL, "CUDA: rollout log-probs bit-identical to the trainer's (pinned GEMMs; decode by the forward's kernels; slower rollout)"},
     {"data", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "prompts: exactly one of prompts, task"},
     {"data.prompts", KT_PATH, OFF(data.prompts), NULL, 0, 0, 0, NULL, "JSONL file, one prompt object per line"},
     {"data.task", KT_PATH, OFF(data.task), NULL, 0, 0, 0, NULL, "Lua script defining prompts(n, rng)"},

@@ -68,6 +68,16 @@ struct rollout_cuda_engine {
   long long graph_launches, eager_steps, captures;
   long long handoffs; /* linear groups whose BF16 results were handed off, in steps run eagerly or captured */
   long long q8s;      /* of them, those whose fp8 activation came from the norm (rc_q8) */
+  /* exact mode (the policy's pin_algo: precision.exact_logprobs): decode steps
+   * run the forward's own kernels (model_cuda_decode_forward, the decode
+   * attention of ops_attention_decode_tc_cuda) and every sampled token's
+   * log-prob is the trainer's (ops_logprob_forward_bx_cuda) on the BF16 logits
+   * rows lb (the prefill's gathered into rows_b, the step's da->logits_b) */
+  int exact;
+  uint16_t *rows_b;
+  const uint16_t *lb;
+  float *xlp, *xlse;
+  int32_t *xtgt;
 };
 
 /* One sequence of a generate call. */
@@ -113,7 +123,7 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) {
   for (int b = 0; b < 2; b++)
     if (g->ev[b]) cudaEventDestroy(g->ev[b]);
   void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs, g->hb,
-               g->aq};
+               g->aq, g->rows_b, g->xlp};
   for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
   model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
   free(g);
@@ -143,6 +153,40 @@ static int rc_views(rollout_cuda_engine *g, rl_err *e) {
   return model_cuda_quantize(g->m, &g->pol, e);
 }
 
+/* The exact mode's preconditions, once the decode acts exist: the forward's
+ * BF16 flow (its logits BF16, the trainer's log-prob kernel reads them) and
+ * the tensor-core attention (the decode kernel reproduces those kernels only). */
+static int rc_exact_ok(const rollout_cuda_engine *g, rl_err *e) {
+  ops_attn_impl impl;
+  if (ops_attention_choose(g->m->hd, &impl, e)) return e->code;
+  if (impl != OPS_ATTN_TC)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "precision.exact_logprobs: the exact decode reproduces the tensor-core attention; unset "
+                   "RLRUN_ATTN (it asks for the SIMT kernels)");
+  if (!g->da->logits_b)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "precision.exact_logprobs: the model's widths (hidden %d, intermediate %d, heads x head_dim %d / "
+                   "%d) must be multiples of 8 and RLRUN_MODEL_FP32_FLOW unset (the forward's BF16 flow)",
+                   g->m->H, g->m->I, g->m->nq * g->m->hd, g->m->nkv * g->m->hd);
+  return 0;
+}
+
+/* Layer l's attention in an exact decode step (mc_dec_attn_fn): the step's K/V
+ * rows into the cache — the BF16 operands the forward's attention would take —
+ * then each row against its slot's cache with the forward's arithmetic. */
+static int rc_exact_attn(void *ctx, int l, model_cuda_acts *a, mc_layer_acts *x, rl_err *e) {
+  rollout_cuda_engine *g = ctx;
+  model *m = g->m;
+  const int R = a->T, hd = m->hd, dp = a->dp;
+  uint16_t *kc = g->kc + rc_loff(g, l), *vc = g->vc + rc_loff(g, l);
+  int rc = x->k_b ? rck_kv_write_b(kc, vc, x->k_b, x->v_b, g->d_slot, g->d_pos, R, g->max_len, m->nkv, hd, NULL, e)
+                  : rck_kv_write(kc, vc, x->k, x->v, g->d_slot, g->d_pos, R, g->max_len, m->nkv, hd, NULL, e);
+  if (rc) return rc;
+  const float qscale = dp == hd ? 1.0f : (float)sqrt((double)dp / hd); /* mc_attention_fwd's padding */
+  return ops_attention_decode_tc_cuda(x->att, x->att_b, x->k_b ? NULL : x->q, x->k_b ? x->q_b : NULL, qscale, kc, vc,
+                                      g->d_slot, g->d_len, R, m->nq, m->nkv, hd, dp, g->max_len, NULL, e);
+}
+
 int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int64_t max_len,
                             rollout_cuda_engine **out, rl_err *e) {
   *out = NULL;
@@ -156,6 +200,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   const char *gv = getenv("RLRUN_ROLLOUT_GRAPHS");
   g->graphs = !(gv && !strcmp(gv, "0")) && !m->E; /* MoE layers copy routing to the host mid-step: eager */
   if (policy) g->pol = *policy, g->has_pol = 1;
+  g->exact = policy && policy->pin_algo;
   size_t cache = (size_t)m->L * (slots + 1) * max_len * g->kvd, R = (size_t)g->rows_cap;
   int rc = 0;
   if ((rc = mc_ok(cudaMalloc((void **)&g->kc, cache * 2), "cudaMalloc (KV cache K)", e)) ||
@@ -175,7 +220,9 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
       (rc = mc_ok(cudaMallocHost((void **)&g->h_keys, 2 * (size_t)slots * sizeof(sampler_key)), "cudaMallocHost", e)) ||
       (rc = mc_ok(cudaMallocHost((void **)&g->h_out, 2 * (size_t)slots * sizeof(sampler_out)), "cudaMallocHost", e)) ||
       (rc = mc_ok(cudaEventCreateWithFlags(&g->ev[0], cudaEventDisableTiming), "cudaEventCreate", e)) ||
-      (rc = mc_ok(cudaEventCreateWithFlags(&g->ev[1], cudaEventDisableTiming), "cudaEventCreate", e))) {
+      (rc = mc_ok(cudaEventCreateWithFlags(&g->ev[1], cudaEventDisableTiming), "cudaEventCreate", e)) ||
+      (g->exact && (rc = mc_ok(cudaMalloc((void **)&g->rows_b, R * m->V * 2), "cudaMalloc (BF16 logits rows)", e))) ||
+      (g->exact && (rc = mc_ok(cudaMalloc((void **)&g->xlp, 3 * R * 4), "cudaMalloc (log-prob rows)", e)))) {
     rollout_cuda_engine_free(g);
     return rl_err_prefix(e, "rollout_cuda_engine_new (KV cache %.1f MiB): ", (double)cache * 4 / (1 << 20));
   }
@@ -185,8 +232,11 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   g->hq = g->hb, g->hk = g->hq + R * m->nq * m->hd, g->hv = g->hk + R * g->kvd, g->hy = g->hv + R * g->kvd;
   g->hg = g->hy + R * m->H, g->hu = g->hg + R * m->I;
   g->as = (float *)(g->aq + rc_q8_codes(m, R));
+  if (g->exact) g->xlse = g->xlp + R, g->xtgt = (int32_t *)(g->xlse + R);
   g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
-  g->da->fp32_flow = 1; /* the decode step reads qr/kr/v/gate/up as FP32 (rollout_cuda_kern) */
+  /* the decode step reads qr/kr/v/gate/up as FP32 (rollout_cuda_kern); the exact
+   * step is the forward's BF16 flow */
+  g->da->fp32_flow = !g->exact;
   if ((rc = rc_views(g, e))) {
     rollout_cuda_engine_free(g);
     return rl_err_prefix(e, "rollout_cuda_engine_new: ");
@@ -196,8 +246,11 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   for (size_t i = 0; i <= R; i++) off[i] = (int32_t)i;
   model_batch b = {0};
   b.T = (int)R, b.tokens = tok, b.seqs.n_seq = (int)R, b.seqs.off = off;
-  rc = model_cuda_forward(m, &b, NULL, g->da, e);
+  model_fwd_opts fo = {0};
+  fo.no_grad = g->exact; /* the exact step's set: forward-only (model_cuda_decode_forward) */
+  rc = model_cuda_forward(m, &b, &fo, g->da, e);
   free(tok), free(off);
+  if (!rc && g->exact) rc = rc_exact_ok(g, e);
   if (rc) {
     rollout_cuda_engine_free(g);
     return rl_err_prefix(e, "rollout_cuda_engine_new: ");
@@ -498,6 +551,12 @@ static int rc_step(rollout_cuda_engine *g, int R, rl_err *e) {
   a->T = R, a->n_seq = R, a->max_len = 1;
   rp.cur = 2; /* after the step's start and upload events (rc_decode) */
   RP(RP_EMBED, rck_step_tokens(g->d_tok, g->d_map, (const int32_t *)g->d_out, (int)(sizeof(sampler_out) / 4), R, NULL, e));
+  if (g->exact) { /* the forward's kernels; the sampler reads FP32 rows, the log-probs the BF16 ones */
+    RP(RP_LMHEAD, model_cuda_decode_forward(m, a, R, g->d_tok, g->d_pos, rc_exact_attn, g, e));
+    RP(RP_LMHEAD, ops_f32_from_bf16_cuda(g->rows, a->logits_b, (size_t)R * m->V, NULL, e));
+    rp.end = rp.cur;
+    return rc;
+  }
   RP(RP_EMBED, ops_embedding_forward_bf16_cuda(a->res, m->cu->p[(int)(m->embed - m->params)].w, g->d_tok, R, m->V, H,
                                                NULL, e));
   RP(RP_EMBED, ops_rope_table_cuda(g->rope_cs, g->rope_sn, g->d_pos, R, m->hd, m->theta, NULL, e));
@@ -585,6 +644,7 @@ static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const in
     if (!rc && use) rc_capture(g, R);
   }
   if (rp_enabled() && !rc) rp.cur = rp.end, rp.armed = 1; /* the replay recorded the step's events */
+  if (g->exact) g->lb = g->da->logits_b; /* the step's BF16 logits rows, for rc_exact_logp */
   return rc ? rl_err_prefix(e, "decode step: ") : 0;
 }
 
@@ -626,8 +686,28 @@ static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, 
   }
   for (int i = 0; i < n; i++) off[i] = off[i + 1] - 1; /* each prompt's last row */
   if (!rc) rc = model_cuda_logits_rows(a, off, n, g->rows, e);
+  for (int i = 0; !rc && g->exact && i < n; i++) /* the BF16 rows themselves, for the trainer's log-prob kernel */
+    rc = !a->logits_b ? rl_errf(e, RL_EXIT_USAGE, "exact log-probs: the prefill's logits are not BF16")
+                      : mc_ok(cudaMemcpyAsync(g->rows_b + (size_t)i * m->V, a->logits_b + (size_t)off[i] * m->V,
+                                              (size_t)m->V * 2, cudaMemcpyDeviceToDevice, cudaStreamPerThread),
+                              "cudaMemcpy (logits rows)", e);
+  g->lb = g->rows_b;
   free(tok), free(off), free(ps);
   return rc ? rl_err_prefix(e, "prefill: ") : 0;
+}
+
+/* Exact mode: the log-prob of each sampled token of rows [0, n) recomputed by
+ * the trainer's kernel on the same BF16 logits (ops_logprob_forward_bx_cuda at
+ * temperature T, 1 for greedy T = 0, as the sampler's contract) and written
+ * over the sampler's FP64 one: what the trainer computes, bit for bit. */
+static int rc_exact_logp(rollout_cuda_engine *g, int n, double temperature, rl_err *e) {
+  const float T = temperature > 0 ? (float)temperature : 1.0f;
+  int rc;
+  if ((rc = rck_sample_ids(g->xtgt, (const int32_t *)g->d_out, (int)(sizeof(sampler_out) / 4), n, NULL, e)) ||
+      (rc = ops_logprob_forward_bx_cuda(g->xlp, NULL, g->xlse, g->lb, g->xtgt, n, g->m->V, T, NULL, e)) ||
+      (rc = rck_sample_put_logp(&g->d_out[0].logp, (int)(sizeof(sampler_out) / sizeof(double)), g->xlp, n, NULL, e)))
+    return rl_err_prefix(e, "rollout (CUDA, exact log-probs): ");
+  return 0;
 }
 
 /* Queue the sampling of rows [0, n) of g->rows, keyed by the sequences'
@@ -647,6 +727,8 @@ static int rc_sample_launch(rollout_cuda_engine *g, const int64_t *qi, const int
   if (rp_skip() >> RP_SAMPLE & 1u) { /* the diagnostic: token 0, status OK, instead of the sampler */
     RC(cudaMemsetAsync(g->d_out, 0, (size_t)n * sizeof *g->d_out, cudaStreamPerThread), "cudaMemset (samples)");
   } else if ((rc = sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) {
+    return rc;
+  } else if (g->exact && (rc = rc_exact_logp(g, n, o->temperature, e))) {
     return rc;
   }
   RC(cudaMemcpyAsync(g->h_out + (size_t)buf * g->slots, g->d_out, (size_t)n * sizeof *g->d_out, cudaMemcpyDeviceToHost,

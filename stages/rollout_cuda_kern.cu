@@ -91,6 +91,28 @@ extern "C" int rck_step_tokens(int32_t *tok, const int32_t *map, const int32_t *
   return rck_check("step_tokens", e);
 }
 
+/* The exact mode's log-probs (rollout_cuda.c rc_exact_logp): the sampled
+ * tokens out of the samples (rows of `stride` int32, the token first), and the
+ * trainer's FP32 log-probs into their logp field (doubles, `lstride` apart). */
+__global__ void rck_sample_ids_kernel(int32_t *tgt, const int32_t *samples, int stride, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) tgt[i] = samples[(int64_t)i * stride];
+}
+__global__ void rck_sample_put_logp_kernel(double *logp, int lstride, const float *lp, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) logp[(int64_t)i * lstride] = (double)lp[i];
+}
+extern "C" int rck_sample_ids(int32_t *tgt, const int32_t *samples, int stride, int n, cudaStream_t st, rl_err *e) {
+  if (n <= 0) return 0;
+  rck_sample_ids_kernel<<<(n + 255) / 256, 256, 0, st>>>(tgt, samples, stride, n);
+  return rck_check("sample_ids", e);
+}
+extern "C" int rck_sample_put_logp(double *logp, int lstride, const float *lp, int n, cudaStream_t st, rl_err *e) {
+  if (n <= 0) return 0;
+  rck_sample_put_logp_kernel<<<(n + 255) / 256, 256, 0, st>>>(logp, lstride, lp, n);
+  return rck_check("sample_put_logp", e);
+}
+
 /* The decode step's QK path and cache write in one launch, one warp per
  * (row, head) over n rows × (nq + 2·nkv) heads: query heads → q =
  * rope(q_norm(qr)); key heads → k = rope(k_norm(kr)) (FP32, then its BF16

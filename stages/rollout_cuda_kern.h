@@ -82,6 +82,10 @@ void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef);
  * int32) where map[i] >= 0; other rows keep the token uploaded with the step. */
 int rck_step_tokens(int32_t *tok, const int32_t *map, const int32_t *prev, int stride, int n, cudaStream_t st,
                     rl_err *e);
+/* tgt[i] = samples[i · stride] (the token of sampler_out row i); and
+ * logp[i · lstride] = lp[i] (the double logp field of sampler_out row i). */
+int rck_sample_ids(int32_t *tgt, const int32_t *samples, int stride, int n, cudaStream_t st, rl_err *e);
+int rck_sample_put_logp(double *logp, int lstride, const float *lp, int n, cudaStream_t st, rl_err *e);
 /* QK-norm + RoPE of the step's q and k rows, and the K/V cache write. */
 int rck_qkv_post(float *q, float *k, uint16_t *kc, uint16_t *vc, const float *qr, const float *kr, const float *v,
                  const float *wq, const float *wk, const float *cs, const float *sn, const int32_t *slot,

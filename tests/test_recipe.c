@@ -556,6 +556,30 @@ TEST(cli_validate_plan_exit_codes) {
   CHECK_CONTAINS(out, "activation recomputation (ignored: CPU trainer)");
   snprintf(cmd, sizeof cmd, "%s plan recipes/demo-cpu.yaml --set train.recompute=yes", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  /* precision.exact_logprobs: said in the plan; a note where it changes nothing (the CPU) or cannot
+   * make the two sides equal (a mixed pair) */
+  snprintf(cmd, sizeof cmd, "%s plan recipes/fp8-unified.yaml --hardware h200 --set precision.exact_logprobs=true",
+           harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "exact log-probs: every GEMM pinned, decode by the forward's kernels (precision.exact_logprobs)\n");
+  CHECK_CONTAINS(out, "  exact_logprobs: true\n");
+  snprintf(cmd, sizeof cmd, "%s plan recipes/fp8-unified.yaml --hardware h200", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK(!strstr(out, "exact log-probs:"));
+  CHECK_CONTAINS(out, "  exact_logprobs: false  # default\n");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/demo-cpu.yaml --set precision.exact_logprobs=true", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "note: precision.exact_logprobs has no effect on the CPU");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/fp8-rollout-bf16-train.yaml --hardware h200 "
+           "--set precision.exact_logprobs=true", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "rollout fp8-block and train bf16 still differ by their formats");
+  snprintf(cmd, sizeof cmd, "%s validate recipes/fp8-unified.yaml --hardware h200 --set precision.exact_logprobs=true",
+           harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK(!strstr(out, "exact_logprobs"));
+  snprintf(cmd, sizeof cmd, "%s validate recipes/fp8-unified.yaml --set precision.exact_logprobs=1", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
   snprintf(cmd, sizeof cmd, "%s validate --keys", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_CONTAINS(out, "| `train.lr` | number | `1e-6` | (0, 1] |");

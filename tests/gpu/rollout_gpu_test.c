@@ -39,6 +39,7 @@
 #include "stages/tokenizer.h"
 
 static int g_fail, g_pass;
+static int g_attn_mode0; /* the default decode attention mode (the exact checks run under it only) */
 
 /* Record one check. */
 static void check(int ok, const char *what, const char *fmt, double v) {
@@ -186,6 +187,106 @@ static int64_t batch_diffs(const rollout_sample *a, const rollout_sample *b, int
          memcmp(a[i].completion_ids, b[i].completion_ids, (size_t)a[i].n_completion * 4) ||
          memcmp(a[i].logp_rollout, b[i].logp_rollout, (size_t)a[i].n_completion * 4);
   return d;
+}
+
+/* The trainer's log-probs of batch b's completions (every sample packed into one
+ * forward, as a training microbatch packs them; temperature temp) against the
+ * rollout's: tokens whose log-prob bits differ, of *ntok, and the largest |Δ|. */
+static int64_t logp_bits_differ(model *m, const rollout_batch *b, float temp, int64_t *ntok, double *worst, rl_err *e) {
+  int64_t T = 0, d = 0;
+  for (int64_t i = 0; i < b->n; i++) T += b->s[i].n_prompt + b->s[i].n_completion;
+  int32_t *tok = malloc((size_t)T * 4), *tgt = malloc((size_t)T * 4), *off = malloc((size_t)(b->n + 1) * 4);
+  float *lp = malloc((size_t)T * 4);
+  off[0] = 0;
+  for (int64_t i = 0; i < b->n; i++) {
+    const rollout_sample *s = &b->s[i];
+    int32_t *t = tok + off[i];
+    memcpy(t, s->prompt_ids, (size_t)s->n_prompt * 4);
+    memcpy(t + s->n_prompt, s->completion_ids, (size_t)s->n_completion * 4);
+    off[i + 1] = off[i] + (int32_t)(s->n_prompt + s->n_completion);
+    for (int32_t j = off[i]; j < off[i + 1]; j++) tgt[j] = j + 1 < off[i + 1] ? tok[j + 1] : -1;
+  }
+  model_batch mb = {0};
+  mb.T = (int)T, mb.tokens = tok, mb.seqs.n_seq = (int)b->n, mb.seqs.off = off;
+  model_cuda_acts *a = model_cuda_acts_new();
+  *ntok = 0, *worst = 0;
+  if (model_cuda_forward(m, &mb, NULL, a, e) || model_cuda_logprob_forward(m, a, tgt, temp, lp, NULL, e)) {
+    d = -1;
+  } else {
+    for (int64_t i = 0; i < b->n; i++) {
+      const rollout_sample *s = &b->s[i];
+      for (int64_t j = 0; j < s->n_completion; j++) {
+        const float x = s->logp_rollout[j], y = lp[off[i] + s->n_prompt - 1 + j];
+        const double ad = fabs((double)x - y);
+        d += memcmp(&x, &y, 4) != 0, ++*ntok;
+        if (!(ad <= *worst)) *worst = ad;
+      }
+    }
+  }
+  model_cuda_acts_free(a);
+  free(tok), free(tgt), free(off), free(lp);
+  return d;
+}
+
+/* precision.exact_logprobs (the policy's pin_algo): the engine's sampled
+ * log-probs are the trainer's bit for bit — a packed, pinned full forward of
+ * the same sequences — sampling at T = 0.8 over max_new tokens (long enough to
+ * cross the attention's 64-key tiles), the same bits with 64, 1 and 7 slots;
+ * and, printed, what the default engine shows on the same model. */
+static void exact_check(const char *name, model *m, qformat fmt, const int32_t *const *ids, const int64_t *n_ids, int np,
+                        int G, int max_new, int64_t max_len) {
+  char what[200];
+  const char *fn = fmt == QFMT_FP8_BLOCK ? "fp8-block" : "bf16";
+  rl_err e = {0};
+  quant_policy px;
+  quant_policy_init(&px, fmt, fmt);
+  px.pin_algo = 1;
+  rollout_opts o;
+  rollout_opts_default(&o);
+  o.temperature = 0.8, o.seed = 4321, o.max_new_tokens = max_new, o.ignore_eos = 1, o.eos_id = -1, o.add_bos = 0;
+  rollout_cuda_engine *g = NULL;
+  rollout_batch b[3];
+  const int slots[3] = {64, 1, 7};
+  int got = 0;
+  if (!model_cuda_quantize(m, &px, &e) && !rollout_cuda_engine_new(m, &px, 64, max_len, &g, &e))
+    for (; got < 3; got++) {
+      o.max_slots = slots[got];
+      if (rollout_cuda_generate_ids(g, ids, n_ids, np, G, 2, &o, &b[got], &e)) break;
+    }
+  if (got < 3) {
+    snprintf(what, sizeof what, "%s %s exact log-probs (%.90s)", name, fn, e.msg);
+    check(0, what, "%g", 0);
+  } else {
+    int64_t ntok = 0;
+    double worst = 0;
+    const int64_t d = logp_bits_differ(m, &b[0], 0.8f, &ntok, &worst, &e);
+    snprintf(what, sizeof what, "%s %s exact: rollout log-probs == the trainer's, bit for bit (of %lld tokens; "
+             "max |d| %.3g)", name, fn, (long long)ntok, worst);
+    check(d == 0 && ntok > 0, what, "%.0f", (double)d);
+    int64_t bd = 0;
+    for (int k = 1; k < 3; k++) bd += b[k].n == b[0].n ? batch_diffs(b[0].s, b[k].s, b[0].n) : b[0].n;
+    snprintf(what, sizeof what, "%s %s exact: slots 64 / 1 / 7 identical (samples differing)", name, fn);
+    check(bd == 0, what, "%.0f", (double)bd);
+  }
+  for (int k = 0; k < got; k++) rollout_batch_free(&b[k]);
+  rollout_cuda_engine_free(g);
+  /* the control: the default engine (decode kernels of its own) against the default trainer */
+  quant_policy pd;
+  quant_policy_init(&pd, fmt, fmt);
+  rollout_batch c;
+  o.max_slots = 64;
+  if (!model_cuda_quantize(m, &pd, &e) && !rollout_cuda_engine_new(m, &pd, 64, max_len, &g, &e) &&
+      !rollout_cuda_generate_ids(g, ids, n_ids, np, G, 2, &o, &c, &e)) {
+    int64_t ntok = 0;
+    double worst = 0;
+    const int64_t d = logp_bits_differ(m, &c, 0.8f, &ntok, &worst, &e);
+    printf("INFO %s %s default engine: %lld of %lld rollout log-probs differ from the trainer's, max |d| %.3g\n", name,
+           fn, (long long)d, (long long)ntok, worst);
+    rollout_batch_free(&c);
+  } else {
+    printf("INFO %s %s default engine: %s\n", name, fn, e.msg);
+  }
+  rollout_cuda_engine_free(g);
 }
 
 /* A batch split over engines on GPUs (rollout_split_generate's part): part k
@@ -380,6 +481,10 @@ static void run_model(const char *name) {
   rollout_batch_free(&cb);
   rollout_cuda_engine_free(ge);
   rollout_engine_free(ce);
+  if (rck_decode_attn_mode(-1) == g_attn_mode0) { /* once per model (the exact path has no decode attention modes) */
+    exact_check(name, m, QFMT_BF16, ids, f.n_prompt, f.np, 4, 90, 128);
+    exact_check(name, m, QFMT_FP8_BLOCK, ids, f.n_prompt, f.np, 4, 90, 128);
+  }
   model_free(m);
 }
 
@@ -748,11 +853,14 @@ static void prefill_groups_check(void) {
     }
     for (int k = 0; k < got; k++) rollout_batch_free(&bb[k]);
     rollout_cuda_engine_free(g);
+    /* exact log-probs at Qwen3-0.6B widths (head_dim 128: the BF16 attention operands), 100 new tokens */
+    exact_check("qwen3-0.6b widths", m, f ? QFMT_FP8_BLOCK : QFMT_BF16, ids, n, NP, 2, 100, 128);
   }
   model_free(m);
 }
 
 int main(void) {
+  g_attn_mode0 = rck_decode_attn_mode(-1);
   attn_check();
   qk_fused_check();
   prefill_groups_check();

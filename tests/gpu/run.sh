@@ -418,6 +418,26 @@ if [ -x "$BUILD/rlrun" ]; then
   if [ -n "$ov" ] && echo "$ov" | awk '{for(i=1;i<=NF;i++) if(!($i>0 && $i<=1)) exit 1}'; then
     row loop_gpu_r3_overlap PASS "learn-moe-fp8-rollout on cuda, r3/overlap per iteration: $ov"
   else row loop_gpu_r3_overlap FAIL "r3/overlap '${ov:-missing}' (see loop_r3.log: $(tail -1 "$OUT/loop_r3.log"))"; fi
+  # precision.exact_logprobs: the rollout engine's log-probs are the trainer's bit for bit, so
+  # mismatch/logp_abs_diff is exactly 0 at every iteration (the demo task trains, non-zero
+  # gradients; bf16 and unified fp8-block); the default engine's values printed beside them
+  for px in bf16 fp8-block; do
+    for ex in true false; do
+      d="$OUT/loop_exact_${px}_$ex"; rm -rf "$d"
+      # shellcheck disable=SC2086
+      "$BUILD/rlrun" run recipes/demo-cpu.yaml --runs-dir "$d" --name g $DEMO_SET --set precision.rollout=$px \
+        --set precision.train=$px --set precision.exact_logprobs=$ex --quiet > "$OUT/loop_exact_${px}_$ex.log" 2>&1
+    done
+    md() { # RUNDIR: mismatch/logp_abs_diff per iteration
+      "$BUILD/rlrun" metrics "$1" --csv 2>/dev/null | awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="mismatch/logp_abs_diff") c=i; next}
+        c{printf "%s ", $c}'
+    }
+    rd=$(ls -d "$OUT/loop_exact_${px}_true"/g-* 2>/dev/null | head -1); ex_v=""; [ -n "$rd" ] && ex_v=$(md "$rd")
+    rd=$(ls -d "$OUT/loop_exact_${px}_false"/g-* 2>/dev/null | head -1); df_v=""; [ -n "$rd" ] && df_v=$(md "$rd")
+    if [ -n "$ex_v" ] && [ "$(echo "$ex_v" | wc -w)" -eq 3 ] && echo "$ex_v" | awk '{for(i=1;i<=NF;i++) if($i+0 != 0) exit 1}'; then
+      row "loop_gpu_exact_$px" PASS "demo on cuda, $px unified, exact_logprobs: mismatch/logp_abs_diff $ex_v(default engine: ${df_v:-missing})"
+    else row "loop_gpu_exact_$px" FAIL "mismatch/logp_abs_diff '${ex_v:-missing}' (see loop_exact_${px}_true.log: $(tail -1 "$OUT/loop_exact_${px}_true.log"))"; fi
+  done
 else row loop_gpu FAIL "missing: make BUILD=$BUILD (with nvcc)"; fi
 fi
 # ---------------------------------------------------------------- two GPUs (issue #11, "twogpu") — needs nvidia-h200-x2
