@@ -375,8 +375,10 @@ int ops_attention_backward_tc_cuda(float *dq, float *dk, float *dv, const float 
  * len[i] − 1) against the first len[i] rows of cache slot slot[i] — kc, vc one
  * layer's [slots][n_kv_heads][max_len][hd] BF16 rows — give, bit for bit, what
  * ops_attention_forward_cuda (OPS_ATTN_TC) gives row p of that sequence when its
- * keys and values are those rows: the query sits in the forward's 64-row
- * query tile of p and runs the forward kernel's own loop (fwd_rows). Query:
+ * keys and values are those rows: one CTA per (row, KV head) puts the
+ * group's query heads in rows of one query tile, each masked at position p,
+ * and runs the forward kernel's own loop (fwd_rows) over the key tiles of p,
+ * reading them once for the group (n_q_heads / n_kv_heads ≤ 64). Query:
  * qb (BF16, when not NULL) or BF16(q × qscale) (FP32 q; qscale = sqrt(dp / hd),
  * the forward's padding, 1 when dp = hd). dp: the forward's head width, 64 or
  * 128 (hd ≤ dp, a multiple of 8; columns past hd are zeros as in the padded

@@ -188,12 +188,15 @@ template <int D> constexpr int dkv_bytes() { return 6 * tile_elems<D>() * 2 + 4 
  * stride ks, L keys valid, kcols columns of each key row, zeros past them;
  * Ks and Vs two stages each): o (unnormalised), the row max m (unscaled) and
  * the row sum l (this warp's rows: gr, gr + 8; summed over the row's 4 lanes
- * on return). The forward kernel and the decode kernel share it, so a decode
- * row gets the forward's bits: every product, exp and sum in the same order. */
+ * on return). A row's query position is its place in the tile (i0 + its row),
+ * or qpos for every row when qpos >= 0 (the decode kernel's rows: query heads
+ * of one position). The forward kernel and the decode kernel share it, so a
+ * decode row gets the forward's bits: every product, exp and sum in the same
+ * order (a row's arithmetic does not depend on the other rows of the tile). */
 template <int D>
 __device__ __forceinline__ void fwd_rows(float o[][4], float m[2], float l[2], const uint16_t *Qs, uint16_t *Ks,
                                          uint16_t *Vs, const uint16_t *kseq, const uint16_t *vseq, size_t ks, int L,
-                                         int qt, int kcols, float sl2) {
+                                         int qt, int kcols, float sl2, int qpos) {
   constexpr int TE = tile_elems<D>();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tg = lane & 3;
   const int i0 = qt * TB;
@@ -231,7 +234,7 @@ __device__ __forceinline__ void fwd_rows(float o[][4], float m[2], float l[2], c
     /* online softmax, rows gr (rh = 0) and gr + 8 (rh = 1) of the warp */
 #pragma unroll
     for (int rh = 0; rh < 2; rh++) {
-      const int qi = i0 + warp * 16 + gr + rh * 8;
+      const int qi = qpos >= 0 ? qpos : i0 + warp * 16 + gr + rh * 8;
       float mx = m[rh];
 #pragma unroll
       for (int nb = 0; nb < TB / 8; nb++)
@@ -292,7 +295,7 @@ __global__ void __launch_bounds__(TNT, 2) attn_tc_fwd_kernel(tc_args a) {
     tile_load<D>(Vs, vseq, ks, min(TB, L));
     cp_commit();
     float o[D / 8][4], m[2], l[2];
-    fwd_rows<D>(o, m, l, Qs, Ks, Vs, kseq, vseq, ks, L, qt, D, sl2);
+    fwd_rows<D>(o, m, l, Qs, Ks, Vs, kseq, vseq, ks, L, qt, D, sl2, -1);
     const float inv[2] = {1.0f / l[0], 1.0f / l[1]};
     acc_store<D>(a.out, a.out_bf16, o, inv, s0, i0 + warp * 16, L, a.Hq, h, lane);
     if (a.lse_out && tg == 0)
@@ -319,37 +322,43 @@ struct tc_dec_args {
   float qscale, scale;
 };
 
-/* Decode: grid (Hq, n). Row i's query (position p = len[i] − 1) takes its
- * place in the forward's query tile of p (row p mod 64, the other rows zero)
- * and runs fwd_rows over the cached keys 0 … p: the forward's bits for that row
- * (ops.h ops_attention_decode_tc_cuda). */
+/* Decode: grid (Hkv, n). Row i's rep query heads of KV head g (position p =
+ * len[i] − 1) are rows 0 … rep − 1 of one query tile (the other rows zero),
+ * every row at position p, run by fwd_rows over the cached keys 0 … p: the
+ * forward's bits for each (ops.h ops_attention_decode_tc_cuda), the group's
+ * keys and values read once. */
 template <int D>
 __global__ void __launch_bounds__(TNT, 2) attn_tc_dec_kernel(tc_dec_args a) {
   extern __shared__ uint4 tc_smem[];
   constexpr int TE = tile_elems<D>();
   uint16_t *Qs = reinterpret_cast<uint16_t *>(tc_smem), *Ks = Qs + TE, *Vs = Ks + 2 * TE;
-  const int h = blockIdx.x, i = blockIdx.y, g = h / a.rep;
+  const int g = blockIdx.x, i = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, tg = lane & 3;
-  const int L = a.len[i], qt = (L - 1) / TB, r = L - 1 - qt * TB;
+  const int L = a.len[i], qt = (L - 1) / TB;
   const size_t ks = (size_t)a.hd;
   const size_t cbase = ((size_t)a.slot[i] * a.Hkv + g) * (size_t)a.max_len * a.hd;
   const uint16_t *kseq = a.kc + cbase, *vseq = a.vc + cbase;
   tile_load<D>(Ks, kseq, ks, min(TB, L), a.hd);
   tile_load<D>(Vs, vseq, ks, min(TB, L), a.hd);
   cp_commit();
-  const size_t qrow = ((size_t)i * a.Hq + h) * a.hd;
-  for (int idx = threadIdx.x; idx < TB * D; idx += TNT) { /* the Q tile: row r, zeros elsewhere */
+  const size_t qrow0 = ((size_t)i * a.Hq + (size_t)g * a.rep) * a.hd; /* head g·rep + row */
+  for (int idx = threadIdx.x; idx < TB * D; idx += TNT) { /* the Q tile: rows < rep, zeros elsewhere */
     const int row = idx / D, c = idx % D;
     uint16_t v = 0;
-    if (row == r && c < a.hd) v = a.qb ? a.qb[qrow + c] : fmt_bf16_from_f32(__fmul_rn(a.q[qrow + c], a.qscale));
+    if (row < a.rep && c < a.hd) {
+      const size_t qi = qrow0 + (size_t)row * a.hd + c;
+      v = a.qb ? a.qb[qi] : fmt_bf16_from_f32(__fmul_rn(a.q[qi], a.qscale));
+    }
     Qs[row * (D + 8) + c] = v;
   }
   float o[D / 8][4], m[2], l[2];
-  fwd_rows<D>(o, m, l, Qs, Ks, Vs, kseq, vseq, ks, L, qt, a.hd, a.scale * LOG2E);
+  fwd_rows<D>(o, m, l, Qs, Ks, Vs, kseq, vseq, ks, L, qt, a.hd, a.scale * LOG2E, L - 1);
 #pragma unroll
   for (int rh = 0; rh < 2; rh++) {
-    if (warp * 16 + gr + rh * 8 != r) continue;
+    const int row = warp * 16 + gr + rh * 8;
+    if (row >= a.rep) continue;
     const float inv = 1.0f / l[rh];
+    const size_t qrow = qrow0 + (size_t)row * a.hd;
     for (int nb = 0; nb < D / 8; nb++) {
       const int c = nb * 8 + 2 * tg;
       if (c >= a.hd) break;
@@ -603,6 +612,7 @@ extern "C" int ops_attention_decode_tc_cuda(float *out, uint16_t *out_bf16, cons
                                             int64_t max_len, void *stream, rl_err *e) {
   if (n <= 0) return 0;
   if ((dp != 64 && dp != 128) || hd < 8 || hd > dp || hd % 8 || n_kv_heads < 1 || n_q_heads % n_kv_heads ||
+      n_q_heads / n_kv_heads > TB ||
       (!q && !qb) || !out || !kc || !vc || !slot || !len || max_len < 1)
     return rl_errf(e, RL_EXIT_USAGE,
                    "decode attention (tensor cores): bad arguments (head_dim %d padded to %d, %d / %d heads)", hd, dp,
@@ -611,7 +621,7 @@ extern "C" int ops_attention_decode_tc_cuda(float *out, uint16_t *out_bf16, cons
   a.q = q, a.qb = qb, a.kc = kc, a.vc = vc, a.slot = slot, a.len = len, a.out = out, a.out_bf16 = out_bf16;
   a.Hq = n_q_heads, a.Hkv = n_kv_heads, a.rep = n_q_heads / n_kv_heads, a.hd = hd, a.max_len = max_len;
   a.qscale = qscale, a.scale = (float)(1.0 / sqrt((double)dp)); /* the forward's scale at the padded width */
-  const dim3 grid((unsigned)n_q_heads, (unsigned)n);
+  const dim3 grid((unsigned)n_kv_heads, (unsigned)n);
   cudaStream_t st = (cudaStream_t)stream;
   /* the shared-memory opt-in once per device and width (not again inside a graph capture) */
   static thread_local int opted[2][64];
