@@ -147,35 +147,75 @@ static void strip_comment(const char *line, char *out, size_t n) {
   if (c) *c = 0;
 }
 
-int runs_recipe_changed(const char *old_text, const char *new_text, char **report) {
-  char *a = rl_xstrdup(old_text ? old_text : ""), *b = rl_xstrdup(new_text ? new_text : "");
-  int na, nb, changed = 0;
-  char **la = split_lines(a, &na), **lb = split_lines(b, &nb);
-  /* the printer writes every key on its own line in schema order: compare line by line */
-  for (int i = 0; i < (na > nb ? na : nb); i++) {
-    char x[1024] = "", y[1024] = "";
-    if (i < na) strip_comment(la[i], x, sizeof x);
-    if (i < nb) strip_comment(lb[i], y, sizeof y);
-    if (!strcmp(x, y)) continue;
-    changed++;
-    /* name the key by its dotted path: the section headers above it (each
-     * "name:" less indented than the one below), then its own name */
-    char *const *l = i < na ? la : lb;
-    int ind = (int)strspn(l[i], " ");
-    char path[512] = "";
-    for (int j = i - 1; j >= 0 && ind > 0; j--) {
-      int jind = (int)strspn(l[j], " ");
-      if (jind >= ind || l[j][jind] == '#') continue;
-      size_t hl = strcspn(l[j] + jind, ":");
-      char both[512];
-      snprintf(both, sizeof both, "%.*s%s%s", (int)hl, l[j] + jind, path[0] ? "." : "", path);
-      snprintf(path, sizeof path, "%s", both);
-      ind = jind;
+/* One key of a resolved recipe: its sections' dotted path, its line (value
+ * and key, indentation and comment dropped) and whether it is a default. */
+typedef struct recipe_key {
+  char sect[512], line[1024];
+  char path[600];
+  int is_default, matched;
+} recipe_key;
+
+/* The keys of a resolved text in order (*n of them): every "key: value" line
+ * under its section headers ("name:" alone); comment lines are skipped. */
+static recipe_key *recipe_keys(const char *text, int *n) {
+  char *copy = rl_xstrdup(text ? text : "");
+  int nl;
+  char **l = split_lines(copy, &nl);
+  recipe_key *k = rl_xcalloc((size_t)(nl > 0 ? nl : 1), sizeof *k);
+  struct {
+    int ind;
+    char name[128];
+  } st[32];
+  int depth = 0;
+  *n = 0;
+  for (int i = 0; i < nl; i++) {
+    char x[1024];
+    strip_comment(l[i], x, sizeof x);
+    const int ind = (int)strspn(x, " ");
+    const char *body = x + ind;
+    if (!*body || *body == '#') continue;
+    while (depth > 0 && st[depth - 1].ind >= ind) depth--;
+    const size_t kl = strcspn(body, ":");
+    const char *rest = body + kl + (body[kl] == ':');
+    rest += strspn(rest, " ");
+    char sect[512] = "";
+    for (int d = 0; d < depth; d++)
+      snprintf(sect + strlen(sect), sizeof sect - strlen(sect), "%s%s", d ? "." : "", st[d].name);
+    if (!*rest && body[kl] == ':') { /* a section header */
+      if (depth < 32) st[depth].ind = ind, snprintf(st[depth].name, sizeof st[depth].name, "%.*s", (int)kl, body), depth++;
+      continue;
     }
-    report_add(report, "  recipe changed%s%s: %s  →  %s", path[0] ? " in " : "", path,
-               i < na ? x + strspn(x, " ") : "(none)", i < nb ? y + strspn(y, " ") : "(none)");
+    recipe_key *r = &k[(*n)++];
+    snprintf(r->sect, sizeof r->sect, "%s", sect);
+    snprintf(r->line, sizeof r->line, "%s", body);
+    snprintf(r->path, sizeof r->path, "%s%s%.*s", sect, sect[0] ? "." : "", (int)kl, body);
+    r->is_default = strstr(l[i], "  # default") != NULL;
   }
-  free(la), free(lb), free(a), free(b);
+  free(l), free(copy);
+  return k;
+}
+
+int runs_recipe_changed(const char *old_text, const char *new_text, char **report) {
+  /* compared key by key, not line by line: a key a newer rlrun added (or an older one had)
+   * at its default value is no change, and one changed key is one line of the report */
+  int na, nb, changed = 0;
+  recipe_key *a = recipe_keys(old_text, &na), *b = recipe_keys(new_text, &nb);
+  for (int i = 0; i < na; i++) {
+    recipe_key *y = NULL;
+    for (int j = 0; j < nb && !y; j++)
+      if (!b[j].matched && !strcmp(a[i].path, b[j].path)) y = &b[j];
+    if (y) y->matched = 1;
+    if (y ? !strcmp(a[i].line, y->line) : a[i].is_default) continue;
+    changed++;
+    report_add(report, "  recipe changed%s%s: %s  →  %s", a[i].sect[0] ? " in " : "", a[i].sect, a[i].line,
+               y ? y->line : "(none)");
+  }
+  for (int j = 0; j < nb; j++) {
+    if (b[j].matched || b[j].is_default) continue;
+    changed++;
+    report_add(report, "  recipe changed%s%s: (none)  →  %s", b[j].sect[0] ? " in " : "", b[j].sect, b[j].line);
+  }
+  free(a), free(b);
   return changed;
 }
 

@@ -664,6 +664,33 @@ TEST(runs_recipe_changed_names_dotted_keys) {
   free(report);
 }
 
+/* Keys are compared by their dotted path, not by line number: a key a newer rlrun added (or
+ * an older one had) at its default is no change — a run started before precision.exact_logprobs
+ * existed resumes without --allow-changed — and the lines after it are not reported as moved. */
+TEST(runs_recipe_changed_by_key_not_line) {
+  const char *old = "seed: 1\nprecision:\n  rollout: bf16  # default\n  scale_fmt: fp32  # default\n"
+                    "  gone_key: 3  # default\ndata:\n  shuffle: true  # default\nloop:\n  iterations: 4\n";
+  const char *now = "seed: 1\nprecision:\n  rollout: bf16  # default\n  scale_fmt: fp32  # default\n"
+                    "  exact_logprobs: false  # default\ndata:\n  shuffle: true  # default\nloop:\n  iterations: 4\n";
+  char *report = NULL;
+  CHECK_EQ_I64(runs_recipe_changed(old, now, &report), 0);
+  CHECK(report == NULL);
+  /* the same new key set in the recipe, and one changed value after it: two lines, nothing shifted */
+  const char *set = "seed: 1\nprecision:\n  rollout: bf16  # default\n  scale_fmt: fp32  # default\n"
+                    "  exact_logprobs: true\ndata:\n  shuffle: true  # default\nloop:\n  iterations: 6\n";
+  CHECK_EQ_I64(runs_recipe_changed(old, set, &report), 2);
+  REQUIRE(report);
+  CHECK_STREQ(report, "  recipe changed in loop: iterations: 4  →  iterations: 6\n"
+                      "  recipe changed in precision: (none)  →  exact_logprobs: true\n");
+  free(report);
+  report = NULL;
+  /* a key the recipe had set that the new text lacks */
+  CHECK_EQ_I64(runs_recipe_changed(set, old, &report), 2);
+  REQUIRE(report);
+  CHECK_CONTAINS(report, "  recipe changed in precision: exact_logprobs: true  →  (none)\n");
+  free(report);
+}
+
 TEST(runs_sigterm_stops_resumably) {
   char dir[1024], out[8192], cmd[4096], rd[2048];
   snprintf(dir, sizeof dir, "%s/s", harness_tmpdir());
