@@ -24,11 +24,11 @@ static inline cudaStream_t gemm_stream(void *s) { return s ? (cudaStream_t)s : c
 #define GEMM_WS_BYTES ((size_t)32 << 20) /* cuBLASLt workspace per device (Hopper: 32 MiB advised) */
 #define GEMM_PLAN_SLOTS 1024             /* open-addressing table; flushed when 3/4 full */
 #define GEMM_PIN_SLOTS 256
-#define GEMM_PIN_CANDIDATES 8
+#define GEMM_PIN_CANDIDATES 32
 #define GEMM_PIN_BUCKETS 8   /* M ≤ 64, ≤ 128, … ≤ 4096, larger (the reference, chosen at GEMM_PIN_M) */
 #define GEMM_PIN_VERIFY_M 1024
 #define GEMM_PIN_VERIFY_N 2048
-#define GEMM_PIN_TRIES 4     /* no-split-K candidates verified and timed per bucket */
+#define GEMM_PIN_TRIES 16    /* no-split-K candidates verified and timed per bucket */
 
 /* What a plan multiplies. */
 enum gemm_kind { GK_BF16, GK_FP8_BLOCK, GK_F32, GK_MXFP8, GK_NVFP4 };
