@@ -451,6 +451,14 @@ int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, 
                                           const uint16_t *const *dy_bf16, int n_dy_bf16, const float *h,
                                           const float *w, const float *rstd, int rows, int dim,
                                           void *stream, rl_err *e);
+/* ops_qk_norm_rope_forward_bx_cuda of q (nq heads) and of k (nk heads) at the
+ * same positions in one launch with one RoPE table: the same bits as the two
+ * calls (each (token, head) warp runs the same arithmetic). One output each:
+ * yq and yk FP32, or yq_b and yk_b BF16. */
+int ops_qk_norm_rope_forward2_bx_cuda(float *yq, uint16_t *yq_b, float *rq, const uint16_t *xq, const float *wq,
+                                      int nq, float *yk, uint16_t *yk_b, float *rk, const uint16_t *xk,
+                                      const float *wk, int nk, const int32_t *pos, int T, int head_dim, float eps,
+                                      float theta, void *stream, rl_err *e);
 int ops_qk_norm_rope_forward_bx_cuda(float *y, uint16_t *y_bf16, float *rstd, const uint16_t *x,
                                      const float *w, const int32_t *pos, int T, int n_heads, int head_dim,
                                      float eps, float theta, void *stream, rl_err *e);

@@ -119,6 +119,9 @@ int ops_residual_rmsnorm_backward_bx_cuda(float *dresid, uint16_t *dresid_bf16, 
 int ops_qk_norm_rope_forward_bx_cuda(float *y, uint16_t *y_bf16, float *rstd, const uint16_t *x, const float *w, const int32_t *pos, int T, int n_heads, int head_dim, float eps, float theta, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }
+int ops_qk_norm_rope_forward2_bx_cuda(float *yq, uint16_t *yq_b, float *rq, const uint16_t *xq, const float *wq, int nq, float *yk, uint16_t *yk_b, float *rk, const uint16_t *xk, const float *wk, int nk, const int32_t *pos, int T, int head_dim, float eps, float theta, void *stream, rl_err *e) {
+  return no_cuda(__func__, e);
+}
 int ops_qk_norm_rope_backward_bx_cuda(uint16_t *dx, float *dw, const float *dy, const uint16_t *x, const float *w, const float *rstd, const int32_t *pos, int T, int n_heads, int head_dim, float theta, void *stream, rl_err *e) {
   return no_cuda(__func__, e);
 }

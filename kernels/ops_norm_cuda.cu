@@ -674,6 +674,27 @@ __global__ void qk_fwd_kernel(TY *y, float *rstd, const TX *x, const float *w, c
   if (rstd && lane == 0) rstd[r] = s;
 }
 
+/* The same for q and k in one launch (one RoPE table): warps [0, T·nq) take
+ * the query heads, the rest the key heads — each warp's arithmetic is
+ * qk_fwd_kernel's. */
+template <typename TX, typename TY>
+__global__ void qk2_fwd_kernel(TY *yq, float *rq, const TX *xq, const float *wq, TY *yk, float *rk, const TX *xk,
+                               const float *wk, const float *cs, const float *sn, int T, int nq, int nk, int d,
+                               float eps) {
+  int lane = threadIdx.x & 31, half = d / 2;
+  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
+  const int64_t rq_n = (int64_t)T * nq;
+  if (r >= (int64_t)T * (nq + nk)) return;
+  const bool isq = r < rq_n;
+  if (!isq) r -= rq_n;
+  const int n_heads = isq ? nq : nk;
+  size_t tb = (size_t)(r / n_heads) * half;
+  float s = qk_norm_rope_head((isq ? yq : yk) + (size_t)r * d, (isq ? xq : xk) + (size_t)r * d, isq ? wq : wk, cs + tb,
+                              sn + tb, d, eps, lane);
+  float *rs = isq ? rq : rk;
+  if (rs && lane == 0) rs[r] = s;
+}
+
 /* dx of the QK path, one warp per (token, head): g = rope^T(dy), then the
  * RMSNorm dx formula with g. */
 template <typename TX, typename TD>
@@ -769,6 +790,32 @@ extern "C" int ops_qk_norm_rope_forward_bx_cuda(float *y, uint16_t *y_bf16, floa
     return rl_errf(e, RL_EXIT_USAGE, "qk-norm+rope (BF16 operands): give exactly one of the FP32 and BF16 outputs");
   if (y_bf16) return qk_fwd_run(y_bf16, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
   return qk_fwd_run(y, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
+}
+
+template <typename TY>
+static int qk2_fwd_run(TY *yq, float *rq, const uint16_t *xq, const float *wq, TY *yk, float *rk, const uint16_t *xk,
+                       const float *wk, const int32_t *pos, int T, int nq, int nk, int head_dim, float eps, float theta,
+                       void *stream, rl_err *e) {
+  if (T <= 0 || nq + nk <= 0) return 0;
+  cudaStream_t st = (cudaStream_t)stream;
+  float *cs, *sn;
+  if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
+  unsigned blocks = (unsigned)(((int64_t)T * (nq + nk) + WARPS - 1) / WARPS);
+  qk2_fwd_kernel<uint16_t, TY><<<blocks, NTHR, 0, st>>>(yq, rq, xq, wq, yk, rk, xk, wk, cs, sn, T, nq, nk, head_dim, eps);
+  OLAUNCH();
+  OCHECK(cudaFreeAsync(cs, st));
+  return 0;
+}
+
+extern "C" int ops_qk_norm_rope_forward2_bx_cuda(float *yq, uint16_t *yq_b, float *rq, const uint16_t *xq,
+                                                 const float *wq, int nq, float *yk, uint16_t *yk_b, float *rk,
+                                                 const uint16_t *xk, const float *wk, int nk, const int32_t *pos, int T,
+                                                 int head_dim, float eps, float theta, void *stream, rl_err *e) {
+  if (!yq == !yq_b || !yk == !yk_b || !yq_b != !yk_b)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "qk-norm+rope of q and k (BF16 operands): give one output each, both FP32 or both BF16");
+  if (yq_b) return qk2_fwd_run(yq_b, rq, xq, wq, yk_b, rk, xk, wk, pos, T, nq, nk, head_dim, eps, theta, stream, e);
+  return qk2_fwd_run(yq, rq, xq, wq, yk, rk, xk, wk, pos, T, nq, nk, head_dim, eps, theta, stream, e);
 }
 
 extern "C" int ops_rope_table_cuda(float *cs, float *sn, const int32_t *pos, int T, int head_dim, float theta,

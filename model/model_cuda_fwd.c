@@ -269,10 +269,11 @@ static int mc_layer_forward_bx(model *m, int l, model_cuda_acts *a, const int32_
         (!x->v_b && (rc = mc_lin_fwd(m, &y->v, x->xn1_b, T, x->v, e))))
       goto out;
   }
-  if ((rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->q, x->q_b, x->rstd_q, x->qr_b, P[mc_pidx(m, my->q_norm)].wf,
-                                                                a->pos, T, m->nq, m->hd, m->eps, m->theta, NULL, e))) ||
-      (rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward_bx_cuda(x->k, x->k_b, x->rstd_k, x->kr_b, P[mc_pidx(m, my->k_norm)].wf,
-                                                                a->pos, T, m->nkv, m->hd, m->eps, m->theta, NULL, e))) ||
+  /* q and k in one launch (ops_qk_norm_rope_forward2_bx_cuda: the two calls' bits) */
+  if ((rc = MC_DP(DP_FWD_NORM, ops_qk_norm_rope_forward2_bx_cuda(
+                                   x->q, x->q_b, x->rstd_q, x->qr_b, P[mc_pidx(m, my->q_norm)].wf, m->nq, x->k, x->k_b,
+                                   x->rstd_k, x->kr_b, P[mc_pidx(m, my->k_norm)].wf, m->nkv, a->pos, T, m->hd, m->eps,
+                                   m->theta, NULL, e))) ||
       (rc = MC_DP(DP_FWD_ATTN, mc_attention_fwd(m, l, a, x, e))))
     goto out;
   const mc_lin *gu[2] = {&y->gate, &y->up};
