@@ -102,6 +102,7 @@ TEST(recipe_examples_validate) {
       {"recipes/bf16-baseline-rollout2.yaml", 3, 0, 0, 0, 0}, /* rollout split over GPUs 0 and 1 (test_loop_gpu.c) */
       {"recipes/fp8-rollout-bf16-train.yaml", 0, 3, 0, 0, 3},
       {"recipes/fp8-unified.yaml", 0, 3, 0, 0, 3},
+      {"recipes/fp8-unified-exact.yaml", 0, 3, 0, 0, 3}, /* precision.exact_logprobs */
       {"recipes/mxfp8-unified-emulate.yaml", 0, 3, 0, 0, 3},
       {"recipes/nvfp4-experts.yaml", 0, 3, 3, 0, 3},
       {"recipes/fp8-rollout-bf16-train-dense.yaml", 0, 3, 0, 0, 3},

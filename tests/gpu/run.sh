@@ -363,7 +363,7 @@ loop_gpu_same() { # NAME WHAT A B REF LOG: PASS when the weight hashes A and B a
 LOOP_SET="--set device=cuda --set loop.iterations=4 --set loop.checkpoint_interval=2"
 DEMO_SET="--set device=cuda --set loop.iterations=3 --set loop.checkpoint_interval=3 --set model.init.head_dim=32"
 if [ -x "$BUILD/rlrun" ]; then
-  for rcp in bf16-baseline fp8-unified; do
+  for rcp in bf16-baseline fp8-unified fp8-unified-exact; do
     d="$OUT/loop_$rcp"; rm -rf "$d"
     # shellcheck disable=SC2086
     run "loop_gpu_$rcp" "loop_gpu_$rcp.log" "$BUILD/rlrun" run "recipes/$rcp.yaml" --runs-dir "$d" \
