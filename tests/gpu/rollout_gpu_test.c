@@ -267,6 +267,24 @@ static void exact_check(const char *name, model *m, qformat fmt, const int32_t *
     for (int k = 1; k < 3; k++) bd += b[k].n == b[0].n ? batch_diffs(b[0].s, b[k].s, b[0].n) : b[0].n;
     snprintf(what, sizeof what, "%s %s exact: slots 64 / 1 / 7 identical (samples differing)", name, fn);
     check(bd == 0, what, "%.0f", (double)bd);
+    /* greedy (T = 0: log-probs at T = 1, the sampler's contract) and top-p 0.9 at T = 0.8 (log-probs
+     * of the full distribution): still the trainer's bits */
+    const struct { int greedy; double t, top_p; float lt; const char *what; } v[2] = {
+        {1, 0.0, 1.0, 1.0f, "greedy"}, {0, 0.8, 0.9, 0.8f, "top-p 0.9"}};
+    for (int k = 0; k < 2; k++) {
+      rollout_batch c;
+      o.max_slots = 64, o.greedy = v[k].greedy, o.temperature = v[k].t, o.top_p = v[k].top_p;
+      int64_t dk = -1, nt = 0;
+      double wk = 0;
+      if (!rollout_cuda_generate_ids(g, ids, n_ids, np, G, 2, &o, &c, &e)) {
+        dk = logp_bits_differ(m, &c, v[k].lt, &nt, &wk, &e);
+        rollout_batch_free(&c);
+      }
+      snprintf(what, sizeof what, "%s %s exact, %s: rollout log-probs == the trainer's (of %lld tokens)", name, fn,
+               v[k].what, (long long)nt);
+      check(dk == 0 && nt > 0, what, "%.0f", (double)dk);
+    }
+    o.greedy = 0, o.temperature = 0.8, o.top_p = 1.0;
   }
   for (int k = 0; k < got; k++) rollout_batch_free(&b[k]);
   rollout_cuda_engine_free(g);
