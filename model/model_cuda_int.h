@@ -191,8 +191,9 @@ struct model_cuda_acts {
  * (mc_layer_forward_any, pinned linears), the attention by attn (the engine's
  * cache write + ops_attention_decode_tc_cuda), then the final norm and
  * lm_head into a->logits_b [R][V]. a: a BF16-flow forward-only set (a
- * model_cuda_forward with no_grad over >= R rows made it); nothing is
- * allocated here, so the step can be captured in a CUDA graph. */
+ * model_cuda_forward with no_grad over >= R rows made it). Its buffers exist
+ * already (stream-ordered workspaces aside), so the step can be captured in a
+ * CUDA graph once it has run eagerly. */
 int model_cuda_decode_forward(model *m, model_cuda_acts *a, int R, const int32_t *tok, const int32_t *pos,
                               mc_dec_attn_fn attn, void *ctx, rl_err *e);
 /* Device scratch slot of at least bytes (grown, reused; NULL with e set). */
