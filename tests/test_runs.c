@@ -1119,6 +1119,37 @@ TEST(runs_samples_text_is_unambiguous) {
   CHECK_STREQ(out, want);
 }
 
+/* `rlrun metrics --csv / --json` write each value in the shortest form that reads back as the
+ * same double (1.5e-07, not 1.4999999999999999e-07; 0.30000000000000004 keeps its 17 digits). */
+TEST(runs_metrics_export_shortest_round_trip) {
+  char rd[1200], out[8192], args[1400];
+  snprintf(rd, sizeof rd, "%s/fake_rt", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  rl_err e;
+  volatile double a = 0.1, b = 0.2;
+  const double v[5] = {a + b, 1.5e-7, 1.0 / 3.0, 1e300, 0.001};
+  const char *names[5] = {"m/a", "m/b", "m/c", "m/d", "m/e"};
+  for (int i = 0; i < 5; i++) REQUIRE(store_metric_put(s, 1, names[i], v[i], &e) == 0);
+  store_close(s);
+  snprintf(args, sizeof args, "metrics %s --csv", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\n1,0.30000000000000004,1.5e-07,0.3333333333333333,1e+300,0.001\n");
+  const char *p = strchr(out, '\n');
+  REQUIRE(p);
+  p = strchr(p + 1, ','); /* past the iteration */
+  for (int i = 0; i < 5 && p; i++) {
+    char *end;
+    const double r = strtod(p + 1, &end);
+    CHECK_MSG(memcmp(&r, &v[i], sizeof r) == 0, "%s: %.17g read back as %.17g", names[i], v[i], r);
+    p = strchr(end, ',');
+  }
+  snprintf(args, sizeof args, "metrics %s --json", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\"m/a\": 0.30000000000000004, \"m/b\": 1.5e-07, \"m/c\": 0.3333333333333333, "
+                      "\"m/d\": 1e+300, \"m/e\": 0.001}");
+}
+
 /* `rlrun metrics`: table columns as wide as the names, "-" where an iteration
  * recorded nothing, "nan" where it recorded a NaN; CSV and JSON as before. */
 TEST(runs_metrics_table_fits_names_and_marks_missing) {
@@ -1140,11 +1171,11 @@ TEST(runs_metrics_table_fits_names_and_marks_missing) {
                    "        2                  3       1.5e-07                       -\n");
   snprintf(args, sizeof args, "metrics %s --csv", rd);
   CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
-  CHECK_STREQ(out, "iteration,groups/degenerate,loss,mismatch/logp_abs_diff\n1,2,-0.25,\n2,3,1.4999999999999999e-07,\n");
+  CHECK_STREQ(out, "iteration,groups/degenerate,loss,mismatch/logp_abs_diff\n1,2,-0.25,\n2,3,1.5e-07,\n");
   snprintf(args, sizeof args, "metrics %s --json", rd);
   CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
   CHECK_STREQ(out, "[{\"iteration\": 1, \"groups/degenerate\": 2, \"loss\": -0.25, \"mismatch/logp_abs_diff\": null},\n"
-                   " {\"iteration\": 2, \"groups/degenerate\": 3, \"loss\": 1.4999999999999999e-07, "
+                   " {\"iteration\": 2, \"groups/degenerate\": 3, \"loss\": 1.5e-07, "
                    "\"mismatch/logp_abs_diff\": null}\n]\n");
 }
 
