@@ -194,6 +194,14 @@ int rl_read_file(const char *path, char **out, size_t *len, rl_err *e) {
   return rl_read_file_max(path, RL_READ_FILE_MAX, out, len, e);
 }
 
+const char *rl_fmt_double(double v, char *buf, size_t n) {
+  for (int prec = 6; prec <= 17; prec++) {
+    snprintf(buf, n, "%.*g", prec, v);
+    if (v != v || strtod(buf, NULL) == v) break;
+  }
+  return buf;
+}
+
 double rl_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -68,4 +68,9 @@ int rl_check_out_file(const char *opt, const char *path, rl_err *e);
 /* Monotonic time in seconds. */
 double rl_now(void);
 
+/* v in the shortest %g form, from 6 significant digits up to 17, that strtod
+ * reads back as v (0.001, 20, 1.5e-07; 0.30000000000000004 keeps 17); inf and
+ * nan as %g prints them. Into buf (n >= 32); returns buf. */
+const char *rl_fmt_double(double v, char *buf, size_t n);
+
 #endif

@@ -281,17 +281,6 @@ static int metric_collect(void *ud, int64_t iteration, const char *name, double 
 
 /* A table cell: the value (%.6g), "nan" / "inf" / "-inf" without a sign
  * that depends on how the NaN was made, "-" when not recorded. */
-/* The shortest %g form of v that reads back as v exactly (at most 17
- * significant digits): 0.001, not 0.0010000000000000000208 — for the CSV and
- * JSON exports, which must round-trip. */
-static const char *shortest_g(double v, char *buf, size_t n) {
-  for (int p = 1; p <= 17; p++) {
-    snprintf(buf, n, "%.*g", p, v);
-    if (strtod(buf, NULL) == v || !isfinite(v)) break;
-  }
-  return buf;
-}
-
 static void metric_cell(char *out, size_t n, double v, int have) {
   if (!have) snprintf(out, n, "-");
   else if (isnan(v)) snprintf(out, n, "nan");
@@ -433,7 +422,7 @@ int cmd_metrics(int argc, char **argv) {
         fputs(", ", stdout);
         print_json_name(t.names[j]);
         char num[40];
-        if (isfinite(v)) printf(": %s", shortest_g(v, num, sizeof num));
+        if (isfinite(v)) printf(": %s", rl_fmt_double(v, num, sizeof num));
         else printf(": null");
       }
       printf("}");
@@ -458,7 +447,7 @@ int cmd_metrics(int argc, char **argv) {
       double v = t.vals[(size_t)r * t.n_names + j];
       if (csv) {
         char num[40];
-        isnan(v) ? printf(",") : printf(",%s", shortest_g(v, num, sizeof num));
+        isnan(v) ? printf(",") : printf(",%s", rl_fmt_double(v, num, sizeof num));
         continue;
       }
       char cell[64], shown[512];

@@ -650,13 +650,10 @@ static void print_quoted(FILE *f, const char *s) {
   fputc('"', f);
 }
 
-/* The shortest %g form that reads back to the same double. */
+/* The shortest %g form that reads back to the same double (a YAML float: ".0" on an integer). */
 static void print_double(FILE *f, double v) {
   char buf[64];
-  for (int prec = 6; prec <= 17; prec++) {
-    snprintf(buf, sizeof buf, "%.*g", prec, v);
-    if (strtod(buf, NULL) == v) break;
-  }
+  rl_fmt_double(v, buf, sizeof buf);
   if (!strpbrk(buf, ".eE")) strcat(buf, ".0");
   fputs(buf, f);
 }

@@ -1120,7 +1120,8 @@ TEST(runs_samples_text_is_unambiguous) {
 }
 
 /* `rlrun metrics --csv / --json` write each value in the shortest form that reads back as the
- * same double (1.5e-07, not 1.4999999999999999e-07; 0.30000000000000004 keeps its 17 digits). */
+ * same double (1.5e-07, not 1.4999999999999999e-07; 0.30000000000000004 keeps its 17 digits;
+ * 20, not 2e+01), as the resolved recipe prints its numbers (rl_fmt_double). */
 TEST(runs_metrics_export_shortest_round_trip) {
   char rd[1200], out[8192], args[1400];
   snprintf(rd, sizeof rd, "%s/fake_rt", harness_tmpdir());
@@ -1128,17 +1129,17 @@ TEST(runs_metrics_export_shortest_round_trip) {
   REQUIRE(s);
   rl_err e;
   volatile double a = 0.1, b = 0.2;
-  const double v[5] = {a + b, 1.5e-7, 1.0 / 3.0, 1e300, 0.001};
-  const char *names[5] = {"m/a", "m/b", "m/c", "m/d", "m/e"};
-  for (int i = 0; i < 5; i++) REQUIRE(store_metric_put(s, 1, names[i], v[i], &e) == 0);
+  const double v[6] = {a + b, 1.5e-7, 1.0 / 3.0, 1e300, 0.001, 20};
+  const char *names[6] = {"m/a", "m/b", "m/c", "m/d", "m/e", "m/f"};
+  for (int i = 0; i < 6; i++) REQUIRE(store_metric_put(s, 1, names[i], v[i], &e) == 0);
   store_close(s);
   snprintf(args, sizeof args, "metrics %s --csv", rd);
   CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
-  CHECK_CONTAINS(out, "\n1,0.30000000000000004,1.5e-07,0.3333333333333333,1e+300,0.001\n");
+  CHECK_CONTAINS(out, "\n1,0.30000000000000004,1.5e-07,0.3333333333333333,1e+300,0.001,20\n");
   const char *p = strchr(out, '\n');
   REQUIRE(p);
   p = strchr(p + 1, ','); /* past the iteration */
-  for (int i = 0; i < 5 && p; i++) {
+  for (int i = 0; i < 6 && p; i++) {
     char *end;
     const double r = strtod(p + 1, &end);
     CHECK_MSG(memcmp(&r, &v[i], sizeof r) == 0, "%s: %.17g read back as %.17g", names[i], v[i], r);
@@ -1147,7 +1148,7 @@ TEST(runs_metrics_export_shortest_round_trip) {
   snprintf(args, sizeof args, "metrics %s --json", rd);
   CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "\"m/a\": 0.30000000000000004, \"m/b\": 1.5e-07, \"m/c\": 0.3333333333333333, "
-                      "\"m/d\": 1e+300, \"m/e\": 0.001}");
+                      "\"m/d\": 1e+300, \"m/e\": 0.001, \"m/f\": 20}");
 }
 
 /* `rlrun metrics`: table columns as wide as the names, "-" where an iteration
