@@ -303,6 +303,22 @@ int mc_layer_forward_any(model *m, int l, model_cuda_acts *a, const int32_t *rep
   return (a->key[11] ? mc_layer_forward_bx : mc_layer_forward)(m, l, a, replay, e);
 }
 
+/* The layers over the T rows staged in a (res[0] holds the embeddings), then
+ * the final norm and lm_head into a->logits_b (BF16 flow) or a->logits; the
+ * linears pinned when row_inv. model_cuda_forward's and the exact decode's. */
+static int mc_layers_logits(model *m, model_cuda_acts *a, int T, const int32_t *const *replay, int row_inv, rl_err *e) {
+  int rc = 0, H = m->H;
+  m->cu->row_inv = row_inv; /* read by the linears, for this forward only */
+  for (int l = 0; l < m->L && !rc; l++) rc = mc_layer_forward_any(m, l, a, replay ? replay[l] : NULL, e);
+  if (!rc)
+    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
+                                                     m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));
+  if (!rc && a->key[11]) rc = mc_lin_fwd_b(m, &m->cu->lm_head, a->xf_b, T, a->logits_b, e);
+  else if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
+  m->cu->row_inv = 0;
+  return rc;
+}
+
 int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, model_cuda_acts *a,
                        rl_err *e) {
   int T = b->T, H = m->H, rc;
@@ -332,15 +348,8 @@ int model_cuda_forward(model *m, const model_batch *b, const model_fwd_opts *o, 
       (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, a->tokens, T, m->V, H, NULL, e)))
     return rl_err_prefix(e, "model_cuda_forward: ");
   a->own_ids = o ? o->own_ids : NULL; /* read by mc_moe_forward, for this forward only */
-  m->cu->row_inv = o && o->row_invariant; /* read by the linears, for this forward only */
-  for (int l = 0; l < m->L && !rc; l++) rc = mc_layer_forward_any(m, l, a, o && o->replay_ids ? o->replay_ids[l] : NULL, e);
+  rc = mc_layers_logits(m, a, T, o ? o->replay_ids : NULL, o && o->row_invariant, e);
   a->own_ids = NULL;
-  if (!rc)
-    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * T * H,
-                                                     m->cu->p[mc_pidx(m, m->final_norm)].wf, T, H, m->eps, NULL, e));
-  if (!rc && a->key[11]) rc = mc_lin_fwd_b(m, &m->cu->lm_head, a->xf_b, T, a->logits_b, e);
-  else if (!rc) rc = mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, T, a->logits, e);
-  m->cu->row_inv = 0;
   return rc ? rl_err_prefix(e, "model_cuda_forward: ") : 0;
 }
 
@@ -356,14 +365,9 @@ int model_cuda_decode_forward(model *m, model_cuda_acts *a, int R, const int32_t
       (rc = ops_embedding_forward_bf16_cuda(a->res, m->cu->p[mc_pidx(m, m->embed)].w, tok, R, m->V, H, NULL, e)))
     return rl_err_prefix(e, "model_cuda_decode_forward: ");
   a->dec_attn = attn, a->dec_ctx = ctx, a->own_ids = NULL;
-  m->cu->row_inv = 1; /* the prefill's and (pin_algo) the trainer's pinned algorithms */
-  for (int l = 0; l < m->L && !rc; l++) rc = mc_layer_forward_any(m, l, a, NULL, e);
+  /* pinned: the prefill's and (pin_algo) the trainer's algorithms; BF16 logits (the acts are bx) */
+  rc = mc_layers_logits(m, a, R, NULL, 1, e);
   a->dec_attn = NULL, a->dec_ctx = NULL;
-  if (!rc)
-    rc = MC_DP(DP_FWD_NORM, ops_rmsnorm_forward_cuda(NULL, a->xf_b, a->rstdf, a->res + (size_t)m->L * R * H,
-                                                     m->cu->p[mc_pidx(m, m->final_norm)].wf, R, H, m->eps, NULL, e));
-  if (!rc) rc = mc_lin_fwd_b(m, &m->cu->lm_head, a->xf_b, R, a->logits_b, e);
-  m->cu->row_inv = 0;
   return rc ? rl_err_prefix(e, "model_cuda_decode_forward: ") : 0;
 }
 
