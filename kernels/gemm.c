@@ -270,6 +270,58 @@ int gemm_small_swiglu_check(const uint16_t *act, const uint16_t *x, const uint16
   return rc;
 }
 
+/* The fp8-block group: every weight an fp8-block 128×128 device qtensor of K columns. */
+int gemm_small_fp8_group_check(const gemm_small_seg8 *seg, int n_seg, const uint8_t *xq, const float *xs,
+                               int64_t M, int64_t K, int out_bf16, rl_err *e) {
+  const char *fn = "gemm_small_fp8_group";
+  if (!seg || n_seg < 1 || n_seg > GEMM_SMALL_MAX_SEGS)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: %d segments%s; pass 1 … %d", fn, n_seg, seg ? "" : " (NULL list)",
+                   GEMM_SMALL_MAX_SEGS);
+  for (int i = 0; i < n_seg; i++) {
+    const qtensor *w = seg[i].w;
+    int rc = 0;
+    if (!w) rc = rl_errf(e, RL_EXIT_USAGE, "%s: the weight is NULL", fn);
+    else if (w->fmt != QFMT_FP8_BLOCK || w->block_rows != 128)
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: the weight is %s with block_rows %d; this kernel takes fp8-block 128×128 "
+                   "weights (use linear_forward)", fn, qtensor_format_name(w->fmt), w->block_rows);
+    else if (!w->on_device)
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: the weight is in host memory; pass the device qtensor", fn);
+    else if (w->layout != QLAYOUT_ROWMAJOR && w->layout != QLAYOUT_HOPPER_WEIGHT)
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: weight scale layout %d; use ROWMAJOR or HOPPER_WEIGHT", fn, (int)w->layout);
+    else if (w->cols != K)
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: the weight has %lld columns, x has K=%lld", fn, (long long)w->cols,
+                   (long long)K);
+    if (!rc) rc = sg_check_shape(fn, M, w->rows, K, e);
+    if (!rc && K % 16)
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: K=%lld is not a multiple of 16 (E4M3 rows must be whole 16-byte vectors); "
+                   "use linear_forward for this layer", fn, (long long)K);
+    if (!rc && M > 0 && w->rows > 0) {
+      if (!seg[i].y || (K > 0 && (!xq || !xs || !w->data || !w->scales)))
+        rc = rl_errf(e, RL_EXIT_USAGE, "%s: y, x's codes or scales, or the weight's data or scales is NULL", fn);
+      else if ((uintptr_t)xq % 16 || (uintptr_t)w->data % 16 || (uintptr_t)xs % 4 || (uintptr_t)w->scales % 4 ||
+               (uintptr_t)seg[i].y % (out_bf16 ? 2 : 4))
+        rc = rl_errf(e, RL_EXIT_USAGE, "%s: x's codes (%p) and the weight's (%p) must be 16-byte aligned, the scales "
+                     "4-byte, y (%p) %d-byte; pass row-aligned views or use linear_forward", fn, (const void *)xq,
+                     w->data, seg[i].y, out_bf16 ? 2 : 4);
+    }
+    if (rc) return rl_err_prefix(e, "segment %d of %d: ", i, n_seg);
+  }
+  return 0;
+}
+
+#if !RLRUN_CUDA
+int gemm_small_fp8_group_supported(void) { return 0; }
+int gemm_small_fp8_group_cuda(const gemm_small_seg8 *seg, int n_seg, const uint8_t *xq, const float *xs,
+                              int64_t xs_rs, int64_t xs_ks, int64_t M, int64_t K, int out_bf16, void *stream,
+                              rl_err *e) {
+  (void)xs_rs, (void)xs_ks, (void)stream;
+  int rc = gemm_small_fp8_group_check(seg, n_seg, xq, xs, M, K, out_bf16, e);
+  return rc ? rc
+            : rl_errf(e, RL_EXIT_HARDWARE, "gemm_small_fp8_group: this binary was built without CUDA; rebuild with "
+                      "nvcc available or use device: cpu");
+}
+#endif
+
 #if !RLRUN_CUDA
 /* Stand-ins of the CUDA entry points: say that this build has no CUDA. */
 static int sg_no_cuda(rl_err *e) {

@@ -294,6 +294,36 @@ int gemm_small_bf16_swiglu_cuda(uint16_t *act, const uint16_t *x, const uint16_t
                                 const uint16_t *wu, int64_t M, int64_t N, int64_t K, void *stream,
                                 rl_err *e);
 
+/* ---- the same kernel on fp8-block operands (the decode step's unified fp8-block
+ * linears): y[m][n] = bf16_rne(Σ_kb fma-chain of part_kb · (sx[m][kb] ·_rn sw[n/128][kb]))
+ * where part_kb = Σ_{k in block kb} qx[m][k]·qw[n][k] on the tensor cores (wgmma E4M3,
+ * 4 × 32 K in order, from zero: FP8 accumulation inside the block, as cuBLASLt's),
+ * then acc = fmaf(part_kb, sx·sw, acc) block by block in K order within a slice and the
+ * slices' FP32 partials added in slice order — the scale step of gemm_small_fp8_block.
+ * x arrives quantized (qx E4M3 [M][K], the bytes quant_fp8_block_act_cuda or the
+ * producers' q8 kernels write; sx FP32 at xs[m·xs_rs + kb·xs_ks]: row-major [M][kb]
+ * is (kb, 1), cuBLASLt's VEC128 layout of an ops_fp8_act is (1, scale_ld)), so no
+ * quantizer runs here; w is the sync's fp8-block weight (E4M3 [N][K], 128×128 scales,
+ * ROWMAJOR or HOPPER_WEIGHT). Output: FP32 of the BF16-rounded sum (out_bf16 = 0) or
+ * that BF16 itself (out_bf16 = 1). The K split, tiles, reductions and knobs are
+ * gemm_small_bf16_group_cuda's (gemm_small_plan of the group's rows): batch invariant
+ * in the same sense. Not cuBLASLt's summation order: its rows differ from
+ * linear_forward's by FP8-accumulation noise (tests: gemm_small_fp8_gpu_test).
+ * sm_90 only (wgmma); elsewhere RL_EXIT_HARDWARE (use linear_forward). K % 16 == 0;
+ * xq and each weight's data 16-byte aligned, scales and y 4-byte (BF16 y 2-byte). */
+typedef struct gemm_small_seg8 {
+  void *y;          /* [M][N] FP32 or BF16 */
+  const qtensor *w; /* fp8-block, on the device, cols == K */
+} gemm_small_seg8;
+int gemm_small_fp8_group_check(const gemm_small_seg8 *seg, int n_seg, const uint8_t *xq, const float *xs,
+                               int64_t M, int64_t K, int out_bf16, rl_err *e);
+/* 1 when the current device runs gemm_small_fp8_group_cuda (a CUDA build on a
+ * compute capability 9.0 GPU); 0 otherwise, and in a build without CUDA. */
+int gemm_small_fp8_group_supported(void);
+int gemm_small_fp8_group_cuda(const gemm_small_seg8 *seg, int n_seg /* 1 … GEMM_SMALL_MAX_SEGS */,
+                              const uint8_t *xq, const float *xs, int64_t xs_rs, int64_t xs_ks, int64_t M,
+                              int64_t K, int out_bf16, void *stream, rl_err *e);
+
 /* Free the workspace of the small-M GEMMs (also done by gemm_cuda_release). */
 void gemm_small_release(void);
 

@@ -66,7 +66,18 @@
  * rows and columns are zeros whose outputs are dropped, K beyond a slice's end
  * is zero in both operands. No float atomics. The SwiGLU epilogue is
  * ops_swiglu_forward_cuda's arithmetic on the BF16-rounded g and u (silu shared
- * through ops_cuda_util.cuh, same compile flags). */
+ * through ops_cuda_util.cuh, same compile flags).
+ *
+ * The F8 form (gemm_small_fp8_group_cuda, template flag F8): the same tiles,
+ * plan, pipeline, reductions and PDL on fp8-block operands — x as E4M3 codes
+ * with one FP32 scale per (row, 128-K block), quantized beforehand (the decode
+ * step's q8 norms and SwiGLU), w the fp8-block weight with its 128×128 scales.
+ * A stage is one 128-K scale block: 128-byte rows (one swizzle row), so the
+ * stage's x rows' scales and the tile's weight scale ride in a small array after
+ * the ring (cp.async, zeros past M). Per stage: part = 4 wgmma m64n(8·MB)k32 E4M3
+ * from zero, then acc = fmaf(part, sx ·_rn sw, acc) per output — the order of
+ * gemm_small_fp8_block, and in the tests bitwise cuBLASLt's on 99.99–100 % of the
+ * outputs. No SwiGLU pair in this form; sm_90a only (elsewhere the host refuses). */
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <string.h>
@@ -99,23 +110,35 @@ __host__ __device__ constexpr int sg_bn(int wn) { return 16 * wn; }
 /* BF16 elements of one stage: the MMA's 64 weight rows and 8·MB x rows of BK
  * (the ring and its depth follow from MB alone). */
 __host__ __device__ constexpr int sg_stage_elems(int mb) { return (SG_RM + 8 * mb) * BK; }
+/* Bytes of one stage: BF16 (2 a K) or, for the fp8-block form (F8), E4M3 (1 a K:
+ * one 128-byte swizzled row a weight or x row, the stage one 128-K scale block). */
+__host__ __device__ constexpr int sg_stage_bytes(int mb, bool f8) { return sg_stage_elems(mb) * (f8 ? 1 : 2); }
 /* Stages of the ring: as many as fit SMEM_BUDGET, 2 … 6. (A ring of ~196 KB at
  * one CTA an SM, 5 stages in flight, measured slower: H100, whole-step GEMMs at
  * M = 64 1,433 vs 1,094 µs.) */
-__host__ __device__ constexpr int sg_nst(int mb) {
-  return gs_clamp(SMEM_BUDGET / (2 * sg_stage_elems(mb)), 2, 6);
+__host__ __device__ constexpr int sg_nst(int mb, bool f8 = false) {
+  return gs_clamp(SMEM_BUDGET / sg_stage_bytes(mb, f8), 2, 6);
 }
 /* Bytes of the ring (the partials of the split-K reduction reuse them) … */
-__host__ __device__ constexpr int sg_ring_bytes(int mb) { return sg_nst(mb) * sg_stage_elems(mb) * 2; }
+__host__ __device__ constexpr int sg_ring_bytes(int mb, bool f8 = false) { return sg_nst(mb, f8) * sg_stage_bytes(mb, f8); }
+/* … the F8 form's scales of a stage after it (floats: the 8·MB x rows' scales, then
+ * the weight's, padded to 16 bytes) … */
+__host__ __device__ constexpr int sg_sc_floats(int mb) { return 8 * mb + 4; }
 /* … and of the launch: + 1 KB to align the ring to the swizzle's 1024 bytes. */
-__host__ __device__ constexpr int sg_smem_bytes(int mb) { return sg_ring_bytes(mb) + 1024; }
+__host__ __device__ constexpr int sg_smem_bytes(int mb, bool f8 = false) {
+  return sg_ring_bytes(mb, f8) + (f8 ? sg_nst(mb, f8) * sg_sc_floats(mb) * 4 : 0) + 1024;
+}
 /* Row stride (floats) of a partial kept in shared memory for the cluster
  * reduction: +4 spreads the rows 2t of the accumulator writes over the banks. */
 __host__ __device__ constexpr int sg_ldp(int wn) { return sg_bn(wn) + 4; }
 /* Index of a kernel instance (bits of the per-device "attribute set" masks). */
-__host__ __device__ constexpr int sg_kid(int mb, int wn, bool sw) {
-  return (mb == 1 ? 0 : mb == 2 ? 1 : mb == 4 ? 2 : 3) * 4 + (wn == 4 ? 2 : 0) + (sw ? 1 : 0);
+__host__ __device__ constexpr int sg_kid(int mb, int wn, bool sw, bool f8 = false) {
+  return (mb == 1 ? 0 : mb == 2 ? 1 : mb == 4 ? 2 : 3) * 4 + (wn == 4 ? 2 : 0) + (sw ? 1 : 0) + (f8 ? 16 : 0);
 }
+
+/* Byte offset of 16-byte chunk c (K 16c … 16c+15 of the stage) of row r in an F8
+ * stage operand: rows of 128 B in the 128-byte swizzle (chunk c at c ^ r & 7). */
+__host__ __device__ __forceinline__ int sg_off8(int r, int c) { return r * 128 + 16 * (c ^ (r & 7)); }
 
 /* Element offset of 16-byte chunk c (K 8c … 8c+7 of the stage) of row r in a
  * stage operand of `rows` rows: two K halves of 64, each `rows` rows of 128 B
@@ -138,6 +161,16 @@ struct sg_args {
   int M, slices, n_mc, n_seg; /* n_mc: chunks of 8·MB rows of x */
   int cluster;                /* 1: the slices of a tile are a cluster and reduce through DSMEM */
   int pdl;                    /* 1: launched with programmatic stream serialization */
+  /* the fp8-block form (gemm_small_fp8_group_cuda): x as E4M3 codes [M][K] and FP32
+   * scales (row m, block kb at xs[m·xs_rs + kb·xs_ks]); w8[i] E4M3 [N][K] with 128×128
+   * FP32 scales sw[i][(n / 128)·sld[i] + kb]; ob: y[i] are BF16 [M][N] */
+  const uint8_t *xq;
+  const float *xs;
+  int64_t xs_rs, xs_ks;
+  const uint8_t *w8[MAXSEG];
+  const float *sw[MAXSEG];
+  int64_t sld[MAXSEG];
+  int ob;
 };
 
 /* ---------------------------------------------------------------- kernel */
@@ -147,7 +180,60 @@ struct sg_args {
 template <bool SW>
 __device__ __forceinline__ void sg_put(const sg_args &a, float *y, int64_t N, int m, int64_t n, float g, float u) {
   if constexpr (SW) a.act[(int64_t)m * N + n] = fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(g)), bf16_round(u)));
+  else if (a.ob) reinterpret_cast<uint16_t *>(y)[(int64_t)m * N + n] = fmt_bf16_from_f32(g); /* the same BF16 */
   else y[(int64_t)m * N + n] = bf16_round(g);
+}
+
+/* 4 bytes global → shared, asynchronously; bytes = 0 writes zeros. */
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+
+/* The F8 form's copies of stage st (one 128-K scale block) into ring slot st % NST:
+ * BN weight rows of E4M3 and, by thread 0, the weight scale of the tile's 128-row
+ * block; rows past N and chunks past k1 become zeros. */
+template <int MB, int WN>
+__device__ __forceinline__ void sg_load_w8(uint8_t *ring, const sg_args &a, const uint8_t *w, const float *sw,
+                                           int64_t sld, int64_t N, int st, int64_t n0, int64_t k0, int64_t k1) {
+  constexpr int NST = sg_nst(MB, true), BN = sg_bn(WN), XR = 8 * MB, SB = sg_stage_bytes(MB, true);
+  static_assert(BN * 8 % SG_T == 0, "whole copies per thread");
+  uint8_t *Ws = ring + (st % NST) * SB;
+  const int64_t kb = k0 + (int64_t)st * BK;
+#pragma unroll
+  for (int j = 0; j < BN * 8 / SG_T; j++) {
+    const int i = (int)threadIdx.x + j * SG_T, r = i / 8, c = i % 8;
+    const int64_t n = n0 + r, k = kb + 16 * c;
+    const bool ok = n < N && k < k1;
+    cp_async16(smem_u32(Ws + sg_off8(r, c)), ok ? w + n * a.K + k : w, ok ? 16 : 0);
+  }
+  if (threadIdx.x == 0) {
+    float *sc = reinterpret_cast<float *>(ring + sg_ring_bytes(MB, true)) + (st % NST) * sg_sc_floats(MB);
+    cp_async4(smem_u32(sc + XR), sw + (n0 / 128) * sld + kb / BK, 4);
+  }
+}
+
+/* … and of x: 8·MB rows of E4M3 and their scales of the block (zeros past M). */
+template <int MB>
+__device__ __forceinline__ void sg_load_x8(uint8_t *ring, const sg_args &a, int st, int m0, int64_t k0, int64_t k1) {
+  constexpr int NST = sg_nst(MB, true), XR = 8 * MB, SB = sg_stage_bytes(MB, true);
+  uint8_t *Xs = ring + (st % NST) * SB + SG_RM * BK;
+  const int64_t kb = k0 + (int64_t)st * BK;
+#pragma unroll
+  for (int j = 0; j < (XR * 8 + SG_T - 1) / SG_T; j++) {
+    const int i = (int)threadIdx.x + j * SG_T, r = i / 8, c = i % 8;
+    if (XR * 8 % SG_T == 0 || i < XR * 8) {
+      const int m = m0 + r;
+      const int64_t k = kb + 16 * c;
+      const bool ok = m < a.M && k < k1;
+      cp_async16(smem_u32(Xs + sg_off8(r, c)), ok ? a.xq + (int64_t)m * a.K + k : a.xq, ok ? 16 : 0);
+    }
+  }
+  if ((int)threadIdx.x < XR) {
+    float *sc = reinterpret_cast<float *>(ring + sg_ring_bytes(MB, true)) + (st % NST) * sg_sc_floats(MB);
+    const int m = m0 + (int)threadIdx.x;
+    const bool ok = m < a.M;
+    cp_async4(smem_u32(sc + threadIdx.x), ok ? a.xs + (int64_t)m * a.xs_rs + (kb / BK) * a.xs_ks : a.xs, ok ? 4 : 0);
+  }
 }
 
 /* Start copying the weights of stage st of the CTA's slice [k0, k1) into ring
@@ -224,14 +310,49 @@ __device__ __forceinline__ void sg_mma_stage(float (&acc)[MB][4], const uint16_t
 #endif
 }
 
+/* The F8 form's stage: part = the block's 4 MMAs of 32 K in K order, from zero
+ * (E4M3 × E4M3 on the tensor cores), then acc = fma(part, sx[row] · sw, acc) —
+ * gemm_small_fp8_block's scale step (one rounding for the product of the scales,
+ * one for the fused multiply-add). sc: the stage's x scales, then the weight's. */
+template <int MB>
+__device__ __forceinline__ void sg_mma_stage8(float (&acc)[MB][4], const uint8_t *Ws, const float *sc) {
+#if RLRUN_HAVE_WGMMA
+  constexpr int XR = 8 * MB;
+  float part[MB][4];
+#pragma unroll
+  for (int i = 0; i < MB; i++) part[i][0] = part[i][1] = part[i][2] = part[i][3] = 0.f;
+  const uint32_t wa = smem_u32(Ws), xa = smem_u32(Ws + SG_RM * BK);
+  wgmma_fence();
+#pragma unroll
+  for (int s = 0; s < BK / 32; s++)
+    wgmma_e4m3<XR>(&part[0][0], wgmma_desc_sw128(wa + (uint32_t)s * 32), wgmma_desc_sw128(xa + (uint32_t)s * 32));
+  wgmma_commit();
+  wgmma_wait<0>();
+  const int rc = 2 * ((int)threadIdx.x & 3);
+  const float swv = sc[XR];
+#pragma unroll
+  for (int i = 0; i < MB; i++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const float s = __fmul_rn(sc[rc + 8 * i + h], swv);
+      acc[i][h] = __fmaf_rn(part[i][h], s, acc[i][h]);
+      acc[i][h + 2] = __fmaf_rn(part[i][h + 2], s, acc[i][h + 2]);
+    }
+#else
+  (void)acc, (void)Ws, (void)sc;
+  __trap(); /* the host runs this form on sm_90 only */
+#endif
+}
+
 /* One CTA: block b = ((tile · n_mc) + m-chunk) · slices + slice (the slices of a
  * tile adjacent: they form its cluster). */
-template <int MB, int WN, bool SW>
+template <int MB, int WN, bool SW, bool F8>
 __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   extern __shared__ uint4 sg_smem[];
   __shared__ int s_last;
-  constexpr int P = sg_parts(SW), NST = sg_nst(MB), XR = 8 * MB, SE = sg_stage_elems(MB);
-  constexpr int BN = sg_bn(WN), T = SG_T, RING = sg_ring_bytes(MB);
+  static_assert(!(SW && F8), "the F8 form has no SwiGLU pair");
+  constexpr int P = sg_parts(SW), NST = sg_nst(MB, F8), XR = 8 * MB, SE = sg_stage_elems(MB);
+  constexpr int BN = sg_bn(WN), T = SG_T, RING = sg_ring_bytes(MB, F8);
   /* the ring, aligned to the 1024 bytes of the swizzle (the same offset in every CTA) */
   uint8_t *ring = reinterpret_cast<uint8_t *>(sg_smem) + ((1024 - (smem_u32(sg_smem) & 1023)) & 1023);
   uint16_t *sm = reinterpret_cast<uint16_t *>(ring);
@@ -243,19 +364,29 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   const int64_t tile = b / a.n_mc;
   /* the tile's segment (constant indices only: no local copy of the arguments) */
   const uint16_t *w0 = a.w[0], *w1 = a.w[1];
+  const uint8_t *w8 = a.w8[0];
+  const float *sw = a.sw[0];
+  int64_t sld = a.sld[0];
   float *y = a.y[0];
   int64_t N = a.n[0], tb = 0;
   if (!SW) {
 #pragma unroll
     for (int i = 1; i < MAXSEG; i++)
-      if (i < a.n_seg && tile >= a.t0[i]) w0 = a.w[i], y = a.y[i], N = a.n[i], tb = a.t0[i];
+      if (i < a.n_seg && tile >= a.t0[i]) {
+        w0 = a.w[i], y = a.y[i], N = a.n[i], tb = a.t0[i];
+        if (F8) w8 = a.w8[i], sw = a.sw[i], sld = a.sld[i];
+      }
   }
   const int64_t n0 = (tile - tb) * BN;
   const int m0 = mc * XR;
   const int64_t k0 = (int64_t)s * a.slice_k, k1 = min(a.K, k0 + a.slice_k);
   const int nst = (int)((k1 - k0 + BK - 1) / BK);
 
-  if constexpr (P * BN < SG_RM) { /* the MMA rows no matrix fills: zeros in every slot, once */
+  if constexpr (F8 && BN < SG_RM) { /* the same for the F8 form's 128-byte rows */
+    constexpr int ZV = (SG_RM - BN) * 8, SB = sg_stage_bytes(MB, true);
+    for (int i = tid; i < NST * ZV; i += T)
+      *reinterpret_cast<uint4 *>(ring + (i / ZV) * SB + BN * 128 + 16 * (i % ZV)) = make_uint4(0, 0, 0, 0);
+  } else if constexpr (!F8 && P * BN < SG_RM) { /* the MMA rows no matrix fills: zeros in every slot, once */
     constexpr int ZV = (SG_RM - P * BN) * 8; /* 16-byte vectors of one K half */
     for (int i = tid; i < NST * 2 * ZV; i += T) {
       const int slot = i / (2 * ZV), h = i / ZV % 2, j = i % ZV;
@@ -266,17 +397,25 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
 
   /* prologue: NST − 1 stages in flight. Launched as a dependent, the weights
    * (constant while the previous kernel runs) are asked for before its end. */
+  auto load_w = [&](int st) {
+    if constexpr (F8) sg_load_w8<MB, WN>(ring, a, w8, sw, sld, N, st, n0, k0, k1);
+    else sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st, n0, k0, k1);
+  };
+  auto load_x = [&](int st) {
+    if constexpr (F8) sg_load_x8<MB>(ring, a, st, m0, k0, k1);
+    else sg_load_x<MB, WN, SW>(sm, a, st, m0, k0, k1);
+  };
   if (a.pdl) {
 #pragma unroll
     for (int st = 0; st < NST - 1; st++)
-      if (st < nst) sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st, n0, k0, k1);
+      if (st < nst) load_w(st);
     pdl_wait(); /* the previous kernel wrote x (and may still read y, the workspace, the counters) */
   }
 #pragma unroll
   for (int st = 0; st < NST - 1; st++) {
     if (st < nst) {
-      if (!a.pdl) sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st, n0, k0, k1);
-      sg_load_x<MB, WN, SW>(sm, a, st, m0, k0, k1);
+      if (!a.pdl) load_w(st);
+      load_x(st);
     }
     cp_commit();
   }
@@ -289,12 +428,17 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
     fence_proxy_async(); /* … visible to the tensor cores' reads … */
     __syncthreads();     /* … everyone's, and slot (st − 1) % NST is free again */
     if (st + NST - 1 < nst) {
-      sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st + NST - 1, n0, k0, k1);
-      sg_load_x<MB, WN, SW>(sm, a, st + NST - 1, m0, k0, k1);
+      load_w(st + NST - 1);
+      load_x(st + NST - 1);
     }
     cp_commit(); /* (empty groups at the tail keep the count uniform) */
-    const uint16_t *Ws = sm + (st % NST) * SE;
-    sg_mma_stage<MB>(acc, Ws, Ws + SG_RM * BK);
+    if constexpr (F8) {
+      sg_mma_stage8<MB>(acc, ring + (st % NST) * sg_stage_bytes(MB, true),
+                        reinterpret_cast<const float *>(ring + RING) + (st % NST) * sg_sc_floats(MB));
+    } else {
+      const uint16_t *Ws = sm + (st % NST) * SE;
+      sg_mma_stage<MB>(acc, Ws, Ws + SG_RM * BK);
+    }
   }
   pdl_launch_dependents(); /* only the epilogue is left: a dependent grid may start its weights */
 
@@ -433,7 +577,7 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
 
 /* ---------------------------------------------------------------- host side */
 
-constexpr int NKERN = 16; /* sg_kid range */
+constexpr int NKERN = 32; /* sg_kid range */
 
 /* The workspace per device and what has been asked of each kernel instance
  * once per device (gemm_small_common.cuh). */
@@ -443,12 +587,13 @@ constexpr const char *WHO = "gemm_small"; /* the error messages' prefix */
 
 /* Launch gemm_small_kernel<MB, WN, SW> over a's tiles: the cluster reduction when
  * asked for and schedulable, else the workspace. */
-template <int MB, int WN, bool SW>
+template <int MB, int WN, bool SW, bool F8>
 int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) {
-  constexpr int bytes = sg_smem_bytes(MB), kid = sg_kid(MB, WN, SW), T = SG_T;
+  constexpr int bytes = sg_smem_bytes(MB, F8), kid = sg_kid(MB, WN, SW, F8), T = SG_T;
   constexpr int P = sg_parts(SW), XR = 8 * MB, BN = sg_bn(WN);
-  static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= sg_ring_bytes(MB), "shared memory");
-  auto kern = gemm_small_kernel<MB, WN, SW>;
+  static_assert(bytes <= 227 * 1024 && 4 * BN * GEMM_SMALL_MAX_SLICES * P <= sg_ring_bytes(MB, F8), "shared memory");
+  static_assert(P * XR * sg_ldp(WN) * 4 <= sg_ring_bytes(MB, F8), "the cluster partial fits the ring");
+  auto kern = gemm_small_kernel<MB, WN, SW, F8>;
   if (gs_smem_attr(SG, kern, kid, dev, bytes, WHO, e)) return RL_EXIT_FAIL;
   const int64_t tiles = a.t0[a.n_seg], blocks = tiles * a.n_mc * a.slices;
   if (blocks > INT32_MAX)
@@ -471,13 +616,13 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
 }
 
 /* The kernel of MB m-blocks for a tile width and kind. */
-template <int WN, bool SW>
+template <int WN, bool SW, bool F8 = false>
 int sg_launch_mb(int mb, int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) {
   switch (mb) {
-    case 1: return sg_launch<1, WN, SW>(dev, a, want_cluster, s, e);
-    case 2: return sg_launch<2, WN, SW>(dev, a, want_cluster, s, e);
-    case 4: return sg_launch<4, WN, SW>(dev, a, want_cluster, s, e);
-    default: return sg_launch<8, WN, SW>(dev, a, want_cluster, s, e);
+    case 1: return sg_launch<1, WN, SW, F8>(dev, a, want_cluster, s, e);
+    case 2: return sg_launch<2, WN, SW, F8>(dev, a, want_cluster, s, e);
+    case 4: return sg_launch<4, WN, SW, F8>(dev, a, want_cluster, s, e);
+    default: return sg_launch<8, WN, SW, F8>(dev, a, want_cluster, s, e);
   }
 }
 
@@ -489,7 +634,7 @@ int sg_launch_mb(int mb, int dev, sg_args &a, int want_cluster, cudaStream_t s, 
  *            each matrix.
  * None of these changes a sum: they decide which CTA and thread compute an
  * output, while its K order (the plan) and its slice sum order stay put. */
-int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
+int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e, bool f8 = false) {
   int dev = 0;
   int rc = gs_device(SG, WHO, &dev, e);
   if (rc) return rc;
@@ -511,6 +656,9 @@ int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e) {
   const int cl = tune.reduce != GEMM_SMALL_REDUCE_GLOBAL;
   a.pdl = tune.pdl;
   if (sw) return sg_launch_mb<2, true>(mb, dev, a, cl, s, e);
+  if (f8)
+    return wn == 4 ? sg_launch_mb<4, false, true>(mb, dev, a, cl, s, e)
+                   : sg_launch_mb<2, false, true>(mb, dev, a, cl, s, e);
   return wn == 4 ? sg_launch_mb<4, false>(mb, dev, a, cl, s, e) : sg_launch_mb<2, false>(mb, dev, a, cl, s, e);
 }
 
@@ -533,7 +681,66 @@ int sg_group(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
   return sg_run(a, false, gemm_small_group_rows(seg, n_seg), s, e);
 }
 
+/* 1 when device dev runs the F8 form (compute capability 9.0: the sm_90a build's
+ * wgmma); asked once per device. */
+int sg_f8_device(int dev) {
+  static int cc[DEVICE_MAX_GPUS]; /* 0: not asked; else major·10 + minor + 1 */
+  int v = __atomic_load_n(&cc[dev], __ATOMIC_ACQUIRE);
+  if (!v) {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+      cudaGetLastError(), major = minor = 0;
+    v = major * 10 + minor + 1;
+    __atomic_store_n(&cc[dev], v, __ATOMIC_RELEASE);
+  }
+  return v == 91;
+}
+
 } /* namespace */
+
+extern "C" int gemm_small_fp8_group_supported(void) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= DEVICE_MAX_GPUS) {
+    cudaGetLastError();
+    return 0;
+  }
+  return sg_f8_device(dev);
+}
+
+extern "C" int gemm_small_fp8_group_cuda(const gemm_small_seg8 *seg, int n_seg, const uint8_t *xq, const float *xs,
+                                         int64_t xs_rs, int64_t xs_ks, int64_t M, int64_t K, int out_bf16,
+                                         void *stream, rl_err *e) {
+  int rc = gemm_small_fp8_group_check(seg, n_seg, xq, xs, M, K, out_bf16, e);
+  if (rc) return rc;
+  sg_args a;
+  memset(&a, 0, sizeof a);
+  int64_t rows = 0;
+  for (int i = 0; i < n_seg; i++) {
+    const qtensor *w = seg[i].w;
+    if (w->rows == 0) continue;
+    const int64_t kb = (K + BK - 1) / BK;
+    a.w8[a.n_seg] = (const uint8_t *)w->data, a.sw[a.n_seg] = (const float *)w->scales;
+    a.sld[a.n_seg] = w->layout == QLAYOUT_HOPPER_WEIGHT ? (kb + 3) / 4 * 4 : kb;
+    a.y[a.n_seg] = (float *)seg[i].y, a.n[a.n_seg] = w->rows, a.n_seg++;
+    rows += (w->rows + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN * GEMM_SMALL_BN;
+  }
+  if (M == 0 || a.n_seg == 0) return 0;
+  cudaStream_t s = gs_stream(stream);
+  int dev = 0;
+  if ((rc = gs_device(SG, WHO, &dev, e))) return rc;
+  if (K == 0) { /* empty sums */
+    for (int i = 0; i < a.n_seg; i++)
+      if (gs_ok(cudaMemsetAsync(a.y[i], 0, (size_t)(M * a.n[i]) * (out_bf16 ? 2 : 4), s), WHO, "cudaMemsetAsync", e))
+        return RL_EXIT_FAIL;
+    return 0;
+  }
+  if (!sg_f8_device(dev))
+    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small_fp8_group: device %d is not a compute capability 9.0 GPU (the "
+                   "kernel runs Hopper's wgmma); use linear_forward", dev);
+  a.xq = xq, a.xs = xs, a.xs_rs = xs_rs, a.xs_ks = xs_ks, a.ob = out_bf16 != 0, a.M = (int)M, a.K = K;
+  return sg_run(a, false, rows, s, e, true);
+}
 
 extern "C" int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
                                     int64_t K, void *stream, rl_err *e) {

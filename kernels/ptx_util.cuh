@@ -227,6 +227,66 @@ __device__ __forceinline__ void wgmma_bf16<64>(float *d, uint64_t da, uint64_t d
 #endif
 }
 
+/* d (64 × N FP32) += A (64 × 32 E4M3) · B (32 × N E4M3), both K-major from shared
+ * memory (the only FP8 layout wgmma takes), N = 8, 16, 32, 64; the same
+ * descriptors and D layout as wgmma_bf16 (a 32-byte step of a 128-byte row is
+ * 32 K here, 16 there). Accumulation inside the instruction is the tensor core's
+ * FP8 path (fewer bits than FP32: callers keep each call's sum short). */
+template <int N>
+__device__ __forceinline__ void wgmma_e4m3(float *d, uint64_t da, uint64_t db);
+
+template <>
+__device__ __forceinline__ void wgmma_e4m3<8>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 {%0,%1,%2,%3}, %4, %5, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
+template <>
+__device__ __forceinline__ void wgmma_e4m3<16>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
+template <>
+__device__ __forceinline__ void wgmma_e4m3<32>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
+template <>
+__device__ __forceinline__ void wgmma_e4m3<64>(float *d, uint64_t da, uint64_t db) {
+#if RLRUN_HAVE_WGMMA
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(1));
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
 } /* namespace */
 
 #endif

@@ -548,9 +548,33 @@ int mc_lin_native_b(const model *m, const mc_lin *L, const uint16_t *xb, int64_t
   return M > 0 && !mc_small_fp8_wanted(m, L, M) && !mc_small_gemm(m, L, xb, M);
 }
 
+static int mc_small_q8_wanted(const model *m, const mc_lin *const *L, int n, int64_t M);
+static int mc_small_q8_takes(const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
+                             uint16_t *const *out_b);
+static int mc_small_q8_run(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t rs,
+                           int64_t ks, int64_t M, uint16_t *const *out_b, rl_err *e);
+
 int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint16_t *out_b, rl_err *e) {
   int64_t N = L->q.rows;
   if (M == 0) return 0;
+  if (mc_small_q8_wanted(m, &L, 1, M)) { /* fp8-block at decode M: linear_forward's quantizer (its bytes; row-major
+                                           * scales, no pad rows), then the small-M GEMM */
+    const int64_t K = L->q.cols;
+    ops_fp8_act qa;
+    int rc = mc_q8_act(m, M, K, &qa, e);
+    if (rc) return rc;
+    if (mc_small_q8_takes(&L, 1, qa.q, qa.scales, M, &out_b)) {
+      quant_opts qo = {0};
+      qo.ue8m0 = m->cu->policy.ue8m0;
+      rl_err_clear(e); /* a quantizer failure without a message is told apart below */
+      int qs = MC_DP(DP_FWD_GEMM, quant_fp8_block_act_cuda(xb, M, K, qa.q, qa.scales, &qo, NULL, NULL, e));
+      if (qs != QUANT_OK) {
+        if (!e->code) quant_status_err(qs, NULL, "fp8-block activation (device)", K, e);
+        return rl_err_prefix(e, "%s: ", m->params[L->pi].name);
+      }
+      return mc_small_q8_run(m, &L, 1, qa.q, qa.scales, quant_cdiv(K, 128), 1, M, &out_b, e);
+    }
+  }
   if (M <= 64) { /* the small-M kernels write FP32 (of BF16-rounded sums): their bits, then the exact BF16 */
     float *y = mc_scratch(m, MC_SCR_DX, (size_t)(M * N) * 4, e);
     if (!y) return e->code;
@@ -639,8 +663,50 @@ int model_cuda_norm_q8(int set) {
   return mc_env_switch(&on, "RLRUN_NORM_Q8");
 }
 
+static atomic_llong mc_small_q8_n;
+long long model_cuda_small_q8_calls(void) { return atomic_load(&mc_small_q8_n); }
+
+int model_cuda_small_q8(int set) {
+  static atomic_int on = -1;
+  if (set >= 0) atomic_store(&on, set != 0);
+  return mc_env_switch(&on, "RLRUN_SMALL_GEMM_Q8");
+}
+
+/* 1 when n fp8-block linears at M rows may run as one gemm_small_fp8_group_cuda
+ * launch (model_cuda_small_q8): decode M, not pinned, not row-invariant, an
+ * sm_90 GPU. */
+static int mc_small_q8_wanted(const model *m, const mc_lin *const *L, int n, int64_t M) {
+  if (M < 1 || M > 64 || n < 1 || n > GEMM_SMALL_MAX_SEGS || m->cu->policy.pin_algo || m->cu->row_inv)
+    return 0;
+  for (int i = 0; i < n; i++)
+    if (L[i]->q.fmt != QFMT_FP8_BLOCK) return 0;
+  return model_cuda_small_q8(-1) && gemm_small_fp8_group_supported();
+}
+
+/* … and the kernel takes these operands: the activation's codes q [M][K] with its
+ * scales at scales[m·rs + kb·ks], BF16 outputs out_b[i]. */
+static int mc_small_q8_takes(const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
+                             uint16_t *const *out_b) {
+  gemm_small_seg8 seg[GEMM_SMALL_MAX_SEGS];
+  for (int i = 0; i < n; i++) seg[i] = (gemm_small_seg8){out_b[i], &L[i]->q};
+  rl_err e = {0};
+  return gemm_small_fp8_group_check(seg, n, q, scales, M, L[0]->q.cols, 1, &e) == 0;
+}
+
+/* The launch of those two. */
+static int mc_small_q8_run(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t rs,
+                           int64_t ks, int64_t M, uint16_t *const *out_b, rl_err *e) {
+  gemm_small_seg8 seg[GEMM_SMALL_MAX_SEGS];
+  for (int i = 0; i < n; i++) seg[i] = (gemm_small_seg8){out_b[i], &L[i]->q};
+  int rc = MC_DP(DP_FWD_GEMM, gemm_small_fp8_group_cuda(seg, n, q, scales, rs, ks, M, L[0]->q.cols, 1, NULL, e));
+  atomic_fetch_add(&mc_small_q8_n, 1);
+  return rc ? rl_err_prefix(e, "%s%s: ", m->params[L[0]->pi].name, n > 1 ? " (and the linears after it)" : "") : 0;
+}
+
 int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
                     uint16_t *const *out_b, rl_err *e) {
+  if (mc_small_q8_wanted(m, L, n, M) && mc_small_q8_takes(L, n, q, scales, M, out_b))
+    return mc_small_q8_run(m, L, n, q, scales, 1, quant_roundup(M, 8), M, out_b, e); /* mc_q8_act's layout */
   quant_policy tmp;
   const quant_policy *pol = mc_fwd_policy(m, &tmp);
   linear_act a;

@@ -104,6 +104,16 @@ int model_cuda_refresh_norms(model *m, rl_err *e);
  * group, the same bytes. On unless RLRUN_NORM_Q8=0 (read once); set ≥ 0
  * overrides (tests), −1 only asks. Not thread-safe: set it before engines run. */
 int model_cuda_norm_q8(int set);
+/* The decode step's fp8-block linears that take a quantized activation (from the
+ * q8 norms and SwiGLU) at M ≤ 64 run gemm_small_fp8_group_cuda (wgmma E4M3, the
+ * small-M kernel's split K: q/k/v in one launch) instead of one cuBLASLt call each,
+ * when the policy is not pinned and the forward not row-invariant (the prefill,
+ * exact_logprobs) and the GPU is sm_90. Its rows are not cuBLASLt's bits (FP8
+ * accumulation noise). On unless RLRUN_SMALL_GEMM_Q8=0 (read once); set ≥ 0
+ * overrides (tests), −1 only asks. Not thread-safe: set it before engines run. */
+int model_cuda_small_q8(int set);
+/* Launches of that kernel so far, process-wide (a graph capture counts once; tests). */
+long long model_cuda_small_q8_calls(void);
 /* Allocate (first call) and zero the device FP32 gradients. */
 int model_cuda_grads_zero(model *m, rl_err *e);
 /* Copy the device gradients into the host p->g (allocated as needed). */

@@ -212,7 +212,11 @@ int mc_lin_fwd_group(model *m, const mc_lin *const *L, int n, const uint16_t *xb
 int mc_lin_fwd_swiglu(model *m, const mc_lin *gate, const mc_lin *up, const uint16_t *xb, int64_t M, float *g_out,
                       float *u_out, uint16_t *act_b, rl_err *e);
 /* mc_lin_fwd with a BF16 result: out_b [M, N] = BF16 of x·Wᵀ — the same bits as
- * mc_lin_fwd's FP32 (which holds BF16 values), linear_forward writing out_b itself. */
+ * mc_lin_fwd's FP32 (which holds BF16 values), linear_forward writing out_b itself.
+ * Except fp8-block weights at M ≤ 64 with model_cuda_small_q8 on (not pinned, not
+ * row-invariant): linear_forward's activation quantizer, then
+ * gemm_small_fp8_group_cuda — its own summation order (bitwise cuBLASLt's on
+ * 99.99–100 % of the outputs in gemm_small_fp8_gpu_test). */
 int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint16_t *out_b, rl_err *e);
 /* 1 when mc_lin_fwd of L over M rows of xb would run linear_forward (cuBLASLt)
  * and convert its BF16 result to FP32 (no small-M kernel takes it): a caller
@@ -230,7 +234,9 @@ int mc_lin_q8_ok(const model *m, const mc_lin *const *L, int n, const uint16_t *
 int mc_q8_act(model *m, int64_t M, int64_t K, ops_fp8_act *qa, rl_err *e);
 /* out_b[i] = the BF16 of L[i] applied to the activation its producer quantized:
  * codes q [M_pad][K] and scales (ops_fp8_act, M_pad = M rounded up to 8) — the
- * bits of mc_lin_fwd_b on that BF16 activation. */
+ * bits of mc_lin_fwd_b on that BF16 activation; with model_cuda_small_q8 at
+ * M ≤ 64 instead one gemm_small_fp8_group_cuda launch for all n (K split by the
+ * group's rows: then not mc_lin_fwd_b's bits, which splits by each weight's). */
 int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
                     uint16_t *const *out_b, rl_err *e);
 /* act_b [M][I] = SwiGLU of the BF16 gate_b, up_b (rows of I), then out_b = the

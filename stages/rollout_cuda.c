@@ -423,10 +423,11 @@ static int rc_q8(const rollout_cuda_engine *g, const mc_lin *const *L, int k, co
 }
 
 /* The switches that change what a decode step launches (a graph captured under
- * others is captured again): the fused QK path, the BF16 hand-off and the
- * norms' fp8 output. */
+ * others is captured again): the fused QK path, the BF16 hand-off, the
+ * norms' fp8 output and the small-M fp8 GEMM. */
 static int rc_cfg(const rollout_cuda_engine *g) {
-  return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2;
+  return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2 |
+         model_cuda_small_q8(-1) << 3;
 }
 
 /* Layer l of a decode step of n rows on the decode activations. On entry

@@ -46,8 +46,12 @@
  * launch and gate/up/SwiGLU one launch. The norms, QK path and SwiGLU use
  * the unfused ops' device code; the grouped GEMMs split K by the group's
  * shape (kernels/gemm.h), so their sums are ordered as the group's, not as
- * three separate calls' would be. RLRUN_SMALL_GEMM_FP8=1 sends fp8-block
- * linears at M ≤ 64 through gemm_small_fp8_block_cuda (model/model_cuda.c).
+ * three separate calls' would be. In fp8-block, the linears at M ≤ 64 run
+ * gemm_small_fp8_group_cuda on the activation the q8 norms and SwiGLU wrote
+ * (q/k/v one launch, gate/up one; o on linear_forward's quantizer) unless
+ * RLRUN_SMALL_GEMM_Q8=0 (cuBLASLt; model_cuda_small_q8). RLRUN_SMALL_GEMM_FP8=1
+ * sends fp8-block linears at M ≤ 64 through the older gemm_small_fp8_block_cuda
+ * instead, which quantizes for itself (model/model_cuda.c).
  *
  * Numerics: every op but attention is the full forward's kernel on the same
  * row; the decode attention follows the tensor-core attention's numerics (q,

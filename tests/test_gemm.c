@@ -443,3 +443,54 @@ TEST(gemm_small_group_swiglu_plan_knobs_checks) {
     CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
   }
 }
+
+/* gemm_small_fp8_group_cuda's argument checks (no device needed): fp8-block 128×128
+ * device weights of K columns, K % 16, M ≤ 256, aligned codes/scales/outputs; and
+ * without a GPU the call says why (and _supported() is 0). */
+TEST(gemm_small_fp8_group_checks) {
+  static uint8_t q[4096] __attribute__((aligned(16)));
+  static float sc[256] __attribute__((aligned(16)));
+  static uint16_t yb[512] __attribute__((aligned(16)));
+  qtensor w = qtensor_bf16(NULL, 64, 256, 1);
+  w.fmt = QFMT_FP8_BLOCK, w.block_rows = 128, w.data = q, w.scales = sc, w.layout = QLAYOUT_HOPPER_WEIGHT;
+  gemm_small_seg8 seg[5] = {{yb, &w}, {yb, &w}, {yb, &w}, {yb, &w}, {yb, &w}};
+  rl_err e;
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 2, q, sc, 8, 256, 1, &e), 0);
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 0, q, sc, 8, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "0 segments");
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 5, q, sc, 8, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 1, q, sc, 8, 240, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "has 256 columns, x has K=240");
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 1, q, sc, 257, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "M=257 rows exceeds");
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 1, q + 8, sc, 8, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "16-byte aligned");
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 1, q, NULL, 8, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "is NULL");
+  seg[1].y = (char *)yb + 1; /* a BF16 output 1 byte off; FP32 asks 4-byte alignment */
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 2, q, sc, 8, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "segment 1 of 2");
+  seg[1].y = (char *)yb + 2;
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 2, q, sc, 8, 256, 1, &e), 0);
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 2, q, sc, 8, 256, 0, &e), RL_EXIT_USAGE);
+  seg[1].y = yb;
+  qtensor w2 = w;
+  w2.cols = 264, w2.data = q;
+  gemm_small_seg8 s2 = {yb, &w2};
+  CHECK_EQ_I64(gemm_small_fp8_group_check(&s2, 1, q, sc, 8, 264, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "K=264 is not a multiple of 16");
+  w2 = w, w2.fmt = QFMT_BF16;
+  CHECK_EQ_I64(gemm_small_fp8_group_check(&s2, 1, q, sc, 8, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "this kernel takes fp8-block 128×128");
+  w2 = w, w2.on_device = 0;
+  CHECK_EQ_I64(gemm_small_fp8_group_check(&s2, 1, q, sc, 8, 256, 1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "host memory");
+  CHECK_EQ_I64(gemm_small_fp8_group_check(seg, 1, NULL, NULL, 0, 256, 1, &e), 0); /* M = 0: nothing to do */
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    CHECK_EQ_I64(gemm_small_fp8_group_supported(), 0);
+    CHECK_EQ_I64(gemm_small_fp8_group_cuda(seg, 2, q, sc, 1, 8, 8, 256, 1, NULL, &e), RL_EXIT_HARDWARE);
+    CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
+  }
+}

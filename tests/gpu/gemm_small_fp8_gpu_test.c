@@ -561,6 +561,321 @@ static void case_refuse(void) {
   free(xb), free(wb);
 }
 
+/* ---------------------------------------------------------------- gemm_small_fp8_group_cuda
+ * The small-M BF16 kernel's F8 form on an activation quantized beforehand (the
+ * decode step's q8 norms). Per group of segments (N_i, K): against S* (the fp64
+ * bound above, every segment), against linear_forward (the same bound as the
+ * mma.sync kernel's), BF16 output == the FP32 output's BF16 bits, cuBLASLt's scale
+ * layout (1, ld) == row-major (kb, 1), each segment alone == its part of the group,
+ * rows of M = 1 (0, 5, 63 alone), 7 and 33, of M = 130 (three 64-row chunks; x's
+ * rows repeated) and the bit-neutral knobs (bn 32/64, reduce global/cluster, pdl
+ * 0/1) == M = 64's, a NaN scale poisons its row only. */
+static int g8_run(void *const *y, const wop *w, int n, const uint8_t *xq, const float *xs, int64_t rs, int64_t ks,
+                  int64_t M, int64_t K, int ob) {
+  gemm_small_seg8 seg[GEMM_SMALL_MAX_SEGS];
+  for (int i = 0; i < n; i++) seg[i] = (gemm_small_seg8){y[i], &w[i].d};
+  rl_err e;
+  int rc = gemm_small_fp8_group_cuda(seg, n, xq, xs, rs, ks, M, K, ob, NULL, &e);
+  if (rc) printf("  gemm_small_fp8_group_cuda M=%lld: %s\n", (long long)M, e.msg);
+  return rc;
+}
+
+static void case_group8(const int64_t *Ns, int n, int64_t K, int hopper, uint64_t seed) {
+  const int64_t kb = quant_cdiv(K, 128);
+  uint16_t *x = x_make(K, seed);
+  wop w[GEMM_SMALL_MAX_SEGS];
+  for (int i = 0; i < n; i++) {
+    uint16_t *wb = tg_rand_bf16(Ns[i], K, seed + 11 + (uint64_t)i);
+    w[i] = w_make(wb, Ns[i], K, hopper);
+    free(wb);
+  }
+  char tag[96];
+  int at = snprintf(tag, sizeof tag, "N=");
+  for (int i = 0; i < n; i++) at += snprintf(tag + at, sizeof tag - (size_t)at, "%s%lld", i ? "+" : "", (long long)Ns[i]);
+  snprintf(tag + at, sizeof tag - (size_t)at, " K=%lld %s", (long long)K, hopper ? "hopper" : "rowmajor");
+  quant_policy p;
+  quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
+  uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
+  float *sh = rl_xmalloc((size_t)(MMAX * kb) * 4), *st = rl_xmalloc((size_t)(MMAX * kb) * 4);
+  quant_fp8_block_act_cpu(x, MMAX, K, qh, sh, NULL, NULL);
+  for (int64_t r = 0; r < MMAX; r++)
+    for (int64_t j = 0; j < kb; j++) st[j * MMAX + r] = sh[r * kb + j];
+  uint8_t *qd = dev_copy(qh, (size_t)(MMAX * K));
+  float *sd = dev_copy(sh, (size_t)(MMAX * kb) * 4), *std_ = dev_copy(st, (size_t)(MMAX * kb) * 4);
+  uint16_t *xd = dev_copy(x, (size_t)(MMAX * K) * 2);
+  void *yd[GEMM_SMALL_MAX_SEGS], *yb[GEMM_SMALL_MAX_SEGS];
+  float *y[GEMM_SMALL_MAX_SEGS] = {0};
+  for (int i = 0; i < n; i++) {
+    CK(cudaMalloc(&yd[i], (size_t)(MMAX * Ns[i]) * 4));
+    CK(cudaMalloc(&yb[i], (size_t)(MMAX * Ns[i]) * 2));
+    CK(cudaMemset(yd[i], 0xff, (size_t)(MMAX * Ns[i]) * 4));
+  }
+  int fails = 0;
+  if (g8_run(yd, w, n, qd, sd, kb, 1, MMAX, K, 0)) {
+    printf("FAIL   fp8-group %s: the call failed\n", tag);
+    g_fail++;
+    goto out;
+  }
+  for (int i = 0; i < n; i++) y[i] = host_copy(yd[i], (size_t)(MMAX * Ns[i]) * 4);
+  /* fp64 and cublaslt, every segment */
+  {
+    int64_t bad = 0, lbad = 0, same_lf = 0, same_mma = 0, tot = 0, nonfin = 0, far = 0;
+    double worst = 0, lworst = 0;
+    int64_t rows[MMAX];
+    for (int r = 0; r < MMAX; r++) rows[r] = r;
+    float *ym;
+    CK(cudaMalloc((void **)&ym, (size_t)(MMAX * 151936) * 4));
+    for (int i = 0; i < n; i++) {
+      const int64_t N = Ns[i];
+      double *ref = rl_xmalloc((size_t)(MMAX * N) * 8), *mag = rl_xmalloc((size_t)(MMAX * N) * 8);
+      ref_rows(qh, sh, rows, MMAX, &w[i], ref, mag);
+      float *yl = lf_run(xd, &w[i], MMAX, &p);
+      float *yk = NULL;
+      if (!run(ym, xd, &w[i], MMAX, &p, NULL)) yk = host_copy(ym, (size_t)(MMAX * N) * 4);
+      for (int64_t o = 0; o < MMAX * N; o++) {
+        double r = ref[o], a = mag[o], v = y[i][o];
+        nonfin += !isfinite(v);
+        double ratio = fabs(v - r) / (TOL * a + 0x1p-8 * fabs(r) + 1e-38);
+        if (!(ratio <= 1)) bad++;
+        if (!(ratio <= worst)) worst = isnan(ratio) ? INFINITY : ratio;
+        far += abs(ord((float)v) - ord((float)r)) > 1;
+        if (yl) {
+          double lr = fabs(v - yl[o]) / (2 * TOL * a + 0x1p-7 * fabs(r) + 1e-38);
+          if (!(lr <= 1)) lbad++;
+          if (!(lr <= lworst)) lworst = isnan(lr) ? INFINITY : lr;
+          same_lf += memcmp(&y[i][o], &yl[o], 4) == 0;
+        } else {
+          lbad++;
+        }
+        if (yk) same_mma += memcmp(&y[i][o], &yk[o], 4) == 0;
+        tot++;
+      }
+      free(ref), free(mag), free(yl), free(yk);
+    }
+    cudaFree(ym);
+    int ok = !bad && !nonfin;
+    printf("%-6s fp8-group fp64       %s: beyond bound %lld, worst err/bound %.4f, >1 BF16 step from S* %lld, "
+           "non-finite %lld\n", ok ? "PASS" : "FAIL", tag, (long long)bad, worst, (long long)far, (long long)nonfin);
+    tally(ok);
+    fails += !ok;
+    printf("%-6s fp8-group cublaslt   %s: vs linear_forward beyond bound %lld (worst %.4f); %.2f%% bitwise equal "
+           "(the mma.sync kernel's: %.2f%%)\n", !lbad ? "PASS" : "FAIL", tag, (long long)lbad, lworst,
+           100.0 * (double)same_lf / (double)tot, 100.0 * (double)same_mma / (double)tot);
+    tally(!lbad);
+  }
+  /* forms: BF16 output with cuBLASLt's scale layout; each segment alone */
+  {
+    int64_t diff = 0;
+    if (g8_run(yb, w, n, qd, std_, 1, MMAX, MMAX, K, 1)) diff++;
+    else
+      for (int i = 0; i < n; i++) {
+        uint16_t *hb = host_copy(yb[i], (size_t)(MMAX * Ns[i]) * 2);
+        for (int64_t o = 0; o < MMAX * Ns[i]; o++) diff += hb[o] != fmt_bf16_from_f32(y[i][o]);
+        free(hb);
+      }
+    if (n > 1) { /* the group in reverse order: the same plan (its rows), each segment's bits */
+      void *yr[GEMM_SMALL_MAX_SEGS];
+      wop wr[GEMM_SMALL_MAX_SEGS];
+      for (int i = 0; i < n; i++) {
+        yr[i] = yd[n - 1 - i], wr[i] = w[n - 1 - i];
+        CK(cudaMemset(yd[i], 0xff, (size_t)(MMAX * Ns[i]) * 4));
+      }
+      if (g8_run(yr, wr, n, qd, sd, kb, 1, MMAX, K, 0)) diff++;
+      else
+        for (int i = 0; i < n; i++) {
+          float *ys = host_copy(yd[i], (size_t)(MMAX * Ns[i]) * 4);
+          diff += memcmp(ys, y[i], (size_t)(MMAX * Ns[i]) * 4) != 0;
+          free(ys);
+        }
+    }
+    printf("%-6s fp8-group forms      %s: BF16 out + scales (1, ld) vs FP32 out + (kb, 1), the group reversed vs "
+           "the group: %lld differ\n", diff ? "FAIL" : "PASS", tag, (long long)diff);
+    tally(!diff);
+    fails += diff != 0;
+  }
+  /* invariance */
+  {
+    int64_t diff = 0, checks = 0;
+    static const int64_t Ms[] = {7, 33};
+    for (int mi = 0; mi < 2; mi++) {
+      if (g8_run(yd, w, n, qd, sd, kb, 1, Ms[mi], K, 0)) {
+        diff++;
+        continue;
+      }
+      for (int i = 0; i < n; i++) {
+        float *h = host_copy(yd[i], (size_t)(Ms[mi] * Ns[i]) * 4);
+        diff += memcmp(h, y[i], (size_t)(Ms[mi] * Ns[i]) * 4) != 0, checks++;
+        free(h);
+      }
+    }
+    static const int64_t alone[] = {0, 5, 63};
+    for (int j = 0; j < 3; j++) {
+      if (g8_run(yd, w, n, qd + alone[j] * K, sd + alone[j] * kb, kb, 1, 1, K, 0)) {
+        diff++;
+        continue;
+      }
+      for (int i = 0; i < n; i++) {
+        float *h = host_copy(yd[i], (size_t)Ns[i] * 4);
+        diff += memcmp(h, y[i] + alone[j] * Ns[i], (size_t)Ns[i] * 4) != 0, checks++;
+        free(h);
+      }
+    }
+    gemm_small_tune t0 = gemm_small_tune_get();
+    static const int knob[][3] = {{32, -1, -1}, {64, -1, -1}, {-1, GEMM_SMALL_REDUCE_GLOBAL, -1},
+                                  {-1, GEMM_SMALL_REDUCE_CLUSTER, -1}, {-1, -1, 0}, {-1, -1, 1}};
+    for (int k = 0; k < 6; k++) {
+      gemm_small_tune t = t0;
+      if (knob[k][0] >= 0) t.bn = knob[k][0];
+      if (knob[k][1] >= 0) t.reduce = knob[k][1];
+      if (knob[k][2] >= 0) t.pdl = knob[k][2];
+      gemm_small_tune_set(&t);
+      if (g8_run(yd, w, n, qd, sd, kb, 1, MMAX, K, 0)) {
+        diff++;
+        continue;
+      }
+      for (int i = 0; i < n; i++) {
+        float *h = host_copy(yd[i], (size_t)(MMAX * Ns[i]) * 4);
+        diff += memcmp(h, y[i], (size_t)(MMAX * Ns[i]) * 4) != 0, checks++;
+        free(h);
+      }
+    }
+    gemm_small_tune_set(NULL);
+    { /* M = 130 (three 64-row chunks of x): row r is row r % 64 of x, so its outputs are M = 64's row r % 64 */
+      enum { MB3 = 130 };
+      uint8_t *q3 = rl_xmalloc((size_t)(MB3 * K));
+      float *s3 = rl_xmalloc((size_t)(MB3 * kb) * 4);
+      for (int r = 0; r < MB3; r++) {
+        memcpy(q3 + (int64_t)r * K, qh + (int64_t)(r % MMAX) * K, (size_t)K);
+        memcpy(s3 + (int64_t)r * kb, sh + (int64_t)(r % MMAX) * kb, (size_t)kb * 4);
+      }
+      uint8_t *q3d = dev_copy(q3, (size_t)(MB3 * K));
+      float *s3d = dev_copy(s3, (size_t)(MB3 * kb) * 4);
+      void *y3[GEMM_SMALL_MAX_SEGS];
+      for (int i = 0; i < n; i++) CK(cudaMalloc(&y3[i], (size_t)(MB3 * Ns[i]) * 4));
+      if (g8_run(y3, w, n, q3d, s3d, kb, 1, MB3, K, 0)) diff++;
+      else
+        for (int i = 0; i < n; i++) {
+          float *h = host_copy(y3[i], (size_t)(MB3 * Ns[i]) * 4);
+          for (int r = 0; r < MB3; r++) diff += memcmp(h + r * Ns[i], y[i] + (r % MMAX) * Ns[i], (size_t)Ns[i] * 4) != 0;
+          checks += MB3;
+          free(h);
+        }
+      for (int i = 0; i < n; i++) cudaFree(y3[i]);
+      cudaFree(q3d), cudaFree(s3d);
+      free(q3), free(s3);
+    }
+    int slices;
+    int64_t sk, rows = 0;
+    for (int i = 0; i < n; i++) rows += (Ns[i] + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN * GEMM_SMALL_BN;
+    gemm_small_plan(rows, K, &slices, &sk);
+    printf("%-6s fp8-group invariance %s: slices=%d; M=7, 33, rows 0/5/63 alone, 6 knob settings, M=130 (rows "
+           "repeated) vs M=64: %lld of %lld segment outputs / rows differ\n", diff ? "FAIL" : "PASS", tag, slices, (long long)diff, (long long)checks);
+    tally(!diff);
+  }
+  /* a NaN scale (row 2, block 0) poisons row 2 only */
+  {
+    float nan = NAN;
+    CK(cudaMemcpy(sd + 2 * kb, &nan, 4, cudaMemcpyHostToDevice));
+    int64_t bad = 0;
+    if (g8_run(yd, w, n, qd, sd, kb, 1, MMAX, K, 0)) bad++;
+    else
+      for (int i = 0; i < n; i++) {
+        float *h = host_copy(yd[i], (size_t)(MMAX * Ns[i]) * 4);
+        for (int64_t r = 0; r < MMAX; r++)
+          for (int64_t c = 0; c < Ns[i]; c++) {
+            float v = h[r * Ns[i] + c];
+            bad += r == 2 ? !isnan(v) : memcmp(&v, &y[i][r * Ns[i] + c], 4) != 0;
+          }
+        free(h);
+      }
+    printf("%-6s fp8-group nan-scale  %s: row 2 all NaN, other rows unchanged: %lld elements wrong\n",
+           bad ? "FAIL" : "PASS", tag, (long long)bad);
+    tally(!bad);
+  }
+out:
+  for (int i = 0; i < n; i++) cudaFree(yd[i]), cudaFree(yb[i]), free(y[i]), w_free(&w[i]);
+  cudaFree(qd), cudaFree(sd), cudaFree(std_), cudaFree(xd);
+  free(x), free(qh), free(sh), free(st);
+  (void)fails;
+}
+
+/* Exact arithmetic through the group: y == bf16(S*) bitwise (case_exact's construction). */
+static void case_group8_exact(int64_t N, int64_t K, uint64_t seed) {
+  const int64_t kb = quant_cdiv(K, 128), nb = quant_cdiv(N, 128);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 7;
+  uint16_t *x = rl_xmalloc((size_t)(MMAX * K) * 2);
+  for (int64_t r = 0; r < MMAX; r++)
+    for (int64_t j = 0; j < kb; j++) {
+      int64_t k0 = 128 * j, k1 = k0 + 128 < K ? k0 + 128 : K;
+      double sc = ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
+      for (int64_t k = k0; k < k1; k++) x[r * K + k] = fmt_bf16_from_f32((float)(((int)(tg_next(&s) % 9) - 4) * sc));
+      int64_t at = k0 + (int64_t)(tg_next(&s) % (uint64_t)(k1 - k0));
+      x[r * K + at] = fmt_bf16_from_f32((float)((tg_next(&s) & 1 ? 448.0 : -448.0) * sc));
+    }
+  uint8_t *q = rl_xmalloc((size_t)(N * K) + 1);
+  float *sw = rl_xmalloc((size_t)(nb * kb) * 4 + 4);
+  for (int64_t i = 0; i < N * K; i++) q[i] = fmt_e4m3_from_f32((float)((int)(tg_next(&s) % 9) - 4));
+  for (int64_t i = 0; i < nb * kb; i++) sw[i] = (float)ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
+  wop w = w_upload(q, sw, N, K, 1);
+  uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
+  float *sh = rl_xmalloc((size_t)(MMAX * kb) * 4);
+  quant_fp8_block_act_cpu(x, MMAX, K, qh, sh, NULL, NULL);
+  int64_t rows[MMAX];
+  for (int i = 0; i < MMAX; i++) rows[i] = i;
+  double *ref = rl_xmalloc((size_t)(MMAX * N) * 8), *mag = rl_xmalloc((size_t)(MMAX * N) * 8);
+  ref_rows(qh, sh, rows, MMAX, &w, ref, mag);
+  uint8_t *qd = dev_copy(qh, (size_t)(MMAX * K));
+  float *sd = dev_copy(sh, (size_t)(MMAX * kb) * 4);
+  void *yd;
+  CK(cudaMalloc(&yd, (size_t)(MMAX * N) * 4));
+  int64_t ne = -1;
+  if (!g8_run(&yd, &w, 1, qd, sd, kb, 1, MMAX, K, 0)) {
+    float *y = host_copy(yd, (size_t)(MMAX * N) * 4);
+    ne = 0;
+    for (int64_t i = 0; i < MMAX * N; i++) {
+      float want = fmt_bf16_to_f32(fmt_bf16_from_f32((float)ref[i]));
+      ne += memcmp(&y[i], &want, 4) != 0;
+    }
+    free(y);
+  }
+  printf("%-6s fp8-group exact      N=%-6lld K=%-5lld M=64: elements ≠ bf16(S*) %lld\n", ne == 0 ? "PASS" : "FAIL",
+         (long long)N, (long long)K, (long long)ne);
+  tally(ne == 0);
+  cudaFree(yd), cudaFree(qd), cudaFree(sd);
+  w_free(&w);
+  free(x), free(qh), free(sh), free(ref), free(mag);
+}
+
+/* Refusals: K % 16, a BF16 weight, columns ≠ K, M > GEMM_SMALL_MAX_M, unaligned codes: RL_EXIT_USAGE. */
+static void case_group8_refuse(void) {
+  uint16_t *wb = tg_rand_bf16(64, 1024, 5);
+  wop w = w_make(wb, 64, 1024, 1), w2 = w_make(wb, 32, 1024, 1);
+  qtensor wbf = w.d;
+  wbf.fmt = QFMT_BF16;
+  uint8_t *qd;
+  float *sd;
+  void *yd;
+  CK(cudaMalloc((void **)&qd, 300 * 1024 + 16));
+  CK(cudaMalloc((void **)&sd, 300 * 8 * 4));
+  CK(cudaMalloc(&yd, 300 * 64 * 4));
+  gemm_small_seg8 ok = {yd, &w.d}, bf = {yd, &wbf};
+  rl_err e;
+  int codes[5] = {gemm_small_fp8_group_cuda(&ok, 1, qd, sd, 8, 1, 8, 1008, 0, NULL, &e),
+                  gemm_small_fp8_group_cuda(&bf, 1, qd, sd, 8, 1, 8, 1024, 0, NULL, &e),
+                  gemm_small_fp8_group_cuda(&ok, 1, qd, sd, 8, 1, GEMM_SMALL_MAX_M + 1, 1024, 0, NULL, &e),
+                  gemm_small_fp8_group_cuda(&ok, 1, qd + 8, sd, 8, 1, 8, 1024, 0, NULL, &e),
+                  gemm_small_fp8_group_cuda(&ok, 0, qd, sd, 8, 1, 8, 1024, 0, NULL, &e)};
+  int good = 1;
+  for (int i = 0; i < 5; i++) good &= codes[i] == RL_EXIT_USAGE;
+  (void)w2;
+  printf("%-6s fp8-group refuse: K %% 16 (cols ≠ K), BF16 weight, M > %d, unaligned codes, 0 segments: exit codes "
+         "%d %d %d %d %d\n", good ? "PASS" : "FAIL", GEMM_SMALL_MAX_M, codes[0], codes[1], codes[2], codes[3], codes[4]);
+  tally(good);
+  cudaFree(qd), cudaFree(sd), cudaFree(yd);
+  w_free(&w), w_free(&w2);
+  free(wb);
+}
+
 int main(int argc, char **argv) {
   device_info di;
   device_query(&di);
@@ -597,8 +912,24 @@ int main(int argc, char **argv) {
     case_graph(64, 72, 4096, pdl);
   }
   case_refuse();
+  if (gemm_small_fp8_group_supported()) {
+    static const int64_t qkv[] = {2048, 1024, 1024}, gu[] = {3072, 3072}, dn[] = {1024}, odd[] = {200, 40, 520},
+                         lm[] = {151936};
+    case_group8(qkv, 3, 1024, 1, 400);
+    case_group8(gu, 2, 1024, 1, 401);
+    case_group8(dn, 1, 3072, 1, 402);
+    case_group8(odd, 3, 272, 0, 403);
+    case_group8(dn, 1, 4096, 1, 404); /* 32 stages: more slices */
+    if (!quick) case_group8(lm, 1, 1024, 1, 405);
+    case_group8_exact(2048, 1024, 410);
+    case_group8_exact(200, 272, 411);
+    case_group8_refuse();
+  } else {
+    printf("fp8-group: skipped: gemm_small_fp8_group_supported() = 0 (not an sm_90 GPU)\n");
+  }
   printf("gemm_small_fp8_gpu_test: %d passed, %d failed\n", g_pass, g_fail);
   gemm_small_fp8_release();
+  gemm_small_release();
   linear_release();
   return g_fail ? 1 : 0;
 }

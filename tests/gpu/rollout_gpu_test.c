@@ -842,7 +842,8 @@ static void prefill_groups_check(void) {
       rollout_batch ha, hq, hc;
       rollout_cuda_engine *gh = NULL;
       o.max_slots = 96, o.max_new_tokens = 40;
-      const int was = rollout_cuda_bf16_handoff(-1), was_q8 = model_cuda_norm_q8(-1);
+      const int was = rollout_cuda_bf16_handoff(-1), was_q8 = model_cuda_norm_q8(-1), was_sq8 = model_cuda_small_q8(-1);
+      model_cuda_small_q8(0); /* cuBLASLt's rows on both sides (the small-M fp8 kernel has its own: checked below) */
       int ra = rollout_cuda_engine_new(m, &pol, 96, 64, &gh, &e) || rollout_cuda_generate_ids(gh, ids, n, NP, 4, 5, &o, &ha, &e);
       const long long used = ra ? 0 : rollout_cuda_handoffs(gh), q8 = ra ? 0 : rollout_cuda_norm_q8s(gh);
       model_cuda_norm_q8(0); /* the hand-off with the linears quantizing for themselves */
@@ -851,7 +852,7 @@ static void prefill_groups_check(void) {
       rollout_cuda_bf16_handoff(0);
       int rb = ra ? 1 : rollout_cuda_generate_ids(gh, ids, n, NP, 4, 5, &o, &hc, &e);
       const long long used_off = ra ? 0 : rollout_cuda_handoffs(gh) - used_q;
-      rollout_cuda_bf16_handoff(was), model_cuda_norm_q8(was_q8);
+      rollout_cuda_bf16_handoff(was), model_cuda_norm_q8(was_q8), model_cuda_small_q8(was_sq8);
       o.max_slots = 64, o.max_new_tokens = 8;
       int64_t d = -1, dq = -1;
       if (!ra && !rb) d = ha.n == hc.n && ha.n == 4 * NP ? batch_diffs(ha.s, hc.s, ha.n) : ha.n + 1;
@@ -868,6 +869,40 @@ static void prefill_groups_check(void) {
       if (!ra && !rq) rollout_batch_free(&hq);
       if (!ra && !rb) rollout_batch_free(&hc);
       rollout_cuda_engine_free(gh);
+    }
+    if (got == NS && f) { /* the small-M fp8 GEMM (default on) against cuBLASLt's rows: 48 sequences, 40 new
+                           * tokens; the kernel itself: gemm_small_fp8_gpu_test */
+      const int was = model_cuda_small_q8(-1);
+      rollout_batch sa, sb;
+      o.max_slots = 64, o.max_new_tokens = 40;
+      const long long c0 = model_cuda_small_q8_calls();
+      model_cuda_small_q8(1);
+      int ra = rollout_cuda_generate_ids(g, ids, n, NP, 2, 5, &o, &sa, &e);
+      const long long c1 = model_cuda_small_q8_calls();
+      model_cuda_small_q8(0);
+      int rb = ra ? 1 : rollout_cuda_generate_ids(g, ids, n, NP, 2, 5, &o, &sb, &e);
+      const long long c2 = model_cuda_small_q8_calls();
+      model_cuda_small_q8(was);
+      o.max_new_tokens = 8;
+      if (ra || rb) {
+        snprintf(what, sizeof what, "fp8-block small-M GEMM engine check (%.80s)", e.msg);
+        check(0, what, "%g", 0);
+      } else {
+        const double ga = logp_gap(m, &sa, &e), gb = logp_gap(m, &sb, &e);
+        int64_t same = 0;
+        for (int64_t i = 0; i < sa.n && i < sb.n; i++)
+          same += sa.s[i].n_completion == sb.s[i].n_completion &&
+                  !memcmp(sa.s[i].completion_ids, sb.s[i].completion_ids, (size_t)sa.s[i].n_completion * 4);
+        printf("info fp8-block engine, 48 sequences × 40 tokens: small-M fp8 GEMM on / off: %lld of %lld "
+               "completions identical; |logp rollout - forward| max %.3g / %.3g\n", (long long)same, (long long)sa.n,
+               ga, gb);
+        snprintf(what, sizeof what, "fp8-block engine with the small-M fp8 GEMM (%s by default; %lld launches on, "
+                 "%lld off): |logp rollout - forward| %.3g <= 2 x cuBLASLt's %.3g + 0.01", was ? "on" : "OFF",
+                 c1 - c0, c2 - c1, ga, gb);
+        check(was && c1 > c0 && c2 == c1 && ga <= 2 * gb + 0.01, what, "%.3g", ga);
+      }
+      if (!ra) rollout_batch_free(&sa);
+      if (!ra && !rb) rollout_batch_free(&sb);
     }
     for (int k = 0; k < got; k++) rollout_batch_free(&bb[k]);
     rollout_cuda_engine_free(g);
