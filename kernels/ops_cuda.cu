@@ -17,7 +17,6 @@
 
 #include "kernels/ops_cuda_util.cuh"
 #include "kernels/quant_cuda_dev.cuh" /* the fp8-block quantizer's device arithmetic (swiglu q8) */
-extern "C" int quant_cuda_soft_cvt(void); /* quant_cuda.cu: the E4M3 codec the quantizers use */
 
 /* ---------------------------------------------------------------- checks */
 

@@ -18,7 +18,6 @@
 #include "kernels/ops_cuda_util.cuh"
 #include "kernels/ptx_util.cuh" /* pdl_launch_dependents, pdl_wait, pdl_launch_cfg */
 #include "kernels/quant_cuda_dev.cuh" /* the fp8-block quantizer's device arithmetic (the _q8 forwards) */
-extern "C" int quant_cuda_soft_cvt(void); /* quant_cuda.cu: the E4M3 codec the quantizers use */
 
 /* ---------------------------------------------------------------- RMSNorm */
 

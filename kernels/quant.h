@@ -182,6 +182,9 @@ void quant_layout_scales_from_swizzled(const uint8_t *src, int64_t rows, int64_t
  * instruction, 0 = the software codec of formats.h (the CPU's code). Both must
  * give the CPU's bytes; tests/gpu checks both. Process-wide; not thread-safe. */
 void quant_cuda_set_hw_cvt(int on);
+/* 1 when the software codec is in force (the flag kernels outside quant_cuda.cu
+ * that encode E4M3 themselves pass on); 0 in a build without CUDA. */
+int quant_cuda_soft_cvt(void);
 
 /* Diagnostic for tests/gpu: encode every FP32 bit pattern with the hardware
  * cvt and with formats.h's fmt_e4m3_from_f32 on the device; *mismatch = how

@@ -384,6 +384,7 @@ static int no_cuda(rl_err *e) {
   return QUANT_NO_CUDA;
 }
 void quant_cuda_set_hw_cvt(int on) {}
+int quant_cuda_soft_cvt(void) { return 0; }
 int quant_cuda_selftest_e4m3(int64_t *mismatch, int64_t *first, rl_err *e) { return no_cuda(e); }
 int quant_cuda_selftest_fast(int64_t mismatch[4], rl_err *e) { return no_cuda(e); }
 int quant_stats_fetch_cuda(const quant_stats *d, quant_stats *h, void *s, rl_err *e) { return no_cuda(e); }

@@ -703,6 +703,11 @@ static int mc_small_q8_run(model *m, const mc_lin *const *L, int n, const uint8_
   return rc ? rl_err_prefix(e, "%s%s: ", m->params[L[0]->pi].name, n > 1 ? " (and the linears after it)" : "") : 0;
 }
 
+int mc_lin_small_q8_ok(const model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
+                       uint16_t *const *out_b) {
+  return mc_small_q8_wanted(m, L, n, M) && mc_small_q8_takes(L, n, q, scales, M, out_b);
+}
+
 int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
                     uint16_t *const *out_b, rl_err *e) {
   if (mc_small_q8_wanted(m, L, n, M) && mc_small_q8_takes(L, n, q, scales, M, out_b))

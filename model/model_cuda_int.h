@@ -239,6 +239,11 @@ int mc_q8_act(model *m, int64_t M, int64_t K, ops_fp8_act *qa, rl_err *e);
  * group's rows: then not mc_lin_fwd_b's bits, which splits by each weight's). */
 int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
                     uint16_t *const *out_b, rl_err *e);
+/* 1 when mc_lin_fwd_b_q8 of these operands runs gemm_small_fp8_group_cuda (not
+ * cuBLASLt, which also reads the pad rows up to M_pad): a producer that writes
+ * only the M real rows may then feed it (the decode attention for o). */
+int mc_lin_small_q8_ok(const model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
+                       uint16_t *const *out_b);
 /* act_b [M][I] = SwiGLU of the BF16 gate_b, up_b (rows of I), then out_b = the
  * BF16 of down over act_b: the SwiGLU writing down's fp8-block activation
  * itself when down takes it (mc_lin_q8_ok, I % 16 == 0, aligned operands), else

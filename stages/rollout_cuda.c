@@ -12,6 +12,7 @@
 
 #include "kernels/device.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "model/model.h"
 #include "model/model_cuda.h"
 #include "model/model_cuda_int.h"
@@ -138,9 +139,13 @@ int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) {
   return (int64_t)g->m->L * (g->slots + 1) * g->max_len * g->kvd * (2 + 2);
 }
 
-/* The fp8 activation buffer (g->aq, g->as) of the norms and the SwiGLU for R
- * rows of width max(H, I): codes, rounded up to 16 bytes, then the scales. */
-static size_t rc_q8_w(const model *m) { return (size_t)(m->H > m->I ? m->H : m->I); }
+/* The fp8 activation buffer (g->aq, g->as) of the norms, the SwiGLU and the
+ * attention (o's input) for R rows of width max(H, I, nq·hd): codes, rounded up
+ * to 16 bytes, then the scales. */
+static size_t rc_q8_w(const model *m) {
+  size_t w = (size_t)(m->H > m->I ? m->H : m->I), o = (size_t)m->nq * (size_t)m->hd; /* o's input */
+  return w > o ? w : o;
+}
 static size_t rc_q8_codes(const model *m, size_t R) { return ((R + 7) / 8 * 8 * rc_q8_w(m) + 15) / 16 * 16; }
 static size_t rc_q8_bytes(const model *m, size_t R) {
   return rc_q8_codes(m, R) + (rc_q8_w(m) + 127) / 128 * ((R + 7) / 8 * 8) * 4;
@@ -403,6 +408,19 @@ int rollout_cuda_bf16_handoff(int set) {
 }
 static int rc_handoff_env(void) { return rollout_cuda_bf16_handoff(-1); }
 
+/* RLRUN_DECODE_ATTN_Q8=0: o's fp8 activation by the quantizer, not the attention. */
+static int rc_attn_q8_on = -1;
+static void rc_attn_q8_read(void) {
+  const char *v = getenv("RLRUN_DECODE_ATTN_Q8");
+  rc_attn_q8_on = !(v && !strcmp(v, "0"));
+}
+int rollout_cuda_attn_q8(int set) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, rc_attn_q8_read);
+  if (set >= 0) rc_attn_q8_on = set != 0;
+  return rc_attn_q8_on;
+}
+
 /* 1 when the linears L[0..n) of a decode step of n rows all run linear_forward
  * (cuBLASLt: fp8-block at any M, BF16 above 64 rows), so that their BF16
  * results go to the readers as they are — the norms, SwiGLU and the fused QK
@@ -424,10 +442,10 @@ static int rc_q8(const rollout_cuda_engine *g, const mc_lin *const *L, int k, co
 
 /* The switches that change what a decode step launches (a graph captured under
  * others is captured again): the fused QK path, the BF16 hand-off, the
- * norms' fp8 output and the small-M fp8 GEMM. */
+ * norms' fp8 output, the small-M fp8 GEMM and the attention's fp8 output. */
 static int rc_cfg(const rollout_cuda_engine *g) {
   return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2 |
-         model_cuda_small_q8(-1) << 3;
+         model_cuda_small_q8(-1) << 3 | rollout_cuda_attn_q8(-1) << 4;
 }
 
 /* Layer l of a decode step of n rows on the decode activations. On entry
@@ -464,6 +482,12 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
   else
     RP(RP_NORM1, ops_residual_rmsnorm_forward_cuda(in, NULL, x->xn1_b, NULL, a->la[l - 1].h, in, PW(my->ln1), n, H,
                                                    m->eps, NULL, e));
+  const mc_lin *o1[1] = {&y->o};
+  /* the attention writes o's fp8-block activation (head_dim 128, o through the
+   * small-M fp8 GEMM, which reads the real rows only): one quantizer launch fewer */
+  const int q8_o = hand_qkv && m->hd == 128 && rc_handoff(g, o1, 1, x->att_b, n) &&
+                   mc_lin_small_q8_ok(m, o1, 1, g->aq, g->as, n, &g->hy) && model_cuda_norm_q8(-1) &&
+                   rollout_cuda_attn_q8(-1);
   if (hand_qkv) { /* q, k, v stay BF16 into the attention */
     uint16_t *const qkv_b[3] = {g->hq, g->hk, g->hv};
     if (q8_qkv) {
@@ -474,7 +498,8 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     }
     g->handoffs++;
     const rck_qk_in qk = {NULL, NULL, NULL, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
-                          g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, g->hq, g->hk, g->hv};
+                          g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, g->hq, g->hk, g->hv,
+                          q8_o ? g->aq : NULL, g->as, n8, m->cu->policy.ue8m0, quant_cuda_soft_cvt()};
     RP(RP_ATTN, rck_decode_attention_qk(x->att, x->att_b, &qk, g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd,
                                         g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
   } else {
@@ -482,7 +507,8 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     RP(RP_QKV, mc_lin_fwd_group(m, qkv, 3, x->xn1_b, n, qkv_out, e));
     if (fuse_qk) { /* QK-norm, RoPE and the cache write inside the attention */
       const rck_qk_in qk = {x->qr, x->kr, x->v, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
-                            g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, NULL, NULL, NULL};
+                            g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, NULL, NULL, NULL,
+                            NULL, NULL, 0, 0, 0};
       RP(RP_ATTN, rck_decode_attention_qk(x->att, x->att_b, &qk, g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd,
                                           g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
     } else {
@@ -494,12 +520,15 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
                                        g->pml, NULL, e));
     }
   }
-  const mc_lin *o1[1] = {&y->o}, *gu[2] = {&y->gate, &y->up};
+  const mc_lin *gu[2] = {&y->gate, &y->up};
   const int hand_o = rc_handoff(g, o1, 1, x->att_b, n);
   const int hand_mlp = !my->moe && rc_handoff(g, gu, 2, x->xn2_b, n) &&
                        rc_handoff(g, (const mc_lin *const[1]){&y->down}, 1, x->act_b, n);
   const int q8_gu = hand_mlp && rc_q8(g, gu, 2, x->xn2_b, n);
-  if (hand_o) { /* o stays BF16 into the residual add of norm 2 */
+  if (q8_o) { /* from the attention's fp8 output */
+    RP(RP_OPROJ, mc_lin_fwd_b_q8(m, o1, 1, g->aq, g->as, n, &g->hy, e));
+    g->handoffs++, g->q8s++;
+  } else if (hand_o) { /* o stays BF16 into the residual add of norm 2 */
     RP(RP_OPROJ, mc_lin_fwd_b(m, &y->o, x->att_b, n, g->hy, e));
     g->handoffs++;
   } else {
@@ -974,6 +1003,10 @@ void rollout_cuda_engine_set_tokenizer(rollout_cuda_engine *g, const tokenizer *
 void rollout_cuda_profile_thread_off(void) {}
 int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *g) { return g ? 0 : -1; }
 int rollout_cuda_bf16_handoff(int set) {
+  (void)set;
+  return 0;
+}
+int rollout_cuda_attn_q8(int set) {
   (void)set;
   return 0;
 }

@@ -103,6 +103,11 @@ int64_t rollout_cuda_cache_bytes(const rollout_cuda_engine *eng);
  * through an FP32 conversion each — the same bits. set ≥ 0 overrides (tests);
  * −1 only asks. Engines recapture their step graphs when it changes. */
 int rollout_cuda_bf16_handoff(int set);
+/* fp8-block decode at head_dim 128, o through the small-M fp8 GEMM: the
+ * attention's combine writes o's fp8-block activation itself (on unless
+ * RLRUN_DECODE_ATTN_Q8=0 or RLRUN_NORM_Q8=0) — the bytes of the quantizer pass
+ * it replaces. set ≥ 0 overrides (tests); −1 only asks. */
+int rollout_cuda_attn_q8(int set);
 /* Linear groups (q/k/v, o, gate/up + down) whose results the engine handed off
  * in BF16, over the decode steps it ran eagerly or captured as graphs. */
 long long rollout_cuda_handoffs(const rollout_cuda_engine *eng);

@@ -22,6 +22,7 @@
 #include "kernels/formats.h" /* fmt_bf16_from_f32 / fmt_bf16_to_f32: the one BF16 codec */
 #include "kernels/ops_cuda_util.cuh" /* qk_norm_rope_head (the full forward's QK path), warp_sum / warp_max */
 #include "kernels/ptx_util.cuh"   /* cp.async */
+#include "kernels/quant_cuda_dev.cuh" /* the fp8-block activation encoder (o's input, rck_qk_in.q8) */
 #include "stages/rollout_cuda_kern.h"
 extern "C" {
 #include "kernels/device.h" /* DEVICE_MAX_GPUS */
@@ -363,6 +364,31 @@ static __device__ __forceinline__ float rck_multi_sum(const float (&v)[NV], int 
   }
 }
 
+/* o's fp8-block activation of heads h0 … h0+nh−1 of row r (head_dim 128: a head
+ * is one 128-K block) from their BF16 output out_b, which this CTA wrote (a
+ * barrier before): quant_fp8_block_act_cuda's arithmetic — 8 lanes a block, 16
+ * elements a lane, the integer amax of |bf16| bits, shuffle max, the block
+ * scale, the division encoder; Inf/NaN in a block: scale NaN, codes 0. Whole
+ * warps take part (the shuffles); lanes past the heads do nothing visible. */
+static __device__ __forceinline__ void rck_q8_heads(const uint16_t *out_b, const rck_qk_in &qk, int r, int nq, int h0,
+                                                    int nh, int nthreads) {
+  for (int t = threadIdx.x; t < (8 * nh + 31) / 32 * 32; t += nthreads) {
+    const int g = t >> 3, l = t & 7;
+    const bool in = g < nh;
+    const int64_t e0 = ((int64_t)r * nq + h0 + g) * 128 + 16 * l;
+    uint4 xa = make_uint4(0, 0, 0, 0), xb = xa;
+    if (in) xa = *reinterpret_cast<const uint4 *>(out_b + e0), xb = *reinterpret_cast<const uint4 *>(out_b + e0 + 8);
+    uint32_t m = qd_fold16(qd_amax_bits16(xa, xb));
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (!in) continue;
+    const bool bad = m >= 0x7f80u;
+    const float sc = bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(m), qk.q8_ue8m0);
+    *reinterpret_cast<uint4 *>(qk.q8 + e0) = bad ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(xa, xb, sc, qk.q8_soft);
+    if (l == 0) qk.q8s[(int64_t)(h0 + g) * qk.q8_ld + r] = sc;
+  }
+}
+
 /* out[r, h, :] and out_b (BF16) from the splits of (row r, head h), splits
  * combined in index order (maxima in log2 units); threads d0, d0 + step, … of
  * head_dim. */
@@ -384,11 +410,16 @@ static __device__ __forceinline__ void rck_combine_head(float *out, uint16_t *ou
   }
 }
 
-/* The combine as its own launch: block (row r, head h). */
+/* The combine as its own launch: block (row r, head h); o's fp8 activation of
+ * the head too when qk.q8 (the rest of qk unused). */
 __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float *pacc, const float *pml, int nq,
-                                        int hd, int n_split) {
+                                        int hd, int n_split, const rck_qk_in qk) {
   pdl_launch_dependents(); /* the o projection (a programmatic dependent) may fetch its weights */
   rck_combine_head(out, out_b, pacc, pml, blockIdx.x, blockIdx.y, nq, hd, n_split, threadIdx.x, blockDim.x);
+  if (qk.q8) {
+    __syncthreads(); /* the head's out_b is written */
+    rck_q8_heads(out_b, qk, blockIdx.x, nq, blockIdx.y, 1, blockDim.x);
+  }
 }
 
 /* The staged decode attention (the default; RLRUN_DECODE_ATTN=split runs
@@ -656,6 +687,10 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     out[((int64_t)r * nq + h) * HD + d] = y;
     if (out_b) out_b[((int64_t)r * nq + h) * HD + d] = fmt_bf16_from_f32(y);
   }
+  if (HD == 128 && qk.q8) {
+    __syncthreads(); /* the group's out_b rows are written */
+    rck_q8_heads(out_b, qk, r, nq, kh * GRP, GRP, NT);
+  }
 }
 
 template <int DPL, int U>
@@ -823,6 +858,10 @@ static int rck_attention(float *out, uint16_t *out_b, const float *q, const uint
     return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): decode attention given %d splits of a %lld-position cache, "
                    "the kernel in force needs %d (the attention mode changed after the engine was made)",
                    n_split, (long long)max_len, rck_n_split(max_len, grp));
+  if (qk.q8 && (hd != 128 || !out_b || !qk.q8s || qk.q8_ld < n))
+    return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): the attention writes o's fp8 activation only at head_dim 128 "
+                   "with its BF16 output and scales of ≥ %d rows (got head_dim %d, ld %lld)", n, hd,
+                   (long long)qk.q8_ld);
   int rc, fused = 0;
   if (rck_staged(grp)) {
 #define RCK_S(D, G)                                                                                              \
@@ -843,7 +882,7 @@ static int rck_attention(float *out, uint16_t *out_b, const float *q, const uint
 #undef RCK_L
   }
   if (rc || fused) return rc;
-  rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split);
+  rck_attn_combine_kernel<<<dim3(n, nq), RCK_THREADS, 0, st>>>(out, out_b, pacc, pml, nq, hd, n_split, qk);
   return rck_check("attn_combine", e);
 }
 

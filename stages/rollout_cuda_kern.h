@@ -43,6 +43,15 @@ typedef struct rck_qk_in {
    * cuBLASLt): used when qb is set, then qr, kr, v may be NULL; the same bits as
    * their exact FP32 copies */
   const uint16_t *qb, *kb, *vb;
+  /* o's fp8-block activation (head_dim 128: one 128-K block a head), when q8 is
+   * set: the combine also writes the E4M3 codes q8 [n][nq·128] and the scales
+   * q8s[h·q8_ld + r] of out_b's values — the bytes quant_fp8_block_act_cuda
+   * writes for out_b (ue8m0 scales when q8_ue8m0; q8_soft: the software codec,
+   * quant_cuda_soft_cvt()). Needs out_b. */
+  uint8_t *q8;
+  float *q8s;
+  int64_t q8_ld;
+  int q8_ue8m0, q8_soft;
 } rck_qk_in;
 /* rck_decode_attention with the QK path fused in (the staged kernel only): each
  * CTA norms and rotates its query heads from qr, and the CTA whose split holds

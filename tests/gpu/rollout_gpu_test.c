@@ -31,6 +31,7 @@
 #include "kernels/formats.h"
 #include "kernels/gemm.h"
 #include "kernels/qtensor.h"
+#include "kernels/quant.h"
 #include "model/model.h"
 #include "model/model_cuda.h"
 #include "stages/rollout.h"
@@ -614,7 +615,11 @@ static void attn_check(void) {
  * (FP32 and BF16) and the whole cache after the step (row len − 1 written by
  * the CTA that holds it), for rows whose len − 1 sits at the start, middle and
  * end of a 64-position chunk and past the ring's first loads, under every
- * tuning of the staged kernel (splits a CTA, ring, PDL, bulk copies, evict-first). */
+ * tuning of the staged kernel (splits a CTA, ring, PDL, bulk copies, evict-first).
+ * At head_dim 128, from BF16 rows, the attention also writes o's fp8-block
+ * activation (rck_qk_in.q8): its codes and scales == quant_fp8_block_act_cuda of
+ * the reference's BF16 output, bytewise, under every tuning (the fused combine and
+ * the separate combine kernel). */
 static int qk_fused_case(int hd, int nq, int nkv) {
   enum { N = 9, SLOTS = 10, MAXLEN = 320 };
   const int len[N] = {1, 2, 64, 65, 66, 128, 129, 250, 320}, slot[N] = {4, 0, 8, 2, 7, 1, 5, 9, 3};
@@ -647,6 +652,8 @@ static int qk_fused_case(int hd, int nq, int nkv) {
   float *dqr = NULL, *dkr = NULL, *dvv = NULL, *dw = NULL, *dcs = NULL, *dsn = NULL, *dq = NULL, *dkn = NULL, *dout = NULL,
         *pacc = NULL, *pml = NULL;
   int32_t *dslot = NULL, *dlen = NULL, *dpos = NULL;
+  uint8_t *dq8 = NULL, *rq8 = NULL, *hq8[2] = {malloc(nqv), malloc(nqv)};
+  float *dq8s = NULL, *rq8s = NULL, *hq8s[2] = {malloc((size_t)nq * N * 4), malloc((size_t)nq * N * 4)};
   rl_err e = {0};
   int rc = cudaMalloc((void **)&dk, ncache * 2) || cudaMalloc((void **)&dv, ncache * 2) ||
            cudaMalloc((void **)&dob, nqv * 2) || cudaMalloc((void **)&dqr, nqv * 4) || cudaMalloc((void **)&dq, nqv * 4) ||
@@ -656,7 +663,9 @@ static int qk_fused_case(int hd, int nq, int nkv) {
            cudaMalloc((void **)&dsn, (size_t)N * half * 4) || cudaMalloc((void **)&pacc, (size_t)N * nq * ns * hd * 4) ||
            cudaMalloc((void **)&pml, (size_t)N * nq * ns * 8) || cudaMalloc((void **)&dslot, N * 4) ||
            cudaMalloc((void **)&dlen, N * 4) || cudaMalloc((void **)&dpos, N * 4) || cudaMalloc((void **)&dqb, nqv * 2) ||
-           cudaMalloc((void **)&dkb, nkvv * 2) || cudaMalloc((void **)&dvb, nkvv * 2);
+           cudaMalloc((void **)&dkb, nkvv * 2) || cudaMalloc((void **)&dvb, nkvv * 2) ||
+           cudaMalloc((void **)&dq8, nqv) || cudaMalloc((void **)&rq8, nqv) ||
+           cudaMalloc((void **)&dq8s, (size_t)nq * N * 4) || cudaMalloc((void **)&rq8s, (size_t)nq * N * 4);
   rc = rc || cudaMemcpy(dqb, hqb, nqv * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dkb, hkb, nkvv * 2, cudaMemcpyHostToDevice) ||
        cudaMemcpy(dvb, hvb, nkvv * 2, cudaMemcpyHostToDevice);
   rc = rc || cudaMemcpy(dqr, hqr, nqv * 4, cudaMemcpyHostToDevice) || cudaMemcpy(dkr, hkr, nkvv * 4, cudaMemcpyHostToDevice) ||
@@ -671,6 +680,13 @@ static int qk_fused_case(int hd, int nq, int nkv) {
        rck_decode_attention(dout, dob, dq, dk, dv, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
        cudaMemcpy(of[0], dout, nqv * 4, cudaMemcpyDeviceToHost) || cudaMemcpy(ob[0], dob, nqv * 2, cudaMemcpyDeviceToHost) ||
        cudaMemcpy(ck[0], dk, ncache * 2, cudaMemcpyDeviceToHost) || cudaMemcpy(cv[0], dv, ncache * 2, cudaMemcpyDeviceToHost);
+  if (!rc && hd == 128) { /* o's fp8 activation as the quantizer writes it, cuBLASLt's scale layout */
+    quant_opts qo = {0};
+    qo.scale_layout = QLAYOUT_HOPPER_ACT, qo.scale_ld = N;
+    rc = quant_fp8_block_act_cuda(dob, N, (int64_t)nq * hd, rq8, rq8s, &qo, NULL, NULL, &e) != QUANT_OK ||
+         cudaMemcpy(hq8[0], rq8, nqv, cudaMemcpyDeviceToHost) ||
+         cudaMemcpy(hq8s[0], rq8s, (size_t)nq * N * 4, cudaMemcpyDeviceToHost);
+  }
   const int tune[][5] = {{0, 0, 1, 1, 1}, {1, 2, 0, 0, 0}, {1, 3, 1, 1, 1}, {2, 3, 1, 0, 1}, {3, 4, 0, 1, 0},
                          {100, 2, 1, 1, 1}, {100, 4, 1, 0, 0}, {0, 2, 0, 1, 1}, {0, 3, 1, 1, 0}};
   int bad = 0;
@@ -678,23 +694,32 @@ static int qk_fused_case(int hd, int nq, int nkv) {
     const size_t tt = t % (sizeof tune / sizeof *tune);
     const int b16 = t >= sizeof tune / sizeof *tune;
     rck_decode_attn_tune(tune[tt][0], tune[tt][1], tune[tt][2], tune[tt][3], tune[tt][4]);
-    const rck_qk_in qk = b16 ? (rck_qk_in){NULL, NULL, NULL, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, dqb, dkb, dvb}
-                             : (rck_qk_in){dqr, dkr, dvv, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, NULL, NULL, NULL};
+    const int q8 = b16 && hd == 128;
+    const rck_qk_in qk = b16 ? (rck_qk_in){NULL, NULL, NULL, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, dqb, dkb, dvb,
+                                           q8 ? dq8 : NULL, dq8s, N, 0, quant_cuda_soft_cvt()}
+                             : (rck_qk_in){dqr, dkr, dvv, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, NULL, NULL, NULL,
+                                           NULL, NULL, 0, 0, 0};
     rc = cudaMemcpy(dk, hk, ncache * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dv, hv, ncache * 2, cudaMemcpyHostToDevice) ||
-         cudaMemset(dout, 0xff, nqv * 4) ||
+         cudaMemset(dout, 0xff, nqv * 4) || cudaMemset(dq8, 0x55, nqv) || cudaMemset(dq8s, 0x55, (size_t)nq * N * 4) ||
          rck_decode_attention_qk(dout, dob, &qk, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
          cudaMemcpy(of[1], dout, nqv * 4, cudaMemcpyDeviceToHost) || cudaMemcpy(ob[1], dob, nqv * 2, cudaMemcpyDeviceToHost) ||
          cudaMemcpy(ck[1], dk, ncache * 2, cudaMemcpyDeviceToHost) || cudaMemcpy(cv[1], dv, ncache * 2, cudaMemcpyDeviceToHost);
     if (!rc && (memcmp(of[0], of[1], nqv * 4) || memcmp(ob[0], ob[1], nqv * 2) || memcmp(ck[0], ck[1], ncache * 2) ||
                 memcmp(cv[0], cv[1], ncache * 2)))
       bad++;
+    if (!rc && q8) {
+      rc = cudaMemcpy(hq8[1], dq8, nqv, cudaMemcpyDeviceToHost) ||
+           cudaMemcpy(hq8s[1], dq8s, (size_t)nq * N * 4, cudaMemcpyDeviceToHost);
+      if (!rc && (memcmp(hq8[0], hq8[1], nqv) || memcmp(hq8s[0], hq8s[1], (size_t)nq * N * 4))) bad++;
+    }
   }
   rck_decode_attn_tune(0, 0, 1, 1, 1); /* the defaults */
   if (rc) printf("     fused QK %d/%d/%d: %s\n", hd, nq, nkv, e.msg[0] ? e.msg : "CUDA call failed"), bad = -1;
   cudaFree(dk), cudaFree(dv), cudaFree(dob), cudaFree(dqr), cudaFree(dq), cudaFree(dout), cudaFree(dkr), cudaFree(dkn);
   cudaFree(dvv), cudaFree(dw), cudaFree(dcs), cudaFree(dsn), cudaFree(pacc), cudaFree(pml), cudaFree(dslot), cudaFree(dlen);
   cudaFree(dpos), cudaFree(dqb), cudaFree(dkb), cudaFree(dvb);
-  free(hqb), free(hkb), free(hvb);
+  cudaFree(dq8), cudaFree(rq8), cudaFree(dq8s), cudaFree(rq8s);
+  free(hqb), free(hkb), free(hvb), free(hq8[0]), free(hq8[1]), free(hq8s[0]), free(hq8s[1]);
   for (int k = 0; k < 2; k++) free(ck[k]), free(cv[k]), free(ob[k]), free(of[k]);
   free(hk), free(hv), free(hqr), free(hkr), free(hvv), free(hw), free(hcs), free(hsn);
   return bad;
@@ -705,10 +730,11 @@ static void qk_fused_check(void) {
   const int saved = rck_decode_attn_mode(-1);
   rck_decode_attn_mode(1);
   for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
-    char what[160];
+    char what[256];
     const int bad = qk_fused_case(shapes[k][0], shapes[k][1], shapes[k][2]);
     snprintf(what, sizeof what, "fused QK path hd %d q/kv %d/%d, from FP32 and from BF16 rows, == rck_qkv_post + "
-             "attention (output, BF16, cache) under 9 tunings (runs differing)", shapes[k][0], shapes[k][1], shapes[k][2]);
+             "attention (output, BF16, cache%s) under 9 tunings (runs differing)", shapes[k][0], shapes[k][1],
+             shapes[k][2], shapes[k][0] == 128 ? ", o's fp8 activation == the quantizer's" : "");
     check(bad == 0, what, "%.0f", (double)bad);
   }
   rck_decode_attn_mode(saved);
@@ -901,6 +927,27 @@ static void prefill_groups_check(void) {
                  c1 - c0, c2 - c1, ga, gb);
         check(was && c1 > c0 && c2 == c1 && ga <= 2 * gb + 0.01, what, "%.3g", ga);
       }
+      if (!ra) rollout_batch_free(&sa);
+      if (!ra && !rb) rollout_batch_free(&sb);
+      /* the attention writing o's fp8 activation (head_dim 128) == the quantizer pass, bit for bit */
+      const int was_a = rollout_cuda_attn_q8(-1);
+      o.max_new_tokens = 40;
+      const long long q0 = rollout_cuda_norm_q8s(g);
+      rollout_cuda_attn_q8(1);
+      ra = rollout_cuda_generate_ids(g, ids, n, NP, 2, 5, &o, &sa, &e);
+      const long long q1 = rollout_cuda_norm_q8s(g);
+      rollout_cuda_attn_q8(0);
+      rb = ra ? 1 : rollout_cuda_generate_ids(g, ids, n, NP, 2, 5, &o, &sb, &e);
+      const long long q2 = rollout_cuda_norm_q8s(g);
+      rollout_cuda_attn_q8(was_a);
+      o.max_new_tokens = 8;
+      int64_t da = -1;
+      if (!ra && !rb) da = sa.n == sb.n ? batch_diffs(sa.s, sb.s, sa.n) : sa.n + 1;
+      else printf("     attention fp8 output check: %s\n", e.msg);
+      snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: the attention writing o's fp8 "
+               "activation (%s; %lld fp8 producer launches on, %lld off) == the quantizer (samples differing)",
+               was_a ? "on" : "OFF", q1 - q0, q2 - q1);
+      check(da == 0 && was_a && q1 - q0 > q2 - q1, what, "%.0f", (double)da);
       if (!ra) rollout_batch_free(&sa);
       if (!ra && !rb) rollout_batch_free(&sb);
     }
