@@ -73,4 +73,10 @@ double rl_now(void);
  * nan as %g prints them. Into buf (n >= 32); returns buf. */
 const char *rl_fmt_double(double v, char *buf, size_t n);
 
+/* An on/off switch from the environment variable `name` (unset or anything but
+ * "0": on), read once into *cache (−1 until then; a static int of the caller);
+ * set ≥ 0 overrides it from then on (tests), −1 only asks. Atomic: engines of a
+ * split rollout ask from threads of their own. */
+int rl_env_switch(int *cache, const char *name, int set);
+
 #endif

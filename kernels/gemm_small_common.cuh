@@ -54,6 +54,22 @@ __device__ __forceinline__ float4 add4(float4 a, float4 b) {
 /* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
 __device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
 
+/* The fp8-block scale step both small-M fp8 GEMMs apply after a 128-K block's
+ * MMAs: acc[i][h + 2v] += part[i][h + 2v] · (sx[rc + 8i + h] ·_rn sw), one fused
+ * multiply-add (accumulator element (i, h, v) is x row rc + 8i + h of the tile). */
+template <int MB>
+__device__ __forceinline__ void gs_fp8_scale_acc(float (&acc)[MB][4], const float (&part)[MB][4], const float *sx,
+                                                 float sw, int rc) {
+#pragma unroll
+  for (int i = 0; i < MB; i++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const float s = __fmul_rn(sx[rc + 8 * i + h], sw);
+      acc[i][h] = __fmaf_rn(part[i][h], s, acc[i][h]);
+      acc[i][h + 2] = __fmaf_rn(part[i][h + 2], s, acc[i][h + 2]);
+    }
+}
+
 /* ---------------------------------------------------------------- host side */
 
 /* The state per device of one GEMM, NK kernel instances: the workspace (grown on

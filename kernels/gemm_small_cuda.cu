@@ -328,16 +328,7 @@ __device__ __forceinline__ void sg_mma_stage8(float (&acc)[MB][4], const uint8_t
     wgmma_e4m3<XR>(&part[0][0], wgmma_desc_sw128(wa + (uint32_t)s * 32), wgmma_desc_sw128(xa + (uint32_t)s * 32));
   wgmma_commit();
   wgmma_wait<0>();
-  const int rc = 2 * ((int)threadIdx.x & 3);
-  const float swv = sc[XR];
-#pragma unroll
-  for (int i = 0; i < MB; i++)
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const float s = __fmul_rn(sc[rc + 8 * i + h], swv);
-      acc[i][h] = __fmaf_rn(part[i][h], s, acc[i][h]);
-      acc[i][h + 2] = __fmaf_rn(part[i][h + 2], s, acc[i][h + 2]);
-    }
+  gs_fp8_scale_acc<MB>(acc, part, sc, sc[XR], 2 * ((int)threadIdx.x & 3));
 #else
   (void)acc, (void)Ws, (void)sc;
   __trap(); /* the host runs this form on sm_90 only */

@@ -262,14 +262,7 @@ __global__ void __launch_bounds__(sf_threads(MB, WN)) gemm_small_fp8_kernel(cons
         mma_e4m3(part[i], wa.z, wb.z, wa.w, wb.w, xv.z, xv.w);
       }
     }
-#pragma unroll
-    for (int i = 0; i < MBW; i++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const float sc = __fmul_rn(sx[rc + 8 * i + h], swv);
-        acc[i][h] = __fmaf_rn(part[i][h], sc, acc[i][h]);
-        acc[i][h + 2] = __fmaf_rn(part[i][h + 2], sc, acc[i][h + 2]);
-      }
+    gs_fp8_scale_acc<MBW>(acc, part, sx, swv, rc);
   }
 
   const int rows = min(XR, a.M - m0);

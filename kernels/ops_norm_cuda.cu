@@ -661,21 +661,9 @@ __global__ void rope_kernel(float *x, const float *cs, const float *sn, int T, i
   }
 }
 
-/* y = rope(rmsnorm_head(x)), one warp per (token, head). */
-template <typename TX, typename TY>
-__global__ void qk_fwd_kernel(TY *y, float *rstd, const TX *x, const float *w, const float *cs,
-                              const float *sn, int T, int n_heads, int d, float eps) {
-  int lane = threadIdx.x & 31, half = d / 2;
-  int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
-  if (r >= (int64_t)T * n_heads) return;
-  size_t tb = (size_t)(r / n_heads) * half;
-  float s = qk_norm_rope_head(y + (size_t)r * d, x + (size_t)r * d, w, cs + tb, sn + tb, d, eps, lane);
-  if (rstd && lane == 0) rstd[r] = s;
-}
-
-/* The same for q and k in one launch (one RoPE table): warps [0, T·nq) take
- * the query heads, the rest the key heads — each warp's arithmetic is
- * qk_fwd_kernel's. */
+/* y = rope(rmsnorm_head(x)), one warp per (token, head), for q and k in one
+ * launch (one RoPE table): warps [0, T·nq) take the query heads, the rest the
+ * key heads (nk = 0: q alone — every single-tensor entry point). */
 template <typename TX, typename TY>
 __global__ void qk2_fwd_kernel(TY *yq, float *rq, const TX *xq, const float *wq, TY *yk, float *rk, const TX *xk,
                                const float *wk, const float *cs, const float *sn, int T, int nq, int nk, int d,
@@ -762,18 +750,27 @@ extern "C" int ops_rope_backward_cuda(float *dx, const int32_t *pos, int T, int 
   return rope_run(dx, pos, T, n_heads, head_dim, theta, -1, (cudaStream_t)stream, e);
 }
 
+/* qk2_fwd_kernel over a RoPE table of pos made for the call (q and k heads, or
+ * q alone with nk = 0 and the k operands NULL). */
 template <typename TX, typename TY>
-static int qk_fwd_run(TY *y, float *rstd, const TX *x, const float *w, const int32_t *pos, int T, int n_heads,
-                      int head_dim, float eps, float theta, void *stream, rl_err *e) {
-  if (T <= 0 || n_heads <= 0) return 0;
+static int qk2_fwd_run(TY *yq, float *rq, const TX *xq, const float *wq, TY *yk, float *rk, const TX *xk,
+                       const float *wk, const int32_t *pos, int T, int nq, int nk, int head_dim, float eps, float theta,
+                       void *stream, rl_err *e) {
+  if (T <= 0 || nq + nk <= 0) return 0;
   cudaStream_t st = (cudaStream_t)stream;
   float *cs, *sn;
   if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
-  unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
-  qk_fwd_kernel<TX, TY><<<blocks, NTHR, 0, st>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim, eps);
+  unsigned blocks = (unsigned)(((int64_t)T * (nq + nk) + WARPS - 1) / WARPS);
+  qk2_fwd_kernel<TX, TY><<<blocks, NTHR, 0, st>>>(yq, rq, xq, wq, yk, rk, xk, wk, cs, sn, T, nq, nk, head_dim, eps);
   OLAUNCH();
   OCHECK(cudaFreeAsync(cs, st));
   return 0;
+}
+
+template <typename TX, typename TY>
+static int qk_fwd_run(TY *y, float *rstd, const TX *x, const float *w, const int32_t *pos, int T, int n_heads,
+                      int head_dim, float eps, float theta, void *stream, rl_err *e) {
+  return qk2_fwd_run<TX, TY>(y, rstd, x, w, NULL, NULL, NULL, NULL, pos, T, n_heads, 0, head_dim, eps, theta, stream, e);
 }
 
 extern "C" int ops_qk_norm_rope_forward_cuda(float *y, float *rstd, const float *x, const float *w,
@@ -789,21 +786,6 @@ extern "C" int ops_qk_norm_rope_forward_bx_cuda(float *y, uint16_t *y_bf16, floa
     return rl_errf(e, RL_EXIT_USAGE, "qk-norm+rope (BF16 operands): give exactly one of the FP32 and BF16 outputs");
   if (y_bf16) return qk_fwd_run(y_bf16, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
   return qk_fwd_run(y, rstd, x, w, pos, T, n_heads, head_dim, eps, theta, stream, e);
-}
-
-template <typename TY>
-static int qk2_fwd_run(TY *yq, float *rq, const uint16_t *xq, const float *wq, TY *yk, float *rk, const uint16_t *xk,
-                       const float *wk, const int32_t *pos, int T, int nq, int nk, int head_dim, float eps, float theta,
-                       void *stream, rl_err *e) {
-  if (T <= 0 || nq + nk <= 0) return 0;
-  cudaStream_t st = (cudaStream_t)stream;
-  float *cs, *sn;
-  if (rope_table_make(&cs, &sn, pos, T, head_dim, theta, st, e)) return e ? e->code : RL_EXIT_USAGE;
-  unsigned blocks = (unsigned)(((int64_t)T * (nq + nk) + WARPS - 1) / WARPS);
-  qk2_fwd_kernel<uint16_t, TY><<<blocks, NTHR, 0, st>>>(yq, rq, xq, wq, yk, rk, xk, wk, cs, sn, T, nq, nk, head_dim, eps);
-  OLAUNCH();
-  OCHECK(cudaFreeAsync(cs, st));
-  return 0;
 }
 
 extern "C" int ops_qk_norm_rope_forward2_bx_cuda(float *yq, uint16_t *yq_b, float *rq, const uint16_t *xq,
@@ -836,8 +818,8 @@ extern "C" int ops_qk_norm_rope_forward_tab_cuda(float *y, float *rstd, const fl
                                                  float eps, void *stream, rl_err *e) {
   if (T <= 0 || n_heads <= 0) return 0;
   unsigned blocks = (unsigned)(((int64_t)T * n_heads + WARPS - 1) / WARPS);
-  qk_fwd_kernel<float, float><<<blocks, NTHR, 0, (cudaStream_t)stream>>>(y, rstd, x, w, cs, sn, T, n_heads, head_dim,
-                                                                         eps);
+  qk2_fwd_kernel<float, float><<<blocks, NTHR, 0, (cudaStream_t)stream>>>(y, rstd, x, w, NULL, NULL, NULL, NULL, cs, sn,
+                                                                          T, n_heads, 0, head_dim, eps);
   OLAUNCH();
   return 0;
 }

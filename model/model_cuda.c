@@ -590,24 +590,10 @@ int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint1
 }
 
 /* RLRUN_LINEAR_SHARED_ACT=0: every linear quantizes its activation itself (the
- * same bits; a diagnostic of what sharing saves). Read once. */
-/* An on/off switch read from the environment once (unset or anything but "0":
- * on): *cache is -1 until then; atomic, since engines of a split rollout ask
- * from threads of their own. */
-static int mc_env_switch(atomic_int *cache, const char *name) {
-  int on = atomic_load(cache);
-  if (on < 0) {
-    const char *v = getenv(name);
-    int want = !(v && !strcmp(v, "0")), unset = -1;
-    atomic_compare_exchange_strong(cache, &unset, want);
-    on = atomic_load(cache);
-  }
-  return on;
-}
-
+ * same bits; a diagnostic of what sharing saves). */
 static int mc_shared_act(void) {
-  static atomic_int on = -1;
-  return mc_env_switch(&on, "RLRUN_LINEAR_SHARED_ACT");
+  static int on = -1;
+  return rl_env_switch(&on, "RLRUN_LINEAR_SHARED_ACT", -1);
 }
 
 /* 1 when n ≥ 2 linears reading the same xb share one activation quantization:
@@ -658,18 +644,16 @@ int mc_q8_act(model *m, int64_t M, int64_t K, ops_fp8_act *qa, rl_err *e) {
 }
 
 int model_cuda_norm_q8(int set) {
-  static atomic_int on = -1;
-  if (set >= 0) atomic_store(&on, set != 0);
-  return mc_env_switch(&on, "RLRUN_NORM_Q8");
+  static int on = -1;
+  return rl_env_switch(&on, "RLRUN_NORM_Q8", set);
 }
 
 static atomic_llong mc_small_q8_n;
 long long model_cuda_small_q8_calls(void) { return atomic_load(&mc_small_q8_n); }
 
 int model_cuda_small_q8(int set) {
-  static atomic_int on = -1;
-  if (set >= 0) atomic_store(&on, set != 0);
-  return mc_env_switch(&on, "RLRUN_SMALL_GEMM_Q8");
+  static int on = -1;
+  return rl_env_switch(&on, "RLRUN_SMALL_GEMM_Q8", set);
 }
 
 /* 1 when n fp8-block linears at M rows may run as one gemm_small_fp8_group_cuda

@@ -394,31 +394,17 @@ static unsigned rp_skip(void) { /* read once (engines of a split rollout run on 
 
 /* RLRUN_DECODE_BF16_HANDOFF=0: the decode step converts every cuBLASLt
  * linear's BF16 result to FP32 before its reader (the same bits; a diagnostic
- * of what the hand-off saves). Read once; rollout_cuda_bf16_handoff sets it. */
-static int rc_handoff_on = -1;
-static void rc_handoff_read(void) {
-  const char *v = getenv("RLRUN_DECODE_BF16_HANDOFF");
-  rc_handoff_on = !(v && !strcmp(v, "0"));
-}
+ * of what the hand-off saves). */
 int rollout_cuda_bf16_handoff(int set) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, rc_handoff_read);
-  if (set >= 0) rc_handoff_on = set != 0;
-  return rc_handoff_on;
+  static int on = -1;
+  return rl_env_switch(&on, "RLRUN_DECODE_BF16_HANDOFF", set);
 }
 static int rc_handoff_env(void) { return rollout_cuda_bf16_handoff(-1); }
 
 /* RLRUN_DECODE_ATTN_Q8=0: o's fp8 activation by the quantizer, not the attention. */
-static int rc_attn_q8_on = -1;
-static void rc_attn_q8_read(void) {
-  const char *v = getenv("RLRUN_DECODE_ATTN_Q8");
-  rc_attn_q8_on = !(v && !strcmp(v, "0"));
-}
 int rollout_cuda_attn_q8(int set) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, rc_attn_q8_read);
-  if (set >= 0) rc_attn_q8_on = set != 0;
-  return rc_attn_q8_on;
+  static int on = -1;
+  return rl_env_switch(&on, "RLRUN_DECODE_ATTN_Q8", set);
 }
 
 /* 1 when the linears L[0..n) of a decode step of n rows all run linear_forward

@@ -20,6 +20,24 @@ TEST(err_format_and_prefix) {
   CHECK_EQ_I64(rl_errf(NULL, 7, "ignored"), 7);
 }
 
+/* rl_env_switch: read once (unset or anything but "0": on), then fixed; set ≥ 0 overrides. */
+TEST(env_switch_reads_once_and_overrides) {
+  int a = -1, b = -1, c = -1;
+  setenv("RLRUN_TEST_SWITCH_OFF", "0", 1);
+  setenv("RLRUN_TEST_SWITCH_ON", "no", 1);
+  unsetenv("RLRUN_TEST_SWITCH_UNSET");
+  CHECK_EQ_I64(rl_env_switch(&a, "RLRUN_TEST_SWITCH_OFF", -1), 0);
+  CHECK_EQ_I64(rl_env_switch(&b, "RLRUN_TEST_SWITCH_ON", -1), 1);
+  CHECK_EQ_I64(rl_env_switch(&c, "RLRUN_TEST_SWITCH_UNSET", -1), 1);
+  setenv("RLRUN_TEST_SWITCH_OFF", "1", 1); /* read once: the change is not seen */
+  CHECK_EQ_I64(rl_env_switch(&a, "RLRUN_TEST_SWITCH_OFF", -1), 0);
+  CHECK_EQ_I64(rl_env_switch(&a, "RLRUN_TEST_SWITCH_OFF", 1), 1); /* an override sticks */
+  CHECK_EQ_I64(rl_env_switch(&a, "RLRUN_TEST_SWITCH_OFF", -1), 1);
+  CHECK_EQ_I64(rl_env_switch(&c, "RLRUN_TEST_SWITCH_UNSET", 0), 0);
+  CHECK_EQ_I64(c, 0);
+  unsetenv("RLRUN_TEST_SWITCH_OFF"), unsetenv("RLRUN_TEST_SWITCH_ON");
+}
+
 TEST(read_file_roundtrip_and_missing) {
   char path[700];
   snprintf(path, sizeof path, "%s/f.txt", harness_tmpdir());

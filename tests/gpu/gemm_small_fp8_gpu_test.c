@@ -358,8 +358,9 @@ out:
   free(x);
 }
 
-/* Exact arithmetic (see the top): y == bf16(S*) and == linear_forward, bitwise. */
-static void case_exact(int64_t N, int64_t K, uint64_t seed) {
+/* The operands of the exact-arithmetic cases (see the top): x [MMAX][K] BF16 and
+ * an fp8-block weight (HOPPER_WEIGHT scales) whose every product and sum is exact. */
+static uint16_t *exact_operands(int64_t N, int64_t K, uint64_t seed, wop *w_out) {
   const int64_t kb = quant_cdiv(K, 128), nb = quant_cdiv(N, 128);
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 7;
   uint16_t *x = rl_xmalloc((size_t)(MMAX * K) * 2);
@@ -375,7 +376,15 @@ static void case_exact(int64_t N, int64_t K, uint64_t seed) {
   float *sw = rl_xmalloc((size_t)(nb * kb) * 4 + 4);
   for (int64_t i = 0; i < N * K; i++) q[i] = fmt_e4m3_from_f32((float)((int)(tg_next(&s) % 9) - 4));
   for (int64_t i = 0; i < nb * kb; i++) sw[i] = (float)ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
-  wop w = w_upload(q, sw, N, K, 1);
+  *w_out = w_upload(q, sw, N, K, 1);
+  return x;
+}
+
+/* Exact arithmetic (see the top): y == bf16(S*) and == linear_forward, bitwise. */
+static void case_exact(int64_t N, int64_t K, uint64_t seed) {
+  const int64_t kb = quant_cdiv(K, 128);
+  wop w;
+  uint16_t *x = exact_operands(N, K, seed, &w);
   quant_policy p;
   quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
   uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
@@ -801,22 +810,9 @@ out:
 
 /* Exact arithmetic through the group: y == bf16(S*) bitwise (case_exact's construction). */
 static void case_group8_exact(int64_t N, int64_t K, uint64_t seed) {
-  const int64_t kb = quant_cdiv(K, 128), nb = quant_cdiv(N, 128);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 7;
-  uint16_t *x = rl_xmalloc((size_t)(MMAX * K) * 2);
-  for (int64_t r = 0; r < MMAX; r++)
-    for (int64_t j = 0; j < kb; j++) {
-      int64_t k0 = 128 * j, k1 = k0 + 128 < K ? k0 + 128 : K;
-      double sc = ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
-      for (int64_t k = k0; k < k1; k++) x[r * K + k] = fmt_bf16_from_f32((float)(((int)(tg_next(&s) % 9) - 4) * sc));
-      int64_t at = k0 + (int64_t)(tg_next(&s) % (uint64_t)(k1 - k0));
-      x[r * K + at] = fmt_bf16_from_f32((float)((tg_next(&s) & 1 ? 448.0 : -448.0) * sc));
-    }
-  uint8_t *q = rl_xmalloc((size_t)(N * K) + 1);
-  float *sw = rl_xmalloc((size_t)(nb * kb) * 4 + 4);
-  for (int64_t i = 0; i < N * K; i++) q[i] = fmt_e4m3_from_f32((float)((int)(tg_next(&s) % 9) - 4));
-  for (int64_t i = 0; i < nb * kb; i++) sw[i] = (float)ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
-  wop w = w_upload(q, sw, N, K, 1);
+  const int64_t kb = quant_cdiv(K, 128);
+  wop w;
+  uint16_t *x = exact_operands(N, K, seed, &w);
   uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
   float *sh = rl_xmalloc((size_t)(MMAX * kb) * 4);
   quant_fp8_block_act_cpu(x, MMAX, K, qh, sh, NULL, NULL);
