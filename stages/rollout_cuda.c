@@ -408,10 +408,11 @@ int rollout_cuda_attn_q8(int set) {
 }
 
 /* 1 when the linears L[0..n) of a decode step of n rows all run linear_forward
- * (cuBLASLt: fp8-block at any M, BF16 above 64 rows), so that their BF16
- * results go to the readers as they are — the norms, SwiGLU and the fused QK
- * attention read BF16 with the bits of its exact FP32 copy — instead of through
- * an FP32 conversion pass each (7 launches a dense layer). */
+ * (cuBLASLt: fp8-block at any M, BF16 above 64 rows) or, fp8-block at ≤ 64 rows
+ * with model_cuda_small_q8, the small-M fp8 GEMM (BF16 output too), so that
+ * their BF16 results go to the readers as they are — the norms, SwiGLU and the
+ * fused QK attention read BF16 with the bits of its exact FP32 copy — instead of
+ * through an FP32 conversion pass each (7 launches a dense layer). */
 static int rc_handoff(const rollout_cuda_engine *g, const mc_lin *const *L, int k, const uint16_t *xb, int n) {
   if (!rc_handoff_env()) return 0;
   for (int i = 0; i < k; i++)

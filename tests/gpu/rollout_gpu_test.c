@@ -864,7 +864,8 @@ static void prefill_groups_check(void) {
       rollout_cuda_engine_free(gl);
     }
     if (got == NS) { /* the BF16 hand-off (the default) == the FP32 conversions it replaces, 96 sequences
-                      * (BF16 runs cuBLASLt above 64 rows; fp8-block at every M) */
+                      * (BF16 runs cuBLASLt above 64 rows; fp8-block at every M with the small-M fp8
+                      * GEMM off, as here) */
       rollout_batch ha, hq, hc;
       rollout_cuda_engine *gh = NULL;
       o.max_slots = 96, o.max_new_tokens = 40;
