@@ -659,8 +659,27 @@ int model_cuda_small_q8(int set) {
 /* 1 when n fp8-block linears at M rows may run as one gemm_small_fp8_group_cuda
  * launch (model_cuda_small_q8): decode M, not pinned, not row-invariant, an
  * sm_90 GPU. */
+/* The most rows the small-M fp8 GEMM takes in the model: 64 (as the BF16 one), or
+ * RLRUN_SMALL_GEMM_Q8_MAX_M (1 … GEMM_SMALL_MAX_M; read once). Above 64 the fp8-block
+ * linears keep the kernel's summation order in steps of up to that many rows (BF16
+ * linears still switch to cuBLASLt above 64) but run slower: H100, bench_rollout fp8-block batch 256, 46.2k
+ * tok/s at 256 against 48.5k at 64 (128: 48.7k, no gain). */
+static int mc_small_q8_max_m(void) {
+  static int v = 0;
+  int got = __atomic_load_n(&v, __ATOMIC_ACQUIRE);
+  if (!got) {
+    const char *s = getenv("RLRUN_SMALL_GEMM_Q8_MAX_M");
+    char *end = NULL;
+    long x = s ? strtol(s, &end, 10) : 0;
+    got = s && end != s && !*end && x >= 1 && x <= GEMM_SMALL_MAX_M ? (int)x : 64;
+    __atomic_store_n(&v, got, __ATOMIC_RELEASE);
+  }
+  return got;
+}
+
 static int mc_small_q8_wanted(const model *m, const mc_lin *const *L, int n, int64_t M) {
-  if (M < 1 || M > 64 || n < 1 || n > GEMM_SMALL_MAX_SEGS || m->cu->policy.pin_algo || m->cu->row_inv)
+  if (M < 1 || M > mc_small_q8_max_m() || n < 1 || n > GEMM_SMALL_MAX_SEGS || m->cu->policy.pin_algo ||
+      m->cu->row_inv)
     return 0;
   for (int i = 0; i < n; i++)
     if (L[i]->q.fmt != QFMT_FP8_BLOCK) return 0;

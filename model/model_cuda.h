@@ -112,6 +112,9 @@ int model_cuda_norm_q8(int set);
  * accumulation noise). On unless RLRUN_SMALL_GEMM_Q8=0 (read once); set ≥ 0
  * overrides (tests), −1 only asks. Not thread-safe: set it before engines run. */
 int model_cuda_small_q8(int set);
+/* (M ≤ 64 by default; RLRUN_SMALL_GEMM_Q8_MAX_M = 65 … 256 raises the limit: the
+ * fp8-block linears keep the kernel's order in steps of up to that many rows, slower
+ * above 128 rows — model/model_cuda.c.) */
 /* Launches of that kernel so far, process-wide (a graph capture counts once; tests). */
 long long model_cuda_small_q8_calls(void);
 /* Allocate (first call) and zero the device FP32 gradients. */
