@@ -470,9 +470,10 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     RP(RP_NORM1, ops_residual_rmsnorm_forward_cuda(in, NULL, x->xn1_b, NULL, a->la[l - 1].h, in, PW(my->ln1), n, H,
                                                    m->eps, NULL, e));
   const mc_lin *o1[1] = {&y->o};
+  const int hand_o = rc_handoff(g, o1, 1, x->att_b, n);
   /* the attention writes o's fp8-block activation (head_dim 128, o through the
    * small-M fp8 GEMM, which reads the real rows only): one quantizer launch fewer */
-  const int q8_o = hand_qkv && m->hd == 128 && rc_handoff(g, o1, 1, x->att_b, n) &&
+  const int q8_o = hand_qkv && hand_o && m->hd == 128 &&
                    mc_lin_small_q8_ok(m, o1, 1, g->aq, g->as, n, &g->hy) && model_cuda_norm_q8(-1) &&
                    rollout_cuda_attn_q8(-1);
   if (hand_qkv) { /* q, k, v stay BF16 into the attention */
@@ -508,7 +509,6 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     }
   }
   const mc_lin *gu[2] = {&y->gate, &y->up};
-  const int hand_o = rc_handoff(g, o1, 1, x->att_b, n);
   const int hand_mlp = !my->moe && rc_handoff(g, gu, 2, x->xn2_b, n) &&
                        rc_handoff(g, (const mc_lin *const[1]){&y->down}, 1, x->act_b, n);
   const int q8_gu = hand_mlp && rc_q8(g, gu, 2, x->xn2_b, n);
