@@ -20,6 +20,7 @@ const char *gemm_path_name(gemm_path p) {
     case GEMM_PATH_EMULATED: return "emulated-bf16";
     case GEMM_PATH_MXFP8: return "mxfp8";
     case GEMM_PATH_NVFP4: return "nvfp4";
+    case GEMM_PATH_FP8_BLOCK_FUSED: return "fp8-block-fused";
   }
   return "unknown";
 }
@@ -269,6 +270,45 @@ int gemm_small_swiglu_check(const uint16_t *act, const uint16_t *x, const uint16
   if (!rc) rc = sg_check_ptrs("gemm_small_swiglu", act, 2, x, wu, M, N, K, e);
   return rc;
 }
+
+/* gemm_fp8q: an fp8-block 128×128 device weight, K % 16 == 0, aligned operands. */
+int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, rl_err *e) {
+  const char *fn = "gemm_fp8q";
+  if (!w) return rl_errf(e, RL_EXIT_USAGE, "%s: the weight is NULL", fn);
+  if (w->fmt != QFMT_FP8_BLOCK || w->block_rows != 128)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: the weight is %s with block_rows %d; this kernel takes fp8-block 128×128 "
+                   "weights (use linear_forward)", fn, qtensor_format_name(w->fmt), w->block_rows);
+  if (!w->on_device) return rl_errf(e, RL_EXIT_USAGE, "%s: the weight is in host memory; pass the device qtensor", fn);
+  if (w->layout != QLAYOUT_ROWMAJOR && w->layout != QLAYOUT_HOPPER_WEIGHT)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: weight scale layout %d; use ROWMAJOR or HOPPER_WEIGHT", fn, (int)w->layout);
+  const int64_t N = w->rows, K = w->cols;
+  if (M < 0 || N < 0 || K < 0 || M >= INT32_MAX || N >= INT32_MAX || K >= INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: shape M=%lld N=%lld K=%lld out of range (0 … 2^31 − 1)", fn, (long long)M,
+                   (long long)N, (long long)K);
+  if (K % 16)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: K=%lld is not a multiple of 16 (the tensor map's rows must be whole "
+                   "16-byte vectors); use linear_forward for this layer", fn, (long long)K);
+  if (M == 0 || N == 0) return 0;
+  if (!y || (K > 0 && (!x || !w->data || !w->scales)))
+    return rl_errf(e, RL_EXIT_USAGE, "%s: y, x, or the weight's data or scales is NULL", fn);
+  if ((uintptr_t)x % 16 || (uintptr_t)w->data % 16 || (uintptr_t)w->scales % 4 || (uintptr_t)y % 2)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: x (%p) and the weight's codes (%p) must be 16-byte aligned, the scales "
+                   "4-byte, y (%p) 2-byte; pass row-aligned views or use linear_forward", fn, (const void *)x,
+                   w->data, (void *)y);
+  return 0;
+}
+
+#if !RLRUN_CUDA
+int gemm_fp8q_supported(void) { return 0; }
+int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,
+                   void *stream, rl_err *e) {
+  (void)pol, (void)stream;
+  int rc = gemm_fp8q_check(y, x, w, M, e);
+  return rc ? rc
+            : rl_errf(e, RL_EXIT_HARDWARE, "gemm_fp8q: this binary was built without CUDA; rebuild with nvcc "
+                      "available or use device: cpu");
+}
+#endif
 
 /* The fp8-block group: every weight an fp8-block 128×128 device qtensor of K columns. */
 int gemm_small_fp8_group_check(const gemm_small_seg8 *seg, int n_seg, const uint8_t *xq, const float *xs,

@@ -51,7 +51,8 @@ typedef enum gemm_path {
   GEMM_PATH_FP8_DEQUANT_F32, /* fp8-block shape cuBLASLt refuses: FP32 GEMM on dequantized operands */
   GEMM_PATH_EMULATED,        /* MXFP8/NVFP4 exact emulation: BF16 GEMM on dequantized operands */
   GEMM_PATH_MXFP8,           /* cuBLASLt MXFP8 (Blackwell native) */
-  GEMM_PATH_NVFP4            /* cuBLASLt NVFP4 (Blackwell native) */
+  GEMM_PATH_NVFP4,           /* cuBLASLt NVFP4 (Blackwell native) */
+  GEMM_PATH_FP8_BLOCK_FUSED  /* fp8-block, x quantized inside the GEMM (gemm_fp8q_cuda, Hopper) */
 } gemm_path;
 
 /* What a call did, for reports and tests (may be passed as NULL). */
@@ -326,6 +327,35 @@ int gemm_small_fp8_group_cuda(const gemm_small_seg8 *seg, int n_seg /* 1 … GEM
 
 /* Free the workspace of the small-M GEMMs (also done by gemm_cuda_release). */
 void gemm_small_release(void);
+
+/* ---------------------------------------------------------------- fp8-block GEMM, quantizing x
+ * y [M][N] (BF16) = x · wᵀ for an fp8-block 128×128 weight, x BF16 [M][K] quantized
+ * inside the GEMM (kernels/gemm_fp8q_cuda.cu): linear_forward's fp8-block product
+ * without its separate activation pass. Numerics, in order:
+ *   1. qx, sx: x's 1×128 blocks quantized with the quantizer's arithmetic (integer
+ *      amax of the |bf16| bits, fmt_fp8_block_scale, E4M3_satfinite(RN(x / sx))) —
+ *      BIT-IDENTICAL to what quant_fp8_block_act_cuda writes for linear_forward; a
+ *      block holding Inf/NaN is poisoned as there (sx = NaN: its row of y is NaN).
+ *   2. part = Σ_{k in block kb} qx·qw: 4 wgmma m64n128k32 E4M3 from zero.
+ *   3. acc = fmaf(part, sx[m][kb] ·_rn sw[n/128][kb], acc), kb in order from +0.
+ *   4. y = bf16_rne(acc).
+ * Against linear_forward (the same qx, sx, qw, sw through cuBLASLt): steps 2–4 are
+ * the order of the small-M fp8 kernels, bitwise cuBLASLt's on most outputs; the rest
+ * differ in accumulation order only. A row's bits do not depend on M or its
+ * neighbours (no K split). pol->ue8m0 is the only field read.
+ * Requirements (else RL_EXIT_USAGE): w fp8-block 128×128 on the device, scales
+ * ROWMAJOR or HOPPER_WEIGHT; K = w->cols a multiple of 16 (a short last block is
+ * the part that exists); 0 ≤ M, N, K < 2^31; x and w->data 16-byte aligned, y 2-byte.
+ * RL_EXIT_HARDWARE off sm_90 (gemm_fp8q_supported() says 0) or without the driver's
+ * tensor-map encoder. Asynchronous on `stream` (NULL: the per-thread default stream);
+ * capturable in a CUDA graph (the tensor maps travel in the kernel's parameters).
+ * EXPERIMENTAL: several times slower than the quantizer + cuBLASLt so far (the file's
+ * top says what was measured and what is left); linear_forward uses it only under
+ * RLRUN_LINEAR_FP8Q=1. */
+int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, rl_err *e);
+int gemm_fp8q_supported(void);
+int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,
+                   void *stream, rl_err *e);
 
 /* ---------------------------------------------------------------- small-M fp8-block GEMM
  * The decode step's linear layers in the unified fp8-block mode (M = active

@@ -185,14 +185,42 @@ static int linear_gemm_cuda(uint16_t *out, const qtensor *xq_in, int64_t m, cons
   return 0;
 }
 
+/* Whether this fp8-block product runs as gemm_fp8q_cuda (the switch on, not pinned,
+ * a Hopper GPU, operands the kernel takes). */
+static int linear_fp8q_wanted(const uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,
+                              const quant_policy *p) {
+  if (w->fmt != QFMT_FP8_BLOCK || p->pin_algo || !linear_fp8q(-1) || !gemm_fp8q_supported()) return 0;
+  rl_err scratch = {0};
+  return gemm_fp8q_check(out, x, w, m, &scratch) == 0;
+}
+
 static int linear_forward_cuda(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,
                                const quant_policy *p, const linear_opts *o, gemm_info *info,
                                rl_err *e) {
+  if (linear_fp8q_wanted(out, x, m, w, p)) {
+    int rc = gemm_fp8q_cuda(out, x, w, m, p, o ? o->stream : NULL, e);
+    if (!rc) *info = (gemm_info){GEMM_PATH_FP8_BLOCK_FUSED, (int)m, 0, -1, 1};
+    return rc;
+  }
   qtensor xq;
   int rc = linear_act_cuda(&xq, x, m, w->cols, w->fmt, p, o, e);
   return rc ? rc : linear_gemm_cuda(out, &xq, m, w, p, o, info, e);
 }
 #endif
+
+/* RLRUN_LINEAR_FP8Q: off unless the variable is "1"; set ≥ 0 overrides (tests, benchmarks). */
+int linear_fp8q(int set) {
+  static int cache = -1;
+  if (set >= 0) __atomic_store_n(&cache, set != 0, __ATOMIC_SEQ_CST);
+  int on = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
+  if (on < 0) {
+    const char *v = getenv("RLRUN_LINEAR_FP8Q");
+    int want = v && !strcmp(v, "1"), unset = -1;
+    __atomic_compare_exchange_n(&cache, &unset, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    on = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
+  }
+  return on;
+}
 
 /* Checks, then the CPU or CUDA forward by where the weight lives. */
 int linear_forward_ex(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,

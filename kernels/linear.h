@@ -45,6 +45,17 @@ int linear_forward(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w
 int linear_forward_ex(uint16_t *out, const uint16_t *x, int64_t m, const qtensor *w,
                       const quant_policy *p, const linear_opts *o, rl_err *e);
 
+/* The fused fp8-block path (RLRUN_LINEAR_FP8Q=1; off by default, EXPERIMENTAL: slower
+ * than the default path so far, see kernels/gemm_fp8q_cuda.cu): linear_forward on
+ * an fp8-block weight runs gemm_fp8q_cuda (gemm.h), which quantizes x inside the
+ * GEMM, where the GPU is a Hopper, the policy does not pin the algorithm and the
+ * operands suit it (else the quantizer + cuBLASLt as always; info->path tells
+ * GEMM_PATH_FP8_BLOCK_FUSED). The same quantized operands, another accumulation
+ * order than cuBLASLt's: rows agree within FP32-order noise, not bitwise, so while
+ * it is on linear_forward_prepared (always cuBLASLt) is no longer bitwise
+ * linear_forward. set ≥ 0 turns it on (1) or off (0) for the process; −1 asks. */
+int linear_fp8q(int set);
+
 /* An activation quantized once for several linears that share it (q, k and v;
  * gate and up): linear_act_prepare quantizes x [m][k] for weights of format fmt
  * under policy p into this module's device scratch, and each

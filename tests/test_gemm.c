@@ -28,11 +28,13 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "harness.h"
 #include "kernels/device.h"
 #include "kernels/formats.h"
 #include "kernels/gemm.h"
+#include "kernels/linear.h"
 #include "test_gemm_util.h"
 
 /* Shapes of the model family, scaled down for CI: M from decode to prefill,
@@ -256,6 +258,7 @@ TEST(gemm_rejects_bad_operands) {
   CHECK_CONTAINS(e.msg, "needs an FP32 C");
   CHECK_STREQ(gemm_path_name(GEMM_PATH_FP8_DEQUANT_F32), "fp8-block→f32-dequant");
   CHECK_STREQ(gemm_path_name(GEMM_PATH_EMULATED), "emulated-bf16");
+  CHECK_STREQ(gemm_path_name(GEMM_PATH_FP8_BLOCK_FUSED), "fp8-block-fused");
   /* device operands: a clear error where there is no GPU (never touches the pointers) */
   device_info di;
   device_query(&di);
@@ -447,6 +450,49 @@ TEST(gemm_small_group_swiglu_plan_knobs_checks) {
 /* gemm_small_fp8_group_cuda's argument checks (no device needed): fp8-block 128×128
  * device weights of K columns, K % 16, M ≤ 256, aligned codes/scales/outputs; and
  * without a GPU the call says why (and _supported() is 0). */
+/* gemm_fp8q (the fp8-block GEMM that quantizes x inside): its refusals, and without
+ * a GPU a clear hardware error; linear_fp8q is off unless asked. */
+TEST(gemm_fp8q_checks) {
+  static uint8_t q[4096] __attribute__((aligned(16)));
+  static float sc[256] __attribute__((aligned(16)));
+  static uint16_t xb[4096] __attribute__((aligned(16))), yb[4096] __attribute__((aligned(16)));
+  qtensor w = qtensor_bf16(NULL, 64, 256, 1);
+  w.fmt = QFMT_FP8_BLOCK, w.block_rows = 128, w.data = q, w.scales = sc, w.layout = QLAYOUT_HOPPER_WEIGHT;
+  rl_err e;
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w, 8, &e), 0);
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb, NULL, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "weight is NULL");
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb + 1, &w, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "16-byte aligned");
+  CHECK_EQ_I64(gemm_fp8q_check((uint16_t *)((char *)yb + 1), xb, &w, 8, &e), RL_EXIT_USAGE);
+  CHECK_EQ_I64(gemm_fp8q_check(NULL, xb, &w, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "is NULL");
+  CHECK_EQ_I64(gemm_fp8q_check(NULL, NULL, &w, 0, &e), 0); /* M = 0: nothing to do */
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w, -1, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "out of range");
+  qtensor w2 = w;
+  w2.cols = 264;
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w2, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "K=264 is not a multiple of 16");
+  w2 = w, w2.fmt = QFMT_MXFP8;
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w2, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "this kernel takes fp8-block 128×128");
+  w2 = w, w2.on_device = 0;
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w2, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "host memory");
+  w2 = w, w2.layout = QLAYOUT_HOPPER_ACT;
+  CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w2, 8, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "scale layout");
+  CHECK_EQ_I64(linear_fp8q(-1), getenv("RLRUN_LINEAR_FP8Q") && !strcmp(getenv("RLRUN_LINEAR_FP8Q"), "1"));
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    CHECK_EQ_I64(gemm_fp8q_supported(), 0);
+    CHECK_EQ_I64(gemm_fp8q_cuda(yb, xb, &w, 8, NULL, NULL, &e), RL_EXIT_HARDWARE);
+    CHECK_CONTAINS(e.msg, di.built_with_cuda ? "needs an sm_90 GPU" : "built without CUDA");
+  }
+}
+
 TEST(gemm_small_fp8_group_checks) {
   static uint8_t q[4096] __attribute__((aligned(16)));
   static float sc[256] __attribute__((aligned(16)));

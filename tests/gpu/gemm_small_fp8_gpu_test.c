@@ -50,79 +50,15 @@
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 
+#include "tests/gpu/fp8_gpu_util.h"
+
 static int g_fail, g_pass;
 #define MMAX 64
 #define TOL 0x1p-10 /* × A, see the top */
 
-#define CK(x)                                                                                \
-  do {                                                                                       \
-    cudaError_t st_ = (x);                                                                   \
-    if (st_ != cudaSuccess) {                                                                \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(st_));  \
-      exit(2);                                                                               \
-    }                                                                                        \
-  } while (0)
-
-static void *dev_copy(const void *h, size_t n) {
-  void *d = NULL;
-  CK(cudaMalloc(&d, n ? n : 16));
-  if (n) CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
-  return d;
-}
-
-static void *host_copy(const void *d, size_t n) {
-  void *h = rl_xmalloc(n ? n : 16);
-  CK(cudaDeviceSynchronize());
-  if (n) CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
-  return h;
-}
-
 static void tally(int ok) { ok ? g_pass++ : g_fail++; }
 
 /* ---------------------------------------------------------------- operands */
-
-/* An fp8-block weight: host codes and ROWMAJOR scales, and the device qtensor
- * (HOPPER_WEIGHT scales, as sync makes them, or ROWMAJOR). */
-typedef struct wop {
-  int64_t N, K;
-  uint8_t *q;
-  float *s; /* [ceil(N/128)][ceil(K/128)] */
-  qtensor d;
-} wop;
-
-static wop w_upload(uint8_t *q, float *s, int64_t N, int64_t K, int hopper) {
-  wop w;
-  memset(&w, 0, sizeof w);
-  w.N = N, w.K = K, w.q = q, w.s = s;
-  int64_t nb = quant_cdiv(N, 128), kb = quant_cdiv(K, 128), kb4 = quant_roundup(kb, 4);
-  w.d = qtensor_bf16(NULL, N, K, 1);
-  w.d.fmt = QFMT_FP8_BLOCK, w.d.block_rows = 128;
-  w.d.data = dev_copy(q, (size_t)(N * K));
-  if (hopper) {
-    float *h = rl_xmalloc((size_t)(nb * kb4) * 4 + 4);
-    quant_layout_fp8_weight_scales_to_cublaslt(s, nb, kb, h);
-    w.d.scales = dev_copy(h, (size_t)(nb * kb4) * 4);
-    w.d.layout = QLAYOUT_HOPPER_WEIGHT;
-    free(h);
-  } else {
-    w.d.scales = dev_copy(s, (size_t)(nb * kb) * 4);
-    w.d.layout = QLAYOUT_ROWMAJOR;
-  }
-  return w;
-}
-
-/* The project's weight quantizer on BF16 w. */
-static wop w_make(const uint16_t *wb, int64_t N, int64_t K, int hopper) {
-  uint8_t *q = rl_xmalloc((size_t)(N * K) + 1);
-  float *s = rl_xmalloc((size_t)(quant_cdiv(N, 128) * quant_cdiv(K, 128)) * 4 + 4);
-  quant_fp8_block_weight_cpu(wb, N, K, q, s, NULL, NULL);
-  return w_upload(q, s, N, K, hopper);
-}
-
-static void w_free(wop *w) {
-  cudaFree(w->d.data), cudaFree(w->d.scales);
-  free(w->q), free(w->s);
-}
 
 /* Random x [MMAX][K] with the special blocks of the top (where K allows). */
 static uint16_t *x_make(int64_t K, uint64_t seed) {
@@ -134,38 +70,6 @@ static uint16_t *x_make(int64_t K, uint64_t seed) {
   return x;
 }
 
-/* ---------------------------------------------------------------- the FP64 reference */
-
-static double g_e4m3[256]; /* E4M3 code → value */
-
-/* S* and A of x rows `rows` (codes qx [MMAX][K], scales sx [MMAX][kb] ROWMAJOR) against w:
- * block sums of codes exact in FP64, then × (sx·sw) (exact in FP64) and summed. */
-static void ref_rows(const uint8_t *qx, const float *sx, const int64_t *rows, int nr, const wop *w, double *ref,
-                     double *mag) {
-  const int64_t N = w->N, K = w->K, kb = quant_cdiv(K, 128);
-#pragma omp parallel for schedule(dynamic, 16)
-  for (int64_t n = 0; n < N; n++)
-    for (int i = 0; i < nr; i++) {
-      const uint8_t *a = qx + rows[i] * K, *b = w->q + n * K;
-      double s = 0, g = 0;
-      for (int64_t j = 0; j < kb; j++) {
-        double ps = 0, pg = 0;
-        for (int64_t k = 128 * j; k < K && k < 128 * (j + 1); k++) {
-          double p = g_e4m3[a[k]] * g_e4m3[b[k]];
-          ps += p, pg += fabs(p);
-        }
-        double sc = (double)sx[rows[i] * kb + j] * (double)w->s[(n / 128) * kb + j];
-        s += ps * sc, g += pg * fabs(sc);
-      }
-      ref[(int64_t)i * N + n] = s, mag[(int64_t)i * N + n] = g;
-    }
-}
-
-/* Ordinal of a BF16 value held in FP32: neighbours differ by 1, ±0 are 0. */
-static int32_t ord(float v) {
-  uint16_t h = fmt_bf16_from_f32(v);
-  return (h & 0x8000) ? -(int32_t)(h & 0x7fff) : (int32_t)h;
-}
 
 /* ---------------------------------------------------------------- cases */
 
@@ -358,33 +262,11 @@ out:
   free(x);
 }
 
-/* The operands of the exact-arithmetic cases (see the top): x [MMAX][K] BF16 and
- * an fp8-block weight (HOPPER_WEIGHT scales) whose every product and sum is exact. */
-static uint16_t *exact_operands(int64_t N, int64_t K, uint64_t seed, wop *w_out) {
-  const int64_t kb = quant_cdiv(K, 128), nb = quant_cdiv(N, 128);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 7;
-  uint16_t *x = rl_xmalloc((size_t)(MMAX * K) * 2);
-  for (int64_t r = 0; r < MMAX; r++)
-    for (int64_t j = 0; j < kb; j++) {
-      int64_t k0 = 128 * j, k1 = k0 + 128 < K ? k0 + 128 : K;
-      double sc = ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
-      for (int64_t k = k0; k < k1; k++) x[r * K + k] = fmt_bf16_from_f32((float)(((int)(tg_next(&s) % 9) - 4) * sc));
-      int64_t at = k0 + (int64_t)(tg_next(&s) % (uint64_t)(k1 - k0));
-      x[r * K + at] = fmt_bf16_from_f32((float)((tg_next(&s) & 1 ? 448.0 : -448.0) * sc));
-    }
-  uint8_t *q = rl_xmalloc((size_t)(N * K) + 1);
-  float *sw = rl_xmalloc((size_t)(nb * kb) * 4 + 4);
-  for (int64_t i = 0; i < N * K; i++) q[i] = fmt_e4m3_from_f32((float)((int)(tg_next(&s) % 9) - 4));
-  for (int64_t i = 0; i < nb * kb; i++) sw[i] = (float)ldexp(1.0, (int)(tg_next(&s) % 3) - 1);
-  *w_out = w_upload(q, sw, N, K, 1);
-  return x;
-}
-
 /* Exact arithmetic (see the top): y == bf16(S*) and == linear_forward, bitwise. */
 static void case_exact(int64_t N, int64_t K, uint64_t seed) {
   const int64_t kb = quant_cdiv(K, 128);
   wop w;
-  uint16_t *x = exact_operands(N, K, seed, &w);
+  uint16_t *x = exact_operands(MMAX, N, K, seed, &w);
   quant_policy p;
   quant_policy_init(&p, QFMT_FP8_BLOCK, QFMT_FP8_BLOCK);
   uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
@@ -812,7 +694,7 @@ out:
 static void case_group8_exact(int64_t N, int64_t K, uint64_t seed) {
   const int64_t kb = quant_cdiv(K, 128);
   wop w;
-  uint16_t *x = exact_operands(N, K, seed, &w);
+  uint16_t *x = exact_operands(MMAX, N, K, seed, &w);
   uint8_t *qh = rl_xmalloc((size_t)(MMAX * K));
   float *sh = rl_xmalloc((size_t)(MMAX * kb) * 4);
   quant_fp8_block_act_cpu(x, MMAX, K, qh, sh, NULL, NULL);
@@ -887,7 +769,7 @@ int main(int argc, char **argv) {
     printf("gemm_small_fp8_gpu_test: skipped: the kernel is built for sm_90a/sm_100a\n");
     return 0;
   }
-  for (int c = 0; c < 256; c++) g_e4m3[c] = fmt_e4m3_to_f32((uint8_t)c);
+  fp8_util_init();
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   /* Qwen3-0.6B's decode shapes, then N not a multiple of 128 (nor 32), K not a multiple
    * of 128, more than 8 slices (the workspace reduction whatever the knob says) */

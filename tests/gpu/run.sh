@@ -48,6 +48,13 @@ if [ -x "$BUILD/gpu/gemm_gpu_test" ]; then
   run gemm_gpu_test gemm_gpu_test.log "$BUILD/gpu/gemm_gpu_test"
   grep -E '^FAIL|invariance' "$OUT/gemm_gpu_test.log" | head -30 >> "$SUMMARY"
 else row gemm_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
+# gemm_fp8q_gpu_test: the fp8-block GEMM that quantizes its BF16 activation inside
+# (gemm_fp8q_cuda, linear_forward under RLRUN_LINEAR_FP8Q=1) vs FP64, vs linear_forward,
+# exact-arithmetic, non-finite rows, row invariance, graph replay, refusals.
+if [ -x "$BUILD/gpu/gemm_fp8q_gpu_test" ]; then
+  run gemm_fp8q_gpu_test gemm_fp8q_gpu_test.log "$BUILD/gpu/gemm_fp8q_gpu_test"
+  grep -E '^FAIL' "$OUT/gemm_fp8q_gpu_test.log" | head -30 >> "$SUMMARY"
+else row gemm_fp8q_gpu_test FAIL "missing: make BUILD=$BUILD gpu-tests"; fi
 if [ -x "$BUILD/bench_linear" ]; then
   run bench_linear bench_linear.log "$BUILD/bench_linear"
   grep -E '^\||worst' "$OUT/bench_linear.log" >> "$SUMMARY"
