@@ -426,6 +426,9 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   a.ue8m0 = pol ? pol->ue8m0 : 0;
   a.pair_store = N % 2 == 0 && (uintptr_t)y % 4 == 0;
   const int64_t grid = (int64_t)a.ntn * ((M + FQ_BM - 1) / FQ_BM);
+  if (grid > INT32_MAX)
+    return rl_errf(e, RL_EXIT_USAGE, "gemm_fp8q: M=%lld × N=%lld needs %lld tiles of 128 × 128, more than one launch "
+                   "takes; split the product or use linear_forward", (long long)M, (long long)N, (long long)grid);
   if (!fq_attr[dev]) {
     if (cudaFuncSetAttribute(gemm_fp8q_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, FQ_SMEM) != cudaSuccess) {
       cudaError_t st = cudaGetLastError();
