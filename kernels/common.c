@@ -208,14 +208,16 @@ double rl_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int rl_env_switch(int *cache, const char *name, int set) {
+int rl_env_switch_def(int *cache, const char *name, int def, int set) {
   if (set >= 0) __atomic_store_n(cache, set != 0, __ATOMIC_SEQ_CST);
   int on = __atomic_load_n(cache, __ATOMIC_SEQ_CST);
   if (on < 0) {
     const char *v = getenv(name);
-    int want = !(v && !strcmp(v, "0")), unset = -1;
+    int want = v && !strcmp(v, "0") ? 0 : v && !strcmp(v, "1") ? 1 : def != 0, unset = -1;
     __atomic_compare_exchange_n(cache, &unset, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     on = __atomic_load_n(cache, __ATOMIC_SEQ_CST);
   }
   return on;
 }
+
+int rl_env_switch(int *cache, const char *name, int set) { return rl_env_switch_def(cache, name, 1, set); }

@@ -78,5 +78,8 @@ const char *rl_fmt_double(double v, char *buf, size_t n);
  * set ≥ 0 overrides it from then on (tests), −1 only asks. Atomic: engines of a
  * split rollout ask from threads of their own. */
 int rl_env_switch(int *cache, const char *name, int set);
+/* The same with default `def`: unset → def, "0" → off, "1" → on, anything else → def
+ * (rl_env_switch is def = 1; an opt-in switch such as RLRUN_LINEAR_FP8Q is def = 0). */
+int rl_env_switch_def(int *cache, const char *name, int def, int set);
 
 #endif

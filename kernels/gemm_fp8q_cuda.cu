@@ -370,30 +370,12 @@ int fq_map(PFN_cuTensorMapEncodeTiled_v12000 enc, CUtensorMap *m, CUtensorMapDat
   return 0;
 }
 
-int fq_cc[DEVICE_MAX_GPUS]; /* compute capability major·10 + minor + 1 (0: not asked) */
-int fq_attr[DEVICE_MAX_GPUS];
-
-int fq_device_cc(int *dev) {
-  if (cudaGetDevice(dev) != cudaSuccess || *dev < 0 || *dev >= DEVICE_MAX_GPUS) {
-    cudaGetLastError();
-    return 0;
-  }
-  if (!fq_cc[*dev]) {
-    int ma = 0, mi = 0;
-    if (cudaDeviceGetAttribute(&ma, cudaDevAttrComputeCapabilityMajor, *dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&mi, cudaDevAttrComputeCapabilityMinor, *dev) != cudaSuccess)
-      cudaGetLastError(), ma = mi = 0;
-    fq_cc[*dev] = ma * 10 + mi + 1;
-  }
-  return fq_cc[*dev] - 1;
-}
+int fq_attr[DEVICE_MAX_GPUS]; /* the shared-memory limit raised on this device */
 
 } /* namespace */
 
-extern "C" int gemm_fp8q_supported(void) {
-  int dev = 0;
-  return fq_device_cc(&dev) == 90;
-}
+/* The devices that run the sm_90a build's wgmma: the small-M fp8 kernel's test (compute capability 9.0). */
+extern "C" int gemm_fp8q_supported(void) { return gemm_small_fp8_group_supported(); }
 
 extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,
                               void *stream, rl_err *e) {
@@ -408,8 +390,10 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
     return st == cudaSuccess ? 0 : rl_errf(e, RL_EXIT_FAIL, "gemm_fp8q: cudaMemsetAsync: %s", cudaGetErrorString(st));
   }
   int dev = 0;
-  if (fq_device_cc(&dev) != 90)
+  if (!gemm_fp8q_supported() || cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
     return rl_errf(e, RL_EXIT_HARDWARE, "gemm_fp8q: needs an sm_90 GPU (Hopper); use linear_forward");
+  }
   PFN_cuTensorMapEncodeTiled_v12000 enc = fq_encode_fn(e);
   if (!enc) return RL_EXIT_HARDWARE;
   fq_args a;

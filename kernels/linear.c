@@ -211,15 +211,7 @@ static int linear_forward_cuda(uint16_t *out, const uint16_t *x, int64_t m, cons
 /* RLRUN_LINEAR_FP8Q: off unless the variable is "1"; set ≥ 0 overrides (tests, benchmarks). */
 int linear_fp8q(int set) {
   static int cache = -1;
-  if (set >= 0) __atomic_store_n(&cache, set != 0, __ATOMIC_SEQ_CST);
-  int on = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
-  if (on < 0) {
-    const char *v = getenv("RLRUN_LINEAR_FP8Q");
-    int want = v && !strcmp(v, "1"), unset = -1;
-    __atomic_compare_exchange_n(&cache, &unset, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-    on = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
-  }
-  return on;
+  return rl_env_switch_def(&cache, "RLRUN_LINEAR_FP8Q", 0, set);
 }
 
 /* Checks, then the CPU or CUDA forward by where the weight lives. */

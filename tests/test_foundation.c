@@ -35,7 +35,15 @@ TEST(env_switch_reads_once_and_overrides) {
   CHECK_EQ_I64(rl_env_switch(&a, "RLRUN_TEST_SWITCH_OFF", -1), 1);
   CHECK_EQ_I64(rl_env_switch(&c, "RLRUN_TEST_SWITCH_UNSET", 0), 0);
   CHECK_EQ_I64(c, 0);
-  unsetenv("RLRUN_TEST_SWITCH_OFF"), unsetenv("RLRUN_TEST_SWITCH_ON");
+  /* default off (an opt-in switch): only "1" turns it on */
+  int d = -1, f = -1, g = -1;
+  setenv("RLRUN_TEST_SWITCH_ON", "no", 1);
+  setenv("RLRUN_TEST_SWITCH_ONE", "1", 1);
+  CHECK_EQ_I64(rl_env_switch_def(&d, "RLRUN_TEST_SWITCH_ON", 0, -1), 0);
+  CHECK_EQ_I64(rl_env_switch_def(&f, "RLRUN_TEST_SWITCH_ONE", 0, -1), 1);
+  CHECK_EQ_I64(rl_env_switch_def(&g, "RLRUN_TEST_SWITCH_UNSET", 0, -1), 0);
+  CHECK_EQ_I64(rl_env_switch_def(&g, "RLRUN_TEST_SWITCH_UNSET", 0, 1), 1);
+  unsetenv("RLRUN_TEST_SWITCH_OFF"), unsetenv("RLRUN_TEST_SWITCH_ON"), unsetenv("RLRUN_TEST_SWITCH_ONE");
 }
 
 TEST(read_file_roundtrip_and_missing) {
