@@ -401,8 +401,9 @@ out:
 }
 
 int main(int argc, char **argv) {
-  /* --norm-only [M]: only the norm → linear table (at one M) */
+  /* --norm-only [M]: only the norm → linear table (at one M); --shape M N K: one fp8-block row */
   const int norm_only = argc > 1 && !strcmp(argv[1], "--norm-only");
+  const int one_shape = argc > 4 && !strcmp(argv[1], "--shape");
   const long norm_m = norm_only && argc > 2 ? atol(argv[2]) : 0;
   device_info di;
   device_query(&di);
@@ -429,6 +430,11 @@ int main(int argc, char **argv) {
   double worst = 1e9;
   /* the goal ≥ 90% holds for BF16; for fp8-block the activation quantizer's bytes
    * (read BF16 x, write E4M3 + scales: 3·M·K) can exceed the GEMM's, see q µs */
+  if (one_shape) {
+    bench_shape(lt, atol(argv[2]), atol(argv[3]), atol(argv[4]), 1, 0);
+    cublasLtDestroy(lt);
+    return 0;
+  }
   for (int f = 0; f < 2 && !norm_only; f++)
     for (int s = 0; s < 6; s++)
       for (int i = 0; i < 3; i++) {

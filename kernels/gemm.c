@@ -298,6 +298,11 @@ int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int6
   return 0;
 }
 
+int gemm_fp8q_cluster(int set) {
+  static int cache = -1;
+  return rl_env_switch_def(&cache, "RLRUN_FP8Q_CLUSTER", 0, set);
+}
+
 #if !RLRUN_CUDA
 int gemm_fp8q_supported(void) { return 0; }
 int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,

@@ -354,6 +354,9 @@ void gemm_small_release(void);
  * RLRUN_LINEAR_FP8Q=1. */
 int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, rl_err *e);
 int gemm_fp8q_supported(void);
+/* RLRUN_FP8Q_CLUSTER=1 (default off, measured slower on the H100): CTAs in pairs that
+ * share the weight tile's loads (TMA multicast). Bit-neutral. set ≥ 0 overrides, −1 asks. */
+int gemm_fp8q_cluster(int set);
 int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,
                    void *stream, rl_err *e);
 

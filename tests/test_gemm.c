@@ -484,6 +484,12 @@ TEST(gemm_fp8q_checks) {
   CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w2, 8, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "scale layout");
   CHECK_EQ_I64(linear_fp8q(-1), getenv("RLRUN_LINEAR_FP8Q") && !strcmp(getenv("RLRUN_LINEAR_FP8Q"), "1"));
+  /* the CTA-pair switch: off unless RLRUN_FP8Q_CLUSTER is "1"; set overrides, then restored */
+  const int cl = gemm_fp8q_cluster(-1);
+  CHECK_EQ_I64(cl, getenv("RLRUN_FP8Q_CLUSTER") && !strcmp(getenv("RLRUN_FP8Q_CLUSTER"), "1"));
+  CHECK_EQ_I64(gemm_fp8q_cluster(1), 1);
+  CHECK_EQ_I64(gemm_fp8q_cluster(-1), 1);
+  CHECK_EQ_I64(gemm_fp8q_cluster(cl), cl);
   device_info di;
   device_query(&di);
   if (di.n_gpus == 0) {

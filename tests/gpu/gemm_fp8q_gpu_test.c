@@ -222,6 +222,22 @@ static void case_shape(int64_t M, int64_t N, int64_t K, int hopper, int ue8m0, u
              diff ? "FAIL" : "PASS", tag, (long long)diff, (long long)checks);
       tally(!diff);
     }
+    /* the CTA pairs sharing the weight's loads (RLRUN_FP8Q_CLUSTER=1) vs single CTAs (default): the same bits */
+    {
+      const int cl = gemm_fp8q_cluster(-1);
+      gemm_fp8q_cluster(!cl);
+      CK(cudaMemset(yd, 0xff, (size_t)(M * N) * 2));
+      int64_t diff = run(yd, xd, &w, M, &p, NULL) ? -1 : 0;
+      gemm_fp8q_cluster(cl);
+      if (!diff) {
+        float *y1 = y_host(yd, M * N);
+        for (int64_t i = 0; i < M * N; i++) diff += memcmp(&y1[i], &y[i], 4) != 0;
+        free(y1);
+      }
+      printf("%-6s fp8q cluster    %s: pairs sharing the weight vs single CTAs: %lld outputs differ\n",
+             diff ? "FAIL" : "PASS", tag, (long long)diff);
+      tally(!diff);
+    }
     free(y), free(qh), free(sh), free(ref), free(mag);
   }
 out:
