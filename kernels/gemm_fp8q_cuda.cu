@@ -476,9 +476,9 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   at[0].val.clusterDim.x = (unsigned)cl, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
   cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(FQ_THREADS), cfg.dynamicSmemBytes = FQ_SMEM, cfg.stream = s;
   cfg.attrs = at, cfg.numAttrs = 1;
-  if (cl == 2) cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<2>, a);
-  else cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<1>, a);
-  cudaError_t st = cudaGetLastError();
+  cudaError_t st = cl == 2 ? cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<2>, a) : cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<1>, a);
+  const cudaError_t last = cudaGetLastError(); /* consumed either way */
+  if (st == cudaSuccess) st = last;
   if (st != cudaSuccess) return rl_errf(e, RL_EXIT_FAIL, "gemm_fp8q: launch failed: %s", cudaGetErrorString(st));
   return 0;
 }
