@@ -154,29 +154,10 @@ __device__ __forceinline__ void fq_arrive(uint64_t *bar) {
 __device__ __forceinline__ void fq_arrive_remote(uint32_t a) {
   asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(a) : "memory");
 }
-/* 4 packed BF16 → 4 E4M3 codes of RN(x / s), r = RN(1/s), s with qd_mdiv_ok (the
- * quantizer's qd_enc_fp8_div arithmetic; the hardware cvt, which the software codec
- * equals bit for bit). */
-__device__ __forceinline__ uint32_t fq_enc4(uint32_t lo, uint32_t hi, float s, float r) {
-  const float x0 = __uint_as_float(lo << 16), x1 = __uint_as_float(lo & 0xffff0000u);
-  const float x2 = __uint_as_float(hi << 16), x3 = __uint_as_float(hi & 0xffff0000u);
-  return qd_e4m3x2(qd_mdiv(x0, s, r), qd_mdiv(x1, s, r), 0) | (qd_e4m3x2(qd_mdiv(x2, s, r), qd_mdiv(x3, s, r), 0) << 16);
-}
-
-/* The rare scales outside qd_mdiv_ok's range: plain IEEE division, kept out of line
- * (inlined, the divisions' slow paths multiply the loop's code and the warps stall
- * on instruction fetch). */
-__device__ __noinline__ uint4 fq_enc16_div(uint4 a, uint4 b, float s) {
-  uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w}, q[4];
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const uint32_t lo = w[2 * i], hi = w[2 * i + 1];
-    q[i] = qd_e4m3x2(__fdiv_rn(__uint_as_float(lo << 16), s), __fdiv_rn(__uint_as_float(lo & 0xffff0000u), s), 0) |
-           (qd_e4m3x2(__fdiv_rn(__uint_as_float(hi << 16), s), __fdiv_rn(__uint_as_float(hi & 0xffff0000u), s), 0)
-            << 16);
-  }
-  return make_uint4(q[0], q[1], q[2], q[3]);
-}
+/* The rare scales outside qd_mdiv_ok's range: the quantizer's IEEE-division encoder,
+ * kept out of line (inlined, its divisions' slow paths multiply the loop's code and
+ * the warps stall on instruction fetch). */
+__device__ __noinline__ uint4 fq_enc16_div(uint4 a, uint4 b, float s) { return qd_enc_fp8_fdiv(a, b, s, 0); }
 
 #endif
 
@@ -287,9 +268,7 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
         const float rc = __frcp_rn(sc);
 #pragma unroll
         for (int jj = 0; jj < 4; jj++)
-          q[jj] = make_uint4(fq_enc4(v[2 * jj].x, v[2 * jj].y, sc, rc), fq_enc4(v[2 * jj].z, v[2 * jj].w, sc, rc),
-                             fq_enc4(v[2 * jj + 1].x, v[2 * jj + 1].y, sc, rc),
-                             fq_enc4(v[2 * jj + 1].z, v[2 * jj + 1].w, sc, rc));
+          q[jj] = qd_enc_fp8_mdiv(v[2 * jj], v[2 * jj + 1], sc, rc, 0);
       } else {
 #pragma unroll
         for (int jj = 0; jj < 4; jj++) q[jj] = fq_enc16_div(v[2 * jj], v[2 * jj + 1], sc);
