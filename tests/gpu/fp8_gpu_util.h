@@ -101,6 +101,23 @@ static void ref_rows(const uint8_t *qx, const float *sx, const int64_t *rows, in
     }
 }
 
+/* How many of the n floats of a differ from b's, bit for bit. */
+static int64_t n_bits_differ(const float *a, const float *b, int64_t n) {
+  int64_t d = 0;
+  for (int64_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], 4) != 0;
+  return d;
+}
+
+/* How many of the n floats of y are not bf16(ref) bit for bit (the exact cases' S*). */
+static int64_t n_not_bf16_of(const float *y, const double *ref, int64_t n) {
+  int64_t d = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const float want = fmt_bf16_to_f32(fmt_bf16_from_f32((float)ref[i]));
+    d += memcmp(&y[i], &want, 4) != 0;
+  }
+  return d;
+}
+
 /* Ordinal of a BF16 value held in FP32: neighbours differ by 1, ±0 are 0. */
 static int32_t ord(float v) {
   uint16_t h = fmt_bf16_from_f32(v);

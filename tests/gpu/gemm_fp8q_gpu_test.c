@@ -186,8 +186,7 @@ static void case_shape(int64_t M, int64_t N, int64_t K, int hopper, int ue8m0, u
       quant_policy pp = p;
       pp.pin_algo = 1;
       float *yp = lf_run(xd, &w, M, &pp, 1, &gp);
-      int64_t diff = ys ? 0 : -1;
-      for (int64_t i = 0; ys && i < M * N; i++) diff += memcmp(&ys[i], &y[i], 4) != 0;
+      const int64_t diff = ys ? n_bits_differ(ys, y, M * N) : -1;
       ok = diff == 0 && gi.path == GEMM_PATH_FP8_BLOCK_FUSED && yp && gp.path == GEMM_PATH_FP8_BLOCK;
       printf("%-6s fp8q switch     %s: linear_forward fused vs kernel: %lld differ, path %s; pinned: path %s\n",
              ok ? "PASS" : "FAIL", tag, (long long)diff, gemm_path_name(gi.path), gemm_path_name(gp.path));
@@ -231,7 +230,7 @@ static void case_shape(int64_t M, int64_t N, int64_t K, int hopper, int ue8m0, u
       gemm_fp8q_cluster(cl);
       if (!diff) {
         float *y1 = y_host(yd, M * N);
-        for (int64_t i = 0; i < M * N; i++) diff += memcmp(&y1[i], &y[i], 4) != 0;
+        diff = n_bits_differ(y1, y, M * N);
         free(y1);
       }
       printf("%-6s fp8q cluster    %s: pairs sharing the weight vs single CTAs: %lld outputs differ\n",
@@ -268,15 +267,8 @@ static void case_exact(int64_t M, int64_t N, int64_t K, uint64_t seed) {
   int64_t ne = -1, nl = -1;
   if (!run(yd, xd, &w, M, &p, NULL)) {
     float *y = y_host(yd, M * N), *yl = lf_run(xd, &w, M, &p, 0, NULL);
-    ne = 0;
-    for (int64_t i = 0; i < M * N; i++) {
-      float want = fmt_bf16_to_f32(fmt_bf16_from_f32((float)ref[i]));
-      ne += memcmp(&y[i], &want, 4) != 0;
-    }
-    if (yl) {
-      nl = 0;
-      for (int64_t i = 0; i < M * N; i++) nl += memcmp(&y[i], &yl[i], 4) != 0;
-    }
+    ne = n_not_bf16_of(y, ref, M * N);
+    if (yl) nl = n_bits_differ(y, yl, M * N);
     free(y), free(yl);
   }
   int ok = inexact == 0 && ne == 0 && nl == 0;

@@ -285,15 +285,8 @@ static void case_exact(int64_t N, int64_t K, uint64_t seed) {
   int64_t ne = -1, nl = -1;
   if (!run(yd, xd, &w, MMAX, &p, NULL)) {
     float *y = host_copy(yd, (size_t)(MMAX * N) * 4), *yl = lf_run(xd, &w, MMAX, &p);
-    ne = 0;
-    for (int64_t i = 0; i < MMAX * N; i++) {
-      float want = fmt_bf16_to_f32(fmt_bf16_from_f32((float)ref[i]));
-      ne += memcmp(&y[i], &want, 4) != 0;
-    }
-    if (yl) {
-      nl = 0;
-      for (int64_t i = 0; i < MMAX * N; i++) nl += memcmp(&y[i], &yl[i], 4) != 0;
-    }
+    ne = n_not_bf16_of(y, ref, MMAX * N);
+    if (yl) nl = n_bits_differ(y, yl, MMAX * N);
     free(y), free(yl);
   }
   int ok = inexact == 0 && ne == 0 && nl == 0;
@@ -709,11 +702,7 @@ static void case_group8_exact(int64_t N, int64_t K, uint64_t seed) {
   int64_t ne = -1;
   if (!g8_run(&yd, &w, 1, qd, sd, kb, 1, MMAX, K, 0)) {
     float *y = host_copy(yd, (size_t)(MMAX * N) * 4);
-    ne = 0;
-    for (int64_t i = 0; i < MMAX * N; i++) {
-      float want = fmt_bf16_to_f32(fmt_bf16_from_f32((float)ref[i]));
-      ne += memcmp(&y[i], &want, 4) != 0;
-    }
+    ne = n_not_bf16_of(y, ref, MMAX * N);
     free(y);
   }
   printf("%-6s fp8-group exact      N=%-6lld K=%-5lld M=64: elements ≠ bf16(S*) %lld\n", ne == 0 ? "PASS" : "FAIL",
