@@ -299,8 +299,16 @@ int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int6
 }
 
 int gemm_fp8q_cluster(int set) {
-  static int cache = -1;
-  return rl_env_switch_def(&cache, "RLRUN_FP8Q_CLUSTER", 0, set);
+  static int cache = 0; /* 0: not read yet */
+  if (set >= 0) __atomic_store_n(&cache, set == 4 ? 4 : set == 2 ? 2 : 1, __ATOMIC_SEQ_CST);
+  int cl = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
+  if (!cl) {
+    const char *v = getenv("RLRUN_FP8Q_CLUSTER");
+    int want = v && !strcmp(v, "1") ? 1 : v && !strcmp(v, "4") ? 4 : 2, unset = 0;
+    __atomic_compare_exchange_n(&cache, &unset, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    cl = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
+  }
+  return cl;
 }
 
 #if !RLRUN_CUDA

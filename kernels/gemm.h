@@ -349,13 +349,15 @@ void gemm_small_release(void);
  * RL_EXIT_HARDWARE off sm_90 (gemm_fp8q_supported() says 0) or without the driver's
  * tensor-map encoder. Asynchronous on `stream` (NULL: the per-thread default stream);
  * capturable in a CUDA graph (the tensor maps travel in the kernel's parameters).
- * EXPERIMENTAL: several times slower than the quantizer + cuBLASLt so far (the file's
- * top says what was measured and what is left); linear_forward uses it only under
+ * EXPERIMENTAL: slower than the quantizer + cuBLASLt so far (the file's top says what
+ * was measured and what is left); linear_forward uses it only under
  * RLRUN_LINEAR_FP8Q=1. */
 int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, rl_err *e);
 int gemm_fp8q_supported(void);
-/* RLRUN_FP8Q_CLUSTER=1 (default off, measured slower on the H100): CTAs in pairs that
- * share the weight tile's loads (TMA multicast). Bit-neutral. set ≥ 0 overrides, −1 asks. */
+/* The CTAs of gemm_fp8q_cuda in clusters of 1, 2 or 4 (RLRUN_FP8Q_CLUSTER; any other
+ * value: 2, the default, fastest on the H100) on neighbouring column tiles, which
+ * quantize each row block once for the cluster. Bit-neutral. set ≥ 0 overrides (2 and 4
+ * as such, anything else 1), −1 asks. */
 int gemm_fp8q_cluster(int set);
 int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,
                    void *stream, rl_err *e);

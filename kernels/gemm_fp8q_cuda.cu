@@ -4,50 +4,48 @@
  * gap between linear_forward and a bare cuBLASLt call at M ≥ 512, issue #5) goes
  * away. Hopper (sm_90a) only.
  *
- *   Work      a tile is 64 rows of x × 256 weight rows (two 128×128 weight scale
- *             blocks a K step); K is walked in 128-wide blocks (one activation
- *             scale block), one CTA a tile, one CTA an SM (224 KB of ring).
- *             RLRUN_FP8Q_CLUSTER=1 (gemm_fp8q_cluster, off by default: measured
- *             slower): CTAs run in pairs on neighbouring row tiles of the same
- *             columns, each loading half of the weight block into both (TMA
- *             multicast). The CTA loop also streams several tiles through one ring
- *             when the grid is smaller than the tiles (a persistent grid, one CTA an
- *             SM: measured ~10 % slower, so the launch gives every tile a CTA).
- *   Roles     384 threads. Warpgroup 0 quantizes (thread 0 also issues the loads);
- *             warpgroups 1 and 2 run the MMAs of columns 0–127 and 128–255.
- *   Loads     the Tensor Memory Accelerator, 128-byte swizzle: x's 64 × 128 BF16
- *             block as two 64-wide boxes, the weight's 256 × 128 E4M3 block as two
- *             128-row boxes, into a ring of FQ_NST stages of 56 KB (x, weight, and
- *             the codes the quantizer writes). mbarriers a stage: full (the TMA's
- *             bytes), qfull (the 128 quantizer threads), empty (the MMA warps of
- *             this CTA and of its pair). Thread 0 refills every released stage as
- *             soon as it sees it, also while it waits for its own next block.
+ *   Work      a CTA computes a 128 × 256 tile (two 128×128 weight scale blocks a K
+ *             step), walking K in 128-wide blocks (one activation scale block). CTAs
+ *             run in clusters of CL (RLRUN_FP8Q_CLUSTER = 1, 2 or 4; default 2) on
+ *             neighbouring column tiles of the same 128 rows: each CTA quantizes
+ *             128 / CL of the rows and writes their codes and scales into every CTA
+ *             of the cluster (st.async), so a row block is quantized once a cluster
+ *             instead of once a column tile. Bit-neutral (gemm_fp8q_gpu_test).
+ *   Roles     512 threads, four warpgroups, registers moved by setmaxnreg:
+ *             0 the producer (24 registers; thread 0 issues every load),
+ *             1 the quantizer (72), 2 and 3 the MMAs of rows 0–63 and 64–127 (208).
+ *   Loads     the Tensor Memory Accelerator, 128-byte swizzle. x's (128 / CL) × 128
+ *             BF16 block, as two 64-wide boxes, into an x ring (NX stages, freed by
+ *             the quantizer once read); the weight's 256 × 128 E4M3 block, as two
+ *             128-row boxes, into a ring of FQ_NST stages of 48 KB that also hold
+ *             the tile's codes (freed by the MMA warps of every CTA of the cluster:
+ *             a stage's weight lands only when no CTA still reads its codes, so a
+ *             quantizer that sees the weight may write the codes everywhere).
  *             Rows and columns past the tensor are the TMA's zero fill; K past the
  *             tensor is masked.
- *   Quantize  thread (row r, half h) reads its 64 BF16 straight from the swizzled
- *             stage, takes the integer amax of the |bf16| bits (the row's two
- *             halves by one shuffle), the scale fmt_fp8_block_scale and the E4M3
- *             codes of RN(x / s) by the quantizer's own device functions
+ *   Quantize  thread (row r, K part h; 2 threads a row, 4 for CL = 4) holds its 64
+ *             (32) BF16 in registers, takes the integer amax of the |bf16| bits (the
+ *             row's parts meet by shuffles), the scale fmt_fp8_block_scale and the
+ *             E4M3 codes of RN(x / s) by the quantizer's own device functions
  *             (quant_cuda_dev.cuh) — the bytes and scales quant_fp8_block_act_cuda
- *             writes for linear_forward, bit for bit — and stores the codes into
- *             the stage in the swizzle wgmma reads (its A operand), the scale
- *             beside it.
- *   MMA       4 × wgmma m64n128k32 E4M3, both operands from shared memory, from
- *             zero, then acc = fmaf(part, sx ·_rn sw, acc) — the order of the
- *             small-M fp8 kernels (gs_fp8_scale_acc), which match cuBLASLt's
- *             block-scaled GEMM on 99.99–100 % of outputs.
+ *             writes for linear_forward, bit for bit — and stores the codes in the
+ *             swizzle wgmma reads (its A operand), the scale beside them; into the
+ *             peers by st.async, which completes the bytes on their qfull barrier.
+ *   MMA       a warpgroup's 64 rows × 256 columns as two 128-column halves: 4 ×
+ *             wgmma m64n128k32 E4M3, both operands from shared memory, from zero,
+ *             then acc = fmaf(part, sx ·_rn sw, acc) — the order of the small-M fp8
+ *             kernels (gs_fp8_scale_acc), which match cuBLASLt's block-scaled GEMM
+ *             on 99.99–100 % of outputs.
  *   Store     bf16_rne(acc) to y, rows and columns inside the tensor.
  *
  * Status (issue #5, EXPERIMENTAL, linear_forward uses it only under
- * RLRUN_LINEAR_FP8Q=1). History (H100): the first form (128 × 128 tiles, every
- * thread quantizing its own rows into register A fragments) ran at 12–26 % of the
- * bare cuBLASLt GEMM; with separate quantizer and MMA warpgroups, 64 × 256 tiles,
- * shared-memory codes: 25–41 %. ncu then showed the pipeline itself starved: the
- * shared accesses had become generic (a pointer rebuilt from an integer), thread 0
- * refilled stages only between its own blocks, and each tile paid the ring's fill.
- * docs/gpu-results.md has the numbers of the current form. A timing build with
- * `make BUILD=build-diag CU_BUILD=build-diag/cu EXTRA_NVCCFLAGS=-DFQ_DIAG` reads FQ_DIAG
- * (1: no quantizer arithmetic, 2: no MMAs, 3: neither; wrong sums) to see what each part costs.
+ * RLRUN_LINEAR_FP8Q=1). H100, % of the bare cuBLASLt GEMM at 8192×1024×2048,
+ * 512×3072×1024, 8192³: the 64 × 256 form of session 18 (thread 0 of the quantizer
+ * also loading) 25 / 37 / 19; this form with single CTAs 37 / 31 / 34, with pairs
+ * 47 / 37 / 49. What each step bought is in docs/gpu-results.md. The MMA
+ * warpgroups now wait on their own wgmma (a warpgroup cannot scale one half while
+ * the tensor cores run the other: acc and part take 192 of its registers) and the
+ * quantizer warpgroup still runs near its issue limit.
  *
  * Non-finite activations poison their block (NaN scale, zero codes) as the
  * quantizer does: that row of y is NaN. The E4M3 conversion is the hardware's
@@ -69,18 +67,34 @@ extern "C" {
 
 namespace {
 
-constexpr int FQ_BM = 64, FQ_BN = 256, FQ_BK = 128;
-constexpr int FQ_NST = 4;                              /* ring stages */
-constexpr int FQ_X_BYTES = FQ_BM * FQ_BK * 2;          /* x block, BF16: two 64-wide boxes */
-#define FQ_XBOX (FQ_X_BYTES / 2)                       /* one x box: 64 rows × 128 B */
+constexpr int FQ_BM = 128, FQ_BN = 256, FQ_BK = 128;
+constexpr int FQ_NST = 3;                              /* weight + codes ring stages (free after the MMAs) */
 constexpr int FQ_W_BYTES = FQ_BN * FQ_BK;              /* weight block, E4M3: two boxes of 128 rows */
-#define FQ_WBOX (FQ_W_BYTES / 2)                       /* one weight box: 128 rows × 128 B */
-constexpr int FQ_C_BYTES = FQ_BM * FQ_BK;              /* x's E4M3 codes, wgmma's A */
-constexpr int FQ_STAGE = FQ_X_BYTES + FQ_W_BYTES + FQ_C_BYTES; /* 56 KB */
-constexpr int FQ_THREADS = 384;                        /* quantizer warpgroup + 2 MMA warpgroups */
-constexpr int FQ_SMEM = 1024 + FQ_NST * FQ_STAGE + FQ_NST * FQ_BM * 4 + 3 * FQ_NST * 8;
-static_assert(FQ_STAGE % 1024 == 0, "stages keep the 128-byte swizzle's 1024-byte alignment");
-static_assert(FQ_SMEM <= 232448, "the ring fits an sm_90 CTA's shared memory");
+#define FQ_WBOX (FQ_W_BYTES / 2)
+constexpr int FQ_C_BYTES = FQ_BM * FQ_BK;              /* the tile's E4M3 codes, wgmma's A */
+constexpr int FQ_STAGE = FQ_W_BYTES + FQ_C_BYTES;      /* 48 KB */
+constexpr int FQ_THREADS = 512;                        /* producer, quantizer and 2 MMA warpgroups */
+constexpr int FQ_REG_P = 24, FQ_REG_Q = 72, FQ_REG_MMA = 208; /* setmaxnreg; the MMA code needs 208 */
+static_assert(128 * FQ_REG_P + 128 * FQ_REG_Q + 256 * FQ_REG_MMA <= 65536, "the register file");
+/* A cluster of CL CTAs covers CL neighbouring column tiles of the same 128 rows: each
+ * CTA loads and quantizes FQ_BM / CL of the rows and writes their codes and scales
+ * into every CTA of the cluster. */
+template <int CL> struct fq_geo {
+  enum : int {
+    QR = FQ_BM / CL,                                   /* rows this CTA quantizes */
+    NX = CL == 1 ? 2 : CL == 2 ? 3 : 4,                /* x ring stages (free once quantized) */
+    TPR = CL == 4 ? 4 : 2,                             /* quantizer threads a row */
+    RPW = 32 / TPR, KS = FQ_BK / TPR,                  /* rows a warp, K a thread */
+    ROUNDS = QR * TPR / 128,                           /* rows a quantizer thread takes in turn */
+    XBOX = QR * 128,                                   /* one 64-wide K half of the x block, BF16 */
+    XST = 2 * XBOX,
+    SMEM = 1024 + NX * XST + FQ_NST * FQ_STAGE + FQ_NST * FQ_BM * 4 + (2 * NX + 3 * FQ_NST) * 8,
+    RBYTES = (CL - 1) * QR * (128 + 4)                 /* codes and scales from the peers, a block */
+  };
+  static_assert(XST % 1024 == 0 && FQ_STAGE % 1024 == 0, "stages keep the 128-byte swizzle's alignment");
+  static_assert(SMEM <= 232448, "the rings fit an sm_90 CTA's shared memory");
+  static_assert(ROUNDS >= 1 && QR * TPR % 128 == 0, "the quantizer warpgroup covers whole rounds of rows");
+};
 
 struct fq_args {
   CUtensorMap tx; /* x [M][K] BF16, box 64 × 64 */
@@ -88,11 +102,8 @@ struct fq_args {
   const float *sw;
   int64_t sld;
   uint16_t *y;
-  int M, N, K, kblocks, ntn, mtiles;
+  int M, N, K, kblocks, ntn;
   int ue8m0, pair_store;
-#ifdef FQ_DIAG
-  int diag; /* timing experiments only (-DFQ_DIAG, env FQ_DIAG): 1 no quantizer arithmetic, 2 no MMA */
-#endif
 };
 
 /* The device helpers exist where the kernel has a body (sm_90a). */
@@ -136,225 +147,244 @@ __device__ __forceinline__ void fq_tma2d(void *dst, const CUtensorMap *map, int 
       : "memory");
 }
 
-/* The same box into dst of every CTA of the cluster in `mask`, completing on the
- * mbarrier at bar's offset in each of them. */
-__device__ __forceinline__ void fq_tma2d_mc(void *dst, const CUtensorMap *map, int c0, int c1, uint64_t *bar,
-                                            uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster "
-      "[%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(smem_u32(dst)),
-      "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar)), "h"(mask)
-      : "memory");
+/* 16 bytes into another CTA's shared memory (shared::cluster address a), completing 16
+ * bytes of the transaction count of that CTA's mbarrier at cluster address bar. */
+__device__ __forceinline__ void fq_st_async16(uint32_t a, uint4 v, uint32_t bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(a),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(bar)
+               : "memory");
 }
-
-__device__ __forceinline__ void fq_arrive(uint64_t *bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+__device__ __forceinline__ void fq_st_async4(uint32_t a, float v, uint32_t bar) {
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n" ::"r"(a),
+               "r"(__float_as_uint(v)), "r"(bar)
+               : "memory");
 }
 /* An arrival on the mbarrier at shared::cluster address a (another CTA's). */
 __device__ __forceinline__ void fq_arrive_remote(uint32_t a) {
-  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(a) : "memory");
+  asm volatile("mbarrier.arrive.relaxed.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(a) : "memory");
 }
-/* The rare scales outside qd_mdiv_ok's range: the quantizer's IEEE-division encoder,
- * kept out of line (inlined, its divisions' slow paths multiply the loop's code and
- * the warps stall on instruction fetch). */
+__device__ __forceinline__ void fq_arrive(uint64_t *bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+/* The rare scales outside qd_mdiv_ok's range: plain IEEE division, kept out of line
+ * (inlined, the divisions' slow paths multiply the loop's code and the warps stall
+ * on instruction fetch). */
 __device__ __noinline__ uint4 fq_enc16_div(uint4 a, uint4 b, float s) { return qd_enc_fp8_fdiv(a, b, s, 0); }
 
 #endif
 
-/* CL = 2: a cluster of two CTAs on neighbouring row tiles of the same columns, each
- * loading half of the weight block for both (TMA multicast). */
+#if !defined(__CUDA_ARCH__) || RLRUN_HAVE_WGMMA
+__device__ __forceinline__ void fq_setmaxnreg_p() {
+#if RLRUN_HAVE_WGMMA
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(FQ_REG_P) : "memory");
+#endif
+}
+__device__ __forceinline__ void fq_setmaxnreg_q() {
+#if RLRUN_HAVE_WGMMA
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(FQ_REG_Q) : "memory");
+#endif
+}
+__device__ __forceinline__ void fq_setmaxnreg_mma() {
+#if RLRUN_HAVE_WGMMA
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(FQ_REG_MMA) : "memory");
+#endif
+}
+#endif
+
+/* One CTA a 128 × 256 tile; a cluster of CL CTAs shares the quantization of its rows.
+ * Rings: x (NX stages, freed by the quantizer once it has read a block) and weight +
+ * codes (FQ_NST stages, freed by the MMA warps of every CTA of the cluster). */
 template <int CL>
 __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_constant__ fq_args a) {
 #if RLRUN_HAVE_WGMMA
+  using G = fq_geo<CL>;
   extern __shared__ uint8_t fq_smem_raw[];
-  /* offset arithmetic on the shared array keeps the accesses ld/st.shared (a pointer
-   * rebuilt from an integer would be generic) */
   uint8_t *sm = fq_smem_raw + ((1024u - (smem_u32(fq_smem_raw) & 1023u)) & 1023u);
-  float *sxs = reinterpret_cast<float *>(sm + FQ_NST * FQ_STAGE); /* [stage][64]: the rows' scales */
-  uint64_t *full = reinterpret_cast<uint64_t *>(sxs + FQ_NST * FQ_BM), *qfull = full + FQ_NST, *empty = qfull + FQ_NST;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  /* this CTA (pair) takes units u0, u0 + stride, … (a unit: one tile, or CL tiles of neighbouring
-   * rows and the same columns; the launch gives each unit its own, stride = the grid) and streams
-   * their K blocks through one ring: block g of the stream is K block g % KB of its unit g / KB,
-   * in stage g % FQ_NST */
-  const int rank = CL == 2 ? (int)(blockIdx.x & 1) : 0, KB = a.kblocks;
-  const int u0 = (int)(blockIdx.x / CL), ustride = (int)(gridDim.x / CL);
-  const int nunits = a.ntn * ((a.mtiles + CL - 1) / CL);
-  const int my_units = u0 < nunits ? (nunits - 1 - u0) / ustride + 1 : 0;
-  const int total = my_units * KB; /* blocks streamed */
-  auto unit_m0 = [&](int i) { return (CL * ((u0 + i * ustride) / a.ntn) + rank) * FQ_BM; };
-  auto unit_n0 = [&](int i) { return ((u0 + i * ustride) % a.ntn) * FQ_BN; };
+  uint8_t *xr = sm, *wr = sm + G::NX * G::XST;
+  float *sxs = reinterpret_cast<float *>(wr + FQ_NST * FQ_STAGE); /* [stage][128] */
+  uint64_t *xfull = reinterpret_cast<uint64_t *>(sxs + FQ_NST * FQ_BM), *xempty = xfull + G::NX;
+  uint64_t *wfull = xempty + G::NX, *qfull = wfull + FQ_NST, *empty = qfull + FQ_NST;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, KB = a.kblocks;
+  const int rank = CL == 1 ? 0 : (int)(blockIdx.x % CL), cid = (int)(blockIdx.x / CL);
+  const int ngroups = (a.ntn + CL - 1) / CL;
+  const int m0 = (cid / ngroups) * FQ_BM, n0 = ((cid % ngroups) * CL + rank) * FQ_BN;
   if (tid == 0) {
-    for (int s = 0; s < FQ_NST; s++)
-      mbar_init(&full[s], 1), mbar_init(&qfull[s], 128), mbar_init(&empty[s], 8 * CL);
+    for (int s = 0; s < G::NX; s++) mbar_init(&xfull[s], 1), mbar_init(&xempty[s], 4);
+    for (int s = 0; s < FQ_NST; s++) mbar_init(&wfull[s], 1), mbar_init(&qfull[s], 128), mbar_init(&empty[s], 8 * CL);
     fence_mbar_init();
   }
-  if (CL == 2) cluster_sync(); /* the peer's barriers exist before anything lands in them */
+  if (CL > 1) cluster_sync(); /* the peers' barriers exist before anything reaches them */
   else __syncthreads();
-  /* thread 0: stream block g's x tile and (its half of) the weight tile into stage g % FQ_NST */
-  auto load = [&](int g) {
-    const int s = g % FQ_NST, i = g / KB, k0 = (g % KB) * FQ_BK, m0 = unit_m0(i), n0 = unit_n0(i);
-    uint8_t *st = sm + s * FQ_STAGE;
-    mbar_arrive_tx(&full[s], FQ_X_BYTES + FQ_W_BYTES);
-    fq_tma2d(st, &a.tx, k0, m0, &full[s]);
-    fq_tma2d(st + FQ_XBOX, &a.tx, k0 + 64, m0, &full[s]);
-    if (CL == 2) fq_tma2d_mc(st + FQ_X_BYTES + rank * FQ_WBOX, &a.tw, k0, n0 + 128 * rank, &full[s], 3);
-    else {
-      fq_tma2d(st + FQ_X_BYTES, &a.tw, k0, n0, &full[s]);
-      fq_tma2d(st + FQ_X_BYTES + FQ_WBOX, &a.tw, k0, n0 + 128, &full[s]);
-    }
-  };
 
   if (warp < 4) {
-    /* ---------------- the quantizer warpgroup: row r = 16·warp + lane % 16, K half h = lane / 16 */
-    int next = 0; /* thread 0: the next block to load */
+    /* ---------------- the producer warpgroup: thread 0 issues every load, in the order the
+     * quantizer consumes them, each as soon as its stage is free */
+    fq_setmaxnreg_p();
     if (tid == 0) {
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(&a.tx) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(&a.tw) : "memory");
-      for (; next < FQ_NST && next < total; next++) load(next);
+      const int xrow = m0 + rank * G::QR;
+      for (int kb = 0; kb < KB; kb++) {
+        const int xs = kb % G::NX, s = kb % FQ_NST;
+        if (kb >= G::NX) mbar_wait(&xempty[xs], (uint32_t)((kb / G::NX - 1) & 1));
+        mbar_arrive_tx(&xfull[xs], (uint32_t)G::XST);
+        fq_tma2d(xr + xs * G::XST, &a.tx, kb * FQ_BK, xrow, &xfull[xs]);
+        fq_tma2d(xr + xs * G::XST + G::XBOX, &a.tx, kb * FQ_BK + 64, xrow, &xfull[xs]);
+        /* the stage is free in every CTA of the cluster (the quantizers write into all) */
+        if (kb >= FQ_NST) mbar_wait(&empty[s], (uint32_t)((kb / FQ_NST - 1) & 1));
+        mbar_arrive_tx(&wfull[s], FQ_W_BYTES);
+        fq_tma2d(wr + s * FQ_STAGE, &a.tw, kb * FQ_BK, n0, &wfull[s]);
+        fq_tma2d(wr + s * FQ_STAGE + FQ_WBOX, &a.tw, kb * FQ_BK, n0 + 128, &wfull[s]);
+      }
     }
-    /* thread 0, the quantizer at block g: load every block up to g + FQ_NST − 1 whose
-     * stage the MMA warps have released (block g's own: waiting for it) */
-    auto refill = [&](int g) {
-      while (next < total && next < g + FQ_NST) {
-        const uint32_t ph = (uint32_t)((next / FQ_NST - 1) & 1);
-        if (next == g) mbar_wait(&empty[next % FQ_NST], ph);
-        else if (!mbar_test(&empty[next % FQ_NST], ph)) break;
-        load(next++);
-      }
-    };
-    const int r = 16 * warp + (lane & 15), h = lane >> 4, sw7 = r & 7;
-    for (int g = 0; g < total; g++) {
-      const int s = g % FQ_NST, kb = g % KB;
-      const uint32_t ph = (uint32_t)((g / FQ_NST) & 1);
-      if (tid == 0) { /* while block g is in flight, keep the loads behind it going */
-        refill(g);
-        while (!mbar_test(&full[s], ph)) refill(g);
+  } else if (warp < 8) {
+    /* ---------------- the quantizer warpgroup: thread (row r of this CTA's QR rows, K part
+     * h) holds its KS BF16 in registers: TPR threads a row, the row's parts in one warp
+     * (lanes RPW apart), meeting by shuffles; rows in ROUNDS turns */
+    fq_setmaxnreg_q();
+    const int qt = tid - 128, qwarp = warp - 4, h = lane / G::RPW; /* h: the thread's K part */
+    uint32_t peer[CL > 1 ? CL - 1 : 1]; /* the peers' shared::cluster address offsets */
+#pragma unroll
+    for (int p = 1; p < CL; p++) peer[p - 1] = cluster_map(smem_u32(sm), (rank + p) % CL) - smem_u32(sm);
+    (void)peer;
+    constexpr int NV = G::KS / 8, NC = G::KS / 16; /* 8-value loads, 16-code chunks a thread */
+    const int box = h * G::KS / 64, c0 = h * G::KS % 64 / 8;
+    for (int kb = 0; kb < KB; kb++) {
+      const int xs = kb % G::NX, s = kb % FQ_NST;
+      mbar_wait(&xfull[xs], (uint32_t)((kb / G::NX) & 1));
+      /* the codes' slots: free in every CTA once this block's weight has landed here */
+      mbar_wait(&wfull[s], (uint32_t)((kb / FQ_NST) & 1));
+      const int kv = a.K - kb * FQ_BK - G::KS * h; /* K of this part inside x */
+      const uint32_t qbar = smem_u32(&qfull[s]);
+#pragma unroll 1
+      for (int rr = 0; rr < G::ROUNDS; rr++) {
+        const int r = rr * (128 / G::TPR) + G::RPW * qwarp + lane % G::RPW, sw7 = r & 7, rg = rank * G::QR + r;
+        const uint8_t *X = xr + xs * G::XST + box * G::XBOX + r * 128;
+        uint4 v[NV];
+#pragma unroll
+        for (int j = 0; j < NV; j++) v[j] = *reinterpret_cast<const uint4 *>(X + (((c0 + j) ^ sw7) << 4));
+        if (kv < G::KS) {
+#pragma unroll
+          for (int j = 0; j < NV; j++)
+            if (8 * j >= kv) v[j] = make_uint4(0, 0, 0, 0);
+        }
+        const uint32_t k7 = 0x7fff7fffu;
+        uint32_t m = 0;
+#pragma unroll
+        for (int j = 0; j < NV; j++)
+          m = __vmaxu2(m, __vmaxu2(__vmaxu2(v[j].x & k7, v[j].y & k7), __vmaxu2(v[j].z & k7, v[j].w & k7)));
+        m = qd_fold16(m);
+#pragma unroll
+        for (int o = G::RPW; o < 32; o <<= 1) m = max(m, __shfl_xor_sync(QD_FULL, m, o));
+        const bool bad = m >= 0x7f80u;
+        const float sc = bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(m), a.ue8m0);
+        float *scp = sxs + s * FQ_BM + rg;
+        if (h == 0) {
+          *scp = sc;
+#pragma unroll
+          for (int p = 1; p < CL; p++) fq_st_async4(smem_u32(scp) + peer[p - 1], sc, qbar + peer[p - 1]);
+        }
+        uint4 *C = reinterpret_cast<uint4 *>(wr + s * FQ_STAGE + FQ_W_BYTES + rg * 128);
+        const bool fast = qd_mdiv_ok(sc);
+        const float rc = fast ? __frcp_rn(sc) : 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < NC; jj++) {
+          uint4 q;
+          if (bad) q = make_uint4(0, 0, 0, 0);
+          else if (fast) q = qd_enc_fp8_mdiv(v[2 * jj], v[2 * jj + 1], sc, rc, 0);
+          else q = fq_enc16_div(v[2 * jj], v[2 * jj + 1], sc);
+          uint4 *d = C + ((NC * h + jj) ^ sw7);
+          *d = q;
+#pragma unroll
+          for (int p = 1; p < CL; p++) fq_st_async16(smem_u32(d) + peer[p - 1], q, qbar + peer[p - 1]);
+        }
       }
       __syncwarp();
-      mbar_wait(&full[s], ph);
-      uint8_t *st = sm + s * FQ_STAGE;
-      const uint8_t *X = st + h * FQ_XBOX + r * 128;
-      uint4 v[8];
-#pragma unroll
-      for (int j = 0; j < 8; j++) v[j] = *reinterpret_cast<const uint4 *>(X + ((j ^ sw7) << 4));
-      const int kv = a.K - kb * FQ_BK - 64 * h; /* K of this half inside x */
-      if (kv < 64) {
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-          if (8 * j >= kv) v[j] = make_uint4(0, 0, 0, 0);
-      }
-      const uint32_t k7 = 0x7fff7fffu;
-      uint32_t m = 0;
-#pragma unroll
-      for (int j = 0; j < 8; j++) m = __vmaxu2(m, __vmaxu2(__vmaxu2(v[j].x & k7, v[j].y & k7), __vmaxu2(v[j].z & k7, v[j].w & k7)));
-      m = qd_fold16(m);
-      m = max(m, __shfl_xor_sync(QD_FULL, m, 16));
-      const bool bad = m >= 0x7f80u;
-      const float sc = bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(m), a.ue8m0);
-      if (h == 0) sxs[s * FQ_BM + r] = sc;
-      uint8_t *C = st + FQ_X_BYTES + FQ_W_BYTES + r * 128;
-      uint4 q[4];
-#ifdef FQ_DIAG
-      if (a.diag & 1) {
-#pragma unroll
-        for (int jj = 0; jj < 4; jj++) q[jj] = v[2 * jj];
-      } else
-#endif
-      if (bad) {
-#pragma unroll
-        for (int jj = 0; jj < 4; jj++) q[jj] = make_uint4(0, 0, 0, 0);
-      } else if (qd_mdiv_ok(sc)) {
-        const float rc = __frcp_rn(sc);
-#pragma unroll
-        for (int jj = 0; jj < 4; jj++)
-          q[jj] = qd_enc_fp8_mdiv(v[2 * jj], v[2 * jj + 1], sc, rc, 0);
-      } else {
-#pragma unroll
-        for (int jj = 0; jj < 4; jj++) q[jj] = fq_enc16_div(v[2 * jj], v[2 * jj + 1], sc);
-      }
-#pragma unroll
-      for (int jj = 0; jj < 4; jj++) *reinterpret_cast<uint4 *>(C + (((4 * h + jj) ^ sw7) << 4)) = q[jj];
+      if (lane == 0) fq_arrive(&xempty[xs]); /* this warp is done with x block kb */
       fence_proxy_async(); /* the codes, written here, read by the tensor cores */
-      fq_arrive(&qfull[s]);
-      if (tid == 0) refill(g + 1);
-      __syncwarp();
+      if (CL > 1 && qt == 0) mbar_arrive_tx(&qfull[s], (uint32_t)G::RBYTES); /* and the peers' bytes */
+      else fq_arrive(&qfull[s]);
     }
   } else {
-    /* ---------------- an MMA warpgroup: columns 128c … of the tile; warp w = rows 16w …, lane (g, t) */
-    const int c = (warp - 4) >> 2, w = warp & 3, g = lane >> 2, t = lane & 3;
-    float acc[64], part[64];
+    fq_setmaxnreg_mma();
+    /* ---------------- an MMA warpgroup: rows 64c …, all 256 columns as two 128-column halves */
+    const int c = (warp - 8) >> 2, w = warp & 3, g = lane >> 2, t = lane & 3;
+    const bool live0 = n0 < a.N, live1 = n0 + 128 < a.N; /* the halves inside the weight */
+    const float *sw0 = a.sw + (int64_t)(live0 ? n0 / 128 : 0) * a.sld, *sw1 = a.sw + (int64_t)(live1 ? n0 / 128 + 1 : 0) * a.sld;
+    uint32_t peer_empty[CL > 1 ? CL - 1 : 1];
+#pragma unroll
+    for (int p = 1; p < CL; p++) peer_empty[p - 1] = cluster_map(smem_u32(empty), (rank + p) % CL);
+    (void)peer_empty;
+    /* descriptors of stage 0's codes (this warpgroup's 64 rows) and weight; a stage, a
+     * half and a K step move the start address field (bytes / 16) */
+    const uint64_t dA0 = wgmma_desc_sw128(smem_u32(wr + FQ_W_BYTES + c * 64 * 128)), dB0 = wgmma_desc_sw128(smem_u32(wr));
+    float acc[128], part[64];
+#pragma unroll
+    for (int i = 0; i < 128; i++) acc[i] = 0.0f;
 #pragma unroll
     for (int i = 0; i < 64; i++) part[i] = 0.0f;
-    for (int i = 0; i < my_units; i++) {
-      const int m0 = unit_m0(i), n0 = unit_n0(i), nt = n0 / FQ_BN;
-      const bool live = n0 + 128 * c < a.N; /* columns inside the weight (else: only the barriers) */
-      const float *swp = a.sw + (int64_t)(live ? nt * 2 + c : 0) * a.sld;
+    for (int kb = 0; kb < KB; kb++) {
+      const int s = kb % FQ_NST;
+      const uint32_t ph = (uint32_t)((kb / FQ_NST) & 1);
+      const float swa = live0 ? __ldg(sw0 + kb) : 0.0f, swb = live1 ? __ldg(sw1 + kb) : 0.0f; /* ahead of the waits */
+      mbar_wait(&wfull[s], ph);
+      mbar_wait(&qfull[s], ph);
+      if (CL > 1) fence_proxy_async(); /* the peers' codes, stored by st.async, read by the tensor cores */
+      const uint64_t da = dA0 + (uint64_t)((s * FQ_STAGE) >> 4);
+      const float x0 = sxs[s * FQ_BM + 64 * c + 16 * w + g], x1 = sxs[s * FQ_BM + 64 * c + 16 * w + g + 8];
 #pragma unroll
-      for (int j = 0; j < 64; j++) acc[j] = 0.0f;
-      for (int kb = 0; kb < KB; kb++) {
-        const int gi = i * KB + kb, s = gi % FQ_NST;
-        const uint32_t ph = (uint32_t)((gi / FQ_NST) & 1);
-        mbar_wait(&full[s], ph);
-        mbar_wait(&qfull[s], ph);
-        const uint8_t *st = sm + s * FQ_STAGE;
-        float s0 = 0.0f, s1 = 0.0f;
-#ifdef FQ_DIAG
-        if (live && !(a.diag & 2)) {
-#else
-        if (live) {
-#endif
-          const uint32_t ab = smem_u32(st + FQ_X_BYTES + FQ_W_BYTES), bb = smem_u32(st + FQ_X_BYTES + c * FQ_WBOX);
-          const float sw = __ldg(swp + kb);
-          wgmma_fence();
+      for (int hf = 0; hf < 2; hf++) {
+        if ((hf == 0 && !live0) || (hf == 1 && !live1)) continue;
+        const uint64_t db = dB0 + (uint64_t)((s * FQ_STAGE + hf * FQ_WBOX) >> 4);
+        const float sw = hf ? swb : swa;
+        wgmma_fence();
 #pragma unroll
-          for (int j = 0; j < 4; j++)
-            wgmma_ss_e4m3_n128(part, wgmma_desc_sw128(ab + 32 * j), wgmma_desc_sw128(bb + 32 * j), j);
-          wgmma_commit();
-          fq_fence_acc(part);
-          s0 = __fmul_rn(sxs[s * FQ_BM + 16 * w + g], sw), s1 = __fmul_rn(sxs[s * FQ_BM + 16 * w + g + 8], sw);
-          wgmma_wait<0>();
-          fq_fence_acc(part);
-        }
-        __syncwarp();
-        if (lane == 0) { /* stage s released, in this CTA and (its weight half came from there) the peer */
-          fq_arrive(&empty[s]);
-          if (CL == 2) fq_arrive_remote(cluster_map(smem_u32(&empty[s]), rank ^ 1));
-        }
-        __syncwarp(); /* the warp whole again before its next wgmma (.aligned) */
-        if (live) {
-#pragma unroll
-          for (int j = 0; j < 16; j++) {
-            acc[4 * j + 0] = __fmaf_rn(part[4 * j + 0], s0, acc[4 * j + 0]);
-            acc[4 * j + 1] = __fmaf_rn(part[4 * j + 1], s0, acc[4 * j + 1]);
-            acc[4 * j + 2] = __fmaf_rn(part[4 * j + 2], s1, acc[4 * j + 2]);
-            acc[4 * j + 3] = __fmaf_rn(part[4 * j + 3], s1, acc[4 * j + 3]);
-          }
-        }
-      }
-      /* store: fragment (row 16w + g / + 8, column 8j + 2t + h) → y */
-      if (live) {
-        const int64_t row0 = (int64_t)m0 + 16 * w + g;
+        for (int j = 0; j < 4; j++) wgmma_ss_e4m3_n128(part, da + 2 * j, db + 2 * j, j); /* + 32 bytes of K a step */
+        wgmma_commit();
+        fq_fence_acc(part);
+        const float s0 = __fmul_rn(x0, sw), s1 = __fmul_rn(x1, sw);
+        wgmma_wait<0>();
+        fq_fence_acc(part);
+        float *ac = acc + 64 * hf;
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-          const int n = n0 + 128 * c + 8 * j + 2 * t;
+          ac[4 * j + 0] = __fmaf_rn(part[4 * j + 0], s0, ac[4 * j + 0]);
+          ac[4 * j + 1] = __fmaf_rn(part[4 * j + 1], s0, ac[4 * j + 1]);
+          ac[4 * j + 2] = __fmaf_rn(part[4 * j + 2], s1, ac[4 * j + 2]);
+          ac[4 * j + 3] = __fmaf_rn(part[4 * j + 3], s1, ac[4 * j + 3]);
+        }
+      }
+      __syncwarp();
+      if (lane == 0) {
+        fq_arrive(&empty[s]);
 #pragma unroll
-          for (int v = 0; v < 2; v++) {
-            const int64_t row = row0 + 8 * v;
-            if (row >= a.M) continue;
-            const uint16_t lo = fmt_bf16_from_f32(acc[4 * j + 2 * v]), hi = fmt_bf16_from_f32(acc[4 * j + 2 * v + 1]);
-            uint16_t *dst = a.y + row * a.N + n;
-            if (a.pair_store && n + 1 < a.N) *reinterpret_cast<uint32_t *>(dst) = (uint32_t)lo | ((uint32_t)hi << 16);
-            else {
-              if (n < a.N) dst[0] = lo;
-              if (n + 1 < a.N) dst[1] = hi;
-            }
+        for (int p = 1; p < CL; p++) fq_arrive_remote(peer_empty[p - 1] + 8u * s);
+      }
+      __syncwarp();
+    }
+    /* store: fragment (row 64c + 16w + g / + 8, column 128·hf + 8j + 2t + h) → y */
+    const int64_t row0 = (int64_t)m0 + 64 * c + 16 * w + g;
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        const int n = n0 + 128 * hf + 8 * j + 2 * t;
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+          const int64_t row = row0 + 8 * v;
+          if (row >= a.M || n >= a.N) continue;
+          const float *ac = acc + 64 * hf;
+          const uint16_t lo = fmt_bf16_from_f32(ac[4 * j + 2 * v]), hi = fmt_bf16_from_f32(ac[4 * j + 2 * v + 1]);
+          uint16_t *dst = a.y + row * a.N + n;
+          if (a.pair_store && n + 1 < a.N) *reinterpret_cast<uint32_t *>(dst) = (uint32_t)lo | ((uint32_t)hi << 16);
+          else {
+            dst[0] = lo;
+            if (n + 1 < a.N) dst[1] = hi;
           }
         }
       }
-    }
   }
-  if (CL == 2) cluster_sync(); /* no arrival or multicast may reach a CTA that has exited */
+  if (CL > 1) cluster_sync(); /* no store or arrival may reach a CTA that has exited */
 #else
   __trap();
 #endif
@@ -414,9 +444,13 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   }
   PFN_cuTensorMapEncodeTiled_v12000 enc = fq_encode_fn(e);
   if (!enc) return RL_EXIT_HARDWARE;
+  /* clusters of cl CTAs (RLRUN_FP8Q_CLUSTER), no wider than the column tiles */
+  const int64_t ntn = (N + FQ_BN - 1) / FQ_BN;
+  int cl = gemm_fp8q_cluster(-1);
+  while (cl > 1 && cl > ntn) cl /= 2;
   fq_args a;
   memset(&a, 0, sizeof a);
-  if (fq_map(enc, &a.tx, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, K, M, K * 2, 64, FQ_BM, "x", e) ||
+  if (fq_map(enc, &a.tx, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, K, M, K * 2, 64, FQ_BM / cl, "x", e) ||
       fq_map(enc, &a.tw, CU_TENSOR_MAP_DATA_TYPE_UINT8, w->data, K, N, K, 128, 128, "the weight", e))
     return RL_EXIT_FAIL;
   const int64_t kb = (K + FQ_BK - 1) / FQ_BK;
@@ -424,25 +458,23 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   a.sld = w->layout == QLAYOUT_HOPPER_WEIGHT ? (kb + 3) / 4 * 4 : kb;
   a.y = y;
   a.M = (int)M, a.N = (int)N, a.K = (int)K, a.kblocks = (int)kb;
-  a.ntn = (int)((N + FQ_BN - 1) / FQ_BN);
+  a.ntn = (int)ntn;
   a.ue8m0 = pol ? pol->ue8m0 : 0;
   a.pair_store = N % 2 == 0 && (uintptr_t)y % 4 == 0;
-#ifdef FQ_DIAG
-  a.diag = getenv("FQ_DIAG") ? atoi(getenv("FQ_DIAG")) : 0;
-#endif
-  const int cl = gemm_fp8q_cluster(-1) ? 2 : 1;
-  const int64_t mtiles = (M + FQ_BM - 1) / FQ_BM, units = (int64_t)a.ntn * ((mtiles + cl - 1) / cl);
+  const int64_t mtiles = (M + FQ_BM - 1) / FQ_BM, units = mtiles * ((a.ntn + cl - 1) / cl);
   if (units * cl > INT32_MAX)
     return rl_errf(e, RL_EXIT_USAGE, "gemm_fp8q: M=%lld × N=%lld needs %lld tiles of %d × %d, more than the kernel "
                    "counts; split the product or use linear_forward", (long long)M, (long long)N, (long long)(units * cl),
                    FQ_BM, FQ_BN);
-  a.mtiles = (int)mtiles;
-  /* a CTA (pair) a unit: a persistent grid of one CTA an SM streaming several units
-   * through its ring measured ~10 % slower (H100, docs/gpu-results.md) */
+  /* a CTA a tile (a persistent grid streaming several tiles through one ring measured
+   * ~10 % slower in session 18's form, docs/gpu-results.md) */
   const int64_t grid = (int64_t)cl * units;
+  const int smem = cl == 4 ? (int)fq_geo<4>::SMEM : cl == 2 ? (int)fq_geo<2>::SMEM : (int)fq_geo<1>::SMEM;
   if (!fq_attr[dev]) {
-    if (cudaFuncSetAttribute(gemm_fp8q_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, FQ_SMEM) != cudaSuccess ||
-        cudaFuncSetAttribute(gemm_fp8q_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, FQ_SMEM) != cudaSuccess) {
+    const cudaFuncAttribute sa = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    if (cudaFuncSetAttribute(gemm_fp8q_kernel<1>, sa, fq_geo<1>::SMEM) != cudaSuccess ||
+        cudaFuncSetAttribute(gemm_fp8q_kernel<2>, sa, fq_geo<2>::SMEM) != cudaSuccess ||
+        cudaFuncSetAttribute(gemm_fp8q_kernel<4>, sa, fq_geo<4>::SMEM) != cudaSuccess) {
       cudaError_t st = cudaGetLastError();
       return rl_errf(e, RL_EXIT_FAIL, "gemm_fp8q: cudaFuncSetAttribute (shared memory): %s", cudaGetErrorString(st));
     }
@@ -453,9 +485,11 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   at[0] = cudaLaunchAttribute{};
   at[0].id = cudaLaunchAttributeClusterDimension;
   at[0].val.clusterDim.x = (unsigned)cl, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
-  cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(FQ_THREADS), cfg.dynamicSmemBytes = FQ_SMEM, cfg.stream = s;
+  cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(FQ_THREADS), cfg.dynamicSmemBytes = smem, cfg.stream = s;
   cfg.attrs = at, cfg.numAttrs = 1;
-  cudaError_t st = cl == 2 ? cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<2>, a) : cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<1>, a);
+  cudaError_t st = cl == 4   ? cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<4>, a)
+                   : cl == 2 ? cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<2>, a)
+                             : cudaLaunchKernelEx(&cfg, gemm_fp8q_kernel<1>, a);
   const cudaError_t last = cudaGetLastError(); /* consumed either way */
   if (st == cudaSuccess) st = last;
   if (st != cudaSuccess) return rl_errf(e, RL_EXIT_FAIL, "gemm_fp8q: launch failed: %s", cudaGetErrorString(st));

@@ -484,11 +484,16 @@ TEST(gemm_fp8q_checks) {
   CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w2, 8, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "scale layout");
   CHECK_EQ_I64(linear_fp8q(-1), getenv("RLRUN_LINEAR_FP8Q") && !strcmp(getenv("RLRUN_LINEAR_FP8Q"), "1"));
-  /* the CTA-pair switch: off unless RLRUN_FP8Q_CLUSTER is "1"; set overrides, then restored */
+  /* the cluster size: RLRUN_FP8Q_CLUSTER "1" or "4", else 2; set overrides (2 and 4 as
+   * such, anything else 1), then restored */
   const int cl = gemm_fp8q_cluster(-1);
-  CHECK_EQ_I64(cl, getenv("RLRUN_FP8Q_CLUSTER") && !strcmp(getenv("RLRUN_FP8Q_CLUSTER"), "1"));
-  CHECK_EQ_I64(gemm_fp8q_cluster(1), 1);
-  CHECK_EQ_I64(gemm_fp8q_cluster(-1), 1);
+  const char *clv = getenv("RLRUN_FP8Q_CLUSTER");
+  CHECK_EQ_I64(cl, clv && !strcmp(clv, "1") ? 1 : clv && !strcmp(clv, "4") ? 4 : 2);
+  CHECK_EQ_I64(gemm_fp8q_cluster(4), 4);
+  CHECK_EQ_I64(gemm_fp8q_cluster(-1), 4);
+  CHECK_EQ_I64(gemm_fp8q_cluster(0), 1);
+  CHECK_EQ_I64(gemm_fp8q_cluster(3), 1);
+  CHECK_EQ_I64(gemm_fp8q_cluster(2), 2);
   CHECK_EQ_I64(gemm_fp8q_cluster(cl), cl);
   device_info di;
   device_query(&di);

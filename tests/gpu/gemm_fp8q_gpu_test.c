@@ -22,6 +22,8 @@
  *   rows      rows 0, 5 and M−1 alone (M = 1) and the first 7 rows (M = 7) == the
  *             same rows of the whole run, bitwise (no K split: a row's bits do not
  *             depend on M or its neighbours).
+ *   cluster   the run with each other cluster size (gemm_fp8q_cluster 1, 2, 4: CTAs
+ *             sharing the quantization of a row block) == the run above, bitwise.
  * Exact case: x and w built so that every quantity is exact (x blocks hold ±448·2^i and
  * integers·2^i with |integer| ≤ 4, weight codes integers in [-4, 4], power-of-two
  * scales): y == bf16_rne(S*) bitwise, and == linear_forward bitwise.
@@ -221,20 +223,25 @@ static void case_shape(int64_t M, int64_t N, int64_t K, int hopper, int ue8m0, u
              diff ? "FAIL" : "PASS", tag, (long long)diff, (long long)checks);
       tally(!diff);
     }
-    /* the CTA pairs sharing the weight's loads (RLRUN_FP8Q_CLUSTER=1) vs single CTAs (default): the same bits */
+    /* the other cluster sizes (RLRUN_FP8Q_CLUSTER 1, 2, 4: how many CTAs share the
+     * quantization of a row block) against the size the run above used: the same bits */
     {
       const int cl = gemm_fp8q_cluster(-1);
-      gemm_fp8q_cluster(!cl);
-      CK(cudaMemset(yd, 0xff, (size_t)(M * N) * 2));
-      int64_t diff = run(yd, xd, &w, M, &p, NULL) ? -1 : 0;
-      gemm_fp8q_cluster(cl);
-      if (!diff) {
-        float *y1 = y_host(yd, M * N);
-        diff = n_bits_differ(y1, y, M * N);
-        free(y1);
+      int64_t diff = 0;
+      for (int o = 1; o <= 4 && diff >= 0; o *= 2) {
+        if (o == cl) continue;
+        gemm_fp8q_cluster(o);
+        CK(cudaMemset(yd, 0xff, (size_t)(M * N) * 2));
+        if (run(yd, xd, &w, M, &p, NULL)) diff = -1;
+        else {
+          float *y1 = y_host(yd, M * N);
+          diff += n_bits_differ(y1, y, M * N);
+          free(y1);
+        }
       }
-      printf("%-6s fp8q cluster    %s: pairs sharing the weight vs single CTAs: %lld outputs differ\n",
-             diff ? "FAIL" : "PASS", tag, (long long)diff);
+      gemm_fp8q_cluster(cl);
+      printf("%-6s fp8q cluster    %s: the other cluster sizes vs %d: %lld outputs differ\n", diff ? "FAIL" : "PASS",
+             tag, cl, (long long)diff);
       tally(!diff);
     }
     free(y), free(qh), free(sh), free(ref), free(mag);
