@@ -76,35 +76,32 @@ __device__ __forceinline__ uint32_t qd_e4m3x2(float a, float b, int soft) {
   return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
 }
 
-/* 16 packed bf16 → 16 E4M3 codes of x/s by Markstein's division, r = RN(1/s),
- * s with qd_mdiv_ok(s) (kernels that hoist r call this directly). */
-__device__ __forceinline__ uint4 qd_enc_fp8_mdiv(uint4 a, uint4 b, float s, float r, int soft) {
+/* 16 packed bf16 → 16 E4M3 codes of f(x), in order, two codes a conversion (the
+ * encoders below differ only in f). */
+template <class F>
+__device__ __forceinline__ uint4 qd_enc_fp8_map(uint4 a, uint4 b, int soft, F f) {
   const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
   uint32_t o[4];
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    float y0 = qd_mdiv(__uint_as_float(w[2 * i] << 16), s, r);
-    float y1 = qd_mdiv(__uint_as_float(w[2 * i] & 0xffff0000u), s, r);
-    float y2 = qd_mdiv(__uint_as_float(w[2 * i + 1] << 16), s, r);
-    float y3 = qd_mdiv(__uint_as_float(w[2 * i + 1] & 0xffff0000u), s, r);
+    float y0 = f(__uint_as_float(w[2 * i] << 16));
+    float y1 = f(__uint_as_float(w[2 * i] & 0xffff0000u));
+    float y2 = f(__uint_as_float(w[2 * i + 1] << 16));
+    float y3 = f(__uint_as_float(w[2 * i + 1] & 0xffff0000u));
     o[i] = qd_e4m3x2(y0, y1, soft) | (qd_e4m3x2(y2, y3, soft) << 16);
   }
   return make_uint4(o[0], o[1], o[2], o[3]);
 }
 
+/* 16 packed bf16 → 16 E4M3 codes of x/s by Markstein's division, r = RN(1/s),
+ * s with qd_mdiv_ok(s) (kernels that hoist r call this directly). */
+__device__ __forceinline__ uint4 qd_enc_fp8_mdiv(uint4 a, uint4 b, float s, float r, int soft) {
+  return qd_enc_fp8_map(a, b, soft, [=](float x) { return qd_mdiv(x, s, r); });
+}
+
 /* The same by IEEE division (any s; the slow path of the two). */
 __device__ __forceinline__ uint4 qd_enc_fp8_fdiv(uint4 a, uint4 b, float s, int soft) {
-  const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  uint32_t o[4];
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float y0 = __fdiv_rn(__uint_as_float(w[2 * i] << 16), s);
-    float y1 = __fdiv_rn(__uint_as_float(w[2 * i] & 0xffff0000u), s);
-    float y2 = __fdiv_rn(__uint_as_float(w[2 * i + 1] << 16), s);
-    float y3 = __fdiv_rn(__uint_as_float(w[2 * i + 1] & 0xffff0000u), s);
-    o[i] = qd_e4m3x2(y0, y1, soft) | (qd_e4m3x2(y2, y3, soft) << 16);
-  }
-  return make_uint4(o[0], o[1], o[2], o[3]);
+  return qd_enc_fp8_map(a, b, soft, [=](float x) { return __fdiv_rn(x, s); });
 }
 
 /* 16 packed bf16 → 16 E4M3 codes of x/s (fp8-block, exact division). */
@@ -114,17 +111,7 @@ __device__ __forceinline__ uint4 qd_enc_fp8_div(uint4 a, uint4 b, float s, int s
 
 /* 16 packed bf16 → 16 E4M3 codes of x·m (MXFP8: m = 2^(127-e), exact). */
 __device__ __forceinline__ uint4 qd_enc_fp8_mul(uint4 a, uint4 b, float m, int soft) {
-  const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  uint32_t o[4];
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float y0 = __fmul_rn(__uint_as_float(w[2 * i] << 16), m);
-    float y1 = __fmul_rn(__uint_as_float(w[2 * i] & 0xffff0000u), m);
-    float y2 = __fmul_rn(__uint_as_float(w[2 * i + 1] << 16), m);
-    float y3 = __fmul_rn(__uint_as_float(w[2 * i + 1] & 0xffff0000u), m);
-    o[i] = qd_e4m3x2(y0, y1, soft) | (qd_e4m3x2(y2, y3, soft) << 16);
-  }
-  return make_uint4(o[0], o[1], o[2], o[3]);
+  return qd_enc_fp8_map(a, b, soft, [=](float x) { return __fmul_rn(x, m); });
 }
 
 /* ---------------------------------------------------------------- E2M1 */
