@@ -299,15 +299,21 @@ int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int6
 }
 
 int gemm_fp8q_cluster(int set) {
-  static int cache = 0; /* 0: not read yet */
-  if (set >= 0) __atomic_store_n(&cache, set == 4 ? 4 : set == 2 ? 2 : 1, __ATOMIC_SEQ_CST);
+  static int cache = -1; /* -1: not read yet */
+  if (set >= 0) __atomic_store_n(&cache, set == 1 || set == 2 || set == 4 ? set : 0, __ATOMIC_SEQ_CST);
   int cl = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
-  if (!cl) {
+  if (cl < 0) {
     const char *v = getenv("RLRUN_FP8Q_CLUSTER");
-    int want = v && !strcmp(v, "1") ? 1 : v && !strcmp(v, "4") ? 4 : 2, unset = 0;
+    int want = !v ? 0 : !strcmp(v, "1") ? 1 : !strcmp(v, "2") ? 2 : !strcmp(v, "4") ? 4 : 0, unset = -1;
     __atomic_compare_exchange_n(&cache, &unset, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     cl = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
   }
+  return cl;
+}
+
+int gemm_fp8q_cluster_pick(int cl, int64_t mtiles, int64_t ntn, int n_sm) {
+  if (cl != 1 && cl != 2 && cl != 4) cl = mtiles * ntn <= (int64_t)(n_sm > 0 ? n_sm : 0) ? 4 : 2;
+  while (cl > 1 && cl > ntn) cl /= 2;
   return cl;
 }
 

@@ -354,11 +354,17 @@ void gemm_small_release(void);
  * RLRUN_LINEAR_FP8Q=1. */
 int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, rl_err *e);
 int gemm_fp8q_supported(void);
-/* The CTAs of gemm_fp8q_cuda in clusters of 1, 2 or 4 (RLRUN_FP8Q_CLUSTER; any other
- * value: 2, the default, fastest on the H100) on neighbouring column tiles, which
- * quantize each row block once for the cluster. Bit-neutral. set ≥ 0 overrides (2 and 4
- * as such, anything else 1), −1 asks. */
+/* The CTAs of gemm_fp8q_cuda in clusters of 1, 2 or 4 on neighbouring column tiles,
+ * which quantize each row block once for the cluster (bit-neutral). RLRUN_FP8Q_CLUSTER
+ * = 1, 2 or 4 fixes the size; unset or anything else is 0, automatic:
+ * gemm_fp8q_cluster_pick. set ≥ 0 overrides (1, 2 and 4 as such, anything else 0),
+ * −1 asks. */
 int gemm_fp8q_cluster(int set);
+/* The size a launch uses: cl if 1, 2 or 4, else (automatic) 4 when the mtiles × ntn
+ * tiles (one CTA each) fit one wave of n_sm SMs and 2 when they do not (H100, sessions
+ * 19 and 20: clusters of 4 were as fast as pairs or faster in one wave, slower over
+ * many); then halved until no wider than the ntn column tiles. */
+int gemm_fp8q_cluster_pick(int cl, int64_t mtiles, int64_t ntn, int n_sm);
 int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, const quant_policy *pol,
                    void *stream, rl_err *e);
 

@@ -6,21 +6,23 @@
  *
  *   Work      a CTA computes a 128 × 256 tile (two 128×128 weight scale blocks a K
  *             step), walking K in 128-wide blocks (one activation scale block). CTAs
- *             run in clusters of CL (RLRUN_FP8Q_CLUSTER = 1, 2 or 4; default 2) on
+ *             run in clusters of CL (RLRUN_FP8Q_CLUSTER = 1, 2 or 4; by default 4 when
+ *             the tiles fit one wave of the SMs, else 2: gemm_fp8q_cluster_pick) on
  *             neighbouring column tiles of the same 128 rows: each CTA quantizes
  *             128 / CL of the rows and writes their codes and scales into every CTA
  *             of the cluster (st.async), so a row block is quantized once a cluster
  *             instead of once a column tile. Bit-neutral (gemm_fp8q_gpu_test).
  *   Roles     512 threads, four warpgroups, registers moved by setmaxnreg:
- *             0 the producer (24 registers; thread 0 issues every load),
+ *             0 the producer (24 registers; thread 0 issues x's loads, thread 32
+ *               the weight's),
  *             1 the quantizer (72), 2 and 3 the MMAs of rows 0–63 and 64–127 (208).
  *   Loads     the Tensor Memory Accelerator, 128-byte swizzle. x's (128 / CL) × 128
  *             BF16 block, as two 64-wide boxes, into an x ring (NX stages, freed by
  *             the quantizer once read); the weight's 256 × 128 E4M3 block, as two
  *             128-row boxes, into a ring of FQ_NST stages of 48 KB that also hold
  *             the tile's codes (freed by the MMA warps of every CTA of the cluster:
- *             a stage's weight lands only when no CTA still reads its codes, so a
- *             quantizer that sees the weight may write the codes everywhere).
+ *             the weight's producer and the quantizer both wait for that release, so
+ *             the codes are written everywhere only when no CTA still reads them).
  *             Rows and columns past the tensor are the TMA's zero fill; K past the
  *             tensor is masked.
  *   Quantize  thread (row r, K part h; 2 threads a row, 4 for CL = 4) holds its 64
@@ -42,10 +44,13 @@
  * RLRUN_LINEAR_FP8Q=1). H100, % of the bare cuBLASLt GEMM at 8192×1024×2048,
  * 512×3072×1024, 8192³: the 64 × 256 form of session 18 (thread 0 of the quantizer
  * also loading) 25 / 37 / 19; this form with single CTAs 37 / 31 / 34, with pairs
- * 47 / 37 / 49. What each step bought is in docs/gpu-results.md. The MMA
- * warpgroups now wait on their own wgmma (a warpgroup cannot scale one half while
- * the tensor cores run the other: acc and part take 192 of its registers) and the
- * quantizer warpgroup still runs near its issue limit.
+ * 47 / 37 / 49, with clusters of 4 at 512 rows 38. What each step bought, and
+ * what each part costs (FQ_ABL below: the loads, barriers and stores alone reach
+ * 88 % of bare at 8192³, the quantizer's arithmetic takes that to 69 %, the MMAs
+ * to 49 % — the parts add instead of overlapping), is in docs/gpu-results.md.
+ * Tried and dropped (session 20): the scaling overlapped with the next 64-column
+ * quarter's wgmma (slower), 2 × 2 clusters sharing the weight by TMA multicast
+ * (slower).
  *
  * Non-finite activations poison their block (NaN scale, zero codes) as the
  * quantizer does: that row of y is NaN. The E4M3 conversion is the hardware's
@@ -64,6 +69,14 @@ extern "C" {
 #include "kernels/gemm.h"
 #include "kernels/ptx_util.cuh"
 #include "kernels/quant_cuda_dev.cuh"
+
+/* Measurement builds only (never the default): FQ_ABL = 1 the quantizer without its
+ * arithmetic, 2 the MMA warps without wgmma, 3 the wgmma accumulating without the
+ * per-block scaling, 4 both 1 and 2 (the loads, barriers and stores alone) — wrong sums, to see what each part costs (docs/gpu-results.md,
+ * session 20). */
+#ifndef FQ_ABL
+#define FQ_ABL 0
+#endif
 
 namespace {
 
@@ -220,19 +233,24 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
   else __syncthreads();
 
   if (warp < 4) {
-    /* ---------------- the producer warpgroup: thread 0 issues every load, in the order the
-     * quantizer consumes them, each as soon as its stage is free */
+    /* ---------------- the producer warpgroup: thread 0 issues x's loads and thread 32 the
+     * weight's, each as soon as its stage is free (two streams: an x block need not wait
+     * for the weight ring, nor the weight for the x ring) */
     fq_setmaxnreg_p();
     if (tid == 0) {
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(&a.tx) : "memory");
-      asm volatile("prefetch.tensormap [%0];\n" ::"l"(&a.tw) : "memory");
       const int xrow = m0 + rank * G::QR;
       for (int kb = 0; kb < KB; kb++) {
-        const int xs = kb % G::NX, s = kb % FQ_NST;
+        const int xs = kb % G::NX;
         if (kb >= G::NX) mbar_wait(&xempty[xs], (uint32_t)((kb / G::NX - 1) & 1));
         mbar_arrive_tx(&xfull[xs], (uint32_t)G::XST);
         fq_tma2d(xr + xs * G::XST, &a.tx, kb * FQ_BK, xrow, &xfull[xs]);
         fq_tma2d(xr + xs * G::XST + G::XBOX, &a.tx, kb * FQ_BK + 64, xrow, &xfull[xs]);
+      }
+    } else if (tid == 32) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(&a.tw) : "memory");
+      for (int kb = 0; kb < KB; kb++) {
+        const int s = kb % FQ_NST;
         /* the stage is free in every CTA of the cluster (the quantizers write into all) */
         if (kb >= FQ_NST) mbar_wait(&empty[s], (uint32_t)((kb / FQ_NST - 1) & 1));
         mbar_arrive_tx(&wfull[s], FQ_W_BYTES);
@@ -255,8 +273,10 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
     for (int kb = 0; kb < KB; kb++) {
       const int xs = kb % G::NX, s = kb % FQ_NST;
       mbar_wait(&xfull[xs], (uint32_t)((kb / G::NX) & 1));
-      /* the codes' slots: free in every CTA once this block's weight has landed here */
-      mbar_wait(&wfull[s], (uint32_t)((kb / FQ_NST) & 1));
+      /* the codes' slots: free in every CTA of the cluster once the stage's last use is
+       * over everywhere (the barrier the weight's producer waits on; the quantizer need
+       * not wait for the weight itself to land) */
+      if (kb >= FQ_NST) mbar_wait(&empty[s], (uint32_t)((kb / FQ_NST - 1) & 1));
       const int kv = a.K - kb * FQ_BK - G::KS * h; /* K of this part inside x */
       const uint32_t qbar = smem_u32(&qfull[s]);
 #pragma unroll 1
@@ -271,6 +291,27 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
           for (int j = 0; j < NV; j++)
             if (8 * j >= kv) v[j] = make_uint4(0, 0, 0, 0);
         }
+#if FQ_ABL == 1 || FQ_ABL == 4 /* ablation: the loads and stores without the arithmetic (wrong codes: a measurement only) */
+        {
+          float *scp = sxs + s * FQ_BM + rg;
+          if (h == 0) {
+            *scp = 1.0f;
+#pragma unroll
+            for (int p = 1; p < CL; p++) fq_st_async4(smem_u32(scp) + peer[p - 1], 1.0f, qbar + peer[p - 1]);
+          }
+          uint4 *C = reinterpret_cast<uint4 *>(wr + s * FQ_STAGE + FQ_W_BYTES + rg * 128);
+#pragma unroll
+          for (int jj = 0; jj < NC; jj++) {
+            const uint4 q = make_uint4(v[2 * jj].x ^ v[2 * jj + 1].x, v[2 * jj].y ^ v[2 * jj + 1].y,
+                                       v[2 * jj].z ^ v[2 * jj + 1].z, v[2 * jj].w ^ v[2 * jj + 1].w);
+            uint4 *d = C + ((NC * h + jj) ^ sw7);
+            *d = q;
+#pragma unroll
+            for (int p = 1; p < CL; p++) fq_st_async16(smem_u32(d) + peer[p - 1], q, qbar + peer[p - 1]);
+          }
+          continue;
+        }
+#endif
         const uint32_t k7 = 0x7fff7fffu;
         uint32_t m = 0;
 #pragma unroll
@@ -318,6 +359,16 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
 #pragma unroll
     for (int p = 1; p < CL; p++) peer_empty[p - 1] = cluster_map(smem_u32(empty), (rank + p) % CL);
     (void)peer_empty;
+    /* stage s of the ring is over for this warp: in this CTA and in every peer */
+    auto release = [&](int s) {
+      __syncwarp();
+      if (lane == 0) {
+        fq_arrive(&empty[s]);
+#pragma unroll
+        for (int p = 1; p < CL; p++) fq_arrive_remote(peer_empty[p - 1] + 8u * s);
+      }
+      __syncwarp();
+    };
     /* descriptors of stage 0's codes (this warpgroup's 64 rows) and weight; a stage, a
      * half and a K step move the start address field (bytes / 16) */
     const uint64_t dA0 = wgmma_desc_sw128(smem_u32(wr + FQ_W_BYTES + c * 64 * 128)), dB0 = wgmma_desc_sw128(smem_u32(wr));
@@ -335,19 +386,37 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
       if (CL > 1) fence_proxy_async(); /* the peers' codes, stored by st.async, read by the tensor cores */
       const uint64_t da = dA0 + (uint64_t)((s * FQ_STAGE) >> 4);
       const float x0 = sxs[s * FQ_BM + 64 * c + 16 * w + g], x1 = sxs[s * FQ_BM + 64 * c + 16 * w + g + 8];
+#if FQ_ABL == 3 /* ablation: no promotion, the wgmma accumulate (wrong sums: a measurement only) */
+      (void)swa, (void)swb, (void)x0, (void)x1;
+      wgmma_fence();
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+          wgmma_ss_e4m3_n128(acc + 64 * hf, da + 2 * j, dB0 + (uint64_t)((s * FQ_STAGE + hf * FQ_WBOX) >> 4) + 2 * j, 1);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fq_fence_acc(acc), fq_fence_acc(acc + 64);
+#else
 #pragma unroll
       for (int hf = 0; hf < 2; hf++) {
         if ((hf == 0 && !live0) || (hf == 1 && !live1)) continue;
         const uint64_t db = dB0 + (uint64_t)((s * FQ_STAGE + hf * FQ_WBOX) >> 4);
         const float sw = hf ? swb : swa;
+#if FQ_ABL != 2 && FQ_ABL != 4
         wgmma_fence();
 #pragma unroll
         for (int j = 0; j < 4; j++) wgmma_ss_e4m3_n128(part, da + 2 * j, db + 2 * j, j); /* + 32 bytes of K a step */
         wgmma_commit();
         fq_fence_acc(part);
+#else
+        (void)db;
+#endif
         const float s0 = __fmul_rn(x0, sw), s1 = __fmul_rn(x1, sw);
+#if FQ_ABL != 2 && FQ_ABL != 4
         wgmma_wait<0>();
         fq_fence_acc(part);
+#endif
         float *ac = acc + 64 * hf;
 #pragma unroll
         for (int j = 0; j < 16; j++) {
@@ -357,13 +426,8 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
           ac[4 * j + 3] = __fmaf_rn(part[4 * j + 3], s1, ac[4 * j + 3]);
         }
       }
-      __syncwarp();
-      if (lane == 0) {
-        fq_arrive(&empty[s]);
-#pragma unroll
-        for (int p = 1; p < CL; p++) fq_arrive_remote(peer_empty[p - 1] + 8u * s);
-      }
-      __syncwarp();
+#endif
+      release(s);
     }
     /* store: fragment (row 64c + 16w + g / + 8, column 128·hf + 8j + 2t + h) → y */
     const int64_t row0 = (int64_t)m0 + 64 * c + 16 * w + g;
@@ -422,6 +486,7 @@ int fq_map(PFN_cuTensorMapEncodeTiled_v12000 enc, CUtensorMap *m, CUtensorMapDat
 }
 
 int fq_attr[DEVICE_MAX_GPUS]; /* the shared-memory limit raised on this device */
+int fq_nsm[DEVICE_MAX_GPUS];  /* its SM count (0: not asked yet, −1: unknown) */
 
 } /* namespace */
 
@@ -447,10 +512,15 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   }
   PFN_cuTensorMapEncodeTiled_v12000 enc = fq_encode_fn(e);
   if (!enc) return RL_EXIT_HARDWARE;
-  /* clusters of cl CTAs (RLRUN_FP8Q_CLUSTER), no wider than the column tiles */
-  const int64_t ntn = (N + FQ_BN - 1) / FQ_BN;
-  int cl = gemm_fp8q_cluster(-1);
-  while (cl > 1 && cl > ntn) cl /= 2;
+  /* clusters of cl CTAs (RLRUN_FP8Q_CLUSTER, or by the tile count), no wider than the
+   * column tiles */
+  const int64_t ntn = (N + FQ_BN - 1) / FQ_BN, mtiles = (M + FQ_BM - 1) / FQ_BM;
+  if (!fq_nsm[dev]) {
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) cudaGetLastError(), n = -1;
+    fq_nsm[dev] = n > 0 ? n : -1;
+  }
+  const int cl = gemm_fp8q_cluster_pick(gemm_fp8q_cluster(-1), mtiles, ntn, fq_nsm[dev]);
   fq_args a;
   memset(&a, 0, sizeof a);
   if (fq_map(enc, &a.tx, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, K, M, K * 2, 64, FQ_BM / cl, "x", e) ||
@@ -464,7 +534,7 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   a.ntn = (int)ntn;
   a.ue8m0 = pol ? pol->ue8m0 : 0;
   a.pair_store = N % 2 == 0 && (uintptr_t)y % 4 == 0;
-  const int64_t mtiles = (M + FQ_BM - 1) / FQ_BM, units = mtiles * ((a.ntn + cl - 1) / cl);
+  const int64_t units = mtiles * ((a.ntn + cl - 1) / cl);
   if (units * cl > INT32_MAX)
     return rl_errf(e, RL_EXIT_USAGE, "gemm_fp8q: M=%lld × N=%lld needs %lld tiles of %d × %d, more than the kernel "
                    "counts; split the product or use linear_forward", (long long)M, (long long)N, (long long)(units * cl),

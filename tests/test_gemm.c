@@ -484,17 +484,32 @@ TEST(gemm_fp8q_checks) {
   CHECK_EQ_I64(gemm_fp8q_check(yb, xb, &w2, 8, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "scale layout");
   CHECK_EQ_I64(linear_fp8q(-1), getenv("RLRUN_LINEAR_FP8Q") && !strcmp(getenv("RLRUN_LINEAR_FP8Q"), "1"));
-  /* the cluster size: RLRUN_FP8Q_CLUSTER "1" or "4", else 2; set overrides (2 and 4 as
-   * such, anything else 1), then restored */
+  /* the cluster size: RLRUN_FP8Q_CLUSTER "1", "2" or "4", else 0 (automatic); set
+   * overrides (1, 2 and 4 as such, anything else 0), then restored */
   const int cl = gemm_fp8q_cluster(-1);
   const char *clv = getenv("RLRUN_FP8Q_CLUSTER");
-  CHECK_EQ_I64(cl, clv && !strcmp(clv, "1") ? 1 : clv && !strcmp(clv, "4") ? 4 : 2);
+  CHECK_EQ_I64(cl, !clv ? 0 : !strcmp(clv, "1") ? 1 : !strcmp(clv, "2") ? 2 : !strcmp(clv, "4") ? 4 : 0);
   CHECK_EQ_I64(gemm_fp8q_cluster(4), 4);
   CHECK_EQ_I64(gemm_fp8q_cluster(-1), 4);
-  CHECK_EQ_I64(gemm_fp8q_cluster(0), 1);
-  CHECK_EQ_I64(gemm_fp8q_cluster(3), 1);
+  CHECK_EQ_I64(gemm_fp8q_cluster(1), 1);
+  CHECK_EQ_I64(gemm_fp8q_cluster(3), 0);
+  CHECK_EQ_I64(gemm_fp8q_cluster(-1), 0);
   CHECK_EQ_I64(gemm_fp8q_cluster(2), 2);
   CHECK_EQ_I64(gemm_fp8q_cluster(cl), cl);
+  /* the automatic size: 4 while the tiles fit one wave, 2 beyond; never wider than
+   * the column tiles; a fixed size only narrowed to them */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(0, 4, 12, 132), 4);    /* 512 × 3072: 48 tiles */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(0, 11, 12, 132), 4);   /* 132 tiles: one wave exactly */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(0, 12, 12, 132), 2);   /* 144 */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(0, 64, 32, 132), 2);   /* 8192³ */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(0, 4, 3, 132), 2);     /* N = 768: 3 column tiles */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(0, 1, 1, 132), 1);     /* N ≤ 256 */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(7, 64, 32, 132), 2);   /* not a size: automatic */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(0, 1, 8, 0), 2);       /* no SM count known: pairs */
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(1, 1, 8, 132), 1);
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(4, 64, 32, 132), 4);
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(4, 64, 2, 132), 2);
+  CHECK_EQ_I64(gemm_fp8q_cluster_pick(2, 1, 1, 132), 1);
   device_info di;
   device_query(&di);
   if (di.n_gpus == 0) {
