@@ -72,8 +72,8 @@ extern "C" {
 
 /* Measurement builds only (never the default): FQ_ABL = 1 the quantizer without its
  * arithmetic, 2 the MMA warps without wgmma, 3 the wgmma accumulating without the
- * per-block scaling, 4 both 1 and 2 (the loads, barriers and stores alone) — wrong sums, to see what each part costs (docs/gpu-results.md,
- * session 20). */
+ * per-block scaling, 4 both 1 and 2 (the loads, barriers and stores alone) — wrong
+ * sums, to see what each part costs (docs/gpu-results.md, session 20). */
 #ifndef FQ_ABL
 #define FQ_ABL 0
 #endif
