@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
           for (int j = 0; j < NV; j++)
             if (8 * j >= kv) v[j] = make_uint4(0, 0, 0, 0);
         }
-#if FQ_ABL == 1 || FQ_ABL == 4 /* ablation: the loads and stores without the arithmetic (wrong codes: a measurement only) */
+#if FQ_ABL == 1 || FQ_ABL == 4 /* the loads and stores without the arithmetic (wrong codes: timing only) */
         {
           float *scp = sxs + s * FQ_BM + rg;
           if (h == 0) {
@@ -386,14 +386,15 @@ __global__ void __launch_bounds__(FQ_THREADS, 1) gemm_fp8q_kernel(const __grid_c
       if (CL > 1) fence_proxy_async(); /* the peers' codes, stored by st.async, read by the tensor cores */
       const uint64_t da = dA0 + (uint64_t)((s * FQ_STAGE) >> 4);
       const float x0 = sxs[s * FQ_BM + 64 * c + 16 * w + g], x1 = sxs[s * FQ_BM + 64 * c + 16 * w + g + 8];
-#if FQ_ABL == 3 /* ablation: no promotion, the wgmma accumulate (wrong sums: a measurement only) */
+#if FQ_ABL == 3 /* no per-block scaling: the wgmma accumulate (wrong sums: timing only) */
       (void)swa, (void)swb, (void)x0, (void)x1;
       wgmma_fence();
 #pragma unroll
       for (int hf = 0; hf < 2; hf++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
-          wgmma_ss_e4m3_n128(acc + 64 * hf, da + 2 * j, dB0 + (uint64_t)((s * FQ_STAGE + hf * FQ_WBOX) >> 4) + 2 * j, 1);
+          wgmma_ss_e4m3_n128(acc + 64 * hf, da + 2 * j,
+                             dB0 + (uint64_t)((s * FQ_STAGE + hf * FQ_WBOX) >> 4) + 2 * j, 1);
       wgmma_commit();
       wgmma_wait<0>();
       fq_fence_acc(acc), fq_fence_acc(acc + 64);

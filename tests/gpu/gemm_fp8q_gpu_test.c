@@ -241,8 +241,8 @@ static void case_shape(int64_t M, int64_t N, int64_t K, int hopper, int ue8m0, u
         }
       }
       gemm_fp8q_cluster(cl);
-      printf("%-6s fp8q cluster    %s: the sizes 1, 2, 4 vs the run's (%d; 0: automatic): %lld outputs differ\n", diff ? "FAIL" : "PASS",
-             tag, cl, (long long)diff);
+      printf("%-6s fp8q cluster    %s: the sizes 1, 2, 4 vs the run's (%d; 0: automatic): %lld outputs differ\n",
+             diff ? "FAIL" : "PASS", tag, cl, (long long)diff);
       tally(!diff);
     }
     free(y), free(qh), free(sh), free(ref), free(mag);
