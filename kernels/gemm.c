@@ -368,7 +368,42 @@ int gemm_small_fp8_group_check(const gemm_small_seg8 *seg, int n_seg, const uint
   return 0;
 }
 
+int gemm_small_fp8_swiglu_check(const uint16_t *act, const gemm_small_q8out *qo, const qtensor *wg,
+                                const qtensor *wu, const uint8_t *xq, const float *xs, int64_t M, int64_t K,
+                                rl_err *e) {
+  const char *fn = "gemm_small_fp8_swiglu";
+  const gemm_small_seg8 seg[2] = {{(void *)act, wg}, {(void *)act, wu}};
+  int rc = gemm_small_fp8_group_check(seg, 2, xq, xs, M, K, 1, e);
+  if (rc) return rl_err_prefix(e, "%s: ", fn);
+  const int64_t N = wg->rows, mp = (M + 7) / 8 * 8;
+  if (wu->rows != N)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: gate has %lld rows, up %lld; the pair must have the same shape", fn,
+                   (long long)N, (long long)wu->rows);
+  if (K < 16 || N % 16)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: K=%lld (at least 16 needed) or N=%lld (a multiple of 16 needed: whole "
+                   "16-element quantizer lanes); run the group and ops_swiglu_forward_q8_bx_cuda", fn, (long long)K,
+                   (long long)N);
+  if (!qo || !qo->q || !qo->scales || !act)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: act, the fp8 output or its codes or scales is NULL", fn);
+  if (qo->rows_pad < M || qo->rows_pad > mp || qo->scale_ld < qo->rows_pad)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: pad rows %d for M=%lld (M … %lld allowed), scale ld %lld (≥ pad rows "
+                   "needed)", fn, qo->rows_pad, (long long)M, (long long)mp, (long long)qo->scale_ld);
+  if ((uintptr_t)act % 16 || (uintptr_t)qo->q % 16 || (uintptr_t)qo->scales % 4)
+    return rl_errf(e, RL_EXIT_USAGE, "%s: act (%p) and the codes (%p) must be 16-byte aligned, the scales (%p) "
+                   "4-byte", fn, (const void *)act, (const void *)qo->q, (const void *)qo->scales);
+  return 0;
+}
+
 #if !RLRUN_CUDA
+int gemm_small_fp8_swiglu_cuda(uint16_t *act, const gemm_small_q8out *qo, const qtensor *wg, const qtensor *wu,
+                               const uint8_t *xq, const float *xs, int64_t xs_rs, int64_t xs_ks, int64_t M,
+                               int64_t K, void *stream, rl_err *e) {
+  (void)xs_rs, (void)xs_ks, (void)stream;
+  int rc = gemm_small_fp8_swiglu_check(act, qo, wg, wu, xq, xs, M, K, e);
+  return rc ? rc
+            : rl_errf(e, RL_EXIT_HARDWARE, "gemm_small_fp8_swiglu: this binary was built without CUDA; rebuild with "
+                      "nvcc available or use device: cpu");
+}
 int gemm_small_fp8_group_supported(void) { return 0; }
 int gemm_small_fp8_group_cuda(const gemm_small_seg8 *seg, int n_seg, const uint8_t *xq, const float *xs,
                               int64_t xs_rs, int64_t xs_ks, int64_t M, int64_t K, int out_bf16, void *stream,

@@ -325,6 +325,34 @@ int gemm_small_fp8_group_cuda(const gemm_small_seg8 *seg, int n_seg /* 1 … GEM
                               const uint8_t *xq, const float *xs, int64_t xs_rs, int64_t xs_ks, int64_t M,
                               int64_t K, int out_bf16, void *stream, rl_err *e);
 
+/* ---- the SwiGLU pair of that form with its output quantized for the next GEMM
+ * (the decode step's gate/up → down in the unified fp8-block mode): g and u are
+ * gemm_small_fp8_group_cuda's outputs of the group {wg, wu} on the same x, bit for
+ * bit (the same plan, tiles of 32 rows of each matrix); act [M][N] BF16 =
+ * bf16(silu(g)·u) as gemm_small_bf16_swiglu_cuda's epilogue computes it; and act's
+ * fp8-block quantization, the bytes ops_swiglu_forward_q8_bx_cuda writes for that
+ * act: codes qo->q [qo->rows_pad][N] (row stride N), scales at
+ * qo->scales[kb·qo->scale_ld + m] (cuBLASLt's VEC128 layout; rows [M, rows_pad):
+ * codes and scales 0). One launch instead of the group and the SwiGLU's: the four
+ * tiles of a 128-column block share their rows' amax inside a thread-block cluster
+ * (or, where none can hold them, the CTA that finishes the block's last tile, by an
+ * arrival counter, quantizes it). Requirements (RL_EXIT_USAGE): gemm_small_fp8_group_check of
+ * both weights (same shape, N × K), K ≥ 16, N % 16 == 0, M ≤ rows_pad ≤ M rounded
+ * up to 8, scale_ld ≥ rows_pad, act and q 16-byte aligned, scales 4-byte. One call
+ * at a time per device (the counters are the device's). sm_90 only. */
+typedef struct gemm_small_q8out {
+  uint8_t *q;
+  float *scales;
+  int64_t scale_ld;
+  int rows_pad, ue8m0;
+} gemm_small_q8out;
+int gemm_small_fp8_swiglu_check(const uint16_t *act, const gemm_small_q8out *qo, const qtensor *wg,
+                                const qtensor *wu, const uint8_t *xq, const float *xs, int64_t M, int64_t K,
+                                rl_err *e);
+int gemm_small_fp8_swiglu_cuda(uint16_t *act, const gemm_small_q8out *qo, const qtensor *wg,
+                               const qtensor *wu, const uint8_t *xq, const float *xs, int64_t xs_rs,
+                               int64_t xs_ks, int64_t M, int64_t K, void *stream, rl_err *e);
+
 /* Free the workspace of the small-M GEMMs (also done by gemm_cuda_release). */
 void gemm_small_release(void);
 

@@ -77,12 +77,27 @@
  * the ring (cp.async, zeros past M). Per stage: part = 4 wgmma m64n(8·MB)k32 E4M3
  * from zero, then acc = fmaf(part, sx ·_rn sw, acc) per output — the order of
  * gemm_small_fp8_block, and in the tests bitwise cuBLASLt's on 99.99–100 % of the
- * outputs. No SwiGLU pair in this form; sm_90a only (elsewhere the host refuses). */
+ * outputs. sm_90a only (elsewhere the host refuses).
+ *
+ * The F8 pair (gemm_small_fp8_swiglu_cuda: the decode step's gate/up → down in the
+ * unified fp8-block mode): a CTA owns 32 rows of gate and the same 32 of up (the
+ * MMA's 64 rows; each half scaled by its own weight scale), the SwiGLU epilogue of
+ * the BF16 pair, and then down's activation: the 128-column fp8-block of act spans
+ * four tiles. Where a cluster can hold a block (one row chunk, ≤ 2 slices: the
+ * decode step's gate/up) the cluster is 4 tiles × the slices and the tiles
+ * exchange their rows' amax through distributed shared memory (sg_q8_cluster);
+ * otherwise each tile's writer counts it in (an atomic counter per m-chunk and
+ * block, after a __threadfence) and the CTA that counts the last one reads the
+ * block's act back from L2 and quantizes it (sg_q8_tail; the counters follow the
+ * split-K tile counters and are reset by their last reader). Either way the
+ * quantizer's arithmetic: one launch where the group GEMM and
+ * ops_swiglu_forward_q8_bx_cuda took two, the same bytes. */
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kernels/ops_cuda_util.cuh" /* silu; common.h with C linkage */
+#include "kernels/quant_cuda_dev.cuh" /* the fp8-block quantizer's arithmetic (the F8 pair's output) */
 extern "C" {
 #include "kernels/device.h"
 }
@@ -171,6 +186,15 @@ struct sg_args {
   const float *sw[MAXSEG];
   int64_t sld[MAXSEG];
   int ob;
+  /* the F8 pair (gemm_small_fp8_swiglu_cuda): w8[0] = gate, w8[1] = up; act as
+   * above, and its fp8-block quantization: codes q8 [q8_pad][N], scales
+   * q8s[kb·q8_ld + m]; qcnt: an arrival counter per (m-chunk, 128-column block) */
+  uint8_t *q8;
+  float *q8s;
+  int64_t q8_ld;
+  int q8_pad, ue8m0, soft;
+  unsigned *qcnt;
+  int qcl; /* 1: clusters of 4 tiles × the slices (sg_q8_cluster), else the counters (sg_q8_tail) */
 };
 
 /* ---------------------------------------------------------------- kernel */
@@ -190,25 +214,30 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int byt
 }
 
 /* The F8 form's copies of stage st (one 128-K scale block) into ring slot st % NST:
- * BN weight rows of E4M3 and, by thread 0, the weight scale of the tile's 128-row
- * block; rows past N and chunks past k1 become zeros. */
-template <int MB, int WN>
+ * BN weight rows of E4M3 (the pair, SW: BN rows of w, then BN rows of w1) and, by
+ * thread 0 (1), the weight scale of the tile's 128-row block of w (w1) after the x
+ * rows' scales; rows past N and chunks past k1 become zeros. */
+template <int MB, int WN, bool SW>
 __device__ __forceinline__ void sg_load_w8(uint8_t *ring, const sg_args &a, const uint8_t *w, const float *sw,
                                            int64_t sld, int64_t N, int st, int64_t n0, int64_t k0, int64_t k1) {
   constexpr int NST = sg_nst(MB, true), BN = sg_bn(WN), XR = 8 * MB, SB = sg_stage_bytes(MB, true);
-  static_assert(BN * 8 % SG_T == 0, "whole copies per thread");
+  constexpr int R = sg_parts(SW) * BN;
+  static_assert(R * 8 % SG_T == 0, "whole copies per thread");
   uint8_t *Ws = ring + (st % NST) * SB;
   const int64_t kb = k0 + (int64_t)st * BK;
 #pragma unroll
-  for (int j = 0; j < BN * 8 / SG_T; j++) {
+  for (int j = 0; j < R * 8 / SG_T; j++) {
     const int i = (int)threadIdx.x + j * SG_T, r = i / 8, c = i % 8;
-    const int64_t n = n0 + r, k = kb + 16 * c;
+    const uint8_t *wp = SW && r >= BN ? a.w8[1] : w;
+    const int64_t n = n0 + (r % BN), k = kb + 16 * c;
     const bool ok = n < N && k < k1;
-    cp_async16(smem_u32(Ws + sg_off8(r, c)), ok ? w + n * a.K + k : w, ok ? 16 : 0);
+    cp_async16(smem_u32(Ws + sg_off8(r, c)), ok ? wp + n * a.K + k : wp, ok ? 16 : 0);
   }
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < (SW ? 2 : 1)) {
     float *sc = reinterpret_cast<float *>(ring + sg_ring_bytes(MB, true)) + (st % NST) * sg_sc_floats(MB);
-    cp_async4(smem_u32(sc + XR), sw + (n0 / 128) * sld + kb / BK, 4);
+    const float *sp = SW && threadIdx.x == 1 ? a.sw[1] : sw;
+    const int64_t ld = SW && threadIdx.x == 1 ? a.sld[1] : sld;
+    cp_async4(smem_u32(sc + XR + threadIdx.x), sp + (n0 / 128) * ld + kb / BK, 4);
   }
 }
 
@@ -313,9 +342,10 @@ __device__ __forceinline__ void sg_mma_stage(float (&acc)[MB][4], const uint16_t
 /* The F8 form's stage: part = the block's 4 MMAs of 32 K in K order, from zero
  * (E4M3 × E4M3 on the tensor cores), then acc = fma(part, sx[row] · sw, acc) —
  * gemm_small_fp8_block's scale step (one rounding for the product of the scales,
- * one for the fused multiply-add). sc: the stage's x scales, then the weight's. */
+ * one for the fused multiply-add). sc: the stage's x scales; swv: this warp's
+ * weight scale (the pair: gate's or up's). */
 template <int MB>
-__device__ __forceinline__ void sg_mma_stage8(float (&acc)[MB][4], const uint8_t *Ws, const float *sc) {
+__device__ __forceinline__ void sg_mma_stage8(float (&acc)[MB][4], const uint8_t *Ws, const float *sc, float swv) {
 #if RLRUN_HAVE_WGMMA
   constexpr int XR = 8 * MB;
   float part[MB][4];
@@ -328,11 +358,150 @@ __device__ __forceinline__ void sg_mma_stage8(float (&acc)[MB][4], const uint8_t
     wgmma_e4m3<XR>(&part[0][0], wgmma_desc_sw128(wa + (uint32_t)s * 32), wgmma_desc_sw128(xa + (uint32_t)s * 32));
   wgmma_commit();
   wgmma_wait<0>();
-  gs_fp8_scale_acc<MB>(acc, part, sc, sc[XR], 2 * ((int)threadIdx.x & 3));
+  gs_fp8_scale_acc<MB>(acc, part, sc, swv, 2 * ((int)threadIdx.x & 3));
 #else
-  (void)acc, (void)Ws, (void)sc;
+  (void)acc, (void)Ws, (void)sc, (void)swv;
   __trap(); /* the host runs this form on sm_90 only */
 #endif
+}
+
+/* The F8 pair's last step, run by the CTA that wrote (its share of) tile `tile`'s
+ * act values for rows m0 … m0+8·MB−1: count the tile in at its 128-column block
+ * (its act bytes made visible device-wide first); the CTA that counts a block's
+ * last tile in quantizes the block's act rows as ops_swiglu_forward_q8_bx_cuda does
+ * (8 lanes a row's block, 16 elements a lane, the integer amax over the 8 lanes,
+ * fmt_fp8_block_scale, the division encoder; a block with Inf/NaN: scale NaN, codes
+ * 0; rows [M, q8_pad): codes and scales 0) and resets the counter for the next call.
+ * Which CTA that is changes nothing: the act values are final when it reads them. */
+template <int MB, int WN>
+__device__ __forceinline__ void sg_q8_tail(const sg_args &a, int64_t tile, int mc, int m0, int64_t N, int *flag) {
+  constexpr int XR = 8 * MB, BN = sg_bn(WN), TPB = 128 / BN; /* tiles a block */
+  static_assert(128 % BN == 0 && 8 * XR % 32 == 0, "tiles inside blocks; whole warps a row group");
+  const int64_t blk = tile / TPB, ntiles = (N + BN - 1) / BN, nblk = (N + 127) / 128;
+  const unsigned want = (unsigned)(min((blk + 1) * TPB, ntiles) - blk * TPB);
+  unsigned *cnt = a.qcnt + (int64_t)mc * nblk + blk;
+  __threadfence(); /* this CTA's act stores, device-wide, before the count says so */
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    *flag = atomicAdd(cnt, 1u) == want - 1;
+  }
+  __syncthreads();
+  if (!*flag) return;
+  __threadfence(); /* the other tiles' act stores are read after their counts */
+  const int rows = min(XR, a.q8_pad - m0);
+  for (int t = (int)threadIdx.x; t < 8 * XR; t += SG_T) { /* whole warps: 8·XR is a multiple of 32 */
+    const int r = t >> 3, l = t & 7, m = m0 + r;
+    const int64_t c = blk * 128 + 16 * l;
+    const bool in = c < N, real = m < a.M;
+    uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+    if (in && real) {
+      const uint4 *src = reinterpret_cast<const uint4 *>(a.act + (int64_t)m * N + c);
+      x0 = __ldcg(src), x1 = __ldcg(src + 1);
+    }
+    uint32_t mx = qd_fold16(qd_amax_bits16(x0, x1));
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) mx = max(mx, __shfl_xor_sync(QD_FULL, mx, o));
+    if (r >= rows || !in) continue;
+    const bool bad = mx >= 0x7f80u;
+    const float sc = !real ? 0.0f : bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(mx), a.ue8m0);
+    *reinterpret_cast<uint4 *>(a.q8 + (int64_t)m * N + c) =
+        (bad || !real) ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(x0, x1, sc, a.soft);
+    if (l == 0) a.q8s[blk * a.q8_ld + m] = sc;
+  }
+  if (threadIdx.x == 0) *cnt = 0; /* every tile of the block has counted: ready for the next call */
+}
+
+/* The F8 pair's epilogue where a cluster holds a whole 128-column block of act
+ * (a.qcl: one row chunk, S ≤ 2 slices; the cluster = 4 consecutive tiles × S
+ * slices, rank = (tile % 4)·S + slice, the grid padded to whole blocks with tiles
+ * past N that compute zeros). After the slice reduction (as the cluster path of the
+ * kernel, from ranks (tile % 4)·S + t), the CTA keeps its act values in shared
+ * memory, publishes each of its rows' amax over the tile's columns (the integer
+ * amax of the BF16 bits, columns < N), and after a cluster barrier reads the other
+ * three tiles' amax of its rows through distributed shared memory: the block's
+ * amax, hence the scale and codes of ops_swiglu_forward_q8_bx_cuda, with no global
+ * round trip. Rows of the m-chunk are owned by slice (r / 16) % S (the rows its
+ * reduction share covers). Three cluster barriers: partials written; partials read
+ * and amax written; amax read. */
+template <int MB, int WN>
+__device__ __forceinline__ void sg_q8_cluster(const sg_args &a, const float (&acc)[MB][4], uint8_t *ring, int64_t tile,
+                                              int s, int m0, int64_t n0, int64_t N, int rows) {
+  constexpr int P = 2, XR = 8 * MB, BN = sg_bn(WN), T = SG_T, LDP = sg_ldp(WN), V4 = BN / 4, RPC = T / V4;
+  constexpr int PB = (P * XR * LDP * 4 + 15) / 16 * 16, HB = BN / 16; /* partials' bytes; 16-column halves */
+  static_assert(PB + XR * BN * 2 + XR * 4 <= sg_ring_bytes(MB, true) && BN % 16 == 0, "the epilogue fits the ring");
+  const int S = a.slices, tq = (int)(tile & 3), rk0 = tq * S; /* rank of this tile's slice 0 */
+  float *buf = reinterpret_cast<float *>(ring);
+  uint16_t *act_s = reinterpret_cast<uint16_t *>(ring + PB); /* [XR][BN] this tile's act bits */
+  uint32_t *pam = reinterpret_cast<uint32_t *>(act_s + XR * BN); /* [XR] a row's amax over the tile */
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tg = lane & 3;
+  const int p = warp / WN, ra = (warp % WN) * 16 + gr, rc = 2 * tg;
+  cp_wait<0>();
+  __syncthreads(); /* every warp is done with the ring */
+#pragma unroll
+  for (int i = 0; i < MB; i++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int r = rc + 8 * i + h;
+      buf[(p * XR + r) * LDP + ra] = acc[i][h];
+      buf[(p * XR + r) * LDP + ra + 8] = acc[i][h + 2];
+    }
+  cluster_sync(); /* all partials written */
+  const uint32_t base = smem_u32(buf);
+  constexpr int MC = GEMM_SMALL_MAX_CLUSTER;
+  for (int j = s * T + tid; j < rows * V4; j += S * T) {
+    const int r = j / V4, c = (j % V4) * 4;
+    const uint32_t og = base + (uint32_t)(r * LDP + c) * 4, ou = og + (uint32_t)(XR * LDP) * 4;
+    float4 pg[MC / 4], pu[MC / 4]; /* S ≤ 2 */
+#pragma unroll
+    for (int t = 0; t < MC / 4; t++)
+      if (t < S) pg[t] = cluster_ld4(cluster_map(og, rk0 + t)), pu[t] = cluster_ld4(cluster_map(ou, rk0 + t));
+    float4 g = pg[0], u = pu[0];
+#pragma unroll
+    for (int t = 1; t < MC / 4; t++)
+      if (t < S) g = add4(g, pg[t]), u = add4(u, pu[t]);
+    const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
+    uint16_t hv[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) { /* sg_put<true>'s value */
+      hv[e] = fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(gv[e])), bf16_round(uv[e])));
+      if (n0 + c + e < N) a.act[(int64_t)(m0 + r) * N + n0 + c + e] = hv[e];
+    }
+    *reinterpret_cast<uint2 *>(act_s + r * BN + c) =
+        make_uint2(hv[0] | (uint32_t)hv[1] << 16, hv[2] | (uint32_t)hv[3] << 16);
+  }
+  __syncthreads(); /* this CTA's rows of act_s written */
+  if (tid < rows && tid / RPC % S == s) { /* a row's amax over the tile's columns below N */
+    uint32_t m = 0;
+#pragma unroll
+    for (int h = 0; h < HB; h++)
+      if (n0 + 16 * h < N) {
+        const uint4 *v = reinterpret_cast<const uint4 *>(act_s + tid * BN + 16 * h);
+        m = max(m, qd_fold16(qd_amax_bits16(v[0], v[1])));
+      }
+    pam[tid] = m;
+  }
+  cluster_sync(); /* the partials are read (the ring may go); every tile's amax is written */
+  const int prow = min(XR, a.q8_pad - m0); /* rows with codes: real ones, then pad rows (zeros) */
+  for (int t = tid; t < XR * HB; t += T) {
+    const int r = t / HB, h = t % HB;
+    if (r >= prow || r / RPC % S != s) continue;
+    const int64_t n = n0 + 16 * h, m = m0 + r;
+    float sc = 0.0f;
+    uint4 code = make_uint4(0, 0, 0, 0);
+    if (r < rows) {
+      uint32_t mx = 0;
+#pragma unroll
+      for (int t4 = 0; t4 < 4; t4++) mx = max(mx, cluster_ld_u32(cluster_map(smem_u32(pam + r), t4 * S + s)));
+      const bool bad = mx >= 0x7f80u;
+      sc = bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(mx), a.ue8m0);
+      const uint4 *v = reinterpret_cast<const uint4 *>(act_s + r * BN + 16 * h);
+      if (!bad) code = qd_enc_fp8_div(v[0], v[1], sc, a.soft);
+    }
+    if (n < N) *reinterpret_cast<uint4 *>(a.q8 + m * N + n) = code;
+    if (tq == 0 && h == 0) a.q8s[(n0 / 128) * a.q8_ld + m] = sc;
+  }
+  cluster_sync(); /* the other tiles have read this CTA's amax: its shared memory may go */
 }
 
 /* One CTA: block b = ((tile · n_mc) + m-chunk) · slices + slice (the slices of a
@@ -341,7 +510,8 @@ template <int MB, int WN, bool SW, bool F8>
 __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   extern __shared__ uint4 sg_smem[];
   __shared__ int s_last;
-  static_assert(!(SW && F8), "the F8 form has no SwiGLU pair");
+  constexpr bool Q8 = SW && F8; /* the F8 pair: act quantized for the next GEMM */
+  static_assert(!Q8 || WN == 2, "the F8 pair's tiles are 32 rows of each matrix");
   constexpr int P = sg_parts(SW), NST = sg_nst(MB, F8), XR = 8 * MB, SE = sg_stage_elems(MB);
   constexpr int BN = sg_bn(WN), T = SG_T, RING = sg_ring_bytes(MB, F8);
   /* the ring, aligned to the 1024 bytes of the swizzle (the same offset in every CTA) */
@@ -373,10 +543,10 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   const int64_t k0 = (int64_t)s * a.slice_k, k1 = min(a.K, k0 + a.slice_k);
   const int nst = (int)((k1 - k0 + BK - 1) / BK);
 
-  if constexpr (F8 && BN < SG_RM) { /* the same for the F8 form's 128-byte rows */
-    constexpr int ZV = (SG_RM - BN) * 8, SB = sg_stage_bytes(MB, true);
+  if constexpr (F8 && P * BN < SG_RM) { /* the same for the F8 form's 128-byte rows */
+    constexpr int ZV = (SG_RM - P * BN) * 8, SB = sg_stage_bytes(MB, true);
     for (int i = tid; i < NST * ZV; i += T)
-      *reinterpret_cast<uint4 *>(ring + (i / ZV) * SB + BN * 128 + 16 * (i % ZV)) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4 *>(ring + (i / ZV) * SB + P * BN * 128 + 16 * (i % ZV)) = make_uint4(0, 0, 0, 0);
   } else if constexpr (!F8 && P * BN < SG_RM) { /* the MMA rows no matrix fills: zeros in every slot, once */
     constexpr int ZV = (SG_RM - P * BN) * 8; /* 16-byte vectors of one K half */
     for (int i = tid; i < NST * 2 * ZV; i += T) {
@@ -389,7 +559,7 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   /* prologue: NST − 1 stages in flight. Launched as a dependent, the weights
    * (constant while the previous kernel runs) are asked for before its end. */
   auto load_w = [&](int st) {
-    if constexpr (F8) sg_load_w8<MB, WN>(ring, a, w8, sw, sld, N, st, n0, k0, k1);
+    if constexpr (F8) sg_load_w8<MB, WN, SW>(ring, a, w8, sw, sld, N, st, n0, k0, k1);
     else sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st, n0, k0, k1);
   };
   auto load_x = [&](int st) {
@@ -424,8 +594,8 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
     }
     cp_commit(); /* (empty groups at the tail keep the count uniform) */
     if constexpr (F8) {
-      sg_mma_stage8<MB>(acc, ring + (st % NST) * sg_stage_bytes(MB, true),
-                        reinterpret_cast<const float *>(ring + RING) + (st % NST) * sg_sc_floats(MB));
+      const float *sc = reinterpret_cast<const float *>(ring + RING) + (st % NST) * sg_sc_floats(MB);
+      sg_mma_stage8<MB>(acc, ring + (st % NST) * sg_stage_bytes(MB, true), sc, sc[XR + (SW ? warp / WN : 0)]);
     } else {
       const uint16_t *Ws = sm + (st % NST) * SE;
       sg_mma_stage<MB>(acc, Ws, Ws + SG_RM * BK);
@@ -437,6 +607,12 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   const int p = warp / WN, ra = (warp % WN) * 16 + gr, rc = 2 * tg;
   const bool live = p < P; /* else: the zero rows of a 32-row tile */
   const int rows = min(XR, a.M - m0);
+  if constexpr (Q8) {
+    if (a.qcl) {
+      sg_q8_cluster<MB, WN>(a, acc, ring, tile, s, m0, n0, N, rows);
+      return;
+    }
+  }
   if (a.slices == 1 && !SW) {
     if (!live) return;
 #pragma unroll
@@ -483,6 +659,7 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
         for (int e = 0; e < 4; e++)
           if (n0 + c + e < N) sg_put<SW>(a, y, N, m0 + r, n0 + c + e, gv[e], uv[e]);
       }
+      if constexpr (Q8) sg_q8_tail<MB, WN>(a, tile, mc, m0, N, &s_last);
       return;
     }
     cluster_sync(); /* all S partials written */
@@ -511,7 +688,10 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
       for (int e = 0; e < 4; e++)
         if (n0 + c + e < N) sg_put<SW>(a, y, N, m0 + r, n0 + c + e, gv[e], uv[e]);
     }
+    if constexpr (Q8) __threadfence(); /* this CTA's act stores, device-wide, before the cluster's count */
     cluster_sync(); /* the others have read this CTA's partial: its shared memory may go */
+    if constexpr (Q8)
+      if (s == 0) sg_q8_tail<MB, WN>(a, tile, mc, m0, N, &s_last); /* one count for the cluster's tile */
     return;
   }
 
@@ -564,6 +744,7 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
     __syncthreads(); /* buf is read before the next pass overwrites it */
   }
   if (tid == 0) a.cnt[tix] = 0; /* every slice has counted: ready for the next call */
+  if constexpr (Q8) sg_q8_tail<MB, WN>(a, tile, mc, m0, N, &s_last);
 }
 
 /* ---------------------------------------------------------------- host side */
@@ -590,16 +771,23 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
   if (blocks > INT32_MAX)
     return rl_errf(e, RL_EXIT_USAGE, "gemm_small: %lld tiles × %d slices × %d row chunks is more than 2^31-1 CTAs",
                    (long long)tiles, a.slices, a.n_mc);
-  a.cluster = a.slices > 1 && want_cluster && a.slices <= GEMM_SMALL_MAX_CLUSTER &&
+  /* the F8 pair: a cluster per 128-column block of act where one can hold it */
+  a.qcl = SW && F8 && a.n_mc == 1 && 4 * a.slices <= GEMM_SMALL_MAX_CLUSTER && want_cluster &&
+          gs_cluster_ok(SG, kern, kid, dev, 4 * a.slices, T, bytes);
+  a.cluster = !a.qcl && a.slices > 1 && want_cluster && a.slices <= GEMM_SMALL_MAX_CLUSTER &&
               gs_cluster_ok(SG, kern, kid, dev, a.slices, T, bytes);
-  if (a.slices > 1 && !a.cluster) {
-    size_t wsb = (size_t)(tiles * a.n_mc * a.slices) * P * XR * BN * sizeof(float);
-    size_t cb = (size_t)(tiles * a.n_mc) * sizeof(unsigned);
+  /* … else the block counters, after the tile counters (all 0 between calls) */
+  const size_t qb = SW && F8 && !a.qcl ? (size_t)a.n_mc * (size_t)((a.n[0] + 127) / 128) * sizeof(unsigned) : 0;
+  if ((a.slices > 1 && !a.cluster) || qb) {
+    size_t wsb = a.slices > 1 && !a.cluster ? (size_t)(tiles * a.n_mc * a.slices) * P * XR * BN * sizeof(float) : 16;
+    size_t cb = (size_t)(tiles * a.n_mc) * sizeof(unsigned) + qb;
     if (gs_workspace(SG, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
+    a.qcnt = a.cnt + tiles * a.n_mc;
   }
-  if (a.cluster || a.pdl) {
+  if (a.qcl || a.cluster || a.pdl) {
     cudaLaunchAttribute at[2];
-    cudaLaunchConfig_t cfg = gs_launch_cfg(at, a.cluster ? a.slices : 1, a.pdl, blocks, T, bytes, s);
+    const int64_t nb = a.qcl ? (tiles + 3) / 4 * 4 * a.slices : blocks; /* whole blocks of act */
+    cudaLaunchConfig_t cfg = gs_launch_cfg(at, a.qcl ? 4 * a.slices : a.cluster ? a.slices : 1, a.pdl, nb, T, bytes, s);
     return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
   }
   kern<<<(unsigned)blocks, T, bytes, s>>>(a);
@@ -646,7 +834,7 @@ int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e, bo
   a.n_mc = (int)((M + 8 * mb - 1) / (8 * mb));
   const int cl = tune.reduce != GEMM_SMALL_REDUCE_GLOBAL;
   a.pdl = tune.pdl;
-  if (sw) return sg_launch_mb<2, true>(mb, dev, a, cl, s, e);
+  if (sw) return f8 ? sg_launch_mb<2, true, true>(mb, dev, a, cl, s, e) : sg_launch_mb<2, true>(mb, dev, a, cl, s, e);
   if (f8)
     return wn == 4 ? sg_launch_mb<4, false, true>(mb, dev, a, cl, s, e)
                    : sg_launch_mb<2, false, true>(mb, dev, a, cl, s, e);
@@ -731,6 +919,35 @@ extern "C" int gemm_small_fp8_group_cuda(const gemm_small_seg8 *seg, int n_seg, 
                    "kernel runs Hopper's wgmma); use linear_forward", dev);
   a.xq = xq, a.xs = xs, a.xs_rs = xs_rs, a.xs_ks = xs_ks, a.ob = out_bf16 != 0, a.M = (int)M, a.K = K;
   return sg_run(a, false, rows, s, e, true);
+}
+
+extern "C" int gemm_small_fp8_swiglu_cuda(uint16_t *act, const gemm_small_q8out *qo, const qtensor *wg,
+                                          const qtensor *wu, const uint8_t *xq, const float *xs, int64_t xs_rs,
+                                          int64_t xs_ks, int64_t M, int64_t K, void *stream, rl_err *e) {
+  int rc = gemm_small_fp8_swiglu_check(act, qo, wg, wu, xq, xs, M, K, e);
+  if (rc) return rc;
+  const int64_t N = wg->rows;
+  if (M == 0 || N == 0) return 0;
+  cudaStream_t s = gs_stream(stream);
+  int dev = 0;
+  if ((rc = gs_device(SG, WHO, &dev, e))) return rc;
+  if (!sg_f8_device(dev))
+    return rl_errf(e, RL_EXIT_HARDWARE, "gemm_small_fp8_swiglu: device %d is not a compute capability 9.0 GPU (the "
+                   "kernel runs Hopper's wgmma); use linear_forward and the SwiGLU", dev);
+  sg_args a;
+  memset(&a, 0, sizeof a);
+  const int64_t kb = (K + BK - 1) / BK;
+  const qtensor *w[2] = {wg, wu};
+  for (int i = 0; i < 2; i++) {
+    a.w8[i] = (const uint8_t *)w[i]->data, a.sw[i] = (const float *)w[i]->scales;
+    a.sld[i] = w[i]->layout == QLAYOUT_HOPPER_WEIGHT ? (kb + 3) / 4 * 4 : kb;
+  }
+  a.act = act, a.n[0] = N, a.n_seg = 1, a.xq = xq, a.xs = xs, a.xs_rs = xs_rs, a.xs_ks = xs_ks, a.M = (int)M, a.K = K;
+  a.q8 = qo->q, a.q8s = qo->scales, a.q8_ld = qo->scale_ld, a.q8_pad = qo->rows_pad, a.ue8m0 = qo->ue8m0 != 0;
+  a.soft = quant_cuda_soft_cvt();
+  /* the plan of the group {wg, wu} (gemm_small_fp8_group_cuda's rows): g, u are that group's outputs, bitwise */
+  const int64_t rows = (N + GEMM_SMALL_BN - 1) / GEMM_SMALL_BN * GEMM_SMALL_BN;
+  return sg_run(a, true, 2 * rows, s, e, true);
 }
 
 extern "C" int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,

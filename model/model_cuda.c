@@ -726,6 +726,34 @@ int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, c
   return rc;
 }
 
+/* Off by default: its first form (the counters alone) measured 5.5 % slower a
+ * decode step than the two launches (H100, docs/gpu-results.md, session 21). */
+int model_cuda_small_q8_swiglu(int set) {
+  static int on = -1;
+  return rl_env_switch_def(&on, "RLRUN_SMALL_FP8_SWIGLU", 0, set);
+}
+
+static atomic_llong mc_swiglu_q8_n;
+long long model_cuda_small_q8_swiglu_calls(void) { return atomic_load(&mc_swiglu_q8_n); }
+
+int mc_lin_swiglu_q8_ok(const model *m, const mc_lin *gate, const mc_lin *up, const uint8_t *q, const float *scales,
+                        int64_t M, const uint16_t *act_b, const ops_fp8_act *qo) {
+  const mc_lin *gu[2] = {gate, up};
+  if (!qo || !model_cuda_small_q8_swiglu(-1) || !mc_small_q8_wanted(m, gu, 2, M)) return 0;
+  const gemm_small_q8out o = {qo->q, qo->scales, qo->scale_ld, qo->rows_pad, qo->ue8m0};
+  rl_err e = {0};
+  return gemm_small_fp8_swiglu_check(act_b, &o, &gate->q, &up->q, q, scales, M, gate->q.cols, &e) == 0;
+}
+
+int mc_lin_fwd_swiglu_q8(model *m, const mc_lin *gate, const mc_lin *up, const uint8_t *q, const float *scales,
+                         int64_t M, uint16_t *act_b, const ops_fp8_act *qo, rl_err *e) {
+  const gemm_small_q8out o = {qo->q, qo->scales, qo->scale_ld, qo->rows_pad, qo->ue8m0};
+  int rc = MC_DP(DP_FWD_GEMM, gemm_small_fp8_swiglu_cuda(act_b, &o, &gate->q, &up->q, q, scales, 1,
+                                                         quant_roundup(M, 8), M, gate->q.cols, NULL, e));
+  atomic_fetch_add(&mc_swiglu_q8_n, 1);
+  return rc ? rl_err_prefix(e, "%s (the SwiGLU pair with up): ", m->params[gate->pi].name) : 0;
+}
+
 int mc_swiglu_down_b(model *m, const mc_lin *down, const uint16_t *gate_b, const uint16_t *up_b, uint16_t *act_b,
                      int64_t M, uint16_t *out_b, rl_err *e) {
   const int64_t I = down->q.cols;

@@ -117,6 +117,15 @@ int model_cuda_small_q8(int set);
  * above 128 rows — model/model_cuda.c.) */
 /* Launches of that kernel so far, process-wide (a graph capture counts once; tests). */
 long long model_cuda_small_q8_calls(void);
+/* With it, the decode step's gate/up pair runs gemm_small_fp8_swiglu_cuda: the
+ * SwiGLU and the fp8-block quantization of its output for down in the GEMM's
+ * epilogue — one launch where the group GEMM and the q8 SwiGLU took two, the same
+ * bytes. Off unless RLRUN_SMALL_FP8_SWIGLU=1 (read once; experimental, see
+ * docs/gpu-results.md); set ≥ 0 overrides (tests), −1 only asks. Not
+ * thread-safe: set it before engines run. */
+int model_cuda_small_q8_swiglu(int set);
+/* Launches of that kernel so far, process-wide (a graph capture counts once; tests). */
+long long model_cuda_small_q8_swiglu_calls(void);
 /* Allocate (first call) and zero the device FP32 gradients. */
 int model_cuda_grads_zero(model *m, rl_err *e);
 /* Copy the device gradients into the host p->g (allocated as needed). */

@@ -244,6 +244,18 @@ int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, c
  * only the M real rows may then feed it (the decode attention for o). */
 int mc_lin_small_q8_ok(const model *m, const mc_lin *const *L, int n, const uint8_t *q, const float *scales, int64_t M,
                        uint16_t *const *out_b);
+/* 1 when gate and up (fp8-block, M ≤ 64, model_cuda_small_q8 and
+ * model_cuda_small_q8_swiglu on, not pinned or row-invariant, sm_90) may run as
+ * mc_lin_fwd_swiglu_q8 on the activation q/scales (mc_q8_act's layout): the pair's
+ * SwiGLU in the GEMM's epilogue and its fp8-block quantization into *qo. */
+int mc_lin_swiglu_q8_ok(const model *m, const mc_lin *gate, const mc_lin *up, const uint8_t *q, const float *scales,
+                        int64_t M, const uint16_t *act_b, const ops_fp8_act *qo);
+/* act_b = bf16(silu(g)·u) with g, u the bits mc_lin_fwd_b_q8 of {gate, up} writes,
+ * and *qo = its fp8-block quantization, the bytes ops_swiglu_forward_q8_bx_cuda
+ * writes for that act_b: one gemm_small_fp8_swiglu_cuda launch where those took
+ * two. qo must not overlap q/scales. */
+int mc_lin_fwd_swiglu_q8(model *m, const mc_lin *gate, const mc_lin *up, const uint8_t *q, const float *scales,
+                         int64_t M, uint16_t *act_b, const ops_fp8_act *qo, rl_err *e);
 /* act_b [M][I] = SwiGLU of the BF16 gate_b, up_b (rows of I), then out_b = the
  * BF16 of down over act_b: the SwiGLU writing down's fp8-block activation
  * itself when down takes it (mc_lin_q8_ok, I % 16 == 0, aligned operands), else

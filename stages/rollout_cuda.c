@@ -55,9 +55,10 @@ struct rollout_cuda_engine {
   int mlp_b;
   /* the fp8-block activation the norms and the SwiGLU write (rc_q8): E4M3 codes
    * [rows_cap rounded up to 8][H or I] and their scales [ceil(width/128)][same
-   * rows], read by q/k/v, gate/up or down */
-  uint8_t *aq;
-  float *as;
+   * rows], read by q/k/v, gate/up or down; aq2/as2 a second one of the same size,
+   * written by the gate/up pair (mc_lin_fwd_swiglu_q8) while it reads aq */
+  uint8_t *aq, *aq2;
+  float *as, *as2;
   float *rope_cs, *rope_sn;          /* the step's RoPE table [rows_cap][head_dim/2] */
   sampler_key *d_keys, *h_keys; /* [slots]; h_: pinned host twins (async copies), [2][slots] */
   sampler_out *d_out, *h_out;
@@ -148,7 +149,7 @@ static size_t rc_q8_w(const model *m) {
 }
 static size_t rc_q8_codes(const model *m, size_t R) { return ((R + 7) / 8 * 8 * rc_q8_w(m) + 15) / 16 * 16; }
 static size_t rc_q8_bytes(const model *m, size_t R) {
-  return rc_q8_codes(m, R) + (rc_q8_w(m) + 127) / 128 * ((R + 7) / 8 * 8) * 4;
+  return (rc_q8_codes(m, R) + (rc_q8_w(m) + 127) / 128 * ((R + 7) / 8 * 8) * 4 + 255) / 256 * 256;
 }
 
 /* Make the device views current for the engine's policy. */
@@ -219,7 +220,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
       (rc = mc_ok(cudaMalloc((void **)&g->rope_cs, R * m->hd * 4), "cudaMalloc (RoPE table)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->hb, R * ((size_t)m->nq * m->hd + 2 * (size_t)g->kvd + m->H + 2 * (size_t)m->I) * 2),
                   "cudaMalloc (BF16 hand-off rows)", e)) ||
-      (rc = mc_ok(cudaMalloc((void **)&g->aq, rc_q8_bytes(m, R)), "cudaMalloc (fp8 activation rows)", e)) ||
+      (rc = mc_ok(cudaMalloc((void **)&g->aq, 2 * rc_q8_bytes(m, R)), "cudaMalloc (fp8 activation rows)", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_keys, (size_t)slots * sizeof(sampler_key)), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMalloc((void **)&g->d_out, (size_t)slots * sizeof(sampler_out)), "cudaMalloc", e)) ||
       (rc = mc_ok(cudaMallocHost((void **)&g->h_keys, 2 * (size_t)slots * sizeof(sampler_key)), "cudaMallocHost", e)) ||
@@ -237,6 +238,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   g->hq = g->hb, g->hk = g->hq + R * m->nq * m->hd, g->hv = g->hk + R * g->kvd, g->hy = g->hv + R * g->kvd;
   g->hg = g->hy + R * m->H, g->hu = g->hg + R * m->I;
   g->as = (float *)(g->aq + rc_q8_codes(m, R));
+  g->aq2 = g->aq + rc_q8_bytes(m, R), g->as2 = (float *)(g->aq2 + rc_q8_codes(m, R));
   if (g->exact) g->xlse = g->xlp + R, g->xtgt = (int32_t *)(g->xlse + R);
   g->pa = model_cuda_acts_new(), g->da = model_cuda_acts_new();
   /* the decode step reads qr/kr/v/gate/up as FP32 (rollout_cuda_kern); the exact
@@ -429,10 +431,11 @@ static int rc_q8(const rollout_cuda_engine *g, const mc_lin *const *L, int k, co
 
 /* The switches that change what a decode step launches (a graph captured under
  * others is captured again): the fused QK path, the BF16 hand-off, the
- * norms' fp8 output, the small-M fp8 GEMM and the attention's fp8 output. */
+ * norms' fp8 output, the small-M fp8 GEMM, the attention's fp8 output and the
+ * fp8 gate/up pair with its SwiGLU. */
 static int rc_cfg(const rollout_cuda_engine *g) {
   return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2 |
-         model_cuda_small_q8(-1) << 3 | rollout_cuda_attn_q8(-1) << 4;
+         model_cuda_small_q8(-1) << 3 | rollout_cuda_attn_q8(-1) << 4 | model_cuda_small_q8_swiglu(-1) << 5;
 }
 
 /* Layer l of a decode step of n rows on the decode activations. On entry
@@ -537,17 +540,27 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     RP(RP_MOE, mc_moe_forward(m, l, NULL, a, next, e));
   } else if (hand_mlp) {
     uint16_t *const gu_b[2] = {g->hg, g->hu}; /* gate, up and down stay BF16: SwiGLU and the next norm read them */
-    if (q8_gu) RP(RP_GATEUP, mc_lin_fwd_b_q8(m, gu, 2, g->aq, g->as, n, gu_b, e));
-    else RP(RP_GATEUP, mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, n, gu_b, e));
     const mc_lin *dn[1] = {&y->down};
-    if (m->I % 16 == 0 && rc_q8(g, dn, 1, x->act_b, n)) { /* the SwiGLU writes down's fp8-block activation */
-      const ops_fp8_act qd = {g->aq, g->as, n8, n8, m->cu->policy.ue8m0};
-      RP(RP_GATEUP, ops_swiglu_forward_q8_bx_cuda(x->act_b, g->hg, g->hu, n, m->I, m->I, &qd, NULL, e));
-      RP(RP_DOWN, mc_lin_fwd_b_q8(m, dn, 1, g->aq, g->as, n, &g->hy, e));
+    const int q8_dn = m->I % 16 == 0 && rc_q8(g, dn, 1, x->act_b, n);
+    const ops_fp8_act qd2 = {g->aq2, g->as2, n8, n8, m->cu->policy.ue8m0};
+    if (q8_gu && q8_dn && mc_lin_swiglu_q8_ok(m, &y->gate, &y->up, g->aq, g->as, n, x->act_b, &qd2)) {
+      /* one launch for gate/up, their SwiGLU and down's fp8-block activation (the
+       * bytes of the two launches below; aq2: the pair reads aq meanwhile) */
+      RP(RP_GATEUP, mc_lin_fwd_swiglu_q8(m, &y->gate, &y->up, g->aq, g->as, n, x->act_b, &qd2, e));
+      RP(RP_DOWN, mc_lin_fwd_b_q8(m, dn, 1, g->aq2, g->as2, n, &g->hy, e));
       g->q8s++;
     } else {
-      RP(RP_GATEUP, ops_swiglu_forward_bx_cuda(NULL, x->act_b, g->hg, g->hu, n, m->I, m->I, NULL, e));
-      RP(RP_DOWN, mc_lin_fwd_b(m, &y->down, x->act_b, n, g->hy, e));
+      if (q8_gu) RP(RP_GATEUP, mc_lin_fwd_b_q8(m, gu, 2, g->aq, g->as, n, gu_b, e));
+      else RP(RP_GATEUP, mc_lin_fwd_b_group(m, gu, 2, x->xn2_b, n, gu_b, e));
+      if (q8_dn) { /* the SwiGLU writes down's fp8-block activation */
+        const ops_fp8_act qd = {g->aq, g->as, n8, n8, m->cu->policy.ue8m0};
+        RP(RP_GATEUP, ops_swiglu_forward_q8_bx_cuda(x->act_b, g->hg, g->hu, n, m->I, m->I, &qd, NULL, e));
+        RP(RP_DOWN, mc_lin_fwd_b_q8(m, dn, 1, g->aq, g->as, n, &g->hy, e));
+        g->q8s++;
+      } else {
+        RP(RP_GATEUP, ops_swiglu_forward_bx_cuda(NULL, x->act_b, g->hg, g->hu, n, m->I, m->I, NULL, e));
+        RP(RP_DOWN, mc_lin_fwd_b(m, &y->down, x->act_b, n, g->hy, e));
+      }
     }
     g->mlp_b = 1, g->handoffs += 2;
   } else {

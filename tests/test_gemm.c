@@ -566,3 +566,55 @@ TEST(gemm_small_fp8_group_checks) {
     CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
   }
 }
+
+/* gemm_small_fp8_swiglu_cuda's argument checks (no device needed): the group's checks
+ * of both weights, the pair's shape, N % 16, K ≥ 16, the fp8 output's pad rows and
+ * alignment. */
+TEST(gemm_small_fp8_swiglu_checks) {
+  static uint8_t q[4096] __attribute__((aligned(16))), qo_codes[2048] __attribute__((aligned(16)));
+  static float sc[256] __attribute__((aligned(16))), qo_sc[64] __attribute__((aligned(16)));
+  static uint16_t act[1024] __attribute__((aligned(16)));
+  qtensor w = qtensor_bf16(NULL, 64, 256, 1);
+  w.fmt = QFMT_FP8_BLOCK, w.block_rows = 128, w.data = q, w.scales = sc, w.layout = QLAYOUT_HOPPER_WEIGHT;
+  qtensor u = w;
+  gemm_small_q8out qo = {qo_codes, qo_sc, 8, 8, 0};
+  rl_err e;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), 0);
+  qo.rows_pad = 5;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), 0); /* M … M rounded up to 8 */
+  qo.rows_pad = 4;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "pad rows 4 for M=5");
+  qo.rows_pad = 16;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  qo.rows_pad = 8, qo.scale_ld = 7;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "scale ld 7");
+  qo.scale_ld = 8;
+  u.rows = 48;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "gate has 64 rows, up 48");
+  u = w, u.rows = w.rows = 40;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "a multiple of 16 needed");
+  u.rows = w.rows = 64;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 240, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "gemm_small_fp8_swiglu: segment 0 of 2");
+  u.fmt = QFMT_BF16;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "segment 1 of 2");
+  u = w;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act + 1, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "16-byte aligned");
+  qo.q = NULL;
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, &qo, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "is NULL");
+  CHECK_EQ_I64(gemm_small_fp8_swiglu_check(act, NULL, &w, &u, q, sc, 5, 256, &e), RL_EXIT_USAGE);
+  qo.q = qo_codes;
+  device_info di;
+  device_query(&di);
+  if (di.n_gpus == 0) {
+    CHECK_EQ_I64(gemm_small_fp8_swiglu_cuda(act, &qo, &w, &u, q, sc, 1, 8, 5, 256, NULL, &e), RL_EXIT_HARDWARE);
+    CHECK_CONTAINS(e.msg, di.built_with_cuda ? "no usable CUDA device" : "built without CUDA");
+  }
+}

@@ -743,6 +743,181 @@ static void case_group8_refuse(void) {
   free(wb);
 }
 
+/* ---------------------------------------------------------------- gemm_small_fp8_swiglu_cuda
+ * The F8 pair with its SwiGLU and the fp8-block quantization of act in the epilogue,
+ * against the two launches it replaces (gemm_small_fp8_group_cuda of {gate, up} with
+ * BF16 outputs, then ops_swiglu_forward_q8_bx_cuda): act, codes (pad rows included)
+ * and scales bitwise, and the codes/scales == quant_fp8_block_act_cpu of the act it
+ * wrote. x: MXS random rows (row 2's block-0 scale NaN: its act NaN, its blocks
+ * poisoned), at M = 64, 1, 7, 33, 130 (three row chunks), under reduce cluster /
+ * global, PDL 0/1 and two CTA targets (new plans: the reference is run again under
+ * each), and 3 replays of a captured graph of 2 calls (the block counters reset). */
+#define MXS 136
+static int sw8_run(uint16_t *act, uint8_t *q, float *qs, int64_t pad, const wop *wg, const wop *wu, const uint8_t *xq,
+                   const float *xs, int64_t M, int64_t K, int ue8m0, void *stream) {
+  const gemm_small_q8out qo = {q, qs, pad, (int)pad, ue8m0};
+  rl_err e;
+  int rc = gemm_small_fp8_swiglu_cuda(act, &qo, &wg->d, &wu->d, xq, xs, 1, MXS, M, K, stream, &e);
+  if (rc) printf("  gemm_small_fp8_swiglu_cuda M=%lld: %s\n", (long long)M, e.msg);
+  return rc;
+}
+
+static void case_swiglu8(int64_t I, int64_t K, int hopper, int ue8m0, uint64_t seed) {
+  const int64_t kb = quant_cdiv(K, 128), ib = quant_cdiv(I, 128);
+  uint16_t *x = tg_rand_bf16(MXS, K, seed);
+  uint8_t *qh = rl_xmalloc((size_t)(MXS * K));
+  float *sh = rl_xmalloc((size_t)(MXS * kb) * 4), *st = rl_xmalloc((size_t)(MXS * kb) * 4);
+  quant_opts qo;
+  memset(&qo, 0, sizeof qo);
+  qo.ue8m0 = ue8m0;
+  quant_fp8_block_act_cpu(x, MXS, K, qh, sh, &qo, NULL);
+  sh[2 * kb] = NAN;
+  for (int64_t r = 0; r < MXS; r++)
+    for (int64_t j = 0; j < kb; j++) st[j * MXS + r] = sh[r * kb + j];
+  uint16_t *wb = tg_rand_bf16(I, K, seed + 1), *ub = tg_rand_bf16(I, K, seed + 2);
+  wop wg = w_make(wb, I, K, hopper), wu = w_make(ub, I, K, hopper);
+  uint8_t *qd = dev_copy(qh, (size_t)(MXS * K));
+  float *sd = dev_copy(st, (size_t)(MXS * kb) * 4);
+  const size_t ab = (size_t)(MXS * I) * 2, cb = (size_t)(MXS * I), sb = (size_t)(ib * MXS) * 4;
+  uint16_t *act, *act_r, *gb, *ubd;
+  uint8_t *q, *q_r;
+  float *qs, *qs_r;
+  CK(cudaMalloc((void **)&act, ab)); CK(cudaMalloc((void **)&act_r, ab));
+  CK(cudaMalloc((void **)&gb, ab)); CK(cudaMalloc((void **)&ubd, ab));
+  CK(cudaMalloc((void **)&q, cb)); CK(cudaMalloc((void **)&q_r, cb));
+  CK(cudaMalloc((void **)&qs, sb)); CK(cudaMalloc((void **)&qs_r, sb));
+  char tag[80];
+  snprintf(tag, sizeof tag, "I=%lld K=%lld %s%s", (long long)I, (long long)K, hopper ? "hopper" : "rowmajor",
+           ue8m0 ? " ue8m0" : "");
+  /* fused vs the two launches at M rows (pad = M rounded up to 8) */
+  int64_t cpu_diff = 0, runs = 0, diff = 0;
+  static const int64_t Ms[] = {64, 1, 7, 33, 130};
+  gemm_small_tune t0 = gemm_small_tune_get();
+  static const int knob[][3] = {{-1, -1, -1}, {-1, GEMM_SMALL_REDUCE_GLOBAL, -1}, {-1, -1, 0}, {132, -1, 1}, {264, -1, -1}};
+  for (int k = 0; k < 5; k++) {
+    gemm_small_tune t = t0;
+    if (knob[k][0] >= 0) t.ctas = knob[k][0];
+    if (knob[k][1] >= 0) t.reduce = knob[k][1];
+    if (knob[k][2] >= 0) t.pdl = knob[k][2];
+    gemm_small_tune_set(&t);
+    for (int mi = 0; mi < 5; mi++) {
+      const int64_t M = Ms[mi], pad = quant_roundup(M, 8);
+      if (k > 0 && mi > 0 && mi < 4) continue; /* the knobs at M = 64 and 130 */
+      CK(cudaMemset(act, 0xff, ab)); CK(cudaMemset(q, 0xff, cb)); CK(cudaMemset(qs, 0xff, sb));
+      CK(cudaMemset(act_r, 0xee, ab)); CK(cudaMemset(q_r, 0xee, cb)); CK(cudaMemset(qs_r, 0xee, sb));
+      void *y2[2] = {gb, ubd};
+      wop w2[2] = {wg, wu};
+      rl_err e;
+      const ops_fp8_act qa = {q_r, qs_r, pad, (int)pad, ue8m0};
+      int rr = g8_run(y2, w2, 2, qd, sd, 1, MXS, M, K, 1);
+      if (!rr && ops_swiglu_forward_q8_bx_cuda(act_r, gb, ubd, (int)M, (int)I, (int)I, &qa, NULL, &e))
+        printf("  ops_swiglu_forward_q8_bx_cuda: %s\n", e.msg), rr = 1;
+      if (rr || sw8_run(act, q, qs, pad, &wg, &wu, qd, sd, M, K, ue8m0, NULL)) {
+        diff++;
+        continue;
+      }
+      uint16_t *ha = host_copy(act, ab), *hra = host_copy(act_r, ab);
+      uint8_t *hq = host_copy(q, cb), *hrq = host_copy(q_r, cb);
+      float *hs = host_copy(qs, sb), *hrs = host_copy(qs_r, sb);
+      int64_t d = memcmp(ha, hra, (size_t)(M * I) * 2) != 0;
+      d += memcmp(hq, hrq, (size_t)(pad * I)) != 0;
+      for (int64_t j = 0; j < ib; j++) d += memcmp(hs + j * pad, hrs + j * pad, (size_t)pad * 4) != 0;
+      if (k == 0) { /* the quantization itself: the CPU quantizer of the act the kernel wrote */
+        uint8_t *cq = rl_xmalloc((size_t)(M * I));
+        float *cs = rl_xmalloc((size_t)(M * ib) * 4);
+        quant_fp8_block_act_cpu(ha, M, I, cq, cs, &qo, NULL);
+        for (int64_t r = 0; r < M; r++) {
+          cpu_diff += memcmp(cq + r * I, hq + r * I, (size_t)I) != 0;
+          for (int64_t j = 0; j < ib; j++) cpu_diff += memcmp(&cs[r * ib + j], &hs[j * pad + r], 4) != 0;
+        }
+        for (int64_t j = 0; j < ib && M > 2; j++) cpu_diff += !isnan(hs[j * pad + 2]); /* row 2 poisoned */
+        free(cq), free(cs);
+      }
+      runs++;
+      if (d) printf("  M=%lld knob %d: act/codes/scales differ (%lld parts)\n", (long long)M, k, (long long)d);
+      diff += d;
+      free(ha), free(hra), free(hq), free(hrq), free(hs), free(hrs);
+    }
+  }
+  gemm_small_tune_set(NULL);
+  printf("%-6s fp8-swiglu two-launch %s: act, codes and scales vs group + ops_swiglu_forward_q8_bx_cuda, M = 64, 1, "
+         "7, 33, 130 and 4 knob settings (%lld runs): %lld differ\n", diff ? "FAIL" : "PASS", tag, (long long)runs,
+         (long long)diff);
+  tally(!diff);
+  printf("%-6s fp8-swiglu quantizer %s: codes and scales vs quant_fp8_block_act_cpu of the act written (row 2 NaN): "
+         "%lld rows/blocks differ\n", cpu_diff ? "FAIL" : "PASS", tag, (long long)cpu_diff);
+  tally(!cpu_diff);
+  { /* a graph of 2 calls (M = 64, then 33) replayed 3 times == the eager M = 33 call */
+    cudaStream_t s;
+    cudaGraph_t gr;
+    cudaGraphExec_t ge;
+    int64_t gd = 0;
+    CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    int rc = sw8_run(act, q, qs, 64, &wg, &wu, qd, sd, 64, K, ue8m0, s) ||
+             sw8_run(act, q, qs, 40, &wg, &wu, qd, sd, 33, K, ue8m0, s);
+    CK(cudaStreamEndCapture(s, &gr));
+    if (!rc) {
+      CK(cudaGraphInstantiate(&ge, gr, 0));
+      CK(cudaMemset(act_r, 0, ab)); CK(cudaMemset(q_r, 0, cb)); CK(cudaMemset(qs_r, 0, sb));
+      if (sw8_run(act_r, q_r, qs_r, 40, &wg, &wu, qd, sd, 33, K, ue8m0, NULL)) gd++;
+      for (int rep = 0; rep < 3 && !gd; rep++) {
+        CK(cudaMemset(act, 0xff, ab)); CK(cudaMemset(q, 0xff, cb)); CK(cudaMemset(qs, 0xff, sb));
+        CK(cudaGraphLaunch(ge, s));
+        CK(cudaStreamSynchronize(s));
+        uint16_t *ha = host_copy(act, ab), *hra = host_copy(act_r, ab);
+        uint8_t *hq = host_copy(q, cb), *hrq = host_copy(q_r, cb);
+        float *hs = host_copy(qs, sb), *hrs = host_copy(qs_r, sb);
+        gd += memcmp(ha, hra, (size_t)(33 * I) * 2) != 0;
+        gd += memcmp(hq, hrq, (size_t)(40 * I)) != 0;
+        for (int64_t j = 0; j < ib; j++) gd += memcmp(hs + j * 40, hrs + j * 40, 40 * 4) != 0;
+        free(ha), free(hra), free(hq), free(hrq), free(hs), free(hrs);
+      }
+      CK(cudaGraphExecDestroy(ge));
+    } else {
+      gd++;
+    }
+    CK(cudaGraphDestroy(gr));
+    CK(cudaStreamDestroy(s));
+    printf("%-6s fp8-swiglu graph     %s: 3 replays of (M = 64, M = 33) vs eager M = 33: %lld differ\n",
+           gd ? "FAIL" : "PASS", tag, (long long)gd);
+    tally(!gd);
+  }
+  cudaFree(act), cudaFree(act_r), cudaFree(gb), cudaFree(ubd), cudaFree(q), cudaFree(q_r), cudaFree(qs), cudaFree(qs_r);
+  cudaFree(qd), cudaFree(sd);
+  w_free(&wg), w_free(&wu);
+  free(x), free(qh), free(sh), free(st), free(wb), free(ub);
+}
+
+/* Refusals of the pair: N % 16, pad rows beyond M rounded up to 8 or below M, gate ≠ up rows, K = 0, NULL
+ * output: RL_EXIT_USAGE. */
+static void case_swiglu8_refuse(void) {
+  uint16_t *wb = tg_rand_bf16(80, 1024, 7);
+  wop w80 = w_make(wb, 80, 1024, 1), w40 = w_make(wb, 40, 1024, 1), w64 = w_make(wb, 64, 1024, 1);
+  uint8_t *qd, *q;
+  float *sd, *qs;
+  uint16_t *act;
+  CK(cudaMalloc((void **)&qd, 64 * 1024)); CK(cudaMalloc((void **)&sd, 64 * 8 * 4));
+  CK(cudaMalloc((void **)&q, 64 * 80)); CK(cudaMalloc((void **)&qs, 64 * 4)); CK(cudaMalloc((void **)&act, 64 * 80 * 2));
+  rl_err e;
+  gemm_small_q8out ok = {q, qs, 8, 8, 0}, big = {q, qs, 16, 16, 0}, small = {q, qs, 8, 4, 0}, nul = {NULL, qs, 8, 8, 0};
+  int codes[6] = {gemm_small_fp8_swiglu_cuda(act, &ok, &w40.d, &w40.d, qd, sd, 1, 8, 5, 1024, NULL, &e),
+                  gemm_small_fp8_swiglu_cuda(act, &big, &w80.d, &w80.d, qd, sd, 1, 8, 5, 1024, NULL, &e),
+                  gemm_small_fp8_swiglu_cuda(act, &small, &w80.d, &w80.d, qd, sd, 1, 8, 5, 1024, NULL, &e),
+                  gemm_small_fp8_swiglu_cuda(act, &ok, &w80.d, &w64.d, qd, sd, 1, 8, 5, 1024, NULL, &e),
+                  gemm_small_fp8_swiglu_cuda(act, &ok, &w80.d, &w80.d, qd, sd, 1, 8, 5, 1008, NULL, &e),
+                  gemm_small_fp8_swiglu_cuda(act, &nul, &w80.d, &w80.d, qd, sd, 1, 8, 5, 1024, NULL, &e)};
+  int good = 1;
+  for (int i = 0; i < 6; i++) good &= codes[i] == RL_EXIT_USAGE;
+  printf("%-6s fp8-swiglu refuse: N %% 16, pad 16 for 5 rows, pad 4 for 5 rows, gate 80 vs up 64 rows, K ≠ cols, "
+         "NULL codes: exit codes %d %d %d %d %d %d\n", good ? "PASS" : "FAIL", codes[0], codes[1], codes[2], codes[3],
+         codes[4], codes[5]);
+  tally(good);
+  cudaFree(qd), cudaFree(sd), cudaFree(q), cudaFree(qs), cudaFree(act);
+  w_free(&w80), w_free(&w40), w_free(&w64);
+  free(wb);
+}
+
 int main(int argc, char **argv) {
   device_info di;
   device_query(&di);
@@ -791,6 +966,12 @@ int main(int argc, char **argv) {
     case_group8_exact(2048, 1024, 410);
     case_group8_exact(200, 272, 411);
     case_group8_refuse();
+    case_swiglu8(3072, 1024, 1, 0, 420); /* Qwen3-0.6B's gate/up */
+    case_swiglu8(768, 2048, 1, 0, 421);  /* a Qwen3-30B-A3B expert's */
+    case_swiglu8(80, 272, 0, 0, 422);    /* a partial block of 3 tiles, the last one partial */
+    case_swiglu8(400, 144, 1, 1, 423);   /* a 16-wide last block, ue8m0 scales */
+    case_swiglu8(80, 4096, 1, 0, 424);   /* 32 stages: more slices than a cluster */
+    case_swiglu8_refuse();
   } else {
     printf("fp8-group: skipped: gemm_small_fp8_group_supported() = 0 (not an sm_90 GPU)\n");
   }

@@ -951,6 +951,27 @@ static void prefill_groups_check(void) {
       check(da == 0 && was_a && q1 - q0 > q2 - q1, what, "%.0f", (double)da);
       if (!ra) rollout_batch_free(&sa);
       if (!ra && !rb) rollout_batch_free(&sb);
+      /* the gate/up pair with its SwiGLU and down's fp8 activation in one launch == the two launches */
+      const int was_p = model_cuda_small_q8_swiglu(-1);
+      o.max_new_tokens = 40;
+      const long long p0 = model_cuda_small_q8_swiglu_calls();
+      model_cuda_small_q8_swiglu(1);
+      ra = rollout_cuda_generate_ids(g, ids, n, NP, 2, 5, &o, &sa, &e);
+      const long long p1 = model_cuda_small_q8_swiglu_calls();
+      model_cuda_small_q8_swiglu(0);
+      rb = ra ? 1 : rollout_cuda_generate_ids(g, ids, n, NP, 2, 5, &o, &sb, &e);
+      const long long p2 = model_cuda_small_q8_swiglu_calls();
+      model_cuda_small_q8_swiglu(was_p);
+      o.max_new_tokens = 8;
+      int64_t dp = -1;
+      if (!ra && !rb) dp = sa.n == sb.n ? batch_diffs(sa.s, sb.s, sa.n) : sa.n + 1;
+      else printf("     fp8 SwiGLU pair check: %s\n", e.msg);
+      snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: the gate/up pair writing down's fp8 "
+               "activation (default %s; %lld launches on, %lld off) == group GEMM + q8 SwiGLU (samples differing)",
+               was_p ? "on" : "off", p1 - p0, p2 - p1);
+      check(dp == 0 && p1 > p0 && p2 == p1, what, "%.0f", (double)dp);
+      if (!ra) rollout_batch_free(&sa);
+      if (!ra && !rb) rollout_batch_free(&sb);
     }
     for (int k = 0; k < got; k++) rollout_batch_free(&bb[k]);
     rollout_cuda_engine_free(g);
