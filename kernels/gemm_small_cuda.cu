@@ -404,7 +404,9 @@ __device__ __forceinline__ void sg_q8_tail(const sg_args &a, int64_t tile, int m
     for (int o = 1; o < 8; o <<= 1) mx = max(mx, __shfl_xor_sync(QD_FULL, mx, o));
     if (r >= rows || !in) continue;
     const bool bad = mx >= 0x7f80u;
-    const float sc = !real ? 0.0f : bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(mx), a.ue8m0);
+    const float sc = !real ? 0.0f
+                     : bad ? __uint_as_float(0x7fc00000u)
+                           : fmt_fp8_block_scale(qd_bits_to_amax(mx), a.ue8m0);
     *reinterpret_cast<uint4 *>(a.q8 + (int64_t)m * N + c) =
         (bad || !real) ? make_uint4(0, 0, 0, 0) : qd_enc_fp8_div(x0, x1, sc, a.soft);
     if (l == 0) a.q8s[blk * a.q8_ld + m] = sc;
@@ -778,8 +780,9 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
               gs_cluster_ok(SG, kern, kid, dev, a.slices, T, bytes);
   /* … else the block counters, after the tile counters (all 0 between calls) */
   const size_t qb = SW && F8 && !a.qcl ? (size_t)a.n_mc * (size_t)((a.n[0] + 127) / 128) * sizeof(unsigned) : 0;
-  if ((a.slices > 1 && !a.cluster) || qb) {
-    size_t wsb = a.slices > 1 && !a.cluster ? (size_t)(tiles * a.n_mc * a.slices) * P * XR * BN * sizeof(float) : 16;
+  const bool split_ws = a.slices > 1 && !a.cluster && !a.qcl; /* the split-K partials go through the workspace */
+  if (split_ws || qb) {
+    size_t wsb = split_ws ? (size_t)(tiles * a.n_mc * a.slices) * P * XR * BN * sizeof(float) : 16;
     size_t cb = (size_t)(tiles * a.n_mc) * sizeof(unsigned) + qb;
     if (gs_workspace(SG, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
     a.qcnt = a.cnt + tiles * a.n_mc;

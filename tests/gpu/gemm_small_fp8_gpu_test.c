@@ -793,7 +793,8 @@ static void case_swiglu8(int64_t I, int64_t K, int hopper, int ue8m0, uint64_t s
   int64_t cpu_diff = 0, runs = 0, diff = 0;
   static const int64_t Ms[] = {64, 1, 7, 33, 130};
   gemm_small_tune t0 = gemm_small_tune_get();
-  static const int knob[][3] = {{-1, -1, -1}, {-1, GEMM_SMALL_REDUCE_GLOBAL, -1}, {-1, -1, 0}, {132, -1, 1}, {264, -1, -1}};
+  static const int knob[][3] = {{-1, -1, -1}, {-1, GEMM_SMALL_REDUCE_GLOBAL, -1}, {-1, -1, 0}, {132, -1, 1},
+                                {264, -1, -1}};
   for (int k = 0; k < 5; k++) {
     gemm_small_tune t = t0;
     if (knob[k][0] >= 0) t.ctas = knob[k][0];
@@ -898,7 +899,8 @@ static void case_swiglu8_refuse(void) {
   float *sd, *qs;
   uint16_t *act;
   CK(cudaMalloc((void **)&qd, 64 * 1024)); CK(cudaMalloc((void **)&sd, 64 * 8 * 4));
-  CK(cudaMalloc((void **)&q, 64 * 80)); CK(cudaMalloc((void **)&qs, 64 * 4)); CK(cudaMalloc((void **)&act, 64 * 80 * 2));
+  CK(cudaMalloc((void **)&q, 64 * 80)); CK(cudaMalloc((void **)&qs, 64 * 4));
+  CK(cudaMalloc((void **)&act, 64 * 80 * 2));
   rl_err e;
   gemm_small_q8out ok = {q, qs, 8, 8, 0}, big = {q, qs, 16, 16, 0}, small = {q, qs, 8, 4, 0}, nul = {NULL, qs, 8, 8, 0};
   int codes[6] = {gemm_small_fp8_swiglu_cuda(act, &ok, &w40.d, &w40.d, qd, sd, 1, 8, 5, 1024, NULL, &e),
