@@ -68,7 +68,9 @@ if [ -x "$BUILD/bench_small_gemm" ]; then
 else row bench_small_gemm FAIL "missing: make BUILD=$BUILD $BUILD/bench_small_gemm"; fi
 # gemm_small_fp8_gpu_test: the small-M fp8-block GEMM (decode, opt-in RLRUN_SMALL_GEMM_FP8=1): its
 # in-kernel activation quantization == the quantizer's bytes, vs FP64 and vs linear_forward (cuBLASLt)
-# within stated bounds, bitwise M-invariance, non-finite rows, graph replays, refusals.
+# within stated bounds, bitwise M-invariance, non-finite rows, graph replays, refusals; the F8 group
+# (gemm_small_fp8_group_cuda) and the F8 SwiGLU pair (gemm_small_fp8_swiglu_cuda, `fp8-swiglu` rows: its
+# act, codes and scales == the group + ops_swiglu_forward_q8_bx_cuda bytes, cluster and counter forms).
 # bench_small_fp8: one decode step's fp8 GEMMs (graph) vs linear_forward + conversion, at M 1/8/64.
 if [ -x "$BUILD/gpu/gemm_small_fp8_gpu_test" ]; then
   run gemm_small_fp8_gpu_test gemm_small_fp8_gpu_test.log "$BUILD/gpu/gemm_small_fp8_gpu_test"
