@@ -85,7 +85,7 @@
  * the BF16 pair, and then down's activation: the 128-column fp8-block of act spans
  * four tiles. Where a cluster can hold a block (one row chunk, ≤ 2 slices: the
  * decode step's gate/up) the cluster is 4 tiles × the slices and the tiles
- * exchange their rows' amax through distributed shared memory (sg_q8_cluster);
+ * exchange their rows' amax through distributed shared memory (sg_q8_block);
  * otherwise each tile's writer counts it in (an atomic counter per m-chunk and
  * block, after a __threadfence) and the CTA that counts the last one reads the
  * block's act back from L2 and quantizes it (sg_q8_tail; the counters follow the
@@ -194,16 +194,19 @@ struct sg_args {
   int64_t q8_ld;
   int q8_pad, ue8m0, soft;
   unsigned *qcnt;
-  int qcl; /* 1: clusters of 4 tiles × the slices (sg_q8_cluster), else the counters (sg_q8_tail) */
+  int qcl; /* 1: clusters of 4 tiles × the slices (sg_q8_block), else the counters (sg_q8_tail) */
 };
 
 /* ---------------------------------------------------------------- kernel */
 
 /* One output: y = bf16(g) as FP32, or (SwiGLU) act = bf16(silu(bf16(g)) · bf16(u)) —
  * ops_swiglu_forward_cuda's expression on what gemm_small would have stored. */
+__device__ __forceinline__ uint16_t sg_act(float g, float u) {
+  return fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(g)), bf16_round(u)));
+}
 template <bool SW>
 __device__ __forceinline__ void sg_put(const sg_args &a, float *y, int64_t N, int m, int64_t n, float g, float u) {
-  if constexpr (SW) a.act[(int64_t)m * N + n] = fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(g)), bf16_round(u)));
+  if constexpr (SW) a.act[(int64_t)m * N + n] = sg_act(g, u);
   else if (a.ob) reinterpret_cast<uint16_t *>(y)[(int64_t)m * N + n] = fmt_bf16_from_f32(g); /* the same BF16 */
   else y[(int64_t)m * N + n] = bf16_round(g);
 }
@@ -414,64 +417,32 @@ __device__ __forceinline__ void sg_q8_tail(const sg_args &a, int64_t tile, int m
   if (threadIdx.x == 0) *cnt = 0; /* every tile of the block has counted: ready for the next call */
 }
 
-/* The F8 pair's epilogue where a cluster holds a whole 128-column block of act
- * (a.qcl: one row chunk, S ≤ 2 slices; the cluster = 4 consecutive tiles × S
- * slices, rank = (tile % 4)·S + slice, the grid padded to whole blocks with tiles
- * past N that compute zeros). After the slice reduction (as the cluster path of the
- * kernel, from ranks (tile % 4)·S + t), the CTA keeps its act values in shared
- * memory, publishes each of its rows' amax over the tile's columns (the integer
- * amax of the BF16 bits, columns < N), and after a cluster barrier reads the other
- * three tiles' amax of its rows through distributed shared memory: the block's
- * amax, hence the scale and codes of ops_swiglu_forward_q8_bx_cuda, with no global
+/* The F8 pair where a cluster holds a whole 128-column block of act (a.qcl: one
+ * row chunk, S ≤ 2 slices; the cluster = 4 consecutive tiles × S slices, rank =
+ * (tile % 4)·S + slice, the grid padded to whole blocks with tiles past N that
+ * compute zeros). The kernel's cluster reduction (from ranks (tile % 4)·S + t)
+ * leaves the CTA's act values in shared memory at sg_q8_act_off; this step
+ * publishes each of its rows' amax over the tile's columns (the integer amax of
+ * the BF16 bits, columns < N) and, after a cluster barrier, reads the other three
+ * tiles' amax of its rows through distributed shared memory: the block's amax,
+ * hence the scale and codes of ops_swiglu_forward_q8_bx_cuda, with no global
  * round trip. Rows of the m-chunk are owned by slice (r / 16) % S (the rows its
- * reduction share covers). Three cluster barriers: partials written; partials read
- * and amax written; amax read. */
+ * reduction share covers). Called after the reduction's reads of the partials and
+ * before the cluster barrier that frees them: two more barriers (amax written;
+ * amax read). */
 template <int MB, int WN>
-__device__ __forceinline__ void sg_q8_cluster(const sg_args &a, const float (&acc)[MB][4], uint8_t *ring, int64_t tile,
-                                              int s, int m0, int64_t n0, int64_t N, int rows) {
-  constexpr int P = 2, XR = 8 * MB, BN = sg_bn(WN), T = SG_T, LDP = sg_ldp(WN), V4 = BN / 4, RPC = T / V4;
-  constexpr int PB = (P * XR * LDP * 4 + 15) / 16 * 16, HB = BN / 16; /* partials' bytes; 16-column halves */
-  static_assert(PB + XR * BN * 2 + XR * 4 <= sg_ring_bytes(MB, true) && BN % 16 == 0, "the epilogue fits the ring");
-  const int S = a.slices, tq = (int)(tile & 3), rk0 = tq * S; /* rank of this tile's slice 0 */
-  float *buf = reinterpret_cast<float *>(ring);
-  uint16_t *act_s = reinterpret_cast<uint16_t *>(ring + PB); /* [XR][BN] this tile's act bits */
-  uint32_t *pam = reinterpret_cast<uint32_t *>(act_s + XR * BN); /* [XR] a row's amax over the tile */
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tg = lane & 3;
-  const int p = warp / WN, ra = (warp % WN) * 16 + gr, rc = 2 * tg;
-  cp_wait<0>();
-  __syncthreads(); /* every warp is done with the ring */
-#pragma unroll
-  for (int i = 0; i < MB; i++)
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int r = rc + 8 * i + h;
-      buf[(p * XR + r) * LDP + ra] = acc[i][h];
-      buf[(p * XR + r) * LDP + ra + 8] = acc[i][h + 2];
-    }
-  cluster_sync(); /* all partials written */
-  const uint32_t base = smem_u32(buf);
-  constexpr int MC = GEMM_SMALL_MAX_CLUSTER;
-  for (int j = s * T + tid; j < rows * V4; j += S * T) {
-    const int r = j / V4, c = (j % V4) * 4;
-    const uint32_t og = base + (uint32_t)(r * LDP + c) * 4, ou = og + (uint32_t)(XR * LDP) * 4;
-    float4 pg[MC / 4], pu[MC / 4]; /* S ≤ 2 */
-#pragma unroll
-    for (int t = 0; t < MC / 4; t++)
-      if (t < S) pg[t] = cluster_ld4(cluster_map(og, rk0 + t)), pu[t] = cluster_ld4(cluster_map(ou, rk0 + t));
-    float4 g = pg[0], u = pu[0];
-#pragma unroll
-    for (int t = 1; t < MC / 4; t++)
-      if (t < S) g = add4(g, pg[t]), u = add4(u, pu[t]);
-    const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
-    uint16_t hv[4];
-#pragma unroll
-    for (int e = 0; e < 4; e++) { /* sg_put<true>'s value */
-      hv[e] = fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(gv[e])), bf16_round(uv[e])));
-      if (n0 + c + e < N) a.act[(int64_t)(m0 + r) * N + n0 + c + e] = hv[e];
-    }
-    *reinterpret_cast<uint2 *>(act_s + r * BN + c) =
-        make_uint2(hv[0] | (uint32_t)hv[1] << 16, hv[2] | (uint32_t)hv[3] << 16);
-  }
+__host__ __device__ constexpr int sg_q8_act_off() { /* after the partials [2][8·MB][LDP] */
+  return (2 * 8 * MB * sg_ldp(WN) * 4 + 15) / 16 * 16;
+}
+template <int MB, int WN>
+__device__ __forceinline__ void sg_q8_block(const sg_args &a, uint8_t *ring, int64_t tile, int s, int m0, int64_t n0,
+                                            int64_t N, int rows) {
+  constexpr int XR = 8 * MB, BN = sg_bn(WN), T = SG_T, RPC = T / (BN / 4), HB = BN / 16; /* 16-column halves */
+  static_assert(sg_q8_act_off<MB, WN>() + XR * BN * 2 + XR * 4 <= sg_ring_bytes(MB, true) && BN % 16 == 0,
+                "the epilogue fits the ring");
+  const int S = a.slices, tq = (int)(tile & 3), tid = threadIdx.x;
+  const uint16_t *act_s = reinterpret_cast<const uint16_t *>(ring + sg_q8_act_off<MB, WN>()); /* [XR][BN] */
+  uint32_t *pam = reinterpret_cast<uint32_t *>(ring + sg_q8_act_off<MB, WN>() + XR * BN * 2); /* [XR] */
   __syncthreads(); /* this CTA's rows of act_s written */
   if (tid < rows && tid / RPC % S == s) { /* a row's amax over the tile's columns below N */
     uint32_t m = 0;
@@ -609,12 +580,6 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   const int p = warp / WN, ra = (warp % WN) * 16 + gr, rc = 2 * tg;
   const bool live = p < P; /* else: the zero rows of a 32-row tile */
   const int rows = min(XR, a.M - m0);
-  if constexpr (Q8) {
-    if (a.qcl) {
-      sg_q8_cluster<MB, WN>(a, acc, ring, tile, s, m0, n0, N, rows);
-      return;
-    }
-  }
   if (a.slices == 1 && !SW) {
     if (!live) return;
 #pragma unroll
@@ -633,7 +598,8 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   }
 
   const int S = a.slices;
-  if (a.cluster || S == 1) {
+  const bool qcl = Q8 && a.qcl; /* the F8 pair's block clusters (sg_q8_block) */
+  if (a.cluster || S == 1 || qcl) {
     /* the partial [p][row][LDP] in this CTA's shared memory; split K: summed
      * inside the cluster; one slice (the pair): g and u of an output meet here */
     constexpr int LDP = sg_ldp(WN), V4 = BN / 4;
@@ -650,7 +616,7 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
           buf[(p * XR + r) * LDP + ra] = acc[i][h];
           buf[(p * XR + r) * LDP + ra + 8] = acc[i][h + 2];
         }
-    if (S == 1) {
+    if (S == 1 && !qcl) {
       __syncthreads();
       for (int j = tid; j < rows * V4; j += T) {
         const int r = j / V4, c = (j % V4) * 4;
@@ -666,8 +632,10 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
     }
     cluster_sync(); /* all S partials written */
     const uint32_t base = smem_u32(buf);
-    /* CTA s (= its rank in the cluster) takes blocks of T groups of 4 outputs, every S-th block */
+    /* CTA s (its rank in the cluster: + rk0 in a block cluster) takes blocks of T groups of 4
+     * outputs, every S-th block */
     constexpr int MC = GEMM_SMALL_MAX_CLUSTER;
+    const int rk0 = qcl ? (int)(tile & 3) * S : 0;
     for (int j = s * T + tid; j < rows * V4; j += S * T) {
       const int r = j / V4, c = (j % V4) * 4;
       const uint32_t og = base + (uint32_t)(r * LDP + c) * 4, ou = og + (uint32_t)(XR * LDP) * 4;
@@ -675,8 +643,8 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
 #pragma unroll
       for (int t = 0; t < MC; t++)
         if (t < S) {
-          pg[t] = cluster_ld4(cluster_map(og, t));
-          if (SW) pu[t] = cluster_ld4(cluster_map(ou, t));
+          pg[t] = cluster_ld4(cluster_map(og, rk0 + t));
+          if (SW) pu[t] = cluster_ld4(cluster_map(ou, rk0 + t));
         }
       float4 g = pg[0], u = SW ? pu[0] : pg[0];
 #pragma unroll
@@ -689,7 +657,16 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
 #pragma unroll
       for (int e = 0; e < 4; e++)
         if (n0 + c + e < N) sg_put<SW>(a, y, N, m0 + r, n0 + c + e, gv[e], uv[e]);
+      if (qcl) /* the act bits for sg_q8_block, column pads included (it masks them) */
+        *reinterpret_cast<uint2 *>(ring + sg_q8_act_off<MB, WN>() + (r * BN + c) * 2) =
+            make_uint2(sg_act(gv[0], uv[0]) | (uint32_t)sg_act(gv[1], uv[1]) << 16,
+                       sg_act(gv[2], uv[2]) | (uint32_t)sg_act(gv[3], uv[3]) << 16);
     }
+    if constexpr (Q8)
+      if (qcl) {
+        sg_q8_block<MB, WN>(a, ring, tile, s, m0, n0, N, rows);
+        return;
+      }
     if constexpr (Q8) __threadfence(); /* this CTA's act stores, device-wide, before the cluster's count */
     cluster_sync(); /* the others have read this CTA's partial: its shared memory may go */
     if constexpr (Q8)
