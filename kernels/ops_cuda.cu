@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "kernels/ops_cuda_util.cuh"
+#include "kernels/ptx_util.cuh"     /* pdl_launch_dependents, pdl_wait, pdl_launch_cfg (swiglu q8) */
 #include "kernels/quant_cuda_dev.cuh" /* the fp8-block quantizer's device arithmetic (swiglu q8) */
 
 /* ---------------------------------------------------------------- checks */
@@ -320,10 +321,16 @@ extern "C" int ops_swiglu_forward_bx_cuda(float *out, uint16_t *out_bf16, const 
  * 128-element block (chunks per row cpr rounded up to 8 so blocks are
  * lane-aligned, as quant_cuda.cu's launch_rows does), the block amax in three
  * shuffles; the element arithmetic swiglu_fwd4_kernel's, the block's
- * quant_fp8_block_act_cuda's. Rows [T, rows_pad): zero codes and scales. */
+ * quant_fp8_block_act_cuda's. Rows [T, rows_pad): zero codes and scales.
+ * Launched as a programmatic dependent under ops_swiglu_q8_pdl() (and ops_pdl())
+ * as the RMSNorm forwards are: it waits for the grid before (the gate/up GEMM) at
+ * its start and lets the next one (the decode step's down GEMM) launch and ask
+ * for its weights meanwhile. */
 __global__ void __launch_bounds__(256) swiglu_q8_kernel(uint16_t *ob, const uint16_t *gate, const uint16_t *up, int T,
                                                         int I, int ld, int cpr, uint8_t *q, float *qs, int64_t qld,
-                                                        int rows_pad, int ue8m0, int soft) {
+                                                        int rows_pad, int ue8m0, int soft, int pdl) {
+  if (pdl) pdl_launch_dependents(); /* else the grid after launches at this one's end, as before */
+  pdl_wait(); /* nothing is touched before the grid before ends (at once when not a dependent) */
   const int64_t gidx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   const int64_t t = gidx / cpr;
   const int c = (int)(gidx % cpr), nch = I / 16;
@@ -359,6 +366,11 @@ __global__ void __launch_bounds__(256) swiglu_q8_kernel(uint16_t *ob, const uint
   if (c % 8 == 0) qs[(int64_t)(c / 8) * qld + t] = sc;
 }
 
+extern "C" int ops_swiglu_q8_pdl(int set) {
+  static int cache = -1;
+  return rl_env_switch_def(&cache, "RLRUN_SWIGLU_Q8_PDL", 0, set);
+}
+
 extern "C" int ops_swiglu_forward_q8_bx_cuda(uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up, int T, int I,
                                              int ld, const ops_fp8_act *qa, void *stream, rl_err *e) {
   if (!qa || !qa->q || !qa->scales || !out_bf16 || I <= 0 || T < 0 || I % 16 || ld % 8 || ld < I ||
@@ -369,8 +381,12 @@ extern "C" int ops_swiglu_forward_q8_bx_cuda(uint16_t *out_bf16, const uint16_t 
   if (qa->rows_pad == 0) return 0;
   const int cpr = (I / 16 + 7) / 8 * 8;
   const int64_t threads = (int64_t)qa->rows_pad * cpr;
-  swiglu_q8_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, (cudaStream_t)stream>>>(
-      out_bf16, gate, up, T, I, ld, cpr, qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt());
+  cudaLaunchAttribute at[1];
+  const int pdl = ops_pdl() && ops_swiglu_q8_pdl(-1);
+  const cudaLaunchConfig_t cfg = pdl_launch_cfg(at, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0,
+                                                (cudaStream_t)stream, pdl);
+  OCHECK(cudaLaunchKernelEx(&cfg, swiglu_q8_kernel, out_bf16, gate, up, T, I, ld, cpr, qa->q, qa->scales,
+                            (int64_t)qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt(), pdl));
   OLAUNCH();
   return 0;
 }

@@ -332,6 +332,87 @@ static void test_rmsnorm_q8(int rows, int dim, int mode, int special) {
   CU(cudaFree(dq0)); CU(cudaFree(dq1));
 }
 
+/* The RMSNorm forwards at few rows run rmsnorm_fwd_wide_kernel (4 warps a row):
+ * every output of every form against the one-warp kernel (ops_norm_wide(0)),
+ * byte for byte — plain FP32 x, residual FP32 x, residual BF16 x, each with
+ * y, y_bf16 and rstd, and the _q8 forward's codes and scales (pad rows over
+ * garbage, fp32 and ue8m0 scales, both E4M3 codecs). special: a zero row, an
+ * Inf in x (a NaN row), tiny and Inf weights. */
+static void test_rmsnorm_wide(int rows, int dim, int special) {
+  char name[200];
+  const size_t n = (size_t)rows * dim;
+  const int pad = (rows + 7) / 8 * 8, nb = dim / 128;
+  float *x = randv(n, 2), *r = randv(n, 2), *w = randv(dim, 1.5f);
+  if (special) {
+    if (rows > 1) memset(x + dim, 0, (size_t)dim * 4), memset(r + dim, 0, (size_t)dim * 4);
+    for (int i = 128; i < 256 && i < dim; i++) w[i] *= 1e-38f;
+    if (rows > 2) x[2 * (size_t)dim + 7] = INFINITY;
+    w[5] = INFINITY;
+  }
+  uint16_t *xb = rl_xmalloc(n * 2);
+  for (size_t i = 0; i < n; i++) xb[i] = fmt_bf16_from_f32(x[i]);
+  float *dx = dup_dev(x, n * 4), *dr = dup_dev(r, n * 4), *dw = dup_dev(w, (size_t)dim * 4);
+  uint16_t *dxb = dup_dev(xb, n * 2);
+  float *dh[2], *dy[2], *drs[2], *ds[2];
+  uint16_t *dyb[2];
+  uint8_t *dq[2];
+  for (int k = 0; k < 2; k++) {
+    dh[k] = dup_dev(NULL, n * 4), dy[k] = dup_dev(NULL, n * 4), drs[k] = dup_dev(NULL, rows * 4);
+    ds[k] = dup_dev(NULL, (size_t)nb * pad * 4), dyb[k] = dup_dev(NULL, n * 2), dq[k] = dup_dev(NULL, (size_t)pad * dim);
+  }
+  static const char *const form[6] = {"plain FP32 x", "residual FP32 x", "residual BF16 x", "q8 plain FP32 x",
+                                      "q8 residual FP32 x", "q8 residual BF16 x"};
+  const int was = ops_norm_wide(-1);
+  for (int f = 0; f < 6; f++)
+    for (int v = 0; v < (f < 3 ? 1 : 4); v++) {
+      const int ue8m0 = v & 1, soft = v >> 1, mode = f % 3;
+      quant_cuda_set_hw_cvt(!soft);
+      size_t bad = 0;
+      void *out[2][6];
+      for (int k = 0; k < 2; k++) { /* k = 0: the one-warp kernel, 1: the wide one; outputs over garbage */
+        ops_norm_wide(k);
+        CU(cudaMemcpy(dh[k], r, n * 4, cudaMemcpyHostToDevice)); /* h = resid + x in place of resid */
+        CU(cudaMemset(dy[k], 0x3c, n * 4));
+        CU(cudaMemset(dyb[k], 0x33, n * 2));
+        CU(cudaMemset(drs[k], 0x47, rows * 4));
+        CU(cudaMemset(dq[k], 0xA7, (size_t)pad * dim));
+        CU(cudaMemset(ds[k], 0x5B, (size_t)nb * pad * 4));
+        const ops_fp8_act qa = {dq[k], ds[k], pad, pad, ue8m0};
+        if (f == 0) OK(ops_rmsnorm_forward_cuda(dy[k], dyb[k], drs[k], dx, dw, rows, dim, 1e-6f, NULL, e));
+        else if (f == 1)
+          OK(ops_residual_rmsnorm_forward_cuda(dh[k], dy[k], dyb[k], drs[k], dh[k], dx, dw, rows, dim, 1e-6f, NULL, e));
+        else if (f == 2)
+          OK(ops_residual_rmsnorm_forward_bx_cuda(dh[k], dy[k], dyb[k], drs[k], dh[k], dxb, dw, rows, dim, 1e-6f, NULL, e));
+        else
+          OK(ops_rmsnorm_forward_q8_cuda(mode ? dh[k] : NULL, dyb[k], drs[k], mode ? dh[k] : NULL,
+                                         mode == 2 ? NULL : dx, mode == 2 ? dxb : NULL, dw, rows, dim, 1e-6f, &qa,
+                                         NULL, e));
+        out[k][0] = get(dh[k], n * 4), out[k][1] = get(dy[k], n * 4), out[k][2] = get(dyb[k], n * 2);
+        out[k][3] = get(drs[k], rows * 4), out[k][4] = get(dq[k], (size_t)pad * dim);
+        out[k][5] = get(ds[k], (size_t)nb * pad * 4);
+      }
+      const size_t bytes[6] = {n * 4, n * 4, n * 2, (size_t)rows * 4, (size_t)pad * dim, (size_t)nb * pad * 4};
+      for (int o = 0; o < 6; o++) {
+        bad += memcmp(out[0][o], out[1][o], bytes[o]) != 0;
+        free(out[0][o]), free(out[1][o]);
+      }
+      snprintf(name, sizeof name, "rmsnorm wide %dx%d %s%s%s%s: == one warp a row (h, y, y_bf16, rstd, codes, scales)",
+               rows, dim, form[f], special ? " (special rows)" : "", f < 3 ? "" : ue8m0 ? ", ue8m0" : ", fp32 scales",
+               f < 3 ? "" : soft ? ", software codec" : ", hardware codec");
+      char det[64];
+      snprintf(det, sizeof det, "%zu of 6 outputs differ", bad);
+      verdict(bad == 0, name, det);
+    }
+  ops_norm_wide(was);
+  quant_cuda_set_hw_cvt(1);
+  free(x), free(r), free(w), free(xb);
+  CU(cudaFree(dx)); CU(cudaFree(dr)); CU(cudaFree(dw)); CU(cudaFree(dxb));
+  for (int k = 0; k < 2; k++) {
+    CU(cudaFree(dh[k])); CU(cudaFree(dy[k])); CU(cudaFree(drs[k])); CU(cudaFree(ds[k])); CU(cudaFree(dyb[k]));
+    CU(cudaFree(dq[k]));
+  }
+}
+
 /* SwiGLU with an fp8-block output (ops_swiglu_forward_q8_bx_cuda) against
  * ops_swiglu_forward_bx_cuda then quant_fp8_block_act_cuda (pad rows zeroed):
  * act and the codes and scales byte for byte; both codecs, both scale forms.
@@ -373,9 +454,10 @@ static void test_swiglu_q8(int T, int I, int ld, int special) {
     bad += memcmp(s0, s1, (size_t)nb * pad * 4) != 0;
     bad += memcmp(a0, a1, (size_t)T * I * 2) != 0;
     for (size_t i = 0; i < (size_t)nb * pad; i++) nan_s += isnan(s0[i]), floor_s += s0[i] == 0x1p-149f;
-    snprintf(name, sizeof name, "swiglu fp8 out %dx%d (ld %d)%s, %s, %s codec: == swiglu + quantizer (codes, "
+    snprintf(name, sizeof name, "swiglu fp8 out %dx%d (ld %d)%s, %s, %s codec%s: == swiglu + quantizer (codes, "
              "scales, act) [NaN scales %zu, 2^-149 %zu]", T, I, ld, special ? " special" : "",
-             ue8m0 ? "ue8m0" : "fp32 scales", soft ? "software" : "hardware", nan_s, floor_s);
+             ue8m0 ? "ue8m0" : "fp32 scales", soft ? "software" : "hardware",
+             ops_swiglu_q8_pdl(-1) && ops_pdl() ? ", PDL launch" : "", nan_s, floor_s);
     char det[64];
     snprintf(det, sizeof det, "%zu differing", bad);
     verdict(bad == 0, name, det);
@@ -880,9 +962,16 @@ int main(void) {
       for (int mode = 0; mode < 3; mode++) test_rmsnorm_q8(q8[k][0], q8[k][1], mode, k % 2);
     test_rmsnorm_q8(7, 1024, 1, 1);
     test_rmsnorm_q8(70, 3072, 2, 1);
+    const int wd[][2] = {{64, 1024}, {1, 1024}, {7, 2048}, {33, 4096}, {5, 128}, {9, 3072}, {1023, 1024}};
+    for (size_t k = 0; k < sizeof wd / sizeof *wd; k++) test_rmsnorm_wide(wd[k][0], wd[k][1], (int)(k % 2));
     const int sq[][3] = {{1, 3072, 3072}, {3, 3072, 3072}, {64, 3072, 3072}, {1100, 3072, 3072},
                          {5, 768, 768}, {9, 48, 48}, {13, 16, 16}, {6, 2000, 2008}, {17, 1536, 1552}};
-    for (size_t k = 0; k < sizeof sq / sizeof *sq; k++) test_swiglu_q8(sq[k][0], sq[k][1], sq[k][2], k % 2);
+    const int was_pdl = ops_swiglu_q8_pdl(-1);
+    for (int pdl = 0; pdl < 2; pdl++) { /* launched plainly and as a programmatic dependent */
+      ops_swiglu_q8_pdl(pdl);
+      for (size_t k = 0; k < sizeof sq / sizeof *sq; k++) test_swiglu_q8(sq[k][0], sq[k][1], sq[k][2], k % 2);
+    }
+    ops_swiglu_q8_pdl(was_pdl);
     { /* widths the fused kernel does not take are refused, not mis-written */
       rl_err e2 = {0};
       const ops_fp8_act qa = {(uint8_t *)16, (float *)16, 8, 8, 0};

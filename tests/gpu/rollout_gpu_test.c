@@ -389,6 +389,7 @@ static void split_check(const char *name, const char *dir, model *m, rollout_cud
 /* Launch counters for gen_on_off (one signature for the engine's and the model's). */
 static long long cnt_small_q8(const rollout_cuda_engine *g) { (void)g; return model_cuda_small_q8_calls(); }
 static long long cnt_q8_swiglu(const rollout_cuda_engine *g) { (void)g; return model_cuda_small_q8_swiglu_calls(); }
+static long long cnt_none(const rollout_cuda_engine *g) { (void)g; return 0; }
 
 /* The engine's samples with switch sw on (*on), then off (*off), 40 new tokens,
  * the switch restored after and its default in *was; cnt[0] / cnt[1]: what
@@ -970,6 +971,21 @@ static void prefill_groups_check(void) {
                "activation (default %s; %lld launches on, %lld off) == group GEMM + q8 SwiGLU (samples differing)",
                was ? "on" : "off", c[0], c[1]);
       check(d == 0 && c[0] > 0 && c[1] == 0, what, "%.0f", (double)d);
+      /* bit-neutral launch forms (experimental, off by default): the RMSNorm forwards on 4
+       * warps a row, the q8 SwiGLU as a programmatic dependent */
+      int (*const sws[2])(int) = {ops_norm_wide, ops_swiglu_q8_pdl};
+      static const char *const swn[2] = {"the RMSNorm forwards on 4 warps a row (RLRUN_NORM_WIDE)",
+                                         "the q8 SwiGLU launched as a programmatic dependent (RLRUN_SWIGLU_Q8_PDL)"};
+      for (int k = 0; k < 2; k++) {
+        d = -1;
+        if (!gen_on_off(g, ids, n, NP, &o, sws[k], cnt_none, &sa, &sb, c, &was, &e)) {
+          d = sa.n == sb.n ? batch_diffs(sa.s, sb.s, sa.n) : sa.n + 1;
+          rollout_batch_free(&sa), rollout_batch_free(&sb);
+        } else printf("     %s check: %s\n", swn[k], e.msg);
+        snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: %s on == off (default %s; samples "
+                 "differing)", swn[k], was ? "on" : "off");
+        check(d == 0, what, "%.0f", (double)d);
+      }
     }
     for (int k = 0; k < got; k++) rollout_batch_free(&bb[k]);
     rollout_cuda_engine_free(g);
