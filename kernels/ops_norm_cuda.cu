@@ -621,7 +621,8 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
   cudaError_t le;
   /* few rows: RW_NW warps a row (rmsnorm_fwd_wide_kernel, the same bits) */
   const int wide = wpb == 1 && vec && dim % 128 == 0 && dim / 128 <= RW_NW * RW_KM && ops_norm_wide(-1);
-  if (wide && qa && aligned(qa->q, 4) && qa->scales && qa->rows_pad >= rows && qa->scale_ld >= qa->rows_pad) {
+  const int qa_ok = qa && vec && aligned(qa->q, 4) && qa->scales && qa->rows_pad >= rows && qa->scale_ld >= qa->rows_pad;
+  if (wide && qa_ok) {
     const rms_q8 qo = {qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()};
     if (h)
       le = launch_pdl(rmsnorm_fwd_wide_kernel<true, TX, true>, (unsigned)qa->rows_pad, 32 * RW_NW, st, pdl, h, y, yb,
@@ -645,7 +646,7 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
     return 0;
   }
   if (qa) {
-    if (!vec || !aligned(qa->q, 4) || !qa->scales || qa->rows_pad < rows || qa->scale_ld < qa->rows_pad)
+    if (!qa_ok)
       return rl_errf(e, RL_EXIT_USAGE, "rmsnorm forward with fp8-block output: dim %d (a multiple of 4 needed), "
                      "pad rows %d, scale ld %lld for %d rows, or unaligned operands", dim, qa->rows_pad,
                      (long long)qa->scale_ld, rows);

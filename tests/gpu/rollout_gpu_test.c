@@ -416,6 +416,21 @@ static int gen_on_off(rollout_cuda_engine *g, const int32_t *const *ids, const i
   return r;
 }
 
+/* gen_on_off, then the samples differing between the two runs (−1 when a run
+ * failed: its error printed under `label`). */
+static int64_t gen_on_off_diffs(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n, int np,
+                                rollout_opts *o, int (*sw)(int), long long (*count)(const rollout_cuda_engine *),
+                                long long cnt[2], int *was, const char *label, rl_err *e) {
+  rollout_batch on, off;
+  if (gen_on_off(g, ids, n, np, o, sw, count, &on, &off, cnt, was, e)) {
+    printf("     %s check: %s\n", label, e->msg);
+    return -1;
+  }
+  const int64_t d = on.n == off.n ? batch_diffs(on.s, off.s, on.n) : on.n + 1;
+  rollout_batch_free(&on), rollout_batch_free(&off);
+  return d;
+}
+
 static void run_model(const char *name) {
   char dir[256], js[256], what[128];
   rl_err e = {0};
@@ -952,21 +967,15 @@ static void prefill_groups_check(void) {
         rollout_batch_free(&sa), rollout_batch_free(&sb);
       }
       /* the attention writing o's fp8 activation (head_dim 128) == the quantizer pass, bit for bit */
-      int64_t d = -1;
-      if (!gen_on_off(g, ids, n, NP, &o, rollout_cuda_attn_q8, rollout_cuda_norm_q8s, &sa, &sb, c, &was, &e)) {
-        d = sa.n == sb.n ? batch_diffs(sa.s, sb.s, sa.n) : sa.n + 1;
-        rollout_batch_free(&sa), rollout_batch_free(&sb);
-      } else printf("     attention fp8 output check: %s\n", e.msg);
+      int64_t d = gen_on_off_diffs(g, ids, n, NP, &o, rollout_cuda_attn_q8, rollout_cuda_norm_q8s, c, &was,
+                                   "attention fp8 output", &e);
       snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: the attention writing o's fp8 "
                "activation (%s; %lld fp8 producer launches on, %lld off) == the quantizer (samples differing)",
                was ? "on" : "OFF", c[0], c[1]);
       check(d == 0 && was && c[0] > c[1], what, "%.0f", (double)d);
       /* the gate/up pair with its SwiGLU and down's fp8 activation in one launch == the two launches */
-      d = -1;
-      if (!gen_on_off(g, ids, n, NP, &o, model_cuda_small_q8_swiglu, cnt_q8_swiglu, &sa, &sb, c, &was, &e)) {
-        d = sa.n == sb.n ? batch_diffs(sa.s, sb.s, sa.n) : sa.n + 1;
-        rollout_batch_free(&sa), rollout_batch_free(&sb);
-      } else printf("     fp8 SwiGLU pair check: %s\n", e.msg);
+      d = gen_on_off_diffs(g, ids, n, NP, &o, model_cuda_small_q8_swiglu, cnt_q8_swiglu, c, &was, "fp8 SwiGLU pair",
+                           &e);
       snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: the gate/up pair writing down's fp8 "
                "activation (default %s; %lld launches on, %lld off) == group GEMM + q8 SwiGLU (samples differing)",
                was ? "on" : "off", c[0], c[1]);
@@ -977,11 +986,7 @@ static void prefill_groups_check(void) {
       static const char *const swn[2] = {"the RMSNorm forwards on 4 warps a row (RLRUN_NORM_WIDE)",
                                          "the q8 SwiGLU launched as a programmatic dependent (RLRUN_SWIGLU_Q8_PDL)"};
       for (int k = 0; k < 2; k++) {
-        d = -1;
-        if (!gen_on_off(g, ids, n, NP, &o, sws[k], cnt_none, &sa, &sb, c, &was, &e)) {
-          d = sa.n == sb.n ? batch_diffs(sa.s, sb.s, sa.n) : sa.n + 1;
-          rollout_batch_free(&sa), rollout_batch_free(&sb);
-        } else printf("     %s check: %s\n", swn[k], e.msg);
+        d = gen_on_off_diffs(g, ids, n, NP, &o, sws[k], cnt_none, c, &was, swn[k], &e);
         snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: %s on == off (default %s; samples "
                  "differing)", swn[k], was ? "on" : "off");
         check(d == 0, what, "%.0f", (double)d);
