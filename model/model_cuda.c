@@ -726,8 +726,9 @@ int mc_lin_fwd_b_q8(model *m, const mc_lin *const *L, int n, const uint8_t *q, c
   return rc;
 }
 
-/* Off by default: its first form (the counters alone) measured 5.5 % slower a
- * decode step than the two launches (H100, docs/gpu-results.md, session 21). */
+/* Off by default: measured slower a decode step than the two launches — the
+ * counter form 5.5 %, the cluster form 4.3 % (H100, docs/gpu-results.md,
+ * sessions 21 and 22). */
 int model_cuda_small_q8_swiglu(int set) {
   static int on = -1;
   return rl_env_switch_def(&on, "RLRUN_SMALL_FP8_SWIGLU", 0, set);
@@ -736,18 +737,23 @@ int model_cuda_small_q8_swiglu(int set) {
 static atomic_llong mc_swiglu_q8_n;
 long long model_cuda_small_q8_swiglu_calls(void) { return atomic_load(&mc_swiglu_q8_n); }
 
+/* The pair's fp8 output in gemm.h's terms. */
+static gemm_small_q8out mc_q8out(const ops_fp8_act *qo) {
+  return (gemm_small_q8out){qo->q, qo->scales, qo->scale_ld, qo->rows_pad, qo->ue8m0};
+}
+
 int mc_lin_swiglu_q8_ok(const model *m, const mc_lin *gate, const mc_lin *up, const uint8_t *q, const float *scales,
                         int64_t M, const uint16_t *act_b, const ops_fp8_act *qo) {
   const mc_lin *gu[2] = {gate, up};
   if (!qo || !model_cuda_small_q8_swiglu(-1) || !mc_small_q8_wanted(m, gu, 2, M)) return 0;
-  const gemm_small_q8out o = {qo->q, qo->scales, qo->scale_ld, qo->rows_pad, qo->ue8m0};
+  const gemm_small_q8out o = mc_q8out(qo);
   rl_err e = {0};
   return gemm_small_fp8_swiglu_check(act_b, &o, &gate->q, &up->q, q, scales, M, gate->q.cols, &e) == 0;
 }
 
 int mc_lin_fwd_swiglu_q8(model *m, const mc_lin *gate, const mc_lin *up, const uint8_t *q, const float *scales,
                          int64_t M, uint16_t *act_b, const ops_fp8_act *qo, rl_err *e) {
-  const gemm_small_q8out o = {qo->q, qo->scales, qo->scale_ld, qo->rows_pad, qo->ue8m0};
+  const gemm_small_q8out o = mc_q8out(qo);
   int rc = MC_DP(DP_FWD_GEMM, gemm_small_fp8_swiglu_cuda(act_b, &o, &gate->q, &up->q, q, scales, 1,
                                                          quant_roundup(M, 8), M, gate->q.cols, NULL, e));
   atomic_fetch_add(&mc_swiglu_q8_n, 1);
