@@ -298,18 +298,21 @@ int ops_embedding_backward_cuda(float *dtable, const float *dout, const int32_t 
  * gains nothing; again 28,604 / 28,766 vs 27,569 / 27,556 (sixth session, the
  * GPU tests passing with the pair on). Bits unchanged. */
 int ops_pdl(void);
-/* 0 unless RLRUN_NORM_WIDE=1 (read once; set ≥ 0 overrides from then on, −1
+/* 1 unless RLRUN_NORM_WIDE=0 (read once; set ≥ 0 overrides from then on, −1
  * asks): the RMSNorm forwards (plain, residual, _q8) at rows < 1024 with dim =
  * 128·j ≤ 4096 and aligned operands spread a row over 4 warps — built to give
  * the same bits as the one-warp kernel, which leaves a decode step's few rows to
- * a serial chain a lane (ops_norm_cuda.cu, rmsnorm_fwd_wide_kernel).
- * Experimental: not yet run on a GPU (docs/gpu-results.md, session 22), hence off. */
+ * a serial chain a lane (ops_norm_cuda.cu, rmsnorm_fwd_wide_kernel). The same
+ * bytes on the H100 (ops_gpu_test, rollout_gpu_test); fp8-block batch 64
+ * 30,037 / 30,381 vs 29,196 / 29,189 tok/s, bf16 31,787 / 31,740 vs 31,302 /
+ * 31,337 (docs/gpu-results.md, session 23), hence on. */
 int ops_norm_wide(int set);
-/* 0 unless RLRUN_SWIGLU_Q8_PDL=1 (read once; set ≥ 0 overrides, −1 asks):
+/* 1 unless RLRUN_SWIGLU_Q8_PDL=0 (read once; set ≥ 0 overrides, −1 asks):
  * ops_swiglu_forward_q8_bx_cuda launches as a programmatic dependent (under
  * ops_pdl()), so that in the decode step the down GEMM after it can launch and
- * stream its weights while it runs. Bits unchanged. Experimental as
- * ops_norm_wide: not yet run on a GPU, hence off. */
+ * stream its weights while it runs. Bits unchanged (the same GPU tests). With
+ * the wide norm, fp8-block batch 64 30,715 / 30,623 vs 30,037 / 30,381 tok/s
+ * (H100, session 23), hence on. */
 int ops_swiglu_q8_pdl(int set);
 int ops_rmsnorm_forward_cuda(float *y, uint16_t *y_bf16, float *rstd, const float *x,
                              const float *w, int rows, int dim, float eps, void *stream, rl_err *e);

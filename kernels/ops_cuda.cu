@@ -368,7 +368,7 @@ __global__ void __launch_bounds__(256) swiglu_q8_kernel(uint16_t *ob, const uint
 
 extern "C" int ops_swiglu_q8_pdl(int set) {
   static int cache = -1;
-  return rl_env_switch_def(&cache, "RLRUN_SWIGLU_Q8_PDL", 0, set);
+  return rl_env_switch_def(&cache, "RLRUN_SWIGLU_Q8_PDL", 1, set);
 }
 
 extern "C" int ops_swiglu_forward_q8_bx_cuda(uint16_t *out_bf16, const uint16_t *gate, const uint16_t *up, int T, int I,

@@ -591,11 +591,11 @@ extern "C" int ops_pdl(void) {
   return ops_pdl_on;
 }
 
-/* 0 unless RLRUN_NORM_WIDE=1 (read once; set ≥ 0 overrides, tests): the RMSNorm
+/* 1 unless RLRUN_NORM_WIDE=0 (read once; set ≥ 0 overrides, tests): the RMSNorm
  * forwards at rows < 1024 run rmsnorm_fwd_wide_kernel (see ops.h). */
 extern "C" int ops_norm_wide(int set) {
   static int cache = -1;
-  return rl_env_switch_def(&cache, "RLRUN_NORM_WIDE", 0, set);
+  return rl_env_switch_def(&cache, "RLRUN_NORM_WIDE", 1, set);
 }
 
 /* Launch kern<<<blocks, thr, 0, st>>>(args…), as a programmatic dependent when pdl. */

@@ -980,7 +980,7 @@ static void prefill_groups_check(void) {
                "activation (default %s; %lld launches on, %lld off) == group GEMM + q8 SwiGLU (samples differing)",
                was ? "on" : "off", c[0], c[1]);
       check(d == 0 && c[0] > 0 && c[1] == 0, what, "%.0f", (double)d);
-      /* bit-neutral launch forms (experimental, off by default): the RMSNorm forwards on 4
+      /* bit-neutral launch forms (on by default since session 23): the RMSNorm forwards on 4
        * warps a row, the q8 SwiGLU as a programmatic dependent */
       int (*const sws[2])(int) = {ops_norm_wide, ops_swiglu_q8_pdl};
       static const char *const swn[2] = {"the RMSNorm forwards on 4 warps a row (RLRUN_NORM_WIDE)",
