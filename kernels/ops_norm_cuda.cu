@@ -197,8 +197,8 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
  * outputs come from the registers of the first pass (no re-read of h), the
  * weights are asked for before the wait on the kernel before, and the Q8
  * output is a block a warp: the integer amax of the block's BF16 bits over the
- * warp, then each lane encodes its 4 values with the quantizer's division (the
- * element-wise arithmetic of qd_enc_fp8_div). */
+ * warp, then each lane encodes its 4 values with the quantizer's division
+ * (qd_enc_fp8_div4, qd_enc_fp8_div's arithmetic). */
 constexpr int RW_NW = 4, RW_KM = 8; /* warps a row; blocks a warp at most */
 template <bool RES, typename TX, bool Q8>
 __global__ void __launch_bounds__(32 * RW_NW) rmsnorm_fwd_wide_kernel(float *h, float *y, uint16_t *yb, float *rstd,
@@ -266,17 +266,7 @@ __global__ void __launch_bounds__(32 * RW_NW) rmsnorm_fwd_wide_kernel(float *h, 
       const bool bad = m >= 0x7f80u;
       const float sc = bad ? __uint_as_float(RMS_QNAN) : fmt_fp8_block_scale(qd_bits_to_amax(m), qo.ue8m0);
       if (lane == 0) qo.s[(int64_t)j * qo.ld + r] = sc;
-      uint32_t code = 0;
-      if (!bad) {
-        const bool md = qd_mdiv_ok(sc);
-        const float rc = __frcp_rn(sc);
-        const float e0 = __uint_as_float(hb.x << 16), e1 = __uint_as_float(hb.x & 0xffff0000u),
-                    e2 = __uint_as_float(hb.y << 16), e3 = __uint_as_float(hb.y & 0xffff0000u);
-        const float d0 = md ? qd_mdiv(e0, sc, rc) : __fdiv_rn(e0, sc), d1 = md ? qd_mdiv(e1, sc, rc) : __fdiv_rn(e1, sc),
-                    d2 = md ? qd_mdiv(e2, sc, rc) : __fdiv_rn(e2, sc), d3 = md ? qd_mdiv(e3, sc, rc) : __fdiv_rn(e3, sc);
-        code = qd_e4m3x2(d0, d1, qo.soft) | (qd_e4m3x2(d2, d3, qo.soft) << 16);
-      }
-      *reinterpret_cast<uint32_t *>(qo.q + i) = code;
+      *reinterpret_cast<uint32_t *>(qo.q + i) = bad ? 0u : qd_enc_fp8_div4(hb, sc, qo.soft);
     }
   }
 }
@@ -622,8 +612,9 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
   /* few rows: RW_NW warps a row (rmsnorm_fwd_wide_kernel, the same bits) */
   const int wide = wpb == 1 && vec && dim % 128 == 0 && dim / 128 <= RW_NW * RW_KM && ops_norm_wide(-1);
   const int qa_ok = qa && vec && aligned(qa->q, 4) && qa->scales && qa->rows_pad >= rows && qa->scale_ld >= qa->rows_pad;
+  const rms_q8 qo =
+      qa_ok ? rms_q8{qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()} : rms_q8{};
   if (wide && qa_ok) {
-    const rms_q8 qo = {qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()};
     if (h)
       le = launch_pdl(rmsnorm_fwd_wide_kernel<true, TX, true>, (unsigned)qa->rows_pad, 32 * RW_NW, st, pdl, h, y, yb,
                       rstd, resid, x, w, rows, dim, eps, qo);
@@ -650,7 +641,6 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
       return rl_errf(e, RL_EXIT_USAGE, "rmsnorm forward with fp8-block output: dim %d (a multiple of 4 needed), "
                      "pad rows %d, scale ld %lld for %d rows, or unaligned operands", dim, qa->rows_pad,
                      (long long)qa->scale_ld, rows);
-    const rms_q8 qo = {qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()};
     const unsigned qblocks = (unsigned)((qa->rows_pad + wpb - 1) / wpb), qthr = (unsigned)(32 * wpb);
     if (h)
       le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX, true>, qblocks, qthr, st, pdl, h, y, yb, rstd, resid, x, w,

@@ -76,21 +76,20 @@ __device__ __forceinline__ uint32_t qd_e4m3x2(float a, float b, int soft) {
   return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
 }
 
-/* 16 packed bf16 → 16 E4M3 codes of f(x), in order, two codes a conversion (the
- * encoders below differ only in f). */
+/* 4 packed bf16 (w0, w1) → 4 E4M3 codes of f(x), in order, two codes a
+ * conversion (the encoders below differ only in f). */
+template <class F>
+__device__ __forceinline__ uint32_t qd_enc_fp8_map4(uint32_t w0, uint32_t w1, int soft, F f) {
+  const float y0 = f(__uint_as_float(w0 << 16)), y1 = f(__uint_as_float(w0 & 0xffff0000u));
+  const float y2 = f(__uint_as_float(w1 << 16)), y3 = f(__uint_as_float(w1 & 0xffff0000u));
+  return qd_e4m3x2(y0, y1, soft) | (qd_e4m3x2(y2, y3, soft) << 16);
+}
+
+/* 16 packed bf16 → 16 E4M3 codes of f(x), in order. */
 template <class F>
 __device__ __forceinline__ uint4 qd_enc_fp8_map(uint4 a, uint4 b, int soft, F f) {
-  const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  uint32_t o[4];
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float y0 = f(__uint_as_float(w[2 * i] << 16));
-    float y1 = f(__uint_as_float(w[2 * i] & 0xffff0000u));
-    float y2 = f(__uint_as_float(w[2 * i + 1] << 16));
-    float y3 = f(__uint_as_float(w[2 * i + 1] & 0xffff0000u));
-    o[i] = qd_e4m3x2(y0, y1, soft) | (qd_e4m3x2(y2, y3, soft) << 16);
-  }
-  return make_uint4(o[0], o[1], o[2], o[3]);
+  return make_uint4(qd_enc_fp8_map4(a.x, a.y, soft, f), qd_enc_fp8_map4(a.z, a.w, soft, f),
+                    qd_enc_fp8_map4(b.x, b.y, soft, f), qd_enc_fp8_map4(b.z, b.w, soft, f));
 }
 
 /* 16 packed bf16 → 16 E4M3 codes of x/s by Markstein's division, r = RN(1/s),
@@ -107,6 +106,16 @@ __device__ __forceinline__ uint4 qd_enc_fp8_fdiv(uint4 a, uint4 b, float s, int 
 /* 16 packed bf16 → 16 E4M3 codes of x/s (fp8-block, exact division). */
 __device__ __forceinline__ uint4 qd_enc_fp8_div(uint4 a, uint4 b, float s, int soft) {
   return qd_mdiv_ok(s) ? qd_enc_fp8_mdiv(a, b, s, __frcp_rn(s), soft) : qd_enc_fp8_fdiv(a, b, s, soft);
+}
+
+/* 4 packed bf16 → 4 E4M3 codes of x/s (fp8-block, exact division; the same
+ * arithmetic as qd_enc_fp8_div, for kernels that hold 4 values a lane). */
+__device__ __forceinline__ uint32_t qd_enc_fp8_div4(uint2 h, float s, int soft) {
+  if (qd_mdiv_ok(s)) {
+    const float r = __frcp_rn(s);
+    return qd_enc_fp8_map4(h.x, h.y, soft, [=](float x) { return qd_mdiv(x, s, r); });
+  }
+  return qd_enc_fp8_map4(h.x, h.y, soft, [=](float x) { return __fdiv_rn(x, s); });
 }
 
 /* 16 packed bf16 → 16 E4M3 codes of x·m (MXFP8: m = 2^(127-e), exact). */
