@@ -25,10 +25,12 @@
  *             and from L2 for its other chunks.
  *   Pipeline  the CTA streams its slice in stages of 128 K (its weight rows and x
  *             rows of the stage) through a ring of NST shared-memory buffers with
- *             cp.async (NST − 1 stages in flight while one is multiplied). Launched
- *             as a programmatic dependent (RLRUN_SMALL_GEMM_PDL=1), the prologue
- *             asks for its weight stages before griddepcontrol.wait and for x after;
- *             every CTA lets the next grid launch once its main loop is done.
+ *             cp.async (NST − 1 stages in flight while one is multiplied); a
+ *             thread works out its copies' addresses once (sg_cp) and a stage
+ *             adds its K offset. Launched as a programmatic dependent
+ *             (RLRUN_SMALL_GEMM_PDL=1), the prologue asks for its weight stages
+ *             before griddepcontrol.wait and for x after; every CTA lets the next
+ *             grid launch once its main loop is done.
  *   MMA       Hopper's wgmma (sm_90a) m64n(8·MB)k16 with the weights as A (the 64
  *             rows of the MMA: BN rows of each matrix, a 32-row single matrix
  *             padded with zero rows written once) and x as B (8·MB columns), both
@@ -204,11 +206,42 @@ struct sg_args {
 __device__ __forceinline__ uint16_t sg_act(float g, float u) {
   return fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(g)), bf16_round(u)));
 }
+/* sg_act of 4 outputs, packed for one 8-byte store. */
+__device__ __forceinline__ uint2 sg_act4(const float (&g)[4], const float (&u)[4]) {
+  return make_uint2(sg_act(g[0], u[0]) | (uint32_t)sg_act(g[1], u[1]) << 16,
+                    sg_act(g[2], u[2]) | (uint32_t)sg_act(g[3], u[3]) << 16);
+}
 template <bool SW>
 __device__ __forceinline__ void sg_put(const sg_args &a, float *y, int64_t N, int m, int64_t n, float g, float u) {
   if constexpr (SW) a.act[(int64_t)m * N + n] = sg_act(g, u);
   else if (a.ob) reinterpret_cast<uint16_t *>(y)[(int64_t)m * N + n] = fmt_bf16_from_f32(g); /* the same BF16 */
   else y[(int64_t)m * N + n] = bf16_round(g);
+}
+/* Outputs n … n+3 of row m (n a multiple of 4): one 8- or 16-byte store where
+ * all four exist, N % 4 == 0 and the output is 8- (BF16) or 16-byte (FP32)
+ * aligned (then so is every group of 4), else sg_put for each that exists. The
+ * same values. */
+template <bool SW>
+__device__ __forceinline__ void sg_put4(const sg_args &a, float *y, int64_t N, int m, int64_t n, const float (&g)[4],
+                                        const float (&u)[4]) {
+  const uintptr_t base = SW ? (uintptr_t)a.act : (uintptr_t)y, al = SW || a.ob ? 7 : 15;
+  if ((N & 3) == 0 && n + 4 <= N && (base & al) == 0) {
+    const int64_t o = (int64_t)m * N + n;
+    if constexpr (SW) {
+      *reinterpret_cast<uint2 *>(a.act + o) = sg_act4(g, u);
+    } else if (a.ob) {
+      *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(y) + o) =
+          make_uint2(fmt_bf16_from_f32(g[0]) | (uint32_t)fmt_bf16_from_f32(g[1]) << 16,
+                     fmt_bf16_from_f32(g[2]) | (uint32_t)fmt_bf16_from_f32(g[3]) << 16);
+    } else {
+      *reinterpret_cast<float4 *>(y + o) = make_float4(bf16_round(g[0]), bf16_round(g[1]), bf16_round(g[2]),
+                                                       bf16_round(g[3]));
+    }
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < 4; e++)
+    if (n + e < N) sg_put<SW>(a, y, N, m, n + e, g[e], u[e]);
 }
 
 /* 4 bytes global → shared, asynchronously; bytes = 0 writes zeros. */
@@ -216,93 +249,97 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int byt
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
 }
 
-/* The F8 form's copies of stage st (one 128-K scale block) into ring slot st % NST:
- * BN weight rows of E4M3 (the pair, SW: BN rows of w, then BN rows of w1) and, by
- * thread 0 (1), the weight scale of the tile's 128-row block of w (w1) after the x
- * rows' scales; rows past N and chunks past k1 become zeros. */
-template <int MB, int WN, bool SW>
-__device__ __forceinline__ void sg_load_w8(uint8_t *ring, const sg_args &a, const uint8_t *w, const float *sw,
-                                           int64_t sld, int64_t N, int st, int64_t n0, int64_t k0, int64_t k1) {
-  constexpr int NST = sg_nst(MB, true), BN = sg_bn(WN), XR = 8 * MB, SB = sg_stage_bytes(MB, true);
-  constexpr int R = sg_parts(SW) * BN;
-  static_assert(R * 8 % SG_T == 0, "whole copies per thread");
-  uint8_t *Ws = ring + (st % NST) * SB;
-  const int64_t kb = k0 + (int64_t)st * BK;
+/* A thread's share of one operand's stage copies (16 bytes each), worked out once
+ * a CTA: every stage then only adds its K offset. (Until session 23 the loaders
+ * redid the index arithmetic — rows, chunks, swizzle, 64-bit addresses, bounds —
+ * at every stage: ~160 instructions for the 4 weight copies of an F8 stage at 64
+ * rows, most of the CTA's instructions before its loads were in flight.) Copy j
+ * reads g[j] + st·BK·EB bytes at stage st; it exists (else it writes zeros)
+ * where bit j of `rows` is set and st·BK + ck < kl (the slice's K, elements);
+ * it lands at the stage operand's base + so + j·DJ (its row is RJ·j below copy
+ * 0's, RJ a multiple of 8: the swizzle's r & 7 is copy 0's). g[j] of a row that
+ * does not exist is the matrix itself (a valid address, never read). */
+template <int J>
+struct sg_cp {
+  const uint8_t *g[J];
+  unsigned rows;
+  int ck;
+  uint32_t so;
+};
+
+/* Copies of stage st: dst = the stage operand's shared address. */
+template <int J, int DJ, int EB>
+__device__ __forceinline__ void sg_cp_issue(const sg_cp<J> &cp, uint32_t dst, int st, int kl) {
+  const bool kin = st * BK + cp.ck < kl;
+  const int64_t off = (int64_t)st * (BK * EB);
 #pragma unroll
-  for (int j = 0; j < R * 8 / SG_T; j++) {
-    const int i = (int)threadIdx.x + j * SG_T, r = i / 8, c = i % 8;
-    const uint8_t *wp = SW && r >= BN ? a.w8[1] : w;
-    const int64_t n = n0 + (r % BN), k = kb + 16 * c;
-    const bool ok = n < N && k < k1;
-    cp_async16(smem_u32(Ws + sg_off8(r, c)), ok ? wp + n * a.K + k : wp, ok ? 16 : 0);
-  }
-  if (threadIdx.x < (SW ? 2 : 1)) {
-    float *sc = reinterpret_cast<float *>(ring + sg_ring_bytes(MB, true)) + (st % NST) * sg_sc_floats(MB);
-    const float *sp = SW && threadIdx.x == 1 ? a.sw[1] : sw;
-    const int64_t ld = SW && threadIdx.x == 1 ? a.sld[1] : sld;
-    cp_async4(smem_u32(sc + XR + threadIdx.x), sp + (n0 / 128) * ld + kb / BK, 4);
+  for (int j = 0; j < J; j++) {
+    const bool ok = kin && (cp.rows >> j & 1u);
+    cp_async16(dst + cp.so + (uint32_t)(j * DJ), cp.g[j] + (ok ? off : 0), ok ? 16 : 0);
   }
 }
 
-/* … and of x: 8·MB rows of E4M3 and their scales of the block (zeros past M). */
-template <int MB>
-__device__ __forceinline__ void sg_load_x8(uint8_t *ring, const sg_args &a, int st, int m0, int64_t k0, int64_t k1) {
-  constexpr int NST = sg_nst(MB, true), XR = 8 * MB, SB = sg_stage_bytes(MB, true);
-  uint8_t *Xs = ring + (st % NST) * SB + SG_RM * BK;
-  const int64_t kb = k0 + (int64_t)st * BK;
+/* The weight copies' plan: P·BN rows (the pair, SW: BN rows of w, then BN of w1)
+ * of BK elements — F8: 8 chunks a row (one 128-byte swizzle row), BF16: 16 (two K
+ * halves of 64). Rows past N: zeros. */
+template <int WN, bool SW, bool F8>
+struct sg_wplan {
+  static constexpr int R = sg_parts(SW) * sg_bn(WN), CPR = F8 ? 8 : CH, J = R * CPR / SG_T, RJ = SG_T / CPR;
+  static constexpr int DJ = F8 ? RJ * 128 : RJ * 64 * 2, EB = F8 ? 1 : 2;
+  static_assert(R * CPR % SG_T == 0 && RJ % 8 == 0, "whole copies per thread, rows 8-aligned a copy");
+};
+template <int WN, bool SW, bool F8>
+__device__ __forceinline__ sg_cp<sg_wplan<WN, SW, F8>::J> sg_plan_w(const uint8_t *w, const uint8_t *w1, int64_t K,
+                                                                     int64_t N, int64_t n0, int64_t k0) {
+  using L = sg_wplan<WN, SW, F8>;
+  constexpr int BN = sg_bn(WN);
+  sg_cp<L::J> cp;
+  const int r0 = (int)threadIdx.x / L::CPR, c = (int)threadIdx.x % L::CPR;
+  cp.ck = F8 ? 16 * c : 8 * c;
+  cp.so = F8 ? (uint32_t)sg_off8(r0, c) : (uint32_t)sg_off(r0, c, SG_RM) * 2;
+  cp.rows = 0;
 #pragma unroll
-  for (int j = 0; j < (XR * 8 + SG_T - 1) / SG_T; j++) {
-    const int i = (int)threadIdx.x + j * SG_T, r = i / 8, c = i % 8;
-    if (XR * 8 % SG_T == 0 || i < XR * 8) {
-      const int m = m0 + r;
-      const int64_t k = kb + 16 * c;
-      const bool ok = m < a.M && k < k1;
-      cp_async16(smem_u32(Xs + sg_off8(r, c)), ok ? a.xq + (int64_t)m * a.K + k : a.xq, ok ? 16 : 0);
-    }
+  for (int j = 0; j < L::J; j++) {
+    const int r = r0 + j * L::RJ;
+    const uint8_t *wp = SW && r >= BN ? w1 : w;
+    const int64_t n = n0 + (r % BN);
+    const bool ok = n < N;
+    cp.g[j] = ok ? wp + (n * K + k0 + cp.ck) * L::EB : wp;
+    cp.rows |= (unsigned)ok << j;
   }
-  if ((int)threadIdx.x < XR) {
-    float *sc = reinterpret_cast<float *>(ring + sg_ring_bytes(MB, true)) + (st % NST) * sg_sc_floats(MB);
-    const int m = m0 + (int)threadIdx.x;
-    const bool ok = m < a.M;
-    cp_async4(smem_u32(sc + threadIdx.x), ok ? a.xs + (int64_t)m * a.xs_rs + (kb / BK) * a.xs_ks : a.xs, ok ? 4 : 0);
-  }
+  return cp;
 }
 
-/* Start copying the weights of stage st of the CTA's slice [k0, k1) into ring
- * slot st % NST: rows n0 … n0+BN−1 of w0 (and of w1: the pair); rows past N and
- * chunks past k1 become zeros. */
-template <int MB, int WN, bool SW>
-__device__ __forceinline__ void sg_load_w(uint16_t *sm, const sg_args &a, const uint16_t *w0, const uint16_t *w1,
-                                          int64_t N, int st, int64_t n0, int64_t k0, int64_t k1) {
-  constexpr int NST = sg_nst(MB), BN = sg_bn(WN), R = sg_parts(SW) * BN;
-  static_assert(R * CH % SG_T == 0, "whole copies per thread");
-  uint16_t *Ws = sm + (st % NST) * sg_stage_elems(MB);
-  const int64_t kb = k0 + (int64_t)st * BK;
-#pragma unroll
-  for (int j = 0; j < R * CH / SG_T; j++) {
-    const int i = (int)threadIdx.x + j * SG_T, r = i / CH, c = i % CH;
-    const uint16_t *w = SW && r >= BN ? w1 : w0;
-    const int64_t n = n0 + (r % BN), k = kb + 8 * c;
-    const bool ok = n < N && k < k1;
-    cp_async16(smem_u32(Ws + sg_off(r, c, SG_RM)), ok ? w + n * a.K + k : w, ok ? 16 : 0);
-  }
+/* … and x's: 8·MB rows (past M: zeros); F8 at MB = 1 has copies for threads
+ * 0 … 63 only (sg_xlive). */
+template <int MB, bool F8>
+struct sg_xplan {
+  static constexpr int XR = 8 * MB, CPR = F8 ? 8 : CH, J = (XR * CPR + SG_T - 1) / SG_T, RJ = SG_T / CPR;
+  static constexpr int DJ = F8 ? RJ * 128 : RJ * 64 * 2, EB = F8 ? 1 : 2;
+  static_assert(XR * CPR % SG_T == 0 || J == 1, "whole copies per thread, or one for some");
+};
+template <int MB, bool F8>
+__device__ __forceinline__ bool sg_xlive() {
+  using L = sg_xplan<MB, F8>;
+  return L::XR * L::CPR % SG_T == 0 || (int)threadIdx.x < L::XR * L::CPR;
 }
-
-/* … and of x: rows m0 … m0+8·MB−1; rows past M and chunks past k1 become zeros. */
-template <int MB, int WN, bool SW>
-__device__ __forceinline__ void sg_load_x(uint16_t *sm, const sg_args &a, int st, int m0, int64_t k0, int64_t k1) {
-  constexpr int NST = sg_nst(MB), XR = 8 * MB;
-  static_assert(XR * CH % SG_T == 0, "whole copies per thread");
-  uint16_t *Xs = sm + (st % NST) * sg_stage_elems(MB) + SG_RM * BK;
-  const int64_t kb = k0 + (int64_t)st * BK;
+template <int MB, bool F8>
+__device__ __forceinline__ sg_cp<sg_xplan<MB, F8>::J> sg_plan_x(const uint8_t *x, int64_t K, int M, int m0,
+                                                                 int64_t k0) {
+  using L = sg_xplan<MB, F8>;
+  sg_cp<L::J> cp;
+  const int r0 = (int)threadIdx.x / L::CPR, c = (int)threadIdx.x % L::CPR;
+  cp.ck = F8 ? 16 * c : 8 * c;
+  cp.so = F8 ? (uint32_t)sg_off8(r0, c) : (uint32_t)sg_off(r0, c, L::XR) * 2;
+  cp.rows = 0;
 #pragma unroll
-  for (int j = 0; j < XR * CH / SG_T; j++) {
-    const int i = (int)threadIdx.x + j * SG_T, r = i / CH, c = i % CH;
-    const int m = m0 + r;
-    const int64_t k = kb + 8 * c;
-    const bool ok = m < a.M && k < k1;
-    cp_async16(smem_u32(Xs + sg_off(r, c, XR)), ok ? a.x + (int64_t)m * a.K + k : a.x, ok ? 16 : 0);
+  for (int j = 0; j < L::J; j++) {
+    const int m = m0 + r0 + j * L::RJ;
+    const bool ok = m < M;
+    cp.g[j] = ok ? x + ((int64_t)m * K + k0 + cp.ck) * L::EB : x;
+    cp.rows |= (unsigned)ok << j;
   }
+  return cp;
 }
 
 /* acc (64 × 8·MB, the wgmma layout) += the stage at Ws (64 weight rows) and Xs
@@ -531,13 +568,45 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
 
   /* prologue: NST − 1 stages in flight. Launched as a dependent, the weights
    * (constant while the previous kernel runs) are asked for before its end. */
+  using LW = sg_wplan<WN, SW, F8>;
+  using LX = sg_xplan<MB, F8>;
+  constexpr int SB = F8 ? sg_stage_bytes(MB, true) : sg_stage_elems(MB) * 2, XOFF = SG_RM * BK * LW::EB;
+  const int kl = (int)(k1 - k0);
+  const uint32_t ring_s = smem_u32(ring);
+  const sg_cp<LW::J> cw = F8 ? sg_plan_w<WN, SW, F8>(w8, a.w8[1], a.K, N, n0, k0)
+                             : sg_plan_w<WN, SW, F8>(reinterpret_cast<const uint8_t *>(w0),
+                                                     reinterpret_cast<const uint8_t *>(w1), a.K, N, n0, k0);
+  const sg_cp<LX::J> cx =
+      sg_plan_x<MB, F8>(F8 ? a.xq : reinterpret_cast<const uint8_t *>(a.x), a.K, a.M, m0, k0);
+  const bool xlive = sg_xlive<MB, F8>();
+  /* the F8 form's scales of a stage: thread t < 8·MB x row m0 + t's (zero past M),
+   * thread t < P the weight's (gate's, up's) of the tile's 128-row block; + st a stage */
+  const float *scp = nullptr;
+  int64_t scs = 1;
+  int scb = 0;
+  if constexpr (F8) {
+    if (tid < XR) {
+      const int m = m0 + tid;
+      scp = m < a.M ? a.xs + (int64_t)m * a.xs_rs + (k0 / BK) * a.xs_ks : a.xs;
+      scs = m < a.M ? a.xs_ks : 0, scb = m < a.M ? 4 : 0;
+    }
+  }
+  const float *wsp = nullptr;
+  if constexpr (F8) {
+    if (tid < P) wsp = (SW && tid == 1 ? a.sw[1] : sw) + (n0 / 128) * (SW && tid == 1 ? a.sld[1] : sld) + k0 / BK;
+  }
   auto load_w = [&](int st) {
-    if constexpr (F8) sg_load_w8<MB, WN, SW>(ring, a, w8, sw, sld, N, st, n0, k0, k1);
-    else sg_load_w<MB, WN, SW>(sm, a, w0, w1, N, st, n0, k0, k1);
+    const uint32_t slot = ring_s + (uint32_t)((st % NST) * SB);
+    sg_cp_issue<LW::J, LW::DJ, LW::EB>(cw, slot, st, kl);
+    if constexpr (F8)
+      if (tid < P) cp_async4(ring_s + (uint32_t)(RING + ((st % NST) * sg_sc_floats(MB) + XR + tid) * 4), wsp + st, 4);
   };
   auto load_x = [&](int st) {
-    if constexpr (F8) sg_load_x8<MB>(ring, a, st, m0, k0, k1);
-    else sg_load_x<MB, WN, SW>(sm, a, st, m0, k0, k1);
+    const uint32_t slot = ring_s + (uint32_t)((st % NST) * SB + XOFF);
+    if (xlive) sg_cp_issue<LX::J, LX::DJ, LX::EB>(cx, slot, st, kl);
+    if constexpr (F8)
+      if (tid < XR)
+        cp_async4(ring_s + (uint32_t)(RING + ((st % NST) * sg_sc_floats(MB) + tid) * 4), scp + st * scs, scb);
   };
   if (a.pdl) {
 #pragma unroll
@@ -623,9 +692,7 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
         const float4 g = *reinterpret_cast<const float4 *>(buf + r * LDP + c);
         const float4 u = *reinterpret_cast<const float4 *>(buf + ((P - 1) * XR + r) * LDP + c);
         const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-          if (n0 + c + e < N) sg_put<SW>(a, y, N, m0 + r, n0 + c + e, gv[e], uv[e]);
+        sg_put4<SW>(a, y, N, m0 + r, n0 + c, gv, uv);
       }
       if constexpr (Q8) sg_q8_tail<MB, WN>(a, tile, mc, m0, N, &s_last);
       return;
@@ -654,13 +721,9 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
           if (SW) u = add4(u, pu[t]);
         }
       const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        if (n0 + c + e < N) sg_put<SW>(a, y, N, m0 + r, n0 + c + e, gv[e], uv[e]);
+      sg_put4<SW>(a, y, N, m0 + r, n0 + c, gv, uv);
       if (qcl) /* the act bits for sg_q8_block, column pads included (it masks them) */
-        *reinterpret_cast<uint2 *>(ring + sg_q8_act_off<MB, WN>() + (r * BN + c) * 2) =
-            make_uint2(sg_act(gv[0], uv[0]) | (uint32_t)sg_act(gv[1], uv[1]) << 16,
-                       sg_act(gv[2], uv[2]) | (uint32_t)sg_act(gv[3], uv[3]) << 16);
+        *reinterpret_cast<uint2 *>(ring + sg_q8_act_off<MB, WN>() + (r * BN + c) * 2) = sg_act4(gv, uv);
     }
     if constexpr (Q8)
       if (qcl) {
