@@ -57,17 +57,25 @@ __device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fm
 /* The fp8-block scale step both small-M fp8 GEMMs apply after a 128-K block's
  * MMAs: acc[i][h + 2v] += part[i][h + 2v] · (sx[rc + 8i + h] ·_rn sw), one fused
  * multiply-add (accumulator element (i, h, v) is x row rc + 8i + h of the tile). */
-template <int MB>
+template <int MB, bool A8 = false> /* A8: sx + rc is 8-byte aligned (rc even): the pairs in one load */
 __device__ __forceinline__ void gs_fp8_scale_acc(float (&acc)[MB][4], const float (&part)[MB][4], const float *sx,
                                                  float sw, int rc) {
 #pragma unroll
-  for (int i = 0; i < MB; i++)
+  for (int i = 0; i < MB; i++) {
+    float sp[2];
+    if constexpr (A8) {
+      const float2 v = *reinterpret_cast<const float2 *>(sx + rc + 8 * i);
+      sp[0] = v.x, sp[1] = v.y;
+    } else {
+      sp[0] = sx[rc + 8 * i], sp[1] = sx[rc + 8 * i + 1];
+    }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      const float s = __fmul_rn(sx[rc + 8 * i + h], sw);
+      const float s = __fmul_rn(sp[h], sw);
       acc[i][h] = __fmaf_rn(part[i][h], s, acc[i][h]);
       acc[i][h + 2] = __fmaf_rn(part[i][h + 2], s, acc[i][h + 2]);
     }
+  }
 }
 
 /* ---------------------------------------------------------------- host side */

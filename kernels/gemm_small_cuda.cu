@@ -345,15 +345,16 @@ __device__ __forceinline__ sg_cp<sg_xplan<MB, F8>::J> sg_plan_x(const uint8_t *x
 /* acc (64 × 8·MB, the wgmma layout) += the stage at Ws (64 weight rows) and Xs
  * (8·MB x rows): BK / 16 steps of 16 K in order. */
 template <int MB>
-__device__ __forceinline__ void sg_mma_stage(float (&acc)[MB][4], const uint16_t *Ws, const uint16_t *Xs) {
+__device__ __forceinline__ void sg_mma_stage(float (&acc)[MB][4], const uint16_t *Ws, const uint16_t *Xs, uint32_t ws_s,
+                                             uint32_t xs_s) { /* ws_s, xs_s: Ws, Xs as shared addresses */
   constexpr int XR = 8 * MB;
 #if RLRUN_HAVE_WGMMA
-  const uint32_t wa = smem_u32(Ws), xa = smem_u32(Xs);
+  const uint64_t dw = wgmma_desc_sw128(ws_s), dx = wgmma_desc_sw128(xs_s);
   wgmma_fence();
 #pragma unroll
   for (int s = 0; s < BK / 16; s++) {
     const uint32_t h = (uint32_t)(s >> 2), o = (uint32_t)(s & 3) * 32; /* K half, 32 B per 16 K */
-    wgmma_bf16<XR>(&acc[0][0], wgmma_desc_sw128(wa + h * SG_RM * 128 + o), wgmma_desc_sw128(xa + h * XR * 128 + o));
+    wgmma_bf16<XR>(&acc[0][0], wgmma_desc_add(dw, h * SG_RM * 128 + o), wgmma_desc_add(dx, h * XR * 128 + o));
   }
   wgmma_commit();
   wgmma_wait<0>();
@@ -385,22 +386,22 @@ __device__ __forceinline__ void sg_mma_stage(float (&acc)[MB][4], const uint16_t
  * one for the fused multiply-add). sc: the stage's x scales; swv: this warp's
  * weight scale (the pair: gate's or up's). */
 template <int MB>
-__device__ __forceinline__ void sg_mma_stage8(float (&acc)[MB][4], const uint8_t *Ws, const float *sc, float swv) {
+__device__ __forceinline__ void sg_mma_stage8(float (&acc)[MB][4], uint32_t ws_s, const float *sc, float swv) {
 #if RLRUN_HAVE_WGMMA
   constexpr int XR = 8 * MB;
   float part[MB][4];
 #pragma unroll
   for (int i = 0; i < MB; i++) part[i][0] = part[i][1] = part[i][2] = part[i][3] = 0.f;
-  const uint32_t wa = smem_u32(Ws), xa = smem_u32(Ws + SG_RM * BK);
+  const uint64_t dw = wgmma_desc_sw128(ws_s), dx = wgmma_desc_sw128(ws_s + SG_RM * BK);
   wgmma_fence();
 #pragma unroll
   for (int s = 0; s < BK / 32; s++)
-    wgmma_e4m3<XR>(&part[0][0], wgmma_desc_sw128(wa + (uint32_t)s * 32), wgmma_desc_sw128(xa + (uint32_t)s * 32));
+    wgmma_e4m3<XR>(&part[0][0], wgmma_desc_add(dw, (uint32_t)s * 32), wgmma_desc_add(dx, (uint32_t)s * 32));
   wgmma_commit();
   wgmma_wait<0>();
-  gs_fp8_scale_acc<MB>(acc, part, sc, swv, 2 * ((int)threadIdx.x & 3));
+  gs_fp8_scale_acc<MB, true>(acc, part, sc, swv, 2 * ((int)threadIdx.x & 3)); /* sc: 8-byte aligned (sg_sc_floats even) */
 #else
-  (void)acc, (void)Ws, (void)sc, (void)swv;
+  (void)acc, (void)ws_s, (void)sc, (void)swv;
   __trap(); /* the host runs this form on sm_90 only */
 #endif
 }
@@ -626,7 +627,8 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   float acc[MB][4];
 #pragma unroll
   for (int i = 0; i < MB; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
-  for (int st = 0; st < nst; st++) {
+  static_assert(!F8 || (sg_sc_floats(MB) % 2 == 0 && RING % 16 == 0), "a slot's x scales 8-byte aligned");
+  for (int st = 0, slot = 0; st < nst; st++, slot = slot + 1 == NST ? 0 : slot + 1) { /* slot = st % NST */
     cp_wait<NST - 2>();  /* stage st has landed (this thread's copies) … */
     fence_proxy_async(); /* … visible to the tensor cores' reads … */
     __syncthreads();     /* … everyone's, and slot (st − 1) % NST is free again */
@@ -636,11 +638,12 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
     }
     cp_commit(); /* (empty groups at the tail keep the count uniform) */
     if constexpr (F8) {
-      const float *sc = reinterpret_cast<const float *>(ring + RING) + (st % NST) * sg_sc_floats(MB);
-      sg_mma_stage8<MB>(acc, ring + (st % NST) * sg_stage_bytes(MB, true), sc, sc[XR + (SW ? warp / WN : 0)]);
+      const float *sc = reinterpret_cast<const float *>(ring + RING) + slot * sg_sc_floats(MB);
+      sg_mma_stage8<MB>(acc, ring_s + (uint32_t)(slot * SB), sc, sc[XR + (SW ? warp / WN : 0)]);
     } else {
-      const uint16_t *Ws = sm + (st % NST) * SE;
-      sg_mma_stage<MB>(acc, Ws, Ws + SG_RM * BK);
+      const uint16_t *Ws = sm + slot * SE;
+      const uint32_t ws_s = ring_s + (uint32_t)(slot * SB);
+      sg_mma_stage<MB>(acc, Ws, Ws + SG_RM * BK, ws_s, ws_s + SG_RM * BK * 2);
     }
   }
   pdl_launch_dependents(); /* only the epilogue is left: a dependent grid may start its weights */

@@ -167,6 +167,12 @@ inline cudaLaunchConfig_t pdl_launch_cfg(cudaLaunchAttribute at[1], dim3 grid, d
 __device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t saddr) {
   return (uint64_t)((saddr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
+/* wgmma_desc_sw128(saddr + bytes) from d = wgmma_desc_sw128(saddr): the start
+ * address field (bits 0–13, address / 16) plus bytes / 16 — the same bits while
+ * saddr + bytes stays below 256 KB, which every shared-memory address does (at
+ * most 228 KB a CTA). bytes a multiple of 16. One add in place of the mask,
+ * shift and or of a fresh descriptor. */
+__device__ __forceinline__ uint64_t wgmma_desc_add(uint64_t d, uint32_t bytes) { return d + (bytes >> 4); }
 /* Before the first wgmma of a batch: the accumulator registers and the shared
  * operands as the thread last wrote them. */
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
