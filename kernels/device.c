@@ -92,3 +92,20 @@ int device_current(void) {
 #endif
   return d;
 }
+
+int device_sm_count(void) {
+#if RLRUN_CUDA
+  static _Atomic int sms[DEVICE_MAX_GPUS]; /* 0: not asked yet (threads of one device may ask at once: same answer) */
+  const int d = device_current();
+  if (d >= 0 && d < DEVICE_MAX_GPUS && sms[d] > 0) return sms[d];
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, d) != cudaSuccess || n < 1) {
+    cudaGetLastError();
+    return 0;
+  }
+  if (d >= 0 && d < DEVICE_MAX_GPUS) sms[d] = n;
+  return n;
+#else
+  return 0;
+#endif
+}

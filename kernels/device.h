@@ -41,6 +41,10 @@ void device_query(device_info *info);
 int device_set_current(int gpu, rl_err *e);
 /* The calling thread's current CUDA device (0 without CUDA). */
 int device_current(void);
+/* The SM count of the calling thread's current device, asked of the driver
+ * once per device and kept (grid sizes by the wave); 0 without CUDA or when
+ * the driver cannot say (the error is cleared). */
+int device_sm_count(void);
 
 /* A counter bumped whenever a reused device buffer (a scratch or workspace
  * grown on demand, activation buffers, weight views) is freed or allocated: a

@@ -487,7 +487,6 @@ int fq_map(PFN_cuTensorMapEncodeTiled_v12000 enc, CUtensorMap *m, CUtensorMapDat
 }
 
 int fq_attr[DEVICE_MAX_GPUS]; /* the shared-memory limit raised on this device */
-int fq_nsm[DEVICE_MAX_GPUS];  /* its SM count (0: not asked yet, −1: unknown) */
 
 } /* namespace */
 
@@ -516,12 +515,8 @@ extern "C" int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, 
   /* clusters of cl CTAs (RLRUN_FP8Q_CLUSTER, or by the tile count), no wider than the
    * column tiles */
   const int64_t ntn = (N + FQ_BN - 1) / FQ_BN, mtiles = (M + FQ_BM - 1) / FQ_BM;
-  if (!fq_nsm[dev]) {
-    int n = 0;
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) cudaGetLastError(), n = -1;
-    fq_nsm[dev] = n > 0 ? n : -1;
-  }
-  const int cl = gemm_fp8q_cluster_pick(gemm_fp8q_cluster(-1), mtiles, ntn, fq_nsm[dev]);
+  const int nsm = device_sm_count(); /* 0: unknown (then pairs) */
+  const int cl = gemm_fp8q_cluster_pick(gemm_fp8q_cluster(-1), mtiles, ntn, nsm > 0 ? nsm : -1);
   fq_args a;
   memset(&a, 0, sizeof a);
   if (fq_map(enc, &a.tx, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, x, K, M, K * 2, 64, FQ_BM / cl, "x", e) ||

@@ -23,6 +23,9 @@
 #include <stdint.h>
 #include <string.h>
 
+extern "C" {
+#include "kernels/device.h" /* device_sm_count */
+}
 #include "kernels/formats.h"
 #include "kernels/quant.h"
 #include "kernels/quant_cuda_dev.cuh"
@@ -585,7 +588,7 @@ extern "C" int quant_amax_bf16_cuda(const uint16_t *x, int64_t n, float *d_amax,
   if (!resident[dev]) {
     int per_sm = 0, sms = 0;
     QCHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_amax, 256, 0));
-    QCHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    sms = device_sm_count();
     resident[dev] = per_sm * sms > 0 ? per_sm * sms : 132;
   }
   int64_t work = (n % 8 == 0) ? n / 32 : n; /* vector path: 4 × 8 elements per thread and step */

@@ -794,16 +794,9 @@ extern "C" void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef
  * n·nkv·⌈n_split / per⌉ CTAs within one wave (`fit` CTAs an SM on every SM),
  * so that a (row, KV head) is one CTA that also combines whenever the grid
  * allows it. */
-static int rck_sms;
-static void rck_sms_read(void) {
-  if (cudaDeviceGetAttribute(&rck_sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess || rck_sms < 1)
-    cudaGetLastError(), rck_sms = 132;
-}
 static int rck_per(int n, int nkv, int n_split, int fit) {
   if (rck_tune_per) return rck_tune_per < n_split ? rck_tune_per : n_split;
-  static pthread_once_t once = PTHREAD_ONCE_INIT; /* device 0's count: the GPUs of one host are of one kind */
-  pthread_once(&once, rck_sms_read);
-  const int sms = rck_sms;
+  const int asked = device_sm_count(), sms = asked > 0 ? asked : 132; /* the current device's (kept per device) */
   const int64_t pairs = (int64_t)n * nkv, cap = (int64_t)(fit > 0 ? fit : 1) * sms;
   const int64_t groups = cap / pairs > 1 ? cap / pairs : 1; /* CTAs a (row, KV head) may have in the wave */
   return groups >= n_split ? 1 : (int)((n_split + groups - 1) / groups);

@@ -24,6 +24,7 @@
 #include "kernels/ptx_util.cuh" /* the cluster's barrier and distributed shared memory */
 #include "stages/sampler_math.h"
 extern "C" {
+#include "kernels/device.h" /* device_sm_count */
 #include "stages/sampler.h"
 }
 
@@ -594,9 +595,9 @@ extern "C" int sampler_sample_cuda(const sampler_params *p, const float *d_logit
   const size_t plain_shmem = (size_t)((vocab + SMP_TILE - 1) / SMP_TILE) * SMP_SEGS * 2 * sizeof(double);
   smf_read();
   if (plain && smf_plain && plain_shmem <= SMP_MAX_SHARED) {
-    int dev = 0, sms = 1, cl = smf_cl ? smf_cl : 1;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      return rl_errf(e, RL_EXIT_FAIL, "sampler (cuda): the device's SM count: %s", cudaGetErrorString(cudaGetLastError()));
+    const int sms = device_sm_count();
+    int cl = smf_cl ? smf_cl : 1;
+    if (sms < 1) return rl_errf(e, RL_EXIT_FAIL, "sampler (cuda): the CUDA driver did not give the device's SM count");
     while (!smf_cl && cl < SMF_MAX_CL && rows * cl * 2 <= sms) cl *= 2;
     const int vec = ld % 4 == 0 && ((uintptr_t)d_logits & 15) == 0;
     cudaStream_t st = (cudaStream_t)stream;

@@ -120,6 +120,9 @@ TEST(cli_version_prints_every_library) {
   if (d.n_gpus == 0) CHECK_CONTAINS(out, "gpus           no GPU (");
   else CHECK_CONTAINS(out, "compute capability");
   CHECK(strstr(out, "no GPU (no GPU") == NULL); /* device_info.status is the reason alone */
+  /* the SM count kept per device: the driver's for the current GPU, 0 with none (twice: the kept value) */
+  for (int i = 0; i < 2; i++)
+    CHECK_EQ_I64(device_sm_count(), d.n_gpus ? d.gpus[device_current()].sm_count : 0);
 #if !RLRUN_CUDA
   CHECK_CONTAINS(out, "gpus           no GPU (this binary was built without CUDA)\n");
   CHECK_STREQ(d.status, "this binary was built without CUDA");
