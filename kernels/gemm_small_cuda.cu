@@ -206,10 +206,13 @@ struct sg_args {
 __device__ __forceinline__ uint16_t sg_act(float g, float u) {
   return fmt_bf16_from_f32(__fmul_rn(silu(bf16_round(g)), bf16_round(u)));
 }
-/* sg_act of 4 outputs, packed for one 8-byte store. */
+/* 4 BF16 bit patterns, in order, packed for one 8-byte store. */
+__device__ __forceinline__ uint2 sg_pack4(uint16_t v0, uint16_t v1, uint16_t v2, uint16_t v3) {
+  return make_uint2(v0 | (uint32_t)v1 << 16, v2 | (uint32_t)v3 << 16);
+}
+/* sg_act of 4 outputs, packed. */
 __device__ __forceinline__ uint2 sg_act4(const float (&g)[4], const float (&u)[4]) {
-  return make_uint2(sg_act(g[0], u[0]) | (uint32_t)sg_act(g[1], u[1]) << 16,
-                    sg_act(g[2], u[2]) | (uint32_t)sg_act(g[3], u[3]) << 16);
+  return sg_pack4(sg_act(g[0], u[0]), sg_act(g[1], u[1]), sg_act(g[2], u[2]), sg_act(g[3], u[3]));
 }
 template <bool SW>
 __device__ __forceinline__ void sg_put(const sg_args &a, float *y, int64_t N, int m, int64_t n, float g, float u) {
@@ -231,8 +234,7 @@ __device__ __forceinline__ void sg_put4(const sg_args &a, float *y, int64_t N, i
       *reinterpret_cast<uint2 *>(a.act + o) = sg_act4(g, u);
     } else if (a.ob) {
       *reinterpret_cast<uint2 *>(reinterpret_cast<uint16_t *>(y) + o) =
-          make_uint2(fmt_bf16_from_f32(g[0]) | (uint32_t)fmt_bf16_from_f32(g[1]) << 16,
-                     fmt_bf16_from_f32(g[2]) | (uint32_t)fmt_bf16_from_f32(g[3]) << 16);
+          sg_pack4(fmt_bf16_from_f32(g[0]), fmt_bf16_from_f32(g[1]), fmt_bf16_from_f32(g[2]), fmt_bf16_from_f32(g[3]));
     } else {
       *reinterpret_cast<float4 *>(y + o) = make_float4(bf16_round(g[0]), bf16_round(g[1]), bf16_round(g[2]),
                                                        bf16_round(g[3]));

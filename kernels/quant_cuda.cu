@@ -586,9 +586,9 @@ extern "C" int quant_amax_bf16_cuda(const uint16_t *x, int64_t n, float *d_amax,
   QCHECK(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) dev = 63;
   if (!resident[dev]) {
-    int per_sm = 0, sms = 0;
+    int per_sm = 0;
     QCHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_amax, 256, 0));
-    sms = device_sm_count();
+    const int sms = device_sm_count();
     resident[dev] = per_sm * sms > 0 ? per_sm * sms : 132;
   }
   int64_t work = (n % 8 == 0) ? n / 32 : n; /* vector path: 4 × 8 elements per thread and step */
