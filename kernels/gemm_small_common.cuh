@@ -52,6 +52,11 @@ __device__ __forceinline__ float4 add4(float4 a, float4 b) {
 }
 
 /* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
+/* An int as a type, for a generic lambda's compile-time argument. */
+template <int V>
+struct sg_ic {
+  static constexpr int value = V;
+};
 __device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
 
 /* The fp8-block scale step both small-M fp8 GEMMs apply after a 128-K block's
@@ -160,16 +165,17 @@ int gs_smem_attr(gs_state<NK> &g, F kern, int kid, int dev, int bytes, const cha
   return 0;
 }
 
-/* The launch configuration of `blocks` CTAs, in clusters of S where S > 1, with
- * programmatic stream serialization where pdl (at: room for both attributes). */
-inline cudaLaunchConfig_t gs_launch_cfg(cudaLaunchAttribute at[2], int S, int pdl, int64_t blocks, int threads,
+/* The launch configuration of a grid of CTAs, in clusters of the given shape where
+ * it holds more than one CTA, with programmatic stream serialization where pdl
+ * (at: room for both attributes). */
+inline cudaLaunchConfig_t gs_launch_cfg(cudaLaunchAttribute at[2], dim3 cluster, int pdl, dim3 grid, int threads,
                                         int bytes, cudaStream_t s) {
   cudaLaunchConfig_t cfg = {};
   int n = 0;
-  if (S > 1) {
+  if (cluster.x * cluster.y * cluster.z > 1) {
     at[n] = cudaLaunchAttribute{};
     at[n].id = cudaLaunchAttributeClusterDimension;
-    at[n].val.clusterDim.x = (unsigned)S, at[n].val.clusterDim.y = 1, at[n].val.clusterDim.z = 1;
+    at[n].val.clusterDim.x = cluster.x, at[n].val.clusterDim.y = cluster.y, at[n].val.clusterDim.z = cluster.z;
     n++;
   }
   if (pdl) {
@@ -178,7 +184,7 @@ inline cudaLaunchConfig_t gs_launch_cfg(cudaLaunchAttribute at[2], int S, int pd
     at[n].val.programmaticStreamSerializationAllowed = 1;
     n++;
   }
-  cfg.gridDim = dim3((unsigned)blocks), cfg.blockDim = dim3((unsigned)threads), cfg.dynamicSmemBytes = (size_t)bytes;
+  cfg.gridDim = grid, cfg.blockDim = dim3((unsigned)threads), cfg.dynamicSmemBytes = (size_t)bytes;
   cfg.stream = s, cfg.attrs = n ? at : NULL, cfg.numAttrs = (unsigned)n;
   return cfg;
 }
@@ -189,7 +195,7 @@ template <int NK, typename F>
 int gs_cluster_ok(gs_state<NK> &g, F kern, int kid, int dev, int S, int threads, int bytes) {
   if (!(g.clu_asked[dev][kid] >> S & 1)) {
     cudaLaunchAttribute at[2];
-    cudaLaunchConfig_t cfg = gs_launch_cfg(at, S, 0, S, threads, bytes, NULL);
+    cudaLaunchConfig_t cfg = gs_launch_cfg(at, dim3((unsigned)S), 0, dim3((unsigned)S), threads, bytes, NULL);
     int n = 0;
     cudaError_t st = cudaOccupancyMaxActiveClusters(&n, kern, &cfg);
     if (st != cudaSuccess) cudaGetLastError(), n = 0;

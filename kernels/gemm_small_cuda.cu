@@ -517,8 +517,8 @@ __device__ __forceinline__ void sg_q8_block(const sg_args &a, uint8_t *ring, int
   cluster_sync(); /* the other tiles have read this CTA's amax: its shared memory may go */
 }
 
-/* One CTA: block b = ((tile · n_mc) + m-chunk) · slices + slice (the slices of a
- * tile adjacent: they form its cluster). */
+/* One CTA: block (slice, m-chunk, tile), so the slices of a tile are adjacent and
+ * form its cluster (the F8 pair's block clusters: slices × 1 × 4 tiles). */
 template <int MB, int WN, bool SW, bool F8>
 __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   extern __shared__ uint4 sg_smem[];
@@ -531,11 +531,8 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   uint8_t *ring = reinterpret_cast<uint8_t *>(sg_smem) + ((1024 - (smem_u32(sg_smem) & 1023)) & 1023);
   uint16_t *sm = reinterpret_cast<uint16_t *>(ring);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gr = lane >> 2, tg = lane & 3;
-  int64_t b = blockIdx.x;
-  const int s = (int)(b % a.slices);
-  b /= a.slices;
-  const int mc = (int)(b % a.n_mc);
-  const int64_t tile = b / a.n_mc;
+  const int s = (int)blockIdx.x, mc = (int)blockIdx.y;
+  const int64_t tile = blockIdx.z;
   /* the tile's segment (constant indices only: no local copy of the arguments) */
   const uint16_t *w0 = a.w[0], *w1 = a.w[1];
   const uint8_t *w8 = a.w8[0];
@@ -598,30 +595,31 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
   if constexpr (F8) {
     if (tid < P) wsp = (SW && tid == 1 ? a.sw[1] : sw) + (n0 / 128) * (SW && tid == 1 ? a.sld[1] : sld) + k0 / BK;
   }
-  auto load_w = [&](int st) {
-    const uint32_t slot = ring_s + (uint32_t)((st % NST) * SB);
+  /* stage st into ring slot sl = st % NST */
+  auto load_w = [&](int st, int sl) {
+    const uint32_t slot = ring_s + (uint32_t)(sl * SB);
     sg_cp_issue<LW::J, LW::DJ, LW::EB>(cw, slot, st, kl);
     if constexpr (F8)
-      if (tid < P) cp_async4(ring_s + (uint32_t)(RING + ((st % NST) * sg_sc_floats(MB) + XR + tid) * 4), wsp + st, 4);
+      if (tid < P) cp_async4(ring_s + (uint32_t)(RING + (sl * sg_sc_floats(MB) + XR + tid) * 4), wsp + st, 4);
   };
-  auto load_x = [&](int st) {
-    const uint32_t slot = ring_s + (uint32_t)((st % NST) * SB + XOFF);
+  auto load_x = [&](int st, int sl) {
+    const uint32_t slot = ring_s + (uint32_t)(sl * SB + XOFF);
     if (xlive) sg_cp_issue<LX::J, LX::DJ, LX::EB>(cx, slot, st, kl);
     if constexpr (F8)
       if (tid < XR)
-        cp_async4(ring_s + (uint32_t)(RING + ((st % NST) * sg_sc_floats(MB) + tid) * 4), scp + st * scs, scb);
+        cp_async4(ring_s + (uint32_t)(RING + (sl * sg_sc_floats(MB) + tid) * 4), scp + st * scs, scb);
   };
   if (a.pdl) {
 #pragma unroll
     for (int st = 0; st < NST - 1; st++)
-      if (st < nst) load_w(st);
+      if (st < nst) load_w(st, st);
     pdl_wait(); /* the previous kernel wrote x (and may still read y, the workspace, the counters) */
   }
 #pragma unroll
   for (int st = 0; st < NST - 1; st++) {
     if (st < nst) {
-      if (!a.pdl) load_w(st);
-      load_x(st);
+      if (!a.pdl) load_w(st, st);
+      load_x(st, st);
     }
     cp_commit();
   }
@@ -634,9 +632,10 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
     cp_wait<NST - 2>();  /* stage st has landed (this thread's copies) … */
     fence_proxy_async(); /* … visible to the tensor cores' reads … */
     __syncthreads();     /* … everyone's, and slot (st − 1) % NST is free again */
-    if (st + NST - 1 < nst) {
-      load_w(st + NST - 1);
-      load_x(st + NST - 1);
+    if (st + NST - 1 < nst) { /* into the slot freed above: (st − 1) % NST */
+      const int fs = slot == 0 ? NST - 1 : slot - 1;
+      load_w(st + NST - 1, fs);
+      load_x(st + NST - 1, fs);
     }
     cp_commit(); /* (empty groups at the tail keep the count uniform) */
     if constexpr (F8) {
@@ -706,37 +705,58 @@ __global__ void __launch_bounds__(SG_T) gemm_small_kernel(const sg_args a) {
     const uint32_t base = smem_u32(buf);
     /* CTA s (its rank in the cluster: + rk0 in a block cluster) takes blocks of T groups of 4
      * outputs, every S-th block */
-    constexpr int MC = GEMM_SMALL_MAX_CLUSTER;
     const int rk0 = qcl ? (int)(tile & 3) * S : 0;
-    for (int j = s * T + tid; j < rows * V4; j += S * T) {
-      const int r = j / V4, c = (j % V4) * 4;
-      const uint32_t og = base + (uint32_t)(r * LDP + c) * 4, ou = og + (uint32_t)(XR * LDP) * 4;
-      float4 pg[MC], pu[MC]; /* all S loads in flight before the first add */
+    /* sc: the slice count as a compile-time constant (sg_ic<0>: S at run time, up to
+     * GEMM_SMALL_MAX_CLUSTER loads predicated on it) */
+    auto sum = [&](auto sc) {
+      constexpr int SC = decltype(sc)::value, MC = SC ? SC : GEMM_SMALL_MAX_CLUSTER;
+      const int SS = SC ? SC : S;
+      for (int j = s * T + tid; j < rows * V4; j += SS * T) {
+        const int r = j / V4, c = (j % V4) * 4;
+        const uint32_t og = base + (uint32_t)(r * LDP + c) * 4, ou = og + (uint32_t)(XR * LDP) * 4;
+        float4 pg[MC], pu[MC]; /* all S loads in flight before the first add */
 #pragma unroll
-      for (int t = 0; t < MC; t++)
-        if (t < S) {
-          pg[t] = cluster_ld4(cluster_map(og, rk0 + t));
-          if (SW) pu[t] = cluster_ld4(cluster_map(ou, rk0 + t));
-        }
-      float4 g = pg[0], u = SW ? pu[0] : pg[0];
+        for (int t = 0; t < MC; t++)
+          if (SC || t < S) {
+            pg[t] = cluster_ld4(cluster_map(og, rk0 + t));
+            if (SW) pu[t] = cluster_ld4(cluster_map(ou, rk0 + t));
+          }
+        float4 g = pg[0], u = SW ? pu[0] : pg[0];
 #pragma unroll
-      for (int t = 1; t < MC; t++)
-        if (t < S) {
-          g = add4(g, pg[t]);
-          if (SW) u = add4(u, pu[t]);
-        }
-      const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
-      sg_put4<SW>(a, y, N, m0 + r, n0 + c, gv, uv);
-      if (qcl) /* the act bits for sg_q8_block, column pads included (it masks them) */
-        *reinterpret_cast<uint2 *>(ring + sg_q8_act_off<MB, WN>() + (r * BN + c) * 2) = sg_act4(gv, uv);
+        for (int t = 1; t < MC; t++)
+          if (SC || t < S) {
+            g = add4(g, pg[t]);
+            if (SW) u = add4(u, pu[t]);
+          }
+        const float gv[4] = {g.x, g.y, g.z, g.w}, uv[4] = {u.x, u.y, u.z, u.w};
+        sg_put4<SW>(a, y, N, m0 + r, n0 + c, gv, uv);
+        if (qcl) /* the act bits for sg_q8_block, column pads included (it masks them) */
+          *reinterpret_cast<uint2 *>(ring + sg_q8_act_off<MB, WN>() + (r * BN + c) * 2) = sg_act4(gv, uv);
+      }
+    };
+    static_assert(GEMM_SMALL_MAX_CLUSTER == 8, "the slice counts given their own sum");
+    switch (S) {
+    case 1: sum(sg_ic<1>{}); break;
+    case 2: sum(sg_ic<2>{}); break;
+    case 4: sum(sg_ic<4>{}); break;
+    case 6: sum(sg_ic<6>{}); break;
+    case 8: sum(sg_ic<8>{}); break;
+    default: sum(sg_ic<0>{}); break;
     }
     if constexpr (Q8)
       if (qcl) {
         sg_q8_block<MB, WN>(a, ring, tile, s, m0, n0, N, rows);
         return;
       }
-    if constexpr (Q8) __threadfence(); /* this CTA's act stores, device-wide, before the cluster's count */
-    cluster_sync(); /* the others have read this CTA's partial: its shared memory may go */
+    /* the others have read this CTA's partial: its shared memory may go. The loads'
+     * values are in registers already (stored above); only the Q8 count needs the
+     * act stores released first */
+    if constexpr (Q8) {
+      __threadfence(); /* this CTA's act stores, device-wide, before the cluster's count */
+      cluster_sync();
+    } else {
+      cluster_sync_relaxed();
+    }
     if constexpr (Q8)
       if (s == 0) sg_q8_tail<MB, WN>(a, tile, mc, m0, N, &s_last); /* one count for the cluster's tile */
     return;
@@ -814,10 +834,12 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
   static_assert(P * XR * sg_ldp(WN) * 4 <= sg_ring_bytes(MB, F8), "the cluster partial fits the ring");
   auto kern = gemm_small_kernel<MB, WN, SW, F8>;
   if (gs_smem_attr(SG, kern, kid, dev, bytes, WHO, e)) return RL_EXIT_FAIL;
-  const int64_t tiles = a.t0[a.n_seg], blocks = tiles * a.n_mc * a.slices;
-  if (blocks > INT32_MAX)
-    return rl_errf(e, RL_EXIT_USAGE, "gemm_small: %lld tiles × %d slices × %d row chunks is more than 2^31-1 CTAs",
-                   (long long)tiles, a.slices, a.n_mc);
+  const int64_t tiles = a.t0[a.n_seg];
+  if ((tiles + 3) / 4 * 4 > 65535 || a.n_mc > 65535)
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "gemm_small: %lld column tiles or %d row chunks is more than a grid dimension's 65535; "
+                   "use the general GEMM (gemm_bf16 / gemm_fp8_block) for an output this wide",
+                   (long long)tiles, a.n_mc);
   /* the F8 pair: a cluster per 128-column block of act where one can hold it */
   a.qcl = SW && F8 && a.n_mc == 1 && 4 * a.slices <= GEMM_SMALL_MAX_CLUSTER && want_cluster &&
           gs_cluster_ok(SG, kern, kid, dev, 4 * a.slices, T, bytes);
@@ -832,13 +854,15 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
     if (gs_workspace(SG, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
     a.qcnt = a.cnt + tiles * a.n_mc;
   }
+  /* the F8 pair's clusters: whole blocks of act (4 tiles) */
+  const dim3 grid((unsigned)a.slices, (unsigned)a.n_mc, (unsigned)(a.qcl ? (tiles + 3) / 4 * 4 : tiles));
   if (a.qcl || a.cluster || a.pdl) {
     cudaLaunchAttribute at[2];
-    const int64_t nb = a.qcl ? (tiles + 3) / 4 * 4 * a.slices : blocks; /* whole blocks of act */
-    cudaLaunchConfig_t cfg = gs_launch_cfg(at, a.qcl ? 4 * a.slices : a.cluster ? a.slices : 1, a.pdl, nb, T, bytes, s);
+    const dim3 cl(a.qcl || a.cluster ? (unsigned)a.slices : 1u, 1u, a.qcl ? 4u : 1u);
+    cudaLaunchConfig_t cfg = gs_launch_cfg(at, cl, a.pdl, grid, T, bytes, s);
     return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
   }
-  kern<<<(unsigned)blocks, T, bytes, s>>>(a);
+  kern<<<grid, T, bytes, s>>>(a);
   return gs_ok(cudaGetLastError(), WHO, "gemm_small_kernel launch", e) ? RL_EXIT_FAIL : 0;
 }
 

@@ -393,7 +393,7 @@ int sf_launch(int dev, sf_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
     if (gs_workspace(SF, dev, wsb, cb, s, WHO, &a.ws, &a.cnt, e)) return RL_EXIT_FAIL;
   }
   cudaLaunchAttribute at[2];
-  cudaLaunchConfig_t cfg = gs_launch_cfg(at, a.cluster ? a.slices : 1, a.pdl, blocks, T, bytes, s);
+  cudaLaunchConfig_t cfg = gs_launch_cfg(at, dim3(a.cluster ? (unsigned)a.slices : 1u), a.pdl, dim3((unsigned)blocks), T, bytes, s);
   return gs_ok(cudaLaunchKernelEx(&cfg, kern, a), WHO, "gemm_small_fp8_kernel launch", e) ? RL_EXIT_FAIL : 0;
 }
 

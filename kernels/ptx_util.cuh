@@ -104,6 +104,13 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 }
 
+/* The same barrier without the release: for the end of a kernel whose CTAs only
+ * wait for each other's reads of their shared memory to be done (a read's value is
+ * in a register, used, before the arrive is issued), with nothing to publish. */
+__device__ __forceinline__ void cluster_sync_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed;\nbarrier.cluster.wait;\n" ::: "memory");
+}
+
 /* The shared::cluster address of shared-memory address a in CTA `rank` of the cluster. */
 __device__ __forceinline__ uint32_t cluster_map(uint32_t a, int rank) {
   uint32_t r;
