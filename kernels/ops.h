@@ -307,6 +307,11 @@ int ops_pdl(void);
  * 30,037 / 30,381 vs 29,196 / 29,189 tok/s, bf16 31,787 / 31,740 vs 31,302 /
  * 31,337 (docs/gpu-results.md, session 23), hence on. */
 int ops_norm_wide(int set);
+/* The wide forwards' warps a row at dim ≥ 1024: 8 (a 128-column block a warp at
+ * dim 1024) unless RLRUN_NORM_WIDE_8=0, then 4 (read once; set 4 or 8 overrides
+ * from then on, −1 asks). The same bits either way: the square-sum terms are
+ * added in block order whichever warp holds a block. */
+int ops_norm_wide_warps(int set);
 /* 1 unless RLRUN_SWIGLU_Q8_PDL=0 (read once; set ≥ 0 overrides, −1 asks):
  * ops_swiglu_forward_q8_bx_cuda launches as a programmatic dependent (under
  * ops_pdl()), so that in the decode step the down GEMM after it can launch and

@@ -98,6 +98,26 @@ template <typename TX, typename TY>
 __device__ __forceinline__ float qk_norm_rope_head(TY *yr, const TX *xr, const float *w, const float *cs,
                                                    const float *sn, int d, float eps, int lane) {
   const int half = d / 2;
+  if (d == 128) { /* every load of the lane (x, w, the RoPE row) issued before the sum waits on the first: one
+                   * memory round trip instead of two; the loop below's operations, in its order */
+    float x[4], wv[4], c[2], sv[2];
+#pragma unroll
+    for (int k = 0; k < 4; k++) x[k] = ldf(xr, lane + 32 * k), wv[k] = w[lane + 32 * k];
+#pragma unroll
+    for (int k = 0; k < 2; k++) c[k] = cs[lane + 32 * k], sv[k] = sn[lane + 32 * k];
+    float ss = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) ss += x[k] * x[k];
+    const float s = rstd_of(warp_sum(ss), d, eps);
+#pragma unroll
+    for (int k = 0; k < 2; k++) { /* i = lane + 32k, i + half = lane + 32(k + 2) */
+      const int i = lane + 32 * k;
+      const float a = __fmul_rn(wv[k], __fmul_rn(x[k], s)), b = __fmul_rn(wv[k + 2], __fmul_rn(x[k + 2], s));
+      stf(yr, i, __fsub_rn(__fmul_rn(a, c[k]), __fmul_rn(b, sv[k])));
+      stf(yr, i + half, __fadd_rn(__fmul_rn(b, c[k]), __fmul_rn(a, sv[k])));
+    }
+    return s;
+  }
   float ss = 0;
 #pragma unroll 4 /* head_dim 128: a lane's four loads in flight at once (same sum order) */
   for (int i = lane; i < d; i += 32) ss += ldf(xr, i) * ldf(xr, i);

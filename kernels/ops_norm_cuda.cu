@@ -185,7 +185,8 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
 }
 
 /* The forwards at few rows (a decode step's: rows < 1024, dim = 128·j ≤ 4096,
- * VEC operands): a row is RW_NW warps instead of one, the same bits. One warp
+ * VEC operands): a row is RW_NW warps instead of one (4; 8 at dim ≥ 1024 unless
+ * RLRUN_NORM_WIDE_8=0: ops_norm_wide_warps), the same bits. One warp
  * per row left each lane a serial chain of 8 float4 (dim 1024) through two
  * passes and, for Q8, 32 encodes — 6.9 µs a launch on an H100 under ncu for a
  * 64-row decode norm, while its bytes take < 1 µs. Here warp w holds the
@@ -199,12 +200,13 @@ __global__ void rmsnorm_fwd_kernel(float *h, float *y, uint16_t *yb, float *rstd
  * output is a block a warp: the integer amax of the block's BF16 bits over the
  * warp, then each lane encodes its 4 values with the quantizer's division
  * (qd_enc_fp8_div4, qd_enc_fp8_div's arithmetic). */
-constexpr int RW_NW = 4, RW_KM = 8; /* warps a row; blocks a warp at most */
-template <bool RES, typename TX, bool Q8>
+constexpr int RW_MAXB = 32; /* 128-column blocks a row at most (dim ≤ 4096) */
+template <int RW_NW, bool RES, typename TX, bool Q8>
 __global__ void __launch_bounds__(32 * RW_NW) rmsnorm_fwd_wide_kernel(float *h, float *y, uint16_t *yb, float *rstd,
                                                                     const float *resid, const TX *x, const float *w,
                                                                     int rows, int dim, float eps, rms_q8 qo) {
-  __shared__ float tsm[RW_NW * RW_KM][32]; /* [block][lane]: the lane's square-sum term */
+  constexpr int RW_KM = RW_MAXB / RW_NW; /* blocks a warp at most */
+  __shared__ float tsm[RW_MAXB][32];     /* [block][lane]: the lane's square-sum term */
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, nj = dim / 128;
   const int64_t r = blockIdx.x;
   float4 g[RW_KM];
@@ -588,6 +590,11 @@ extern "C" int ops_norm_wide(int set) {
   return rl_env_switch_def(&cache, "RLRUN_NORM_WIDE", 1, set);
 }
 
+extern "C" int ops_norm_wide_warps(int set) {
+  static int cache = -1; /* the switch: 1 = 8 warps */
+  return rl_env_switch_def(&cache, "RLRUN_NORM_WIDE_8", 1, set < 0 ? -1 : set == 8) ? 8 : 4;
+}
+
 /* Launch kern<<<blocks, thr, 0, st>>>(args…), as a programmatic dependent when pdl. */
 template <typename... KA, typename... A>
 static cudaError_t launch_pdl(void (*kern)(KA...), unsigned blocks, unsigned thr, cudaStream_t st, int pdl, A... args) {
@@ -609,29 +616,38 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
   const int wpb = rows < 1024 ? 1 : WARPS;
   const int pdl = ops_pdl();
   cudaError_t le;
-  /* few rows: RW_NW warps a row (rmsnorm_fwd_wide_kernel, the same bits) */
-  const int wide = wpb == 1 && vec && dim % 128 == 0 && dim / 128 <= RW_NW * RW_KM && ops_norm_wide(-1);
+  /* few rows: 4 or 8 warps a row (rmsnorm_fwd_wide_kernel, the same bits) */
+  const int wide = wpb == 1 && vec && dim % 128 == 0 && dim / 128 <= RW_MAXB && ops_norm_wide(-1);
+  const int nw8 = dim / 128 >= 8 && ops_norm_wide_warps(-1) == 8; /* 8 warps a row: a block a warp at dim 1024 */
   const int qa_ok = qa && vec && aligned(qa->q, 4) && qa->scales && qa->rows_pad >= rows && qa->scale_ld >= qa->rows_pad;
   const rms_q8 qo =
       qa_ok ? rms_q8{qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()} : rms_q8{};
   if (wide && qa_ok) {
     if (h)
-      le = launch_pdl(rmsnorm_fwd_wide_kernel<true, TX, true>, (unsigned)qa->rows_pad, 32 * RW_NW, st, pdl, h, y, yb,
-                      rstd, resid, x, w, rows, dim, eps, qo);
+      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, true, TX, true>, (unsigned)qa->rows_pad, 32 * 8, st, pdl, h, y,
+                            yb, rstd, resid, x, w, rows, dim, eps, qo)
+               : launch_pdl(rmsnorm_fwd_wide_kernel<4, true, TX, true>, (unsigned)qa->rows_pad, 32 * 4, st, pdl, h, y,
+                            yb, rstd, resid, x, w, rows, dim, eps, qo);
     else
-      le = launch_pdl(rmsnorm_fwd_wide_kernel<false, TX, true>, (unsigned)qa->rows_pad, 32 * RW_NW, st, pdl,
-                      (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, qo);
+      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, false, TX, true>, (unsigned)qa->rows_pad, 32 * 8, st, pdl,
+                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, qo)
+               : launch_pdl(rmsnorm_fwd_wide_kernel<4, false, TX, true>, (unsigned)qa->rows_pad, 32 * 4, st, pdl,
+                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, qo);
     OCHECK(le);
     OLAUNCH();
     return 0;
   }
   if (wide && !qa) {
     if (h)
-      le = launch_pdl(rmsnorm_fwd_wide_kernel<true, TX, false>, (unsigned)rows, 32 * RW_NW, st, pdl, h, y, yb, rstd,
-                      resid, x, w, rows, dim, eps, rms_q8{});
+      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, true, TX, false>, (unsigned)rows, 32 * 8, st, pdl, h, y, yb,
+                            rstd, resid, x, w, rows, dim, eps, rms_q8{})
+               : launch_pdl(rmsnorm_fwd_wide_kernel<4, true, TX, false>, (unsigned)rows, 32 * 4, st, pdl, h, y, yb,
+                            rstd, resid, x, w, rows, dim, eps, rms_q8{});
     else
-      le = launch_pdl(rmsnorm_fwd_wide_kernel<false, TX, false>, (unsigned)rows, 32 * RW_NW, st, pdl, (float *)NULL, y,
-                      yb, rstd, (const float *)NULL, x, w, rows, dim, eps, rms_q8{});
+      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, false, TX, false>, (unsigned)rows, 32 * 8, st, pdl,
+                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, rms_q8{})
+               : launch_pdl(rmsnorm_fwd_wide_kernel<4, false, TX, false>, (unsigned)rows, 32 * 4, st, pdl,
+                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, rms_q8{});
     OCHECK(le);
     OLAUNCH();
     return 0;

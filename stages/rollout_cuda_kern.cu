@@ -573,8 +573,14 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
           __syncwarp();
           for (int i = lane; i < HD; i += 32) qk.kc[at + i] = dst[i] = fmt_bf16_from_f32(kf[i]);
         } else {
-          if (qk.qb) /* BF16 already: the same bits as rounding its exact FP32 copy */
-            for (int i = lane; i < HD; i += 32) qk.vc[at + i] = dst[i] = qk.vb[o + i];
+          if (qk.qb) { /* BF16 already: the same bits as rounding its exact FP32 copy. All of the
+                        * lane's loads before its first store (one round trip, not DPL) */
+            uint16_t vv[DPL];
+#pragma unroll
+            for (int t = 0; t < DPL; t++) vv[t] = qk.vb[o + lane + 32 * t];
+#pragma unroll
+            for (int t = 0; t < DPL; t++) qk.vc[at + lane + 32 * t] = dst[lane + 32 * t] = vv[t];
+          }
           else
             for (int i = lane; i < HD; i += 32) qk.vc[at + i] = dst[i] = fmt_bf16_from_f32(qk.v[o + i]);
         }

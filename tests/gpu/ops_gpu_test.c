@@ -332,8 +332,9 @@ static void test_rmsnorm_q8(int rows, int dim, int mode, int special) {
   CU(cudaFree(dq0)); CU(cudaFree(dq1));
 }
 
-/* The RMSNorm forwards at few rows run rmsnorm_fwd_wide_kernel (4 warps a row):
- * every output of every form against the one-warp kernel (ops_norm_wide(0)),
+/* The RMSNorm forwards at few rows run rmsnorm_fwd_wide_kernel (4 warps a row, or
+ * 8 at dim ≥ 1024): every output of every form, on 4 and on 8 warps a row,
+ * against the one-warp kernel (ops_norm_wide(0)),
  * byte for byte — plain FP32 x, residual FP32 x, residual BF16 x, each with
  * y, y_bf16 and rstd, and the _q8 forward's codes and scales (pad rows over
  * garbage, fp32 and ue8m0 scales, both E4M3 codecs). special: a zero row, an
@@ -353,24 +354,26 @@ static void test_rmsnorm_wide(int rows, int dim, int special) {
   for (size_t i = 0; i < n; i++) xb[i] = fmt_bf16_from_f32(x[i]);
   float *dx = dup_dev(x, n * 4), *dr = dup_dev(r, n * 4), *dw = dup_dev(w, (size_t)dim * 4);
   uint16_t *dxb = dup_dev(xb, n * 2);
-  float *dh[2], *dy[2], *drs[2], *ds[2];
-  uint16_t *dyb[2];
-  uint8_t *dq[2];
-  for (int k = 0; k < 2; k++) {
+  float *dh[3], *dy[3], *drs[3], *ds[3];
+  uint16_t *dyb[3];
+  uint8_t *dq[3];
+  for (int k = 0; k < 3; k++) {
     dh[k] = dup_dev(NULL, n * 4), dy[k] = dup_dev(NULL, n * 4), drs[k] = dup_dev(NULL, rows * 4);
     ds[k] = dup_dev(NULL, (size_t)nb * pad * 4), dyb[k] = dup_dev(NULL, n * 2), dq[k] = dup_dev(NULL, (size_t)pad * dim);
   }
   static const char *const form[6] = {"plain FP32 x", "residual FP32 x", "residual BF16 x", "q8 plain FP32 x",
                                       "q8 residual FP32 x", "q8 residual BF16 x"};
-  const int was = ops_norm_wide(-1);
+  const int was = ops_norm_wide(-1), was_nw = ops_norm_wide_warps(-1);
   for (int f = 0; f < 6; f++)
     for (int v = 0; v < (f < 3 ? 1 : 4); v++) {
       const int ue8m0 = v & 1, soft = v >> 1, mode = f % 3;
       quant_cuda_set_hw_cvt(!soft);
       size_t bad = 0;
-      void *out[2][6];
-      for (int k = 0; k < 2; k++) { /* k = 0: the one-warp kernel, 1: the wide one; outputs over garbage */
-        ops_norm_wide(k);
+      void *out[3][6];
+      for (int k = 0; k < 3; k++) { /* k = 0: the one-warp kernel, 1: the wide one on 4 warps, 2: on 8 (at dim ≥
+                                     * 1024; else 4 again); outputs over garbage */
+        ops_norm_wide(k > 0);
+        ops_norm_wide_warps(k == 2 ? 8 : 4);
         CU(cudaMemcpy(dh[k], r, n * 4, cudaMemcpyHostToDevice)); /* h = resid + x in place of resid */
         CU(cudaMemset(dy[k], 0x3c, n * 4));
         CU(cudaMemset(dyb[k], 0x33, n * 2));
@@ -393,21 +396,23 @@ static void test_rmsnorm_wide(int rows, int dim, int special) {
       }
       const size_t bytes[6] = {n * 4, n * 4, n * 2, (size_t)rows * 4, (size_t)pad * dim, (size_t)nb * pad * 4};
       for (int o = 0; o < 6; o++) {
-        bad += memcmp(out[0][o], out[1][o], bytes[o]) != 0;
-        free(out[0][o]), free(out[1][o]);
+        bad += (memcmp(out[0][o], out[1][o], bytes[o]) != 0) + (memcmp(out[0][o], out[2][o], bytes[o]) != 0);
+        free(out[0][o]), free(out[1][o]), free(out[2][o]);
       }
-      snprintf(name, sizeof name, "rmsnorm wide %dx%d %s%s%s%s: == one warp a row (h, y, y_bf16, rstd, codes, scales)",
+      snprintf(name, sizeof name, "rmsnorm wide %dx%d %s%s%s%s: 4 and 8 warps a row == one warp a row (h, y, y_bf16, "
+               "rstd, codes, scales)",
                rows, dim, form[f], special ? " (special rows)" : "", f < 3 ? "" : ue8m0 ? ", ue8m0" : ", fp32 scales",
                f < 3 ? "" : soft ? ", software codec" : ", hardware codec");
       char det[64];
-      snprintf(det, sizeof det, "%zu of 6 outputs differ", bad);
+      snprintf(det, sizeof det, "%zu of 12 output comparisons differ", bad);
       verdict(bad == 0, name, det);
     }
   ops_norm_wide(was);
+  ops_norm_wide_warps(was_nw);
   quant_cuda_set_hw_cvt(1);
   free(x), free(r), free(w), free(xb);
   CU(cudaFree(dx)); CU(cudaFree(dr)); CU(cudaFree(dw)); CU(cudaFree(dxb));
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < 3; k++) {
     CU(cudaFree(dh[k])); CU(cudaFree(dy[k])); CU(cudaFree(drs[k])); CU(cudaFree(ds[k])); CU(cudaFree(dyb[k]));
     CU(cudaFree(dq[k]));
   }

@@ -390,6 +390,8 @@ static void split_check(const char *name, const char *dir, model *m, rollout_cud
 static long long cnt_small_q8(const rollout_cuda_engine *g) { (void)g; return model_cuda_small_q8_calls(); }
 static long long cnt_q8_swiglu(const rollout_cuda_engine *g) { (void)g; return model_cuda_small_q8_swiglu_calls(); }
 static long long cnt_none(const rollout_cuda_engine *g) { (void)g; return 0; }
+/* ops_norm_wide_warps as an on/off switch for gen_on_off: 1 = 8 warps a row, 0 = 4. */
+static int norm_8_warps(int set) { return ops_norm_wide_warps(set < 0 ? -1 : set ? 8 : 4) == 8; }
 
 /* The engine's samples with switch sw on (*on), then off (*off), 40 new tokens,
  * the switch restored after and its default in *was; cnt[0] / cnt[1]: what
@@ -982,10 +984,11 @@ static void prefill_groups_check(void) {
       check(d == 0 && c[0] > 0 && c[1] == 0, what, "%.0f", (double)d);
       /* bit-neutral launch forms (on by default since session 23): the RMSNorm forwards on 4
        * warps a row, the q8 SwiGLU as a programmatic dependent */
-      int (*const sws[2])(int) = {ops_norm_wide, ops_swiglu_q8_pdl};
-      static const char *const swn[2] = {"the RMSNorm forwards on 4 warps a row (RLRUN_NORM_WIDE)",
-                                         "the q8 SwiGLU launched as a programmatic dependent (RLRUN_SWIGLU_Q8_PDL)"};
-      for (int k = 0; k < 2; k++) {
+      int (*const sws[3])(int) = {ops_norm_wide, ops_swiglu_q8_pdl, norm_8_warps};
+      static const char *const swn[3] = {"the RMSNorm forwards on 4 or 8 warps a row (RLRUN_NORM_WIDE)",
+                                         "the q8 SwiGLU launched as a programmatic dependent (RLRUN_SWIGLU_Q8_PDL)",
+                                         "the wide RMSNorm on 8 warps a row instead of 4 (RLRUN_NORM_WIDE_8)"};
+      for (int k = 0; k < 3; k++) {
         d = gen_on_off_diffs(g, ids, n, NP, &o, sws[k], cnt_none, c, &was, swn[k], &e);
         snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: %s on == off (default %s; samples "
                  "differing)", swn[k], was ? "on" : "off");
