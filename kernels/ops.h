@@ -319,6 +319,11 @@ int ops_norm_wide_warps(int set);
  * the wide norm, fp8-block batch 64 30,715 / 30,623 vs 30,037 / 30,381 tok/s
  * (H100, session 23), hence on. */
 int ops_swiglu_q8_pdl(int set);
+/* 1 unless RLRUN_SWIGLU_Q8_LANE4=0 (read once; set ≥ 0 overrides, −1 asks):
+ * ops_swiglu_forward_q8_bx_cuda at < 1024 rows (a decode step's) computes 4
+ * values a thread, a warp a 128-element block, instead of 16 a thread — four
+ * times the threads, the same bytes (ops_gpu_test runs both). */
+int ops_swiglu_q8_lane4(int set);
 int ops_rmsnorm_forward_cuda(float *y, uint16_t *y_bf16, float *rstd, const float *x,
                              const float *w, int rows, int dim, float eps, void *stream, rl_err *e);
 int ops_residual_rmsnorm_forward_cuda(float *h, float *y, uint16_t *y_bf16, float *rstd,

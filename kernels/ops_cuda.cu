@@ -366,6 +366,47 @@ __global__ void __launch_bounds__(256) swiglu_q8_kernel(uint16_t *ob, const uint
   if (c % 8 == 0) qs[(int64_t)(c / 8) * qld + t] = sc;
 }
 
+/* The same on 4 elements a thread, a warp a 128-element block (chunks of 4 per
+ * row cpr rounded up to 32): four times the threads of swiglu_q8_kernel for a
+ * decode step's few rows, so a thread's chain of SiLUs and encodes is a quarter
+ * as long; the block amax in five shuffles. Each element's arithmetic and the
+ * block's scale and codes are swiglu_q8_kernel's (qd_enc_fp8_div4 is
+ * qd_enc_fp8_div on 4 values), so the bytes are the same. */
+__global__ void __launch_bounds__(256) swiglu_q8_lane4_kernel(uint16_t *ob, const uint16_t *gate, const uint16_t *up,
+                                                              int T, int I, int ld, int cpr, uint8_t *q, float *qs,
+                                                              int64_t qld, int rows_pad, int ue8m0, int soft, int pdl) {
+  if (pdl) pdl_launch_dependents();
+  pdl_wait();
+  const int64_t gidx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t t = gidx / cpr;
+  const int c = (int)(gidx % cpr), nch = I / 4;
+  if (t >= rows_pad) return; /* whole warps: cpr is a multiple of 32 */
+  const bool in = c < nch, real = t < T;
+  uint2 h = make_uint2(0, 0);
+  if (in && real) {
+    const size_t o = (size_t)t * ld + (size_t)c * 4;
+    const float4 g = ldf4(gate, o), u = ldf4(up, o);
+    const float4 y = make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
+                                 __fmul_rn(silu(g.w), u.w));
+    h = make_uint2((uint32_t)fmt_bf16_from_f32(y.x) | (uint32_t)fmt_bf16_from_f32(y.y) << 16,
+                   (uint32_t)fmt_bf16_from_f32(y.z) | (uint32_t)fmt_bf16_from_f32(y.w) << 16);
+    *reinterpret_cast<uint2 *>(ob + (size_t)t * I + (size_t)c * 4) = h; /* stf4's bits */
+  }
+  uint32_t m = qd_fold16(__vmaxu2(h.x & 0x7fff7fffu, h.y & 0x7fff7fffu));
+#pragma unroll
+  for (int s = 1; s < 32; s <<= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, s));
+  if (!in) return;
+  const bool bad = m >= 0x7f80u;
+  const float sc = !real ? 0.0f : bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(m), ue8m0);
+  *reinterpret_cast<uint32_t *>(q + (size_t)t * I + (size_t)c * 4) = (bad || !real) ? 0u : qd_enc_fp8_div4(h, sc, soft);
+  if (c % 32 == 0) qs[(int64_t)(c / 32) * qld + t] = sc;
+}
+
+extern "C" int ops_swiglu_q8_lane4(int set) {
+  static int cache = -1;
+  return rl_env_switch_def(&cache, "RLRUN_SWIGLU_Q8_LANE4", 1, set);
+}
+
 extern "C" int ops_swiglu_q8_pdl(int set) {
   static int cache = -1;
   return rl_env_switch_def(&cache, "RLRUN_SWIGLU_Q8_PDL", 1, set);
@@ -379,14 +420,18 @@ extern "C" int ops_swiglu_forward_q8_bx_cuda(uint16_t *out_bf16, const uint16_t 
     return rl_errf(e, RL_EXIT_USAGE, "ops_swiglu_forward_q8_bx_cuda: width %d (a multiple of 16 needed), ld %d, pad "
                    "rows %d for %d rows, or unaligned operands", I, ld, qa ? qa->rows_pad : -1, T);
   if (qa->rows_pad == 0) return 0;
-  const int cpr = (I / 16 + 7) / 8 * 8;
+  /* 4 values a thread (a warp a block) at few rows, where the launch is a chain
+   * per thread rather than bandwidth; 16 a thread (8 lanes a block) else */
+  const int lane4 = qa->rows_pad < 1024 && ops_swiglu_q8_lane4(-1);
+  const int cpr = lane4 ? (I / 4 + 31) / 32 * 32 : (I / 16 + 7) / 8 * 8;
   const int64_t threads = (int64_t)qa->rows_pad * cpr;
   cudaLaunchAttribute at[1];
   const int pdl = ops_pdl() && ops_swiglu_q8_pdl(-1);
   const cudaLaunchConfig_t cfg = pdl_launch_cfg(at, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0,
                                                 (cudaStream_t)stream, pdl);
-  OCHECK(cudaLaunchKernelEx(&cfg, swiglu_q8_kernel, out_bf16, gate, up, T, I, ld, cpr, qa->q, qa->scales,
-                            (int64_t)qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt(), pdl));
+  OCHECK(cudaLaunchKernelEx(&cfg, lane4 ? swiglu_q8_lane4_kernel : swiglu_q8_kernel, out_bf16, gate, up, T, I, ld, cpr,
+                            qa->q, qa->scales, (int64_t)qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt(),
+                            pdl));
   OLAUNCH();
   return 0;
 }

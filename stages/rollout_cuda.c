@@ -433,11 +433,12 @@ static int rc_q8(const rollout_cuda_engine *g, const mc_lin *const *L, int k, co
  * others is captured again): the fused QK path, the BF16 hand-off, the
  * norms' fp8 output, the small-M fp8 GEMM, the attention's fp8 output, the
  * fp8 gate/up pair with its SwiGLU, the wide RMSNorm forwards (and their warps
- * a row) and the q8 SwiGLU's PDL launch. */
+ * a row) and the q8 SwiGLU's PDL launch and values a thread. */
 static int rc_cfg(const rollout_cuda_engine *g) {
   return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2 |
          model_cuda_small_q8(-1) << 3 | rollout_cuda_attn_q8(-1) << 4 | model_cuda_small_q8_swiglu(-1) << 5 |
-         ops_norm_wide(-1) << 6 | ops_swiglu_q8_pdl(-1) << 7 | (ops_norm_wide_warps(-1) == 8) << 8;
+         ops_norm_wide(-1) << 6 | ops_swiglu_q8_pdl(-1) << 7 | (ops_norm_wide_warps(-1) == 8) << 8 |
+         ops_swiglu_q8_lane4(-1) << 9;
 }
 
 /* Layer l of a decode step of n rows on the decode activations. On entry

@@ -459,10 +459,11 @@ static void test_swiglu_q8(int T, int I, int ld, int special) {
     bad += memcmp(s0, s1, (size_t)nb * pad * 4) != 0;
     bad += memcmp(a0, a1, (size_t)T * I * 2) != 0;
     for (size_t i = 0; i < (size_t)nb * pad; i++) nan_s += isnan(s0[i]), floor_s += s0[i] == 0x1p-149f;
-    snprintf(name, sizeof name, "swiglu fp8 out %dx%d (ld %d)%s, %s, %s codec%s: == swiglu + quantizer (codes, "
+    snprintf(name, sizeof name, "swiglu fp8 out %dx%d (ld %d)%s, %s, %s codec%s%s: == swiglu + quantizer (codes, "
              "scales, act) [NaN scales %zu, 2^-149 %zu]", T, I, ld, special ? " special" : "",
              ue8m0 ? "ue8m0" : "fp32 scales", soft ? "software" : "hardware",
-             ops_swiglu_q8_pdl(-1) && ops_pdl() ? ", PDL launch" : "", nan_s, floor_s);
+             ops_swiglu_q8_pdl(-1) && ops_pdl() ? ", PDL launch" : "",
+             ops_swiglu_q8_lane4(-1) && pad < 1024 ? ", 4 a thread" : "", nan_s, floor_s);
     char det[64];
     snprintf(det, sizeof det, "%zu differing", bad);
     verdict(bad == 0, name, det);
@@ -971,12 +972,14 @@ int main(void) {
     for (size_t k = 0; k < sizeof wd / sizeof *wd; k++) test_rmsnorm_wide(wd[k][0], wd[k][1], (int)(k % 2));
     const int sq[][3] = {{1, 3072, 3072}, {3, 3072, 3072}, {64, 3072, 3072}, {1100, 3072, 3072},
                          {5, 768, 768}, {9, 48, 48}, {13, 16, 16}, {6, 2000, 2008}, {17, 1536, 1552}};
-    const int was_pdl = ops_swiglu_q8_pdl(-1);
-    for (int pdl = 0; pdl < 2; pdl++) { /* launched plainly and as a programmatic dependent */
-      ops_swiglu_q8_pdl(pdl);
+    const int was_pdl = ops_swiglu_q8_pdl(-1), was_l4 = ops_swiglu_q8_lane4(-1);
+    for (int v = 0; v < 4; v++) { /* launched plainly and as a programmatic dependent; 16 or 4 values a thread */
+      ops_swiglu_q8_pdl(v & 1);
+      ops_swiglu_q8_lane4(v >> 1);
       for (size_t k = 0; k < sizeof sq / sizeof *sq; k++) test_swiglu_q8(sq[k][0], sq[k][1], sq[k][2], k % 2);
     }
     ops_swiglu_q8_pdl(was_pdl);
+    ops_swiglu_q8_lane4(was_l4);
     { /* widths the fused kernel does not take are refused, not mis-written */
       rl_err e2 = {0};
       const ops_fp8_act qa = {(uint8_t *)16, (float *)16, 8, 8, 0};

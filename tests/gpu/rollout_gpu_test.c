@@ -984,11 +984,12 @@ static void prefill_groups_check(void) {
       check(d == 0 && c[0] > 0 && c[1] == 0, what, "%.0f", (double)d);
       /* bit-neutral launch forms (on by default since session 23): the RMSNorm forwards on 4
        * warps a row, the q8 SwiGLU as a programmatic dependent */
-      int (*const sws[3])(int) = {ops_norm_wide, ops_swiglu_q8_pdl, norm_8_warps};
-      static const char *const swn[3] = {"the RMSNorm forwards on 4 or 8 warps a row (RLRUN_NORM_WIDE)",
+      int (*const sws[4])(int) = {ops_norm_wide, ops_swiglu_q8_pdl, norm_8_warps, ops_swiglu_q8_lane4};
+      static const char *const swn[4] = {"the RMSNorm forwards on 4 or 8 warps a row (RLRUN_NORM_WIDE)",
                                          "the q8 SwiGLU launched as a programmatic dependent (RLRUN_SWIGLU_Q8_PDL)",
-                                         "the wide RMSNorm on 8 warps a row instead of 4 (RLRUN_NORM_WIDE_8)"};
-      for (int k = 0; k < 3; k++) {
+                                         "the wide RMSNorm on 8 warps a row instead of 4 (RLRUN_NORM_WIDE_8)",
+                                         "the q8 SwiGLU on 4 values a thread instead of 16 (RLRUN_SWIGLU_Q8_LANE4)"};
+      for (int k = 0; k < 4; k++) {
         d = gen_on_off_diffs(g, ids, n, NP, &o, sws[k], cnt_none, c, &was, swn[k], &e);
         snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: %s on == off (default %s; samples "
                  "differing)", swn[k], was ? "on" : "off");
