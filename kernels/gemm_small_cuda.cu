@@ -838,7 +838,7 @@ int sg_launch(int dev, sg_args &a, int want_cluster, cudaStream_t s, rl_err *e) 
   if ((tiles + 3) / 4 * 4 > 65535 || a.n_mc > 65535)
     return rl_errf(e, RL_EXIT_USAGE,
                    "gemm_small: %lld column tiles or %d row chunks is more than a grid dimension's 65535; "
-                   "use the general GEMM (gemm_bf16 / gemm_fp8_block) for an output this wide",
+                   "use gemm_bf16 or linear_forward (cuBLASLt) for an output this wide",
                    (long long)tiles, a.n_mc);
   /* the F8 pair: a cluster per 128-column block of act where one can hold it */
   a.qcl = SW && F8 && a.n_mc == 1 && 4 * a.slices <= GEMM_SMALL_MAX_CLUSTER && want_cluster &&
