@@ -433,12 +433,13 @@ static int rc_q8(const rollout_cuda_engine *g, const mc_lin *const *L, int k, co
  * others is captured again): the fused QK path, the BF16 hand-off, the
  * norms' fp8 output, the small-M fp8 GEMM, the attention's fp8 output, the
  * fp8 gate/up pair with its SwiGLU, the wide RMSNorm forwards (and their warps
- * a row) and the q8 SwiGLU's PDL launch and values a thread. */
+ * a row), the q8 SwiGLU's PDL launch and values a thread, and the attention's
+ * o encode from shared memory. */
 static int rc_cfg(const rollout_cuda_engine *g) {
   return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2 |
          model_cuda_small_q8(-1) << 3 | rollout_cuda_attn_q8(-1) << 4 | model_cuda_small_q8_swiglu(-1) << 5 |
          ops_norm_wide(-1) << 6 | ops_swiglu_q8_pdl(-1) << 7 | (ops_norm_wide_warps(-1) == 8) << 8 |
-         ops_swiglu_q8_lane4(-1) << 9;
+         ops_swiglu_q8_lane4(-1) << 9 | rck_attn_q8_lane4(-1) << 10;
 }
 
 /* Layer l of a decode step of n rows on the decode activations. On entry
@@ -493,7 +494,7 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     g->handoffs++;
     const rck_qk_in qk = {NULL, NULL, NULL, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
                           g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, g->hq, g->hk, g->hv,
-                          q8_o ? g->aq : NULL, g->as, n8, m->cu->policy.ue8m0, quant_cuda_soft_cvt()};
+                          q8_o ? g->aq : NULL, g->as, n8, m->cu->policy.ue8m0, quant_cuda_soft_cvt(), 0};
     RP(RP_ATTN, rck_decode_attention_qk(x->att, x->att_b, &qk, g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd,
                                         g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
   } else {
@@ -502,7 +503,7 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
     if (fuse_qk) { /* QK-norm, RoPE and the cache write inside the attention */
       const rck_qk_in qk = {x->qr, x->kr, x->v, PW(my->q_norm), PW(my->k_norm), g->rope_cs, g->rope_sn,
                             g->kc + rc_loff(g, l), g->vc + rc_loff(g, l), m->eps, NULL, NULL, NULL,
-                            NULL, NULL, 0, 0, 0};
+                            NULL, NULL, 0, 0, 0, 0};
       RP(RP_ATTN, rck_decode_attention_qk(x->att, x->att_b, &qk, g->d_slot, g->d_len, n, m->nq, m->nkv, m->hd,
                                           g->max_len, g->n_split, g->pacc, g->pml, NULL, e));
     } else {

@@ -457,7 +457,7 @@ static __device__ __forceinline__ void rck_ring_wait(int ring) {
   else if (ring == 3) cp_wait<2>();
   else cp_wait<3>();
 }
-template <int DPL, int GRP>
+template <int DPL, int GRP, bool L4 = false> /* L4: o's encode from shared memory (qk.q8_lane4) */
 __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out, uint16_t *out_b, float *pacc, float *pml,
                                                                      const float *q, const uint16_t *kc,
                                                                      const uint16_t *vc, const int32_t *slot,
@@ -692,10 +692,28 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     const float y = __fdiv_rn(a, Ls);
     out[((int64_t)r * nq + h) * HD + d] = y;
     if (out_b) out_b[((int64_t)r * nq + h) * HD + d] = fmt_bf16_from_f32(y);
+    if (L4 && HD == 128 && qk.q8) /* the BF16 also into `part` (free: every warp is past its reads) */
+      reinterpret_cast<uint16_t *>(part)[t] = fmt_bf16_from_f32(y);
   }
   if (HD == 128 && qk.q8) {
     __syncthreads(); /* the group's out_b rows are written */
-    rck_q8_heads(out_b, qk, r, nq, kh * GRP, GRP, NT);
+    if constexpr (L4) { /* rck_q8_heads' bytes: a warp a head, 4 values a lane, from shared memory */
+      const uint16_t *ob = reinterpret_cast<const uint16_t *>(part);
+      for (int g = w; g < GRP; g += W) {
+        const uint2 hv = *reinterpret_cast<const uint2 *>(ob + g * HD + 4 * lane);
+        uint32_t m = qd_fold16(__vmaxu2(hv.x & 0x7fff7fffu, hv.y & 0x7fff7fffu));
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+        const bool bad = m >= 0x7f80u;
+        const float bs = bad ? __uint_as_float(0x7fc00000u) : fmt_fp8_block_scale(qd_bits_to_amax(m), qk.q8_ue8m0);
+        const int h = kh * GRP + g;
+        *reinterpret_cast<uint32_t *>(qk.q8 + ((int64_t)r * nq + h) * 128 + 4 * lane) =
+            bad ? 0u : qd_enc_fp8_div4(hv, bs, qk.q8_soft);
+        if (lane == 0) qk.q8s[(int64_t)h * qk.q8_ld + r] = bs;
+      }
+    } else {
+      rck_q8_heads(out_b, qk, r, nq, kh * GRP, GRP, NT);
+    }
   }
 }
 
@@ -808,7 +826,7 @@ static int rck_per(int n, int nkv, int n_split, int fit) {
   return groups >= n_split ? 1 : (int)((n_split + groups - 1) / groups);
 }
 
-template <int DPL, int GRP>
+template <int DPL, int GRP, bool L4 = false>
 static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pml, const float *q, const uint16_t *kc,
                              const uint16_t *vc, const int32_t *slot, const int32_t *len, int n, int nq, int nkv,
                              int64_t max_len, int n_split, float sl2, cudaStream_t st, rl_err *e, int *fused,
@@ -824,20 +842,20 @@ static int rck_staged_launch(float *out, uint16_t *out_b, float *pacc, float *pm
     return rl_errf(e, RL_EXIT_HARDWARE, "rollout (CUDA): attn_staged: no current device below %d", DEVICE_MAX_GPUS);
   if (!attr_set[dev]) {
     constexpr int top = rck_staged_smem(DPL, GRP, RCK_RING_MAX);
-    if (top > 48 * 1024 && cudaFuncSetAttribute(rck_attn_staged_kernel<DPL, GRP>,
+    if (top > 48 * 1024 && cudaFuncSetAttribute(rck_attn_staged_kernel<DPL, GRP, L4>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, top) != cudaSuccess)
       return rck_check("attn_staged (shared memory attribute)", e);
     attr_set[dev] = 1;
   }
   if (!fit[dev][ring] && cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                             &fit[dev][ring], rck_attn_staged_kernel<DPL, GRP>, RCK_THREADS, shm) != cudaSuccess)
+                             &fit[dev][ring], rck_attn_staged_kernel<DPL, GRP, L4>, RCK_THREADS, shm) != cudaSuccess)
     return rck_check("attn_staged (occupancy)", e);
   const int per = rck_per(n, nkv, n_split, fit[dev][ring]);
   *fused = per >= n_split;
   cudaLaunchAttribute at[1];
   const cudaLaunchConfig_t cfg =
       pdl_launch_cfg(at, dim3(n, nkv, (n_split + per - 1) / per), dim3(RCK_THREADS), shm, st, rck_tune_pdl);
-  if (cudaLaunchKernelEx(&cfg, rck_attn_staged_kernel<DPL, GRP>, out, out_b, pacc, pml, q, kc, vc, slot, len, nq, nkv,
+  if (cudaLaunchKernelEx(&cfg, rck_attn_staged_kernel<DPL, GRP, L4>, out, out_b, pacc, pml, q, kc, vc, slot, len, nq, nkv,
                          max_len, n_split, per, ring, sl2, rck_tune_pdl, rck_tune_tma, rck_tune_ef, qk) != cudaSuccess)
     return rck_check("attn_staged (launch)", e);
   return rck_check("attn_staged", e);
@@ -867,7 +885,15 @@ static int rck_attention(float *out, uint16_t *out_b, const float *q, const uint
   rck_staged_launch<D, G>(out, out_b, pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e, \
                           &fused, qk)
 #define RCK_SG(D) (grp == 1 ? RCK_S(D, 1) : grp == 2 ? RCK_S(D, 2) : grp == 4 ? RCK_S(D, 4) : RCK_S(D, 8))
-    rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? RCK_SG(4) : RCK_SG(8);
+#define RCK_S4(G)                                                                                                \
+  rck_staged_launch<4, G, true>(out, out_b, pacc, pml, q, kc, vc, slot, len, n, nq, nkv, max_len, n_split, sl2, st, e, \
+                                &fused, qk)
+#define RCK_SG4 (grp == 1 ? RCK_S4(1) : grp == 2 ? RCK_S4(2) : grp == 4 ? RCK_S4(4) : RCK_S4(8))
+    /* the o encode from shared memory: its own instantiations (head_dim 128), the default kernel untouched */
+    const int l4 = hd == 128 && qk.q8 && qk.q8_lane4;
+    rc = hd == 32 ? RCK_SG(1) : hd == 64 ? RCK_SG(2) : hd == 128 ? (l4 ? RCK_SG4 : RCK_SG(4)) : RCK_SG(8);
+#undef RCK_SG4
+#undef RCK_S4
 #undef RCK_SG
 #undef RCK_S
   } else { /* two-phase */
@@ -898,8 +924,15 @@ extern "C" int rck_decode_attention_qk(float *out, uint16_t *out_b, const rck_qk
                                        int n_split, float *pacc, float *pml, cudaStream_t st, rl_err *e) {
   if (!qk || !qk->kc || !qk->vc || (qk->qb ? !qk->kb || !qk->vb : !qk->qr || !qk->kr || !qk->v))
     return rl_errf(e, RL_EXIT_USAGE, "rollout (CUDA): rck_decode_attention_qk without its q/k/v rows or cache");
+  rck_qk_in q = *qk;
+  q.q8_lane4 = rck_attn_q8_lane4(-1);
   return rck_attention(out, out_b, NULL, qk->kc, qk->vc, slot, len, n, nq, nkv, hd, max_len, n_split, pacc, pml, st, e,
-                       *qk);
+                       q);
+}
+
+extern "C" int rck_attn_q8_lane4(int set) {
+  static int cache = -1;
+  return rl_env_switch_def(&cache, "RLRUN_DECODE_ATTN_Q8_LANE4", 0, set);
 }
 
 /* RLRUN_DECODE_QK_FUSED=0: the separate rck_qkv_post launch (read once). */

@@ -52,12 +52,20 @@ typedef struct rck_qk_in {
   float *q8s;
   int64_t q8_ld;
   int q8_ue8m0, q8_soft;
+  /* set by rck_decode_attention_qk from rck_attn_q8_lane4 (callers leave it 0) */
+  int q8_lane4;
 } rck_qk_in;
 /* rck_decode_attention with the QK path fused in (the staged kernel only): each
  * CTA norms and rotates its query heads from qr, and the CTA whose split holds
  * position len − 1 norms and rotates k, writes K and V of that position into the
  * cache and uses them — the same bits as rck_qkv_post then rck_decode_attention,
  * one launch fewer a layer. */
+/* RLRUN_DECODE_ATTN_Q8_LANE4=1 (off by default: built in session 25, not yet run on a
+ * GPU; read once, set ≥ 0 overrides, −1 asks): the fused attention's o activation
+ * encoded from the BF16 outputs staged in shared memory, a warp a head (4 values a
+ * lane, qd_enc_fp8_div4), instead of re-read from global memory by 8 lanes a head
+ * (16 values a lane) — the same bytes by construction (rollout_gpu_test: on == off). */
+int rck_attn_q8_lane4(int set);
 int rck_decode_attention_qk(float *out, uint16_t *out_b, const rck_qk_in *qk, const int32_t *slot,
                             const int32_t *len, int n, int nq, int nkv, int hd, int64_t max_len, int n_split,
                             float *pacc, float *pml, cudaStream_t st, rl_err *e);

@@ -737,15 +737,18 @@ static int qk_fused_case(int hd, int nq, int nkv) {
   const int tune[][5] = {{0, 0, 1, 1, 1}, {1, 2, 0, 0, 0}, {1, 3, 1, 1, 1}, {2, 3, 1, 0, 1}, {3, 4, 0, 1, 0},
                          {100, 2, 1, 1, 1}, {100, 4, 1, 0, 0}, {0, 2, 0, 1, 1}, {0, 3, 1, 1, 0}};
   int bad = 0;
-  for (size_t t = 0; t < 2 * (sizeof tune / sizeof *tune) && !rc; t++) { /* FP32 rows, then BF16 rows */
+  const int was_l4 = rck_attn_q8_lane4(-1);
+  /* FP32 rows, then BF16 rows, then BF16 rows with o's encode from shared memory (rck_attn_q8_lane4) */
+  for (size_t t = 0; t < 3 * (sizeof tune / sizeof *tune) && !rc; t++) {
     const size_t tt = t % (sizeof tune / sizeof *tune);
     const int b16 = t >= sizeof tune / sizeof *tune;
+    rck_attn_q8_lane4(t >= 2 * (sizeof tune / sizeof *tune));
     rck_decode_attn_tune(tune[tt][0], tune[tt][1], tune[tt][2], tune[tt][3], tune[tt][4]);
     const int q8 = b16 && hd == 128;
     const rck_qk_in qk = b16 ? (rck_qk_in){NULL, NULL, NULL, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, dqb, dkb, dvb,
-                                           q8 ? dq8 : NULL, dq8s, N, 0, quant_cuda_soft_cvt()}
+                                           q8 ? dq8 : NULL, dq8s, N, 0, quant_cuda_soft_cvt(), 0}
                              : (rck_qk_in){dqr, dkr, dvv, dw, dw + hd, dcs, dsn, dk, dv, 1e-6f, NULL, NULL, NULL,
-                                           NULL, NULL, 0, 0, 0};
+                                           NULL, NULL, 0, 0, 0, 0};
     rc = cudaMemcpy(dk, hk, ncache * 2, cudaMemcpyHostToDevice) || cudaMemcpy(dv, hv, ncache * 2, cudaMemcpyHostToDevice) ||
          cudaMemset(dout, 0xff, nqv * 4) || cudaMemset(dq8, 0x55, nqv) || cudaMemset(dq8s, 0x55, (size_t)nq * N * 4) ||
          rck_decode_attention_qk(dout, dob, &qk, dslot, dlen, N, nq, nkv, hd, MAXLEN, ns, pacc, pml, NULL, &e) ||
@@ -761,6 +764,7 @@ static int qk_fused_case(int hd, int nq, int nkv) {
     }
   }
   rck_decode_attn_tune(0, 0, 1, 1, 1); /* the defaults */
+  rck_attn_q8_lane4(was_l4);
   if (rc) printf("     fused QK %d/%d/%d: %s\n", hd, nq, nkv, e.msg[0] ? e.msg : "CUDA call failed"), bad = -1;
   cudaFree(dk), cudaFree(dv), cudaFree(dob), cudaFree(dqr), cudaFree(dq), cudaFree(dout), cudaFree(dkr), cudaFree(dkn);
   cudaFree(dvv), cudaFree(dw), cudaFree(dcs), cudaFree(dsn), cudaFree(pacc), cudaFree(pml), cudaFree(dslot), cudaFree(dlen);
@@ -781,7 +785,8 @@ static void qk_fused_check(void) {
     const int bad = qk_fused_case(shapes[k][0], shapes[k][1], shapes[k][2]);
     snprintf(what, sizeof what, "fused QK path hd %d q/kv %d/%d, from FP32 and from BF16 rows, == rck_qkv_post + "
              "attention (output, BF16, cache%s) under 9 tunings (runs differing)", shapes[k][0], shapes[k][1],
-             shapes[k][2], shapes[k][0] == 128 ? ", o's fp8 activation == the quantizer's" : "");
+             shapes[k][2], shapes[k][0] == 128 ? ", o's fp8 activation == the quantizer's, also encoded from "
+             "shared memory" : "");
     check(bad == 0, what, "%.0f", (double)bad);
   }
   rck_decode_attn_mode(saved);
@@ -984,12 +989,15 @@ static void prefill_groups_check(void) {
       check(d == 0 && c[0] > 0 && c[1] == 0, what, "%.0f", (double)d);
       /* bit-neutral launch forms (on by default since session 23): the RMSNorm forwards on 4
        * warps a row, the q8 SwiGLU as a programmatic dependent */
-      int (*const sws[4])(int) = {ops_norm_wide, ops_swiglu_q8_pdl, norm_8_warps, ops_swiglu_q8_lane4};
-      static const char *const swn[4] = {"the RMSNorm forwards on 4 or 8 warps a row (RLRUN_NORM_WIDE)",
+      int (*const sws[5])(int) = {ops_norm_wide, ops_swiglu_q8_pdl, norm_8_warps, ops_swiglu_q8_lane4,
+                                  rck_attn_q8_lane4};
+      static const char *const swn[5] = {"the RMSNorm forwards on 4 or 8 warps a row (RLRUN_NORM_WIDE)",
                                          "the q8 SwiGLU launched as a programmatic dependent (RLRUN_SWIGLU_Q8_PDL)",
                                          "the wide RMSNorm on 8 warps a row instead of 4 (RLRUN_NORM_WIDE_8)",
-                                         "the q8 SwiGLU on 4 values a thread instead of 16 (RLRUN_SWIGLU_Q8_LANE4)"};
-      for (int k = 0; k < 4; k++) {
+                                         "the q8 SwiGLU on 4 values a thread instead of 16 (RLRUN_SWIGLU_Q8_LANE4)",
+                                         "the attention's o encode from shared memory, a warp a head "
+                                         "(RLRUN_DECODE_ATTN_Q8_LANE4)"};
+      for (int k = 0; k < 5; k++) {
         d = gen_on_off_diffs(g, ids, n, NP, &o, sws[k], cnt_none, c, &was, swn[k], &e);
         snprintf(what, sizeof what, "fp8-block engine, 48 sequences × 40 tokens: %s on == off (default %s; samples "
                  "differing)", swn[k], was ? "on" : "off");
