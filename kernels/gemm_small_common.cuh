@@ -51,12 +51,13 @@ __device__ __forceinline__ float4 add4(float4 a, float4 b) {
   return make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
 }
 
-/* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
 /* An int as a type, for a generic lambda's compile-time argument. */
 template <int V>
 struct sg_ic {
   static constexpr int value = V;
 };
+
+/* FP32 rounded to BF16 (RNE, the project's codec), as FP32. */
 __device__ __forceinline__ float bf16_round(float v) { return fmt_bf16_to_f32(fmt_bf16_from_f32(v)); }
 
 /* The fp8-block scale step both small-M fp8 GEMMs apply after a 128-K block's

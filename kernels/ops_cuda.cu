@@ -227,8 +227,7 @@ __global__ void swiglu_fwd4_kernel(float *out, uint16_t *ob, const TI *gate, con
     int64_t t = k / I4, i = (k % I4) * 4;
     size_t o = (size_t)t * ld + i;
     float4 g = ldf4(gate, o), u = ldf4(up, o);
-    float4 v = make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
-                           __fmul_rn(silu(g.w), u.w));
+    float4 v = swiglu4(g, u);
     if (out) *reinterpret_cast<float4 *>(out + k * 4) = v;
     if (ob) stf4(ob, (size_t)k * 4, v);
   }
@@ -385,14 +384,10 @@ __global__ void __launch_bounds__(256) swiglu_q8_lane4_kernel(uint16_t *ob, cons
   uint2 h = make_uint2(0, 0);
   if (in && real) {
     const size_t o = (size_t)t * ld + (size_t)c * 4;
-    const float4 g = ldf4(gate, o), u = ldf4(up, o);
-    const float4 y = make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
-                                 __fmul_rn(silu(g.w), u.w));
-    h = make_uint2((uint32_t)fmt_bf16_from_f32(y.x) | (uint32_t)fmt_bf16_from_f32(y.y) << 16,
-                   (uint32_t)fmt_bf16_from_f32(y.z) | (uint32_t)fmt_bf16_from_f32(y.w) << 16);
+    h = bf16x4(swiglu4(ldf4(gate, o), ldf4(up, o)));
     *reinterpret_cast<uint2 *>(ob + (size_t)t * I + (size_t)c * 4) = h; /* stf4's bits */
   }
-  uint32_t m = qd_fold16(__vmaxu2(h.x & 0x7fff7fffu, h.y & 0x7fff7fffu));
+  uint32_t m = qd_amax_bits4(h);
 #pragma unroll
   for (int s = 1; s < 32; s <<= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, s));
   if (!in) return;

@@ -57,6 +57,11 @@ __device__ __forceinline__ float warp_max(float v) {
  * and gemm_small_bf16_swiglu_cuda: both files are compiled with the same nvcc flags
  * (no fast math), so the same expression gives the same bits in both. */
 __device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+/* silu(g) · u of four elements, each product rounded once (the SwiGLU forwards' element). */
+__device__ __forceinline__ float4 swiglu4(float4 g, float4 u) {
+  return make_float4(__fmul_rn(silu(g.x), u.x), __fmul_rn(silu(g.y), u.y), __fmul_rn(silu(g.z), u.z),
+                     __fmul_rn(silu(g.w), u.w));
+}
 
 /* FP32 of BF16 bits. */
 __device__ __forceinline__ float bf(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
@@ -77,13 +82,14 @@ __device__ __forceinline__ float4 ldf4(const uint16_t *p, size_t i) {
 }
 __device__ __forceinline__ void stf(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void stf(uint16_t *p, size_t i, float v) { p[i] = fmt_bf16_from_f32(v); }
+/* Four values as RNE BF16, packed in element order (x in the low half of .x). */
+__device__ __forceinline__ uint2 bf16x4(float4 v) {
+  return make_uint2((uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16),
+                    (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16));
+}
 /* Four values at p + i: a float4, or four RNE BF16 packed into one 8-byte store. */
 __device__ __forceinline__ void stf4(float *p, size_t i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
-__device__ __forceinline__ void stf4(uint16_t *p, size_t i, float4 v) {
-  *reinterpret_cast<uint2 *>(p + i) =
-      make_uint2((uint32_t)fmt_bf16_from_f32(v.x) | ((uint32_t)fmt_bf16_from_f32(v.y) << 16),
-                 (uint32_t)fmt_bf16_from_f32(v.z) | ((uint32_t)fmt_bf16_from_f32(v.w) << 16));
-}
+__device__ __forceinline__ void stf4(uint16_t *p, size_t i, float4 v) { *reinterpret_cast<uint2 *>(p + i) = bf16x4(v); }
 
 /* rstd from a row's FP32 sum of squares, finished in double as the CPU does. */
 __device__ __forceinline__ float rstd_of(float ss, int dim, float eps) {

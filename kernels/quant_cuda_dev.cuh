@@ -34,6 +34,11 @@ __device__ __forceinline__ uint32_t qd_amax_bits16(uint4 a, uint4 b) {
 /* max of the two 16-bit lanes of a packed word. */
 __device__ __forceinline__ uint32_t qd_fold16(uint32_t m) { return max(m & 0xffffu, m >> 16); }
 
+/* Largest |bf16| bit pattern of 2 packed words (4 values), folded. */
+__device__ __forceinline__ uint32_t qd_amax_bits4(uint2 h) {
+  return qd_fold16(__vmaxu2(h.x & 0x7fff7fffu, h.y & 0x7fff7fffu));
+}
+
 /* FP32 value of a |bf16| bit pattern (finite). */
 __device__ __forceinline__ float qd_bits_to_amax(uint32_t m) { return __uint_as_float(m << 16); }
 

@@ -701,7 +701,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       const uint16_t *ob = reinterpret_cast<const uint16_t *>(part);
       for (int g = w; g < GRP; g += W) {
         const uint2 hv = *reinterpret_cast<const uint2 *>(ob + g * HD + 4 * lane);
-        uint32_t m = qd_fold16(__vmaxu2(hv.x & 0x7fff7fffu, hv.y & 0x7fff7fffu));
+        uint32_t m = qd_amax_bits4(hv);
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
         const bool bad = m >= 0x7f80u;
