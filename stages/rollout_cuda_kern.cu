@@ -932,7 +932,7 @@ extern "C" int rck_decode_attention_qk(float *out, uint16_t *out_b, const rck_qk
 
 extern "C" int rck_attn_q8_lane4(int set) {
   static int cache = -1;
-  return rl_env_switch_def(&cache, "RLRUN_DECODE_ATTN_Q8_LANE4", 0, set);
+  return rl_env_switch_def(&cache, "RLRUN_DECODE_ATTN_Q8_LANE4", 1, set);
 }
 
 /* RLRUN_DECODE_QK_FUSED=0: the separate rck_qkv_post launch (read once). */
