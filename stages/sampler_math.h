@@ -61,15 +61,32 @@ QF_HOSTDEV double smp_pow2(int k) {
  * (Cody–Waite, fdlibm's split of ln2 so k·ln2_hi is exact), e^r by its Taylor
  * series to r^13 (truncation < 1e-17 relative) in Horner form, then × 2^k in
  * two exact-or-once-rounded steps (subnormal results included). exp(0) = 1
- * exactly; x < -746 or x = -Inf → 0; NaN → NaN. */
+ * exactly; x < -746 or x = -Inf → 0; NaN → NaN; x > 0 → +Inf (unused).
+ *
+ * Branch-free (the special inputs are selected at the end, the polynomial
+ * runs on a stand-in), so the GPU interleaves the exps of a segment instead of
+ * running each one's dependent chain alone; k = floor(x/ln2 + 1/2) comes from
+ * the round-to-nearest of adding 1.5·2^52 (exact for |y| < 2^51), less one
+ * where that rounded up — floor's bits, with no FP64 conversion instruction.
+ * tests/test_sampler.c checks these bits against the earlier branching form
+ * (libm floor, (int) cast) on every kind of input. */
 QF_HOSTDEV double smp_exp(double x) {
-  if (x != x) return x;
-  if (x < -746.0) return 0.0;
-  if (x >= 0.0) return x == 0.0 ? 1.0 : HUGE_VAL; /* not used: z - max <= 0 */
+  const int nan = x != x, low = x < -746.0, pos = x >= 0.0;
+  const double xc = nan || low || pos ? -1.0 : x; /* the polynomial's input: x where x is in range */
   const double inv_ln2 = 1.44269504088896338700e+00;
   const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-  double kd = floor(smp_add(smp_mul(x, inv_ln2), 0.5));
-  double r = smp_sub(smp_sub(x, smp_mul(kd, ln2_hi)), smp_mul(kd, ln2_lo));
+  const double M = 6755399441055744.0; /* 1.5·2^52: adding it rounds to an integer, held in the low bits */
+  const double y = smp_add(smp_mul(xc, inv_ln2), 0.5), t = smp_add(y, M), n = smp_sub(t, M);
+  const int up = n > y; /* y rounded up: floor is one less */
+  const double kd = up ? smp_sub(n, 1.0) : n;
+  uint64_t tb;
+#if defined(__CUDA_ARCH__)
+  tb = (uint64_t)__double_as_longlong(t);
+#else
+  memcpy(&tb, &t, 8);
+#endif
+  const int k = (int)(int32_t)(uint32_t)tb - up; /* in [-1077, 0] */
+  const double r = smp_sub(smp_sub(xc, smp_mul(kd, ln2_hi)), smp_mul(kd, ln2_lo));
   /* 1/n! for n = 13 … 1 */
   const double c[13] = {1.6059043836821614599e-10, 2.0876756987868098979e-09, 2.5052108385441718775e-08,
                         2.7557319223985890653e-07, 2.7557319223985890653e-06, 2.4801587301587301566e-05,
@@ -79,9 +96,9 @@ QF_HOSTDEV double smp_exp(double x) {
   double p = c[0];
   for (int i = 1; i < 13; i++) p = smp_add(smp_mul(p, r), c[i]);
   p = smp_add(smp_mul(p, r), 1.0);
-  int k = (int)kd; /* in [-1077, 0] */
-  int k1 = k / 2, k2 = k - k1;
-  return smp_mul(smp_mul(p, smp_pow2(k1)), smp_pow2(k2));
+  const int k1 = k / 2, k2 = k - k1;
+  const double e = smp_mul(smp_mul(p, smp_pow2(k1)), smp_pow2(k2));
+  return nan ? x : low ? 0.0 : pos ? (x == 0.0 ? 1.0 : HUGE_VAL) : e;
 }
 
 /* Order-preserving key of a float logit: a > b ⇔ key(a) > key(b); -0 and +0

@@ -310,6 +310,64 @@ TEST(sampler_exp_matches_libm) {
   CHECK(smp_exp(-745.0) > 0 && smp_exp(-745.0) < 1e-320); /* subnormal */
 }
 
+/* smp_exp as it was written before it went branch-free (libm floor, an int
+ * cast, early returns): the branch-free form must give its bits everywhere. */
+static double exp_branching(double x) {
+  if (x != x) return x;
+  if (x < -746.0) return 0.0;
+  if (x >= 0.0) return x == 0.0 ? 1.0 : HUGE_VAL;
+  double kd = floor(x * 1.44269504088896338700e+00 + 0.5);
+  double r = (x - kd * 6.93147180369123816490e-01) - kd * 1.90821492927058770002e-10;
+  const double c[13] = {1.6059043836821614599e-10, 2.0876756987868098979e-09, 2.5052108385441718775e-08,
+                        2.7557319223985890653e-07, 2.7557319223985890653e-06, 2.4801587301587301566e-05,
+                        1.9841269841269841253e-04, 1.3888888888888888889e-03, 8.3333333333333333333e-03,
+                        4.1666666666666666667e-02, 1.6666666666666666667e-01, 5.0000000000000000000e-01,
+                        1.0};
+  double p = c[0];
+  for (int i = 1; i < 13; i++) p = p * r + c[i];
+  p = p * r + 1.0;
+  int k = (int)kd, k1 = k / 2, k2 = k - k1;
+  return p * ldexp(1.0, k1) * ldexp(1.0, k2);
+}
+
+static uint64_t dbits(double d) {
+  uint64_t u;
+  memcpy(&u, &d, 8);
+  return u;
+}
+
+TEST(sampler_exp_branch_free_same_bits) {
+  /* the special inputs, the range ends, the points where floor's rounding flips
+   * (x/ln2 + 1/2 near an integer: x near (k − 1/2)·ln2), ulp neighbours of each */
+  double xs[4096];
+  int n = 0;
+  const double sp[] = {0.0, -0.0, 1e-300, 1.0, INFINITY, -INFINITY, NAN, -746.0, -745.9999999999999, -745.1332191019412,
+                       -744.44007192138122, -708.39641853226408, -1e-300, -4.9e-324, -0.5, -1.0, -0.34657359027997264};
+  for (size_t i = 0; i < sizeof sp / sizeof *sp; i++) xs[n++] = sp[i];
+  for (int k = 0; k >= -1076 && n + 3 <= 4096; k -= 1) {
+    double x = (k - 0.5) * 0.69314718055994530942;
+    xs[n++] = x, xs[n++] = nextafter(x, 0.0), xs[n++] = nextafter(x, -1000.0);
+  }
+  int bad = 0;
+  for (int i = 0; i < n; i++) {
+    double a = smp_exp(xs[i]), b = exp_branching(xs[i]);
+    if (dbits(a) != dbits(b) && !(a != a && b != b)) {
+      if (bad++ < 3) fprintf(stderr, "  smp_exp(%.17g) = %a, branching form %a\n", xs[i], a, b);
+    }
+  }
+  /* and 3 million pseudo-random points over [-760, 0], a third of them near 0 */
+  uint64_t st = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < 3000000; i++) {
+    st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+    double u = (double)(st >> 11) * 0x1.0p-53, x = i % 3 ? -760.0 * u : -u * u * 4.0;
+    double a = smp_exp(x), b = exp_branching(x);
+    if (dbits(a) != dbits(b) && bad++ < 3) fprintf(stderr, "  smp_exp(%.17g) = %a, branching form %a\n", x, a, b);
+  }
+  CHECK_MSG(bad == 0, "%d inputs where the branch-free exp's bits differ", bad);
+  CHECK(smp_exp(NAN) != smp_exp(NAN));
+  CHECK(smp_exp(2.0) == HUGE_VAL && smp_exp(-0.0) == 1.0);
+}
+
 TEST(sampler_masked_and_errors) {
   const float l[4] = {-INFINITY, 0.0f, -INFINITY, 1.0f};
   sampler_params p = sampler_default_params();

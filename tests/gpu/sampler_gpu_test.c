@@ -216,7 +216,7 @@ int main(void) {
   for (int i = 0; i < 4; i++) {
     sampler_cuda_tune(bt[i][0], bt[i][1]);
     bench(btn[i], &d, 64, 151936);
-    if (i < 2) bench(btn[i], &d, 256, 151936);
+    if (i < 3) bench(btn[i], &d, 256, 151936);
   }
   sampler_cuda_tune(1, 0);
   bench("top_k50", &k50, 64, 151936);
