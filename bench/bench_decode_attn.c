@@ -22,7 +22,8 @@
  *   build/bench_decode_attn --one BATCH CONTEXT
  *                                       that case alone, the default tuning (the
  *                                       environment's knobs), 3 replays: for a
- *                                       profiler */
+ *                                       profiler; built with -DRCK_TRACE, also the
+ *                                       kernel's per-CTA timeline (attn_trace.h) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 
+#include "bench/attn_trace.h" /* -DRCK_TRACE builds: --one reports the last launch's per-CTA timeline */
 #include "bench/bench_cuda.h"
 
 
@@ -129,6 +131,14 @@ int main(int argc, char **argv) {
           snprintf(name, sizeof name, "staged p auto r %d%s%s%s", cfg[c][2], cfg[c][3] ? " pdl" : "", cfg[c][4] ? " tma" : "",
                    cfg[c][5] ? " ef" : "");
         printf("| %d | %d | %s | %.2f | %.0f | %.1f %% |\n", n, L, name, us, gbs / 1e9, 100 * gbs / bw);
+#ifdef RCK_TRACE
+        if (one) { /* one more replay, its last layer's launch traced */
+          CU(rck_trace_clear() ? cudaErrorUnknown : cudaSuccess);
+          CU(cudaGraphLaunch(ge, st));
+          CU(cudaStreamSynchronize(st));
+          attn_trace_report("(the last layer of a replay)", (size_t)n * NKV * ns);
+        }
+#endif
         cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
       }
     }

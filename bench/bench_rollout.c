@@ -28,6 +28,7 @@
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
 
+#include "bench/attn_trace.h" /* -DRCK_TRACE builds: the last step's attention timeline */
 #include "bench/bench_cuda.h"
 
 /* BF16 bits of U(−a, a) (a = 0: U(0.5, 1.5) for norm weights), xorshift. */
@@ -126,6 +127,9 @@ int main(int argc, char **argv) {
       rollout_batch b;
       MUST(rollout_cuda_generate_ids(g, (const int32_t *const *)ids, n, B, 1, 0, &o, &b, &e)); /* warm-up */
       rollout_batch_free(&b);
+#ifdef RCK_TRACE
+      MUST(rck_trace_clear() ? rl_errf(&e, RL_EXIT_FAIL, "bench_rollout: clearing the attention trace") : 0);
+#endif
       MUST(rollout_cuda_generate_ids(g, (const int32_t *const *)ids, n, B, 1, 1, &o, &b, &e));
       double tps = (double)b.n_generated / b.wall_s, step = b.wall_s / new_tokens;
       double wbytes = wparams * (fm[f] == QFMT_BF16 ? 2.0 : 1.0 + 4.0 / (128 * 128));
@@ -135,6 +139,10 @@ int main(int argc, char **argv) {
       if (peer > 0) snprintf(px, sizeof px, "%.1f", tps / peer);
       printf("| %s | %d | %.0f | %.2f | %.0f | %.0f | %.1f | %s |\n", fm[f] == QFMT_BF16 ? "bf16" : "fp8-block", B, tps,
              step * 1e3, (wbytes + kv) / 1e6, B / bound_step, 100.0 * bound_step / step, px);
+#ifdef RCK_TRACE /* the decode attention of the last layer of the last step */
+      attn_trace_report(fm[f] == QFMT_BF16 ? "bf16, the last step's last layer" : "fp8-block, the last step's last layer",
+                        (size_t)B * m->nkv * 8);
+#endif
       rollout_batch_free(&b);
       for (int p = 0; p < B; p++) free(ids[p]);
       free(ids), free(n);

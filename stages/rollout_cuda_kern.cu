@@ -443,6 +443,31 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
  * [ring][RCK_SCHUNK][HD] BF16, scores [GRP][RCK_SCHUNK], q [GRP][HD], partial
  * P·V [WARPS][GRP][HD] and a combining CTA's (max, sum) [RCK_PML_CAP][GRP][2]
  * (FP32). */
+#ifdef RCK_TRACE /* the per-CTA timeline of rollout_cuda_kern.h (RCK_TR_*) */
+__device__ unsigned long long rck_trace_buf[RCK_TR_CTAS * RCK_TR_N];
+static __device__ __forceinline__ void rck_tr(int slot, int what) { /* what: 0 clock, 1 global timer, 2 SM id */
+  const unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  if (threadIdx.x != 0 || cta >= RCK_TR_CTAS) return;
+  unsigned long long v;
+  if (what == 1) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
+  else if (what == 2) { unsigned sm; asm volatile("mov.u32 %0, %%smid;" : "=r"(sm)); v = sm; }
+  else v = clock64();
+  rck_trace_buf[(size_t)cta * RCK_TR_N + slot] = v;
+}
+extern "C" int rck_trace_read(uint64_t *host, size_t ctas) {
+  return cudaMemcpyFromSymbol(host, rck_trace_buf, (ctas < RCK_TR_CTAS ? ctas : RCK_TR_CTAS) * RCK_TR_N * 8) != cudaSuccess;
+}
+extern "C" int rck_trace_clear(void) {
+  void *p = NULL;
+  return cudaGetSymbolAddress(&p, rck_trace_buf) != cudaSuccess || cudaMemset(p, 0, sizeof rck_trace_buf) != cudaSuccess;
+}
+#define RCK_TR(slot) rck_tr((slot), 0)
+#define RCK_TR_AT(slot, what) rck_tr((slot), (what))
+#else
+#define RCK_TR(slot) ((void)0)
+#define RCK_TR_AT(slot, what) ((void)0)
+#endif
+
 #define RCK_SCHUNK 64
 #define RCK_RING_MAX 4
 #define RCK_PML_CAP 16 /* splits whose (max, sum) a combining CTA keeps in shared memory */
@@ -475,6 +500,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   float *pms = part + W * GRP * HD; /* [RCK_PML_CAP][GRP][2]: the combine's (max, sum) of each split */
   uint16_t *kvs = reinterpret_cast<uint16_t *>(pms + RCK_PML_CAP * GRP * 2); /* fused QK: K, V of row len − 1 */
   const int r = blockIdx.x, kh = blockIdx.y, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  RCK_TR_AT(RCK_TR_GT0, 1), RCK_TR(RCK_TR_CLK0), RCK_TR_AT(RCK_TR_SM, 2);
   /* the QK path fused in: q, k normed and rotated here, row len − 1 written;
    * from FP32 rows (qr, kr, v) or BF16 ones (qb, kb, vb) */
   const bool fqk = qk.qr != nullptr || qk.qb != nullptr;
@@ -484,6 +510,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
   if (zl == z0 && !fused) { /* nothing but empty splits (after the kernel before: it may read pacc, pml) */
     if (pdl) pdl_wait();
     for (int z = zl; z < z1; z++) rck_empty_split(pacc, pml, HD, GRP, r, nq, kh, n_split, z);
+    RCK_TR(RCK_TR_END), RCK_TR_AT(RCK_TR_GT1, 1);
     return;
   }
   const int64_t at = rck_kv_at(slot[r], kh, 0, nkv, max_len, HD);
@@ -533,6 +560,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
    * their copies start before griddepcontrol.wait; row L − 1 and q after it. */
   for (int i = 0; i < ring; i++) issue(i, pdl != 0 || fqk);
   if (pdl && fqk) pdl_wait(); /* the q/k/v GEMM's outputs are in place */
+  RCK_TR(RCK_TR_ISSUED);
   if (pdl && !fqk) {
     pdl_wait();
     const int zn = (int)((L - 1) / C), in = 2 * (zn - z0); /* the loads that hold row L − 1 */
@@ -590,6 +618,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     for (int i = threadIdx.x; i < GRP * HD; i += NT) qs[i] = rck_bf16r(q[((int64_t)r * nq + kh * GRP) * HD + i]);
   }
   __syncthreads();
+  RCK_TR(RCK_TR_QK);
   /* row len − 1 into the ring slot of chunk zn's K or V once it has landed */
   auto patch = [&](uint16_t *slot_base, const uint16_t *row) {
     for (int t = threadIdx.x; t < CPR; t += NT)
@@ -608,6 +637,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     landed(i);       /* this thread's K_z copies have landed … */
     if (own && z == zn) patch(const_cast<uint16_t *>(ks), kvs);
     __syncthreads(); /* … and everyone's */
+    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0));
     /* scores: warp w takes positions U·w … U·w+U−1, then every W·U further */
     for (int j0 = w * U; j0 < n; j0 += W * U) {
       float part_s[NV], kx[U][DPL];
@@ -631,12 +661,14 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       if ((lane & ((1 << (5 - LOGNV)) - 1)) == 0 && j0 + u < n) sc[g * C + j0 + u] = mine;
     }
     __syncthreads();
+    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 1);
     issue(i + ring, fqk); /* K_z's slot is read: the load `ring` ahead goes there */
     rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z,
                       fused && z < RCK_PML_CAP ? pms + z * GRP * 2 : nullptr);
     landed(i + 1); /* V_z */
     if (own && z == zn) patch(const_cast<uint16_t *>(vs), kvs + HD);
     __syncthreads();
+    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 2);
     /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
     float acc[GRP][DPL];
 #pragma unroll
@@ -658,6 +690,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
 #pragma unroll
       for (int t = 0; t < DPL; t++) part[(w * GRP + g) * HD + lane * DPL + t] = acc[g][t];
     __syncthreads();
+    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 3);
     issue(i + 1 + ring, fqk); /* V_z's slot is read */
     for (int t = threadIdx.x; t < GRP * HD; t += NT) {
       const int g = t / HD, d = t % HD;
@@ -665,11 +698,17 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       for (int ww = 1; ww < W; ww++) a += part[(ww * GRP + g) * HD + d];
       pacc[(((int64_t)r * nq + kh * GRP + g) * n_split + z) * HD + d] = a;
     }
+    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 4);
   }
   if (!tma) cp_wait<0>(); /* nothing left in flight (the trailing groups are empty) */
   pdl_launch_dependents(); /* only the combine is left: the o projection may fetch its weights */
-  if (!fused) return;
+  RCK_TR(RCK_TR_LOOP);
+  if (!fused) {
+    RCK_TR(RCK_TR_END), RCK_TR_AT(RCK_TR_GT1, 1);
+    return;
+  }
   __syncthreads(); /* every split's (max, sum) (written by lane 0 of the head's warp) is visible to the block */
+  RCK_TR(RCK_TR_CMB_SYNC);
   /* splits past zl are empty (max −inf, sum 0): the combine skips them all the same. (max, sum)
    * from shared memory when every split's is there, each thread's pacc values (its own writes)
    * loaded ahead of their use */
@@ -690,11 +729,14 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       if (ml[z * ms + 1] > 0.0f) a = __fadd_rn(a, __fmul_rn(pv, exp2f(ml[z * ms] - M)));
     }
     const float y = __fdiv_rn(a, Ls);
+    if (t == 0) RCK_TR(RCK_TR_CMB_Y);
     out[((int64_t)r * nq + h) * HD + d] = y;
     if (out_b) out_b[((int64_t)r * nq + h) * HD + d] = fmt_bf16_from_f32(y);
+    if (t == 0) RCK_TR(RCK_TR_CMB_ST);
     if (L4 && HD == 128 && qk.q8) /* the BF16 also into `part` (free: every warp is past its reads) */
       reinterpret_cast<uint16_t *>(part)[t] = fmt_bf16_from_f32(y);
   }
+  RCK_TR(RCK_TR_COMBINE);
   if (HD == 128 && qk.q8) {
     __syncthreads(); /* the group's out_b rows are written */
     if constexpr (L4) { /* rck_q8_heads' bytes: a warp a head, 4 values a lane, from shared memory */
@@ -715,6 +757,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       rck_q8_heads(out_b, qk, r, nq, kh * GRP, GRP, NT);
     }
   }
+  RCK_TR(RCK_TR_END), RCK_TR_AT(RCK_TR_GT1, 1);
 }
 
 template <int DPL, int U>

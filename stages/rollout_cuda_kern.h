@@ -95,6 +95,34 @@ int rck_decode_attn_mode(int mode);
  * the bulk copies load the cache evict-first in L2. Overrides
  * RLRUN_DECODE_ATTN_PER / _RING / _PDL / _TMA / _EF. */
 void rck_decode_attn_tune(int per, int ring, int pdl, int tma, int ef);
+
+/* The staged attention's per-CTA timeline, only in a build with -DRCK_TRACE
+ * (both compilers; off in every normal build — docs/gpu-results.md, session 26,
+ * gives the command): thread 0 of each CTA writes RCK_TR_N 64-bit slots, CTA c
+ * at [c·RCK_TR_N]: the global timer (ns) at its start and end, its SM id, and
+ * the SM clock at each phase boundary. The buffer keeps the last launch's
+ * values for up to RCK_TR_CTAS CTAs; bench/attn_trace.h reads and reports it. */
+enum {
+  RCK_TR_GT0,      /* %globaltimer at the start */
+  RCK_TR_CLK0,     /* clock64 at the start: the slots below are clocks too */
+  RCK_TR_ISSUED,   /* the first ring loads issued (and griddepcontrol.wait passed with the QK path fused) */
+  RCK_TR_QK,       /* q (normed and rotated when fused) in shared memory, the barrier after it */
+  RCK_TR_SPLIT,    /* split z < 4: 5 slots from RCK_TR_SPLIT + 5z: K landed, scores, V landed, P·V, partials */
+  RCK_TR_CMB_SYNC = RCK_TR_SPLIT + 20, /* the fused combine: past its first barrier */
+  RCK_TR_CMB_Y,    /* value 0's output computed */
+  RCK_TR_CMB_ST,   /* and stored */
+  RCK_TR_SM,       /* %smid (not a clock) */
+  RCK_TR_COMBINE,  /* the combine done */
+  RCK_TR_LOOP,     /* past the split loop */
+  RCK_TR_END,      /* the last instruction (after o's encode) */
+  RCK_TR_GT1,      /* %globaltimer at the end */
+  RCK_TR_N
+};
+#define RCK_TR_CTAS 10240
+#ifdef RCK_TRACE
+int rck_trace_read(uint64_t *host, size_t ctas); /* the first `ctas` CTAs' slots; nonzero on a CUDA error */
+int rck_trace_clear(void);
+#endif
 /* The tokens a pipelined decode step feeds: tok[i] = prev[map[i] · stride]
  * (the token field of the step before's samples, sampler_out rows of `stride`
  * int32) where map[i] >= 0; other rows keep the token uploaded with the step. */
