@@ -435,8 +435,11 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
  * P·V with every V row read once for all GRP heads (warps over positions, then
  * the warps' partials in warp order) to pacc / pml. When one CTA has all the
  * splits of its (row, KV head) it also combines them (the combine kernel's
- * arithmetic, in split order) into out; otherwise rck_attn_combine_kernel
- * does. Neither `per` nor `ring` changes a bit of the output: each split's sums
+ * arithmetic, in split order) into out — a thread's (at most 2) values
+ * together, their pacc partials loaded 4 splits at a time before any is used
+ * (one round trip to L2 for both instead of one a split and a value: each was
+ * ~1 µs with the cache's bulk copies in flight, session 26's timeline);
+ * otherwise rck_attn_combine_kernel does. Neither `per` nor `ring` changes a bit of the output: each split's sums
  * and the combine are the same whichever CTA computes them (per = 1, ring = 2
  * is the earlier one-split-a-CTA kernel). head_dim = 32·DPL; GRP query heads
  * per KV head. Shared: the ring's mbarriers (128 bytes), the ring
@@ -713,21 +716,11 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
    * from shared memory when every split's is there, each thread's pacc values (its own writes)
    * loaded ahead of their use */
   const bool in_sm = zl <= RCK_PML_CAP;
-  for (int t = threadIdx.x; t < GRP * HD; t += NT) {
+  const int ms = in_sm ? 2 * GRP : 2; /* stride between splits' (max, sum) */
+  /* value t's output: splits in index order (max, sum from ml; partials from pacc
+   * at pk + z·HD; a = 0 and its P·V partials pv loaded by the caller in groups) */
+  auto store = [&](const int t, const float a, const float Ls) {
     const int g = t / HD, d = t % HD, h = kh * GRP + g;
-    const int64_t o = ((int64_t)r * nq + h) * n_split;
-    const float *ml = in_sm ? pms + 2 * g : pml + 2 * o;
-    const int ms = in_sm ? 2 * GRP : 2; /* stride between splits */
-    float M = -INFINITY;
-    for (int z = 0; z < zl; z++) M = fmaxf(M, ml[z * ms]);
-    float Ls = 0.0f, a = 0.0f;
-    for (int z = 0; z < zl; z++)
-      if (ml[z * ms + 1] > 0.0f) Ls = __fadd_rn(Ls, __fmul_rn(ml[z * ms + 1], exp2f(ml[z * ms] - M)));
-#pragma unroll 4
-    for (int z = 0; z < zl; z++) {
-      const float pv = pacc[(o + z) * HD + d];
-      if (ml[z * ms + 1] > 0.0f) a = __fadd_rn(a, __fmul_rn(pv, exp2f(ml[z * ms] - M)));
-    }
     const float y = __fdiv_rn(a, Ls);
     if (t == 0) RCK_TR(RCK_TR_CMB_Y);
     out[((int64_t)r * nq + h) * HD + d] = y;
@@ -735,6 +728,66 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     if (t == 0) RCK_TR(RCK_TR_CMB_ST);
     if (L4 && HD == 128 && qk.q8) /* the BF16 also into `part` (free: every warp is past its reads) */
       reinterpret_cast<uint16_t *>(part)[t] = fmt_bf16_from_f32(y);
+  };
+  constexpr int KT = (GRP * HD + NT - 1) / NT; /* values a thread */
+  if constexpr (KT <= 2) {
+    /* a thread's values together, their partials loaded 4 splits at a time before any
+     * is used (one round trip a 4 splits for both, not one a split and a value): the
+     * same operations, in the same order, for each value */
+    constexpr int ZB = 4;
+    float M[KT], Ls[KT], a[KT];
+    const float *mlk[KT];
+    int64_t pk[KT];
+    bool in[KT];
+#pragma unroll
+    for (int k = 0; k < KT; k++) {
+      const int t = threadIdx.x + k * NT;
+      in[k] = KT * NT == GRP * HD || t < GRP * HD;
+      const int g = in[k] ? t / HD : 0, d = t % HD, h = kh * GRP + g;
+      const int64_t o = ((int64_t)r * nq + h) * n_split;
+      mlk[k] = in_sm ? pms + 2 * g : pml + 2 * o;
+      pk[k] = o * HD + d;
+      M[k] = -INFINITY, Ls[k] = 0.0f, a[k] = 0.0f;
+      for (int z = 0; z < zl; z++) M[k] = fmaxf(M[k], mlk[k][z * ms]);
+      for (int z = 0; z < zl; z++)
+        if (mlk[k][z * ms + 1] > 0.0f)
+          Ls[k] = __fadd_rn(Ls[k], __fmul_rn(mlk[k][z * ms + 1], exp2f(mlk[k][z * ms] - M[k])));
+    }
+    for (int z0b = 0; z0b < zl; z0b += ZB) {
+      float pv[ZB][KT];
+#pragma unroll
+      for (int j = 0; j < ZB; j++)
+#pragma unroll
+        for (int k = 0; k < KT; k++) pv[j][k] = in[k] && z0b + j < zl ? pacc[pk[k] + (int64_t)(z0b + j) * HD] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < ZB; j++)
+#pragma unroll
+        for (int k = 0; k < KT; k++) {
+          const int z = z0b + j;
+          if (in[k] && z < zl && mlk[k][z * ms + 1] > 0.0f)
+            a[k] = __fadd_rn(a[k], __fmul_rn(pv[j][k], exp2f(mlk[k][z * ms] - M[k])));
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < KT; k++)
+      if (in[k]) store(threadIdx.x + k * NT, a[k], Ls[k]);
+  } else {
+    for (int t = threadIdx.x; t < GRP * HD; t += NT) {
+      const int g = t / HD, d = t % HD, h = kh * GRP + g;
+      const int64_t o = ((int64_t)r * nq + h) * n_split;
+      const float *ml = in_sm ? pms + 2 * g : pml + 2 * o;
+      float M = -INFINITY;
+      for (int z = 0; z < zl; z++) M = fmaxf(M, ml[z * ms]);
+      float Ls = 0.0f, a = 0.0f;
+      for (int z = 0; z < zl; z++)
+        if (ml[z * ms + 1] > 0.0f) Ls = __fadd_rn(Ls, __fmul_rn(ml[z * ms + 1], exp2f(ml[z * ms] - M)));
+#pragma unroll 4
+      for (int z = 0; z < zl; z++) {
+        const float pv = pacc[(o + z) * HD + d];
+        if (ml[z * ms + 1] > 0.0f) a = __fadd_rn(a, __fmul_rn(pv, exp2f(ml[z * ms] - M)));
+      }
+      store(t, a, Ls);
+    }
   }
   RCK_TR(RCK_TR_COMBINE);
   if (HD == 128 && qk.q8) {
