@@ -439,10 +439,10 @@ __global__ void rck_attn_combine_kernel(float *out, uint16_t *out_b, const float
  * together, their pacc partials loaded 4 splits at a time before any is used
  * (one round trip to L2 for both instead of one a split and a value: each was
  * ~1 µs with the cache's bulk copies in flight, session 26's timeline);
- * otherwise rck_attn_combine_kernel does. Neither `per` nor `ring` changes a bit of the output: each split's sums
- * and the combine are the same whichever CTA computes them (per = 1, ring = 2
- * is the earlier one-split-a-CTA kernel). head_dim = 32·DPL; GRP query heads
- * per KV head. Shared: the ring's mbarriers (128 bytes), the ring
+ * otherwise rck_attn_combine_kernel does. Neither `per` nor `ring` changes a
+ * bit of the output: each split's sums and the combine are the same whichever
+ * CTA computes them (per = 1, ring = 2 is the earlier one-split-a-CTA kernel).
+ * head_dim = 32·DPL; GRP query heads per KV head. Shared: the ring's mbarriers (128 bytes), the ring
  * [ring][RCK_SCHUNK][HD] BF16, scores [GRP][RCK_SCHUNK], q [GRP][HD], partial
  * P·V [WARPS][GRP][HD] and a combining CTA's (max, sum) [RCK_PML_CAP][GRP][2]
  * (FP32). */
@@ -717,8 +717,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
    * loaded ahead of their use */
   const bool in_sm = zl <= RCK_PML_CAP;
   const int ms = in_sm ? 2 * GRP : 2; /* stride between splits' (max, sum) */
-  /* value t's output: splits in index order (max, sum from ml; partials from pacc
-   * at pk + z·HD; a = 0 and its P·V partials pv loaded by the caller in groups) */
+  /* value t's output y = a / Ls into out, out_b and (o's encode from shared memory) part */
   auto store = [&](const int t, const float a, const float Ls) {
     const int g = t / HD, d = t % HD, h = kh * GRP + g;
     const float y = __fdiv_rn(a, Ls);
