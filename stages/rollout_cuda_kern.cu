@@ -392,14 +392,23 @@ static __device__ __forceinline__ void rck_q8_heads(const uint16_t *out_b, const
 /* out[r, h, :] and out_b (BF16) from the splits of (row r, head h), splits
  * combined in index order (maxima in log2 units); threads d0, d0 + step, … of
  * head_dim. */
+/* The split combine's maximum M and weight sum L = Σ sum_z · 2^(max_z − M), in
+ * split order, over the (max, sum) pairs ml[z·ms], ml[z·ms + 1] of splits 0 …
+ * n − 1 (maxima in log2 units; empty splits, sum 0, skipped) — for the combine
+ * kernel and the staged kernel's fused combine alike. */
+static __device__ __forceinline__ void rck_splits_max_sum(const float *ml, int ms, int n, float *M, float *L) {
+  float m = -INFINITY, l = 0.0f;
+  for (int z = 0; z < n; z++) m = fmaxf(m, ml[z * ms]);
+  for (int z = 0; z < n; z++)
+    if (ml[z * ms + 1] > 0.0f) l = __fadd_rn(l, __fmul_rn(ml[z * ms + 1], exp2f(ml[z * ms] - m)));
+  *M = m, *L = l;
+}
+
 static __device__ __forceinline__ void rck_combine_head(float *out, uint16_t *out_b, const float *pacc, const float *pml,
                                                         int r, int h, int nq, int hd, int n_split, int d0, int step) {
   int64_t o = ((int64_t)r * nq + h) * n_split;
-  float M = -INFINITY;
-  for (int z = 0; z < n_split; z++) M = fmaxf(M, pml[2 * (o + z)]);
-  float L = 0.0f;
-  for (int z = 0; z < n_split; z++)
-    if (pml[2 * (o + z) + 1] > 0.0f) L = __fadd_rn(L, __fmul_rn(pml[2 * (o + z) + 1], exp2f(pml[2 * (o + z)] - M)));
+  float M, L;
+  rck_splits_max_sum(pml + 2 * o, 2, n_split, &M, &L);
   for (int d = d0; d < hd; d += step) {
     float acc = 0.0f;
     for (int z = 0; z < n_split; z++)
@@ -466,9 +475,11 @@ extern "C" int rck_trace_clear(void) {
 }
 #define RCK_TR(slot) rck_tr((slot), 0)
 #define RCK_TR_AT(slot, what) rck_tr((slot), (what))
+#define RCK_TR_SPLIT_AT(zz, step) ((zz) < 4 ? rck_tr(RCK_TR_SPLIT + 5 * (zz) + (step), 0) : (void)0) /* split zz's step */
 #else
 #define RCK_TR(slot) ((void)0)
 #define RCK_TR_AT(slot, what) ((void)0)
+#define RCK_TR_SPLIT_AT(zz, step) ((void)0)
 #endif
 
 #define RCK_SCHUNK 64
@@ -640,7 +651,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
     landed(i);       /* this thread's K_z copies have landed … */
     if (own && z == zn) patch(const_cast<uint16_t *>(ks), kvs);
     __syncthreads(); /* … and everyone's */
-    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0));
+    RCK_TR_SPLIT_AT(z - z0, 0);
     /* scores: warp w takes positions U·w … U·w+U−1, then every W·U further */
     for (int j0 = w * U; j0 < n; j0 += W * U) {
       float part_s[NV], kx[U][DPL];
@@ -664,14 +675,14 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       if ((lane & ((1 << (5 - LOGNV)) - 1)) == 0 && j0 + u < n) sc[g * C + j0 + u] = mine;
     }
     __syncthreads();
-    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 1);
+    RCK_TR_SPLIT_AT(z - z0, 1);
     issue(i + ring, fqk); /* K_z's slot is read: the load `ring` ahead goes there */
     rck_softmax_heads(sc, C, GRP, n, sl2, pml, r, nq, kh, n_split, z,
                       fused && z < RCK_PML_CAP ? pms + z * GRP * 2 : nullptr);
     landed(i + 1); /* V_z */
     if (own && z == zn) patch(const_cast<uint16_t *>(vs), kvs + HD);
     __syncthreads();
-    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 2);
+    RCK_TR_SPLIT_AT(z - z0, 2);
     /* P·V: warp w over its positions (each V row read once for every head), lanes over dims */
     float acc[GRP][DPL];
 #pragma unroll
@@ -693,7 +704,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
 #pragma unroll
       for (int t = 0; t < DPL; t++) part[(w * GRP + g) * HD + lane * DPL + t] = acc[g][t];
     __syncthreads();
-    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 3);
+    RCK_TR_SPLIT_AT(z - z0, 3);
     issue(i + 1 + ring, fqk); /* V_z's slot is read */
     for (int t = threadIdx.x; t < GRP * HD; t += NT) {
       const int g = t / HD, d = t % HD;
@@ -701,7 +712,7 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       for (int ww = 1; ww < W; ww++) a += part[(ww * GRP + g) * HD + d];
       pacc[(((int64_t)r * nq + kh * GRP + g) * n_split + z) * HD + d] = a;
     }
-    if (z - z0 < 4) RCK_TR(RCK_TR_SPLIT + 5 * (z - z0) + 4);
+    RCK_TR_SPLIT_AT(z - z0, 4);
   }
   if (!tma) cp_wait<0>(); /* nothing left in flight (the trailing groups are empty) */
   pdl_launch_dependents(); /* only the combine is left: the o projection may fetch its weights */
@@ -746,11 +757,8 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       const int64_t o = ((int64_t)r * nq + h) * n_split;
       mlk[k] = in_sm ? pms + 2 * g : pml + 2 * o;
       pk[k] = o * HD + d;
-      M[k] = -INFINITY, Ls[k] = 0.0f, a[k] = 0.0f;
-      for (int z = 0; z < zl; z++) M[k] = fmaxf(M[k], mlk[k][z * ms]);
-      for (int z = 0; z < zl; z++)
-        if (mlk[k][z * ms + 1] > 0.0f)
-          Ls[k] = __fadd_rn(Ls[k], __fmul_rn(mlk[k][z * ms + 1], exp2f(mlk[k][z * ms] - M[k])));
+      a[k] = 0.0f;
+      rck_splits_max_sum(mlk[k], ms, zl, &M[k], &Ls[k]);
     }
     for (int z0b = 0; z0b < zl; z0b += ZB) {
       float pv[ZB][KT];
@@ -775,11 +783,8 @@ __global__ void __launch_bounds__(RCK_THREADS) rck_attn_staged_kernel(float *out
       const int g = t / HD, d = t % HD, h = kh * GRP + g;
       const int64_t o = ((int64_t)r * nq + h) * n_split;
       const float *ml = in_sm ? pms + 2 * g : pml + 2 * o;
-      float M = -INFINITY;
-      for (int z = 0; z < zl; z++) M = fmaxf(M, ml[z * ms]);
-      float Ls = 0.0f, a = 0.0f;
-      for (int z = 0; z < zl; z++)
-        if (ml[z * ms + 1] > 0.0f) Ls = __fadd_rn(Ls, __fmul_rn(ml[z * ms + 1], exp2f(ml[z * ms] - M)));
+      float M, Ls, a = 0.0f;
+      rck_splits_max_sum(ml, ms, zl, &M, &Ls);
 #pragma unroll 4
       for (int z = 0; z < zl; z++) {
         const float pv = pacc[(o + z) * HD + d];
