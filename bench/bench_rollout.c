@@ -1,10 +1,12 @@
 /* bench_rollout.c — the CUDA rollout engine on a Qwen3-0.6B-shaped model
  * (random weights): 64-token prompts, 256 new tokens (EOS ignored), batch 64
  * and 256, BF16 and fp8-block. Reports tokens/s and the share of the
- * memory-bandwidth bound: per decode step the weights (linear views in the
- * policy's bytes, the tied embedding read once as lm_head; embedding row
- * reads ignored) and the KV cache read (K and V in BF16 over the mean
- * context), divided by the device copy bandwidth measured in this run (bytes
+ * memory-bandwidth bound: per decode step the weights (the engine's linear
+ * views in the bytes of the format each view has under the policy, codes and
+ * scales: lm_head — the tied embedding, read once — stays BF16 under every
+ * policy, FORMATS.md "What is never quantized"; embedding row reads ignored)
+ * and the KV cache read (K and V in BF16 over the mean context), divided by
+ * the device copy bandwidth measured in this run (bytes
  * read + written per second: a step's reads stream at that rate). The peer
  * (transformers generate, tests/oracle/bench_hf_generate.py) is measured by
  * the run.sh section just before and passed in with --peer TOK_S.
@@ -30,6 +32,18 @@
 
 #include "bench/attn_trace.h" /* -DRCK_TRACE builds: the last step's attention timeline */
 #include "bench/bench_cuda.h"
+
+/* Bytes a decode step reads of view q: its codes and its scales. */
+static double view_bytes(const qtensor *q) {
+  const double n = (double)q->rows * (double)q->cols;
+  const double rb = (double)((q->rows + 127) / 128), kb = (double)((q->cols + 127) / 128);
+  switch (q->fmt) {
+  case QFMT_BF16: return 2 * n;
+  case QFMT_FP8_BLOCK: return n + 4 * (q->block_rows == 1 ? (double)q->rows : rb) * kb; /* FP32 scale per block */
+  case QFMT_MXFP8: return n + n / 32;                                                  /* UE8M0 per 32 */
+  default: return n / 2 + n / 16;                                                      /* NVFP4: E4M3 per 16 */
+  }
+}
 
 /* BF16 bits of U(−a, a) (a = 0: U(0.5, 1.5) for norm weights), xorshift. */
 static uint16_t rand_bf16(uint64_t *s, float a) {
@@ -89,20 +103,18 @@ int main(int argc, char **argv) {
   model *m = NULL;
   MUST(model_create(&c, NULL, &m, &e));
   uint64_t s = 0x2545F4914F6CDD1Dull;
-  double wparams = 0;
   for (int i = 0; i < m->n_params; i++) {
     model_param *p = &m->params[i];
     float a = p->cols == 1 ? 0 : sqrtf(3.0f / (float)p->cols);
     for (int64_t j = 0; j < p->rows * p->cols; j++) p->w[j] = rand_bf16(&s, a);
-    if (p->cols > 1) wparams += (double)p->rows * p->cols; /* tied embedding = lm_head, read once per step */
   }
   MUST(model_cuda_init(m, &e));
   double bw = bench_copy_bw();
   printf("bench_rollout: Qwen3-0.6B shape (random), prompt %d, new %d, copy bandwidth %.0f GB/s%s\n", plen, new_tokens,
          bw / 1e9, pin ? ", exact mode (pin_algo: pinned GEMMs, the forward's kernels)" : "");
   if (peer > 0) printf("bench_rollout: peer (transformers generate, batch 64) %.0f tok/s\n", peer);
-  printf("| policy | batch | tokens/s | step ms | bytes/step (MB) | bound tok/s | %% of bound | x peer |\n"
-         "|---|---|---|---|---|---|---|---|\n");
+  printf("| policy | batch | tokens/s | step ms | bytes/step (MB) | of which lm_head | bound tok/s | %% of bound | x peer |\n"
+         "|---|---|---|---|---|---|---|---|---|\n");
   int batches[2] = {64, 256};
   qformat fm[2] = {QFMT_BF16, QFMT_FP8_BLOCK};
   for (int f = 0; f < 2; f++)
@@ -115,6 +127,14 @@ int main(int argc, char **argv) {
       pol.pin_algo = pin; /* 1: the exact mode (rows == the trainer's, bit for bit) */
       rollout_cuda_engine *g = NULL;
       MUST(rollout_cuda_engine_new(m, &pol, B, plen + new_tokens, &g, &e));
+      /* the weight bytes of a step: every view as the engine holds it now */
+      const qtensor **views = calloc((size_t)m->n_params, sizeof *views), *head = NULL;
+      MUST(views ? model_cuda_linear_views(m, views, &head, &e) : rl_errf(&e, RL_EXIT_FAIL, "out of memory"));
+      MUST(head ? 0 : rl_errf(&e, RL_EXIT_FAIL, "the engine's model has no lm_head view"));
+      double wbytes = view_bytes(head), wb_head = wbytes;
+      for (int i = 0; i < m->n_params; i++)
+        if (views[i]) wbytes += view_bytes(views[i]);
+      free(views);
       int32_t **ids = malloc((size_t)B * sizeof *ids);
       int64_t *n = malloc((size_t)B * 8);
       for (int p = 0; p < B; p++) {
@@ -132,13 +152,13 @@ int main(int argc, char **argv) {
 #endif
       MUST(rollout_cuda_generate_ids(g, (const int32_t *const *)ids, n, B, 1, 1, &o, &b, &e));
       double tps = (double)b.n_generated / b.wall_s, step = b.wall_s / new_tokens;
-      double wbytes = wparams * (fm[f] == QFMT_BF16 ? 2.0 : 1.0 + 4.0 / (128 * 128));
       double kv = (double)B * m->L * m->nkv * m->hd * (2 + 2) * (plen + new_tokens / 2.0);
       double bound_step = (wbytes + kv) / bw;
       char px[32] = "-";
       if (peer > 0) snprintf(px, sizeof px, "%.1f", tps / peer);
-      printf("| %s | %d | %.0f | %.2f | %.0f | %.0f | %.1f | %s |\n", fm[f] == QFMT_BF16 ? "bf16" : "fp8-block", B, tps,
-             step * 1e3, (wbytes + kv) / 1e6, B / bound_step, 100.0 * bound_step / step, px);
+      printf("| %s | %d | %.0f | %.2f | %.0f | %.0f (%s) | %.0f | %.1f | %s |\n", fm[f] == QFMT_BF16 ? "bf16" : "fp8-block",
+             B, tps, step * 1e3, (wbytes + kv) / 1e6, wb_head / 1e6, qtensor_format_name(head->fmt), B / bound_step,
+             100.0 * bound_step / step, px);
 #ifdef RCK_TRACE /* the decode attention of the last layer of the last step */
       attn_trace_report(fm[f] == QFMT_BF16 ? "bf16, the last step's last layer" : "fp8-block, the last step's last layer",
                         (size_t)B * m->nkv * 8);
