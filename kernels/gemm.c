@@ -247,6 +247,13 @@ int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64
   return sg_check_ptrs("gemm_small", y, 4, x, w, M, N, K, e);
 }
 
+int gemm_small_b_check(const uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                       int64_t K, rl_err *e) {
+  int rc = sg_check_shape("gemm_small_b", M, N, K, e);
+  if (rc || M == 0 || N == 0) return rc;
+  return sg_check_ptrs("gemm_small_b", y, 2, x, w, M, N, K, e);
+}
+
 /* 1 … GEMM_SMALL_MAX_SEGS segments, each valid as a gemm_small_bf16_cuda call. */
 int gemm_small_group_check(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
                            int64_t K, rl_err *e) {
@@ -428,6 +435,13 @@ int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t
                          int64_t K, void *stream, rl_err *e) {
   (void)stream;
   int rc = gemm_small_check(y, x, w, M, N, K, e);
+  return rc ? rc : sg_no_cuda(e);
+}
+
+int gemm_small_bf16_b_cuda(uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                           int64_t K, void *stream, rl_err *e) {
+  (void)stream;
+  int rc = gemm_small_b_check(y, x, w, M, N, K, e);
   return rc ? rc : sg_no_cuda(e);
 }
 

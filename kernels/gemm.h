@@ -282,6 +282,8 @@ int64_t gemm_small_group_rows(const gemm_small_seg *seg, int n_seg);
 /* The argument checks of the three entry points (no device access). */
 int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
                      int64_t K, rl_err *e);
+int gemm_small_b_check(const uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                       int64_t K, rl_err *e);
 int gemm_small_group_check(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
                            int64_t K, rl_err *e);
 int gemm_small_swiglu_check(const uint16_t *act, const uint16_t *x, const uint16_t *wg,
@@ -289,6 +291,11 @@ int gemm_small_swiglu_check(const uint16_t *act, const uint16_t *x, const uint16
 
 int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
                          int64_t K, void *stream, rl_err *e);
+/* gemm_small_bf16_cuda's result stored as the BF16 it is (y [M][N] BF16, 2-byte
+ * aligned): the same bits as converting that FP32 output to BF16, half the bytes
+ * written (the decode step's lm_head: 64 × 151,936 logits). */
+int gemm_small_bf16_b_cuda(uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                           int64_t K, void *stream, rl_err *e);
 int gemm_small_bf16_group_cuda(const gemm_small_seg *seg, int n_seg /* 1 … GEMM_SMALL_MAX_SEGS */,
                                const uint16_t *x, int64_t M, int64_t K, void *stream, rl_err *e);
 int gemm_small_bf16_swiglu_cuda(uint16_t *act, const uint16_t *x, const uint16_t *wg,

@@ -914,7 +914,8 @@ int sg_run(sg_args &a, bool sw, int64_t plan_rows, cudaStream_t s, rl_err *e, bo
 }
 
 /* The grouped product after its checks: empty segments dropped, K = 0 as zeros. */
-int sg_group(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M, int64_t K, void *stream, rl_err *e) {
+int sg_group(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M, int64_t K, void *stream, rl_err *e,
+             int ob = 0) {
   sg_args a;
   memset(&a, 0, sizeof a);
   for (int i = 0; i < n_seg; i++)
@@ -925,10 +926,11 @@ int sg_group(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,
   if (rc) return rc;
   if (K == 0) { /* empty sums */
     for (int i = 0; i < a.n_seg; i++)
-      if (gs_ok(cudaMemsetAsync(a.y[i], 0, (size_t)(M * a.n[i]) * 4, s), WHO, "cudaMemsetAsync", e)) return RL_EXIT_FAIL;
+      if (gs_ok(cudaMemsetAsync(a.y[i], 0, (size_t)(M * a.n[i]) * (ob ? 2 : 4), s), WHO, "cudaMemsetAsync", e))
+        return RL_EXIT_FAIL;
     return 0;
   }
-  a.x = x, a.M = (int)M, a.K = K;
+  a.x = x, a.M = (int)M, a.K = K, a.ob = ob;
   return sg_run(a, false, gemm_small_group_rows(seg, n_seg), s, e);
 }
 
@@ -1028,6 +1030,14 @@ extern "C" int gemm_small_bf16_cuda(float *y, const uint16_t *x, const uint16_t 
   if (rc || M == 0 || N == 0) return rc;
   const gemm_small_seg seg = {y, w, N};
   return sg_group(&seg, 1, x, M, K, stream, e);
+}
+
+extern "C" int gemm_small_bf16_b_cuda(uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
+                                      int64_t K, void *stream, rl_err *e) {
+  int rc = gemm_small_b_check(y, x, w, M, N, K, e);
+  if (rc || M == 0 || N == 0) return rc;
+  const gemm_small_seg seg = {reinterpret_cast<float *>(y), w, N}; /* BF16 through a.ob */
+  return sg_group(&seg, 1, x, M, K, stream, e, 1);
 }
 
 extern "C" int gemm_small_bf16_group_cuda(const gemm_small_seg *seg, int n_seg, const uint16_t *x, int64_t M,

@@ -48,6 +48,11 @@ struct rollout_cuda_engine {
   int32_t *d_pslot;                  /* [slots·max_len] */
   int32_t *h_step;                   /* pinned host twins of d_step [2]: one upload a step, two steps in flight */
   float *pacc, *pml, *rows;          /* attention partials; gathered logits rows [rows_cap][V] */
+  /* a decode step's logits as the BF16 they are (rollout_cuda_logits_b): lm_head
+   * writes them here [rows_cap][V] (exact mode: da->logits_b) and the sampler reads
+   * them; samp_b: the BF16 rows the next sampling reads (NULL: rows, the prefill's) */
+  uint16_t *rows16;
+  const uint16_t *samp_b;
   /* the BF16 hand-off (rc_handoff): the linears' BF16 results read as they are,
    * [rows_cap] rows each of q, k, v, the o / dense-MLP output y and gate, up;
    * mlp_b: the layer before left its MLP output in hy (1) or in res (0) */
@@ -125,7 +130,7 @@ void rollout_cuda_engine_free(rollout_cuda_engine *g) {
   for (int b = 0; b < 2; b++)
     if (g->ev[b]) cudaEventDestroy(g->ev[b]);
   void *p[] = {g->kc, g->vc, g->d_step, g->d_pslot, g->pacc, g->pml, g->rows, g->d_keys, g->d_out, g->rope_cs, g->hb,
-               g->aq, g->rows_b, g->xlp};
+               g->aq, g->rows_b, g->xlp, g->rows16};
   for (size_t i = 0; i < sizeof p / sizeof *p; i++) cudaFree(p[i]); /* teardown: nothing to undo */
   model_cuda_acts_free(g->pa), model_cuda_acts_free(g->da);
   free(g);
@@ -228,6 +233,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
       (rc = mc_ok(cudaEventCreateWithFlags(&g->ev[0], cudaEventDisableTiming), "cudaEventCreate", e)) ||
       (rc = mc_ok(cudaEventCreateWithFlags(&g->ev[1], cudaEventDisableTiming), "cudaEventCreate", e)) ||
       (g->exact && (rc = mc_ok(cudaMalloc((void **)&g->rows_b, R * m->V * 2), "cudaMalloc (BF16 logits rows)", e))) ||
+      (!g->exact && (rc = mc_ok(cudaMalloc((void **)&g->rows16, R * m->V * 2), "cudaMalloc (BF16 step logits)", e))) ||
       (g->exact && (rc = mc_ok(cudaMalloc((void **)&g->xlp, 3 * R * 4), "cudaMalloc (log-prob rows)", e)))) {
     rollout_cuda_engine_free(g);
     return rl_err_prefix(e, "rollout_cuda_engine_new (KV cache %.1f MiB): ", (double)cache * 4 / (1 << 20));
@@ -409,6 +415,16 @@ int rollout_cuda_attn_q8(int set) {
   return rl_env_switch(&on, "RLRUN_DECODE_ATTN_Q8", set);
 }
 
+/* RLRUN_DECODE_LOGITS_BF16=0: a decode step's logits go to the sampler as FP32
+ * rows (lm_head's FP32 output; in exact mode a conversion of its BF16 one)
+ * instead of as the BF16 they are. The same tokens and log-probs either way
+ * (sampler_sample_bf16_cuda widens exactly); on, lm_head writes 2 bytes a logit
+ * instead of 4 and the sampler reads half the bytes. */
+int rollout_cuda_logits_b(int set) {
+  static int on = -1;
+  return rl_env_switch(&on, "RLRUN_DECODE_LOGITS_BF16", set);
+}
+
 /* 1 when the linears L[0..n) of a decode step of n rows all run linear_forward
  * (cuBLASLt: fp8-block at any M, BF16 above 64 rows) or, fp8-block at ≤ 64 rows
  * with model_cuda_small_q8, the small-M fp8 GEMM (BF16 output too), so that
@@ -433,13 +449,13 @@ static int rc_q8(const rollout_cuda_engine *g, const mc_lin *const *L, int k, co
  * others is captured again): the fused QK path, the BF16 hand-off, the
  * norms' fp8 output, the small-M fp8 GEMM, the attention's fp8 output, the
  * fp8 gate/up pair with its SwiGLU, the wide RMSNorm forwards (and their warps
- * a row), the q8 SwiGLU's PDL launch and values a thread, and the attention's
- * o encode from shared memory. */
+ * a row), the q8 SwiGLU's PDL launch and values a thread, the attention's
+ * o encode from shared memory, and the BF16 logits. */
 static int rc_cfg(const rollout_cuda_engine *g) {
   return rck_decode_qk_fused(g->m->nq / g->m->nkv, -1) | rc_handoff_env() << 1 | model_cuda_norm_q8(-1) << 2 |
          model_cuda_small_q8(-1) << 3 | rollout_cuda_attn_q8(-1) << 4 | model_cuda_small_q8_swiglu(-1) << 5 |
          ops_norm_wide(-1) << 6 | ops_swiglu_q8_pdl(-1) << 7 | (ops_norm_wide_warps(-1) == 8) << 8 |
-         ops_swiglu_q8_lane4(-1) << 9 | rck_attn_q8_lane4(-1) << 10;
+         ops_swiglu_q8_lane4(-1) << 9 | rck_attn_q8_lane4(-1) << 10 | rollout_cuda_logits_b(-1) << 11;
 }
 
 /* Layer l of a decode step of n rows on the decode activations. On entry
@@ -576,8 +592,8 @@ static int rc_layer(rollout_cuda_engine *g, int l, int n, rl_err *e) {
 }
 
 /* The device work of a decode step over the R rows staged on the device
- * (embedding → layers → final norm → lm_head into g->rows): what a CUDA graph
- * captures. */
+ * (embedding → layers → final norm → lm_head into g->rows16, or with
+ * RLRUN_DECODE_LOGITS_BF16=0 g->rows): what a CUDA graph captures. */
 static int rc_step(rollout_cuda_engine *g, int R, rl_err *e) {
   model *m = g->m;
   model_cuda_acts *a = g->da;
@@ -585,9 +601,10 @@ static int rc_step(rollout_cuda_engine *g, int R, rl_err *e) {
   a->T = R, a->n_seq = R, a->max_len = 1;
   rp.cur = 2; /* after the step's start and upload events (rc_decode) */
   RP(RP_EMBED, rck_step_tokens(g->d_tok, g->d_map, (const int32_t *)g->d_out, (int)(sizeof(sampler_out) / 4), R, NULL, e));
-  if (g->exact) { /* the forward's kernels; the sampler reads FP32 rows, the log-probs the BF16 ones */
+  if (g->exact) { /* the forward's kernels; the sampler and the log-probs read its BF16 logits (the sampler FP32
+                   * copies of them with RLRUN_DECODE_LOGITS_BF16=0) */
     RP(RP_LMHEAD, model_cuda_decode_forward(m, a, R, g->d_tok, g->d_pos, rc_exact_attn, g, e));
-    RP(RP_LMHEAD, ops_f32_from_bf16_cuda(g->rows, a->logits_b, (size_t)R * m->V, NULL, e));
+    if (!rollout_cuda_logits_b(-1)) RP(RP_LMHEAD, ops_f32_from_bf16_cuda(g->rows, a->logits_b, (size_t)R * m->V, NULL, e));
     rp.end = rp.cur;
     return rc;
   }
@@ -604,7 +621,8 @@ static int rc_step(rollout_cuda_engine *g, int R, rl_err *e) {
   else
     RP(RP_FINAL, ops_residual_rmsnorm_forward_cuda(last, NULL, a->xf_b, NULL, a->la[m->L - 1].h, last, wf, R, H, m->eps,
                                                    NULL, e));
-  RP(RP_LMHEAD, mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, R, g->rows, e));
+  if (rollout_cuda_logits_b(-1)) RP(RP_LMHEAD, mc_lin_fwd_b(m, &m->cu->lm_head, a->xf_b, R, g->rows16, e));
+  else RP(RP_LMHEAD, mc_lin_fwd(m, &m->cu->lm_head, a->xf_b, R, g->rows, e));
   rp.end = rp.cur;
   return rc;
 }
@@ -644,7 +662,7 @@ static void rc_capture(rollout_cuda_engine *g, int R) {
 }
 
 /* A decode step: rows i < n feed tok[i] of the sequence in slot[i] at pos[i];
- * logits rows [n][V] land in g->rows. With graphs the step runs over the
+ * logits rows [n][V] land in g->samp_b (BF16) or g->rows. With graphs the step runs over the
  * bucket of n rows (padding rows feed token 0 at position 0 of the spare
  * slot); their logits are never read. */
 static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const int32_t *slot, const int32_t *pos,
@@ -679,6 +697,7 @@ static int rc_decode(rollout_cuda_engine *g, int n, const int32_t *tok, const in
   }
   if (rp_enabled() && !rc) rp.cur = rp.end, rp.armed = 1; /* the replay recorded the step's events */
   if (g->exact) g->lb = g->da->logits_b; /* the step's BF16 logits rows, for rc_exact_logp */
+  g->samp_b = !rollout_cuda_logits_b(-1) ? NULL : g->exact ? g->da->logits_b : g->rows16;
   return rc ? rl_err_prefix(e, "decode step: ") : 0;
 }
 
@@ -720,6 +739,7 @@ static int rc_prefill(rollout_cuda_engine *g, rc_seq **sq, const int32_t *slot, 
   }
   for (int i = 0; i < n; i++) off[i] = off[i + 1] - 1; /* each prompt's last row */
   if (!rc) rc = model_cuda_logits_rows(a, off, n, g->rows, e);
+  g->samp_b = NULL; /* the sampler reads these FP32 rows */
   for (int i = 0; !rc && g->exact && i < n; i++) /* the BF16 rows themselves, for the trainer's log-prob kernel */
     rc = !a->logits_b ? rl_errf(e, RL_EXIT_USAGE, "exact log-probs: the prefill's logits are not BF16")
                       : mc_ok(cudaMemcpyAsync(g->rows_b + (size_t)i * m->V, a->logits_b + (size_t)off[i] * m->V,
@@ -744,7 +764,7 @@ static int rc_exact_logp(rollout_cuda_engine *g, int n, double temperature, rl_e
   return 0;
 }
 
-/* Queue the sampling of rows [0, n) of g->rows, keyed by the sequences'
+/* Queue the sampling of rows [0, n) of g->samp_b or g->rows, keyed by the sequences'
  * indices qi[] and completion positions cpos[], and the samples' download into
  * half `buf` of h_out (event ev[buf]); nothing waits. */
 static int rc_sample_launch(rollout_cuda_engine *g, const int64_t *qi, const int64_t *cpos, int n, int G, int64_t it,
@@ -760,7 +780,8 @@ static int rc_sample_launch(rollout_cuda_engine *g, const int64_t *qi, const int
      "cudaMemcpy (keys)");
   if (rp_skip() >> RP_SAMPLE & 1u) { /* the diagnostic: token 0, status OK, instead of the sampler */
     RC(cudaMemsetAsync(g->d_out, 0, (size_t)n * sizeof *g->d_out, cudaStreamPerThread), "cudaMemset (samples)");
-  } else if ((rc = sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) {
+  } else if ((rc = g->samp_b ? sampler_sample_bf16_cuda(&sp, g->samp_b, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e)
+                             : sampler_sample_cuda(&sp, g->rows, n, g->m->V, g->m->V, g->d_keys, g->d_out, NULL, e))) {
     return rc;
   } else if (g->exact && (rc = rc_exact_logp(g, n, o->temperature, e))) {
     return rc;
@@ -1011,6 +1032,10 @@ int rollout_cuda_bf16_handoff(int set) {
   return 0;
 }
 int rollout_cuda_attn_q8(int set) {
+  (void)set;
+  return 0;
+}
+int rollout_cuda_logits_b(int set) {
   (void)set;
   return 0;
 }

@@ -108,6 +108,12 @@ int rollout_cuda_bf16_handoff(int set);
  * RLRUN_DECODE_ATTN_Q8=0 or RLRUN_NORM_Q8=0) — the bytes of the quantizer pass
  * it replaces. set ≥ 0 overrides (tests); −1 only asks. */
 int rollout_cuda_attn_q8(int set);
+/* A decode step's logits handed to the sampler as the BF16 they are (on unless
+ * RLRUN_DECODE_LOGITS_BF16=0): lm_head writes BF16 rows, sampler_sample_bf16_cuda
+ * reads them — the same tokens and log-probs as through FP32 rows, half the
+ * bytes. set ≥ 0 overrides (tests); −1 only asks. Engines recapture their step
+ * graphs when it changes. */
+int rollout_cuda_logits_b(int set);
 /* Linear groups (q/k/v, o, gate/up + down) whose results the engine handed off
  * in BF16, over the decode steps it ran eagerly or captured as graphs. */
 long long rollout_cuda_handoffs(const rollout_cuda_engine *eng);

@@ -247,5 +247,10 @@ int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t 
                         rl_err *e) {
   return rl_errf(e, RL_EXIT_HARDWARE, "sampler: this rlrun was built without CUDA: rebuild with nvcc, or use device: cpu");
 }
+int sampler_sample_bf16_cuda(const sampler_params *p, const uint16_t *d_logits, int64_t rows, int64_t vocab,
+                             int64_t ld, const sampler_key *d_keys, sampler_out *d_out, void *stream,
+                             rl_err *e) {
+  return sampler_sample_cuda(p, NULL, rows, vocab, ld, d_keys, d_out, stream, e);
+}
 void sampler_cuda_tune(int plain, int cl) {}
 #endif

@@ -112,6 +112,13 @@ int sampler_sample_rows(const sampler_params *p, const float *logits, int64_t ro
 int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t rows, int64_t vocab,
                         int64_t ld, const sampler_key *d_keys, sampler_out *d_out, void *stream,
                         rl_err *e);
+/* The same on BF16 logits (bit patterns, row r at d_logits + r * ld): each value
+ * widened to FP32 exactly, so the sampler_out bytes of sampler_sample_cuda on the
+ * FP32 rows of those values — a rollout whose logits are BF16 anyway (every
+ * linear_forward output is) reads half the bytes. Same errors. */
+int sampler_sample_bf16_cuda(const sampler_params *p, const uint16_t *d_logits, int64_t rows, int64_t vocab,
+                             int64_t ld, const sampler_key *d_keys, sampler_out *d_out, void *stream,
+                             rl_err *e);
 /* Its kernels (speed only: the outputs are the same bytes either way). Greedy
  * and unmasked sampling (top_k, top_p, min_p off) run the plain kernel over
  * `cl` CTAs a row (a cluster; 0: the most of 1, 2, 4, 8 that keep rows·cl

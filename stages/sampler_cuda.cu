@@ -44,6 +44,26 @@ struct smp_shared {
   int arg;
 };
 
+/* A row of logits as the kernels read it: FP32, or BF16 widened to FP32 —
+ * exactly, every BF16 value being an FP32 one, so a BF16 row gives the
+ * sampler_out bytes of the FP32 row of the same values (sampler_sample_bf16_cuda).
+ * quad(i): tokens i … i+3 in one load (i % 4 == 0, the row 4-element aligned). */
+template <class LT> struct smp_row;
+template <> struct smp_row<float> {
+  const float *p;
+  __device__ __forceinline__ float operator[](int64_t i) const { return p[i]; }
+  __device__ __forceinline__ float4 quad(int64_t i) const { return *reinterpret_cast<const float4 *>(p + i); }
+};
+template <> struct smp_row<uint16_t> {
+  const uint16_t *p;
+  __device__ __forceinline__ float operator[](int64_t i) const { return __uint_as_float((uint32_t)p[i] << 16); }
+  __device__ __forceinline__ float4 quad(int64_t i) const {
+    const uint2 v = *reinterpret_cast<const uint2 *>(p + i);
+    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16),
+                       __uint_as_float(v.y & 0xffff0000u));
+  }
+};
+
 /* The FP32 logit of a key (inverse of smp_key). */
 __device__ static float smp_logit_of_key(uint32_t k) {
   uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
@@ -80,7 +100,8 @@ __device__ static double blk_sum(int64_t V, F x, smp_shared *sh) {
  * division is skipped at T = 1, where it is exact). Leaves s's slot
  * accumulators in sh->w; seg (when not NULL) gets each tile's segment sums of
  * e, [tile][slot]: the level-2 walk's values when no token is masked. */
-__device__ static void blk_sum_eh(int64_t V, const float *lg, double teff, double m, smp_shared *sh, double *seg,
+template <class R>
+__device__ static void blk_sum_eh(int64_t V, const R lg, double teff, double m, smp_shared *sh, double *seg,
                                   double *s_out, double *h_out) {
   int t = threadIdx.x, w = t >> 5, l = t & 31;
   const bool t1 = teff == 1.0;
@@ -167,12 +188,13 @@ __device__ static uint32_t blk_key_search(F f) {
   return lo;
 }
 
+template <class LT>
 __global__ void __launch_bounds__(SMP_THREADS)
-    sampler_kernel(sampler_params p, const float *logits, int64_t V, int64_t ld, const sampler_key *keys,
+    sampler_kernel(sampler_params p, const LT *logits, int64_t V, int64_t ld, const sampler_key *keys,
                    sampler_out *outs, int use_seg) {
   extern __shared__ uint32_t keepw[];
   __shared__ smp_shared sh;
-  const float *lg = logits + (int64_t)blockIdx.x * ld;
+  const smp_row<LT> lg{logits + (int64_t)blockIdx.x * ld};
   const sampler_key key = keys[blockIdx.x];
   sampler_out *out = &outs[blockIdx.x];
   int t = threadIdx.x, w = t >> 5, l = t & 31;
@@ -363,16 +385,15 @@ __global__ void __launch_bounds__(SMP_THREADS)
  * tokens (0 past V), each in smp_tree32's order. WHOLE: all 32 below V (no
  * bounds checks); T1: teff = 1 (no division) — then the segment has no branch
  * and its 32 exps interleave. */
-template <bool WHOLE, bool T1>
-__device__ __forceinline__ static void smf_segment(const float *lg, int64_t V, int64_t j, bool vec, double teff,
+template <bool WHOLE, bool T1, class R>
+__device__ __forceinline__ static void smf_segment(const R lg, int64_t V, int64_t j, bool vec, double teff,
                                                    double m, double *se, double *sh_) {
   float x[SMP_LANES];
   const int64_t i0 = j * SMP_LANES;
   if (WHOLE && vec) {
-    const float4 *p4 = reinterpret_cast<const float4 *>(lg + i0);
 #pragma unroll
     for (int q = 0; q < SMP_LANES / 4; q++) {
-      const float4 v = p4[q];
+      const float4 v = lg.quad(i0 + 4 * q);
       x[4 * q] = v.x, x[4 * q + 1] = v.y, x[4 * q + 2] = v.z, x[4 * q + 3] = v.w;
     }
   } else {
@@ -402,9 +423,9 @@ __device__ __forceinline__ static void smf_segment(const float *lg, int64_t V, i
   }
 }
 
-template <int CL>
+template <int CL, class LT>
 __global__ void __launch_bounds__(SMF_THREADS, 1)
-    sampler_plain_kernel(sampler_params p, const float *logits, int64_t V, int64_t ld, const sampler_key *keys,
+    sampler_plain_kernel(sampler_params p, const LT *logits, int64_t V, int64_t ld, const sampler_key *keys,
                          sampler_out *outs, int vec) {
   extern __shared__ double smf_seg[]; /* CTA 0: [NS] segment sums of e, then [NS] of h */
   __shared__ int s_bad, s_arg;
@@ -412,7 +433,7 @@ __global__ void __launch_bounds__(SMF_THREADS, 1)
   __shared__ double s_w[SMP_SEGS], s_w2[SMP_SEGS], s_tot, s_tot2;
   const int rank = CL > 1 ? cluster_rank() : 0, row = (int)(blockIdx.x / CL);
   const int t = threadIdx.x, w = t >> 5, l = t & 31;
-  const float *lg = logits + (int64_t)row * ld;
+  const smp_row<LT> lg{logits + (int64_t)row * ld};
   const int64_t tiles = (V + SMP_TILE - 1) / SMP_TILE, NS = tiles * SMP_SEGS;
 
   /* argmax and validation over this CTA's share of the row */
@@ -432,12 +453,11 @@ __global__ void __launch_bounds__(SMF_THREADS, 1)
   int64_t i = a0 + t;
   if (vec) {
     const int64_t n4 = (a1 - a0) / 4;
-    const float4 *p4 = reinterpret_cast<const float4 *>(lg + a0);
     int64_t q = t;
-    for (; q + 3 * SMF_THREADS < n4; q += 4 * SMF_THREADS) { /* four 16-byte loads in flight */
+    for (; q + 3 * SMF_THREADS < n4; q += 4 * SMF_THREADS) { /* four 16-byte (BF16: 8-byte) loads in flight */
       float4 v[4];
 #pragma unroll
-      for (int u = 0; u < 4; u++) v[u] = p4[q + u * SMF_THREADS];
+      for (int u = 0; u < 4; u++) v[u] = lg.quad(a0 + 4 * (q + u * SMF_THREADS));
 #pragma unroll
       for (int u = 0; u < 4; u++) {
         const int64_t b = a0 + 4 * (q + u * SMF_THREADS);
@@ -445,7 +465,7 @@ __global__ void __launch_bounds__(SMF_THREADS, 1)
       }
     }
     for (; q < n4; q += SMF_THREADS) {
-      const float4 v = p4[q];
+      const float4 v = lg.quad(a0 + 4 * q);
       const int64_t b = a0 + 4 * q;
       visit(v.x, b), visit(v.y, b + 1), visit(v.z, b + 2), visit(v.w, b + 3);
     }
@@ -602,10 +622,10 @@ extern "C" void sampler_cuda_tune(int plain, int cl) {
   smf_plain = plain != 0;
   smf_cl = cl == 1 || cl == 2 || cl == 4 || cl == 8 ? cl : 0;
 }
-template <int CL>
-static cudaError_t smf_launch(const sampler_params *p, const float *d_logits, int64_t rows, int64_t vocab, int64_t ld,
+template <int CL, class LT>
+static cudaError_t smf_launch(const sampler_params *p, const LT *d_logits, int64_t rows, int64_t vocab, int64_t ld,
                               const sampler_key *d_keys, sampler_out *d_out, size_t shmem, int vec, cudaStream_t st) {
-  cudaError_t err = cudaFuncSetAttribute(sampler_plain_kernel<CL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  cudaError_t err = cudaFuncSetAttribute(sampler_plain_kernel<CL, LT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)shmem);
   if (err != cudaSuccess) return err;
   cudaLaunchAttribute at[1];
@@ -614,12 +634,13 @@ static cudaError_t smf_launch(const sampler_params *p, const float *d_logits, in
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)(rows * CL)), cfg.blockDim = dim3(SMF_THREADS), cfg.dynamicSmemBytes = shmem;
   cfg.stream = st, cfg.attrs = at, cfg.numAttrs = CL > 1 ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, sampler_plain_kernel<CL>, *p, d_logits, vocab, ld, d_keys, d_out, vec);
+  return cudaLaunchKernelEx(&cfg, sampler_plain_kernel<CL, LT>, *p, d_logits, vocab, ld, d_keys, d_out, vec);
 }
 
-extern "C" int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t rows, int64_t vocab,
-                                   int64_t ld, const sampler_key *d_keys, sampler_out *d_out, void *stream,
-                                   rl_err *e) {
+/* sampler_sample_cuda and sampler_sample_bf16_cuda: the same kernels on either row type. */
+template <class LT>
+static int smp_sample(const sampler_params *p, const LT *d_logits, int64_t rows, int64_t vocab, int64_t ld,
+                      const sampler_key *d_keys, sampler_out *d_out, void *stream, rl_err *e) {
   if (sampler_check_params(p, e)) return RL_EXIT_USAGE;
   if (vocab < 1 || vocab > INT32_MAX || ld < vocab || rows < 0 || rows > INT32_MAX)
     return rl_errf(e, RL_EXIT_USAGE, "sampler (cuda): bad shape: %lld rows of %lld logits (stride %lld)",
@@ -634,7 +655,7 @@ extern "C" int sampler_sample_cuda(const sampler_params *p, const float *d_logit
     int cl = smf_cl ? smf_cl : 1;
     if (sms < 1) return rl_errf(e, RL_EXIT_FAIL, "sampler (cuda): the CUDA driver did not give the device's SM count");
     while (!smf_cl && cl < SMF_MAX_CL && rows * cl * 2 <= sms) cl *= 2;
-    const int vec = ld % 4 == 0 && ((uintptr_t)d_logits & 15) == 0;
+    const int vec = ld % 4 == 0 && ((uintptr_t)d_logits & (4 * sizeof(LT) - 1)) == 0;
     cudaStream_t st = (cudaStream_t)stream;
     cudaError_t err = cl == 1   ? smf_launch<1>(p, d_logits, rows, vocab, ld, d_keys, d_out, plain_shmem, vec, st)
                       : cl == 2 ? smf_launch<2>(p, d_logits, rows, vocab, ld, d_keys, d_out, plain_shmem, vec, st)
@@ -655,14 +676,26 @@ extern "C" int sampler_sample_cuda(const sampler_params *p, const float *d_logit
   const size_t with_seg = (words + (words & 1)) * sizeof(uint32_t) + words * sizeof(double);
   const int use_seg = with_seg <= SMP_MAX_SHARED;
   if (use_seg) shmem = with_seg;
-  cudaError_t err = cudaFuncSetAttribute(sampler_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
+  cudaError_t err = cudaFuncSetAttribute(sampler_kernel<LT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shmem);
   if (err == cudaSuccess) {
-    sampler_kernel<<<(unsigned)rows, SMP_THREADS, shmem, (cudaStream_t)stream>>>(*p, d_logits, vocab, ld, d_keys, d_out,
-                                                                               use_seg);
+    sampler_kernel<LT><<<(unsigned)rows, SMP_THREADS, shmem, (cudaStream_t)stream>>>(*p, d_logits, vocab, ld, d_keys,
+                                                                                   d_out, use_seg);
     err = cudaGetLastError();
   }
   if (err != cudaSuccess)
     return rl_errf(e, RL_EXIT_FAIL, "sampler (cuda): launching the kernel (%lld rows × %lld): %s", (long long)rows,
                    (long long)vocab, cudaGetErrorString(err));
   return 0;
+}
+
+extern "C" int sampler_sample_cuda(const sampler_params *p, const float *d_logits, int64_t rows, int64_t vocab,
+                                   int64_t ld, const sampler_key *d_keys, sampler_out *d_out, void *stream,
+                                   rl_err *e) {
+  return smp_sample(p, d_logits, rows, vocab, ld, d_keys, d_out, stream, e);
+}
+
+extern "C" int sampler_sample_bf16_cuda(const sampler_params *p, const uint16_t *d_logits, int64_t rows,
+                                        int64_t vocab, int64_t ld, const sampler_key *d_keys, sampler_out *d_out,
+                                        void *stream, rl_err *e) {
+  return smp_sample(p, d_logits, rows, vocab, ld, d_keys, d_out, stream, e);
 }

@@ -603,6 +603,8 @@ static void case_small(int64_t N, int64_t K, int nonneg, uint64_t seed) {
   uint16_t *xd = dev_copy(x, (size_t)(SG_MMAX * K) * 2), *wd = dev_copy(w, (size_t)(N * K) * 2);
   float *yd;
   CK(cudaMalloc((void **)&yd, (size_t)(SG_MMAX * N) * 4));
+  uint16_t *ybd; /* gemm_small_bf16_b_cuda's output (+ 1 element: a 2-byte-aligned start on odd M) */
+  CK(cudaMalloc((void **)&ybd, (size_t)(SG_MMAX * N + 1) * 2));
   float *y256 = NULL, *y64 = NULL;
   const char *kind = nonneg ? "small-nonneg" : "small";
   rl_err e;
@@ -626,11 +628,24 @@ static void case_small(int64_t N, int64_t K, int nonneg, uint64_t seed) {
     if (y256)
       for (int64_t r = 0; r < M; r++) inv += memcmp(y + r * N, y256 + r * N, (size_t)N * 4) != 0;
     for (int64_t i = 0; i < M * N; i++) nonfin += !isfinite(y[i]);
-    int ok = t.bad == 0 && inv == 0 && nonfin == 0 && (!nonneg || t.maxd <= 1);
+    /* the BF16-output form: the BF16 of each FP32 output, bit for bit */
+    int64_t bdiff = -1;
+    uint16_t *yb_at = ybd + (M & 1);
+    CK(cudaMemset(ybd, 0xff, (size_t)(M * N + 1) * 2));
+    if (gemm_small_bf16_b_cuda(yb_at, xd, wd, M, N, K, NULL, &e)) {
+      printf("       gemm_small_bf16_b_cuda: %s\n", e.msg);
+    } else {
+      uint16_t *yb = host_copy(yb_at, (size_t)(M * N) * 2);
+      bdiff = 0;
+      for (int64_t i = 0; i < M * N; i++) bdiff += yb[i] != fmt_bf16_from_f32(y[i]);
+      free(yb);
+    }
+    int ok = t.bad == 0 && inv == 0 && nonfin == 0 && (!nonneg || t.maxd <= 1) && bdiff == 0;
     printf("%-6s %-14s N=%-6lld K=%-5lld M=%-3lld slices=%-2d checked=%-8lld ≥1ulp=%-6lld ≥2ulp=%-4lld max=%d "
-           "beyond-bound=%lld rows≠M256=%lld non-finite=%lld\n",
+           "beyond-bound=%lld rows≠M256=%lld non-finite=%lld bf16-out≠=%lld\n",
            ok ? "PASS" : "FAIL", kind, (long long)N, (long long)K, (long long)M, slices, (long long)t.n,
-           (long long)t.diff, (long long)t.far, t.maxd, (long long)t.bad, (long long)inv, (long long)nonfin);
+           (long long)t.diff, (long long)t.far, t.maxd, (long long)t.bad, (long long)inv, (long long)nonfin,
+           (long long)bdiff);
     ok ? g_pass++ : g_fail++;
     bad_inv |= inv != 0;
     if (M == 256) y256 = y;
@@ -695,7 +710,7 @@ static void case_small(int64_t N, int64_t K, int nonneg, uint64_t seed) {
     cudaFree(yb);
   }
   free(y256), free(y64);
-  cudaFree(xd), cudaFree(wd), cudaFree(yd);
+  cudaFree(xd), cudaFree(wd), cudaFree(yd), cudaFree(ybd);
   free(ref), free(mag), free(wf), free(xf), free(x), free(w);
 }
 

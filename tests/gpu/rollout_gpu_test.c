@@ -234,6 +234,31 @@ static int64_t logp_bits_differ(model *m, const rollout_batch *b, float temp, in
  * the same sequences — sampling at T = 0.8 over max_new tokens (long enough to
  * cross the attention's 64-key tiles), the same bits with 64, 1 and 7 slots;
  * and, printed, what the default engine shows on the same model. */
+static int64_t gen_on_off_diffs(rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n, int np,
+                                rollout_opts *o, int (*sw)(int), long long (*count)(const rollout_cuda_engine *),
+                                long long cnt[2], int *was, const char *label, rl_err *e);
+static long long cnt_none(const rollout_cuda_engine *g);
+
+/* The step's logits to the sampler as BF16 rows (rollout_cuda_logits_b, the
+ * default) == as FP32 rows, on engine g: unmasked sampling at T = 0.8 (the plain
+ * kernel) and top-p 0.9 (the fused kernel), 40 tokens a sequence. */
+static void logits_b_check(const char *label, rollout_cuda_engine *g, const int32_t *const *ids, const int64_t *n,
+                           int np, const rollout_opts *base) {
+  static const double top_p[2] = {1.0, 0.9};
+  for (int k = 0; k < 2; k++) {
+    rollout_opts o = *base;
+    o.greedy = 0, o.temperature = 0.8, o.top_p = top_p[k];
+    long long c[2];
+    int was;
+    rl_err e = {0};
+    char what[240];
+    const int64_t d = gen_on_off_diffs(g, ids, n, np, &o, rollout_cuda_logits_b, cnt_none, c, &was, label, &e);
+    snprintf(what, sizeof what, "%s, T 0.8%s: the step's logits to the sampler as BF16 rows (RLRUN_DECODE_LOGITS_BF16, "
+             "default %s) == as FP32 rows (samples differing)", label, k ? ", top-p 0.9" : "", was ? "on" : "OFF");
+    check(d == 0 && was, what, "%.0f", (double)d);
+  }
+}
+
 static void exact_check(const char *name, model *m, qformat fmt, const int32_t *const *ids, const int64_t *n_ids, int np,
                         int G, int max_new, int64_t max_len) {
   char what[200];
@@ -286,6 +311,9 @@ static void exact_check(const char *name, model *m, qformat fmt, const int32_t *
       check(dk == 0 && nt > 0, what, "%.0f", (double)dk);
     }
     o.greedy = 0, o.temperature = 0.8, o.top_p = 1.0;
+    snprintf(what, sizeof what, "%s %s exact engine", name, fn);
+    o.max_slots = 64;
+    logits_b_check(what, g, ids, n_ids, np, &o);
   }
   for (int k = 0; k < got; k++) rollout_batch_free(&b[k]);
   rollout_cuda_engine_free(g);
@@ -948,6 +976,11 @@ static void prefill_groups_check(void) {
       if (!ra && !rq) rollout_batch_free(&hq);
       if (!ra && !rb) rollout_batch_free(&hc);
       rollout_cuda_engine_free(gh);
+    }
+    if (got == NS) {
+      o.max_slots = 64;
+      logits_b_check(f ? "fp8-block engine, 48 sequences × 40 tokens" : "bf16 engine, 48 sequences × 40 tokens", g, ids,
+                     n, NP, &o);
     }
     if (got == NS && f) { /* the small-M fp8 GEMM (default on) against cuBLASLt's rows: 48 sequences, 40 new
                            * tokens; the kernel itself: gemm_small_fp8_gpu_test */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/common.h"
+#include "kernels/formats.h"
 #include "stages/sampler.h"
 
 #if RLRUN_CUDA
@@ -52,6 +53,64 @@ static void make_logits(float *l, int64_t rows, int64_t V, int kind, uint64_t se
  * kernel on/off, its CTAs a row): each must give the CPU's bytes. */
 static const int tunings[][2] = {{1, 0}, {0, 0}, {1, 1}, {1, 2}, {1, 4}, {1, 8}};
 #define N_TUNINGS (int)(sizeof tunings / sizeof tunings[0])
+
+/* Two outputs, every field bit for bit. */
+static int out_same(const sampler_out *a, const sampler_out *b) {
+  return a->token == b->token && a->status == b->status && a->n_kept == b->n_kept && !memcmp(&a->u, &b->u, 8) &&
+         !memcmp(&a->logp, &b->logp, 8) && !memcmp(&a->logp_kept, &b->logp_kept, 8) &&
+         !memcmp(&a->entropy, &b->entropy, 8);
+}
+
+/* BF16 rows (sampler_sample_bf16_cuda) against FP32 rows of the same values
+ * (sampler_sample_cuda), under every tuning: the case's logits rounded to BF16
+ * (NaN, ±inf kept), and the row stride V + pad (pad 0, 1: the 8-byte loads
+ * where V % 4 == 0, element loads otherwise). */
+static void run_case_bf16(const char *name, const sampler_params *p, int64_t rows, int64_t V, const float *l,
+                          const sampler_key *dk, int pad) {
+  const int64_t ld = V + pad;
+  uint16_t *hb = rl_xcalloc((size_t)(rows * ld), 2);
+  float *hw = rl_xcalloc((size_t)(rows * ld), 4);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t i = 0; i < V; i++) hb[r * ld + i] = fmt_bf16_from_f32(l[r * V + i]), hw[r * ld + i] = fmt_bf16_to_f32(hb[r * ld + i]);
+  uint16_t *db;
+  float *dw;
+  sampler_out *d1, *d2;
+  CU(cudaMalloc((void **)&db, (size_t)(rows * ld) * 2));
+  CU(cudaMalloc((void **)&dw, (size_t)(rows * ld) * 4));
+  CU(cudaMalloc((void **)&d1, sizeof *d1 * (size_t)rows));
+  CU(cudaMalloc((void **)&d2, sizeof *d2 * (size_t)rows));
+  CU(cudaMemcpy(db, hb, (size_t)(rows * ld) * 2, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(dw, hw, (size_t)(rows * ld) * 4, cudaMemcpyHostToDevice));
+  sampler_out *o1 = rl_xcalloc((size_t)rows, sizeof *o1), *o2 = rl_xcalloc((size_t)rows, sizeof *o2);
+  rl_err e;
+  int64_t differ = 0, ok_rows = 0;
+  int failed = 0;
+  for (int tu = 0; tu < N_TUNINGS && !failed; tu++) {
+    sampler_cuda_tune(tunings[tu][0], tunings[tu][1]);
+    CU(cudaMemset(d1, 0xab, sizeof *d1 * (size_t)rows));
+    CU(cudaMemset(d2, 0xcd, sizeof *d2 * (size_t)rows));
+    if (sampler_sample_cuda(p, dw, rows, V, ld, dk, d1, NULL, &e) ||
+        sampler_sample_bf16_cuda(p, db, rows, V, ld, dk, d2, NULL, &e)) {
+      printf("FAIL %-28s BF16 rows (ld V+%d): %s\n", name, pad, e.msg);
+      failed = 1;
+      break;
+    }
+    CU(cudaDeviceSynchronize());
+    CU(cudaMemcpy(o1, d1, sizeof *o1 * (size_t)rows, cudaMemcpyDeviceToHost));
+    CU(cudaMemcpy(o2, d2, sizeof *o2 * (size_t)rows, cudaMemcpyDeviceToHost));
+    for (int64_t r = 0; r < rows; r++) differ += !out_same(&o1[r], &o2[r]), ok_rows += o1[r].status == SAMPLER_OK;
+  }
+  sampler_cuda_tune(1, 0);
+  const int ok = !failed && differ == 0 && ok_rows > 0;
+  printf("%s %-28s BF16 rows (ld V+%d) == FP32 rows of their values, %d tunings: rows differing %lld (OK rows %lld)\n",
+         ok ? "PASS" : "FAIL", name, pad, N_TUNINGS, (long long)differ, (long long)ok_rows);
+  ok ? g.pass++ : g.fail++;
+  CU(cudaFree(db));
+  CU(cudaFree(dw));
+  CU(cudaFree(d1));
+  CU(cudaFree(d2));
+  free(hb), free(hw), free(o1), free(o2);
+}
 
 /* Run one case on both backends (the GPU under every tuning) and compare. */
 static void run_case(const char *name, const sampler_params *p, int64_t rows, int64_t V, int kind) {
@@ -115,6 +174,7 @@ static void run_case(const char *name, const sampler_params *p, int64_t rows, in
     ok ? g.pass++ : g.fail++;
   }
   sampler_cuda_tune(1, 0);
+  for (int pad = 0; pad < 2; pad++) run_case_bf16(name, p, rows, V, l, dk, pad);
   CU(cudaFree(dl));
   CU(cudaFree(dk));
   CU(cudaFree(dout));
@@ -123,10 +183,12 @@ static void run_case(const char *name, const sampler_params *p, int64_t rows, in
 
 /* Milliseconds per call of the kernel on rows × V random logits, next to a
  * device-to-device copy of the same bytes (the floor of any one-pass kernel). */
-static void bench(const char *name, const sampler_params *p, int64_t rows, int64_t V) {
-  size_t bytes = sizeof(float) * (size_t)(rows * V);
-  float *l = rl_xmalloc(bytes), *dl, *dc;
+static void bench_as(const char *name, const sampler_params *p, int64_t rows, int64_t V, int bf16) {
+  size_t bytes = (bf16 ? 2 : sizeof(float)) * (size_t)(rows * V);
+  float *l = rl_xmalloc(sizeof(float) * (size_t)(rows * V)), *dl, *dc;
   make_logits(l, rows, V, 0, 7);
+  if (bf16) /* the BF16 bit patterns, packed in place (they take the first half of l) */
+    for (int64_t i = 0; i < rows * V; i++) ((uint16_t *)l)[i] = fmt_bf16_from_f32(l[i]);
   sampler_key *k = rl_xcalloc((size_t)rows, sizeof *k), *dk;
   for (int64_t r = 0; r < rows; r++) k[r].seed = 1, k[r].sample = (uint32_t)r;
   sampler_out *dout;
@@ -142,9 +204,13 @@ static void bench(const char *name, const sampler_params *p, int64_t rows, int64
   rl_err e;
   int reps = 20;
   float ms = 0, mc = 0;
-  if (sampler_sample_cuda(p, dl, rows, V, V, dk, dout, NULL, &e)) { printf("FAIL bench %s: %s\n", name, e.msg); g.fail++; return; }
+#define SAMPLE() \
+  (bf16 ? sampler_sample_bf16_cuda(p, (const uint16_t *)dl, rows, V, V, dk, dout, NULL, &e) \
+        : sampler_sample_cuda(p, dl, rows, V, V, dk, dout, NULL, &e))
+  if (SAMPLE()) { printf("FAIL bench %s: %s\n", name, e.msg); g.fail++; return; }
   CU(cudaEventRecord(a, 0));
-  for (int i = 0; i < reps; i++) sampler_sample_cuda(p, dl, rows, V, V, dk, dout, NULL, &e);
+  for (int i = 0; i < reps; i++) SAMPLE();
+#undef SAMPLE
   CU(cudaEventRecord(b, 0));
   CU(cudaEventSynchronize(b));
   CU(cudaEventElapsedTime(&ms, a, b));
@@ -158,12 +224,14 @@ static void bench(const char *name, const sampler_params *p, int64_t rows, int64
   ms /= reps, mc /= reps;
   printf("| %-22s | %5lld | %6lld | %8.3f ms | copy %7.3f ms | %6.1fx copy | %9.0f rows/s |\n", name, (long long)rows,
          (long long)V, ms, mc, ms / mc, rows / (ms * 1e-3));
+  /* (the copy is of this run's logits: FP32 or BF16 bytes) */
   CU(cudaFree(dl));
   CU(cudaFree(dc));
   CU(cudaFree(dk));
   CU(cudaFree(dout));
   free(l), free(k);
 }
+static void bench(const char *name, const sampler_params *p, int64_t rows, int64_t V) { bench_as(name, p, rows, V, 0); }
 
 int main(void) {
   int n = 0;
@@ -209,7 +277,9 @@ int main(void) {
   run_case("default/many rows", &d, 4096, 32000, 0); /* how often do FP64 sums flip a token: expect never */
   printf("\n| case                   |  rows |      V |   kernel    | logits D2D copy | ratio       | throughput      |\n");
   bench("default", &d, 64, 151936);
+  bench_as("default, BF16 logits", &d, 64, 151936, 1);
   bench("default", &d, 256, 151936);
+  bench_as("default, BF16 logits", &d, 256, 151936, 1);
   bench("greedy", &gr, 256, 151936);
   const int bt[][2] = {{0, 0}, {1, 1}, {1, 2}, {1, 4}};
   const char *btn[] = {"default fused kernel", "default plain cl=1", "default plain cl=2", "default plain cl=4"};
