@@ -15,7 +15,8 @@
  * entropy sum share one exp pass, T = 1 skips the (exact) division, and with no
  * mask the kept sums are s's own — the walk then reads each tile's segment sum
  * from shared memory instead of recomputing exp — so plain sampling reads the
- * row twice (argmax, sums) and computes each exp once. */
+ * row twice (argmax, sums) and computes each exp once. Both kernels take FP32
+ * or BF16 rows (smp_row): a BF16 row is read as the FP32 row of its values. */
 #include <pthread.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -439,7 +440,7 @@ __global__ void __launch_bounds__(SMF_THREADS, 1)
   /* argmax and validation over this CTA's share of the row */
   if (t == 0) s_bad = INT32_MAX, s_kmax = 0, s_arg = INT32_MAX;
   __syncthreads();
-  /* shares of a multiple of 4 tokens (16-byte loads when the row allows them); a
+  /* shares of a multiple of 4 tokens (4-token loads when the row allows them); a
    * thread visits its tokens in increasing order and keeps the first of equal
    * keys, as every split does */
   const int64_t per = ((V + CL - 1) / CL + 3) & ~(int64_t)3, a0 = min(V, rank * per), a1 = min(V, a0 + per);

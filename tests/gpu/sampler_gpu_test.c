@@ -1,7 +1,8 @@
 /* sampler_gpu_test.c — the CUDA sampler (fused and plain kernels, every CTAs-a-row tuning) against the CPU
  * reference (stages/sampler.c): the same token, status, kept count and draw
- * for every row, log-probs and entropy within 1e-12; then its speed at
- * Qwen3's vocabulary next to a plain read of the logits.
+ * for every row, log-probs and entropy within 1e-12; each case again as BF16
+ * rows (sampler_sample_bf16_cuda) against FP32 rows of the same values, bit for
+ * bit; then its speed at Qwen3's vocabulary next to a plain read of the logits.
  *
  *   build/gpu/sampler_gpu_test     one line per case, a timing table; exit 1 on any mismatch */
 #include <math.h>
