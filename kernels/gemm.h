@@ -279,7 +279,8 @@ typedef struct gemm_small_seg {
  * {wg, wu}: gemm_small_plan(2·ceil(N / GEMM_SMALL_BN)·GEMM_SMALL_BN, K). */
 int64_t gemm_small_group_rows(const gemm_small_seg *seg, int n_seg);
 
-/* The argument checks of the three entry points (no device access). */
+/* The argument checks of the entry points (no device access); gemm_small_b_check:
+ * gemm_small_bf16_b_cuda's, its BF16 y 2-byte aligned. */
 int gemm_small_check(const float *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,
                      int64_t K, rl_err *e);
 int gemm_small_b_check(const uint16_t *y, const uint16_t *x, const uint16_t *w, int64_t M, int64_t N,

@@ -2,7 +2,8 @@
  * its grouped launch gemm_small_bf16_group_cuda and the SwiGLU pair
  * gemm_small_bf16_swiglu_cuda): y = x·wᵀ for the decode step's small M (1 … 256
  * rows) on BF16 tensor cores, FP32 accumulation, the sum rounded to BF16 and
- * stored as FP32 (or, for the SwiGLU, passed through silu(g)·u and stored as BF16).
+ * stored as FP32 or, by gemm_small_bf16_b_cuda, as that BF16 (or, for the SwiGLU,
+ * passed through silu(g)·u and stored as BF16).
  *
  * Why not cuBLASLt: at M ≤ 64 a decode GEMM is a weight stream (the Qwen3-0.6B
  * layers hold 2–6 MB each); cuBLASLt's 128-wide N tiles give 8–24 CTAs for
