@@ -26,6 +26,7 @@
 #include "model/model.h"
 #include "model/model_cuda.h"
 #include "stages/rollout_cuda.h"
+#include "stages/sync.h" /* sync_part_bytes */
 
 #if RLRUN_CUDA
 #include <cuda_runtime_api.h>
@@ -33,16 +34,13 @@
 #include "bench/attn_trace.h" /* -DRCK_TRACE builds: the last step's attention timeline */
 #include "bench/bench_cuda.h"
 
-/* Bytes a decode step reads of view q: its codes and its scales. */
+/* Bytes a decode step reads of weight view q (on the device): its codes and
+ * scales, as the sync's manifest counts them. */
 static double view_bytes(const qtensor *q) {
-  const double n = (double)q->rows * (double)q->cols;
-  const double rb = (double)((q->rows + 127) / 128), kb = (double)((q->cols + 127) / 128);
-  switch (q->fmt) {
-  case QFMT_BF16: return 2 * n;
-  case QFMT_FP8_BLOCK: return n + 4 * (q->block_rows == 1 ? (double)q->rows : rb) * kb; /* FP32 scale per block */
-  case QFMT_MXFP8: return n + n / 32;                                                  /* UE8M0 per 32 */
-  default: return n / 2 + n / 16;                                                      /* NVFP4: E4M3 per 16 */
-  }
+  if (q->fmt == QFMT_BF16) return (double)sync_part_bytes(QFMT_BF16, SYNC_PART_BF16, q->rows, q->cols, 1);
+  double b = (double)sync_part_bytes(q->fmt, SYNC_PART_DATA, q->rows, q->cols, 1) +
+             (double)sync_part_bytes(q->fmt, SYNC_PART_SCALES, q->rows, q->cols, 1);
+  return q->fmt == QFMT_NVFP4 ? b + (double)sync_part_bytes(q->fmt, SYNC_PART_SDEC, q->rows, q->cols, 1) : b;
 }
 
 /* BF16 bits of U(−a, a) (a = 0: U(0.5, 1.5) for norm weights), xorshift. */

@@ -575,15 +575,14 @@ int mc_lin_fwd_b(model *m, const mc_lin *L, const uint16_t *xb, int64_t M, uint1
       return mc_small_q8_run(m, &L, 1, qa.q, qa.scales, quant_cdiv(K, 128), 1, M, &out_b, e);
     }
   }
-  if (mc_small_gemm(m, L, xb, M) && (uintptr_t)out_b % 2 == 0) { /* BF16 views at decode M: the small-M kernel
-                                                                  * stores its BF16-rounded sums as BF16 */
+  if (mc_small_gemm(m, L, xb, M)) { /* BF16 views at decode M: the small-M kernel stores its BF16-rounded sums as BF16 */
     int rc = MC_DP(DP_FWD_GEMM, gemm_small_bf16_b_cuda(out_b, xb, (const uint16_t *)L->q.data, M, N, L->q.cols, NULL, e));
     return rc ? rl_err_prefix(e, "%s: ", m->params[L->pi].name) : 0;
   }
-  if (M <= 64) { /* the small-M kernels write FP32 (of BF16-rounded sums): their bits, then the exact BF16 */
+  if (M <= 64) { /* the opt-in mma.sync fp8 kernel writes FP32 (of BF16-rounded sums): its bits, then the exact BF16 */
     float *y = mc_scratch(m, MC_SCR_DX, (size_t)(M * N) * 4, e);
     if (!y) return e->code;
-    if (mc_small_fp8(m, L, xb, M, y) || mc_small_gemm(m, L, xb, M)) {
+    if (mc_small_fp8(m, L, xb, M, y)) {
       int rc = mc_lin_fwd(m, L, xb, M, y, e);
       if (!rc) rc = mc_dp_end(ops_bf16_from_f32_cuda(out_b, y, (size_t)(M * N), NULL, e), DP_FWD_CONV);
       return rc;

@@ -22,9 +22,7 @@ static qformat sync_eff_fmt(const quant_policy *p, linear_class cls, int64_t K, 
   return f == QFMT_MXFP8 && K % 32 ? QFMT_BF16 : f;
 }
 
-/* Bytes of one part of an N×K tensor in format f (scales in the device
- * layout when on_device). */
-static uint64_t sync_part_bytes(qformat f, sync_part part, int64_t N, int64_t K, int on_device) {
+uint64_t sync_part_bytes(qformat f, sync_part part, int64_t N, int64_t K, int on_device) {
   switch (part) {
   case SYNC_PART_BF16: return (uint64_t)(N * K) * 2;
   case SYNC_PART_SDEC: return 4;

@@ -115,6 +115,10 @@ typedef enum sync_part {
   SYNC_PART_SDEC    /* nvfp4 per-tensor S_dec (FP32 scalar) */
 } sync_part;
 
+/* Bytes of one part of an N×K tensor in format f (scales in the device layout
+ * when on_device): what an entry of that part holds. */
+uint64_t sync_part_bytes(qformat f, sync_part part, int64_t N, int64_t K, int on_device);
+
 /* One entry of the manifest: a contiguous byte range of the rollout view. */
 typedef struct sync_entry {
   char name[SYNC_NAME_MAX]; /* checkpoint-style name (see above) */

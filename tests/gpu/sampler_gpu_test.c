@@ -153,9 +153,7 @@ static void run_case(const char *name, const sampler_params *p, int64_t rows, in
       int same = co[r].token == go[r].token && co[r].status == go[r].status && co[r].n_kept == go[r].n_kept &&
                  co[r].u == go[r].u;
       if (tu == 0) g0[r] = go[r];
-      differ += g0[r].token != go[r].token || g0[r].status != go[r].status || g0[r].n_kept != go[r].n_kept ||
-                memcmp(&g0[r].u, &go[r].u, 8) || memcmp(&g0[r].logp, &go[r].logp, 8) ||
-                memcmp(&g0[r].logp_kept, &go[r].logp_kept, 8) || memcmp(&g0[r].entropy, &go[r].entropy, 8);
+      differ += !out_same(&g0[r], &go[r]);
       if (!same && first < 0) first = r;
       mism += !same;
       if (co[r].status == SAMPLER_OK) {
