@@ -1,8 +1,9 @@
-/* common.c — error values, checked allocation, small file helpers. */
+/* common.c — error values, checked allocation, small file helpers, the environment's knobs. */
 #include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,12 +209,104 @@ double rl_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* ---------------------------------------------------------------- the environment's knobs */
+
+/* The variables already warned about (once each; past RL_ENV_WARN_MAX of them, every time). */
+#define RL_ENV_WARN_MAX 64
+static struct {
+  pthread_mutex_t mu;
+  const char *name[RL_ENV_WARN_MAX];
+  int n;
+  long warnings;
+} rl_envw = {PTHREAD_MUTEX_INITIALIZER, {0}, 0, 0};
+
+/* Say that name=v is not a value the knob takes (`takes`: what it does take) and
+ * that dflt is used, unless that was said already. */
+static void rl_env_bad(const char *name, const char *v, const char *takes, const char *dflt) {
+  pthread_mutex_lock(&rl_envw.mu);
+  int seen = 0;
+  for (int i = 0; i < rl_envw.n && !seen; i++) seen = !strcmp(rl_envw.name[i], name);
+  if (!seen) {
+    if (rl_envw.n < RL_ENV_WARN_MAX) rl_envw.name[rl_envw.n++] = name;
+    rl_envw.warnings++;
+    fprintf(stderr, "rlrun: warning: %s=%s is not a value it takes (%s); using its default, %s\n", name, v, takes,
+            dflt);
+  }
+  pthread_mutex_unlock(&rl_envw.mu);
+}
+
+long rl_env_warnings(void) {
+  pthread_mutex_lock(&rl_envw.mu);
+  long n = rl_envw.warnings;
+  pthread_mutex_unlock(&rl_envw.mu);
+  return n;
+}
+
+/* The decimal integer v is (1), or 0 when it is not one (sign, digits, nothing after). */
+static int rl_env_parse(const char *v, long *out) {
+  char *end = NULL;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (end == v || *end || errno) return 0;
+  *out = x;
+  return 1;
+}
+
+int rl_env_bool(const char *name, int dflt) {
+  const char *v = getenv(name);
+  if (!v || !*v) return dflt != 0;
+  if (!strcmp(v, "0") || !strcmp(v, "1")) return v[0] == '1';
+  rl_env_bad(name, v, "0 or 1", dflt ? "1" : "0");
+  return dflt != 0;
+}
+
+int rl_env_int(const char *name, int lo, int hi, int dflt) {
+  const char *v = getenv(name);
+  long x = 0;
+  if (!v || !*v) return dflt;
+  if (rl_env_parse(v, &x) && x >= lo && x <= hi) return (int)x;
+  char takes[64], d[16];
+  snprintf(takes, sizeof takes, "an integer from %d to %d", lo, hi);
+  snprintf(d, sizeof d, "%d", dflt);
+  rl_env_bad(name, v, takes, d);
+  return dflt;
+}
+
+int rl_env_int_of(const char *name, const int *ok, int n, int dflt) {
+  const char *v = getenv(name);
+  long x = 0;
+  if (!v || !*v) return dflt;
+  if (rl_env_parse(v, &x))
+    for (int i = 0; i < n; i++)
+      if (x == ok[i]) return ok[i];
+  char takes[128];
+  size_t at = (size_t)snprintf(takes, sizeof takes, "one of");
+  for (int i = 0; i < n && at < sizeof takes; i++)
+    at += (size_t)snprintf(takes + at, sizeof takes - at, "%s %d", i ? "," : "", ok[i]);
+  char d[16];
+  snprintf(d, sizeof d, "%d", dflt);
+  rl_env_bad(name, v, takes, d);
+  return dflt;
+}
+
+int rl_env_word(const char *name, const char *const *words, int n, int dflt) {
+  const char *v = getenv(name);
+  if (!v || !*v) return dflt;
+  for (int i = 0; i < n; i++)
+    if (!strcmp(v, words[i])) return i;
+  char takes[128];
+  size_t at = (size_t)snprintf(takes, sizeof takes, "one of");
+  for (int i = 0; i < n && at < sizeof takes; i++)
+    at += (size_t)snprintf(takes + at, sizeof takes - at, "%s %s", i ? "," : "", words[i]);
+  rl_env_bad(name, v, takes, dflt >= 0 && dflt < n ? words[dflt] : "none");
+  return dflt;
+}
+
 int rl_env_switch_def(int *cache, const char *name, int def, int set) {
   if (set >= 0) __atomic_store_n(cache, set != 0, __ATOMIC_SEQ_CST);
   int on = __atomic_load_n(cache, __ATOMIC_SEQ_CST);
   if (on < 0) {
-    const char *v = getenv(name);
-    int want = v && !strcmp(v, "0") ? 0 : v && !strcmp(v, "1") ? 1 : def != 0, unset = -1;
+    int want = rl_env_bool(name, def), unset = -1;
     __atomic_compare_exchange_n(cache, &unset, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     on = __atomic_load_n(cache, __ATOMIC_SEQ_CST);
   }

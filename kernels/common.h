@@ -73,13 +73,29 @@ double rl_now(void);
  * nan as %g prints them. Into buf (n >= 32); returns buf. */
 const char *rl_fmt_double(double v, char *buf, size_t n);
 
-/* An on/off switch from the environment variable `name` (unset or anything but
- * "0": on), read once into *cache (−1 until then; a static int of the caller);
+/* The RLRUN_* knobs of the environment (tuning and diagnostic switches; the
+ * README lists them). Each reads variable `name` now: unset or empty → dflt; a
+ * value the knob takes → that; any other value → dflt, and one line on stderr
+ * (the first time for each variable) naming the variable, the value, what it
+ * takes and the default used. Thread-safe.
+ *   rl_env_bool: "0" or "1".
+ *   rl_env_int: a decimal integer in [lo, hi].
+ *   rl_env_int_of: one of the n integers ok[].
+ *   rl_env_word: one of the n words; returns its index. */
+int rl_env_bool(const char *name, int dflt);
+int rl_env_int(const char *name, int lo, int hi, int dflt);
+int rl_env_int_of(const char *name, const int *ok, int n, int dflt);
+int rl_env_word(const char *name, const char *const *words, int n, int dflt);
+/* Warnings the knobs above have printed so far (tests). */
+long rl_env_warnings(void);
+
+/* An on/off switch from the environment variable `name` (rl_env_bool, default
+ * on), read once into *cache (−1 until then; a static int of the caller);
  * set ≥ 0 overrides it from then on (tests), −1 only asks. Atomic: engines of a
  * split rollout ask from threads of their own. */
 int rl_env_switch(int *cache, const char *name, int set);
-/* The same with default `def`: unset → def, "0" → off, "1" → on, anything else → def
- * (rl_env_switch is def = 1; an opt-in switch such as RLRUN_LINEAR_FP8Q is def = 0). */
+/* The same with default `def` (rl_env_switch is def = 1; an opt-in switch such
+ * as RLRUN_LINEAR_FP8Q is def = 0). */
 int rl_env_switch_def(int *cache, const char *name, int def, int set);
 
 #endif

@@ -1,6 +1,8 @@
 /* devprof.c — see devprof.h. */
 #include "kernels/devprof.h"
 
+#include "kernels/common.h" /* rl_env_bool */
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +25,7 @@ static _Thread_local struct { /* per host thread: each drives its own device's s
 
 int devprof_on(void) {
   if (dp.on < 0) {
-    const char *v = getenv("RLRUN_MODEL_PROFILE");
-    dp.on = v && *v && strcmp(v, "0") != 0;
+    dp.on = rl_env_bool("RLRUN_MODEL_PROFILE", 0);
   }
   return dp.on;
 }

@@ -127,14 +127,6 @@ static struct {
   int set; /* 1: cur came from gemm_small_tune_set */
 } SGT = {PTHREAD_ONCE_INIT, {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}, 0};
 
-/* An integer knob in [lo, hi], else dflt. */
-static int sgt_int(const char *name, int lo, int hi, int dflt) {
-  const char *v = getenv(name);
-  char *end = NULL;
-  long n = v && *v ? strtol(v, &end, 10) : 0;
-  return v && *v && end && *end == 0 && n >= lo && n <= hi ? (int)n : dflt;
-}
-
 /* Knob values in range, or their defaults. */
 static gemm_small_tune sgt_valid(gemm_small_tune t) {
   if (t.ctas < 1 || t.ctas > 65536) t.ctas = GEMM_SMALL_CTAS;
@@ -147,12 +139,13 @@ static gemm_small_tune sgt_valid(gemm_small_tune t) {
 
 static void sgt_read_env(void) {
   gemm_small_tune t;
-  t.ctas = sgt_int("RLRUN_SMALL_GEMM_CTAS", 1, 65536, GEMM_SMALL_CTAS);
-  t.min_stages = sgt_int("RLRUN_SMALL_GEMM_MIN_STAGES", 1, 16, 2);
-  t.bn = sgt_int("RLRUN_SMALL_GEMM_BN", 0, 64, 0);
-  const char *r = getenv("RLRUN_SMALL_GEMM_REDUCE");
-  t.reduce = r && !strcmp(r, "global") ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER;
-  t.pdl = sgt_int("RLRUN_SMALL_GEMM_PDL", 0, 1, 1);
+  static const int bns[3] = {0, 32, 64};
+  static const char *const reduce[2] = {"cluster", "global"};
+  t.ctas = rl_env_int("RLRUN_SMALL_GEMM_CTAS", 1, 65536, GEMM_SMALL_CTAS);
+  t.min_stages = rl_env_int("RLRUN_SMALL_GEMM_MIN_STAGES", 1, 16, 2);
+  t.bn = rl_env_int_of("RLRUN_SMALL_GEMM_BN", bns, 3, 0);
+  t.reduce = rl_env_word("RLRUN_SMALL_GEMM_REDUCE", reduce, 2, 0) ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER;
+  t.pdl = rl_env_bool("RLRUN_SMALL_GEMM_PDL", 1);
   SGT.env = sgt_valid(t);
 }
 
@@ -310,8 +303,8 @@ int gemm_fp8q_cluster(int set) {
   if (set >= 0) __atomic_store_n(&cache, set == 1 || set == 2 || set == 4 ? set : 0, __ATOMIC_SEQ_CST);
   int cl = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
   if (cl < 0) {
-    const char *v = getenv("RLRUN_FP8Q_CLUSTER");
-    int want = !v ? 0 : !strcmp(v, "1") ? 1 : !strcmp(v, "2") ? 2 : !strcmp(v, "4") ? 4 : 0, unset = -1;
+    static const int cls[4] = {0, 1, 2, 4};
+    int want = rl_env_int_of("RLRUN_FP8Q_CLUSTER", cls, 4, 0), unset = -1;
     __atomic_compare_exchange_n(&cache, &unset, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     cl = __atomic_load_n(&cache, __ATOMIC_SEQ_CST);
   }

@@ -408,17 +408,6 @@ int sf_launch_mb(int mb, int dev, sf_args &a, int want_cluster, cudaStream_t s, 
   }
 }
 
-/* Parse an integer knob in [lo, hi]; 1 when set and valid. */
-int sf_env_int(const char *name, int lo, int hi, int *out) {
-  const char *v = getenv(name);
-  if (!v || !*v) return 0;
-  char *end = NULL;
-  long x = strtol(v, &end, 10);
-  if (*end || x < lo || x > hi) return 0;
-  *out = (int)x;
-  return 1;
-}
-
 /* The knobs with every out-of-range value replaced by its default. */
 gemm_small_fp8_tune sf_tune_fix(gemm_small_fp8_tune t) {
   if (t.ctas < 1 || t.ctas > 65536) t.ctas = GEMM_SMALL_FP8_CTAS;
@@ -432,17 +421,16 @@ gemm_small_fp8_tune sf_tune_fix(gemm_small_fp8_tune t) {
 /* The environment's knobs (read once: pthread_once, since one thread a GPU may
  * ask first at the same time). */
 static void sf_env_read(void) {
-  {
-    gemm_small_fp8_tune t = {GEMM_SMALL_FP8_CTAS, GEMM_SMALL_FP8_MIN_STAGES, 0, GEMM_SMALL_FP8_REDUCE_CLUSTER, 1};
-    sf_env_int("RLRUN_SMALL_FP8_CTAS", 1, 65536, &t.ctas);
-    sf_env_int("RLRUN_SMALL_FP8_MIN_STAGES", 1, 16, &t.min_stages);
-    int bn = 0;
-    if (sf_env_int("RLRUN_SMALL_FP8_BN", 0, 64, &bn) && (bn == 0 || bn == 32 || bn == 64)) t.bn = bn;
-    const char *r = getenv("RLRUN_SMALL_FP8_REDUCE");
-    if (r && !strcmp(r, "global")) t.reduce = GEMM_SMALL_FP8_REDUCE_GLOBAL;
-    sf_env_int("RLRUN_SMALL_FP8_PDL", 0, 1, &t.pdl);
-    SF.env = t, SF.have_env = 1;
-  }
+  static const int bns[3] = {0, 32, 64};
+  static const char *const reduce[2] = {"cluster", "global"};
+  gemm_small_fp8_tune t;
+  t.ctas = rl_env_int("RLRUN_SMALL_FP8_CTAS", 1, 65536, GEMM_SMALL_FP8_CTAS);
+  t.min_stages = rl_env_int("RLRUN_SMALL_FP8_MIN_STAGES", 1, 16, GEMM_SMALL_FP8_MIN_STAGES);
+  t.bn = rl_env_int_of("RLRUN_SMALL_FP8_BN", bns, 3, 0);
+  t.reduce = rl_env_word("RLRUN_SMALL_FP8_REDUCE", reduce, 2, 0) ? GEMM_SMALL_FP8_REDUCE_GLOBAL
+                                                                 : GEMM_SMALL_FP8_REDUCE_CLUSTER;
+  t.pdl = rl_env_bool("RLRUN_SMALL_FP8_PDL", 1);
+  SF.env = t, SF.have_env = 1;
 }
 gemm_small_fp8_tune sf_tune_env(void) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;

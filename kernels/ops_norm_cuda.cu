@@ -573,10 +573,7 @@ static int rmsnorm_bwd_fused(float *dx, uint16_t *dxb, float *dw, const float *d
 /* 1: the RMSNorm forwards launch as programmatic dependents of the kernel
  * before them (default; RLRUN_OPS_PDL=0 turns it off, read once; see ops.h). */
 static int ops_pdl_on;
-static void ops_pdl_read(void) {
-  const char *v = getenv("RLRUN_OPS_PDL");
-  ops_pdl_on = !(v && !strcmp(v, "0"));
-}
+static void ops_pdl_read(void) { ops_pdl_on = rl_env_bool("RLRUN_OPS_PDL", 1); }
 extern "C" int ops_pdl(void) {
   static pthread_once_t once = PTHREAD_ONCE_INIT; /* one thread a GPU may ask first at once */
   pthread_once(&once, ops_pdl_read);

@@ -496,8 +496,7 @@ void *mc_scratch(model *m, int slot, size_t bytes, rl_err *e) {
 static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M) {
   if (L->q.fmt != QFMT_BF16 || M < 1 || M > 64 || m->cu->policy.pin_algo || m->cu->row_inv) return 0;
   if (L->q.cols % 8 || (uintptr_t)xb % 16 || (uintptr_t)L->q.data % 16) return 0;
-  const char *env = getenv("RLRUN_SMALL_GEMM");
-  return !env || strcmp(env, "0") != 0;
+  return rl_env_bool("RLRUN_SMALL_GEMM", 1);
 }
 
 /* fp8-block weights at decode M (≤ 64) through gemm_small_fp8_block_cuda (one
@@ -509,8 +508,7 @@ static int mc_small_gemm(const model *m, const mc_lin *L, const uint16_t *xb, in
  * order of BF16 × BF16's through gemm_small); see docs/gpu-results.md. */
 static int mc_small_fp8_wanted(const model *m, const mc_lin *L, int64_t M) {
   if (L->q.fmt != QFMT_FP8_BLOCK || M < 1 || M > 64 || m->cu->policy.pin_algo || m->cu->row_inv) return 0;
-  const char *env = getenv("RLRUN_SMALL_GEMM_FP8");
-  return env && !strcmp(env, "1");
+  return rl_env_bool("RLRUN_SMALL_GEMM_FP8", 0);
 }
 static int mc_small_fp8(const model *m, const mc_lin *L, const uint16_t *xb, int64_t M, float *out) {
   rl_err e = {0};
@@ -672,10 +670,7 @@ static int mc_small_q8_max_m(void) {
   static int v = 0;
   int got = __atomic_load_n(&v, __ATOMIC_ACQUIRE);
   if (!got) {
-    const char *s = getenv("RLRUN_SMALL_GEMM_Q8_MAX_M");
-    char *end = NULL;
-    long x = s ? strtol(s, &end, 10) : 0;
-    got = s && end != s && !*end && x >= 1 && x <= GEMM_SMALL_MAX_M ? (int)x : 64;
+    got = rl_env_int("RLRUN_SMALL_GEMM_Q8_MAX_M", 1, GEMM_SMALL_MAX_M, 64);
     __atomic_store_n(&v, got, __ATOMIC_RELEASE);
   }
   return got;

@@ -64,8 +64,7 @@ static void *mc_dalloc(model_cuda_acts *a, int64_t n, size_t sz, rl_err *e) {
  * FP32-flow acts, RLRUN_MODEL_FP32_FLOW=1 (an A/B switch: model_gpu_test holds
  * the two flows bitwise equal), or widths the 4-wide kernels do not take. */
 static int mc_bx_flow(const model *m, const model_cuda_acts *a) {
-  const char *env = getenv("RLRUN_MODEL_FP32_FLOW");
-  if (a->fp32_flow || (env && !strcmp(env, "1"))) return 0;
+  if (a->fp32_flow || rl_env_bool("RLRUN_MODEL_FP32_FLOW", 0)) return 0;
   return m->H % 8 == 0 && m->I % 8 == 0 && (m->nq * m->hd) % 8 == 0 && (m->nkv * m->hd) % 8 == 0;
 }
 

@@ -60,9 +60,7 @@ static char *run_recipe_abs(const char *path) {
 
 /* Progress display: a status line on a terminal, plain lines otherwise (RLRUN_PROGRESS=0|1 overrides). */
 static loop_opts run_loop_opts(int quiet) {
-  loop_opts o = {.progress = isatty(2), .log = stderr, .quiet = quiet};
-  const char *p = getenv("RLRUN_PROGRESS");
-  if (p && *p) o.progress = atoi(p) != 0;
+  loop_opts o = {.progress = rl_env_bool("RLRUN_PROGRESS", isatty(2)), .log = stderr, .quiet = quiet};
   return o;
 }
 

@@ -122,7 +122,7 @@ static void rp_report(void);
 void rollout_cuda_engine_free(rollout_cuda_engine *g) {
   if (!g) return;
   rp_report();
-  if (g->graphs && getenv("RLRUN_ROLLOUT_PROFILE"))
+  if (g->graphs && rl_env_bool("RLRUN_ROLLOUT_PROFILE", 0))
     fprintf(stderr, "rollout (CUDA): %lld decode steps as graphs (%lld captures), %lld eager\n", g->graph_launches,
             g->captures, g->eager_steps);
   rc_graphs_drop(g);
@@ -208,8 +208,7 @@ int rollout_cuda_engine_new(model *m, const quant_policy *policy, int slots, int
   rollout_cuda_engine *g = rl_xcalloc(1, sizeof *g);
   g->m = m, g->slots = slots, g->max_len = max_len, g->kvd = m->nkv * m->hd, g->n_split = rck_n_split(max_len, m->nq / m->nkv);
   g->rows_cap = rc_bucket(slots);
-  const char *gv = getenv("RLRUN_ROLLOUT_GRAPHS");
-  g->graphs = !(gv && !strcmp(gv, "0")) && !m->E; /* MoE layers copy routing to the host mid-step: eager */
+  g->graphs = rl_env_bool("RLRUN_ROLLOUT_GRAPHS", 1) && !m->E; /* MoE layers copy routing to the host mid-step: eager */
   if (policy) g->pol = *policy, g->has_pol = 1;
   g->exact = policy && policy->pin_algo;
   size_t cache = (size_t)m->L * (slots + 1) * max_len * g->kvd, R = (size_t)g->rows_cap;
@@ -304,8 +303,7 @@ static _Thread_local struct {
 void rollout_cuda_profile_thread_off(void) { rp.on = 0; }
 static int rp_enabled(void) {
   if (rp.on < 0) {
-    const char *v = getenv("RLRUN_ROLLOUT_PROFILE");
-    rp.on = v && *v && strcmp(v, "0");
+    rp.on = rl_env_bool("RLRUN_ROLLOUT_PROFILE", 0);
   }
   return rp.on;
 }
@@ -869,8 +867,7 @@ static int rc_run(rollout_cuda_engine *g, rc_seq *seq, int64_t N, int G, int64_t
                   rl_err *e) {
   model *m = g->m;
   int S = o->max_slots > 0 && o->max_slots < g->slots ? o->max_slots : g->slots, rc = 0, n, buf = 0;
-  const char *pv = getenv("RLRUN_ROLLOUT_PIPE");
-  const int pipe = !rk && !m->E && !rp_enabled() && !(pv && !strcmp(pv, "0"));
+  const int pipe = !rk && !m->E && !rp_enabled() && rl_env_bool("RLRUN_ROLLOUT_PIPE", 1);
   int64_t *slot_seq = rl_xmalloc((size_t)S * 8), next = 0, *qi = rl_xmalloc((size_t)S * 8),
           *cpos = rl_xmalloc((size_t)S * 8);
   rc_seq **sq = rl_xmalloc((size_t)S * sizeof *sq);

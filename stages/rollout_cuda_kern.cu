@@ -838,9 +838,8 @@ static int rck_attn_launch(float *pacc, float *pml, const float *q, const uint16
  * bits of the output depend on it (never on the batch). */
 static int rck_unroll_u;
 static void rck_unroll_read(void) {
-  const char *v = getenv("RLRUN_DECODE_ATTN_U");
-  int x = v ? atoi(v) : 8;
-  rck_unroll_u = x == 4 || x == 16 ? x : 8;
+  static const int us[3] = {4, 8, 16};
+  rck_unroll_u = rl_env_int_of("RLRUN_DECODE_ATTN_U", us, 3, 8);
 }
 static int rck_unroll(void) {
   static pthread_once_t once = PTHREAD_ONCE_INIT; /* one thread a GPU may ask first at once */
@@ -857,8 +856,8 @@ static int rck_unroll(void) {
  * batch), and the split count rck_n_split gives. */
 static int rck_attn_mode = -1;
 static void rck_attn_mode_env(void) {
-  const char *v = getenv("RLRUN_DECODE_ATTN");
-  rck_attn_mode = !(v && !strcmp(v, "split"));
+  static const char *const modes[2] = {"split", "staged"};
+  rck_attn_mode = rl_env_word("RLRUN_DECODE_ATTN", modes, 2, 1);
 }
 extern "C" int rck_decode_attn_mode(int mode) {
   static pthread_once_t once = PTHREAD_ONCE_INIT; /* one thread a GPU may ask first at once */
@@ -889,17 +888,13 @@ static int rck_staged(int grp) { return rck_decode_attn_mode(-1) && (grp == 1 ||
  * loads 0.8 % slower. */
 static int rck_tune_ring = 0, rck_tune_per = -1, rck_tune_pdl = -1, rck_tune_tma = -1, rck_tune_ef = -1;
 static void rck_tune_env(void) {
-  const char *v = getenv("RLRUN_DECODE_ATTN_EF");
-  rck_tune_ef = !(v && !strcmp(v, "0"));
-  v = getenv("RLRUN_DECODE_ATTN_TMA");
-  rck_tune_tma = !(v && !strcmp(v, "0"));
-  v = getenv("RLRUN_DECODE_ATTN_PDL");
-  rck_tune_pdl = !(v && !strcmp(v, "0"));
-  v = getenv("RLRUN_DECODE_ATTN_RING");
-  const int x = v ? atoi(v) : 0;
-  rck_tune_ring = x >= 2 && x <= RCK_RING_MAX ? x : 0; /* 0: by the rows (rck_staged_launch) */
-  v = getenv("RLRUN_DECODE_ATTN_PER");
-  rck_tune_per = v && atoi(v) > 0 ? atoi(v) : 0;
+  static_assert(RCK_RING_MAX == 4, "the ring sizes RLRUN_DECODE_ATTN_RING takes");
+  static const int rings[4] = {0, 2, 3, 4}; /* 0: by the rows (rck_staged_launch) */
+  rck_tune_ef = rl_env_bool("RLRUN_DECODE_ATTN_EF", 1);
+  rck_tune_tma = rl_env_bool("RLRUN_DECODE_ATTN_TMA", 1);
+  rck_tune_pdl = rl_env_bool("RLRUN_DECODE_ATTN_PDL", 1);
+  rck_tune_ring = rl_env_int_of("RLRUN_DECODE_ATTN_RING", rings, 4, 0);
+  rck_tune_per = rl_env_int("RLRUN_DECODE_ATTN_PER", 0, 1 << 20, 0); /* 0: by rck_per */
 }
 static void rck_tune_read(void) { /* the environment once (one thread a GPU may ask first at once) */
   static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -1037,10 +1032,7 @@ extern "C" int rck_attn_q8_lane4(int set) {
 
 /* RLRUN_DECODE_QK_FUSED=0: the separate rck_qkv_post launch (read once). */
 static int rck_qk_env = -1;
-static void rck_qk_env_read(void) {
-  const char *v = getenv("RLRUN_DECODE_QK_FUSED");
-  rck_qk_env = !(v && !strcmp(v, "0"));
-}
+static void rck_qk_env_read(void) { rck_qk_env = rl_env_bool("RLRUN_DECODE_QK_FUSED", 1); }
 extern "C" int rck_decode_qk_fused(int grp, int set) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, rck_qk_env_read);

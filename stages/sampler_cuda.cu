@@ -605,14 +605,10 @@ __global__ void __launch_bounds__(SMF_THREADS, 1)
 /* The tuning of sampler.h (sampler_cuda_tune): the plain kernel where it
  * applies (1) or never (0); its CTAs a row (1, 2, 4, 8; 0: by rows). */
 static int smf_plain = -1, smf_cl = 0;
-static int smf_knob(const char *name, int dflt) {
-  const char *v = getenv(name);
-  return v && *v ? atoi(v) : dflt;
-}
 static void smf_env(void) {
-  smf_plain = smf_knob("RLRUN_SAMPLER_PLAIN", 1) != 0;
-  const int c = smf_knob("RLRUN_SAMPLER_CL", 0);
-  smf_cl = c == 1 || c == 2 || c == 4 || c == 8 ? c : 0;
+  static const int cls[5] = {0, 1, 2, 4, 8};
+  smf_plain = rl_env_bool("RLRUN_SAMPLER_PLAIN", 1);
+  smf_cl = rl_env_int_of("RLRUN_SAMPLER_CL", cls, 5, 0);
 }
 static void smf_read(void) { /* once: the engines of a split rollout sample from threads of their own */
   static pthread_once_t once = PTHREAD_ONCE_INIT;

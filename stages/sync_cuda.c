@@ -259,8 +259,7 @@ done:
  * bucket b+1 runs while bucket b is broadcast. A linear is launched with the
  * first bucket any of its bytes lie in. */
 static int sync_overlap_on(void) {
-  const char *v = getenv("RLRUN_SYNC_OVERLAP");
-  return !(v && !strcmp(v, "0"));
+  return rl_env_bool("RLRUN_SYNC_OVERLAP", 1);
 }
 typedef struct sync_qwant {
   const uint64_t *first_off; /* [n_params] the first stream offset of each parameter's entries (UINT64_MAX: none) */

@@ -20,7 +20,7 @@ TEST(err_format_and_prefix) {
   CHECK_EQ_I64(rl_errf(NULL, 7, "ignored"), 7);
 }
 
-/* rl_env_switch: read once (unset or anything but "0": on), then fixed; set ≥ 0 overrides. */
+/* rl_env_switch: read once ("0" off, "1" on, unset or anything else: the default), then fixed; set ≥ 0 overrides. */
 TEST(env_switch_reads_once_and_overrides) {
   int a = -1, b = -1, c = -1;
   setenv("RLRUN_TEST_SWITCH_OFF", "0", 1);
@@ -44,6 +44,57 @@ TEST(env_switch_reads_once_and_overrides) {
   CHECK_EQ_I64(rl_env_switch_def(&g, "RLRUN_TEST_SWITCH_UNSET", 0, -1), 0);
   CHECK_EQ_I64(rl_env_switch_def(&g, "RLRUN_TEST_SWITCH_UNSET", 0, 1), 1);
   unsetenv("RLRUN_TEST_SWITCH_OFF"), unsetenv("RLRUN_TEST_SWITCH_ON"), unsetenv("RLRUN_TEST_SWITCH_ONE");
+}
+
+/* The knobs: unset or empty → the default; a value the knob takes → it; any
+ * other → the default and one warning a variable (counted, not repeated). */
+TEST(env_knobs_take_their_values_and_warn_once_on_others) {
+  const long w0 = rl_env_warnings();
+  unsetenv("RLRUN_TEST_KNOB");
+  CHECK_EQ_I64(rl_env_bool("RLRUN_TEST_KNOB", 1), 1);
+  CHECK_EQ_I64(rl_env_int("RLRUN_TEST_KNOB", 1, 16, 7), 7);
+  setenv("RLRUN_TEST_KNOB", "", 1);
+  CHECK_EQ_I64(rl_env_bool("RLRUN_TEST_KNOB", 0), 0);
+  CHECK_EQ_I64(rl_env_warnings(), w0);
+  setenv("RLRUN_TEST_KNOB", "0", 1);
+  CHECK_EQ_I64(rl_env_bool("RLRUN_TEST_KNOB", 1), 0);
+  setenv("RLRUN_TEST_KNOB", "1", 1);
+  CHECK_EQ_I64(rl_env_bool("RLRUN_TEST_KNOB", 0), 1);
+  CHECK_EQ_I64(rl_env_int("RLRUN_TEST_KNOB", 1, 16, 7), 1); /* the range's ends are in it */
+  setenv("RLRUN_TEST_KNOB", "16", 1);
+  CHECK_EQ_I64(rl_env_int("RLRUN_TEST_KNOB", 1, 16, 7), 16);
+  setenv("RLRUN_TEST_KNOB", "-3", 1);
+  CHECK_EQ_I64(rl_env_int("RLRUN_TEST_KNOB", -4, 0, 0), -3);
+  static const int ok[4] = {0, 32, 64, 128};
+  setenv("RLRUN_TEST_KNOB", "64", 1);
+  CHECK_EQ_I64(rl_env_int_of("RLRUN_TEST_KNOB", ok, 4, 0), 64);
+  static const char *const words[2] = {"cluster", "global"};
+  setenv("RLRUN_TEST_KNOB", "global", 1);
+  CHECK_EQ_I64(rl_env_word("RLRUN_TEST_KNOB", words, 2, 0), 1);
+  CHECK_EQ_I64(rl_env_warnings(), w0);
+  /* values not taken: the default, one warning for the variable however often asked */
+  setenv("RLRUN_TEST_KNOB", "yes", 1);
+  CHECK_EQ_I64(rl_env_bool("RLRUN_TEST_KNOB", 1), 1);
+  CHECK_EQ_I64(rl_env_warnings(), w0 + 1);
+  CHECK_EQ_I64(rl_env_bool("RLRUN_TEST_KNOB", 0), 0);
+  CHECK_EQ_I64(rl_env_warnings(), w0 + 1);
+  const char *bad_int[] = {"17", "0", "8x", "x8", " ", "4.5", "99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad_int / sizeof *bad_int; i++) {
+    setenv("RLRUN_TEST_KNOB_INT", bad_int[i], 1);
+    CHECK_EQ_I64(rl_env_int("RLRUN_TEST_KNOB_INT", 1, 16, 7), 7);
+  }
+  setenv("RLRUN_TEST_KNOB_OF", "48", 1);
+  CHECK_EQ_I64(rl_env_int_of("RLRUN_TEST_KNOB_OF", ok, 4, 32), 32);
+  setenv("RLRUN_TEST_KNOB_WORD", "Global", 1); /* words are exact */
+  CHECK_EQ_I64(rl_env_word("RLRUN_TEST_KNOB_WORD", words, 2, 0), 0);
+  CHECK_EQ_I64(rl_env_warnings(), w0 + 4);
+  /* rl_env_switch_def reads through rl_env_bool: "no" is its default, with the warning */
+  int sw = -1;
+  setenv("RLRUN_TEST_KNOB_SW", "no", 1);
+  CHECK_EQ_I64(rl_env_switch_def(&sw, "RLRUN_TEST_KNOB_SW", 0, -1), 0);
+  CHECK_EQ_I64(rl_env_warnings(), w0 + 5);
+  unsetenv("RLRUN_TEST_KNOB"), unsetenv("RLRUN_TEST_KNOB_INT"), unsetenv("RLRUN_TEST_KNOB_OF");
+  unsetenv("RLRUN_TEST_KNOB_WORD"), unsetenv("RLRUN_TEST_KNOB_SW");
 }
 
 TEST(read_file_roundtrip_and_missing) {
