@@ -600,6 +600,30 @@ static cudaError_t launch_pdl(void (*kern)(KA...), unsigned blocks, unsigned thr
   return cudaLaunchKernelEx(&cfg, kern, ((KA)args)...);
 }
 
+/* The RMSNorm forward kernels by their runtime choices (the residual add when h
+ * is given: h and resid are both NULL otherwise), launched as programmatic
+ * dependents when pdl: the wide kernel on 4 or 8 warps a row (nw8) … */
+template <bool Q8, typename TX>
+static cudaError_t rms_launch_wide(bool nw8, unsigned blocks, cudaStream_t st, int pdl, float *h, float *y, uint16_t *yb,
+                                   float *rstd, const float *resid, const TX *x, const float *w, int rows, int dim,
+                                   float eps, rms_q8 qo) {
+  auto go = [&](auto kern, unsigned thr) {
+    return launch_pdl(kern, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps, qo);
+  };
+  if (h) return nw8 ? go(rmsnorm_fwd_wide_kernel<8, true, TX, Q8>, 32 * 8) : go(rmsnorm_fwd_wide_kernel<4, true, TX, Q8>, 32 * 4);
+  return nw8 ? go(rmsnorm_fwd_wide_kernel<8, false, TX, Q8>, 32 * 8) : go(rmsnorm_fwd_wide_kernel<4, false, TX, Q8>, 32 * 4);
+}
+/* … and the one-warp kernel, 4-wide loads when vec (always, with the fp8 output). */
+template <bool Q8, typename TX>
+static cudaError_t rms_launch_warp(bool vec, unsigned blocks, unsigned thr, cudaStream_t st, int pdl, float *h, float *y,
+                                   uint16_t *yb, float *rstd, const float *resid, const TX *x, const float *w, int rows,
+                                   int dim, float eps, rms_q8 qo) {
+  auto go = [&](auto kern) { return launch_pdl(kern, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps, qo); };
+  if constexpr (Q8) return h ? go(rmsnorm_fwd_kernel<true, true, TX, true>) : go(rmsnorm_fwd_kernel<false, true, TX, true>);
+  else if (h) return vec ? go(rmsnorm_fwd_kernel<true, true, TX>) : go(rmsnorm_fwd_kernel<true, false, TX>);
+  else return vec ? go(rmsnorm_fwd_kernel<false, true, TX>) : go(rmsnorm_fwd_kernel<false, false, TX>);
+}
+
 /* Shared driver of the RMSNorm forwards. */
 template <typename TX>
 static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const float *resid, const TX *x,
@@ -612,74 +636,28 @@ static int rmsnorm_fwd_run(float *h, float *y, uint16_t *yb, float *rstd, const 
    * block, so the rows spread over that many SMs instead of rows / WARPS */
   const int wpb = rows < 1024 ? 1 : WARPS;
   const int pdl = ops_pdl();
-  cudaError_t le;
+  if (!h) resid = NULL; /* the residual add is h's */
   /* few rows: 4 or 8 warps a row (rmsnorm_fwd_wide_kernel, the same bits) */
   const int wide = wpb == 1 && vec && dim % 128 == 0 && dim / 128 <= RW_MAXB && ops_norm_wide(-1);
-  const int nw8 = dim / 128 >= 8 && ops_norm_wide_warps(-1) == 8; /* 8 warps a row: a block a warp at dim 1024 */
+  const bool nw8 = dim / 128 >= 8 && ops_norm_wide_warps(-1) == 8; /* 8 warps a row: a block a warp at dim 1024 */
   const int qa_ok = qa && vec && aligned(qa->q, 4) && qa->scales && qa->rows_pad >= rows && qa->scale_ld >= qa->rows_pad;
-  const rms_q8 qo =
-      qa_ok ? rms_q8{qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()} : rms_q8{};
-  if (wide && qa_ok) {
-    if (h)
-      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, true, TX, true>, (unsigned)qa->rows_pad, 32 * 8, st, pdl, h, y,
-                            yb, rstd, resid, x, w, rows, dim, eps, qo)
-               : launch_pdl(rmsnorm_fwd_wide_kernel<4, true, TX, true>, (unsigned)qa->rows_pad, 32 * 4, st, pdl, h, y,
-                            yb, rstd, resid, x, w, rows, dim, eps, qo);
+  if (qa && !qa_ok)
+    return rl_errf(e, RL_EXIT_USAGE, "rmsnorm forward with fp8-block output: dim %d (a multiple of 4 needed), "
+                   "pad rows %d, scale ld %lld for %d rows, or unaligned operands", dim, qa->rows_pad,
+                   (long long)qa->scale_ld, rows);
+  cudaError_t le;
+  if (qa) { /* the fp8-block output; its pad rows too (codes and scales 0) */
+    const rms_q8 qo = {qa->q, qa->scales, qa->scale_ld, qa->rows_pad, qa->ue8m0, quant_cuda_soft_cvt()};
+    if (wide)
+      le = rms_launch_wide<true>(nw8, (unsigned)qa->rows_pad, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps, qo);
     else
-      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, false, TX, true>, (unsigned)qa->rows_pad, 32 * 8, st, pdl,
-                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, qo)
-               : launch_pdl(rmsnorm_fwd_wide_kernel<4, false, TX, true>, (unsigned)qa->rows_pad, 32 * 4, st, pdl,
-                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, qo);
-    OCHECK(le);
-    OLAUNCH();
-    return 0;
-  }
-  if (wide && !qa) {
-    if (h)
-      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, true, TX, false>, (unsigned)rows, 32 * 8, st, pdl, h, y, yb,
-                            rstd, resid, x, w, rows, dim, eps, rms_q8{})
-               : launch_pdl(rmsnorm_fwd_wide_kernel<4, true, TX, false>, (unsigned)rows, 32 * 4, st, pdl, h, y, yb,
-                            rstd, resid, x, w, rows, dim, eps, rms_q8{});
-    else
-      le = nw8 ? launch_pdl(rmsnorm_fwd_wide_kernel<8, false, TX, false>, (unsigned)rows, 32 * 8, st, pdl,
-                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, rms_q8{})
-               : launch_pdl(rmsnorm_fwd_wide_kernel<4, false, TX, false>, (unsigned)rows, 32 * 4, st, pdl,
-                            (float *)NULL, y, yb, rstd, (const float *)NULL, x, w, rows, dim, eps, rms_q8{});
-    OCHECK(le);
-    OLAUNCH();
-    return 0;
-  }
-  if (qa) {
-    if (!qa_ok)
-      return rl_errf(e, RL_EXIT_USAGE, "rmsnorm forward with fp8-block output: dim %d (a multiple of 4 needed), "
-                     "pad rows %d, scale ld %lld for %d rows, or unaligned operands", dim, qa->rows_pad,
-                     (long long)qa->scale_ld, rows);
-    const unsigned qblocks = (unsigned)((qa->rows_pad + wpb - 1) / wpb), qthr = (unsigned)(32 * wpb);
-    if (h)
-      le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX, true>, qblocks, qthr, st, pdl, h, y, yb, rstd, resid, x, w,
-                      rows, dim, eps, qo);
-    else
-      le = launch_pdl(rmsnorm_fwd_kernel<false, true, TX, true>, qblocks, qthr, st, pdl, (float *)NULL, y, yb, rstd,
-                      (const float *)NULL, x, w, rows, dim, eps, qo);
-    OCHECK(le);
-    OLAUNCH();
-    return 0;
-  }
-  unsigned blocks = (unsigned)((rows + wpb - 1) / wpb), thr = (unsigned)(32 * wpb);
-  if (h) {
-    if (vec)
-      le = launch_pdl(rmsnorm_fwd_kernel<true, true, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim,
-                      eps, rms_q8{});
-    else
-      le = launch_pdl(rmsnorm_fwd_kernel<true, false, TX>, blocks, thr, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim,
-                      eps, rms_q8{});
+      le = rms_launch_warp<true>(true, (unsigned)((qa->rows_pad + wpb - 1) / wpb), (unsigned)(32 * wpb), st, pdl, h, y,
+                                 yb, rstd, resid, x, w, rows, dim, eps, qo);
+  } else if (wide) {
+    le = rms_launch_wide<false>(nw8, (unsigned)rows, st, pdl, h, y, yb, rstd, resid, x, w, rows, dim, eps, rms_q8{});
   } else {
-    if (vec)
-      le = launch_pdl(rmsnorm_fwd_kernel<false, true, TX>, blocks, thr, st, pdl, (float *)NULL, y, yb, rstd,
-                      (const float *)NULL, x, w, rows, dim, eps, rms_q8{});
-    else
-      le = launch_pdl(rmsnorm_fwd_kernel<false, false, TX>, blocks, thr, st, pdl, (float *)NULL, y, yb, rstd,
-                      (const float *)NULL, x, w, rows, dim, eps, rms_q8{});
+    le = rms_launch_warp<false>(vec, (unsigned)((rows + wpb - 1) / wpb), (unsigned)(32 * wpb), st, pdl, h, y, yb, rstd,
+                                resid, x, w, rows, dim, eps, rms_q8{});
   }
   OCHECK(le);
   OLAUNCH();
