@@ -77,7 +77,8 @@ const char *rl_fmt_double(double v, char *buf, size_t n);
  * README lists them). Each reads variable `name` now: unset or empty → dflt; a
  * value the knob takes → that; any other value → dflt, and one line on stderr
  * (the first time for each variable) naming the variable, the value, what it
- * takes and the default used. Thread-safe.
+ * takes and the default used. Thread-safe; `name` must outlive the process (a
+ * string literal: the warned names are kept by pointer).
  *   rl_env_bool: "0" or "1".
  *   rl_env_int: a decimal integer in [lo, hi].
  *   rl_env_int_of: one of the n integers ok[].
