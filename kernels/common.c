@@ -242,7 +242,8 @@ long rl_env_warnings(void) {
   return n;
 }
 
-/* The decimal integer v is (1), or 0 when it is not one (sign, digits, nothing after). */
+/* 1 with *out = v's value when v is a decimal integer (an optional sign, digits,
+ * nothing after, within long's range); else 0. */
 static int rl_env_parse(const char *v, long *out) {
   char *end = NULL;
   errno = 0;
@@ -250,6 +251,15 @@ static int rl_env_parse(const char *v, long *out) {
   if (end == v || *end || errno) return 0;
   *out = x;
   return 1;
+}
+
+/* "one of A, B, …" into buf (n bytes): the n_ok integers ok, or the words when ok is NULL. */
+static const char *rl_env_takes(char *buf, size_t n, const int *ok, const char *const *words, int n_ok) {
+  size_t at = (size_t)snprintf(buf, n, "one of");
+  for (int i = 0; i < n_ok && at < n; i++)
+    at += ok ? (size_t)snprintf(buf + at, n - at, "%s %d", i ? "," : "", ok[i])
+             : (size_t)snprintf(buf + at, n - at, "%s %s", i ? "," : "", words[i]);
+  return buf;
 }
 
 int rl_env_bool(const char *name, int dflt) {
@@ -279,13 +289,9 @@ int rl_env_int_of(const char *name, const int *ok, int n, int dflt) {
   if (rl_env_parse(v, &x))
     for (int i = 0; i < n; i++)
       if (x == ok[i]) return ok[i];
-  char takes[128];
-  size_t at = (size_t)snprintf(takes, sizeof takes, "one of");
-  for (int i = 0; i < n && at < sizeof takes; i++)
-    at += (size_t)snprintf(takes + at, sizeof takes - at, "%s %d", i ? "," : "", ok[i]);
-  char d[16];
+  char takes[128], d[16];
   snprintf(d, sizeof d, "%d", dflt);
-  rl_env_bad(name, v, takes, d);
+  rl_env_bad(name, v, rl_env_takes(takes, sizeof takes, ok, NULL, n), d);
   return dflt;
 }
 
@@ -295,10 +301,7 @@ int rl_env_word(const char *name, const char *const *words, int n, int dflt) {
   for (int i = 0; i < n; i++)
     if (!strcmp(v, words[i])) return i;
   char takes[128];
-  size_t at = (size_t)snprintf(takes, sizeof takes, "one of");
-  for (int i = 0; i < n && at < sizeof takes; i++)
-    at += (size_t)snprintf(takes + at, sizeof takes - at, "%s %s", i ? "," : "", words[i]);
-  rl_env_bad(name, v, takes, dflt >= 0 && dflt < n ? words[dflt] : "none");
+  rl_env_bad(name, v, rl_env_takes(takes, sizeof takes, NULL, words, n), dflt >= 0 && dflt < n ? words[dflt] : "none");
   return dflt;
 }
 

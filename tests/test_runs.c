@@ -533,6 +533,11 @@ TEST(runs_read_commands_and_export) {
   CHECK_CONTAINS(out, "reward -  mismatch -");
   CHECK_CONTAINS(out, "[2/2] rollout ");
   CHECK(strstr(out, "nan") == NULL);
+  /* a knob's value it does not take: said once, the default used (not a terminal here: plain lines) */
+  CHECK_EQ_I64(rl(dir, "RLRUN_PROGRESS=yes", "run t.yaml --runs-dir runs3 --set loop.iterations=1", out, sizeof out), 0);
+  CHECK_CONTAINS(out, "rlrun: warning: RLRUN_PROGRESS=yes is not a value it takes (0 or 1); using its default, 0\n");
+  CHECK(strstr(out, "[1/1] rollout ") == NULL);
+  CHECK_CONTAINS(out, "run complete");
   snprintf(args, sizeof args, "status %s", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "state      complete");
