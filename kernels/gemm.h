@@ -179,8 +179,8 @@ void gemm_cuda_release(void);
 #define GEMM_SMALL_MAX_SEGS 4
 #define GEMM_SMALL_MAX_CLUSTER 8 /* most slices reduced inside a cluster (portable size) */
 
-/* Tuning knobs, read once from the environment (a number out of range or
- * unparsable is ignored: the default stays):
+/* Tuning knobs, read once from the environment (rl_env_*: a value a knob does
+ * not take leaves its default, with a warning):
  *   RLRUN_SMALL_GEMM_CTAS        1 … 65536, default GEMM_SMALL_CTAS: the CTA target
  *                                of the K split. CHANGES THE SUMS (a different plan).
  *                                Measured with the wgmma kernel (H100, 2026-12-05,
@@ -392,7 +392,7 @@ int gemm_fp8q_check(const uint16_t *y, const uint16_t *x, const qtensor *w, int6
 int gemm_fp8q_supported(void);
 /* The CTAs of gemm_fp8q_cuda in clusters of 1, 2 or 4 on neighbouring column tiles,
  * which quantize each row block once for the cluster (bit-neutral). RLRUN_FP8Q_CLUSTER
- * = 1, 2 or 4 fixes the size; unset or anything else is 0, automatic:
+ * = 1, 2 or 4 fixes the size; unset or 0 is automatic (another value: a warning, automatic):
  * gemm_fp8q_cluster_pick. set ≥ 0 overrides (1, 2 and 4 as such, anything else 0),
  * −1 asks. */
 int gemm_fp8q_cluster(int set);
@@ -476,8 +476,8 @@ int gemm_fp8q_cuda(uint16_t *y, const uint16_t *x, const qtensor *w, int64_t M, 
 #define GEMM_SMALL_FP8_MAX_SLICES 32
 #define GEMM_SMALL_FP8_MAX_CLUSTER 8 /* most slices reduced inside a cluster (portable size) */
 
-/* Tuning knobs, read once from the environment (out of range or unparsable: the
- * default stays):
+/* Tuning knobs, read once from the environment (rl_env_*: a value a knob does
+ * not take leaves its default, with a warning):
  *   RLRUN_SMALL_FP8_CTAS        1 … 65536, default GEMM_SMALL_FP8_CTAS: the CTA target of
  *                               the K split. CHANGES THE SUMS (another plan).
  *   RLRUN_SMALL_FP8_MIN_STAGES  1 … 16, default GEMM_SMALL_FP8_MIN_STAGES. CHANGES THE SUMS.
