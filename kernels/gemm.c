@@ -127,7 +127,7 @@ static struct {
   int set; /* 1: cur came from gemm_small_tune_set */
 } SGT = {PTHREAD_ONCE_INIT, {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}, 0};
 
-/* Knob values in range, or their defaults. */
+/* gemm_small_tune_set's values in range, or their defaults. */
 static gemm_small_tune sgt_valid(gemm_small_tune t) {
   if (t.ctas < 1 || t.ctas > 65536) t.ctas = GEMM_SMALL_CTAS;
   if (t.min_stages < 1 || t.min_stages > 16) t.min_stages = 2;
@@ -146,7 +146,7 @@ static void sgt_read_env(void) {
   t.bn = rl_env_int_of("RLRUN_SMALL_GEMM_BN", bns, 3, 0);
   t.reduce = rl_env_word("RLRUN_SMALL_GEMM_REDUCE", reduce, 2, 0) ? GEMM_SMALL_REDUCE_GLOBAL : GEMM_SMALL_REDUCE_CLUSTER;
   t.pdl = rl_env_bool("RLRUN_SMALL_GEMM_PDL", 1);
-  SGT.env = sgt_valid(t);
+  SGT.env = t; /* values the knobs take (rl_env_*), as sgt_valid would leave them */
 }
 
 gemm_small_tune gemm_small_tune_get(void) {
