@@ -457,8 +457,9 @@ static int check_train(recipe *r, rl_err *e) {
       rc = kerr(r, e, tis_keys[i].key, "applies to train.tis.mode: %s (mode is %s)",
                 tis_keys[i].mode == TIS_TRUNCATE ? "truncate" : "mask",
                 r->train.tis.mode == TIS_OFF ? "off" : r->train.tis.mode == TIS_TRUNCATE ? "truncate" : "mask");
-  if (r->train.tis.mode == TIS_MASK && r->train.tis.low >= r->train.tis.high)
-    rc = kerr(r, e, "train.tis.low", "must be below train.tis.high");
+  /* RL.md's interval is closed: low == high (both 1) keeps only ratios of exactly 1 */
+  if (r->train.tis.mode == TIS_MASK && r->train.tis.low > r->train.tis.high)
+    rc = kerr(r, e, "train.tis.low", "must not be above train.tis.high");
   if (r->train.r3 && r->model.is_moe == 0)
     rc = kerr(r, e, "train.r3", "routing replay needs a MoE model (qwen3_moe); this model is dense");
   return rc;

@@ -222,6 +222,13 @@ TEST(recipe_set_overrides) {
   CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", bad5, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
   CHECK_STREQ(e.msg, "--set train.tis={mode: mask, clip: 2.0}: train.tis.clip: applies to train.tis.mode: truncate "
                      "(mode is mask)");
+  /* RL.md's IcePop interval [low, high] is closed: low == high == 1 (only ratios
+   * of exactly 1 kept, e.g. under precision.exact_logprobs) is a valid recipe */
+  const char *eq[] = {"train.tis={mode: mask, low: 1, high: 1}"};
+  REQUIRE(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", eq, 1, RECIPE_NO_FS, &r, &e) == 0);
+  CHECK_NEAR(r.train.tis.low, 1.0, 0);
+  CHECK_NEAR(r.train.tis.high, 1.0, 0);
+  recipe_free(&r);
 }
 
 /* base: deep merge — maps merge, values replace, null removes; errors point
