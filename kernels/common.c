@@ -45,9 +45,23 @@ void rl_err_clear(rl_err *e) {
   e->msg[0] = 0;
 }
 
+static void (*oom_hook)(size_t n, void *arg);
+static void *oom_arg;
+
+void rl_on_oom(void (*fn)(size_t n, void *arg), void *arg) {
+  oom_hook = fn;
+  oom_arg = arg;
+}
+
+/* A failed allocation ends the process with RL_EXIT_FAIL, not an abort: what
+ * is committed is kept (a run resumes), and the message says what to do. */
 static void oom(size_t n) {
-  fprintf(stderr, "rlrun: out of memory allocating %zu bytes\n", n);
-  abort();
+  fprintf(stderr,
+          "rlrun: out of memory allocating %zu bytes (%.2f GiB): this machine cannot give that much; make the model or "
+          "the batch smaller, or free memory\n",
+          n, (double)n / (1u << 30));
+  if (oom_hook) oom_hook(n, oom_arg);
+  exit(RL_EXIT_FAIL);
 }
 
 void *rl_xmalloc(size_t n) {

@@ -32,11 +32,15 @@ int rl_errf(rl_err *e, int code, const char *fmt, ...)
 int rl_err_prefix(rl_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rl_err_clear(rl_err *e);
 
-/* Allocation that never returns NULL: aborts with a message on out-of-memory. */
+/* Allocation that never returns NULL: on out-of-memory it says so on stderr,
+ * calls the hook of rl_on_oom (if any) and exits with RL_EXIT_FAIL. */
 void *rl_xmalloc(size_t n);
 void *rl_xcalloc(size_t n, size_t sz);
 void *rl_xrealloc(void *p, size_t n);
 char *rl_xstrdup(const char *s);
+/* The hook a failed rl_x* allocation calls before the process exits (the run
+ * loop: a line in the run's log); NULL: none. */
+void rl_on_oom(void (*fn)(size_t n, void *arg), void *arg);
 
 /* The most rl_read_file reads: its callers read text inputs (recipes, config.json,
  * Lua scripts, run logs), none of which comes near it. */

@@ -100,6 +100,14 @@ static const char *lh_escape(const char *s, size_t n, size_t max, char *out, siz
  * non-empty UTF-8 text without control characters, whitespace, quotes, backslashes
  * or commas, so that the name prints as it is in the table, CSV and JSON of
  * `rlrun metrics`; else what is wrong with it. */
+/* A returned number as a message shows it: %g, but a NaN as "nan" whatever
+ * its sign bit (Lua's 0/0 prints as "-nan" through glibc's %g). */
+static const char *lh_num(double v, char *out, size_t n) {
+  if (isnan(v)) snprintf(out, n, "nan");
+  else snprintf(out, n, "%g", v);
+  return out;
+}
+
 static const char *lh_metric_name_problem(const char *s, size_t n) {
   if (n == 0) return "is empty";
   const unsigned char *p = (const unsigned char *)s;
@@ -390,8 +398,10 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
         return -1;
       }
       if (!(fabs(v) <= LUAHOST_MAX_REWARD)) {
-        snprintf(err, errsz, "%s: %s returned metric '%s' = %g; metrics must be finite numbers of magnitude at "
-                             "most %g (their means must not overflow)", where, fn, key, v, LUAHOST_MAX_REWARD);
+        char vs[32];
+        snprintf(err, errsz, "%s: %s returned metric '%s' = %s; metrics must be finite numbers of magnitude at "
+                             "most %g (their means must not overflow)", where, fn, key, lh_num(v, vs, sizeof vs),
+                 LUAHOST_MAX_REWARD);
         return -1;
       }
       memcpy(out->names[out->n_metrics], key, kn);
@@ -406,9 +416,10 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
     return -1;
   }
   if (!(fabs(out->reward) <= LUAHOST_MAX_REWARD)) { /* NaN fails this too */
-    snprintf(err, errsz, "%s: %s returned reward %g; rewards must be finite numbers of magnitude at most %g "
+    char v[32];
+    snprintf(err, errsz, "%s: %s returned reward %s; rewards must be finite numbers of magnitude at most %g "
                          "(beyond that a group's spread or the gradient overflows and the step learns nothing "
-                         "or fails): scale them down", where, fn, out->reward, LUAHOST_MAX_REWARD);
+                         "or fails): scale them down", where, fn, lh_num(out->reward, v, sizeof v), LUAHOST_MAX_REWARD);
     return -1;
   }
   return 0;

@@ -88,8 +88,10 @@ static void loop_say(loop_ctx *c, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  if (c->progress) fprintf(c->log, "\r\033[K%s\n", line);
-  else if (!c->quiet) fprintf(c->log, "%s\n", line);
+  if (!c->quiet) { /* --quiet: the log file only (on a terminal the status line stays) */
+    if (c->progress) fprintf(c->log, "\r\033[K%s\n", line);
+    else fprintf(c->log, "%s\n", line);
+  }
   fflush(c->log);
   if (c->logfile) {
     fprintf(c->logfile, "%s\n", line);
@@ -239,7 +241,26 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   return 0;
 }
 
+/* rl_on_oom's hook while a loop runs: how the run ended, in its log and on
+ * stderr (the process exits with RL_EXIT_FAIL right after; the store keeps
+ * every committed step). */
+static void loop_oom(size_t n, void *arg) {
+  loop_ctx *c = arg;
+  char line[4400];
+  snprintf(line, sizeof line,
+           "stopped: out of memory at iteration %lld (%s), allocating %zu bytes; everything committed is kept: "
+           "`rlrun resume %s` continues where there is the memory, or run a smaller model or batch",
+           (long long)c->iter, c->stage ? c->stage : "start", n, c->dir);
+  fprintf(c->log, "%s%s\n", c->progress ? "\r\033[K" : "", line);
+  fflush(c->log);
+  if (c->logfile) {
+    fprintf(c->logfile, "%s\n", line);
+    fflush(c->logfile);
+  }
+}
+
 static void loop_close(loop_ctx *c) {
+  rl_on_oom(NULL, NULL);
   if (c->tr) trainer_free(c->tr);
   if (c->eng) rollout_engine_free(c->eng);
   loop_gpu_free(&c->geng);
@@ -609,6 +630,7 @@ int loop_run(const char *run_dir, store *s, const recipe *r, const loop_opts *o,
   }
   c.model_from = rp->found ? rp->info.dir : NULL;
   c.logfile = loop_log_open(run_dir);
+  rl_on_oom(loop_oom, &c);
   int done = 0, rc = loop_enter(&c, 0, "convert", &done, e);
   if (!rc) rc = loop_open(&c, e);
   if (!rc && !done) rc = store_step_mark(s, 0, "convert", STORE_STEP_DONE, NULL, NULL, e);

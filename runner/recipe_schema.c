@@ -78,7 +78,7 @@ static const rkey keys[] = {
     {"model.init.rms_eps", KT_FLOAT, OFF(model.init.rms_eps), "1e-6", 0, 1, KF_LO_OPEN, NULL, "RMSNorm epsilon"},
     {"model.init.max_seq_len", KT_INT, OFF(model.init.max_seq_len), "512", 8, 1048576, 0, NULL, "longest sequence (prompt + completion)"},
     {"tokenizer", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "how text becomes tokens"},
-    {"tokenizer.type", KT_ENUM, OFF(tokenizer.type), "hf", 0, 0, 0, e_tok, "chars: one token per character of tokenizer.chars; hf: tokenizer.json"},
+    {"tokenizer.type", KT_ENUM, OFF(tokenizer.type), "hf", 0, 0, 0, e_tok, "chars: one token per character of tokenizer.chars; hf: tokenizer.json (not implemented yet: refused by validate)"},
     {"tokenizer.chars", KT_STR, OFF(tokenizer.chars), NULL, 0, 0, 0, NULL, "the character vocabulary (type chars), each character once"},
     {"tokenizer.path", KT_PATH, OFF(tokenizer.path), NULL, 0, 0, 0, NULL, "tokenizer.json (type hf); default: the model directory's"},
     {"precision", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "number formats; see `rlrun matrix`"},

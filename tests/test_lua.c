@@ -1063,6 +1063,14 @@ TEST(lua_huge_rewards_are_refused) {
   luahost_reward r;
   CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
   CHECK_CONTAINS(e.msg, "returned metric 'len' = -1e+31; metrics must be finite numbers of magnitude at most 1e+30");
+  { /* 0/0 (negative NaN on x86) reads "nan", not "-nan" */
+    rl_err en;
+    luahost *hn = src("nan.lua", "function reward(s) return 0/0 end\n", NULL, &en);
+    REQUIRE(hn);
+    CHECK_EQ_I64(call(hn, &en), RL_EXIT_FAIL);
+    CHECK_CONTAINS(en.msg, "nan.lua:1: reward(sample) returned reward nan; rewards must be finite numbers");
+    luahost_close(hn);
+  }
   s.completion = "ok";
   CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), 0);
   CHECK_NEAR(r.reward, -1e30, 0);

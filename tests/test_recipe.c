@@ -787,6 +787,17 @@ TEST(recipe_error_wording) {
   CHECK_CONTAINS(e.msg, "m.yaml:3:30: model.init.experts: 0 is out of range: must be in [2, 1024]\n"
                         "\xe2\x80\xa6 and 2 more errors (fix these and validate again)");
   CHECK(e.msg[strlen(e.msg) - 1] == ')');
+  /* no tokenizer.json reader yet: an hf tokenizer (the default) is refused by
+   * validate, not by the run after its directory exists */
+  const char *hf[] = {"tokenizer={type: hf, path: t.json}"};
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", hf, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "--set tokenizer={type: hf, path: t.json}: tokenizer.type: hf (tokenizer.json) is not "
+                     "implemented yet: set tokenizer.type: chars with tokenizer.chars, the characters of the "
+                     "vocabulary");
+  const char *dflt = "model: {path: m}\ndata: {prompts: p.jsonl}\nreward: {script: r.lua}\n";
+  CHECK_EQ_I64(recipe_load_string(dflt, strlen(dflt), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:15: model.path: tokenizer.type hf (tokenizer.json, the default) is not implemented "
+                     "yet: set tokenizer.type: chars with tokenizer.chars, the characters of the vocabulary");
   /* a relative path: from the current directory for --set, from the file that writes it otherwise */
   char dir[1024], cmd[4096];
   snprintf(dir, sizeof dir, "%s/paths", harness_tmpdir());
@@ -826,7 +837,7 @@ TEST(recipe_default_name_from_a_file_name_that_is_no_run_name) {
                RL_EXIT_USAGE);
   CHECK_STREQ(e.msg, "d/my recipe.yaml: name: the run name defaults to the file name, 'my recipe', which is not a run "
                      "name (letters, digits, '.', '_', '-', at most 64, starting with a letter or digit): set name: in "
-                     "the recipe, or rename the file");
+                     "the recipe (or --set name=NAME), or rename the file");
   const char *set[] = {"name=_x"};
   CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", set, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
   CHECK_STREQ(e.msg, "--set name=_x: '_x' is not a run name: use letters, digits, '.', '_', '-' (at most 64, starting "

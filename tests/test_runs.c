@@ -533,6 +533,12 @@ TEST(runs_read_commands_and_export) {
   CHECK_CONTAINS(out, "reward -  mismatch -");
   CHECK_CONTAINS(out, "[2/2] rollout ");
   CHECK(strstr(out, "nan") == NULL);
+  CHECK_CONTAINS(out, "iter 2/2  reward ");
+  /* --quiet on a terminal: the status line without the per-iteration lines (they went to the terminal) */
+  CHECK_EQ_I64(rl(dir, "RLRUN_PROGRESS=1", "run t.yaml --runs-dir runs2q --set loop.iterations=2 --quiet", out, sizeof out), 0);
+  CHECK_CONTAINS(out, "[2/2] rollout ");
+  CHECK(strstr(out, "iter 1/2") == NULL);
+  CHECK(strstr(out, "checkpoint step-") == NULL);
   /* a knob's value it does not take: said once, the default used (not a terminal here: plain lines) */
   CHECK_EQ_I64(rl(dir, "RLRUN_PROGRESS=yes", "run t.yaml --runs-dir runs3 --set loop.iterations=1", out, sizeof out), 0);
   CHECK_CONTAINS(out, "rlrun: warning: RLRUN_PROGRESS=yes is not a value it takes (0 or 1); using its default, 0\n");
@@ -716,6 +722,39 @@ TEST(runs_sigterm_stops_resumably) {
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "state      stopped");
   CHECK_CONTAINS(out, "0 failed");
+}
+
+/* A model too large for the machine: exit 1 with what to do (no abort), the
+ * run's log says how it ended, and status names the state. Skipped under
+ * AddressSanitizer (its allocator refuses such a size itself, and its shadow
+ * memory does not live under `ulimit -v`). */
+TEST(runs_out_of_memory_ends_the_run_cleanly) {
+#if defined(__SANITIZE_ADDRESS__)
+  printf("    (skipped under AddressSanitizer)\n");
+#else
+  char dir[1024], out[8192], rd[2048], args[2400];
+  snprintf(dir, sizeof dir, "%s/oom", harness_tmpdir());
+  setup(dir, 2);
+  /* ffn 1048576 × hidden 65536: one 128 GiB weight, past a 4 GB address space */
+  CHECK_EQ_I64(rl(dir, "ulimit -v 4000000;", "run t.yaml --runs-dir runs --set model.init.hidden=65536 "
+                  "--set model.init.ffn=1048576", out, sizeof out), RL_EXIT_FAIL);
+  CHECK_CONTAINS(out, "rlrun: out of memory allocating ");
+  CHECK_CONTAINS(out, "make the model or the batch smaller, or free memory\n");
+  CHECK_CONTAINS(out, "stopped: out of memory at iteration 0 (convert), allocating ");
+  CHECK(strstr(out, "Aborted") == NULL);
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "%s/logs/run.log", rd);
+  char *log = NULL;
+  size_t n;
+  rl_err e;
+  REQUIRE(rl_read_file(args, &log, &n, &e) == 0);
+  CHECK_CONTAINS(log, "stopped: out of memory at iteration 0 (convert)");
+  CHECK_CONTAINS(log, "`rlrun resume ");
+  free(log);
+  snprintf(args, sizeof args, "status %s", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "state      new");
+#endif
 }
 
 TEST(runs_reward_script_error_is_named_and_resumable) {
