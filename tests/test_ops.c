@@ -374,7 +374,7 @@ TEST(ops_reductions_independent_of_thread_count) {
   ops_rmsnorm_forward_cpu(NULL, NULL, rstd, x, w, T, H, 1e-6f);
   REQUIRE(ops_attention_forward_cpu(o, NULL, lse, q, k, v, &sq, sh, &e) == 0);
 
-  float *res[2][5];
+  float *res[2][6];
   int threads[2] = {1, 3}, saved_threads = omp_get_max_threads();
   for (int r = 0; r < 2; r++) {
     omp_set_num_threads(threads[r]);
@@ -383,9 +383,8 @@ TEST(ops_reductions_independent_of_thread_count) {
     REQUIRE(ops_embedding_backward_cpu(dt, dout, tok, T, V, H, &e) == 0);
     float *dx = malloc(sizeof(float) * T * H);
     ops_rmsnorm_backward_cpu(dx, dw, dout, x, w, rstd, T, H);
-    free(dx);
     REQUIRE(ops_attention_backward_cpu(dq, dk, dv, dO, o, lse, q, k, v, &sq, sh, &e) == 0);
-    res[r][0] = dt, res[r][1] = dw, res[r][2] = dq, res[r][3] = dk, res[r][4] = dv;
+    res[r][0] = dt, res[r][1] = dw, res[r][2] = dq, res[r][3] = dk, res[r][4] = dv, res[r][5] = dx;
   }
   omp_set_num_threads(saved_threads);
   /* The sums are right: row 0 of dtable adds the tokens with id 0, in order. */
@@ -393,8 +392,8 @@ TEST(ops_reductions_independent_of_thread_count) {
   for (int t = 0; t < T; t++)
     if (tok[t] == 0) s += dout[(size_t)t * H + 5];
   CHECK_NEAR(res[0][0][5], s, 0);
-  size_t n[5] = {(size_t)V * H, H, nq, nk, nk};
-  for (int j = 0; j < 5; j++) {
+  size_t n[6] = {(size_t)V * H, H, nq, nk, nk, (size_t)T * H};
+  for (int j = 0; j < 6; j++) {
     CHECK_MSG(memcmp(res[0][j], res[1][j], n[j] * 4) == 0, "buffer %d differs between 1 and 3 threads", j);
     free(res[0][j]), free(res[1][j]);
   }

@@ -85,8 +85,13 @@ static void expect_f32(const qcase *c, const char *file, const float *got, size_
   char rel[256];
   snprintf(rel, sizeof rel, "quant/%s/%s", c->name, file);
   size_t len = 0;
-  float *want = fixture_load(rel, &len);
-  if (!want) return;
+  /* the oracle writes the dequantized values of the small cases (R·K ≤ 200000, ci_quant.py) */
+  const int small = c->rows * c->K <= 200000;
+  float *want = fixture_load_q(rel, &len, !small);
+  if (!want) {
+    CHECK_MSG(!small, "%s: fixture missing", rel);
+    return;
+  }
   REQUIRE(len == n * 4);
   int bad = 0;
   for (size_t i = 0; i < n; i++) {
@@ -264,12 +269,16 @@ TEST(quant_nvfp4_shared_amax_and_sr_reproducible) {
   uint8_t q1[1024], q2[1024], s1[128], s2[128];
   float d1, d2;
   quant_stats st;
-  /* the tensor-amax variant equals the external-amax one given the same amax */
+  /* the tensor-amax variant equals the external-amax one given the tensor's
+   * amax, found here by a plain loop (not the quantizer's own amax) */
   CHECK_EQ_I64(quant_nvfp4_cpu(x, R, K, q1, s1, &d1, NULL, &st), QUANT_OK);
-  float amax = quant_amax_bf16_cpu(x, R * K, NULL);
+  float amax = 0;
+  for (int64_t i = 0; i < R * K; i++) amax = fmaxf(amax, fabsf(fmt_bf16_to_f32(x[i])));
+  CHECK(amax > 2.99f && amax <= 3.0f); /* 3·sin at some i·0.37 near a peak */
   CHECK_EQ_I64(quant_nvfp4_amax_cpu(x, R, K, amax, q2, s2, &d2, NULL, &st), QUANT_OK);
-  CHECK(memcmp(q1, q2, sizeof q1 / 2) == 0 && memcmp(s1, s2, (size_t)(R * K / 16)) == 0);
-  CHECK_EQ_U64(qf_f32_bits(d1), qf_f32_bits(fmt_nvfp4_sdec(amax)));
+  CHECK(memcmp(q1, q2, (size_t)(R * K / 2)) == 0 && memcmp(s1, s2, (size_t)(R * K / 16)) == 0);
+  /* S_dec = 1 / (448·6 / amax), both divisions FP32 (FORMATS.md) */
+  CHECK_EQ_U64(qf_f32_bits(d1), qf_f32_bits(1.0f / (2688.0f / amax)));
   /* stochastic rounding: same key → same bytes; another offset → other bytes */
   quant_opts o = {.stochastic = 1, .sr_seed = 9, .sr_offset = 1};
   CHECK_EQ_I64(quant_nvfp4_cpu(x, R, K, q1, s1, &d1, &o, &st), QUANT_OK);
@@ -305,7 +314,10 @@ TEST(quant_dequant_error_bounds) {
   quant_nvfp4_cpu(x, R, K, q, s8, &sdec, NULL, NULL);
   dequant_nvfp4_cpu(q, s8, sdec, R, K, y, NULL);
   for (int64_t i = 0; i < R * K; i++) worst4 = fmax(worst4, fabs(y[i] - fmt_bf16_to_f32(x[i])));
-  CHECK(worst4 <= 7.0 / 4 * 1.1); /* block amax ≤ 7: half the top gap (1) scaled by 7/6 … */
+  /* block amax ≤ 7: half E2M1's top gap (1, between 4 and 6) in units of the
+   * block scale, amax/6 ≤ 7/6, which E4M3 rounds up by at most 2^-4 (rounded
+   * down, the top values clip to 6 by less than that gap's half) */
+  CHECK(worst4 <= 7.0 / 6 * (1 + 1.0 / 16));
   CHECK(worst4 > 0);
   free(x), free(q), free(y);
 }
