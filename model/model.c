@@ -103,8 +103,7 @@ static model_linear mk_linear(model_param *p, linear_class c) {
   return l;
 }
 
-/* What the model runs: refuse the config features it does not implement. */
-static int model_check_config(const model_config *c, rl_err *e) {
+int model_config_runnable(const model_config *c, rl_err *e) {
   if (strcmp(c->rope_type, "default"))
     return rl_errf(e, RL_EXIT_USAGE,
                    "model: rope scaling '%s' is not implemented yet (only the default RoPE); "
@@ -125,7 +124,7 @@ static int model_check_config(const model_config *c, rl_err *e) {
 
 int model_create(const model_config *c, const model_load_opts *o, model **out, rl_err *e) {
   *out = NULL;
-  int rc = model_check_config(c, e);
+  int rc = model_config_runnable(c, e);
   if (rc) return rc;
   int f32 = o && o->keep_f32;
   model *m = rl_xcalloc(1, sizeof *m);

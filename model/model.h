@@ -118,6 +118,10 @@ typedef struct model_load_opts {
  * cannot run (rope scaling other than "default", attention bias, sliding
  * window) with a message. */
 int model_create(const model_config *c, const model_load_opts *o, model **out, rl_err *e);
+/* 0 when rlrun runs a model of config c (what model_create refuses first: rope
+ * scaling, attention biases, a sliding window, an odd head_dim, absurd sizes),
+ * else RL_EXIT_USAGE and why. */
+int model_config_runnable(const model_config *c, rl_err *e);
 void model_free(model *m);
 /* Read config.json of dir, accepting transformers-5 spellings
  * (num_local_experts; qwen3_moe without head_dim = hidden / heads). */

@@ -641,6 +641,11 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
     return rc;
   }
   FILE *log = o->log ? o->log : stderr;
+  rl_err why;
+  if (!o->quiet && model_config_runnable(&p.cfg, &why)) /* converted all the same: for other engines */
+    fprintf(log, "convert: note: rlrun itself cannot score or train this model (%s); the conversion is written all "
+                 "the same, for engines that can\n",
+            strncmp(why.msg, "model: ", 7) ? why.msg : why.msg + 7);
   if (rep.n_unused && !o->quiet) /* as model_load, which ignores them */
     fprintf(log, "convert: note: %d tensor%s of %s %s not used by the model (the first: '%s'); written to the "
                  "output all the same\n",
@@ -658,15 +663,29 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
   }
   stats->tensors_in = st_ckpt_n_tensors(p.ck);
   stats->bytes_in = total_in;
-  if (o->to == QFMT_NVFP4 && stats->quantized == 0) { /* a request that cannot do anything: refused */
-    plan_free(&p);
-    return rl_errf(e, RL_EXIT_USAGE,
-                   "--to nvfp4 quantizes the routed MoE experts only (FORMATS.md), and no tensor of %s qualifies: "
-                   "nothing would be quantized; use fp8-block or mxfp8", o->in_dir);
+  if (o->to == QFMT_NVFP4 && stats->quantized == 0) {
+    /* refused when no tensor qualifies by itself (a dense model, experts whose K
+     * is no multiple of 16); when --keep-bf16 or the BF16 layers kept them all,
+     * the output is unquantized with a note, as for the other formats */
+    convert_opts bare = *o;
+    bare.n_keep_bf16 = 0, bare.bf16_first_layers = bare.bf16_last_layers = 0;
+    int could = 0;
+    for (int k = 0; k < p.n_items && !could; k++) {
+      const st_tensor *t = p.items[k].t;
+      const char *why;
+      const int fl = t->dtype == ST_BF16 || t->dtype == ST_F16 || t->dtype == ST_F32;
+      could = convert_decide(&bare, &p.cfg, t->name, t->ndim, t->shape, fl, &why) == QFMT_NVFP4;
+    }
+    if (!could) { /* a request that cannot do anything: refused */
+      plan_free(&p);
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "--to nvfp4 quantizes the routed MoE experts only (FORMATS.md), and no tensor of %s qualifies: "
+                     "nothing would be quantized; use fp8-block or mxfp8", o->in_dir);
+    }
   }
   if (o->to != QFMT_BF16 && stats->quantized == 0 && !o->quiet)
-    fprintf(log, "convert: note: no tensor of %s qualifies for %s; the output stays unquantized\n", o->in_dir,
-            qfmt_name(o->to));
+    fprintf(log, "convert: note: no tensor of %s is quantized to %s (none qualifies, or --keep-bf16 and the BF16 "
+                 "layers keep every one that does); the output stays unquantized\n", o->in_dir, qfmt_name(o->to));
   int n_shards = plan_shards(&p, o->shard_size);
   stats->shards = n_shards;
   convert_ctx x;

@@ -446,6 +446,28 @@ static int run_dequant(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e
   return rc;
 }
 
+/* A kept floating-point tensor's n BF16 values from element i0 on: the first
+ * non-finite one (Inf/NaN, or an F32/F16 value past BF16's range, which
+ * rounds to Inf) is refused, as the quantized tensors' are — a model that
+ * holds one cannot be scored or trained (the loaders refuse it). */
+static int kept_finite(const convert_item *it, const uint16_t *b, size_t n, uint64_t i0, rl_err *e) {
+  for (size_t i = 0; i < n; i++)
+    if ((b[i] & 0x7f80u) == 0x7f80u) {
+      const st_tensor *t = it->t;
+      const uint64_t at = i0 + i, cols = t->ndim >= 2 ? (uint64_t)t->shape[t->ndim - 1] : 0;
+      char where[96];
+      if (cols) snprintf(where, sizeof where, "row %llu, column %llu", (unsigned long long)(at / cols),
+                         (unsigned long long)(at % cols));
+      else snprintf(where, sizeof where, "element %llu", (unsigned long long)at);
+      return rl_errf(e, RL_EXIT_USAGE,
+                     "%s: tensor '%s' (kept in BF16) holds a non-finite value at %s (%s%s); fix the source "
+                     "checkpoint", st_file_path(it->f), t->name, where,
+                     (b[i] & 0x7fu) ? "NaN" : "Inf",
+                     (b[i] & 0x7fu) || t->dtype == ST_BF16 ? "" : ", or a value past BF16's range of ±3.39e38");
+    }
+  return 0;
+}
+
 /* COPY / CAST: the bytes in chunks (cast F32/F16 → BF16 on the way). */
 static int run_copy(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e) {
   const st_tensor *t = it->t;
@@ -460,9 +482,11 @@ static int run_copy(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e) {
     if (rc) break;
     if (bb) {
       to_bf16(t->dtype, buf, bb, n / esz);
-      rc = st_writer_write_part(w, wi, off / esz * 2, bb, n / esz * 2, e);
+      rc = kept_finite(it, bb, n / esz, off / esz, e);
+      if (!rc) rc = st_writer_write_part(w, wi, off / esz * 2, bb, n / esz * 2, e);
     } else {
-      rc = st_writer_write_part(w, wi, off, buf, n, e);
+      if (t->dtype == ST_BF16) rc = kept_finite(it, buf, n / 2, off / 2, e);
+      if (!rc) rc = st_writer_write_part(w, wi, off, buf, n, e);
     }
     convert_progress_bytes(&x->prog, n);
   }

@@ -224,6 +224,20 @@ TEST(convert_cli_keep_patterns_and_layer_ranges) {
   CHECK(strstr(mods, "model.layers.1.self_attn.q_proj") == NULL);
   free(mods);
   json_decref(qc);
+  /* options that keep every tensor: not refused, nvfp4 on a MoE model included
+   * (refused only where no tensor qualifies: a dense model) */
+  const char *keep_all[2] = {"--to fp8-block --bf16-first-layers 2", "--to nvfp4 --keep-bf16 '*.experts.*'"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/k%d %s", harness_bin(),
+             tc_fixture("tiny_qwen3_moe"), harness_tmpdir(), i, keep_all[i]);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+    CHECK_CONTAINS(out, "(0 quantized, 0 dequantized, ");
+    CHECK_CONTAINS(out, "the output stays unquantized\n");
+  }
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s/k2 --to nvfp4", harness_bin(), tc_fixture("tiny_qwen3"),
+           harness_tmpdir());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "--to nvfp4 quantizes the routed MoE experts only (FORMATS.md), and no tensor of ");
 }
 
 TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
@@ -252,6 +266,26 @@ TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
     CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
     CHECK_CONTAINS(out, "model.layers.1.mlp.experts.1.gate_proj.weight: 1 non-finite value(s) "
                         "(Inf/NaN), first at row 15, column 63");
+  }
+  /* a tensor kept in BF16 (a norm, the embeddings): refused too — the loaders
+   * of score and run refuse such a model — by --to bf16 as well; an F32 value
+   * past BF16's range rounds to Inf and is refused as one */
+  const char *kept[3] = {"model.layers.0.input_layernorm.weight", "model.embed_tokens.weight", "model.norm.weight"};
+  const char *said[3] = {"tensor 'model.layers.0.input_layernorm.weight' (kept in BF16) holds a non-finite value at "
+                         "element 5 (NaN); fix the source checkpoint",
+                         "tensor 'model.embed_tokens.weight' (kept in BF16) holds a non-finite value at row 2, column "
+                         "9 (Inf); fix the source checkpoint",
+                         "tensor 'model.norm.weight' (kept in BF16) holds a non-finite value at element 7 (Inf, or a "
+                         "value past BF16's range of \xc2\xb1" "3.39e38); fix the source checkpoint"};
+  synth_tensor f32n = {"model.norm.weight", ST_F32, 1, {64, 0}};
+  for (int i = 0; i < 6; i++) {
+    const int k = i / 2;
+    n = full_ckpt(ts, 64, 64, 16, 2, 2, ST_BF16, k == 2 ? &f32n : NULL, k == 2);
+    REQUIRE(make_dir(in, QWEN3_MOE_CFG(64, 16, 2, 2), ts, n, kept[k], k == 0 ? 5 : k == 1 ? 2 * 64 + 9 : 7,
+                     k == 0 ? NAN : k == 1 ? INFINITY : 3.4e38f) == 0);
+    snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, i % 2 ? "bf16" : "fp8-block");
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+    CHECK_CONTAINS(out, said[k]);
   }
   snprintf(cmd, sizeof cmd, "ls %s", d);
   harness_run(cmd, out, sizeof out);
@@ -437,6 +471,35 @@ TEST(convert_refuses_bad_inputs_and_options) {
  * (`rlrun score`, runs) checks them: a layer count, a shape, a name or an
  * expert count that disagrees is exit 2 naming the tensor, expected and
  * found shape. It converted them all (exit 0). */
+/* A model rlrun cannot run itself (here: yarn RoPE scaling) converts all the
+ * same — the output is for engines that can — with a note that says why. */
+TEST(convert_notes_a_model_rlrun_cannot_run) {
+  const char *d = harness_tmpdir();
+  char in[800], o[800], cmd[4096];
+  snprintf(in, sizeof in, "%s/yarn", d);
+  snprintf(o, sizeof o, "%s/yarn-fp8", d);
+  synth_tensor ts[64];
+  int n = full_ckpt(ts, 64, 64, 16, 2, 0, ST_BF16, NULL, 0);
+  const char *cfg = "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"qwen3\", \"vocab_size\": 64, "
+                    "\"hidden_size\": 64, \"intermediate_size\": 16, \"num_hidden_layers\": 2, "
+                    "\"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"head_dim\": 32, "
+                    "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}}";
+  REQUIRE(make_dir(in, cfg, ts, n, NULL, 0, 0) == 0);
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to fp8-block", harness_bin(), in, o);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "convert: note: rlrun itself cannot score or train this model (rope scaling 'yarn' is not "
+                      "implemented yet");
+  CHECK_CONTAINS(out, "the conversion is written all the same, for engines that can\n");
+  snprintf(cmd, sizeof cmd, "%s/model.safetensors", o);
+  CHECK(access(cmd, F_OK) == 0);
+  /* and score refuses it, saying the same */
+  snprintf(cmd, sizeof cmd, "%s/in.jsonl", d);
+  harness_write_file(cmd, "{\"tokens\": [1, 2, 3]}\n");
+  snprintf(cmd, sizeof cmd, "%s score --model %s --input %s/in.jsonl --out %s/s.jsonl", harness_bin(), o, d, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "rope scaling 'yarn' is not implemented yet");
+}
+
 TEST(convert_refuses_checkpoints_that_disagree_with_config) {
   const char *d = harness_tmpdir(), *bin = harness_bin();
   char dir[800], cmd[4096], want[4096];
