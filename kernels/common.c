@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,39 @@ void rl_err_clear(rl_err *e) {
   e->code = 0;
   e->msg[0] = 0;
 }
+
+/* ------------------------------------------------ interrupts of the one-shot commands */
+static volatile sig_atomic_t rl_sigs;
+static char rl_sig_msg[200];
+static size_t rl_sig_len;
+
+static void rl_on_signal(int sig) {
+  (void)sig;
+  if (++rl_sigs == 1) {
+    ssize_t w = write(2, rl_sig_msg, rl_sig_len);
+    (void)w;
+  } else {
+    static const char msg[] = "\nrlrun: second interrupt: stopping now (a temporary may be left beside the output)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(RL_EXIT_INTERRUPT);
+  }
+}
+
+void rl_interrupt_install(const char *who) {
+  snprintf(rl_sig_msg, sizeof rl_sig_msg,
+           "\nrlrun %s: interrupt: stopping, the partial output removed (interrupt again to stop now)\n", who);
+  rl_sig_len = strlen(rl_sig_msg);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = rl_on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  rl_sigs = 0;
+}
+
+int rl_interrupted(void) { return rl_sigs > 0; }
 
 static void (*oom_hook)(size_t n, void *arg);
 static void *oom_arg;

@@ -38,6 +38,12 @@ void *rl_xmalloc(size_t n);
 void *rl_xcalloc(size_t n, size_t sz);
 void *rl_xrealloc(void *p, size_t n);
 char *rl_xstrdup(const char *s);
+/* SIGINT/SIGTERM for a command that writes through a temporary (convert,
+ * score): the first one says so on stderr and sets the flag rl_interrupted
+ * reads, which the command polls between units of work to stop, remove its
+ * temporary and exit with RL_EXIT_INTERRUPT; a second one exits at once. */
+void rl_interrupt_install(const char *who);
+int rl_interrupted(void);
 /* The hook a failed rl_x* allocation calls before the process exits (the run
  * loop: a line in the run's log); NULL: none. */
 void rl_on_oom(void (*fn)(size_t n, void *arg), void *arg);

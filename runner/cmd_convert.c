@@ -155,6 +155,7 @@ int cmd_convert(int argc, char **argv) {
   convert_stats st;
   rl_err e;
   rl_err_clear(&e);
+  rl_interrupt_install("convert");
   rc = convert_run(&o, &st, &e);
   free(keep);
   if (rc) {

@@ -285,7 +285,13 @@ static int score_run(int argc, char **argv, rl_err *e) {
   size_t lcap = 0;
   double t0 = rl_now();
   while (!rc) {
-    ssize_t len = getline(&line, &lcap, fin);
+    ssize_t len = rl_interrupted() ? -1 : getline(&line, &lcap, fin);
+    if (rl_interrupted()) { /* between lines and batches, or a read the signal cut short; the temporary goes below */
+      rc = direct ? rl_errf(e, RL_EXIT_INTERRUPT, "interrupted after input line %ld (the scores of the batches "
+                                                  "finished before it are written)", lineno)
+                  : rl_errf(e, RL_EXIT_INTERRUPT, "interrupted after input line %ld: %s is not written", lineno, outp);
+      break;
+    }
     int eof = len < 0;
     if (!eof) {
       lineno++;
@@ -338,6 +344,7 @@ int cmd_score(int argc, char **argv) {
     return RL_EXIT_OK;
   }
   rl_err e = {0};
+  rl_interrupt_install("score");
   int rc = score_run(argc, argv, &e);
   if (rc) fprintf(stderr, "rlrun score: %s\n", e.msg);
   return rc;

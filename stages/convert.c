@@ -448,7 +448,9 @@ static int write_shard(convert_ctx *x, const char *dir, const char *fname, int s
     if (x->items[k].shard == s) rc = convert_item_declare(&x->items[k], w, e);
   if (!rc) rc = st_writer_begin(w, e);
   for (int k = 0; k < x->n_items && !rc; k++)
-    if (x->items[k].shard == s) rc = convert_item_run(x, &x->items[k], w, e);
+    if (x->items[k].shard != s) continue;
+    else if (rl_interrupted()) rc = rl_errf(e, RL_EXIT_INTERRUPT, "interrupted: nothing was written to the output");
+    else rc = convert_item_run(x, &x->items[k], w, e);
   if (rc) {
     st_writer_abort(w);
     return rc;

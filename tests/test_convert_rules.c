@@ -1,6 +1,7 @@
 /* test_convert_rules.c — which tensors the converter quantizes, what it
  * refuses (non-finite weights, unknown architectures, quantized inputs, bad
  * options), config.json parsing, the progress display, and peak memory. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -684,6 +685,29 @@ TEST(convert_peak_memory_streams) {
     CHECK_MSG(kb > 0 && kb <= limit, "peak RSS %ld KiB > %ld KiB", kb, limit);
   }
 #endif
+}
+
+/* SIGTERM (or SIGINT) stops score between lines: exit 130, the temporary
+ * OUT.tmp.PID removed, OUT not written. The input is a FIFO the shell holds
+ * open, so score is waiting for line 3 when the signal comes. */
+TEST(score_interrupted_removes_its_temporary) {
+  char d[1024], cmd[12000], out[4096], bin[PATH_MAX], model[PATH_MAX];
+  snprintf(d, sizeof d, "%s/score-int", harness_tmpdir());
+  mkdir(d, 0755);
+  REQUIRE(realpath(harness_bin(), bin) && realpath(tc_fixture("tiny_qwen3"), model));
+  /* 3<>: a read-write open of the FIFO, which never blocks (a write-only one
+   * waits for a reader, forever if score never starts) */
+  snprintf(cmd, sizeof cmd,
+           "cd %s && mkfifo in.fifo && { %s score --model %s --input in.fifo --out o.jsonl & p=$!; exec 3<>in.fifo; "
+           "printf '{\"tokens\": [1, 2]}\\n{\"tokens\": [3, 4, 5]}\\n' >&3; "
+           "i=0; while ! ls o.jsonl.tmp.* >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+           "sleep 0.3; kill -TERM $p; wait $p; echo rc=$?; exec 3>&-; ls; }",
+           d, bin, model);
+  harness_run(cmd, out, sizeof out);
+  CHECK_CONTAINS(out, "rlrun score: interrupt: stopping, the partial output removed (interrupt again to stop now)");
+  CHECK_CONTAINS(out, "rlrun score: interrupted after input line 2: o.jsonl is not written");
+  CHECK_CONTAINS(out, "rc=130\nin.fifo\n");
+  CHECK(strstr(out, "\no.jsonl") == NULL); /* neither OUT nor its temporary */
 }
 
 /* An output path that is a FIFO (or /dev/null: a device) is written in place:
