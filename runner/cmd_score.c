@@ -168,6 +168,41 @@ static int score_policy(const char *p, const model_config *c, quant_policy *q, i
 }
 
 /* Parse arguments, load, score every line; returns the exit code. */
+/* Line lineno of the input as read (len bytes): its text without the end of
+ * line (and the first line's UTF-8 BOM), or NULL when blank (empty or
+ * whitespace only: skipped). */
+static char *score_line_text(char *line, ssize_t *len, long lineno) {
+  while (*len > 0 && (line[*len - 1] == '\n' || line[*len - 1] == '\r')) line[--*len] = 0;
+  char *text = line;
+  if (lineno == 1 && *len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) text += 3, *len -= 3; /* a UTF-8 BOM */
+  ssize_t sp = 0;
+  while (sp < *len && (text[sp] == ' ' || text[sp] == '\t' || text[sp] == '\r')) sp++;
+  return sp == *len ? NULL : text;
+}
+
+/* Every line of a regular --input file parsed before the model loads, so that
+ * a bad line (FILE:LINE named) costs neither the load nor the scoring of the
+ * lines before it; stdin and FIFOs are read once, as they come. */
+static int score_check_input(const char *in, int V, int64_t max_pos, rl_err *e) {
+  FILE *f = fopen(in, "r");
+  if (!f) return rl_errf(e, RL_EXIT_USAGE, "cannot open --input %s: %s", in, strerror(errno));
+  char *line = NULL;
+  size_t cap = 0;
+  long lineno = 0;
+  int rc = 0;
+  for (ssize_t len; !rc && !rl_interrupted() && (len = getline(&line, &cap, f)) >= 0;) {
+    char *text = score_line_text(line, &len, ++lineno);
+    score_seq sq = {0};
+    if (text) rc = score_parse_line(in, lineno, text, (size_t)len, V, max_pos, &sq, e);
+    free(sq.tok);
+  }
+  if (!rc && ferror(f) && !rl_interrupted())
+    rc = rl_errf(e, RL_EXIT_FAIL, "reading --input %s failed after line %ld: %s", in, lineno, strerror(errno));
+  free(line);
+  fclose(f);
+  return rc;
+}
+
 static int score_run(int argc, char **argv, rl_err *e) {
   const char *dir = NULL, *in = NULL, *outp = NULL, *prec = "bf16", *dev = "cpu";
   int emulate = 0, exact = 0;
@@ -227,6 +262,9 @@ static int score_run(int argc, char **argv, rl_err *e) {
   if (rc) return rc;
   quant_policy pol;
   rc = score_policy(prec, &cfg, &pol, &f32, e);
+  struct stat ist;
+  if (!rc && strcmp(in, "-") && stat(in, &ist) == 0 && S_ISREG(ist.st_mode))
+    rc = score_check_input(in, (int)cfg.vocab_size, cfg.max_position_embeddings, e);
   model_config_free(&cfg);
   if (rc) return rc;
   pol.emulate = emulate, pol.pin_algo = exact;
@@ -294,13 +332,8 @@ static int score_run(int argc, char **argv, rl_err *e) {
     }
     int eof = len < 0;
     if (!eof) {
-      lineno++;
-      while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-      char *text = line;
-      if (lineno == 1 && len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) text += 3, len -= 3; /* a UTF-8 BOM */
-      ssize_t sp = 0;
-      while (sp < len && (text[sp] == ' ' || text[sp] == '\t' || text[sp] == '\r')) sp++;
-      if (sp == len) continue; /* blank: empty or whitespace only */
+      char *text = score_line_text(line, &len, ++lineno);
+      if (!text) continue; /* blank */
       if (n == cap) seqs = rl_xrealloc(seqs, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *seqs);
       seqs[n] = (score_seq){0};
       if ((rc = score_parse_line(in, lineno, text, (size_t)len, m->V, m->cfg.max_position_embeddings, &seqs[n], e))) {

@@ -496,6 +496,18 @@ TEST(model_score_refuses_long_sequences_nul_bytes_and_huge_batches) {
   CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
   CHECK_CONTAINS(text, "in.jsonl:1:");
   CHECK_CONTAINS(text, "duplicate object key");
+  /* a regular file is read whole before the model loads: a bad last line
+   * stops the command before any line is scored (to stdout, nothing printed) */
+  char *many = malloc(64 * 40 + 64);
+  p = many;
+  for (int i = 0; i < 64; i++) p += sprintf(p, "{\"tokens\": [%d, %d, %d]}\n", i, i + 1, i + 2);
+  sprintf(p, "{\"tokens\": [1, 2, 9999]}\n");
+  harness_write_file(in, many);
+  free(many);
+  snprintf(cmd, sizeof cmd, "%s score --model " FXR "/qwen3/hf --input %s --out - --batch-tokens 3", bin, in);
+  CHECK_EQ_I64(harness_run(cmd, text, sizeof text), 2);
+  CHECK(strstr(text, "logprobs") == NULL);
+  CHECK_CONTAINS(text, "in.jsonl:65:");
   snprintf(cmd, sizeof cmd, "ls %s", dir);
   harness_run(cmd, text, sizeof text);
   CHECK_STREQ(text, "in.jsonl\nlong.jsonl\no.jsonl\n"); /* the two that scored; no nul.jsonl */
