@@ -395,6 +395,12 @@ static int write_json(const char *path, json_t *v, rl_err *e) {
 static int write_configs(const plan *p, const char *dir, int n_quantized, rl_err *e) {
   json_t *cfg = json_deep_copy(p->cfg_json);
   json_object_del(cfg, "quantization_config");
+  /* every floating-point tensor the output keeps is BF16 (F32/F16 ones cast):
+   * the dtype the config names (transformers 4.x torch_dtype, 5.x dtype) says so */
+  static const char *const dkeys[2] = {"torch_dtype", "dtype"};
+  for (int i = 0; i < 2; i++)
+    if (json_is_string(json_object_get(cfg, dkeys[i])))
+      json_object_set_new(cfg, dkeys[i], json_string("bfloat16"));
   json_t *q = NULL;
   if (p->o->to != QFMT_BF16 && n_quantized > 0) {
     q = plan_quant_config(p);
@@ -643,6 +649,14 @@ int convert_run(const convert_opts *o, convert_stats *stats, rl_err *e) {
     return rc;
   }
   FILE *log = o->log ? o->log : stderr;
+  for (int i = 0; i < o->n_keep_bf16 && !o->quiet; i++) { /* a pattern that keeps nothing: a typo? */
+    int hit = 0;
+    for (int k = 0; k < p.n_items && !hit; k++)
+      hit = model_keep_bf16_rule(p.items[k].t->name, &o->keep_bf16[i], 1, 0, 0, 0) == MODEL_KEEP_PATTERN;
+    if (!hit)
+      fprintf(log, "convert: note: --keep-bf16 '%s' matches no tensor of %s (nor its module name, the tensor "
+                   "name without .weight)\n", o->keep_bf16[i], o->in_dir);
+  }
   rl_err why;
   if (!o->quiet && model_config_runnable(&p.cfg, &why)) /* converted all the same: for other engines */
     fprintf(log, "convert: note: rlrun itself cannot score or train this model (%s); the conversion is written all "

@@ -235,6 +235,17 @@ TEST(convert_cli_keep_patterns_and_layer_ranges) {
     CHECK_CONTAINS(out, "(0 quantized, 0 dequantized, ");
     CHECK_CONTAINS(out, "the output stays unquantized\n");
   }
+  /* a --keep-bf16 pattern that keeps nothing is said (a typo?); an F32
+   * checkpoint's config names the BF16 its kept tensors became */
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s/k3 --to fp8-block --keep-bf16 '*.o_porj'", harness_bin(),
+           tc_fixture("tiny_qwen3_f32"), harness_tmpdir());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "convert: note: --keep-bf16 '*.o_porj' matches no tensor of ");
+  snprintf(cmd, sizeof cmd, "%s/k3/config.json", harness_tmpdir());
+  json_t *cj = json_load_file(cmd, 0, NULL);
+  REQUIRE(cj != NULL);
+  CHECK_STREQ(json_string_value(json_object_get(cj, "torch_dtype")), "bfloat16"); /* the input's: float32 */
+  json_decref(cj);
   snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s/k2 --to nvfp4", harness_bin(), tc_fixture("tiny_qwen3"),
            harness_tmpdir());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
