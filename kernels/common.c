@@ -66,7 +66,7 @@ static void rl_on_signal(int sig) {
 
 void rl_interrupt_install(const char *who) {
   snprintf(rl_sig_msg, sizeof rl_sig_msg,
-           "\nrlrun %s: interrupt: stopping, the partial output removed (interrupt again to stop now)\n", who);
+           "\nrlrun %s: interrupt: stopping; a partial output is removed (interrupt again to stop now)\n", who);
   rl_sig_len = strlen(rl_sig_msg);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -88,14 +88,16 @@ void rl_on_oom(void (*fn)(size_t n, void *arg), void *arg) {
 }
 
 /* A failed allocation ends the process with RL_EXIT_FAIL, not an abort: what
- * is committed is kept (a run resumes), and the message says what to do. */
+ * is committed is kept (a run resumes), and the message says what to do.
+ * _exit, not exit: other threads (OpenMP, a GPU's) may be running, and the
+ * libraries' exit-time destructors would run under them. */
 static void oom(size_t n) {
   fprintf(stderr,
           "rlrun: out of memory allocating %zu bytes (%.2f GiB): this machine cannot give that much; make the model or "
           "the batch smaller, or free memory\n",
           n, (double)n / (1u << 30));
   if (oom_hook) oom_hook(n, oom_arg);
-  exit(RL_EXIT_FAIL);
+  _exit(RL_EXIT_FAIL);
 }
 
 void *rl_xmalloc(size_t n) {

@@ -715,7 +715,7 @@ TEST(score_interrupted_removes_its_temporary) {
            "sleep 0.3; kill -TERM $p; wait $p; echo rc=$?; exec 3>&-; ls; }",
            d, bin, model);
   harness_run(cmd, out, sizeof out);
-  CHECK_CONTAINS(out, "rlrun score: interrupt: stopping, the partial output removed (interrupt again to stop now)");
+  CHECK_CONTAINS(out, "rlrun score: interrupt: stopping; a partial output is removed (interrupt again to stop now)");
   CHECK_CONTAINS(out, "rlrun score: interrupted after input line 2: o.jsonl is not written");
   CHECK_CONTAINS(out, "rc=130\nin.fifo\n");
   CHECK(strstr(out, "\no.jsonl") == NULL); /* neither OUT nor its temporary */
