@@ -64,17 +64,21 @@ static void rl_on_signal(int sig) {
   }
 }
 
+void rl_stop_signals(void (*handler)(int)) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sigemptyset(&sa.sa_mask); /* no SA_RESTART: a blocking read returns, and its caller looks at the flag */
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
 void rl_interrupt_install(const char *who) {
   snprintf(rl_sig_msg, sizeof rl_sig_msg,
            "\nrlrun %s: interrupt: stopping; a partial output is removed (interrupt again to stop now)\n", who);
   rl_sig_len = strlen(rl_sig_msg);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = rl_on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
   rl_sigs = 0;
+  rl_stop_signals(rl_on_signal);
 }
 
 int rl_interrupted(void) { return rl_sigs > 0; }

@@ -43,6 +43,8 @@ char *rl_xstrdup(const char *s);
  * reads, which the command polls between units of work to stop, remove its
  * temporary and exit with RL_EXIT_INTERRUPT; a second one exits at once. */
 void rl_interrupt_install(const char *who);
+/* handler for SIGINT and SIGTERM (the run loop's own, or rl_interrupt_install's). */
+void rl_stop_signals(void (*handler)(int));
 int rl_interrupted(void);
 /* The hook a failed rl_x* allocation calls before the process exits (the run
  * loop: a line in the run's log); NULL: none. */

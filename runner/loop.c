@@ -42,13 +42,8 @@ static void loop_on_signal(int sig) {
 }
 
 void loop_install_signals(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = loop_on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
   loop_signals = 0;
+  rl_stop_signals(loop_on_signal);
 }
 
 int loop_stop_requested(void) { return loop_signals > 0; }
