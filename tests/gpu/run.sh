@@ -130,6 +130,12 @@ if python3 tests/oracle/make_convert_fixtures.py --out "$CV" > "$OUT/convert_fix
     for f in fp8-block mxfp8 nvfp4; do
       n="convert_${m}_${f}"
       log="$OUT/$n.log"
+      if [ $m = qwen3 ] && [ $f = nvfp4 ]; then # NVFP4 is for routed experts: a dense model is refused (exit 2)
+        "$BUILD/rlrun" convert --in "$CV/$m" --out "$CV/$m.$f.gpu" --to $f --device cuda > "$log" 2>&1
+        if [ $? = 2 ] && grep -q "quantizes the routed MoE experts only" "$log"; then row "$n" PASS "refused (dense)"
+        else row "$n" FAIL "see $n.log: a dense model's nvfp4 conversion should be refused"; fi
+        continue
+      fi
       if (
         set -x
         "$BUILD/rlrun" convert --in "$CV/$m" --out "$CV/$m.$f.gpu" --to $f --device cuda --no-progress &&
