@@ -193,6 +193,8 @@ int cmd_run(int argc, char **argv) {
   if (!rc) rc = runs_canonical_recipe(&r, &e);
   if (!rc) rc = runs_input_hashes(&r, &hashes, &e);
   if (!rc && name) rc = rundir_check_name(name, &e);
+  if (!rc && loop_stop_requested()) /* during the validation (a large data file): no run is made */
+    rc = rl_errf(&e, RL_EXIT_INTERRUPT, "interrupted while the recipe was checked; no run directory was made");
   /* The run directory is built under RUNS_DIR/.init/ and renamed into place
    * once its store holds the run row: a kill during creation leaves no
    * half-made run behind (only a hidden leftover under .init/). */

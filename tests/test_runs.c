@@ -757,6 +757,28 @@ TEST(runs_out_of_memory_ends_the_run_cleanly) {
 #endif
 }
 
+/* A signal while a large data file is validated stops the command before a
+ * run directory exists (it was made, and its convert step run, before the
+ * exit 130). */
+TEST(runs_interrupt_during_validation_makes_no_run) {
+  char dir[1024], out[8192], cmd[4096];
+  snprintf(dir, sizeof dir, "%s/iv", harness_tmpdir());
+  setup(dir, 2);
+  snprintf(cmd, sizeof cmd, "%s/big.jsonl", dir);
+  FILE *f = fopen(cmd, "w");
+  REQUIRE(f != NULL);
+  for (int i = 0; i < 2000000; i++) fputs("{\"prompt\": \"1+2=\", \"answer\": \"3\"}\n", f);
+  REQUIRE(fclose(f) == 0);
+  snprintf(cmd, sizeof cmd,
+           "cd %s && { %s run t.yaml --runs-dir runs --set data.prompts=big.jsonl --set data.task=null & p=$!; "
+           "sleep 0.4; kill -TERM $p; wait $p; echo rc=$?; ls -A runs 2>&1 | grep -v '^.init$'; }",
+           dir, bin());
+  harness_run(cmd, out, sizeof out);
+  CHECK_CONTAINS(out, "rlrun run: interrupted while the recipe was checked; no run directory was made\n");
+  CHECK_CONTAINS(out, "rc=130\n");
+  CHECK(strstr(out, "t-") == NULL); /* no run under runs/ */
+}
+
 TEST(runs_reward_script_error_is_named_and_resumable) {
   char dir[1024], rd[2048], out[8192], args[2300], p[1200];
   snprintf(dir, sizeof dir, "%s/l", harness_tmpdir());
