@@ -376,9 +376,14 @@ int prompts_batch(prompt_source *s, uint64_t seed, int64_t iteration, int64_t ba
     luahost_prompt *lp;
     /* the script afresh for every call: prompts() of an iteration cannot depend on what an
      * earlier call left in a global, so a resumed run draws what an uninterrupted one did */
-    if (luahost_reset(s->lua, e) || luahost_prompts(s->lua, (int)batch, seed, iteration, &lp, e)) {
+    if (luahost_reset(s->lua, e)) {
       free(v);
       return rl_err_prefix(e, "iteration %lld: ", (long long)iteration);
+    }
+    int rc = luahost_prompts(s->lua, (int)batch, seed, iteration, &lp, e);
+    if (rc) { /* its message names the iteration */
+      free(v);
+      return rc;
     }
     for (int64_t i = 0; i < batch; i++)
       v[i] = (prompt_item){.text = lp[i].prompt, .extra_json = lp[i].extra_json, .index = -1, .epoch = 0};

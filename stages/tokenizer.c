@@ -80,7 +80,7 @@ static int tok_chars_encode(const tokenizer *t, const char *text, size_t len, in
       free(v);
       return rl_errf(e, RL_EXIT_USAGE,
                      "tokenizer: character '%s' (U+%04X) at character %lld (byte offset %zu) of the text is not in "
-                     "tokenizer.chars: add it to the recipe's tokenizer.chars or remove it from the prompt",
+                     "tokenizer.chars: add it to the recipe's tokenizer.chars or remove it from the text",
                      shown, (unsigned)cp, (long long)k + 1, i);
     }
     v[k++] = hit->id;

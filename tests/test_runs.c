@@ -1400,7 +1400,7 @@ TEST(runs_bad_data_is_refused_before_the_run_directory) {
       {"blank", "\n  \n", "blank.jsonl: no prompts (the file has no JSON lines): add one object per line\n"},
       {"chars", "{\"prompt\": \"1+1=\"}\n{\"prompt\": \"1*2=\"}\n",
        "chars.jsonl:2: the prompt: character '*' (U+002A) at character 2 (byte offset 1) of the text is not in "
-       "tokenizer.chars: add it to the recipe's tokenizer.chars or remove it from the prompt\n"},
+       "tokenizer.chars: add it to the recipe's tokenizer.chars or remove it from the text\n"},
       {"long", "{\"prompt\": \"1+1=\"}\n{\"prompt\": \"12+34=\"}\n",
        "long.jsonl:2: the prompt is 7 tokens (with BOS), more than rollout.max_prompt_tokens (6): shorten it or "
        "raise rollout.max_prompt_tokens\n"},
@@ -1459,7 +1459,7 @@ TEST(runs_bad_data_is_refused_before_the_run_directory) {
   CHECK_EQ_I64(rl(dir, "", "validate t.yaml --set data.task=star.lua", out, sizeof out), 2);
   CHECK_STREQ(out, "--set data.task=star.lua: star.lua: prompts(n, rng) of iteration 1, item 3: the prompt: character "
                    "'*' (U+002A) at character 2 (byte offset 1) of the text is not in tokenizer.chars: add it to the "
-                   "recipe's tokenizer.chars or remove it from the prompt\n");
+                   "recipe's tokenizer.chars or remove it from the text\n");
   snprintf(p, sizeof p, "%s/shape.lua", dir);
   harness_write_file(p, "function prompts(n, rng)\n  return {{answer = '2'}}\nend\n");
   CHECK_EQ_I64(rl(dir, "", "validate t.yaml --set data.task=shape.lua", out, sizeof out), 2);
@@ -1487,8 +1487,7 @@ TEST(runs_bad_task_output_mid_run_is_exit_2) {
   char want[4096];
   snprintf(want, sizeof want,
            "run directory: %s\n"
-           "rlrun: iteration 2: %s/task.lua:1: prompts(n, rng) item 2 has no string field 'prompt' (prompts for "
-           "iteration 2)\n"
+           "rlrun: %s/task.lua:1: prompts(n, rng) item 2 has no string field 'prompt' (prompts for iteration 2)\n"
            "rlrun: the run stopped on bad input, and a resume as it is fails the same way: fix the input (or the "
            "recipe), then `rlrun resume %s --allow-changed` continues from what is committed\n", rel, dir, rel);
   CHECK_STREQ(out, want);
