@@ -137,6 +137,9 @@ int ckpt_dir_check_output(const char *out, int replace, rl_err *e) {
                    out, rl_file_kind(st.st_mode));
   if (replace) return 0;
   if (S_ISDIR(st.st_mode) && dir_is_empty(out)) return 0;
+  if (S_ISREG(st.st_mode))
+    return rl_errf(e, RL_EXIT_USAGE, "%s: is a file, not a directory (--out names the checkpoint directory to "
+                   "write); choose another --out, or pass --force to replace the file by the directory", out);
   return rl_errf(e, RL_EXIT_USAGE,
                  "%s: already exists and is not empty; choose another --out or pass --force to "
                  "replace it",

@@ -457,6 +457,13 @@ TEST(convert_refuses_bad_inputs_and_options) {
            o, o, bin, src, o);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
   CHECK_CONTAINS(out, "already exists and is not empty; choose another --out or pass --force");
+  /* a regular file there (an empty one too): said as such, not as a non-empty directory */
+  snprintf(cmd, sizeof cmd, "touch %s.f && %s convert --in %s --out %s.f --to mxfp8 --quiet", o, bin, src, o);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, ".f: is a file, not a directory (--out names the checkpoint directory to write); choose another "
+                      "--out, or pass --force to replace the file by the directory");
+  snprintf(cmd, sizeof cmd, "rm -f %s.f", o);
+  harness_run(cmd, NULL, 0);
   snprintf(cmd, sizeof cmd, "OMP_WAIT_POLICY=passive %s convert --in %s --out %s/ --to mxfp8 --quiet --force && ls %s",
            bin, src, o, o);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
