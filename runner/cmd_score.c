@@ -167,7 +167,6 @@ static int score_policy(const char *p, const model_config *c, quant_policy *q, i
   return 0;
 }
 
-/* Parse arguments, load, score every line; returns the exit code. */
 /* Line lineno of the input as read (len bytes): its text without the end of
  * line (and the first line's UTF-8 BOM), or NULL when blank (empty or
  * whitespace only: skipped). */
@@ -203,6 +202,7 @@ static int score_check_input(const char *in, int V, int64_t max_pos, rl_err *e) 
   return rc;
 }
 
+/* Parse arguments, load, score every line; returns the exit code. */
 static int score_run(int argc, char **argv, rl_err *e) {
   const char *dir = NULL, *in = NULL, *outp = NULL, *prec = "bf16", *dev = "cpu";
   int emulate = 0, exact = 0;
