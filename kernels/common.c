@@ -46,39 +46,32 @@ void rl_err_clear(rl_err *e) {
   e->msg[0] = 0;
 }
 
-/* ------------------------------------------------ interrupts of the one-shot commands */
+/* ------------------------------------------------ SIGINT / SIGTERM */
 static volatile sig_atomic_t rl_sigs;
-static char rl_sig_msg[200];
-static size_t rl_sig_len;
+static char rl_sig_msg[2][320]; /* what the first and the second signal say, each between newlines */
+static size_t rl_sig_len[2];
 
 static void rl_on_signal(int sig) {
   (void)sig;
-  if (++rl_sigs == 1) {
-    ssize_t w = write(2, rl_sig_msg, rl_sig_len);
-    (void)w;
-  } else {
-    static const char msg[] = "\nrlrun: second interrupt: stopping now (a temporary may be left beside the output)\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-    _exit(RL_EXIT_INTERRUPT);
-  }
+  const int second = ++rl_sigs > 1;
+  ssize_t w = write(2, rl_sig_msg[second], rl_sig_len[second]); /* write is async-signal-safe */
+  (void)w;
+  if (second) _exit(RL_EXIT_INTERRUPT);
 }
 
-void rl_stop_signals(void (*handler)(int)) {
+void rl_interrupt_install(const char *first, const char *second) {
+  const char *m[2] = {first, second};
+  for (int i = 0; i < 2; i++) {
+    snprintf(rl_sig_msg[i], sizeof rl_sig_msg[i], "\n%s\n", m[i]);
+    rl_sig_len[i] = strlen(rl_sig_msg[i]);
+  }
+  rl_sigs = 0;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
-  sa.sa_handler = handler;
+  sa.sa_handler = rl_on_signal;
   sigemptyset(&sa.sa_mask); /* no SA_RESTART: a blocking read returns, and its caller looks at the flag */
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
-}
-
-void rl_interrupt_install(const char *who) {
-  snprintf(rl_sig_msg, sizeof rl_sig_msg,
-           "\nrlrun %s: interrupt: stopping; a partial output is removed (interrupt again to stop now)\n", who);
-  rl_sig_len = strlen(rl_sig_msg);
-  rl_sigs = 0;
-  rl_stop_signals(rl_on_signal);
 }
 
 int rl_interrupted(void) { return rl_sigs > 0; }

@@ -38,13 +38,12 @@ void *rl_xmalloc(size_t n);
 void *rl_xcalloc(size_t n, size_t sz);
 void *rl_xrealloc(void *p, size_t n);
 char *rl_xstrdup(const char *s);
-/* SIGINT/SIGTERM for a command that writes through a temporary (convert,
- * score): the first one says so on stderr and sets the flag rl_interrupted
- * reads, which the command polls between units of work to stop, remove its
- * temporary and exit with RL_EXIT_INTERRUPT; a second one exits at once. */
-void rl_interrupt_install(const char *who);
-/* handler for SIGINT and SIGTERM (the run loop's own, or rl_interrupt_install's). */
-void rl_stop_signals(void (*handler)(int));
+/* SIGINT/SIGTERM, one mechanism for every command: the first signal writes
+ * `first` on stderr and sets the flag rl_interrupted reads, which the command
+ * polls between units of work (the run loop at step boundaries, convert
+ * between tensors, score between lines) to stop cleanly; a second one writes
+ * `second` and exits with RL_EXIT_INTERRUPT at once. The texts are copied. */
+void rl_interrupt_install(const char *first, const char *second);
 int rl_interrupted(void);
 /* The hook a failed rl_x* allocation calls before the process exits (the run
  * loop: a line in the run's log); NULL: none. */

@@ -155,7 +155,9 @@ int cmd_convert(int argc, char **argv) {
   convert_stats st;
   rl_err e;
   rl_err_clear(&e);
-  rl_interrupt_install("convert");
+  rl_interrupt_install("rlrun convert: interrupt: stopping; a partial output is removed (interrupt again to stop "
+                       "now)",
+                       "rlrun: second interrupt: stopping now (a temporary may be left beside the output)");
   rc = convert_run(&o, &st, &e);
   free(keep);
   if (rc) {

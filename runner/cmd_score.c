@@ -377,7 +377,9 @@ int cmd_score(int argc, char **argv) {
     return RL_EXIT_OK;
   }
   rl_err e = {0};
-  rl_interrupt_install("score");
+  rl_interrupt_install("rlrun score: interrupt: stopping; a partial output is removed (interrupt again to stop "
+                       "now)",
+                       "rlrun: second interrupt: stopping now (a temporary may be left beside the output)");
   int rc = score_run(argc, argv, &e);
   if (rc) fprintf(stderr, "rlrun score: %s\n", e.msg);
   return rc;

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,32 +20,16 @@
 #include "stages/sync.h"
 #include "state/fault.h"
 
-/* Signal state: the count of SIGINT/SIGTERM received. */
-static volatile sig_atomic_t loop_signals;
-
-/* First signal: ask the loop to stop at the next boundary; second: leave now
- * (an open SQLite transaction is rolled back by the journal on next open). */
-static void loop_on_signal(int sig) {
-  (void)sig;
-  if (++loop_signals == 1) { /* say so at once: the step under way may take a while (write is signal-safe) */
-    static const char msg[] = "\nrlrun: interrupt: stopping at the next step boundary (interrupt again to stop now; "
-                              "the run stays resumable)\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-  } else {
-    static const char msg[] = "\nrlrun: second interrupt: stopping now (the run stays resumable)\n";
-    ssize_t w = write(2, msg, sizeof msg - 1);
-    (void)w;
-    _exit(RL_EXIT_INTERRUPT);
-  }
-}
-
+/* First signal: ask the loop to stop at the next boundary, said at once (the
+ * step under way may take a while); second: leave now (an open SQLite
+ * transaction is rolled back by the journal on next open). */
 void loop_install_signals(void) {
-  loop_signals = 0;
-  rl_stop_signals(loop_on_signal);
+  rl_interrupt_install("rlrun: interrupt: stopping at the next step boundary (interrupt again to stop now; the run "
+                       "stays resumable)",
+                       "rlrun: second interrupt: stopping now (the run stays resumable)");
 }
 
-int loop_stop_requested(void) { return loop_signals > 0; }
+int loop_stop_requested(void) { return rl_interrupted(); }
 
 /* Everything one run of the loop holds. */
 typedef struct loop_ctx {
