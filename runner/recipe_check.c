@@ -248,24 +248,15 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
     }
     return rc;
   }
-  if (r->tokenizer.chars) rc = kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");
-  if (r->tokenizer.path) {
-    const char *why = (flags & RECIPE_NO_FS) ? NULL : check_path(r->tokenizer.path, 0);
-    char hint[100];
-    if (why) rc = kerr(r, e, "tokenizer.path", "'%s': %s (%s)", r->tokenizer.path, why,
-                       path_hint(r, "tokenizer.path", hint, sizeof hint));
-  } else if (r->model.path && !(flags & RECIPE_NO_FS)) {
-    char tj[4200];
-    snprintf(tj, sizeof tj, "%s/tokenizer.json", r->model.path);
-    if (check_path(tj, 0)) rc = kerr(r, e, "model.path", "no tokenizer.json in '%s': set tokenizer.path", r->model.path);
-  } else if (r->model.has_init) {
+  /* No tokenizer.json reader yet (recipe_tokenizer, stages/tokenizer.h's
+   * interface): hf is refused here, so that a run never starts, makes its
+   * directory and stops at the tokenizer — where tokenizer.path or model.path's
+   * tokenizer.json is does not matter until there is one. hf is the default: a
+   * recipe without a tokenizer section is pointed at the section to write. */
+  if (r->tokenizer.chars) kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");
+  if (!r->tokenizer.path && !r->model.path && r->model.has_init)
     return kerr(r, e, is_set(r, "tokenizer.type") ? "tokenizer.type" : "model.init",
                 "a fresh model needs a tokenizer: set tokenizer.type: chars with tokenizer.chars");
-  }
-  /* No tokenizer.json reader yet (recipe_tokenizer, stages/tokenizer.h's
-   * interface): refused here, so that a run never starts, makes its directory
-   * and stops at the tokenizer. hf is the default: a recipe without a
-   * tokenizer section is pointed at the section to write. */
   const int set = is_set(r, "tokenizer.type");
   return kerr(r, e, set ? "tokenizer.type" : r->model.path ? "model.path" : "model.checkpoint",
               "%s is not implemented yet: set tokenizer.type: chars with tokenizer.chars, the characters of the "
