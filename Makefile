@@ -172,7 +172,7 @@ $(BUILD)/bench_%: bench/bench_%.c $(BUILD)/librlrun.a
 $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/librlrun.a
 	$(CC) $(CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# Oracle fixtures that CI can make (tests/oracle/ci_*.py, numpy + ml_dtypes):
+# Oracle fixtures that CI can make (tests/oracle/ci_*.py: numpy, ml_dtypes, safetensors, tokenizers):
 # written once into build/fixtures, shared by the plain and SAN builds.
 FIXTURE_DIR ?= build/fixtures
 ORACLE_CI := $(wildcard tests/oracle/ci_*.py)
@@ -186,7 +186,7 @@ $(FIXTURE_DIR)/%.stamp: tests/oracle/%.py | oracles
 	'$(ORACLE_PY)' $< --out $(FIXTURE_DIR)
 	@touch $@
 fixtures: $(FIXTURE_STAMPS)
-# numpy, ml_dtypes and safetensors for the oracle tests: installed when missing, a clear error
+# numpy, ml_dtypes, safetensors and tokenizers for the oracle tests: installed when missing, a clear error
 # (and exit 1) when they cannot be.
 oracles:
 	@scripts/install-deps.sh --oracles

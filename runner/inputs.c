@@ -1,6 +1,13 @@
 /* inputs.c — see inputs.h. */
 #include "runner/inputs.h"
 
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state/ckpt.h"
+
 luahost_limits recipe_lua_limits(const recipe *r) {
   luahost_limits lim = luahost_default_limits();
   if (r->reward.limits.instructions > 0) lim.instructions = r->reward.limits.instructions;
@@ -9,11 +16,42 @@ luahost_limits recipe_lua_limits(const recipe *r) {
   return lim;
 }
 
+char *recipe_tokenizer_path(const recipe *r, const char **key) {
+  *key = "tokenizer.path";
+  if (r->tokenizer.path) return rl_xstrdup(r->tokenizer.path);
+  if (r->model.path) {
+    *key = "model.path";
+    size_t n = strlen(r->model.path);
+    while (n > 1 && r->model.path[n - 1] == '/') n--; /* "dir/" names dir/tokenizer.json, not dir//… */
+    char *p = rl_xmalloc(n + 16);
+    sprintf(p, "%.*s/tokenizer.json", (int)n, r->model.path);
+    return p;
+  }
+  *key = "model.checkpoint";
+  ckpt_info ci;
+  rl_err ce;
+  char *p = NULL;
+  if (r->model.checkpoint && ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
+    json_t *x = json_loads(ci.extra_json, 0, NULL), *t = json_object_get(x, "tokenizer");
+    const char *tp = json_string_value(json_object_get(t, "path"));
+    if (tp) p = rl_xstrdup(tp);
+    json_decref(x);
+    ckpt_info_free(&ci);
+  }
+  return p;
+}
+
 int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e) {
   *out = NULL;
   if (r->tokenizer.type == TOKENIZER_CHARS) return tokenizer_chars_new(r->tokenizer.chars, out, e);
-  return rl_errf(e, RL_EXIT_USAGE,
-                 "tokenizer.type hf (tokenizer.json) is not implemented yet: use tokenizer.type: chars");
+  const char *key;
+  char *p = recipe_tokenizer_path(r, &key);
+  if (!p)
+    return rl_errf(e, RL_EXIT_USAGE, "tokenizer.type hf: no tokenizer.json (set tokenizer.path, or model.path to a "
+                   "directory that holds one)");
+  int rc = tokenizer_hf_new(p, out, e);
+  free(p);
+  return rc;
 }
 
 int recipe_prompts(const recipe *r, prompt_source **out, rl_err *e) {

@@ -19,9 +19,14 @@
  * them); a limit the recipe leaves at 0 (an unresolved recipe) keeps the
  * host's default. */
 luahost_limits recipe_lua_limits(const recipe *r);
-/* The tokenizer the recipe declares. chars: built here; hf: not yet
- * implemented (RL_EXIT_USAGE saying so). */
+/* The tokenizer the recipe declares: chars from tokenizer.chars; hf from the
+ * tokenizer.json recipe_tokenizer_path names. */
 int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e);
+/* Where an hf tokenizer's tokenizer.json is (malloc'd): tokenizer.path, else
+ * model.path's tokenizer.json, else the one model.checkpoint's run recorded
+ * (its manifest's extra.tokenizer.path); NULL when none of them gives one.
+ * *key: the recipe key the path comes from (for messages). */
+char *recipe_tokenizer_path(const recipe *r, const char **key);
 /* Whichever of data.prompts / data.task the recipe names (data.shuffle kept;
  * a task script runs under recipe_lua_limits). */
 int recipe_prompts(const recipe *r, prompt_source **out, rl_err *e);

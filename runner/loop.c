@@ -19,6 +19,7 @@
 #include "stages/prompts.h"
 #include "stages/sync.h"
 #include "state/fault.h"
+#include "state/sha256.h"
 
 /* First signal: ask the loop to stop at the next boundary, said at once (the
  * step under way may take a while); second: leave now (an open SQLite
@@ -520,11 +521,19 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
                           (json_int_t)c->N);
     if (c->r->tokenizer.type == TOKENIZER_CHARS && c->r->tokenizer.chars)
       json_object_set_new(x, "tokenizer", json_pack("{s:s,s:s}", "type", "chars", "chars", c->r->tokenizer.chars));
+    if (c->r->tokenizer.type == TOKENIZER_HF) { /* where it is and what it holds (a run from here needs the same) */
+      const char *key;
+      char *tp = recipe_tokenizer_path(c->r, &key), hex[65];
+      if (tp && sha256_file(tp, hex, NULL, e) == 0)
+        json_object_set_new(x, "tokenizer", json_pack("{s:s,s:s,s:s}", "type", "hf", "path", tp, "sha256", hex));
+      else rc = tp ? e->code : rl_errf(e, RL_EXIT_FAIL, "checkpoint: the run's tokenizer.json is not known");
+      free(tp);
+    }
     char *extra = json_dumps(x, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(x);
     ckpt_content cc = {.iteration = k, .data_cursor = k * c->B, .weights = w, .n_weights = nw, .optim = opt,
                        .n_optim = no, .config_json = c->config_json, .extra_json = extra};
-    rc = ckpt_write(c->dir, c->s, &cc, e);
+    if (!rc) rc = ckpt_write(c->dir, c->s, &cc, e);
     free(extra);
   }
   free(w);

@@ -16,6 +16,7 @@
 #include "runner/inputs.h"
 #include "runner/recipe_tree.h"
 #include "state/ckpt.h"
+#include "state/sha256.h"
 #include "stages/prompts.h"
 #include "stages/sync.h"
 #include "stages/train.h"
@@ -248,19 +249,81 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
     }
     return rc;
   }
-  /* No tokenizer.json reader yet (recipe_tokenizer, stages/tokenizer.h's
-   * interface): hf is refused here, so that a run never starts, makes its
-   * directory and stops at the tokenizer — where tokenizer.path or model.path's
-   * tokenizer.json is does not matter until there is one. hf is the default: a
-   * recipe without a tokenizer section is pointed at the section to write. */
-  if (r->tokenizer.chars) kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");
+  /* hf: the tokenizer.json is read here as the run will read it, so a file it
+   * cannot use is refused before a run directory exists */
+  if (r->tokenizer.chars) rc = kerr(r, e, "tokenizer.chars", "applies to tokenizer.type: chars (this tokenizer is hf)");
   if (!r->tokenizer.path && !r->model.path && r->model.has_init)
     return kerr(r, e, is_set(r, "tokenizer.type") ? "tokenizer.type" : "model.init",
-                "a fresh model needs a tokenizer: set tokenizer.type: chars with tokenizer.chars");
-  const int set = is_set(r, "tokenizer.type");
-  return kerr(r, e, set ? "tokenizer.type" : r->model.path ? "model.path" : "model.checkpoint",
-              "%s is not implemented yet: set tokenizer.type: chars with tokenizer.chars, the characters of the "
-              "vocabulary", set ? "hf (tokenizer.json)" : "tokenizer.type hf (tokenizer.json, the default)");
+                "a fresh model needs a tokenizer: set tokenizer.path to a tokenizer.json (type hf, the default), or "
+                "tokenizer.type: chars with tokenizer.chars");
+  if (flags & RECIPE_NO_FS) return rc;
+  const char *key;
+  char *path = recipe_tokenizer_path(r, &key);
+  if (!path) { /* a checkpoint that records none: a chars run's (named), or one from before hf */
+    ckpt_info ci;
+    rl_err ce;
+    const char *ty = NULL;
+    json_t *x = NULL;
+    if (ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
+      x = json_loads(ci.extra_json, 0, NULL);
+      ty = json_string_value(json_object_get(json_object_get(x, "tokenizer"), "type"));
+      ckpt_info_free(&ci);
+    }
+    if (ty && !strcmp(ty, "chars"))
+      rc = kerr(r, e, is_set(r, "tokenizer.type") ? "tokenizer.type" : "model.checkpoint",
+                "model.checkpoint '%s' was trained with tokenizer.type chars (its manifest.json): set tokenizer.type: "
+                "chars with the same tokenizer.chars", r->model.checkpoint);
+    else
+      rc = kerr(r, e, "model.checkpoint", "records no tokenizer.json it was trained with: set tokenizer.path to it");
+    json_decref(x);
+    return rc;
+  }
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    rc = kerr(r, e, key, "%s: %s: %s", path, strerror(errno),
+              !strcmp(key, "model.path") ? "the model directory holds no tokenizer.json; set tokenizer.path to the "
+                                           "model's tokenizer.json, or tokenizer.type: chars with tokenizer.chars"
+                                         : "set tokenizer.path to the tokenizer.json to use");
+    free(path);
+    return rc;
+  }
+  tokenizer *tok = NULL;
+  rl_err te;
+  if (tokenizer_hf_new(path, &tok, &te)) {
+    rc = kerr(r, e, key, "%s", te.msg);
+    free(path);
+    return rc;
+  }
+  const int64_t V = tokenizer_vocab_size(tok);
+  tokenizer_free(tok);
+  if (r->model.has_init && r->model.init.vocab && r->model.init.vocab < V)
+    rc = kerr(r, e, "model.init.vocab", "%lld is smaller than the %lld ids of the tokenizer (%s)",
+              (long long)r->model.init.vocab, (long long)V, path);
+  if (!r->model.has_init && r->model.vocab && r->model.vocab < V)
+    rc = kerr(r, e, key, "the tokenizer %s has %lld ids, more than the model's vocabulary (vocab_size %lld in "
+              "%s's config.json): use the model's own tokenizer.json", path, (long long)V, (long long)r->model.vocab,
+              r->model.path ? "model.path" : "model.checkpoint");
+  /* the checkpoint's record (manifest "extra"): another tokenizer.json would
+   * feed its weights other token ids */
+  ckpt_info ci;
+  rl_err ce;
+  if (!rc && r->model.checkpoint && ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
+    json_t *x = json_loads(ci.extra_json, 0, NULL), *t = json_object_get(x, "tokenizer");
+    const char *ty = json_string_value(json_object_get(t, "type")), *sha = json_string_value(json_object_get(t, "sha256"));
+    char hex[65];
+    if (ty && strcmp(ty, "hf"))
+      rc = kerr(r, e, "tokenizer.type", "model.checkpoint '%s' was trained with a tokenizer of type %s (its "
+                "manifest.json): use that tokenizer", r->model.checkpoint, ty);
+    else if (sha && sha256_file(path, hex, NULL, &ce) == 0 && strcmp(hex, sha))
+      rc = kerr(r, e, key, "%s differs from the tokenizer.json model.checkpoint '%s' was trained with (%s, sha256 "
+                "%.12s…, its manifest.json; this one %.12s…): its token ids would stand for other text; use that one",
+                path, r->model.checkpoint, json_string_value(json_object_get(t, "path")) ? json_string_value(json_object_get(t, "path")) : "?",
+                sha, hex);
+    json_decref(x);
+    ckpt_info_free(&ci);
+  }
+  free(path);
+  return rc;
 }
 
 /* Load a Lua script (reward.script, data.task) in the sandbox under the
@@ -298,13 +361,15 @@ static int check_script(recipe *r, const char *key, const char *path, const char
 }
 
 /* What every prompt must satisfy for this recipe to run it (prompts.h), with
- * the chars tokenizer in *tok (NULL for hf: no token checks; free it). */
+ * the recipe's tokenizer in *tok (NULL when it cannot be made: check_tokenizer
+ * reports why; free it). */
 static void data_limits(const recipe *r, prompts_limits *l, tokenizer **tok) {
   memset(l, 0, sizeof *l);
   *tok = NULL;
   rl_err te;
   if (r->tokenizer.type == TOKENIZER_CHARS && r->tokenizer.chars && tokenizer_chars_new(r->tokenizer.chars, tok, &te))
     *tok = NULL; /* a bad tokenizer.chars is check_tokenizer's error */
+  if (r->tokenizer.type == TOKENIZER_HF && recipe_tokenizer(r, tok, &te)) *tok = NULL; /* likewise */
   l->tok = *tok;
   if (r->train.algorithm == ALGO_SFT) {
     l->target_field = "completion"; /* LOOP_SFT_FIELD */

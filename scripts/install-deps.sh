@@ -10,7 +10,7 @@
 #                                               a warning, not an error (`make run` runs this)
 #   scripts/install-deps.sh --python            print the Python that runs the oracle tests
 #
-# The Python test oracles (numpy, ml_dtypes, safetensors) are never runtime
+# The Python test oracles (numpy, ml_dtypes, safetensors, tokenizers) are never runtime
 # dependencies of rlrun. They are used from $PYTHON (default python3) when it
 # already has them; otherwise they go into a project-local venv, .venv-oracles/
 # (RLRUN_ORACLE_VENV), made from $PYTHON, so pip never touches the system
@@ -44,7 +44,7 @@ if [ $mode = python ]; then oracle_py; exit 0; fi
 # clang (libFuzzer targets, `make fuzz`) and GNU time (peak-memory tests).
 apt_pkgs=(build-essential pkg-config time libyaml-dev libsqlite3-dev liblua5.4-dev libjansson-dev clang)
 # Python test oracles (never runtime dependencies of rlrun itself).
-py_mods=(numpy ml_dtypes safetensors)
+py_mods=(numpy ml_dtypes safetensors tokenizers)
 
 apt_missing() {  # the packages of "$@" that dpkg does not have installed
   local p

@@ -306,6 +306,7 @@ static void run_fill_batch(gen_run *g, rollout_batch *b) {
     if (g->eng->tok) {
       s->completion_text = q->stop.text ? q->stop.text : strdup("");
       q->stop.text = NULL;
+      tokenizer_fix_utf8(&s->completion_text); /* byte-level BPE may end inside a character */
     } else {
       s->completion_text = strdup("");
     }

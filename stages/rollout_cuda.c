@@ -991,6 +991,7 @@ int rollout_cuda_generate_ids(rollout_cuda_engine *g, const int32_t *const *ids,
     s->prompt_text = rl_xstrdup(""), s->extra_json = rl_xstrdup("{}");
     s->completion_text = q->stop.text ? q->stop.text : rl_xstrdup(""); /* taken over from the stop state */
     q->stop.text = NULL;
+    tokenizer_fix_utf8(&s->completion_text); /* byte-level BPE may end inside a character */
     s->prompt_ids = rl_xmalloc((size_t)q->n_prompt * 4);
     memcpy(s->prompt_ids, q->ids, (size_t)q->n_prompt * 4);
     s->n_prompt = q->n_prompt, s->n_completion = q->n_comp;

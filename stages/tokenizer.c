@@ -173,6 +173,52 @@ int tokenizer_token_bytes(const tokenizer *t, int32_t id, const char **bytes, si
   return 0;
 }
 
+/* Length of the maximal subpart of an ill-formed sequence at s (>= 1):
+ * the lead byte and the continuation bytes that could still complete it. */
+static size_t tok_bad_run(const unsigned char *s, size_t len) {
+  const unsigned c = s[0];
+  size_t need = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (!need) return 1;
+  size_t k = 1;
+  for (; k < need && k < len; k++) {
+    const unsigned d = s[k];
+    unsigned lo = 0x80, hi = 0xBF; /* the second byte's range depends on the lead (no overlongs, surrogates, > U+10FFFF) */
+    if (k == 1) {
+      if (c == 0xE0) lo = 0xA0;
+      else if (c == 0xED) hi = 0x9F;
+      else if (c == 0xF0) lo = 0x90;
+      else if (c == 0xF4) hi = 0x8F;
+    }
+    if (d < lo || d > hi) break;
+  }
+  return k;
+}
+
+int64_t tokenizer_fix_utf8(char **text) {
+  const unsigned char *s = (const unsigned char *)*text;
+  size_t len = strlen(*text), i = 0;
+  uint32_t cp;
+  int l;
+  while (i < len && (l = tok_utf8_next(s + i, len - i, &cp)) > 0) i += (size_t)l;
+  if (i == len) return 0;
+  char *out = rl_xmalloc(i + 3 * (len - i) + 1); /* a replacement (3 bytes) never outgrows 3 a byte */
+  memcpy(out, s, i);
+  size_t o = i;
+  int64_t n = 0;
+  while (i < len) {
+    if ((l = tok_utf8_next(s + i, len - i, &cp)) > 0) {
+      memcpy(out + o, s + i, (size_t)l), o += (size_t)l, i += (size_t)l;
+      continue;
+    }
+    i += tok_bad_run(s + i, len - i);
+    memcpy(out + o, "\xEF\xBF\xBD", 3), o += 3, n++;
+  }
+  out[o] = 0;
+  free(*text);
+  *text = out;
+  return n;
+}
+
 char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int64_t n, int flags, rl_err *e) {
   size_t cap = 16, len = 0;
   char *out = rl_xmalloc(cap);
@@ -194,5 +240,6 @@ char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int64_t n, int fl
     len += l;
   }
   out[len] = 0;
+  tokenizer_fix_utf8(&out);
   return out;
 }

@@ -16,10 +16,18 @@
  *   naming the character (U+XXXX), its character index and byte offset.
  *   Special-token names in the text ("<eos>") are ordinary characters.
  *
- * A new tokenizer (BPE from a Hugging Face tokenizer.json) implements the
- * tokenizer_ops below: encode, and the raw bytes of one token (decode is the
- * concatenation of token bytes, so byte-level BPE pieces that split a UTF-8
- * character decode correctly once joined). */
+ * The byte-level BPE tokenizer (tokenizer.type: hf, tokenizer_hf.c) reads a
+ * Hugging Face tokenizer.json of the GPT-2 / Qwen2 / Qwen3 / Llama-3 kind and
+ * encodes as the `tokenizers` library does (added tokens, NFC, the
+ * pre-tokenizer's regex, BPE merges); ids are the file's. BOS, EOS and PAD
+ * come from tokenizer_config.json beside it (bos_token, eos_token, pad_token;
+ * -1 when absent or null, and BOS -1 when add_bos_token is false).
+ *
+ * Each tokenizer implements the tokenizer_ops below: encode, and the raw bytes
+ * of one token (decode is the concatenation of token bytes, so byte-level BPE
+ * pieces that split a UTF-8 character decode correctly once joined; a text
+ * that ends inside a character, or holds bytes no character makes, gets
+ * U+FFFD for them: tokenizer_fix_utf8). */
 #ifndef RLRUN_TOKENIZER_H
 #define RLRUN_TOKENIZER_H
 
@@ -54,6 +62,10 @@ enum {
 /* The character tokenizer over the UTF-8 characters of chars (each once, at
  * least one). Errors (RL_EXIT_USAGE) name the character and its position. */
 int tokenizer_chars_new(const char *chars, tokenizer **out, rl_err *e);
+/* The byte-level BPE tokenizer of a tokenizer.json (path; tokenizer_config.json
+ * is looked for in the same directory). Errors (RL_EXIT_USAGE) name the file
+ * and what in it rlrun does not read. */
+int tokenizer_hf_new(const char *path, tokenizer **out, rl_err *e);
 void tokenizer_free(tokenizer *t);
 
 int64_t tokenizer_vocab_size(const tokenizer *t);
@@ -64,6 +76,12 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *
 /* Ids → NUL-terminated text (malloc'd); NULL with e set (RL_EXIT_USAGE)
  * when an id is outside [0, vocab), naming its position. */
 char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int64_t n, int flags, rl_err *e);
+/* Make *text (malloc'd, NUL-terminated) valid UTF-8: each maximal piece of an
+ * ill-formed sequence (a lead byte and the continuation bytes that fit it, or
+ * one stray byte) becomes one U+FFFD, as `tokenizers`' decode does (Rust's
+ * from_utf8_lossy): a sampled completion may end inside a character. Returns
+ * how many replacements were made (0: *text untouched). */
+int64_t tokenizer_fix_utf8(char **text);
 /* The bytes of one token (see tokenizer_ops.token_bytes); 0 or RL_EXIT_USAGE. */
 int tokenizer_token_bytes(const tokenizer *t, int32_t id, const char **bytes, size_t *len, int *special,
                           rl_err *e);

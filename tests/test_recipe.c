@@ -787,17 +787,20 @@ TEST(recipe_error_wording) {
   CHECK_CONTAINS(e.msg, "m.yaml:3:30: model.init.experts: 0 is out of range: must be in [2, 1024]\n"
                         "\xe2\x80\xa6 and 2 more errors (fix these and validate again)");
   CHECK(e.msg[strlen(e.msg) - 1] == ')');
-  /* no tokenizer.json reader yet: an hf tokenizer (the default) is refused by
-   * validate, not by the run after its directory exists */
+  /* hf (the default) with its tokenizer.json unread (RECIPE_NO_FS): accepted,
+   * from tokenizer.path or model.path (validate reads the file:
+   * test_tokenizer_hf.c); a fresh model with neither is pointed at them */
   const char *hf[] = {"tokenizer={type: hf, path: t.json}"};
-  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", hf, 1, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
-  CHECK_STREQ(e.msg, "--set tokenizer={type: hf, path: t.json}: tokenizer.type: hf (tokenizer.json) is not "
-                     "implemented yet: set tokenizer.type: chars with tokenizer.chars, the characters of the "
-                     "vocabulary");
+  CHECK_EQ_I64(recipe_load_string(MINIMAL, strlen(MINIMAL), "m.yaml", hf, 1, RECIPE_NO_FS, &r, &e), 0);
+  recipe_free(&r);
   const char *dflt = "model: {path: m}\ndata: {prompts: p.jsonl}\nreward: {script: r.lua}\n";
-  CHECK_EQ_I64(recipe_load_string(dflt, strlen(dflt), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
-  CHECK_STREQ(e.msg, "m.yaml:1:15: model.path: tokenizer.type hf (tokenizer.json, the default) is not implemented "
-                     "yet: set tokenizer.type: chars with tokenizer.chars, the characters of the vocabulary");
+  CHECK_EQ_I64(recipe_load_string(dflt, strlen(dflt), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), 0);
+  CHECK_EQ_I64(r.tokenizer.type, TOKENIZER_HF);
+  recipe_free(&r);
+  const char *fresh = "model: {init: {arch: qwen3}}\ndata: {prompts: p.jsonl}\nreward: {script: r.lua}\n";
+  CHECK_EQ_I64(recipe_load_string(fresh, strlen(fresh), "m.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
+  CHECK_STREQ(e.msg, "m.yaml:1:9: model.init: a fresh model needs a tokenizer: set tokenizer.path to a tokenizer.json "
+                     "(type hf, the default), or tokenizer.type: chars with tokenizer.chars");
   /* a relative path: from the current directory for --set, from the file that writes it otherwise */
   char dir[1024], cmd[4096];
   snprintf(dir, sizeof dir, "%s/paths", harness_tmpdir());

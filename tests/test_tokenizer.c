@@ -105,7 +105,7 @@ TEST(recipe_tokenizer_chars) {
   tokenizer_free(t);
   r.tokenizer.type = TOKENIZER_HF;
   CHECK_EQ_I64(recipe_tokenizer(&r, &t, &e), RL_EXIT_USAGE);
-  CHECK_CONTAINS(e.msg, "not implemented");
+  CHECK_CONTAINS(e.msg, "tokenizer.type hf: no tokenizer.json (set tokenizer.path");
   recipe_free(&r);
 }
 

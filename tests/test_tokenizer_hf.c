@@ -1,0 +1,441 @@
+/* test_tokenizer_hf.c — the byte-level BPE tokenizer (tokenizer.type: hf):
+ * merges by rank on a tokenizer.json written here, added tokens,
+ * tokenizer_config.json's specials, what it refuses, UTF-8 repair, and the
+ * oracle: every case of tests/oracle/ci_tokenizer.py (tokenizers trained and
+ * run by Hugging Face's `tokenizers`) encoded and decoded to the same ids and
+ * text. */
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "stages/tokenizer.h"
+
+/* GPT-2's byte-level character of byte b, as UTF-8 */
+static void bl_char(int b, char out[4]) {
+  int k = 256;
+  for (int x = 0; x < b; x++)
+    if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174)) k++;
+  unsigned cp = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174 ? (unsigned)b : (unsigned)k;
+  if (cp < 0x80) out[0] = (char)cp, out[1] = 0;
+  else out[0] = (char)(0xC0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = 0;
+}
+
+/* A tokenizer.json: the 256 bytes as ids 0..255 (id = byte), then the merges
+ * given as "a b" pairs of byte-level strings, each making the next id;
+ * pre_tokenizer and normalizer as JSON text ("null" for none). */
+static char *write_tok(const char *dir, const char *name, const char *const *merges, int nm, const char *pre,
+                       const char *norm, const char *added, const char *config) {
+  json_t *vocab = json_object(), *ml = json_array();
+  for (int b = 0; b < 256; b++) {
+    char c[4];
+    bl_char(b, c);
+    json_object_set_new(vocab, c, json_integer(b));
+  }
+  for (int i = 0; i < nm; i++) {
+    const char *sp = strchr(merges[i], ' ');
+    char joined[64];
+    snprintf(joined, sizeof joined, "%.*s%s", (int)(sp - merges[i]), merges[i], sp + 1);
+    json_object_set_new(vocab, joined, json_integer(256 + i));
+    json_array_append_new(ml, json_string(merges[i]));
+  }
+  json_t *model = json_pack("{s:s,s:o,s:o}", "type", "BPE", "vocab", vocab, "merges", ml);
+  json_t *root = json_pack("{s:o,s:o,s:o,s:o,s:{s:s}}", "model", model, "pre_tokenizer", json_loads(pre, JSON_DECODE_ANY, NULL),
+                           "normalizer", json_loads(norm, JSON_DECODE_ANY, NULL), "added_tokens",
+                           json_loads(added ? added : "[]", 0, NULL), "decoder", "type", "ByteLevel");
+  char *sub = malloc(strlen(dir) + strlen(name) + 32);
+  sprintf(sub, "%s/%s", dir, name);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "mkdir -p '%s'", sub);
+  if (system(cmd)) return NULL;
+  char *path = malloc(strlen(sub) + 32);
+  sprintf(path, "%s/tokenizer.json", sub);
+  json_dump_file(root, path, JSON_INDENT(1));
+  json_decref(root);
+  if (config) {
+    char cp[1200];
+    snprintf(cp, sizeof cp, "%s/tokenizer_config.json", sub);
+    harness_write_file(cp, config);
+  }
+  free(sub);
+  return path;
+}
+
+static void check_ids(const tokenizer *t, const char *text, const int32_t *want, int64_t nwant) {
+  int32_t *ids = NULL;
+  int64_t n = 0;
+  rl_err e;
+  int rc = tokenizer_encode(t, text, strlen(text), &ids, &n, &e);
+  CHECK_MSG(rc == 0, "encode \"%s\": %s", text, rc ? e.msg : "");
+  int same = rc == 0 && n == nwant;
+  for (int64_t i = 0; same && i < n; i++) same = ids[i] == want[i];
+  if (!same) {
+    char got[400] = "", exp[400] = "";
+    for (int64_t i = 0; i < n && strlen(got) < 380; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%d ", ids[i]);
+    for (int64_t i = 0; i < nwant && strlen(exp) < 380; i++) snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%d ", want[i]);
+    CHECK_MSG(0, "encode \"%s\": got [%s] want [%s]", text, got, exp);
+  }
+  if (rc == 0) { /* decode gives the text back (no normalizer in these) */
+    char *s = tokenizer_decode(t, ids, n, 0, &e);
+    CHECK_STREQ(s, text);
+    free(s);
+  }
+  free(ids);
+}
+
+#define GPT2_PRE "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}"
+
+TEST(tokenizer_hf_merges_by_rank) {
+  /* Ġ is the byte-level space */
+  const char *merges[] = {"h e", "l l", "he ll", "hell o", "Ġ w", "b c", "a b", "a a"};
+  char *p = write_tok(harness_tmpdir(), "rank", merges, 8, GPT2_PRE, "null", NULL, NULL);
+  REQUIRE(p);
+  tokenizer *t;
+  rl_err e;
+  REQUIRE(tokenizer_hf_new(p, &t, &e) == 0);
+  CHECK_EQ_I64(tokenizer_vocab_size(t), 264);
+  CHECK_EQ_I64(t->bos, -1);
+  CHECK_EQ_I64(t->eos, -1);
+  /* "hello" → he, ll, hell, hello; " world" is its own piece: Ġw then bytes */
+  check_ids(t, "hello world", (const int32_t[]){259, 260, 'o', 'r', 'l', 'd'}, 6);
+  /* "abc": (b,c) ranks before (a,b), so a + bc, not ab + c */
+  check_ids(t, "abc", (const int32_t[]){'a', 261}, 2);
+  /* "aaa": the leftmost pair first */
+  check_ids(t, "aaa", (const int32_t[]){263, 'a'}, 2);
+  /* the GPT-2 pattern keeps "h" and "e" of "h e" apart: no merge across pieces */
+  check_ids(t, "h e", (const int32_t[]){'h', ' ', 'e'}, 3);
+  /* "'s" and digits are their own pieces; trailing spaces: all but the last before a word */
+  check_ids(t, "it's  12", (const int32_t[]){'i', 't', '\'', 's', ' ', ' ', '1', '2'}, 8);
+  check_ids(t, "", NULL, 0);
+  /* bytes of a 3-byte character, one id each */
+  check_ids(t, "€", (const int32_t[]){0xE2, 0x82, 0xAC}, 3);
+  tokenizer_free(t);
+  free(p);
+}
+
+TEST(tokenizer_hf_added_tokens_and_config) {
+  const char *merges[] = {"h i"};
+  const char *added = "[{\"id\":257,\"content\":\"<|end|>\",\"special\":true},"
+                      "{\"id\":258,\"content\":\"<|end|>x\",\"special\":true},"
+                      "{\"id\":259,\"content\":\"<tool>\",\"special\":false,\"lstrip\":true}]";
+  char *p = write_tok(harness_tmpdir(), "added", merges, 1, GPT2_PRE, "{\"type\":\"NFC\"}", added,
+                      "{\"bos_token\": null, \"eos_token\": {\"content\": \"<|end|>\"}, \"pad_token\": \"<|end|>\"}");
+  REQUIRE(p);
+  tokenizer *t;
+  rl_err e;
+  REQUIRE(tokenizer_hf_new(p, &t, &e) == 0);
+  CHECK_EQ_I64(tokenizer_vocab_size(t), 260);
+  CHECK_EQ_I64(t->bos, -1);
+  CHECK_EQ_I64(t->eos, 257);
+  CHECK_EQ_I64(t->pad, 257);
+  /* cut out before the BPE, the longest first; a partial one is text */
+  check_ids(t, "hi<|end|>hi", (const int32_t[]){256, 257, 256}, 3);
+  check_ids(t, "<|end|>xhi", (const int32_t[]){258, 256}, 2);
+  check_ids(t, "<|end|", (const int32_t[]){'<', '|', 'e', 'n', 'd', '|'}, 6);
+  /* lstrip: the spaces before <tool> are part of it (decode gives the token's own text) */
+  int32_t *ids;
+  int64_t n;
+  REQUIRE(tokenizer_encode(t, "hi  <tool>", 10, &ids, &n, &e) == 0);
+  CHECK_EQ_I64(n, 2);
+  if (n == 2) {
+    CHECK_EQ_I64(ids[0], 256);
+    CHECK_EQ_I64(ids[1], 259);
+  }
+  free(ids);
+  /* specials: named, or left out */
+  const int32_t sp[3] = {256, 257, 259};
+  char *s = tokenizer_decode(t, sp, 3, 0, &e);
+  CHECK_STREQ(s, "hi<|end|><tool>");
+  free(s);
+  s = tokenizer_decode(t, sp, 3, TOKENIZER_SKIP_SPECIAL, &e);
+  CHECK_STREQ(s, "hi<tool>");
+  free(s);
+  /* NFC before the BPE: e + combining acute is é (2 bytes, 2 ids) */
+  REQUIRE(tokenizer_encode(t, "e\xCC\x81", 3, &ids, &n, &e) == 0);
+  CHECK_EQ_I64(n, 2);
+  if (n == 2) {
+    CHECK_EQ_I64(ids[0], 0xC3);
+    CHECK_EQ_I64(ids[1], 0xA9);
+  }
+  free(ids);
+  /* invalid UTF-8 in the text: refused, naming the offset */
+  CHECK(tokenizer_encode(t, "ab\xFF", 3, &ids, &n, &e) == RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "byte offset 2");
+  tokenizer_free(t);
+  free(p);
+}
+
+TEST(tokenizer_hf_split_behaviours_and_regex) {
+  /* a Split with the Qwen2 pattern, then ByteLevel without its regex */
+  const char *pre = "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+                    "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+"
+                    "[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}";
+  /* merges that would join across the pattern's pieces if it did not split there */
+  const char *merges[] = {"1 2", "' S", "a Ġ", "Ġ Ġ", "ĠĠ b"};
+  char *p = write_tok(harness_tmpdir(), "qwen", merges, 5, pre, "null", NULL, NULL);
+  REQUIRE(p);
+  tokenizer *t;
+  rl_err e;
+  REQUIRE(tokenizer_hf_new(p, &t, &e) == 0);
+  check_ids(t, "12", (const int32_t[]){'1', '2'}, 2);                     /* \p{N}: one digit a piece */
+  check_ids(t, "IT'S", (const int32_t[]){'I', 'T', 257}, 3);              /* (?i:'s) takes 'S */
+  check_ids(t, "a  b", (const int32_t[]){'a', ' ', ' ', 'b'}, 4);         /* "a", " ", " b" */
+  check_ids(t, "   b", (const int32_t[]){259, ' ', 'b'}, 3);             /* "  " then " b" */
+  check_ids(t, "x\n\n y", (const int32_t[]){'x', '\n', '\n', ' ', 'y'}, 5); /* \s*[\r\n]+ then " y" */
+  tokenizer_free(t);
+  free(p);
+}
+
+static void expect_refusal(const char *name, const char *pre, const char *norm, const char *want) {
+  const char *merges[] = {"a b"};
+  char *p = write_tok(harness_tmpdir(), name, merges, 1, pre, norm, NULL, NULL);
+  tokenizer *t = NULL;
+  rl_err e;
+  int rc = p ? tokenizer_hf_new(p, &t, &e) : -1;
+  CHECK_MSG(rc == RL_EXIT_USAGE, "%s: rc %d, want a refusal", name, rc);
+  if (rc == RL_EXIT_USAGE) {
+    CHECK_CONTAINS(e.msg, want);
+    CHECK_CONTAINS(e.msg, p);
+  }
+  tokenizer_free(t);
+  free(p);
+}
+
+TEST(tokenizer_hf_refusals) {
+  expect_refusal("meta", "{\"type\":\"Metaspace\",\"replacement\":\"▁\"}", "null", "pre_tokenizer Metaspace is not supported");
+  expect_refusal("lower", GPT2_PRE, "{\"type\":\"Lowercase\"}", "normalizer Lowercase is not supported");
+  expect_refusal("lookbehind", "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?<=a)b\"},"
+                 "\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}", "null",
+                 "a group kind other than");
+  expect_refusal("anchor", "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"^a\"},"
+                 "\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}", "null", "anchors");
+  expect_refusal("prop", "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\p{Han}\"},"
+                 "\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}", "null",
+                 "a \\p{…} property other than a general category");
+  /* a merge that names no token; a WordPiece model; not JSON */
+  const char *dir = harness_tmpdir();
+  char path[1024];
+  snprintf(path, sizeof path, "%s/bad.json", dir);
+  tokenizer *t = NULL;
+  rl_err e;
+  harness_write_file(path, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a c\"]},"
+                           "\"pre_tokenizer\":" GPT2_PRE "}");
+  CHECK(tokenizer_hf_new(path, &t, &e) == RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "merges[0] \"a c\" names a token");
+  harness_write_file(path, "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}");
+  CHECK(tokenizer_hf_new(path, &t, &e) == RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "model type WordPiece is not supported");
+  harness_write_file(path, "{\"model\":\n{\"type\": BPE}}");
+  CHECK(tokenizer_hf_new(path, &t, &e) == RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "bad.json:2:");
+  snprintf(path, sizeof path, "%s/none/tokenizer.json", dir);
+  CHECK(tokenizer_hf_new(path, &t, &e) == RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "none/tokenizer.json");
+  CHECK(t == NULL);
+}
+
+TEST(tokenizer_fix_utf8_replaces_maximal_subparts) {
+  struct {
+    const char *in, *out;
+    int64_t n;
+  } c[] = {
+      {"abc", "abc", 0},
+      {"a\xE2\x82", "a\xEF\xBF\xBD", 1},                   /* € cut after 2 of 3 bytes: one U+FFFD */
+      {"\xE2\x82\xAC\xF0\x9F", "\xE2\x82\xAC\xEF\xBF\xBD", 1}, /* a 4-byte lead and one continuation */
+      {"\xFFx\x80", "\xEF\xBF\xBDx\xEF\xBF\xBD", 2},         /* stray bytes: one each */
+      {"\xC0\xAF", "\xEF\xBF\xBD\xEF\xBF\xBD", 2},            /* an overlong lead never starts a character */
+      {"\xED\xA0\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD", 3}, /* a surrogate: ED's second byte must be < A0 */
+  };
+  for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+    char *s = strdup(c[i].in);
+    CHECK_EQ_I64(tokenizer_fix_utf8(&s), c[i].n);
+    CHECK_STREQ(s, c[i].out);
+    free(s);
+  }
+}
+
+/* ------------------------------------------------------------ the oracle */
+
+/* Every case of DIR/NAME/cases.jsonl through DIR/NAME/tokenizer.json: the same
+ * ids, and decode gives the same text; at least min_cases of them. */
+static void oracle_dir(const char *base, const char *name, int min_cases) {
+  char path[1024], cases[1024];
+  snprintf(path, sizeof path, "%s/%s/tokenizer.json", base, name);
+  snprintf(cases, sizeof cases, "%s/%s/cases.jsonl", base, name);
+  tokenizer *t;
+  rl_err e;
+  int rc = tokenizer_hf_new(path, &t, &e);
+  CHECK_MSG(rc == 0, "%s: %s (run: make fixtures)", name, rc ? e.msg : "");
+  if (rc) return;
+  FILE *f = fopen(cases, "r");
+  CHECK_MSG(f != NULL, "fixture missing: %s (run: make fixtures)", cases);
+  if (!f) {
+    tokenizer_free(t);
+    return;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  int n = 0, bad = 0;
+  while (getline(&line, &cap, f) > 0) {
+    json_error_t je;
+    json_t *c = json_loads(line, 0, &je);
+    if (!c) {
+      CHECK_MSG(0, "%s: case %d is not JSON: %s", name, n + 1, je.text);
+      break;
+    }
+    const char *text = json_string_value(json_object_get(c, "text"));
+    size_t tl = json_string_length(json_object_get(c, "text"));
+    const char *dec = json_string_value(json_object_get(c, "decoded"));
+    json_t *want = json_object_get(c, "ids");
+    int32_t *ids = NULL;
+    int64_t k = 0;
+    n++;
+    if (tokenizer_encode(t, text, tl, &ids, &k, &e)) {
+      if (bad++ < 5) CHECK_MSG(0, "%s case %d %s: %s", name, n, json_dumps(json_object_get(c, "text"), JSON_ENCODE_ANY), e.msg);
+      json_decref(c);
+      continue;
+    }
+    int same = (size_t)k == json_array_size(want);
+    for (int64_t i = 0; same && i < k; i++) same = ids[i] == json_integer_value(json_array_get(want, (size_t)i));
+    if (!same && bad++ < 5) {
+      char got[300] = "";
+      for (int64_t i = 0; i < k && strlen(got) < 280; i++) snprintf(got + strlen(got), sizeof got - strlen(got), "%d,", ids[i]);
+      char *wj = json_dumps(want, JSON_COMPACT), *tj = json_dumps(json_object_get(c, "text"), JSON_ENCODE_ANY);
+      CHECK_MSG(0, "%s case %d %s: ids [%s] want %.300s", name, n, tj, got, wj);
+      free(wj), free(tj);
+    }
+    char *s = tokenizer_decode(t, ids, k, 0, &e);
+    if (same && (!s || !dec || strcmp(s, dec)) && bad++ < 5) {
+      char *tj = json_dumps(json_object_get(c, "text"), JSON_ENCODE_ANY);
+      CHECK_MSG(0, "%s case %d %s: decoded \"%s\" want \"%s\"", name, n, tj, s ? s : "(null)", dec ? dec : "(none)");
+      free(tj);
+    }
+    free(s), free(ids);
+    json_decref(c);
+  }
+  free(line);
+  fclose(f);
+  CHECK_MSG(n >= min_cases, "%s: only %d cases in %s", name, n, cases);
+  CHECK_MSG(bad == 0, "%s: %d of %d cases differ from tokenizers'", name, bad, n);
+  tokenizer_free(t);
+}
+
+static void oracle_config(const char *name) {
+  const char *fx = getenv("RLRUN_FIXTURES");
+  char base[1024];
+  snprintf(base, sizeof base, "%s/tokenizer", fx ? fx : "build/fixtures");
+  oracle_dir(base, name, 100);
+}
+
+TEST(tokenizer_hf_oracle_qwen2) { oracle_config("qwen2"); }
+TEST(tokenizer_hf_oracle_qwen2_legacy_merges) { oracle_config("qwen2_legacy"); }
+TEST(tokenizer_hf_oracle_gpt2) { oracle_config("gpt2"); }
+TEST(tokenizer_hf_oracle_llama3) { oracle_config("llama3"); }
+TEST(tokenizer_hf_oracle_prefix_space) { oracle_config("prefix"); }
+
+/* The released vocabularies (Qwen2/Qwen3's 151,643 tokens, Llama 3's, GPT-2's)
+ * against the ids Hugging Face `tokenizers` gave llama.cpp's tokenizer test
+ * strings: opt-in, since it downloads llama.cpp's sources from PyPI —
+ * `python3 tests/oracle/real_vocabs.py --out DIR` then RLRUN_REAL_VOCABS=DIR. */
+TEST(tokenizer_hf_real_vocabs) {
+  const char *dir = getenv("RLRUN_REAL_VOCABS");
+  if (!dir) {
+    printf("    skipped: set RLRUN_REAL_VOCABS (tests/oracle/real_vocabs.py makes it)\n");
+    return;
+  }
+  const char *names[] = {"qwen2", "llama-bpe", "gpt-2"};
+  for (int i = 0; i < 3; i++) oracle_dir(dir, names[i], 40);
+}
+
+/* ------------------------------------------------ a run with tokenizer hf */
+
+static int hf_rl(const char *args, char *out, size_t n) {
+  char bin[PATH_MAX], cmd[8192];
+  if (!realpath(harness_bin(), bin)) snprintf(bin, sizeof bin, "%s", harness_bin());
+  snprintf(cmd, sizeof cmd, "%s %s; exit $?", bin, args);
+  return harness_run(cmd, out, n);
+}
+
+/* A fresh model on real text through the qwen2 fixture's tokenizer: validate,
+ * run (checkpoint records the tokenizer), a second run from that checkpoint
+ * finds it without tokenizer.path, and another tokenizer.json is refused. */
+TEST(tokenizer_hf_run_end_to_end) {
+  const char *fx = getenv("RLRUN_FIXTURES");
+  char tok[PATH_MAX], tok2[PATH_MAX], rel[1200], reward[PATH_MAX];
+  snprintf(rel, sizeof rel, "%s/tokenizer/qwen2/tokenizer.json", fx ? fx : "build/fixtures");
+  REQUIRE(realpath(rel, tok) != NULL);
+  snprintf(rel, sizeof rel, "%s/tokenizer/gpt2/tokenizer.json", fx ? fx : "build/fixtures");
+  REQUIRE(realpath(rel, tok2) != NULL);
+  REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
+  const char *dir = harness_tmpdir();
+  char data[1200], recipe[1200], recipe2[1200], runs[1200], text[16384], args[8192], out[16384];
+  snprintf(data, sizeof data, "%s/qa.jsonl", dir);
+  REQUIRE(harness_write_file(data, "{\"prompt\": \"What is two plus three? Answer:\", \"answer\": \"5\"}\n"
+                                   "{\"prompt\": \"Ünïcödé and 東京, then 12+30=\", \"answer\": \"42\"}\n"
+                                   "{\"prompt\": \"<|im_start|>user\\nSay hi<|im_end|>\\n\", \"answer\": \"hi\"}\n") == 0);
+  snprintf(recipe, sizeof recipe, "%s/hf.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: hf-text\nseed: 3\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, "
+           "kv_heads: 1, head_dim: 16, ffn: 64, max_seq_len: 48}\ntokenizer:\n  type: hf\n  path: %s\n"
+           "data:\n  prompts: %s\nrollout:\n  batch: 3\n  samples_per_prompt: 2\n  max_prompt_tokens: 40\n"
+           "  max_new_tokens: 6\nreward:\n  script: %s\ntrain:\n  algorithm: grpo\n  lr: 1.0e-3\n"
+           "loop:\n  iterations: 2\n  checkpoint_interval: 2\n",
+           tok, data, reward);
+  REQUIRE(harness_write_file(recipe, text) == 0);
+  snprintf(args, sizeof args, "validate %s", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
+  snprintf(runs, sizeof runs, "%s/runs", dir);
+  snprintf(args, sizeof args, "run %s --runs-dir %s --quiet", recipe, runs);
+  int rc = hf_rl(args, out, sizeof out);
+  CHECK_MSG(rc == 0, "run: rc %d: %s", rc, out);
+  /* the samples: the prompt's text back from its ids, specials included */
+  snprintf(args, sizeof args, "samples $(ls -d %s/hf-text-*/ | tail -1) --iter 1", runs);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "What is two plus three? Answer:");
+  /* the checkpoint records the tokenizer: a run from it finds the same file */
+  char cmd[2400];
+  snprintf(cmd, sizeof cmd, "cat %s/hf-text-*/checkpoints/step-000002/manifest.json", runs);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\"type\": \"hf\"");
+  CHECK_CONTAINS(out, tok);
+  snprintf(recipe2, sizeof recipe2, "%s/hf2.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: hf-more\nseed: 4\ndevice: cpu\nmodel:\n  checkpoint: %s/hf-text\ndata:\n  prompts: %s\n"
+           "rollout:\n  batch: 3\n  samples_per_prompt: 2\n  max_prompt_tokens: 40\n  max_new_tokens: 6\n"
+           "reward:\n  script: %s\ntrain:\n  algorithm: grpo\n  lr: 1.0e-3\nloop:\n  iterations: 1\n",
+           runs, data, reward);
+  REQUIRE(harness_write_file(recipe2, text) == 0);
+  snprintf(args, sizeof args, "validate %s", recipe2);
+  rc = hf_rl(args, out, sizeof out);
+  CHECK_MSG(rc == 0, "validate from the checkpoint: rc %d: %s", rc, out);
+  snprintf(args, sizeof args, "validate %s --set tokenizer.path=%s", recipe2, tok2);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "differs from the tokenizer.json model.checkpoint");
+  snprintf(args, sizeof args, "validate %s --set 'tokenizer={type: chars, chars: \"ab\"}'", recipe2);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "was trained with a tokenizer of type hf");
+  /* a prompt longer than max_prompt_tokens is named at validation, counted in this tokenizer's tokens */
+  snprintf(args, sizeof args, "validate %s --set rollout.max_prompt_tokens=4", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "qa.jsonl:1");
+}
+
+/* model.path without a tokenizer.json: validate says where it looked and what to set */
+TEST(tokenizer_hf_missing_file_named_at_validation) {
+  const char *dir = harness_tmpdir();
+  char recipe[1200], text[4096], out[8192], args[2400];
+  snprintf(recipe, sizeof recipe, "%s/r.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: nofile\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
+           "head_dim: 16, ffn: 64, max_seq_len: 16}\ntokenizer:\n  path: %s/nowhere/tokenizer.json\n"
+           "data:\n  task: %s/lua/scripts/task_add_digits.lua\nreward:\n  script: %s/lua/scripts/digit_match.lua\n",
+           dir, getenv("PWD") ? getenv("PWD") : ".", getenv("PWD") ? getenv("PWD") : ".");
+  REQUIRE(harness_write_file(recipe, text) == 0);
+  snprintf(args, sizeof args, "validate %s", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "tokenizer.path");
+  CHECK_CONTAINS(out, "nowhere/tokenizer.json: No such file or directory");
+}
