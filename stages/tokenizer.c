@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stages/unicode.h"
 
 #define TOK_N_SPECIAL 3
 
@@ -26,25 +27,11 @@ typedef struct tok_chars {
   tok_char *by_cp;     /* [n] sorted by code point, for encode */
 } tok_chars;
 
-/* Decode one UTF-8 character at s (len bytes left): its length (1..4), or 0
- * when the bytes are not valid UTF-8 (overlong, surrogate, truncated). */
+/* The length (1..4) of the UTF-8 character at s (len bytes left) and its code
+ * point, or 0 when the bytes there are not UTF-8 (stages/unicode.h decodes). */
 static int tok_utf8_next(const unsigned char *s, size_t len, uint32_t *cp) {
-  if (len == 0) return 0;
-  unsigned c = s[0];
-  int n;
-  uint32_t v, min;
-  if (c < 0x80) return *cp = c, 1;
-  if ((c & 0xE0) == 0xC0) n = 2, v = c & 0x1F, min = 0x80;
-  else if ((c & 0xF0) == 0xE0) n = 3, v = c & 0x0F, min = 0x800;
-  else if ((c & 0xF8) == 0xF0) n = 4, v = c & 0x07, min = 0x10000;
-  else return 0;
-  if ((size_t)n > len) return 0;
-  for (int i = 1; i < n; i++) {
-    if ((s[i] & 0xC0) != 0x80) return 0;
-    v = (v << 6) | (s[i] & 0x3F);
-  }
-  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-  return *cp = v, n;
+  size_t i = 0;
+  return uni_utf8_next((const char *)s, len, &i, cp) ? 0 : (int)i;
 }
 
 /* A printable rendering of code point cp (for messages): the character
