@@ -66,6 +66,10 @@ int tokenizer_chars_new(const char *chars, tokenizer **out, rl_err *e);
  * is looked for in the same directory). Errors (RL_EXIT_USAGE) name the file
  * and what in it rlrun does not read. */
 int tokenizer_hf_new(const char *path, tokenizer **out, rl_err *e);
+/* The same from a tokenizer.json's text[0..len) in memory; path names it in
+ * messages and, with with_config, locates tokenizer_config.json. */
+int tokenizer_hf_new_mem(const char *text, size_t len, const char *path, int with_config, tokenizer **out,
+                         rl_err *e);
 void tokenizer_free(tokenizer *t);
 
 int64_t tokenizer_vocab_size(const tokenizer *t);

@@ -561,9 +561,15 @@ int tokenizer_hf_new(const char *path, tokenizer **out, rl_err *e) {
   char *text = NULL;
   size_t tlen = 0;
   if (rl_read_file_max(path, (size_t)512 << 20, &text, &tlen, e)) return rl_err_prefix(e, "tokenizer.json: "), e->code;
+  int rc = tokenizer_hf_new_mem(text, tlen, path, 1, out, e);
+  free(text);
+  return rc;
+}
+
+int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int with_config, tokenizer **out, rl_err *e) {
+  *out = NULL;
   json_error_t je;
   json_t *root = json_loadb(text, tlen, 0, &je);
-  free(text);
   if (!root)
     return rl_errf(e, RL_EXIT_USAGE, "tokenizer.json %s:%d:%d: %s (not valid JSON)", path, je.line, je.column, je.text);
   tok_hf *t = rl_xcalloc(1, sizeof *t);
@@ -727,7 +733,7 @@ int tokenizer_hf_new(const char *path, tokenizer **out, rl_err *e) {
   }
   json_decref(root);
   /* bos / eos / pad: tokenizer_config.json beside tokenizer.json, when there is one */
-  if (!rc) {
+  if (!rc && with_config) {
     const char *slash = strrchr(path, '/');
     size_t dl = slash ? (size_t)(slash - path + 1) : 0;
     char *cfg_path = rl_xmalloc(dl + 32);
