@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "runner/cli.h"
+#include "runner/inputs.h"
 #include "runner/recipe.h"
 
 #define MAX_SETS 64
@@ -159,12 +160,40 @@ int cmd_validate(int argc, char **argv) {
   return rc;
 }
 
+/* The tokenizer section of the plan: which file (hf), how many ids, and the
+ * special tokens a run uses — BOS before every prompt, EOS that ends a
+ * completion (a wrong one and rollouts never stop before max_new_tokens). */
+static void print_tokenizer(const recipe *r) {
+  tokenizer *tok;
+  rl_err e;
+  printf("\n== tokenizer ==\n");
+  if (recipe_tokenizer(r, &tok, &e)) {
+    printf("not loaded: %s\n", e.msg);
+    return;
+  }
+  const char *key;
+  char *path = r->tokenizer.type == TOKENIZER_HF ? recipe_tokenizer_path(r, &key) : NULL;
+  printf("%s%s%s: %lld ids\n", tok->ops->kind, path ? " " : "", path ? path : "", (long long)tokenizer_vocab_size(tok));
+  free(path);
+  const char *names[3] = {"bos", "eos", "pad"};
+  const int32_t ids[3] = {tok->bos, tok->eos, tok->pad};
+  for (int i = 0; i < 3; i++) {
+    const char *b;
+    size_t l;
+    int special;
+    if (ids[i] < 0 || tokenizer_token_bytes(tok, ids[i], &b, &l, &special, &e)) printf("%s: none\n", names[i]);
+    else printf("%s: %d %.*s\n", names[i], ids[i], (int)l, b);
+  }
+  tokenizer_free(tok);
+}
+
 int cmd_plan(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun plan RECIPE [--hardware NAME[:COUNT]] [--set KEY=VALUE]...\n\n"
            "Print the fully resolved recipe (every key, with defaults marked \"# default\"),\n"
-           "the precision of each layer class in rollout and training, the hardware verdict,\n"
-           "and the ordered stage plan: convert, then rollout -> train -> sync per iteration,\n"
+           "the hardware verdict, the tokenizer (its file, size, and the BOS / EOS / PAD tokens a\n"
+           "run uses), the precision of each layer class in rollout and training, and the\n"
+           "ordered stage plan: convert, then rollout -> train -> sync per iteration,\n"
            "with checkpoints. Exit codes as for `rlrun validate` (the plan is printed for a\n"
            "valid recipe even when this hardware cannot run it, exit 3).\n");
     return RL_EXIT_OK;
@@ -185,6 +214,7 @@ int cmd_plan(int argc, char **argv) {
   printf("\n== hardware ==\n%s (%s)%s: %s\n", cls == HW_CPU ? "cpu" : t.name,
          cls == HW_UNSUPPORTED ? "unsupported" : hw_class_names[cls], t.detected ? ", detected" : ", named",
          rc ? "NOT runnable (see the errors above)" : emulated ? "runnable, emulated" : "runnable");
+  print_tokenizer(&r);
   printf("\n");
   recipe_print_plan(stdout, &r, &t, emulated);
   recipe_free(&r);

@@ -53,7 +53,7 @@ typedef struct prompt_item {
 
 /* What a prompt must satisfy to run (recipe validation; every field optional). */
 typedef struct prompts_limits {
-  const struct tokenizer *tok; /* encode the texts with it (a chars tokenizer), or NULL: no token checks */
+  const struct tokenizer *tok; /* encode the texts with it (the recipe's tokenizer), or NULL: no token checks */
   int64_t max_prompt_tokens;   /* > 0 (RL): BOS + prompt tokens at most this (rollout.max_prompt_tokens) */
   int64_t max_seq_tokens;      /* > 0 (sft): BOS + prompt + target + EOS at most this (the model's positions) */
   const char *target_field;    /* sft: the string field every example needs ("completion"), or NULL */

@@ -387,6 +387,12 @@ TEST(tokenizer_hf_run_end_to_end) {
   REQUIRE(harness_write_file(recipe, text) == 0);
   snprintf(args, sizeof args, "validate %s", recipe);
   CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
+  /* the plan names the file and the specials a run uses (tokenizer_config.json's) */
+  snprintf(args, sizeof args, "plan %s", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
+  char want[PATH_MAX + 160];
+  snprintf(want, sizeof want, "\n== tokenizer ==\nhf %s: 3005 ids\nbos: none\neos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\n", tok);
+  CHECK_CONTAINS(out, want);
   snprintf(runs, sizeof runs, "%s/runs", dir);
   snprintf(args, sizeof args, "run %s --runs-dir %s --quiet", recipe, runs);
   int rc = hf_rl(args, out, sizeof out);
