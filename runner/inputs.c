@@ -51,6 +51,18 @@ int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e) {
                    "directory that holds one)");
   int rc = tokenizer_hf_new(p, out, e);
   free(p);
+  /* the recipe's BOS / EOS over tokenizer_config.json's */
+  const char *key_of[2] = {"tokenizer.bos", "tokenizer.eos"}, *text_of[2] = {r->tokenizer.bos, r->tokenizer.eos};
+  for (int i = 0; i < 2 && !rc; i++) {
+    if (!text_of[i]) continue;
+    int32_t id = tokenizer_find(*out, text_of[i]);
+    if (id < 0) {
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: \"%s\" is no token of the tokenizer: give a token's exact text (e.g. "
+                   "<|endoftext|>)", key_of[i], text_of[i]);
+      tokenizer_free(*out), *out = NULL;
+    } else if (i == 0) (*out)->bos = id;
+    else (*out)->eos = id;
+  }
   return rc;
 }
 

@@ -79,6 +79,7 @@ typedef struct recipe {
     tokenizer_type type;
     char *chars; /* the character vocabulary (type chars) */
     char *path;  /* tokenizer.json (type hf); NULL = the model directory's */
+    char *bos, *eos; /* type hf: the BOS / EOS token's text; NULL = tokenizer_config.json's */
   } tokenizer;
 
   struct {

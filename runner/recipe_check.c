@@ -198,6 +198,8 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
   int rc = 0;
   if (r->tokenizer.type == TOKENIZER_CHARS) {
     if (r->tokenizer.path) rc = kerr(r, e, "tokenizer.path", "applies to tokenizer.type: hf (this tokenizer is chars)");
+    if (r->tokenizer.bos) rc = kerr(r, e, "tokenizer.bos", "applies to tokenizer.type: hf (chars has <bos>, id 1)");
+    if (r->tokenizer.eos) rc = kerr(r, e, "tokenizer.eos", "applies to tokenizer.type: hf (chars has <eos>, id 2)");
     if (!r->tokenizer.chars)
       return kerr(r, e, "tokenizer.type", "chars needs tokenizer.chars: the characters of the vocabulary");
     /* each character once */
@@ -295,6 +297,11 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
     return rc;
   }
   const int64_t V = tokenizer_vocab_size(tok);
+  if (r->tokenizer.bos && tokenizer_find(tok, r->tokenizer.bos) < 0)
+    rc = kerr(r, e, "tokenizer.bos", "\"%s\" is no token of %s: give a token's exact text", r->tokenizer.bos, path);
+  if (r->tokenizer.eos && tokenizer_find(tok, r->tokenizer.eos) < 0)
+    rc = kerr(r, e, "tokenizer.eos", "\"%s\" is no token of %s: give a token's exact text (e.g. <|im_end|>)",
+              r->tokenizer.eos, path);
   tokenizer_free(tok);
   if (r->model.has_init && r->model.init.vocab && r->model.init.vocab < V)
     rc = kerr(r, e, "model.init.vocab", "%lld is smaller than the %lld ids of the tokenizer (%s)",

@@ -80,6 +80,8 @@ static const rkey keys[] = {
     {"tokenizer", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "how text becomes tokens"},
     {"tokenizer.type", KT_ENUM, OFF(tokenizer.type), "hf", 0, 0, 0, e_tok, "chars: one token per character of tokenizer.chars; hf: a byte-level BPE tokenizer.json (GPT-2, Qwen, Llama 3)"},
     {"tokenizer.chars", KT_STR, OFF(tokenizer.chars), NULL, 0, 0, 0, NULL, "the character vocabulary (type chars), each character once"},
+    {"tokenizer.bos", KT_STR, OFF(tokenizer.bos), NULL, 0, 0, 0, NULL, "the BOS token's text (type hf), put before every prompt; default: tokenizer_config.json's bos_token"},
+    {"tokenizer.eos", KT_STR, OFF(tokenizer.eos), NULL, 0, 0, 0, NULL, "the EOS token's text (type hf), which ends a completion; default: tokenizer_config.json's eos_token"},
     {"tokenizer.path", KT_PATH, OFF(tokenizer.path), NULL, 0, 0, 0, NULL, "tokenizer.json (type hf); default: model.path's, else the one model.checkpoint was trained with"},
     {"precision", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "number formats; see `rlrun matrix`"},
     {"precision.rollout", KT_ENUM, OFF(precision.rollout), "bf16", 0, 0, 0, prec_names, "format of the rollout forward"},

@@ -181,6 +181,23 @@ static size_t tok_bad_run(const unsigned char *s, size_t len) {
   return k;
 }
 
+int32_t tokenizer_find(const tokenizer *t, const char *text) {
+  const size_t n = strlen(text);
+  int32_t hit = -1;
+  if (!n) return -1;
+  for (int64_t id = 0; id < t->vocab; id++) { /* a special token's text before a plain one's */
+    const char *b;
+    size_t l;
+    int special;
+    t->ops->token_bytes(t, (int32_t)id, &b, &l, &special);
+    if (l == n && !memcmp(b, text, n) && (hit < 0 || special)) {
+      hit = (int32_t)id;
+      if (special) break;
+    }
+  }
+  return hit;
+}
+
 int64_t tokenizer_fix_utf8(char **text) {
   const unsigned char *s = (const unsigned char *)*text;
   size_t len = strlen(*text), i = 0;

@@ -80,6 +80,9 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int32_t *
 /* Ids → NUL-terminated text (malloc'd); NULL with e set (RL_EXIT_USAGE)
  * when an id is outside [0, vocab), naming its position. */
 char *tokenizer_decode(const tokenizer *t, const int32_t *ids, int64_t n, int flags, rl_err *e);
+/* The id of the token whose text is exactly `text` (an added or special
+ * token's content, or a vocabulary entry's bytes); -1 when none. */
+int32_t tokenizer_find(const tokenizer *t, const char *text);
 /* Make *text (malloc'd, NUL-terminated) valid UTF-8: each maximal piece of an
  * ill-formed sequence (a lead byte and the continuation bytes that fit it, or
  * one stray byte) becomes one U+FFFD, as `tokenizers`' decode does (Rust's

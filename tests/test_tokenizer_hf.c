@@ -393,6 +393,13 @@ TEST(tokenizer_hf_run_end_to_end) {
   char want[PATH_MAX + 160];
   snprintf(want, sizeof want, "\n== tokenizer ==\nhf %s: 3005 ids\nbos: none\neos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\n", tok);
   CHECK_CONTAINS(out, want);
+  /* the recipe's BOS / EOS over tokenizer_config.json's; one that is no token is named */
+  snprintf(args, sizeof args, "plan %s --set 'tokenizer.eos=<|endoftext|>' --set 'tokenizer.bos=<|im_start|>'", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\nbos: 3001 <|im_start|>\neos: 3000 <|endoftext|>\n");
+  snprintf(args, sizeof args, "validate %s --set 'tokenizer.eos=<|im_end'", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "tokenizer.eos=<|im_end: \"<|im_end\" is no token of ");
   snprintf(runs, sizeof runs, "%s/runs", dir);
   snprintf(args, sizeof args, "run %s --runs-dir %s --quiet", recipe, runs);
   int rc = hf_rl(args, out, sizeof out);
