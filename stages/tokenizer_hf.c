@@ -89,6 +89,7 @@ typedef struct {
   int nsteps;
   added_tok *added; /* longest content first */
   int nadded;
+  uint8_t added_first[256]; /* 1 for a byte some added token starts with */
 } tok_hf;
 
 static int32_t map_get(const tok_hf *t, const char *b, size_t n) {
@@ -390,7 +391,7 @@ static int tok_hf_encode(const tokenizer *base, const char *text, size_t len, in
   for (size_t i = 0; i < len && !rc;) {
     /* the longest added token at i (they are sorted longest first) */
     const added_tok *hit = NULL;
-    for (int k = 0; k < t->nadded; k++) {
+    for (int k = t->added_first[(unsigned char)text[i]] ? 0 : t->nadded; k < t->nadded; k++) {
       const added_tok *a = &t->added[k];
       if (a->len && a->len <= len - i && !memcmp(text + i, a->content, a->len)) {
         if (a->single_word) {
@@ -721,6 +722,7 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
       int32_t id = (int32_t)json_integer_value(json_object_get(a, "id"));
       added_tok *x = &t->added[t->nadded++];
       x->content = rl_xstrdup(c), x->len = strlen(c), x->id = id;
+      if (x->len) t->added_first[(unsigned char)c[0]] = 1;
       x->special = json_is_true(json_object_get(a, "special"));
       x->lstrip = json_is_true(json_object_get(a, "lstrip")), x->rstrip = json_is_true(json_object_get(a, "rstrip"));
       x->single_word = json_is_true(json_object_get(a, "single_word"));
