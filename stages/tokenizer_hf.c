@@ -71,12 +71,13 @@ typedef struct {
   char *content;
   size_t len;
   int32_t id;
-  uint8_t special, lstrip, rstrip, single_word;
+  uint8_t special, lstrip, rstrip, single_word, normalized; /* normalized: matched after the normalizer */
 } added_tok;
 
 typedef struct {
   tokenizer base;
   char **bytes; /* [vocab] a token's raw bytes (NULL: an id with no token) */
+  char **shown; /* [vocab] for a token holding a 0x00 byte, its bytes with U+FFFD for each (else NULL) */
   uint32_t *blen;
   uint8_t *special;
   tok_map vocab; /* raw bytes → id, the BPE vocabulary */
@@ -88,7 +89,7 @@ typedef struct {
   pre_step *steps;
   int nsteps;
   added_tok *added; /* longest content first */
-  int nadded;
+  int nadded, n_normalized;
   uint8_t added_first[256]; /* 1 for a byte some added token starts with */
 } tok_hf;
 
@@ -149,7 +150,9 @@ static void tok_hf_destroy(tokenizer *base) {
   tok_hf *t = (tok_hf *)base;
   if (t->bytes)
     for (int64_t i = 0; i < t->base.vocab; i++) free(t->bytes[i]);
-  free(t->bytes), free(t->blen), free(t->special), free(t->vocab.slot), free(t->merges);
+  if (t->shown)
+    for (int64_t i = 0; i < t->base.vocab; i++) free(t->shown[i]);
+  free(t->bytes), free(t->shown), free(t->blen), free(t->special), free(t->vocab.slot), free(t->merges);
   for (int i = 0; i < t->nsteps; i++) rx_prog_free(t->steps[i].rx);
   free(t->steps);
   for (int i = 0; i < t->nadded; i++) free(t->added[i].content);
@@ -159,7 +162,9 @@ static void tok_hf_destroy(tokenizer *base) {
 
 static void tok_hf_token_bytes(const tokenizer *base, int32_t id, const char **bytes, size_t *len, int *special) {
   const tok_hf *t = (const tok_hf *)base;
-  *bytes = t->bytes[id] ? t->bytes[id] : "", *len = t->blen[id], *special = t->special[id] || !t->bytes[id];
+  if (t->shown && t->shown[id]) *bytes = t->shown[id], *len = strlen(t->shown[id]);
+  else *bytes = t->bytes[id] ? t->bytes[id] : "", *len = t->blen[id];
+  *special = t->special[id] || !t->bytes[id];
 }
 
 /* ids output vector */
@@ -320,14 +325,8 @@ static int split_piece(const rx_prog *rx, split_behavior bh, const char *b, size
   return rc;
 }
 
-/* normalize + pre-tokenize + BPE one segment that holds no added token */
-static int encode_segment(const tok_hf *t, const char *text, size_t len, idvec *out, rl_err *e) {
-  char *norm = NULL;
-  size_t nlen = len;
-  if (t->nfc && len) {
-    if (uni_nfc(text, len, &norm, &nlen)) return rl_errf(e, RL_EXIT_USAGE, "tokenizer: invalid UTF-8 in the text");
-    text = norm;
-  }
+/* pre-tokenize + BPE one normalized piece that holds no added token */
+static int encode_pretok(const tok_hf *t, const char *text, size_t nlen, idvec *out, rl_err *e) {
   pieces cur = {0};
   pcs_add(&cur, text, nlen, NULL);
   int rc = 0;
@@ -355,11 +354,17 @@ static int encode_segment(const tok_hf *t, const char *text, size_t len, idvec *
   }
   for (int i = 0; i < cur.count && !rc; i++) rc = bpe_piece(t, cur.buf + cur.at[i], cur.n[i], out, e);
   pcs_free(&cur);
-  free(norm);
   return rc;
 }
 
-static int is_word_char(uint32_t c) { return c == '_' || uni_gc_in(c, 'L', 0) || uni_gc_in(c, 'N', 0); }
+/* What a single_word token may not touch: the characters of Rust's regex \w
+ * (`tokenizers` tests the neighbours with it) — Alphabetic (letters, Nl, the
+ * circled and squared letters among the symbols), marks, Nd, Pc, Join_Control. */
+static int is_word_char(uint32_t c) {
+  return uni_gc_in(c, 'L', 0) || uni_gc_in(c, 'M', 0) || uni_gc_in(c, 'N', 'd') || uni_gc_in(c, 'N', 'l') ||
+         uni_gc_in(c, 'P', 'c') || c == 0x200C || c == 0x200D || (c >= 0x24B6 && c <= 0x24E9) ||
+         (c >= 0x1F130 && c <= 0x1F149) || (c >= 0x1F150 && c <= 0x1F169) || (c >= 0x1F170 && c <= 0x1F189);
+}
 
 /* The code point that ends before byte i (or −1 at the start) / starts at byte i (−1 at the end) */
 static int64_t cp_before(const char *s, size_t i) {
@@ -375,6 +380,72 @@ static int64_t cp_at(const char *s, size_t len, size_t i) {
   return i < len && !uni_utf8_next(s, len, &i, &c) ? (int64_t)c : -1;
 }
 
+/* The next added token of one pass (those whose `normalized` flag is
+ * `normalized`) in text[from..len), as `tokenizers` finds them: leftmost, the
+ * longest there, never overlapping; a single_word match that touches a word
+ * character is dropped whole (its text stays plain, the search goes on after
+ * it). 1 with [*s, *end) — lstrip / rstrip spread over whitespace, never back
+ * before `from` — and *id; 0 when there is none. */
+static int next_added(const tok_hf *t, int normalized, const char *text, size_t len, size_t from, size_t *s,
+                      size_t *end, int32_t *id) {
+  for (size_t i = from; i < len;) {
+    const added_tok *hit = NULL;
+    if (t->added_first[(unsigned char)text[i]]) /* they are sorted longest first */
+      for (int k = 0; k < t->nadded && !hit; k++) {
+        const added_tok *a = &t->added[k];
+        if (a->normalized == normalized && a->len && a->len <= len - i && !memcmp(text + i, a->content, a->len)) hit = a;
+      }
+    if (!hit) {
+      i++;
+      while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80) i++;
+      continue;
+    }
+    if (hit->single_word) {
+      int64_t pb = cp_before(text, i), na = cp_at(text, len, i + hit->len);
+      if ((pb >= 0 && is_word_char((uint32_t)pb)) || (na >= 0 && is_word_char((uint32_t)na))) {
+        i += hit->len;
+        continue;
+      }
+    }
+    *s = i, *end = i + hit->len, *id = hit->id;
+    if (hit->lstrip) /* the whitespace before it is part of it */
+      for (int64_t c; *s > from && (c = cp_before(text, *s)) >= 0 && uni_is_space((uint32_t)c);) {
+        (*s)--;
+        while (*s > from && ((unsigned char)text[*s] & 0xC0) == 0x80) (*s)--;
+      }
+    if (hit->rstrip)
+      for (int64_t c; (c = cp_at(text, len, *end)) >= 0 && uni_is_space((uint32_t)c);) {
+        uint32_t cc;
+        if (uni_utf8_next(text, len, end, &cc)) break;
+      }
+    return 1;
+  }
+  return 0;
+}
+
+/* A piece between the raw text's added tokens: normalized, then cut at the
+ * added tokens matched on normalized text (normalized: true), the rest
+ * pre-tokenized and merged — `tokenizers`' second pass. */
+static int encode_segment(const tok_hf *t, const char *text, size_t len, idvec *out, rl_err *e) {
+  char *norm = NULL;
+  size_t nlen = len;
+  if (t->nfc && len) {
+    if (uni_nfc(text, len, &norm, &nlen)) return rl_errf(e, RL_EXIT_USAGE, "tokenizer: invalid UTF-8 in the text");
+    text = norm;
+  }
+  size_t seg = 0, s, end;
+  int32_t id;
+  int rc = 0;
+  while (!rc && t->n_normalized && next_added(t, 1, text, nlen, seg, &s, &end, &id)) {
+    rc = encode_pretok(t, text + seg, s - seg, out, e);
+    idv_push(out, id);
+    seg = end;
+  }
+  if (!rc && seg < nlen) rc = encode_pretok(t, text + seg, nlen - seg, out, e);
+  free(norm);
+  return rc;
+}
+
 static int tok_hf_encode(const tokenizer *base, const char *text, size_t len, int32_t **ids, int64_t *n, rl_err *e) {
   const tok_hf *t = (const tok_hf *)base;
   { /* the whole text must be UTF-8 (a segment's check would name a piece, not the text) */
@@ -385,42 +456,15 @@ static int tok_hf_encode(const tokenizer *base, const char *text, size_t len, in
         return rl_errf(e, RL_EXIT_USAGE, "tokenizer: invalid UTF-8 at byte offset %zu of the text", at);
     }
   }
+  /* first pass: the added tokens matched on the raw text (normalized: false) */
   idvec out = {0};
-  size_t seg = 0; /* start of the text not yet encoded */
+  size_t seg = 0, s, end;
+  int32_t id;
   int rc = 0;
-  for (size_t i = 0; i < len && !rc;) {
-    /* the longest added token at i (they are sorted longest first) */
-    const added_tok *hit = NULL;
-    for (int k = t->added_first[(unsigned char)text[i]] ? 0 : t->nadded; k < t->nadded; k++) {
-      const added_tok *a = &t->added[k];
-      if (a->len && a->len <= len - i && !memcmp(text + i, a->content, a->len)) {
-        if (a->single_word) {
-          int64_t pb = cp_before(text, i), na = cp_at(text, len, i + a->len);
-          if ((pb >= 0 && is_word_char((uint32_t)pb)) || (na >= 0 && is_word_char((uint32_t)na))) continue;
-        }
-        hit = a;
-        break;
-      }
-    }
-    if (!hit) {
-      i++;
-      while (i < len && ((unsigned char)text[i] & 0xC0) == 0x80) i++;
-      continue;
-    }
-    size_t s = i, end = i + hit->len;
-    if (hit->lstrip) /* the whitespace before it is part of it */
-      for (int64_t c; s > seg && (c = cp_before(text, s)) >= 0 && uni_is_space((uint32_t)c);) {
-        s--;
-        while (s > seg && ((unsigned char)text[s] & 0xC0) == 0x80) s--;
-      }
-    if (hit->rstrip)
-      for (int64_t c; (c = cp_at(text, len, end)) >= 0 && uni_is_space((uint32_t)c);) {
-        uint32_t cc;
-        if (uni_utf8_next(text, len, &end, &cc)) break;
-      }
+  while (!rc && next_added(t, 0, text, len, seg, &s, &end, &id)) {
     rc = encode_segment(t, text + seg, s - seg, &out, e);
-    idv_push(&out, hit->id);
-    seg = i = end;
+    idv_push(&out, id);
+    seg = end;
   }
   if (!rc && seg < len) rc = encode_segment(t, text + seg, len - seg, &out, e);
   if (rc) {
@@ -453,6 +497,13 @@ static int load_regex(const char *path, const char *pat, rx_prog **out, rl_err *
   const char *why = NULL;
   size_t at = 0;
   *out = rx_compile_pattern(pat, &why, &at);
+  if (*out && rx_can_match_empty(*out)) {
+    rx_prog_free(*out), *out = NULL;
+    return rl_errf(e, RL_EXIT_USAGE,
+                   "tokenizer.json %s: the pre-tokenizer's regex \"%.80s\" can match the empty string, where "
+                   "`tokenizers` splits between every two characters; rlrun does not reproduce that: it reads the "
+                   "patterns of byte-level BPE tokenizers (GPT-2, Qwen, Llama 3), none of which can", path, pat);
+  }
   if (!*out)
     return rl_errf(e, RL_EXIT_USAGE,
                    "tokenizer.json %s: the pre-tokenizer's regex uses %s (at character %zu of \"%.80s\"), which rlrun's "
@@ -596,11 +647,14 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
     rc = hf_bad(e, path, "subword prefixes/suffixes (continuing_subword_prefix, end_of_word_suffix) are not supported%s", NULL);
   if (!rc) rc = load_normalizer(t, path, json_object_get(root, "normalizer"), e);
   if (!rc) rc = load_pre(t, path, json_object_get(root, "pre_tokenizer"), &bytelevel, e);
-  if (!rc && !bytelevel) {
+  if (!rc && !bytelevel)
+    rc = hf_bad(e, path, "it is not byte-level (no ByteLevel step in its pre_tokenizer): rlrun reads byte-level BPE "
+                         "tokenizers (GPT-2, Qwen, Llama 3)%s", NULL);
+  if (!rc) { /* decode is the concatenation of token bytes: ByteLevel's decoder, nothing after it */
     const char *dt = json_string_value(json_object_get(json_object_get(root, "decoder"), "type"));
     if (!dt || strcmp(dt, "ByteLevel"))
-      rc = hf_bad(e, path, "it is not byte-level (no ByteLevel pre_tokenizer or decoder): rlrun reads byte-level BPE "
-                           "tokenizers (GPT-2, Qwen, Llama 3)%s", NULL);
+      rc = hf_bad(e, path, "decoder %s is not supported: rlrun decodes as ByteLevel's decoder does (the bytes of the "
+                           "tokens, joined)", dt ? dt : "null");
   }
   t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
   json_t *added = json_object_get(root, "added_tokens");
@@ -638,13 +692,25 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
     size_t cap = 16;
     while (cap < 2 * (size_t)json_object_size(vocab) + 2) cap *= 2;
     t->vocab.slot = rl_xcalloc(cap, sizeof *t->vocab.slot), t->vocab.mask = cap - 1;
+    /* added tokens may sit in vocab too, under their own text (DeepSeek's
+     * "<｜begin▁of▁sentence｜>"): those entries are not byte-level strings
+     * and take no part in BPE */
+    uint8_t *is_added = rl_xcalloc((size_t)V, 1);
+    size_t ai;
+    json_t *aj;
+    json_array_foreach(added, ai, aj) is_added[json_integer_value(json_object_get(aj, "id"))] = 1;
     json_object_foreach(vocab, key, val) {
       int32_t id = (int32_t)json_integer_value(val);
       if (t->bytes[id]) {
         rc = rl_errf(e, RL_EXIT_USAGE, "tokenizer.json %s: id %d appears twice in vocab", path, id);
         break;
       }
-      if (bytelevel_decode(key, &t->bytes[id], &t->blen[id])) {
+      const int not_bl = bytelevel_decode(key, &t->bytes[id], &t->blen[id]);
+      if (not_bl && is_added[id]) {
+        t->bytes[id] = rl_xstrdup(key), t->blen[id] = (uint32_t)strlen(key);
+        continue;
+      }
+      if (not_bl) {
         rc = rl_errf(e, RL_EXIT_USAGE,
                      "tokenizer.json %s: vocab entry \"%.60s\" (id %d) is not a byte-level string (GPT-2's byte "
                      "alphabet): rlrun reads byte-level BPE tokenizers", path, key, id);
@@ -656,6 +722,7 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
       }
       map_put(t, id);
     }
+    free(is_added);
   }
   for (int b = 0; b < 256 && !rc; b++) {
     char c = (char)b;
@@ -726,12 +793,27 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
       x->special = json_is_true(json_object_get(a, "special"));
       x->lstrip = json_is_true(json_object_get(a, "lstrip")), x->rstrip = json_is_true(json_object_get(a, "rstrip"));
       x->single_word = json_is_true(json_object_get(a, "single_word"));
+      json_t *nj = json_object_get(a, "normalized"); /* `tokenizers`' default: special ones are not */
+      x->normalized = nj ? json_is_true(nj) : !x->special;
+      t->n_normalized += x->normalized;
       if (!t->bytes[id]) { /* an added token outside the BPE vocabulary: its bytes are its text */
         t->bytes[id] = rl_xstrdup(c), t->blen[id] = (uint32_t)x->len;
       }
       t->special[id] = x->special;
     }
     qsort(t->added, (size_t)t->nadded, sizeof *t->added, cmp_added);
+    /* a token holding a 0x00 byte (byte-level id of "\0" and merges of it) is
+     * shown with U+FFFD for it: decoded text is a C string, and a NUL would cut
+     * everything after it off */
+    for (int64_t id = 0; id < V; id++) {
+      if (!t->bytes[id] || !memchr(t->bytes[id], 0, t->blen[id])) continue;
+      if (!t->shown) t->shown = rl_xcalloc((size_t)V, sizeof *t->shown);
+      char *w = t->shown[id] = rl_xmalloc(3 * (size_t)t->blen[id] + 1);
+      for (uint32_t k = 0; k < t->blen[id]; k++)
+        if (t->bytes[id][k]) *w++ = t->bytes[id][k];
+        else memcpy(w, "\xEF\xBF\xBD", 3), w += 3;
+      *w = 0;
+    }
   }
   json_decref(root);
   /* bos / eos / pad: tokenizer_config.json beside tokenizer.json, when there is one */

@@ -32,6 +32,7 @@ struct rx_prog {
   int n, cap;
   rx_class *cls;
   int ncls;
+  int nullable; /* the whole pattern can match the empty string */
 };
 
 /* AST of a pattern (parse → compile) */
@@ -509,6 +510,7 @@ rx_prog *rx_compile_pattern(const char *pat, const char **why, size_t *at) {
   rx_node *root = rx_parse_alt(&ps, 0);
   if (root && ps.i < n) rx_fail(&ps, "an unmatched ')'");
   if (root && !ps.err && rx_compile(g, root)) ps.err = "a repeat of something that can match nothing ((a?)*)", ps.err_at = 0;
+  if (root && !ps.err) g->nullable = rx_nullable(root);
   rx_free_node(root);
   free(cps);
   if (ps.err) {
@@ -519,6 +521,8 @@ rx_prog *rx_compile_pattern(const char *pat, const char **why, size_t *at) {
   rx_emit(g, (rx_inst){.op = RX_MATCH});
   return g;
 }
+
+int rx_can_match_empty(const rx_prog *g) { return g->nullable; }
 
 int rx_match_at(const rx_prog *g, const uint32_t *s, size_t n, size_t pos, size_t *end, long *budget) {
   return rx_run(g, 0, s, n, pos, end, budget);

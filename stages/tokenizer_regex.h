@@ -34,6 +34,10 @@ typedef struct rx_prog rx_prog;
  * uses a construct the matcher does not run. */
 rx_prog *rx_compile_pattern(const char *pattern, const char **why, size_t *at);
 void rx_prog_free(rx_prog *g);
+/* 1 when the pattern can match the empty string somewhere (x?, \s*, a|, a
+ * lookahead alone): Oniguruma's searches return such matches and `tokenizers`
+ * splits at each; the tokenizer refuses these patterns instead. */
+int rx_can_match_empty(const rx_prog *g);
 
 /* Match at code point pos of s[0..n) (anchored there): 1 and *end when it
  * matches (the first match the depth-first search finds, which may be empty),

@@ -167,6 +167,91 @@ TEST(tokenizer_hf_added_tokens_and_config) {
   free(p);
 }
 
+/* `tokenizers`' two added-token passes: normalized: false ones on the raw
+ * text first, then normalized: true ones inside the normalized rest; a
+ * single_word match that touches a word character is dropped whole. */
+TEST(tokenizer_hf_added_token_passes_and_single_word) {
+  const char *merges[] = {"a b", "b c"};
+  const char *added = "[{\"id\":258,\"content\":\"bc\",\"special\":true,\"normalized\":false},"
+                      "{\"id\":259,\"content\":\"ab\",\"special\":false,\"normalized\":true},"
+                      "{\"id\":260,\"content\":\"caf\xc3\xa9\",\"special\":false,\"normalized\":true},"
+                      "{\"id\":261,\"content\":\"xab\",\"special\":false,\"normalized\":false,\"single_word\":true}]";
+  char *p = write_tok(harness_tmpdir(), "passes", merges, 2, GPT2_PRE, "{\"type\":\"NFC\"}", added, NULL);
+  REQUIRE(p);
+  tokenizer *t;
+  rl_err e;
+  REQUIRE(tokenizer_hf_new(p, &t, &e) == 0);
+  int32_t *ids;
+  int64_t n;
+  struct {
+    const char *text;
+    int32_t want[8];
+    int n;
+  } c[] = {
+      {"abc", {'a', 258}, 2},                      /* bc (raw pass) before ab (normalized pass) */
+      {"abab", {259, 259}, 2},                     /* ab in the normalized pass */
+      {"cafe\xcc\x81", {260}, 1},                  /* café after NFC: e + U+0301 composes */
+      {"zxab", {'z', 'x', 259}, 3},               /* xab touches z: dropped, its text plain (ab then matches in pass 2) */
+      {"xab!", {261, '!'}, 2},                    /* xab alone: kept */
+      {"xab\xcc\x81", {'x', 259, 0xCC, 0x81}, 4}, /* a combining mark is a word character */
+  };
+  for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+    REQUIRE(tokenizer_encode(t, c[i].text, strlen(c[i].text), &ids, &n, &e) == 0);
+    int same = n == c[i].n;
+    for (int64_t k = 0; same && k < n; k++) same = ids[k] == c[i].want[k];
+    CHECK_MSG(same, "case %zu \"%s\": got %lld ids, first %d", i, c[i].text, (long long)n, n ? ids[0] : -1);
+    free(ids);
+  }
+  tokenizer_free(t);
+  free(p);
+}
+
+#define DS_BOS "<\xef\xbd\x9c" "begin\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>" /* <｜begin▁of▁sentence｜> */
+
+/* Specials that sit in vocab under their own text (DeepSeek's files), and a
+ * token holding a 0x00 byte: shown as U+FFFD, so decoded text (a C string)
+ * keeps what follows it. */
+TEST(tokenizer_hf_vocab_specials_and_nul) {
+  const char *dir = harness_tmpdir();
+  char path[1024];
+  snprintf(path, sizeof path, "%s/ds.json", dir);
+  json_t *vocab = json_object();
+  for (int b = 0; b < 256; b++) {
+    char c[4];
+    bl_char(b, c);
+    json_object_set_new(vocab, c, json_integer(b + 1));
+  }
+  json_object_set_new(vocab, DS_BOS, json_integer(0));
+  json_t *root = json_pack("{s:{s:s,s:o,s:[]},s:o,s:{s:s},s:[{s:i,s:s,s:b}]}", "model", "type", "BPE", "vocab", vocab,
+                           "merges", "pre_tokenizer", json_loads(GPT2_PRE, 0, NULL), "decoder", "type", "ByteLevel",
+                           "added_tokens", "id", 0, "content",
+                           DS_BOS, "special", 1);
+  REQUIRE(json_dump_file(root, path, 0) == 0);
+  json_decref(root);
+  tokenizer *t;
+  rl_err e;
+  int rc = tokenizer_hf_new(path, &t, &e);
+  CHECK_MSG(rc == 0, "%s", rc ? e.msg : "");
+  if (rc) return;
+  const char *text = DS_BOS "a";
+  int32_t *ids;
+  int64_t n;
+  REQUIRE(tokenizer_encode(t, text, strlen(text), &ids, &n, &e) == 0);
+  CHECK_EQ_I64(n, 2);
+  if (n == 2) {
+    CHECK_EQ_I64(ids[0], 0);
+    CHECK_EQ_I64(ids[1], 'a' + 1);
+  }
+  char *s = tokenizer_decode(t, ids, n, 0, &e);
+  CHECK_STREQ(s, text);
+  free(s), free(ids);
+  const int32_t nul[3] = {'a' + 1, 0 + 1, 'b' + 1}; /* a, the byte 0x00, b */
+  s = tokenizer_decode(t, nul, 3, 0, &e);
+  CHECK_STREQ(s, "a\xef\xbf\xbd" "b");
+  free(s);
+  tokenizer_free(t);
+}
+
 TEST(tokenizer_hf_split_behaviours_and_regex) {
   /* a Split with the Qwen2 pattern, then ByteLevel without its regex */
   const char *pre = "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
@@ -212,6 +297,12 @@ TEST(tokenizer_hf_refusals) {
                  "a group kind other than");
   expect_refusal("anchor", "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"^a\"},"
                  "\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}", "null", "anchors");
+  /* a pattern that can match the empty string (tokenizers splits at every such match) */
+  expect_refusal("nullable", "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"x?\"},"
+                 "\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}", "null",
+                 "can match the empty string");
+  /* not byte-level: no ByteLevel step (BPE over raw characters) */
+  expect_refusal("nopre", "null", "null", "no ByteLevel step in its pre_tokenizer");
   expect_refusal("prop", "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\p{Han}\"},"
                  "\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}", "null",
                  "a \\p{…} property other than a general category");
@@ -222,9 +313,13 @@ TEST(tokenizer_hf_refusals) {
   tokenizer *t = NULL;
   rl_err e;
   harness_write_file(path, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a c\"]},"
-                           "\"pre_tokenizer\":" GPT2_PRE "}");
+                           "\"pre_tokenizer\":" GPT2_PRE ",\"decoder\":{\"type\":\"ByteLevel\"}}");
   CHECK(tokenizer_hf_new(path, &t, &e) == RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "merges[0] \"a c\" names a token");
+  harness_write_file(path, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":" GPT2_PRE
+                           ",\"decoder\":null}");
+  CHECK(tokenizer_hf_new(path, &t, &e) == RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "decoder null is not supported");
   harness_write_file(path, "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{\"a\":0}}}");
   CHECK(tokenizer_hf_new(path, &t, &e) == RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "model type WordPiece is not supported");
