@@ -705,7 +705,7 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
         rc = rl_errf(e, RL_EXIT_USAGE, "tokenizer.json %s: id %d appears twice in vocab", path, id);
         break;
       }
-      const int not_bl = bytelevel_decode(key, &t->bytes[id], &t->blen[id]);
+      const int not_bl = bytelevel_decode(key, &t->bytes[id], &t->blen[id]); /* UTF-8 (an added token's) when not */
       if (not_bl && is_added[id]) {
         t->bytes[id] = rl_xstrdup(key), t->blen[id] = (uint32_t)strlen(key);
         continue;
@@ -788,17 +788,22 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
       const char *c = json_string_value(json_object_get(a, "content"));
       int32_t id = (int32_t)json_integer_value(json_object_get(a, "id"));
       added_tok *x = &t->added[t->nadded++];
-      x->content = rl_xstrdup(c), x->len = strlen(c), x->id = id;
-      if (x->len) t->added_first[(unsigned char)c[0]] = 1;
       x->special = json_is_true(json_object_get(a, "special"));
       x->lstrip = json_is_true(json_object_get(a, "lstrip")), x->rstrip = json_is_true(json_object_get(a, "rstrip"));
       x->single_word = json_is_true(json_object_get(a, "single_word"));
       json_t *nj = json_object_get(a, "normalized"); /* `tokenizers`' default: special ones are not */
       x->normalized = nj ? json_is_true(nj) : !x->special;
       t->n_normalized += x->normalized;
-      if (!t->bytes[id]) { /* an added token outside the BPE vocabulary: its bytes are its text */
-        t->bytes[id] = rl_xstrdup(c), t->blen[id] = (uint32_t)x->len;
-      }
+      size_t cl = strlen(c);
+      if (!(x->normalized && t->nfc && !uni_nfc(c, cl, &x->content, &x->len))) /* matched (and shown) as NFC makes it */
+        x->content = rl_xstrdup(c), x->len = cl;
+      if (x->len) t->added_first[(unsigned char)x->content[0]] = 1;
+      x->id = id;
+      /* an added token outside the BPE vocabulary: its bytes are what ByteLevel's
+       * decoder makes of its text — the bytes its characters stand for when all
+       * of them are byte-level characters ("<|im_end|>"), else its UTF-8 */
+      if (!t->bytes[id] && bytelevel_decode(x->content, &t->bytes[id], &t->blen[id]))
+        t->bytes[id] = rl_xstrdup(x->content), t->blen[id] = (uint32_t)x->len;
       t->special[id] = x->special;
     }
     qsort(t->added, (size_t)t->nadded, sizeof *t->added, cmp_added);

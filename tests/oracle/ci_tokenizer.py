@@ -10,6 +10,7 @@ Writes under OUT/tokenizer/, one directory per configuration, each with
   cases.jsonl            one {"text", "ids", "decoded"} a line, where
                            ids     = tok.encode(text, add_special_tokens=False).ids
                            decoded = tok.decode(ids, skip_special_tokens=False)
+                         (qwen2_decode: one {"ids", "decoded", "decoded_skip"} a line, see below)
 
 Configurations (post_processor null in all; the C code never adds specials in encode):
   qwen2         NFC; Sequence[Split(Qwen2 regex, isolated), ByteLevel(no prefix, no regex)];
@@ -27,6 +28,32 @@ Configurations (post_processor null in all; the C code never adds specials in en
                 frequent leaf words (" word" tokens) dropped so that the flag changes ids
   prefix        gpt2's model with ByteLevel(add_prefix_space=True, use_regex=True): every
                 segment between added tokens that does not start with " " gets one
+  added_norm    qwen2's model and pipeline with added tokens of both matching passes (HF
+                finds the normalized=False ones in the raw text, then the normalized=True ones
+                in NFC of each piece between): special "bc" (normalized=False) against
+                non-special "ab" and "abcd" (normalized=True): "abc" -> a | bc; "café",
+                "\u212bngstrom" (ANGSTROM SIGN), "\u1f71λφα" (not NFC as written), "Å!"
+                (normalized=True) and "A\u030a!" (normalized=False); lstrip/rstrip on both
+                kinds (<|sep|> special, <tool>, <n>, [r], (w)); see ADDED_NORM for what HF does
+                with those contents in encode and decode
+  single_word   gpt2's model with single_word added tokens "xab", "tok", "<m>", "tag"
+                (lstrip+rstrip) and "wrd" (normalized=True), and the plain "ab"; texts where
+                they touch letters, digits, marks, ², _, ZWJ/ZWNJ, Ⅻ, punctuation, the ends and
+                each other ("xabab", "zxab"); see SINGLE_WORD for HF's word characters
+  vocab_special DeepSeek-style: the trainer's special tokens <｜begin▁of▁sentence｜> and
+                <｜end▁of▁sentence｜> are model.vocab ids 0 and 1 and added tokens 0 and 1
+                (tokenizer_config.json bos/eos), then <｜▁pad▁｜> (special) and <｜User｜>
+                <｜Assistant｜> <think> </think> (normalized=True); Llama-3's split regex
+  qwen2_decode  qwen2's tokenizer.json and tokenizer_config.json; cases.jsonl holds
+                {"ids", "decoded", "decoded_skip"}: decoded = tok.decode(ids,
+                skip_special_tokens=False), decoded_skip = the same with True, for targeted
+                sequences (byte 0x00's token, characters split over tokens and specials, invalid
+                UTF-8: lone continuation bytes, C0/C1, overlong, surrogates, > U+10FFFF), 300
+                random ones of 0-20 ids uniform over the whole vocabulary, added tokens
+                included, and 100 of 1-12 ids from the single-byte tokens, vocab entries that
+                are pieces of characters and the added tokens.
+                decoded can hold U+0000 (json \u0000, which jansson refuses without
+                JSON_ALLOW_NUL) and U+FFFD, one per maximal invalid subsequence
 
 The BPE models are trained here (no hub access) on a seeded generated corpus of ASCII
 words, numbers, whitespace and punctuation runs, Latin accents, Greek, Cyrillic, Arabic,
@@ -36,10 +63,14 @@ Hebrew, Devanagari, Thai, CJK, kana, Hangul, emoji, long-s words ("ſtate"), quo
 and merges that cross a wrong pre-token boundary show in the ids. The cases: a fixed list of
 nasty strings, ~450 random strings of 0-80 chars mixing all the pools, 60 corpus lines; the
 script checks decoded == text for each (NFC(text) for qwen2; for prefix, a space before each
-segment between added tokens that lacks one) and exits 1 on a mismatch. Texts use only
-code points assigned in Unicode 9.0 or earlier (the pools are ranges filtered by Unicode
-3.2's database, plus hand-picked emoji of Unicode <= 8.0), no surrogates and no U+0000
-(jansson refuses \u0000 by default). The training runs on one thread so the output is the
+segment between added tokens that lacks one) and exits 1 on a mismatch; added_norm,
+single_word and vocab_special are checked against a second reading of HF's added-token rules
+(added_check), qwen2_decode against the ByteLevel decoder's bytes (write_decode_config).
+The texts of the new configurations: a targeted list plus random strings from small pools
+that make their feature matter (430-500 each). Texts use only code points assigned in
+Unicode 9.0 or earlier (the pools are ranges filtered by Unicode 3.2's database, plus
+hand-picked emoji of Unicode <= 8.0), no surrogates and no U+0000 (jansson refuses \u0000
+by default). The training runs on one thread so the output is the
 same every run.
 """
 import argparse
@@ -341,19 +372,23 @@ def qwen_style(tok):
     return Tokenizer.from_str(json.dumps(j))
 
 
-def train(pre_tok, normalizer, lines, ignore_merges=False):
+def train(pre_tok, normalizer, lines, ignore_merges=False, specials=()):
+    """A byte-level BPE trained on lines; specials: the trainer's special_tokens (ids 0, 1, ...
+    of model.vocab, and added tokens with the same ids)."""
     tok = Tokenizer(models.BPE())
     if normalizer is not None:
         tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tok
     tok.decoder = decoders.ByteLevel()  # the Python class ignores keyword arguments
-    tr = trainers.BpeTrainer(vocab_size=VOCAB, show_progress=False,
+    tr = trainers.BpeTrainer(vocab_size=VOCAB, show_progress=False, special_tokens=list(specials),
                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(lines, tr)
     vocab = tok.get_vocab()
     alpha = set(pre_tokenizers.ByteLevel.alphabet())
     assert len(alpha) == 256 and alpha <= set(vocab), "vocabulary lacks byte-level characters"
-    assert not tok.get_added_tokens_decoder(), "trainer added tokens"
+    got = sorted((i, a.content, a.special, a.normalized) for i, a in tok.get_added_tokens_decoder().items())
+    assert got == [(i, s, True, False) for i, s in enumerate(specials)], got
+    assert all(vocab[s] == i for i, s in enumerate(specials)), "specials not at ids 0, 1, ..."
     if ignore_merges:
         j = json.loads(tok.to_str())
         m = j["model"]
@@ -427,21 +462,29 @@ def jline(obj):
     return s.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
 
 
-def write_config(out, name, tok_json, cfg_json, texts, added, errors):
+def write_config(out, name, tok_json, cfg_json, texts, added, errors, check=None):
+    """check: None for the expected_decode check, else check(tok, text, encoding, decoded) ->
+    a message when decoded is not what it should be, else None."""
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
         f.write(tok_json)
     with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        f.write(json.dumps(cfg_json, indent=2) + "\n")
+        f.write(json.dumps(cfg_json, indent=2, ensure_ascii=False) + "\n")
     tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))  # the cases come from the file
     lines = []
     for t in texts:
-        ids = tok.encode(t, add_special_tokens=False).ids
+        enc = tok.encode(t, add_special_tokens=False)
+        ids = enc.ids
         dec = tok.decode(ids, skip_special_tokens=False)
-        want = expected_decode(name, t, added)
-        if dec != want:
-            errors.append(f"{name}: decode(encode({t!r})) = {dec!r}, expected {want!r}")
+        if check is not None:
+            msg = check(tok, t, enc, dec)
+            if msg:
+                errors.append(f"{name}: {t!r}: {msg}")
+        else:
+            want = expected_decode(name, t, added)
+            if dec != want:
+                errors.append(f"{name}: decode(encode({t!r})) = {dec!r}, expected {want!r}")
         lines.append(jline({"text": t, "ids": ids, "decoded": dec}))
     with open(os.path.join(d, "cases.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(lines)
@@ -450,6 +493,369 @@ def write_config(out, name, tok_json, cfg_json, texts, added, errors):
           f"({len(j['model']['vocab'])} BPE + {len(j['added_tokens'])} added), "
           f"{len(j['model']['merges'])} merges")
     return tok
+
+
+# ------------------------------------------------------------------ added-token configurations
+def byte_level_map():
+    """GPT-2's bytes_to_unicode, char -> byte (used only by the self-checks below)."""
+    bs = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+U2B = byte_level_map()
+assert set(U2B) == set(pre_tokenizers.ByteLevel.alphabet())
+# Unicode White_Space (what the Rust regex \s of HF's lstrip/rstrip matches). Not U+200B,
+# U+FEFF, U+180E, U+001C-U+001F (Python's str.isspace says yes to the last four).
+WHITE_SPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B))
+               + "\u2028\u2029\u202f\u205f\u3000")
+
+
+def decoder_bytes(token):
+    """The ByteLevel decoder on one token: its byte-level characters as bytes, or, when one
+    character is not byte-level (<｜end▁of▁sentence｜>, ἀ), the token's own UTF-8."""
+    try:
+        return bytes(U2B[c] for c in token)
+    except KeyError:
+        return token.encode()
+
+
+def add_defs(tok, defs):
+    """Add the AddedTokens in order; each gets the next id after the BPE vocabulary."""
+    base = tok.get_vocab_size(with_added_tokens=True)
+    for i, a in enumerate(defs):
+        assert tok.token_to_id(a.content) is None, f"{a.content!r} already in the vocabulary"
+        (tok.add_special_tokens if a.special else tok.add_tokens)([a])
+        assert tok.token_to_id(a.content) == base + i, (a.content, tok.token_to_id(a.content), base + i)
+    return tok
+
+
+def is_word(c):
+    """The Rust regex \\w that HF's single_word test uses: Alphabetic (L, Nl, Other_Alphabetic:
+    mostly marks, which M covers, and the circled letters; the rest of it is not in the
+    pools), M, Nd, Pc, Join_Control."""
+    cat = unicodedata.category(c)
+    return (cat[0] in "LM" or cat in ("Nd", "Nl", "Pc") or c in "\u200c\u200d"
+            or 0x24B6 <= ord(c) <= 0x24E9)
+
+
+def find_added(s, toks):
+    """One pass of HF's added-token matching over s: a leftmost-longest, non-overlapping scan
+    for the contents (toks: (pattern, AddedToken) pairs); a single_word candidate with a word
+    character next to it is dropped (the scan goes on after it); lstrip/rstrip extend a match
+    over the White_Space next to it, not into the previous match. Returns [(None, text) or
+    (AddedToken, span)] covering s."""
+    out, pos, i = [], 0, 0
+    while i < len(s):
+        cands = [(len(p), p, a) for p, a in toks if s.startswith(p, i)]
+        if not cands:
+            i += 1
+            continue
+        _, p, a = max(cands, key=lambda x: x[0])
+        start, stop = i, i + len(p)
+        i = stop
+        if a.single_word and ((start > 0 and is_word(s[start - 1])) or (stop < len(s) and is_word(s[stop]))):
+            continue
+        if a.lstrip:
+            while start > pos and s[start - 1] in WHITE_SPACE:
+                start -= 1
+        if a.rstrip:
+            while stop < len(s) and s[stop] in WHITE_SPACE:
+                stop += 1
+        if pos < start:
+            out.append((None, s[pos:start]))
+        out.append((a, s[start:stop]))
+        pos = stop
+    if pos < len(s):
+        out.append((None, s[pos:]))
+    return out
+
+
+def added_check(defs, norm):
+    """A check for write_config, from a second reading of the added-token rules (the comments at
+    ADDED_NORM and SINGLE_WORD): pass 1 finds the normalized=False tokens in the text; pass 2,
+    in norm(piece) for each piece between them, the normalized=True ones by norm(content). The
+    added-token ids of the encoding must be the matches, in order, and decoded must be the lossy
+    UTF-8 of: norm(piece) for text, decoder_bytes(norm(content)) for a normalized=True token,
+    decoder_bytes(content) for the others (whitespace taken by lstrip/rstrip is gone)."""
+    raw = [(a.content, a) for a in defs if not a.normalized]
+    nrm = [(norm(a.content), a) for a in defs if a.normalized]
+
+    def check(tok, text, enc, dec):
+        ids = {tok.token_to_id(a.content): a for a in defs}
+        got = [ids[i].content for i in enc.ids if i in ids]
+        want, out = [], b""
+        for a, piece in find_added(text, raw):
+            parts = [(a, piece)] if a is not None else find_added(norm(piece), nrm)
+            for b, span in parts:
+                if b is None:
+                    out += span.encode()
+                else:
+                    want.append(b.content)
+                    out += decoder_bytes(norm(b.content) if b.normalized else b.content)
+        if got != want:
+            return f"added tokens {got}, expected {want}"
+        exp = out.decode("utf-8", "replace")
+        return None if dec == exp else f"decoded {dec!r}, expected {exp!r}"
+    return check
+
+
+def nfc(s):
+    return unicodedata.normalize("NFC", s)
+
+
+def random_pieces(rng, bits, lo, hi):
+    return "".join(rng.choice(bits) for _ in range(rng.randrange(lo, hi + 1)))
+
+
+# added_norm: qwen2's model and pipeline (NFC first). HF matches added tokens in two passes:
+# the normalized=False ones on the raw text, then, in each piece left between those matches,
+# NFC(piece) against the normalized=True ones, whose patterns are NFC(content). A match with
+# lstrip/rstrip takes the White_Space next to it inside its piece (pass 1: the raw text).
+# What tokenizers 0.23.3 does with a normalized=True token whose content is not NFC
+# (U+212B ANGSTROM SIGN, U+1F71 GREEK SMALL LETTER ALPHA WITH OXIA): tokenizer.json keeps the
+# content as written; it matches NFC(content) (U+00C5, U+03AC) in NFC(piece), so the sign, the
+# precomposed letter and the decomposed pair all give the token; token_to_id knows only the
+# content as written; id_to_token and decode give NFC(content). And decode sends every token,
+# added or not, through the ByteLevel decoder: a token made only of byte-level characters
+# becomes those bytes, so "café" (é = U+00E9 = byte 0xE9) and "Ångstrom" (U+00C5 = 0xC5) decode
+# with U+FFFD for the lone lead byte, while "άλφα" (U+03AC is no byte-level character) decodes
+# as its UTF-8.
+ADDED_NORM = [
+    AddedToken("<|endoftext|>", special=True, normalized=False),
+    AddedToken("bc", special=True, normalized=False),       # overlaps "ab": "abc" -> a | bc
+    AddedToken("<|sep|>", special=True, normalized=False, lstrip=True, rstrip=True),
+    AddedToken("<tool>", special=False, normalized=False, rstrip=True),
+    AddedToken("A\u030a!", special=False, normalized=False),  # not NFC: raw "A\u030a!" only
+    AddedToken("ab", special=False, normalized=True),
+    AddedToken("abcd", special=False, normalized=True),     # never matches: pass 1 cuts "bc"
+    AddedToken("caf\u00e9", special=False, normalized=True),  # also "cafe\u0301"
+    AddedToken("\u212bngstrom", special=False, normalized=True),  # ANGSTROM SIGN: NFC U+00C5
+    AddedToken("\u1f71\u03bb\u03c6\u03b1", special=False, normalized=True),  # U+1F71: NFC U+03AC
+    AddedToken("\u00c5!", special=False, normalized=True),  # NFC twin of "A\u030a!"
+    AddedToken("<n>", special=False, normalized=True, lstrip=True),
+    AddedToken("[r]", special=False, normalized=True, rstrip=True),
+    AddedToken("(w)", special=False, normalized=True, lstrip=True, rstrip=True),
+]
+AN_FORMS = ["ab", "bc", "abc", "abcd", "<|endoftext|>", "<|sep|>", "<tool>", "<n>", "[r]", "(w)",
+            "caf\u00e9", "cafe\u0301", "Caf\u00e9", "CAFE\u0301", "cafe", "caf", "\u212bngstrom",
+            "\u00c5ngstrom", "A\u030angstrom", "\u212b", "ngstrom", "\u1f71\u03bb\u03c6\u03b1",
+            "\u03ac\u03bb\u03c6\u03b1", "\u03b1\u0301\u03bb\u03c6\u03b1", "\u1f00\u03bb\u03c6\u03b1",
+            "\u03bb\u03c6\u03b1", "A\u030a!", "\u00c5!", "\u212b!", "A\u030a", "\u00c5", "<|sep",
+            "|>", "<tool", "<n", "[r", "(w", "a", "b", "c", "d", "e", "x", "A", "!", "<", ">", "|"]
+AN_MARKS = ["\u0301", "\u0327", "\u030a", "\u0308", "\u0323", "\u0301\u0327", "\u0345", "\u093e"]
+AN_WS = [" ", "  ", "\t", "\n", "\r\n", " \n ", "\x85", "\xa0", "\u3000", "\u2028", "\u2009",
+         "\u200b", "\ufeff", "\u180e", "\x1c", "\u1680", "   "]
+AN_OTHER = ["\u00e9", "\u00c5", "\u00f1", "\u4e2d", "\u6587", "1", "23", ".", ",", "\U0001F600",
+            "\uac00", "\u1100", "\u1161", "\u11a8", "\u0928", "'s", "'", "\u212a", "\uf900", "\u0958"]
+
+
+def added_norm_cases(rng):
+    fixed = [
+        "", "abc", "ab", "bc", "abcd", "abcab", "ababc", "aabbcc", "abbc", "xabcx", "a bc", "ab c",
+        "abcabcd", "bcab", "abab", "abbcd", "abcdabcd", "ab\u0301", "a\u0301bc", "ab\u0301c",
+        "abc\u0301", "b\u0301c", "ab\u0327\u0301", "\u0301ab", "\u0301bc", "ab<|sep|>bc",
+        "caf\u00e9", "cafe\u0301", "cafe\u0301\u0301", "cafe\u0301\u0327", "cafe\u0327\u0301",
+        "caf\u00e9\u0327", "caf\u00e9bc", "cafe\u0301bc", "Caf\u00e9", "CAF\u00c9", "cafe",
+        "caf", "cafe <|sep|>\u0301", "cafe<|sep|>\u0301", "cafe\u0301<tool>", "\u00e9", "e\u0301",
+        "cafe\u0301cafe\u0301", "caf\u00e9caf\u00e9", " caf\u00e9 ", "cafe\u0308", "cafe\u0301s",
+        "\u212bngstrom", "\u00c5ngstrom", "A\u030angstrom", "\u212bngstrom\u0301", "\u00c5ngstr\u00f6m",
+        "\u212b", "\u212b\u212bngstrom", "A\u030a\u030angstrom", "A\u0323\u030angstrom",
+        "A\u030a\u0323ngstrom", "\u212bngstromab", "ab\u212bngstrom", "A\u030a!", "\u00c5!",
+        "\u212b!", "A\u030a\u0301!", "A\u030a!ngstrom", "A\u030a!!", "\u00c5!!", "A\u030a!bc",
+        "\u1f71\u03bb\u03c6\u03b1", "\u03ac\u03bb\u03c6\u03b1", "\u03b1\u0301\u03bb\u03c6\u03b1",
+        "\u1f00\u03bb\u03c6\u03b1", "\u03b1\u0313\u03bb\u03c6\u03b1", "\u03ac\u03bb\u03c6\u03b1\u0301",
+        "\u03ac\u03bb\u03c6\u03b1\u03ac\u03bb\u03c6\u03b1", " \u1f71\u03bb\u03c6\u03b1",
+        "<|sep|>", " <|sep|> ", "  <|sep|>  ", "\t<|sep|>\n", "\xa0<|sep|>\xa0", "\u3000<|sep|>\u2028",
+        "\u200b<|sep|>\ufeff", "\x85<|sep|>\x85", "\u180e<|sep|>\u180e", "\x1c<|sep|>\x1c",
+        "a <|sep|> b", "<|sep|> <|sep|>", "<|sep|>  <n>", "<|sep|><|sep|>", " <|sep|><n> ",
+        "<tool>  x", "<tool>\n\n", " <tool> ", "<tool><tool>", "<tool> <|sep|>", "<tool>\u0301",
+        "x <n>", "x  <n> y", "<n>", " <n>", "\n\n<n>", "\xa0<n>", "\u200b <n>", " <n> <n> ",
+        "<n>\u0301", "\u0301<n>", "e <n>", "e\u0301 <n>", "e \u0301<n>", "ab <n>", "bc <n>",
+        "[r]  y", " [r] ", "[r]\u0301", "[r] \u0301", "[r]\u3000\u3000x", "[r]\u200bx", "[r][r]",
+        " (w) ", "(w)(w)", "  (w)  (w)  ", "a(w)b", "\u0301 (w) \u0301", "(w) <|sep|> (w)",
+        "<|sep|>\u0301", " \u0301<|sep|>", "<|endoftext|>", "<|endoftext|>ab", "ab<|endoftext|>",
+        "a<|endoftext|>bc", "<|endoftext|>\u0301", "e<|endoftext|>\u0301", "<|endoftext|> <n>",
+        "abc<tool>abcd", "cafe\u0301<n>\u212bngstrom[r] (w)A\u030a!bc",
+        "abcaf\u00e9bc", "abcafe\u0301bc", "\u212bngstrom<|sep|>\u212bngstrom",
+        "<|sep|>caf\u00e9<|sep|>", "a\u030a!", "A\u030a\u00a0!", "AB", "aB", "Ab", "BC",
+    ]
+    cases = list(fixed)
+    bits = AN_FORMS * 3 + AN_MARKS * 2 + AN_WS * 2 + AN_OTHER
+    cases += [random_pieces(rng, bits, 1, 14) for _ in range(280)]
+    cases += [random_pieces(rng, ["ab", "bc", "c", "a", "b", "d", "\u0301", " "], 1, 10) for _ in range(40)]
+    return cases
+
+
+# single_word: gpt2's model and pre-tokenizer. A single_word match is kept only when the text
+# before it does not end with, and the text after it does not start with, a word character of
+# the Rust regex \w (Alphabetic, M, Nd, Pc, Join_Control): letters, Nl (Ⅻ, 〇), Lm, marks
+# (U+0301, U+093E, U+0345), Nd (٣), '_', U+203F, U+FF3F, ZWJ and ZWNJ are; No (², ⁰, ½, ①),
+# punctuation, U+00B7, U+00AD, symbols and spaces are not. HF finds candidates with one
+# leftmost-longest, non-overlapping scan and drops a rejected one without looking again inside
+# it: "xabab" -> x a b | ab (the "ab" at 1 is lost with "xab"), "zxab" -> no match at all. A
+# normalized=True single_word token ("wrd") is looked for in pass 2, so its neighbours are those
+# inside the piece: "abwrd" -> ab | wrd, where "abtok" keeps "tok" as text.
+SINGLE_WORD = [
+    AddedToken("<|endoftext|>", special=True, normalized=False),
+    AddedToken("xab", special=False, normalized=False, single_word=True),
+    AddedToken("ab", special=False, normalized=False),
+    AddedToken("tok", special=False, normalized=False, single_word=True),
+    AddedToken("wrd", special=False, normalized=True, single_word=True),
+    AddedToken("<m>", special=False, normalized=False, single_word=True),
+    AddedToken("tag", special=False, normalized=False, single_word=True, lstrip=True, rstrip=True),
+]
+SW_CHARS = ["a", "Z", "x", "b", "1", "\u0663", "\u0301", "\u093e", "\u0345", "\u00b2", "\u2070",
+            "\u00bd", "\u2460", "_", "\u203f", "\uff3f", "\u200d", "\u200c", "\u216b", "\u3007",
+            "\u02b0", "\u00aa", "\u00e9", "\u4e2d", "\u00b7", ".", ",", "-", "'", "<", ">", " ",
+            "\t", "\n", "\xa0", "\u3000", "\u00ad", "\ufe0f", "\U0001F600", "\u0600", "\u200b"]
+
+
+def single_word_cases(rng):
+    cases = [""]
+    for t in ["xab", "tok", "wrd", "<m>"]:
+        for c in SW_CHARS:
+            cases += [c + t, t + c]
+    for c in SW_CHARS[::4]:
+        cases += [c + "tag" + c, c + " tag " + c, c + "tok" + c, c + "xab" + c]
+    cases += [
+        "xabab", "zxab", "abxab", "xxab", "xabxab", "xab xab", "abab", "xab_ab", "xab ab", "ab xab",
+        "tokxab", "xabtok", "tok xab", "ab tok", "abtok", "tokab", "abwrd", "wrdab", "abwrdab",
+        "xwrd", "wrdx", "wrd wrd", "wrdwrd", "<m>ab", "ab<m>", "a<m>b", "<m><m>", "<m> <m>",
+        "x<m>", "<m>x", "<<m>>", "(<m>)", "tok<|endoftext|>", "<|endoftext|>tok", "a<|endoftext|>tok",
+        "atok<|endoftext|>", "<|endoftext|>wrd<|endoftext|>", "x<|endoftext|>wrd", "wrd<|endoftext|>x",
+        "tok", "xab", "wrd", "tag", " tag", "tag ", "  tag  ", "atag", "taga", "a tag", "tag b",
+        "tag\u3000tag", "tag\u200btag", "\xa0tag\xa0", "tagtag", "tag tag", "xabtag", "tok.tok",
+        "tok,tok", "tok\u00b2", "\u00b2tok\u00b2", "\u216btok", "tok\u216b", "\u2160\u2161tok",
+        "tok\u0301\u0301", "e\u0301tok", "\u200dtok\u200d", "\u200ctok", "_tok_", "tok_1",
+        "1tok", "tok1", "\u0663tok", "\u00bdtok", "\u2460tok", "\u00b7tok\u00b7", "\u00adtok",
+        "tok\ufe0f", "\U0001F600tok\U0001F600", "\u4e2dtok\u4e2d", "\u00e9tok", "\u02b0tok",
+        "Tok", "TOK", "XAB", "xAb", "xab\u0301", "\u0301xab", "xab\u093e", "\u093exab",
+    ]
+    bits = ["xab", "ab", "tok", "wrd", "<m>", "tag", "<|endoftext|>", "x", "a", "b"] * 3 + SW_CHARS
+    cases += [random_pieces(rng, bits, 1, 10) for _ in range(40)]
+    return cases
+
+
+# vocab_special: DeepSeek-style. The trainer's special tokens <｜begin▁of▁sentence｜> and
+# <｜end▁of▁sentence｜> (U+FF5C FULLWIDTH VERTICAL LINE, U+2581 LOWER ONE EIGHTH BLOCK: no
+# byte-level characters) are model.vocab ids 0 and 1 AND added tokens 0 and 1; then added
+# <｜▁pad▁｜> (special) and <｜User｜> <｜Assistant｜> <think> </think> (special=false,
+# normalized=true, as DeepSeek-V3/R1 ship them). Llama-3's split regex, no normalizer.
+VS_TRAINED = ["<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>"]
+VOCAB_SPECIAL = [
+    AddedToken("<\uff5c\u2581pad\u2581\uff5c>", special=True, normalized=False),
+    AddedToken("<\uff5cUser\uff5c>", special=False, normalized=True),
+    AddedToken("<\uff5cAssistant\uff5c>", special=False, normalized=True),
+    AddedToken("<think>", special=False, normalized=True),
+    AddedToken("</think>", special=False, normalized=True),
+]
+
+
+def vocab_special_cases(rng, corpus_lines):
+    bos, eos = VS_TRAINED
+    pad, user, asst = (a.content for a in VOCAB_SPECIAL[:3])
+    all_vs = VS_TRAINED + [a.content for a in VOCAB_SPECIAL]
+    cases = ["", bos, eos, pad, user, asst, bos + eos, eos + bos, bos + bos, "x" + bos + "y",
+             " " + bos + " ", "\n" + eos + "\n", bos + "Hello" + eos,
+             bos + user + "hi" + asst + "<think>\n\n</think>\n\nHello!" + eos,
+             bos + "You are helpful." + user + "2+2?" + asst + "4" + eos + pad + pad,
+             "<\uff5cbegin\u2581of\u2581sentence\uff5c", "\uff5cbegin\u2581of\u2581sentence\uff5c>",
+             "<|begin\u2581of\u2581sentence|>", "<\uff5cbegin_of_sentence\uff5c>", "<|begin_of_sentence|>",
+             "\uff5c", "\u2581", "\u2581\u2581", "\uff5c\uff5c", "<\uff5c", "\uff5c>", "\u2581of\u2581",
+             "begin\u2581of\u2581sentence", "<" + bos + ">", "<\uff5c" + eos + "\uff5c>", bos + "\u0301",
+             "e" + eos + "\u0301", "'" + bos + "s", bos + "'s", "1" + bos + "2", "\uff5cUser\uff5c",
+             "<\uff5cuser\uff5c>", "<\uff5cUser\uff5c", user + user, user + asst, asst + "<think>",
+             "<think></think>", "<think>" + bos + "</think>", "\u2581pad\u2581", "<\uff5c\u2581pad\u2581\uff5c",
+             "\u4e2d" + bos + "\u6587", "\U0001F600" + eos, bos * 5]
+    cases += [random_text(rng, all_vs) for _ in range(300)]
+    bits = all_vs * 2 + ["<\uff5c", "\uff5c>", "\uff5c", "\u2581", "<", ">", "|", " ", "\n", "a", "Hello",
+                         "\u0301", "\u4e2d", "'s", "123"]
+    cases += [random_pieces(rng, bits, 1, 10) for _ in range(60)]
+    cases += rng.sample(corpus_lines, 20)
+    return cases
+
+
+# qwen2_decode: decode of id sequences, with and without skip_special_tokens. decoded may hold
+# U+0000 (the byte-level token for byte 0x00, "Ā" U+0100): HF returns it in the string as is,
+# json.dumps writes \u0000.
+def decode_idseqs(rng, tok_json):
+    j = json.loads(tok_json)
+    vocab = dict(j["model"]["vocab"])
+    n = len(vocab) + len(j["added_tokens"])
+    by = {b: vocab[c] for c, b in U2B.items()}
+    sp = {a["content"]: a["id"] for a in j["added_tokens"]}
+    nul, e4, b8, ad = by[0x00], by[0xE4], by[0xB8], by[0xAD]
+    im_end, think = sp["<|im_end|>"], sp["<think>"]
+    # multi-byte vocab entries that are not UTF-8 by themselves (pieces of characters)
+    bad = sorted(i for t, i in vocab.items() if len(t) > 1 and _invalid_utf8(bytes(U2B[c] for c in t)))[:12]
+    a, b = vocab["a"], vocab["b"]
+    seqs = [[], [nul], [nul, nul], [a, nul, b], [nul, a], [a, nul], [nul] * 5, [e4], [e4, b8],
+            [e4, b8, ad], [e4, nul, b8, ad], [e4, b8, nul, ad], [e4, im_end, b8, ad], [e4, b8, im_end, ad],
+            [e4, think, b8, ad], [im_end, nul, im_end], [by[0x80]], [by[0xBF]], [by[0xC0], by[0x80]],
+            [by[0xC1], by[0xBF]], [by[0xE0], by[0x80], by[0x80]], [by[0xE0], by[0xA0], by[0x80]],
+            [by[0xED], by[0xA0], by[0x80]], [by[0xED], by[0x9F], by[0xBF]],
+            [by[0xF4], by[0x90], by[0x80], by[0x80]], [by[0xF4], by[0x8F], by[0xBF], by[0xBF]],
+            [by[0xF5]], [by[0xFF]], [by[0xFE], by[0xFF]],
+            [by[0xF0], by[0x9F], by[0x98]], [by[0xF0], by[0x9F], by[0x98], by[0x80]],
+            [by[0xF0], by[0x9F], nul, by[0x98], by[0x80]], [by[0xF0], by[0x80], by[0x80], by[0x80]],
+            [by[0xC3]], [by[0xC3], nul], [nul, by[0xA9]], [by[0xE9], by[0xA9], a], [by[0xC3], by[0xA9]],
+            [by[0xE2], by[0x80], a], [by[0xE2], by[0x28], by[0xA1]], [by[0xF0], by[0x28], by[0x8C], by[0xBC]],
+            [by[0xEF], by[0xBB], by[0xBF]], [by[0xC2], by[0x85]], [by[0xE2], by[0x80], by[0xA8]],
+            [by[c] for c in "\u00e9".encode()], [by[c] for c in "\U0001F600".encode()][::-1]]
+    seqs += [[i] for i in bad] + [[bad[k], bad[k + 1]] for k in range(0, len(bad) - 1, 2)]
+    seqs += [[sp[s]] for s in sorted(sp)]
+    seqs += [[rng.randrange(n) for _ in range(rng.randrange(0, 21))] for _ in range(300)]
+    small = list(range(256)) + sorted(by.values()) + bad + sorted(sp.values()) * 8 + [nul] * 20
+    seqs += [[rng.choice(small) for _ in range(rng.randrange(1, 13))] for _ in range(100)]
+    return seqs
+
+
+def _invalid_utf8(bs):
+    try:
+        bs.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def write_decode_config(out, name, src, seqs, errors):
+    """DIR/name: src's tokenizer.json and tokenizer_config.json, and cases.jsonl with one
+    {"ids", "decoded", "decoded_skip"} a line. Checked: decoded is the lossy UTF-8 of the
+    tokens' decoder_bytes, without the special ones for decoded_skip."""
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        with open(os.path.join(src, f), "rb") as r, open(os.path.join(d, f), "wb") as w:
+            w.write(r.read())
+    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    j = json.loads(tok.to_str())
+    text_of = {i: t for t, i in j["model"]["vocab"].items()}
+    special = set()
+    for a in j["added_tokens"]:
+        text_of[a["id"]] = a["content"]
+        if a["special"]:
+            special.add(a["id"])
+    lines, nnul = [], 0
+    for ids in seqs:
+        dec = tok.decode(ids, skip_special_tokens=False)
+        skip = tok.decode(ids, skip_special_tokens=True)
+        for got, sk in ((dec, False), (skip, True)):
+            want = b"".join(decoder_bytes(text_of[i]) for i in ids if not (sk and i in special))
+            want = want.decode("utf-8", "replace")
+            if got != want:
+                errors.append(f"{name}: decode({ids}, skip={sk}) = {got!r}, expected {want!r}")
+        nnul += "\x00" in dec
+        lines.append(jline({"ids": ids, "decoded": dec, "decoded_skip": skip}))
+    with open(os.path.join(d, "cases.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    print(f"ci_tokenizer: {name}: {len(seqs)} id sequences ({nnul} decode to a U+0000)")
 
 
 def main():
@@ -466,10 +872,10 @@ def main():
     # qwen2 + qwen2_legacy
     qsp = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     qplain = ["<think>", "</think>"]
-    qwen = train(pre_tokenizers.Sequence([
+    qbase = qwen_style(train(pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN2_RE), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), normalizers.NFC(), lines)
-    qwen = add_tokens(qwen_style(qwen), qsp, qplain)
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), normalizers.NFC(), lines))
+    qwen = add_tokens(Tokenizer.from_str(qbase.to_str()), qsp, qplain)
     qcases = make_cases(random.Random(SEED + 1), qsp + qplain, lines)
     qcfg = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
     qtok = write_config(out, "qwen2", qwen.to_str(pretty=True), qcfg, qcases, qsp + qplain, errors)
@@ -480,6 +886,7 @@ def main():
     # gpt2 + prefix
     gsp = ["<|endoftext|>"]
     gpt2 = train(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), None, lines)
+    gbase = Tokenizer.from_str(gpt2.to_str())
     add_tokens(gpt2, gsp, [])
     gcases = make_cases(random.Random(SEED + 2), gsp, lines)
     gcfg = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
@@ -506,6 +913,36 @@ def main():
     n = sum(off.encode(t, add_special_tokens=False).ids != ltok3.encode(t, add_special_tokens=False).ids for t in lcases)
     assert n > 0, "ignore_merges changes no llama3 case"
     print(f"ci_tokenizer: llama3: merges dropped for {dropped}: ignore_merges changes {n} cases")
+
+    # added_norm: qwen2's model and pipeline, added tokens of both kinds (see ADDED_NORM)
+    an = add_defs(Tokenizer.from_str(qbase.to_str()), ADDED_NORM)
+    ancfg = {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    antok = write_config(out, "added_norm", an.to_str(pretty=True), ancfg,
+                         added_norm_cases(random.Random(SEED + 5)), None, errors,
+                         check=added_check(ADDED_NORM, nfc))
+    assert antok.token_to_id("\u212bngstrom") is not None and antok.token_to_id("\u00c5ngstrom") is None
+    assert antok.id_to_token(antok.token_to_id("\u212bngstrom")) == "\u00c5ngstrom"
+
+    # single_word: gpt2's model and pre-tokenizer (see SINGLE_WORD)
+    sw = add_defs(Tokenizer.from_str(gbase.to_str()), SINGLE_WORD)
+    write_config(out, "single_word", sw.to_str(pretty=True), gcfg,
+                 single_word_cases(random.Random(SEED + 6)), None, errors,
+                 check=added_check(SINGLE_WORD, lambda x: x))
+
+    # vocab_special: specials in model.vocab too (see VOCAB_SPECIAL)
+    vs = train(pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_RE), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), None, lines, specials=VS_TRAINED)
+    vs = add_defs(vs, VOCAB_SPECIAL)
+    vscfg = {"bos_token": VS_TRAINED[0], "eos_token": VS_TRAINED[1], "pad_token": VOCAB_SPECIAL[0].content}
+    vsdefs = [AddedToken(s, special=True, normalized=False) for s in VS_TRAINED] + VOCAB_SPECIAL
+    write_config(out, "vocab_special", vs.to_str(pretty=True), vscfg,
+                 vocab_special_cases(random.Random(SEED + 7), lines), None, errors,
+                 check=added_check(vsdefs, lambda x: x))
+
+    # qwen2_decode: qwen2's files, decode of id sequences
+    write_decode_config(out, "qwen2_decode", os.path.join(out, "qwen2"),
+                        decode_idseqs(random.Random(SEED + 8), qtok.to_str()), errors)
 
     for e in errors:
         print("ci_tokenizer: MISMATCH", e, file=sys.stderr)
