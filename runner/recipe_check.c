@@ -150,7 +150,8 @@ static int check_model(recipe *r, int flags, rl_err *e) {
       if (is_set(r, moe_only[i])) rc = kerr(r, e, moe_only[i], "applies only to arch: qwen3_moe (this model is qwen3, dense)");
     if (m->arch == ARCH_QWEN3_MOE && m->top_k > m->experts)
       rc = kerr(r, e, "model.init.top_k", "%lld is more than experts (%lld)", (long long)m->top_k, (long long)m->experts);
-    if (m->max_seq_len < r->rollout.max_prompt_tokens + r->rollout.max_new_tokens)
+    /* sft samples nothing: its examples are checked against max_seq_len one by one (data_limits), as with model.path */
+    if (r->train.algorithm != ALGO_SFT && m->max_seq_len < r->rollout.max_prompt_tokens + r->rollout.max_new_tokens)
       rc = kerr(r, e, is_set(r, "rollout.max_new_tokens") ? "rollout.max_new_tokens" : "model.init.max_seq_len",
                 "prompt + completion (%lld + %lld tokens) exceed model.init.max_seq_len (%lld)",
                 (long long)r->rollout.max_prompt_tokens, (long long)r->rollout.max_new_tokens, (long long)m->max_seq_len);

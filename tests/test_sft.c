@@ -194,6 +194,11 @@ TEST(sft_pending_checkpoint_and_bad_data_are_named) {
   snprintf(args, sizeof args, "validate recipes/rl-from-sft-cpu.yaml --set model.checkpoint=recipes");
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 2);
   CHECK_CONTAINS(out, "neither a checkpoint directory");
+  /* sft samples nothing: rollout lengths past model.init.max_seq_len do not matter (its examples are
+   * checked one by one), where an RL recipe with the same model is refused */
+  CHECK_EQ_I64(sft_rl("", "validate recipes/sft-demo-cpu.yaml --set rollout.max_new_tokens=256", out, sizeof out), 0);
+  CHECK_EQ_I64(sft_rl("", "validate recipes/demo-cpu.yaml --set rollout.max_new_tokens=256", out, sizeof out), 2);
+  CHECK_CONTAINS(out, "exceed model.init.max_seq_len (16)");
   /* a line without "completion": named */
   snprintf(p, sizeof p, "mkdir -p %s && printf '{\"prompt\": \"1+1=\", \"completion\": \"2\"}\\n"
            "{\"prompt\": \"1+2=\", \"answer\": \"3\"}\\n' > %s/d.jsonl", dir, dir);
