@@ -184,6 +184,9 @@ static void print_tokenizer(const recipe *r) {
     if (ids[i] < 0 || tokenizer_token_bytes(tok, ids[i], &b, &l, &special, &e)) printf("%s: none\n", names[i]);
     else printf("%s: %d %.*s\n", names[i], ids[i], (int)l, b);
   }
+  for (int i = 0; i < r->rollout.stop_tokens.n; i++) /* validate checked them */
+    printf("ends a completion too: %d %s\n", tokenizer_find(tok, r->rollout.stop_tokens.items[i]),
+           r->rollout.stop_tokens.items[i]);
   tokenizer_free(tok);
 }
 

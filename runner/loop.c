@@ -51,6 +51,7 @@ typedef struct loop_ctx {
   trainer *tr;
   quant_policy ro_pol, tr_pol;
   rollout_opts ro;
+  int32_t *stop_ids; /* rollout.stop_tokens' ids */
   int64_t B, G, N;
   double t0;
   int64_t first_iter, done_iters;
@@ -181,6 +182,14 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   c->ro.max_prompt_tokens = r->rollout.max_prompt_tokens;
   c->ro.stop = r->rollout.stop.items;
   c->ro.n_stop = r->rollout.stop.n;
+  if (r->rollout.stop_tokens.n) { /* validate checked that each is a token */
+    c->stop_ids = rl_xmalloc((size_t)r->rollout.stop_tokens.n * sizeof *c->stop_ids);
+    for (int i = 0; i < r->rollout.stop_tokens.n; i++)
+      if ((c->stop_ids[i] = tokenizer_find(c->tok, r->rollout.stop_tokens.items[i])) < 0)
+        return rl_errf(e, RL_EXIT_USAGE, "rollout.stop_tokens: \"%s\" is no token of the tokenizer",
+                       r->rollout.stop_tokens.items[i]);
+    c->ro.stop_ids = c->stop_ids, c->ro.n_stop_ids = r->rollout.stop_tokens.n;
+  }
   train_opts to;
   train_opts_default(&to);
   to.algorithm = (int)r->train.algorithm; /* same order as train_algo_kind */
@@ -247,6 +256,7 @@ static void loop_close(loop_ctx *c) {
   if (c->lua) luahost_close(c->lua);
   if (c->src) prompts_close(c->src);
   if (c->tok) tokenizer_free(c->tok);
+  free(c->stop_ids);
   free(c->config_json);
   if (c->logfile) fclose(c->logfile);
 }

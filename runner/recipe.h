@@ -104,6 +104,7 @@ typedef struct recipe {
     double temperature, top_p;
     int64_t top_k;
     recipe_strlist stop;
+    recipe_strlist stop_tokens; /* texts of tokens that end a completion as EOS does */
   } rollout;
 
   struct {

@@ -334,6 +334,24 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
   return rc;
 }
 
+/* rollout.stop_tokens: each the exact text of a token of the recipe's tokenizer
+ * (with the tokenizer already checked). */
+static int check_stop_tokens(recipe *r, int flags, rl_err *e) {
+  if (!r->rollout.stop_tokens.n || ((flags & RECIPE_NO_FS) && r->tokenizer.type == TOKENIZER_HF)) return 0;
+  tokenizer *tok;
+  rl_err te;
+  if (recipe_tokenizer(r, &tok, &te)) return 0; /* check_tokenizer's error */
+  int rc = 0;
+  char shown[4 * RECIPE_CLIP + 8];
+  for (int i = 0; i < r->rollout.stop_tokens.n; i++)
+    if (tokenizer_find(tok, r->rollout.stop_tokens.items[i]) < 0)
+      rc = kerr(r, e, "rollout.stop_tokens", "\"%s\" is no token of the tokenizer: give a token's exact text (e.g. "
+                "<|endoftext|>); for text that ends a completion, use rollout.stop",
+                recipe_clip(r->rollout.stop_tokens.items[i], shown, sizeof shown));
+  tokenizer_free(tok);
+  return rc;
+}
+
 /* Load a Lua script (reward.script, data.task) in the sandbox under the
  * recipe's limits, as the run will: it compiles, its top level runs, and it
  * defines fn (or fn_batch, when batch_ok). Errors name the script's FILE:LINE. */
@@ -594,6 +612,7 @@ int recipe_check_rules(recipe *r, int flags, rl_err *e) {
                 recipe_clip(r->hardware.require.items[i], shown, sizeof shown), hw_names_list());
   if (check_model(r, flags, e)) rc = RL_EXIT_USAGE;
   if (check_tokenizer(r, flags, e)) rc = RL_EXIT_USAGE;
+  else if (check_stop_tokens(r, flags, e)) rc = RL_EXIT_USAGE;
   if (check_files(r, flags, e)) rc = RL_EXIT_USAGE;
   if (check_train(r, e)) rc = RL_EXIT_USAGE;
   if (check_gpus(r, e)) rc = RL_EXIT_USAGE;

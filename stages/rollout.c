@@ -348,7 +348,8 @@ static int run_generate(rollout_engine *r, const int32_t *const *ids, const int6
   g.sp = (sampler_params){o->temperature, o->greedy, o->top_k, o->top_p, o->min_p};
   g.eos = o->eos_id == -2 ? (r->tok ? r->tok->eos : -1) : o->eos_id;
   if (o->ignore_eos) g.eos = -1;
-  g.rule = (stop_rule){g.eos, o->stop, o->n_stop, o->max_new_tokens, o->exclude_stop};
+  g.rule = (stop_rule){g.eos, o->stop, o->n_stop, o->max_new_tokens, o->exclude_stop,
+                       o->ignore_eos ? NULL : o->stop_ids, o->ignore_eos ? 0 : o->n_stop_ids};
   g.n_seq = n_prompts * G;
   g.rk = m->E > 0 ? m->L * m->topk : 0;
   int64_t want_slots = o->max_slots ? o->max_slots : 64;

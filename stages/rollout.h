@@ -114,6 +114,8 @@ typedef struct rollout_opts {
   int ignore_eos;         /* 1: EOS does not end a sequence (benchmarks) */
   int max_slots;          /* sequences decoded together (the decode batch); 0 = 64 */
   int32_t eos_id;         /* -2 (default): the tokenizer's EOS; -1: none; else this id */
+  const int32_t *stop_ids; /* more ids that end a sequence as EOS does (with a tokenizer; not under ignore_eos) */
+  int n_stop_ids;
   int64_t prompt_base;    /* index in the iteration's batch of prompts[0] (default 0): a part
                              of a batch split over engines (rollout_split_generate) keys its
                              draws and numbers its samples (prompt_index = prompt_base + p,

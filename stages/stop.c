@@ -54,6 +54,8 @@ int stop_seq_push(stop_seq *s, const stop_rule *r, const tokenizer *t, int32_t t
   }
   s->n_tokens++;
   if (r->eos >= 0 && token == r->eos) return s->reason = FINISH_EOS;
+  for (int k = 0; k < r->n_eos_more; k++)
+    if (token == r->eos_more[k]) return s->reason = FINISH_EOS;
   if (!special && l) {
     size_t from = s->len;
     if (s->len + l + 1 > s->cap) {

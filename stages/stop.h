@@ -8,8 +8,9 @@
  *   s.text (the completion text), s.n_tokens;  stop_seq_free(&s);
  *
  * Rules, checked after each token, first match wins:
- *   1. "eos": the token is the EOS id. It counts as a generated token (it
- *      has a log-prob and is trained on) but adds no text.
+ *   1. "eos": the token is the EOS id, or one of eos_more (a model with two
+ *      ends, as Qwen3's <|im_end|> and <|endoftext|>). It counts as a
+ *      generated token (it has a log-prob and is trained on) but adds no text.
  *   2. "stop": one of the stop strings occurs in the completion text decoded
  *      so far (byte match on the concatenated token bytes; specials add no
  *      text). The stop string is INCLUDED in the text, which ends right after
@@ -45,6 +46,8 @@ typedef struct stop_rule {
   int n_stop;
   int64_t max_new_tokens;     /* >= 1 */
   int exclude_stop;           /* 1: cut the text before the stop string */
+  const int32_t *eos_more;    /* more ids that end a sequence as EOS does (rollout.stop_tokens) */
+  int n_eos_more;
 } stop_rule;
 
 /* One sequence's completion so far. */

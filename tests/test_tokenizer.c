@@ -153,6 +153,20 @@ TEST(stop_conditions) {
   CHECK_EQ_I64(q.n_tokens, 3);
   CHECK_STREQ(finish_reason_name(q.reason), "eos");
   stop_seq_free(&q);
+  /* another end token (rollout.stop_tokens): an EOS too, its text not added; others still text */
+  int32_t more[2] = {t->pad, 3 + 5}; /* <pad> and '>' (ids: 3 + the character's index) */
+  r.eos_more = more, r.n_eos_more = 2;
+  stop_seq_init(&q);
+  CHECK_EQ_I64(push_text(&q, &r, t, "ab"), FINISH_NONE);
+  CHECK_EQ_I64(stop_seq_push(&q, &r, t, 3 + 5, &e), FINISH_EOS);
+  CHECK_STREQ(q.text, "ab");
+  CHECK_EQ_I64(q.n_tokens, 3);
+  stop_seq_free(&q);
+  stop_seq_init(&q);
+  CHECK_EQ_I64(push_text(&q, &r, t, "ca"), FINISH_NONE);
+  CHECK_EQ_I64(stop_seq_push(&q, &r, t, t->pad, &e), FINISH_EOS);
+  stop_seq_free(&q);
+  r.eos_more = NULL, r.n_eos_more = 0;
   /* length: exactly max_new_tokens tokens; a stop string on the last token wins */
   r.max_new_tokens = 4;
   stop_seq_init(&q);

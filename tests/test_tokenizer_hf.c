@@ -536,6 +536,13 @@ TEST(tokenizer_hf_run_end_to_end) {
   char want[PATH_MAX + 160];
   snprintf(want, sizeof want, "\n== tokenizer ==\nhf %s: 3005 ids\nbos: none\neos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\n", tok);
   CHECK_CONTAINS(out, want);
+  /* more end tokens: listed by plan; one that is no token is named at validation */
+  snprintf(args, sizeof args, "plan %s --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\nends a completion too: 3000 <|endoftext|>\n");
+  snprintf(args, sizeof args, "validate %s --set 'rollout.stop_tokens=[\"<|endoftext|>\", \"<|nope|>\"]'", recipe);
+  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "\"<|nope|>\" is no token of the tokenizer");
   /* the recipe's BOS / EOS over tokenizer_config.json's; one that is no token is named */
   snprintf(args, sizeof args, "plan %s --set 'tokenizer.eos=<|endoftext|>' --set 'tokenizer.bos=<|im_start|>'", recipe);
   CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
@@ -594,4 +601,27 @@ TEST(tokenizer_hf_missing_file_named_at_validation) {
   CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
   CHECK_CONTAINS(out, "tokenizer.path");
   CHECK_CONTAINS(out, "nowhere/tokenizer.json: No such file or directory");
+}
+
+/* rollout.stop_tokens end a completion as EOS does: with "3" one, no completion
+ * text holds a 3 and more samples end "eos" (the demo's first iteration:
+ * without it, 35 of 256 completions hold a 3). */
+TEST(rollout_stop_tokens_end_completions) {
+  char args[4096], out[65536], runs[1200];
+  snprintf(runs, sizeof runs, "%s/st", harness_tmpdir());
+  snprintf(args, sizeof args, "run recipes/demo-cpu.yaml --runs-dir %s --quiet --set loop.iterations=1 "
+           "--set 'rollout.stop_tokens=[\"3\"]' && %s samples %s/demo-cpu-*/ --iter 1", runs,
+           getenv("RLRUN_BIN") ? getenv("RLRUN_BIN") : "build/rlrun", runs);
+  REQUIRE(hf_rl(args, out, sizeof out) == 0);
+  int eos = 0, threes = 0, lines = 0;
+  for (char *l = out; (l = strstr(l, "\n    1 ")); l++) {
+    lines++;
+    char *arrow = strstr(l, "-> \""), *end = strchr(l + 1, '\n');
+    if (strstr(l, " eos ") && (!end || strstr(l, " eos ") < end)) eos++;
+    if (arrow && (!end || arrow < end))
+      for (char *p = arrow + 4; *p && *p != '"'; p++) threes += *p == '3';
+  }
+  CHECK_EQ_I64(lines, 256);
+  CHECK_EQ_I64(threes, 0);
+  CHECK_MSG(eos > 50, "%d samples ended eos; with \"3\" an end token, expected well over the ~37 of <eos> alone", eos);
 }
