@@ -6,6 +6,7 @@
  * text. */
 #include <jansson.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,6 +503,21 @@ static int hf_rl(const char *args, char *out, size_t n) {
   return harness_run(cmd, out, n);
 }
 
+/* rlrun ARGS (printf-style): its exit code is want_rc and its output holds
+ * want (when not NULL); the output is left in out. */
+static void cli_expect(char *out, size_t n, int want_rc, const char *want, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void cli_expect(char *out, size_t n, int want_rc, const char *want, const char *fmt, ...) {
+  char args[8192];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  int rc = hf_rl(args, out, n);
+  CHECK_MSG(rc == want_rc, "rlrun %s: exit %d, want %d: %s", args, rc, want_rc, out);
+  if (want) CHECK_MSG(strstr(out, want) != NULL, "rlrun %s: output lacks \"%s\": %s", args, want, out);
+}
+
 /* A fresh model on real text through the qwen2 fixture's tokenizer: validate,
  * run (checkpoint records the tokenizer), a second run from that checkpoint
  * finds it without tokenizer.path, and another tokenizer.json is refused. */
@@ -537,19 +553,15 @@ TEST(tokenizer_hf_run_end_to_end) {
   snprintf(want, sizeof want, "\n== tokenizer ==\nhf %s: 3005 ids\nbos: none\neos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\n", tok);
   CHECK_CONTAINS(out, want);
   /* more end tokens: listed by plan; one that is no token is named at validation */
-  snprintf(args, sizeof args, "plan %s --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe);
-  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
-  CHECK_CONTAINS(out, "\nends a completion too: 3000 <|endoftext|>\n");
-  snprintf(args, sizeof args, "validate %s --set 'rollout.stop_tokens=[\"<|endoftext|>\", \"<|nope|>\"]'", recipe);
-  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
-  CHECK_CONTAINS(out, "\"<|nope|>\" is no token of the tokenizer");
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>\n",
+             "plan %s --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe);
+  cli_expect(out, sizeof out, 2, "\"<|nope|>\" is no token of the tokenizer",
+             "validate %s --set 'rollout.stop_tokens=[\"<|endoftext|>\", \"<|nope|>\"]'", recipe);
   /* the recipe's BOS / EOS over tokenizer_config.json's; one that is no token is named */
-  snprintf(args, sizeof args, "plan %s --set 'tokenizer.eos=<|endoftext|>' --set 'tokenizer.bos=<|im_start|>'", recipe);
-  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
-  CHECK_CONTAINS(out, "\nbos: 3001 <|im_start|>\neos: 3000 <|endoftext|>\n");
-  snprintf(args, sizeof args, "validate %s --set 'tokenizer.eos=<|im_end'", recipe);
-  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
-  CHECK_CONTAINS(out, "tokenizer.eos=<|im_end: \"<|im_end\" is no token of ");
+  cli_expect(out, sizeof out, 0, "\nbos: 3001 <|im_start|>\neos: 3000 <|endoftext|>\n",
+             "plan %s --set 'tokenizer.eos=<|endoftext|>' --set 'tokenizer.bos=<|im_start|>'", recipe);
+  cli_expect(out, sizeof out, 2, "tokenizer.eos=<|im_end: \"<|im_end\" is no token of ",
+             "validate %s --set 'tokenizer.eos=<|im_end'", recipe);
   snprintf(runs, sizeof runs, "%s/runs", dir);
   snprintf(args, sizeof args, "run %s --runs-dir %s --quiet", recipe, runs);
   int rc = hf_rl(args, out, sizeof out);
@@ -574,16 +586,12 @@ TEST(tokenizer_hf_run_end_to_end) {
   snprintf(args, sizeof args, "validate %s", recipe2);
   rc = hf_rl(args, out, sizeof out);
   CHECK_MSG(rc == 0, "validate from the checkpoint: rc %d: %s", rc, out);
-  snprintf(args, sizeof args, "validate %s --set tokenizer.path=%s", recipe2, tok2);
-  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
-  CHECK_CONTAINS(out, "differs from the tokenizer.json model.checkpoint");
-  snprintf(args, sizeof args, "validate %s --set 'tokenizer={type: chars, chars: \"ab\"}'", recipe2);
-  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
-  CHECK_CONTAINS(out, "was trained with a tokenizer of type hf");
+  cli_expect(out, sizeof out, 2, "differs from the tokenizer.json model.checkpoint", "validate %s --set tokenizer.path=%s",
+             recipe2, tok2);
+  cli_expect(out, sizeof out, 2, "was trained with a tokenizer of type hf",
+             "validate %s --set 'tokenizer={type: chars, chars: \"ab\"}'", recipe2);
   /* a prompt longer than max_prompt_tokens is named at validation, counted in this tokenizer's tokens */
-  snprintf(args, sizeof args, "validate %s --set rollout.max_prompt_tokens=4", recipe);
-  CHECK_EQ_I64(hf_rl(args, out, sizeof out), 2);
-  CHECK_CONTAINS(out, "qa.jsonl:1");
+  cli_expect(out, sizeof out, 2, "qa.jsonl:1", "validate %s --set rollout.max_prompt_tokens=4", recipe);
 }
 
 /* model.path without a tokenizer.json: validate says where it looked and what to set */
