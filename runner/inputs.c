@@ -70,12 +70,14 @@ int recipe_prompts(const recipe *r, prompt_source **out, rl_err *e) {
   *out = NULL;
   if (r->data.prompts) {
     int rc = prompts_open_jsonl(r->data.prompts, r->data.prompt_key, r->data.answer_key, out, e);
-    if (!rc) prompts_set_shuffle(*out, r->data.shuffle);
+    if (!rc) prompts_set_shuffle(*out, r->data.shuffle), prompts_set_template(*out, r->data.prompt_template);
     return rc;
   }
   if (r->data.task) {
     luahost_limits lim = recipe_lua_limits(r);
-    return prompts_open_task(r->data.task, &lim, out, e);
+    int rc = prompts_open_task(r->data.task, &lim, out, e);
+    if (!rc) prompts_set_template(*out, r->data.prompt_template);
+    return rc;
   }
   return rl_errf(e, RL_EXIT_USAGE, "data: no prompt source: set data.prompts (JSONL) or data.task (Lua)");
 }

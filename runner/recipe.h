@@ -96,6 +96,7 @@ typedef struct recipe {
     char *task;       /* Lua task script or NULL */
     char *prompt_key; /* JSONL field holding the prompt */
     char *answer_key; /* JSONL field handed to the reward as sample.answer */
+    char *prompt_template; /* text around each prompt, "{prompt}" where it goes; NULL = the prompt as is */
     int shuffle;
   } data;
 

@@ -397,6 +397,7 @@ static void data_limits(const recipe *r, prompts_limits *l, tokenizer **tok) {
     *tok = NULL; /* a bad tokenizer.chars is check_tokenizer's error */
   if (r->tokenizer.type == TOKENIZER_HF && recipe_tokenizer(r, tok, &te)) *tok = NULL; /* likewise */
   l->tok = *tok;
+  l->tmpl = r->data.prompt_template;
   if (r->train.algorithm == ALGO_SFT) {
     l->target_field = "completion"; /* LOOP_SFT_FIELD */
     if (r->model.has_init) l->max_seq_tokens = r->model.init.max_seq_len;
@@ -469,6 +470,14 @@ static int check_files(recipe *r, int flags, rl_err *e) {
   }
   if (!r->reward.script && r->train.algorithm != ALGO_SFT)
     rc = kerr(r, e, "reward.script", "missing: the Lua reward script is required (reward.script: rewards/x.lua)");
+  if (r->data.prompt_template) { /* one {prompt}: where each prompt goes */
+    const char *a = strstr(r->data.prompt_template, "{prompt}");
+    if (!a)
+      rc = kerr(r, e, "data.prompt_template", "has no {prompt}: write it where each prompt goes, e.g. "
+                "\"<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n\"");
+    else if (strstr(a + 8, "{prompt}"))
+      rc = kerr(r, e, "data.prompt_template", "holds {prompt} more than once: each prompt goes in one place");
+  }
   const char *fn = r->reward.function;
   char shown[4 * RECIPE_CLIP + 8];
   int ident = fn && (isalpha((unsigned char)fn[0]) || fn[0] == '_') && strlen(fn) <= LUAHOST_MAX_FN;

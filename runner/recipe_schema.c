@@ -98,6 +98,7 @@ static const rkey keys[] = {
     {"data.task", KT_PATH, OFF(data.task), NULL, 0, 0, 0, NULL, "Lua script defining prompts(n, rng)"},
     {"data.prompt_key", KT_STR, OFF(data.prompt_key), "prompt", 0, 0, 0, NULL, "JSONL field with the prompt text"},
     {"data.answer_key", KT_STR, OFF(data.answer_key), "answer", 0, 0, 0, NULL, "JSONL field passed to the reward as sample.answer"},
+    {"data.prompt_template", KT_STR, OFF(data.prompt_template), NULL, 0, 0, 0, NULL, "text each prompt is put into, {prompt} marking where (a chat template: \"<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n\"); default: the prompt as it is"},
     {"data.shuffle", KT_BOOL, OFF(data.shuffle), "true", 0, 0, 0, NULL, "shuffle prompts (by seed) each epoch"},
     {"rollout", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "sampling"},
     {"rollout.batch", KT_INT, OFF(rollout.batch), "8", 1, 65536, 0, NULL, "prompts per iteration"},

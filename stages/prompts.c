@@ -21,6 +21,7 @@
 struct prompt_source {
   int is_task;
   int shuffle;
+  char *tmpl; /* data.prompt_template or NULL */
   /* JSONL */
   char *path;
   int64_t n;
@@ -264,10 +265,11 @@ int prompts_check_item(const prompts_limits *l, const char *text, const char *ex
   int32_t *ids = NULL;
   int64_t np = 0, nt = 0;
   if (!rc && tok) {
-    rc = tokenizer_encode(tok, text, strlen(text), &ids, &np, e);
-    free(ids);
+    char *full = prompts_apply_template(l->tmpl, text); /* as the model will see it */
+    rc = tokenizer_encode(tok, full, strlen(full), &ids, &np, e);
+    free(ids), free(full);
     ids = NULL;
-    if (rc) tok_err(e, "the prompt: ");
+    if (rc) tok_err(e, l->tmpl ? "the prompt in data.prompt_template: " : "the prompt: ");
   }
   if (!rc && tok && target) {
     rc = tokenizer_encode(tok, target, strlen(target), &ids, &nt, e);
@@ -282,8 +284,9 @@ int prompts_check_item(const prompts_limits *l, const char *text, const char *ex
     int64_t bos = tok->bos >= 0, eos = tok->eos >= 0;
     if (l->max_prompt_tokens > 0 && np + bos > l->max_prompt_tokens)
       rc = rl_errf(e, RL_EXIT_USAGE,
-                   "the prompt is %lld tokens (with BOS), more than rollout.max_prompt_tokens (%lld): shorten it "
-                   "or raise rollout.max_prompt_tokens", (long long)(np + bos), (long long)l->max_prompt_tokens);
+                   "the prompt%s is %lld tokens (with BOS), more than rollout.max_prompt_tokens (%lld): shorten it "
+                   "or raise rollout.max_prompt_tokens", l->tmpl ? " in data.prompt_template" : "", (long long)(np + bos),
+                   (long long)l->max_prompt_tokens);
     else if (l->max_seq_tokens > 0 && target && np + bos + nt + eos > l->max_seq_tokens)
       rc = rl_errf(e, RL_EXIT_USAGE,
                    "prompt + %s are %lld + %lld tokens (prompt with BOS, target with EOS), more than the model's "
@@ -354,7 +357,7 @@ int prompts_open_task(const char *path, const luahost_limits *lim, prompt_source
 void prompts_close(prompt_source *s) {
   if (!s) return;
   for (int64_t i = 0; i < s->n; i++) free(s->text[i]), free(s->extra[i]);
-  free(s->text), free(s->extra), free(s->line), free(s->path);
+  free(s->text), free(s->extra), free(s->line), free(s->path), free(s->tmpl);
   if (s->lua) luahost_close(s->lua);
   free(s);
 }
@@ -364,6 +367,20 @@ int64_t prompts_count(const prompt_source *s) { return s->is_task ? -1 : s->n; }
 const char *prompts_path(const prompt_source *s) { return s->path; }
 
 void prompts_set_shuffle(prompt_source *s, int shuffle) { s->shuffle = shuffle != 0; }
+
+void prompts_set_template(prompt_source *s, const char *tmpl) {
+  free(s->tmpl);
+  s->tmpl = tmpl ? rl_xstrdup(tmpl) : NULL;
+}
+
+char *prompts_apply_template(const char *tmpl, const char *prompt) {
+  const char *at = tmpl ? strstr(tmpl, "{prompt}") : NULL;
+  if (!at) return rl_xstrdup(prompt); /* no template (validate refuses one without {prompt}) */
+  size_t a = (size_t)(at - tmpl), p = strlen(prompt), b = strlen(at + 8);
+  char *out = rl_xmalloc(a + p + b + 1);
+  memcpy(out, tmpl, a), memcpy(out + a, prompt, p), memcpy(out + a + p, at + 8, b + 1);
+  return out;
+}
 
 int prompts_batch(prompt_source *s, uint64_t seed, int64_t iteration, int64_t batch, prompt_item **out,
                   rl_err *e) {
@@ -394,6 +411,11 @@ int prompts_batch(prompt_source *s, uint64_t seed, int64_t iteration, int64_t ba
       v[i] = (prompt_item){.text = rl_xstrdup(s->text[idx]), .extra_json = rl_xstrdup(s->extra[idx]),
                            .index = idx, .epoch = g / s->n, .line = s->line[idx]};
     }
+  }
+  for (int64_t i = 0; s->tmpl && i < batch; i++) { /* the text the model sees (and the reward) */
+    char *t = prompts_apply_template(s->tmpl, v[i].text);
+    free(v[i].text);
+    v[i].text = t;
   }
   *out = v;
   return 0;

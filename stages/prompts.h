@@ -57,6 +57,7 @@ typedef struct prompts_limits {
   int64_t max_prompt_tokens;   /* > 0 (RL): BOS + prompt tokens at most this (rollout.max_prompt_tokens) */
   int64_t max_seq_tokens;      /* > 0 (sft): BOS + prompt + target + EOS at most this (the model's positions) */
   const char *target_field;    /* sft: the string field every example needs ("completion"), or NULL */
+  const char *tmpl;            /* data.prompt_template: the prompt is checked as put into it, or NULL */
 } prompts_limits;
 
 /* Check one prompt (its text and its other fields, a JSON object): 0, or
@@ -83,6 +84,11 @@ int64_t prompts_count(const prompt_source *s);
 const char *prompts_path(const prompt_source *s);
 /* Shuffle JSONL prompts each epoch (default 1). */
 void prompts_set_shuffle(prompt_source *s, int shuffle);
+/* Put every prompt prompts_batch gives into tmpl (data.prompt_template: its
+ * one "{prompt}" replaced by the prompt; NULL = the prompt as it is; copied). */
+void prompts_set_template(prompt_source *s, const char *tmpl);
+/* tmpl with its first "{prompt}" replaced by prompt (malloc'd); tmpl NULL: a copy of prompt. */
+char *prompts_apply_template(const char *tmpl, const char *prompt);
 
 /* The dataset index of position g for N prompts under (seed, shuffle). */
 int64_t prompts_cursor_index(uint64_t seed, int shuffle, int64_t n, int64_t g);

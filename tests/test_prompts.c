@@ -42,6 +42,34 @@ TEST(prompts_jsonl_fields) {
   prompts_close(s);
 }
 
+/* data.prompt_template: every prompt of a batch put into it at its {prompt};
+ * the fields untouched; none set: the prompt as it is */
+TEST(prompts_template) {
+  const char *path = tmp_file("t.jsonl", "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n{\"prompt\": \"{prompt}\"}\n");
+  prompt_source *s;
+  rl_err e;
+  REQUIRE(prompts_open_jsonl(path, NULL, NULL, &s, &e) == 0);
+  prompts_set_shuffle(s, 0);
+  prompts_set_template(s, "<u>\n{prompt}</u>\n<a>");
+  prompt_item *v;
+  REQUIRE(prompts_batch(s, 1, 1, 2, &v, &e) == 0);
+  CHECK_STREQ(v[0].text, "<u>\n1+1=</u>\n<a>");
+  CHECK_STREQ(v[0].extra_json, "{\"answer\":\"2\"}");
+  CHECK_STREQ(v[1].text, "<u>\n{prompt}</u>\n<a>"); /* a prompt that reads {prompt} is put in once, not again */
+  prompts_items_free(v, 2);
+  prompts_set_template(s, NULL);
+  REQUIRE(prompts_batch(s, 1, 1, 1, &v, &e) == 0);
+  CHECK_STREQ(v[0].text, "1+1=");
+  prompts_items_free(v, 1);
+  prompts_close(s);
+  char *t = prompts_apply_template("{prompt}", "x");
+  CHECK_STREQ(t, "x");
+  free(t);
+  t = prompts_apply_template(NULL, "x");
+  CHECK_STREQ(t, "x");
+  free(t);
+}
+
 /* Expect opening `text` as JSONL to fail with a message containing want. */
 static void jsonl_error(const char *text, const char *want) {
   const char *path = tmp_file("bad.jsonl", text);

@@ -590,6 +590,16 @@ TEST(tokenizer_hf_run_end_to_end) {
              recipe2, tok2);
   cli_expect(out, sizeof out, 2, "was trained with a tokenizer of type hf",
              "validate %s --set 'tokenizer={type: chars, chars: \"ab\"}'", recipe2);
+  /* data.prompt_template: counted in the prompt's tokens (21: tokenizers' count of the templated first
+   * prompt); none or two {prompt} refused */
+  cli_expect(out, sizeof out, 0, "valid", "validate %s --set 'data.prompt_template=\"<|im_start|>user\\n{prompt}<|im_end|>\\n\"'",
+             recipe);
+  cli_expect(out, sizeof out, 2, "qa.jsonl:1: the prompt in data.prompt_template is 21 tokens",
+             "validate %s --set rollout.max_prompt_tokens=16 --set 'data.prompt_template=\"<|im_start|>user\\n{prompt}<|im_end|>\\n\"'",
+             recipe);
+  cli_expect(out, sizeof out, 2, "data.prompt_template=x: has no {prompt}", "validate %s --set data.prompt_template=x", recipe);
+  cli_expect(out, sizeof out, 2, "holds {prompt} more than once",
+             "validate %s --set 'data.prompt_template=\"{prompt}{prompt}\"'", recipe);
   /* a prompt longer than max_prompt_tokens is named at validation, counted in this tokenizer's tokens */
   cli_expect(out, sizeof out, 2, "qa.jsonl:1", "validate %s --set rollout.max_prompt_tokens=4", recipe);
 }
