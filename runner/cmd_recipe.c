@@ -163,6 +163,18 @@ int cmd_validate(int argc, char **argv) {
 /* The tokenizer section of the plan: which file (hf), how many ids, and the
  * special tokens a run uses — BOS before every prompt, EOS that ends a
  * completion (a wrong one and rollouts never stop before max_new_tokens). */
+/* A token's text for the plan: control characters escaped (\n, \t, \xNN) so a line stays one line */
+static void print_token_text(const char *b, size_t l) {
+  for (size_t i = 0; i < l; i++) {
+    unsigned char c = (unsigned char)b[i];
+    if (c == '\n') fputs("\\n", stdout);
+    else if (c == '\t') fputs("\\t", stdout);
+    else if (c == '\r') fputs("\\r", stdout);
+    else if (c < 0x20 || c == 0x7F) printf("\\x%02x", c);
+    else putchar(c);
+  }
+}
+
 static void print_tokenizer(const recipe *r) {
   tokenizer *tok;
   rl_err e;
@@ -182,11 +194,18 @@ static void print_tokenizer(const recipe *r) {
     size_t l;
     int special;
     if (ids[i] < 0 || tokenizer_token_bytes(tok, ids[i], &b, &l, &special, &e)) printf("%s: none\n", names[i]);
-    else printf("%s: %d %.*s\n", names[i], ids[i], (int)l, b);
+    else {
+      printf("%s: %d ", names[i], ids[i]);
+      print_token_text(b, l);
+      putchar('\n');
+    }
   }
-  for (int i = 0; i < r->rollout.stop_tokens.n; i++) /* validate checked them */
-    printf("ends a completion too: %d %s\n", tokenizer_find(tok, r->rollout.stop_tokens.items[i]),
-           r->rollout.stop_tokens.items[i]);
+  for (int i = 0; i < r->rollout.stop_tokens.n; i++) { /* validate checked them */
+    const char *t = r->rollout.stop_tokens.items[i];
+    printf("ends a completion too: %d ", tokenizer_find(tok, t));
+    print_token_text(t, strlen(t));
+    putchar('\n');
+  }
   tokenizer_free(tok);
 }
 

@@ -51,10 +51,15 @@ int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e) {
                    "directory that holds one)");
   int rc = tokenizer_hf_new(p, out, e);
   free(p);
-  /* the recipe's BOS / EOS over tokenizer_config.json's */
+  /* the recipe's BOS / EOS over tokenizer_config.json's (which may name no token: then the recipe must) */
   const char *key_of[2] = {"tokenizer.bos", "tokenizer.eos"}, *text_of[2] = {r->tokenizer.bos, r->tokenizer.eos};
   for (int i = 0; i < 2 && !rc; i++) {
-    if (!text_of[i]) continue;
+    const char *bad = tokenizer_hf_config_problem(*out, i);
+    if (!text_of[i] && bad) {
+      rc = rl_errf(e, RL_EXIT_USAGE, "%s: fix it there, or set %s to the token's text", bad, key_of[i]);
+      tokenizer_free(*out), *out = NULL;
+    }
+    if (!text_of[i] || rc) continue;
     int32_t id = tokenizer_find(*out, text_of[i]);
     if (id < 0) {
       rc = rl_errf(e, RL_EXIT_USAGE, "%s: \"%s\" is no token of the tokenizer: give a token's exact text (e.g. "

@@ -298,6 +298,11 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
     return rc;
   }
   const int64_t V = tokenizer_vocab_size(tok);
+  for (int i = 0; i < 2; i++) { /* tokenizer_config.json naming no token: fine when the recipe names one */
+    const char *bad = tokenizer_hf_config_problem(tok, i);
+    if (bad && !(i ? r->tokenizer.eos : r->tokenizer.bos))
+      rc = kerr(r, e, key, "%s: fix it there, or set %s to the token's text", bad, i ? "tokenizer.eos" : "tokenizer.bos");
+  }
   if (r->tokenizer.bos && tokenizer_find(tok, r->tokenizer.bos) < 0)
     rc = kerr(r, e, "tokenizer.bos", "\"%s\" is no token of %s: give a token's exact text", r->tokenizer.bos, path);
   if (r->tokenizer.eos && tokenizer_find(tok, r->tokenizer.eos) < 0)
@@ -337,12 +342,28 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
 /* rollout.stop_tokens: each the exact text of a token of the recipe's tokenizer
  * (with the tokenizer already checked). */
 static int check_stop_tokens(recipe *r, int flags, rl_err *e) {
-  if (!r->rollout.stop_tokens.n || ((flags & RECIPE_NO_FS) && r->tokenizer.type == TOKENIZER_HF)) return 0;
+  if ((flags & RECIPE_NO_FS) && r->tokenizer.type == TOKENIZER_HF) return 0;
   tokenizer *tok;
   rl_err te;
   if (recipe_tokenizer(r, &tok, &te)) return 0; /* check_tokenizer's error */
   int rc = 0;
   char shown[4 * RECIPE_CLIP + 8];
+  /* an hf tokenizer without an EOS: nothing ends a completion but stop strings and the length */
+  if (tok->eos < 0 && !r->rollout.stop_tokens.n)
+    recipe_warn(r, "warning: the tokenizer has no EOS (its tokenizer_config.json names none): completions end only at "
+                "rollout.stop strings or rollout.max_new_tokens, and sft targets get no end token; set tokenizer.eos");
+  /* a stop string that is a special token's text never matches: specials add no text */
+  for (int i = 0; i < r->rollout.stop.n; i++) {
+    int32_t id = tokenizer_find(tok, r->rollout.stop.items[i]);
+    const char *b;
+    size_t l;
+    int special = 0;
+    if (id >= 0 && !tokenizer_token_bytes(tok, id, &b, &l, &special, &te) && special)
+      recipe_warn(r, "warning: rollout.stop \"%s\" is the text of special token %d, whose text never reaches the "
+                  "completion: the string matches only when plain tokens spell it; to end at the token, list it in "
+                  "rollout.stop_tokens",
+                  recipe_clip(r->rollout.stop.items[i], shown, sizeof shown), id);
+  }
   for (int i = 0; i < r->rollout.stop_tokens.n; i++)
     if (tokenizer_find(tok, r->rollout.stop_tokens.items[i]) < 0)
       rc = kerr(r, e, "rollout.stop_tokens", "\"%s\" is no token of the tokenizer: give a token's exact text (e.g. "

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "runner/inputs.h"
 #include "state/sha256.h"
 
 /* Replace *p by its realpath when it resolves. */
@@ -85,6 +86,24 @@ int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl
   const char *files[] = {r->tokenizer.path, r->data.prompts, r->data.task, r->reward.script};
   for (size_t i = 0; i < sizeof files / sizeof *files && !rc; i++)
     if (files[i] && RUNS_THERE(files[i])) rc = hash_into(o, files[i], e);
+  /* an hf tokenizer's files wherever they come from (tokenizer.path, or the one
+   * model.checkpoint recorded): tokenizer_config.json decides BOS and EOS */
+  if (!rc && r->tokenizer.type == TOKENIZER_HF && !r->model.path) {
+    const char *key;
+    char *tp = recipe_tokenizer_path(r, &key);
+    if (tp) {
+      if (RUNS_THERE(tp) && !json_object_get(o, tp)) rc = hash_into(o, tp, e);
+      char *slash = strrchr(tp, '/');
+      if (slash) {
+        slash[1] = 0; /* the directory, with its '/' */
+        char *cfg = rl_xmalloc(strlen(tp) + 32);
+        sprintf(cfg, "%stokenizer_config.json", tp);
+        if (!rc && stat(cfg, &st) == 0) rc = hash_into(o, cfg, e);
+        free(cfg);
+      }
+      free(tp);
+    }
+  }
 #undef RUNS_THERE
   *json = rc ? NULL : json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
   json_decref(o);
@@ -311,7 +330,9 @@ int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r
   char *text = runs_loadable_text(resolved, name);
   int rc = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_DATA, r, e);
   free(text);
-  if (rc) return rl_err_prefix(e, "the run's stored recipe does not load with this rlrun: ");
+  if (rc)
+    return rl_err_prefix(e, "the run's stored recipe no longer validates (a file it names changed or is gone, or this "
+                            "rlrun reads it otherwise): ");
   return 0;
 }
 

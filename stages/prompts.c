@@ -284,14 +284,16 @@ int prompts_check_item(const prompts_limits *l, const char *text, const char *ex
     int64_t bos = tok->bos >= 0, eos = tok->eos >= 0;
     if (l->max_prompt_tokens > 0 && np + bos > l->max_prompt_tokens)
       rc = rl_errf(e, RL_EXIT_USAGE,
-                   "the prompt%s is %lld tokens (with BOS), more than rollout.max_prompt_tokens (%lld): shorten it "
+                   "the prompt%s is %lld tokens%s, more than rollout.max_prompt_tokens (%lld): shorten it "
                    "or raise rollout.max_prompt_tokens", l->tmpl ? " in data.prompt_template" : "", (long long)(np + bos),
-                   (long long)l->max_prompt_tokens);
+                   bos ? " (with BOS)" : "", (long long)l->max_prompt_tokens);
     else if (l->max_seq_tokens > 0 && target && np + bos + nt + eos > l->max_seq_tokens)
       rc = rl_errf(e, RL_EXIT_USAGE,
-                   "prompt + %s are %lld + %lld tokens (prompt with BOS, target with EOS), more than the model's "
+                   "prompt + %s are %lld + %lld tokens (%s), more than the model's "
                    "%lld positions: shorten them or raise model.init.max_seq_len", l->target_field,
-                   (long long)(np + bos), (long long)(nt + eos), (long long)l->max_seq_tokens);
+                   (long long)(np + bos), (long long)(nt + eos),
+                   bos && eos ? "prompt with BOS, target with EOS" : bos ? "prompt with BOS" : eos ? "target with EOS" : "no BOS, no EOS",
+                   (long long)l->max_seq_tokens);
   }
   json_decref(o);
   return rc;

@@ -70,6 +70,11 @@ int tokenizer_hf_new(const char *path, tokenizer **out, rl_err *e);
  * messages and, with with_config, locates tokenizer_config.json. */
 int tokenizer_hf_new_mem(const char *text, size_t len, const char *path, int with_config, tokenizer **out,
                          rl_err *e);
+/* An hf tokenizer's tokenizer_config.json naming a bos (which 0), eos (1) or
+ * pad (2) token that is no token of it: the message (that id is -1); NULL when
+ * none, or for another tokenizer. The recipe decides whether it matters
+ * (tokenizer.bos / tokenizer.eos may name the token instead). */
+const char *tokenizer_hf_config_problem(const tokenizer *t, int which);
 void tokenizer_free(tokenizer *t);
 
 int64_t tokenizer_vocab_size(const tokenizer *t);

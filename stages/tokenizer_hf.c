@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "stages/tokenizer_regex.h"
 #include "stages/unicode.h"
@@ -91,6 +92,7 @@ typedef struct {
   added_tok *added; /* longest content first */
   int nadded, n_normalized;
   uint8_t added_first[256]; /* 1 for a byte some added token starts with */
+  char *cfg_bad[3]; /* tokenizer_config.json's bos/eos/pad naming no token: the message (the id is -1) */
 } tok_hf;
 
 static int32_t map_get(const tok_hf *t, const char *b, size_t n) {
@@ -157,6 +159,7 @@ static void tok_hf_destroy(tokenizer *base) {
   free(t->steps);
   for (int i = 0; i < t->nadded; i++) free(t->added[i].content);
   free(t->added);
+  for (int i = 0; i < 3; i++) free(t->cfg_bad[i]);
   free(t);
 }
 
@@ -586,21 +589,29 @@ static int load_normalizer(tok_hf *t, const char *path, json_t *p, rl_err *e) {
   return hf_bad(e, path, "normalizer %s is not supported (rlrun applies NFC or none)", ty ? ty : "(no type)");
 }
 
-/* tokenizer_config.json's bos/eos/pad token: a string, {"content": …} or null */
-static int32_t config_token(const tok_hf *t, json_t *cfg, const char *key, const char *path, const char *cfg_path,
-                            int *bad, rl_err *e) {
-  json_t *v = json_object_get(cfg, key);
+/* tokenizer_config.json's bos/eos/pad token (which: 0, 1, 2): a string,
+ * {"content": …} or null; one that names no token is -1 with the problem kept
+ * (tokenizer_hf_config_problem: the recipe may name the token itself) */
+static int32_t config_token(tok_hf *t, json_t *cfg, int which, const char *path, const char *cfg_path) {
+  static const char *const key[3] = {"bos_token", "eos_token", "pad_token"};
+  json_t *v = json_object_get(cfg, key[which]);
   if (json_is_object(v)) v = json_object_get(v, "content");
   const char *s = json_string_value(v);
   if (!s) return -1;
   for (int k = 0; k < t->nadded; k++)
     if (!strcmp(t->added[k].content, s)) return t->added[k].id;
   int32_t id = map_get(t, s, strlen(s));
-  if (id < 0 && !*bad) {
-    *bad = 1;
-    rl_errf(e, RL_EXIT_USAGE, "%s: %s \"%s\" is no token of %s: fix it there", cfg_path, key, s, path);
+  if (id < 0) {
+    size_t n = strlen(cfg_path) + strlen(path) + strlen(s) + 64;
+    t->cfg_bad[which] = rl_xmalloc(n);
+    snprintf(t->cfg_bad[which], n, "%s: %s \"%s\" is no token of %s", cfg_path, key[which], s, path);
   }
   return id;
+}
+
+const char *tokenizer_hf_config_problem(const tokenizer *base, int which) {
+  if (strcmp(base->ops->kind, "hf") || which < 0 || which > 2) return NULL;
+  return ((const tok_hf *)base)->cfg_bad[which];
 }
 
 static int cmp_added(const void *a, const void *b) {
@@ -642,7 +653,7 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
     rc = hf_bad(e, path, "the BPE model needs a \"vocab\" object and a \"merges\" list%s", NULL);
   else if (json_number_value(dropout) > 0) rc = hf_bad(e, path, "BPE dropout is not supported (set \"dropout\": null)%s", NULL);
   else if (json_is_true(json_object_get(model, "byte_fallback")))
-    rc = hf_bad(e, path, "byte_fallback is a SentencePiece-style BPE, not supported%s", NULL);
+    rc = hf_bad(e, path, "byte_fallback (a SentencePiece-style BPE) is not supported%s", NULL);
   else if ((pre && *pre) || (suf && *suf))
     rc = hf_bad(e, path, "subword prefixes/suffixes (continuing_subword_prefix, end_of_word_suffix) are not supported%s", NULL);
   if (!rc) rc = load_normalizer(t, path, json_object_get(root, "normalizer"), e);
@@ -828,20 +839,22 @@ int tokenizer_hf_new_mem(const char *text, size_t tlen, const char *path, int wi
     char *cfg_path = rl_xmalloc(dl + 32);
     memcpy(cfg_path, path, dl);
     strcpy(cfg_path + dl, "tokenizer_config.json");
-    FILE *f = fopen(cfg_path, "r");
-    if (f) {
-      fclose(f);
-      json_t *cfg = json_load_file(cfg_path, 0, &je);
-      if (!cfg) rc = rl_errf(e, RL_EXIT_USAGE, "%s:%d:%d: %s (not valid JSON)", cfg_path, je.line, je.column, je.text);
+    struct stat st;
+    if (stat(cfg_path, &st) == 0) {
+      char *ctext = NULL;
+      size_t clen = 0;
+      json_t *cfg = NULL;
+      if (rl_read_file(cfg_path, &ctext, &clen, e)) rc = e->code; /* not a regular file: said so */
+      else if (!(cfg = json_loadb(ctext, clen, 0, &je)))
+        rc = rl_errf(e, RL_EXIT_USAGE, "%s:%d:%d: %s (not valid JSON)", cfg_path, je.line, je.column, je.text);
       else {
-        int bad = 0;
-        t->base.bos = config_token(t, cfg, "bos_token", path, cfg_path, &bad, e);
-        t->base.eos = config_token(t, cfg, "eos_token", path, cfg_path, &bad, e);
-        t->base.pad = config_token(t, cfg, "pad_token", path, cfg_path, &bad, e);
+        t->base.bos = config_token(t, cfg, 0, path, cfg_path);
+        t->base.eos = config_token(t, cfg, 1, path, cfg_path);
+        t->base.pad = config_token(t, cfg, 2, path, cfg_path);
         if (json_is_false(json_object_get(cfg, "add_bos_token"))) t->base.bos = -1; /* the model never saw one */
-        if (bad) rc = e->code;
         json_decref(cfg);
       }
+      free(ctext);
     }
     free(cfg_path);
   }

@@ -604,6 +604,50 @@ TEST(tokenizer_hf_run_end_to_end) {
   cli_expect(out, sizeof out, 2, "qa.jsonl:1", "validate %s --set rollout.max_prompt_tokens=4", recipe);
 }
 
+/* tokenizer_config.json naming no token: refused unless the recipe names the
+ * token; no EOS and a stop string that is a special's text are warned of; the
+ * plan escapes control characters; an edited tokenizer_config.json stops a
+ * resume (exit 4) as any input does. */
+TEST(tokenizer_hf_config_and_warnings) {
+  const char *fx = getenv("RLRUN_FIXTURES"), *dir = harness_tmpdir();
+  char cmd[4096], out[16384], recipe[1200], text[8192], runs[1200];
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/tk && cp %s/tokenizer/qwen2/tokenizer.json %s/tk/ && "
+           "printf '{\"eos_token\": \"<|end|>\"}' > %s/tk/tokenizer_config.json && "
+           "printf '{\"prompt\": \"hello there\", \"answer\": \"x\"}\\n' > %s/p.jsonl",
+           dir, fx ? fx : "build/fixtures", dir, dir, dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  char reward[PATH_MAX];
+  REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
+  snprintf(recipe, sizeof recipe, "%s/c.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: cfg\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
+           "head_dim: 16, ffn: 64, max_seq_len: 32}\ntokenizer:\n  path: %s/tk/tokenizer.json\ndata:\n  prompts: %s/p.jsonl\n"
+           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
+           "reward:\n  script: %s\nloop: {iterations: 2, checkpoint_interval: 1}\n", dir, dir, reward);
+  REQUIRE(harness_write_file(recipe, text) == 0);
+  cli_expect(out, sizeof out, 2, "eos_token \"<|end|>\" is no token of ", "validate %s", recipe);
+  CHECK_CONTAINS(out, "fix it there, or set tokenizer.eos to the token's text");
+  cli_expect(out, sizeof out, 0, "valid", "validate %s --set 'tokenizer.eos=<|im_end|>'", recipe);
+  /* a config without an EOS: a warning; a stop string that is a special's text: a warning */
+  snprintf(cmd, sizeof cmd, "printf '{}' > %s/tk/tokenizer_config.json", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 0, "warning: the tokenizer has no EOS", "validate %s --set 'rollout.stop=[\"<|im_end|>\"]'",
+             recipe);
+  CHECK_CONTAINS(out, "warning: rollout.stop \"<|im_end|>\" is the text of special token 3002");
+  /* the plan shows control characters escaped */
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 198 \\n\n", "plan %s --set 'rollout.stop_tokens=[\"\\n\"]'",
+             recipe);
+  /* a run stopped in iteration 2, then its tokenizer_config.json edited: resume refuses, naming it */
+  snprintf(runs, sizeof runs, "%s/runs", dir);
+  snprintf(cmd, sizeof cmd, "RLRUN_FAULT=loop.train@2:fail %s run %s --runs-dir %s --quiet --set 'tokenizer.eos=<|im_end|>'",
+           harness_bin(), recipe, runs);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 1);
+  snprintf(cmd, sizeof cmd, "printf '{\"eos_token\": \"<|endoftext|>\"}' > %s/tk/tokenizer_config.json", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 4, "input changed: ", "resume $(ls -d %s/cfg-*/ | tail -1)", runs);
+  CHECK_CONTAINS(out, "/tk/tokenizer_config.json");
+}
+
 /* model.path without a tokenizer.json: validate says where it looked and what to set */
 TEST(tokenizer_hf_missing_file_named_at_validation) {
   const char *dir = harness_tmpdir();
