@@ -160,9 +160,6 @@ int cmd_validate(int argc, char **argv) {
   return rc;
 }
 
-/* The tokenizer section of the plan: which file (hf), how many ids, and the
- * special tokens a run uses — BOS before every prompt, EOS that ends a
- * completion (a wrong one and rollouts never stop before max_new_tokens). */
 /* A token's text for the plan: control characters escaped (\n, \t, \xNN) so a line stays one line */
 static void print_token_text(const char *b, size_t l) {
   for (size_t i = 0; i < l; i++) {
@@ -175,6 +172,9 @@ static void print_token_text(const char *b, size_t l) {
   }
 }
 
+/* The tokenizer section of the plan: which file (hf), how many ids, and the
+ * special tokens a run uses — BOS before every prompt, EOS that ends a
+ * completion (a wrong one and rollouts never stop before max_new_tokens). */
 static void print_tokenizer(const recipe *r) {
   tokenizer *tok;
   rl_err e;

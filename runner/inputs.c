@@ -49,26 +49,35 @@ int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e) {
   if (!p)
     return rl_errf(e, RL_EXIT_USAGE, "tokenizer.type hf: no tokenizer.json (set tokenizer.path, or model.path to a "
                    "directory that holds one)");
+  const char *blame = NULL;
   int rc = tokenizer_hf_new(p, out, e);
-  free(p);
-  /* the recipe's BOS / EOS over tokenizer_config.json's (which may name no token: then the recipe must) */
-  const char *key_of[2] = {"tokenizer.bos", "tokenizer.eos"}, *text_of[2] = {r->tokenizer.bos, r->tokenizer.eos};
-  for (int i = 0; i < 2 && !rc; i++) {
-    const char *bad = tokenizer_hf_config_problem(*out, i);
-    if (!text_of[i] && bad) {
-      rc = rl_errf(e, RL_EXIT_USAGE, "%s: fix it there, or set %s to the token's text", bad, key_of[i]);
-      tokenizer_free(*out), *out = NULL;
-    }
-    if (!text_of[i] || rc) continue;
-    int32_t id = tokenizer_find(*out, text_of[i]);
-    if (id < 0) {
-      rc = rl_errf(e, RL_EXIT_USAGE, "%s: \"%s\" is no token of the tokenizer: give a token's exact text (e.g. "
-                   "<|endoftext|>)", key_of[i], text_of[i]);
-      tokenizer_free(*out), *out = NULL;
-    } else if (i == 0) (*out)->bos = id;
-    else (*out)->eos = id;
+  if (!rc && (rc = recipe_tokenizer_specials(r, *out, p, &blame, e))) {
+    if (blame) rl_err_prefix(e, "%s: ", blame);
+    tokenizer_free(*out), *out = NULL;
   }
+  free(p);
   return rc;
+}
+
+int recipe_tokenizer_specials(const recipe *r, tokenizer *t, const char *path, const char **blame, rl_err *e) {
+  static const char *const key_of[2] = {"tokenizer.bos", "tokenizer.eos"};
+  const char *text_of[2] = {r->tokenizer.bos, r->tokenizer.eos};
+  *blame = NULL;
+  for (int i = 0; i < 2; i++) {
+    const char *bad = tokenizer_hf_config_problem(t, i);
+    if (!text_of[i] && bad)
+      return rl_errf(e, RL_EXIT_USAGE, "%s: fix it there, or set %s to the token's text", bad, key_of[i]);
+    if (!text_of[i]) continue;
+    int32_t id = tokenizer_find(t, text_of[i]);
+    if (id < 0) {
+      *blame = key_of[i];
+      return rl_errf(e, RL_EXIT_USAGE, "\"%s\" is no token of %s: give a token's exact text (e.g. <|im_end|>)",
+                     text_of[i], path);
+    }
+    if (i == 0) t->bos = id;
+    else t->eos = id;
+  }
+  return 0;
 }
 
 int recipe_prompts(const recipe *r, prompt_source **out, rl_err *e) {

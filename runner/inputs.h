@@ -27,6 +27,11 @@ int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e);
  * (its manifest's extra.tokenizer.path); NULL when none of them gives one.
  * *key: the recipe key the path comes from (for messages). */
 char *recipe_tokenizer_path(const recipe *r, const char **key);
+/* An hf tokenizer's BOS / EOS as the recipe sets them (tokenizer.bos /
+ * tokenizer.eos over tokenizer_config.json's, which, naming a token the file
+ * lacks, the recipe must override): 0, or RL_EXIT_USAGE with *blame the key at
+ * fault ("tokenizer.bos", "tokenizer.eos"; NULL: the file at path). */
+int recipe_tokenizer_specials(const recipe *r, tokenizer *t, const char *path, const char **blame, rl_err *e);
 /* Whichever of data.prompts / data.task the recipe names (data.shuffle kept;
  * a task script runs under recipe_lua_limits). */
 int recipe_prompts(const recipe *r, prompt_source **out, rl_err *e);

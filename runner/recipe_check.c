@@ -195,7 +195,7 @@ static int utf8_next(const unsigned char *s, unsigned *cp) {
   return *cp = ((s[0] & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu), 4;
 }
 
-static int check_tokenizer(recipe *r, int flags, rl_err *e) {
+static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
   int rc = 0;
   if (r->tokenizer.type == TOKENIZER_CHARS) {
     if (r->tokenizer.path) rc = kerr(r, e, "tokenizer.path", "applies to tokenizer.type: hf (this tokenizer is chars)");
@@ -281,9 +281,9 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
     json_decref(x);
     return rc;
   }
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    rc = kerr(r, e, key, "%s: %s: %s", path, strerror(errno),
+  const char *why = check_path(path, 0);
+  if (why) {
+    rc = kerr(r, e, key, "%s: %s: %s", path, why,
               !strcmp(key, "model.path") ? "the model directory holds no tokenizer.json; set tokenizer.path to the "
                                            "model's tokenizer.json, or tokenizer.type: chars with tokenizer.chars"
                                          : "set tokenizer.path to the tokenizer.json to use");
@@ -298,17 +298,11 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
     return rc;
   }
   const int64_t V = tokenizer_vocab_size(tok);
-  for (int i = 0; i < 2; i++) { /* tokenizer_config.json naming no token: fine when the recipe names one */
-    const char *bad = tokenizer_hf_config_problem(tok, i);
-    if (bad && !(i ? r->tokenizer.eos : r->tokenizer.bos))
-      rc = kerr(r, e, key, "%s: fix it there, or set %s to the token's text", bad, i ? "tokenizer.eos" : "tokenizer.bos");
-  }
-  if (r->tokenizer.bos && tokenizer_find(tok, r->tokenizer.bos) < 0)
-    rc = kerr(r, e, "tokenizer.bos", "\"%s\" is no token of %s: give a token's exact text", r->tokenizer.bos, path);
-  if (r->tokenizer.eos && tokenizer_find(tok, r->tokenizer.eos) < 0)
-    rc = kerr(r, e, "tokenizer.eos", "\"%s\" is no token of %s: give a token's exact text (e.g. <|im_end|>)",
-              r->tokenizer.eos, path);
-  tokenizer_free(tok);
+  const char *blame;
+  if (recipe_tokenizer_specials(r, tok, path, &blame, &te)) {
+    rc = kerr(r, e, blame ? blame : key, "%s", te.msg);
+    tokenizer_free(tok);
+  } else *keep = tok; /* the run's tokenizer (its BOS / EOS the recipe's): the later checks use it */
   if (r->model.has_init && r->model.init.vocab && r->model.init.vocab < V)
     rc = kerr(r, e, "model.init.vocab", "%lld is smaller than the %lld ids of the tokenizer (%s)",
               (long long)r->model.init.vocab, (long long)V, path);
@@ -340,12 +334,14 @@ static int check_tokenizer(recipe *r, int flags, rl_err *e) {
 }
 
 /* rollout.stop_tokens: each the exact text of a token of the recipe's tokenizer
- * (with the tokenizer already checked). */
-static int check_stop_tokens(recipe *r, int flags, rl_err *e) {
+ * (with the tokenizer already checked: the hf one check_tokenizer loaded, else
+ * made here), and what to warn of about ends. */
+static int check_stop_tokens(recipe *r, int flags, tokenizer *hf, rl_err *e) {
   if ((flags & RECIPE_NO_FS) && r->tokenizer.type == TOKENIZER_HF) return 0;
-  tokenizer *tok;
+  tokenizer *own = NULL, *tok = hf;
   rl_err te;
-  if (recipe_tokenizer(r, &tok, &te)) return 0; /* check_tokenizer's error */
+  if (!tok && recipe_tokenizer(r, &own, &te)) return 0; /* check_tokenizer's error */
+  if (!tok) tok = own;
   int rc = 0;
   char shown[4 * RECIPE_CLIP + 8];
   /* an hf tokenizer without an EOS: nothing ends a completion but stop strings and the length */
@@ -369,7 +365,7 @@ static int check_stop_tokens(recipe *r, int flags, rl_err *e) {
       rc = kerr(r, e, "rollout.stop_tokens", "\"%s\" is no token of the tokenizer: give a token's exact text (e.g. "
                 "<|endoftext|>); for text that ends a completion, use rollout.stop",
                 recipe_clip(r->rollout.stop_tokens.items[i], shown, sizeof shown));
-  tokenizer_free(tok);
+  tokenizer_free(own);
   return rc;
 }
 
@@ -408,16 +404,15 @@ static int check_script(recipe *r, const char *key, const char *path, const char
 }
 
 /* What every prompt must satisfy for this recipe to run it (prompts.h), with
- * the recipe's tokenizer in *tok (NULL when it cannot be made: check_tokenizer
- * reports why; free it). */
-static void data_limits(const recipe *r, prompts_limits *l, tokenizer **tok) {
+ * the recipe's tokenizer: hf, the one check_tokenizer loaded (NULL when it
+ * could not: it reported why); chars, made here into *tok (free it). */
+static void data_limits(const recipe *r, const tokenizer *hf, prompts_limits *l, tokenizer **tok) {
   memset(l, 0, sizeof *l);
   *tok = NULL;
   rl_err te;
   if (r->tokenizer.type == TOKENIZER_CHARS && r->tokenizer.chars && tokenizer_chars_new(r->tokenizer.chars, tok, &te))
     *tok = NULL; /* a bad tokenizer.chars is check_tokenizer's error */
-  if (r->tokenizer.type == TOKENIZER_HF && recipe_tokenizer(r, tok, &te)) *tok = NULL; /* likewise */
-  l->tok = *tok;
+  l->tok = r->tokenizer.type == TOKENIZER_HF ? hf : *tok;
   l->tmpl = r->data.prompt_template;
   if (r->train.algorithm == ALGO_SFT) {
     l->target_field = "completion"; /* LOOP_SFT_FIELD */
@@ -442,10 +437,10 @@ static void data_bad(void *ud, const char *msg) {
 /* data.prompts: every line parses as the run parses it (one pass, each bad
  * line reported as FILE:LINE[:COL]), the file holds prompts, and each prompt
  * fits the tokenizer, rollout.max_prompt_tokens and (sft) has its target. */
-static int check_prompts_file(recipe *r, rl_err *e) {
+static int check_prompts_file(recipe *r, const tokenizer *hf, rl_err *e) {
   prompts_limits l;
   tokenizer *tok;
-  data_limits(r, &l, &tok);
+  data_limits(r, hf, &l, &tok);
   data_report d = {r, e, "data.prompts"};
   int64_t bad = prompts_check_jsonl(r->data.prompts, r->data.prompt_key, &l, data_bad, &d, NULL);
   if (tok) tokenizer_free(tok);
@@ -454,7 +449,7 @@ static int check_prompts_file(recipe *r, rl_err *e) {
 
 /* data.task: the prompts of iteration 1 (prompts(rollout.batch, rng)), as the
  * run will ask for them, checked like a JSONL file's lines. */
-static int check_task_prompts(recipe *r, rl_err *e) {
+static int check_task_prompts(recipe *r, const tokenizer *hf, rl_err *e) {
   luahost_limits lim = recipe_lua_limits(r);
   rl_err le;
   luahost *h = luahost_open(r->data.task, &lim, &le);
@@ -466,7 +461,7 @@ static int check_task_prompts(recipe *r, rl_err *e) {
   } else {
     prompts_limits l;
     tokenizer *tok;
-    data_limits(r, &l, &tok);
+    data_limits(r, hf, &l, &tok);
     for (int i = 0; i < n; i++)
       if (prompts_check_item(&l, p[i].prompt, p[i].extra_json, &le))
         rc = kerr(r, e, "data.task", "%s: prompts(n, rng) of iteration 1, item %d: %s", r->data.task, i + 1, le.msg);
@@ -480,7 +475,7 @@ static int check_task_prompts(recipe *r, rl_err *e) {
 /* data.prompts / data.task and reward.script: present, and the files exist;
  * the Lua scripts load and define their functions; the prompts are checked
  * (check_prompts_file, check_task_prompts). */
-static int check_files(recipe *r, int flags, rl_err *e) {
+static int check_files(recipe *r, int flags, const tokenizer *hf, rl_err *e) {
   int rc = 0;
   if (!r->data.prompts && !r->data.task)
     rc = kerr(r, e, "data", "missing: set data.prompts (a JSONL file) or data.task (a Lua script)");
@@ -518,9 +513,9 @@ static int check_files(recipe *r, int flags, rl_err *e) {
   int data = !(flags & RECIPE_NO_DATA);
   if (r->data.task && !r->data.prompts && !missing[1] &&
       (check_script(r, "data.task", r->data.task, NULL, "prompts", "(n, rng)", 0, e) ||
-       (data && check_task_prompts(r, e))))
+       (data && check_task_prompts(r, hf, e))))
     rc = RL_EXIT_USAGE;
-  if (data && r->data.prompts && !r->data.task && !missing[0] && check_prompts_file(r, e)) rc = RL_EXIT_USAGE;
+  if (data && r->data.prompts && !r->data.task && !missing[0] && check_prompts_file(r, hf, e)) rc = RL_EXIT_USAGE;
   if (r->reward.script && !missing[2] && ident &&
       check_script(r, "reward.script", r->reward.script, "reward.function", fn, "(sample)", 1, e))
     rc = RL_EXIT_USAGE;
@@ -641,9 +636,11 @@ int recipe_check_rules(recipe *r, int flags, rl_err *e) {
       rc = kerr(r, e, "hardware.require", "unknown hardware '%s'; valid: %s",
                 recipe_clip(r->hardware.require.items[i], shown, sizeof shown), hw_names_list());
   if (check_model(r, flags, e)) rc = RL_EXIT_USAGE;
-  if (check_tokenizer(r, flags, e)) rc = RL_EXIT_USAGE;
-  else if (check_stop_tokens(r, flags, e)) rc = RL_EXIT_USAGE;
-  if (check_files(r, flags, e)) rc = RL_EXIT_USAGE;
+  tokenizer *tok = NULL; /* the hf tokenizer check_tokenizer loaded, for the checks after it */
+  if (check_tokenizer(r, flags, &tok, e)) rc = RL_EXIT_USAGE;
+  else if (check_stop_tokens(r, flags, tok, e)) rc = RL_EXIT_USAGE;
+  if (check_files(r, flags, tok, e)) rc = RL_EXIT_USAGE;
+  tokenizer_free(tok);
   if (check_train(r, e)) rc = RL_EXIT_USAGE;
   if (check_gpus(r, e)) rc = RL_EXIT_USAGE;
   if (!rc && check_precision(r, e)) rc = RL_EXIT_USAGE;
