@@ -200,12 +200,26 @@ static void print_tokenizer(const recipe *r) {
       putchar('\n');
     }
   }
-  for (int i = 0; i < r->rollout.stop_tokens.n; i++) { /* validate checked them */
-    const char *t = r->rollout.stop_tokens.items[i];
-    printf("ends a completion too: %d ", tokenizer_find(tok, t));
-    print_token_text(t, strlen(t));
+  /* rollout.stop_tokens', then the generation config's (validate checked them) */
+  int32_t *ends = NULL;
+  int n_ends = 0;
+  const char *blame;
+  if (recipe_end_ids(r, tok, &ends, &n_ends, &blame, &e)) printf("end tokens not read: %s: %s\n", blame, e.msg);
+  char *gp = recipe_generation_config_path(r);
+  for (int i = 0; i < n_ends; i++) {
+    const char *b;
+    size_t l;
+    int special;
+    printf("ends a completion too: %d ", ends[i]);
+    if (!tokenizer_token_bytes(tok, ends[i], &b, &l, &special, &e)) print_token_text(b, l);
+    int listed = 0; /* from rollout.stop_tokens, or (only) from the generation config */
+    for (int j = 0; j < r->rollout.stop_tokens.n && !listed; j++)
+      listed = tokenizer_find(tok, r->rollout.stop_tokens.items[j]) == ends[i];
+    if (!listed && gp) printf("  (eos_token_id of %s)", gp);
     putchar('\n');
   }
+  free(gp);
+  free(ends);
   tokenizer_free(tok);
 }
 

@@ -51,7 +51,7 @@ typedef struct loop_ctx {
   trainer *tr;
   quant_policy ro_pol, tr_pol;
   rollout_opts ro;
-  int32_t *stop_ids; /* rollout.stop_tokens' ids */
+  int32_t *stop_ids; /* ids that end a completion besides the EOS (recipe_end_ids) */
   int64_t B, G, N;
   double t0;
   int64_t first_iter, done_iters;
@@ -182,14 +182,11 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   c->ro.max_prompt_tokens = r->rollout.max_prompt_tokens;
   c->ro.stop = r->rollout.stop.items;
   c->ro.n_stop = r->rollout.stop.n;
-  if (r->rollout.stop_tokens.n) { /* validate checked that each is a token */
-    c->stop_ids = rl_xmalloc((size_t)r->rollout.stop_tokens.n * sizeof *c->stop_ids);
-    for (int i = 0; i < r->rollout.stop_tokens.n; i++)
-      if ((c->stop_ids[i] = tokenizer_find(c->tok, r->rollout.stop_tokens.items[i])) < 0)
-        return rl_errf(e, RL_EXIT_USAGE, "rollout.stop_tokens: \"%s\" is no token of the tokenizer",
-                       r->rollout.stop_tokens.items[i]);
-    c->ro.stop_ids = c->stop_ids, c->ro.n_stop_ids = r->rollout.stop_tokens.n;
-  }
+  /* rollout.stop_tokens and the model's generation_config.json eos ids (validate checked them) */
+  const char *blame;
+  if (recipe_end_ids(r, c->tok, &c->stop_ids, &c->ro.n_stop_ids, &blame, e))
+    return rl_err_prefix(e, "%s: ", blame ? blame : "rollout");
+  c->ro.stop_ids = c->stop_ids;
   train_opts to;
   train_opts_default(&to);
   to.algorithm = (int)r->train.algorithm; /* same order as train_algo_kind */
@@ -531,19 +528,21 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
                           (json_int_t)c->N);
     if (c->r->tokenizer.type == TOKENIZER_CHARS && c->r->tokenizer.chars)
       json_object_set_new(x, "tokenizer", json_pack("{s:s,s:s}", "type", "chars", "chars", c->r->tokenizer.chars));
-    if (c->r->tokenizer.type == TOKENIZER_HF) { /* where it is and what it holds (a run from here needs the same) */
-      const char *key;
-      char *tp = recipe_tokenizer_path(c->r, &key), hex[65];
-      if (tp && sha256_file(tp, hex, NULL, e) == 0)
-        json_object_set_new(x, "tokenizer", json_pack("{s:s,s:s,s:s}", "type", "hf", "path", tp, "sha256", hex));
-      else rc = tp ? e->code : rl_errf(e, RL_EXIT_FAIL, "checkpoint: the run's tokenizer.json is not known");
-      free(tp);
+    /* hf: the tokenizer's files (and generation_config.json) are copied in,
+     * and where the tokenizer.json came from and what it holds recorded */
+    recipe_copies cp = {0};
+    if (c->r->tokenizer.type == TOKENIZER_HF && !(rc = recipe_checkpoint_copies(c->r, &cp, e))) {
+      char hex[65];
+      if (!(rc = sha256_file(cp.c[0].src, hex, NULL, e)))
+        json_object_set_new(x, "tokenizer", json_pack("{s:s,s:s,s:s}", "type", "hf", "path", cp.c[0].src, "sha256", hex));
     }
     char *extra = json_dumps(x, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(x);
     ckpt_content cc = {.iteration = k, .data_cursor = k * c->B, .weights = w, .n_weights = nw, .optim = opt,
-                       .n_optim = no, .config_json = c->config_json, .extra_json = extra};
+                       .n_optim = no, .config_json = c->config_json, .extra_json = extra, .copies = cp.c,
+                       .n_copies = cp.n};
     if (!rc) rc = ckpt_write(c->dir, c->s, &cc, e);
+    recipe_copies_free(&cp);
     free(extra);
   }
   free(w);

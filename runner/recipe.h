@@ -106,6 +106,7 @@ typedef struct recipe {
     int64_t top_k;
     recipe_strlist stop;
     recipe_strlist stop_tokens; /* texts of tokens that end a completion as EOS does */
+    int generation_config_eos;  /* the model's generation_config.json eos_token_id end completions too (hf) */
   } rollout;
 
   struct {

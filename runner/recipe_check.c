@@ -344,8 +344,14 @@ static int check_stop_tokens(recipe *r, int flags, tokenizer *hf, rl_err *e) {
   if (!tok) tok = own;
   int rc = 0;
   char shown[4 * RECIPE_CLIP + 8];
+  /* rollout.stop_tokens and the generation config's eos ids, as the run reads them */
+  int32_t *ends = NULL;
+  int n_ends = 0;
+  const char *blame;
+  if (recipe_end_ids(r, tok, &ends, &n_ends, &blame, &te)) rc = kerr(r, e, blame, "%s", te.msg);
+  free(ends);
   /* an hf tokenizer without an EOS: nothing ends a completion but stop strings and the length */
-  if (tok->eos < 0 && !r->rollout.stop_tokens.n)
+  if (!rc && tok->eos < 0 && !n_ends)
     recipe_warn(r, "warning: the tokenizer has no EOS (its tokenizer_config.json names none): completions end only at "
                 "rollout.stop strings or rollout.max_new_tokens, and sft targets get no end token; set tokenizer.eos");
   /* a stop string that is a special token's text never matches: specials add no text */
@@ -360,11 +366,6 @@ static int check_stop_tokens(recipe *r, int flags, tokenizer *hf, rl_err *e) {
                   "rollout.stop_tokens",
                   recipe_clip(r->rollout.stop.items[i], shown, sizeof shown), id);
   }
-  for (int i = 0; i < r->rollout.stop_tokens.n; i++)
-    if (tokenizer_find(tok, r->rollout.stop_tokens.items[i]) < 0)
-      rc = kerr(r, e, "rollout.stop_tokens", "\"%s\" is no token of the tokenizer: give a token's exact text (e.g. "
-                "<|endoftext|>); for text that ends a completion, use rollout.stop",
-                recipe_clip(r->rollout.stop_tokens.items[i], shown, sizeof shown));
   tokenizer_free(own);
   return rc;
 }

@@ -110,6 +110,7 @@ static const rkey keys[] = {
     {"rollout.top_k", KT_INT, OFF(rollout.top_k), "0", 0, 1048576, 0, NULL, "top-k sampling; 0 = off"},
     {"rollout.stop", KT_STRLIST, OFF(rollout.stop), "[]", 0, 0, 0, NULL, "stop strings (besides end-of-sequence)"},
     {"rollout.stop_tokens", KT_STRLIST, OFF(rollout.stop_tokens), "[]", 0, 0, 0, NULL, "tokens (their exact text) that end a completion as the tokenizer's EOS does"},
+    {"rollout.generation_config_eos", KT_BOOL, OFF(rollout.generation_config_eos), "true", 0, 0, 0, NULL, "the ids of eos_token_id in the model's generation_config.json (model.path's or model.checkpoint's) end a completion too, as in transformers' generate (tokenizer.type hf)"},
     {"reward", KT_SECTION, NOFF, NULL, 0, 0, 0, NULL, "the Lua reward hook"},
     {"reward.script", KT_PATH, OFF(reward.script), NULL, 0, 0, 0, NULL, "Lua script (required)"},
     {"reward.function", KT_STR, OFF(reward.function), "reward", 0, 0, 0, NULL, "function the script defines: f(sample) -> number; f_batch(samples), when defined, scores a whole batch"},

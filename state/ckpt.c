@@ -140,13 +140,15 @@ int ckpt_write(const char *run_dir, store *s, const ckpt_content *c, rl_err *e) 
     if (rec < 0) return e->code;
     if (rec) return ckpt_verify(run_dir, s, c->iteration, e); /* written before: idempotent */
   }
+  if (c->n_copies > CKPT_MAX_COPIES)
+    return rl_errf(e, RL_EXIT_FAIL, "checkpoint: %d files to copy (at most %d)", c->n_copies, CKPT_MAX_COPIES);
   if (mkdir(parent, 0755) != 0 && errno != EEXIST)
     return rl_errf(e, RL_EXIT_FAIL, "%s: cannot create: %s", parent, strerror(errno));
   snprintf(tmp, sizeof tmp, "%s/.tmp-step-%06lld-%ld", parent, (long long)c->iteration, (long)getpid());
   if (ckpt_dir_remove(tmp, e)) return e->code;
   if (mkdir(tmp, 0755) != 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot create: %s", tmp, strerror(errno));
 
-  const char *names[4];
+  const char *names[4 + CKPT_MAX_COPIES];
   int n = 0, rc = 0;
   char path[4400];
   snprintf(path, sizeof path, "%s/" CKPT_WEIGHTS, tmp);
@@ -161,6 +163,17 @@ int ckpt_write(const char *run_dir, store *s, const ckpt_content *c, rl_err *e) 
     snprintf(path, sizeof path, "%s/" CKPT_CONFIG, tmp);
     rc = rundir_write_atomic(path, c->config_json, strlen(c->config_json), e);
     names[n++] = CKPT_CONFIG;
+  }
+  for (int i = 0; i < c->n_copies && !rc; i++) {
+    const char *base = c->copies[i].name;
+    if (!*base || strchr(base, '/') || base[0] == '.' || !strcmp(base, CKPT_WEIGHTS) ||
+        !strcmp(base, CKPT_OPTIM) || !strcmp(base, CKPT_CONFIG) || !strcmp(base, CKPT_MANIFEST)) {
+      rc = rl_errf(e, RL_EXIT_FAIL, "checkpoint: %s cannot be copied in as '%s'", c->copies[i].src, base);
+      break;
+    }
+    snprintf(path, sizeof path, "%s/%s", tmp, base);
+    rc = ckpt_dir_copy_file(c->copies[i].src, path, e);
+    names[n++] = base;
   }
   if (!rc) {
     json_t *files = json_object();

@@ -5,6 +5,8 @@
  *   config.json            the model's config, so the directory loads as a model
  *   optimizer.safetensors  the optimizer state (FP32: optim.m.<param>,
  *                          optim.v.<param>, optim.main.<param>, optim.step)
+ *   tokenizer.json, ...    copies of ckpt_content.copies (the run's tokenizer
+ *                          files and generation_config.json), when there are any
  *   manifest.json          {"format": "rlrun-checkpoint", "version": 1,
  *                           "iteration", "data_cursor", "rlrun_version",
  *                           "created", "files": {name: {size, sha256}}, "extra"}
@@ -48,6 +50,7 @@
 #define CKPT_MANIFEST "manifest.json"
 #define CKPT_KIND "checkpoint"
 #define CKPT_STAGE "checkpoint" /* the step a written checkpoint marks done */
+#define CKPT_MAX_COPIES 8
 
 /* One tensor to write: data holds numel × dtype-size bytes. */
 typedef struct ckpt_tensor {
@@ -57,6 +60,11 @@ typedef struct ckpt_tensor {
   int64_t shape[ST_MAX_DIMS];
   const void *data;
 } ckpt_tensor;
+
+/* A file copied into a checkpoint: src's bytes under the name `name`. */
+typedef struct ckpt_copy {
+  const char *src, *name;
+} ckpt_copy;
 
 /* What a checkpoint holds. */
 typedef struct ckpt_content {
@@ -68,6 +76,11 @@ typedef struct ckpt_content {
   int n_optim;
   const char *config_json; /* config.json text, or NULL */
   const char *extra_json;  /* a JSON object kept as manifest "extra", or NULL */
+  /* files copied in byte for byte under their own names (the tokenizer's,
+   * generation_config.json: what makes the directory a model another run or
+   * tool loads alone); recorded and verified like the others */
+  const ckpt_copy *copies;
+  int n_copies;
 } ckpt_content;
 
 /* What a checkpoint's manifest says. */

@@ -262,3 +262,36 @@ TEST(fault_points_count_hits) {
   fault_reset();
   CHECK_EQ_I64(fault_hit("a.b"), 0);
 }
+
+/* Files copied into a checkpoint (the tokenizer's): byte-equal, in the
+ * manifest and the store, verified like the weights (an edited copy is named);
+ * a copy that would take a checkpoint file's name is refused, nothing published. */
+TEST(ckpt_copies_are_recorded_and_verified) {
+  char dir[700], src[800], path[900], out[4096];
+  store *s = make_run("rc", dir, sizeof dir);
+  REQUIRE(s);
+  snprintf(src, sizeof src, "%s/tok.json", harness_tmpdir());
+  REQUIRE(harness_write_file(src, "{\"model\": {\"type\": \"BPE\"}}\n") == 0);
+  fake_state f;
+  fake_fill(&f, 1);
+  ckpt_copy cp[2] = {{src, "tokenizer.json"}, {src, CKPT_MANIFEST}};
+  ckpt_content c = {.iteration = 1, .weights = f.wt, .n_weights = 1, .copies = cp, .n_copies = 2};
+  rl_err e;
+  CHECK(ckpt_write(dir, s, &c, &e) != 0);
+  CHECK_CONTAINS(e.msg, "cannot be copied in as 'manifest.json'");
+  ckpt_file_path(dir, 1, NULL, path, sizeof path);
+  struct stat st;
+  CHECK(stat(path, &st) != 0); /* nothing published */
+  c.n_copies = 1;
+  REQUIRE(ckpt_write(dir, s, &c, &e) == 0);
+  ckpt_file_path(dir, 1, "tokenizer.json", path, sizeof path);
+  char cmd[4000];
+  snprintf(cmd, sizeof cmd, "cmp %s %s && grep -c '\"tokenizer.json\"' %s/checkpoints/step-000001/manifest.json", src,
+           path, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_EQ_I64(ckpt_verify(dir, s, 1, &e), 0);
+  REQUIRE(harness_write_file(path, "{\"model\": {\"type\": \"WordPiece\"}}\n") == 0);
+  CHECK(ckpt_verify(dir, s, 1, &e) == RL_EXIT_STATE);
+  CHECK_CONTAINS(e.msg, "tokenizer.json");
+  store_close(s);
+}

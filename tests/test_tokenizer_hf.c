@@ -687,3 +687,86 @@ TEST(rollout_stop_tokens_end_completions) {
   CHECK_EQ_I64(threes, 0);
   CHECK_MSG(eos > 50, "%d samples ended eos; with \"3\" an end token, expected well over the ~37 of <eos> alone", eos);
 }
+
+/* An hf run's checkpoint carries its tokenizer files: with the run directory
+ * moved and the original tokenizer gone, a run from the checkpoint finds them
+ * in it. The model's generation_config.json eos_token_id ends completions too
+ * (as in transformers' generate): plan lists them (the EOS itself not twice),
+ * rollout.generation_config_eos: false drops them, bad files are named at
+ * validation, and the checkpoint carries the file on. */
+TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
+  const char *fx = getenv("RLRUN_FIXTURES"), *dir = harness_tmpdir();
+  char cmd[8192], out[16384], recipe[1200], recipe2[1200], text[8192], reward[PATH_MAX];
+  REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/tk && cp %s/tokenizer/qwen2/tokenizer.json %s/tokenizer/qwen2/tokenizer_config.json "
+           "%s/tk/ && printf '{\"prompt\": \"hello there\", \"answer\": \"x\"}\\n' > %s/p.jsonl",
+           dir, fx ? fx : "build/fixtures", fx ? fx : "build/fixtures", dir, dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  snprintf(recipe, sizeof recipe, "%s/a.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: carry\nseed: 2\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
+           "head_dim: 16, ffn: 64, max_seq_len: 32}\ntokenizer:\n  path: %s/tk/tokenizer.json\ndata:\n  prompts: %s/p.jsonl\n"
+           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
+           "reward:\n  script: %s\nloop: {iterations: 1}\n", dir, dir, reward);
+  REQUIRE(harness_write_file(recipe, text) == 0);
+  cli_expect(out, sizeof out, 0, NULL, "run %s --runs-dir %s/runs --quiet", recipe, dir);
+  /* the checkpoint holds byte-equal copies, listed (size, sha256) in its manifest */
+  snprintf(cmd, sizeof cmd, "cd %s/runs/carry-*/checkpoints/step-000001 && cmp tokenizer.json %s/tk/tokenizer.json && "
+           "cmp tokenizer_config.json %s/tk/tokenizer_config.json && ls && cat manifest.json", dir, dir, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\"tokenizer.json\": {");
+  CHECK_CONTAINS(out, "\"tokenizer_config.json\": {");
+  CHECK(strstr(out, "generation_config.json") == NULL); /* none to carry: model.init */
+  /* the run directory moved, the tokenizer it was made with gone: a run from it still validates and runs */
+  snprintf(cmd, sizeof cmd, "mv %s/runs %s/moved && mv %s/tk %s/tk-gone", dir, dir, dir, dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  snprintf(recipe2, sizeof recipe2, "%s/b.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: from\nseed: 3\ndevice: cpu\nmodel:\n  checkpoint: %s/moved/carry\ndata:\n  prompts: %s/p.jsonl\n"
+           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
+           "reward:\n  script: %s\nloop: {iterations: 1}\n", dir, dir, reward);
+  REQUIRE(harness_write_file(recipe2, text) == 0);
+  cli_expect(out, sizeof out, 0, "/checkpoints/step-000001/tokenizer.json: 3005 ids\nbos: none\neos: 3002 <|im_end|>\n",
+             "plan %s", recipe2);
+  /* a model directory (the checkpoint copied) with a generation config naming the EOS and <|endoftext|> */
+  snprintf(cmd, sizeof cmd, "cp -r $(ls -d %s/moved/carry-*/checkpoints/step-000001) %s/model && rm %s/model/manifest.json "
+           "%s/model/optimizer.safetensors && printf '{\"eos_token_id\": [3002, 3000], \"temperature\": 0.6}' > "
+           "%s/model/generation_config.json", dir, dir, dir, dir, dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  char gen[1400], want[2000];
+  snprintf(gen, sizeof gen, "%s/model/generation_config.json", dir);
+  snprintf(want, sizeof want, "eos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\nends a completion too: 3000 <|endoftext|>  "
+           "(eos_token_id of %s)\n", gen);
+  const char *m = "--set model.checkpoint=null --set model.path=";
+  cli_expect(out, sizeof out, 0, want, "plan %s %s%s/model", recipe2, m, dir);
+  CHECK(strstr(out, "ends a completion too: 3002") == NULL); /* the EOS is not listed again */
+  cli_expect(out, sizeof out, 0, NULL, "plan %s %s%s/model --set rollout.generation_config_eos=false", recipe2, m, dir);
+  CHECK(strstr(out, "ends a completion too") == NULL);
+  /* one id, the same as a stop token: listed once, as the stop token */
+  cli_expect(out, sizeof out, 0, "\npad: 3000 <|endoftext|>\nends a completion too: 3000 <|endoftext|>\n\n",
+             "plan %s %s%s/model --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe2, m, dir);
+  /* bad generation configs: the file, what is wrong, how to go on */
+  static const char *const bad[][2] = {
+      {"{\"eos_token_id\": 4000}", "eos_token_id 4000 is no id of the tokenizer (it has 3005)"},
+      {"{\"eos_token_id\": [3000, \"x\"]}", "eos_token_id is neither a token id nor a list of ids"},
+      {"{\"eos_token_id\": 3000", "(the model's generation config; fix the file, or set rollout.generation_config_eos: false"},
+      {"[3000]", "not a JSON object"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    REQUIRE(harness_write_file(gen, bad[i][0]) == 0);
+    cli_expect(out, sizeof out, 2, bad[i][1], "validate %s %s%s/model", recipe2, m, dir);
+    CHECK_CONTAINS(out, "rollout.generation_config_eos");
+    CHECK_CONTAINS(out, gen);
+    cli_expect(out, sizeof out, 0, "valid", "validate %s %s%s/model --set rollout.generation_config_eos=false", recipe2, m, dir);
+  }
+  /* null: no more ends; the run from the model directory carries its generation config on */
+  REQUIRE(harness_write_file(gen, "{\"eos_token_id\": null}") == 0);
+  cli_expect(out, sizeof out, 0, NULL, "plan %s %s%s/model", recipe2, m, dir);
+  CHECK(strstr(out, "ends a completion too") == NULL);
+  REQUIRE(harness_write_file(gen, "{\"eos_token_id\": 3000}") == 0);
+  cli_expect(out, sizeof out, 0, NULL, "run %s %s%s/model --runs-dir %s/r2 --quiet", recipe2, m, dir, dir);
+  snprintf(cmd, sizeof cmd, "cmp %s $(ls -d %s/r2/from-*/checkpoints/step-000001)/generation_config.json", gen, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>  (eos_token_id of ",
+             "plan %s --set model.checkpoint=%s/r2/from", recipe2, dir);
+}
