@@ -296,6 +296,43 @@ static int resume_changes(const char *dir, const store_run *run, recipe *fresh, 
   return n;
 }
 
+static int resume_complete(const char *dir, store *s, int64_t iterations);
+
+/* The stored recipe no longer validates (e is why): when it is its inputs that
+ * are gone or changed (a run directory copied to another machine, a model
+ * moved), a complete run is said to be complete (exit 0) and any other is
+ * refused as changed inputs are (exit 4), listing them; anything else keeps
+ * e. Nothing is modified. */
+static int resume_inputs_gone(const char *dir, store *s, const store_run *run, rl_err *e) {
+  recipe shape;
+  rl_err se;
+  char name[4200], *report = NULL;
+  snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, dir);
+  char *text = runs_loadable_text(run->recipe_resolved, name);
+  int ok = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &shape, &se) == 0;
+  free(text);
+  int gone = ok ? runs_inputs_changed(run->input_hashes, &report) : 0;
+  int64_t iterations = ok ? shape.loop.iterations : 0;
+  if (ok) recipe_free(&shape);
+  if (!gone) {
+    free(report);
+    return e->code;
+  }
+  if (resume_complete(dir, s, iterations)) {
+    printf("%s: the run is already complete (%lld iteration%s, final checkpoint step-%06lld); nothing to do\n", dir,
+           (long long)iterations, iterations == 1 ? "" : "s", (long long)iterations);
+    fprintf(stderr, "rlrun resume: note: inputs of the run are gone or changed since it started:\n%s", report);
+    free(report);
+    rl_err_clear(e);
+    return 0;
+  }
+  rl_errf(e, RL_EXIT_STATE, "%s: inputs of the run are gone or changed since it started:\n%snothing was done; "
+          "put them back where the run's recipe names them (recipe.resolved.yaml: a run directory copied to "
+          "another machine needs its inputs at the same paths)", dir, report);
+  free(report);
+  return RL_EXIT_STATE;
+}
+
 /* A run resume has nothing to do for: every step done and the final checkpoint's
  * directory still there (removed by hand, it is written again: resume falls back
  * to the checkpoint before it, as for any removed checkpoint). */
@@ -382,12 +419,16 @@ int cmd_resume(int argc, char **argv) {
   char *report = NULL, *fresh_text = NULL, *fresh_hashes = NULL;
   int have_fresh = 0, rc = store_run_get(s, &run, &e);
   if (!rc) rc = runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e);
-  int changes = rc ? 0 : resume_changes(dir, &run, &fresh, &have_fresh, &fresh_text, &fresh_hashes, &report);
+  int gone_complete = 0;
+  if (rc && rc != RL_EXIT_STATE && !(rc = resume_inputs_gone(dir, s, &run, &e))) gone_complete = 1;
+  int changes = rc || gone_complete ? 0 : resume_changes(dir, &run, &fresh, &have_fresh, &fresh_text, &fresh_hashes, &report);
   loop_resume point;
   memset(&point, 0, sizeof point);
   int complete = 0;
   if (rc) {
     fprintf(stderr, "rlrun resume: %s\n", e.msg);
+  } else if (gone_complete) {
+    complete = 2; /* said so; the stored recipe did not load: nothing else to do */
   } else if (changes && !allow && resume_complete(dir, s, r.loop.iterations)) {
     /* complete as recorded: nothing to do, whatever changed since (exit 0) */
     printf("%s: the run is already complete (%lld iteration%s, final checkpoint step-%06lld); nothing to do\n", dir,
@@ -445,7 +486,7 @@ int cmd_resume(int argc, char **argv) {
     }
     if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);
   }
-  if (!rc && complete && writable) {
+  if (!rc && complete && writable && !gone_complete) {
     /* a run stopped between its final checkpoint and the retention after it
      * (or in the middle of removing a pruned directory) is complete, but kept
      * checkpoint directories it no longer wants for good: remove them now, as

@@ -484,13 +484,13 @@ static int utf8_len(const unsigned char *s) {
  * that are not UTF-8 as \xNN, C1 controls as \u00NN. At most max bytes of
  * the text are shown, cut between characters; a cut text is followed by
  * "…(+N bytes)", N the bytes left out. */
-static void print_flat(const char *s, int max) {
+static void print_flat(const char *s, size_t max) {
   const unsigned char *p = (const unsigned char *)(s ? s : "");
   size_t len = strlen((const char *)p), at = 0;
   putchar('"');
   while (at < len) {
     int n = utf8_len(p + at);
-    if (at + (size_t)(n ? n : 1) > (size_t)max) break;
+    if (at + (size_t)(n ? n : 1) > max) break;
     unsigned c = p[at];
     if (n == 0) printf("\\x%02X", c);
     else if (c == '\\') fputs("\\\\", stdout);
@@ -509,7 +509,7 @@ static void print_flat(const char *s, int max) {
 
 int cmd_samples(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
-    printf("usage: rlrun samples RUNDIR [--iter K] [--top N]\n\n"
+    printf("usage: rlrun samples RUNDIR [--iter K] [--top N] [--full]\n\n"
            "The committed samples: iteration, prompt (its position in the data stream), sample,\n"
            "reward, finish reason, prompt and completion. --iter K: one iteration (default: the\n"
            "latest with samples); --top N: the N highest rewards (of iteration K, or of the whole\n"
@@ -518,18 +518,23 @@ int cmd_samples(int argc, char **argv) {
            "Texts are quoted on one line: \\\\ \\\" \\n \\t \\r escaped, other control characters and\n"
            "bytes that are not UTF-8 as \\xNN (C1 controls \\u00NN). At most 60 bytes of a prompt and\n"
            "120 of a completion are shown, cut between characters; a cut text is followed by\n"
-           "\"…(+N bytes)\", N the bytes left out.\n");
+           "\"…(+N bytes)\", N the bytes left out. --full: the whole texts.\n");
     return RL_EXIT_OK;
   }
   int i = 1;
   long long iter = -1, top = 0;
   const char *dir = one_dir("samples", argc, argv, &i, (const char *const[]){"--iter", "--top", NULL});
   if (!dir) return RL_EXIT_USAGE;
+  size_t cut_prompt = 60, cut_completion = 120;
   for (; i < argc; i++) {
     const char *opt = argv[i];
+    if (!strcmp(opt, "--full")) {
+      cut_prompt = cut_completion = SIZE_MAX;
+      continue;
+    }
     int is_iter = !strcmp(opt, "--iter");
     if (!is_iter && strcmp(opt, "--top")) {
-      fprintf(stderr, "rlrun samples: unknown option '%s' (--iter K, --top N)\n", opt);
+      fprintf(stderr, "rlrun samples: unknown option '%s' (--iter K, --top N, --full)\n", opt);
       return RL_EXIT_USAGE;
     }
     const char *what = is_iter ? "K: an iteration, counted from 1" : "N: how many samples, 1 or more";
@@ -611,9 +616,9 @@ int cmd_samples(int argc, char **argv) {
       const store_sample *x = &l.v[j];
       printf("%5lld %7lld %6d %9.4f %-7s ", (long long)x->iteration, (long long)x->prompt_index, x->sample_index,
              x->reward, x->finish_reason ? x->finish_reason : "-");
-      print_flat(x->prompt, 60);
+      print_flat(x->prompt, cut_prompt);
       printf(" -> ");
-      print_flat(x->completion, 120);
+      print_flat(x->completion, cut_completion);
       printf("\n");
     }
     if (!l.n)

@@ -38,6 +38,11 @@ typedef struct loop_ctx {
   store *s;
   const recipe *r;
   const char *model_from; /* the run's own resume checkpoint (loop_model_build's from) or NULL */
+  /* the recipe the tokenizer, its end ids and the checkpoint copies come from:
+   * *r, or (loop_inputs_from_own) *r re-pointed at the run's own newest
+   * checkpoint, whose copies stand in for a model source that is gone */
+  recipe in;
+  char in_ckpt[4200];
   FILE *log, *logfile;
   int progress, quiet, changed;
   tokenizer *tok;
@@ -146,16 +151,38 @@ static int loop_sync_weights(loop_ctx *c, sync_stats *st, rl_err *e) {
   return sync_colocated(c->m, &c->ro_pol, &so, st, e);
 }
 
+/* A run resuming from its own checkpoint while its hf tokenizer's source is
+ * gone (the start checkpoint of a chain, or model.path / tokenizer.path, moved
+ * away; resumed with --allow-changed): the tokenizer files and the generation
+ * config come from the checkpoint's copies, byte for byte what the run
+ * started with (verified on resume), and each later checkpoint takes over. */
+static void loop_inputs_from_own(loop_ctx *c) {
+  const recipe *r = c->r;
+  c->in = *r; /* shallow: strings stay r's */
+  if (!c->model_from || r->tokenizer.type != TOKENIZER_HF) return;
+  struct stat st;
+  const char *src = r->model.path ? r->model.path : r->model.checkpoint;
+  int gone = (src && stat(src, &st) != 0) || (r->tokenizer.path && stat(r->tokenizer.path, &st) != 0);
+  char own[4400];
+  snprintf(own, sizeof own, "%s/tokenizer.json", c->model_from);
+  if (!gone || stat(own, &st) != 0) return;
+  snprintf(c->in_ckpt, sizeof c->in_ckpt, "%s", c->model_from);
+  c->in.model.path = c->in.tokenizer.path = NULL;
+  c->in.model.checkpoint = c->in_ckpt;
+  loop_say(c, "the run's tokenizer files are gone from where it started; using its checkpoint's copies (%s)", c->in_ckpt);
+}
+
 /* Map the recipe onto the stage options and open every stage's resources. */
 static int loop_open(loop_ctx *c, rl_err *e) {
   const recipe *r = c->r;
+  loop_inputs_from_own(c);
   c->B = r->rollout.batch, c->G = r->rollout.samples_per_prompt, c->N = r->loop.iterations;
   loop_policy(r->precision.rollout, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->ro_pol);
   loop_policy(r->precision.train, r->precision.emulate, r->precision.scale_fmt == SCALE_FMT_UE8M0, &c->tr_pol);
   /* exact log-probs: every GEMM of both sides through its pinned cuBLASLt algorithm (rows
    * independent of the batch), and the CUDA engine decodes with the forward's kernels */
   c->ro_pol.pin_algo = c->tr_pol.pin_algo = r->precision.exact_logprobs;
-  if (recipe_tokenizer(r, &c->tok, e) || recipe_prompts(r, &c->src, e)) return e->code;
+  if (recipe_tokenizer(&c->in, &c->tok, e) || recipe_prompts(r, &c->src, e)) return e->code;
   if (r->reward.script) {
     luahost_limits lim = recipe_lua_limits(r);
     if (!(c->lua = luahost_open(r->reward.script, &lim, e))) return e->code;
@@ -184,7 +211,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   c->ro.n_stop = r->rollout.stop.n;
   /* rollout.stop_tokens and the model's generation_config.json eos ids (validate checked them) */
   const char *blame;
-  if (recipe_end_ids(r, c->tok, &c->stop_ids, &c->ro.n_stop_ids, &blame, e))
+  if (recipe_end_ids(&c->in, c->tok, &c->stop_ids, &c->ro.n_stop_ids, &blame, e))
     return rl_err_prefix(e, "%s: ", blame ? blame : "rollout");
   c->ro.stop_ids = c->stop_ids;
   train_opts to;
@@ -531,7 +558,7 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
     /* hf: the tokenizer's files (and generation_config.json) are copied in,
      * and where the tokenizer.json came from and what it holds recorded */
     recipe_copies cp = {0};
-    if (c->r->tokenizer.type == TOKENIZER_HF && !(rc = recipe_checkpoint_copies(c->r, &cp, e))) {
+    if (c->r->tokenizer.type == TOKENIZER_HF && !(rc = recipe_checkpoint_copies(&c->in, &cp, e))) {
       char hex[65];
       if (!(rc = sha256_file(cp.c[0].src, hex, NULL, e)))
         json_object_set_new(x, "tokenizer", json_pack("{s:s,s:s,s:s}", "type", "hf", "path", cp.c[0].src, "sha256", hex));
@@ -542,6 +569,8 @@ static int loop_checkpoint(loop_ctx *c, int64_t k, rl_err *e) {
                        .n_optim = no, .config_json = c->config_json, .extra_json = extra, .copies = cp.c,
                        .n_copies = cp.n};
     if (!rc) rc = ckpt_write(c->dir, c->s, &cc, e);
+    if (!rc && c->in_ckpt[0]) /* the copies come from the newest checkpoint (retention may prune the one before) */
+      ckpt_file_path(c->dir, k, NULL, c->in_ckpt, sizeof c->in_ckpt);
     recipe_copies_free(&cp);
     free(extra);
   }

@@ -262,6 +262,9 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
   if (flags & RECIPE_NO_FS) return rc;
   const char *key;
   char *path = recipe_tokenizer_path(r, &key);
+  struct stat st;
+  if (!path && r->model.checkpoint && stat(r->model.checkpoint, &st) != 0)
+    return rc; /* a checkpoint still to come (check_model noted it): its tokenizer is checked when it exists */
   if (!path) { /* a checkpoint that records none: a chars run's (named), or one from before hf */
     ckpt_info ci;
     rl_err ce;
@@ -352,7 +355,8 @@ static int check_stop_tokens(recipe *r, int flags, tokenizer *hf, rl_err *e) {
   free(ends);
   /* an hf tokenizer without an EOS: nothing ends a completion but stop strings and the length */
   if (!rc && tok->eos < 0 && !n_ends)
-    recipe_warn(r, "warning: the tokenizer has no EOS (its tokenizer_config.json names none): completions end only at "
+    recipe_warn(r, "warning: the tokenizer has no EOS (no tokenizer_config.json beside its tokenizer.json names an "
+                "eos_token, and no generation_config.json an eos_token_id): completions end only at "
                 "rollout.stop strings or rollout.max_new_tokens, and sft targets get no end token; set tokenizer.eos");
   /* a stop string that is a special token's text never matches: specials add no text */
   for (int i = 0; i < r->rollout.stop.n; i++) {
@@ -562,6 +566,8 @@ static int check_train(recipe *r, rl_err *e) {
     rc = kerr(r, e, is_set(r, "rollout.samples_per_prompt") ? "rollout.samples_per_prompt" : "train.algorithm",
               "%s compares completions within a group: rollout.samples_per_prompt must be at least 2",
               r->train.algorithm == ALGO_GRPO ? "grpo" : r->train.algorithm == ALGO_DR_GRPO ? "dr_grpo" : "rloo");
+  if (!is_set(r, "train.microbatch") && r->train.microbatch > r->rollout.batch * r->rollout.samples_per_prompt)
+    r->train.microbatch = r->rollout.batch * r->rollout.samples_per_prompt; /* the default: at most an iteration */
   if (r->train.microbatch > r->rollout.batch * r->rollout.samples_per_prompt)
     rc = kerr(r, e, "train.microbatch", "%lld is more than the %lld sequences of one iteration (batch x samples_per_prompt)",
               (long long)r->train.microbatch, (long long)(r->rollout.batch * r->rollout.samples_per_prompt));

@@ -105,7 +105,7 @@ static void print_iteration(FILE *f, const recipe *r, int64_t it, int64_t *step,
                : (cls == HW_CPU ? "host copy" : "device copy (colocated)"),
           r->sync.verify ? ", verified" : "");
   if (is_checkpoint(r, it))
-    fprintf(f, "%5lld  checkpoint#%-4lld master + optimizer state -> checkpoints/step-%06lld/%s\n",
+    fprintf(f, "%5lld  checkpoint#%-3lld master + optimizer state -> checkpoints/step-%06lld/%s\n",
             (long long)(*step)++, (long long)it, (long long)it,
             r->loop.keep_checkpoints ? "" : " (all kept)");
 }

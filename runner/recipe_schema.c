@@ -136,7 +136,7 @@ static const rkey keys[] = {
     {"train.r3", KT_BOOL, OFF(train.r3), "false", 0, 0, 0, NULL, "rollout routing replay (MoE only)"},
     {"train.recompute", KT_BOOL, OFF(train.recompute), "false", 0, 0, 0, NULL,
      "activation recomputation: keep each layer's input, re-run its forward in the backward (CUDA trainer; same results, less memory)"},
-    {"train.microbatch", KT_INT, OFF(train.microbatch), "4", 1, 65536, 0, NULL, "sequences per forward/backward"},
+    {"train.microbatch", KT_INT, OFF(train.microbatch), "4", 1, 65536, 0, NULL, "sequences per forward/backward (by default at most an iteration's batch x samples_per_prompt)"},
     {"train.ppo_epochs", KT_INT, OFF(train.ppo_epochs), "1", 1, 64, 0, NULL,
      "passes over each batch (optimizer steps per iteration: at most ppo_epochs x minibatches)"},
     {"train.minibatches", KT_INT, OFF(train.minibatches), "1", 1, 1024, 0, NULL,

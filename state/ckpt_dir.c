@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "state/ckpt.h"
+
 /* 1 when name ends with suffix. */
 static int ends_with(const char *name, const char *suffix) {
   size_t n = strlen(name), s = strlen(suffix);
@@ -64,8 +66,14 @@ int ckpt_dir_copy_extras(const char *in, const char *out, int *n_copied, rl_err 
   if (!d) return rl_errf(e, RL_EXIT_USAGE, "%s: cannot open directory: %s", in, strerror(errno));
   struct dirent *de;
   int rc = 0;
+  /* an rlrun checkpoint's manifest.json lists its own files and hashes: not the output's */
+  ckpt_info ci;
+  rl_err me;
+  int is_ckpt = ckpt_read_manifest(in, &ci, &me) == 0;
+  if (is_ckpt) ckpt_info_free(&ci);
   while (!rc && (de = readdir(d))) {
     if (de->d_name[0] == '.' || ckpt_dir_is_weight_file(de->d_name)) continue;
+    if (is_ckpt && !strcmp(de->d_name, CKPT_MANIFEST)) continue;
     char src[4096], dst[4096];
     snprintf(src, sizeof src, "%s/%s", in, de->d_name);
     snprintf(dst, sizeof dst, "%s/%s", out, de->d_name);

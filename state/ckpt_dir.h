@@ -12,7 +12,8 @@
 int ckpt_dir_is_weight_file(const char *name);
 
 /* Copy every regular file of `in` that is not a weight file into `out`
- * (fsynced); subdirectories and other entries are skipped. *n_copied gets the
+ * (fsynced); subdirectories and other entries are skipped, as is an rlrun
+ * checkpoint's manifest.json (it lists the source's files). *n_copied gets the
  * count (may be NULL). */
 int ckpt_dir_copy_extras(const char *in, const char *out, int *n_copied, rl_err *e);
 

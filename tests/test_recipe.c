@@ -182,7 +182,15 @@ TEST(recipe_defaults_filled) {
   CHECK_EQ_I64(r.key_set[i], 1);
   CHECK_EQ_I64(r.key_loc[i].line, 5);
   CHECK_EQ_I64(r.key_loc[i].col, 18);
+  CHECK_EQ_I64(r.train.microbatch, 4);
   recipe_free(&r);
+  /* train.microbatch's default is at most an iteration's sequences; a value set above it is an error */
+  const char *sets[] = {"rollout.batch=1", "rollout.samples_per_prompt=2", "train.microbatch=4"};
+  REQUIRE(recipe_load_string(MINIMAL, strlen(MINIMAL), "dir/mini.yaml", sets, 2, RECIPE_NO_FS, &r, &e) == 0);
+  CHECK_EQ_I64(r.train.microbatch, 2);
+  recipe_free(&r);
+  CHECK(recipe_load_string(MINIMAL, strlen(MINIMAL), "dir/mini.yaml", sets, 3, RECIPE_NO_FS, &r, &e) != 0);
+  CHECK_CONTAINS(e.msg, "train.microbatch=4: 4 is more than the 2 sequences of one iteration");
 }
 
 TEST(recipe_set_overrides) {

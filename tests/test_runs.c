@@ -618,7 +618,7 @@ TEST(runs_read_commands_and_export) {
       {"--top -99999999999999999999", "rlrun samples: --top '-99999999999999999999' is out of range (N: how many "
                                       "samples, 1 or more)\n"},
       {"--top", "rlrun samples: --top needs a value (N: how many samples, 1 or more)\n"},
-      {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N)\n"}};
+      {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N, --full)\n"}};
   for (size_t k = 0; k < sizeof bad_args / sizeof *bad_args; k++) {
     snprintf(args, sizeof args, "samples %s %s", rd, bad_args[k][0]);
     CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
@@ -1183,6 +1183,14 @@ TEST(runs_samples_text_is_unambiguous) {
            "    1       0      6    0.5000 stop    \"%s\"…(+1 byte) -> \"short\"\n",
            as, xs, qs);
   CHECK_STREQ(out, want);
+  /* --full: the whole texts, escaped the same way */
+  snprintf(args, sizeof args, "samples %s --full --top 7", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  snprintf(want, sizeof want, "\"p\" -> \"%s\"\n", long_c);
+  CHECK_CONTAINS(out, want);
+  snprintf(want, sizeof want, "\"%s\" -> \"short\"\n", long_p);
+  CHECK_CONTAINS(out, want);
+  CHECK(strstr(out, "…(+") == NULL);
 }
 
 /* `rlrun metrics --csv / --json` write each value in the shortest form that reads back as the

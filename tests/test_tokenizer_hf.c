@@ -717,9 +717,26 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   CHECK_CONTAINS(out, "\"tokenizer.json\": {");
   CHECK_CONTAINS(out, "\"tokenizer_config.json\": {");
   CHECK(strstr(out, "generation_config.json") == NULL); /* none to carry: model.init */
+  snprintf(cmd, sizeof cmd, "RLRUN_FAULT=loop.train@1:fail %s run %s --runs-dir %s/stopped --quiet", harness_bin(),
+           recipe, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 1);
   /* the run directory moved, the tokenizer it was made with gone: a run from it still validates and runs */
   snprintf(cmd, sizeof cmd, "mv %s/runs %s/moved && mv %s/tk %s/tk-gone", dir, dir, dir, dir);
   REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  /* resume, its recipe's tokenizer.path gone: a complete run is complete (exit 0), a stopped one is refused as
+   * changed inputs are (exit 4), the missing files listed */
+  cli_expect(out, sizeof out, 0, "the run is already complete (1 iteration", "resume $(ls -d %s/moved/carry-*/)", dir);
+  CHECK_CONTAINS(out, "/tk/tokenizer.json");
+  cli_expect(out, sizeof out, 4, "inputs of the run are gone or changed since it started:\n  input missing: ",
+             "resume $(ls -d %s/stopped/carry-*/)", dir);
+  CHECK_CONTAINS(out, "/tk/tokenizer.json");
+  CHECK_CONTAINS(out, "nothing was done");
+  /* convert from a checkpoint: its tokenizer files go along, its manifest.json (the source's files) does not */
+  cli_expect(out, sizeof out, 0, NULL, "convert --in $(ls -d %s/moved/carry-*/checkpoints/step-000001) --out %s/cv --to fp8-block",
+             dir, dir);
+  snprintf(cmd, sizeof cmd, "ls %s/cv", dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_STREQ(out, "config.json\nmodel.safetensors\ntokenizer.json\ntokenizer_config.json\n");
   snprintf(recipe2, sizeof recipe2, "%s/b.yaml", dir);
   snprintf(text, sizeof text,
            "name: from\nseed: 3\ndevice: cpu\nmodel:\n  checkpoint: %s/moved/carry\ndata:\n  prompts: %s/p.jsonl\n"
@@ -769,4 +786,52 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>  (eos_token_id of ",
              "plan %s --set model.checkpoint=%s/r2/from", recipe2, dir);
+}
+
+/* A chain with an hf tokenizer and no tokenizer.path: the RL recipe validates
+ * before the checkpoint it starts from exists (a note, as with chars); a run
+ * of it stopped in iteration 3, its start checkpoint then moved away, is
+ * refused on resume (exit 4, the missing inputs listed) and with
+ * --allow-changed finishes from its own checkpoint's tokenizer copies, with
+ * the final weights of an uninterrupted run. */
+TEST(tokenizer_hf_chain_validates_early_and_resumes_without_its_start) {
+  const char *fx = getenv("RLRUN_FIXTURES"), *dir = harness_tmpdir();
+  char cmd[8192], out[16384], a[1200], b[1200], text[8192], reward[PATH_MAX];
+  REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/tk && cp %s/tokenizer/qwen2/tokenizer.json %s/tokenizer/qwen2/tokenizer_config.json "
+           "%s/tk/ && printf '{\"prompt\": \"hello there\", \"answer\": \"x\"}\\n' > %s/p.jsonl",
+           dir, fx ? fx : "build/fixtures", fx ? fx : "build/fixtures", dir, dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  snprintf(a, sizeof a, "%s/a.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: start\nseed: 2\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
+           "head_dim: 16, ffn: 64, max_seq_len: 32}\ntokenizer:\n  path: %s/tk/tokenizer.json\ndata:\n  prompts: %s/p.jsonl\n"
+           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
+           "reward:\n  script: %s\nloop: {iterations: 1}\n", dir, dir, reward);
+  REQUIRE(harness_write_file(a, text) == 0);
+  snprintf(b, sizeof b, "%s/b.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: next\nseed: 3\ndevice: cpu\nmodel:\n  checkpoint: runs/start\ndata:\n  prompts: %s/p.jsonl\n"
+           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
+           "reward:\n  script: %s\nloop: {iterations: 4, checkpoint_interval: 1, keep_checkpoints: 1}\n", dir, reward);
+  REQUIRE(harness_write_file(b, text) == 0);
+  cli_expect(out, sizeof out, 0, "/runs/start' holds no checkpoint yet", "validate %s", b);
+  CHECK_CONTAINS(out, ": valid: ");
+  cli_expect(out, sizeof out, 0, NULL, "run %s --runs-dir %s/runs --quiet", a, dir);
+  snprintf(cmd, sizeof cmd, "mv %s/tk %s/tk-gone", dir, dir); /* the chain's tokenizer is its checkpoint's now */
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  /* uninterrupted, and stopped in iteration 3 */
+  cli_expect(out, sizeof out, 0, NULL, "run %s --runs-dir %s/whole --quiet", b, dir);
+  snprintf(cmd, sizeof cmd, "RLRUN_FAULT=loop.train@3:fail %s run %s --runs-dir %s/cut --quiet", harness_bin(), b, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 1);
+  snprintf(cmd, sizeof cmd, "mv %s/runs %s/runs-moved", dir, dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 4, "input missing: ", "resume $(ls -d %s/cut/next-*/)", dir);
+  CHECK_CONTAINS(out, "/checkpoints/step-000001/tokenizer.json");
+  cli_expect(out, sizeof out, 0, "using its checkpoint's copies", "resume $(ls -d %s/cut/next-*/) --allow-changed", dir);
+  snprintf(cmd, sizeof cmd, "cd %s && cmp whole/next-*/checkpoints/step-000004/model.safetensors "
+           "cut/next-*/checkpoints/step-000004/model.safetensors && cmp tk-gone/tokenizer.json "
+           "cut/next-*/checkpoints/step-000004/tokenizer.json && ls cut/next-*/checkpoints", dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK(strstr(out, "step-000003") == NULL); /* retention pruned the checkpoint the copies first came from */
 }
