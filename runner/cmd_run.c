@@ -187,11 +187,13 @@ int cmd_run(int argc, char **argv) {
   memset(&r, 0, sizeof r);
   store *s = NULL;
   int lock = -1, rc = rl_read_file(path, &text, &len, &e);
-  if (!rc) rc = runs_check_export(path, text, &e);
+  /* an exported recipe: its inputs by path, or, with --set values (inputs moved), by contents once loaded */
+  if (!rc && !n_sets) rc = runs_check_export(path, text, &e);
   if (!rc) rc = recipe_load(path, (const char *const *)sets, n_sets, &r, &e);
   if (!rc) rc = run_check_hardware(&r, &e);
   if (!rc) rc = runs_canonical_recipe(&r, &e);
   if (!rc) rc = runs_input_hashes(&r, &hashes, &e);
+  if (!rc && n_sets) rc = runs_check_export_content(path, text, hashes, &e);
   if (!rc && name) rc = rundir_check_name(name, &e);
   if (!rc && loop_stop_requested()) /* during the validation (a large data file): no run is made */
     rc = rl_errf(&e, RL_EXIT_INTERRUPT, "interrupted while the recipe was checked; no run directory was made");
@@ -298,6 +300,89 @@ static int resume_changes(const char *dir, const store_run *run, recipe *fresh, 
 
 static int resume_complete(const char *dir, store *s, int64_t iterations);
 
+/* The key of a "key=value" override (into buf). */
+static const char *set_key(const char *set, char *buf, size_t n) {
+  const char *eq = strchr(set, '=');
+  size_t l = eq ? (size_t)(eq - set) : strlen(set);
+  snprintf(buf, n, "%.*s", (int)(l < n ? l : n - 1), set);
+  return buf;
+}
+
+/* run.json's overrides += sets, path values as r resolved them (absolute): the
+ * recipe file the run started from, with them, gives the run's recipe again,
+ * so a later resume compares like with like. */
+static int resume_record_sets(const char *dir, const recipe *r, const char *const *sets, int n, rl_err *e) {
+  char path[4200], key[256];
+  snprintf(path, sizeof path, "%s/" RUNS_INFO, dir);
+  json_t *info = json_load_file(path, 0, NULL);
+  if (!json_is_object(info)) {
+    json_decref(info);
+    info = json_object();
+  }
+  json_t *ov = json_object_get(info, "overrides");
+  if (!json_is_array(ov)) json_object_set_new(info, "overrides", ov = json_array());
+  for (int i = 0; i < n; i++) {
+    const char *v = recipe_path_value(r, recipe_key_index(set_key(sets[i], key, sizeof key)));
+    json_t *quoted = v ? json_string(v) : NULL; /* a path as a YAML (JSON) string: any character kept */
+    char *q = quoted ? json_dumps(quoted, JSON_ENCODE_ANY) : NULL;
+    if (q) {
+      char *kv = rl_xmalloc(strlen(key) + strlen(q) + 2);
+      sprintf(kv, "%s=%s", key, q);
+      json_array_append_new(ov, json_string(kv));
+      free(kv);
+    } else {
+      json_array_append_new(ov, json_string(sets[i]));
+    }
+    free(q);
+    json_decref(quoted);
+  }
+  char *js = json_dumps(info, JSON_INDENT(2));
+  json_decref(info);
+  int rc = rundir_write_atomic(path, js, strlen(js), e);
+  free(js);
+  return rc;
+}
+
+/* resume --set: the run's stored recipe with these keys set (relative paths
+ * against the working directory), into *fresh (its resolved text and input
+ * hashes too), and the differences into *report. Inputs pointed at where they
+ * are now, with the same contents (sha256), is a move (*moved = 1, *report
+ * what moved): no change to the run. Anything else returns the number of
+ * changes, for --allow-changed to accept. */
+static int resume_with_sets(const char *dir, const store_run *run, const char *const *sets, int n_sets,
+                            recipe *fresh, char **fresh_text, char **fresh_hashes, char **report, int *moved,
+                            rl_err *e) {
+  char name[4200], key[256];
+  *moved = 0;
+  snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, dir);
+  char *text = runs_loadable_text(run->recipe_resolved, name);
+  int rc = recipe_load_string(text, strlen(text), name, sets, n_sets, RECIPE_NO_DATA, fresh, e);
+  free(text);
+  if (rc) {
+    rl_err_prefix(e, "the run's recipe with the --set values: ");
+    return -1;
+  }
+  if (runs_canonical_recipe(fresh, e) || runs_input_hashes(fresh, fresh_hashes, e)) {
+    recipe_free(fresh);
+    return -1;
+  }
+  *fresh_text = runs_resolved_text(fresh);
+  int paths_only = 1;
+  for (int i = 0; i < n_sets && paths_only; i++)
+    paths_only = recipe_path_value(fresh, recipe_key_index(set_key(sets[i], key, sizeof key))) != NULL;
+  char *keys = NULL;
+  int changed = runs_recipe_changed(run->recipe_resolved, *fresh_text, &keys);
+  if (paths_only && runs_inputs_same_content(run->input_hashes, *fresh_hashes)) {
+    *moved = changed > 0;
+    *report = keys;
+    return 0;
+  }
+  int n = changed + runs_inputs_changed(run->input_hashes, &keys);
+  if (!runs_inputs_same_content(run->input_hashes, *fresh_hashes) && !n) n = 1;
+  *report = keys;
+  return n;
+}
+
 /* The stored recipe no longer validates (e is why): when it is its inputs that
  * are gone or changed (a run directory copied to another machine, a model
  * moved), a complete run is said to be complete (exit 0) and any other is
@@ -327,8 +412,9 @@ static int resume_inputs_gone(const char *dir, store *s, const store_run *run, r
     return 0;
   }
   rl_errf(e, RL_EXIT_STATE, "%s: inputs of the run are gone or changed since it started:\n%snothing was done; "
-          "put them back where the run's recipe names them (recipe.resolved.yaml: a run directory copied to "
-          "another machine needs its inputs at the same paths)", dir, report);
+          "put them back where the run's recipe names them (recipe.resolved.yaml), or point the run at where they "
+          "are now: rlrun resume %s --set KEY=PATH (e.g. --set model.path=/new/place; the same contents continue "
+          "the run as it is)", dir, report, dir);
   free(report);
   return RL_EXIT_STATE;
 }
@@ -363,7 +449,7 @@ static int64_t resume_newest_checkpoint(const char *dir, store *s) {
 
 int cmd_resume(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
-    printf("usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n\n"
+    printf("usage: rlrun resume RUNDIR [--set KEY=VALUE]... [--allow-changed] [--quiet]\n\n"
            "Continue a run where it stopped: load the newest complete checkpoint (sha256-verified),\n"
            "re-run the later steps, and read back rollouts already committed instead of\n"
            "regenerating them. The result is bit-identical to an uninterrupted run.\n"
@@ -374,6 +460,11 @@ int cmd_resume(int argc, char **argv) {
            "A checkpoint with a wrong hash stops it before anything is written (exit 4, the file\n"
            "named); remove that checkpoint's directory to resume from the one before: the removed\n"
            "checkpoints are written again. Works from any working directory.\n"
+           "--set KEY=VALUE changes the run's recipe as stored (recipe.resolved.yaml; the recipe file\n"
+           "the run started from is not read): a run directory copied to another machine, or inputs\n"
+           "moved, is pointed at where its inputs are now (--set model.path=/new/place ...; relative\n"
+           "paths against the working directory). Inputs with the same contents (sha256) are a move,\n"
+           "recorded, and the run continues as it is; any other difference needs --allow-changed.\n"
            "exit codes: 0 complete, 1 a stage failed (resumable), 2 not a run directory, 3 not\n"
            "runnable here, 4 run state refused (corrupt state.db, changed inputs, bad checkpoint), 130\n"
            "interrupted.\n");
@@ -381,9 +472,21 @@ int cmd_resume(int argc, char **argv) {
   }
   loop_install_signals(); /* as in cmd_run: a signal from now on stops at a step boundary */
   const char *dir = NULL;
-  int allow = 0, quiet = 0;
+  const char *sets[RUN_MAX_SETS];
+  int allow = 0, quiet = 0, n_sets = 0;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--allow-changed")) allow = 1;
+    int is_set = !strcmp(argv[i], "--set") || !strncmp(argv[i], "--set=", 6);
+    if (!strcmp(argv[i], "--set") && i + 1 >= argc) {
+      fprintf(stderr, "rlrun resume: --set needs KEY=VALUE; see `rlrun resume --help`\n");
+      return RL_EXIT_USAGE;
+    }
+    if (is_set && n_sets == RUN_MAX_SETS) {
+      fprintf(stderr, "rlrun resume: more than %d --set values\n", RUN_MAX_SETS);
+      return RL_EXIT_USAGE;
+    }
+    if (!strcmp(argv[i], "--set")) sets[n_sets++] = argv[++i];
+    else if (is_set) sets[n_sets++] = argv[i] + 6;
+    else if (!strcmp(argv[i], "--allow-changed")) allow = 1;
     else if (!strcmp(argv[i], "--quiet")) quiet = 1;
     else if (argv[i][0] == '-' || dir) {
       fprintf(stderr, "rlrun resume: unexpected argument '%s'; see `rlrun resume --help`\n", argv[i]);
@@ -391,7 +494,7 @@ int cmd_resume(int argc, char **argv) {
     } else dir = argv[i];
   }
   if (!dir) {
-    fprintf(stderr, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n");
+    fprintf(stderr, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--set K=V]... [--allow-changed] [--quiet]\n");
     return RL_EXIT_USAGE;
   }
   rl_err e;
@@ -418,10 +521,49 @@ int cmd_resume(int argc, char **argv) {
   memset(&fresh, 0, sizeof fresh);
   char *report = NULL, *fresh_text = NULL, *fresh_hashes = NULL;
   int have_fresh = 0, rc = store_run_get(s, &run, &e);
-  if (!rc) rc = runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e);
-  int gone_complete = 0;
-  if (rc && rc != RL_EXIT_STATE && !(rc = resume_inputs_gone(dir, s, &run, &e))) gone_complete = 1;
-  int changes = rc || gone_complete ? 0 : resume_changes(dir, &run, &fresh, &have_fresh, &fresh_text, &fresh_hashes, &report);
+  int gone_complete = 0, changes = 0, moved = 0;
+  if (!rc && n_sets) {
+    /* --set: the stored recipe, changed there (the recipe file the run started from is not read) */
+    changes = resume_with_sets(dir, &run, sets, n_sets, &fresh, &fresh_text, &fresh_hashes, &report, &moved, &e);
+    if (changes < 0) {
+      rc = e.code, changes = 0;
+    } else if (runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e)) {
+      /* its inputs gone (what the --set values are for): the shape, for the iteration count */
+      char name[4200];
+      snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, dir);
+      char *text = runs_loadable_text(run.recipe_resolved, name);
+      recipe_free(&r);
+      memset(&r, 0, sizeof r);
+      rc = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &r, &e);
+      free(text);
+    }
+    if (!rc) have_fresh = 1;
+    if (!rc && moved && !writable) {
+      fprintf(stderr, "rlrun resume: cannot record where the inputs are now: %s; make the run directory writable, "
+              "or copy it somewhere writable and resume the copy; nothing was modified\n", why);
+      rc = RL_EXIT_FAIL;
+    } else if (!rc && moved) {
+      /* the same contents elsewhere: the run goes on as it is, its records naming the new places */
+      char path[4200];
+      snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
+      rc = store_run_update(s, fresh_text, fresh_hashes, &e);
+      if (!rc) rc = rundir_write_atomic(path, fresh_text, strlen(fresh_text), &e);
+      if (!rc) rc = resume_record_sets(dir, &fresh, sets, n_sets, &e);
+      if (!rc) store_event(s, STORE_INFO, -1, NULL, &e, "inputs moved (the same contents, sha256 checked):\n%s", report);
+      if (!rc) fprintf(stderr, "rlrun resume: the run's inputs are where --set says, with the same contents (sha256 "
+                       "checked):\n%s", report);
+      else fprintf(stderr, "rlrun resume: %s\n", e.msg);
+      if (!rc) {
+        recipe_free(&r);
+        r = fresh;
+        have_fresh = 0;
+      }
+    }
+  } else if (!rc) {
+    rc = runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e);
+    if (rc && rc != RL_EXIT_STATE && !(rc = resume_inputs_gone(dir, s, &run, &e))) gone_complete = 1;
+    changes = rc || gone_complete ? 0 : resume_changes(dir, &run, &fresh, &have_fresh, &fresh_text, &fresh_hashes, &report);
+  }
   loop_resume point;
   memset(&point, 0, sizeof point);
   int complete = 0;
@@ -436,6 +578,12 @@ int cmd_resume(int argc, char **argv) {
     fprintf(stderr, "rlrun resume: note: the recipe or its inputs changed since the run started:\n%s"
             "(to continue it with the changes, e.g. more iterations, pass --allow-changed)\n", report);
     changes = 0, complete = 2;
+  } else if (changes && !allow && n_sets) {
+    fprintf(stderr,
+            "rlrun resume: %s: the --set values change the run (more than where its inputs are: a value, or "
+            "inputs whose contents differ):\n%snothing was done; pass --allow-changed to continue with the "
+            "changes (recorded in the run's events)\n", dir, report);
+    rc = RL_EXIT_STATE;
   } else if (changes && !allow) {
     fprintf(stderr,
             "rlrun resume: %s: the recipe or its inputs changed since the run started:\n%s"
@@ -478,6 +626,7 @@ int cmd_resume(int argc, char **argv) {
       snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
       rc = store_run_update(s, fresh_text, fresh_hashes ? fresh_hashes : run.input_hashes, &e);
       if (!rc) rc = rundir_write_atomic(path, fresh_text, strlen(fresh_text), &e);
+      if (!rc && n_sets) rc = resume_record_sets(dir, &fresh, sets, n_sets, &e);
       recipe_free(&r);
       r = fresh;
       have_fresh = 0;

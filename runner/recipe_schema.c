@@ -171,6 +171,11 @@ const char *recipe_schema_path(int i) { return i >= 0 && i < N_KEYS ? keys[i].pa
 const char *recipe_schema_type(int i) { return i >= 0 && i < N_KEYS ? type_names[keys[i].type] : NULL; }
 const char *recipe_schema_default(int i) { return i >= 0 && i < N_KEYS && keys[i].def ? keys[i].def : ""; }
 
+const char *recipe_path_value(const recipe *r, int i) {
+  if (i < 0 || i >= N_KEYS || keys[i].type != KT_PATH) return NULL;
+  return *(char *const *)((const char *)r + keys[i].off);
+}
+
 int recipe_key_index(const char *path) {
   for (int i = 0; i < N_KEYS; i++)
     if (!strcmp(keys[i].path, path)) return i;

@@ -127,6 +127,31 @@ static void report_add(char **report, const char *fmt, ...) {
   (*report)[old + add + 1] = 0;
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The sha256 values of an input-hash object, sorted (malloc'd; *n). */
+static const char **hash_values(json_t *o, size_t *n) {
+  *n = json_object_size(o);
+  const char **v = rl_xcalloc(*n + 1, sizeof *v);
+  const char *k;
+  json_t *x;
+  size_t i = 0;
+  json_object_foreach(o, k, x) v[i++] = json_string_value(x) ? json_string_value(x) : "";
+  qsort(v, *n, sizeof *v, cmp_str);
+  return v;
+}
+
+int runs_inputs_same_content(const char *a_json, const char *b_json) {
+  json_t *a = json_loads(a_json ? a_json : "{}", 0, NULL), *b = json_loads(b_json ? b_json : "{}", 0, NULL);
+  size_t na = 0, nb = 0;
+  const char **va = hash_values(a, &na), **vb = hash_values(b, &nb);
+  int same = a && b && na == nb;
+  for (size_t i = 0; same && i < na; i++) same = !strcmp(va[i], vb[i]);
+  free(va), free(vb);
+  json_decref(a), json_decref(b);
+  return same;
+}
+
 int runs_inputs_changed(const char *stored_json, char **report) {
   json_t *o = json_loads(stored_json ? stored_json : "{}", 0, NULL);
   int n = 0;
@@ -336,6 +361,43 @@ int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r
   return 0;
 }
 
+int runs_check_export_content(const char *what, const char *text, const char *hashes, rl_err *e) {
+  json_t *want = json_object(), *have = json_loads(hashes ? hashes : "{}", 0, NULL);
+  int line = 1;
+  for (const char *p = text; p && *p; line++) {
+    const char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) : strlen(p);
+    char buf[PATH_MAX + 128], sha[65], path[PATH_MAX];
+    snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf - 1 ? len : sizeof buf - 1), p);
+    if (sscanf(buf, "# rlrun-input: sha256 %64s %4095[^\n]", sha, path) == 2) json_object_set_new(want, path, json_string(sha));
+    p = nl ? nl + 1 : NULL;
+  }
+  char *wj = json_dumps(want, JSON_COMPACT);
+  int rc = 0;
+  if (json_object_size(want) && !runs_inputs_same_content(wj, hashes)) {
+    char *msg = NULL;
+    const char *k, *hk;
+    json_t *v, *hv;
+    int bad = 0;
+    json_object_foreach(want, k, v) {
+      int found = 0;
+      json_object_foreach(have, hk, hv) found |= json_string_value(hv) && !strcmp(json_string_value(hv), json_string_value(v));
+      if (!found) bad++, report_add(&msg, "  %s (sha256 %.16s…): no input of the recipe as set has these contents", k,
+                                    json_string_value(v));
+    }
+    if (!bad) report_add(&msg, "  the recipe as set has %zu input files, the export %zu", json_object_size(have),
+                         json_object_size(want));
+    rc = rl_errf(e, RL_EXIT_STATE,
+                 "%s: the inputs differ from the exported run's (not the same experiment):\n%s"
+                 "point the --set values at the files of the export, or delete the '# rlrun-input:' lines to run "
+                 "with these files", what, msg);
+    free(msg);
+  }
+  free(wj);
+  json_decref(want), json_decref(have);
+  return rc;
+}
+
 int runs_check_export(const char *what, const char *text, rl_err *e) {
   int line = 1, bad = 0;
   char *msg = NULL;
@@ -358,7 +420,8 @@ int runs_check_export(const char *what, const char *text, rl_err *e) {
   if (bad)
     rc = rl_errf(e, RL_EXIT_STATE,
                  "%s: %d %s from the exported run (not the same experiment):\n%s"
-                 "restore the inputs, or delete the '# rlrun-input:' lines to run with these files",
+                 "restore the inputs, point the recipe at where they are now (--set model.path=DIR ...: files "
+                 "with the same contents pass), or delete the '# rlrun-input:' lines to run with these files",
                  what, bad, bad == 1 ? "input differs" : "inputs differ", msg);
   free(msg);
   return rc;

@@ -43,6 +43,9 @@ int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl
 /* Compare stored input hashes with the files now: one line per changed or
  * missing file appended to *report (malloc'd, grown); returns the count. */
 int runs_inputs_changed(const char *stored_json, char **report);
+/* 1 when two input-hash objects hold the same contents: the same sha256
+ * values, as many times each, whatever the paths (inputs moved, not changed). */
+int runs_inputs_same_content(const char *a_json, const char *b_json);
 /* Lines that differ between two resolved recipes, appended to *report. */
 int runs_recipe_changed(const char *old_text, const char *new_text, char **report);
 
@@ -54,6 +57,10 @@ char *runs_loadable_text(const char *resolved, const char *name);
 int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e);
 /* Check the "# rlrun-input:" lines of an exported recipe's text. */
 int runs_check_export(const char *what, const char *text, rl_err *e);
+/* The same by contents, for a recipe loaded with --set values (inputs moved):
+ * hashes (runs_input_hashes of the loaded recipe) must hold the sha256 values
+ * of the "# rlrun-input:" lines, as many times each, whatever the paths. */
+int runs_check_export_content(const char *what, const char *text, const char *hashes, rl_err *e);
 /* Write the export of a run: header, input lines, resolved recipe. */
 int runs_export(FILE *f, const store_run *run, rl_err *e);
 

@@ -421,7 +421,7 @@ TEST(runs_run_option_without_value_is_named) {
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
   CHECK_STREQ(out, "rlrun run: more than 64 --set overrides\n");
   CHECK_EQ_I64(rl(dir, "", "resume", out, sizeof out), 2);
-  CHECK_STREQ(out, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--allow-changed] [--quiet]\n");
+  CHECK_STREQ(out, "rlrun resume: missing RUNDIR; usage: rlrun resume RUNDIR [--set K=V]... [--allow-changed] [--quiet]\n");
 }
 
 /* --name follows a recipe's name rule (a letter or digit first): `--name

@@ -690,7 +690,10 @@ TEST(rollout_stop_tokens_end_completions) {
 
 /* An hf run's checkpoint carries its tokenizer files: with the run directory
  * moved and the original tokenizer gone, a run from the checkpoint finds them
- * in it. The model's generation_config.json eos_token_id ends completions too
+ * in it; resume says a complete run is complete and refuses a stopped one
+ * (exit 4) until --set points it at the files' new place (the same contents: a
+ * move; others: a change), and the run's export runs from there the same way;
+ * convert from a checkpoint leaves its manifest behind. The model's generation_config.json eos_token_id ends completions too
  * (as in transformers' generate): plan lists them (the EOS itself not twice),
  * rollout.generation_config_eos: false drops them, bad files are named at
  * validation, and the checkpoint carries the file on. */
@@ -731,6 +734,34 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
              "resume $(ls -d %s/stopped/carry-*/)", dir);
   CHECK_CONTAINS(out, "/tk/tokenizer.json");
   CHECK_CONTAINS(out, "nothing was done");
+  /* --set points the run at where its inputs are now: the same contents (sha256) is a move, not a change; a
+   * value, or a file with other contents, is a change (exit 4 unless --allow-changed); nothing is modified */
+  cli_expect(out, sizeof out, 4, "the --set values change the run", "resume $(ls -d %s/stopped/carry-*/) --set "
+             "tokenizer.path=%s/tk-gone/tokenizer.json --set train.lr=0.5", dir, dir);
+  CHECK_CONTAINS(out, "recipe changed in train: lr: ");
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/other && cp %s/tokenizer/gpt2/tokenizer.json %s/other/", dir,
+           fx ? fx : "build/fixtures", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 4, "the --set values change the run", "resume $(ls -d %s/stopped/carry-*/) --set "
+             "tokenizer.path=%s/other/tokenizer.json", dir, dir);
+  cli_expect(out, sizeof out, 0, "with the same contents (sha256 checked):\n  recipe changed in tokenizer: path: ",
+             "resume $(ls -d %s/stopped/carry-*/) --set tokenizer.path=%s/tk-gone/tokenizer.json", dir, dir);
+  CHECK_CONTAINS(out, "run complete: ");
+  snprintf(cmd, sizeof cmd, "cd %s && cmp stopped/carry-*/checkpoints/step-000001/model.safetensors "
+           "moved/carry-*/checkpoints/step-000001/model.safetensors && grep -c tk-gone stopped/carry-*/run.json "
+           "stopped/carry-*/recipe.resolved.yaml", dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  cli_expect(out, sizeof out, 0, "the run is already complete", "resume $(ls -d %s/stopped/carry-*/)", dir);
+  CHECK(strstr(out, "changed") == NULL); /* the original recipe with run.json's overrides is the run's recipe again */
+  /* its export, run where the tokenizer is now: refused by path, accepted by contents with --set, refused for
+   * other contents */
+  cli_expect(out, sizeof out, 0, NULL, "export $(ls -d %s/moved/carry-*/) --out %s/exp.yaml", dir, dir);
+  cli_expect(out, sizeof out, 4, "/tk/tokenizer.json is missing", "run %s/exp.yaml --runs-dir %s/r3 --quiet", dir, dir);
+  CHECK_CONTAINS(out, "point the recipe at where they are now (--set model.path=DIR ...");
+  cli_expect(out, sizeof out, 4, "no input of the recipe as set has these contents", "run %s/exp.yaml --runs-dir "
+             "%s/r3 --quiet --set tokenizer.path=%s/other/tokenizer.json", dir, dir, dir);
+  cli_expect(out, sizeof out, 0, "run complete", "run %s/exp.yaml --runs-dir %s/r3 --set tokenizer.path=%s/tk-gone/"
+             "tokenizer.json", dir, dir, dir);
   /* convert from a checkpoint: its tokenizer files go along, its manifest.json (the source's files) does not */
   cli_expect(out, sizeof out, 0, NULL, "convert --in $(ls -d %s/moved/carry-*/checkpoints/step-000001) --out %s/cv --to fp8-block",
              dir, dir);
