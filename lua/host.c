@@ -218,16 +218,17 @@ int lh_call(luahost *h, lua_CFunction fn, void *arg, double scale, const char *c
   else snprintf(where, sizeof where, "%s", h->name);
   switch (h->limit_hit) {
   case LH_LIMIT_INSTR:
-    rl_errf(e, code, "%s: instruction budget exceeded (%lld instructions per call; an endless "
-                     "loop?) (%s)", where, (long long)h->budget, context);
+    rl_errf(e, code, "%s: instruction budget exceeded (%lld instructions per call, reward.limits.instructions; "
+                     "an endless loop?) (%s)", where, (long long)h->budget, context);
     break;
   case LH_LIMIT_TIME:
-    rl_errf(e, code, "%s: wall-clock deadline exceeded (%.3g s per call) (%s)", where,
+    rl_errf(e, code, "%s: wall-clock deadline exceeded (%.3g s per call, reward.limits.timeout_ms) (%s)", where,
             h->lim.seconds * (scale < 1 ? 1 : scale), context);
     break;
   case LH_LIMIT_MEMORY:
-    rl_errf(e, code, "%s: memory limit exceeded (%zu MiB for the script's state; a string.rep or "
-                     "table bomb?) (%s)", where, h->lim.memory_bytes >> 20, context);
+    rl_errf(e, code, "%s: memory limit exceeded (%zu MiB for the script's state, reward.limits.memory_mb%s; a "
+                     "string.rep or table bomb, or endless recursion?) (%s)", where, h->lim.memory_bytes >> 20,
+            scale > 1 ? ", the whole batch's samples included" : "", context);
     break;
   default: {
     const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
@@ -504,7 +505,7 @@ struct lh_has_args {
 static int lh_has_k(lua_State *L) {
   struct lh_has_args *a = lua_touserdata(L, 1);
   lua_pushglobaltable(L);
-  a->found = lua_getfield(L, -1, a->fn) == LUA_TFUNCTION;
+  a->found = lua_getfield(L, -1, a->fn) == LUA_TFUNCTION && !lua_iscfunction(L, -1); /* the script's, not print */
   return 0;
 }
 

@@ -382,8 +382,8 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
         return -1;
       }
       if (kn >= sizeof out->names[0]) {
-        snprintf(err, errsz, "%s: %s returned metric '%s' (%zu characters): metric names must be under "
-                             "%zu characters", where, fn, lh_escape(key, kn, 40, esc, sizeof esc), kn,
+        snprintf(err, errsz, "%s: %s returned metric '%s' (%zu bytes): metric names must be under "
+                             "%zu bytes (UTF-8)", where, fn, lh_escape(key, kn, 40, esc, sizeof esc), kn,
                  sizeof out->names[0]);
         return -1;
       }
@@ -429,6 +429,7 @@ static int lh_parse_reward(lua_State *L, int idx, luahost_reward *out, const cha
  * type alone ("number", "nil"): a length is a table's only. */
 static void lh_describe_result(lua_State *L, int idx, char *buf, size_t n) {
   if (lua_type(L, idx) == LUA_TTABLE) snprintf(buf, n, "table of length %lld", (long long)lua_rawlen(L, idx));
+  else if (lua_isnil(L, idx)) snprintf(buf, n, "nil, not a table,");
   else snprintf(buf, n, "a %s, not a table,", luaL_typename(L, idx));
 }
 
@@ -440,7 +441,7 @@ static int lh_reward_k(lua_State *L) {
   const char *fname = a->batch ? h->reward_batch_fn : h->reward_fn;
   char msg[2048], where[600], fn[96];
   lua_pushglobaltable(L);
-  if (lua_getfield(L, -1, fname) != LUA_TFUNCTION) {
+  if (lua_getfield(L, -1, fname) != LUA_TFUNCTION || lua_iscfunction(L, -1)) { /* the script's own: not print */
     if (strcmp(h->reward_fn, "reward"))
       snprintf(msg, sizeof msg, "%s: defines no function %s(%s), the function the recipe's reward.function "
                                 "names", h->name, fname, a->batch ? "samples" : "sample");
@@ -555,7 +556,7 @@ static int lh_prompts_k(lua_State *L) {
   luahost *h = a->h;
   char msg[2048], where[600];
   lua_pushglobaltable(L);
-  if (lua_getfield(L, -1, "prompts") != LUA_TFUNCTION) {
+  if (lua_getfield(L, -1, "prompts") != LUA_TFUNCTION || lua_iscfunction(L, -1)) {
     snprintf(msg, sizeof msg, "%s: defines no function prompts(n, rng); a task script defines it",
              h->name);
     return lh_raise_output(L, msg);

@@ -4,6 +4,8 @@
 #ifndef RLRUN_CLI_H
 #define RLRUN_CLI_H
 
+#include <stddef.h>
+
 typedef struct cli_command {
   const char *name;
   const char *summary; /* one line for `rlrun --help` */
@@ -12,6 +14,12 @@ typedef struct cli_command {
 
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
+/* len bytes of text on one line of stdout, unambiguously (README: `rlrun
+ * samples`): in double quotes, with \\ \" \n \t \r escaped, other control
+ * characters and bytes that are not UTF-8 as \xNN, C1 controls as \u00NN. At
+ * most max bytes are shown, cut between characters; a cut text is followed by
+ * "…(+N bytes)", N the bytes left out. */
+void cli_print_quoted(const char *s, size_t len, size_t max);
 
 int cmd_version(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
@@ -26,6 +34,7 @@ int cmd_ls(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_samples(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 /* The table of commands, in the order `rlrun --help` lists them. */
 extern const cli_command cli_commands[];

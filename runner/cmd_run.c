@@ -465,8 +465,9 @@ int cmd_resume(int argc, char **argv) {
            "moved, is pointed at where its inputs are now (--set model.path=/new/place ...; relative\n"
            "paths against the working directory). Inputs with the same contents (sha256) are a move,\n"
            "recorded, and the run continues as it is; any other difference needs --allow-changed.\n"
-           "exit codes: 0 complete, 1 a stage failed (resumable), 2 not a run directory, 3 not\n"
-           "runnable here, 4 run state refused (corrupt state.db, changed inputs, bad checkpoint), 130\n"
+           "exit codes: 0 complete, 1 a stage failed (resumable), 2 not a run directory, a bad --set,\n"
+           "or bad input met again (a task's prompts: fix it, then --allow-changed), 3 not runnable\n"
+           "here, 4 run state refused (corrupt state.db, changed inputs, bad checkpoint), 130\n"
            "interrupted.\n");
     return RL_EXIT_OK;
   }

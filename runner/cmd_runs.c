@@ -479,14 +479,9 @@ static int utf8_len(const unsigned char *s) {
   return n;
 }
 
-/* A text on one line, unambiguously (README: `rlrun samples`): in double
- * quotes, with \\ \" \n \t \r escaped, other control characters and bytes
- * that are not UTF-8 as \xNN, C1 controls as \u00NN. At most max bytes of
- * the text are shown, cut between characters; a cut text is followed by
- * "…(+N bytes)", N the bytes left out. */
-static void print_flat(const char *s, size_t max) {
+void cli_print_quoted(const char *s, size_t len, size_t max) {
   const unsigned char *p = (const unsigned char *)(s ? s : "");
-  size_t len = strlen((const char *)p), at = 0;
+  size_t at = 0;
   putchar('"');
   while (at < len) {
     int n = utf8_len(p + at);
@@ -506,6 +501,8 @@ static void print_flat(const char *s, size_t max) {
   putchar('"');
   if (at < len) printf("…(+%zu byte%s)", len - at, len - at == 1 ? "" : "s");
 }
+
+static void print_flat(const char *s, size_t max) { cli_print_quoted(s, s ? strlen(s) : 0, max); }
 
 int cmd_samples(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
@@ -614,8 +611,11 @@ int cmd_samples(int argc, char **argv) {
     printf("%5s %7s %6s %9s %-7s %s\n", "ITER", "PROMPT", "SAMPLE", "REWARD", "FINISH", "PROMPT -> COMPLETION");
     for (int j = 0; j < l.n; j++) {
       const store_sample *x = &l.v[j];
-      printf("%5lld %7lld %6d %9.4f %-7s ", (long long)x->iteration, (long long)x->prompt_index, x->sample_index,
-             x->reward, x->finish_reason ? x->finish_reason : "-");
+      /* 4 decimals where they tell; a reward too large for the column or too small for them in %g */
+      double a = fabs(x->reward);
+      const char *rf = a == 0 || (a >= 1e-3 && a < 1e4) || a != a ? "%5lld %7lld %6d %9.4f %-7s " : "%5lld %7lld %6d %9.3g %-7s ";
+      printf(rf, (long long)x->iteration, (long long)x->prompt_index, x->sample_index, x->reward,
+             x->finish_reason ? x->finish_reason : "-");
       print_flat(x->prompt, cut_prompt);
       printf(" -> ");
       print_flat(x->completion, cut_completion);

@@ -429,6 +429,9 @@ static int loop_rollout(loop_ctx *c, int64_t k, rollout_batch *b, rl_err *e) {
   else if (!rc)
     rc = rollout_generate(c->eng, items, c->B, (int)c->G, k, &c->ro, b, e);
   if (items) prompts_items_free(items, c->B);
+  if (rc == RL_EXIT_USAGE && items) /* a prompt the tokenizer or the length refuses: where it came from */
+    rl_err_prefix(e, "iteration %lld, the prompts of %s %s: ", (long long)k, c->r->data.task ? "data.task" : "data.prompts",
+                  c->r->data.task ? c->r->data.task : c->r->data.prompts);
   if (rc) return loop_failed(c, k, "rollout", e);
   rl_metric_list ml = {0};
   if (loop_enter(c, k, "reward", &done, e) || loop_reward(c, b, &ml, e)) {

@@ -13,6 +13,7 @@ const cli_command cli_commands[] = {
     {"plan", "print a recipe fully resolved, its layer precisions and stage plan", cmd_plan},
     {"matrix", "print the precision compatibility matrix and what this machine runs", cmd_matrix},
     {"convert", "convert a HF model directory to fp8-block/mxfp8/nvfp4 or back to bf16", cmd_convert},
+    {"tokenize", "how a recipe's tokenizer splits a text: ids and token texts (--decode: ids to text)", cmd_tokenize},
     {"score", "per-token log-probs of token sequences under a model (JSONL in, JSONL out)", cmd_score},
     {"run", "start a run from a recipe: rollout -> reward -> train -> sync, checkpoints, SQLite state", cmd_run},
     {"resume", "continue a stopped run exactly where it stopped (refuses changed recipe/inputs)", cmd_resume},

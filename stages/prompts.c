@@ -209,7 +209,9 @@ static void jsonl_add(prompt_source *s, json_t *j, int64_t lineno, const char *p
     s->line = rl_xrealloc(s->line, (size_t)*cap * sizeof *s->line);
   }
   s->text[s->n] = rl_xstrdup(json_string_value(json_object_get(j, pkey)));
-  json_object_del(j, pkey);
+  /* data.prompt_key's field stays a field of its own (the prompt as written, before data.prompt_template),
+   * as answer_key's does; "prompt" itself is the sample's prompt */
+  if (!strcmp(pkey, "prompt")) json_object_del(j, pkey);
   json_t *a = json_object_get(j, akey);
   if (strcmp(akey, "answer") != 0) { /* sample.answer is data.answer_key's field, or nothing: never the line's own "answer" */
     if (a) json_object_set(j, "answer", a);

@@ -430,7 +430,7 @@ TEST(lua_sandbox_deadline_stops_loops) {
   CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
   double dt = rl_now() - t0;
   CHECK_MSG(dt >= 0.2 && dt < 2.0, "stopped after %.3f s", dt);
-  CHECK_CONTAINS(e.msg, "slow.lua:2: wall-clock deadline exceeded (0.2 s per call) (sample 3 of iteration 7)");
+  CHECK_CONTAINS(e.msg, "slow.lua:2: wall-clock deadline exceeded (0.2 s per call, reward.limits.timeout_ms) (sample 3 of iteration 7)");
   luahost_close(h);
 }
 
@@ -463,6 +463,7 @@ TEST(lua_sandbox_memory_cap_stops_bombs) {
   s.completion = "doubling";
   CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
   CHECK_CONTAINS(e.msg, "bomb.lua:9: memory limit exceeded");
+  CHECK_CONTAINS(e.msg, "reward.limits.memory_mb; a string.rep or table bomb, or endless recursion?)");
   /* The host survives: memory is back, the next sample scores. */
   CHECK(luahost_memory(h) < (2u << 20));
   s.completion = "fine";
@@ -670,6 +671,12 @@ TEST(lua_named_reward_function) {
   REQUIRE(luahost_set_reward_function(h, "rewrd", &e) == 0);
   CHECK_EQ_I64(luahost_reward_one(h, &s[0], &r[0], &e), RL_EXIT_FAIL);
   CHECK_STREQ(e.msg, "named.lua: defines no function rewrd(sample), the function the recipe's reward.function "
+                     "names (sample 3 of iteration 7)");
+  /* a builtin of the sandbox is not the script's function (it was called, and blamed on line -1) */
+  REQUIRE(luahost_set_reward_function(h, "print", &e) == 0);
+  CHECK_EQ_I64(luahost_has(h, "print"), 0);
+  CHECK_EQ_I64(luahost_reward_one(h, &s[0], &r[0], &e), RL_EXIT_FAIL);
+  CHECK_STREQ(e.msg, "named.lua: defines no function print(sample), the function the recipe's reward.function "
                      "names (sample 3 of iteration 7)");
   luahost_close(h);
   /* name_batch(samples) scores the whole batch; reward_batch is not called */
@@ -958,7 +965,7 @@ TEST(lua_sandbox_deadline_holds_in_collectgarbage_loops) {
   double t0 = rl_now();
   CHECK_EQ_I64(call_within(h, "x", 30, &e), RL_EXIT_FAIL);
   double dt = rl_now() - t0;
-  CHECK_CONTAINS(e.msg, "gc.lua:4: wall-clock deadline exceeded (0.3 s per call)");
+  CHECK_CONTAINS(e.msg, "gc.lua:4: wall-clock deadline exceeded (0.3 s per call, reward.limits.timeout_ms)");
   CHECK_MSG(dt < 1.0, "stopped after %.2f s, deadline 0.3 s", dt);
   luahost_close(h);
 }

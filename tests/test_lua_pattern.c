@@ -373,8 +373,8 @@ TEST(lua_pattern_deadline_stops_backtracking) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     luahost_sample s = {.prompt = "q", .completion = cases[i].how, .index = 3, .iteration = 7};
     luahost_reward r;
-    char want[200];
-    snprintf(want, sizeof want, "slow.lua:%d: wall-clock deadline exceeded (0.2 s per call) (sample 3 of iteration 7)",
+    char want[300];
+    snprintf(want, sizeof want, "slow.lua:%d: wall-clock deadline exceeded (0.2 s per call, reward.limits.timeout_ms) (sample 3 of iteration 7)",
              cases[i].line);
     double t0 = rl_now();
     CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
@@ -394,7 +394,7 @@ TEST(lua_pattern_deadline_stops_backtracking) {
   h = luahost_open_string("top.lua", top, strlen(top), &lim, &e);
   CHECK(h == NULL);
   CHECK(rl_now() - t0 < 2.0);
-  CHECK_STREQ(e.msg, "top.lua:2: wall-clock deadline exceeded (0.2 s per call) (while loading the script)");
+  CHECK_STREQ(e.msg, "top.lua:2: wall-clock deadline exceeded (0.2 s per call, reward.limits.timeout_ms) (while loading the script)");
 }
 
 TEST(lua_pattern_steps_count_against_the_budget) {
@@ -409,9 +409,9 @@ TEST(lua_pattern_steps_count_against_the_budget) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     luahost_sample s = {.prompt = "q", .completion = cases[i].how, .index = 3, .iteration = 7};
     luahost_reward r;
-    char want[200];
-    snprintf(want, sizeof want, "slow.lua:%d: instruction budget exceeded (2000000 instructions per call; an endless "
-             "loop?) (sample 3 of iteration 7)", cases[i].line);
+    char want[300];
+    snprintf(want, sizeof want, "slow.lua:%d: instruction budget exceeded (2000000 instructions per call, "
+             "reward.limits.instructions; an endless loop?) (sample 3 of iteration 7)", cases[i].line);
     double t0 = rl_now();
     CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
     CHECK_MSG(rl_now() - t0 < 2.0, "%s: stopped after %.3f s", cases[i].how, rl_now() - t0);
@@ -452,9 +452,9 @@ TEST(lua_table_move_is_charged_its_range) {
   static const struct { const char *how; int line; } cases[] = {{"huge", 2}, {"caught", 3}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     s.completion = cases[i].how;
-    char want[200];
-    snprintf(want, sizeof want, "move.lua:%d: instruction budget exceeded (100000000 instructions per call; an "
-             "endless loop?) (sample 1 of iteration 2)", cases[i].line);
+    char want[300];
+    snprintf(want, sizeof want, "move.lua:%d: instruction budget exceeded (100000000 instructions per call, "
+             "reward.limits.instructions; an endless loop?) (sample 1 of iteration 2)", cases[i].line);
     double t0 = rl_now();
     CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
     CHECK_MSG(rl_now() - t0 < 1.0, "%s: stopped after %.3f s", cases[i].how, rl_now() - t0);

@@ -98,7 +98,7 @@ TEST(prompts_jsonl_errors_name_file_and_line) {
   prompt_item *v;
   REQUIRE(prompts_batch(s, 0, 1, 1, &v, &e) == 0);
   CHECK_STREQ(v[0].text, "q1");
-  CHECK_STREQ(v[0].extra_json, "{\"prompt\":3}");
+  CHECK_STREQ(v[0].extra_json, "{\"prompt\":3,\"question\":\"q1\"}"); /* the prompt key's field kept as written */
   prompts_items_free(v, 1);
   CHECK_EQ_I64(prompts_batch(s, 0, 0, 1, &v, &e), RL_EXIT_USAGE); /* iterations count from 1 */
   prompts_close(s);

@@ -763,13 +763,13 @@ TEST(recipe_lua_pattern_deadline_stops_validate) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
   double dt = rl_now() - t0;
   CHECK_MSG(dt < 2.0, "validate took %.2f s", dt);
-  CHECK_STREQ(out, "t.yaml:10:11: reward.script: slow.lua:2: wall-clock deadline exceeded (0.2 s per call) "
+  CHECK_STREQ(out, "t.yaml:10:11: reward.script: slow.lua:2: wall-clock deadline exceeded (0.2 s per call, reward.limits.timeout_ms) "
                    "(while loading the script)\n");
   /* the default budget (1e8) and the longest deadline: the step count stops it */
   snprintf(cmd, sizeof cmd, "cd %s && %s validate t.yaml --set reward.limits.timeout_ms=600000", dir, abs_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
   CHECK_STREQ(out, "t.yaml:10:11: reward.script: slow.lua:2: instruction budget exceeded (100000000 instructions "
-                   "per call; an endless loop?) (while loading the script)\n");
+                   "per call, reward.limits.instructions; an endless loop?) (while loading the script)\n");
 }
 
 /* Wording of common validate errors: ranges without an upper bound, words

@@ -1193,6 +1193,35 @@ TEST(runs_samples_text_is_unambiguous) {
   CHECK(strstr(out, "…(+") == NULL);
 }
 
+/* `rlrun samples` keeps a reward's column: 4 decimals from 1e-3 to 1e4, %g
+ * outside (1e30 did not fit, 1e-5 read 0.0000). */
+TEST(runs_samples_reward_column) {
+  char rd[1200], out[8192], args[1400];
+  snprintf(rd, sizeof rd, "%s/fake_rw", harness_tmpdir());
+  store *s = fake_run(rd);
+  REQUIRE(s);
+  const double rw[6] = {1e30, 1e-5, -2.5, 0, 9999.5, 12345.6};
+  store_sample v[6];
+  memset(v, 0, sizeof v);
+  for (int i = 0; i < 6; i++)
+    v[i] = (store_sample){.iteration = 1, .sample_index = i, .prompt = "p", .completion = "c", .reward = rw[i],
+                          .finish_reason = "eos"};
+  rl_err e;
+  REQUIRE(store_begin(s, &e) == 0);
+  REQUIRE(store_samples_put(s, v, 6, &e) == 0);
+  REQUIRE(store_commit(s, &e) == 0);
+  store_close(s);
+  snprintf(args, sizeof args, "samples %s", rd);
+  CHECK_EQ_I64(rl(harness_tmpdir(), "", args, out, sizeof out), 0);
+  CHECK_STREQ(out, " ITER  PROMPT SAMPLE    REWARD FINISH  PROMPT -> COMPLETION\n"
+                   "    1       0      0     1e+30 eos     \"p\" -> \"c\"\n"
+                   "    1       0      1     1e-05 eos     \"p\" -> \"c\"\n"
+                   "    1       0      2   -2.5000 eos     \"p\" -> \"c\"\n"
+                   "    1       0      3    0.0000 eos     \"p\" -> \"c\"\n"
+                   "    1       0      4 9999.5000 eos     \"p\" -> \"c\"\n"
+                   "    1       0      5  1.23e+04 eos     \"p\" -> \"c\"\n");
+}
+
 /* `rlrun metrics --csv / --json` write each value in the shortest form that reads back as the
  * same double (1.5e-07, not 1.4999999999999999e-07; 0.30000000000000004 keeps its 17 digits;
  * 20, not 2e+01), as the resolved recipe prints its numbers (rl_fmt_double). */
@@ -1778,4 +1807,26 @@ TEST(runs_allow_changed_rerun_replaces_metrics) {
   CHECK_CONTAINS(snap, "event 1 3 train: iteration 3 re-run under the changed recipe (--allow-changed): ");
   CHECK(strstr(snap, "not bit-reproducible") == NULL);
   free(snap);
+}
+
+/* A task's prompt that a later iteration makes too long stops the run with
+ * exit 2 naming the iteration and the script (it said only "rollout: prompt
+ * 0 ..."); seed 7 draws a too-long prompt first in iteration 2. */
+TEST(runs_task_prompt_refused_mid_run_names_its_iteration_and_script) {
+  char dir[1200], task[1400], args[8192], out[8192], cwd[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/tl", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(task, sizeof task, "%s/t_long.lua", dir);
+  REQUIRE(harness_write_file(task, "function prompts(n, rng)\n  local t = {}\n  for i = 1, n do t[i] = {prompt = "
+                                   "string.rep(\"1\", rng:int(1, 12)) .. \"+2=\", answer = \"3\"} end\n  return t\nend\n") == 0);
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --set data.task=%s --set rollout.batch=2 --set "
+           "train.microbatch=4 --set rollout.max_prompt_tokens=12 --set seed=7 --set loop.iterations=3 --runs-dir runs "
+           "--quiet", cwd, task);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), RL_EXIT_USAGE);
+  char want[2000];
+  snprintf(want, sizeof want, "iteration 2, the prompts of data.task %s: rollout: prompt 0 (\"111111111+2=\") has 13 "
+           "tokens, more than max_prompt_tokens 12", task);
+  CHECK_CONTAINS(out, want);
+  CHECK_CONTAINS(out, "--allow-changed` continues from what is committed");
 }

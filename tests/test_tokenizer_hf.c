@@ -866,3 +866,66 @@ TEST(tokenizer_hf_chain_validates_early_and_resumes_without_its_start) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK(strstr(out, "step-000003") == NULL); /* retention pruned the checkpoint the copies first came from */
 }
+
+/* rlrun tokenize: the ids of `tokenizers` itself (the oracle cases of the
+ * qwen2 fixture) through a recipe and through --tokenizer, the token lines,
+ * --prompt (template, then BOS), --decode, and bad input named (exit 2). */
+TEST(tokenize_command_matches_the_oracle) {
+  const char *fx = getenv("RLRUN_FIXTURES"), *dir = harness_tmpdir();
+  char tok[PATH_MAX], rel[1200], recipe[1200], text[16384], out[65536], cases[1200];
+  snprintf(rel, sizeof rel, "%s/tokenizer/qwen2/tokenizer.json", fx ? fx : "build/fixtures");
+  REQUIRE(realpath(rel, tok) != NULL);
+  snprintf(cases, sizeof cases, "%s/tokenizer/qwen2/cases.jsonl", fx ? fx : "build/fixtures");
+  snprintf(recipe, sizeof recipe, "%s/t.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: tk\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
+           "head_dim: 16, ffn: 64, max_seq_len: 64}\ntokenizer:\n  path: %s\ndata:\n  task: %s/lua/scripts/task_add_digits.lua\n"
+           "rollout: {max_prompt_tokens: 32, max_new_tokens: 8}\n"
+           "reward:\n  script: %s/lua/scripts/digit_match.lua\n", tok, getenv("PWD") ? getenv("PWD") : ".",
+           getenv("PWD") ? getenv("PWD") : ".");
+  REQUIRE(harness_write_file(recipe, text) == 0);
+  json_error_t je;
+  FILE *f = fopen(cases, "r");
+  REQUIRE(f != NULL);
+  char line[65536];
+  int checked = 0;
+  for (int k = 0; fgets(line, sizeof line, f) && checked < 12; k++) {
+    if (k % 60 != 7) continue; /* a spread of the cases (mixed scripts, specials, spaces, digits) */
+    json_t *c = json_loads(line, 0, &je);
+    REQUIRE(c != NULL);
+    const char *t = json_string_value(json_object_get(c, "text"));
+    if (!t || !*t) {
+      json_decref(c);
+      continue;
+    }
+    char *want = json_dumps(json_object_get(c, "ids"), 0);
+    char path[1400];
+    snprintf(path, sizeof path, "%s/in.txt", dir);
+    REQUIRE(harness_write_file(path, t) == 0);
+    for (int via = 0; via < 2; via++) {
+      char cmd[8192];
+      snprintf(cmd, sizeof cmd, "%s tokenize %s%s --ids < %s", harness_bin(), via ? "--tokenizer " : "",
+               via ? tok : recipe, path);
+      CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+      char got[65536];
+      snprintf(got, sizeof got, "%s\n", want);
+      CHECK_STREQ(out, got);
+    }
+    free(want);
+    json_decref(c);
+    checked++;
+  }
+  fclose(f);
+  CHECK(checked >= 10);
+  /* the token lines, the prompt's ids with the template and a BOS, decode */
+  cli_expect(out, sizeof out, 0, "3 tokens\n    2065  \"Hello\"\n     220  \" \"\n    3002  \"<|im_end|>\"  special\n",
+             "tokenize %s 'Hello <|im_end|>'", recipe);
+  cli_expect(out, sizeof out, 0, "[3001, 71, 72, 3002]\n", "tokenize %s --ids --prompt --set 'tokenizer.bos=<|im_start|>' "
+             "--set 'data.prompt_template=\"{prompt}<|im_end|>\"' hi", recipe);
+  cli_expect(out, sizeof out, 0, "[71, 72]\n", "tokenize %s --ids hi", recipe);
+  cli_expect(out, sizeof out, 0, "Hello <|im_end|>\n", "tokenize --tokenizer %s --decode '[2065, 220, 3002]'", tok);
+  cli_expect(out, sizeof out, 2, "token id 3005 is outside the vocabulary", "tokenize %s --decode '3005'", recipe);
+  cli_expect(out, sizeof out, 2, "'x1' is not a token id", "tokenize %s --decode '1 x1'", recipe);
+  cli_expect(out, sizeof out, 2, "which tokenizer?", "tokenize");
+  cli_expect(out, sizeof out, 2, "tokenizer.path", "tokenize %s --set tokenizer.path=%s/none.json hi", recipe, dir);
+}
