@@ -688,6 +688,25 @@ TEST(rollout_stop_tokens_end_completions) {
   CHECK_MSG(eos > 50, "%d samples ended eos; with \"3\" an end token, expected well over the ~37 of <eos> alone", eos);
 }
 
+/* dir/tk (the qwen2 fixture's tokenizer.json and tokenizer_config.json),
+ * dir/p.jsonl (one prompt) and dir/a.yaml: a one-iteration run of a fresh
+ * tiny model named `name` through that tokenizer (its path in recipe). */
+static void tk_start(const char *dir, const char *name, const char *reward, char *recipe, size_t n) {
+  const char *fx = getenv("RLRUN_FIXTURES");
+  char cmd[8192], out[4096], text[8192];
+  snprintf(cmd, sizeof cmd, "mkdir -p %s/tk && cp %s/tokenizer/qwen2/tokenizer.json %s/tokenizer/qwen2/tokenizer_config.json "
+           "%s/tk/ && printf '{\"prompt\": \"hello there\", \"answer\": \"x\"}\\n' > %s/p.jsonl",
+           dir, fx ? fx : "build/fixtures", fx ? fx : "build/fixtures", dir, dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  snprintf(recipe, n, "%s/a.yaml", dir);
+  snprintf(text, sizeof text,
+           "name: %s\nseed: 2\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
+           "head_dim: 16, ffn: 64, max_seq_len: 32}\ntokenizer:\n  path: %s/tk/tokenizer.json\ndata:\n  prompts: %s/p.jsonl\n"
+           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
+           "reward:\n  script: %s\nloop: {iterations: 1}\n", name, dir, dir, reward);
+  REQUIRE(harness_write_file(recipe, text) == 0);
+}
+
 /* An hf run's checkpoint carries its tokenizer files: with the run directory
  * moved and the original tokenizer gone, a run from the checkpoint finds them
  * in it; resume says a complete run is complete and refuses a stopped one
@@ -701,17 +720,7 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   const char *fx = getenv("RLRUN_FIXTURES"), *dir = harness_tmpdir();
   char cmd[8192], out[16384], recipe[1200], recipe2[1200], text[8192], reward[PATH_MAX];
   REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
-  snprintf(cmd, sizeof cmd, "mkdir -p %s/tk && cp %s/tokenizer/qwen2/tokenizer.json %s/tokenizer/qwen2/tokenizer_config.json "
-           "%s/tk/ && printf '{\"prompt\": \"hello there\", \"answer\": \"x\"}\\n' > %s/p.jsonl",
-           dir, fx ? fx : "build/fixtures", fx ? fx : "build/fixtures", dir, dir);
-  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
-  snprintf(recipe, sizeof recipe, "%s/a.yaml", dir);
-  snprintf(text, sizeof text,
-           "name: carry\nseed: 2\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
-           "head_dim: 16, ffn: 64, max_seq_len: 32}\ntokenizer:\n  path: %s/tk/tokenizer.json\ndata:\n  prompts: %s/p.jsonl\n"
-           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
-           "reward:\n  script: %s\nloop: {iterations: 1}\n", dir, dir, reward);
-  REQUIRE(harness_write_file(recipe, text) == 0);
+  tk_start(dir, "carry", reward, recipe, sizeof recipe);
   cli_expect(out, sizeof out, 0, NULL, "run %s --runs-dir %s/runs --quiet", recipe, dir);
   /* the checkpoint holds byte-equal copies, listed (size, sha256) in its manifest */
   snprintf(cmd, sizeof cmd, "cd %s/runs/carry-*/checkpoints/step-000001 && cmp tokenizer.json %s/tk/tokenizer.json && "
@@ -826,20 +835,10 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
  * --allow-changed finishes from its own checkpoint's tokenizer copies, with
  * the final weights of an uninterrupted run. */
 TEST(tokenizer_hf_chain_validates_early_and_resumes_without_its_start) {
-  const char *fx = getenv("RLRUN_FIXTURES"), *dir = harness_tmpdir();
+  const char *dir = harness_tmpdir();
   char cmd[8192], out[16384], a[1200], b[1200], text[8192], reward[PATH_MAX];
   REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
-  snprintf(cmd, sizeof cmd, "mkdir -p %s/tk && cp %s/tokenizer/qwen2/tokenizer.json %s/tokenizer/qwen2/tokenizer_config.json "
-           "%s/tk/ && printf '{\"prompt\": \"hello there\", \"answer\": \"x\"}\\n' > %s/p.jsonl",
-           dir, fx ? fx : "build/fixtures", fx ? fx : "build/fixtures", dir, dir);
-  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
-  snprintf(a, sizeof a, "%s/a.yaml", dir);
-  snprintf(text, sizeof text,
-           "name: start\nseed: 2\ndevice: cpu\nmodel:\n  init: {arch: qwen3, hidden: 32, layers: 1, heads: 2, kv_heads: 1, "
-           "head_dim: 16, ffn: 64, max_seq_len: 32}\ntokenizer:\n  path: %s/tk/tokenizer.json\ndata:\n  prompts: %s/p.jsonl\n"
-           "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
-           "reward:\n  script: %s\nloop: {iterations: 1}\n", dir, dir, reward);
-  REQUIRE(harness_write_file(a, text) == 0);
+  tk_start(dir, "start", reward, a, sizeof a);
   snprintf(b, sizeof b, "%s/b.yaml", dir);
   snprintf(text, sizeof text,
            "name: next\nseed: 3\ndevice: cpu\nmodel:\n  checkpoint: runs/start\ndata:\n  prompts: %s/p.jsonl\n"
