@@ -76,6 +76,12 @@ typedef struct gen_run {
   int rk;              /* routed row width L·k (0: dense) */
 } gen_run;
 
+stop_rule rollout_stop_rule(const rollout_opts *o, const tokenizer *tok) {
+  int32_t eos = o->ignore_eos ? -1 : o->eos_id == -2 ? (tok ? tok->eos : -1) : o->eos_id;
+  return (stop_rule){eos, o->stop, o->n_stop, o->max_new_tokens, o->exclude_stop,
+                     o->ignore_eos ? NULL : o->stop_ids, o->ignore_eos ? 0 : o->n_stop_ids};
+}
+
 void rollout_opts_default(rollout_opts *o) {
   memset(o, 0, sizeof *o);
   o->temperature = 1.0, o->top_p = 1.0, o->max_new_tokens = 256, o->add_bos = 1, o->max_slots = 64;
@@ -346,10 +352,8 @@ static int run_generate(rollout_engine *r, const int32_t *const *ids, const int6
   gen_run g = {0};
   g.eng = r, g.o = o, g.iteration = iteration;
   g.sp = (sampler_params){o->temperature, o->greedy, o->top_k, o->top_p, o->min_p};
-  g.eos = o->eos_id == -2 ? (r->tok ? r->tok->eos : -1) : o->eos_id;
-  if (o->ignore_eos) g.eos = -1;
-  g.rule = (stop_rule){g.eos, o->stop, o->n_stop, o->max_new_tokens, o->exclude_stop,
-                       o->ignore_eos ? NULL : o->stop_ids, o->ignore_eos ? 0 : o->n_stop_ids};
+  g.rule = rollout_stop_rule(o, r->tok);
+  g.eos = g.rule.eos;
   g.n_seq = n_prompts * G;
   g.rk = m->E > 0 ? m->L * m->topk : 0;
   int64_t want_slots = o->max_slots ? o->max_slots : 64;

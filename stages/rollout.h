@@ -137,6 +137,10 @@ typedef struct rollout_engine_opts {
 
 /* T = 1, no masks, max_new_tokens 256, add_bos 1, max_slots 64. */
 void rollout_opts_default(rollout_opts *o);
+/* The stop rule of o for a sequence (both engines): the EOS (o->eos_id, or
+ * -2: tok's), the extra end ids, stop strings and length; no end id under
+ * ignore_eos. */
+stop_rule rollout_stop_rule(const rollout_opts *o, const tokenizer *tok);
 
 /* An engine over model m (not owned; must outlive the engine) and tokenizer
  * t (not owned; may be NULL for rollout_generate_ids: then completion texts

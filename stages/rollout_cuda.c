@@ -802,10 +802,8 @@ static int rc_sample_take(rollout_cuda_engine *g, rc_seq **sq, const int64_t *qi
   RC(cudaEventSynchronize(g->ev[buf]), "the decode step");
   const sampler_out *so = g->h_out + (size_t)buf * g->slots;
   rp_collect();
-  int32_t eos = o->eos_id == -2 ? (g->tok ? g->tok->eos : -1) : o->eos_id;
-  if (o->ignore_eos) eos = -1;
-  stop_rule rule = {eos, o->stop, o->n_stop, o->max_new_tokens, o->exclude_stop,
-                    o->ignore_eos ? NULL : o->stop_ids, o->ignore_eos ? 0 : o->n_stop_ids};
+  stop_rule rule = rollout_stop_rule(o, g->tok);
+  int32_t eos = rule.eos;
   for (int i = 0; i < n; i++) {
     rc_seq *q = sq[i];
     if (q->fin) continue;
