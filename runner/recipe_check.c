@@ -21,6 +21,7 @@
 #include "stages/sync.h"
 #include "stages/train.h"
 #include "stages/tokenizer.h"
+#include "stages/unicode.h"
 
 /* Error about key `path`, at the place it was written (or the recipe file). */
 static int kerr(recipe *r, rl_err *e, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -187,14 +188,6 @@ static int check_model(recipe *r, int flags, rl_err *e) {
   return read_config(r, key, dir, r->model.path != NULL, e);
 }
 
-/* Decode one UTF-8 code point (input already validated); returns its length. */
-static int utf8_next(const unsigned char *s, unsigned *cp) {
-  if (s[0] < 0x80) return *cp = s[0], 1;
-  if (s[0] < 0xE0) return *cp = ((s[0] & 0x1Fu) << 6) | (s[1] & 0x3Fu), 2;
-  if (s[0] < 0xF0) return *cp = ((s[0] & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu), 3;
-  return *cp = ((s[0] & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu), 4;
-}
-
 static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
   int rc = 0;
   if (r->tokenizer.type == TOKENIZER_CHARS) {
@@ -204,21 +197,21 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
     if (!r->tokenizer.chars)
       return kerr(r, e, "tokenizer.type", "chars needs tokenizer.chars: the characters of the vocabulary");
     /* each character once */
-    const unsigned char *s = (const unsigned char *)r->tokenizer.chars;
+    const char *s = r->tokenizer.chars;
+    size_t n = strlen(s), i = 0;
     int count = 0;
-    for (const unsigned char *p = s; *p;) {
-      unsigned cp, cq;
-      int len = utf8_next(p, &cp);
-      for (const unsigned char *q = s; q < p;) {
-        q += utf8_next(q, &cq);
+    while (i < n) {
+      size_t at = i, j = 0;
+      uint32_t cp, cq;
+      if (uni_utf8_next(s, n, &i, &cp)) /* the loader checked the recipe's text: not met */
+        return kerr(r, e, "tokenizer.chars", "is not UTF-8 at byte %zu", at);
+      while (j < at && !uni_utf8_next(s, n, &j, &cq))
         if (cq == cp) {
           char shown[8] = {0};
-          if (cp < 0x20) snprintf(shown, sizeof shown, "\\x%02x", cp);
-          else memcpy(shown, p, (size_t)len);
+          if (cp < 0x20) snprintf(shown, sizeof shown, "\\x%02x", (unsigned)cp);
+          else memcpy(shown, s + at, i - at);
           return kerr(r, e, "tokenizer.chars", "character '%s' appears twice: list each character once", shown);
         }
-      }
-      p += len;
       count++;
     }
     /* The character tokenizer puts <pad>, <bos>, <eos> first (stages/tokenizer.h). */
