@@ -73,6 +73,7 @@ typedef struct recipe {
     int64_t layers;   /* derived: layer count when known, else 0 */
     int64_t positions, vocab; /* derived from model.path's / the checkpoint's config.json: its
                                  max_position_embeddings and vocab_size, else 0 */
+    char quant_method[32];    /* derived: its quantization_config's quant_method ("fp8", ...), else "" */
   } model;
 
   struct {

@@ -96,6 +96,7 @@ static int read_config(recipe *r, const char *key, const char *dir, int required
   if (model_config_load(cfg, &c, &ce)) return kerr(r, e, key, "%s", ce.msg);
   r->model.positions = c.max_position_embeddings;
   r->model.vocab = c.vocab_size;
+  snprintf(r->model.quant_method, sizeof r->model.quant_method, "%s", c.quant_method);
   model_config_free(&c);
   if (r->train.algorithm != ALGO_SFT && c.max_position_embeddings < r->rollout.max_prompt_tokens + r->rollout.max_new_tokens)
     rc = kerr(r, e, is_set(r, "rollout.max_new_tokens") ? "rollout.max_new_tokens" : key,

@@ -117,7 +117,10 @@ void recipe_print_plan(FILE *f, const recipe *r, const hw_target *t, int emulate
   fprintf(f, "\n== stages (%lld iteration%s) ==\n", (long long)r->loop.iterations, r->loop.iterations == 1 ? "" : "s");
   int64_t step = 1;
   const char *src = r->model.path ? "load the Hugging Face model" : r->model.checkpoint ? "load the checkpoint" : "initialise a fresh model (seed)";
-  fprintf(f, "%5lld  convert        %s, bf16 master -> %s rollout weights\n", (long long)step++, src,
+  char deq[96] = ""; /* a quantized checkpoint's weights become the BF16 masters */
+  if (!r->model.has_init && r->model.quant_method[0])
+    snprintf(deq, sizeof deq, " (%s weights, dequantized)", r->model.quant_method);
+  fprintf(f, "%5lld  convert        %s%s, bf16 master -> %s rollout weights\n", (long long)step++, src, deq,
           prec_names[r->precision.rollout]);
   int64_t n = r->loop.iterations;
   int sft = r->train.algorithm == ALGO_SFT, per = sft ? 2 : 4; /* steps of an iteration, as print_iteration */

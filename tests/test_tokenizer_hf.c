@@ -777,6 +777,9 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   snprintf(cmd, sizeof cmd, "ls %s/cv", dir);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_STREQ(out, "config.json\nmodel.safetensors\ntokenizer.json\ntokenizer_config.json\n");
+  /* a quantized model.path: the plan says its weights become the BF16 masters */
+  cli_expect(out, sizeof out, 0, "convert        load the Hugging Face model (fp8 weights, dequantized), bf16 master",
+             "plan %s --set model.init=null --set model.path=%s/cv --set tokenizer.path=null", recipe, dir);
   snprintf(recipe2, sizeof recipe2, "%s/b.yaml", dir);
   snprintf(text, sizeof text,
            "name: from\nseed: 3\ndevice: cpu\nmodel:\n  checkpoint: %s/moved/carry\ndata:\n  prompts: %s/p.jsonl\n"
