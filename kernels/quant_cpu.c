@@ -45,7 +45,7 @@ int quant_status_err(int status, const quant_stats *st, const char *what, int64_
   if (status == QUANT_NONFINITE && st && st->first_index >= 0 && K > 0)
     return rl_errf(e, RL_EXIT_USAGE,
                    "%s: %lld non-finite value(s) (Inf/NaN), first at row %lld, column %lld; "
-                   "refusing to quantize it (fix the source tensor or keep it in BF16)",
+                   "refusing to quantize it (an Inf or NaN has no code in a low-precision format; fix where it comes from)",
                    what, (long long)st->n_nonfinite, (long long)(st->first_index / K),
                    (long long)(st->first_index % K));
   if (status == QUANT_NONFINITE)

@@ -215,7 +215,8 @@ static void print_tokenizer(const recipe *r) {
     int listed = 0; /* from rollout.stop_tokens, or (only) from the generation config */
     for (int j = 0; j < r->rollout.stop_tokens.n && !listed; j++)
       listed = tokenizer_find(tok, r->rollout.stop_tokens.items[j]) == ends[i];
-    if (!listed && gp) printf("  (eos_token_id of %s)", gp);
+    if (listed) printf("  (rollout.stop_tokens)");
+    else if (gp) printf("  (eos_token_id of %s)", gp);
     putchar('\n');
   }
   free(gp);
@@ -227,8 +228,9 @@ int cmd_plan(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun plan RECIPE [--hardware NAME[:COUNT]] [--set KEY=VALUE]...\n\n"
            "Print the fully resolved recipe (every key, with defaults marked \"# default\"),\n"
-           "the hardware verdict, the tokenizer (its file, size, and the BOS / EOS / PAD tokens a\n"
-           "run uses), the precision of each layer class in rollout and training, and the\n"
+           "the hardware verdict, the tokenizer (its file, number of ids, the BOS / EOS / PAD tokens\n"
+           "a run uses and its other end tokens), the precision of each layer class in rollout and\n"
+           "training, and the\n"
            "ordered stage plan: convert, then rollout -> train -> sync per iteration,\n"
            "with checkpoints. Exit codes as for `rlrun validate` (the plan is printed for a\n"
            "valid recipe even when this hardware cannot run it, exit 3).\n");

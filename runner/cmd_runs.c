@@ -98,9 +98,10 @@ static int print_event(void *ud, const store_event_row *ev) {
 int cmd_status(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun status RUNDIR\n\n"
-           "What a run is doing or did: its state (complete, running, stopped, failed), the last\n"
-           "committed step, iterations done of the plan, samples, the latest reward, loss and\n"
-           "mismatch, the checkpoints, and recent warnings and errors. Read-only.\n");
+           "What a run is doing or did: its state (complete, running, stopped, failed, or new: no\n"
+           "step finished yet), the last committed step, iterations done of the plan, samples, the\n"
+           "latest reward, loss and mismatch, the checkpoints, and recent warnings and errors.\n"
+           "Read-only.\n");
     return RL_EXIT_OK;
   }
   int i = 1;

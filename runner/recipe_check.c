@@ -614,8 +614,6 @@ static int check_gpus(recipe *r, rl_err *e) {
               "gpus.train[0])", (long long)ls[1]->items[0]);
   if (r->sync.transport == SYNC_NCCL && !apart)
     rc = kerr(r, e, "sync.transport", "nccl needs rollout and training on different GPUs; colocated runs sync on the device");
-  if (r->sync.transport == SYNC_NCCL && r->device == DEVICE_CPU)
-    rc = kerr(r, e, "sync.transport", "nccl needs GPUs, and device is cpu");
   return rc;
 }
 

@@ -524,6 +524,11 @@ TEST(cli_validate_plan_exit_codes) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   CHECK_CONTAINS(out, "note: --hardware a100 does not apply: the recipe says device: cpu (set device: auto or cuda "
                       "to validate it for a100)");
+  /* a GPU recipe set to the CPU: its GPU lists and sync.transport are ignored there, as with device: auto on a
+   * machine without a GPU (sync.transport: nccl was an error with device: cpu only) */
+  snprintf(cmd, sizeof cmd, "%s validate recipes/fp8-rollout-bf16-train.yaml --set device=cpu", harness_bin());
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "on cpu (cpu, CPU reference numerics)");
   snprintf(cmd, sizeof cmd, "%s validate tests/recipes/bad/unknown_key_typo.yaml", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
   CHECK_CONTAINS(out, "tests/recipes/bad/unknown_key_typo.yaml:14:3: unknown key 'lrr' (did you mean 'lr'?)");

@@ -553,7 +553,7 @@ TEST(tokenizer_hf_run_end_to_end) {
   snprintf(want, sizeof want, "\n== tokenizer ==\nhf %s: 3005 ids\nbos: none\neos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\n", tok);
   CHECK_CONTAINS(out, want);
   /* more end tokens: listed by plan; one that is no token is named at validation */
-  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>\n",
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>  (rollout.stop_tokens)\n",
              "plan %s --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe);
   cli_expect(out, sizeof out, 2, "\"<|nope|>\" is no token of the tokenizer",
              "validate %s --set 'rollout.stop_tokens=[\"<|endoftext|>\", \"<|nope|>\"]'", recipe);
@@ -635,7 +635,7 @@ TEST(tokenizer_hf_config_and_warnings) {
              recipe);
   CHECK_CONTAINS(out, "warning: rollout.stop \"<|im_end|>\" is the text of special token 3002");
   /* the plan shows control characters escaped */
-  cli_expect(out, sizeof out, 0, "\nends a completion too: 198 \\n\n", "plan %s --set 'rollout.stop_tokens=[\"\\n\"]'",
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 198 \\n  (rollout.stop_tokens)\n", "plan %s --set 'rollout.stop_tokens=[\"\\n\"]'",
              recipe);
   /* a run stopped in iteration 2, then its tokenizer_config.json edited: resume refuses, naming it */
   snprintf(runs, sizeof runs, "%s/runs", dir);
@@ -803,7 +803,7 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   cli_expect(out, sizeof out, 0, NULL, "plan %s %s%s/model --set rollout.generation_config_eos=false", recipe2, m, dir);
   CHECK(strstr(out, "ends a completion too") == NULL);
   /* one id, the same as a stop token: listed once, as the stop token */
-  cli_expect(out, sizeof out, 0, "\npad: 3000 <|endoftext|>\nends a completion too: 3000 <|endoftext|>\n\n",
+  cli_expect(out, sizeof out, 0, "\npad: 3000 <|endoftext|>\nends a completion too: 3000 <|endoftext|>  (rollout.stop_tokens)\n\n",
              "plan %s %s%s/model --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe2, m, dir);
   /* bad generation configs: the file, what is wrong, how to go on */
   static const char *const bad[][2] = {
