@@ -45,7 +45,10 @@ static int is_set(const recipe *r, const char *path) {
  * (from the current directory), a recipe's from the file that writes it. */
 static const char *path_hint(const recipe *r, const char *key, char *buf, size_t n) {
   recipe_loc l = recipe_key_loc(r, key);
+  size_t fl = strlen(l.file), rl = strlen("/recipe.resolved.yaml");
   if (l.line == 0 && !strncmp(l.file, "--set ", 6)) snprintf(buf, n, "a --set path is relative to the current directory");
+  else if (fl > rl && !strcmp(l.file + fl - rl, "/recipe.resolved.yaml")) /* a run's stored recipe (resume) */
+    snprintf(buf, n, "the run's recipe names it there; moved elsewhere: rlrun resume RUNDIR --set %s=NEW_PATH", key);
   else snprintf(buf, n, "a path in a recipe is relative to the directory of the file that writes it");
   return buf;
 }
@@ -184,7 +187,7 @@ static int check_model(recipe *r, int flags, rl_err *e) {
   const char *key = r->model.path ? "model.path" : "model.checkpoint";
   const char *dir = r->model.path ? r->model.path : r->model.checkpoint;
   const char *why = check_path(dir, 1);
-  char hint[100];
+  char hint[160];
   if (why) return kerr(r, e, key, "'%s': %s (%s)", dir, why, path_hint(r, key, hint, sizeof hint));
   return read_config(r, key, dir, r->model.path != NULL, e);
 }
@@ -279,6 +282,11 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
     return rc;
   }
   const char *why = check_path(path, 0);
+  struct stat mst;
+  if (why && !strcmp(key, "model.path") && stat(r->model.path, &mst) != 0) { /* the directory's error was said */
+    free(path);
+    return rc;
+  }
   if (why) {
     rc = kerr(r, e, key, "%s: %s: %s", path, why,
               !strcmp(key, "model.path") ? "the model directory holds no tokenizer.json; set tokenizer.path to the "
@@ -506,7 +514,7 @@ static int check_files(recipe *r, int flags, const tokenizer *hf, rl_err *e) {
   int missing[3] = {0};
   for (int i = 0; i < 3; i++) {
     const char *why = vals[i] ? check_path(vals[i], 0) : NULL;
-    char hint[100];
+    char hint[160];
     if (why) missing[i] = 1, rc = kerr(r, e, keys[i], "'%s': %s (%s)", vals[i], why, path_hint(r, keys[i], hint, sizeof hint));
   }
   int data = !(flags & RECIPE_NO_DATA);
