@@ -2,6 +2,7 @@
  * `rlrun metrics`, `rlrun samples`, `rlrun export`. */
 #include <dirent.h>
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "runner/cli.h"
 #include "runner/loop.h"
 #include "runner/runs.h"
+#include "stages/tokenizer.h"
 #include "state/ckpt.h"
 #include "state/rundir.h"
 
@@ -505,9 +507,54 @@ void cli_print_quoted(const char *s, size_t len, size_t max) {
 
 static void print_flat(const char *s, size_t max) { cli_print_quoted(s, s ? strlen(s) : 0, max); }
 
+/* An array of n ids as JSON. */
+static json_t *json_ints(const int32_t *v, int n) {
+  json_t *a = json_array();
+  for (int i = 0; v && i < n; i++) json_array_append_new(a, json_integer(v[i]));
+  return a;
+}
+
+/* A text as a JSON string: bytes that are not UTF-8 (none should be stored:
+ * completions are made valid) become U+FFFD rather than dropping the field. */
+static json_t *json_text(const char *t) {
+  json_t *j = json_string(t ? t : "");
+  if (j) return j;
+  char *fixed = rl_xstrdup(t);
+  tokenizer_fix_utf8(&fixed);
+  j = json_string(fixed);
+  free(fixed);
+  return j ? j : json_string("");
+}
+
+/* One sample as a JSON line (samples --json): numbers with 17 significant
+ * digits (the stored double or FP32 value exactly); a non-finite one is null. */
+static void print_sample_json(const store_sample *x) {
+  json_t *o = json_object();
+  json_object_set_new(o, "iteration", json_integer(x->iteration));
+  json_object_set_new(o, "prompt_index", json_integer(x->prompt_index));
+  json_object_set_new(o, "sample_index", json_integer(x->sample_index));
+  json_object_set_new(o, "prompt", json_text(x->prompt));
+  json_object_set_new(o, "completion", json_text(x->completion));
+  json_object_set_new(o, "prompt_tokens", json_ints(x->prompt_tokens, x->n_prompt_tokens));
+  json_object_set_new(o, "tokens", json_ints(x->tokens, x->n_tokens));
+  json_t *lp = json_array();
+  for (int i = 0; x->logprobs && i < x->n_logprobs; i++)
+    json_array_append_new(lp, isfinite(x->logprobs[i]) ? json_real((double)x->logprobs[i]) : json_null());
+  json_object_set_new(o, "logprobs", lp);
+  json_object_set_new(o, "reward", isfinite(x->reward) ? json_real(x->reward) : json_null());
+  json_object_set_new(o, "finish_reason", x->finish_reason ? json_string(x->finish_reason) : json_null());
+  json_t *f = x->extra_json ? json_loads(x->extra_json, 0, NULL) : NULL;
+  json_object_set_new(o, "fields", json_is_object(f) ? f : json_object());
+  if (f && !json_is_object(f)) json_decref(f);
+  char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+  if (line) puts(line);
+  free(line);
+  json_decref(o);
+}
+
 int cmd_samples(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
-    printf("usage: rlrun samples RUNDIR [--iter K] [--top N] [--full]\n\n"
+    printf("usage: rlrun samples RUNDIR [--iter K] [--top N] [--full | --json]\n\n"
            "The committed samples: iteration, prompt (its position in the data stream), sample,\n"
            "reward, finish reason, prompt and completion. --iter K: one iteration (default: the\n"
            "latest with samples); --top N: the N highest rewards (of iteration K, or of the whole\n"
@@ -516,7 +563,11 @@ int cmd_samples(int argc, char **argv) {
            "Texts are quoted on one line: \\\\ \\\" \\n \\t \\r escaped, other control characters and\n"
            "bytes that are not UTF-8 as \\xNN (C1 controls \\u00NN). At most 60 bytes of a prompt and\n"
            "120 of a completion are shown, cut between characters; a cut text is followed by\n"
-           "\"…(+N bytes)\", N the bytes left out. --full: the whole texts.\n");
+           "\"…(+N bytes)\", N the bytes left out. --full: the whole texts.\n"
+           "--json: one JSON object per sample and line (JSONL), everything stored: iteration,\n"
+           "prompt_index, sample_index, prompt, completion, prompt_tokens, tokens, logprobs (the\n"
+           "rollout's, one per completion token), reward (null: not scored), finish_reason, and\n"
+           "fields (the prompt's other fields, as the reward saw them).\n");
     return RL_EXIT_OK;
   }
   int i = 1;
@@ -524,15 +575,20 @@ int cmd_samples(int argc, char **argv) {
   const char *dir = one_dir("samples", argc, argv, &i, (const char *const[]){"--iter", "--top", NULL});
   if (!dir) return RL_EXIT_USAGE;
   size_t cut_prompt = 60, cut_completion = 120;
+  int as_json = 0;
   for (; i < argc; i++) {
     const char *opt = argv[i];
     if (!strcmp(opt, "--full")) {
       cut_prompt = cut_completion = SIZE_MAX;
       continue;
     }
+    if (!strcmp(opt, "--json")) {
+      as_json = 1;
+      continue;
+    }
     int is_iter = !strcmp(opt, "--iter");
     if (!is_iter && strcmp(opt, "--top")) {
-      fprintf(stderr, "rlrun samples: unknown option '%s' (--iter K, --top N, --full)\n", opt);
+      fprintf(stderr, "rlrun samples: unknown option '%s' (--iter K, --top N, --full, --json)\n", opt);
       return RL_EXIT_USAGE;
     }
     const char *what = is_iter ? "K: an iteration, counted from 1" : "N: how many samples, 1 or more";
@@ -604,10 +660,12 @@ int cmd_samples(int argc, char **argv) {
     }
   }
   store_sample_query q = {.iteration = iter, .order = top ? STORE_ORDER_REWARD_DESC : STORE_ORDER_INDEX,
-                          .limit = (int)top};
+                          .limit = (int)top, .with_blobs = as_json};
   store_sample_list l = {0};
   if ((rc = store_samples_query(s, &q, &l, &e))) {
     fprintf(stderr, "rlrun samples: %s\n", e.msg);
+  } else if (as_json) {
+    for (int j = 0; j < l.n; j++) print_sample_json(&l.v[j]);
   } else {
     printf("%5s %7s %6s %9s %-7s %s\n", "ITER", "PROMPT", "SAMPLE", "REWARD", "FINISH", "PROMPT -> COMPLETION");
     for (int j = 0; j < l.n; j++) {

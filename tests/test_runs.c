@@ -618,7 +618,7 @@ TEST(runs_read_commands_and_export) {
       {"--top -99999999999999999999", "rlrun samples: --top '-99999999999999999999' is out of range (N: how many "
                                       "samples, 1 or more)\n"},
       {"--top", "rlrun samples: --top needs a value (N: how many samples, 1 or more)\n"},
-      {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N, --full)\n"}};
+      {"--last 2", "rlrun samples: unknown option '--last' (--iter K, --top N, --full, --json)\n"}};
   for (size_t k = 0; k < sizeof bad_args / sizeof *bad_args; k++) {
     snprintf(args, sizeof args, "samples %s %s", rd, bad_args[k][0]);
     CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
@@ -1829,4 +1829,59 @@ TEST(runs_task_prompt_refused_mid_run_names_its_iteration_and_script) {
            "tokens, more than max_prompt_tokens 12", task);
   CHECK_CONTAINS(out, want);
   CHECK_CONTAINS(out, "--allow-changed` continues from what is committed");
+}
+
+/* `rlrun samples --json`: one object per sample with what is stored — the
+ * demo's first iteration: 256 lines in order, as many log-probs as tokens
+ * (each a log-probability), the completion the chars tokenizer's text of its
+ * tokens, the rewards those of the table, the task's answer among the fields. */
+TEST(runs_samples_json_holds_everything) {
+  char dir[1200], args[8192], out[1 << 20], cwd[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/sj", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --set loop.iterations=1 --runs-dir runs --quiet", cwd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  char rd[1400];
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "samples %s --top 1", rd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  double best = strtod(strchr(strchr(out, '\n') + 1, '.') - 1, NULL); /* the first row's REWARD column */
+  snprintf(args, sizeof args, "samples %s --json --iter 1", rd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  const char *chars = "0123456789+=";
+  int lines = 0, decoded = 0;
+  double top = -1e300;
+  for (char *l = out, *nl; *l; l = nl + 1) {
+    nl = strchr(l, '\n');
+    REQUIRE(nl != NULL);
+    *nl = 0;
+    json_error_t je;
+    json_t *o = json_loads(l, 0, &je);
+    REQUIRE(o != NULL);
+    CHECK_EQ_I64(json_integer_value(json_object_get(o, "iteration")), 1);
+    CHECK_EQ_I64(json_integer_value(json_object_get(o, "prompt_index")) * 8 +
+                     json_integer_value(json_object_get(o, "sample_index")), lines);
+    json_t *tk = json_object_get(o, "tokens"), *lp = json_object_get(o, "logprobs");
+    CHECK(json_array_size(tk) >= 1);
+    CHECK_EQ_I64(json_array_size(lp), json_array_size(tk));
+    for (size_t k = 0; k < json_array_size(lp); k++) CHECK(json_real_value(json_array_get(lp, k)) <= 0);
+    char text[512];
+    size_t w = 0;
+    for (size_t k = 0; k < json_array_size(tk) && w + 1 < sizeof text; k++) {
+      json_int_t id = json_integer_value(json_array_get(tk, k));
+      if (id >= 3) text[w++] = chars[id - 3];
+    }
+    text[w] = 0;
+    decoded += !strcmp(text, json_string_value(json_object_get(o, "completion")));
+    CHECK(json_is_string(json_object_get(json_object_get(o, "fields"), "answer")));
+    CHECK(json_array_size(json_object_get(o, "prompt_tokens")) >= 2);
+    double r = json_number_value(json_object_get(o, "reward"));
+    if (r > top) top = r;
+    json_decref(o);
+    lines++;
+  }
+  CHECK_EQ_I64(lines, 256);
+  CHECK_EQ_I64(decoded, 256);
+  CHECK_NEAR(top, best, 5e-5); /* the table prints 4 decimals */
 }
