@@ -552,8 +552,7 @@ int cmd_resume(int argc, char **argv) {
       if (!rc) rc = resume_record_sets(dir, &fresh, sets, n_sets, &e);
       if (!rc) store_event(s, STORE_INFO, -1, NULL, &e, "inputs moved (the same contents, sha256 checked):\n%s", report);
       if (!rc) fprintf(stderr, "rlrun resume: the run's inputs are where --set says, with the same contents (sha256 "
-                       "checked):\n%s", report);
-      else fprintf(stderr, "rlrun resume: %s\n", e.msg);
+                       "checked):\n%s", report); /* an error is printed below, as any */
       if (!rc) {
         recipe_free(&r);
         r = fresh;
