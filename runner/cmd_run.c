@@ -193,7 +193,7 @@ int cmd_run(int argc, char **argv) {
   if (!rc) rc = run_check_hardware(&r, &e);
   if (!rc) rc = runs_canonical_recipe(&r, &e);
   if (!rc) rc = runs_input_hashes(&r, &hashes, &e);
-  if (!rc && n_sets) rc = runs_check_export_content(path, text, hashes, &e);
+  if (!rc && n_sets) rc = runs_check_export_content(path, text, &r, hashes, &e);
   if (!rc && name) rc = rundir_check_name(name, &e);
   if (!rc && loop_stop_requested()) /* during the validation (a large data file): no run is made */
     rc = rl_errf(&e, RL_EXIT_INTERRUPT, "interrupted while the recipe was checked; no run directory was made");
@@ -322,19 +322,25 @@ static int resume_record_sets(const char *dir, const recipe *r, const char *cons
   json_t *ov = json_object_get(info, "overrides");
   if (!json_is_array(ov)) json_object_set_new(info, "overrides", ov = json_array());
   for (int i = 0; i < n; i++) {
-    const char *v = recipe_path_value(r, recipe_key_index(set_key(sets[i], key, sizeof key)));
-    json_t *quoted = v ? json_string(v) : NULL; /* a path as a YAML (JSON) string: any character kept */
-    char *q = quoted ? json_dumps(quoted, JSON_ENCODE_ANY) : NULL;
-    if (q) {
-      char *kv = rl_xmalloc(strlen(key) + strlen(q) + 2);
-      sprintf(kv, "%s=%s", key, q);
-      json_array_append_new(ov, json_string(kv));
-      free(kv);
-    } else {
-      json_array_append_new(ov, json_string(sets[i]));
+    set_key(sets[i], key, sizeof key);
+    size_t kl = strlen(key);
+    if (!recipe_path_value(r, recipe_key_index(key))) json_array_append_new(ov, json_string(sets[i]));
+    /* the path keys it set (itself, or those under a section it set: data={prompts: p.jsonl}) as r
+     * resolved them, absolute, after it: relative ones would resolve against the run's first directory */
+    for (int k = 0; k < recipe_schema_count(); k++) {
+      const char *kp = recipe_schema_path(k), *v = recipe_path_value(r, k);
+      if (!v || strncmp(kp, key, kl) || (kp[kl] && kp[kl] != '.')) continue;
+      json_t *quoted = json_string(v); /* a path as a YAML (JSON) string: any character kept */
+      char *q = quoted ? json_dumps(quoted, JSON_ENCODE_ANY) : NULL;
+      if (q) {
+        char *kv = rl_xmalloc(strlen(kp) + strlen(q) + 2);
+        sprintf(kv, "%s=%s", kp, q);
+        json_array_append_new(ov, json_string(kv));
+        free(kv);
+      }
+      free(q);
+      json_decref(quoted);
     }
-    free(q);
-    json_decref(quoted);
   }
   char *js = json_dumps(info, JSON_INDENT(2));
   json_decref(info);
@@ -352,7 +358,7 @@ static int resume_record_sets(const char *dir, const recipe *r, const char *cons
 static int resume_with_sets(const char *dir, const store_run *run, const char *const *sets, int n_sets,
                             recipe *fresh, char **fresh_text, char **fresh_hashes, char **report, int *moved,
                             rl_err *e) {
-  char name[4200], key[256];
+  char name[4200];
   *moved = 0;
   snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, dir);
   char *text = runs_loadable_text(run->recipe_resolved, name);
@@ -367,20 +373,22 @@ static int resume_with_sets(const char *dir, const store_run *run, const char *c
     return -1;
   }
   *fresh_text = runs_resolved_text(fresh);
-  int paths_only = 1;
-  for (int i = 0; i < n_sets && paths_only; i++)
-    paths_only = recipe_path_value(fresh, recipe_key_index(set_key(sets[i], key, sizeof key))) != NULL;
+  /* the run's recipe as stored (its inputs where they were), for the inputs' roles */
+  recipe was;
+  rl_err we;
+  text = runs_loadable_text(run->recipe_resolved, name);
+  int have_was = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &was, &we) == 0;
+  free(text);
   char *keys = NULL;
-  int changed = runs_recipe_changed(run->recipe_resolved, *fresh_text, &keys);
-  if (paths_only && runs_inputs_same_content(run->input_hashes, *fresh_hashes)) {
+  int values = 0, changed = runs_recipe_changed_ex(run->recipe_resolved, *fresh_text, &keys, &values);
+  int inputs = have_was ? runs_inputs_compare(&was, run->input_hashes, fresh, *fresh_hashes, &keys) : 1;
+  if (have_was) recipe_free(&was);
+  *report = keys;
+  if (!values && !inputs) { /* only where the inputs are changed */
     *moved = changed > 0;
-    *report = keys;
     return 0;
   }
-  int n = changed + runs_inputs_changed(run->input_hashes, &keys);
-  if (!runs_inputs_same_content(run->input_hashes, *fresh_hashes) && !n) n = 1;
-  *report = keys;
-  return n;
+  return changed + inputs;
 }
 
 /* The stored recipe no longer validates (e is why): when it is its inputs that
@@ -540,9 +548,7 @@ int cmd_resume(int argc, char **argv) {
     }
     if (!rc) have_fresh = 1;
     if (!rc && moved && !writable) {
-      fprintf(stderr, "rlrun resume: cannot record where the inputs are now: %s; make the run directory writable, "
-              "or copy it somewhere writable and resume the copy; nothing was modified\n", why);
-      rc = RL_EXIT_FAIL;
+      moved = 0; /* nothing is recorded: a complete run says so, another is refused as not writable, below */
     } else if (!rc && moved) {
       /* the same contents elsewhere: the run goes on as it is, its records naming the new places */
       char path[4200];

@@ -157,7 +157,11 @@ int cmd_tokenize(int argc, char **argv) {
   size_t len = 0;
   char *text = NULL;
   if (!rc) text = text_arg ? rl_xstrdup(text_arg) : read_stdin(&len);
-  if (text) len = strlen(text);
+  if (text && text_arg) len = strlen(text);
+  const char *nul = text ? memchr(text, 0, len) : NULL;
+  if (nul) /* text is a C string from here on: it would end there, silently */
+    rc = rl_errf(&e, RL_EXIT_USAGE, "the text holds a NUL byte at byte %zu: a tokenizer reads text, and prompts "
+                 "hold no NUL", (size_t)(nul - text));
   int32_t *ids = NULL;
   int64_t n = 0;
   if (!rc && decode) {

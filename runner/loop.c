@@ -152,10 +152,12 @@ static int loop_sync_weights(loop_ctx *c, sync_stats *st, rl_err *e) {
 }
 
 /* A run resuming from its own checkpoint while its hf tokenizer's source is
- * gone (the start checkpoint of a chain, or model.path / tokenizer.path, moved
- * away; resumed with --allow-changed): the tokenizer files and the generation
- * config come from the checkpoint's copies, byte for byte what the run
- * started with (verified on resume), and each later checkpoint takes over. */
+ * gone (the start checkpoint of a chain moved away, resumed with
+ * --allow-changed; a model.path or tokenizer.path that is gone stops the
+ * stored recipe's validation first: resume --set points the run at it): the
+ * tokenizer files and the generation config come from the checkpoint's
+ * copies, byte for byte what the run started with (verified on resume), and
+ * each later checkpoint takes over. */
 static void loop_inputs_from_own(loop_ctx *c) {
   const recipe *r = c->r;
   c->in = *r; /* shallow: strings stay r's */

@@ -355,11 +355,15 @@ static int check_stop_tokens(recipe *r, int flags, tokenizer *hf, rl_err *e) {
   const char *blame;
   if (recipe_end_ids(r, tok, &ends, &n_ends, &blame, &te)) rc = kerr(r, e, blame, "%s", te.msg);
   free(ends);
-  /* an hf tokenizer without an EOS: nothing ends a completion but stop strings and the length */
-  if (!rc && tok->eos < 0 && !n_ends)
+  /* an hf tokenizer without an EOS: nothing ends a completion but stop strings and the length (sft: its
+   * targets get no end token, whatever ends a sampled completion) */
+  if (!rc && tok->eos < 0 && r->train.algorithm == ALGO_SFT)
+    recipe_warn(r, "warning: the tokenizer has no EOS (no tokenizer_config.json beside its tokenizer.json names an "
+                "eos_token): sft targets get no end token, so the model is not taught to stop; set tokenizer.eos");
+  else if (!rc && tok->eos < 0 && !n_ends)
     recipe_warn(r, "warning: the tokenizer has no EOS (no tokenizer_config.json beside its tokenizer.json names an "
                 "eos_token, and no generation_config.json an eos_token_id): completions end only at "
-                "rollout.stop strings or rollout.max_new_tokens, and sft targets get no end token; set tokenizer.eos");
+                "rollout.stop strings or rollout.max_new_tokens; set tokenizer.eos");
   /* a stop string that is a special token's text never matches: specials add no text */
   for (int i = 0; i < r->rollout.stop.n; i++) {
     int32_t id = tokenizer_find(tok, r->rollout.stop.items[i]);

@@ -26,12 +26,37 @@ static int canon(char **p, const char *key, rl_err *e) {
   return 0;
 }
 
+/* The same for a file whose siblings count (a tokenizer.json and its
+ * tokenizer_config.json): the directory made absolute, the name kept, so a
+ * symlink (a Hugging Face hub snapshot links each file to a blob) is not
+ * followed away from its siblings. */
+static int canon_keep_name(char **p, const char *key, rl_err *e) {
+  if (!*p) return 0;
+  char *slash = strrchr(*p, '/');
+  if (slash && !slash[1]) return canon(p, key, e); /* "dir/": the reader says what is wrong */
+  char *dir = slash ? rl_xstrdup(*p) : rl_xstrdup(".");
+  if (slash) dir[slash - *p + (slash == *p)] = 0; /* "/x" keeps "/" */
+  char *abs = realpath(dir, NULL);
+  free(dir);
+  if (!abs || access(*p, F_OK) != 0) {
+    free(abs);
+    return rl_errf(e, RL_EXIT_USAGE, "%s: %s: %s", key, *p, strerror(errno ? errno : ENOENT));
+  }
+  const char *name = slash ? slash + 1 : *p;
+  char *out = rl_xmalloc(strlen(abs) + strlen(name) + 2);
+  sprintf(out, "%s%s%s", abs, strcmp(abs, "/") ? "/" : "", name);
+  free(abs);
+  free(*p);
+  *p = out;
+  return 0;
+}
+
 int runs_canonical_recipe(recipe *r, rl_err *e) {
   if (r->model.checkpoint && access(r->model.checkpoint, F_OK) != 0) /* validation let a pending one through */
     return rl_errf(e, RL_EXIT_USAGE, "model.checkpoint: %s holds no checkpoint yet (no checkpoint or run directory, "
                    "no run NAME-<id> beside it): run the recipe that writes it first", r->model.checkpoint);
   if (canon(&r->model.path, "model.path", e) || canon(&r->model.checkpoint, "model.checkpoint", e) ||
-      canon(&r->tokenizer.path, "tokenizer.path", e) || canon(&r->data.prompts, "data.prompts", e) ||
+      canon_keep_name(&r->tokenizer.path, "tokenizer.path", e) || canon(&r->data.prompts, "data.prompts", e) ||
       canon(&r->data.task, "data.task", e) || canon(&r->reward.script, "reward.script", e))
     return e->code;
   return 0;
@@ -87,8 +112,9 @@ int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl
   for (size_t i = 0; i < sizeof files / sizeof *files && !rc; i++)
     if (files[i] && RUNS_THERE(files[i])) rc = hash_into(o, files[i], e);
   /* an hf tokenizer's files wherever they come from (tokenizer.path, or the one
-   * model.checkpoint recorded): tokenizer_config.json decides BOS and EOS */
-  if (!rc && r->tokenizer.type == TOKENIZER_HF && !r->model.path) {
+   * model.checkpoint recorded): tokenizer_config.json decides BOS and EOS
+   * (model.path's own are among its files already) */
+  if (!rc && r->tokenizer.type == TOKENIZER_HF && (!r->model.path || r->tokenizer.path)) {
     const char *key;
     char *tp = recipe_tokenizer_path(r, &key);
     if (tp) {
@@ -127,29 +153,78 @@ static void report_add(char **report, const char *fmt, ...) {
   (*report)[old + add + 1] = 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The sha256 values of an input-hash object, sorted (malloc'd; *n). */
-static const char **hash_values(json_t *o, size_t *n) {
-  *n = json_object_size(o);
-  const char **v = rl_xcalloc(*n + 1, sizeof *v);
-  const char *k;
-  json_t *x;
-  size_t i = 0;
-  json_object_foreach(o, k, x) v[i++] = json_string_value(x) ? json_string_value(x) : "";
-  qsort(v, *n, sizeof *v, cmp_str);
-  return v;
+/* An input's role in recipe r: the key whose path names it ("data.prompts",
+ * "model.path/config.json", ...), the tokenizer's files ("tokenizer:NAME"),
+ * else its path. Inputs of two recipes with the same roles and contents are
+ * the same experiment wherever the files are (malloc'd). */
+static char *input_role(const recipe *r, const char *path, const char *tok_dir) {
+  static const char *const file_keys[] = {"tokenizer.path", "data.prompts", "data.task", "reward.script"};
+  const char *file_vals[] = {r->tokenizer.path, r->data.prompts, r->data.task, r->reward.script};
+  for (size_t i = 0; i < sizeof file_keys / sizeof *file_keys; i++)
+    if (file_vals[i] && !strcmp(file_vals[i], path)) return rl_xstrdup(file_keys[i]);
+  const char *dir_keys[] = {"model.path", "model.checkpoint"}, *dir_vals[] = {r->model.path, r->model.checkpoint};
+  for (int i = 0; i < 2; i++) {
+    size_t n = dir_vals[i] ? strlen(dir_vals[i]) : 0;
+    if (n && !strncmp(path, dir_vals[i], n) && path[n] == '/') {
+      char *o = rl_xmalloc(strlen(dir_keys[i]) + strlen(path + n) + 1);
+      sprintf(o, "%s%s", dir_keys[i], path + n);
+      return o;
+    }
+  }
+  size_t dn = tok_dir ? strlen(tok_dir) : 0;
+  if (dn && !strncmp(path, tok_dir, dn) && path[dn] && !strchr(path + dn, '/')) {
+    char *o = rl_xmalloc(strlen(path + dn) + 16);
+    sprintf(o, "tokenizer:%s", path + dn);
+    return o;
+  }
+  return rl_xstrdup(path);
 }
 
-int runs_inputs_same_content(const char *a_json, const char *b_json) {
-  json_t *a = json_loads(a_json ? a_json : "{}", 0, NULL), *b = json_loads(b_json ? b_json : "{}", 0, NULL);
-  size_t na = 0, nb = 0;
-  const char **va = hash_values(a, &na), **vb = hash_values(b, &nb);
-  int same = a && b && na == nb;
-  for (size_t i = 0; same && i < na; i++) same = !strcmp(va[i], vb[i]);
-  free(va), free(vb);
+/* {role: {"sha256", "path"}} of a recipe's input hashes. */
+static json_t *input_roles(const recipe *r, const char *hashes_json) {
+  json_t *h = json_loads(hashes_json ? hashes_json : "{}", 0, NULL), *out = json_object();
+  const char *key;
+  char *tp = NULL, *tok_dir = NULL;
+  if (r->tokenizer.type == TOKENIZER_HF && (tp = recipe_tokenizer_path(r, &key)) && strrchr(tp, '/')) {
+    tok_dir = rl_xstrdup(tp);
+    strrchr(tok_dir, '/')[1] = 0; /* the directory, with its '/' */
+  }
+  const char *path;
+  json_t *v;
+  json_object_foreach(h, path, v) {
+    char *role = input_role(r, path, tok_dir);
+    json_object_set_new(out, role, json_pack("{s:s,s:s}", "sha256", json_string_value(v) ? json_string_value(v) : "",
+                                             "path", path));
+    free(role);
+  }
+  free(tp), free(tok_dir);
+  json_decref(h);
+  return out;
+}
+
+int runs_inputs_compare(const recipe *old_r, const char *old_hashes, const recipe *new_r, const char *new_hashes,
+                        char **report) {
+  json_t *a = input_roles(old_r, old_hashes), *b = input_roles(new_r, new_hashes);
+  int n = 0;
+  const char *role;
+  json_t *x;
+  json_object_foreach(a, role, x) {
+    json_t *y = json_object_get(b, role);
+    const char *sa = json_string_value(json_object_get(x, "sha256")), *pa = json_string_value(json_object_get(x, "path"));
+    if (!y) {
+      report_add(report, "  %s: no such input now (it was %s)", role, pa), n++;
+      continue;
+    }
+    const char *sb = json_string_value(json_object_get(y, "sha256")), *pb = json_string_value(json_object_get(y, "path"));
+    if (strcmp(sa, sb))
+      report_add(report, "  %s: other contents: %s has sha256 %.16s…, the run's %s had %.16s…", role, pb, sb, pa, sa), n++;
+  }
+  json_object_foreach(b, role, x) if (!json_object_get(a, role)) {
+    report_add(report, "  %s: an input the run did not have: %s", role, json_string_value(json_object_get(x, "path")));
+    n++;
+  }
   json_decref(a), json_decref(b);
-  return same;
+  return n;
 }
 
 int runs_inputs_changed(const char *stored_json, char **report) {
@@ -240,9 +315,20 @@ static recipe_key *recipe_keys(const char *text, int *n) {
 }
 
 int runs_recipe_changed(const char *old_text, const char *new_text, char **report) {
+  return runs_recipe_changed_ex(old_text, new_text, report, NULL);
+}
+
+/* 1 when the dotted key is a path key (model.path, data.prompts, ...). */
+static int is_path_key(const char *key) {
+  const char *t = recipe_schema_type(recipe_key_index(key));
+  return t && !strcmp(t, "path");
+}
+
+int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **report, int *n_values) {
   /* compared key by key, not line by line: a key a newer rlrun added (or an older one had)
    * at its default value is no change, and one changed key is one line of the report */
   int na, nb, changed = 0;
+  if (n_values) *n_values = 0;
   recipe_key *a = recipe_keys(old_text, &na), *b = recipe_keys(new_text, &nb);
   for (int i = 0; i < na; i++) {
     recipe_key *y = NULL;
@@ -251,12 +337,14 @@ int runs_recipe_changed(const char *old_text, const char *new_text, char **repor
     if (y) y->matched = 1;
     if (y ? !strcmp(a[i].line, y->line) : a[i].is_default) continue;
     changed++;
+    if (n_values && !is_path_key(a[i].path)) (*n_values)++;
     report_add(report, "  recipe changed%s%s: %s  →  %s", a[i].sect[0] ? " in " : "", a[i].sect, a[i].line,
                y ? y->line : "(none)");
   }
   for (int j = 0; j < nb; j++) {
     if (b[j].matched || b[j].is_default) continue;
     changed++;
+    if (n_values && !is_path_key(b[j].path)) (*n_values)++;
     report_add(report, "  recipe changed%s%s: (none)  →  %s", b[j].sect[0] ? " in " : "", b[j].sect, b[j].line);
   }
   free(a), free(b);
@@ -361,8 +449,8 @@ int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r
   return 0;
 }
 
-int runs_check_export_content(const char *what, const char *text, const char *hashes, rl_err *e) {
-  json_t *want = json_object(), *have = json_loads(hashes ? hashes : "{}", 0, NULL);
+int runs_check_export_content(const char *what, const char *text, const recipe *r, const char *hashes, rl_err *e) {
+  json_t *want = json_object();
   int line = 1;
   for (const char *p = text; p && *p; line++) {
     const char *nl = strchr(p, '\n');
@@ -372,29 +460,26 @@ int runs_check_export_content(const char *what, const char *text, const char *ha
     if (sscanf(buf, "# rlrun-input: sha256 %64s %4095[^\n]", sha, path) == 2) json_object_set_new(want, path, json_string(sha));
     p = nl ? nl + 1 : NULL;
   }
-  char *wj = json_dumps(want, JSON_COMPACT);
   int rc = 0;
-  if (json_object_size(want) && !runs_inputs_same_content(wj, hashes)) {
-    char *msg = NULL;
-    const char *k, *hk;
-    json_t *v, *hv;
-    int bad = 0;
-    json_object_foreach(want, k, v) {
-      int found = 0;
-      json_object_foreach(have, hk, hv) found |= json_string_value(hv) && !strcmp(json_string_value(hv), json_string_value(v));
-      if (!found) bad++, report_add(&msg, "  %s (sha256 %.16s…): no input of the recipe as set has these contents", k,
-                                    json_string_value(v));
+  if (json_object_size(want)) {
+    /* the exported recipe as written (its inputs where the export found them) against the recipe as set */
+    recipe old;
+    rl_err le;
+    char *wj = json_dumps(want, JSON_COMPACT), *msg = NULL;
+    if (recipe_load_string(text, strlen(text), what, NULL, 0, RECIPE_NO_FS, &old, &le) == 0) {
+      if (runs_inputs_compare(&old, wj, r, hashes, &msg))
+        rc = rl_errf(e, RL_EXIT_STATE,
+                     "%s: the inputs differ from the exported run's (not the same experiment):\n%s"
+                     "point the --set values at the files of the export, or delete the '# rlrun-input:' lines to run "
+                     "with these files", what, msg);
+      recipe_free(&old);
+    } else {
+      rc = rl_errf(e, RL_EXIT_STATE, "%s: the exported recipe does not load as written (%s): its inputs cannot be "
+                   "compared", what, le.msg);
     }
-    if (!bad) report_add(&msg, "  the recipe as set has %zu input files, the export %zu", json_object_size(have),
-                         json_object_size(want));
-    rc = rl_errf(e, RL_EXIT_STATE,
-                 "%s: the inputs differ from the exported run's (not the same experiment):\n%s"
-                 "point the --set values at the files of the export, or delete the '# rlrun-input:' lines to run "
-                 "with these files", what, msg);
-    free(msg);
+    free(msg), free(wj);
   }
-  free(wj);
-  json_decref(want), json_decref(have);
+  json_decref(want);
   return rc;
 }
 

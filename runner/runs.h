@@ -43,11 +43,18 @@ int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl
 /* Compare stored input hashes with the files now: one line per changed or
  * missing file appended to *report (malloc'd, grown); returns the count. */
 int runs_inputs_changed(const char *stored_json, char **report);
-/* 1 when two input-hash objects hold the same contents: the same sha256
- * values, as many times each, whatever the paths (inputs moved, not changed). */
-int runs_inputs_same_content(const char *a_json, const char *b_json);
+/* Compare two recipes' inputs by role, not path: each input is named by the
+ * key that names it ("data.prompts", "model.path/config.json",
+ * "tokenizer:tokenizer_config.json"), so inputs moved elsewhere with the same
+ * contents are no difference, while a swap of two files' contents is. One line
+ * per difference appended to *report (malloc'd, grown); returns the count. */
+int runs_inputs_compare(const recipe *old_r, const char *old_hashes, const recipe *new_r, const char *new_hashes,
+                        char **report);
 /* Lines that differ between two resolved recipes, appended to *report. */
 int runs_recipe_changed(const char *old_text, const char *new_text, char **report);
+/* The same; *n_values (may be NULL) gets how many changed keys are not path
+ * keys (a value changed, not only where an input is). */
+int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **report, int *n_values);
 
 /* The resolved text with the lines the loader refuses (keys another setting
  * makes meaningless, printed as defaults) commented out: text that
@@ -57,10 +64,10 @@ char *runs_loadable_text(const char *resolved, const char *name);
 int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e);
 /* Check the "# rlrun-input:" lines of an exported recipe's text. */
 int runs_check_export(const char *what, const char *text, rl_err *e);
-/* The same by contents, for a recipe loaded with --set values (inputs moved):
- * hashes (runs_input_hashes of the loaded recipe) must hold the sha256 values
- * of the "# rlrun-input:" lines, as many times each, whatever the paths. */
-int runs_check_export_content(const char *what, const char *text, const char *hashes, rl_err *e);
+/* The same by contents, for a recipe r loaded with --set values (inputs
+ * moved): its inputs (hashes: runs_input_hashes of r) must be those of the
+ * "# rlrun-input:" lines role by role (runs_inputs_compare), wherever they are. */
+int runs_check_export_content(const char *what, const char *text, const recipe *r, const char *hashes, rl_err *e);
 /* Write the export of a run: header, input lines, resolved recipe. */
 int runs_export(FILE *f, const store_run *run, rl_err *e);
 

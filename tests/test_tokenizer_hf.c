@@ -634,6 +634,12 @@ TEST(tokenizer_hf_config_and_warnings) {
   cli_expect(out, sizeof out, 0, "warning: the tokenizer has no EOS", "validate %s --set 'rollout.stop=[\"<|im_end|>\"]'",
              recipe);
   CHECK_CONTAINS(out, "warning: rollout.stop \"<|im_end|>\" is the text of special token 3002");
+  /* sft without an EOS: its targets get no end token, whatever else ends a sampled completion */
+  snprintf(cmd, sizeof cmd, "printf '{\"prompt\": \"a\", \"completion\": \"b\"}\\n' > %s/s.jsonl", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 0, "warning: the tokenizer has no EOS (no tokenizer_config.json beside its tokenizer.json "
+             "names an eos_token): sft targets get no end token", "validate %s --set train.algorithm=sft --set "
+             "data.prompts=%s/s.jsonl --set 'rollout.stop_tokens=[\"<|im_end|>\"]'", recipe, dir);
   /* the plan shows control characters escaped */
   cli_expect(out, sizeof out, 0, "\nends a completion too: 198 \\n  (rollout.stop_tokens)\n", "plan %s --set 'rollout.stop_tokens=[\"\\n\"]'",
              recipe);
@@ -767,7 +773,7 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   cli_expect(out, sizeof out, 0, NULL, "export $(ls -d %s/moved/carry-*/) --out %s/exp.yaml", dir, dir);
   cli_expect(out, sizeof out, 4, "/tk/tokenizer.json is missing", "run %s/exp.yaml --runs-dir %s/r3 --quiet", dir, dir);
   CHECK_CONTAINS(out, "point the recipe at where they are now (--set model.path=DIR ...");
-  cli_expect(out, sizeof out, 4, "no input of the recipe as set has these contents", "run %s/exp.yaml --runs-dir "
+  cli_expect(out, sizeof out, 4, "  tokenizer.path: other contents: ", "run %s/exp.yaml --runs-dir "
              "%s/r3 --quiet --set tokenizer.path=%s/other/tokenizer.json", dir, dir, dir);
   cli_expect(out, sizeof out, 0, "run complete", "run %s/exp.yaml --runs-dir %s/r3 --set tokenizer.path=%s/tk-gone/"
              "tokenizer.json", dir, dir, dir);
@@ -829,6 +835,22 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
   cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>  (eos_token_id of ",
              "plan %s --set model.checkpoint=%s/r2/from", recipe2, dir);
+  /* resume --set compares inputs file by file (by the key that names each), not as a bag of contents: a model
+   * directory with two files' contents swapped is a change, its exact copy a move */
+  snprintf(cmd, sizeof cmd, "RLRUN_FAULT=loop.train@1:fail %s run %s %s%s/model --runs-dir %s/r4 --quiet", harness_bin(),
+           recipe2, m, dir, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 1);
+  snprintf(cmd, sizeof cmd, "cd %s && cp -r model model-mv && cp -r model model-sw && cp model/tokenizer_config.json "
+           "model-sw/generation_config.json && cp model/generation_config.json model-sw/tokenizer_config.json", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 4, "  model.path/generation_config.json: other contents: ", "resume $(ls -d %s/r4/from-*/) "
+             "--set model.path=%s/model-sw", dir, dir);
+  CHECK_CONTAINS(out, "  model.path/tokenizer_config.json: other contents: ");
+  cli_expect(out, sizeof out, 0, "with the same contents (sha256 checked)", "resume $(ls -d %s/r4/from-*/) --set "
+             "model.path=%s/model-mv", dir, dir);
+  snprintf(cmd, sizeof cmd, "cd %s && cmp r2/from-*/checkpoints/step-000001/model.safetensors "
+           "r4/from-*/checkpoints/step-000001/model.safetensors", dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
 }
 
 /* A chain with an hf tokenizer and no tokenizer.path: the RL recipe validates
@@ -929,5 +951,37 @@ TEST(tokenize_command_matches_the_oracle) {
   cli_expect(out, sizeof out, 2, "token id 3005 is outside the vocabulary", "tokenize %s --decode '3005'", recipe);
   cli_expect(out, sizeof out, 2, "'x1' is not a token id", "tokenize %s --decode '1 x1'", recipe);
   cli_expect(out, sizeof out, 2, "which tokenizer?", "tokenize");
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "printf 'a\\0b' | %s tokenize %s", harness_bin(), recipe);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "the text holds a NUL byte at byte 1");
   cli_expect(out, sizeof out, 2, "tokenizer.path", "tokenize %s --set tokenizer.path=%s/none.json hi", recipe, dir);
+}
+
+/* A tokenizer.path that is a symlink (a Hugging Face hub snapshot links each
+ * file to a blob elsewhere): its tokenizer_config.json is the one beside the
+ * link, for the run as for validate (the run read none: no EOS). */
+TEST(tokenizer_hf_symlinked_tokenizer_keeps_its_config) {
+  const char *dir = harness_tmpdir();
+  char cmd[8192], out[16384], recipe[1200], reward[PATH_MAX];
+  REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
+  tk_start(dir, "hub", reward, recipe, sizeof recipe);
+  snprintf(cmd, sizeof cmd, "cd %s && mkdir -p hub/blobs hub/snap && cp tk/tokenizer.json hub/blobs/aa && "
+           "cp tk/tokenizer_config.json hub/blobs/bb && ln -s ../blobs/aa hub/snap/tokenizer.json && "
+           "ln -s ../blobs/bb hub/snap/tokenizer_config.json", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 0, NULL, "run %s --runs-dir %s/runs --quiet --set tokenizer.path=%s/hub/snap/tokenizer.json",
+             recipe, dir, dir);
+  snprintf(cmd, sizeof cmd, "cd %s/runs/hub-*/checkpoints/step-000001 && ls && cmp tokenizer_config.json %s/tk/tokenizer_config.json "
+           "&& grep -c 'hub/snap/tokenizer.json' manifest.json %s/runs/hub-*/recipe.resolved.yaml", dir, dir, dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "tokenizer_config.json\n");
+  /* with model.path and tokenizer.path both set, the config beside tokenizer.path is a run input too */
+  snprintf(cmd, sizeof cmd, "cd %s && cp -r runs/hub-*/checkpoints/step-000001 mdl && rm mdl/tokenizer*", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  cli_expect(out, sizeof out, 0, NULL, "run %s --runs-dir %s/r2 --quiet --set model.init=null --set model.path=%s/mdl "
+             "--set tokenizer.path=%s/tk/tokenizer.json", recipe, dir, dir, dir);
+  char want[1400];
+  snprintf(want, sizeof want, " %s/tk/tokenizer_config.json\n", dir);
+  cli_expect(out, sizeof out, 0, want, "export $(ls -d %s/r2/hub-*/)", dir);
 }
