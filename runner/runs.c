@@ -449,6 +449,24 @@ int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r
   return 0;
 }
 
+/* One "# rlrun-input: sha256 HEX PATH" line of an export into sha and path (a
+ * path written as a JSON string when it holds control characters); 1 when
+ * the line is one. */
+static int export_input_line(const char *line, char sha[65], char *path, size_t n) {
+  char rest[PATH_MAX + 64];
+  if (sscanf(line, "# rlrun-input: sha256 %64s %4159[^\n]", sha, rest) != 2) return 0;
+  if (rest[0] != '"') {
+    if (strlen(rest) >= n) return 0;
+    memcpy(path, rest, strlen(rest) + 1);
+    return 1;
+  }
+  json_t *j = json_loads(rest, JSON_DECODE_ANY, NULL);
+  int ok = json_is_string(j) && strlen(json_string_value(j)) < n;
+  if (ok) snprintf(path, n, "%s", json_string_value(j));
+  json_decref(j);
+  return ok;
+}
+
 int runs_check_export_content(const char *what, const char *text, const recipe *r, const char *hashes, rl_err *e) {
   json_t *want = json_object();
   int line = 1;
@@ -457,7 +475,7 @@ int runs_check_export_content(const char *what, const char *text, const recipe *
     size_t len = nl ? (size_t)(nl - p) : strlen(p);
     char buf[PATH_MAX + 128], sha[65], path[PATH_MAX];
     snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf - 1 ? len : sizeof buf - 1), p);
-    if (sscanf(buf, "# rlrun-input: sha256 %64s %4095[^\n]", sha, path) == 2) json_object_set_new(want, path, json_string(sha));
+    if (export_input_line(buf, sha, path, sizeof path)) json_object_set_new(want, path, json_string(sha));
     p = nl ? nl + 1 : NULL;
   }
   int rc = 0;
@@ -491,7 +509,7 @@ int runs_check_export(const char *what, const char *text, rl_err *e) {
     size_t len = nl ? (size_t)(nl - p) : strlen(p);
     char buf[PATH_MAX + 128], hex[65], want[65], path[PATH_MAX];
     snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf - 1 ? len : sizeof buf - 1), p);
-    if (sscanf(buf, "# rlrun-input: sha256 %64s %4095[^\n]", want, path) == 2) {
+    if (export_input_line(buf, want, path, sizeof path)) {
       rl_err fe;
       if (sha256_file(path, hex, NULL, &fe))
         bad++, report_add(&msg, "  %s:%d: %s is missing", what, line, path);
@@ -520,7 +538,15 @@ int runs_export(FILE *f, const store_run *run, rl_err *e) {
   if (!o) return rl_errf(e, RL_EXIT_STATE, "run %s: the recorded input hashes are not JSON", run->id);
   const char *path;
   json_t *v;
-  json_object_foreach(o, path, v) fprintf(f, "# rlrun-input: sha256 %s %s\n", json_string_value(v), path);
+  json_object_foreach(o, path, v) {
+    int plain = path[0] != '"';
+    for (const char *c = path; plain && *c; c++) plain = (unsigned char)*c >= 0x20 && *c != 0x7f;
+    json_t *js = plain ? NULL : json_string(path); /* a path with a newline would end the comment line */
+    char *q = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+    fprintf(f, "# rlrun-input: sha256 %s %s\n", json_string_value(v), q ? q : path);
+    free(q);
+    json_decref(js);
+  }
   json_decref(o);
   char *text = runs_loadable_text(run->recipe_resolved, "export");
   fputs(text, f);

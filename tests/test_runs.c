@@ -1885,3 +1885,34 @@ TEST(runs_samples_json_holds_everything) {
   CHECK_EQ_I64(decoded, 256);
   CHECK_NEAR(top, best, 5e-5); /* the table prints 4 decimals */
 }
+
+/* An input path with a newline: export writes it as a JSON string (a raw one
+ * ended the comment line, and the rest became recipe keys), and the exported
+ * recipe runs, its inputs checked. */
+TEST(runs_export_quotes_a_path_with_a_newline) {
+  char dir[1200], args[8192], out[16384], cwd[PATH_MAX], task[1400];
+  snprintf(dir, sizeof dir, "%s/nl", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(task, sizeof task, "%s/t\nseed: 9\n#.lua", dir);
+  char src[PATH_MAX + 64];
+  snprintf(src, sizeof src, "%s/lua/scripts/task_add_digits.lua", cwd);
+  char *text = NULL;
+  size_t len = 0;
+  rl_err e;
+  REQUIRE(rl_read_file(src, &text, &len, &e) == 0);
+  REQUIRE(harness_write_file(task, text) == 0);
+  free(text);
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --set loop.iterations=1 --set 'data.task=\"%s/t\\nseed: 9\\n#.lua\"' "
+           "--runs-dir runs --quiet", cwd, dir);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  char rd[1400];
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "export %s --out %s/ex.yaml && grep -c '^seed:' %s/ex.yaml && grep 'rlrun-input.*t\\\\nseed' "
+           "%s/ex.yaml", rd, dir, dir, dir);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "1\n# rlrun-input: sha256 ");
+  CHECK_CONTAINS(out, " \"");
+  snprintf(args, sizeof args, "run %s/ex.yaml --runs-dir runs2 --quiet", dir);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+}
