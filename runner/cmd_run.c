@@ -189,7 +189,9 @@ int cmd_run(int argc, char **argv) {
   int lock = -1, rc = rl_read_file(path, &text, &len, &e);
   /* an exported recipe: its inputs by path, or, with --set values (inputs moved), by contents once loaded */
   if (!rc && !n_sets) rc = runs_check_export(path, text, &e);
-  if (!rc) rc = recipe_load(path, (const char *const *)sets, n_sets, &r, &e);
+  int export_moved = 0; /* an export with some inputs moved (--set): say how to point the others */
+  if (!rc && (rc = recipe_load(path, (const char *const *)sets, n_sets, &r, &e)) && n_sets)
+    export_moved = strstr(text, "# rlrun-input: sha256 ") != NULL;
   if (!rc) rc = run_check_hardware(&r, &e);
   if (!rc) rc = runs_canonical_recipe(&r, &e);
   if (!rc) rc = runs_input_hashes(&r, &hashes, &e);
@@ -246,6 +248,10 @@ int cmd_run(int argc, char **argv) {
   }
   if (rc) {
     fprintf(stderr, "rlrun run: %s\n", e.msg);
+    if (export_moved)
+      fprintf(stderr, "rlrun run: %s is an exported run: its inputs are named where they were; give each one that "
+              "moved its new place with --set (model.path, tokenizer.path, data.prompts, data.task, reward.script)\n",
+              path);
   } else {
     printf("run directory: %s\n", dir);
     fflush(stdout);

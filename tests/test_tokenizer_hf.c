@@ -775,6 +775,9 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   CHECK_CONTAINS(out, "point the recipe at where they are now (--set model.path=DIR ...");
   cli_expect(out, sizeof out, 4, "  tokenizer.path: other contents: ", "run %s/exp.yaml --runs-dir "
              "%s/r3 --quiet --set tokenizer.path=%s/other/tokenizer.json", dir, dir, dir);
+  cli_expect(out, sizeof out, 2, "exp.yaml is an exported run: its inputs are named where they were; give each one "
+             "that moved its new place with --set", "run %s/exp.yaml --runs-dir %s/r3 --quiet --set data.prompts=%s/p.jsonl",
+             dir, dir, dir);
   cli_expect(out, sizeof out, 0, "run complete", "run %s/exp.yaml --runs-dir %s/r3 --set tokenizer.path=%s/tk-gone/"
              "tokenizer.json", dir, dir, dir);
   /* convert from a checkpoint: its tokenizer files go along, its manifest.json (the source's files) does not */
