@@ -623,6 +623,10 @@ int cmd_samples(int argc, char **argv) {
     if (is_iter) iter = v;
     else top = v > INT_MAX ? INT_MAX : v;
   }
+  if (as_json && cut_prompt == SIZE_MAX) {
+    fprintf(stderr, "rlrun samples: --full and --json exclude each other (--json holds the whole texts)\n");
+    return RL_EXIT_USAGE;
+  }
   store *s;
   store_run run;
   int rc = open_run("samples", dir, &s, &run);

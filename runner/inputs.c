@@ -118,7 +118,8 @@ int recipe_end_ids(const recipe *r, const tokenizer *tok, int32_t **ids, int *n,
       int rc = root ? rl_errf(e, RL_EXIT_USAGE, "%s: not a JSON object (the model's generation config; fix the "
                               "file, or set rollout.generation_config_eos: false to ignore it)", gp)
                     : rl_errf(e, RL_EXIT_USAGE, "%s:%d:%d: %s (the model's generation config; fix the file, or "
-                              "set rollout.generation_config_eos: false to ignore it)", gp, je.line, je.column, je.text);
+                              "set rollout.generation_config_eos: false to ignore it)", gp, je.line, je.column > 0 ? je.column : 1,
+                              je.text);
       json_decref(root), free(gp);
       return rc;
     }

@@ -1847,6 +1847,9 @@ TEST(runs_samples_json_holds_everything) {
   snprintf(args, sizeof args, "samples %s --top 1", rd);
   REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
   double best = strtod(strchr(strchr(out, '\n') + 1, '.') - 1, NULL); /* the first row's REWARD column */
+  snprintf(args, sizeof args, "samples %s --json --full", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "--full and --json exclude each other");
   snprintf(args, sizeof args, "samples %s --json --iter 1", rd);
   REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
   const char *chars = "0123456789+=";
