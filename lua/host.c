@@ -158,6 +158,59 @@ static void lh_escape_controls(lua_State *L) {
   lua_remove(L, -2);
 }
 
+/* One scalar of an error table, shown (a string quoted and cut at 40 bytes). */
+static void lh_add_scalar(lua_State *L, luaL_Buffer *b, int idx) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t n;
+    const char *v = lua_tolstring(L, idx, &n);
+    luaL_addchar(b, '"');
+    luaL_addlstring(b, v, n > 40 ? 40 : n);
+    luaL_addstring(b, n > 40 ? "…\"" : "\"");
+  } else if (lua_type(L, idx) == LUA_TNUMBER && lua_isinteger(L, idx)) {
+    char num[32];
+    snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
+    luaL_addstring(b, num);
+  } else if (lua_type(L, idx) == LUA_TNUMBER) {
+    char num[32];
+    snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, idx));
+    luaL_addstring(b, num);
+  } else if (lua_type(L, idx) == LUA_TBOOLEAN) {
+    luaL_addstring(b, lua_toboolean(L, idx) ? "true" : "false");
+  } else {
+    luaL_addstring(b, luaL_typename(L, idx));
+  }
+}
+
+/* error({code = 42}): the table's first entries (raw: no metamethod runs in
+ * the handler), e.g. "(error object is a table: {code = 42})". */
+static const char *lh_describe_error_table(lua_State *L, int idx) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "(error object is a table: {");
+  int n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) { /* stack: ... buffer key value */
+    if (n < 4) {
+      if (n) luaL_addstring(&b, ", ");
+      if (lua_type(L, -2) == LUA_TSTRING) luaL_addstring(&b, lua_tostring(L, -2)); /* a string key as is */
+      else {
+        luaL_addchar(&b, '[');
+        lh_add_scalar(L, &b, -2);
+        luaL_addchar(&b, ']');
+      }
+      luaL_addstring(&b, " = ");
+      lh_add_scalar(L, &b, -1);
+    }
+    n++;
+    lua_pop(L, 1);
+  }
+  if (n > 4) luaL_addstring(&b, ", …");
+  luaL_addstring(&b, "})");
+  luaL_pushresult(&b);
+  lh_escape_controls(L);
+  return lua_tostring(L, -1);
+}
+
 /* Message handler: make every error "<script>:<line>: message" (control
  * characters escaped: lh_ctl_escape). */
 static int lh_msgh(lua_State *L) {
@@ -167,9 +220,9 @@ static int lh_msgh(lua_State *L) {
     lh_escape_controls(L);
     lua_replace(L, 1);
   }
-  const char *msg = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER
-                        ? lua_tostring(L, 1)
-                        : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  const char *msg = lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1)
+                    : lua_type(L, 1) == LUA_TTABLE ? lh_describe_error_table(L, 1)
+                                                    : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   size_t nn = strlen(h->name), ns = strlen(h->short_src);
   if (!strncmp(msg, h->name, nn) && msg[nn] == ':') {
     lua_pushstring(L, msg);

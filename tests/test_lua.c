@@ -492,14 +492,23 @@ TEST(lua_runtime_error_names_line_and_retry_after_fix) {
   luahost_close(h);
   /* Non-string error objects and error(msg, 0) still get a position. */
   h = src("obj.lua", "function reward(s)\n  if s.completion == 'x' then error({}) end\n"
+                     "  if s.completion == 't' then error({code = 42}) end\n"
+                     "  if s.completion == 'u' then error({'a\\nb', 1.5, true, {}, 5}) end\n"
                      "  error('plain', 0)\nend\n", NULL, &e);
   REQUIRE(h);
   CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
-  CHECK_CONTAINS(e.msg, "obj.lua:2: (error object is a table value)");
-  luahost_sample s = mk("y", NULL);
+  CHECK_CONTAINS(e.msg, "obj.lua:2: (error object is a table: {})");
+  luahost_sample s = mk("t", NULL);
   luahost_reward r;
+  /* a table's first entries are shown (error({code = 42}) said only "a table value") */
   CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
-  CHECK_CONTAINS(e.msg, "obj.lua:3: plain (sample 3 of iteration 7)");
+  CHECK_CONTAINS(e.msg, "obj.lua:3: (error object is a table: {code = 42}) (sample 3 of iteration 7)");
+  s.completion = "u";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "obj.lua:4: (error object is a table: {[1] = \"a\\nb\", [2] = 1.5, [3] = true, [4] = table, …})");
+  s.completion = "y";
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "obj.lua:5: plain (sample 3 of iteration 7)");
   luahost_close(h);
   /* Syntax errors name the line; a missing file says so. */
   h = src("syn.lua", "function reward(s)\n  return 1 +\nend\n", NULL, &e);
