@@ -158,55 +158,47 @@ static void lh_escape_controls(lua_State *L) {
   lua_remove(L, -2);
 }
 
-/* One scalar of an error table, shown (a string quoted and cut at 40 bytes). */
-static void lh_add_scalar(lua_State *L, luaL_Buffer *b, int idx) {
+/* One scalar of an error table, shown into out (a string quoted and cut at
+ * 40 bytes); returns out. */
+static const char *lh_scalar_text(lua_State *L, int idx, int quote, char *out, size_t n) {
   if (lua_type(L, idx) == LUA_TSTRING) {
-    size_t n;
-    const char *v = lua_tolstring(L, idx, &n);
-    luaL_addchar(b, '"');
-    luaL_addlstring(b, v, n > 40 ? 40 : n);
-    luaL_addstring(b, n > 40 ? "…\"" : "\"");
+    size_t len;
+    const char *v = lua_tolstring(L, idx, &len);
+    snprintf(out, n, "%s%.*s%s%s", quote ? "\"" : "", (int)(len > 40 ? 40 : len), v, len > 40 ? "…" : "",
+             quote ? "\"" : "");
   } else if (lua_type(L, idx) == LUA_TNUMBER && lua_isinteger(L, idx)) {
-    char num[32];
-    snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
-    luaL_addstring(b, num);
+    snprintf(out, n, "%lld", (long long)lua_tointeger(L, idx));
   } else if (lua_type(L, idx) == LUA_TNUMBER) {
-    char num[32];
-    snprintf(num, sizeof num, "%.14g", (double)lua_tonumber(L, idx));
-    luaL_addstring(b, num);
+    snprintf(out, n, "%.14g", (double)lua_tonumber(L, idx));
   } else if (lua_type(L, idx) == LUA_TBOOLEAN) {
-    luaL_addstring(b, lua_toboolean(L, idx) ? "true" : "false");
+    snprintf(out, n, "%s", lua_toboolean(L, idx) ? "true" : "false");
   } else {
-    luaL_addstring(b, luaL_typename(L, idx));
+    snprintf(out, n, "%s", luaL_typename(L, idx));
   }
+  return out;
 }
 
 /* error({code = 42}): the table's first entries (raw: no metamethod runs in
- * the handler), e.g. "(error object is a table: {code = 42})". */
+ * the handler), e.g. "(error object is a table: {code = 42})". Built in a C
+ * buffer (a Lua buffer may not stay open across lua_next) and pushed once. */
 static const char *lh_describe_error_table(lua_State *L, int idx) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "(error object is a table: {");
+  char text[512], k[64], v[64];
+  size_t at = (size_t)snprintf(text, sizeof text, "(error object is a table: {");
   int n = 0;
   lua_pushnil(L);
-  while (lua_next(L, idx)) { /* stack: ... buffer key value */
-    if (n < 4) {
-      if (n) luaL_addstring(&b, ", ");
-      if (lua_type(L, -2) == LUA_TSTRING) luaL_addstring(&b, lua_tostring(L, -2)); /* a string key as is */
-      else {
-        luaL_addchar(&b, '[');
-        lh_add_scalar(L, &b, -2);
-        luaL_addchar(&b, ']');
-      }
-      luaL_addstring(&b, " = ");
-      lh_add_scalar(L, &b, -1);
+  while (lua_next(L, idx)) { /* stack: ... key value */
+    if (n < 4 && at < sizeof text) {
+      int sk = lua_type(L, -2) == LUA_TSTRING;
+      lh_scalar_text(L, -2, 0, k, sizeof k);
+      lh_scalar_text(L, -1, 1, v, sizeof v);
+      at += (size_t)snprintf(text + at, sizeof text - at, "%s%s%s%s = %s", n ? ", " : "", sk ? "" : "[", k,
+                             sk ? "" : "]", v);
     }
     n++;
     lua_pop(L, 1);
   }
-  if (n > 4) luaL_addstring(&b, ", …");
-  luaL_addstring(&b, "})");
-  luaL_pushresult(&b);
+  if (at < sizeof text) snprintf(text + at, sizeof text - at, "%s})", n > 4 ? ", …" : "");
+  lua_pushstring(L, text);
   lh_escape_controls(L);
   return lua_tostring(L, -1);
 }

@@ -122,6 +122,18 @@ static int run_write_files(const char *dir, const char *text, const char *resolv
   return rc;
 }
 
+/* 1 when a --set names a path key, or a section holding one (data={prompts: …}). */
+static int sets_name_paths(const char *const *sets, int n) {
+  for (int i = 0; i < n; i++) {
+    size_t kl = strcspn(sets[i], "=");
+    for (int k = 0; k < recipe_schema_count(); k++) {
+      const char *kp = recipe_schema_path(k), *t = recipe_schema_type(k);
+      if (t && !strcmp(t, "path") && !strncmp(kp, sets[i], kl) && (!kp[kl] || kp[kl] == '.')) return 1;
+    }
+  }
+  return 0;
+}
+
 int cmd_run(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("usage: rlrun run RECIPE [--set KEY=VALUE]... [--name NAME] [--runs-dir DIR] [--quiet]\n\n"
@@ -187,15 +199,16 @@ int cmd_run(int argc, char **argv) {
   memset(&r, 0, sizeof r);
   store *s = NULL;
   int lock = -1, rc = rl_read_file(path, &text, &len, &e);
-  /* an exported recipe: its inputs by path, or, with --set values (inputs moved), by contents once loaded */
-  if (!rc && !n_sets) rc = runs_check_export(path, text, &e);
+  /* an exported recipe: its inputs by path, or, with --set values that move inputs, by contents once loaded */
+  int moves = sets_name_paths((const char *const *)sets, n_sets);
+  if (!rc && !moves) rc = runs_check_export(path, text, &e);
   int export_moved = 0; /* an export with some inputs moved (--set): say how to point the others */
-  if (!rc && (rc = recipe_load(path, (const char *const *)sets, n_sets, &r, &e)) && n_sets)
+  if (!rc && (rc = recipe_load(path, (const char *const *)sets, n_sets, &r, &e)) && moves)
     export_moved = strstr(text, "# rlrun-input: sha256 ") != NULL;
   if (!rc) rc = run_check_hardware(&r, &e);
   if (!rc) rc = runs_canonical_recipe(&r, &e);
   if (!rc) rc = runs_input_hashes(&r, &hashes, &e);
-  if (!rc && n_sets) rc = runs_check_export_content(path, text, &r, hashes, &e);
+  if (!rc && moves) rc = runs_check_export_content(path, text, &r, hashes, &e);
   if (!rc && name) rc = rundir_check_name(name, &e);
   if (!rc && loop_stop_requested()) /* during the validation (a large data file): no run is made */
     rc = rl_errf(&e, RL_EXIT_INTERRUPT, "interrupted while the recipe was checked; no run directory was made");
@@ -285,7 +298,9 @@ static int resume_changes(const char *dir, const store_run *run, recipe *fresh, 
     const char **sets = rl_xcalloc((size_t)n_sets + 1, sizeof *sets);
     for (int i = 0; i < n_sets; i++) sets[i] = json_string_value(json_array_get(ov, (size_t)i));
     rl_err e;
-    if (recipe_load_at(rp, sets, n_sets, cwd, fresh, &e) || runs_canonical_recipe(fresh, &e)) {
+    int loaded = recipe_load_at(rp, sets, n_sets, cwd, fresh, &e) == 0;
+    if (loaded) runs_compat_stored(fresh, run->recipe_resolved);
+    if (!loaded || runs_canonical_recipe(fresh, &e)) {
       size_t old = *report ? strlen(*report) : 0, add = strlen(rp) + strlen(e.msg) + 64;
       *report = rl_xrealloc(*report, old + add);
       snprintf(*report + old, add, "  recipe %s no longer loads: %s\n", rp, e.msg);
@@ -374,6 +389,7 @@ static int resume_with_sets(const char *dir, const store_run *run, const char *c
     rl_err_prefix(e, "the run's recipe with the --set values: ");
     return -1;
   }
+  runs_compat_stored(fresh, run->recipe_resolved);
   if (runs_canonical_recipe(fresh, e) || runs_input_hashes(fresh, fresh_hashes, e)) {
     recipe_free(fresh);
     return -1;
@@ -397,11 +413,11 @@ static int resume_with_sets(const char *dir, const store_run *run, const char *c
   return changed + inputs;
 }
 
-/* The stored recipe no longer validates (e is why): when it is its inputs that
- * are gone or changed (a run directory copied to another machine, a model
- * moved), a complete run is said to be complete (exit 0) and any other is
- * refused as changed inputs are (exit 4), listing them; anything else keeps
- * e. Nothing is modified. */
+/* The stored recipe no longer validates (e is why): when inputs of it are
+ * gone (a run directory copied to another machine, a model moved), a complete
+ * run is said to be complete (exit 0) and any other is refused as changed
+ * inputs are (exit 4), listing them; anything else keeps e. Nothing is
+ * modified. */
 static int resume_inputs_gone(const char *dir, store *s, const store_run *run, rl_err *e) {
   recipe shape;
   rl_err se;
@@ -410,7 +426,9 @@ static int resume_inputs_gone(const char *dir, store *s, const store_run *run, r
   char *text = runs_loadable_text(run->recipe_resolved, name);
   int ok = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &shape, &se) == 0;
   free(text);
-  int gone = ok ? runs_inputs_changed(run->input_hashes, &report) : 0;
+  /* only inputs that are gone (one changed in place that no longer validates keeps the validator's
+   * FILE:LINE and exit 2: fix it, then --allow-changed) */
+  int gone = ok ? runs_inputs_check(run->input_hashes, 1, &report) : 0;
   int64_t iterations = ok ? shape.loop.iterations : 0;
   if (ok) recipe_free(&shape);
   if (!gone) {
@@ -420,12 +438,12 @@ static int resume_inputs_gone(const char *dir, store *s, const store_run *run, r
   if (resume_complete(dir, s, iterations)) {
     printf("%s: the run is already complete (%lld iteration%s, final checkpoint step-%06lld); nothing to do\n", dir,
            (long long)iterations, iterations == 1 ? "" : "s", (long long)iterations);
-    fprintf(stderr, "rlrun resume: note: inputs of the run are gone or changed since it started:\n%s", report);
+    fprintf(stderr, "rlrun resume: note: inputs of the run are gone since it started:\n%s", report);
     free(report);
     rl_err_clear(e);
     return 0;
   }
-  rl_errf(e, RL_EXIT_STATE, "%s: inputs of the run are gone or changed since it started:\n%snothing was done; "
+  rl_errf(e, RL_EXIT_STATE, "%s: inputs of the run are gone since it started:\n%snothing was done; "
           "put them back where the run's recipe names them (recipe.resolved.yaml), or point the run at where they "
           "are now: rlrun resume %s --set KEY=PATH (e.g. --set model.path=/new/place; the same contents continue "
           "the run as it is)", dir, report, dir);
@@ -551,25 +569,17 @@ int cmd_resume(int argc, char **argv) {
       memset(&r, 0, sizeof r);
       rc = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &r, &e);
       free(text);
+      if (rc) recipe_free(&fresh);
     }
     if (!rc) have_fresh = 1;
     if (!rc && moved && !writable) {
       moved = 0; /* nothing is recorded: a complete run says so, another is refused as not writable, below */
     } else if (!rc && moved) {
-      /* the same contents elsewhere: the run goes on as it is, its records naming the new places */
-      char path[4200];
-      snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
-      rc = store_run_update(s, fresh_text, fresh_hashes, &e);
-      if (!rc) rc = rundir_write_atomic(path, fresh_text, strlen(fresh_text), &e);
-      if (!rc) rc = resume_record_sets(dir, &fresh, sets, n_sets, &e);
-      if (!rc) store_event(s, STORE_INFO, -1, NULL, &e, "inputs moved (the same contents, sha256 checked):\n%s", report);
-      if (!rc) fprintf(stderr, "rlrun resume: the run's inputs are where --set says, with the same contents (sha256 "
-                       "checked):\n%s", report); /* an error is printed below, as any */
-      if (!rc) {
-        recipe_free(&r);
-        r = fresh;
-        have_fresh = 0;
-      }
+      /* the same contents elsewhere: the run goes on as it is, under the recipe naming the new places
+       * (recorded once every check before the first write has passed, below) */
+      recipe_free(&r);
+      r = fresh;
+      have_fresh = 0;
     }
   } else if (!rc) {
     rc = runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e);
@@ -629,6 +639,17 @@ int cmd_resume(int argc, char **argv) {
     } else if (!complete && (rc = loop_resume_find(dir, s, use, &point, &e))) {
       fprintf(stderr, "rlrun resume: cannot resume %s: %s\nrlrun resume: nothing was modified\n", dir, e.msg);
     }
+  }
+  if (!rc && moved) { /* resume --set, the same contents elsewhere: the records name the new places */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
+    rc = store_run_update(s, fresh_text, fresh_hashes, &e);
+    if (!rc) rc = rundir_write_atomic(path, fresh_text, strlen(fresh_text), &e);
+    if (!rc) rc = resume_record_sets(dir, &r, sets, n_sets, &e);
+    if (!rc) store_event(s, STORE_INFO, -1, NULL, &e, "inputs moved (the same contents, sha256 checked):\n%s", report);
+    if (!rc) fprintf(stderr, "rlrun resume: the run's inputs are where --set says, with the same contents (sha256 "
+                     "checked):\n%s", report);
+    else fprintf(stderr, "rlrun resume: %s\n", e.msg);
   }
   if (!rc && changes) {
     store_event(s, STORE_WARN, -1, NULL, &e, "resumed with --allow-changed:\n%s", report);

@@ -227,7 +227,9 @@ int runs_inputs_compare(const recipe *old_r, const char *old_hashes, const recip
   return n;
 }
 
-int runs_inputs_changed(const char *stored_json, char **report) {
+int runs_inputs_changed(const char *stored_json, char **report) { return runs_inputs_check(stored_json, 0, report); }
+
+int runs_inputs_check(const char *stored_json, int missing_only, char **report) {
   json_t *o = json_loads(stored_json ? stored_json : "{}", 0, NULL);
   int n = 0;
   const char *path;
@@ -237,7 +239,7 @@ int runs_inputs_changed(const char *stored_json, char **report) {
     rl_err fe;
     const char *want = json_string_value(v);
     if (sha256_file(path, hex, NULL, &fe)) report_add(report, "  input missing: %s (%s)", path, fe.msg), n++;
-    else if (want && strcmp(hex, want))
+    else if (want && strcmp(hex, want) && !missing_only)
       report_add(report, "  input changed: %s (sha256 %.12s… was %.12s…)", path, hex, want), n++;
   }
   json_decref(o);
@@ -258,6 +260,12 @@ static char **split_lines(char *text, int *n) {
   }
   return v;
 }
+
+/* A key a newer rlrun added whose default changes what a run does, and its
+ * line as runs_compat_stored sets it for a run stored without it: that line
+ * against no line is no change. */
+#define COMPAT_GEN_EOS_KEY "rollout.generation_config_eos"
+#define COMPAT_GEN_EOS_LINE "generation_config_eos: false"
 
 /* A line without its "  # default" comment, for comparing values. */
 static void strip_comment(const char *line, char *out, size_t n) {
@@ -343,6 +351,7 @@ int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **re
   }
   for (int j = 0; j < nb; j++) {
     if (b[j].matched || b[j].is_default) continue;
+    if (!strcmp(b[j].path, COMPAT_GEN_EOS_KEY) && !strcmp(b[j].line, COMPAT_GEN_EOS_LINE)) continue;
     changed++;
     if (n_values && !is_path_key(b[j].path)) (*n_values)++;
     report_add(report, "  recipe changed%s%s: (none)  →  %s", b[j].sect[0] ? " in " : "", b[j].sect, b[j].line);
@@ -437,6 +446,15 @@ char *runs_loadable_text(const char *resolved, const char *name) {
   return set_keys_only(resolved);
 }
 
+void runs_compat_stored(recipe *r, const char *stored) {
+  /* rollout.generation_config_eos came in true: a run stored without it ran without those end ids */
+  int i = recipe_key_index(COMPAT_GEN_EOS_KEY);
+  if (stored && !strstr(stored, "generation_config_eos:") && i >= 0 && !r->key_set[i]) {
+    r->rollout.generation_config_eos = 0;
+    r->key_set[i] = 1; /* printed as set: the stored recipe keeps saying so */
+  }
+}
+
 int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e) {
   char name[4200];
   snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, run_dir);
@@ -446,6 +464,7 @@ int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r
   if (rc)
     return rl_err_prefix(e, "the run's stored recipe no longer validates (a file it names changed or is gone, or this "
                             "rlrun reads it otherwise): ");
+  runs_compat_stored(r, resolved);
   return 0;
 }
 

@@ -43,6 +43,8 @@ int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl
 /* Compare stored input hashes with the files now: one line per changed or
  * missing file appended to *report (malloc'd, grown); returns the count. */
 int runs_inputs_changed(const char *stored_json, char **report);
+/* The same; missing_only: only the inputs that are gone are counted and listed. */
+int runs_inputs_check(const char *stored_json, int missing_only, char **report);
 /* Compare two recipes' inputs by role, not path: each input is named by the
  * key that names it ("data.prompts", "model.path/config.json",
  * "tokenizer:tokenizer_config.json"), so inputs moved elsewhere with the same
@@ -60,8 +62,12 @@ int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **re
  * makes meaningless, printed as defaults) commented out: text that
  * recipe_load_string accepts and that resolves to the same recipe (malloc'd). */
 char *runs_loadable_text(const char *resolved, const char *name);
-/* Load a run's recipe from its stored resolved text. */
+/* Load a run's recipe from its stored resolved text (runs_compat_stored applied). */
 int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e);
+/* Keys a newer rlrun added with a default that changes what a run does, set
+ * in r as the run that stored `stored` (its resolved text) ran, unless r sets
+ * them: rollout.generation_config_eos false for a run stored without it. */
+void runs_compat_stored(recipe *r, const char *stored);
 /* Check the "# rlrun-input:" lines of an exported recipe's text. */
 int runs_check_export(const char *what, const char *text, rl_err *e);
 /* The same by contents, for a recipe r loaded with --set values (inputs

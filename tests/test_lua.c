@@ -494,6 +494,7 @@ TEST(lua_runtime_error_names_line_and_retry_after_fix) {
   h = src("obj.lua", "function reward(s)\n  if s.completion == 'x' then error({}) end\n"
                      "  if s.completion == 't' then error({code = 42}) end\n"
                      "  if s.completion == 'u' then error({'a\\nb', 1.5, true, {}, 5}) end\n"
+                     "  if s.completion == 'k' then error({[string.rep('k', 3000)] = 1}) end\n"
                      "  error('plain', 0)\nend\n", NULL, &e);
   REQUIRE(h);
   CHECK_EQ_I64(call(h, &e), RL_EXIT_FAIL);
@@ -506,9 +507,12 @@ TEST(lua_runtime_error_names_line_and_retry_after_fix) {
   s.completion = "u";
   CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
   CHECK_CONTAINS(e.msg, "obj.lua:4: (error object is a table: {[1] = \"a\\nb\", [2] = 1.5, [3] = true, [4] = table, …})");
+  s.completion = "k"; /* a long key is cut as a value is (it overran a Lua buffer: a use after free) */
+  CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
+  CHECK_CONTAINS(e.msg, "obj.lua:5: (error object is a table: {kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk… = 1})");
   s.completion = "y";
   CHECK_EQ_I64(luahost_reward_one(h, &s, &r, &e), RL_EXIT_FAIL);
-  CHECK_CONTAINS(e.msg, "obj.lua:5: plain (sample 3 of iteration 7)");
+  CHECK_CONTAINS(e.msg, "obj.lua:6: plain (sample 3 of iteration 7)");
   luahost_close(h);
   /* Syntax errors name the line; a missing file says so. */
   h = src("syn.lua", "function reward(s)\n  return 1 +\nend\n", NULL, &e);

@@ -1919,3 +1919,63 @@ TEST(runs_export_quotes_a_path_with_a_newline) {
   snprintf(args, sizeof args, "run %s/ex.yaml --runs-dir runs2 --quiet", dir);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
 }
+
+/* resume with a script changed in place that no longer loads: the validator's
+ * FILE:LINE and exit 2 (not "inputs gone"); resume --set of moved inputs with
+ * a corrupt checkpoint: exit 4 and nothing modified (the move was recorded
+ * before the checkpoint's check). */
+TEST(runs_resume_set_checks_before_it_records) {
+  char dir[1200], args[20000], out[16384], cwd[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/rsc", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(args, sizeof args, "mkdir in && cp %s/lua/scripts/task_add_digits.lua %s/lua/scripts/digit_match.lua in/ && "
+           "RLRUN_FAULT=loop.train@2:fail %s run %s/recipes/demo-cpu.yaml --set loop.iterations=3 --set "
+           "loop.checkpoint_interval=1 --set data.task=in/task_add_digits.lua --set reward.script=in/digit_match.lua "
+           "--runs-dir runs --quiet", cwd, cwd, bin(), cwd);
+  char cmd[24000];
+  snprintf(cmd, sizeof cmd, "cd %s && %s", dir, args);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 1);
+  char rd[1400];
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(cmd, sizeof cmd, "cd %s && cp in/digit_match.lua keep.lua && printf 'function reward(s\\n' >> in/digit_match.lua", dir);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "resume %s --allow-changed", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), RL_EXIT_USAGE);
+  CHECK_CONTAINS(out, "digit_match.lua:");
+  CHECK(strstr(out, "gone since it started") == NULL);
+  /* moved, and the checkpoint corrupt: refused before anything is written */
+  snprintf(cmd, sizeof cmd, "cd %s && cp keep.lua in/digit_match.lua && mv in in2 && printf x >> %s/checkpoints/step-000001/model.safetensors && "
+           "md5sum %s/state.db %s/run.json %s/recipe.resolved.yaml > before.md5", dir, rd, rd, rd, rd);
+  REQUIRE(harness_run(cmd, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "resume %s --set data.task=in2/task_add_digits.lua --set reward.script=in2/digit_match.lua", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), RL_EXIT_STATE);
+  CHECK_CONTAINS(out, "model.safetensors");
+  snprintf(cmd, sizeof cmd, "cd %s && md5sum -c --quiet before.md5", dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+}
+
+/* rollout.generation_config_eos came in true: a run stored before it (its
+ * resolved recipe without the key) resumes with it false — the end ids it ran
+ * without — and that is no change of its recipe. */
+TEST(runs_stored_recipe_without_generation_config_eos_keeps_it_off) {
+  recipe r, old, now;
+  rl_err e;
+  REQUIRE(recipe_load("recipes/demo-cpu.yaml", NULL, 0, &r, &e) == 0);
+  REQUIRE(runs_canonical_recipe(&r, &e) == 0);
+  char *text = runs_resolved_text(&r);
+  REQUIRE(text != NULL && strstr(text, "generation_config_eos: true") != NULL);
+  char *cut = strdup(text), *l = strstr(cut, "  generation_config_eos:");
+  REQUIRE(l != NULL);
+  memmove(l, strchr(l, '\n') + 1, strlen(strchr(l, '\n') + 1) + 1);
+  REQUIRE(runs_load_stored_recipe(harness_tmpdir(), text, &now, &e) == 0);
+  CHECK_EQ_I64(now.rollout.generation_config_eos, 1);
+  REQUIRE(runs_load_stored_recipe(harness_tmpdir(), cut, &old, &e) == 0);
+  CHECK_EQ_I64(old.rollout.generation_config_eos, 0);
+  char *again = runs_resolved_text(&old), *report = NULL;
+  CHECK_CONTAINS(again, "generation_config_eos: false\n"); /* said as set: it stays off on every resume */
+  CHECK_EQ_I64(runs_recipe_changed(cut, again, &report), 0);
+  CHECK_EQ_I64(runs_recipe_changed(text, again, &report), 1); /* against a run stored with it on: a change */
+  free(report), free(again), free(cut), free(text);
+  recipe_free(&r), recipe_free(&old), recipe_free(&now);
+}
