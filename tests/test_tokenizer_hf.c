@@ -991,3 +991,29 @@ TEST(tokenizer_hf_symlinked_tokenizer_keeps_its_config) {
   snprintf(want, sizeof want, " %s/tk/tokenizer_config.json\n", dir);
   cli_expect(out, sizeof out, 0, want, "export $(ls -d %s/r2/hub-*/)", dir);
 }
+
+/* An hf run killed while its checkpoints (with their tokenizer copies) are
+ * written — before the directory is published, then before it is recorded —
+ * resumes to the uninterrupted run's weights and copies, no stray directory. */
+TEST(tokenizer_hf_checkpoint_copies_survive_kills) {
+  const char *dir = harness_tmpdir();
+  char cmd[8192], out[16384], recipe[1200], reward[PATH_MAX];
+  REQUIRE(realpath("lua/scripts/exact_match.lua", reward) != NULL);
+  tk_start(dir, "kill", reward, recipe, sizeof recipe);
+  const char *sets = "--set loop.iterations=3 --set loop.checkpoint_interval=1 --quiet";
+  cli_expect(out, sizeof out, 0, NULL, "run %s --runs-dir %s/ref %s", recipe, dir, sets);
+  snprintf(cmd, sizeof cmd, "RLRUN_FAULT=ckpt.before_publish@2:kill %s run %s --runs-dir %s/k %s; exit $?", harness_bin(),
+           recipe, dir, sets);
+  int rc = harness_run(cmd, out, sizeof out);
+  CHECK_MSG(rc == 137 || rc == -1, "not killed: %d %s", rc, out);
+  snprintf(cmd, sizeof cmd, "RLRUN_FAULT=ckpt.before_record@1:kill %s resume $(ls -d %s/k/kill-*/) --quiet; exit $?",
+           harness_bin(), dir);
+  rc = harness_run(cmd, out, sizeof out);
+  CHECK_MSG(rc == 137 || rc == -1, "not killed: %d %s", rc, out);
+  cli_expect(out, sizeof out, 0, NULL, "resume $(ls -d %s/k/kill-*/) --quiet", dir);
+  snprintf(cmd, sizeof cmd, "cd %s && for f in model.safetensors tokenizer.json tokenizer_config.json; do cmp "
+           "ref/kill-*/checkpoints/step-000003/$f k/kill-*/checkpoints/step-000003/$f || exit 1; done && "
+           "ls -a k/kill-*/checkpoints | grep -c tmp; true", dir);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  CHECK_STREQ(out, "0\n");
+}
