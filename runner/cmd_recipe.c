@@ -202,9 +202,9 @@ static void print_tokenizer(const recipe *r) {
   }
   /* rollout.stop_tokens', then the generation config's (validate checked them) */
   int32_t *ends = NULL;
-  int n_ends = 0;
+  int n_ends = 0, n_listed = 0;
   const char *blame;
-  if (recipe_end_ids(r, tok, &ends, &n_ends, &blame, &e)) printf("end tokens not read: %s: %s\n", blame, e.msg);
+  if (recipe_end_ids(r, tok, &ends, &n_ends, &n_listed, &blame, &e)) printf("end tokens not read: %s: %s\n", blame, e.msg);
   char *gp = recipe_generation_config_path(r);
   for (int i = 0; i < n_ends; i++) {
     const char *b;
@@ -212,10 +212,7 @@ static void print_tokenizer(const recipe *r) {
     int special;
     printf("ends a completion too: %d ", ends[i]);
     if (!tokenizer_token_bytes(tok, ends[i], &b, &l, &special, &e)) print_token_text(b, l);
-    int listed = 0; /* from rollout.stop_tokens, or (only) from the generation config */
-    for (int j = 0; j < r->rollout.stop_tokens.n && !listed; j++)
-      listed = tokenizer_find(tok, r->rollout.stop_tokens.items[j]) == ends[i];
-    if (listed) printf("  (rollout.stop_tokens)");
+    if (i < n_listed) printf("  (rollout.stop_tokens)"); /* else (only) from the generation config */
     else if (gp) printf("  (eos_token_id of %s)", gp);
     putchar('\n');
   }

@@ -122,15 +122,19 @@ static int run_write_files(const char *dir, const char *text, const char *resolv
   return rc;
 }
 
-/* 1 when a --set names a path key, or a section holding one (data={prompts: …}). */
+/* 1 when schema key k is a path key that the --set `set` names, itself or as
+ * a section holding it (data={prompts: …} names data.prompts). */
+static int set_names_path_key(const char *set, int k) {
+  size_t kl = strcspn(set, "=");
+  const char *kp = recipe_schema_path(k);
+  return recipe_key_is_path(k) && !strncmp(kp, set, kl) && (!kp[kl] || kp[kl] == '.');
+}
+
+/* 1 when a --set names a path key, or a section holding one. */
 static int sets_name_paths(const char *const *sets, int n) {
-  for (int i = 0; i < n; i++) {
-    size_t kl = strcspn(sets[i], "=");
-    for (int k = 0; k < recipe_schema_count(); k++) {
-      const char *kp = recipe_schema_path(k), *t = recipe_schema_type(k);
-      if (t && !strcmp(t, "path") && !strncmp(kp, sets[i], kl) && (!kp[kl] || kp[kl] == '.')) return 1;
-    }
-  }
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < recipe_schema_count(); k++)
+      if (set_names_path_key(sets[i], k)) return 1;
   return 0;
 }
 
@@ -343,14 +347,13 @@ static int resume_record_sets(const char *dir, const recipe *r, const char *cons
   json_t *ov = json_object_get(info, "overrides");
   if (!json_is_array(ov)) json_object_set_new(info, "overrides", ov = json_array());
   for (int i = 0; i < n; i++) {
-    set_key(sets[i], key, sizeof key);
-    size_t kl = strlen(key);
-    if (!recipe_path_value(r, recipe_key_index(key))) json_array_append_new(ov, json_string(sets[i]));
+    if (!recipe_path_value(r, recipe_key_index(set_key(sets[i], key, sizeof key))))
+      json_array_append_new(ov, json_string(sets[i]));
     /* the path keys it set (itself, or those under a section it set: data={prompts: p.jsonl}) as r
      * resolved them, absolute, after it: relative ones would resolve against the run's first directory */
     for (int k = 0; k < recipe_schema_count(); k++) {
       const char *kp = recipe_schema_path(k), *v = recipe_path_value(r, k);
-      if (!v || strncmp(kp, key, kl) || (kp[kl] && kp[kl] != '.')) continue;
+      if (!v || !set_names_path_key(sets[i], k)) continue;
       json_t *quoted = json_string(v); /* a path as a YAML (JSON) string: any character kept */
       char *q = quoted ? json_dumps(quoted, JSON_ENCODE_ANY) : NULL;
       if (q) {
@@ -379,17 +382,11 @@ static int resume_record_sets(const char *dir, const recipe *r, const char *cons
 static int resume_with_sets(const char *dir, const store_run *run, const char *const *sets, int n_sets,
                             recipe *fresh, char **fresh_text, char **fresh_hashes, char **report, int *moved,
                             rl_err *e) {
-  char name[4200];
   *moved = 0;
-  snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, dir);
-  char *text = runs_loadable_text(run->recipe_resolved, name);
-  int rc = recipe_load_string(text, strlen(text), name, sets, n_sets, RECIPE_NO_DATA, fresh, e);
-  free(text);
-  if (rc) {
+  if (runs_load_stored(dir, run->recipe_resolved, sets, n_sets, RECIPE_NO_DATA, fresh, e)) {
     rl_err_prefix(e, "the run's recipe with the --set values: ");
     return -1;
   }
-  runs_compat_stored(fresh, run->recipe_resolved);
   if (runs_canonical_recipe(fresh, e) || runs_input_hashes(fresh, fresh_hashes, e)) {
     recipe_free(fresh);
     return -1;
@@ -398,9 +395,7 @@ static int resume_with_sets(const char *dir, const store_run *run, const char *c
   /* the run's recipe as stored (its inputs where they were), for the inputs' roles */
   recipe was;
   rl_err we;
-  text = runs_loadable_text(run->recipe_resolved, name);
-  int have_was = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &was, &we) == 0;
-  free(text);
+  int have_was = runs_load_stored(dir, run->recipe_resolved, NULL, 0, RECIPE_NO_FS, &was, &we) == 0;
   char *keys = NULL;
   int values = 0, changed = runs_recipe_changed_ex(run->recipe_resolved, *fresh_text, &keys, &values);
   int inputs = have_was ? runs_inputs_compare(&was, run->input_hashes, fresh, *fresh_hashes, &keys) : 1;
@@ -421,11 +416,8 @@ static int resume_with_sets(const char *dir, const store_run *run, const char *c
 static int resume_inputs_gone(const char *dir, store *s, const store_run *run, rl_err *e) {
   recipe shape;
   rl_err se;
-  char name[4200], *report = NULL;
-  snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, dir);
-  char *text = runs_loadable_text(run->recipe_resolved, name);
-  int ok = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &shape, &se) == 0;
-  free(text);
+  char *report = NULL;
+  int ok = runs_load_stored(dir, run->recipe_resolved, NULL, 0, RECIPE_NO_FS, &shape, &se) == 0;
   /* only inputs that are gone (one changed in place that no longer validates keeps the validator's
    * FILE:LINE and exit 2: fix it, then --allow-changed) */
   int gone = ok ? runs_inputs_check(run->input_hashes, 1, &report) : 0;
@@ -562,14 +554,9 @@ int cmd_resume(int argc, char **argv) {
       rc = e.code, changes = 0;
     } else if (runs_load_stored_recipe(dir, run.recipe_resolved, &r, &e)) {
       /* its inputs gone (what the --set values are for): the shape, for the iteration count */
-      char name[4200];
-      snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, dir);
-      char *text = runs_loadable_text(run.recipe_resolved, name);
       recipe_free(&r);
       memset(&r, 0, sizeof r);
-      rc = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_FS, &r, &e);
-      free(text);
-      if (rc) recipe_free(&fresh);
+      if ((rc = runs_load_stored(dir, run.recipe_resolved, NULL, 0, RECIPE_NO_FS, &r, &e))) recipe_free(&fresh);
     }
     if (!rc) have_fresh = 1;
     if (!rc && moved && !writable) {

@@ -48,16 +48,24 @@ char *recipe_tokenizer_path(const recipe *r, const char **key) {
   if (!r->model.checkpoint) return NULL;
   char *p = present_in(r->model.checkpoint, "tokenizer.json", 1); /* the checkpoint's own copy */
   if (p) return p;
-  ckpt_info ci; /* a checkpoint written before they carried one: where its run's was */
+  json_t *t = recipe_checkpoint_tokenizer(r); /* a checkpoint written before they carried one: where its run's was */
+  const char *tp = json_string_value(json_object_get(t, "path"));
+  if (tp) p = rl_xstrdup(tp);
+  json_decref(t);
+  return p;
+}
+
+json_t *recipe_checkpoint_tokenizer(const recipe *r) {
+  ckpt_info ci;
   rl_err ce;
-  if (ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
-    json_t *x = json_loads(ci.extra_json, 0, NULL), *t = json_object_get(x, "tokenizer");
-    const char *tp = json_string_value(json_object_get(t, "path"));
-    if (tp) p = rl_xstrdup(tp);
+  json_t *t = NULL;
+  if (r->model.checkpoint && ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
+    json_t *x = json_loads(ci.extra_json, 0, NULL);
+    t = json_incref(json_object_get(x, "tokenizer"));
     json_decref(x);
     ckpt_info_free(&ci);
   }
-  return p;
+  return t;
 }
 
 int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e) {
@@ -98,8 +106,10 @@ static void end_id_add(int32_t *ids, int *n, int32_t id, int32_t eos) {
   ids[(*n)++] = id;
 }
 
-int recipe_end_ids(const recipe *r, const tokenizer *tok, int32_t **ids, int *n, const char **blame, rl_err *e) {
+int recipe_end_ids(const recipe *r, const tokenizer *tok, int32_t **ids, int *n, int *n_listed, const char **blame,
+                   rl_err *e) {
   *ids = NULL, *n = 0, *blame = NULL;
+  if (n_listed) *n_listed = 0;
   char *gp = recipe_generation_config_path(r);
   json_t *root = NULL, *eid = NULL;
   if (gp) {
@@ -148,6 +158,7 @@ int recipe_end_ids(const recipe *r, const tokenizer *tok, int32_t **ids, int *n,
                    recipe_clip(r->rollout.stop_tokens.items[i], shown, sizeof shown));
     else end_id_add(v, &m, id, tok->eos);
   }
+  int listed = m; /* those from rollout.stop_tokens come first */
   const int64_t V = tokenizer_vocab_size(tok);
   for (size_t k = 0; !rc && eid && !json_is_null(eid) && k < (json_is_array(eid) ? json_array_size(eid) : 1); k++) {
     json_int_t id = json_integer_value(json_is_array(eid) ? json_array_get(eid, k) : eid);
@@ -165,6 +176,7 @@ int recipe_end_ids(const recipe *r, const tokenizer *tok, int32_t **ids, int *n,
     return rc;
   }
   *ids = v, *n = m;
+  if (n_listed) *n_listed = listed;
   return 0;
 }
 

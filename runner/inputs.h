@@ -9,6 +9,8 @@
 #ifndef RLRUN_INPUTS_H
 #define RLRUN_INPUTS_H
 
+#include <jansson.h>
+
 #include "kernels/common.h"
 #include "lua/host.h"
 #include "runner/recipe.h"
@@ -29,6 +31,10 @@ int recipe_tokenizer(const recipe *r, tokenizer **out, rl_err *e);
  * manifest's extra.tokenizer.path); NULL when none of them gives one.
  * *key: the recipe key the path comes from (for messages). */
 char *recipe_tokenizer_path(const recipe *r, const char **key);
+/* The tokenizer model.checkpoint's run recorded (its manifest's
+ * extra.tokenizer: {"type": "chars", "chars"} or {"type": "hf", "path",
+ * "sha256"}), a new reference; NULL when there is no such record. */
+json_t *recipe_checkpoint_tokenizer(const recipe *r);
 /* An hf tokenizer's BOS / EOS as the recipe sets them (tokenizer.bos /
  * tokenizer.eos over tokenizer_config.json's, which, naming a token the file
  * lacks, the recipe must override): 0, or RL_EXIT_USAGE with *blame the key at
@@ -39,13 +45,15 @@ int recipe_tokenizer_specials(const recipe *r, tokenizer *t, const char *path, c
  * rollout.generation_config_eos; NULL when there is none. */
 char *recipe_generation_config_path(const recipe *r);
 /* The ids besides the tokenizer's EOS that end a completion as it does:
- * rollout.stop_tokens' (in order), then the eos_token_id (an id or a list) of
- * recipe_generation_config_path's file, as transformers' generate stops at
- * them; repeats and the EOS itself left out. *ids malloc'd, NULL when *n is 0.
+ * rollout.stop_tokens' (in order; *n_listed of them, may be NULL), then the
+ * eos_token_id (an id or a list) of recipe_generation_config_path's file, as
+ * transformers' generate stops at them; repeats and the EOS itself left out.
+ * *ids malloc'd, NULL when *n is 0.
  * RL_EXIT_USAGE, *blame the key at fault, for a stop token that is no token, a
  * generation config that is no JSON object, an eos_token_id of another type or
  * an id the tokenizer does not have. */
-int recipe_end_ids(const recipe *r, const tokenizer *tok, int32_t **ids, int *n, const char **blame, rl_err *e);
+int recipe_end_ids(const recipe *r, const tokenizer *tok, int32_t **ids, int *n, int *n_listed, const char **blame,
+                   rl_err *e);
 
 /* The files an hf run's checkpoint carries (ckpt_content.copies), so that it
  * loads as a model with its tokenizer (a run from it, transformers): the

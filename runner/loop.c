@@ -213,7 +213,7 @@ static int loop_open(loop_ctx *c, rl_err *e) {
   c->ro.n_stop = r->rollout.stop.n;
   /* rollout.stop_tokens and the model's generation_config.json eos ids (validate checked them) */
   const char *blame;
-  if (recipe_end_ids(&c->in, c->tok, &c->stop_ids, &c->ro.n_stop_ids, &blame, e))
+  if (recipe_end_ids(&c->in, c->tok, &c->stop_ids, &c->ro.n_stop_ids, NULL, &blame, e))
     return rl_err_prefix(e, "%s: ", blame ? blame : "rollout");
   c->ro.stop_ids = c->stop_ids;
   train_opts to;

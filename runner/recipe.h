@@ -215,6 +215,8 @@ const char *recipe_schema_default(int i);
 void recipe_schema_print_reference(FILE *f);
 /* Index of a dotted key path, or -1. */
 int recipe_key_index(const char *path);
+/* 1 when key i is a path key (model.path, data.prompts, ...). */
+int recipe_key_is_path(int i);
 /* The value of key i when it is a path key (model.path, data.prompts, ...: as
  * resolved, relative paths made absolute), NULL for another key or no value. */
 const char *recipe_path_value(const recipe *r, int i);

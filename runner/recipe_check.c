@@ -232,10 +232,8 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
     /* a run's checkpoint records the tokenizer it was trained with (manifest
      * "extra"): the same vocabulary size with other characters (reordered,
      * swapped) would feed the weights other token ids silently */
-    ckpt_info ci;
-    rl_err ce;
-    if (!rc && r->model.checkpoint && !(flags & RECIPE_NO_FS) && ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
-      json_t *x = json_loads(ci.extra_json, 0, NULL), *t = json_object_get(x, "tokenizer");
+    json_t *t = !rc && !(flags & RECIPE_NO_FS) ? recipe_checkpoint_tokenizer(r) : NULL;
+    if (t) {
       const char *ty = json_string_value(json_object_get(t, "type")), *ch = json_string_value(json_object_get(t, "chars"));
       if (ty && strcmp(ty, "chars"))
         rc = kerr(r, e, "tokenizer.type", "model.checkpoint '%s' was trained with a tokenizer of type %s (its "
@@ -244,8 +242,7 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
         rc = kerr(r, e, "tokenizer.chars", "differs from the characters model.checkpoint '%s' was trained with "
                   "(\"%s\", its manifest.json): its token ids would stand for other characters; use those "
                   "tokenizer.chars", r->model.checkpoint, ch);
-      json_decref(x);
-      ckpt_info_free(&ci);
+      json_decref(t);
     }
     return rc;
   }
@@ -263,15 +260,8 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
   if (!path && r->model.checkpoint && stat(r->model.checkpoint, &st) != 0)
     return rc; /* a checkpoint still to come (check_model noted it): its tokenizer is checked when it exists */
   if (!path) { /* a checkpoint that records none: a chars run's (named), or one from before hf */
-    ckpt_info ci;
-    rl_err ce;
-    const char *ty = NULL;
-    json_t *x = NULL;
-    if (ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
-      x = json_loads(ci.extra_json, 0, NULL);
-      ty = json_string_value(json_object_get(json_object_get(x, "tokenizer"), "type"));
-      ckpt_info_free(&ci);
-    }
+    json_t *x = recipe_checkpoint_tokenizer(r);
+    const char *ty = json_string_value(json_object_get(x, "type"));
     if (ty && !strcmp(ty, "chars"))
       rc = kerr(r, e, is_set(r, "tokenizer.type") ? "tokenizer.type" : "model.checkpoint",
                 "model.checkpoint '%s' was trained with tokenizer.type chars (its manifest.json): set tokenizer.type: "
@@ -317,12 +307,11 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
               r->model.path ? "model.path" : "model.checkpoint");
   /* the checkpoint's record (manifest "extra"): another tokenizer.json would
    * feed its weights other token ids */
-  ckpt_info ci;
-  rl_err ce;
-  if (!rc && r->model.checkpoint && ckpt_read_manifest(r->model.checkpoint, &ci, &ce) == 0) {
-    json_t *x = json_loads(ci.extra_json, 0, NULL), *t = json_object_get(x, "tokenizer");
+  json_t *t = rc ? NULL : recipe_checkpoint_tokenizer(r);
+  if (t) {
     const char *ty = json_string_value(json_object_get(t, "type")), *sha = json_string_value(json_object_get(t, "sha256"));
     char hex[65];
+    rl_err ce;
     if (ty && strcmp(ty, "hf"))
       rc = kerr(r, e, "tokenizer.type", "model.checkpoint '%s' was trained with a tokenizer of type %s (its "
                 "manifest.json): use that tokenizer", r->model.checkpoint, ty);
@@ -331,8 +320,7 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
                 "%.12s…, its manifest.json; this one %.12s…): its token ids would stand for other text; use that one",
                 path, r->model.checkpoint, json_string_value(json_object_get(t, "path")) ? json_string_value(json_object_get(t, "path")) : "?",
                 sha, hex);
-    json_decref(x);
-    ckpt_info_free(&ci);
+    json_decref(t);
   }
   free(path);
   return rc;
@@ -353,7 +341,7 @@ static int check_stop_tokens(recipe *r, int flags, tokenizer *hf, rl_err *e) {
   int32_t *ends = NULL;
   int n_ends = 0;
   const char *blame;
-  if (recipe_end_ids(r, tok, &ends, &n_ends, &blame, &te)) rc = kerr(r, e, blame, "%s", te.msg);
+  if (recipe_end_ids(r, tok, &ends, &n_ends, NULL, &blame, &te)) rc = kerr(r, e, blame, "%s", te.msg);
   free(ends);
   /* an hf tokenizer without an EOS: nothing ends a completion but stop strings and the length (sft: its
    * targets get no end token, whatever ends a sampled completion) */

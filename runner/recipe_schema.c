@@ -171,8 +171,10 @@ const char *recipe_schema_path(int i) { return i >= 0 && i < N_KEYS ? keys[i].pa
 const char *recipe_schema_type(int i) { return i >= 0 && i < N_KEYS ? type_names[keys[i].type] : NULL; }
 const char *recipe_schema_default(int i) { return i >= 0 && i < N_KEYS && keys[i].def ? keys[i].def : ""; }
 
+int recipe_key_is_path(int i) { return i >= 0 && i < N_KEYS && keys[i].type == KT_PATH; }
+
 const char *recipe_path_value(const recipe *r, int i) {
-  if (i < 0 || i >= N_KEYS || keys[i].type != KT_PATH) return NULL;
+  if (!recipe_key_is_path(i)) return NULL;
   return *(char *const *)((const char *)r + keys[i].off);
 }
 

@@ -326,12 +326,6 @@ int runs_recipe_changed(const char *old_text, const char *new_text, char **repor
   return runs_recipe_changed_ex(old_text, new_text, report, NULL);
 }
 
-/* 1 when the dotted key is a path key (model.path, data.prompts, ...). */
-static int is_path_key(const char *key) {
-  const char *t = recipe_schema_type(recipe_key_index(key));
-  return t && !strcmp(t, "path");
-}
-
 int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **report, int *n_values) {
   /* compared key by key, not line by line: a key a newer rlrun added (or an older one had)
    * at its default value is no change, and one changed key is one line of the report */
@@ -345,7 +339,7 @@ int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **re
     if (y) y->matched = 1;
     if (y ? !strcmp(a[i].line, y->line) : a[i].is_default) continue;
     changed++;
-    if (n_values && !is_path_key(a[i].path)) (*n_values)++;
+    if (n_values && !recipe_key_is_path(recipe_key_index(a[i].path))) (*n_values)++;
     report_add(report, "  recipe changed%s%s: %s  →  %s", a[i].sect[0] ? " in " : "", a[i].sect, a[i].line,
                y ? y->line : "(none)");
   }
@@ -353,7 +347,7 @@ int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **re
     if (b[j].matched || b[j].is_default) continue;
     if (!strcmp(b[j].path, COMPAT_GEN_EOS_KEY) && !strcmp(b[j].line, COMPAT_GEN_EOS_LINE)) continue;
     changed++;
-    if (n_values && !is_path_key(b[j].path)) (*n_values)++;
+    if (n_values && !recipe_key_is_path(recipe_key_index(b[j].path))) (*n_values)++;
     report_add(report, "  recipe changed%s%s: (none)  →  %s", b[j].sect[0] ? " in " : "", b[j].sect, b[j].line);
   }
   free(a), free(b);
@@ -455,16 +449,21 @@ void runs_compat_stored(recipe *r, const char *stored) {
   }
 }
 
-int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e) {
+int runs_load_stored(const char *run_dir, const char *resolved, const char *const *sets, int n_sets, int flags,
+                     recipe *r, rl_err *e) {
   char name[4200];
   snprintf(name, sizeof name, "%s/" RUNS_RESOLVED, run_dir);
   char *text = runs_loadable_text(resolved, name);
-  int rc = recipe_load_string(text, strlen(text), name, NULL, 0, RECIPE_NO_DATA, r, e);
+  int rc = recipe_load_string(text, strlen(text), name, sets, n_sets, flags, r, e);
   free(text);
-  if (rc)
+  if (!rc) runs_compat_stored(r, resolved);
+  return rc;
+}
+
+int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e) {
+  if (runs_load_stored(run_dir, resolved, NULL, 0, RECIPE_NO_DATA, r, e))
     return rl_err_prefix(e, "the run's stored recipe no longer validates (a file it names changed or is gone, or this "
                             "rlrun reads it otherwise): ");
-  runs_compat_stored(r, resolved);
   return 0;
 }
 

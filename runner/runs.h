@@ -64,6 +64,11 @@ int runs_recipe_changed_ex(const char *old_text, const char *new_text, char **re
 char *runs_loadable_text(const char *resolved, const char *name);
 /* Load a run's recipe from its stored resolved text (runs_compat_stored applied). */
 int runs_load_stored_recipe(const char *run_dir, const char *resolved, recipe *r, rl_err *e);
+/* The same with --set values and recipe_load_string's flags (RECIPE_NO_FS:
+ * the recipe's shape, its inputs wherever they are), errors as the loader
+ * says them. */
+int runs_load_stored(const char *run_dir, const char *resolved, const char *const *sets, int n_sets, int flags,
+                     recipe *r, rl_err *e);
 /* Keys a newer rlrun added with a default that changes what a run does, set
  * in r as the run that stored `stored` (its resolved text) ran, unless r sets
  * them: rollout.generation_config_eos false for a run stored without it. */
