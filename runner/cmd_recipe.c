@@ -160,18 +160,6 @@ int cmd_validate(int argc, char **argv) {
   return rc;
 }
 
-/* A token's text for the plan: control characters escaped (\n, \t, \xNN) so a line stays one line */
-static void print_token_text(const char *b, size_t l) {
-  for (size_t i = 0; i < l; i++) {
-    unsigned char c = (unsigned char)b[i];
-    if (c == '\n') fputs("\\n", stdout);
-    else if (c == '\t') fputs("\\t", stdout);
-    else if (c == '\r') fputs("\\r", stdout);
-    else if (c < 0x20 || c == 0x7F) printf("\\x%02x", c);
-    else putchar(c);
-  }
-}
-
 /* The tokenizer section of the plan: which file (hf), how many ids, and the
  * special tokens a run uses — BOS before every prompt, EOS that ends a
  * completion (a wrong one and rollouts never stop before max_new_tokens). */
@@ -196,7 +184,7 @@ static void print_tokenizer(const recipe *r) {
     if (ids[i] < 0 || tokenizer_token_bytes(tok, ids[i], &b, &l, &special, &e)) printf("%s: none\n", names[i]);
     else {
       printf("%s: %d ", names[i], ids[i]);
-      print_token_text(b, l);
+      cli_print_quoted(b, l, (size_t)-1); /* quoted as samples and tokenize quote: a leading space shows */
       putchar('\n');
     }
   }
@@ -211,7 +199,7 @@ static void print_tokenizer(const recipe *r) {
     size_t l;
     int special;
     printf("ends a completion too: %d ", ends[i]);
-    if (!tokenizer_token_bytes(tok, ends[i], &b, &l, &special, &e)) print_token_text(b, l);
+    if (!tokenizer_token_bytes(tok, ends[i], &b, &l, &special, &e)) cli_print_quoted(b, l, (size_t)-1);
     if (i < n_listed) printf("  (rollout.stop_tokens)"); /* else (only) from the generation config */
     else if (gp) printf("  (eos_token_id of %s)", gp);
     putchar('\n');

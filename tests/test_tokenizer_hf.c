@@ -550,15 +550,15 @@ TEST(tokenizer_hf_run_end_to_end) {
   snprintf(args, sizeof args, "plan %s", recipe);
   CHECK_EQ_I64(hf_rl(args, out, sizeof out), 0);
   char want[PATH_MAX + 160];
-  snprintf(want, sizeof want, "\n== tokenizer ==\nhf %s: 3005 ids\nbos: none\neos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\n", tok);
+  snprintf(want, sizeof want, "\n== tokenizer ==\nhf %s: 3005 ids\nbos: none\neos: 3002 \"<|im_end|>\"\npad: 3000 \"<|endoftext|>\"\n", tok);
   CHECK_CONTAINS(out, want);
   /* more end tokens: listed by plan; one that is no token is named at validation */
-  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>  (rollout.stop_tokens)\n",
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 \"<|endoftext|>\"  (rollout.stop_tokens)\n",
              "plan %s --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe);
   cli_expect(out, sizeof out, 2, "\"<|nope|>\" is no token of the tokenizer",
              "validate %s --set 'rollout.stop_tokens=[\"<|endoftext|>\", \"<|nope|>\"]'", recipe);
   /* the recipe's BOS / EOS over tokenizer_config.json's; one that is no token is named */
-  cli_expect(out, sizeof out, 0, "\nbos: 3001 <|im_start|>\neos: 3000 <|endoftext|>\n",
+  cli_expect(out, sizeof out, 0, "\nbos: 3001 \"<|im_start|>\"\neos: 3000 \"<|endoftext|>\"\n",
              "plan %s --set 'tokenizer.eos=<|endoftext|>' --set 'tokenizer.bos=<|im_start|>'", recipe);
   cli_expect(out, sizeof out, 2, "tokenizer.eos=<|im_end: \"<|im_end\" is no token of ",
              "validate %s --set 'tokenizer.eos=<|im_end'", recipe);
@@ -641,7 +641,7 @@ TEST(tokenizer_hf_config_and_warnings) {
              "names an eos_token): sft targets get no end token", "validate %s --set train.algorithm=sft --set "
              "data.prompts=%s/s.jsonl --set 'rollout.stop_tokens=[\"<|im_end|>\"]'", recipe, dir);
   /* the plan shows control characters escaped */
-  cli_expect(out, sizeof out, 0, "\nends a completion too: 198 \\n  (rollout.stop_tokens)\n", "plan %s --set 'rollout.stop_tokens=[\"\\n\"]'",
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 198 \"\\n\"  (rollout.stop_tokens)\n", "plan %s --set 'rollout.stop_tokens=[\"\\n\"]'",
              recipe);
   /* a run stopped in iteration 2, then its tokenizer_config.json edited: resume refuses, naming it */
   snprintf(runs, sizeof runs, "%s/runs", dir);
@@ -798,7 +798,7 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
            "rollout: {batch: 1, samples_per_prompt: 4, max_prompt_tokens: 16, max_new_tokens: 4}\n"
            "reward:\n  script: %s\nloop: {iterations: 1}\n", dir, dir, reward);
   REQUIRE(harness_write_file(recipe2, text) == 0);
-  cli_expect(out, sizeof out, 0, "/checkpoints/step-000001/tokenizer.json: 3005 ids\nbos: none\neos: 3002 <|im_end|>\n",
+  cli_expect(out, sizeof out, 0, "/checkpoints/step-000001/tokenizer.json: 3005 ids\nbos: none\neos: 3002 \"<|im_end|>\"\n",
              "plan %s", recipe2);
   /* a model directory (the checkpoint copied) with a generation config naming the EOS and <|endoftext|> */
   snprintf(cmd, sizeof cmd, "cp -r $(ls -d %s/moved/carry-*/checkpoints/step-000001) %s/model && rm %s/model/manifest.json "
@@ -807,7 +807,7 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   REQUIRE(harness_run(cmd, out, sizeof out) == 0);
   char gen[1400], want[2000];
   snprintf(gen, sizeof gen, "%s/model/generation_config.json", dir);
-  snprintf(want, sizeof want, "eos: 3002 <|im_end|>\npad: 3000 <|endoftext|>\nends a completion too: 3000 <|endoftext|>  "
+  snprintf(want, sizeof want, "eos: 3002 \"<|im_end|>\"\npad: 3000 \"<|endoftext|>\"\nends a completion too: 3000 \"<|endoftext|>\"  "
            "(eos_token_id of %s)\n", gen);
   const char *m = "--set model.checkpoint=null --set model.path=";
   cli_expect(out, sizeof out, 0, want, "plan %s %s%s/model", recipe2, m, dir);
@@ -815,7 +815,7 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   cli_expect(out, sizeof out, 0, NULL, "plan %s %s%s/model --set rollout.generation_config_eos=false", recipe2, m, dir);
   CHECK(strstr(out, "ends a completion too") == NULL);
   /* one id, the same as a stop token: listed once, as the stop token */
-  cli_expect(out, sizeof out, 0, "\npad: 3000 <|endoftext|>\nends a completion too: 3000 <|endoftext|>  (rollout.stop_tokens)\n\n",
+  cli_expect(out, sizeof out, 0, "\npad: 3000 \"<|endoftext|>\"\nends a completion too: 3000 \"<|endoftext|>\"  (rollout.stop_tokens)\n\n",
              "plan %s %s%s/model --set 'rollout.stop_tokens=[\"<|endoftext|>\"]'", recipe2, m, dir);
   /* bad generation configs: the file, what is wrong, how to go on */
   static const char *const bad[][2] = {
@@ -839,7 +839,7 @@ TEST(tokenizer_hf_checkpoint_carries_tokenizer_and_generation_eos) {
   cli_expect(out, sizeof out, 0, NULL, "run %s %s%s/model --runs-dir %s/r2 --quiet", recipe2, m, dir, dir);
   snprintf(cmd, sizeof cmd, "cmp %s $(ls -d %s/r2/from-*/checkpoints/step-000001)/generation_config.json", gen, dir);
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
-  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 <|endoftext|>  (eos_token_id of ",
+  cli_expect(out, sizeof out, 0, "\nends a completion too: 3000 \"<|endoftext|>\"  (eos_token_id of ",
              "plan %s --set model.checkpoint=%s/r2/from", recipe2, dir);
   /* resume --set compares inputs file by file (by the key that names each), not as a bag of contents: a model
    * directory with two files' contents swapped is a change, its exact copy a move */
