@@ -3,6 +3,7 @@
  * tests. Input lines {"tokens": [ids…]}; output lines {"logprobs": [...]}
  * with log p(tokens[t+1] | tokens[..t]) for t = 0..n−2, in input order. */
 #include <errno.h>
+#include <float.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -23,8 +24,10 @@ static const char score_usage[] =
     "\n"
     "Per-token log-probs of token sequences: each input line {\"tokens\": [ids...]} gives an\n"
     "output line {\"logprobs\": [...]} holding log p(tokens[t+1] | tokens[..t]) for every t\n"
-    "(n-1 values for n tokens), temperature 1, in input order. Ids of a text: `rlrun tokenize\n"
-    "--tokenizer DIR/tokenizer.json --ids TEXT` (with --prompt and a RECIPE: as a run's prompt).\n"
+    "(n-1 values for n tokens), in input order, under softmax(logits / T) (RL.md: the\n"
+    "distribution a rollout at temperature T samples from; T = 1 unless --temperature).\n"
+    "Ids of a text: `rlrun tokenize --tokenizer DIR/tokenizer.json --ids TEXT` (with --prompt\n"
+    "and a RECIPE: as a run's prompt).\n"
     "\n"
     "options:\n"
     "  --model DIR          Hugging Face directory (qwen3 / qwen3_moe; F32, BF16, F16, or an\n"
@@ -42,6 +45,10 @@ static const char score_usage[] =
     "  --device D           cpu (default) | cuda (the CUDA model; not with --precision fp32)\n"
     "  --batch-tokens N     pack sequences into forwards of up to N tokens (default 4096,\n"
     "                       at most 1048576)\n"
+    "  --temperature T      score under softmax(logits / T), T in (0, 10] (default 1): compare\n"
+    "                       with the log-probs of a run whose rollout.temperature is T\n"
+    "  --entropy            also \"entropy\": [...], the entropy (nats) of the same distribution\n"
+    "                       at each of the n-1 positions (what loss/entropy averages)\n"
     "\n"
     "The checkpoint is checked first: every tensor config.json implies present with its shape, as\n"
     "many layers as num_hidden_layers, and no NaN or Inf (named by tensor, row and column); exit 2.\n"
@@ -101,13 +108,23 @@ static int score_parse_line(const char *what, long lineno, const char *line, siz
   return rc;
 }
 
+/* v[from..to) as JSON numbers (9 significant digits: a float's value), null where not finite */
+static void score_values(FILE *out, const float *v, int from, int to) {
+  for (int t = from; t < to; t++) {
+    if (isfinite(v[t])) fprintf(out, "%s%.9g", t > from ? ", " : "", (double)v[t]);
+    else fprintf(out, "%snull", t > from ? ", " : "");
+  }
+}
+
 /* Score seqs[0..n) in one packed forward and write their lines to out. */
-static int score_batch(model *m, int f32, int cuda, score_seq *seqs, int n, FILE *out, rl_err *e) {
+static int score_batch(model *m, int f32, int cuda, float temp, int want_ent, score_seq *seqs, int n, FILE *out,
+                       rl_err *e) {
   int T = 0;
   for (int i = 0; i < n; i++) T += seqs[i].n;
   int32_t *tok = rl_xmalloc((size_t)(T + 1) * sizeof(int32_t)), *off = rl_xmalloc((size_t)(n + 1) * sizeof(int32_t));
   int32_t *tg = rl_xmalloc((size_t)(T + 1) * sizeof(int32_t));
   float *lp = rl_xmalloc((size_t)(T + 1) * sizeof(float));
+  float *ent = want_ent ? rl_xmalloc((size_t)(T + 1) * sizeof(float)) : NULL;
   off[0] = 0;
   for (int i = 0; i < n; i++) {
     memcpy(tok + off[i], seqs[i].tok, (size_t)seqs[i].n * sizeof(int32_t));
@@ -119,19 +136,20 @@ static int score_batch(model *m, int f32, int cuda, score_seq *seqs, int n, FILE
   model_acts *a = cuda ? NULL : model_acts_new();
   model_cuda_acts *ca = cuda ? model_cuda_acts_new() : NULL;
   int rc = cuda ? model_cuda_forward(m, &b, &fo, ca, e) : model_forward(m, &b, &fo, a, e);
-  if (!rc) rc = cuda ? model_cuda_logprob_forward(m, ca, tg, 1.0f, lp, NULL, e)
-                     : model_logprob_forward(a, tg, 1.0f, lp, NULL, e);
+  if (!rc) rc = cuda ? model_cuda_logprob_forward(m, ca, tg, temp, lp, ent, e)
+                     : model_logprob_forward(a, tg, temp, lp, ent, e);
   for (int i = 0; i < n && !rc; i++) {
     fputs("{\"logprobs\": [", out);
-    for (int t = off[i]; t < off[i + 1] - 1; t++) {
-      if (isfinite(lp[t])) fprintf(out, "%s%.9g", t > off[i] ? ", " : "", (double)lp[t]);
-      else fprintf(out, "%snull", t > off[i] ? ", " : "");
+    score_values(out, lp, off[i], off[i + 1] - 1);
+    if (ent) {
+      fputs("], \"entropy\": [", out);
+      score_values(out, ent, off[i], off[i + 1] - 1);
     }
     fputs("]}\n", out);
   }
   model_acts_free(a);
   model_cuda_acts_free(ca);
-  free(tok), free(off), free(tg), free(lp);
+  free(tok), free(off), free(tg), free(lp), free(ent);
   return rc;
 }
 
@@ -206,8 +224,9 @@ static int score_check_input(const char *in, int V, int64_t max_pos, rl_err *e) 
 /* Parse arguments, load, score every line; returns the exit code. */
 static int score_run(int argc, char **argv, rl_err *e) {
   const char *dir = NULL, *in = NULL, *outp = NULL, *prec = "bf16", *dev = "cpu";
-  int emulate = 0, exact = 0;
+  int emulate = 0, exact = 0, want_ent = 0;
   long batch_tokens = 4096;
+  float temp = 1.0f;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char **dst = !strcmp(a, "--model") ? &dir : !strcmp(a, "--input") ? &in
@@ -215,7 +234,18 @@ static int score_run(int argc, char **argv, rl_err *e) {
                      : !strcmp(a, "--device") ? &dev : NULL;
     if (!strcmp(a, "--emulate")) emulate = 1;
     else if (!strcmp(a, "--exact-logprobs")) exact = 1;
-    else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
+    else if (!strcmp(a, "--entropy")) want_ent = 1;
+    else if (!strcmp(a, "--temperature") && i + 1 < argc) {
+      const char *v = argv[++i];
+      char *end;
+      errno = 0;
+      double t = strtod(v, &end);
+      /* rollout.temperature's range, (0, 10], as FP32 computes it (a normal number) */
+      if (end == v || *end || errno || !(t >= FLT_MIN) || t > 10)
+        return rl_errf(e, RL_EXIT_USAGE,
+                       "--temperature '%s' is not a number in (0, 10] (a run's rollout.temperature; default 1)", v);
+      temp = (float)t;
+    }    else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
       const char *v = argv[++i];
       char *end;
       errno = 0;
@@ -228,7 +258,7 @@ static int score_run(int argc, char **argv, rl_err *e) {
     } else if (dst && i + 1 < argc) *dst = argv[++i];
     else
       return rl_errf(e, RL_EXIT_USAGE, "%s '%s'; see `rlrun score --help`",
-                     dst || !strcmp(a, "--batch-tokens") ? "missing value for" : "unknown argument", a);
+                     dst || !strcmp(a, "--batch-tokens") || !strcmp(a, "--temperature") ? "missing value for" : "unknown argument", a);
   }
   if (!dir || !in || !outp)
     return rl_errf(e, RL_EXIT_USAGE, "--model, --input and --out are required; see `rlrun score --help`");
@@ -344,7 +374,7 @@ static int score_run(int argc, char **argv, rl_err *e) {
       pending += seqs[n].n, n_tok += seqs[n].n, n++, n_seq++;
     }
     if (n && (eof || pending >= batch_tokens)) {
-      rc = score_batch(m, f32, cuda, seqs, n, fout, e);
+      rc = score_batch(m, f32, cuda, temp, want_ent, seqs, n, fout, e);
       if (rc) {
         score_overflow_advice(e);
         rc = e->code;

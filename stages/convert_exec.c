@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "kernels/formats.h"
+#include "kernels/qtensor.h"
 #include "stages/convert_internal.h"
 
 #if RLRUN_CUDA
@@ -334,6 +335,41 @@ static int item_amax(convert_ctx *x, convert_item *it, rl_err *e) {
   return rc;
 }
 
+/* The first element of a quantized chunk (rows × K from row r0) whose codes ×
+ * scale decode past BF16's range, as a loader decodes it: a refusal naming it,
+ * else 0. Finite input can get there: a BF16 weight within a rounding of BF16's
+ * maximum under a power-of-two (E8M0) scale rounds up to E4M3 256 × 2^120 =
+ * 2^128, and an F32 / F16 weight past ±3.39e38 decodes to it (FORMATS.md's
+ * steps, followed exactly). The loaders (score, a run, convert --to bf16)
+ * refuse such a file, so convert refuses to write it. Only a chunk holding a
+ * scale of 2^118 or more (the largest code, 448, is below 2^9) is decoded. */
+static int quant_overflow_check(convert_ctx *x, const convert_item *it, qformat f, const uint8_t *q, const void *s,
+                                float s_dec, float amax, int64_t r0, int64_t rows, int64_t K, rl_err *e) {
+  const float big = 0x1p118f;
+  size_t ns = (size_t)q_scale_count(f, rows, K);
+  int large = 0;
+  if (f == QFMT_FP8_BLOCK)
+    for (size_t i = 0; i < ns && !large; i++) large = fabsf(((const float *)s)[i]) >= big;
+  else if (f == QFMT_MXFP8)
+    for (size_t i = 0; i < ns && !large; i++) large = ((const uint8_t *)s)[i] >= 127 + 118;
+  else
+    large = amax >= big;
+  if (!large) return 0;
+  size_t n = (size_t)rows * (size_t)K;
+  uint16_t *out = rl_xmalloc(n * 2);
+  int rc = dequant_chunk(x, f, q, s, s_dec, rows, K, out, e);
+  for (size_t i = 0; i < n && !rc; i++)
+    if ((out[i] & 0x7fffu) == 0x7f80u) /* ±Inf (the input was finite: quant_chunk refuses NaN) */
+      rc = rl_errf(e, RL_EXIT_USAGE,
+                   "%s: tensor '%s' at row %lld, column %lld: the weight quantizes to %s codes x scale past "
+                   "BF16's range (±3.39e38), which would decode to %cInf; keep the tensor in BF16 "
+                   "(--keep-bf16 '%s') or scale the source down",
+                   st_file_path(it->f), it->t->name, (long long)(r0 + (int64_t)(i / (size_t)K)),
+                   (long long)(i % (size_t)K), qtensor_format_name(f), (out[i] & 0x8000u) ? '-' : '+', it->t->name);
+  free(out);
+  return rc;
+}
+
 /* QUANT: chunks of rows → data and scales at their offsets. */
 static int run_quant(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e) {
   qformat f = it->fmt;
@@ -386,6 +422,7 @@ static int run_quant(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e) 
       rl_err_prefix(e, "%s: tensor ", st_file_path(it->f));
       break;
     }
+    if ((rc = quant_overflow_check(x, it, f, q, s, s_dec, amax, r0, rows, K, e))) break;
     uint64_t soff = q_scale_count(f, r0, K) * ssz; /* r0 is a multiple of 128 for fp8-block */
     rc = st_writer_write_part(w, wi, q_data_bytes(f, r0, K), q, (size_t)q_data_bytes(f, rows, K), e);
     if (!rc) rc = st_writer_write_part(w, si, soff, s, (size_t)q_scale_count(f, rows, K) * ssz, e);
@@ -432,11 +469,13 @@ static int run_dequant(convert_ctx *x, convert_item *it, st_writer *w, rl_err *e
     size_t n = (size_t)rows * (size_t)K;
     for (size_t i = 0; i < n; i++)
       if ((out[i] & 0x7f80u) == 0x7f80u) {
+        const int nan = (out[i] & 0x7fu) != 0;
         rc = rl_errf(e, RL_EXIT_USAGE,
-                     "%s: tensor '%s' dequantizes to a non-finite value at row %lld, column %lld "
-                     "(NaN data or scale in the checkpoint)",
-                     st_file_path(it->f), it->t->name, (long long)(r0 + (int64_t)(i / (size_t)K)),
-                     (long long)(i % (size_t)K));
+                     "%s: tensor '%s' dequantizes to %s at row %lld, column %lld (%s)",
+                     st_file_path(it->f), it->t->name, nan ? "NaN" : (out[i] & 0x8000u) ? "-Inf" : "+Inf",
+                     (long long)(r0 + (int64_t)(i / (size_t)K)), (long long)(i % (size_t)K),
+                     nan ? "NaN data or scale in the checkpoint"
+                         : "its code x scale is past BF16's range, ±3.39e38: the checkpoint's values are too large");
         break;
       }
     if (!rc) rc = st_writer_write_part(w, wi, (uint64_t)r0 * (uint64_t)K * 2, out, n * 2, e);
@@ -462,7 +501,7 @@ static int kept_finite(const convert_item *it, const uint16_t *b, size_t n, uint
       return rl_errf(e, RL_EXIT_USAGE,
                      "%s: tensor '%s' (kept in BF16) holds a non-finite value at %s (%s%s); fix the source "
                      "checkpoint", st_file_path(it->f), t->name, where,
-                     (b[i] & 0x7fu) ? "NaN" : "Inf",
+                     (b[i] & 0x7fu) ? "NaN" : (b[i] & 0x8000u) ? "-Inf" : "+Inf",
                      (b[i] & 0x7fu) || t->dtype == ST_BF16 ? "" : ", or a value past BF16's range of ±3.39e38");
     }
   return 0;

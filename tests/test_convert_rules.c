@@ -286,8 +286,8 @@ TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
   const char *said[3] = {"tensor 'model.layers.0.input_layernorm.weight' (kept in BF16) holds a non-finite value at "
                          "element 5 (NaN); fix the source checkpoint",
                          "tensor 'model.embed_tokens.weight' (kept in BF16) holds a non-finite value at row 2, column "
-                         "9 (Inf); fix the source checkpoint",
-                         "tensor 'model.norm.weight' (kept in BF16) holds a non-finite value at element 7 (Inf, or a "
+                         "9 (+Inf); fix the source checkpoint",
+                         "tensor 'model.norm.weight' (kept in BF16) holds a non-finite value at element 7 (+Inf, or a "
                          "value past BF16's range of \xc2\xb1" "3.39e38); fix the source checkpoint"};
   synth_tensor f32n = {"model.norm.weight", ST_F32, 1, {64, 0}};
   for (int i = 0; i < 6; i++) {
@@ -298,6 +298,32 @@ TEST(convert_refuses_nonfinite_weights_naming_the_tensor) {
     snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, i % 2 ? "bf16" : "fp8-block");
     CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
     CHECK_CONTAINS(out, said[k]);
+  }
+  /* finite weights whose codes x scale decode past BF16's range: BF16's
+   * largest value under a power-of-two scale (mxfp8, fp8-block ue8m0) rounds up
+   * to E4M3 256 x 2^120 = 2^128, and an F32 weight past ±3.39e38 decodes to
+   * Inf in any format. Refused, the element named (the loaders would refuse
+   * the file); the same BF16 weight under FP32 scales converts, and back. */
+  n = full_ckpt(ts, 64, 64, 16, 2, 2, ST_BF16, &f32x, 1);
+  REQUIRE(make_dir(in, QWEN3_MOE_CFG(64, 16, 2, 2), ts, n, up, 5 * 64 + 33, -0x1.fep127f) == 0);
+  const char *pow2[2] = {"mxfp8", "fp8-block --scale-fmt ue8m0"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, pow2[i]);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+    CHECK_CONTAINS(out, "tensor 'model.layers.0.mlp.up_proj.weight' at row 5, column 33: the weight quantizes to ");
+    CHECK_CONTAINS(out, " codes x scale past BF16's range (\xc2\xb1" "3.39e38), which would decode to -Inf; keep the "
+                        "tensor in BF16 (--keep-bf16 'model.layers.0.mlp.up_proj.weight') or scale the source down");
+  }
+  snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to fp8-block --quiet && %s convert --in %s --out %s/back "
+           "--to bf16 --quiet && rm -r %s %s/back", harness_bin(), in, o, harness_bin(), o, d, o, d);
+  CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 0);
+  REQUIRE(make_dir(in, QWEN3_MOE_CFG(64, 16, 2, 2), ts, n, f32x.name, 4 * 64 + 2, 3.4e38f) == 0);
+  for (int i = 0; i < 3; i++) {
+    snprintf(cmd, sizeof cmd, "%s convert --in %s --out %s --to %s", harness_bin(), in, o, all[i]);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), RL_EXIT_USAGE);
+    CHECK_CONTAINS(out, "tensor 'model.layers.1.mlp.experts.1.gate_proj.weight' at row 4, column 2: the weight "
+                        "quantizes to ");
+    CHECK_CONTAINS(out, "which would decode to +Inf");
   }
   snprintf(cmd, sizeof cmd, "ls %s", d);
   harness_run(cmd, out, sizeof out);

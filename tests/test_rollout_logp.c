@@ -152,10 +152,49 @@ TEST(rollout_logp_post_rope_kv_drift) {
   ro_logp_case("qwen3", QFMT_FP8_BLOCK, 0, 1, 1.0, RO_LOGP_ROPED_FP8);
 }
 
-/* The `rlrun score` binary on rollout sequences (BF16, default cache):
- * its log-probs of the completion tokens equal logp_rollout within
- * RO_LOGP_EXACT. */
-TEST(rollout_logp_vs_rlrun_score) {
+/* The entropy (nats, FP64) of softmax(logits / temp) at the position before
+ * each completion token of b, from the full forward's FP32 logits: out[k] in
+ * the order of ro_full_logp. An implementation apart from the ops' own. */
+static double *ro_full_entropy(model *m, const rollout_batch *b, double temp, rl_err *e) {
+  int T = 0;
+  for (int64_t i = 0; i < b->n; i++) T += (int)(b->s[i].n_prompt + b->s[i].n_completion);
+  int32_t *tok = malloc((size_t)T * 4), *off = malloc((size_t)(b->n + 1) * 4);
+  off[0] = 0;
+  for (int64_t i = 0; i < b->n; i++) {
+    const rollout_sample *s = &b->s[i];
+    memcpy(tok + off[i], s->prompt_ids, (size_t)s->n_prompt * 4);
+    memcpy(tok + off[i] + s->n_prompt, s->completion_ids, (size_t)s->n_completion * 4);
+    off[i + 1] = off[i] + (int32_t)(s->n_prompt + s->n_completion);
+  }
+  model_batch mb = {T, tok, {(int)b->n, off}};
+  model_acts *a = model_acts_new();
+  double *out = NULL;
+  if (!model_forward(m, &mb, NULL, a, e)) {
+    out = malloc((size_t)T * sizeof(double));
+    int k = 0;
+    for (int64_t i = 0; i < b->n; i++)
+      for (int64_t j = 0; j < b->s[i].n_completion; j++) {
+        const float *z = a->logits + (size_t)(off[i] + b->s[i].n_prompt - 1 + j) * m->V;
+        double mx = -INFINITY, sum = 0, dot = 0;
+        for (int v = 0; v < m->V; v++) mx = fmax(mx, z[v] / temp);
+        for (int v = 0; v < m->V; v++) {
+          double u = z[v] / temp - mx, p = exp(u);
+          sum += p, dot += p * u;
+        }
+        out[k++] = log(sum) - dot / sum; /* H = log Z − E[u] */
+      }
+  }
+  model_acts_free(a);
+  free(tok), free(off);
+  return out;
+}
+
+/* The `rlrun score` binary on rollout sequences sampled at temperature temp
+ * (BF16, default cache): its log-probs of the completion tokens equal
+ * logp_rollout within RO_LOGP_EXACT (score --temperature temp unless temp is
+ * 1, the default); with --entropy its entropies equal ro_full_entropy's to
+ * 2e-5 (an FP32 value printed with 9 digits, against FP64), one a log-prob. */
+static void ro_score_case(double temp) {
   model *m = ro_fixture("qwen3");
   REQUIRE(m);
   int32_t ids[8][9];
@@ -169,12 +208,16 @@ TEST(rollout_logp_vs_rlrun_score) {
   rollout_batch b = {0};
   rollout_opts o;
   rollout_opts_default(&o);
-  o.seed = 5, o.max_new_tokens = 16, o.eos_id = -1;
+  o.seed = 5, o.max_new_tokens = 16, o.eos_id = -1, o.temperature = temp;
   REQUIRE(!rollout_engine_new(m, &pol, NULL, NULL, &eng, &e));
   REQUIRE(!rollout_generate_ids(eng, ptr, n, 8, 2, 1, &o, &b, &e));
-  char in[512], out[512], cmd[2048], res[4096];
+  const int ent = temp != 1.0;
+  double *want_ent = ent ? ro_full_entropy(m, &b, temp, &e) : NULL;
+  REQUIRE(!ent || want_ent);
+  char in[512], out[512], cmd[2048], res[4096], opt[64] = "";
   snprintf(in, sizeof in, "%s/seqs.jsonl", harness_tmpdir());
   snprintf(out, sizeof out, "%s/scores.jsonl", harness_tmpdir());
+  if (ent) snprintf(opt, sizeof opt, " --temperature %.17g --entropy", temp);
   FILE *f = fopen(in, "w");
   REQUIRE(f);
   for (int64_t i = 0; i < b.n; i++) {
@@ -184,30 +227,45 @@ TEST(rollout_logp_vs_rlrun_score) {
     fputs("]}\n", f);
   }
   fclose(f);
-  snprintf(cmd, sizeof cmd, "%s score --model " RO_FX "/qwen3/hf --input %s --out %s --precision bf16",
-           harness_bin(), in, out);
+  snprintf(cmd, sizeof cmd, "%s score --model " RO_FX "/qwen3/hf --input %s --out %s --precision bf16%s",
+           harness_bin(), in, out, opt);
   int st = harness_run(cmd, res, sizeof res);
   CHECK_MSG(st == 0, "rlrun score exited %d: %s", st, res);
   json_error_t je;
   FILE *g = st == 0 ? fopen(out, "r") : NULL;
   char line[65536];
-  double maxd = 0;
-  int64_t i = 0, cnt = 0;
+  double maxd = 0, maxh = 0;
+  int64_t i = 0, cnt = 0, k = 0;
   while (g && fgets(line, sizeof line, g) && i < b.n) {
     json_t *root = json_loads(line, 0, &je), *lp = root ? json_object_get(root, "logprobs") : NULL;
+    json_t *h = root ? json_object_get(root, "entropy") : NULL;
     const rollout_sample *s = &b.s[i++];
     CHECK_EQ_I64(json_array_size(lp), s->n_prompt + s->n_completion - 1);
+    CHECK_EQ_I64(json_array_size(h), ent ? s->n_prompt + s->n_completion - 1 : 0);
     for (int64_t j = 0; j < s->n_completion && lp; j++) {
       double d = fabs(json_real_value(json_array_get(lp, (size_t)(s->n_prompt - 1 + j))) - s->logp_rollout[j]);
       maxd = d > maxd ? d : maxd, cnt++;
+      if (ent) {
+        double dh = fabs(json_number_value(json_array_get(h, (size_t)(s->n_prompt - 1 + j))) - want_ent[k++]);
+        maxh = dh > maxh ? dh : maxh;
+      }
     }
     json_decref(root);
   }
   if (g) fclose(g);
   CHECK_EQ_I64(i, b.n);
-  printf("    rlrun score vs rollout (qwen3 bf16): %lld tokens, max |Δlogp| %.3g\n", (long long)cnt, maxd);
+  printf("    rlrun score vs rollout (qwen3 bf16, T %g): %lld tokens, max |Δlogp| %.3g, max |Δentropy| %.3g\n", temp,
+         (long long)cnt, maxd, maxh);
   CHECK_MSG(maxd <= RO_LOGP_EXACT, "max |score − logp_rollout| = %.3g", maxd);
+  CHECK_MSG(maxh <= 2e-5, "max |score's entropy − FP64 entropy| = %.3g", maxh);
+  free(want_ent);
   rollout_batch_free(&b);
   rollout_engine_free(eng);
   model_free(m);
 }
+
+TEST(rollout_logp_vs_rlrun_score) { ro_score_case(1.0); }
+
+/* At temperature 0.6 a rollout's log-probs are under softmax(logits / 0.6):
+ * score --temperature 0.6 gives them (at 1 they differ by far more) */
+TEST(rollout_logp_vs_rlrun_score_at_a_temperature) { ro_score_case(0.6); }
