@@ -546,6 +546,17 @@ static void print_sample_json(const store_sample *x) {
   json_t *f = x->extra_json ? json_loads(x->extra_json, 0, NULL) : NULL;
   json_object_set_new(o, "fields", json_is_object(f) ? f : json_object());
   if (f && !json_is_object(f)) json_decref(f);
+  /* MoE: the R3 record, one list a token (prompt, then completion) of its
+   * route_layers x top-k expert ids, layer by layer in the router's order */
+  const int64_t nt = (int64_t)x->n_prompt_tokens + x->n_tokens;
+  const size_t n_ids = x->routed_experts_bytes / 4;
+  if (x->routed_experts && nt > 0 && n_ids % (size_t)nt == 0 && n_ids) {
+    const int32_t *ids = x->routed_experts;
+    const int per = (int)(n_ids / (size_t)nt);
+    json_t *re = json_array();
+    for (int64_t t = 0; t < nt; t++) json_array_append_new(re, json_ints(ids + t * per, per));
+    json_object_set_new(o, "routed_experts", re);
+  }
   char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
   if (line) puts(line);
   free(line);
@@ -566,8 +577,10 @@ int cmd_samples(int argc, char **argv) {
            "\"…(+N bytes)\", N the bytes left out. --full: the whole texts.\n"
            "--json: one JSON object per sample and line (JSONL), everything stored: iteration,\n"
            "prompt_index, sample_index, prompt, completion, prompt_tokens, tokens, logprobs (the\n"
-           "rollout's, one per completion token), reward (null: not scored), finish_reason, and\n"
-           "fields (the prompt's other fields, as the reward saw them).\n");
+           "rollout's, one per completion token), reward (null: not scored), finish_reason,\n"
+           "fields (the prompt's other fields, as the reward saw them), and for a MoE model\n"
+           "routed_experts: a list per token (prompt, then completion) of the expert ids it was\n"
+           "routed to, num_experts_per_tok of them for each MoE layer in layer order (R3's record).\n");
     return RL_EXIT_OK;
   }
   int i = 1;

@@ -1889,6 +1889,58 @@ TEST(runs_samples_json_holds_everything) {
   CHECK_NEAR(top, best, 5e-5); /* the table prints 4 decimals */
 }
 
+/* A MoE run (R3 on): samples --json carries each sample's routing record, a
+ * list per token (prompt, then completion) of layers x top_k expert ids,
+ * every id an expert of the model; a dense run's lines have no such field. */
+TEST(runs_samples_json_carries_the_moe_routing) {
+  char dir[1200], args[8192], out[1 << 20], cwd[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/sm", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --set loop.iterations=1 --runs-dir runs --quiet "
+           "--set model.init.arch=qwen3_moe --set model.init.experts=6 --set model.init.top_k=2 "
+           "--set model.init.moe_ffn=32 --set train.r3=true --set rollout.batch=4 --set train.microbatch=8", cwd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  char rd[1400];
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "samples %s --json", rd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  int lines = 0, bad = 0, used[6] = {0};
+  for (char *l = out, *nl; *l; l = nl + 1) {
+    nl = strchr(l, '\n');
+    REQUIRE(nl != NULL);
+    *nl = 0;
+    json_t *o = json_loads(l, 0, NULL), *re = o ? json_object_get(o, "routed_experts") : NULL;
+    REQUIRE(o != NULL);
+    CHECK_EQ_I64(json_array_size(re),
+                 json_array_size(json_object_get(o, "prompt_tokens")) + json_array_size(json_object_get(o, "tokens")));
+    for (size_t t = 0; t < json_array_size(re); t++) {
+      json_t *ids = json_array_get(re, t);
+      CHECK_EQ_I64(json_array_size(ids), 2 * 2); /* 2 layers x top_k 2 */
+      for (size_t k = 0; k < json_array_size(ids); k++) {
+        json_int_t id = json_integer_value(json_array_get(ids, k));
+        if (id < 0 || id >= 6) bad++;
+        else used[id]++;
+      }
+      /* a token's two choices in one layer are two experts */
+      bad += json_integer_value(json_array_get(ids, 0)) == json_integer_value(json_array_get(ids, 1));
+    }
+    json_decref(o);
+    lines++;
+  }
+  CHECK_EQ_I64(lines, 4 * 8);
+  CHECK_EQ_I64(bad, 0);
+  for (int x = 0; x < 6; x++) CHECK_MSG(used[x] > 0, "expert %d never chosen", x);
+  /* the dense demo stores no routing */
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --set loop.iterations=1 --runs-dir dense --quiet "
+           "--set rollout.batch=2 --set train.microbatch=8", cwd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "samples $(ls -d %s/dense/*/) --json", dir);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  CHECK(strstr(out, "routed_experts") == NULL);
+  CHECK(strstr(out, "\"tokens\"") != NULL);
+}
+
 /* An input path with a newline: export writes it as a JSON string (a raw one
  * ended the comment line, and the rest became recipe keys), and the exported
  * recipe runs, its inputs checked. */
