@@ -51,21 +51,30 @@ static void ro_fx_prompts(int32_t ids[8][9], int64_t n[8], const int32_t **ptr) 
   }
 }
 
+/* b's sequences (prompt, then completion) packed into one batch: *tok and
+ * *off allocated here (the caller frees them); returns the token count. */
+static int ro_pack(const rollout_batch *b, int32_t **tok, int32_t **off) {
+  int T = 0;
+  for (int64_t i = 0; i < b->n; i++) T += (int)(b->s[i].n_prompt + b->s[i].n_completion);
+  *tok = malloc((size_t)T * 4), *off = malloc((size_t)(b->n + 1) * 4);
+  (*off)[0] = 0;
+  for (int64_t i = 0; i < b->n; i++) {
+    const rollout_sample *s = &b->s[i];
+    memcpy(*tok + (*off)[i], s->prompt_ids, (size_t)s->n_prompt * 4);
+    memcpy(*tok + (*off)[i] + s->n_prompt, s->completion_ids, (size_t)s->n_completion * 4);
+    (*off)[i + 1] = (*off)[i] + (int32_t)(s->n_prompt + s->n_completion);
+  }
+  return T;
+}
+
 /* Full-forward log-probs at temperature temp of every completion token of b,
  * all sequences in one packed forward (as score and the trainer pack them);
  * out[i] is sample i's [n_completion] array inside one flat buffer. */
 static float *ro_full_logp(model *m, const rollout_batch *b, float temp, rl_err *e) {
-  int T = 0;
-  for (int64_t i = 0; i < b->n; i++) T += (int)(b->s[i].n_prompt + b->s[i].n_completion);
-  int32_t *tok = malloc((size_t)T * 4), *off = malloc((size_t)(b->n + 1) * 4), *tg = malloc((size_t)T * 4);
+  int32_t *tok, *off;
+  const int T = ro_pack(b, &tok, &off);
+  int32_t *tg = malloc((size_t)T * 4);
   float *lp = malloc((size_t)T * 4);
-  off[0] = 0;
-  for (int64_t i = 0; i < b->n; i++) {
-    const rollout_sample *s = &b->s[i];
-    memcpy(tok + off[i], s->prompt_ids, (size_t)s->n_prompt * 4);
-    memcpy(tok + off[i] + s->n_prompt, s->completion_ids, (size_t)s->n_completion * 4);
-    off[i + 1] = off[i] + (int32_t)(s->n_prompt + s->n_completion);
-  }
   model_batch mb = {T, tok, {(int)b->n, off}};
   model_targets_next(tok, &mb.seqs, T, tg);
   model_acts *a = model_acts_new();
@@ -156,16 +165,8 @@ TEST(rollout_logp_post_rope_kv_drift) {
  * each completion token of b, from the full forward's FP32 logits: out[k] in
  * the order of ro_full_logp. An implementation apart from the ops' own. */
 static double *ro_full_entropy(model *m, const rollout_batch *b, double temp, rl_err *e) {
-  int T = 0;
-  for (int64_t i = 0; i < b->n; i++) T += (int)(b->s[i].n_prompt + b->s[i].n_completion);
-  int32_t *tok = malloc((size_t)T * 4), *off = malloc((size_t)(b->n + 1) * 4);
-  off[0] = 0;
-  for (int64_t i = 0; i < b->n; i++) {
-    const rollout_sample *s = &b->s[i];
-    memcpy(tok + off[i], s->prompt_ids, (size_t)s->n_prompt * 4);
-    memcpy(tok + off[i] + s->n_prompt, s->completion_ids, (size_t)s->n_completion * 4);
-    off[i + 1] = off[i] + (int32_t)(s->n_prompt + s->n_completion);
-  }
+  int32_t *tok, *off;
+  const int T = ro_pack(b, &tok, &off);
   model_batch mb = {T, tok, {(int)b->n, off}};
   model_acts *a = model_acts_new();
   double *out = NULL;
