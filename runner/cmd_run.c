@@ -625,6 +625,18 @@ int cmd_resume(int argc, char **argv) {
       fprintf(stderr, "rlrun resume: %s\n", e.msg);
     } else if (!complete && (rc = loop_resume_find(dir, s, use, &point, &e))) {
       fprintf(stderr, "rlrun resume: cannot resume %s: %s\nrlrun resume: nothing was modified\n", dir, e.msg);
+    } else if (!complete && !point.found) {
+      /* no checkpoint of its own yet: the run starts again from its model source, which must be there
+       * (--allow-changed recorded the inputs first, then the loop failed to load it) */
+      char *miss = NULL;
+      if (runs_model_source_missing(use, moved || use == &fresh ? fresh_hashes : run.input_hashes, &miss)) {
+        fprintf(stderr, "rlrun resume: cannot resume %s: the run has no checkpoint of its own yet, so it starts "
+                "again from its model, and files of it are gone:\n%srestore them, or point --set %s=PATH at the "
+                "same model where it is now; nothing was modified\n", dir, miss,
+                use->model.checkpoint ? "model.checkpoint" : "model.path");
+        rc = RL_EXIT_STATE;
+      }
+      free(miss);
     }
   }
   if (!rc && moved) { /* resume --set, the same contents elsewhere: the records name the new places */
@@ -644,6 +656,7 @@ int cmd_resume(int argc, char **argv) {
     if (have_fresh) {
       char path[4200];
       snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
+      if (fresh_hashes) runs_hashes_keep_missing(&fresh, run.input_hashes, point.found, &fresh_hashes);
       rc = store_run_update(s, fresh_text, fresh_hashes ? fresh_hashes : run.input_hashes, &e);
       if (!rc) rc = rundir_write_atomic(path, fresh_text, strlen(fresh_text), &e);
       if (!rc && n_sets) rc = resume_record_sets(dir, &fresh, sets, n_sets, &e);
@@ -651,6 +664,9 @@ int cmd_resume(int argc, char **argv) {
       r = fresh;
       have_fresh = 0;
     } else if (!(rc = runs_input_hashes_present(&r, 1, &fresh_hashes, &e))) {
+      /* a file that is gone keeps its recorded sha256 (checked when it comes back), but the model's when the
+       * run continues from a checkpoint of its own (it no longer reads them) */
+      runs_hashes_keep_missing(&r, run.input_hashes, point.found, &fresh_hashes);
       rc = store_run_update(s, run.recipe_resolved, fresh_hashes, &e);
     }
     if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);

@@ -227,6 +227,50 @@ int runs_inputs_compare(const recipe *old_r, const char *old_hashes, const recip
   return n;
 }
 
+int runs_hashes_keep_missing(const recipe *r, const char *old_json, int but_model, char **new_json) {
+  json_t *o = json_loads(old_json ? old_json : "{}", 0, NULL), *nw = json_loads(*new_json ? *new_json : "{}", 0, NULL);
+  const char *key;
+  char *tp = NULL, *tok_dir = NULL;
+  if (r->tokenizer.type == TOKENIZER_HF && (tp = recipe_tokenizer_path(r, &key)) && strrchr(tp, '/')) {
+    tok_dir = rl_xstrdup(tp);
+    strrchr(tok_dir, '/')[1] = 0;
+  }
+  int kept = 0;
+  const char *path;
+  json_t *v;
+  struct stat st;
+  json_object_foreach(o, path, v) {
+    if (!nw || json_object_get(nw, path) || stat(path, &st) == 0 || errno != ENOENT) continue;
+    char *role = input_role(r, path, tok_dir);
+    if (strcmp(role, path) && !(but_model && !strncmp(role, "model.", 6))) /* one of r's inputs, not a stray path */
+      json_object_set(nw, path, v), kept++;
+    free(role);
+  }
+  if (kept) {
+    free(*new_json);
+    *new_json = json_dumps(nw, JSON_SORT_KEYS | JSON_COMPACT);
+  }
+  free(tp), free(tok_dir);
+  json_decref(o), json_decref(nw);
+  return kept;
+}
+
+int runs_model_source_missing(const recipe *r, const char *hashes_json, char **report) {
+  json_t *o = json_loads(hashes_json ? hashes_json : "{}", 0, NULL);
+  int n = 0;
+  const char *path;
+  json_t *v;
+  struct stat st;
+  json_object_foreach(o, path, v) {
+    char *role = input_role(r, path, NULL);
+    if (!strncmp(role, "model.", 6) && stat(path, &st) != 0)
+      report_add(report, "  %s: %s (%s)", role, path, strerror(errno)), n++;
+    free(role);
+  }
+  json_decref(o);
+  return n;
+}
+
 int runs_inputs_changed(const char *stored_json, char **report) { return runs_inputs_check(stored_json, 0, report); }
 
 int runs_inputs_check(const char *stored_json, int missing_only, char **report) {

@@ -45,6 +45,17 @@ int runs_input_hashes_present(const recipe *r, int present_only, char **json, rl
 int runs_inputs_changed(const char *stored_json, char **report);
 /* The same; missing_only: only the inputs that are gone are counted and listed. */
 int runs_inputs_check(const char *stored_json, int missing_only, char **report);
+/* The entries of old_json (a run's recorded input hashes) for files of
+ * recipe r's inputs that are gone now, added to *new_json (replaced, malloc'd)
+ * where it has none: what --allow-changed records keeps a missing input's
+ * sha256, so the file is checked when it comes back (a dropped record let
+ * another file at that path in without a word). but_model: not the model
+ * source's files (a run resumed from a checkpoint of its own no longer reads
+ * them). Returns how many. */
+int runs_hashes_keep_missing(const recipe *r, const char *old_json, int but_model, char **new_json);
+/* Files of r's model source (model.path, model.checkpoint) recorded in
+ * hashes_json that are gone: one line each appended to *report; the count. */
+int runs_model_source_missing(const recipe *r, const char *hashes_json, char **report);
 /* Compare two recipes' inputs by role, not path: each input is named by the
  * key that names it ("data.prompts", "model.path/config.json",
  * "tokenizer:tokenizer_config.json"), so inputs moved elsewhere with the same

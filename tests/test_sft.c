@@ -362,6 +362,63 @@ TEST(sft_chain_resumes_after_the_start_run_is_moved) {
   CHECK(strstr(out, "input missing") == NULL);
 }
 
+/* A chain's RL run stopped before a checkpoint of its own, its start run moved
+ * away: --allow-changed cannot continue it (the run starts again from that
+ * model) and says so before it records anything (exit 4). Another model at the
+ * recorded place is then a change (exit 4, the files named), and the start
+ * run moved back resumes to the uninterrupted run's bits. Before, the failed
+ * --allow-changed dropped the start's sha256 from the record, and a plain
+ * resume then trained another model found at that path without a word. */
+TEST(sft_chain_without_its_own_checkpoint_keeps_its_start_recorded) {
+  char args[8192], out[16384], d[1024], p[8192], rd[2048], ref[2048], other[2048];
+  snprintf(d, sizeof d, "%s/nc", harness_tmpdir());
+  const char *rl = "--set loop.iterations=4 --set loop.checkpoint_interval=4 --set rollout.batch=8 "
+                   "--set train.microbatch=64 --quiet";
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet && "
+           "%s run recipes/sft-demo-cpu.yaml --runs-dir %s/other --set loop.iterations=2 --set seed=99 --quiet",
+           d, sft_bin(), d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@2:kill", args, out, sizeof out), 137);
+  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, sizeof rd) == 0);
+  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, sizeof ref) == 0);
+  REQUIRE(sft_run_dir(d, "other/sft-demo-cpu", other, sizeof other) == 0);
+  char start[2048];
+  REQUIRE(sft_run_dir(d, "sft/sft-demo-cpu", start, sizeof start) == 0);
+  snprintf(p, sizeof p, "mv %s/sft %s/sft-moved", d, d);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "input missing: ");
+  snprintf(args, sizeof args, "resume %s --allow-changed --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "the run has no checkpoint of its own yet, so it starts again from its model, and files of it "
+                      "are gone:\n  model.checkpoint/config.json: ");
+  CHECK_CONTAINS(out, "point --set model.checkpoint=PATH at the same model where it is now; nothing was modified");
+  /* another SFT run's checkpoint where the start was: a change, not a start */
+  snprintf(p, sizeof p, "mkdir -p %s/checkpoints && cp -r %s/checkpoints/step-000002 %s/checkpoints/", start, other, start);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "/checkpoints/step-000002/model.safetensors (sha256 ");
+  /* the start back: the uninterrupted run's bits */
+  snprintf(p, sizeof p, "rm -r %s/sft && mv %s/sft-moved %s/sft", d, d, d);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  char a[65], b[65];
+  rl_err e;
+  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", rd);
+  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
+  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", ref);
+  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
+  CHECK_STREQ(a, b);
+}
+
 /* A run's checkpoint records its tokenizer (manifest.json "extra"): a run that
  * starts from it with the same number of characters in another order is
  * refused at validation (exit 2, nothing made). Before, "+" and "=" swapped
