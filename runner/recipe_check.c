@@ -259,15 +259,19 @@ static int check_tokenizer(recipe *r, int flags, tokenizer **keep, rl_err *e) {
   struct stat st;
   if (!path && r->model.checkpoint && stat(r->model.checkpoint, &st) != 0)
     return rc; /* a checkpoint still to come (check_model noted it): its tokenizer is checked when it exists */
+  if (!path && !r->model.checkpoint) return rc; /* no model source: check_model said so */
   if (!path) { /* a checkpoint that records none: a chars run's (named), or one from before hf */
     json_t *x = recipe_checkpoint_tokenizer(r);
     const char *ty = json_string_value(json_object_get(x, "type"));
+    const char *ch = json_string_value(json_object_get(x, "chars"));
+    char *quoted = ch ? json_dumps(json_object_get(x, "chars"), JSON_ENCODE_ANY) : NULL;
     if (ty && !strcmp(ty, "chars"))
       rc = kerr(r, e, is_set(r, "tokenizer.type") ? "tokenizer.type" : "model.checkpoint",
                 "model.checkpoint '%s' was trained with tokenizer.type chars (its manifest.json): set tokenizer.type: "
-                "chars with the same tokenizer.chars", r->model.checkpoint);
+                "chars with the same tokenizer.chars%s%s", r->model.checkpoint, quoted ? ": " : "", quoted ? quoted : "");
     else
       rc = kerr(r, e, "model.checkpoint", "records no tokenizer.json it was trained with: set tokenizer.path to it");
+    free(quoted);
     json_decref(x);
     return rc;
   }
@@ -412,7 +416,9 @@ static void data_limits(const recipe *r, const tokenizer *hf, prompts_limits *l,
   if (r->tokenizer.type == TOKENIZER_CHARS && r->tokenizer.chars && tokenizer_chars_new(r->tokenizer.chars, tok, &te))
     *tok = NULL; /* a bad tokenizer.chars is check_tokenizer's error */
   l->tok = r->tokenizer.type == TOKENIZER_HF ? hf : *tok;
-  l->tmpl = r->data.prompt_template;
+  /* a template without exactly one {prompt} is check_files' one error, not one a data line */
+  const char *at = r->data.prompt_template ? strstr(r->data.prompt_template, "{prompt}") : NULL;
+  l->tmpl = at && !strstr(at + 8, "{prompt}") ? r->data.prompt_template : NULL;
   if (r->train.algorithm == ALGO_SFT) {
     l->target_field = "completion"; /* LOOP_SFT_FIELD */
     if (r->model.has_init) l->max_seq_tokens = r->model.init.max_seq_len;

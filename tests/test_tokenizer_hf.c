@@ -600,6 +600,11 @@ TEST(tokenizer_hf_run_end_to_end) {
   cli_expect(out, sizeof out, 2, "data.prompt_template=x: has no {prompt}", "validate %s --set data.prompt_template=x", recipe);
   cli_expect(out, sizeof out, 2, "holds {prompt} more than once",
              "validate %s --set 'data.prompt_template=\"{prompt}{prompt}\"'", recipe);
+  /* with characters the tokenizer lacks, a bad template is one error, not one a data line (a chars
+   * tokenizer: '{' is not in it; the 8 errors shown used to be the lines' and hide this one) */
+  cli_expect(out, sizeof out, 2, "--set data.prompt_template=ab{prompt}{prompt}: holds {prompt} more than once: each "
+             "prompt goes in one place\n", "validate recipes/demo-cpu.yaml --set 'data.prompt_template=ab{prompt}{prompt}'");
+  CHECK(strstr(out, "tokenizer.chars") == NULL);
   /* a prompt longer than max_prompt_tokens is named at validation, counted in this tokenizer's tokens */
   cli_expect(out, sizeof out, 2, "qa.jsonl:1", "validate %s --set rollout.max_prompt_tokens=4", recipe);
 }
