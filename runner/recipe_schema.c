@@ -206,6 +206,11 @@ static void normalize(const char *s, char *out, size_t n) {
 }
 
 static void unknown_key(const char *prefix, const rentry *ent, rl_err *e) {
+  if (!*prefix && !strcmp(ent->key, "base")) { /* a file's base: is read before the schema: this came from --set */
+    recipe_errf(e, &ent->loc, "base: is read from a recipe file only, before any --set value applies; write "
+                "`base: FILE` at the top of a recipe file that extends FILE");
+    return;
+  }
   const char *best = NULL;
   int best_d = 99;
   char nk[128], nc[128], shown[4 * RECIPE_CLIP + 8];

@@ -305,6 +305,12 @@ TEST(recipe_base_merge) {
   const char *mem = "base: x.yaml\n";
   CHECK_EQ_I64(recipe_load_string(mem, strlen(mem), "mem.yaml", NULL, 0, RECIPE_NO_FS, &r, &e), RL_EXIT_USAGE);
   CHECK_CONTAINS(e.msg, "mem.yaml:1:7: base: is not available when a recipe is loaded from memory");
+  /* base: from --set: said to be a file's key (it was "unknown key 'base' (did you mean 'name'?)") */
+  const char *bset[1] = {"base=common/base.yaml"};
+  REQUIRE(harness_write_file(path, "base: common/base.yaml\n") == 0);
+  CHECK_EQ_I64(recipe_load(path, bset, 1, &r, &e), RL_EXIT_USAGE);
+  CHECK_CONTAINS(e.msg, "--set base=common/base.yaml: base: is read from a recipe file only, before any --set value "
+                        "applies; write `base: FILE` at the top of a recipe file that extends FILE");
 }
 
 /* Remove every "  # default" mark in place. */
