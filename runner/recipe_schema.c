@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "runner/recipe_tree.h"
 
@@ -405,8 +406,14 @@ static int convert_scalar(recipe *r, const rkey *k, const rnode *n, void *dst, r
     double v;
     char rt[160];
     if (n->quoted || !parse_float(s, &v)) {
+      /* YAML's .inf / .nan (and inf, nan) are numbers to YAML, not to a recipe: say why */
+      const char *t = s + (*s == '-' || *s == '+'), *u = t + (*t == '.');
+      char *end;
+      const double big = strtod(s, &end); /* 1e999: a number past a double's range */
+      const int nonfinite = !n->quoted && (!strcasecmp(u, "inf") || !strcasecmp(u, "nan") ||
+                                           !strcasecmp(u, "infinity") || (end != s && !*end && isinf(big)));
       snprintf(msg, sizeof msg, "expected a number, got %s%s", describe(n, got, sizeof got),
-               n->quoted ? " (remove the quotes)" : "");
+               n->quoted ? " (remove the quotes)" : nonfinite ? " (a recipe's numbers are finite)" : "");
       return verr(e, k, n, msg);
     }
     char clip[4 * RECIPE_CLIP + 8];

@@ -548,6 +548,14 @@ TEST(cli_validate_plan_exit_codes) {
   snprintf(cmd, sizeof cmd, "%s validate recipes/bf16-baseline.yaml --set train.lr=abc", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
   CHECK_CONTAINS(out, "--set train.lr=abc: expected a number, got 'abc'");
+  CHECK(strstr(out, "finite") == NULL);
+  /* YAML's infinities and NaN, and a number past a double's range, are numbers a recipe refuses: said so */
+  const char *nonfinite[3] = {".inf", "-.NaN", "1e999"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(cmd, sizeof cmd, "%s validate recipes/bf16-baseline.yaml --set train.lr=%s", harness_bin(), nonfinite[i]);
+    CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
+    CHECK_CONTAINS(out, "' (a recipe's numbers are finite)");
+  }
   snprintf(cmd, sizeof cmd, "%s validate recipes/bf16-baseline.yaml --hardware h900", harness_bin());
   CHECK_EQ_I64(harness_run(cmd, out, sizeof out), 2);
   CHECK_CONTAINS(out, "--hardware 'h900': unknown hardware; valid: cpu, a100, h100, h200");
