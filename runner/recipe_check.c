@@ -546,7 +546,9 @@ static int check_precision(recipe *r, rl_err *e) {
     if (model_keep_bf16_pattern_check(r->precision.keep_bf16.items[i], &pe))
       rc = kerr(r, e, "precision.keep_bf16", "%s", pe.msg);
   }
-  if (is_set(r, "precision.scale_fmt") && ro != PREC_FP8_BLOCK && tr != PREC_FP8_BLOCK)
+  /* ue8m0 without fp8-block is a mistake; fp32, the default written out (a run's recipe.resolved.yaml), is not */
+  if (is_set(r, "precision.scale_fmt") && r->precision.scale_fmt != SCALE_FMT_FP32 && ro != PREC_FP8_BLOCK &&
+      tr != PREC_FP8_BLOCK)
     rc = kerr(r, e, "precision.scale_fmt", "applies to fp8-block only (rollout %s, train %s)", prec_names[ro], prec_names[tr]);
   const precision_pair *p = matrix_pair(ro, tr);
   if (p->drift && (r->train.tis.mode == TIS_OFF || (r->model.is_moe == 1 && !r->train.r3))) {
@@ -560,8 +562,36 @@ static int check_precision(recipe *r, rl_err *e) {
   return rc;
 }
 
+/* The keys an sft run does not read (no rollout, no reward, no RL loss terms):
+ * set anyway, they are named in one note, since they change nothing. */
+static void note_sft_unused(recipe *r) {
+  static const char *const unused[] = {
+      "rollout.samples_per_prompt", "rollout.temperature", "rollout.top_p", "rollout.top_k", "rollout.max_new_tokens",
+      "rollout.stop", "rollout.stop_tokens", "rollout.generation_config_eos", "reward.script", "reward.function",
+      "reward.limits.instructions", "reward.limits.memory_mb", "reward.limits.timeout_ms", "train.clip_low",
+      "train.clip_high", "train.kl_coef", "train.entropy_coef", "train.loss_agg", "train.tis.mode", "train.tis.clip",
+      "train.tis.low", "train.tis.high", "train.r3"};
+  char list[1024] = "";
+  size_t at = 0;
+  int n = 0;
+  const size_t fl = r->file ? strlen(r->file) : 0, rl = strlen("/recipe.resolved.yaml");
+  if (fl > rl && !strcmp(r->file + fl - rl, "/recipe.resolved.yaml")) return; /* a run's: every key written out */
+  for (size_t i = 0; i < sizeof unused / sizeof *unused && at < sizeof list; i++) {
+    /* written in this recipe or a --set (a base's RL keys are the base's), and samples_per_prompt not as 1 */
+    const recipe_loc l = recipe_key_loc(r, unused[i]);
+    if (!is_set(r, unused[i]) || !l.file || (strcmp(l.file, r->file ? r->file : "") && strncmp(l.file, "--set ", 6)) ||
+        (!strcmp(unused[i], "rollout.samples_per_prompt") && r->rollout.samples_per_prompt == 1))
+      continue;
+    at += (size_t)snprintf(list + at, sizeof list - at, "%s%s", n++ ? ", " : "", unused[i]);
+  }
+  if (n)
+    recipe_warn(r, "note: train.algorithm sft does not read %s (no rollout, reward or RL loss terms): %s no effect",
+                list, n == 1 ? "it has" : "they have");
+}
+
 static int check_train(recipe *r, rl_err *e) {
   int rc = 0;
+  if (r->train.algorithm == ALGO_SFT) note_sft_unused(r);
   if (r->train.algorithm != ALGO_SFT && r->rollout.samples_per_prompt < 2)
     rc = kerr(r, e, is_set(r, "rollout.samples_per_prompt") ? "rollout.samples_per_prompt" : "train.algorithm",
               "%s compares completions within a group: rollout.samples_per_prompt must be at least 2",

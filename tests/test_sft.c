@@ -70,6 +70,18 @@ TEST(sft_run_learns_and_resumes_bit_identical) {
   CHECK_MSG(l6 < 0.8 * l1, "loss %g -> %g: SFT did not learn", l1, l6);
   CHECK_EQ_I64((int64_t)sft_metric(ra, 6, "train/tokens"), 50); /* 25 examples x (digit + EOS) */
   CHECK(sft_metric(ra, 6, "train/tokens_per_s") > 0);
+  /* the run's recipe.resolved.yaml validates as a recipe of its own (its scale_fmt: fp32, the default
+   * written out, was refused as "applies to fp8-block only"), without the note on keys sft does not read */
+  snprintf(args, sizeof args, "validate %s/recipe.resolved.yaml", ra);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK(strstr(out, "note:") == NULL);
+  /* keys an sft run does not read, set in the recipe or with --set, are named once; a base's are not */
+  CHECK_EQ_I64(sft_rl("", "validate recipes/sft-demo-cpu.yaml", out, sizeof out), 0);
+  CHECK(strstr(out, "note:") == NULL);
+  CHECK_EQ_I64(sft_rl("", "validate recipes/sft-demo-cpu.yaml --set train.kl_coef=0.5 --set rollout.samples_per_prompt=4 "
+                          "--set train.microbatch=25", out, sizeof out), 0);
+  CHECK_CONTAINS(out, "note: train.algorithm sft does not read rollout.samples_per_prompt, train.kl_coef (no rollout, "
+                      "reward or RL loss terms): they have no effect");
   /* no rollout: no samples, no rollout step */
   char db[2200];
   snprintf(db, sizeof db, "%s/state.db", ra);
