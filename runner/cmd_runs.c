@@ -63,13 +63,6 @@ static int open_run(const char *cmd, const char *dir, store **s, store_run *run)
   return 0;
 }
 
-/* The loop.iterations of a stored resolved recipe (its text; 0 when unknown). */
-static int64_t stored_iterations(const char *resolved) {
-  const char *p = resolved ? strstr(resolved, "\nloop:") : NULL;
-  const char *it = p ? strstr(p, "iterations:") : NULL;
-  return it ? strtoll(it + 11, NULL, 10) : 0;
-}
-
 /* 1 when a stored resolved recipe trains with sft (no rollout, no reward). */
 static int stored_is_sft(const char *resolved) {
   const char *p = resolved ? strstr(resolved, "\ntrain:") : NULL;
@@ -123,7 +116,7 @@ int cmd_status(int argc, char **argv) {
   if ((rc = store_summary_get(s, &sum, &e))) {
     fprintf(stderr, "rlrun status: %s\n", e.msg);
   } else {
-    int64_t iters = stored_iterations(run.recipe_resolved);
+    int64_t iters = runs_stored_iterations(run.recipe_resolved);
     int64_t train_done = 0;
     for (int64_t k = iters; k >= 1; k--) {
       int st = STORE_STEP_NONE;
@@ -231,7 +224,7 @@ int cmd_ls(int argc, char **argv) {
     if (!s || store_run_get(s, &run, &e) || store_summary_get(s, &sum, &e)) {
       printf("%-44s %-9s %s\n", names[i], "damaged", e.msg);
     } else {
-      int64_t iters = stored_iterations(run.recipe_resolved), done = 0;
+      int64_t iters = runs_stored_iterations(run.recipe_resolved), done = 0;
       for (int64_t k = iters; k >= 1 && !done; k--) {
         int st = STORE_STEP_NONE;
         if (!store_step_status(s, k, "train", &st, &e) && st == STORE_STEP_DONE) done = k;

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "runner/inputs.h"
 #include "runner/recipe_tree.h"
+#include "runner/runs.h"
 #include "state/ckpt.h"
 #include "state/sha256.h"
 #include "stages/prompts.h"
@@ -173,6 +174,18 @@ static int check_model(recipe *r, int flags, rl_err *e) {
       recipe_warn(r, "note: model.checkpoint '%s' holds no checkpoint yet: run the recipe that writes it first "
                   "(rlrun run refuses this recipe until then)", r->model.checkpoint);
       return 0;
+    }
+    /* named by its run (or RUNS/NAME): say when that run is not complete, since its newest checkpoint is
+     * what this recipe starts from (an SFT warm start stopped half-way, or still running) */
+    const char *cut = strstr(res, "/" CKPT_SUBDIR "/step-");
+    if (cut && strcmp(res, r->model.checkpoint)) {
+      char run[4200];
+      int64_t iters = 0;
+      snprintf(run, sizeof run, "%.*s", (int)(cut - res), res);
+      if (runs_is_complete(run, &iters) == 0)
+        recipe_warn(r, "note: model.checkpoint '%s': the run %s is not complete (%s, %lld iterations planned): "
+                    "this recipe starts from its newest checkpoint, %s", r->model.checkpoint, run,
+                    runs_is_locked(run) ? "still running" : "stopped", (long long)iters, cut + strlen(CKPT_SUBDIR) + 2);
     }
     free(r->model.checkpoint);
     r->model.checkpoint = res;

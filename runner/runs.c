@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "runner/inputs.h"
+#include "runner/loop.h"
 #include "state/sha256.h"
 
 /* Replace *p by its realpath when it resolves. */
@@ -690,4 +691,30 @@ store *runs_open_store_read(const char *run_dir, rl_err *e) {
   char path[4200];
   if (runs_check_dir(run_dir, path, sizeof path, e)) return NULL;
   return runs_writable(run_dir, NULL, 0) ? store_open(path, 0, e) : store_open_readonly(path, e);
+}
+
+int64_t runs_stored_iterations(const char *resolved) {
+  const char *p = resolved ? strstr(resolved, "\nloop:") : NULL;
+  const char *it = p ? strstr(p, "iterations:") : NULL;
+  return it ? strtoll(it + 11, NULL, 10) : 0;
+}
+
+int runs_is_complete(const char *run_dir, int64_t *iters) {
+  char db[4200];
+  struct stat st;
+  *iters = 0;
+  if (snprintf(db, sizeof db, "%s/state.db", run_dir) >= (int)sizeof db || stat(db, &st) != 0) return -1;
+  rl_err e;
+  store *s = runs_open_store_read(run_dir, &e);
+  if (!s) return -1;
+  store_run run;
+  memset(&run, 0, sizeof run);
+  int rc = -1;
+  if (!store_run_get(s, &run, &e)) {
+    *iters = runs_stored_iterations(run.recipe_resolved);
+    rc = *iters > 0 && loop_is_complete(s, *iters);
+  }
+  store_run_free(&run);
+  store_close(s);
+  return rc;
 }

@@ -99,6 +99,12 @@ int runs_export(FILE *f, const store_run *run, rl_err *e);
 int runs_lock(const char *run_dir, rl_err *e);
 /* 1 when some process holds the run's lock now. */
 int runs_is_locked(const char *run_dir);
+/* loop.iterations of a run's stored resolved recipe (0 when not found). */
+int64_t runs_stored_iterations(const char *resolved);
+/* 1 when the run in run_dir is complete (*iters: its loop.iterations), 0
+ * when it is not (stopped, failed or running), -1 when run_dir holds no
+ * readable run. Read-only. */
+int runs_is_complete(const char *run_dir, int64_t *iters);
 /* Open the store of a run directory (create 0), saying clearly what is wrong. */
 store *runs_open_store(const char *run_dir, rl_err *e);
 /* The same for the read commands: read-only where this user cannot write the

@@ -374,6 +374,29 @@ TEST(sft_chain_resumes_after_the_start_run_is_moved) {
   CHECK(strstr(out, "input missing") == NULL);
 }
 
+/* An RL recipe whose model.checkpoint names an SFT run (or RUNS/NAME) that is
+ * not complete validates with a note: the run stopped, and which checkpoint
+ * it starts from; once the run is complete, no note. */
+TEST(sft_chain_notes_a_start_run_that_is_not_complete) {
+  char args[8192], out[16384], d[1024], rd[2048];
+  snprintf(d, sizeof d, "%s/inc", harness_tmpdir());
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=4 "
+           "--set loop.checkpoint_interval=2 --quiet", d);
+  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@3:kill", args, out, sizeof out), 137);
+  REQUIRE(sft_run_dir(d, "sft/sft-demo-cpu", rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "validate recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s/sft/sft-demo-cpu", d);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  char want[4096];
+  snprintf(want, sizeof want, "note: model.checkpoint '%s/sft/sft-demo-cpu': the run %s is not complete (stopped, 4 "
+           "iterations planned): this recipe starts from its newest checkpoint, step-000002", d, rd);
+  CHECK_CONTAINS(out, want);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "validate recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK(strstr(out, "note:") == NULL);
+}
+
 /* A chain's RL run stopped before a checkpoint of its own, its start run moved
  * away: --allow-changed cannot continue it (the run starts again from that
  * model) and says so before it records anything (exit 4). Another model at the
