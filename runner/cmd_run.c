@@ -302,7 +302,15 @@ static int resume_changes(const char *dir, const store_run *run, recipe *fresh, 
     const char **sets = rl_xcalloc((size_t)n_sets + 1, sizeof *sets);
     for (int i = 0; i < n_sets; i++) sets[i] = json_string_value(json_array_get(ov, (size_t)i));
     rl_err e;
+    /* model.checkpoint: RUNS/NAME (or a run directory) resolves to the checkpoint the run started from,
+     * not to a newer run of that name made since (it was "recipe changed in model: checkpoint") */
+    recipe stored;
+    if (runs_load_stored(dir, run->recipe_resolved, NULL, 0, RECIPE_NO_FS, &stored, &e) == 0) {
+      recipe_checkpoint_pin(stored.model.checkpoint);
+      recipe_free(&stored);
+    }
     int loaded = recipe_load_at(rp, sets, n_sets, cwd, fresh, &e) == 0;
+    recipe_checkpoint_pin(NULL);
     if (loaded) runs_compat_stored(fresh, run->recipe_resolved);
     if (!loaded || runs_canonical_recipe(fresh, &e)) {
       size_t old = *report ? strlen(*report) : 0, add = strlen(rp) + strlen(e.msg) + 64;

@@ -199,6 +199,12 @@ hw_class recipe_run_class(const recipe *r, const hw_target *t);
  * RUNS/NAME that does not exist the newest run RUNS/NAME-<id>'s; malloc'd,
  * NULL when there is none (yet). */
 char *recipe_resolve_checkpoint(const char *given);
+/* Until called again with NULL (this thread): a model.checkpoint that names
+ * the run of checkpoint `exact` (its run directory, or RUNS/NAME with the run
+ * RUNS/NAME-<id>) resolves to exact while it exists, not to a newer
+ * checkpoint or run. resume: a run keeps the checkpoint it started from when
+ * another run of that name appears. */
+void recipe_checkpoint_pin(const char *exact);
 
 /* Print the fully resolved recipe (every key, defaults marked) as YAML. */
 void recipe_print(FILE *f, const recipe *r);

@@ -11,6 +11,7 @@
  * A checkpoint directory counts when its manifest, config and weights are all
  * there (ckpt_write renames the finished directory into place). */
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,8 +91,36 @@ static char *rc_run_latest(const char *run) {
   return found;
 }
 
+/* The checkpoint a run resolved at its start (recipe_checkpoint_pin), NULL when none. */
+static _Thread_local char *rc_pin;
+
+void recipe_checkpoint_pin(const char *exact) {
+  free(rc_pin);
+  rc_pin = exact ? strdup(exact) : NULL;
+}
+
+/* 1 when the pinned checkpoint is one `given` can name: a checkpoint of the
+ * run directory given, or of a run given/NAME-<id> (RUNS/NAME); compared as
+ * real paths. */
+static int rc_pin_fits(const char *given) {
+  char pin[PATH_MAX], base[PATH_MAX], parent[4200];
+  if (!rc_pin || !realpath(rc_pin, pin) || !rc_is_ckpt(pin)) return 0;
+  char *step = strstr(pin, "/" CKPT_SUBDIR "/step-");
+  if (!step || strchr(step + strlen(CKPT_SUBDIR) + 2, '/')) return 0;
+  *step = 0; /* pin: its run directory */
+  if (realpath(given, base)) return !strcmp(base, pin); /* a run directory */
+  const char *slash = strrchr(given, '/'); /* RUNS/NAME: pin is RUNS/NAME-<id> */
+  snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - given) : 1, slash ? given : ".");
+  if (!realpath(parent[0] ? parent : "/", base)) return 0;
+  const char *name = slash ? slash + 1 : given, *run = strrchr(pin, '/');
+  size_t bl = strlen(base), nl = strlen(name);
+  return run && (size_t)(run - pin) == bl && !strncmp(pin, base, bl) && !strncmp(run + 1, name, nl) &&
+         run[1 + nl] == '-' && rc_is_run_id(run + 2 + nl);
+}
+
 char *recipe_resolve_checkpoint(const char *given) {
   struct stat st;
+  if (rc_pin_fits(given)) return strdup(rc_pin); /* resume: the checkpoint the run started from, not a newer one */
   if (stat(given, &st) == 0) {
     if (!S_ISDIR(st.st_mode)) return NULL;
     if (rc_has(given, CKPT_CONFIG)) return strdup(given);

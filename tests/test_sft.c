@@ -397,6 +397,49 @@ TEST(sft_chain_notes_a_start_run_that_is_not_complete) {
   CHECK(strstr(out, "note:") == NULL);
 }
 
+/* An RL run from RUNS/NAME resumes after a newer run of that name appeared:
+ * the recipe still names the run it started from (the stored checkpoint), so
+ * resume needs no --allow-changed and ends with the bits of an uninterrupted
+ * run from that checkpoint. Before, the newer run made it "recipe changed in
+ * model: checkpoint" (exit 4). A new run of the recipe takes the newer one. */
+TEST(sft_chain_resume_keeps_its_start_when_a_newer_run_appears) {
+  char args[8192], out[16384], d[1024], p[8192], rd[2048], ref[2048], a[2048];
+  snprintf(d, sizeof d, "%s/nw", harness_tmpdir());
+  const char *rl = "--set loop.iterations=4 --set loop.checkpoint_interval=2 --set rollout.batch=8 "
+                   "--set train.microbatch=64 --quiet";
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet", d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  REQUIRE(sft_run_dir(d, "sft/sft-demo-cpu", a, sizeof a) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s %s", d, a, rl);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@3:kill", args, out, sizeof out), 137);
+  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, sizeof rd) == 0);
+  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, sizeof ref) == 0);
+  /* a newer SFT run of the same name (run ids hold the second: wait for the next one) */
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --set seed=9 --quiet", d);
+  harness_run("sleep 1.1", NULL, 0);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  char b[2048];
+  REQUIRE(sft_run_dir(d, "sft/sft-demo-cpu", b, sizeof b) == 0);
+  REQUIRE(strcmp(a, b) != 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
+  CHECK(strstr(out, "changed") == NULL);
+  char wa[65], wb[65];
+  rl_err e;
+  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", rd);
+  REQUIRE(sha256_file(p, wa, NULL, &e) == 0);
+  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", ref);
+  REQUIRE(sha256_file(p, wb, NULL, &e) == 0);
+  CHECK_STREQ(wa, wb);
+  /* a new run of the recipe starts from the newer SFT run */
+  snprintf(args, sizeof args, "plan recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s/sft/sft-demo-cpu", d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  CHECK_CONTAINS(out, b);
+}
+
 /* A chain's RL run stopped before a checkpoint of its own, its start run moved
  * away: --allow-changed cannot continue it (the run starts again from that
  * model) and says so before it records anything (exit 4). Another model at the
