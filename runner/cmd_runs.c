@@ -95,7 +95,8 @@ int cmd_status(int argc, char **argv) {
     printf("usage: rlrun status RUNDIR\n\n"
            "What a run is doing or did: its state (complete, running, stopped, failed, or new: no\n"
            "step finished yet), the last committed step, iterations done of the plan, samples, the\n"
-           "latest reward, loss and mismatch, the checkpoints, and recent warnings and errors.\n"
+           "latest reward, loss and mismatch, the checkpoints, recent warnings and errors, and for a\n"
+           "run that is not going on and not complete, the command that continues it.\n"
            "Read-only.\n");
     return RL_EXIT_OK;
   }
@@ -127,7 +128,8 @@ int cmd_status(int argc, char **argv) {
     }
     printf("run        %s\nname       %s\ncreated    %s (rlrun %s)\n", run.id, run.name, run.created,
            run.rlrun_version);
-    printf("state      %s\n", run_state(dir, s, &sum, iters));
+    const char *state = run_state(dir, s, &sum, iters);
+    printf("state      %s\n", state);
     printf("progress   %lld of %lld iteration%s trained; %lld step%s done, %lld failed\n", (long long)train_done,
            (long long)iters, iters == 1 ? "" : "s", (long long)sum.steps_done, sum.steps_done == 1 ? "" : "s",
            (long long)sum.steps_failed);
@@ -156,6 +158,10 @@ int cmd_status(int argc, char **argv) {
            (long long)sum.errors, sum.errors == 1 ? "" : "s");
     int left = 5;
     store_events_each(s, STORE_WARN, print_event, &left, &e);
+    /* a run that is not going on and not done: how it goes on (a kill, a crash, Ctrl-C and a failed stage
+     * all leave it so; everything committed is kept) */
+    if (!strcmp(state, "stopped") || !strcmp(state, "failed") || !strcmp(state, "new"))
+      printf("next       rlrun resume %s   (continues from the last committed step)\n", dir);
   }
   store_run_free(&run);
   store_close(s);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runner/inputs.h"
@@ -625,7 +626,15 @@ int runs_lock(const char *run_dir, rl_err *e) {
   snprintf(path, sizeof path, "%s/" RUNS_LOCK, run_dir);
   int dfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return rl_errf(e, RL_EXIT_FAIL, "%s: cannot open the run directory to lock it: %s", run_dir, strerror(errno)), -1;
-  if (flock(dfd, LOCK_EX | LOCK_NB) != 0) {
+  /* a reader's probe (runs_is_locked: status, ls) holds a shared lock for an instant: try again for
+   * up to ~0.2 s before taking the lock for another writer's */
+  int held = flock(dfd, LOCK_EX | LOCK_NB) != 0;
+  for (int i = 0; held && errno == EWOULDBLOCK && i < 20; i++) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    held = flock(dfd, LOCK_EX | LOCK_NB) != 0;
+  }
+  if (held) {
     char pid[32] = "";
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t got = fd >= 0 ? pread(fd, pid, sizeof pid - 1, 0) : -1;

@@ -905,6 +905,9 @@ TEST(runs_bad_checkpoint_refused_untouched_then_removed_is_rewritten) {
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "state      stopped");
   CHECK_CONTAINS(out, "checkpoints step-000002 step-000004");
+  char next[2200];
+  snprintf(next, sizeof next, "\nnext       rlrun resume %s   (continues from the last committed step)\n", rd);
+  CHECK_CONTAINS(out, next);
   ckpt_file_path(rd, 4, CKPT_WEIGHTS, p, sizeof p);
   REQUIRE(flip_byte(p) == 0);
   snprintf(db, sizeof db, "%s/state.db", rd);
@@ -980,6 +983,7 @@ TEST(runs_bad_checkpoint_refused_untouched_then_removed_is_rewritten) {
   snprintf(args, sizeof args, "status %s", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "state      complete");
+  CHECK(strstr(out, "\nnext ") == NULL); /* a complete run: nothing to resume */
   CHECK_CONTAINS(out, "0 failed");
   CHECK_CONTAINS(out, "[warn] iteration 2 checkpoint: checkpoint directory step-000004 removed: resumed from checkpoint step-000002");
 }
