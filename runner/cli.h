@@ -35,6 +35,7 @@ int cmd_metrics(int argc, char **argv);
 int cmd_samples(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_init(int argc, char **argv);
 
 /* The table of commands, in the order `rlrun --help` lists them. */
 extern const cli_command cli_commands[];

@@ -14,6 +14,7 @@ const cli_command cli_commands[] = {
     {"matrix", "print the precision compatibility matrix and what this machine runs", cmd_matrix},
     {"convert", "convert a HF model directory to fp8-block/mxfp8/nvfp4 or back to bf16", cmd_convert},
     {"tokenize", "how a recipe's tokenizer splits a text: ids and token texts (--decode: ids to text)", cmd_tokenize},
+    {"init", "write the fresh model of a recipe's model.init as a model directory (iteration 1's weights)", cmd_init},
     {"score", "per-token log-probs of token sequences under a model (JSONL in, JSONL out)", cmd_score},
     {"run", "start a run from a recipe: rollout -> reward -> train -> sync, checkpoints, SQLite state", cmd_run},
     {"resume", "continue a stopped run exactly where it stopped (refuses changed recipe/inputs)", cmd_resume},

@@ -59,6 +59,10 @@ static int ckpt_write_tensors(const char *path, const ckpt_tensor *t, int n, con
   return st_writer_finish(w, e);
 }
 
+int ckpt_write_weights_file(const char *path, const ckpt_tensor *t, int n, rl_err *e) {
+  return ckpt_write_tensors(path, t, n, "ckpt.write_weights_file", e);
+}
+
 /* Hash the files of a directory listed in names into a manifest "files" object. */
 static int ckpt_hash_files(const char *dir, const char *const *names, int n, json_t *files, rl_err *e) {
   for (int i = 0; i < n; i++) {

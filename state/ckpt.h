@@ -100,6 +100,10 @@ void ckpt_file_path(const char *run_dir, int64_t iteration, const char *name, ch
 /* Write, publish and record the checkpoint of c->iteration (replacing an
  * unrecorded directory of the same name). s NULL: write and publish only. */
 int ckpt_write(const char *run_dir, store *s, const ckpt_content *c, rl_err *e);
+/* One safetensors file of tensors t[0..n) at path (metadata format "pt"),
+ * written as a checkpoint's model.safetensors is: temporary name, fsync,
+ * rename (rlrun init's model directory). */
+int ckpt_write_weights_file(const char *path, const ckpt_tensor *t, int n, rl_err *e);
 
 /* Iterations of the recorded checkpoints, ascending (malloc'd; *n may be 0). */
 int ckpt_list(store *s, int64_t **iters, int *n, rl_err *e);

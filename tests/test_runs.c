@@ -1893,6 +1893,97 @@ TEST(runs_samples_json_holds_everything) {
   CHECK_NEAR(top, best, 5e-5); /* the table prints 4 decimals */
 }
 
+/* rlrun init writes the fresh model a model.init recipe's run starts from: a
+ * run with it as model.path (same seed) has the model.init run's samples and
+ * trained weights byte for byte, and score on it gives iteration 1's rollout
+ * log-probs (BF16: the same logits, log-softmax summed apart: 2e-6). --out
+ * that exists, a recipe without model.init and a bad recipe are exit 2, and
+ * nothing is written. */
+TEST(runs_init_writes_the_model_iteration_one_starts_from) {
+  char dir[1200], args[8192], out[1 << 20], cwd[PATH_MAX], rd[1400], rd2[1400];
+  snprintf(dir, sizeof dir, "%s/in", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out m --set seed=4", cwd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  CHECK_CONTAINS(out, "wrote m: the fresh model of ");
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --set loop.iterations=1 --set seed=4 --runs-dir runs --quiet", cwd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --set loop.iterations=1 --set seed=4 --set model.init=null "
+           "--set model.path=m --runs-dir runs2 --quiet", cwd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "for d in %s/runs2/*/; do echo $d; done | head -1", dir);
+  REQUIRE(harness_run(args, rd2, sizeof rd2) == 0);
+  rd2[strcspn(rd2, "\n")] = 0;
+  char a[65], b[65], p[2000];
+  rl_err e;
+  snprintf(p, sizeof p, "%s/checkpoints/step-000001/model.safetensors", rd);
+  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
+  snprintf(p, sizeof p, "%s/checkpoints/step-000001/model.safetensors", rd2);
+  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
+  CHECK_STREQ(a, b);
+  snprintf(args, sizeof args, "samples %s --json > s1.jsonl && %s samples %s --json > s2.jsonl && cmp s1.jsonl s2.jsonl",
+           rd, bin(), rd2);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  /* score on it: iteration 1's rollout log-probs */
+  snprintf(args, sizeof args, "samples %s --json", rd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  snprintf(p, sizeof p, "%s/seqs.jsonl", dir);
+  FILE *f = fopen(p, "w");
+  REQUIRE(f);
+  json_t *rows = json_array();
+  for (char *l = out, *nl; *l; l = nl + 1) {
+    nl = strchr(l, '\n');
+    REQUIRE(nl);
+    *nl = 0;
+    json_t *o = json_loads(l, 0, NULL), *tk = json_array();
+    REQUIRE(o);
+    json_array_extend(tk, json_object_get(o, "prompt_tokens"));
+    json_array_extend(tk, json_object_get(o, "tokens"));
+    char *js = json_dumps(tk, JSON_COMPACT);
+    fprintf(f, "{\"tokens\": %s}\n", js);
+    free(js);
+    json_decref(tk);
+    json_array_append_new(rows, o);
+  }
+  fclose(f);
+  REQUIRE(rl(dir, "", "score --model m --input seqs.jsonl --out scores.jsonl", out, sizeof out) == 0);
+  snprintf(p, sizeof p, "%s/scores.jsonl", dir);
+  f = fopen(p, "r");
+  REQUIRE(f);
+  char line[65536];
+  double maxd = 0;
+  size_t k = 0, cnt = 0;
+  while (fgets(line, sizeof line, f) && k < json_array_size(rows)) {
+    json_t *sc = json_loads(line, 0, NULL), *r = json_array_get(rows, k++);
+    json_t *lp = json_object_get(sc, "logprobs"), *want = json_object_get(r, "logprobs");
+    size_t np = json_array_size(json_object_get(r, "prompt_tokens"));
+    for (size_t j = 0; j < json_array_size(want); j++, cnt++) {
+      double d = fabs(json_number_value(json_array_get(lp, np - 1 + j)) - json_number_value(json_array_get(want, j)));
+      maxd = d > maxd ? d : maxd;
+    }
+    json_decref(sc);
+  }
+  fclose(f);
+  CHECK_EQ_I64(k, 256);
+  CHECK(cnt > 256);
+  CHECK_MSG(maxd <= 2e-6, "score on rlrun init's model vs iteration 1's rollout log-probs: max |d| %.3g", maxd);
+  json_decref(rows);
+  /* refusals: an --out that exists, a recipe with a model directory, a bad recipe; nothing written */
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out m", cwd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "rlrun init: --out m exists: give a new directory");
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out m2 --set model.init=null --set model.path=m", cwd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "has no model.init: its model (model.path ");
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out m2 --set train.lr=2", cwd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "train.lr=2: 2 is out of range");
+  snprintf(args, sizeof args, "cd %s && test ! -e m2 && ! ls -a | grep tmp", dir);
+  CHECK_EQ_I64(harness_run(args, out, sizeof out), 0);
+}
+
 /* A MoE run (R3 on): samples --json carries each sample's routing record, a
  * list per token (prompt, then completion) of layers x top_k expert ids,
  * every id an expert of the model; a dense run's lines have no such field. */
