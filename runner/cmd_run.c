@@ -637,7 +637,17 @@ int cmd_resume(int argc, char **argv) {
       /* no checkpoint of its own yet: the run starts again from its model source, which must be there
        * (--allow-changed recorded the inputs first, then the loop failed to load it) */
       char *miss = NULL;
-      if (runs_model_source_missing(use, moved || use == &fresh ? fresh_hashes : run.input_hashes, &miss)) {
+      const char *src = use->model.checkpoint ? use->model.checkpoint : use->model.path;
+      struct stat sst;
+      int n_miss = runs_model_source_missing(use, moved || use == &fresh ? fresh_hashes : run.input_hashes, &miss);
+      if (!n_miss && src && stat(src, &sst) != 0) { /* not even recorded (a checkpoint still to come) */
+        size_t l = strlen(src) + 64;
+        miss = rl_xmalloc(l);
+        snprintf(miss, l, "  %s: %s (no such directory)\n", use->model.checkpoint ? "model.checkpoint" : "model.path",
+                 src);
+        n_miss = 1;
+      }
+      if (n_miss) {
         fprintf(stderr, "rlrun resume: cannot resume %s: the run has no checkpoint of its own yet, so it starts "
                 "again from its model, and files of it are gone:\n%srestore them, or point --set %s=PATH at the "
                 "same model where it is now; nothing was modified\n", dir, miss,
