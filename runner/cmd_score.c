@@ -245,7 +245,7 @@ static int score_run(int argc, char **argv, rl_err *e) {
         return rl_errf(e, RL_EXIT_USAGE,
                        "--temperature '%s' is not a number in (0, 10] (a run's rollout.temperature; default 1)", v);
       temp = (float)t;
-    }    else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
+    } else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
       const char *v = argv[++i];
       char *end;
       errno = 0;
@@ -258,7 +258,9 @@ static int score_run(int argc, char **argv, rl_err *e) {
     } else if (dst && i + 1 < argc) *dst = argv[++i];
     else
       return rl_errf(e, RL_EXIT_USAGE, "%s '%s'; see `rlrun score --help`",
-                     dst || !strcmp(a, "--batch-tokens") || !strcmp(a, "--temperature") ? "missing value for" : "unknown argument", a);
+                     dst || !strcmp(a, "--batch-tokens") || !strcmp(a, "--temperature") ? "missing value for"
+                                                                                         : "unknown argument",
+                     a);
   }
   if (!dir || !in || !outp)
     return rl_errf(e, RL_EXIT_USAGE, "--model, --input and --out are required; see `rlrun score --help`");
