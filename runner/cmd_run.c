@@ -633,25 +633,39 @@ int cmd_resume(int argc, char **argv) {
       fprintf(stderr, "rlrun resume: %s\n", e.msg);
     } else if (!complete && (rc = loop_resume_find(dir, s, use, &point, &e))) {
       fprintf(stderr, "rlrun resume: cannot resume %s: %s\nrlrun resume: nothing was modified\n", dir, e.msg);
-    } else if (!complete && !point.found) {
-      /* no checkpoint of its own yet: the run starts again from its model source, which must be there
-       * (--allow-changed recorded the inputs first, then the loop failed to load it) */
+    } else if (!complete && (!point.found || use->model.path)) {
+      /* the model source must be there when the loop reads it: a run with no checkpoint of its own
+       * yet starts again from it, and a model.path is loaded (then the run's own weights restored)
+       * whatever the checkpoint; --allow-changed recorded the inputs first, then the loop failed */
       char *miss = NULL;
       const char *src = use->model.checkpoint ? use->model.checkpoint : use->model.path;
+      const char *src_key = use->model.checkpoint ? "model.checkpoint" : "model.path";
       struct stat sst;
+      const char *was = r.model.checkpoint ? r.model.checkpoint : r.model.path;
       int n_miss = runs_model_source_missing(use, moved || use == &fresh ? fresh_hashes : run.input_hashes, &miss);
+      /* the same source as recorded: the record knows files that a hash of what is there now lacks */
+      if (!n_miss && !moved && use == &fresh && src && was && !strcmp(src, was))
+        n_miss = runs_model_source_missing(&r, run.input_hashes, &miss);
       if (!n_miss && src && stat(src, &sst) != 0) { /* not even recorded (a checkpoint still to come) */
         size_t l = strlen(src) + 64;
         miss = rl_xmalloc(l);
-        snprintf(miss, l, "  %s: %s (no such directory)\n", use->model.checkpoint ? "model.checkpoint" : "model.path",
-                 src);
+        snprintf(miss, l, "  %s: %s (no such directory)\n", src_key, src);
         n_miss = 1;
       }
+      /* another model than the one the committed samples came from (a newer run of RUNS/NAME, an
+       * edited path): those samples would train a model that did not make them */
       if (n_miss) {
-        fprintf(stderr, "rlrun resume: cannot resume %s: the run has no checkpoint of its own yet, so it starts "
-                "again from its model, and files of it are gone:\n%srestore them, or point --set %s=PATH at the "
-                "same model where it is now; nothing was modified\n", dir, miss,
-                use->model.checkpoint ? "model.checkpoint" : "model.path");
+        fprintf(stderr, "rlrun resume: cannot resume %s: the run %s from its model, and files of it are gone:\n"
+                "%srestore them, or point --set %s=PATH at the same model where it is now; nothing was modified\n",
+                dir, point.found ? "loads its model.path before its own checkpoint's weights, so it still reads it"
+                                 : "has no checkpoint of its own yet, so it starts again",
+                miss, src_key);
+        rc = RL_EXIT_STATE;
+      } else if (!point.found && use == &fresh && src && was && strcmp(src, was)) {
+        fprintf(stderr, "rlrun resume: cannot resume %s: the run has no checkpoint of its own yet and its model "
+                "would change (%s %s -> %s), while its committed samples came from the first; start a new run "
+                "for the other model, or point --set %s=PATH at the first where it is now; nothing was modified\n",
+                dir, src_key, was, src, src_key);
         rc = RL_EXIT_STATE;
       }
       free(miss);
@@ -674,7 +688,7 @@ int cmd_resume(int argc, char **argv) {
     if (have_fresh) {
       char path[4200];
       snprintf(path, sizeof path, "%s/" RUNS_RESOLVED, dir);
-      if (fresh_hashes) runs_hashes_keep_missing(&fresh, run.input_hashes, point.found, &fresh_hashes);
+      if (fresh_hashes) runs_hashes_keep_missing(&fresh, run.input_hashes, point.found && !fresh.model.path, &fresh_hashes);
       rc = store_run_update(s, fresh_text, fresh_hashes ? fresh_hashes : run.input_hashes, &e);
       if (!rc) rc = rundir_write_atomic(path, fresh_text, strlen(fresh_text), &e);
       if (!rc && n_sets) rc = resume_record_sets(dir, &fresh, sets, n_sets, &e);
@@ -684,7 +698,7 @@ int cmd_resume(int argc, char **argv) {
     } else if (!(rc = runs_input_hashes_present(&r, 1, &fresh_hashes, &e))) {
       /* a file that is gone keeps its recorded sha256 (checked when it comes back), but the model's when the
        * run continues from a checkpoint of its own (it no longer reads them) */
-      runs_hashes_keep_missing(&r, run.input_hashes, point.found, &fresh_hashes);
+      runs_hashes_keep_missing(&r, run.input_hashes, point.found && !r.model.path, &fresh_hashes);
       rc = store_run_update(s, run.recipe_resolved, fresh_hashes, &e);
     }
     if (rc) fprintf(stderr, "rlrun resume: %s\n", e.msg);

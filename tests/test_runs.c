@@ -1984,6 +1984,60 @@ TEST(runs_init_writes_the_model_iteration_one_starts_from) {
   CHECK_EQ_I64(harness_run(args, out, sizeof out), 0);
 }
 
+/* A model.path run with checkpoints of its own still loads model.path (then
+ * its own weights): with the model's weights file gone, resume --allow-changed
+ * is refused before it records anything (exit 4; it used to record the
+ * change, drop the file's sha256, then fail loading, exit 2), other weights
+ * put back are a change (exit 4), and the file itself back resumes to the
+ * uninterrupted run's bits. */
+TEST(runs_resume_needs_the_model_path_it_loads) {
+  char dir[1200], args[16384], out[65536], cwd[PATH_MAX], rd[1400];
+  snprintf(dir, sizeof dir, "%s/mp", harness_tmpdir());
+  REQUIRE(mkdir(dir, 0755) == 0);
+  REQUIRE(getcwd(cwd, sizeof cwd) != NULL);
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out m && %s init %s/recipes/demo-cpu.yaml --out m2 "
+           "--set seed=77", cwd, bin(), cwd);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  const char *set = "--set model.init=null --set model.path=m --set loop.iterations=4 --set loop.checkpoint_interval=2 "
+                    "--quiet";
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --runs-dir ref %s", cwd, set);
+  REQUIRE(rl(dir, "", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run %s/recipes/demo-cpu.yaml --runs-dir runs %s", cwd, set);
+  REQUIRE(killed(rl(dir, "RLRUN_FAULT=loop.train@3:kill", args, out, sizeof out)));
+  REQUIRE(run_dir(dir, rd, sizeof rd) == 0);
+  char *before = store_snapshot(rd);
+  REQUIRE(before);
+  snprintf(args, sizeof args, "cd %s && mv m/model.safetensors w.away", dir);
+  REQUIRE(harness_run(args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "resume %s --allow-changed --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "the run loads its model.path before its own checkpoint's weights, so it still reads it from its "
+                      "model, and files of it are gone:\n  model.path/model.safetensors: ");
+  char *now = store_snapshot(rd);
+  REQUIRE(now);
+  CHECK_STREQ(now, before); /* nothing recorded */
+  free(now), free(before);
+  snprintf(args, sizeof args, "cd %s && cp m2/model.safetensors m/", dir);
+  REQUIRE(harness_run(args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "/m/model.safetensors (sha256 ");
+  snprintf(args, sizeof args, "cd %s && mv w.away m/model.safetensors", dir);
+  REQUIRE(harness_run(args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "resume %s --quiet", rd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  char a[65], b[65], p[2000], refd[1400];
+  rl_err e;
+  snprintf(args, sizeof args, "for d in %s/ref/*/; do echo $d; done | head -1", dir);
+  REQUIRE(harness_run(args, refd, sizeof refd) == 0);
+  refd[strcspn(refd, "\n")] = 0;
+  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", rd);
+  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
+  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", refd);
+  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
+  CHECK_STREQ(a, b);
+}
+
 /* A MoE run (R3 on): samples --json carries each sample's routing record, a
  * list per token (prompt, then completion) of layers x top_k expert ids,
  * every id an expert of the model; a dense run's lines have no such field. */

@@ -477,6 +477,17 @@ TEST(sft_chain_without_its_own_checkpoint_keeps_its_start_recorded) {
   CHECK_CONTAINS(out, "the run has no checkpoint of its own yet, so it starts again from its model, and files of it "
                       "are gone:\n  model.checkpoint/config.json: ");
   CHECK_CONTAINS(out, "point --set model.checkpoint=PATH at the same model where it is now; nothing was modified");
+  /* a newer run of the recipe's RUNS/NAME: --allow-changed would train it on the samples of the first
+   * (it did, with logp_abs_diff 0.3): refused too */
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --set seed=7 --quiet",
+           d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "resume %s --allow-changed --quiet", rd);
+  CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 4);
+  CHECK_CONTAINS(out, "the run has no checkpoint of its own yet and its model would change (model.checkpoint ");
+  CHECK_CONTAINS(out, "while its committed samples came from the first; start a new run for the other model");
+  snprintf(p, sizeof p, "rm -r %s/sft", d);
+  REQUIRE(harness_run(p, NULL, 0) == 0);
   /* another SFT run's checkpoint where the start was: a change, not a start */
   snprintf(p, sizeof p, "mkdir -p %s/checkpoints && cp -r %s/checkpoints/step-000002 %s/checkpoints/", start, other, start);
   REQUIRE(harness_run(p, NULL, 0) == 0);
