@@ -34,7 +34,8 @@ static const char init_usage[] =
     "DIR must not exist; it is written under a temporary name and renamed when complete.\n"
     "\n"
     "exit codes: 0 written, 1 I/O failure, 2 bad usage or recipe (one without model.init:\n"
-    "            its model.path or model.checkpoint is a model directory already).\n";
+    "            its model.path or model.checkpoint is a model directory already; a DIR that\n"
+    "            exists or whose parent does not), 130 interrupted (nothing left at DIR).\n";
 
 /* Copy file src to dst (whole, atomically). */
 static int init_copy(const char *src, const char *dst, rl_err *e) {
@@ -128,10 +129,32 @@ int cmd_init(int argc, char **argv) {
     fprintf(stderr, "rlrun init: RECIPE and --out DIR are required; see `rlrun init --help`\n");
     return RL_EXIT_USAGE;
   }
+  if (out[0] == '-') {
+    fprintf(stderr, "rlrun init: --out '%s' looks like an option: give the directory to write (./%s for a name "
+            "that starts with '-')\n", out, out);
+    return RL_EXIT_USAGE;
+  }
+  /* DIR/ is DIR (the temporary goes beside it, not inside) */
+  char outb[4096];
+  if (snprintf(outb, sizeof outb, "%s", out) >= (int)sizeof outb) {
+    fprintf(stderr, "rlrun init: --out is longer than %zu bytes\n", sizeof outb - 1);
+    return RL_EXIT_USAGE;
+  }
+  for (size_t l = strlen(outb); l > 1 && outb[l - 1] == '/'; l--) outb[l - 1] = 0;
+  out = outb;
   struct stat st;
-  if (stat(out, &st) == 0 || errno != ENOENT) {
+  if (lstat(out, &st) == 0 || errno != ENOENT) { /* a dangling link too: rename would not replace it */
     fprintf(stderr, "rlrun init: --out %s %s: give a new directory\n", out,
-            stat(out, &st) == 0 ? "exists" : strerror(errno));
+            lstat(out, &st) == 0 ? "exists" : strerror(errno));
+    return RL_EXIT_USAGE;
+  }
+  char parent[4096];
+  snprintf(parent, sizeof parent, "%s", out);
+  char *sl = strrchr(parent, '/');
+  if (sl) *(sl == parent ? sl + 1 : sl) = 0;
+  if (stat(sl ? parent : ".", &st) != 0 || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "rlrun init: --out %s: its parent %s is not a directory (%s): make it first\n", out,
+            sl ? parent : ".", errno ? strerror(errno) : "not a directory");
     return RL_EXIT_USAGE;
   }
   rl_err e;
@@ -155,7 +178,11 @@ int cmd_init(int argc, char **argv) {
   }
   char tmp[4400];
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
+  rl_interrupt_install("rlrun init: interrupt: stopping; the partial directory is removed (interrupt again to stop "
+                       "now)",
+                       "rlrun: second interrupt: stopping now (a temporary directory may be left beside --out)");
   rc = init_write(&r, tmp, &e);
+  if (!rc && rl_interrupted()) rc = rl_errf(&e, RL_EXIT_INTERRUPT, "interrupted: %s is not written", out);
   if (!rc && rename(tmp, out) != 0)
     rc = rl_errf(&e, RL_EXIT_FAIL, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
   if (rc) {

@@ -1980,8 +1980,24 @@ TEST(runs_init_writes_the_model_iteration_one_starts_from) {
   snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out m2 --set train.lr=2", cwd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
   CHECK_CONTAINS(out, "train.lr=2: 2 is out of range");
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out no/such", cwd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "rlrun init: --out no/such: its parent no is not a directory (No such file or directory)");
+  snprintf(args, sizeof args, "ln -s nowhere %s/dl", dir);
+  REQUIRE(harness_run(args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out dl", cwd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2); /* a dangling link: rename would not replace it */
+  CHECK_CONTAINS(out, "--out dl exists");
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out --x", cwd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 2);
+  CHECK_CONTAINS(out, "looks like an option");
   snprintf(args, sizeof args, "cd %s && test ! -e m2 && ! ls -a | grep tmp", dir);
   CHECK_EQ_I64(harness_run(args, out, sizeof out), 0);
+  /* DIR/ is DIR: written beside, renamed to DIR */
+  snprintf(args, sizeof args, "init %s/recipes/demo-cpu.yaml --out m3/ --set seed=4", cwd);
+  CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
+  snprintf(args, sizeof args, "cmp %s/m/model.safetensors %s/m3/model.safetensors", dir, dir);
+  CHECK_EQ_I64(harness_run(args, out, sizeof out), 0); /* the same seed: the same bytes */
 }
 
 /* A model.path run with checkpoints of its own still loads model.path (then
