@@ -1,5 +1,6 @@
 /* cmd_runs.c — the read-only run commands: `rlrun status`, `rlrun ls`,
  * `rlrun metrics`, `rlrun samples`, `rlrun export`. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -160,8 +161,20 @@ int cmd_status(int argc, char **argv) {
     store_events_each(s, STORE_WARN, print_event, &left, &e);
     /* a run that is not going on and not done: how it goes on (a kill, a crash, Ctrl-C and a failed stage
      * all leave it so; everything committed is kept) */
-    if (!strcmp(state, "stopped") || !strcmp(state, "failed") || !strcmp(state, "new"))
-      printf("next       rlrun resume %s   (continues from the last committed step)\n", dir);
+    if (!strcmp(state, "stopped") || !strcmp(state, "failed") || !strcmp(state, "new")) {
+      /* the directory as a shell word: quoted when it holds anything but [A-Za-z0-9_./:@%+=,-] */
+      int plain = *dir != 0;
+      for (const char *c = dir; *c && plain; c++) plain = isalnum((unsigned char)*c) || strchr("_./:@%+=,-", *c);
+      printf(strcmp(state, "failed") ? "next       rlrun resume " : "next       fix what the error above names, then rlrun resume ");
+      if (plain) fputs(dir, stdout);
+      else {
+        putchar('\'');
+        for (const char *c = dir; *c; c++) *c == '\'' ? fputs("'\\''", stdout) : putchar(*c);
+        putchar('\'');
+      }
+      printf(strcmp(state, "failed") ? "   (continues from the last committed step)\n"
+                                     : " (--allow-changed when the fix changed an input or the recipe)\n");
+    }
   }
   store_run_free(&run);
   store_close(s);

@@ -243,7 +243,8 @@ static int score_run(int argc, char **argv, rl_err *e) {
       /* rollout.temperature's range, (0, 10], as FP32 computes it (a normal number) */
       if (end == v || *end || errno || !(t >= FLT_MIN) || t > 10)
         return rl_errf(e, RL_EXIT_USAGE,
-                       "--temperature '%s' is not a number in (0, 10] (a run's rollout.temperature; default 1)", v);
+                       "--temperature '%s' is not a number in (0, 10] and at least 1.2e-38, FP32's smallest normal "
+                       "number (a run's rollout.temperature; default 1)", v);
       temp = (float)t;
     } else if (!strcmp(a, "--batch-tokens") && i + 1 < argc) {
       const char *v = argv[++i];

@@ -564,7 +564,8 @@ static int check_precision(recipe *r, rl_err *e) {
       tr != PREC_FP8_BLOCK)
     rc = kerr(r, e, "precision.scale_fmt", "applies to fp8-block only (rollout %s, train %s)", prec_names[ro], prec_names[tr]);
   const precision_pair *p = matrix_pair(ro, tr);
-  if (p->drift && (r->train.tis.mode == TIS_OFF || (r->model.is_moe == 1 && !r->train.r3))) {
+  if (p->drift && r->train.algorithm != ALGO_SFT && /* sft samples nothing: no rollout log-probs to drift */
+      (r->train.tis.mode == TIS_OFF || (r->model.is_moe == 1 && !r->train.r3))) {
     char fix[200];
     snprintf(fix, sizeof fix, "%s%s%s", r->train.tis.mode == TIS_OFF ? "train.tis.mode: truncate (TIS)" : "",
              r->train.tis.mode == TIS_OFF && r->model.is_moe == 1 && !r->train.r3 ? " and " : "",
@@ -583,7 +584,7 @@ static void note_sft_unused(recipe *r) {
       "rollout.stop", "rollout.stop_tokens", "rollout.generation_config_eos", "reward.script", "reward.function",
       "reward.limits.instructions", "reward.limits.memory_mb", "reward.limits.timeout_ms", "train.clip_low",
       "train.clip_high", "train.kl_coef", "train.entropy_coef", "train.loss_agg", "train.tis.mode", "train.tis.clip",
-      "train.tis.low", "train.tis.high", "train.r3"};
+      "train.tis.low", "train.tis.high", "train.r3", "precision.rollout"};
   char list[1024] = "";
   size_t at = 0;
   int n = 0;

@@ -313,6 +313,8 @@ TEST(runs_failed_checkpoint_write_keeps_previous_and_resumes) {
   snprintf(args, sizeof args, "status %s", rd);
   rl(dir, "", args, out, sizeof out);
   CHECK_CONTAINS(out, "state      failed");
+  CHECK_CONTAINS(out, "\nnext       fix what the error above names, then rlrun resume ");
+  CHECK_CONTAINS(out, " (--allow-changed when the fix changed an input or the recipe)\n");
   snprintf(args, sizeof args, "resume %s --quiet", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
   REQUIRE(weights_sha(rd, 6, got) == 0);
