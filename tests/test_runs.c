@@ -1919,11 +1919,7 @@ TEST(runs_init_writes_the_model_iteration_one_starts_from) {
   REQUIRE(harness_run(args, rd2, sizeof rd2) == 0);
   rd2[strcspn(rd2, "\n")] = 0;
   char a[65], b[65], p[2000];
-  rl_err e;
-  snprintf(p, sizeof p, "%s/checkpoints/step-000001/model.safetensors", rd);
-  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
-  snprintf(p, sizeof p, "%s/checkpoints/step-000001/model.safetensors", rd2);
-  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
+  REQUIRE(weights_sha(rd, 1, a) == 0 && weights_sha(rd2, 1, b) == 0);
   CHECK_STREQ(a, b);
   snprintf(args, sizeof args, "samples %s --json > s1.jsonl && %s samples %s --json > s2.jsonl && cmp s1.jsonl s2.jsonl",
            rd, bin(), rd2);
@@ -2044,15 +2040,11 @@ TEST(runs_resume_needs_the_model_path_it_loads) {
   REQUIRE(harness_run(args, out, sizeof out) == 0);
   snprintf(args, sizeof args, "resume %s --quiet", rd);
   CHECK_EQ_I64(rl(dir, "", args, out, sizeof out), 0);
-  char a[65], b[65], p[2000], refd[1400];
-  rl_err e;
+  char a[65], b[65], refd[1400];
   snprintf(args, sizeof args, "for d in %s/ref/*/; do echo $d; done | head -1", dir);
   REQUIRE(harness_run(args, refd, sizeof refd) == 0);
   refd[strcspn(refd, "\n")] = 0;
-  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", rd);
-  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
-  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", refd);
-  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
+  REQUIRE(weights_sha(rd, 4, a) == 0 && weights_sha(refd, 4, b) == 0);
   CHECK_STREQ(a, b);
 }
 

@@ -44,6 +44,17 @@ static int sft_run_dir(const char *runs, const char *name, char *rd, size_t n) {
   return 0;
 }
 
+/* The weights of checkpoint `step` of runs a and b are the same bytes. */
+static void sft_same_weights(const char *a, const char *b, int step) {
+  char p[2400], ha[65], hb[65];
+  rl_err e;
+  snprintf(p, sizeof p, "%s/checkpoints/step-%06d/model.safetensors", a, step);
+  REQUIRE(sha256_file(p, ha, NULL, &e) == 0);
+  snprintf(p, sizeof p, "%s/checkpoints/step-%06d/model.safetensors", b, step);
+  REQUIRE(sha256_file(p, hb, NULL, &e) == 0);
+  CHECK_STREQ(ha, hb);
+}
+
 /* Metric `name` of iteration k in run rd (NAN when absent). */
 static double sft_metric(const char *rd, int64_t k, const char *name) {
   char db[2200];
@@ -361,13 +372,7 @@ TEST(sft_chain_resumes_after_the_start_run_is_moved) {
   snprintf(args, sizeof args, "resume %s --allow-changed --quiet", rd);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
   CHECK_CONTAINS(out, "run complete: ");
-  char a[65], b[65];
-  rl_err e;
-  snprintf(p, sizeof p, "%s/checkpoints/step-000006/model.safetensors", rd);
-  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
-  snprintf(p, sizeof p, "%s/checkpoints/step-000006/model.safetensors", ref);
-  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
-  CHECK_STREQ(a, b);
+  sft_same_weights(rd, ref, 6);
   /* the inputs recorded are those still there: a second resume has nothing missing to report */
   snprintf(args, sizeof args, "resume %s", rd);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
@@ -403,7 +408,7 @@ TEST(sft_chain_notes_a_start_run_that_is_not_complete) {
  * run from that checkpoint. Before, the newer run made it "recipe changed in
  * model: checkpoint" (exit 4). A new run of the recipe takes the newer one. */
 TEST(sft_chain_resume_keeps_its_start_when_a_newer_run_appears) {
-  char args[8192], out[16384], d[1024], p[8192], rd[2048], ref[2048], a[2048];
+  char args[8192], out[16384], d[1024], rd[2048], ref[2048], a[2048];
   snprintf(d, sizeof d, "%s/nw", harness_tmpdir());
   const char *rl = "--set loop.iterations=4 --set loop.checkpoint_interval=2 --set rollout.batch=8 "
                    "--set train.microbatch=64 --quiet";
@@ -427,13 +432,7 @@ TEST(sft_chain_resume_keeps_its_start_when_a_newer_run_appears) {
   snprintf(args, sizeof args, "resume %s --quiet", rd);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
   CHECK(strstr(out, "changed") == NULL);
-  char wa[65], wb[65];
-  rl_err e;
-  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", rd);
-  REQUIRE(sha256_file(p, wa, NULL, &e) == 0);
-  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", ref);
-  REQUIRE(sha256_file(p, wb, NULL, &e) == 0);
-  CHECK_STREQ(wa, wb);
+  sft_same_weights(rd, ref, 4);
   /* a new run of the recipe starts from the newer SFT run */
   snprintf(args, sizeof args, "plan recipes/rl-from-sft-cpu.yaml --set model.checkpoint=%s/sft/sft-demo-cpu", d);
   REQUIRE(sft_rl("", args, out, sizeof out) == 0);
@@ -499,13 +498,7 @@ TEST(sft_chain_without_its_own_checkpoint_keeps_its_start_recorded) {
   REQUIRE(harness_run(p, NULL, 0) == 0);
   snprintf(args, sizeof args, "resume %s --quiet", rd);
   CHECK_EQ_I64(sft_rl("", args, out, sizeof out), 0);
-  char a[65], b[65];
-  rl_err e;
-  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", rd);
-  REQUIRE(sha256_file(p, a, NULL, &e) == 0);
-  snprintf(p, sizeof p, "%s/checkpoints/step-000004/model.safetensors", ref);
-  REQUIRE(sha256_file(p, b, NULL, &e) == 0);
-  CHECK_STREQ(a, b);
+  sft_same_weights(rd, ref, 4);
 }
 
 /* A run's checkpoint records its tokenizer (manifest.json "extra"): a run that
