@@ -14,6 +14,11 @@ typedef struct cli_command {
 
 /* 1 when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
+/* argv[*i] when it is a recipe override: "--set KEY=VALUE" (the value taken,
+ * *i advanced past it) or "--set=KEY=VALUE", appended to sets[*n] (at most
+ * max). 1: it was one; 0: it is not a --set; -1: its value is missing or
+ * there are more than max (said on stderr as `rlrun CMD: ...`: exit 2). */
+int cli_take_set(const char *cmd, int argc, char **argv, int *i, const char **sets, int *n, int max);
 /* len bytes of text on one line of stdout, unambiguously (README: `rlrun
  * samples`): in double quotes, with \\ \" \n \t \r escaped, other control
  * characters and bytes that are not UTF-8 as \xNN, C1 controls as \u00NN. At

@@ -103,17 +103,14 @@ int cmd_init(int argc, char **argv) {
   int n_sets = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if ((!strcmp(a, "--set") || !strcmp(a, "--out")) && i + 1 >= argc) {
-      fprintf(stderr, "rlrun init: %s needs a value; see `rlrun init --help`\n", a);
+    if (!strcmp(a, "--out") && i + 1 >= argc) {
+      fprintf(stderr, "rlrun init: --out needs a value; see `rlrun init --help`\n");
       return RL_EXIT_USAGE;
     }
-    if ((!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) && n_sets == INIT_MAX_SETS) {
-      fprintf(stderr, "rlrun init: more than %d --set overrides\n", INIT_MAX_SETS);
-      return RL_EXIT_USAGE;
-    }
-    if (!strcmp(a, "--set")) sets[n_sets++] = argv[++i];
-    else if (!strncmp(a, "--set=", 6)) sets[n_sets++] = a + 6;
-    else if (!strcmp(a, "--out")) out = argv[++i];
+    const int set = cli_take_set("init", argc, argv, &i, sets, &n_sets, INIT_MAX_SETS);
+    if (set < 0) return RL_EXIT_USAGE;
+    if (set) continue;
+    if (!strcmp(a, "--out")) out = argv[++i];
     else if (!strncmp(a, "--out=", 6)) out = a + 6;
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "rlrun init: unknown option '%s'; see `rlrun init --help`\n", a);

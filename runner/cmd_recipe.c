@@ -24,19 +24,20 @@ typedef struct recipe_args {
 static int parse_args(const char *cmd, int argc, char **argv, int want_recipe, recipe_args *a) {
   memset(a, 0, sizeof *a);
   for (int i = 1; i < argc; i++) {
+    const int set = cli_take_set(cmd, argc, argv, &i, a->sets, &a->n_sets, MAX_SETS);
+    if (set < 0) return RL_EXIT_USAGE;
+    if (set) continue;
     const char *s = argv[i];
-    const char **slot = NULL;
-    if (!strcmp(s, "--hardware") || !strcmp(s, "--set")) {
+    if (!strcmp(s, "--hardware")) {
       if (i + 1 >= argc) {
-        fprintf(stderr, "rlrun %s: %s needs a value\n", cmd, s);
+        fprintf(stderr, "rlrun %s: --hardware needs a value\n", cmd);
         return RL_EXIT_USAGE;
       }
-      slot = !strcmp(s, "--hardware") ? &a->hardware : (a->n_sets < MAX_SETS ? &a->sets[a->n_sets++] : NULL);
-      s = argv[++i];
+      a->hardware = argv[++i];
+      continue;
     } else if (!strncmp(s, "--hardware=", 11)) {
-      slot = &a->hardware, s += 11;
-    } else if (!strncmp(s, "--set=", 6)) {
-      slot = a->n_sets < MAX_SETS ? &a->sets[a->n_sets++] : NULL, s += 6;
+      a->hardware = s + 11;
+      continue;
     } else if (!strcmp(s, "--keys") && !strcmp(cmd, "validate")) {
       a->keys = 1;
       continue;
@@ -50,11 +51,6 @@ static int parse_args(const char *cmd, int argc, char **argv, int want_recipe, r
       fprintf(stderr, "rlrun %s: unexpected argument '%s'\n", cmd, s);
       return RL_EXIT_USAGE;
     }
-    if (!slot) {
-      fprintf(stderr, "rlrun %s: more than %d --set overrides\n", cmd, MAX_SETS);
-      return RL_EXIT_USAGE;
-    }
-    *slot = s;
   }
   if (a->keys && (a->path || a->hardware || a->n_sets)) {
     if (a->path)

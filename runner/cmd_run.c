@@ -103,7 +103,7 @@ static int run_loop(const char *dir, store *s, const recipe *r, int quiet, const
  * (--set reward.script=lua/x.lua) name files relative to it, and resume
  * resolves them there whatever its own working directory. */
 static int run_write_files(const char *dir, const char *text, const char *resolved, const char *recipe_path,
-                           char **sets, int n_sets, rl_err *e) {
+                           const char *const *sets, int n_sets, rl_err *e) {
   char path[4200];
   snprintf(path, sizeof path, "%s/" RUNS_RECIPE, dir);
   if (rundir_write_atomic(path, text, strlen(text), e)) return e->code;
@@ -164,22 +164,19 @@ int cmd_run(int argc, char **argv) {
    * half-started run with 143 instead of 130). */
   loop_install_signals();
   const char *path = NULL, *name = NULL, *runs_dir = "runs";
-  char *sets[RUN_MAX_SETS];
+  const char *sets[RUN_MAX_SETS];
   int n_sets = 0, quiet = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     /* said as validate says it: "unexpected argument '--set'" did not tell what was wrong */
-    if ((!strcmp(a, "--set") || !strcmp(a, "--name") || !strcmp(a, "--runs-dir")) && i + 1 >= argc) {
+    if ((!strcmp(a, "--name") || !strcmp(a, "--runs-dir")) && i + 1 >= argc) {
       fprintf(stderr, "rlrun run: %s needs a value; see `rlrun run --help`\n", a);
       return RL_EXIT_USAGE;
     }
-    if ((!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) && n_sets == RUN_MAX_SETS) {
-      fprintf(stderr, "rlrun run: more than %d --set overrides\n", RUN_MAX_SETS);
-      return RL_EXIT_USAGE;
-    }
-    if (!strcmp(a, "--set")) sets[n_sets++] = argv[++i];
-    else if (!strncmp(a, "--set=", 6)) sets[n_sets++] = argv[i] + 6;
-    else if (!strcmp(a, "--name")) name = argv[++i];
+    const int set = cli_take_set("run", argc, argv, &i, sets, &n_sets, RUN_MAX_SETS);
+    if (set < 0) return RL_EXIT_USAGE;
+    if (set) continue;
+    if (!strcmp(a, "--name")) name = argv[++i];
     else if (!strcmp(a, "--runs-dir")) runs_dir = argv[++i];
     else if (!strcmp(a, "--quiet")) quiet = 1;
     else if (a[0] == '-' || path) {
@@ -204,10 +201,10 @@ int cmd_run(int argc, char **argv) {
   store *s = NULL;
   int lock = -1, rc = rl_read_file(path, &text, &len, &e);
   /* an exported recipe: its inputs by path, or, with --set values that move inputs, by contents once loaded */
-  int moves = sets_name_paths((const char *const *)sets, n_sets);
+  int moves = sets_name_paths(sets, n_sets);
   if (!rc && !moves) rc = runs_check_export(path, text, &e);
   int export_moved = 0; /* an export with some inputs moved (--set): say how to point the others */
-  if (!rc && (rc = recipe_load(path, (const char *const *)sets, n_sets, &r, &e)) && moves)
+  if (!rc && (rc = recipe_load(path, sets, n_sets, &r, &e)) && moves)
     export_moved = strstr(text, "# rlrun-input: sha256 ") != NULL;
   if (!rc) rc = run_check_hardware(&r, &e);
   if (!rc) rc = runs_canonical_recipe(&r, &e);
@@ -508,18 +505,10 @@ int cmd_resume(int argc, char **argv) {
   const char *sets[RUN_MAX_SETS];
   int allow = 0, quiet = 0, n_sets = 0;
   for (int i = 1; i < argc; i++) {
-    int is_set = !strcmp(argv[i], "--set") || !strncmp(argv[i], "--set=", 6);
-    if (!strcmp(argv[i], "--set") && i + 1 >= argc) {
-      fprintf(stderr, "rlrun resume: --set needs KEY=VALUE; see `rlrun resume --help`\n");
-      return RL_EXIT_USAGE;
-    }
-    if (is_set && n_sets == RUN_MAX_SETS) {
-      fprintf(stderr, "rlrun resume: more than %d --set values\n", RUN_MAX_SETS);
-      return RL_EXIT_USAGE;
-    }
-    if (!strcmp(argv[i], "--set")) sets[n_sets++] = argv[++i];
-    else if (is_set) sets[n_sets++] = argv[i] + 6;
-    else if (!strcmp(argv[i], "--allow-changed")) allow = 1;
+    const int set = cli_take_set("resume", argc, argv, &i, sets, &n_sets, RUN_MAX_SETS);
+    if (set < 0) return RL_EXIT_USAGE;
+    if (set) continue;
+    if (!strcmp(argv[i], "--allow-changed")) allow = 1;
     else if (!strcmp(argv[i], "--quiet")) quiet = 1;
     else if (argv[i][0] == '-' || dir) {
       fprintf(stderr, "rlrun resume: unexpected argument '%s'; see `rlrun resume --help`\n", argv[i]);

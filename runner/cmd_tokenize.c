@@ -81,17 +81,14 @@ int cmd_tokenize(int argc, char **argv) {
   int n_sets = 0, n_pos = 0, as_prompt = 0, only_ids = 0, decode = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if ((!strcmp(a, "--set") || !strcmp(a, "--tokenizer")) && i + 1 >= argc) {
-      fprintf(stderr, "rlrun tokenize: %s needs a value\n", a);
+    if (!strcmp(a, "--tokenizer") && i + 1 >= argc) {
+      fprintf(stderr, "rlrun tokenize: --tokenizer needs a value\n");
       return RL_EXIT_USAGE;
     }
-    if ((!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) && n_sets == TOK_MAX_SETS) {
-      fprintf(stderr, "rlrun tokenize: more than %d --set overrides\n", TOK_MAX_SETS);
-      return RL_EXIT_USAGE;
-    }
-    if (!strcmp(a, "--set")) sets[n_sets++] = argv[++i];
-    else if (!strncmp(a, "--set=", 6)) sets[n_sets++] = a + 6;
-    else if (!strcmp(a, "--tokenizer")) tok_file = argv[++i];
+    const int set = cli_take_set("tokenize", argc, argv, &i, sets, &n_sets, TOK_MAX_SETS);
+    if (set < 0) return RL_EXIT_USAGE;
+    if (set) continue;
+    if (!strcmp(a, "--tokenizer")) tok_file = argv[++i];
     else if (!strncmp(a, "--tokenizer=", 12)) tok_file = a + 12;
     else if (!strcmp(a, "--prompt")) as_prompt = 1;
     else if (!strcmp(a, "--ids")) only_ids = 1;

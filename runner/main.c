@@ -51,6 +51,22 @@ int cli_wants_help(int argc, char **argv) {
   return 0;
 }
 
+int cli_take_set(const char *cmd, int argc, char **argv, int *i, const char **sets, int *n, int max) {
+  const char *a = argv[*i];
+  const int spaced = !strcmp(a, "--set");
+  if (!spaced && strncmp(a, "--set=", 6)) return 0;
+  if (spaced && *i + 1 >= argc) {
+    fprintf(stderr, "rlrun %s: --set needs a value; see `rlrun %s --help`\n", cmd, cmd);
+    return -1;
+  }
+  if (*n == max) {
+    fprintf(stderr, "rlrun %s: more than %d --set overrides\n", cmd, max);
+    return -1;
+  }
+  sets[(*n)++] = spaced ? argv[++*i] : a + 6;
+  return 1;
+}
+
 /* Suggest the closest command name (edit distance ≤ 2) for a typo. */
 static const char *closest_command(const char *s) {
   const char *best = NULL;

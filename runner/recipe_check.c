@@ -42,13 +42,19 @@ static int is_set(const recipe *r, const char *path) {
   return i >= 0 && r->key_set[i];
 }
 
+/* 1 when file is a run's stored recipe (RUNDIR/recipe.resolved.yaml: resume,
+ * or validated as a recipe), which writes every key out. */
+static int is_run_recipe(const char *file) {
+  const size_t fl = file ? strlen(file) : 0, rl = strlen("/" RUNS_RESOLVED);
+  return fl > rl && !strcmp(file + fl - rl, "/" RUNS_RESOLVED);
+}
+
 /* Where a relative path of key came from: a --set value is taken as given
  * (from the current directory), a recipe's from the file that writes it. */
 static const char *path_hint(const recipe *r, const char *key, char *buf, size_t n) {
   recipe_loc l = recipe_key_loc(r, key);
-  size_t fl = strlen(l.file), rl = strlen("/recipe.resolved.yaml");
   if (l.line == 0 && !strncmp(l.file, "--set ", 6)) snprintf(buf, n, "a --set path is relative to the current directory");
-  else if (fl > rl && !strcmp(l.file + fl - rl, "/recipe.resolved.yaml")) /* a run's stored recipe (resume) */
+  else if (is_run_recipe(l.file)) /* a run's stored recipe (resume) */
     snprintf(buf, n, "the run's recipe names it there; moved elsewhere: rlrun resume RUNDIR --set %s=NEW_PATH", key);
   else snprintf(buf, n, "a path in a recipe is relative to the directory of the file that writes it");
   return buf;
@@ -588,8 +594,7 @@ static void note_sft_unused(recipe *r) {
   char list[1024] = "";
   size_t at = 0;
   int n = 0;
-  const size_t fl = r->file ? strlen(r->file) : 0, rl = strlen("/recipe.resolved.yaml");
-  if (fl > rl && !strcmp(r->file + fl - rl, "/recipe.resolved.yaml")) return; /* a run's: every key written out */
+  if (is_run_recipe(r->file)) return; /* a run's: every key written out */
   for (size_t i = 0; i < sizeof unused / sizeof *unused && at < sizeof list; i++) {
     /* written in this recipe or a --set (a base's RL keys are the base's), and samples_per_prompt not as 1 */
     const recipe_loc l = recipe_key_loc(r, unused[i]);

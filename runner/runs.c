@@ -183,14 +183,20 @@ static char *input_role(const recipe *r, const char *path, const char *tok_dir) 
 }
 
 /* {role: {"sha256", "path"}} of a recipe's input hashes. */
+/* The directory of an hf recipe's tokenizer.json, with its '/' (malloc'd), or
+ * NULL: where input_role finds the tokenizer's files. */
+static char *tokenizer_dir(const recipe *r) {
+  const char *key;
+  char *tp = r->tokenizer.type == TOKENIZER_HF ? recipe_tokenizer_path(r, &key) : NULL;
+  char *slash = tp ? strrchr(tp, '/') : NULL;
+  if (slash) slash[1] = 0;
+  else free(tp), tp = NULL;
+  return tp;
+}
+
 static json_t *input_roles(const recipe *r, const char *hashes_json) {
   json_t *h = json_loads(hashes_json ? hashes_json : "{}", 0, NULL), *out = json_object();
-  const char *key;
-  char *tp = NULL, *tok_dir = NULL;
-  if (r->tokenizer.type == TOKENIZER_HF && (tp = recipe_tokenizer_path(r, &key)) && strrchr(tp, '/')) {
-    tok_dir = rl_xstrdup(tp);
-    strrchr(tok_dir, '/')[1] = 0; /* the directory, with its '/' */
-  }
+  char *tok_dir = tokenizer_dir(r);
   const char *path;
   json_t *v;
   json_object_foreach(h, path, v) {
@@ -199,7 +205,7 @@ static json_t *input_roles(const recipe *r, const char *hashes_json) {
                                              "path", path));
     free(role);
   }
-  free(tp), free(tok_dir);
+  free(tok_dir);
   json_decref(h);
   return out;
 }
@@ -231,12 +237,7 @@ int runs_inputs_compare(const recipe *old_r, const char *old_hashes, const recip
 
 int runs_hashes_keep_missing(const recipe *r, const char *old_json, int but_model, char **new_json) {
   json_t *o = json_loads(old_json ? old_json : "{}", 0, NULL), *nw = json_loads(*new_json ? *new_json : "{}", 0, NULL);
-  const char *key;
-  char *tp = NULL, *tok_dir = NULL;
-  if (r->tokenizer.type == TOKENIZER_HF && (tp = recipe_tokenizer_path(r, &key)) && strrchr(tp, '/')) {
-    tok_dir = rl_xstrdup(tp);
-    strrchr(tok_dir, '/')[1] = 0;
-  }
+  char *tok_dir = tokenizer_dir(r);
   int kept = 0;
   const char *path;
   json_t *v;
@@ -252,7 +253,7 @@ int runs_hashes_keep_missing(const recipe *r, const char *old_json, int but_mode
     free(*new_json);
     *new_json = json_dumps(nw, JSON_SORT_KEYS | JSON_COMPACT);
   }
-  free(tp), free(tok_dir);
+  free(tok_dir);
   json_decref(o), json_decref(nw);
   return kept;
 }

@@ -344,6 +344,25 @@ TEST(sft_checkpoint_without_weights_is_invalid) {
   CHECK(harness_run(p, NULL, 0) != 0);
 }
 
+/* A chain in d: the SFT demo (2 iterations) into d/sft, then rl-from-sft-cpu
+ * from d/sft/sft-demo-cpu with the options rl, uninterrupted into d/ref and
+ * killed in the train step of iteration kill_at into d/rl; their run
+ * directories into ref and rd. */
+static void sft_chain_pair(const char *d, const char *rl, int kill_at, char *rd, char *ref, size_t n) {
+  char args[8192], out[16384], env[64];
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet", d);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
+           d, d, rl);
+  snprintf(env, sizeof env, "RLRUN_FAULT=loop.train@%d:kill", kill_at);
+  CHECK_EQ_I64(sft_rl(env, args, out, sizeof out), 137);
+  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, n) == 0);
+  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, n) == 0);
+}
+
 /* A chain's RL run that has checkpoints of its own resumes after the SFT run it
  * started from was moved away: resume exits 4 listing the missing inputs,
  * `--allow-changed` continues from the run's own checkpoint and ends with the
@@ -354,16 +373,7 @@ TEST(sft_chain_resumes_after_the_start_run_is_moved) {
   snprintf(d, sizeof d, "%s/mv", harness_tmpdir());
   const char *rl = "--set loop.iterations=6 --set loop.checkpoint_interval=2 --set rollout.batch=8 "
                    "--set train.microbatch=64 --quiet";
-  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet", d);
-  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
-  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s/sft/sft-demo-cpu %s",
-           d, d, rl);
-  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
-  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
-           d, d, rl);
-  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@5:kill", args, out, sizeof out), 137);
-  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, sizeof rd) == 0);
-  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, sizeof ref) == 0);
+  sft_chain_pair(d, rl, 5, rd, ref, sizeof rd);
   snprintf(p, sizeof p, "mv %s/sft %s/sft-moved", d, d);
   REQUIRE(harness_run(p, NULL, 0) == 0);
   snprintf(args, sizeof args, "resume %s --quiet", rd);
@@ -412,16 +422,8 @@ TEST(sft_chain_resume_keeps_its_start_when_a_newer_run_appears) {
   snprintf(d, sizeof d, "%s/nw", harness_tmpdir());
   const char *rl = "--set loop.iterations=4 --set loop.checkpoint_interval=2 --set rollout.batch=8 "
                    "--set train.microbatch=64 --quiet";
-  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet", d);
-  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
+  sft_chain_pair(d, rl, 3, rd, ref, sizeof rd); /* both from the one SFT run there is, a */
   REQUIRE(sft_run_dir(d, "sft/sft-demo-cpu", a, sizeof a) == 0);
-  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s %s", d, a, rl);
-  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
-  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
-           d, d, rl);
-  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@3:kill", args, out, sizeof out), 137);
-  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, sizeof rd) == 0);
-  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, sizeof ref) == 0);
   /* a newer SFT run of the same name (run ids hold the second: wait for the next one) */
   snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --set seed=9 --quiet", d);
   harness_run("sleep 1.1", NULL, 0);
@@ -451,18 +453,10 @@ TEST(sft_chain_without_its_own_checkpoint_keeps_its_start_recorded) {
   snprintf(d, sizeof d, "%s/nc", harness_tmpdir());
   const char *rl = "--set loop.iterations=4 --set loop.checkpoint_interval=4 --set rollout.batch=8 "
                    "--set train.microbatch=64 --quiet";
-  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/sft --set loop.iterations=2 --quiet && "
-           "%s run recipes/sft-demo-cpu.yaml --runs-dir %s/other --set loop.iterations=2 --set seed=99 --quiet",
-           d, sft_bin(), d);
+  sft_chain_pair(d, rl, 2, rd, ref, sizeof rd);
+  snprintf(args, sizeof args, "run recipes/sft-demo-cpu.yaml --runs-dir %s/other --set loop.iterations=2 --set seed=99 "
+           "--quiet", d);
   REQUIRE(sft_rl("", args, out, sizeof out) == 0);
-  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/ref --set model.checkpoint=%s/sft/sft-demo-cpu %s",
-           d, d, rl);
-  REQUIRE(sft_rl("", args, out, sizeof out) == 0);
-  snprintf(args, sizeof args, "run recipes/rl-from-sft-cpu.yaml --runs-dir %s/rl --set model.checkpoint=%s/sft/sft-demo-cpu %s",
-           d, d, rl);
-  CHECK_EQ_I64(sft_rl("RLRUN_FAULT=loop.train@2:kill", args, out, sizeof out), 137);
-  REQUIRE(sft_run_dir(d, "rl/rl-from-sft-cpu", rd, sizeof rd) == 0);
-  REQUIRE(sft_run_dir(d, "ref/rl-from-sft-cpu", ref, sizeof ref) == 0);
   REQUIRE(sft_run_dir(d, "other/sft-demo-cpu", other, sizeof other) == 0);
   char start[2048];
   REQUIRE(sft_run_dir(d, "sft/sft-demo-cpu", start, sizeof start) == 0);
